@@ -1,0 +1,34 @@
+# Shoal build targets. `make test` is what CI runs (via .ci/run -> scripts/test.sh).
+GO ?= go
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+BIN := bin/shoal
+GOTAGS ?=
+
+.PHONY: all build proto test unit e2e bench dev tools clean
+
+all: build
+
+build:
+	$(GO) build -tags '$(GOTAGS)' -o $(BIN) ./cmd/shoal
+
+# Regenerates the committed Go code beside the .proto files with pinned
+# generators (protoc from Debian's protobuf-compiler).
+tools:
+	GOBIN=$(CURDIR)/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(CURDIR)/bin $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+
+proto: tools
+	cd proto && PATH=$(CURDIR)/bin:$$PATH protoc -I . \
+		--go_out=paths=source_relative:. \
+		--go-grpc_out=paths=source_relative:. \
+		shoalv1/*.proto
+
+test:
+	bash scripts/test.sh
+
+dev: build
+	./$(BIN) dev
+
+clean:
+	rm -rf bin
