@@ -1,0 +1,298 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// Config configures an Agent.
+type Config struct {
+	NodeID string
+	// Addr is the address the node advertises.
+	Addr string
+	// Managers is the initial list of manager API addresses.
+	Managers []string
+	// Creds dials managers (mTLS with the node certificate).
+	Creds credentials.TransportCredentials
+	// Description is sent in the hello.
+	Description *shoalv1.NodeDescription
+	// OnManagers is told the current manager list (to persist it).
+	OnManagers func([]string)
+	// OnNode is told every update of this node's object (role changes).
+	OnNode func(*shoalv1.Node)
+	Logger *slog.Logger
+}
+
+// Agent is a node's session client.
+type Agent struct {
+	cfg Config
+	log *slog.Logger
+
+	mu sync.Mutex // guards the fields below
+	// tasks is the assignment set as the dispatcher last described it.
+	tasks    map[string]*shoalv1.Task
+	managers []string
+	leader   string // hint from a follower or the welcome
+	// reported remembers the terminal state already sent per task.
+	reported  map[string]shoalv1.TaskState
+	connected bool
+}
+
+// New returns an agent; Run starts it.
+func New(cfg Config) *Agent {
+	return &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent"), tasks: map[string]*shoalv1.Task{},
+		managers: append([]string(nil), cfg.Managers...), reported: map[string]shoalv1.TaskState{}}
+}
+
+// Assignments returns the tasks currently assigned to this node.
+func (a *Agent) Assignments() []*shoalv1.Task {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]*shoalv1.Task, 0, len(a.tasks))
+	for _, t := range a.tasks {
+		out = append(out, t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].GetMeta().GetId() < out[j].GetMeta().GetId() })
+	return out
+}
+
+// Connected says whether a session is open.
+func (a *Agent) Connected() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.connected
+}
+
+// Run keeps a session open until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	backoff := 50 * time.Millisecond
+	next := 0
+	for ctx.Err() == nil {
+		addr := a.target(&next)
+		start := time.Now()
+		err := a.session(ctx, addr)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if hint := leaderHint(err); hint != "" && hint != addr {
+			a.mu.Lock()
+			a.leader = hint
+			a.mu.Unlock()
+			a.log.Debug("following leader hint", "leader", hint)
+			continue // go straight to the leader
+		}
+		a.mu.Lock()
+		a.leader = ""
+		a.mu.Unlock()
+		if time.Since(start) > 5*time.Second {
+			backoff = 50 * time.Millisecond // the session was healthy
+		}
+		a.log.Info("session ended; reconnecting", "manager", addr, "err", err, "backoff", backoff)
+		jitter := time.Duration(rand.Int64N(int64(backoff)/2 + 1))
+		select {
+		case <-time.After(backoff + jitter):
+		case <-ctx.Done():
+			return nil
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+	return nil
+}
+
+// target picks the manager to dial: the leader hint, else the next one.
+func (a *Agent) target(next *int) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.leader != "" {
+		return a.leader
+	}
+	if len(a.managers) == 0 {
+		return a.cfg.Addr
+	}
+	addr := a.managers[*next%len(a.managers)]
+	*next++
+	return addr
+}
+
+// leaderHint extracts "leader=ADDR" from a follower's UNAVAILABLE answer.
+func leaderHint(err error) string {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.Unavailable {
+		return ""
+	}
+	_, after, ok := strings.Cut(st.Message(), "leader=")
+	if !ok {
+		return ""
+	}
+	return strings.TrimSpace(after)
+}
+
+func (a *Agent) session(ctx context.Context, addr string) error {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(a.cfg.Creds))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := shoalv1.NewDispatcherClient(conn).Session(sctx)
+	if err != nil {
+		return err
+	}
+	hello := &shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Hello{Hello: &shoalv1.AgentHello{
+		Description: a.cfg.Description, Addr: a.cfg.Addr}}}
+	if err := stream.Send(hello); err != nil {
+		return err
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	w := first.GetWelcome()
+	if w == nil {
+		return errors.New("dispatcher did not welcome the session")
+	}
+	period := time.Duration(w.GetHeartbeatPeriodMs()) * time.Millisecond
+	if period <= 0 {
+		period = 500 * time.Millisecond
+	}
+	a.setManagers(w.GetManagers())
+	if a.cfg.OnNode != nil && w.GetNode() != nil {
+		a.cfg.OnNode(w.GetNode())
+	}
+	a.mu.Lock()
+	a.connected = true
+	a.mu.Unlock()
+	defer func() {
+		a.mu.Lock()
+		a.connected = false
+		a.mu.Unlock()
+	}()
+	a.log.Info("session open", "manager", addr, "session_id", w.GetSessionId())
+
+	// One goroutine sends (heartbeats and status); this one receives. A
+	// manager that stops acknowledging heartbeats is given up on after a few
+	// periods, so a dead leader is noticed even without a TCP reset.
+	var sendMu sync.Mutex
+	send := func(m *shoalv1.AgentMessage) error {
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		return stream.Send(m)
+	}
+	lastAck := make(chan struct{}, 1)
+	errc := make(chan error, 2)
+	go func() { errc <- a.heartbeat(sctx, send, period, lastAck) }()
+	go func() {
+		for {
+			msg, err := stream.Recv()
+			if err != nil {
+				errc <- err
+				return
+			}
+			select {
+			case lastAck <- struct{}{}:
+			default:
+			}
+			if err := a.handle(msg, send); err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	err = <-errc
+	return err
+}
+
+func (a *Agent) heartbeat(ctx context.Context, send func(*shoalv1.AgentMessage) error, period time.Duration, ack <-chan struct{}) error {
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	deadline := time.NewTimer(3 * period)
+	defer deadline.Stop()
+	hb := &shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Heartbeat{Heartbeat: &shoalv1.Heartbeat{}}}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ack:
+			deadline.Reset(3 * period)
+		case <-deadline.C:
+			return fmt.Errorf("manager silent for %s", 3*period)
+		case <-tick.C:
+			if err := send(hb); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (a *Agent) setManagers(ms []string) {
+	if len(ms) == 0 {
+		return
+	}
+	a.mu.Lock()
+	a.managers = append([]string(nil), ms...)
+	a.mu.Unlock()
+	if a.cfg.OnManagers != nil {
+		a.cfg.OnManagers(ms)
+	}
+}
+
+// handle applies one session message and reports what follows from it.
+func (a *Agent) handle(msg *shoalv1.SessionMessage, send func(*shoalv1.AgentMessage) error) error {
+	switch m := msg.GetMsg().(type) {
+	case *shoalv1.SessionMessage_Assignments:
+		a.mu.Lock()
+		if m.Assignments.GetFull() {
+			a.tasks = map[string]*shoalv1.Task{}
+		}
+		for _, t := range m.Assignments.GetUpsert() {
+			a.tasks[t.GetMeta().GetId()] = t
+		}
+		for _, id := range m.Assignments.GetRemoved() {
+			delete(a.tasks, id)
+			delete(a.reported, id)
+		}
+		updates := a.shutdownReportsLocked()
+		a.mu.Unlock()
+		if len(updates) > 0 {
+			return send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Status{Status: &shoalv1.TaskStatusBatch{Updates: updates}}})
+		}
+	case *shoalv1.SessionMessage_Node:
+		if a.cfg.OnNode != nil {
+			a.cfg.OnNode(m.Node)
+		}
+	case *shoalv1.SessionMessage_Managers:
+		a.setManagers(m.Managers.GetManagers())
+	}
+	return nil
+}
+
+// shutdownReportsLocked reports SHUTDOWN for held tasks told to stop: with
+// no runtime yet, nothing runs for them here, so they are shut down.
+func (a *Agent) shutdownReportsLocked() []*shoalv1.TaskStatusUpdate {
+	var out []*shoalv1.TaskStatusUpdate
+	for id, t := range a.tasks {
+		if t.GetDesiredState() < shoalv1.TaskState_TASK_STATE_SHUTDOWN || a.reported[id] == shoalv1.TaskState_TASK_STATE_SHUTDOWN {
+			continue
+		}
+		a.reported[id] = shoalv1.TaskState_TASK_STATE_SHUTDOWN
+		out = append(out, &shoalv1.TaskStatusUpdate{TaskId: id, Status: &shoalv1.TaskStatus{
+			State: shoalv1.TaskState_TASK_STATE_SHUTDOWN, Timestamp: timestamppb.Now(), Message: "shutdown"}})
+	}
+	return out
+}

@@ -1,0 +1,66 @@
+package agent
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+func TestLeaderHint(t *testing.T) {
+	tests := []struct {
+		err  error
+		want string
+	}{
+		{status.Error(codes.Unavailable, "this manager is not the leader; leader=127.0.0.22:4242"), "127.0.0.22:4242"},
+		{status.Error(codes.Unavailable, "this manager is not the leader; leader="), ""},
+		{status.Error(codes.PermissionDenied, "leader=127.0.0.22:4242"), ""},
+		{errors.New("leader=x"), ""},
+	}
+	for _, tt := range tests {
+		if got := leaderHint(tt.err); got != tt.want {
+			t.Errorf("leaderHint(%v) = %q, want %q", tt.err, got, tt.want)
+		}
+	}
+}
+
+func TestAssignmentsAndShutdownReports(t *testing.T) {
+	a := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	var sent []*shoalv1.AgentMessage
+	send := func(m *shoalv1.AgentMessage) error { sent = append(sent, m); return nil }
+	mk := func(id string, desired shoalv1.TaskState) *shoalv1.Task {
+		return &shoalv1.Task{Meta: &shoalv1.Meta{Id: id}, DesiredState: desired, Status: &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_ASSIGNED}}
+	}
+	full := &shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Assignments{Assignments: &shoalv1.Assignments{
+		Full: true, Upsert: []*shoalv1.Task{mk("a", shoalv1.TaskState_TASK_STATE_RUNNING), mk("b", shoalv1.TaskState_TASK_STATE_RUNNING)}}}}
+	if err := a.handle(full, send); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(a.Assignments()); got != 2 || len(sent) != 0 {
+		t.Fatalf("after full set: %d tasks, %d messages", got, len(sent))
+	}
+	diff := &shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Assignments{Assignments: &shoalv1.Assignments{
+		Upsert: []*shoalv1.Task{mk("b", shoalv1.TaskState_TASK_STATE_SHUTDOWN)}, Removed: []string{"a"}}}}
+	if err := a.handle(diff, send); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.Assignments(); len(got) != 1 || got[0].GetMeta().GetId() != "b" {
+		t.Fatalf("after diff: %v", got)
+	}
+	if len(sent) != 1 || len(sent[0].GetStatus().GetUpdates()) != 1 ||
+		sent[0].GetStatus().GetUpdates()[0].GetStatus().GetState() != shoalv1.TaskState_TASK_STATE_SHUTDOWN {
+		t.Fatalf("want one SHUTDOWN report, got %v", sent)
+	}
+	// The same diff again is not reported twice.
+	if err := a.handle(diff, send); err != nil {
+		t.Fatal(err)
+	}
+	if len(sent) != 1 {
+		t.Fatalf("reported twice: %v", sent)
+	}
+}

@@ -1,0 +1,251 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/shoal-dev/shoal/manager"
+	"github.com/shoal-dev/shoal/manager/ca"
+	"github.com/shoal-dev/shoal/manager/dispatcher"
+	"github.com/shoal-dev/shoal/manager/nodeca"
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
+)
+
+// Options are the flags of the node verbs.
+type Options struct {
+	DataDir       string
+	AdvertiseAddr string // host[:port]; port defaults to 4242
+	ListenAddr    string // host:port; defaults to the advertise address
+	JoinAddr      string // join: a manager's host[:port]
+	Token         string // join
+	ClusterName   string // init
+	NodeName      string // optional node name (defaults to the hostname)
+	Out           io.Writer
+	Logger        *slog.Logger
+}
+
+func (o *Options) normalize() error {
+	if o.Out == nil {
+		o.Out = io.Discard
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if o.DataDir == "" {
+		return errors.New("--data-dir: required")
+	}
+	if o.AdvertiseAddr != "" {
+		a, err := withPort(o.AdvertiseAddr, "--advertise-addr")
+		if err != nil {
+			return err
+		}
+		o.AdvertiseAddr = a
+	}
+	if o.ListenAddr == "" {
+		o.ListenAddr = o.AdvertiseAddr
+	} else {
+		a, err := withPort(o.ListenAddr, "--listen-addr")
+		if err != nil {
+			return err
+		}
+		o.ListenAddr = a
+	}
+	return nil
+}
+
+func (o *Options) freshDataDir() error {
+	if _, err := os.Stat(statePath(o.DataDir)); err == nil {
+		return fmt.Errorf("%s already holds a node; start it with `shoal daemon --data-dir %s` or use another --data-dir", o.DataDir, o.DataDir)
+	}
+	return os.MkdirAll(o.DataDir, 0o700)
+}
+
+func bootstrapPath(dir string) string { return filepath.Join(dir, "bootstrap.pb") }
+
+// Init bootstraps a new cluster whose first manager is this node, prints the
+// join tokens, and runs the node until ctx ends.
+func Init(ctx context.Context, o Options) error {
+	if err := o.normalize(); err != nil {
+		return err
+	}
+	if o.AdvertiseAddr == "" {
+		return errors.New("--advertise-addr: required (the IP other nodes reach this one at)")
+	}
+	if err := o.freshDataDir(); err != nil {
+		return err
+	}
+	clusterID, nodeID := raftstore.NewID(), raftstore.NewID()
+	root, err := ca.NewRootCA(clusterID)
+	if err != nil {
+		return err
+	}
+	creds, err := issue(root, nodeID, ca.RoleManager)
+	if err != nil {
+		return err
+	}
+	adminCert, adminKey, err := root.IssueAdmin("admin", 5*365*24*time.Hour)
+	if err != nil {
+		return err
+	}
+	if err := ca.SaveCreds(filepath.Join(o.DataDir, "admin"), "admin", &ca.Creds{CACertPEM: root.CertPEM(), CertPEM: adminCert, KeyPEM: adminKey}); err != nil {
+		return err
+	}
+	workerTok, err := ca.NewJoinToken(root.Digest())
+	if err != nil {
+		return err
+	}
+	managerTok, err := ca.NewJoinToken(root.Digest())
+	if err != nil {
+		return err
+	}
+	name := o.ClusterName
+	if name == "" {
+		name = "shoal"
+	}
+	boot := &shoalv1.StoreAction{Ops: []*shoalv1.StoreOp{
+		{Object: &shoalv1.StoreObject{Object: &shoalv1.StoreObject_Cluster{Cluster: &shoalv1.Cluster{
+			Meta: &shoalv1.Meta{Id: clusterID}, Name: name, CaCertPem: root.CertPEM(), CaKeyPem: root.KeyPEM(),
+			Tokens: &shoalv1.JoinTokens{Worker: workerTok, Manager: managerTok},
+			Settings: &shoalv1.ClusterSettings{HeartbeatPeriodMs: dispatcher.DefaultHeartbeatPeriod.Milliseconds(),
+				NodeDownAfterMissed: dispatcher.DefaultDownAfterMissed, NodeCertTtlHours: int64(nodeca.DefaultCertTTL.Hours())},
+		}}}},
+		{Object: &shoalv1.StoreObject{Object: &shoalv1.StoreObject_Node{Node: &shoalv1.Node{
+			Meta:        &shoalv1.Meta{Id: nodeID},
+			Spec:        &shoalv1.NodeSpec{Name: o.NodeName, DesiredRole: shoalv1.NodeRole_NODE_ROLE_MANAGER},
+			Description: describe(o.NodeName),
+			Status:      &shoalv1.NodeStatus{State: shoalv1.NodeState_NODE_STATE_UNKNOWN, Addr: o.AdvertiseAddr, LastHeartbeat: timestamppb.Now()},
+			Role:        shoalv1.NodeRole_NODE_ROLE_MANAGER,
+		}}}},
+	}}
+	// The bootstrap objects (CA key included) wait on disk, private, until
+	// raft has committed them, so a crash in between is healed on restart.
+	b, err := proto.Marshal(boot)
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(bootstrapPath(o.DataDir), b, 0o600); err != nil {
+		return err
+	}
+	if err := ca.SaveCreds(filepath.Join(o.DataDir, "certs"), "node", creds); err != nil {
+		return err
+	}
+	st := &State{NodeID: nodeID, ClusterID: clusterID, AdvertiseAddr: o.AdvertiseAddr, ListenAddr: o.ListenAddr,
+		Role: string(ca.RoleManager), Managers: []string{o.AdvertiseAddr}}
+	if err := st.Save(o.DataDir); err != nil {
+		return err
+	}
+	return runNode(ctx, o, st, true)
+}
+
+func issue(root *ca.CA, nodeID string, role ca.Role) (*ca.Creds, error) {
+	keyPEM, csrPEM, err := ca.NewKeyAndCSR()
+	if err != nil {
+		return nil, err
+	}
+	certPEM, _, err := root.SignCSR(csrPEM, nodeID, role, nodeca.DefaultCertTTL)
+	if err != nil {
+		return nil, err
+	}
+	return &ca.Creds{CACertPEM: root.CertPEM(), CertPEM: certPEM, KeyPEM: keyPEM}, nil
+}
+
+// Join admits this node into a cluster with a join token and runs it.
+func Join(ctx context.Context, o Options) error {
+	if err := o.normalize(); err != nil {
+		return err
+	}
+	if o.AdvertiseAddr == "" {
+		return errors.New("--advertise-addr: required (the IP other nodes reach this one at)")
+	}
+	remote, err := withPort(o.JoinAddr, "manager address")
+	if err != nil {
+		return err
+	}
+	if o.Token == "" {
+		return errors.New("--token: required")
+	}
+	if err := o.freshDataDir(); err != nil {
+		return err
+	}
+	creds, resp, err := ca.JoinCredentials(ctx, remote, o.Token, describe(o.NodeName), o.AdvertiseAddr)
+	if err != nil {
+		os.Remove(o.DataDir) // only removes it if still empty
+		return fmt.Errorf("joining via %s: %w", remote, err)
+	}
+	if err := ca.SaveCreds(filepath.Join(o.DataDir, "certs"), "node", creds); err != nil {
+		return err
+	}
+	id, err := creds.Identity()
+	if err != nil {
+		return err
+	}
+	st := &State{NodeID: resp.GetNodeId(), ClusterID: id.ClusterID, AdvertiseAddr: o.AdvertiseAddr, ListenAddr: o.ListenAddr,
+		Role: string(ca.RoleFromProto(resp.GetRole())), Managers: []string{remote}}
+	if err := st.Save(o.DataDir); err != nil {
+		return err
+	}
+	fmt.Fprintf(o.Out, "This node joined cluster %s as a %s (node id %s).\n", st.ClusterID, st.Role, st.NodeID)
+	return runNode(ctx, o, st, false)
+}
+
+// Run restarts an existing node from its data dir.
+func Run(ctx context.Context, o Options) error {
+	if err := o.normalize(); err != nil {
+		return err
+	}
+	st, err := LoadState(o.DataDir)
+	if err != nil {
+		return err
+	}
+	if o.ListenAddr != "" && o.ListenAddr != st.ListenAddr {
+		st.ListenAddr = o.ListenAddr
+	}
+	_, statErr := os.Stat(bootstrapPath(o.DataDir))
+	return runNode(ctx, o, st, statErr == nil)
+}
+
+// describe reports this machine to the managers.
+func describe(name string) *shoalv1.NodeDescription {
+	host := name
+	if host == "" {
+		host, _ = os.Hostname()
+	}
+	return &shoalv1.NodeDescription{
+		Hostname: host, Os: runtime.GOOS, Arch: runtime.GOARCH, EngineVersion: Version,
+		Resources: &shoalv1.Resources{NanoCpus: int64(runtime.NumCPU()) * 1e9, MemoryBytes: memTotal()},
+	}
+}
+
+// Version is the shoal version reported by nodes.
+var Version = "0.1.0-dev"
+
+// memTotal reads MemTotal from /proc/meminfo (0 when unknown).
+func memTotal() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			f := strings.Fields(rest)
+			if len(f) > 0 {
+				kb, _ := strconv.ParseInt(f[0], 10, 64)
+				return kb * 1024
+			}
+		}
+	}
+	return 0
+}

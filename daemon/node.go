@@ -1,0 +1,348 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/shoal-dev/shoal/agent"
+	"github.com/shoal-dev/shoal/manager"
+	"github.com/shoal-dev/shoal/manager/ca"
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// node is one running node process.
+type node struct {
+	o     Options
+	log   *slog.Logger
+	certs *ca.CertStore
+	boot  *manager.Bootstrap
+	// bootstrapped is closed once an init's cluster object is committed.
+	bootstrapped chan struct{}
+
+	mu sync.Mutex // guards st, mgrStop, mgrDone
+	st *State
+	// mgrStop/mgrDone control the running manager (nil when none).
+	mgrStop context.CancelFunc
+	mgrDone chan error
+
+	roleCh chan shoalv1.NodeRole // desired roles seen by the agent
+	errCh  chan error            // fatal errors from the manager
+}
+
+func runNode(ctx context.Context, o Options, st *State, withBootstrap bool) error {
+	creds, err := ca.LoadCreds(filepath.Join(o.DataDir, "certs"), "node")
+	if err != nil {
+		return fmt.Errorf("loading node credentials: %w", err)
+	}
+	certs, err := ca.NewCertStore(creds)
+	if err != nil {
+		return err
+	}
+	n := &node{o: o, log: o.Logger.With("node_id", st.NodeID), certs: certs, st: st,
+		bootstrapped: make(chan struct{}), roleCh: make(chan shoalv1.NodeRole, 1), errCh: make(chan error, 1)}
+	if withBootstrap {
+		if n.boot, err = loadBootstrap(o.DataDir); err != nil {
+			return err
+		}
+	}
+	if st.Role == string(ca.RoleManager) {
+		if err := n.startManager(ctx); err != nil {
+			return err
+		}
+	}
+	if n.boot != nil {
+		go n.announce(ctx)
+	}
+	ag := agent.New(agent.Config{
+		NodeID: st.NodeID, Addr: st.AdvertiseAddr, Managers: st.Managers, Creds: manager.ClientCreds(certs),
+		Description: describe(o.NodeName), OnManagers: n.saveManagers, OnNode: n.onNode, Logger: o.Logger,
+	})
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return ag.Run(gctx) })
+	g.Go(func() error { return n.roleLoop(gctx) })
+	g.Go(func() error {
+		select {
+		case err := <-n.errCh:
+			return err
+		case <-gctx.Done():
+			return nil
+		}
+	})
+	err = g.Wait()
+	if merr := n.stopManager(); merr != nil && err == nil {
+		err = merr
+	}
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+func loadBootstrap(dir string) (*manager.Bootstrap, error) {
+	b, err := os.ReadFile(bootstrapPath(dir))
+	if err != nil {
+		return nil, err
+	}
+	var act shoalv1.StoreAction
+	if err := proto.Unmarshal(b, &act); err != nil {
+		return nil, fmt.Errorf("%s: %w", bootstrapPath(dir), err)
+	}
+	boot := &manager.Bootstrap{}
+	for _, op := range act.GetOps() {
+		if c := op.GetObject().GetCluster(); c != nil {
+			boot.Cluster = c
+		}
+		if nd := op.GetObject().GetNode(); nd != nil {
+			boot.Self = nd
+		}
+	}
+	if boot.Cluster == nil || boot.Self == nil {
+		return nil, fmt.Errorf("%s is incomplete", bootstrapPath(dir))
+	}
+	return boot, nil
+}
+
+// announce waits for the bootstrap to commit, drops the on-disk copy and
+// tells the operator how to grow the cluster.
+func (n *node) announce(ctx context.Context) {
+	select {
+	case <-n.bootstrapped:
+	case <-ctx.Done():
+		return
+	}
+	if err := os.Remove(bootstrapPath(n.o.DataDir)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		n.log.Warn("removing bootstrap file", "err", err)
+	}
+	c, st := n.boot.Cluster, n.state()
+	admin := filepath.Join(n.o.DataDir, "admin")
+	fmt.Fprintf(n.o.Out, `Cluster %s initialised. This node (%s) is its first manager, at %s.
+
+To add a worker, run on it:
+    shoal join --data-dir /var/lib/shoal --advertise-addr <its IP> --token %s %s
+
+To add a manager, run on it:
+    shoal join --data-dir /var/lib/shoal --advertise-addr <its IP> --token %s %s
+
+Admin credentials are in %s. Use them with:
+    shoal --data-dir %s node ls
+    shoal --host %s --cert-dir %s node ls
+`, c.GetMeta().GetId(), st.NodeID, st.AdvertiseAddr, c.GetTokens().GetWorker(), st.AdvertiseAddr,
+		c.GetTokens().GetManager(), st.AdvertiseAddr, admin, n.o.DataDir, st.AdvertiseAddr, admin)
+}
+
+func (n *node) state() State {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return *n.st
+}
+
+func (n *node) saveManagers(ms []string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if equalStrings(n.st.Managers, ms) {
+		return
+	}
+	n.st.Managers = append([]string(nil), ms...)
+	if err := n.st.Save(n.o.DataDir); err != nil {
+		n.log.Warn("saving the manager list", "err", err)
+	}
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// startManager runs the manager components in the background.
+func (n *node) startManager(ctx context.Context) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.mgrStop != nil {
+		return nil
+	}
+	mctx, cancel := context.WithCancel(ctx)
+	m := manager.New(manager.Config{
+		NodeID: n.st.NodeID, DataDir: n.o.DataDir, ListenAddr: n.st.ListenAddr, AdvertiseAddr: n.st.AdvertiseAddr,
+		Certs: n.certs, Bootstrap: n.boot, Logger: n.o.Logger,
+	})
+	done := make(chan error, 1)
+	go func() {
+		err := m.Run(mctx)
+		done <- err
+		if err != nil && mctx.Err() == nil {
+			select {
+			case n.errCh <- fmt.Errorf("manager: %w", err):
+			default:
+			}
+		}
+	}()
+	n.mgrStop, n.mgrDone = cancel, done
+	select {
+	case <-m.Ready():
+	case err := <-done:
+		cancel()
+		n.mgrStop, n.mgrDone = nil, nil
+		return fmt.Errorf("manager: %w", err)
+	}
+	go func() {
+		select {
+		case <-m.Bootstrapped():
+			select {
+			case <-n.bootstrapped:
+			default:
+				close(n.bootstrapped)
+			}
+		case <-mctx.Done():
+		}
+	}()
+	// Ask to be a raft voter (a no-op for a member); needed after a manager
+	// join or a promotion, harmless otherwise.
+	go n.joinRaft(mctx)
+	return nil
+}
+
+func (n *node) stopManager() error {
+	n.mu.Lock()
+	stop, done := n.mgrStop, n.mgrDone
+	n.mgrStop, n.mgrDone = nil, nil
+	n.mu.Unlock()
+	if stop == nil {
+		return nil
+	}
+	stop()
+	return <-done
+}
+
+// joinRaft calls RaftMembership.JoinRaft through any manager until it works.
+func (n *node) joinRaft(ctx context.Context) {
+	backoff := 100 * time.Millisecond
+	for attempt := 0; ctx.Err() == nil; attempt++ {
+		st := n.state()
+		targets := append([]string{}, st.Managers...)
+		targets = append(targets, st.AdvertiseAddr)
+		addr := targets[attempt%len(targets)]
+		err := n.callJoinRaft(ctx, addr)
+		if err == nil {
+			n.log.Info("raft voter", "via", addr)
+			return
+		}
+		n.log.Debug("join raft", "via", addr, "err", err)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+		}
+		backoff = min(backoff*2, 3*time.Second)
+	}
+}
+
+func (n *node) callJoinRaft(ctx context.Context, addr string) error {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(manager.ClientCreds(n.certs)))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	_, err = shoalv1.NewRaftMembershipClient(conn).JoinRaft(cctx, &shoalv1.JoinRaftRequest{Addr: n.state().AdvertiseAddr})
+	return err
+}
+
+// onNode is called by the agent with this node's object; a desired role
+// that differs from the certificate's starts a role change.
+func (n *node) onNode(nd *shoalv1.Node) {
+	want := nd.GetSpec().GetDesiredRole()
+	if want == shoalv1.NodeRole_NODE_ROLE_UNSPECIFIED || ca.RoleFromProto(want) == n.certs.Identity().Role {
+		return
+	}
+	select {
+	case n.roleCh <- want:
+	default:
+	}
+}
+
+// roleLoop renews the certificate for a new role and starts or stops the
+// manager to match.
+func (n *node) roleLoop(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case want := <-n.roleCh:
+			if ca.RoleFromProto(want) == n.certs.Identity().Role {
+				continue
+			}
+			if err := n.changeRole(ctx); err != nil {
+				n.log.Warn("role change failed; will retry on the next node update", "err", err)
+			}
+		}
+	}
+}
+
+func (n *node) changeRole(ctx context.Context) error {
+	keyPEM, csrPEM, err := ca.NewKeyAndCSR()
+	if err != nil {
+		return err
+	}
+	var resp *shoalv1.IssueNodeCertificateResponse
+	var lastErr error
+	for _, addr := range append(n.state().Managers, n.state().AdvertiseAddr) {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(manager.ClientCreds(n.certs)))
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		resp, err = shoalv1.NewNodeCAClient(conn).RenewNodeCertificate(cctx, &shoalv1.RenewNodeCertificateRequest{CsrPem: csrPEM})
+		cancel()
+		conn.Close()
+		if err == nil {
+			break
+		}
+		lastErr = err
+	}
+	if resp == nil {
+		return fmt.Errorf("renewing the certificate: %w", lastErr)
+	}
+	creds := &ca.Creds{CACertPEM: resp.GetCaCertPem(), CertPEM: resp.GetCertPem(), KeyPEM: keyPEM}
+	if err := ca.SaveCreds(filepath.Join(n.o.DataDir, "certs"), "node", creds); err != nil {
+		return err
+	}
+	if err := n.certs.Set(creds); err != nil {
+		return err
+	}
+	role := ca.RoleFromProto(resp.GetRole())
+	n.mu.Lock()
+	n.st.Role = string(role)
+	err = n.st.Save(n.o.DataDir)
+	n.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	n.log.Info("role changed", "role", string(role))
+	if role == ca.RoleManager {
+		return n.startManager(ctx)
+	}
+	if err := n.stopManager(); err != nil {
+		n.log.Warn("stopping the manager after demotion", "err", err)
+	}
+	// A demoted node leaves raft; its old log must not come back if it is
+	// promoted again later.
+	return os.RemoveAll(filepath.Join(n.o.DataDir, "raft"))
+}

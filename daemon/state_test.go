@@ -1,0 +1,44 @@
+package daemon
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestWithPort(t *testing.T) {
+	tests := []struct{ in, want, err string }{
+		{"127.0.0.21", "127.0.0.21:4242", ""},
+		{"127.0.0.21:5000", "127.0.0.21:5000", ""},
+		{"::1", "[::1]:4242", ""},
+		{"", "", "required"},
+		{"example.com", "", "not an IP address"},
+		{"127.0.0.1:99999", "", "bad port"},
+	}
+	for _, tt := range tests {
+		got, err := withPort(tt.in, "--advertise-addr")
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("withPort(%q) err = %v, want %q", tt.in, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("withPort(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestStateRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := LoadState(dir); err == nil || !strings.Contains(err.Error(), "shoal init") {
+		t.Fatalf("missing state: %v", err)
+	}
+	st := &State{NodeID: "n1", ClusterID: "c1", AdvertiseAddr: "127.0.0.21:4242", Role: "manager", Managers: []string{"a", "b"}}
+	if err := st.Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadState(dir)
+	if err != nil || got.NodeID != "n1" || len(got.Managers) != 2 {
+		t.Fatalf("got %+v, %v", got, err)
+	}
+}

@@ -1,0 +1,148 @@
+package controlapi
+
+import (
+	"context"
+	"log/slog"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/shoal-dev/shoal/manager/ca"
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
+)
+
+// Server implements shoalv1.ControlServer on top of the replicated store.
+type Server struct {
+	shoalv1.UnimplementedControlServer
+	store *raftstore.Store
+	log   *slog.Logger
+}
+
+// New returns a control API server.
+func New(store *raftstore.Store, logger *slog.Logger) *Server {
+	return &Server{store: store, log: logger.With("component", "controlapi")}
+}
+
+// read returns a linearizable view: the API promises that a read sees every
+// write acknowledged before it started.
+func (s *Server) read(ctx context.Context) (raftstore.Reader, error) {
+	return s.store.ReadLinearizable(ctx)
+}
+
+// clusterOf returns the single cluster object of a view.
+func clusterOf(r raftstore.Reader) (*shoalv1.Cluster, error) {
+	cs := raftstore.List[*shoalv1.Cluster](r)
+	if len(cs) == 0 {
+		return nil, preconditionf("the cluster is still being bootstrapped")
+	}
+	return cs[0], nil
+}
+
+// publicCluster strips what must never leave the managers.
+func publicCluster(c *shoalv1.Cluster) *shoalv1.Cluster {
+	out := proto.Clone(c).(*shoalv1.Cluster)
+	out.CaKeyPem = nil
+	return out
+}
+
+// GetCluster returns the cluster object (without the CA key) and the raft
+// membership.
+func (s *Server) GetCluster(ctx context.Context, _ *shoalv1.GetClusterRequest) (*shoalv1.GetClusterResponse, error) {
+	r, err := s.read(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	c, err := clusterOf(r)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &shoalv1.GetClusterResponse{Cluster: publicCluster(c)}
+	members, err := s.store.Members()
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	for _, m := range members {
+		resp.Members = append(resp.Members, &shoalv1.RaftMember{NodeId: m.ID, Addr: m.Addr, Suffrage: m.Suffrage})
+		if m.Leader {
+			resp.LeaderId = m.ID
+		}
+	}
+	return resp, nil
+}
+
+// RotateJoinToken replaces the worker or manager join token. Nodes that
+// already joined are unaffected; the old token stops working at once.
+func (s *Server) RotateJoinToken(ctx context.Context, req *shoalv1.RotateJoinTokenRequest) (*shoalv1.RotateJoinTokenResponse, error) {
+	var token string
+	_, err := s.store.Update(ctx, func(tx raftstore.WriteTx) error {
+		c, err := clusterOf(tx)
+		if err != nil {
+			return err
+		}
+		digest, err := ca.DigestOf(c.GetCaCertPem())
+		if err != nil {
+			return err
+		}
+		token, err = ca.NewJoinToken(digest)
+		if err != nil {
+			return err
+		}
+		c = proto.Clone(c).(*shoalv1.Cluster)
+		if c.Tokens == nil {
+			c.Tokens = &shoalv1.JoinTokens{}
+		}
+		switch req.GetRole() {
+		case shoalv1.NodeRole_NODE_ROLE_WORKER:
+			c.Tokens.Worker = token
+		case shoalv1.NodeRole_NODE_ROLE_MANAGER:
+			c.Tokens.Manager = token
+		default:
+			return invalidf("role: must be worker or manager")
+		}
+		return tx.Update(c)
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	s.log.Info("join token rotated", "role", req.GetRole().String())
+	return &shoalv1.RotateJoinTokenResponse{Token: token}, nil
+}
+
+// Watch streams store changes. The cluster's CA key is stripped from events.
+func (s *Server) Watch(req *shoalv1.WatchRequest, stream shoalv1.Control_WatchServer) error {
+	kinds := make([]raftstore.Kind, 0, len(req.GetKinds()))
+	for _, k := range req.GetKinds() {
+		kind := raftstore.Kind(k)
+		if !knownKind(kind) {
+			return toStatus(invalidf("kinds: unknown kind %q", k))
+		}
+		kinds = append(kinds, kind)
+	}
+	sub, err := s.store.Watch(stream.Context(), req.GetFromIndex(), kinds...)
+	if err != nil {
+		return toStatus(err)
+	}
+	defer sub.Close()
+	for ev := range sub.C() {
+		if c := ev.GetObject().GetCluster(); c != nil {
+			ev = proto.Clone(ev).(*shoalv1.WatchEvent)
+			ev.Object.GetCluster().CaKeyPem = nil
+		}
+		if err := stream.Send(ev); err != nil {
+			return err
+		}
+	}
+	if err := sub.Err(); err != nil && stream.Context().Err() == nil {
+		return toStatus(err)
+	}
+	return nil
+}
+
+func knownKind(k raftstore.Kind) bool {
+	for _, kk := range raftstore.Kinds {
+		if kk == k {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,190 @@
+package controlapi
+
+import (
+	"context"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
+)
+
+// Defaults an operator coming from swarm mode expects.
+const (
+	defaultRestartDelayMs = 5000
+	defaultStopGraceMs    = 10000
+)
+
+// withDefaults fills the fields a spec may leave out.
+func withDefaults(spec *shoalv1.ServiceSpec) *shoalv1.ServiceSpec {
+	spec = proto.Clone(spec).(*shoalv1.ServiceSpec)
+	if spec.Task.Restart == nil {
+		spec.Task.Restart = &shoalv1.RestartPolicy{Condition: shoalv1.RestartCondition_RESTART_CONDITION_ANY, DelayMs: defaultRestartDelayMs}
+	}
+	if spec.Task.Container.StopGraceMs == 0 {
+		spec.Task.Container.StopGraceMs = defaultStopGraceMs
+	}
+	if spec.Update == nil {
+		spec.Update = &shoalv1.UpdateConfig{Parallelism: 1, FailureAction: "pause", Order: "stop-first"}
+	}
+	return spec
+}
+
+// CreateService validates and stores a new service; the orchestrator then
+// creates its tasks.
+func (s *Server) CreateService(ctx context.Context, req *shoalv1.CreateServiceRequest) (*shoalv1.CreateServiceResponse, error) {
+	if err := validateServiceSpec(req.GetSpec()); err != nil {
+		return nil, toStatus(err)
+	}
+	svc := &shoalv1.Service{
+		Meta:        &shoalv1.Meta{Id: raftstore.NewID()},
+		Spec:        withDefaults(req.GetSpec()),
+		SpecVersion: 1,
+	}
+	idx, err := s.store.Update(ctx, func(tx raftstore.WriteTx) error { return tx.Create(svc) })
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out := proto.Clone(svc).(*shoalv1.Service)
+	out.Meta.Version = idx
+	s.log.Info("service created", "service_id", svc.GetMeta().GetId(), "name", svc.GetSpec().GetName())
+	return &shoalv1.CreateServiceResponse{Service: out}, nil
+}
+
+// GetService resolves a service by id, name or unique id prefix.
+func (s *Server) GetService(ctx context.Context, req *shoalv1.GetServiceRequest) (*shoalv1.GetServiceResponse, error) {
+	r, err := s.read(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	svc, err := raftstore.ResolveRef[*shoalv1.Service](r, req.GetRef())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &shoalv1.GetServiceResponse{Service: svc}, nil
+}
+
+// ListServices returns services with their running/desired task counts.
+func (s *Server) ListServices(ctx context.Context, req *shoalv1.ListServicesRequest) (*shoalv1.ListServicesResponse, error) {
+	if err := checkFilters(req.GetFilters(), "id", "name", "label", "mode"); err != nil {
+		return nil, toStatus(err)
+	}
+	r, err := s.read(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &shoalv1.ListServicesResponse{Replicas: map[string]*shoalv1.ReplicaCount{}}
+	for _, svc := range raftstore.List[*shoalv1.Service](r) {
+		if !serviceMatches(svc, req.GetFilters()) {
+			continue
+		}
+		resp.Services = append(resp.Services, svc)
+		resp.Replicas[svc.GetMeta().GetId()] = replicaCount(r, svc)
+	}
+	return resp, nil
+}
+
+func serviceMatches(svc *shoalv1.Service, f map[string]string) bool {
+	for k, v := range f {
+		switch k {
+		case "id":
+			if !strings.HasPrefix(svc.GetMeta().GetId(), v) {
+				return false
+			}
+		case "name":
+			if svc.GetSpec().GetName() != v {
+				return false
+			}
+		case "label":
+			if !labelMatches(svc.GetSpec().GetLabels(), v) {
+				return false
+			}
+		case "mode":
+			if !enumIs(svc.GetSpec().GetMode().String(), v) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func replicaCount(r raftstore.Reader, svc *shoalv1.Service) *shoalv1.ReplicaCount {
+	rc := &shoalv1.ReplicaCount{}
+	live := int64(0)
+	for _, t := range raftstore.Find[*shoalv1.Task](r, raftstore.IndexServiceID, svc.GetMeta().GetId()) {
+		if t.GetDesiredState() > shoalv1.TaskState_TASK_STATE_RUNNING || t.GetStatus().GetState() >= shoalv1.TaskState_TASK_STATE_COMPLETE {
+			continue
+		}
+		live++
+		if t.GetStatus().GetState() == shoalv1.TaskState_TASK_STATE_RUNNING {
+			rc.Running++
+		}
+	}
+	if svc.GetSpec().GetMode() == shoalv1.ServiceMode_SERVICE_MODE_GLOBAL {
+		rc.Desired = live
+	} else {
+		rc.Desired = svc.GetSpec().GetReplicas()
+	}
+	return rc
+}
+
+// UpdateService replaces a service's spec. The caller names the version it
+// read; a concurrent change makes the update fail rather than be lost.
+func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRequest) (*shoalv1.UpdateServiceResponse, error) {
+	if err := validateServiceSpec(req.GetSpec()); err != nil {
+		return nil, toStatus(err)
+	}
+	var out *shoalv1.Service
+	idx, err := s.store.Update(ctx, func(tx raftstore.WriteTx) error {
+		cur, ok := raftstore.Get[*shoalv1.Service](tx, req.GetServiceId())
+		if !ok {
+			return notFound("service", req.GetServiceId())
+		}
+		var fe fieldErrors
+		if req.GetSpec().GetName() != cur.GetSpec().GetName() {
+			fe.add("spec.name", "cannot be changed (is %q)", cur.GetSpec().GetName())
+		}
+		if req.GetSpec().GetMode() != cur.GetSpec().GetMode() {
+			fe.add("spec.mode", "cannot be changed (is %s)", cur.GetSpec().GetMode())
+		}
+		if err := fe.err(); err != nil {
+			return err
+		}
+		svc := proto.Clone(cur).(*shoalv1.Service)
+		svc.PreviousSpec = cur.GetSpec()
+		svc.Spec = withDefaults(req.GetSpec())
+		if !proto.Equal(svc.GetSpec().GetTask(), cur.GetSpec().GetTask()) {
+			svc.SpecVersion++
+		}
+		svc.Meta.Version = req.GetVersion()
+		out = svc
+		return tx.Update(svc)
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out = proto.Clone(out).(*shoalv1.Service)
+	out.Meta.Version = idx
+	s.log.Info("service updated", "service_id", out.GetMeta().GetId(), "spec_version", out.GetSpecVersion())
+	return &shoalv1.UpdateServiceResponse{Service: out}, nil
+}
+
+// RemoveService deletes a service; the orchestrator shuts down and removes
+// its tasks.
+func (s *Server) RemoveService(ctx context.Context, req *shoalv1.RemoveServiceRequest) (*shoalv1.RemoveServiceResponse, error) {
+	var id string
+	_, err := s.store.Update(ctx, func(tx raftstore.WriteTx) error {
+		svc, err := raftstore.ResolveRef[*shoalv1.Service](tx, req.GetRef())
+		if err != nil {
+			return err
+		}
+		id = svc.GetMeta().GetId()
+		return tx.Delete(raftstore.KindService, id, svc.GetMeta().GetVersion())
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	s.log.Info("service removed", "service_id", id)
+	return &shoalv1.RemoveServiceResponse{}, nil
+}

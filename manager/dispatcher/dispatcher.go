@@ -1,0 +1,275 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/shoal-dev/shoal/manager/ca"
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
+)
+
+// Defaults for the cluster settings of the same names.
+const (
+	DefaultHeartbeatPeriod = 500 * time.Millisecond
+	DefaultDownAfterMissed = 4
+)
+
+// Config configures a Dispatcher.
+type Config struct {
+	Store  *raftstore.Store
+	Logger *slog.Logger
+	// Managers returns manager API addresses, leader first.
+	Managers func() []string
+	// StatusFlush is the longest a status update waits to be batched.
+	StatusFlush time.Duration
+}
+
+// Dispatcher implements shoalv1.DispatcherServer.
+type Dispatcher struct {
+	shoalv1.UnimplementedDispatcherServer
+	cfg Config
+	log *slog.Logger
+
+	mu sync.Mutex // guards the fields below
+	// runCtx is non-nil while Run is active (this manager leads).
+	runCtx   context.Context
+	sessions map[string]*session // by node id
+	lastSeen map[string]time.Time
+	statusCh chan statusUpdate
+}
+
+type statusUpdate struct {
+	nodeID string
+	upd    *shoalv1.TaskStatusUpdate
+}
+
+// New returns a dispatcher; it serves sessions only while Run is active.
+func New(cfg Config) *Dispatcher {
+	if cfg.StatusFlush == 0 {
+		cfg.StatusFlush = 20 * time.Millisecond
+	}
+	return &Dispatcher{cfg: cfg, log: cfg.Logger.With("component", "dispatcher"),
+		sessions: map[string]*session{}, lastSeen: map[string]time.Time{}}
+}
+
+// settings returns the heartbeat period and how many may be missed.
+func (d *Dispatcher) settings() (time.Duration, int) {
+	period, missed := DefaultHeartbeatPeriod, DefaultDownAfterMissed
+	if cs := raftstore.List[*shoalv1.Cluster](d.cfg.Store.View()); len(cs) > 0 {
+		if p := cs[0].GetSettings().GetHeartbeatPeriodMs(); p > 0 {
+			period = time.Duration(p) * time.Millisecond
+		}
+		if m := cs[0].GetSettings().GetNodeDownAfterMissed(); m > 0 {
+			missed = int(m)
+		}
+	}
+	return period, missed
+}
+
+// Run serves sessions until ctx ends (leadership lost); then every session
+// is closed so agents move to the new leader.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	statusCh := make(chan statusUpdate, 4096)
+	d.mu.Lock()
+	d.runCtx = ctx
+	d.statusCh = statusCh
+	now := time.Now()
+	// Every known node gets a full grace period to reconnect to us.
+	for _, n := range raftstore.List[*shoalv1.Node](d.cfg.Store.View()) {
+		d.lastSeen[n.GetMeta().GetId()] = now
+	}
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		d.runCtx = nil
+		d.statusCh = nil
+		for id, s := range d.sessions {
+			s.cancel()
+			delete(d.sessions, id)
+		}
+		d.lastSeen = map[string]time.Time{}
+		d.mu.Unlock()
+	}()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return d.writeStatuses(gctx, statusCh) })
+	g.Go(func() error { return d.monitorLiveness(gctx) })
+	err := g.Wait()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// seen records a heartbeat.
+func (d *Dispatcher) seen(nodeID string) {
+	d.mu.Lock()
+	d.lastSeen[nodeID] = time.Now()
+	d.mu.Unlock()
+}
+
+// monitorLiveness marks nodes whose heartbeats stopped as DOWN.
+func (d *Dispatcher) monitorLiveness(ctx context.Context) error {
+	period, _ := d.settings()
+	tick := time.NewTicker(period / 4)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+		period, missed := d.settings()
+		limit := period * time.Duration(missed)
+		now := time.Now()
+		var expired []string
+		d.mu.Lock()
+		for _, n := range raftstore.List[*shoalv1.Node](d.cfg.Store.View()) {
+			id := n.GetMeta().GetId()
+			last, ok := d.lastSeen[id]
+			if !ok {
+				// A node we have not seen yet (just joined): start its clock.
+				d.lastSeen[id] = now
+				continue
+			}
+			if now.Sub(last) > limit && n.GetStatus().GetState() != shoalv1.NodeState_NODE_STATE_DOWN {
+				expired = append(expired, id)
+				if s := d.sessions[id]; s != nil {
+					s.cancel()
+				}
+			}
+		}
+		d.mu.Unlock()
+		for _, id := range expired {
+			msg := fmt.Sprintf("heartbeat missed for %s", limit)
+			if err := d.setNodeState(ctx, id, shoalv1.NodeState_NODE_STATE_DOWN, msg, "", nil); err != nil {
+				d.log.Warn("marking node down", "node_id", id, "err", err)
+				continue
+			}
+			d.log.Warn("node down", "node_id", id, "reason", msg)
+		}
+	}
+}
+
+// setNodeState writes a node's status (and description/address on hello),
+// retrying on version conflicts with concurrent writers.
+func (d *Dispatcher) setNodeState(ctx context.Context, nodeID string, state shoalv1.NodeState, msg, addr string, desc *shoalv1.NodeDescription) error {
+	for attempt := 0; ; attempt++ {
+		_, err := d.cfg.Store.Update(ctx, func(tx raftstore.WriteTx) error {
+			n, ok := raftstore.Get[*shoalv1.Node](tx, nodeID)
+			if !ok {
+				return fmt.Errorf("node %q: %w", nodeID, raftstore.ErrNotFound)
+			}
+			n = proto.Clone(n).(*shoalv1.Node)
+			if n.Status == nil {
+				n.Status = &shoalv1.NodeStatus{}
+			}
+			n.Status.State = state
+			n.Status.Message = msg
+			n.Status.LastHeartbeat = timestamppb.Now()
+			if addr != "" {
+				n.Status.Addr = addr
+			}
+			if desc != nil {
+				n.Description = desc
+			}
+			return tx.Update(n)
+		})
+		if err == nil || !errors.Is(err, raftstore.ErrVersionConflict) || attempt >= 5 {
+			return err
+		}
+	}
+}
+
+// writeStatuses applies agents' task status updates in batches: one raft
+// entry per flush for all sessions together.
+func (d *Dispatcher) writeStatuses(ctx context.Context, in <-chan statusUpdate) error {
+	pending := map[string]statusUpdate{}
+	var timer <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case u := <-in:
+			pending[u.upd.GetTaskId()] = u
+			if timer == nil {
+				timer = time.After(d.cfg.StatusFlush)
+			}
+			continue
+		case <-timer:
+		}
+		timer = nil
+		batch := pending
+		pending = map[string]statusUpdate{}
+		if err := d.applyStatuses(ctx, batch); err != nil && ctx.Err() == nil {
+			d.log.Warn("writing task statuses", "count", len(batch), "err", err)
+		}
+	}
+}
+
+func (d *Dispatcher) applyStatuses(ctx context.Context, batch map[string]statusUpdate) error {
+	for attempt := 0; ; attempt++ {
+		_, err := d.cfg.Store.Update(ctx, func(tx raftstore.WriteTx) error {
+			for id, u := range batch {
+				t, ok := raftstore.Get[*shoalv1.Task](tx, id)
+				if !ok {
+					continue // removed meanwhile: nothing to record
+				}
+				if err := checkTransition(t, u.nodeID, u.upd.GetStatus()); err != nil {
+					d.log.Warn("status update refused", "task_id", id, "node_id", u.nodeID, "err", err)
+					continue
+				}
+				t = proto.Clone(t).(*shoalv1.Task)
+				t.Status = u.upd.GetStatus()
+				if err := tx.Update(t); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err == nil || !errors.Is(err, raftstore.ErrVersionConflict) || attempt >= 5 {
+			return err
+		}
+	}
+}
+
+// checkTransition enforces the task state machine for agent reports: only
+// the task's node reports, agents own states from ACCEPTED on, and a state
+// never goes backwards.
+func checkTransition(t *shoalv1.Task, nodeID string, st *shoalv1.TaskStatus) error {
+	if t.GetNodeId() != nodeID {
+		return fmt.Errorf("task %q is assigned to node %q, not %q", t.GetMeta().GetId(), t.GetNodeId(), nodeID)
+	}
+	if st.GetState() < shoalv1.TaskState_TASK_STATE_ACCEPTED || st.GetState() == shoalv1.TaskState_TASK_STATE_REMOVE ||
+		st.GetState() == shoalv1.TaskState_TASK_STATE_ORPHANED {
+		return fmt.Errorf("agents may not set state %s", st.GetState())
+	}
+	if cur := t.GetStatus().GetState(); st.GetState() < cur || cur >= shoalv1.TaskState_TASK_STATE_COMPLETE {
+		return fmt.Errorf("state may not move from %s to %s", cur, st.GetState())
+	}
+	return nil
+}
+
+// leaderUnavailable is what a non-leader answers, with a hint for the agent.
+func (d *Dispatcher) leaderUnavailable() error {
+	_, addr := d.cfg.Store.Leader()
+	return status.Errorf(codes.Unavailable, "this manager is not the leader; leader=%s", addr)
+}
+
+func (d *Dispatcher) identity(ctx context.Context) (ca.Identity, error) {
+	id, ok := ca.IdentityFrom(ctx)
+	if !ok || (id.Role != ca.RoleWorker && id.Role != ca.RoleManager) {
+		return ca.Identity{}, status.Error(codes.PermissionDenied, "a node certificate is required for a dispatcher session")
+	}
+	return id, nil
+}

@@ -1,0 +1,17 @@
+// Package dispatcher keeps one session per node on the leader.
+//
+// A session is a bidirectional gRPC stream. The agent opens it with a hello
+// (its description and address); the dispatcher answers with a welcome, the
+// node's full task assignment set, and from then on diffs of that set as the
+// store changes. The agent heartbeats on the same stream and sends task
+// status updates in batches; the dispatcher coalesces status updates from all
+// sessions into one raft entry per flush.
+//
+// Liveness is tracked in memory (heartbeats are not written to raft): a node
+// whose heartbeats stop for HeartbeatPeriod * DownAfterMissed is marked DOWN,
+// and the orchestrator then replaces its tasks. A new leader gives every node
+// that long to reconnect before marking it down.
+//
+// Only the leader runs sessions; a follower answers UNAVAILABLE with
+// "leader=ADDR" in the message so the agent goes straight there.
+package dispatcher

@@ -1,0 +1,240 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
+)
+
+// session is one node's open stream.
+type session struct {
+	id     string
+	cancel context.CancelFunc
+}
+
+// assigned says whether a task belongs in an agent's assignment set: it has
+// reached the node and is not finished.
+func assigned(t *shoalv1.Task) bool {
+	s := t.GetStatus().GetState()
+	return s >= shoalv1.TaskState_TASK_STATE_ASSIGNED && s < shoalv1.TaskState_TASK_STATE_COMPLETE
+}
+
+// lockedStream serialises Send: the session loop sends assignments while the
+// receive goroutine sends heartbeat acks, and gRPC streams allow one sender.
+type lockedStream struct {
+	shoalv1.Dispatcher_SessionServer
+	mu sync.Mutex // guards Send
+}
+
+func (l *lockedStream) Send(m *shoalv1.SessionMessage) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.Dispatcher_SessionServer.Send(m)
+}
+
+// Session serves one agent's session stream.
+func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
+	stream := &lockedStream{Dispatcher_SessionServer: raw}
+	id, err := d.identity(stream.Context())
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	runCtx, statusCh := d.runCtx, d.statusCh
+	d.mu.Unlock()
+	if runCtx == nil {
+		return d.leaderUnavailable()
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	hello := first.GetHello()
+	if hello == nil {
+		return status.Error(codes.InvalidArgument, "a session must start with a hello")
+	}
+
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	stop := context.AfterFunc(runCtx, cancel)
+	defer stop()
+	sess := &session{id: raftstore.NewID(), cancel: cancel}
+	d.mu.Lock()
+	if old := d.sessions[id.NodeID]; old != nil {
+		old.cancel()
+	}
+	d.sessions[id.NodeID] = sess
+	d.lastSeen[id.NodeID] = time.Now()
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		if d.sessions[id.NodeID] == sess {
+			delete(d.sessions, id.NodeID)
+		}
+		d.mu.Unlock()
+	}()
+	log := d.log.With("node_id", id.NodeID, "session_id", sess.id)
+
+	if err := d.setNodeState(ctx, id.NodeID, shoalv1.NodeState_NODE_STATE_READY, "", hello.GetAddr(), hello.GetDescription()); err != nil {
+		if errors.Is(err, raftstore.ErrNotFound) {
+			return status.Errorf(codes.PermissionDenied, "node %q has been removed from the cluster", id.NodeID)
+		}
+		return status.Errorf(codes.Unavailable, "registering the session: %v", err)
+	}
+	log.Info("session started", "addr", hello.GetAddr())
+
+	// Snapshot and subscription must line up: subscribe from the index just
+	// after the view the full set is built from.
+	view := d.cfg.Store.View()
+	sub, err := d.cfg.Store.Watch(ctx, view.Index()+1, raftstore.KindTask, raftstore.KindNode)
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "watching the store: %v", err)
+	}
+	defer sub.Close()
+
+	period, _ := d.settings()
+	node, _ := raftstore.Get[*shoalv1.Node](view, id.NodeID)
+	welcome := &shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Welcome{Welcome: &shoalv1.SessionWelcome{
+		SessionId: sess.id, HeartbeatPeriodMs: period.Milliseconds(), Node: node, Managers: d.cfg.Managers(),
+	}}}
+	if err := stream.Send(welcome); err != nil {
+		return err
+	}
+	full := &shoalv1.Assignments{Full: true}
+	for _, t := range raftstore.Find[*shoalv1.Task](view, raftstore.IndexNodeID, id.NodeID) {
+		if assigned(t) {
+			full.Upsert = append(full.Upsert, t)
+		}
+	}
+	if err := stream.Send(&shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Assignments{Assignments: full}}); err != nil {
+		return err
+	}
+
+	recvErr := make(chan error, 1)
+	go func() { recvErr <- d.receive(ctx, stream, id.NodeID, statusCh) }()
+
+	for {
+		select {
+		case err := <-recvErr:
+			log.Info("session ended", "reason", errString(err))
+			return err
+		case <-ctx.Done():
+			if runCtx.Err() != nil {
+				return d.leaderUnavailable()
+			}
+			return status.Error(codes.Unavailable, "session closed (heartbeat missed or replaced)")
+		case ev, ok := <-sub.C():
+			if !ok {
+				// Slow consumer or restore: the agent reconnects and gets a
+				// fresh full set.
+				return status.Errorf(codes.Unavailable, "session resync needed: %v", sub.Err())
+			}
+			if err := d.forward(stream, id.NodeID, ev, sub.C()); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// forward turns the first event plus any already queued ones into one
+// assignments diff (and node updates) for the agent.
+func (d *Dispatcher) forward(stream shoalv1.Dispatcher_SessionServer, nodeID string, first *shoalv1.WatchEvent, more <-chan *shoalv1.WatchEvent) error {
+	diff := &shoalv1.Assignments{}
+	upserts := map[string]int{}
+	var nodeMsg *shoalv1.Node
+	add := func(ev *shoalv1.WatchEvent) {
+		if n := ev.GetObject().GetNode(); n != nil {
+			if n.GetMeta().GetId() == nodeID && ev.GetAction() != shoalv1.WatchAction_WATCH_ACTION_DELETE {
+				nodeMsg = n
+			}
+			return
+		}
+		t := ev.GetObject().GetTask()
+		if t == nil || t.GetNodeId() != nodeID {
+			return
+		}
+		id := t.GetMeta().GetId()
+		if ev.GetAction() != shoalv1.WatchAction_WATCH_ACTION_DELETE && assigned(t) {
+			if i, ok := upserts[id]; ok {
+				diff.Upsert[i] = t
+			} else {
+				upserts[id] = len(diff.Upsert)
+				diff.Upsert = append(diff.Upsert, t)
+			}
+			return
+		}
+		if ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_DELETE || t.GetStatus().GetState() >= shoalv1.TaskState_TASK_STATE_COMPLETE {
+			if i, ok := upserts[id]; ok {
+				diff.Upsert = append(diff.Upsert[:i], diff.Upsert[i+1:]...)
+				delete(upserts, id)
+				for k, j := range upserts {
+					if j > i {
+						upserts[k] = j - 1
+					}
+				}
+			}
+			diff.Removed = append(diff.Removed, id)
+		}
+	}
+	add(first)
+drain:
+	for {
+		select {
+		case ev, ok := <-more:
+			if !ok {
+				break drain
+			}
+			add(ev)
+		default:
+			break drain
+		}
+	}
+	if nodeMsg != nil {
+		if err := stream.Send(&shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Node{Node: nodeMsg}}); err != nil {
+			return err
+		}
+	}
+	if len(diff.Upsert) == 0 && len(diff.Removed) == 0 {
+		return nil
+	}
+	return stream.Send(&shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Assignments{Assignments: diff}})
+}
+
+// receive reads heartbeats and status batches from the agent.
+func (d *Dispatcher) receive(ctx context.Context, stream shoalv1.Dispatcher_SessionServer, nodeID string, statusCh chan<- statusUpdate) error {
+	for {
+		msg, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		d.seen(nodeID)
+		switch m := msg.GetMsg().(type) {
+		case *shoalv1.AgentMessage_Heartbeat:
+			if err := stream.Send(&shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_HeartbeatAck{HeartbeatAck: &shoalv1.Heartbeat{}}}); err != nil {
+				return err
+			}
+		case *shoalv1.AgentMessage_Status:
+			for _, u := range m.Status.GetUpdates() {
+				select {
+				case statusCh <- statusUpdate{nodeID: nodeID, upd: u}:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+		}
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "closed"
+	}
+	return err.Error()
+}

@@ -1,0 +1,202 @@
+// Package forward sends unary gRPC calls that reach a follower manager on to
+// the raft leader, so that any manager serves the whole API and every read
+// and write is answered by the leader (linearizable).
+//
+// The reply type of a forwarded call is found in the proto registry from the
+// method name, so one interceptor serves every service without per-method
+// code. A forwarded call carries metadata naming the original caller, which
+// the leader trusts only from a peer holding a manager certificate (managers
+// are trusted with the CA key anyway).
+package forward
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+
+	"github.com/shoal-dev/shoal/manager/ca"
+)
+
+const (
+	mdForwarded    = "shoal-forwarded"
+	mdForwardedFor = "shoal-forwarded-for"
+)
+
+// Leadership is the part of the raft store the forwarder needs.
+type Leadership interface {
+	IsLeader() bool
+	Leader() (id, addr string)
+	LeadershipChanged() <-chan struct{}
+}
+
+// Forwarder is a unary interceptor that proxies calls to the leader.
+type Forwarder struct {
+	lead Leadership
+	dial func(addr string) (*grpc.ClientConn, error)
+	// local lists full method names always served by the receiving manager.
+	local map[string]bool
+	// LeaderWait bounds how long a call waits for an election to finish.
+	LeaderWait time.Duration
+	log        *slog.Logger
+
+	mu    sync.Mutex // guards conns and replies
+	conns map[string]*grpc.ClientConn
+	// replies caches the reply message type of each method.
+	replies map[string]protoreflect.MessageType
+}
+
+// New returns a forwarder; dial opens a client connection to a manager.
+func New(lead Leadership, dial func(addr string) (*grpc.ClientConn, error), logger *slog.Logger, local ...string) *Forwarder {
+	f := &Forwarder{
+		lead: lead, dial: dial, local: map[string]bool{}, LeaderWait: 10 * time.Second,
+		log: logger.With("component", "forward"), conns: map[string]*grpc.ClientConn{},
+		replies: map[string]protoreflect.MessageType{},
+	}
+	for _, m := range local {
+		f.local[m] = true
+	}
+	return f
+}
+
+// Close closes the connections to former and current leaders.
+func (f *Forwarder) Close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for addr, c := range f.conns {
+		c.Close()
+		delete(f.conns, addr)
+	}
+}
+
+// Unary is the interceptor. It must run after the authorizer, so that the
+// caller's identity is known and checked before anything is forwarded.
+func (f *Forwarder) Unary() grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if f.local[info.FullMethod] || f.lead.IsLeader() {
+			return handler(ctx, req)
+		}
+		if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(mdForwarded)) > 0 {
+			// The sender thought we lead; a second hop could loop.
+			return nil, status.Error(codes.Unavailable, "forwarded to a manager that is no longer the leader; retry")
+		}
+		addr, err := f.waitLeader(ctx)
+		if err != nil {
+			return nil, err
+		}
+		conn, err := f.conn(addr)
+		if err != nil {
+			return nil, status.Errorf(codes.Unavailable, "leader %s unreachable: %v", addr, err)
+		}
+		reply, err := f.newReply(info.FullMethod)
+		if err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+		out := metadata.Pairs(mdForwarded, "1")
+		if id, ok := Identity(ctx); ok {
+			out.Set(mdForwardedFor, id.NodeID+"/"+string(id.Role)+"/"+id.ClusterID)
+		}
+		octx := metadata.NewOutgoingContext(ctx, out)
+		if err := conn.Invoke(octx, info.FullMethod, req, reply); err != nil {
+			return nil, err
+		}
+		return reply, nil
+	}
+}
+
+// waitLeader returns the leader's address, waiting for an election in
+// progress to finish (bounded by LeaderWait and the call's deadline).
+func (f *Forwarder) waitLeader(ctx context.Context) (string, error) {
+	deadline := time.NewTimer(f.LeaderWait)
+	defer deadline.Stop()
+	for {
+		ch := f.lead.LeadershipChanged()
+		if _, addr := f.lead.Leader(); addr != "" {
+			return addr, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return "", status.FromContextError(ctx.Err()).Err()
+		case <-deadline.C:
+			return "", status.Error(codes.Unavailable, "no raft leader: the managers have no quorum")
+		}
+	}
+}
+
+func (f *Forwarder) conn(addr string) (*grpc.ClientConn, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c, ok := f.conns[addr]; ok {
+		return c, nil
+	}
+	c, err := f.dial(addr)
+	if err != nil {
+		return nil, err
+	}
+	f.conns[addr] = c
+	return c, nil
+}
+
+func (f *Forwarder) newReply(fullMethod string) (proto.Message, error) {
+	f.mu.Lock()
+	mt, ok := f.replies[fullMethod]
+	f.mu.Unlock()
+	if ok {
+		return mt.New().Interface(), nil
+	}
+	svc, method, ok := strings.Cut(strings.TrimPrefix(fullMethod, "/"), "/")
+	if !ok {
+		return nil, fmt.Errorf("malformed method %q", fullMethod)
+	}
+	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(svc))
+	if err != nil {
+		return nil, fmt.Errorf("service of %q: %w", fullMethod, err)
+	}
+	sd, ok := d.(protoreflect.ServiceDescriptor)
+	if !ok {
+		return nil, fmt.Errorf("%q is not a service", svc)
+	}
+	md := sd.Methods().ByName(protoreflect.Name(method))
+	if md == nil {
+		return nil, fmt.Errorf("no method %q in %q", method, svc)
+	}
+	mt, err = protoregistry.GlobalTypes.FindMessageByName(md.Output().FullName())
+	if err != nil {
+		return nil, fmt.Errorf("reply type of %q: %w", fullMethod, err)
+	}
+	f.mu.Lock()
+	f.replies[fullMethod] = mt
+	f.mu.Unlock()
+	return mt.New().Interface(), nil
+}
+
+// Identity returns the identity a handler should act for: the original
+// caller of a call forwarded by a manager, else the direct peer.
+func Identity(ctx context.Context) (ca.Identity, bool) {
+	id, ok := ca.IdentityFrom(ctx)
+	if !ok {
+		return ca.Identity{}, false
+	}
+	if id.Role != ca.RoleManager {
+		return id, true
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get(mdForwardedFor); len(v) == 1 {
+		parts := strings.SplitN(v[0], "/", 3)
+		if len(parts) == 3 {
+			return ca.Identity{NodeID: parts[0], Role: ca.Role(parts[1]), ClusterID: parts[2]}, true
+		}
+	}
+	return id, true
+}

@@ -1,0 +1,264 @@
+package manager
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/shoal-dev/shoal/manager/ca"
+	"github.com/shoal-dev/shoal/manager/controlapi"
+	"github.com/shoal-dev/shoal/manager/dispatcher"
+	"github.com/shoal-dev/shoal/manager/forward"
+	"github.com/shoal-dev/shoal/manager/membership"
+	"github.com/shoal-dev/shoal/manager/nodeca"
+	"github.com/shoal-dev/shoal/manager/orchestrator"
+	"github.com/shoal-dev/shoal/manager/transport"
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
+)
+
+// Bootstrap is what the first manager writes into a new cluster.
+type Bootstrap struct {
+	Cluster *shoalv1.Cluster
+	Self    *shoalv1.Node
+}
+
+// Config configures a manager.
+type Config struct {
+	NodeID        string
+	DataDir       string // the node's data dir; raft lives in DataDir/raft
+	ListenAddr    string // host:port to listen on
+	AdvertiseAddr string // host:port others dial
+	Certs         *ca.CertStore
+	// Bootstrap is set only by `shoal init`: start a one-voter raft group and
+	// create the cluster and first node objects.
+	Bootstrap *Bootstrap
+	Logger    *slog.Logger
+	// Raft timing; zero values take raftstore's defaults.
+	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout time.Duration
+}
+
+// Manager is a running manager.
+type Manager struct {
+	cfg   Config
+	log   *slog.Logger
+	store *raftstore.Store
+
+	ready     chan struct{} // closed once the store is open and serving
+	boot      chan struct{} // closed once the cluster object exists
+	bootOnce  sync.Once
+	readyOnce sync.Once
+}
+
+// New returns a manager; Run starts it.
+func New(cfg Config) *Manager {
+	return &Manager{cfg: cfg, log: cfg.Logger.With("component", "manager"),
+		ready: make(chan struct{}), boot: make(chan struct{})}
+}
+
+// Ready is closed once the manager serves its API.
+func (m *Manager) Ready() <-chan struct{} { return m.ready }
+
+// Bootstrapped is closed once the cluster object is committed.
+func (m *Manager) Bootstrapped() <-chan struct{} { return m.boot }
+
+// Store returns the raft store (valid after Ready).
+func (m *Manager) Store() *raftstore.Store { return m.store }
+
+// ClientCreds are the transport credentials a node uses to dial managers.
+func ClientCreds(certs *ca.CertStore) credentials.TransportCredentials {
+	return credentials.NewTLS(certs.ClientTLSConfig(ca.ManagerServerName, "h2"))
+}
+
+// Run serves until ctx ends.
+func (m *Manager) Run(ctx context.Context) error {
+	cfg := m.cfg
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("manager listen on %s: %w", cfg.ListenAddr, err)
+	}
+	mux := transport.NewMux(ln, cfg.Certs.ServerTLSConfig(), cfg.Logger)
+	adv, err := net.ResolveTCPAddr("tcp", cfg.AdvertiseAddr)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("advertise address %q: %w", cfg.AdvertiseAddr, err)
+	}
+	stream := transport.NewRaftStreamLayer(mux.Raft(), adv, func() *tls.Config {
+		return cfg.Certs.ClientTLSConfig(ca.ManagerServerName, "shoal-raft")
+	})
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: stream, MaxPool: 8, Timeout: 10 * time.Second,
+		Logger: hclog.New(&hclog.LoggerOptions{Name: "raft-net", Level: hclog.Error, Output: os.Stderr}),
+	})
+	raftDir := filepath.Join(cfg.DataDir, "raft")
+	if err := os.MkdirAll(raftDir, 0o700); err != nil {
+		ln.Close()
+		return err
+	}
+	store, err := raftstore.Open(raftstore.Config{
+		NodeID: cfg.NodeID, Addr: cfg.AdvertiseAddr, DataDir: raftDir, Transport: trans,
+		Bootstrap: cfg.Bootstrap != nil, Logger: cfg.Logger,
+		HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout, LeaderLeaseTimeout: cfg.LeaderLeaseTimeout,
+	})
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("opening the raft store: %w", err)
+	}
+	m.store = store
+
+	fwd := forward.New(store, func(addr string) (*grpc.ClientConn, error) {
+		return grpc.NewClient(addr, grpc.WithTransportCredentials(ClientCreds(cfg.Certs)))
+	}, cfg.Logger, "/shoal.v1.NodeCA/GetRootCA", "/shoal.v1.Dispatcher/Session")
+	defer fwd.Close()
+	authz := &ca.Authorizer{Policy: ca.DefaultPolicy(), ClusterID: cfg.Certs.Identity().ClusterID, NodeValid: func(id string) error {
+		if _, ok := raftstore.Get[*shoalv1.Node](store.View(), id); !ok {
+			return fmt.Errorf("node %q has been removed from the cluster: %w", id, raftstore.ErrNotFound)
+		}
+		return nil
+	}}
+	srv := grpc.NewServer(
+		grpc.Creds(transport.ServerCreds()),
+		grpc.ChainUnaryInterceptor(authz.Unary(), fwd.Unary()),
+		grpc.ChainStreamInterceptor(authz.Stream()),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 2 * time.Second, PermitWithoutStream: true}),
+	)
+	disp := dispatcher.New(dispatcher.Config{Store: store, Logger: cfg.Logger, Managers: m.managers})
+	member := membership.New(store, cfg.Logger)
+	shoalv1.RegisterControlServer(srv, controlapi.New(store, cfg.Logger))
+	shoalv1.RegisterDispatcherServer(srv, disp)
+	shoalv1.RegisterNodeCAServer(srv, nodeca.New(store, cfg.Logger))
+	shoalv1.RegisterRaftMembershipServer(srv, member)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return mux.Serve(gctx) })
+	g.Go(func() error {
+		if err := srv.Serve(mux.GRPC()); err != nil && !errors.Is(err, grpc.ErrServerStopped) && gctx.Err() == nil {
+			return fmt.Errorf("grpc serve: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error { return m.leaderLoop(gctx, disp, member) })
+	g.Go(func() error {
+		<-gctx.Done()
+		srv.Stop()
+		mux.Close()
+		return nil
+	})
+	m.readyOnce.Do(func() { close(m.ready) })
+	m.log.Info("manager serving", "listen", cfg.ListenAddr, "advertise", cfg.AdvertiseAddr, "node_id", cfg.NodeID)
+	err = g.Wait()
+	if cerr := store.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// managers lists manager API addresses, leader first (raft addresses are
+// the API addresses: both share the multiplexed port).
+func (m *Manager) managers() []string {
+	members, err := m.store.Members()
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, mem := range members {
+		if mem.Leader {
+			out = append([]string{mem.Addr}, out...)
+		} else {
+			out = append(out, mem.Addr)
+		}
+	}
+	return out
+}
+
+// leaderLoop runs the leader-only components while this manager leads.
+func (m *Manager) leaderLoop(ctx context.Context, disp *dispatcher.Dispatcher, member *membership.Server) error {
+	for {
+		ch := m.store.LeadershipChanged()
+		if m.store.IsLeader() {
+			m.log.Info("leadership acquired")
+			lctx, cancel := context.WithCancel(ctx)
+			g, gctx := errgroup.WithContext(lctx)
+			g.Go(func() error { return m.ensureCluster(gctx) })
+			g.Go(func() error { return orchestrator.New(m.store, m.cfg.Logger).Run(gctx) })
+			g.Go(func() error { return disp.Run(gctx) })
+			g.Go(func() error { return member.Run(gctx) })
+			// Leader components stop when leadership is lost or ctx ends.
+			for m.store.IsLeader() && ctx.Err() == nil {
+				select {
+				case <-ch:
+				case <-ctx.Done():
+				case <-gctx.Done():
+				}
+				ch = m.store.LeadershipChanged()
+				if gctx.Err() != nil {
+					break
+				}
+			}
+			cancel()
+			if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+				m.log.Error("leader component failed; restarting leader components", "err", err)
+				select { // do not spin on a component that fails at once
+				case <-time.After(time.Second):
+				case <-ctx.Done():
+				}
+			}
+			m.log.Info("leadership lost or stopping")
+			continue
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// ensureCluster writes the bootstrap objects once (idempotent: a crash
+// between raft bootstrap and this write is healed by the next start).
+func (m *Manager) ensureCluster(ctx context.Context) error {
+	if cs := raftstore.List[*shoalv1.Cluster](m.store.View()); len(cs) > 0 {
+		m.bootOnce.Do(func() { close(m.boot) })
+		return nil
+	}
+	b := m.cfg.Bootstrap
+	if b == nil {
+		return nil
+	}
+	_, err := m.store.Update(ctx, func(tx raftstore.WriteTx) error {
+		if len(raftstore.List[*shoalv1.Cluster](tx)) > 0 {
+			return nil
+		}
+		if err := tx.Create(b.Cluster); err != nil {
+			return err
+		}
+		if _, ok := raftstore.Get[*shoalv1.Node](tx, b.Self.GetMeta().GetId()); !ok {
+			return tx.Create(b.Self)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("bootstrapping the cluster: %w", err)
+	}
+	m.bootOnce.Do(func() { close(m.boot) })
+	m.log.Info("cluster bootstrapped", "cluster_id", b.Cluster.GetMeta().GetId())
+	return nil
+}

@@ -1,0 +1,151 @@
+// Package membership keeps the managers' raft group in line with the nodes'
+// roles.
+//
+// A node that holds a manager certificate (joined with the manager token, or
+// promoted and renewed) calls RaftMembership.JoinRaft with its address; the
+// leader adds it as a voter. The leader's reconciler removes from raft the
+// nodes whose desired role became worker (demote) or that were deleted, and
+// records in each manager node's ManagerStatus its address and whether it
+// leads.
+package membership
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/shoal-dev/shoal/manager/ca"
+	"github.com/shoal-dev/shoal/manager/forward"
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
+)
+
+// Server implements shoalv1.RaftMembershipServer and the leader reconciler.
+type Server struct {
+	shoalv1.UnimplementedRaftMembershipServer
+	store *raftstore.Store
+	log   *slog.Logger
+}
+
+// New returns the membership service.
+func New(store *raftstore.Store, logger *slog.Logger) *Server {
+	return &Server{store: store, log: logger.With("component", "membership")}
+}
+
+// JoinRaft adds the calling manager node to the raft group as a voter.
+func (s *Server) JoinRaft(ctx context.Context, req *shoalv1.JoinRaftRequest) (*shoalv1.JoinRaftResponse, error) {
+	id, ok := forward.Identity(ctx)
+	if !ok || id.Role != ca.RoleManager {
+		return nil, status.Error(codes.PermissionDenied, "only nodes with a manager certificate join raft")
+	}
+	if req.GetAddr() == "" {
+		return nil, status.Error(codes.InvalidArgument, "addr: required")
+	}
+	n, ok := raftstore.Get[*shoalv1.Node](s.store.View(), id.NodeID)
+	if !ok {
+		return nil, status.Errorf(codes.PermissionDenied, "node %q has been removed from the cluster", id.NodeID)
+	}
+	if n.GetSpec().GetDesiredRole() != shoalv1.NodeRole_NODE_ROLE_MANAGER {
+		return nil, status.Errorf(codes.FailedPrecondition, "node %q is not meant to be a manager", id.NodeID)
+	}
+	if err := s.store.AddVoter(ctx, id.NodeID, req.GetAddr()); err != nil {
+		if errors.Is(err, raftstore.ErrNotLeader) {
+			return nil, status.Error(codes.Unavailable, err.Error())
+		}
+		return nil, status.Errorf(codes.Internal, "adding voter %q: %v", id.NodeID, err)
+	}
+	s.log.Info("manager joined raft", "node_id", id.NodeID, "addr", req.GetAddr())
+	members, err := s.store.Members()
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	resp := &shoalv1.JoinRaftResponse{}
+	for _, m := range members {
+		resp.Members = append(resp.Members, &shoalv1.RaftMember{NodeId: m.ID, Addr: m.Addr, Suffrage: m.Suffrage})
+	}
+	return resp, nil
+}
+
+// Run is the leader-only reconciler. It reacts to node changes and to raft
+// configuration changes (checked on a slow tick, as raft has no event for
+// them that survives leader changes).
+func (s *Server) Run(ctx context.Context) error {
+	sub, err := s.store.Watch(ctx, 0, raftstore.KindNode)
+	if err != nil {
+		return err
+	}
+	defer sub.Close()
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		if err := s.reconcile(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("membership reconcile", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case _, ok := <-sub.C():
+			if !ok {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				if sub, err = s.store.Watch(ctx, 0, raftstore.KindNode); err != nil {
+					return err
+				}
+			}
+		case <-tick.C:
+		}
+	}
+}
+
+func (s *Server) reconcile(ctx context.Context) error {
+	members, err := s.store.Members()
+	if err != nil {
+		return err
+	}
+	view := s.store.View()
+	inRaft := map[string]raftstore.Member{}
+	for _, m := range members {
+		inRaft[m.ID] = m
+		n, ok := raftstore.Get[*shoalv1.Node](view, m.ID)
+		demoted := ok && n.GetSpec().GetDesiredRole() == shoalv1.NodeRole_NODE_ROLE_WORKER
+		if (!ok || demoted) && len(members) > 1 {
+			s.log.Info("removing node from raft", "node_id", m.ID, "removed", !ok, "demoted", demoted)
+			if err := s.store.RemoveServer(ctx, m.ID); err != nil {
+				return err
+			}
+			delete(inRaft, m.ID)
+		}
+	}
+	// Record manager status where it changed; one entry for all nodes.
+	_, err = s.store.Update(ctx, func(tx raftstore.WriteTx) error {
+		for _, n := range raftstore.List[*shoalv1.Node](tx) {
+			want := (*shoalv1.ManagerStatus)(nil)
+			if m, ok := inRaft[n.GetMeta().GetId()]; ok {
+				want = &shoalv1.ManagerStatus{Addr: m.Addr, Leader: m.Leader, Reachability: reachability(n)}
+			}
+			if proto.Equal(want, n.GetManagerStatus()) {
+				continue
+			}
+			n = proto.Clone(n).(*shoalv1.Node)
+			n.ManagerStatus = want
+			if err := tx.Update(n); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return err
+}
+
+func reachability(n *shoalv1.Node) string {
+	if n.GetStatus().GetState() == shoalv1.NodeState_NODE_STATE_READY {
+		return "reachable"
+	}
+	return "unreachable"
+}

@@ -1,0 +1,175 @@
+// Package nodeca implements the shoal.v1.NodeCA service: it hands out the
+// cluster's root certificate and signs node certificates for holders of a
+// valid join token (a new node) or of a valid node certificate (a renewal,
+// which is also how a promoted or demoted node gets its new role).
+//
+// Calls that write run on the leader (the forwarding interceptor sends them
+// there); the CA key lives in the replicated cluster object.
+package nodeca
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/shoal-dev/shoal/manager/ca"
+	"github.com/shoal-dev/shoal/manager/forward"
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
+)
+
+// DefaultCertTTL is a node certificate's lifetime unless the cluster says
+// otherwise.
+const DefaultCertTTL = 90 * 24 * time.Hour
+
+// Server implements shoalv1.NodeCAServer.
+type Server struct {
+	shoalv1.UnimplementedNodeCAServer
+	store *raftstore.Store
+	log   *slog.Logger
+}
+
+// New returns the NodeCA service.
+func New(store *raftstore.Store, logger *slog.Logger) *Server {
+	return &Server{store: store, log: logger.With("component", "nodeca")}
+}
+
+func (s *Server) cluster() (*shoalv1.Cluster, error) {
+	cs := raftstore.List[*shoalv1.Cluster](s.store.View())
+	if len(cs) == 0 {
+		return nil, status.Error(codes.Unavailable, "the cluster is still being bootstrapped")
+	}
+	return cs[0], nil
+}
+
+func certTTL(c *shoalv1.Cluster) time.Duration {
+	if h := c.GetSettings().GetNodeCertTtlHours(); h > 0 {
+		return time.Duration(h) * time.Hour
+	}
+	return DefaultCertTTL
+}
+
+// GetRootCA returns the CA certificate. It needs no credentials: the joiner
+// checks it against the digest in its token.
+func (s *Server) GetRootCA(context.Context, *shoalv1.GetRootCARequest) (*shoalv1.GetRootCAResponse, error) {
+	c, err := s.cluster()
+	if err != nil {
+		return nil, err
+	}
+	return &shoalv1.GetRootCAResponse{CaCertPem: c.GetCaCertPem()}, nil
+}
+
+// IssueNodeCertificate admits a new node: the token decides its role.
+func (s *Server) IssueNodeCertificate(ctx context.Context, req *shoalv1.IssueNodeCertificateRequest) (*shoalv1.IssueNodeCertificateResponse, error) {
+	c, err := s.cluster()
+	if err != nil {
+		return nil, err
+	}
+	role, err := tokenRole(c, req.GetToken())
+	if err != nil {
+		return nil, err
+	}
+	root, err := ca.LoadCA(c.GetCaCertPem(), c.GetCaKeyPem())
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "loading the cluster CA: %v", err)
+	}
+	nodeID := raftstore.NewID()
+	certPEM, serial, err := root.SignCSR(req.GetCsrPem(), nodeID, role, certTTL(c))
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "csr_pem: %v", err)
+	}
+	node := &shoalv1.Node{
+		Meta:        &shoalv1.Meta{Id: nodeID},
+		Spec:        &shoalv1.NodeSpec{DesiredRole: role.Proto(), Availability: shoalv1.NodeAvailability_NODE_AVAILABILITY_ACTIVE},
+		Description: req.GetDescription(),
+		Status: &shoalv1.NodeStatus{State: shoalv1.NodeState_NODE_STATE_UNKNOWN, Addr: req.GetAddr(),
+			Message: "joined", LastHeartbeat: timestamppb.Now()},
+		Role:       role.Proto(),
+		CertSerial: serial,
+	}
+	if _, err := s.store.Update(ctx, func(tx raftstore.WriteTx) error { return tx.Create(node) }); err != nil {
+		return nil, storeStatus(err)
+	}
+	s.log.Info("node joined", "node_id", nodeID, "role", string(role), "addr", req.GetAddr())
+	return &shoalv1.IssueNodeCertificateResponse{NodeId: nodeID, CertPem: certPEM, CaCertPem: c.GetCaCertPem(), Role: role.Proto()}, nil
+}
+
+// tokenRole checks a join token against the cluster's current tokens.
+func tokenRole(c *shoalv1.Cluster, token string) (ca.Role, error) {
+	digest, _, err := ca.ParseJoinToken(token)
+	if err != nil {
+		return "", status.Error(codes.InvalidArgument, err.Error())
+	}
+	want, err := ca.DigestOf(c.GetCaCertPem())
+	if err != nil {
+		return "", status.Errorf(codes.Internal, "cluster CA: %v", err)
+	}
+	if digest != want {
+		return "", status.Error(codes.PermissionDenied, "the join token pins a different CA than this cluster's")
+	}
+	switch {
+	case ca.TokenEqual(token, c.GetTokens().GetWorker()):
+		return ca.RoleWorker, nil
+	case ca.TokenEqual(token, c.GetTokens().GetManager()):
+		return ca.RoleManager, nil
+	}
+	return "", status.Error(codes.PermissionDenied, "the join token is not valid for this cluster (was it rotated?)")
+}
+
+// RenewNodeCertificate signs a new certificate for the calling node with the
+// role the operator wants for it (promote / demote change that role).
+func (s *Server) RenewNodeCertificate(ctx context.Context, req *shoalv1.RenewNodeCertificateRequest) (*shoalv1.IssueNodeCertificateResponse, error) {
+	id, ok := forward.Identity(ctx)
+	if !ok || id.Role == ca.RoleAdmin {
+		return nil, status.Error(codes.PermissionDenied, "only nodes renew node certificates")
+	}
+	c, err := s.cluster()
+	if err != nil {
+		return nil, err
+	}
+	root, err := ca.LoadCA(c.GetCaCertPem(), c.GetCaKeyPem())
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "loading the cluster CA: %v", err)
+	}
+	var resp *shoalv1.IssueNodeCertificateResponse
+	_, err = s.store.Update(ctx, func(tx raftstore.WriteTx) error {
+		n, ok := raftstore.Get[*shoalv1.Node](tx, id.NodeID)
+		if !ok {
+			return status.Errorf(codes.PermissionDenied, "node %q has been removed from the cluster", id.NodeID)
+		}
+		role := ca.RoleFromProto(n.GetSpec().GetDesiredRole())
+		certPEM, serial, err := root.SignCSR(req.GetCsrPem(), id.NodeID, role, certTTL(c))
+		if err != nil {
+			return status.Errorf(codes.InvalidArgument, "csr_pem: %v", err)
+		}
+		n = proto.Clone(n).(*shoalv1.Node)
+		n.Role = role.Proto()
+		n.CertSerial = serial
+		resp = &shoalv1.IssueNodeCertificateResponse{NodeId: id.NodeID, CertPem: certPEM, CaCertPem: c.GetCaCertPem(), Role: role.Proto()}
+		return tx.Update(n)
+	})
+	if err != nil {
+		return nil, storeStatus(err)
+	}
+	s.log.Info("node certificate renewed", "node_id", id.NodeID, "role", resp.GetRole().String())
+	return resp, nil
+}
+
+func storeStatus(err error) error {
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	switch {
+	case errors.Is(err, raftstore.ErrNotLeader):
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, raftstore.ErrVersionConflict):
+		return status.Error(codes.Aborted, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs everything shoal's build, demo and tests need on a fresh Debian
+# machine that has only Go, gcc and git. Idempotent; run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages: iproute2 (ip netns for the e2e hosts), etcd-server and
+# etcd-client (the reference in the whole-cluster benchmark).
+pkgs=(iproute2 iputils-ping etcd-server etcd-client)
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	if [ "$(id -u)" != 0 ]; then
+		echo "setup: need root to install: ${missing[*]}" >&2
+		exit 1
+	fi
+	echo "setup: installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	# The Debian etcd package may start a service on install; shoal's tests
+	# start their own members on loopback only.
+	pkill -x etcd 2>/dev/null || true
+fi
+
+go mod download
