@@ -4,7 +4,6 @@ package raftstore
 // other files of the package.
 
 import (
-	"context"
 	"errors"
 	"log/slog"
 	"time"
@@ -147,4 +146,10 @@ type Subscription interface {
 //	(*Store) AppliedIndex() uint64
 //	(*Store) Snapshot() error
 //
-// Generic helpers: Get[T], List[T], Find[T] (typed.go).
+// Generic helpers: Get[T], List[T], Find[T], ResolveRef[T] (ErrAmbiguous for
+// an id prefix matching several objects), KindOf, Wrap, Unwrap and NewID
+// (typed.go).
+//
+// IsLeader turns true only once a new leader has applied every entry its
+// predecessors committed (a barrier in its term); until then Leader does not
+// name this server and Update/ReadLinearizable wait for it (bounded by ctx).

@@ -1,0 +1,30 @@
+// Package ca is the cluster's trust: the root certificate authority, node and
+// admin certificates, join tokens, the identity a certificate carries, and
+// the per-RPC authorizer that turns that identity into allow or deny.
+//
+// Who a peer is lives only in its certificate, signed by the cluster CA:
+//
+//	CN = node id (or the admin's name), OU = role (manager|worker|admin), O = cluster id
+//
+// Manager certificates also carry the DNS name ManagerServerName, and every
+// node dials managers verifying that name, so a worker's certificate can never
+// pose as a manager. Join tokens (SHOAL-1-<sha256 of CA cert>-<secret>) pin
+// the CA, so a joining node trusts nothing it has not checked against the
+// token: FetchRootCA fetches the CA over an unverified connection, checks its
+// digest, and only then dials again verifying the manager against it.
+//
+// Typical use on a node:
+//
+//	creds, _ := ca.LoadCreds(dataDir+"/certs", "node")
+//	certs, _ := ca.NewCertStore(creds)           // hot-swappable on promote/demote
+//	srvTLS := certs.ServerTLSConfig()            // for the ALPN mux (manager/transport)
+//	cliTLS := certs.ClientTLSConfig(ca.ManagerServerName, ca.ALPNGRPC)
+//
+// and on a manager's gRPC server:
+//
+//	authz := &ca.Authorizer{Policy: ca.DefaultPolicy(), ClusterID: id.ClusterID, NodeValid: nodeExists}
+//	grpc.NewServer(grpc.ChainUnaryInterceptor(authz.Unary()), grpc.ChainStreamInterceptor(authz.Stream()))
+//
+// Handlers read the caller with IdentityFrom(ctx). Private keys and token
+// secrets are never logged or put into errors.
+package ca

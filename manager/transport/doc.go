@@ -1,0 +1,22 @@
+// Package transport serves a manager's single TLS port: every connection is
+// handshaken once, with the node's certificate store (ca.CertStore), and
+// routed by its ALPN protocol — "h2" to the gRPC server, "shoal-raft" to
+// hashicorp/raft's NetworkTransport. One port means one firewall rule and one
+// advertised address for both the API and raft.
+//
+// Wiring on a manager:
+//
+//	mux := transport.NewMux(ln, certs.ServerTLSConfig(), logger)
+//	srv := grpc.NewServer(grpc.Creds(transport.ServerCreds()), ...)
+//	go srv.Serve(mux.GRPC())
+//	stream := transport.NewRaftStreamLayer(mux.Raft(), advertiseAddr, func() *tls.Config {
+//		return certs.ClientTLSConfig(ca.ManagerServerName, ca.ALPNRaft)
+//	})
+//	trans := raft.NewNetworkTransport(stream, 3, 10*time.Second, logOutput)
+//	err := mux.Serve(ctx) // until ctx ends
+//
+// gRPC sees connections already handshaken, so ServerCreds only wraps them;
+// the per-method role checks are ca.Authorizer's. Raft has no per-call
+// authorization, so the mux admits only verified manager certificates of the
+// cluster CA to it.
+package transport

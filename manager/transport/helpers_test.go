@@ -1,0 +1,88 @@
+package transport_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shoal-dev/shoal/manager/ca"
+	"github.com/shoal-dev/shoal/manager/transport"
+)
+
+type cluster struct {
+	t    *testing.T
+	root *ca.CA
+}
+
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	root, err := ca.NewRootCA("c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &cluster{t: t, root: root}
+}
+
+// store returns a certificate store for a node of the cluster.
+func (c *cluster) store(nodeID string, role ca.Role) *ca.CertStore {
+	c.t.Helper()
+	keyPEM, csrPEM, err := ca.NewKeyAndCSR()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	certPEM, _, err := c.root.SignCSR(csrPEM, nodeID, role, time.Hour)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	s, err := ca.NewCertStore(&ca.Creds{CACertPEM: c.root.CertPEM(), CertPEM: certPEM, KeyPEM: keyPEM})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return s
+}
+
+// logBuffer is a concurrency-safe slog destination.
+type logBuffer struct {
+	mu  sync.Mutex // guards buf
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// startMux serves a mux on 127.0.0.1 with certs; it stops at cleanup.
+func startMux(t *testing.T, certs *ca.CertStore, logs *logBuffer) *transport.Mux {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logger *slog.Logger
+	if logs != nil {
+		logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	mux := transport.NewMux(ln, certs.ServerTLSConfig(), logger)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mux.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return mux
+}

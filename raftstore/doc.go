@@ -1,0 +1,71 @@
+// Package raftstore is Shoal's replicated object store: the cluster's whole
+// desired and observed state (cluster, nodes, services, tasks, networks),
+// kept identical on every manager by hashicorp/raft.
+//
+// It knows nothing of containers. Managers open one Store each; the leader
+// writes, everybody reads and watches.
+//
+// # State
+//
+// Each kind of object lives in a go-memdb table with an "id" index and a few
+// secondary indexes (IndexName, IndexServiceID, IndexNodeID,
+// IndexDesiredState, IndexState). Every object carries meta.version, the raft
+// index of its last change. Objects handed out by readers are shared and
+// immutable: proto.Clone one before changing it.
+//
+// # Writing
+//
+// Update runs a function on a WriteTx, whose reads see its own writes, and
+// turns its changes into one raft entry applied all-or-nothing:
+//
+//	_, err := store.Update(ctx, func(tx raftstore.WriteTx) error {
+//		svc, ok := raftstore.Get[*shoalv1.Service](tx, id)
+//		if !ok {
+//			return fmt.Errorf("service %q: %w", id, raftstore.ErrNotFound)
+//		}
+//		svc = proto.Clone(svc).(*shoalv1.Service)
+//		svc.Spec.Replicas = 3
+//		return tx.Update(svc) // svc.meta.version is the version read
+//	})
+//
+// Concurrency is optimistic: an update or delete names the version it read,
+// and the FSM rejects the whole entry with ErrVersionConflict if any object
+// changed meanwhile; the caller reads again and retries. WriteTx checks the
+// same rules early (against its view) so most mistakes fail before a raft
+// round trip. Only the leader accepts Update (ErrNotLeader elsewhere, naming
+// the leader's address).
+//
+// # Reading
+//
+// View is the local applied state, cheap and possibly behind the leader.
+// ReadLinearizable (leader only) reflects every acknowledged write. Get,
+// List, Find and ResolveRef are typed helpers over any Reader.
+//
+// # Watching
+//
+// Watch delivers the changes of every applied entry, in index order, with no
+// gaps. The usual pattern is to read a View and watch from its Index()+1,
+// which replays anything applied in between. A watch ends (its channel is
+// closed, Err says why) when its context ends, when its consumer falls too
+// far behind (ErrSlowConsumer), when a snapshot from the leader replaces the
+// state (ErrRestored), or on Close; the consumer then reads a fresh View.
+//
+// # Leadership
+//
+// IsLeader is true once this server leads and has applied everything
+// committed before its term. LeadershipChanged returns a channel closed at
+// the next change, for leader-only loops:
+//
+//	for {
+//		ch := store.LeadershipChanged()
+//		if store.IsLeader() { /* start or keep leader work */ }
+//		<-ch
+//	}
+//
+// # Persistence
+//
+// On disk, DataDir holds raft.db (raft's log and stable store in bbolt) and
+// snapshots/. A snapshot is the full object set written as length-prefixed
+// records; raft takes one every SnapshotThreshold entries and keeps
+// TrailingLogs entries behind it for slow followers.
+package raftstore

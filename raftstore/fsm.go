@@ -1,0 +1,242 @@
+package raftstore
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/hashicorp/go-memdb"
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// fsm is the raft state machine: memdb tables plus the index of the last
+// entry applied. raft calls Apply, StoreConfiguration, Snapshot and Restore
+// from its single FSM goroutine; everyone else only reads.
+type fsm struct {
+	log *slog.Logger
+	hub *hub
+
+	// mu guards db, applied and waitCh, so that a reader gets a memdb txn
+	// and the index it reflects from the same instant. Only the FSM
+	// goroutine writes them; it may read them without the lock.
+	mu      sync.RWMutex
+	db      *memdb.MemDB
+	applied uint64
+	// waitCh is closed (and cleared) when applied advances. It is made only
+	// when somebody waits, so Apply allocates nothing in the common case.
+	waitCh chan struct{}
+}
+
+// The FSM also receives configuration entries so that its applied index
+// moves with every entry that reaches it, which ReadLinearizable relies on.
+var _ raft.ConfigurationStore = (*fsm)(nil)
+
+func newFSM(log *slog.Logger, h *hub) *fsm {
+	return &fsm{log: log, hub: h, db: newMemDB()}
+}
+
+// Apply applies one StoreAction all-or-nothing. It must be deterministic:
+// it reads only the entry and the current state (never the clock), so every
+// replica ends in the same state and returns the same error.
+func (f *fsm) Apply(l *raft.Log) any {
+	var act shoalv1.StoreAction
+	if err := proto.Unmarshal(l.Data, &act); err != nil {
+		f.advance(l.Index)
+		f.log.Error("undecodable raft entry skipped", "index", l.Index, "err", err)
+		return fmt.Errorf("raft entry %d: decoding the store action: %w", l.Index, err)
+	}
+	txn := f.db.Txn(true)
+	events, err := applyAction(txn, &act, l.Index)
+	if err != nil {
+		txn.Abort()
+		f.advance(l.Index)
+		return err
+	}
+	f.mu.Lock()
+	txn.Commit()
+	f.setAppliedLocked(l.Index)
+	f.mu.Unlock()
+	// Publish after the commit: a subscriber that sees index i and then
+	// takes a View gets a state that includes i.
+	f.hub.publish(events, l.Index)
+	return nil
+}
+
+// StoreConfiguration only advances the applied index; membership itself is
+// raft's business.
+func (f *fsm) StoreConfiguration(index uint64, _ raft.Configuration) {
+	f.advance(index)
+}
+
+// advance records an entry that changed nothing.
+func (f *fsm) advance(index uint64) {
+	f.mu.Lock()
+	f.setAppliedLocked(index)
+	f.mu.Unlock()
+	f.hub.publish(nil, index)
+}
+
+func (f *fsm) setAppliedLocked(index uint64) {
+	if index > f.applied {
+		f.applied = index
+	}
+	if f.waitCh != nil {
+		close(f.waitCh)
+		f.waitCh = nil
+	}
+}
+
+func (f *fsm) appliedIndex() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.applied
+}
+
+// view returns a consistent read-only view of the current state.
+func (f *fsm) view() *view {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return &view{txn: f.db.Txn(false), index: f.applied}
+}
+
+// waitApplied blocks until the applied index reaches index, ctx ends or done
+// is closed. Apply wakes it; there is no polling.
+func (f *fsm) waitApplied(ctx context.Context, index uint64, done <-chan struct{}) error {
+	for {
+		f.mu.Lock()
+		if f.applied >= index {
+			f.mu.Unlock()
+			return nil
+		}
+		if f.waitCh == nil {
+			f.waitCh = make(chan struct{})
+		}
+		ch := f.waitCh
+		f.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for index %d to be applied: %w", index, ctx.Err())
+		case <-done:
+			return ErrClosed
+		}
+	}
+}
+
+// replace swaps in a restored database (Restore runs on the FSM goroutine).
+func (f *fsm) replace(db *memdb.MemDB, index uint64) {
+	f.mu.Lock()
+	f.db = db
+	f.applied = index
+	if f.waitCh != nil {
+		close(f.waitCh)
+		f.waitCh = nil
+	}
+	f.mu.Unlock()
+}
+
+// applyAction validates and applies every op of an action inside txn and
+// returns the watch events. On error the caller aborts txn, so nothing of
+// the action is applied.
+func applyAction(txn *memdb.Txn, act *shoalv1.StoreAction, index uint64) ([]*shoalv1.WatchEvent, error) {
+	ts := act.GetTime()
+	events := make([]*shoalv1.WatchEvent, 0, len(act.GetOps()))
+	var named []Object
+	for i, op := range act.GetOps() {
+		o := Unwrap(op.GetObject())
+		if o == nil {
+			return nil, fmt.Errorf("raft entry %d: op %d carries no object", index, i)
+		}
+		kind := KindOf(o)
+		m := ensureMeta(o)
+		id := m.GetId()
+		if id == "" {
+			return nil, fmt.Errorf("raft entry %d: op %d: %s without meta.id", index, i, kind)
+		}
+		raw, err := txn.First(string(kind), indexID, id)
+		if err != nil {
+			return nil, fmt.Errorf("%s %q: reading: %w", kind, id, err)
+		}
+		cur, _ := raw.(Object)
+		var action shoalv1.WatchAction
+		switch op.GetKind() {
+		case shoalv1.StoreOpKind_STORE_OP_KIND_CREATE:
+			if cur != nil {
+				return nil, errExists(kind, id)
+			}
+			action = shoalv1.WatchAction_WATCH_ACTION_CREATE
+			m.Version, m.CreatedAt, m.UpdatedAt = index, ts, ts
+		case shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE:
+			if err := checkCurrent(kind, id, op.GetExpectedVersion(), cur); err != nil {
+				return nil, err
+			}
+			action = shoalv1.WatchAction_WATCH_ACTION_UPDATE
+			m.Version, m.CreatedAt, m.UpdatedAt = index, cur.GetMeta().GetCreatedAt(), ts
+		case shoalv1.StoreOpKind_STORE_OP_KIND_DELETE:
+			if err := checkCurrent(kind, id, op.GetExpectedVersion(), cur); err != nil {
+				return nil, err
+			}
+			if err := txn.Delete(string(kind), cur); err != nil {
+				return nil, fmt.Errorf("%s %q: deleting: %w", kind, id, err)
+			}
+			events = append(events, &shoalv1.WatchEvent{
+				Index: index, Action: shoalv1.WatchAction_WATCH_ACTION_DELETE, Object: Wrap(cur),
+			})
+			continue
+		default:
+			return nil, fmt.Errorf("raft entry %d: op %d: unknown op kind %v", index, i, op.GetKind())
+		}
+		if err := txn.Insert(string(kind), o); err != nil {
+			return nil, fmt.Errorf("%s %q: inserting: %w", kind, id, err)
+		}
+		named = append(named, o)
+		events = append(events, &shoalv1.WatchEvent{Index: index, Action: action, Object: Wrap(o)})
+	}
+	// Unique names are checked on the entry's final state, so that the
+	// order of ops inside one entry (say, a rename and a create taking the
+	// old name) does not matter — the same rule WriteTx applies.
+	for _, o := range named {
+		if err := checkUniqueName(txn, o); err != nil {
+			return nil, err
+		}
+	}
+	return events, nil
+}
+
+// checkCurrent checks that an object to update or delete exists and that
+// the writer read its current version (0 skips the version check).
+func checkCurrent(kind Kind, id string, expected uint64, cur Object) error {
+	if cur == nil {
+		return errNotFound(kind, id)
+	}
+	if v := cur.GetMeta().GetVersion(); expected != 0 && expected != v {
+		return errStale(kind, id, expected, v)
+	}
+	return nil
+}
+
+// checkUniqueName fails when another object of o's kind has o's name.
+func checkUniqueName(txn *memdb.Txn, o Object) error {
+	kind := KindOf(o)
+	if !tableDefs[kind].uniqueName {
+		return nil
+	}
+	name, ok := nameOf(o)
+	if !ok {
+		return nil
+	}
+	it, err := txn.Get(string(kind), IndexName, name)
+	if err != nil {
+		return fmt.Errorf("%s name %q: reading: %w", kind, name, err)
+	}
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		if raw.(Object).GetMeta().GetId() != o.GetMeta().GetId() {
+			return errNameInUse(kind, name)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,478 @@
+package raftstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+const (
+	// defaultApplyTimeout bounds a raft call whose ctx has no deadline.
+	defaultApplyTimeout = 10 * time.Second
+	// retainedSnapshots is how many snapshots stay on disk.
+	retainedSnapshots = 2
+	// logCacheSize keeps recent entries in memory: the leader reads them
+	// back to replicate, and ReadLinearizable to check their type.
+	logCacheSize = 512
+)
+
+// Store is the raft-replicated object store. See api.go for the method list
+// and doc.go for how it is used.
+type Store struct {
+	cfg  Config
+	log  *slog.Logger
+	raft *raft.Raft
+	fsm  *fsm
+	hub  *hub
+	lead *leadership
+	// logs is raft's log store (behind a cache), read by ReadLinearizable.
+	logs raft.LogStore
+	// bolt is the on-disk log and stable store; nil in memory.
+	bolt *raftboltdb.BoltStore
+	now  func() time.Time
+
+	observer    *raft.Observer
+	obsCh       chan raft.Observation
+	stopObserve chan struct{}
+	// wg counts the observer loop and the leader barriers it starts.
+	wg sync.WaitGroup
+
+	done      chan struct{} // closed when Close starts
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// options are knobs for tests, not part of Config.
+type options struct {
+	watchRing int              // events kept for resuming watches (default 16384)
+	now       func() time.Time // clock stamped into entries (default time.Now)
+}
+
+// Open starts the store: it opens (or creates) the raft log, stable and
+// snapshot stores, restores the latest snapshot, bootstraps a one-voter
+// cluster when asked to and no raft state exists yet, and joins raft.
+func Open(cfg Config) (*Store, error) {
+	return open(cfg, options{})
+}
+
+func open(cfg Config, opts options) (*Store, error) {
+	if cfg.NodeID == "" {
+		return nil, errors.New("raftstore: Config.NodeID is required")
+	}
+	if cfg.Transport == nil {
+		return nil, errors.New("raftstore: Config.Transport is required")
+	}
+	if !cfg.InMemory && cfg.DataDir == "" {
+		return nil, errors.New("raftstore: Config.DataDir is required unless InMemory")
+	}
+	if cfg.Addr == "" {
+		cfg.Addr = string(cfg.Transport.LocalAddr())
+	}
+	setDefaults(&cfg)
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	logger = logger.With("component", "raftstore")
+	hlog := newHCLog(logger, "raft")
+
+	s := &Store{
+		cfg: cfg, log: logger, hub: newHub(opts.watchRing), lead: newLeadership(), now: opts.now,
+		obsCh: make(chan raft.Observation, 16), stopObserve: make(chan struct{}), done: make(chan struct{}),
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.fsm = newFSM(logger, s.hub)
+
+	var (
+		stable raft.StableStore
+		snaps  raft.SnapshotStore
+	)
+	if cfg.InMemory {
+		mem := raft.NewInmemStore()
+		s.logs, stable, snaps = mem, mem, raft.NewInmemSnapshotStore()
+	} else {
+		var err error
+		if err = os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("raftstore: %w", err)
+		}
+		bopts := *bbolt.DefaultOptions
+		bopts.Timeout = 5 * time.Second // another process holding raft.db fails instead of hanging
+		path := filepath.Join(cfg.DataDir, "raft.db")
+		if s.bolt, err = raftboltdb.New(raftboltdb.Options{Path: path, NoSync: cfg.NoSync, BoltOptions: &bopts}); err != nil {
+			return nil, fmt.Errorf("raftstore: opening %s: %w", path, err)
+		}
+		if snaps, err = raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, retainedSnapshots, hlog.Named("snapshots")); err != nil {
+			s.bolt.Close()
+			return nil, fmt.Errorf("raftstore: opening the snapshot store: %w", err)
+		}
+		if s.logs, err = raft.NewLogCache(logCacheSize, s.bolt); err != nil {
+			s.bolt.Close()
+			return nil, fmt.Errorf("raftstore: %w", err)
+		}
+		stable = s.bolt
+	}
+	fail := func(err error) (*Store, error) {
+		if s.bolt != nil {
+			s.bolt.Close()
+		}
+		return nil, fmt.Errorf("raftstore: %w", err)
+	}
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.CommitTimeout
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.TrailingLogs = cfg.TrailingLogs
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.Logger = hlog
+	if err := raft.ValidateConfig(rc); err != nil {
+		return fail(err)
+	}
+
+	if cfg.Bootstrap {
+		exists, err := raft.HasExistingState(s.logs, stable, snaps)
+		if err != nil {
+			return fail(fmt.Errorf("checking for raft state: %w", err))
+		}
+		if !exists {
+			conf := raft.Configuration{Servers: []raft.Server{{
+				Suffrage: raft.Voter, ID: raft.ServerID(cfg.NodeID), Address: raft.ServerAddress(cfg.Addr),
+			}}}
+			if err := raft.BootstrapCluster(rc, s.logs, stable, snaps, cfg.Transport, conf); err != nil {
+				return fail(fmt.Errorf("bootstrapping: %w", err))
+			}
+			logger.Info("bootstrapped a new raft cluster", "node_id", cfg.NodeID, "addr", cfg.Addr)
+		}
+	}
+
+	r, err := raft.NewRaft(rc, s.fsm, s.logs, stable, snaps, cfg.Transport)
+	if err != nil {
+		return fail(err)
+	}
+	s.raft = r
+	s.observer = raft.NewObserver(s.obsCh, false, func(o *raft.Observation) bool {
+		switch o.Data.(type) {
+		case raft.LeaderObservation, raft.RaftState:
+			return true
+		}
+		return false
+	})
+	r.RegisterObserver(s.observer)
+	s.wg.Add(1)
+	go s.observe()
+	return s, nil
+}
+
+func setDefaults(c *Config) {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.HeartbeatTimeout, 500*time.Millisecond)
+	def(&c.ElectionTimeout, 500*time.Millisecond)
+	def(&c.LeaderLeaseTimeout, 250*time.Millisecond)
+	def(&c.CommitTimeout, 10*time.Millisecond)
+	def(&c.SnapshotInterval, 2*time.Minute)
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = 8192
+	}
+	if c.TrailingLogs == 0 {
+		c.TrailingLogs = 10240
+	}
+}
+
+// Close shuts raft down, ends every watch with ErrClosed and closes the
+// log store. It is idempotent. Views taken before stay readable.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.done)
+		err := s.raft.Shutdown().Error()
+		s.raft.DeregisterObserver(s.observer)
+		close(s.stopObserve)
+		s.wg.Wait()
+		s.hub.close()
+		s.lead.broadcast()
+		if s.bolt != nil {
+			if cerr := s.bolt.Close(); cerr != nil && err == nil {
+				err = cerr
+			}
+		}
+		if err != nil {
+			s.closeErr = fmt.Errorf("raftstore: closing: %w", err)
+		}
+	})
+	return s.closeErr
+}
+
+// Raft exposes the raft instance (stats, tests, advanced membership).
+func (s *Store) Raft() *raft.Raft { return s.raft }
+
+// AppliedIndex is the index of the last raft entry applied to the local
+// state (configuration entries included).
+func (s *Store) AppliedIndex() uint64 { return s.fsm.appliedIndex() }
+
+// View returns the local applied state, without a raft round trip. On a
+// follower it may lag the leader.
+func (s *Store) View() Reader { return s.fsm.view() }
+
+// Watch streams the changes of entries with index >= fromIndex (0: from the
+// next entry applied), restricted to kinds (none: all). Events already
+// applied are replayed from a ring of recent events; a fromIndex older than
+// the ring fails with ErrCompacted, and the caller must read a View and
+// watch from its Index()+1. The subscription ends with ctx.Err() when ctx
+// ends, ErrSlowConsumer when its consumer falls 1024 events behind,
+// ErrRestored when a snapshot replaces the state, and ErrClosed on Close.
+func (s *Store) Watch(ctx context.Context, fromIndex uint64, kinds ...Kind) (Subscription, error) {
+	sub, err := s.hub.watch(ctx, fromIndex, kinds)
+	if err != nil {
+		return nil, err
+	}
+	return sub, nil
+}
+
+// Update runs fn on a WriteTx over a fresh view and proposes its changes as
+// one raft entry, applied all-or-nothing; it returns the entry's index (0
+// when fn changed nothing: nothing is proposed). Only the leader accepts
+// writes: elsewhere it fails with ErrNotLeader naming the leader. Errors of
+// fn, and the FSM's verdict at apply time (ErrVersionConflict, ErrExists,
+// ErrNotFound), come back as they are. If ctx ends while the entry is in
+// flight, Update returns ctx's error and the entry may still be applied.
+func (s *Store) Update(ctx context.Context, fn func(WriteTx) error) (uint64, error) {
+	if err := s.awaitLeader(ctx); err != nil {
+		return 0, err
+	}
+	tx := newWriteTx(s.fsm.view())
+	if err := fn(tx); err != nil {
+		return 0, err
+	}
+	ops := tx.ops()
+	if len(ops) == 0 {
+		return 0, nil
+	}
+	data, err := proto.Marshal(&shoalv1.StoreAction{Ops: ops, Time: timestamppb.New(s.now())})
+	if err != nil {
+		return 0, fmt.Errorf("raftstore: encoding the change: %w", err)
+	}
+	timeout, err := timeoutOf(ctx)
+	if err != nil {
+		return 0, err
+	}
+	f := s.raft.Apply(data, timeout)
+	if err := s.wait(ctx, f); err != nil {
+		return 0, s.mapRaftError("applying the change", err)
+	}
+	if rerr, ok := f.Response().(error); ok && rerr != nil {
+		return 0, rerr
+	}
+	return f.Index(), nil
+}
+
+// ReadLinearizable returns a view that reflects every write acknowledged
+// anywhere before the call: it confirms this server still leads (a quorum
+// round trip) and waits until the local state has applied the last entry
+// the leader had when the call began. Leader only.
+func (s *Store) ReadLinearizable(ctx context.Context) (Reader, error) {
+	if err := s.awaitLeader(ctx); err != nil {
+		return nil, err
+	}
+	last := s.raft.LastIndex()
+	if err := s.wait(ctx, s.raft.VerifyLeader()); err != nil {
+		return nil, s.mapRaftError("verifying leadership", err)
+	}
+	if err := s.fsm.waitApplied(ctx, s.lastStateIndex(last), s.done); err != nil {
+		return nil, err
+	}
+	return s.fsm.view(), nil
+}
+
+// lastStateIndex returns the index of the last entry at or before last that
+// reaches the FSM. No-op and barrier entries never do, so waiting for them
+// would never end; stepping back over them (there are rarely more than one
+// or two at the tail) finds the index the applied index will reach.
+func (s *Store) lastStateIndex(last uint64) uint64 {
+	applied := s.fsm.appliedIndex()
+	for i := last; i > applied; i-- {
+		var l raft.Log
+		if err := s.logs.GetLog(i, &l); err != nil {
+			// Compacted into a snapshot, so already applied.
+			return applied
+		}
+		if l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
+			return i
+		}
+	}
+	return applied
+}
+
+// awaitLeader returns nil once this server is a ready leader. A leader still
+// applying its predecessors' entries is waited for (briefly); a follower
+// fails at once with ErrNotLeader.
+func (s *Store) awaitLeader(ctx context.Context) error {
+	for {
+		select {
+		case <-s.done:
+			return ErrClosed
+		default:
+		}
+		ch := s.lead.current()
+		if s.IsLeader() {
+			return nil
+		}
+		if s.raft.State() != raft.Leader {
+			_, addr := s.Leader()
+			return errNotLeader(addr)
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for leadership to be confirmed: %w", ctx.Err())
+		case <-s.done:
+			return ErrClosed
+		}
+	}
+}
+
+// wait waits for a raft future, giving up when ctx ends (the operation
+// itself goes on in raft).
+func (s *Store) wait(ctx context.Context, f raft.Future) error {
+	if ctx.Done() == nil {
+		return f.Error()
+	}
+	ch := make(chan error, 1)
+	go func() { ch <- f.Error() }()
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// timeoutOf is the raft enqueue timeout for ctx: its deadline, or 10s.
+func timeoutOf(ctx context.Context) (time.Duration, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return defaultApplyTimeout, nil
+	}
+	d := time.Until(dl)
+	if d <= 0 {
+		return 0, context.DeadlineExceeded
+	}
+	return d, nil
+}
+
+// Members lists the raft configuration, marking the leader.
+func (s *Store) Members() ([]Member, error) {
+	cf := s.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return nil, s.mapRaftError("reading the raft configuration", err)
+	}
+	leaderID, _ := s.Leader()
+	var out []Member
+	for _, srv := range cf.Configuration().Servers {
+		out = append(out, Member{
+			ID: string(srv.ID), Addr: string(srv.Address), Suffrage: suffrageName(srv.Suffrage),
+			Leader: leaderID != "" && string(srv.ID) == leaderID,
+		})
+	}
+	return out, nil
+}
+
+func suffrageName(s raft.ServerSuffrage) string {
+	switch s {
+	case raft.Voter:
+		return "voter"
+	case raft.Nonvoter:
+		return "nonvoter"
+	case raft.Staging:
+		return "staging"
+	}
+	return s.String()
+}
+
+// AddVoter adds (or re-addresses) a voting member. It is a no-op when id is
+// already a voter at addr. Leader only.
+func (s *Store) AddVoter(ctx context.Context, id, addr string) error {
+	if err := s.awaitLeader(ctx); err != nil {
+		return err
+	}
+	cf := s.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return s.mapRaftError("reading the raft configuration", err)
+	}
+	for _, srv := range cf.Configuration().Servers {
+		if string(srv.ID) == id && string(srv.Address) == addr && srv.Suffrage == raft.Voter {
+			return nil
+		}
+	}
+	timeout, err := timeoutOf(ctx)
+	if err != nil {
+		return err
+	}
+	f := s.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeout)
+	if err := s.wait(ctx, f); err != nil {
+		return s.mapRaftError(fmt.Sprintf("adding voter %q at %q", id, addr), err)
+	}
+	s.log.Info("raft voter added", "node_id", id, "addr", addr)
+	return nil
+}
+
+// RemoveServer removes a member; removing one that is not a member is a
+// no-op. Leader only.
+func (s *Store) RemoveServer(ctx context.Context, id string) error {
+	if err := s.awaitLeader(ctx); err != nil {
+		return err
+	}
+	cf := s.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return s.mapRaftError("reading the raft configuration", err)
+	}
+	found := false
+	for _, srv := range cf.Configuration().Servers {
+		found = found || string(srv.ID) == id
+	}
+	if !found {
+		return nil
+	}
+	timeout, err := timeoutOf(ctx)
+	if err != nil {
+		return err
+	}
+	if err := s.wait(ctx, s.raft.RemoveServer(raft.ServerID(id), 0, timeout)); err != nil {
+		return s.mapRaftError(fmt.Sprintf("removing server %q", id), err)
+	}
+	s.log.Info("raft server removed", "node_id", id)
+	return nil
+}
+
+// Snapshot takes a raft snapshot now and compacts the log. Having nothing
+// new to snapshot is not an error.
+func (s *Store) Snapshot() error {
+	err := s.raft.Snapshot().Error()
+	if errors.Is(err, raft.ErrNothingNewToSnapshot) {
+		return nil
+	}
+	return s.mapRaftError("taking a snapshot", err)
+}

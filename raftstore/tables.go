@@ -1,0 +1,162 @@
+package raftstore
+
+import (
+	"fmt"
+
+	"github.com/hashicorp/go-memdb"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// indexID is the primary index of every table: meta.id, unique.
+const indexID = "id"
+
+// indexFunc extracts the value an object has in one index. ok=false leaves
+// the object out of that index (for example a service without a name).
+type indexFunc func(Object) (value string, ok bool)
+
+// tableDef describes one table. The same index functions feed memdb and the
+// overlay of a WriteTx, so both always agree on what Find matches.
+type tableDef struct {
+	kind Kind
+	// indexes maps index name to extractor; it includes indexID.
+	indexes map[string]indexFunc
+	// uniqueName: no two objects may share a non-empty IndexName value.
+	// memdb does not enforce uniqueness of secondary indexes (a duplicate
+	// would silently corrupt a unique index), so the index is stored as
+	// non-unique and the rule is checked by WriteTx and again by the FSM.
+	uniqueName bool
+}
+
+var tableDefs = map[Kind]*tableDef{
+	KindCluster: {kind: KindCluster, indexes: map[string]indexFunc{indexID: idOf}},
+	KindNode: {kind: KindNode, indexes: map[string]indexFunc{
+		indexID: idOf,
+		IndexName: func(o Object) (string, bool) {
+			n := o.(*shoalv1.Node)
+			name := n.GetSpec().GetName()
+			if name == "" {
+				name = n.GetDescription().GetHostname()
+			}
+			return name, name != ""
+		},
+	}},
+	KindService: {kind: KindService, uniqueName: true, indexes: map[string]indexFunc{
+		indexID: idOf,
+		IndexName: func(o Object) (string, bool) {
+			name := o.(*shoalv1.Service).GetSpec().GetName()
+			return name, name != ""
+		},
+	}},
+	KindTask: {kind: KindTask, indexes: map[string]indexFunc{
+		indexID: idOf,
+		// Empty service and node ids are indexed too, so that Find can
+		// answer "tasks not yet assigned to a node".
+		IndexServiceID: func(o Object) (string, bool) { return o.(*shoalv1.Task).GetServiceId(), true },
+		IndexNodeID:    func(o Object) (string, bool) { return o.(*shoalv1.Task).GetNodeId(), true },
+		IndexDesiredState: func(o Object) (string, bool) {
+			return o.(*shoalv1.Task).GetDesiredState().String(), true
+		},
+		IndexState: func(o Object) (string, bool) {
+			return o.(*shoalv1.Task).GetStatus().GetState().String(), true
+		},
+	}},
+	KindNetwork: {kind: KindNetwork, uniqueName: true, indexes: map[string]indexFunc{
+		indexID: idOf,
+		IndexName: func(o Object) (string, bool) {
+			name := o.(*shoalv1.Network).GetSpec().GetName()
+			return name, name != ""
+		},
+	}},
+}
+
+func idOf(o Object) (string, bool) {
+	id := o.GetMeta().GetId()
+	return id, id != ""
+}
+
+// nameOf returns an object's IndexName value, if its kind has that index.
+func nameOf(o Object) (string, bool) {
+	def := tableDefs[KindOf(o)]
+	if def == nil {
+		return "", false
+	}
+	fn := def.indexes[IndexName]
+	if fn == nil {
+		return "", false
+	}
+	return fn(o)
+}
+
+// newSchema builds the memdb schema from tableDefs.
+func newSchema() *memdb.DBSchema {
+	s := &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{}}
+	for kind, def := range tableDefs {
+		ts := &memdb.TableSchema{Name: string(kind), Indexes: map[string]*memdb.IndexSchema{}}
+		for name, fn := range def.indexes {
+			ts.Indexes[name] = &memdb.IndexSchema{
+				Name:         name,
+				Unique:       name == indexID,
+				AllowMissing: name != indexID,
+				Indexer:      funcIndexer{fn: fn},
+			}
+		}
+		s.Tables[string(kind)] = ts
+	}
+	return s
+}
+
+func newMemDB() *memdb.MemDB {
+	db, err := memdb.NewMemDB(newSchema())
+	if err != nil {
+		// The schema is static; failing here is a programming error.
+		panic(fmt.Sprintf("raftstore: invalid memdb schema: %v", err))
+	}
+	return db
+}
+
+// funcIndexer adapts an indexFunc to memdb. Keys are the value followed by a
+// NUL, so that an exact lookup of "ab" does not match "abc"; prefix lookups
+// (used to resolve id prefixes) leave the NUL off.
+type funcIndexer struct {
+	fn indexFunc
+}
+
+func (x funcIndexer) FromObject(raw any) (bool, []byte, error) {
+	o, ok := raw.(Object)
+	if !ok {
+		return false, nil, fmt.Errorf("raftstore: cannot index a %T", raw)
+	}
+	v, ok := x.fn(o)
+	if !ok {
+		return false, nil, nil
+	}
+	return true, append([]byte(v), 0), nil
+}
+
+func (x funcIndexer) FromArgs(args ...any) ([]byte, error) {
+	v, err := oneString(args)
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte(v), 0), nil
+}
+
+func (x funcIndexer) PrefixFromArgs(args ...any) ([]byte, error) {
+	v, err := oneString(args)
+	if err != nil {
+		return nil, err
+	}
+	return []byte(v), nil
+}
+
+func oneString(args []any) (string, error) {
+	if len(args) != 1 {
+		return "", fmt.Errorf("raftstore: index lookup takes one argument, got %d", len(args))
+	}
+	s, ok := args[0].(string)
+	if !ok {
+		return "", fmt.Errorf("raftstore: index lookup takes a string, got %T", args[0])
+	}
+	return s, nil
+}

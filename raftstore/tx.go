@@ -1,0 +1,312 @@
+package raftstore
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/hashicorp/go-memdb"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// view is a Reader over a memdb read transaction: an immutable snapshot that
+// is safe to share between goroutines and costs nothing to keep.
+type view struct {
+	txn   *memdb.Txn
+	index uint64
+}
+
+var _ Reader = (*view)(nil)
+
+func (v *view) Index() uint64 { return v.index }
+
+func (v *view) Get(kind Kind, id string) Object {
+	if tableDefs[kind] == nil {
+		return nil
+	}
+	raw, err := v.txn.First(string(kind), indexID, id)
+	if err != nil || raw == nil {
+		return nil
+	}
+	return raw.(Object)
+}
+
+func (v *view) List(kind Kind) []Object {
+	if tableDefs[kind] == nil {
+		return nil
+	}
+	return v.collect(v.txn.Get(string(kind), indexID))
+}
+
+// Find returns nil for an index the kind does not have.
+func (v *view) Find(kind Kind, index, value string) []Object {
+	def := tableDefs[kind]
+	if def == nil || def.indexes[index] == nil {
+		return nil
+	}
+	// A non-unique memdb index orders entries by value then id, so the
+	// result is already sorted by id.
+	return v.collect(v.txn.Get(string(kind), index, value))
+}
+
+func (v *view) withIDPrefix(kind Kind, prefix string) []Object {
+	if tableDefs[kind] == nil {
+		return nil
+	}
+	return v.collect(v.txn.Get(string(kind), indexID+"_prefix", prefix))
+}
+
+func (v *view) collect(it memdb.ResultIterator, err error) []Object {
+	if err != nil {
+		return nil
+	}
+	var out []Object
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, raw.(Object))
+	}
+	return out
+}
+
+// objKey names one object.
+type objKey struct {
+	kind Kind
+	id   string
+}
+
+// pendingOp is the net change a WriteTx makes to one object. Several calls
+// on the same object collapse into one op, so that an entry carries at most
+// one op (and produces one watch event) per object, and the version check
+// is made once against the version read from the store.
+type pendingOp struct {
+	op       shoalv1.StoreOpKind
+	obj      Object // nil for a delete
+	expected uint64
+}
+
+// writeTx overlays pending changes on a view. It is used by one goroutine,
+// the one running the Update callback.
+type writeTx struct {
+	base    *view
+	pending map[objKey]*pendingOp
+	order   []objKey // first-touch order of pending, for a stable entry
+	touched map[Kind]bool
+}
+
+var _ WriteTx = (*writeTx)(nil)
+
+func newWriteTx(base *view) *writeTx {
+	return &writeTx{base: base, pending: map[objKey]*pendingOp{}, touched: map[Kind]bool{}}
+}
+
+func (tx *writeTx) Index() uint64 { return tx.base.Index() }
+
+func (tx *writeTx) Get(kind Kind, id string) Object {
+	if p, ok := tx.pending[objKey{kind, id}]; ok {
+		return p.obj
+	}
+	return tx.base.Get(kind, id)
+}
+
+func (tx *writeTx) List(kind Kind) []Object {
+	return tx.merge(kind, tx.base.List(kind), func(Object) bool { return true })
+}
+
+func (tx *writeTx) Find(kind Kind, index, value string) []Object {
+	def := tableDefs[kind]
+	if def == nil || def.indexes[index] == nil {
+		return nil
+	}
+	fn := def.indexes[index]
+	return tx.merge(kind, tx.base.Find(kind, index, value), func(o Object) bool {
+		v, ok := fn(o)
+		return ok && v == value
+	})
+}
+
+func (tx *writeTx) withIDPrefix(kind Kind, prefix string) []Object {
+	return tx.merge(kind, tx.base.withIDPrefix(kind, prefix), func(o Object) bool {
+		return strings.HasPrefix(o.GetMeta().GetId(), prefix)
+	})
+}
+
+// merge applies the overlay to base results: objects changed in the tx are
+// replaced (or dropped if they no longer match), deleted ones dropped, new
+// ones added when they match.
+func (tx *writeTx) merge(kind Kind, base []Object, match func(Object) bool) []Object {
+	if !tx.touched[kind] {
+		return base
+	}
+	out := make([]Object, 0, len(base))
+	for _, o := range base {
+		if _, ok := tx.pending[objKey{kind, o.GetMeta().GetId()}]; !ok {
+			out = append(out, o)
+		}
+	}
+	for _, k := range tx.order {
+		if k.kind != kind {
+			continue
+		}
+		if p, ok := tx.pending[k]; ok && p.obj != nil && match(p.obj) {
+			out = append(out, p.obj)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].GetMeta().GetId() < out[j].GetMeta().GetId() })
+	return out
+}
+
+// Create adds o; an empty meta.id gets NewID(), written into o. The tx owns
+// o from here on: the caller must not change it.
+func (tx *writeTx) Create(o Object) error {
+	kind, err := kindChecked(o)
+	if err != nil {
+		return err
+	}
+	m := ensureMeta(o)
+	if m.Id == "" {
+		m.Id = NewID()
+	}
+	k := objKey{kind, m.Id}
+	if tx.Get(kind, m.Id) != nil {
+		return errExists(kind, m.Id)
+	}
+	if err := tx.checkName(o); err != nil {
+		return err
+	}
+	if p, ok := tx.pending[k]; ok {
+		// Deleted earlier in this tx: the net change replaces the object,
+		// still guarded by the version the delete was checked against.
+		p.op, p.obj = shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE, o
+		return nil
+	}
+	tx.add(k, &pendingOp{op: shoalv1.StoreOpKind_STORE_OP_KIND_CREATE, obj: o})
+	return nil
+}
+
+// Update replaces an object. o.meta.version must be the version read (0
+// writes without a check, for internal writers holding no read version).
+// The tx owns o from here on.
+func (tx *writeTx) Update(o Object) error {
+	kind, err := kindChecked(o)
+	if err != nil {
+		return err
+	}
+	id := o.GetMeta().GetId()
+	cur := tx.Get(kind, id)
+	if cur == o && tx.base.Get(kind, id) == o {
+		// The caller changed the shared stored object in place, which also
+		// corrupts every reader's view and the indexes.
+		return fmt.Errorf("raftstore: %s %q: the stored object itself was passed to Update; Clone before changing", kind, id)
+	}
+	if err := checkCurrent(kind, id, o.GetMeta().GetVersion(), cur); err != nil {
+		return err
+	}
+	if err := tx.checkName(o); err != nil {
+		return err
+	}
+	k := objKey{kind, id}
+	if p, ok := tx.pending[k]; ok {
+		p.obj = o // a pending create stays a create; an update keeps its check
+		return nil
+	}
+	tx.add(k, &pendingOp{op: shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE, obj: o, expected: o.GetMeta().GetVersion()})
+	return nil
+}
+
+// Delete removes an object; expectedVersion 0 skips the version check.
+func (tx *writeTx) Delete(kind Kind, id string, expectedVersion uint64) error {
+	if tableDefs[kind] == nil {
+		return fmt.Errorf("raftstore: unknown kind %q", kind)
+	}
+	if err := checkCurrent(kind, id, expectedVersion, tx.Get(kind, id)); err != nil {
+		return err
+	}
+	k := objKey{kind, id}
+	if p, ok := tx.pending[k]; ok {
+		if p.op == shoalv1.StoreOpKind_STORE_OP_KIND_CREATE {
+			tx.remove(k) // created and deleted in the same tx: nothing to do
+			return nil
+		}
+		p.op, p.obj = shoalv1.StoreOpKind_STORE_OP_KIND_DELETE, nil
+		return nil
+	}
+	tx.add(k, &pendingOp{op: shoalv1.StoreOpKind_STORE_OP_KIND_DELETE, expected: expectedVersion})
+	return nil
+}
+
+func (tx *writeTx) add(k objKey, p *pendingOp) {
+	tx.pending[k] = p
+	tx.order = append(tx.order, k)
+	tx.touched[k.kind] = true
+}
+
+func (tx *writeTx) remove(k objKey) {
+	delete(tx.pending, k)
+	for i, o := range tx.order {
+		if o == k {
+			tx.order = append(tx.order[:i], tx.order[i+1:]...)
+			break
+		}
+	}
+}
+
+// checkName fails when o would take a unique name another object holds, as
+// the tx sees the store.
+func (tx *writeTx) checkName(o Object) error {
+	kind := KindOf(o)
+	if !tableDefs[kind].uniqueName {
+		return nil
+	}
+	name, ok := nameOf(o)
+	if !ok {
+		return nil
+	}
+	for _, other := range tx.Find(kind, IndexName, name) {
+		if other.GetMeta().GetId() != o.GetMeta().GetId() {
+			return errNameInUse(kind, name)
+		}
+	}
+	return nil
+}
+
+// ops returns the tx's changes as log ops, in first-touch order.
+func (tx *writeTx) ops() []*shoalv1.StoreOp {
+	out := make([]*shoalv1.StoreOp, 0, len(tx.order))
+	for _, k := range tx.order {
+		p := tx.pending[k]
+		obj := p.obj
+		if obj == nil {
+			obj = newObject(k.kind, k.id) // a delete needs only kind and id
+		}
+		out = append(out, &shoalv1.StoreOp{Kind: p.op, Object: Wrap(obj), ExpectedVersion: p.expected})
+	}
+	return out
+}
+
+func kindChecked(o Object) (Kind, error) {
+	kind := KindOf(o)
+	if kind == "" {
+		return "", fmt.Errorf("raftstore: cannot store a %T", o)
+	}
+	if isNilPointer(o) {
+		return "", fmt.Errorf("raftstore: nil %s", kind)
+	}
+	return kind, nil
+}
+
+// isNilPointer reports whether o is a typed nil pointer of a stored kind.
+func isNilPointer(o Object) bool {
+	switch v := o.(type) {
+	case *shoalv1.Cluster:
+		return v == nil
+	case *shoalv1.Node:
+		return v == nil
+	case *shoalv1.Service:
+		return v == nil
+	case *shoalv1.Task:
+		return v == nil
+	case *shoalv1.Network:
+		return v == nil
+	}
+	return o == nil
+}

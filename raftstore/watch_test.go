@@ -1,0 +1,250 @@
+package raftstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// eventKey summarises an event for comparisons.
+func eventKey(ev *shoalv1.WatchEvent) string {
+	o := Unwrap(ev.GetObject())
+	return fmt.Sprintf("%d %s %s %s", ev.GetIndex(), ev.GetAction(), KindOf(o), o.GetMeta().GetId())
+}
+
+func eventKeys(evs []*shoalv1.WatchEvent) []string {
+	out := make([]string, 0, len(evs))
+	for _, ev := range evs {
+		out = append(out, eventKey(ev))
+	}
+	return out
+}
+
+func TestWatchResume(t *testing.T) {
+	s := single(t, options{})
+	all, err := s.Watch(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer all.Close()
+	var idx []uint64
+	for i := 0; i < 5; i++ {
+		idx = append(idx, mustUpdate(t, s, createIfMissing(mkTask(fmt.Sprintf("t%d", i), "s", "", 0, 0))))
+	}
+	idx = append(idx, mustUpdate(t, s, func(tx WriteTx) error {
+		t0 := proto.Clone(tx.Get(KindTask, "t0")).(*shoalv1.Task)
+		t0.NodeId = "n1"
+		if err := tx.Update(t0); err != nil {
+			return err
+		}
+		return tx.Delete(KindTask, "t1", 0)
+	}))
+	live := eventKeys(collect(t, all, 7))
+	want := []string{
+		fmt.Sprintf("%d WATCH_ACTION_CREATE task t0", idx[0]),
+		fmt.Sprintf("%d WATCH_ACTION_CREATE task t1", idx[1]),
+		fmt.Sprintf("%d WATCH_ACTION_CREATE task t2", idx[2]),
+		fmt.Sprintf("%d WATCH_ACTION_CREATE task t3", idx[3]),
+		fmt.Sprintf("%d WATCH_ACTION_CREATE task t4", idx[4]),
+		fmt.Sprintf("%d WATCH_ACTION_UPDATE task t0", idx[5]),
+		fmt.Sprintf("%d WATCH_ACTION_DELETE task t1", idx[5]),
+	}
+	if fmt.Sprint(live) != fmt.Sprint(want) {
+		t.Fatalf("live events:\n%v\nwant:\n%v", live, want)
+	}
+
+	// Resuming from the third entry replays exactly what came from there,
+	// then continues live.
+	sub, err := s.Watch(context.Background(), idx[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	next := mustUpdate(t, s, createIfMissing(mkTask("t9", "s", "", 0, 0)))
+	got := eventKeys(collect(t, sub, 6))
+	wantResume := append(append([]string(nil), want[2:]...), fmt.Sprintf("%d WATCH_ACTION_CREATE task t9", next))
+	if fmt.Sprint(got) != fmt.Sprint(wantResume) {
+		t.Fatalf("resumed events:\n%v\nwant:\n%v", got, wantResume)
+	}
+	select {
+	case ev := <-sub.C():
+		t.Fatalf("extra event %v", eventKey(ev))
+	default:
+	}
+
+	// The usual pattern: a view, then a watch from just after it.
+	v := s.View()
+	after, err := s.Watch(context.Background(), v.Index()+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer after.Close()
+	last := mustUpdate(t, s, createIfMissing(mkTask("t10", "s", "", 0, 0)))
+	if got := eventKeys(collect(t, after, 1)); got[0] != fmt.Sprintf("%d WATCH_ACTION_CREATE task t10", last) {
+		t.Fatalf("after view: %v", got)
+	}
+	// The first subscription saw those too, in order.
+	if got := eventKeys(collect(t, all, 2)); fmt.Sprint(got) != fmt.Sprint([]string{
+		fmt.Sprintf("%d WATCH_ACTION_CREATE task t9", next), fmt.Sprintf("%d WATCH_ACTION_CREATE task t10", last),
+	}) {
+		t.Fatalf("live tail: %v", got)
+	}
+}
+
+func TestWatchDeleteCarriesLastObject(t *testing.T) {
+	s := single(t, options{})
+	mustUpdate(t, s, createIfMissing(mkTask("t1", "svc", "n1", 0, 0)))
+	sub, err := s.Watch(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	mustUpdate(t, s, func(tx WriteTx) error { return tx.Delete(KindTask, "t1", 0) })
+	ev := collect(t, sub, 1)[0]
+	if ev.GetAction() != shoalv1.WatchAction_WATCH_ACTION_DELETE || ev.GetObject().GetTask().GetServiceId() != "svc" {
+		t.Fatalf("delete event %v", ev)
+	}
+}
+
+func TestWatchCompacted(t *testing.T) {
+	s := single(t, options{watchRing: 8})
+	first := mustUpdate(t, s, createIfMissing(mkTask("t0", "", "", 0, 0)))
+	var last uint64
+	for i := 1; i < 20; i++ {
+		last = mustUpdate(t, s, createIfMissing(mkTask(fmt.Sprintf("t%02d", i), "", "", 0, 0)))
+	}
+	if _, err := s.Watch(context.Background(), first); !errors.Is(err, ErrCompacted) {
+		t.Fatalf("watch from an evicted index: %v", err)
+	}
+	// The 8 most recent events are still there.
+	from := last - 7
+	sub, err := s.Watch(context.Background(), from)
+	if err != nil {
+		t.Fatalf("watch from a retained index: %v", err)
+	}
+	defer sub.Close()
+	evs := collect(t, sub, 8)
+	if evs[0].GetIndex() != from || evs[7].GetIndex() != last {
+		t.Fatalf("replayed %v", eventKeys(evs))
+	}
+	if _, err := s.Watch(context.Background(), from-1); !errors.Is(err, ErrCompacted) {
+		t.Fatalf("watch one before the ring: %v", err)
+	}
+}
+
+func TestWatchKinds(t *testing.T) {
+	s := single(t, options{})
+	tasks, err := s.Watch(context.Background(), 0, KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tasks.Close()
+	svcNet, err := s.Watch(context.Background(), 0, KindService, KindNetwork)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svcNet.Close()
+	mustUpdate(t, s, createIfMissing(mkService("s1", "web"), mkTask("t1", "s1", "", 0, 0), mkNode("n1", "", "h")))
+	mustUpdate(t, s, createIfMissing(mkNetwork("net", "backend"), mkTask("t2", "s1", "", 0, 0)))
+	for _, ev := range collect(t, tasks, 2) {
+		if KindOf(Unwrap(ev.GetObject())) != KindTask {
+			t.Fatalf("task watch got %v", eventKey(ev))
+		}
+	}
+	got := eventKeys(collect(t, svcNet, 2))
+	for _, k := range got {
+		if !strings.HasSuffix(k, " service s1") && !strings.HasSuffix(k, " network net") {
+			t.Fatalf("service/network watch got %v", got)
+		}
+	}
+	if _, err := s.Watch(context.Background(), 0, "pods"); err == nil {
+		t.Fatal("unknown kind accepted")
+	}
+}
+
+func TestWatchSlowConsumer(t *testing.T) {
+	s := single(t, options{})
+	slow, err := s.Watch(context.Background(), 0, KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One entry with more events than a subscription buffers.
+	const n = subscriptionBuffer + 100
+	idx := mustUpdate(t, s, func(tx WriteTx) error {
+		for i := 0; i < n; i++ {
+			if err := tx.Create(mkTask(fmt.Sprintf("t%04d", i), "s", "", 0, 0)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	// Apply went on: everything is there, and later writes work.
+	if got := len(s.View().List(KindTask)); got != n {
+		t.Fatalf("%d tasks, want %d", got, n)
+	}
+	mustUpdate(t, s, createIfMissing(mkService("after", "after")))
+
+	// The slow subscriber gets a gap-free prefix, then ErrSlowConsumer.
+	var got int
+	for ev := range slow.C() {
+		if ev.GetIndex() != idx {
+			t.Fatalf("event of entry %d", ev.GetIndex())
+		}
+		got++
+	}
+	if got != subscriptionBuffer || !errors.Is(slow.Err(), ErrSlowConsumer) {
+		t.Fatalf("slow consumer got %d events and %v", got, slow.Err())
+	}
+	// It can resume where it stopped.
+	resumed, err := s.Watch(context.Background(), idx, KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resumed.Close()
+	if evs := collect(t, resumed, n); evs[n-1].GetObject().GetTask().GetMeta().GetId() != fmt.Sprintf("t%04d", n-1) {
+		t.Fatal("resume did not replay the whole entry")
+	}
+}
+
+func TestWatchEnds(t *testing.T) {
+	s := single(t, options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	byCtx, err := s.Watch(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byClose, err := s.Watch(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byConsumer, err := s.Watch(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if byCtx.Err() != nil {
+		t.Fatal("Err before the end")
+	}
+	cancel()
+	if err := ended(t, byCtx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("ctx cancel: %v", err)
+	}
+	byConsumer.Close()
+	if err := ended(t, byConsumer); err == nil {
+		t.Fatal("consumer Close: nil Err")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ended(t, byClose); !errors.Is(err, ErrClosed) {
+		t.Fatalf("store Close: %v", err)
+	}
+	if _, err := s.Watch(context.Background(), 0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Watch after Close: %v", err)
+	}
+}
