@@ -36,7 +36,7 @@ func toStatus(err error) error {
 	}
 	code := codes.Internal
 	switch {
-	case errors.Is(err, errInvalid):
+	case errors.Is(err, errInvalid), errors.Is(err, raftstore.ErrAmbiguous):
 		code = codes.InvalidArgument
 	case errors.Is(err, errPrecondition):
 		code = codes.FailedPrecondition

@@ -1,0 +1,375 @@
+package orchestrator
+
+import (
+	"cmp"
+	"slices"
+	"time"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/scheduler"
+)
+
+// Plan is what a reconcile wants written: every task in it is a clone
+// (inputs are never changed); updates and deletes carry the meta.version
+// they were read at, so a concurrent change fails the write instead of
+// being overwritten.
+type Plan struct {
+	Create []*shoalv1.Task
+	Update []*shoalv1.Task
+	Delete []*shoalv1.Task
+	// RetryAfter > 0: reconcile this service again after this long (a
+	// restart delay or a max_attempts window is pending).
+	RetryAfter time.Duration
+}
+
+// Empty reports whether the plan changes nothing.
+func (p *Plan) Empty() bool {
+	return len(p.Create) == 0 && len(p.Update) == 0 && len(p.Delete) == 0
+}
+
+func (p *Plan) merge(q Plan) {
+	p.Create = append(p.Create, q.Create...)
+	p.Update = append(p.Update, q.Update...)
+	p.Delete = append(p.Delete, q.Delete...)
+	p.RetryAfter = minRetry(p.RetryAfter, q.RetryAfter)
+}
+
+// minRetry is the earlier of two retries, 0 meaning none.
+func minRetry(a, b time.Duration) time.Duration {
+	switch {
+	case a <= 0:
+		return max(b, 0)
+	case b <= 0:
+		return a
+	}
+	return min(a, b)
+}
+
+// ReconcileReplicated plans the tasks of a replicated service: slots
+// 1..spec.replicas each get exactly one live task; see the package
+// documentation for the rules. tasks are the service's tasks (others are
+// ignored).
+func ReconcileReplicated(svc *shoalv1.Service, tasks []*shoalv1.Task, now time.Time) Plan {
+	id := svc.GetMeta().GetId()
+	replicas := uint64(max(svc.GetSpec().GetReplicas(), 0))
+	bySlot := map[uint64][]*shoalv1.Task{}
+	for _, t := range tasks {
+		if t != nil && t.GetServiceId() == id {
+			bySlot[t.GetSlot()] = append(bySlot[t.GetSlot()], t)
+		}
+	}
+	var groups []*group
+	for slot := uint64(1); slot <= replicas; slot++ {
+		groups = append(groups, &group{svc: svc, now: now, wanted: true, tasks: bySlot[slot], slot: slot})
+	}
+	// Slots beyond the replica count (and slot 0, which no replicated task
+	// should have) only have tasks to stop and history to trim.
+	var extra []uint64
+	for slot := range bySlot {
+		if slot == 0 || slot > replicas {
+			extra = append(extra, slot)
+		}
+	}
+	slices.Sort(extra)
+	for _, slot := range extra {
+		groups = append(groups, &group{svc: svc, now: now, tasks: bySlot[slot], slot: slot})
+	}
+	return reconcileGroups(svc, groups)
+}
+
+// ReconcileGlobal plans the tasks of a global service: every eligible node
+// (not DOWN, not draining, matching the constraints) gets exactly one live
+// task; live tasks on other nodes are stopped. Restarts, updates and
+// history work as for replicated services, keyed by node instead of slot.
+// Constraints that do not parse (the control API rejects them) match no
+// node.
+func ReconcileGlobal(svc *shoalv1.Service, tasks []*shoalv1.Task, nodes []*shoalv1.Node, now time.Time) Plan {
+	id := svc.GetMeta().GetId()
+	constraints, err := scheduler.ParseConstraints(svc.GetSpec().GetTask().GetPlacement().GetConstraints())
+	eligible := map[string]bool{}
+	for _, n := range nodes {
+		if n != nil && err == nil && globalEligible(n, constraints) {
+			eligible[n.GetMeta().GetId()] = true
+		}
+	}
+	byNode := map[string][]*shoalv1.Task{}
+	for _, t := range tasks {
+		if t != nil && t.GetServiceId() == id {
+			byNode[t.GetNodeId()] = append(byNode[t.GetNodeId()], t)
+		}
+	}
+	keys := make([]string, 0, len(eligible)+len(byNode))
+	for k := range eligible {
+		keys = append(keys, k)
+	}
+	for k := range byNode {
+		if !eligible[k] {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	groups := make([]*group, 0, len(keys))
+	for _, k := range keys {
+		groups = append(groups, &group{svc: svc, now: now, wanted: eligible[k], tasks: byNode[k], nodeID: k})
+	}
+	return reconcileGroups(svc, groups)
+}
+
+// globalEligible: a global service runs on every node that is not down,
+// not draining and matches its constraints. Paused or not-yet-ready nodes
+// get their task too; the scheduler assigns it once they can take it.
+func globalEligible(n *shoalv1.Node, cs []scheduler.Constraint) bool {
+	if n.GetStatus().GetState() == shoalv1.NodeState_NODE_STATE_DOWN ||
+		n.GetSpec().GetAvailability() == shoalv1.NodeAvailability_NODE_AVAILABILITY_DRAIN {
+		return false
+	}
+	for _, c := range cs {
+		if !c.Match(n) {
+			return false
+		}
+	}
+	return true
+}
+
+// ReconcileRemoved plans the tasks of a deleted service: every task gets
+// desired state REMOVE; tasks that ended, or that no agent holds, are
+// deleted now; the others wait for their agent to report them stopped (or
+// for their node to be declared down).
+func ReconcileRemoved(tasks []*shoalv1.Task) Plan {
+	var p Plan
+	for _, t := range tasks {
+		if t == nil {
+			continue
+		}
+		switch {
+		case isTerminal(t) || neverReachedAgent(t):
+			p.Delete = append(p.Delete, cloneTask(t))
+		case t.GetDesiredState() != stateRemove:
+			u := cloneTask(t)
+			u.DesiredState = stateRemove
+			p.Update = append(p.Update, u)
+		}
+	}
+	sortByID(p.Delete)
+	sortByID(p.Update)
+	return p
+}
+
+// reconcileGroups reconciles every slot (or node) of a service and then
+// replaces the outdated tasks the update policy lets through.
+func reconcileGroups(svc *shoalv1.Service, groups []*group) Plan {
+	var p Plan
+	var outdated []*shoalv1.Task
+	groupOf := map[string]*group{}
+	for _, g := range groups {
+		gp, old := g.reconcile()
+		p.merge(gp)
+		if old != nil {
+			outdated = append(outdated, old)
+			groupOf[old.GetMeta().GetId()] = g
+		}
+	}
+	for _, t := range selectUpdates(svc, outdated) {
+		g := groupOf[t.GetMeta().GetId()]
+		u := cloneTask(t)
+		shutDown(u, g.now)
+		p.Update = append(p.Update, u)
+		p.Create = append(p.Create, g.newTask())
+	}
+	return p
+}
+
+// selectUpdates picks which outdated live tasks (one per slot or node, in
+// slot / node order) are replaced in this pass. For now every one is, all
+// at once. This is the seam for rolling updates: spec.update.parallelism
+// and delay_ms will limit the batch here (counting slots already being
+// replaced), and the caller will ask for a RetryAfter for the next batch.
+func selectUpdates(_ *shoalv1.Service, outdated []*shoalv1.Task) []*shoalv1.Task {
+	return outdated
+}
+
+// group is the tasks competing for one slot of a replicated service, or
+// one node of a global service.
+type group struct {
+	svc   *shoalv1.Service
+	tasks []*shoalv1.Task
+	// wanted: the slot is within the replica count, or the node eligible.
+	wanted bool
+	slot   uint64 // replicated services
+	nodeID string // global services
+	now    time.Time
+}
+
+func (g *group) newTask() *shoalv1.Task { return newTask(g.svc, g.slot, g.nodeID, g.now) }
+
+// reconcile plans the group, except for the replacement of an outdated
+// live task, which it returns for reconcileGroups to decide on.
+func (g *group) reconcile() (p Plan, outdated *shoalv1.Task) {
+	// edits collects the changes to each task so that two rules touching
+	// the same task produce one update.
+	edits := map[string]*shoalv1.Task{}
+	var order []string
+	edit := func(t *shoalv1.Task) *shoalv1.Task {
+		id := t.GetMeta().GetId()
+		if e, ok := edits[id]; ok {
+			return e
+		}
+		e := cloneTask(t)
+		edits[id] = e
+		order = append(order, id)
+		return e
+	}
+
+	var live []*shoalv1.Task
+	for _, t := range g.tasks {
+		switch {
+		case isLive(t):
+			live = append(live, t)
+		case t.GetDesiredState() >= shoalv1.TaskState_TASK_STATE_SHUTDOWN && neverReachedAgent(t):
+			// Asked to stop before any agent got it: nobody else will
+			// ever report on it, so the manager closes it.
+			closeTask(edit(t), g.now)
+		}
+	}
+
+	switch {
+	case !g.wanted:
+		for _, t := range live {
+			shutDown(edit(t), g.now)
+		}
+	case len(live) > 0:
+		slices.SortFunc(live, g.preferLive)
+		for _, t := range live[1:] {
+			shutDown(edit(t), g.now)
+		}
+		if keep := live[0]; keep.GetSpecVersion() != g.svc.GetSpecVersion() {
+			outdated = keep
+		}
+	default:
+		create, retry := g.restart()
+		if create {
+			p.Create = append(p.Create, g.newTask())
+		}
+		p.RetryAfter = retry
+	}
+
+	p.Delete = g.trimHistory()
+	for _, id := range order {
+		p.Update = append(p.Update, edits[id])
+	}
+	return p, outdated
+}
+
+// preferLive orders live tasks best first: built from the current spec,
+// then further along (a running task beats a pending one), then newer.
+func (g *group) preferLive(a, b *shoalv1.Task) int {
+	cur := g.svc.GetSpecVersion()
+	aCur, bCur := a.GetSpecVersion() == cur, b.GetSpecVersion() == cur
+	if aCur != bCur {
+		if aCur {
+			return -1
+		}
+		return 1
+	}
+	return cmp.Or(
+		cmp.Compare(b.GetStatus().GetState(), a.GetStatus().GetState()),
+		compareAge(b, a),
+	)
+}
+
+// restart decides whether a group without a live task gets a new one now,
+// and if not whether to look again later.
+func (g *group) restart() (create bool, retry time.Duration) {
+	if len(g.tasks) == 0 {
+		return true, 0
+	}
+	latest := slices.MaxFunc(g.tasks, compareAge)
+	if !isTerminal(latest) || latest.GetDesiredState() > stateRunning {
+		// We stopped it (scale down and up again, drain, update): not a
+		// restart, so no policy applies.
+		return true, 0
+	}
+	if latest.GetSpecVersion() != g.svc.GetSpecVersion() {
+		// The service changed since the task ended: an update starts
+		// afresh, whatever the restart policy says.
+		return true, 0
+	}
+	pol := g.svc.GetSpec().GetTask().GetRestart()
+	switch pol.GetCondition() {
+	case shoalv1.RestartCondition_RESTART_CONDITION_NONE:
+		return false, 0
+	case shoalv1.RestartCondition_RESTART_CONDITION_ON_FAILURE:
+		if !isFailure(latest.GetStatus().GetState()) {
+			return false, 0
+		}
+	}
+	if limit := pol.GetMaxAttempts(); limit > 0 {
+		if counted := g.attempts(); int64(len(counted)) >= limit {
+			window := time.Duration(pol.GetWindowMs()) * time.Millisecond
+			if window <= 0 {
+				return false, 0 // given up for good
+			}
+			// Below the limit again once the limit-th newest attempt
+			// leaves the window.
+			return false, max(statusTime(counted[limit-1]).Add(window).Sub(g.now), 0)
+		}
+	}
+	ready := statusTime(latest).Add(time.Duration(pol.GetDelayMs()) * time.Millisecond)
+	if g.now.Before(ready) {
+		return false, ready.Sub(g.now)
+	}
+	return true, 0
+}
+
+// attempts returns, newest first, the group's tasks that count towards
+// restart_policy.max_attempts: ended on their own (desired state still
+// RUNNING) from the current spec, within the window (0: ever).
+func (g *group) attempts() []*shoalv1.Task {
+	pol := g.svc.GetSpec().GetTask().GetRestart()
+	window := time.Duration(pol.GetWindowMs()) * time.Millisecond
+	var out []*shoalv1.Task
+	for _, t := range g.tasks {
+		if !isTerminal(t) || t.GetDesiredState() > stateRunning || t.GetSpecVersion() != g.svc.GetSpecVersion() {
+			continue
+		}
+		if window > 0 && !statusTime(t).After(g.now.Add(-window)) {
+			continue
+		}
+		out = append(out, t)
+	}
+	slices.SortFunc(out, compareEnded)
+	return out
+}
+
+// trimHistory returns clones of the terminal tasks to delete: all but the
+// HistoryLimit newest, except that tasks counting towards max_attempts are
+// kept too (up to max_attempts of them), or a limit above HistoryLimit
+// could never be reached.
+func (g *group) trimHistory() []*shoalv1.Task {
+	var ended []*shoalv1.Task
+	for _, t := range g.tasks {
+		if isTerminal(t) {
+			ended = append(ended, t)
+		}
+	}
+	if len(ended) <= HistoryLimit {
+		return nil
+	}
+	slices.SortFunc(ended, compareEnded)
+	keep := map[string]bool{}
+	if limit := g.svc.GetSpec().GetTask().GetRestart().GetMaxAttempts(); limit > HistoryLimit {
+		for i, t := range g.attempts() {
+			if int64(i) >= limit {
+				break
+			}
+			keep[t.GetMeta().GetId()] = true
+		}
+	}
+	var out []*shoalv1.Task
+	for _, t := range ended[HistoryLimit:] {
+		if !keep[t.GetMeta().GetId()] {
+			out = append(out, cloneTask(t))
+		}
+	}
+	return out
+}

@@ -1,0 +1,236 @@
+package orchestrator
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"time"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
+)
+
+// reconciler is the service reconciler loop: it keeps every service's
+// tasks matching its spec, ends the tasks of down nodes, stops those of
+// draining nodes, removes the tasks of deleted services and trims history.
+// Its state is owned by the goroutine running Orchestrator.drive.
+type reconciler struct {
+	o   *Orchestrator
+	log *slog.Logger
+	// full: the next pass covers every service, task and node.
+	full bool
+	// services are the ids of services to reconcile (deleted ones too).
+	services map[string]bool
+	// nodes are node ids whose tasks must be checked for a down or
+	// draining node.
+	nodes map[string]bool
+	// globals: a node changed, so every global service is reconciled.
+	globals bool
+	// retryAt is when a service asked to be reconciled again (restart
+	// delay, max_attempts window).
+	retryAt map[string]time.Time
+}
+
+func newReconciler(o *Orchestrator) *reconciler {
+	return &reconciler{
+		o: o, log: o.log.With("loop", "reconciler"),
+		services: map[string]bool{}, nodes: map[string]bool{}, retryAt: map[string]time.Time{},
+	}
+}
+
+func (r *reconciler) name() string { return "reconciler" }
+
+func (r *reconciler) kinds() []raftstore.Kind {
+	return []raftstore.Kind{raftstore.KindService, raftstore.KindTask, raftstore.KindNode}
+}
+
+func (r *reconciler) resync() { r.full = true }
+
+func (r *reconciler) observe(ev *shoalv1.WatchEvent) bool {
+	switch obj := raftstore.Unwrap(ev.GetObject()).(type) {
+	case *shoalv1.Service:
+		r.services[obj.GetMeta().GetId()] = true
+	case *shoalv1.Node:
+		r.nodes[obj.GetMeta().GetId()] = true
+		r.globals = true
+	case *shoalv1.Task:
+		if ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_UPDATE && isLive(obj) {
+			// A task can never become live again, so a live task's
+			// progress (assigned, accepted, running...) changes no plan:
+			// skipping these keeps agent status batches cheap. One case
+			// matters: the scheduler may have placed the task on a node
+			// that went down or began draining after it read the node,
+			// and after that node's own pass.
+			if n := obj.GetNodeId(); n != "" && r.nodeUnusable(n) {
+				r.nodes[n] = true
+				return true
+			}
+			return false
+		}
+		r.services[obj.GetServiceId()] = true
+	default:
+		return false
+	}
+	return true
+}
+
+// nodeUnusable: the node is gone, down or draining, so its tasks need the
+// orphan / drain rules.
+func (r *reconciler) nodeUnusable(id string) bool {
+	n, ok := raftstore.Get[*shoalv1.Node](r.o.store.View(), id)
+	return !ok || n.GetStatus().GetState() == shoalv1.NodeState_NODE_STATE_DOWN ||
+		n.GetSpec().GetAvailability() == shoalv1.NodeAvailability_NODE_AVAILABILITY_DRAIN
+}
+
+// passResult is what a pass did, for logging once it is committed.
+type passResult struct {
+	services int
+	orphaned []*shoalv1.Task
+	drained  []*shoalv1.Task
+	changes  []serviceChange
+	retry    map[string]time.Duration
+}
+
+type serviceChange struct {
+	id                        string
+	removed                   bool
+	created, updated, deleted int
+}
+
+func (r *reconciler) pass(ctx context.Context, now time.Time) (time.Time, error) {
+	for id, at := range r.retryAt {
+		if !at.After(now) {
+			r.services[id] = true
+			delete(r.retryAt, id)
+		}
+	}
+	if !r.full && len(r.services) == 0 && len(r.nodes) == 0 && !r.globals {
+		return r.nextWake(), nil
+	}
+	var res passResult
+	err := r.o.conflictRetry(ctx, func(tx raftstore.WriteTx, now time.Time) error {
+		res = passResult{retry: map[string]time.Duration{}}
+		return r.reconcileTx(tx, now, &res)
+	})
+	if err != nil {
+		return r.nextWake(), fmt.Errorf("reconciling services: %w", err)
+	}
+	done := r.o.now()
+	r.full, r.globals = false, false
+	clear(r.services)
+	clear(r.nodes)
+	for id, d := range res.retry {
+		r.retryAt[id] = done.Add(d)
+	}
+	r.report(&res)
+	return r.nextWake(), nil
+}
+
+// nextWake is the earliest pending retry, or zero.
+func (r *reconciler) nextWake() time.Time {
+	var next time.Time
+	for _, at := range r.retryAt {
+		if next.IsZero() || at.Before(next) {
+			next = at
+		}
+	}
+	return next
+}
+
+// reconcileTx computes and writes one pass. It runs inside store.Update and
+// may run again on a version conflict, so it changes nothing but res.
+func (r *reconciler) reconcileTx(tx raftstore.WriteTx, now time.Time, res *passResult) error {
+	nodes := raftstore.List[*shoalv1.Node](tx)
+	dirty := maps.Clone(r.services)
+
+	// Node-driven changes first, so that the services' pass below sees
+	// their tasks orphaned or stopping and replaces them in the same entry.
+	var all, scope []*shoalv1.Task
+	if r.full {
+		all = raftstore.List[*shoalv1.Task](tx)
+		scope = all
+	} else {
+		for _, id := range slices.Sorted(maps.Keys(r.nodes)) {
+			scope = append(scope, raftstore.Find[*shoalv1.Task](tx, raftstore.IndexNodeID, id)...)
+		}
+	}
+	res.orphaned = OrphanOnDownNodes(nodes, scope, now)
+	if len(res.orphaned) > 0 {
+		byID := map[string]*shoalv1.Task{}
+		for _, t := range res.orphaned {
+			byID[t.GetMeta().GetId()] = t
+		}
+		for i, t := range scope {
+			if o, ok := byID[t.GetMeta().GetId()]; ok {
+				scope[i] = o
+			}
+		}
+	}
+	res.drained = DrainedNodeTasks(nodes, scope, now)
+	for _, t := range slices.Concat(res.orphaned, res.drained) {
+		if err := tx.Update(t); err != nil {
+			return fmt.Errorf("task %q on node %q: %w", t.GetMeta().GetId(), t.GetNodeId(), err)
+		}
+		dirty[t.GetServiceId()] = true
+	}
+
+	if r.full || r.globals {
+		for _, svc := range raftstore.List[*shoalv1.Service](tx) {
+			if r.full || svc.GetSpec().GetMode() == shoalv1.ServiceMode_SERVICE_MODE_GLOBAL {
+				dirty[svc.GetMeta().GetId()] = true
+			}
+		}
+	}
+	// Tasks whose service is gone are found through their service id.
+	for _, t := range all {
+		dirty[t.GetServiceId()] = true
+	}
+
+	for _, id := range slices.Sorted(maps.Keys(dirty)) {
+		tasks := raftstore.Find[*shoalv1.Task](tx, raftstore.IndexServiceID, id)
+		svc, ok := raftstore.Get[*shoalv1.Service](tx, id)
+		var p Plan
+		switch {
+		case !ok:
+			p = ReconcileRemoved(tasks)
+		case svc.GetSpec().GetMode() == shoalv1.ServiceMode_SERVICE_MODE_GLOBAL:
+			p = ReconcileGlobal(svc, tasks, nodes, now)
+		default:
+			p = ReconcileReplicated(svc, tasks, now)
+		}
+		res.services++
+		if p.RetryAfter > 0 {
+			res.retry[id] = p.RetryAfter
+		}
+		if p.Empty() {
+			continue
+		}
+		if err := writePlan(tx, p); err != nil {
+			return fmt.Errorf("service %q: %w", id, err)
+		}
+		res.changes = append(res.changes, serviceChange{
+			id: id, removed: !ok, created: len(p.Create), updated: len(p.Update), deleted: len(p.Delete),
+		})
+	}
+	return nil
+}
+
+func (r *reconciler) report(res *passResult) {
+	for _, t := range res.orphaned {
+		r.log.Warn("task orphaned", "task_id", t.GetMeta().GetId(), "service_id", t.GetServiceId(),
+			"node_id", t.GetNodeId(), "reason", t.GetStatus().GetMessage())
+	}
+	for _, t := range res.drained {
+		r.log.Info("task stopped: node draining", "task_id", t.GetMeta().GetId(), "service_id", t.GetServiceId(), "node_id", t.GetNodeId())
+	}
+	for _, c := range res.changes {
+		msg := "service reconciled"
+		if c.removed {
+			msg = "removed service's tasks reconciled"
+		}
+		r.log.Info(msg, "service_id", c.id, "created", c.created, "updated", c.updated, "deleted", c.deleted)
+	}
+	r.log.Debug("pass done", "services", res.services, "changed", len(res.changes), "retries", len(res.retry))
+}

@@ -1,0 +1,155 @@
+package orchestrator
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/scheduler"
+)
+
+const msgAssigned = "assigned"
+
+// schedLoop is the scheduler loop: it hands every pending task (status
+// PENDING, desired RUNNING) with the nodes and the tasks on them to
+// scheduler.Schedule and writes the batch's assignments in one entry. Its
+// state is owned by the goroutine running Orchestrator.drive.
+type schedLoop struct {
+	o   *Orchestrator
+	log *slog.Logger
+	// due: something changed that may let a pending task be placed.
+	due bool
+	// unschedulable: the last pass left tasks it could not place, so
+	// freed resources (a task ending or deleted) are worth a pass.
+	unschedulable bool
+}
+
+func newSchedLoop(o *Orchestrator) *schedLoop {
+	return &schedLoop{o: o, log: o.log.With("loop", "scheduler")}
+}
+
+func (s *schedLoop) name() string { return "scheduler" }
+
+func (s *schedLoop) kinds() []raftstore.Kind {
+	return []raftstore.Kind{raftstore.KindTask, raftstore.KindNode}
+}
+
+func (s *schedLoop) resync() { s.due = true }
+
+func (s *schedLoop) observe(ev *shoalv1.WatchEvent) bool {
+	switch obj := raftstore.Unwrap(ev.GetObject()).(type) {
+	case *shoalv1.Node:
+		// Readiness, availability, labels or capacity may have changed.
+		s.due = true
+	case *shoalv1.Task:
+		switch {
+		case ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_DELETE || isTerminal(obj):
+			// Resources and spread were freed: worth a pass only if
+			// something is waiting for them.
+			s.due = s.due || s.unschedulable
+		case obj.GetStatus().GetState() == statePending && obj.GetDesiredState() <= stateRunning:
+			s.due = true
+		}
+		// Progress of placed tasks (our own assignments included) needs
+		// no pass.
+	}
+	return s.due
+}
+
+type schedResult struct {
+	pending  int
+	assigned []scheduler.Assignment
+	// reasons are the failures whose reason changed (and was written).
+	reasons []scheduler.Failure
+	failed  int
+}
+
+func (s *schedLoop) pass(ctx context.Context, _ time.Time) (time.Time, error) {
+	if !s.due {
+		return time.Time{}, nil
+	}
+	var res schedResult
+	err := s.o.conflictRetry(ctx, func(tx raftstore.WriteTx, now time.Time) error {
+		res = schedResult{}
+		return scheduleTx(tx, now, &res)
+	})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("scheduling: %w", err)
+	}
+	s.due = false
+	s.unschedulable = res.failed > 0
+	if len(res.assigned) > 0 {
+		s.log.Info("tasks assigned", "count", len(res.assigned), "pending", res.pending, "unschedulable", res.failed)
+	}
+	for _, a := range res.assigned {
+		s.log.Debug("task assigned", "task_id", a.TaskID, "node_id", a.NodeID)
+	}
+	for _, f := range res.reasons {
+		s.log.Info("task unschedulable", "task_id", f.TaskID, "reason", f.Reason)
+	}
+	return time.Time{}, nil
+}
+
+// scheduleTx places the pending tasks in one transaction. It runs inside
+// store.Update and may run again on a version conflict.
+func scheduleTx(tx raftstore.WriteTx, now time.Time, res *schedResult) error {
+	var pending []*shoalv1.Task
+	for _, t := range raftstore.Find[*shoalv1.Task](tx, raftstore.IndexState, statePending.String()) {
+		if t.GetDesiredState() <= stateRunning {
+			pending = append(pending, t)
+		}
+	}
+	res.pending = len(pending)
+	if len(pending) == 0 {
+		return nil
+	}
+	// The tasks on nodes are the ones from ASSIGNED up to the terminal
+	// states: found through the state index rather than a scan, which
+	// would also read every terminal task kept as history.
+	var existing []*shoalv1.Task
+	for st := stateAssigned; st < stateComplete; st++ {
+		for _, t := range raftstore.Find[*shoalv1.Task](tx, raftstore.IndexState, st.String()) {
+			if t.GetNodeId() != "" {
+				existing = append(existing, t)
+			}
+		}
+	}
+	nodes := raftstore.List[*shoalv1.Node](tx)
+	assigned, failed := scheduler.Schedule(nodes, existing, pending)
+
+	byID := make(map[string]*shoalv1.Task, len(pending))
+	for _, t := range pending {
+		byID[t.GetMeta().GetId()] = t
+	}
+	for _, a := range assigned {
+		t := cloneTask(byID[a.TaskID])
+		t.NodeId = a.NodeID
+		t.Status = &shoalv1.TaskStatus{State: stateAssigned, Timestamp: timestamppb.New(now), Message: msgAssigned}
+		if err := tx.Update(t); err != nil {
+			return fmt.Errorf("assigning task %q to node %q: %w", a.TaskID, a.NodeID, err)
+		}
+	}
+	res.assigned = assigned
+	res.failed = len(failed)
+	for _, f := range failed {
+		cur := byID[f.TaskID]
+		if cur.GetStatus().GetMessage() == f.Reason {
+			continue // unchanged: no write, or every pass would echo
+		}
+		t := cloneTask(cur)
+		if t.Status == nil {
+			t.Status = &shoalv1.TaskStatus{State: statePending}
+		}
+		t.Status.Message = f.Reason
+		if err := tx.Update(t); err != nil {
+			return fmt.Errorf("recording why task %q is unschedulable: %w", f.TaskID, err)
+		}
+		res.reasons = append(res.reasons, f)
+	}
+	return nil
+}

@@ -1,0 +1,68 @@
+package scheduler
+
+import (
+	"fmt"
+	"testing"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// benchCluster builds a cluster shaped like a real one: nodes in three
+// zones with capacity, a few down or drained, five running tasks per node,
+// and pending tasks in services of 100 replicas, a third of them
+// constrained, half with reservations, some with a per-node maximum.
+func benchCluster(nodeCount, pendingCount int) (nodes []*shoalv1.Node, existing, pending []*shoalv1.Task) {
+	zones := []string{"a", "b", "c"}
+	for i := 0; i < nodeCount; i++ {
+		opts := []nodeOpt{capacity(16*cpu1, 64*gib), label("zone", zones[i%3])}
+		switch {
+		case i%20 == 7:
+			opts = append(opts, nodeState(shoalv1.NodeState_NODE_STATE_DOWN))
+		case i%25 == 3:
+			opts = append(opts, avail(shoalv1.NodeAvailability_NODE_AVAILABILITY_DRAIN))
+		}
+		id := fmt.Sprintf("node-%05d", i)
+		nodes = append(nodes, mkNode(id, opts...))
+		for j := 0; j < 5; j++ {
+			existing = append(existing, mkTask(fmt.Sprintf("old-%05d-%d", i, j), fmt.Sprintf("old-svc-%d", j), uint64(i+1),
+				on(id), running(), reserve(cpu1/2, gib)))
+		}
+	}
+	const perService = 100
+	for s := 0; s*perService < pendingCount; s++ {
+		svc := fmt.Sprintf("svc-%04d", s)
+		var opts []taskOpt
+		if s%3 == 0 {
+			opts = append(opts, constraints("node.labels.zone!=c", "node.platform.os==linux"))
+		}
+		if s%2 == 0 {
+			opts = append(opts, reserve(cpu1/10, 256<<20))
+		}
+		if s%5 == 0 {
+			opts = append(opts, maxPerNode(2))
+		}
+		n := min(perService, pendingCount-s*perService)
+		pending = append(pending, replicas(svc, n, opts...)...)
+	}
+	return nodes, existing, pending
+}
+
+func benchmarkSchedule(b *testing.B, nodeCount, pendingCount int) {
+	nodes, existing, pending := benchCluster(nodeCount, pendingCount)
+	b.ReportAllocs()
+	b.ResetTimer()
+	var placed int
+	for b.Loop() {
+		as, _ := Schedule(nodes, existing, pending)
+		placed = len(as)
+	}
+	if placed == 0 {
+		b.Fatal("nothing placed")
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(pendingCount), "ns/task")
+}
+
+func BenchmarkSchedule(b *testing.B) {
+	b.Run("nodes=100/pending=1000", func(b *testing.B) { benchmarkSchedule(b, 100, 1000) })
+	b.Run("nodes=1000/pending=10000", func(b *testing.B) { benchmarkSchedule(b, 1000, 10000) })
+}
