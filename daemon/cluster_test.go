@@ -14,10 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
-	"github.com/shoal-dev/shoal/client"
+	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
@@ -105,16 +107,28 @@ func eventually(t *testing.T, timeout time.Duration, f func() error) {
 
 var tokenRE = regexp.MustCompile(`SHOAL-1-[0-9a-f]{64}-[a-z2-7]+`)
 
-func dial(t *testing.T, adminDir string, hosts ...string) *client.Client {
+type testClient struct {
+	Control shoalv1.ControlClient
+}
+
+// dial connects with the admin credentials to the first host (the
+// in-process tests pick the manager explicitly).
+func dial(t *testing.T, adminDir string, hosts ...string) *testClient {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := client.Dial(ctx, client.Config{Hosts: hosts, CertDir: adminDir})
+	creds, err := ca.LoadCreds(adminDir, "admin")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	conf, err := ca.ClientTLSConfigFromCreds(creds, ca.ManagerServerName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(hosts[0], grpc.WithTransportCredentials(credentials.NewTLS(conf)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &testClient{Control: shoalv1.NewControlClient(conn)}
 }
 
 func TestClusterInProcess(t *testing.T) {

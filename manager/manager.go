@@ -191,7 +191,7 @@ func (m *Manager) managers() []string {
 
 // leaderLoop runs the leader-only components while this manager leads.
 func (m *Manager) leaderLoop(ctx context.Context, disp *dispatcher.Dispatcher, member *membership.Server) error {
-	for {
+	for ctx.Err() == nil {
 		ch := m.store.LeadershipChanged()
 		if m.store.IsLeader() {
 			m.log.Info("leadership acquired")
@@ -227,9 +227,9 @@ func (m *Manager) leaderLoop(ctx context.Context, disp *dispatcher.Dispatcher, m
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return ctx.Err()
 		}
 	}
+	return ctx.Err()
 }
 
 // ensureCluster writes the bootstrap objects once (idempotent: a crash
