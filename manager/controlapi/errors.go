@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -55,5 +56,9 @@ func toStatus(err error) error {
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
 	}
-	return status.Error(code, err.Error())
+	msg := err.Error()
+	// The class is in the code; the message keeps only what went wrong.
+	msg = strings.TrimPrefix(msg, errInvalid.Error()+": ")
+	msg = strings.TrimPrefix(msg, errPrecondition.Error()+": ")
+	return status.Error(code, msg)
 }

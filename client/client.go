@@ -1,0 +1,188 @@
+// Package client is how Go callers (the CLI, tests, benchmarks) talk to the
+// managers: it finds credentials and manager addresses from a data dir or
+// explicit settings, dials with mTLS, fails over between managers, and
+// retries calls that failed with UNAVAILABLE (a leader election, a manager
+// restarting) until the call's deadline.
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
+	"google.golang.org/grpc/status"
+
+	"github.com/shoal-dev/shoal/manager/ca"
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// Config says where the managers are and which credentials to use.
+type Config struct {
+	// DataDir is a node's data dir: node.json lists managers; admin/ or, on
+	// a manager, certs/ holds credentials.
+	DataDir string
+	// Hosts are manager API addresses (host:port); they win over DataDir.
+	Hosts []string
+	// CertDir holds ca.crt, admin.crt and admin.key; it wins over DataDir.
+	CertDir string
+}
+
+// Client is a connection to the managers.
+type Client struct {
+	Control shoalv1.ControlClient
+	conn    *grpc.ClientConn
+	hosts   []string
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// Conn returns the underlying connection.
+func (c *Client) Conn() *grpc.ClientConn { return c.conn }
+
+// Hosts returns the manager addresses the client may use.
+func (c *Client) Hosts() []string { return c.hosts }
+
+type nodeState struct {
+	Role          string   `json:"role"`
+	AdvertiseAddr string   `json:"advertise_addr"`
+	Managers      []string `json:"managers"`
+}
+
+// Credentials finds the credentials cfg points at.
+func Credentials(cfg Config) (*ca.Creds, error) {
+	if cfg.CertDir != "" {
+		c, err := ca.LoadCreds(cfg.CertDir, "admin")
+		if err != nil {
+			return nil, fmt.Errorf("--cert-dir %s: %w", cfg.CertDir, err)
+		}
+		return c, nil
+	}
+	if cfg.DataDir == "" {
+		return nil, errors.New("no credentials: pass --cert-dir or --data-dir")
+	}
+	admin := filepath.Join(cfg.DataDir, "admin")
+	if _, err := os.Stat(filepath.Join(admin, "admin.crt")); err == nil {
+		return ca.LoadCreds(admin, "admin")
+	}
+	certs := filepath.Join(cfg.DataDir, "certs")
+	if st, err := readState(cfg.DataDir); err == nil && st.Role == string(ca.RoleManager) {
+		return ca.LoadCreds(certs, "node")
+	}
+	return nil, fmt.Errorf("no credentials: pass --cert-dir or run on a manager's data dir (looked in %s and %s)", admin, certs)
+}
+
+func readState(dir string) (*nodeState, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "node.json"))
+	if err != nil {
+		return nil, err
+	}
+	var st nodeState
+	return &st, json.Unmarshal(b, &st)
+}
+
+// Hosts finds the manager addresses cfg points at.
+func Hosts(cfg Config) ([]string, error) {
+	if len(cfg.Hosts) > 0 {
+		return cfg.Hosts, nil
+	}
+	if cfg.DataDir == "" {
+		return nil, errors.New("no manager address: pass --host or --data-dir")
+	}
+	st, err := readState(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("no manager address: pass --host, or a --data-dir holding a node (%v)", err)
+	}
+	var out []string
+	seen := map[string]bool{}
+	add := func(a string) {
+		if a != "" && !seen[a] {
+			seen[a] = true
+			out = append(out, a)
+		}
+	}
+	if st.Role == string(ca.RoleManager) {
+		add(st.AdvertiseAddr)
+	}
+	for _, m := range st.Managers {
+		add(m)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s lists no manager", cfg.DataDir)
+	}
+	return out, nil
+}
+
+// Dial connects to the managers. It does not wait for a connection: the
+// first call does, and fails with a clear error if none is reachable.
+func Dial(ctx context.Context, cfg Config) (*Client, error) {
+	creds, err := Credentials(cfg)
+	if err != nil {
+		return nil, err
+	}
+	hosts, err := Hosts(cfg)
+	if err != nil {
+		return nil, err
+	}
+	conf, err := ca.ClientTLSConfigFromCreds(creds, ca.ManagerServerName)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := DialHosts(hosts, credentials.NewTLS(conf))
+	if err != nil {
+		return nil, err
+	}
+	return &Client{Control: shoalv1.NewControlClient(conn), conn: conn, hosts: hosts}, nil
+}
+
+// DialHosts returns a connection over several managers: pick_first moves on
+// to the next address when one is down, and unary calls retry UNAVAILABLE.
+func DialHosts(hosts []string, tc credentials.TransportCredentials) (*grpc.ClientConn, error) {
+	r := manual.NewBuilderWithScheme("shoal")
+	addrs := make([]resolver.Address, len(hosts))
+	for i, h := range hosts {
+		addrs[i] = resolver.Address{Addr: h}
+	}
+	r.InitialState(resolver.State{Addresses: addrs})
+	return grpc.NewClient(r.Scheme()+":///managers",
+		grpc.WithResolvers(r),
+		grpc.WithTransportCredentials(tc),
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"pick_first":{}}]}`),
+		grpc.WithChainUnaryInterceptor(RetryUnavailable(hosts)),
+	)
+}
+
+// RetryUnavailable retries calls that failed with UNAVAILABLE, backing off
+// from 50 ms to 1 s, until the call's context ends. Calls without a
+// deadline get 30 s. The final error names the managers tried.
+func RetryUnavailable(hosts []string) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if _, ok := ctx.Deadline(); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+			defer cancel()
+		}
+		backoff := 50 * time.Millisecond
+		for {
+			err := invoker(ctx, method, req, reply, cc, opts...)
+			if status.Code(err) != codes.Unavailable {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				return status.Errorf(codes.Unavailable, "cannot reach a manager (%v): %s", hosts, status.Convert(err).Message())
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, time.Second)
+		}
+	}
+}

@@ -1,0 +1,105 @@
+package client
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+func TestHostsAndCredentialLookup(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Hosts(Config{DataDir: dir}); err == nil || !strings.Contains(err.Error(), "--host") {
+		t.Fatalf("empty data dir: %v", err)
+	}
+	if _, err := Credentials(Config{DataDir: dir}); err == nil || !strings.Contains(err.Error(), "--cert-dir") {
+		t.Fatalf("no creds: %v", err)
+	}
+	os.WriteFile(filepath.Join(dir, "node.json"), []byte(`{"role":"worker","advertise_addr":"127.0.0.31:4242","managers":["127.0.0.21:4242","127.0.0.22:4242"]}`), 0o600)
+	h, err := Hosts(Config{DataDir: dir})
+	if err != nil || strings.Join(h, ",") != "127.0.0.21:4242,127.0.0.22:4242" {
+		t.Fatalf("worker hosts = %v, %v", h, err)
+	}
+	// A worker's own certificate is not used as an admin credential.
+	if _, err := Credentials(Config{DataDir: dir}); err == nil {
+		t.Fatal("worker data dir gave credentials")
+	}
+	os.WriteFile(filepath.Join(dir, "node.json"), []byte(`{"role":"manager","advertise_addr":"127.0.0.21:4242","managers":["127.0.0.22:4242","127.0.0.21:4242"]}`), 0o600)
+	h, _ = Hosts(Config{DataDir: dir})
+	if strings.Join(h, ",") != "127.0.0.21:4242,127.0.0.22:4242" {
+		t.Fatalf("manager hosts (self first, deduplicated) = %v", h)
+	}
+	if h, _ := Hosts(Config{DataDir: dir, Hosts: []string{"x:1"}}); len(h) != 1 || h[0] != "x:1" {
+		t.Fatalf("explicit hosts = %v", h)
+	}
+}
+
+type flaky struct {
+	shoalv1.UnimplementedControlServer
+	calls atomic.Int32
+}
+
+func (f *flaky) GetCluster(context.Context, *shoalv1.GetClusterRequest) (*shoalv1.GetClusterResponse, error) {
+	if f.calls.Add(1) < 3 {
+		return nil, status.Error(codes.Unavailable, "electing")
+	}
+	return &shoalv1.GetClusterResponse{LeaderId: "l"}, nil
+}
+
+func (f *flaky) GetNode(context.Context, *shoalv1.GetNodeRequest) (*shoalv1.GetNodeResponse, error) {
+	f.calls.Add(1)
+	return nil, status.Error(codes.NotFound, "no such node")
+}
+
+func TestRetryAndFailover(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	f := &flaky{}
+	shoalv1.RegisterControlServer(srv, f)
+	go srv.Serve(ln)
+	defer srv.Stop()
+	// The first address is dead: pick_first moves on to the live one.
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	conn, err := DialHosts([]string{deadAddr, ln.Addr().String()}, insecure.NewCredentials())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := shoalv1.NewControlClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := c.GetCluster(ctx, &shoalv1.GetClusterRequest{})
+	if err != nil || resp.GetLeaderId() != "l" || f.calls.Load() != 3 {
+		t.Fatalf("retry: %v %v calls=%d", resp, err, f.calls.Load())
+	}
+	// Other errors are not retried.
+	f.calls.Store(0)
+	if _, err := c.GetNode(ctx, &shoalv1.GetNodeRequest{}); status.Code(err) != codes.NotFound || f.calls.Load() != 1 {
+		t.Fatalf("not found retried: %v calls=%d", err, f.calls.Load())
+	}
+	// Nothing reachable: a clear error once the deadline passes.
+	conn2, _ := DialHosts([]string{deadAddr}, insecure.NewCredentials())
+	defer conn2.Close()
+	sctx, scancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer scancel()
+	_, err = shoalv1.NewControlClient(conn2).GetCluster(sctx, &shoalv1.GetClusterRequest{})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "cannot reach a manager") {
+		t.Fatalf("unreachable: %v", err)
+	}
+}

@@ -1,0 +1,141 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+func (a *app) clusterCmd() *cobra.Command {
+	c := &cobra.Command{Use: "cluster", Short: "Inspect the cluster"}
+	c.AddCommand(&cobra.Command{Use: "inspect", Short: "Show the cluster and its raft members (JSON)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.withClient(cmd, func(ctx context.Context, ctl shoalv1.ControlClient) error {
+				resp, err := ctl.GetCluster(ctx, &shoalv1.GetClusterRequest{})
+				if err != nil {
+					return err
+				}
+				b, err := jsonOpts.Marshal(resp)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(a.out, string(b))
+				return nil
+			})
+		}})
+	return c
+}
+
+func parseRole(s string) (shoalv1.NodeRole, error) {
+	switch s {
+	case "worker":
+		return shoalv1.NodeRole_NODE_ROLE_WORKER, nil
+	case "manager":
+		return shoalv1.NodeRole_NODE_ROLE_MANAGER, nil
+	}
+	return 0, fmt.Errorf("want worker or manager, got %q", s)
+}
+
+func (a *app) tokenCmd() *cobra.Command {
+	c := &cobra.Command{Use: "token", Short: "Show or rotate join tokens"}
+	show := &cobra.Command{Use: "show worker|manager", Short: "Print a join token", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			role, err := parseRole(args[0])
+			if err != nil {
+				return err
+			}
+			return a.withClient(cmd, func(ctx context.Context, ctl shoalv1.ControlClient) error {
+				resp, err := ctl.GetCluster(ctx, &shoalv1.GetClusterRequest{})
+				if err != nil {
+					return err
+				}
+				tok := resp.GetCluster().GetTokens().GetWorker()
+				if role == shoalv1.NodeRole_NODE_ROLE_MANAGER {
+					tok = resp.GetCluster().GetTokens().GetManager()
+				}
+				fmt.Fprintln(a.out, tok)
+				return nil
+			})
+		}}
+	rotate := &cobra.Command{Use: "rotate worker|manager", Short: "Replace a join token (the old one stops working)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			role, err := parseRole(args[0])
+			if err != nil {
+				return err
+			}
+			return a.withClient(cmd, func(ctx context.Context, ctl shoalv1.ControlClient) error {
+				resp, err := ctl.RotateJoinToken(ctx, &shoalv1.RotateJoinTokenRequest{Role: role})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(a.out, resp.GetToken())
+				return nil
+			})
+		}}
+	c.AddCommand(show, rotate)
+	return c
+}
+
+func (a *app) eventsCmd() *cobra.Command {
+	var since uint64
+	var format string
+	var kinds []string
+	cmd := &cobra.Command{Use: "events", Short: "Stream changes to the cluster state", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cl, err := a.dial(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			stream, err := cl.Control.Watch(cmd.Context(), &shoalv1.WatchRequest{FromIndex: since, Kinds: kinds})
+			if err != nil {
+				return err
+			}
+			for {
+				ev, err := stream.Recv()
+				if err != nil {
+					if cmd.Context().Err() != nil {
+						return nil
+					}
+					return err
+				}
+				if format == "json" {
+					b, err := jsonOpts.Marshal(ev)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintln(a.out, strings.ReplaceAll(string(b), "\n", ""))
+					continue
+				}
+				kind, id, name := describeObject(ev.GetObject())
+				fmt.Fprintf(a.out, "%s %d %s %s %s %s\n", time.Now().Format(time.RFC3339), ev.GetIndex(), kind,
+					enumShort(ev.GetAction().String(), "WATCH_ACTION_"), id, name)
+			}
+		}}
+	cmd.Flags().Uint64Var(&since, "since-index", 0, "replay from this raft index (0: from now)")
+	cmd.Flags().StringVar(&format, "format", "text", "text or json (one event per line)")
+	cmd.Flags().StringArrayVar(&kinds, "kind", nil, "only these kinds: cluster, node, service, task, network")
+	return cmd
+}
+
+func describeObject(o *shoalv1.StoreObject) (kind, id, name string) {
+	switch {
+	case o.GetCluster() != nil:
+		return "cluster", o.GetCluster().GetMeta().GetId(), o.GetCluster().GetName()
+	case o.GetNode() != nil:
+		return "node", o.GetNode().GetMeta().GetId(), nodeName(o.GetNode())
+	case o.GetService() != nil:
+		return "service", o.GetService().GetMeta().GetId(), o.GetService().GetSpec().GetName()
+	case o.GetTask() != nil:
+		t := o.GetTask()
+		return "task", t.GetMeta().GetId(), taskName(t) + " " + enumShort(t.GetStatus().GetState().String(), "TASK_STATE_")
+	case o.GetNetwork() != nil:
+		return "network", o.GetNetwork().GetMeta().GetId(), o.GetNetwork().GetSpec().GetName()
+	}
+	return "unknown", "", ""
+}

@@ -1,0 +1,165 @@
+// Package cli is shoal's command line: noun-verb client commands that talk
+// to a manager's API (docker-like: `shoal service create`, `shoal node ls`)
+// and the node verbs that run a node (`shoal init|join|daemon|dev`).
+//
+// Output goes to injectable writers; list and inspect commands print tables
+// (text/tabwriter) or, with --format json, protojson. Commands that change
+// a service wait for its tasks to converge, following the watch stream,
+// unless --detach.
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/status"
+
+	"github.com/shoal-dev/shoal/client"
+	"github.com/shoal-dev/shoal/daemon"
+)
+
+// app holds the global flags and the output writers.
+type app struct {
+	out, errOut io.Writer
+	dataDir     string
+	hosts       string
+	certDir     string
+	logLevel    string
+	timeout     time.Duration
+}
+
+// Main runs the command line and returns the exit code.
+func Main(ctx context.Context, args []string, out, errOut io.Writer) int {
+	root := NewRootCommand(out, errOut)
+	root.SetArgs(args)
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(errOut, "Error:", errorMessage(err))
+		return 1
+	}
+	return 0
+}
+
+// errorMessage shows a server error without the gRPC wrapping.
+func errorMessage(err error) string {
+	if st, ok := status.FromError(err); ok {
+		return st.Message()
+	}
+	return err.Error()
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// NewRootCommand builds the command tree.
+func NewRootCommand(out, errOut io.Writer) *cobra.Command {
+	a := &app{out: out, errOut: errOut}
+	root := &cobra.Command{
+		Use:           "shoal",
+		Short:         "Shoal container orchestrator",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(out)
+	root.SetErr(errOut)
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.dataDir, "data-dir", envOr("SHOAL_DATA_DIR", "/var/lib/shoal"), "node data dir (env SHOAL_DATA_DIR)")
+	pf.StringVar(&a.hosts, "host", os.Getenv("SHOAL_HOST"), "manager address(es) host:port, comma-separated (env SHOAL_HOST)")
+	pf.StringVar(&a.certDir, "cert-dir", os.Getenv("SHOAL_CERT_DIR"), "dir with ca.crt, admin.crt, admin.key (env SHOAL_CERT_DIR)")
+	pf.StringVar(&a.logLevel, "log-level", "info", "log level of node verbs: debug, info, warn, error")
+	pf.DurationVar(&a.timeout, "timeout", 30*time.Second, "timeout of each API call")
+	root.AddCommand(a.nodeVerbs()...)
+	root.AddCommand(a.nodeCmd(), a.serviceCmd(), a.taskCmd(), a.clusterCmd(), a.tokenCmd(), a.eventsCmd(), a.versionCmd())
+	return root
+}
+
+func (a *app) logger() (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(a.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return slog.New(slog.NewTextHandler(a.errOut, &slog.HandlerOptions{Level: lvl})), nil
+}
+
+// dial connects to the managers with the global flags.
+func (a *app) dial(ctx context.Context) (*client.Client, error) {
+	cfg := client.Config{CertDir: a.certDir}
+	if a.hosts != "" {
+		for _, h := range strings.Split(a.hosts, ",") {
+			if h = strings.TrimSpace(h); h != "" {
+				if !strings.Contains(h, ":") {
+					h += ":4242"
+				}
+				cfg.Hosts = append(cfg.Hosts, h)
+			}
+		}
+	}
+	if cfg.CertDir == "" || len(cfg.Hosts) == 0 {
+		cfg.DataDir = a.dataDir
+	}
+	return client.Dial(ctx, cfg)
+}
+
+// call returns a context bounded by --timeout for one API call.
+func (a *app) call(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, a.timeout)
+}
+
+func (a *app) nodeVerbs() []*cobra.Command {
+	var o daemon.Options
+	bind := func(c *cobra.Command, join bool) {
+		c.Flags().StringVar(&o.AdvertiseAddr, "advertise-addr", "", "IP[:PORT] other nodes reach this one at")
+		c.Flags().StringVar(&o.ListenAddr, "listen-addr", "", "IP:PORT to listen on (default: the advertise address)")
+		c.Flags().StringVar(&o.NodeName, "node-name", "", "node name (default: the hostname)")
+		if join {
+			c.Flags().StringVar(&o.Token, "token", "", "join token (shoal token show worker|manager)")
+		}
+	}
+	run := func(fn func(context.Context, daemon.Options) error) func(*cobra.Command, []string) error {
+		return func(cmd *cobra.Command, args []string) error {
+			log, err := a.logger()
+			if err != nil {
+				return err
+			}
+			o.DataDir, o.Out, o.Logger = a.dataDir, a.out, log
+			if len(args) == 1 {
+				o.JoinAddr = args[0]
+			}
+			return fn(cmd.Context(), o)
+		}
+	}
+	initCmd := &cobra.Command{Use: "init", Short: "Bootstrap a new cluster with this node as its first manager", Args: cobra.NoArgs, RunE: run(daemon.Init)}
+	bind(initCmd, false)
+	initCmd.Flags().StringVar(&o.ClusterName, "cluster-name", "", "cluster name")
+	joinCmd := &cobra.Command{Use: "join --token TOKEN MANAGER[:PORT]", Short: "Join a cluster as a worker or manager (the token decides)", Args: cobra.ExactArgs(1), RunE: run(daemon.Join)}
+	bind(joinCmd, true)
+	daemonCmd := &cobra.Command{Use: "daemon", Short: "Run an existing node from its data dir (after a restart)", Args: cobra.NoArgs, RunE: run(daemon.Run)}
+	daemonCmd.Flags().StringVar(&o.ListenAddr, "listen-addr", "", "IP:PORT to listen on")
+	devCmd := &cobra.Command{Use: "dev", Short: "Run a one-node cluster (manager + agent) for trying shoal out", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("data-dir") && os.Getenv("SHOAL_DATA_DIR") == "" {
+				a.dataDir = "" // a fresh temp dir
+			}
+			return run(daemon.Dev)(cmd, args)
+		}}
+	bind(devCmd, false)
+	return []*cobra.Command{initCmd, joinCmd, daemonCmd, devCmd}
+}
+
+func (a *app) versionCmd() *cobra.Command {
+	return &cobra.Command{Use: "version", Short: "Print the version", Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			fmt.Fprintln(a.out, "shoal", daemon.Version)
+			return nil
+		}}
+}
+

@@ -1,0 +1,319 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/proto"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+func (a *app) serviceCmd() *cobra.Command {
+	c := &cobra.Command{Use: "service", Short: "Manage services"}
+	c.AddCommand(a.serviceCreate(), a.serviceLs(), a.serviceInspect(), a.servicePs(), a.serviceUpdate(), a.serviceScale(), a.serviceRm())
+	return c
+}
+
+type waitFlags struct {
+	detach bool
+	wait   time.Duration
+}
+
+func (w *waitFlags) bind(c *cobra.Command) {
+	c.Flags().BoolVarP(&w.detach, "detach", "d", false, "return at once instead of waiting for the tasks to converge")
+	c.Flags().DurationVar(&w.wait, "wait-timeout", 2*time.Minute, "how long to wait for convergence")
+}
+
+func (a *app) serviceCreate() *cobra.Command {
+	var sf specFlags
+	var wf waitFlags
+	var name string
+	cmd := &cobra.Command{Use: "create --name NAME [flags] IMAGE [ARG...]", Short: "Create a service", Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if name == "" {
+				return fmt.Errorf("--name: required")
+			}
+			spec := &shoalv1.ServiceSpec{Name: name, Replicas: sf.replicas,
+				Task: &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: args[0], Args: args[1:]}}}
+			if err := sf.apply(cmd.Flags(), spec); err != nil {
+				return err
+			}
+			cl, err := a.dial(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			// Subscribe before the write so no task event is missed.
+			ws, err := a.startWait(cmd.Context(), cl.Control, wf)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := a.call(cmd.Context())
+			defer cancel()
+			resp, err := cl.Control.CreateService(ctx, &shoalv1.CreateServiceRequest{Spec: spec})
+			if err != nil {
+				ws.stop()
+				return err
+			}
+			fmt.Fprintln(a.out, resp.GetService().GetMeta().GetId())
+			return ws.wait(cmd.Context(), resp.GetService())
+		}}
+	cmd.Flags().StringVar(&name, "name", "", "service name")
+	sf.bind(cmd.Flags(), false)
+	wf.bind(cmd)
+	cmd.Flags().SetInterspersed(false)
+	return cmd
+}
+
+// mutateService reads a service, changes its spec and writes it with the
+// version read, then waits for convergence.
+func (a *app) mutateService(cmd *cobra.Command, ref string, wf waitFlags, change func(*shoalv1.ServiceSpec) error) error {
+	cl, err := a.dial(cmd.Context())
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := a.call(cmd.Context())
+	defer cancel()
+	cur, err := cl.Control.GetService(ctx, &shoalv1.GetServiceRequest{Ref: ref})
+	if err != nil {
+		return err
+	}
+	spec := proto.Clone(cur.GetService().GetSpec()).(*shoalv1.ServiceSpec)
+	if err := change(spec); err != nil {
+		return err
+	}
+	ws, err := a.startWait(cmd.Context(), cl.Control, wf)
+	if err != nil {
+		return err
+	}
+	resp, err := cl.Control.UpdateService(ctx, &shoalv1.UpdateServiceRequest{ServiceId: cur.GetService().GetMeta().GetId(),
+		Version: cur.GetService().GetMeta().GetVersion(), Spec: spec})
+	if err != nil {
+		ws.stop()
+		return err
+	}
+	fmt.Fprintln(a.out, resp.GetService().GetSpec().GetName())
+	return ws.wait(cmd.Context(), resp.GetService())
+}
+
+func (a *app) serviceUpdate() *cobra.Command {
+	var sf specFlags
+	var wf waitFlags
+	cmd := &cobra.Command{Use: "update [flags] SERVICE", Short: "Change a service", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.mutateService(cmd, args[0], wf, func(s *shoalv1.ServiceSpec) error { return sf.apply(cmd.Flags(), s) })
+		}}
+	sf.bind(cmd.Flags(), true)
+	wf.bind(cmd)
+	return cmd
+}
+
+func (a *app) serviceScale() *cobra.Command {
+	var wf waitFlags
+	cmd := &cobra.Command{Use: "scale SERVICE=REPLICAS...", Short: "Change the replica count of services", Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			for _, arg := range args {
+				ref, n, ok := strings.Cut(arg, "=")
+				k, err := strconv.ParseInt(n, 10, 64)
+				if !ok || ref == "" || err != nil {
+					return fmt.Errorf("%q: want SERVICE=REPLICAS", arg)
+				}
+				err = a.mutateService(cmd, ref, wf, func(s *shoalv1.ServiceSpec) error {
+					if s.GetMode() != shoalv1.ServiceMode_SERVICE_MODE_REPLICATED {
+						return fmt.Errorf("%s: only replicated services can be scaled", ref)
+					}
+					s.Replicas = k
+					return nil
+				})
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		}}
+	wf.bind(cmd)
+	return cmd
+}
+
+func (a *app) serviceRm() *cobra.Command {
+	return &cobra.Command{Use: "rm SERVICE...", Aliases: []string{"remove"}, Short: "Remove services", Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.withClient(cmd, func(ctx context.Context, ctl shoalv1.ControlClient) error {
+				for _, ref := range args {
+					if _, err := ctl.RemoveService(ctx, &shoalv1.RemoveServiceRequest{Ref: ref}); err != nil {
+						return err
+					}
+					fmt.Fprintln(a.out, ref)
+				}
+				return nil
+			})
+		}}
+}
+
+func (a *app) serviceLs() *cobra.Command {
+	var lf listFlags
+	cmd := &cobra.Command{Use: "ls", Short: "List services", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, _ []string) error {
+		if err := lf.check(); err != nil {
+			return err
+		}
+		filters, err := lf.filterMap()
+		if err != nil {
+			return err
+		}
+		return a.withClient(cmd, func(ctx context.Context, ctl shoalv1.ControlClient) error {
+			resp, err := ctl.ListServices(ctx, &shoalv1.ListServicesRequest{Filters: filters})
+			if err != nil {
+				return err
+			}
+			switch {
+			case lf.quiet:
+				for _, s := range resp.GetServices() {
+					fmt.Fprintln(a.out, s.GetMeta().GetId())
+				}
+				return nil
+			case lf.format == "json":
+				return printJSON(a.out, resp.GetServices())
+			}
+			w := table(a.out)
+			fmt.Fprintln(w, "ID\tNAME\tMODE\tREPLICAS\tIMAGE")
+			for _, s := range resp.GetServices() {
+				rc := resp.GetReplicas()[s.GetMeta().GetId()]
+				fmt.Fprintf(w, "%s\t%s\t%s\t%d/%d\t%s\n", shortID(s.GetMeta().GetId()), s.GetSpec().GetName(),
+					enumShort(s.GetSpec().GetMode().String(), "SERVICE_MODE_"), rc.GetRunning(), rc.GetDesired(),
+					s.GetSpec().GetTask().GetContainer().GetImage())
+			}
+			return w.Flush()
+		})
+	}}
+	lf.bind(cmd, true)
+	return cmd
+}
+
+func (a *app) serviceInspect() *cobra.Command {
+	var lf listFlags
+	cmd := &cobra.Command{Use: "inspect SERVICE...", Short: "Show services in detail (JSON)", Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.withClient(cmd, func(ctx context.Context, ctl shoalv1.ControlClient) error {
+				var out []*shoalv1.Service
+				for _, ref := range args {
+					r, err := ctl.GetService(ctx, &shoalv1.GetServiceRequest{Ref: ref})
+					if err != nil {
+						return err
+					}
+					out = append(out, r.GetService())
+				}
+				return printJSON(a.out, out)
+			})
+		}}
+	lf.bind(cmd, false)
+	return cmd
+}
+
+func (a *app) servicePs() *cobra.Command {
+	var lf listFlags
+	cmd := &cobra.Command{Use: "ps SERVICE", Short: "List a service's tasks", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			lf.filters = append(lf.filters, "service="+args[0])
+			return a.listTasks(cmd, lf)
+		}}
+	lf.bind(cmd, true)
+	return cmd
+}
+
+func (a *app) taskCmd() *cobra.Command {
+	c := &cobra.Command{Use: "task", Short: "Inspect tasks"}
+	var lf listFlags
+	ls := &cobra.Command{Use: "ls", Short: "List tasks", Args: cobra.NoArgs, RunE: func(cmd *cobra.Command, _ []string) error {
+		return a.listTasks(cmd, lf)
+	}}
+	lf.bind(ls, true)
+	inspect := &cobra.Command{Use: "inspect TASK...", Short: "Show tasks in detail (JSON)", Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.withClient(cmd, func(ctx context.Context, ctl shoalv1.ControlClient) error {
+				var out []*shoalv1.Task
+				for _, ref := range args {
+					r, err := ctl.GetTask(ctx, &shoalv1.GetTaskRequest{Ref: ref})
+					if err != nil {
+						return err
+					}
+					out = append(out, r.GetTask())
+				}
+				return printJSON(a.out, out)
+			})
+		}}
+	c.AddCommand(ls, inspect)
+	return c
+}
+
+func taskName(t *shoalv1.Task) string {
+	if t.GetSlot() > 0 {
+		return fmt.Sprintf("%s.%d", t.GetServiceName(), t.GetSlot())
+	}
+	return t.GetServiceName() + "." + shortID(t.GetNodeId())
+}
+
+func (a *app) listTasks(cmd *cobra.Command, lf listFlags) error {
+	if err := lf.check(); err != nil {
+		return err
+	}
+	filters, err := lf.filterMap()
+	if err != nil {
+		return err
+	}
+	return a.withClient(cmd, func(ctx context.Context, ctl shoalv1.ControlClient) error {
+		resp, err := ctl.ListTasks(ctx, &shoalv1.ListTasksRequest{Filters: filters})
+		if err != nil {
+			return err
+		}
+		tasks := resp.GetTasks()
+		sort.SliceStable(tasks, func(i, j int) bool {
+			if tasks[i].GetServiceName() != tasks[j].GetServiceName() {
+				return tasks[i].GetServiceName() < tasks[j].GetServiceName()
+			}
+			if tasks[i].GetSlot() != tasks[j].GetSlot() {
+				return tasks[i].GetSlot() < tasks[j].GetSlot()
+			}
+			return tasks[i].GetStatus().GetTimestamp().AsTime().After(tasks[j].GetStatus().GetTimestamp().AsTime())
+		})
+		switch {
+		case lf.quiet:
+			for _, t := range tasks {
+				fmt.Fprintln(a.out, t.GetMeta().GetId())
+			}
+			return nil
+		case lf.format == "json":
+			return printJSON(a.out, tasks)
+		}
+		names := map[string]string{}
+		if nodes, err := ctl.ListNodes(ctx, &shoalv1.ListNodesRequest{}); err == nil {
+			for _, n := range nodes.GetNodes() {
+				names[n.GetMeta().GetId()] = nodeName(n)
+			}
+		}
+		now := time.Now()
+		w := table(a.out)
+		fmt.Fprintln(w, "ID\tNAME\tIMAGE\tNODE\tDESIRED STATE\tCURRENT STATE\tERROR")
+		for _, t := range tasks {
+			st := t.GetStatus()
+			cur := titled(enumShort(st.GetState().String(), "TASK_STATE_")) + " " + ago(st.GetTimestamp(), now)
+			errText := st.GetErr()
+			if errText == "" && st.GetState() == shoalv1.TaskState_TASK_STATE_PENDING {
+				errText = st.GetMessage()
+			}
+			node := names[t.GetNodeId()]
+			if node == "" {
+				node = shortID(t.GetNodeId())
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", shortID(t.GetMeta().GetId()), taskName(t),
+				t.GetSpec().GetContainer().GetImage(), node, titled(enumShort(t.GetDesiredState().String(), "TASK_STATE_")), cur, errText)
+		}
+		return w.Flush()
+	})
+}

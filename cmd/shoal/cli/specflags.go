@@ -1,0 +1,257 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// specFlags are the task and service flags shared by create and update.
+// Update applies only the flags that were given.
+type specFlags struct {
+	replicas                         int64
+	mode                             string
+	env, labels, constraints         []string
+	envAdd, envRm, labelAdd, labelRm []string
+	constraintAdd, constraintRm      []string
+	reserveCPU, reserveMem           string
+	limitCPU, limitMem               string
+	limitPids                        int64
+	restartCond                      string
+	restartDelay                     time.Duration
+	restartMax                       int64
+	workdir, user, hostname, stopSig string
+	readOnly                         bool
+	stopGrace                        time.Duration
+	image                            string
+	maxPerNode                       int64
+}
+
+func (f *specFlags) bind(fs *pflag.FlagSet, update bool) {
+	fs.Int64Var(&f.replicas, "replicas", 1, "number of tasks (replicated mode)")
+	if update {
+		fs.StringVar(&f.image, "image", "", "new image")
+		fs.StringArrayVar(&f.envAdd, "env-add", nil, "add or change an environment variable K=V")
+		fs.StringArrayVar(&f.envRm, "env-rm", nil, "remove an environment variable")
+		fs.StringArrayVar(&f.labelAdd, "label-add", nil, "add or change a service label K=V")
+		fs.StringArrayVar(&f.labelRm, "label-rm", nil, "remove a service label")
+		fs.StringArrayVar(&f.constraintAdd, "constraint-add", nil, "add a placement constraint")
+		fs.StringArrayVar(&f.constraintRm, "constraint-rm", nil, "remove a placement constraint")
+	} else {
+		fs.StringVar(&f.mode, "mode", "replicated", "replicated or global")
+		fs.StringArrayVarP(&f.env, "env", "e", nil, "environment variable K=V (repeatable)")
+		fs.StringArrayVarP(&f.labels, "label", "l", nil, "service label K=V (repeatable)")
+		fs.StringArrayVar(&f.constraints, "constraint", nil, "placement constraint, e.g. node.role==worker (repeatable)")
+	}
+	fs.StringVar(&f.reserveCPU, "reserve-cpu", "", "CPUs reserved per task, e.g. 0.5")
+	fs.StringVar(&f.reserveMem, "reserve-memory", "", "memory reserved per task, e.g. 256m")
+	fs.StringVar(&f.limitCPU, "limit-cpu", "", "CPU limit per task")
+	fs.StringVar(&f.limitMem, "limit-memory", "", "memory limit per task, e.g. 512m")
+	fs.Int64Var(&f.limitPids, "limit-pids", 0, "process limit per task")
+	fs.Int64Var(&f.maxPerNode, "replicas-max-per-node", 0, "at most this many tasks per node (0: no limit)")
+	fs.StringVar(&f.restartCond, "restart-condition", "", "any, on-failure or none (default any)")
+	fs.DurationVar(&f.restartDelay, "restart-delay", 0, "delay between restarts (default 5s)")
+	fs.Int64Var(&f.restartMax, "restart-max-attempts", 0, "give up after this many restarts (0: never)")
+	fs.StringVarP(&f.workdir, "workdir", "w", "", "working directory in the container")
+	fs.StringVarP(&f.user, "user", "u", "", "user[:group] in the container")
+	fs.StringVar(&f.hostname, "hostname", "", "container hostname")
+	fs.BoolVar(&f.readOnly, "read-only", false, "mount the root filesystem read-only")
+	fs.StringVar(&f.stopSig, "stop-signal", "", "signal that stops the container (default SIGTERM)")
+	fs.DurationVar(&f.stopGrace, "stop-grace-period", 0, "time before SIGKILL (default 10s)")
+}
+
+func kvList(flag string, items []string) (map[string]string, error) {
+	m := map[string]string{}
+	for _, it := range items {
+		k, v, ok := strings.Cut(it, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%s: %q must be KEY=VALUE", flag, it)
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+// apply writes the flags that were set into spec (all of them on create).
+func (f *specFlags) apply(fs *pflag.FlagSet, spec *shoalv1.ServiceSpec) error {
+	set := func(name string) bool { return fs.Changed(name) }
+	if spec.Task == nil {
+		spec.Task = &shoalv1.TaskSpec{}
+	}
+	t := spec.Task
+	if t.Container == nil {
+		t.Container = &shoalv1.ContainerSpec{}
+	}
+	c := t.Container
+	if set("mode") {
+		switch f.mode {
+		case "replicated":
+			spec.Mode = shoalv1.ServiceMode_SERVICE_MODE_REPLICATED
+		case "global":
+			spec.Mode = shoalv1.ServiceMode_SERVICE_MODE_GLOBAL
+			if !set("replicas") {
+				spec.Replicas = 0
+			}
+		default:
+			return fmt.Errorf("--mode: want replicated or global, got %q", f.mode)
+		}
+	}
+	if set("replicas") {
+		if spec.Mode == shoalv1.ServiceMode_SERVICE_MODE_GLOBAL {
+			return fmt.Errorf("--replicas: a global service runs one task per node")
+		}
+		spec.Replicas = f.replicas
+	}
+	if set("image") {
+		c.Image = f.image
+	}
+	if set("env") {
+		c.Env = append([]string(nil), f.env...)
+	}
+	if set("env-add") || set("env-rm") {
+		drop := map[string]bool{}
+		for _, e := range f.envRm {
+			drop[e] = true
+		}
+		for _, e := range f.envAdd {
+			k, _, _ := strings.Cut(e, "=")
+			drop[k] = true
+		}
+		var env []string
+		for _, e := range c.Env {
+			k, _, _ := strings.Cut(e, "=")
+			if !drop[k] {
+				env = append(env, e)
+			}
+		}
+		c.Env = append(env, f.envAdd...)
+	}
+	if set("label") {
+		m, err := kvList("--label", f.labels)
+		if err != nil {
+			return err
+		}
+		spec.Labels = m
+	}
+	if set("label-add") || set("label-rm") {
+		m, err := kvList("--label-add", f.labelAdd)
+		if err != nil {
+			return err
+		}
+		if spec.Labels == nil {
+			spec.Labels = map[string]string{}
+		}
+		for _, k := range f.labelRm {
+			delete(spec.Labels, k)
+		}
+		for k, v := range m {
+			spec.Labels[k] = v
+		}
+	}
+	if set("constraint") || set("constraint-add") || set("constraint-rm") || set("replicas-max-per-node") {
+		if t.Placement == nil {
+			t.Placement = &shoalv1.Placement{}
+		}
+	}
+	if set("constraint") {
+		t.Placement.Constraints = append([]string(nil), f.constraints...)
+	}
+	if set("constraint-add") || set("constraint-rm") {
+		var out []string
+		rm := map[string]bool{}
+		for _, x := range f.constraintRm {
+			rm[x] = true
+		}
+		for _, x := range t.Placement.Constraints {
+			if !rm[x] {
+				out = append(out, x)
+			}
+		}
+		t.Placement.Constraints = append(out, f.constraintAdd...)
+	}
+	if set("replicas-max-per-node") {
+		t.Placement.MaxReplicasPerNode = f.maxPerNode
+	}
+	res := func() *shoalv1.ResourceRequirements {
+		if t.Resources == nil {
+			t.Resources = &shoalv1.ResourceRequirements{}
+		}
+		if t.Resources.Reservations == nil {
+			t.Resources.Reservations = &shoalv1.Resources{}
+		}
+		if t.Resources.Limits == nil {
+			t.Resources.Limits = &shoalv1.Resources{}
+		}
+		return t.Resources
+	}
+	var err error
+	if set("reserve-cpu") {
+		if res().Reservations.NanoCpus, err = parseCPUs("--reserve-cpu", f.reserveCPU); err != nil {
+			return err
+		}
+	}
+	if set("reserve-memory") {
+		if res().Reservations.MemoryBytes, err = parseSize("--reserve-memory", f.reserveMem); err != nil {
+			return err
+		}
+	}
+	if set("limit-cpu") {
+		if res().Limits.NanoCpus, err = parseCPUs("--limit-cpu", f.limitCPU); err != nil {
+			return err
+		}
+	}
+	if set("limit-memory") {
+		if res().Limits.MemoryBytes, err = parseSize("--limit-memory", f.limitMem); err != nil {
+			return err
+		}
+	}
+	if set("limit-pids") {
+		res().Limits.Pids = f.limitPids
+	}
+	if set("restart-condition") || set("restart-delay") || set("restart-max-attempts") {
+		if t.Restart == nil {
+			t.Restart = &shoalv1.RestartPolicy{DelayMs: 5000}
+		}
+	}
+	if set("restart-condition") {
+		switch f.restartCond {
+		case "any":
+			t.Restart.Condition = shoalv1.RestartCondition_RESTART_CONDITION_ANY
+		case "on-failure":
+			t.Restart.Condition = shoalv1.RestartCondition_RESTART_CONDITION_ON_FAILURE
+		case "none":
+			t.Restart.Condition = shoalv1.RestartCondition_RESTART_CONDITION_NONE
+		default:
+			return fmt.Errorf("--restart-condition: want any, on-failure or none, got %q", f.restartCond)
+		}
+	}
+	if set("restart-delay") {
+		t.Restart.DelayMs = f.restartDelay.Milliseconds()
+	}
+	if set("restart-max-attempts") {
+		t.Restart.MaxAttempts = f.restartMax
+	}
+	if set("workdir") {
+		c.Workdir = f.workdir
+	}
+	if set("user") {
+		c.User = f.user
+	}
+	if set("hostname") {
+		c.Hostname = f.hostname
+	}
+	if set("read-only") {
+		c.ReadOnly = f.readOnly
+	}
+	if set("stop-signal") {
+		c.StopSignal = f.stopSig
+	}
+	if set("stop-grace-period") {
+		c.StopGraceMs = f.stopGrace.Milliseconds()
+	}
+	return nil
+}

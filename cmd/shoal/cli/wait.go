@@ -1,0 +1,148 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// convergence says how far a service's tasks are. It is the one place that
+// decides what "converged" means: a task counts once it is placed and live
+// (desired RUNNING, ASSIGNED <= state < COMPLETE) and built from the current
+// spec. Containers are run by a later issue; then the target becomes RUNNING.
+func convergence(svc *shoalv1.Service, tasks map[string]*shoalv1.Task) (counted, want int, done bool) {
+	live, stopping := 0, 0
+	for _, t := range tasks {
+		st := t.GetStatus().GetState()
+		if t.GetDesiredState() >= shoalv1.TaskState_TASK_STATE_SHUTDOWN {
+			if st < shoalv1.TaskState_TASK_STATE_COMPLETE {
+				stopping++
+			}
+			continue
+		}
+		if st >= shoalv1.TaskState_TASK_STATE_COMPLETE {
+			continue
+		}
+		live++
+		if st >= shoalv1.TaskState_TASK_STATE_ASSIGNED && t.GetSpecVersion() == svc.GetSpecVersion() {
+			counted++
+		}
+	}
+	if svc.GetSpec().GetMode() == shoalv1.ServiceMode_SERVICE_MODE_GLOBAL {
+		want = live
+	} else {
+		want = int(svc.GetSpec().GetReplicas())
+	}
+	return counted, want, counted == want && live == want && stopping == 0
+}
+
+// waiter follows the watch stream from before a write until the written
+// service converges.
+type waiter struct {
+	a      *app
+	ctl    shoalv1.ControlClient
+	wf     waitFlags
+	events chan *shoalv1.WatchEvent
+	errc   chan error
+	cancel context.CancelFunc
+}
+
+func (a *app) startWait(ctx context.Context, ctl shoalv1.ControlClient, wf waitFlags) (*waiter, error) {
+	w := &waiter{a: a, ctl: ctl, wf: wf, cancel: func() {}}
+	if wf.detach {
+		return w, nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, wf.wait)
+	stream, err := ctl.Watch(wctx, &shoalv1.WatchRequest{Kinds: []string{"task"}})
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	w.cancel = cancel
+	w.events = make(chan *shoalv1.WatchEvent, 1024)
+	w.errc = make(chan error, 1)
+	go func() {
+		for {
+			ev, err := stream.Recv()
+			if err != nil {
+				w.errc <- err
+				return
+			}
+			w.events <- ev
+		}
+	}()
+	return w, nil
+}
+
+func (w *waiter) stop() { w.cancel() }
+
+// wait prints progress until svc's tasks converge.
+func (w *waiter) wait(ctx context.Context, svc *shoalv1.Service) error {
+	defer w.cancel()
+	if w.wf.detach {
+		return nil
+	}
+	id, name := svc.GetMeta().GetId(), svc.GetSpec().GetName()
+	tasks := map[string]*shoalv1.Task{}
+	lctx, cancel := w.a.call(ctx)
+	resp, err := w.ctl.ListTasks(lctx, &shoalv1.ListTasksRequest{Filters: map[string]string{"service": id}})
+	cancel()
+	if err != nil {
+		return err
+	}
+	for _, t := range resp.GetTasks() {
+		tasks[t.GetMeta().GetId()] = t
+	}
+	last := -1
+	for {
+		counted, want, done := convergence(svc, tasks)
+		if counted != last {
+			fmt.Fprintf(w.a.out, "%s: %d/%d tasks assigned\n", name, counted, want)
+			last = counted
+		}
+		if done {
+			fmt.Fprintf(w.a.out, "%s: converged (%d/%d)\n", name, counted, want)
+			return nil
+		}
+		select {
+		case ev := <-w.events:
+			applyEvent(tasks, id, ev)
+			// One raft entry brings many events: fold all that are queued
+			// before judging progress.
+			for queued := true; queued; {
+				select {
+				case ev := <-w.events:
+					applyEvent(tasks, id, ev)
+				default:
+					queued = false
+				}
+			}
+		case err := <-w.errc:
+			if err == io.EOF || ctx.Err() == nil {
+				return fmt.Errorf("%s did not converge within %s: %d/%d tasks assigned (%v); see `shoal service ps %s`",
+					name, w.wf.wait, counted, want, err, name)
+			}
+			return err
+		}
+	}
+}
+
+// applyEvent folds a task event into the set, ignoring events older than
+// what the set already holds.
+func applyEvent(tasks map[string]*shoalv1.Task, serviceID string, ev *shoalv1.WatchEvent) {
+	t := ev.GetObject().GetTask()
+	if t == nil || t.GetServiceId() != serviceID {
+		return
+	}
+	tid := t.GetMeta().GetId()
+	if ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_DELETE {
+		delete(tasks, tid)
+		return
+	}
+	if cur, ok := tasks[tid]; ok && cur.GetMeta().GetVersion() > t.GetMeta().GetVersion() {
+		return
+	}
+	tasks[tid] = t
+}
