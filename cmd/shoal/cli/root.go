@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/client"
@@ -45,12 +46,30 @@ func Main(ctx context.Context, args []string, out, errOut io.Writer) int {
 	return 0
 }
 
-// errorMessage shows a server error without the gRPC wrapping.
+// errorMessage shows a server error without the gRPC wrapping. Refusals
+// and transport failures keep a short word for their kind, so that an
+// operator can tell "you may not" from "could not reach".
 func errorMessage(err error) string {
-	if st, ok := status.FromError(err); ok {
-		return st.Message()
+	st, ok := status.FromError(err)
+	if !ok {
+		return err.Error()
 	}
-	return err.Error()
+	msg := st.Message()
+	prefix := ""
+	switch st.Code() {
+	case codes.PermissionDenied:
+		prefix = "permission denied"
+	case codes.Unauthenticated:
+		prefix = "not authenticated"
+	case codes.Unavailable:
+		prefix = "unavailable"
+	case codes.DeadlineExceeded:
+		prefix = "timed out"
+	}
+	if prefix == "" || strings.HasPrefix(strings.ToLower(msg), prefix) {
+		return msg
+	}
+	return prefix + ": " + msg
 }
 
 func envOr(key, def string) string {
