@@ -181,4 +181,3 @@ func (a *app) versionCmd() *cobra.Command {
 			return nil
 		}}
 }
-
