@@ -162,7 +162,9 @@ func DialHosts(hosts []string, tc credentials.TransportCredentials) (*grpc.Clien
 }
 
 // RetryUnavailable retries calls that failed with UNAVAILABLE, backing off
-// from 50 ms to 1 s, until the call's context ends. Calls without a
+// from 25 ms to 250 ms (a leader election takes about a second, so a longer
+// back-off would only add to the failover time), until the call's context
+// ends. Calls without a
 // deadline get 30 s. The final error names the managers tried.
 func RetryUnavailable(hosts []string) grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
@@ -171,7 +173,7 @@ func RetryUnavailable(hosts []string) grpc.UnaryClientInterceptor {
 			ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
 		}
-		backoff := 50 * time.Millisecond
+		backoff := 25 * time.Millisecond
 		for {
 			err := invoker(ctx, method, req, reply, cc, opts...)
 			if status.Code(err) != codes.Unavailable {
@@ -182,7 +184,7 @@ func RetryUnavailable(hosts []string) grpc.UnaryClientInterceptor {
 				return status.Errorf(codes.Unavailable, "cannot reach a manager (%v): %s", hosts, status.Convert(err).Message())
 			case <-time.After(backoff):
 			}
-			backoff = min(backoff*2, time.Second)
+			backoff = min(backoff*2, 250*time.Millisecond)
 		}
 	}
 }

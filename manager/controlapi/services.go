@@ -151,9 +151,14 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 		if err := fe.err(); err != nil {
 			return err
 		}
-		svc := proto.Clone(cur).(*shoalv1.Service)
-		svc.PreviousSpec = cur.GetSpec()
-		svc.Spec = withDefaults(req.GetSpec())
+		// Stored objects are immutable, so the new version shares the
+		// old spec (as previous_spec) instead of deep-copying it.
+		svc := &shoalv1.Service{
+			Meta:         proto.Clone(cur.GetMeta()).(*shoalv1.Meta),
+			Spec:         withDefaults(req.GetSpec()),
+			PreviousSpec: cur.GetSpec(),
+			SpecVersion:  cur.GetSpecVersion(),
+		}
 		if !proto.Equal(svc.GetSpec().GetTask(), cur.GetSpec().GetTask()) {
 			svc.SpecVersion++
 		}
@@ -164,9 +169,10 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	out = proto.Clone(out).(*shoalv1.Service)
-	out.Meta.Version = idx
-	s.log.Info("service updated", "service_id", out.GetMeta().GetId(), "spec_version", out.GetSpecVersion())
+	meta := proto.Clone(out.GetMeta()).(*shoalv1.Meta)
+	meta.Version = idx
+	out = &shoalv1.Service{Meta: meta, Spec: out.GetSpec(), PreviousSpec: out.GetPreviousSpec(), SpecVersion: out.GetSpecVersion()}
+	s.log.Debug("service updated", "service_id", out.GetMeta().GetId(), "spec_version", out.GetSpecVersion())
 	return &shoalv1.UpdateServiceResponse{Service: out}, nil
 }
 

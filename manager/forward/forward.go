@@ -11,6 +11,7 @@ package forward
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -27,6 +28,10 @@ import (
 
 	"github.com/shoal-dev/shoal/manager/ca"
 )
+
+// forwardedWait bounds how long a manager that receives a forwarded call
+// waits to become a ready leader (just elected, barrier pending).
+const forwardedWait = time.Second
 
 const (
 	mdForwarded    = "shoal-forwarded"
@@ -87,16 +92,13 @@ func (f *Forwarder) Unary() grpc.UnaryServerInterceptor {
 			return handler(ctx, req)
 		}
 		if md, ok := metadata.FromIncomingContext(ctx); ok && len(md.Get(mdForwarded)) > 0 {
-			// The sender thought we lead; a second hop could loop.
+			// The sender thought we lead; a second hop could loop. We may
+			// just have been elected and not yet be ready (barrier):
+			// wait a little for that before refusing.
+			if f.awaitLeadership(ctx, forwardedWait) {
+				return handler(ctx, req)
+			}
 			return nil, status.Error(codes.Unavailable, "forwarded to a manager that is no longer the leader; retry")
-		}
-		addr, err := f.waitLeader(ctx)
-		if err != nil {
-			return nil, err
-		}
-		conn, err := f.conn(addr)
-		if err != nil {
-			return nil, status.Errorf(codes.Unavailable, "leader %s unreachable: %v", addr, err)
 		}
 		reply, err := f.newReply(info.FullMethod)
 		if err != nil {
@@ -107,18 +109,87 @@ func (f *Forwarder) Unary() grpc.UnaryServerInterceptor {
 			out.Set(mdForwardedFor, id.NodeID+"/"+string(id.Role)+"/"+id.ClusterID)
 		}
 		octx := metadata.NewOutgoingContext(ctx, out)
-		if err := conn.Invoke(octx, info.FullMethod, req, reply); err != nil {
-			return nil, err
+		// A leader that just died is still "the leader" here until raft
+		// notices: the call then fails UNAVAILABLE. Rather than hand that
+		// to the client (whose retry backs off), wait for the election
+		// and try the new leader, within LeaderWait.
+		deadline := time.NewTimer(f.LeaderWait)
+		defer deadline.Stop()
+		backoff := 20 * time.Millisecond
+		for {
+			addr, err := f.waitLeader(ctx, deadline.C)
+			if err != nil {
+				return nil, err
+			}
+			conn, err := f.conn(addr)
+			if err != nil {
+				return nil, status.Errorf(codes.Unavailable, "leader %s unreachable: %v", addr, err)
+			}
+			err = conn.Invoke(octx, info.FullMethod, req, reply)
+			if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+				return reply, err
+			}
+			f.log.Debug("leader unavailable; waiting for a new one", "leader", addr, "method", info.FullMethod, "err", err)
+			if werr := f.waitLeaderChange(ctx, addr, backoff, deadline.C); werr != nil {
+				return nil, err
+			}
+			backoff = min(2*backoff, 200*time.Millisecond)
 		}
-		return reply, nil
+	}
+}
+
+// waitLeaderChange waits until the leader known here is no longer addr,
+// or for retry (the same leader may answer once it is ready).
+func (f *Forwarder) waitLeaderChange(ctx context.Context, addr string, retry time.Duration, deadline <-chan time.Time) error {
+	poll := time.NewTicker(20 * time.Millisecond) // Leader() may change without a leadership event here
+	defer poll.Stop()
+	again := time.NewTimer(retry)
+	defer again.Stop()
+	for {
+		ch := f.lead.LeadershipChanged()
+		if _, cur := f.lead.Leader(); cur != addr {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-poll.C:
+		case <-again.C:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline:
+			return errors.New("leader unchanged")
+		}
+	}
+}
+
+// awaitLeadership waits up to max for this manager to be a ready leader.
+func (f *Forwarder) awaitLeadership(ctx context.Context, max time.Duration) bool {
+	t := time.NewTimer(max)
+	defer t.Stop()
+	poll := time.NewTicker(10 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		ch := f.lead.LeadershipChanged()
+		if f.lead.IsLeader() {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-poll.C:
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return false
+		}
 	}
 }
 
 // waitLeader returns the leader's address, waiting for an election in
 // progress to finish (bounded by LeaderWait and the call's deadline).
-func (f *Forwarder) waitLeader(ctx context.Context) (string, error) {
-	deadline := time.NewTimer(f.LeaderWait)
-	defer deadline.Stop()
+func (f *Forwarder) waitLeader(ctx context.Context, deadline <-chan time.Time) (string, error) {
+	poll := time.NewTicker(20 * time.Millisecond)
+	defer poll.Stop()
 	for {
 		ch := f.lead.LeadershipChanged()
 		if _, addr := f.lead.Leader(); addr != "" {
@@ -126,9 +197,10 @@ func (f *Forwarder) waitLeader(ctx context.Context) (string, error) {
 		}
 		select {
 		case <-ch:
+		case <-poll.C:
 		case <-ctx.Done():
 			return "", status.FromContextError(ctx.Err()).Err()
-		case <-deadline.C:
+		case <-deadline:
 			return "", status.Error(codes.Unavailable, "no raft leader: the managers have no quorum")
 		}
 	}

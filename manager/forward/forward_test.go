@@ -2,9 +2,11 @@ package forward
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -111,5 +113,92 @@ func TestNewReplyUnknownMethod(t *testing.T) {
 	}
 	if _, ok := m.(*shoalv1.IssueNodeCertificateResponse); !ok {
 		t.Fatalf("reply type %T", m)
+	}
+}
+
+// switchLead is a Leadership whose leader can change under a running call.
+type switchLead struct {
+	mu   sync.Mutex
+	addr string
+	ch   chan struct{}
+}
+
+func (s *switchLead) IsLeader() bool { return false }
+func (s *switchLead) Leader() (string, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return "l", s.addr
+}
+func (s *switchLead) LeadershipChanged() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ch
+}
+func (s *switchLead) set(addr string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.addr = addr
+	close(s.ch)
+	s.ch = make(chan struct{})
+}
+
+// TestForwardWaitsOutDeadLeader: the known leader is gone (its port
+// refuses connections); the call waits for the election and lands on the
+// new leader instead of failing UNAVAILABLE. If no new leader comes, the
+// call fails UNAVAILABLE after LeaderWait.
+func TestForwardWaitsOutDeadLeader(t *testing.T) {
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	dead.Close()
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	shoalv1.RegisterControlServer(srv, leaderControl{})
+	go srv.Serve(ln)
+	defer srv.Stop()
+
+	lead := &switchLead{addr: deadAddr, ch: make(chan struct{})}
+	f := New(lead, func(addr string) (*grpc.ClientConn, error) {
+		return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	defer f.Close()
+	f.LeaderWait = 5 * time.Second
+
+	ctx := ca.WithIdentity(context.Background(), ca.Identity{NodeID: "admin1", Role: ca.RoleAdmin, ClusterID: "c"})
+	info := &grpc.UnaryServerInfo{FullMethod: "/shoal.v1.Control/GetTask"}
+	local := func(context.Context, any) (any, error) { return nil, errors.New("served locally") }
+
+	const electedAfter = 200 * time.Millisecond
+	start := time.Now()
+	timer := time.AfterFunc(electedAfter, func() { lead.set(ln.Addr().String()) })
+	defer timer.Stop()
+	out, err := f.Unary()(ctx, &shoalv1.GetTaskRequest{Ref: "t1"}, info, local)
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("call across the leader change: %v", err)
+	}
+	if resp := out.(*shoalv1.GetTaskResponse); resp.GetTask().GetMeta().GetId() != "t1" {
+		t.Fatalf("reply = %v", out)
+	}
+	if took < electedAfter || took > electedAfter+time.Second {
+		t.Errorf("call took %v; want just after the new leader (%v)", took, electedAfter)
+	}
+
+	// The leader stays dead: UNAVAILABLE after LeaderWait, not a hang.
+	lead.set(deadAddr)
+	f.LeaderWait = 300 * time.Millisecond
+	start = time.Now()
+	_, err = f.Unary()(ctx, &shoalv1.GetTaskRequest{Ref: "t2"}, info, local)
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("dead leader: %v, want UNAVAILABLE", err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("dead leader: gave up after %v, want about LeaderWait", took)
 	}
 }
