@@ -1,0 +1,99 @@
+package main
+
+import (
+	"testing"
+	"time"
+)
+
+func TestPercentile(t *testing.T) {
+	var s []time.Duration
+	for i := 1; i <= 100; i++ {
+		s = append(s, time.Duration(i))
+	}
+	for _, tc := range []struct {
+		p    float64
+		want time.Duration
+	}{{50, 50}, {99, 99}, {100, 100}, {1, 1}, {0, 1}} {
+		if got := percentile(s, tc.p); got != tc.want {
+			t.Errorf("percentile(1..100, %v) = %v, want %v", tc.p, got, tc.want)
+		}
+	}
+	if got := percentile([]time.Duration{7}, 99); got != 7 {
+		t.Errorf("one sample: got %v", got)
+	}
+	if got := percentile(nil, 50); got != 0 {
+		t.Errorf("no sample: got %v", got)
+	}
+}
+
+func TestBenchValue(t *testing.T) {
+	for _, tc := range []struct {
+		w   int
+		seq uint64
+	}{{0, 0}, {255, 1}, {9999, 1<<64 - 1}} {
+		v := benchValue(tc.w, tc.seq)
+		if len(v) != valueLen {
+			t.Errorf("benchValue(%d, %d) has %d bytes, want %d", tc.w, tc.seq, len(v), valueLen)
+		}
+	}
+	if benchValue(1, 2) == benchValue(1, 3) || benchValue(1, 2) == benchValue(2, 2) {
+		t.Error("values of different writers or sequence numbers are equal")
+	}
+}
+
+func TestLoopbackList(t *testing.T) {
+	for _, tc := range []struct {
+		in string
+		ok bool
+	}{
+		{"127.0.0.21,127.0.0.22", true},
+		{"127.1.2.3", true},
+		{"10.0.0.1", false},
+		{"192.168.1.1", false},
+		{"::1", false},
+		{"127.0.0.21,127.0.0.21", false},
+		{"localhost", false},
+	} {
+		_, err := loopbackList(tc.in)
+		if (err == nil) != tc.ok {
+			t.Errorf("loopbackList(%q): err %v, want ok=%v", tc.in, err, tc.ok)
+		}
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	o, err := parseFlags([]string{"-failover", "3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.only != "none" {
+		t.Errorf("-failover alone: only = %q, want none", o.only)
+	}
+	o, err = parseFlags([]string{"-failover", "3", "-only", "etcd", "-concurrency", "1, 8"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.only != "etcd" || len(o.concs) != 2 || o.concs[1] != 8 {
+		t.Errorf("got only=%q concs=%v", o.only, o.concs)
+	}
+	for _, bad := range [][]string{
+		{"-only", "x"}, {"-concurrency", "0"}, {"-managers", "4"}, {"-etcd-ips", "127.0.0.1"},
+		{"-worker-ip", "127.0.0.21"}, {"extra"},
+	} {
+		if _, err := parseFlags(bad); err == nil {
+			t.Errorf("parseFlags(%q): no error", bad)
+		}
+	}
+}
+
+func TestRatios(t *testing.T) {
+	r := &report{Cells: []cellResult{
+		{System: "shoal", Members: 1, Concurrency: 1, OpsPerSec: 500},
+		{System: "shoal", Members: 3, Concurrency: 1, OpsPerSec: 200},
+		{System: "etcd", Members: 3, Concurrency: 1, OpsPerSec: 400},
+	}}
+	rows := r.ratios()
+	if len(rows) != 1 || rows[0].ShoalMembers != 3 || rows[0].Ratio != 0.5 {
+		t.Errorf("ratios = %+v", rows)
+	}
+}

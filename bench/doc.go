@@ -1,0 +1,67 @@
+// Command bench measures whole-cluster figures of shoal, with real `shoal`
+// processes on loopback addresses, and the same figures of a real etcd
+// cluster as a reference. It is its own Go module (so that the etcd client
+// stays out of shoal's dependencies) and is run from this folder:
+//
+//	cd bench && go run . [flags]
+//
+// # Committed writes per second (default mode)
+//
+// For every cluster size in -managers (default "1,3") a shoal cluster is
+// started from the real binary: `shoal init` on 127.0.0.21 and `shoal join`
+// with the manager token on 127.0.0.22, .23, ...; the benchmark waits until
+// GetCluster shows every manager as a voter and a leader. One service per
+// worker is created with 0 replicas (so no tasks churn). Each cell then runs
+// C concurrent workers (C from -concurrency, default "1,16,256") for
+// -warmup plus -duration: a worker sends UpdateService for its own service,
+// changing a 100-byte label value and naming the version returned by its
+// previous update (optimistic concurrency), and starts the next call as soon
+// as the previous one returns (closed loop). Clients connect to the leader
+// directly (found with GetCluster: leader_id and members), so no call pays
+// for a follower's forwarding hop. Raft's log store fsyncs as in
+// production.
+//
+// The reference is a 3-member etcd cluster (-etcd-bin, Debian's etcd 3.4),
+// each member on its own loopback address (127.0.0.31-33), data in a temp
+// dir, default fsync; the workers Put a 100-byte value to one key each,
+// through a client connected to the etcd leader.
+//
+// A worker records every completed call's latency in its own preallocated
+// slice (no lock on the hot path); percentiles are computed after the cell.
+// Throughput counts the calls that completed inside the measured window.
+// The result is a markdown table per system and one that sets 3-manager
+// shoal and 3-member etcd side by side at each concurrency, and, with
+// -json FILE, the same as JSON.
+//
+// # Leader failover (-failover N)
+//
+// On a 3-manager cluster, N times: find the leader, kill -9 its process,
+// and time until the first write (GetService then UpdateService, through a
+// client that has all three managers as hosts) succeeds; then restart the
+// killed manager with `shoal daemon --data-dir D` and wait until it is a
+// voter, READY and reachable again before the next run.
+//
+// # Node down detection (-nodedown N)
+//
+// One manager plus one worker (joined with the worker token on 127.0.0.25),
+// N times: kill -9 the worker and time until ListNodes (polled every 10 ms)
+// shows it NODE_STATE_DOWN; restart it with `shoal daemon` and wait until it
+// is READY again.
+//
+// -failover and -nodedown run instead of the throughput benchmark unless
+// -only is given as well.
+//
+// # Housekeeping
+//
+// Unless -shoal-bin is given, ../cmd/shoal is built with `go build` into the
+// temp dir. Every process the benchmark starts runs in its own process group
+// and is killed (SIGKILL to the group) on exit, on error and on SIGINT or
+// SIGTERM; the temp dir (data dirs and each process's log) is removed unless
+// -keep is given. When something fails, the tail of each process's log is
+// printed. Only loopback addresses (127.0.0.0/8) are ever used.
+//
+// Everything runs on one machine: the shoal or etcd members, and the load
+// generator, share its cores, so the numbers are for comparing shoal with
+// etcd (and shoal with itself over time) on the same machine, not absolute
+// capacities.
+package main

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"time"
+)
+
+// opFunc performs one operation for worker w. It is called from w's own
+// goroutine only, so it may keep per-worker state indexed by w without
+// locks.
+type opFunc func(ctx context.Context, w int) error
+
+// cellResult is one (system, cluster size, concurrency) measurement.
+type cellResult struct {
+	System      string        `json:"system"`
+	Members     int           `json:"members"`
+	Concurrency int           `json:"concurrency"`
+	Duration    time.Duration `json:"duration_ns"`
+	Ops         int           `json:"ops"`
+	Errors      int           `json:"errors"`
+	OpsPerSec   float64       `json:"ops_per_sec"`
+	P50         time.Duration `json:"p50_ns"`
+	P99         time.Duration `json:"p99_ns"`
+	Max         time.Duration `json:"max_ns"`
+	FirstError  string        `json:"first_error,omitempty"`
+}
+
+// runClosedLoop runs conc workers, each calling op back to back, for
+// warmup+measure. Only calls that complete inside the measured window are
+// counted; each worker writes their latencies into its own preallocated
+// slice, and percentiles are computed after all workers stopped.
+func runClosedLoop(ctx context.Context, conc int, warmup, measure time.Duration, perCall time.Duration, op opFunc) (cellResult, error) {
+	type workerOut struct {
+		lat      []time.Duration
+		errs     int
+		firstErr error
+	}
+	// Room for ~50k ops/s in total, at least 4096 per worker; append only
+	// grows the slice if a worker beats that.
+	perWorker := max(4096, int(measure.Seconds()*50000)/conc+1)
+	outs := make([]workerOut, conc)
+	for i := range outs {
+		outs[i].lat = make([]time.Duration, 0, perWorker)
+	}
+
+	start := time.Now()
+	winStart := start.Add(warmup)
+	winEnd := winStart.Add(measure)
+	var wg sync.WaitGroup
+	for w := 0; w < conc; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out := &outs[w]
+			for {
+				t0 := time.Now()
+				if !t0.Before(winEnd) || ctx.Err() != nil {
+					return
+				}
+				cctx, cancel := context.WithTimeout(ctx, perCall)
+				err := op(cctx, w)
+				cancel()
+				t1 := time.Now()
+				inWindow := !t1.Before(winStart) && t1.Before(winEnd)
+				if err != nil {
+					if ctx.Err() != nil {
+						return
+					}
+					if inWindow {
+						out.errs++
+						if out.firstErr == nil {
+							out.firstErr = err
+						}
+					}
+					continue
+				}
+				if inWindow {
+					out.lat = append(out.lat, t1.Sub(t0))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return cellResult{}, err
+	}
+
+	total := 0
+	res := cellResult{Concurrency: conc, Duration: measure}
+	var firstErr error
+	for i := range outs {
+		total += len(outs[i].lat)
+		res.Errors += outs[i].errs
+		if firstErr == nil {
+			firstErr = outs[i].firstErr
+		}
+	}
+	all := make([]time.Duration, 0, total)
+	for i := range outs {
+		all = append(all, outs[i].lat...)
+	}
+	slices.Sort(all)
+	res.Ops = len(all)
+	res.OpsPerSec = float64(len(all)) / measure.Seconds()
+	res.P50 = percentile(all, 50)
+	res.P99 = percentile(all, 99)
+	if len(all) > 0 {
+		res.Max = all[len(all)-1]
+	}
+	if firstErr != nil {
+		res.FirstError = firstErr.Error()
+	}
+	if res.Ops == 0 {
+		if firstErr != nil {
+			return res, fmt.Errorf("no call succeeded in the measured window (%d errors; first: %w)", res.Errors, firstErr)
+		}
+		return res, errors.New("no call completed in the measured window")
+	}
+	return res, nil
+}
+
+// percentile returns the nearest-rank p-th percentile of sorted samples.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	// Nearest rank: the smallest value with at least p% of the samples at
+	// or below it.
+	rank := int(math.Ceil(float64(len(sorted)) * p / 100))
+	rank = min(max(rank, 1), len(sorted))
+	return sorted[rank-1]
+}

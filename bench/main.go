@@ -1,0 +1,397 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// options are the command's flags.
+type options struct {
+	duration    time.Duration
+	warmup      time.Duration
+	callTimeout time.Duration
+	concs       []int
+	managers    []int
+	only        string // shoal, etcd, all, none
+	shoalBin    string
+	shoalSrc    string
+	logLevel    string
+	buildTags   string
+	etcdBin     string
+	jsonPath    string
+	failover    int
+	nodedown    int
+	keep        bool
+	workdir     string
+	shoalIPs    []string
+	workerIP    string
+	etcdIPs     []string
+}
+
+const usageText = `bench: whole-cluster benchmarks of shoal, with etcd as the reference.
+
+Usage (from the bench/ folder of the shoal repository, as root):
+
+  go run . [flags]                     committed writes/s: shoal (1 and 3 managers) and etcd (3 members)
+  go run . -only shoal -managers 3     shoal only
+  go run . -failover 10                leader failover: kill -9 the leader, time to the first write
+  go run . -nodedown 10                node-down detection: kill -9 a worker, time until it is DOWN
+  go run . -duration 3s -json out.json a short run, results also as JSON
+
+Every process runs on loopback addresses (shoal 127.0.0.21-23 and 127.0.0.25,
+etcd 127.0.0.31-33) and is killed on exit; data dirs live in a temp dir that
+is removed unless -keep. The results are printed as markdown tables on stdout;
+progress goes to stderr.
+
+Flags:
+`
+
+func parseFlags(args []string) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usageText)
+		fs.PrintDefaults()
+	}
+	var concs, managers, shoalIPs, etcdIPs string
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "measured time per cell")
+	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured load before each cell's measured time")
+	fs.DurationVar(&o.callTimeout, "call-timeout", 10*time.Second, "timeout of one write")
+	fs.StringVar(&concs, "concurrency", "1,16,256", "comma-separated numbers of concurrent writers")
+	fs.StringVar(&managers, "managers", "1,3", "comma-separated shoal cluster sizes (managers) to measure")
+	fs.StringVar(&o.only, "only", "all", "which throughput benchmarks to run: shoal, etcd, all, none (default none when -failover or -nodedown is given)")
+	fs.StringVar(&o.shoalBin, "shoal-bin", "", "shoal binary (default: go build ./cmd/shoal of -shoal-src into the temp dir)")
+	fs.StringVar(&o.shoalSrc, "shoal-src", "..", "shoal's source tree, for building the binary")
+	fs.StringVar(&o.logLevel, "shoal-log-level", "", "--log-level for the shoal nodes (default: shoal's own, info)")
+	fs.StringVar(&o.buildTags, "tags", "", "build tags for go build of shoal")
+	fs.StringVar(&o.etcdBin, "etcd-bin", "/usr/bin/etcd", "etcd binary (Debian's etcd-server)")
+	fs.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to this file (- for stdout)")
+	fs.IntVar(&o.failover, "failover", 0, "measure leader failover N times on a 3-manager cluster")
+	fs.IntVar(&o.nodedown, "nodedown", 0, "measure worker-down detection N times on a 1-manager + 1-worker cluster")
+	fs.BoolVar(&o.keep, "keep", false, "keep the temp dir (data dirs and process logs)")
+	fs.StringVar(&o.workdir, "workdir", "", "where to create the temp dir (default $TMPDIR or /tmp); must not be tmpfs for fsync to mean anything")
+	fs.StringVar(&shoalIPs, "shoal-ips", "127.0.0.21,127.0.0.22,127.0.0.23", "loopback addresses of the shoal managers")
+	fs.StringVar(&o.workerIP, "worker-ip", "127.0.0.25", "loopback address of the shoal worker (-nodedown)")
+	fs.StringVar(&etcdIPs, "etcd-ips", "127.0.0.31,127.0.0.32,127.0.0.33", "loopback addresses of the etcd members")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	onlySet := false
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "only" {
+			onlySet = true
+		}
+	})
+	if !onlySet && (o.failover > 0 || o.nodedown > 0) {
+		o.only = "none"
+	}
+	switch o.only {
+	case "shoal", "etcd", "all", "none":
+	default:
+		return nil, fmt.Errorf("-only: want shoal, etcd, all or none, got %q", o.only)
+	}
+	var err error
+	if o.concs, err = intList(concs); err != nil {
+		return nil, fmt.Errorf("-concurrency: %w", err)
+	}
+	if o.managers, err = intList(managers); err != nil {
+		return nil, fmt.Errorf("-managers: %w", err)
+	}
+	if o.duration <= 0 || o.warmup < 0 || o.callTimeout <= 0 {
+		return nil, errors.New("-duration and -call-timeout must be > 0, -warmup >= 0")
+	}
+	if o.failover < 0 || o.nodedown < 0 {
+		return nil, errors.New("-failover and -nodedown must be >= 0")
+	}
+	if o.shoalIPs, err = loopbackList(shoalIPs); err != nil {
+		return nil, fmt.Errorf("-shoal-ips: %w", err)
+	}
+	if o.etcdIPs, err = loopbackList(etcdIPs); err != nil {
+		return nil, fmt.Errorf("-etcd-ips: %w", err)
+	}
+	if len(o.etcdIPs) != 3 {
+		return nil, errors.New("-etcd-ips: want 3 addresses")
+	}
+	if _, err := loopbackList(o.workerIP); err != nil {
+		return nil, fmt.Errorf("-worker-ip: %w", err)
+	}
+	for _, m := range o.managers {
+		if m > len(o.shoalIPs) {
+			return nil, fmt.Errorf("-managers %d: only %d addresses in -shoal-ips", m, len(o.shoalIPs))
+		}
+	}
+	if o.failover > 0 && len(o.shoalIPs) < 3 {
+		return nil, errors.New("-failover needs 3 addresses in -shoal-ips")
+	}
+	if slices.Contains(o.shoalIPs, o.workerIP) {
+		return nil, errors.New("-worker-ip must differ from -shoal-ips")
+	}
+	return o, nil
+}
+
+func intList(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%q is not a positive number", f)
+		}
+		out = append(out, n)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("empty list")
+	}
+	return out, nil
+}
+
+// loopbackList parses comma-separated IPv4 addresses and refuses anything
+// outside 127.0.0.0/8: the benchmark never sends traffic anywhere else.
+func loopbackList(s string) ([]string, error) {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		ip := net.ParseIP(f)
+		if ip == nil || ip.To4() == nil || !ip.IsLoopback() {
+			return nil, fmt.Errorf("%q is not an IPv4 loopback address (127.0.0.0/8)", f)
+		}
+		if slices.Contains(out, f) {
+			return nil, fmt.Errorf("%q given twice", f)
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// env is what every part of one benchmark run shares.
+type env struct {
+	o        *options
+	dir      string // temp dir: binaries, data dirs, logs
+	sup      *supervisor
+	shoalBin string
+	start    time.Time
+
+	mu   sync.Mutex // guards logs
+	logs []string   // every process log, for error reports
+}
+
+// logf prints progress to stderr.
+func (e *env) logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "[%7.1fs] %s\n", time.Since(e.start).Seconds(), fmt.Sprintf(format, args...))
+}
+
+func (e *env) addLog(path string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !slices.Contains(e.logs, path) {
+		e.logs = append(e.logs, path)
+	}
+}
+
+func main() {
+	o, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	os.Exit(run(o))
+}
+
+func run(o *options) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		// After the first signal a second one kills the benchmark at once
+		// (its children die with it: they have a parent-death signal).
+		<-ctx.Done()
+		stop()
+	}()
+
+	dir, err := os.MkdirTemp(o.workdir, "shoal-bench-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
+	e := &env{o: o, dir: dir, sup: newSupervisor(), start: time.Now()}
+	failed := false
+	defer func() {
+		e.sup.killAll()
+		if failed {
+			e.printLogTails(os.Stderr)
+		}
+		if o.keep {
+			e.logf("kept %s", dir)
+		} else if err := os.RemoveAll(dir); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+		}
+	}()
+	warnIfTmpfs(e, dir)
+
+	rep, err := benchmark(ctx, e)
+	if rep != nil {
+		if werr := rep.write(os.Stdout, o.jsonPath); werr != nil {
+			fmt.Fprintln(os.Stderr, "bench:", werr)
+			failed = true
+		}
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			fmt.Fprintln(os.Stderr, "bench: interrupted")
+			return 130
+		}
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		failed = true
+	}
+	if failed {
+		return 1
+	}
+	return 0
+}
+
+// benchmark runs the selected measurements; a partial report is returned
+// with an error.
+func benchmark(ctx context.Context, e *env) (*report, error) {
+	o := e.o
+	rep := newReport(o)
+	needShoal := o.only == "shoal" || o.only == "all" || o.failover > 0 || o.nodedown > 0
+	if needShoal {
+		bin, err := shoalBinary(ctx, e)
+		if err != nil {
+			return nil, err
+		}
+		e.shoalBin = bin
+		rep.Meta.ShoalVersion = shoalVersion(o.shoalSrc)
+	}
+	if o.only == "etcd" || o.only == "all" {
+		rep.Meta.EtcdVersion = etcdVersion(ctx, o.etcdBin)
+	}
+
+	if o.only == "shoal" || o.only == "all" {
+		for _, m := range o.managers {
+			cells, err := benchShoal(ctx, e, m)
+			rep.Cells = append(rep.Cells, cells...)
+			if err != nil {
+				return rep, fmt.Errorf("shoal, %d managers: %w", m, err)
+			}
+		}
+	}
+	if o.only == "etcd" || o.only == "all" {
+		cells, err := benchEtcd(ctx, e)
+		rep.Cells = append(rep.Cells, cells...)
+		if err != nil {
+			return rep, fmt.Errorf("etcd: %w", err)
+		}
+	}
+	if o.failover > 0 {
+		fo, err := benchFailover(ctx, e, o.failover)
+		rep.Events = append(rep.Events, fo...)
+		if err != nil {
+			return rep, fmt.Errorf("failover: %w", err)
+		}
+	}
+	if o.nodedown > 0 {
+		nd, err := benchNodeDown(ctx, e, o.nodedown)
+		rep.Events = append(rep.Events, nd)
+		if err != nil {
+			return rep, fmt.Errorf("nodedown: %w", err)
+		}
+	}
+	return rep, nil
+}
+
+// shoalBinary returns -shoal-bin, or builds ../cmd/shoal into the temp dir.
+func shoalBinary(ctx context.Context, e *env) (string, error) {
+	if e.o.shoalBin != "" {
+		p, err := filepath.Abs(e.o.shoalBin)
+		if err != nil {
+			return "", err
+		}
+		if _, err := os.Stat(p); err != nil {
+			return "", fmt.Errorf("-shoal-bin: %w", err)
+		}
+		return p, nil
+	}
+	out := filepath.Join(e.dir, "bin", "shoal")
+	args := []string{"build", "-o", out}
+	if e.o.buildTags != "" {
+		args = append(args, "-tags", e.o.buildTags)
+	}
+	args = append(args, "./cmd/shoal")
+	e.logf("building shoal: (cd %s && go %s)", e.o.shoalSrc, strings.Join(args, " "))
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = e.o.shoalSrc
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("building shoal in %s: %w", e.o.shoalSrc, err)
+	}
+	return out, nil
+}
+
+// shoalVersion describes the source tree the binary was built from.
+func shoalVersion(src string) string {
+	out, err := exec.Command("git", "-C", src, "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	v := strings.TrimSpace(string(out))
+	if st, err := exec.Command("git", "-C", src, "status", "--porcelain").Output(); err == nil && len(st) > 0 {
+		v += "+dirty"
+	}
+	return v
+}
+
+func etcdVersion(ctx context.Context, bin string) string {
+	out, err := exec.CommandContext(ctx, bin, "--version").Output()
+	if err != nil {
+		return "unknown"
+	}
+	line, _, _ := strings.Cut(string(out), "\n")
+	return strings.TrimSpace(strings.TrimPrefix(line, "etcd Version:"))
+}
+
+// printLogTails shows the end of every process log after a failure.
+func (e *env) printLogTails(w io.Writer) {
+	e.mu.Lock()
+	logs := slices.Clone(e.logs)
+	e.mu.Unlock()
+	for _, l := range logs {
+		fmt.Fprintf(w, "---- last lines of %s\n%s\n", l, tail(l, 25))
+	}
+	if !e.o.keep {
+		fmt.Fprintln(w, "(run with -keep to keep the data dirs and full logs)")
+	}
+}
+
+// warnIfTmpfs warns when the data dirs would live in memory, where fsync
+// costs nothing and the comparison means little.
+func warnIfTmpfs(e *env, dir string) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err == nil && st.Type == 0x01021994 {
+		e.logf("WARNING: %s is on tmpfs: fsync is free there; use -workdir on a disk", dir)
+	}
+}
