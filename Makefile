@@ -27,6 +27,16 @@ proto: tools
 test:
 	bash scripts/test.sh
 
+unit:
+	$(GO) test $$($(GO) list ./... | grep -v /e2e)
+
+e2e:
+	$(GO) test -count=1 -p 1 -v ./e2e/...
+
+# Whole-cluster figures (writes/s vs etcd, failover, node-down); see bench/doc.go.
+bench:
+	cd bench && $(GO) run . -failover 10 -nodedown 10 -only all
+
 dev: build
 	./$(BIN) dev
 

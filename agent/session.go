@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
@@ -78,7 +79,11 @@ func (a *Agent) Connected() bool {
 	return a.connected
 }
 
-// Run keeps a session open until ctx ends.
+// ErrRemoved ends Run when the managers say this node was removed
+// (`shoal node rm`): its certificate will never be accepted again.
+var ErrRemoved = errors.New("this node was removed from the cluster (shoal node rm); to rejoin, wipe its data dir and run shoal join again")
+
+// Run keeps a session open until ctx ends or the node is removed.
 func (a *Agent) Run(ctx context.Context) error {
 	backoff := 50 * time.Millisecond
 	next := 0
@@ -88,6 +93,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		err := a.session(ctx, addr)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if ca.IsRemoved(err) {
+			a.log.Error("this node was removed from the cluster; stopping", "err", err)
+			return fmt.Errorf("%w: %s", ErrRemoved, status.Convert(err).Message())
 		}
 		if hint := leaderHint(err); hint != "" && hint != addr {
 			a.mu.Lock()

@@ -1,14 +1,20 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"testing"
+	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
@@ -62,5 +68,40 @@ func TestAssignmentsAndShutdownReports(t *testing.T) {
 	}
 	if len(sent) != 1 {
 		t.Fatalf("reported twice: %v", sent)
+	}
+}
+
+// removedDispatcher refuses every session the way the authorizer refuses
+// a removed node.
+type removedDispatcher struct {
+	shoalv1.UnimplementedDispatcherServer
+}
+
+func (removedDispatcher) Session(shoalv1.Dispatcher_SessionServer) error {
+	return status.Errorf(codes.PermissionDenied, "node %q %s; its certificate is no longer accepted", "n1", ca.RemovedReason)
+}
+
+// TestRunStopsWhenRemoved: a removed node's agent stops with ErrRemoved
+// instead of reconnecting for ever.
+func TestRunStopsWhenRemoved(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	shoalv1.RegisterDispatcherServer(srv, removedDispatcher{})
+	go srv.Serve(ln)
+	defer srv.Stop()
+
+	a := New(Config{NodeID: "n1", Managers: []string{ln.Addr().String()}, Creds: insecure.NewCredentials(),
+		Description: &shoalv1.NodeDescription{}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = a.Run(ctx)
+	if !errors.Is(err, ErrRemoved) {
+		t.Fatalf("Run = %v, want ErrRemoved", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("Run only ended at the deadline")
 	}
 }

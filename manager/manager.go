@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -125,10 +126,16 @@ func (m *Manager) Run(ctx context.Context) error {
 	}, cfg.Logger, "/shoal.v1.NodeCA/GetRootCA", "/shoal.v1.Dispatcher/Session")
 	defer fwd.Close()
 	authz := &ca.Authorizer{Policy: ca.DefaultPolicy(), ClusterID: cfg.Certs.Identity().ClusterID, NodeValid: func(id string) error {
-		if _, ok := raftstore.Get[*shoalv1.Node](store.View(), id); !ok {
-			return fmt.Errorf("node %q has been removed from the cluster: %w", id, raftstore.ErrNotFound)
+		view := store.View()
+		if _, ok := raftstore.Get[*shoalv1.Node](view, id); ok {
+			return nil
 		}
-		return nil
+		for _, c := range raftstore.List[*shoalv1.Cluster](view) {
+			if slices.Contains(c.GetRemovedNodes(), id) {
+				return fmt.Errorf("node %q: %w", id, ca.ErrNodeRemoved)
+			}
+		}
+		return fmt.Errorf("node %q: %w", id, raftstore.ErrNotFound)
 	}}
 	srv := grpc.NewServer(
 		grpc.Creds(transport.ServerCreds()),

@@ -26,3 +26,4 @@ if ((${#missing[@]})); then
 fi
 
 go mod download
+(cd bench && go mod download)

@@ -7,12 +7,16 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
 
 status=0
-echo "== go vet"
+echo "== gofmt, go vet"
+unformatted=$(gofmt -l . )
+if [ -n "$unformatted" ]; then echo "gofmt needed: $unformatted"; status=1; fi
 go vet ./... || status=1
+(cd bench && go vet ./...) || status=1
 
 echo "== unit tests"
 pkgs=$(go list ./... | grep -v '/e2e')
 go test -count=1 -timeout 15m $pkgs || status=1
+(cd bench && go test -count=1 ./...) || status=1
 
 echo "== e2e tests (network namespaces, real processes)"
 go test -count=1 -timeout 20m -p 1 ./e2e/... || status=1

@@ -2,6 +2,7 @@ package ca
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 
@@ -59,7 +60,9 @@ func DefaultPolicy() Policy {
 // certificate, and hands the caller's Identity to handlers (IdentityFrom).
 type Authorizer struct {
 	Policy Policy
-	// NodeValid returns an error for node ids that may no longer call
+	// NodeValid returns an error wrapping ErrNodeRemoved for removed
+	// nodes, another error for nodes not known (yet), nil for valid ones;
+	// it returns an error for node ids that may no longer call
 	// (removed nodes). Nil means every node is valid. It is not asked about
 	// admin certificates, which name no node.
 	NodeValid func(nodeID string) error
@@ -99,6 +102,20 @@ type identityStream struct {
 
 func (s *identityStream) Context() context.Context { return s.ctx }
 
+// ErrNodeRemoved is what Authorizer.NodeValid returns (wrapped) for a node
+// removed from the cluster; any other error means "not known yet".
+var ErrNodeRemoved = errors.New("node removed from the cluster")
+
+// RemovedReason is in the message a removed node's calls are refused
+// with; agents look for it to stop instead of retrying for ever.
+const RemovedReason = "has been removed from the cluster"
+
+// IsRemoved reports whether err is the refusal of a removed node.
+func IsRemoved(err error) bool {
+	st, ok := status.FromError(err)
+	return ok && st.Code() == codes.PermissionDenied && strings.Contains(st.Message(), RemovedReason)
+}
+
 // authorize decides one call and returns the context for its handler.
 func (a *Authorizer) authorize(ctx context.Context, method string) (context.Context, error) {
 	roles, ok := a.Policy.Lookup(method)
@@ -120,13 +137,19 @@ func (a *Authorizer) authorize(ctx context.Context, method string) (context.Cont
 	if a.ClusterID != "" && id.ClusterID != a.ClusterID {
 		return nil, status.Errorf(codes.Unauthenticated, "the certificate of %s belongs to cluster %q, not to this cluster %q", id, id.ClusterID, a.ClusterID)
 	}
+	// A removed node is told so whatever it calls (checked before the
+	// role, so the message names the real reason).
+	if id.Role != RoleAdmin && a.NodeValid != nil {
+		if err := a.NodeValid(id.NodeID); errors.Is(err, ErrNodeRemoved) {
+			return nil, status.Errorf(codes.PermissionDenied, "node %q %s; its certificate is no longer accepted", id.NodeID, RemovedReason)
+		} else if err != nil {
+			// Not known yet (a lagging manager, a bootstrap not yet
+			// committed): worth retrying elsewhere or later.
+			return nil, status.Errorf(codes.Unavailable, "node %q is not known to this manager yet: %v", id.NodeID, err)
+		}
+	}
 	if !slices.Contains(roles, id.Role) {
 		return nil, status.Errorf(codes.PermissionDenied, "role %s may not call %s (needs %s)", id.Role, method, joinRoles(roles))
-	}
-	if id.Role != RoleAdmin && a.NodeValid != nil {
-		if err := a.NodeValid(id.NodeID); err != nil {
-			return nil, status.Errorf(codes.PermissionDenied, "node %q has been removed from the cluster; its certificate is no longer accepted", id.NodeID)
-		}
 	}
 	return WithIdentity(ctx, id), nil
 }

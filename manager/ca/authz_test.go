@@ -85,13 +85,17 @@ func TestAuthorizerDecisions(t *testing.T) {
 		return parseCert(t, nodeCreds(t, root, id, role).CertPEM)
 	}
 	manager, worker, gone := leaf("m1", ca.RoleManager), leaf("w1", ca.RoleWorker), leaf("gone", ca.RoleWorker)
+	unknown := leaf("w-new", ca.RoleWorker)
 	admin := parseCert(t, adminCreds(t, root).CertPEM)
 	otherCluster := parseCert(t, nodeCreds(t, newRoot(t, "c2"), "m9", ca.RoleManager).CertPEM)
 	a := &ca.Authorizer{
 		Policy:    ca.DefaultPolicy(),
 		ClusterID: "c1",
 		NodeValid: func(id string) error {
-			if id == "gone" || id == "admin" {
+			switch id {
+			case "gone", "admin":
+				return fmt.Errorf("node %q: %w", id, ca.ErrNodeRemoved)
+			case "w-new":
 				return fmt.Errorf("node %q not found", id)
 			}
 			return nil
@@ -111,6 +115,8 @@ func TestAuthorizerDecisions(t *testing.T) {
 		{"manager on control", manager, listNodes, codes.OK, "", &ca.Identity{NodeID: "m1", ClusterID: "c1", Role: ca.RoleManager}},
 		{"admin on control (NodeValid not asked)", admin, listNodes, codes.OK, "", &ca.Identity{NodeID: "admin", ClusterID: "c1", Role: ca.RoleAdmin}},
 		{"removed node", gone, shoalv1.Dispatcher_Session_FullMethodName, codes.PermissionDenied, `node "gone" has been removed from the cluster; its certificate is no longer accepted`, nil},
+		{"removed node on a method its role may not call: told it is removed", gone, listNodes, codes.PermissionDenied, `node "gone" has been removed from the cluster; its certificate is no longer accepted`, nil},
+		{"node not known yet: retryable, not removed", unknown, shoalv1.Dispatcher_Session_FullMethodName, codes.Unavailable, `node "w-new" is not known to this manager yet: node "w-new" not found`, nil},
 		{"other cluster id", otherCluster, listNodes, codes.Unauthenticated, "", nil},
 		{"admin on raft membership", admin, shoalv1.RaftMembership_JoinRaft_FullMethodName, codes.PermissionDenied, "role admin may not call /shoal.v1.RaftMembership/JoinRaft (needs manager)", nil},
 		{"unknown method", manager, "/shoal.v1.Control2/X", codes.PermissionDenied, "/shoal.v1.Control2/X is not allowed by the authorization policy", nil},
@@ -180,7 +186,7 @@ func TestAuthorizerOverMux(t *testing.T) {
 	}
 	authz := &ca.Authorizer{Policy: policy, ClusterID: "c1", NodeValid: func(id string) error {
 		if id == "gone" {
-			return fmt.Errorf("node %q not found", id)
+			return fmt.Errorf("node %q: %w", id, ca.ErrNodeRemoved)
 		}
 		return nil
 	}}

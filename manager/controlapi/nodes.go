@@ -2,6 +2,7 @@ package controlapi
 
 import (
 	"context"
+	"slices"
 	"strings"
 
 	"google.golang.org/protobuf/proto"
@@ -151,7 +152,21 @@ func (s *Server) RemoveNode(ctx context.Context, req *shoalv1.RemoveNodeRequest)
 		if n.GetStatus().GetState() == shoalv1.NodeState_NODE_STATE_READY && !req.GetForce() {
 			return preconditionf("node %q is ready; stop it first or use --force", id)
 		}
-		return tx.Delete(raftstore.KindNode, id, n.GetMeta().GetVersion())
+		if err := tx.Delete(raftstore.KindNode, id, n.GetMeta().GetVersion()); err != nil {
+			return err
+		}
+		// Remember the id, so that the node's certificate is refused as
+		// removed (for good) rather than as not known yet.
+		c, err := clusterOf(tx)
+		if err != nil {
+			return err
+		}
+		if slices.Contains(c.GetRemovedNodes(), id) {
+			return nil
+		}
+		c = proto.Clone(c).(*shoalv1.Cluster)
+		c.RemovedNodes = append(c.RemovedNodes, id)
+		return tx.Update(c)
 	})
 	if err != nil {
 		return nil, toStatus(err)

@@ -3,12 +3,14 @@ package dispatcher
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
 )
@@ -84,7 +86,10 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 
 	if err := d.setNodeState(ctx, id.NodeID, shoalv1.NodeState_NODE_STATE_READY, "", hello.GetAddr(), hello.GetDescription()); err != nil {
 		if errors.Is(err, raftstore.ErrNotFound) {
-			return status.Errorf(codes.PermissionDenied, "node %q has been removed from the cluster", id.NodeID)
+			if d.removed(id.NodeID) {
+				return removedError(id.NodeID)
+			}
+			return status.Errorf(codes.Unavailable, "node %q is not known to this manager yet", id.NodeID)
 		}
 		return status.Errorf(codes.Unavailable, "registering the session: %v", err)
 	}
@@ -149,10 +154,15 @@ func (d *Dispatcher) forward(stream shoalv1.Dispatcher_SessionServer, nodeID str
 	diff := &shoalv1.Assignments{}
 	upserts := map[string]int{}
 	var nodeMsg *shoalv1.Node
+	removed := false
 	add := func(ev *shoalv1.WatchEvent) {
 		if n := ev.GetObject().GetNode(); n != nil {
-			if n.GetMeta().GetId() == nodeID && ev.GetAction() != shoalv1.WatchAction_WATCH_ACTION_DELETE {
-				nodeMsg = n
+			if n.GetMeta().GetId() == nodeID {
+				if ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_DELETE {
+					removed = true
+				} else {
+					nodeMsg = n
+				}
 			}
 			return
 		}
@@ -196,6 +206,10 @@ drain:
 			break drain
 		}
 	}
+	if removed {
+		// `node rm`: end the session; the agent stops for good.
+		return removedError(nodeID)
+	}
 	if nodeMsg != nil {
 		if err := stream.Send(&shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Node{Node: nodeMsg}}); err != nil {
 			return err
@@ -237,4 +251,19 @@ func errString(err error) string {
 		return "closed"
 	}
 	return err.Error()
+}
+
+// removedError is the refusal of a removed node (see ca.IsRemoved).
+func removedError(nodeID string) error {
+	return status.Errorf(codes.PermissionDenied, "node %q %s; its certificate is no longer accepted", nodeID, ca.RemovedReason)
+}
+
+// removed reports whether nodeID was removed with `node rm`.
+func (d *Dispatcher) removed(nodeID string) bool {
+	for _, c := range raftstore.List[*shoalv1.Cluster](d.cfg.Store.View()) {
+		if slices.Contains(c.GetRemovedNodes(), nodeID) {
+			return true
+		}
+	}
+	return false
 }

@@ -539,9 +539,12 @@ type Cluster struct {
 	// PEM of the cluster CA certificate.
 	CaCertPem []byte `protobuf:"bytes,3,opt,name=ca_cert_pem,json=caCertPem,proto3" json:"ca_cert_pem,omitempty"`
 	// PEM of the CA private key. Never returned by the control API.
-	CaKeyPem      []byte           `protobuf:"bytes,4,opt,name=ca_key_pem,json=caKeyPem,proto3" json:"ca_key_pem,omitempty"`
-	Tokens        *JoinTokens      `protobuf:"bytes,5,opt,name=tokens,proto3" json:"tokens,omitempty"`
-	Settings      *ClusterSettings `protobuf:"bytes,6,opt,name=settings,proto3" json:"settings,omitempty"`
+	CaKeyPem []byte           `protobuf:"bytes,4,opt,name=ca_key_pem,json=caKeyPem,proto3" json:"ca_key_pem,omitempty"`
+	Tokens   *JoinTokens      `protobuf:"bytes,5,opt,name=tokens,proto3" json:"tokens,omitempty"`
+	Settings *ClusterSettings `protobuf:"bytes,6,opt,name=settings,proto3" json:"settings,omitempty"`
+	// Ids of nodes removed with `node rm`: their certificates are refused
+	// for good (a node merely not known yet to a lagging manager is not).
+	RemovedNodes  []string `protobuf:"bytes,7,rep,name=removed_nodes,json=removedNodes,proto3" json:"removed_nodes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -614,6 +617,13 @@ func (x *Cluster) GetTokens() *JoinTokens {
 func (x *Cluster) GetSettings() *ClusterSettings {
 	if x != nil {
 		return x.Settings
+	}
+	return nil
+}
+
+func (x *Cluster) GetRemovedNodes() []string {
+	if x != nil {
+		return x.RemovedNodes
 	}
 	return nil
 }
@@ -2384,7 +2394,7 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\x0fClusterSettings\x12.\n" +
 	"\x13heartbeat_period_ms\x18\x01 \x01(\x03R\x11heartbeatPeriodMs\x123\n" +
 	"\x16node_down_after_missed\x18\x02 \x01(\x03R\x13nodeDownAfterMissed\x12-\n" +
-	"\x13node_cert_ttl_hours\x18\x03 \x01(\x03R\x10nodeCertTtlHours\"\xe4\x01\n" +
+	"\x13node_cert_ttl_hours\x18\x03 \x01(\x03R\x10nodeCertTtlHours\"\x89\x02\n" +
 	"\aCluster\x12\"\n" +
 	"\x04meta\x18\x01 \x01(\v2\x0e.shoal.v1.MetaR\x04meta\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1e\n" +
@@ -2392,7 +2402,8 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\n" +
 	"ca_key_pem\x18\x04 \x01(\fR\bcaKeyPem\x12,\n" +
 	"\x06tokens\x18\x05 \x01(\v2\x14.shoal.v1.JoinTokensR\x06tokens\x125\n" +
-	"\bsettings\x18\x06 \x01(\v2\x19.shoal.v1.ClusterSettingsR\bsettings\"\x88\x02\n" +
+	"\bsettings\x18\x06 \x01(\v2\x19.shoal.v1.ClusterSettingsR\bsettings\x12#\n" +
+	"\rremoved_nodes\x18\a \x03(\tR\fremovedNodes\"\x88\x02\n" +
 	"\bNodeSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x126\n" +
 	"\x06labels\x18\x02 \x03(\v2\x1e.shoal.v1.NodeSpec.LabelsEntryR\x06labels\x125\n" +

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -128,24 +130,45 @@ func (a *app) withClient(cmd *cobra.Command, f func(ctx context.Context, ctl sho
 	return f(ctx, cl.Control)
 }
 
+// conflictAttempts bounds the re-reads of an object that keeps changing
+// under a read-modify-write.
+const conflictAttempts = 5
+
+// retryConflict runs a read-modify-write again when the write failed on a
+// version conflict (ABORTED): the change is re-applied to the new version,
+// never written over it.
+func retryConflict(f func() error) error {
+	var err error
+	for range conflictAttempts {
+		if err = f(); status.Code(err) != codes.Aborted {
+			return err
+		}
+	}
+	return err
+}
+
 // updateNode reads a node, changes its spec and writes it back with the
 // version read.
 func (a *app) updateNode(cmd *cobra.Command, ref string, change func(*shoalv1.NodeSpec) error) error {
 	return a.withClient(cmd, func(ctx context.Context, ctl shoalv1.ControlClient) error {
-		r, err := ctl.GetNode(ctx, &shoalv1.GetNodeRequest{Ref: ref})
-		if err != nil {
+		// The node object also changes with its status (heartbeats,
+		// sessions): re-read and re-apply the change on a version conflict.
+		return retryConflict(func() error {
+			r, err := ctl.GetNode(ctx, &shoalv1.GetNodeRequest{Ref: ref})
+			if err != nil {
+				return err
+			}
+			n := r.GetNode()
+			spec := proto.Clone(n.GetSpec()).(*shoalv1.NodeSpec)
+			if spec == nil {
+				spec = &shoalv1.NodeSpec{}
+			}
+			if err := change(spec); err != nil {
+				return err
+			}
+			_, err = ctl.UpdateNode(ctx, &shoalv1.UpdateNodeRequest{NodeId: n.GetMeta().GetId(), Version: n.GetMeta().GetVersion(), Spec: spec})
 			return err
-		}
-		n := r.GetNode()
-		spec := proto.Clone(n.GetSpec()).(*shoalv1.NodeSpec)
-		if spec == nil {
-			spec = &shoalv1.NodeSpec{}
-		}
-		if err := change(spec); err != nil {
-			return err
-		}
-		_, err = ctl.UpdateNode(ctx, &shoalv1.UpdateNodeRequest{NodeId: n.GetMeta().GetId(), Version: n.GetMeta().GetVersion(), Spec: spec})
-		return err
+		})
 	})
 }
 

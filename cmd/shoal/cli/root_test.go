@@ -26,3 +26,27 @@ func TestErrorMessage(t *testing.T) {
 		}
 	}
 }
+
+func TestRetryConflict(t *testing.T) {
+	calls := 0
+	err := retryConflict(func() error {
+		calls++
+		if calls < 3 {
+			return status.Error(codes.Aborted, "version 3 is stale (current 4)")
+		}
+		return nil
+	})
+	if err != nil || calls != 3 {
+		t.Fatalf("conflicts then success: err=%v after %d calls", err, calls)
+	}
+	calls = 0
+	err = retryConflict(func() error { calls++; return status.Error(codes.Aborted, "stale") })
+	if status.Code(err) != codes.Aborted || calls != conflictAttempts {
+		t.Fatalf("endless conflict: err=%v after %d calls, want ABORTED after %d", err, calls, conflictAttempts)
+	}
+	calls = 0
+	err = retryConflict(func() error { calls++; return status.Error(codes.InvalidArgument, "spec.name: bad") })
+	if status.Code(err) != codes.InvalidArgument || calls != 1 {
+		t.Fatalf("other errors are not retried: err=%v after %d calls", err, calls)
+	}
+}

@@ -81,20 +81,24 @@ func (a *app) mutateService(cmd *cobra.Command, ref string, wf waitFlags, change
 	defer cl.Close()
 	ctx, cancel := a.call(cmd.Context())
 	defer cancel()
-	cur, err := cl.Control.GetService(ctx, &shoalv1.GetServiceRequest{Ref: ref})
-	if err != nil {
-		return err
-	}
-	spec := proto.Clone(cur.GetService().GetSpec()).(*shoalv1.ServiceSpec)
-	if err := change(spec); err != nil {
-		return err
-	}
 	ws, err := a.startWait(cmd.Context(), cl.Control, wf)
 	if err != nil {
 		return err
 	}
-	resp, err := cl.Control.UpdateService(ctx, &shoalv1.UpdateServiceRequest{ServiceId: cur.GetService().GetMeta().GetId(),
-		Version: cur.GetService().GetMeta().GetVersion(), Spec: spec})
+	var resp *shoalv1.UpdateServiceResponse
+	err = retryConflict(func() error {
+		cur, err := cl.Control.GetService(ctx, &shoalv1.GetServiceRequest{Ref: ref})
+		if err != nil {
+			return err
+		}
+		spec := proto.Clone(cur.GetService().GetSpec()).(*shoalv1.ServiceSpec)
+		if err := change(spec); err != nil {
+			return err
+		}
+		resp, err = cl.Control.UpdateService(ctx, &shoalv1.UpdateServiceRequest{ServiceId: cur.GetService().GetMeta().GetId(),
+			Version: cur.GetService().GetMeta().GetVersion(), Spec: spec})
+		return err
+	})
 	if err != nil {
 		ws.stop()
 		return err
