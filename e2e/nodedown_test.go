@@ -70,6 +70,7 @@ func TestNodeDown(t *testing.T) {
 		return nil
 	})
 	t.Logf("node down: %s marked DOWN %v after its power-off", victim, time.Since(cut).Round(time.Millisecond))
+	down := time.Now()
 
 	// The others are unaffected.
 	c.waitNodes(h1, func(nodes []*shoalv1.Node) error {
@@ -86,6 +87,11 @@ func TestNodeDown(t *testing.T) {
 		return nil
 	})
 	t.Logf("its task was replaced %v after the power-off", time.Since(cut).Round(time.Millisecond))
+	// A lost node's tasks are replaced at once (no restart delay: they did
+	// not crash); the guard leaves room for polling and a loaded machine.
+	if d := time.Since(down); d > 3*time.Second {
+		t.Errorf("task replaced %v after the node was marked DOWN; want within 3s", d.Round(time.Millisecond))
+	}
 
 	// Power back on: the node comes back READY.
 	on := time.Now()

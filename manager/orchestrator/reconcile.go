@@ -303,6 +303,13 @@ func (g *group) restart() (create bool, retry time.Duration) {
 			return false, 0
 		}
 	}
+	if latest.GetStatus().GetState() == stateOrphaned {
+		// Its node was lost: the task did not crash, so neither the delay
+		// (meant against crash loops) nor max_attempts holds back the
+		// replacement. Failure recovery = node-down detection + one
+		// scheduling pass.
+		return true, 0
+	}
 	if limit := pol.GetMaxAttempts(); limit > 0 {
 		if counted := g.attempts(); int64(len(counted)) >= limit {
 			window := time.Duration(pol.GetWindowMs()) * time.Millisecond
@@ -329,7 +336,8 @@ func (g *group) attempts() []*shoalv1.Task {
 	window := time.Duration(pol.GetWindowMs()) * time.Millisecond
 	var out []*shoalv1.Task
 	for _, t := range g.tasks {
-		if !isTerminal(t) || t.GetDesiredState() > stateRunning || t.GetSpecVersion() != g.svc.GetSpecVersion() {
+		if !isTerminal(t) || t.GetDesiredState() > stateRunning || t.GetSpecVersion() != g.svc.GetSpecVersion() ||
+			t.GetStatus().GetState() == stateOrphaned {
 			continue
 		}
 		if window > 0 && !statusTime(t).After(g.now.Add(-window)) {

@@ -88,6 +88,8 @@ func TestReconcileReplicated(t *testing.T) {
 		{"ON_FAILURE: restart after orphaning", mkService("s", 1, restart(condOnFailure, 0, 0, 0)), []*shoalv1.Task{mkTask("a", "s", 1, ended(tsOrphaned, ago(time.Minute)))}, "+1@1"},
 		{"NONE: no restart after failure", mkService("s", 1, restart(condNone, 0, 0, 0)), []*shoalv1.Task{mkTask("a", "s", 1, failedAt(ago(time.Minute)))}, ""},
 		{"delay not over: retry later", mkService("s", 1, restart(condAny, 5*time.Second, 0, 0)), []*shoalv1.Task{mkTask("a", "s", 1, failedAt(ago(time.Second)))}, "retry=4s"},
+		{"orphaned (node lost): replaced at once, no delay", mkService("s", 1, restart(condAny, 5*time.Second, 0, 0)), []*shoalv1.Task{mkTask("a", "s", 1, ended(tsOrphaned, ago(time.Second)))}, "+1@1"},
+		{"orphaned tasks do not count towards max_attempts", mkService("s", 1, restart(condAny, 0, 1, 0)), []*shoalv1.Task{mkTask("a", "s", 1, ended(tsOrphaned, ago(2*time.Second))), mkTask("b", "s", 1, ended(tsOrphaned, ago(time.Second)))}, "+1@1"},
 		{"delay over: restart", mkService("s", 1, restart(condAny, 5*time.Second, 0, 0)), []*shoalv1.Task{mkTask("a", "s", 1, failedAt(ago(6*time.Second)))}, "+1@1"},
 		{"delay exactly over: restart", mkService("s", 1, restart(condAny, 5*time.Second, 0, 0)), []*shoalv1.Task{mkTask("a", "s", 1, failedAt(ago(5*time.Second)))}, "+1@1"},
 		{
