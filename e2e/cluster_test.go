@@ -76,17 +76,14 @@ func (c *cluster) initFirst(h *harness.Host) {
 	p := h.Init(t, "--node-name", h.Name)
 	c.adminDir = h.AdminCertDir()
 	c.managers = append(c.managers, h)
+	c.waitNodeID(h, p)
 	harness.Eventually(t, startTimeout, poll, func() error {
 		if err := p.CheckRunning(); err != nil {
 			return err
 		}
-		st, err := h.State()
-		if err != nil {
-			return err
-		}
-		c.nodeIDs[h] = st.NodeID
 		ctx, cancel := context.WithTimeout(context.Background(), attemptLimit)
 		defer cancel()
+		var err error
 		if c.workerToken, err = c.token(ctx, h.Local(), "worker"); err != nil {
 			return err
 		}
@@ -97,6 +94,23 @@ func (c *cluster) initFirst(h *harness.Host) {
 		t.Fatalf("worker and manager tokens are the same: %s", c.workerToken)
 	}
 	c.waitNodes(h, func(nodes []*shoalv1.Node) error { return c.nodeReady(nodes, h, shoalv1.NodeRole_NODE_ROLE_MANAGER) })
+}
+
+// waitNodeID waits until h's node process has written node.json (its
+// node id is then known) while p keeps running.
+func (c *cluster) waitNodeID(h *harness.Host, p *harness.Proc) {
+	c.t.Helper()
+	harness.Eventually(c.t, startTimeout, poll, func() error {
+		if err := p.CheckRunning(); err != nil {
+			return err
+		}
+		st, err := h.State()
+		if err != nil {
+			return err
+		}
+		c.nodeIDs[h] = st.NodeID
+		return nil
+	})
 }
 
 // token runs `token show ROLE` and extracts the token.
@@ -119,17 +133,7 @@ func (c *cluster) join(h *harness.Host, token string, role shoalv1.NodeRole) {
 	} else {
 		c.workers = append(c.workers, h)
 	}
-	harness.Eventually(t, startTimeout, poll, func() error {
-		if err := p.CheckRunning(); err != nil {
-			return err
-		}
-		st, err := h.State()
-		if err != nil {
-			return err
-		}
-		c.nodeIDs[h] = st.NodeID
-		return nil
-	})
+	c.waitNodeID(h, p)
 	c.waitNodes(c.hosts[0], func(nodes []*shoalv1.Node) error {
 		if err := p.CheckRunning(); err != nil {
 			return err

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/shoal-dev/shoal/daemon"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -24,15 +25,8 @@ const APIPort = 4242
 // says otherwise: long enough for a call to wait out a leader election.
 const DefaultCLITimeout = 30 * time.Second
 
-// NodeState mirrors the data dir's node.json.
-type NodeState struct {
-	NodeID        string   `json:"node_id"`
-	ClusterID     string   `json:"cluster_id"`
-	AdvertiseAddr string   `json:"advertise_addr"`
-	ListenAddr    string   `json:"listen_addr"`
-	Role          string   `json:"role"`
-	Managers      []string `json:"managers"`
-}
+// NodeState is the data dir's node.json, as the daemon writes it.
+type NodeState = daemon.State
 
 // State reads the host's DataDir/node.json.
 func (h *Host) State() (*NodeState, error) {

@@ -41,7 +41,10 @@ func (leaderControl) GetTask(ctx context.Context, req *shoalv1.GetTaskRequest) (
 		ServiceName: md.Get(mdForwardedFor)[0]}}, nil
 }
 
-func TestForwardsToLeader(t *testing.T) {
+// serveLeader runs a gRPC server with leaderControl on loopback and
+// returns its address.
+func serveLeader(t *testing.T) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -49,9 +52,14 @@ func TestForwardsToLeader(t *testing.T) {
 	srv := grpc.NewServer()
 	shoalv1.RegisterControlServer(srv, leaderControl{})
 	go srv.Serve(ln)
-	defer srv.Stop()
+	t.Cleanup(srv.Stop)
+	return ln.Addr().String()
+}
 
-	lead := &fakeLead{addr: ln.Addr().String(), ch: make(chan struct{})}
+func TestForwardsToLeader(t *testing.T) {
+	leaderAddr := serveLeader(t)
+
+	lead := &fakeLead{addr: leaderAddr, ch: make(chan struct{})}
 	f := New(lead, func(addr string) (*grpc.ClientConn, error) {
 		return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -154,14 +162,7 @@ func TestForwardWaitsOutDeadLeader(t *testing.T) {
 	deadAddr := dead.Addr().String()
 	dead.Close()
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	shoalv1.RegisterControlServer(srv, leaderControl{})
-	go srv.Serve(ln)
-	defer srv.Stop()
+	leaderAddr := serveLeader(t)
 
 	lead := &switchLead{addr: deadAddr, ch: make(chan struct{})}
 	f := New(lead, func(addr string) (*grpc.ClientConn, error) {
@@ -176,7 +177,7 @@ func TestForwardWaitsOutDeadLeader(t *testing.T) {
 
 	const electedAfter = 200 * time.Millisecond
 	start := time.Now()
-	timer := time.AfterFunc(electedAfter, func() { lead.set(ln.Addr().String()) })
+	timer := time.AfterFunc(electedAfter, func() { lead.set(leaderAddr) })
 	defer timer.Stop()
 	out, err := f.Unary()(ctx, &shoalv1.GetTaskRequest{Ref: "t1"}, info, local)
 	took := time.Since(start)
