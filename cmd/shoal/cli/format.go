@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strings"
@@ -11,6 +12,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
 // listFlags are the flags every ls command takes.
@@ -116,4 +119,29 @@ func shortID(id string) string {
 		return id[:12]
 	}
 	return id
+}
+
+// inspectCommand is `KIND inspect REF...`: each object in full, as one JSON
+// array. --format is accepted like on ls, but inspect always prints JSON.
+func inspectCommand[T proto.Message](a *app, use, short string, get func(ctx context.Context, ctl shoalv1.ControlClient, ref string) (T, error)) *cobra.Command {
+	var lf listFlags
+	cmd := &cobra.Command{Use: use, Short: short, Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := lf.check(); err != nil {
+				return err
+			}
+			return a.withClient(cmd, func(ctx context.Context, ctl shoalv1.ControlClient) error {
+				out := make([]T, 0, len(args))
+				for _, ref := range args {
+					obj, err := get(ctx, ctl, ref)
+					if err != nil {
+						return err
+					}
+					out = append(out, obj)
+				}
+				return printJSON(a.out, out)
+			})
+		}}
+	lf.bind(cmd, false)
+	return cmd
 }

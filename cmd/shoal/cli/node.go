@@ -39,22 +39,11 @@ func (a *app) nodeCmd() *cobra.Command {
 	}}
 	lf.bind(ls, true)
 
-	var inspFmt listFlags
-	inspect := &cobra.Command{Use: "inspect NODE...", Short: "Show nodes in detail (JSON)", Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withClient(cmd, func(ctx context.Context, ctl shoalv1.ControlClient) error {
-				var nodes []*shoalv1.Node
-				for _, ref := range args {
-					r, err := ctl.GetNode(ctx, &shoalv1.GetNodeRequest{Ref: ref})
-					if err != nil {
-						return err
-					}
-					nodes = append(nodes, r.GetNode())
-				}
-				return printJSON(a.out, nodes)
-			})
-		}}
-	inspFmt.bind(inspect, false)
+	inspect := inspectCommand(a, "inspect NODE...", "Show nodes in detail (JSON)",
+		func(ctx context.Context, ctl shoalv1.ControlClient, ref string) (*shoalv1.Node, error) {
+			r, err := ctl.GetNode(ctx, &shoalv1.GetNodeRequest{Ref: ref})
+			return r.GetNode(), err
+		})
 
 	var avail string
 	var labelAdd, labelRm []string

@@ -201,23 +201,11 @@ func (a *app) serviceLs() *cobra.Command {
 }
 
 func (a *app) serviceInspect() *cobra.Command {
-	var lf listFlags
-	cmd := &cobra.Command{Use: "inspect SERVICE...", Short: "Show services in detail (JSON)", Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withClient(cmd, func(ctx context.Context, ctl shoalv1.ControlClient) error {
-				var out []*shoalv1.Service
-				for _, ref := range args {
-					r, err := ctl.GetService(ctx, &shoalv1.GetServiceRequest{Ref: ref})
-					if err != nil {
-						return err
-					}
-					out = append(out, r.GetService())
-				}
-				return printJSON(a.out, out)
-			})
-		}}
-	lf.bind(cmd, false)
-	return cmd
+	return inspectCommand(a, "inspect SERVICE...", "Show services in detail (JSON)",
+		func(ctx context.Context, ctl shoalv1.ControlClient, ref string) (*shoalv1.Service, error) {
+			r, err := ctl.GetService(ctx, &shoalv1.GetServiceRequest{Ref: ref})
+			return r.GetService(), err
+		})
 }
 
 func (a *app) servicePs() *cobra.Command {
@@ -238,20 +226,11 @@ func (a *app) taskCmd() *cobra.Command {
 		return a.listTasks(cmd, lf)
 	}}
 	lf.bind(ls, true)
-	inspect := &cobra.Command{Use: "inspect TASK...", Short: "Show tasks in detail (JSON)", Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withClient(cmd, func(ctx context.Context, ctl shoalv1.ControlClient) error {
-				var out []*shoalv1.Task
-				for _, ref := range args {
-					r, err := ctl.GetTask(ctx, &shoalv1.GetTaskRequest{Ref: ref})
-					if err != nil {
-						return err
-					}
-					out = append(out, r.GetTask())
-				}
-				return printJSON(a.out, out)
-			})
-		}}
+	inspect := inspectCommand(a, "inspect TASK...", "Show tasks in detail (JSON)",
+		func(ctx context.Context, ctl shoalv1.ControlClient, ref string) (*shoalv1.Task, error) {
+			r, err := ctl.GetTask(ctx, &shoalv1.GetTaskRequest{Ref: ref})
+			return r.GetTask(), err
+		})
 	c.AddCommand(ls, inspect)
 	return c
 }
