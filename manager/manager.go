@@ -130,10 +130,8 @@ func (m *Manager) Run(ctx context.Context) error {
 		if _, ok := raftstore.Get[*shoalv1.Node](view, id); ok {
 			return nil
 		}
-		for _, c := range raftstore.List[*shoalv1.Cluster](view) {
-			if slices.Contains(c.GetRemovedNodes(), id) {
-				return fmt.Errorf("node %q: %w", id, ca.ErrNodeRemoved)
-			}
+		if c, _ := raftstore.ClusterOf(view); slices.Contains(c.GetRemovedNodes(), id) {
+			return fmt.Errorf("node %q: %w", id, ca.ErrNodeRemoved)
 		}
 		return fmt.Errorf("node %q: %w", id, raftstore.ErrNotFound)
 	}}
@@ -242,7 +240,7 @@ func (m *Manager) leaderLoop(ctx context.Context, disp *dispatcher.Dispatcher, m
 // ensureCluster writes the bootstrap objects once (idempotent: a crash
 // between raft bootstrap and this write is healed by the next start).
 func (m *Manager) ensureCluster(ctx context.Context) error {
-	if cs := raftstore.List[*shoalv1.Cluster](m.store.View()); len(cs) > 0 {
+	if _, ok := raftstore.ClusterOf(m.store.View()); ok {
 		m.bootOnce.Do(func() { close(m.boot) })
 		return nil
 	}
@@ -251,7 +249,7 @@ func (m *Manager) ensureCluster(ctx context.Context) error {
 		return nil
 	}
 	_, err := m.store.Update(ctx, func(tx raftstore.WriteTx) error {
-		if len(raftstore.List[*shoalv1.Cluster](tx)) > 0 {
+		if _, ok := raftstore.ClusterOf(tx); ok {
 			return nil
 		}
 		if err := tx.Create(b.Cluster); err != nil {

@@ -140,6 +140,16 @@ func List[T Object](r Reader) []T {
 	return typed[T](r.List(kindFor[T]()))
 }
 
+// ClusterOf returns the cluster object (there is one once the cluster is
+// bootstrapped).
+func ClusterOf(r Reader) (*shoalv1.Cluster, bool) {
+	cs := List[*shoalv1.Cluster](r)
+	if len(cs) == 0 {
+		return nil, false
+	}
+	return cs[0], true
+}
+
 // Find returns the objects of type T whose index equals value, sorted by id.
 func Find[T Object](r Reader, index, value string) []T {
 	return typed[T](r.Find(kindFor[T](), index, value))

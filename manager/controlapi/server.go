@@ -31,11 +31,11 @@ func (s *Server) read(ctx context.Context) (raftstore.Reader, error) {
 
 // clusterOf returns the single cluster object of a view.
 func clusterOf(r raftstore.Reader) (*shoalv1.Cluster, error) {
-	cs := raftstore.List[*shoalv1.Cluster](r)
-	if len(cs) == 0 {
+	c, ok := raftstore.ClusterOf(r)
+	if !ok {
 		return nil, preconditionf("the cluster is still being bootstrapped")
 	}
-	return cs[0], nil
+	return c, nil
 }
 
 // publicCluster strips what must never leave the managers.

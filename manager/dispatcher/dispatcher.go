@@ -66,11 +66,11 @@ func New(cfg Config) *Dispatcher {
 // settings returns the heartbeat period and how many may be missed.
 func (d *Dispatcher) settings() (time.Duration, int) {
 	period, missed := DefaultHeartbeatPeriod, DefaultDownAfterMissed
-	if cs := raftstore.List[*shoalv1.Cluster](d.cfg.Store.View()); len(cs) > 0 {
-		if p := cs[0].GetSettings().GetHeartbeatPeriodMs(); p > 0 {
+	if c, ok := raftstore.ClusterOf(d.cfg.Store.View()); ok {
+		if p := c.GetSettings().GetHeartbeatPeriodMs(); p > 0 {
 			period = time.Duration(p) * time.Millisecond
 		}
-		if m := cs[0].GetSettings().GetNodeDownAfterMissed(); m > 0 {
+		if m := c.GetSettings().GetNodeDownAfterMissed(); m > 0 {
 			missed = int(m)
 		}
 	}

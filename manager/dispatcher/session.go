@@ -260,10 +260,6 @@ func removedError(nodeID string) error {
 
 // removed reports whether nodeID was removed with `node rm`.
 func (d *Dispatcher) removed(nodeID string) bool {
-	for _, c := range raftstore.List[*shoalv1.Cluster](d.cfg.Store.View()) {
-		if slices.Contains(c.GetRemovedNodes(), nodeID) {
-			return true
-		}
-	}
-	return false
+	c, _ := raftstore.ClusterOf(d.cfg.Store.View())
+	return slices.Contains(c.GetRemovedNodes(), nodeID)
 }

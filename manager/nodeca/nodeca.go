@@ -41,11 +41,11 @@ func New(store *raftstore.Store, logger *slog.Logger) *Server {
 }
 
 func (s *Server) cluster() (*shoalv1.Cluster, error) {
-	cs := raftstore.List[*shoalv1.Cluster](s.store.View())
-	if len(cs) == 0 {
+	c, ok := raftstore.ClusterOf(s.store.View())
+	if !ok {
 		return nil, status.Error(codes.Unavailable, "the cluster is still being bootstrapped")
 	}
-	return cs[0], nil
+	return c, nil
 }
 
 func certTTL(c *shoalv1.Cluster) time.Duration {
