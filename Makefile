@@ -3,7 +3,8 @@ GO ?= go
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 BIN := bin/shoal
-GOTAGS ?=
+GOTAGS ?= seccomp
+export GOFLAGS := -tags=$(GOTAGS)
 
 .PHONY: all build proto test unit e2e bench dev tools clean
 

@@ -4,9 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: iproute2 (ip netns for the e2e hosts), etcd-server and
-# etcd-client (the reference in the whole-cluster benchmark).
-pkgs=(iproute2 iputils-ping etcd-server etcd-client)
+# Debian packages: iproute2 (ip netns for the e2e hosts); libseccomp-dev
+# (the embedded runtime is built with the seccomp tag and links
+# libseccomp); docker-registry (the real registry server the image-pull
+# e2e tests push to); etcd-server, etcd-client and runc (the references in
+# the benchmarks).
+pkgs=(iproute2 iputils-ping libseccomp-dev docker-registry runc etcd-server etcd-client)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -23,6 +26,7 @@ if ((${#missing[@]})); then
 	# The Debian etcd package may start a service on install; shoal's tests
 	# start their own members on loopback only.
 	pkill -x etcd 2>/dev/null || true
+	pkill -x docker-registry 2>/dev/null || true
 fi
 
 go mod download

@@ -23,10 +23,14 @@ import (
 
 	gometrics "github.com/armon/go-metrics"
 
+	shoalruntime "github.com/shoal-dev/shoal/agent/runtime"
 	"github.com/shoal-dev/shoal/cmd/shoal/cli"
 )
 
 func main() {
+	// A container's init and a task's shim are this same binary re-executed:
+	// they must take over before anything else runs.
+	shoalruntime.MaybeInit()
 	if os.Getenv("SHOAL_METRICS") != "" {
 		inm := gometrics.NewInmemSink(10*time.Second, time.Minute)
 		gometrics.NewInmemSignal(inm, syscall.SIGUSR1, os.Stderr)

@@ -1,0 +1,57 @@
+// Package runtime runs a task's container on a worker: runc's libcontainer
+// used as a library (no runc binary) behind a per-task shim process.
+//
+// # Why a shim
+//
+// A container started by libcontainer is a child of the process that
+// started it and its stdio pipes break when that process dies. So each
+// task gets a shim: the shoal binary re-executed with the verb [ShimVerb]
+// in its own session. The shim creates the container, owns its stdout and
+// stderr (written to a size-rotated JSON-lines log file), waits for the
+// exit and records the exit status atomically in the task's state dir.
+// The agent can restart or be upgraded meanwhile; [Runtime.List] re-adopts
+// everything found under the state root.
+//
+// If a shim is killed, State reports StatusFailed ("shim died") with
+// ContainerAlive telling whether the container still runs; Stop and Remove
+// still work (they act through libcontainer's state, not the shim). Such a
+// container has lost its stdout and stderr: its next write to them fails
+// with EPIPE, which usually ends it.
+//
+// # State dir
+//
+// <root>/<id>/spec.json (written by Start), shim.json (shim and container
+// pids with their start times, against pid reuse), exit.json (written by
+// the shim, atomically, when the container exits), shim.log (the shim's
+// own stderr) and <root>/<id>/<id>/ (libcontainer's state).
+//
+// # Wiring
+//
+// main must call [MaybeInit] before anything else: it turns the process
+// into libcontainer's container init (the re-exec libcontainer does with
+// _LIBCONTAINER_INITPIPE set) or into a shim, and never returns in those
+// cases. The binary needs cgo (the nsenter constructor) and the build tag
+// "seccomp" with Debian libseccomp-dev installed; without the tag
+// [Runtime.Start] refuses to run (the default seccomp profile could not
+// be applied).
+//
+// # Use
+//
+//	rt, err := runtime.NewLibcontainer("/var/lib/shoal/tasks", logger)
+//	err = rt.Start(ctx, runtime.Spec{ID: "t1", Rootfs: dir, Args: []string{"/app"}}, "/var/log/shoal/t1.log")
+//	st, err := rt.State(ctx, "t1")       // Running / Exited / Failed (shim died)
+//	err = rt.Stop(ctx, "t1", syscall.SIGTERM, 10*time.Second)
+//	err = rt.Remove(ctx, "t1")           // container, cgroup, state dir
+//
+// The rootfs is prepared by the caller, for instance with [MountOverlay];
+// the runtime never unmounts it. [Fake] is an in-memory [Runtime] for the
+// executor's unit tests.
+//
+// # Security defaults
+//
+// Namespaces mount, pid, uts, ipc, net (a new one, or NetNSPath joined)
+// and cgroup; Docker's 14 default capabilities adjusted by CapAdd/CapDrop;
+// no_new_privs always; a seccomp denylist ([DefaultSeccomp]) returning
+// EPERM for dangerous syscalls; Docker's masked and read-only /proc paths;
+// the default device set. Cgroups live at the absolute path /shoal/<id>.
+package runtime

@@ -1,0 +1,151 @@
+package runtime
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Fake is an in-memory Runtime for unit tests of the executor. Started
+// tasks run until Exit, Stop or Remove; StartErr makes the next Starts fail.
+type Fake struct {
+	mu       sync.Mutex // guards all fields below
+	tasks    map[string]*fakeTask
+	StartErr error
+	now      func() time.Time
+}
+
+type fakeTask struct {
+	spec    Spec
+	logPath string
+	state   State
+}
+
+var _ Runtime = (*Fake)(nil)
+
+// NewFake returns an empty Fake.
+func NewFake() *Fake { return &Fake{tasks: map[string]*fakeTask{}, now: time.Now} }
+
+// Start implements Runtime.
+func (f *Fake) Start(_ context.Context, spec Spec, logPath string) error {
+	if err := spec.Validate(); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.StartErr != nil {
+		return f.StartErr
+	}
+	if _, ok := f.tasks[spec.ID]; ok {
+		return fmt.Errorf("task %q: %w", spec.ID, ErrAlreadyExists)
+	}
+	f.tasks[spec.ID] = &fakeTask{spec: spec, logPath: logPath, state: State{
+		ID: spec.ID, Status: StatusRunning, Pid: 1000 + len(f.tasks), StartedAt: f.now(),
+	}}
+	return nil
+}
+
+// Exit makes a running task exit with code (what the container would do).
+func (f *Fake) Exit(id string, code int, oom bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t, ok := f.tasks[id]
+	if !ok {
+		return fmt.Errorf("task %q: %w", id, ErrNotFound)
+	}
+	if t.state.Status == StatusRunning {
+		t.state.Status = StatusExited
+		t.state.Exit = &ExitStatus{Code: code, OOMKilled: oom, FinishedAt: f.now()}
+	}
+	return nil
+}
+
+// KillShim simulates a shim killed with kill -9.
+func (f *Fake) KillShim(id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t, ok := f.tasks[id]
+	if !ok {
+		return fmt.Errorf("task %q: %w", id, ErrNotFound)
+	}
+	if t.state.Status == StatusRunning {
+		t.state.Status = StatusFailed
+		t.state.Error = "shim died without recording an exit status"
+		t.state.ContainerAlive = true
+	}
+	return nil
+}
+
+// Spec returns the spec a task was started with.
+func (f *Fake) Spec(id string) (Spec, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t, ok := f.tasks[id]
+	if !ok {
+		return Spec{}, false
+	}
+	return t.spec, true
+}
+
+// State implements Runtime.
+func (f *Fake) State(_ context.Context, id string) (State, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t, ok := f.tasks[id]
+	if !ok {
+		return State{}, fmt.Errorf("task %q: %w", id, ErrNotFound)
+	}
+	return copyState(t.state), nil
+}
+
+// Stop implements Runtime: the fake's process honours SIGTERM at once.
+func (f *Fake) Stop(_ context.Context, id string, sig os.Signal, _ time.Duration) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	t, ok := f.tasks[id]
+	if !ok {
+		return fmt.Errorf("task %q: %w", id, ErrNotFound)
+	}
+	if t.state.Status == StatusRunning || (t.state.Status == StatusFailed && t.state.ContainerAlive) {
+		s, _ := sig.(syscall.Signal)
+		if s == 0 {
+			s = syscall.SIGTERM
+		}
+		t.state.Status = StatusExited
+		t.state.ContainerAlive = false
+		t.state.Exit = &ExitStatus{Code: 128 + int(s), Signal: int(s), FinishedAt: f.now()}
+	}
+	return nil
+}
+
+// Remove implements Runtime.
+func (f *Fake) Remove(_ context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.tasks, id)
+	return nil
+}
+
+// List implements Runtime.
+func (f *Fake) List(_ context.Context) ([]State, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]State, 0, len(f.tasks))
+	for _, t := range f.tasks {
+		out = append(out, copyState(t.state))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+func copyState(s State) State {
+	if s.Exit != nil {
+		e := *s.Exit
+		s.Exit = &e
+	}
+	return s
+}

@@ -1,0 +1,87 @@
+// Command probe is the test program run inside containers by the runtime
+// tests: probe <action> [args].
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "true":
+	case "exit": // exit <code>
+		var c int
+		fmt.Sscan(os.Args[2], &c)
+		os.Exit(c)
+	case "echo": // echo to stdout and stderr
+		fmt.Println("hello stdout")
+		fmt.Fprintln(os.Stderr, "hello stderr")
+	case "sleep": // sleep forever, ignoring SIGTERM unless told otherwise
+		if len(os.Args) > 2 && os.Args[2] == "ignore-term" {
+			signal.Ignore(syscall.SIGTERM)
+		} else if len(os.Args) > 2 && os.Args[2] == "exit-on-term" {
+			ch := make(chan os.Signal, 1)
+			signal.Notify(ch, syscall.SIGTERM)
+			go func() { <-ch; os.Exit(42) }()
+		}
+		fmt.Println("sleeping")
+		time.Sleep(time.Hour)
+	case "write": // write <path>: exit 0 if the write worked, 3 otherwise
+		if err := os.WriteFile(os.Args[2], []byte("x"), 0o644); err != nil {
+			fmt.Println("write:", err)
+			os.Exit(3)
+		}
+	case "unshare": // exit 0 if unshare is refused with EPERM
+		err := syscall.Unshare(syscall.CLONE_NEWUTS)
+		fmt.Println("unshare:", err)
+		if err == syscall.EPERM {
+			os.Exit(0)
+		}
+		os.Exit(4)
+	case "oom": // allocate and touch memory until killed
+		var keep [][]byte
+		for {
+			b := make([]byte, 1<<20)
+			for i := range b {
+				b[i] = 1
+			}
+			keep = append(keep, b)
+		}
+	case "sandbox": // prints one line per check that failed; exit 5 if any
+		failed := false
+		fail := func(f string, a ...any) { fmt.Printf(f+"\n", a...); failed = true }
+		for _, d := range []string{"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/ptmx"} {
+			if _, err := os.Stat(d); err != nil {
+				fail("device %s: %v", d, err)
+			}
+		}
+		if f, err := os.OpenFile("/dev/null", os.O_WRONLY, 0); err != nil {
+			fail("open /dev/null: %v", err)
+		} else {
+			f.Close()
+		}
+		if b, err := os.ReadFile("/proc/kcore"); err == nil && len(b) > 0 {
+			fail("/proc/kcore readable: %d bytes", len(b))
+		}
+		if err := os.WriteFile("/proc/sys/kernel/hostname", []byte("x"), 0); err == nil {
+			fail("/proc/sys writable")
+		}
+		if _, err := os.Stat("/proc/self/status"); err != nil {
+			fail("/proc not mounted: %v", err)
+		}
+		if failed {
+			os.Exit(5)
+		}
+	case "env":
+		for _, e := range os.Environ() {
+			fmt.Println(e)
+		}
+	}
+}
