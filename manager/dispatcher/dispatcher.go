@@ -152,7 +152,7 @@ func (d *Dispatcher) monitorLiveness(ctx context.Context) error {
 		d.mu.Unlock()
 		for _, id := range expired {
 			msg := fmt.Sprintf("heartbeat missed for %s", limit)
-			if err := d.setNodeState(ctx, id, shoalv1.NodeState_NODE_STATE_DOWN, msg, "", nil); err != nil {
+			if err := d.setNodeState(ctx, id, shoalv1.NodeState_NODE_STATE_DOWN, msg, nil); err != nil {
 				d.log.Warn("marking node down", "node_id", id, "err", err)
 				continue
 			}
@@ -163,7 +163,7 @@ func (d *Dispatcher) monitorLiveness(ctx context.Context) error {
 
 // setNodeState writes a node's status (and description/address on hello),
 // retrying on version conflicts with concurrent writers.
-func (d *Dispatcher) setNodeState(ctx context.Context, nodeID string, state shoalv1.NodeState, msg, addr string, desc *shoalv1.NodeDescription) error {
+func (d *Dispatcher) setNodeState(ctx context.Context, nodeID string, state shoalv1.NodeState, msg string, hello *shoalv1.AgentHello) error {
 	for attempt := 0; ; attempt++ {
 		_, err := d.cfg.Store.Update(ctx, func(tx raftstore.WriteTx) error {
 			n, ok := raftstore.Get[*shoalv1.Node](tx, nodeID)
@@ -177,11 +177,14 @@ func (d *Dispatcher) setNodeState(ctx context.Context, nodeID string, state shoa
 			n.Status.State = state
 			n.Status.Message = msg
 			n.Status.LastHeartbeat = timestamppb.Now()
-			if addr != "" {
-				n.Status.Addr = addr
-			}
-			if desc != nil {
-				n.Description = desc
+			if hello != nil {
+				if hello.GetAddr() != "" {
+					n.Status.Addr = hello.GetAddr()
+				}
+				n.Status.AgentAddr = hello.GetAgentAddr()
+				if hello.GetDescription() != nil {
+					n.Description = hello.GetDescription()
+				}
 			}
 			return tx.Update(n)
 		})

@@ -84,7 +84,7 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	}()
 	log := d.log.With("node_id", id.NodeID, "session_id", sess.id)
 
-	if err := d.setNodeState(ctx, id.NodeID, shoalv1.NodeState_NODE_STATE_READY, "", hello.GetAddr(), hello.GetDescription()); err != nil {
+	if err := d.setNodeState(ctx, id.NodeID, shoalv1.NodeState_NODE_STATE_READY, "", hello); err != nil {
 		if errors.Is(err, raftstore.ErrNotFound) {
 			if d.removed(id.NodeID) {
 				return removedError(id.NodeID)

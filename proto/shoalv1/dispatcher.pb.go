@@ -22,9 +22,11 @@ const (
 )
 
 type AgentHello struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Description   *NodeDescription       `protobuf:"bytes,1,opt,name=description,proto3" json:"description,omitempty"`
-	Addr          string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Description *NodeDescription       `protobuf:"bytes,1,opt,name=description,proto3" json:"description,omitempty"`
+	Addr        string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
+	// host:port of the node's agent API.
+	AgentAddr     string `protobuf:"bytes,3,opt,name=agent_addr,json=agentAddr,proto3" json:"agent_addr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -69,6 +71,13 @@ func (x *AgentHello) GetDescription() *NodeDescription {
 func (x *AgentHello) GetAddr() string {
 	if x != nil {
 		return x.Addr
+	}
+	return ""
+}
+
+func (x *AgentHello) GetAgentAddr() string {
+	if x != nil {
+		return x.AgentAddr
 	}
 	return ""
 }
@@ -612,11 +621,13 @@ var File_shoalv1_dispatcher_proto protoreflect.FileDescriptor
 
 const file_shoalv1_dispatcher_proto_rawDesc = "" +
 	"\n" +
-	"\x18shoalv1/dispatcher.proto\x12\bshoal.v1\x1a\x15shoalv1/objects.proto\"]\n" +
+	"\x18shoalv1/dispatcher.proto\x12\bshoal.v1\x1a\x15shoalv1/objects.proto\"|\n" +
 	"\n" +
 	"AgentHello\x12;\n" +
 	"\vdescription\x18\x01 \x01(\v2\x19.shoal.v1.NodeDescriptionR\vdescription\x12\x12\n" +
-	"\x04addr\x18\x02 \x01(\tR\x04addr\"\v\n" +
+	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x1d\n" +
+	"\n" +
+	"agent_addr\x18\x03 \x01(\tR\tagentAddr\"\v\n" +
 	"\tHeartbeat\"Y\n" +
 	"\x10TaskStatusUpdate\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12,\n" +

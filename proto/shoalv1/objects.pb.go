@@ -841,6 +841,8 @@ type NodeStatus struct {
 	// Address the node is reached at (its advertise address).
 	Addr          string                 `protobuf:"bytes,3,opt,name=addr,proto3" json:"addr,omitempty"`
 	LastHeartbeat *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_heartbeat,json=lastHeartbeat,proto3" json:"last_heartbeat,omitempty"`
+	// host:port of the node's agent API (task logs, images), mTLS.
+	AgentAddr     string `protobuf:"bytes,5,opt,name=agent_addr,json=agentAddr,proto3" json:"agent_addr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -901,6 +903,13 @@ func (x *NodeStatus) GetLastHeartbeat() *timestamppb.Timestamp {
 		return x.LastHeartbeat
 	}
 	return nil
+}
+
+func (x *NodeStatus) GetAgentAddr() string {
+	if x != nil {
+		return x.AgentAddr
+	}
+	return ""
 }
 
 type ManagerStatus struct {
@@ -1901,14 +1910,18 @@ func (x *Service) GetSpecVersion() uint64 {
 }
 
 type TaskStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	State         TaskState              `protobuf:"varint,1,opt,name=state,proto3,enum=shoal.v1.TaskState" json:"state,omitempty"`
-	Timestamp     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
-	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
-	Err           string                 `protobuf:"bytes,4,opt,name=err,proto3" json:"err,omitempty"`
-	ExitCode      int32                  `protobuf:"varint,5,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
-	Pid           int32                  `protobuf:"varint,6,opt,name=pid,proto3" json:"pid,omitempty"`
-	OomKilled     bool                   `protobuf:"varint,7,opt,name=oom_killed,json=oomKilled,proto3" json:"oom_killed,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	State     TaskState              `protobuf:"varint,1,opt,name=state,proto3,enum=shoal.v1.TaskState" json:"state,omitempty"`
+	Timestamp *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	Message   string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	Err       string                 `protobuf:"bytes,4,opt,name=err,proto3" json:"err,omitempty"`
+	ExitCode  int32                  `protobuf:"varint,5,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	Pid       int32                  `protobuf:"varint,6,opt,name=pid,proto3" json:"pid,omitempty"`
+	OomKilled bool                   `protobuf:"varint,7,opt,name=oom_killed,json=oomKilled,proto3" json:"oom_killed,omitempty"`
+	// Addresses the task's container answers on (its network namespace).
+	Addresses []string `protobuf:"bytes,8,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	// Image digest the task runs (sha256:...), once resolved on the node.
+	ImageDigest   string `protobuf:"bytes,9,opt,name=image_digest,json=imageDigest,proto3" json:"image_digest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1990,6 +2003,20 @@ func (x *TaskStatus) GetOomKilled() bool {
 		return x.OomKilled
 	}
 	return false
+}
+
+func (x *TaskStatus) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+func (x *TaskStatus) GetImageDigest() string {
+	if x != nil {
+		return x.ImageDigest
+	}
+	return ""
 }
 
 type NetworkAttachment struct {
@@ -2421,13 +2448,15 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\x02os\x18\x02 \x01(\tR\x02os\x12\x12\n" +
 	"\x04arch\x18\x03 \x01(\tR\x04arch\x121\n" +
 	"\tresources\x18\x04 \x01(\v2\x13.shoal.v1.ResourcesR\tresources\x12%\n" +
-	"\x0eengine_version\x18\x05 \x01(\tR\rengineVersion\"\xa8\x01\n" +
+	"\x0eengine_version\x18\x05 \x01(\tR\rengineVersion\"\xc7\x01\n" +
 	"\n" +
 	"NodeStatus\x12)\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x13.shoal.v1.NodeStateR\x05state\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x12\n" +
 	"\x04addr\x18\x03 \x01(\tR\x04addr\x12A\n" +
-	"\x0elast_heartbeat\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\rlastHeartbeat\"_\n" +
+	"\x0elast_heartbeat\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\rlastHeartbeat\x12\x1d\n" +
+	"\n" +
+	"agent_addr\x18\x05 \x01(\tR\tagentAddr\"_\n" +
 	"\rManagerStatus\x12\x12\n" +
 	"\x04addr\x18\x01 \x01(\tR\x04addr\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\bR\x06leader\x12\"\n" +
@@ -2515,7 +2544,7 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\x04meta\x18\x01 \x01(\v2\x0e.shoal.v1.MetaR\x04meta\x12)\n" +
 	"\x04spec\x18\x02 \x01(\v2\x15.shoal.v1.ServiceSpecR\x04spec\x12:\n" +
 	"\rprevious_spec\x18\x03 \x01(\v2\x15.shoal.v1.ServiceSpecR\fpreviousSpec\x12!\n" +
-	"\fspec_version\x18\x04 \x01(\x04R\vspecVersion\"\xeb\x01\n" +
+	"\fspec_version\x18\x04 \x01(\x04R\vspecVersion\"\xac\x02\n" +
 	"\n" +
 	"TaskStatus\x12)\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x13.shoal.v1.TaskStateR\x05state\x128\n" +
@@ -2525,7 +2554,9 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\texit_code\x18\x05 \x01(\x05R\bexitCode\x12\x10\n" +
 	"\x03pid\x18\x06 \x01(\x05R\x03pid\x12\x1d\n" +
 	"\n" +
-	"oom_killed\x18\a \x01(\bR\toomKilled\"^\n" +
+	"oom_killed\x18\a \x01(\bR\toomKilled\x12\x1c\n" +
+	"\taddresses\x18\b \x03(\tR\taddresses\x12!\n" +
+	"\fimage_digest\x18\t \x01(\tR\vimageDigest\"^\n" +
 	"\x11NetworkAttachment\x12\x1d\n" +
 	"\n" +
 	"network_id\x18\x01 \x01(\tR\tnetworkId\x12\x18\n" +
