@@ -40,6 +40,7 @@
 //	rt, err := runtime.NewLibcontainer("/var/lib/shoal/tasks", logger)
 //	err = rt.Start(ctx, runtime.Spec{ID: "t1", Rootfs: dir, Args: []string{"/app"}}, "/var/log/shoal/t1.log")
 //	st, err := rt.State(ctx, "t1")       // Running / Exited / Failed (shim died)
+//	st, err = rt.Wait(ctx, "t1")         // blocks until the shim is gone (pidfd)
 //	err = rt.Stop(ctx, "t1", syscall.SIGTERM, 10*time.Second)
 //	err = rt.Remove(ctx, "t1")           // container, cgroup, state dir
 //

@@ -11,7 +11,8 @@ import (
 )
 
 // Fake is an in-memory Runtime for unit tests of the executor. Started
-// tasks run until Exit, Stop or Remove; StartErr makes the next Starts fail.
+// tasks run until Exit, KillShim, Stop or Remove (which also end a Wait);
+// StartErr makes the next Starts fail.
 type Fake struct {
 	mu       sync.Mutex // guards all fields below
 	tasks    map[string]*fakeTask
@@ -23,6 +24,18 @@ type fakeTask struct {
 	spec    Spec
 	logPath string
 	state   State
+	// done is closed when the task stops running (its "shim" is gone):
+	// what Wait waits for.
+	done chan struct{}
+}
+
+// finish closes t.done once; the caller holds f.mu.
+func (t *fakeTask) finish() {
+	select {
+	case <-t.done:
+	default:
+		close(t.done)
+	}
 }
 
 var _ Runtime = (*Fake)(nil)
@@ -43,7 +56,7 @@ func (f *Fake) Start(_ context.Context, spec Spec, logPath string) error {
 	if _, ok := f.tasks[spec.ID]; ok {
 		return fmt.Errorf("task %q: %w", spec.ID, ErrAlreadyExists)
 	}
-	f.tasks[spec.ID] = &fakeTask{spec: spec, logPath: logPath, state: State{
+	f.tasks[spec.ID] = &fakeTask{spec: spec, logPath: logPath, done: make(chan struct{}), state: State{
 		ID: spec.ID, Status: StatusRunning, Pid: 1000 + len(f.tasks), StartedAt: f.now(),
 	}}
 	return nil
@@ -60,6 +73,7 @@ func (f *Fake) Exit(id string, code int, oom bool) error {
 	if t.state.Status == StatusRunning {
 		t.state.Status = StatusExited
 		t.state.Exit = &ExitStatus{Code: code, OOMKilled: oom, FinishedAt: f.now()}
+		t.finish()
 	}
 	return nil
 }
@@ -76,6 +90,7 @@ func (f *Fake) KillShim(id string) error {
 		t.state.Status = StatusFailed
 		t.state.Error = "shim died without recording an exit status"
 		t.state.ContainerAlive = true
+		t.finish()
 	}
 	return nil
 }
@@ -118,6 +133,7 @@ func (f *Fake) Stop(_ context.Context, id string, sig os.Signal, _ time.Duration
 		t.state.Status = StatusExited
 		t.state.ContainerAlive = false
 		t.state.Exit = &ExitStatus{Code: 128 + int(s), Signal: int(s), FinishedAt: f.now()}
+		t.finish()
 	}
 	return nil
 }
@@ -126,8 +142,33 @@ func (f *Fake) Stop(_ context.Context, id string, sig os.Signal, _ time.Duration
 func (f *Fake) Remove(_ context.Context, id string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if t, ok := f.tasks[id]; ok {
+		t.finish() // a pending Wait then reports ErrNotFound
+	}
 	delete(f.tasks, id)
 	return nil
+}
+
+// Wait implements Runtime: it returns once the task is no longer running
+// (Exit, KillShim, Stop), ErrNotFound if it was removed meanwhile.
+func (f *Fake) Wait(ctx context.Context, id string) (State, error) {
+	f.mu.Lock()
+	t, ok := f.tasks[id]
+	f.mu.Unlock()
+	if !ok {
+		return State{}, fmt.Errorf("task %q: %w", id, ErrNotFound)
+	}
+	select {
+	case <-t.done:
+	case <-ctx.Done():
+		return State{}, ctx.Err()
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if cur, ok := f.tasks[id]; !ok || cur != t {
+		return State{}, fmt.Errorf("task %q: %w", id, ErrNotFound)
+	}
+	return copyState(t.state), nil
 }
 
 // List implements Runtime.

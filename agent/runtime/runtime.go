@@ -18,6 +18,12 @@ type Runtime interface {
 	Start(ctx context.Context, spec Spec, logPath string) error
 	// State reports what is known about task id.
 	State(ctx context.Context, id string) (State, error)
+	// Wait blocks until the task's shim has exited (the container exited
+	// and its exit was recorded, or the shim died) and returns the final
+	// State: StatusExited with Exit, or StatusFailed. It returns at once if
+	// that already happened, works for shims started by an earlier agent
+	// process, and returns ctx.Err() if ctx ends first.
+	Wait(ctx context.Context, id string) (State, error)
 	// Stop sends sig, then SIGKILL if the container still runs after
 	// grace, and waits until it has exited (or ctx ends).
 	Stop(ctx context.Context, id string, sig os.Signal, grace time.Duration) error

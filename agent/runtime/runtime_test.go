@@ -31,6 +31,7 @@ var (
 
 func TestMain(m *testing.M) {
 	MaybeInit() // libcontainer's init and the shim re-exec this test binary
+	maybeHelper()
 	os.Exit(runTests(m))
 }
 
