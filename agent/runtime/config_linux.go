@@ -34,8 +34,13 @@ var (
 const defaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 // cgroupPath is absolute so that it does not nest under the shim's own
-// cgroup (see PLATFORM-NOTES).
-func cgroupPath(id string) string { return "/shoal/" + id }
+// cgroup (see PLATFORM-NOTES). An empty parent is DefaultCgroupParent.
+func cgroupPath(parent, id string) string {
+	if parent == "" {
+		parent = DefaultCgroupParent
+	}
+	return parent + "/" + id
+}
 
 // capabilities applies add/drop to DefaultCaps. "ALL" is understood in both.
 func capabilities(add, drop []string) ([]string, error) {
@@ -101,7 +106,7 @@ func knownCap(c string) bool {
 
 // ociSpec turns our Spec into an OCI spec; specconv then does the heavy
 // lifting (devices, mount flags, seccomp translation, loopback network).
-func ociSpec(s *Spec) (*specs.Spec, error) {
+func ociSpec(s *Spec, cgroupParent string) (*specs.Spec, error) {
 	caps, err := capabilities(s.CapAdd, s.CapDrop)
 	if err != nil {
 		return nil, err
@@ -173,7 +178,7 @@ func ociSpec(s *Spec) (*specs.Spec, error) {
 			Capabilities:    &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps},
 		},
 		Linux: &specs.Linux{
-			CgroupsPath: cgroupPath(s.ID),
+			CgroupsPath: cgroupPath(cgroupParent, s.ID),
 			Resources:   res,
 			Namespaces: []specs.LinuxNamespace{
 				{Type: specs.MountNamespace}, {Type: specs.PIDNamespace}, {Type: specs.UTSNamespace},
@@ -187,8 +192,8 @@ func ociSpec(s *Spec) (*specs.Spec, error) {
 }
 
 // libcontainerConfig builds the libcontainer config for s.
-func libcontainerConfig(s *Spec) (*configs.Config, error) {
-	os, err := ociSpec(s)
+func libcontainerConfig(s *Spec, cgroupParent string) (*configs.Config, error) {
+	os, err := ociSpec(s, cgroupParent)
 	if err != nil {
 		return nil, err
 	}

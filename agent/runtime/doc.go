@@ -54,5 +54,17 @@
 // and cgroup; Docker's 14 default capabilities adjusted by CapAdd/CapDrop;
 // no_new_privs always; a seccomp denylist ([DefaultSeccomp]) returning
 // EPERM for dangerous syscalls; Docker's masked and read-only /proc paths;
-// the default device set. Cgroups live at the absolute path /shoal/<id>.
+// the default device set. Cgroups live at the absolute path /shoal/<id>
+// in every hierarchy ([WithCgroupParent] changes /shoal).
+//
+// # Clean-up
+//
+// Remove leaves nothing of a task, whatever state it is in (running,
+// exited, shim killed, state lost): it kills the container init and the
+// shim through pidfds (immune to pid reuse), lets libcontainer destroy
+// what it knows, then kills whatever is still in the task's cgroups and
+// removes them in every hierarchy listed in mountinfo, and deletes the
+// state dir. The parent (/shoal) stays: removing it could race with a
+// concurrent Start; [RemoveCgroupParent] is for tests and benchmarks
+// that own theirs.
 package runtime

@@ -54,32 +54,42 @@ func MaybeInit() {
 }
 
 // Libcontainer is the Runtime on top of libcontainer and per-task shims.
+// Its fields are set at construction and never change.
 type Libcontainer struct {
-	root string
-	log  *slog.Logger
-	poll time.Duration // how often Stop and Remove look for an exit
+	root         string
+	log          *slog.Logger
+	cgroupParent string // see WithCgroupParent
 }
 
 var _ Runtime = (*Libcontainer)(nil)
 
 // NewLibcontainer returns a runtime keeping its state under root (created
 // if needed, mode 0700).
-func NewLibcontainer(root string, log *slog.Logger) (*Libcontainer, error) {
+func NewLibcontainer(root string, log *slog.Logger, opts ...Option) (*Libcontainer, error) {
 	if !filepath.IsAbs(root) {
 		return nil, fmt.Errorf("%w: state root %q must be absolute", ErrInvalidArgument, root)
-	}
-	if err := os.MkdirAll(root, 0o700); err != nil {
-		return nil, err
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Libcontainer{root: root, log: log.With("component", "runtime"), poll: 5 * time.Millisecond}, nil
+	r := &Libcontainer{root: root, log: log.With("component", "runtime"), cgroupParent: DefaultCgroupParent}
+	for _, o := range opts {
+		if err := o(r); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 type specOnDisk struct {
 	Spec    Spec   `json:"spec"`
 	LogPath string `json:"log_path"`
+	// CgroupParent is recorded so that the shim, and a Remove by a later
+	// agent configured differently, use the parent the task started with.
+	CgroupParent string `json:"cgroup_parent,omitempty"`
 }
 
 type shimOnDisk struct {
@@ -120,7 +130,7 @@ func (r *Libcontainer) Start(ctx context.Context, spec Spec, logPath string) (re
 			_ = r.Remove(context.WithoutCancel(ctx), spec.ID)
 		}
 	}()
-	if err := writeJSON(filepath.Join(dir, specFile), specOnDisk{Spec: spec, LogPath: logPath}); err != nil {
+	if err := writeJSON(filepath.Join(dir, specFile), specOnDisk{Spec: spec, LogPath: logPath, CgroupParent: r.cgroupParent}); err != nil {
 		return err
 	}
 	slog, err := os.OpenFile(filepath.Join(dir, shimLog), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
@@ -220,30 +230,45 @@ func (r *Libcontainer) State(_ context.Context, id string) (State, error) {
 	return st, nil
 }
 
-// gone reports whether the task no longer runs: its exit is recorded, or
-// both shim and container init are dead.
-func (r *Libcontainer) gone(id string) bool {
-	dir := r.dir(id)
-	if _, ok := readExit(dir); ok {
-		return true
-	}
+// taskProcs opens pidfds for the task's shim and container init, each nil
+// if that process is gone (or its pid now names another process). The
+// caller closes them.
+func (r *Libcontainer) taskProcs(id string) (shim, init *os.File) {
 	var sh shimOnDisk
-	if err := readJSON(filepath.Join(dir, shimFile), &sh); err != nil {
-		return true
+	if readJSON(filepath.Join(r.dir(id), shimFile), &sh) != nil {
+		return nil, nil
 	}
-	return !alive(sh.ShimPid, sh.ShimStart) && !(sh.Pid > 0 && alive(sh.Pid, sh.PidStart))
+	if sh.ShimPid > 0 {
+		shim, _ = openPidfd(sh.ShimPid, sh.ShimStart)
+	}
+	if sh.Pid > 0 {
+		init, _ = openPidfd(sh.Pid, sh.PidStart)
+	}
+	return shim, init
 }
 
+// waitGone waits up to d until the task no longer runs: its container
+// init has exited and its shim (which records the exit and then exits)
+// is gone. It reports whether that happened; the wait is on pidfds, so
+// it ends as soon as the processes do.
 func (r *Libcontainer) waitGone(ctx context.Context, id string, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for {
-		if r.gone(id) {
-			return true
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
+	shim, init := r.taskProcs(id)
+	defer closeFiles(shim, init)
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	for _, f := range []*os.File{init, shim} {
+		if f != nil && waitReadable(ctx, f) != nil {
 			return false
 		}
-		time.Sleep(r.poll)
+	}
+	return true
+}
+
+func closeFiles(fs ...*os.File) {
+	for _, f := range fs {
+		if f != nil {
+			f.Close()
+		}
 	}
 }
 
@@ -255,12 +280,12 @@ func (r *Libcontainer) Stop(ctx context.Context, id string, sig os.Signal, grace
 	if _, err := os.Stat(r.dir(id)); err != nil {
 		return fmt.Errorf("task %q: %w", id, ErrNotFound)
 	}
-	if r.gone(id) {
+	if r.waitGone(ctx, id, 0) {
 		return nil
 	}
 	c, err := libcontainer.Load(r.dir(id), id)
 	if err != nil {
-		if r.gone(id) {
+		if r.waitGone(ctx, id, 0) {
 			return nil
 		}
 		return fmt.Errorf("task %q: load: %w", id, err)
@@ -290,38 +315,61 @@ func (r *Libcontainer) Stop(ctx context.Context, id string, sig os.Signal, grace
 	return nil
 }
 
-// Remove implements Runtime.
+// Remove implements Runtime. It leaves nothing of the task: container
+// processes, shim, cgroup dirs in every hierarchy, state dir.
 func (r *Libcontainer) Remove(ctx context.Context, id string) error {
 	if !idRE.MatchString(id) {
 		return fmt.Errorf("%w: task id %q", ErrInvalidArgument, id)
 	}
 	dir := r.dir(id)
-	if c, err := libcontainer.Load(dir, id); err == nil {
-		if !r.gone(id) {
-			_ = c.Signal(unix.SIGKILL)
-			r.waitGone(ctx, id, 10*time.Second)
+	parent := r.cgroupParent
+	var sd specOnDisk
+	if readJSON(filepath.Join(dir, specFile), &sd) == nil && sd.CgroupParent != "" {
+		parent = sd.CgroupParent
+	}
+	shim, init := r.taskProcs(id)
+	defer closeFiles(shim, init)
+	if init != nil {
+		// Kill through the pidfd: it cannot hit a process that reused the
+		// pid. The shim (if alive) then records the exit as a SIGKILL.
+		if err := pidfdKill(init); err != nil && err != unix.ESRCH {
+			return fmt.Errorf("task %q: kill: %w", id, err)
 		}
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := waitReadable(wctx, init)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("task %q: wait for container init: %w", id, err)
+		}
+	}
+	if c, err := libcontainer.Load(dir, id); err == nil {
+		// Its init is dead: Destroy kills what is left in the cgroup and
+		// removes the cgroup and libcontainer's state.
 		if err := c.Destroy(); err != nil {
 			return fmt.Errorf("task %q: %w", id, err)
 		}
 	}
-	var sh shimOnDisk
-	if readJSON(filepath.Join(dir, shimFile), &sh) == nil && sh.ShimPid > 0 {
-		// Give a live shim a moment to record the exit, then end it: it
-		// must not write into a dir we are deleting.
-		deadline := time.Now().Add(time.Second)
-		for alive(sh.ShimPid, sh.ShimStart) && time.Now().Before(deadline) {
-			time.Sleep(r.poll)
-		}
-		if alive(sh.ShimPid, sh.ShimStart) {
-			_ = unix.Kill(sh.ShimPid, unix.SIGKILL)
-			for i := 0; i < 1000 && alive(sh.ShimPid, sh.ShimStart); i++ {
-				time.Sleep(r.poll)
+	if shim != nil {
+		// A live shim records the exit and leaves once the container's
+		// output pipes close; give it a moment, then end it: it must not
+		// write into a dir we are deleting.
+		wctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := waitReadable(wctx, shim)
+		cancel()
+		if err != nil {
+			if err := pidfdKill(shim); err != nil && err != unix.ESRCH {
+				return fmt.Errorf("task %q: kill shim: %w", id, err)
+			}
+			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := waitReadable(wctx, shim)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("task %q: wait for shim: %w", id, err)
 			}
 		}
 	}
-	if err := removeCgroupDirs(id); err != nil {
-		return fmt.Errorf("task %q: %w", id, err)
+	if err := removeTaskCgroups(ctx, parent, id); err != nil {
+		return fmt.Errorf("task %q: remove cgroups: %w", id, err)
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("task %q: %w", id, err)
@@ -347,26 +395,6 @@ func (r *Libcontainer) List(ctx context.Context) ([]State, error) {
 		out = append(out, st)
 	}
 	return out, nil
-}
-
-// removeCgroupDirs removes /shoal/<id> in every v1 hierarchy (and the
-// unified one) if libcontainer left it behind.
-func removeCgroupDirs(id string) error {
-	ents, err := os.ReadDir("/sys/fs/cgroup")
-	if err != nil {
-		return nil
-	}
-	var errs []error
-	for _, e := range ents {
-		p := filepath.Join("/sys/fs/cgroup", e.Name(), cgroupPath(id))
-		if err := unix.Rmdir(p); err != nil && err != unix.ENOENT && err != unix.ENOTDIR {
-			errs = append(errs, fmt.Errorf("rmdir %s: %w", p, err))
-		}
-	}
-	if p := filepath.Join("/sys/fs/cgroup", cgroupPath(id)); true {
-		_ = unix.Rmdir(p) // pure cgroup v2 hosts
-	}
-	return errors.Join(errs...)
 }
 
 // procStat returns the start time (clock ticks since boot) and state

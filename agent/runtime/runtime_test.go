@@ -27,6 +27,9 @@ var (
 	hostNS  = map[string]string{}
 	baseDir string
 	seq     atomic.Int64
+	// testCgroupParent is this run's own cgroup parent, removed at the
+	// end (see checkLeftovers), so that tests never touch /shoal.
+	testCgroupParent = fmt.Sprintf("/shoal-test-%d", os.Getpid())
 )
 
 func TestMain(m *testing.M) {
@@ -54,7 +57,9 @@ func runTests(m *testing.M) int {
 		fmt.Println(err)
 		return 1
 	}
-	defer os.RemoveAll(baseDir)
+	// Every t.TempDir (state roots, rootfs, mounts) is then under baseDir,
+	// where checkLeftovers looks for what a test failed to clean up.
+	os.Setenv("TMPDIR", baseDir)
 	probeBin = filepath.Join(baseDir, "probe")
 	cmd := exec.Command("go", "build", "-o", probeBin, "./testdata/probe")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
@@ -62,7 +67,12 @@ func runTests(m *testing.M) int {
 		fmt.Printf("building probe: %v\n%s", err, out)
 		return 1
 	}
-	return m.Run()
+	code := m.Run()
+	if err := checkLeftovers(); err != nil {
+		fmt.Println("FAIL: left behind:", err)
+		code = 1
+	}
+	return code
 }
 
 // newRootfs makes a minimal rootfs holding /bin/probe and passwd/group.
@@ -103,7 +113,7 @@ func newRuntime(t testing.TB) *Libcontainer {
 	if !seccomp.Enabled {
 		t.Skip("built without -tags seccomp: Start refuses to run containers")
 	}
-	rt, err := NewLibcontainer(filepath.Join(t.TempDir(), "state"), nil)
+	rt, err := NewLibcontainer(filepath.Join(t.TempDir(), "state"), nil, WithCgroupParent(testCgroupParent))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +238,7 @@ func TestResourcesInCgroup(t *testing.T) {
 	})
 	running(t, rt, spec.ID)
 	cg := func(sub, file string) string {
-		return readTrim(t, filepath.Join("/sys/fs/cgroup", sub, "shoal", spec.ID, file))
+		return readTrim(t, filepath.Join("/sys/fs/cgroup", sub, testCgroupParent, spec.ID, file))
 	}
 	checks := []struct{ sub, file, want string }{
 		{"memory", "memory.limit_in_bytes", strconv.Itoa(64 << 20)},
@@ -457,13 +467,9 @@ func waitLog(t *testing.T, path, want string) {
 }
 
 func cgroupDirsLeft(id string) []string {
-	var left []string
-	ents, _ := os.ReadDir("/sys/fs/cgroup")
-	for _, e := range ents {
-		p := filepath.Join("/sys/fs/cgroup", e.Name(), "shoal", id)
-		if _, err := os.Stat(p); err == nil {
-			left = append(left, p)
-		}
+	left, err := taskCgroupDirs(testCgroupParent, id)
+	if err != nil {
+		return []string{err.Error()}
 	}
 	return left
 }
@@ -553,7 +559,7 @@ func TestListReadopts(t *testing.T) {
 	b, _ := start(t, rt, Spec{Args: []string{"/bin/probe", "exit", "3"}})
 	waitExit(t, rt, b.ID)
 	// A new runtime on the same root stands for a restarted agent.
-	rt2, err := NewLibcontainer(rt.root, nil)
+	rt2, err := NewLibcontainer(rt.root, nil, WithCgroupParent(testCgroupParent))
 	if err != nil {
 		t.Fatal(err)
 	}

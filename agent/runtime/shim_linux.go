@@ -47,7 +47,7 @@ func runShim(root, id string) int {
 		return fail(err)
 	}
 	spec := sd.Spec
-	cfg, err := libcontainerConfig(&spec)
+	cfg, err := libcontainerConfig(&spec, sd.CgroupParent)
 	if err != nil {
 		return fail(err)
 	}

@@ -86,19 +86,18 @@ func openPidfd(pid int, start uint64) (*os.File, error) {
 }
 
 // waitReadable waits, in Go's netpoller, until f (a pidfd) is readable,
-// i.e. its process has exited; ctx cancellation interrupts the wait
-// through a read deadline.
+// i.e. its process has exited; ctx ending interrupts the wait through a
+// read deadline. A process that has already exited counts as such even if
+// ctx is already done (waitGone with a zero timeout relies on that).
 func waitReadable(ctx context.Context, f *os.File) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err
 	}
-	stop := context.AfterFunc(ctx, func() { _ = f.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
 	var pollErr error
-	err = rc.Read(func(fd uintptr) bool {
-		// Called once at first, then each time the poller saw the fd
-		// become readable: ask the kernel directly whether it is.
+	// ready asks the kernel directly; the poller's readiness is only a
+	// hint to ask again.
+	ready := func(fd uintptr) bool {
 		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
 		for {
 			n, err := unix.Poll(pfd, 0)
@@ -111,10 +110,36 @@ func waitReadable(ctx context.Context, f *os.File) error {
 			}
 			return n > 0
 		}
+	}
+	var done bool
+	if err := rc.Control(func(fd uintptr) { done = ready(fd) }); err != nil {
+		return err
+	}
+	if done {
+		return pollErr
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// A deadline left from an earlier, cancelled wait on f would end this
+	// one at once: clear it. The earlier wait made sure its AfterFunc had
+	// finished before it returned (below), so it cannot set one later.
+	if err := f.SetReadDeadline(time.Time{}); err != nil {
+		return err
+	}
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		_ = f.SetReadDeadline(time.Unix(1, 0))
+		close(fired)
 	})
-	if err != nil {
+	defer func() {
+		if !stop() {
+			<-fired
+		}
+	}()
+	if err := rc.Read(ready); err != nil {
 		// pidfds are pollable since they exist (Linux 5.3), so the only
-		// expected error is the deadline set on cancellation.
+		// expected error is the deadline set when ctx ends.
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}

@@ -25,6 +25,8 @@ type helperJob struct {
 	Root    string `json:"root"`
 	Spec    Spec   `json:"spec"`
 	LogPath string `json:"log_path"`
+
+	CgroupParent string `json:"cgroup_parent"`
 }
 
 // maybeHelper runs in TestMain: if this process is the helper, start the
@@ -39,7 +41,7 @@ func maybeHelper() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	rt, err := NewLibcontainer(job.Root, nil)
+	rt, err := NewLibcontainer(job.Root, nil, WithCgroupParent(job.CgroupParent))
 	if err == nil {
 		err = rt.Start(context.Background(), job.Spec, job.LogPath)
 	}
@@ -61,7 +63,7 @@ func startDetached(t *testing.T, rt *Libcontainer, spec Spec) Spec {
 	if spec.Rootfs == "" {
 		spec.Rootfs = newRootfs(t)
 	}
-	job, _ := json.Marshal(helperJob{Root: rt.root, Spec: spec, LogPath: filepath.Join(t.TempDir(), "log")})
+	job, _ := json.Marshal(helperJob{Root: rt.root, Spec: spec, LogPath: filepath.Join(t.TempDir(), "log"), CgroupParent: rt.cgroupParent})
 	t.Cleanup(func() {
 		if err := rt.Remove(context.Background(), spec.ID); err != nil {
 			t.Errorf("cleanup remove: %v", err)
