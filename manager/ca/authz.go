@@ -43,7 +43,8 @@ func (p Policy) Lookup(fullMethod string) (roles []Role, ok bool) {
 //   - NodeCA GetRootCA and IssueNodeCertificate: anyone, the joiner has no
 //     certificate yet and the join token is checked by the handler;
 //   - NodeCA RenewNodeCertificate: nodes;
-//   - RaftMembership: managers.
+//   - RaftMembership: managers;
+//   - Logs: admins (the CLI) and managers.
 func DefaultPolicy() Policy {
 	svc := func(name string) string { return "/" + name + "/" }
 	return Policy{
@@ -53,6 +54,25 @@ func DefaultPolicy() Policy {
 		shoalv1.NodeCA_IssueNodeCertificate_FullMethodName:  nil,
 		shoalv1.NodeCA_RenewNodeCertificate_FullMethodName:  {RoleWorker, RoleManager},
 		svc(shoalv1.RaftMembership_ServiceDesc.ServiceName): {RoleManager},
+		svc(shoalv1.Logs_ServiceDesc.ServiceName):           {RoleManager, RoleAdmin},
+	}
+}
+
+// AgentPolicy is the policy of a node's agent API server (its own
+// listener, not the manager port):
+//
+//   - TaskLogs: managers only; operators get logs through a manager's Logs
+//     service, which knows where the tasks are;
+//   - LoadImage, ListImages, RemoveImage: admins (the CLI) and managers.
+//
+// Workers may call nothing: a compromised worker must not read other
+// nodes' logs or change their images.
+func AgentPolicy() Policy {
+	return Policy{
+		shoalv1.AgentAPI_TaskLogs_FullMethodName:    {RoleManager},
+		shoalv1.AgentAPI_LoadImage_FullMethodName:   {RoleAdmin, RoleManager},
+		shoalv1.AgentAPI_ListImages_FullMethodName:  {RoleAdmin, RoleManager},
+		shoalv1.AgentAPI_RemoveImage_FullMethodName: {RoleAdmin, RoleManager},
 	}
 }
 

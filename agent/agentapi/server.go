@@ -1,0 +1,124 @@
+package agentapi
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"regexp"
+	"strings"
+	"syscall"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/shoal-dev/shoal/agent/image"
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// DefaultPort is the agent API's port when a node is given none: the
+// manager port plus one.
+const DefaultPort = 4243
+
+// ImageStore is what the server needs of agent/image.Store.
+type ImageStore interface {
+	// Dir is the store's root; uploads go to Dir()/tmp, which the store
+	// empties when it opens, so a crash mid-upload leaves nothing behind.
+	Dir() string
+	Load(ctx context.Context, path string) ([]image.Image, error)
+	List() []image.Image
+	Remove(ref string) error
+}
+
+// Config configures a Server.
+type Config struct {
+	NodeID string
+	// Tasks returns the tasks this node holds, with their status; used to
+	// label log lines with their service and slot.
+	Tasks func() []*shoalv1.Task
+	// LogPath returns the log file of a task, "" if the node does not know
+	// the task (or has removed it and its log).
+	LogPath func(taskID string) string
+	Images  ImageStore // nil: the image RPCs answer UNAVAILABLE
+	Logger  *slog.Logger
+	// MaxImageBytes caps one LoadImage upload; 0 means
+	// DefaultMaxImageBytes.
+	MaxImageBytes int64
+}
+
+// DefaultMaxImageBytes caps an uploaded image archive. Images this large
+// are unusual; the cap stops a runaway upload long before it matters.
+const DefaultMaxImageBytes = 8 << 30
+
+// Server implements shoalv1.AgentAPIServer.
+type Server struct {
+	shoalv1.UnimplementedAgentAPIServer
+	cfg Config
+	log *slog.Logger
+	// freeBytes reports the free space of the file system holding dir;
+	// tests replace it.
+	freeBytes func(dir string) (uint64, error)
+}
+
+// New returns a server; Register it on a gRPC server, or use Serve.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxImageBytes <= 0 {
+		cfg.MaxImageBytes = DefaultMaxImageBytes
+	}
+	if cfg.Tasks == nil {
+		cfg.Tasks = func() []*shoalv1.Task { return nil }
+	}
+	if cfg.LogPath == nil {
+		cfg.LogPath = func(string) string { return "" }
+	}
+	return &Server{cfg: cfg, log: cfg.Logger.With("component", "agentapi", "node_id", cfg.NodeID), freeBytes: freeBytes}
+}
+
+// Register adds the AgentAPI service to g.
+func (s *Server) Register(g *grpc.Server) { shoalv1.RegisterAgentAPIServer(g, s) }
+
+// taskIDRE is what a task id may look like (agent/runtime's rule). Ids are
+// joined into paths by LogPath, so anything else is refused up front.
+var taskIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+
+func validTaskID(id string) bool {
+	return taskIDRE.MatchString(id) && !strings.Contains(id, "..")
+}
+
+// errInvalid marks requests that cannot be served as asked.
+var errInvalid = errors.New("invalid argument")
+
+// errTooLarge marks an upload beyond the size cap or the free disk space.
+var errTooLarge = errors.New("resource exhausted")
+
+// toStatus maps an error to a gRPC status, once, at the edge.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	code := codes.Internal
+	switch {
+	case errors.Is(err, errInvalid), errors.Is(err, image.ErrBadArchive),
+		errors.Is(err, image.ErrInvalidArgument), errors.Is(err, image.ErrAmbiguous):
+		code = codes.InvalidArgument
+	case errors.Is(err, image.ErrNotFound):
+		code = codes.NotFound
+	case errors.Is(err, errTooLarge), errors.Is(err, syscall.ENOSPC):
+		code = codes.ResourceExhausted
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	}
+	msg := err.Error()
+	for _, class := range []error{errInvalid, errTooLarge} {
+		msg = strings.TrimPrefix(msg, class.Error()+": ")
+	}
+	return status.Error(code, msg)
+}
