@@ -24,6 +24,7 @@ import (
 	"github.com/shoal-dev/shoal/manager/controlapi"
 	"github.com/shoal-dev/shoal/manager/dispatcher"
 	"github.com/shoal-dev/shoal/manager/forward"
+	"github.com/shoal-dev/shoal/manager/logbroker"
 	"github.com/shoal-dev/shoal/manager/membership"
 	"github.com/shoal-dev/shoal/manager/nodeca"
 	"github.com/shoal-dev/shoal/manager/orchestrator"
@@ -148,6 +149,8 @@ func (m *Manager) Run(ctx context.Context) error {
 	shoalv1.RegisterDispatcherServer(srv, disp)
 	shoalv1.RegisterNodeCAServer(srv, nodeca.New(store, cfg.Logger))
 	shoalv1.RegisterRaftMembershipServer(srv, member)
+	// Served by every manager from its own store (not forwarded).
+	shoalv1.RegisterLogsServer(srv, logbroker.New(logbroker.Config{Store: store, Certs: cfg.Certs, Logger: cfg.Logger}))
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return mux.Serve(gctx) })

@@ -1,0 +1,359 @@
+package logbroker
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/shoal-dev/shoal/agent/agentapi"
+	"github.com/shoal-dev/shoal/manager/ca"
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+const (
+	running = shoalv1.TaskState_TASK_STATE_RUNNING
+	failed  = shoalv1.TaskState_TASK_STATE_FAILED
+	pending = shoalv1.TaskState_TASK_STATE_PENDING
+	ready   = shoalv1.NodeState_NODE_STATE_READY
+	down    = shoalv1.NodeState_NODE_STATE_DOWN
+)
+
+// webEnv: service web with task1 on w1 and task2 on w2 (lines interleaved
+// in time), a failed task whose log is gone, and a pending task.
+func webEnv(t *testing.T) (*env, *agent, *agent) {
+	e := newEnv(t, 0)
+	a1, a2 := e.startAgent("n1"), e.startAgent("n2")
+	e.addNode("n1", "w1", ready, a1.addr)
+	e.addNode("n2", "w2", ready, a2.addr)
+	e.addService("svcweb", "web")
+	e.addTask("task1", "svcweb", "web", 1, "n1", running)
+	e.addTask("task2", "svcweb", "web", 2, "n2", running)
+	e.addTask("oldtask", "svcweb", "web", 1, "n1", failed)
+	e.addTask("waiting", "svcweb", "web", 3, "", pending)
+	a1.write("task1", line{0, "a1"}, line{2 * time.Second, "a2"})
+	a2.write("task2", line{time.Second, "b1"}, line{3 * time.Second, "b2"})
+	return e, a1, a2
+}
+
+func TestServiceLogs(t *testing.T) {
+	e, _, _ := webEnv(t)
+	tail := func(n int64) *int64 { return &n }
+	cases := []struct {
+		name         string
+		req          *shoalv1.LogsRequest
+		want         []string
+		wantWarnings []string
+	}{
+		{"service by name, merged by time across nodes", &shoalv1.LogsRequest{Service: "web"},
+			[]string{"task1: a1", "task2: b1", "task1: a2", "task2: b2"}, nil},
+		{"service by id prefix", &shoalv1.LogsRequest{Service: "svcw"},
+			[]string{"task1: a1", "task2: b1", "task1: a2", "task2: b2"}, nil},
+		{"tail per task", &shoalv1.LogsRequest{Service: "web", Options: &shoalv1.LogsOptions{Tail: tail(1)}},
+			[]string{"task1: a2", "task2: b2"}, nil},
+		{"since", &shoalv1.LogsRequest{Service: "web", Options: &shoalv1.LogsOptions{Since: timestamppb.New(t0.Add(1500 * time.Millisecond))}},
+			[]string{"task1: a2", "task2: b2"}, nil},
+		{"task by prefix", &shoalv1.LogsRequest{TaskIds: []string{"task2"}}, []string{"task2: b1", "task2: b2"}, nil},
+		{"tasks, duplicates once", &shoalv1.LogsRequest{TaskIds: []string{"task2", "task1", "task2"}},
+			[]string{"task1: a1", "task2: b1", "task1: a2", "task2: b2"}, nil},
+		{"a finished task asked by id is missed aloud", &shoalv1.LogsRequest{TaskIds: []string{"oldtask"}},
+			nil, []string{agentapi.UnknownTaskWarning("oldtask", "n1")}},
+		{"a task not on a node", &shoalv1.LogsRequest{TaskIds: []string{"waiting"}},
+			nil, []string{`task "waiting" has not been scheduled to a node yet: it has no logs`}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := e.logs(c.req)
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			if !slices.Equal(r.lines, c.want) {
+				t.Errorf("lines %q, want %q", r.lines, c.want)
+			}
+			if !slices.Equal(r.warnings, c.wantWarnings) {
+				t.Errorf("warnings %q, want %q", r.warnings, c.wantWarnings)
+			}
+		})
+	}
+}
+
+// TestServiceLogsLabels: the agents here know no task metadata; the
+// broker labels lines from its store.
+func TestServiceLogsLabels(t *testing.T) {
+	e, _, _ := webEnv(t)
+	r := e.logs(&shoalv1.LogsRequest{Service: "web", Options: &shoalv1.LogsOptions{Tail: proto.Int64(1)}})
+	if r.err != nil || len(r.msgs) != 2 {
+		t.Fatalf("got %v, %v", r.msgs, r.err)
+	}
+	want := &shoalv1.LogMessage{TaskId: "task1", ServiceId: "svcweb", ServiceName: "web", Slot: 1, NodeId: "n1",
+		Time: timestamppb.New(t0.Add(2 * time.Second)), Stream: "stdout", Data: []byte("a2")}
+	if !proto.Equal(r.msgs[0], want) {
+		t.Errorf("got %v, want %v", r.msgs[0], want)
+	}
+}
+
+func TestServiceLogsRefused(t *testing.T) {
+	e, _, _ := webEnv(t)
+	e.addTask("task9", "svcweb", "web", 9, "n1", running)
+	cases := []struct {
+		name string
+		req  *shoalv1.LogsRequest
+		code codes.Code
+		msg  string
+	}{
+		{"unknown service", &shoalv1.LogsRequest{Service: "nope"}, codes.NotFound, `"nope"`},
+		{"unknown task", &shoalv1.LogsRequest{TaskIds: []string{"nope"}}, codes.NotFound, `"nope"`},
+		{"ambiguous task prefix", &shoalv1.LogsRequest{TaskIds: []string{"task"}}, codes.InvalidArgument, "matches"},
+		{"both", &shoalv1.LogsRequest{Service: "web", TaskIds: []string{"task1"}}, codes.InvalidArgument, "not both"},
+		{"neither", &shoalv1.LogsRequest{}, codes.InvalidArgument, "is required"},
+		{"negative tail", &shoalv1.LogsRequest{Service: "web", Options: &shoalv1.LogsOptions{Tail: proto.Int64(-2)}}, codes.InvalidArgument, "options.tail"},
+		{"bad since", &shoalv1.LogsRequest{Service: "web", Options: &shoalv1.LogsOptions{Since: &timestamppb.Timestamp{Seconds: 1 << 62}}}, codes.InvalidArgument, "options.since"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := e.logs(c.req)
+			if status.Code(r.err) != c.code || !strings.Contains(status.Convert(r.err).Message(), c.msg) {
+				t.Fatalf("got %v, want %s containing %q", r.err, c.code, c.msg)
+			}
+		})
+	}
+}
+
+// TestFailingNodes: a down node, a node without an agent address, a node
+// that refuses connections and a node that accepts them but never answers
+// are each named in a warning, and the healthy node's lines still arrive;
+// the call returns (the silent node costs ReachTimeout) well before the
+// test's 30 s deadline.
+func TestFailingNodes(t *testing.T) {
+	e := newEnv(t, 300*time.Millisecond)
+	a1 := e.startAgent("n1")
+	refusing := e.startAgent("n5")
+	refusing.stop()
+	e.addNode("n1", "w1", ready, a1.addr)
+	e.addNode("n2", "w2", down, "127.0.0.1:1")
+	e.addNode("n3", "w3", ready, silentListener(t))
+	e.addNode("n4", "w4", ready, "")
+	e.addNode("n5", "w5", ready, refusing.addr)
+	e.addService("svcweb", "web")
+	for i, n := range []string{"n1", "n2", "n3", "n4", "n5"} {
+		e.addTask("task"+n, "svcweb", "web", uint64(i+1), n, running)
+	}
+	e.addTask("task2b", "svcweb", "web", 9, "n2", running)
+	a1.write("taskn1", line{0, "hello"})
+
+	r := e.logs(&shoalv1.LogsRequest{Service: "web"})
+	if r.err != nil {
+		t.Fatalf("the call failed: %v", r.err)
+	}
+	if !slices.Equal(r.lines, []string{"taskn1: hello"}) {
+		t.Errorf("lines %q, want the healthy node's", r.lines)
+	}
+	want := []string{
+		`node "w2" (n2) is down: logs of 2 tasks unavailable`,
+		`node "w3" (n3) did not answer within 300ms: logs of 1 task unavailable`,
+		`node "w4" (n4) has not reported an agent API address: logs of 1 task unavailable`,
+		`node "w5" (n5) cannot be reached at ` + refusing.addr,
+	}
+	if len(r.warnings) != len(want) {
+		t.Fatalf("warnings %q, want %d", r.warnings, len(want))
+	}
+	for _, w := range want {
+		if !slices.ContainsFunc(r.warnings, func(got string) bool { return strings.HasPrefix(got, w) }) {
+			t.Errorf("no warning %q in %q", w, r.warnings)
+		}
+	}
+}
+
+// follower reads a following logs call in the background.
+type follower struct {
+	t        *testing.T
+	lines    chan string
+	warnings chan string
+	done     chan error
+	cancel   context.CancelFunc
+}
+
+func (e *env) follow(req *shoalv1.LogsRequest) *follower {
+	e.t.Helper()
+	ctx, cancel := context.WithCancel(testCtx(e.t))
+	if req.Options == nil {
+		req.Options = &shoalv1.LogsOptions{}
+	}
+	req.Options.Follow = true
+	st, err := e.cl.ServiceLogs(ctx, req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	f := &follower{t: e.t, lines: make(chan string, 100), warnings: make(chan string, 100), done: make(chan error, 1), cancel: cancel}
+	go func() {
+		for {
+			resp, err := st.Recv()
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					err = nil
+				}
+				f.done <- err
+				return
+			}
+			for _, w := range resp.GetWarnings() {
+				f.warnings <- w
+			}
+			for _, m := range resp.GetMessages() {
+				f.lines <- m.GetTaskId() + ": " + string(m.GetData())
+			}
+		}
+	}()
+	e.t.Cleanup(cancel)
+	return f
+}
+
+const waitLong = 20 * time.Second // a failure bound, never a synchronisation
+
+// expect receives lines until it has seen all of want (in any order
+// across tasks; each task's own lines arrive in order by construction).
+func (f *follower) expect(want ...string) {
+	f.t.Helper()
+	var got []string
+	for len(got) < len(want) {
+		select {
+		case l := <-f.lines:
+			got = append(got, l)
+		case err := <-f.done:
+			f.t.Fatalf("the stream ended (%v) with %q of %q", err, got, want)
+		case <-time.After(waitLong):
+			f.t.Fatalf("got %q of %q after %s", got, want, waitLong)
+		}
+	}
+	slices.Sort(got)
+	want = slices.Sorted(slices.Values(want))
+	if !slices.Equal(got, want) {
+		f.t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+func (f *follower) expectWarning(prefix string) {
+	f.t.Helper()
+	select {
+	case w := <-f.warnings:
+		if !strings.HasPrefix(w, prefix) {
+			f.t.Fatalf("warning %q, want one starting %q", w, prefix)
+		}
+	case err := <-f.done:
+		f.t.Fatalf("the stream ended (%v) before the warning %q", err, prefix)
+	case <-time.After(waitLong):
+		f.t.Fatalf("no warning %q after %s", prefix, waitLong)
+	}
+}
+
+func (f *follower) expectEnd() {
+	f.t.Helper()
+	select {
+	case l := <-f.lines:
+		f.t.Fatalf("unexpected line %q", l)
+	case err := <-f.done:
+		if err != nil {
+			f.t.Fatalf("the stream ended with %v", err)
+		}
+	case <-time.After(waitLong):
+		f.t.Fatalf("the stream did not end after %s", waitLong)
+	}
+}
+
+// breakingAgent answers TaskLogs with one line, then fails when told.
+type breakingAgent struct {
+	shoalv1.UnimplementedAgentAPIServer
+	brk chan struct{}
+}
+
+func (b *breakingAgent) TaskLogs(req *shoalv1.TaskLogsRequest, st shoalv1.AgentAPI_TaskLogsServer) error {
+	if err := st.SendHeader(metadata.MD{}); err != nil {
+		return err
+	}
+	m := &shoalv1.LogMessage{TaskId: req.GetTaskIds()[0], Time: timestamppb.New(t0), Stream: "stdout", Data: []byte("last words")}
+	if err := st.Send(&shoalv1.LogsResponse{Messages: []*shoalv1.LogMessage{m}}); err != nil {
+		return err
+	}
+	select {
+	case <-b.brk:
+		return status.Error(codes.Unavailable, "agent shutting down")
+	case <-st.Context().Done():
+		return st.Context().Err()
+	}
+}
+
+func (e *env) startBreakingAgent(nodeID string) (string, chan struct{}) {
+	e.t.Helper()
+	brk := make(chan struct{})
+	g := grpc.NewServer(agentapi.ServerOptions(e.certs(nodeID, ca.RoleWorker), discard())...)
+	shoalv1.RegisterAgentAPIServer(g, &breakingAgent{brk: brk})
+	ln := listen(e.t)
+	go g.Serve(ln)
+	e.t.Cleanup(g.Stop)
+	return ln.Addr().String(), brk
+}
+
+// TestFollow: a down node is named at once; lines arrive from the healthy
+// nodes as written; a node whose stream breaks is named and the others go
+// on; a task started while following is picked up.
+func TestFollow(t *testing.T) {
+	e := newEnv(t, 0)
+	a1 := e.startAgent("n1")
+	brkAddr, brk := e.startBreakingAgent("n2")
+	e.addNode("n1", "w1", ready, a1.addr)
+	e.addNode("n2", "w2", ready, brkAddr)
+	e.addNode("n3", "w3", down, "127.0.0.1:1")
+	e.addService("svcweb", "web")
+	e.addTask("task1", "svcweb", "web", 1, "n1", running)
+	e.addTask("task2", "svcweb", "web", 2, "n2", running)
+	e.addTask("task3", "svcweb", "web", 3, "n3", running)
+	a1.write("task1", line{0, "a1"})
+
+	f := e.follow(&shoalv1.LogsRequest{Service: "web"})
+	f.expectWarning(`node "w3" (n3) is down: logs of 1 task unavailable`)
+	f.expect("task1: a1", "task2: last words")
+	a1.write("task1", line{time.Second, "a2"})
+	f.expect("task1: a2")
+
+	close(brk)
+	f.expectWarning(`the log stream from node "w2" (n2) broke (agent shutting down)`)
+	a1.write("task1", line{2 * time.Second, "a3"})
+	f.expect("task1: a3")
+
+	// A replacement task starts on n1.
+	a1.write("task4", line{3 * time.Second, "new"})
+	e.addTask("task4", "svcweb", "web", 2, "n1", running)
+	f.expect("task4: new")
+	// Tasks of other services are not followed.
+	e.addService("svcdb", "db")
+	a1.write("dbtask", line{4 * time.Second, "not mine"})
+	e.addTask("dbtask", "svcdb", "db", 1, "n1", running)
+	a1.write("task4", line{5 * time.Second, "still here"})
+	f.expect("task4: still here")
+}
+
+// TestFollowTasksEnds: following tasks by id ends once their logs are
+// removed from the nodes.
+func TestFollowTasksEnds(t *testing.T) {
+	e, a1, a2 := webEnv(t)
+	f := e.follow(&shoalv1.LogsRequest{TaskIds: []string{"task1", "task2"}})
+	f.expect("task1: a1", "task1: a2", "task2: b1", "task2: b2")
+	for _, a := range []*agent{a1, a2} {
+		matches, _ := filepath.Glob(filepath.Join(a.dir, "*.log"))
+		for _, m := range matches {
+			os.Remove(m)
+		}
+	}
+	f.expectEnd()
+}
