@@ -26,6 +26,8 @@ type Config struct {
 	NodeID string
 	// Addr is the address the node advertises.
 	Addr string
+	// AgentAddr is where the node's agent API listens (sent in the hello).
+	AgentAddr string
 	// Managers is the initial list of manager API addresses.
 	Managers []string
 	// Creds dials managers (mTLS with the node certificate).
@@ -36,7 +38,10 @@ type Config struct {
 	OnManagers func([]string)
 	// OnNode is told every update of this node's object (role changes).
 	OnNode func(*shoalv1.Node)
-	Logger *slog.Logger
+	// Executor runs the assigned tasks. Without one (tests of the session
+	// alone), held tasks told to stop are reported SHUTDOWN at once.
+	Executor *Executor
+	Logger   *slog.Logger
 }
 
 // Agent is a node's session client.
@@ -164,7 +169,7 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 		return err
 	}
 	hello := &shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Hello{Hello: &shoalv1.AgentHello{
-		Description: a.cfg.Description, Addr: a.cfg.Addr}}}
+		Description: a.cfg.Description, Addr: a.cfg.Addr, AgentAddr: a.cfg.AgentAddr}}}
 	if err := stream.Send(hello); err != nil {
 		return err
 	}
@@ -206,6 +211,9 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	lastAck := make(chan struct{}, 1)
 	errc := make(chan error, 2)
 	go func() { errc <- a.heartbeat(sctx, send, period, lastAck) }()
+	if ex := a.cfg.Executor; ex != nil {
+		go func() { errc <- a.sendStatuses(sctx, ex, send) }()
+	}
 	go func() {
 		for {
 			msg, err := stream.Recv()
@@ -249,6 +257,35 @@ func (a *Agent) heartbeat(ctx context.Context, send func(*shoalv1.AgentMessage) 
 	}
 }
 
+// sendStatuses reports task statuses: everything the executor holds when
+// the session opens (the new leader may have missed some), then each
+// change as it happens. Changes that pile up while a send is in flight go
+// out together in the next batch.
+func (a *Agent) sendStatuses(ctx context.Context, ex *Executor, send func(*shoalv1.AgentMessage) error) error {
+	all := true
+	for {
+		if updates := ex.TakeUpdates(all); len(updates) > 0 {
+			for len(updates) > 0 {
+				n := min(len(updates), maxStatusBatch)
+				msg := &shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Status{Status: &shoalv1.TaskStatusBatch{Updates: updates[:n]}}}
+				if err := send(msg); err != nil {
+					return err
+				}
+				updates = updates[n:]
+			}
+		}
+		all = false
+		select {
+		case <-ex.Updates():
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// maxStatusBatch keeps one status message well under gRPC's 4 MB limit.
+const maxStatusBatch = 500
+
 func (a *Agent) setManagers(ms []string) {
 	if len(ms) == 0 {
 		return
@@ -276,8 +313,14 @@ func (a *Agent) handle(msg *shoalv1.SessionMessage, send func(*shoalv1.AgentMess
 			delete(a.tasks, id)
 			delete(a.reported, id)
 		}
-		updates := a.shutdownReportsLocked()
+		var updates []*shoalv1.TaskStatusUpdate
+		if a.cfg.Executor == nil {
+			updates = a.shutdownReportsLocked()
+		}
 		a.mu.Unlock()
+		if ex := a.cfg.Executor; ex != nil {
+			ex.Assign(m.Assignments.GetFull(), m.Assignments.GetUpsert(), m.Assignments.GetRemoved())
+		}
 		if len(updates) > 0 {
 			return send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Status{Status: &shoalv1.TaskStatusBatch{Updates: updates}}})
 		}

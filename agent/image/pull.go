@@ -82,6 +82,12 @@ func (s *Store) Pull(ctx context.Context, ref string, opts PullOptions) (Image, 
 // request; for a multi-platform image the digest of the index), so a
 // manager can pin a service to it.
 func (s *Store) Resolve(ctx context.Context, ref string, opts PullOptions) (string, error) {
+	return Resolve(ctx, ref, opts)
+}
+
+// Resolve is Store.Resolve without a store: the CLI pins a service's image
+// with it before the service is created.
+func Resolve(ctx context.Context, ref string, opts PullOptions) (string, error) {
 	r, ropts, err := remoteOptions(ctx, ref, opts)
 	if err != nil {
 		return "", err

@@ -229,6 +229,9 @@ func (d *Dispatcher) applyStatuses(ctx context.Context, batch map[string]statusU
 					continue // removed meanwhile: nothing to record
 				}
 				if err := checkTransition(t, u.nodeID, u.upd.GetStatus()); err != nil {
+					if errors.Is(err, errAlreadyRecorded) {
+						continue // a new session re-reports what it holds
+					}
 					d.log.Warn("status update refused", "task_id", id, "node_id", u.nodeID, "err", err)
 					continue
 				}
@@ -246,6 +249,9 @@ func (d *Dispatcher) applyStatuses(ctx context.Context, batch map[string]statusU
 	}
 }
 
+// errAlreadyRecorded: the report repeats the task's recorded final state.
+var errAlreadyRecorded = errors.New("already recorded")
+
 // checkTransition enforces the task state machine for agent reports: only
 // the task's node reports, agents own states from ACCEPTED on, and a state
 // never goes backwards.
@@ -257,7 +263,11 @@ func checkTransition(t *shoalv1.Task, nodeID string, st *shoalv1.TaskStatus) err
 		st.GetState() == shoalv1.TaskState_TASK_STATE_ORPHANED {
 		return fmt.Errorf("agents may not set state %s", st.GetState())
 	}
-	if cur := t.GetStatus().GetState(); st.GetState() < cur || cur >= shoalv1.TaskState_TASK_STATE_COMPLETE {
+	cur := t.GetStatus().GetState()
+	if cur >= shoalv1.TaskState_TASK_STATE_COMPLETE && st.GetState() == cur {
+		return errAlreadyRecorded
+	}
+	if st.GetState() < cur || cur >= shoalv1.TaskState_TASK_STATE_COMPLETE {
 		return fmt.Errorf("state may not move from %s to %s", cur, st.GetState())
 	}
 	return nil

@@ -1,0 +1,333 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"sort"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/shoal-dev/shoal/agent/image"
+	"github.com/shoal-dev/shoal/agent/runtime"
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// ExecutorConfig configures an Executor.
+type ExecutorConfig struct {
+	// Dir holds the agent's state: state.db, tasks/<id>/ (rootfs, upper,
+	// work) and logs/<id>.log.
+	Dir     string
+	Runtime runtime.Runtime
+	Images  Images
+	// Network gives tasks their network namespace; nil leaves each task
+	// with a private namespace holding only loopback.
+	Network Network
+	// Pull is passed to image pulls (credentials, insecure registries).
+	Pull image.PullOptions
+	// PullTimeout bounds one image pull (default 5 min).
+	PullTimeout time.Duration
+	// NodeMemory is the node's memory: a task whose limit exceeds it is
+	// rejected instead of being started.
+	NodeMemory int64
+	// MaxConcurrentStarts bounds container starts in flight (default
+	// 2 × CPUs): beyond that, starts only queue for the CPU anyway.
+	MaxConcurrentStarts int
+	Logger              *slog.Logger
+}
+
+// Executor drives the tasks assigned to this node: one controller
+// goroutine per task owns that task's state machine (ACCEPTED → PREPARING
+// → STARTING → RUNNING → COMPLETE/FAILED/SHUTDOWN, or REJECTED). Observed
+// statuses are written to the local task database before they are
+// reported, and collected for the session to send in batches.
+type Executor struct {
+	cfg ExecutorConfig
+	log *slog.Logger
+	db  *taskDB
+
+	startSem chan struct{}
+	pulls    singleflight
+	// mount and unmount make a task's rootfs (real overlayfs; unit tests
+	// of the state machine swap them out).
+	mount   func(lower []string, upper, work, target string) error
+	unmount func(target string) error
+
+	mu sync.Mutex // guards everything below
+	// ctx is Run's context; nil until Run starts.
+	ctx  context.Context
+	ctls map[string]*taskCtl
+	// statuses are the last observed statuses of held tasks; dirty marks
+	// those not yet handed to a session.
+	statuses map[string]*shoalv1.TaskStatus
+	dirty    map[string]bool
+	// adopted holds tasks read from the database until Run starts them.
+	adopted map[string]storedTask
+	// seenFull is set once a full assignment set arrived: before it, a
+	// re-adopted task missing from the (partial) knowledge is kept.
+	seenFull bool
+	notify   chan struct{} // cap 1: dirty became non-empty
+}
+
+// NewExecutor opens the agent's state in cfg.Dir.
+func NewExecutor(cfg ExecutorConfig) (*Executor, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.PullTimeout <= 0 {
+		cfg.PullTimeout = 5 * time.Minute
+	}
+	if cfg.MaxConcurrentStarts <= 0 {
+		cfg.MaxConcurrentStarts = 2 * goruntime.NumCPU()
+	}
+	if cfg.Runtime == nil || cfg.Images == nil {
+		return nil, errors.New("executor: a runtime and an image store are required")
+	}
+	for _, d := range []string{"tasks", "logs"} {
+		if err := os.MkdirAll(filepath.Join(cfg.Dir, d), 0o700); err != nil {
+			return nil, err
+		}
+	}
+	db, err := openTaskDB(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	stored, err := db.all()
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("reading agent state: %w", err)
+	}
+	e := &Executor{cfg: cfg, log: cfg.Logger.With("component", "executor"), db: db,
+		startSem: make(chan struct{}, cfg.MaxConcurrentStarts),
+		ctls:     map[string]*taskCtl{}, statuses: map[string]*shoalv1.TaskStatus{}, dirty: map[string]bool{},
+		adopted: stored, notify: make(chan struct{}, 1), mount: runtime.MountOverlay, unmount: runtime.Unmount}
+	for id, s := range stored {
+		e.statuses[id] = s.status
+		e.dirty[id] = true
+	}
+	return e, nil
+}
+
+// Run re-adopts the tasks found in the local state and runs controllers
+// until ctx ends. Ending leaves containers running: a restarted agent
+// picks them up again.
+func (e *Executor) Run(ctx context.Context) error {
+	e.mu.Lock()
+	e.ctx = ctx
+	for id, s := range e.adopted {
+		e.log.Info("re-adopting task", "task_id", id, "state", s.status.GetState())
+		e.startCtlLocked(s.task, s.status)
+	}
+	e.adopted = nil
+	e.mu.Unlock()
+	<-ctx.Done()
+	e.mu.Lock()
+	ctls := make([]*taskCtl, 0, len(e.ctls))
+	for _, c := range e.ctls {
+		ctls = append(ctls, c)
+	}
+	e.mu.Unlock()
+	for _, c := range ctls {
+		<-c.done
+	}
+	return e.db.Close()
+}
+
+// Assign applies the dispatcher's assignments: full replaces the held set
+// (tasks not in it are stopped and removed), otherwise a diff.
+func (e *Executor) Assign(full bool, upsert []*shoalv1.Task, removed []string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ctx == nil || e.ctx.Err() != nil {
+		return // not running (yet): the next session sends a full set again
+	}
+	if full {
+		e.seenFull = true
+		keep := map[string]bool{}
+		for _, t := range upsert {
+			keep[t.GetMeta().GetId()] = true
+		}
+		for id := range e.ctls {
+			if !keep[id] {
+				removed = append(removed, id)
+			}
+		}
+	}
+	for _, t := range upsert {
+		id := t.GetMeta().GetId()
+		if c, ok := e.ctls[id]; ok {
+			c.update(t)
+			continue
+		}
+		st := t.GetStatus()
+		if st.GetState() >= shoalv1.TaskState_TASK_STATE_ACCEPTED && st.GetState() < shoalv1.TaskState_TASK_STATE_COMPLETE {
+			// The managers think this node runs it, but the local state
+			// has no trace of it (state dir wiped): say so rather than
+			// silently starting a second copy.
+			lost := failedStatus("the agent has no record of this task (its local state was lost)", nil)
+			e.startCtlLocked(t, lost)
+			e.setStatusLocked(id, proto.Clone(lost).(*shoalv1.TaskStatus))
+			continue
+		}
+		if st.GetState() >= shoalv1.TaskState_TASK_STATE_COMPLETE {
+			continue // ended elsewhere or before; nothing to run or clean
+		}
+		e.startCtlLocked(t, &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_ASSIGNED})
+	}
+	for _, id := range removed {
+		if c, ok := e.ctls[id]; ok {
+			c.remove()
+		}
+	}
+}
+
+func (e *Executor) startCtlLocked(t *shoalv1.Task, st *shoalv1.TaskStatus) {
+	id := t.GetMeta().GetId()
+	c := newTaskCtl(e, t, st)
+	e.ctls[id] = c
+	if _, ok := e.statuses[id]; !ok {
+		e.statuses[id] = st
+	}
+	if err := e.db.put(id, t, nil); err != nil {
+		e.log.Error("recording task", "task_id", id, "err", err)
+	}
+	go c.run(e.ctx)
+}
+
+// forget drops a removed task's controller and records.
+func (e *Executor) forget(id string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.ctls, id)
+	delete(e.statuses, id)
+	delete(e.dirty, id)
+	if err := e.db.delete(id); err != nil {
+		e.log.Error("deleting task record", "task_id", id, "err", err)
+	}
+}
+
+// setStatus records a task's observed status and queues it for the
+// managers. The record is written first: a status is never reported that
+// a crash right after could take back.
+func (e *Executor) setStatus(id string, st *shoalv1.TaskStatus) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.setStatusLocked(id, st)
+}
+
+func (e *Executor) setStatusLocked(id string, st *shoalv1.TaskStatus) {
+	if st.Timestamp == nil {
+		st.Timestamp = timestamppb.Now()
+	}
+	if err := e.db.put(id, nil, st); err != nil {
+		e.log.Error("recording task status", "task_id", id, "err", err)
+	}
+	e.statuses[id] = st
+	e.dirty[id] = true
+	select {
+	case e.notify <- struct{}{}:
+	default:
+	}
+	e.log.Debug("task status", "task_id", id, "state", st.GetState(), "message", st.GetMessage(), "err", st.GetErr())
+}
+
+// Updates is signalled when statuses are waiting to be sent.
+func (e *Executor) Updates() <-chan struct{} { return e.notify }
+
+// TakeUpdates returns the statuses not yet handed out (all of them when
+// all is set, as a new session must resend everything).
+func (e *Executor) TakeUpdates(all bool) []*shoalv1.TaskStatusUpdate {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []*shoalv1.TaskStatusUpdate
+	for id, st := range e.statuses {
+		if all || e.dirty[id] {
+			out = append(out, &shoalv1.TaskStatusUpdate{TaskId: id, Status: proto.Clone(st).(*shoalv1.TaskStatus)})
+		}
+	}
+	clear(e.dirty)
+	sort.Slice(out, func(i, j int) bool { return out[i].GetTaskId() < out[j].GetTaskId() })
+	return out
+}
+
+// Tasks returns the tasks this node holds, each with its observed status.
+func (e *Executor) Tasks() []*shoalv1.Task {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]*shoalv1.Task, 0, len(e.ctls))
+	for id, c := range e.ctls {
+		t := proto.Clone(c.current()).(*shoalv1.Task)
+		if st := e.statuses[id]; st != nil {
+			t.Status = proto.Clone(st).(*shoalv1.TaskStatus)
+		}
+		out = append(out, t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].GetMeta().GetId() < out[j].GetMeta().GetId() })
+	return out
+}
+
+// ImageInUse says whether a held task's container runs from the image
+// with this digest (for image garbage collection).
+func (e *Executor) ImageInUse(digest string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, st := range e.statuses {
+		if st.GetImageDigest() == digest && st.GetState() < shoalv1.TaskState_TASK_STATE_COMPLETE {
+			return true
+		}
+	}
+	return false
+}
+
+// singleflight makes concurrent pulls of one reference share one pull.
+type singleflight struct {
+	mu sync.Mutex // guards calls
+	m  map[string]*flight
+}
+
+type flight struct {
+	done chan struct{}
+	img  image.Image
+	err  error
+}
+
+func (s *singleflight) do(ctx context.Context, key string, fn func() (image.Image, error)) (image.Image, error) {
+	s.mu.Lock()
+	if s.m == nil {
+		s.m = map[string]*flight{}
+	}
+	if f, ok := s.m[key]; ok {
+		s.mu.Unlock()
+		select { // join the pull in flight
+		case <-f.done:
+			return f.img, f.err
+		case <-ctx.Done():
+			return image.Image{}, ctx.Err()
+		}
+	}
+	f := &flight{done: make(chan struct{})}
+	s.m[key] = f
+	s.mu.Unlock()
+	// The work runs on its own: the caller that started it may stop
+	// waiting (its task was shut down) while others still want it.
+	go func() {
+		f.img, f.err = fn()
+		s.mu.Lock()
+		delete(s.m, key)
+		s.mu.Unlock()
+		close(f.done)
+	}()
+	select {
+	case <-f.done:
+		return f.img, f.err
+	case <-ctx.Done():
+		return image.Image{}, ctx.Err()
+	}
+}

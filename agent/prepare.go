@@ -1,0 +1,313 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/shoal-dev/shoal/agent/image"
+	"github.com/shoal-dev/shoal/agent/runtime"
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// Images is what the executor needs of the node's image store
+// (agent/image.Store).
+type Images interface {
+	Get(ref string) (image.Image, bool)
+	Pull(ctx context.Context, ref string, opts image.PullOptions) (image.Image, error)
+	LowerDirs(img image.Image) []string
+	MarkUsed(ref string) error
+}
+
+// NetAttachment is a task's network namespace as the node network made it.
+type NetAttachment struct {
+	NetNSPath string
+	Addresses []string
+}
+
+// Network gives each task a network namespace (agent/network.Manager
+// behind an adapter). Setup and Teardown are idempotent.
+type Network interface {
+	Setup(ctx context.Context, taskID string) (NetAttachment, error)
+	Teardown(ctx context.Context, taskID string) error
+}
+
+// rejectError marks a failure that means the task cannot run on this node
+// at all (bad image, impossible limits): reported as REJECTED.
+type rejectError struct{ err error }
+
+func (e rejectError) Error() string { return e.err.Error() }
+func (e rejectError) Unwrap() error { return e.err }
+
+func reject(format string, a ...any) error { return rejectError{fmt.Errorf(format, a...)} }
+
+// taskPaths are a task's files on the node.
+type taskPaths struct {
+	dir, rootfs, upper, work, log string
+}
+
+func (e *Executor) paths(id string) taskPaths {
+	dir := filepath.Join(e.cfg.Dir, "tasks", id)
+	return taskPaths{dir: dir, rootfs: filepath.Join(dir, "rootfs"), upper: filepath.Join(dir, "upper"),
+		work: filepath.Join(dir, "work"), log: filepath.Join(e.cfg.Dir, "logs", id+".log")}
+}
+
+// LogPath is where task id's stdout and stderr are written (JSON lines,
+// rotated to .1, .2; see agent/runtime). Empty for an unknown task.
+func (e *Executor) LogPath(id string) string {
+	e.mu.Lock()
+	_, ok := e.ctls[id]
+	e.mu.Unlock()
+	if !ok {
+		return ""
+	}
+	return e.paths(id).log
+}
+
+// ensureImage finds the task's image in the store or pulls it.
+func (e *Executor) ensureImage(ctx context.Context, ref string) (image.Image, error) {
+	if ref == "" {
+		return image.Image{}, reject("task has no image")
+	}
+	if img, ok := e.cfg.Images.Get(ref); ok {
+		_ = e.cfg.Images.MarkUsed(img.Digest)
+		return img, nil
+	}
+	// A pinned reference (name:tag@sha256:...) names content: whatever
+	// this node holds under that digest is the same image.
+	if _, d, ok := strings.Cut(ref, "@"); ok {
+		if img, ok := e.cfg.Images.Get(d); ok && img.Digest == d {
+			_ = e.cfg.Images.MarkUsed(img.Digest)
+			return img, nil
+		}
+	}
+	pctx, cancel := context.WithTimeout(ctx, e.cfg.PullTimeout)
+	defer cancel()
+	img, err := e.cfg.Images.Pull(pctx, ref, e.cfg.Pull)
+	if err != nil {
+		if ctx.Err() != nil {
+			return image.Image{}, ctx.Err()
+		}
+		if errors.Is(pctx.Err(), context.DeadlineExceeded) {
+			return image.Image{}, reject("pulling image %q: no answer from the registry within %s", ref, e.cfg.PullTimeout)
+		}
+		// Every pull failure (unknown image, unreachable registry,
+		// refused credentials, corrupt layer) means the task cannot run
+		// here; the orchestrator decides whether to try again.
+		return image.Image{}, rejectError{fmt.Errorf("image %q is not on this node and could not be pulled: %w", ref, err)}
+	}
+	return img, nil
+}
+
+// mountRootfs gives the task its own writable overlay on the image layers.
+func (e *Executor) mountRootfs(p taskPaths, img image.Image) error {
+	lower := e.cfg.Images.LowerDirs(img)
+	if len(lower) == 0 {
+		return reject("image %s has no layers", img.Digest)
+	}
+	if _, err := image.OverlayOptions(lower, p.upper, p.work); err != nil {
+		return rejectError{err}
+	}
+	// A restarted agent may find it mounted already.
+	if mounted(p.rootfs) {
+		return nil
+	}
+	return e.mount(lower, p.upper, p.work, p.rootfs)
+}
+
+// mounted says whether dir is a mount point (its device differs from its
+// parent's).
+func mounted(dir string) bool {
+	var st, pst syscall.Stat_t
+	if syscall.Stat(dir, &st) != nil || syscall.Stat(filepath.Dir(dir), &pst) != nil {
+		return false
+	}
+	return st.Dev != pst.Dev
+}
+
+// runtimeSpec turns the task's container spec and its image config into
+// what the runtime runs, with docker's rules: the spec's command replaces
+// the image entrypoint (and then the image cmd is dropped), the spec's
+// args replace the image cmd; env is the image's, overridden by key.
+func (e *Executor) runtimeSpec(t *shoalv1.Task, img image.Image, p taskPaths, nsPath string) (runtime.Spec, error) {
+	c := t.GetSpec().GetContainer()
+	var argv []string
+	switch {
+	case len(c.GetCommand()) > 0:
+		argv = append(append(argv, c.GetCommand()...), c.GetArgs()...)
+	case len(c.GetArgs()) > 0:
+		argv = append(append(argv, img.Config.Entrypoint...), c.GetArgs()...)
+	default:
+		argv = append(append(argv, img.Config.Entrypoint...), img.Config.Cmd...)
+	}
+	if len(argv) == 0 {
+		return runtime.Spec{}, reject("no command: the service gives none and image %s has no entrypoint or cmd", img.Digest)
+	}
+	if err := checkExecutable(p.rootfs, argv[0], mergeEnv(img.Config.Env, c.GetEnv())); err != nil {
+		return runtime.Spec{}, reject("%v", err)
+	}
+	spec := runtime.Spec{
+		ID:             t.GetMeta().GetId(),
+		Rootfs:         p.rootfs,
+		Args:           argv,
+		Env:            mergeEnv(img.Config.Env, c.GetEnv()),
+		Cwd:            firstNonEmpty(c.GetWorkdir(), img.Config.WorkingDir, "/"),
+		User:           firstNonEmpty(c.GetUser(), img.Config.User),
+		Hostname:       firstNonEmpty(c.GetHostname(), shortID(t.GetMeta().GetId())),
+		ReadOnlyRootfs: c.GetReadOnly(),
+		NetNSPath:      nsPath,
+		CapAdd:         c.GetCapAdd(),
+		CapDrop:        c.GetCapDrop(),
+	}
+	for i, m := range c.GetMounts() {
+		switch m.GetType() {
+		case "bind", "":
+			spec.Mounts = append(spec.Mounts, runtime.Mount{Source: m.GetSource(), Destination: m.GetTarget(), ReadOnly: m.GetReadOnly()})
+		case "tmpfs":
+			spec.Mounts = append(spec.Mounts, runtime.Mount{Tmpfs: true, Destination: m.GetTarget(), ReadOnly: m.GetReadOnly()})
+		default:
+			return runtime.Spec{}, reject("mounts[%d].type: unknown mount type %q", i, m.GetType())
+		}
+	}
+	res := t.GetSpec().GetResources()
+	lim := res.GetLimits()
+	spec.Resources = runtime.Resources{MemoryBytes: lim.GetMemoryBytes(), NanoCPUs: lim.GetNanoCpus(), PidsLimit: lim.GetPids()}
+	if r := res.GetReservations().GetNanoCpus(); r > 0 {
+		// A reservation weighs the task in CPU contention: 1 CPU = 1024.
+		spec.Resources.CPUShares = uint64(max(2, r*1024/1e9))
+	}
+	if nodeMem := e.cfg.NodeMemory; nodeMem > 0 && lim.GetMemoryBytes() > nodeMem {
+		return runtime.Spec{}, reject("memory limit %d bytes is more than this node has (%d bytes)", lim.GetMemoryBytes(), nodeMem)
+	}
+	if m := lim.GetMemoryBytes(); m > 0 && m < minMemoryLimit {
+		return runtime.Spec{}, reject("memory limit %d bytes is below the %d bytes a container needs to start", m, minMemoryLimit)
+	}
+	if err := spec.Validate(); err != nil {
+		return runtime.Spec{}, rejectError{err}
+	}
+	return spec, nil
+}
+
+// minMemoryLimit is what a container's init needs to get going; below it
+// the kernel OOM-kills the init before the command runs, which would look
+// like a crash of the application.
+const minMemoryLimit = 6 << 20
+
+// checkExecutable makes "image without the requested command" a clear
+// rejection instead of an exec error deep in the container's init.
+func checkExecutable(rootfs, cmd string, env []string) error {
+	if strings.Contains(cmd, "/") {
+		if !filepath.IsAbs(cmd) {
+			return nil // relative to the workdir: let the runtime judge
+		}
+		if !executableIn(rootfs, cmd) {
+			return fmt.Errorf("command %q not found in the image", cmd)
+		}
+		return nil
+	}
+	path := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			path = v
+		}
+	}
+	for _, dir := range filepath.SplitList(path) {
+		if dir != "" && executableIn(rootfs, filepath.Join(dir, cmd)) {
+			return nil
+		}
+	}
+	return fmt.Errorf("command %q not found in the image's PATH (%s)", cmd, path)
+}
+
+// executableIn resolves p inside rootfs, following symlinks within the
+// rootfs (an absolute link target is relative to the rootfs, not the host).
+func executableIn(rootfs, p string) bool {
+	for range 16 {
+		full := filepath.Join(rootfs, filepath.Clean("/"+p))
+		fi, err := os.Lstat(full)
+		if err != nil {
+			return false
+		}
+		if fi.Mode()&os.ModeSymlink == 0 {
+			return fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
+		}
+		target, err := os.Readlink(full)
+		if err != nil {
+			return false
+		}
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(filepath.Dir(filepath.Clean("/"+p)), target)
+		}
+		p = target
+	}
+	return false
+}
+
+func mergeEnv(base, over []string) []string {
+	out := make([]string, 0, len(base)+len(over))
+	idx := map[string]int{}
+	for _, list := range [][]string{base, over} {
+		for _, kv := range list {
+			k, _, _ := strings.Cut(kv, "=")
+			if i, ok := idx[k]; ok {
+				out[i] = kv
+				continue
+			}
+			idx[k] = len(out)
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+// stopSignal parses "SIGTERM", "TERM" or "15"; empty means the image's
+// stop signal, else SIGTERM.
+func stopSignal(spec, image string) (syscall.Signal, error) {
+	s := firstNonEmpty(spec, image, "SIGTERM")
+	if n, err := strconv.Atoi(s); err == nil {
+		if n <= 0 || n > 64 {
+			return 0, fmt.Errorf("stop signal %d out of range", n)
+		}
+		return syscall.Signal(n), nil
+	}
+	name := strings.TrimPrefix(strings.ToUpper(s), "SIG")
+	if sig, ok := signals[name]; ok {
+		return sig, nil
+	}
+	return 0, fmt.Errorf("unknown stop signal %q", s)
+}
+
+var signals = map[string]syscall.Signal{
+	"TERM": syscall.SIGTERM, "KILL": syscall.SIGKILL, "INT": syscall.SIGINT, "QUIT": syscall.SIGQUIT,
+	"HUP": syscall.SIGHUP, "USR1": syscall.SIGUSR1, "USR2": syscall.SIGUSR2, "WINCH": syscall.SIGWINCH,
+}
+
+// stopGrace is the spec's grace period, default 10 s like docker.
+func stopGrace(ms int64) time.Duration {
+	if ms <= 0 {
+		return 10 * time.Second
+	}
+	return time.Duration(ms) * time.Millisecond
+}

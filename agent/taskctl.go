@@ -1,0 +1,404 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/shoal-dev/shoal/agent/image"
+	"github.com/shoal-dev/shoal/agent/runtime"
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// taskCtl is one task's controller. Its run goroutine alone drives the
+// task; update and remove only record what the managers want and wake it.
+type taskCtl struct {
+	e   *Executor
+	id  string
+	log *slog.Logger
+
+	mu      sync.Mutex // guards task and removed
+	task    *shoalv1.Task
+	removed bool
+
+	wake chan struct{} // cap 1
+	done chan struct{} // closed when run returns
+
+	// Owned by the run goroutine.
+	status   *shoalv1.TaskStatus
+	released bool // container, rootfs and network released
+}
+
+func newTaskCtl(e *Executor, t *shoalv1.Task, st *shoalv1.TaskStatus) *taskCtl {
+	id := t.GetMeta().GetId()
+	return &taskCtl{e: e, id: id, log: e.log.With("task_id", id, "service_id", t.GetServiceId()),
+		task: t, status: st, wake: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+func (c *taskCtl) update(t *shoalv1.Task) {
+	c.mu.Lock()
+	c.task = t
+	c.mu.Unlock()
+	if err := c.e.db.put(c.id, t, nil); err != nil {
+		c.log.Error("recording task", "err", err)
+	}
+	c.poke()
+}
+
+func (c *taskCtl) remove() {
+	c.mu.Lock()
+	c.removed = true
+	c.mu.Unlock()
+	c.poke()
+}
+
+func (c *taskCtl) poke() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (c *taskCtl) current() *shoalv1.Task {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.task
+}
+
+func (c *taskCtl) snapshot() (*shoalv1.Task, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.task, c.removed
+}
+
+func (c *taskCtl) wantsStop() bool {
+	t, removed := c.snapshot()
+	return removed || t.GetDesiredState() >= shoalv1.TaskState_TASK_STATE_SHUTDOWN
+}
+
+func (c *taskCtl) report(st *shoalv1.TaskStatus) {
+	if st.GetState() < c.status.GetState() {
+		return // states never go backwards
+	}
+	if st.ImageDigest == "" {
+		st.ImageDigest = c.status.GetImageDigest()
+	}
+	if len(st.Addresses) == 0 && st.GetState() <= shoalv1.TaskState_TASK_STATE_RUNNING {
+		st.Addresses = c.status.GetAddresses()
+	}
+	c.status = st
+	c.e.setStatus(c.id, proto.Clone(st).(*shoalv1.TaskStatus))
+}
+
+func (c *taskCtl) run(ctx context.Context) {
+	defer close(c.done)
+	for ctx.Err() == nil {
+		t, removed := c.snapshot()
+		state := c.status.GetState()
+		switch {
+		case removed:
+			c.release(ctx)
+			c.purge()
+			c.e.forget(c.id)
+			c.log.Debug("task removed")
+			return
+		case state >= shoalv1.TaskState_TASK_STATE_COMPLETE:
+			c.release(ctx)
+			c.idle(ctx)
+		case state == shoalv1.TaskState_TASK_STATE_RUNNING || (state == shoalv1.TaskState_TASK_STATE_STARTING && c.exists(ctx)):
+			c.supervise(ctx)
+		case t.GetDesiredState() >= shoalv1.TaskState_TASK_STATE_SHUTDOWN:
+			c.release(ctx)
+			c.report(&shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_SHUTDOWN, Message: "shut down before it started"})
+		default:
+			c.start(ctx, t)
+		}
+	}
+}
+
+// idle waits for a change from the managers.
+func (c *taskCtl) idle(ctx context.Context) {
+	select {
+	case <-c.wake:
+	case <-ctx.Done():
+	}
+}
+
+// exists says whether the runtime knows the task (after a restart in
+// STARTING, the container may or may not have been created).
+func (c *taskCtl) exists(ctx context.Context) bool {
+	_, err := c.e.cfg.Runtime.State(ctx, c.id)
+	return err == nil
+}
+
+// start prepares and starts the container. A shutdown asked for meanwhile
+// cancels a pull or a start that has not happened yet.
+func (c *taskCtl) start(ctx context.Context, t *shoalv1.Task) {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopWatch := make(chan struct{})
+	defer close(stopWatch)
+	go func() {
+		for {
+			select {
+			case <-c.wake:
+				if c.wantsStop() {
+					cancel()
+					c.poke() // let run see it too
+					return
+				}
+			case <-stopWatch:
+				return
+			}
+		}
+	}()
+
+	if c.status.GetState() < shoalv1.TaskState_TASK_STATE_ACCEPTED {
+		c.report(&shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_ACCEPTED, Message: "accepted"})
+	}
+	// Whatever a previous attempt (before a restart) left is released so
+	// that preparing starts clean.
+	c.released = false
+	c.release(ctx)
+	c.released = false
+
+	err := c.prepareAndStart(sctx, t)
+	if err == nil {
+		return
+	}
+	if ctx.Err() != nil {
+		return // the agent is stopping; the next one carries on
+	}
+	c.release(ctx)
+	if sctx.Err() != nil {
+		c.report(&shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_SHUTDOWN, Message: "shut down before it started"})
+		return
+	}
+	var rej rejectError
+	if errors.As(err, &rej) {
+		c.log.Warn("task rejected", "err", err)
+		c.report(&shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_REJECTED, Message: "rejected", Err: err.Error()})
+		return
+	}
+	c.log.Warn("task failed to start", "err", err)
+	c.report(failedStatus("starting container: "+err.Error(), nil))
+}
+
+func (c *taskCtl) prepareAndStart(ctx context.Context, t *shoalv1.Task) error {
+	e := c.e
+	ref := t.GetSpec().GetContainer().GetImage()
+	c.report(&shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_PREPARING, Message: "preparing"})
+	img, err := e.pulls.do(ctx, ref, func() (image.Image, error) { return e.ensureImage(e.baseCtx(), ref) })
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c.status.ImageDigest = img.Digest
+	p := e.paths(c.id)
+	if err := os.MkdirAll(p.dir, 0o700); err != nil {
+		return err
+	}
+	if err := e.mountRootfs(p, img); err != nil {
+		return err
+	}
+	var nsPath string
+	var addrs []string
+	if e.cfg.Network != nil {
+		att, err := e.cfg.Network.Setup(ctx, c.id)
+		if err != nil {
+			return fmt.Errorf("network: %w", err)
+		}
+		nsPath = att.NetNSPath
+		for _, a := range att.Addresses {
+			ip, _, _ := strings.Cut(a, "/")
+			addrs = append(addrs, ip)
+		}
+	}
+	spec, err := e.runtimeSpec(t, img, p, nsPath)
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c.report(&shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_STARTING, Message: "starting", ImageDigest: img.Digest, Addresses: addrs})
+	select {
+	case e.startSem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	err = e.cfg.Runtime.Start(e.baseCtx(), spec, p.log)
+	<-e.startSem
+	if err != nil {
+		return err
+	}
+	st, err := e.cfg.Runtime.State(ctx, c.id)
+	if err != nil {
+		return err
+	}
+	c.report(&shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_RUNNING, Message: "started", Pid: int32(st.Pid),
+		ImageDigest: img.Digest, Addresses: addrs})
+	c.log.Info("task running", "pid", st.Pid, "image", img.Digest)
+	return nil
+}
+
+// supervise waits for the container to end or to be told to stop.
+func (c *taskCtl) supervise(ctx context.Context) {
+	rt := c.e.cfg.Runtime
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		st  runtime.State
+		err error
+	}
+	exited := make(chan result, 1)
+	go func() {
+		st, err := rt.Wait(wctx, c.id)
+		exited <- result{st, err}
+	}()
+	stopping := false
+	for {
+		var r result
+		select {
+		case r = <-exited:
+		case <-c.wake:
+			if stopping || !c.wantsStop() {
+				continue
+			}
+			stopping = true
+			t, _ := c.snapshot()
+			cs := t.GetSpec().GetContainer()
+			sig, err := stopSignal(cs.GetStopSignal(), "")
+			if err != nil {
+				c.log.Warn("bad stop signal; using SIGTERM", "err", err)
+				sig, _ = stopSignal("", "")
+			}
+			grace := stopGrace(cs.GetStopGraceMs())
+			c.log.Debug("stopping task", "signal", sig, "grace", grace)
+			go func() {
+				// Stop sends the signal, waits out the grace period and
+				// kills; Wait (above) then reports the exit.
+				if err := rt.Stop(wctx, c.id, sig, grace); err != nil && wctx.Err() == nil {
+					c.log.Warn("stopping task", "err", err)
+				}
+			}()
+			continue
+		case <-ctx.Done():
+			return // agent stopping: the container keeps running
+		}
+		if r.err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if errors.Is(r.err, runtime.ErrNotFound) {
+				c.report(failedStatus("the container is gone (its state vanished while the agent was not watching)", nil))
+				return
+			}
+			c.log.Warn("waiting for task", "err", r.err)
+			c.report(failedStatus("lost track of the container: "+r.err.Error(), nil))
+			return
+		}
+		c.report(c.exitStatus(r.st, stopping))
+		return
+	}
+}
+
+// exitStatus turns the runtime's final state into the task's.
+func (c *taskCtl) exitStatus(st runtime.State, stopped bool) *shoalv1.TaskStatus {
+	if st.Status == runtime.StatusFailed {
+		msg := "the task's shim died unexpectedly"
+		if st.Error != "" {
+			msg += ": " + st.Error
+		}
+		return failedStatus(msg, nil)
+	}
+	ex := st.Exit
+	if ex == nil {
+		return failedStatus("the container ended without an exit status", nil)
+	}
+	if ex.Error != "" {
+		return failedStatus("starting container: "+ex.Error, ex)
+	}
+	if stopped {
+		return &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_SHUTDOWN, Message: "shut down", ExitCode: int32(ex.Code)}
+	}
+	if ex.OOMKilled {
+		lim := c.current().GetSpec().GetResources().GetLimits().GetMemoryBytes()
+		return failedStatus(fmt.Sprintf("OOM killed: the container used more than its memory limit (%d bytes)", lim), ex)
+	}
+	if ex.Code == 0 {
+		return &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_COMPLETE, Message: "finished"}
+	}
+	if ex.Signal != 0 {
+		return failedStatus(fmt.Sprintf("killed by signal %d (exit code %d)", ex.Signal, ex.Code), ex)
+	}
+	return failedStatus(fmt.Sprintf("exit code %d", ex.Code), ex)
+}
+
+func failedStatus(msg string, ex *runtime.ExitStatus) *shoalv1.TaskStatus {
+	st := &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_FAILED, Message: "failed", Err: msg}
+	if ex != nil {
+		st.ExitCode = int32(ex.Code)
+		st.OomKilled = ex.OOMKilled
+	}
+	return st
+}
+
+// release gives back what a task holds on the node while it runs: the
+// container (killed if still there), its cgroups, the rootfs mount, the
+// writable layer and the network namespace. The log stays until the task
+// is removed. Idempotent.
+func (c *taskCtl) release(ctx context.Context) {
+	if c.released {
+		return
+	}
+	e := c.e
+	rctx := context.WithoutCancel(ctx)
+	if err := e.cfg.Runtime.Remove(rctx, c.id); err != nil {
+		c.log.Warn("removing container", "err", err)
+	}
+	p := e.paths(c.id)
+	if err := e.unmount(p.rootfs); err != nil {
+		c.log.Warn("unmounting rootfs", "err", err)
+	}
+	if err := os.RemoveAll(p.dir); err != nil {
+		c.log.Warn("removing task dir", "err", err)
+	}
+	if e.cfg.Network != nil {
+		if err := e.cfg.Network.Teardown(rctx, c.id); err != nil {
+			c.log.Warn("removing network namespace", "err", err)
+		}
+	}
+	c.released = true
+}
+
+// purge deletes the task's logs (it is gone from the managers).
+func (c *taskCtl) purge() {
+	logp := c.e.paths(c.id).log
+	matches, _ := filepath.Glob(logp + ".*")
+	for _, p := range append(matches, logp) {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			c.log.Warn("removing log", "path", p, "err", err)
+		}
+	}
+}
+
+// baseCtx is the executor's context: work shared between tasks (a pull)
+// or that must not be torn by one task's cancellation (a start) runs on it.
+func (e *Executor) baseCtx() context.Context {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ctx == nil {
+		return context.Background()
+	}
+	return e.ctx
+}
