@@ -26,7 +26,7 @@ func checkLeftovers() error {
 		errs = append(errs, fmt.Errorf("shim process %d", pid))
 		_ = unix.Kill(pid, unix.SIGKILL)
 	}
-	mounts, err := mountsUnder(baseDir)
+	mounts, err := mountsBelow(baseDir)
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -66,25 +66,6 @@ func shimsUnder(dir string) []int {
 		}
 	}
 	return out
-}
-
-// mountsUnder lists mount points at or below dir in our mount namespace.
-func mountsUnder(dir string) ([]string, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		if mp := unescapeMountinfo(f[4]); mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
-		}
-	}
-	return out, nil
 }
 
 // procsInCgroup lists processes whose cgroup (in any hierarchy) is path
@@ -223,6 +204,7 @@ func TestRemoveCgroupParentRefusesNonEmpty(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { rt.Close() })
 	t.Cleanup(func() {
 		if err := RemoveCgroupParent(parent); err != nil {
 			t.Errorf("cleanup: %v", err)

@@ -191,6 +191,26 @@ func ociSpec(s *Spec, cgroupParent string) (*specs.Spec, error) {
 	}, nil
 }
 
+// OCISpec returns the OCI runtime spec equivalent to what Start runs for
+// s with its cgroup under cgroupParent (empty: DefaultCgroupParent):
+// namespaces, capabilities, seccomp profile, masked paths, mounts, limits.
+// The user is not resolved (root) and the environment is PATH only. It is
+// for comparing with other runtimes, e.g. the runc CLI in Bench.
+func OCISpec(s Spec, cgroupParent string) (*specs.Spec, error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	o, err := ociSpec(&s, cgroupParent)
+	if err != nil {
+		return nil, err
+	}
+	o.Process.Env = containerEnv(s.Env, "")
+	if s.Cwd != "" {
+		o.Process.Cwd = s.Cwd
+	}
+	return o, nil
+}
+
 // libcontainerConfig builds the libcontainer config for s.
 func libcontainerConfig(s *Spec, cgroupParent string) (*configs.Config, error) {
 	os, err := ociSpec(s, cgroupParent)

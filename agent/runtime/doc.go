@@ -18,6 +18,17 @@
 // container has lost its stdout and stderr: its next write to them fails
 // with EPIPE, which usually ends it.
 //
+// # Spare shim
+//
+// A shim's own start-up (the Go runtime and package initialisation of the
+// whole shoal binary) was the largest part of Start. So the runtime keeps
+// one spare shim, already started and waiting on a socket for a task id;
+// Start hands the task to it and spawns the next spare in the background.
+// The spare holds nothing of a task, runs in its own session like every
+// shim, and exits when [Libcontainer.Close] dismisses it or the agent dies
+// (its socket closes). [Libcontainer.Prepare] makes one ready ahead of the
+// first Start; [WithSpareShim](false) turns spares off.
+//
 // # State dir
 //
 // <root>/<id>/spec.json (written by Start), shim.json (shim and container
@@ -38,6 +49,8 @@
 // # Use
 //
 //	rt, err := runtime.NewLibcontainer("/var/lib/shoal/tasks", logger)
+//	defer rt.Close()                     // dismisses the spare shim
+//	err = rt.Prepare(ctx)                // optional: a spare before the first Start
 //	err = rt.Start(ctx, runtime.Spec{ID: "t1", Rootfs: dir, Args: []string{"/app"}}, "/var/log/shoal/t1.log")
 //	st, err := rt.State(ctx, "t1")       // Running / Exited / Failed (shim died)
 //	st, err = rt.Wait(ctx, "t1")         // blocks until the shim is gone (pidfd)

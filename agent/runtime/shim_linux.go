@@ -14,13 +14,28 @@ import (
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
+	"golang.org/x/sys/unix"
 )
 
-// runShim is the shim process: create and start the container, signal
-// readiness on fd 3, copy its output into the log, wait, record the exit.
-// The return value is the shim's exit code (the container's is in exit.json).
-func runShim(root, id string) int {
-	ready := os.NewFile(3, "ready")
+// runShim is the shim process: announce itself on fd 3 and wait there
+// for its task id (see spawn_linux.go), create and start the container,
+// report on fd 3, copy the container's output into the log, wait, record
+// the exit. The return value is the shim's exit code (the container's is
+// in exit.json).
+func runShim(root string) int {
+	conn := os.NewFile(shimConnFd, "agent")
+	// Not for the container's init (libcontainer would close it anyway).
+	unix.CloseOnExec(shimConnFd)
+	if _, err := conn.Write([]byte(`{"up":true}`)); err != nil {
+		return 1 // the agent is gone already
+	}
+	buf := make([]byte, 256)
+	n, err := conn.Read(buf)
+	if err != nil || n == 0 {
+		return 0 // dismissed: Close, or the agent went away
+	}
+	id := string(buf[:n])
+	ready := conn
 	dir := filepath.Join(root, id)
 	fail := func(err error) int {
 		fmt.Fprintf(os.Stderr, "shim %s: %v\n", id, err)
@@ -33,6 +48,10 @@ func runShim(root, id string) int {
 	}
 	if !idRE.MatchString(id) {
 		return fail(fmt.Errorf("bad task id %q", id))
+	}
+	// From now on the shim's own messages go to the task's shim.log.
+	if err := redirectOutput(filepath.Join(dir, shimLog)); err != nil {
+		return fail(err)
 	}
 	shimStart, _, err := procStat(os.Getpid())
 	if err != nil {
@@ -169,6 +188,21 @@ func runShim(root, id string) int {
 		return 1
 	}
 	return 0
+}
+
+// redirectOutput points fds 1 and 2 at path (appending).
+func redirectOutput(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for _, fd := range []int{1, 2} {
+		if err := unix.Dup3(int(f.Fd()), fd, 0); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // containerEnv adds PATH and HOME unless the task set them.

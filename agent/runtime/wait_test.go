@@ -27,6 +27,8 @@ type helperJob struct {
 	LogPath string `json:"log_path"`
 
 	CgroupParent string `json:"cgroup_parent"`
+	// SpareOnly: make a spare shim (Prepare), print its pid, exit.
+	SpareOnly bool `json:"spare_only,omitempty"`
 }
 
 // maybeHelper runs in TestMain: if this process is the helper, start the
@@ -41,8 +43,12 @@ func maybeHelper() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	rt, err := NewLibcontainer(job.Root, nil, WithCgroupParent(job.CgroupParent))
-	if err == nil {
+	rt, err := NewLibcontainer(job.Root, nil, WithCgroupParent(job.CgroupParent), WithSpareShim(job.SpareOnly))
+	if err == nil && job.SpareOnly {
+		if err = rt.Prepare(context.Background()); err == nil {
+			fmt.Println(spareOf(rt).cmd.Process.Pid)
+		}
+	} else if err == nil {
 		err = rt.Start(context.Background(), job.Spec, job.LogPath)
 	}
 	if err != nil {

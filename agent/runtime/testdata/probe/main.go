@@ -1,16 +1,21 @@
 // Command probe is the test program run inside containers by the runtime
-// tests: probe <action> [args].
+// tests: probe <action> [args]. Run under the name "true" (a symlink, as
+// the runtime benchmark's /bin/true) it just exits 0.
 package main
 
 import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 )
 
 func main() {
+	if filepath.Base(os.Args[0]) == "true" {
+		os.Exit(0)
+	}
 	if len(os.Args) < 2 {
 		os.Exit(2)
 	}

@@ -1,0 +1,109 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestPercentile(t *testing.T) {
+	ds := []time.Duration{5, 1, 4, 2, 3, 10, 9, 8, 7, 6}
+	cases := []struct {
+		p    float64
+		want time.Duration
+	}{{50, 5}, {90, 9}, {100, 10}, {0, 1}, {10, 1}, {11, 2}}
+	for _, c := range cases {
+		if got := Percentile(ds, c.p); got != c.want {
+			t.Errorf("p%v = %v, want %v", c.p, got, c.want)
+		}
+	}
+	if Percentile(nil, 50) != 0 {
+		t.Error("empty")
+	}
+	if ds[0] != 5 {
+		t.Error("Percentile sorted its argument")
+	}
+}
+
+func TestBenchRefusals(t *testing.T) {
+	if err := requireRoot(1000); err == nil {
+		t.Error("non-root accepted")
+	}
+	ctx := context.Background()
+	if _, err := Bench(ctx, BenchOptions{N: 0}); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("n=0: %v", err)
+	}
+	if _, err := Bench(ctx, BenchOptions{N: 1, Runc: "/nonexistent/runc"}); err == nil {
+		t.Error("missing runc accepted")
+	}
+	runc := runcOrSkip(t)
+	if _, err := Bench(ctx, BenchOptions{N: 1, Runc: runc, Busybox: "/nonexistent"}); err == nil || !strings.Contains(err.Error(), "busybox") {
+		t.Errorf("missing busybox: %v", err)
+	}
+	empty := t.TempDir()
+	if _, err := Bench(ctx, BenchOptions{N: 1, Runc: runc, Rootfs: empty}); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("rootfs without /bin/true: %v", err)
+	}
+	if _, err := Bench(ctx, BenchOptions{N: 1, Runc: runc, Rootfs: "relative"}); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("relative rootfs: %v", err)
+	}
+	// None of these left their temporary dirs.
+	if left, _ := filepath.Glob(filepath.Join(os.TempDir(), "shoal-runtime-bench-*")); len(left) > 0 {
+		t.Errorf("left: %v", left)
+	}
+}
+
+func runcOrSkip(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("runc")
+	if err != nil {
+		t.Skip("runc CLI not installed")
+	}
+	return p
+}
+
+// TestBenchSmall runs Bench for real (two iterations) with the probe as
+// /bin/true, and checks that it cleans up after itself.
+func TestBenchSmall(t *testing.T) {
+	runc := runcOrSkip(t)
+	rootfs := newRootfs(t)
+	if err := os.Symlink("probe", filepath.Join(rootfs, "bin/true")); err != nil {
+		t.Fatal(err)
+	}
+	var progress strings.Builder
+	res, err := Bench(context.Background(), BenchOptions{N: 2, Rootfs: rootfs, Runc: runc, Progress: &progress})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Ours) != 2 || len(res.Runc) != 2 || res.Ours[0] <= 0 || res.Runc[0] <= 0 {
+		t.Errorf("result %+v", res)
+	}
+	if n := strings.Count(progress.String(), "\n"); n != 2 {
+		t.Errorf("progress has %d lines:\n%s", n, progress.String())
+	}
+	if left, _ := filepath.Glob(filepath.Join(os.TempDir(), "shoal-runtime-bench-*")); len(left) > 0 {
+		t.Errorf("left: %v", left)
+	}
+	if dirs, _ := filepath.Glob("/sys/fs/cgroup/*/shoal-runtime-bench-*"); len(dirs) > 0 {
+		t.Errorf("cgroups left: %v", dirs)
+	}
+}
+
+// TestBusyboxRootfs builds the default rootfs from the busybox given.
+func TestBusyboxRootfs(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "r")
+	if err := busyboxRootfs(root, probeBin); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := os.Readlink(filepath.Join(root, "bin/true")); err != nil || l != "busybox" {
+		t.Errorf("bin/true -> %q, %v", l, err)
+	}
+	if err := checkBenchRootfs(root); err != nil {
+		t.Error(err)
+	}
+}
