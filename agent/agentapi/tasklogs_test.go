@@ -211,3 +211,17 @@ func TestTaskLogsReadError(t *testing.T) {
 		t.Errorf("warnings %q, want one about t1", warnings)
 	}
 }
+
+// TestTaskLogsHeadersFirst: a follow of a quiet log answers with headers
+// at once, so that a manager can tell a live node from a silent one.
+func TestTaskLogsHeadersFirst(t *testing.T) {
+	cl, _ := logServer(t)
+	st, err := cl.TaskLogs(testCtx(t), &shoalv1.TaskLogsRequest{TaskIds: []string{"t1"},
+		Options: &shoalv1.LogsOptions{Follow: true, Tail: proto.Int64(0)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Header(); err != nil {
+		t.Fatalf("no headers: %v", err)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/agent/agentapi"
@@ -235,6 +236,11 @@ func (b *Broker) ServiceLogs(req *shoalv1.LogsRequest, stream shoalv1.Logs_Servi
 	opts := req.GetOptions()
 	if opts == nil {
 		opts = &shoalv1.LogsOptions{}
+	}
+	// Headers at once: a caller can bound its wait for them, and a follow
+	// of quiet tasks may send nothing else for a long time.
+	if err := stream.SendHeader(metadata.MD{}); err != nil {
+		return err
 	}
 	w := agentapi.NewWarnings()
 	for _, msg := range rq.warnings {

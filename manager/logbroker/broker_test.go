@@ -357,3 +357,17 @@ func TestFollowTasksEnds(t *testing.T) {
 	}
 	f.expectEnd()
 }
+
+// TestFollowQuietHeaders: a follow with nothing to show yet still answers
+// with headers at once (the CLI bounds its wait for them).
+func TestFollowQuietHeaders(t *testing.T) {
+	e, _, _ := webEnv(t)
+	st, err := e.cl.ServiceLogs(testCtx(t), &shoalv1.LogsRequest{Service: "web",
+		Options: &shoalv1.LogsOptions{Follow: true, Tail: proto.Int64(0)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Header(); err != nil {
+		t.Fatalf("no headers: %v", err)
+	}
+}

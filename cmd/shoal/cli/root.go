@@ -98,6 +98,7 @@ func NewRootCommand(out, errOut io.Writer) *cobra.Command {
 	pf.DurationVar(&a.timeout, "timeout", 30*time.Second, "timeout of each API call")
 	root.AddCommand(a.nodeVerbs()...)
 	root.AddCommand(a.nodeCmd(), a.serviceCmd(), a.taskCmd(), a.clusterCmd(), a.tokenCmd(), a.eventsCmd(), a.versionCmd())
+	a.addLogsAndImages(root)
 	root.AddCommand(a.debugCmd())
 	return root
 }

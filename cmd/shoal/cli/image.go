@@ -1,0 +1,309 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shoal-dev/shoal/agent/agentapi"
+	"github.com/shoal-dev/shoal/client"
+	"github.com/shoal-dev/shoal/manager/ca"
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// imageChunk is the size of one LoadImage message: well under gRPC's 4 MB
+// message limit, large enough that per-message costs do not matter.
+const imageChunk = 1 << 20
+
+func (a *app) imageCmd() *cobra.Command {
+	c := &cobra.Command{Use: "image", Short: "Manage the images of a node (its agent's image store)"}
+	c.AddCommand(a.imageLoad(), a.imageLs(), a.imageRm())
+	return c
+}
+
+// nodeFlag is --node: which node's agent to talk to.
+func nodeFlag(c *cobra.Command, node *string) {
+	c.Flags().StringVar(node, "node", "", "node (name, id or id prefix; default: the node of --data-dir)")
+}
+
+// agentTarget is a node's agent API as the CLI reaches it.
+type agentTarget struct {
+	nodeID, name, addr string
+}
+
+// findAgent resolves --node through the control API, or without it takes
+// the node whose data dir --data-dir is.
+func (a *app) findAgent(ctx context.Context, node string) (agentTarget, error) {
+	if node == "" {
+		st, err := readLocalNode(a.dataDir)
+		if err != nil {
+			return agentTarget{}, fmt.Errorf("--node: required unless --data-dir holds a node (%v)", err)
+		}
+		if st.AgentAddr != "" {
+			return agentTarget{nodeID: st.NodeID, name: st.NodeID, addr: st.AgentAddr}, nil
+		}
+		node = st.NodeID // a node.json from before agent addresses: ask the managers
+	}
+	cl, err := a.dial(ctx)
+	if err != nil {
+		return agentTarget{}, err
+	}
+	defer cl.Close()
+	cctx, cancel := a.call(ctx)
+	defer cancel()
+	resp, err := cl.Control.GetNode(cctx, &shoalv1.GetNodeRequest{Ref: node})
+	if err != nil {
+		return agentTarget{}, err
+	}
+	n := resp.GetNode()
+	t := agentTarget{nodeID: n.GetMeta().GetId(), name: nodeName(n), addr: n.GetStatus().GetAgentAddr()}
+	if t.name == "" {
+		t.name = t.nodeID
+	}
+	if t.addr == "" {
+		return agentTarget{}, fmt.Errorf("node %q has not reported an agent API address (is it up, and running this version?)", t.name)
+	}
+	return t, nil
+}
+
+// localNode is the part of a data dir's node.json (daemon.State) that
+// names the node and its agent API; read here like client reads the
+// manager list, so the CLI needs nothing of the daemon.
+type localNode struct {
+	NodeID    string `json:"node_id"`
+	AgentAddr string `json:"agent_addr"`
+}
+
+func readLocalNode(dataDir string) (localNode, error) {
+	var st localNode
+	b, err := os.ReadFile(filepath.Join(dataDir, "node.json"))
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("%s: %w", filepath.Join(dataDir, "node.json"), err)
+	}
+	if st.NodeID == "" {
+		return st, fmt.Errorf("%s names no node", filepath.Join(dataDir, "node.json"))
+	}
+	return st, nil
+}
+
+// withAgent connects to a node's agent API with the admin credentials
+// (or a manager's own, on a manager's data dir) and runs f.
+func (a *app) withAgent(cmd *cobra.Command, node string, f func(ag shoalv1.AgentAPIClient, t agentTarget) error) error {
+	t, err := a.findAgent(cmd.Context(), node)
+	if err != nil {
+		return err
+	}
+	creds, err := client.Credentials(client.Config{CertDir: a.certDir, DataDir: a.dataDir})
+	if err != nil {
+		return err
+	}
+	// The server name is checked by agentapi.ClientTLSConfig instead: the
+	// certificate must be the node's (see there).
+	base, err := ca.ClientTLSConfigFromCreds(creds, ca.ManagerServerName)
+	if err != nil {
+		return err
+	}
+	conn, err := agentapi.Dial(t.addr, t.nodeID, base)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return agentError(t, f(shoalv1.NewAgentAPIClient(conn), t))
+}
+
+// agentError names the node in errors that come from reaching it.
+func agentError(t agentTarget, err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := errorMessage(err)
+	if strings.HasPrefix(msg, "unavailable") || strings.HasPrefix(msg, "timed out") {
+		return fmt.Errorf("node %q (agent API at %s): %s", t.name, t.addr, msg)
+	}
+	return errors.New(msg)
+}
+
+func (a *app) imageLoad() *cobra.Command {
+	var node string
+	cmd := &cobra.Command{Use: "load [--node NODE] FILE", Short: "Load images from an archive (OCI layout archive or docker save, optionally gzipped) into a node", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := os.Open(args[0])
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			if fi, err := f.Stat(); err == nil && fi.IsDir() {
+				return fmt.Errorf("%s is a directory; load takes an archive (tar it, or use `shoal daemon --load-image`)", args[0])
+			}
+			return a.withAgent(cmd, node, func(ag shoalv1.AgentAPIClient, t agentTarget) error {
+				// A cheap call first: an unreachable node or a refusal shows
+				// before any of the archive is sent.
+				pctx, cancel := a.call(cmd.Context())
+				_, err := ag.ListImages(pctx, &shoalv1.ListImagesRequest{})
+				cancel()
+				if err != nil {
+					return err
+				}
+				resp, err := uploadImage(cmd.Context(), ag, f)
+				if err != nil {
+					return err
+				}
+				for _, img := range resp.GetImages() {
+					if len(img.GetRefs()) == 0 {
+						fmt.Fprintf(a.out, "Loaded image: %s\n", img.GetDigest())
+					}
+					for _, r := range img.GetRefs() {
+						fmt.Fprintf(a.out, "Loaded image: %s\n", displayRef(r))
+					}
+				}
+				return nil
+			})
+		}}
+	nodeFlag(cmd, &node)
+	return cmd
+}
+
+// uploadImage streams r to LoadImage. The upload has no deadline (an
+// archive can be large); the caller interrupts it if need be.
+func uploadImage(ctx context.Context, ag shoalv1.AgentAPIClient, r io.Reader) (*shoalv1.LoadImageResponse, error) {
+	st, err := ag.LoadImage(ctx)
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, imageChunk)
+	for {
+		n, rerr := io.ReadFull(r, buf)
+		if n > 0 {
+			if err := st.Send(&shoalv1.LoadImageChunk{Data: buf[:n]}); err != nil {
+				// The server ended the call (a refusal, a limit):
+				// CloseAndRecv returns its status.
+				break
+			}
+		}
+		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
+			break
+		}
+		if rerr != nil {
+			return nil, fmt.Errorf("reading the archive: %w", rerr)
+		}
+	}
+	return st.CloseAndRecv()
+}
+
+func (a *app) imageLs() *cobra.Command {
+	var node string
+	var lf listFlags
+	cmd := &cobra.Command{Use: "ls [--node NODE]", Short: "List a node's images", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := lf.check(); err != nil {
+				return err
+			}
+			if len(lf.filters) > 0 {
+				return errors.New("--filter: image ls has no filters")
+			}
+			return a.withAgent(cmd, node, func(ag shoalv1.AgentAPIClient, _ agentTarget) error {
+				ctx, cancel := a.call(cmd.Context())
+				defer cancel()
+				resp, err := ag.ListImages(ctx, &shoalv1.ListImagesRequest{})
+				if err != nil {
+					return err
+				}
+				return printImages(a.out, resp.GetImages(), lf, time.Now())
+			})
+		}}
+	nodeFlag(cmd, &node)
+	lf.bind(cmd, true)
+	return cmd
+}
+
+func printImages(w io.Writer, imgs []*shoalv1.ImageSummary, lf listFlags, now time.Time) error {
+	switch {
+	case lf.quiet:
+		for _, img := range imgs {
+			fmt.Fprintln(w, img.GetDigest())
+		}
+		return nil
+	case lf.format == "json":
+		return printJSON(w, imgs)
+	}
+	tw := table(w)
+	fmt.Fprintln(tw, "REFERENCE\tDIGEST\tCREATED\tSIZE\tLAST USED")
+	for _, img := range imgs {
+		refs := img.GetRefs()
+		if len(refs) == 0 {
+			refs = []string{"<none>"}
+		}
+		// One row per reference, as docker lists one per tag.
+		for _, r := range refs {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", displayRef(r), shortDigest(img.GetDigest()), ago(img.GetCreated(), now),
+				humanSize(img.GetSize()), ago(img.GetLastUsed(), now))
+		}
+	}
+	return tw.Flush()
+}
+
+func (a *app) imageRm() *cobra.Command {
+	var node string
+	cmd := &cobra.Command{Use: "rm [--node NODE] REF...", Aliases: []string{"remove"},
+		Short: "Remove image references from a node (the data goes once no task uses it)", Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.withAgent(cmd, node, func(ag shoalv1.AgentAPIClient, _ agentTarget) error {
+				for _, ref := range args {
+					ctx, cancel := a.call(cmd.Context())
+					_, err := ag.RemoveImage(ctx, &shoalv1.RemoveImageRequest{Ref: ref})
+					cancel()
+					if err != nil {
+						return err
+					}
+					fmt.Fprintf(a.out, "Untagged: %s\n", ref)
+				}
+				return nil
+			})
+		}}
+	nodeFlag(cmd, &node)
+	return cmd
+}
+
+// displayRef shortens a stored, fully qualified reference the way docker
+// shows Docker Hub names: "index.docker.io/library/app:1" is "app:1".
+func displayRef(r string) string {
+	if s, ok := strings.CutPrefix(r, "index.docker.io/library/"); ok {
+		return s
+	}
+	if s, ok := strings.CutPrefix(r, "index.docker.io/"); ok {
+		return s
+	}
+	return r
+}
+
+// shortDigest is the first 12 hex digits of a sha256 digest.
+func shortDigest(d string) string {
+	return shortID(strings.TrimPrefix(d, "sha256:"))
+}
+
+// humanSize prints bytes in decimal units, as docker does (1 MB = 10^6 B).
+func humanSize(n int64) string {
+	const unit = 1000
+	if n < unit {
+		return fmt.Sprintf("%dB", n)
+	}
+	f := float64(n)
+	for _, u := range []string{"kB", "MB", "GB", "TB"} {
+		f /= unit
+		if f < unit {
+			return fmt.Sprintf("%.3g%s", f, u)
+		}
+	}
+	return fmt.Sprintf("%.3gPB", f/unit)
+}
