@@ -453,6 +453,13 @@ func (r *reader) emit(line []byte) error {
 // listing is matched against cur by inode, so renames in between do not
 // matter. It reports whether it moved.
 func (r *reader) advance() (bool, error) {
+	// The common case, cur is still the live file: one stat, instead of a
+	// directory listing on every write a follower is woken for.
+	if r.cur != nil {
+		if fi, err := os.Stat(r.path); err == nil && os.SameFile(fi, r.curInfo) {
+			return false, nil
+		}
+	}
 	// Files are identified by what was opened (fstat), so a rename
 	// between listing and opening cannot confuse the order.
 	files, err := r.openAll()
