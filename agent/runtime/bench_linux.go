@@ -164,6 +164,25 @@ func Bench(ctx context.Context, o BenchOptions) (res *BenchResult, retErr error)
 	return res, nil
 }
 
+// PairedRatio is the median over iterations of ours/runc's duration.
+// Runs alternate, so each pair saw about the same machine load: this is
+// steadier than the ratio of the medians on a noisy host.
+func (r *BenchResult) PairedRatio() float64 {
+	n := min(len(r.Ours), len(r.Runc))
+	if n == 0 {
+		return 0
+	}
+	rs := make([]float64, n)
+	for i := range n {
+		rs[i] = float64(r.Ours[i]) / float64(r.Runc[i])
+	}
+	slices.Sort(rs)
+	if n%2 == 1 {
+		return rs[n/2]
+	}
+	return (rs[n/2-1] + rs[n/2]) / 2
+}
+
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 func requireRoot(euid int) error {

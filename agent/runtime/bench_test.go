@@ -30,6 +30,22 @@ func TestPercentile(t *testing.T) {
 	}
 }
 
+func TestPairedRatio(t *testing.T) {
+	r := &BenchResult{Ours: []time.Duration{10, 30, 20, 8}, Runc: []time.Duration{20, 30, 10, 8}}
+	// ratios 0.5, 1, 2, 1 → median of 1, 1 = 1
+	if got := r.PairedRatio(); got != 1 {
+		t.Errorf("got %v", got)
+	}
+	r.Ours = r.Ours[:3]
+	r.Runc = r.Runc[:3] // 0.5, 1, 2
+	if got := r.PairedRatio(); got != 1 {
+		t.Errorf("odd: got %v", got)
+	}
+	if (&BenchResult{}).PairedRatio() != 0 {
+		t.Error("empty")
+	}
+}
+
 func TestBenchRefusals(t *testing.T) {
 	if err := requireRoot(1000); err == nil {
 		t.Error("non-root accepted")

@@ -264,3 +264,23 @@ func TestRemoveKillsStuckShim(t *testing.T) {
 		t.Errorf("state dir left: %v", err)
 	}
 }
+
+// TestExitedTaskFreesCgroups: once the container has exited (Wait
+// returned), its cgroups and libcontainer state are gone already; only
+// the task's own files wait for Remove.
+func TestExitedTaskFreesCgroups(t *testing.T) {
+	rt := newRuntime(t)
+	spec, _ := start(t, rt, Spec{Args: []string{"/bin/probe", "exit", "0"}})
+	if _, err := rt.Wait(context.Background(), spec.ID); err != nil {
+		t.Fatal(err)
+	}
+	if left := cgroupDirsLeft(spec.ID); len(left) > 0 {
+		t.Errorf("cgroups of an exited task: %v", left)
+	}
+	if _, err := os.Stat(filepath.Join(rt.dir(spec.ID), spec.ID)); !os.IsNotExist(err) {
+		t.Errorf("libcontainer state of an exited task: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(rt.dir(spec.ID), exitFile)); err != nil {
+		t.Errorf("exit not recorded: %v", err)
+	}
+}

@@ -174,6 +174,12 @@ func runShim(root string) int {
 		ex.Error = fmt.Sprintf("wait: %v", werr)
 	}
 	ex.OOMKilled = oomKilled(sh.MemCgroup, ex.Signal == int(syscall.SIGKILL))
+	// The container is over: free its cgroups and libcontainer's state
+	// now rather than at Remove, which may come much later (an agent keeps
+	// exited tasks around). Remove still cleans up if this fails.
+	if err := c.Destroy(); err != nil {
+		fmt.Fprintf(os.Stderr, "shim %s: destroy: %v\n", id, err)
+	}
 
 	// In its own pid namespace every other process died with init, so the
 	// pipes reach EOF; wait a little for the last lines all the same.
