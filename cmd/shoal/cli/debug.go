@@ -75,9 +75,10 @@ func (a *app) printRuntimeBench(o runtime.BenchOptions, r *runtime.BenchResult) 
 	row("shoal (Start, Wait, Remove)", r.Ours)
 	row("runc CLI (runc run)", r.Runc)
 	tw.Flush()
-	fmt.Fprintf(a.out, "\nratio shoal/runc: median %.2f, p90 %.2f\n",
+	fmt.Fprintf(a.out, "\nratio shoal/runc: median %.2f, p90 %.2f, median of paired runs %.2f\n",
 		float64(runtime.Percentile(r.Ours, 50))/float64(runtime.Percentile(r.Runc, 50)),
-		float64(runtime.Percentile(r.Ours, 90))/float64(runtime.Percentile(r.Runc, 90)))
+		float64(runtime.Percentile(r.Ours, 90))/float64(runtime.Percentile(r.Runc, 90)),
+		r.PairedRatio())
 }
 
 func fmtMS(d time.Duration) string {
