@@ -1,0 +1,188 @@
+package network
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"runtime"
+	"strconv"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// onNetNSThread runs fn on a new goroutine locked to its OS thread, with
+// that thread moved into target, or into a brand-new network namespace
+// when target is not open. Afterwards the thread goes back to the
+// namespace it came from and is unlocked. If going back fails the thread
+// stays locked, so Go terminates it when the goroutine ends instead of
+// handing a thread in a foreign namespace to other goroutines. The
+// caller's own goroutine never changes namespace.
+//
+// Sockets keep the namespace they were created in, so fn typically
+// opens a netlink handle that is then used from any goroutine.
+func onNetNSThread(target netns.NsHandle, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("open current network namespace: %w", err)
+			return
+		}
+		defer orig.Close()
+		if target.IsOpen() {
+			err = netns.Set(target)
+		} else {
+			err = unix.Unshare(unix.CLONE_NEWNET)
+		}
+		if err != nil {
+			// Nothing changed (both calls are all or nothing).
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter network namespace: %w", err)
+			return
+		}
+		err = fn()
+		if rerr := netns.Set(orig); rerr == nil {
+			runtime.UnlockOSThread()
+		}
+		// else: leave the thread locked; it dies with this goroutine.
+		errc <- err
+	}()
+	return <-errc
+}
+
+// newHandleIn opens a NETLINK_ROUTE handle bound to ns.
+func newHandleIn(ns netns.NsHandle) (*netlink.Handle, error) {
+	var h *netlink.Handle
+	err := onNetNSThread(ns, func() error {
+		var err error
+		h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+		return err
+	})
+	return h, err
+}
+
+// createNetNS makes a new network namespace, bind-mounts it on path (a
+// new file) and returns an fd of it and a netlink handle inside it. The
+// bind mount keeps the namespace alive with no process in it; the
+// runtime joins it by path.
+func createNetNS(path string) (netns.NsHandle, *netlink.Handle, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o444)
+	if err != nil {
+		return netns.None(), nil, fmt.Errorf("create netns file: %w", err)
+	}
+	f.Close()
+	fd := netns.None()
+	var h *netlink.Handle
+	err = onNetNSThread(netns.None(), func() error {
+		var err error
+		if fd, err = netns.Get(); err != nil {
+			return err
+		}
+		h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
+		return err
+	})
+	if err == nil {
+		// The fd's magic link resolves to the namespace itself, so the
+		// mount needs no thread to be inside it.
+		err = mountNetNS(fd, path)
+	}
+	if err != nil {
+		if h != nil {
+			h.Close()
+		}
+		if fd.IsOpen() {
+			fd.Close()
+		}
+		os.Remove(path)
+		return netns.None(), nil, fmt.Errorf("create network namespace: %w", err)
+	}
+	return fd, h, nil
+}
+
+// isNetNSFile tells whether path is a live netns bind mount (an nsfs
+// file). After a reboot, or when the agent ran in a mount namespace that
+// is gone (`ip netns exec`), the file is still there but plain.
+func isNetNSFile(path string) (bool, error) {
+	var st unix.Statfs_t
+	err := unix.Statfs(path, &st)
+	if errors.Is(err, unix.ENOENT) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("statfs %s: %w", path, err)
+	}
+	return st.Type == unix.NSFS_MAGIC, nil
+}
+
+// removeNetNSFile unmounts path (lazily, in case the runtime still has
+// it open) and deletes it. A missing or unmounted file is fine. The
+// namespace itself goes away once nothing else (a process, an fd, another
+// mount) refers to it.
+func removeNetNSFile(path string) error {
+	for range 8 { // stacked mounts, if anyone ever mounted twice
+		err := unix.Unmount(path, unix.MNT_DETACH)
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("unmount netns %s: %w", path, err)
+		}
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove netns file: %w", err)
+	}
+	return nil
+}
+
+// findNetNSByID returns an fd of the network namespace that has id nsid
+// as seen from h's namespace, found through a process that lives in it
+// (nsids cannot be opened directly). Processes in the host's own
+// namespace (hostIno) and namespaces already looked at are skipped
+// cheaply by inode, so only a few netlink queries are made.
+func findNetNSByID(h *netlink.Handle, nsid int, hostIno uint64) (netns.NsHandle, bool) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return netns.None(), false
+	}
+	seen := map[uint64]bool{hostIno: true}
+	for _, e := range entries {
+		if e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
+		}
+		p := "/proc/" + e.Name() + "/ns/net"
+		var st unix.Stat_t
+		if unix.Stat(p, &st) != nil || seen[st.Ino] {
+			continue
+		}
+		seen[st.Ino] = true
+		fd, err := netns.GetFromPath(p)
+		if err != nil {
+			continue
+		}
+		if id, err := h.GetNetNsIdByFd(int(fd)); err == nil && id == nsid {
+			return fd, true
+		}
+		fd.Close()
+	}
+	return netns.None(), false
+}
+
+// mountNetNS bind-mounts the namespace fd on path, creating the file if
+// needed.
+func mountNetNS(fd netns.NsHandle, path string) error {
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o444)
+	if err != nil {
+		return fmt.Errorf("create netns file: %w", err)
+	}
+	f.Close()
+	src := "/proc/self/fd/" + strconv.Itoa(int(fd))
+	if err := unix.Mount(src, path, "none", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind-mount netns on %s: %w", path, err)
+	}
+	return nil
+}
