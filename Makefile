@@ -6,12 +6,18 @@ BIN := bin/shoal
 GOTAGS ?= seccomp
 export GOFLAGS := -tags=$(GOTAGS)
 
-.PHONY: all build proto test unit e2e bench dev tools clean
+.PHONY: all build demo-image proto test unit e2e bench dev tools clean
 
 all: build
 
 build:
 	$(GO) build -tags '$(GOTAGS)' -o $(BIN) ./cmd/shoal
+
+# The demo image (demo:latest): the static demo program packaged as an OCI
+# archive by our own tool. `shoal dev` loads bin/demo.oci.tar when present.
+demo-image:
+	CGO_ENABLED=0 GOFLAGS= $(GO) build -o bin/shoal-demo ./cmd/shoal-demo
+	GOFLAGS= $(GO) run ./cmd/shoal-mkimage --binary bin/shoal-demo --out bin/demo.oci.tar
 
 # Regenerates the committed Go code beside the .proto files with pinned
 # generators (protoc from Debian's protobuf-compiler).
@@ -38,7 +44,7 @@ e2e:
 bench:
 	cd bench && $(GO) run . -failover 10 -nodedown 10 -only all
 
-dev: build
+dev: build demo-image
 	./$(BIN) dev
 
 clean:

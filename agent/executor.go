@@ -40,7 +40,10 @@ type ExecutorConfig struct {
 	// MaxConcurrentStarts bounds container starts in flight (default
 	// 2 × CPUs): beyond that, starts only queue for the CPU anyway.
 	MaxConcurrentStarts int
-	Logger              *slog.Logger
+	// OnRemoved is called after a removed task's resources and records
+	// are gone (the node uses it to garbage-collect images).
+	OnRemoved func(taskID string)
+	Logger    *slog.Logger
 }
 
 // Executor drives the tasks assigned to this node: one controller
@@ -210,6 +213,9 @@ func (e *Executor) forget(id string) {
 	delete(e.dirty, id)
 	if err := e.db.delete(id); err != nil {
 		e.log.Error("deleting task record", "task_id", id, "err", err)
+	}
+	if e.cfg.OnRemoved != nil {
+		go e.cfg.OnRemoved(id)
 	}
 }
 

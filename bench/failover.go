@@ -23,6 +23,12 @@ type sampleSet struct {
 	Notes   []string
 }
 
+func (s *sampleSet) p99() time.Duration {
+	sorted := slices.Clone(s.Samples)
+	slices.Sort(sorted)
+	return percentile(sorted, 99)
+}
+
 func (s *sampleSet) p50() time.Duration {
 	sorted := slices.Clone(s.Samples)
 	slices.Sort(sorted)

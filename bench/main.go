@@ -35,6 +35,8 @@ type options struct {
 	jsonPath    string
 	failover    int
 	nodedown    int
+	containers  int
+	replicas    int
 	keep        bool
 	workdir     string
 	shoalIPs    []string
@@ -78,10 +80,12 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.shoalBin, "shoal-bin", "", "shoal binary (default: go build ./cmd/shoal of -shoal-src into the temp dir)")
 	fs.StringVar(&o.shoalSrc, "shoal-src", "..", "shoal's source tree, for building the binary")
 	fs.StringVar(&o.logLevel, "shoal-log-level", "", "--log-level for the shoal nodes (default: shoal's own, info)")
-	fs.StringVar(&o.buildTags, "tags", "", "build tags for go build of shoal")
+	fs.StringVar(&o.buildTags, "tags", "seccomp", "build tags for go build of shoal")
 	fs.StringVar(&o.etcdBin, "etcd-bin", "/usr/bin/etcd", "etcd binary (Debian's etcd-server)")
 	fs.StringVar(&o.jsonPath, "json", "", "also write the results as JSON to this file (- for stdout)")
 	fs.IntVar(&o.failover, "failover", 0, "measure leader failover N times on a 3-manager cluster")
+	fs.IntVar(&o.containers, "containers", 0, "measure service create → task RUNNING N times on shoal dev (real containers, in a netns of its own), then -replicas at once")
+	fs.IntVar(&o.replicas, "replicas", 100, "with -containers: how many replicas to start at once on the one agent")
 	fs.IntVar(&o.nodedown, "nodedown", 0, "measure worker-down detection N times on a 1-manager + 1-worker cluster")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temp dir (data dirs and process logs)")
 	fs.StringVar(&o.workdir, "workdir", "", "where to create the temp dir (default $TMPDIR or /tmp); must not be tmpfs for fsync to mean anything")
@@ -101,7 +105,7 @@ func parseFlags(args []string) (*options, error) {
 			onlySet = true
 		}
 	})
-	if !onlySet && (o.failover > 0 || o.nodedown > 0) {
+	if !onlySet && (o.failover > 0 || o.nodedown > 0 || o.containers > 0) {
 		o.only = "none"
 	}
 	switch o.only {
@@ -278,7 +282,7 @@ func run(o *options) int {
 func benchmark(ctx context.Context, e *env) (*report, error) {
 	o := e.o
 	rep := newReport(o)
-	needShoal := o.only == "shoal" || o.only == "all" || o.failover > 0 || o.nodedown > 0
+	needShoal := o.only == "shoal" || o.only == "all" || o.failover > 0 || o.nodedown > 0 || o.containers > 0
 	if needShoal {
 		bin, err := shoalBinary(ctx, e)
 		if err != nil {
@@ -312,6 +316,13 @@ func benchmark(ctx context.Context, e *env) (*report, error) {
 		rep.Events = append(rep.Events, fo...)
 		if err != nil {
 			return rep, fmt.Errorf("failover: %w", err)
+		}
+	}
+	if o.containers > 0 {
+		cs, err := benchContainers(ctx, e, o.containers, o.replicas)
+		rep.Events = append(rep.Events, cs...)
+		if err != nil {
+			return rep, fmt.Errorf("containers: %w", err)
 		}
 	}
 	if o.nodedown > 0 {

@@ -126,9 +126,9 @@ func (r *report) markdown(w io.Writer) {
 		for _, d := range s.Samples {
 			all = append(all, fmt.Sprintf("%.0f", msf(d)))
 		}
-		fmt.Fprintln(w, "| runs | p50 (ms) | max (ms) | samples (ms) |")
-		fmt.Fprintln(w, "|---:|---:|---:|---|")
-		fmt.Fprintf(w, "| %d | %.0f | %.0f | %s |\n", len(s.Samples), msf(s.p50()), msf(s.max()), strings.Join(all, ", "))
+		fmt.Fprintln(w, "| runs | p50 (ms) | p99 (ms) | max (ms) | samples (ms) |")
+		fmt.Fprintln(w, "|---:|---:|---:|---:|---|")
+		fmt.Fprintf(w, "| %d | %.0f | %.0f | %.0f | %s |\n", len(s.Samples), msf(s.p50()), msf(s.p99()), msf(s.max()), strings.Join(all, ", "))
 		for _, n := range s.Notes {
 			fmt.Fprintf(w, "\n- %s", n)
 		}

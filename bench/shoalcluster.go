@@ -170,12 +170,18 @@ func startShoal(ctx context.Context, e *env, label string, managers int, ips []s
 	return c, nil
 }
 
-// nodeArgs adds the flags every node verb gets.
+// nodeArgs adds the flags every node verb of the control-plane
+// benchmarks gets. Their nodes run no tasks (--no-executor): the figures
+// are the control plane's, and no container or bridge is made on the host.
 func (e *env) nodeArgs(args ...string) []string {
+	return append(append(args, "--no-executor"), e.logArgs()...)
+}
+
+func (e *env) logArgs() []string {
 	if e.o.logLevel != "" {
-		args = append(args, "--log-level", e.o.logLevel)
+		return []string{"--log-level", e.o.logLevel}
 	}
-	return args
+	return nil
 }
 
 func newShoalNode(root, name, ip string, worker bool) *shoalNode {

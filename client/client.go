@@ -34,6 +34,9 @@ type Config struct {
 	Hosts []string
 	// CertDir holds ca.crt, admin.crt and admin.key; it wins over DataDir.
 	CertDir string
+	// DialOptions are added to the connection's (e.g. a dialer that
+	// reaches managers inside another network namespace).
+	DialOptions []grpc.DialOption
 }
 
 // Client is a connection to the managers.
@@ -137,7 +140,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := DialHosts(hosts, credentials.NewTLS(conf))
+	conn, err := DialHosts(hosts, credentials.NewTLS(conf), cfg.DialOptions...)
 	if err != nil {
 		return nil, err
 	}
@@ -146,19 +149,20 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 
 // DialHosts returns a connection over several managers: pick_first moves on
 // to the next address when one is down, and unary calls retry UNAVAILABLE.
-func DialHosts(hosts []string, tc credentials.TransportCredentials) (*grpc.ClientConn, error) {
+func DialHosts(hosts []string, tc credentials.TransportCredentials, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
 	r := manual.NewBuilderWithScheme("shoal")
 	addrs := make([]resolver.Address, len(hosts))
 	for i, h := range hosts {
 		addrs[i] = resolver.Address{Addr: h}
 	}
 	r.InitialState(resolver.State{Addresses: addrs})
-	return grpc.NewClient(r.Scheme()+":///managers",
+	opts := append([]grpc.DialOption{
 		grpc.WithResolvers(r),
 		grpc.WithTransportCredentials(tc),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"pick_first":{}}]}`),
 		grpc.WithChainUnaryInterceptor(RetryUnavailable(hosts)),
-	)
+	}, extra...)
+	return grpc.NewClient(r.Scheme()+":///managers", opts...)
 }
 
 // RetryUnavailable retries calls that failed with UNAVAILABLE, backing off

@@ -82,6 +82,9 @@ func startNode(t *testing.T, fn func(context.Context, Options) error, o Options)
 	n := &testNode{dir: o.DataDir, addr: o.AdvertiseAddr, cancel: cancel, done: make(chan error, 1), out: &syncBuffer{}}
 	o.Out = n.out
 	o.Logger = quietLogger(t)
+	// These tests are about the control plane: tasks stay ASSIGNED. The
+	// executor is tested in package agent and, with real containers, in e2e.
+	o.NoExecutor = true
 	go func() { n.done <- fn(ctx, o) }()
 	t.Cleanup(n.stop)
 	return n

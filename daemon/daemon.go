@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	shoalruntime "github.com/shoal-dev/shoal/agent/runtime"
 	"io"
 	"log/slog"
 	"os"
@@ -34,6 +35,23 @@ type Options struct {
 	NodeName      string // optional node name (defaults to the hostname)
 	Out           io.Writer
 	Logger        *slog.Logger
+
+	// Agent side; the first four are kept in node.json for `shoal daemon`.
+	AgentAddr          string   // host:port of the agent API (default: advertise host, port+1)
+	Bridge             string   // node bridge for tasks (default shoal0)
+	BridgeSubnet       string   // its subnet (default 10.213.0.0/24)
+	InsecureRegistries []string // registries that may be pulled from over http
+	CgroupParent       string   // cgroup under which task cgroups live (default /shoal)
+	LoadImages         []string // image archives loaded into the node's store at start
+	// Runtime replaces the libcontainer runtime (tests).
+	Runtime shoalruntime.Runtime
+	// NoTaskNetwork leaves each task with a private loopback-only netns.
+	NoTaskNetwork bool
+	// NoExecutor runs the node without running tasks: for tests of the
+	// control plane alone, where tasks stay ASSIGNED.
+	NoExecutor bool
+
+	dev bool // `shoal dev`: print the dev hint instead of join instructions
 }
 
 func (o *Options) normalize() error {

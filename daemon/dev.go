@@ -4,7 +4,26 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 )
+
+// DemoImageFile is the demo image archive `shoal dev` loads when it lies
+// beside the shoal binary (it holds the image demo:latest).
+const DemoImageFile = "demo.oci.tar"
+
+// devHint is what `shoal dev` prints once the node is up.
+const devHint = `
+shoal dev is running: one manager + agent, data dir %[1]s.
+In another shell:
+    export SHOAL_DATA_DIR=%[1]s
+    %[2]s service create --name web --replicas 3 demo:latest
+    %[2]s service ps web                # RUNNING, with each task's IP
+    curl http://<task IP>:8080/          # the demo answers with its hostname, IPs and env
+    %[2]s service logs -f web
+    %[2]s service scale web=5
+    %[2]s service rm web
+Ctrl-C stops the node; its containers keep running until the next start.
+`
 
 // Dev runs a one-node cluster (manager and agent) for trying shoal out: in
 // o.DataDir, or a fresh temporary directory, advertising 127.0.0.1 unless
@@ -22,6 +41,16 @@ func Dev(ctx context.Context, o Options) error {
 	}
 	if o.Out != nil {
 		fmt.Fprintf(o.Out, "shoal dev: data dir %s\n", o.DataDir)
+	}
+	o.dev = true
+	if len(o.LoadImages) == 0 {
+		// The demo image, when built beside the binary (make demo-image).
+		if exe, err := os.Executable(); err == nil {
+			p := filepath.Join(filepath.Dir(exe), DemoImageFile)
+			if _, err := os.Stat(p); err == nil {
+				o.LoadImages = []string{p}
+			}
+		}
 	}
 	if _, err := os.Stat(statePath(o.DataDir)); err == nil {
 		return Run(ctx, o)

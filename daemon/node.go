@@ -60,14 +60,39 @@ func runNode(ctx context.Context, o Options, st *State, withBootstrap bool) erro
 			return err
 		}
 	}
+	if changed, err := st.applyAgentOptions(o); err != nil {
+		return err
+	} else if changed {
+		if err := st.Save(o.DataDir); err != nil {
+			return err
+		}
+	}
+	var side *agentSide
+	if !o.NoExecutor {
+		if side, err = n.buildAgentSide(ctx); err != nil {
+			n.stopManager()
+			return err
+		}
+		defer side.close()
+	}
 	if n.boot != nil {
 		go n.announce(ctx)
+	} else if o.dev {
+		n.printDevHint()
 	}
-	ag := agent.New(agent.Config{
+	acfg := agent.Config{
 		NodeID: st.NodeID, Addr: st.AdvertiseAddr, Managers: st.Managers, Creds: manager.ClientCreds(certs),
 		Description: describe(o.NodeName), OnManagers: n.saveManagers, OnNode: n.onNode, Logger: o.Logger,
-	})
+	}
 	g, gctx := errgroup.WithContext(ctx)
+	if side != nil {
+		acfg.Executor = side.ex
+		acfg.AgentAddr = st.AgentAddr
+		g.Go(func() error { return side.ex.Run(gctx) })
+		g.Go(func() error { return n.serveAgentAPI(gctx, side) })
+		g.Go(func() error { return side.collectImages(gctx, n.log) })
+	}
+	ag := agent.New(acfg)
 	g.Go(func() error { return ag.Run(gctx) })
 	g.Go(func() error { return n.roleLoop(gctx) })
 	g.Go(func() error {
@@ -124,6 +149,10 @@ func (n *node) announce(ctx context.Context) {
 		n.log.Warn("removing bootstrap file", "err", err)
 	}
 	c, st := n.boot.Cluster, n.state()
+	if n.o.dev {
+		n.printDevHint()
+		return
+	}
 	admin := filepath.Join(n.o.DataDir, "admin")
 	fmt.Fprintf(n.o.Out, `Cluster %s initialised. This node (%s) is its first manager, at %s.
 
@@ -138,6 +167,14 @@ Admin credentials are in %s. Use them with:
     shoal --host %s --cert-dir %s node ls
 `, c.GetMeta().GetId(), st.NodeID, st.AdvertiseAddr, c.GetTokens().GetWorker(), st.AdvertiseAddr,
 		c.GetTokens().GetManager(), st.AdvertiseAddr, admin, n.o.DataDir, st.AdvertiseAddr, admin)
+}
+
+func (n *node) printDevHint() {
+	exe, err := os.Executable()
+	if err != nil {
+		exe = "shoal"
+	}
+	fmt.Fprintf(n.o.Out, devHint, n.o.DataDir, exe)
 }
 
 func (n *node) state() State {

@@ -21,6 +21,45 @@ type State struct {
 	ListenAddr    string   `json:"listen_addr"`
 	Role          string   `json:"role"`
 	Managers      []string `json:"managers"`
+	// Agent side, as given to init/join (or changed with daemon flags).
+	AgentAddr          string   `json:"agent_addr,omitempty"`
+	Bridge             string   `json:"bridge,omitempty"`
+	BridgeSubnet       string   `json:"bridge_subnet,omitempty"`
+	InsecureRegistries []string `json:"insecure_registries,omitempty"`
+	CgroupParent       string   `json:"cgroup_parent,omitempty"`
+}
+
+// applyAgentOptions copies agent-side options that were given into st and
+// fills in defaults; it says whether st changed.
+func (st *State) applyAgentOptions(o Options) (bool, error) {
+	before := fmt.Sprint(*st)
+	if o.AgentAddr != "" {
+		a, err := withPort(o.AgentAddr, "--agent-addr")
+		if err != nil {
+			return false, err
+		}
+		st.AgentAddr = a
+	}
+	if st.AgentAddr == "" {
+		a, err := agentAddr(st.AdvertiseAddr)
+		if err != nil {
+			return false, err
+		}
+		st.AgentAddr = a
+	}
+	if o.Bridge != "" {
+		st.Bridge = o.Bridge
+	}
+	if o.BridgeSubnet != "" {
+		st.BridgeSubnet = o.BridgeSubnet
+	}
+	if o.CgroupParent != "" {
+		st.CgroupParent = o.CgroupParent
+	}
+	if len(o.InsecureRegistries) > 0 {
+		st.InsecureRegistries = append([]string(nil), o.InsecureRegistries...)
+	}
+	return fmt.Sprint(*st) != before, nil
 }
 
 func statePath(dir string) string { return filepath.Join(dir, "node.json") }

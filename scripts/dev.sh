@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Main job: set-up, build, then a one-node shoal cluster (manager + agent) on
-# 127.0.0.1 with a demo service. Ctrl-C stops the cluster.
+# Main job: set-up, build, then a one-node shoal cluster (manager + agent,
+# real containers) on 127.0.0.1 with the demo image loaded and a 3-replica
+# demo service running. Ctrl-C stops the node.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then
+	echo "dev: shoal runs containers (namespaces, cgroups, overlayfs): run as root" >&2
+	exit 1
+fi
 bash scripts/setup.sh
-make build
+make build demo-image
 data=${SHOAL_DEV_DIR:-$(mktemp -d /tmp/shoal-dev.XXXXXX)}
 bin/shoal dev --data-dir "$data" &
 dev=$!
@@ -19,13 +24,21 @@ bin/shoal service inspect demo >/dev/null 2>&1 ||
 	bin/shoal service create --name demo --replicas 3 --env GREETING=hello demo:latest
 bin/shoal node ls
 bin/shoal service ps demo
+ip=$(bin/shoal service ps demo --format json | grep -o '"addresses": *\[ *"[0-9.]*' | head -1 | grep -o '[0-9.]*$' || true)
+if [ -n "$ip" ]; then
+	echo
+	echo "\$ curl -s http://$ip:8080/"
+	curl -s --max-time 5 "http://$ip:8080/" || true
+fi
 cat <<MSG
 
 shoal dev is running (data dir $data). Try, in another shell:
     export SHOAL_DATA_DIR=$data
-    $PWD/bin/shoal service ls
+    $PWD/bin/shoal service ps demo
+    curl http://${ip:-<task IP>}:8080/
+    $PWD/bin/shoal service logs -f demo
     $PWD/bin/shoal service scale demo=5
-    $PWD/bin/shoal events
+    $PWD/bin/shoal service rm demo
 Ctrl-C stops it.
 MSG
 wait $dev

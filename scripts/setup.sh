@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 # libseccomp); docker-registry (the real registry server the image-pull
 # e2e tests push to); etcd-server, etcd-client and runc (the references in
 # the benchmarks).
-pkgs=(iproute2 iputils-ping libseccomp-dev docker-registry runc etcd-server etcd-client)
+pkgs=(iproute2 iputils-ping curl libseccomp-dev docker-registry runc etcd-server etcd-client)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

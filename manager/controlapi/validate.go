@@ -132,6 +132,16 @@ func validateTaskSpec(fe *fieldErrors, field string, t *shoalv1.TaskSpec) {
 			fe.add(mf+".target", "%q must be an absolute path", m.GetTarget())
 		}
 	}
+	for i, cp := range c.GetCapAdd() {
+		if !knownCapability(cp) {
+			fe.add(fmt.Sprintf("%s.cap_add[%d]", cf, i), "unknown capability %q", cp)
+		}
+	}
+	for i, cp := range c.GetCapDrop() {
+		if !knownCapability(cp) {
+			fe.add(fmt.Sprintf("%s.cap_drop[%d]", cf, i), "unknown capability %q", cp)
+		}
+	}
 	if s := c.GetStopSignal(); s != "" && !validSignal(s) {
 		fe.add(cf+".stop_signal", "unknown signal %q", s)
 	}
@@ -250,4 +260,22 @@ func validateNodeSpec(spec *shoalv1.NodeSpec) error {
 		fe.add("spec.availability", "unknown availability %d", spec.GetAvailability())
 	}
 	return fe.err()
+}
+
+// capabilities are the Linux capability names (without CAP_) a task may
+// add or drop; "ALL" stands for every one.
+var capabilities = func() map[string]bool {
+	m := map[string]bool{}
+	for _, c := range strings.Fields(`CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP
+		LINUX_IMMUTABLE NET_BIND_SERVICE NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER SYS_MODULE SYS_RAWIO
+		SYS_CHROOT SYS_PTRACE SYS_PACCT SYS_ADMIN SYS_BOOT SYS_NICE SYS_RESOURCE SYS_TIME SYS_TTY_CONFIG MKNOD LEASE
+		AUDIT_WRITE AUDIT_CONTROL SETFCAP MAC_OVERRIDE MAC_ADMIN SYSLOG WAKE_ALARM BLOCK_SUSPEND AUDIT_READ PERFMON BPF
+		CHECKPOINT_RESTORE ALL`) {
+		m[c] = true
+	}
+	return m
+}()
+
+func knownCapability(c string) bool {
+	return capabilities[strings.TrimPrefix(strings.ToUpper(c), "CAP_")]
 }

@@ -46,6 +46,14 @@ func TestValidateServiceSpec(t *testing.T) {
 			s.Task.Container.Mounts = []*shoalv1.Mount{{Type: "nfs", Target: "x"}}
 		}, []string{"mounts[0].type", "mounts[0].target"}},
 		{"bad signal", func(s *shoalv1.ServiceSpec) { s.Task.Container.StopSignal = "SIGNOPE" }, []string{"stop_signal: unknown signal"}},
+		{"bad capability", func(s *shoalv1.ServiceSpec) {
+			s.Task.Container.CapAdd = []string{"NET_ADMIN", "CAP_FLY"}
+			s.Task.Container.CapDrop = []string{"all", "nope"}
+		}, []string{`cap_add[1]: unknown capability "CAP_FLY"`, `cap_drop[1]: unknown capability "nope"`}},
+		{"good capabilities", func(s *shoalv1.ServiceSpec) {
+			s.Task.Container.CapAdd = []string{"cap_net_admin", "SYS_TIME"}
+			s.Task.Container.CapDrop = []string{"ALL"}
+		}, nil},
 		{"good signal", func(s *shoalv1.ServiceSpec) { s.Task.Container.StopSignal = "sigint" }, nil},
 		{"bad update order", func(s *shoalv1.ServiceSpec) { s.Update = &shoalv1.UpdateConfig{Order: "sideways"} }, []string{"spec.update.order"}},
 		{"bad endpoint port", func(s *shoalv1.ServiceSpec) {

@@ -144,6 +144,7 @@ func (a *app) nodeVerbs() []*cobra.Command {
 		if join {
 			c.Flags().StringVar(&o.Token, "token", "", "join token (shoal token show worker|manager)")
 		}
+		bindAgent(c, &o)
 	}
 	run := func(fn func(context.Context, daemon.Options) error) func(*cobra.Command, []string) error {
 		return func(cmd *cobra.Command, args []string) error {
@@ -165,6 +166,7 @@ func (a *app) nodeVerbs() []*cobra.Command {
 	bind(joinCmd, true)
 	daemonCmd := &cobra.Command{Use: "daemon", Short: "Run an existing node from its data dir (after a restart)", Args: cobra.NoArgs, RunE: run(daemon.Run)}
 	daemonCmd.Flags().StringVar(&o.ListenAddr, "listen-addr", "", "IP:PORT to listen on")
+	bindAgent(daemonCmd, &o)
 	devCmd := &cobra.Command{Use: "dev", Short: "Run a one-node cluster (manager + agent) for trying shoal out", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !cmd.Flags().Changed("data-dir") && os.Getenv("SHOAL_DATA_DIR") == "" {
@@ -174,6 +176,21 @@ func (a *app) nodeVerbs() []*cobra.Command {
 		}}
 	bind(devCmd, false)
 	return []*cobra.Command{initCmd, joinCmd, daemonCmd, devCmd}
+}
+
+// bindAgent adds the flags of a node's agent side.
+func bindAgent(c *cobra.Command, o *daemon.Options) {
+	f := c.Flags()
+	f.StringVar(&o.AgentAddr, "agent-addr", "", "IP:PORT of this node's agent API (default: advertise IP, port+1)")
+	f.StringVar(&o.Bridge, "bridge", "", "bridge the node's tasks are attached to (default shoal0)")
+	f.StringVar(&o.BridgeSubnet, "bridge-subnet", "", "subnet of that bridge (default 10.213.0.0/24)")
+	f.StringArrayVar(&o.InsecureRegistries, "insecure-registry", nil, "HOST:PORT of a registry that may be pulled from over plain http (repeatable)")
+	f.StringVar(&o.CgroupParent, "cgroup-parent", "", "cgroup (in every hierarchy) under which task cgroups are made (default /shoal)")
+	f.StringArrayVar(&o.LoadImages, "load-image", nil, "image archive (OCI layout/archive or docker save) to load at start (repeatable)")
+	// For benchmarks and tests of the control plane alone: tasks stay
+	// ASSIGNED and nothing is created on the host.
+	f.BoolVar(&o.NoExecutor, "no-executor", false, "run no tasks (control-plane tests)")
+	_ = f.MarkHidden("no-executor")
 }
 
 func (a *app) versionCmd() *cobra.Command {

@@ -34,6 +34,7 @@ func (a *app) serviceCreate() *cobra.Command {
 	var sf specFlags
 	var wf waitFlags
 	var name string
+	var noResolve bool
 	cmd := &cobra.Command{Use: "create --name NAME [flags] IMAGE [ARG...]", Short: "Create a service", Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if name == "" {
@@ -43,6 +44,10 @@ func (a *app) serviceCreate() *cobra.Command {
 				Task: &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: args[0], Args: args[1:]}}}
 			if err := sf.apply(cmd.Flags(), spec); err != nil {
 				return err
+			}
+			if !noResolve {
+				c := spec.Task.Container
+				c.Image = a.pinImage(cmd.Context(), c.Image)
 			}
 			cl, err := a.dial(cmd.Context())
 			if err != nil {
@@ -65,6 +70,7 @@ func (a *app) serviceCreate() *cobra.Command {
 			return ws.wait(cmd.Context(), resp.GetService())
 		}}
 	cmd.Flags().StringVar(&name, "name", "", "service name")
+	cmd.Flags().BoolVar(&noResolve, "no-resolve-image", false, "do not pin the image to the digest its registry serves now")
 	sf.bind(cmd.Flags(), false)
 	wf.bind(cmd)
 	cmd.Flags().SetInterspersed(false)
@@ -110,11 +116,16 @@ func (a *app) mutateService(cmd *cobra.Command, ref string, wf waitFlags, change
 func (a *app) serviceUpdate() *cobra.Command {
 	var sf specFlags
 	var wf waitFlags
+	var noResolve bool
 	cmd := &cobra.Command{Use: "update [flags] SERVICE", Short: "Change a service", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("image") && !noResolve {
+				sf.image = a.pinImage(cmd.Context(), sf.image)
+			}
 			return a.mutateService(cmd, args[0], wf, func(s *shoalv1.ServiceSpec) error { return sf.apply(cmd.Flags(), s) })
 		}}
 	sf.bind(cmd.Flags(), true)
+	cmd.Flags().BoolVar(&noResolve, "no-resolve-image", false, "do not pin --image to the digest its registry serves now")
 	wf.bind(cmd)
 	return cmd
 }
@@ -191,7 +202,7 @@ func (a *app) serviceLs() *cobra.Command {
 				rc := resp.GetReplicas()[s.GetMeta().GetId()]
 				fmt.Fprintf(w, "%s\t%s\t%s\t%d/%d\t%s\n", shortID(s.GetMeta().GetId()), s.GetSpec().GetName(),
 					enumShort(s.GetSpec().GetMode().String(), "SERVICE_MODE_"), rc.GetRunning(), rc.GetDesired(),
-					s.GetSpec().GetTask().GetContainer().GetImage())
+					shortImage(s.GetSpec().GetTask().GetContainer().GetImage()))
 			}
 			return w.Flush()
 		})
@@ -233,6 +244,17 @@ func (a *app) taskCmd() *cobra.Command {
 		})
 	c.AddCommand(ls, inspect)
 	return c
+}
+
+// shortImage drops the digest of a pinned image in tables (inspect and
+// --format json show it whole): name:tag@sha256:abcd... → name:tag.
+func shortImage(ref string) string {
+	if before, _, ok := strings.Cut(ref, "@"); ok && strings.Contains(before, ":") && !strings.HasSuffix(before, "]") {
+		if i := strings.LastIndex(before, ":"); i > strings.LastIndex(before, "/") {
+			return before
+		}
+	}
+	return ref
 }
 
 func taskName(t *shoalv1.Task) string {
@@ -282,7 +304,7 @@ func (a *app) listTasks(cmd *cobra.Command, lf listFlags) error {
 		}
 		now := time.Now()
 		w := table(a.out)
-		fmt.Fprintln(w, "ID\tNAME\tIMAGE\tNODE\tDESIRED STATE\tCURRENT STATE\tERROR")
+		fmt.Fprintln(w, "ID\tNAME\tIMAGE\tNODE\tDESIRED STATE\tCURRENT STATE\tADDRESS\tERROR")
 		for _, t := range tasks {
 			st := t.GetStatus()
 			cur := titled(enumShort(st.GetState().String(), "TASK_STATE_")) + " " + ago(st.GetTimestamp(), now)
@@ -294,8 +316,12 @@ func (a *app) listTasks(cmd *cobra.Command, lf listFlags) error {
 			if node == "" {
 				node = shortID(t.GetNodeId())
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", shortID(t.GetMeta().GetId()), taskName(t),
-				t.GetSpec().GetContainer().GetImage(), node, titled(enumShort(t.GetDesiredState().String(), "TASK_STATE_")), cur, errText)
+			addr := "-"
+			if as := st.GetAddresses(); len(as) > 0 && st.GetState() <= shoalv1.TaskState_TASK_STATE_RUNNING {
+				addr = strings.Join(as, ",")
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", shortID(t.GetMeta().GetId()), taskName(t),
+				shortImage(t.GetSpec().GetContainer().GetImage()), node, titled(enumShort(t.GetDesiredState().String(), "TASK_STATE_")), cur, addr, errText)
 		}
 		return w.Flush()
 	})

@@ -29,6 +29,8 @@ type specFlags struct {
 	stopGrace                        time.Duration
 	image                            string
 	maxPerNode                       int64
+	mounts, capAdd, capDrop          []string
+	entrypoint                       string
 }
 
 func (f *specFlags) bind(fs *pflag.FlagSet, update bool) {
@@ -60,6 +62,10 @@ func (f *specFlags) bind(fs *pflag.FlagSet, update bool) {
 	fs.StringVarP(&f.user, "user", "u", "", "user[:group] in the container")
 	fs.StringVar(&f.hostname, "hostname", "", "container hostname")
 	fs.BoolVar(&f.readOnly, "read-only", false, "mount the root filesystem read-only")
+	fs.StringArrayVar(&f.mounts, "mount", nil, "type=bind,source=/host/path,target=/path[,readonly] or type=tmpfs,target=/path (repeatable; replaces the list on update)")
+	fs.StringArrayVar(&f.capAdd, "cap-add", nil, "add a Linux capability to the default set, e.g. NET_ADMIN (repeatable)")
+	fs.StringArrayVar(&f.capDrop, "cap-drop", nil, "drop a capability from the default set, or ALL (repeatable)")
+	fs.StringVar(&f.entrypoint, "entrypoint", "", "command replacing the image's entrypoint (its args are the service's ARGs)")
 	fs.StringVar(&f.stopSig, "stop-signal", "", "signal that stops the container (default SIGTERM)")
 	fs.DurationVar(&f.stopGrace, "stop-grace-period", 0, "time before SIGKILL (default 10s)")
 }
@@ -247,6 +253,25 @@ func (f *specFlags) apply(fs *pflag.FlagSet, spec *shoalv1.ServiceSpec) error {
 	if set("read-only") {
 		c.ReadOnly = f.readOnly
 	}
+	if set("mount") {
+		c.Mounts = nil
+		for _, m := range f.mounts {
+			pm, err := parseMount(m)
+			if err != nil {
+				return err
+			}
+			c.Mounts = append(c.Mounts, pm)
+		}
+	}
+	if set("cap-add") {
+		c.CapAdd = append([]string(nil), f.capAdd...)
+	}
+	if set("cap-drop") {
+		c.CapDrop = append([]string(nil), f.capDrop...)
+	}
+	if set("entrypoint") {
+		c.Command = strings.Fields(f.entrypoint)
+	}
 	if set("stop-signal") {
 		c.StopSignal = f.stopSig
 	}
@@ -254,4 +279,29 @@ func (f *specFlags) apply(fs *pflag.FlagSet, spec *shoalv1.ServiceSpec) error {
 		c.StopGraceMs = f.stopGrace.Milliseconds()
 	}
 	return nil
+}
+
+// parseMount reads docker's --mount syntax: comma-separated key=value
+// pairs (type, source|src, target|dst|destination, readonly|ro).
+func parseMount(s string) (*shoalv1.Mount, error) {
+	m := &shoalv1.Mount{Type: "bind"}
+	for _, part := range strings.Split(s, ",") {
+		k, v, hasV := strings.Cut(strings.TrimSpace(part), "=")
+		switch strings.ToLower(k) {
+		case "type":
+			m.Type = v
+		case "source", "src":
+			m.Source = v
+		case "target", "dst", "destination":
+			m.Target = v
+		case "readonly", "ro":
+			m.ReadOnly = !hasV || v == "true" || v == "1"
+		default:
+			return nil, fmt.Errorf("--mount %q: unknown key %q (want type, source, target, readonly)", s, k)
+		}
+	}
+	if m.Target == "" {
+		return nil, fmt.Errorf("--mount %q: target is required", s)
+	}
+	return m, nil
 }

@@ -4,14 +4,15 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sort"
+	"strings"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
 // convergence says how far a service's tasks are. It is the one place that
-// decides what "converged" means: a task counts once it is placed and live
-// (desired RUNNING, ASSIGNED <= state < COMPLETE) and built from the current
-// spec. Containers are run by a later issue; then the target becomes RUNNING.
+// decides what "converged" means: a task counts once its container runs
+// (desired RUNNING, state RUNNING) and it is built from the current spec.
 func convergence(svc *shoalv1.Service, tasks map[string]*shoalv1.Task) (counted, want int, done bool) {
 	live, stopping := 0, 0
 	for _, t := range tasks {
@@ -26,7 +27,7 @@ func convergence(svc *shoalv1.Service, tasks map[string]*shoalv1.Task) (counted,
 			continue
 		}
 		live++
-		if st >= shoalv1.TaskState_TASK_STATE_ASSIGNED && t.GetSpecVersion() == svc.GetSpecVersion() {
+		if st == shoalv1.TaskState_TASK_STATE_RUNNING && t.GetSpecVersion() == svc.GetSpecVersion() {
 			counted++
 		}
 	}
@@ -96,11 +97,21 @@ func (w *waiter) wait(ctx context.Context, svc *shoalv1.Service) error {
 		tasks[t.GetMeta().GetId()] = t
 	}
 	last := -1
+	told := map[string]bool{} // failed tasks already reported
 	for {
 		counted, want, done := convergence(svc, tasks)
 		if counted != last {
-			fmt.Fprintf(w.a.out, "%s: %d/%d tasks assigned\n", name, counted, want)
+			fmt.Fprintf(w.a.out, "%s: %d/%d tasks running\n", name, counted, want)
 			last = counted
+		}
+		for _, t := range sortedTasks(tasks) {
+			st := t.GetStatus()
+			if (st.GetState() == shoalv1.TaskState_TASK_STATE_FAILED || st.GetState() == shoalv1.TaskState_TASK_STATE_REJECTED) &&
+				!told[t.GetMeta().GetId()] && t.GetSpecVersion() == svc.GetSpecVersion() {
+				told[t.GetMeta().GetId()] = true
+				fmt.Fprintf(w.a.out, "%s: task %s %s: %s\n", name, taskName(t),
+					strings.ToLower(enumShort(st.GetState().String(), "TASK_STATE_")), st.GetErr())
+			}
 		}
 		if done {
 			fmt.Fprintf(w.a.out, "%s: converged (%d/%d)\n", name, counted, want)
@@ -121,12 +132,21 @@ func (w *waiter) wait(ctx context.Context, svc *shoalv1.Service) error {
 			}
 		case err := <-w.errc:
 			if err == io.EOF || ctx.Err() == nil {
-				return fmt.Errorf("%s did not converge within %s: %d/%d tasks assigned (%v); see `shoal service ps %s`",
+				return fmt.Errorf("%s did not converge within %s: %d/%d tasks running (%v); see `shoal service ps %s`",
 					name, w.wf.wait, counted, want, err, name)
 			}
 			return err
 		}
 	}
+}
+
+func sortedTasks(tasks map[string]*shoalv1.Task) []*shoalv1.Task {
+	out := make([]*shoalv1.Task, 0, len(tasks))
+	for _, t := range tasks {
+		out = append(out, t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].GetMeta().GetId() < out[j].GetMeta().GetId() })
+	return out
 }
 
 // applyEvent folds a task event into the set, ignoring events older than

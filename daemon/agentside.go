@@ -1,0 +1,157 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/shoal-dev/shoal/agent"
+	"github.com/shoal-dev/shoal/agent/agentapi"
+	"github.com/shoal-dev/shoal/agent/image"
+	"github.com/shoal-dev/shoal/agent/network"
+	"github.com/shoal-dev/shoal/agent/runtime"
+)
+
+// agentSide is what runs tasks on a node: image store, runtime, node
+// network and the executor on top of them.
+type agentSide struct {
+	images *image.Store
+	net    *network.Manager // nil when tasks get no node network
+	ex     *agent.Executor
+	gcNow  chan struct{} // cap 1: a task was removed
+}
+
+// imageGCPeriod is how often unreferenced images and unused layers are
+// collected even when no task goes away (after `shoal image rm`).
+const imageGCPeriod = 5 * time.Minute
+
+// collectImages removes images that lost all references (`image rm`) and
+// that no task on the node uses, and layers no image uses, whenever a task
+// is removed and every imageGCPeriod.
+func (s *agentSide) collectImages(ctx context.Context, log *slog.Logger) error {
+	t := time.NewTicker(imageGCPeriod)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-s.gcNow:
+		}
+		n, freed, err := s.images.GC(ctx, s.ex.ImageInUse)
+		if err != nil && ctx.Err() == nil {
+			log.Warn("image garbage collection", "err", err)
+		} else if n > 0 || freed > 0 {
+			log.Info("image garbage collection", "images", n, "freed_bytes", freed)
+		}
+	}
+}
+
+// agentAddr is where the agent API listens unless told: the advertise
+// host, the manager port + 1 (4243 by default).
+func agentAddr(advertise string) (string, error) {
+	host, port, err := net.SplitHostPort(advertise)
+	if err != nil {
+		return "", err
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p >= 65535 {
+		return "", fmt.Errorf("advertise address %q: bad port", advertise)
+	}
+	return net.JoinHostPort(host, strconv.Itoa(p+1)), nil
+}
+
+func (n *node) buildAgentSide(ctx context.Context) (*agentSide, error) {
+	o, st := n.o, n.state()
+	dir := filepath.Join(o.DataDir, "agent")
+	images, err := image.Open(filepath.Join(o.DataDir, "images"), o.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("image store: %w", err)
+	}
+	for _, p := range o.LoadImages {
+		imgs, err := images.Load(ctx, p)
+		if err != nil {
+			return nil, fmt.Errorf("--load-image %s: %w", p, err)
+		}
+		for _, img := range imgs {
+			n.log.Info("image loaded", "path", p, "refs", img.References, "digest", img.Digest)
+		}
+	}
+	rt := o.Runtime
+	if rt == nil {
+		var opts []runtime.Option
+		if st.CgroupParent != "" {
+			opts = append(opts, runtime.WithCgroupParent(st.CgroupParent))
+		}
+		lc, err := runtime.NewLibcontainer(filepath.Join(o.DataDir, "runtime"), o.Logger, opts...)
+		if err != nil {
+			return nil, fmt.Errorf("runtime: %w", err)
+		}
+		rt = lc
+	}
+	side := &agentSide{images: images, gcNow: make(chan struct{}, 1)}
+	var netw agent.Network
+	if !o.NoTaskNetwork {
+		cfg := network.Config{Bridge: st.Bridge, StateDir: filepath.Join(o.DataDir, "network"), Logger: o.Logger}
+		if st.BridgeSubnet != "" {
+			if cfg.Subnet, err = netip.ParsePrefix(st.BridgeSubnet); err != nil {
+				return nil, fmt.Errorf("--bridge-subnet: %w", err)
+			}
+		}
+		if side.net, err = network.New(cfg); err != nil {
+			return nil, fmt.Errorf("node network: %w", err)
+		}
+		netw = netAdapter{side.net}
+	}
+	side.ex, err = agent.NewExecutor(agent.ExecutorConfig{
+		Dir: dir, Runtime: rt, Images: images, Network: netw,
+		Pull:       image.PullOptions{InsecureRegistries: st.InsecureRegistries},
+		NodeMemory: memTotal(), Logger: o.Logger.With("node_id", st.NodeID),
+		OnRemoved: func(string) {
+			select {
+			case side.gcNow <- struct{}{}:
+			default:
+			}
+		},
+	})
+	if err != nil {
+		side.close()
+		return nil, err
+	}
+	return side, nil
+}
+
+func (s *agentSide) close() {
+	if s.net != nil {
+		s.net.Close()
+	}
+}
+
+// netAdapter presents the node network as the executor's Network.
+type netAdapter struct{ m *network.Manager }
+
+func (a netAdapter) Setup(ctx context.Context, id string) (agent.NetAttachment, error) {
+	att, err := a.m.Setup(ctx, id)
+	if err != nil {
+		return agent.NetAttachment{}, err
+	}
+	return agent.NetAttachment{NetNSPath: att.NetNSPath, Addresses: att.Addresses}, nil
+}
+
+func (a netAdapter) Teardown(ctx context.Context, id string) error { return a.m.Teardown(ctx, id) }
+
+// serveAgentAPI serves the agent API (task logs, images) until ctx ends.
+func (n *node) serveAgentAPI(ctx context.Context, side *agentSide) error {
+	st := n.state()
+	srv := agentapi.New(agentapi.Config{NodeID: st.NodeID, Tasks: side.ex.Tasks, LogPath: side.ex.LogPath,
+		Images: side.images, Logger: n.o.Logger})
+	if err := agentapi.Serve(ctx, st.AgentAddr, n.certs, srv); err != nil {
+		return fmt.Errorf("agent API on %s: %w", st.AgentAddr, err)
+	}
+	return nil
+}
