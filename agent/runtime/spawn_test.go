@@ -181,3 +181,35 @@ func TestShimRefusesBadID(t *testing.T) {
 		t.Errorf("want the shim's refusal, got %v", err)
 	}
 }
+
+// TestStartCancelled: a Start whose context ends while the shim works
+// returns the context's error and leaves nothing: no task dir, no shim.
+func TestStartCancelled(t *testing.T) {
+	for _, spare := range []bool{true, false} {
+		rt, err := NewLibcontainer(filepath.Join(t.TempDir(), "state"), nil, WithCgroupParent(testCgroupParent), WithSpareShim(spare))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { rt.Close() })
+		if err := rt.Prepare(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		spec := Spec{ID: newID(), Rootfs: newRootfs(t), Args: []string{"/bin/probe", "sleep"}}
+		if err := rt.Start(ctx, spec, filepath.Join(t.TempDir(), "log")); !errors.Is(err, context.Canceled) {
+			t.Errorf("spare %v: got %v, want context.Canceled", spare, err)
+			rt.Remove(context.Background(), spec.ID)
+		}
+		if _, err := os.Stat(rt.dir(spec.ID)); !os.IsNotExist(err) {
+			t.Errorf("spare %v: task dir left: %v", spare, err)
+		}
+		if left := cgroupDirsLeft(spec.ID); len(left) > 0 {
+			t.Errorf("spare %v: cgroups left: %v", spare, left)
+		}
+		rt.Close()
+		if pids := shimsUnder(rt.root); len(pids) > 0 {
+			t.Errorf("spare %v: shims left: %v", spare, pids)
+		}
+	}
+}
