@@ -65,6 +65,7 @@ func runTests(m *testing.M) int {
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		fmt.Printf("building probe: %v\n%s", err, out)
+		os.RemoveAll(baseDir) // nothing ran yet: no mounts under it
 		return 1
 	}
 	code := m.Run()
