@@ -1,14 +1,18 @@
 package agentapi
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -223,5 +227,47 @@ func TestTaskLogsHeadersFirst(t *testing.T) {
 	}
 	if _, err := st.Header(); err != nil {
 		t.Fatalf("no headers: %v", err)
+	}
+}
+
+// TestTaskLogsClientHangsUp: a follow ends on the server (readers and
+// all) when the caller goes away.
+func TestTaskLogsClientHangsUp(t *testing.T) {
+	c := newTestCA(t)
+	d := newLogsDir(t, task("t1", "web", 1))
+	appendLog(t, d.path("t1"), rec{0, "stdout", "a1"})
+	srv := New(Config{NodeID: "n1", Tasks: d.tasks, LogPath: d.logPath, Logger: testLogger(t)})
+	certs := c.node("n1", ca.RoleWorker)
+	returned := make(chan error, 1)
+	g := grpc.NewServer(append(ServerOptions(certs, testLogger(t)), grpc.ChainStreamInterceptor(
+		func(s any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			err := h(s, ss)
+			returned <- err
+			return err
+		}))...)
+	srv.Register(g)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go g.Serve(ln)
+	defer g.Stop()
+	cl := client(t, ln.Addr().String(), "n1", c.nodeTLS("m1", ca.RoleManager))
+	ctx, cancel := context.WithCancel(testCtx(t))
+	st, err := cl.TaskLogs(ctx, &shoalv1.TaskLogsRequest{TaskIds: []string{"t1"}, Options: &shoalv1.LogsOptions{Follow: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := st.Recv(); err != nil || len(resp.GetMessages()) != 1 {
+		t.Fatalf("first response %v, %v", resp, err)
+	}
+	cancel()
+	select {
+	case err := <-returned:
+		if status.Code(err) != codes.Canceled {
+			t.Errorf("the handler returned %v, want CANCELED", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler still runs after the caller left")
 	}
 }

@@ -280,7 +280,17 @@ func (f *follower) expect(want ...string) {
 				f.t.Fatalf("got line %q, want %q", got, w)
 			}
 		case err := <-f.done:
-			f.t.Fatalf("the follower ended (%v) while %q was expected", err, w)
+			// Lines are queued before the end is: select may have
+			// picked the end with the line still waiting.
+			f.done <- err
+			select {
+			case got := <-f.entries:
+				if got != w {
+					f.t.Fatalf("got line %q, want %q", got, w)
+				}
+			default:
+				f.t.Fatalf("the follower ended (%v) while %q was expected", err, w)
+			}
 		case <-time.After(waitLong):
 			f.t.Fatalf("no line %q after %s", w, waitLong)
 		}
@@ -314,6 +324,11 @@ func (f *follower) expectEnd(want error) {
 			f.t.Fatalf("the follower ended with %v, want %v", err, want)
 		}
 		f.done <- err // for the cleanup
+		select {
+		case got := <-f.entries: // queued before the end
+			f.t.Fatalf("unexpected line %q", got)
+		default:
+		}
 	case <-time.After(waitLong):
 		f.t.Fatalf("the follower did not end after %s", waitLong)
 	}

@@ -8,11 +8,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -21,6 +23,7 @@ import (
 	"github.com/shoal-dev/shoal/agent/agentapi"
 	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
 )
 
 const (
@@ -164,7 +167,7 @@ func TestFailingNodes(t *testing.T) {
 		`node "w2" (n2) is down: logs of 2 tasks unavailable`,
 		`node "w3" (n3) did not answer within 300ms: logs of 1 task unavailable`,
 		`node "w4" (n4) has not reported an agent API address: logs of 1 task unavailable`,
-		`node "w5" (n5) cannot be reached at ` + refusing.addr,
+		`node "w5" (n5), agent API at ` + refusing.addr + ": ",
 	}
 	if len(r.warnings) != len(want) {
 		t.Fatalf("warnings %q, want %d", r.warnings, len(want))
@@ -231,7 +234,15 @@ func (f *follower) expect(want ...string) {
 		case l := <-f.lines:
 			got = append(got, l)
 		case err := <-f.done:
-			f.t.Fatalf("the stream ended (%v) with %q of %q", err, got, want)
+			// Lines are queued before the end is: select may have
+			// picked the end with lines still waiting.
+			f.done <- err
+			select {
+			case l := <-f.lines:
+				got = append(got, l)
+			default:
+				f.t.Fatalf("the stream ended (%v) with %q of %q", err, got, want)
+			}
 		case <-time.After(waitLong):
 			f.t.Fatalf("got %q of %q after %s", got, want, waitLong)
 		}
@@ -370,4 +381,149 @@ func TestFollowQuietHeaders(t *testing.T) {
 	if _, err := st.Header(); err != nil {
 		t.Fatalf("no headers: %v", err)
 	}
+}
+
+// TestFollowCallerLeaves: when the caller hangs up, the call ends with
+// everything it started (node streams, the service watch).
+func TestFollowCallerLeaves(t *testing.T) {
+	e, _, _ := webEnv(t)
+	f := e.follow(&shoalv1.LogsRequest{Service: "web"})
+	f.expect("task1: a1", "task1: a2", "task2: b1", "task2: b2")
+	f.cancel()
+	select {
+	case err := <-e.returned:
+		if status.Code(err) != codes.Canceled {
+			t.Errorf("the call ended with %v, want CANCELED", err)
+		}
+	case <-time.After(waitLong):
+		t.Fatal("the call still runs after its caller left")
+	}
+}
+
+// TestAgentRefuses: an agent that refuses the manager (here: a manager
+// whose certificate is a worker's) is named with its reason.
+func TestAgentRefuses(t *testing.T) {
+	e, _, _ := webEnv(t)
+	b := New(Config{Store: e.store, Certs: e.certs("m1", ca.RoleWorker), Logger: discard()})
+	ln := listen(t)
+	g := grpc.NewServer()
+	shoalv1.RegisterLogsServer(g, b)
+	go g.Serve(ln)
+	defer g.Stop()
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	e.cl = shoalv1.NewLogsClient(conn)
+	r := e.logs(&shoalv1.LogsRequest{Service: "web"})
+	if r.err != nil || len(r.lines) != 0 || len(r.warnings) != 2 {
+		t.Fatalf("got %q, %q, %v; want two warnings", r.lines, r.warnings, r.err)
+	}
+	for _, w := range r.warnings {
+		if !strings.Contains(w, "agent API at") || !strings.Contains(w, "role worker may not call /shoal.v1.AgentAPI/TaskLogs") {
+			t.Errorf("warning %q does not name the node and the refusal", w)
+		}
+	}
+}
+
+// TestDialFails: a node whose connection cannot even be set up is a
+// warning like any other.
+func TestDialFails(t *testing.T) {
+	e, _, _ := webEnv(t)
+	b := New(Config{Store: e.store, Certs: e.certs("m1", ca.RoleManager), Logger: discard()})
+	b.dial = func(addr, nodeID string) (*grpc.ClientConn, error) { return nil, errors.New("no sockets left") }
+	ln := listen(t)
+	g := grpc.NewServer()
+	shoalv1.RegisterLogsServer(g, b)
+	go g.Serve(ln)
+	defer g.Stop()
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	e.cl = shoalv1.NewLogsClient(conn)
+	r := e.logs(&shoalv1.LogsRequest{TaskIds: []string{"task1"}})
+	want := []string{`node "w1" (n1) cannot be dialled at ` + e.agentAddr("n1") + ` (no sockets left): logs of 1 task unavailable`}
+	if r.err != nil || !slices.Equal(r.warnings, want) {
+		t.Fatalf("got %q, %v; want %q", r.warnings, r.err, want)
+	}
+}
+
+// trickyStore lets a test fail or cut the broker's watch.
+type trickyStore struct {
+	*raftstore.Store
+	mu       sync.Mutex // guards the fields below
+	watchErr error      // Watch fails with it
+	cut      *cutSub    // returned by the next Watch, then cleared
+}
+
+func (s *trickyStore) Watch(ctx context.Context, from uint64, kinds ...raftstore.Kind) (raftstore.Subscription, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.watchErr != nil {
+		return nil, s.watchErr
+	}
+	if c := s.cut; c != nil {
+		s.cut = nil
+		return c, nil
+	}
+	return s.Store.Watch(ctx, from, kinds...)
+}
+
+// cutSub delivers nothing and ends, when told, with err.
+type cutSub struct {
+	c   chan *shoalv1.WatchEvent
+	err error
+}
+
+func (c *cutSub) C() <-chan *shoalv1.WatchEvent { return c.c }
+func (c *cutSub) Err() error                    { return c.err }
+func (c *cutSub) Close()                        {}
+
+// serveBroker serves a broker over store on loopback and points e.cl at it.
+func (e *env) serveBroker(store Store) {
+	e.t.Helper()
+	b := New(Config{Store: store, Certs: e.certs("m1", ca.RoleManager), Logger: discard()})
+	ln := listen(e.t)
+	g := grpc.NewServer()
+	shoalv1.RegisterLogsServer(g, b)
+	go g.Serve(ln)
+	e.t.Cleanup(g.Stop)
+	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { conn.Close() })
+	e.cl = shoalv1.NewLogsClient(conn)
+}
+
+// TestFollowWatchTrouble: a watch that cannot start is a warning (the
+// tasks already there are still followed); a watch that falls behind is
+// resumed from a fresh view, and tasks started meanwhile are picked up.
+func TestFollowWatchTrouble(t *testing.T) {
+	// Only lines written by the test from now on (whenever the agents'
+	// readers start).
+	newLines := timestamppb.New(t0.Add(30 * time.Second))
+	t.Run("watch fails", func(t *testing.T) {
+		e, a1, _ := webEnv(t)
+		e.serveBroker(&trickyStore{Store: e.store, watchErr: errors.New("store closed")})
+		f := e.follow(&shoalv1.LogsRequest{Service: "web", Options: &shoalv1.LogsOptions{Since: newLines}})
+		f.expectWarning("tasks started from now on are not followed (watching the store failed: store closed)")
+		a1.write("task1", line{time.Minute, "still followed"})
+		f.expect("task1: still followed")
+	})
+	t.Run("watch falls behind", func(t *testing.T) {
+		e, a1, _ := webEnv(t)
+		cut := &cutSub{c: make(chan *shoalv1.WatchEvent), err: raftstore.ErrSlowConsumer}
+		e.serveBroker(&trickyStore{Store: e.store, cut: cut})
+		f := e.follow(&shoalv1.LogsRequest{Service: "web", Options: &shoalv1.LogsOptions{Since: newLines}})
+		a1.write("task1", line{time.Minute, "ready"})
+		f.expect("task1: ready") // the call is under way, on the cut watch
+		a1.write("task4", line{time.Minute, "started meanwhile"})
+		e.addTask("task4", "svcweb", "web", 4, "n1", running)
+		close(cut.c)
+		f.expect("task4: started meanwhile")
+	})
 }

@@ -32,6 +32,9 @@ type env struct {
 	store *raftstore.Store
 	root  *ca.CA
 	cl    shoalv1.LogsClient
+	// returned gets the result of every ServiceLogs call when its
+	// handler (and so every goroutine it started) has returned.
+	returned chan error
 }
 
 func newEnv(t *testing.T, reach time.Duration) *env {
@@ -61,7 +64,7 @@ func newEnv(t *testing.T, reach time.Duration) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, store: st, root: root}
+	e := &env{t: t, store: st, root: root, returned: make(chan error, 100)}
 	e.update(func(tx raftstore.WriteTx) error {
 		return tx.Create(&shoalv1.Cluster{Meta: &shoalv1.Meta{Id: "c1"}, Name: "test"})
 	})
@@ -70,7 +73,11 @@ func newEnv(t *testing.T, reach time.Duration) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer()
+	g := grpc.NewServer(grpc.ChainStreamInterceptor(func(s any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		err := h(s, ss)
+		e.returned <- err
+		return err
+	}))
 	shoalv1.RegisterLogsServer(g, b)
 	go g.Serve(ln)
 	t.Cleanup(g.Stop)
@@ -283,4 +290,9 @@ func listen(t *testing.T) net.Listener {
 		t.Fatal(err)
 	}
 	return ln
+}
+
+func (e *env) agentAddr(nodeID string) string {
+	n, _ := raftstore.Get[*shoalv1.Node](e.store.View(), nodeID)
+	return n.GetStatus().GetAgentAddr()
 }

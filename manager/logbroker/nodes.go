@@ -65,7 +65,7 @@ func (b *Broker) streamNode(ctx context.Context, node *shoalv1.Node, tasks []*sh
 		return
 	case err != nil:
 		log.Warn("agent log stream failed", "err", err)
-		w.Add(fmt.Sprintf("%s cannot be reached at %s (%s): %s", label, addr, status.Convert(err).Message(), lost))
+		w.Add(fmt.Sprintf("%s, agent API at %s: %s: %s", label, addr, status.Convert(err).Message(), lost))
 		return
 	}
 
@@ -81,7 +81,7 @@ func (b *Broker) streamNode(ctx context.Context, node *shoalv1.Node, tasks []*sh
 			}
 			log.Warn("agent log stream broke", "err", err, "lines", received)
 			if received == 0 {
-				w.Add(fmt.Sprintf("%s: %s: %s", label, status.Convert(err).Message(), lost))
+				w.Add(fmt.Sprintf("%s, agent API at %s: %s: %s", label, addr, status.Convert(err).Message(), lost))
 			} else {
 				w.Add(fmt.Sprintf("the log stream from %s broke (%s): logs of its %s may be incomplete",
 					label, status.Convert(err).Message(), countTasks(len(tasks))))
