@@ -175,7 +175,7 @@ func (r *Libcontainer) Start(ctx context.Context, spec Spec, logPath string) (re
 
 // State implements Runtime.
 func (r *Libcontainer) State(_ context.Context, id string) (State, error) {
-	if !idRE.MatchString(id) {
+	if !validID(id) {
 		return State{}, fmt.Errorf("%w: task id %q", ErrInvalidArgument, id)
 	}
 	dir := r.dir(id)
@@ -255,7 +255,7 @@ func closeFiles(fs ...*os.File) {
 
 // Stop implements Runtime.
 func (r *Libcontainer) Stop(ctx context.Context, id string, sig os.Signal, grace time.Duration) error {
-	if !idRE.MatchString(id) {
+	if !validID(id) {
 		return fmt.Errorf("%w: task id %q", ErrInvalidArgument, id)
 	}
 	if _, err := os.Stat(r.dir(id)); err != nil {
@@ -299,7 +299,7 @@ func (r *Libcontainer) Stop(ctx context.Context, id string, sig os.Signal, grace
 // Remove implements Runtime. It leaves nothing of the task: container
 // processes, shim, cgroup dirs in every hierarchy, state dir.
 func (r *Libcontainer) Remove(ctx context.Context, id string) error {
-	if !idRE.MatchString(id) {
+	if !validID(id) {
 		return fmt.Errorf("%w: task id %q", ErrInvalidArgument, id)
 	}
 	dir := r.dir(id)
@@ -366,7 +366,7 @@ func (r *Libcontainer) List(ctx context.Context) ([]State, error) {
 	}
 	var out []State
 	for _, e := range ents {
-		if !e.IsDir() || !idRE.MatchString(e.Name()) {
+		if !e.IsDir() || !validID(e.Name()) {
 			continue
 		}
 		st, err := r.State(ctx, e.Name())

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"regexp"
 	"time"
 )
 
@@ -121,11 +120,27 @@ var (
 	ErrInvalidArgument = errors.New("invalid argument")
 )
 
-var idRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+// validID: 1 to 128 of [A-Za-z0-9_.-], starting with a letter or digit.
+// Not a regexp: compiling `^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$` at package
+// init cost 0.26 ms in every shoal process, shims and container inits
+// included, i.e. on every container start.
+func validID(id string) bool {
+	if len(id) == 0 || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || c != '_' && c != '.' && c != '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // Validate checks what can be checked without touching the system.
 func (s *Spec) Validate() error {
-	if !idRE.MatchString(s.ID) {
+	if !validID(s.ID) {
 		return fmt.Errorf("%w: task id %q", ErrInvalidArgument, s.ID)
 	}
 	if len(s.Args) == 0 {

@@ -46,7 +46,7 @@ func runShim(root string) int {
 		}
 		return 1
 	}
-	if !idRE.MatchString(id) {
+	if !validID(id) {
 		return fail(fmt.Errorf("bad task id %q", id))
 	}
 	// From now on the shim's own messages go to the task's shim.log.

@@ -178,3 +178,16 @@ func TestFake(t *testing.T) {
 		t.Error("removed task still there")
 	}
 }
+
+func TestValidID(t *testing.T) {
+	long := strings.Repeat("a", 128)
+	for id, want := range map[string]bool{
+		"a": true, "A-1_b.c": true, "9": true, long: true,
+		"": false, "-a": false, ".a": false, "_a": false, "a/b": false, "a b": false,
+		long + "a": false, "ä": false, "..": false,
+	} {
+		if got := validID(id); got != want {
+			t.Errorf("validID(%q) = %v, want %v", id, got, want)
+		}
+	}
+}
