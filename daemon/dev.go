@@ -16,12 +16,14 @@ const devHint = `
 shoal dev is running: one manager + agent, data dir %[1]s.
 In another shell:
     export SHOAL_DATA_DIR=%[1]s
-    %[2]s service create --name web --replicas 3 demo:latest
+    %[2]s service create --name web --replicas 3 --no-resolve-image demo:latest
     %[2]s service ps web                # RUNNING, with each task's IP
     curl http://<task IP>:8080/          # the demo answers with its hostname, IPs and env
     %[2]s service logs -f web
     %[2]s service scale web=5
     %[2]s service rm web
+(demo:latest was loaded on this node, it is in no registry: --no-resolve-image
+skips the registry lookup that pins an image to its digest.)
 Ctrl-C stops the node; its containers keep running until the next start.
 `
 

@@ -21,10 +21,10 @@ for _ in $(seq 100); do
 	sleep 0.1
 done
 bin/shoal service inspect demo >/dev/null 2>&1 ||
-	bin/shoal service create --name demo --replicas 3 --env GREETING=hello demo:latest
+	bin/shoal service create --name demo --replicas 3 --env GREETING=hello --no-resolve-image demo:latest
 bin/shoal node ls
 bin/shoal service ps demo
-ip=$(bin/shoal service ps demo --format json | grep -o '"addresses": *\[ *"[0-9.]*' | head -1 | grep -o '[0-9.]*$' || true)
+ip=$(bin/shoal service ps demo --format json | tr -d ' \n' | grep -o '"addresses":\["[0-9.]*' | head -1 | grep -o '[0-9.]*$' || true)
 if [ -n "$ip" ]; then
 	echo
 	echo "\$ curl -s http://$ip:8080/"
