@@ -277,11 +277,11 @@ func (b *Broker) ServiceLogs(req *shoalv1.LogsRequest, stream shoalv1.Logs_Servi
 	// adds streams for tasks that start later.
 	out := make(chan *shoalv1.LogMessage, 256)
 	var producers sync.WaitGroup
-	start := func(node *shoalv1.Node, tasks []*shoalv1.Task) {
+	start := func(node *shoalv1.Node, tasks []*shoalv1.Task, quiet map[string]bool) {
 		producers.Add(1)
 		go func() {
 			defer producers.Done()
-			b.streamNode(ctx, node, tasks, opts, rq.quiet, out, w)
+			b.streamNode(ctx, node, tasks, opts, quiet, out, w)
 		}()
 	}
 	for _, id := range nodeIDs {
@@ -290,7 +290,7 @@ func (b *Broker) ServiceLogs(req *shoalv1.LogsRequest, stream shoalv1.Logs_Servi
 			w.Add(why)
 			continue
 		}
-		start(node, groups[id])
+		start(node, groups[id], rq.quiet)
 	}
 	if rq.service != nil {
 		streamed := map[string]bool{}

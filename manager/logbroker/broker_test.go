@@ -527,3 +527,33 @@ func TestFollowWatchTrouble(t *testing.T) {
 		f.expect("task4: started meanwhile")
 	})
 }
+
+// TestQuietTasks: the agent's "task unknown" warning is dropped for tasks
+// whose logs may be gone (finished, or started while following), and kept
+// for the others.
+func TestQuietTasks(t *testing.T) {
+	e, _, _ := webEnv(t)
+	b := New(Config{Store: e.store, Certs: e.certs("m1", ca.RoleManager), Logger: discard()})
+	node, _ := raftstore.Get[*shoalv1.Node](e.store.View(), "n1")
+	ghost := &shoalv1.Task{Meta: &shoalv1.Meta{Id: "ghost"}, ServiceId: "svcweb", NodeId: "n1"}
+	for _, c := range []struct {
+		quiet map[string]bool
+		want  []string
+	}{
+		{map[string]bool{"ghost": true}, nil},
+		{nil, []string{agentapi.UnknownTaskWarning("ghost", "n1")}},
+	} {
+		w := agentapi.NewWarnings()
+		out := make(chan *shoalv1.LogMessage, 10)
+		b.streamNode(testCtx(t), node, []*shoalv1.Task{ghost}, &shoalv1.LogsOptions{}, c.quiet, out, w)
+		close(out)
+		var got []string
+		agentapi.SendBatches(testCtx(t), out, w, func(r *shoalv1.LogsResponse) error {
+			got = append(got, r.GetWarnings()...)
+			return nil
+		})
+		if !slices.Equal(got, c.want) {
+			t.Errorf("quiet %v: warnings %q, want %q", c.quiet, got, c.want)
+		}
+	}
+}

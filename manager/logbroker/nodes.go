@@ -142,7 +142,7 @@ func fillLabels(m *shoalv1.LogMessage, t *shoalv1.Task, nodeID string) {
 // store was restored resumes from a fresh view, which is scanned for tasks
 // missed meanwhile.
 func (b *Broker) watchService(ctx context.Context, from uint64, serviceID string, streamed map[string]bool,
-	start func(*shoalv1.Node, []*shoalv1.Task), w *agentapi.Warnings) {
+	start func(*shoalv1.Node, []*shoalv1.Task, map[string]bool), w *agentapi.Warnings) {
 	consider := func(r raftstore.Reader, t *shoalv1.Task) {
 		id := t.GetMeta().GetId()
 		// ACCEPTED: the agent has the task (ASSIGNED may not have reached
@@ -158,7 +158,9 @@ func (b *Broker) watchService(ctx context.Context, from uint64, serviceID string
 			return
 		}
 		b.log.Debug("following a new task", "task_id", id, "node_id", t.GetNodeId())
-		start(node, []*shoalv1.Task{t})
+		// Quiet: a task that fails at once (a crash loop, a missing
+		// image) can be gone from its node before it is asked for.
+		start(node, []*shoalv1.Task{t}, map[string]bool{id: true})
 	}
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		sub, err := b.cfg.Store.Watch(ctx, from+1, raftstore.KindTask)
