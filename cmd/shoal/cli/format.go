@@ -93,6 +93,10 @@ func ago(ts *timestamppb.Timestamp, now time.Time) string {
 	if ts == nil {
 		return ""
 	}
+	if ts.GetSeconds() <= 0 {
+		// Reproducible images carry the epoch as their creation time.
+		return "-"
+	}
 	d := now.Sub(ts.AsTime())
 	switch {
 	case d < time.Second:
