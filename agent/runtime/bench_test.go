@@ -3,9 +3,11 @@ package runtime
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -69,7 +71,7 @@ func TestBenchRefusals(t *testing.T) {
 		t.Errorf("relative rootfs: %v", err)
 	}
 	// None of these left their temporary dirs.
-	if left, _ := filepath.Glob(filepath.Join(os.TempDir(), "shoal-runtime-bench-*")); len(left) > 0 {
+	if left, _ := filepath.Glob(filepath.Join(benchTempBase(), "shoal-runtime-bench-*")); len(left) > 0 {
 		t.Errorf("left: %v", left)
 	}
 }
@@ -102,7 +104,7 @@ func TestBenchSmall(t *testing.T) {
 	if n := strings.Count(progress.String(), "\n"); n != 2 {
 		t.Errorf("progress has %d lines:\n%s", n, progress.String())
 	}
-	if left, _ := filepath.Glob(filepath.Join(os.TempDir(), "shoal-runtime-bench-*")); len(left) > 0 {
+	if left, _ := filepath.Glob(filepath.Join(benchTempBase(), "shoal-runtime-bench-*")); len(left) > 0 {
 		t.Errorf("left: %v", left)
 	}
 	if dirs, _ := filepath.Glob("/sys/fs/cgroup/*/shoal-runtime-bench-*"); len(dirs) > 0 {
@@ -121,5 +123,45 @@ func TestBusyboxRootfs(t *testing.T) {
 	}
 	if err := checkBenchRootfs(root); err != nil {
 		t.Error(err)
+	}
+}
+
+func TestInsideExeDir(t *testing.T) {
+	exe, err := os.Readlink("/proc/self/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Dir(exe)
+	for p, want := range map[string]bool{
+		dir: true, filepath.Join(dir, "state"): true, dir + "-sibling": false, "/nonexistent/x": dir == "/",
+	} {
+		if _, got := insideExeDir(p); got != want {
+			t.Errorf("insideExeDir(%q) = %v, want %v", p, got, want)
+		}
+	}
+	if _, inside := insideExeDir(benchTempBase()); inside && dir != "/" {
+		t.Errorf("bench temp base %s is inside %s", benchTempBase(), dir)
+	}
+}
+
+// TestWarnsAboutStateInsideExeDir: the slow layout is reported.
+func TestWarnsAboutStateInsideExeDir(t *testing.T) {
+	exe, _ := os.Readlink("/proc/self/exe")
+	root := filepath.Join(filepath.Dir(exe), "state-inside-"+strconv.Itoa(os.Getpid()))
+	t.Cleanup(func() { os.RemoveAll(root) })
+	var buf strings.Builder
+	rt, err := NewLibcontainer(root, slog.New(slog.NewTextHandler(&buf, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt.Close()
+	if !strings.Contains(buf.String(), "inside the binary's directory") {
+		t.Errorf("no warning: %q", buf.String())
+	}
+	buf.Reset()
+	rt, _ = NewLibcontainer(filepath.Join(t.TempDir(), "state"), slog.New(slog.NewTextHandler(&buf, nil)))
+	rt.Close()
+	if buf.Len() != 0 {
+		t.Errorf("warning for a root elsewhere: %q", buf.String())
 	}
 }
