@@ -24,6 +24,8 @@ type agentSide struct {
 	net    *network.Manager // nil when tasks get no node network
 	ex     *agent.Executor
 	gcNow  chan struct{} // cap 1: a task was removed
+	// lc is the libcontainer runtime (nil when a test runtime is used).
+	lc *runtime.Libcontainer
 }
 
 // imageGCPeriod is how often unreferenced images and unused layers are
@@ -95,6 +97,16 @@ func (n *node) buildAgentSide(ctx context.Context) (*agentSide, error) {
 		rt = lc
 	}
 	side := &agentSide{images: images, gcNow: make(chan struct{}, 1)}
+	if lc, ok := rt.(*runtime.Libcontainer); ok {
+		side.lc = lc
+		// A shim started ahead takes the first task: it does not wait
+		// for a shim's start-up.
+		go func() {
+			if err := lc.Prepare(ctx); err != nil && ctx.Err() == nil {
+				n.log.Warn("starting a spare shim", "err", err)
+			}
+		}()
+	}
 	var netw agent.Network
 	if !o.NoTaskNetwork {
 		cfg := network.Config{Bridge: st.Bridge, StateDir: filepath.Join(o.DataDir, "network"), Logger: o.Logger}
@@ -127,6 +139,9 @@ func (n *node) buildAgentSide(ctx context.Context) (*agentSide, error) {
 }
 
 func (s *agentSide) close() {
+	if s.lc != nil {
+		s.lc.Close() // the spare shim; tasks keep running
+	}
 	if s.net != nil {
 		s.net.Close()
 	}
