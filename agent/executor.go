@@ -73,10 +73,15 @@ type Executor struct {
 	dirty    map[string]bool
 	// adopted holds tasks read from the database until Run starts them.
 	adopted map[string]storedTask
-	// seenFull is set once a full assignment set arrived: before it, a
-	// re-adopted task missing from the (partial) knowledge is kept.
-	seenFull bool
-	notify   chan struct{} // cap 1: dirty became non-empty
+	// early holds assignments that arrived before Run started.
+	early  []assignment
+	notify chan struct{} // cap 1: dirty became non-empty
+}
+
+type assignment struct {
+	full    bool
+	upsert  []*shoalv1.Task
+	removed []string
 }
 
 // NewExecutor opens the agent's state in cfg.Dir.
@@ -129,7 +134,13 @@ func (e *Executor) Run(ctx context.Context) error {
 		e.startCtlLocked(s.task, s.status)
 	}
 	e.adopted = nil
+	early := e.early
+	e.early = nil
 	e.mu.Unlock()
+	for _, a := range early {
+		e.Assign(a.full, a.upsert, a.removed)
+	}
+	e.removeStrays(ctx)
 	<-ctx.Done()
 	e.mu.Lock()
 	ctls := make([]*taskCtl, 0, len(e.ctls))
@@ -143,16 +154,54 @@ func (e *Executor) Run(ctx context.Context) error {
 	return e.db.Close()
 }
 
+// removeStrays removes containers the runtime has but no task record
+// names: left by a crash between a record's deletion and the container's
+// removal (or by a release that failed for good).
+func (e *Executor) removeStrays(ctx context.Context) {
+	states, err := e.cfg.Runtime.List(ctx)
+	if err != nil {
+		e.log.Warn("listing containers", "err", err)
+		return
+	}
+	for _, st := range states {
+		e.mu.Lock()
+		_, held := e.ctls[st.ID]
+		e.mu.Unlock()
+		if held {
+			continue
+		}
+		e.log.Warn("removing a container no task record names", "task_id", st.ID, "status", st.Status)
+		if err := e.cfg.Runtime.Remove(ctx, st.ID); err != nil {
+			e.log.Warn("removing stray container", "task_id", st.ID, "err", err)
+		}
+	}
+}
+
 // Assign applies the dispatcher's assignments: full replaces the held set
-// (tasks not in it are stopped and removed), otherwise a diff.
+// (tasks not in it are stopped and removed), otherwise a diff. It only
+// records and wakes: it runs on the session's receive loop.
 func (e *Executor) Assign(full bool, upsert []*shoalv1.Task, removed []string) {
+	writes := e.assign(full, upsert, removed)
+	if len(writes) > 0 {
+		// One transaction (one fsync) for the whole set, off the lock.
+		if err := e.db.putTasks(writes); err != nil {
+			e.log.Error("recording tasks", "count", len(writes), "err", err)
+		}
+	}
+}
+
+func (e *Executor) assign(full bool, upsert []*shoalv1.Task, removed []string) []*shoalv1.Task {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.ctx == nil || e.ctx.Err() != nil {
-		return // not running (yet): the next session sends a full set again
+	if e.ctx == nil {
+		e.early = append(e.early, assignment{full, upsert, removed})
+		return nil
 	}
+	if e.ctx.Err() != nil {
+		return nil
+	}
+	var writes []*shoalv1.Task
 	if full {
-		e.seenFull = true
 		keep := map[string]bool{}
 		for _, t := range upsert {
 			keep[t.GetMeta().GetId()] = true
@@ -166,7 +215,9 @@ func (e *Executor) Assign(full bool, upsert []*shoalv1.Task, removed []string) {
 	for _, t := range upsert {
 		id := t.GetMeta().GetId()
 		if c, ok := e.ctls[id]; ok {
-			c.update(t)
+			if c.update(t) {
+				writes = append(writes, t)
+			}
 			continue
 		}
 		st := t.GetStatus()
@@ -176,30 +227,32 @@ func (e *Executor) Assign(full bool, upsert []*shoalv1.Task, removed []string) {
 			// silently starting a second copy.
 			lost := failedStatus("the agent has no record of this task (its local state was lost)", nil)
 			e.startCtlLocked(t, lost)
-			e.setStatusLocked(id, proto.Clone(lost).(*shoalv1.TaskStatus))
+			e.queueStatusLocked(id, proto.Clone(lost).(*shoalv1.TaskStatus))
+			writes = append(writes, t)
 			continue
 		}
 		if st.GetState() >= shoalv1.TaskState_TASK_STATE_COMPLETE {
 			continue // ended elsewhere or before; nothing to run or clean
 		}
 		e.startCtlLocked(t, &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_ASSIGNED})
+		writes = append(writes, t)
 	}
 	for _, id := range removed {
 		if c, ok := e.ctls[id]; ok {
 			c.remove()
 		}
 	}
+	return writes
 }
 
 func (e *Executor) startCtlLocked(t *shoalv1.Task, st *shoalv1.TaskStatus) {
 	id := t.GetMeta().GetId()
-	c := newTaskCtl(e, t, st)
+	// The controller gets its own copy: e.statuses is read under e.mu,
+	// the controller's status only by its goroutine.
+	c := newTaskCtl(e, t, proto.Clone(st).(*shoalv1.TaskStatus))
 	e.ctls[id] = c
 	if _, ok := e.statuses[id]; !ok {
 		e.statuses[id] = st
-	}
-	if err := e.db.put(id, t, nil); err != nil {
-		e.log.Error("recording task", "task_id", id, "err", err)
 	}
 	go c.run(e.ctx)
 }
@@ -223,17 +276,26 @@ func (e *Executor) forget(id string) {
 // managers. The record is written first: a status is never reported that
 // a crash right after could take back.
 func (e *Executor) setStatus(id string, st *shoalv1.TaskStatus) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.setStatusLocked(id, st)
-}
-
-func (e *Executor) setStatusLocked(id string, st *shoalv1.TaskStatus) {
 	if st.Timestamp == nil {
 		st.Timestamp = timestamppb.Now()
 	}
+	// Only this task's controller sets its status, so writing outside the
+	// lock keeps the order; the fsync does not hold up readers.
 	if err := e.db.put(id, nil, st); err != nil {
 		e.log.Error("recording task status", "task_id", id, "err", err)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, held := e.ctls[id]; !held {
+		return
+	}
+	e.queueStatusLocked(id, st)
+}
+
+// queueStatusLocked makes st the task's status to report.
+func (e *Executor) queueStatusLocked(id string, st *shoalv1.TaskStatus) {
+	if st.Timestamp == nil {
+		st.Timestamp = timestamppb.Now()
 	}
 	e.statuses[id] = st
 	e.dirty[id] = true
@@ -254,6 +316,9 @@ func (e *Executor) TakeUpdates(all bool) []*shoalv1.TaskStatusUpdate {
 	defer e.mu.Unlock()
 	var out []*shoalv1.TaskStatusUpdate
 	for id, st := range e.statuses {
+		if st.GetState() < shoalv1.TaskState_TASK_STATE_ACCEPTED {
+			continue // the managers' own states: nothing to report yet
+		}
 		if all || e.dirty[id] {
 			out = append(out, &shoalv1.TaskStatusUpdate{TaskId: id, Status: proto.Clone(st).(*shoalv1.TaskStatus)})
 		}

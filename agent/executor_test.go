@@ -424,3 +424,154 @@ func TestStopSignal(t *testing.T) {
 		}
 	}
 }
+
+// flakyRuntime fails Remove a given number of times.
+type flakyRuntime struct {
+	*runtime.Fake
+	mu          sync.Mutex // guards removeFails
+	removeFails int
+}
+
+func (f *flakyRuntime) Remove(ctx context.Context, id string) error {
+	f.mu.Lock()
+	fail := f.removeFails > 0
+	if fail {
+		f.removeFails--
+	}
+	f.mu.Unlock()
+	if fail {
+		return errors.New("device or resource busy")
+	}
+	return f.Fake.Remove(ctx, id)
+}
+
+func TestExecutorRetriesFailedRelease(t *testing.T) {
+	env := newExecEnv(t)
+	env.stop()
+	flaky := &flakyRuntime{Fake: env.rt}
+	ex, err := NewExecutor(ExecutorConfig{Dir: env.dir, Runtime: flaky, Images: env.images, Network: env.net,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex.mount = func(_ []string, _, _, target string) error {
+		os.MkdirAll(filepath.Join(target, "bin"), 0o755)
+		return os.WriteFile(filepath.Join(target, "bin", "app"), []byte("#!"), 0o755)
+	}
+	ex.unmount = func(string) error { return nil }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ex.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	env.ex = ex
+	for ex.baseCtx() == context.Background() {
+		time.Sleep(time.Millisecond)
+	}
+	ex.Assign(true, []*shoalv1.Task{running("t1")}, nil)
+	env.waitStatus("t1", shoalv1.TaskState_TASK_STATE_RUNNING)
+	flaky.mu.Lock()
+	flaky.removeFails = 2
+	flaky.mu.Unlock()
+	ex.Assign(false, nil, []string{"t1"})
+	deadline := time.Now().Add(10 * time.Second)
+	for len(ex.Tasks()) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("task never removed after Remove failed twice")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if states, _ := env.rt.List(context.Background()); len(states) != 0 {
+		t.Errorf("container left behind: %v", states)
+	}
+	if flaky.removeFails != 0 {
+		t.Errorf("Remove not retried (%d failures left)", flaky.removeFails)
+	}
+}
+
+func TestExecutorReadoptsStartingAsRunning(t *testing.T) {
+	env := newExecEnv(t)
+	env.ex.Assign(true, []*shoalv1.Task{running("t1")}, nil)
+	env.waitStatus("t1", shoalv1.TaskState_TASK_STATE_RUNNING)
+	env.stop()
+	// A crash after the container started, before RUNNING was recorded.
+	db, err := openTaskDB(env.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.put("t1", nil, &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_STARTING, Addresses: []string{"10.0.0.1"}}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	env.start()
+	st := env.waitStatus("t1", shoalv1.TaskState_TASK_STATE_RUNNING)
+	if st.GetPid() == 0 || len(st.GetAddresses()) != 1 {
+		t.Errorf("re-adopted status %v: want the pid and addresses", st)
+	}
+}
+
+func TestExecutorRemovalStopsGracefully(t *testing.T) {
+	env := newExecEnv(t)
+	env.ex.Assign(true, []*shoalv1.Task{running("t1")}, nil)
+	env.waitStatus("t1", shoalv1.TaskState_TASK_STATE_RUNNING)
+	env.ex.Assign(false, nil, []string{"t1"})
+	// The fake's Stop records SIGTERM: removal went through Stop, not a
+	// bare kill; the SHUTDOWN report precedes the removal.
+	deadline := time.Now().Add(5 * time.Second)
+	for len(env.ex.Tasks()) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("not removed")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	ups := env.ex.TakeUpdates(true)
+	if len(ups) != 0 {
+		t.Errorf("statuses of a removed task still queued: %v", ups)
+	}
+}
+
+func TestExecutorStopsTaskTheManagersEnded(t *testing.T) {
+	env := newExecEnv(t)
+	env.ex.Assign(true, []*shoalv1.Task{running("t1")}, nil)
+	env.waitStatus("t1", shoalv1.TaskState_TASK_STATE_RUNNING)
+	// The node was cut off; the managers orphaned the task (desired state
+	// unchanged) and replaced it elsewhere.
+	orphan := running("t1")
+	orphan.Meta.Version = 9
+	orphan.Status.State = shoalv1.TaskState_TASK_STATE_ORPHANED
+	env.ex.Assign(true, []*shoalv1.Task{orphan}, nil)
+	env.waitStatus("t1", shoalv1.TaskState_TASK_STATE_SHUTDOWN)
+	if st, err := env.rt.State(context.Background(), "t1"); err == nil && st.Status == runtime.StatusRunning {
+		t.Error("orphaned task's container still running")
+	}
+}
+
+func TestExecutorAssignBeforeRun(t *testing.T) {
+	dir := t.TempDir()
+	rt := runtime.NewFake()
+	ex, err := NewExecutor(ExecutorConfig{Dir: dir, Runtime: rt, Images: newFakeImages(),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex.mount = func(_ []string, _, _, target string) error {
+		os.MkdirAll(filepath.Join(target, "bin"), 0o755)
+		return os.WriteFile(filepath.Join(target, "bin", "app"), []byte("#!"), 0o755)
+	}
+	ex.unmount = func(string) error { return nil }
+	// The session may hand over the first full set before Run started.
+	ex.Assign(true, []*shoalv1.Task{running("early")}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ex.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if st, err := rt.State(context.Background(), "early"); err == nil && st.Status == runtime.StatusRunning {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("an assignment made before Run was never started")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -32,8 +33,9 @@ type taskCtl struct {
 	done chan struct{} // closed when run returns
 
 	// Owned by the run goroutine.
-	status   *shoalv1.TaskStatus
-	released bool // container, rootfs and network released
+	status         *shoalv1.TaskStatus
+	released       bool // container, rootfs and network released
+	releaseBackoff time.Duration
 }
 
 func newTaskCtl(e *Executor, t *shoalv1.Task, st *shoalv1.TaskStatus) *taskCtl {
@@ -42,14 +44,17 @@ func newTaskCtl(e *Executor, t *shoalv1.Task, st *shoalv1.TaskStatus) *taskCtl {
 		task: t, status: st, wake: make(chan struct{}, 1), done: make(chan struct{})}
 }
 
-func (c *taskCtl) update(t *shoalv1.Task) {
+// update records the managers' newest copy of the task and says whether
+// it changed (a new session resends every task unchanged).
+func (c *taskCtl) update(t *shoalv1.Task) bool {
 	c.mu.Lock()
+	changed := !proto.Equal(t, c.task)
 	c.task = t
 	c.mu.Unlock()
-	if err := c.e.db.put(c.id, t, nil); err != nil {
-		c.log.Error("recording task", "err", err)
+	if changed {
+		c.poke()
 	}
-	c.poke()
+	return changed
 }
 
 func (c *taskCtl) remove() {
@@ -78,9 +83,13 @@ func (c *taskCtl) snapshot() (*shoalv1.Task, bool) {
 	return c.task, c.removed
 }
 
+// wantsStop: the task was removed, its desired state is SHUTDOWN/REMOVE,
+// or the managers already count it as ended (ORPHANED while this node was
+// cut off: a replacement runs elsewhere).
 func (c *taskCtl) wantsStop() bool {
 	t, removed := c.snapshot()
-	return removed || t.GetDesiredState() >= shoalv1.TaskState_TASK_STATE_SHUTDOWN
+	return removed || t.GetDesiredState() >= shoalv1.TaskState_TASK_STATE_SHUTDOWN ||
+		t.GetStatus().GetState() >= shoalv1.TaskState_TASK_STATE_COMPLETE
 }
 
 func (c *taskCtl) report(st *shoalv1.TaskStatus) {
@@ -103,23 +112,42 @@ func (c *taskCtl) run(ctx context.Context) {
 		t, removed := c.snapshot()
 		state := c.status.GetState()
 		switch {
+		case state == shoalv1.TaskState_TASK_STATE_RUNNING || (state == shoalv1.TaskState_TASK_STATE_STARTING && c.exists(ctx)):
+			// A live container, removal included, is stopped with its
+			// stop signal and grace period.
+			c.supervise(ctx)
 		case removed:
-			c.release(ctx)
+			if !c.release(ctx) {
+				c.retryRelease(ctx)
+				continue
+			}
 			c.purge()
 			c.e.forget(c.id)
 			c.log.Debug("task removed")
 			return
 		case state >= shoalv1.TaskState_TASK_STATE_COMPLETE:
-			c.release(ctx)
+			if !c.release(ctx) {
+				c.retryRelease(ctx)
+				continue
+			}
 			c.idle(ctx)
-		case state == shoalv1.TaskState_TASK_STATE_RUNNING || (state == shoalv1.TaskState_TASK_STATE_STARTING && c.exists(ctx)):
-			c.supervise(ctx)
-		case t.GetDesiredState() >= shoalv1.TaskState_TASK_STATE_SHUTDOWN:
+		case c.wantsStop():
 			c.release(ctx)
 			c.report(&shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_SHUTDOWN, Message: "shut down before it started"})
 		default:
 			c.start(ctx, t)
 		}
+	}
+}
+
+// retryRelease waits before releasing again (a busy mount, a netlink
+// hiccup): a task's resources are never forgotten while still held.
+func (c *taskCtl) retryRelease(ctx context.Context) {
+	c.releaseBackoff = min(max(2*c.releaseBackoff, 100*time.Millisecond), 30*time.Second)
+	c.log.Warn("releasing the task's resources failed; retrying", "in", c.releaseBackoff)
+	select {
+	case <-time.After(c.releaseBackoff):
+	case <-ctx.Done():
 	}
 }
 
@@ -202,13 +230,12 @@ func (c *taskCtl) prepareAndStart(ctx context.Context, t *shoalv1.Task) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	c.status.ImageDigest = img.Digest
 	p := e.paths(c.id)
 	if err := os.MkdirAll(p.dir, 0o700); err != nil {
-		return err
+		return fmt.Errorf("task dir: %w", err)
 	}
 	if err := e.mountRootfs(p, img); err != nil {
-		return err
+		return fmt.Errorf("mounting the rootfs of image %s: %w", img.Digest, err)
 	}
 	var nsPath string
 	var addrs []string
@@ -265,12 +292,37 @@ func (c *taskCtl) supervise(ctx context.Context) {
 		st, err := rt.Wait(wctx, c.id)
 		exited <- result{st, err}
 	}()
+	if c.status.GetState() < shoalv1.TaskState_TASK_STATE_RUNNING {
+		// Re-adopted in STARTING: the container was started but RUNNING
+		// was never recorded (crash in between). Say so now.
+		if st, err := rt.State(ctx, c.id); err == nil && st.Status == runtime.StatusRunning {
+			c.report(&shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_RUNNING, Message: "started", Pid: int32(st.Pid)})
+		}
+	}
 	stopping := false
+	stopFailed := make(chan struct{}, 1)
+	wake := make(chan struct{}, 1)
+	if c.wantsStop() {
+		wake <- struct{}{} // told to stop before we got here
+	}
 	for {
 		var r result
 		select {
 		case r = <-exited:
 		case <-c.wake:
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+			continue
+		case <-stopFailed:
+			stopping = false // try again
+			select {
+			case wake <- struct{}{}:
+			default:
+			}
+			continue
+		case <-wake:
 			if stopping || !c.wantsStop() {
 				continue
 			}
@@ -288,7 +340,13 @@ func (c *taskCtl) supervise(ctx context.Context) {
 				// Stop sends the signal, waits out the grace period and
 				// kills; Wait (above) then reports the exit.
 				if err := rt.Stop(wctx, c.id, sig, grace); err != nil && wctx.Err() == nil {
-					c.log.Warn("stopping task", "err", err)
+					c.log.Warn("stopping task; will retry", "err", err)
+					select {
+					case <-time.After(time.Second):
+					case <-wctx.Done():
+						return
+					}
+					stopFailed <- struct{}{}
 				}
 			}()
 			continue
@@ -357,28 +415,36 @@ func failedStatus(msg string, ex *runtime.ExitStatus) *shoalv1.TaskStatus {
 // container (killed if still there), its cgroups, the rootfs mount, the
 // writable layer and the network namespace. The log stays until the task
 // is removed. Idempotent.
-func (c *taskCtl) release(ctx context.Context) {
+func (c *taskCtl) release(ctx context.Context) bool {
 	if c.released {
-		return
+		return true
 	}
 	e := c.e
 	rctx := context.WithoutCancel(ctx)
+	ok := true
 	if err := e.cfg.Runtime.Remove(rctx, c.id); err != nil {
 		c.log.Warn("removing container", "err", err)
+		ok = false
 	}
 	p := e.paths(c.id)
 	if err := e.unmount(p.rootfs); err != nil {
 		c.log.Warn("unmounting rootfs", "err", err)
-	}
-	if err := os.RemoveAll(p.dir); err != nil {
+		ok = false
+	} else if err := os.RemoveAll(p.dir); err != nil {
 		c.log.Warn("removing task dir", "err", err)
+		ok = false
 	}
 	if e.cfg.Network != nil {
 		if err := e.cfg.Network.Teardown(rctx, c.id); err != nil {
 			c.log.Warn("removing network namespace", "err", err)
+			ok = false
 		}
 	}
-	c.released = true
+	c.released = ok
+	if ok {
+		c.releaseBackoff = 0
+	}
+	return ok
 }
 
 // purge deletes the task's logs (it is gone from the managers).

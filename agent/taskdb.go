@@ -81,6 +81,34 @@ func (d *taskDB) put(id string, t *shoalv1.Task, st *shoalv1.TaskStatus) error {
 	})
 }
 
+// putTasks records several tasks (their statuses unchanged) at once.
+func (d *taskDB) putTasks(ts []*shoalv1.Task) error {
+	return d.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketTasks)
+		for _, t := range ts {
+			id := t.GetMeta().GetId()
+			var rec taskRecord
+			if old := b.Get([]byte(id)); old != nil {
+				if err := json.Unmarshal(old, &rec); err != nil {
+					return fmt.Errorf("task %q record: %w", id, err)
+				}
+			}
+			var err error
+			if rec.Task, err = proto.Marshal(t); err != nil {
+				return err
+			}
+			v, err := json.Marshal(rec)
+			if err != nil {
+				return err
+			}
+			if err := b.Put([]byte(id), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 func (d *taskDB) delete(id string) error {
 	return d.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketTasks).Delete([]byte(id)) })
 }
@@ -105,6 +133,11 @@ func (d *taskDB) all() (map[string]storedTask, error) {
 			}
 			if err := proto.Unmarshal(rec.Status, st.status); err != nil {
 				return fmt.Errorf("task %q record: %w", k, err)
+			}
+			if st.task.GetMeta().GetId() != string(k) {
+				// A status recorded in the instant before its task was
+				// (crash in between): the task was never started.
+				return nil
 			}
 			out[string(k)] = st
 			return nil

@@ -112,10 +112,12 @@ func (n *node) buildAgentSide(ctx context.Context) (*agentSide, error) {
 		cfg := network.Config{Bridge: st.Bridge, StateDir: filepath.Join(o.DataDir, "network"), Logger: o.Logger}
 		if st.BridgeSubnet != "" {
 			if cfg.Subnet, err = netip.ParsePrefix(st.BridgeSubnet); err != nil {
+				side.close()
 				return nil, fmt.Errorf("--bridge-subnet: %w", err)
 			}
 		}
 		if side.net, err = network.New(cfg); err != nil {
+			side.close()
 			return nil, fmt.Errorf("node network: %w", err)
 		}
 		netw = netAdapter{side.net}

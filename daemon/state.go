@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 )
 
 // DefaultPort is the manager API / raft port.
@@ -34,8 +35,18 @@ type State struct {
 func (st *State) applyAgentOptions(o Options) (bool, error) {
 	before := fmt.Sprint(*st)
 	if o.AgentAddr != "" {
-		a, err := withPort(o.AgentAddr, "--agent-addr")
-		if err != nil {
+		a := o.AgentAddr
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			// No port: the default agent port (advertise port + 1), not
+			// the manager's.
+			def, err := agentAddr(st.AdvertiseAddr)
+			if err != nil {
+				return false, err
+			}
+			_, port, _ := net.SplitHostPort(def)
+			a = net.JoinHostPort(strings.Trim(a, "[]"), port)
+		}
+		if _, err := withPort(a, "--agent-addr"); err != nil {
 			return false, err
 		}
 		st.AgentAddr = a

@@ -42,3 +42,20 @@ func TestStateRoundTrip(t *testing.T) {
 		t.Fatalf("got %+v, %v", got, err)
 	}
 }
+
+func TestApplyAgentOptions(t *testing.T) {
+	for _, tt := range []struct{ given, want string }{
+		{"", "10.0.0.5:4243"},              // advertise port + 1
+		{"10.0.0.9", "10.0.0.9:4243"},      // host only: the agent port, not the manager's
+		{"10.0.0.9:7000", "10.0.0.9:7000"}, // as given
+		{"[fd00::1]", "[fd00::1]:4243"},    // IPv6 host only
+	} {
+		st := &State{AdvertiseAddr: "10.0.0.5:4242"}
+		if _, err := st.applyAgentOptions(Options{AgentAddr: tt.given}); err != nil {
+			t.Fatalf("%q: %v", tt.given, err)
+		}
+		if st.AgentAddr != tt.want {
+			t.Errorf("--agent-addr %q → %q, want %q", tt.given, st.AgentAddr, tt.want)
+		}
+	}
+}

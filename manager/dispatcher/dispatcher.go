@@ -215,7 +215,16 @@ func (d *Dispatcher) writeStatuses(ctx context.Context, in <-chan statusUpdate) 
 		batch := pending
 		pending = map[string]statusUpdate{}
 		if err := d.applyStatuses(ctx, batch); err != nil && ctx.Err() == nil {
-			d.log.Warn("writing task statuses", "count", len(batch), "err", err)
+			// Not dropped: an agent reports a change once. Put the batch
+			// back (behind anything newer that arrived meanwhile) and try
+			// again on the next flush.
+			d.log.Warn("writing task statuses; will retry", "count", len(batch), "err", err)
+			for id, u := range batch {
+				if _, newer := pending[id]; !newer {
+					pending[id] = u
+				}
+			}
+			timer = time.After(retryFlush(d.cfg.StatusFlush))
 		}
 	}
 }
@@ -264,7 +273,7 @@ func checkTransition(t *shoalv1.Task, nodeID string, st *shoalv1.TaskStatus) err
 		return fmt.Errorf("agents may not set state %s", st.GetState())
 	}
 	cur := t.GetStatus().GetState()
-	if cur >= shoalv1.TaskState_TASK_STATE_COMPLETE && st.GetState() == cur {
+	if st.GetState() == cur && (cur >= shoalv1.TaskState_TASK_STATE_COMPLETE || proto.Equal(st, t.GetStatus())) {
 		return errAlreadyRecorded
 	}
 	if st.GetState() < cur || cur >= shoalv1.TaskState_TASK_STATE_COMPLETE {
@@ -286,3 +295,6 @@ func (d *Dispatcher) identity(ctx context.Context) (ca.Identity, error) {
 	}
 	return id, nil
 }
+
+// retryFlush is the pause before a failed status batch is written again.
+func retryFlush(flush time.Duration) time.Duration { return max(10*flush, 100*time.Millisecond) }

@@ -23,9 +23,12 @@ type session struct {
 
 // assigned says whether a task belongs in an agent's assignment set: it has
 // reached the node and is not finished.
+// assigned says whether the node holds t: from ASSIGNED on, finished tasks
+// included — the node keeps a finished task's log until the managers delete
+// the task (history trimmed, service removed), and a task the managers
+// ended without it (ORPHANED) tells a returning node to stop it.
 func assigned(t *shoalv1.Task) bool {
-	s := t.GetStatus().GetState()
-	return s >= shoalv1.TaskState_TASK_STATE_ASSIGNED && s < shoalv1.TaskState_TASK_STATE_COMPLETE
+	return t.GetStatus().GetState() >= shoalv1.TaskState_TASK_STATE_ASSIGNED
 }
 
 // lockedStream serialises Send: the session loop sends assignments while the
@@ -180,7 +183,7 @@ func (d *Dispatcher) forward(stream shoalv1.Dispatcher_SessionServer, nodeID str
 			}
 			return
 		}
-		if ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_DELETE || t.GetStatus().GetState() >= shoalv1.TaskState_TASK_STATE_COMPLETE {
+		if ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_DELETE {
 			if i, ok := upserts[id]; ok {
 				diff.Upsert = append(diff.Upsert[:i], diff.Upsert[i+1:]...)
 				delete(upserts, id)
