@@ -22,9 +22,9 @@ const (
 	attemptLimit  = 10 * time.Second // one CLI call inside a poll loop
 )
 
-// testImage is any image reference: containers do not run yet, tasks stop
-// at ASSIGNED.
-const testImage = "demo:latest"
+// testImage is the demo image every node loads at start (harness.NodeFlags):
+// tasks run it as real containers (its default command is an HTTP server).
+const testImage = harness.DemoImageName
 
 // cluster is a shoal cluster on a fabric: hosts h1..hN, h1 the first
 // manager (init), then the other managers, then the workers.
@@ -46,6 +46,13 @@ type cluster struct {
 // workers and waits until every node is READY.
 func newCluster(t *testing.T, nManagers, nWorkers int) *cluster {
 	t.Helper()
+	return newClusterWith(t, nManagers, nWorkers, nil)
+}
+
+// newClusterWith is newCluster with extra flags for the workers' `shoal
+// join` (--insecure-registry, say).
+func newClusterWith(t *testing.T, nManagers, nWorkers int, workerFlags []string) *cluster {
+	t.Helper()
 	f := harness.NewFabric(t)
 	harness.Binary(t) // build before anything is timed
 	c := &cluster{t: t, f: f, nodeIDs: map[*harness.Host]string{}}
@@ -56,7 +63,7 @@ func newCluster(t *testing.T, nManagers, nWorkers int) *cluster {
 		c.join(c.addHost(), c.managerToken, shoalv1.NodeRole_NODE_ROLE_MANAGER)
 	}
 	for range nWorkers {
-		c.join(c.addHost(), c.workerToken, shoalv1.NodeRole_NODE_ROLE_WORKER)
+		c.join(c.addHost(), c.workerToken, shoalv1.NodeRole_NODE_ROLE_WORKER, workerFlags...)
 	}
 	t.Logf("cluster of %d managers + %d workers ready in %v", nManagers, nWorkers, time.Since(start).Round(time.Millisecond))
 	return c
@@ -122,12 +129,12 @@ func (c *cluster) token(ctx context.Context, cl *harness.Client, role string) (s
 	return harness.FindToken(out)
 }
 
-// join runs `shoal join` on h against h1 and waits until the node is READY
-// with the expected role.
-func (c *cluster) join(h *harness.Host, token string, role shoalv1.NodeRole) {
+// join runs `shoal join [extra...]` on h against h1 and waits until the
+// node is READY with the expected role.
+func (c *cluster) join(h *harness.Host, token string, role shoalv1.NodeRole, extra ...string) {
 	t := c.t
 	t.Helper()
-	p := h.Join(t, token, c.hosts[0].Addr(), "--node-name", h.Name)
+	p := h.Join(t, token, c.hosts[0].Addr(), append([]string{"--node-name", h.Name}, extra...)...)
 	if role == shoalv1.NodeRole_NODE_ROLE_MANAGER {
 		c.managers = append(c.managers, h)
 	} else {
@@ -270,17 +277,26 @@ func describeNodes(nodes []*shoalv1.Node) string {
 // ---------------------------------------------------------------- services
 
 // createService runs `service create --name NAME --replicas N --detach
-// demo:latest` through cl.
-func createService(ctx context.Context, cl *harness.Client, name string, replicas int) error {
-	_, err := cl.Run(ctx, "service", "create", "--name", name, "--replicas", fmt.Sprint(replicas), "--detach", testImage)
+// --no-resolve-image demo:latest [ARG...]` through cl. The image is only
+// loaded on the nodes, so asking a registry for its digest would only cost
+// the lookup's timeout.
+func createService(ctx context.Context, cl *harness.Client, name string, replicas int, args ...string) error {
+	return createServiceFlags(ctx, cl, name, replicas, nil, args...)
+}
+
+// createServiceFlags is createService with more flags before the image
+// (--constraint, --restart-condition, ...).
+func createServiceFlags(ctx context.Context, cl *harness.Client, name string, replicas int, flags []string, args ...string) error {
+	_, err := cl.Run(ctx, slices.Concat([]string{"service", "create", "--name", name, "--replicas", fmt.Sprint(replicas),
+		"--detach", "--no-resolve-image"}, flags, []string{testImage}, args)...)
 	return err
 }
 
 var unknownDetach = regexp.MustCompile(`unknown (flag|shorthand flag).*detach`)
 
 // runDetached runs a command that may wait for convergence with --detach
-// (tasks never reach RUNNING in this milestone), or without it if this
-// command has no such flag.
+// (the test waits for what it wants itself), or without it if this command
+// has no such flag.
 func runDetached(ctx context.Context, cl *harness.Client, args ...string) (string, error) {
 	out, err := cl.Run(ctx, slices.Concat(args, []string{"--detach"})...)
 	var ee *harness.ExecError
@@ -315,15 +331,7 @@ func allTasks(ctx context.Context, cl *harness.Client) ([]*shoalv1.Task, error) 
 
 // live keeps the tasks that are live (docs/task-states.md): desired state
 // at most RUNNING and observed state before COMPLETE.
-func live(tasks []*shoalv1.Task) []*shoalv1.Task {
-	var out []*shoalv1.Task
-	for _, tk := range tasks {
-		if tk.GetDesiredState() <= shoalv1.TaskState_TASK_STATE_RUNNING && tk.GetStatus().GetState() < shoalv1.TaskState_TASK_STATE_COMPLETE {
-			out = append(out, tk)
-		}
-	}
-	return out
-}
+func live(tasks []*shoalv1.Task) []*shoalv1.Task { return harness.LiveTasks(tasks) }
 
 // perNode counts tasks by node id ("" for unassigned).
 func perNode(tasks []*shoalv1.Task) map[string]int {
@@ -334,16 +342,7 @@ func perNode(tasks []*shoalv1.Task) map[string]int {
 	return m
 }
 
-func describeTasks(tasks []*shoalv1.Task) string {
-	var parts []string
-	for _, tk := range tasks {
-		parts = append(parts, fmt.Sprintf("[%s.%d node=%s desired=%s state=%s %q]", tk.GetServiceName(), tk.GetSlot(), tk.GetNodeId(),
-			strings.TrimPrefix(tk.GetDesiredState().String(), "TASK_STATE_"),
-			strings.TrimPrefix(tk.GetStatus().GetState().String(), "TASK_STATE_"), tk.GetStatus().GetMessage()))
-	}
-	slices.Sort(parts)
-	return strings.Join(parts, " ")
-}
+func describeTasks(tasks []*shoalv1.Task) string { return harness.DescribeTasks(tasks) }
 
 // attempt is a context for one call inside a poll loop.
 func attempt() (context.Context, context.CancelFunc) {

@@ -94,7 +94,7 @@ func TestKill9NoAckedWriteLost(t *testing.T) {
 			victim = c.managers[rng.IntN(len(c.managers))]
 		}
 		start := time.Now()
-		if err := victim.KillAll(); err != nil {
+		if err := victim.Crash(); err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("round %d: kill -9 %s (leader: %v) with %d creates acknowledged", round, victim, victim == leader, countAcked())
@@ -120,7 +120,7 @@ func TestKill9NoAckedWriteLost(t *testing.T) {
 
 	// Power cut of the whole control plane, then everyone back.
 	for _, m := range c.managers {
-		if err := m.KillAll(); err != nil {
+		if err := m.Crash(); err != nil {
 			t.Fatal(err)
 		}
 	}

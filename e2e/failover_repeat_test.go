@@ -61,7 +61,7 @@ func TestLeaderFailoverRepeated(t *testing.T) {
 		cl := from.Remote(c.adminDir, addrs...)
 
 		killed := time.Now()
-		if err := old.KillAll(); err != nil {
+		if err := old.Crash(); err != nil {
 			t.Fatal(err)
 		}
 		name := fmt.Sprintf("fo-%d", i)

@@ -38,7 +38,7 @@ func TestLeaderFailover(t *testing.T) {
 
 	// kill -9 the leader (every process of its host).
 	killed := time.Now()
-	if err := old.KillAll(); err != nil {
+	if err := old.Crash(); err != nil {
 		t.Fatal(err)
 	}
 

@@ -49,11 +49,11 @@ func TestPromoteDemoteRemove(t *testing.T) {
 		return err
 	})
 	// A promoted node serves the API with its new manager certificate.
-	run(h2, "service", "create", "--name", "promoted", "--replicas", "0", "--detach", testImage)
+	run(h2, "service", "create", "--name", "promoted", "--replicas", "0", "--detach", "--no-resolve-image", testImage)
 
 	// They are voters: with the first manager killed, h2 and h3 still
 	// have a quorum and take writes.
-	if err := h1.KillAll(); err != nil {
+	if err := h1.Crash(); err != nil {
 		t.Fatal(err)
 	}
 	harness.Eventually(t, settleTimeout, poll, func() error {
@@ -161,5 +161,5 @@ func TestPromoteDemoteRemove(t *testing.T) {
 		}
 	}
 	// The cluster carries on.
-	run(h1, "service", "create", "--name", "after-rm", "--replicas", "0", "--detach", testImage)
+	run(h1, "service", "create", "--name", "after-rm", "--replicas", "0", "--detach", "--no-resolve-image", testImage)
 }

@@ -41,7 +41,7 @@ func TestNodeDown(t *testing.T) {
 				return fmt.Errorf("%d live tasks, want 3: %s", len(lv), describeTasks(tasks))
 			}
 			for _, tk := range lv {
-				if tk.GetStatus().GetState() != shoalv1.TaskState_TASK_STATE_ASSIGNED {
+				if tk.GetStatus().GetState() != shoalv1.TaskState_TASK_STATE_RUNNING {
 					return fmt.Errorf("task %s is %s: %s", tk.GetMeta().GetId(), tk.GetStatus().GetState(), describeTasks(lv))
 				}
 			}

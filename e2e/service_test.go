@@ -1,91 +1,93 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/shoal-dev/shoal/e2e/harness"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
-// TestServiceAssigned: on 3 managers + 2 workers, 10 replicas are all
-// ASSIGNED, spread 2 per node (the scheduler spreads a service's tasks);
-// scaling to 3 leaves 3 live tasks; removing the service leaves none.
-func TestServiceAssigned(t *testing.T) {
+// TestServiceRunning: on 3 managers + 2 workers, 10 replicas of the demo
+// image are all RUNNING as real containers, spread 2 per node (the
+// scheduler spreads a service's tasks): each task's pid is alive in its
+// host's cgroups, its address answers HTTP from that host. Scaling to 3
+// stops the other 7 containers. Removing the service leaves no task and,
+// on every node, nothing of any container: no process in the node's
+// cgroups, no task cgroup, no mount, no log file, rootfs, runtime state or
+// network namespace.
+func TestServiceRunning(t *testing.T) {
 	c := newCluster(t, 3, 2)
 	h1 := c.hosts[0]
 	cl := h1.Local()
 
+	// Without --detach: the CLI waits until the tasks run and says so.
 	{
-		ctx, cancel := attempt()
-		err := createService(ctx, cl, "web", 10)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*runTimeout)
+		out, err := cl.Run(ctx, "service", "create", "--name", "web", "--replicas", "10", "--no-resolve-image", testImage)
 		cancel()
 		if err != nil {
 			t.Fatalf("service create: %v", err)
 		}
+		if !strings.Contains(out, "10/10 tasks running") {
+			t.Errorf("service create printed no \"10/10 tasks running\":\n%s", out)
+		}
 	}
 	var svcID string
-	harness.Eventually(t, settleTimeout, poll, func() error {
+	{
 		ctx, cancel := attempt()
-		defer cancel()
 		var svc shoalv1.Service
-		if err := cl.JSON(ctx, &svc, "service", "inspect", "web"); err != nil {
-			return err
+		err := cl.JSON(ctx, &svc, "service", "inspect", "web")
+		cancel()
+		if err != nil {
+			t.Fatal(err)
 		}
 		if svc.GetSpec().GetName() != "web" || svc.GetSpec().GetReplicas() != 10 || svc.GetMeta().GetId() == "" {
-			return fmt.Errorf("service inspect web: %v", &svc)
+			t.Fatalf("service inspect web: %v", &svc)
 		}
 		svcID = svc.GetMeta().GetId()
-		return nil
-	})
+	}
 
-	// All ten assigned, two on each of the five nodes.
+	// All ten running, two on each of the five nodes.
 	nodeIDs := map[string]bool{}
 	for _, h := range c.hosts {
 		nodeIDs[c.id(h)] = true
 	}
-	waitTasks := func(want int, check func([]*shoalv1.Task) error) {
-		t.Helper()
-		harness.Eventually(t, settleTimeout, poll, func() error {
-			ctx, cancel := attempt()
-			defer cancel()
-			tasks, err := serviceTasks(ctx, cl, "web")
-			if err != nil {
-				return err
+	running := harness.WaitTasks(t, cl, "web", runTimeout, func(all []*shoalv1.Task) error {
+		lv := live(all)
+		if len(lv) != 10 {
+			return fmt.Errorf("%d live tasks, want 10", len(lv))
+		}
+		for _, tk := range lv {
+			if tk.GetStatus().GetState() != shoalv1.TaskState_TASK_STATE_RUNNING {
+				return fmt.Errorf("task %s is %s, want RUNNING", tk.GetMeta().GetId(), tk.GetStatus().GetState())
 			}
-			lv := live(tasks)
-			if len(lv) != want {
-				return fmt.Errorf("%d live tasks, want %d: %s", len(lv), want, describeTasks(tasks))
+			if tk.GetServiceId() != svcID {
+				return fmt.Errorf("task %s has service_id %q, want %q", tk.GetMeta().GetId(), tk.GetServiceId(), svcID)
 			}
-			for _, tk := range lv {
-				if tk.GetStatus().GetState() != shoalv1.TaskState_TASK_STATE_ASSIGNED {
-					return fmt.Errorf("task %s is %s, want ASSIGNED: %s", tk.GetMeta().GetId(), tk.GetStatus().GetState(), describeTasks(lv))
-				}
-				if !nodeIDs[tk.GetNodeId()] {
-					return fmt.Errorf("task %s on unknown node %q", tk.GetMeta().GetId(), tk.GetNodeId())
-				}
-				if tk.GetServiceId() != svcID {
-					return fmt.Errorf("task %s has service_id %q, want %q", tk.GetMeta().GetId(), tk.GetServiceId(), svcID)
-				}
-			}
-			if check != nil {
-				return check(lv)
-			}
-			return nil
-		})
-	}
-	waitTasks(10, func(lv []*shoalv1.Task) error {
+		}
 		counts := perNode(lv)
 		for id := range nodeIDs {
 			if counts[id] != 2 {
 				return fmt.Errorf("node %s has %d tasks, want 2 on each node: %v", id, counts[id], counts)
 			}
 		}
-		return nil
+		return c.checkContainers(lv)
 	})
-	t.Log("10 tasks ASSIGNED, 2 per node")
+	for _, tk := range running {
+		ctx, cancel := attempt()
+		_, err := getWhoami(ctx, c.hostOf(tk.GetNodeId()), harness.TaskIP(tk))
+		cancel()
+		if err != nil {
+			t.Errorf("task %s: %v", tk.GetMeta().GetId(), err)
+		}
+	}
+	t.Log("10 tasks RUNNING, 2 per node, each answering HTTP on its address")
 
-	// Scale down to 3: three live tasks, still ASSIGNED.
+	// Scale down to 3: three running tasks; the other seven containers stop.
 	{
 		ctx, cancel := attempt()
 		_, err := runDetached(ctx, cl, "service", "scale", "web=3")
@@ -94,10 +96,23 @@ func TestServiceAssigned(t *testing.T) {
 			t.Fatalf("service scale: %v", err)
 		}
 	}
-	waitTasks(3, nil)
-	t.Log("scaled to 3 live tasks")
+	kept := harness.WaitRunning(t, cl, "web", 3, settleTimeout)
+	keptIDs := map[string]bool{}
+	for _, tk := range kept {
+		keptIDs[tk.GetMeta().GetId()] = true
+	}
+	harness.Eventually(t, settleTimeout, poll, func() error {
+		for _, tk := range running {
+			if !keptIDs[tk.GetMeta().GetId()] && pidAlive(int(tk.GetStatus().GetPid())) {
+				return fmt.Errorf("task %s was scaled away but its pid %d is alive", tk.GetMeta().GetId(), tk.GetStatus().GetPid())
+			}
+		}
+		return nil
+	})
+	t.Log("scaled to 3 running tasks; the other 7 containers are gone")
 
-	// Remove: the service and, once converged, every task of it are gone.
+	// Remove: the service and, once converged, every task of it are gone,
+	// and so is everything its containers had on the nodes.
 	{
 		ctx, cancel := attempt()
 		_, err := cl.Run(ctx, "service", "rm", "web")
@@ -106,6 +121,7 @@ func TestServiceAssigned(t *testing.T) {
 			t.Fatalf("service rm: %v", err)
 		}
 	}
+	removed := time.Now()
 	harness.Eventually(t, settleTimeout, poll, func() error {
 		ctx, cancel := attempt()
 		defer cancel()
@@ -131,5 +147,27 @@ func TestServiceAssigned(t *testing.T) {
 		}
 		return nil
 	})
-	t.Log("service removed, no task left")
+	ids := taskIDs(running)
+	harness.Eventually(t, settleTimeout, poll, func() error {
+		var all []string
+		for _, h := range c.hosts {
+			left, err := hostLeftovers(h)
+			if err != nil {
+				return err
+			}
+			more, err := taskLeftovers(h, ids)
+			if err != nil {
+				return err
+			}
+			for _, l := range append(left, more...) {
+				all = append(all, h.Name+": "+l)
+			}
+		}
+		if len(all) > 0 {
+			return fmt.Errorf("left after service rm: %s", strings.Join(all, "; "))
+		}
+		return nil
+	})
+	t.Logf("service removed: no task left, and no process, cgroup, mount, log, rootfs or netns on any node %v after the rm",
+		time.Since(removed).Round(time.Millisecond))
 }

@@ -99,4 +99,7 @@ func removeBuild() {
 	if build.dir != "" {
 		os.RemoveAll(build.dir)
 	}
+	if tools.dir != "" {
+		os.RemoveAll(tools.dir)
+	}
 }

@@ -88,7 +88,7 @@ func NewFabric(t testing.TB) *Fabric {
 	var err error
 	for range 5 {
 		f.ID = randomID()
-		if f.lock, err = lockFabric(f.ID); err == nil {
+		if f.lock, err = lockFabric(f.ID, realDir(dir)); err == nil {
 			break
 		}
 	}
@@ -196,32 +196,53 @@ func (f *Fabric) AddHosts(prefix string, n int) []*Host {
 	return hs
 }
 
-// cleanup: kill every process, print logs if the test failed, delete the
-// namespaces (hosts first, then the switch), release the lock.
+// cleanup runs even when the test failed: kill every process the hosts
+// started (the harness's, then whatever else is in their namespaces: shims),
+// kill every process in the hosts' cgroups (containers outlive a killed
+// node), print logs if the test failed, unmount everything mounted below
+// the fabric's directory (deepest first), remove the hosts' cgroups, delete
+// the namespaces (hosts first, then the switch), release the lock.
 func (f *Fabric) cleanup() {
 	f.mu.Lock()
 	f.cleaned = true
 	hosts := append([]*Host(nil), f.hosts...)
 	f.mu.Unlock()
 	ctx := context.Background()
-	var wg sync.WaitGroup
-	for _, h := range hosts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := h.KillAll(); err != nil {
-				f.t.Logf("cleanup: host %s: %v", h.Name, err)
-			}
-		}()
+	var (
+		emu  sync.Mutex // guards errs
+		errs []string
+	)
+	fail := func(h *Host, err error) {
+		if err != nil {
+			emu.Lock()
+			errs = append(errs, fmt.Sprintf("host %s: %v", h.Name, err))
+			emu.Unlock()
+		}
 	}
-	wg.Wait()
+	forHosts := func(fn func(h *Host)) {
+		var wg sync.WaitGroup
+		for _, h := range hosts {
+			wg.Go(func() { fn(h) })
+		}
+		wg.Wait()
+	}
+	forHosts(func(h *Host) { fail(h, h.Crash()) })
+	forHosts(func(h *Host) {
+		if netnsExists(h.NS) {
+			fail(h, killNetns(ctx, h.NS))
+		}
+		fail(h, killCgroups(ctx, h.CgroupParent()))
+	})
 	for _, h := range hosts {
 		h.closeCLILog()
 	}
 	if f.t.Failed() {
 		f.printLogs()
 	}
-	var errs []string
+	if err := unmountUnder(realDir(f.Dir)); err != nil {
+		errs = append(errs, err.Error())
+	}
+	forHosts(func(h *Host) { fail(h, removeCgroups(ctx, h.CgroupParent())) })
 	for _, h := range hosts {
 		if err := deleteNetns(ctx, h.NS); err != nil {
 			errs = append(errs, err.Error())

@@ -75,7 +75,7 @@ func TestFabric(t *testing.T) {
 		// Processes run inside the host's namespace.
 		sleeper := h1.StartProgram(t, "sleep", "600")
 		pids = append(pids, sleeper.Pid())
-		// Until ip has switched namespaces and exec'd, the pid is still ip's
+		// Until nsenter has switched namespaces and exec'd, the pid is still nsenter's
 		// in the root namespace: poll.
 		want := netnsIno(t, "/run/netns/"+h1.NS)
 		Eventually(t, 5*time.Second, 10*time.Millisecond, func() error {
@@ -178,7 +178,7 @@ func TestSweep(t *testing.T) {
 	unparsable := Prefix + "junk"
 	liveID := randomID()
 	live := Prefix + liveID + "-x"
-	lock, err := lockFabric(liveID)
+	lock, err := lockFabric(liveID, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -76,29 +76,93 @@ func (h *Host) Running() []*Proc {
 	return out
 }
 
-// KillAll SIGKILLs every process started on the host and anything else
-// still running in its namespace (e.g. children that left the process
-// group), and waits for them.
-func (h *Host) KillAll() error {
+// Crash models kill -9 of the host's shoal processes, not of the machine:
+// every process the harness started on the host (Start, StartProgram) and
+// its process group get SIGKILL and are reaped. What those processes left
+// running in sessions of their own — per-task shims, spare shims and the
+// containers — keeps running, as it does when an agent crashes. Restart
+// uses it; PowerOff goes further.
+func (h *Host) Crash() error {
 	var errs []error
 	for _, p := range h.Procs() {
 		if err := p.Kill(); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	if netnsExists(h.NS) {
-		if err := killNetns(context.Background(), h.NS); err != nil {
-			errs = append(errs, err)
-		}
-	}
 	return errors.Join(errs...)
 }
 
-// PowerOff is a power cut: every process of the host dies by SIGKILL and
-// its link goes down.
+// PowerOff is a power cut: every process of the host dies by SIGKILL —
+// the harness's processes, anything else in the host's namespace (shims)
+// and every process in the host's cgroup parent (the containers) — and
+// what a reboot would lose is gone: the mounts under the host's directory
+// (container rootfs, task netns bind mounts), the host's cgroups, and its
+// network interfaces other than lo and eth0 (bridge, veths). Then its link
+// goes down. The data dir stays, as a disk does. PowerOn boots it again.
 func (h *Host) PowerOff() error {
-	return errors.Join(h.KillAll(), h.LinkDown())
+	errs := []error{h.Crash()}
+	errs = append(errs, h.killVolatile()...)
+	errs = append(errs, h.LinkDown())
+	return errors.Join(errs...)
 }
+
+// killVolatile kills everything of the host that a power cut kills and
+// removes what a reboot loses (see PowerOff); the fabric's cleanup uses it
+// too. Harness processes must be dead already.
+func (h *Host) killVolatile() []error {
+	ctx := context.Background()
+	var errs []error
+	if netnsExists(h.NS) {
+		if err := killNetns(ctx, h.NS); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := killCgroups(ctx, h.CgroupParent()); err != nil {
+		errs = append(errs, err)
+	}
+	if err := unmountUnder(h.Dir); err != nil {
+		errs = append(errs, err)
+	}
+	if err := removeCgroups(ctx, h.CgroupParent()); err != nil {
+		errs = append(errs, err)
+	}
+	if netnsExists(h.NS) {
+		if err := deleteExtraLinks(ctx, h.NS); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+// CgroupParent is the cgroup (the same path in every hierarchy) under which
+// the host's nodes make their task cgroups: Init, Join and Daemon pass it
+// as --cgroup-parent. One per host and fabric, so that the containers of a
+// host can be found, killed and checked for.
+func (h *Host) CgroupParent() string {
+	return "/" + CgroupPrefix + h.f.ID + "-" + h.Name
+}
+
+// CgroupPids lists the processes in the host's cgroup parent and below, in
+// every hierarchy (the containers the host's nodes started).
+func (h *Host) CgroupPids() ([]int, error) { return cgroupPids(h.CgroupParent()) }
+
+// CgroupDirs lists the cgroup directories below the host's cgroup parent
+// (not the parent itself), in every hierarchy: one per task and hierarchy
+// while its container exists.
+func (h *Host) CgroupDirs() ([]string, error) {
+	dirs, err := cgroupDirs(h.CgroupParent())
+	var out []string
+	for _, d := range dirs {
+		if d.depth > 0 {
+			out = append(out, d.path)
+		}
+	}
+	return out, err
+}
+
+// Mounts lists the mount points below the host's directory (container
+// rootfs overlays, task netns bind mounts, ...), from /proc/self/mountinfo.
+func (h *Host) Mounts() ([]string, error) { return MountsUnder(h.Dir) }
 
 // StartProgram runs prog (a path or a name on PATH) with args inside the
 // host's namespace, its stdout and stderr going to a new log file in the
@@ -153,12 +217,16 @@ func sanitize(s string) string {
 	return b.String()
 }
 
-// nsCommand builds `ip netns exec NS prog args...`. ip netns exec execs
-// prog in place (no extra process), so the command's pid is prog's. The
+// nsCommand builds `nsenter --net=/run/netns/NS -- prog args...`.
+// nsenter execs prog in place (no extra process), so the command's pid is
+// prog's. Only the network namespace changes: unlike `ip netns exec`, which
+// also remounts /sys (hiding /sys/fs/cgroup, without which no container can
+// be made), the program shares the test's mount namespace — so what a node
+// mounts is visible to the test, and the fabric's cleanup unmounts it. The
 // environment is the test's minus SHOAL_* variables, which would otherwise
 // redirect the CLI.
 func (h *Host) nsCommand(ctx context.Context, prog string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", h.NS, prog}, args...)...)
+	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + netnsPath(h.NS), "--", prog}, args...)...)
 	cmd.Env = cleanEnv()
 	// Dies with the test binary, whatever kills it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -197,11 +265,17 @@ func (e *ExecError) Unwrap() error { return e.Err }
 // Exec runs prog with args to completion inside the host's namespace and
 // returns its stdout; a failure is an *ExecError carrying stderr.
 func (h *Host) Exec(ctx context.Context, prog string, args ...string) (string, error) {
+	out, _, err := h.ExecOutput(ctx, prog, args...)
+	return out, err
+}
+
+// ExecOutput is Exec returning stderr too, also on success.
+func (h *Host) ExecOutput(ctx context.Context, prog string, args ...string) (stdout, stderr string, err error) {
 	cmd := h.nsCommand(ctx, prog, args...)
 	cmd.WaitDelay = time.Second
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
+	var outb, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &outb, &errb
+	err = cmd.Run()
 	if err != nil {
 		code := -1
 		var ee *exec.ExitError
@@ -211,10 +285,10 @@ func (h *Host) Exec(ctx context.Context, prog string, args ...string) (string, e
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w (%w)", err, ctx.Err())
 		}
-		return stdout.String(), &ExecError{Args: append([]string{prog}, args...), ExitCode: code,
-			Stdout: stdout.String(), Stderr: stderr.String(), Err: err}
+		return outb.String(), errb.String(), &ExecError{Args: append([]string{prog}, args...), ExitCode: code,
+			Stdout: outb.String(), Stderr: errb.String(), Err: err}
 	}
-	return stdout.String(), nil
+	return outb.String(), errb.String(), nil
 }
 
 // Ping sends one ICMP echo from the host to ip and waits up to a second
@@ -225,7 +299,7 @@ func (h *Host) Ping(ctx context.Context, ip string) error {
 }
 
 // logCLI appends one CLI invocation and its outcome to the host's CLI log.
-func (h *Host) logCLI(args []string, start time.Time, stdout string, err error) {
+func (h *Host) logCLI(args []string, start time.Time, stdout, stderr string, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.cliLog == nil {
@@ -247,6 +321,12 @@ func (h *Host) logCLI(args []string, start time.Time, stdout string, err error) 
 		strings.Join(args, " "), status)
 	if s := strings.TrimSpace(stdout); s != "" && err == nil {
 		fmt.Fprintf(h.cliLog, "  stdout: %s\n", strings.ReplaceAll(s, "\n", "\n          "))
+	}
+	if len(stderr) > max {
+		stderr = stderr[:max] + "...(truncated)"
+	}
+	if s := strings.TrimSpace(stderr); s != "" && err == nil {
+		fmt.Fprintf(h.cliLog, "  stderr: %s\n", strings.ReplaceAll(s, "\n", "\n          "))
 	}
 }
 

@@ -3,6 +3,7 @@ package harness
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -112,9 +113,39 @@ func killNetns(ctx context.Context, ns string) error {
 	})
 }
 
+// netnsPath is where `ip netns` keeps namespace ns.
+func netnsPath(ns string) string { return filepath.Join("/run/netns", ns) }
+
 func netnsExists(ns string) bool {
-	_, err := os.Stat(filepath.Join("/run/netns", ns))
+	_, err := os.Stat(netnsPath(ns))
 	return err == nil
+}
+
+// deleteExtraLinks deletes every interface of ns but lo and the host's
+// fabric port (what a node made: its bridge, veths), as a reboot loses
+// them.
+func deleteExtraLinks(ctx context.Context, ns string) error {
+	out, err := ip(ctx, "-j", "-n", ns, "link", "show")
+	if err != nil {
+		return err
+	}
+	var links []struct {
+		Name string `json:"ifname"`
+	}
+	if err := json.Unmarshal([]byte(out), &links); err != nil {
+		return fmt.Errorf("ip -j link show in %s: %w", ns, err)
+	}
+	var errs []error
+	for _, l := range links {
+		if l.Name == "lo" || l.Name == hostIface || l.Name == "" {
+			continue
+		}
+		// A veth whose peer went first is gone already.
+		if _, err := ip(ctx, "-n", ns, "link", "del", l.Name); err != nil && !strings.Contains(err.Error(), "Cannot find device") {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // deleteNetns kills what runs in ns and deletes it; deleting a namespace
@@ -148,9 +179,11 @@ func fabricIDOf(ns string) (string, bool) {
 
 func lockPath(id string) string { return filepath.Join(LockDir, id+".lock") }
 
-// lockFabric creates and flocks the lock file of fabric id. The returned
-// file must stay open for as long as the fabric lives.
-func lockFabric(id string) (*os.File, error) {
+// lockFabric creates and flocks the lock file of fabric id, writing the
+// owner's pid and the fabric's directory into it (Sweep unmounts what a
+// crashed run left mounted there). The returned file must stay open for as
+// long as the fabric lives.
+func lockFabric(id, dir string) (*os.File, error) {
 	if err := os.MkdirAll(LockDir, 0o755); err != nil {
 		return nil, err
 	}
@@ -162,7 +195,7 @@ func lockFabric(id string) (*os.File, error) {
 		f.Close()
 		return nil, fmt.Errorf("locking %s: %w", lockPath(id), err)
 	}
-	fmt.Fprintf(f, "%d\n", os.Getpid())
+	fmt.Fprintf(f, "%d\n%s\n", os.Getpid(), dir)
 	return f, nil
 }
 
@@ -194,17 +227,41 @@ func staleLock(id string) (*os.File, bool) {
 	return f, true
 }
 
-// Sweep removes what crashed runs left behind: every namespace named with
-// Prefix whose fabric lock is not held by a live process (its processes are
-// killed first), and stale lock files. Fabrics of runs still in progress —
-// this process's or another test binary's — are left alone. It returns the
-// namespaces it removed.
+// lockedDir reads the fabric directory recorded in a lock file ("" if
+// none).
+func lockedDir(f *os.File) string {
+	if f == nil {
+		return ""
+	}
+	b, err := os.ReadFile(f.Name())
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(string(b), "\n")
+	if len(lines) < 2 {
+		return ""
+	}
+	dir := strings.TrimSpace(lines[1])
+	if !filepath.IsAbs(dir) || filepath.Clean(dir) != dir || dir == "/" {
+		return ""
+	}
+	return dir
+}
+
+// Sweep removes what crashed runs left behind. For every fabric whose lock
+// is not held by a live process (found by its namespaces, prefix Prefix,
+// its lock file or its hosts' cgroups, prefix CgroupPrefix) it kills the
+// processes in its namespaces and cgroups (shims and containers outlive a
+// killed node), unmounts what is mounted under the fabric's directory, and
+// removes the cgroups, the namespaces and the lock file. Fabrics of runs
+// still in progress — this process's or another test binary's — are left
+// alone. It returns the namespaces it removed.
 func Sweep(ctx context.Context) ([]string, error) {
 	names, err := NamespacesWithPrefix(ctx, Prefix)
 	if err != nil {
 		return nil, err
 	}
-	byFabric := map[string][]string{}
+	nsByFabric := map[string][]string{}
 	var removed []string
 	var errs []error
 	for _, ns := range names {
@@ -218,14 +275,54 @@ func Sweep(ctx context.Context) ([]string, error) {
 			}
 			continue
 		}
-		byFabric[id] = append(byFabric[id], ns)
+		nsByFabric[id] = append(nsByFabric[id], ns)
 	}
-	for id, nss := range byFabric {
+	cgByFabric, err := harnessCgroups()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	ids := map[string]bool{}
+	for id := range nsByFabric {
+		ids[id] = true
+	}
+	for id := range cgByFabric {
+		ids[id] = true
+	}
+	if ents, err := os.ReadDir(LockDir); err == nil {
+		for _, e := range ents {
+			if id, ok := strings.CutSuffix(e.Name(), ".lock"); ok && fabricIDRe.MatchString(id) {
+				ids[id] = true
+			}
+		}
+	}
+	for id := range ids {
 		lock, stale := staleLock(id)
 		if !stale {
 			continue
 		}
-		for _, ns := range nss {
+		// Processes first (so nothing re-creates what follows), then
+		// mounts, cgroups, namespaces.
+		for _, ns := range nsByFabric[id] {
+			if err := killNetns(ctx, ns); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		for _, cg := range cgByFabric[id] {
+			if err := killCgroups(ctx, cg); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if dir := lockedDir(lock); dir != "" {
+			if err := unmountUnder(dir); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		for _, cg := range cgByFabric[id] {
+			if err := removeCgroups(ctx, cg); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		for _, ns := range nsByFabric[id] {
 			if err := deleteNetns(ctx, ns); err != nil {
 				errs = append(errs, err)
 			} else {
@@ -234,21 +331,6 @@ func Sweep(ctx context.Context) ([]string, error) {
 		}
 		if lock != nil {
 			unlockFabric(lock, id)
-		}
-	}
-	// Lock files whose fabric left no namespace behind.
-	if ents, err := os.ReadDir(LockDir); err == nil {
-		for _, e := range ents {
-			id, ok := strings.CutSuffix(e.Name(), ".lock")
-			if !ok || !fabricIDRe.MatchString(id) {
-				continue
-			}
-			if _, live := byFabric[id]; live {
-				continue
-			}
-			if lock, stale := staleLock(id); stale && lock != nil {
-				unlockFabric(lock, id)
-			}
 		}
 	}
 	return removed, errors.Join(errs...)

@@ -45,7 +45,7 @@ func startProc(h *Host, logPath, prog string, args []string) (*Proc, error) {
 	// namespaces later.
 	cmd.SysProcAttr.Setpgid = true
 	p := &Proc{Host: h, Args: args, LogPath: logPath, cmd: cmd, log: logf, done: make(chan struct{})}
-	fmt.Fprintf(logf, "### %s: ip netns exec %s %s %q\n", time.Now().Format(time.RFC3339Nano), h.NS, prog, args)
+	fmt.Fprintf(logf, "### %s: nsenter --net=%s -- %s %q\n", time.Now().Format(time.RFC3339Nano), netnsPath(h.NS), prog, args)
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, err
@@ -64,7 +64,7 @@ func (p *Proc) String() string {
 	return fmt.Sprintf("%s pid %d %q", p.Host.Name, p.Pid(), p.Args)
 }
 
-// Pid is the process id (the program's own: ip netns exec execs in place).
+// Pid is the process id (the program's own: nsenter execs in place).
 func (p *Proc) Pid() int { return p.cmd.Process.Pid }
 
 // Done is closed once the process has exited and been reaped.

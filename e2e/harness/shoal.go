@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/shoal-dev/shoal/daemon"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -16,6 +15,8 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/shoal-dev/shoal/daemon"
 )
 
 // APIPort is shoal's manager API port.
@@ -62,33 +63,45 @@ func (h *Host) AdminCertDir() string { return filepath.Join(h.DataDir, "admin") 
 // node.key).
 func (h *Host) NodeCertDir() string { return filepath.Join(h.DataDir, "certs") }
 
-// Init starts `shoal init --data-dir D --advertise-addr IP [extra...]`.
-// It does not wait; see the e2e package for readiness checks.
+// NodeFlags are the flags Init, Join and Daemon add before the caller's:
+// the host's own cgroup parent (so that its containers can be found and
+// are killed by PowerOff and the cleanup) and the demo image loaded into
+// the node's image store (demo:latest; see DemoImage).
+func (h *Host) NodeFlags(t testing.TB) []string {
+	t.Helper()
+	return []string{"--cgroup-parent", h.CgroupParent(), "--load-image", DemoImage(t)}
+}
+
+// Init starts `shoal init --data-dir D --advertise-addr IP NodeFlags...
+// [extra...]`. It does not wait; see the e2e package for readiness checks.
 func (h *Host) Init(t testing.TB, extra ...string) *Proc {
 	t.Helper()
-	return h.Start(t, append([]string{"init", "--data-dir", h.DataDir, "--advertise-addr", h.IP}, extra...)...)
+	args := slices.Concat([]string{"init", "--data-dir", h.DataDir, "--advertise-addr", h.IP}, h.NodeFlags(t), extra)
+	return h.Start(t, args...)
 }
 
 // Join starts `shoal join --data-dir D --advertise-addr IP --token T
-// MANAGER` where manager is host:port.
+// NodeFlags... [extra...] MANAGER` where manager is host:port.
 func (h *Host) Join(t testing.TB, token, manager string, extra ...string) *Proc {
 	t.Helper()
-	args := append([]string{"join", "--data-dir", h.DataDir, "--advertise-addr", h.IP, "--token", token}, extra...)
+	args := slices.Concat([]string{"join", "--data-dir", h.DataDir, "--advertise-addr", h.IP, "--token", token}, h.NodeFlags(t), extra)
 	return h.Start(t, append(args, manager)...)
 }
 
-// Daemon starts `shoal daemon --data-dir D`: the node restarts from its
-// state.
+// Daemon starts `shoal daemon --data-dir D NodeFlags... [extra...]`: the
+// node restarts from its state.
 func (h *Host) Daemon(t testing.TB, extra ...string) *Proc {
 	t.Helper()
-	return h.Start(t, append([]string{"daemon", "--data-dir", h.DataDir}, extra...)...)
+	return h.Start(t, slices.Concat([]string{"daemon", "--data-dir", h.DataDir}, h.NodeFlags(t), extra)...)
 }
 
-// Restart is a crash and restart: every process of the host is SIGKILLed,
-// then `shoal daemon` starts from the data dir. The link is left as it is.
+// Restart is a crash of the node and its restart: every process the
+// harness started on the host is SIGKILLed (Crash: containers and their
+// shims keep running, as after kill -9 of the shoal process), then `shoal
+// daemon` starts from the data dir. The link is left as it is.
 func (h *Host) Restart(t testing.TB) *Proc {
 	t.Helper()
-	if err := h.KillAll(); err != nil {
+	if err := h.Crash(); err != nil {
 		t.Fatalf("restart %s: %v", h, err)
 	}
 	return h.Daemon(t)
@@ -141,13 +154,20 @@ func (h *Host) ShoalAt(t testing.TB, certDir string, managers []string, args ...
 	return h.Remote(certDir, managers...).Run(context.Background(), args...)
 }
 
-// Run runs one client command. It never fails the test itself, so it can
-// be called from any goroutine. Every call is appended to the host's CLI
-// log (printed when the test fails).
+// Run runs one client command and returns its stdout. It never fails the
+// test itself, so it can be called from any goroutine. Every call is
+// appended to the host's CLI log (printed when the test fails).
 func (c *Client) Run(ctx context.Context, args ...string) (string, error) {
+	out, _, err := c.RunOutput(ctx, args...)
+	return out, err
+}
+
+// RunOutput is Run returning stderr too (warnings, a task's stderr lines
+// in `service logs`), also on success.
+func (c *Client) RunOutput(ctx context.Context, args ...string) (stdout, stderr string, err error) {
 	bin, err := binaryPath()
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	timeout := c.Timeout
 	if timeout <= 0 {
@@ -157,9 +177,9 @@ func (c *Client) Run(ctx context.Context, args ...string) (string, error) {
 	defer cancel()
 	full := append(append([]string(nil), c.Global...), args...)
 	start := time.Now()
-	out, err := c.Host.Exec(ctx, bin, full...)
-	c.Host.logCLI(full, start, out, err)
-	return out, err
+	stdout, stderr, err = c.Host.ExecOutput(ctx, bin, full...)
+	c.Host.logCLI(full, start, stdout, stderr, err)
+	return stdout, stderr, err
 }
 
 // JSON runs a command with `--format json` appended and decodes its output

@@ -1,0 +1,277 @@
+package e2e
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/shoal-dev/shoal/e2e/harness"
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// onWorker keeps a service's tasks on the workers.
+var onWorker = []string{"--constraint", "node.role==worker"}
+
+// shimPid reads the pid of a task's shim from its runtime state
+// (DATA/runtime/<task id>/shim.json, written by the shim).
+func shimPid(h *harness.Host, taskID string) (int, error) {
+	b, err := os.ReadFile(filepath.Join(h.DataDir, "runtime", taskID, "shim.json"))
+	if err != nil {
+		return 0, err
+	}
+	var s struct {
+		ShimPid int `json:"shim_pid"`
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		return 0, fmt.Errorf("shim.json of %s: %w", taskID, err)
+	}
+	if s.ShimPid <= 0 {
+		return 0, fmt.Errorf("shim.json of %s has no shim_pid: %s", taskID, b)
+	}
+	return s.ShimPid, nil
+}
+
+// findTask returns the task with id among tasks (nil if absent).
+func findTask(tasks []*shoalv1.Task, id string) *shoalv1.Task {
+	for _, tk := range tasks {
+		if tk.GetMeta().GetId() == id {
+			return tk
+		}
+	}
+	return nil
+}
+
+// pids maps task ids to their container pids.
+func pids(tasks []*shoalv1.Task) map[string]int32 {
+	m := map[string]int32{}
+	for _, tk := range tasks {
+		m[tk.GetMeta().GetId()] = tk.GetStatus().GetPid()
+	}
+	return m
+}
+
+// TestAgentRestartKeepsContainers: kill -9 of a worker's shoal process
+// leaves its containers (and their shims) running; a container that exits
+// while the agent is down (asked to over HTTP, with code 42) is reported,
+// once the agent is back (`shoal daemon`), FAILED with exit code 42; the
+// others are RUNNING again as the same tasks with the same processes: no
+// task was replaced.
+func TestAgentRestartKeepsContainers(t *testing.T) {
+	c := newCluster(t, 1, 1)
+	h1, w := c.hosts[0], c.workers[0]
+	cl := h1.Local()
+	{
+		ctx, cancel := attempt()
+		err := createServiceFlags(ctx, cl, "keep", 2, onWorker)
+		if err == nil {
+			// Not restarted when it exits: its exit is what is checked.
+			err = createServiceFlags(ctx, cl, "quitter", 1, append([]string{"--restart-condition", "none"}, onWorker...))
+		}
+		cancel()
+		if err != nil {
+			t.Fatalf("service create: %v", err)
+		}
+	}
+	keep := harness.WaitRunning(t, cl, "keep", 2, runTimeout)
+	quitter := harness.WaitRunning(t, cl, "quitter", 1, runTimeout)[0]
+	all := append(slices.Clone(keep), quitter)
+	if err := c.checkContainers(all); err != nil {
+		t.Fatal(err)
+	}
+	shims := map[string]int{}
+	for _, tk := range all {
+		pid, err := shimPid(w, tk.GetMeta().GetId())
+		if err != nil {
+			t.Fatal(err)
+		}
+		shims[tk.GetMeta().GetId()] = pid
+	}
+
+	// kill -9 the agent.
+	down := time.Now()
+	if err := w.Crash(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tk := range all {
+		if pid := tk.GetStatus().GetPid(); !pidAlive(int(pid)) {
+			t.Errorf("task %s: container pid %d died with the agent", tk.GetMeta().GetId(), pid)
+		}
+		if pid := shims[tk.GetMeta().GetId()]; !pidAlive(pid) {
+			t.Errorf("task %s: shim pid %d died with the agent", tk.GetMeta().GetId(), pid)
+		}
+	}
+	// The quitter exits with 42 while nobody watches.
+	{
+		ctx, cancel := attempt()
+		_, err := httpGet(ctx, w, fmt.Sprintf("http://%s:%d/exit?code=42", harness.TaskIP(quitter), demoPort))
+		cancel()
+		if err != nil {
+			t.Fatalf("asking the quitter to exit: %v", err)
+		}
+	}
+	harness.Eventually(t, 10*time.Second, 10*time.Millisecond, func() error {
+		if pidAlive(int(quitter.GetStatus().GetPid())) {
+			return fmt.Errorf("the quitter's pid %d is still alive", quitter.GetStatus().GetPid())
+		}
+		return nil
+	})
+	for _, tk := range keep {
+		if pid := tk.GetStatus().GetPid(); !pidAlive(int(pid)) {
+			t.Errorf("task %s: container pid %d died while the agent was down", tk.GetMeta().GetId(), pid)
+		}
+	}
+
+	// Back up: the same tasks, the same processes.
+	p := w.Daemon(t)
+	t.Logf("agent of %s down for %v (kill -9 to restart)", w, time.Since(down).Round(time.Millisecond))
+	back := harness.WaitTasks(t, cl, "keep", runTimeout, func(tasks []*shoalv1.Task) error {
+		if err := p.CheckRunning(); err != nil {
+			return err
+		}
+		lv := live(tasks)
+		if got, want := taskIDs(lv), taskIDs(keep); !slices.Equal(got, want) {
+			return harness.Permanent(fmt.Errorf("live tasks %v after the restart, want the same %v (no replacement)", got, want))
+		}
+		for _, tk := range lv {
+			if tk.GetStatus().GetState() != shoalv1.TaskState_TASK_STATE_RUNNING {
+				return fmt.Errorf("task %s is %s, want RUNNING", tk.GetMeta().GetId(), tk.GetStatus().GetState())
+			}
+		}
+		return nil
+	})
+	if got, want := pids(back), pids(keep); !mapsEqual(got, want) {
+		t.Errorf("container pids after the restart %v, want the same %v", got, want)
+	}
+	if err := c.checkContainers(back); err != nil {
+		t.Error(err)
+	}
+	for _, tk := range back {
+		ctx, cancel := attempt()
+		_, err := getWhoami(ctx, w, harness.TaskIP(tk))
+		cancel()
+		if err != nil {
+			t.Errorf("task %s after the restart: %v", tk.GetMeta().GetId(), err)
+		}
+	}
+	t.Log("the kept tasks are RUNNING with the same ids and pids after the agent's restart")
+
+	harness.WaitTasks(t, cl, "quitter", settleTimeout, func(tasks []*shoalv1.Task) error {
+		tk := findTask(tasks, quitter.GetMeta().GetId())
+		if tk == nil {
+			return harness.Permanent(errors.New("the quitter's task is gone"))
+		}
+		st := tk.GetStatus()
+		if st.GetState() != shoalv1.TaskState_TASK_STATE_FAILED || st.GetExitCode() != 42 {
+			return fmt.Errorf("the quitter's task is %s with exit code %d, want FAILED with 42", st.GetState(), st.GetExitCode())
+		}
+		if n := len(live(tasks)); n != 0 {
+			return fmt.Errorf("%d live quitter tasks, want none (restart condition none)", n)
+		}
+		return nil
+	})
+	t.Log("the task that exited while the agent was down is FAILED with its exit code 42")
+}
+
+func mapsEqual[K comparable, V comparable](a, b map[K]V) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+var mentionsShim = regexp.MustCompile(`(?i)shim`)
+
+// TestShimKilled: kill -9 of one task's shim is detected: the task is
+// reported FAILED with a message about its shim, its container does not
+// keep running, and a replacement task runs; the other task of the service
+// is not disturbed.
+func TestShimKilled(t *testing.T) {
+	c := newCluster(t, 1, 1)
+	h1, w := c.hosts[0], c.workers[0]
+	cl := h1.Local()
+	{
+		ctx, cancel := attempt()
+		err := createServiceFlags(ctx, cl, "victim", 2, append([]string{"--restart-delay", "100ms"}, onWorker...))
+		cancel()
+		if err != nil {
+			t.Fatalf("service create: %v", err)
+		}
+	}
+	before := harness.WaitRunning(t, cl, "victim", 2, runTimeout)
+	if err := c.checkContainers(before); err != nil {
+		t.Fatal(err)
+	}
+	target, other := before[0], before[1]
+	shim, err := shimPid(w, target.GetMeta().GetId())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pidAlive(shim) {
+		t.Fatalf("shim pid %d of task %s is not alive", shim, target.GetMeta().GetId())
+	}
+	killed := time.Now()
+	if err := syscall.Kill(shim, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill -9 of the shim %d: %v", shim, err)
+	}
+	t.Logf("kill -9 of task %s's shim (pid %d)", target.GetMeta().GetId(), shim)
+
+	harness.WaitTasks(t, cl, "victim", settleTimeout, func(tasks []*shoalv1.Task) error {
+		tk := findTask(tasks, target.GetMeta().GetId())
+		if tk == nil {
+			return harness.Permanent(errors.New("the task whose shim was killed is gone"))
+		}
+		st := tk.GetStatus()
+		if st.GetState() != shoalv1.TaskState_TASK_STATE_FAILED {
+			return fmt.Errorf("task %s is %s, want FAILED", tk.GetMeta().GetId(), st.GetState())
+		}
+		if !mentionsShim.MatchString(st.GetMessage() + " " + st.GetErr()) {
+			return harness.Permanent(fmt.Errorf("task %s FAILED with message %q, err %q: nothing about its shim", tk.GetMeta().GetId(), st.GetMessage(), st.GetErr()))
+		}
+		return nil
+	})
+	t.Logf("task FAILED %v after the kill", time.Since(killed).Round(time.Millisecond))
+
+	after := harness.WaitTasks(t, cl, "victim", settleTimeout, func(tasks []*shoalv1.Task) error {
+		lv := live(tasks)
+		if len(lv) != 2 {
+			return fmt.Errorf("%d live tasks, want 2", len(lv))
+		}
+		if findTask(lv, target.GetMeta().GetId()) != nil {
+			return errors.New("the failed task is still live")
+		}
+		if findTask(lv, other.GetMeta().GetId()) == nil {
+			return harness.Permanent(errors.New("the other task was replaced too"))
+		}
+		for _, tk := range lv {
+			if tk.GetStatus().GetState() != shoalv1.TaskState_TASK_STATE_RUNNING {
+				return fmt.Errorf("task %s is %s, want RUNNING", tk.GetMeta().GetId(), tk.GetStatus().GetState())
+			}
+		}
+		return nil
+	})
+	if err := c.checkContainers(after); err != nil {
+		t.Error(err)
+	}
+	if got := findTask(after, other.GetMeta().GetId()).GetStatus().GetPid(); got != other.GetStatus().GetPid() {
+		t.Errorf("the other task's pid changed from %d to %d", other.GetStatus().GetPid(), got)
+	}
+	t.Logf("a replacement runs %v after the kill", time.Since(killed).Round(time.Millisecond))
+	harness.Eventually(t, settleTimeout, poll, func() error {
+		if pid := target.GetStatus().GetPid(); pidAlive(int(pid)) {
+			return fmt.Errorf("the container (pid %d) of the task whose shim was killed still runs", pid)
+		}
+		return nil
+	})
+}
