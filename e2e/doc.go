@@ -4,30 +4,47 @@
 // (`--format json`) inside a host's namespace.
 //
 // Scenarios (one fabric each, run one after another to keep the 2-core
-// machine's load low; about a minute of setup per five-node cluster at most):
+// machine's load low; a few seconds of setup per cluster). Every node runs
+// tasks as real containers of the demo image (loaded at start, see
+// harness.NodeFlags):
 //
-//	TestJoinByToken            init + 2 managers + 2 workers join by token; 5 READY, 3 managers, 1 leader
-//	TestServiceAssigned        10 replicas → ASSIGNED, 2 per node; scale to 3; rm → no tasks
-//	TestLeaderFailover         kill -9 the leader; a write through a follower succeeds (time logged); the old leader rejoins
-//	TestWrongTokenRefused      altered CA digest, wrong secret, rotated token → join exits non-zero with a clear message
-//	TestWorkerCertRefused      a worker's certificate against the control API → PermissionDenied naming the role
-//	TestNodeDown               power off a worker → DOWN (time logged), its tasks move; power on → READY
-//	TestKill9NoAckedWriteLost  creates in a loop while managers are kill -9'd and restarted; no acknowledged create lost
+//	TestJoinByToken                  init + 2 managers + 2 workers join by token; 5 READY, 3 managers, 1 leader
+//	TestServiceRunning               10 replicas → RUNNING, 2 per node, pids in the host's cgroups, HTTP on each task address; scale to 3 stops 7 containers; rm → no task, and no process, cgroup, mount, log, rootfs, runtime state or netns left on any node
+//	TestRegistryPull                 docker-registry on h1, image pushed; 3 replicas on 2 workers (--insecure-registry) pinned to the registry digest, pulled by both, RUNNING that digest, answering HTTP
+//	TestAgentRestartKeepsContainers  kill -9 of a worker's shoal: containers and shims live on; one exits 42 meanwhile; after `shoal daemon` same task ids and pids RUNNING, the exited one FAILED with exit code 42
+//	TestShimKilled                   kill -9 of a task's shim → task FAILED saying so, its container gone, a replacement RUNNING, the other task untouched
+//	TestBadInput                     unknown image, unreachable registry, missing command, memory limit above the node's → REJECTED/FAILED with the reason in service ps; 1k limit refused by the API; corrupt archives refused by image load, nothing loaded; a healthy service undisturbed
+//	TestLogsNodeDown                 service/task logs with task@node prefixes from two nodes; one powered off → service logs returns promptly with the other's lines and a warning naming it (before and after DOWN, and with -f)
+//	TestLeaderFailover               kill -9 the leader; a write through a follower succeeds (time logged); the old leader rejoins
+//	TestLeaderFailoverRepeated       N kill -9 rounds of the leader; failover time per round, p50 and max
+//	TestWrongTokenRefused            altered CA digest, wrong secret, rotated token → join exits non-zero with a clear message
+//	TestWorkerCertRefused            a worker's certificate against the control API → PermissionDenied naming the role
+//	TestPromoteDemoteRemove          promote, demote, node rm --force; a removed node's certificate is refused
+//	TestNodeDown                     power off a worker (its containers die too) → DOWN (time logged), its tasks RUNNING elsewhere; power on → READY
+//	TestKill9NoAckedWriteLost        creates in a loop while managers are kill -9'd and restarted; no acknowledged create lost
 //
-// Running, as root (network namespaces), with iproute2 installed
-// (scripts/setup.sh does it):
+// Running, as root (network namespaces, cgroups, mounts), with iproute2
+// and docker-registry installed (scripts/setup.sh does it), and the seccomp
+// build tag (the runtime refuses to run containers without it):
 //
-//	go test -count=1 -p 1 ./e2e/...            # harness self-test + scenarios
-//	go test -count=1 -v -run TestNodeDown ./e2e/
+//	GOFLAGS=-tags=seccomp go test -count=1 -p 1 ./e2e/...            # harness self-test + scenarios
+//	GOFLAGS=-tags=seccomp go test -count=1 -v -run TestNodeDown ./e2e/
 //
 // The shoal binary is built once per run (or taken from $SHOAL_E2E_BINARY).
 // A scenario needs: `shoal init|join|daemon` as foreground processes that
 // write DATA/node.json; admin credentials in DATA/admin of the first
 // manager; the client commands `token show|rotate`, `node ls`, `service
-// create|scale|ps|ls|rm`, `task ls` with `--format json` printing protojson
-// (a JSON array for lists); `--data-dir` and `--host/--cert-dir` global
-// flags. When a test fails, the tail of every process log and of each
-// host's CLI log (every CLI call with its result) is printed. Timings worth
-// watching (failover, node-down detection) are t.Log'ged, never asserted:
-// performance claims belong to benchmarks.
+// create|scale|ps|ls|rm|inspect|logs`, `task ls|logs`, `image load|ls`
+// with `--format json` printing protojson (a JSON array for lists);
+// `--data-dir` and `--host/--cert-dir` global flags; task status with pid,
+// addresses and image digest; the agent's layout in the data dir
+// (agent/tasks/<id>, agent/logs/<id>.log, runtime/<id>/shim.json,
+// network/netns/<id>) and task cgroups <cgroup parent>/<task id>.
+//
+// When a test fails, the tail of every process log and of each host's CLI
+// log (every CLI call with its result) is printed. Timings worth watching
+// (failover, node-down detection, restarts) are t.Log'ged; performance
+// claims belong to benchmarks. The few bounds asserted are guards far above
+// the aim, against hangs and regressions (`service logs` with a node down
+// within 10 s, say).
 package e2e

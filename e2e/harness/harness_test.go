@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -27,9 +30,12 @@ func TestFabric(t *testing.T) {
 		}
 	}
 	var (
-		id        string
-		namespace []string
-		pids      []int
+		id            string
+		namespace     []string
+		pids          []int
+		cgroupParents []string
+		mountDirs     []string
+		containerDone <-chan struct{}
 	)
 	t.Run("fabric", func(t *testing.T) {
 		f := NewFabric(t)
@@ -121,8 +127,43 @@ func TestFabric(t *testing.T) {
 			t.Errorf("output %q", quick.Output())
 		}
 
-		// PowerOff kills everything and cuts the link; left running
-		// processes are for the cleanup to kill.
+		// Dialling from a host's namespace in the test process: the
+		// connection is refused by h2 (from the root namespace the fabric's
+		// addresses are unreachable), and the threads that dialled live on,
+		// so the processes they may have started keep running (Pdeathsig
+		// fires when the parent thread ends).
+		keeper := h1.StartProgram(t, "sleep", "600")
+		pids = append(pids, keeper.Pid())
+		for range 20 {
+			_, err := h1.DialContext(ctx, "tcp", h2.IP+":9")
+			if !errors.Is(err, syscall.ECONNREFUSED) {
+				t.Fatalf("dial from h1 to a closed port of h2: %v, want connection refused", err)
+			}
+		}
+		if err := keeper.CheckRunning(); err != nil {
+			t.Errorf("a process of the harness died while the test dialled: %v", err)
+		}
+
+		// Crash kills the harness's processes only: a "container" (a
+		// process in the host's cgroups, in a session of its own) lives on,
+		// as do mounts. PowerOff kills it, unmounts and removes the cgroups.
+		c1, c1done := fakeContainer(t, h1)
+		pids = append(pids, c1)
+		mountTmpfs(t, filepath.Join(h1.Dir, "m"))
+		if err := h1.Crash(); err != nil {
+			t.Fatal(err)
+		}
+		if !keeper.Exited() {
+			t.Error("Crash left a harness process running")
+		}
+		if got, err := h1.CgroupPids(); err != nil || !slices.Contains(got, c1) {
+			t.Errorf("after Crash, h1's cgroup pids are %v (%v); want the container %d alive", got, err, c1)
+		}
+		if m, _ := h1.Mounts(); len(m) != 2 {
+			t.Errorf("after Crash, mounts under h1: %v, want 2", m)
+		}
+		c3, c3done := fakeContainer(t, h3)
+		mountTmpfs(t, filepath.Join(h3.Dir, "m"))
 		victim := h3.StartProgram(t, "sleep", "600")
 		if err := h3.PowerOff(); err != nil {
 			t.Fatal(err)
@@ -130,12 +171,42 @@ func TestFabric(t *testing.T) {
 		if !victim.Exited() {
 			t.Error("process survived PowerOff")
 		}
+		select {
+		case <-c3done:
+		case <-time.After(10 * time.Second):
+			t.Errorf("container %d survived PowerOff", c3)
+		}
+		if m, err := h3.Mounts(); err != nil || len(m) > 0 {
+			t.Errorf("mounts under h3 after PowerOff: %v (%v)", m, err)
+		}
+		if d, err := h3.CgroupDirs(); err != nil || len(d) > 0 {
+			t.Errorf("cgroups of h3 after PowerOff: %v (%v)", d, err)
+		}
 		if err := h1.Ping(ctx, h3.IP); err == nil {
 			t.Error("h1 reached h3 after PowerOff")
 		}
+		// Left for the cleanup: a process, h1's container and mounts.
 		left := h1.StartProgram(t, "sleep", "600")
 		pids = append(pids, left.Pid())
+		cgroupParents = []string{h1.CgroupParent(), h3.CgroupParent()}
+		mountDirs = []string{realDir(h1.Dir), realDir(h3.Dir)}
+		containerDone = c1done
 	})
+	select {
+	case <-containerDone:
+	case <-time.After(10 * time.Second):
+		t.Error("the cleanup left a container running")
+	}
+	for _, cg := range cgroupParents {
+		if d, err := cgroupDirs(cg); err != nil || len(d) > 0 {
+			t.Errorf("cgroups left after cleanup: %v (%v)", d, err)
+		}
+	}
+	for _, dir := range mountDirs {
+		if m, err := MountsUnder(dir); err != nil || len(m) > 0 {
+			t.Errorf("mounts left after cleanup: %v (%v)", m, err)
+		}
+	}
 
 	// The subtest's cleanup has run: no namespace, process or lock is left.
 	all, err := listNetns(context.Background())
@@ -172,9 +243,15 @@ func TestSweep(t *testing.T) {
 	if err := os.MkdirAll(LockDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(lockPath(deadID), []byte("1\n"), 0o644); err != nil {
+	// It left a container (a process in its host's cgroups) and mounts in
+	// the fabric dir its lock file names.
+	deadDir := realDir(t.TempDir())
+	if err := os.WriteFile(lockPath(deadID), []byte("1\n"+deadDir+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	deadHost := &Host{Name: "x", f: &Fabric{ID: deadID}}
+	deadPid, deadDone := fakeContainer(t, deadHost)
+	mountTmpfs(t, filepath.Join(deadDir, "m"))
 	unparsable := Prefix + "junk"
 	liveID := randomID()
 	live := Prefix + liveID + "-x"
@@ -182,12 +259,20 @@ func TestSweep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A live fabric's host cgroup: left alone.
+	liveHost := &Host{Name: "x", f: &Fabric{ID: liveID}}
+	livePid, liveDone := fakeContainer(t, liveHost)
 	t.Cleanup(func() {
 		_ = deleteNetns(ctx, live)
 		_ = deleteNetns(ctx, stale)
 		_ = deleteNetns(ctx, unparsable)
 		_ = deleteNetns(ctx, dead)
 		_ = os.Remove(lockPath(deadID))
+		_ = killCgroups(ctx, liveHost.CgroupParent())
+		_ = removeCgroups(ctx, liveHost.CgroupParent())
+		_ = killCgroups(ctx, deadHost.CgroupParent())
+		_ = removeCgroups(ctx, deadHost.CgroupParent())
+		_ = unmountUnder(deadDir)
 		unlockFabric(lock, liveID)
 	})
 	for _, ns := range []string{stale, unparsable, live, dead} {
@@ -222,6 +307,22 @@ func TestSweep(t *testing.T) {
 	}
 	if !netnsExists(live) {
 		t.Errorf("%s was removed although its lock is held", live)
+	}
+	select {
+	case <-deadDone:
+	case <-time.After(10 * time.Second):
+		t.Errorf("the stale fabric's container %d survived the sweep", deadPid)
+	}
+	if d, err := cgroupDirs(deadHost.CgroupParent()); err != nil || len(d) > 0 {
+		t.Errorf("the stale fabric's cgroups survived the sweep: %v (%v)", d, err)
+	}
+	if m, err := MountsUnder(deadDir); err != nil || len(m) > 0 {
+		t.Errorf("the stale fabric's mounts survived the sweep: %v (%v)", m, err)
+	}
+	select {
+	case <-liveDone:
+		t.Errorf("the live fabric's container %d was killed by the sweep", livePid)
+	default:
 	}
 	select {
 	case <-done:
@@ -320,6 +421,55 @@ func TestTokens(t *testing.T) {
 	}
 	if _, err := Mutate("aaaa"); !errors.Is(err, ErrNoChange) {
 		t.Fatalf("Mutate(aaaa): %v", err)
+	}
+}
+
+// fakeContainer starts `sleep 600` in a session of its own (not a harness
+// process: as a shim's container is not) inside h's cgroup parent, in a
+// child cgroup "fake" of every hierarchy, and returns its pid and a channel
+// closed once it has been reaped.
+func fakeContainer(t *testing.T, h *Host) (int, <-chan struct{}) {
+	t.Helper()
+	roots, err := cgroupRoots()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sleep", "600")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	pid := cmd.Process.Pid
+	joined := 0
+	for _, r := range roots {
+		dir := filepath.Join(r, h.CgroupParent(), "fake")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		// Some hierarchies may refuse (cpuset without cpus/mems set, say).
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err == nil {
+			joined++
+		}
+	}
+	if joined == 0 {
+		cmd.Process.Kill()
+		t.Fatalf("could not put pid %d into any cgroup of %s", pid, h.CgroupParent())
+	}
+	return pid, done
+}
+
+// mountTmpfs mounts a tmpfs at dir and another one inside it.
+func mountTmpfs(t *testing.T, dir string) {
+	t.Helper()
+	for _, d := range []string{dir, filepath.Join(dir, "inner")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Mount("tmpfs", d, "tmpfs", 0, "size=1m"); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
