@@ -130,7 +130,7 @@ func TestAgentRestartKeepsContainers(t *testing.T) {
 
 	// Back up: the same tasks, the same processes.
 	p := w.Daemon(t)
-	t.Logf("agent of %s down for %v (kill -9 to restart)", w, time.Since(down).Round(time.Millisecond))
+	t.Logf("%s: kill -9 of the agent, then `shoal daemon` %v later", w, time.Since(down).Round(time.Millisecond))
 	back := harness.WaitTasks(t, cl, "keep", runTimeout, func(tasks []*shoalv1.Task) error {
 		if err := p.CheckRunning(); err != nil {
 			return err
@@ -160,7 +160,7 @@ func TestAgentRestartKeepsContainers(t *testing.T) {
 			t.Errorf("task %s after the restart: %v", tk.GetMeta().GetId(), err)
 		}
 	}
-	t.Log("the kept tasks are RUNNING with the same ids and pids after the agent's restart")
+	t.Logf("the kept tasks are RUNNING with the same ids and pids %v after the kill", time.Since(down).Round(time.Millisecond))
 
 	harness.WaitTasks(t, cl, "quitter", settleTimeout, func(tasks []*shoalv1.Task) error {
 		tk := findTask(tasks, quitter.GetMeta().GetId())
