@@ -6,7 +6,7 @@ BIN := bin/shoal
 GOTAGS ?= seccomp
 export GOFLAGS := -tags=$(GOTAGS)
 
-.PHONY: all build demo-image proto test unit e2e bench dev tools clean
+.PHONY: all build demo-image bench-runtime proto test unit e2e bench dev tools clean
 
 all: build
 
@@ -40,9 +40,15 @@ unit:
 e2e:
 	$(GO) test -count=1 -p 1 -v ./e2e/...
 
-# Whole-cluster figures (writes/s vs etcd, failover, node-down); see bench/doc.go.
+# Whole-cluster figures (writes/s vs etcd, failover, node-down, containers:
+# create→RUNNING, 100 replicas, RSS); see bench/doc.go.
 bench:
-	cd bench && $(GO) run . -failover 10 -nodedown 10 -only all
+	cd bench && $(GO) run . -failover 10 -nodedown 10 -containers 20 -replicas 100 -only all
+
+# Container lifecycle of the embedded runtime vs the runc CLI, same rootfs,
+# interleaved, 50 each (root).
+bench-runtime: build
+	./$(BIN) debug runtime-bench --n 50
 
 dev: build demo-image
 	./$(BIN) dev

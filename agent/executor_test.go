@@ -575,3 +575,27 @@ func TestExecutorAssignBeforeRun(t *testing.T) {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+func TestActionable(t *testing.T) {
+	base := running("t1")
+	echo := running("t1") // the echo of our own report: new version, new status
+	echo.Meta.Version = 7
+	echo.Status.State = shoalv1.TaskState_TASK_STATE_RUNNING
+	stop := running("t1")
+	stop.DesiredState = shoalv1.TaskState_TASK_STATE_SHUTDOWN
+	orphan := running("t1")
+	orphan.Status.State = shoalv1.TaskState_TASK_STATE_ORPHANED
+	respec := running("t1")
+	respec.Spec.Container.Env = []string{"A=other"}
+	for name, tt := range map[string]struct {
+		cur  *shoalv1.Task
+		want bool
+	}{
+		"status echo": {echo, false}, "desired shutdown": {stop, true}, "orphaned": {orphan, true},
+		"spec change": {respec, true}, "same": {running("t1"), false},
+	} {
+		if got := actionable(base, tt.cur); got != tt.want {
+			t.Errorf("%s: actionable = %v, want %v", name, got, tt.want)
+		}
+	}
+}

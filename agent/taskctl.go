@@ -45,16 +45,29 @@ func newTaskCtl(e *Executor, t *shoalv1.Task, st *shoalv1.TaskStatus) *taskCtl {
 }
 
 // update records the managers' newest copy of the task and says whether
-// it changed (a new session resends every task unchanged).
+// it changed in a way the controller acts on. Most updates are the echo of
+// this node's own status reports (every report is a new task version) or a
+// new session resending everything: those neither wake the controller nor
+// cost a write.
 func (c *taskCtl) update(t *shoalv1.Task) bool {
 	c.mu.Lock()
-	changed := !proto.Equal(t, c.task)
+	changed := actionable(c.task, t)
 	c.task = t
 	c.mu.Unlock()
 	if changed {
 		c.poke()
 	}
 	return changed
+}
+
+// actionable: the desired state or the spec changed, or the managers ended
+// the task themselves (ORPHANED).
+func actionable(old, cur *shoalv1.Task) bool {
+	if old.GetDesiredState() != cur.GetDesiredState() || !proto.Equal(old.GetSpec(), cur.GetSpec()) {
+		return true
+	}
+	ended := func(t *shoalv1.Task) bool { return t.GetStatus().GetState() >= shoalv1.TaskState_TASK_STATE_COMPLETE }
+	return ended(cur) && !ended(old)
 }
 
 func (c *taskCtl) remove() {

@@ -236,8 +236,10 @@ func (n *benchNetns) dial(ctx context.Context, addr string) (net.Conn, error) {
 	ch := make(chan result, 1)
 	go func() {
 		runtime.LockOSThread()
-		// The thread is never unlocked: it dies with this goroutine
-		// rather than going back to the pool in the wrong namespace.
+		// The thread goes back to the pool only once it is back in its
+		// own namespace. It must not simply end either: a child started
+		// with Pdeathsig (the shoal node) dies with the thread that
+		// started it.
 		orig, err := os.Open("/proc/thread-self/ns/net")
 		if err != nil {
 			ch <- result{nil, err}
@@ -251,11 +253,19 @@ func (n *benchNetns) dial(ctx context.Context, addr string) (net.Conn, error) {
 		}
 		defer target.Close()
 		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			ch <- result{nil, err}
 			return
 		}
 		var d net.Dialer
 		c, err := d.DialContext(ctx, "tcp", addr)
+		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		} else {
+			// Stuck in the wrong namespace: park the thread for good
+			// rather than let it end or serve other goroutines.
+			defer func() { select {} }()
+		}
 		ch <- result{c, err}
 	}()
 	r := <-ch

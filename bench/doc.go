@@ -33,6 +33,22 @@
 // shoal and 3-member etcd side by side at each concurrency, and, with
 // -json FILE, the same as JSON.
 //
+// The nodes of these control-plane figures run with --no-executor: no task
+// becomes a container, and nothing is created on the host.
+//
+// # Containers (-containers N [-replicas R])
+//
+// `shoal dev` (manager + agent in one process, real containers) runs in a
+// network namespace the benchmark makes (so the node bridge and the task
+// addresses exist only there; the client dials from a thread switched into
+// it), with its own cgroup parent and the demo image built from this
+// repository. N times: CreateService with 1 replica of demo:latest, timed
+// until the watch stream shows its task RUNNING, then RemoveService until
+// the task is gone. Then R replicas at once, timed until all R are RUNNING
+// on the one agent, with the node process' RSS before (idle) and after, and
+// the proportional set size of the R task shims. Everything it started is
+// killed and removed at the end (containers, mounts, cgroups, namespace).
+//
 // # Leader failover (-failover N)
 //
 // On a 3-manager cluster, N times: find the leader, kill -9 its process,

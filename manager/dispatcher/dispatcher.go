@@ -31,7 +31,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Managers returns manager API addresses, leader first.
 	Managers func() []string
-	// StatusFlush is the longest a status update waits to be batched.
+	// StatusFlush is the longest a status update waits to be batched
+	// (default 2 ms). Batches also form by themselves: updates that arrive
+	// while a batch is being committed wait for the next one.
 	StatusFlush time.Duration
 }
 
@@ -57,7 +59,7 @@ type statusUpdate struct {
 // New returns a dispatcher; it serves sessions only while Run is active.
 func New(cfg Config) *Dispatcher {
 	if cfg.StatusFlush == 0 {
-		cfg.StatusFlush = 20 * time.Millisecond
+		cfg.StatusFlush = 2 * time.Millisecond
 	}
 	return &Dispatcher{cfg: cfg, log: cfg.Logger.With("component", "dispatcher"),
 		sessions: map[string]*session{}, lastSeen: map[string]time.Time{}}
