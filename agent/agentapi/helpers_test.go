@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/manager/ca"
+	"github.com/shoal-dev/shoal/manager/ca/catest"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
@@ -38,20 +39,7 @@ func newTestCA(t *testing.T) *testCA {
 }
 
 func (c *testCA) node(id string, role ca.Role) *ca.CertStore {
-	c.t.Helper()
-	keyPEM, csrPEM, err := ca.NewKeyAndCSR()
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	certPEM, _, err := c.root.SignCSR(csrPEM, id, role, time.Hour)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	s, err := ca.NewCertStore(&ca.Creds{CACertPEM: c.root.CertPEM(), CertPEM: certPEM, KeyPEM: keyPEM})
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	return s
+	return catest.NodeCerts(c.t, c.root, id, role)
 }
 
 // adminTLS is the CLI's configuration (any server name; ClientTLSConfig

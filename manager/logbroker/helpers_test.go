@@ -19,6 +19,7 @@ import (
 
 	"github.com/shoal-dev/shoal/agent/agentapi"
 	"github.com/shoal-dev/shoal/manager/ca"
+	"github.com/shoal-dev/shoal/manager/ca/catest"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
 )
@@ -98,20 +99,7 @@ func (e *env) update(fn func(tx raftstore.WriteTx) error) {
 }
 
 func (e *env) certs(id string, role ca.Role) *ca.CertStore {
-	e.t.Helper()
-	keyPEM, csrPEM, err := ca.NewKeyAndCSR()
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	certPEM, _, err := e.root.SignCSR(csrPEM, id, role, time.Hour)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	s, err := ca.NewCertStore(&ca.Creds{CACertPEM: e.root.CertPEM(), CertPEM: certPEM, KeyPEM: keyPEM})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return s
+	return catest.NodeCerts(e.t, e.root, id, role)
 }
 
 func (e *env) addNode(id, name string, state shoalv1.NodeState, agentAddr string) {

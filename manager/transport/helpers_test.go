@@ -7,9 +7,9 @@ import (
 	"net"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/shoal-dev/shoal/manager/ca"
+	"github.com/shoal-dev/shoal/manager/ca/catest"
 	"github.com/shoal-dev/shoal/manager/transport"
 )
 
@@ -29,20 +29,7 @@ func newCluster(t *testing.T) *cluster {
 
 // store returns a certificate store for a node of the cluster.
 func (c *cluster) store(nodeID string, role ca.Role) *ca.CertStore {
-	c.t.Helper()
-	keyPEM, csrPEM, err := ca.NewKeyAndCSR()
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	certPEM, _, err := c.root.SignCSR(csrPEM, nodeID, role, time.Hour)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	s, err := ca.NewCertStore(&ca.Creds{CACertPEM: c.root.CertPEM(), CertPEM: certPEM, KeyPEM: keyPEM})
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	return s
+	return catest.NodeCerts(c.t, c.root, nodeID, role)
 }
 
 // logBuffer is a concurrency-safe slog destination.

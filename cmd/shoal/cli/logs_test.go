@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/shoal-dev/shoal/manager/ca"
+	"github.com/shoal-dev/shoal/manager/ca/catest"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
@@ -177,20 +178,7 @@ func newCLICluster(t *testing.T) *cliCluster {
 }
 
 func (c *cliCluster) nodeCerts(id string, role ca.Role) *ca.CertStore {
-	c.t.Helper()
-	keyPEM, csrPEM, err := ca.NewKeyAndCSR()
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	certPEM, _, err := c.root.SignCSR(csrPEM, id, role, time.Hour)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	s, err := ca.NewCertStore(&ca.Creds{CACertPEM: c.root.CertPEM(), CertPEM: certPEM, KeyPEM: keyPEM})
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	return s
+	return catest.NodeCerts(c.t, c.root, id, role)
 }
 
 // run runs the CLI against the fake manager.
