@@ -11,10 +11,31 @@ fi
 bash scripts/setup.sh
 make build demo-image
 data=${SHOAL_DEV_DIR:-$(mktemp -d /tmp/shoal-dev.XXXXXX)}
-bin/shoal dev --data-dir "$data" &
+# Own session: Ctrl-C reaches this script, which removes the services
+# before it stops the node.
+setsid bin/shoal dev --data-dir "$data" &
 dev=$!
-trap 'kill $dev 2>/dev/null; wait $dev 2>/dev/null' EXIT INT TERM
 export SHOAL_DATA_DIR=$data
+# A node that stops leaves its containers running (a restarted agent
+# re-adopts them). Trying shoal out should not leave them behind: remove
+# the services, wait for their tasks to go, then stop the node.
+stop() {
+	trap - EXIT INT TERM
+	if kill -0 $dev 2>/dev/null; then
+		svcs=$(timeout 10 bin/shoal service ls -q 2>/dev/null || true)
+		if [ -n "$svcs" ]; then
+			echo "dev: removing services: $svcs"
+			timeout 10 bin/shoal service rm $svcs >/dev/null 2>&1 || true
+			for _ in $(seq 200); do
+				[ -z "$(timeout 5 bin/shoal task ls -q 2>/dev/null)" ] && break
+				sleep 0.1
+			done
+		fi
+		kill $dev 2>/dev/null
+	fi
+	wait $dev 2>/dev/null
+}
+trap stop EXIT INT TERM
 for _ in $(seq 100); do
 	bin/shoal node ls >/dev/null 2>&1 && break
 	kill -0 $dev || exit 1
