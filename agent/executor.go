@@ -154,6 +154,27 @@ func (e *Executor) Run(ctx context.Context) error {
 	return e.db.Close()
 }
 
+// RemoveAll stops and removes every task this node holds (as if the
+// managers had deleted them all) and waits until they are gone or ctx ends.
+// For a node removed from the cluster: no manager will ever tell it to
+// stop its containers, and their replacements already run elsewhere.
+func (e *Executor) RemoveAll(ctx context.Context) error {
+	e.Assign(true, nil, nil)
+	for {
+		e.mu.Lock()
+		left := len(e.ctls)
+		e.mu.Unlock()
+		if left == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d tasks still held: %w", left, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 // removeStrays removes containers the runtime has but no task record
 // names: left by a crash between a record's deletion and the container's
 // removal (or by a release that failed for good).

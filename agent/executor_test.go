@@ -599,3 +599,21 @@ func TestActionable(t *testing.T) {
 		}
 	}
 }
+
+func TestExecutorRemoveAll(t *testing.T) {
+	env := newExecEnv(t)
+	env.ex.Assign(true, []*shoalv1.Task{running("a"), running("b")}, nil)
+	env.waitStatus("a", shoalv1.TaskState_TASK_STATE_RUNNING)
+	env.waitStatus("b", shoalv1.TaskState_TASK_STATE_RUNNING)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := env.ex.RemoveAll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if states, _ := env.rt.List(context.Background()); len(states) != 0 {
+		t.Errorf("containers left after RemoveAll: %v", states)
+	}
+	if env.net.count() != 0 {
+		t.Error("network attachments left")
+	}
+}

@@ -93,7 +93,19 @@ func runNode(ctx context.Context, o Options, st *State, withBootstrap bool) erro
 		g.Go(func() error { return side.collectImages(gctx, n.log) })
 	}
 	ag := agent.New(acfg)
-	g.Go(func() error { return ag.Run(gctx) })
+	g.Go(func() error {
+		err := ag.Run(gctx)
+		if errors.Is(err, agent.ErrRemoved) && side != nil {
+			// Removed from the cluster: nobody will stop this node's
+			// containers, and their replacements run elsewhere.
+			rctx, cancel := context.WithTimeout(gctx, 60*time.Second)
+			if rerr := side.ex.RemoveAll(rctx); rerr != nil {
+				n.log.Warn("stopping this node's tasks after its removal", "err", rerr)
+			}
+			cancel()
+		}
+		return err
+	})
 	g.Go(func() error { return n.roleLoop(gctx) })
 	g.Go(func() error {
 		select {

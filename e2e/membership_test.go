@@ -134,6 +134,12 @@ func TestPromoteDemoteRemove(t *testing.T) {
 	if len(h3procs) != 1 {
 		t.Fatalf("%s runs %d processes, want its one shoal node", h3, len(h3procs))
 	}
+	// A global service puts a container on h3 too; removing h3 must stop it
+	// (nobody else ever will, and a replacement is not needed anywhere).
+	run(h2, "service", "create", "--name", "everywhere", "--mode", "global", "--no-resolve-image", "demo:latest")
+	if pids, err := h3.CgroupPids(); err != nil || len(pids) == 0 {
+		t.Fatalf("%s runs no container of the global service (pids %v, err %v):\n%s", h3, pids, err, run(h2, "service", "ps", "everywhere"))
+	}
 	run(h2, "node", "rm", "--force", c.id(h3))
 	// The removed node stops by itself, saying why.
 	code, err := h3procs[0].WaitExit(settleTimeout)
@@ -142,6 +148,9 @@ func TestPromoteDemoteRemove(t *testing.T) {
 	}
 	if code == 0 || !mentionsRemoved.MatchString(h3procs[0].Tail(5)) {
 		t.Errorf("removed node exited %d; want non-zero with a message saying it was removed:\n%s", code, h3procs[0].Tail(5))
+	}
+	if pids, err := h3.CgroupPids(); err != nil || len(pids) != 0 {
+		t.Errorf("removed node left containers running: pids %v (err %v)", pids, err)
 	}
 	c.waitNodes(h2, func(nodes []*shoalv1.Node) error {
 		if n := findNode(nodes, c.id(h3)); n != nil {

@@ -6,6 +6,8 @@ import (
 	"net"
 	"strings"
 	"testing"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
 func TestShortImage(t *testing.T) {
@@ -57,6 +59,39 @@ func TestParseMount(t *testing.T) {
 	for _, bad := range []string{"type=bind,source=/x", "type=bind,size=1,target=/x"} {
 		if _, err := parseMount(bad); err == nil {
 			t.Errorf("parseMount(%q): no error", bad)
+		}
+	}
+}
+
+func TestConvergence(t *testing.T) {
+	mk := func(id string, state, desired shoalv1.TaskState, ver uint64) *shoalv1.Task {
+		return &shoalv1.Task{Meta: &shoalv1.Meta{Id: id}, DesiredState: desired, SpecVersion: ver,
+			Status: &shoalv1.TaskStatus{State: state}}
+	}
+	run, want := shoalv1.TaskState_TASK_STATE_RUNNING, shoalv1.TaskState_TASK_STATE_RUNNING
+	repl := &shoalv1.Service{SpecVersion: 2, Spec: &shoalv1.ServiceSpec{Replicas: 2}}
+	global := &shoalv1.Service{SpecVersion: 1, Spec: &shoalv1.ServiceSpec{Mode: shoalv1.ServiceMode_SERVICE_MODE_GLOBAL}}
+	tests := []struct {
+		name  string
+		svc   *shoalv1.Service
+		tasks []*shoalv1.Task
+		done  bool
+	}{
+		{"replicated, both running", repl, []*shoalv1.Task{mk("a", run, want, 2), mk("b", run, want, 2)}, true},
+		{"replicated, one assigned", repl, []*shoalv1.Task{mk("a", run, want, 2), mk("b", shoalv1.TaskState_TASK_STATE_ASSIGNED, want, 2)}, false},
+		{"replicated, old spec", repl, []*shoalv1.Task{mk("a", run, want, 2), mk("b", run, want, 1)}, false},
+		{"replicated, one still stopping", repl, []*shoalv1.Task{mk("a", run, want, 2), mk("b", run, want, 2),
+			mk("c", run, shoalv1.TaskState_TASK_STATE_SHUTDOWN, 1)}, false},
+		{"global, no task yet", global, nil, false},
+		{"global, all running", global, []*shoalv1.Task{mk("a", run, want, 1), mk("b", run, want, 1)}, true},
+	}
+	for _, tt := range tests {
+		m := map[string]*shoalv1.Task{}
+		for _, x := range tt.tasks {
+			m[x.GetMeta().GetId()] = x
+		}
+		if _, _, done := convergence(tt.svc, m); done != tt.done {
+			t.Errorf("%s: done = %v, want %v", tt.name, done, tt.done)
 		}
 	}
 }

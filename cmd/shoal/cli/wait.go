@@ -32,7 +32,12 @@ func convergence(svc *shoalv1.Service, tasks map[string]*shoalv1.Task) (counted,
 		}
 	}
 	if svc.GetSpec().GetMode() == shoalv1.ServiceMode_SERVICE_MODE_GLOBAL {
+		// One task per eligible node: until the orchestrator made them
+		// there is nothing to count yet, which is not convergence.
 		want = live
+		if live == 0 {
+			return counted, want, false
+		}
 	} else {
 		want = int(svc.GetSpec().GetReplicas())
 	}
