@@ -277,20 +277,15 @@ func (b *Broker) ServiceLogs(req *shoalv1.LogsRequest, stream shoalv1.Logs_Servi
 	// adds streams for tasks that start later.
 	out := make(chan *shoalv1.LogMessage, 256)
 	var producers sync.WaitGroup
-	start := func(node *shoalv1.Node, tasks []*shoalv1.Task, quiet map[string]bool) {
+	start := func(nodeID string, tasks []*shoalv1.Task, quiet map[string]bool) {
 		producers.Add(1)
 		go func() {
 			defer producers.Done()
-			b.streamNode(ctx, node, tasks, opts, quiet, out, w)
+			b.followNode(ctx, nodeID, tasks, opts, quiet, out, w)
 		}()
 	}
 	for _, id := range nodeIDs {
-		node, why := target(view, id, len(groups[id]))
-		if node == nil {
-			w.Add(why)
-			continue
-		}
-		start(node, groups[id], rq.quiet)
+		start(id, groups[id], rq.quiet)
 	}
 	if rq.service != nil {
 		streamed := map[string]bool{}

@@ -3,12 +3,14 @@ package logbroker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -555,5 +557,99 @@ func TestQuietTasks(t *testing.T) {
 		if !slices.Equal(got, c.want) {
 			t.Errorf("quiet %v: warnings %q, want %q", c.quiet, got, c.want)
 		}
+	}
+}
+
+func (e *env) setNodeState(id string, state shoalv1.NodeState) {
+	e.t.Helper()
+	e.update(func(tx raftstore.WriteTx) error {
+		n, ok := raftstore.Get[*shoalv1.Node](tx, id)
+		if !ok {
+			return fmt.Errorf("node %q missing", id)
+		}
+		n = proto.Clone(n).(*shoalv1.Node)
+		n.Status.State = state
+		return tx.Update(n)
+	})
+}
+
+// TestFollowNodeComesBack: a node that is down when following starts is
+// named once, and its tasks' logs are followed as soon as it is back.
+func TestFollowNodeComesBack(t *testing.T) {
+	e := newEnv(t, 0)
+	a1 := e.startAgent("n1")
+	a2 := e.startAgent("n2")
+	e.addNode("n1", "w1", ready, a1.addr)
+	e.addNode("n2", "w2", down, a2.addr)
+	e.addService("svcweb", "web")
+	e.addTask("task1", "svcweb", "web", 1, "n1", running)
+	e.addTask("task2", "svcweb", "web", 2, "n2", running)
+	a1.write("task1", line{0, "one"})
+	a2.write("task2", line{time.Second, "two"})
+
+	f := e.follow(&shoalv1.LogsRequest{Service: "web"})
+	f.expectWarning(`node "w2" (n2) is down: logs of 1 task unavailable; followed again when it is back`)
+	f.expect("task1: one")
+	e.setNodeState("n2", ready)
+	f.expect("task2: two")
+	a2.write("task2", line{2 * time.Second, "three"})
+	f.expect("task2: three")
+}
+
+// resumingAgent breaks its first stream after one line; the second call
+// must ask only for what came after that line.
+type resumingAgent struct {
+	shoalv1.UnimplementedAgentAPIServer
+	calls atomic.Int32
+	since chan time.Time // the second call's since
+}
+
+func (r *resumingAgent) TaskLogs(req *shoalv1.TaskLogsRequest, st shoalv1.AgentAPI_TaskLogsServer) error {
+	if err := st.SendHeader(metadata.MD{}); err != nil {
+		return err
+	}
+	id := req.GetTaskIds()[0]
+	send := func(at time.Time, text string) error {
+		return st.Send(&shoalv1.LogsResponse{Messages: []*shoalv1.LogMessage{{TaskId: id, Time: timestamppb.New(at), Stream: "stdout", Data: []byte(text)}}})
+	}
+	if r.calls.Add(1) == 1 {
+		if err := send(t0, "before"); err != nil {
+			return err
+		}
+		return status.Error(codes.Unavailable, "agent restarting")
+	}
+	r.since <- req.GetOptions().GetSince().AsTime()
+	if err := send(t0.Add(time.Second), "after"); err != nil {
+		return err
+	}
+	<-st.Context().Done()
+	return nil
+}
+
+// TestFollowResumesBrokenStream: a broken stream is named, then resumed
+// after the last line passed on, so no line comes twice.
+func TestFollowResumesBrokenStream(t *testing.T) {
+	e := newEnv(t, 0)
+	ra := &resumingAgent{since: make(chan time.Time, 1)}
+	g := grpc.NewServer(agentapi.ServerOptions(e.certs("n1", ca.RoleWorker), discard())...)
+	shoalv1.RegisterAgentAPIServer(g, ra)
+	ln := listen(t)
+	go g.Serve(ln)
+	t.Cleanup(g.Stop)
+	e.addNode("n1", "w1", ready, ln.Addr().String())
+	e.addService("svcweb", "web")
+	e.addTask("task1", "svcweb", "web", 1, "n1", running)
+
+	f := e.follow(&shoalv1.LogsRequest{Service: "web"})
+	f.expect("task1: before")
+	f.expectWarning(`the log stream from node "w1" (n1) broke (agent restarting)`)
+	f.expect("task1: after")
+	select {
+	case since := <-ra.since:
+		if !since.After(t0) {
+			t.Errorf("resumed with since %v, want after the last line (%v)", since, t0)
+		}
+	case <-time.After(waitLong):
+		t.Fatal("the stream was not resumed")
 	}
 }

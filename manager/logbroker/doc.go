@@ -22,6 +22,12 @@
 //     in a warning; the others go on (client keepalives notice a dead peer
 //     within about 15 s).
 //
+// When following, a node is never given up on: one that is down is named
+// once and followed again as soon as the store shows it ready (store
+// watch); a stream that breaks or cannot be opened is retried with
+// back-off (1 s doubling to 10 s), resuming after the last line passed on
+// so that no line comes twice. The same trouble is named only once.
+//
 // Without follow the stream ends when every reachable node is done, and
 // lines come in time order across all tasks: each agent merges its tasks
 // by time, and the broker merges the nodes (agentapi.MergeByTime, one

@@ -5,22 +5,30 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/shoal-dev/shoal/agent/agentapi"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
 )
 
+// warner takes warnings for the caller (agentapi.Warnings, or a filter of
+// it that drops repeats).
+type warner interface{ Add(msg string) }
+
 // streamNode streams the logs of tasks (all on node) into out until the
 // node's stream ends, fails or ctx ends. Failures become warnings naming
 // the node; nothing here returns an error, so one node cannot end the
-// others' streams.
+// others' streams. It returns the time of the last line passed on and
+// whether the stream ended cleanly (the agent finished: not a failure).
 func (b *Broker) streamNode(ctx context.Context, node *shoalv1.Node, tasks []*shoalv1.Task, opts *shoalv1.LogsOptions,
-	quiet map[string]bool, out chan<- *shoalv1.LogMessage, w *agentapi.Warnings) {
+	quiet map[string]bool, out chan<- *shoalv1.LogMessage, w warner) (last time.Time, clean bool) {
 	nodeID := node.GetMeta().GetId()
 	label := nodeLabel(node, nodeID)
 	addr := node.GetStatus().GetAgentAddr()
@@ -37,7 +45,7 @@ func (b *Broker) streamNode(ctx context.Context, node *shoalv1.Node, tasks []*sh
 	if err != nil {
 		log.Warn("dialling an agent for logs", "err", err)
 		w.Add(fmt.Sprintf("%s cannot be dialled at %s (%v): %s", label, addr, err, lost))
-		return
+		return last, false
 	}
 	defer conn.Close()
 
@@ -58,26 +66,26 @@ func (b *Broker) streamNode(ctx context.Context, node *shoalv1.Node, tasks []*sh
 	timer.Stop()
 	switch {
 	case ctx.Err() != nil:
-		return // the caller left
+		return last, false // the caller left
 	case timedOut.Load():
 		log.Warn("agent did not answer for logs", "timeout", b.cfg.ReachTimeout)
 		w.Add(fmt.Sprintf("%s did not answer within %s: %s", label, b.cfg.ReachTimeout, lost))
-		return
+		return last, false
 	case err != nil:
 		log.Warn("agent log stream failed", "err", err)
 		w.Add(fmt.Sprintf("%s, agent API at %s: %s: %s", label, addr, status.Convert(err).Message(), lost))
-		return
+		return last, false
 	}
 
 	received := 0
 	for {
 		resp, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
-			return
+			return last, true
 		}
 		if err != nil {
 			if ctx.Err() != nil {
-				return
+				return last, false
 			}
 			log.Warn("agent log stream broke", "err", err, "lines", received)
 			if received == 0 {
@@ -86,7 +94,7 @@ func (b *Broker) streamNode(ctx context.Context, node *shoalv1.Node, tasks []*sh
 				w.Add(fmt.Sprintf("the log stream from %s broke (%s): logs of its %s may be incomplete",
 					label, status.Convert(err).Message(), countTasks(len(tasks))))
 			}
-			return
+			return last, false
 		}
 		for _, msg := range resp.GetWarnings() {
 			if !isQuiet(msg, nodeID, ids, quiet) {
@@ -98,8 +106,11 @@ func (b *Broker) streamNode(ctx context.Context, node *shoalv1.Node, tasks []*sh
 			select {
 			case out <- m:
 				received++
+				if ts := m.GetTime().AsTime(); ts.After(last) {
+					last = ts
+				}
 			case <-ctx.Done():
-				return
+				return last, false
 			}
 		}
 	}
@@ -142,7 +153,7 @@ func fillLabels(m *shoalv1.LogMessage, t *shoalv1.Task, nodeID string) {
 // store was restored resumes from a fresh view, which is scanned for tasks
 // missed meanwhile.
 func (b *Broker) watchService(ctx context.Context, from uint64, serviceID string, streamed map[string]bool,
-	start func(*shoalv1.Node, []*shoalv1.Task, map[string]bool), w *agentapi.Warnings) {
+	start func(string, []*shoalv1.Task, map[string]bool), w *agentapi.Warnings) {
 	consider := func(r raftstore.Reader, t *shoalv1.Task) {
 		id := t.GetMeta().GetId()
 		// ACCEPTED: the agent has the task (ASSIGNED may not have reached
@@ -152,15 +163,10 @@ func (b *Broker) watchService(ctx context.Context, from uint64, serviceID string
 			return
 		}
 		streamed[id] = true
-		node, why := target(r, t.GetNodeId(), 1)
-		if node == nil {
-			w.Add(fmt.Sprintf("new task %q: %s", id, why))
-			return
-		}
 		b.log.Debug("following a new task", "task_id", id, "node_id", t.GetNodeId())
 		// Quiet: a task that fails at once (a crash loop, a missing
 		// image) can be gone from its node before it is asked for.
-		start(node, []*shoalv1.Task{t}, map[string]bool{id: true})
+		start(t.GetNodeId(), []*shoalv1.Task{t}, map[string]bool{id: true})
 	}
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		sub, err := b.cfg.Store.Watch(ctx, from+1, raftstore.KindTask)
@@ -220,5 +226,102 @@ func (b *Broker) followEvents(ctx context.Context, sub raftstore.Subscription, c
 			// as new as the event.
 			consider(b.cfg.Store.View(), t)
 		}
+	}
+}
+
+// followNode follows the logs of tasks on one node for as long as the
+// caller listens: a node that is down (or not yet reachable) is named once
+// and followed again when it is back; a stream that breaks is resumed after
+// the last line passed on, with back-off. Repeated warnings about the same
+// trouble are said once.
+func (b *Broker) followNode(ctx context.Context, nodeID string, tasks []*shoalv1.Task, opts *shoalv1.LogsOptions,
+	quiet map[string]bool, out chan<- *shoalv1.LogMessage, w *agentapi.Warnings) {
+	once := &onceWarner{w: w, seen: map[string]bool{}}
+	cur := opts
+	backoff := time.Second
+	for ctx.Err() == nil {
+		node, why := target(b.cfg.Store.View(), nodeID, len(tasks))
+		if node == nil {
+			once.Add(why + "; followed again when it is back")
+			if !b.waitForNode(ctx, nodeID) {
+				return
+			}
+			continue
+		}
+		last, clean := b.streamNode(ctx, node, tasks, cur, quiet, out, once)
+		if clean || ctx.Err() != nil {
+			return
+		}
+		if !last.IsZero() {
+			// Resume after the last line passed on: no line twice.
+			next := proto.Clone(opts).(*shoalv1.LogsOptions)
+			next.Tail = nil
+			next.Since = timestamppb.New(last.Add(time.Nanosecond))
+			cur = next
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+// waitForNode waits until the store shows the node ready with an agent
+// address (true), or ctx ends (false). Node changes come from the store's
+// watch; if the watch cannot be had, the node is looked at every 2 s.
+func (b *Broker) waitForNode(ctx context.Context, nodeID string) bool {
+	for ctx.Err() == nil {
+		view := b.cfg.Store.View()
+		if n, _ := target(view, nodeID, 0); n != nil && n.GetStatus().GetState() == shoalv1.NodeState_NODE_STATE_READY {
+			return true
+		}
+		sub, err := b.cfg.Store.Watch(ctx, view.Index()+1, raftstore.KindNode)
+		if err != nil {
+			select {
+			case <-time.After(2 * time.Second):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		b.waitNodeEvent(ctx, sub, nodeID)
+		sub.Close()
+	}
+	return false
+}
+
+// waitNodeEvent returns at the first event about the node (or when the
+// subscription or ctx ends); the caller then looks at the node again.
+func (b *Broker) waitNodeEvent(ctx context.Context, sub raftstore.Subscription, nodeID string) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-sub.C():
+			if !ok {
+				return
+			}
+			if n, isNode := raftstore.Unwrap(ev.GetObject()).(*shoalv1.Node); isNode && n.GetMeta().GetId() == nodeID {
+				return
+			}
+		}
+	}
+}
+
+// onceWarner passes each distinct warning on once.
+type onceWarner struct {
+	w    *agentapi.Warnings
+	mu   sync.Mutex // guards seen
+	seen map[string]bool
+}
+
+func (o *onceWarner) Add(msg string) {
+	o.mu.Lock()
+	dup := o.seen[msg]
+	o.seen[msg] = true
+	o.mu.Unlock()
+	if !dup {
+		o.w.Add(msg)
 	}
 }
