@@ -8,14 +8,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 
+	shoalnet "github.com/shoal-dev/shoal/agent/network"
+	"github.com/shoal-dev/shoal/agent/runtime/hostclean"
 	"github.com/shoal-dev/shoal/client"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
@@ -54,8 +54,16 @@ func benchContainers(ctx context.Context, e *env, n, big int) ([]*sampleSet, err
 	// and cgroups.
 	defer func() {
 		_ = e.sup.kill(p)
-		killCgroupTree(cgParent)
-		unmountBelow(dir)
+		cctx := context.WithoutCancel(ctx)
+		if err := hostclean.KillCgroups(cctx, cgParent); err != nil {
+			e.logf("containers: %v", err)
+		}
+		if err := hostclean.UnmountUnder(dir); err != nil {
+			e.logf("containers: %v", err)
+		}
+		if err := hostclean.RemoveCgroups(cctx, cgParent); err != nil {
+			e.logf("containers: %v", err)
+		}
 	}()
 
 	var cl *client.Client
@@ -226,50 +234,9 @@ func newBenchNetns(ctx context.Context) (*benchNetns, error) {
 
 func (n *benchNetns) remove() { _ = exec.Command("ip", "netns", "del", containersNS).Run() }
 
-// dial opens a TCP connection from inside the namespace: the socket is
-// created by a thread switched into it (sockets keep their namespace).
+// dial opens a TCP connection from inside the namespace.
 func (n *benchNetns) dial(ctx context.Context, addr string) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		runtime.LockOSThread()
-		// The thread goes back to the pool only once it is back in its
-		// own namespace. It must not simply end either: a child started
-		// with Pdeathsig (the shoal node) dies with the thread that
-		// started it.
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			ch <- result{nil, err}
-			return
-		}
-		defer orig.Close()
-		target, err := os.Open(n.path)
-		if err != nil {
-			ch <- result{nil, err}
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			ch <- result{nil, err}
-			return
-		}
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", addr)
-		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		} else {
-			// Stuck in the wrong namespace: park the thread for good
-			// rather than let it end or serve other goroutines.
-			defer func() { select {} }()
-		}
-		ch <- result{c, err}
-	}()
-	r := <-ch
-	return r.c, r.err
+	return shoalnet.DialContextIn(ctx, n.path, "tcp", addr)
 }
 
 // rssKB reads VmRSS of pid.
@@ -318,52 +285,4 @@ func shimsPSS(runtimeDir string) (n int, kb int64) {
 		}
 	}
 	return n, kb
-}
-
-// killCgroupTree kills every process left in the benchmark's cgroups (in
-// every v1 hierarchy) and removes the cgroups, deepest first.
-func killCgroupTree(parent string) {
-	ents, _ := os.ReadDir("/sys/fs/cgroup")
-	for _, ent := range ents {
-		root := filepath.Join("/sys/fs/cgroup", ent.Name(), parent)
-		var dirs []string
-		_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
-			if err == nil && d.IsDir() {
-				dirs = append(dirs, p)
-			}
-			return nil
-		})
-		for i := len(dirs) - 1; i >= 0; i-- {
-			b, _ := os.ReadFile(filepath.Join(dirs[i], "cgroup.procs"))
-			for _, f := range strings.Fields(string(b)) {
-				if pid, err := strconv.Atoi(f); err == nil {
-					_ = unix.Kill(pid, unix.SIGKILL)
-				}
-			}
-			for range 50 {
-				if os.Remove(dirs[i]) == nil {
-					break
-				}
-				time.Sleep(10 * time.Millisecond) // killed processes take a moment to leave
-			}
-		}
-	}
-}
-
-// unmountBelow detaches whatever a killed node left mounted under dir.
-func unmountBelow(dir string) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return
-	}
-	var targets []string
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-			targets = append(targets, f[4])
-		}
-	}
-	for i := len(targets) - 1; i >= 0; i-- {
-		_ = unix.Unmount(targets[i], unix.MNT_DETACH)
-	}
 }

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shoal-dev/shoal/agent/runtime/hostclean"
 	"github.com/shoal-dev/shoal/e2e/harness"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
@@ -128,7 +129,7 @@ func hostLeftovers(h *harness.Host) ([]string, error) {
 	for _, d := range dirs {
 		left = append(left, "cgroup "+d)
 	}
-	mounts, err := harness.MountsUnder(h.DataDir)
+	mounts, err := hostclean.MountsUnder(h.DataDir)
 	if err != nil {
 		return nil, err
 	}

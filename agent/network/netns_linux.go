@@ -1,9 +1,11 @@
 package network
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"runtime"
 	"strconv"
@@ -17,9 +19,10 @@ import (
 // that thread moved into target, or into a brand-new network namespace
 // when target is not open. Afterwards the thread goes back to the
 // namespace it came from and is unlocked. If going back fails the thread
-// stays locked, so Go terminates it when the goroutine ends instead of
-// handing a thread in a foreign namespace to other goroutines. The
-// caller's own goroutine never changes namespace.
+// is parked for good, locked: it must neither run other goroutines in a
+// foreign namespace nor end — a child started from it with Pdeathsig
+// would be killed, since the kernel sends that signal when the parent
+// thread dies. The caller's own goroutine never changes namespace.
 //
 // Sockets keep the namespace they were created in, so fn typically
 // opens a netlink handle that is then used from any goroutine.
@@ -46,13 +49,35 @@ func onNetNSThread(target netns.NsHandle, fn func() error) error {
 			return
 		}
 		err = fn()
-		if rerr := netns.Set(orig); rerr == nil {
-			runtime.UnlockOSThread()
+		if rerr := netns.Set(orig); rerr != nil {
+			errc <- err
+			select {} // parked: see above
 		}
-		// else: leave the thread locked; it dies with this goroutine.
+		runtime.UnlockOSThread()
 		errc <- err
 	}()
 	return <-errc
+}
+
+// DialContextIn opens a connection from inside the network namespace at
+// nsPath (a bind-mounted netns file such as /run/netns/NAME) without
+// moving the caller: a socket stays in the namespace it was made in,
+// whichever thread uses it later. Tests and benchmarks use it to reach
+// addresses that exist only inside a namespace they made.
+func DialContextIn(ctx context.Context, nsPath, network, addr string) (net.Conn, error) {
+	target, err := netns.GetFromPath(nsPath)
+	if err != nil {
+		return nil, fmt.Errorf("open network namespace %s: %w", nsPath, err)
+	}
+	defer target.Close()
+	var c net.Conn
+	err = onNetNSThread(target, func() error {
+		var d net.Dialer
+		var derr error
+		c, derr = d.DialContext(ctx, network, addr)
+		return derr
+	})
+	return c, err
 }
 
 // newHandleIn opens a NETLINK_ROUTE handle bound to ns.

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/shoal-dev/shoal/agent/runtime/hostclean"
 )
 
 // BenchOptions configure Bench.
@@ -285,7 +287,7 @@ func benchCleanup(rt *Libcontainer, runc, runcRoot, parent, tmp string) error {
 		}
 	}
 	errs = append(errs, RemoveCgroupParent(parent))
-	if m, err := mountsBelow(tmp); err != nil || len(m) > 0 {
+	if m, err := hostclean.MountsUnder(tmp); err != nil || len(m) > 0 {
 		// Never RemoveAll through a mount.
 		errs = append(errs, fmt.Errorf("mounts left under %s: %v %v", tmp, m, err))
 	} else {

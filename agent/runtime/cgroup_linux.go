@@ -1,19 +1,18 @@
 package runtime
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/opencontainers/cgroups"
 	"golang.org/x/sys/unix"
+
+	"github.com/shoal-dev/shoal/agent/runtime/hostclean"
 )
 
 // DefaultCgroupParent is where task cgroups live unless WithCgroupParent
@@ -38,68 +37,10 @@ func WithCgroupParent(parent string) Option {
 	}
 }
 
-// cgroupMountpoints lists where every cgroup hierarchy is mounted, v1
-// ones (one per controller or named hierarchy, e.g. name=systemd) and the
-// v2 one (the "unified" mount of a hybrid host, or /sys/fs/cgroup itself).
-// It reads mountinfo rather than listing /sys/fs/cgroup, which may hold
-// symlinks to co-mounted hierarchies (cpu -> cpu,cpuacct) or miss some.
-func cgroupMountpoints() ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var out []string
-	seen := map[string]bool{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// "36 35 98:0 /root /mnt rw,... master:1 - cgroup cgroup rw,memory"
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		if !ok {
-			continue
-		}
-		pf, qf := strings.Fields(pre), strings.Fields(post)
-		if len(pf) < 5 || len(qf) < 1 || (qf[0] != "cgroup" && qf[0] != "cgroup2") {
-			continue
-		}
-		// Only hierarchies mounted at their root: a mount of a sub-cgroup
-		// (inside a container) does not show our absolute paths.
-		if pf[3] != "/" {
-			continue
-		}
-		mp := unescapeMountinfo(pf[4])
-		if !seen[mp] {
-			seen[mp] = true
-			out = append(out, mp)
-		}
-	}
-	return out, sc.Err()
-}
-
-// unescapeMountinfo undoes the octal escapes (\040 for a space) of a
-// mountinfo path.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
 // taskCgroupDirs returns <mountpoint><parent>/<id> for every hierarchy
 // where it exists.
 func taskCgroupDirs(parent, id string) ([]string, error) {
-	mps, err := cgroupMountpoints()
+	mps, err := hostclean.CgroupRoots()
 	if err != nil {
 		return nil, err
 	}
@@ -186,7 +127,7 @@ func RemoveCgroupParent(parent string) error {
 	if !path.IsAbs(parent) || path.Clean(parent) != parent || parent == "/" {
 		return fmt.Errorf("%w: cgroup parent %q", ErrInvalidArgument, parent)
 	}
-	mps, err := cgroupMountpoints()
+	mps, err := hostclean.CgroupRoots()
 	if err != nil {
 		return err
 	}

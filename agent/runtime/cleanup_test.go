@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/shoal-dev/shoal/agent/runtime/hostclean"
 )
 
 // checkLeftovers runs after all tests: no shim of ours may still run, no
@@ -26,7 +28,7 @@ func checkLeftovers() error {
 		errs = append(errs, fmt.Errorf("shim process %d", pid))
 		_ = unix.Kill(pid, unix.SIGKILL)
 	}
-	mounts, err := mountsBelow(baseDir)
+	mounts, err := hostclean.MountsUnder(baseDir)
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -219,16 +221,6 @@ func TestRemoveCgroupParentRefusesNonEmpty(t *testing.T) {
 	}
 	if err := rt.Remove(context.Background(), spec.ID); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func TestUnescapeMountinfo(t *testing.T) {
-	for in, want := range map[string]string{
-		`/a`: "/a", `/a\040b`: "/a b", `/x\134y`: `/x\y`, `/bad\9`: `/bad\9`,
-	} {
-		if got := unescapeMountinfo(in); got != want {
-			t.Errorf("%q: %q, want %q", in, got, want)
-		}
 	}
 }
 

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/shoal-dev/shoal/agent/runtime/hostclean"
 )
 
 // Subnet is the fabric's underlay: host n (1-based, in AddHost order) gets
@@ -88,7 +90,7 @@ func NewFabric(t testing.TB) *Fabric {
 	var err error
 	for range 5 {
 		f.ID = randomID()
-		if f.lock, err = lockFabric(f.ID, realDir(dir)); err == nil {
+		if f.lock, err = lockFabric(f.ID, hostclean.RealDir(dir)); err == nil {
 			break
 		}
 	}
@@ -231,7 +233,7 @@ func (f *Fabric) cleanup() {
 		if netnsExists(h.NS) {
 			fail(h, killNetns(ctx, h.NS))
 		}
-		fail(h, killCgroups(ctx, h.CgroupParent()))
+		fail(h, hostclean.KillCgroups(ctx, h.CgroupParent()))
 	})
 	for _, h := range hosts {
 		h.closeCLILog()
@@ -239,10 +241,10 @@ func (f *Fabric) cleanup() {
 	if f.t.Failed() {
 		f.printLogs()
 	}
-	if err := unmountUnder(realDir(f.Dir)); err != nil {
+	if err := hostclean.UnmountUnder(hostclean.RealDir(f.Dir)); err != nil {
 		errs = append(errs, err.Error())
 	}
-	forHosts(func(h *Host) { fail(h, removeCgroups(ctx, h.CgroupParent())) })
+	forHosts(func(h *Host) { fail(h, hostclean.RemoveCgroups(ctx, h.CgroupParent())) })
 	for _, h := range hosts {
 		if err := deleteNetns(ctx, h.NS); err != nil {
 			errs = append(errs, err.Error())

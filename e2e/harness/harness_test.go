@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/agent/runtime/hostclean"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
@@ -189,7 +190,7 @@ func TestFabric(t *testing.T) {
 		left := h1.StartProgram(t, "sleep", "600")
 		pids = append(pids, left.Pid())
 		cgroupParents = []string{h1.CgroupParent(), h3.CgroupParent()}
-		mountDirs = []string{realDir(h1.Dir), realDir(h3.Dir)}
+		mountDirs = []string{hostclean.RealDir(h1.Dir), hostclean.RealDir(h3.Dir)}
 		containerDone = c1done
 	})
 	select {
@@ -198,12 +199,12 @@ func TestFabric(t *testing.T) {
 		t.Error("the cleanup left a container running")
 	}
 	for _, cg := range cgroupParents {
-		if d, err := cgroupDirs(cg); err != nil || len(d) > 0 {
+		if d, err := hostclean.CgroupDirs(cg); err != nil || len(d) > 0 {
 			t.Errorf("cgroups left after cleanup: %v (%v)", d, err)
 		}
 	}
 	for _, dir := range mountDirs {
-		if m, err := MountsUnder(dir); err != nil || len(m) > 0 {
+		if m, err := hostclean.MountsUnder(dir); err != nil || len(m) > 0 {
 			t.Errorf("mounts left after cleanup: %v (%v)", m, err)
 		}
 	}
@@ -245,7 +246,7 @@ func TestSweep(t *testing.T) {
 	}
 	// It left a container (a process in its host's cgroups) and mounts in
 	// the fabric dir its lock file names.
-	deadDir := realDir(t.TempDir())
+	deadDir := hostclean.RealDir(t.TempDir())
 	if err := os.WriteFile(lockPath(deadID), []byte("1\n"+deadDir+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -268,11 +269,11 @@ func TestSweep(t *testing.T) {
 		_ = deleteNetns(ctx, unparsable)
 		_ = deleteNetns(ctx, dead)
 		_ = os.Remove(lockPath(deadID))
-		_ = killCgroups(ctx, liveHost.CgroupParent())
-		_ = removeCgroups(ctx, liveHost.CgroupParent())
-		_ = killCgroups(ctx, deadHost.CgroupParent())
-		_ = removeCgroups(ctx, deadHost.CgroupParent())
-		_ = unmountUnder(deadDir)
+		_ = hostclean.KillCgroups(ctx, liveHost.CgroupParent())
+		_ = hostclean.RemoveCgroups(ctx, liveHost.CgroupParent())
+		_ = hostclean.KillCgroups(ctx, deadHost.CgroupParent())
+		_ = hostclean.RemoveCgroups(ctx, deadHost.CgroupParent())
+		_ = hostclean.UnmountUnder(deadDir)
 		unlockFabric(lock, liveID)
 	})
 	for _, ns := range []string{stale, unparsable, live, dead} {
@@ -313,10 +314,10 @@ func TestSweep(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Errorf("the stale fabric's container %d survived the sweep", deadPid)
 	}
-	if d, err := cgroupDirs(deadHost.CgroupParent()); err != nil || len(d) > 0 {
+	if d, err := hostclean.CgroupDirs(deadHost.CgroupParent()); err != nil || len(d) > 0 {
 		t.Errorf("the stale fabric's cgroups survived the sweep: %v (%v)", d, err)
 	}
-	if m, err := MountsUnder(deadDir); err != nil || len(m) > 0 {
+	if m, err := hostclean.MountsUnder(deadDir); err != nil || len(m) > 0 {
 		t.Errorf("the stale fabric's mounts survived the sweep: %v (%v)", m, err)
 	}
 	select {
@@ -430,7 +431,7 @@ func TestTokens(t *testing.T) {
 // closed once it has been reaped.
 func fakeContainer(t *testing.T, h *Host) (int, <-chan struct{}) {
 	t.Helper()
-	roots, err := cgroupRoots()
+	roots, err := hostclean.CgroupRoots()
 	if err != nil {
 		t.Fatal(err)
 	}

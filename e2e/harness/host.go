@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shoal-dev/shoal/agent/runtime/hostclean"
 )
 
 // Host is one simulated machine: a network namespace with its own address
@@ -117,13 +119,13 @@ func (h *Host) killVolatile() []error {
 			errs = append(errs, err)
 		}
 	}
-	if err := killCgroups(ctx, h.CgroupParent()); err != nil {
+	if err := hostclean.KillCgroups(ctx, h.CgroupParent()); err != nil {
 		errs = append(errs, err)
 	}
-	if err := unmountUnder(h.Dir); err != nil {
+	if err := hostclean.UnmountUnder(h.Dir); err != nil {
 		errs = append(errs, err)
 	}
-	if err := removeCgroups(ctx, h.CgroupParent()); err != nil {
+	if err := hostclean.RemoveCgroups(ctx, h.CgroupParent()); err != nil {
 		errs = append(errs, err)
 	}
 	if netnsExists(h.NS) {
@@ -144,17 +146,17 @@ func (h *Host) CgroupParent() string {
 
 // CgroupPids lists the processes in the host's cgroup parent and below, in
 // every hierarchy (the containers the host's nodes started).
-func (h *Host) CgroupPids() ([]int, error) { return cgroupPids(h.CgroupParent()) }
+func (h *Host) CgroupPids() ([]int, error) { return hostclean.CgroupPids(h.CgroupParent()) }
 
 // CgroupDirs lists the cgroup directories below the host's cgroup parent
 // (not the parent itself), in every hierarchy: one per task and hierarchy
 // while its container exists.
 func (h *Host) CgroupDirs() ([]string, error) {
-	dirs, err := cgroupDirs(h.CgroupParent())
+	dirs, err := hostclean.CgroupDirs(h.CgroupParent())
 	var out []string
 	for _, d := range dirs {
-		if d.depth > 0 {
-			out = append(out, d.path)
+		if d.Depth > 0 {
+			out = append(out, d.Path)
 		}
 	}
 	return out, err
@@ -162,7 +164,7 @@ func (h *Host) CgroupDirs() ([]string, error) {
 
 // Mounts lists the mount points below the host's directory (container
 // rootfs overlays, task netns bind mounts, ...), from /proc/self/mountinfo.
-func (h *Host) Mounts() ([]string, error) { return MountsUnder(h.Dir) }
+func (h *Host) Mounts() ([]string, error) { return hostclean.MountsUnder(h.Dir) }
 
 // StartProgram runs prog (a path or a name on PATH) with args inside the
 // host's namespace, its stdout and stderr going to a new log file in the

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/shoal-dev/shoal/agent/runtime/hostclean"
 )
 
 // Prefix starts the name of every network namespace the harness creates.
@@ -308,17 +310,17 @@ func Sweep(ctx context.Context) ([]string, error) {
 			}
 		}
 		for _, cg := range cgByFabric[id] {
-			if err := killCgroups(ctx, cg); err != nil {
+			if err := hostclean.KillCgroups(ctx, cg); err != nil {
 				errs = append(errs, err)
 			}
 		}
 		if dir := lockedDir(lock); dir != "" {
-			if err := unmountUnder(dir); err != nil {
+			if err := hostclean.UnmountUnder(dir); err != nil {
 				errs = append(errs, err)
 			}
 		}
 		for _, cg := range cgByFabric[id] {
-			if err := removeCgroups(ctx, cg); err != nil {
+			if err := hostclean.RemoveCgroups(ctx, cg); err != nil {
 				errs = append(errs, err)
 			}
 		}
