@@ -149,14 +149,15 @@ func (e *Executor) runtimeSpec(t *shoalv1.Task, img image.Image, p taskPaths, ns
 	if len(argv) == 0 {
 		return runtime.Spec{}, reject("no command: the service gives none and image %s has no entrypoint or cmd", img.Digest)
 	}
-	if err := checkExecutable(p.rootfs, argv[0], mergeEnv(img.Config.Env, c.GetEnv())); err != nil {
+	env := mergeEnv(img.Config.Env, c.GetEnv())
+	if err := checkExecutable(p.rootfs, argv[0], env); err != nil {
 		return runtime.Spec{}, reject("%v", err)
 	}
 	spec := runtime.Spec{
 		ID:             t.GetMeta().GetId(),
 		Rootfs:         p.rootfs,
 		Args:           argv,
-		Env:            mergeEnv(img.Config.Env, c.GetEnv()),
+		Env:            env,
 		Cwd:            firstNonEmpty(c.GetWorkdir(), img.Config.WorkingDir, "/"),
 		User:           firstNonEmpty(c.GetUser(), img.Config.User),
 		Hostname:       firstNonEmpty(c.GetHostname(), shortID(t.GetMeta().GetId())),

@@ -50,7 +50,8 @@ type Agent struct {
 	log *slog.Logger
 
 	mu sync.Mutex // guards the fields below
-	// tasks is the assignment set as the dispatcher last described it.
+	// tasks is the assignment set as the dispatcher last described it,
+	// kept here only when no executor holds it.
 	tasks    map[string]*shoalv1.Task
 	managers []string
 	leader   string // hint from a follower or the welcome
@@ -67,6 +68,9 @@ func New(cfg Config) *Agent {
 
 // Assignments returns the tasks currently assigned to this node.
 func (a *Agent) Assignments() []*shoalv1.Task {
+	if ex := a.cfg.Executor; ex != nil {
+		return ex.Tasks()
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	out := make([]*shoalv1.Task, 0, len(a.tasks))
@@ -302,6 +306,11 @@ func (a *Agent) setManagers(ms []string) {
 func (a *Agent) handle(msg *shoalv1.SessionMessage, send func(*shoalv1.AgentMessage) error) error {
 	switch m := msg.GetMsg().(type) {
 	case *shoalv1.SessionMessage_Assignments:
+		if ex := a.cfg.Executor; ex != nil {
+			// The executor holds the set and reports what follows.
+			ex.Assign(m.Assignments.GetFull(), m.Assignments.GetUpsert(), m.Assignments.GetRemoved())
+			return nil
+		}
 		a.mu.Lock()
 		if m.Assignments.GetFull() {
 			a.tasks = map[string]*shoalv1.Task{}
@@ -313,14 +322,8 @@ func (a *Agent) handle(msg *shoalv1.SessionMessage, send func(*shoalv1.AgentMess
 			delete(a.tasks, id)
 			delete(a.reported, id)
 		}
-		var updates []*shoalv1.TaskStatusUpdate
-		if a.cfg.Executor == nil {
-			updates = a.shutdownReportsLocked()
-		}
+		updates := a.shutdownReportsLocked()
 		a.mu.Unlock()
-		if ex := a.cfg.Executor; ex != nil {
-			ex.Assign(m.Assignments.GetFull(), m.Assignments.GetUpsert(), m.Assignments.GetRemoved())
-		}
 		if len(updates) > 0 {
 			return send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Status{Status: &shoalv1.TaskStatusBatch{Updates: updates}}})
 		}

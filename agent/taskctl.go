@@ -205,7 +205,7 @@ func (c *taskCtl) start(ctx context.Context, t *shoalv1.Task) {
 		c.report(&shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_ACCEPTED, Message: "accepted"})
 	}
 	// Whatever a previous attempt (before a restart) left is released so
-	// that preparing starts clean.
+	// that preparing starts clean; from here on the task holds resources.
 	c.released = false
 	c.release(ctx)
 	c.released = false

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 )
@@ -33,7 +34,7 @@ type State struct {
 // applyAgentOptions copies agent-side options that were given into st and
 // fills in defaults; it says whether st changed.
 func (st *State) applyAgentOptions(o Options) (bool, error) {
-	before := fmt.Sprint(*st)
+	before := *st // slices in st are replaced below, never changed in place
 	if o.AgentAddr != "" {
 		a := o.AgentAddr
 		if _, _, err := net.SplitHostPort(a); err != nil {
@@ -70,7 +71,7 @@ func (st *State) applyAgentOptions(o Options) (bool, error) {
 	if len(o.InsecureRegistries) > 0 {
 		st.InsecureRegistries = append([]string(nil), o.InsecureRegistries...)
 	}
-	return fmt.Sprint(*st) != before, nil
+	return !reflect.DeepEqual(before, *st), nil
 }
 
 func statePath(dir string) string { return filepath.Join(dir, "node.json") }

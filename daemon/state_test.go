@@ -59,3 +59,17 @@ func TestApplyAgentOptions(t *testing.T) {
 		}
 	}
 }
+
+func TestApplyAgentOptionsSaysWhenChanged(t *testing.T) {
+	st := &State{AdvertiseAddr: "10.0.0.5:4242"}
+	o := Options{Bridge: "br1", InsecureRegistries: []string{"r:5000"}}
+	if changed, err := st.applyAgentOptions(o); err != nil || !changed {
+		t.Fatalf("first apply: changed %v, err %v", changed, err)
+	}
+	if changed, err := st.applyAgentOptions(o); err != nil || changed {
+		t.Errorf("same options again: changed %v, err %v (node.json would be rewritten for nothing)", changed, err)
+	}
+	if changed, _ := st.applyAgentOptions(Options{InsecureRegistries: []string{"other:5000"}}); !changed {
+		t.Error("a new registry list was not seen as a change")
+	}
+}
