@@ -137,7 +137,7 @@ func Init(ctx context.Context, o Options) error {
 			Meta: &shoalv1.Meta{Id: clusterID}, Name: name, CaCertPem: root.CertPEM(), CaKeyPem: root.KeyPEM(),
 			Tokens: &shoalv1.JoinTokens{Worker: workerTok, Manager: managerTok},
 			Settings: &shoalv1.ClusterSettings{HeartbeatPeriodMs: dispatcher.DefaultHeartbeatPeriod.Milliseconds(),
-				NodeDownAfterMissed: dispatcher.DefaultDownAfterMissed, NodeCertTtlHours: int64(nodeca.DefaultCertTTL.Hours())},
+				NodeDownAfterMissed: dispatcher.DefaultDownAfterMissed, NodeCertExpiryMs: nodeca.DefaultCertTTL.Milliseconds()},
 		}}}},
 		{Object: &shoalv1.StoreObject{Object: &shoalv1.StoreObject_Node{Node: &shoalv1.Node{
 			Meta:        &shoalv1.Meta{Id: nodeID},

@@ -49,8 +49,8 @@ func (s *Server) cluster() (*shoalv1.Cluster, error) {
 }
 
 func certTTL(c *shoalv1.Cluster) time.Duration {
-	if h := c.GetSettings().GetNodeCertTtlHours(); h > 0 {
-		return time.Duration(h) * time.Hour
+	if ms := c.GetSettings().GetNodeCertExpiryMs(); ms > 0 {
+		return time.Duration(ms) * time.Millisecond
 	}
 	return DefaultCertTTL
 }

@@ -239,10 +239,17 @@ func (x *IssueNodeCertificateResponse) GetRole() NodeRole {
 }
 
 type RenewNodeCertificateRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	CsrPem        []byte                 `protobuf:"bytes,1,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	CsrPem []byte                 `protobuf:"bytes,1,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
+	// For a node whose certificate has expired (it cannot present it in the
+	// TLS handshake): the old certificate and a signature by its key over
+	// the SHA-256 of csr_pem, as proof of possession. Accepted only while
+	// the certificate is still the node's current one in the store and
+	// expired less than the CA's renewal window ago.
+	OldCertPem      []byte `protobuf:"bytes,2,opt,name=old_cert_pem,json=oldCertPem,proto3" json:"old_cert_pem,omitempty"`
+	OldKeySignature []byte `protobuf:"bytes,3,opt,name=old_key_signature,json=oldKeySignature,proto3" json:"old_key_signature,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *RenewNodeCertificateRequest) Reset() {
@@ -278,6 +285,20 @@ func (*RenewNodeCertificateRequest) Descriptor() ([]byte, []int) {
 func (x *RenewNodeCertificateRequest) GetCsrPem() []byte {
 	if x != nil {
 		return x.CsrPem
+	}
+	return nil
+}
+
+func (x *RenewNodeCertificateRequest) GetOldCertPem() []byte {
+	if x != nil {
+		return x.OldCertPem
+	}
+	return nil
+}
+
+func (x *RenewNodeCertificateRequest) GetOldKeySignature() []byte {
+	if x != nil {
+		return x.OldKeySignature
 	}
 	return nil
 }
@@ -388,9 +409,12 @@ const file_shoalv1_ca_proto_rawDesc = "" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x19\n" +
 	"\bcert_pem\x18\x02 \x01(\fR\acertPem\x12\x1e\n" +
 	"\vca_cert_pem\x18\x03 \x01(\fR\tcaCertPem\x12&\n" +
-	"\x04role\x18\x04 \x01(\x0e2\x12.shoal.v1.NodeRoleR\x04role\"6\n" +
+	"\x04role\x18\x04 \x01(\x0e2\x12.shoal.v1.NodeRoleR\x04role\"\x84\x01\n" +
 	"\x1bRenewNodeCertificateRequest\x12\x17\n" +
-	"\acsr_pem\x18\x01 \x01(\fR\x06csrPem\"%\n" +
+	"\acsr_pem\x18\x01 \x01(\fR\x06csrPem\x12 \n" +
+	"\fold_cert_pem\x18\x02 \x01(\fR\n" +
+	"oldCertPem\x12*\n" +
+	"\x11old_key_signature\x18\x03 \x01(\fR\x0foldKeySignature\"%\n" +
 	"\x0fJoinRaftRequest\x12\x12\n" +
 	"\x04addr\x18\x01 \x01(\tR\x04addr\"B\n" +
 	"\x10JoinRaftResponse\x12.\n" +

@@ -207,6 +207,402 @@ func (x *RotateJoinTokenResponse) GetToken() string {
 	return ""
 }
 
+type UpdateClusterRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The version read; refused if the cluster changed since, unless
+	// ignore_version is set.
+	Version       uint64           `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	Settings      *ClusterSettings `protobuf:"bytes,2,opt,name=settings,proto3" json:"settings,omitempty"`
+	IgnoreVersion bool             `protobuf:"varint,3,opt,name=ignore_version,json=ignoreVersion,proto3" json:"ignore_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateClusterRequest) Reset() {
+	*x = UpdateClusterRequest{}
+	mi := &file_shoalv1_control_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateClusterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateClusterRequest) ProtoMessage() {}
+
+func (x *UpdateClusterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_control_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateClusterRequest.ProtoReflect.Descriptor instead.
+func (*UpdateClusterRequest) Descriptor() ([]byte, []int) {
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *UpdateClusterRequest) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *UpdateClusterRequest) GetSettings() *ClusterSettings {
+	if x != nil {
+		return x.Settings
+	}
+	return nil
+}
+
+func (x *UpdateClusterRequest) GetIgnoreVersion() bool {
+	if x != nil {
+		return x.IgnoreVersion
+	}
+	return false
+}
+
+type UpdateClusterResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cluster       *Cluster               `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateClusterResponse) Reset() {
+	*x = UpdateClusterResponse{}
+	mi := &file_shoalv1_control_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateClusterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateClusterResponse) ProtoMessage() {}
+
+func (x *UpdateClusterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_control_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateClusterResponse.ProtoReflect.Descriptor instead.
+func (*UpdateClusterResponse) Descriptor() ([]byte, []int) {
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *UpdateClusterResponse) GetCluster() *Cluster {
+	if x != nil {
+		return x.Cluster
+	}
+	return nil
+}
+
+type CreateAdminCertificateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Lifetime; 0 means the default.
+	TtlMs int64 `protobuf:"varint,2,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	// The caller keeps the private key: it sends a CSR.
+	CsrPem        []byte `protobuf:"bytes,3,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAdminCertificateRequest) Reset() {
+	*x = CreateAdminCertificateRequest{}
+	mi := &file_shoalv1_control_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAdminCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAdminCertificateRequest) ProtoMessage() {}
+
+func (x *CreateAdminCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_control_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAdminCertificateRequest.ProtoReflect.Descriptor instead.
+func (*CreateAdminCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *CreateAdminCertificateRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateAdminCertificateRequest) GetTtlMs() int64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
+func (x *CreateAdminCertificateRequest) GetCsrPem() []byte {
+	if x != nil {
+		return x.CsrPem
+	}
+	return nil
+}
+
+type CreateAdminCertificateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Admin         *AdminCertificate      `protobuf:"bytes,1,opt,name=admin,proto3" json:"admin,omitempty"`
+	CertPem       []byte                 `protobuf:"bytes,2,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
+	CaCertPem     []byte                 `protobuf:"bytes,3,opt,name=ca_cert_pem,json=caCertPem,proto3" json:"ca_cert_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAdminCertificateResponse) Reset() {
+	*x = CreateAdminCertificateResponse{}
+	mi := &file_shoalv1_control_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAdminCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAdminCertificateResponse) ProtoMessage() {}
+
+func (x *CreateAdminCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_control_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAdminCertificateResponse.ProtoReflect.Descriptor instead.
+func (*CreateAdminCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *CreateAdminCertificateResponse) GetAdmin() *AdminCertificate {
+	if x != nil {
+		return x.Admin
+	}
+	return nil
+}
+
+func (x *CreateAdminCertificateResponse) GetCertPem() []byte {
+	if x != nil {
+		return x.CertPem
+	}
+	return nil
+}
+
+func (x *CreateAdminCertificateResponse) GetCaCertPem() []byte {
+	if x != nil {
+		return x.CaCertPem
+	}
+	return nil
+}
+
+type ListAdminCertificatesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAdminCertificatesRequest) Reset() {
+	*x = ListAdminCertificatesRequest{}
+	mi := &file_shoalv1_control_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAdminCertificatesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAdminCertificatesRequest) ProtoMessage() {}
+
+func (x *ListAdminCertificatesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_control_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAdminCertificatesRequest.ProtoReflect.Descriptor instead.
+func (*ListAdminCertificatesRequest) Descriptor() ([]byte, []int) {
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{8}
+}
+
+type ListAdminCertificatesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Admins        []*AdminCertificate    `protobuf:"bytes,1,rep,name=admins,proto3" json:"admins,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAdminCertificatesResponse) Reset() {
+	*x = ListAdminCertificatesResponse{}
+	mi := &file_shoalv1_control_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAdminCertificatesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAdminCertificatesResponse) ProtoMessage() {}
+
+func (x *ListAdminCertificatesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_control_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAdminCertificatesResponse.ProtoReflect.Descriptor instead.
+func (*ListAdminCertificatesResponse) Descriptor() ([]byte, []int) {
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ListAdminCertificatesResponse) GetAdmins() []*AdminCertificate {
+	if x != nil {
+		return x.Admins
+	}
+	return nil
+}
+
+type RevokeAdminCertificateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAdminCertificateRequest) Reset() {
+	*x = RevokeAdminCertificateRequest{}
+	mi := &file_shoalv1_control_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAdminCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAdminCertificateRequest) ProtoMessage() {}
+
+func (x *RevokeAdminCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_control_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAdminCertificateRequest.ProtoReflect.Descriptor instead.
+func (*RevokeAdminCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RevokeAdminCertificateRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type RevokeAdminCertificateResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Admin         *AdminCertificate      `protobuf:"bytes,1,opt,name=admin,proto3" json:"admin,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAdminCertificateResponse) Reset() {
+	*x = RevokeAdminCertificateResponse{}
+	mi := &file_shoalv1_control_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAdminCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAdminCertificateResponse) ProtoMessage() {}
+
+func (x *RevokeAdminCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_control_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAdminCertificateResponse.ProtoReflect.Descriptor instead.
+func (*RevokeAdminCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RevokeAdminCertificateResponse) GetAdmin() *AdminCertificate {
+	if x != nil {
+		return x.Admin
+	}
+	return nil
+}
+
 type ListNodesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// key=value filters: id, name, role, availability, state, label.
@@ -217,7 +613,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[4]
+	mi := &file_shoalv1_control_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -229,7 +625,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[4]
+	mi := &file_shoalv1_control_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -242,7 +638,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{4}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListNodesRequest) GetFilters() map[string]string {
@@ -261,7 +657,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[5]
+	mi := &file_shoalv1_control_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -273,7 +669,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[5]
+	mi := &file_shoalv1_control_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -286,7 +682,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{5}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListNodesResponse) GetNodes() []*Node {
@@ -306,7 +702,7 @@ type GetNodeRequest struct {
 
 func (x *GetNodeRequest) Reset() {
 	*x = GetNodeRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[6]
+	mi := &file_shoalv1_control_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -318,7 +714,7 @@ func (x *GetNodeRequest) String() string {
 func (*GetNodeRequest) ProtoMessage() {}
 
 func (x *GetNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[6]
+	mi := &file_shoalv1_control_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -331,7 +727,7 @@ func (x *GetNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeRequest.ProtoReflect.Descriptor instead.
 func (*GetNodeRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{6}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetNodeRequest) GetRef() string {
@@ -350,7 +746,7 @@ type GetNodeResponse struct {
 
 func (x *GetNodeResponse) Reset() {
 	*x = GetNodeResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[7]
+	mi := &file_shoalv1_control_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -362,7 +758,7 @@ func (x *GetNodeResponse) String() string {
 func (*GetNodeResponse) ProtoMessage() {}
 
 func (x *GetNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[7]
+	mi := &file_shoalv1_control_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -375,7 +771,7 @@ func (x *GetNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeResponse.ProtoReflect.Descriptor instead.
 func (*GetNodeResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{7}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetNodeResponse) GetNode() *Node {
@@ -386,17 +782,19 @@ func (x *GetNodeResponse) GetNode() *Node {
 }
 
 type UpdateNodeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	Version       uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
-	Spec          *NodeSpec              `protobuf:"bytes,3,opt,name=spec,proto3" json:"spec,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// The version read; 0 is refused unless ignore_version is set.
+	Version       uint64    `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Spec          *NodeSpec `protobuf:"bytes,3,opt,name=spec,proto3" json:"spec,omitempty"`
+	IgnoreVersion bool      `protobuf:"varint,4,opt,name=ignore_version,json=ignoreVersion,proto3" json:"ignore_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpdateNodeRequest) Reset() {
 	*x = UpdateNodeRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[8]
+	mi := &file_shoalv1_control_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -408,7 +806,7 @@ func (x *UpdateNodeRequest) String() string {
 func (*UpdateNodeRequest) ProtoMessage() {}
 
 func (x *UpdateNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[8]
+	mi := &file_shoalv1_control_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -421,7 +819,7 @@ func (x *UpdateNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateNodeRequest.ProtoReflect.Descriptor instead.
 func (*UpdateNodeRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{8}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *UpdateNodeRequest) GetNodeId() string {
@@ -445,6 +843,13 @@ func (x *UpdateNodeRequest) GetSpec() *NodeSpec {
 	return nil
 }
 
+func (x *UpdateNodeRequest) GetIgnoreVersion() bool {
+	if x != nil {
+		return x.IgnoreVersion
+	}
+	return false
+}
+
 type UpdateNodeResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Node          *Node                  `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
@@ -454,7 +859,7 @@ type UpdateNodeResponse struct {
 
 func (x *UpdateNodeResponse) Reset() {
 	*x = UpdateNodeResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[9]
+	mi := &file_shoalv1_control_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -466,7 +871,7 @@ func (x *UpdateNodeResponse) String() string {
 func (*UpdateNodeResponse) ProtoMessage() {}
 
 func (x *UpdateNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[9]
+	mi := &file_shoalv1_control_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -479,7 +884,7 @@ func (x *UpdateNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateNodeResponse.ProtoReflect.Descriptor instead.
 func (*UpdateNodeResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{9}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *UpdateNodeResponse) GetNode() *Node {
@@ -499,7 +904,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[10]
+	mi := &file_shoalv1_control_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -511,7 +916,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[10]
+	mi := &file_shoalv1_control_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -524,7 +929,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{10}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RemoveNodeRequest) GetRef() string {
@@ -549,7 +954,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[11]
+	mi := &file_shoalv1_control_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -561,7 +966,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[11]
+	mi := &file_shoalv1_control_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -574,7 +979,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{11}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{19}
 }
 
 type CreateServiceRequest struct {
@@ -586,7 +991,7 @@ type CreateServiceRequest struct {
 
 func (x *CreateServiceRequest) Reset() {
 	*x = CreateServiceRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[12]
+	mi := &file_shoalv1_control_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -598,7 +1003,7 @@ func (x *CreateServiceRequest) String() string {
 func (*CreateServiceRequest) ProtoMessage() {}
 
 func (x *CreateServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[12]
+	mi := &file_shoalv1_control_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -611,7 +1016,7 @@ func (x *CreateServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateServiceRequest.ProtoReflect.Descriptor instead.
 func (*CreateServiceRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{12}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *CreateServiceRequest) GetSpec() *ServiceSpec {
@@ -630,7 +1035,7 @@ type CreateServiceResponse struct {
 
 func (x *CreateServiceResponse) Reset() {
 	*x = CreateServiceResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[13]
+	mi := &file_shoalv1_control_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -642,7 +1047,7 @@ func (x *CreateServiceResponse) String() string {
 func (*CreateServiceResponse) ProtoMessage() {}
 
 func (x *CreateServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[13]
+	mi := &file_shoalv1_control_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -655,7 +1060,7 @@ func (x *CreateServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateServiceResponse.ProtoReflect.Descriptor instead.
 func (*CreateServiceResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{13}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CreateServiceResponse) GetService() *Service {
@@ -674,7 +1079,7 @@ type GetServiceRequest struct {
 
 func (x *GetServiceRequest) Reset() {
 	*x = GetServiceRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[14]
+	mi := &file_shoalv1_control_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -686,7 +1091,7 @@ func (x *GetServiceRequest) String() string {
 func (*GetServiceRequest) ProtoMessage() {}
 
 func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[14]
+	mi := &file_shoalv1_control_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -699,7 +1104,7 @@ func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceRequest.ProtoReflect.Descriptor instead.
 func (*GetServiceRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{14}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetServiceRequest) GetRef() string {
@@ -718,7 +1123,7 @@ type GetServiceResponse struct {
 
 func (x *GetServiceResponse) Reset() {
 	*x = GetServiceResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[15]
+	mi := &file_shoalv1_control_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -730,7 +1135,7 @@ func (x *GetServiceResponse) String() string {
 func (*GetServiceResponse) ProtoMessage() {}
 
 func (x *GetServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[15]
+	mi := &file_shoalv1_control_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -743,7 +1148,7 @@ func (x *GetServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceResponse.ProtoReflect.Descriptor instead.
 func (*GetServiceResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{15}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetServiceResponse) GetService() *Service {
@@ -762,7 +1167,7 @@ type ListServicesRequest struct {
 
 func (x *ListServicesRequest) Reset() {
 	*x = ListServicesRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[16]
+	mi := &file_shoalv1_control_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -774,7 +1179,7 @@ func (x *ListServicesRequest) String() string {
 func (*ListServicesRequest) ProtoMessage() {}
 
 func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[16]
+	mi := &file_shoalv1_control_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -787,7 +1192,7 @@ func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
 func (*ListServicesRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{16}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListServicesRequest) GetFilters() map[string]string {
@@ -808,7 +1213,7 @@ type ListServicesResponse struct {
 
 func (x *ListServicesResponse) Reset() {
 	*x = ListServicesResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[17]
+	mi := &file_shoalv1_control_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -820,7 +1225,7 @@ func (x *ListServicesResponse) String() string {
 func (*ListServicesResponse) ProtoMessage() {}
 
 func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[17]
+	mi := &file_shoalv1_control_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -833,7 +1238,7 @@ func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesResponse.ProtoReflect.Descriptor instead.
 func (*ListServicesResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{17}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListServicesResponse) GetServices() []*Service {
@@ -860,7 +1265,7 @@ type ReplicaCount struct {
 
 func (x *ReplicaCount) Reset() {
 	*x = ReplicaCount{}
-	mi := &file_shoalv1_control_proto_msgTypes[18]
+	mi := &file_shoalv1_control_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -872,7 +1277,7 @@ func (x *ReplicaCount) String() string {
 func (*ReplicaCount) ProtoMessage() {}
 
 func (x *ReplicaCount) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[18]
+	mi := &file_shoalv1_control_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -885,7 +1290,7 @@ func (x *ReplicaCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaCount.ProtoReflect.Descriptor instead.
 func (*ReplicaCount) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{18}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReplicaCount) GetRunning() int64 {
@@ -903,17 +1308,19 @@ func (x *ReplicaCount) GetDesired() int64 {
 }
 
 type UpdateServiceRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ServiceId     string                 `protobuf:"bytes,1,opt,name=service_id,json=serviceId,proto3" json:"service_id,omitempty"`
-	Version       uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
-	Spec          *ServiceSpec           `protobuf:"bytes,3,opt,name=spec,proto3" json:"spec,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ServiceId string                 `protobuf:"bytes,1,opt,name=service_id,json=serviceId,proto3" json:"service_id,omitempty"`
+	// The version read; 0 is refused unless ignore_version is set.
+	Version       uint64       `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Spec          *ServiceSpec `protobuf:"bytes,3,opt,name=spec,proto3" json:"spec,omitempty"`
+	IgnoreVersion bool         `protobuf:"varint,4,opt,name=ignore_version,json=ignoreVersion,proto3" json:"ignore_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpdateServiceRequest) Reset() {
 	*x = UpdateServiceRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[19]
+	mi := &file_shoalv1_control_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -925,7 +1332,7 @@ func (x *UpdateServiceRequest) String() string {
 func (*UpdateServiceRequest) ProtoMessage() {}
 
 func (x *UpdateServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[19]
+	mi := &file_shoalv1_control_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -938,7 +1345,7 @@ func (x *UpdateServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateServiceRequest.ProtoReflect.Descriptor instead.
 func (*UpdateServiceRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{19}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *UpdateServiceRequest) GetServiceId() string {
@@ -962,6 +1369,13 @@ func (x *UpdateServiceRequest) GetSpec() *ServiceSpec {
 	return nil
 }
 
+func (x *UpdateServiceRequest) GetIgnoreVersion() bool {
+	if x != nil {
+		return x.IgnoreVersion
+	}
+	return false
+}
+
 type UpdateServiceResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Service       *Service               `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
@@ -971,7 +1385,7 @@ type UpdateServiceResponse struct {
 
 func (x *UpdateServiceResponse) Reset() {
 	*x = UpdateServiceResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[20]
+	mi := &file_shoalv1_control_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -983,7 +1397,7 @@ func (x *UpdateServiceResponse) String() string {
 func (*UpdateServiceResponse) ProtoMessage() {}
 
 func (x *UpdateServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[20]
+	mi := &file_shoalv1_control_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -996,7 +1410,7 @@ func (x *UpdateServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateServiceResponse.ProtoReflect.Descriptor instead.
 func (*UpdateServiceResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{20}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *UpdateServiceResponse) GetService() *Service {
@@ -1015,7 +1429,7 @@ type RemoveServiceRequest struct {
 
 func (x *RemoveServiceRequest) Reset() {
 	*x = RemoveServiceRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[21]
+	mi := &file_shoalv1_control_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1027,7 +1441,7 @@ func (x *RemoveServiceRequest) String() string {
 func (*RemoveServiceRequest) ProtoMessage() {}
 
 func (x *RemoveServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[21]
+	mi := &file_shoalv1_control_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1040,7 +1454,7 @@ func (x *RemoveServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServiceRequest.ProtoReflect.Descriptor instead.
 func (*RemoveServiceRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{21}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RemoveServiceRequest) GetRef() string {
@@ -1058,7 +1472,7 @@ type RemoveServiceResponse struct {
 
 func (x *RemoveServiceResponse) Reset() {
 	*x = RemoveServiceResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[22]
+	mi := &file_shoalv1_control_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1070,7 +1484,7 @@ func (x *RemoveServiceResponse) String() string {
 func (*RemoveServiceResponse) ProtoMessage() {}
 
 func (x *RemoveServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[22]
+	mi := &file_shoalv1_control_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1083,7 +1497,7 @@ func (x *RemoveServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServiceResponse.ProtoReflect.Descriptor instead.
 func (*RemoveServiceResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{22}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{30}
 }
 
 type ListTasksRequest struct {
@@ -1096,7 +1510,7 @@ type ListTasksRequest struct {
 
 func (x *ListTasksRequest) Reset() {
 	*x = ListTasksRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[23]
+	mi := &file_shoalv1_control_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1108,7 +1522,7 @@ func (x *ListTasksRequest) String() string {
 func (*ListTasksRequest) ProtoMessage() {}
 
 func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[23]
+	mi := &file_shoalv1_control_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1121,7 +1535,7 @@ func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksRequest.ProtoReflect.Descriptor instead.
 func (*ListTasksRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{23}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListTasksRequest) GetFilters() map[string]string {
@@ -1140,7 +1554,7 @@ type ListTasksResponse struct {
 
 func (x *ListTasksResponse) Reset() {
 	*x = ListTasksResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[24]
+	mi := &file_shoalv1_control_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1152,7 +1566,7 @@ func (x *ListTasksResponse) String() string {
 func (*ListTasksResponse) ProtoMessage() {}
 
 func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[24]
+	mi := &file_shoalv1_control_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1165,7 +1579,7 @@ func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksResponse.ProtoReflect.Descriptor instead.
 func (*ListTasksResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{24}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListTasksResponse) GetTasks() []*Task {
@@ -1184,7 +1598,7 @@ type GetTaskRequest struct {
 
 func (x *GetTaskRequest) Reset() {
 	*x = GetTaskRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[25]
+	mi := &file_shoalv1_control_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1196,7 +1610,7 @@ func (x *GetTaskRequest) String() string {
 func (*GetTaskRequest) ProtoMessage() {}
 
 func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[25]
+	mi := &file_shoalv1_control_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1209,7 +1623,7 @@ func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskRequest.ProtoReflect.Descriptor instead.
 func (*GetTaskRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{25}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GetTaskRequest) GetRef() string {
@@ -1228,7 +1642,7 @@ type GetTaskResponse struct {
 
 func (x *GetTaskResponse) Reset() {
 	*x = GetTaskResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[26]
+	mi := &file_shoalv1_control_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1240,7 +1654,7 @@ func (x *GetTaskResponse) String() string {
 func (*GetTaskResponse) ProtoMessage() {}
 
 func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[26]
+	mi := &file_shoalv1_control_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1253,7 +1667,7 @@ func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskResponse.ProtoReflect.Descriptor instead.
 func (*GetTaskResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{26}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GetTaskResponse) GetTask() *Task {
@@ -1275,7 +1689,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[27]
+	mi := &file_shoalv1_control_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1287,7 +1701,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[27]
+	mi := &file_shoalv1_control_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1300,7 +1714,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{27}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *WatchRequest) GetFromIndex() uint64 {
@@ -1330,7 +1744,28 @@ const file_shoalv1_control_proto_rawDesc = "" +
 	"\x16RotateJoinTokenRequest\x12&\n" +
 	"\x04role\x18\x01 \x01(\x0e2\x12.shoal.v1.NodeRoleR\x04role\"/\n" +
 	"\x17RotateJoinTokenResponse\x12\x14\n" +
-	"\x05token\x18\x01 \x01(\tR\x05token\"\x91\x01\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\"\x8e\x01\n" +
+	"\x14UpdateClusterRequest\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\x125\n" +
+	"\bsettings\x18\x02 \x01(\v2\x19.shoal.v1.ClusterSettingsR\bsettings\x12%\n" +
+	"\x0eignore_version\x18\x03 \x01(\bR\rignoreVersion\"D\n" +
+	"\x15UpdateClusterResponse\x12+\n" +
+	"\acluster\x18\x01 \x01(\v2\x11.shoal.v1.ClusterR\acluster\"c\n" +
+	"\x1dCreateAdminCertificateRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x15\n" +
+	"\x06ttl_ms\x18\x02 \x01(\x03R\x05ttlMs\x12\x17\n" +
+	"\acsr_pem\x18\x03 \x01(\fR\x06csrPem\"\x8d\x01\n" +
+	"\x1eCreateAdminCertificateResponse\x120\n" +
+	"\x05admin\x18\x01 \x01(\v2\x1a.shoal.v1.AdminCertificateR\x05admin\x12\x19\n" +
+	"\bcert_pem\x18\x02 \x01(\fR\acertPem\x12\x1e\n" +
+	"\vca_cert_pem\x18\x03 \x01(\fR\tcaCertPem\"\x1e\n" +
+	"\x1cListAdminCertificatesRequest\"S\n" +
+	"\x1dListAdminCertificatesResponse\x122\n" +
+	"\x06admins\x18\x01 \x03(\v2\x1a.shoal.v1.AdminCertificateR\x06admins\"3\n" +
+	"\x1dRevokeAdminCertificateRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"R\n" +
+	"\x1eRevokeAdminCertificateResponse\x120\n" +
+	"\x05admin\x18\x01 \x01(\v2\x1a.shoal.v1.AdminCertificateR\x05admin\"\x91\x01\n" +
 	"\x10ListNodesRequest\x12A\n" +
 	"\afilters\x18\x01 \x03(\v2'.shoal.v1.ListNodesRequest.FiltersEntryR\afilters\x1a:\n" +
 	"\fFiltersEntry\x12\x10\n" +
@@ -1341,11 +1776,12 @@ const file_shoalv1_control_proto_rawDesc = "" +
 	"\x0eGetNodeRequest\x12\x10\n" +
 	"\x03ref\x18\x01 \x01(\tR\x03ref\"5\n" +
 	"\x0fGetNodeResponse\x12\"\n" +
-	"\x04node\x18\x01 \x01(\v2\x0e.shoal.v1.NodeR\x04node\"n\n" +
+	"\x04node\x18\x01 \x01(\v2\x0e.shoal.v1.NodeR\x04node\"\x95\x01\n" +
 	"\x11UpdateNodeRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12&\n" +
-	"\x04spec\x18\x03 \x01(\v2\x12.shoal.v1.NodeSpecR\x04spec\"8\n" +
+	"\x04spec\x18\x03 \x01(\v2\x12.shoal.v1.NodeSpecR\x04spec\x12%\n" +
+	"\x0eignore_version\x18\x04 \x01(\bR\rignoreVersion\"8\n" +
 	"\x12UpdateNodeResponse\x12\"\n" +
 	"\x04node\x18\x01 \x01(\v2\x0e.shoal.v1.NodeR\x04node\";\n" +
 	"\x11RemoveNodeRequest\x12\x10\n" +
@@ -1373,12 +1809,13 @@ const file_shoalv1_control_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\v2\x16.shoal.v1.ReplicaCountR\x05value:\x028\x01\"B\n" +
 	"\fReplicaCount\x12\x18\n" +
 	"\arunning\x18\x01 \x01(\x03R\arunning\x12\x18\n" +
-	"\adesired\x18\x02 \x01(\x03R\adesired\"z\n" +
+	"\adesired\x18\x02 \x01(\x03R\adesired\"\xa1\x01\n" +
 	"\x14UpdateServiceRequest\x12\x1d\n" +
 	"\n" +
 	"service_id\x18\x01 \x01(\tR\tserviceId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12)\n" +
-	"\x04spec\x18\x03 \x01(\v2\x15.shoal.v1.ServiceSpecR\x04spec\"D\n" +
+	"\x04spec\x18\x03 \x01(\v2\x15.shoal.v1.ServiceSpecR\x04spec\x12%\n" +
+	"\x0eignore_version\x18\x04 \x01(\bR\rignoreVersion\"D\n" +
 	"\x15UpdateServiceResponse\x12+\n" +
 	"\aservice\x18\x01 \x01(\v2\x11.shoal.v1.ServiceR\aservice\"(\n" +
 	"\x14RemoveServiceRequest\x12\x10\n" +
@@ -1398,11 +1835,15 @@ const file_shoalv1_control_proto_rawDesc = "" +
 	"\fWatchRequest\x12\x1d\n" +
 	"\n" +
 	"from_index\x18\x01 \x01(\x04R\tfromIndex\x12\x14\n" +
-	"\x05kinds\x18\x02 \x03(\tR\x05kinds2\x8f\b\n" +
+	"\x05kinds\x18\x02 \x03(\tR\x05kinds2\xa5\v\n" +
 	"\aControl\x12G\n" +
 	"\n" +
 	"GetCluster\x12\x1b.shoal.v1.GetClusterRequest\x1a\x1c.shoal.v1.GetClusterResponse\x12V\n" +
-	"\x0fRotateJoinToken\x12 .shoal.v1.RotateJoinTokenRequest\x1a!.shoal.v1.RotateJoinTokenResponse\x12D\n" +
+	"\x0fRotateJoinToken\x12 .shoal.v1.RotateJoinTokenRequest\x1a!.shoal.v1.RotateJoinTokenResponse\x12P\n" +
+	"\rUpdateCluster\x12\x1e.shoal.v1.UpdateClusterRequest\x1a\x1f.shoal.v1.UpdateClusterResponse\x12k\n" +
+	"\x16CreateAdminCertificate\x12'.shoal.v1.CreateAdminCertificateRequest\x1a(.shoal.v1.CreateAdminCertificateResponse\x12h\n" +
+	"\x15ListAdminCertificates\x12&.shoal.v1.ListAdminCertificatesRequest\x1a'.shoal.v1.ListAdminCertificatesResponse\x12k\n" +
+	"\x16RevokeAdminCertificate\x12'.shoal.v1.RevokeAdminCertificateRequest\x1a(.shoal.v1.RevokeAdminCertificateResponse\x12D\n" +
 	"\tListNodes\x12\x1a.shoal.v1.ListNodesRequest\x1a\x1b.shoal.v1.ListNodesResponse\x12>\n" +
 	"\aGetNode\x12\x18.shoal.v1.GetNodeRequest\x1a\x19.shoal.v1.GetNodeResponse\x12G\n" +
 	"\n" +
@@ -1431,104 +1872,127 @@ func file_shoalv1_control_proto_rawDescGZIP() []byte {
 	return file_shoalv1_control_proto_rawDescData
 }
 
-var file_shoalv1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_shoalv1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_shoalv1_control_proto_goTypes = []any{
-	(*GetClusterRequest)(nil),       // 0: shoal.v1.GetClusterRequest
-	(*GetClusterResponse)(nil),      // 1: shoal.v1.GetClusterResponse
-	(*RotateJoinTokenRequest)(nil),  // 2: shoal.v1.RotateJoinTokenRequest
-	(*RotateJoinTokenResponse)(nil), // 3: shoal.v1.RotateJoinTokenResponse
-	(*ListNodesRequest)(nil),        // 4: shoal.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),       // 5: shoal.v1.ListNodesResponse
-	(*GetNodeRequest)(nil),          // 6: shoal.v1.GetNodeRequest
-	(*GetNodeResponse)(nil),         // 7: shoal.v1.GetNodeResponse
-	(*UpdateNodeRequest)(nil),       // 8: shoal.v1.UpdateNodeRequest
-	(*UpdateNodeResponse)(nil),      // 9: shoal.v1.UpdateNodeResponse
-	(*RemoveNodeRequest)(nil),       // 10: shoal.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),      // 11: shoal.v1.RemoveNodeResponse
-	(*CreateServiceRequest)(nil),    // 12: shoal.v1.CreateServiceRequest
-	(*CreateServiceResponse)(nil),   // 13: shoal.v1.CreateServiceResponse
-	(*GetServiceRequest)(nil),       // 14: shoal.v1.GetServiceRequest
-	(*GetServiceResponse)(nil),      // 15: shoal.v1.GetServiceResponse
-	(*ListServicesRequest)(nil),     // 16: shoal.v1.ListServicesRequest
-	(*ListServicesResponse)(nil),    // 17: shoal.v1.ListServicesResponse
-	(*ReplicaCount)(nil),            // 18: shoal.v1.ReplicaCount
-	(*UpdateServiceRequest)(nil),    // 19: shoal.v1.UpdateServiceRequest
-	(*UpdateServiceResponse)(nil),   // 20: shoal.v1.UpdateServiceResponse
-	(*RemoveServiceRequest)(nil),    // 21: shoal.v1.RemoveServiceRequest
-	(*RemoveServiceResponse)(nil),   // 22: shoal.v1.RemoveServiceResponse
-	(*ListTasksRequest)(nil),        // 23: shoal.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),       // 24: shoal.v1.ListTasksResponse
-	(*GetTaskRequest)(nil),          // 25: shoal.v1.GetTaskRequest
-	(*GetTaskResponse)(nil),         // 26: shoal.v1.GetTaskResponse
-	(*WatchRequest)(nil),            // 27: shoal.v1.WatchRequest
-	nil,                             // 28: shoal.v1.ListNodesRequest.FiltersEntry
-	nil,                             // 29: shoal.v1.ListServicesRequest.FiltersEntry
-	nil,                             // 30: shoal.v1.ListServicesResponse.ReplicasEntry
-	nil,                             // 31: shoal.v1.ListTasksRequest.FiltersEntry
-	(*Cluster)(nil),                 // 32: shoal.v1.Cluster
-	(*RaftMember)(nil),              // 33: shoal.v1.RaftMember
-	(NodeRole)(0),                   // 34: shoal.v1.NodeRole
-	(*Node)(nil),                    // 35: shoal.v1.Node
-	(*NodeSpec)(nil),                // 36: shoal.v1.NodeSpec
-	(*ServiceSpec)(nil),             // 37: shoal.v1.ServiceSpec
-	(*Service)(nil),                 // 38: shoal.v1.Service
-	(*Task)(nil),                    // 39: shoal.v1.Task
-	(*WatchEvent)(nil),              // 40: shoal.v1.WatchEvent
+	(*GetClusterRequest)(nil),              // 0: shoal.v1.GetClusterRequest
+	(*GetClusterResponse)(nil),             // 1: shoal.v1.GetClusterResponse
+	(*RotateJoinTokenRequest)(nil),         // 2: shoal.v1.RotateJoinTokenRequest
+	(*RotateJoinTokenResponse)(nil),        // 3: shoal.v1.RotateJoinTokenResponse
+	(*UpdateClusterRequest)(nil),           // 4: shoal.v1.UpdateClusterRequest
+	(*UpdateClusterResponse)(nil),          // 5: shoal.v1.UpdateClusterResponse
+	(*CreateAdminCertificateRequest)(nil),  // 6: shoal.v1.CreateAdminCertificateRequest
+	(*CreateAdminCertificateResponse)(nil), // 7: shoal.v1.CreateAdminCertificateResponse
+	(*ListAdminCertificatesRequest)(nil),   // 8: shoal.v1.ListAdminCertificatesRequest
+	(*ListAdminCertificatesResponse)(nil),  // 9: shoal.v1.ListAdminCertificatesResponse
+	(*RevokeAdminCertificateRequest)(nil),  // 10: shoal.v1.RevokeAdminCertificateRequest
+	(*RevokeAdminCertificateResponse)(nil), // 11: shoal.v1.RevokeAdminCertificateResponse
+	(*ListNodesRequest)(nil),               // 12: shoal.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),              // 13: shoal.v1.ListNodesResponse
+	(*GetNodeRequest)(nil),                 // 14: shoal.v1.GetNodeRequest
+	(*GetNodeResponse)(nil),                // 15: shoal.v1.GetNodeResponse
+	(*UpdateNodeRequest)(nil),              // 16: shoal.v1.UpdateNodeRequest
+	(*UpdateNodeResponse)(nil),             // 17: shoal.v1.UpdateNodeResponse
+	(*RemoveNodeRequest)(nil),              // 18: shoal.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),             // 19: shoal.v1.RemoveNodeResponse
+	(*CreateServiceRequest)(nil),           // 20: shoal.v1.CreateServiceRequest
+	(*CreateServiceResponse)(nil),          // 21: shoal.v1.CreateServiceResponse
+	(*GetServiceRequest)(nil),              // 22: shoal.v1.GetServiceRequest
+	(*GetServiceResponse)(nil),             // 23: shoal.v1.GetServiceResponse
+	(*ListServicesRequest)(nil),            // 24: shoal.v1.ListServicesRequest
+	(*ListServicesResponse)(nil),           // 25: shoal.v1.ListServicesResponse
+	(*ReplicaCount)(nil),                   // 26: shoal.v1.ReplicaCount
+	(*UpdateServiceRequest)(nil),           // 27: shoal.v1.UpdateServiceRequest
+	(*UpdateServiceResponse)(nil),          // 28: shoal.v1.UpdateServiceResponse
+	(*RemoveServiceRequest)(nil),           // 29: shoal.v1.RemoveServiceRequest
+	(*RemoveServiceResponse)(nil),          // 30: shoal.v1.RemoveServiceResponse
+	(*ListTasksRequest)(nil),               // 31: shoal.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),              // 32: shoal.v1.ListTasksResponse
+	(*GetTaskRequest)(nil),                 // 33: shoal.v1.GetTaskRequest
+	(*GetTaskResponse)(nil),                // 34: shoal.v1.GetTaskResponse
+	(*WatchRequest)(nil),                   // 35: shoal.v1.WatchRequest
+	nil,                                    // 36: shoal.v1.ListNodesRequest.FiltersEntry
+	nil,                                    // 37: shoal.v1.ListServicesRequest.FiltersEntry
+	nil,                                    // 38: shoal.v1.ListServicesResponse.ReplicasEntry
+	nil,                                    // 39: shoal.v1.ListTasksRequest.FiltersEntry
+	(*Cluster)(nil),                        // 40: shoal.v1.Cluster
+	(*RaftMember)(nil),                     // 41: shoal.v1.RaftMember
+	(NodeRole)(0),                          // 42: shoal.v1.NodeRole
+	(*ClusterSettings)(nil),                // 43: shoal.v1.ClusterSettings
+	(*AdminCertificate)(nil),               // 44: shoal.v1.AdminCertificate
+	(*Node)(nil),                           // 45: shoal.v1.Node
+	(*NodeSpec)(nil),                       // 46: shoal.v1.NodeSpec
+	(*ServiceSpec)(nil),                    // 47: shoal.v1.ServiceSpec
+	(*Service)(nil),                        // 48: shoal.v1.Service
+	(*Task)(nil),                           // 49: shoal.v1.Task
+	(*WatchEvent)(nil),                     // 50: shoal.v1.WatchEvent
 }
 var file_shoalv1_control_proto_depIdxs = []int32{
-	32, // 0: shoal.v1.GetClusterResponse.cluster:type_name -> shoal.v1.Cluster
-	33, // 1: shoal.v1.GetClusterResponse.members:type_name -> shoal.v1.RaftMember
-	34, // 2: shoal.v1.RotateJoinTokenRequest.role:type_name -> shoal.v1.NodeRole
-	28, // 3: shoal.v1.ListNodesRequest.filters:type_name -> shoal.v1.ListNodesRequest.FiltersEntry
-	35, // 4: shoal.v1.ListNodesResponse.nodes:type_name -> shoal.v1.Node
-	35, // 5: shoal.v1.GetNodeResponse.node:type_name -> shoal.v1.Node
-	36, // 6: shoal.v1.UpdateNodeRequest.spec:type_name -> shoal.v1.NodeSpec
-	35, // 7: shoal.v1.UpdateNodeResponse.node:type_name -> shoal.v1.Node
-	37, // 8: shoal.v1.CreateServiceRequest.spec:type_name -> shoal.v1.ServiceSpec
-	38, // 9: shoal.v1.CreateServiceResponse.service:type_name -> shoal.v1.Service
-	38, // 10: shoal.v1.GetServiceResponse.service:type_name -> shoal.v1.Service
-	29, // 11: shoal.v1.ListServicesRequest.filters:type_name -> shoal.v1.ListServicesRequest.FiltersEntry
-	38, // 12: shoal.v1.ListServicesResponse.services:type_name -> shoal.v1.Service
-	30, // 13: shoal.v1.ListServicesResponse.replicas:type_name -> shoal.v1.ListServicesResponse.ReplicasEntry
-	37, // 14: shoal.v1.UpdateServiceRequest.spec:type_name -> shoal.v1.ServiceSpec
-	38, // 15: shoal.v1.UpdateServiceResponse.service:type_name -> shoal.v1.Service
-	31, // 16: shoal.v1.ListTasksRequest.filters:type_name -> shoal.v1.ListTasksRequest.FiltersEntry
-	39, // 17: shoal.v1.ListTasksResponse.tasks:type_name -> shoal.v1.Task
-	39, // 18: shoal.v1.GetTaskResponse.task:type_name -> shoal.v1.Task
-	18, // 19: shoal.v1.ListServicesResponse.ReplicasEntry.value:type_name -> shoal.v1.ReplicaCount
-	0,  // 20: shoal.v1.Control.GetCluster:input_type -> shoal.v1.GetClusterRequest
-	2,  // 21: shoal.v1.Control.RotateJoinToken:input_type -> shoal.v1.RotateJoinTokenRequest
-	4,  // 22: shoal.v1.Control.ListNodes:input_type -> shoal.v1.ListNodesRequest
-	6,  // 23: shoal.v1.Control.GetNode:input_type -> shoal.v1.GetNodeRequest
-	8,  // 24: shoal.v1.Control.UpdateNode:input_type -> shoal.v1.UpdateNodeRequest
-	10, // 25: shoal.v1.Control.RemoveNode:input_type -> shoal.v1.RemoveNodeRequest
-	12, // 26: shoal.v1.Control.CreateService:input_type -> shoal.v1.CreateServiceRequest
-	14, // 27: shoal.v1.Control.GetService:input_type -> shoal.v1.GetServiceRequest
-	16, // 28: shoal.v1.Control.ListServices:input_type -> shoal.v1.ListServicesRequest
-	19, // 29: shoal.v1.Control.UpdateService:input_type -> shoal.v1.UpdateServiceRequest
-	21, // 30: shoal.v1.Control.RemoveService:input_type -> shoal.v1.RemoveServiceRequest
-	23, // 31: shoal.v1.Control.ListTasks:input_type -> shoal.v1.ListTasksRequest
-	25, // 32: shoal.v1.Control.GetTask:input_type -> shoal.v1.GetTaskRequest
-	27, // 33: shoal.v1.Control.Watch:input_type -> shoal.v1.WatchRequest
-	1,  // 34: shoal.v1.Control.GetCluster:output_type -> shoal.v1.GetClusterResponse
-	3,  // 35: shoal.v1.Control.RotateJoinToken:output_type -> shoal.v1.RotateJoinTokenResponse
-	5,  // 36: shoal.v1.Control.ListNodes:output_type -> shoal.v1.ListNodesResponse
-	7,  // 37: shoal.v1.Control.GetNode:output_type -> shoal.v1.GetNodeResponse
-	9,  // 38: shoal.v1.Control.UpdateNode:output_type -> shoal.v1.UpdateNodeResponse
-	11, // 39: shoal.v1.Control.RemoveNode:output_type -> shoal.v1.RemoveNodeResponse
-	13, // 40: shoal.v1.Control.CreateService:output_type -> shoal.v1.CreateServiceResponse
-	15, // 41: shoal.v1.Control.GetService:output_type -> shoal.v1.GetServiceResponse
-	17, // 42: shoal.v1.Control.ListServices:output_type -> shoal.v1.ListServicesResponse
-	20, // 43: shoal.v1.Control.UpdateService:output_type -> shoal.v1.UpdateServiceResponse
-	22, // 44: shoal.v1.Control.RemoveService:output_type -> shoal.v1.RemoveServiceResponse
-	24, // 45: shoal.v1.Control.ListTasks:output_type -> shoal.v1.ListTasksResponse
-	26, // 46: shoal.v1.Control.GetTask:output_type -> shoal.v1.GetTaskResponse
-	40, // 47: shoal.v1.Control.Watch:output_type -> shoal.v1.WatchEvent
-	34, // [34:48] is the sub-list for method output_type
-	20, // [20:34] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	40, // 0: shoal.v1.GetClusterResponse.cluster:type_name -> shoal.v1.Cluster
+	41, // 1: shoal.v1.GetClusterResponse.members:type_name -> shoal.v1.RaftMember
+	42, // 2: shoal.v1.RotateJoinTokenRequest.role:type_name -> shoal.v1.NodeRole
+	43, // 3: shoal.v1.UpdateClusterRequest.settings:type_name -> shoal.v1.ClusterSettings
+	40, // 4: shoal.v1.UpdateClusterResponse.cluster:type_name -> shoal.v1.Cluster
+	44, // 5: shoal.v1.CreateAdminCertificateResponse.admin:type_name -> shoal.v1.AdminCertificate
+	44, // 6: shoal.v1.ListAdminCertificatesResponse.admins:type_name -> shoal.v1.AdminCertificate
+	44, // 7: shoal.v1.RevokeAdminCertificateResponse.admin:type_name -> shoal.v1.AdminCertificate
+	36, // 8: shoal.v1.ListNodesRequest.filters:type_name -> shoal.v1.ListNodesRequest.FiltersEntry
+	45, // 9: shoal.v1.ListNodesResponse.nodes:type_name -> shoal.v1.Node
+	45, // 10: shoal.v1.GetNodeResponse.node:type_name -> shoal.v1.Node
+	46, // 11: shoal.v1.UpdateNodeRequest.spec:type_name -> shoal.v1.NodeSpec
+	45, // 12: shoal.v1.UpdateNodeResponse.node:type_name -> shoal.v1.Node
+	47, // 13: shoal.v1.CreateServiceRequest.spec:type_name -> shoal.v1.ServiceSpec
+	48, // 14: shoal.v1.CreateServiceResponse.service:type_name -> shoal.v1.Service
+	48, // 15: shoal.v1.GetServiceResponse.service:type_name -> shoal.v1.Service
+	37, // 16: shoal.v1.ListServicesRequest.filters:type_name -> shoal.v1.ListServicesRequest.FiltersEntry
+	48, // 17: shoal.v1.ListServicesResponse.services:type_name -> shoal.v1.Service
+	38, // 18: shoal.v1.ListServicesResponse.replicas:type_name -> shoal.v1.ListServicesResponse.ReplicasEntry
+	47, // 19: shoal.v1.UpdateServiceRequest.spec:type_name -> shoal.v1.ServiceSpec
+	48, // 20: shoal.v1.UpdateServiceResponse.service:type_name -> shoal.v1.Service
+	39, // 21: shoal.v1.ListTasksRequest.filters:type_name -> shoal.v1.ListTasksRequest.FiltersEntry
+	49, // 22: shoal.v1.ListTasksResponse.tasks:type_name -> shoal.v1.Task
+	49, // 23: shoal.v1.GetTaskResponse.task:type_name -> shoal.v1.Task
+	26, // 24: shoal.v1.ListServicesResponse.ReplicasEntry.value:type_name -> shoal.v1.ReplicaCount
+	0,  // 25: shoal.v1.Control.GetCluster:input_type -> shoal.v1.GetClusterRequest
+	2,  // 26: shoal.v1.Control.RotateJoinToken:input_type -> shoal.v1.RotateJoinTokenRequest
+	4,  // 27: shoal.v1.Control.UpdateCluster:input_type -> shoal.v1.UpdateClusterRequest
+	6,  // 28: shoal.v1.Control.CreateAdminCertificate:input_type -> shoal.v1.CreateAdminCertificateRequest
+	8,  // 29: shoal.v1.Control.ListAdminCertificates:input_type -> shoal.v1.ListAdminCertificatesRequest
+	10, // 30: shoal.v1.Control.RevokeAdminCertificate:input_type -> shoal.v1.RevokeAdminCertificateRequest
+	12, // 31: shoal.v1.Control.ListNodes:input_type -> shoal.v1.ListNodesRequest
+	14, // 32: shoal.v1.Control.GetNode:input_type -> shoal.v1.GetNodeRequest
+	16, // 33: shoal.v1.Control.UpdateNode:input_type -> shoal.v1.UpdateNodeRequest
+	18, // 34: shoal.v1.Control.RemoveNode:input_type -> shoal.v1.RemoveNodeRequest
+	20, // 35: shoal.v1.Control.CreateService:input_type -> shoal.v1.CreateServiceRequest
+	22, // 36: shoal.v1.Control.GetService:input_type -> shoal.v1.GetServiceRequest
+	24, // 37: shoal.v1.Control.ListServices:input_type -> shoal.v1.ListServicesRequest
+	27, // 38: shoal.v1.Control.UpdateService:input_type -> shoal.v1.UpdateServiceRequest
+	29, // 39: shoal.v1.Control.RemoveService:input_type -> shoal.v1.RemoveServiceRequest
+	31, // 40: shoal.v1.Control.ListTasks:input_type -> shoal.v1.ListTasksRequest
+	33, // 41: shoal.v1.Control.GetTask:input_type -> shoal.v1.GetTaskRequest
+	35, // 42: shoal.v1.Control.Watch:input_type -> shoal.v1.WatchRequest
+	1,  // 43: shoal.v1.Control.GetCluster:output_type -> shoal.v1.GetClusterResponse
+	3,  // 44: shoal.v1.Control.RotateJoinToken:output_type -> shoal.v1.RotateJoinTokenResponse
+	5,  // 45: shoal.v1.Control.UpdateCluster:output_type -> shoal.v1.UpdateClusterResponse
+	7,  // 46: shoal.v1.Control.CreateAdminCertificate:output_type -> shoal.v1.CreateAdminCertificateResponse
+	9,  // 47: shoal.v1.Control.ListAdminCertificates:output_type -> shoal.v1.ListAdminCertificatesResponse
+	11, // 48: shoal.v1.Control.RevokeAdminCertificate:output_type -> shoal.v1.RevokeAdminCertificateResponse
+	13, // 49: shoal.v1.Control.ListNodes:output_type -> shoal.v1.ListNodesResponse
+	15, // 50: shoal.v1.Control.GetNode:output_type -> shoal.v1.GetNodeResponse
+	17, // 51: shoal.v1.Control.UpdateNode:output_type -> shoal.v1.UpdateNodeResponse
+	19, // 52: shoal.v1.Control.RemoveNode:output_type -> shoal.v1.RemoveNodeResponse
+	21, // 53: shoal.v1.Control.CreateService:output_type -> shoal.v1.CreateServiceResponse
+	23, // 54: shoal.v1.Control.GetService:output_type -> shoal.v1.GetServiceResponse
+	25, // 55: shoal.v1.Control.ListServices:output_type -> shoal.v1.ListServicesResponse
+	28, // 56: shoal.v1.Control.UpdateService:output_type -> shoal.v1.UpdateServiceResponse
+	30, // 57: shoal.v1.Control.RemoveService:output_type -> shoal.v1.RemoveServiceResponse
+	32, // 58: shoal.v1.Control.ListTasks:output_type -> shoal.v1.ListTasksResponse
+	34, // 59: shoal.v1.Control.GetTask:output_type -> shoal.v1.GetTaskResponse
+	50, // 60: shoal.v1.Control.Watch:output_type -> shoal.v1.WatchEvent
+	43, // [43:61] is the sub-list for method output_type
+	25, // [25:43] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_shoalv1_control_proto_init() }
@@ -1544,7 +2008,7 @@ func file_shoalv1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoalv1_control_proto_rawDesc), len(file_shoalv1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   32,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

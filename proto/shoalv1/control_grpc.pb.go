@@ -19,20 +19,24 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Control_GetCluster_FullMethodName      = "/shoal.v1.Control/GetCluster"
-	Control_RotateJoinToken_FullMethodName = "/shoal.v1.Control/RotateJoinToken"
-	Control_ListNodes_FullMethodName       = "/shoal.v1.Control/ListNodes"
-	Control_GetNode_FullMethodName         = "/shoal.v1.Control/GetNode"
-	Control_UpdateNode_FullMethodName      = "/shoal.v1.Control/UpdateNode"
-	Control_RemoveNode_FullMethodName      = "/shoal.v1.Control/RemoveNode"
-	Control_CreateService_FullMethodName   = "/shoal.v1.Control/CreateService"
-	Control_GetService_FullMethodName      = "/shoal.v1.Control/GetService"
-	Control_ListServices_FullMethodName    = "/shoal.v1.Control/ListServices"
-	Control_UpdateService_FullMethodName   = "/shoal.v1.Control/UpdateService"
-	Control_RemoveService_FullMethodName   = "/shoal.v1.Control/RemoveService"
-	Control_ListTasks_FullMethodName       = "/shoal.v1.Control/ListTasks"
-	Control_GetTask_FullMethodName         = "/shoal.v1.Control/GetTask"
-	Control_Watch_FullMethodName           = "/shoal.v1.Control/Watch"
+	Control_GetCluster_FullMethodName             = "/shoal.v1.Control/GetCluster"
+	Control_RotateJoinToken_FullMethodName        = "/shoal.v1.Control/RotateJoinToken"
+	Control_UpdateCluster_FullMethodName          = "/shoal.v1.Control/UpdateCluster"
+	Control_CreateAdminCertificate_FullMethodName = "/shoal.v1.Control/CreateAdminCertificate"
+	Control_ListAdminCertificates_FullMethodName  = "/shoal.v1.Control/ListAdminCertificates"
+	Control_RevokeAdminCertificate_FullMethodName = "/shoal.v1.Control/RevokeAdminCertificate"
+	Control_ListNodes_FullMethodName              = "/shoal.v1.Control/ListNodes"
+	Control_GetNode_FullMethodName                = "/shoal.v1.Control/GetNode"
+	Control_UpdateNode_FullMethodName             = "/shoal.v1.Control/UpdateNode"
+	Control_RemoveNode_FullMethodName             = "/shoal.v1.Control/RemoveNode"
+	Control_CreateService_FullMethodName          = "/shoal.v1.Control/CreateService"
+	Control_GetService_FullMethodName             = "/shoal.v1.Control/GetService"
+	Control_ListServices_FullMethodName           = "/shoal.v1.Control/ListServices"
+	Control_UpdateService_FullMethodName          = "/shoal.v1.Control/UpdateService"
+	Control_RemoveService_FullMethodName          = "/shoal.v1.Control/RemoveService"
+	Control_ListTasks_FullMethodName              = "/shoal.v1.Control/ListTasks"
+	Control_GetTask_FullMethodName                = "/shoal.v1.Control/GetTask"
+	Control_Watch_FullMethodName                  = "/shoal.v1.Control/Watch"
 )
 
 // ControlClient is the client API for Control service.
@@ -44,6 +48,10 @@ const (
 type ControlClient interface {
 	GetCluster(ctx context.Context, in *GetClusterRequest, opts ...grpc.CallOption) (*GetClusterResponse, error)
 	RotateJoinToken(ctx context.Context, in *RotateJoinTokenRequest, opts ...grpc.CallOption) (*RotateJoinTokenResponse, error)
+	UpdateCluster(ctx context.Context, in *UpdateClusterRequest, opts ...grpc.CallOption) (*UpdateClusterResponse, error)
+	CreateAdminCertificate(ctx context.Context, in *CreateAdminCertificateRequest, opts ...grpc.CallOption) (*CreateAdminCertificateResponse, error)
+	ListAdminCertificates(ctx context.Context, in *ListAdminCertificatesRequest, opts ...grpc.CallOption) (*ListAdminCertificatesResponse, error)
+	RevokeAdminCertificate(ctx context.Context, in *RevokeAdminCertificateRequest, opts ...grpc.CallOption) (*RevokeAdminCertificateResponse, error)
 	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
 	GetNode(ctx context.Context, in *GetNodeRequest, opts ...grpc.CallOption) (*GetNodeResponse, error)
 	UpdateNode(ctx context.Context, in *UpdateNodeRequest, opts ...grpc.CallOption) (*UpdateNodeResponse, error)
@@ -83,6 +91,46 @@ func (c *controlClient) RotateJoinToken(ctx context.Context, in *RotateJoinToken
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RotateJoinTokenResponse)
 	err := c.cc.Invoke(ctx, Control_RotateJoinToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlClient) UpdateCluster(ctx context.Context, in *UpdateClusterRequest, opts ...grpc.CallOption) (*UpdateClusterResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UpdateClusterResponse)
+	err := c.cc.Invoke(ctx, Control_UpdateCluster_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlClient) CreateAdminCertificate(ctx context.Context, in *CreateAdminCertificateRequest, opts ...grpc.CallOption) (*CreateAdminCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateAdminCertificateResponse)
+	err := c.cc.Invoke(ctx, Control_CreateAdminCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlClient) ListAdminCertificates(ctx context.Context, in *ListAdminCertificatesRequest, opts ...grpc.CallOption) (*ListAdminCertificatesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAdminCertificatesResponse)
+	err := c.cc.Invoke(ctx, Control_ListAdminCertificates_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlClient) RevokeAdminCertificate(ctx context.Context, in *RevokeAdminCertificateRequest, opts ...grpc.CallOption) (*RevokeAdminCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeAdminCertificateResponse)
+	err := c.cc.Invoke(ctx, Control_RevokeAdminCertificate_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -227,6 +275,10 @@ type Control_WatchClient = grpc.ServerStreamingClient[WatchEvent]
 type ControlServer interface {
 	GetCluster(context.Context, *GetClusterRequest) (*GetClusterResponse, error)
 	RotateJoinToken(context.Context, *RotateJoinTokenRequest) (*RotateJoinTokenResponse, error)
+	UpdateCluster(context.Context, *UpdateClusterRequest) (*UpdateClusterResponse, error)
+	CreateAdminCertificate(context.Context, *CreateAdminCertificateRequest) (*CreateAdminCertificateResponse, error)
+	ListAdminCertificates(context.Context, *ListAdminCertificatesRequest) (*ListAdminCertificatesResponse, error)
+	RevokeAdminCertificate(context.Context, *RevokeAdminCertificateRequest) (*RevokeAdminCertificateResponse, error)
 	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
 	GetNode(context.Context, *GetNodeRequest) (*GetNodeResponse, error)
 	UpdateNode(context.Context, *UpdateNodeRequest) (*UpdateNodeResponse, error)
@@ -257,6 +309,18 @@ func (UnimplementedControlServer) GetCluster(context.Context, *GetClusterRequest
 }
 func (UnimplementedControlServer) RotateJoinToken(context.Context, *RotateJoinTokenRequest) (*RotateJoinTokenResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RotateJoinToken not implemented")
+}
+func (UnimplementedControlServer) UpdateCluster(context.Context, *UpdateClusterRequest) (*UpdateClusterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UpdateCluster not implemented")
+}
+func (UnimplementedControlServer) CreateAdminCertificate(context.Context, *CreateAdminCertificateRequest) (*CreateAdminCertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateAdminCertificate not implemented")
+}
+func (UnimplementedControlServer) ListAdminCertificates(context.Context, *ListAdminCertificatesRequest) (*ListAdminCertificatesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAdminCertificates not implemented")
+}
+func (UnimplementedControlServer) RevokeAdminCertificate(context.Context, *RevokeAdminCertificateRequest) (*RevokeAdminCertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeAdminCertificate not implemented")
 }
 func (UnimplementedControlServer) ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListNodes not implemented")
@@ -347,6 +411,78 @@ func _Control_RotateJoinToken_Handler(srv interface{}, ctx context.Context, dec 
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(ControlServer).RotateJoinToken(ctx, req.(*RotateJoinTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Control_UpdateCluster_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateClusterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).UpdateCluster(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_UpdateCluster_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).UpdateCluster(ctx, req.(*UpdateClusterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Control_CreateAdminCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateAdminCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).CreateAdminCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_CreateAdminCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).CreateAdminCertificate(ctx, req.(*CreateAdminCertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Control_ListAdminCertificates_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAdminCertificatesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).ListAdminCertificates(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_ListAdminCertificates_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).ListAdminCertificates(ctx, req.(*ListAdminCertificatesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Control_RevokeAdminCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeAdminCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).RevokeAdminCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_RevokeAdminCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).RevokeAdminCertificate(ctx, req.(*RevokeAdminCertificateRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -574,6 +710,22 @@ var Control_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RotateJoinToken",
 			Handler:    _Control_RotateJoinToken_Handler,
+		},
+		{
+			MethodName: "UpdateCluster",
+			Handler:    _Control_UpdateCluster_Handler,
+		},
+		{
+			MethodName: "CreateAdminCertificate",
+			Handler:    _Control_CreateAdminCertificate_Handler,
+		},
+		{
+			MethodName: "ListAdminCertificates",
+			Handler:    _Control_ListAdminCertificates_Handler,
+		},
+		{
+			MethodName: "RevokeAdminCertificate",
+			Handler:    _Control_RevokeAdminCertificate_Handler,
 		},
 		{
 			MethodName: "ListNodes",

@@ -214,6 +214,55 @@ func (x *TaskStatusBatch) GetUpdates() []*TaskStatusUpdate {
 	return nil
 }
 
+// Goodbye is the agent's last message before it closes its session on
+// purpose.
+type Goodbye struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node's process is stopping to be started again (SIGTERM): its
+	// containers keep running and its tasks are not replaced for the
+	// cluster's restart grace.
+	Restarting    bool `protobuf:"varint,1,opt,name=restarting,proto3" json:"restarting,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Goodbye) Reset() {
+	*x = Goodbye{}
+	mi := &file_shoalv1_dispatcher_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Goodbye) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Goodbye) ProtoMessage() {}
+
+func (x *Goodbye) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_dispatcher_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Goodbye.ProtoReflect.Descriptor instead.
+func (*Goodbye) Descriptor() ([]byte, []int) {
+	return file_shoalv1_dispatcher_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Goodbye) GetRestarting() bool {
+	if x != nil {
+		return x.Restarting
+	}
+	return false
+}
+
 type AgentMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Msg:
@@ -221,6 +270,7 @@ type AgentMessage struct {
 	//	*AgentMessage_Hello
 	//	*AgentMessage_Heartbeat
 	//	*AgentMessage_Status
+	//	*AgentMessage_Goodbye
 	Msg           isAgentMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -228,7 +278,7 @@ type AgentMessage struct {
 
 func (x *AgentMessage) Reset() {
 	*x = AgentMessage{}
-	mi := &file_shoalv1_dispatcher_proto_msgTypes[4]
+	mi := &file_shoalv1_dispatcher_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -240,7 +290,7 @@ func (x *AgentMessage) String() string {
 func (*AgentMessage) ProtoMessage() {}
 
 func (x *AgentMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_dispatcher_proto_msgTypes[4]
+	mi := &file_shoalv1_dispatcher_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -253,7 +303,7 @@ func (x *AgentMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AgentMessage.ProtoReflect.Descriptor instead.
 func (*AgentMessage) Descriptor() ([]byte, []int) {
-	return file_shoalv1_dispatcher_proto_rawDescGZIP(), []int{4}
+	return file_shoalv1_dispatcher_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AgentMessage) GetMsg() isAgentMessage_Msg {
@@ -290,6 +340,15 @@ func (x *AgentMessage) GetStatus() *TaskStatusBatch {
 	return nil
 }
 
+func (x *AgentMessage) GetGoodbye() *Goodbye {
+	if x != nil {
+		if x, ok := x.Msg.(*AgentMessage_Goodbye); ok {
+			return x.Goodbye
+		}
+	}
+	return nil
+}
+
 type isAgentMessage_Msg interface {
 	isAgentMessage_Msg()
 }
@@ -306,11 +365,17 @@ type AgentMessage_Status struct {
 	Status *TaskStatusBatch `protobuf:"bytes,3,opt,name=status,proto3,oneof"`
 }
 
+type AgentMessage_Goodbye struct {
+	Goodbye *Goodbye `protobuf:"bytes,4,opt,name=goodbye,proto3,oneof"`
+}
+
 func (*AgentMessage_Hello) isAgentMessage_Msg() {}
 
 func (*AgentMessage_Heartbeat) isAgentMessage_Msg() {}
 
 func (*AgentMessage_Status) isAgentMessage_Msg() {}
+
+func (*AgentMessage_Goodbye) isAgentMessage_Msg() {}
 
 type SessionWelcome struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
@@ -325,7 +390,7 @@ type SessionWelcome struct {
 
 func (x *SessionWelcome) Reset() {
 	*x = SessionWelcome{}
-	mi := &file_shoalv1_dispatcher_proto_msgTypes[5]
+	mi := &file_shoalv1_dispatcher_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -337,7 +402,7 @@ func (x *SessionWelcome) String() string {
 func (*SessionWelcome) ProtoMessage() {}
 
 func (x *SessionWelcome) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_dispatcher_proto_msgTypes[5]
+	mi := &file_shoalv1_dispatcher_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -350,7 +415,7 @@ func (x *SessionWelcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionWelcome.ProtoReflect.Descriptor instead.
 func (*SessionWelcome) Descriptor() ([]byte, []int) {
-	return file_shoalv1_dispatcher_proto_rawDescGZIP(), []int{5}
+	return file_shoalv1_dispatcher_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SessionWelcome) GetSessionId() string {
@@ -382,19 +447,22 @@ func (x *SessionWelcome) GetManagers() []string {
 }
 
 // Assignments carries the node's task set: full=true replaces everything the
-// agent holds; otherwise it is a diff.
+// agent holds; otherwise it is a diff. A large set is sent in chunks of
+// bounded size: every chunk but the last has more=true, only the first
+// carries full, and the agent applies the set once the last has arrived.
 type Assignments struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Full          bool                   `protobuf:"varint,1,opt,name=full,proto3" json:"full,omitempty"`
 	Upsert        []*Task                `protobuf:"bytes,2,rep,name=upsert,proto3" json:"upsert,omitempty"`
 	Removed       []string               `protobuf:"bytes,3,rep,name=removed,proto3" json:"removed,omitempty"`
+	More          bool                   `protobuf:"varint,4,opt,name=more,proto3" json:"more,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Assignments) Reset() {
 	*x = Assignments{}
-	mi := &file_shoalv1_dispatcher_proto_msgTypes[6]
+	mi := &file_shoalv1_dispatcher_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -406,7 +474,7 @@ func (x *Assignments) String() string {
 func (*Assignments) ProtoMessage() {}
 
 func (x *Assignments) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_dispatcher_proto_msgTypes[6]
+	mi := &file_shoalv1_dispatcher_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -419,7 +487,7 @@ func (x *Assignments) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Assignments.ProtoReflect.Descriptor instead.
 func (*Assignments) Descriptor() ([]byte, []int) {
-	return file_shoalv1_dispatcher_proto_rawDescGZIP(), []int{6}
+	return file_shoalv1_dispatcher_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Assignments) GetFull() bool {
@@ -443,6 +511,13 @@ func (x *Assignments) GetRemoved() []string {
 	return nil
 }
 
+func (x *Assignments) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
 type SessionMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Msg:
@@ -459,7 +534,7 @@ type SessionMessage struct {
 
 func (x *SessionMessage) Reset() {
 	*x = SessionMessage{}
-	mi := &file_shoalv1_dispatcher_proto_msgTypes[7]
+	mi := &file_shoalv1_dispatcher_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -471,7 +546,7 @@ func (x *SessionMessage) String() string {
 func (*SessionMessage) ProtoMessage() {}
 
 func (x *SessionMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_dispatcher_proto_msgTypes[7]
+	mi := &file_shoalv1_dispatcher_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -484,7 +559,7 @@ func (x *SessionMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionMessage.ProtoReflect.Descriptor instead.
 func (*SessionMessage) Descriptor() ([]byte, []int) {
-	return file_shoalv1_dispatcher_proto_rawDescGZIP(), []int{7}
+	return file_shoalv1_dispatcher_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SessionMessage) GetMsg() isSessionMessage_Msg {
@@ -582,7 +657,7 @@ type ManagerList struct {
 
 func (x *ManagerList) Reset() {
 	*x = ManagerList{}
-	mi := &file_shoalv1_dispatcher_proto_msgTypes[8]
+	mi := &file_shoalv1_dispatcher_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -594,7 +669,7 @@ func (x *ManagerList) String() string {
 func (*ManagerList) ProtoMessage() {}
 
 func (x *ManagerList) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_dispatcher_proto_msgTypes[8]
+	mi := &file_shoalv1_dispatcher_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -607,7 +682,7 @@ func (x *ManagerList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ManagerList.ProtoReflect.Descriptor instead.
 func (*ManagerList) Descriptor() ([]byte, []int) {
-	return file_shoalv1_dispatcher_proto_rawDescGZIP(), []int{8}
+	return file_shoalv1_dispatcher_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ManagerList) GetManagers() []string {
@@ -633,22 +708,28 @@ const file_shoalv1_dispatcher_proto_rawDesc = "" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12,\n" +
 	"\x06status\x18\x02 \x01(\v2\x14.shoal.v1.TaskStatusR\x06status\"G\n" +
 	"\x0fTaskStatusBatch\x124\n" +
-	"\aupdates\x18\x01 \x03(\v2\x1a.shoal.v1.TaskStatusUpdateR\aupdates\"\xad\x01\n" +
+	"\aupdates\x18\x01 \x03(\v2\x1a.shoal.v1.TaskStatusUpdateR\aupdates\")\n" +
+	"\aGoodbye\x12\x1e\n" +
+	"\n" +
+	"restarting\x18\x01 \x01(\bR\n" +
+	"restarting\"\xdc\x01\n" +
 	"\fAgentMessage\x12,\n" +
 	"\x05hello\x18\x01 \x01(\v2\x14.shoal.v1.AgentHelloH\x00R\x05hello\x123\n" +
 	"\theartbeat\x18\x02 \x01(\v2\x13.shoal.v1.HeartbeatH\x00R\theartbeat\x123\n" +
-	"\x06status\x18\x03 \x01(\v2\x19.shoal.v1.TaskStatusBatchH\x00R\x06statusB\x05\n" +
+	"\x06status\x18\x03 \x01(\v2\x19.shoal.v1.TaskStatusBatchH\x00R\x06status\x12-\n" +
+	"\agoodbye\x18\x04 \x01(\v2\x11.shoal.v1.GoodbyeH\x00R\agoodbyeB\x05\n" +
 	"\x03msg\"\x9f\x01\n" +
 	"\x0eSessionWelcome\x12\x1d\n" +
 	"\n" +
 	"session_id\x18\x01 \x01(\tR\tsessionId\x12.\n" +
 	"\x13heartbeat_period_ms\x18\x02 \x01(\x03R\x11heartbeatPeriodMs\x12\"\n" +
 	"\x04node\x18\x03 \x01(\v2\x0e.shoal.v1.NodeR\x04node\x12\x1a\n" +
-	"\bmanagers\x18\x04 \x03(\tR\bmanagers\"c\n" +
+	"\bmanagers\x18\x04 \x03(\tR\bmanagers\"w\n" +
 	"\vAssignments\x12\x12\n" +
 	"\x04full\x18\x01 \x01(\bR\x04full\x12&\n" +
 	"\x06upsert\x18\x02 \x03(\v2\x0e.shoal.v1.TaskR\x06upsert\x12\x18\n" +
-	"\aremoved\x18\x03 \x03(\tR\aremoved\"\x9f\x02\n" +
+	"\aremoved\x18\x03 \x03(\tR\aremoved\x12\x12\n" +
+	"\x04more\x18\x04 \x01(\bR\x04more\"\x9f\x02\n" +
 	"\x0eSessionMessage\x124\n" +
 	"\awelcome\x18\x01 \x01(\v2\x18.shoal.v1.SessionWelcomeH\x00R\awelcome\x129\n" +
 	"\vassignments\x18\x02 \x01(\v2\x15.shoal.v1.AssignmentsH\x00R\vassignments\x12$\n" +
@@ -674,43 +755,45 @@ func file_shoalv1_dispatcher_proto_rawDescGZIP() []byte {
 	return file_shoalv1_dispatcher_proto_rawDescData
 }
 
-var file_shoalv1_dispatcher_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_shoalv1_dispatcher_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_shoalv1_dispatcher_proto_goTypes = []any{
 	(*AgentHello)(nil),       // 0: shoal.v1.AgentHello
 	(*Heartbeat)(nil),        // 1: shoal.v1.Heartbeat
 	(*TaskStatusUpdate)(nil), // 2: shoal.v1.TaskStatusUpdate
 	(*TaskStatusBatch)(nil),  // 3: shoal.v1.TaskStatusBatch
-	(*AgentMessage)(nil),     // 4: shoal.v1.AgentMessage
-	(*SessionWelcome)(nil),   // 5: shoal.v1.SessionWelcome
-	(*Assignments)(nil),      // 6: shoal.v1.Assignments
-	(*SessionMessage)(nil),   // 7: shoal.v1.SessionMessage
-	(*ManagerList)(nil),      // 8: shoal.v1.ManagerList
-	(*NodeDescription)(nil),  // 9: shoal.v1.NodeDescription
-	(*TaskStatus)(nil),       // 10: shoal.v1.TaskStatus
-	(*Node)(nil),             // 11: shoal.v1.Node
-	(*Task)(nil),             // 12: shoal.v1.Task
+	(*Goodbye)(nil),          // 4: shoal.v1.Goodbye
+	(*AgentMessage)(nil),     // 5: shoal.v1.AgentMessage
+	(*SessionWelcome)(nil),   // 6: shoal.v1.SessionWelcome
+	(*Assignments)(nil),      // 7: shoal.v1.Assignments
+	(*SessionMessage)(nil),   // 8: shoal.v1.SessionMessage
+	(*ManagerList)(nil),      // 9: shoal.v1.ManagerList
+	(*NodeDescription)(nil),  // 10: shoal.v1.NodeDescription
+	(*TaskStatus)(nil),       // 11: shoal.v1.TaskStatus
+	(*Node)(nil),             // 12: shoal.v1.Node
+	(*Task)(nil),             // 13: shoal.v1.Task
 }
 var file_shoalv1_dispatcher_proto_depIdxs = []int32{
-	9,  // 0: shoal.v1.AgentHello.description:type_name -> shoal.v1.NodeDescription
-	10, // 1: shoal.v1.TaskStatusUpdate.status:type_name -> shoal.v1.TaskStatus
+	10, // 0: shoal.v1.AgentHello.description:type_name -> shoal.v1.NodeDescription
+	11, // 1: shoal.v1.TaskStatusUpdate.status:type_name -> shoal.v1.TaskStatus
 	2,  // 2: shoal.v1.TaskStatusBatch.updates:type_name -> shoal.v1.TaskStatusUpdate
 	0,  // 3: shoal.v1.AgentMessage.hello:type_name -> shoal.v1.AgentHello
 	1,  // 4: shoal.v1.AgentMessage.heartbeat:type_name -> shoal.v1.Heartbeat
 	3,  // 5: shoal.v1.AgentMessage.status:type_name -> shoal.v1.TaskStatusBatch
-	11, // 6: shoal.v1.SessionWelcome.node:type_name -> shoal.v1.Node
-	12, // 7: shoal.v1.Assignments.upsert:type_name -> shoal.v1.Task
-	5,  // 8: shoal.v1.SessionMessage.welcome:type_name -> shoal.v1.SessionWelcome
-	6,  // 9: shoal.v1.SessionMessage.assignments:type_name -> shoal.v1.Assignments
-	11, // 10: shoal.v1.SessionMessage.node:type_name -> shoal.v1.Node
-	8,  // 11: shoal.v1.SessionMessage.managers:type_name -> shoal.v1.ManagerList
-	1,  // 12: shoal.v1.SessionMessage.heartbeat_ack:type_name -> shoal.v1.Heartbeat
-	4,  // 13: shoal.v1.Dispatcher.Session:input_type -> shoal.v1.AgentMessage
-	7,  // 14: shoal.v1.Dispatcher.Session:output_type -> shoal.v1.SessionMessage
-	14, // [14:15] is the sub-list for method output_type
-	13, // [13:14] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	4,  // 6: shoal.v1.AgentMessage.goodbye:type_name -> shoal.v1.Goodbye
+	12, // 7: shoal.v1.SessionWelcome.node:type_name -> shoal.v1.Node
+	13, // 8: shoal.v1.Assignments.upsert:type_name -> shoal.v1.Task
+	6,  // 9: shoal.v1.SessionMessage.welcome:type_name -> shoal.v1.SessionWelcome
+	7,  // 10: shoal.v1.SessionMessage.assignments:type_name -> shoal.v1.Assignments
+	12, // 11: shoal.v1.SessionMessage.node:type_name -> shoal.v1.Node
+	9,  // 12: shoal.v1.SessionMessage.managers:type_name -> shoal.v1.ManagerList
+	1,  // 13: shoal.v1.SessionMessage.heartbeat_ack:type_name -> shoal.v1.Heartbeat
+	5,  // 14: shoal.v1.Dispatcher.Session:input_type -> shoal.v1.AgentMessage
+	8,  // 15: shoal.v1.Dispatcher.Session:output_type -> shoal.v1.SessionMessage
+	15, // [15:16] is the sub-list for method output_type
+	14, // [14:15] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_shoalv1_dispatcher_proto_init() }
@@ -719,12 +802,13 @@ func file_shoalv1_dispatcher_proto_init() {
 		return
 	}
 	file_shoalv1_objects_proto_init()
-	file_shoalv1_dispatcher_proto_msgTypes[4].OneofWrappers = []any{
+	file_shoalv1_dispatcher_proto_msgTypes[5].OneofWrappers = []any{
 		(*AgentMessage_Hello)(nil),
 		(*AgentMessage_Heartbeat)(nil),
 		(*AgentMessage_Status)(nil),
+		(*AgentMessage_Goodbye)(nil),
 	}
-	file_shoalv1_dispatcher_proto_msgTypes[7].OneofWrappers = []any{
+	file_shoalv1_dispatcher_proto_msgTypes[8].OneofWrappers = []any{
 		(*SessionMessage_Welcome)(nil),
 		(*SessionMessage_Assignments)(nil),
 		(*SessionMessage_Node)(nil),
@@ -737,7 +821,7 @@ func file_shoalv1_dispatcher_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoalv1_dispatcher_proto_rawDesc), len(file_shoalv1_dispatcher_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -475,10 +475,18 @@ type ClusterSettings struct {
 	// heartbeat_period_ms * node_down_after_missed without one.
 	HeartbeatPeriodMs   int64 `protobuf:"varint,1,opt,name=heartbeat_period_ms,json=heartbeatPeriodMs,proto3" json:"heartbeat_period_ms,omitempty"`
 	NodeDownAfterMissed int64 `protobuf:"varint,2,opt,name=node_down_after_missed,json=nodeDownAfterMissed,proto3" json:"node_down_after_missed,omitempty"`
-	// Node certificates' lifetime.
-	NodeCertTtlHours int64 `protobuf:"varint,3,opt,name=node_cert_ttl_hours,json=nodeCertTtlHours,proto3" json:"node_cert_ttl_hours,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Lifetime of node certificates (`cluster update --cert-expiry`); nodes
+	// renew theirs at two thirds of it. 0 means the default (90 days).
+	NodeCertExpiryMs int64 `protobuf:"varint,4,opt,name=node_cert_expiry_ms,json=nodeCertExpiryMs,proto3" json:"node_cert_expiry_ms,omitempty"`
+	// Upper bound of a replicated service's replicas. 0 means the default
+	// (100,000).
+	MaxReplicas int64 `protobuf:"varint,5,opt,name=max_replicas,json=maxReplicas,proto3" json:"max_replicas,omitempty"`
+	// How long a node that said it is restarting (a planned restart: SIGTERM
+	// then `shoal daemon`) keeps its tasks before they are replaced. 0 means
+	// the default (60 s).
+	RestartGraceMs int64 `protobuf:"varint,6,opt,name=restart_grace_ms,json=restartGraceMs,proto3" json:"restart_grace_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ClusterSettings) Reset() {
@@ -525,11 +533,112 @@ func (x *ClusterSettings) GetNodeDownAfterMissed() int64 {
 	return 0
 }
 
-func (x *ClusterSettings) GetNodeCertTtlHours() int64 {
+func (x *ClusterSettings) GetNodeCertExpiryMs() int64 {
 	if x != nil {
-		return x.NodeCertTtlHours
+		return x.NodeCertExpiryMs
 	}
 	return 0
+}
+
+func (x *ClusterSettings) GetMaxReplicas() int64 {
+	if x != nil {
+		return x.MaxReplicas
+	}
+	return 0
+}
+
+func (x *ClusterSettings) GetRestartGraceMs() int64 {
+	if x != nil {
+		return x.RestartGraceMs
+	}
+	return 0
+}
+
+// AdminCertificate is one admin client credential (`shoal admin-cert`).
+// The certificate itself is only returned once, at creation; the cluster
+// keeps its serial so that it can be listed and revoked.
+type AdminCertificate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Serial        string                 `protobuf:"bytes,2,opt,name=serial,proto3" json:"serial,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	NotAfter      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	Revoked       bool                   `protobuf:"varint,5,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	RevokedAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdminCertificate) Reset() {
+	*x = AdminCertificate{}
+	mi := &file_shoalv1_objects_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdminCertificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdminCertificate) ProtoMessage() {}
+
+func (x *AdminCertificate) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_objects_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdminCertificate.ProtoReflect.Descriptor instead.
+func (*AdminCertificate) Descriptor() ([]byte, []int) {
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *AdminCertificate) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AdminCertificate) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *AdminCertificate) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *AdminCertificate) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
+func (x *AdminCertificate) GetRevoked() bool {
+	if x != nil {
+		return x.Revoked
+	}
+	return false
+}
+
+func (x *AdminCertificate) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
 }
 
 type Cluster struct {
@@ -544,14 +653,17 @@ type Cluster struct {
 	Settings *ClusterSettings `protobuf:"bytes,6,opt,name=settings,proto3" json:"settings,omitempty"`
 	// Ids of nodes removed with `node rm`: their certificates are refused
 	// for good (a node merely not known yet to a lagging manager is not).
-	RemovedNodes  []string `protobuf:"bytes,7,rep,name=removed_nodes,json=removedNodes,proto3" json:"removed_nodes,omitempty"`
+	RemovedNodes []string `protobuf:"bytes,7,rep,name=removed_nodes,json=removedNodes,proto3" json:"removed_nodes,omitempty"`
+	// Admin client certificates: an admin certificate is accepted only while
+	// its serial is listed here and not revoked.
+	AdminCerts    []*AdminCertificate `protobuf:"bytes,8,rep,name=admin_certs,json=adminCerts,proto3" json:"admin_certs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Cluster) Reset() {
 	*x = Cluster{}
-	mi := &file_shoalv1_objects_proto_msgTypes[3]
+	mi := &file_shoalv1_objects_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -563,7 +675,7 @@ func (x *Cluster) String() string {
 func (*Cluster) ProtoMessage() {}
 
 func (x *Cluster) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[3]
+	mi := &file_shoalv1_objects_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -576,7 +688,7 @@ func (x *Cluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cluster.ProtoReflect.Descriptor instead.
 func (*Cluster) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{3}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Cluster) GetMeta() *Meta {
@@ -628,6 +740,13 @@ func (x *Cluster) GetRemovedNodes() []string {
 	return nil
 }
 
+func (x *Cluster) GetAdminCerts() []*AdminCertificate {
+	if x != nil {
+		return x.AdminCerts
+	}
+	return nil
+}
+
 type NodeSpec struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Name   string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -641,7 +760,7 @@ type NodeSpec struct {
 
 func (x *NodeSpec) Reset() {
 	*x = NodeSpec{}
-	mi := &file_shoalv1_objects_proto_msgTypes[4]
+	mi := &file_shoalv1_objects_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -653,7 +772,7 @@ func (x *NodeSpec) String() string {
 func (*NodeSpec) ProtoMessage() {}
 
 func (x *NodeSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[4]
+	mi := &file_shoalv1_objects_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -666,7 +785,7 @@ func (x *NodeSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeSpec.ProtoReflect.Descriptor instead.
 func (*NodeSpec) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{4}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *NodeSpec) GetName() string {
@@ -709,7 +828,7 @@ type Resources struct {
 
 func (x *Resources) Reset() {
 	*x = Resources{}
-	mi := &file_shoalv1_objects_proto_msgTypes[5]
+	mi := &file_shoalv1_objects_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -721,7 +840,7 @@ func (x *Resources) String() string {
 func (*Resources) ProtoMessage() {}
 
 func (x *Resources) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[5]
+	mi := &file_shoalv1_objects_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -734,7 +853,7 @@ func (x *Resources) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resources.ProtoReflect.Descriptor instead.
 func (*Resources) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{5}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Resources) GetNanoCpus() int64 {
@@ -771,7 +890,7 @@ type NodeDescription struct {
 
 func (x *NodeDescription) Reset() {
 	*x = NodeDescription{}
-	mi := &file_shoalv1_objects_proto_msgTypes[6]
+	mi := &file_shoalv1_objects_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -783,7 +902,7 @@ func (x *NodeDescription) String() string {
 func (*NodeDescription) ProtoMessage() {}
 
 func (x *NodeDescription) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[6]
+	mi := &file_shoalv1_objects_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -796,7 +915,7 @@ func (x *NodeDescription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeDescription.ProtoReflect.Descriptor instead.
 func (*NodeDescription) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{6}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *NodeDescription) GetHostname() string {
@@ -842,14 +961,17 @@ type NodeStatus struct {
 	Addr          string                 `protobuf:"bytes,3,opt,name=addr,proto3" json:"addr,omitempty"`
 	LastHeartbeat *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_heartbeat,json=lastHeartbeat,proto3" json:"last_heartbeat,omitempty"`
 	// host:port of the node's agent API (task logs, images), mTLS.
-	AgentAddr     string `protobuf:"bytes,5,opt,name=agent_addr,json=agentAddr,proto3" json:"agent_addr,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	AgentAddr string `protobuf:"bytes,5,opt,name=agent_addr,json=agentAddr,proto3" json:"agent_addr,omitempty"`
+	// Set when the node said it is restarting (planned restart): until then
+	// its tasks are not replaced although it is not connected.
+	RestartDeadline *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=restart_deadline,json=restartDeadline,proto3" json:"restart_deadline,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_shoalv1_objects_proto_msgTypes[7]
+	mi := &file_shoalv1_objects_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -861,7 +983,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[7]
+	mi := &file_shoalv1_objects_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -874,7 +996,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{7}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *NodeStatus) GetState() NodeState {
@@ -912,6 +1034,13 @@ func (x *NodeStatus) GetAgentAddr() string {
 	return ""
 }
 
+func (x *NodeStatus) GetRestartDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RestartDeadline
+	}
+	return nil
+}
+
 type ManagerStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// host:port of the manager API (and raft, multiplexed on it).
@@ -925,7 +1054,7 @@ type ManagerStatus struct {
 
 func (x *ManagerStatus) Reset() {
 	*x = ManagerStatus{}
-	mi := &file_shoalv1_objects_proto_msgTypes[8]
+	mi := &file_shoalv1_objects_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -937,7 +1066,7 @@ func (x *ManagerStatus) String() string {
 func (*ManagerStatus) ProtoMessage() {}
 
 func (x *ManagerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[8]
+	mi := &file_shoalv1_objects_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -950,7 +1079,7 @@ func (x *ManagerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ManagerStatus.ProtoReflect.Descriptor instead.
 func (*ManagerStatus) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{8}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ManagerStatus) GetAddr() string {
@@ -984,14 +1113,18 @@ type Node struct {
 	Role          NodeRole       `protobuf:"varint,5,opt,name=role,proto3,enum=shoal.v1.NodeRole" json:"role,omitempty"`
 	ManagerStatus *ManagerStatus `protobuf:"bytes,6,opt,name=manager_status,json=managerStatus,proto3" json:"manager_status,omitempty"`
 	// Serial of the newest certificate issued to the node.
-	CertSerial    string `protobuf:"bytes,7,opt,name=cert_serial,json=certSerial,proto3" json:"cert_serial,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CertSerial string `protobuf:"bytes,7,opt,name=cert_serial,json=certSerial,proto3" json:"cert_serial,omitempty"`
+	// Serial of the certificate cert_serial replaced by a renewal with the
+	// same role; still accepted (until it expires) so that connections made
+	// before the renewal do not fail. Cleared on a role change.
+	PreviousCertSerial string `protobuf:"bytes,8,opt,name=previous_cert_serial,json=previousCertSerial,proto3" json:"previous_cert_serial,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_shoalv1_objects_proto_msgTypes[9]
+	mi := &file_shoalv1_objects_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1003,7 +1136,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[9]
+	mi := &file_shoalv1_objects_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1016,7 +1149,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{9}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Node) GetMeta() *Meta {
@@ -1068,6 +1201,13 @@ func (x *Node) GetCertSerial() string {
 	return ""
 }
 
+func (x *Node) GetPreviousCertSerial() string {
+	if x != nil {
+		return x.PreviousCertSerial
+	}
+	return ""
+}
+
 type RestartPolicy struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Condition RestartCondition       `protobuf:"varint,1,opt,name=condition,proto3,enum=shoal.v1.RestartCondition" json:"condition,omitempty"`
@@ -1081,7 +1221,7 @@ type RestartPolicy struct {
 
 func (x *RestartPolicy) Reset() {
 	*x = RestartPolicy{}
-	mi := &file_shoalv1_objects_proto_msgTypes[10]
+	mi := &file_shoalv1_objects_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1093,7 +1233,7 @@ func (x *RestartPolicy) String() string {
 func (*RestartPolicy) ProtoMessage() {}
 
 func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[10]
+	mi := &file_shoalv1_objects_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1106,7 +1246,7 @@ func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartPolicy.ProtoReflect.Descriptor instead.
 func (*RestartPolicy) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{10}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RestartPolicy) GetCondition() RestartCondition {
@@ -1150,7 +1290,7 @@ type Mount struct {
 
 func (x *Mount) Reset() {
 	*x = Mount{}
-	mi := &file_shoalv1_objects_proto_msgTypes[11]
+	mi := &file_shoalv1_objects_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1162,7 +1302,7 @@ func (x *Mount) String() string {
 func (*Mount) ProtoMessage() {}
 
 func (x *Mount) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[11]
+	mi := &file_shoalv1_objects_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1175,7 +1315,7 @@ func (x *Mount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mount.ProtoReflect.Descriptor instead.
 func (*Mount) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{11}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Mount) GetType() string {
@@ -1209,27 +1349,29 @@ func (x *Mount) GetReadOnly() bool {
 type ContainerSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Image reference; pinned to a digest (name@sha256:...) when resolvable.
-	Image         string            `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
-	Command       []string          `protobuf:"bytes,2,rep,name=command,proto3" json:"command,omitempty"`
-	Args          []string          `protobuf:"bytes,3,rep,name=args,proto3" json:"args,omitempty"`
-	Env           []string          `protobuf:"bytes,4,rep,name=env,proto3" json:"env,omitempty"`
-	Workdir       string            `protobuf:"bytes,5,opt,name=workdir,proto3" json:"workdir,omitempty"`
-	User          string            `protobuf:"bytes,6,opt,name=user,proto3" json:"user,omitempty"`
-	Hostname      string            `protobuf:"bytes,7,opt,name=hostname,proto3" json:"hostname,omitempty"`
-	Mounts        []*Mount          `protobuf:"bytes,8,rep,name=mounts,proto3" json:"mounts,omitempty"`
-	StopSignal    string            `protobuf:"bytes,9,opt,name=stop_signal,json=stopSignal,proto3" json:"stop_signal,omitempty"`
-	StopGraceMs   int64             `protobuf:"varint,10,opt,name=stop_grace_ms,json=stopGraceMs,proto3" json:"stop_grace_ms,omitempty"`
-	ReadOnly      bool              `protobuf:"varint,11,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"`
-	CapAdd        []string          `protobuf:"bytes,12,rep,name=cap_add,json=capAdd,proto3" json:"cap_add,omitempty"`
-	CapDrop       []string          `protobuf:"bytes,13,rep,name=cap_drop,json=capDrop,proto3" json:"cap_drop,omitempty"`
-	Labels        map[string]string `protobuf:"bytes,14,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Image       string            `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	Command     []string          `protobuf:"bytes,2,rep,name=command,proto3" json:"command,omitempty"`
+	Args        []string          `protobuf:"bytes,3,rep,name=args,proto3" json:"args,omitempty"`
+	Env         []string          `protobuf:"bytes,4,rep,name=env,proto3" json:"env,omitempty"`
+	Workdir     string            `protobuf:"bytes,5,opt,name=workdir,proto3" json:"workdir,omitempty"`
+	User        string            `protobuf:"bytes,6,opt,name=user,proto3" json:"user,omitempty"`
+	Hostname    string            `protobuf:"bytes,7,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	Mounts      []*Mount          `protobuf:"bytes,8,rep,name=mounts,proto3" json:"mounts,omitempty"`
+	StopSignal  string            `protobuf:"bytes,9,opt,name=stop_signal,json=stopSignal,proto3" json:"stop_signal,omitempty"`
+	StopGraceMs int64             `protobuf:"varint,10,opt,name=stop_grace_ms,json=stopGraceMs,proto3" json:"stop_grace_ms,omitempty"`
+	ReadOnly    bool              `protobuf:"varint,11,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"`
+	CapAdd      []string          `protobuf:"bytes,12,rep,name=cap_add,json=capAdd,proto3" json:"cap_add,omitempty"`
+	CapDrop     []string          `protobuf:"bytes,13,rep,name=cap_drop,json=capDrop,proto3" json:"cap_drop,omitempty"`
+	Labels      map[string]string `protobuf:"bytes,14,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Run a tiny init as PID 1 that forwards signals and reaps zombies.
+	Init          bool `protobuf:"varint,15,opt,name=init,proto3" json:"init,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ContainerSpec) Reset() {
 	*x = ContainerSpec{}
-	mi := &file_shoalv1_objects_proto_msgTypes[12]
+	mi := &file_shoalv1_objects_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1241,7 +1383,7 @@ func (x *ContainerSpec) String() string {
 func (*ContainerSpec) ProtoMessage() {}
 
 func (x *ContainerSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[12]
+	mi := &file_shoalv1_objects_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1254,7 +1396,7 @@ func (x *ContainerSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerSpec.ProtoReflect.Descriptor instead.
 func (*ContainerSpec) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{12}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ContainerSpec) GetImage() string {
@@ -1355,6 +1497,13 @@ func (x *ContainerSpec) GetLabels() map[string]string {
 	return nil
 }
 
+func (x *ContainerSpec) GetInit() bool {
+	if x != nil {
+		return x.Init
+	}
+	return false
+}
+
 type ResourceRequirements struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Reservations  *Resources             `protobuf:"bytes,1,opt,name=reservations,proto3" json:"reservations,omitempty"`
@@ -1365,7 +1514,7 @@ type ResourceRequirements struct {
 
 func (x *ResourceRequirements) Reset() {
 	*x = ResourceRequirements{}
-	mi := &file_shoalv1_objects_proto_msgTypes[13]
+	mi := &file_shoalv1_objects_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1377,7 +1526,7 @@ func (x *ResourceRequirements) String() string {
 func (*ResourceRequirements) ProtoMessage() {}
 
 func (x *ResourceRequirements) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[13]
+	mi := &file_shoalv1_objects_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1390,7 +1539,7 @@ func (x *ResourceRequirements) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceRequirements.ProtoReflect.Descriptor instead.
 func (*ResourceRequirements) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{13}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ResourceRequirements) GetReservations() *Resources {
@@ -1421,7 +1570,7 @@ type Placement struct {
 
 func (x *Placement) Reset() {
 	*x = Placement{}
-	mi := &file_shoalv1_objects_proto_msgTypes[14]
+	mi := &file_shoalv1_objects_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1433,7 +1582,7 @@ func (x *Placement) String() string {
 func (*Placement) ProtoMessage() {}
 
 func (x *Placement) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[14]
+	mi := &file_shoalv1_objects_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1446,7 +1595,7 @@ func (x *Placement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Placement.ProtoReflect.Descriptor instead.
 func (*Placement) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{14}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Placement) GetConstraints() []string {
@@ -1483,7 +1632,7 @@ type TaskSpec struct {
 
 func (x *TaskSpec) Reset() {
 	*x = TaskSpec{}
-	mi := &file_shoalv1_objects_proto_msgTypes[15]
+	mi := &file_shoalv1_objects_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1495,7 +1644,7 @@ func (x *TaskSpec) String() string {
 func (*TaskSpec) ProtoMessage() {}
 
 func (x *TaskSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[15]
+	mi := &file_shoalv1_objects_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1508,7 +1657,7 @@ func (x *TaskSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskSpec.ProtoReflect.Descriptor instead.
 func (*TaskSpec) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{15}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TaskSpec) GetContainer() *ContainerSpec {
@@ -1560,7 +1709,7 @@ type UpdateConfig struct {
 
 func (x *UpdateConfig) Reset() {
 	*x = UpdateConfig{}
-	mi := &file_shoalv1_objects_proto_msgTypes[16]
+	mi := &file_shoalv1_objects_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1572,7 +1721,7 @@ func (x *UpdateConfig) String() string {
 func (*UpdateConfig) ProtoMessage() {}
 
 func (x *UpdateConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[16]
+	mi := &file_shoalv1_objects_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1585,7 +1734,7 @@ func (x *UpdateConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateConfig.ProtoReflect.Descriptor instead.
 func (*UpdateConfig) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{16}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *UpdateConfig) GetParallelism() int64 {
@@ -1628,7 +1777,7 @@ type PortConfig struct {
 
 func (x *PortConfig) Reset() {
 	*x = PortConfig{}
-	mi := &file_shoalv1_objects_proto_msgTypes[17]
+	mi := &file_shoalv1_objects_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1640,7 +1789,7 @@ func (x *PortConfig) String() string {
 func (*PortConfig) ProtoMessage() {}
 
 func (x *PortConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[17]
+	mi := &file_shoalv1_objects_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1653,7 +1802,7 @@ func (x *PortConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PortConfig.ProtoReflect.Descriptor instead.
 func (*PortConfig) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{17}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PortConfig) GetName() string {
@@ -1695,7 +1844,7 @@ type EndpointSpec struct {
 
 func (x *EndpointSpec) Reset() {
 	*x = EndpointSpec{}
-	mi := &file_shoalv1_objects_proto_msgTypes[18]
+	mi := &file_shoalv1_objects_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1707,7 +1856,7 @@ func (x *EndpointSpec) String() string {
 func (*EndpointSpec) ProtoMessage() {}
 
 func (x *EndpointSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[18]
+	mi := &file_shoalv1_objects_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1720,7 +1869,7 @@ func (x *EndpointSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointSpec.ProtoReflect.Descriptor instead.
 func (*EndpointSpec) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{18}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *EndpointSpec) GetMode() string {
@@ -1755,7 +1904,7 @@ type ServiceSpec struct {
 
 func (x *ServiceSpec) Reset() {
 	*x = ServiceSpec{}
-	mi := &file_shoalv1_objects_proto_msgTypes[19]
+	mi := &file_shoalv1_objects_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1767,7 +1916,7 @@ func (x *ServiceSpec) String() string {
 func (*ServiceSpec) ProtoMessage() {}
 
 func (x *ServiceSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[19]
+	mi := &file_shoalv1_objects_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1780,7 +1929,7 @@ func (x *ServiceSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceSpec.ProtoReflect.Descriptor instead.
 func (*ServiceSpec) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{19}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ServiceSpec) GetName() string {
@@ -1853,7 +2002,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_shoalv1_objects_proto_msgTypes[20]
+	mi := &file_shoalv1_objects_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1865,7 +2014,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[20]
+	mi := &file_shoalv1_objects_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1878,7 +2027,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{20}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Service) GetMeta() *Meta {
@@ -1928,7 +2077,7 @@ type TaskStatus struct {
 
 func (x *TaskStatus) Reset() {
 	*x = TaskStatus{}
-	mi := &file_shoalv1_objects_proto_msgTypes[21]
+	mi := &file_shoalv1_objects_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1940,7 +2089,7 @@ func (x *TaskStatus) String() string {
 func (*TaskStatus) ProtoMessage() {}
 
 func (x *TaskStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[21]
+	mi := &file_shoalv1_objects_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1953,7 +2102,7 @@ func (x *TaskStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStatus.ProtoReflect.Descriptor instead.
 func (*TaskStatus) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{21}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *TaskStatus) GetState() TaskState {
@@ -2030,7 +2179,7 @@ type NetworkAttachment struct {
 
 func (x *NetworkAttachment) Reset() {
 	*x = NetworkAttachment{}
-	mi := &file_shoalv1_objects_proto_msgTypes[22]
+	mi := &file_shoalv1_objects_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2042,7 +2191,7 @@ func (x *NetworkAttachment) String() string {
 func (*NetworkAttachment) ProtoMessage() {}
 
 func (x *NetworkAttachment) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[22]
+	mi := &file_shoalv1_objects_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2055,7 +2204,7 @@ func (x *NetworkAttachment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkAttachment.ProtoReflect.Descriptor instead.
 func (*NetworkAttachment) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{22}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *NetworkAttachment) GetNetworkId() string {
@@ -2099,7 +2248,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_shoalv1_objects_proto_msgTypes[23]
+	mi := &file_shoalv1_objects_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2111,7 +2260,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[23]
+	mi := &file_shoalv1_objects_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2124,7 +2273,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{23}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Task) GetMeta() *Meta {
@@ -2211,7 +2360,7 @@ type NetworkSpec struct {
 
 func (x *NetworkSpec) Reset() {
 	*x = NetworkSpec{}
-	mi := &file_shoalv1_objects_proto_msgTypes[24]
+	mi := &file_shoalv1_objects_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2223,7 +2372,7 @@ func (x *NetworkSpec) String() string {
 func (*NetworkSpec) ProtoMessage() {}
 
 func (x *NetworkSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[24]
+	mi := &file_shoalv1_objects_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2236,7 +2385,7 @@ func (x *NetworkSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkSpec.ProtoReflect.Descriptor instead.
 func (*NetworkSpec) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{24}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *NetworkSpec) GetName() string {
@@ -2292,7 +2441,7 @@ type Network struct {
 
 func (x *Network) Reset() {
 	*x = Network{}
-	mi := &file_shoalv1_objects_proto_msgTypes[25]
+	mi := &file_shoalv1_objects_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2304,7 +2453,7 @@ func (x *Network) String() string {
 func (*Network) ProtoMessage() {}
 
 func (x *Network) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[25]
+	mi := &file_shoalv1_objects_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2317,7 +2466,7 @@ func (x *Network) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Network.ProtoReflect.Descriptor instead.
 func (*Network) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{25}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Network) GetMeta() *Meta {
@@ -2353,7 +2502,7 @@ type RaftMember struct {
 
 func (x *RaftMember) Reset() {
 	*x = RaftMember{}
-	mi := &file_shoalv1_objects_proto_msgTypes[26]
+	mi := &file_shoalv1_objects_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2365,7 +2514,7 @@ func (x *RaftMember) String() string {
 func (*RaftMember) ProtoMessage() {}
 
 func (x *RaftMember) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[26]
+	mi := &file_shoalv1_objects_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2378,7 +2527,7 @@ func (x *RaftMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftMember.ProtoReflect.Descriptor instead.
 func (*RaftMember) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{26}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RaftMember) GetNodeId() string {
@@ -2417,11 +2566,22 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\n" +
 	"JoinTokens\x12\x16\n" +
 	"\x06worker\x18\x01 \x01(\tR\x06worker\x12\x18\n" +
-	"\amanager\x18\x02 \x01(\tR\amanager\"\xa5\x01\n" +
+	"\amanager\x18\x02 \x01(\tR\amanager\"\xf8\x01\n" +
 	"\x0fClusterSettings\x12.\n" +
 	"\x13heartbeat_period_ms\x18\x01 \x01(\x03R\x11heartbeatPeriodMs\x123\n" +
 	"\x16node_down_after_missed\x18\x02 \x01(\x03R\x13nodeDownAfterMissed\x12-\n" +
-	"\x13node_cert_ttl_hours\x18\x03 \x01(\x03R\x10nodeCertTtlHours\"\x89\x02\n" +
+	"\x13node_cert_expiry_ms\x18\x04 \x01(\x03R\x10nodeCertExpiryMs\x12!\n" +
+	"\fmax_replicas\x18\x05 \x01(\x03R\vmaxReplicas\x12(\n" +
+	"\x10restart_grace_ms\x18\x06 \x01(\x03R\x0erestartGraceMsJ\x04\b\x03\x10\x04\"\x87\x02\n" +
+	"\x10AdminCertificate\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06serial\x18\x02 \x01(\tR\x06serial\x129\n" +
+	"\n" +
+	"created_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x127\n" +
+	"\tnot_after\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x18\n" +
+	"\arevoked\x18\x05 \x01(\bR\arevoked\x129\n" +
+	"\n" +
+	"revoked_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\"\xc6\x02\n" +
 	"\aCluster\x12\"\n" +
 	"\x04meta\x18\x01 \x01(\v2\x0e.shoal.v1.MetaR\x04meta\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1e\n" +
@@ -2430,7 +2590,9 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"ca_key_pem\x18\x04 \x01(\fR\bcaKeyPem\x12,\n" +
 	"\x06tokens\x18\x05 \x01(\v2\x14.shoal.v1.JoinTokensR\x06tokens\x125\n" +
 	"\bsettings\x18\x06 \x01(\v2\x19.shoal.v1.ClusterSettingsR\bsettings\x12#\n" +
-	"\rremoved_nodes\x18\a \x03(\tR\fremovedNodes\"\x88\x02\n" +
+	"\rremoved_nodes\x18\a \x03(\tR\fremovedNodes\x12;\n" +
+	"\vadmin_certs\x18\b \x03(\v2\x1a.shoal.v1.AdminCertificateR\n" +
+	"adminCerts\"\x88\x02\n" +
 	"\bNodeSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x126\n" +
 	"\x06labels\x18\x02 \x03(\v2\x1e.shoal.v1.NodeSpec.LabelsEntryR\x06labels\x125\n" +
@@ -2448,7 +2610,7 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\x02os\x18\x02 \x01(\tR\x02os\x12\x12\n" +
 	"\x04arch\x18\x03 \x01(\tR\x04arch\x121\n" +
 	"\tresources\x18\x04 \x01(\v2\x13.shoal.v1.ResourcesR\tresources\x12%\n" +
-	"\x0eengine_version\x18\x05 \x01(\tR\rengineVersion\"\xc7\x01\n" +
+	"\x0eengine_version\x18\x05 \x01(\tR\rengineVersion\"\x8e\x02\n" +
 	"\n" +
 	"NodeStatus\x12)\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x13.shoal.v1.NodeStateR\x05state\x12\x18\n" +
@@ -2456,11 +2618,12 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\x04addr\x18\x03 \x01(\tR\x04addr\x12A\n" +
 	"\x0elast_heartbeat\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\rlastHeartbeat\x12\x1d\n" +
 	"\n" +
-	"agent_addr\x18\x05 \x01(\tR\tagentAddr\"_\n" +
+	"agent_addr\x18\x05 \x01(\tR\tagentAddr\x12E\n" +
+	"\x10restart_deadline\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0frestartDeadline\"_\n" +
 	"\rManagerStatus\x12\x12\n" +
 	"\x04addr\x18\x01 \x01(\tR\x04addr\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\bR\x06leader\x12\"\n" +
-	"\freachability\x18\x03 \x01(\tR\freachability\"\xc6\x02\n" +
+	"\freachability\x18\x03 \x01(\tR\freachability\"\xf8\x02\n" +
 	"\x04Node\x12\"\n" +
 	"\x04meta\x18\x01 \x01(\v2\x0e.shoal.v1.MetaR\x04meta\x12&\n" +
 	"\x04spec\x18\x02 \x01(\v2\x12.shoal.v1.NodeSpecR\x04spec\x12;\n" +
@@ -2469,7 +2632,8 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\x04role\x18\x05 \x01(\x0e2\x12.shoal.v1.NodeRoleR\x04role\x12>\n" +
 	"\x0emanager_status\x18\x06 \x01(\v2\x17.shoal.v1.ManagerStatusR\rmanagerStatus\x12\x1f\n" +
 	"\vcert_serial\x18\a \x01(\tR\n" +
-	"certSerial\"\xa4\x01\n" +
+	"certSerial\x120\n" +
+	"\x14previous_cert_serial\x18\b \x01(\tR\x12previousCertSerial\"\xa4\x01\n" +
 	"\rRestartPolicy\x128\n" +
 	"\tcondition\x18\x01 \x01(\x0e2\x1a.shoal.v1.RestartConditionR\tcondition\x12\x19\n" +
 	"\bdelay_ms\x18\x02 \x01(\x03R\adelayMs\x12!\n" +
@@ -2479,7 +2643,7 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12\x16\n" +
 	"\x06target\x18\x03 \x01(\tR\x06target\x12\x1b\n" +
-	"\tread_only\x18\x04 \x01(\bR\breadOnly\"\xe6\x03\n" +
+	"\tread_only\x18\x04 \x01(\bR\breadOnly\"\xfa\x03\n" +
 	"\rContainerSpec\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12\x18\n" +
 	"\acommand\x18\x02 \x03(\tR\acommand\x12\x12\n" +
@@ -2496,7 +2660,8 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\tread_only\x18\v \x01(\bR\breadOnly\x12\x17\n" +
 	"\acap_add\x18\f \x03(\tR\x06capAdd\x12\x19\n" +
 	"\bcap_drop\x18\r \x03(\tR\acapDrop\x12;\n" +
-	"\x06labels\x18\x0e \x03(\v2#.shoal.v1.ContainerSpec.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\x0e \x03(\v2#.shoal.v1.ContainerSpec.LabelsEntryR\x06labels\x12\x12\n" +
+	"\x04init\x18\x0f \x01(\bR\x04init\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"|\n" +
@@ -2645,7 +2810,7 @@ func file_shoalv1_objects_proto_rawDescGZIP() []byte {
 }
 
 var file_shoalv1_objects_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_shoalv1_objects_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_shoalv1_objects_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_shoalv1_objects_proto_goTypes = []any{
 	(NodeRole)(0),                 // 0: shoal.v1.NodeRole
 	(NodeAvailability)(0),         // 1: shoal.v1.NodeAvailability
@@ -2656,88 +2821,94 @@ var file_shoalv1_objects_proto_goTypes = []any{
 	(*Meta)(nil),                  // 6: shoal.v1.Meta
 	(*JoinTokens)(nil),            // 7: shoal.v1.JoinTokens
 	(*ClusterSettings)(nil),       // 8: shoal.v1.ClusterSettings
-	(*Cluster)(nil),               // 9: shoal.v1.Cluster
-	(*NodeSpec)(nil),              // 10: shoal.v1.NodeSpec
-	(*Resources)(nil),             // 11: shoal.v1.Resources
-	(*NodeDescription)(nil),       // 12: shoal.v1.NodeDescription
-	(*NodeStatus)(nil),            // 13: shoal.v1.NodeStatus
-	(*ManagerStatus)(nil),         // 14: shoal.v1.ManagerStatus
-	(*Node)(nil),                  // 15: shoal.v1.Node
-	(*RestartPolicy)(nil),         // 16: shoal.v1.RestartPolicy
-	(*Mount)(nil),                 // 17: shoal.v1.Mount
-	(*ContainerSpec)(nil),         // 18: shoal.v1.ContainerSpec
-	(*ResourceRequirements)(nil),  // 19: shoal.v1.ResourceRequirements
-	(*Placement)(nil),             // 20: shoal.v1.Placement
-	(*TaskSpec)(nil),              // 21: shoal.v1.TaskSpec
-	(*UpdateConfig)(nil),          // 22: shoal.v1.UpdateConfig
-	(*PortConfig)(nil),            // 23: shoal.v1.PortConfig
-	(*EndpointSpec)(nil),          // 24: shoal.v1.EndpointSpec
-	(*ServiceSpec)(nil),           // 25: shoal.v1.ServiceSpec
-	(*Service)(nil),               // 26: shoal.v1.Service
-	(*TaskStatus)(nil),            // 27: shoal.v1.TaskStatus
-	(*NetworkAttachment)(nil),     // 28: shoal.v1.NetworkAttachment
-	(*Task)(nil),                  // 29: shoal.v1.Task
-	(*NetworkSpec)(nil),           // 30: shoal.v1.NetworkSpec
-	(*Network)(nil),               // 31: shoal.v1.Network
-	(*RaftMember)(nil),            // 32: shoal.v1.RaftMember
-	nil,                           // 33: shoal.v1.NodeSpec.LabelsEntry
-	nil,                           // 34: shoal.v1.ContainerSpec.LabelsEntry
-	nil,                           // 35: shoal.v1.ServiceSpec.LabelsEntry
-	nil,                           // 36: shoal.v1.NetworkSpec.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
+	(*AdminCertificate)(nil),      // 9: shoal.v1.AdminCertificate
+	(*Cluster)(nil),               // 10: shoal.v1.Cluster
+	(*NodeSpec)(nil),              // 11: shoal.v1.NodeSpec
+	(*Resources)(nil),             // 12: shoal.v1.Resources
+	(*NodeDescription)(nil),       // 13: shoal.v1.NodeDescription
+	(*NodeStatus)(nil),            // 14: shoal.v1.NodeStatus
+	(*ManagerStatus)(nil),         // 15: shoal.v1.ManagerStatus
+	(*Node)(nil),                  // 16: shoal.v1.Node
+	(*RestartPolicy)(nil),         // 17: shoal.v1.RestartPolicy
+	(*Mount)(nil),                 // 18: shoal.v1.Mount
+	(*ContainerSpec)(nil),         // 19: shoal.v1.ContainerSpec
+	(*ResourceRequirements)(nil),  // 20: shoal.v1.ResourceRequirements
+	(*Placement)(nil),             // 21: shoal.v1.Placement
+	(*TaskSpec)(nil),              // 22: shoal.v1.TaskSpec
+	(*UpdateConfig)(nil),          // 23: shoal.v1.UpdateConfig
+	(*PortConfig)(nil),            // 24: shoal.v1.PortConfig
+	(*EndpointSpec)(nil),          // 25: shoal.v1.EndpointSpec
+	(*ServiceSpec)(nil),           // 26: shoal.v1.ServiceSpec
+	(*Service)(nil),               // 27: shoal.v1.Service
+	(*TaskStatus)(nil),            // 28: shoal.v1.TaskStatus
+	(*NetworkAttachment)(nil),     // 29: shoal.v1.NetworkAttachment
+	(*Task)(nil),                  // 30: shoal.v1.Task
+	(*NetworkSpec)(nil),           // 31: shoal.v1.NetworkSpec
+	(*Network)(nil),               // 32: shoal.v1.Network
+	(*RaftMember)(nil),            // 33: shoal.v1.RaftMember
+	nil,                           // 34: shoal.v1.NodeSpec.LabelsEntry
+	nil,                           // 35: shoal.v1.ContainerSpec.LabelsEntry
+	nil,                           // 36: shoal.v1.ServiceSpec.LabelsEntry
+	nil,                           // 37: shoal.v1.NetworkSpec.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 38: google.protobuf.Timestamp
 }
 var file_shoalv1_objects_proto_depIdxs = []int32{
-	37, // 0: shoal.v1.Meta.created_at:type_name -> google.protobuf.Timestamp
-	37, // 1: shoal.v1.Meta.updated_at:type_name -> google.protobuf.Timestamp
-	6,  // 2: shoal.v1.Cluster.meta:type_name -> shoal.v1.Meta
-	7,  // 3: shoal.v1.Cluster.tokens:type_name -> shoal.v1.JoinTokens
-	8,  // 4: shoal.v1.Cluster.settings:type_name -> shoal.v1.ClusterSettings
-	33, // 5: shoal.v1.NodeSpec.labels:type_name -> shoal.v1.NodeSpec.LabelsEntry
-	0,  // 6: shoal.v1.NodeSpec.desired_role:type_name -> shoal.v1.NodeRole
-	1,  // 7: shoal.v1.NodeSpec.availability:type_name -> shoal.v1.NodeAvailability
-	11, // 8: shoal.v1.NodeDescription.resources:type_name -> shoal.v1.Resources
-	2,  // 9: shoal.v1.NodeStatus.state:type_name -> shoal.v1.NodeState
-	37, // 10: shoal.v1.NodeStatus.last_heartbeat:type_name -> google.protobuf.Timestamp
-	6,  // 11: shoal.v1.Node.meta:type_name -> shoal.v1.Meta
-	10, // 12: shoal.v1.Node.spec:type_name -> shoal.v1.NodeSpec
-	12, // 13: shoal.v1.Node.description:type_name -> shoal.v1.NodeDescription
-	13, // 14: shoal.v1.Node.status:type_name -> shoal.v1.NodeStatus
-	0,  // 15: shoal.v1.Node.role:type_name -> shoal.v1.NodeRole
-	14, // 16: shoal.v1.Node.manager_status:type_name -> shoal.v1.ManagerStatus
-	4,  // 17: shoal.v1.RestartPolicy.condition:type_name -> shoal.v1.RestartCondition
-	17, // 18: shoal.v1.ContainerSpec.mounts:type_name -> shoal.v1.Mount
-	34, // 19: shoal.v1.ContainerSpec.labels:type_name -> shoal.v1.ContainerSpec.LabelsEntry
-	11, // 20: shoal.v1.ResourceRequirements.reservations:type_name -> shoal.v1.Resources
-	11, // 21: shoal.v1.ResourceRequirements.limits:type_name -> shoal.v1.Resources
-	18, // 22: shoal.v1.TaskSpec.container:type_name -> shoal.v1.ContainerSpec
-	19, // 23: shoal.v1.TaskSpec.resources:type_name -> shoal.v1.ResourceRequirements
-	16, // 24: shoal.v1.TaskSpec.restart:type_name -> shoal.v1.RestartPolicy
-	20, // 25: shoal.v1.TaskSpec.placement:type_name -> shoal.v1.Placement
-	23, // 26: shoal.v1.EndpointSpec.ports:type_name -> shoal.v1.PortConfig
-	35, // 27: shoal.v1.ServiceSpec.labels:type_name -> shoal.v1.ServiceSpec.LabelsEntry
-	3,  // 28: shoal.v1.ServiceSpec.mode:type_name -> shoal.v1.ServiceMode
-	21, // 29: shoal.v1.ServiceSpec.task:type_name -> shoal.v1.TaskSpec
-	22, // 30: shoal.v1.ServiceSpec.update:type_name -> shoal.v1.UpdateConfig
-	22, // 31: shoal.v1.ServiceSpec.rollback:type_name -> shoal.v1.UpdateConfig
-	24, // 32: shoal.v1.ServiceSpec.endpoint:type_name -> shoal.v1.EndpointSpec
-	6,  // 33: shoal.v1.Service.meta:type_name -> shoal.v1.Meta
-	25, // 34: shoal.v1.Service.spec:type_name -> shoal.v1.ServiceSpec
-	25, // 35: shoal.v1.Service.previous_spec:type_name -> shoal.v1.ServiceSpec
-	5,  // 36: shoal.v1.TaskStatus.state:type_name -> shoal.v1.TaskState
-	37, // 37: shoal.v1.TaskStatus.timestamp:type_name -> google.protobuf.Timestamp
-	6,  // 38: shoal.v1.Task.meta:type_name -> shoal.v1.Meta
-	5,  // 39: shoal.v1.Task.desired_state:type_name -> shoal.v1.TaskState
-	27, // 40: shoal.v1.Task.status:type_name -> shoal.v1.TaskStatus
-	21, // 41: shoal.v1.Task.spec:type_name -> shoal.v1.TaskSpec
-	28, // 42: shoal.v1.Task.networks:type_name -> shoal.v1.NetworkAttachment
-	36, // 43: shoal.v1.NetworkSpec.labels:type_name -> shoal.v1.NetworkSpec.LabelsEntry
-	6,  // 44: shoal.v1.Network.meta:type_name -> shoal.v1.Meta
-	30, // 45: shoal.v1.Network.spec:type_name -> shoal.v1.NetworkSpec
-	46, // [46:46] is the sub-list for method output_type
-	46, // [46:46] is the sub-list for method input_type
-	46, // [46:46] is the sub-list for extension type_name
-	46, // [46:46] is the sub-list for extension extendee
-	0,  // [0:46] is the sub-list for field type_name
+	38, // 0: shoal.v1.Meta.created_at:type_name -> google.protobuf.Timestamp
+	38, // 1: shoal.v1.Meta.updated_at:type_name -> google.protobuf.Timestamp
+	38, // 2: shoal.v1.AdminCertificate.created_at:type_name -> google.protobuf.Timestamp
+	38, // 3: shoal.v1.AdminCertificate.not_after:type_name -> google.protobuf.Timestamp
+	38, // 4: shoal.v1.AdminCertificate.revoked_at:type_name -> google.protobuf.Timestamp
+	6,  // 5: shoal.v1.Cluster.meta:type_name -> shoal.v1.Meta
+	7,  // 6: shoal.v1.Cluster.tokens:type_name -> shoal.v1.JoinTokens
+	8,  // 7: shoal.v1.Cluster.settings:type_name -> shoal.v1.ClusterSettings
+	9,  // 8: shoal.v1.Cluster.admin_certs:type_name -> shoal.v1.AdminCertificate
+	34, // 9: shoal.v1.NodeSpec.labels:type_name -> shoal.v1.NodeSpec.LabelsEntry
+	0,  // 10: shoal.v1.NodeSpec.desired_role:type_name -> shoal.v1.NodeRole
+	1,  // 11: shoal.v1.NodeSpec.availability:type_name -> shoal.v1.NodeAvailability
+	12, // 12: shoal.v1.NodeDescription.resources:type_name -> shoal.v1.Resources
+	2,  // 13: shoal.v1.NodeStatus.state:type_name -> shoal.v1.NodeState
+	38, // 14: shoal.v1.NodeStatus.last_heartbeat:type_name -> google.protobuf.Timestamp
+	38, // 15: shoal.v1.NodeStatus.restart_deadline:type_name -> google.protobuf.Timestamp
+	6,  // 16: shoal.v1.Node.meta:type_name -> shoal.v1.Meta
+	11, // 17: shoal.v1.Node.spec:type_name -> shoal.v1.NodeSpec
+	13, // 18: shoal.v1.Node.description:type_name -> shoal.v1.NodeDescription
+	14, // 19: shoal.v1.Node.status:type_name -> shoal.v1.NodeStatus
+	0,  // 20: shoal.v1.Node.role:type_name -> shoal.v1.NodeRole
+	15, // 21: shoal.v1.Node.manager_status:type_name -> shoal.v1.ManagerStatus
+	4,  // 22: shoal.v1.RestartPolicy.condition:type_name -> shoal.v1.RestartCondition
+	18, // 23: shoal.v1.ContainerSpec.mounts:type_name -> shoal.v1.Mount
+	35, // 24: shoal.v1.ContainerSpec.labels:type_name -> shoal.v1.ContainerSpec.LabelsEntry
+	12, // 25: shoal.v1.ResourceRequirements.reservations:type_name -> shoal.v1.Resources
+	12, // 26: shoal.v1.ResourceRequirements.limits:type_name -> shoal.v1.Resources
+	19, // 27: shoal.v1.TaskSpec.container:type_name -> shoal.v1.ContainerSpec
+	20, // 28: shoal.v1.TaskSpec.resources:type_name -> shoal.v1.ResourceRequirements
+	17, // 29: shoal.v1.TaskSpec.restart:type_name -> shoal.v1.RestartPolicy
+	21, // 30: shoal.v1.TaskSpec.placement:type_name -> shoal.v1.Placement
+	24, // 31: shoal.v1.EndpointSpec.ports:type_name -> shoal.v1.PortConfig
+	36, // 32: shoal.v1.ServiceSpec.labels:type_name -> shoal.v1.ServiceSpec.LabelsEntry
+	3,  // 33: shoal.v1.ServiceSpec.mode:type_name -> shoal.v1.ServiceMode
+	22, // 34: shoal.v1.ServiceSpec.task:type_name -> shoal.v1.TaskSpec
+	23, // 35: shoal.v1.ServiceSpec.update:type_name -> shoal.v1.UpdateConfig
+	23, // 36: shoal.v1.ServiceSpec.rollback:type_name -> shoal.v1.UpdateConfig
+	25, // 37: shoal.v1.ServiceSpec.endpoint:type_name -> shoal.v1.EndpointSpec
+	6,  // 38: shoal.v1.Service.meta:type_name -> shoal.v1.Meta
+	26, // 39: shoal.v1.Service.spec:type_name -> shoal.v1.ServiceSpec
+	26, // 40: shoal.v1.Service.previous_spec:type_name -> shoal.v1.ServiceSpec
+	5,  // 41: shoal.v1.TaskStatus.state:type_name -> shoal.v1.TaskState
+	38, // 42: shoal.v1.TaskStatus.timestamp:type_name -> google.protobuf.Timestamp
+	6,  // 43: shoal.v1.Task.meta:type_name -> shoal.v1.Meta
+	5,  // 44: shoal.v1.Task.desired_state:type_name -> shoal.v1.TaskState
+	28, // 45: shoal.v1.Task.status:type_name -> shoal.v1.TaskStatus
+	22, // 46: shoal.v1.Task.spec:type_name -> shoal.v1.TaskSpec
+	29, // 47: shoal.v1.Task.networks:type_name -> shoal.v1.NetworkAttachment
+	37, // 48: shoal.v1.NetworkSpec.labels:type_name -> shoal.v1.NetworkSpec.LabelsEntry
+	6,  // 49: shoal.v1.Network.meta:type_name -> shoal.v1.Meta
+	31, // 50: shoal.v1.Network.spec:type_name -> shoal.v1.NetworkSpec
+	51, // [51:51] is the sub-list for method output_type
+	51, // [51:51] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_shoalv1_objects_proto_init() }
@@ -2751,7 +2922,7 @@ func file_shoalv1_objects_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoalv1_objects_proto_rawDesc), len(file_shoalv1_objects_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   31,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
