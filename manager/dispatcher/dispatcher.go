@@ -196,17 +196,26 @@ func (d *Dispatcher) setNodeState(ctx context.Context, nodeID string, state shoa
 	}
 }
 
+// statusKey identifies a pending status update. It names the reporting
+// node as well as the task: keyed by task alone, an update forged by
+// another node for the same task would replace the real one in the batch,
+// be refused by checkTransition, and the real report would be lost (an
+// agent reports a change once).
+type statusKey struct {
+	nodeID, taskID string
+}
+
 // writeStatuses applies agents' task status updates in batches: one raft
 // entry per flush for all sessions together.
 func (d *Dispatcher) writeStatuses(ctx context.Context, in <-chan statusUpdate) error {
-	pending := map[string]statusUpdate{}
+	pending := map[statusKey]statusUpdate{}
 	var timer <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case u := <-in:
-			pending[u.upd.GetTaskId()] = u
+			pending[statusKey{u.nodeID, u.upd.GetTaskId()}] = u
 			if timer == nil {
 				timer = time.After(d.cfg.StatusFlush)
 			}
@@ -215,15 +224,15 @@ func (d *Dispatcher) writeStatuses(ctx context.Context, in <-chan statusUpdate) 
 		}
 		timer = nil
 		batch := pending
-		pending = map[string]statusUpdate{}
+		pending = map[statusKey]statusUpdate{}
 		if err := d.applyStatuses(ctx, batch); err != nil && ctx.Err() == nil {
 			// Not dropped: an agent reports a change once. Put the batch
 			// back (behind anything newer that arrived meanwhile) and try
 			// again on the next flush.
 			d.log.Warn("writing task statuses; will retry", "count", len(batch), "err", err)
-			for id, u := range batch {
-				if _, newer := pending[id]; !newer {
-					pending[id] = u
+			for k, u := range batch {
+				if _, newer := pending[k]; !newer {
+					pending[k] = u
 				}
 			}
 			timer = time.After(retryFlush(d.cfg.StatusFlush))
@@ -231,10 +240,11 @@ func (d *Dispatcher) writeStatuses(ctx context.Context, in <-chan statusUpdate) 
 	}
 }
 
-func (d *Dispatcher) applyStatuses(ctx context.Context, batch map[string]statusUpdate) error {
+func (d *Dispatcher) applyStatuses(ctx context.Context, batch map[statusKey]statusUpdate) error {
 	for attempt := 0; ; attempt++ {
 		_, err := d.cfg.Store.Update(ctx, func(tx raftstore.WriteTx) error {
-			for id, u := range batch {
+			for k, u := range batch {
+				id := k.taskID
 				t, ok := raftstore.Get[*shoalv1.Task](tx, id)
 				if !ok {
 					continue // removed meanwhile: nothing to record

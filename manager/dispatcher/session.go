@@ -238,7 +238,11 @@ func (d *Dispatcher) receive(ctx context.Context, stream shoalv1.Dispatcher_Sess
 				return err
 			}
 		case *shoalv1.AgentMessage_Status:
+			view := d.cfg.Store.View()
 			for _, u := range m.Status.GetUpdates() {
+				if !d.reportable(view, nodeID, u) {
+					continue
+				}
 				select {
 				case statusCh <- statusUpdate{nodeID: nodeID, upd: u}:
 				case <-ctx.Done():
@@ -247,6 +251,21 @@ func (d *Dispatcher) receive(ctx context.Context, stream shoalv1.Dispatcher_Sess
 			}
 		}
 	}
+}
+
+// reportable says whether nodeID may report on u's task. An update for a
+// task assigned to another node is dropped here, before it can take a
+// place in the pending batch. A task this view does not know, or knows
+// without a node yet, is let through: right after an election this
+// manager's view may lag what the agent was told by the previous leader,
+// and applyStatuses checks again against the state it writes on.
+func (d *Dispatcher) reportable(view raftstore.Reader, nodeID string, u *shoalv1.TaskStatusUpdate) bool {
+	t, ok := raftstore.Get[*shoalv1.Task](view, u.GetTaskId())
+	if !ok || t.GetNodeId() == "" || t.GetNodeId() == nodeID {
+		return true
+	}
+	d.log.Warn("status update for a task of another node dropped", "node_id", nodeID, "task_id", u.GetTaskId(), "assigned_to", t.GetNodeId())
+	return false
 }
 
 func errString(err error) string {

@@ -1,0 +1,106 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
+)
+
+// waitFor is generous: two busy cores, other suites running alongside.
+const waitFor = 15 * time.Second
+
+func openStore(t *testing.T) *raftstore.Store {
+	t.Helper()
+	_, trans := raft.NewInmemTransport("solo:4242")
+	const rt = 100 * time.Millisecond
+	s, err := raftstore.Open(raftstore.Config{
+		NodeID: "solo", InMemory: true, Transport: trans, Bootstrap: true,
+		HeartbeatTimeout: rt, ElectionTimeout: rt, LeaderLeaseTimeout: rt, CommitTimeout: 5 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	poll(t, "the store leads", func() bool { return s.IsLeader() })
+	return s
+}
+
+// poll waits for cond with a deadline (a poll, not a timing assertion).
+func poll(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %v", what, waitFor)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func createTask(t *testing.T, s *raftstore.Store, id, node string) {
+	t.Helper()
+	_, err := s.Update(context.Background(), func(tx raftstore.WriteTx) error {
+		return tx.Create(task(id, node, shoalv1.TaskState_TASK_STATE_ASSIGNED))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func taskState(s *raftstore.Store, id string) shoalv1.TaskState {
+	tk, _ := raftstore.Get[*shoalv1.Task](s.View(), id)
+	return tk.GetStatus().GetState()
+}
+
+func update(node, id string, state shoalv1.TaskState) statusUpdate {
+	return statusUpdate{nodeID: node, upd: &shoalv1.TaskStatusUpdate{TaskId: id, Status: &shoalv1.TaskStatus{State: state}}}
+}
+
+// A forged update from another node for the same task, arriving in the
+// same batch after the real one, must not replace it: keyed by task alone,
+// the forged one took the real one's place, was refused, and the real
+// report was lost for good.
+func TestForgedStatusDoesNotReplaceRealOne(t *testing.T) {
+	s := openStore(t)
+	createTask(t, s, "t1", "n1")
+	d := New(Config{Store: s, Logger: slog.New(slog.DiscardHandler), StatusFlush: time.Second})
+
+	// Both are queued before the writer starts, so they land in one batch
+	// (the flush timer starts with the first).
+	in := make(chan statusUpdate, 2)
+	in <- update("n1", "t1", shoalv1.TaskState_TASK_STATE_ACCEPTED)
+	in <- update("n2", "t1", shoalv1.TaskState_TASK_STATE_FAILED)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.writeStatuses(ctx, in) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("writeStatuses: %v", err)
+		}
+	})
+	poll(t, "the real update is recorded", func() bool { return taskState(s, "t1") == shoalv1.TaskState_TASK_STATE_ACCEPTED })
+}
+
+// An update for a task assigned to another node is dropped when it
+// arrives; the node's own tasks, and tasks this view does not know yet
+// (a lagging view after an election), go on to the writer.
+func TestReportable(t *testing.T) {
+	s := openStore(t)
+	createTask(t, s, "mine", "n1")
+	createTask(t, s, "theirs", "n2")
+	d := New(Config{Store: s, Logger: slog.New(slog.DiscardHandler)})
+	view := s.View()
+	for id, want := range map[string]bool{"mine": true, "theirs": false, "unknown": true} {
+		if got := d.reportable(view, "n1", update("n1", id, shoalv1.TaskState_TASK_STATE_RUNNING).upd); got != want {
+			t.Errorf("reportable(n1, %s) = %v, want %v", id, got, want)
+		}
+	}
+}
