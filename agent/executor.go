@@ -54,7 +54,7 @@ type ExecutorConfig struct {
 type Executor struct {
 	cfg ExecutorConfig
 	log *slog.Logger
-	db  *taskDB
+	db  taskStore
 
 	startSem chan struct{}
 	pulls    singleflight
@@ -62,6 +62,15 @@ type Executor struct {
 	// of the state machine swap them out).
 	mount   func(lower []string, upper, work, target string) error
 	unmount func(target string) error
+
+	// assignMu serialises Assign calls (the session's, RemoveAll's and the
+	// write retries'), so that a set is planned, recorded and applied as
+	// one step while e.mu is not held across the write.
+	assignMu sync.Mutex
+	// statusMu serialises status writes with their retries, so that an
+	// older status being retried can never overwrite a newer one. Taken
+	// before e.mu, never after it.
+	statusMu sync.Mutex
 
 	mu sync.Mutex // guards everything below
 	// ctx is Run's context; nil until Run starts.
@@ -76,6 +85,24 @@ type Executor struct {
 	// early holds assignments that arrived before Run started.
 	early  []assignment
 	notify chan struct{} // cap 1: dirty became non-empty
+	// unrecorded are assigned tasks whose record could not be written:
+	// they are not started until it is. unwritten are statuses whose
+	// write failed: they are not reported until it succeeds. retry is the
+	// pending retry of both (nil if none), after retryBackoff.
+	unrecorded   map[string]*shoalv1.Task
+	unwritten    map[string]*shoalv1.TaskStatus
+	retry        *time.Timer
+	retryBackoff time.Duration
+}
+
+// taskStore is what the executor needs of the local task database
+// (taskDB); tests wrap it to fail or to record writes.
+type taskStore interface {
+	putTasks(ws []taskWrite) error
+	put(id string, t *shoalv1.Task, st *shoalv1.TaskStatus) error
+	delete(id string) error
+	all() (map[string]storedTask, error)
+	Close() error
 }
 
 type assignment struct {
@@ -115,7 +142,16 @@ func NewExecutor(cfg ExecutorConfig) (*Executor, error) {
 	e := &Executor{cfg: cfg, log: cfg.Logger.With("component", "executor"), db: db,
 		startSem: make(chan struct{}, cfg.MaxConcurrentStarts),
 		ctls:     map[string]*taskCtl{}, statuses: map[string]*shoalv1.TaskStatus{}, dirty: map[string]bool{},
-		adopted: stored, notify: make(chan struct{}, 1), mount: runtime.MountOverlay, unmount: runtime.Unmount}
+		adopted: stored, notify: make(chan struct{}, 1), mount: runtime.MountOverlay, unmount: runtime.Unmount,
+		unrecorded: map[string]*shoalv1.Task{}, unwritten: map[string]*shoalv1.TaskStatus{}}
+	for id := range stored {
+		if !runtime.ValidID(id) {
+			// Never built into a path: recorded by an agent that did not
+			// check ids yet.
+			e.log.Warn("ignoring a stored task with an invalid id", "task_id", clip(id))
+			delete(stored, id)
+		}
+	}
 	for id, s := range stored {
 		e.statuses[id] = s.status
 		e.dirty[id] = true
@@ -151,6 +187,12 @@ func (e *Executor) Run(ctx context.Context) error {
 	for _, c := range ctls {
 		<-c.done
 	}
+	e.mu.Lock()
+	if e.retry != nil {
+		e.retry.Stop()
+		e.retry = nil
+	}
+	e.mu.Unlock()
 	return e.db.Close()
 }
 
@@ -199,29 +241,98 @@ func (e *Executor) removeStrays(ctx context.Context) {
 }
 
 // Assign applies the dispatcher's assignments: full replaces the held set
-// (tasks not in it are stopped and removed), otherwise a diff. It only
-// records and wakes: it runs on the session's receive loop.
+// (tasks not in it are stopped and removed), otherwise a diff. It runs on
+// the session's receive loop: it records and wakes; its one write is the
+// records of new and changed tasks (one transaction, one fsync).
+//
+// A new task's record is written before its controller starts, so no
+// status is ever reported for a task that a restarted agent would not
+// know. A task whose record cannot be written is not started; it is tried
+// again after a back-off for as long as it stays assigned.
+//
+// Task ids are checked before anything else: an id is built into paths
+// (tasks/<id>, logs/<id>.log) that are later removed, so "..", "a/b" or
+// "" would reach outside them. An assignment with an invalid id is logged
+// and ignored, not reported: a report is keyed by the id, and managers
+// never make such ids, so whoever sent it is broken or hostile and gains
+// nothing from an answer.
 func (e *Executor) Assign(full bool, upsert []*shoalv1.Task, removed []string) {
-	writes := e.assign(full, upsert, removed)
+	e.assignMu.Lock()
+	defer e.assignMu.Unlock()
+	plan, ok := e.planAssign(full, upsert, removed)
+	if !ok {
+		return
+	}
+	var writes []taskWrite
+	for _, n := range plan.start {
+		writes = append(writes, taskWrite{task: n.task, status: n.lost})
+	}
+	for _, t := range plan.changed {
+		writes = append(writes, taskWrite{task: t})
+	}
+	recorded := true
 	if len(writes) > 0 {
-		// One transaction (one fsync) for the whole set, off the lock.
 		if err := e.db.putTasks(writes); err != nil {
-			e.log.Error("recording tasks", "count", len(writes), "err", err)
+			e.log.Error("recording tasks; new ones wait until they are recorded", "count", len(writes), "err", err)
+			recorded = false
 		}
 	}
+	e.applyAssign(plan, recorded)
 }
 
-func (e *Executor) assign(full bool, upsert []*shoalv1.Task, removed []string) []*shoalv1.Task {
+// assignPlan is what one Assign does, decided under e.mu, applied under
+// e.mu again after the records are written.
+type assignPlan struct {
+	start   []newTask       // not held yet: record, then start
+	changed []*shoalv1.Task // held, changed in a way the controller acts on: record
+	held    []*shoalv1.Task // every upsert of a held task (its newest copy)
+	remove  []string
+}
+
+type newTask struct {
+	task   *shoalv1.Task
+	status *shoalv1.TaskStatus // the controller's initial status
+	lost   *shoalv1.TaskStatus // non-nil: report this at once (recorded with the task)
+}
+
+func (e *Executor) planAssign(full bool, upsert []*shoalv1.Task, removed []string) (assignPlan, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.ctx == nil {
 		e.early = append(e.early, assignment{full, upsert, removed})
-		return nil
+		return assignPlan{}, false
 	}
 	if e.ctx.Err() != nil {
-		return nil
+		return assignPlan{}, false
 	}
-	var writes []*shoalv1.Task
+	valid := make([]*shoalv1.Task, 0, len(upsert))
+	for _, t := range upsert {
+		if id := t.GetMeta().GetId(); !runtime.ValidID(id) {
+			e.log.Warn("ignoring an assignment with an invalid task id", "task_id", clip(id), "service_id", clip(t.GetServiceId()))
+			continue
+		}
+		valid = append(valid, t)
+	}
+	upsert = valid
+	// Tasks still waiting for their record come first, unless this set
+	// drops them or carries a newer copy.
+	if len(e.unrecorded) > 0 {
+		if !full {
+			for _, id := range removed {
+				delete(e.unrecorded, id)
+			}
+			for _, t := range upsert {
+				delete(e.unrecorded, t.GetMeta().GetId())
+			}
+			pending := make([]*shoalv1.Task, 0, len(e.unrecorded)+len(upsert))
+			for _, t := range e.unrecorded {
+				pending = append(pending, t)
+			}
+			upsert = append(pending, upsert...)
+		}
+		clear(e.unrecorded)
+	}
+	var p assignPlan
 	if full {
 		keep := map[string]bool{}
 		for _, t := range upsert {
@@ -233,37 +344,82 @@ func (e *Executor) assign(full bool, upsert []*shoalv1.Task, removed []string) [
 			}
 		}
 	}
+	starting := map[string]int{} // index in p.start, for duplicates
 	for _, t := range upsert {
 		id := t.GetMeta().GetId()
 		if c, ok := e.ctls[id]; ok {
-			if c.update(t) {
-				writes = append(writes, t)
+			if actionable(c.current(), t) {
+				p.changed = append(p.changed, t)
 			}
+			p.held = append(p.held, t)
 			continue
 		}
+		var n newTask
 		st := t.GetStatus()
-		if st.GetState() >= shoalv1.TaskState_TASK_STATE_ACCEPTED && st.GetState() < shoalv1.TaskState_TASK_STATE_COMPLETE {
+		switch {
+		case st.GetState() >= shoalv1.TaskState_TASK_STATE_ACCEPTED && st.GetState() < shoalv1.TaskState_TASK_STATE_COMPLETE:
 			// The managers think this node runs it, but the local state
 			// has no trace of it (state dir wiped): say so rather than
 			// silently starting a second copy.
 			lost := failedStatus("the agent has no record of this task (its local state was lost)", nil)
-			e.startCtlLocked(t, lost)
-			e.queueStatusLocked(id, proto.Clone(lost).(*shoalv1.TaskStatus))
-			writes = append(writes, t)
+			lost.Timestamp = timestamppb.Now()
+			n = newTask{task: t, status: lost, lost: lost}
+		case st.GetState() >= shoalv1.TaskState_TASK_STATE_COMPLETE:
+			continue // ended elsewhere or before; nothing to run or clean
+		default:
+			n = newTask{task: t, status: &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_ASSIGNED}}
+		}
+		if i, dup := starting[id]; dup {
+			p.start[i] = n
 			continue
 		}
-		if st.GetState() >= shoalv1.TaskState_TASK_STATE_COMPLETE {
-			continue // ended elsewhere or before; nothing to run or clean
-		}
-		e.startCtlLocked(t, &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_ASSIGNED})
-		writes = append(writes, t)
+		starting[id] = len(p.start)
+		p.start = append(p.start, n)
 	}
-	for _, id := range removed {
+	p.remove = removed
+	return p, true
+}
+
+// applyAssign applies a plan whose records were written (recorded) or not.
+func (e *Executor) applyAssign(p assignPlan, recorded bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ctx.Err() != nil {
+		return
+	}
+	for _, t := range p.held {
+		// A controller may have finished its removal meanwhile.
+		if c, ok := e.ctls[t.GetMeta().GetId()]; ok {
+			c.update(t)
+		}
+	}
+	for _, n := range p.start {
+		id := n.task.GetMeta().GetId()
+		if !recorded {
+			e.unrecorded[id] = n.task
+			continue
+		}
+		e.startCtlLocked(n.task, n.status)
+		if n.lost != nil {
+			e.queueStatusLocked(id, proto.Clone(n.lost).(*shoalv1.TaskStatus))
+		}
+	}
+	for _, id := range p.remove {
 		if c, ok := e.ctls[id]; ok {
 			c.remove()
 		}
 	}
-	return writes
+	if len(e.unrecorded) > 0 {
+		e.scheduleRetryLocked()
+	}
+}
+
+// clip bounds an untrusted string for a log line.
+func clip(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "..."
+	}
+	return s
 }
 
 func (e *Executor) startCtlLocked(t *shoalv1.Task, st *shoalv1.TaskStatus) {
@@ -280,11 +436,14 @@ func (e *Executor) startCtlLocked(t *shoalv1.Task, st *shoalv1.TaskStatus) {
 
 // forget drops a removed task's controller and records.
 func (e *Executor) forget(id string) {
+	e.statusMu.Lock() // no retried status write may bring the record back
+	defer e.statusMu.Unlock()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	delete(e.ctls, id)
 	delete(e.statuses, id)
 	delete(e.dirty, id)
+	delete(e.unwritten, id)
 	if err := e.db.delete(id); err != nil {
 		e.log.Error("deleting task record", "task_id", id, "err", err)
 	}
@@ -295,22 +454,84 @@ func (e *Executor) forget(id string) {
 
 // setStatus records a task's observed status and queues it for the
 // managers. The record is written first: a status is never reported that
-// a crash right after could take back.
+// a crash right after could take back. A status whose write fails is not
+// reported; the write is retried after a back-off (a newer status of the
+// same task replaces it: states only move forward, so the newest says
+// all).
 func (e *Executor) setStatus(id string, st *shoalv1.TaskStatus) {
 	if st.Timestamp == nil {
 		st.Timestamp = timestamppb.Now()
 	}
-	// Only this task's controller sets its status, so writing outside the
-	// lock keeps the order; the fsync does not hold up readers.
-	if err := e.db.put(id, nil, st); err != nil {
-		e.log.Error("recording task status", "task_id", id, "err", err)
-	}
+	// Only this task's controller sets its status, and statusMu orders it
+	// against retries; the fsync runs outside e.mu and holds up no reader.
+	e.statusMu.Lock()
+	defer e.statusMu.Unlock()
+	err := e.db.put(id, nil, st)
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if err != nil {
+		e.log.Error("recording task status; it is reported once recorded", "task_id", id, "state", st.GetState(), "err", err)
+		e.unwritten[id] = st
+		e.scheduleRetryLocked()
+		return
+	}
+	delete(e.unwritten, id)
 	if _, held := e.ctls[id]; !held {
 		return
 	}
 	e.queueStatusLocked(id, st)
+}
+
+// flushUnwritten writes (and then reports) the statuses whose write
+// failed.
+func (e *Executor) flushUnwritten() {
+	e.statusMu.Lock()
+	defer e.statusMu.Unlock()
+	e.mu.Lock()
+	todo := make(map[string]*shoalv1.TaskStatus, len(e.unwritten))
+	for id, st := range e.unwritten {
+		todo[id] = st
+	}
+	e.mu.Unlock()
+	for id, st := range todo {
+		err := e.db.put(id, nil, st)
+		e.mu.Lock()
+		if err != nil {
+			e.log.Error("recording task status; will retry", "task_id", id, "state", st.GetState(), "err", err)
+			e.scheduleRetryLocked()
+		} else {
+			delete(e.unwritten, id)
+			if _, held := e.ctls[id]; held {
+				e.queueStatusLocked(id, st)
+			}
+		}
+		e.mu.Unlock()
+	}
+}
+
+// scheduleRetryLocked arranges for tasks waiting for their record and
+// statuses waiting for their write to be written again, after a back-off
+// (100 ms doubling to 30 s; reset once everything is written). Callers
+// hold e.mu.
+func (e *Executor) scheduleRetryLocked() {
+	if e.retry != nil || e.ctx == nil || e.ctx.Err() != nil {
+		return
+	}
+	e.retryBackoff = min(max(2*e.retryBackoff, 100*time.Millisecond), 30*time.Second)
+	e.retry = time.AfterFunc(e.retryBackoff, e.retryWrites)
+}
+
+func (e *Executor) retryWrites() {
+	e.mu.Lock()
+	e.retry = nil
+	e.mu.Unlock()
+	e.Assign(false, nil, nil) // tries the unrecorded tasks again
+	e.flushUnwritten()
+	e.mu.Lock()
+	if len(e.unrecorded) == 0 && len(e.unwritten) == 0 {
+		e.retryBackoff = 0
+	}
+	e.mu.Unlock()
 }
 
 // queueStatusLocked makes st the task's status to report.

@@ -102,10 +102,15 @@ type execEnv struct {
 	ex     *Executor
 	cancel context.CancelFunc
 	done   chan error
+	// wrapDB, if set, wraps the executor's task database (to fail or
+	// record writes).
+	wrapDB func(taskStore) taskStore
 }
 
-func newExecEnv(t *testing.T) *execEnv {
-	env := &execEnv{t: t, dir: t.TempDir(), rt: runtime.NewFake(), images: newFakeImages(), net: &fakeNet{up: map[string]bool{}}}
+func newExecEnv(t *testing.T) *execEnv { return newExecEnvWrapped(t, nil) }
+
+func newExecEnvWrapped(t *testing.T, wrapDB func(taskStore) taskStore) *execEnv {
+	env := &execEnv{t: t, dir: t.TempDir(), rt: runtime.NewFake(), images: newFakeImages(), net: &fakeNet{up: map[string]bool{}}, wrapDB: wrapDB}
 	env.start()
 	t.Cleanup(env.stop)
 	return env
@@ -117,6 +122,9 @@ func (env *execEnv) start() {
 		NodeMemory: 1 << 30, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		env.t.Fatal(err)
+	}
+	if env.wrapDB != nil {
+		ex.db = env.wrapDB(ex.db)
 	}
 	// The rootfs "mount" makes a directory holding the image's program.
 	ex.mount = func(_ []string, _, _, target string) error {

@@ -81,12 +81,20 @@ func (d *taskDB) put(id string, t *shoalv1.Task, st *shoalv1.TaskStatus) error {
 	})
 }
 
-// putTasks records several tasks (their statuses unchanged) at once.
-func (d *taskDB) putTasks(ts []*shoalv1.Task) error {
+// taskWrite is one record of a putTasks: the task, and its status unless
+// nil (then the stored status is kept).
+type taskWrite struct {
+	task   *shoalv1.Task
+	status *shoalv1.TaskStatus
+}
+
+// putTasks records several tasks (and statuses, where given) in one
+// transaction: all or none.
+func (d *taskDB) putTasks(ws []taskWrite) error {
 	return d.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketTasks)
-		for _, t := range ts {
-			id := t.GetMeta().GetId()
+		for _, w := range ws {
+			id := w.task.GetMeta().GetId()
 			var rec taskRecord
 			if old := b.Get([]byte(id)); old != nil {
 				if err := json.Unmarshal(old, &rec); err != nil {
@@ -94,8 +102,13 @@ func (d *taskDB) putTasks(ts []*shoalv1.Task) error {
 				}
 			}
 			var err error
-			if rec.Task, err = proto.Marshal(t); err != nil {
+			if rec.Task, err = proto.Marshal(w.task); err != nil {
 				return err
+			}
+			if w.status != nil {
+				if rec.Status, err = proto.Marshal(w.status); err != nil {
+					return err
+				}
 			}
 			v, err := json.Marshal(rec)
 			if err != nil {

@@ -120,6 +120,11 @@ var (
 	ErrInvalidArgument = errors.New("invalid argument")
 )
 
+// ValidID says whether id is a valid task id (see validID). The agent
+// checks ids with it when assignments arrive, before any path is built
+// from them.
+func ValidID(id string) bool { return validID(id) }
+
 // validID: 1 to 128 of [A-Za-z0-9_.-], starting with a letter or digit.
 // Not a regexp: compiling `^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$` at package
 // init cost 0.26 ms in every shoal process, shims and container inits
