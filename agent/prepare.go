@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
+
 	"github.com/shoal-dev/shoal/agent/image"
 	"github.com/shoal-dev/shoal/agent/runtime"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -226,28 +228,23 @@ func checkExecutable(rootfs, cmd string, env []string) error {
 	return fmt.Errorf("command %q not found in the image's PATH (%s)", cmd, path)
 }
 
-// executableIn resolves p inside rootfs, following symlinks within the
-// rootfs (an absolute link target is relative to the rootfs, not the host).
+// executableIn says whether p, resolved inside rootfs, is an executable
+// regular file. Every symlink on the way, intermediate directories
+// included, is resolved inside the rootfs as the container will see it
+// (an absolute target is relative to the rootfs, ".." stops at its root):
+// securejoin's OpenInRoot opens it without ever leaving the rootfs, so an
+// image's /bin -> /usr/local/secret cannot make us look at the host's.
 func executableIn(rootfs, p string) bool {
-	for range 16 {
-		full := filepath.Join(rootfs, filepath.Clean("/"+p))
-		fi, err := os.Lstat(full)
-		if err != nil {
-			return false
-		}
-		if fi.Mode()&os.ModeSymlink == 0 {
-			return fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
-		}
-		target, err := os.Readlink(full)
-		if err != nil {
-			return false
-		}
-		if !filepath.IsAbs(target) {
-			target = filepath.Join(filepath.Dir(filepath.Clean("/"+p)), target)
-		}
-		p = target
+	f, err := pathrs.OpenInRoot(rootfs, p)
+	if err != nil {
+		return false
 	}
-	return false
+	defer f.Close()
+	var fi os.FileInfo
+	if fi, err = f.Stat(); err != nil { // fstat works on the O_PATH handle
+		return false
+	}
+	return fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
 }
 
 func mergeEnv(base, over []string) []string {
