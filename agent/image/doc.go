@@ -25,7 +25,12 @@
 // redirect a later one), hardlink targets are confined to the layer, and
 // whiteouts are written in the overlayfs encoding (0/0 character devices,
 // trusted.overlay.opaque=y). Ownership, modes (setuid included), xattrs and
-// times are kept.
+// times are kept. Device nodes other than 0/0 whiteouts are refused (fifos
+// are kept, as docker keeps them). What one layer may unpack to is bounded
+// (Limits: file bytes and entries, node settings --max-layer-bytes and
+// --max-layer-entries, 16 GiB and 1,000,000 by default), and so is the
+// uncompressed stream read, so a gzip bomb is refused with ErrLimit, and
+// what it unpacked is removed like any failed layer.
 //
 // # Metadata: a JSON index, not bbolt
 //

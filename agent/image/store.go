@@ -111,6 +111,7 @@ func (ix *index) clone() *index {
 type Store struct {
 	dir    string
 	logger *slog.Logger
+	limits Limits // what one layer may unpack to
 
 	layerLocks keyedMutex // serialises unpacking of one layer
 
@@ -123,9 +124,16 @@ type Store struct {
 	active map[string]int
 }
 
-// Open opens (creating if needed) the store rooted at dir. Leftovers of a
-// crash (half-unpacked layers, temp files) are removed.
+// Open opens (creating if needed) the store rooted at dir, with the
+// default layer limits. Leftovers of a crash (half-unpacked layers, temp
+// files) are removed.
 func Open(dir string, logger *slog.Logger) (*Store, error) {
+	return OpenWithLimits(dir, logger, Limits{})
+}
+
+// OpenWithLimits is Open with limits on what one layer may unpack to
+// (zero fields take the defaults).
+func OpenWithLimits(dir string, logger *slog.Logger, lim Limits) (*Store, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -136,6 +144,7 @@ func Open(dir string, logger *slog.Logger) (*Store, error) {
 	s := &Store{
 		dir:    abs,
 		logger: logger.With("component", "image"),
+		limits: lim.withDefaults(),
 		active: map[string]int{},
 	}
 	for _, d := range []string{abs, filepath.Join(abs, layersDir)} {

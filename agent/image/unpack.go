@@ -195,8 +195,14 @@ func (o *op) ensureLayer(ctx context.Context, layer v1.Layer) (unpacked, error) 
 	}
 	defer rc.Close()
 	hasher := sha256.New()
-	tee := io.TeeReader(&ctxReader{ctx: ctx, r: rc}, hasher)
-	st, err := untar(ctx, root, tee, s.logger)
+	// The stream itself is bounded too: entries of unknown types, and
+	// data after the archive's end, are read (to be skipped or hashed)
+	// but never written, and a bomb of them would burn CPU for hours.
+	// The bound leaves room for the headers and padding of a layer at
+	// both limits.
+	capped := &capReader{r: &ctxReader{ctx: ctx, r: rc}, left: s.limits.MaxLayerBytes + int64(s.limits.MaxLayerEntries)*4096, limits: s.limits}
+	tee := io.TeeReader(capped, hasher)
+	st, err := untar(ctx, root, tee, s.logger, s.limits)
 	if err != nil {
 		return unpacked{}, fmt.Errorf("unpack layer %s: %w", short(diffID), err)
 	}
@@ -274,6 +280,25 @@ func syncFS(dir string) error {
 	}
 	defer unix.Close(fd)
 	return unix.Syncfs(fd)
+}
+
+// capReader fails with ErrLimit once more than left bytes were read.
+type capReader struct {
+	r      io.Reader
+	left   int64
+	limits Limits
+}
+
+func (c *capReader) Read(p []byte) (int, error) {
+	if c.left < 0 {
+		return 0, fmt.Errorf("%w: the archive is larger than its limits allow (node settings --max-layer-bytes %d, --max-layer-entries %d)", ErrLimit, c.limits.MaxLayerBytes, c.limits.MaxLayerEntries)
+	}
+	if int64(len(p)) > c.left+1 {
+		p = p[:c.left+1]
+	}
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	return n, err
 }
 
 type ctxReader struct {

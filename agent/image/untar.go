@@ -31,9 +31,43 @@ const (
 // callers (and tests) can tell an unsafe archive from an I/O failure.
 var errUnsafe = errors.New("unsafe tar entry")
 
+// ErrLimit is wrapped by the refusal of a layer that unpacks to more than
+// the node's limits allow (a gzip or sparse-file bomb, or just too big).
+var ErrLimit = errors.New("layer exceeds the node's limit")
+
+// Limits bound what one layer may unpack to. A layer past either is
+// refused, and what was unpacked of it is removed.
+type Limits struct {
+	// MaxLayerBytes bounds the sum of a layer's regular file contents
+	// (holes of sparse files included: they are written out). Default
+	// DefaultMaxLayerBytes.
+	MaxLayerBytes int64
+	// MaxLayerEntries bounds the entries of a layer, directories created
+	// for entries whose parents the archive does not list included.
+	// Default DefaultMaxLayerEntries.
+	MaxLayerEntries int
+}
+
+// Generous defaults: the largest public images have layers of a few GiB
+// and a few hundred thousand files.
+const (
+	DefaultMaxLayerBytes   = 16 << 30
+	DefaultMaxLayerEntries = 1_000_000
+)
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxLayerBytes <= 0 {
+		l.MaxLayerBytes = DefaultMaxLayerBytes
+	}
+	if l.MaxLayerEntries <= 0 {
+		l.MaxLayerEntries = DefaultMaxLayerEntries
+	}
+	return l
+}
+
 // untarStats is what an unpack reports.
 type untarStats struct {
-	Entries int
+	Entries int   // archive entries plus parent directories created for them
 	Bytes   int64 // sum of regular file contents
 }
 
@@ -60,13 +94,25 @@ type untarStats struct {
 //     trusted.overlay.opaque=y on its directory: the overlayfs encoding.
 //     trusted.overlay.* xattrs carried by the archive itself are dropped, so
 //     an image cannot smuggle in redirects or metacopy flags.
+//   - Block and character devices are refused, except 0/0 character
+//     devices: those are overlayfs whiteouts, as layers exported from an
+//     overlayfs store carry them. An image has no business creating device
+//     nodes (a block device of the host's disk would be a way out of the
+//     container); a container gets its /dev from the runtime. Fifos are
+//     kept, as docker keeps them: a named pipe reaches nothing the
+//     container could not make with mkfifo itself.
+//   - At most lim.MaxLayerBytes of file contents and lim.MaxLayerEntries
+//     entries are unpacked: a bomb (a few KB of gzip that inflate to
+//     terabytes, a sparse file with a huge hole, millions of empty files)
+//     is refused with ErrLimit rather than filling the disk.
 //   - uid/gid (lchown), mode including setuid/setgid/sticky (chmod after
 //     chown, which clears setuid), xattrs and mtimes are kept. Directory
 //     mtimes are applied at the end, since creating their contents changes
 //     them.
-func untar(ctx context.Context, root string, r io.Reader, logger *slog.Logger) (untarStats, error) {
+func untar(ctx context.Context, root string, r io.Reader, logger *slog.Logger, lim Limits) (untarStats, error) {
 	var st untarStats
-	u := &untarrer{root: root, logger: logger, isRoot: os.Geteuid() == 0}
+	lim = lim.withDefaults()
+	u := &untarrer{root: root, logger: logger, isRoot: os.Geteuid() == 0, lim: lim}
 	rootFd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return st, fmt.Errorf("open unpack root %q: %w", root, err)
@@ -87,12 +133,17 @@ func untar(ctx context.Context, root string, r io.Reader, logger *slog.Logger) (
 			return st, fmt.Errorf("read tar header after %d entries: %w", st.Entries, err)
 		}
 		st.Entries++
+		if st.Entries+u.parents > lim.MaxLayerEntries {
+			return st, fmt.Errorf("%w: more than %d entries (node setting --max-layer-entries)", ErrLimit, lim.MaxLayerEntries)
+		}
+		u.budget = lim.MaxLayerBytes - st.Bytes
 		n, err := u.entry(hdr, tr)
 		if err != nil {
 			return st, fmt.Errorf("tar entry %q: %w", hdr.Name, err)
 		}
 		st.Bytes += n
 	}
+	st.Entries += u.parents
 	if err := u.finishDirs(); err != nil {
 		return st, err
 	}
@@ -110,6 +161,14 @@ type untarrer struct {
 	logger *slog.Logger
 	isRoot bool
 	dirs   []dirTimes
+	lim    Limits
+	// parents counts the directories created for entries whose parents
+	// the archive did not list: one entry with a deep name would
+	// otherwise make thousands of directories for one count.
+	parents int
+	// budget is how many bytes of file contents the current entry may
+	// still write.
+	budget int64
 }
 
 // cleanName turns a tar name into a root-relative slash path ("." for the
@@ -143,6 +202,10 @@ func (u *untarrer) openParent(rel string, create bool) (int, string, error) {
 		walked = path.Join(walked, comp)
 		next, err := openDirNoFollow(fd, comp)
 		if errors.Is(err, unix.ENOENT) && create {
+			if u.parents++; u.parents > u.lim.MaxLayerEntries {
+				unix.Close(fd)
+				return -1, "", fmt.Errorf("%w: more than %d entries, counting the parent directories made for them (node setting --max-layer-entries)", ErrLimit, u.lim.MaxLayerEntries)
+			}
 			if err := unix.Mkdirat(fd, comp, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
 				unix.Close(fd)
 				return -1, "", fmt.Errorf("create parent %q: %w", walked, err)
@@ -276,10 +339,21 @@ func (u *untarrer) entry(hdr *tar.Header, r io.Reader) (int64, error) {
 			return 0, fmt.Errorf("create file: %w", err)
 		}
 		f := os.NewFile(uintptr(fd), rel)
-		n, err = io.Copy(f, r)
+		// The header's size is what the archive claims; the copy is
+		// bounded by the budget whatever it claims, one byte past it
+		// telling "too big" from "exactly at the limit".
+		if hdr.Size > u.budget {
+			f.Close()
+			return 0, u.tooBig()
+		}
+		n, err = io.Copy(f, io.LimitReader(r, u.budget+1))
 		if err != nil {
 			f.Close()
 			return 0, fmt.Errorf("write file: %w", err)
+		}
+		if n > u.budget {
+			f.Close()
+			return 0, u.tooBig()
 		}
 		if err := f.Close(); err != nil {
 			return 0, fmt.Errorf("close file: %w", err)
@@ -323,20 +397,22 @@ func (u *untarrer) entry(hdr *tar.Header, r io.Reader) (int64, error) {
 		return 0, nil
 
 	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+		whiteout := hdr.Typeflag == tar.TypeChar && hdr.Devmajor == 0 && hdr.Devminor == 0
+		if hdr.Typeflag != tar.TypeFifo && !whiteout {
+			kind := "character"
+			if hdr.Typeflag == tar.TypeBlock {
+				kind = "block"
+			}
+			return 0, fmt.Errorf("%w: %s device %d:%d (an image may not create device nodes)", errUnsafe, kind, hdr.Devmajor, hdr.Devminor)
+		}
 		if _, err := u.clearName(pfd, base, rel, false); err != nil {
 			return 0, err
 		}
-		mode := uint32(hdr.Mode & 0o7777)
-		switch hdr.Typeflag {
-		case tar.TypeChar:
-			mode |= unix.S_IFCHR
-		case tar.TypeBlock:
-			mode |= unix.S_IFBLK
-		default:
-			mode |= unix.S_IFIFO
+		mode := uint32(hdr.Mode&0o7777) | unix.S_IFIFO
+		if whiteout {
+			mode = uint32(hdr.Mode&0o7777) | unix.S_IFCHR
 		}
-		dev := unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))
-		if err := unix.Mknodat(pfd, base, mode, int(dev)); err != nil {
+		if err := unix.Mknodat(pfd, base, mode, 0); err != nil {
 			return 0, fmt.Errorf("mknod: %w", err)
 		}
 
@@ -355,6 +431,10 @@ func (u *untarrer) entry(hdr *tar.Header, r io.Reader) (int64, error) {
 		return 0, fmt.Errorf("set times: %w", err)
 	}
 	return n, nil
+}
+
+func (u *untarrer) tooBig() error {
+	return fmt.Errorf("%w: more than %d bytes of file contents (node setting --max-layer-bytes)", ErrLimit, u.lim.MaxLayerBytes)
 }
 
 // setMeta applies ownership, mode and xattrs to pfd/base (never following
