@@ -71,7 +71,8 @@ func agentAddr(advertise string) (string, error) {
 func (n *node) buildAgentSide(ctx context.Context) (*agentSide, error) {
 	o, st := n.o, n.state()
 	dir := filepath.Join(o.DataDir, "agent")
-	images, err := image.Open(filepath.Join(o.DataDir, "images"), o.Logger)
+	images, err := image.OpenWithLimits(filepath.Join(o.DataDir, "images"), o.Logger,
+		image.Limits{MaxLayerBytes: o.MaxLayerBytes, MaxLayerEntries: o.MaxLayerEntries})
 	if err != nil {
 		return nil, fmt.Errorf("image store: %w", err)
 	}

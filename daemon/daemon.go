@@ -43,6 +43,10 @@ type Options struct {
 	InsecureRegistries []string // registries that may be pulled from over http
 	CgroupParent       string   // cgroup under which task cgroups live (default /shoal)
 	LoadImages         []string // image archives loaded into the node's store at start
+	// MaxLayerBytes and MaxLayerEntries bound what one image layer may
+	// unpack to (0: the image store's defaults, 16 GiB and 1,000,000).
+	MaxLayerBytes   int64
+	MaxLayerEntries int
 	// Runtime replaces the libcontainer runtime (tests).
 	Runtime shoalruntime.Runtime
 	// NoTaskNetwork leaves each task with a private loopback-only netns.
