@@ -257,3 +257,28 @@ func TestExecutorIgnoresInvalidTaskIDs(t *testing.T) {
 		}
 	}
 }
+
+// A stored record with an invalid id (written by an agent that did not
+// check ids) is not re-adopted: re-adoption builds paths from the id.
+func TestExecutorIgnoresStoredInvalidTaskIDs(t *testing.T) {
+	env := newExecEnv(t)
+	env.stop()
+	db, err := openTaskDB(env.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"..", "ok"} {
+		st := &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_FAILED}
+		if err := db.putTasks([]taskWrite{{task: running(id), status: st}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+	env.start()
+	if tasks := env.ex.Tasks(); len(tasks) != 1 || tasks[0].GetMeta().GetId() != "ok" {
+		t.Fatalf("re-adopted %v, want only %q", tasks, "ok")
+	}
+	if ups := env.ex.TakeUpdates(true); len(ups) != 1 || ups[0].GetTaskId() != "ok" {
+		t.Errorf("reported %v, want ok's status only", ups)
+	}
+}
