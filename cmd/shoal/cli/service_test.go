@@ -284,6 +284,8 @@ func TestStuck(t *testing.T) {
 		{"any: failed is restarted", svc(repl, 1, nil), []*shoalv1.Task{mk("a", 1, 0, failed, run, 2)}, ""},
 		{"on-failure: failed is restarted", svc(repl, 1, onFailure), []*shoalv1.Task{mk("a", 1, 0, failed, run, 2)}, ""},
 		{"on-failure: completed", svc(repl, 1, onFailure), []*shoalv1.Task{mk("a", 1, 0, complete, run, 2)}, "a"},
+		{"on-failure: shut down on its own", svc(repl, 1, onFailure), []*shoalv1.Task{mk("a", 1, 0, shutdown, run, 2)}, "a"},
+		{"on-failure: rejected is restarted", svc(repl, 1, onFailure), []*shoalv1.Task{mk("a", 1, 0, shoalv1.TaskState_TASK_STATE_REJECTED, run, 2)}, ""},
 		{"max 2: two ends, one restart left", svc(repl, 1, max2),
 			[]*shoalv1.Task{mk("a", 1, 2*time.Minute, failed, run, 2), mk("b", 1, time.Minute, failed, run, 2)}, ""},
 		{"max 2: three ends", svc(repl, 1, max2),

@@ -65,8 +65,9 @@ func countedKey(svc *shoalv1.Service, tasks map[string]*shoalv1.Task) string {
 // the service cannot converge: the newest task of a slot (of a node, for a
 // global service), built from the current spec, ended on its own (desired
 // state still RUNNING) and the restart policy does not restart it —
-// condition none, on-failure after a clean exit, or max_attempts restarts
-// used up with no window to wait out. It mirrors the orchestrator's rules
+// condition none, on-failure after an end that is not a failure, or
+// max_attempts restarts used up with no window to wait out. It mirrors
+// the orchestrator's rules
 // (manager/orchestrator, group.restart); it returns nil while there is
 // hope, and the task with the reason otherwise.
 func stuck(svc *shoalv1.Service, tasks map[string]*shoalv1.Task) (*shoalv1.Task, string) {
@@ -110,8 +111,8 @@ func stuck(svc *shoalv1.Service, tasks map[string]*shoalv1.Task) (*shoalv1.Task,
 		case shoalv1.RestartCondition_RESTART_CONDITION_NONE:
 			return latest, "restart condition none: it is not restarted"
 		case shoalv1.RestartCondition_RESTART_CONDITION_ON_FAILURE:
-			if st == shoalv1.TaskState_TASK_STATE_COMPLETE {
-				return latest, "restart condition on-failure: a task that completed is not restarted"
+			if st != shoalv1.TaskState_TASK_STATE_FAILED && st != shoalv1.TaskState_TASK_STATE_REJECTED {
+				return latest, "restart condition on-failure: a task that ended without failing is not restarted"
 			}
 		}
 		if n := pol.GetMaxAttempts(); n > 0 && pol.GetWindowMs() <= 0 && int64(ownEnds) > n {
