@@ -201,8 +201,20 @@ func TestCreateMonitor(t *testing.T) {
 			want:  []string{"web: 1/1 tasks running", "web: converged (1/1)\n"},
 		},
 	}
+	// The monitor periods end when the test says: the first never (the
+	// task dies during it), later ones at once.
+	defer func(orig func(time.Duration) (<-chan time.Time, func())) { monitorTimer = orig }(monitorTimer)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			periods := 0
+			monitorTimer = func(time.Duration) (<-chan time.Time, func()) {
+				periods++
+				c := make(chan time.Time, 1)
+				if periods > 1 || len(tc.after) == 0 {
+					c <- time.Now()
+				}
+				return c, func() {}
+			}
 			c := newCLICluster(t)
 			out := newSignalWriter("verifying")
 			c.mgr.watch = func(_ *shoalv1.WatchRequest, st grpc.ServerStreamingServer[shoalv1.WatchEvent]) error {

@@ -158,6 +158,13 @@ func endText(t *shoalv1.Task) string {
 	return state
 }
 
+// monitorTimer starts the monitor period; tests replace it to decide when
+// the period ends.
+var monitorTimer = func(d time.Duration) (<-chan time.Time, func()) {
+	t := time.NewTimer(d)
+	return t.C, func() { t.Stop() }
+}
+
 // waiter follows the watch stream from before a write until the written
 // service converges.
 type waiter struct {
@@ -221,13 +228,11 @@ func (w *waiter) wait(ctx context.Context, svc *shoalv1.Service) error {
 	// running for wf.monitor (a task that dies a second after it started
 	// must not be reported as converged).
 	var stableKey string
-	var stable *time.Timer
 	var stableC <-chan time.Time
+	stopStable := func() {}
 	stopMonitor := func() {
-		if stable != nil {
-			stable.Stop()
-		}
-		stable, stableC, stableKey = nil, nil, ""
+		stopStable()
+		stableC, stopStable, stableKey = nil, func() {}, ""
 	}
 	defer stopMonitor()
 	announced := false
@@ -257,8 +262,7 @@ func (w *waiter) wait(ctx context.Context, svc *shoalv1.Service) error {
 			if key := countedKey(svc, tasks); key != stableKey {
 				stopMonitor()
 				stableKey = key
-				stable = time.NewTimer(w.wf.monitor)
-				stableC = stable.C
+				stableC, stopStable = monitorTimer(w.wf.monitor)
 				if !announced {
 					fmt.Fprintf(w.a.out, "%s: verifying that the tasks stay running for %s\n", name, w.wf.monitor)
 					announced = true
