@@ -136,7 +136,7 @@ func TestPromoteDemoteRemove(t *testing.T) {
 	}
 	// A global service puts a container on h3 too; removing h3 must stop it
 	// (nobody else ever will, and a replacement is not needed anywhere).
-	run(h2, "service", "create", "--name", "everywhere", "--mode", "global", "--no-resolve-image", "demo:latest")
+	run(h2, "service", "create", "--name", "everywhere", "--mode", "global", "--monitor", "0", "--no-resolve-image", "demo:latest")
 	if pids, err := h3.CgroupPids(); err != nil || len(pids) == 0 {
 		t.Fatalf("%s runs no container of the global service (pids %v, err %v):\n%s", h3, pids, err, run(h2, "service", "ps", "everywhere"))
 	}

@@ -30,9 +30,10 @@
 //     condition ANY restarts, ON_FAILURE only after FAILED, REJECTED or
 //     ORPHANED, NONE never; not before delay_ms after it ended (the plan
 //     asks to be run again then: RetryAfter); and not once max_attempts
-//     tasks of the current spec ended on their own within window_ms (0:
-//     ever) — with a window, the slot is looked at again when the oldest
-//     counted end leaves it. A latest task we stopped ourselves (scale
+//     restarts have been made, that is once max_attempts+1 tasks of the
+//     current spec ended on their own within window_ms (0: ever) — with a
+//     window, the slot is looked at again when the oldest counted end
+//     leaves it. A latest task we stopped ourselves (scale
 //     down then up, drain) or built from an older spec is replaced at once:
 //     that is not a restart.
 //   - live tasks in slots beyond replicas are stopped; two live tasks in a

@@ -311,14 +311,17 @@ func (g *group) restart() (create bool, retry time.Duration) {
 		return true, 0
 	}
 	if limit := pol.GetMaxAttempts(); limit > 0 {
-		if counted := g.attempts(); int64(len(counted)) >= limit {
+		// max_attempts counts restarts, not runs: the first run is not a
+		// restart, so N allows N+1 ends before giving up (as docker's
+		// --restart-max-attempts does).
+		if counted := g.attempts(); int64(len(counted)) > limit {
 			window := time.Duration(pol.GetWindowMs()) * time.Millisecond
 			if window <= 0 {
 				return false, 0 // given up for good
 			}
-			// Below the limit again once the limit-th newest attempt
+			// Below the limit again once the (limit+1)-th newest end
 			// leaves the window.
-			return false, max(statusTime(counted[limit-1]).Add(window).Sub(g.now), 0)
+			return false, max(statusTime(counted[limit]).Add(window).Sub(g.now), 0)
 		}
 	}
 	ready := statusTime(latest).Add(time.Duration(pol.GetDelayMs()) * time.Millisecond)
@@ -351,8 +354,8 @@ func (g *group) attempts() []*shoalv1.Task {
 
 // trimHistory returns clones of the terminal tasks to delete: all but the
 // HistoryLimit newest, except that tasks counting towards max_attempts are
-// kept too (up to max_attempts of them), or a limit above HistoryLimit
-// could never be reached.
+// kept too (up to max_attempts+1 of them: the first run and its
+// restarts), or a limit at or above HistoryLimit could never be reached.
 func (g *group) trimHistory() []*shoalv1.Task {
 	var ended []*shoalv1.Task
 	for _, t := range g.tasks {
@@ -365,9 +368,9 @@ func (g *group) trimHistory() []*shoalv1.Task {
 	}
 	slices.SortFunc(ended, compareEnded)
 	keep := map[string]bool{}
-	if limit := g.svc.GetSpec().GetTask().GetRestart().GetMaxAttempts(); limit > HistoryLimit {
+	if limit := g.svc.GetSpec().GetTask().GetRestart().GetMaxAttempts(); limit+1 > HistoryLimit {
 		for i, t := range g.attempts() {
-			if int64(i) >= limit {
+			if int64(i) > limit {
 				break
 			}
 			keep[t.GetMeta().GetId()] = true

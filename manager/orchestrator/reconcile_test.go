@@ -92,33 +92,47 @@ func TestReconcileReplicated(t *testing.T) {
 		{"orphaned tasks do not count towards max_attempts", mkService("s", 1, restart(condAny, 0, 1, 0)), []*shoalv1.Task{mkTask("a", "s", 1, ended(tsOrphaned, ago(2*time.Second))), mkTask("b", "s", 1, ended(tsOrphaned, ago(time.Second)))}, "+1@1"},
 		{"delay over: restart", mkService("s", 1, restart(condAny, 5*time.Second, 0, 0)), []*shoalv1.Task{mkTask("a", "s", 1, failedAt(ago(6*time.Second)))}, "+1@1"},
 		{"delay exactly over: restart", mkService("s", 1, restart(condAny, 5*time.Second, 0, 0)), []*shoalv1.Task{mkTask("a", "s", 1, failedAt(ago(5*time.Second)))}, "+1@1"},
+		// max_attempts counts restarts after the first run (help:
+		// "give up after this many restarts"): N allows N+1 runs.
 		{
-			"max attempts reached: give up",
-			mkService("s", 1, restart(condAny, 0, 3, 0)),
-			history("f", "s", 1, 3, tsFailed, tsRunning),
-			"",
-		},
-		{
-			"max attempts not reached",
-			mkService("s", 1, restart(condAny, 0, 3, 0)),
+			"max attempts 2: the first run and one restart ended: restart again",
+			mkService("s", 1, restart(condAny, 0, 2, 0)),
 			history("f", "s", 1, 2, tsFailed, tsRunning),
 			"+1@1",
 		},
 		{
-			"max attempts reached within the window: retry when the oldest leaves it",
-			mkService("s", 1, restart(condAny, 0, 2, 3*time.Minute)),
-			history("f", "s", 1, 2, tsFailed, tsRunning), // ended 1m and 2m ago
+			"max attempts 2: the first run and two restarts ended: give up",
+			mkService("s", 1, restart(condAny, 0, 2, 0)),
+			history("f", "s", 1, 3, tsFailed, tsRunning),
+			"",
+		},
+		{
+			"max attempts 1: only the first run ended: one restart",
+			mkService("s", 1, restart(condAny, 0, 1, 0)),
+			history("f", "s", 1, 1, tsFailed, tsRunning),
+			"+1@1",
+		},
+		{
+			"max attempts 1: the restart ended too: give up",
+			mkService("s", 1, restart(condAny, 0, 1, 0)),
+			history("f", "s", 1, 2, tsFailed, tsRunning),
+			"",
+		},
+		{
+			"max attempts reached within the window: retry when the oldest counted end leaves it",
+			mkService("s", 1, restart(condAny, 0, 2, 4*time.Minute)),
+			history("f", "s", 1, 3, tsFailed, tsRunning), // ended 1m, 2m and 3m ago
 			"retry=1m0s",
 		},
 		{
 			"max attempts: failures older than the window do not count",
-			mkService("s", 1, restart(condAny, 0, 2, 90*time.Second)),
-			history("f", "s", 1, 2, tsFailed, tsRunning), // the 2m-old one is out
+			mkService("s", 1, restart(condAny, 0, 2, 150*time.Second)),
+			history("f", "s", 1, 3, tsFailed, tsRunning), // the 3m-old one is out
 			"+1@1",
 		},
 		{
 			"max attempts count only the current spec's own endings",
-			mkService("s", 1, restart(condAny, 0, 2, 0), specVersion(2)),
+			mkService("s", 1, restart(condAny, 0, 1, 0), specVersion(2)),
 			[]*shoalv1.Task{
 				mkTask("old", "s", 1, version(1), created(ago(3*time.Hour)), failedAt(ago(3*time.Minute))),
 				mkTask("stopped", "s", 1, version(2), created(ago(2*time.Hour)), ended(tsShutdown, ago(2*time.Minute)), desired(tsShutdown)),
@@ -163,10 +177,16 @@ func TestReconcileReplicated(t *testing.T) {
 			"",
 		},
 		{
+			"history keeps the first run and max attempts restarts",
+			mkService("s", 1, restart(condAny, 0, 5, 0)),
+			join([]*shoalv1.Task{mkTask("live", "s", 1, created(t0))}, history("h", "s", 1, 6, tsFailed, tsRunning)),
+			"",
+		},
+		{
 			"history beyond max attempts is trimmed",
 			mkService("s", 1, restart(condAny, 0, 6, 0)),
 			join([]*shoalv1.Task{mkTask("live", "s", 1, created(t0))}, history("h", "s", 1, 8, tsFailed, tsRunning)),
-			"-h7 -h8",
+			"-h8",
 		},
 		{
 			"history of slots beyond the replica count is trimmed too",

@@ -8,9 +8,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/spf13/cobra"
 
 	"github.com/shoal-dev/shoal/agent/agentapi"
@@ -255,10 +257,16 @@ func printImages(w io.Writer, imgs []*shoalv1.ImageSummary, lf listFlags, now ti
 
 func (a *app) imageRm() *cobra.Command {
 	var node string
-	cmd := &cobra.Command{Use: "rm [--node NODE] REF...", Aliases: []string{"remove"},
+	var force bool
+	cmd := &cobra.Command{Use: "rm [--node NODE] [--force] REF...", Aliases: []string{"remove"},
 		Short: "Remove image references from a node (the data goes once no task uses it)", Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withAgent(cmd, node, func(ag shoalv1.AgentAPIClient, _ agentTarget) error {
+				if !force {
+					if err := a.checkImagesUnused(cmd.Context(), ag, args); err != nil {
+						return err
+					}
+				}
 				for _, ref := range args {
 					ctx, cancel := a.call(cmd.Context())
 					_, err := ag.RemoveImage(ctx, &shoalv1.RemoveImageRequest{Ref: ref})
@@ -272,7 +280,127 @@ func (a *app) imageRm() *cobra.Command {
 			})
 		}}
 	nodeFlag(cmd, &node)
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "remove even if services use the image (their next task on the node must pull it)")
 	return cmd
+}
+
+// checkImagesUnused refuses to remove refs that services use: without the
+// reference (or, once dangling, the data) the node cannot start their next
+// task from it, which ends REJECTED when no registry has the image.
+func (a *app) checkImagesUnused(ctx context.Context, ag shoalv1.AgentAPIClient, refs []string) error {
+	cctx, cancel := a.call(ctx)
+	defer cancel()
+	imgs, err := ag.ListImages(cctx, &shoalv1.ListImagesRequest{})
+	if err != nil {
+		return err
+	}
+	cl, err := a.dial(ctx)
+	if err != nil {
+		return fmt.Errorf("asking the managers which services use the image (--force skips this): %w", err)
+	}
+	defer cl.Close()
+	svcs, err := cl.Control.ListServices(cctx, &shoalv1.ListServicesRequest{})
+	if err != nil {
+		return fmt.Errorf("asking the managers which services use the image (--force skips this): %w", err)
+	}
+	for _, ref := range refs {
+		if users := imageUsers(ref, imgs.GetImages(), svcs.GetServices()); len(users) > 0 {
+			return fmt.Errorf("image %s is used by service %s: their tasks could not start from it on this node; remove or update the service first, or use --force",
+				ref, strings.Join(users, ", "))
+		}
+	}
+	return nil
+}
+
+// imageUsers names the services whose image would no longer be found in
+// the store of imgs once ref is removed (the store's rules, agent/image:
+// by name:tag or name@digest only that reference goes, by digest or id
+// prefix all of them; a service's reference is found by its full name,
+// or by its digest while the image keeps a reference — an image left
+// without any is garbage-collected). References are compared in their
+// fully qualified form (demo:1 is index.docker.io/library/demo:1).
+func imageUsers(ref string, imgs []*shoalv1.ImageSummary, svcs []*shoalv1.Service) []string {
+	target, all := findImageSummary(ref, imgs)
+	if target == nil {
+		return nil // the agent says it is not there
+	}
+	var remaining []string
+	if !all {
+		r, err := name.ParseReference(ref)
+		if err != nil {
+			return nil
+		}
+		remaining = slices.DeleteFunc(slices.Clone(target.GetRefs()), func(x string) bool { return x == r.Name() })
+	}
+	found := func(r name.Reference, refs []string) bool {
+		if slices.Contains(refs, r.Name()) {
+			return true
+		}
+		d, ok := r.(name.Digest)
+		return ok && len(refs) > 0 && d.DigestStr() == target.GetDigest()
+	}
+	var users []string
+	for _, s := range svcs {
+		r, err := name.ParseReference(s.GetSpec().GetTask().GetContainer().GetImage())
+		if err != nil {
+			continue
+		}
+		if found(r, target.GetRefs()) && !found(r, remaining) {
+			users = append(users, s.GetSpec().GetName())
+		}
+	}
+	slices.Sort(users)
+	return users
+}
+
+// findImageSummary finds the image ref names as the store does, and says
+// whether removing it drops all of its references (ref is a digest or an
+// id prefix that is not one of its names).
+func findImageSummary(ref string, imgs []*shoalv1.ImageSummary) (*shoalv1.ImageSummary, bool) {
+	ref = strings.TrimSpace(ref)
+	r, perr := name.ParseReference(ref)
+	if hex, ok := digestPrefix(ref); ok {
+		var hits []*shoalv1.ImageSummary
+		for _, img := range imgs {
+			if strings.HasPrefix(strings.TrimPrefix(img.GetDigest(), "sha256:"), hex) {
+				hits = append(hits, img)
+			}
+		}
+		if len(hits) == 1 {
+			return hits[0], perr != nil || !slices.Contains(hits[0].GetRefs(), r.Name())
+		}
+	}
+	if perr != nil {
+		return nil, false
+	}
+	for _, img := range imgs {
+		if slices.Contains(img.GetRefs(), r.Name()) {
+			return img, false
+		}
+	}
+	if d, ok := r.(name.Digest); ok {
+		for _, img := range imgs {
+			if img.GetDigest() == d.DigestStr() {
+				return img, false
+			}
+		}
+	}
+	return nil, false
+}
+
+// digestPrefix reports whether ref looks like a digest or a prefix of one
+// (at least 4 hex digits) and returns its hex part.
+func digestPrefix(ref string) (string, bool) {
+	hex := strings.TrimPrefix(ref, "sha256:")
+	if len(hex) < 4 || len(hex) > 64 {
+		return "", false
+	}
+	for _, c := range hex {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return "", false
+		}
+	}
+	return hex, true
 }
 
 // displayRef shortens a stored, fully qualified reference the way docker

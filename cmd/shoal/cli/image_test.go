@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -62,6 +63,20 @@ func testArchive(t *testing.T, ref string) string {
 	return p
 }
 
+// archiveDigest is the manifest digest of the one image in a tarball.
+func archiveDigest(t *testing.T, p string) string {
+	t.Helper()
+	img, err := tarball.ImageFromPath(p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.String()
+}
+
 func TestImageCommands(t *testing.T) {
 	c := newCLICluster(t)
 	addr := c.startTestAgent("n1")
@@ -77,6 +92,12 @@ func TestImageCommands(t *testing.T) {
 		{Meta: &shoalv1.Meta{Id: "n3"}, Spec: &shoalv1.NodeSpec{Name: "gone"}, Status: &shoalv1.NodeStatus{AgentAddr: closedAddr}},
 	}
 	archive := testArchive(t, "demo/app:1")
+	digest := archiveDigest(t, archive)
+	svc := func(name, image string) *shoalv1.Service {
+		return &shoalv1.Service{Meta: &shoalv1.Meta{Id: "svc" + name}, Spec: &shoalv1.ServiceSpec{Name: name,
+			Task: &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: image}}}}
+	}
+	c.mgr.services = []*shoalv1.Service{svc("web", "demo/app:1"), svc("api", "docker.io/demo/app:1@"+digest), svc("other", "demo/app:2")}
 	corrupt := filepath.Join(t.TempDir(), "corrupt.tar")
 	os.WriteFile(corrupt, bytes.Repeat([]byte("not a tar "), 1000), 0o600)
 
@@ -95,7 +116,12 @@ func TestImageCommands(t *testing.T) {
 		{args: []string{"image", "load", "--node", "node1", corrupt}, stderr: "bad image archive"},
 		{args: []string{"image", "load", "--node", "node1", t.TempDir()}, stderr: "is a directory"},
 		{args: []string{"image", "load", "--node", "node1", "/nonexistent.tar"}, stderr: "no such file"},
-		{args: []string{"image", "rm", "--node", "node1", "demo/app:1"}, ok: true, stdout: "Untagged: demo/app:1\n"},
+		// Services "web" and "api" use it (by tag, and pinned by digest
+		// while its only reference is that tag): refused, naming both.
+		{args: []string{"image", "rm", "--node", "node1", "demo/app:1"}, stderr: "image demo/app:1 is used by service api, web"},
+		{args: []string{"image", "rm", "--node", "node1", "demo/app:1", "other:1"}, stderr: "used by service api, web"},
+		{args: []string{"image", "ls", "--node", "n1"}, ok: true, stdout: "demo/app:1 "},
+		{args: []string{"image", "rm", "--node", "node1", "--force", "demo/app:1"}, ok: true, stdout: "Untagged: demo/app:1\n"},
 		{args: []string{"image", "rm", "--node", "node1", "demo/app:1"}, stderr: `"demo/app:1"`},
 		{args: []string{"image", "ls", "--node", "nosuch"}, stderr: `node "nosuch": not found`},
 		{args: []string{"image", "ls", "--node", "old"}, stderr: `node "old" has not reported an agent API address`},
@@ -179,5 +205,44 @@ func TestImageLocalNodeOldState(t *testing.T) {
 	code, _, errOut = c.run("--data-dir", dataDir, "image", "ls")
 	if code == 0 || !strings.Contains(errOut, "names no node") {
 		t.Fatalf("exit %d, stderr: %s", code, errOut)
+	}
+}
+
+// TestImageUsers: which services lose their image when a reference is
+// removed, compared by fully qualified name, tag and digest.
+func TestImageUsers(t *testing.T) {
+	const d1 = "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+	const d2 = "sha256:2222222222222222222222222222222222222222222222222222222222222222"
+	imgs := []*shoalv1.ImageSummary{
+		{Digest: d1, Refs: []string{"index.docker.io/library/app:1", "index.docker.io/library/app:latest"}},
+		{Digest: d2, Refs: []string{"reg:5000/tool:2"}},
+	}
+	svc := func(name, image string) *shoalv1.Service {
+		return &shoalv1.Service{Spec: &shoalv1.ServiceSpec{Name: name, Task: &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: image}}}}
+	}
+	svcs := []*shoalv1.Service{
+		svc("bytag", "app:1"),
+		svc("latest", "app"),
+		svc("qualified", "docker.io/library/app:1"),
+		svc("pinned", "app:1@"+d1),
+		svc("tool", "reg:5000/tool:2"),
+		svc("toolpinned", "reg:5000/tool@"+d2),
+		svc("elsewhere", "reg:5000/app:1"),
+	}
+	for _, tc := range []struct {
+		ref  string
+		want []string
+	}{
+		{"app:1", []string{"bytag", "qualified"}},            // pinned still found by digest (app:latest stays)
+		{"docker.io/library/app:latest", []string{"latest"}}, // same name, written out
+		{"app:2", nil}, // not in the store: the agent says so
+		{"sha256:1111", []string{"bytag", "latest", "pinned", "qualified"}}, // all references go
+		{"1111111111111111", []string{"bytag", "latest", "pinned", "qualified"}},
+		{"reg:5000/tool:2", []string{"tool", "toolpinned"}}, // its last reference: dangling, collected
+		{"app@" + d1, nil}, // not one of its names: nothing changes
+	} {
+		if got := imageUsers(tc.ref, imgs, svcs); !slices.Equal(got, tc.want) {
+			t.Errorf("imageUsers(%q) = %q, want %q", tc.ref, got, tc.want)
+		}
 	}
 }

@@ -119,6 +119,8 @@ type fakeManager struct {
 	reqs []*shoalv1.LogsRequest
 	// logs answers ServiceLogs.
 	logs func(*shoalv1.LogsRequest, shoalv1.Logs_ServiceLogsServer) error
+
+	control // services, tasks and the watch stream (service_test.go)
 }
 
 func (f *fakeManager) ListNodes(context.Context, *shoalv1.ListNodesRequest) (*shoalv1.ListNodesResponse, error) {

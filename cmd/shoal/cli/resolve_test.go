@@ -3,9 +3,15 @@ package cli
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
@@ -23,27 +29,146 @@ func TestShortImage(t *testing.T) {
 	}
 }
 
-func TestPinImageUnreachableRegistryWarns(t *testing.T) {
-	// A port nothing listens on: the lookup fails at once.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// TestPinImageSilentRegistry: a registry that does not answer — a port
+// that refuses, or a listener that accepts and never replies — costs at
+// most one lookup: the command goes on unpinned with a one-line warning,
+// and the next commands within silentFor skip the lookup (no connection
+// is made) and say why; once the entry is older, the registry is asked
+// again. A registry that answers (even "no such tag") is not remembered.
+func TestPinImageSilentRegistry(t *testing.T) {
+	refusing, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
-	var out, errOut bytes.Buffer
-	a := &app{out: &out, errOut: &errOut}
-	ref := addr + "/app:1"
-	if got := a.pinImage(context.Background(), ref); got != ref {
-		t.Errorf("pinImage = %q, want the reference unchanged", got)
+	refusingAddr := refusing.Addr().String()
+	refusing.Close()
+
+	hanging, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
+	var mu sync.Mutex // guards held
+	var held []net.Conn
+	accepted := make(chan struct{}, 100)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := hanging.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c) // never answered
+			mu.Unlock()
+			accepted <- struct{}{}
+		}
+	}()
+	t.Cleanup(func() {
+		hanging.Close()
+		<-done
+		mu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+
+	for _, tc := range []struct {
+		name, host string
+		conns      chan struct{} // connections made, if observable
+	}{
+		{"refusing", refusingAddr, nil},
+		{"hanging", hanging.Addr().String(), accepted},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			a := &app{out: &out, errOut: &errOut, cacheDir: t.TempDir()}
+			ref := tc.host + "/app:1"
+			if got := a.pinImage(context.Background(), ref); got != ref {
+				t.Errorf("pinImage = %q, want the reference unchanged", got)
+			}
+			if !strings.Contains(errOut.String(), "no answer from registry "+tc.host) || strings.Count(errOut.String(), "\n") != 1 {
+				t.Errorf("first lookup: want one line saying the registry did not answer, got %q", errOut.String())
+			}
+			if !connected(tc.conns) {
+				t.Errorf("first lookup made no connection")
+			}
+			drain(tc.conns)
+
+			errOut.Reset()
+			if got := a.pinImage(context.Background(), tc.host+"/other:2"); got != tc.host+"/other:2" {
+				t.Errorf("pinImage = %q, want the reference unchanged", got)
+			}
+			if !strings.Contains(errOut.String(), "registry "+tc.host+" did not answer") || strings.Count(errOut.String(), "\n") != 1 {
+				t.Errorf("second lookup: want one line saying it was skipped, got %q", errOut.String())
+			}
+			if tc.conns != nil && len(tc.conns) != 0 {
+				t.Errorf("second lookup connected to the registry that did not answer")
+			}
+
+			// An old entry: asked again.
+			silent := a.loadSilent()
+			silent[tc.host] = time.Now().Add(-silentFor - time.Second)
+			a.saveSilent(silent)
+			errOut.Reset()
+			a.pinImage(context.Background(), ref)
+			if !strings.Contains(errOut.String(), "no answer from registry") {
+				t.Errorf("after silentFor: want a new lookup, got %q", errOut.String())
+			}
+			if !connected(tc.conns) {
+				t.Errorf("after silentFor: no connection made")
+			}
+			drain(tc.conns)
+		})
+	}
+
+	// Answered: a registry that says "no such tag" is asked every time.
+	reg := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v2/" {
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		fmt.Fprint(w, `{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}`)
+	}))
+	defer reg.Close()
+	host := strings.TrimPrefix(reg.URL, "http://")
+	var errOut bytes.Buffer
+	a := &app{out: io.Discard, errOut: &errOut, cacheDir: t.TempDir()}
+	a.pinImage(context.Background(), host+"/app:1")
 	if !strings.Contains(errOut.String(), "could not be pinned") {
-		t.Errorf("no warning: %q", errOut.String())
+		t.Errorf("answered with 404: %q", errOut.String())
 	}
+	if _, ok := a.loadSilent()[host]; ok {
+		t.Errorf("a registry that answered was remembered as silent")
+	}
+
+	// Pinned already: no lookup, no warning.
 	errOut.Reset()
-	pinned := ref + "@sha256:0123456789012345678901234567890123456789012345678901234567890123"
+	pinned := refusingAddr + "/app:1@sha256:0123456789012345678901234567890123456789012345678901234567890123"
 	if got := a.pinImage(context.Background(), pinned); got != pinned || errOut.Len() != 0 {
 		t.Errorf("pinned ref changed to %q (warning %q)", got, errOut.String())
+	}
+}
+
+// connected waits (generously) for a connection the lookup made; true
+// when connections are not observable (nil).
+func connected(c chan struct{}) bool {
+	if c == nil {
+		return true
+	}
+	select {
+	case <-c:
+		return true
+	case <-time.After(10 * time.Second):
+		return false
+	}
+}
+
+func drain(c chan struct{}) {
+	for c != nil && len(c) > 0 {
+		<-c
 	}
 }
 

@@ -33,6 +33,9 @@ type app struct {
 	certDir     string
 	logLevel    string
 	timeout     time.Duration
+	// cacheDir keeps what the CLI remembers between commands (registries
+	// that did not answer); "" is the user's cache dir + /shoal.
+	cacheDir string
 }
 
 // Main runs the command line and returns the exit code.
@@ -81,7 +84,7 @@ func envOr(key, def string) string {
 
 // NewRootCommand builds the command tree.
 func NewRootCommand(out, errOut io.Writer) *cobra.Command {
-	a := &app{out: out, errOut: errOut}
+	a := &app{out: out, errOut: errOut, cacheDir: os.Getenv("SHOAL_CACHE_DIR")}
 	root := &cobra.Command{
 		Use:           "shoal",
 		Short:         "Shoal container orchestrator",

@@ -21,13 +21,15 @@ func (a *app) serviceCmd() *cobra.Command {
 }
 
 type waitFlags struct {
-	detach bool
-	wait   time.Duration
+	detach  bool
+	wait    time.Duration
+	monitor time.Duration
 }
 
 func (w *waitFlags) bind(c *cobra.Command) {
 	c.Flags().BoolVarP(&w.detach, "detach", "d", false, "return at once instead of waiting for the tasks to converge")
 	c.Flags().DurationVar(&w.wait, "wait-timeout", 2*time.Minute, "how long to wait for convergence")
+	c.Flags().DurationVar(&w.monitor, "monitor", 5*time.Second, "converged only once the tasks have stayed running this long (0: as soon as they run)")
 }
 
 func (a *app) serviceCreate() *cobra.Command {
@@ -321,8 +323,22 @@ func (a *app) listTasks(cmd *cobra.Command, lf listFlags) error {
 				addr = strings.Join(as, ",")
 			}
 			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", shortID(t.GetMeta().GetId()), taskName(t),
-				shortImage(t.GetSpec().GetContainer().GetImage()), node, titled(enumShort(t.GetDesiredState().String(), "TASK_STATE_")), cur, addr, errText)
+				shortImage(t.GetSpec().GetContainer().GetImage()), node, shownDesired(t), cur, addr, errText)
 		}
 		return w.Flush()
 	})
+}
+
+// shownDesired is the DESIRED STATE column of `service ps`. The store
+// keeps desired_state RUNNING on a task that ended on its own (the
+// orchestrator tells "ended by itself" from "stopped by us" by it, for
+// the restart policy), but nothing will run that task again: like docker,
+// the table shows an ended task as "Shutdown". --format json shows the
+// stored value.
+func shownDesired(t *shoalv1.Task) string {
+	d := t.GetDesiredState()
+	if t.GetStatus().GetState() >= shoalv1.TaskState_TASK_STATE_COMPLETE && d < shoalv1.TaskState_TASK_STATE_SHUTDOWN {
+		d = shoalv1.TaskState_TASK_STATE_SHUTDOWN
+	}
+	return titled(enumShort(d.String(), "TASK_STATE_"))
 }

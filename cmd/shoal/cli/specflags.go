@@ -31,6 +31,7 @@ type specFlags struct {
 	maxPerNode                       int64
 	mounts, capAdd, capDrop          []string
 	entrypoint                       string
+	args                             string
 }
 
 func (f *specFlags) bind(fs *pflag.FlagSet, update bool) {
@@ -43,6 +44,7 @@ func (f *specFlags) bind(fs *pflag.FlagSet, update bool) {
 		fs.StringArrayVar(&f.labelRm, "label-rm", nil, "remove a service label")
 		fs.StringArrayVar(&f.constraintAdd, "constraint-add", nil, "add a placement constraint")
 		fs.StringArrayVar(&f.constraintRm, "constraint-rm", nil, "remove a placement constraint")
+		fs.StringVar(&f.args, "args", "", `new args for the command, split like a shell does ('sh -c "echo hi"'); "" clears them`)
 	} else {
 		fs.StringVar(&f.mode, "mode", "replicated", "replicated or global")
 		fs.StringArrayVarP(&f.env, "env", "e", nil, "environment variable K=V (repeatable)")
@@ -57,7 +59,7 @@ func (f *specFlags) bind(fs *pflag.FlagSet, update bool) {
 	fs.Int64Var(&f.maxPerNode, "replicas-max-per-node", 0, "at most this many tasks per node (0: no limit)")
 	fs.StringVar(&f.restartCond, "restart-condition", "", "any, on-failure or none (default any)")
 	fs.DurationVar(&f.restartDelay, "restart-delay", 0, "delay between restarts (default 5s)")
-	fs.Int64Var(&f.restartMax, "restart-max-attempts", 0, "give up after this many restarts (0: never)")
+	fs.Int64Var(&f.restartMax, "restart-max-attempts", 0, "give up after this many restarts after the first run (0: never)")
 	fs.StringVarP(&f.workdir, "workdir", "w", "", "working directory in the container")
 	fs.StringVarP(&f.user, "user", "u", "", "user[:group] in the container")
 	fs.StringVar(&f.hostname, "hostname", "", "container hostname")
@@ -269,6 +271,13 @@ func (f *specFlags) apply(fs *pflag.FlagSet, spec *shoalv1.ServiceSpec) error {
 	if set("cap-drop") {
 		c.CapDrop = append([]string(nil), f.capDrop...)
 	}
+	if set("args") {
+		args, err := splitWords(f.args)
+		if err != nil {
+			return fmt.Errorf("--args: %w", err)
+		}
+		c.Args = args
+	}
 	if set("entrypoint") {
 		c.Command = strings.Fields(f.entrypoint)
 	}
@@ -304,4 +313,61 @@ func parseMount(s string) (*shoalv1.Mount, error) {
 		return nil, fmt.Errorf("--mount %q: target is required", s)
 	}
 	return m, nil
+}
+
+// splitWords splits s into words as a POSIX shell does, without
+// expansions: blanks separate words; single quotes keep everything
+// literally; double quotes keep blanks, and a backslash in them escapes
+// only $ ` " \ and a newline; a backslash outside quotes escapes the next
+// character. "" and blanks give no words at all (docker's `--args ""`
+// clears the args).
+func splitWords(s string) ([]string, error) {
+	var words []string
+	var cur strings.Builder
+	inWord := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == ' ' || c == '\t' || c == '\n':
+			if inWord {
+				words = append(words, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+		case c == '\\':
+			if i+1 == len(s) {
+				return nil, fmt.Errorf("%q: ends with an unescaped backslash", s)
+			}
+			i++
+			cur.WriteByte(s[i])
+			inWord = true
+		case c == '\'':
+			j := strings.IndexByte(s[i+1:], '\'')
+			if j < 0 {
+				return nil, fmt.Errorf("%q: unterminated single quote", s)
+			}
+			cur.WriteString(s[i+1 : i+1+j])
+			i += j + 1
+			inWord = true
+		case c == '"':
+			i++
+			for ; i < len(s) && s[i] != '"'; i++ {
+				if s[i] == '\\' && i+1 < len(s) && strings.IndexByte("$`\"\\\n", s[i+1]) >= 0 {
+					i++
+				}
+				cur.WriteByte(s[i])
+			}
+			if i == len(s) {
+				return nil, fmt.Errorf("%q: unterminated double quote", s)
+			}
+			inWord = true
+		default:
+			cur.WriteByte(c)
+			inWord = true
+		}
+	}
+	if inWord {
+		words = append(words, cur.String())
+	}
+	return words, nil
 }

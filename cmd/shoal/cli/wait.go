@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
+	"time"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
@@ -42,6 +44,125 @@ func convergence(svc *shoalv1.Service, tasks map[string]*shoalv1.Task) (counted,
 		want = int(svc.GetSpec().GetReplicas())
 	}
 	return counted, want, counted == want && live == want && stopping == 0
+}
+
+// countedKey names the tasks convergence counts (running, current spec),
+// so that the monitor period starts again when one of them is replaced
+// even if the count stays the same.
+func countedKey(svc *shoalv1.Service, tasks map[string]*shoalv1.Task) string {
+	var ids []string
+	for id, t := range tasks {
+		if t.GetDesiredState() <= shoalv1.TaskState_TASK_STATE_RUNNING && t.GetStatus().GetState() == shoalv1.TaskState_TASK_STATE_RUNNING &&
+			t.GetSpecVersion() == svc.GetSpecVersion() {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	return strings.Join(ids, ",")
+}
+
+// stuck finds a task whose end the orchestrator will never repair, so that
+// the service cannot converge: the newest task of a slot (of a node, for a
+// global service), built from the current spec, ended on its own (desired
+// state still RUNNING) and the restart policy does not restart it —
+// condition none, on-failure after an end that is not a failure, or
+// max_attempts restarts used up with no window to wait out. It mirrors
+// the orchestrator's rules
+// (manager/orchestrator, group.restart); it returns nil while there is
+// hope, and the task with the reason otherwise.
+func stuck(svc *shoalv1.Service, tasks map[string]*shoalv1.Task) (*shoalv1.Task, string) {
+	global := svc.GetSpec().GetMode() == shoalv1.ServiceMode_SERVICE_MODE_GLOBAL
+	groups := map[string][]*shoalv1.Task{}
+	for _, t := range tasks {
+		switch {
+		case global && t.GetSlot() == 0:
+			groups[t.GetNodeId()] = append(groups[t.GetNodeId()], t)
+		case !global && t.GetSlot() >= 1 && int64(t.GetSlot()) <= svc.GetSpec().GetReplicas():
+			k := strconv.FormatUint(t.GetSlot(), 10)
+			groups[k] = append(groups[k], t)
+		}
+	}
+	pol := svc.GetSpec().GetTask().GetRestart()
+	keys := make([]string, 0, len(groups))
+	for k := range groups {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		g := groups[k]
+		latest := g[0]
+		ownEnds := 0 // ended on their own from the current spec, as max_attempts counts them
+		for _, t := range g {
+			if newerTask(t, latest) {
+				latest = t
+			}
+			if endedOnItsOwn(svc, t) && t.GetStatus().GetState() != shoalv1.TaskState_TASK_STATE_ORPHANED {
+				ownEnds++
+			}
+		}
+		if !endedOnItsOwn(svc, latest) {
+			continue
+		}
+		st := latest.GetStatus().GetState()
+		if st == shoalv1.TaskState_TASK_STATE_ORPHANED {
+			continue // its node was lost: always replaced
+		}
+		switch pol.GetCondition() {
+		case shoalv1.RestartCondition_RESTART_CONDITION_NONE:
+			return latest, "restart condition none: it is not restarted"
+		case shoalv1.RestartCondition_RESTART_CONDITION_ON_FAILURE:
+			if st != shoalv1.TaskState_TASK_STATE_FAILED && st != shoalv1.TaskState_TASK_STATE_REJECTED {
+				return latest, "restart condition on-failure: a task that ended without failing is not restarted"
+			}
+		}
+		if n := pol.GetMaxAttempts(); n > 0 && pol.GetWindowMs() <= 0 && int64(ownEnds) > n {
+			return latest, fmt.Sprintf("gave up after %d restarts (restart max attempts)", n)
+		}
+	}
+	return nil, ""
+}
+
+// endedOnItsOwn: t is built from svc's current spec and ended while it
+// was meant to run (not stopped by the orchestrator).
+func endedOnItsOwn(svc *shoalv1.Service, t *shoalv1.Task) bool {
+	return t.GetSpecVersion() == svc.GetSpecVersion() && t.GetDesiredState() <= shoalv1.TaskState_TASK_STATE_RUNNING &&
+		t.GetStatus().GetState() >= shoalv1.TaskState_TASK_STATE_COMPLETE
+}
+
+// newerTask orders tasks of a slot as the orchestrator does: by creation,
+// then by the time of their last status, then by id.
+func newerTask(a, b *shoalv1.Task) bool {
+	ac, bc := a.GetMeta().GetCreatedAt().AsTime(), b.GetMeta().GetCreatedAt().AsTime()
+	if !ac.Equal(bc) {
+		return ac.After(bc)
+	}
+	as, bs := a.GetStatus().GetTimestamp().AsTime(), b.GetStatus().GetTimestamp().AsTime()
+	if !as.Equal(bs) {
+		return as.After(bs)
+	}
+	return a.GetMeta().GetId() > b.GetMeta().GetId()
+}
+
+// endText describes how a task ended: its error, or its exit code.
+func endText(t *shoalv1.Task) string {
+	st := t.GetStatus()
+	state := strings.ToLower(enumShort(st.GetState().String(), "TASK_STATE_"))
+	switch {
+	case st.GetErr() != "":
+		return state + ": " + st.GetErr()
+	case st.GetState() == shoalv1.TaskState_TASK_STATE_COMPLETE || st.GetState() == shoalv1.TaskState_TASK_STATE_FAILED:
+		return fmt.Sprintf("%s (exit code %d)", state, st.GetExitCode())
+	case st.GetMessage() != "":
+		return state + ": " + st.GetMessage()
+	}
+	return state
+}
+
+// monitorTimer starts the monitor period; tests replace it to decide when
+// the period ends.
+var monitorTimer = func(d time.Duration) (<-chan time.Time, func()) {
+	t := time.NewTimer(d)
+	return t.C, func() { t.Stop() }
 }
 
 // waiter follows the watch stream from before a write until the written
@@ -103,6 +224,18 @@ func (w *waiter) wait(ctx context.Context, svc *shoalv1.Service) error {
 	}
 	last := -1
 	told := map[string]bool{} // failed tasks already reported
+	// The monitor: converged only once the same counted tasks have stayed
+	// running for wf.monitor (a task that dies a second after it started
+	// must not be reported as converged).
+	var stableKey string
+	var stableC <-chan time.Time
+	stopStable := func() {}
+	stopMonitor := func() {
+		stopStable()
+		stableC, stopStable, stableKey = nil, func() {}, ""
+	}
+	defer stopMonitor()
+	announced := false
 	for {
 		counted, want, done := convergence(svc, tasks)
 		if counted != last {
@@ -118,11 +251,30 @@ func (w *waiter) wait(ctx context.Context, svc *shoalv1.Service) error {
 					strings.ToLower(enumShort(st.GetState().String(), "TASK_STATE_")), st.GetErr())
 			}
 		}
-		if done {
+		if t, why := stuck(svc, tasks); t != nil {
+			return fmt.Errorf("%s cannot converge: task %s %s; %s; see `shoal service ps %s`", name, taskName(t), endText(t), why, name)
+		}
+		switch {
+		case done && w.wf.monitor <= 0:
 			fmt.Fprintf(w.a.out, "%s: converged (%d/%d)\n", name, counted, want)
 			return nil
+		case done:
+			if key := countedKey(svc, tasks); key != stableKey {
+				stopMonitor()
+				stableKey = key
+				stableC, stopStable = monitorTimer(w.wf.monitor)
+				if !announced {
+					fmt.Fprintf(w.a.out, "%s: verifying that the tasks stay running for %s\n", name, w.wf.monitor)
+					announced = true
+				}
+			}
+		default:
+			stopMonitor()
 		}
 		select {
+		case <-stableC:
+			fmt.Fprintf(w.a.out, "%s: converged (%d/%d): tasks stayed running for %s\n", name, counted, want, w.wf.monitor)
+			return nil
 		case ev := <-w.events:
 			applyEvent(tasks, id, ev)
 			// One raft entry brings many events: fold all that are queued

@@ -1,0 +1,419 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// control is the fake manager's service side: canned services and tasks,
+// a scripted watch stream, and the writes it was asked for.
+type control struct {
+	cmu      sync.Mutex // guards the fields below
+	services []*shoalv1.Service
+	tasks    []*shoalv1.Task
+	updates  []*shoalv1.UpdateServiceRequest
+	// watch serves Watch; nil: no event, the stream stays open.
+	watch func(*shoalv1.WatchRequest, grpc.ServerStreamingServer[shoalv1.WatchEvent]) error
+}
+
+func (f *fakeManager) findService(ref string) *shoalv1.Service {
+	for _, s := range f.services {
+		if s.GetMeta().GetId() == ref || s.GetSpec().GetName() == ref {
+			return s
+		}
+	}
+	return nil
+}
+
+func (f *fakeManager) CreateService(_ context.Context, req *shoalv1.CreateServiceRequest) (*shoalv1.CreateServiceResponse, error) {
+	f.cmu.Lock()
+	defer f.cmu.Unlock()
+	svc := &shoalv1.Service{Meta: &shoalv1.Meta{Id: "svc" + req.GetSpec().GetName(), Version: 1}, Spec: req.GetSpec(), SpecVersion: 1}
+	f.services = append(f.services, svc)
+	return &shoalv1.CreateServiceResponse{Service: svc}, nil
+}
+
+func (f *fakeManager) GetService(_ context.Context, req *shoalv1.GetServiceRequest) (*shoalv1.GetServiceResponse, error) {
+	f.cmu.Lock()
+	defer f.cmu.Unlock()
+	if s := f.findService(req.GetRef()); s != nil {
+		return &shoalv1.GetServiceResponse{Service: s}, nil
+	}
+	return nil, status.Errorf(codes.NotFound, "service %q: not found", req.GetRef())
+}
+
+func (f *fakeManager) ListServices(context.Context, *shoalv1.ListServicesRequest) (*shoalv1.ListServicesResponse, error) {
+	f.cmu.Lock()
+	defer f.cmu.Unlock()
+	return &shoalv1.ListServicesResponse{Services: f.services}, nil
+}
+
+func (f *fakeManager) UpdateService(_ context.Context, req *shoalv1.UpdateServiceRequest) (*shoalv1.UpdateServiceResponse, error) {
+	f.cmu.Lock()
+	defer f.cmu.Unlock()
+	f.updates = append(f.updates, req)
+	s := f.findService(req.GetServiceId())
+	if s == nil {
+		return nil, status.Errorf(codes.NotFound, "service %q: not found", req.GetServiceId())
+	}
+	s = proto.Clone(s).(*shoalv1.Service)
+	s.Spec = req.GetSpec()
+	s.SpecVersion++
+	return &shoalv1.UpdateServiceResponse{Service: s}, nil
+}
+
+func (f *fakeManager) ListTasks(_ context.Context, req *shoalv1.ListTasksRequest) (*shoalv1.ListTasksResponse, error) {
+	f.cmu.Lock()
+	defer f.cmu.Unlock()
+	var out []*shoalv1.Task
+	for _, t := range f.tasks {
+		if ref := req.GetFilters()["service"]; ref == "" || ref == t.GetServiceId() || ref == t.GetServiceName() {
+			out = append(out, t)
+		}
+	}
+	return &shoalv1.ListTasksResponse{Tasks: out}, nil
+}
+
+func (f *fakeManager) Watch(req *shoalv1.WatchRequest, st grpc.ServerStreamingServer[shoalv1.WatchEvent]) error {
+	if f.watch == nil {
+		<-st.Context().Done()
+		return st.Context().Err()
+	}
+	return f.watch(req, st)
+}
+
+// runTo runs the CLI against the fake manager with the given writers.
+func (c *cliCluster) runTo(out, errOut io.Writer, args ...string) int {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	full := append([]string{"--host", c.addr, "--cert-dir", c.certDir, "--data-dir", c.t.TempDir(), "--timeout", "10s"}, args...)
+	return Main(ctx, full, out, errOut)
+}
+
+// signalWriter collects output and closes seen once it holds want.
+type signalWriter struct {
+	mu   sync.Mutex // guards buf
+	buf  bytes.Buffer
+	want string
+	seen chan struct{}
+	once sync.Once
+}
+
+func newSignalWriter(want string) *signalWriter {
+	return &signalWriter{want: want, seen: make(chan struct{})}
+}
+
+func (w *signalWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if strings.Contains(w.buf.String(), w.want) {
+		w.once.Do(func() { close(w.seen) })
+	}
+	return len(p), nil
+}
+
+func (w *signalWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+func taskEvent(t *shoalv1.Task) *shoalv1.WatchEvent {
+	return &shoalv1.WatchEvent{Action: shoalv1.WatchAction_WATCH_ACTION_UPDATE,
+		Object: &shoalv1.StoreObject{Object: &shoalv1.StoreObject_Task{Task: t}}}
+}
+
+// webTask is task id of service "web" (created by the fake as "svcweb") in
+// slot 1, version ver, in state st.
+func webTask(id string, ver uint64, created time.Time, st shoalv1.TaskState, errText string) *shoalv1.Task {
+	return &shoalv1.Task{Meta: &shoalv1.Meta{Id: id, Version: ver, CreatedAt: timestamppb.New(created)}, ServiceId: "svcweb", ServiceName: "web",
+		Slot: 1, SpecVersion: 1, DesiredState: shoalv1.TaskState_TASK_STATE_RUNNING, NodeId: "n1",
+		Status: &shoalv1.TaskStatus{State: st, Err: errText, ExitCode: 3, Timestamp: timestamppb.New(created)}}
+}
+
+// TestCreateMonitor: `service create` reports convergence only once the
+// tasks stayed running for --monitor; a task that dies meanwhile and is
+// replaced starts the period again; one that dies and will not be
+// restarted (restart condition none) ends the command at once with the
+// task's error instead of waiting out --wait-timeout.
+func TestCreateMonitor(t *testing.T) {
+	t0 := time.Now()
+	run := shoalv1.TaskState_TASK_STATE_RUNNING
+	failed := shoalv1.TaskState_TASK_STATE_FAILED
+	cases := []struct {
+		name  string
+		flags []string
+		// after sends the events that follow the first task's RUNNING,
+		// once the CLI said it is verifying.
+		after    []*shoalv1.Task
+		wantCode int
+		want     []string // in stdout + stderr, in this order
+		notWant  string
+	}{
+		{
+			name:  "dies during the monitor and is replaced",
+			flags: []string{"--monitor", "200ms"},
+			after: []*shoalv1.Task{
+				webTask("t1", 3, t0, failed, "exit status 3"),
+				webTask("t2", 4, t0.Add(time.Second), run, ""),
+			},
+			want: []string{"web: 1/1 tasks running", "verifying that the tasks stay running for 200ms",
+				"task web.1 failed: exit status 3", "web: converged (1/1): tasks stayed running for 200ms"},
+		},
+		{
+			name:     "dies during the monitor, restart condition none",
+			flags:    []string{"--monitor", "1h", "--wait-timeout", "1h", "--restart-condition", "none"},
+			after:    []*shoalv1.Task{webTask("t1", 3, t0, failed, "exit status 3")},
+			wantCode: 1,
+			want: []string{"web: 1/1 tasks running", "verifying", "task web.1 failed: exit status 3",
+				"Error: web cannot converge: task web.1 failed: exit status 3; restart condition none"},
+			notWant: "converged",
+		},
+		{
+			name:     "restart max attempts used up",
+			flags:    []string{"--monitor", "1h", "--wait-timeout", "1h", "--restart-max-attempts", "1"},
+			after:    []*shoalv1.Task{webTask("t1", 3, t0, failed, "oom"), webTask("t2", 4, t0.Add(time.Second), failed, "oom again")},
+			wantCode: 1,
+			want:     []string{"Error: web cannot converge: task web.1 failed: oom again; gave up after 1 restarts"},
+			notWant:  "converged",
+		},
+		{
+			name:  "monitor 0: converged as soon as the tasks run",
+			flags: []string{"--monitor", "0"},
+			want:  []string{"web: 1/1 tasks running", "web: converged (1/1)\n"},
+		},
+	}
+	// The monitor periods end when the test says: the first never (the
+	// task dies during it), later ones at once.
+	defer func(orig func(time.Duration) (<-chan time.Time, func())) { monitorTimer = orig }(monitorTimer)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			periods := 0
+			monitorTimer = func(time.Duration) (<-chan time.Time, func()) {
+				periods++
+				c := make(chan time.Time, 1)
+				if periods > 1 || len(tc.after) == 0 {
+					c <- time.Now()
+				}
+				return c, func() {}
+			}
+			c := newCLICluster(t)
+			out := newSignalWriter("verifying")
+			c.mgr.watch = func(_ *shoalv1.WatchRequest, st grpc.ServerStreamingServer[shoalv1.WatchEvent]) error {
+				if err := st.Send(taskEvent(webTask("t1", 2, t0, run, ""))); err != nil {
+					return err
+				}
+				if len(tc.after) > 0 {
+					select {
+					case <-out.seen:
+					case <-st.Context().Done():
+						return st.Context().Err()
+					}
+					for _, tk := range tc.after {
+						if err := st.Send(taskEvent(tk)); err != nil {
+							return err
+						}
+					}
+				}
+				<-st.Context().Done()
+				return st.Context().Err()
+			}
+			args := slices.Concat([]string{"service", "create", "--name", "web", "--no-resolve-image"}, tc.flags, []string{"demo:1"})
+			code := c.runTo(out, out, args...)
+			got := out.String()
+			if code != tc.wantCode {
+				t.Errorf("exit code %d, want %d; output:\n%s", code, tc.wantCode, got)
+			}
+			rest := got
+			for _, w := range tc.want {
+				i := strings.Index(rest, w)
+				if i < 0 {
+					t.Fatalf("output lacks %q (in this order):\n%s", w, got)
+				}
+				rest = rest[i+len(w):]
+			}
+			if tc.notWant != "" && strings.Contains(got, tc.notWant) {
+				t.Errorf("output says %q:\n%s", tc.notWant, got)
+			}
+		})
+	}
+}
+
+func TestStuck(t *testing.T) {
+	t0 := time.Now()
+	mk := func(id string, slot uint64, ago time.Duration, st, desired shoalv1.TaskState, ver uint64) *shoalv1.Task {
+		return &shoalv1.Task{Meta: &shoalv1.Meta{Id: id, CreatedAt: timestamppb.New(t0.Add(-ago))}, Slot: slot, NodeId: "n" + id,
+			SpecVersion: ver, DesiredState: desired, Status: &shoalv1.TaskStatus{State: st, Timestamp: timestamppb.New(t0.Add(-ago))}}
+	}
+	const (
+		run      = shoalv1.TaskState_TASK_STATE_RUNNING
+		failed   = shoalv1.TaskState_TASK_STATE_FAILED
+		complete = shoalv1.TaskState_TASK_STATE_COMPLETE
+		orphaned = shoalv1.TaskState_TASK_STATE_ORPHANED
+		shutdown = shoalv1.TaskState_TASK_STATE_SHUTDOWN
+	)
+	svc := func(mode shoalv1.ServiceMode, replicas int64, pol *shoalv1.RestartPolicy) *shoalv1.Service {
+		return &shoalv1.Service{SpecVersion: 2, Spec: &shoalv1.ServiceSpec{Mode: mode, Replicas: replicas, Task: &shoalv1.TaskSpec{Restart: pol}}}
+	}
+	repl, global := shoalv1.ServiceMode_SERVICE_MODE_REPLICATED, shoalv1.ServiceMode_SERVICE_MODE_GLOBAL
+	none := &shoalv1.RestartPolicy{Condition: shoalv1.RestartCondition_RESTART_CONDITION_NONE}
+	onFailure := &shoalv1.RestartPolicy{Condition: shoalv1.RestartCondition_RESTART_CONDITION_ON_FAILURE}
+	max2 := &shoalv1.RestartPolicy{MaxAttempts: 2}
+	max2window := &shoalv1.RestartPolicy{MaxAttempts: 2, WindowMs: 60000}
+	tests := []struct {
+		name  string
+		svc   *shoalv1.Service
+		tasks []*shoalv1.Task
+		stuck string // id of the stuck task, "" for none
+	}{
+		{"running", svc(repl, 1, none), []*shoalv1.Task{mk("a", 1, 0, run, run, 2)}, ""},
+		{"none: failed", svc(repl, 1, none), []*shoalv1.Task{mk("a", 1, 0, failed, run, 2)}, "a"},
+		{"none: completed", svc(repl, 1, none), []*shoalv1.Task{mk("a", 1, 0, complete, run, 2)}, "a"},
+		{"none: orphaned (node lost) is replaced", svc(repl, 1, none), []*shoalv1.Task{mk("a", 1, 0, orphaned, run, 2)}, ""},
+		{"none: failed but replaced since (update)", svc(repl, 1, none),
+			[]*shoalv1.Task{mk("a", 1, time.Minute, failed, run, 2), mk("b", 1, 0, run, run, 2)}, ""},
+		{"none: stopped by the orchestrator", svc(repl, 1, none), []*shoalv1.Task{mk("a", 1, 0, shutdown, shutdown, 2)}, ""},
+		{"none: failed task of an older spec", svc(repl, 1, none), []*shoalv1.Task{mk("a", 1, 0, failed, run, 1)}, ""},
+		{"none: slot beyond the replicas", svc(repl, 1, none), []*shoalv1.Task{mk("a", 1, 0, run, run, 2), mk("b", 2, 0, failed, run, 2)}, ""},
+		{"any: failed is restarted", svc(repl, 1, nil), []*shoalv1.Task{mk("a", 1, 0, failed, run, 2)}, ""},
+		{"on-failure: failed is restarted", svc(repl, 1, onFailure), []*shoalv1.Task{mk("a", 1, 0, failed, run, 2)}, ""},
+		{"on-failure: completed", svc(repl, 1, onFailure), []*shoalv1.Task{mk("a", 1, 0, complete, run, 2)}, "a"},
+		{"on-failure: shut down on its own", svc(repl, 1, onFailure), []*shoalv1.Task{mk("a", 1, 0, shutdown, run, 2)}, "a"},
+		{"on-failure: rejected is restarted", svc(repl, 1, onFailure), []*shoalv1.Task{mk("a", 1, 0, shoalv1.TaskState_TASK_STATE_REJECTED, run, 2)}, ""},
+		{"max 2: two ends, one restart left", svc(repl, 1, max2),
+			[]*shoalv1.Task{mk("a", 1, 2*time.Minute, failed, run, 2), mk("b", 1, time.Minute, failed, run, 2)}, ""},
+		{"max 2: three ends", svc(repl, 1, max2),
+			[]*shoalv1.Task{mk("a", 1, 3*time.Minute, failed, run, 2), mk("b", 1, 2*time.Minute, failed, run, 2), mk("c", 1, time.Minute, failed, run, 2)}, "c"},
+		{"max 2 in a window: retried later", svc(repl, 1, max2window),
+			[]*shoalv1.Task{mk("a", 1, 3*time.Second, failed, run, 2), mk("b", 1, 2*time.Second, failed, run, 2), mk("c", 1, time.Second, failed, run, 2)}, ""},
+		{"global: failed on one node", svc(global, 0, none), []*shoalv1.Task{mk("a", 0, 0, run, run, 2), mk("b", 0, 0, failed, run, 2)}, "b"},
+	}
+	for _, tt := range tests {
+		m := map[string]*shoalv1.Task{}
+		for _, x := range tt.tasks {
+			m[x.GetMeta().GetId()] = x
+		}
+		got, why := stuck(tt.svc, m)
+		if got.GetMeta().GetId() != tt.stuck {
+			t.Errorf("%s: stuck = %q (%s), want %q", tt.name, got.GetMeta().GetId(), why, tt.stuck)
+		}
+		if got != nil && why == "" {
+			t.Errorf("%s: no reason", tt.name)
+		}
+	}
+}
+
+// TestServicePsDesired: tasks that ended — failed, completed, rejected —
+// show DESIRED STATE Shutdown (the store keeps RUNNING, which --format json
+// still shows); live tasks show what they are meant to be.
+func TestServicePsDesired(t *testing.T) {
+	c := newCLICluster(t)
+	c.mgr.nodes = []*shoalv1.Node{{Meta: &shoalv1.Meta{Id: "n1"}, Spec: &shoalv1.NodeSpec{Name: "node1"}}}
+	now := time.Now()
+	mk := func(id string, slot uint64, st, desired shoalv1.TaskState) *shoalv1.Task {
+		return &shoalv1.Task{Meta: &shoalv1.Meta{Id: id}, ServiceId: "svcweb", ServiceName: "web", Slot: slot, NodeId: "n1",
+			DesiredState: desired, Status: &shoalv1.TaskStatus{State: st, Timestamp: timestamppb.New(now)}}
+	}
+	run, shutdown := shoalv1.TaskState_TASK_STATE_RUNNING, shoalv1.TaskState_TASK_STATE_SHUTDOWN
+	c.mgr.tasks = []*shoalv1.Task{
+		mk("running000001", 1, run, run),
+		mk("failed0000001", 2, shoalv1.TaskState_TASK_STATE_FAILED, run),
+		mk("complete00001", 3, shoalv1.TaskState_TASK_STATE_COMPLETE, run),
+		mk("rejected00001", 4, shoalv1.TaskState_TASK_STATE_REJECTED, run),
+		mk("stopping00001", 5, run, shutdown),
+		mk("pending000001", 6, shoalv1.TaskState_TASK_STATE_PENDING, run),
+	}
+	want := map[string]string{"running00000": "Running", "failed000000": "Shutdown", "complete0000": "Shutdown",
+		"rejected0000": "Shutdown", "stopping0000": "Shutdown", "pending00000": "Running"}
+	code, out, errOut := c.run("service", "ps", "web")
+	if code != 0 {
+		t.Fatalf("service ps: %d %s", code, errOut)
+	}
+	// ID NAME IMAGE(empty here) NODE DESIRED
+	row := regexp.MustCompile(`(?m)^(\S+)\s+web\.\d+\s+node1\s+(\S+)\s`)
+	got := map[string]string{}
+	for _, m := range row.FindAllStringSubmatch(out, -1) {
+		got[m[1]] = m[2]
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("desired states %v, want %v:\n%s", got, want, out)
+	}
+	// JSON keeps the stored value.
+	code, out, _ = c.run("service", "ps", "web", "--format", "json")
+	if code != 0 || !regexp.MustCompile(`"desired_?[sS]tate":\s*"TASK_STATE_RUNNING"`).MatchString(out) {
+		t.Errorf("--format json: %d\n%s", code, out)
+	}
+}
+
+// TestServiceUpdateArgs: --args replaces the args, split like a shell
+// does; --args "" clears them; an update without --args keeps them.
+func TestServiceUpdateArgs(t *testing.T) {
+	c := newCLICluster(t)
+	c.mgr.services = []*shoalv1.Service{{Meta: &shoalv1.Meta{Id: "svcweb", Version: 7}, SpecVersion: 1,
+		Spec: &shoalv1.ServiceSpec{Name: "web", Replicas: 1, Task: &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: "demo:1", Args: []string{"serve"}}}}}}
+	cases := []struct {
+		flags []string
+		want  []string
+	}{
+		{[]string{"--args", `sleep 'a b' "c \"d\"" e\ f`}, []string{"sleep", "a b", `c "d"`, "e f"}},
+		{[]string{"--args", ""}, nil},
+		{[]string{"--replicas", "2"}, []string{"serve"}},
+	}
+	for _, tc := range cases {
+		code, _, errOut := c.run(slices.Concat([]string{"service", "update", "--detach"}, tc.flags, []string{"web"})...)
+		if code != 0 {
+			t.Fatalf("update %q: %s", tc.flags, errOut)
+		}
+		req := c.mgr.updates[len(c.mgr.updates)-1]
+		if got := req.GetSpec().GetTask().GetContainer().GetArgs(); !slices.Equal(got, tc.want) {
+			t.Errorf("update %q: args %q, want %q", tc.flags, got, tc.want)
+		}
+		if req.GetVersion() != 7 {
+			t.Errorf("update %q: version %d, want the one read (7)", tc.flags, req.GetVersion())
+		}
+	}
+	code, _, errOut := c.run("service", "update", "--detach", "--args", `sleep "inf`, "web")
+	if code == 0 || !strings.Contains(errOut, "--args") || !strings.Contains(errOut, "unterminated") {
+		t.Errorf("unterminated quote: %d %q", code, errOut)
+	}
+}
+
+func TestSplitWords(t *testing.T) {
+	for in, want := range map[string][]string{
+		"":                   nil,
+		"   ":                nil,
+		"a  b\tc":            {"a", "b", "c"},
+		`sh -c 'echo $HOME'`: {"sh", "-c", "echo $HOME"},
+		`a"b c"d`:            {"ab cd"},
+		`''`:                 {""},
+		`"\$x \a"`:           {`$x \a`},
+	} {
+		got, err := splitWords(in)
+		if err != nil || !slices.Equal(got, want) {
+			t.Errorf("splitWords(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{`'a`, `"a`, `a\`} {
+		if _, err := splitWords(bad); err == nil {
+			t.Errorf("splitWords(%q): no error", bad)
+		}
+	}
+}
