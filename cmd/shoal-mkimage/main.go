@@ -1,10 +1,12 @@
-// Command shoal-mkimage packages a static binary (normally shoal-demo) as a
+// Command shoal-mkimage packages a static binary (normally shoal-demo), or a
+// whole directory tree (a Debian root made by scripts/debian-image.sh), as a
 // one-layer container image, in pure Go with go-containerregistry.
 //
 // Usage:
 //
-//	shoal-mkimage --binary PATH --out PATH [--name demo:latest]
+//	shoal-mkimage (--binary PATH | --rootfs DIR) --out PATH [--name demo:latest]
 //	    [--entrypoint /shoal-demo] [--cmd serve]... [--env K=V]...
+//	    [--stop-signal SIG] [--user U[:G]] [--workdir DIR]
 //	    [--format oci-archive|oci-layout|docker] [--arch GOARCH]
 //
 // For example, to build the demo image in one go:
@@ -20,6 +22,19 @@
 // os linux and arch --arch (default: the binary's ELF machine, else the
 // GOARCH of this tool).
 //
+// With --rootfs the layer is the tree under DIR as it is on disk: modes
+// (setuid, setgid, sticky included), numeric owners, symlinks and hardlinks
+// are kept; only mtimes are fixed. Device nodes, FIFOs and sockets are left
+// out with a warning (the runtime provides /dev; an agent refuses device
+// entries). Extended attributes (file capabilities) are not carried. The
+// defaults change with it: no Entrypoint, no Cmd, and Env PATH is Debian's
+// usual /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; --arch
+// defaults to the GOARCH of this tool.
+//
+// --stop-signal, --user and --workdir set the config's StopSignal, User and
+// WorkingDir (default "/"); Shoal stops a task with the image's StopSignal
+// unless the service sets one.
+//
 // Formats: oci-archive (default) is a tar of an OCI image layout;
 // oci-layout writes (or updates, replacing an image of the same name) an
 // OCI layout directory; docker is a `docker load` tarball. In the OCI
@@ -28,8 +43,9 @@
 // ":latest").
 //
 // The output is deterministic: fixed timestamps (1970-01-01, or
-// $SOURCE_DATE_EPOCH), sorted entries, fixed owners. The same binary and
-// flags give the same manifest digest, which is printed on stdout.
+// $SOURCE_DATE_EPOCH), sorted entries, fixed owners (for --rootfs: the
+// tree's numeric owners, no names). The same binary (or tree) and flags give
+// the same manifest digest, which is printed on stdout.
 package main
 
 import (
@@ -42,11 +58,14 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -57,6 +76,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sys/unix"
 )
 
 // BinaryPath is where the binary lives in the image.
@@ -65,10 +85,14 @@ const BinaryPath = "/shoal-demo"
 // Options describe one image to build.
 type Options struct {
 	Binary     string   // path of the binary on this machine
+	Rootfs     string   // or: a directory whose tree is the layer
 	Name       string   // image name, e.g. demo:latest
 	Entrypoint string   // "" for none
 	Cmd        []string // nil for none
 	Env        []string // K=V, added after PATH=/
+	StopSignal string   // config StopSignal, e.g. SIGQUIT; "" for none
+	User       string   // config User; "" for none (root)
+	WorkDir    string   // config WorkingDir; "" for /
 	Format     string   // oci-archive, oci-layout or docker
 	Arch       string   // "" to detect
 	Out        string
@@ -85,25 +109,34 @@ func main() {
 	var o Options
 	var cmd, env listFlag
 	fs := flag.NewFlagSet("shoal-mkimage", flag.ContinueOnError)
-	fs.StringVar(&o.Binary, "binary", "", "static binary to package (required)")
+	fs.StringVar(&o.Binary, "binary", "", "static binary to package (this or --rootfs)")
+	fs.StringVar(&o.Rootfs, "rootfs", "", "directory tree to package as the one layer (this or --binary)")
 	fs.StringVar(&o.Name, "name", "demo:latest", "image name (ref.name annotation, docker tag)")
-	fs.StringVar(&o.Entrypoint, "entrypoint", BinaryPath, "entrypoint (empty for none)")
-	fs.Var(&cmd, "cmd", "a Cmd argument; repeat for more (default serve)")
+	fs.StringVar(&o.Entrypoint, "entrypoint", BinaryPath, "entrypoint (empty for none; default none with --rootfs)")
+	fs.Var(&cmd, "cmd", "a Cmd argument; repeat for more (default serve; none with --rootfs)")
 	fs.Var(&env, "env", "K=V added to the environment; repeatable")
+	fs.StringVar(&o.StopSignal, "stop-signal", "", "config StopSignal, e.g. SIGQUIT (default: none, the runtime's SIGTERM)")
+	fs.StringVar(&o.User, "user", "", "config User: NAME, UID or UID:GID (default root)")
+	fs.StringVar(&o.WorkDir, "workdir", "", "config WorkingDir, absolute (default /)")
 	fs.StringVar(&o.Format, "format", "oci-archive", "oci-archive, oci-layout or docker")
 	fs.StringVar(&o.Arch, "arch", "", "image architecture (default: from the binary, else "+runtime.GOARCH+")")
 	fs.StringVar(&o.Out, "out", "", "output file (directory for oci-layout) (required)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
-	if o.Binary == "" || o.Out == "" || fs.NArg() != 0 {
-		fmt.Fprintln(os.Stderr, "shoal-mkimage: --binary and --out are required, and no arguments")
+	if (o.Binary == "") == (o.Rootfs == "") || o.Out == "" || fs.NArg() != 0 {
+		fmt.Fprintln(os.Stderr, "shoal-mkimage: one of --binary and --rootfs, and --out, are required, and no arguments")
 		fs.Usage()
 		os.Exit(2)
 	}
 	o.Cmd, o.Env, o.Warn = cmd, env, os.Stderr
-	if cmd == nil {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if o.Rootfs == "" && cmd == nil {
 		o.Cmd = []string{"serve"}
+	}
+	if o.Rootfs != "" && !set["entrypoint"] {
+		o.Entrypoint = ""
 	}
 	o.Created = time.Unix(0, 0).UTC()
 	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
@@ -132,12 +165,20 @@ func Build(o Options) (v1.Hash, error) {
 	if err != nil {
 		return v1.Hash{}, err
 	}
-	bin, err := os.ReadFile(o.Binary)
-	if err != nil {
-		return v1.Hash{}, err
+	var bin []byte
+	if o.Binary != "" && o.Rootfs != "" {
+		return v1.Hash{}, fmt.Errorf("--binary and --rootfs are exclusive")
+	}
+	if o.Rootfs == "" {
+		if bin, err = os.ReadFile(o.Binary); err != nil {
+			return v1.Hash{}, err
+		}
 	}
 	if o.Arch == "" {
-		o.Arch = binaryArch(bin, o.Warn)
+		o.Arch = runtime.GOARCH
+		if bin != nil {
+			o.Arch = binaryArch(bin, o.Warn)
+		}
 	}
 	oci := o.Format != "docker"
 	img, err := Image(bin, o, oci)
@@ -216,9 +257,24 @@ func binaryArch(bin []byte, warn io.Writer) string {
 	return arch
 }
 
+// DefaultPath is the PATH of a --rootfs image, as in Debian's own images.
+const DefaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 // Image builds the image in memory: OCI media types if oci, else Docker's.
+// The layer is bin at BinaryPath, or the tree at o.Rootfs when set.
 func Image(bin []byte, o Options, oci bool) (v1.Image, error) {
-	layerBytes, err := LayerTar(bin, o.Created)
+	if err := checkConfig(o); err != nil {
+		return nil, err
+	}
+	var layerBytes []byte
+	var err error
+	comment, path := "binary at "+BinaryPath, "PATH=/"
+	if o.Rootfs != "" {
+		comment, path = "directory tree", DefaultPath
+		layerBytes, err = RootfsLayerTar(o.Rootfs, o.Created, o.Warn)
+	} else {
+		layerBytes, err = LayerTar(bin, o.Created)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -238,7 +294,7 @@ func Image(bin []byte, o Options, oci bool) (v1.Image, error) {
 	img, err = mutate.Append(img, mutate.Addendum{
 		Layer:     layer,
 		MediaType: layerType,
-		History:   v1.History{Created: created, CreatedBy: "shoal-mkimage", Comment: "binary at " + BinaryPath},
+		History:   v1.History{Created: created, CreatedBy: "shoal-mkimage", Comment: comment},
 	})
 	if err != nil {
 		return nil, err
@@ -252,7 +308,14 @@ func Image(bin []byte, o Options, oci bool) (v1.Image, error) {
 	cfg.OS = "linux"
 	cfg.Architecture = o.Arch
 	cfg.Config.WorkingDir = "/"
-	cfg.Config.Env = []string{"PATH=/"}
+	if o.WorkDir != "" {
+		cfg.Config.WorkingDir = o.WorkDir
+	}
+	cfg.Config.User = o.User
+	if o.StopSignal != "" {
+		cfg.Config.StopSignal, _ = ParseSignal(o.StopSignal) // checked above
+	}
+	cfg.Config.Env = []string{path}
 	for _, kv := range o.Env {
 		k, _, ok := strings.Cut(kv, "=")
 		if !ok || k == "" {
@@ -407,4 +470,157 @@ func writeAtomic(path string, write func(io.Writer) error) (err error) {
 		return err
 	}
 	return os.Rename(f.Name(), path)
+}
+
+// checkConfig refuses config values no runtime could use, before any work.
+func checkConfig(o Options) error {
+	if o.StopSignal != "" {
+		if _, err := ParseSignal(o.StopSignal); err != nil {
+			return fmt.Errorf("--stop-signal: %w", err)
+		}
+	}
+	if o.User != "" && !userRE.MatchString(o.User) {
+		return fmt.Errorf("--user %q: want NAME, UID, NAME:GROUP or UID:GID", o.User)
+	}
+	if w := o.WorkDir; w != "" && (!strings.HasPrefix(w, "/") || path.Clean(w) != w || strings.ContainsAny(w, "\x00\n")) {
+		return fmt.Errorf("--workdir %q: want a clean absolute path", w)
+	}
+	return nil
+}
+
+var userRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$`)
+
+// ParseSignal accepts SIGQUIT, QUIT or sigquit (and RTMIN+n forms are not
+// supported) and returns the canonical name: what the OCI image spec and
+// docker write in StopSignal.
+func ParseSignal(s string) (string, error) {
+	n := strings.ToUpper(s)
+	if !strings.HasPrefix(n, "SIG") {
+		n = "SIG" + n
+	}
+	if unix.SignalNum(n) == 0 {
+		return "", fmt.Errorf("unknown signal %q (want a name such as SIGQUIT)", s)
+	}
+	return n, nil
+}
+
+// RootfsLayerTar returns the gzipped tar of the tree under dir: entries in
+// walk order (each directory's children sorted by name), numeric owners
+// without names, permission and setuid/setgid/sticky bits as on disk,
+// symlinks as symlinks, a second name of the same inode as a hardlink to the
+// first, every mtime set to mtime. Device nodes, FIFOs and sockets are
+// skipped with a warning; a name that an image unpacker would read as a
+// whiteout (.wh.*) is refused.
+func RootfsLayerTar(dir string, mtime time.Time, warn io.Writer) ([]byte, error) {
+	if warn == nil {
+		warn = io.Discard
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("--rootfs %s: not a directory", dir)
+	}
+	type inode struct{ dev, ino uint64 }
+	links := map[inode]string{}
+	var skipped []string
+
+	var buf bytes.Buffer
+	gz, _ := gzip.NewWriterLevel(&buf, gzip.DefaultCompression)
+	tw := tar.NewWriter(gz)
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || p == dir {
+			return err
+		}
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		name := filepath.ToSlash(rel)
+		if strings.HasPrefix(d.Name(), ".wh.") {
+			return fmt.Errorf("--rootfs: %s: a name starting with .wh. is a whiteout in an image layer", name)
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return fmt.Errorf("--rootfs: %s: no owner information", name)
+		}
+		m := fi.Mode()
+		h := &tar.Header{
+			Name: name, ModTime: mtime, Uid: int(st.Uid), Gid: int(st.Gid),
+			Mode: int64(m.Perm()), Format: tar.FormatPAX,
+		}
+		if m&fs.ModeSetuid != 0 {
+			h.Mode |= 0o4000
+		}
+		if m&fs.ModeSetgid != 0 {
+			h.Mode |= 0o2000
+		}
+		if m&fs.ModeSticky != 0 {
+			h.Mode |= 0o1000
+		}
+		var src string // regular file to copy
+		switch {
+		case m.IsDir():
+			h.Typeflag, h.Name = tar.TypeDir, name+"/"
+		case m&fs.ModeSymlink != 0:
+			h.Typeflag = tar.TypeSymlink
+			if h.Linkname, err = os.Readlink(p); err != nil {
+				return err
+			}
+		case m.IsRegular():
+			id := inode{uint64(st.Dev), uint64(st.Ino)}
+			if first, ok := links[id]; ok && st.Nlink > 1 {
+				h.Typeflag, h.Linkname = tar.TypeLink, first
+				break
+			}
+			if st.Nlink > 1 {
+				links[id] = name
+			}
+			h.Typeflag, h.Size, src = tar.TypeReg, fi.Size(), p
+		default: // device, FIFO, socket
+			skipped = append(skipped, name)
+			return nil
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return fmt.Errorf("--rootfs: %s: %w", name, err)
+		}
+		if src == "" {
+			return nil
+		}
+		f, err := os.Open(src)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if n, err := io.Copy(tw, f); err != nil {
+			return fmt.Errorf("--rootfs: %s: %w", name, err)
+		} else if n != h.Size {
+			return fmt.Errorf("--rootfs: %s changed while packaging it", name)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(skipped) > 0 {
+		more := ""
+		if len(skipped) > 8 {
+			more = fmt.Sprintf(" and %d more", len(skipped)-8)
+			skipped = skipped[:8]
+		}
+		fmt.Fprintf(warn, "shoal-mkimage: warning: left out %s%s: device nodes, FIFOs and sockets do not belong in a layer (the runtime provides /dev)\n",
+			strings.Join(skipped, ", "), more)
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	if err := gz.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }

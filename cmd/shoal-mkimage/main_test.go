@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sys/unix"
 )
 
 // buildDemo compiles cmd/shoal-demo, static, into a temporary directory.
@@ -349,5 +350,190 @@ func TestBinaryArch(t *testing.T) {
 	b, _ := os.ReadFile(self)
 	if got := binaryArch(b, io.Discard); got != runtime.GOARCH {
 		t.Errorf("test binary: arch %q, want %q", got, runtime.GOARCH)
+	}
+}
+
+// makeTree writes a small root: modes with setuid and sticky bits, a
+// relative and an absolute symlink, two names of one file, a FIFO, and (as
+// root) a device node and files owned by another user.
+func makeTree(t *testing.T) (dir string, asRoot bool) {
+	t.Helper()
+	dir = filepath.Join(t.TempDir(), "root")
+	asRoot = os.Geteuid() == 0
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range []string{"bin", "etc", "srv/data", "tmp", "dev"} {
+		must(os.MkdirAll(filepath.Join(dir, d), 0o755))
+	}
+	must(os.WriteFile(filepath.Join(dir, "bin/tool"), []byte("#!/bin/sh\necho tool\n"), 0o755))
+	must(os.Chmod(filepath.Join(dir, "bin/tool"), 0o755|os.ModeSetuid))
+	must(os.Chmod(filepath.Join(dir, "tmp"), 0o777|os.ModeSticky))
+	must(os.Chmod(filepath.Join(dir, "srv/data"), 0o750))
+	must(os.WriteFile(filepath.Join(dir, "etc/conf"), []byte("a=1\n"), 0o640))
+	must(os.Link(filepath.Join(dir, "bin/tool"), filepath.Join(dir, "bin/tool2")))
+	must(os.Symlink("tool", filepath.Join(dir, "bin/rel")))
+	must(os.Symlink("/etc/conf", filepath.Join(dir, "bin/abs")))
+	must(unix.Mkfifo(filepath.Join(dir, "srv/fifo"), 0o644))
+	if asRoot {
+		must(unix.Mknod(filepath.Join(dir, "dev/null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))))
+		must(os.Lchown(filepath.Join(dir, "srv/data"), 1000, 1001))
+		must(os.Lchown(filepath.Join(dir, "bin/abs"), 7, 8))
+	}
+	return dir, asRoot
+}
+
+func rootfsOpts(dir, out string) Options {
+	return Options{
+		Rootfs: dir, Name: "deb:1", Cmd: []string{"nginx", "-g", "daemon off;"},
+		Env: []string{"FOO=bar"}, StopSignal: "quit", User: "www-data", WorkDir: "/srv",
+		Format: "oci-archive", Out: out, Created: time.Unix(0, 0).UTC(),
+	}
+}
+
+func TestRootfs(t *testing.T) {
+	dir, asRoot := makeTree(t)
+	out := filepath.Join(t.TempDir(), "deb.oci.tar")
+	var warn bytes.Buffer
+	o := rootfsOpts(dir, out)
+	o.Warn = &warn
+	d1, err := Build(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(warn.String(), "srv/fifo") || asRoot != strings.Contains(warn.String(), "dev/null") {
+		t.Errorf("warning %q does not name the left-out special files", warn.String())
+	}
+
+	x := filepath.Join(t.TempDir(), "x")
+	untar(t, out, x)
+	idx, err := layout.ImageIndexFromPath(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := idx.Image(d1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := validate(img); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cfg.Config
+	if c.StopSignal != "SIGQUIT" || c.User != "www-data" || c.WorkingDir != "/srv" || c.Entrypoint != nil ||
+		!slices.Equal(c.Cmd, []string{"nginx", "-g", "daemon off;"}) ||
+		!slices.Equal(c.Env, []string{DefaultPath, "FOO=bar"}) || cfg.Architecture != runtime.GOARCH {
+		t.Errorf("config = %+v", c)
+	}
+
+	hdrs, data, _ := layerFiles(t, img)
+	uid, gid := os.Geteuid(), os.Getegid()
+	type want struct {
+		typ      byte
+		mode     int64
+		link     string
+		uid, gid int
+	}
+	wants := map[string]want{
+		"bin/":      {tar.TypeDir, 0o755, "", uid, gid},
+		"bin/tool":  {tar.TypeReg, 0o4755, "", uid, gid},
+		"bin/tool2": {tar.TypeLink, 0o4755, "bin/tool", uid, gid},
+		"bin/rel":   {tar.TypeSymlink, 0o777, "tool", uid, gid},
+		"bin/abs":   {tar.TypeSymlink, 0o777, "/etc/conf", uid, gid},
+		"etc/conf":  {tar.TypeReg, 0o640, "", uid, gid},
+		"srv/data/": {tar.TypeDir, 0o750, "", uid, gid},
+		"tmp/":      {tar.TypeDir, 0o1777, "", uid, gid},
+		"dev/":      {tar.TypeDir, 0o755, "", uid, gid},
+	}
+	if asRoot {
+		wants["srv/data/"] = want{tar.TypeDir, 0o750, "", 1000, 1001}
+		wants["bin/abs"] = want{tar.TypeSymlink, 0o777, "/etc/conf", 7, 8}
+	}
+	for n, w := range wants {
+		h := hdrs[n]
+		if h == nil {
+			t.Errorf("%s: missing", n)
+			continue
+		}
+		if h.Typeflag != w.typ || h.Mode != w.mode || h.Linkname != w.link || h.Uid != w.uid || h.Gid != w.gid ||
+			h.Uname != "" || h.Gname != "" || !h.ModTime.Equal(time.Unix(0, 0)) {
+			t.Errorf("%s = type %c mode %o link %q owner %d:%d (%q:%q) mtime %v; want %+v",
+				n, h.Typeflag, h.Mode, h.Linkname, h.Uid, h.Gid, h.Uname, h.Gname, h.ModTime, w)
+		}
+	}
+	if string(data["bin/tool"]) != "#!/bin/sh\necho tool\n" || len(data["bin/tool2"]) != 0 {
+		t.Errorf("file contents: tool %q, tool2 %q", data["bin/tool"], data["bin/tool2"])
+	}
+	for n := range hdrs {
+		if n == "srv/fifo" || n == "dev/null" || strings.HasPrefix(n, "/") || strings.HasPrefix(n, "./") {
+			t.Errorf("unexpected entry %q", n)
+		}
+	}
+
+	// Deterministic: the tree's mtimes do not matter, its contents do.
+	future := time.Now().Add(time.Hour)
+	if err := os.Chtimes(filepath.Join(dir, "etc/conf"), future, future); err != nil {
+		t.Fatal(err)
+	}
+	d2, err := Build(o)
+	if err != nil || d2 != d1 {
+		t.Errorf("rebuild after touching a file: %s, %v; first %s", d2, err, d1)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "etc/conf"), []byte("a=2\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if d3, err := Build(o); err != nil || d3 == d1 {
+		t.Errorf("a changed file gave digest %s (%v), same as before", d3, err)
+	}
+}
+
+func TestRootfsErrors(t *testing.T) {
+	dir, _ := makeTree(t)
+	out := filepath.Join(t.TempDir(), "err.tar")
+	file := filepath.Join(dir, "etc/conf")
+	for what, f := range map[string]func(*Options){
+		"unknown stop signal":  func(o *Options) { o.StopSignal = "SIGNOPE" },
+		"numeric stop signal":  func(o *Options) { o.StopSignal = "15" },
+		"user with a space":    func(o *Options) { o.User = "www data" },
+		"user with two colons": func(o *Options) { o.User = "a:b:c" },
+		"relative workdir":     func(o *Options) { o.WorkDir = "srv" },
+		"unclean workdir":      func(o *Options) { o.WorkDir = "/srv/../etc" },
+		"rootfs is a file":     func(o *Options) { o.Rootfs = file },
+		"rootfs missing":       func(o *Options) { o.Rootfs = filepath.Join(dir, "nope") },
+		"binary and rootfs":    func(o *Options) { o.Binary = file },
+	} {
+		o := rootfsOpts(dir, out)
+		f(&o)
+		if _, err := Build(o); err == nil {
+			t.Errorf("%s: no error", what)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "etc/.wh.conf"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Build(rootfsOpts(dir, out)); err == nil || !strings.Contains(err.Error(), "etc/.wh.conf") {
+		t.Errorf("a .wh. name: %v, want an error naming it", err)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("failed builds left an output: %v", err)
+	}
+}
+
+func TestParseSignal(t *testing.T) {
+	for in, want := range map[string]string{"SIGQUIT": "SIGQUIT", "quit": "SIGQUIT", "SigTerm": "SIGTERM", "WINCH": "SIGWINCH"} {
+		if got, err := ParseSignal(in); err != nil || got != want {
+			t.Errorf("ParseSignal(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "SIG", "NOPE", "15", "SIGQUIT "} {
+		if got, err := ParseSignal(in); err == nil {
+			t.Errorf("ParseSignal(%q) = %q, want an error", in, got)
+		}
 	}
 }
