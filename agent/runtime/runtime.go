@@ -54,6 +54,10 @@ type Spec struct {
 	CapAdd         []string   `json:"cap_add,omitempty"` // "NET_ADMIN" or "CAP_NET_ADMIN", "ALL"
 	CapDrop        []string   `json:"cap_drop,omitempty"`
 	Log            LogOptions `json:"log"`
+	// Init runs Args under a tiny init as PID 1 (see package tinyinit),
+	// bind-mounted read-only at InitPath from the runtime's init binary
+	// (WithInitBinary).
+	Init bool `json:"init,omitempty"`
 }
 
 // Mount is a bind mount (Source set) or a tmpfs (Tmpfs true).
