@@ -44,6 +44,10 @@ type ExecutorConfig struct {
 	// are gone (the node uses it to garbage-collect images).
 	OnRemoved func(taskID string)
 	Logger    *slog.Logger
+
+	// NodeDataDir is the node's data dir (keys, raft, images), which no
+	// bind mount of a task may reach; default Dir.
+	NodeDataDir string
 }
 
 // Executor drives the tasks assigned to this node: one controller
