@@ -200,11 +200,21 @@ func (e *Executor) runtimeSpec(t *shoalv1.Task, img image.Image, p taskPaths, ns
 	if nodeMem := e.cfg.NodeMemory; nodeMem > 0 && lim.GetMemoryBytes() > nodeMem {
 		return runtime.Spec{}, reject("memory limit %d bytes is more than this node has (%d bytes)", lim.GetMemoryBytes(), nodeMem)
 	}
+	if ic, ok := e.cfg.Runtime.(initChecker); ok && spec.Init {
+		if err := ic.CheckInit(); err != nil {
+			return runtime.Spec{}, reject("spec.task.container.init: %v", err)
+		}
+	}
 	if err := spec.Validate(); err != nil {
 		return runtime.Spec{}, rejectError{err}
 	}
 	return spec, nil
 }
+
+// initChecker is a runtime that can tell whether it has the init that
+// --init asks for (runtime.Libcontainer): a node without it rejects such a
+// task rather than failing it on every restart.
+type initChecker interface{ CheckInit() error }
 
 // checkSpec applies the managers' rules to the task's spec, and the ones
 // only this node can judge: a bind source must stay clear of the node's

@@ -1,6 +1,10 @@
 package agent
 
 import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -8,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/shoal-dev/shoal/agent/image"
+	"github.com/shoal-dev/shoal/agent/runtime"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
@@ -121,4 +126,39 @@ func TestAgentRejectsWhatTheRulesRefuse(t *testing.T) {
 		}
 	}
 	env.waitStatus("fine", shoalv1.TaskState_TASK_STATE_RUNNING)
+}
+
+// noInitRuntime is a runtime on a node without the init binary.
+type noInitRuntime struct{ *runtime.Fake }
+
+func (noInitRuntime) CheckInit() error { return errors.New("shoal-init is not installed") }
+
+// TestInitMissingRejects: a node whose runtime has no init rejects a task
+// that asks for one, saying why; tasks without --init still run.
+func TestInitMissingRejects(t *testing.T) {
+	env := &execEnv{t: t, dir: t.TempDir(), rt: runtime.NewFake(), images: newFakeImages(), net: &fakeNet{up: map[string]bool{}}}
+	ex, err := NewExecutor(ExecutorConfig{Dir: env.dir, Runtime: noInitRuntime{env.rt}, Images: env.images, Network: env.net,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex.mount = func(_ []string, _, _, target string) error {
+		if err := os.MkdirAll(filepath.Join(target, "bin"), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(target, "bin/app"), []byte("#!"), 0o755)
+	}
+	ex.unmount = func(string) error { return nil }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ex.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	env.ex = ex
+	withInit := running("init")
+	withInit.Spec.Container.Init = true
+	ex.Assign(false, []*shoalv1.Task{withInit, running("plain")}, nil)
+	if st := env.waitStatus("init", shoalv1.TaskState_TASK_STATE_REJECTED); !strings.Contains(st.GetErr(), "spec.task.container.init: shoal-init is not installed") {
+		t.Errorf("err %q", st.GetErr())
+	}
+	env.waitStatus("plain", shoalv1.TaskState_TASK_STATE_RUNNING)
 }

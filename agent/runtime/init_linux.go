@@ -60,6 +60,13 @@ func (r *Libcontainer) findInitBinary() (string, error) {
 		"(make build builds it: CGO_ENABLED=0 go build -o bin/%[1]s ./cmd/%[1]s)", InitBinaryName)
 }
 
+// CheckInit says whether containers that ask for an init can have one
+// on this node.
+func (r *Libcontainer) CheckInit() error {
+	_, err := r.findInitBinary()
+	return err
+}
+
 // processArgs is what the container runs: the spec's args, under the
 // init when it asks for one.
 func processArgs(s *Spec) []string {

@@ -106,6 +106,12 @@ func TestInitBinaryMissing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rt.Close()
+	if err := rt.CheckInit(); err == nil {
+		t.Error("CheckInit: no error without the binary")
+	}
+	if err := newInitRuntime(t).CheckInit(); err != nil {
+		t.Errorf("CheckInit with the binary: %v", err)
+	}
 	err = rt.Start(context.Background(), Spec{ID: newID(), Rootfs: "/nonexistent", Init: true, Args: []string{"/bin/probe"}},
 		filepath.Join(t.TempDir(), "log"))
 	if err == nil || !strings.Contains(err.Error(), "init binary") {
