@@ -80,7 +80,9 @@ func TestInitReapsAndExitsWithChildStatus(t *testing.T) {
 		t.Fatalf("under the init: exit %+v, log %s", st.Exit, readTrim(t, logPath))
 	}
 
-	spec, _ = start(t, rt, Spec{Init: true, Args: []string{"/bin/probe", "exit", "7"}})
+	// Also as a user other than root, on a read-only rootfs: the init is
+	// on the runtime's /dev, executable by anyone.
+	spec, _ = start(t, rt, Spec{Init: true, User: "app", ReadOnlyRootfs: true, Args: []string{"/bin/probe", "exit", "7"}})
 	if st := waitExit(t, rt, spec.ID); st.Exit.Code != 7 || st.Exit.Signal != 0 {
 		t.Errorf("exit 7 under the init: %+v", st.Exit)
 	}
