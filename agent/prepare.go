@@ -218,18 +218,31 @@ type initChecker interface{ CheckInit() error }
 
 // checkSpec applies the managers' rules to the task's spec, and the ones
 // only this node can judge: a bind source must stay clear of the node's
-// data dir, also once symlinks are followed.
+// data dir, also once symlinks are followed (in the source or in the data
+// dir's own path).
 func (e *Executor) checkSpec(ts *shoalv1.TaskSpec) error {
-	dataDir := e.nodeDataDir()
-	probs := specrules.Task("spec.task", ts, specrules.Node{DataDir: dataDir})
+	dirs := e.nodeDataDirs()
+	probs := specrules.Task("spec.task", ts, specrules.Node{DataDir: dirs[0]})
 	if len(probs) == 0 {
 		for i, m := range ts.GetContainer().GetMounts() {
 			if m.GetType() != "bind" {
 				continue
 			}
+			srcs := []string{m.GetSource()}
 			if real, err := filepath.EvalSymlinks(m.GetSource()); err == nil && real != m.GetSource() {
-				if err := specrules.BindSource(real, dataDir); err != nil {
-					probs.Add(fmt.Sprintf("spec.task.container.mounts[%d].source", i), "%q resolves to %v", m.GetSource(), err)
+				srcs = append(srcs, real)
+			}
+			for _, src := range srcs {
+				for _, dir := range dirs {
+					if err := specrules.BindSource(src, dir); err != nil {
+						f := fmt.Sprintf("spec.task.container.mounts[%d].source", i)
+						if src == m.GetSource() {
+							probs.Add(f, "%v (%s)", err, dir)
+						} else {
+							probs.Add(f, "%q resolves to %v", m.GetSource(), err)
+						}
+						break
+					}
 				}
 			}
 		}
@@ -240,17 +253,18 @@ func (e *Executor) checkSpec(ts *shoalv1.TaskSpec) error {
 	return nil
 }
 
-// nodeDataDir is the directory a task may not reach through a bind mount,
-// with symlinks resolved.
-func (e *Executor) nodeDataDir() string {
+// nodeDataDirs is the directory a task may not reach through a bind mount,
+// as configured (made absolute) and, if different, with symlinks resolved.
+func (e *Executor) nodeDataDirs() []string {
 	d := firstNonEmpty(e.cfg.NodeDataDir, e.cfg.Dir)
 	if abs, err := filepath.Abs(d); err == nil {
 		d = abs
 	}
-	if real, err := filepath.EvalSymlinks(d); err == nil {
-		d = real
+	dirs := []string{d}
+	if real, err := filepath.EvalSymlinks(d); err == nil && real != d {
+		dirs = append(dirs, real)
 	}
-	return d
+	return dirs
 }
 
 // checkExecutable makes "image without the requested command" a clear

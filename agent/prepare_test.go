@@ -162,3 +162,28 @@ func TestInitMissingRejects(t *testing.T) {
 	}
 	env.waitStatus("plain", shoalv1.TaskState_TASK_STATE_RUNNING)
 }
+
+// TestBindSourceDataDirBehindSymlink: a data dir configured through a
+// symlink is protected under both of its names.
+func TestBindSourceDataDirBehindSymlink(t *testing.T) {
+	real := t.TempDir()
+	link := filepath.Join(t.TempDir(), "shoal")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	e := &Executor{cfg: ExecutorConfig{Dir: filepath.Join(link, "agent"), NodeDataDir: link}}
+	spec := func(src string) *shoalv1.TaskSpec {
+		return &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: "app:1",
+			Mounts: []*shoalv1.Mount{{Type: "bind", Source: src, Target: "/data"}}}}
+	}
+	for _, src := range []string{filepath.Join(link, "certs"), filepath.Join(real, "certs"), real, filepath.Dir(real)} {
+		err := e.checkSpec(spec(src))
+		var rej rejectError
+		if !errors.As(err, &rej) || !strings.Contains(err.Error(), "spec.task.container.mounts[0].source") {
+			t.Errorf("%s: got %v, want a rejection naming the source", src, err)
+		}
+	}
+	if err := e.checkSpec(spec(t.TempDir())); err != nil {
+		t.Errorf("a source elsewhere: %v", err)
+	}
+}

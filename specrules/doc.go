@@ -15,6 +15,7 @@
 // ("spec.task.container.env[3]") and the reason; see [Problems].
 //
 // It imports only proto/, go-containerregistry's name package and the
-// standard library, and compiles no regular expression at package init:
+// standard library, and compiles no regular expression of its own at
+// package init:
 // every shoal process (shims and container inits included) links it.
 package specrules
