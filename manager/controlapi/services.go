@@ -8,13 +8,16 @@ import (
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/specrules"
 )
 
 // Defaults an operator coming from swarm mode expects.
 const (
 	defaultRestartDelayMs = 5000
-	defaultStopGraceMs    = 10000
 )
+
+// defaultStopGraceMs is the agent's default too (see specrules).
+var defaultStopGraceMs = specrules.DefaultStopGrace.Milliseconds()
 
 // withDefaults fills the fields a spec may leave out.
 func withDefaults(spec *shoalv1.ServiceSpec) *shoalv1.ServiceSpec {
@@ -132,6 +135,9 @@ func replicaCount(r raftstore.Reader, svc *shoalv1.Service) *shoalv1.ReplicaCoun
 // UpdateService replaces a service's spec. The caller names the version it
 // read; a concurrent change makes the update fail rather than be lost.
 func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRequest) (*shoalv1.UpdateServiceResponse, error) {
+	if err := checkVersion(req.GetVersion(), req.GetIgnoreVersion()); err != nil {
+		return nil, toStatus(err)
+	}
 	if err := validateServiceSpec(req.GetSpec()); err != nil {
 		return nil, toStatus(err)
 	}
@@ -163,6 +169,9 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 			svc.SpecVersion++
 		}
 		svc.Meta.Version = req.GetVersion()
+		if req.GetIgnoreVersion() {
+			svc.Meta.Version = 0 // the store skips the check
+		}
 		out = svc
 		return tx.Update(svc)
 	})
