@@ -134,7 +134,7 @@ func (d *Dispatcher) monitorLiveness(ctx context.Context) error {
 		period, missed := d.settings()
 		limit := period * time.Duration(missed)
 		now := time.Now()
-		var expired []string
+		expired := map[string]string{} // node id → reason
 		d.mu.Lock()
 		for _, n := range raftstore.List[*shoalv1.Node](d.cfg.Store.View()) {
 			id := n.GetMeta().GetId()
@@ -144,16 +144,15 @@ func (d *Dispatcher) monitorLiveness(ctx context.Context) error {
 				d.lastSeen[id] = now
 				continue
 			}
-			if now.Sub(last) > limit && n.GetStatus().GetState() != shoalv1.NodeState_NODE_STATE_DOWN {
-				expired = append(expired, id)
+			if down, why := verdict(n, last, now, limit); down {
+				expired[id] = why
 				if s := d.sessions[id]; s != nil {
 					s.cancel()
 				}
 			}
 		}
 		d.mu.Unlock()
-		for _, id := range expired {
-			msg := fmt.Sprintf("heartbeat missed for %s", limit)
+		for id, msg := range expired {
 			if err := d.setNodeState(ctx, id, shoalv1.NodeState_NODE_STATE_DOWN, msg, nil); err != nil {
 				d.log.Warn("marking node down", "node_id", id, "err", err)
 				continue
@@ -178,6 +177,7 @@ func (d *Dispatcher) setNodeState(ctx context.Context, nodeID string, state shoa
 			}
 			n.Status.State = state
 			n.Status.Message = msg
+			n.Status.RestartDeadline = nil // back (READY) or given up on (DOWN)
 			n.Status.LastHeartbeat = timestamppb.Now()
 			if hello != nil {
 				if hello.GetAddr() != "" {
