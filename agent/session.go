@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -205,6 +206,12 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	stopEarly := context.AfterFunc(ctx, cancel)
+	// A manager that does not answer (powered off: no reset, just silence)
+	// would hold the attempt for gRPC's connect timeout (20 s), far past
+	// the down threshold; give up on it after openTimeout and try the next.
+	var timedOut atomic.Bool
+	openTimer := time.AfterFunc(openTimeout, func() { timedOut.Store(true); cancel() })
+	defer openTimer.Stop()
 	stream, err := shoalv1.NewDispatcherClient(conn).Session(sctx)
 	if err != nil {
 		return err
@@ -216,7 +223,13 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	}
 	first, err := stream.Recv()
 	if err != nil {
+		if timedOut.Load() {
+			return fmt.Errorf("no welcome from %s within %s: %w", addr, openTimeout, err)
+		}
 		return err
+	}
+	if !openTimer.Stop() {
+		return fmt.Errorf("no welcome from %s within %s", addr, openTimeout)
 	}
 	w := first.GetWelcome()
 	if w == nil {
@@ -294,6 +307,12 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	a.sayGoodbye(addr, stream, &sendMu, recvErr)
 	return ctx.Err()
 }
+
+// openTimeout bounds opening a session (connection, TLS, hello, welcome).
+// A whole kill -9 + `shoal daemon` + session open takes about 0.1 s in the
+// e2e fabric (TestKill9RestartMovesNothing), so a manager that has not
+// welcomed the agent after a second is as good as gone.
+const openTimeout = time.Second
 
 // goodbyeWait bounds how long a stopping agent waits for the dispatcher to
 // record its goodbye (a raft write) before it closes the session anyway.

@@ -213,3 +213,46 @@ func TestNextBackoff(t *testing.T) {
 		t.Errorf("older agent's pause grows to %v, want capped at %v", b, maxBackoff)
 	}
 }
+
+// TestSilentManagerSkipped: a manager that accepts the connection but
+// never answers (a powered-off host looks like this, or worse) does not
+// hold the agent for gRPC's 20 s connect timeout: the attempt is given up
+// after openTimeout and the next manager is tried.
+func TestSilentManagerSkipped(t *testing.T) {
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, never answered
+		}
+	}()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &goodbyeDispatcher{opened: make(chan struct{}), got: make(chan *shoalv1.AgentMessage, 16), release: make(chan struct{})}
+	close(d.release)
+	srv := grpc.NewServer()
+	shoalv1.RegisterDispatcherServer(srv, d)
+	go srv.Serve(ln)
+	defer srv.Stop()
+
+	a := New(Config{NodeID: "n1", Managers: []string{silent.Addr().String(), ln.Addr().String()}, Creds: insecure.NewCredentials(),
+		Description: &shoalv1.NodeDescription{}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case <-d.opened:
+	case <-time.After(10 * time.Second): // half gRPC's connect timeout
+		t.Fatal("the agent is still held by the silent manager")
+	}
+}
