@@ -19,7 +19,21 @@ import (
 	"github.com/shoal-dev/shoal/raftstore"
 )
 
-// Defaults for the cluster settings of the same names.
+// Defaults for the cluster settings of the same names: a node is DOWN after
+// 500 ms x 4 = 2 s without a heartbeat. Chosen from measurements in the e2e
+// fabric on a loaded 2-core machine:
+//   - a kill -9 of a node's shoal process and an immediate `shoal daemon`
+//     has its session open again 0.10 s (p50) / 0.14 s (max of 20) after
+//     the kill (TestKill9RestartMovesNothing). The last heartbeat can be a
+//     period before the kill, so a restart must fit in 2 s - 0.5 s = 1.5 s:
+//     a margin of 10x for a slower start under load;
+//   - a power cut is seen DOWN after 1.87 s (p50) and all the node's tasks
+//     run elsewhere 2.11 s (p50) / 2.31 s (max of 10) after it
+//     (BenchmarkPowerCut), inside the 3 s aimed at.
+//
+// A shorter threshold would gain little and turn a manager stalled for a
+// second (GC, a starved CPU) into mass replacement; a planned restart
+// (Goodbye) does not depend on it at all (DefaultRestartGrace).
 const (
 	DefaultHeartbeatPeriod = 500 * time.Millisecond
 	DefaultDownAfterMissed = 4
