@@ -437,6 +437,17 @@ func TestPlannedRestartMovesNothing(t *testing.T) {
 	t.Logf("%s: %s %q", w, n.GetStatus().GetState(), n.GetStatus().GetMessage())
 	{
 		ctx, cancel := attempt()
+		out, err := cl.Run(ctx, "node", "ls")
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !regexp.MustCompile(`(?m)^` + wID + `\s.*\sRestarting\s`).MatchString(out) {
+			t.Errorf("node ls does not show %s (%s) as Restarting:\n%s", w, wID, out)
+		}
+	}
+	{
+		ctx, cancel := attempt()
 		all, err := serviceTasks(ctx, cl, "kept")
 		cancel()
 		if err != nil {
