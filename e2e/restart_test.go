@@ -373,16 +373,40 @@ func TestKill9RestartMovesNothing(t *testing.T) {
 
 // TestPlannedRestartMovesNothing: SIGTERM of a worker's shoal process (a
 // planned restart): it says goodbye, so the managers show its node
-// DISCONNECTED ("restarting") with a restart deadline and keep its tasks —
-// also long after the heartbeats would have declared it down: another
-// worker kill -9'd at the same moment goes DOWN and loses its tasks, this
-// one does not. Started again (`shoal daemon`), it is READY with the
-// deadline cleared and the same tasks and containers.
+// DISCONNECTED ("restarting", Restarting in node ls) with a restart
+// deadline and keep its tasks — also long after the heartbeats would have
+// declared it down: another worker kill -9'd at the same moment goes DOWN
+// and loses its task, this one does not. Started again (`shoal daemon`),
+// it is READY with the deadline cleared and the same tasks and containers.
 func TestPlannedRestartMovesNothing(t *testing.T) {
 	c := newCluster(t, 1, 2)
-	h1, w, crashed := c.hosts[0], c.workers[0], c.workers[1]
-	cl := h1.Local()
-	wID, crashedID := c.id(w), c.id(crashed)
+	c.plannedRestart(t, c.workers[0], c.workers[1], c.hosts[0])
+}
+
+// TestPlannedLeaderRestartMovesNothing: the same for the leader of 3
+// managers, whose own agent says goodbye to its own dispatcher: the
+// manager must outlive the agent long enough to commit it, and the next
+// leader must honour the deadline.
+func TestPlannedLeaderRestartMovesNothing(t *testing.T) {
+	c := newCluster(t, 3, 1)
+	leader := c.leader(c.hosts[0], nil)
+	var via *harness.Host
+	for _, m := range c.managers {
+		if m != leader {
+			via = m
+			break
+		}
+	}
+	c.plannedRestart(t, leader, c.workers[0], via)
+}
+
+// plannedRestart runs the scenario of TestPlannedRestartMovesNothing:
+// SIGTERM of target's shoal process while crashed is kill -9'd, observed
+// through via's manager (not target's).
+func (c *cluster) plannedRestart(t *testing.T, target, crashed, via *harness.Host) {
+	t.Helper()
+	cl := c.admin(via)
+	wID, crashedID := c.id(target), c.id(crashed)
 	{
 		ctx, cancel := attempt()
 		err := createServiceFlags(ctx, cl, "kept", 2, []string{"--constraint", "node.id==" + wID})
@@ -398,11 +422,11 @@ func TestPlannedRestartMovesNothing(t *testing.T) {
 	moved := harness.WaitRunning(t, cl, "moved", 1, runTimeout)
 
 	var p *harness.Proc
-	for _, proc := range w.Running() {
+	for _, proc := range target.Running() {
 		p = proc
 	}
 	if p == nil {
-		t.Fatalf("no shoal process running on %s", w)
+		t.Fatalf("no shoal process running on %s", target)
 	}
 	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -411,11 +435,11 @@ func TestPlannedRestartMovesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	if code, err := p.WaitExit(30 * time.Second); err != nil || code != 0 {
-		t.Fatalf("%s after SIGTERM: exit %d, %v; tail:\n%s", w, code, err, p.Tail(20))
+		t.Fatalf("%s after SIGTERM: exit %d, %v; tail:\n%s", target, code, err, p.Tail(20))
 	}
 	// The crashed one goes DOWN and its task is orphaned (the heartbeats
 	// decide); by then the restarting one has been silent as long.
-	c.waitNodes(h1, func(nodes []*shoalv1.Node) error {
+	c.waitNodes(via, func(nodes []*shoalv1.Node) error {
 		if st := findNode(nodes, crashedID).GetStatus().GetState(); st != shoalv1.NodeState_NODE_STATE_DOWN {
 			return fmt.Errorf("crashed %s is %s, want DOWN", crashed, st)
 		}
@@ -428,13 +452,13 @@ func TestPlannedRestartMovesNothing(t *testing.T) {
 		}
 		return nil
 	})
-	nodes := c.waitNodes(h1, func(nodes []*shoalv1.Node) error { return nil })
+	nodes := c.waitNodes(via, func(nodes []*shoalv1.Node) error { return nil })
 	n := findNode(nodes, wID)
 	if st := n.GetStatus(); st.GetState() != shoalv1.NodeState_NODE_STATE_DISCONNECTED || st.GetRestartDeadline() == nil ||
 		!strings.Contains(st.GetMessage(), "restarting") {
-		t.Fatalf("%s after its goodbye: %s %q deadline %v; want DISCONNECTED, restarting, with a restart deadline", w, st.GetState(), st.GetMessage(), st.GetRestartDeadline())
+		t.Fatalf("%s after its goodbye: %s %q deadline %v; want DISCONNECTED, restarting, with a restart deadline", target, st.GetState(), st.GetMessage(), st.GetRestartDeadline())
 	}
-	t.Logf("%s: %s %q", w, n.GetStatus().GetState(), n.GetStatus().GetMessage())
+	t.Logf("%s: %s %q", target, n.GetStatus().GetState(), n.GetStatus().GetMessage())
 	{
 		ctx, cancel := attempt()
 		out, err := cl.Run(ctx, "node", "ls")
@@ -443,7 +467,7 @@ func TestPlannedRestartMovesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 		if !regexp.MustCompile(`(?m)^` + wID + `\s.*\sRestarting\s`).MatchString(out) {
-			t.Errorf("node ls does not show %s (%s) as Restarting:\n%s", w, wID, out)
+			t.Errorf("node ls does not show %s (%s) as Restarting:\n%s", target, wID, out)
 		}
 	}
 	{
@@ -454,20 +478,20 @@ func TestPlannedRestartMovesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 		if err := sameTasks(all, want); err != nil {
-			t.Fatalf("while %s restarts: %v", w, err)
+			t.Fatalf("while %s restarts: %v", target, err)
 		}
 	}
 
-	p = w.Daemon(t)
-	c.waitNodes(h1, func(nodes []*shoalv1.Node) error {
+	p = target.Daemon(t)
+	c.waitNodes(via, func(nodes []*shoalv1.Node) error {
 		if err := p.CheckRunning(); err != nil {
 			return err
 		}
-		if err := c.nodeReady(nodes, w, shoalv1.NodeRole_NODE_ROLE_WORKER); err != nil {
+		if err := c.nodeReady(nodes, target, findNode(nodes, wID).GetRole()); err != nil {
 			return err
 		}
 		if dl := findNode(nodes, wID).GetStatus().GetRestartDeadline(); dl != nil {
-			return fmt.Errorf("%s READY with its restart deadline %v still set", w, dl.AsTime())
+			return fmt.Errorf("%s READY with its restart deadline %v still set", target, dl.AsTime())
 		}
 		return nil
 	})
