@@ -23,6 +23,7 @@
 //	TestNodeDown                     power off a worker (its containers die too) → DOWN (time logged), its tasks RUNNING elsewhere; power on → READY (the time is BenchmarkPowerCut's)
 //	TestKill9AtRandomMomentsLosesNoAckedWrite  creates in a loop while managers are kill -9'd and restarted; no acknowledged create lost (kill -9 keeps the page cache: a missing fsync is not detected)
 //	TestKill9RestartMovesNothing     20 × kill -9 of a worker's shoal + `shoal daemon`: no task replaced, node never DOWN (kill→session open logged)
+//	TestKill9LeaderRestartMovesNothing  5 × the same for the leader of 3 managers: no node DOWN, no task replaced
 //	TestPlannedRestartMovesNothing   SIGTERM of a worker's shoal: DISCONNECTED "restarting" (node ls: Restarting) with a restart deadline, tasks kept while a crashed node goes DOWN; `shoal daemon` → READY, same tasks
 //	TestPlannedLeaderRestartMovesNothing  the same for the leader of 3 managers (its agent's goodbye is committed before its manager stops)
 //	BenchmarkPowerCut                10 power cuts of a worker: p50/max of → DOWN and → all its tasks RUNNING elsewhere

@@ -324,46 +324,84 @@ func sameTasks(all, want []*shoalv1.Task) error {
 // (the figure the down threshold must leave room for; see
 // dispatcher.DefaultDownAfterMissed).
 func TestKill9RestartMovesNothing(t *testing.T) {
-	runs := restartRuns(t)
 	c := newCluster(t, 1, 1)
-	h1, w := c.hosts[0], c.workers[0]
-	cl := h1.Local()
+	c.kill9Restarts(t, func() *harness.Host { return c.workers[0] }, c.hosts[0], restartRuns(t))
+}
+
+// TestKill9LeaderRestartMovesNothing: the same for the leader of 3
+// managers, 5 times (the next round's leader may be another node): the
+// other managers elect a new leader meanwhile, which must not count the
+// restarting node's silence against it.
+func TestKill9LeaderRestartMovesNothing(t *testing.T) {
+	c := newCluster(t, 3, 0)
+	var target *harness.Host
+	c.kill9Restarts(t, func() *harness.Host {
+		target = c.leader(c.managers[0], nil)
+		return target
+	}, nil, 5)
+}
+
+// kill9Restarts runs rounds of kill -9 + `shoal daemon` of the host pick
+// returns (the same or another each round), with a 3-replica service
+// pinned to the first target, checking through via (nil: any manager that
+// is not the target) that nothing moves.
+func (c *cluster) kill9Restarts(t *testing.T, pick func() *harness.Host, via *harness.Host, runs int) {
+	t.Helper()
+	target := pick()
+	tID := target.NodeID(t)
+	observer := func(target *harness.Host) *harness.Host {
+		if via != nil {
+			return via
+		}
+		for _, m := range c.managers {
+			if m != target {
+				return m
+			}
+		}
+		t.Fatal("no manager to observe from")
+		return nil
+	}
 	{
 		ctx, cancel := attempt()
-		err := createServiceFlags(ctx, cl, "stay", 3, onWorker)
+		err := createServiceFlags(ctx, c.admin(observer(target)), "stay", 3, []string{"--constraint", "node.id==" + tID})
 		cancel()
 		if err != nil {
 			t.Fatalf("service create: %v", err)
 		}
 	}
-	want := harness.WaitRunning(t, cl, "stay", 3, runTimeout)
-	wID := c.id(w)
+	want := harness.WaitRunning(t, c.admin(observer(target)), "stay", 3, runTimeout)
 
 	var samples []time.Duration
 	for i := 1; i <= runs; i++ {
+		if i > 1 {
+			target = pick()
+		}
+		obs := observer(target)
 		killed := time.Now()
-		if err := w.Crash(); err != nil {
+		if err := target.Crash(); err != nil {
 			t.Fatal(err)
 		}
-		p := w.Daemon(t)
+		p := target.Daemon(t)
 		harness.Eventually(t, startTimeout, 10*time.Millisecond, func() error {
 			_, err := p.Match(sessionOpenRe)
 			return err
 		})
 		took := time.Since(killed)
 		samples = append(samples, took)
-		t.Logf("round %d/%d: kill -9, `shoal daemon`, session open after %v", i, runs, took.Round(time.Millisecond))
-		c.waitNodes(h1, func(nodes []*shoalv1.Node) error {
+		t.Logf("round %d/%d: kill -9 of %s, `shoal daemon`, session open after %v", i, runs, target, took.Round(time.Millisecond))
+		c.waitNodes(obs, func(nodes []*shoalv1.Node) error {
 			if err := p.CheckRunning(); err != nil {
 				return err
 			}
-			n := findNode(nodes, wID)
-			if n.GetStatus().GetState() == shoalv1.NodeState_NODE_STATE_DOWN {
-				return harness.Permanent(fmt.Errorf("round %d: %s was marked DOWN: %q", i, w, n.GetStatus().GetMessage()))
+			for _, n := range nodes {
+				if n.GetStatus().GetState() == shoalv1.NodeState_NODE_STATE_DOWN {
+					return harness.Permanent(fmt.Errorf("round %d: node %s was marked DOWN: %q", i, n.GetMeta().GetId(), n.GetStatus().GetMessage()))
+				}
 			}
-			return c.nodeReady(nodes, w, shoalv1.NodeRole_NODE_ROLE_WORKER)
+			role := findNode(nodes, target.NodeID(t)).GetRole()
+			return c.nodeReady(nodes, target, role)
 		})
-		harness.WaitTasks(t, cl, "stay", settleTimeout, func(all []*shoalv1.Task) error { return sameTasks(all, want) })
+		harness.WaitTasks(t, c.admin(obs), "stay", settleTimeout, func(all []*shoalv1.Task) error { return sameTasks(all, want) })
 	}
 	sorted := slices.Clone(samples)
 	slices.Sort(sorted)

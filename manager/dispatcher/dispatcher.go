@@ -27,7 +27,11 @@ import (
 //     the kill (TestKill9RestartMovesNothing, load average ~3.5), and
 //     0.37 s / 0.50 s with two extra CPU burners (load average ~8). The
 //     last heartbeat can be a period before the kill, so a restart must
-//     fit in 2 s - 0.5 s = 1.5 s: 3x the worst start measured under load;
+//     fit in 2 s - 0.5 s = 1.5 s: 3x the worst start measured under load.
+//     A kill -9 + restart of the leader of 3 managers takes 0.64 s / 1.0 s
+//     (0.82 s / 1.27 s loaded; TestKill9LeaderRestartMovesNothing), but
+//     the next leader's dispatcher counts from its own start, after the
+//     election, so that fits too;
 //   - a power cut is seen DOWN after 1.87 s (p50) and all the node's tasks
 //     run elsewhere 2.11 s (p50) / 2.31 s (max of 10) after it
 //     (BenchmarkPowerCut), inside the 3 s aimed at.
