@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -92,9 +94,42 @@ func (a *Agent) Connected() bool {
 // (`shoal node rm`): its certificate will never be accepted again.
 var ErrRemoved = errors.New("this node was removed from the cluster (shoal node rm); to rejoin, wipe its data dir and run shoal join again")
 
-// Run keeps a session open until ctx ends or the node is removed.
+// Reconnect pacing. A restarted node must have its session open again
+// before the managers' down threshold (dispatcher.DefaultHeartbeatPeriod x
+// DefaultDownAfterMissed) counted from its last heartbeat, or every task it
+// runs is replaced. So the first attempt is made at once, and while the
+// process is young, or a healthy session has just ended (leader failover),
+// the pause between attempts stays short; only an agent that has failed
+// for a while backs off to maxBackoff.
+const (
+	firstBackoff = 50 * time.Millisecond
+	// youngBackoff caps the pause (before jitter) within youngFor of the
+	// start or of the end of a healthy session.
+	youngBackoff = 400 * time.Millisecond
+	youngFor     = 15 * time.Second
+	maxBackoff   = 2 * time.Second
+	// healthySession: a session that lasted this long was not a failed
+	// attempt, so the pacing starts over when it ends.
+	healthySession = 5 * time.Second
+)
+
+// nextBackoff doubles the pause up to the cap that applies: youngBackoff
+// while young, maxBackoff after.
+func nextBackoff(cur time.Duration, young bool) time.Duration {
+	limit := maxBackoff
+	if young {
+		limit = youngBackoff
+	}
+	return min(cur*2, limit)
+}
+
+// Run keeps a session open until ctx ends or the node is removed. The first
+// session is attempted at once. When ctx ends with a session open, the agent
+// says goodbye (restarting) before closing it, so that the managers keep
+// the node's tasks for the cluster's restart grace.
 func (a *Agent) Run(ctx context.Context) error {
-	backoff := 50 * time.Millisecond
+	backoff := firstBackoff
+	since := time.Now() // start of the young period
 	next := 0
 	for ctx.Err() == nil {
 		addr := a.target(&next)
@@ -117,8 +152,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.mu.Lock()
 		a.leader = ""
 		a.mu.Unlock()
-		if time.Since(start) > 5*time.Second {
-			backoff = 50 * time.Millisecond // the session was healthy
+		if time.Since(start) > healthySession {
+			backoff, since = firstBackoff, time.Now() // the session was healthy
 		}
 		a.log.Info("session ended; reconnecting", "manager", addr, "err", err, "backoff", backoff)
 		jitter := time.Duration(rand.Int64N(int64(backoff)/2 + 1))
@@ -127,7 +162,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		}
-		backoff = min(backoff*2, 2*time.Second)
+		backoff = nextBackoff(backoff, time.Since(since) < youngFor)
 	}
 	return nil
 }
@@ -166,8 +201,17 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 		return err
 	}
 	defer conn.Close()
-	sctx, cancel := context.WithCancel(ctx)
+	// The stream outlives ctx by the goodbye (see sayGoodbye); until the
+	// session is open, ending ctx ends it.
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
+	stopEarly := context.AfterFunc(ctx, cancel)
+	// A manager that does not answer (powered off: no reset, just silence)
+	// would hold the attempt for gRPC's connect timeout (20 s), far past
+	// the down threshold; give up on it after openTimeout and try the next.
+	var timedOut atomic.Bool
+	openTimer := time.AfterFunc(openTimeout, func() { timedOut.Store(true); cancel() })
+	defer openTimer.Stop()
 	stream, err := shoalv1.NewDispatcherClient(conn).Session(sctx)
 	if err != nil {
 		return err
@@ -179,7 +223,13 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	}
 	first, err := stream.Recv()
 	if err != nil {
+		if timedOut.Load() {
+			return fmt.Errorf("no welcome from %s within %s: %w", addr, openTimeout, err)
+		}
 		return err
+	}
+	if !openTimer.Stop() {
+		return fmt.Errorf("no welcome from %s within %s", addr, openTimeout)
 	}
 	w := first.GetWelcome()
 	if w == nil {
@@ -192,6 +242,9 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	a.setManagers(w.GetManagers())
 	if a.cfg.OnNode != nil && w.GetNode() != nil {
 		a.cfg.OnNode(w.GetNode())
+	}
+	if !stopEarly() {
+		return ctx.Err() // ctx ended while the session was being opened
 	}
 	a.mu.Lock()
 	a.connected = true
@@ -214,15 +267,22 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	}
 	lastAck := make(chan struct{}, 1)
 	errc := make(chan error, 2)
-	go func() { errc <- a.heartbeat(sctx, send, period, lastAck) }()
+	// Heartbeats and status reports stop when ctx ends: the goodbye is the
+	// last message.
+	wctx, wcancel := context.WithCancel(sctx)
+	defer wcancel()
+	stopWork := context.AfterFunc(ctx, wcancel)
+	defer stopWork()
+	go func() { errc <- a.heartbeat(wctx, send, period, lastAck) }()
 	if ex := a.cfg.Executor; ex != nil {
-		go func() { errc <- a.sendStatuses(sctx, ex, send) }()
+		go func() { errc <- a.sendStatuses(wctx, ex, send) }()
 	}
+	recvErr := make(chan error, 1)
 	go func() {
 		for {
 			msg, err := stream.Recv()
 			if err != nil {
-				errc <- err
+				recvErr <- err
 				return
 			}
 			select {
@@ -230,13 +290,61 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 			default:
 			}
 			if err := a.handle(msg, send); err != nil {
-				errc <- err
+				recvErr <- err
 				return
 			}
 		}
 	}()
-	err = <-errc
-	return err
+	select {
+	case err = <-errc:
+		if ctx.Err() == nil {
+			return err
+		}
+	case err = <-recvErr:
+		return err
+	case <-ctx.Done():
+	}
+	a.sayGoodbye(addr, stream, &sendMu, recvErr)
+	return ctx.Err()
+}
+
+// openTimeout bounds opening a session (connection, TLS, hello, welcome).
+// A whole kill -9 + `shoal daemon` + session open takes about 0.1 s in the
+// e2e fabric (TestKill9RestartMovesNothing), so a manager that has not
+// welcomed the agent after a second is as good as gone.
+const openTimeout = time.Second
+
+// goodbyeWait bounds how long a stopping agent waits for the dispatcher to
+// record its goodbye (a raft write) before it closes the session anyway.
+const goodbyeWait = 3 * time.Second
+
+// sayGoodbye tells the dispatcher that this node is restarting, then waits
+// until the dispatcher ends the stream, which it does once the restart is
+// recorded (its tasks are then kept for the cluster's restart grace). A
+// dispatcher that does not answer in goodbyeWait is given up on: the node
+// is then judged by its heartbeats, as after a crash.
+func (a *Agent) sayGoodbye(addr string, stream shoalv1.Dispatcher_SessionClient, sendMu *sync.Mutex, recvErr <-chan error) {
+	bye := &shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Goodbye{Goodbye: &shoalv1.Goodbye{Restarting: true}}}
+	sendMu.Lock()
+	err := stream.Send(bye)
+	if err == nil {
+		err = stream.CloseSend()
+	}
+	sendMu.Unlock()
+	if err != nil {
+		a.log.Warn("saying goodbye to the manager", "manager", addr, "err", err)
+		return
+	}
+	select {
+	case err := <-recvErr:
+		if err != nil && !errors.Is(err, io.EOF) {
+			a.log.Warn("the manager did not acknowledge the goodbye", "manager", addr, "err", err)
+			return
+		}
+		a.log.Info("said goodbye (restarting); the managers keep this node's tasks for the restart grace", "manager", addr)
+	case <-time.After(goodbyeWait):
+		a.log.Warn("the manager did not acknowledge the goodbye in time", "manager", addr, "waited", goodbyeWait)
+	}
 }
 
 func (a *Agent) heartbeat(ctx context.Context, send func(*shoalv1.AgentMessage) error, period time.Duration, ack <-chan struct{}) error {

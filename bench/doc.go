@@ -64,6 +64,16 @@
 // shows it NODE_STATE_DOWN; restart it with `shoal daemon` and wait until it
 // is READY again.
 //
+// # Node death → its tasks running elsewhere
+//
+// Needs real containers and a real power cut (processes, containers and
+// link of a host gone at once), so it runs in the e2e netns harness rather
+// than here, as a Go benchmark: on 1 manager + 3 workers with 6 replicas,
+// 10 power cuts of the worker holding the most tasks, p50 and max of the
+// time to DOWN and to every replica RUNNING on another node:
+//
+//	GOFLAGS=-tags=seccomp go test -count=1 -p 1 -run '^$' -bench PowerCut -benchtime 1x ./e2e/
+//
 // -failover and -nodedown run instead of the throughput benchmark unless
 // -only is given as well.
 //

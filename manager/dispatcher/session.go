@@ -131,6 +131,9 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	for {
 		select {
 		case err := <-recvErr:
+			if bye := (*goodbyeError)(nil); errors.As(err, &bye) {
+				return d.goodbye(runCtx, log, id.NodeID, bye.msg)
+			}
 			log.Info("session ended", "reason", errString(err))
 			return err
 		case <-ctx.Done():
@@ -237,6 +240,8 @@ func (d *Dispatcher) receive(ctx context.Context, stream shoalv1.Dispatcher_Sess
 			if err := stream.Send(&shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_HeartbeatAck{HeartbeatAck: &shoalv1.Heartbeat{}}}); err != nil {
 				return err
 			}
+		case *shoalv1.AgentMessage_Goodbye:
+			return &goodbyeError{msg: m.Goodbye}
 		case *shoalv1.AgentMessage_Status:
 			view := d.cfg.Store.View()
 			for _, u := range m.Status.GetUpdates() {
