@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -59,11 +58,6 @@ func TestVerdict(t *testing.T) {
 	}
 }
 
-const (
-	waitFor     = 15 * time.Second // generous: 2 busy cores, -race
-	raftTimeout = 100 * time.Millisecond
-)
-
 func eventually(t *testing.T, what string, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(waitFor)
@@ -89,22 +83,7 @@ type liveCluster struct {
 
 func startLive(t *testing.T, settings *shoalv1.ClusterSettings, nodes ...string) *liveCluster {
 	t.Helper()
-	_, trans := raft.NewInmemTransport("solo:4242")
-	s, err := raftstore.Open(raftstore.Config{
-		NodeID: "solo", InMemory: true, Transport: trans, Bootstrap: true,
-		HeartbeatTimeout: raftTimeout, ElectionTimeout: raftTimeout, LeaderLeaseTimeout: raftTimeout,
-		CommitTimeout: 5 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	eventually(t, "the store leads", func() error {
-		if !s.IsLeader() {
-			return errors.New("not leader yet")
-		}
-		return nil
-	})
+	s := openStore(t)
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
 	if _, err := s.Update(ctx, func(tx raftstore.WriteTx) error {
