@@ -115,13 +115,13 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	if err := stream.Send(welcome); err != nil {
 		return err
 	}
-	full := &shoalv1.Assignments{Full: true}
+	var set []*shoalv1.Task
 	for _, t := range raftstore.Find[*shoalv1.Task](view, raftstore.IndexNodeID, id.NodeID) {
 		if assigned(t) {
-			full.Upsert = append(full.Upsert, t)
+			set = append(set, t)
 		}
 	}
-	if err := stream.Send(&shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Assignments{Assignments: full}}); err != nil {
+	if err := sendAssignments(stream, true, set, nil); err != nil {
 		return err
 	}
 
@@ -221,7 +221,7 @@ drain:
 	if len(diff.Upsert) == 0 && len(diff.Removed) == 0 {
 		return nil
 	}
-	return stream.Send(&shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Assignments{Assignments: diff}})
+	return sendAssignments(stream, false, diff.Upsert, diff.Removed)
 }
 
 // receive reads heartbeats and status batches from the agent.
