@@ -130,9 +130,7 @@ func parseFlags(args []string) (*options, error) {
 	if o.failover < 0 || o.nodedown < 0 || o.bigService < 0 {
 		return nil, errors.New("-failover, -nodedown and -bigservice must be >= 0")
 	}
-	if o.bigService > 0 && len(o.shoalIPs) < 3 {
-		return nil, errors.New("-bigservice needs 3 addresses in -shoal-ips")
-	}
+
 	if o.shoalIPs, err = loopbackList(shoalIPs); err != nil {
 		return nil, fmt.Errorf("-shoal-ips: %w", err)
 	}
@@ -152,6 +150,9 @@ func parseFlags(args []string) (*options, error) {
 	}
 	if o.failover > 0 && len(o.shoalIPs) < 3 {
 		return nil, errors.New("-failover needs 3 addresses in -shoal-ips")
+	}
+	if o.bigService > 0 && len(o.shoalIPs) < 3 {
+		return nil, errors.New("-bigservice needs 3 addresses in -shoal-ips")
 	}
 	if slices.Contains(o.shoalIPs, o.workerIP) {
 		return nil, errors.New("-worker-ip must differ from -shoal-ips")
