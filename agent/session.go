@@ -322,7 +322,10 @@ func (a *Agent) handle(msg *shoalv1.SessionMessage, send func(*shoalv1.AgentMess
 		}
 		a.mu.Lock()
 		if set.GetFull() {
+			// A full set opens a session, maybe with a new leader that
+			// never got the reports sent to the old one: report again.
 			a.tasks = map[string]*shoalv1.Task{}
+			a.reported = map[string]shoalv1.TaskState{}
 		}
 		for _, t := range set.GetUpsert() {
 			a.tasks[t.GetMeta().GetId()] = t
@@ -379,7 +382,9 @@ func (a *Agent) assemble(m *shoalv1.Assignments) *shoalv1.Assignments {
 func (a *Agent) shutdownReportsLocked() []*shoalv1.TaskStatusUpdate {
 	var out []*shoalv1.TaskStatusUpdate
 	for id, t := range a.tasks {
-		if t.GetDesiredState() < shoalv1.TaskState_TASK_STATE_SHUTDOWN || a.reported[id] == shoalv1.TaskState_TASK_STATE_SHUTDOWN {
+		if t.GetDesiredState() < shoalv1.TaskState_TASK_STATE_SHUTDOWN || a.reported[id] == shoalv1.TaskState_TASK_STATE_SHUTDOWN ||
+			t.GetStatus().GetState() >= shoalv1.TaskState_TASK_STATE_COMPLETE {
+			// Running, already reported, or already ended in the store.
 			continue
 		}
 		a.reported[id] = shoalv1.TaskState_TASK_STATE_SHUTDOWN

@@ -253,6 +253,9 @@ func (g *group) newTask() *shoalv1.Task { return newTask(g.svc, g.slot, g.nodeID
 // reconcile plans the group, except for the replacement of an outdated
 // live task, which it returns for reconcileGroups to decide on.
 func (g *group) reconcile() (p Plan, outdated *shoalv1.Task) {
+	if g.settled() {
+		return Plan{}, nil
+	}
 	// edits collects the changes to each task so that two rules touching
 	// the same task produce one update.
 	edits := map[string]*shoalv1.Task{}
@@ -306,6 +309,13 @@ func (g *group) reconcile() (p Plan, outdated *shoalv1.Task) {
 		p.Update = append(p.Update, edits[id])
 	}
 	return p, outdated
+}
+
+// settled is the common case of a big service, answered without the
+// allocations of a full reconcile: a wanted slot or node whose one task is
+// live and of the current spec needs nothing.
+func (g *group) settled() bool {
+	return g.wanted && len(g.tasks) == 1 && isLive(g.tasks[0]) && g.tasks[0].GetSpecVersion() == g.svc.GetSpecVersion()
 }
 
 // preferLive orders live tasks best first: built from the current spec,
