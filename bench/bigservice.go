@@ -35,6 +35,8 @@ var logMarks = []struct{ what, text string }{
 	{"dispatcher session ended", `msg="session ended"`},
 	{"agent session ended", "session ended; reconnecting"},
 	{"entry refused as too large", "raft entry too large"},
+	{"raft elections started", "entering candidate state"},
+	{"node marked down", `msg="node down"`},
 }
 
 // benchBigService creates one service of n replicas on 3 managers that run
@@ -136,11 +138,26 @@ func benchBigService(ctx context.Context, e *env, n int) (*sampleSet, error) {
 	hwm, _ := procStatusKB(pid, "VmHWM")
 	e.logf("bigservice: %d ASSIGNED after %v; leader RSS %d MiB (peak %d MiB)", n, took.Round(time.Millisecond), rssAt>>10, hwm>>10)
 
-	// The store's own count, in one big ListTasks (beyond the default 4 MiB).
-	lctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	lr, err := cl.Control.ListTasks(lctx, &shoalv1.ListTasksRequest{Filters: map[string]string{"service": svc.GetMeta().GetId()}},
-		grpc.MaxCallRecvMsgSize(1<<30))
-	cancel()
+	// The store's own count, in one big ListTasks (beyond the default 4 MiB
+	// message size, so from the leader itself: a follower forwards reads
+	// within the default limit).
+	var lr *shoalv1.ListTasksResponse
+	err = c.poll(ctx, 2*time.Minute, time.Second, func(pctx context.Context) error {
+		ld, _, err := c.leader(pctx)
+		if err != nil {
+			return err
+		}
+		lcl, err := c.dial(pctx, ld.addr)
+		if err != nil {
+			return err
+		}
+		defer lcl.Close()
+		lctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		lr, err = lcl.Control.ListTasks(lctx, &shoalv1.ListTasksRequest{Filters: map[string]string{"service": svc.GetMeta().GetId()}},
+			grpc.MaxCallRecvMsgSize(1<<30))
+		return err
+	})
 	if err != nil {
 		return res, fmt.Errorf("listing the tasks: %w", err)
 	}
