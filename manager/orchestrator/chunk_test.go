@@ -200,3 +200,35 @@ func TestSchedulerBatchesPassUnschedulable(t *testing.T) {
 	create(t, s, mkService("ok", 10))
 	eventually(t, "the 10 placeable tasks assigned", func() error { return allAssigned(tasksOf(s, "ok"), 10) })
 }
+
+// TestNewLeaderResumes: a leader that finds a big service half created
+// (its predecessor was cut off between two entries) creates only the
+// missing slots, in bounded entries.
+func TestNewLeaderResumes(t *testing.T) {
+	const n, done = 3000, 1800
+	s := openStore(t)
+	svc := mkService("big", n, noRestartDelay())
+	create(t, s, mkNode("n1"), mkNode("n2"), svc)
+	for from := 1; from <= done; from += 600 {
+		write(t, s, func(tx raftstore.WriteTx) error {
+			for slot := from; slot < from+600; slot++ {
+				if err := tx.Create(newTask(svc, uint64(slot), "", t0)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	entries := watchEntries(t, s)
+	from := s.View().Index() + 1
+	startOrchestrator(t, s)
+	eventually(t, "3000 tasks assigned", func() error { return allAssigned(tasksOf(s, "big"), n) })
+	slots := map[uint64]int{}
+	for _, tk := range tasksOf(s, "big") {
+		slots[tk.GetSlot()]++
+	}
+	if len(slots) != n || len(tasksOf(s, "big")) != n {
+		t.Fatalf("%d tasks over %d slots, want one per slot for %d", len(tasksOf(s, "big")), len(slots), n)
+	}
+	entries.check(t, from, "resume")
+}
