@@ -151,8 +151,12 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	}
 }
 
-// forward turns the first event plus any already queued ones into one
-// assignments diff (and node updates) for the agent.
+// maxDiffEvents bounds how many queued events forward gathers into a diff.
+const maxDiffEvents = 1000
+
+// forward turns the first event plus any already queued ones (up to
+// maxDiffEvents) into one assignments diff (and node updates) for the
+// agent.
 func (d *Dispatcher) forward(stream shoalv1.Dispatcher_SessionServer, nodeID string, first *shoalv1.WatchEvent, more <-chan *shoalv1.WatchEvent) error {
 	diff := &shoalv1.Assignments{}
 	upserts := map[string]int{}
@@ -198,7 +202,9 @@ func (d *Dispatcher) forward(stream shoalv1.Dispatcher_SessionServer, nodeID str
 	}
 	add(first)
 drain:
-	for {
+	// Bounded, so that a long burst (a big service being scheduled) goes
+	// out as it comes instead of piling up in one diff.
+	for range maxDiffEvents {
 		select {
 		case ev, ok := <-more:
 			if !ok {
