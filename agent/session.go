@@ -60,6 +60,11 @@ type Agent struct {
 	// reported remembers the terminal state already sent per task.
 	reported  map[string]shoalv1.TaskState
 	connected bool
+
+	// partial gathers the chunks of an assignment set until its last one
+	// (more=false) arrives. Only the goroutine receiving the session's
+	// messages uses it, so it is not guarded by mu.
+	partial *shoalv1.Assignments
 }
 
 // New returns an agent; Run starts it.
@@ -414,26 +419,38 @@ func (a *Agent) setManagers(ms []string) {
 func (a *Agent) handle(msg *shoalv1.SessionMessage, send func(*shoalv1.AgentMessage) error) error {
 	switch m := msg.GetMsg().(type) {
 	case *shoalv1.SessionMessage_Assignments:
+		set := a.assemble(m.Assignments)
+		if set == nil {
+			return nil // more chunks of this set to come
+		}
 		if ex := a.cfg.Executor; ex != nil {
 			// The executor holds the set and reports what follows.
-			ex.Assign(m.Assignments.GetFull(), m.Assignments.GetUpsert(), m.Assignments.GetRemoved())
+			ex.Assign(set.GetFull(), set.GetUpsert(), set.GetRemoved())
 			return nil
 		}
 		a.mu.Lock()
-		if m.Assignments.GetFull() {
+		if set.GetFull() {
+			// A full set opens a session, maybe with a new leader that
+			// never got the reports sent to the old one: report again.
 			a.tasks = map[string]*shoalv1.Task{}
+			a.reported = map[string]shoalv1.TaskState{}
 		}
-		for _, t := range m.Assignments.GetUpsert() {
+		for _, t := range set.GetUpsert() {
 			a.tasks[t.GetMeta().GetId()] = t
 		}
-		for _, id := range m.Assignments.GetRemoved() {
+		for _, id := range set.GetRemoved() {
 			delete(a.tasks, id)
 			delete(a.reported, id)
 		}
 		updates := a.shutdownReportsLocked()
 		a.mu.Unlock()
-		if len(updates) > 0 {
-			return send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Status{Status: &shoalv1.TaskStatusBatch{Updates: updates}}})
+		for len(updates) > 0 {
+			n := min(len(updates), maxStatusBatch)
+			msg := &shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Status{Status: &shoalv1.TaskStatusBatch{Updates: updates[:n]}}}
+			if err := send(msg); err != nil {
+				return err
+			}
+			updates = updates[n:]
 		}
 	case *shoalv1.SessionMessage_Node:
 		if a.cfg.OnNode != nil {
@@ -445,12 +462,37 @@ func (a *Agent) handle(msg *shoalv1.SessionMessage, send func(*shoalv1.AgentMess
 	return nil
 }
 
+// assemble gathers the chunks of an assignment set (every chunk but the
+// last has more=true, only the first carries full): it returns nil while
+// chunks are still to come, and the whole set, to be applied once, with the
+// last. The first chunk of a full set drops whatever an ended session left
+// half received: a session always starts with a full set.
+func (a *Agent) assemble(m *shoalv1.Assignments) *shoalv1.Assignments {
+	if m.GetFull() || a.partial == nil {
+		if !m.GetMore() {
+			a.partial = nil
+			return m
+		}
+		a.partial = &shoalv1.Assignments{Full: m.GetFull()}
+	}
+	a.partial.Upsert = append(a.partial.Upsert, m.GetUpsert()...)
+	a.partial.Removed = append(a.partial.Removed, m.GetRemoved()...)
+	if m.GetMore() {
+		return nil
+	}
+	set := a.partial
+	a.partial = nil
+	return set
+}
+
 // shutdownReportsLocked reports SHUTDOWN for held tasks told to stop: with
 // no runtime yet, nothing runs for them here, so they are shut down.
 func (a *Agent) shutdownReportsLocked() []*shoalv1.TaskStatusUpdate {
 	var out []*shoalv1.TaskStatusUpdate
 	for id, t := range a.tasks {
-		if t.GetDesiredState() < shoalv1.TaskState_TASK_STATE_SHUTDOWN || a.reported[id] == shoalv1.TaskState_TASK_STATE_SHUTDOWN {
+		if t.GetDesiredState() < shoalv1.TaskState_TASK_STATE_SHUTDOWN || a.reported[id] == shoalv1.TaskState_TASK_STATE_SHUTDOWN ||
+			t.GetStatus().GetState() >= shoalv1.TaskState_TASK_STATE_COMPLETE {
+			// Running, already reported, or already ended in the store.
 			continue
 		}
 		a.reported[id] = shoalv1.TaskState_TASK_STATE_SHUTDOWN

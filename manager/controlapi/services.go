@@ -45,7 +45,12 @@ func (s *Server) CreateService(ctx context.Context, req *shoalv1.CreateServiceRe
 		Spec:        withDefaults(req.GetSpec()),
 		SpecVersion: 1,
 	}
-	idx, err := s.store.Update(ctx, func(tx raftstore.WriteTx) error { return tx.Create(svc) })
+	idx, err := s.store.Update(ctx, func(tx raftstore.WriteTx) error {
+		if err := checkMaxReplicas(tx, svc.GetSpec()); err != nil {
+			return err
+		}
+		return tx.Create(svc)
+	})
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -147,6 +152,9 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 		if !ok {
 			return notFound("service", req.GetServiceId())
 		}
+		if err := checkMaxReplicas(tx, req.GetSpec()); err != nil {
+			return err
+		}
 		var fe fieldErrors
 		if req.GetSpec().GetName() != cur.GetSpec().GetName() {
 			fe.add("spec.name", "cannot be changed (is %q)", cur.GetSpec().GetName())
@@ -202,4 +210,23 @@ func (s *Server) RemoveService(ctx context.Context, req *shoalv1.RemoveServiceRe
 	}
 	s.log.Info("service removed", "service_id", id)
 	return &shoalv1.RemoveServiceResponse{}, nil
+}
+
+// DefaultMaxReplicas is the cluster setting max_replicas when unset.
+const DefaultMaxReplicas = 100_000
+
+// checkMaxReplicas refuses a replica count above the cluster setting
+// max_replicas, read in the same transaction as the write. The
+// orchestrator, scheduler and dispatcher handle any count in bounded
+// chunks; the cap bounds the total a single call can ask of the cluster
+// (memory on every manager, one task set per node).
+func checkMaxReplicas(r raftstore.Reader, spec *shoalv1.ServiceSpec) error {
+	limit := int64(DefaultMaxReplicas)
+	if c, ok := raftstore.ClusterOf(r); ok && c.GetSettings().GetMaxReplicas() > 0 {
+		limit = c.GetSettings().GetMaxReplicas()
+	}
+	if spec.GetReplicas() > limit {
+		return invalidf("spec.replicas: %d is above the cluster setting max-replicas = %d", spec.GetReplicas(), limit)
+	}
+	return nil
 }

@@ -242,8 +242,10 @@ func (d *Dispatcher) writeStatuses(ctx context.Context, in <-chan statusUpdate) 
 		case <-timer:
 		}
 		timer = nil
-		batch := pending
-		pending = map[statusKey]statusUpdate{}
+		batch := takeStatuses(pending, d.statusSize)
+		if len(pending) > 0 {
+			timer = time.After(0) // the rest in the next bounded entry
+		}
 		if err := d.applyStatuses(ctx, batch); err != nil && ctx.Err() == nil {
 			// Not dropped: an agent reports a change once. Put the batch
 			// back (behind anything newer that arrived meanwhile) and try
