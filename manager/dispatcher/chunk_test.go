@@ -76,14 +76,6 @@ func TestChunkAssignments(t *testing.T) {
 	}
 }
 
-// identityStream gives a stream the identity mTLS would.
-type identityStream struct {
-	grpc.ServerStream
-	ctx context.Context
-}
-
-func (s identityStream) Context() context.Context { return s.ctx }
-
 // TestFullSetOverMessageLimit: a node holding more than gRPC's 4 MiB of
 // tasks opens its session: the full set arrives in chunks of bounded size
 // over a real gRPC connection with default limits, every task once.

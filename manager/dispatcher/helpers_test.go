@@ -1,8 +1,11 @@
 package dispatcher
 
 import (
+	"context"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
 
 	"github.com/hashicorp/raft"
 
@@ -39,3 +42,11 @@ func poll(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// identityStream gives a stream the identity mTLS would.
+type identityStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s identityStream) Context() context.Context { return s.ctx }

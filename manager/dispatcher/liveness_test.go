@@ -270,10 +270,3 @@ func metadataFrom(ctx context.Context) (string, bool) {
 	}
 	return md.Get(nodeKey)[0], true
 }
-
-type identityStream struct {
-	grpc.ServerStream
-	ctx context.Context
-}
-
-func (s *identityStream) Context() context.Context { return s.ctx }
