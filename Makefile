@@ -10,8 +10,11 @@ export GOFLAGS := -tags=$(GOTAGS)
 
 all: build
 
+# bin/shoal-init is the static init of tasks with --init (the runtime
+# looks for it beside bin/shoal).
 build:
 	$(GO) build -tags '$(GOTAGS)' -o $(BIN) ./cmd/shoal
+	CGO_ENABLED=0 GOFLAGS= $(GO) build -ldflags '-s -w' -o bin/shoal-init ./cmd/shoal-init
 
 # The demo image (demo:latest): the static demo program packaged as an OCI
 # archive by our own tool. `shoal dev` loads bin/demo.oci.tar when present.

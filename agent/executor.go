@@ -18,6 +18,7 @@ import (
 	"github.com/shoal-dev/shoal/agent/image"
 	"github.com/shoal-dev/shoal/agent/runtime"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/specrules"
 )
 
 // ExecutorConfig configures an Executor.
@@ -44,6 +45,10 @@ type ExecutorConfig struct {
 	// are gone (the node uses it to garbage-collect images).
 	OnRemoved func(taskID string)
 	Logger    *slog.Logger
+
+	// NodeDataDir is the node's data dir (keys, raft, images), which no
+	// bind mount of a task may reach; default Dir.
+	NodeDataDir string
 }
 
 // Executor drives the tasks assigned to this node: one controller
@@ -145,7 +150,7 @@ func NewExecutor(cfg ExecutorConfig) (*Executor, error) {
 		adopted: stored, notify: make(chan struct{}, 1), mount: runtime.MountOverlay, unmount: runtime.Unmount,
 		unrecorded: map[string]*shoalv1.Task{}, unwritten: map[string]*shoalv1.TaskStatus{}}
 	for id := range stored {
-		if !runtime.ValidID(id) {
+		if specrules.TaskID(id) != nil {
 			// Never built into a path: recorded by an agent that did not
 			// check ids yet.
 			e.log.Warn("ignoring a stored task with an invalid id", "task_id", clip(id))
@@ -307,7 +312,7 @@ func (e *Executor) planAssign(full bool, upsert []*shoalv1.Task, removed []strin
 	}
 	valid := make([]*shoalv1.Task, 0, len(upsert))
 	for _, t := range upsert {
-		if id := t.GetMeta().GetId(); !runtime.ValidID(id) {
+		if id := t.GetMeta().GetId(); specrules.TaskID(id) != nil {
 			e.log.Warn("ignoring an assignment with an invalid task id", "task_id", clip(id), "service_id", clip(t.GetServiceId()))
 			continue
 		}

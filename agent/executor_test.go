@@ -209,7 +209,7 @@ func TestExecutorRunsTaskToCompletion(t *testing.T) {
 	if strings.Join(spec.Args, " ") != "/bin/app" || spec.NetNSPath != "/run/netns/t1" {
 		t.Errorf("spec args %v netns %q", spec.Args, spec.NetNSPath)
 	}
-	if got := strings.Join(spec.Env, ","); got != "PATH=/bin,A=spec" {
+	if got := strings.Join(spec.Env, ","); got != "PATH=/bin,A=spec,HOSTNAME=t1" {
 		t.Errorf("env = %s (spec must override the image by key)", got)
 	}
 	// Every state from ACCEPTED on was reported, in order.
@@ -317,7 +317,7 @@ func TestExecutorRejects(t *testing.T) {
 		"unknown": `image "nosuch:1" is not on this node and could not be pulled`,
 		"nocmd":   `command "python3" not found in the image's PATH`,
 		"bigmem":  "more than this node has",
-		"tinymem": "below the",
+		"tinymem": "spec.task.resources.limits.memory_bytes: must be at least 6MiB",
 	} {
 		st := env.waitStatus(id, shoalv1.TaskState_TASK_STATE_REJECTED)
 		if !strings.Contains(st.GetErr(), want) {

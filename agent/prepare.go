@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/shoal-dev/shoal/agent/image"
 	"github.com/shoal-dev/shoal/agent/runtime"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/specrules"
 )
 
 // Images is what the executor needs of the node's image store
@@ -136,9 +136,19 @@ func mounted(dir string) bool {
 // runtimeSpec turns the task's container spec and its image config into
 // what the runtime runs, with docker's rules: the spec's command replaces
 // the image entrypoint (and then the image cmd is dropped), the spec's
-// args replace the image cmd; env is the image's, overridden by key.
+// args replace the image cmd; env is the image's, overridden by key, plus
+// HOSTNAME. A spec that breaks a rule (specrules, the managers' rules plus
+// this node's data dir) is rejected, never adjusted.
 func (e *Executor) runtimeSpec(t *shoalv1.Task, img image.Image, p taskPaths, nsPath string) (runtime.Spec, error) {
+	if err := e.checkSpec(t.GetSpec()); err != nil {
+		return runtime.Spec{}, err
+	}
 	c := t.GetSpec().GetContainer()
+	if c.GetStopSignal() == "" && img.Config.StopSignal != "" {
+		if _, err := specrules.ParseSignal(img.Config.StopSignal); err != nil {
+			return runtime.Spec{}, reject("image %s: its StopSignal: %v (set the service's --stop-signal)", img.Digest, err)
+		}
+	}
 	var argv []string
 	switch {
 	case len(c.GetCommand()) > 0:
@@ -151,7 +161,10 @@ func (e *Executor) runtimeSpec(t *shoalv1.Task, img image.Image, p taskPaths, ns
 	if len(argv) == 0 {
 		return runtime.Spec{}, reject("no command: the service gives none and image %s has no entrypoint or cmd", img.Digest)
 	}
-	env := mergeEnv(img.Config.Env, c.GetEnv())
+	hostname := firstNonEmpty(c.GetHostname(), shortID(t.GetMeta().GetId()))
+	// HOSTNAME is the container's, as in docker, unless the spec sets it
+	// (an image's value cannot know the container's name).
+	env := mergeEnv(mergeEnv(img.Config.Env, []string{"HOSTNAME=" + hostname}), c.GetEnv())
 	if err := checkExecutable(p.rootfs, argv[0], env); err != nil {
 		return runtime.Spec{}, reject("%v", err)
 	}
@@ -162,15 +175,16 @@ func (e *Executor) runtimeSpec(t *shoalv1.Task, img image.Image, p taskPaths, ns
 		Env:            env,
 		Cwd:            firstNonEmpty(c.GetWorkdir(), img.Config.WorkingDir, "/"),
 		User:           firstNonEmpty(c.GetUser(), img.Config.User),
-		Hostname:       firstNonEmpty(c.GetHostname(), shortID(t.GetMeta().GetId())),
+		Hostname:       hostname,
 		ReadOnlyRootfs: c.GetReadOnly(),
 		NetNSPath:      nsPath,
 		CapAdd:         c.GetCapAdd(),
 		CapDrop:        c.GetCapDrop(),
+		Init:           c.GetInit(),
 	}
 	for i, m := range c.GetMounts() {
 		switch m.GetType() {
-		case "bind", "":
+		case "bind":
 			spec.Mounts = append(spec.Mounts, runtime.Mount{Source: m.GetSource(), Destination: m.GetTarget(), ReadOnly: m.GetReadOnly()})
 		case "tmpfs":
 			spec.Mounts = append(spec.Mounts, runtime.Mount{Tmpfs: true, Destination: m.GetTarget(), ReadOnly: m.GetReadOnly()})
@@ -182,14 +196,16 @@ func (e *Executor) runtimeSpec(t *shoalv1.Task, img image.Image, p taskPaths, ns
 	lim := res.GetLimits()
 	spec.Resources = runtime.Resources{MemoryBytes: lim.GetMemoryBytes(), NanoCPUs: lim.GetNanoCpus(), PidsLimit: lim.GetPids()}
 	if r := res.GetReservations().GetNanoCpus(); r > 0 {
-		// A reservation weighs the task in CPU contention: 1 CPU = 1024.
-		spec.Resources.CPUShares = uint64(max(2, r*1024/1e9))
+		// A reservation weighs the task in CPU contention.
+		spec.Resources.CPUShares = specrules.CPUShares(r)
 	}
 	if nodeMem := e.cfg.NodeMemory; nodeMem > 0 && lim.GetMemoryBytes() > nodeMem {
 		return runtime.Spec{}, reject("memory limit %d bytes is more than this node has (%d bytes)", lim.GetMemoryBytes(), nodeMem)
 	}
-	if m := lim.GetMemoryBytes(); m > 0 && m < minMemoryLimit {
-		return runtime.Spec{}, reject("memory limit %d bytes is below the %d bytes a container needs to start", m, minMemoryLimit)
+	if ic, ok := e.cfg.Runtime.(initChecker); ok && spec.Init {
+		if err := ic.CheckInit(); err != nil {
+			return runtime.Spec{}, reject("spec.task.container.init: %v", err)
+		}
 	}
 	if err := spec.Validate(); err != nil {
 		return runtime.Spec{}, rejectError{err}
@@ -197,10 +213,61 @@ func (e *Executor) runtimeSpec(t *shoalv1.Task, img image.Image, p taskPaths, ns
 	return spec, nil
 }
 
-// minMemoryLimit is what a container's init needs to get going; below it
-// the kernel OOM-kills the init before the command runs, which would look
-// like a crash of the application.
-const minMemoryLimit = 6 << 20
+// initChecker is a runtime that can tell whether it has the init that
+// --init asks for (runtime.Libcontainer): a node without it rejects such a
+// task rather than failing it on every restart.
+type initChecker interface{ CheckInit() error }
+
+// checkSpec applies the managers' rules to the task's spec, and the ones
+// only this node can judge: a bind source must stay clear of the node's
+// data dir, also once symlinks are followed (in the source or in the data
+// dir's own path).
+func (e *Executor) checkSpec(ts *shoalv1.TaskSpec) error {
+	dirs := e.nodeDataDirs()
+	probs := specrules.Task("spec.task", ts, specrules.Node{DataDir: dirs[0]})
+	if len(probs) == 0 {
+		for i, m := range ts.GetContainer().GetMounts() {
+			if m.GetType() != "bind" {
+				continue
+			}
+			srcs := []string{m.GetSource()}
+			if real, err := filepath.EvalSymlinks(m.GetSource()); err == nil && real != m.GetSource() {
+				srcs = append(srcs, real)
+			}
+			for _, src := range srcs {
+				for _, dir := range dirs {
+					if err := specrules.BindSource(src, dir); err != nil {
+						f := fmt.Sprintf("spec.task.container.mounts[%d].source", i)
+						if src == m.GetSource() {
+							probs.Add(f, "%v (%s)", err, dir)
+						} else {
+							probs.Add(f, "%q resolves to %v", m.GetSource(), err)
+						}
+						break
+					}
+				}
+			}
+		}
+	}
+	if len(probs) > 0 {
+		return rejectError{fmt.Errorf("the task's spec breaks the rules: %w", probs)}
+	}
+	return nil
+}
+
+// nodeDataDirs is the directory a task may not reach through a bind mount,
+// as configured (made absolute) and, if different, with symlinks resolved.
+func (e *Executor) nodeDataDirs() []string {
+	d := firstNonEmpty(e.cfg.NodeDataDir, e.cfg.Dir)
+	if abs, err := filepath.Abs(d); err == nil {
+		d = abs
+	}
+	dirs := []string{d}
+	if real, err := filepath.EvalSymlinks(d); err == nil && real != d {
+		dirs = append(dirs, real)
+	}
+	return dirs
+}
 
 // checkExecutable makes "image without the requested command" a clear
 // rejection instead of an exec error deep in the container's init.
@@ -280,32 +347,30 @@ func shortID(id string) string {
 	return id
 }
 
-// stopSignal parses "SIGTERM", "TERM" or "15"; empty means the image's
-// stop signal, else SIGTERM.
+// stopSignal is the signal that stops a task: the spec's, else the
+// image's (nginx's SIGQUIT), else SIGTERM; names and numbers as specrules
+// reads them for the managers ("SIGTERM", "TERM", "15", "RTMIN+3").
 func stopSignal(spec, image string) (syscall.Signal, error) {
-	s := firstNonEmpty(spec, image, "SIGTERM")
-	if n, err := strconv.Atoi(s); err == nil {
-		if n <= 0 || n > 64 {
-			return 0, fmt.Errorf("stop signal %d out of range", n)
-		}
-		return syscall.Signal(n), nil
+	s := firstNonEmpty(spec, image, specrules.DefaultStopSignal)
+	n, err := specrules.ParseSignal(s)
+	if err != nil {
+		return 0, fmt.Errorf("stop signal: %w", err)
 	}
-	name := strings.TrimPrefix(strings.ToUpper(s), "SIG")
-	if sig, ok := signals[name]; ok {
-		return sig, nil
-	}
-	return 0, fmt.Errorf("unknown stop signal %q", s)
+	return syscall.Signal(n), nil
 }
 
-var signals = map[string]syscall.Signal{
-	"TERM": syscall.SIGTERM, "KILL": syscall.SIGKILL, "INT": syscall.SIGINT, "QUIT": syscall.SIGQUIT,
-	"HUP": syscall.SIGHUP, "USR1": syscall.SIGUSR1, "USR2": syscall.SIGUSR2, "WINCH": syscall.SIGWINCH,
+// imageStopSignal is the StopSignal of the image with this digest ("" if
+// it has none or the image is not in the store any more).
+func (e *Executor) imageStopSignal(digest string) string {
+	if digest == "" {
+		return ""
+	}
+	img, ok := e.cfg.Images.Get(digest)
+	if !ok || img.Digest != digest {
+		return ""
+	}
+	return img.Config.StopSignal
 }
 
-// stopGrace is the spec's grace period, default 10 s like docker.
-func stopGrace(ms int64) time.Duration {
-	if ms <= 0 {
-		return 10 * time.Second
-	}
-	return time.Duration(ms) * time.Millisecond
-}
+// stopGrace is the spec's grace period, specrules' default when unset.
+func stopGrace(ms int64) time.Duration { return specrules.StopGrace(ms) }

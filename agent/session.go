@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -58,6 +60,11 @@ type Agent struct {
 	// reported remembers the terminal state already sent per task.
 	reported  map[string]shoalv1.TaskState
 	connected bool
+
+	// partial gathers the chunks of an assignment set until its last one
+	// (more=false) arrives. Only the goroutine receiving the session's
+	// messages uses it, so it is not guarded by mu.
+	partial *shoalv1.Assignments
 }
 
 // New returns an agent; Run starts it.
@@ -92,9 +99,42 @@ func (a *Agent) Connected() bool {
 // (`shoal node rm`): its certificate will never be accepted again.
 var ErrRemoved = errors.New("this node was removed from the cluster (shoal node rm); to rejoin, wipe its data dir and run shoal join again")
 
-// Run keeps a session open until ctx ends or the node is removed.
+// Reconnect pacing. A restarted node must have its session open again
+// before the managers' down threshold (dispatcher.DefaultHeartbeatPeriod x
+// DefaultDownAfterMissed) counted from its last heartbeat, or every task it
+// runs is replaced. So the first attempt is made at once, and while the
+// process is young, or a healthy session has just ended (leader failover),
+// the pause between attempts stays short; only an agent that has failed
+// for a while backs off to maxBackoff.
+const (
+	firstBackoff = 50 * time.Millisecond
+	// youngBackoff caps the pause (before jitter) within youngFor of the
+	// start or of the end of a healthy session.
+	youngBackoff = 400 * time.Millisecond
+	youngFor     = 15 * time.Second
+	maxBackoff   = 2 * time.Second
+	// healthySession: a session that lasted this long was not a failed
+	// attempt, so the pacing starts over when it ends.
+	healthySession = 5 * time.Second
+)
+
+// nextBackoff doubles the pause up to the cap that applies: youngBackoff
+// while young, maxBackoff after.
+func nextBackoff(cur time.Duration, young bool) time.Duration {
+	limit := maxBackoff
+	if young {
+		limit = youngBackoff
+	}
+	return min(cur*2, limit)
+}
+
+// Run keeps a session open until ctx ends or the node is removed. The first
+// session is attempted at once. When ctx ends with a session open, the agent
+// says goodbye (restarting) before closing it, so that the managers keep
+// the node's tasks for the cluster's restart grace.
 func (a *Agent) Run(ctx context.Context) error {
-	backoff := 50 * time.Millisecond
+	backoff := firstBackoff
+	since := time.Now() // start of the young period
 	next := 0
 	for ctx.Err() == nil {
 		addr := a.target(&next)
@@ -117,8 +157,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.mu.Lock()
 		a.leader = ""
 		a.mu.Unlock()
-		if time.Since(start) > 5*time.Second {
-			backoff = 50 * time.Millisecond // the session was healthy
+		if time.Since(start) > healthySession {
+			backoff, since = firstBackoff, time.Now() // the session was healthy
 		}
 		a.log.Info("session ended; reconnecting", "manager", addr, "err", err, "backoff", backoff)
 		jitter := time.Duration(rand.Int64N(int64(backoff)/2 + 1))
@@ -127,7 +167,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		}
-		backoff = min(backoff*2, 2*time.Second)
+		backoff = nextBackoff(backoff, time.Since(since) < youngFor)
 	}
 	return nil
 }
@@ -166,8 +206,17 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 		return err
 	}
 	defer conn.Close()
-	sctx, cancel := context.WithCancel(ctx)
+	// The stream outlives ctx by the goodbye (see sayGoodbye); until the
+	// session is open, ending ctx ends it.
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
+	stopEarly := context.AfterFunc(ctx, cancel)
+	// A manager that does not answer (powered off: no reset, just silence)
+	// would hold the attempt for gRPC's connect timeout (20 s), far past
+	// the down threshold; give up on it after openTimeout and try the next.
+	var timedOut atomic.Bool
+	openTimer := time.AfterFunc(openTimeout, func() { timedOut.Store(true); cancel() })
+	defer openTimer.Stop()
 	stream, err := shoalv1.NewDispatcherClient(conn).Session(sctx)
 	if err != nil {
 		return err
@@ -179,7 +228,13 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	}
 	first, err := stream.Recv()
 	if err != nil {
+		if timedOut.Load() {
+			return fmt.Errorf("no welcome from %s within %s: %w", addr, openTimeout, err)
+		}
 		return err
+	}
+	if !openTimer.Stop() {
+		return fmt.Errorf("no welcome from %s within %s", addr, openTimeout)
 	}
 	w := first.GetWelcome()
 	if w == nil {
@@ -192,6 +247,9 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	a.setManagers(w.GetManagers())
 	if a.cfg.OnNode != nil && w.GetNode() != nil {
 		a.cfg.OnNode(w.GetNode())
+	}
+	if !stopEarly() {
+		return ctx.Err() // ctx ended while the session was being opened
 	}
 	a.mu.Lock()
 	a.connected = true
@@ -214,15 +272,22 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	}
 	lastAck := make(chan struct{}, 1)
 	errc := make(chan error, 2)
-	go func() { errc <- a.heartbeat(sctx, send, period, lastAck) }()
+	// Heartbeats and status reports stop when ctx ends: the goodbye is the
+	// last message.
+	wctx, wcancel := context.WithCancel(sctx)
+	defer wcancel()
+	stopWork := context.AfterFunc(ctx, wcancel)
+	defer stopWork()
+	go func() { errc <- a.heartbeat(wctx, send, period, lastAck) }()
 	if ex := a.cfg.Executor; ex != nil {
-		go func() { errc <- a.sendStatuses(sctx, ex, send) }()
+		go func() { errc <- a.sendStatuses(wctx, ex, send) }()
 	}
+	recvErr := make(chan error, 1)
 	go func() {
 		for {
 			msg, err := stream.Recv()
 			if err != nil {
-				errc <- err
+				recvErr <- err
 				return
 			}
 			select {
@@ -230,13 +295,61 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 			default:
 			}
 			if err := a.handle(msg, send); err != nil {
-				errc <- err
+				recvErr <- err
 				return
 			}
 		}
 	}()
-	err = <-errc
-	return err
+	select {
+	case err = <-errc:
+		if ctx.Err() == nil {
+			return err
+		}
+	case err = <-recvErr:
+		return err
+	case <-ctx.Done():
+	}
+	a.sayGoodbye(addr, stream, &sendMu, recvErr)
+	return ctx.Err()
+}
+
+// openTimeout bounds opening a session (connection, TLS, hello, welcome).
+// A whole kill -9 + `shoal daemon` + session open takes about 0.1 s in the
+// e2e fabric (TestKill9RestartMovesNothing), so a manager that has not
+// welcomed the agent after a second is as good as gone.
+const openTimeout = time.Second
+
+// goodbyeWait bounds how long a stopping agent waits for the dispatcher to
+// record its goodbye (a raft write) before it closes the session anyway.
+const goodbyeWait = 3 * time.Second
+
+// sayGoodbye tells the dispatcher that this node is restarting, then waits
+// until the dispatcher ends the stream, which it does once the restart is
+// recorded (its tasks are then kept for the cluster's restart grace). A
+// dispatcher that does not answer in goodbyeWait is given up on: the node
+// is then judged by its heartbeats, as after a crash.
+func (a *Agent) sayGoodbye(addr string, stream shoalv1.Dispatcher_SessionClient, sendMu *sync.Mutex, recvErr <-chan error) {
+	bye := &shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Goodbye{Goodbye: &shoalv1.Goodbye{Restarting: true}}}
+	sendMu.Lock()
+	err := stream.Send(bye)
+	if err == nil {
+		err = stream.CloseSend()
+	}
+	sendMu.Unlock()
+	if err != nil {
+		a.log.Warn("saying goodbye to the manager", "manager", addr, "err", err)
+		return
+	}
+	select {
+	case err := <-recvErr:
+		if err != nil && !errors.Is(err, io.EOF) {
+			a.log.Warn("the manager did not acknowledge the goodbye", "manager", addr, "err", err)
+			return
+		}
+		a.log.Info("said goodbye (restarting); the managers keep this node's tasks for the restart grace", "manager", addr)
+	case <-time.After(goodbyeWait):
+		a.log.Warn("the manager did not acknowledge the goodbye in time", "manager", addr, "waited", goodbyeWait)
+	}
 }
 
 func (a *Agent) heartbeat(ctx context.Context, send func(*shoalv1.AgentMessage) error, period time.Duration, ack <-chan struct{}) error {
@@ -306,26 +419,38 @@ func (a *Agent) setManagers(ms []string) {
 func (a *Agent) handle(msg *shoalv1.SessionMessage, send func(*shoalv1.AgentMessage) error) error {
 	switch m := msg.GetMsg().(type) {
 	case *shoalv1.SessionMessage_Assignments:
+		set := a.assemble(m.Assignments)
+		if set == nil {
+			return nil // more chunks of this set to come
+		}
 		if ex := a.cfg.Executor; ex != nil {
 			// The executor holds the set and reports what follows.
-			ex.Assign(m.Assignments.GetFull(), m.Assignments.GetUpsert(), m.Assignments.GetRemoved())
+			ex.Assign(set.GetFull(), set.GetUpsert(), set.GetRemoved())
 			return nil
 		}
 		a.mu.Lock()
-		if m.Assignments.GetFull() {
+		if set.GetFull() {
+			// A full set opens a session, maybe with a new leader that
+			// never got the reports sent to the old one: report again.
 			a.tasks = map[string]*shoalv1.Task{}
+			a.reported = map[string]shoalv1.TaskState{}
 		}
-		for _, t := range m.Assignments.GetUpsert() {
+		for _, t := range set.GetUpsert() {
 			a.tasks[t.GetMeta().GetId()] = t
 		}
-		for _, id := range m.Assignments.GetRemoved() {
+		for _, id := range set.GetRemoved() {
 			delete(a.tasks, id)
 			delete(a.reported, id)
 		}
 		updates := a.shutdownReportsLocked()
 		a.mu.Unlock()
-		if len(updates) > 0 {
-			return send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Status{Status: &shoalv1.TaskStatusBatch{Updates: updates}}})
+		for len(updates) > 0 {
+			n := min(len(updates), maxStatusBatch)
+			msg := &shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Status{Status: &shoalv1.TaskStatusBatch{Updates: updates[:n]}}}
+			if err := send(msg); err != nil {
+				return err
+			}
+			updates = updates[n:]
 		}
 	case *shoalv1.SessionMessage_Node:
 		if a.cfg.OnNode != nil {
@@ -337,12 +462,37 @@ func (a *Agent) handle(msg *shoalv1.SessionMessage, send func(*shoalv1.AgentMess
 	return nil
 }
 
+// assemble gathers the chunks of an assignment set (every chunk but the
+// last has more=true, only the first carries full): it returns nil while
+// chunks are still to come, and the whole set, to be applied once, with the
+// last. The first chunk of a full set drops whatever an ended session left
+// half received: a session always starts with a full set.
+func (a *Agent) assemble(m *shoalv1.Assignments) *shoalv1.Assignments {
+	if m.GetFull() || a.partial == nil {
+		if !m.GetMore() {
+			a.partial = nil
+			return m
+		}
+		a.partial = &shoalv1.Assignments{Full: m.GetFull()}
+	}
+	a.partial.Upsert = append(a.partial.Upsert, m.GetUpsert()...)
+	a.partial.Removed = append(a.partial.Removed, m.GetRemoved()...)
+	if m.GetMore() {
+		return nil
+	}
+	set := a.partial
+	a.partial = nil
+	return set
+}
+
 // shutdownReportsLocked reports SHUTDOWN for held tasks told to stop: with
 // no runtime yet, nothing runs for them here, so they are shut down.
 func (a *Agent) shutdownReportsLocked() []*shoalv1.TaskStatusUpdate {
 	var out []*shoalv1.TaskStatusUpdate
 	for id, t := range a.tasks {
-		if t.GetDesiredState() < shoalv1.TaskState_TASK_STATE_SHUTDOWN || a.reported[id] == shoalv1.TaskState_TASK_STATE_SHUTDOWN {
+		if t.GetDesiredState() < shoalv1.TaskState_TASK_STATE_SHUTDOWN || a.reported[id] == shoalv1.TaskState_TASK_STATE_SHUTDOWN ||
+			t.GetStatus().GetState() >= shoalv1.TaskState_TASK_STATE_COMPLETE {
+			// Running, already reported, or already ended in the store.
 			continue
 		}
 		a.reported[id] = shoalv1.TaskState_TASK_STATE_SHUTDOWN

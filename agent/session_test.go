@@ -105,3 +105,154 @@ func TestRunStopsWhenRemoved(t *testing.T) {
 		t.Fatal("Run only ended at the deadline")
 	}
 }
+
+// goodbyeDispatcher welcomes a session, then records the messages it gets
+// until the agent closes its side; it answers a goodbye by ending the
+// stream once it has "recorded" it (released by the test).
+type goodbyeDispatcher struct {
+	shoalv1.UnimplementedDispatcherServer
+	opened  chan struct{}
+	got     chan *shoalv1.AgentMessage
+	release chan struct{}
+}
+
+func (d *goodbyeDispatcher) Session(s shoalv1.Dispatcher_SessionServer) error {
+	if _, err := s.Recv(); err != nil {
+		return err
+	}
+	if err := s.Send(&shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Welcome{Welcome: &shoalv1.SessionWelcome{HeartbeatPeriodMs: 50}}}); err != nil {
+		return err
+	}
+	close(d.opened)
+	for {
+		m, err := s.Recv()
+		if err != nil {
+			return err
+		}
+		if m.GetHeartbeat() != nil {
+			if err := s.Send(&shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_HeartbeatAck{HeartbeatAck: &shoalv1.Heartbeat{}}}); err != nil {
+				return err
+			}
+			continue
+		}
+		d.got <- m
+		if m.GetGoodbye() != nil {
+			<-d.release
+			return nil
+		}
+	}
+}
+
+// TestGoodbyeOnStop: when its context ends with a session open, the agent
+// sends Goodbye{restarting} as its last message and Run returns only once
+// the dispatcher has ended the stream (it has recorded the restart).
+func TestGoodbyeOnStop(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &goodbyeDispatcher{opened: make(chan struct{}), got: make(chan *shoalv1.AgentMessage, 16), release: make(chan struct{})}
+	srv := grpc.NewServer()
+	shoalv1.RegisterDispatcherServer(srv, d)
+	go srv.Serve(ln)
+	defer srv.Stop()
+
+	a := New(Config{NodeID: "n1", Managers: []string{ln.Addr().String()}, Creds: insecure.NewCredentials(),
+		Description: &shoalv1.NodeDescription{}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	select {
+	case <-d.opened:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no session opened")
+	}
+	for deadline := time.Now().Add(10 * time.Second); !a.Connected(); {
+		if time.Now().After(deadline) {
+			t.Fatal("the agent does not see its session open")
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval, not synchronisation
+	}
+	cancel()
+	select {
+	case m := <-d.got:
+		if !m.GetGoodbye().GetRestarting() {
+			t.Fatalf("first message after the stop: %v, want Goodbye{restarting: true}", m)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no goodbye")
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("Run returned (%v) before the dispatcher ended the stream", err)
+	default:
+	}
+	close(d.release)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run = %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after the goodbye was acknowledged")
+	}
+}
+
+func TestNextBackoff(t *testing.T) {
+	b := firstBackoff
+	for range 10 {
+		b = nextBackoff(b, true)
+	}
+	if b != youngBackoff {
+		t.Errorf("young agent's pause grows to %v, want capped at %v", b, youngBackoff)
+	}
+	for range 10 {
+		b = nextBackoff(b, false)
+	}
+	if b != maxBackoff {
+		t.Errorf("older agent's pause grows to %v, want capped at %v", b, maxBackoff)
+	}
+}
+
+// TestSilentManagerSkipped: a manager that accepts the connection but
+// never answers (a powered-off host looks like this, or worse) does not
+// hold the agent for gRPC's 20 s connect timeout: the attempt is given up
+// after openTimeout and the next manager is tried.
+func TestSilentManagerSkipped(t *testing.T) {
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, never answered
+		}
+	}()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &goodbyeDispatcher{opened: make(chan struct{}), got: make(chan *shoalv1.AgentMessage, 16), release: make(chan struct{})}
+	close(d.release)
+	srv := grpc.NewServer()
+	shoalv1.RegisterDispatcherServer(srv, d)
+	go srv.Serve(ln)
+	defer srv.Stop()
+
+	a := New(Config{NodeID: "n1", Managers: []string{silent.Addr().String(), ln.Addr().String()}, Creds: insecure.NewCredentials(),
+		Description: &shoalv1.NodeDescription{}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case <-d.opened:
+	case <-time.After(10 * time.Second): // half gRPC's connect timeout
+		t.Fatal("the agent is still held by the silent manager")
+	}
+}

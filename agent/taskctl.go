@@ -342,7 +342,7 @@ func (c *taskCtl) supervise(ctx context.Context) {
 			stopping = true
 			t, _ := c.snapshot()
 			cs := t.GetSpec().GetContainer()
-			sig, err := stopSignal(cs.GetStopSignal(), "")
+			sig, err := stopSignal(cs.GetStopSignal(), c.e.imageStopSignal(c.status.GetImageDigest()))
 			if err != nil {
 				c.log.Warn("bad stop signal; using SIGTERM", "err", err)
 				sig, _ = stopSignal("", "")

@@ -64,8 +64,35 @@
 // shows it NODE_STATE_DOWN; restart it with `shoal daemon` and wait until it
 // is READY again.
 //
-// -failover and -nodedown run instead of the throughput benchmark unless
-// -only is given as well.
+// # Node death → its tasks running elsewhere
+//
+// Needs real containers and a real power cut (processes, containers and
+// link of a host gone at once), so it runs in the e2e netns harness rather
+// than here, as a Go benchmark: on 1 manager + 3 workers with 6 replicas,
+// 10 power cuts of the worker holding the most tasks, p50 and max of the
+// time to DOWN and to every replica RUNNING on another node:
+//
+//	GOFLAGS=-tags=seccomp go test -count=1 -p 1 -run '^$' -bench PowerCut -benchtime 1x ./e2e/
+//
+// # One big service (-bigservice N)
+//
+// Three managers (-shoal-ips) with --no-executor, each also a node (its
+// agent holds its assignment set and reports SHUTDOWN for tasks told to
+// stop, but runs nothing). A Watch of tasks is opened on the leader, then
+// one CreateService of N replicas; the sample is the time until the watch
+// has seen N tasks ASSIGNED (desired RUNNING). Then: the leader's RSS
+// (VmRSS before and at convergence, peak sampled every 50 ms, VmHWM), a
+// ListTasks from the leader to count the ASSIGNED tasks per node, an
+// UpdateService to max_replicas+1 that must be refused naming the setting,
+// and RemoveService timed until every task is deleted. Finally the nodes'
+// logs since the service was created are searched for a watch cut (slow
+// consumer), a resync, a session that ended, an entry refused as too
+// large, an election or a node marked down, and the counts are reported.
+// The leader's RSS depends on GOGC (shoal sets 300 unless GOGC is set;
+// GOGC is passed through to the nodes).
+//
+// -failover, -nodedown and -bigservice run instead of the throughput
+// benchmark unless -only is given as well.
 //
 // # Housekeeping
 //

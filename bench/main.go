@@ -37,6 +37,7 @@ type options struct {
 	nodedown    int
 	containers  int
 	replicas    int
+	bigService  int
 	keep        bool
 	workdir     string
 	shoalIPs    []string
@@ -52,6 +53,8 @@ Usage (from the bench/ folder of the shoal repository, as root):
   go run . -only shoal -managers 3     shoal only
   go run . -failover 10                leader failover: kill -9 the leader, time to the first write
   go run . -nodedown 10                node-down detection: kill -9 a worker, time until it is DOWN
+  go run . -bigservice 100000          one service of N replicas on 3 no-executor managers: time to N ASSIGNED,
+                                       leader RSS, watch cuts and session failures, the max-replicas refusal
   go run . -duration 3s -json out.json a short run, results also as JSON
 
 Every process runs on loopback addresses (shoal 127.0.0.21-23 and 127.0.0.25,
@@ -86,6 +89,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.failover, "failover", 0, "measure leader failover N times on a 3-manager cluster")
 	fs.IntVar(&o.containers, "containers", 0, "measure service create → task RUNNING N times on shoal dev (real containers, in a netns of its own), then -replicas at once")
 	fs.IntVar(&o.replicas, "replicas", 100, "with -containers: how many replicas to start at once on the one agent")
+	fs.IntVar(&o.bigService, "bigservice", 0, "create one service of N replicas on 3 managers with no executor and measure convergence to N ASSIGNED tasks")
 	fs.IntVar(&o.nodedown, "nodedown", 0, "measure worker-down detection N times on a 1-manager + 1-worker cluster")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temp dir (data dirs and process logs)")
 	fs.StringVar(&o.workdir, "workdir", "", "where to create the temp dir (default $TMPDIR or /tmp); must not be tmpfs for fsync to mean anything")
@@ -105,7 +109,7 @@ func parseFlags(args []string) (*options, error) {
 			onlySet = true
 		}
 	})
-	if !onlySet && (o.failover > 0 || o.nodedown > 0 || o.containers > 0) {
+	if !onlySet && (o.failover > 0 || o.nodedown > 0 || o.containers > 0 || o.bigService > 0) {
 		o.only = "none"
 	}
 	switch o.only {
@@ -123,9 +127,10 @@ func parseFlags(args []string) (*options, error) {
 	if o.duration <= 0 || o.warmup < 0 || o.callTimeout <= 0 {
 		return nil, errors.New("-duration and -call-timeout must be > 0, -warmup >= 0")
 	}
-	if o.failover < 0 || o.nodedown < 0 {
-		return nil, errors.New("-failover and -nodedown must be >= 0")
+	if o.failover < 0 || o.nodedown < 0 || o.bigService < 0 {
+		return nil, errors.New("-failover, -nodedown and -bigservice must be >= 0")
 	}
+
 	if o.shoalIPs, err = loopbackList(shoalIPs); err != nil {
 		return nil, fmt.Errorf("-shoal-ips: %w", err)
 	}
@@ -145,6 +150,9 @@ func parseFlags(args []string) (*options, error) {
 	}
 	if o.failover > 0 && len(o.shoalIPs) < 3 {
 		return nil, errors.New("-failover needs 3 addresses in -shoal-ips")
+	}
+	if o.bigService > 0 && len(o.shoalIPs) < 3 {
+		return nil, errors.New("-bigservice needs 3 addresses in -shoal-ips")
 	}
 	if slices.Contains(o.shoalIPs, o.workerIP) {
 		return nil, errors.New("-worker-ip must differ from -shoal-ips")
@@ -282,7 +290,7 @@ func run(o *options) int {
 func benchmark(ctx context.Context, e *env) (*report, error) {
 	o := e.o
 	rep := newReport(o)
-	needShoal := o.only == "shoal" || o.only == "all" || o.failover > 0 || o.nodedown > 0 || o.containers > 0
+	needShoal := o.only == "shoal" || o.only == "all" || o.failover > 0 || o.nodedown > 0 || o.containers > 0 || o.bigService > 0
 	if needShoal {
 		bin, err := shoalBinary(ctx, e)
 		if err != nil {
@@ -323,6 +331,13 @@ func benchmark(ctx context.Context, e *env) (*report, error) {
 		rep.Events = append(rep.Events, cs...)
 		if err != nil {
 			return rep, fmt.Errorf("containers: %w", err)
+		}
+	}
+	if o.bigService > 0 {
+		bs, err := benchBigService(ctx, e, o.bigService)
+		rep.Events = append(rep.Events, bs)
+		if err != nil {
+			return rep, fmt.Errorf("bigservice: %w", err)
 		}
 	}
 	if o.nodedown > 0 {

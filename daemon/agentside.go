@@ -124,7 +124,7 @@ func (n *node) buildAgentSide(ctx context.Context) (*agentSide, error) {
 		netw = netAdapter{side.net}
 	}
 	side.ex, err = agent.NewExecutor(agent.ExecutorConfig{
-		Dir: dir, Runtime: rt, Images: images, Network: netw,
+		Dir: dir, NodeDataDir: o.DataDir, Runtime: rt, Images: images, Network: netw,
 		Pull:       image.PullOptions{InsecureRegistries: st.InsecureRegistries},
 		NodeMemory: memTotal(), Logger: o.Logger.With("node_id", st.NodeID),
 		OnRemoved: func(string) {

@@ -226,7 +226,9 @@ func (n *node) startManager(ctx context.Context) error {
 	if n.mgrStop != nil {
 		return nil
 	}
-	mctx, cancel := context.WithCancel(ctx)
+	// Not cancelled with ctx: runNode stops the manager (stopManager) only
+	// after the agent has said goodbye, which the leader may be this node.
+	mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	m := manager.New(manager.Config{
 		NodeID: n.st.NodeID, DataDir: n.o.DataDir, ListenAddr: n.st.ListenAddr, AdvertiseAddr: n.st.AdvertiseAddr,
 		Certs: n.certs, Bootstrap: n.boot, Logger: n.o.Logger,

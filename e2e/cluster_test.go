@@ -29,7 +29,7 @@ const testImage = harness.DemoImageName
 // cluster is a shoal cluster on a fabric: hosts h1..hN, h1 the first
 // manager (init), then the other managers, then the workers.
 type cluster struct {
-	t        *testing.T
+	t        testing.TB
 	f        *harness.Fabric
 	hosts    []*harness.Host
 	managers []*harness.Host
@@ -44,14 +44,14 @@ type cluster struct {
 
 // newCluster starts a cluster of nManagers managers (≥ 1) and nWorkers
 // workers and waits until every node is READY.
-func newCluster(t *testing.T, nManagers, nWorkers int) *cluster {
+func newCluster(t testing.TB, nManagers, nWorkers int) *cluster {
 	t.Helper()
 	return newClusterWith(t, nManagers, nWorkers, nil)
 }
 
 // newClusterWith is newCluster with extra flags for the workers' `shoal
 // join` (--insecure-registry, say).
-func newClusterWith(t *testing.T, nManagers, nWorkers int, workerFlags []string) *cluster {
+func newClusterWith(t testing.TB, nManagers, nWorkers int, workerFlags []string) *cluster {
 	t.Helper()
 	f := harness.NewFabric(t)
 	harness.Binary(t) // build before anything is timed

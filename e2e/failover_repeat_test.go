@@ -14,7 +14,7 @@ import (
 )
 
 // failoverRuns is how many kill -9 rounds TestLeaderFailoverRepeated does:
-// SHOAL_E2E_FAILOVER_RUNS, default 3 (the README's figure uses 10).
+// SHOAL_E2E_FAILOVER_RUNS, default 3.
 func failoverRuns(t *testing.T) int {
 	v := os.Getenv("SHOAL_E2E_FAILOVER_RUNS")
 	if v == "" {
@@ -27,19 +27,14 @@ func failoverRuns(t *testing.T) int {
 	return n
 }
 
-// failoverGuard is the slowest failover the test accepts. The aim is
-// p50 ≤ 1 s, max ≤ 2 s (see the README); the guard is looser so that a
-// loaded CI machine does not flake, but it still catches a regression
-// to client back-off or default raft timeouts (≥ 2.5 s).
-const failoverGuard = 4 * time.Second
-
-// TestLeaderFailoverRepeated: on 3 managers, N times, kill -9 the leader
-// and time how long a client that knows all three managers (running on a
-// surviving host) takes to get a write acknowledged; the killed manager is
-// restarted and must be a reachable follower again before the next round.
-// Logs every sample, p50 and max; fails if a round is slower than
-// failoverGuard. Between rounds the cluster is left idle for a while and
-// must keep its leader (no flapping elections).
+// TestLeaderFailoverRepeated: on 3 managers, N times, kill -9 the leader;
+// a client that knows all three managers (running on a surviving host)
+// gets a write acknowledged (the time it took is logged, with p50 and max
+// at the end: the figure itself is the benchmark's, `cd bench && go run .
+// -failover 10`); the killed manager is restarted and must be a reachable
+// follower again before the next round. Then the cluster is left idle for
+// a while and must hold no election: the raft term (not merely the
+// leader, which an election may return to the same node) stays the same.
 func TestLeaderFailoverRepeated(t *testing.T) {
 	runs := failoverRuns(t)
 	c := newCluster(t, 3, 0)
@@ -110,21 +105,30 @@ func TestLeaderFailoverRepeated(t *testing.T) {
 		})
 	}
 
-	// An idle cluster keeps its leader: no election for 3 s (7 heartbeat
-	// timeouts), seen through every manager.
-	before := c.leader(c.managers[0], nil)
+	// An idle cluster holds no election: the same term for 3 s (7
+	// heartbeat timeouts).
+	term := func() uint64 {
+		t.Helper()
+		var term uint64
+		harness.Eventually(t, settleTimeout, poll, func() error {
+			ctx, cancel := attempt()
+			defer cancel()
+			var err error
+			term, err = c.managers[0].RaftTerm(ctx, c.adminDir, addrs...)
+			return err
+		})
+		return term
+	}
+	before := term()
 	time.Sleep(3 * time.Second) // the behaviour under test is "nothing happens for a while"
-	for _, m := range c.managers {
-		if after := c.leader(m, nil); after != before {
-			t.Errorf("idle cluster changed leader from %s to %s (seen via %s)", before, after, m)
-		}
+	if after := term(); after != before {
+		t.Errorf("idle cluster held an election: raft term %d, then %d", before, after)
+	} else {
+		t.Logf("idle for 3 s at raft term %d: no election", before)
 	}
 
 	sorted := slices.Clone(samples)
 	slices.Sort(sorted)
-	p50, max := sorted[(len(sorted)-1)/2], sorted[len(sorted)-1]
-	t.Logf("FAILOVER runs=%d p50=%v max=%v samples=%v", runs, p50.Round(time.Millisecond), max.Round(time.Millisecond), samples)
-	if max > failoverGuard {
-		t.Errorf("slowest failover %v > %v", max.Round(time.Millisecond), failoverGuard)
-	}
+	t.Logf("FAILOVER runs=%d p50=%v max=%v samples=%v", runs, sorted[(len(sorted)-1)/2].Round(time.Millisecond),
+		sorted[len(sorted)-1].Round(time.Millisecond), samples)
 }

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -274,4 +276,265 @@ func TestShimKilled(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// restartRuns is how many kill -9 + `shoal daemon` rounds
+// TestKill9RestartMovesNothing does: SHOAL_E2E_RESTART_RUNS, default 20.
+func restartRuns(t *testing.T) int {
+	v := os.Getenv("SHOAL_E2E_RESTART_RUNS")
+	if v == "" {
+		return 20
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		t.Fatalf("SHOAL_E2E_RESTART_RUNS=%q: want a positive number", v)
+	}
+	return n
+}
+
+// sessionOpenRe is the agent's log line once its session is open.
+var sessionOpenRe = regexp.MustCompile(`session open`)
+
+// sameTasks checks that the service's tasks, history included, are exactly
+// want (same ids), all RUNNING with the same container pids: nothing was
+// replaced, orphaned or restarted. A difference in ids is permanent.
+func sameTasks(all, want []*shoalv1.Task) error {
+	if got, w := taskIDs(all), taskIDs(want); !slices.Equal(got, w) {
+		return harness.Permanent(fmt.Errorf("tasks %v, want exactly %v (a task was replaced): %s", got, w, describeTasks(all)))
+	}
+	for _, tk := range all {
+		if st := tk.GetStatus().GetState(); st != shoalv1.TaskState_TASK_STATE_RUNNING {
+			if st > shoalv1.TaskState_TASK_STATE_RUNNING {
+				return harness.Permanent(fmt.Errorf("task %s is %s: %s", tk.GetMeta().GetId(), st, describeTasks(all)))
+			}
+			return fmt.Errorf("task %s is %s, want RUNNING", tk.GetMeta().GetId(), st)
+		}
+	}
+	if got, w := pids(all), pids(want); !mapsEqual(got, w) {
+		return harness.Permanent(fmt.Errorf("container pids %v, want the same %v", got, w))
+	}
+	return nil
+}
+
+// TestKill9RestartMovesNothing: kill -9 of a worker's shoal process
+// followed at once by `shoal daemon`, 20 times in a row: no task is ever
+// replaced (the service's tasks, history included, stay the same ids with
+// the same container pids, all RUNNING) and the node is never marked DOWN.
+// Each round logs how long the node took from the kill to an open session
+// (the figure the down threshold must leave room for; see
+// dispatcher.DefaultDownAfterMissed).
+func TestKill9RestartMovesNothing(t *testing.T) {
+	c := newCluster(t, 1, 1)
+	c.kill9Restarts(t, func() *harness.Host { return c.workers[0] }, c.hosts[0], restartRuns(t))
+}
+
+// TestKill9LeaderRestartMovesNothing: the same for the leader of 3
+// managers, 5 times (the next round's leader may be another node): the
+// other managers elect a new leader meanwhile, which must not count the
+// restarting node's silence against it.
+func TestKill9LeaderRestartMovesNothing(t *testing.T) {
+	c := newCluster(t, 3, 0)
+	var target *harness.Host
+	c.kill9Restarts(t, func() *harness.Host {
+		target = c.leader(c.managers[0], nil)
+		return target
+	}, nil, 5)
+}
+
+// kill9Restarts runs rounds of kill -9 + `shoal daemon` of the host pick
+// returns (the same or another each round), with a 3-replica service
+// pinned to the first target, checking through via (nil: any manager that
+// is not the target) that nothing moves.
+func (c *cluster) kill9Restarts(t *testing.T, pick func() *harness.Host, via *harness.Host, runs int) {
+	t.Helper()
+	target := pick()
+	tID := target.NodeID(t)
+	observer := func(target *harness.Host) *harness.Host {
+		if via != nil {
+			return via
+		}
+		for _, m := range c.managers {
+			if m != target {
+				return m
+			}
+		}
+		t.Fatal("no manager to observe from")
+		return nil
+	}
+	{
+		ctx, cancel := attempt()
+		err := createServiceFlags(ctx, c.admin(observer(target)), "stay", 3, []string{"--constraint", "node.id==" + tID})
+		cancel()
+		if err != nil {
+			t.Fatalf("service create: %v", err)
+		}
+	}
+	want := harness.WaitRunning(t, c.admin(observer(target)), "stay", 3, runTimeout)
+
+	var samples []time.Duration
+	for i := 1; i <= runs; i++ {
+		if i > 1 {
+			target = pick()
+		}
+		obs := observer(target)
+		killed := time.Now()
+		if err := target.Crash(); err != nil {
+			t.Fatal(err)
+		}
+		p := target.Daemon(t)
+		harness.Eventually(t, startTimeout, 10*time.Millisecond, func() error {
+			_, err := p.Match(sessionOpenRe)
+			return err
+		})
+		took := time.Since(killed)
+		samples = append(samples, took)
+		t.Logf("round %d/%d: kill -9 of %s, `shoal daemon`, session open after %v", i, runs, target, took.Round(time.Millisecond))
+		c.waitNodes(obs, func(nodes []*shoalv1.Node) error {
+			if err := p.CheckRunning(); err != nil {
+				return err
+			}
+			for _, n := range nodes {
+				if n.GetStatus().GetState() == shoalv1.NodeState_NODE_STATE_DOWN {
+					return harness.Permanent(fmt.Errorf("round %d: node %s was marked DOWN: %q", i, n.GetMeta().GetId(), n.GetStatus().GetMessage()))
+				}
+			}
+			role := findNode(nodes, target.NodeID(t)).GetRole()
+			return c.nodeReady(nodes, target, role)
+		})
+		harness.WaitTasks(t, c.admin(obs), "stay", settleTimeout, func(all []*shoalv1.Task) error { return sameTasks(all, want) })
+	}
+	sorted := slices.Clone(samples)
+	slices.Sort(sorted)
+	t.Logf("RESTART runs=%d kill→session open p50=%v max=%v samples=%v", runs,
+		sorted[(len(sorted)-1)/2].Round(time.Millisecond), sorted[len(sorted)-1].Round(time.Millisecond), samples)
+}
+
+// TestPlannedRestartMovesNothing: SIGTERM of a worker's shoal process (a
+// planned restart): it says goodbye, so the managers show its node
+// DISCONNECTED ("restarting", Restarting in node ls) with a restart
+// deadline and keep its tasks — also long after the heartbeats would have
+// declared it down: another worker kill -9'd at the same moment goes DOWN
+// and loses its task, this one does not. Started again (`shoal daemon`),
+// it is READY with the deadline cleared and the same tasks and containers.
+func TestPlannedRestartMovesNothing(t *testing.T) {
+	c := newCluster(t, 1, 2)
+	c.plannedRestart(t, c.workers[0], c.workers[1], c.hosts[0])
+}
+
+// TestPlannedLeaderRestartMovesNothing: the same for the leader of 3
+// managers, whose own agent says goodbye to its own dispatcher: the
+// manager must outlive the agent long enough to commit it, and the next
+// leader must honour the deadline.
+func TestPlannedLeaderRestartMovesNothing(t *testing.T) {
+	c := newCluster(t, 3, 1)
+	leader := c.leader(c.hosts[0], nil)
+	var via *harness.Host
+	for _, m := range c.managers {
+		if m != leader {
+			via = m
+			break
+		}
+	}
+	c.plannedRestart(t, leader, c.workers[0], via)
+}
+
+// plannedRestart runs the scenario of TestPlannedRestartMovesNothing:
+// SIGTERM of target's shoal process while crashed is kill -9'd, observed
+// through via's manager (not target's).
+func (c *cluster) plannedRestart(t *testing.T, target, crashed, via *harness.Host) {
+	t.Helper()
+	cl := c.admin(via)
+	wID, crashedID := c.id(target), c.id(crashed)
+	{
+		ctx, cancel := attempt()
+		err := createServiceFlags(ctx, cl, "kept", 2, []string{"--constraint", "node.id==" + wID})
+		if err == nil {
+			err = createServiceFlags(ctx, cl, "moved", 1, []string{"--constraint", "node.id==" + crashedID})
+		}
+		cancel()
+		if err != nil {
+			t.Fatalf("service create: %v", err)
+		}
+	}
+	want := harness.WaitRunning(t, cl, "kept", 2, runTimeout)
+	moved := harness.WaitRunning(t, cl, "moved", 1, runTimeout)
+
+	var p *harness.Proc
+	for _, proc := range target.Running() {
+		p = proc
+	}
+	if p == nil {
+		t.Fatalf("no shoal process running on %s", target)
+	}
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := crashed.Crash(); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := p.WaitExit(30 * time.Second); err != nil || code != 0 {
+		t.Fatalf("%s after SIGTERM: exit %d, %v; tail:\n%s", target, code, err, p.Tail(20))
+	}
+	// The crashed one goes DOWN and its task is orphaned (the heartbeats
+	// decide); by then the restarting one has been silent as long.
+	c.waitNodes(via, func(nodes []*shoalv1.Node) error {
+		if st := findNode(nodes, crashedID).GetStatus().GetState(); st != shoalv1.NodeState_NODE_STATE_DOWN {
+			return fmt.Errorf("crashed %s is %s, want DOWN", crashed, st)
+		}
+		return nil
+	})
+	harness.WaitTasks(t, cl, "moved", settleTimeout, func(all []*shoalv1.Task) error {
+		tk := findTask(all, moved[0].GetMeta().GetId())
+		if st := tk.GetStatus().GetState(); st != shoalv1.TaskState_TASK_STATE_ORPHANED {
+			return fmt.Errorf("the crashed node's task is %s, want ORPHANED", st)
+		}
+		return nil
+	})
+	nodes := c.waitNodes(via, func(nodes []*shoalv1.Node) error { return nil })
+	n := findNode(nodes, wID)
+	if st := n.GetStatus(); st.GetState() != shoalv1.NodeState_NODE_STATE_DISCONNECTED || st.GetRestartDeadline() == nil ||
+		!strings.Contains(st.GetMessage(), "restarting") {
+		t.Fatalf("%s after its goodbye: %s %q deadline %v; want DISCONNECTED, restarting, with a restart deadline", target, st.GetState(), st.GetMessage(), st.GetRestartDeadline())
+	}
+	t.Logf("%s: %s %q", target, n.GetStatus().GetState(), n.GetStatus().GetMessage())
+	{
+		ctx, cancel := attempt()
+		out, err := cl.Run(ctx, "node", "ls")
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !regexp.MustCompile(`(?m)^` + wID + `\s.*\sRestarting\s`).MatchString(out) {
+			t.Errorf("node ls does not show %s (%s) as Restarting:\n%s", target, wID, out)
+		}
+	}
+	{
+		ctx, cancel := attempt()
+		all, err := serviceTasks(ctx, cl, "kept")
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sameTasks(all, want); err != nil {
+			t.Fatalf("while %s restarts: %v", target, err)
+		}
+	}
+
+	p = target.Daemon(t)
+	c.waitNodes(via, func(nodes []*shoalv1.Node) error {
+		if err := p.CheckRunning(); err != nil {
+			return err
+		}
+		if err := c.nodeReady(nodes, target, findNode(nodes, wID).GetRole()); err != nil {
+			return err
+		}
+		if dl := findNode(nodes, wID).GetStatus().GetRestartDeadline(); dl != nil {
+			return fmt.Errorf("%s READY with its restart deadline %v still set", target, dl.AsTime())
+		}
+		return nil
+	})
+	harness.WaitTasks(t, cl, "kept", settleTimeout, func(all []*shoalv1.Task) error { return sameTasks(all, want) })
+	if err := c.checkContainers(want); err != nil {
+		t.Error(err)
+	}
 }

@@ -56,7 +56,22 @@ var (
 	ErrSlowConsumer    = errors.New("watch consumer fell too far behind")
 	ErrRestored        = errors.New("store was restored from a snapshot")
 	ErrClosed          = errors.New("store closed")
+	// ErrEntryTooLarge: one Update's changes encode to more than
+	// Config.MaxEntryBytes; nothing was proposed.
+	ErrEntryTooLarge = errors.New("raft entry too large")
 )
+
+// DefaultMaxEntryBytes is the default Config.MaxEntryBytes: 8 MiB. It is
+// twice gRPC's default 4 MiB message limit, so any one object an API call
+// can carry (and its envelope) still fits one entry, while every entry stays
+// small next to raft's budgets: the leader keeps the last 512 entries in
+// memory and ships up to 64 per AppendEntries within the transport's 10 s
+// I/O timeout, and followers decode each in one piece. Writers of many
+// objects (the orchestrator, the dispatcher) split their changes into
+// entries of about 1 MiB, far below it; the limit is the backstop that
+// keeps any one bug or input from building an entry that exhausts memory
+// on every manager and is replayed by every new leader.
+const DefaultMaxEntryBytes = 8 << 20
 
 // Reader is a consistent view of the store.
 type Reader interface {
@@ -103,6 +118,9 @@ type Config struct {
 	SnapshotInterval   time.Duration // default 2m
 	// NoSync disables fsync (benchmarks of the difference only).
 	NoSync bool
+	// MaxEntryBytes bounds the encoded size of one Update's entry
+	// (default DefaultMaxEntryBytes).
+	MaxEntryBytes int
 
 	Logger *slog.Logger
 }

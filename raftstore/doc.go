@@ -49,6 +49,16 @@
 // closed, Err says why) when its context ends, when its consumer falls too
 // far behind (ErrSlowConsumer), when a snapshot from the leader replaces the
 // state (ErrRestored), or on Close; the consumer then reads a fresh View.
+// Every subscription reads from one shared ring of recent events (16384,
+// and always the whole last entry): "too far behind" means the ring dropped
+// an event the consumer had not read, so a burst of any size does not cut
+// a consumer that keeps reading.
+//
+// # Limits
+//
+// Update refuses a change that encodes to more than Config.MaxEntryBytes
+// (default 8 MiB, see DefaultMaxEntryBytes) with ErrEntryTooLarge, before
+// raft sees it: writers of many objects split them into smaller entries.
 //
 // # Leadership
 //

@@ -205,6 +205,9 @@ func setDefaults(c *Config) {
 	if c.TrailingLogs == 0 {
 		c.TrailingLogs = 10240
 	}
+	if c.MaxEntryBytes <= 0 {
+		c.MaxEntryBytes = DefaultMaxEntryBytes
+	}
 }
 
 // Close shuts raft down, ends every watch with ErrClosed and closes the
@@ -246,8 +249,9 @@ func (s *Store) View() Reader { return s.fsm.view() }
 // applied are replayed from a ring of recent events; a fromIndex older than
 // the ring fails with ErrCompacted, and the caller must read a View and
 // watch from its Index()+1. The subscription ends with ctx.Err() when ctx
-// ends, ErrSlowConsumer when its consumer falls 1024 events behind,
-// ErrRestored when a snapshot replaces the state, and ErrClosed on Close.
+// ends, ErrSlowConsumer when its consumer falls a whole ring (16384 events,
+// and at least the last entry) behind, ErrRestored when a snapshot replaces
+// the state, and ErrClosed on Close.
 func (s *Store) Watch(ctx context.Context, fromIndex uint64, kinds ...Kind) (Subscription, error) {
 	sub, err := s.hub.watch(ctx, fromIndex, kinds)
 	if err != nil {
@@ -258,7 +262,9 @@ func (s *Store) Watch(ctx context.Context, fromIndex uint64, kinds ...Kind) (Sub
 
 // Update runs fn on a WriteTx over a fresh view and proposes its changes as
 // one raft entry, applied all-or-nothing; it returns the entry's index (0
-// when fn changed nothing: nothing is proposed). Only the leader accepts
+// when fn changed nothing: nothing is proposed). A change that encodes to
+// more than Config.MaxEntryBytes is refused with ErrEntryTooLarge before it
+// reaches raft. Only the leader accepts
 // writes: elsewhere it fails with ErrNotLeader naming the leader. Errors of
 // fn, and the FSM's verdict at apply time (ErrVersionConflict, ErrExists,
 // ErrNotFound), come back as they are. If ctx ends while the entry is in
@@ -278,6 +284,10 @@ func (s *Store) Update(ctx context.Context, fn func(WriteTx) error) (uint64, err
 	data, err := proto.Marshal(&shoalv1.StoreAction{Ops: ops, Time: timestamppb.New(s.now())})
 	if err != nil {
 		return 0, fmt.Errorf("raftstore: encoding the change: %w", err)
+	}
+	if len(data) > s.cfg.MaxEntryBytes {
+		return 0, fmt.Errorf("raftstore: the change (%d objects) encodes to %d bytes, above the limit of %d bytes for one raft entry; split it into smaller writes: %w",
+			len(ops), len(data), s.cfg.MaxEntryBytes, ErrEntryTooLarge)
 	}
 	timeout, err := timeoutOf(ctx)
 	if err != nil {

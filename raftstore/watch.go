@@ -11,25 +11,34 @@ import (
 )
 
 const (
-	// defaultWatchRing is how many recent events are kept for resuming.
+	// defaultWatchRing is how many recent events are kept: for resuming a
+	// watch from an older index, and as the slack of live subscribers.
 	defaultWatchRing = 16384
-	// subscriptionBuffer is how far a live subscriber may fall behind
-	// before it is cut off with ErrSlowConsumer.
-	subscriptionBuffer = 1024
+	// pumpBatch is how many events a subscription takes from the ring per
+	// lock; chanBuffer how many wait in its channel for the consumer.
+	pumpBatch  = 256
+	chanBuffer = 64
 )
 
 // errUnsubscribed is Err of a subscription its consumer closed.
 var errUnsubscribed = errors.New("watch closed by its consumer")
 
-// hub keeps the ring of recent events and fans new ones out to
-// subscriptions. Apply never blocks on it for longer than a few channel
-// sends that cannot block (a full subscriber is cut off instead).
+// hub keeps the ring of recent events, which is also every subscription's
+// queue: a subscription is a cursor into the ring and a goroutine that
+// feeds its channel from there. A subscriber is cut off (ErrSlowConsumer)
+// only when the ring drops an event it has not read yet, that is when it
+// is a whole ring behind, so a burst that dwarfs any per-subscriber buffer
+// does not cut subscribers that keep reading. Apply never blocks on it.
 type hub struct {
-	mu sync.Mutex // guards every field below and every subscription's ch and err
-	// ring holds the most recent events in index order: it grows to cap and
-	// then wraps, head being the oldest once it is full.
+	mu sync.Mutex // guards every field below and every subscription's next and err
+	// ring holds the most recent events in index order; ring[i] is the
+	// event with sequence number oldest+i. It holds the last cap events,
+	// and always every event of the last entry, however many.
 	ring []ringEntry
-	head int
+	cap  int
+	// oldest is the sequence number of ring[0]; sequence numbers count
+	// every event ever published and are never reused.
+	oldest uint64
 	// start: the ring holds every event of every entry with index >= start.
 	start uint64
 	// last is the index of the last entry published.
@@ -48,38 +57,69 @@ func newHub(capacity int) *hub {
 	if capacity <= 0 {
 		capacity = defaultWatchRing
 	}
-	return &hub{ring: make([]ringEntry, 0, capacity), start: 1, subs: map[*subscription]struct{}{}}
+	return &hub{ring: make([]ringEntry, 0, capacity), cap: capacity, start: 1, subs: map[*subscription]struct{}{}}
 }
 
-// at returns the i-th oldest retained event.
-func (h *hub) at(i int) ringEntry {
-	return h.ring[(h.head+i)%len(h.ring)]
-}
+// nextSeq is the sequence number the next published event gets.
+func (h *hub) nextSeq() uint64 { return h.oldest + uint64(len(h.ring)) }
 
-// publish records the events of the entry at index (possibly none) and hands
-// them to the subscriptions that want them.
+// publish records the events of the entry at index (possibly none), drops
+// the events beyond the ring's capacity (never those of this entry), cuts
+// off the subscriptions that had not read a dropped event and wakes the
+// others.
 func (h *hub) publish(events []*shoalv1.WatchEvent, index uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, ev := range events {
-		e := ringEntry{ev: ev, kind: kindOfEvent(ev)}
-		if len(h.ring) < cap(h.ring) {
-			h.ring = append(h.ring, e)
-		} else {
-			old := h.ring[h.head]
-			h.ring[h.head] = e
-			h.head = (h.head + 1) % len(h.ring)
-			if old.ev.GetIndex() >= h.start {
-				h.start = old.ev.GetIndex() + 1
-			}
+		h.ring = append(h.ring, ringEntry{ev: ev, kind: kindOfEvent(ev)})
+	}
+	drop := 0
+	for len(h.ring)-drop > h.cap && h.ring[drop].ev.GetIndex() < index {
+		if i := h.ring[drop].ev.GetIndex(); i >= h.start {
+			h.start = i + 1
 		}
-		for s := range h.subs {
-			s.offerLocked(e)
-		}
+		h.ring[drop] = ringEntry{} // let the event be collected
+		drop++
+	}
+	if drop > 0 {
+		h.ring = h.ring[drop:]
+		h.oldest += uint64(drop)
 	}
 	if index > h.last {
 		h.last = index
 	}
+	if len(events) == 0 {
+		return
+	}
+	for s := range h.subs {
+		if s.next < h.oldest {
+			h.endLocked(s, ErrSlowConsumer)
+			continue
+		}
+		select {
+		case s.notify <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// take appends to buf up to pumpBatch of the events s wants that it has
+// not taken yet; ok is false once s has ended.
+func (h *hub) take(s *subscription, buf []*shoalv1.WatchEvent) (_ []*shoalv1.WatchEvent, ok bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if s.err != nil {
+		return buf, false
+	}
+	end := h.nextSeq()
+	for s.next < end && len(buf) < pumpBatch {
+		e := h.ring[s.next-h.oldest]
+		s.next++
+		if e.ev.GetIndex() >= s.from && s.mask.has(e.kind) {
+			buf = append(buf, e.ev)
+		}
+	}
+	return buf, true
 }
 
 // watch registers a subscription; see Store.Watch.
@@ -101,24 +141,17 @@ func (h *hub) watch(ctx context.Context, from uint64, kinds []Kind) (*subscripti
 	} else if from < h.start {
 		return nil, fmt.Errorf("watch from index %d: the oldest index retained is %d: %w", from, h.start, ErrCompacted)
 	}
-	// The ring is sorted by index: find the first event to replay.
-	n := len(h.ring)
-	first := sort.Search(n, func(i int) bool { return h.at(i).ev.GetIndex() >= from })
-	var replay []*shoalv1.WatchEvent
-	for i := first; i < n; i++ {
-		if e := h.at(i); mask.has(e.kind) {
-			replay = append(replay, e.ev)
-		}
-	}
-	// The buffer holds the whole replay plus the usual slack for live
-	// events, so resuming far back is not mistaken for slowness.
-	s := &subscription{hub: h, from: from, mask: mask, ch: make(chan *shoalv1.WatchEvent, subscriptionBuffer+len(replay))}
-	for _, ev := range replay {
-		s.ch <- ev
+	// The ring is sorted by index: the cursor starts at the first event to
+	// replay (the end of the ring when from is in the future).
+	first := sort.Search(len(h.ring), func(i int) bool { return h.ring[i].ev.GetIndex() >= from })
+	s := &subscription{
+		hub: h, from: from, mask: mask, next: h.oldest + uint64(first),
+		ch: make(chan *shoalv1.WatchEvent, chanBuffer), notify: make(chan struct{}, 1), done: make(chan struct{}),
 	}
 	h.subs[s] = struct{}{}
 	// The callback takes h.mu, so it cannot run before we return.
 	s.stop = context.AfterFunc(ctx, func() { h.end(s, ctx.Err()) })
+	go s.pump()
 	return s, nil
 }
 
@@ -131,8 +164,8 @@ func (h *hub) reset(index uint64, err error) {
 	for s := range h.subs {
 		h.endLocked(s, err)
 	}
-	h.ring = h.ring[:0]
-	h.head = 0
+	h.oldest = h.nextSeq()
+	h.ring = make([]ringEntry, 0, h.cap)
 	h.start = index + 1
 	h.last = index
 }
@@ -153,41 +186,66 @@ func (h *hub) end(s *subscription, err error) {
 	h.endLocked(s, err)
 }
 
+// endLocked records why s ended and stops its pump, which then closes its
+// channel.
 func (h *hub) endLocked(s *subscription, err error) {
 	if s.err != nil {
 		return
 	}
 	s.err = err
-	close(s.ch)
+	close(s.done)
 	delete(h.subs, s)
 	if s.stop != nil {
 		s.stop()
 	}
 }
 
-// subscription is one Watch. Its fields other than ch and err never change
-// after watch returns.
+// subscription is one Watch. Its fields other than next and err never
+// change after watch returns.
 type subscription struct {
 	hub  *hub
 	from uint64
 	mask kindMask
-	ch   chan *shoalv1.WatchEvent
-	err  error // guarded by hub.mu; set once, when ch is closed
-	stop func() bool
+	// next is the sequence number of the next ring event to look at.
+	next uint64
+	// ch is written and closed only by pump.
+	ch     chan *shoalv1.WatchEvent
+	notify chan struct{} // new events were published
+	done   chan struct{} // closed when the subscription ends
+	err    error         // guarded by hub.mu; set once, before done is closed
+	stop   func() bool
 }
 
 var _ Subscription = (*subscription)(nil)
 
-// offerLocked queues an event the subscription wants, or cuts the
-// subscription off if its buffer is full.
-func (s *subscription) offerLocked(e ringEntry) {
-	if e.ev.GetIndex() < s.from || !s.mask.has(e.kind) {
-		return
-	}
-	select {
-	case s.ch <- e.ev:
-	default:
-		s.hub.endLocked(s, ErrSlowConsumer)
+// pump feeds ch from the ring until the subscription ends, then closes it.
+// Events it holds when the end comes are dropped: a consumer resumes from
+// the last index it saw.
+func (s *subscription) pump() {
+	defer close(s.ch)
+	var buf []*shoalv1.WatchEvent
+	for {
+		var ok bool
+		buf, ok = s.hub.take(s, buf[:0])
+		if !ok {
+			return
+		}
+		if len(buf) == 0 {
+			select {
+			case <-s.notify:
+			case <-s.done:
+				return
+			}
+			continue
+		}
+		for _, ev := range buf {
+			select {
+			case s.ch <- ev:
+			case <-s.done:
+				return
+			}
+		}
+		clear(buf)
 	}
 }
 

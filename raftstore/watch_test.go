@@ -168,47 +168,77 @@ func TestWatchKinds(t *testing.T) {
 	}
 }
 
-func TestWatchSlowConsumer(t *testing.T) {
-	s := single(t, options{})
-	slow, err := s.Watch(context.Background(), 0, KindTask)
+// TestWatchBurst: one entry larger than the ring, then a run of entries
+// adding up to many rings, reach a subscriber that keeps reading in full,
+// while one that reads nothing is cut off once the ring has dropped events
+// it did not read, after a gap-free prefix, and can resume from there.
+func TestWatchBurst(t *testing.T) {
+	const ring = 256
+	s := single(t, options{watchRing: ring})
+	reader, err := s.Watch(context.Background(), 0, KindTask)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// One entry with more events than a subscription buffers.
-	const n = subscriptionBuffer + 100
-	idx := mustUpdate(t, s, func(tx WriteTx) error {
-		for i := 0; i < n; i++ {
-			if err := tx.Create(mkTask(fmt.Sprintf("t%04d", i), "s", "", 0, 0)); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	// Apply went on: everything is there, and later writes work.
-	if got := len(s.View().List(KindTask)); got != n {
-		t.Fatalf("%d tasks, want %d", got, n)
+	defer reader.Close()
+	stuck, err := s.Watch(context.Background(), 0, KindTask)
+	if err != nil {
+		t.Fatal(err)
 	}
-	mustUpdate(t, s, createIfMissing(mkService("after", "after")))
+	defer stuck.Close()
 
-	// The slow subscriber gets a gap-free prefix, then ErrSlowConsumer.
-	var got int
-	for ev := range slow.C() {
-		if ev.GetIndex() != idx {
-			t.Fatalf("event of entry %d", ev.GetIndex())
+	entry := func(prefix string, n int) uint64 {
+		return mustUpdate(t, s, func(tx WriteTx) error {
+			for i := 0; i < n; i++ {
+				if err := tx.Create(mkTask(fmt.Sprintf("%s-%05d", prefix, i), "s", "", 0, 0)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	// The reader keeps up: it has read an entry before the next is written.
+	var read []*shoalv1.WatchEvent
+	big := entry("big", 8*ring) // more than the ring, and than the old 1024-event buffer
+	read = append(read, collect(t, reader, 8*ring)...)
+	const entries, per = 40, ring * 3 / 4
+	for e := 0; e < entries; e++ {
+		entry(fmt.Sprintf("e%02d", e), per)
+		read = append(read, collect(t, reader, per)...)
+	}
+	if want := 8*ring + entries*per; len(read) != want || reader.Err() != nil {
+		t.Fatalf("reader got %d events (want %d), err %v", len(read), want, reader.Err())
+	}
+	for i, ev := range read[:8*ring] {
+		if ev.GetIndex() != big || ev.GetObject().GetTask().GetMeta().GetId() != fmt.Sprintf("big-%05d", i) {
+			t.Fatalf("reader event %d: %s", i, eventKey(ev))
 		}
-		got++
 	}
-	if got != subscriptionBuffer || !errors.Is(slow.Err(), ErrSlowConsumer) {
-		t.Fatalf("slow consumer got %d events and %v", got, slow.Err())
+
+	// The stuck subscriber: a prefix of the same events, then ErrSlowConsumer.
+	var got []*shoalv1.WatchEvent
+	for ev := range stuck.C() {
+		got = append(got, ev)
 	}
-	// It can resume where it stopped.
-	resumed, err := s.Watch(context.Background(), idx, KindTask)
+	if !errors.Is(stuck.Err(), ErrSlowConsumer) {
+		t.Fatalf("stuck subscriber ended with %v after %d events", stuck.Err(), len(got))
+	}
+	if len(got) >= len(read) {
+		t.Fatalf("stuck subscriber got all %d events", len(got))
+	}
+	for i, ev := range got {
+		if eventKey(ev) != eventKey(read[i]) {
+			t.Fatalf("stuck event %d is %s, want %s", i, eventKey(ev), eventKey(read[i]))
+		}
+	}
+	// The last entry is still retained whole: resuming from it works.
+	last := read[len(read)-1].GetIndex()
+	resumed, err := s.Watch(context.Background(), last, KindTask)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resumed.Close()
-	if evs := collect(t, resumed, n); evs[n-1].GetObject().GetTask().GetMeta().GetId() != fmt.Sprintf("t%04d", n-1) {
-		t.Fatal("resume did not replay the whole entry")
+	if evs := collect(t, resumed, per); evs[0].GetIndex() != last {
+		t.Fatalf("resume replayed %s first", eventKey(evs[0]))
 	}
 }
 

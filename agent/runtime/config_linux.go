@@ -10,6 +10,8 @@ import (
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/shoal-dev/shoal/specrules"
 )
 
 // DefaultCaps is Docker's default capability set.
@@ -106,10 +108,24 @@ func knownCap(c string) bool {
 
 // ociSpec turns our Spec into an OCI spec; specconv then does the heavy
 // lifting (devices, mount flags, seccomp translation, loopback network).
-func ociSpec(s *Spec, cgroupParent string) (*specs.Spec, error) {
+// initBinary is the host path of the init for a spec with Init.
+func ociSpec(s *Spec, cgroupParent, initBinary string) (*specs.Spec, error) {
 	caps, err := capabilities(s.CapAdd, s.CapDrop)
 	if err != nil {
 		return nil, err
+	}
+	// The limits specrules allows, refused here too rather than clamped:
+	// whatever reaches the runtime runs as asked or not at all.
+	if r := s.Resources; r.NanoCPUs != 0 && (r.NanoCPUs < specrules.MinNanoCPUs || r.NanoCPUs > specrules.MaxNanoCPUs) {
+		return nil, fmt.Errorf("%w: task %q: nano_cpus %d outside %d-%d (a CFS quota of 1 ms to 4096 CPUs)",
+			ErrInvalidArgument, s.ID, r.NanoCPUs, int64(specrules.MinNanoCPUs), int64(specrules.MaxNanoCPUs))
+	}
+	if m := s.Resources.MemoryBytes; m != 0 && (m < specrules.MinMemoryBytes || m > specrules.MaxMemoryBytes) {
+		return nil, fmt.Errorf("%w: task %q: memory limit %d bytes outside %d-%d (below the minimum the kernel OOM-kills the container's init)",
+			ErrInvalidArgument, s.ID, m, specrules.MinMemoryBytes, int64(specrules.MaxMemoryBytes))
+	}
+	if s.Init && initBinary == "" {
+		return nil, fmt.Errorf("%w: task %q asks for an init and none was found", ErrInvalidArgument, s.ID)
 	}
 	mounts := []specs.Mount{
 		{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
@@ -139,6 +155,9 @@ func ociSpec(s *Spec, cgroupParent string) (*specs.Spec, error) {
 		}
 		mounts = append(mounts, specs.Mount{Destination: m.Destination, Type: "bind", Source: m.Source, Options: opts})
 	}
+	if s.Init {
+		mounts = append(mounts, initMount(initBinary))
+	}
 
 	netns := specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: s.NetNSPath}
 	res := &specs.LinuxResources{}
@@ -149,11 +168,8 @@ func ociSpec(s *Spec, cgroupParent string) (*specs.Spec, error) {
 	if r := s.Resources; r.NanoCPUs > 0 || r.CPUShares > 0 {
 		res.CPU = &specs.LinuxCPU{}
 		if r.NanoCPUs > 0 {
-			period := uint64(100000)
-			quota := r.NanoCPUs * int64(period) / 1e9
-			if quota < 1000 {
-				quota = 1000 // the kernel's minimum is 1ms
-			}
+			period := uint64(specrules.CPUPeriodMicros)
+			quota := specrules.CPUQuotaMicros(r.NanoCPUs)
 			res.CPU.Period, res.CPU.Quota = &period, &quota
 		}
 		if r.CPUShares > 0 {
@@ -172,7 +188,7 @@ func ociSpec(s *Spec, cgroupParent string) (*specs.Spec, error) {
 		Hostname: s.Hostname,
 		Mounts:   mounts,
 		Process: &specs.Process{
-			Args:            s.Args,
+			Args:            processArgs(s),
 			Cwd:             "/",
 			NoNewPrivileges: true,
 			Capabilities:    &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps},
@@ -195,12 +211,13 @@ func ociSpec(s *Spec, cgroupParent string) (*specs.Spec, error) {
 // s with its cgroup under cgroupParent (empty: DefaultCgroupParent):
 // namespaces, capabilities, seccomp profile, masked paths, mounts, limits.
 // The user is not resolved (root) and the environment is PATH only. It is
-// for comparing with other runtimes, e.g. the runc CLI in Bench.
+// for comparing with other runtimes, e.g. the runc CLI in Bench. A spec
+// with Init is refused (no init binary is looked up).
 func OCISpec(s Spec, cgroupParent string) (*specs.Spec, error) {
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
-	o, err := ociSpec(&s, cgroupParent)
+	o, err := ociSpec(&s, cgroupParent, "")
 	if err != nil {
 		return nil, err
 	}
@@ -212,8 +229,8 @@ func OCISpec(s Spec, cgroupParent string) (*specs.Spec, error) {
 }
 
 // libcontainerConfig builds the libcontainer config for s.
-func libcontainerConfig(s *Spec, cgroupParent string) (*configs.Config, error) {
-	os, err := ociSpec(s, cgroupParent)
+func libcontainerConfig(s *Spec, cgroupParent, initBinary string) (*configs.Config, error) {
+	os, err := ociSpec(s, cgroupParent, initBinary)
 	if err != nil {
 		return nil, err
 	}

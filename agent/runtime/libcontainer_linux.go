@@ -58,6 +58,7 @@ type Libcontainer struct {
 	log          *slog.Logger
 	cgroupParent string // see WithCgroupParent
 	noSpare      bool   // see WithSpareShim
+	initBinary   string // see WithInitBinary; empty: looked up when needed
 
 	mu         sync.Mutex    // guards the fields below
 	spare      *shimProc     // a started shim waiting for a task, or nil
@@ -118,6 +119,9 @@ type specOnDisk struct {
 	// CgroupParent is recorded so that the shim, and a Remove by a later
 	// agent configured differently, use the parent the task started with.
 	CgroupParent string `json:"cgroup_parent,omitempty"`
+	// InitBinary is the host path of the init bind-mounted into a
+	// container whose spec asks for one (resolved by Start).
+	InitBinary string `json:"init_binary,omitempty"`
 }
 
 type shimOnDisk struct {
@@ -148,6 +152,13 @@ func (r *Libcontainer) Start(ctx context.Context, spec Spec, logPath string) (re
 	if !filepath.IsAbs(logPath) {
 		return fmt.Errorf("%w: log path %q must be absolute", ErrInvalidArgument, logPath)
 	}
+	var initBinary string
+	if spec.Init {
+		var err error
+		if initBinary, err = r.findInitBinary(); err != nil {
+			return fmt.Errorf("task %q: %w", spec.ID, err)
+		}
+	}
 	dir := r.dir(spec.ID)
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		if os.IsExist(err) {
@@ -160,7 +171,7 @@ func (r *Libcontainer) Start(ctx context.Context, spec Spec, logPath string) (re
 			_ = r.Remove(context.WithoutCancel(ctx), spec.ID)
 		}
 	}()
-	if err := writeJSON(filepath.Join(dir, specFile), specOnDisk{Spec: spec, LogPath: logPath, CgroupParent: r.cgroupParent}); err != nil {
+	if err := writeJSON(filepath.Join(dir, specFile), specOnDisk{Spec: spec, LogPath: logPath, CgroupParent: r.cgroupParent, InitBinary: initBinary}); err != nil {
 		return err
 	}
 	s, fromSpare := r.takeSpare(), true

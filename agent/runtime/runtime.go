@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/shoal-dev/shoal/specrules"
 )
 
 // Runtime runs containers for the executor. Implementations: the
@@ -54,6 +56,10 @@ type Spec struct {
 	CapAdd         []string   `json:"cap_add,omitempty"` // "NET_ADMIN" or "CAP_NET_ADMIN", "ALL"
 	CapDrop        []string   `json:"cap_drop,omitempty"`
 	Log            LogOptions `json:"log"`
+	// Init runs Args under a tiny init as PID 1 (see package tinyinit),
+	// bind-mounted read-only at InitPath from the runtime's init binary
+	// (WithInitBinary).
+	Init bool `json:"init,omitempty"`
 }
 
 // Mount is a bind mount (Source set) or a tmpfs (Tmpfs true).
@@ -120,28 +126,9 @@ var (
 	ErrInvalidArgument = errors.New("invalid argument")
 )
 
-// ValidID says whether id is a valid task id (see validID). The agent
-// checks ids with it when assignments arrive, before any path is built
-// from them.
-func ValidID(id string) bool { return validID(id) }
-
-// validID: 1 to 128 of [A-Za-z0-9_.-], starting with a letter or digit.
-// Not a regexp: compiling `^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$` at package
-// init cost 0.26 ms in every shoal process, shims and container inits
-// included, i.e. on every container start.
-func validID(id string) bool {
-	if len(id) == 0 || len(id) > 128 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-		if !alnum && (i == 0 || c != '_' && c != '.' && c != '-') {
-			return false
-		}
-	}
-	return true
-}
+// validID is the task id format of specrules (1 to 128 of [A-Za-z0-9_.-],
+// starting with a letter or digit): an id is a directory name here.
+func validID(id string) bool { return specrules.TaskID(id) == nil }
 
 // Validate checks what can be checked without touching the system.
 func (s *Spec) Validate() error {

@@ -21,6 +21,7 @@ import (
 
 var (
 	probeBin string // static test program, built in TestMain
+	initBin  string // cmd/shoal-init, built in TestMain
 	// hostNS are this process' namespaces read in TestMain, before any
 	// thread switched namespaces (utsHostname, libcontainer's mount
 	// helpers) and possibly left the main thread elsewhere.
@@ -66,6 +67,14 @@ func runTests(m *testing.M) int {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		fmt.Printf("building probe: %v\n%s", err, out)
 		os.RemoveAll(baseDir) // nothing ran yet: no mounts under it
+		return 1
+	}
+	initBin = filepath.Join(baseDir, "shoal-init")
+	cmd = exec.Command("go", "build", "-o", initBin, "github.com/shoal-dev/shoal/cmd/shoal-init")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Printf("building shoal-init: %v\n%s", err, out)
+		os.RemoveAll(baseDir)
 		return 1
 	}
 	code := m.Run()

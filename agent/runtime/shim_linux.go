@@ -66,7 +66,7 @@ func runShim(root string) int {
 		return fail(err)
 	}
 	spec := sd.Spec
-	cfg, err := libcontainerConfig(&spec, sd.CgroupParent)
+	cfg, err := libcontainerConfig(&spec, sd.CgroupParent, sd.InitBinary)
 	if err != nil {
 		return fail(err)
 	}
@@ -100,7 +100,7 @@ func runShim(root string) int {
 	}
 	nnp := true
 	p := &libcontainer.Process{
-		Args:             spec.Args,
+		Args:             processArgs(&spec),
 		Env:              containerEnv(spec.Env, u.Home),
 		Cwd:              cwd,
 		UID:              u.Uid,

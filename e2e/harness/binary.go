@@ -91,6 +91,14 @@ func buildShoal() (string, error) {
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go %s (in %s): %w\n%s", strings.Join(args, " "), root, err, b)
 	}
+	// The static init of tasks with --init, where the runtime looks for
+	// it: beside the shoal binary.
+	cmd = exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, "shoal-init"), "./cmd/shoal-init")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/shoal-init (in %s): %w\n%s", root, err, b)
+	}
 	fmt.Fprintf(os.Stderr, "harness: built %s in %v\n", out, time.Since(start).Round(time.Millisecond))
 	return out, nil
 }

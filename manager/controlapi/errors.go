@@ -37,7 +37,7 @@ func toStatus(err error) error {
 	}
 	code := codes.Internal
 	switch {
-	case errors.Is(err, errInvalid), errors.Is(err, raftstore.ErrAmbiguous):
+	case errors.Is(err, errInvalid), errors.Is(err, raftstore.ErrAmbiguous), errors.Is(err, raftstore.ErrEntryTooLarge):
 		code = codes.InvalidArgument
 	case errors.Is(err, errPrecondition):
 		code = codes.FailedPrecondition

@@ -85,6 +85,9 @@ func (s *Server) GetNode(ctx context.Context, req *shoalv1.GetNodeRequest) (*sho
 // UpdateNode replaces a node's spec (availability, labels, name, desired
 // role). Demoting is refused when it would leave no manager.
 func (s *Server) UpdateNode(ctx context.Context, req *shoalv1.UpdateNodeRequest) (*shoalv1.UpdateNodeResponse, error) {
+	if err := checkVersion(req.GetVersion(), req.GetIgnoreVersion()); err != nil {
+		return nil, toStatus(err)
+	}
 	if err := validateNodeSpec(req.GetSpec()); err != nil {
 		return nil, toStatus(err)
 	}
@@ -103,6 +106,9 @@ func (s *Server) UpdateNode(ctx context.Context, req *shoalv1.UpdateNodeRequest)
 		n := proto.Clone(cur).(*shoalv1.Node)
 		n.Spec = proto.Clone(req.GetSpec()).(*shoalv1.NodeSpec)
 		n.Meta.Version = req.GetVersion()
+		if req.GetIgnoreVersion() {
+			n.Meta.Version = 0 // the store skips the check
+		}
 		out = n
 		return tx.Update(n)
 	})

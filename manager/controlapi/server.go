@@ -67,6 +67,7 @@ func (s *Server) GetCluster(ctx context.Context, _ *shoalv1.GetClusterRequest) (
 			resp.LeaderId = m.ID
 		}
 	}
+	s.setTermHeader(ctx)
 	return resp, nil
 }
 

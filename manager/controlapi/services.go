@@ -8,13 +8,16 @@ import (
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/specrules"
 )
 
 // Defaults an operator coming from swarm mode expects.
 const (
 	defaultRestartDelayMs = 5000
-	defaultStopGraceMs    = 10000
 )
+
+// defaultStopGraceMs is the agent's default too (see specrules).
+var defaultStopGraceMs = specrules.DefaultStopGrace.Milliseconds()
 
 // withDefaults fills the fields a spec may leave out.
 func withDefaults(spec *shoalv1.ServiceSpec) *shoalv1.ServiceSpec {
@@ -42,7 +45,12 @@ func (s *Server) CreateService(ctx context.Context, req *shoalv1.CreateServiceRe
 		Spec:        withDefaults(req.GetSpec()),
 		SpecVersion: 1,
 	}
-	idx, err := s.store.Update(ctx, func(tx raftstore.WriteTx) error { return tx.Create(svc) })
+	idx, err := s.store.Update(ctx, func(tx raftstore.WriteTx) error {
+		if err := checkMaxReplicas(tx, svc.GetSpec()); err != nil {
+			return err
+		}
+		return tx.Create(svc)
+	})
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -132,6 +140,9 @@ func replicaCount(r raftstore.Reader, svc *shoalv1.Service) *shoalv1.ReplicaCoun
 // UpdateService replaces a service's spec. The caller names the version it
 // read; a concurrent change makes the update fail rather than be lost.
 func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRequest) (*shoalv1.UpdateServiceResponse, error) {
+	if err := checkVersion(req.GetVersion(), req.GetIgnoreVersion()); err != nil {
+		return nil, toStatus(err)
+	}
 	if err := validateServiceSpec(req.GetSpec()); err != nil {
 		return nil, toStatus(err)
 	}
@@ -140,6 +151,9 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 		cur, ok := raftstore.Get[*shoalv1.Service](tx, req.GetServiceId())
 		if !ok {
 			return notFound("service", req.GetServiceId())
+		}
+		if err := checkMaxReplicas(tx, req.GetSpec()); err != nil {
+			return err
 		}
 		var fe fieldErrors
 		if req.GetSpec().GetName() != cur.GetSpec().GetName() {
@@ -163,6 +177,9 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 			svc.SpecVersion++
 		}
 		svc.Meta.Version = req.GetVersion()
+		if req.GetIgnoreVersion() {
+			svc.Meta.Version = 0 // the store skips the check
+		}
 		out = svc
 		return tx.Update(svc)
 	})
@@ -193,4 +210,23 @@ func (s *Server) RemoveService(ctx context.Context, req *shoalv1.RemoveServiceRe
 	}
 	s.log.Info("service removed", "service_id", id)
 	return &shoalv1.RemoveServiceResponse{}, nil
+}
+
+// DefaultMaxReplicas is the cluster setting max_replicas when unset.
+const DefaultMaxReplicas = 100_000
+
+// checkMaxReplicas refuses a replica count above the cluster setting
+// max_replicas, read in the same transaction as the write. The
+// orchestrator, scheduler and dispatcher handle any count in bounded
+// chunks; the cap bounds the total a single call can ask of the cluster
+// (memory on every manager, one task set per node).
+func checkMaxReplicas(r raftstore.Reader, spec *shoalv1.ServiceSpec) error {
+	limit := int64(DefaultMaxReplicas)
+	if c, ok := raftstore.ClusterOf(r); ok && c.GetSettings().GetMaxReplicas() > 0 {
+		limit = c.GetSettings().GetMaxReplicas()
+	}
+	if spec.GetReplicas() > limit {
+		return invalidf("spec.replicas: %d is above the cluster setting max-replicas = %d", spec.GetReplicas(), limit)
+	}
+	return nil
 }

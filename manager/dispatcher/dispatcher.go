@@ -19,7 +19,26 @@ import (
 	"github.com/shoal-dev/shoal/raftstore"
 )
 
-// Defaults for the cluster settings of the same names.
+// Defaults for the cluster settings of the same names: a node is DOWN after
+// 500 ms x 4 = 2 s without a heartbeat. Chosen from measurements in the e2e
+// fabric on a loaded 2-core machine:
+//   - a kill -9 of a node's shoal process and an immediate `shoal daemon`
+//     has its session open again 0.10 s (p50) / 0.14 s (max of 20) after
+//     the kill (TestKill9RestartMovesNothing, load average ~3.5), and
+//     0.37 s / 0.50 s with two extra CPU burners (load average ~8). The
+//     last heartbeat can be a period before the kill, so a restart must
+//     fit in 2 s - 0.5 s = 1.5 s: 3x the worst start measured under load.
+//     A kill -9 + restart of the leader of 3 managers takes 0.64 s / 1.0 s
+//     (0.82 s / 1.27 s loaded; TestKill9LeaderRestartMovesNothing), but
+//     the next leader's dispatcher counts from its own start, after the
+//     election, so that fits too;
+//   - a power cut is seen DOWN after 1.87 s (p50) and all the node's tasks
+//     run elsewhere 2.11 s (p50) / 2.31 s (max of 10) after it
+//     (BenchmarkPowerCut), inside the 3 s aimed at.
+//
+// A shorter threshold would gain little and turn a manager stalled for a
+// second (GC, a starved CPU) into mass replacement; a planned restart
+// (Goodbye) does not depend on it at all (DefaultRestartGrace).
 const (
 	DefaultHeartbeatPeriod = 500 * time.Millisecond
 	DefaultDownAfterMissed = 4
@@ -134,7 +153,7 @@ func (d *Dispatcher) monitorLiveness(ctx context.Context) error {
 		period, missed := d.settings()
 		limit := period * time.Duration(missed)
 		now := time.Now()
-		var expired []string
+		expired := map[string]string{} // node id → reason
 		d.mu.Lock()
 		for _, n := range raftstore.List[*shoalv1.Node](d.cfg.Store.View()) {
 			id := n.GetMeta().GetId()
@@ -144,16 +163,15 @@ func (d *Dispatcher) monitorLiveness(ctx context.Context) error {
 				d.lastSeen[id] = now
 				continue
 			}
-			if now.Sub(last) > limit && n.GetStatus().GetState() != shoalv1.NodeState_NODE_STATE_DOWN {
-				expired = append(expired, id)
+			if down, why := verdict(n, last, now, limit); down {
+				expired[id] = why
 				if s := d.sessions[id]; s != nil {
 					s.cancel()
 				}
 			}
 		}
 		d.mu.Unlock()
-		for _, id := range expired {
-			msg := fmt.Sprintf("heartbeat missed for %s", limit)
+		for id, msg := range expired {
 			if err := d.setNodeState(ctx, id, shoalv1.NodeState_NODE_STATE_DOWN, msg, nil); err != nil {
 				d.log.Warn("marking node down", "node_id", id, "err", err)
 				continue
@@ -178,6 +196,7 @@ func (d *Dispatcher) setNodeState(ctx context.Context, nodeID string, state shoa
 			}
 			n.Status.State = state
 			n.Status.Message = msg
+			n.Status.RestartDeadline = nil // back (READY) or given up on (DOWN)
 			n.Status.LastHeartbeat = timestamppb.Now()
 			if hello != nil {
 				if hello.GetAddr() != "" {
@@ -223,8 +242,10 @@ func (d *Dispatcher) writeStatuses(ctx context.Context, in <-chan statusUpdate) 
 		case <-timer:
 		}
 		timer = nil
-		batch := pending
-		pending = map[statusKey]statusUpdate{}
+		batch := takeStatuses(pending, d.statusSize)
+		if len(pending) > 0 {
+			timer = time.After(0) // the rest in the next bounded entry
+		}
 		if err := d.applyStatuses(ctx, batch); err != nil && ctx.Err() == nil {
 			// Not dropped: an agent reports a change once. Put the batch
 			// back (behind anything newer that arrived meanwhile) and try

@@ -115,13 +115,13 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	if err := stream.Send(welcome); err != nil {
 		return err
 	}
-	full := &shoalv1.Assignments{Full: true}
+	var set []*shoalv1.Task
 	for _, t := range raftstore.Find[*shoalv1.Task](view, raftstore.IndexNodeID, id.NodeID) {
 		if assigned(t) {
-			full.Upsert = append(full.Upsert, t)
+			set = append(set, t)
 		}
 	}
-	if err := stream.Send(&shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Assignments{Assignments: full}}); err != nil {
+	if err := sendAssignments(stream, true, set, nil); err != nil {
 		return err
 	}
 
@@ -131,6 +131,9 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	for {
 		select {
 		case err := <-recvErr:
+			if bye := (*goodbyeError)(nil); errors.As(err, &bye) {
+				return d.goodbye(runCtx, log, id.NodeID, bye.msg)
+			}
 			log.Info("session ended", "reason", errString(err))
 			return err
 		case <-ctx.Done():
@@ -151,8 +154,12 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	}
 }
 
-// forward turns the first event plus any already queued ones into one
-// assignments diff (and node updates) for the agent.
+// maxDiffEvents bounds how many queued events forward gathers into a diff.
+const maxDiffEvents = 1000
+
+// forward turns the first event plus any already queued ones (up to
+// maxDiffEvents) into one assignments diff (and node updates) for the
+// agent.
 func (d *Dispatcher) forward(stream shoalv1.Dispatcher_SessionServer, nodeID string, first *shoalv1.WatchEvent, more <-chan *shoalv1.WatchEvent) error {
 	diff := &shoalv1.Assignments{}
 	upserts := map[string]int{}
@@ -198,7 +205,9 @@ func (d *Dispatcher) forward(stream shoalv1.Dispatcher_SessionServer, nodeID str
 	}
 	add(first)
 drain:
-	for {
+	// Bounded, so that a long burst (a big service being scheduled) goes
+	// out as it comes instead of piling up in one diff.
+	for range maxDiffEvents {
 		select {
 		case ev, ok := <-more:
 			if !ok {
@@ -221,7 +230,7 @@ drain:
 	if len(diff.Upsert) == 0 && len(diff.Removed) == 0 {
 		return nil
 	}
-	return stream.Send(&shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Assignments{Assignments: diff}})
+	return sendAssignments(stream, false, diff.Upsert, diff.Removed)
 }
 
 // receive reads heartbeats and status batches from the agent.
@@ -237,6 +246,8 @@ func (d *Dispatcher) receive(ctx context.Context, stream shoalv1.Dispatcher_Sess
 			if err := stream.Send(&shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_HeartbeatAck{HeartbeatAck: &shoalv1.Heartbeat{}}}); err != nil {
 				return err
 			}
+		case *shoalv1.AgentMessage_Goodbye:
+			return &goodbyeError{msg: m.Goodbye}
 		case *shoalv1.AgentMessage_Status:
 			view := d.cfg.Store.View()
 			for _, u := range m.Status.GetUpdates() {

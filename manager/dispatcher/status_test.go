@@ -7,42 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/raft"
-
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
 )
-
-// waitFor is generous: two busy cores, other suites running alongside.
-const waitFor = 15 * time.Second
-
-func openStore(t *testing.T) *raftstore.Store {
-	t.Helper()
-	_, trans := raft.NewInmemTransport("solo:4242")
-	const rt = 100 * time.Millisecond
-	s, err := raftstore.Open(raftstore.Config{
-		NodeID: "solo", InMemory: true, Transport: trans, Bootstrap: true,
-		HeartbeatTimeout: rt, ElectionTimeout: rt, LeaderLeaseTimeout: rt, CommitTimeout: 5 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	poll(t, "the store leads", func() bool { return s.IsLeader() })
-	return s
-}
-
-// poll waits for cond with a deadline (a poll, not a timing assertion).
-func poll(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %v", what, waitFor)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 func createTask(t *testing.T, s *raftstore.Store, id, node string) {
 	t.Helper()

@@ -71,13 +71,17 @@
 //     exist, every node), then marks services dirty from events (a node
 //     change marks the global services, and has the tasks on that node
 //     checked for DOWN or DRAIN), waits ~10 ms for the burst to end and
-//     writes the whole pass — every dirty service's plan — in one
-//     store.Update. A version conflict re-reads and retries (bounded);
+//     writes the pass — every dirty service's plan — in one
+//     store.Update, bounded to 1,000 objects and 1 MiB (chunk.go): a pass
+//     with more to do stops at a slot, node or task boundary and the next
+//     pass follows at once, recomputing from the store (so a new leader
+//     also carries on from the store, never repeating a giant entry). A version conflict re-reads and retries (bounded);
 //     RetryAfter becomes a timer.
 //   - the scheduler loop watches tasks and nodes. When tasks become pending
 //     or nodes change (or, if some tasks could not be placed, when tasks
-//     end), it runs scheduler.Schedule over all pending tasks and writes
-//     the batch in one store.Update: node_id and status ASSIGNED for those
+//     end), it runs scheduler.Schedule over the pending tasks (as many as
+//     one bounded entry holds; the next batch starts after the last task of
+//     this one, at once) and writes the batch in one store.Update: node_id and status ASSIGNED for those
 //     placed, and for the others the failure reason in status.message —
 //     only when it changed, so that an unschedulable task costs no writes.
 //

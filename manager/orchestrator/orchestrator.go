@@ -40,6 +40,9 @@ type Orchestrator struct {
 	log      *slog.Logger
 	now      func() time.Time
 	debounce time.Duration
+	// maxEntryOps and maxEntryBytes bound the raft entry of one pass
+	// (chunk.go); tests lower them.
+	maxEntryOps, maxEntryBytes int
 }
 
 // New returns an orchestrator over the store; Run starts it.
@@ -51,7 +54,8 @@ func newOrchestrator(s store, logger *slog.Logger) *Orchestrator {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Orchestrator{store: s, log: logger.With("component", "orchestrator"), now: time.Now, debounce: defaultDebounce}
+	return &Orchestrator{store: s, log: logger.With("component", "orchestrator"), now: time.Now, debounce: defaultDebounce,
+		maxEntryOps: defaultMaxEntryOps, maxEntryBytes: defaultMaxEntryBytes}
 }
 
 // Run reconciles until ctx ends; call it while this manager leads and
@@ -81,8 +85,9 @@ type loop interface {
 	// observe records what an event makes stale and reports whether a
 	// pass is due.
 	observe(ev *shoalv1.WatchEvent) bool
-	// pass reconciles what is stale, in one store.Update. A non-zero wake
-	// asks for another pass at that time. On error the stale marks stay,
+	// pass reconciles what is stale, in one store.Update of bounded size.
+	// A non-zero wake asks for another pass at that time (now, when the
+	// pass stopped at its entry's budget). On error the stale marks stay,
 	// so a later pass retries them.
 	pass(ctx context.Context, now time.Time) (wake time.Time, err error)
 }
@@ -176,6 +181,9 @@ func (o *Orchestrator) serve(ctx context.Context, l loop, sub raftstore.Subscrip
 		}
 	}
 }
+
+// budget returns an empty budget for one pass's entry.
+func (o *Orchestrator) budget() *budget { return newBudget(o.maxEntryOps, o.maxEntryBytes) }
 
 // conflictRetry runs one pass's Update, reading again and retrying when a
 // concurrent writer changed what it read.

@@ -2,6 +2,7 @@ package orchestrator
 
 import (
 	"cmp"
+	"iter"
 	"slices"
 	"time"
 
@@ -20,6 +21,9 @@ type Plan struct {
 	// RetryAfter > 0: reconcile this service again after this long (a
 	// restart delay or a max_attempts window is pending).
 	RetryAfter time.Duration
+	// More: the plan stopped at its entry's budget; reconcile again at
+	// once for the rest.
+	More bool
 }
 
 // Empty reports whether the plan changes nothing.
@@ -32,6 +36,7 @@ func (p *Plan) merge(q Plan) {
 	p.Update = append(p.Update, q.Update...)
 	p.Delete = append(p.Delete, q.Delete...)
 	p.RetryAfter = minRetry(p.RetryAfter, q.RetryAfter)
+	p.More = p.More || q.More
 }
 
 // minRetry is the earlier of two retries, 0 meaning none.
@@ -50,6 +55,13 @@ func minRetry(a, b time.Duration) time.Duration {
 // documentation for the rules. tasks are the service's tasks (others are
 // ignored).
 func ReconcileReplicated(svc *shoalv1.Service, tasks []*shoalv1.Task, now time.Time) Plan {
+	return reconcileReplicated(svc, tasks, now, nil)
+}
+
+// reconcileReplicated is ReconcileReplicated within a budget: slots are
+// reconciled in order until it is spent. Groups are made one at a time, so
+// a pass over a huge service costs memory for its tasks, not its replicas.
+func reconcileReplicated(svc *shoalv1.Service, tasks []*shoalv1.Task, now time.Time, b *budget) Plan {
 	id := svc.GetMeta().GetId()
 	replicas := uint64(max(svc.GetSpec().GetReplicas(), 0))
 	bySlot := map[uint64][]*shoalv1.Task{}
@@ -57,10 +69,6 @@ func ReconcileReplicated(svc *shoalv1.Service, tasks []*shoalv1.Task, now time.T
 		if t != nil && t.GetServiceId() == id {
 			bySlot[t.GetSlot()] = append(bySlot[t.GetSlot()], t)
 		}
-	}
-	var groups []*group
-	for slot := uint64(1); slot <= replicas; slot++ {
-		groups = append(groups, &group{svc: svc, now: now, wanted: true, tasks: bySlot[slot], slot: slot})
 	}
 	// Slots beyond the replica count (and slot 0, which no replicated task
 	// should have) only have tasks to stop and history to trim.
@@ -71,10 +79,19 @@ func ReconcileReplicated(svc *shoalv1.Service, tasks []*shoalv1.Task, now time.T
 		}
 	}
 	slices.Sort(extra)
-	for _, slot := range extra {
-		groups = append(groups, &group{svc: svc, now: now, tasks: bySlot[slot], slot: slot})
+	groups := func(yield func(*group) bool) {
+		for slot := uint64(1); slot <= replicas; slot++ {
+			if !yield(&group{svc: svc, now: now, wanted: true, tasks: bySlot[slot], slot: slot}) {
+				return
+			}
+		}
+		for _, slot := range extra {
+			if !yield(&group{svc: svc, now: now, tasks: bySlot[slot], slot: slot}) {
+				return
+			}
+		}
 	}
-	return reconcileGroups(svc, groups)
+	return reconcileGroups(svc, groups, b)
 }
 
 // ReconcileGlobal plans the tasks of a global service: every eligible node
@@ -84,6 +101,12 @@ func ReconcileReplicated(svc *shoalv1.Service, tasks []*shoalv1.Task, now time.T
 // Constraints that do not parse (the control API rejects them) match no
 // node.
 func ReconcileGlobal(svc *shoalv1.Service, tasks []*shoalv1.Task, nodes []*shoalv1.Node, now time.Time) Plan {
+	return reconcileGlobal(svc, tasks, nodes, now, nil)
+}
+
+// reconcileGlobal is ReconcileGlobal within a budget: nodes are reconciled
+// in order until it is spent.
+func reconcileGlobal(svc *shoalv1.Service, tasks []*shoalv1.Task, nodes []*shoalv1.Node, now time.Time, b *budget) Plan {
 	id := svc.GetMeta().GetId()
 	constraints, err := scheduler.ParseConstraints(svc.GetSpec().GetTask().GetPlacement().GetConstraints())
 	eligible := map[string]bool{}
@@ -112,7 +135,7 @@ func ReconcileGlobal(svc *shoalv1.Service, tasks []*shoalv1.Task, nodes []*shoal
 	for _, k := range keys {
 		groups = append(groups, &group{svc: svc, now: now, wanted: eligible[k], tasks: byNode[k], nodeID: k})
 	}
-	return reconcileGroups(svc, groups)
+	return reconcileGroups(svc, slices.Values(groups), b)
 }
 
 // globalEligible: a global service runs on every node that is not down,
@@ -136,33 +159,52 @@ func globalEligible(n *shoalv1.Node, cs []scheduler.Constraint) bool {
 // deleted now; the others wait for their agent to report them stopped (or
 // for their node to be declared down).
 func ReconcileRemoved(tasks []*shoalv1.Task) Plan {
+	return reconcileRemoved(tasks, nil)
+}
+
+// reconcileRemoved is ReconcileRemoved within a budget: tasks are handled
+// in id order until it is spent.
+func reconcileRemoved(tasks []*shoalv1.Task, b *budget) Plan {
 	var p Plan
+	tasks = slices.Clone(tasks)
+	sortByID(tasks)
 	for _, t := range tasks {
 		if t == nil {
 			continue
 		}
+		if b.spent() {
+			p.More = true
+			break
+		}
 		switch {
 		case isTerminal(t) || neverReachedAgent(t):
 			p.Delete = append(p.Delete, cloneTask(t))
+			b.chargePlan(Plan{Delete: []*shoalv1.Task{t}})
 		case t.GetDesiredState() != stateRemove:
 			u := cloneTask(t)
 			u.DesiredState = stateRemove
 			p.Update = append(p.Update, u)
+			b.charge(u)
 		}
 	}
-	sortByID(p.Delete)
-	sortByID(p.Update)
 	return p
 }
 
 // reconcileGroups reconciles every slot (or node) of a service and then
-// replaces the outdated tasks the update policy lets through.
-func reconcileGroups(svc *shoalv1.Service, groups []*group) Plan {
+// replaces the outdated tasks the update policy lets through. With a
+// budget, it stops (More) once the budget is spent, after a whole group or
+// a whole replacement.
+func reconcileGroups(svc *shoalv1.Service, groups iter.Seq[*group], b *budget) Plan {
 	var p Plan
 	var outdated []*shoalv1.Task
 	groupOf := map[string]*group{}
-	for _, g := range groups {
+	for g := range groups {
+		if b.spent() {
+			p.More = true
+			break
+		}
 		gp, old := g.reconcile()
+		b.chargePlan(gp)
 		p.merge(gp)
 		if old != nil {
 			outdated = append(outdated, old)
@@ -170,11 +212,17 @@ func reconcileGroups(svc *shoalv1.Service, groups []*group) Plan {
 		}
 	}
 	for _, t := range selectUpdates(svc, outdated) {
+		if b.spent() {
+			p.More = true
+			break
+		}
 		g := groupOf[t.GetMeta().GetId()]
 		u := cloneTask(t)
 		shutDown(u, g.now)
+		n := g.newTask()
+		b.charge(u, n)
 		p.Update = append(p.Update, u)
-		p.Create = append(p.Create, g.newTask())
+		p.Create = append(p.Create, n)
 	}
 	return p
 }
@@ -205,6 +253,9 @@ func (g *group) newTask() *shoalv1.Task { return newTask(g.svc, g.slot, g.nodeID
 // reconcile plans the group, except for the replacement of an outdated
 // live task, which it returns for reconcileGroups to decide on.
 func (g *group) reconcile() (p Plan, outdated *shoalv1.Task) {
+	if g.settled() {
+		return Plan{}, nil
+	}
 	// edits collects the changes to each task so that two rules touching
 	// the same task produce one update.
 	edits := map[string]*shoalv1.Task{}
@@ -258,6 +309,13 @@ func (g *group) reconcile() (p Plan, outdated *shoalv1.Task) {
 		p.Update = append(p.Update, edits[id])
 	}
 	return p, outdated
+}
+
+// settled is the common case of a big service, answered without the
+// allocations of a full reconcile: a wanted slot or node whose one task is
+// live and of the current spec needs nothing.
+func (g *group) settled() bool {
+	return g.wanted && len(g.tasks) == 1 && isLive(g.tasks[0]) && g.tasks[0].GetSpecVersion() == g.svc.GetSpecVersion()
 }
 
 // preferLive orders live tasks best first: built from the current spec,

@@ -91,6 +91,8 @@ type passResult struct {
 	drained  []*shoalv1.Task
 	changes  []serviceChange
 	retry    map[string]time.Duration
+	// more: the pass stopped at its entry's budget.
+	more bool
 }
 
 type serviceChange struct {
@@ -112,19 +114,25 @@ func (r *reconciler) pass(ctx context.Context, now time.Time) (time.Time, error)
 	var res passResult
 	err := r.o.conflictRetry(ctx, func(tx raftstore.WriteTx, now time.Time) error {
 		res = passResult{retry: map[string]time.Duration{}}
-		return r.reconcileTx(tx, now, &res)
+		return r.reconcileTx(tx, now, &res, r.o.budget())
 	})
 	if err != nil {
 		return r.nextWake(), fmt.Errorf("reconciling services: %w", err)
 	}
 	done := r.o.now()
-	r.full, r.globals = false, false
-	clear(r.services)
-	clear(r.nodes)
 	for id, d := range res.retry {
 		r.retryAt[id] = done.Add(d)
 	}
 	r.report(&res)
+	if res.more {
+		// The stale marks stay: the next pass recomputes everything they
+		// cover from the store, finds the part written here done, and
+		// goes on with the rest.
+		return done, nil
+	}
+	r.full, r.globals = false, false
+	clear(r.services)
+	clear(r.nodes)
 	return r.nextWake(), nil
 }
 
@@ -139,9 +147,11 @@ func (r *reconciler) nextWake() time.Time {
 	return next
 }
 
-// reconcileTx computes and writes one pass. It runs inside store.Update and
-// may run again on a version conflict, so it changes nothing but res.
-func (r *reconciler) reconcileTx(tx raftstore.WriteTx, now time.Time, res *passResult) error {
+// reconcileTx computes and writes one pass, within b: once b is spent it
+// stops at a consistent point and sets res.more. It runs inside
+// store.Update and may run again on a version conflict, so it changes
+// nothing but res.
+func (r *reconciler) reconcileTx(tx raftstore.WriteTx, now time.Time, res *passResult, b *budget) error {
 	nodes := raftstore.List[*shoalv1.Node](tx)
 	dirty := maps.Clone(r.services)
 
@@ -169,6 +179,10 @@ func (r *reconciler) reconcileTx(tx raftstore.WriteTx, now time.Time, res *passR
 		}
 	}
 	res.drained = DrainedNodeTasks(nodes, scope, now)
+	var cut, cutDrained bool
+	res.orphaned, cut = b.takeWithin(res.orphaned)
+	res.drained, cutDrained = b.takeWithin(res.drained)
+	res.more = cut || cutDrained
 	for _, t := range slices.Concat(res.orphaned, res.drained) {
 		if err := tx.Update(t); err != nil {
 			return fmt.Errorf("task %q on node %q: %w", t.GetMeta().GetId(), t.GetNodeId(), err)
@@ -189,17 +203,22 @@ func (r *reconciler) reconcileTx(tx raftstore.WriteTx, now time.Time, res *passR
 	}
 
 	for _, id := range slices.Sorted(maps.Keys(dirty)) {
+		if b.spent() {
+			res.more = true
+			break
+		}
 		tasks := raftstore.Find[*shoalv1.Task](tx, raftstore.IndexServiceID, id)
 		svc, ok := raftstore.Get[*shoalv1.Service](tx, id)
 		var p Plan
 		switch {
 		case !ok:
-			p = ReconcileRemoved(tasks)
+			p = reconcileRemoved(tasks, b)
 		case svc.GetSpec().GetMode() == shoalv1.ServiceMode_SERVICE_MODE_GLOBAL:
-			p = ReconcileGlobal(svc, tasks, nodes, now)
+			p = reconcileGlobal(svc, tasks, nodes, now, b)
 		default:
-			p = ReconcileReplicated(svc, tasks, now)
+			p = reconcileReplicated(svc, tasks, now, b)
 		}
+		res.more = res.more || p.More
 		res.services++
 		if p.RetryAfter > 0 {
 			res.retry[id] = p.RetryAfter
@@ -232,5 +251,5 @@ func (r *reconciler) report(res *passResult) {
 		}
 		r.log.Info(msg, "service_id", c.id, "created", c.created, "updated", c.updated, "deleted", c.deleted)
 	}
-	r.log.Debug("pass done", "services", res.services, "changed", len(res.changes), "retries", len(res.retry))
+	r.log.Debug("pass done", "services", res.services, "changed", len(res.changes), "retries", len(res.retry), "more", res.more)
 }

@@ -1,9 +1,11 @@
 package orchestrator
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -15,10 +17,14 @@ import (
 
 const msgAssigned = "assigned"
 
-// schedLoop is the scheduler loop: it hands every pending task (status
+// schedLoop is the scheduler loop: it hands the pending tasks (status
 // PENDING, desired RUNNING) with the nodes and the tasks on them to
-// scheduler.Schedule and writes the batch's assignments in one entry. Its
-// state is owned by the goroutine running Orchestrator.drive.
+// scheduler.Schedule and writes the batch's assignments in one entry. A
+// batch holds as many pending tasks as one entry's budget admits; when
+// more are pending the loop goes on at once with the next batch, starting
+// after the last task of this one, so tasks that cannot be placed never
+// hold back those behind them. Its state is owned by the goroutine running
+// Orchestrator.drive.
 type schedLoop struct {
 	o   *Orchestrator
 	log *slog.Logger
@@ -27,6 +33,9 @@ type schedLoop struct {
 	// unschedulable: the last pass left tasks it could not place, so
 	// freed resources (a task ending or deleted) are worth a pass.
 	unschedulable bool
+	// after is the id of the last task of a batch that stopped at the
+	// budget: the next batch starts after it (wrapping around).
+	after string
 }
 
 func newSchedLoop(o *Orchestrator) *schedLoop {
@@ -62,7 +71,10 @@ func (s *schedLoop) observe(ev *shoalv1.WatchEvent) bool {
 }
 
 type schedResult struct {
-	pending  int
+	pending int
+	// last is the id of the last pending task in the batch when the batch
+	// did not hold them all; "" when it did.
+	last     string
 	assigned []scheduler.Assignment
 	// reasons are the failures whose reason changed (and was written).
 	reasons []scheduler.Failure
@@ -76,13 +88,25 @@ func (s *schedLoop) pass(ctx context.Context, _ time.Time) (time.Time, error) {
 	var res schedResult
 	err := s.o.conflictRetry(ctx, func(tx raftstore.WriteTx, now time.Time) error {
 		res = schedResult{}
-		return scheduleTx(tx, now, &res)
+		return scheduleTx(tx, now, &res, s.after, s.o.budget())
 	})
 	if err != nil {
 		return time.Time{}, fmt.Errorf("scheduling: %w", err)
 	}
+	s.after = res.last
+	if res.last != "" {
+		// More are pending than one entry holds: the next batch now.
+		s.unschedulable = s.unschedulable || res.failed > 0
+		s.logResult(&res)
+		return s.o.now(), nil
+	}
 	s.due = false
 	s.unschedulable = res.failed > 0
+	s.logResult(&res)
+	return time.Time{}, nil
+}
+
+func (s *schedLoop) logResult(res *schedResult) {
 	if len(res.assigned) > 0 {
 		s.log.Info("tasks assigned", "count", len(res.assigned), "pending", res.pending, "unschedulable", res.failed)
 	}
@@ -92,21 +116,33 @@ func (s *schedLoop) pass(ctx context.Context, _ time.Time) (time.Time, error) {
 	for _, f := range res.reasons {
 		s.log.Info("task unschedulable", "task_id", f.TaskID, "reason", f.Reason)
 	}
-	return time.Time{}, nil
 }
 
-// scheduleTx places the pending tasks in one transaction. It runs inside
-// store.Update and may run again on a version conflict.
-func scheduleTx(tx raftstore.WriteTx, now time.Time, res *schedResult) error {
-	var pending []*shoalv1.Task
+// scheduleTx places a batch of pending tasks in one transaction: those
+// with ids after `after` first, then from the start, as many as b admits
+// (each is written back whole). It runs inside store.Update and may run
+// again on a version conflict.
+func scheduleTx(tx raftstore.WriteTx, now time.Time, res *schedResult, after string, b *budget) error {
+	var all []*shoalv1.Task
 	for _, t := range raftstore.Find[*shoalv1.Task](tx, raftstore.IndexState, statePending.String()) {
 		if t.GetDesiredState() <= stateRunning {
-			pending = append(pending, t)
+			all = append(all, t)
 		}
 	}
-	res.pending = len(pending)
-	if len(pending) == 0 {
+	res.pending = len(all)
+	if len(all) == 0 {
 		return nil
+	}
+	// Find returns them sorted by id.
+	split, _ := slices.BinarySearchFunc(all, after, func(t *shoalv1.Task, id string) int {
+		return cmp.Compare(t.GetMeta().GetId(), id)
+	})
+	if split < len(all) && all[split].GetMeta().GetId() == after {
+		split++
+	}
+	pending, cut := b.takeWithin(slices.Concat(all[split:], all[:split]))
+	if cut {
+		res.last = pending[len(pending)-1].GetMeta().GetId()
 	}
 	// The tasks on nodes are the ones from ASSIGNED up to the terminal
 	// states: found through the state index rather than a scan, which

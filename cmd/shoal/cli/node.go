@@ -189,7 +189,7 @@ func (a *app) printNodes(nodes []*shoalv1.Node, lf listFlags) error {
 			}
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.GetMeta().GetId(), nodeName(n), n.GetStatus().GetAddr(),
-			titled(enumShort(n.GetStatus().GetState().String(), "NODE_STATE_")),
+			nodeStatus(n),
 			titled(enumShort(n.GetSpec().GetAvailability().String(), "NODE_AVAILABILITY_")),
 			enumShort(n.GetRole().String(), "NODE_ROLE_"), ms)
 	}

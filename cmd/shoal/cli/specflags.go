@@ -32,6 +32,7 @@ type specFlags struct {
 	mounts, capAdd, capDrop          []string
 	entrypoint                       string
 	args                             string
+	initProc                         bool
 }
 
 func (f *specFlags) bind(fs *pflag.FlagSet, update bool) {
@@ -68,7 +69,8 @@ func (f *specFlags) bind(fs *pflag.FlagSet, update bool) {
 	fs.StringArrayVar(&f.capAdd, "cap-add", nil, "add a Linux capability to the default set, e.g. NET_ADMIN (repeatable)")
 	fs.StringArrayVar(&f.capDrop, "cap-drop", nil, "drop a capability from the default set, or ALL (repeatable)")
 	fs.StringVar(&f.entrypoint, "entrypoint", "", "command replacing the image's entrypoint (its args are the service's ARGs)")
-	fs.StringVar(&f.stopSig, "stop-signal", "", "signal that stops the container (default SIGTERM)")
+	fs.StringVar(&f.stopSig, "stop-signal", "", "signal that stops the container (default: the image's, else SIGTERM)")
+	fs.BoolVar(&f.initProc, "init", false, "run a tiny init as PID 1 that forwards signals to the command and reaps zombies (--init=false turns it off)")
 	fs.DurationVar(&f.stopGrace, "stop-grace-period", 0, "time before SIGKILL (default 10s)")
 }
 
@@ -286,6 +288,9 @@ func (f *specFlags) apply(fs *pflag.FlagSet, spec *shoalv1.ServiceSpec) error {
 	}
 	if set("stop-grace-period") {
 		c.StopGraceMs = f.stopGrace.Milliseconds()
+	}
+	if set("init") {
+		c.Init = f.initProc
 	}
 	return nil
 }

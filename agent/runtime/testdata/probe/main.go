@@ -6,10 +6,13 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 func main() {
@@ -31,6 +34,15 @@ func main() {
 	case "sleep": // sleep forever, ignoring SIGTERM unless told otherwise
 		if len(os.Args) > 2 && os.Args[2] == "ignore-term" {
 			signal.Ignore(syscall.SIGTERM)
+		} else if len(os.Args) > 2 && os.Args[2] == "dfl-term" {
+			// Like a C program that installs no handler: the kernel's
+			// default action, which a namespace's PID 1 does not get.
+			var act [4]uint64 // struct sigaction: SIG_DFL, no flags, empty mask
+			if _, _, e := syscall.RawSyscall6(syscall.SYS_RT_SIGACTION, uintptr(syscall.SIGTERM),
+				uintptr(unsafe.Pointer(&act[0])), 0, 8, 0, 0); e != 0 {
+				fmt.Println("rt_sigaction:", e)
+				os.Exit(6)
+			}
 		} else if len(os.Args) > 2 && os.Args[2] == "exit-on-term" {
 			ch := make(chan os.Signal, 1)
 			signal.Notify(ch, syscall.SIGTERM)
@@ -83,6 +95,35 @@ func main() {
 		}
 		if failed {
 			os.Exit(5)
+		}
+	case "spawn": // start "probe exit 0" and exit at once, printing its pid
+		p, err := os.StartProcess(os.Args[0], []string{os.Args[0], "exit", "0"}, &os.ProcAttr{})
+		if err != nil {
+			fmt.Println(err)
+			os.Exit(3)
+		}
+		fmt.Println(p.Pid)
+	case "orphans": // orphans <wait>: make an orphan that exits; 0 once
+		// PID 1 reaped it, 7 if it is still a zombie after <wait>
+		wait, _ := time.ParseDuration(os.Args[2])
+		out, err := exec.Command(os.Args[0], "spawn").Output()
+		if err != nil {
+			fmt.Println("spawn:", err)
+			os.Exit(3)
+		}
+		stat := "/proc/" + strings.TrimSpace(string(out)) + "/stat"
+		deadline := time.Now().Add(wait)
+		for {
+			b, err := os.ReadFile(stat)
+			if err != nil {
+				fmt.Println("orphan reaped")
+				return
+			}
+			if time.Now().After(deadline) {
+				fmt.Printf("orphan not reaped: %s\n", b)
+				os.Exit(7)
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 	case "env":
 		for _, e := range os.Environ() {

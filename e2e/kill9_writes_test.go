@@ -17,12 +17,18 @@ import (
 // is "uncertain" (it may or may not have committed).
 const writeTimeout = 15 * time.Second
 
-// TestKill9NoAckedWriteLost: with 3 managers, a client creates services one
-// after another while managers are kill -9'd (the leader at least once) and
-// restarted; at the end all managers are kill -9'd at once and restarted.
-// Every create the CLI acknowledged (exit 0) must then be present through
-// every manager, and no service may exist that was never asked for.
-func TestKill9NoAckedWriteLost(t *testing.T) {
+// TestKill9AtRandomMomentsLosesNoAckedWrite: with 3 managers, a client
+// creates services one after another while managers are kill -9'd (the
+// leader at least once, then one chosen at random) and restarted; at the
+// end all managers are kill -9'd at once and restarted. Every create the
+// CLI acknowledged (exit 0) must then be present through every manager,
+// and no service may exist that was never asked for.
+//
+// What it cannot tell: kill -9 ends the processes, not the machine, so the
+// page cache survives and whatever was written but never fsynced is still
+// read back. A missing fsync passes this test; only a power cut of the
+// disk (not available in this harness) would show it.
+func TestKill9AtRandomMomentsLosesNoAckedWrite(t *testing.T) {
 	c := newCluster(t, 3, 0)
 	h1 := c.hosts[0]
 	// The writer runs on a host of its own (no shoal process there), so
@@ -118,7 +124,8 @@ func TestKill9NoAckedWriteLost(t *testing.T) {
 	waitAcks(3, "after the last restart")
 	stopWriter()
 
-	// Power cut of the whole control plane, then everyone back.
+	// kill -9 of the whole control plane at once (not a power cut: the
+	// page cache survives), then everyone back.
 	for _, m := range c.managers {
 		if err := m.Crash(); err != nil {
 			t.Fatal(err)

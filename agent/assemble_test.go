@@ -1,0 +1,96 @@
+package agent
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"testing"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// TestChunkedAssignments: the chunks of a set are applied together, once,
+// when the last arrives; a new session's full set drops a set half
+// received by the previous one.
+func TestChunkedAssignments(t *testing.T) {
+	a := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	var sent []*shoalv1.AgentMessage
+	send := func(m *shoalv1.AgentMessage) error { sent = append(sent, m); return nil }
+	mk := func(id string) *shoalv1.Task {
+		return &shoalv1.Task{Meta: &shoalv1.Meta{Id: id}, DesiredState: shoalv1.TaskState_TASK_STATE_RUNNING,
+			Status: &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_ASSIGNED}}
+	}
+	msg := func(a *shoalv1.Assignments) *shoalv1.SessionMessage {
+		return &shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Assignments{Assignments: a}}
+	}
+	ids := func() string {
+		var out []string
+		for _, t := range a.Assignments() {
+			out = append(out, t.GetMeta().GetId())
+		}
+		return fmt.Sprint(out)
+	}
+	must := func(m *shoalv1.SessionMessage) {
+		t.Helper()
+		if err := a.handle(m, send); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	must(msg(&shoalv1.Assignments{Full: true, Upsert: []*shoalv1.Task{mk("old")}}))
+	// A full set in three chunks replaces "old" only with the last chunk.
+	must(msg(&shoalv1.Assignments{Full: true, More: true, Upsert: []*shoalv1.Task{mk("a"), mk("b")}}))
+	must(msg(&shoalv1.Assignments{More: true, Upsert: []*shoalv1.Task{mk("c")}}))
+	if got := ids(); got != "[old]" {
+		t.Fatalf("applied before the last chunk: %s", got)
+	}
+	must(msg(&shoalv1.Assignments{Upsert: []*shoalv1.Task{mk("d")}}))
+	if got := ids(); got != "[a b c d]" {
+		t.Fatalf("after the last chunk: %s", got)
+	}
+	// A chunked diff: upserts and removals of all chunks, together.
+	must(msg(&shoalv1.Assignments{More: true, Upsert: []*shoalv1.Task{mk("e")}}))
+	must(msg(&shoalv1.Assignments{Removed: []string{"a", "b"}}))
+	if got := ids(); got != "[c d e]" {
+		t.Fatalf("after a chunked diff: %s", got)
+	}
+	// A session ends mid-set; the next session's full set starts afresh.
+	must(msg(&shoalv1.Assignments{Full: true, More: true, Upsert: []*shoalv1.Task{mk("lost")}}))
+	must(msg(&shoalv1.Assignments{Full: true, Upsert: []*shoalv1.Task{mk("x")}}))
+	if got := ids(); got != "[x]" {
+		t.Fatalf("after a new session's set: %s", got)
+	}
+	if len(sent) != 0 {
+		t.Fatalf("reports sent: %v", sent)
+	}
+}
+
+// TestShutdownReportedAgainToANewLeader: without an executor, a SHUTDOWN
+// reported in one session is reported again when a new session's full set
+// still shows the task not ended (the old leader may have lost the report
+// when it stepped down), and not when the set shows it ended.
+func TestShutdownReportedAgainToANewLeader(t *testing.T) {
+	a := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	var sent []*shoalv1.AgentMessage
+	send := func(m *shoalv1.AgentMessage) error { sent = append(sent, m); return nil }
+	stopping := func(state shoalv1.TaskState) *shoalv1.SessionMessage {
+		return &shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Assignments{Assignments: &shoalv1.Assignments{Full: true,
+			Upsert: []*shoalv1.Task{{Meta: &shoalv1.Meta{Id: "t1"}, DesiredState: shoalv1.TaskState_TASK_STATE_REMOVE,
+				Status: &shoalv1.TaskStatus{State: state}}}}}}
+	}
+	for i, step := range []struct {
+		state shoalv1.TaskState
+		want  int // reports sent so far
+	}{
+		{shoalv1.TaskState_TASK_STATE_ASSIGNED, 1}, // first session
+		{shoalv1.TaskState_TASK_STATE_ASSIGNED, 2}, // new session, the report was lost
+		{shoalv1.TaskState_TASK_STATE_SHUTDOWN, 2}, // new session, the report was recorded
+	} {
+		if err := a.handle(stopping(step.state), send); err != nil {
+			t.Fatal(err)
+		}
+		if len(sent) != step.want {
+			t.Fatalf("session %d: %d reports sent, want %d", i+1, len(sent), step.want)
+		}
+	}
+}

@@ -1,0 +1,110 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
+)
+
+// DefaultRestartGrace is how long a node that said it is restarting keeps
+// its tasks (ClusterSettings.restart_grace_ms, 0 meaning this): long enough
+// for an upgrade of the binary and a slow start, short enough that a node
+// that never comes back is replaced within a minute.
+const DefaultRestartGrace = 60 * time.Second
+
+// restartGrace returns the cluster's restart grace.
+func (d *Dispatcher) restartGrace() time.Duration {
+	if c, ok := raftstore.ClusterOf(d.cfg.Store.View()); ok {
+		if g := c.GetSettings().GetRestartGraceMs(); g > 0 {
+			return time.Duration(g) * time.Millisecond
+		}
+	}
+	return DefaultRestartGrace
+}
+
+// goodbyeError ends a session's receive loop when the agent says goodbye.
+type goodbyeError struct{ msg *shoalv1.Goodbye }
+
+func (g *goodbyeError) Error() string {
+	return fmt.Sprintf("the agent said goodbye (restarting: %v)", g.msg.GetRestarting())
+}
+
+// goodbye handles an agent's last message. A node that is restarting is
+// recorded DISCONNECTED with a restart deadline: its tasks are not replaced
+// until then (see verdict). The session ends (without an error) only once
+// that is committed, which is the agent's acknowledgement. A goodbye
+// without restarting changes nothing: heartbeats decide, as after a crash.
+func (d *Dispatcher) goodbye(ctx context.Context, log *slog.Logger, nodeID string, bye *shoalv1.Goodbye) error {
+	if !bye.GetRestarting() {
+		log.Info("session ended", "reason", "goodbye")
+		return nil
+	}
+	grace := d.restartGrace()
+	deadline := time.Now().Add(grace)
+	msg := fmt.Sprintf("restarting: its tasks are kept until %s (restart grace %s)", deadline.UTC().Format(time.RFC3339), grace)
+	// ctx is the dispatcher's: the write is not abandoned if the agent
+	// stops waiting for it.
+	err := d.updateNode(ctx, nodeID, func(n *shoalv1.Node) {
+		n.Status.State = shoalv1.NodeState_NODE_STATE_DISCONNECTED
+		n.Status.Message = msg
+		n.Status.RestartDeadline = timestamppb.New(deadline)
+	})
+	if err != nil {
+		log.Warn("recording the node's restart; heartbeats will decide", "err", err)
+		return err
+	}
+	d.seen(nodeID)
+	log.Info("node restarting", "restart_deadline", deadline, "grace", grace)
+	return nil
+}
+
+// updateNode applies change to a clone of the node's object (with a
+// status) and writes it, retrying on version conflicts with concurrent
+// writers.
+func (d *Dispatcher) updateNode(ctx context.Context, nodeID string, change func(*shoalv1.Node)) error {
+	for attempt := 0; ; attempt++ {
+		_, err := d.cfg.Store.Update(ctx, func(tx raftstore.WriteTx) error {
+			n, ok := raftstore.Get[*shoalv1.Node](tx, nodeID)
+			if !ok {
+				return fmt.Errorf("node %q: %w", nodeID, raftstore.ErrNotFound)
+			}
+			n = proto.Clone(n).(*shoalv1.Node)
+			if n.Status == nil {
+				n.Status = &shoalv1.NodeStatus{}
+			}
+			change(n)
+			return tx.Update(n)
+		})
+		if err == nil || !errors.Is(err, raftstore.ErrVersionConflict) || attempt >= 5 {
+			return err
+		}
+	}
+}
+
+// verdict says whether the liveness monitor marks a node DOWN now, and
+// why: a node that said it is restarting when its restart deadline has
+// passed; any other node when its last heartbeat is older than limit.
+// A node already DOWN is left alone.
+func verdict(n *shoalv1.Node, lastSeen, now time.Time, limit time.Duration) (down bool, reason string) {
+	if n.GetStatus().GetState() == shoalv1.NodeState_NODE_STATE_DOWN {
+		return false, ""
+	}
+	if dl := n.GetStatus().GetRestartDeadline(); dl != nil {
+		if now.Before(dl.AsTime()) {
+			return false, ""
+		}
+		return true, "restart grace passed without the node coming back"
+	}
+	if now.Sub(lastSeen) > limit {
+		return true, fmt.Sprintf("heartbeat missed for %s", limit)
+	}
+	return false, ""
+}

@@ -1,0 +1,272 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/shoal-dev/shoal/manager/ca"
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
+)
+
+func TestVerdict(t *testing.T) {
+	now := time.Now()
+	limit := 2 * time.Second
+	node := func(state shoalv1.NodeState, deadline time.Time) *shoalv1.Node {
+		st := &shoalv1.NodeStatus{State: state}
+		if !deadline.IsZero() {
+			st.RestartDeadline = timestamppb.New(deadline)
+		}
+		return &shoalv1.Node{Meta: &shoalv1.Meta{Id: "n"}, Status: st}
+	}
+	tests := []struct {
+		name     string
+		node     *shoalv1.Node
+		lastSeen time.Time
+		down     bool
+		reason   string
+	}{
+		{"heartbeating", node(shoalv1.NodeState_NODE_STATE_READY, time.Time{}), now.Add(-time.Second), false, ""},
+		{"silent past the limit", node(shoalv1.NodeState_NODE_STATE_READY, time.Time{}), now.Add(-3 * time.Second), true, "heartbeat missed"},
+		{"already down", node(shoalv1.NodeState_NODE_STATE_DOWN, time.Time{}), now.Add(-time.Hour), false, ""},
+		// A planned restart: silent for long, but within its grace.
+		{"restarting within grace", node(shoalv1.NodeState_NODE_STATE_DISCONNECTED, now.Add(time.Second)), now.Add(-time.Minute), false, ""},
+		{"restart grace passed", node(shoalv1.NodeState_NODE_STATE_DISCONNECTED, now.Add(-time.Millisecond)), now.Add(-time.Minute), true, "restart grace passed"},
+		// The deadline decides, not the heartbeats: even a recent
+		// heartbeat does not keep a node whose grace has passed.
+		{"grace passed, seen recently", node(shoalv1.NodeState_NODE_STATE_DISCONNECTED, now.Add(-time.Millisecond)), now, true, "restart grace passed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			down, reason := verdict(tt.node, tt.lastSeen, now, limit)
+			if down != tt.down || !strings.Contains(reason, tt.reason) {
+				t.Fatalf("verdict = %v %q, want %v %q", down, reason, tt.down, tt.reason)
+			}
+		})
+	}
+}
+
+func eventually(t *testing.T, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still failing after %v: %v", what, waitFor, err)
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval, not synchronisation
+	}
+}
+
+// liveCluster is a dispatcher leading a one-node in-memory store, serving
+// sessions on loopback; every session is from the node named in the
+// "node" metadata of the call (the authorizer's part, in production).
+type liveCluster struct {
+	store *raftstore.Store
+	addr  string
+}
+
+func startLive(t *testing.T, settings *shoalv1.ClusterSettings, nodes ...string) *liveCluster {
+	t.Helper()
+	s := openStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if _, err := s.Update(ctx, func(tx raftstore.WriteTx) error {
+		if err := tx.Create(&shoalv1.Cluster{Meta: &shoalv1.Meta{Id: "c"}, Settings: settings}); err != nil {
+			return err
+		}
+		for _, id := range nodes {
+			if err := tx.Create(&shoalv1.Node{Meta: &shoalv1.Meta{Id: id}, Status: &shoalv1.NodeStatus{State: shoalv1.NodeState_NODE_STATE_UNKNOWN}}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	d := New(Config{Store: s, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Managers: func() []string { return []string{"solo:4242"} }})
+	rctx, rcancel := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- d.Run(rctx) }()
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		md, _ := metadataFrom(ss.Context())
+		ctx := ca.WithIdentity(ss.Context(), ca.Identity{NodeID: md, Role: ca.RoleWorker})
+		return h(srv, &identityStream{ServerStream: ss, ctx: ctx})
+	}))
+	shoalv1.RegisterDispatcherServer(srv, d)
+	go srv.Serve(ln)
+	t.Cleanup(func() {
+		srv.Stop()
+		rcancel()
+		if err := <-runDone; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return &liveCluster{store: s, addr: ln.Addr().String()}
+}
+
+// node returns the node's object.
+func (c *liveCluster) node(t *testing.T, id string) *shoalv1.Node {
+	t.Helper()
+	n, ok := raftstore.Get[*shoalv1.Node](c.store.View(), id)
+	if !ok {
+		t.Fatalf("node %q not in the store", id)
+	}
+	return n
+}
+
+// waitState waits until the node is in state.
+func (c *liveCluster) waitState(t *testing.T, id string, state shoalv1.NodeState) *shoalv1.Node {
+	t.Helper()
+	var n *shoalv1.Node
+	eventually(t, fmt.Sprintf("node %s %s", id, state), func() error {
+		n = c.node(t, id)
+		if got := n.GetStatus().GetState(); got != state {
+			return fmt.Errorf("node %s is %s (%q)", id, got, n.GetStatus().GetMessage())
+		}
+		return nil
+	})
+	return n
+}
+
+// open starts a session for node id and reads the welcome.
+func (c *liveCluster) open(t *testing.T, ctx context.Context, id string) shoalv1.Dispatcher_SessionClient {
+	t.Helper()
+	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	stream, err := shoalv1.NewDispatcherClient(conn).Session(withNode(ctx, id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Hello{Hello: &shoalv1.AgentHello{Addr: id + ":4242"}}}); err != nil {
+		t.Fatal(err)
+	}
+	first, err := stream.Recv()
+	if err != nil || first.GetWelcome() == nil {
+		t.Fatalf("welcome: %v %v", first, err)
+	}
+	return stream
+}
+
+// TestGoodbyeRestarting: a node that says goodbye (restarting) is recorded
+// DISCONNECTED with a restart deadline before its session is closed
+// without an error (the agent's acknowledgement); while the deadline has
+// not passed it is not marked DOWN although it sends no heartbeat — a node
+// that vanished without a goodbye at the same time is; when it comes back
+// the deadline is cleared and it is READY.
+func TestGoodbyeRestarting(t *testing.T) {
+	c := startLive(t, &shoalv1.ClusterSettings{HeartbeatPeriodMs: 50, NodeDownAfterMissed: 2, RestartGraceMs: time.Hour.Milliseconds()}, "planned", "crashed")
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+
+	crashCtx, crash := context.WithCancel(ctx)
+	c.open(t, crashCtx, "crashed")
+	c.waitState(t, "crashed", shoalv1.NodeState_NODE_STATE_READY)
+	planned := c.open(t, ctx, "planned")
+	c.waitState(t, "planned", shoalv1.NodeState_NODE_STATE_READY)
+
+	before := time.Now()
+	crash() // no goodbye: the stream is just cut
+	if err := planned.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Goodbye{Goodbye: &shoalv1.Goodbye{Restarting: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := planned.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		msg, err := planned.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("session after the goodbye ended with %v, want a clean end", err)
+		}
+		_ = msg // assignments or acks sent before the goodbye was read
+	}
+	// Recorded before the stream ended.
+	n := c.node(t, "planned")
+	if st := n.GetStatus(); st.GetState() != shoalv1.NodeState_NODE_STATE_DISCONNECTED || st.GetRestartDeadline() == nil ||
+		!strings.Contains(st.GetMessage(), "restarting") {
+		t.Fatalf("after the goodbye the node is %s %q deadline %v, want DISCONNECTED, restarting, with a deadline", st.GetState(), st.GetMessage(), st.GetRestartDeadline())
+	}
+	if dl := n.GetStatus().GetRestartDeadline().AsTime(); dl.Before(before.Add(time.Hour - time.Minute)) {
+		t.Errorf("restart deadline %v, want about an hour (the cluster's restart grace) after %v", dl, before)
+	}
+
+	// The crashed node goes DOWN after its missed heartbeats; by then the
+	// planned one has been silent as long, and is kept.
+	c.waitState(t, "crashed", shoalv1.NodeState_NODE_STATE_DOWN)
+	if st := c.node(t, "planned").GetStatus(); st.GetState() != shoalv1.NodeState_NODE_STATE_DISCONNECTED {
+		t.Fatalf("restarting node is %s %q, want still DISCONNECTED", st.GetState(), st.GetMessage())
+	}
+
+	// Back: READY, deadline cleared.
+	c.open(t, ctx, "planned")
+	n = c.waitState(t, "planned", shoalv1.NodeState_NODE_STATE_READY)
+	if n.GetStatus().GetRestartDeadline() != nil {
+		t.Errorf("restart deadline %v kept after the node came back", n.GetStatus().GetRestartDeadline())
+	}
+}
+
+// TestRestartGracePasses: a node that said it was restarting and does not
+// come back within the restart grace is marked DOWN, saying why, and its
+// restart deadline is cleared.
+func TestRestartGracePasses(t *testing.T) {
+	c := startLive(t, &shoalv1.ClusterSettings{HeartbeatPeriodMs: 50, NodeDownAfterMissed: 2, RestartGraceMs: 300}, "gone")
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	s := c.open(t, ctx, "gone")
+	c.waitState(t, "gone", shoalv1.NodeState_NODE_STATE_READY)
+	if err := s.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Goodbye{Goodbye: &shoalv1.Goodbye{Restarting: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	s.CloseSend()
+	for {
+		if _, err := s.Recv(); err != nil {
+			break
+		}
+	}
+	n := c.waitState(t, "gone", shoalv1.NodeState_NODE_STATE_DOWN)
+	if !strings.Contains(n.GetStatus().GetMessage(), "restart grace") || n.GetStatus().GetRestartDeadline() != nil {
+		t.Errorf("DOWN node: message %q, deadline %v; want the restart grace named and no deadline", n.GetStatus().GetMessage(), n.GetStatus().GetRestartDeadline())
+	}
+}
+
+// The test's stand-in for the authorizer: the node id travels in metadata.
+const nodeKey = "test-node"
+
+func withNode(ctx context.Context, id string) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, nodeKey, id)
+}
+
+func metadataFrom(ctx context.Context) (string, bool) {
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ok || len(md.Get(nodeKey)) == 0 {
+		return "", false
+	}
+	return md.Get(nodeKey)[0], true
+}

@@ -1,0 +1,72 @@
+package orchestrator
+
+import (
+	"google.golang.org/protobuf/proto"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// Bounds of the raft entry one pass writes. A pass with more to write
+// stops at a boundary that leaves a consistent state (all of a slot's or
+// node's changes, or whole task updates) and asks for another pass at
+// once. Every pass recomputes from the store, so the next pass, or a new
+// leader's first, carries on where the store is: no entry ever holds a
+// whole 100,000-replica service, and none is repeated. 1 MiB is an eighth
+// of raftstore's entry limit and keeps one entry's apply (and the watch
+// events it makes) short.
+const (
+	defaultMaxEntryOps   = 1000
+	defaultMaxEntryBytes = 1 << 20
+	// deleteBytes is what a delete costs in an entry: kind and id.
+	deleteBytes = 64
+)
+
+// budget counts what a pass has put in its entry. A nil budget is
+// unlimited (the exported rule functions).
+type budget struct {
+	maxOps, maxBytes int
+	ops, bytes       int
+}
+
+func newBudget(maxOps, maxBytes int) *budget {
+	return &budget{maxOps: maxOps, maxBytes: maxBytes}
+}
+
+// spent reports whether the entry is full: nothing more may be added.
+func (b *budget) spent() bool {
+	return b != nil && (b.ops >= b.maxOps || b.bytes >= b.maxBytes)
+}
+
+// charge counts tasks created or updated.
+func (b *budget) charge(ts ...*shoalv1.Task) {
+	if b == nil {
+		return
+	}
+	for _, t := range ts {
+		b.ops++
+		b.bytes += proto.Size(t)
+	}
+}
+
+// chargePlan counts a plan's changes.
+func (b *budget) chargePlan(p Plan) {
+	if b == nil {
+		return
+	}
+	b.charge(p.Create...)
+	b.charge(p.Update...)
+	b.ops += len(p.Delete)
+	b.bytes += deleteBytes * len(p.Delete)
+}
+
+// takeWithin returns the longest prefix of ts that the budget admits,
+// charging it, and whether ts was cut.
+func (b *budget) takeWithin(ts []*shoalv1.Task) ([]*shoalv1.Task, bool) {
+	for i, t := range ts {
+		if b.spent() {
+			return ts[:i], true
+		}
+		b.charge(t)
+	}
+	return ts, false
+}

@@ -1,0 +1,234 @@
+package orchestrator
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
+)
+
+// entrySizes records, per raft entry, how many objects it changed and
+// their encoded size, from a watch of everything.
+type entrySizes struct {
+	mu    sync.Mutex
+	ops   map[uint64]int
+	bytes map[uint64]int
+}
+
+func watchEntries(t *testing.T, s *raftstore.Store) *entrySizes {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	sub, err := s.Watch(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &entrySizes{ops: map[uint64]int{}, bytes: map[uint64]int{}}
+	go func() {
+		for ev := range sub.C() {
+			e.mu.Lock()
+			e.ops[ev.GetIndex()]++
+			e.bytes[ev.GetIndex()] += proto.Size(ev.GetObject())
+			e.mu.Unlock()
+		}
+		if err := sub.Err(); ctx.Err() == nil {
+			t.Errorf("the watch of every entry was cut: %v", err)
+		}
+	}()
+	return e
+}
+
+// check fails if an entry since index `from` is over the bounds, and
+// returns how many entries there were.
+func (e *entrySizes) check(t *testing.T, from uint64, what string) int {
+	t.Helper()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for idx, ops := range e.ops {
+		if idx < from {
+			continue
+		}
+		n++
+		if ops > defaultMaxEntryOps || e.bytes[idx] > defaultMaxEntryBytes+64<<10 {
+			t.Errorf("%s: entry %d holds %d objects, %d bytes; bounds %d objects, %d bytes",
+				what, idx, ops, e.bytes[idx], defaultMaxEntryOps, defaultMaxEntryBytes)
+		}
+	}
+	return n
+}
+
+// TestLargeServiceInBoundedEntries: 5,000 replicas are created, assigned,
+// orphaned and replaced when a node goes down, and removed, each in
+// several entries of at most 1,000 objects and about 1 MiB, never one
+// entry for the whole service; the watch of every entry keeps up.
+func TestLargeServiceInBoundedEntries(t *testing.T) {
+	const n = 5000
+	s := openStore(t)
+	create(t, s, mkNode("n1"), mkNode("n2"), mkNode("n3"))
+	entries := watchEntries(t, s)
+	startOrchestrator(t, s)
+
+	from := s.View().Index() + 1
+	create(t, s, mkService("big", n, noRestartDelay()))
+	eventually(t, "5000 tasks assigned", func() error { return allAssigned(tasksOf(s, "big"), n) })
+	// At least 5 entries of creates and 5 of assignments.
+	if got := entries.check(t, from, "create and assign"); got < 10 {
+		t.Errorf("create and assign took %d entries, want >= 10", got)
+	}
+
+	from = s.View().Index() + 1
+	changeNode(t, s, "n1", func(nd *shoalv1.Node) { nd.Status.State = shoalv1.NodeState_NODE_STATE_DOWN })
+	eventually(t, "tasks of n1 replaced on n2 and n3", func() error {
+		ts := tasksOf(s, "big")
+		if err := allAssigned(ts, n); err != nil {
+			return err
+		}
+		if c := perNode(liveOf(ts)); c["n1"] != 0 {
+			return fmt.Errorf("%d live tasks still on n1", c["n1"])
+		}
+		return nil
+	})
+	// About 1,667 orphaned, as many created and assigned: >= 6 entries.
+	if got := entries.check(t, from, "node down"); got < 6 {
+		t.Errorf("node down took %d entries, want >= 6", got)
+	}
+
+	from = s.View().Index() + 1
+	write(t, s, func(tx raftstore.WriteTx) error { return tx.Delete(raftstore.KindService, "big", 0) })
+	// No agent plays here: the assigned tasks wait for theirs with
+	// desired state REMOVE; the orphaned ones are deleted.
+	eventually(t, "every task of the removed service marked REMOVE", func() error {
+		for _, tk := range tasksOf(s, "big") {
+			if tk.GetDesiredState() != tsRemove {
+				return fmt.Errorf("task %s desired %s", tk.GetMeta().GetId(), tk.GetDesiredState())
+			}
+		}
+		if live := len(tasksOf(s, "big")); live != n {
+			return fmt.Errorf("%d tasks left, want the %d assigned ones", live, n)
+		}
+		return nil
+	})
+	if got := entries.check(t, from, "removal"); got < 6 {
+		t.Errorf("removal took %d entries, want >= 6", got)
+	}
+}
+
+// TestBudgetedPlansConverge: reconciling a service within a small budget
+// returns bounded plans marked More, and applying them one after another
+// ends where one unbounded plan does.
+func TestBudgetedPlansConverge(t *testing.T) {
+	svc := mkService("s", 100, specVersion(2))
+	var tasks []*shoalv1.Task
+	for slot := uint64(1); slot <= 130; slot++ { // 30 beyond the replicas
+		tasks = append(tasks, mkTask(fmt.Sprintf("old%03d", slot), "s", slot, onNode("n1"), st(tsRunning), version(1)))
+	}
+	want := ReconcileReplicated(svc, tasks, t0)
+	if want.More || len(want.Create) != 100 || len(want.Update) != 130 {
+		t.Fatalf("unbounded plan: %d creates, %d updates, more %v", len(want.Create), len(want.Update), want.More)
+	}
+	cur := tasks
+	for pass := 1; ; pass++ {
+		if pass > 100 {
+			t.Fatal("budgeted passes do not converge")
+		}
+		p := reconcileReplicated(svc, cur, t0, newBudget(7, 1<<20))
+		if ops := len(p.Create) + len(p.Update) + len(p.Delete); ops > 7+1 {
+			t.Fatalf("pass %d: %d ops within a budget of 7 (+1 for a whole replacement)", pass, ops)
+		}
+		cur = applyPlan(cur, p, t0)
+		if !p.More {
+			if pass < 10 {
+				t.Fatalf("230 changes done in %d passes of 7", pass)
+			}
+			break
+		}
+	}
+	if rest := ReconcileReplicated(svc, cur, t0); !rest.Empty() {
+		t.Fatalf("after the budgeted passes, still to do: %s", describe(rest))
+	}
+	if len(liveOf(cur)) != 100 {
+		t.Fatalf("%d live tasks, want 100", len(liveOf(cur)))
+	}
+
+	// Removal too.
+	removed := ReconcileRemoved(cur)
+	p := reconcileRemoved(cur, newBudget(10, 1<<20))
+	if !p.More || len(p.Update)+len(p.Delete) != 10 || len(removed.Update)+len(removed.Delete) != len(cur) {
+		t.Fatalf("budgeted removal: %d updates, %d deletes, more %v", len(p.Update), len(p.Delete), p.More)
+	}
+}
+
+// TestSchedulerBatchesPassUnschedulable: with room for 10 tasks per entry,
+// 100 tasks that fit no node do not hold back 10 that do, whatever their
+// ids: each batch starts after the previous one.
+func TestSchedulerBatchesPassUnschedulable(t *testing.T) {
+	s := openStore(t)
+	create(t, s, mkNode("n1"))
+	ctx, cancel := context.WithCancel(context.Background())
+	o := newOrchestrator(s, testLogger())
+	o.maxEntryOps = 10
+	done := make(chan error, 1)
+	go func() { done <- o.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(waitFor):
+			t.Error("Run did not return")
+		}
+	})
+	create(t, s, mkService("nowhere", 100, svcConstraints("node.labels.zone==mars")))
+	eventually(t, "100 unschedulable tasks", func() error {
+		ts := tasksOf(s, "nowhere")
+		if len(ts) != 100 {
+			return fmt.Errorf("%d tasks", len(ts))
+		}
+		for _, tk := range ts {
+			if tk.GetStatus().GetMessage() == msgPending {
+				return fmt.Errorf("task %s not looked at by the scheduler", tk.GetMeta().GetId())
+			}
+		}
+		return nil
+	})
+	create(t, s, mkService("ok", 10))
+	eventually(t, "the 10 placeable tasks assigned", func() error { return allAssigned(tasksOf(s, "ok"), 10) })
+}
+
+// TestNewLeaderResumes: a leader that finds a big service half created
+// (its predecessor was cut off between two entries) creates only the
+// missing slots, in bounded entries.
+func TestNewLeaderResumes(t *testing.T) {
+	const n, done = 3000, 1800
+	s := openStore(t)
+	svc := mkService("big", n, noRestartDelay())
+	create(t, s, mkNode("n1"), mkNode("n2"), svc)
+	for from := 1; from <= done; from += 600 {
+		write(t, s, func(tx raftstore.WriteTx) error {
+			for slot := from; slot < from+600; slot++ {
+				if err := tx.Create(newTask(svc, uint64(slot), "", t0)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	entries := watchEntries(t, s)
+	from := s.View().Index() + 1
+	startOrchestrator(t, s)
+	eventually(t, "3000 tasks assigned", func() error { return allAssigned(tasksOf(s, "big"), n) })
+	slots := map[uint64]int{}
+	for _, tk := range tasksOf(s, "big") {
+		slots[tk.GetSlot()]++
+	}
+	if len(slots) != n || len(tasksOf(s, "big")) != n {
+		t.Fatalf("%d tasks over %d slots, want one per slot for %d", len(tasksOf(s, "big")), len(slots), n)
+	}
+	entries.check(t, from, "resume")
+}
