@@ -287,7 +287,10 @@ func TestStuck(t *testing.T) {
 		{"running", svc(repl, 1, none), []*shoalv1.Task{mk("a", 1, 0, run, run, 2)}, ""},
 		{"none: failed", svc(repl, 1, none), []*shoalv1.Task{mk("a", 1, 0, failed, run, 2)}, "a"},
 		{"none: completed", svc(repl, 1, none), []*shoalv1.Task{mk("a", 1, 0, complete, run, 2)}, "a"},
-		{"none: orphaned (node lost) is replaced", svc(repl, 1, none), []*shoalv1.Task{mk("a", 1, 0, orphaned, run, 2)}, ""},
+		// The orchestrator replaces no task with condition none, not even
+		// one whose node was lost.
+		{"none: orphaned (node lost) is not replaced either", svc(repl, 1, none), []*shoalv1.Task{mk("a", 1, 0, orphaned, run, 2)}, "a"},
+		{"any: orphaned is replaced", svc(repl, 1, nil), []*shoalv1.Task{mk("a", 1, 0, orphaned, run, 2)}, ""},
 		{"none: failed but replaced since (update)", svc(repl, 1, none),
 			[]*shoalv1.Task{mk("a", 1, time.Minute, failed, run, 2), mk("b", 1, 0, run, run, 2)}, ""},
 		{"none: stopped by the orchestrator", svc(repl, 1, none), []*shoalv1.Task{mk("a", 1, 0, shutdown, shutdown, 2)}, ""},

@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/restartpolicy"
 )
 
 // convergence says how far a service's tasks are. It is the one place that
@@ -62,14 +64,12 @@ func countedKey(svc *shoalv1.Service, tasks map[string]*shoalv1.Task) string {
 }
 
 // stuck finds a task whose end the orchestrator will never repair, so that
-// the service cannot converge: the newest task of a slot (of a node, for a
-// global service), built from the current spec, ended on its own (desired
-// state still RUNNING) and the restart policy does not restart it —
-// condition none, on-failure after an end that is not a failure, or
-// max_attempts restarts used up with no window to wait out. It mirrors
-// the orchestrator's rules
-// (manager/orchestrator, group.restart); it returns nil while there is
-// hope, and the task with the reason otherwise.
+// the service cannot converge: a slot (a node, for a global service) whose
+// restart policy gives up on it for good — condition none, on-failure
+// after an end that is not a failure, or max_attempts restarts used up
+// with no window to wait out. The rules are the orchestrator's own
+// (restartpolicy.Decide); it returns nil while there is hope, and the
+// slot's newest task with the reason otherwise.
 func stuck(svc *shoalv1.Service, tasks map[string]*shoalv1.Task) (*shoalv1.Task, string) {
 	global := svc.GetSpec().GetMode() == shoalv1.ServiceMode_SERVICE_MODE_GLOBAL
 	groups := map[string][]*shoalv1.Task{}
@@ -82,65 +82,19 @@ func stuck(svc *shoalv1.Service, tasks map[string]*shoalv1.Task) (*shoalv1.Task,
 			groups[k] = append(groups[k], t)
 		}
 	}
-	pol := svc.GetSpec().GetTask().GetRestart()
 	keys := make([]string, 0, len(groups))
 	for k := range groups {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	now := time.Now()
 	for _, k := range keys {
 		g := groups[k]
-		latest := g[0]
-		ownEnds := 0 // ended on their own from the current spec, as max_attempts counts them
-		for _, t := range g {
-			if newerTask(t, latest) {
-				latest = t
-			}
-			if endedOnItsOwn(svc, t) && t.GetStatus().GetState() != shoalv1.TaskState_TASK_STATE_ORPHANED {
-				ownEnds++
-			}
-		}
-		if !endedOnItsOwn(svc, latest) {
-			continue
-		}
-		st := latest.GetStatus().GetState()
-		if st == shoalv1.TaskState_TASK_STATE_ORPHANED {
-			continue // its node was lost: always replaced
-		}
-		switch pol.GetCondition() {
-		case shoalv1.RestartCondition_RESTART_CONDITION_NONE:
-			return latest, "restart condition none: it is not restarted"
-		case shoalv1.RestartCondition_RESTART_CONDITION_ON_FAILURE:
-			if st != shoalv1.TaskState_TASK_STATE_FAILED && st != shoalv1.TaskState_TASK_STATE_REJECTED {
-				return latest, "restart condition on-failure: a task that ended without failing is not restarted"
-			}
-		}
-		if n := pol.GetMaxAttempts(); n > 0 && pol.GetWindowMs() <= 0 && int64(ownEnds) > n {
-			return latest, fmt.Sprintf("gave up after %d restarts (restart max attempts)", n)
+		if _, _, never := restartpolicy.Decide(svc, g, now); never != "" {
+			return slices.MaxFunc(g, restartpolicy.CompareAge), never
 		}
 	}
 	return nil, ""
-}
-
-// endedOnItsOwn: t is built from svc's current spec and ended while it
-// was meant to run (not stopped by the orchestrator).
-func endedOnItsOwn(svc *shoalv1.Service, t *shoalv1.Task) bool {
-	return t.GetSpecVersion() == svc.GetSpecVersion() && t.GetDesiredState() <= shoalv1.TaskState_TASK_STATE_RUNNING &&
-		t.GetStatus().GetState() >= shoalv1.TaskState_TASK_STATE_COMPLETE
-}
-
-// newerTask orders tasks of a slot as the orchestrator does: by creation,
-// then by the time of their last status, then by id.
-func newerTask(a, b *shoalv1.Task) bool {
-	ac, bc := a.GetMeta().GetCreatedAt().AsTime(), b.GetMeta().GetCreatedAt().AsTime()
-	if !ac.Equal(bc) {
-		return ac.After(bc)
-	}
-	as, bs := a.GetStatus().GetTimestamp().AsTime(), b.GetStatus().GetTimestamp().AsTime()
-	if !as.Equal(bs) {
-		return as.After(bs)
-	}
-	return a.GetMeta().GetId() > b.GetMeta().GetId()
 }
 
 // endText describes how a task ended: its error, or its exit code.
