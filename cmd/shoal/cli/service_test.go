@@ -180,7 +180,7 @@ func TestCreateMonitor(t *testing.T) {
 		},
 		{
 			name:     "dies during the monitor, restart condition none",
-			flags:    []string{"--monitor", "1h", "--wait-timeout", "1h", "--restart-condition", "none"},
+			flags:    []string{"--monitor", "1h", "--wait-timeout", "2h", "--restart-condition", "none"},
 			after:    []*shoalv1.Task{webTask("t1", 3, t0, failed, "exit status 3")},
 			wantCode: 1,
 			want: []string{"web: 1/1 tasks running", "verifying", "task web.1 failed: exit status 3",
@@ -189,7 +189,7 @@ func TestCreateMonitor(t *testing.T) {
 		},
 		{
 			name:     "restart max attempts used up",
-			flags:    []string{"--monitor", "1h", "--wait-timeout", "1h", "--restart-max-attempts", "1"},
+			flags:    []string{"--monitor", "1h", "--wait-timeout", "2h", "--restart-max-attempts", "1"},
 			after:    []*shoalv1.Task{webTask("t1", 3, t0, failed, "oom"), webTask("t2", 4, t0.Add(time.Second), failed, "oom again")},
 			wantCode: 1,
 			want:     []string{"Error: web cannot converge: task web.1 failed: oom again; gave up after 1 restarts"},
@@ -254,6 +254,30 @@ func TestCreateMonitor(t *testing.T) {
 				t.Errorf("output says %q:\n%s", tc.notWant, got)
 			}
 		})
+	}
+}
+
+// A monitor period as long as the whole wait can never be seen through:
+// create and update would always end "did not converge" with the tasks
+// running. Refused before anything is written.
+func TestMonitorLongerThanWaitRefused(t *testing.T) {
+	c := newCLICluster(t)
+	code, out, errOut := c.run("service", "create", "--name", "web", "--no-resolve-image", "--monitor", "3m", "--wait-timeout", "2m", "demo:1")
+	if code == 0 || !strings.Contains(errOut, "--monitor 3m0s: must be shorter than --wait-timeout 2m0s") {
+		t.Errorf("exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	created := func() int {
+		c.mgr.cmu.Lock()
+		defer c.mgr.cmu.Unlock()
+		return len(c.mgr.services)
+	}
+	if n := created(); n != 0 {
+		t.Errorf("%d services created", n)
+	}
+	// --detach waits for nothing: no refusal.
+	code, _, errOut = c.run("service", "create", "--name", "web", "--no-resolve-image", "--monitor", "3m", "--wait-timeout", "2m", "-d", "demo:1")
+	if code != 0 || created() != 1 {
+		t.Errorf("--detach: exit %d: %s", code, errOut)
 	}
 }
 

@@ -135,6 +135,11 @@ func (a *app) startWait(ctx context.Context, ctl shoalv1.ControlClient, wf waitF
 	if wf.detach {
 		return w, nil
 	}
+	if wf.monitor > 0 && wf.monitor >= wf.wait {
+		// The wait would always end in "did not converge", the tasks
+		// running all along: refuse it before anything is written.
+		return nil, fmt.Errorf("--monitor %s: must be shorter than --wait-timeout %s, which bounds the whole wait", wf.monitor, wf.wait)
+	}
 	wctx, cancel := context.WithTimeout(ctx, wf.wait)
 	stream, err := ctl.Watch(wctx, &shoalv1.WatchRequest{Kinds: []string{"task"}})
 	if err != nil {
