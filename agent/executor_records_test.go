@@ -202,6 +202,27 @@ func TestExecutorReportsNoUnwrittenStatus(t *testing.T) {
 	}
 }
 
+// A running task whose statuses could not be written (disk full: when
+// image GC matters most) still holds its image: GC must not collect the
+// image from under the container because the status naming it is not
+// reported yet.
+func TestExecutorImageInUseWhileStatusUnwritten(t *testing.T) {
+	var db *recordingDB
+	env := newExecEnvWrapped(t, func(inner taskStore) taskStore {
+		db = newRecordingDB(inner)
+		db.failStatus = true
+		return db
+	})
+	env.ex.Assign(true, []*shoalv1.Task{running("t1")}, nil)
+	poll(t, "the controller tried to record RUNNING", func() bool { return db.tried("t1", shoalv1.TaskState_TASK_STATE_RUNNING) })
+	if _, ok := env.rt.Spec("t1"); !ok {
+		t.Fatal("t1's container was not created")
+	}
+	if !env.ex.ImageInUse("sha256:aaa") {
+		t.Error("the image of a running task is not in use while its status is unwritten")
+	}
+}
+
 // A task whose record cannot be written is not started (nothing could
 // report on it truthfully after a restart); it starts once the write
 // works, and a set that drops it meanwhile drops it for good.
