@@ -281,6 +281,25 @@ func TestMonitorLongerThanWaitRefused(t *testing.T) {
 	}
 }
 
+// A service that wants no task (replicas 0, or scaled to 0) converges as
+// soon as its tasks are gone: there is nothing to watch for a monitor
+// period. It used to wait out --wait-timeout: the monitor started only
+// when the set of running tasks changed, and an empty set never did.
+func TestCreateZeroReplicasConverges(t *testing.T) {
+	defer func(orig func(time.Duration) (<-chan time.Time, func())) { monitorTimer = orig }(monitorTimer)
+	monitorTimer = func(time.Duration) (<-chan time.Time, func()) {
+		c := make(chan time.Time, 1)
+		c <- time.Now() // every period ends at once
+		return c, func() {}
+	}
+	c := newCLICluster(t)
+	code, out, errOut := c.run("service", "create", "--name", "web", "--no-resolve-image", "--replicas", "0",
+		"--monitor", "1s", "--wait-timeout", "5s", "demo:1")
+	if code != 0 || !strings.Contains(out, "web: converged (0/0)") {
+		t.Errorf("exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+}
+
 func TestStuck(t *testing.T) {
 	t0 := time.Now()
 	mk := func(id string, slot uint64, ago time.Duration, st, desired shoalv1.TaskState, ver uint64) *shoalv1.Task {

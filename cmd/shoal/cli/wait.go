@@ -214,11 +214,12 @@ func (w *waiter) wait(ctx context.Context, svc *shoalv1.Service) error {
 			return fmt.Errorf("%s cannot converge: task %s %s; %s; see `shoal service ps %s`", name, taskName(t), endText(t), why, name)
 		}
 		switch {
-		case done && w.wf.monitor <= 0:
+		case done && (w.wf.monitor <= 0 || want == 0):
+			// Nothing to monitor when no task is wanted (replicas 0).
 			fmt.Fprintf(w.a.out, "%s: converged (%d/%d)\n", name, counted, want)
 			return nil
 		case done:
-			if key := countedKey(svc, tasks); key != stableKey {
+			if key := countedKey(svc, tasks); stableC == nil || key != stableKey {
 				stopMonitor()
 				stableKey = key
 				stableC, stopStable = monitorTimer(w.wf.monitor)
