@@ -240,3 +240,25 @@ func TestPullHugeConfigRefused(t *testing.T) {
 		t.Error("image recorded")
 	}
 }
+
+// An image of more layers than maxLayers is refused before any is
+// unpacked: the per-layer limits would not bound it otherwise.
+func TestLoadTooManyLayersRefused(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "images"), testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var layers []v1.Layer
+	for i := range maxLayers + 1 {
+		layers = append(layers, tarLayer(t, []tarEntry{{name: fmt.Sprintf("f%d", i), body: "x"}}))
+	}
+	dir := filepath.Join(t.TempDir(), "layout")
+	writeOCILayout(t, dir, testImage(t, layers...), "example.com/many:1")
+	_, err = s.Load(context.Background(), dir)
+	if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), "layers") {
+		t.Fatalf("err = %v, want ErrLimit about the layers", err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(s.Dir(), layersDir)); len(ents) != 0 {
+		t.Errorf("%d layers unpacked", len(ents))
+	}
+}
