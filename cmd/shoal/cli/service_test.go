@@ -300,6 +300,29 @@ func TestCreateZeroReplicasConverges(t *testing.T) {
 	}
 }
 
+// A task stream that ends early (the manager went away) is not reported as
+// "did not converge within --wait-timeout": the wait was not over, and the
+// write stands. A wait that runs out says so.
+func TestWaitStreamEndsEarly(t *testing.T) {
+	c := newCLICluster(t)
+	// The stream ends at once; the CLI reads that only after its create
+	// was answered (the error waits in the waiter's channel).
+	c.mgr.watch = func(*shoalv1.WatchRequest, grpc.ServerStreamingServer[shoalv1.WatchEvent]) error {
+		return status.Error(codes.Unavailable, "manager shutting down")
+	}
+	code, out, errOut := c.run("service", "create", "--name", "web", "--no-resolve-image", "--wait-timeout", "1h", "demo:1")
+	if code == 0 || strings.Contains(errOut, "within 1h") || !strings.Contains(errOut, "lost the task stream") ||
+		!strings.Contains(errOut, "manager shutting down") {
+		t.Errorf("exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+
+	c.mgr.watch = nil // no event, the stream stays open until the wait ends
+	code, out, errOut = c.run("service", "create", "--name", "api", "--no-resolve-image", "--monitor", "0", "--wait-timeout", "100ms", "demo:1")
+	if code == 0 || !strings.Contains(errOut, "api did not converge within 100ms: 0/1 tasks running") {
+		t.Errorf("exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+}
+
 func TestStuck(t *testing.T) {
 	t0 := time.Now()
 	mk := func(id string, slot uint64, ago time.Duration, st, desired shoalv1.TaskState, ver uint64) *shoalv1.Task {

@@ -3,12 +3,14 @@ package cli
 import (
 	"context"
 	"fmt"
-	"io"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/restartpolicy"
@@ -181,6 +183,7 @@ func (w *waiter) wait(ctx context.Context, svc *shoalv1.Service) error {
 	for _, t := range resp.GetTasks() {
 		tasks[t.GetMeta().GetId()] = t
 	}
+	began := time.Now()
 	last := -1
 	told := map[string]bool{} // failed tasks already reported
 	// The monitor: converged only once the same counted tasks have stayed
@@ -248,11 +251,17 @@ func (w *waiter) wait(ctx context.Context, svc *shoalv1.Service) error {
 				}
 			}
 		case err := <-w.errc:
-			if err == io.EOF || ctx.Err() == nil {
-				return fmt.Errorf("%s did not converge within %s: %d/%d tasks running (%v); see `shoal service ps %s`",
-					name, w.wf.wait, counted, want, err, name)
+			if ctx.Err() != nil {
+				return err
 			}
-			return err
+			if status.Code(err) == codes.DeadlineExceeded {
+				return fmt.Errorf("%s did not converge within %s: %d/%d tasks running; see `shoal service ps %s`",
+					name, w.wf.wait, counted, want, name)
+			}
+			// The stream ended early (the manager went away, or cut the
+			// watch): the write stands, only the progress is lost.
+			return fmt.Errorf("%s: lost the task stream after %s, %d/%d tasks running (%v); the service was written: see `shoal service ps %s`",
+				name, time.Since(began).Round(time.Millisecond), counted, want, err, name)
 		}
 	}
 }
