@@ -22,7 +22,7 @@
 //
 // and on a manager's gRPC server:
 //
-//	authz := &ca.Authorizer{Policy: ca.DefaultPolicy(), ClusterID: id.ClusterID, NodeValid: nodeExists}
+//	authz := &ca.Authorizer{Policy: ca.DefaultPolicy(), ClusterID: id.ClusterID, Current: storeCheck}
 //	grpc.NewServer(grpc.ChainUnaryInterceptor(authz.Unary()), grpc.ChainStreamInterceptor(authz.Stream()))
 //
 // Handlers read the caller with IdentityFrom(ctx). Private keys and token

@@ -1,0 +1,106 @@
+package ca
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// A certificate is only as good as the store says: these checks compare
+// what a verified certificate claims with the node or admin object the
+// cluster keeps, and are shared by every place that admits a peer (the
+// manager's gRPC port, raft connections, agent APIs).
+
+// ErrNodeUnknown is returned (wrapped) for a node id the store has never
+// heard of: a lagging manager, or a join not yet committed. Unlike
+// ErrNodeRemoved it is worth retrying elsewhere.
+var ErrNodeUnknown = errors.New("node not known")
+
+// ErrNotCurrent is returned (wrapped) for a certificate that the store no
+// longer honours: an older serial, a role the node no longer has, a
+// revoked or unknown admin certificate.
+var ErrNotCurrent = errors.New("certificate no longer accepted")
+
+// NodeLookup is what the node checks need of the store: the node object
+// (nil when not found) and whether the id was removed with `node rm`.
+type NodeLookup func(nodeID string) (n *shoalv1.Node, removed bool)
+
+// CurrentNodeRole decides whether the node certificate id is still current
+// for node n (nil: not in the store) and returns the role its holder may
+// act as now:
+//
+//   - a removed node is refused (ErrNodeRemoved), an unknown one too
+//     (ErrNodeUnknown);
+//   - the serial must be the node's current certificate's, or the one
+//     that a renewal with the same role replaced (previous_cert_serial,
+//     so connections made just before a renewal keep working);
+//   - the certificate's role must be the node's current role;
+//   - while a role change is pending (the operator demoted or promoted the
+//     node, which has not renewed yet), the holder acts as a worker: a
+//     demoted manager loses the Control API, raft and the agent APIs at
+//     once, but keeps its dispatcher session and may renew.
+func CurrentNodeRole(id Identity, n *shoalv1.Node, removed bool) (Role, error) {
+	if id.Role != RoleManager && id.Role != RoleWorker {
+		return "", fmt.Errorf("%w: %s is not a node certificate", ErrNotCurrent, id)
+	}
+	if removed {
+		return "", fmt.Errorf("node %q: %w", id.NodeID, ErrNodeRemoved)
+	}
+	if n == nil {
+		return "", fmt.Errorf("node %q: %w", id.NodeID, ErrNodeUnknown)
+	}
+	switch {
+	case id.Serial != "" && id.Serial == n.GetCertSerial():
+	case id.Serial != "" && id.Serial == n.GetPreviousCertSerial():
+	default:
+		return "", fmt.Errorf("%w: certificate %s of node %q is not its current certificate (it was replaced by a renewal or role change)", ErrNotCurrent, id.Serial, id.NodeID)
+	}
+	if cur := RoleFromProto(n.GetRole()); cur != id.Role {
+		return "", fmt.Errorf("%w: the certificate says %s but node %q is a %s", ErrNotCurrent, id.Role, id.NodeID, cur)
+	}
+	if want := RoleFromProto(n.GetSpec().GetDesiredRole()); want != "" && want != id.Role {
+		return RoleWorker, nil
+	}
+	return id.Role, nil
+}
+
+// CheckAdmin decides whether the admin certificate id is still honoured:
+// its serial must be listed in the cluster's admin certificates under its
+// name, not revoked and not expired at now.
+func CheckAdmin(id Identity, admins []*shoalv1.AdminCertificate, now time.Time) error {
+	if id.Role != RoleAdmin {
+		return fmt.Errorf("%w: %s is not an admin certificate", ErrNotCurrent, id)
+	}
+	for _, a := range admins {
+		if a.GetSerial() != id.Serial || id.Serial == "" {
+			continue
+		}
+		switch {
+		case a.GetName() != id.NodeID:
+			return fmt.Errorf("%w: admin certificate %s is listed as %q, not %q", ErrNotCurrent, id.Serial, a.GetName(), id.NodeID)
+		case a.GetRevoked():
+			return fmt.Errorf("%w: admin certificate %q was revoked", ErrNotCurrent, id.NodeID)
+		case a.GetNotAfter() != nil && now.After(a.GetNotAfter().AsTime()):
+			return fmt.Errorf("%w: admin certificate %q expired", ErrNotCurrent, id.NodeID)
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: admin certificate %q (serial %s) is not one of the cluster's admin certificates", ErrNotCurrent, id.NodeID, id.Serial)
+}
+
+// StoreCheck returns the check an Authorizer (or a raft gate) applies on a
+// manager: nodes against lookup, admins against the cluster's list.
+func StoreCheck(lookup NodeLookup, admins func() []*shoalv1.AdminCertificate) func(Identity) (Role, error) {
+	return func(id Identity) (Role, error) {
+		if id.Role == RoleAdmin {
+			if err := CheckAdmin(id, admins(), time.Now()); err != nil {
+				return "", err
+			}
+			return RoleAdmin, nil
+		}
+		n, removed := lookup(id.NodeID)
+		return CurrentNodeRole(id, n, removed)
+	}
+}
