@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -125,7 +126,7 @@ func TestRenewKeepsRoleAndPreviousSerial(t *testing.T) {
 	// Demoted: the next renewal issues a worker certificate and forgets
 	// the manager one.
 	if _, err := st.Update(context.Background(), func(tx raftstore.WriteTx) error {
-		n := node(t, st, "m1")
+		n := proto.Clone(node(t, st, "m1")).(*shoalv1.Node)
 		n.Spec.DesiredRole = shoalv1.NodeRole_NODE_ROLE_WORKER
 		return tx.Update(n)
 	}); err != nil {
