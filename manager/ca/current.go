@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
@@ -103,4 +105,22 @@ func StoreCheck(lookup NodeLookup, admins func() []*shoalv1.AdminCertificate) fu
 		n, removed := lookup(id.NodeID)
 		return CurrentNodeRole(id, n, removed)
 	}
+}
+
+// AdminCertificateOf is the object the cluster keeps for an admin
+// certificate it issued (`shoal init`'s, `shoal admin-cert create`).
+func AdminCertificateOf(certPEM []byte) (*shoalv1.AdminCertificate, error) {
+	cert, err := parseCertPEM(certPEM)
+	if err != nil {
+		return nil, fmt.Errorf("admin certificate: %w", err)
+	}
+	id, err := IdentityFromCert(cert)
+	if err != nil {
+		return nil, err
+	}
+	if id.Role != RoleAdmin {
+		return nil, fmt.Errorf("admin certificate: %s is not an admin certificate", id)
+	}
+	return &shoalv1.AdminCertificate{Name: id.NodeID, Serial: id.Serial,
+		CreatedAt: timestamppb.New(IssuedAt(cert)), NotAfter: timestamppb.New(cert.NotAfter)}, nil
 }
