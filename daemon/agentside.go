@@ -166,7 +166,7 @@ func (a netAdapter) Teardown(ctx context.Context, id string) error { return a.m.
 func (n *node) serveAgentAPI(ctx context.Context, side *agentSide) error {
 	st := n.state()
 	srv := agentapi.New(agentapi.Config{NodeID: st.NodeID, Tasks: side.ex.Tasks, LogPath: side.ex.LogPath,
-		Images: side.images, Logger: n.o.Logger})
+		Images: side.images, Logger: n.o.Logger, Current: n.agentAPICheck()})
 	if err := agentapi.Serve(ctx, st.AgentAddr, n.certs, srv); err != nil {
 		return fmt.Errorf("agent API on %s: %w", st.AgentAddr, err)
 	}

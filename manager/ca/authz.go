@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -98,6 +99,11 @@ type Authorizer struct {
 	// TLS handshake already pins the CA; this guards against a CA that is
 	// (mistakenly) shared between clusters.
 	ClusterID string
+	// Recheck, when positive, asks Current again every Recheck for the
+	// caller of a stream in progress (a followed log), and ends the stream
+	// with PERMISSION_DENIED once it is refused: a stream outlives the
+	// check made when it opened.
+	Recheck time.Duration
 }
 
 // Unary returns the interceptor for unary calls.
@@ -118,7 +124,45 @@ func (a *Authorizer) Stream() grpc.StreamServerInterceptor {
 		if err != nil {
 			return err
 		}
-		return handler(srv, &identityStream{ServerStream: ss, ctx: ctx})
+		id, named := IdentityFrom(ctx)
+		if a.Recheck <= 0 || a.Current == nil || !named {
+			return handler(srv, &identityStream{ServerStream: ss, ctx: ctx})
+		}
+		ctx, cancel := context.WithCancelCause(ctx)
+		defer cancel(nil)
+		roles, _ := a.Policy.Lookup(info.FullMethod)
+		go a.recheck(ctx, id, roles, info.FullMethod, cancel)
+		err = handler(srv, &identityStream{ServerStream: ss, ctx: ctx})
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+			return cause
+		}
+		return err
+	}
+}
+
+// recheck cancels a stream's context once its caller is refused.
+func (a *Authorizer) recheck(ctx context.Context, id Identity, roles []Role, method string, cancel context.CancelCauseFunc) {
+	t := time.NewTicker(a.Recheck)
+	defer t.Stop()
+	certID, err := PeerIdentity(ctx)
+	if err != nil {
+		return
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cur, err := a.current(ctx, certID)
+		switch {
+		case status.Code(err) == codes.PermissionDenied:
+			cancel(err)
+			return
+		case err == nil && len(roles) > 0 && !slices.Contains(roles, cur.Role):
+			cancel(status.Errorf(codes.PermissionDenied, "%s may no longer call %s: it now acts as a %s", id, method, cur.Role))
+			return
+		}
 	}
 }
 

@@ -1,8 +1,10 @@
 package ca
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -123,4 +125,38 @@ func AdminCertificateOf(certPEM []byte) (*shoalv1.AdminCertificate, error) {
 	}
 	return &shoalv1.AdminCertificate{Name: id.NodeID, Serial: id.Serial,
 		CreatedAt: timestamppb.New(IssuedAt(cert)), NotAfter: timestamppb.New(cert.NotAfter)}, nil
+}
+
+// CachedCurrent wraps a check that is costly (it asks a manager over the
+// network: agent APIs) so that answers that admit a caller are reused for
+// ttl; refusals and errors are never cached. ttl bounds how long a demoted
+// or removed caller can still be admitted.
+func CachedCurrent(check func(context.Context, Identity) (Role, error), ttl time.Duration) func(context.Context, Identity) (Role, error) {
+	type entry struct {
+		role Role
+		at   time.Time
+	}
+	var mu sync.Mutex // guards cache
+	cache := map[Identity]entry{}
+	return func(ctx context.Context, id Identity) (Role, error) {
+		now := time.Now()
+		mu.Lock()
+		e, ok := cache[id]
+		if len(cache) > 1024 { // a bound, not a policy: callers are few
+			clear(cache)
+		}
+		mu.Unlock()
+		if ok && now.Sub(e.at) < ttl {
+			return e.role, nil
+		}
+		role, err := check(ctx, id)
+		mu.Lock()
+		if err == nil {
+			cache[id] = entry{role: role, at: now}
+		} else {
+			delete(cache, id)
+		}
+		mu.Unlock()
+		return role, err
+	}
 }
