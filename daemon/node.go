@@ -35,8 +35,9 @@ type node struct {
 	mgrStop context.CancelFunc
 	mgrDone chan error
 
-	roleCh chan shoalv1.NodeRole // desired roles seen by the agent
-	errCh  chan error            // fatal errors from the manager
+	roleCh  chan shoalv1.NodeRole // desired roles seen by the agent
+	renewCh chan struct{}         // renew now (a shorter cluster lifetime; renew.go)
+	errCh   chan error            // fatal errors from the manager
 }
 
 func runNode(ctx context.Context, o Options, st *State, withBootstrap bool) error {
@@ -49,7 +50,7 @@ func runNode(ctx context.Context, o Options, st *State, withBootstrap bool) erro
 		return err
 	}
 	n := &node{o: o, log: o.Logger.With("node_id", st.NodeID), certs: certs, st: st,
-		bootstrapped: make(chan struct{}), roleCh: make(chan shoalv1.NodeRole, 1), errCh: make(chan error, 1)}
+		bootstrapped: make(chan struct{}), roleCh: make(chan shoalv1.NodeRole, 1), renewCh: make(chan struct{}, 1), errCh: make(chan error, 1)}
 	if withBootstrap {
 		if n.boot, err = loadBootstrap(o.DataDir); err != nil {
 			return err
@@ -264,6 +265,7 @@ func (n *node) startManager(ctx context.Context) error {
 	// Ask to be a raft voter (a no-op for a member); needed after a manager
 	// join or a promotion, harmless otherwise.
 	go n.joinRaft(mctx)
+	go n.watchCertExpiry(mctx, m.Store())
 	return nil
 }
 
@@ -347,6 +349,11 @@ func (n *node) roleLoop(ctx context.Context) error {
 			}
 			if err := n.renewCert(ctx); err != nil {
 				n.log.Warn("role change failed; will retry on the next node update", "err", err)
+			}
+		case <-n.renewCh:
+			timer.Stop()
+			if err := n.renewCert(ctx); err != nil {
+				n.log.Warn("renewing the node certificate for the cluster's new lifetime failed", "err", err)
 			}
 		case <-timer.C:
 			if err := n.renewCert(ctx); err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/shoal-dev/shoal/manager"
 	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
 )
 
 // Certificates renew themselves: the role loop (node.go) renews the node's
@@ -107,4 +108,47 @@ func (n *node) renewCert(ctx context.Context) error {
 	// A demoted node leaves raft; its old log must not come back if it is
 	// promoted again later.
 	return os.RemoveAll(filepath.Join(n.o.DataDir, "raft"))
+}
+
+// watchCertExpiry runs on managers, which hold the cluster object: when
+// `cluster update --cert-expiry` lowers the lifetime below what is left of
+// this node's certificate, the node renews now instead of in (say) 60 days
+// — an operator shortening lifetimes wants them short. Workers, which have
+// no store, pick the new lifetime up at their next renewal.
+func (n *node) watchCertExpiry(ctx context.Context, store *raftstore.Store) {
+	sub, err := store.Watch(ctx, 0, raftstore.KindCluster)
+	if err != nil {
+		return
+	}
+	defer func() { sub.Close() }()
+	for {
+		if c, ok := raftstore.ClusterOf(store.View()); ok {
+			if ms := c.GetSettings().GetNodeCertExpiryMs(); ms > 0 {
+				ttl := time.Duration(ms) * time.Millisecond
+				// Slack for the time a renewal takes to arrive.
+				if left := time.Until(n.certs.Leaf().NotAfter); left > ttl+ttl/10+time.Second {
+					n.log.Info("the cluster's certificate lifetime is shorter than what is left of this node's certificate; renewing", "lifetime", ttl, "left", left.Round(time.Second))
+					select {
+					case n.renewCh <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-sub.C():
+			if !ok {
+				if ctx.Err() != nil {
+					return
+				}
+				sub.Close()
+				if sub, err = store.Watch(ctx, 0, raftstore.KindCluster); err != nil {
+					return
+				}
+			}
+		case <-n.certs.Changed():
+		}
+	}
 }
