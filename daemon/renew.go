@@ -87,7 +87,7 @@ func (n *node) renewCert(ctx context.Context) error {
 		return err
 	}
 	role := ca.RoleFromProto(resp.GetRole())
-	n.log.Info("node certificate renewed", "role", string(role), "not_after", n.certs.Leaf().NotAfter, "renew_at", n.renewDue())
+	n.log.Info("renewed this node's certificate", "role", string(role), "not_after", n.certs.Leaf().NotAfter, "renew_at", n.renewDue())
 	if role == oldRole {
 		return nil
 	}

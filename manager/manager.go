@@ -132,10 +132,11 @@ func (m *Manager) Run(ctx context.Context) error {
 	check := StoreCheck(store)
 	authz := &ca.Authorizer{Policy: ca.DefaultPolicy(), ClusterID: cfg.Certs.Identity().ClusterID,
 		Current: func(_ context.Context, id ca.Identity) (ca.Role, error) { return check(id) }}
-	mux.AdmitRaft(transport.RaftAdmission(func() (raft.Configuration, error) {
+	raftConf := func() (raft.Configuration, error) {
 		f := store.Raft().GetConfiguration()
 		return f.Configuration(), f.Error()
-	}, check))
+	}
+	mux.AdmitRaft(transport.RaftAdmission(raftConf, check), transport.RaftAdmission(raftConf, ca.ConnectionCheck(storeNodes(store))))
 	srv := grpc.NewServer(
 		grpc.Creds(transport.ServerCreds()),
 		grpc.ChainUnaryInterceptor(authz.Unary(), fwd.Unary()),
@@ -161,7 +162,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return m.leaderLoop(gctx, disp, member) })
-	g.Go(func() error { return redialOnRenewal(gctx, cfg.Certs, fwd, trans) })
+	g.Go(func() error { return redialOnRenewal(gctx, cfg.Certs, fwd) })
 	g.Go(func() error {
 		<-gctx.Done()
 		srv.Stop()
@@ -186,24 +187,29 @@ func (m *Manager) Run(ctx context.Context) error {
 // StoreCheck is the certificate check of a manager (ca.StoreCheck) against
 // its own store: node objects, removed node ids, admin certificates.
 func StoreCheck(store *raftstore.Store) func(ca.Identity) (ca.Role, error) {
-	return ca.StoreCheck(func(id string) (*shoalv1.Node, bool) {
+	return ca.StoreCheck(storeNodes(store), func() []*shoalv1.AdminCertificate {
+		c, _ := raftstore.ClusterOf(store.View())
+		return c.GetAdminCerts()
+	})
+}
+
+// storeNodes looks node ids up in the store.
+func storeNodes(store *raftstore.Store) ca.NodeLookup {
+	return func(id string) (*shoalv1.Node, bool) {
 		view := store.View()
 		if n, ok := raftstore.Get[*shoalv1.Node](view, id); ok {
 			return n, false
 		}
 		c, _ := raftstore.ClusterOf(view)
 		return nil, slices.Contains(c.GetRemovedNodes(), id)
-	}, func() []*shoalv1.AdminCertificate {
-		c, _ := raftstore.ClusterOf(store.View())
-		return c.GetAdminCerts()
-	})
+	}
 }
 
-// redialOnRenewal drops the connections made with this node's previous
-// certificate when it changes: the store honours a certificate only until
-// the renewal after next, so pooled connections must not outlive that.
-// Calls in flight finish on the old connections.
-func redialOnRenewal(ctx context.Context, certs *ca.CertStore, fwd *forward.Forwarder, trans *raft.NetworkTransport) error {
+// redialOnRenewal drops the forwarder's connections made with this node's
+// previous certificate when it changes: the store honours a certificate on
+// gRPC calls only until the renewal after next. (Raft connections are
+// checked for membership, not serial, once admitted: they are kept.)
+func redialOnRenewal(ctx context.Context, certs *ca.CertStore, fwd *forward.Forwarder) error {
 	for {
 		select {
 		case <-ctx.Done():
@@ -211,9 +217,6 @@ func redialOnRenewal(ctx context.Context, certs *ca.CertStore, fwd *forward.Forw
 		case <-certs.Changed():
 		}
 		fwd.Redial(30 * time.Second)
-		// Pooled raft connections and pipelines are closed; raft dials
-		// again with the new certificate on its next RPC.
-		trans.CloseStreams()
 	}
 }
 

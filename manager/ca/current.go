@@ -46,6 +46,18 @@ type NodeLookup func(nodeID string) (n *shoalv1.Node, removed bool)
 //     demoted manager loses the Control API, raft and the agent APIs at
 //     once, but keeps its dispatcher session and may renew.
 func CurrentNodeRole(id Identity, n *shoalv1.Node, removed bool) (Role, error) {
+	return currentNodeRole(id, n, removed, true)
+}
+
+// CurrentNodeRoleOfConnection is CurrentNodeRole without the serial check,
+// for a long-lived connection whose certificate was current when it was
+// admitted (raft): renewals, which keep the role, do not cut it, while a
+// demotion or removal still does at once.
+func CurrentNodeRoleOfConnection(id Identity, n *shoalv1.Node, removed bool) (Role, error) {
+	return currentNodeRole(id, n, removed, false)
+}
+
+func currentNodeRole(id Identity, n *shoalv1.Node, removed, checkSerial bool) (Role, error) {
 	if id.Role != RoleManager && id.Role != RoleWorker {
 		return "", fmt.Errorf("%w: %s is not a node certificate", ErrNotCurrent, id)
 	}
@@ -56,6 +68,7 @@ func CurrentNodeRole(id Identity, n *shoalv1.Node, removed bool) (Role, error) {
 		return "", fmt.Errorf("node %q: %w", id.NodeID, ErrNodeUnknown)
 	}
 	switch {
+	case !checkSerial:
 	case id.Serial != "" && id.Serial == n.GetCertSerial():
 	case id.Serial != "" && id.Serial == n.GetPreviousCertSerial():
 	default:
@@ -106,6 +119,15 @@ func StoreCheck(lookup NodeLookup, admins func() []*shoalv1.AdminCertificate) fu
 		}
 		n, removed := lookup(id.NodeID)
 		return CurrentNodeRole(id, n, removed)
+	}
+}
+
+// ConnectionCheck is StoreCheck for connections already admitted (see
+// CurrentNodeRoleOfConnection); it knows nodes only.
+func ConnectionCheck(lookup NodeLookup) func(Identity) (Role, error) {
+	return func(id Identity) (Role, error) {
+		n, removed := lookup(id.NodeID)
+		return CurrentNodeRoleOfConnection(id, n, removed)
 	}
 }
 

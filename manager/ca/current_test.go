@@ -65,6 +65,25 @@ func TestCurrentNodeRole(t *testing.T) {
 	}
 }
 
+// TestCurrentNodeRoleOfConnection: an admitted connection survives
+// renewals (serial not checked) but not a demotion or removal.
+func TestCurrentNodeRoleOfConnection(t *testing.T) {
+	const mgr, wrk = shoalv1.NodeRole_NODE_ROLE_MANAGER, shoalv1.NodeRole_NODE_ROLE_WORKER
+	m := ca.Identity{NodeID: "n1", Role: ca.RoleManager, Serial: "aa"}
+	if r, err := ca.CurrentNodeRoleOfConnection(m, storeNode("n1", mgr, mgr, "cc", "bb"), false); err != nil || r != ca.RoleManager {
+		t.Fatalf("after two renewals: %q, %v; want manager", r, err)
+	}
+	if r, _ := ca.CurrentNodeRoleOfConnection(m, storeNode("n1", mgr, wrk, "aa", ""), false); r != ca.RoleWorker {
+		t.Fatalf("demoted: %q, want worker", r)
+	}
+	if _, err := ca.CurrentNodeRoleOfConnection(m, storeNode("n1", wrk, wrk, "cc", ""), false); !errors.Is(err, ca.ErrNotCurrent) {
+		t.Fatalf("renewed as a worker: %v", err)
+	}
+	if _, err := ca.CurrentNodeRoleOfConnection(m, nil, true); !errors.Is(err, ca.ErrNodeRemoved) {
+		t.Fatalf("removed: %v", err)
+	}
+}
+
 func TestCheckAdmin(t *testing.T) {
 	now := time.Now()
 	admins := []*shoalv1.AdminCertificate{

@@ -23,12 +23,13 @@ func TestMuxRaftAdmission(t *testing.T) {
 	logs := &logBuffer{}
 	mux := startMux(t, c.store("m0", ca.RoleManager), logs)
 	var refuseM1 atomic.Bool
-	mux.AdmitRaft(func(id ca.Identity) error {
+	admit := func(id ca.Identity) error {
 		if id.NodeID == "m2" || (id.NodeID == "m1" && refuseM1.Load()) {
 			return errors.New("not a voter")
 		}
 		return nil
-	})
+	}
+	mux.AdmitRaft(admit, admit)
 	accepted := acceptOne(mux.Raft())
 
 	rc2, err := tls.Dial("tcp", mux.Addr().String(), c.store("m2", ca.RoleManager).ClientTLSConfig(ca.ManagerServerName, ca.ALPNRaft))
@@ -77,14 +78,15 @@ func admittedRaftNode(t *testing.T, c *cluster, id string, bootstrap bool) (*raf
 	})
 	mux := startMux(t, certs, lb)
 	var r atomic.Pointer[raft.Raft]
-	mux.AdmitRaft(transport.RaftAdmission(func() (raft.Configuration, error) {
+	admit := transport.RaftAdmission(func() (raft.Configuration, error) {
 		rr := r.Load()
 		if rr == nil {
 			return raft.Configuration{}, nil
 		}
 		f := rr.GetConfiguration()
 		return f.Configuration(), f.Error()
-	}, func(id ca.Identity) (ca.Role, error) { return id.Role, nil }))
+	}, func(id ca.Identity) (ca.Role, error) { return id.Role, nil })
+	mux.AdmitRaft(admit, admit)
 	stream := transport.NewRaftStreamLayer(mux.Raft(), mux.Addr(), func() *tls.Config {
 		return certs.ClientTLSConfig(ca.ManagerServerName, ca.ALPNRaft)
 	})

@@ -33,9 +33,9 @@ type Mux struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	// admit, when set, decides whether a raft peer is still a member; see
-	// AdmitRaft.
-	admit func(ca.Identity) error
+	// admit and readmit, when set, decide whether a raft peer is (still)
+	// a member; see AdmitRaft.
+	admit, readmit func(ca.Identity) error
 
 	closeOnce sync.Once
 	closeErr  error
@@ -71,13 +71,15 @@ func (m *Mux) GRPC() net.Listener { return m.grpc }
 // refuses later raft connections but leaves the mux running.
 func (m *Mux) Raft() net.Listener { return m.raft }
 
-// AdmitRaft makes the mux check every raft peer with admit: when the
-// connection is accepted, and again before every read from it, so a peer
-// that stops being a member (demoted, removed, its certificate replaced)
-// cannot send another raft RPC, even on a connection opened while it was
-// one. hashicorp/raft itself accepts AppendEntries with a higher term from
-// anyone. Call it before Serve.
-func (m *Mux) AdmitRaft(admit func(ca.Identity) error) { m.admit = admit }
+// AdmitRaft makes the mux check every raft peer: with admit when the
+// connection is accepted, and with readmit whenever bytes arrive on it, so
+// a peer that stops being a member (demoted, removed) cannot send another
+// raft RPC, even on a connection opened while it was one. hashicorp/raft
+// itself accepts AppendEntries with a higher term from anyone. readmit may
+// be more lenient than admit on what does not change a membership (a
+// certificate replaced by a renewal with the same role), so that renewals
+// do not cut raft's connections. Call it before Serve.
+func (m *Mux) AdmitRaft(admit, readmit func(ca.Identity) error) { m.admit, m.readmit = admit, readmit }
 
 // Addr is the address the mux listens on.
 func (m *Mux) Addr() net.Addr { return m.ln.Addr() }
@@ -173,7 +175,7 @@ func (m *Mux) handle(raw net.Conn) {
 			return
 		}
 		m.log.Debug("raft connection", "remote", remote, "node_id", id.NodeID)
-		m.raft.deliver(&admittedConn{Conn: tc, id: id, admit: m.admit, log: m.log, remote: remote})
+		m.raft.deliver(&admittedConn{Conn: tc, id: id, admit: m.readmit, log: m.log, remote: remote})
 	default:
 		m.log.Info("closing connection without a known ALPN protocol", "remote", remote, "alpn", st.NegotiatedProtocol)
 		tc.Close()

@@ -97,13 +97,14 @@ func (s *RaftStreamLayer) Dial(address raft.ServerAddress, timeout time.Duration
 
 // RaftAdmission is the check a manager's mux applies to raft peers
 // (Mux.AdmitRaft): the peer must be a voter of the latest raft
-// configuration and, per the store (check, e.g. ca.StoreCheck), a current
-// manager: its certificate current, not removed, not demoted. A voter whose
-// node object has not reached this manager's store yet is admitted (raft
-// configuration entries apply before the log is committed). A manager
-// whose configuration is still empty is joining: nothing there to protect
-// yet, and its first peer is the leader adding it, so any manager
-// certificate is admitted.
+// configuration and, per the store (check: ca.StoreCheck when a connection
+// is accepted, ca.ConnectionCheck on an open one), a current manager: its
+// certificate current, not removed, not demoted. A voter whose node object
+// has not reached this manager's store yet is admitted (raft configuration
+// entries apply before the log is committed). A manager whose
+// configuration is still empty is joining: nothing there to protect yet,
+// and its first peer is the leader adding it, so any manager certificate
+// is admitted.
 func RaftAdmission(configuration func() (raft.Configuration, error), check func(ca.Identity) (ca.Role, error)) func(ca.Identity) error {
 	return func(id ca.Identity) error {
 		conf, err := configuration()
