@@ -91,7 +91,7 @@ func TestCertificatesRenewThemselves(t *testing.T) {
 	if candidates[h1] == 0 {
 		t.Fatalf("%s's log has no %q line from its first election; the election check would be blind", h1, candidateLine)
 	}
-	errorLines := regexp.MustCompile(`level=ERROR[^\n]*`)
+	errorLines := errorLine
 	errorsBefore := map[*harness.Host]int{}
 	for _, h := range c.hosts {
 		errorsBefore[h] = len(errorLines.FindAllString(procOf(t, h).Output(), -1))
