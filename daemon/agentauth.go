@@ -27,13 +27,17 @@ import (
 // again.
 const agentAuthCacheTTL = 500 * time.Millisecond
 
-// agentAPICheck returns the agent API's certificate check.
-func (n *node) agentAPICheck() func(context.Context, ca.Identity) (ca.Role, error) {
-	return ca.CachedCurrent(n.askManagers, agentAuthCacheTTL)
+// agentAPICheck returns the agent API's certificate checks: for new calls,
+// and for streams in progress (which a renewal of the caller's certificate
+// does not end).
+func (n *node) agentAPICheck() (current, ongoing func(context.Context, ca.Identity) (ca.Role, error)) {
+	return ca.CachedCurrent(func(ctx context.Context, id ca.Identity) (ca.Role, error) { return n.askManagers(ctx, id, true) }, agentAuthCacheTTL),
+		ca.CachedCurrent(func(ctx context.Context, id ca.Identity) (ca.Role, error) { return n.askManagers(ctx, id, false) }, agentAuthCacheTTL)
 }
 
-// askManagers asks the managers, in turn, whether id is current.
-func (n *node) askManagers(ctx context.Context, id ca.Identity) (ca.Role, error) {
+// askManagers asks the managers, in turn, whether id is current (its
+// serial too, if checkSerial).
+func (n *node) askManagers(ctx context.Context, id ca.Identity, checkSerial bool) (ca.Role, error) {
 	st := n.state()
 	targets := append([]string{}, st.Managers...)
 	if len(targets) == 0 {
@@ -41,7 +45,7 @@ func (n *node) askManagers(ctx context.Context, id ca.Identity) (ca.Role, error)
 	}
 	var lastErr error
 	for _, addr := range targets {
-		role, err := n.askManager(ctx, addr, id)
+		role, err := n.askManager(ctx, addr, id, checkSerial)
 		if err == nil || errors.Is(err, ca.ErrNotCurrent) || errors.Is(err, ca.ErrNodeRemoved) {
 			return role, err
 		}
@@ -50,7 +54,7 @@ func (n *node) askManagers(ctx context.Context, id ca.Identity) (ca.Role, error)
 	return "", fmt.Errorf("no manager could say whether %s is current: %w", id, lastErr)
 }
 
-func (n *node) askManager(ctx context.Context, addr string, id ca.Identity) (ca.Role, error) {
+func (n *node) askManager(ctx context.Context, addr string, id ca.Identity, checkSerial bool) (ca.Role, error) {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(manager.ClientCreds(n.certs)))
 	if err != nil {
 		return "", err
@@ -79,6 +83,9 @@ func (n *node) askManager(ctx context.Context, addr string, id ca.Identity) (ca.
 	nd := resp.GetNode()
 	if nd.GetMeta().GetId() != id.NodeID { // a ref may also match a name or a prefix
 		return "", fmt.Errorf("%w: node %q is not a node of this cluster", ca.ErrNotCurrent, id.NodeID)
+	}
+	if !checkSerial {
+		return ca.CurrentNodeRoleOfConnection(id, nd, false)
 	}
 	return ca.CurrentNodeRole(id, nd, false)
 }

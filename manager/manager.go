@@ -130,8 +130,16 @@ func (m *Manager) Run(ctx context.Context) error {
 	}, cfg.Logger, "/shoal.v1.NodeCA/GetRootCA", "/shoal.v1.Dispatcher/Session", shoalv1.NodeCA_RenewNodeCertificate_FullMethodName)
 	defer fwd.Close()
 	check := StoreCheck(store)
+	ongoing := ca.StoreCheckOngoing(storeNodes(store), func() []*shoalv1.AdminCertificate {
+		c, _ := raftstore.ClusterOf(store.View())
+		return c.GetAdminCerts()
+	})
 	authz := &ca.Authorizer{Policy: ca.DefaultPolicy(), ClusterID: cfg.Certs.Identity().ClusterID,
-		Current: func(_ context.Context, id ca.Identity) (ca.Role, error) { return check(id) }}
+		Current: func(_ context.Context, id ca.Identity) (ca.Role, error) { return check(id) },
+		// Streams (sessions, watches, followed logs) are asked about again
+		// every second: a demoted, removed or revoked caller loses them.
+		Recheck: time.Second,
+		Ongoing: func(_ context.Context, id ca.Identity) (ca.Role, error) { return ongoing(id) }}
 	raftConf := func() (raft.Configuration, error) {
 		f := store.Raft().GetConfiguration()
 		return f.Configuration(), f.Error()

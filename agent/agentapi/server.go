@@ -50,6 +50,9 @@ type Config struct {
 	// as ca.Authorizer.Current; the node asks a manager (see
 	// daemon). Nil trusts the certificate alone (tests).
 	Current func(ctx context.Context, id ca.Identity) (ca.Role, error)
+	// Ongoing is Current for streams in progress (ca.Authorizer.Ongoing):
+	// it does not hold a renewal against a stream opened before it.
+	Ongoing func(ctx context.Context, id ca.Identity) (ca.Role, error)
 }
 
 // DefaultMaxImageBytes caps an uploaded image archive. Images this large

@@ -99,11 +99,16 @@ type Authorizer struct {
 	// TLS handshake already pins the CA; this guards against a CA that is
 	// (mistakenly) shared between clusters.
 	ClusterID string
-	// Recheck, when positive, asks Current again every Recheck for the
-	// caller of a stream in progress (a followed log), and ends the stream
-	// with PERMISSION_DENIED once it is refused: a stream outlives the
-	// check made when it opened.
+	// Recheck, when positive, asks again every Recheck about the caller
+	// of a stream in progress (a watch, a followed log), and ends the
+	// stream with PERMISSION_DENIED once it is refused: a stream outlives
+	// the check made when it opened.
 	Recheck time.Duration
+	// Ongoing, when set, is what Recheck asks instead of Current: a check
+	// that does not hold renewals against a stream opened with the
+	// certificate they replaced (CurrentNodeRoleOfConnection), while a
+	// demotion, removal or revocation still ends it.
+	Ongoing func(ctx context.Context, id Identity) (Role, error)
 }
 
 // Unary returns the interceptor for unary calls.
@@ -154,7 +159,11 @@ func (a *Authorizer) recheck(ctx context.Context, id Identity, roles []Role, met
 			return
 		case <-t.C:
 		}
-		cur, err := a.current(ctx, certID)
+		check := a
+		if a.Ongoing != nil {
+			check = &Authorizer{Current: a.Ongoing}
+		}
+		cur, err := check.current(ctx, certID)
 		switch {
 		case status.Code(err) == codes.PermissionDenied:
 			cancel(err)

@@ -122,6 +122,20 @@ func StoreCheck(lookup NodeLookup, admins func() []*shoalv1.AdminCertificate) fu
 	}
 }
 
+// StoreCheckOngoing is StoreCheck for streams and connections already
+// admitted: node certificates are checked without their serial (see
+// CurrentNodeRoleOfConnection), admin certificates as by StoreCheck.
+func StoreCheckOngoing(lookup NodeLookup, admins func() []*shoalv1.AdminCertificate) func(Identity) (Role, error) {
+	nodes := ConnectionCheck(lookup)
+	full := StoreCheck(lookup, admins)
+	return func(id Identity) (Role, error) {
+		if id.Role == RoleAdmin {
+			return full(id)
+		}
+		return nodes(id)
+	}
+}
+
 // ConnectionCheck is StoreCheck for connections already admitted (see
 // CurrentNodeRoleOfConnection); it knows nodes only.
 func ConnectionCheck(lookup NodeLookup) func(Identity) (Role, error) {

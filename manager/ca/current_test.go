@@ -5,6 +5,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -260,5 +262,78 @@ func TestSignAdminCSR(t *testing.T) {
 	}
 	if _, _, err := root.SignAdminCSR([]byte("junk"), "ops", time.Hour); err == nil {
 		t.Fatal("a junk CSR was signed")
+	}
+}
+
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *ctxStream) Context() context.Context { return s.ctx }
+
+// TestAuthorizerRechecksStreams: a stream in progress outlives renewals of
+// its caller's certificate (Ongoing skips the serial) but ends with
+// PERMISSION_DENIED once the caller is demoted.
+func TestAuthorizerRechecksStreams(t *testing.T) {
+	root := newRoot(t, "c1")
+	m1 := parseCert(t, nodeCreds(t, root, "m1", ca.RoleManager).CertPEM)
+	const mgr, wrk = shoalv1.NodeRole_NODE_ROLE_MANAGER, shoalv1.NodeRole_NODE_ROLE_WORKER
+	var mu sync.Mutex // guards node
+	node := storeNode("m1", mgr, mgr, ca.SerialOf(m1), "")
+	lookup := func(string) (*shoalv1.Node, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		return node, false
+	}
+	setNode := func(n *shoalv1.Node) {
+		mu.Lock()
+		defer mu.Unlock()
+		node = n
+	}
+	full := ca.StoreCheck(lookup, func() []*shoalv1.AdminCertificate { return nil })
+	ongoing := ca.StoreCheckOngoing(lookup, func() []*shoalv1.AdminCertificate { return nil })
+	var rechecks atomic.Int32
+	a := &ca.Authorizer{Policy: ca.DefaultPolicy(), Recheck: 10 * time.Millisecond,
+		Current: func(_ context.Context, id ca.Identity) (ca.Role, error) { return full(id) },
+		Ongoing: func(_ context.Context, id ca.Identity) (ca.Role, error) {
+			defer rechecks.Add(1)
+			return ongoing(id)
+		}}
+	renewed := make(chan struct{})
+	demote := make(chan struct{})
+	handler := func(_ any, ss grpc.ServerStream) error {
+		close(renewed)
+		<-demote
+		<-ss.Context().Done()
+		return ss.Context().Err()
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- a.Stream()(nil, &ctxStream{ctx: peerCtx(m1)}, &grpc.StreamServerInfo{FullMethod: shoalv1.Control_Watch_FullMethodName}, handler)
+	}()
+	<-renewed
+	// Two renewals: the stream's certificate is neither current nor
+	// previous, and the stream goes on.
+	setNode(storeNode("m1", mgr, mgr, "cc", "bb"))
+	for seen := rechecks.Load(); rechecks.Load() < seen+3; {
+		select {
+		case err := <-done:
+			t.Fatalf("a renewal ended the stream: %v", err)
+		case <-time.After(time.Millisecond): // poll the counter
+		}
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("a renewal ended the stream: %v", err)
+	default:
+	}
+	setNode(storeNode("m1", mgr, wrk, "cc", "bb"))
+	close(demote)
+	select {
+	case err := <-done:
+		checkStatus(t, err, codes.PermissionDenied, "")
+	case <-time.After(20 * time.Second):
+		t.Fatal("the stream of a demoted manager was not ended")
 	}
 }
