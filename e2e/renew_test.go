@@ -148,3 +148,55 @@ func TestCertificatesRenewThemselves(t *testing.T) {
 		}
 	}
 }
+
+// TestExpiredCertificateRenewsAtStart: a worker that was stopped until its
+// certificate expired renews it at start with proof of the old key (it
+// cannot present the expired certificate) and is READY again.
+func TestExpiredCertificateRenewsAtStart(t *testing.T) {
+	c := newCluster(t, 1, 0)
+	h1 := c.hosts[0]
+	ctx, cancel := attempt()
+	out, err := c.admin(h1).Run(ctx, "cluster", "update", "--cert-expiry", shortCertExpiry.String())
+	cancel()
+	if err != nil {
+		t.Fatalf("cluster update --cert-expiry: %v\n%s", err, out)
+	}
+	c.join(c.addHost(), c.workerToken, shoalv1.NodeRole_NODE_ROLE_WORKER)
+	w := c.workers[0]
+	if err := procOf(t, w).Stop(); err != nil {
+		t.Fatal(err)
+	}
+	creds, err := ca.LoadCreds(w.NodeCertDir(), "node")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.ParseCertPEM(creds.CertPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The certificate's expiry is the event waited for.
+	harness.Eventually(t, 2*shortCertExpiry+settleTimeout, poll, func() error {
+		if left := time.Until(leaf.NotAfter); left > -time.Second {
+			return fmt.Errorf("%s's certificate expires in %v", w, left)
+		}
+		return nil
+	})
+	p := w.Daemon(t)
+	harness.Eventually(t, settleTimeout, poll, func() error {
+		_, err := p.Match(regexp.MustCompile(`renewing it with proof of the old key[^\n]*\n(.*\n)*.*` + renewedLine.String()))
+		return err
+	})
+	c.waitNodes(h1, func(nodes []*shoalv1.Node) error {
+		if err := p.CheckRunning(); err != nil {
+			return err
+		}
+		return c.nodeReady(nodes, w, shoalv1.NodeRole_NODE_ROLE_WORKER)
+	})
+	after, err := ca.LoadCreds(w.NodeCertDir(), "node")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if now, _ := after.NotAfter(); !now.After(time.Now()) {
+		t.Fatalf("%s's certificate still expired (not after %v)", w, now)
+	}
+}
