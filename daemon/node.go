@@ -329,15 +329,17 @@ func (n *node) onNode(nd *shoalv1.Node) {
 }
 
 // roleLoop owns the node's certificate: it renews it for a new role, and
-// when it is due (renew.go), and starts or stops the manager to match.
+// when it is due (renew.go), and starts or stops the manager to match. A
+// renewal that fails is retried with back-off, whatever asked for it.
 func (n *node) roleLoop(ctx context.Context) error {
 	retry := time.Duration(0)
 	for {
 		wait := time.Until(n.renewDue())
 		if retry > 0 {
-			wait = retry
+			wait = min(wait, retry)
 		}
 		timer := time.NewTimer(max(wait, 0))
+		why := "due"
 		select {
 		case <-ctx.Done():
 			timer.Stop()
@@ -347,21 +349,17 @@ func (n *node) roleLoop(ctx context.Context) error {
 			if ca.RoleFromProto(want) == n.certs.Identity().Role {
 				continue
 			}
-			if err := n.renewCert(ctx); err != nil {
-				n.log.Warn("role change failed; will retry on the next node update", "err", err)
-			}
+			why = "role change"
 		case <-n.renewCh:
 			timer.Stop()
-			if err := n.renewCert(ctx); err != nil {
-				n.log.Warn("renewing the node certificate for the cluster's new lifetime failed", "err", err)
-			}
+			why = "shorter cluster lifetime"
 		case <-timer.C:
-			if err := n.renewCert(ctx); err != nil {
-				retry = min(max(2*retry, renewRetryMin), renewRetryMax)
-				n.log.Warn("renewing the node certificate failed; retrying", "err", err, "retry_in", retry)
-				continue
-			}
-			retry = 0
 		}
+		if err := n.renewCert(ctx); err != nil {
+			retry = min(max(2*retry, renewRetryMin), renewRetryMax)
+			n.log.Warn("renewing the node certificate failed; retrying", "reason", why, "err", err, "retry_in", retry)
+			continue
+		}
+		retry = 0
 	}
 }
