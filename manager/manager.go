@@ -130,10 +130,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	}, cfg.Logger, "/shoal.v1.NodeCA/GetRootCA", "/shoal.v1.Dispatcher/Session", shoalv1.NodeCA_RenewNodeCertificate_FullMethodName)
 	defer fwd.Close()
 	check := StoreCheck(store)
-	ongoing := ca.StoreCheckOngoing(storeNodes(store), func() []*shoalv1.AdminCertificate {
-		c, _ := raftstore.ClusterOf(store.View())
-		return c.GetAdminCerts()
-	})
+	ongoing := ca.StoreCheckOngoing(storeNodes(store), storeAdmins(store))
 	authz := &ca.Authorizer{Policy: ca.DefaultPolicy(), ClusterID: cfg.Certs.Identity().ClusterID,
 		Current: func(_ context.Context, id ca.Identity) (ca.Role, error) { return check(id) },
 		// Streams (sessions, watches, followed logs) are asked about again
@@ -195,10 +192,15 @@ func (m *Manager) Run(ctx context.Context) error {
 // StoreCheck is the certificate check of a manager (ca.StoreCheck) against
 // its own store: node objects, removed node ids, admin certificates.
 func StoreCheck(store *raftstore.Store) func(ca.Identity) (ca.Role, error) {
-	return ca.StoreCheck(storeNodes(store), func() []*shoalv1.AdminCertificate {
-		c, _ := raftstore.ClusterOf(store.View())
-		return c.GetAdminCerts()
-	})
+	return ca.StoreCheck(storeNodes(store), storeAdmins(store))
+}
+
+// storeAdmins reads the cluster's admin certificates from the store.
+func storeAdmins(store *raftstore.Store) ca.AdminLookup {
+	return func() ([]*shoalv1.AdminCertificate, bool) {
+		c, ok := raftstore.ClusterOf(store.View())
+		return c.GetAdminCerts(), ok
+	}
 }
 
 // storeNodes looks node ids up in the store.

@@ -107,12 +107,24 @@ func CheckAdmin(id Identity, admins []*shoalv1.AdminCertificate, now time.Time) 
 	return fmt.Errorf("%w: admin certificate %q (serial %s) is not one of the cluster's admin certificates", ErrNotCurrent, id.NodeID, id.Serial)
 }
 
+// AdminLookup returns the cluster's admin certificates; known is false
+// while the cluster object is not in the store yet (bootstrap), which is
+// worth retrying rather than a refusal.
+type AdminLookup func() (admins []*shoalv1.AdminCertificate, known bool)
+
+// errBootstrapping is retryable (the authorizer answers UNAVAILABLE).
+var errBootstrapping = errors.New("the cluster is still being bootstrapped")
+
 // StoreCheck returns the check an Authorizer (or a raft gate) applies on a
 // manager: nodes against lookup, admins against the cluster's list.
-func StoreCheck(lookup NodeLookup, admins func() []*shoalv1.AdminCertificate) func(Identity) (Role, error) {
+func StoreCheck(lookup NodeLookup, admins AdminLookup) func(Identity) (Role, error) {
 	return func(id Identity) (Role, error) {
 		if id.Role == RoleAdmin {
-			if err := CheckAdmin(id, admins(), time.Now()); err != nil {
+			list, known := admins()
+			if !known {
+				return "", errBootstrapping
+			}
+			if err := CheckAdmin(id, list, time.Now()); err != nil {
 				return "", err
 			}
 			return RoleAdmin, nil
@@ -125,7 +137,7 @@ func StoreCheck(lookup NodeLookup, admins func() []*shoalv1.AdminCertificate) fu
 // StoreCheckOngoing is StoreCheck for streams and connections already
 // admitted: node certificates are checked without their serial (see
 // CurrentNodeRoleOfConnection), admin certificates as by StoreCheck.
-func StoreCheckOngoing(lookup NodeLookup, admins func() []*shoalv1.AdminCertificate) func(Identity) (Role, error) {
+func StoreCheckOngoing(lookup NodeLookup, admins AdminLookup) func(Identity) (Role, error) {
 	nodes := ConnectionCheck(lookup)
 	full := StoreCheck(lookup, admins)
 	return func(id Identity) (Role, error) {

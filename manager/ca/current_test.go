@@ -135,7 +135,7 @@ func TestAuthorizerWithStore(t *testing.T) {
 		{Name: "admin", Serial: ca.SerialOf(revokedAdmin), Revoked: true},
 	}
 	check := ca.StoreCheck(func(id string) (*shoalv1.Node, bool) { return nodes[id], id == "gone" },
-		func() []*shoalv1.AdminCertificate { return admins })
+		func() ([]*shoalv1.AdminCertificate, bool) { return admins, true })
 	a := &ca.Authorizer{Policy: ca.DefaultPolicy(), ClusterID: "c1",
 		Current: func(_ context.Context, id ca.Identity) (ca.Role, error) { return check(id) }}
 	const listNodes = shoalv1.Control_ListNodes_FullMethodName
@@ -291,8 +291,9 @@ func TestAuthorizerRechecksStreams(t *testing.T) {
 		defer mu.Unlock()
 		node = n
 	}
-	full := ca.StoreCheck(lookup, func() []*shoalv1.AdminCertificate { return nil })
-	ongoing := ca.StoreCheckOngoing(lookup, func() []*shoalv1.AdminCertificate { return nil })
+	noAdmins := func() ([]*shoalv1.AdminCertificate, bool) { return nil, true }
+	full := ca.StoreCheck(lookup, noAdmins)
+	ongoing := ca.StoreCheckOngoing(lookup, noAdmins)
 	var rechecks atomic.Int32
 	a := &ca.Authorizer{Policy: ca.DefaultPolicy(), Recheck: 10 * time.Millisecond,
 		Current: func(_ context.Context, id ca.Identity) (ca.Role, error) { return full(id) },
@@ -336,4 +337,17 @@ func TestAuthorizerRechecksStreams(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the stream of a demoted manager was not ended")
 	}
+}
+
+// TestStoreCheckBootstrapping: before the cluster object exists an admin
+// is told to retry (UNAVAILABLE), not refused.
+func TestStoreCheckBootstrapping(t *testing.T) {
+	root := newRoot(t, "c1")
+	admin := parseCert(t, adminCreds(t, root).CertPEM)
+	check := ca.StoreCheck(func(string) (*shoalv1.Node, bool) { return nil, false },
+		func() ([]*shoalv1.AdminCertificate, bool) { return nil, false })
+	a := &ca.Authorizer{Policy: ca.DefaultPolicy(), Current: func(_ context.Context, id ca.Identity) (ca.Role, error) { return check(id) }}
+	_, err := a.Unary()(peerCtx(admin), nil, &grpc.UnaryServerInfo{FullMethod: shoalv1.Control_ListNodes_FullMethodName},
+		func(context.Context, any) (any, error) { return nil, nil })
+	checkStatus(t, err, codes.Unavailable, "")
 }
