@@ -247,8 +247,9 @@ func raftRefusal(err error) error {
 	return nil
 }
 
-// TestDemotedAndRemovedCertificatesRefused: a demoted manager's old
-// certificate is refused on the control API, raft and the agent API; a
+// TestDemotedAndRemovedCertificatesRefused: a demoted manager's
+// certificate is refused on the control API, raft and the agent API even
+// though the node (down) never renewed it; a
 // forged shoal-forwarded-for is refused from a worker and from the demoted
 // node; a removed worker's certificate is refused.
 func TestDemotedAndRemovedCertificatesRefused(t *testing.T) {
@@ -298,7 +299,12 @@ func TestDemotedAndRemovedCertificatesRefused(t *testing.T) {
 		t.Logf("worker forging shoal-forwarded-for refused: %v", err)
 	}
 
-	// Demote h3.
+	// Demote h3 while it is down: a demoted node that never fetches its
+	// worker certificate (a stolen copy, a hostile node) must lose the
+	// manager's powers all the same.
+	if err := h3.Crash(); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := attempt()
 	_, err := c.admin(h1).Run(ctx, "node", "demote", c.id(h3))
 	cancel()
@@ -316,7 +322,9 @@ func TestDemotedAndRemovedCertificatesRefused(t *testing.T) {
 		"agent API of h2":                func() error { return refusal(old.agent(a2addr, a2id)) },
 		"forwarded-for from the demoted": func() error { return refusal(old.control(h2.Addr(), c.id(w), forgedManager)) },
 	})
-	// The cluster carries on with its two managers.
+	// Back up, h3 renews as a worker; the cluster carries on with two
+	// managers.
+	h3.Daemon(t)
 	c.waitNodes(h1, func(nodes []*shoalv1.Node) error { return c.nodeReady(nodes, h3, shoalv1.NodeRole_NODE_ROLE_WORKER) })
 
 	// node rm of the worker: its certificate is refused, as removed.
