@@ -349,8 +349,8 @@ func TestDemotedAndRemovedCertificatesRefused(t *testing.T) {
 }
 
 // TestRevokedAdminCertificateRefused: `admin-cert create` makes a second
-// admin credential that works on every manager; after `admin-cert revoke`
-// every manager refuses it. Revoking the credential the CLI runs with, or
+// admin credential that works on every manager and agent API; after
+// `admin-cert revoke` every one of them refuses it. Revoking the credential the CLI runs with, or
 // the last usable one, needs --force.
 func TestRevokedAdminCertificateRefused(t *testing.T) {
 	c := newCluster(t, 3, 0)
@@ -377,10 +377,22 @@ func TestRevokedAdminCertificateRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := newProber(t, h1, ops)
+	agents := map[*harness.Host]string{}
+	c.waitNodes(h1, func(nodes []*shoalv1.Node) error {
+		for _, h := range c.hosts {
+			if agents[h] = findNode(nodes, c.id(h)).GetStatus().GetAgentAddr(); agents[h] == "" {
+				return fmt.Errorf("%s has no agent address yet", h)
+			}
+		}
+		return nil
+	})
 	harness.Eventually(t, settleTimeout, poll, func() error {
 		for _, h := range c.hosts {
 			if err := p.listNodes(h.Addr()); err != nil {
 				return fmt.Errorf("ops on %s: %w", h, err)
+			}
+			if err := p.agent(agents[h], c.id(h)); err != nil {
+				return fmt.Errorf("ops on %s's agent API: %w", h, err)
 			}
 		}
 		return nil
@@ -392,6 +404,7 @@ func TestRevokedAdminCertificateRefused(t *testing.T) {
 	checks := map[string]func() error{}
 	for _, h := range c.hosts {
 		checks["control API on "+h.Name] = func() error { return refusal(p.listNodes(h.Addr())) }
+		checks["agent API of "+h.Name] = func() error { return refusal(p.agent(agents[h], c.id(h))) }
 	}
 	awaitRefusals(t, revoked, checks)
 	// The CLI with the revoked credentials says why.
