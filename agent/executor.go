@@ -596,9 +596,13 @@ func (e *Executor) Tasks() []*shoalv1.Task {
 func (e *Executor) ImageInUse(digest string) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for _, st := range e.statuses {
-		if st.GetImageDigest() == digest && st.GetState() < shoalv1.TaskState_TASK_STATE_COMPLETE {
-			return true
+	// A status whose write failed is not in e.statuses yet (it is not
+	// reported until written), but its container runs all the same.
+	for _, m := range []map[string]*shoalv1.TaskStatus{e.statuses, e.unwritten} {
+		for _, st := range m {
+			if st.GetImageDigest() == digest && st.GetState() < shoalv1.TaskState_TASK_STATE_COMPLETE {
+				return true
+			}
 		}
 	}
 	return false

@@ -19,21 +19,20 @@ import (
 type recordingDB struct {
 	taskStore
 
-	mu          sync.Mutex // guards everything below
-	tasks       map[string]bool
-	statuses    map[string][]*shoalv1.TaskStatus // every status written, in order
-	attempts    map[string][]shoalv1.TaskState   // every status write tried
-	violations  []string
-	failTasks   bool
-	failStatus  bool
-	gate        chan struct{} // if set, putTasks waits for it to close
-	entered     chan struct{} // closed when putTasks first reaches the gate
-	statusTried chan struct{} // closed at the first status write attempt
+	mu         sync.Mutex // guards everything below
+	tasks      map[string]bool
+	statuses   map[string][]*shoalv1.TaskStatus // every status written, in order
+	attempts   map[string][]shoalv1.TaskState   // every status write tried
+	violations []string
+	failTasks  bool
+	failStatus bool
+	gate       chan struct{} // if set, putTasks waits for it to close
+	entered    chan struct{} // closed when putTasks first reaches the gate
 }
 
 func newRecordingDB(inner taskStore) *recordingDB {
 	return &recordingDB{taskStore: inner, tasks: map[string]bool{}, statuses: map[string][]*shoalv1.TaskStatus{},
-		attempts: map[string][]shoalv1.TaskState{}, entered: make(chan struct{}), statusTried: make(chan struct{})}
+		attempts: map[string][]shoalv1.TaskState{}, entered: make(chan struct{})}
 }
 
 var errDiskFull = errors.New("disk full (test)")
@@ -69,11 +68,6 @@ func (d *recordingDB) putTasks(ws []taskWrite) error {
 
 func (d *recordingDB) put(id string, t *shoalv1.Task, st *shoalv1.TaskStatus) error {
 	d.mu.Lock()
-	select {
-	case <-d.statusTried:
-	default:
-		close(d.statusTried)
-	}
 	d.attempts[id] = append(d.attempts[id], st.GetState())
 	if !d.tasks[id] && t == nil {
 		d.violations = append(d.violations, "status "+st.GetState().String()+" of "+id+" written before the task's record")
@@ -134,7 +128,7 @@ func poll(t *testing.T, what string, cond func() bool) {
 }
 
 // A task's record is written before its controller starts: while the
-// record's write is held at a gate, no status of the task may be written.
+// record's write is held at a gate, no controller of the task exists.
 // Every status handed to a session was written first.
 func TestExecutorRecordsTaskBeforeItsController(t *testing.T) {
 	var db *recordingDB
@@ -150,13 +144,15 @@ func TestExecutorRecordsTaskBeforeItsController(t *testing.T) {
 		close(assigned)
 	}()
 	<-db.entered
-	// A controller started before its record shows itself by writing its
-	// ACCEPTED status at once; give it the chance, then open the gate. (A
-	// correct executor writes nothing here: this is the negative check's
-	// window, not a synchronisation.)
-	select {
-	case <-db.statusTried:
-	case <-time.After(time.Second):
+	// The record's write is held at the gate. Controllers are started
+	// under e.mu, before or after that write but never during it, so a
+	// controller started first is already in e.ctls now: no waiting for it
+	// to show itself.
+	env.ex.mu.Lock()
+	_, started := env.ex.ctls["t1"]
+	env.ex.mu.Unlock()
+	if started {
+		t.Error("t1's controller was started before its record was written")
 	}
 	close(gate)
 	<-assigned
@@ -203,6 +199,27 @@ func TestExecutorReportsNoUnwrittenStatus(t *testing.T) {
 	})
 	if !db.written("t1", last.GetStatus()) {
 		t.Errorf("reported %v without having written it", last.GetStatus())
+	}
+}
+
+// A running task whose statuses could not be written (disk full: when
+// image GC matters most) still holds its image: GC must not collect the
+// image from under the container because the status naming it is not
+// reported yet.
+func TestExecutorImageInUseWhileStatusUnwritten(t *testing.T) {
+	var db *recordingDB
+	env := newExecEnvWrapped(t, func(inner taskStore) taskStore {
+		db = newRecordingDB(inner)
+		db.failStatus = true
+		return db
+	})
+	env.ex.Assign(true, []*shoalv1.Task{running("t1")}, nil)
+	poll(t, "the controller tried to record RUNNING", func() bool { return db.tried("t1", shoalv1.TaskState_TASK_STATE_RUNNING) })
+	if _, ok := env.rt.Spec("t1"); !ok {
+		t.Fatal("t1's container was not created")
+	}
+	if !env.ex.ImageInUse("sha256:aaa") {
+		t.Error("the image of a running task is not in use while its status is unwritten")
 	}
 }
 

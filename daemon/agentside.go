@@ -166,8 +166,9 @@ func (a netAdapter) Teardown(ctx context.Context, id string) error { return a.m.
 // serveAgentAPI serves the agent API (task logs, images) until ctx ends.
 func (n *node) serveAgentAPI(ctx context.Context, side *agentSide) error {
 	st := n.state()
+	current, ongoing := n.agentAPICheck()
 	srv := agentapi.New(agentapi.Config{NodeID: st.NodeID, Tasks: side.ex.Tasks, LogPath: side.ex.LogPath,
-		Images: side.images, Logger: n.o.Logger})
+		Images: side.images, Logger: n.o.Logger, Current: current, Ongoing: ongoing})
 	if err := agentapi.Serve(ctx, st.AgentAddr, n.certs, srv); err != nil {
 		return fmt.Errorf("agent API on %s: %w", st.AgentAddr, err)
 	}

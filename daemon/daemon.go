@@ -113,11 +113,17 @@ func Init(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	creds, err := issue(root, nodeID, ca.RoleManager)
+	creds, nodeSerial, err := issue(root, nodeID, ca.RoleManager)
 	if err != nil {
 		return err
 	}
+	// The admin certificate init writes is the first admin certificate
+	// object: listed, revocable, refused once revoked.
 	adminCert, adminKey, err := root.IssueAdmin("admin", 5*365*24*time.Hour)
+	if err != nil {
+		return err
+	}
+	adminObj, err := ca.AdminCertificateOf(adminCert)
 	if err != nil {
 		return err
 	}
@@ -142,6 +148,7 @@ func Init(ctx context.Context, o Options) error {
 			Tokens: &shoalv1.JoinTokens{Worker: workerTok, Manager: managerTok},
 			Settings: &shoalv1.ClusterSettings{HeartbeatPeriodMs: dispatcher.DefaultHeartbeatPeriod.Milliseconds(),
 				NodeDownAfterMissed: dispatcher.DefaultDownAfterMissed, NodeCertExpiryMs: nodeca.DefaultCertTTL.Milliseconds()},
+			AdminCerts: []*shoalv1.AdminCertificate{adminObj},
 		}}}},
 		{Object: &shoalv1.StoreObject{Object: &shoalv1.StoreObject_Node{Node: &shoalv1.Node{
 			Meta:        &shoalv1.Meta{Id: nodeID},
@@ -149,6 +156,7 @@ func Init(ctx context.Context, o Options) error {
 			Description: describe(o.NodeName),
 			Status:      &shoalv1.NodeStatus{State: shoalv1.NodeState_NODE_STATE_UNKNOWN, Addr: o.AdvertiseAddr, LastHeartbeat: timestamppb.Now()},
 			Role:        shoalv1.NodeRole_NODE_ROLE_MANAGER,
+			CertSerial:  nodeSerial,
 		}}}},
 	}}
 	// The bootstrap objects (CA key included) wait on disk, private, until
@@ -171,16 +179,16 @@ func Init(ctx context.Context, o Options) error {
 	return runNode(ctx, o, st, true)
 }
 
-func issue(root *ca.CA, nodeID string, role ca.Role) (*ca.Creds, error) {
+func issue(root *ca.CA, nodeID string, role ca.Role) (*ca.Creds, string, error) {
 	keyPEM, csrPEM, err := ca.NewKeyAndCSR()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	certPEM, _, err := root.SignCSR(csrPEM, nodeID, role, nodeca.DefaultCertTTL)
+	certPEM, serial, err := root.SignCSR(csrPEM, nodeID, role, nodeca.DefaultCertTTL)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return &ca.Creds{CACertPEM: root.CertPEM(), CertPEM: certPEM, KeyPEM: keyPEM}, nil
+	return &ca.Creds{CACertPEM: root.CertPEM(), CertPEM: certPEM, KeyPEM: keyPEM}, serial, nil
 }
 
 // Join admits this node into a cluster with a join token and runs it.

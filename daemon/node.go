@@ -35,8 +35,9 @@ type node struct {
 	mgrStop context.CancelFunc
 	mgrDone chan error
 
-	roleCh chan shoalv1.NodeRole // desired roles seen by the agent
-	errCh  chan error            // fatal errors from the manager
+	roleCh  chan shoalv1.NodeRole // desired roles seen by the agent
+	renewCh chan struct{}         // renew now (a shorter cluster lifetime; renew.go)
+	errCh   chan error            // fatal errors from the manager
 }
 
 func runNode(ctx context.Context, o Options, st *State, withBootstrap bool) error {
@@ -49,7 +50,7 @@ func runNode(ctx context.Context, o Options, st *State, withBootstrap bool) erro
 		return err
 	}
 	n := &node{o: o, log: o.Logger.With("node_id", st.NodeID), certs: certs, st: st,
-		bootstrapped: make(chan struct{}), roleCh: make(chan shoalv1.NodeRole, 1), errCh: make(chan error, 1)}
+		bootstrapped: make(chan struct{}), roleCh: make(chan shoalv1.NodeRole, 1), renewCh: make(chan struct{}, 1), errCh: make(chan error, 1)}
 	if withBootstrap {
 		if n.boot, err = loadBootstrap(o.DataDir); err != nil {
 			return err
@@ -266,6 +267,7 @@ func (n *node) startManager(ctx context.Context) error {
 	// Ask to be a raft voter (a no-op for a member); needed after a manager
 	// join or a promotion, harmless otherwise.
 	go n.joinRaft(mctx)
+	go n.watchCertExpiry(mctx, m.Store())
 	return nil
 }
 
@@ -328,72 +330,38 @@ func (n *node) onNode(nd *shoalv1.Node) {
 	}
 }
 
-// roleLoop renews the certificate for a new role and starts or stops the
-// manager to match.
+// roleLoop owns the node's certificate: it renews it for a new role, and
+// when it is due (renew.go), and starts or stops the manager to match. A
+// renewal that fails is retried with back-off, whatever asked for it.
 func (n *node) roleLoop(ctx context.Context) error {
+	retry := time.Duration(0)
 	for {
+		wait := time.Until(n.renewDue())
+		if retry > 0 {
+			wait = min(wait, retry)
+		}
+		timer := time.NewTimer(max(wait, 0))
+		why := "due"
 		select {
 		case <-ctx.Done():
+			timer.Stop()
 			return nil
 		case want := <-n.roleCh:
+			timer.Stop()
 			if ca.RoleFromProto(want) == n.certs.Identity().Role {
 				continue
 			}
-			if err := n.changeRole(ctx); err != nil {
-				n.log.Warn("role change failed; will retry on the next node update", "err", err)
-			}
+			why = "role change"
+		case <-n.renewCh:
+			timer.Stop()
+			why = "shorter cluster lifetime"
+		case <-timer.C:
 		}
-	}
-}
-
-func (n *node) changeRole(ctx context.Context) error {
-	keyPEM, csrPEM, err := ca.NewKeyAndCSR()
-	if err != nil {
-		return err
-	}
-	var resp *shoalv1.IssueNodeCertificateResponse
-	var lastErr error
-	for _, addr := range append(n.state().Managers, n.state().AdvertiseAddr) {
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(manager.ClientCreds(n.certs)))
-		if err != nil {
-			lastErr = err
+		if err := n.renewCert(ctx); err != nil {
+			retry = min(max(2*retry, renewRetryMin), renewRetryMax)
+			n.log.Warn("renewing the node certificate failed; retrying", "reason", why, "err", err, "retry_in", retry)
 			continue
 		}
-		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		resp, err = shoalv1.NewNodeCAClient(conn).RenewNodeCertificate(cctx, &shoalv1.RenewNodeCertificateRequest{CsrPem: csrPEM})
-		cancel()
-		conn.Close()
-		if err == nil {
-			break
-		}
-		lastErr = err
+		retry = 0
 	}
-	if resp == nil {
-		return fmt.Errorf("renewing the certificate: %w", lastErr)
-	}
-	creds := &ca.Creds{CACertPEM: resp.GetCaCertPem(), CertPEM: resp.GetCertPem(), KeyPEM: keyPEM}
-	if err := ca.SaveCreds(filepath.Join(n.o.DataDir, "certs"), "node", creds); err != nil {
-		return err
-	}
-	if err := n.certs.Set(creds); err != nil {
-		return err
-	}
-	role := ca.RoleFromProto(resp.GetRole())
-	n.mu.Lock()
-	n.st.Role = string(role)
-	err = n.st.Save(n.o.DataDir)
-	n.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	n.log.Info("role changed", "role", string(role))
-	if role == ca.RoleManager {
-		return n.startManager(ctx)
-	}
-	if err := n.stopManager(); err != nil {
-		n.log.Warn("stopping the manager after demotion", "err", err)
-	}
-	// A demoted node leaves raft; its old log must not come back if it is
-	// promoted again later.
-	return os.RemoveAll(filepath.Join(n.o.DataDir, "raft"))
 }

@@ -122,24 +122,30 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 	m.store = store
 
+	// RenewNodeCertificate is served where it arrives (a follower answers
+	// UNAVAILABLE, the node tries the next manager): it issues for the
+	// direct peer's node id, never for one named in forwarding metadata.
 	fwd := forward.New(store, func(addr string) (*grpc.ClientConn, error) {
 		return grpc.NewClient(addr, grpc.WithTransportCredentials(ClientCreds(cfg.Certs)))
-	}, cfg.Logger, "/shoal.v1.NodeCA/GetRootCA", "/shoal.v1.Dispatcher/Session")
+	}, cfg.Logger, "/shoal.v1.NodeCA/GetRootCA", "/shoal.v1.Dispatcher/Session", shoalv1.NodeCA_RenewNodeCertificate_FullMethodName)
 	defer fwd.Close()
-	authz := &ca.Authorizer{Policy: ca.DefaultPolicy(), ClusterID: cfg.Certs.Identity().ClusterID, NodeValid: func(id string) error {
-		view := store.View()
-		if _, ok := raftstore.Get[*shoalv1.Node](view, id); ok {
-			return nil
-		}
-		if c, _ := raftstore.ClusterOf(view); slices.Contains(c.GetRemovedNodes(), id) {
-			return fmt.Errorf("node %q: %w", id, ca.ErrNodeRemoved)
-		}
-		return fmt.Errorf("node %q: %w", id, raftstore.ErrNotFound)
-	}}
+	check := StoreCheck(store)
+	ongoing := ca.StoreCheckOngoing(storeNodes(store), storeAdmins(store))
+	authz := &ca.Authorizer{Policy: ca.DefaultPolicy(), ClusterID: cfg.Certs.Identity().ClusterID,
+		Current: func(_ context.Context, id ca.Identity) (ca.Role, error) { return check(id) },
+		// Streams (sessions, watches, followed logs) are asked about again
+		// every second: a demoted, removed or revoked caller loses them.
+		Recheck: time.Second,
+		Ongoing: func(_ context.Context, id ca.Identity) (ca.Role, error) { return ongoing(id) }}
+	raftConf := func() (raft.Configuration, error) {
+		f := store.Raft().GetConfiguration()
+		return f.Configuration(), f.Error()
+	}
+	mux.AdmitRaft(transport.RaftAdmission(raftConf, check), transport.RaftAdmission(raftConf, ca.ConnectionCheck(storeNodes(store))))
 	srv := grpc.NewServer(
 		grpc.Creds(transport.ServerCreds()),
 		grpc.ChainUnaryInterceptor(authz.Unary(), fwd.Unary()),
-		grpc.ChainStreamInterceptor(authz.Stream()),
+		grpc.ChainStreamInterceptor(authz.Stream(), fwd.Stream()),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 2 * time.Second, PermitWithoutStream: true}),
 	)
@@ -161,6 +167,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error { return m.leaderLoop(gctx, disp, member) })
+	g.Go(func() error { return redialOnRenewal(gctx, cfg.Certs, fwd) })
 	g.Go(func() error {
 		<-gctx.Done()
 		srv.Stop()
@@ -173,10 +180,54 @@ func (m *Manager) Run(ctx context.Context) error {
 	if cerr := store.Close(); cerr != nil && err == nil {
 		err = cerr
 	}
+	// raft does not close its transport; the stream layer's Accept waits
+	// for this (see transport.RaftStreamLayer.Accept).
+	trans.Close()
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}
 	return err
+}
+
+// StoreCheck is the certificate check of a manager (ca.StoreCheck) against
+// its own store: node objects, removed node ids, admin certificates.
+func StoreCheck(store *raftstore.Store) func(ca.Identity) (ca.Role, error) {
+	return ca.StoreCheck(storeNodes(store), storeAdmins(store))
+}
+
+// storeAdmins reads the cluster's admin certificates from the store.
+func storeAdmins(store *raftstore.Store) ca.AdminLookup {
+	return func() ([]*shoalv1.AdminCertificate, bool) {
+		c, ok := raftstore.ClusterOf(store.View())
+		return c.GetAdminCerts(), ok
+	}
+}
+
+// storeNodes looks node ids up in the store.
+func storeNodes(store *raftstore.Store) ca.NodeLookup {
+	return func(id string) (*shoalv1.Node, bool) {
+		view := store.View()
+		if n, ok := raftstore.Get[*shoalv1.Node](view, id); ok {
+			return n, false
+		}
+		c, _ := raftstore.ClusterOf(view)
+		return nil, slices.Contains(c.GetRemovedNodes(), id)
+	}
+}
+
+// redialOnRenewal drops the forwarder's connections made with this node's
+// previous certificate when it changes: the store honours a certificate on
+// gRPC calls only until the renewal after next. (Raft connections are
+// checked for membership, not serial, once admitted: they are kept.)
+func redialOnRenewal(ctx context.Context, certs *ca.CertStore, fwd *forward.Forwarder) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-certs.Changed():
+		}
+		fwd.Redial(30 * time.Second)
+	}
 }
 
 // managers lists manager API addresses, leader first (raft addresses are

@@ -53,6 +53,12 @@ const (
 	MaxStopGrace = time.Hour
 	MaxDuration  = 30 * 24 * time.Hour // restart delay and window
 
+	// MaxRestartAttempts bounds restart.max_attempts: the orchestrator
+	// keeps every counted task of a slot in the store (N+1 per slot), so
+	// the bound is what one slot's history may cost. 0 still means
+	// unlimited, with history trimmed as usual.
+	MaxRestartAttempts = 1000
+
 	// MaxTaskID is the longest task id (the runtime's limit on a
 	// container id).
 	MaxTaskID = 128

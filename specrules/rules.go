@@ -136,8 +136,8 @@ func Task(field string, t *shoalv1.TaskSpec, node Node) Problems {
 		}
 		duration(&p, rf+".delay_ms", rp.GetDelayMs())
 		duration(&p, rf+".window_ms", rp.GetWindowMs())
-		if rp.GetMaxAttempts() < 0 {
-			p.Add(rf+".max_attempts", "must be >= 0, got %d", rp.GetMaxAttempts())
+		if n := rp.GetMaxAttempts(); n < 0 || n > MaxRestartAttempts {
+			p.Add(rf+".max_attempts", "must be 0 (unlimited) to %d, got %d", MaxRestartAttempts, n)
 		}
 	}
 	if pl := t.GetPlacement(); pl != nil {

@@ -107,6 +107,8 @@ func TestService(t *testing.T) {
 		{"restart delay too long", func(s *shoalv1.ServiceSpec) {
 			s.Task.Restart = &shoalv1.RestartPolicy{DelayMs: 1 << 62, WindowMs: -1}
 		}, []string{"spec.task.restart.delay_ms: must be at most", "spec.task.restart.window_ms: must be >= 0"}},
+		{"restart attempts negative", func(s *shoalv1.ServiceSpec) { s.Task.Restart = &shoalv1.RestartPolicy{MaxAttempts: -1} }, []string{"spec.task.restart.max_attempts: must be 0 (unlimited) to 1000, got -1"}},
+		{"restart attempts too many", func(s *shoalv1.ServiceSpec) { s.Task.Restart = &shoalv1.RestartPolicy{MaxAttempts: 1_000_001} }, []string{"spec.task.restart.max_attempts: must be 0 (unlimited) to 1000, got 1000001"}},
 		// image
 		{"image tag+digest", func(s *shoalv1.ServiceSpec) {
 			s.Task.Container.Image = "registry.example:5000/team/web:1.2@sha256:" + strings.Repeat("ab", 32)

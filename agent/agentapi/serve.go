@@ -24,12 +24,23 @@ import (
 // renewal), a client certificate required and verified against the
 // cluster CA, ca.AgentPolicy checked on every call, and refused calls
 // logged.
+//
+// The certificate alone is trusted here; ServeListener adds the store
+// check of Config.Current.
 func ServerOptions(certs *ca.CertStore, logger *slog.Logger) []grpc.ServerOption {
+	return serverOptions(certs, logger, nil, nil)
+}
+
+// RecheckPeriod is how often a stream in progress (a followed log) asks
+// again whether its caller is still current.
+const RecheckPeriod = time.Second
+
+func serverOptions(certs *ca.CertStore, logger *slog.Logger, current, ongoing func(context.Context, ca.Identity) (ca.Role, error)) []grpc.ServerOption {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	log := logger.With("component", "agentapi")
-	authz := &ca.Authorizer{Policy: ca.AgentPolicy(), ClusterID: certs.Identity().ClusterID}
+	authz := &ca.Authorizer{Policy: ca.AgentPolicy(), ClusterID: certs.Identity().ClusterID, Current: current, Ongoing: ongoing, Recheck: RecheckPeriod}
 	logRefusal := func(ctx context.Context, method string, err error) {
 		switch status.Code(err) {
 		case codes.PermissionDenied, codes.Unauthenticated:
@@ -92,7 +103,7 @@ func Serve(ctx context.Context, listenAddr string, certs *ca.CertStore, srv *Ser
 // in flight (followed logs) are cut: they would otherwise hold the
 // shutdown for as long as their callers like.
 func ServeListener(ctx context.Context, ln net.Listener, certs *ca.CertStore, srv *Server) error {
-	g := grpc.NewServer(ServerOptions(certs, srv.cfg.Logger)...)
+	g := grpc.NewServer(serverOptions(certs, srv.cfg.Logger, srv.cfg.Current, srv.cfg.Ongoing)...)
 	srv.Register(g)
 	stop := context.AfterFunc(ctx, g.Stop)
 	defer stop()

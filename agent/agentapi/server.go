@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/agent/image"
+	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
@@ -44,6 +45,14 @@ type Config struct {
 	// MaxImageBytes caps one LoadImage upload; 0 means
 	// DefaultMaxImageBytes.
 	MaxImageBytes int64
+	// Current checks a caller's certificate against the cluster's store
+	// (a node's current serial and role, an admin certificate not revoked),
+	// as ca.Authorizer.Current; the node asks a manager (see
+	// daemon). Nil trusts the certificate alone (tests).
+	Current func(ctx context.Context, id ca.Identity) (ca.Role, error)
+	// Ongoing is Current for streams in progress (ca.Authorizer.Ongoing):
+	// it does not hold a renewal against a stream opened before it.
+	Ongoing func(ctx context.Context, id ca.Identity) (ca.Role, error)
 }
 
 // DefaultMaxImageBytes caps an uploaded image archive. Images this large

@@ -30,7 +30,9 @@
 // (Limits: file bytes and entries, node settings --max-layer-bytes and
 // --max-layer-entries, 16 GiB and 1,000,000 by default), and so is the
 // uncompressed stream read, so a gzip bomb is refused with ErrLimit, and
-// what it unpacked is removed like any failed layer.
+// what it unpacked is removed like any failed layer. An image of more than
+// 128 layers, or whose config is above 4 MiB (read into memory whole), is
+// refused before anything is fetched or unpacked.
 //
 // # Metadata: a JSON index, not bbolt
 //

@@ -5,11 +5,17 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -186,5 +192,73 @@ func TestLoadGzipBombRefused(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A manifest whose config descriptor claims a huge size is refused before
+// the config is fetched: the config is read into memory whole, as long as
+// the manifest says (a registry can inflate it from a small gzip body).
+func TestPullHugeConfigRefused(t *testing.T) {
+	const claimed = 64 << 20
+	cfgDigest := "sha256:" + strings.Repeat("c", 64)
+	layerDigest := "sha256:" + strings.Repeat("1", 64)
+	manifest := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",`+
+		`"config":{"mediaType":"application/vnd.oci.image.config.v1+json","size":%d,"digest":%q},`+
+		`"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","size":10,"digest":%q}]}`, claimed, cfgDigest, layerDigest)
+	var configFetches atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/v2/":
+		case strings.HasPrefix(r.URL.Path, "/v2/big/manifests/"):
+			w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+			w.Header().Set("Docker-Content-Digest", "sha256:"+fmt.Sprintf("%x", sha256.Sum256([]byte(manifest))))
+			w.Header().Set("Content-Length", strconv.Itoa(len(manifest)))
+			if r.Method != http.MethodHead {
+				io.WriteString(w, manifest)
+			}
+		case r.URL.Path == "/v2/big/blobs/"+cfgDigest:
+			configFetches.Add(1)
+			w.Header().Set("Content-Length", strconv.Itoa(claimed))
+			io.CopyN(w, zeros{}, claimed)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	s, err := Open(filepath.Join(t.TempDir(), "images"), testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Pull(context.Background(), strings.TrimPrefix(srv.URL, "http://")+"/big:1", PullOptions{})
+	if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), "config") {
+		t.Fatalf("err = %v, want ErrLimit about the config", err)
+	}
+	if n := configFetches.Load(); n != 0 {
+		t.Errorf("the config was fetched %d times", n)
+	}
+	if len(s.List()) != 0 {
+		t.Error("image recorded")
+	}
+}
+
+// An image of more layers than maxLayers is refused before any is
+// unpacked: the per-layer limits would not bound it otherwise.
+func TestLoadTooManyLayersRefused(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "images"), testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var layers []v1.Layer
+	for i := range maxLayers + 1 {
+		layers = append(layers, tarLayer(t, []tarEntry{{name: fmt.Sprintf("f%d", i), body: "x"}}))
+	}
+	dir := filepath.Join(t.TempDir(), "layout")
+	writeOCILayout(t, dir, testImage(t, layers...), "example.com/many:1")
+	_, err = s.Load(context.Background(), dir)
+	if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), "layers") {
+		t.Fatalf("err = %v, want ErrLimit about the layers", err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(s.Dir(), layersDir)); len(ents) != 0 {
+		t.Errorf("%d layers unpacked", len(ents))
 	}
 }

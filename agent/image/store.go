@@ -134,6 +134,9 @@ func Open(dir string, logger *slog.Logger) (*Store, error) {
 // OpenWithLimits is Open with limits on what one layer may unpack to
 // (zero fields take the defaults).
 func OpenWithLimits(dir string, logger *slog.Logger, lim Limits) (*Store, error) {
+	if lim.MaxLayerBytes < 0 || lim.MaxLayerEntries < 0 {
+		return nil, fmt.Errorf("image limits: --max-layer-bytes (%d) and --max-layer-entries (%d) must not be negative (0 means the default)", lim.MaxLayerBytes, lim.MaxLayerEntries)
+	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}

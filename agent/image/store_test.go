@@ -526,3 +526,11 @@ func TestOverlayOptions(t *testing.T) {
 		t.Fatal("colon in path accepted")
 	}
 }
+
+func TestOpenRefusesNegativeLimits(t *testing.T) {
+	for _, lim := range []Limits{{MaxLayerBytes: -1}, {MaxLayerEntries: -5}} {
+		if _, err := OpenWithLimits(t.TempDir(), nil, lim); err == nil || !strings.Contains(err.Error(), "must not be negative") {
+			t.Errorf("OpenWithLimits(%+v) = %v, want a refusal", lim, err)
+		}
+	}
+}

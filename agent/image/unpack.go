@@ -324,6 +324,21 @@ func (o *op) prepare(ctx context.Context, img v1.Image, refs []string) (*pending
 	if err != nil {
 		return nil, fmt.Errorf("image digest: %w", err)
 	}
+	// The config is read into memory whole (ConfigName reads it too), as
+	// long as the manifest says it is (a registry serves that much,
+	// inflated from whatever it sends): bound it before it is fetched.
+	m, err := img.Manifest()
+	if err != nil {
+		return nil, fmt.Errorf("image %s: manifest: %w", short(digest.String()), err)
+	}
+	if m.Config.Size > maxConfigBytes {
+		return nil, fmt.Errorf("image %s: %w: its config is %d bytes, more than %d", short(digest.String()), ErrLimit, m.Config.Size, maxConfigBytes)
+	}
+	// The layer limits bound one layer; this bounds how many of them an
+	// image unpacks (before any is).
+	if len(m.Layers) > maxLayers {
+		return nil, fmt.Errorf("image %s: %w: %d layers, more than %d", short(digest.String()), ErrLimit, len(m.Layers), maxLayers)
+	}
 	cfgName, err := img.ConfigName()
 	if err != nil {
 		return nil, fmt.Errorf("image %s: config digest: %w", short(digest.String()), err)

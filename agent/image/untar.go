@@ -32,8 +32,10 @@ const (
 var errUnsafe = errors.New("unsafe tar entry")
 
 // ErrLimit is wrapped by the refusal of a layer that unpacks to more than
-// the node's limits allow (a gzip or sparse-file bomb, or just too big).
-var ErrLimit = errors.New("layer exceeds the node's limit")
+// the node's limits allow (a gzip or sparse-file bomb, or just too big),
+// and of an image whose config is larger than maxConfigBytes or that has
+// more than maxLayers layers.
+var ErrLimit = errors.New("image exceeds a limit")
 
 // Limits bound what one layer may unpack to. A layer past either is
 // refused, and what was unpacked of it is removed.
@@ -54,6 +56,15 @@ const (
 	DefaultMaxLayerBytes   = 16 << 30
 	DefaultMaxLayerEntries = 1_000_000
 )
+
+// maxConfigBytes bounds an image's config blob, which is read into memory
+// whole: real ones are a few KiB (a long history makes tens of KiB).
+const maxConfigBytes = 4 << 20
+
+// maxLayers bounds the layers of an image, so that the per-layer Limits
+// bound the whole image: 128, as docker's overlay2 driver allows (the
+// kernel mounts no more lower dirs than about 500 anyway).
+const maxLayers = 128
 
 func (l Limits) withDefaults() Limits {
 	if l.MaxLayerBytes <= 0 {

@@ -705,7 +705,10 @@ func TestSweep(t *testing.T) {
 // another namespace (the process's).
 func TestHostNamespaceUntouched(t *testing.T) {
 	host := inFreshNetNS(t)
-	m := newTestManager(t, Config{})
+	// A bridge name of its own: a node running on this machine has shoal0
+	// in the process's namespace, which says nothing about this test.
+	const bridge = "br-untouched"
+	m := newTestManager(t, Config{Bridge: bridge})
 	var (
 		a      Attachment
 		err    error
@@ -739,7 +742,7 @@ func TestHostNamespaceUntouched(t *testing.T) {
 	if _, err := h.LinkByName(a.HostVeth); !isNotFound(err) {
 		t.Errorf("veth found in the process namespace: %v", err)
 	}
-	if _, err := h.LinkByName("shoal0"); err == nil {
+	if _, err := h.LinkByName(bridge); err == nil {
 		t.Errorf("bridge found in the process namespace")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -42,19 +43,25 @@ func (p Policy) Lookup(fullMethod string) (roles []Role, ok bool) {
 //   - Dispatcher: nodes, workers and managers alike (every node runs an agent);
 //   - NodeCA GetRootCA and IssueNodeCertificate: anyone, the joiner has no
 //     certificate yet and the join token is checked by the handler;
-//   - NodeCA RenewNodeCertificate: nodes;
+//   - NodeCA RenewNodeCertificate: open, the handler decides: a node with
+//     its current certificate, or one whose certificate expired with proof
+//     of the old key (it cannot present an expired certificate in TLS);
+//   - Control GetNode and ListAdminCertificates: also workers, whose agent
+//     APIs ask a manager whether a caller's certificate is still current;
 //   - RaftMembership: managers;
 //   - Logs: admins (the CLI) and managers.
 func DefaultPolicy() Policy {
 	svc := func(name string) string { return "/" + name + "/" }
 	return Policy{
-		svc(shoalv1.Control_ServiceDesc.ServiceName):        {RoleManager, RoleAdmin},
-		svc(shoalv1.Dispatcher_ServiceDesc.ServiceName):     {RoleWorker, RoleManager},
-		shoalv1.NodeCA_GetRootCA_FullMethodName:             nil,
-		shoalv1.NodeCA_IssueNodeCertificate_FullMethodName:  nil,
-		shoalv1.NodeCA_RenewNodeCertificate_FullMethodName:  {RoleWorker, RoleManager},
-		svc(shoalv1.RaftMembership_ServiceDesc.ServiceName): {RoleManager},
-		svc(shoalv1.Logs_ServiceDesc.ServiceName):           {RoleManager, RoleAdmin},
+		svc(shoalv1.Control_ServiceDesc.ServiceName):         {RoleManager, RoleAdmin},
+		svc(shoalv1.Dispatcher_ServiceDesc.ServiceName):      {RoleWorker, RoleManager},
+		shoalv1.NodeCA_GetRootCA_FullMethodName:              nil,
+		shoalv1.NodeCA_IssueNodeCertificate_FullMethodName:   nil,
+		shoalv1.NodeCA_RenewNodeCertificate_FullMethodName:   nil,
+		shoalv1.Control_GetNode_FullMethodName:               {RoleWorker, RoleManager, RoleAdmin},
+		shoalv1.Control_ListAdminCertificates_FullMethodName: {RoleWorker, RoleManager, RoleAdmin},
+		svc(shoalv1.RaftMembership_ServiceDesc.ServiceName):  {RoleManager},
+		svc(shoalv1.Logs_ServiceDesc.ServiceName):            {RoleManager, RoleAdmin},
 	}
 }
 
@@ -77,19 +84,31 @@ func AgentPolicy() Policy {
 }
 
 // Authorizer checks every RPC against a Policy using the caller's verified
-// certificate, and hands the caller's Identity to handlers (IdentityFrom).
+// certificate and what the cluster's store says of it, and hands the
+// caller's Identity to handlers (IdentityFrom).
 type Authorizer struct {
 	Policy Policy
-	// NodeValid returns an error wrapping ErrNodeRemoved for removed
-	// nodes, another error for nodes not known (yet), nil for valid ones;
-	// it returns an error for node ids that may no longer call
-	// (removed nodes). Nil means every node is valid. It is not asked about
-	// admin certificates, which name no node.
-	NodeValid func(nodeID string) error
+	// Current says whether the certificate id is still honoured and as
+	// which role its holder may act now (CurrentNodeRole, CheckAdmin):
+	// errors wrapping ErrNodeRemoved and ErrNotCurrent refuse the call for
+	// good, ErrNodeUnknown (and any other error: the store cannot be asked)
+	// refuse it as retryable. Nil trusts the certificate alone (tests and
+	// tools only).
+	Current func(ctx context.Context, id Identity) (Role, error)
 	// ClusterID, when set, refuses certificates of any other cluster. The
 	// TLS handshake already pins the CA; this guards against a CA that is
 	// (mistakenly) shared between clusters.
 	ClusterID string
+	// Recheck, when positive, asks again every Recheck about the caller
+	// of a stream in progress (a watch, a followed log), and ends the
+	// stream with PERMISSION_DENIED once it is refused: a stream outlives
+	// the check made when it opened.
+	Recheck time.Duration
+	// Ongoing, when set, is what Recheck asks instead of Current: a check
+	// that does not hold renewals against a stream opened with the
+	// certificate they replaced (CurrentNodeRoleOfConnection), while a
+	// demotion, removal or revocation still ends it.
+	Ongoing func(ctx context.Context, id Identity) (Role, error)
 }
 
 // Unary returns the interceptor for unary calls.
@@ -110,7 +129,49 @@ func (a *Authorizer) Stream() grpc.StreamServerInterceptor {
 		if err != nil {
 			return err
 		}
-		return handler(srv, &identityStream{ServerStream: ss, ctx: ctx})
+		id, named := IdentityFrom(ctx)
+		if a.Recheck <= 0 || a.Current == nil || !named {
+			return handler(srv, &identityStream{ServerStream: ss, ctx: ctx})
+		}
+		ctx, cancel := context.WithCancelCause(ctx)
+		defer cancel(nil)
+		roles, _ := a.Policy.Lookup(info.FullMethod)
+		go a.recheck(ctx, id, roles, info.FullMethod, cancel)
+		err = handler(srv, &identityStream{ServerStream: ss, ctx: ctx})
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+			return cause
+		}
+		return err
+	}
+}
+
+// recheck cancels a stream's context once its caller is refused.
+func (a *Authorizer) recheck(ctx context.Context, id Identity, roles []Role, method string, cancel context.CancelCauseFunc) {
+	t := time.NewTicker(a.Recheck)
+	defer t.Stop()
+	certID, err := PeerIdentity(ctx)
+	if err != nil {
+		return
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		check := a
+		if a.Ongoing != nil {
+			check = &Authorizer{Current: a.Ongoing}
+		}
+		cur, err := check.current(ctx, certID)
+		switch {
+		case status.Code(err) == codes.PermissionDenied:
+			cancel(err)
+			return
+		case err == nil && len(roles) > 0 && !slices.Contains(roles, cur.Role):
+			cancel(status.Errorf(codes.PermissionDenied, "%s may no longer call %s: it now acts as a %s", id, method, cur.Role))
+			return
+		}
 	}
 }
 
@@ -122,8 +183,8 @@ type identityStream struct {
 
 func (s *identityStream) Context() context.Context { return s.ctx }
 
-// ErrNodeRemoved is what Authorizer.NodeValid returns (wrapped) for a node
-// removed from the cluster; any other error means "not known yet".
+// ErrNodeRemoved is what the store checks return (wrapped) for a node
+// removed from the cluster.
 var ErrNodeRemoved = errors.New("node removed from the cluster")
 
 // RemovedReason is in the message a removed node's calls are refused
@@ -146,8 +207,10 @@ func (a *Authorizer) authorize(ctx context.Context, method string) (context.Cont
 	if len(roles) == 0 {
 		// An open method: a caller who does present a valid certificate is
 		// still named to the handler, the others pass anonymously.
-		if idErr == nil && a.checkIdentity(id) == nil {
-			ctx = WithIdentity(ctx, id)
+		if idErr == nil {
+			if cur, err := a.checkIdentity(ctx, id); err == nil {
+				ctx = WithIdentity(ctx, cur)
+			}
 		}
 		return ctx, nil
 	}
@@ -159,30 +222,48 @@ func (a *Authorizer) authorize(ctx context.Context, method string) (context.Cont
 	}
 	// A removed node is told so whatever it calls (checked before the
 	// role, so the message names the real reason).
-	if id.Role != RoleAdmin && a.NodeValid != nil {
-		if err := a.NodeValid(id.NodeID); errors.Is(err, ErrNodeRemoved) {
-			return nil, status.Errorf(codes.PermissionDenied, "node %q %s; its certificate is no longer accepted", id.NodeID, RemovedReason)
-		} else if err != nil {
-			// Not known yet (a lagging manager, a bootstrap not yet
-			// committed): worth retrying elsewhere or later.
-			return nil, status.Errorf(codes.Unavailable, "node %q is not known to this manager yet: %v", id.NodeID, err)
-		}
+	certRole := id.Role
+	id, err := a.current(ctx, id)
+	if err != nil {
+		return nil, err
 	}
 	if !slices.Contains(roles, id.Role) {
+		if certRole != id.Role {
+			return nil, status.Errorf(codes.PermissionDenied, "node %q's role is changing: its %s certificate acts as a %s until it renews, and role %s may not call %s (needs %s)",
+				id.NodeID, certRole, id.Role, id.Role, method, joinRoles(roles))
+		}
 		return nil, status.Errorf(codes.PermissionDenied, "role %s may not call %s (needs %s)", id.Role, method, joinRoles(roles))
 	}
 	return WithIdentity(ctx, id), nil
 }
 
-// checkIdentity applies the cluster and node checks without a policy.
-func (a *Authorizer) checkIdentity(id Identity) error {
+// current applies Current and returns the identity with the role its holder
+// may act as now, or the refusal as a gRPC status.
+func (a *Authorizer) current(ctx context.Context, id Identity) (Identity, error) {
+	if a.Current == nil {
+		return id, nil
+	}
+	role, err := a.Current(ctx, id)
+	switch {
+	case err == nil:
+		id.Role = role
+		return id, nil
+	case errors.Is(err, ErrNodeRemoved):
+		return Identity{}, status.Errorf(codes.PermissionDenied, "node %q %s; its certificate is no longer accepted", id.NodeID, RemovedReason)
+	case errors.Is(err, ErrNotCurrent):
+		return Identity{}, status.Errorf(codes.PermissionDenied, "%v", err)
+	}
+	// Not known yet (a lagging manager, a bootstrap not yet committed) or
+	// the store could not be asked: worth retrying elsewhere or later.
+	return Identity{}, status.Errorf(codes.Unavailable, "%s is not known to this server yet: %v", id, err)
+}
+
+// checkIdentity applies the cluster and store checks without a policy.
+func (a *Authorizer) checkIdentity(ctx context.Context, id Identity) (Identity, error) {
 	if a.ClusterID != "" && id.ClusterID != a.ClusterID {
-		return status.Error(codes.Unauthenticated, "certificate of another cluster")
+		return Identity{}, status.Error(codes.Unauthenticated, "certificate of another cluster")
 	}
-	if id.Role != RoleAdmin && a.NodeValid != nil {
-		return a.NodeValid(id.NodeID)
-	}
-	return nil
+	return a.current(ctx, id)
 }
 
 // joinRoles renders "manager", "manager or admin", "worker, manager or admin".

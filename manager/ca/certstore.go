@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 )
 
@@ -17,6 +18,9 @@ type CertStore struct {
 	// cur is replaced whole by Set; a certState is never modified, so
 	// handshakes read it without locks.
 	cur atomic.Pointer[certState]
+
+	mu      sync.Mutex    // guards changed
+	changed chan struct{} // closed by the next Set
 }
 
 // certState is everything derived from one set of credentials.
@@ -44,8 +48,29 @@ func (s *CertStore) Set(c *Creds) error {
 		return err
 	}
 	s.cur.Store(st)
+	s.mu.Lock()
+	if s.changed != nil {
+		close(s.changed)
+		s.changed = nil
+	}
+	s.mu.Unlock()
 	return nil
 }
+
+// Changed returns a channel closed by the next Set. Holders of long-lived
+// connections use it to dial again with the new certificate: the store
+// stops honouring a certificate one renewal after the next.
+func (s *CertStore) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.changed == nil {
+		s.changed = make(chan struct{})
+	}
+	return s.changed
+}
+
+// Leaf is the current certificate, parsed. Do not modify it.
+func (s *CertStore) Leaf() *x509.Certificate { return s.cur.Load().cert.Leaf }
 
 func newCertState(c *Creds) (*certState, error) {
 	if c == nil {

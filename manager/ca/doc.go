@@ -22,8 +22,15 @@
 //
 // and on a manager's gRPC server:
 //
-//	authz := &ca.Authorizer{Policy: ca.DefaultPolicy(), ClusterID: id.ClusterID, NodeValid: nodeExists}
+//	authz := &ca.Authorizer{Policy: ca.DefaultPolicy(), ClusterID: id.ClusterID, Current: storeCheck}
 //	grpc.NewServer(grpc.ChainUnaryInterceptor(authz.Unary()), grpc.ChainStreamInterceptor(authz.Stream()))
+//
+// A certificate is only as good as the store says: Current (StoreCheck,
+// CurrentNodeRole, CheckAdmin) compares the certificate's serial and role with
+// the node object (or the cluster's admin certificates) on every call; a node
+// whose role change is pending acts as a worker. Nodes renew at RenewAt (two
+// thirds of the lifetime); an expired one proves possession of its old key
+// (SignRenewalProof, VerifyRenewalProof).
 //
 // Handlers read the caller with IdentityFrom(ctx). Private keys and token
 // secrets are never logged or put into errors.

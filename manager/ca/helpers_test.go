@@ -105,3 +105,9 @@ func testCtx(t *testing.T) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// withoutSerial clears the (random) serial for comparisons.
+func withoutSerial(id ca.Identity) ca.Identity {
+	id.Serial = ""
+	return id
+}

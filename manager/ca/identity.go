@@ -19,6 +19,10 @@ type Identity struct {
 	NodeID    string // CN: the node id, or the admin's name for RoleAdmin
 	ClusterID string // O
 	Role      Role   // OU
+	// Serial is the certificate's serial number in lower-case hex, as the
+	// store records it (Node.cert_serial, AdminCertificate.serial): the
+	// certificate is honoured only while the store still names it.
+	Serial string
 }
 
 // String is for logs: `worker "abc"`.
@@ -43,7 +47,11 @@ func IdentityFromCert(cert *x509.Certificate) (Identity, error) {
 	if len(s.Organization) != 1 || s.Organization[0] == "" {
 		return Identity{}, fmt.Errorf("identity: certificate %q does not carry exactly one cluster id (O %q)", s.CommonName, s.Organization)
 	}
-	return Identity{NodeID: s.CommonName, ClusterID: s.Organization[0], Role: Role(s.OrganizationalUnit[0])}, nil
+	id := Identity{NodeID: s.CommonName, ClusterID: s.Organization[0], Role: Role(s.OrganizationalUnit[0])}
+	if cert.SerialNumber != nil {
+		id.Serial = cert.SerialNumber.Text(16)
+	}
+	return id, nil
 }
 
 // PeerIdentity returns the identity of a gRPC call's peer from its verified

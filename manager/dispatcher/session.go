@@ -249,11 +249,7 @@ func (d *Dispatcher) receive(ctx context.Context, stream shoalv1.Dispatcher_Sess
 		case *shoalv1.AgentMessage_Goodbye:
 			return &goodbyeError{msg: m.Goodbye}
 		case *shoalv1.AgentMessage_Status:
-			view := d.cfg.Store.View()
-			for _, u := range m.Status.GetUpdates() {
-				if !d.reportable(view, nodeID, u) {
-					continue
-				}
+			for _, u := range d.reportable(d.cfg.Store.View(), nodeID, m.Status.GetUpdates()) {
 				select {
 				case statusCh <- statusUpdate{nodeID: nodeID, upd: u}:
 				case <-ctx.Done():
@@ -264,19 +260,32 @@ func (d *Dispatcher) receive(ctx context.Context, stream shoalv1.Dispatcher_Sess
 	}
 }
 
-// reportable says whether nodeID may report on u's task. An update for a
-// task assigned to another node is dropped here, before it can take a
-// place in the pending batch. A task this view does not know, or knows
-// without a node yet, is let through: right after an election this
-// manager's view may lag what the agent was told by the previous leader,
-// and applyStatuses checks again against the state it writes on.
-func (d *Dispatcher) reportable(view raftstore.Reader, nodeID string, u *shoalv1.TaskStatusUpdate) bool {
-	t, ok := raftstore.Get[*shoalv1.Task](view, u.GetTaskId())
-	if !ok || t.GetNodeId() == "" || t.GetNodeId() == nodeID {
-		return true
+// reportable returns the updates of ups that nodeID may report. An update
+// for a task assigned to another node is dropped here, before it can take
+// a place in the pending batch; the drops of one message are logged once
+// (a broken or hostile node sends thousands in one message). A task this
+// view does not know, or knows without a node yet, is let through: right
+// after an election this manager's view may lag what the agent was told
+// by the previous leader, and applyStatuses checks again against the state
+// it writes on.
+func (d *Dispatcher) reportable(view raftstore.Reader, nodeID string, ups []*shoalv1.TaskStatusUpdate) []*shoalv1.TaskStatusUpdate {
+	keep := ups[:0:0]
+	dropped := 0
+	var example *shoalv1.Task
+	for _, u := range ups {
+		t, ok := raftstore.Get[*shoalv1.Task](view, u.GetTaskId())
+		if !ok || t.GetNodeId() == "" || t.GetNodeId() == nodeID {
+			keep = append(keep, u)
+			continue
+		}
+		dropped++
+		example = t
 	}
-	d.log.Warn("status update for a task of another node dropped", "node_id", nodeID, "task_id", u.GetTaskId(), "assigned_to", t.GetNodeId())
-	return false
+	if dropped > 0 {
+		d.log.Warn("status updates for tasks of other nodes dropped", "node_id", nodeID, "count", dropped,
+			"task_id", example.GetMeta().GetId(), "assigned_to", example.GetNodeId())
+	}
+	return keep
 }
 
 func errString(err error) string {

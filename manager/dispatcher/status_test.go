@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,16 +60,42 @@ func TestForgedStatusDoesNotReplaceRealOne(t *testing.T) {
 
 // An update for a task assigned to another node is dropped when it
 // arrives; the node's own tasks, and tasks this view does not know yet
-// (a lagging view after an election), go on to the writer.
+// (a lagging view after an election), go on to the writer. The drops of
+// one message make one log line, however many there are.
 func TestReportable(t *testing.T) {
 	s := openStore(t)
 	createTask(t, s, "mine", "n1")
 	createTask(t, s, "theirs", "n2")
-	d := New(Config{Store: s, Logger: slog.New(slog.DiscardHandler)})
-	view := s.View()
-	for id, want := range map[string]bool{"mine": true, "theirs": false, "unknown": true} {
-		if got := d.reportable(view, "n1", update("n1", id, shoalv1.TaskState_TASK_STATE_RUNNING).upd); got != want {
-			t.Errorf("reportable(n1, %s) = %v, want %v", id, got, want)
-		}
+	logs := &countingHandler{}
+	d := New(Config{Store: s, Logger: slog.New(logs)})
+	var ups []*shoalv1.TaskStatusUpdate
+	for _, id := range []string{"mine", "theirs", "unknown"} {
+		ups = append(ups, update("n1", id, shoalv1.TaskState_TASK_STATE_RUNNING).upd)
+	}
+	for range 1000 {
+		ups = append(ups, update("n1", "theirs", shoalv1.TaskState_TASK_STATE_FAILED).upd)
+	}
+	var got []string
+	for _, u := range d.reportable(s.View(), "n1", ups) {
+		got = append(got, u.GetTaskId())
+	}
+	if want := []string{"mine", "unknown"}; !slices.Equal(got, want) {
+		t.Errorf("reportable kept %q, want %q", got, want)
+	}
+	if n := logs.warns.Load(); n != 1 {
+		t.Errorf("%d warnings logged for one message's drops, want 1", n)
 	}
 }
+
+// countingHandler counts the warnings logged.
+type countingHandler struct{ warns atomic.Int32 }
+
+func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Level == slog.LevelWarn {
+		h.warns.Add(1)
+	}
+	return nil
+}
+func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *countingHandler) WithGroup(string) slog.Handler      { return h }

@@ -6,7 +6,8 @@
 // method name, so one interceptor serves every service without per-method
 // code. A forwarded call carries metadata naming the original caller, which
 // the leader trusts only from a peer holding a manager certificate (managers
-// are trusted with the CA key anyway).
+// are trusted with the CA key anyway) that is a current manager per the
+// store; anyone else sending it is refused.
 package forward
 
 import (
@@ -84,10 +85,32 @@ func (f *Forwarder) Close() {
 	}
 }
 
+// Redial makes later calls dial the leader afresh: the node's certificate
+// changed (renewal, role change), and connections made with an older one
+// are refused once the store no longer names it. Calls in flight on the old
+// connections finish: those are closed after grace.
+func (f *Forwarder) Redial(grace time.Duration) {
+	f.mu.Lock()
+	old := f.conns
+	f.conns = map[string]*grpc.ClientConn{}
+	f.mu.Unlock()
+	if len(old) == 0 {
+		return
+	}
+	time.AfterFunc(grace, func() {
+		for _, c := range old {
+			c.Close()
+		}
+	})
+}
+
 // Unary is the interceptor. It must run after the authorizer, so that the
 // caller's identity is known and checked before anything is forwarded.
 func (f *Forwarder) Unary() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if err := checkForwarder(ctx); err != nil {
+			return nil, err
+		}
 		if f.local[info.FullMethod] || f.lead.IsLeader() {
 			return handler(ctx, req)
 		}
@@ -136,6 +159,38 @@ func (f *Forwarder) Unary() grpc.UnaryServerInterceptor {
 			backoff = min(2*backoff, 200*time.Millisecond)
 		}
 	}
+}
+
+// Stream is the interceptor for streaming calls, which are never forwarded:
+// it only refuses forwarding metadata from a peer that is not a current
+// manager. It must run after the authorizer.
+func (f *Forwarder) Stream() grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if err := checkForwarder(ss.Context()); err != nil {
+			return err
+		}
+		return handler(srv, ss)
+	}
+}
+
+// checkForwarder refuses a call carrying forwarding metadata unless its
+// direct peer is a current manager: the identity the authorizer put into
+// ctx has the role the store grants now, so a worker, or a demoted manager
+// still holding its manager certificate, cannot act for another node.
+func checkForwarder(ctx context.Context) error {
+	md, ok := metadata.FromIncomingContext(ctx)
+	if !ok || (len(md.Get(mdForwarded)) == 0 && len(md.Get(mdForwardedFor)) == 0) {
+		return nil
+	}
+	id, ok := ca.IdentityFrom(ctx)
+	if ok && id.Role == ca.RoleManager {
+		return nil
+	}
+	who := "an anonymous caller"
+	if ok {
+		who = id.String()
+	}
+	return status.Errorf(codes.PermissionDenied, "%s may not forward calls (%s is honoured only from a current manager)", who, mdForwardedFor)
 }
 
 // waitLeaderChange waits until the leader known here is no longer addr,
@@ -254,7 +309,11 @@ func (f *Forwarder) newReply(fullMethod string) (proto.Message, error) {
 }
 
 // Identity returns the identity a handler should act for: the original
-// caller of a call forwarded by a manager, else the direct peer.
+// caller of a call forwarded by a current manager (the authorizer checked
+// the direct peer against the store, and the forwarding manager checked the
+// original caller against its own), else the direct peer. Handlers that
+// issue something for "the caller's own node" (certificate renewal) must
+// use ca.IdentityFrom instead: a node acts only for itself.
 func Identity(ctx context.Context) (ca.Identity, bool) {
 	id, ok := ca.IdentityFrom(ctx)
 	if !ok {

@@ -84,7 +84,9 @@ func TestForwardsToLeader(t *testing.T) {
 	}
 	// A call that was already forwarded once is not forwarded again.
 	lead.leader = false
-	fctx := metadata.NewIncomingContext(ctx, metadata.Pairs(mdForwarded, "1"))
+	// (Such a call comes from a manager: nobody else may forward.)
+	mctx := ca.WithIdentity(context.Background(), ca.Identity{NodeID: "m2", Role: ca.RoleManager, ClusterID: "c"})
+	fctx := metadata.NewIncomingContext(mctx, metadata.Pairs(mdForwarded, "1"))
 	if _, err := f.Unary()(fctx, &shoalv1.GetTaskRequest{}, info, local); status.Code(err) != codes.Unavailable {
 		t.Fatalf("second hop: %v", err)
 	}
@@ -109,6 +111,51 @@ func TestIdentityFromForwardedCall(t *testing.T) {
 		t.Fatalf("worker spoofed identity: %+v", id)
 	}
 }
+
+// TestForgedForwardedForRefused: forwarding metadata is refused unless the
+// authorizer found the direct peer to be a current manager (a worker, or a
+// demoted manager whose certificate now acts as a worker's).
+func TestForgedForwardedForRefused(t *testing.T) {
+	f := New(&fakeLead{leader: true}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	handler := func(ctx context.Context, _ any) (any, error) { return "ok", nil }
+	info := &grpc.UnaryServerInfo{FullMethod: "/shoal.v1.NodeCA/RenewNodeCertificate"}
+	sinfo := &grpc.StreamServerInfo{FullMethod: "/shoal.v1.Dispatcher/Session"}
+	for _, tc := range []struct {
+		name string
+		peer *ca.Identity
+		md   metadata.MD
+		code codes.Code
+	}{
+		{"worker forging forwarded-for", &ca.Identity{NodeID: "w1", Role: ca.RoleWorker}, metadata.Pairs(mdForwardedFor, "w2/worker/c"), codes.PermissionDenied},
+		{"worker forging forwarded", &ca.Identity{NodeID: "w1", Role: ca.RoleWorker}, metadata.Pairs(mdForwarded, "1"), codes.PermissionDenied},
+		{"admin forging forwarded-for", &ca.Identity{NodeID: "admin", Role: ca.RoleAdmin}, metadata.Pairs(mdForwardedFor, "m1/manager/c"), codes.PermissionDenied},
+		{"anonymous forging forwarded-for", nil, metadata.Pairs(mdForwardedFor, "m1/manager/c"), codes.PermissionDenied},
+		{"current manager forwarding", &ca.Identity{NodeID: "m1", Role: ca.RoleManager}, metadata.Pairs(mdForwardedFor, "w2/worker/c", mdForwarded, "1"), codes.OK},
+		{"worker without forwarding metadata", &ca.Identity{NodeID: "w1", Role: ca.RoleWorker}, metadata.MD{}, codes.OK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			if tc.peer != nil {
+				ctx = ca.WithIdentity(ctx, *tc.peer)
+			}
+			ctx = metadata.NewIncomingContext(ctx, tc.md)
+			if _, err := f.Unary()(ctx, nil, info, handler); status.Code(err) != tc.code {
+				t.Errorf("unary: %v, want %s", err, tc.code)
+			}
+			err := f.Stream()(nil, &ctxStream{ctx: ctx}, sinfo, func(any, grpc.ServerStream) error { return nil })
+			if status.Code(err) != tc.code {
+				t.Errorf("stream: %v, want %s", err, tc.code)
+			}
+		})
+	}
+}
+
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *ctxStream) Context() context.Context { return s.ctx }
 
 func TestNewReplyUnknownMethod(t *testing.T) {
 	f := New(&fakeLead{}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))

@@ -19,7 +19,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/shoal-dev/shoal/manager/ca"
-	"github.com/shoal-dev/shoal/manager/forward"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
 )
@@ -123,12 +122,17 @@ func tokenRole(c *shoalv1.Cluster, token string) (ca.Role, error) {
 }
 
 // RenewNodeCertificate signs a new certificate for the calling node with the
-// role the operator wants for it (promote / demote change that role).
+// role the operator wants for it (promote / demote change that role; a
+// renewal with the same role keeps it).
+//
+// The node is the direct peer, never one named in forwarding metadata (the
+// call is not forwarded: a follower answers UNAVAILABLE and the node asks
+// the next manager). A node presents its current certificate; one whose
+// certificate has expired cannot (TLS refuses it) and connects without one,
+// sending the old certificate and a signature by its key over the request
+// instead, accepted while that certificate is still the node's current one
+// and expired less than its renewal window ago.
 func (s *Server) RenewNodeCertificate(ctx context.Context, req *shoalv1.RenewNodeCertificateRequest) (*shoalv1.IssueNodeCertificateResponse, error) {
-	id, ok := forward.Identity(ctx)
-	if !ok || id.Role == ca.RoleAdmin {
-		return nil, status.Error(codes.PermissionDenied, "only nodes renew node certificates")
-	}
 	c, err := s.cluster()
 	if err != nil {
 		return nil, err
@@ -137,11 +141,30 @@ func (s *Server) RenewNodeCertificate(ctx context.Context, req *shoalv1.RenewNod
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "loading the cluster CA: %v", err)
 	}
+	id, ok := ca.IdentityFrom(ctx)
+	proof := false
+	switch {
+	case ok && id.Role == ca.RoleAdmin:
+		return nil, status.Error(codes.PermissionDenied, "only nodes renew node certificates")
+	case ok:
+	case len(req.GetOldCertPem()) > 0:
+		if id, err = root.VerifyRenewalProof(req.GetOldCertPem(), req.GetOldKeySignature(), req.GetCsrPem(), time.Now()); err != nil {
+			return nil, status.Error(codes.PermissionDenied, err.Error())
+		}
+		proof = true
+	default:
+		return nil, status.Error(codes.Unauthenticated, "renewing a node certificate needs the node's current certificate, or old_cert_pem and old_key_signature for an expired one")
+	}
 	var resp *shoalv1.IssueNodeCertificateResponse
 	_, err = s.store.Update(ctx, func(tx raftstore.WriteTx) error {
 		n, ok := raftstore.Get[*shoalv1.Node](tx, id.NodeID)
 		if !ok {
-			return status.Errorf(codes.PermissionDenied, "node %q has been removed from the cluster", id.NodeID)
+			return status.Errorf(codes.PermissionDenied, "node %q %s", id.NodeID, ca.RemovedReason)
+		}
+		if proof && (id.Serial != n.GetCertSerial() || ca.RoleFromProto(n.GetRole()) != id.Role) {
+			// Only the newest certificate may come back from expiry: an
+			// older one was replaced, maybe because it leaked.
+			return status.Errorf(codes.PermissionDenied, "old_cert_pem: certificate %s is not node %q's current certificate", id.Serial, id.NodeID)
 		}
 		role := ca.RoleFromProto(n.GetSpec().GetDesiredRole())
 		certPEM, serial, err := root.SignCSR(req.GetCsrPem(), id.NodeID, role, certTTL(c))
@@ -149,6 +172,13 @@ func (s *Server) RenewNodeCertificate(ctx context.Context, req *shoalv1.RenewNod
 			return status.Errorf(codes.InvalidArgument, "csr_pem: %v", err)
 		}
 		n = proto.Clone(n).(*shoalv1.Node)
+		// Connections made with the certificate being replaced keep
+		// working for one more renewal, unless the role changes: then the
+		// old certificate's role is wrong and it goes at once.
+		n.PreviousCertSerial = ""
+		if role.Proto() == n.GetRole() && n.GetCertSerial() != "" {
+			n.PreviousCertSerial = n.GetCertSerial()
+		}
 		n.Role = role.Proto()
 		n.CertSerial = serial
 		resp = &shoalv1.IssueNodeCertificateResponse{NodeId: id.NodeID, CertPem: certPEM, CaCertPem: c.GetCaCertPem(), Role: role.Proto()}
@@ -157,7 +187,7 @@ func (s *Server) RenewNodeCertificate(ctx context.Context, req *shoalv1.RenewNod
 	if err != nil {
 		return nil, storeStatus(err)
 	}
-	s.log.Info("node certificate renewed", "node_id", id.NodeID, "role", resp.GetRole().String())
+	s.log.Info("node certificate renewed", "node_id", id.NodeID, "role", resp.GetRole().String(), "expired", proof)
 	return resp, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/restartpolicy"
 	"github.com/shoal-dev/shoal/scheduler"
 )
 
@@ -336,78 +337,18 @@ func (g *group) preferLive(a, b *shoalv1.Task) int {
 }
 
 // restart decides whether a group without a live task gets a new one now,
-// and if not whether to look again later.
+// and if not whether to look again later: the restart policy's rules, in
+// restartpolicy (shared with the CLI, which tells a service that can no
+// longer converge by them).
 func (g *group) restart() (create bool, retry time.Duration) {
-	if len(g.tasks) == 0 {
-		return true, 0
-	}
-	latest := slices.MaxFunc(g.tasks, compareAge)
-	if !isTerminal(latest) || latest.GetDesiredState() > stateRunning {
-		// We stopped it (scale down and up again, drain, update): not a
-		// restart, so no policy applies.
-		return true, 0
-	}
-	if latest.GetSpecVersion() != g.svc.GetSpecVersion() {
-		// The service changed since the task ended: an update starts
-		// afresh, whatever the restart policy says.
-		return true, 0
-	}
-	pol := g.svc.GetSpec().GetTask().GetRestart()
-	switch pol.GetCondition() {
-	case shoalv1.RestartCondition_RESTART_CONDITION_NONE:
-		return false, 0
-	case shoalv1.RestartCondition_RESTART_CONDITION_ON_FAILURE:
-		if !isFailure(latest.GetStatus().GetState()) {
-			return false, 0
-		}
-	}
-	if latest.GetStatus().GetState() == stateOrphaned {
-		// Its node was lost: the task did not crash, so neither the delay
-		// (meant against crash loops) nor max_attempts holds back the
-		// replacement. Failure recovery = node-down detection + one
-		// scheduling pass.
-		return true, 0
-	}
-	if limit := pol.GetMaxAttempts(); limit > 0 {
-		// max_attempts counts restarts, not runs: the first run is not a
-		// restart, so N allows N+1 ends before giving up (as docker's
-		// --restart-max-attempts does).
-		if counted := g.attempts(); int64(len(counted)) > limit {
-			window := time.Duration(pol.GetWindowMs()) * time.Millisecond
-			if window <= 0 {
-				return false, 0 // given up for good
-			}
-			// Below the limit again once the (limit+1)-th newest end
-			// leaves the window.
-			return false, max(statusTime(counted[limit]).Add(window).Sub(g.now), 0)
-		}
-	}
-	ready := statusTime(latest).Add(time.Duration(pol.GetDelayMs()) * time.Millisecond)
-	if g.now.Before(ready) {
-		return false, ready.Sub(g.now)
-	}
-	return true, 0
+	create, retry, _ = restartpolicy.Decide(g.svc, g.tasks, g.now)
+	return create, retry
 }
 
 // attempts returns, newest first, the group's tasks that count towards
-// restart_policy.max_attempts: ended on their own (desired state still
-// RUNNING) from the current spec, within the window (0: ever).
+// restart_policy.max_attempts (restartpolicy.Attempts).
 func (g *group) attempts() []*shoalv1.Task {
-	pol := g.svc.GetSpec().GetTask().GetRestart()
-	window := time.Duration(pol.GetWindowMs()) * time.Millisecond
-	var out []*shoalv1.Task
-	for _, t := range g.tasks {
-		if !isTerminal(t) || t.GetDesiredState() > stateRunning || t.GetSpecVersion() != g.svc.GetSpecVersion() ||
-			t.GetStatus().GetState() == stateOrphaned {
-			continue
-		}
-		if window > 0 && !statusTime(t).After(g.now.Add(-window)) {
-			continue
-		}
-		out = append(out, t)
-	}
-	slices.SortFunc(out, compareEnded)
-	return out
+	return restartpolicy.Attempts(g.svc, g.tasks, g.now)
 }
 
 // trimHistory returns clones of the terminal tasks to delete: all but the

@@ -87,6 +87,7 @@ func TestReconcileReplicated(t *testing.T) {
 		{"ON_FAILURE: restart after rejection", mkService("s", 1, restart(condOnFailure, 0, 0, 0)), []*shoalv1.Task{mkTask("a", "s", 1, ended(tsRejected, ago(time.Minute)))}, "+1@1"},
 		{"ON_FAILURE: restart after orphaning", mkService("s", 1, restart(condOnFailure, 0, 0, 0)), []*shoalv1.Task{mkTask("a", "s", 1, ended(tsOrphaned, ago(time.Minute)))}, "+1@1"},
 		{"NONE: no restart after failure", mkService("s", 1, restart(condNone, 0, 0, 0)), []*shoalv1.Task{mkTask("a", "s", 1, failedAt(ago(time.Minute)))}, ""},
+		{"NONE: no replacement after orphaning either", mkService("s", 1, restart(condNone, 0, 0, 0)), []*shoalv1.Task{mkTask("a", "s", 1, ended(tsOrphaned, ago(time.Minute)))}, ""},
 		{"delay not over: retry later", mkService("s", 1, restart(condAny, 5*time.Second, 0, 0)), []*shoalv1.Task{mkTask("a", "s", 1, failedAt(ago(time.Second)))}, "retry=4s"},
 		{"orphaned (node lost): replaced at once, no delay", mkService("s", 1, restart(condAny, 5*time.Second, 0, 0)), []*shoalv1.Task{mkTask("a", "s", 1, ended(tsOrphaned, ago(time.Second)))}, "+1@1"},
 		{"orphaned tasks do not count towards max_attempts", mkService("s", 1, restart(condAny, 0, 1, 0)), []*shoalv1.Task{mkTask("a", "s", 1, ended(tsOrphaned, ago(2*time.Second))), mkTask("b", "s", 1, ended(tsOrphaned, ago(time.Second)))}, "+1@1"},

@@ -10,6 +10,7 @@ import (
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/restartpolicy"
 )
 
 // HistoryLimit is how many terminal tasks a slot (or a global service's
@@ -56,16 +57,9 @@ func neverReachedAgent(t *shoalv1.Task) bool {
 
 // isFailure: the task ended because something went wrong, which is what
 // RESTART_CONDITION_ON_FAILURE restarts.
-func isFailure(s shoalv1.TaskState) bool {
-	return s == stateFailed || s == stateRejected || s == stateOrphaned
-}
+func isFailure(s shoalv1.TaskState) bool { return restartpolicy.IsFailure(s) }
 
-func statusTime(t *shoalv1.Task) time.Time {
-	if ts := t.GetStatus().GetTimestamp(); ts != nil {
-		return ts.AsTime()
-	}
-	return time.Time{}
-}
+func statusTime(t *shoalv1.Task) time.Time { return restartpolicy.StatusTime(t) }
 
 func createdTime(t *shoalv1.Task) time.Time {
 	if ts := t.GetMeta().GetCreatedAt(); ts != nil {
@@ -76,21 +70,10 @@ func createdTime(t *shoalv1.Task) time.Time {
 
 // compareAge orders tasks oldest first: by creation, then status time, then
 // id so that the order is total and deterministic.
-func compareAge(a, b *shoalv1.Task) int {
-	return cmp.Or(
-		createdTime(a).Compare(createdTime(b)),
-		statusTime(a).Compare(statusTime(b)),
-		cmp.Compare(a.GetMeta().GetId(), b.GetMeta().GetId()),
-	)
-}
+func compareAge(a, b *shoalv1.Task) int { return restartpolicy.CompareAge(a, b) }
 
 // compareEnded orders terminal tasks newest first by the time they ended.
-func compareEnded(a, b *shoalv1.Task) int {
-	return cmp.Or(
-		statusTime(b).Compare(statusTime(a)),
-		cmp.Compare(a.GetMeta().GetId(), b.GetMeta().GetId()),
-	)
-}
+func compareEnded(a, b *shoalv1.Task) int { return restartpolicy.CompareEnded(a, b) }
 
 func cloneTask(t *shoalv1.Task) *shoalv1.Task { return proto.Clone(t).(*shoalv1.Task) }
 

@@ -18,5 +18,6 @@
 // gRPC sees connections already handshaken, so ServerCreds only wraps them;
 // the per-method role checks are ca.Authorizer's. Raft has no per-call
 // authorization, so the mux admits only verified manager certificates of the
-// cluster CA to it.
+// cluster CA to it, and with Mux.AdmitRaft(RaftAdmission(...)) only those of
+// current voters, checked again whenever bytes arrive on the connection.
 package transport

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoal-dev/shoal/manager/ca"
@@ -31,6 +32,10 @@ type Mux struct {
 	// ctx is cancelled by Close; it aborts handshakes in flight.
 	ctx    context.Context
 	cancel context.CancelFunc
+
+	// admit and readmit, when set, decide whether a raft peer is (still)
+	// a member; see AdmitRaft.
+	admit, readmit func(ca.Identity) error
 
 	closeOnce sync.Once
 	closeErr  error
@@ -65,6 +70,16 @@ func (m *Mux) GRPC() net.Listener { return m.grpc }
 // peer holds a verified manager certificate of the cluster CA. Closing it
 // refuses later raft connections but leaves the mux running.
 func (m *Mux) Raft() net.Listener { return m.raft }
+
+// AdmitRaft makes the mux check every raft peer: with admit when the
+// connection is accepted, and with readmit whenever bytes arrive on it, so
+// a peer that stops being a member (demoted, removed) cannot send another
+// raft RPC, even on a connection opened while it was one. hashicorp/raft
+// itself accepts AppendEntries with a higher term from anyone. readmit may
+// be more lenient than admit on what does not change a membership (a
+// certificate replaced by a renewal with the same role), so that renewals
+// do not cut raft's connections. Call it before Serve.
+func (m *Mux) AdmitRaft(admit, readmit func(ca.Identity) error) { m.admit, m.readmit = admit, readmit }
 
 // Addr is the address the mux listens on.
 func (m *Mux) Addr() net.Addr { return m.ln.Addr() }
@@ -149,8 +164,18 @@ func (m *Mux) handle(raw net.Conn) {
 			tc.Close()
 			return
 		}
+		if m.admit == nil {
+			m.log.Debug("raft connection", "remote", remote, "node_id", id.NodeID)
+			m.raft.deliver(tc)
+			return
+		}
+		if err := m.admit(id); err != nil {
+			m.log.Warn("refused raft connection", "remote", remote, "node_id", id.NodeID, "err", err)
+			tc.Close()
+			return
+		}
 		m.log.Debug("raft connection", "remote", remote, "node_id", id.NodeID)
-		m.raft.deliver(tc)
+		m.raft.deliver(&admittedConn{Conn: tc, id: id, admit: m.readmit, log: m.log, remote: remote})
 	default:
 		m.log.Info("closing connection without a known ALPN protocol", "remote", remote, "alpn", st.NegotiatedProtocol)
 		tc.Close()
@@ -172,6 +197,46 @@ func raftPeer(st tls.ConnectionState) (ca.Identity, error) {
 		return id, fmt.Errorf("%s is not a manager", id)
 	}
 	return id, nil
+}
+
+// admittedConn is a raft connection whose peer is checked again before each
+// read: raft reads one RPC after another, so a peer that is no longer a
+// member gets none through (at most what it sent while it still was one and
+// the reader had already buffered).
+type admittedConn struct {
+	net.Conn
+	id     ca.Identity
+	admit  func(ca.Identity) error
+	log    *slog.Logger
+	remote string
+
+	refused atomic.Bool
+}
+
+func (c *admittedConn) Read(p []byte) (int, error) {
+	if c.refused.Load() {
+		return 0, io.EOF
+	}
+	// Checked when the bytes have arrived, not when the read began: raft
+	// waits in Read for the next RPC for as long as the peer is silent.
+	n, err := c.Conn.Read(p)
+	if n == 0 {
+		return n, err
+	}
+	if aerr := c.admit(c.id); aerr != nil {
+		c.refused.Store(true)
+		c.log.Warn("raft peer no longer admitted; closing its connection", "remote", c.remote, "node_id", c.id.NodeID, "err", aerr)
+		c.Conn.Close()
+		// EOF, not an error: raft logs anything else at ERROR, and this
+		// is a decision, already logged. What was read is dropped.
+		return 0, io.EOF
+	}
+	return n, err
+}
+
+// ConnectionState exposes the TLS state (tests, logs).
+func (c *admittedConn) ConnectionState() tls.ConnectionState {
+	return c.Conn.(*tls.Conn).ConnectionState()
 }
 
 // Close stops accepting, aborts handshakes in flight and closes both

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -20,6 +21,9 @@ type RaftStreamLayer struct {
 	ln        net.Listener
 	advertise net.Addr
 	clientTLS func() *tls.Config
+
+	closed    chan struct{} // closed by Close
+	closeOnce sync.Once
 }
 
 var _ raft.StreamLayer = (*RaftStreamLayer)(nil)
@@ -30,14 +34,30 @@ var _ raft.StreamLayer = (*RaftStreamLayer)(nil)
 // once; it should return a configuration verifying ca.ManagerServerName (as
 // ca.CertStore.ClientTLSConfig(ca.ManagerServerName, ca.ALPNRaft) does).
 func NewRaftStreamLayer(ln net.Listener, advertise net.Addr, clientTLS func() *tls.Config) *RaftStreamLayer {
-	return &RaftStreamLayer{ln: ln, advertise: advertise, clientTLS: clientTLS}
+	return &RaftStreamLayer{ln: ln, advertise: advertise, clientTLS: clientTLS, closed: make(chan struct{})}
 }
 
-// Accept waits for the next raft connection from another manager.
-func (s *RaftStreamLayer) Accept() (net.Conn, error) { return s.ln.Accept() }
+// Accept waits for the next raft connection from another manager. When
+// the listener closes under it (the mux stops before raft does, on every
+// clean stop) it waits for Close: hashicorp/raft's NetworkTransport logs
+// every Accept error at ERROR level, and retries, until it is shut down
+// itself.
+func (s *RaftStreamLayer) Accept() (net.Conn, error) {
+	c, err := s.ln.Accept()
+	if err != nil && errors.Is(err, net.ErrClosed) {
+		<-s.closed
+	}
+	return c, err
+}
 
 // Close stops accepting raft connections.
-func (s *RaftStreamLayer) Close() error { return s.ln.Close() }
+func (s *RaftStreamLayer) Close() error {
+	s.closeOnce.Do(func() { close(s.closed) })
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Close()
+}
 
 // Addr is the advertised address (not the listen address): raft hands it to
 // its peers.
@@ -73,4 +93,46 @@ func (s *RaftStreamLayer) Dial(address raft.ServerAddress, timeout time.Duration
 		return nil, fmt.Errorf("raft dial %s: the server negotiated ALPN %q, not %q", address, p, ca.ALPNRaft)
 	}
 	return tc, nil
+}
+
+// RaftAdmission is the check a manager's mux applies to raft peers
+// (Mux.AdmitRaft): the peer must be a voter of the latest raft
+// configuration and, per the store (check: ca.StoreCheck when a connection
+// is accepted, ca.ConnectionCheck on an open one), a current manager: its
+// certificate current, not removed, not demoted. A voter whose node object
+// has not reached this manager's store yet is admitted (raft configuration
+// entries apply before the log is committed). A manager whose
+// configuration is still empty is joining: nothing there to protect yet,
+// and its first peer is the leader adding it, so any manager certificate
+// is admitted.
+func RaftAdmission(configuration func() (raft.Configuration, error), check func(ca.Identity) (ca.Role, error)) func(ca.Identity) error {
+	return func(id ca.Identity) error {
+		conf, err := configuration()
+		if err != nil {
+			return fmt.Errorf("reading the raft configuration: %w", err)
+		}
+		if len(conf.Servers) == 0 {
+			return nil
+		}
+		voter := false
+		for _, s := range conf.Servers {
+			if string(s.ID) == id.NodeID && s.Suffrage == raft.Voter {
+				voter = true
+				break
+			}
+		}
+		if !voter {
+			return fmt.Errorf("%s is not a voter of the raft configuration", id)
+		}
+		role, err := check(id)
+		switch {
+		case errors.Is(err, ca.ErrNodeUnknown):
+			return nil
+		case err != nil:
+			return err
+		case role != ca.RoleManager:
+			return fmt.Errorf("%s is no longer a manager (its role is changing)", id)
+		}
+		return nil
+	}
 }

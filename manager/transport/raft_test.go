@@ -50,9 +50,11 @@ func startRaftNode(t *testing.T, c *cluster, id string, bootstrap bool) *raftNod
 
 	conf := raft.DefaultConfig()
 	conf.LocalID = raft.ServerID(id)
-	conf.HeartbeatTimeout = 100 * time.Millisecond
-	conf.ElectionTimeout = 100 * time.Millisecond
-	conf.LeaderLeaseTimeout = 50 * time.Millisecond
+	// Generous for a loaded machine: a missed heartbeat must not cost the
+	// leadership in the middle of the test.
+	conf.HeartbeatTimeout = 500 * time.Millisecond
+	conf.ElectionTimeout = 500 * time.Millisecond
+	conf.LeaderLeaseTimeout = 250 * time.Millisecond
 	conf.CommitTimeout = 5 * time.Millisecond
 	conf.LogOutput = io.Discard
 	logs := raft.NewInmemStore()

@@ -12,7 +12,8 @@ import (
 )
 
 func (a *app) clusterCmd() *cobra.Command {
-	c := &cobra.Command{Use: "cluster", Short: "Inspect the cluster"}
+	c := &cobra.Command{Use: "cluster", Short: "Inspect and configure the cluster"}
+	c.AddCommand(a.clusterUpdateCmd())
 	c.AddCommand(&cobra.Command{Use: "inspect", Short: "Show the cluster and its raft members (JSON)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.withClient(cmd, func(ctx context.Context, ctl shoalv1.ControlClient) error {
@@ -138,4 +139,77 @@ func describeObject(o *shoalv1.StoreObject) (kind, id, name string) {
 		return "network", o.GetNetwork().GetMeta().GetId(), o.GetNetwork().GetSpec().GetName()
 	}
 	return "unknown", "", ""
+}
+
+// clusterUpdateCmd is `shoal cluster update`: change cluster settings
+// (read, modify, write with the version read; retried on a conflict).
+func (a *app) clusterUpdateCmd() *cobra.Command {
+	var certExpiry, restartGrace string
+	var maxReplicas int64
+	cmd := &cobra.Command{Use: "update", Short: "Change cluster settings", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fl := cmd.Flags()
+			if !fl.Changed("cert-expiry") && !fl.Changed("max-replicas") && !fl.Changed("restart-grace") {
+				return errNoChange
+			}
+			apply := func(s *shoalv1.ClusterSettings) error {
+				if fl.Changed("cert-expiry") {
+					d, err := parseLongDuration("--cert-expiry", certExpiry)
+					if err != nil {
+						return err
+					}
+					s.NodeCertExpiryMs = d.Milliseconds()
+				}
+				if fl.Changed("max-replicas") {
+					if maxReplicas <= 0 {
+						return fmt.Errorf("--max-replicas: must be positive, got %d", maxReplicas)
+					}
+					s.MaxReplicas = maxReplicas
+				}
+				if fl.Changed("restart-grace") {
+					d, err := parseLongDuration("--restart-grace", restartGrace)
+					if err != nil {
+						return err
+					}
+					s.RestartGraceMs = d.Milliseconds()
+				}
+				return nil
+			}
+			if err := apply(&shoalv1.ClusterSettings{}); err != nil { // flag errors before any call
+				return err
+			}
+			return a.withClient(cmd, func(ctx context.Context, ctl shoalv1.ControlClient) error {
+				var out *shoalv1.Cluster
+				err := retryConflict(func() error {
+					cur, err := ctl.GetCluster(ctx, &shoalv1.GetClusterRequest{})
+					if err != nil {
+						return err
+					}
+					set := cur.GetCluster().GetSettings()
+					if set == nil {
+						set = &shoalv1.ClusterSettings{}
+					}
+					if err := apply(set); err != nil {
+						return err
+					}
+					resp, err := ctl.UpdateCluster(ctx, &shoalv1.UpdateClusterRequest{Version: cur.GetCluster().GetMeta().GetVersion(), Settings: set})
+					if err != nil {
+						return err
+					}
+					out = resp.GetCluster()
+					return nil
+				})
+				if err != nil {
+					return err
+				}
+				s := out.GetSettings()
+				fmt.Fprintf(a.out, "Cluster updated: cert expiry %s, max replicas %d, restart grace %s (0: the default).\n",
+					time.Duration(s.GetNodeCertExpiryMs())*time.Millisecond, s.GetMaxReplicas(), time.Duration(s.GetRestartGraceMs())*time.Millisecond)
+				return nil
+			})
+		}}
+	cmd.Flags().StringVar(&certExpiry, "cert-expiry", "", "lifetime of node certificates, e.g. 90d, 720h (nodes renew at two thirds of it)")
+	cmd.Flags().Int64Var(&maxReplicas, "max-replicas", 0, "upper bound of a service's replicas")
+	cmd.Flags().StringVar(&restartGrace, "restart-grace", "", "how long a node restarting on purpose keeps its tasks, e.g. 60s")
+	return cmd
 }

@@ -304,7 +304,12 @@ func (a *app) checkImagesUnused(ctx context.Context, ag shoalv1.AgentAPIClient, 
 		return fmt.Errorf("asking the managers which services use the image (--force skips this): %w", err)
 	}
 	for _, ref := range refs {
-		if users := imageUsers(ref, imgs.GetImages(), svcs.GetServices()); len(users) > 0 {
+		users, maybeID := imageUsers(ref, imgs.GetImages(), svcs.GetServices())
+		switch {
+		case len(users) > 0 && maybeID:
+			return fmt.Errorf("%s may be the id of an image that service %s uses (the node matches image ids too, which this check cannot see): name the image by reference or digest (shoal image ls), or use --force",
+				ref, strings.Join(users, ", "))
+		case len(users) > 0:
 			return fmt.Errorf("image %s is used by service %s: their tasks could not start from it on this node; remove or update the service first, or use --force",
 				ref, strings.Join(users, ", "))
 		}
@@ -319,19 +324,38 @@ func (a *app) checkImagesUnused(ctx context.Context, ag shoalv1.AgentAPIClient, 
 // or by its digest while the image keeps a reference — an image left
 // without any is garbage-collected). References are compared in their
 // fully qualified form (demo:1 is index.docker.io/library/demo:1).
-func imageUsers(ref string, imgs []*shoalv1.ImageSummary, svcs []*shoalv1.Service) []string {
+//
+// The store also takes a prefix of an image's id (its config digest) for
+// the image, and ListImages does not show ids: a digest-like ref that
+// matches no digest and no name may be any image's id, so then the users
+// of every image, as if it lost all its references, are returned with
+// maybeID set.
+func imageUsers(ref string, imgs []*shoalv1.ImageSummary, svcs []*shoalv1.Service) (users []string, maybeID bool) {
 	target, all := findImageSummary(ref, imgs)
 	if target == nil {
-		return nil // the agent says it is not there
+		if _, hex := digestPrefix(strings.TrimSpace(ref)); !hex {
+			return nil, false // the agent says it is not there
+		}
+		for _, img := range imgs {
+			users = append(users, usersOf(img, nil, svcs)...)
+		}
+		slices.Sort(users)
+		return slices.Compact(users), true
 	}
 	var remaining []string
 	if !all {
 		r, err := name.ParseReference(ref)
 		if err != nil {
-			return nil
+			return nil, false
 		}
 		remaining = slices.DeleteFunc(slices.Clone(target.GetRefs()), func(x string) bool { return x == r.Name() })
 	}
+	return usersOf(target, remaining, svcs), false
+}
+
+// usersOf names the services whose image is found as target now but not
+// once target is left with only the remaining references.
+func usersOf(target *shoalv1.ImageSummary, remaining []string, svcs []*shoalv1.Service) []string {
 	found := func(r name.Reference, refs []string) bool {
 		if slices.Contains(refs, r.Name()) {
 			return true

@@ -77,6 +77,21 @@ func archiveDigest(t *testing.T, p string) string {
 	return d.String()
 }
 
+// archiveID is the id (config digest) of the one image in a tarball, as
+// hex.
+func archiveID(t *testing.T, p string) string {
+	t.Helper()
+	img, err := tarball.ImageFromPath(p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := img.ConfigName()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id.Hex
+}
+
 func TestImageCommands(t *testing.T) {
 	c := newCLICluster(t)
 	addr := c.startTestAgent("n1")
@@ -93,6 +108,7 @@ func TestImageCommands(t *testing.T) {
 	}
 	archive := testArchive(t, "demo/app:1")
 	digest := archiveDigest(t, archive)
+	id := archiveID(t, archive)
 	svc := func(name, image string) *shoalv1.Service {
 		return &shoalv1.Service{Meta: &shoalv1.Meta{Id: "svc" + name}, Spec: &shoalv1.ServiceSpec{Name: name,
 			Task: &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: image}}}}
@@ -120,6 +136,9 @@ func TestImageCommands(t *testing.T) {
 		// while its only reference is that tag): refused, naming both.
 		{args: []string{"image", "rm", "--node", "node1", "demo/app:1"}, stderr: "image demo/app:1 is used by service api, web"},
 		{args: []string{"image", "rm", "--node", "node1", "demo/app:1", "other:1"}, stderr: "used by service api, web"},
+		// By a prefix of its id, which the agent takes for the image
+		// (dropping all its references) but the image list does not show.
+		{args: []string{"image", "rm", "--node", "node1", id[:12]}, stderr: "may be the id of an image that service api, web uses"},
 		{args: []string{"image", "ls", "--node", "n1"}, ok: true, stdout: "demo/app:1 "},
 		{args: []string{"image", "rm", "--node", "node1", "--force", "demo/app:1"}, ok: true, stdout: "Untagged: demo/app:1\n"},
 		{args: []string{"image", "rm", "--node", "node1", "demo/app:1"}, stderr: `"demo/app:1"`},
@@ -241,8 +260,23 @@ func TestImageUsers(t *testing.T) {
 		{"reg:5000/tool:2", []string{"tool", "toolpinned"}}, // its last reference: dangling, collected
 		{"app@" + d1, nil}, // not one of its names: nothing changes
 	} {
-		if got := imageUsers(tc.ref, imgs, svcs); !slices.Equal(got, tc.want) {
-			t.Errorf("imageUsers(%q) = %q, want %q", tc.ref, got, tc.want)
+		if got, maybeID := imageUsers(tc.ref, imgs, svcs); !slices.Equal(got, tc.want) || maybeID {
+			t.Errorf("imageUsers(%q) = %q, %v; want %q, false", tc.ref, got, maybeID, tc.want)
 		}
+	}
+	// A prefix of an image id (config digest), which the agent takes for
+	// the image but ListImages does not show: it may be any image, so
+	// every image's users count (it was let through, and the agent
+	// dropped all of the image's references).
+	all := []string{"bytag", "latest", "pinned", "qualified", "tool", "toolpinned"}
+	for _, ref := range []string{"3333", "sha256:3333abcd", strings.Repeat("4", 64)} {
+		if got, maybeID := imageUsers(ref, imgs, svcs); !slices.Equal(got, all) || !maybeID {
+			t.Errorf("imageUsers(%q) = %q, %v; want %q, true", ref, got, maybeID, all)
+		}
+	}
+	// A digest-like name of no image, on a node whose images no service
+	// uses: nothing to refuse.
+	if got, _ := imageUsers("3333", imgs, []*shoalv1.Service{svc("elsewhere", "reg:5000/app:1")}); len(got) != 0 {
+		t.Errorf("imageUsers(3333) with no users = %q", got)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -110,6 +111,11 @@ func (a *app) loadSilent() map[string]time.Time {
 	if p == "" {
 		return m
 	}
+	if !ownedPrivately(filepath.Dir(p)) || !ownedPrivately(p) {
+		// Another user could have written it (a shared SHOAL_CACHE_DIR):
+		// it could make this one skip pinning. Ask the registries.
+		return m
+	}
 	b, err := os.ReadFile(p)
 	if err != nil {
 		return m
@@ -118,6 +124,16 @@ func (a *app) loadSilent() map[string]time.Time {
 		return map[string]time.Time{}
 	}
 	return m
+}
+
+// ownedPrivately says whether p (not followed if a symlink) belongs to
+// this user and nobody else may write to it.
+func ownedPrivately(p string) bool {
+	var st syscall.Stat_t
+	if err := syscall.Lstat(p, &st); err != nil {
+		return false
+	}
+	return int(st.Uid) == os.Geteuid() && st.Mode&syscall.S_IFMT != syscall.S_IFLNK && st.Mode&0o022 == 0
 }
 
 // saveSilent writes the set (atomically: concurrent commands see the old

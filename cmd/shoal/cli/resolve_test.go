@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -169,6 +171,51 @@ func connected(c chan struct{}) bool {
 func drain(c chan struct{}) {
 	for c != nil && len(c) > 0 {
 		<-c
+	}
+}
+
+// The cache is trusted only when nobody else could have written it: in a
+// shared or world-writable dir, another user could make this one skip
+// pinning for every registry.
+func TestSilentCacheIgnoredWhenOthersCanWrite(t *testing.T) {
+	for _, tc := range []struct {
+		name              string
+		dirMode, fileMode os.FileMode
+		trusted           bool
+	}{
+		{"private", 0o700, 0o600, true},
+		{"world-writable file", 0o700, 0o666, false},
+		{"group-writable dir", 0o770, 0o600, false},
+		{"world-writable dir", 0o777, 0o600, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "cache")
+			a := &app{out: io.Discard, errOut: io.Discard, cacheDir: dir}
+			a.saveSilent(map[string]time.Time{"reg.example:5000": time.Now()})
+			if err := os.Chmod(filepath.Join(dir, silentFile), tc.fileMode); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(dir, tc.dirMode); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := a.loadSilent()["reg.example:5000"]; ok != tc.trusted {
+				t.Errorf("cache read = %v, want %v", ok, tc.trusted)
+			}
+		})
+	}
+	// A symlink in place of the file is not followed.
+	dir := filepath.Join(t.TempDir(), "cache")
+	a := &app{out: io.Discard, errOut: io.Discard, cacheDir: dir}
+	a.saveSilent(map[string]time.Time{"reg.example:5000": time.Now()})
+	other := filepath.Join(t.TempDir(), "planted.json")
+	if err := os.Rename(filepath.Join(dir, silentFile), other); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(other, filepath.Join(dir, silentFile)); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := a.loadSilent()["reg.example:5000"]; ok {
+		t.Error("a symlinked cache file was read")
 	}
 }
 

@@ -180,7 +180,7 @@ func TestCreateMonitor(t *testing.T) {
 		},
 		{
 			name:     "dies during the monitor, restart condition none",
-			flags:    []string{"--monitor", "1h", "--wait-timeout", "1h", "--restart-condition", "none"},
+			flags:    []string{"--monitor", "1h", "--wait-timeout", "2h", "--restart-condition", "none"},
 			after:    []*shoalv1.Task{webTask("t1", 3, t0, failed, "exit status 3")},
 			wantCode: 1,
 			want: []string{"web: 1/1 tasks running", "verifying", "task web.1 failed: exit status 3",
@@ -189,7 +189,7 @@ func TestCreateMonitor(t *testing.T) {
 		},
 		{
 			name:     "restart max attempts used up",
-			flags:    []string{"--monitor", "1h", "--wait-timeout", "1h", "--restart-max-attempts", "1"},
+			flags:    []string{"--monitor", "1h", "--wait-timeout", "2h", "--restart-max-attempts", "1"},
 			after:    []*shoalv1.Task{webTask("t1", 3, t0, failed, "oom"), webTask("t2", 4, t0.Add(time.Second), failed, "oom again")},
 			wantCode: 1,
 			want:     []string{"Error: web cannot converge: task web.1 failed: oom again; gave up after 1 restarts"},
@@ -257,6 +257,72 @@ func TestCreateMonitor(t *testing.T) {
 	}
 }
 
+// A monitor period as long as the whole wait can never be seen through:
+// create and update would always end "did not converge" with the tasks
+// running. Refused before anything is written.
+func TestMonitorLongerThanWaitRefused(t *testing.T) {
+	c := newCLICluster(t)
+	code, out, errOut := c.run("service", "create", "--name", "web", "--no-resolve-image", "--monitor", "3m", "--wait-timeout", "2m", "demo:1")
+	if code == 0 || !strings.Contains(errOut, "--monitor 3m0s: must be shorter than --wait-timeout 2m0s") {
+		t.Errorf("exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	created := func() int {
+		c.mgr.cmu.Lock()
+		defer c.mgr.cmu.Unlock()
+		return len(c.mgr.services)
+	}
+	if n := created(); n != 0 {
+		t.Errorf("%d services created", n)
+	}
+	// --detach waits for nothing: no refusal.
+	code, _, errOut = c.run("service", "create", "--name", "web", "--no-resolve-image", "--monitor", "3m", "--wait-timeout", "2m", "-d", "demo:1")
+	if code != 0 || created() != 1 {
+		t.Errorf("--detach: exit %d: %s", code, errOut)
+	}
+}
+
+// A service that wants no task (replicas 0, or scaled to 0) converges as
+// soon as its tasks are gone: there is nothing to watch for a monitor
+// period. It used to wait out --wait-timeout: the monitor started only
+// when the set of running tasks changed, and an empty set never did.
+func TestCreateZeroReplicasConverges(t *testing.T) {
+	defer func(orig func(time.Duration) (<-chan time.Time, func())) { monitorTimer = orig }(monitorTimer)
+	monitorTimer = func(time.Duration) (<-chan time.Time, func()) {
+		c := make(chan time.Time, 1)
+		c <- time.Now() // every period ends at once
+		return c, func() {}
+	}
+	c := newCLICluster(t)
+	code, out, errOut := c.run("service", "create", "--name", "web", "--no-resolve-image", "--replicas", "0",
+		"--monitor", "1s", "--wait-timeout", "5s", "demo:1")
+	if code != 0 || !strings.Contains(out, "web: converged (0/0)") {
+		t.Errorf("exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+}
+
+// A task stream that ends early (the manager went away) is not reported as
+// "did not converge within --wait-timeout": the wait was not over, and the
+// write stands. A wait that runs out says so.
+func TestWaitStreamEndsEarly(t *testing.T) {
+	c := newCLICluster(t)
+	// The stream ends at once; the CLI reads that only after its create
+	// was answered (the error waits in the waiter's channel).
+	c.mgr.watch = func(*shoalv1.WatchRequest, grpc.ServerStreamingServer[shoalv1.WatchEvent]) error {
+		return status.Error(codes.Unavailable, "manager shutting down")
+	}
+	code, out, errOut := c.run("service", "create", "--name", "web", "--no-resolve-image", "--wait-timeout", "1h", "demo:1")
+	if code == 0 || strings.Contains(errOut, "within 1h") || !strings.Contains(errOut, "lost the task stream") ||
+		!strings.Contains(errOut, "manager shutting down") {
+		t.Errorf("exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+
+	c.mgr.watch = nil // no event, the stream stays open until the wait ends
+	code, out, errOut = c.run("service", "create", "--name", "api", "--no-resolve-image", "--monitor", "0", "--wait-timeout", "100ms", "demo:1")
+	if code == 0 || !strings.Contains(errOut, "api did not converge within 100ms: 0/1 tasks running") {
+		t.Errorf("exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+}
+
 func TestStuck(t *testing.T) {
 	t0 := time.Now()
 	mk := func(id string, slot uint64, ago time.Duration, st, desired shoalv1.TaskState, ver uint64) *shoalv1.Task {
@@ -287,7 +353,10 @@ func TestStuck(t *testing.T) {
 		{"running", svc(repl, 1, none), []*shoalv1.Task{mk("a", 1, 0, run, run, 2)}, ""},
 		{"none: failed", svc(repl, 1, none), []*shoalv1.Task{mk("a", 1, 0, failed, run, 2)}, "a"},
 		{"none: completed", svc(repl, 1, none), []*shoalv1.Task{mk("a", 1, 0, complete, run, 2)}, "a"},
-		{"none: orphaned (node lost) is replaced", svc(repl, 1, none), []*shoalv1.Task{mk("a", 1, 0, orphaned, run, 2)}, ""},
+		// The orchestrator replaces no task with condition none, not even
+		// one whose node was lost.
+		{"none: orphaned (node lost) is not replaced either", svc(repl, 1, none), []*shoalv1.Task{mk("a", 1, 0, orphaned, run, 2)}, "a"},
+		{"any: orphaned is replaced", svc(repl, 1, nil), []*shoalv1.Task{mk("a", 1, 0, orphaned, run, 2)}, ""},
 		{"none: failed but replaced since (update)", svc(repl, 1, none),
 			[]*shoalv1.Task{mk("a", 1, time.Minute, failed, run, 2), mk("b", 1, 0, run, run, 2)}, ""},
 		{"none: stopped by the orchestrator", svc(repl, 1, none), []*shoalv1.Task{mk("a", 1, 0, shutdown, shutdown, 2)}, ""},

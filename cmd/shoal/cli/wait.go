@@ -3,13 +3,17 @@ package cli
 import (
 	"context"
 	"fmt"
-	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/restartpolicy"
 )
 
 // convergence says how far a service's tasks are. It is the one place that
@@ -62,14 +66,12 @@ func countedKey(svc *shoalv1.Service, tasks map[string]*shoalv1.Task) string {
 }
 
 // stuck finds a task whose end the orchestrator will never repair, so that
-// the service cannot converge: the newest task of a slot (of a node, for a
-// global service), built from the current spec, ended on its own (desired
-// state still RUNNING) and the restart policy does not restart it —
-// condition none, on-failure after an end that is not a failure, or
-// max_attempts restarts used up with no window to wait out. It mirrors
-// the orchestrator's rules
-// (manager/orchestrator, group.restart); it returns nil while there is
-// hope, and the task with the reason otherwise.
+// the service cannot converge: a slot (a node, for a global service) whose
+// restart policy gives up on it for good — condition none, on-failure
+// after an end that is not a failure, or max_attempts restarts used up
+// with no window to wait out. The rules are the orchestrator's own
+// (restartpolicy.Decide); it returns nil while there is hope, and the
+// slot's newest task with the reason otherwise.
 func stuck(svc *shoalv1.Service, tasks map[string]*shoalv1.Task) (*shoalv1.Task, string) {
 	global := svc.GetSpec().GetMode() == shoalv1.ServiceMode_SERVICE_MODE_GLOBAL
 	groups := map[string][]*shoalv1.Task{}
@@ -82,65 +84,19 @@ func stuck(svc *shoalv1.Service, tasks map[string]*shoalv1.Task) (*shoalv1.Task,
 			groups[k] = append(groups[k], t)
 		}
 	}
-	pol := svc.GetSpec().GetTask().GetRestart()
 	keys := make([]string, 0, len(groups))
 	for k := range groups {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	now := time.Now()
 	for _, k := range keys {
 		g := groups[k]
-		latest := g[0]
-		ownEnds := 0 // ended on their own from the current spec, as max_attempts counts them
-		for _, t := range g {
-			if newerTask(t, latest) {
-				latest = t
-			}
-			if endedOnItsOwn(svc, t) && t.GetStatus().GetState() != shoalv1.TaskState_TASK_STATE_ORPHANED {
-				ownEnds++
-			}
-		}
-		if !endedOnItsOwn(svc, latest) {
-			continue
-		}
-		st := latest.GetStatus().GetState()
-		if st == shoalv1.TaskState_TASK_STATE_ORPHANED {
-			continue // its node was lost: always replaced
-		}
-		switch pol.GetCondition() {
-		case shoalv1.RestartCondition_RESTART_CONDITION_NONE:
-			return latest, "restart condition none: it is not restarted"
-		case shoalv1.RestartCondition_RESTART_CONDITION_ON_FAILURE:
-			if st != shoalv1.TaskState_TASK_STATE_FAILED && st != shoalv1.TaskState_TASK_STATE_REJECTED {
-				return latest, "restart condition on-failure: a task that ended without failing is not restarted"
-			}
-		}
-		if n := pol.GetMaxAttempts(); n > 0 && pol.GetWindowMs() <= 0 && int64(ownEnds) > n {
-			return latest, fmt.Sprintf("gave up after %d restarts (restart max attempts)", n)
+		if _, _, never := restartpolicy.Decide(svc, g, now); never != "" {
+			return slices.MaxFunc(g, restartpolicy.CompareAge), never
 		}
 	}
 	return nil, ""
-}
-
-// endedOnItsOwn: t is built from svc's current spec and ended while it
-// was meant to run (not stopped by the orchestrator).
-func endedOnItsOwn(svc *shoalv1.Service, t *shoalv1.Task) bool {
-	return t.GetSpecVersion() == svc.GetSpecVersion() && t.GetDesiredState() <= shoalv1.TaskState_TASK_STATE_RUNNING &&
-		t.GetStatus().GetState() >= shoalv1.TaskState_TASK_STATE_COMPLETE
-}
-
-// newerTask orders tasks of a slot as the orchestrator does: by creation,
-// then by the time of their last status, then by id.
-func newerTask(a, b *shoalv1.Task) bool {
-	ac, bc := a.GetMeta().GetCreatedAt().AsTime(), b.GetMeta().GetCreatedAt().AsTime()
-	if !ac.Equal(bc) {
-		return ac.After(bc)
-	}
-	as, bs := a.GetStatus().GetTimestamp().AsTime(), b.GetStatus().GetTimestamp().AsTime()
-	if !as.Equal(bs) {
-		return as.After(bs)
-	}
-	return a.GetMeta().GetId() > b.GetMeta().GetId()
 }
 
 // endText describes how a task ended: its error, or its exit code.
@@ -180,6 +136,11 @@ func (a *app) startWait(ctx context.Context, ctl shoalv1.ControlClient, wf waitF
 	w := &waiter{a: a, ctl: ctl, wf: wf, cancel: func() {}}
 	if wf.detach {
 		return w, nil
+	}
+	if wf.monitor > 0 && wf.monitor >= wf.wait {
+		// The wait would always end in "did not converge", the tasks
+		// running all along: refuse it before anything is written.
+		return nil, fmt.Errorf("--monitor %s: must be shorter than --wait-timeout %s, which bounds the whole wait", wf.monitor, wf.wait)
 	}
 	wctx, cancel := context.WithTimeout(ctx, wf.wait)
 	stream, err := ctl.Watch(wctx, &shoalv1.WatchRequest{Kinds: []string{"task"}})
@@ -222,6 +183,7 @@ func (w *waiter) wait(ctx context.Context, svc *shoalv1.Service) error {
 	for _, t := range resp.GetTasks() {
 		tasks[t.GetMeta().GetId()] = t
 	}
+	began := time.Now()
 	last := -1
 	told := map[string]bool{} // failed tasks already reported
 	// The monitor: converged only once the same counted tasks have stayed
@@ -255,11 +217,12 @@ func (w *waiter) wait(ctx context.Context, svc *shoalv1.Service) error {
 			return fmt.Errorf("%s cannot converge: task %s %s; %s; see `shoal service ps %s`", name, taskName(t), endText(t), why, name)
 		}
 		switch {
-		case done && w.wf.monitor <= 0:
+		case done && (w.wf.monitor <= 0 || want == 0):
+			// Nothing to monitor when no task is wanted (replicas 0).
 			fmt.Fprintf(w.a.out, "%s: converged (%d/%d)\n", name, counted, want)
 			return nil
 		case done:
-			if key := countedKey(svc, tasks); key != stableKey {
+			if key := countedKey(svc, tasks); stableC == nil || key != stableKey {
 				stopMonitor()
 				stableKey = key
 				stableC, stopStable = monitorTimer(w.wf.monitor)
@@ -288,11 +251,17 @@ func (w *waiter) wait(ctx context.Context, svc *shoalv1.Service) error {
 				}
 			}
 		case err := <-w.errc:
-			if err == io.EOF || ctx.Err() == nil {
-				return fmt.Errorf("%s did not converge within %s: %d/%d tasks running (%v); see `shoal service ps %s`",
-					name, w.wf.wait, counted, want, err, name)
+			if ctx.Err() != nil {
+				return err
 			}
-			return err
+			if status.Code(err) == codes.DeadlineExceeded {
+				return fmt.Errorf("%s did not converge within %s: %d/%d tasks running; see `shoal service ps %s`",
+					name, w.wf.wait, counted, want, name)
+			}
+			// The stream ended early (the manager went away, or cut the
+			// watch): the write stands, only the progress is lost.
+			return fmt.Errorf("%s: lost the task stream after %s, %d/%d tasks running (%v); the service was written: see `shoal service ps %s`",
+				name, time.Since(began).Round(time.Millisecond), counted, want, err, name)
 		}
 	}
 }

@@ -1,0 +1,91 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/shoal-dev/shoal/manager"
+	"github.com/shoal-dev/shoal/manager/ca"
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// The agent API (task logs, images) admits a caller only while the
+// cluster's store says its certificate is current, like the managers do.
+// A worker has no store, so it asks a manager (leader first; followers
+// forward reads to the leader): Control.GetNode for a node caller,
+// Control.ListAdminCertificates for an admin. Answers that admit are
+// cached briefly (agentAuthCacheTTL), so a demoted or removed manager, or
+// a revoked admin, is refused within about that long.
+
+// agentAuthCacheTTL bounds how long an admitted caller is not asked about
+// again.
+const agentAuthCacheTTL = 500 * time.Millisecond
+
+// agentAPICheck returns the agent API's certificate checks: for new calls,
+// and for streams in progress (which a renewal of the caller's certificate
+// does not end).
+func (n *node) agentAPICheck() (current, ongoing func(context.Context, ca.Identity) (ca.Role, error)) {
+	return ca.CachedCurrent(func(ctx context.Context, id ca.Identity) (ca.Role, error) { return n.askManagers(ctx, id, true) }, agentAuthCacheTTL),
+		ca.CachedCurrent(func(ctx context.Context, id ca.Identity) (ca.Role, error) { return n.askManagers(ctx, id, false) }, agentAuthCacheTTL)
+}
+
+// askManagers asks the managers, in turn, whether id is current (its
+// serial too, if checkSerial).
+func (n *node) askManagers(ctx context.Context, id ca.Identity, checkSerial bool) (ca.Role, error) {
+	st := n.state()
+	targets := append([]string{}, st.Managers...)
+	if len(targets) == 0 {
+		targets = append(targets, st.AdvertiseAddr)
+	}
+	var lastErr error
+	for _, addr := range targets {
+		role, err := n.askManager(ctx, addr, id, checkSerial)
+		if err == nil || errors.Is(err, ca.ErrNotCurrent) || errors.Is(err, ca.ErrNodeRemoved) {
+			return role, err
+		}
+		lastErr = fmt.Errorf("asking %s: %w", addr, err)
+	}
+	return "", fmt.Errorf("no manager could say whether %s is current: %w", id, lastErr)
+}
+
+func (n *node) askManager(ctx context.Context, addr string, id ca.Identity, checkSerial bool) (ca.Role, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(manager.ClientCreds(n.certs)))
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	control := shoalv1.NewControlClient(conn)
+	if id.Role == ca.RoleAdmin {
+		resp, err := control.ListAdminCertificates(cctx, &shoalv1.ListAdminCertificatesRequest{})
+		if err != nil {
+			return "", err
+		}
+		if err := ca.CheckAdmin(id, resp.GetAdmins(), time.Now()); err != nil {
+			return "", err
+		}
+		return ca.RoleAdmin, nil
+	}
+	resp, err := control.GetNode(cctx, &shoalv1.GetNodeRequest{Ref: id.NodeID})
+	if status.Code(err) == codes.NotFound {
+		return "", fmt.Errorf("%w: node %q is not a node of this cluster", ca.ErrNotCurrent, id.NodeID)
+	}
+	if err != nil {
+		return "", err
+	}
+	nd := resp.GetNode()
+	if nd.GetMeta().GetId() != id.NodeID { // a ref may also match a name or a prefix
+		return "", fmt.Errorf("%w: node %q is not a node of this cluster", ca.ErrNotCurrent, id.NodeID)
+	}
+	if !checkSerial {
+		return ca.CurrentNodeRoleOfConnection(id, nd, false)
+	}
+	return ca.CurrentNodeRole(id, nd, false)
+}
