@@ -103,6 +103,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# shoal-mkimage first: a bad --stop-signal, --user or image name is refused
+# now (packaging an empty tree), not after the install.
+mkimage=$work/shoal-mkimage
+(cd "$repo" && CGO_ENABLED=0 GOFLAGS= go build -o "$mkimage" ./cmd/shoal-mkimage)
+mkdir "$work/empty"
+"$mkimage" --rootfs "$work/empty" --name "$name" --out "$work/check.tar" "${mkargs[@]}" >/dev/null ||
+	die "shoal-mkimage refused the options (above)"
+
 # The minbase tree, made once per suite and mirror.
 mkdir -p "$cache"
 basetar=$cache/$suite-minbase.tar
@@ -144,8 +152,6 @@ find "$root/var/log" -type f -delete # keep the directories (nginx needs /var/lo
 : >"$root/etc/resolv.conf"
 printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
 
-mkimage=$work/shoal-mkimage
-(cd "$repo" && CGO_ENABLED=0 GOFLAGS= go build -o "$mkimage" ./cmd/shoal-mkimage)
 args=(--rootfs "$root" --name "$name" --out "$out" "${mkargs[@]}")
 for c in "${cmd[@]}"; do args+=("--cmd=$c"); done
 mkdir -p "$(dirname "$out")"
