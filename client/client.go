@@ -161,9 +161,15 @@ func DialHosts(hosts []string, tc credentials.TransportCredentials, extra ...grp
 		grpc.WithTransportCredentials(tc),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"pick_first":{}}]}`),
 		grpc.WithChainUnaryInterceptor(RetryUnavailable(hosts)),
+		// Lists can be large (100,000 tasks are ~23 MB), above gRPC's
+		// default 4 MiB receive limit.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxReplyBytes)),
 	}, extra...)
 	return grpc.NewClient(r.Scheme()+":///managers", opts...)
 }
+
+// MaxReplyBytes bounds one reply the client accepts.
+const MaxReplyBytes = 256 << 20
 
 // RetryUnavailable retries calls that failed with UNAVAILABLE, backing off
 // from 25 ms to 250 ms (a leader election takes about a second, so a longer

@@ -103,3 +103,39 @@ func TestRetryAndFailover(t *testing.T) {
 		t.Fatalf("unreachable: %v", err)
 	}
 }
+
+type bigList struct {
+	shoalv1.UnimplementedControlServer
+}
+
+func (bigList) ListTasks(context.Context, *shoalv1.ListTasksRequest) (*shoalv1.ListTasksResponse, error) {
+	resp := &shoalv1.ListTasksResponse{}
+	for i := range 6000 {
+		resp.Tasks = append(resp.Tasks, &shoalv1.Task{ServiceName: strings.Repeat("x", 1000), Slot: uint64(i)})
+	}
+	return resp, nil
+}
+
+// TestLargeReply: a list above gRPC's default 4 MiB receive limit (a
+// service at the replicas limit lists ~23 MB) reaches the caller.
+func TestLargeReply(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	shoalv1.RegisterControlServer(srv, bigList{})
+	go srv.Serve(ln)
+	defer srv.Stop()
+	conn, err := DialHosts([]string{ln.Addr().String()}, insecure.NewCredentials())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := shoalv1.NewControlClient(conn).ListTasks(ctx, &shoalv1.ListTasksRequest{})
+	if err != nil || len(resp.GetTasks()) != 6000 {
+		t.Fatalf("ListTasks of ~6 MB: %d tasks, %v", len(resp.GetTasks()), err)
+	}
+}

@@ -73,6 +73,11 @@ func New(cfg Config) *Manager {
 }
 
 // Ready is closed once the manager serves its API.
+// maxReplyBytes bounds a reply the forwarder relays from the leader: a
+// list of everything at the cluster's limits (max_replicas tasks with
+// their specs) fits with room.
+const maxReplyBytes = 256 << 20
+
 func (m *Manager) Ready() <-chan struct{} { return m.ready }
 
 // Bootstrapped is closed once the cluster object is committed.
@@ -126,7 +131,10 @@ func (m *Manager) Run(ctx context.Context) error {
 	// UNAVAILABLE, the node tries the next manager): it issues for the
 	// direct peer's node id, never for one named in forwarding metadata.
 	fwd := forward.New(store, func(addr string) (*grpc.ClientConn, error) {
-		return grpc.NewClient(addr, grpc.WithTransportCredentials(ClientCreds(cfg.Certs)))
+		// A forwarded reply may be a whole list (100,000 tasks are ~23 MB):
+		// above gRPC's default 4 MiB receive limit.
+		return grpc.NewClient(addr, grpc.WithTransportCredentials(ClientCreds(cfg.Certs)),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxReplyBytes)))
 	}, cfg.Logger, "/shoal.v1.NodeCA/GetRootCA", "/shoal.v1.Dispatcher/Session", shoalv1.NodeCA_RenewNodeCertificate_FullMethodName)
 	defer fwd.Close()
 	check := StoreCheck(store)
