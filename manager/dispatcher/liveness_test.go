@@ -270,3 +270,36 @@ func metadataFrom(ctx context.Context) (string, bool) {
 	}
 	return md.Get(nodeKey)[0], true
 }
+
+// TestGoodbyeOfReplacedSession: a goodbye whose write comes after the node
+// opened a new session (the agent stopped waiting for the acknowledgement
+// and is back) records nothing; the same goodbye on the node's current
+// session records the restart deadline.
+func TestGoodbyeOfReplacedSession(t *testing.T) {
+	s := openStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if _, err := s.Update(ctx, func(tx raftstore.WriteTx) error {
+		return tx.Create(&shoalv1.Node{Meta: &shoalv1.Meta{Id: "n"}, Status: &shoalv1.NodeStatus{State: shoalv1.NodeState_NODE_STATE_READY}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	d := New(Config{Store: s, Logger: slog.New(slog.DiscardHandler)})
+	old, current := &session{id: "old"}, &session{id: "new"}
+	d.sessions["n"] = current
+	bye := &shoalv1.Goodbye{Restarting: true}
+	if err := d.goodbye(ctx, d.log, "n", old, bye); err != nil {
+		t.Fatalf("goodbye of the replaced session: %v", err)
+	}
+	n, _ := raftstore.Get[*shoalv1.Node](s.View(), "n")
+	if st := n.GetStatus(); st.GetState() != shoalv1.NodeState_NODE_STATE_READY || st.GetRestartDeadline() != nil {
+		t.Fatalf("after a replaced session's goodbye the node is %s with deadline %v, want READY without one", st.GetState(), st.GetRestartDeadline())
+	}
+	if err := d.goodbye(ctx, d.log, "n", current, bye); err != nil {
+		t.Fatalf("goodbye of the current session: %v", err)
+	}
+	n, _ = raftstore.Get[*shoalv1.Node](s.View(), "n")
+	if st := n.GetStatus(); st.GetState() != shoalv1.NodeState_NODE_STATE_DISCONNECTED || st.GetRestartDeadline() == nil {
+		t.Fatalf("after the current session's goodbye the node is %s with deadline %v, want DISCONNECTED with one", st.GetState(), st.GetRestartDeadline())
+	}
+}

@@ -132,7 +132,7 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 		select {
 		case err := <-recvErr:
 			if bye := (*goodbyeError)(nil); errors.As(err, &bye) {
-				return d.goodbye(runCtx, log, id.NodeID, bye.msg)
+				return d.goodbye(runCtx, log, id.NodeID, sess, bye.msg)
 			}
 			log.Info("session ended", "reason", errString(err))
 			return err
