@@ -294,7 +294,17 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 		go func() { errc <- a.sendStatuses(wctx, ex, send) }()
 	}
 	recvErr := make(chan error, 1)
+	// The session ends only once its receiver has stopped: a message of
+	// this session still being handled (a set being recorded, a node
+	// update) must not be applied after the next session's full set, and
+	// the chunks being gathered are the next session's to reset.
+	recvDone := make(chan struct{})
+	defer func() {
+		cancel()
+		<-recvDone
+	}()
 	go func() {
+		defer close(recvDone)
 		for {
 			msg, err := stream.Recv()
 			if err != nil {
