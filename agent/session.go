@@ -225,9 +225,17 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	// A manager that does not answer (powered off: no reset, just silence)
 	// would hold the attempt for gRPC's connect timeout (20 s), far past
 	// the down threshold; give up on it after openTimeout and try the next.
-	var timedOut atomic.Bool
-	openTimer := time.AfterFunc(openTimeout, func() { timedOut.Store(true); cancel() })
-	defer openTimer.Stop()
+	// A manager that has answered (its dispatcher sends the response
+	// headers as soon as it has read the hello) is alive, and is given
+	// welcomeTimeout for the rest: registering the session is a raft write,
+	// which a loaded cluster may take more than openTimeout to commit, and
+	// cutting every attempt there would keep the node from ever opening one.
+	var timedOut atomic.Value // the timeout that cut the attempt
+	limit := func(d time.Duration) *time.Timer {
+		return time.AfterFunc(d, func() { timedOut.Store(d); cancel() })
+	}
+	openTimer := limit(openTimeout)
+	defer func() { openTimer.Stop() }()
 	stream, err := shoalv1.NewDispatcherClient(conn).Session(sctx)
 	if err != nil {
 		return err
@@ -237,15 +245,19 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	if err := stream.Send(hello); err != nil {
 		return err
 	}
+	// nil when the stream failed before any answer: Recv says why.
+	if md, _ := stream.Header(); md != nil && openTimer.Stop() {
+		openTimer = limit(welcomeTimeout)
+	}
 	first, err := stream.Recv()
 	if err != nil {
-		if timedOut.Load() {
-			return fmt.Errorf("no welcome from %s within %s: %w", addr, openTimeout, err)
+		if d, ok := timedOut.Load().(time.Duration); ok {
+			return fmt.Errorf("no welcome from %s within %s: %w", addr, d, err)
 		}
 		return err
 	}
 	if !openTimer.Stop() {
-		return fmt.Errorf("no welcome from %s within %s", addr, openTimeout)
+		return fmt.Errorf("no welcome from %s in time", addr)
 	}
 	w := first.GetWelcome()
 	if w == nil {
@@ -339,6 +351,12 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 // e2e fabric (TestKill9RestartMovesNothing), so a manager that has not
 // welcomed the agent after a second is as good as gone.
 const openTimeout = time.Second
+
+// welcomeTimeout bounds the rest of the opening once the manager has
+// answered: its dispatcher registers the session (a raft write) before the
+// welcome, and its liveness monitor ends a registration that takes longer
+// than the down threshold anyway.
+const welcomeTimeout = 10 * time.Second
 
 // goodbyeWait bounds how long a stopping agent waits for the dispatcher to
 // record its goodbye (a raft write) before it closes the session anyway.

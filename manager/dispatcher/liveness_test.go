@@ -303,3 +303,32 @@ func TestGoodbyeOfReplacedSession(t *testing.T) {
 		t.Fatalf("after the current session's goodbye the node is %s with deadline %v, want DISCONNECTED with one", st.GetState(), st.GetRestartDeadline())
 	}
 }
+
+// TestSessionAnswersBeforeRegistering: the dispatcher answers a hello
+// (response headers) before its raft write registering the session, so an
+// agent can tell a live manager slow to commit from one that does not
+// answer. Here the registration fails (a node the store does not know):
+// the headers came before that error.
+func TestSessionAnswersBeforeRegistering(t *testing.T) {
+	c := startLive(t, &shoalv1.ClusterSettings{})
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stream, err := shoalv1.NewDispatcherClient(conn).Session(withNode(ctx, "ghost"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Hello{Hello: &shoalv1.AgentHello{Addr: "ghost:4242"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if md, _ := stream.Header(); md == nil {
+		t.Fatal("no response headers before the session's registration ended it")
+	}
+	if _, err := stream.Recv(); err == nil {
+		t.Fatal("a session for a node the store does not know was welcomed")
+	}
+}
