@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -92,5 +93,34 @@ func TestShutdownReportedAgainToANewLeader(t *testing.T) {
 		if len(sent) != step.want {
 			t.Fatalf("session %d: %d reports sent, want %d", i+1, len(sent), step.want)
 		}
+	}
+}
+
+// TestChunkedAssignmentsBounded: a manager that sends more=true without
+// end does not grow the agent's memory past its bound: the set is dropped
+// with an error (which ends the session), and a later full set is applied.
+func TestChunkedAssignmentsBounded(t *testing.T) {
+	a := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	a.maxSetBytes = 64 << 10
+	send := func(*shoalv1.AgentMessage) error { return nil }
+	chunk := func(full, more bool, id string) *shoalv1.SessionMessage {
+		return &shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Assignments{Assignments: &shoalv1.Assignments{Full: full, More: more,
+			Upsert: []*shoalv1.Task{{Meta: &shoalv1.Meta{Id: id}, Status: &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_ASSIGNED}}}}}}
+	}
+	var err error
+	for i := 0; i < 1_000_000 && err == nil; i++ {
+		err = a.handle(chunk(i == 0, true, fmt.Sprintf("task-%07d", i)), send)
+	}
+	if err == nil || !strings.Contains(err.Error(), "without its last chunk") {
+		t.Fatalf("endless set: %v, want it refused", err)
+	}
+	if a.partial != nil || a.partialBytes != 0 {
+		t.Fatalf("refused set kept: %d entries, %d bytes", len(a.partial.GetUpsert()), a.partialBytes)
+	}
+	if err := a.handle(chunk(true, false, "x"), send); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.Assignments(); len(got) != 1 || got[0].GetMeta().GetId() != "x" {
+		t.Fatalf("after the refused set: %v", got)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/shoal-dev/shoal/manager/ca"
@@ -65,12 +66,22 @@ type Agent struct {
 	// (more=false) arrives. Only the goroutine receiving the session's
 	// messages uses it, so it is not guarded by mu.
 	partial *shoalv1.Assignments
+	// partialBytes is the encoded size of the chunks in partial; a set is
+	// refused when it passes maxSetBytes (tests lower it).
+	partialBytes, maxSetBytes int
 }
+
+// defaultMaxSetBytes bounds the assignment set the agent gathers from
+// chunks: a thousand of the dispatcher's 1 MiB chunks, far above any real
+// set, it keeps a broken or hostile manager that sends more=true forever
+// from growing the agent's memory without end.
+const defaultMaxSetBytes = 1 << 30
 
 // New returns an agent; Run starts it.
 func New(cfg Config) *Agent {
 	return &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent"), tasks: map[string]*shoalv1.Task{},
-		managers: append([]string(nil), cfg.Managers...), reported: map[string]shoalv1.TaskState{}}
+		managers: append([]string(nil), cfg.Managers...), reported: map[string]shoalv1.TaskState{},
+		maxSetBytes: defaultMaxSetBytes}
 }
 
 // Assignments returns the tasks currently assigned to this node.
@@ -214,9 +225,17 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	// A manager that does not answer (powered off: no reset, just silence)
 	// would hold the attempt for gRPC's connect timeout (20 s), far past
 	// the down threshold; give up on it after openTimeout and try the next.
-	var timedOut atomic.Bool
-	openTimer := time.AfterFunc(openTimeout, func() { timedOut.Store(true); cancel() })
-	defer openTimer.Stop()
+	// A manager that has answered (its dispatcher sends the response
+	// headers as soon as it has read the hello) is alive, and is given
+	// welcomeTimeout for the rest: registering the session is a raft write,
+	// which a loaded cluster may take more than openTimeout to commit, and
+	// cutting every attempt there would keep the node from ever opening one.
+	var timedOut atomic.Value // the timeout that cut the attempt
+	limit := func(d time.Duration) *time.Timer {
+		return time.AfterFunc(d, func() { timedOut.Store(d); cancel() })
+	}
+	openTimer := limit(openTimeout)
+	defer func() { openTimer.Stop() }()
 	stream, err := shoalv1.NewDispatcherClient(conn).Session(sctx)
 	if err != nil {
 		return err
@@ -226,15 +245,19 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	if err := stream.Send(hello); err != nil {
 		return err
 	}
+	// nil when the stream failed before any answer: Recv says why.
+	if md, _ := stream.Header(); md != nil && openTimer.Stop() {
+		openTimer = limit(welcomeTimeout)
+	}
 	first, err := stream.Recv()
 	if err != nil {
-		if timedOut.Load() {
-			return fmt.Errorf("no welcome from %s within %s: %w", addr, openTimeout, err)
+		if d, ok := timedOut.Load().(time.Duration); ok {
+			return fmt.Errorf("no welcome from %s within %s: %w", addr, d, err)
 		}
 		return err
 	}
 	if !openTimer.Stop() {
-		return fmt.Errorf("no welcome from %s within %s", addr, openTimeout)
+		return fmt.Errorf("no welcome from %s in time", addr)
 	}
 	w := first.GetWelcome()
 	if w == nil {
@@ -283,7 +306,17 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 		go func() { errc <- a.sendStatuses(wctx, ex, send) }()
 	}
 	recvErr := make(chan error, 1)
+	// The session ends only once its receiver has stopped: a message of
+	// this session still being handled (a set being recorded, a node
+	// update) must not be applied after the next session's full set, and
+	// the chunks being gathered are the next session's to reset.
+	recvDone := make(chan struct{})
+	defer func() {
+		cancel()
+		<-recvDone
+	}()
 	go func() {
+		defer close(recvDone)
 		for {
 			msg, err := stream.Recv()
 			if err != nil {
@@ -318,6 +351,12 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 // e2e fabric (TestKill9RestartMovesNothing), so a manager that has not
 // welcomed the agent after a second is as good as gone.
 const openTimeout = time.Second
+
+// welcomeTimeout bounds the rest of the opening once the manager has
+// answered: its dispatcher registers the session (a raft write) before the
+// welcome, and its liveness monitor ends a registration that takes longer
+// than the down threshold anyway.
+const welcomeTimeout = 10 * time.Second
 
 // goodbyeWait bounds how long a stopping agent waits for the dispatcher to
 // record its goodbye (a raft write) before it closes the session anyway.
@@ -419,7 +458,10 @@ func (a *Agent) setManagers(ms []string) {
 func (a *Agent) handle(msg *shoalv1.SessionMessage, send func(*shoalv1.AgentMessage) error) error {
 	switch m := msg.GetMsg().(type) {
 	case *shoalv1.SessionMessage_Assignments:
-		set := a.assemble(m.Assignments)
+		set, err := a.assemble(m.Assignments)
+		if err != nil {
+			return err
+		}
 		if set == nil {
 			return nil // more chunks of this set to come
 		}
@@ -466,23 +508,31 @@ func (a *Agent) handle(msg *shoalv1.SessionMessage, send func(*shoalv1.AgentMess
 // last has more=true, only the first carries full): it returns nil while
 // chunks are still to come, and the whole set, to be applied once, with the
 // last. The first chunk of a full set drops whatever an ended session left
-// half received: a session always starts with a full set.
-func (a *Agent) assemble(m *shoalv1.Assignments) *shoalv1.Assignments {
+// half received: a session always starts with a full set. A set whose
+// chunks add up to more than maxSetBytes is dropped with an error, which
+// ends the session.
+func (a *Agent) assemble(m *shoalv1.Assignments) (*shoalv1.Assignments, error) {
 	if m.GetFull() || a.partial == nil {
 		if !m.GetMore() {
-			a.partial = nil
-			return m
+			a.partial, a.partialBytes = nil, 0
+			return m, nil
 		}
-		a.partial = &shoalv1.Assignments{Full: m.GetFull()}
+		a.partial, a.partialBytes = &shoalv1.Assignments{Full: m.GetFull()}, 0
+	}
+	a.partialBytes += proto.Size(m)
+	if a.partialBytes > a.maxSetBytes {
+		n := len(a.partial.GetUpsert()) + len(a.partial.GetRemoved())
+		a.partial, a.partialBytes = nil, 0
+		return nil, fmt.Errorf("the manager's assignment set passed %d bytes (%d entries) without its last chunk: dropped", a.maxSetBytes, n)
 	}
 	a.partial.Upsert = append(a.partial.Upsert, m.GetUpsert()...)
 	a.partial.Removed = append(a.partial.Removed, m.GetRemoved()...)
 	if m.GetMore() {
-		return nil
+		return nil, nil
 	}
 	set := a.partial
-	a.partial = nil
-	return set
+	a.partial, a.partialBytes = nil, 0
+	return set, nil
 }
 
 // shutdownReportsLocked reports SHUTDOWN for held tasks told to stop: with

@@ -61,10 +61,14 @@ func runNode(ctx context.Context, o Options, st *State, withBootstrap bool) erro
 			return err
 		}
 	}
+	// The manager's context is not ctx (see startManager): every return
+	// from here on stops it.
 	if changed, err := st.applyAgentOptions(o); err != nil {
+		n.stopManager()
 		return err
 	} else if changed {
 		if err := st.Save(o.DataDir); err != nil {
+			n.stopManager()
 			return err
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/manager/ca"
@@ -64,6 +65,12 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	hello := first.GetHello()
 	if hello == nil {
 		return status.Error(codes.InvalidArgument, "a session must start with a hello")
+	}
+	// Answer at once (response headers): the agent then knows this
+	// manager is alive and waits for the welcome, which comes after a raft
+	// write, longer than it waits for a manager that does not answer.
+	if err := raw.SendHeader(metadata.MD{}); err != nil {
+		return err
 	}
 
 	ctx, cancel := context.WithCancel(stream.Context())
@@ -132,7 +139,7 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 		select {
 		case err := <-recvErr:
 			if bye := (*goodbyeError)(nil); errors.As(err, &bye) {
-				return d.goodbye(runCtx, log, id.NodeID, bye.msg)
+				return d.goodbye(runCtx, log, id.NodeID, sess, bye.msg)
 			}
 			log.Info("session ended", "reason", errString(err))
 			return err
