@@ -15,7 +15,7 @@
 //     fills), then loads it; ListImages and RemoveImage list and untag.
 //
 // Only holders of cluster certificates get in (the listener requires a
-// client certificate verified against the cluster CA), and ca.AgentPolicy
+// client certificate verified against the cluster CA), and trust.AgentPolicy
 // decides per method: TaskLogs for managers, images for admins and
 // managers, nothing for workers.
 //

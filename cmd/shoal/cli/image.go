@@ -17,8 +17,8 @@ import (
 
 	"github.com/shoal-dev/shoal/agent/agentapi"
 	"github.com/shoal-dev/shoal/client"
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // imageChunk is the size of one LoadImage message: well under gRPC's 4 MB
@@ -112,7 +112,7 @@ func (a *app) withAgent(cmd *cobra.Command, node string, f func(ag shoalv1.Agent
 	}
 	// The server name is checked by agentapi.ClientTLSConfig instead: the
 	// certificate must be the node's (see there).
-	base, err := ca.ClientTLSConfigFromCreds(creds, ca.ManagerServerName)
+	base, err := trust.ClientTLSConfigFromCreds(creds, trust.ManagerServerName)
 	if err != nil {
 		return err
 	}
