@@ -20,8 +20,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/shoal-dev/shoal/agent/agentapi"
 	"github.com/shoal-dev/shoal/e2e/harness"
+	"github.com/shoal-dev/shoal/logstream"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/trust"
 )
@@ -119,7 +119,7 @@ func (p *prober) agent(addr, nodeID string) error {
 	if err != nil {
 		return err
 	}
-	conf, err := agentapi.ClientTLSConfig(base, nodeID)
+	conf, err := logstream.ClientTLSConfig(base, nodeID)
 	if err != nil {
 		return err
 	}

@@ -19,7 +19,7 @@
 // decides per method: TaskLogs for managers, images for admins and
 // managers, nothing for workers.
 //
-// Clients dial a node's agent with ClientTLSConfig: node certificates carry
+// Clients dial a node's agent with logstream.Dial: node certificates carry
 // a role name (manager.shoal or worker.shoal) rather than a host name, and
 // a node's role can change, so the client verifies the chain against the
 // cluster CA itself and checks that the certificate names the node it

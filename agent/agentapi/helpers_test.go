@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/shoal-dev/shoal/logstream"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/trust"
 	"github.com/shoal-dev/shoal/trust/trusttest"
@@ -91,7 +92,7 @@ func serve(t *testing.T, certs *trust.CertStore, srv *Server) string {
 
 func client(t *testing.T, addr, nodeID string, base *tls.Config) shoalv1.AgentAPIClient {
 	t.Helper()
-	conn, err := Dial(addr, nodeID, base)
+	conn, err := logstream.Dial(addr, nodeID, base)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/shoal-dev/shoal/logstream"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/trust"
 )
@@ -130,10 +131,10 @@ func TestClientVerifiesNode(t *testing.T) {
 			}
 		})
 	}
-	if _, err := ClientTLSConfig(admin, ""); err == nil {
+	if _, err := logstream.ClientTLSConfig(admin, ""); err == nil {
 		t.Error("ClientTLSConfig accepted an empty node id")
 	}
-	if _, err := ClientTLSConfig(&tls.Config{}, "n1"); err == nil {
+	if _, err := logstream.ClientTLSConfig(&tls.Config{}, "n1"); err == nil {
 		t.Error("ClientTLSConfig accepted a configuration without a CA")
 	}
 }

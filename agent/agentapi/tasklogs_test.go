@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/shoal-dev/shoal/logstream"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/trust"
 )
@@ -142,7 +143,7 @@ func TestTaskLogsBatches(t *testing.T) {
 		t.Fatalf("got %d lines, want 602", len(msgs))
 	}
 	for _, b := range batches {
-		if b > batchLines {
+		if b > logstream.BatchLines {
 			t.Fatalf("a batch of %d lines (batches %v)", b, batches)
 		}
 	}

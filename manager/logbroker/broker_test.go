@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/shoal-dev/shoal/agent/agentapi"
+	"github.com/shoal-dev/shoal/logstream"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
 	"github.com/shoal-dev/shoal/trust"
@@ -74,7 +75,7 @@ func TestServiceLogs(t *testing.T) {
 		{"tasks, duplicates once", &shoalv1.LogsRequest{TaskIds: []string{"task2", "task1", "task2"}},
 			[]string{"task1: a1", "task2: b1", "task1: a2", "task2: b2"}, nil},
 		{"a finished task asked by id is missed aloud", &shoalv1.LogsRequest{TaskIds: []string{"oldtask"}},
-			nil, []string{agentapi.UnknownTaskWarning("oldtask", "n1")}},
+			nil, []string{logstream.UnknownTaskWarning("oldtask", "n1")}},
 		{"a task not on a node", &shoalv1.LogsRequest{TaskIds: []string{"waiting"}},
 			nil, []string{`task "waiting" has not been scheduled to a node yet: it has no logs`}},
 	}
@@ -543,14 +544,14 @@ func TestQuietTasks(t *testing.T) {
 		want  []string
 	}{
 		{map[string]bool{"ghost": true}, nil},
-		{nil, []string{agentapi.UnknownTaskWarning("ghost", "n1")}},
+		{nil, []string{logstream.UnknownTaskWarning("ghost", "n1")}},
 	} {
-		w := agentapi.NewWarnings()
+		w := logstream.NewWarnings()
 		out := make(chan *shoalv1.LogMessage, 10)
 		b.streamNode(testCtx(t), node, []*shoalv1.Task{ghost}, &shoalv1.LogsOptions{}, c.quiet, out, w)
 		close(out)
 		var got []string
-		agentapi.SendBatches(testCtx(t), out, w, func(r *shoalv1.LogsResponse) error {
+		logstream.SendBatches(testCtx(t), out, w, func(r *shoalv1.LogsResponse) error {
 			got = append(got, r.GetWarnings()...)
 			return nil
 		})
