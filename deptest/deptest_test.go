@@ -66,6 +66,8 @@ func (r rule) String() string {
 	switch {
 	case r.never != nil:
 		s = fmt.Sprintf("%s never imports %s", r.from, strings.Join(r.never, ", "))
+	case len(r.only) == 0 && r.only != nil:
+		s = fmt.Sprintf("%s imports nothing of Shoal", r.from)
 	case r.only != nil:
 		s = fmt.Sprintf("%s imports nothing of Shoal but %s", r.from, strings.Join(r.only, ", "))
 	case r.wiresRoles:
