@@ -525,3 +525,13 @@ func reports(vs []violation) []string {
 	}
 	return out
 }
+
+// TestCheckerLeaf: a rule that allows nothing of Shoal.
+func TestCheckerLeaf(t *testing.T) {
+	leaf := rule{from: "leaf/...", only: []string{}, why: "a leaf"}
+	g := graph{"leaf": {"leaf/sub", "proto/shoalv1"}, "leaf/sub": {}, "proto/shoalv1": {}}
+	vs := check(g, []rule{leaf})
+	if len(vs) != 1 || !strings.HasPrefix(vs[0].String(), "leaf → proto/shoalv1\n\tbreaks \"leaf/... imports nothing of Shoal\": a leaf") {
+		t.Fatalf("got %v, want leaf → proto/shoalv1 alone", vs)
+	}
+}
