@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/shoal-dev/shoal/datadir"
 	"github.com/shoal-dev/shoal/manager/ca"
 	"github.com/shoal-dev/shoal/manager/controlapi"
 	"github.com/shoal-dev/shoal/manager/dispatcher"
@@ -32,12 +32,6 @@ import (
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
 )
-
-// Bootstrap is what the first manager writes into a new cluster.
-type Bootstrap struct {
-	Cluster *shoalv1.Cluster
-	Self    *shoalv1.Node
-}
 
 // Config configures a manager.
 type Config struct {
@@ -111,7 +105,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		Stream: stream, MaxPool: 8, Timeout: 10 * time.Second,
 		Logger: hclog.New(&hclog.LoggerOptions{Name: "raft-net", Level: hclog.Error, Output: os.Stderr}),
 	})
-	raftDir := filepath.Join(cfg.DataDir, "raft")
+	raftDir := datadir.Dir(cfg.DataDir).Raft()
 	if err := os.MkdirAll(raftDir, 0o700); err != nil {
 		ln.Close()
 		return err
