@@ -86,7 +86,7 @@ func (n *node) buildAgentSide(ctx context.Context) (*agentSide, error) {
 			n.log.Info("image loaded", "path", p, "refs", img.References, "digest", img.Digest)
 		}
 	}
-	rt := o.Runtime
+	rt := o.Seams.Runtime
 	if rt == nil {
 		var opts []runtime.Option
 		if st.CgroupParent != "" {
@@ -110,7 +110,7 @@ func (n *node) buildAgentSide(ctx context.Context) (*agentSide, error) {
 		}()
 	}
 	var netw agent.Network
-	if !o.NoTaskNetwork {
+	if !o.Seams.NoTaskNetwork {
 		cfg := network.Config{Bridge: st.Bridge, StateDir: dd.Network(), Logger: o.Logger}
 		if st.BridgeSubnet != "" {
 			if cfg.Subnet, err = netip.ParsePrefix(st.BridgeSubnet); err != nil {

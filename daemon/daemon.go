@@ -22,7 +22,8 @@ import (
 	"github.com/shoal-dev/shoal/raftstore"
 )
 
-// Options are the flags of the node verbs.
+// Options are what the node verbs take: their flags (set by an operator
+// through cmd/shoal), where output goes, and Seams, which only tests set.
 type Options struct {
 	DataDir       string
 	AdvertiseAddr string // host[:port]; port defaults to 4242
@@ -34,7 +35,7 @@ type Options struct {
 	Out           io.Writer
 	Logger        *slog.Logger
 
-	// Agent side; the first four are kept in node.json for `shoal daemon`.
+	// Agent side; the first five are kept in node.json for `shoal daemon`.
 	AgentAddr          string   // host:port of the agent API (default: advertise host, port+1)
 	Bridge             string   // node bridge for tasks (default shoal0)
 	BridgeSubnet       string   // its subnet (default 10.213.0.0/24)
@@ -45,15 +46,25 @@ type Options struct {
 	// unpack to (0: the image store's defaults, 16 GiB and 1,000,000).
 	MaxLayerBytes   int64
 	MaxLayerEntries int
-	// Runtime replaces the libcontainer runtime (tests).
+	// NoExecutor (--no-executor, hidden) runs the node's agent with
+	// nullexec instead of the container executor: assignments are taken
+	// and reported but nothing runs, no image store, node network or agent
+	// API is set up. For benchmarks and tests of the control plane alone,
+	// where tasks stay ASSIGNED.
+	NoExecutor bool
+
+	// Seams replace parts of the node in tests; no flag sets them.
+	Seams Seams
+
+	dev bool // `shoal dev`: print the dev hint instead of join instructions
+}
+
+// Seams are what only tests set on a node.
+type Seams struct {
+	// Runtime replaces the libcontainer runtime.
 	Runtime shoalruntime.Runtime
 	// NoTaskNetwork leaves each task with a private loopback-only netns.
 	NoTaskNetwork bool
-	// NoExecutor runs the node without running tasks: for tests of the
-	// control plane alone, where tasks stay ASSIGNED.
-	NoExecutor bool
-
-	dev bool // `shoal dev`: print the dev hint instead of join instructions
 }
 
 func (o *Options) normalize() error {

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/shoal-dev/shoal/agent"
+	"github.com/shoal-dev/shoal/agent/nullexec"
 	"github.com/shoal-dev/shoal/datadir"
 	"github.com/shoal-dev/shoal/manager"
 	"github.com/shoal-dev/shoal/manager/ca"
@@ -91,6 +92,9 @@ func runNode(ctx context.Context, o Options, st *datadir.Node, withBootstrap boo
 		g.Go(func() error { return side.ex.Run(gctx) })
 		g.Go(func() error { return n.serveAgentAPI(gctx, side) })
 		g.Go(func() error { return side.collectImages(gctx, n.log) })
+	} else {
+		// --no-executor: assignments are taken and reported, nothing runs.
+		acfg.Executor = nullexec.New()
 	}
 	ag := agent.New(acfg)
 	g.Go(func() error {
