@@ -101,9 +101,13 @@ func (m *Manager) Run(ctx context.Context) error {
 	stream := transport.NewRaftStreamLayer(mux.Raft(), adv, func() *tls.Config {
 		return cfg.Certs.ClientTLSConfig(ca.ManagerServerName, "shoal-raft")
 	})
+	// The transport logs through slog like the rest of raft; only its
+	// errors, as it is chatty about every connection otherwise.
+	netLog := raftstore.NewHCLog(cfg.Logger.With("component", "raft-net"), "raft-net")
+	netLog.SetLevel(hclog.Error)
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: stream, MaxPool: 8, Timeout: 10 * time.Second,
-		Logger: hclog.New(&hclog.LoggerOptions{Name: "raft-net", Level: hclog.Error, Output: os.Stderr}),
+		Logger: netLog,
 	})
 	raftDir := datadir.Dir(cfg.DataDir).Raft()
 	if err := os.MkdirAll(raftDir, 0o700); err != nil {
