@@ -17,8 +17,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // Config configures an Agent.
@@ -140,7 +140,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if ca.IsRemoved(err) {
+		if trust.IsRemoved(err) {
 			a.log.Error("this node was removed from the cluster; stopping", "err", err)
 			return fmt.Errorf("%w: %s", ErrRemoved, status.Convert(err).Message())
 		}

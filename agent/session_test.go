@@ -14,8 +14,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 func TestLeaderHint(t *testing.T) {
@@ -42,7 +42,7 @@ type removedDispatcher struct {
 }
 
 func (removedDispatcher) Session(shoalv1.Dispatcher_SessionServer) error {
-	return status.Errorf(codes.PermissionDenied, "node %q %s; its certificate is no longer accepted", "n1", ca.RemovedReason)
+	return status.Errorf(codes.PermissionDenied, "node %q %s; its certificate is no longer accepted", "n1", trust.RemovedReason)
 }
 
 // TestRunStopsWhenRemoved: a removed node's agent stops with ErrRemoved

@@ -21,8 +21,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/datadir"
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // Config says where the managers are and which credentials to use.
@@ -56,9 +56,9 @@ func (c *Client) Conn() *grpc.ClientConn { return c.conn }
 func (c *Client) Hosts() []string { return c.hosts }
 
 // Credentials finds the credentials cfg points at.
-func Credentials(cfg Config) (*ca.Creds, error) {
+func Credentials(cfg Config) (*trust.Creds, error) {
 	if cfg.CertDir != "" {
-		c, err := ca.LoadCreds(cfg.CertDir, "admin")
+		c, err := trust.LoadCreds(cfg.CertDir, "admin")
 		if err != nil {
 			return nil, fmt.Errorf("--cert-dir %s: %w", cfg.CertDir, err)
 		}
@@ -69,11 +69,11 @@ func Credentials(cfg Config) (*ca.Creds, error) {
 	}
 	admin := datadir.Dir(cfg.DataDir).Admin()
 	if _, err := os.Stat(filepath.Join(admin, "admin.crt")); err == nil {
-		return ca.LoadCreds(admin, "admin")
+		return trust.LoadCreds(admin, "admin")
 	}
 	certs := datadir.Dir(cfg.DataDir).Certs()
-	if st, err := datadir.Load(cfg.DataDir); err == nil && st.Role == string(ca.RoleManager) {
-		return ca.LoadCreds(certs, "node")
+	if st, err := datadir.Load(cfg.DataDir); err == nil && st.Role == string(trust.RoleManager) {
+		return trust.LoadCreds(certs, "node")
 	}
 	return nil, fmt.Errorf("no credentials: pass --cert-dir or run on a manager's data dir (looked in %s and %s)", admin, certs)
 }
@@ -98,7 +98,7 @@ func Hosts(cfg Config) ([]string, error) {
 			out = append(out, a)
 		}
 	}
-	if st.Role == string(ca.RoleManager) {
+	if st.Role == string(trust.RoleManager) {
 		add(st.AdvertiseAddr)
 	}
 	for _, m := range st.Managers {
@@ -121,7 +121,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	conf, err := ca.ClientTLSConfigFromCreds(creds, ca.ManagerServerName)
+	conf, err := trust.ClientTLSConfigFromCreds(creds, trust.ManagerServerName)
 	if err != nil {
 		return nil, err
 	}

@@ -8,10 +8,10 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/shoal-dev/shoal/datadir"
-	"github.com/shoal-dev/shoal/manager/ca"
 	"github.com/shoal-dev/shoal/manager/dispatcher"
 	"github.com/shoal-dev/shoal/manager/nodeca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // Bootstrap is what the first manager writes into a new cluster.
@@ -25,7 +25,7 @@ type BootstrapConfig struct {
 	ClusterID   string
 	ClusterName string // "shoal" when empty
 	// Root is the new cluster's CA; the join tokens are made for it.
-	Root *ca.CA
+	Root *trust.CA
 	// AdminCertPEM is the admin certificate init writes: the first admin
 	// certificate object (listed, revocable).
 	AdminCertPEM []byte
@@ -39,15 +39,15 @@ type BootstrapConfig struct {
 // (CA, join tokens, default settings, the first admin certificate) and the
 // first node, a manager.
 func NewBootstrap(c BootstrapConfig) (*Bootstrap, error) {
-	workerTok, err := ca.NewJoinToken(c.Root.Digest())
+	workerTok, err := trust.NewJoinToken(c.Root.Digest())
 	if err != nil {
 		return nil, err
 	}
-	managerTok, err := ca.NewJoinToken(c.Root.Digest())
+	managerTok, err := trust.NewJoinToken(c.Root.Digest())
 	if err != nil {
 		return nil, err
 	}
-	adminObj, err := ca.AdminCertificateOf(c.AdminCertPEM)
+	adminObj, err := trust.AdminCertificateOf(c.AdminCertPEM)
 	if err != nil {
 		return nil, err
 	}

@@ -8,12 +8,12 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 func TestBootstrapRoundTrip(t *testing.T) {
-	root, err := ca.NewRootCA("c1")
+	root, err := trust.NewRootCA("c1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +31,7 @@ func TestBootstrapRoundTrip(t *testing.T) {
 		t.Errorf("cluster = %v", c)
 	}
 	for _, tok := range []string{c.GetTokens().GetWorker(), c.GetTokens().GetManager()} {
-		if d, _, err := ca.ParseJoinToken(tok); err != nil || d != root.Digest() {
+		if d, _, err := trust.ParseJoinToken(tok); err != nil || d != root.Digest() {
 			t.Errorf("token %q does not pin the root: %q, %v", tok, d, err)
 		}
 	}

@@ -10,9 +10,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // session is one node's open stream.
@@ -295,9 +295,9 @@ func errString(err error) string {
 	return err.Error()
 }
 
-// removedError is the refusal of a removed node (see ca.IsRemoved).
+// removedError is the refusal of a removed node (see trust.IsRemoved).
 func removedError(nodeID string) error {
-	return status.Errorf(codes.PermissionDenied, "node %q %s; its certificate is no longer accepted", nodeID, ca.RemovedReason)
+	return status.Errorf(codes.PermissionDenied, "node %q %s; its certificate is no longer accepted", nodeID, trust.RemovedReason)
 }
 
 // removed reports whether nodeID was removed with `node rm`.

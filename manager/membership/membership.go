@@ -19,10 +19,10 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	"github.com/shoal-dev/shoal/manager/forward"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // Server implements shoalv1.RaftMembershipServer and the leader reconciler.
@@ -40,7 +40,7 @@ func New(store *raftstore.Store, logger *slog.Logger) *Server {
 // JoinRaft adds the calling manager node to the raft group as a voter.
 func (s *Server) JoinRaft(ctx context.Context, req *shoalv1.JoinRaftRequest) (*shoalv1.JoinRaftResponse, error) {
 	id, ok := forward.Identity(ctx)
-	if !ok || id.Role != ca.RoleManager {
+	if !ok || id.Role != trust.RoleManager {
 		return nil, status.Error(codes.PermissionDenied, "only nodes with a manager certificate join raft")
 	}
 	if req.GetAddr() == "" {

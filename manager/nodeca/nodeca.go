@@ -18,9 +18,9 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // DefaultCertTTL is a node certificate's lifetime unless the cluster says
@@ -74,7 +74,7 @@ func (s *Server) IssueNodeCertificate(ctx context.Context, req *shoalv1.IssueNod
 	if err != nil {
 		return nil, err
 	}
-	root, err := ca.LoadCA(c.GetCaCertPem(), c.GetCaKeyPem())
+	root, err := trust.LoadCA(c.GetCaCertPem(), c.GetCaKeyPem())
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "loading the cluster CA: %v", err)
 	}
@@ -100,12 +100,12 @@ func (s *Server) IssueNodeCertificate(ctx context.Context, req *shoalv1.IssueNod
 }
 
 // tokenRole checks a join token against the cluster's current tokens.
-func tokenRole(c *shoalv1.Cluster, token string) (ca.Role, error) {
-	digest, _, err := ca.ParseJoinToken(token)
+func tokenRole(c *shoalv1.Cluster, token string) (trust.Role, error) {
+	digest, _, err := trust.ParseJoinToken(token)
 	if err != nil {
 		return "", status.Error(codes.InvalidArgument, err.Error())
 	}
-	want, err := ca.DigestOf(c.GetCaCertPem())
+	want, err := trust.DigestOf(c.GetCaCertPem())
 	if err != nil {
 		return "", status.Errorf(codes.Internal, "cluster CA: %v", err)
 	}
@@ -113,10 +113,10 @@ func tokenRole(c *shoalv1.Cluster, token string) (ca.Role, error) {
 		return "", status.Error(codes.PermissionDenied, "the join token pins a different CA than this cluster's")
 	}
 	switch {
-	case ca.TokenEqual(token, c.GetTokens().GetWorker()):
-		return ca.RoleWorker, nil
-	case ca.TokenEqual(token, c.GetTokens().GetManager()):
-		return ca.RoleManager, nil
+	case trust.TokenEqual(token, c.GetTokens().GetWorker()):
+		return trust.RoleWorker, nil
+	case trust.TokenEqual(token, c.GetTokens().GetManager()):
+		return trust.RoleManager, nil
 	}
 	return "", status.Error(codes.PermissionDenied, "the join token is not valid for this cluster (was it rotated?)")
 }
@@ -137,14 +137,14 @@ func (s *Server) RenewNodeCertificate(ctx context.Context, req *shoalv1.RenewNod
 	if err != nil {
 		return nil, err
 	}
-	root, err := ca.LoadCA(c.GetCaCertPem(), c.GetCaKeyPem())
+	root, err := trust.LoadCA(c.GetCaCertPem(), c.GetCaKeyPem())
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "loading the cluster CA: %v", err)
 	}
-	id, ok := ca.IdentityFrom(ctx)
+	id, ok := trust.IdentityFrom(ctx)
 	proof := false
 	switch {
-	case ok && id.Role == ca.RoleAdmin:
+	case ok && id.Role == trust.RoleAdmin:
 		return nil, status.Error(codes.PermissionDenied, "only nodes renew node certificates")
 	case ok:
 	case len(req.GetOldCertPem()) > 0:
@@ -159,14 +159,14 @@ func (s *Server) RenewNodeCertificate(ctx context.Context, req *shoalv1.RenewNod
 	_, err = s.store.Update(ctx, func(tx raftstore.WriteTx) error {
 		n, ok := raftstore.Get[*shoalv1.Node](tx, id.NodeID)
 		if !ok {
-			return status.Errorf(codes.PermissionDenied, "node %q %s", id.NodeID, ca.RemovedReason)
+			return status.Errorf(codes.PermissionDenied, "node %q %s", id.NodeID, trust.RemovedReason)
 		}
-		if proof && (id.Serial != n.GetCertSerial() || ca.RoleFromProto(n.GetRole()) != id.Role) {
+		if proof && (id.Serial != n.GetCertSerial() || trust.RoleFromProto(n.GetRole()) != id.Role) {
 			// Only the newest certificate may come back from expiry: an
 			// older one was replaced, maybe because it leaked.
 			return status.Errorf(codes.PermissionDenied, "old_cert_pem: certificate %s is not node %q's current certificate", id.Serial, id.NodeID)
 		}
-		role := ca.RoleFromProto(n.GetSpec().GetDesiredRole())
+		role := trust.RoleFromProto(n.GetSpec().GetDesiredRole())
 		certPEM, serial, err := root.SignCSR(req.GetCsrPem(), id.NodeID, role, certTTL(c))
 		if err != nil {
 			return status.Errorf(codes.InvalidArgument, "csr_pem: %v", err)
