@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,7 +17,6 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/trust"
@@ -41,10 +39,26 @@ type Config struct {
 	OnManagers func([]string)
 	// OnNode is told every update of this node's object (role changes).
 	OnNode func(*shoalv1.Node)
-	// Executor runs the assigned tasks. Without one (tests of the session
-	// alone), held tasks told to stop are reported SHUTDOWN at once.
-	Executor *Executor
+	// Executor holds the assigned tasks and reports their statuses
+	// (required): *Executor runs them as containers, nullexec runs nothing.
+	Executor TaskExecutor
 	Logger   *slog.Logger
+}
+
+// TaskExecutor is what the session needs of an executor. Assign is called
+// from the goroutine receiving the session's messages, TakeUpdates and
+// Updates from the one sending statuses, Tasks from anywhere: every method
+// must be safe for concurrent use.
+type TaskExecutor interface {
+	// Assign applies the dispatcher's assignment set (full) or a diff.
+	Assign(full bool, upsert []*shoalv1.Task, removed []string)
+	// TakeUpdates returns the statuses to report: those not taken yet, or
+	// everything owed to a new session when all is set.
+	TakeUpdates(all bool) []*shoalv1.TaskStatusUpdate
+	// Updates is signalled when statuses wait to be taken.
+	Updates() <-chan struct{}
+	// Tasks returns the held tasks, by task id.
+	Tasks() []*shoalv1.Task
 }
 
 // Agent is a node's session client.
@@ -52,14 +66,9 @@ type Agent struct {
 	cfg Config
 	log *slog.Logger
 
-	mu sync.Mutex // guards the fields below
-	// tasks is the assignment set as the dispatcher last described it,
-	// kept here only when no executor holds it.
-	tasks    map[string]*shoalv1.Task
-	managers []string
-	leader   string // hint from a follower or the welcome
-	// reported remembers the terminal state already sent per task.
-	reported  map[string]shoalv1.TaskState
+	mu        sync.Mutex // guards the fields below
+	managers  []string
+	leader    string // hint from a follower or the welcome
 	connected bool
 
 	// partial gathers the chunks of an assignment set until its last one
@@ -79,25 +88,12 @@ const defaultMaxSetBytes = 1 << 30
 
 // New returns an agent; Run starts it.
 func New(cfg Config) *Agent {
-	return &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent"), tasks: map[string]*shoalv1.Task{},
-		managers: append([]string(nil), cfg.Managers...), reported: map[string]shoalv1.TaskState{},
-		maxSetBytes: defaultMaxSetBytes}
+	return &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent"),
+		managers: append([]string(nil), cfg.Managers...), maxSetBytes: defaultMaxSetBytes}
 }
 
 // Assignments returns the tasks currently assigned to this node.
-func (a *Agent) Assignments() []*shoalv1.Task {
-	if ex := a.cfg.Executor; ex != nil {
-		return ex.Tasks()
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	out := make([]*shoalv1.Task, 0, len(a.tasks))
-	for _, t := range a.tasks {
-		out = append(out, t)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].GetMeta().GetId() < out[j].GetMeta().GetId() })
-	return out
-}
+func (a *Agent) Assignments() []*shoalv1.Task { return a.cfg.Executor.Tasks() }
 
 // Connected says whether a session is open.
 func (a *Agent) Connected() bool {
@@ -302,9 +298,7 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	stopWork := context.AfterFunc(ctx, wcancel)
 	defer stopWork()
 	go func() { errc <- a.heartbeat(wctx, send, period, lastAck) }()
-	if ex := a.cfg.Executor; ex != nil {
-		go func() { errc <- a.sendStatuses(wctx, ex, send) }()
-	}
+	go func() { errc <- a.sendStatuses(wctx, a.cfg.Executor, send) }()
 	recvErr := make(chan error, 1)
 	// The session ends only once its receiver has stopped: a message of
 	// this session still being handled (a set being recorded, a node
@@ -327,7 +321,7 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 			case lastAck <- struct{}{}:
 			default:
 			}
-			if err := a.handle(msg, send); err != nil {
+			if err := a.handle(msg); err != nil {
 				recvErr <- err
 				return
 			}
@@ -417,7 +411,7 @@ func (a *Agent) heartbeat(ctx context.Context, send func(*shoalv1.AgentMessage) 
 // the session opens (the new leader may have missed some), then each
 // change as it happens. Changes that pile up while a send is in flight go
 // out together in the next batch.
-func (a *Agent) sendStatuses(ctx context.Context, ex *Executor, send func(*shoalv1.AgentMessage) error) error {
+func (a *Agent) sendStatuses(ctx context.Context, ex TaskExecutor, send func(*shoalv1.AgentMessage) error) error {
 	all := true
 	for {
 		if updates := ex.TakeUpdates(all); len(updates) > 0 {
@@ -455,7 +449,7 @@ func (a *Agent) setManagers(ms []string) {
 }
 
 // handle applies one session message and reports what follows from it.
-func (a *Agent) handle(msg *shoalv1.SessionMessage, send func(*shoalv1.AgentMessage) error) error {
+func (a *Agent) handle(msg *shoalv1.SessionMessage) error {
 	switch m := msg.GetMsg().(type) {
 	case *shoalv1.SessionMessage_Assignments:
 		set, err := a.assemble(m.Assignments)
@@ -465,35 +459,8 @@ func (a *Agent) handle(msg *shoalv1.SessionMessage, send func(*shoalv1.AgentMess
 		if set == nil {
 			return nil // more chunks of this set to come
 		}
-		if ex := a.cfg.Executor; ex != nil {
-			// The executor holds the set and reports what follows.
-			ex.Assign(set.GetFull(), set.GetUpsert(), set.GetRemoved())
-			return nil
-		}
-		a.mu.Lock()
-		if set.GetFull() {
-			// A full set opens a session, maybe with a new leader that
-			// never got the reports sent to the old one: report again.
-			a.tasks = map[string]*shoalv1.Task{}
-			a.reported = map[string]shoalv1.TaskState{}
-		}
-		for _, t := range set.GetUpsert() {
-			a.tasks[t.GetMeta().GetId()] = t
-		}
-		for _, id := range set.GetRemoved() {
-			delete(a.tasks, id)
-			delete(a.reported, id)
-		}
-		updates := a.shutdownReportsLocked()
-		a.mu.Unlock()
-		for len(updates) > 0 {
-			n := min(len(updates), maxStatusBatch)
-			msg := &shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Status{Status: &shoalv1.TaskStatusBatch{Updates: updates[:n]}}}
-			if err := send(msg); err != nil {
-				return err
-			}
-			updates = updates[n:]
-		}
+		// The executor holds the set and reports what follows.
+		a.cfg.Executor.Assign(set.GetFull(), set.GetUpsert(), set.GetRemoved())
 	case *shoalv1.SessionMessage_Node:
 		if a.cfg.OnNode != nil {
 			a.cfg.OnNode(m.Node)
@@ -533,21 +500,4 @@ func (a *Agent) assemble(m *shoalv1.Assignments) (*shoalv1.Assignments, error) {
 	set := a.partial
 	a.partial, a.partialBytes = nil, 0
 	return set, nil
-}
-
-// shutdownReportsLocked reports SHUTDOWN for held tasks told to stop: with
-// no runtime yet, nothing runs for them here, so they are shut down.
-func (a *Agent) shutdownReportsLocked() []*shoalv1.TaskStatusUpdate {
-	var out []*shoalv1.TaskStatusUpdate
-	for id, t := range a.tasks {
-		if t.GetDesiredState() < shoalv1.TaskState_TASK_STATE_SHUTDOWN || a.reported[id] == shoalv1.TaskState_TASK_STATE_SHUTDOWN ||
-			t.GetStatus().GetState() >= shoalv1.TaskState_TASK_STATE_COMPLETE {
-			// Running, already reported, or already ended in the store.
-			continue
-		}
-		a.reported[id] = shoalv1.TaskState_TASK_STATE_SHUTDOWN
-		out = append(out, &shoalv1.TaskStatusUpdate{TaskId: id, Status: &shoalv1.TaskStatus{
-			State: shoalv1.TaskState_TASK_STATE_SHUTDOWN, Timestamp: timestamppb.Now(), Message: "shutdown"}})
-	}
-	return out
 }

@@ -38,42 +38,6 @@ func TestLeaderHint(t *testing.T) {
 	}
 }
 
-func TestAssignmentsAndShutdownReports(t *testing.T) {
-	a := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	var sent []*shoalv1.AgentMessage
-	send := func(m *shoalv1.AgentMessage) error { sent = append(sent, m); return nil }
-	mk := func(id string, desired shoalv1.TaskState) *shoalv1.Task {
-		return &shoalv1.Task{Meta: &shoalv1.Meta{Id: id}, DesiredState: desired, Status: &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_ASSIGNED}}
-	}
-	full := &shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Assignments{Assignments: &shoalv1.Assignments{
-		Full: true, Upsert: []*shoalv1.Task{mk("a", shoalv1.TaskState_TASK_STATE_RUNNING), mk("b", shoalv1.TaskState_TASK_STATE_RUNNING)}}}}
-	if err := a.handle(full, send); err != nil {
-		t.Fatal(err)
-	}
-	if got := len(a.Assignments()); got != 2 || len(sent) != 0 {
-		t.Fatalf("after full set: %d tasks, %d messages", got, len(sent))
-	}
-	diff := &shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Assignments{Assignments: &shoalv1.Assignments{
-		Upsert: []*shoalv1.Task{mk("b", shoalv1.TaskState_TASK_STATE_SHUTDOWN)}, Removed: []string{"a"}}}}
-	if err := a.handle(diff, send); err != nil {
-		t.Fatal(err)
-	}
-	if got := a.Assignments(); len(got) != 1 || got[0].GetMeta().GetId() != "b" {
-		t.Fatalf("after diff: %v", got)
-	}
-	if len(sent) != 1 || len(sent[0].GetStatus().GetUpdates()) != 1 ||
-		sent[0].GetStatus().GetUpdates()[0].GetStatus().GetState() != shoalv1.TaskState_TASK_STATE_SHUTDOWN {
-		t.Fatalf("want one SHUTDOWN report, got %v", sent)
-	}
-	// The same diff again is not reported twice.
-	if err := a.handle(diff, send); err != nil {
-		t.Fatal(err)
-	}
-	if len(sent) != 1 {
-		t.Fatalf("reported twice: %v", sent)
-	}
-}
-
 // removedDispatcher refuses every session the way the authorizer refuses
 // a removed node.
 type removedDispatcher struct {
@@ -97,7 +61,7 @@ func TestRunStopsWhenRemoved(t *testing.T) {
 	defer srv.Stop()
 
 	a := New(Config{NodeID: "n1", Managers: []string{ln.Addr().String()}, Creds: insecure.NewCredentials(),
-		Description: &shoalv1.NodeDescription{}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Description: &shoalv1.NodeDescription{}, Executor: newFakeExecutor(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err = a.Run(ctx)
@@ -161,7 +125,7 @@ func TestGoodbyeOnStop(t *testing.T) {
 	defer srv.Stop()
 
 	a := New(Config{NodeID: "n1", Managers: []string{ln.Addr().String()}, Creds: insecure.NewCredentials(),
-		Description: &shoalv1.NodeDescription{}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Description: &shoalv1.NodeDescription{}, Executor: newFakeExecutor(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
@@ -248,7 +212,7 @@ func TestSilentManagerSkipped(t *testing.T) {
 	defer srv.Stop()
 
 	a := New(Config{NodeID: "n1", Managers: []string{silent.Addr().String(), ln.Addr().String()}, Creds: insecure.NewCredentials(),
-		Description: &shoalv1.NodeDescription{}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Description: &shoalv1.NodeDescription{}, Executor: newFakeExecutor(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
@@ -314,7 +278,7 @@ func TestSessionEndsAfterItsReceiver(t *testing.T) {
 	entered, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
 	a := New(Config{NodeID: "n1", Managers: []string{ln.Addr().String()}, Creds: insecure.NewCredentials(),
-		Description: &shoalv1.NodeDescription{}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Description: &shoalv1.NodeDescription{}, Executor: newFakeExecutor(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		OnNode: func(*shoalv1.Node) {
 			first := false
 			once.Do(func() { first = true })
@@ -409,7 +373,7 @@ func TestSlowWelcomeWaited(t *testing.T) {
 	defer srv.Stop()
 
 	a := New(Config{NodeID: "n1", Managers: []string{ln.Addr().String()}, Creds: insecure.NewCredentials(),
-		Description: &shoalv1.NodeDescription{}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Description: &shoalv1.NodeDescription{}, Executor: newFakeExecutor(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
@@ -424,5 +388,50 @@ func TestSlowWelcomeWaited(t *testing.T) {
 			t.Fatal("the agent does not see its session open")
 		}
 		time.Sleep(5 * time.Millisecond) // poll interval, not synchronisation
+	}
+}
+
+// TestSessionSendsExecutorStatuses: a new session sends everything the
+// executor owes it (TakeUpdates(all)), then each change it signals.
+func TestSessionSendsExecutorStatuses(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &goodbyeDispatcher{opened: make(chan struct{}), got: make(chan *shoalv1.AgentMessage, 16), release: make(chan struct{})}
+	close(d.release)
+	srv := grpc.NewServer()
+	shoalv1.RegisterDispatcherServer(srv, d)
+	go srv.Serve(ln)
+	defer srv.Stop()
+
+	ex := newFakeExecutor()
+	ex.report("t1", shoalv1.TaskState_TASK_STATE_RUNNING) // before the session: owed to it
+	a := New(Config{NodeID: "n1", Managers: []string{ln.Addr().String()}, Creds: insecure.NewCredentials(),
+		Description: &shoalv1.NodeDescription{}, Executor: ex, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	next := func() *shoalv1.TaskStatusUpdate {
+		t.Helper()
+		select {
+		case m := <-d.got:
+			ups := m.GetStatus().GetUpdates()
+			if len(ups) != 1 {
+				t.Fatalf("got %v, want one status update", m)
+			}
+			return ups[0]
+		case <-time.After(10 * time.Second):
+			t.Fatal("no status sent")
+			return nil
+		}
+	}
+	if u := next(); u.GetTaskId() != "t1" || u.GetStatus().GetState() != shoalv1.TaskState_TASK_STATE_RUNNING {
+		t.Fatalf("first report %v", u)
+	}
+	ex.report("t2", shoalv1.TaskState_TASK_STATE_COMPLETE)
+	if u := next(); u.GetTaskId() != "t2" {
+		t.Fatalf("second report %v", u)
 	}
 }

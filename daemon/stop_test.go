@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoal-dev/shoal/datadir"
 )
 
 // TestFailedStartStopsManager: a restart that fails after its manager is
@@ -33,7 +35,7 @@ func TestFailedStartStopsManager(t *testing.T) {
 		t.Fatalf("init: %v", err)
 	}
 
-	st, err := LoadState(dir)
+	st, err := datadir.Load(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,8 +22,6 @@ type session struct {
 	cancel context.CancelFunc
 }
 
-// assigned says whether a task belongs in an agent's assignment set: it has
-// reached the node and is not finished.
 // assigned says whether the node holds t: from ASSIGNED on, finished tasks
 // included — the node keeps a finished task's log until the managers delete
 // the task (history trimmed, service removed), and a task the managers
