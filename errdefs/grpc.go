@@ -3,6 +3,7 @@ package errdefs
 import (
 	"context"
 	"errors"
+	"strings"
 	"syscall"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -118,7 +119,17 @@ func ToGRPC(err error) error {
 		st, _ := status.FromError(err)
 		return st.Err()
 	}
-	st := status.New(code(err), err.Error())
+	c := code(err)
+	msg := err.Error()
+	// The class is in the code; the message keeps only what went wrong
+	// (errors made with "%w: ..." and a sentinel named like their class,
+	// such as image.ErrInvalidArgument, start with that name).
+	for _, m := range mapping {
+		if m.code == c && m.marker != nil {
+			msg = strings.TrimPrefix(msg, m.class.Error()+": ")
+		}
+	}
+	st := status.New(c, msg)
 	var info *errdetails.ErrorInfo
 	var nl *NotLeaderError
 	switch {
