@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -23,9 +23,11 @@ func TestLeaderHint(t *testing.T) {
 		err  error
 		want string
 	}{
-		{status.Error(codes.Unavailable, "this manager is not the leader; leader=127.0.0.22:4242"), "127.0.0.22:4242"},
-		{status.Error(codes.Unavailable, "this manager is not the leader; leader="), ""},
-		{status.Error(codes.PermissionDenied, "leader=127.0.0.22:4242"), ""},
+		{errdefs.ToGRPC(errdefs.NotLeader("127.0.0.22:4242")), "127.0.0.22:4242"},
+		{errdefs.ToGRPC(errdefs.NotLeader("")), ""},
+		{errdefs.ToGRPC(errdefs.PermissionDeniedf("leader=127.0.0.22:4242")), ""},
+		// The address is a detail: text alone is not parsed.
+		{errdefs.ToGRPC(errdefs.Unavailablef("this manager is not the leader; leader=127.0.0.22:4242")), ""},
 		{errors.New("leader=x"), ""},
 	}
 	for _, tt := range tests {
@@ -78,7 +80,7 @@ type removedDispatcher struct {
 }
 
 func (removedDispatcher) Session(shoalv1.Dispatcher_SessionServer) error {
-	return status.Errorf(codes.PermissionDenied, "node %q %s; its certificate is no longer accepted", "n1", ca.RemovedReason)
+	return errdefs.NodeRemovedf("node %q %s; its certificate is no longer accepted", "n1", ca.RemovedReason)
 }
 
 // TestRunStopsWhenRemoved: a removed node's agent stops with ErrRemoved
@@ -88,7 +90,7 @@ func TestRunStopsWhenRemoved(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(grpc.ChainStreamInterceptor(errdefs.StreamServerInterceptor()))
 	shoalv1.RegisterDispatcherServer(srv, removedDispatcher{})
 	go srv.Serve(ln)
 	defer srv.Stop()

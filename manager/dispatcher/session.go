@@ -7,8 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"github.com/shoal-dev/shoal/errdefs"
 
 	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -63,7 +62,7 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	}
 	hello := first.GetHello()
 	if hello == nil {
-		return status.Error(codes.InvalidArgument, "a session must start with a hello")
+		return errdefs.InvalidArgumentf("a session must start with a hello")
 	}
 
 	ctx, cancel := context.WithCancel(stream.Context())
@@ -92,9 +91,9 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 			if d.removed(id.NodeID) {
 				return removedError(id.NodeID)
 			}
-			return status.Errorf(codes.Unavailable, "node %q is not known to this manager yet", id.NodeID)
+			return errdefs.Unavailablef("node %q is not known to this manager yet", id.NodeID)
 		}
-		return status.Errorf(codes.Unavailable, "registering the session: %v", err)
+		return errdefs.Unavailablef("registering the session: %v", err)
 	}
 	log.Info("session started", "addr", hello.GetAddr())
 
@@ -103,7 +102,7 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	view := d.cfg.Store.View()
 	sub, err := d.cfg.Store.Watch(ctx, view.Index()+1, raftstore.KindTask, raftstore.KindNode)
 	if err != nil {
-		return status.Errorf(codes.Unavailable, "watching the store: %v", err)
+		return errdefs.Unavailablef("watching the store: %v", err)
 	}
 	defer sub.Close()
 
@@ -140,12 +139,12 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 			if runCtx.Err() != nil {
 				return d.leaderUnavailable()
 			}
-			return status.Error(codes.Unavailable, "session closed (heartbeat missed or replaced)")
+			return errdefs.Unavailablef("session closed (heartbeat missed or replaced)")
 		case ev, ok := <-sub.C():
 			if !ok {
 				// Slow consumer or restore: the agent reconnects and gets a
 				// fresh full set.
-				return status.Errorf(codes.Unavailable, "session resync needed: %v", sub.Err())
+				return errdefs.Unavailablef("session resync needed: %v", sub.Err())
 			}
 			if err := d.forward(stream, id.NodeID, ev, sub.C()); err != nil {
 				return err
@@ -295,9 +294,10 @@ func errString(err error) string {
 	return err.Error()
 }
 
-// removedError is the refusal of a removed node (see ca.IsRemoved).
+// removedError is the refusal of a removed node: ErrNodeRemoved travels as
+// a detail, so the agent stops instead of retrying.
 func removedError(nodeID string) error {
-	return status.Errorf(codes.PermissionDenied, "node %q %s; its certificate is no longer accepted", nodeID, ca.RemovedReason)
+	return errdefs.NodeRemovedf("node %q %s; its certificate is no longer accepted", nodeID, ca.RemovedReason)
 }
 
 // removed reports whether nodeID was removed with `node rm`.
