@@ -14,8 +14,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 func TestLeaderHint(t *testing.T) {
@@ -80,7 +80,7 @@ type removedDispatcher struct {
 }
 
 func (removedDispatcher) Session(shoalv1.Dispatcher_SessionServer) error {
-	return errdefs.NodeRemovedf("node %q %s; its certificate is no longer accepted", "n1", ca.RemovedReason)
+	return errdefs.NodeRemovedf("node %q %s; its certificate is no longer accepted", "n1", trust.RemovedReason)
 }
 
 // TestRunStopsWhenRemoved: a removed node's agent stops with ErrRemoved

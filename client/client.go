@@ -22,8 +22,8 @@ import (
 	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // Config says where the managers are and which credentials to use.
@@ -63,9 +63,9 @@ type nodeState struct {
 }
 
 // Credentials finds the credentials cfg points at.
-func Credentials(cfg Config) (*ca.Creds, error) {
+func Credentials(cfg Config) (*trust.Creds, error) {
 	if cfg.CertDir != "" {
-		c, err := ca.LoadCreds(cfg.CertDir, "admin")
+		c, err := trust.LoadCreds(cfg.CertDir, "admin")
 		if err != nil {
 			return nil, fmt.Errorf("--cert-dir %s: %w", cfg.CertDir, err)
 		}
@@ -76,11 +76,11 @@ func Credentials(cfg Config) (*ca.Creds, error) {
 	}
 	admin := filepath.Join(cfg.DataDir, "admin")
 	if _, err := os.Stat(filepath.Join(admin, "admin.crt")); err == nil {
-		return ca.LoadCreds(admin, "admin")
+		return trust.LoadCreds(admin, "admin")
 	}
 	certs := filepath.Join(cfg.DataDir, "certs")
-	if st, err := readState(cfg.DataDir); err == nil && st.Role == string(ca.RoleManager) {
-		return ca.LoadCreds(certs, "node")
+	if st, err := readState(cfg.DataDir); err == nil && st.Role == string(trust.RoleManager) {
+		return trust.LoadCreds(certs, "node")
 	}
 	return nil, fmt.Errorf("no credentials: pass --cert-dir or run on a manager's data dir (looked in %s and %s)", admin, certs)
 }
@@ -114,7 +114,7 @@ func Hosts(cfg Config) ([]string, error) {
 			out = append(out, a)
 		}
 	}
-	if st.Role == string(ca.RoleManager) {
+	if st.Role == string(trust.RoleManager) {
 		add(st.AdvertiseAddr)
 	}
 	for _, m := range st.Managers {
@@ -137,7 +137,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	conf, err := ca.ClientTLSConfigFromCreds(creds, ca.ManagerServerName)
+	conf, err := trust.ClientTLSConfigFromCreds(creds, trust.ManagerServerName)
 	if err != nil {
 		return nil, err
 	}

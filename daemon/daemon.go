@@ -17,11 +17,11 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	"github.com/shoal-dev/shoal/manager/dispatcher"
 	"github.com/shoal-dev/shoal/manager/nodeca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // Options are the flags of the node verbs.
@@ -109,11 +109,11 @@ func Init(ctx context.Context, o Options) error {
 		return err
 	}
 	clusterID, nodeID := raftstore.NewID(), raftstore.NewID()
-	root, err := ca.NewRootCA(clusterID)
+	root, err := trust.NewRootCA(clusterID)
 	if err != nil {
 		return err
 	}
-	creds, nodeSerial, err := issue(root, nodeID, ca.RoleManager)
+	creds, nodeSerial, err := issue(root, nodeID, trust.RoleManager)
 	if err != nil {
 		return err
 	}
@@ -123,18 +123,18 @@ func Init(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	adminObj, err := ca.AdminCertificateOf(adminCert)
+	adminObj, err := trust.AdminCertificateOf(adminCert)
 	if err != nil {
 		return err
 	}
-	if err := ca.SaveCreds(filepath.Join(o.DataDir, "admin"), "admin", &ca.Creds{CACertPEM: root.CertPEM(), CertPEM: adminCert, KeyPEM: adminKey}); err != nil {
+	if err := trust.SaveCreds(filepath.Join(o.DataDir, "admin"), "admin", &trust.Creds{CACertPEM: root.CertPEM(), CertPEM: adminCert, KeyPEM: adminKey}); err != nil {
 		return err
 	}
-	workerTok, err := ca.NewJoinToken(root.Digest())
+	workerTok, err := trust.NewJoinToken(root.Digest())
 	if err != nil {
 		return err
 	}
-	managerTok, err := ca.NewJoinToken(root.Digest())
+	managerTok, err := trust.NewJoinToken(root.Digest())
 	if err != nil {
 		return err
 	}
@@ -168,19 +168,19 @@ func Init(ctx context.Context, o Options) error {
 	if err := writeFileAtomic(bootstrapPath(o.DataDir), b, 0o600); err != nil {
 		return err
 	}
-	if err := ca.SaveCreds(filepath.Join(o.DataDir, "certs"), "node", creds); err != nil {
+	if err := trust.SaveCreds(filepath.Join(o.DataDir, "certs"), "node", creds); err != nil {
 		return err
 	}
 	st := &State{NodeID: nodeID, ClusterID: clusterID, AdvertiseAddr: o.AdvertiseAddr, ListenAddr: o.ListenAddr,
-		Role: string(ca.RoleManager), Managers: []string{o.AdvertiseAddr}}
+		Role: string(trust.RoleManager), Managers: []string{o.AdvertiseAddr}}
 	if err := st.Save(o.DataDir); err != nil {
 		return err
 	}
 	return runNode(ctx, o, st, true)
 }
 
-func issue(root *ca.CA, nodeID string, role ca.Role) (*ca.Creds, string, error) {
-	keyPEM, csrPEM, err := ca.NewKeyAndCSR()
+func issue(root *trust.CA, nodeID string, role trust.Role) (*trust.Creds, string, error) {
+	keyPEM, csrPEM, err := trust.NewKeyAndCSR()
 	if err != nil {
 		return nil, "", err
 	}
@@ -188,7 +188,7 @@ func issue(root *ca.CA, nodeID string, role ca.Role) (*ca.Creds, string, error) 
 	if err != nil {
 		return nil, "", err
 	}
-	return &ca.Creds{CACertPEM: root.CertPEM(), CertPEM: certPEM, KeyPEM: keyPEM}, serial, nil
+	return &trust.Creds{CACertPEM: root.CertPEM(), CertPEM: certPEM, KeyPEM: keyPEM}, serial, nil
 }
 
 // Join admits this node into a cluster with a join token and runs it.
@@ -209,12 +209,12 @@ func Join(ctx context.Context, o Options) error {
 	if err := o.freshDataDir(); err != nil {
 		return err
 	}
-	creds, resp, err := ca.JoinCredentials(ctx, remote, o.Token, describe(o.NodeName), o.AdvertiseAddr)
+	creds, resp, err := trust.JoinCredentials(ctx, remote, o.Token, describe(o.NodeName), o.AdvertiseAddr)
 	if err != nil {
 		os.Remove(o.DataDir) // only removes it if still empty
 		return fmt.Errorf("joining via %s: %w", remote, err)
 	}
-	if err := ca.SaveCreds(filepath.Join(o.DataDir, "certs"), "node", creds); err != nil {
+	if err := trust.SaveCreds(filepath.Join(o.DataDir, "certs"), "node", creds); err != nil {
 		return err
 	}
 	id, err := creds.Identity()
@@ -222,7 +222,7 @@ func Join(ctx context.Context, o Options) error {
 		return err
 	}
 	st := &State{NodeID: resp.GetNodeId(), ClusterID: id.ClusterID, AdvertiseAddr: o.AdvertiseAddr, ListenAddr: o.ListenAddr,
-		Role: string(ca.RoleFromProto(resp.GetRole())), Managers: []string{remote}}
+		Role: string(trust.RoleFromProto(resp.GetRole())), Managers: []string{remote}}
 	if err := st.Save(o.DataDir); err != nil {
 		return err
 	}

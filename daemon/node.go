@@ -16,15 +16,15 @@ import (
 
 	"github.com/shoal-dev/shoal/agent"
 	"github.com/shoal-dev/shoal/manager"
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // node is one running node process.
 type node struct {
 	o     Options
 	log   *slog.Logger
-	certs *ca.CertStore
+	certs *trust.CertStore
 	boot  *manager.Bootstrap
 	// bootstrapped is closed once an init's cluster object is committed.
 	bootstrapped chan struct{}
@@ -41,11 +41,11 @@ type node struct {
 }
 
 func runNode(ctx context.Context, o Options, st *State, withBootstrap bool) error {
-	creds, err := ca.LoadCreds(filepath.Join(o.DataDir, "certs"), "node")
+	creds, err := trust.LoadCreds(filepath.Join(o.DataDir, "certs"), "node")
 	if err != nil {
 		return fmt.Errorf("loading node credentials: %w", err)
 	}
-	certs, err := ca.NewCertStore(creds)
+	certs, err := trust.NewCertStore(creds)
 	if err != nil {
 		return err
 	}
@@ -56,7 +56,7 @@ func runNode(ctx context.Context, o Options, st *State, withBootstrap bool) erro
 			return err
 		}
 	}
-	if st.Role == string(ca.RoleManager) {
+	if st.Role == string(trust.RoleManager) {
 		if err := n.startManager(ctx); err != nil {
 			return err
 		}
@@ -82,7 +82,7 @@ func runNode(ctx context.Context, o Options, st *State, withBootstrap bool) erro
 		n.printDevHint()
 	}
 	acfg := agent.Config{
-		NodeID: st.NodeID, Addr: st.AdvertiseAddr, Managers: st.Managers, Creds: manager.ClientCreds(certs),
+		NodeID: st.NodeID, Addr: st.AdvertiseAddr, Managers: st.Managers, Creds: trust.ClientCreds(certs),
 		Description: describe(o.NodeName), OnManagers: n.saveManagers, OnNode: n.onNode, Logger: o.Logger,
 	}
 	g, gctx := errgroup.WithContext(ctx)
@@ -306,7 +306,7 @@ func (n *node) joinRaft(ctx context.Context) {
 }
 
 func (n *node) callJoinRaft(ctx context.Context, addr string) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(manager.ClientCreds(n.certs)))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(trust.ClientCreds(n.certs)))
 	if err != nil {
 		return err
 	}
@@ -321,7 +321,7 @@ func (n *node) callJoinRaft(ctx context.Context, addr string) error {
 // that differs from the certificate's starts a role change.
 func (n *node) onNode(nd *shoalv1.Node) {
 	want := nd.GetSpec().GetDesiredRole()
-	if want == shoalv1.NodeRole_NODE_ROLE_UNSPECIFIED || ca.RoleFromProto(want) == n.certs.Identity().Role {
+	if want == shoalv1.NodeRole_NODE_ROLE_UNSPECIFIED || trust.RoleFromProto(want) == n.certs.Identity().Role {
 		return
 	}
 	select {
@@ -348,7 +348,7 @@ func (n *node) roleLoop(ctx context.Context) error {
 			return nil
 		case want := <-n.roleCh:
 			timer.Stop()
-			if ca.RoleFromProto(want) == n.certs.Identity().Role {
+			if trust.RoleFromProto(want) == n.certs.Identity().Role {
 				continue
 			}
 			why = "role change"

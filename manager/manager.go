@@ -18,10 +18,8 @@ import (
 	"github.com/hashicorp/raft"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	"github.com/shoal-dev/shoal/manager/controlapi"
 	"github.com/shoal-dev/shoal/manager/dispatcher"
 	"github.com/shoal-dev/shoal/manager/forward"
@@ -32,6 +30,7 @@ import (
 	"github.com/shoal-dev/shoal/manager/transport"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // Bootstrap is what the first manager writes into a new cluster.
@@ -46,7 +45,7 @@ type Config struct {
 	DataDir       string // the node's data dir; raft lives in DataDir/raft
 	ListenAddr    string // host:port to listen on
 	AdvertiseAddr string // host:port others dial
-	Certs         *ca.CertStore
+	Certs         *trust.CertStore
 	// Bootstrap is set only by `shoal init`: start a one-voter raft group and
 	// create the cluster and first node objects.
 	Bootstrap *Bootstrap
@@ -87,11 +86,6 @@ func (m *Manager) Bootstrapped() <-chan struct{} { return m.boot }
 // Store returns the raft store (valid after Ready).
 func (m *Manager) Store() *raftstore.Store { return m.store }
 
-// ClientCreds are the transport credentials a node uses to dial managers.
-func ClientCreds(certs *ca.CertStore) credentials.TransportCredentials {
-	return credentials.NewTLS(certs.ClientTLSConfig(ca.ManagerServerName, "h2"))
-}
-
 // Run serves until ctx ends.
 func (m *Manager) Run(ctx context.Context) error {
 	cfg := m.cfg
@@ -106,7 +100,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		return fmt.Errorf("advertise address %q: %w", cfg.AdvertiseAddr, err)
 	}
 	stream := transport.NewRaftStreamLayer(mux.Raft(), adv, func() *tls.Config {
-		return cfg.Certs.ClientTLSConfig(ca.ManagerServerName, "shoal-raft")
+		return cfg.Certs.ClientTLSConfig(trust.ManagerServerName, "shoal-raft")
 	})
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: stream, MaxPool: 8, Timeout: 10 * time.Second,
@@ -134,23 +128,23 @@ func (m *Manager) Run(ctx context.Context) error {
 	fwd := forward.New(store, func(addr string) (*grpc.ClientConn, error) {
 		// A forwarded reply may be a whole list (100,000 tasks are ~23 MB):
 		// above gRPC's default 4 MiB receive limit.
-		return grpc.NewClient(addr, grpc.WithTransportCredentials(ClientCreds(cfg.Certs)),
+		return grpc.NewClient(addr, grpc.WithTransportCredentials(trust.ClientCreds(cfg.Certs)),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxReplyBytes)))
 	}, cfg.Logger, "/shoal.v1.NodeCA/GetRootCA", "/shoal.v1.Dispatcher/Session", shoalv1.NodeCA_RenewNodeCertificate_FullMethodName)
 	defer fwd.Close()
 	check := StoreCheck(store)
-	ongoing := ca.StoreCheckOngoing(storeNodes(store), storeAdmins(store))
-	authz := &ca.Authorizer{Policy: ca.DefaultPolicy(), ClusterID: cfg.Certs.Identity().ClusterID,
-		Current: func(_ context.Context, id ca.Identity) (ca.Role, error) { return check(id) },
+	ongoing := trust.StoreCheckOngoing(storeNodes(store), storeAdmins(store))
+	authz := &trust.Authorizer{Policy: trust.DefaultPolicy(), ClusterID: cfg.Certs.Identity().ClusterID,
+		Current: func(_ context.Context, id trust.Identity) (trust.Role, error) { return check(id) },
 		// Streams (sessions, watches, followed logs) are asked about again
 		// every second: a demoted, removed or revoked caller loses them.
 		Recheck: time.Second,
-		Ongoing: func(_ context.Context, id ca.Identity) (ca.Role, error) { return ongoing(id) }}
+		Ongoing: func(_ context.Context, id trust.Identity) (trust.Role, error) { return ongoing(id) }}
 	raftConf := func() (raft.Configuration, error) {
 		f := store.Raft().GetConfiguration()
 		return f.Configuration(), f.Error()
 	}
-	mux.AdmitRaft(transport.RaftAdmission(raftConf, check), transport.RaftAdmission(raftConf, ca.ConnectionCheck(storeNodes(store))))
+	mux.AdmitRaft(transport.RaftAdmission(raftConf, check), transport.RaftAdmission(raftConf, trust.ConnectionCheck(storeNodes(store))))
 	srv := grpc.NewServer(
 		grpc.Creds(transport.ServerCreds()),
 		grpc.ChainUnaryInterceptor(errdefs.UnaryServerInterceptor(), authz.Unary(), fwd.Unary()),
@@ -198,14 +192,14 @@ func (m *Manager) Run(ctx context.Context) error {
 	return err
 }
 
-// StoreCheck is the certificate check of a manager (ca.StoreCheck) against
+// StoreCheck is the certificate check of a manager (trust.StoreCheck) against
 // its own store: node objects, removed node ids, admin certificates.
-func StoreCheck(store *raftstore.Store) func(ca.Identity) (ca.Role, error) {
-	return ca.StoreCheck(storeNodes(store), storeAdmins(store))
+func StoreCheck(store *raftstore.Store) func(trust.Identity) (trust.Role, error) {
+	return trust.StoreCheck(storeNodes(store), storeAdmins(store))
 }
 
 // storeAdmins reads the cluster's admin certificates from the store.
-func storeAdmins(store *raftstore.Store) ca.AdminLookup {
+func storeAdmins(store *raftstore.Store) trust.AdminLookup {
 	return func() ([]*shoalv1.AdminCertificate, bool) {
 		c, ok := raftstore.ClusterOf(store.View())
 		return c.GetAdminCerts(), ok
@@ -213,7 +207,7 @@ func storeAdmins(store *raftstore.Store) ca.AdminLookup {
 }
 
 // storeNodes looks node ids up in the store.
-func storeNodes(store *raftstore.Store) ca.NodeLookup {
+func storeNodes(store *raftstore.Store) trust.NodeLookup {
 	return func(id string) (*shoalv1.Node, bool) {
 		view := store.View()
 		if n, ok := raftstore.Get[*shoalv1.Node](view, id); ok {
@@ -228,7 +222,7 @@ func storeNodes(store *raftstore.Store) ca.NodeLookup {
 // previous certificate when it changes: the store honours a certificate on
 // gRPC calls only until the renewal after next. (Raft connections are
 // checked for membership, not serial, once admitted: they are kept.)
-func redialOnRenewal(ctx context.Context, certs *ca.CertStore, fwd *forward.Forwarder) error {
+func redialOnRenewal(ctx context.Context, certs *trust.CertStore, fwd *forward.Forwarder) error {
 	for {
 		select {
 		case <-ctx.Done():

@@ -9,8 +9,8 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/shoal-dev/shoal/agent/image"
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // DefaultPort is the agent API's port when a node is given none: the
@@ -43,12 +43,12 @@ type Config struct {
 	MaxImageBytes int64
 	// Current checks a caller's certificate against the cluster's store
 	// (a node's current serial and role, an admin certificate not revoked),
-	// as ca.Authorizer.Current; the node asks a manager (see
+	// as trust.Authorizer.Current; the node asks a manager (see
 	// daemon). Nil trusts the certificate alone (tests).
-	Current func(ctx context.Context, id ca.Identity) (ca.Role, error)
-	// Ongoing is Current for streams in progress (ca.Authorizer.Ongoing):
+	Current func(ctx context.Context, id trust.Identity) (trust.Role, error)
+	// Ongoing is Current for streams in progress (trust.Authorizer.Ongoing):
 	// it does not hold a renewal against a stream opened before it.
-	Ongoing func(ctx context.Context, id ca.Identity) (ca.Role, error)
+	Ongoing func(ctx context.Context, id trust.Identity) (trust.Role, error)
 }
 
 // DefaultMaxImageBytes caps an uploaded image archive. Images this large

@@ -11,15 +11,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/shoal-dev/shoal/agent/logs"
+	"github.com/shoal-dev/shoal/logstream"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
-
-// UnknownTaskWarning is TaskLogs' warning for a task the node does not
-// hold (never had, or has removed with its log). Callers that ask for
-// tasks which may be gone (a service's history) recognise it by equality.
-func UnknownTaskWarning(taskID, nodeID string) string {
-	return fmt.Sprintf("task %q is not on node %q (any more): its logs are not available", taskID, nodeID)
-}
 
 // TaskLogs streams the logs of the tasks asked for.
 func (s *Server) TaskLogs(req *shoalv1.TaskLogsRequest, stream shoalv1.AgentAPI_TaskLogsServer) error {
@@ -48,7 +42,7 @@ func (s *Server) TaskLogs(req *shoalv1.TaskLogsRequest, stream shoalv1.AgentAPI_
 		}
 		path := s.cfg.LogPath(id)
 		if path == "" {
-			warnings = append(warnings, UnknownTaskWarning(id, s.cfg.NodeID))
+			warnings = append(warnings, logstream.UnknownTaskWarning(id, s.cfg.NodeID))
 			continue
 		}
 		tmpl := &shoalv1.LogMessage{TaskId: id, NodeId: s.cfg.NodeID}
@@ -73,7 +67,7 @@ func (s *Server) TaskLogs(req *shoalv1.TaskLogsRequest, stream shoalv1.AgentAPI_
 		return nil
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	w := NewWarnings()
+	w := logstream.NewWarnings()
 	ins := make([]<-chan *shoalv1.LogMessage, len(srcs))
 	var wg sync.WaitGroup
 	for i, src := range srcs {
@@ -107,11 +101,11 @@ func (s *Server) TaskLogs(req *shoalv1.TaskLogsRequest, stream shoalv1.AgentAPI_
 	if o.Follow {
 		// Following, lines go out as they are written; a merge by time
 		// would hold every task back until each one has a line.
-		merged = FanIn(ctx, ins)
+		merged = logstream.FanIn(ctx, ins)
 	} else {
-		merged = MergeByTime(ctx, ins)
+		merged = logstream.MergeByTime(ctx, ins)
 	}
-	if err := SendBatches(ctx, merged, w, stream.Send); err != nil {
+	if err := logstream.SendBatches(ctx, merged, w, stream.Send); err != nil {
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
 		}

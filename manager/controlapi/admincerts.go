@@ -10,9 +10,9 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // Admin certificates are objects: the cluster lists every one it issued
@@ -72,7 +72,7 @@ func (s *Server) CreateAdminCertificate(ctx context.Context, req *shoalv1.Create
 		if len(keep) >= MaxAdminCerts {
 			return errdefs.FailedPreconditionf("the cluster already lists %d admin certificates, the most it keeps", len(keep))
 		}
-		root, err := ca.LoadCA(c.GetCaCertPem(), c.GetCaKeyPem())
+		root, err := trust.LoadCA(c.GetCaCertPem(), c.GetCaKeyPem())
 		if err != nil {
 			return err
 		}
@@ -80,7 +80,7 @@ func (s *Server) CreateAdminCertificate(ctx context.Context, req *shoalv1.Create
 		if err != nil {
 			return errdefs.InvalidArgumentf("csr_pem: %v", err)
 		}
-		obj, err := ca.AdminCertificateOf(certPEM)
+		obj, err := trust.AdminCertificateOf(certPEM)
 		if err != nil {
 			return err
 		}

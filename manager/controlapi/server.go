@@ -7,9 +7,9 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // Server implements shoalv1.ControlServer on top of the replicated store.
@@ -81,11 +81,11 @@ func (s *Server) RotateJoinToken(ctx context.Context, req *shoalv1.RotateJoinTok
 		if err != nil {
 			return err
 		}
-		digest, err := ca.DigestOf(c.GetCaCertPem())
+		digest, err := trust.DigestOf(c.GetCaCertPem())
 		if err != nil {
 			return err
 		}
-		token, err = ca.NewJoinToken(digest)
+		token, err = trust.NewJoinToken(digest)
 		if err != nil {
 			return err
 		}

@@ -14,9 +14,9 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // Defaults for the cluster settings of the same names: a node is DOWN after
@@ -322,10 +322,10 @@ func (d *Dispatcher) leaderUnavailable() error {
 	return errdefs.NotLeader(addr)
 }
 
-func (d *Dispatcher) identity(ctx context.Context) (ca.Identity, error) {
-	id, ok := ca.IdentityFrom(ctx)
-	if !ok || (id.Role != ca.RoleWorker && id.Role != ca.RoleManager) {
-		return ca.Identity{}, errdefs.PermissionDeniedf("a node certificate is required for a dispatcher session")
+func (d *Dispatcher) identity(ctx context.Context) (trust.Identity, error) {
+	id, ok := trust.IdentityFrom(ctx)
+	if !ok || (id.Role != trust.RoleWorker && id.Role != trust.RoleManager) {
+		return trust.Identity{}, errdefs.PermissionDeniedf("a node certificate is required for a dispatcher session")
 	}
 	return id, nil
 }

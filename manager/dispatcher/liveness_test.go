@@ -16,9 +16,9 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 func TestVerdict(t *testing.T) {
@@ -111,7 +111,7 @@ func startLive(t *testing.T, settings *shoalv1.ClusterSettings, nodes ...string)
 	}
 	srv := grpc.NewServer(grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 		md, _ := metadataFrom(ss.Context())
-		ctx := ca.WithIdentity(ss.Context(), ca.Identity{NodeID: md, Role: ca.RoleWorker})
+		ctx := trust.WithIdentity(ss.Context(), trust.Identity{NodeID: md, Role: trust.RoleWorker})
 		return h(srv, &identityStream{ServerStream: ss, ctx: ctx})
 	}))
 	shoalv1.RegisterDispatcherServer(srv, d)

@@ -9,9 +9,9 @@ import (
 
 	"github.com/shoal-dev/shoal/errdefs"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // session is one node's open stream.
@@ -297,7 +297,7 @@ func errString(err error) string {
 // removedError is the refusal of a removed node: ErrNodeRemoved travels as
 // a detail, so the agent stops instead of retrying.
 func removedError(nodeID string) error {
-	return errdefs.NodeRemovedf("node %q %s; its certificate is no longer accepted", nodeID, ca.RemovedReason)
+	return errdefs.NodeRemovedf("node %q %s; its certificate is no longer accepted", nodeID, trust.RemovedReason)
 }
 
 // removed reports whether nodeID was removed with `node rm`.

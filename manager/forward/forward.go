@@ -27,7 +27,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
-	"github.com/shoal-dev/shoal/manager/ca"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // forwardedWait bounds how long a manager that receives a forwarded call
@@ -182,8 +182,8 @@ func checkForwarder(ctx context.Context) error {
 	if !ok || (len(md.Get(mdForwarded)) == 0 && len(md.Get(mdForwardedFor)) == 0) {
 		return nil
 	}
-	id, ok := ca.IdentityFrom(ctx)
-	if ok && id.Role == ca.RoleManager {
+	id, ok := trust.IdentityFrom(ctx)
+	if ok && id.Role == trust.RoleManager {
 		return nil
 	}
 	who := "an anonymous caller"
@@ -313,20 +313,20 @@ func (f *Forwarder) newReply(fullMethod string) (proto.Message, error) {
 // the direct peer against the store, and the forwarding manager checked the
 // original caller against its own), else the direct peer. Handlers that
 // issue something for "the caller's own node" (certificate renewal) must
-// use ca.IdentityFrom instead: a node acts only for itself.
-func Identity(ctx context.Context) (ca.Identity, bool) {
-	id, ok := ca.IdentityFrom(ctx)
+// use trust.IdentityFrom instead: a node acts only for itself.
+func Identity(ctx context.Context) (trust.Identity, bool) {
+	id, ok := trust.IdentityFrom(ctx)
 	if !ok {
-		return ca.Identity{}, false
+		return trust.Identity{}, false
 	}
-	if id.Role != ca.RoleManager {
+	if id.Role != trust.RoleManager {
 		return id, true
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	if v := md.Get(mdForwardedFor); len(v) == 1 {
 		parts := strings.SplitN(v[0], "/", 3)
 		if len(parts) == 3 {
-			return ca.Identity{NodeID: parts[0], Role: ca.Role(parts[1]), ClusterID: parts[2]}, true
+			return trust.Identity{NodeID: parts[0], Role: trust.Role(parts[1]), ClusterID: parts[2]}, true
 		}
 	}
 	return id, true

@@ -14,10 +14,10 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 
-	"github.com/shoal-dev/shoal/agent/agentapi"
-	"github.com/shoal-dev/shoal/manager/ca"
+	"github.com/shoal-dev/shoal/logstream"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // Store is what the broker reads: the manager's local view, and its watch
@@ -32,7 +32,7 @@ type Config struct {
 	Store Store
 	// Certs are the manager's node credentials; agents are dialled with
 	// them.
-	Certs  *ca.CertStore
+	Certs  *trust.CertStore
 	Logger *slog.Logger
 	// ReachTimeout bounds how long a node may take to answer (dial, TLS,
 	// response headers) before it is reported and skipped; zero means
@@ -65,7 +65,7 @@ func New(cfg Config) *Broker {
 	b.dial = func(addr, nodeID string) (*grpc.ClientConn, error) {
 		// The client configuration is taken per dial: it presents the
 		// manager's current certificate (promotion, renewal).
-		return agentapi.Dial(addr, nodeID, cfg.Certs.ClientTLSConfig("", ca.ALPNGRPC),
+		return logstream.Dial(addr, nodeID, cfg.Certs.ClientTLSConfig("", trust.ALPNGRPC),
 			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}))
 	}
 	return b
@@ -215,7 +215,7 @@ func (b *Broker) ServiceLogs(req *shoalv1.LogsRequest, stream shoalv1.Logs_Servi
 	if err := stream.SendHeader(metadata.MD{}); err != nil {
 		return err
 	}
-	w := agentapi.NewWarnings()
+	w := logstream.NewWarnings()
 	for _, msg := range rq.warnings {
 		w.Add(msg)
 	}
@@ -241,7 +241,7 @@ func (b *Broker) ServiceLogs(req *shoalv1.LogsRequest, stream shoalv1.Logs_Servi
 				b.streamNode(ctx, node, groups[id], opts, rq.quiet, ch, w)
 			}()
 		}
-		err := agentapi.SendBatches(ctx, agentapi.MergeByTime(ctx, ins), w, stream.Send)
+		err := logstream.SendBatches(ctx, logstream.MergeByTime(ctx, ins), w, stream.Send)
 		cancel()
 		return err
 	}
@@ -277,7 +277,7 @@ func (b *Broker) ServiceLogs(req *shoalv1.LogsRequest, stream shoalv1.Logs_Servi
 		producers.Wait()
 		close(out)
 	}()
-	err = agentapi.SendBatches(ctx, out, w, stream.Send)
+	err = logstream.SendBatches(ctx, out, w, stream.Send)
 	cancel()
 	return err
 }

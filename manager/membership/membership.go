@@ -19,10 +19,10 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	"github.com/shoal-dev/shoal/manager/forward"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // Server implements shoalv1.RaftMembershipServer and the leader reconciler.
@@ -40,7 +40,7 @@ func New(store *raftstore.Store, logger *slog.Logger) *Server {
 // JoinRaft adds the calling manager node to the raft group as a voter.
 func (s *Server) JoinRaft(ctx context.Context, req *shoalv1.JoinRaftRequest) (*shoalv1.JoinRaftResponse, error) {
 	id, ok := forward.Identity(ctx)
-	if !ok || id.Role != ca.RoleManager {
+	if !ok || id.Role != trust.RoleManager {
 		return nil, errdefs.PermissionDeniedf("only nodes with a manager certificate join raft")
 	}
 	if req.GetAddr() == "" {
@@ -48,7 +48,7 @@ func (s *Server) JoinRaft(ctx context.Context, req *shoalv1.JoinRaftRequest) (*s
 	}
 	n, ok := raftstore.Get[*shoalv1.Node](s.store.View(), id.NodeID)
 	if !ok {
-		return nil, errdefs.NodeRemovedf("node %q %s", id.NodeID, ca.RemovedReason)
+		return nil, errdefs.NodeRemovedf("node %q %s", id.NodeID, trust.RemovedReason)
 	}
 	if n.GetSpec().GetDesiredRole() != shoalv1.NodeRole_NODE_ROLE_MANAGER {
 		return nil, errdefs.FailedPreconditionf("node %q is not meant to be a manager", id.NodeID)

@@ -17,9 +17,9 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // DefaultCertTTL is a node certificate's lifetime unless the cluster says
@@ -73,7 +73,7 @@ func (s *Server) IssueNodeCertificate(ctx context.Context, req *shoalv1.IssueNod
 	if err != nil {
 		return nil, err
 	}
-	root, err := ca.LoadCA(c.GetCaCertPem(), c.GetCaKeyPem())
+	root, err := trust.LoadCA(c.GetCaCertPem(), c.GetCaKeyPem())
 	if err != nil {
 		return nil, errdefs.Internalf("loading the cluster CA: %v", err)
 	}
@@ -99,12 +99,12 @@ func (s *Server) IssueNodeCertificate(ctx context.Context, req *shoalv1.IssueNod
 }
 
 // tokenRole checks a join token against the cluster's current tokens.
-func tokenRole(c *shoalv1.Cluster, token string) (ca.Role, error) {
-	digest, _, err := ca.ParseJoinToken(token)
+func tokenRole(c *shoalv1.Cluster, token string) (trust.Role, error) {
+	digest, _, err := trust.ParseJoinToken(token)
 	if err != nil {
 		return "", errdefs.InvalidArgument(err)
 	}
-	want, err := ca.DigestOf(c.GetCaCertPem())
+	want, err := trust.DigestOf(c.GetCaCertPem())
 	if err != nil {
 		return "", errdefs.Internalf("cluster CA: %v", err)
 	}
@@ -112,10 +112,10 @@ func tokenRole(c *shoalv1.Cluster, token string) (ca.Role, error) {
 		return "", errdefs.PermissionDeniedf("the join token pins a different CA than this cluster's")
 	}
 	switch {
-	case ca.TokenEqual(token, c.GetTokens().GetWorker()):
-		return ca.RoleWorker, nil
-	case ca.TokenEqual(token, c.GetTokens().GetManager()):
-		return ca.RoleManager, nil
+	case trust.TokenEqual(token, c.GetTokens().GetWorker()):
+		return trust.RoleWorker, nil
+	case trust.TokenEqual(token, c.GetTokens().GetManager()):
+		return trust.RoleManager, nil
 	}
 	return "", errdefs.PermissionDeniedf("the join token is not valid for this cluster (was it rotated?)")
 }
@@ -136,14 +136,14 @@ func (s *Server) RenewNodeCertificate(ctx context.Context, req *shoalv1.RenewNod
 	if err != nil {
 		return nil, err
 	}
-	root, err := ca.LoadCA(c.GetCaCertPem(), c.GetCaKeyPem())
+	root, err := trust.LoadCA(c.GetCaCertPem(), c.GetCaKeyPem())
 	if err != nil {
 		return nil, errdefs.Internalf("loading the cluster CA: %v", err)
 	}
-	id, ok := ca.IdentityFrom(ctx)
+	id, ok := trust.IdentityFrom(ctx)
 	proof := false
 	switch {
-	case ok && id.Role == ca.RoleAdmin:
+	case ok && id.Role == trust.RoleAdmin:
 		return nil, errdefs.PermissionDeniedf("only nodes renew node certificates")
 	case ok:
 	case len(req.GetOldCertPem()) > 0:
@@ -158,14 +158,14 @@ func (s *Server) RenewNodeCertificate(ctx context.Context, req *shoalv1.RenewNod
 	_, err = s.store.Update(ctx, func(tx raftstore.WriteTx) error {
 		n, ok := raftstore.Get[*shoalv1.Node](tx, id.NodeID)
 		if !ok {
-			return errdefs.NodeRemovedf("node %q %s", id.NodeID, ca.RemovedReason)
+			return errdefs.NodeRemovedf("node %q %s", id.NodeID, trust.RemovedReason)
 		}
-		if proof && (id.Serial != n.GetCertSerial() || ca.RoleFromProto(n.GetRole()) != id.Role) {
+		if proof && (id.Serial != n.GetCertSerial() || trust.RoleFromProto(n.GetRole()) != id.Role) {
 			// Only the newest certificate may come back from expiry: an
 			// older one was replaced, maybe because it leaked.
 			return errdefs.PermissionDeniedf("old_cert_pem: certificate %s is not node %q's current certificate", id.Serial, id.NodeID)
 		}
-		role := ca.RoleFromProto(n.GetSpec().GetDesiredRole())
+		role := trust.RoleFromProto(n.GetSpec().GetDesiredRole())
 		certPEM, serial, err := root.SignCSR(req.GetCsrPem(), id.NodeID, role, certTTL(c))
 		if err != nil {
 			return errdefs.InvalidArgumentf("csr_pem: %v", err)

@@ -15,10 +15,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/spf13/cobra"
 
-	"github.com/shoal-dev/shoal/agent/agentapi"
 	"github.com/shoal-dev/shoal/client"
-	"github.com/shoal-dev/shoal/manager/ca"
+	"github.com/shoal-dev/shoal/logstream"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // imageChunk is the size of one LoadImage message: well under gRPC's 4 MB
@@ -110,13 +110,13 @@ func (a *app) withAgent(cmd *cobra.Command, node string, f func(ag shoalv1.Agent
 	if err != nil {
 		return err
 	}
-	// The server name is checked by agentapi.ClientTLSConfig instead: the
+	// The server name is checked by logstream.ClientTLSConfig instead: the
 	// certificate must be the node's (see there).
-	base, err := ca.ClientTLSConfigFromCreds(creds, ca.ManagerServerName)
+	base, err := trust.ClientTLSConfigFromCreds(creds, trust.ManagerServerName)
 	if err != nil {
 		return err
 	}
-	conn, err := agentapi.Dial(t.addr, t.nodeID, base)
+	conn, err := logstream.Dial(t.addr, t.nodeID, base)
 	if err != nil {
 		return err
 	}

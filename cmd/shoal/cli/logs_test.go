@@ -17,9 +17,9 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/shoal-dev/shoal/manager/ca"
-	"github.com/shoal-dev/shoal/manager/ca/catest"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
+	"github.com/shoal-dev/shoal/trust/trusttest"
 )
 
 func TestLogsOptions(t *testing.T) {
@@ -146,7 +146,7 @@ func (f *fakeManager) ServiceLogs(req *shoalv1.LogsRequest, st shoalv1.Logs_Serv
 // cliCluster is a CA, admin credentials in a cert dir and a fake manager.
 type cliCluster struct {
 	t       *testing.T
-	root    *ca.CA
+	root    *trust.CA
 	certDir string
 	mgr     *fakeManager
 	addr    string
@@ -154,7 +154,7 @@ type cliCluster struct {
 
 func newCLICluster(t *testing.T) *cliCluster {
 	t.Helper()
-	root, err := ca.NewRootCA("c1")
+	root, err := trust.NewRootCA("c1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,14 +163,14 @@ func newCLICluster(t *testing.T) *cliCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := ca.SaveCreds(c.certDir, "admin", &ca.Creds{CACertPEM: root.CertPEM(), CertPEM: certPEM, KeyPEM: keyPEM}); err != nil {
+	if err := trust.SaveCreds(c.certDir, "admin", &trust.Creds{CACertPEM: root.CertPEM(), CertPEM: certPEM, KeyPEM: keyPEM}); err != nil {
 		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(c.nodeCerts("m1", ca.RoleManager).ServerTLSConfig())),
+	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(c.nodeCerts("m1", trust.RoleManager).ServerTLSConfig())),
 		grpc.ChainUnaryInterceptor(errdefs.UnaryServerInterceptor()), grpc.ChainStreamInterceptor(errdefs.StreamServerInterceptor()))
 	shoalv1.RegisterControlServer(g, c.mgr)
 	shoalv1.RegisterLogsServer(g, c.mgr)
@@ -180,8 +180,8 @@ func newCLICluster(t *testing.T) *cliCluster {
 	return c
 }
 
-func (c *cliCluster) nodeCerts(id string, role ca.Role) *ca.CertStore {
-	return catest.NodeCerts(c.t, c.root, id, role)
+func (c *cliCluster) nodeCerts(id string, role trust.Role) *trust.CertStore {
+	return trusttest.NodeCerts(c.t, c.root, id, role)
 }
 
 // run runs the CLI against the fake manager.

@@ -1,7 +1,8 @@
-package agentapi
+package logstream
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -9,13 +10,13 @@ import (
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
-// Batching of log responses: a message goes out when it holds batchLines
-// lines or when its first line has waited batchDelay, whichever comes
+// Batching of log responses: a message goes out when it holds BatchLines
+// lines or when its first line has waited BatchDelay, whichever comes
 // first, so a busy log costs few messages and a quiet one is still seen at
 // once.
 const (
-	batchLines = 256
-	batchDelay = 50 * time.Millisecond
+	BatchLines = 256
+	BatchDelay = 50 * time.Millisecond
 )
 
 // Warnings collects warnings raised while streaming; SendBatches takes
@@ -40,6 +41,13 @@ func (w *Warnings) Add(msg string) {
 	}
 }
 
+// UnknownTaskWarning is the agent API's (TaskLogs') warning for a task the node does not
+// hold (never had, or has removed with its log). Callers that ask for
+// tasks which may be gone (a service's history) recognise it by equality.
+func UnknownTaskWarning(taskID, nodeID string) string {
+	return fmt.Sprintf("task %q is not on node %q (any more): its logs are not available", taskID, nodeID)
+}
+
 func (w *Warnings) take() []string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -53,7 +61,7 @@ func (w *Warnings) take() []string {
 // fails.
 func SendBatches(ctx context.Context, in <-chan *shoalv1.LogMessage, w *Warnings, send func(*shoalv1.LogsResponse) error) error {
 	var batch []*shoalv1.LogMessage
-	timer := time.NewTimer(batchDelay)
+	timer := time.NewTimer(BatchDelay)
 	timer.Stop()
 	flush := func() error {
 		warnings := w.take()
@@ -72,10 +80,10 @@ func SendBatches(ctx context.Context, in <-chan *shoalv1.LogMessage, w *Warnings
 				return flush()
 			}
 			if len(batch) == 0 {
-				timer.Reset(batchDelay)
+				timer.Reset(BatchDelay)
 			}
 			batch = append(batch, m)
-			if len(batch) >= batchLines {
+			if len(batch) >= BatchLines {
 				if err := flush(); err != nil {
 					return err
 				}

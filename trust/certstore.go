@@ -1,4 +1,4 @@
-package ca
+package trust
 
 import (
 	"crypto/tls"
@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+
+	"google.golang.org/grpc/credentials"
 )
 
 // CertStore holds a node's current credentials and hands out TLS
@@ -158,4 +160,10 @@ func (s *CertStore) ClientTLSConfig(serverName, alpn string) *tls.Config {
 		conf.NextProtos = []string{alpn}
 	}
 	return conf
+}
+
+// ClientCreds are the transport credentials a node uses to dial managers
+// over gRPC (the manager's and the daemon's connections to the leader).
+func ClientCreds(certs *CertStore) credentials.TransportCredentials {
+	return credentials.NewTLS(certs.ClientTLSConfig(ManagerServerName, "h2"))
 }

@@ -1,4 +1,4 @@
-package ca
+package trust
 
 import (
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"

@@ -1,4 +1,4 @@
-package ca_test
+package trust_test
 
 import (
 	"errors"
@@ -6,21 +6,21 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/shoal-dev/shoal/manager/ca"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 var tokenShape = regexp.MustCompile(`^SHOAL-1-[0-9a-f]{64}-[a-z2-7]{26}$`)
 
 func TestJoinTokenRoundTrip(t *testing.T) {
 	root := newRoot(t, "c")
-	tok, err := ca.NewJoinToken(root.Digest())
+	tok, err := trust.NewJoinToken(root.Digest())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !tokenShape.MatchString(tok) {
 		t.Fatalf("token %q does not have the token shape", tok)
 	}
-	digest, secret, err := ca.ParseJoinToken(tok)
+	digest, secret, err := trust.ParseJoinToken(tok)
 	if err != nil {
 		t.Fatalf("ParseJoinToken: %v", err)
 	}
@@ -28,10 +28,10 @@ func TestJoinTokenRoundTrip(t *testing.T) {
 		t.Errorf("parsed %q, %q from %q", digest, secret, tok)
 	}
 	// A pasted token with its newline still parses.
-	if d, _, err := ca.ParseJoinToken(" " + tok + "\n"); err != nil || d != digest {
+	if d, _, err := trust.ParseJoinToken(" " + tok + "\n"); err != nil || d != digest {
 		t.Errorf("ParseJoinToken with white space = %q, %v", d, err)
 	}
-	tok2, err := ca.NewJoinToken(root.Digest())
+	tok2, err := trust.NewJoinToken(root.Digest())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +42,7 @@ func TestJoinTokenRoundTrip(t *testing.T) {
 
 func TestNewJoinTokenRejectsBadDigest(t *testing.T) {
 	for _, d := range []string{"", "abc", strings.Repeat("A", 64), strings.Repeat("g", 64)} {
-		if tok, err := ca.NewJoinToken(d); err == nil {
+		if tok, err := trust.NewJoinToken(d); err == nil {
 			t.Errorf("NewJoinToken(%q) = %q, want an error", d, tok)
 		}
 	}
@@ -68,11 +68,11 @@ func TestParseJoinTokenMalformed(t *testing.T) {
 		{"unknown version", "SHOAL-2-" + digest + "-" + secret, false, `version "2"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, _, err := ca.ParseJoinToken(tc.tok)
+			_, _, err := trust.ParseJoinToken(tc.tok)
 			if err == nil {
 				t.Fatalf("ParseJoinToken(%q) succeeded", tc.tok)
 			}
-			if errors.Is(err, ca.ErrMalformedToken) != tc.malformed {
+			if errors.Is(err, trust.ErrMalformedToken) != tc.malformed {
 				t.Errorf("errors.Is(%v, ErrMalformedToken) = %v", err, !tc.malformed)
 			}
 			if !strings.Contains(err.Error(), tc.want) {
@@ -83,7 +83,7 @@ func TestParseJoinTokenMalformed(t *testing.T) {
 			}
 		})
 	}
-	if _, _, err := ca.ParseJoinToken("x"); err == nil || err.Error() != "join token is malformed: want SHOAL-1-<ca digest>-<secret>" {
+	if _, _, err := trust.ParseJoinToken("x"); err == nil || err.Error() != "join token is malformed: want SHOAL-1-<ca digest>-<secret>" {
 		t.Errorf("malformed error = %v", err)
 	}
 }
@@ -99,7 +99,7 @@ func TestTokenEqual(t *testing.T) {
 		{"", "", true},
 		{"", "x", false},
 	} {
-		if got := ca.TokenEqual(tc.a, tc.b); got != tc.want {
+		if got := trust.TokenEqual(tc.a, tc.b); got != tc.want {
 			t.Errorf("TokenEqual(%q, %q) = %v", tc.a, tc.b, got)
 		}
 	}

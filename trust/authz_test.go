@@ -1,4 +1,4 @@
-package ca_test
+package trust_test
 
 import (
 	"context"
@@ -17,25 +17,25 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 func TestPolicyLookup(t *testing.T) {
-	p := ca.DefaultPolicy()
+	p := trust.DefaultPolicy()
 	for _, tc := range []struct {
 		method string
-		roles  []ca.Role
+		roles  []trust.Role
 		ok     bool
 	}{
-		{shoalv1.Control_ListNodes_FullMethodName, []ca.Role{ca.RoleManager, ca.RoleAdmin}, true},
-		{shoalv1.Control_Watch_FullMethodName, []ca.Role{ca.RoleManager, ca.RoleAdmin}, true},
-		{shoalv1.Dispatcher_Session_FullMethodName, []ca.Role{ca.RoleWorker, ca.RoleManager}, true},
+		{shoalv1.Control_ListNodes_FullMethodName, []trust.Role{trust.RoleManager, trust.RoleAdmin}, true},
+		{shoalv1.Control_Watch_FullMethodName, []trust.Role{trust.RoleManager, trust.RoleAdmin}, true},
+		{shoalv1.Dispatcher_Session_FullMethodName, []trust.Role{trust.RoleWorker, trust.RoleManager}, true},
 		{shoalv1.NodeCA_GetRootCA_FullMethodName, nil, true},
 		{shoalv1.NodeCA_IssueNodeCertificate_FullMethodName, nil, true},
 		{shoalv1.NodeCA_RenewNodeCertificate_FullMethodName, nil, true}, // the handler decides (expired certificates)
-		{shoalv1.Control_GetNode_FullMethodName, []ca.Role{ca.RoleWorker, ca.RoleManager, ca.RoleAdmin}, true},
-		{shoalv1.RaftMembership_JoinRaft_FullMethodName, []ca.Role{ca.RoleManager}, true},
+		{shoalv1.Control_GetNode_FullMethodName, []trust.Role{trust.RoleWorker, trust.RoleManager, trust.RoleAdmin}, true},
+		{shoalv1.RaftMembership_JoinRaft_FullMethodName, []trust.Role{trust.RoleManager}, true},
 		{"/shoal.v1.NodeCA/SomethingNew", nil, false},
 		{"/shoal.v1.Controller/ListNodes", nil, false}, // a prefix, but not of the service
 		{"/grpc.health.v1.Health/Check", nil, false},
@@ -61,7 +61,7 @@ func TestPolicyLookup(t *testing.T) {
 		}
 	}
 	// An exact method wins over its service's prefix.
-	p = ca.Policy{"/s/": {ca.RoleAdmin}, "/s/Open": nil}
+	p = trust.Policy{"/s/": {trust.RoleAdmin}, "/s/Open": nil}
 	if roles, ok := p.Lookup("/s/Open"); !ok || roles != nil {
 		t.Errorf("exact key lost to the prefix: %v %v", roles, ok)
 	}
@@ -82,22 +82,22 @@ func peerCtx(leaf *x509.Certificate) context.Context {
 // branch; TestAuthorizerOverMux below does the same over real connections.
 func TestAuthorizerDecisions(t *testing.T) {
 	root := newRoot(t, "c1")
-	leaf := func(id string, role ca.Role) *x509.Certificate {
+	leaf := func(id string, role trust.Role) *x509.Certificate {
 		return parseCert(t, nodeCreds(t, root, id, role).CertPEM)
 	}
-	manager, worker, gone := leaf("m1", ca.RoleManager), leaf("w1", ca.RoleWorker), leaf("gone", ca.RoleWorker)
-	unknown := leaf("w-new", ca.RoleWorker)
+	manager, worker, gone := leaf("m1", trust.RoleManager), leaf("w1", trust.RoleWorker), leaf("gone", trust.RoleWorker)
+	unknown := leaf("w-new", trust.RoleWorker)
 	admin := parseCert(t, adminCreds(t, root).CertPEM)
-	otherCluster := parseCert(t, nodeCreds(t, newRoot(t, "c2"), "m9", ca.RoleManager).CertPEM)
-	a := &ca.Authorizer{
-		Policy:    ca.DefaultPolicy(),
+	otherCluster := parseCert(t, nodeCreds(t, newRoot(t, "c2"), "m9", trust.RoleManager).CertPEM)
+	a := &trust.Authorizer{
+		Policy:    trust.DefaultPolicy(),
 		ClusterID: "c1",
-		Current: func(_ context.Context, id ca.Identity) (ca.Role, error) {
+		Current: func(_ context.Context, id trust.Identity) (trust.Role, error) {
 			switch id.NodeID {
 			case "gone":
-				return "", fmt.Errorf("node %q: %w", id.NodeID, ca.ErrNodeRemoved)
+				return "", fmt.Errorf("node %q: %w", id.NodeID, trust.ErrNodeRemoved)
 			case "w-new":
-				return "", fmt.Errorf("node %q: %w", id.NodeID, ca.ErrNodeUnknown)
+				return "", fmt.Errorf("node %q: %w", id.NodeID, trust.ErrNodeUnknown)
 			}
 			return id.Role, nil
 		},
@@ -109,12 +109,12 @@ func TestAuthorizerDecisions(t *testing.T) {
 		method string
 		code   codes.Code
 		msg    string
-		want   *ca.Identity // identity seen by the handler
+		want   *trust.Identity // identity seen by the handler
 	}{
 		{"no cert", nil, listNodes, codes.Unauthenticated, "a client certificate issued by the cluster CA is required for /shoal.v1.Control/ListNodes", nil},
 		{"worker on control", worker, listNodes, codes.PermissionDenied, "role worker may not call /shoal.v1.Control/ListNodes (needs manager or admin)", nil},
-		{"manager on control", manager, listNodes, codes.OK, "", &ca.Identity{NodeID: "m1", ClusterID: "c1", Role: ca.RoleManager}},
-		{"admin on control", admin, listNodes, codes.OK, "", &ca.Identity{NodeID: "admin", ClusterID: "c1", Role: ca.RoleAdmin}},
+		{"manager on control", manager, listNodes, codes.OK, "", &trust.Identity{NodeID: "m1", ClusterID: "c1", Role: trust.RoleManager}},
+		{"admin on control", admin, listNodes, codes.OK, "", &trust.Identity{NodeID: "admin", ClusterID: "c1", Role: trust.RoleAdmin}},
 		{"removed node", gone, shoalv1.Dispatcher_Session_FullMethodName, codes.PermissionDenied, `node "gone" has been removed from the cluster; its certificate is no longer accepted`, nil},
 		{"removed node on a method its role may not call: told it is removed", gone, listNodes, codes.PermissionDenied, `node "gone" has been removed from the cluster; its certificate is no longer accepted`, nil},
 		{"node not known yet: retryable, not removed", unknown, shoalv1.Dispatcher_Session_FullMethodName, codes.Unavailable, `worker "w-new" is not known to this server yet: node "w-new": node not known`, nil},
@@ -122,13 +122,13 @@ func TestAuthorizerDecisions(t *testing.T) {
 		{"admin on raft membership", admin, shoalv1.RaftMembership_JoinRaft_FullMethodName, codes.PermissionDenied, "role admin may not call /shoal.v1.RaftMembership/JoinRaft (needs manager)", nil},
 		{"unknown method", manager, "/shoal.v1.Control2/X", codes.PermissionDenied, "/shoal.v1.Control2/X is not allowed by the authorization policy", nil},
 		{"open method without cert", nil, shoalv1.NodeCA_GetRootCA_FullMethodName, codes.OK, "", nil},
-		{"open method names a valid caller", worker, shoalv1.NodeCA_GetRootCA_FullMethodName, codes.OK, "", &ca.Identity{NodeID: "w1", ClusterID: "c1", Role: ca.RoleWorker}},
+		{"open method names a valid caller", worker, shoalv1.NodeCA_GetRootCA_FullMethodName, codes.OK, "", &trust.Identity{NodeID: "w1", ClusterID: "c1", Role: trust.RoleWorker}},
 		{"open method, removed caller passes anonymously", gone, shoalv1.NodeCA_IssueNodeCertificate_FullMethodName, codes.OK, "", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var seen *ca.Identity
+			var seen *trust.Identity
 			handler := func(ctx context.Context, _ any) (any, error) {
-				if id, ok := ca.IdentityFrom(ctx); ok {
+				if id, ok := trust.IdentityFrom(ctx); ok {
 					seen = &id
 				}
 				return "ok", nil
@@ -160,19 +160,19 @@ func checkStatus(t *testing.T, err error, code codes.Code, msg string) {
 // the identity each handler would see.
 type identityRecorder struct {
 	mu   sync.Mutex // guards last
-	last *ca.Identity
+	last *trust.Identity
 }
 
 func (r *identityRecorder) record(ctx context.Context) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.last = nil
-	if id, ok := ca.IdentityFrom(ctx); ok {
+	if id, ok := trust.IdentityFrom(ctx); ok {
 		r.last = &id
 	}
 }
 
-func (r *identityRecorder) take() *ca.Identity {
+func (r *identityRecorder) take() *trust.Identity {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	id := r.last
@@ -182,15 +182,15 @@ func (r *identityRecorder) take() *ca.Identity {
 
 func TestAuthorizerOverMux(t *testing.T) {
 	root := newRoot(t, "c1")
-	server := newStore(t, nodeCreds(t, root, "m0", ca.RoleManager))
-	policy := ca.Policy{
-		healthpb.Health_Check_FullMethodName: {ca.RoleManager, ca.RoleAdmin},
-		healthpb.Health_Watch_FullMethodName: {ca.RoleManager},
+	server := newStore(t, nodeCreds(t, root, "m0", trust.RoleManager))
+	policy := trust.Policy{
+		healthpb.Health_Check_FullMethodName: {trust.RoleManager, trust.RoleAdmin},
+		healthpb.Health_Watch_FullMethodName: {trust.RoleManager},
 		// Health/List is deliberately missing: denied.
 	}
-	authz := &ca.Authorizer{Policy: policy, ClusterID: "c1", Current: func(_ context.Context, id ca.Identity) (ca.Role, error) {
+	authz := &trust.Authorizer{Policy: policy, ClusterID: "c1", Current: func(_ context.Context, id trust.Identity) (trust.Role, error) {
 		if id.NodeID == "gone" {
-			return "", fmt.Errorf("node %q: %w", id.NodeID, ca.ErrNodeRemoved)
+			return "", fmt.Errorf("node %q: %w", id.NodeID, trust.ErrNodeRemoved)
 		}
 		return id.Role, nil
 	}}
@@ -208,14 +208,14 @@ func TestAuthorizerOverMux(t *testing.T) {
 		}),
 	)
 
-	clientConf := func(c *ca.Creds) *tls.Config {
+	clientConf := func(c *trust.Creds) *tls.Config {
 		if c == nil { // a joining node: trusts the CA, has no certificate
-			return &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: root.Pool(), ServerName: ca.ManagerServerName}
+			return &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: root.Pool(), ServerName: trust.ManagerServerName}
 		}
-		return newStore(t, c).ClientTLSConfig(ca.ManagerServerName, ca.ALPNGRPC)
+		return newStore(t, c).ClientTLSConfig(trust.ManagerServerName, trust.ALPNGRPC)
 	}
-	foreign := nodeCreds(t, newRoot(t, "c1"), "m1", ca.RoleManager) // same cluster id, other CA
-	foreignConf := newStore(t, foreign).ClientTLSConfig(ca.ManagerServerName, ca.ALPNGRPC)
+	foreign := nodeCreds(t, newRoot(t, "c1"), "m1", trust.RoleManager) // same cluster id, other CA
+	foreignConf := newStore(t, foreign).ClientTLSConfig(trust.ManagerServerName, trust.ALPNGRPC)
 	foreignConf.RootCAs = root.Pool() // it trusts our server; we must not trust it
 
 	const check = healthpb.Health_Check_FullMethodName
@@ -225,16 +225,16 @@ func TestAuthorizerOverMux(t *testing.T) {
 		method string // Check, List or Watch
 		code   codes.Code
 		msg    string // exact status message, if set
-		want   *ca.Identity
+		want   *trust.Identity
 	}{
 		{"no cert", clientConf(nil), check, codes.Unauthenticated, "a client certificate issued by the cluster CA is required for " + check, nil},
-		{"worker on manager-only", clientConf(nodeCreds(t, root, "w1", ca.RoleWorker)), check, codes.PermissionDenied, "role worker may not call " + check + " (needs manager or admin)", nil},
-		{"manager", clientConf(nodeCreds(t, root, "m1", ca.RoleManager)), check, codes.OK, "", &ca.Identity{NodeID: "m1", ClusterID: "c1", Role: ca.RoleManager}},
-		{"admin", clientConf(adminCreds(t, root)), check, codes.OK, "", &ca.Identity{NodeID: "admin", ClusterID: "c1", Role: ca.RoleAdmin}},
-		{"removed node", clientConf(nodeCreds(t, root, "gone", ca.RoleManager)), check, codes.PermissionDenied, `node "gone" has been removed from the cluster; its certificate is no longer accepted`, nil},
-		{"method outside the policy", clientConf(nodeCreds(t, root, "m1", ca.RoleManager)), healthpb.Health_List_FullMethodName, codes.PermissionDenied, healthpb.Health_List_FullMethodName + " is not allowed by the authorization policy", nil},
-		{"stream: worker denied", clientConf(nodeCreds(t, root, "w1", ca.RoleWorker)), healthpb.Health_Watch_FullMethodName, codes.PermissionDenied, "role worker may not call " + healthpb.Health_Watch_FullMethodName + " (needs manager)", nil},
-		{"stream: manager allowed", clientConf(nodeCreds(t, root, "m2", ca.RoleManager)), healthpb.Health_Watch_FullMethodName, codes.OK, "", &ca.Identity{NodeID: "m2", ClusterID: "c1", Role: ca.RoleManager}},
+		{"worker on manager-only", clientConf(nodeCreds(t, root, "w1", trust.RoleWorker)), check, codes.PermissionDenied, "role worker may not call " + check + " (needs manager or admin)", nil},
+		{"manager", clientConf(nodeCreds(t, root, "m1", trust.RoleManager)), check, codes.OK, "", &trust.Identity{NodeID: "m1", ClusterID: "c1", Role: trust.RoleManager}},
+		{"admin", clientConf(adminCreds(t, root)), check, codes.OK, "", &trust.Identity{NodeID: "admin", ClusterID: "c1", Role: trust.RoleAdmin}},
+		{"removed node", clientConf(nodeCreds(t, root, "gone", trust.RoleManager)), check, codes.PermissionDenied, `node "gone" has been removed from the cluster; its certificate is no longer accepted`, nil},
+		{"method outside the policy", clientConf(nodeCreds(t, root, "m1", trust.RoleManager)), healthpb.Health_List_FullMethodName, codes.PermissionDenied, healthpb.Health_List_FullMethodName + " is not allowed by the authorization policy", nil},
+		{"stream: worker denied", clientConf(nodeCreds(t, root, "w1", trust.RoleWorker)), healthpb.Health_Watch_FullMethodName, codes.PermissionDenied, "role worker may not call " + healthpb.Health_Watch_FullMethodName + " (needs manager)", nil},
+		{"stream: manager allowed", clientConf(nodeCreds(t, root, "m2", trust.RoleManager)), healthpb.Health_Watch_FullMethodName, codes.OK, "", &trust.Identity{NodeID: "m2", ClusterID: "c1", Role: trust.RoleManager}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			client := healthpb.NewHealthClient(dial(t, addr, tc.conf))

@@ -1,4 +1,4 @@
-package ca_test
+package trust_test
 
 import (
 	"bytes"
@@ -14,14 +14,14 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // fakeNodeCA is a NodeCA server with one worker token.
 type fakeNodeCA struct {
 	shoalv1.UnimplementedNodeCAServer
-	root    *ca.CA
+	root    *trust.CA
 	rootPEM []byte // what GetRootCA answers
 	token   string
 
@@ -37,10 +37,10 @@ func (f *fakeNodeCA) IssueNodeCertificate(_ context.Context, req *shoalv1.IssueN
 	f.mu.Lock()
 	f.issued = append(f.issued, req)
 	f.mu.Unlock()
-	if !ca.TokenEqual(req.GetToken(), f.token) {
+	if !trust.TokenEqual(req.GetToken(), f.token) {
 		return nil, status.Error(codes.PermissionDenied, "the join token is not valid for this cluster")
 	}
-	certPEM, _, err := f.root.SignCSR(req.GetCsrPem(), "node-1", ca.RoleWorker, testTTL)
+	certPEM, _, err := f.root.SignCSR(req.GetCsrPem(), "node-1", trust.RoleWorker, testTTL)
 	if err != nil {
 		return nil, status.Errorf(codes.InvalidArgument, "csr_pem: %v", err)
 	}
@@ -55,16 +55,16 @@ func (f *fakeNodeCA) requests() []*shoalv1.IssueNodeCertificateRequest {
 
 // serveNodeCA serves f over a Mux with a manager certificate of serverRoot
 // behind the default policy, and returns the address.
-func serveNodeCA(t *testing.T, serverRoot *ca.CA, f *fakeNodeCA) string {
+func serveNodeCA(t *testing.T, serverRoot *trust.CA, f *fakeNodeCA) string {
 	t.Helper()
-	certs := newStore(t, nodeCreds(t, serverRoot, "m0", ca.RoleManager))
-	authz := &ca.Authorizer{Policy: ca.DefaultPolicy(), ClusterID: serverRoot.ClusterID()}
+	certs := newStore(t, nodeCreds(t, serverRoot, "m0", trust.RoleManager))
+	authz := &trust.Authorizer{Policy: trust.DefaultPolicy(), ClusterID: serverRoot.ClusterID()}
 	return serveGRPC(t, certs, func(s *grpc.Server) { shoalv1.RegisterNodeCAServer(s, f) },
 		grpc.ChainUnaryInterceptor(authz.Unary()), grpc.ChainStreamInterceptor(authz.Stream()))
 }
 
-func newFake(t *testing.T, root *ca.CA) *fakeNodeCA {
-	tok, err := ca.NewJoinToken(root.Digest())
+func newFake(t *testing.T, root *trust.CA) *fakeNodeCA {
+	tok, err := trust.NewJoinToken(root.Digest())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func TestJoinCredentials(t *testing.T) {
 	addr := serveNodeCA(t, root, f)
 	desc := &shoalv1.NodeDescription{Hostname: "h1", Os: "linux", Arch: "amd64"}
 
-	creds, resp, err := ca.JoinCredentials(testCtx(t), addr, f.token+"\n", desc, "127.0.0.1:4242")
+	creds, resp, err := trust.JoinCredentials(testCtx(t), addr, f.token+"\n", desc, "127.0.0.1:4242")
 	if err != nil {
 		t.Fatalf("JoinCredentials: %v", err)
 	}
@@ -88,10 +88,10 @@ func TestJoinCredentials(t *testing.T) {
 		t.Error("credentials do not carry the pinned CA")
 	}
 	id, err := creds.Identity()
-	if err != nil || withoutSerial(id) != (ca.Identity{NodeID: "node-1", ClusterID: "c1", Role: ca.RoleWorker}) {
+	if err != nil || withoutSerial(id) != (trust.Identity{NodeID: "node-1", ClusterID: "c1", Role: trust.RoleWorker}) {
 		t.Errorf("identity %+v, %v", id, err)
 	}
-	if _, err := ca.NewCertStore(creds); err != nil {
+	if _, err := trust.NewCertStore(creds); err != nil {
 		t.Errorf("joined credentials do not make a cert store: %v", err)
 	}
 	reqs := f.requests()
@@ -106,15 +106,15 @@ func TestJoinCredentialsRefused(t *testing.T) {
 	addr := serveNodeCA(t, root, f)
 
 	// Malformed: nothing is dialled.
-	if _, _, err := ca.JoinCredentials(testCtx(t), addr, "SHOAL-1-nope", nil, ""); !errors.Is(err, ca.ErrMalformedToken) {
+	if _, _, err := trust.JoinCredentials(testCtx(t), addr, "SHOAL-1-nope", nil, ""); !errors.Is(err, trust.ErrMalformedToken) {
 		t.Errorf("malformed token: %v", err)
 	}
 	// Right CA, wrong secret: the manager refuses.
-	wrong, err := ca.NewJoinToken(root.Digest())
+	wrong, err := trust.NewJoinToken(root.Digest())
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, _, err = ca.JoinCredentials(testCtx(t), addr, wrong, nil, "")
+	_, _, err = trust.JoinCredentials(testCtx(t), addr, wrong, nil, "")
 	if status.Code(err) != codes.PermissionDenied {
 		t.Errorf("wrong secret: %v", err)
 	}
@@ -131,7 +131,7 @@ func TestFetchRootCA(t *testing.T) {
 	f.rootPEM = append(root.CertPEM(), newRoot(t, "evil").CertPEM()...)
 	addr := serveNodeCA(t, root, f)
 
-	got, err := ca.FetchRootCA(testCtx(t), addr, root.Digest())
+	got, err := trust.FetchRootCA(testCtx(t), addr, root.Digest())
 	if err != nil {
 		t.Fatalf("FetchRootCA: %v", err)
 	}
@@ -140,16 +140,16 @@ func TestFetchRootCA(t *testing.T) {
 	}
 
 	other := newRoot(t, "c2")
-	_, err = ca.FetchRootCA(testCtx(t), addr, other.Digest())
+	_, err = trust.FetchRootCA(testCtx(t), addr, other.Digest())
 	want := fmt.Sprintf("manager at %q presented CA sha256:%s but the join token pins sha256:%s; refusing to join", addr, root.Digest()[:12], other.Digest()[:12])
 	if err == nil || err.Error() != want {
 		t.Fatalf("FetchRootCA with a wrong pin:\n got %v\nwant %s", err, want)
 	}
-	tok, err := ca.NewJoinToken(other.Digest())
+	tok, err := trust.NewJoinToken(other.Digest())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := ca.JoinCredentials(testCtx(t), addr, tok, nil, ""); err == nil || err.Error() != want {
+	if _, _, err := trust.JoinCredentials(testCtx(t), addr, tok, nil, ""); err == nil || err.Error() != want {
 		t.Errorf("JoinCredentials with a token of another cluster: %v", err)
 	}
 	if len(f.requests()) != 0 {
@@ -165,7 +165,7 @@ func TestJoinRefusesImpostor(t *testing.T) {
 	impostorRoot := newRoot(t, "c1")
 	addr := serveNodeCA(t, impostorRoot, f) // answers GetRootCA with root's cert
 
-	_, _, err := ca.JoinCredentials(testCtx(t), addr, f.token, nil, "")
+	_, _, err := trust.JoinCredentials(testCtx(t), addr, f.token, nil, "")
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "certificate signed by unknown authority") {
 		t.Fatalf("JoinCredentials against an impostor: %v, want Unavailable (handshake refused)", err)
 	}

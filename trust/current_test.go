@@ -1,4 +1,4 @@
-package ca_test
+package trust_test
 
 import (
 	"context"
@@ -14,16 +14,16 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 func TestIdentitySerial(t *testing.T) {
 	root := newRoot(t, "c1")
-	cert := parseCert(t, nodeCreds(t, root, "n1", ca.RoleWorker).CertPEM)
-	id, err := ca.IdentityFromCert(cert)
-	if err != nil || id.Serial == "" || id.Serial != ca.SerialOf(cert) {
-		t.Fatalf("identity %+v (%v), want serial %s", id, err, ca.SerialOf(cert))
+	cert := parseCert(t, nodeCreds(t, root, "n1", trust.RoleWorker).CertPEM)
+	id, err := trust.IdentityFromCert(cert)
+	if err != nil || id.Serial == "" || id.Serial != trust.SerialOf(cert) {
+		t.Fatalf("identity %+v (%v), want serial %s", id, err, trust.SerialOf(cert))
 	}
 }
 
@@ -36,30 +36,30 @@ func storeNode(id string, role, desired shoalv1.NodeRole, serial, previous strin
 // good as the store says".
 func TestCurrentNodeRole(t *testing.T) {
 	const mgr, wrk = shoalv1.NodeRole_NODE_ROLE_MANAGER, shoalv1.NodeRole_NODE_ROLE_WORKER
-	m := ca.Identity{NodeID: "n1", Role: ca.RoleManager, Serial: "aa"}
-	w := ca.Identity{NodeID: "n1", Role: ca.RoleWorker, Serial: "aa"}
+	m := trust.Identity{NodeID: "n1", Role: trust.RoleManager, Serial: "aa"}
+	w := trust.Identity{NodeID: "n1", Role: trust.RoleWorker, Serial: "aa"}
 	for _, tc := range []struct {
 		name    string
-		id      ca.Identity
+		id      trust.Identity
 		node    *shoalv1.Node
 		removed bool
-		want    ca.Role
+		want    trust.Role
 		err     error
 	}{
-		{"current manager", m, storeNode("n1", mgr, mgr, "aa", ""), false, ca.RoleManager, nil},
-		{"current worker", w, storeNode("n1", wrk, wrk, "aa", ""), false, ca.RoleWorker, nil},
-		{"previous serial, same role (renewal overlap)", m, storeNode("n1", mgr, mgr, "bb", "aa"), false, ca.RoleManager, nil},
-		{"stale serial (two renewals ago)", m, storeNode("n1", mgr, mgr, "cc", "bb"), false, "", ca.ErrNotCurrent},
-		{"no serial in the store", m, storeNode("n1", mgr, mgr, "", ""), false, "", ca.ErrNotCurrent},
-		{"wrong role: manager certificate of a worker", m, storeNode("n1", wrk, wrk, "aa", ""), false, "", ca.ErrNotCurrent},
-		{"demoted, not renewed yet: acts as a worker", m, storeNode("n1", mgr, wrk, "aa", ""), false, ca.RoleWorker, nil},
-		{"promoted, not renewed yet: still a worker", w, storeNode("n1", wrk, mgr, "aa", ""), false, ca.RoleWorker, nil},
-		{"removed", m, nil, true, "", ca.ErrNodeRemoved},
-		{"unknown", m, nil, false, "", ca.ErrNodeUnknown},
-		{"admin certificate is no node", ca.Identity{NodeID: "n1", Role: ca.RoleAdmin, Serial: "aa"}, storeNode("n1", mgr, mgr, "aa", ""), false, "", ca.ErrNotCurrent},
+		{"current manager", m, storeNode("n1", mgr, mgr, "aa", ""), false, trust.RoleManager, nil},
+		{"current worker", w, storeNode("n1", wrk, wrk, "aa", ""), false, trust.RoleWorker, nil},
+		{"previous serial, same role (renewal overlap)", m, storeNode("n1", mgr, mgr, "bb", "aa"), false, trust.RoleManager, nil},
+		{"stale serial (two renewals ago)", m, storeNode("n1", mgr, mgr, "cc", "bb"), false, "", trust.ErrNotCurrent},
+		{"no serial in the store", m, storeNode("n1", mgr, mgr, "", ""), false, "", trust.ErrNotCurrent},
+		{"wrong role: manager certificate of a worker", m, storeNode("n1", wrk, wrk, "aa", ""), false, "", trust.ErrNotCurrent},
+		{"demoted, not renewed yet: acts as a worker", m, storeNode("n1", mgr, wrk, "aa", ""), false, trust.RoleWorker, nil},
+		{"promoted, not renewed yet: still a worker", w, storeNode("n1", wrk, mgr, "aa", ""), false, trust.RoleWorker, nil},
+		{"removed", m, nil, true, "", trust.ErrNodeRemoved},
+		{"unknown", m, nil, false, "", trust.ErrNodeUnknown},
+		{"admin certificate is no node", trust.Identity{NodeID: "n1", Role: trust.RoleAdmin, Serial: "aa"}, storeNode("n1", mgr, mgr, "aa", ""), false, "", trust.ErrNotCurrent},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := ca.CurrentNodeRole(tc.id, tc.node, tc.removed)
+			got, err := trust.CurrentNodeRole(tc.id, tc.node, tc.removed)
 			if got != tc.want || !errors.Is(err, tc.err) || (tc.err == nil) != (err == nil) {
 				t.Fatalf("CurrentNodeRole = %q, %v; want %q, %v", got, err, tc.want, tc.err)
 			}
@@ -71,17 +71,17 @@ func TestCurrentNodeRole(t *testing.T) {
 // renewals (serial not checked) but not a demotion or removal.
 func TestCurrentNodeRoleOfConnection(t *testing.T) {
 	const mgr, wrk = shoalv1.NodeRole_NODE_ROLE_MANAGER, shoalv1.NodeRole_NODE_ROLE_WORKER
-	m := ca.Identity{NodeID: "n1", Role: ca.RoleManager, Serial: "aa"}
-	if r, err := ca.CurrentNodeRoleOfConnection(m, storeNode("n1", mgr, mgr, "cc", "bb"), false); err != nil || r != ca.RoleManager {
+	m := trust.Identity{NodeID: "n1", Role: trust.RoleManager, Serial: "aa"}
+	if r, err := trust.CurrentNodeRoleOfConnection(m, storeNode("n1", mgr, mgr, "cc", "bb"), false); err != nil || r != trust.RoleManager {
 		t.Fatalf("after two renewals: %q, %v; want manager", r, err)
 	}
-	if r, _ := ca.CurrentNodeRoleOfConnection(m, storeNode("n1", mgr, wrk, "aa", ""), false); r != ca.RoleWorker {
+	if r, _ := trust.CurrentNodeRoleOfConnection(m, storeNode("n1", mgr, wrk, "aa", ""), false); r != trust.RoleWorker {
 		t.Fatalf("demoted: %q, want worker", r)
 	}
-	if _, err := ca.CurrentNodeRoleOfConnection(m, storeNode("n1", wrk, wrk, "cc", ""), false); !errors.Is(err, ca.ErrNotCurrent) {
+	if _, err := trust.CurrentNodeRoleOfConnection(m, storeNode("n1", wrk, wrk, "cc", ""), false); !errors.Is(err, trust.ErrNotCurrent) {
 		t.Fatalf("renewed as a worker: %v", err)
 	}
-	if _, err := ca.CurrentNodeRoleOfConnection(m, nil, true); !errors.Is(err, ca.ErrNodeRemoved) {
+	if _, err := trust.CurrentNodeRoleOfConnection(m, nil, true); !errors.Is(err, trust.ErrNodeRemoved) {
 		t.Fatalf("removed: %v", err)
 	}
 }
@@ -95,19 +95,19 @@ func TestCheckAdmin(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name string
-		id   ca.Identity
+		id   trust.Identity
 		ok   bool
 	}{
-		{"listed", ca.Identity{NodeID: "alice", Role: ca.RoleAdmin, Serial: "a1"}, true},
-		{"revoked", ca.Identity{NodeID: "bob", Role: ca.RoleAdmin, Serial: "b1"}, false},
-		{"expired", ca.Identity{NodeID: "carol", Role: ca.RoleAdmin, Serial: "c1"}, false},
-		{"not listed", ca.Identity{NodeID: "alice", Role: ca.RoleAdmin, Serial: "zz"}, false},
-		{"listed serial under another name", ca.Identity{NodeID: "mallory", Role: ca.RoleAdmin, Serial: "a1"}, false},
-		{"no serial", ca.Identity{NodeID: "alice", Role: ca.RoleAdmin}, false},
+		{"listed", trust.Identity{NodeID: "alice", Role: trust.RoleAdmin, Serial: "a1"}, true},
+		{"revoked", trust.Identity{NodeID: "bob", Role: trust.RoleAdmin, Serial: "b1"}, false},
+		{"expired", trust.Identity{NodeID: "carol", Role: trust.RoleAdmin, Serial: "c1"}, false},
+		{"not listed", trust.Identity{NodeID: "alice", Role: trust.RoleAdmin, Serial: "zz"}, false},
+		{"listed serial under another name", trust.Identity{NodeID: "mallory", Role: trust.RoleAdmin, Serial: "a1"}, false},
+		{"no serial", trust.Identity{NodeID: "alice", Role: trust.RoleAdmin}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := ca.CheckAdmin(tc.id, admins, now)
-			if (err == nil) != tc.ok || (err != nil && !errors.Is(err, ca.ErrNotCurrent)) {
+			err := trust.CheckAdmin(tc.id, admins, now)
+			if (err == nil) != tc.ok || (err != nil && !errors.Is(err, trust.ErrNotCurrent)) {
 				t.Fatalf("CheckAdmin = %v, want ok=%v", err, tc.ok)
 			}
 		})
@@ -118,26 +118,26 @@ func TestCheckAdmin(t *testing.T) {
 // check over real certificates: demoted, stale, removed, revoked callers.
 func TestAuthorizerWithStore(t *testing.T) {
 	root := newRoot(t, "c1")
-	leaf := func(id string, role ca.Role) *x509.Certificate {
+	leaf := func(id string, role trust.Role) *x509.Certificate {
 		return parseCert(t, nodeCreds(t, root, id, role).CertPEM)
 	}
-	m1, m1Old, demoted, w1, gone := leaf("m1", ca.RoleManager), leaf("m1", ca.RoleManager), leaf("m2", ca.RoleManager), leaf("w1", ca.RoleWorker), leaf("gone", ca.RoleManager)
+	m1, m1Old, demoted, w1, gone := leaf("m1", trust.RoleManager), leaf("m1", trust.RoleManager), leaf("m2", trust.RoleManager), leaf("w1", trust.RoleWorker), leaf("gone", trust.RoleManager)
 	adminCert := parseCert(t, adminCreds(t, root).CertPEM)
 	revokedAdmin := parseCert(t, adminCreds(t, root).CertPEM)
 	const mgr, wrk = shoalv1.NodeRole_NODE_ROLE_MANAGER, shoalv1.NodeRole_NODE_ROLE_WORKER
 	nodes := map[string]*shoalv1.Node{
-		"m1": storeNode("m1", mgr, mgr, ca.SerialOf(m1), ""),
-		"m2": storeNode("m2", mgr, wrk, ca.SerialOf(demoted), ""),
-		"w1": storeNode("w1", wrk, wrk, ca.SerialOf(w1), ""),
+		"m1": storeNode("m1", mgr, mgr, trust.SerialOf(m1), ""),
+		"m2": storeNode("m2", mgr, wrk, trust.SerialOf(demoted), ""),
+		"w1": storeNode("w1", wrk, wrk, trust.SerialOf(w1), ""),
 	}
 	admins := []*shoalv1.AdminCertificate{
-		{Name: "admin", Serial: ca.SerialOf(adminCert)},
-		{Name: "admin", Serial: ca.SerialOf(revokedAdmin), Revoked: true},
+		{Name: "admin", Serial: trust.SerialOf(adminCert)},
+		{Name: "admin", Serial: trust.SerialOf(revokedAdmin), Revoked: true},
 	}
-	check := ca.StoreCheck(func(id string) (*shoalv1.Node, bool) { return nodes[id], id == "gone" },
+	check := trust.StoreCheck(func(id string) (*shoalv1.Node, bool) { return nodes[id], id == "gone" },
 		func() ([]*shoalv1.AdminCertificate, bool) { return admins, true })
-	a := &ca.Authorizer{Policy: ca.DefaultPolicy(), ClusterID: "c1",
-		Current: func(_ context.Context, id ca.Identity) (ca.Role, error) { return check(id) }}
+	a := &trust.Authorizer{Policy: trust.DefaultPolicy(), ClusterID: "c1",
+		Current: func(_ context.Context, id trust.Identity) (trust.Role, error) { return check(id) }}
 	const listNodes = shoalv1.Control_ListNodes_FullMethodName
 	const session = shoalv1.Dispatcher_Session_FullMethodName
 	for _, tc := range []struct {
@@ -145,24 +145,24 @@ func TestAuthorizerWithStore(t *testing.T) {
 		leaf     *x509.Certificate
 		method   string
 		code     codes.Code
-		wantRole ca.Role
+		wantRole trust.Role
 	}{
-		{"current manager on control", m1, listNodes, codes.OK, ca.RoleManager},
+		{"current manager on control", m1, listNodes, codes.OK, trust.RoleManager},
 		{"stale manager certificate (replaced) on control", m1Old, listNodes, codes.PermissionDenied, ""},
 		{"demoted manager on control", demoted, listNodes, codes.PermissionDenied, ""},
 		{"demoted manager on raft membership", demoted, shoalv1.RaftMembership_JoinRaft_FullMethodName, codes.PermissionDenied, ""},
-		{"demoted manager keeps its session, as a worker", demoted, session, codes.OK, ca.RoleWorker},
-		{"demoted manager may renew, as a worker", demoted, shoalv1.NodeCA_RenewNodeCertificate_FullMethodName, codes.OK, ca.RoleWorker},
+		{"demoted manager keeps its session, as a worker", demoted, session, codes.OK, trust.RoleWorker},
+		{"demoted manager may renew, as a worker", demoted, shoalv1.NodeCA_RenewNodeCertificate_FullMethodName, codes.OK, trust.RoleWorker},
 		{"removed manager", gone, session, codes.PermissionDenied, ""},
-		{"worker may ask whether a node is current", w1, shoalv1.Control_GetNode_FullMethodName, codes.OK, ca.RoleWorker},
+		{"worker may ask whether a node is current", w1, shoalv1.Control_GetNode_FullMethodName, codes.OK, trust.RoleWorker},
 		{"worker still not on the rest of control", w1, listNodes, codes.PermissionDenied, ""},
-		{"listed admin", adminCert, listNodes, codes.OK, ca.RoleAdmin},
+		{"listed admin", adminCert, listNodes, codes.OK, trust.RoleAdmin},
 		{"revoked admin", revokedAdmin, listNodes, codes.PermissionDenied, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var seen *ca.Identity
+			var seen *trust.Identity
 			handler := func(ctx context.Context, _ any) (any, error) {
-				if id, ok := ca.IdentityFrom(ctx); ok {
+				if id, ok := trust.IdentityFrom(ctx); ok {
 					seen = &id
 				}
 				return "ok", nil
@@ -178,24 +178,24 @@ func TestAuthorizerWithStore(t *testing.T) {
 
 func TestRenewalProof(t *testing.T) {
 	root := newRoot(t, "c1")
-	oldCreds := nodeCreds(t, root, "n1", ca.RoleWorker)
-	other := nodeCreds(t, root, "n2", ca.RoleWorker)
-	_, csrPEM, err := ca.NewKeyAndCSR()
+	oldCreds := nodeCreds(t, root, "n1", trust.RoleWorker)
+	other := nodeCreds(t, root, "n2", trust.RoleWorker)
+	_, csrPEM, err := trust.NewKeyAndCSR()
 	if err != nil {
 		t.Fatal(err)
 	}
-	sig, err := ca.SignRenewalProof(oldCreds.KeyPEM, csrPEM)
+	sig, err := trust.SignRenewalProof(oldCreds.KeyPEM, csrPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
-	wrongSig, err := ca.SignRenewalProof(other.KeyPEM, csrPEM)
+	wrongSig, err := trust.SignRenewalProof(other.KeyPEM, csrPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
 	old := parseCert(t, oldCreds.CertPEM)
 	expired := old.NotAfter.Add(time.Minute)
-	foreign := nodeCreds(t, newRoot(t, "c1"), "n1", ca.RoleWorker)
-	foreignSig, _ := ca.SignRenewalProof(foreign.KeyPEM, csrPEM)
+	foreign := nodeCreds(t, newRoot(t, "c1"), "n1", trust.RoleWorker)
+	foreignSig, _ := trust.SignRenewalProof(foreign.KeyPEM, csrPEM)
 	for _, tc := range []struct {
 		name    string
 		certPEM []byte
@@ -209,14 +209,14 @@ func TestRenewalProof(t *testing.T) {
 		{"wrong key", oldCreds.CertPEM, wrongSig, csrPEM, expired, "old_key_signature: not a signature"},
 		{"signature over another request", oldCreds.CertPEM, sig, append([]byte("x"), csrPEM...), expired, "old_key_signature: not a signature"},
 		{"no signature", oldCreds.CertPEM, nil, csrPEM, expired, "old_key_signature: required"},
-		{"too old", oldCreds.CertPEM, sig, csrPEM, old.NotAfter.Add(ca.MinExpiredRenewalWindow + time.Minute), "join the node again"},
+		{"too old", oldCreds.CertPEM, sig, csrPEM, old.NotAfter.Add(trust.MinExpiredRenewalWindow + time.Minute), "join the node again"},
 		{"another CA", foreign.CertPEM, foreignSig, csrPEM, expired, "not a certificate of this cluster's CA"},
 		{"admin certificate", adminCreds(t, root).CertPEM, sig, csrPEM, expired, "not a node certificate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			id, err := root.VerifyRenewalProof(tc.certPEM, tc.sig, tc.csr, tc.now)
 			if tc.errPart == "" {
-				if err != nil || id.NodeID != "n1" || id.Serial != ca.SerialOf(old) {
+				if err != nil || id.NodeID != "n1" || id.Serial != trust.SerialOf(old) {
 					t.Fatalf("VerifyRenewalProof = %+v, %v", id, err)
 				}
 				return
@@ -230,25 +230,25 @@ func TestRenewalProof(t *testing.T) {
 
 func TestRenewAt(t *testing.T) {
 	root := newRoot(t, "c1")
-	_, csrPEM, err := ca.NewKeyAndCSR()
+	_, csrPEM, err := trust.NewKeyAndCSR()
 	if err != nil {
 		t.Fatal(err)
 	}
-	certPEM, _, err := root.SignCSR(csrPEM, "n1", ca.RoleWorker, 30*time.Second)
+	certPEM, _, err := root.SignCSR(csrPEM, "n1", trust.RoleWorker, 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cert := parseCert(t, certPEM)
 	// NotBefore is backdated for clock skew; the lifetime counted is the
 	// one asked for.
-	if got, want := ca.RenewAt(cert), ca.IssuedAt(cert).Add(20*time.Second); !got.Equal(want) {
+	if got, want := trust.RenewAt(cert), trust.IssuedAt(cert).Add(20*time.Second); !got.Equal(want) {
 		t.Fatalf("RenewAt = %v, want %v (two thirds of 30 s after issue)", got, want)
 	}
 }
 
 func TestSignAdminCSR(t *testing.T) {
 	root := newRoot(t, "c1")
-	_, csrPEM, err := ca.NewKeyAndCSR()
+	_, csrPEM, err := trust.NewKeyAndCSR()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,8 +256,8 @@ func TestSignAdminCSR(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := ca.IdentityFromCert(cert)
-	if err != nil || id.Role != ca.RoleAdmin || id.NodeID != "ops" || len(cert.DNSNames) != 0 {
+	id, err := trust.IdentityFromCert(cert)
+	if err != nil || id.Role != trust.RoleAdmin || id.NodeID != "ops" || len(cert.DNSNames) != 0 {
 		t.Fatalf("admin certificate %+v (%v), DNS %v", id, err, cert.DNSNames)
 	}
 	if _, _, err := root.SignAdminCSR([]byte("junk"), "ops", time.Hour); err == nil {
@@ -277,10 +277,10 @@ func (s *ctxStream) Context() context.Context { return s.ctx }
 // PERMISSION_DENIED once the caller is demoted.
 func TestAuthorizerRechecksStreams(t *testing.T) {
 	root := newRoot(t, "c1")
-	m1 := parseCert(t, nodeCreds(t, root, "m1", ca.RoleManager).CertPEM)
+	m1 := parseCert(t, nodeCreds(t, root, "m1", trust.RoleManager).CertPEM)
 	const mgr, wrk = shoalv1.NodeRole_NODE_ROLE_MANAGER, shoalv1.NodeRole_NODE_ROLE_WORKER
 	var mu sync.Mutex // guards node
-	node := storeNode("m1", mgr, mgr, ca.SerialOf(m1), "")
+	node := storeNode("m1", mgr, mgr, trust.SerialOf(m1), "")
 	lookup := func(string) (*shoalv1.Node, bool) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -292,12 +292,12 @@ func TestAuthorizerRechecksStreams(t *testing.T) {
 		node = n
 	}
 	noAdmins := func() ([]*shoalv1.AdminCertificate, bool) { return nil, true }
-	full := ca.StoreCheck(lookup, noAdmins)
-	ongoing := ca.StoreCheckOngoing(lookup, noAdmins)
+	full := trust.StoreCheck(lookup, noAdmins)
+	ongoing := trust.StoreCheckOngoing(lookup, noAdmins)
 	var rechecks atomic.Int32
-	a := &ca.Authorizer{Policy: ca.DefaultPolicy(), Recheck: 10 * time.Millisecond,
-		Current: func(_ context.Context, id ca.Identity) (ca.Role, error) { return full(id) },
-		Ongoing: func(_ context.Context, id ca.Identity) (ca.Role, error) {
+	a := &trust.Authorizer{Policy: trust.DefaultPolicy(), Recheck: 10 * time.Millisecond,
+		Current: func(_ context.Context, id trust.Identity) (trust.Role, error) { return full(id) },
+		Ongoing: func(_ context.Context, id trust.Identity) (trust.Role, error) {
 			defer rechecks.Add(1)
 			return ongoing(id)
 		}}
@@ -344,9 +344,9 @@ func TestAuthorizerRechecksStreams(t *testing.T) {
 func TestStoreCheckBootstrapping(t *testing.T) {
 	root := newRoot(t, "c1")
 	admin := parseCert(t, adminCreds(t, root).CertPEM)
-	check := ca.StoreCheck(func(string) (*shoalv1.Node, bool) { return nil, false },
+	check := trust.StoreCheck(func(string) (*shoalv1.Node, bool) { return nil, false },
 		func() ([]*shoalv1.AdminCertificate, bool) { return nil, false })
-	a := &ca.Authorizer{Policy: ca.DefaultPolicy(), Current: func(_ context.Context, id ca.Identity) (ca.Role, error) { return check(id) }}
+	a := &trust.Authorizer{Policy: trust.DefaultPolicy(), Current: func(_ context.Context, id trust.Identity) (trust.Role, error) { return check(id) }}
 	_, err := a.Unary()(peerCtx(admin), nil, &grpc.UnaryServerInfo{FullMethod: shoalv1.Control_ListNodes_FullMethodName},
 		func(context.Context, any) (any, error) { return nil, nil })
 	checkStatus(t, err, codes.Unavailable, "")

@@ -1,4 +1,4 @@
-package ca_test
+package trust_test
 
 import (
 	"bytes"
@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 func parseCert(t *testing.T, certPEM []byte) *x509.Certificate {
@@ -38,7 +38,7 @@ func TestNewRootCA(t *testing.T) {
 	if root.ClusterID() != "cluster-1" {
 		t.Errorf("ClusterID = %q", root.ClusterID())
 	}
-	d, err := ca.DigestOf(root.CertPEM())
+	d, err := trust.DigestOf(root.CertPEM())
 	if err != nil || d != root.Digest() || len(d) != 64 {
 		t.Errorf("DigestOf = %q, %v; Digest = %q", d, err, root.Digest())
 	}
@@ -46,7 +46,7 @@ func TestNewRootCA(t *testing.T) {
 		t.Errorf("root does not verify against its own pool: %v", err)
 	}
 
-	loaded, err := ca.LoadCA(root.CertPEM(), root.KeyPEM())
+	loaded, err := trust.LoadCA(root.CertPEM(), root.KeyPEM())
 	if err != nil {
 		t.Fatalf("LoadCA: %v", err)
 	}
@@ -54,14 +54,14 @@ func TestNewRootCA(t *testing.T) {
 		t.Errorf("loaded CA differs: %q %q", loaded.Digest(), loaded.ClusterID())
 	}
 	// A loaded CA signs certificates the original's pool accepts.
-	c := nodeCreds(t, loaded, "n1", ca.RoleWorker)
+	c := nodeCreds(t, loaded, "n1", trust.RoleWorker)
 	if _, err := parseCert(t, c.CertPEM).Verify(x509.VerifyOptions{Roots: root.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		t.Errorf("certificate of loaded CA: %v", err)
 	}
 }
 
 func TestNewRootCARejectsEmptyCluster(t *testing.T) {
-	if _, err := ca.NewRootCA(""); err == nil {
+	if _, err := trust.NewRootCA(""); err == nil {
 		t.Fatal("NewRootCA(\"\") succeeded")
 	}
 }
@@ -69,7 +69,7 @@ func TestNewRootCARejectsEmptyCluster(t *testing.T) {
 func TestLoadCARejects(t *testing.T) {
 	root := newRoot(t, "c1")
 	other := newRoot(t, "c2")
-	node := nodeCreds(t, root, "n1", ca.RoleManager)
+	node := nodeCreds(t, root, "n1", trust.RoleManager)
 	for _, tc := range []struct {
 		name      string
 		cert, key []byte
@@ -81,7 +81,7 @@ func TestLoadCARejects(t *testing.T) {
 		{"garbage key", root.CertPEM(), []byte("nope"), "no PEM private key"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ca.LoadCA(tc.cert, tc.key)
+			_, err := trust.LoadCA(tc.cert, tc.key)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("LoadCA error = %v, want it to contain %q", err, tc.want)
 			}
@@ -95,15 +95,15 @@ func TestLoadCARejects(t *testing.T) {
 func TestSignCSR(t *testing.T) {
 	root := newRoot(t, "cluster-1")
 	for _, tc := range []struct {
-		role    ca.Role
+		role    trust.Role
 		dnsName string
 		wrong   string
 	}{
-		{ca.RoleManager, ca.ManagerServerName, ca.WorkerServerName},
-		{ca.RoleWorker, ca.WorkerServerName, ca.ManagerServerName},
+		{trust.RoleManager, trust.ManagerServerName, trust.WorkerServerName},
+		{trust.RoleWorker, trust.WorkerServerName, trust.ManagerServerName},
 	} {
 		t.Run(string(tc.role), func(t *testing.T) {
-			keyPEM, csrPEM, err := ca.NewKeyAndCSR()
+			keyPEM, csrPEM, err := trust.NewKeyAndCSR()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -116,8 +116,8 @@ func TestSignCSR(t *testing.T) {
 			if serial != cert.SerialNumber.Text(16) || serial == "" {
 				t.Errorf("serial %q, certificate has %s", serial, cert.SerialNumber.Text(16))
 			}
-			id, err := ca.IdentityFromCert(cert)
-			if err != nil || withoutSerial(id) != (ca.Identity{NodeID: "node-1", ClusterID: "cluster-1", Role: tc.role}) {
+			id, err := trust.IdentityFromCert(cert)
+			if err != nil || withoutSerial(id) != (trust.Identity{NodeID: "node-1", ClusterID: "cluster-1", Role: tc.role}) {
 				t.Errorf("identity = %+v, %v", id, err)
 			}
 			if !slices.Equal(cert.DNSNames, []string{tc.dnsName}) {
@@ -142,7 +142,7 @@ func TestSignCSR(t *testing.T) {
 			if _, err := cert.Verify(x509.VerifyOptions{Roots: newRoot(t, "cluster-2").Pool()}); err == nil {
 				t.Error("certificate verifies against another cluster's CA")
 			}
-			c := &ca.Creds{CACertPEM: root.CertPEM(), CertPEM: certPEM, KeyPEM: keyPEM}
+			c := &trust.Creds{CACertPEM: root.CertPEM(), CertPEM: certPEM, KeyPEM: keyPEM}
 			if err := c.Validate(); err != nil {
 				t.Errorf("issued credentials do not validate: %v", err)
 			}
@@ -152,8 +152,8 @@ func TestSignCSR(t *testing.T) {
 
 func TestSignCSRClampsToRoot(t *testing.T) {
 	root := newRoot(t, "c")
-	_, csrPEM, _ := ca.NewKeyAndCSR()
-	certPEM, _, err := root.SignCSR(csrPEM, "n", ca.RoleWorker, 100*365*24*time.Hour)
+	_, csrPEM, _ := trust.NewKeyAndCSR()
+	certPEM, _, err := root.SignCSR(csrPEM, "n", trust.RoleWorker, 100*365*24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,7 @@ func TestSignCSRClampsToRoot(t *testing.T) {
 
 func TestSignCSRRejects(t *testing.T) {
 	root := newRoot(t, "c")
-	_, csrPEM, err := ca.NewKeyAndCSR()
+	_, csrPEM, err := trust.NewKeyAndCSR()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,17 +179,17 @@ func TestSignCSRRejects(t *testing.T) {
 		name   string
 		csr    []byte
 		nodeID string
-		role   ca.Role
+		role   trust.Role
 		ttl    time.Duration
 		want   string
 	}{
-		{"bad signature", badSig, "n", ca.RoleWorker, testTTL, "signature"},
-		{"not PEM", []byte("hello"), "n", ca.RoleWorker, testTTL, "no PEM"},
-		{"certificate instead of CSR", root.CertPEM(), "n", ca.RoleWorker, testTTL, "no PEM"},
-		{"empty node id", csrPEM, "", ca.RoleWorker, testTTL, "node id is empty"},
-		{"admin role", csrPEM, "n", ca.RoleAdmin, testTTL, "not a node role"},
+		{"bad signature", badSig, "n", trust.RoleWorker, testTTL, "signature"},
+		{"not PEM", []byte("hello"), "n", trust.RoleWorker, testTTL, "no PEM"},
+		{"certificate instead of CSR", root.CertPEM(), "n", trust.RoleWorker, testTTL, "no PEM"},
+		{"empty node id", csrPEM, "", trust.RoleWorker, testTTL, "node id is empty"},
+		{"admin role", csrPEM, "n", trust.RoleAdmin, testTTL, "not a node role"},
 		{"no role", csrPEM, "n", "", testTTL, "not a node role"},
-		{"zero ttl", csrPEM, "n", ca.RoleManager, 0, "lifetime"},
+		{"zero ttl", csrPEM, "n", trust.RoleManager, 0, "lifetime"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, err := root.SignCSR(tc.csr, tc.nodeID, tc.role, tc.ttl)
@@ -205,7 +205,7 @@ func TestIssueAdmin(t *testing.T) {
 	c := adminCreds(t, root)
 	cert := parseCert(t, c.CertPEM)
 	id, err := c.Identity()
-	if err != nil || withoutSerial(id) != (ca.Identity{NodeID: "admin", ClusterID: "c", Role: ca.RoleAdmin}) {
+	if err != nil || withoutSerial(id) != (trust.Identity{NodeID: "admin", ClusterID: "c", Role: trust.RoleAdmin}) {
 		t.Errorf("identity = %+v, %v", id, err)
 	}
 	if !slices.Equal(cert.ExtKeyUsage, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}) || len(cert.DNSNames) != 0 {
@@ -224,7 +224,7 @@ func TestIssueAdmin(t *testing.T) {
 
 func TestIdentityFromCertRejects(t *testing.T) {
 	root := newRoot(t, "c")
-	good := parseCert(t, nodeCreds(t, root, "n", ca.RoleWorker).CertPEM)
+	good := parseCert(t, nodeCreds(t, root, "n", trust.RoleWorker).CertPEM)
 	for _, tc := range []struct {
 		name   string
 		mutate func(*x509.Certificate)
@@ -237,32 +237,32 @@ func TestIdentityFromCertRejects(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := *good
 			tc.mutate(&c)
-			if id, err := ca.IdentityFromCert(&c); err == nil {
+			if id, err := trust.IdentityFromCert(&c); err == nil {
 				t.Fatalf("IdentityFromCert = %+v, want an error", id)
 			}
 		})
 	}
-	if _, err := ca.IdentityFromCert(nil); err == nil {
+	if _, err := trust.IdentityFromCert(nil); err == nil {
 		t.Error("IdentityFromCert(nil) succeeded")
 	}
 }
 
 func TestRoleProto(t *testing.T) {
-	for _, r := range []ca.Role{ca.RoleManager, ca.RoleWorker} {
-		if got := ca.RoleFromProto(r.Proto()); got != r {
+	for _, r := range []trust.Role{trust.RoleManager, trust.RoleWorker} {
+		if got := trust.RoleFromProto(r.Proto()); got != r {
 			t.Errorf("round trip of %s gave %q", r, got)
 		}
 	}
-	if ca.RoleAdmin.Proto() != shoalv1.NodeRole_NODE_ROLE_UNSPECIFIED || ca.RoleFromProto(shoalv1.NodeRole_NODE_ROLE_UNSPECIFIED) != "" {
+	if trust.RoleAdmin.Proto() != shoalv1.NodeRole_NODE_ROLE_UNSPECIFIED || trust.RoleFromProto(shoalv1.NodeRole_NODE_ROLE_UNSPECIFIED) != "" {
 		t.Error("admin / unspecified do not map to each other's zero value")
 	}
-	if ca.RoleManager.Proto() != shoalv1.NodeRole_NODE_ROLE_MANAGER || ca.RoleWorker.Proto() != shoalv1.NodeRole_NODE_ROLE_WORKER {
+	if trust.RoleManager.Proto() != shoalv1.NodeRole_NODE_ROLE_MANAGER || trust.RoleWorker.Proto() != shoalv1.NodeRole_NODE_ROLE_WORKER {
 		t.Error("wrong enum values")
 	}
 }
 
 func TestDigestOfRejectsGarbage(t *testing.T) {
-	if _, err := ca.DigestOf([]byte("not pem")); err == nil {
+	if _, err := trust.DigestOf([]byte("not pem")); err == nil {
 		t.Fatal("DigestOf(garbage) succeeded")
 	}
 }

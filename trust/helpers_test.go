@@ -1,4 +1,4 @@
-package ca_test
+package trust_test
 
 import (
 	"context"
@@ -11,15 +11,15 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	"github.com/shoal-dev/shoal/manager/transport"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 const testTTL = time.Hour
 
-func newRoot(t *testing.T, clusterID string) *ca.CA {
+func newRoot(t *testing.T, clusterID string) *trust.CA {
 	t.Helper()
-	root, err := ca.NewRootCA(clusterID)
+	root, err := trust.NewRootCA(clusterID)
 	if err != nil {
 		t.Fatalf("NewRootCA: %v", err)
 	}
@@ -28,9 +28,9 @@ func newRoot(t *testing.T, clusterID string) *ca.CA {
 
 // nodeCreds issues node credentials the way a join does: key and CSR here,
 // signature by the root.
-func nodeCreds(t *testing.T, root *ca.CA, nodeID string, role ca.Role) *ca.Creds {
+func nodeCreds(t *testing.T, root *trust.CA, nodeID string, role trust.Role) *trust.Creds {
 	t.Helper()
-	keyPEM, csrPEM, err := ca.NewKeyAndCSR()
+	keyPEM, csrPEM, err := trust.NewKeyAndCSR()
 	if err != nil {
 		t.Fatalf("NewKeyAndCSR: %v", err)
 	}
@@ -38,21 +38,21 @@ func nodeCreds(t *testing.T, root *ca.CA, nodeID string, role ca.Role) *ca.Creds
 	if err != nil {
 		t.Fatalf("SignCSR(%q, %s): %v", nodeID, role, err)
 	}
-	return &ca.Creds{CACertPEM: root.CertPEM(), CertPEM: certPEM, KeyPEM: keyPEM}
+	return &trust.Creds{CACertPEM: root.CertPEM(), CertPEM: certPEM, KeyPEM: keyPEM}
 }
 
-func adminCreds(t *testing.T, root *ca.CA) *ca.Creds {
+func adminCreds(t *testing.T, root *trust.CA) *trust.Creds {
 	t.Helper()
 	certPEM, keyPEM, err := root.IssueAdmin("admin", testTTL)
 	if err != nil {
 		t.Fatalf("IssueAdmin: %v", err)
 	}
-	return &ca.Creds{CACertPEM: root.CertPEM(), CertPEM: certPEM, KeyPEM: keyPEM}
+	return &trust.Creds{CACertPEM: root.CertPEM(), CertPEM: certPEM, KeyPEM: keyPEM}
 }
 
-func newStore(t *testing.T, c *ca.Creds) *ca.CertStore {
+func newStore(t *testing.T, c *trust.Creds) *trust.CertStore {
 	t.Helper()
-	s, err := ca.NewCertStore(c)
+	s, err := trust.NewCertStore(c)
 	if err != nil {
 		t.Fatalf("NewCertStore: %v", err)
 	}
@@ -62,7 +62,7 @@ func newStore(t *testing.T, c *ca.Creds) *ca.CertStore {
 // serveGRPC runs a gRPC server over a Mux on 127.0.0.1 with the server's
 // certificate store, register adding services, and the given interceptors.
 // It returns the address; everything stops at test cleanup.
-func serveGRPC(t *testing.T, certs *ca.CertStore, register func(*grpc.Server), opts ...grpc.ServerOption) string {
+func serveGRPC(t *testing.T, certs *trust.CertStore, register func(*grpc.Server), opts ...grpc.ServerOption) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -107,7 +107,7 @@ func testCtx(t *testing.T) context.Context {
 }
 
 // withoutSerial clears the (random) serial for comparisons.
-func withoutSerial(id ca.Identity) ca.Identity {
+func withoutSerial(id trust.Identity) trust.Identity {
 	id.Serial = ""
 	return id
 }

@@ -1,4 +1,4 @@
-package ca_test
+package trust_test
 
 import (
 	"bufio"
@@ -11,17 +11,17 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/shoal-dev/shoal/manager/ca"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 func TestSaveLoadCreds(t *testing.T) {
 	root := newRoot(t, "c")
 	dir := filepath.Join(t.TempDir(), "data", "certs")
-	c1 := nodeCreds(t, root, "n1", ca.RoleWorker)
-	if err := ca.SaveCreds(dir, "node", c1); err != nil {
+	c1 := nodeCreds(t, root, "n1", trust.RoleWorker)
+	if err := trust.SaveCreds(dir, "node", c1); err != nil {
 		t.Fatalf("SaveCreds: %v", err)
 	}
-	got, err := ca.LoadCreds(dir, "node")
+	got, err := trust.LoadCreds(dir, "node")
 	if err != nil {
 		t.Fatalf("LoadCreds: %v", err)
 	}
@@ -40,8 +40,8 @@ func TestSaveLoadCreds(t *testing.T) {
 	}
 
 	// Replacing (a promotion) leaves exactly the three files.
-	c2 := nodeCreds(t, root, "n1", ca.RoleManager)
-	if err := ca.SaveCreds(dir, "node", c2); err != nil {
+	c2 := nodeCreds(t, root, "n1", trust.RoleManager)
+	if err := trust.SaveCreds(dir, "node", c2); err != nil {
 		t.Fatal(err)
 	}
 	entries, err := os.ReadDir(dir)
@@ -55,12 +55,12 @@ func TestSaveLoadCreds(t *testing.T) {
 	if strings.Join(names, ",") != "ca.crt,node.crt,node.key" {
 		t.Errorf("directory holds %v", names)
 	}
-	got, err = ca.LoadCreds(dir, "node")
+	got, err = trust.LoadCreds(dir, "node")
 	if err != nil {
 		t.Fatal(err)
 	}
 	id, err := got.Identity()
-	if err != nil || id.Role != ca.RoleManager || id.NodeID != "n1" || id.ClusterID != "c" {
+	if err != nil || id.Role != trust.RoleManager || id.NodeID != "n1" || id.ClusterID != "c" {
 		t.Errorf("identity after replace = %+v, %v", id, err)
 	}
 	na, err := got.NotAfter()
@@ -72,27 +72,27 @@ func TestSaveLoadCreds(t *testing.T) {
 func TestLoadCredsRejects(t *testing.T) {
 	root := newRoot(t, "c")
 	dir := t.TempDir()
-	if err := ca.SaveCreds(dir, "node", nodeCreds(t, root, "n1", ca.RoleWorker)); err != nil {
+	if err := trust.SaveCreds(dir, "node", nodeCreds(t, root, "n1", trust.RoleWorker)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ca.LoadCreds(dir, "missing"); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := trust.LoadCreds(dir, "missing"); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("LoadCreds of a missing name: %v", err)
 	}
 	// A key that belongs to another certificate.
-	other := nodeCreds(t, root, "n2", ca.RoleWorker)
+	other := nodeCreds(t, root, "n2", trust.RoleWorker)
 	if err := os.WriteFile(filepath.Join(dir, "node.key"), other.KeyPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ca.LoadCreds(dir, "node"); err == nil || !strings.Contains(err.Error(), "do not form a pair") {
+	if _, err := trust.LoadCreds(dir, "node"); err == nil || !strings.Contains(err.Error(), "do not form a pair") {
 		t.Errorf("LoadCreds with a foreign key: %v", err)
 	}
 	// A certificate from another CA.
-	foreign := nodeCreds(t, newRoot(t, "x"), "n1", ca.RoleWorker)
-	if err := ca.SaveCreds(dir, "node", &ca.Creds{CACertPEM: root.CertPEM(), CertPEM: foreign.CertPEM, KeyPEM: foreign.KeyPEM}); err == nil {
+	foreign := nodeCreds(t, newRoot(t, "x"), "n1", trust.RoleWorker)
+	if err := trust.SaveCreds(dir, "node", &trust.Creds{CACertPEM: root.CertPEM(), CertPEM: foreign.CertPEM, KeyPEM: foreign.KeyPEM}); err == nil {
 		t.Error("SaveCreds accepted a certificate of another CA")
 	}
 	for _, name := range []string{"", "..", "a/b", "ca"} {
-		if _, err := ca.LoadCreds(dir, name); err == nil {
+		if _, err := trust.LoadCreds(dir, name); err == nil {
 			t.Errorf("LoadCreds(%q) succeeded", name)
 		}
 	}
@@ -103,8 +103,8 @@ func TestLoadCredsRejects(t *testing.T) {
 // certificates on both sides, with the same tls.Configs.
 func TestCertStoreSwap(t *testing.T) {
 	root := newRoot(t, "c")
-	server := newStore(t, nodeCreds(t, root, "m1", ca.RoleManager))
-	client := newStore(t, nodeCreds(t, root, "w1", ca.RoleWorker))
+	server := newStore(t, nodeCreds(t, root, "m1", trust.RoleManager))
+	client := newStore(t, nodeCreds(t, root, "w1", trust.RoleWorker))
 
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", server.ServerTLSConfig())
 	if err != nil {
@@ -131,7 +131,7 @@ func TestCertStoreSwap(t *testing.T) {
 			}()
 		}
 	}()
-	clientConf := client.ClientTLSConfig(ca.ManagerServerName, ca.ALPNGRPC)
+	clientConf := client.ClientTLSConfig(trust.ManagerServerName, trust.ALPNGRPC)
 	handshake := func() (serverCN, clientCN string, err error) {
 		c, err := tls.Dial("tcp", ln.Addr().String(), clientConf)
 		if err != nil {
@@ -148,29 +148,29 @@ func TestCertStoreSwap(t *testing.T) {
 	if s, c, err := handshake(); err != nil || s != "m1" || c != "w1" {
 		t.Fatalf("first handshake: server %q client %q, %v", s, c, err)
 	}
-	if err := server.Set(nodeCreds(t, root, "m2", ca.RoleManager)); err != nil {
+	if err := server.Set(nodeCreds(t, root, "m2", trust.RoleManager)); err != nil {
 		t.Fatal(err)
 	}
-	if err := client.Set(nodeCreds(t, root, "w1", ca.RoleManager)); err != nil { // promoted
+	if err := client.Set(nodeCreds(t, root, "w1", trust.RoleManager)); err != nil { // promoted
 		t.Fatal(err)
 	}
 	if s, c, err := handshake(); err != nil || s != "m2" || c != "w1" {
 		t.Fatalf("after Set: server %q client %q, %v", s, c, err)
 	}
-	if client.Identity().Role != ca.RoleManager || server.Identity().NodeID != "m2" {
+	if client.Identity().Role != trust.RoleManager || server.Identity().NodeID != "m2" {
 		t.Errorf("identities after Set: %v, %v", client.Identity(), server.Identity())
 	}
 
 	// Demoted to worker, the server can no longer answer as a manager.
-	if err := server.Set(nodeCreds(t, root, "m2", ca.RoleWorker)); err != nil {
+	if err := server.Set(nodeCreds(t, root, "m2", trust.RoleWorker)); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := handshake(); err == nil || !strings.Contains(err.Error(), ca.ManagerServerName) {
+	if _, _, err := handshake(); err == nil || !strings.Contains(err.Error(), trust.ManagerServerName) {
 		t.Fatalf("handshake with a worker server: %v, want a name mismatch", err)
 	}
 
 	// Invalid credentials are refused and the old ones stay.
-	bad := nodeCreds(t, newRoot(t, "x"), "evil", ca.RoleManager)
+	bad := nodeCreds(t, newRoot(t, "x"), "evil", trust.RoleManager)
 	bad.CACertPEM = root.CertPEM()
 	if err := server.Set(bad); err == nil {
 		t.Fatal("Set accepted a certificate of another CA")
@@ -185,14 +185,14 @@ func TestCertStoreSwap(t *testing.T) {
 
 func TestClientTLSConfigFromCreds(t *testing.T) {
 	root := newRoot(t, "c")
-	conf, err := ca.ClientTLSConfigFromCreds(adminCreds(t, root), ca.ManagerServerName)
+	conf, err := trust.ClientTLSConfigFromCreds(adminCreds(t, root), trust.ManagerServerName)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if conf.ServerName != ca.ManagerServerName || len(conf.Certificates) != 1 || conf.RootCAs == nil || conf.MinVersion != tls.VersionTLS13 {
+	if conf.ServerName != trust.ManagerServerName || len(conf.Certificates) != 1 || conf.RootCAs == nil || conf.MinVersion != tls.VersionTLS13 {
 		t.Errorf("config %+v", conf)
 	}
-	if _, err := ca.ClientTLSConfigFromCreds(&ca.Creds{}, "x"); err == nil {
+	if _, err := trust.ClientTLSConfigFromCreds(&trust.Creds{}, "x"); err == nil {
 		t.Error("empty credentials accepted")
 	}
 }

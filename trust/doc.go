@@ -1,6 +1,10 @@
-// Package ca is the cluster's trust: the root certificate authority, node and
-// admin certificates, join tokens, the identity a certificate carries, and
-// the per-RPC authorizer that turns that identity into allow or deny.
+// Package trust is the cluster's trust: the root certificate authority, node
+// and admin certificates, join tokens and the join client, the identity a
+// certificate carries, the TLS configurations and gRPC credentials made from
+// a node's certificates, and the per-RPC authorizer with its policies (the
+// managers' DefaultPolicy and the agents' AgentPolicy) that turns that
+// identity into allow or deny. Managers, agents, the daemon, the client and
+// the CLI all import it; it imports nothing of Shoal but proto/.
 //
 // Who a peer is lives only in its certificate, signed by the cluster CA:
 //
@@ -15,14 +19,14 @@
 //
 // Typical use on a node:
 //
-//	creds, _ := ca.LoadCreds(dataDir+"/certs", "node")
-//	certs, _ := ca.NewCertStore(creds)           // hot-swappable on promote/demote
-//	srvTLS := certs.ServerTLSConfig()            // for the ALPN mux (manager/transport)
-//	cliTLS := certs.ClientTLSConfig(ca.ManagerServerName, ca.ALPNGRPC)
+//	creds, _ := trust.LoadCreds(dataDir+"/certs", "node")
+//	certs, _ := trust.NewCertStore(creds) // hot-swappable on promote/demote
+//	srvTLS := certs.ServerTLSConfig()     // for the ALPN mux (manager/transport)
+//	cliTLS := certs.ClientTLSConfig(trust.ManagerServerName, trust.ALPNGRPC)
 //
 // and on a manager's gRPC server:
 //
-//	authz := &ca.Authorizer{Policy: ca.DefaultPolicy(), ClusterID: id.ClusterID, Current: storeCheck}
+//	authz := &trust.Authorizer{Policy: trust.DefaultPolicy(), ClusterID: id.ClusterID, Current: storeCheck}
 //	grpc.NewServer(grpc.ChainUnaryInterceptor(authz.Unary()), grpc.ChainStreamInterceptor(authz.Stream()))
 //
 // A certificate is only as good as the store says: Current (StoreCheck,
@@ -34,4 +38,4 @@
 //
 // Handlers read the caller with IdentityFrom(ctx). Private keys and token
 // secrets are never logged or put into errors.
-package ca
+package trust

@@ -1,18 +1,18 @@
-// Package catest issues certificates of a throw-away cluster CA for tests
+// Package trusttest issues certificates of a throw-away cluster CA for tests
 // of components that speak mTLS (transport, agent API, log broker, CLI).
-package catest
+package trusttest
 
 import (
 	"testing"
 	"time"
 
-	"github.com/shoal-dev/shoal/manager/ca"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // NewRoot returns a new cluster CA for cluster id "c1".
-func NewRoot(t testing.TB) *ca.CA {
+func NewRoot(t testing.TB) *trust.CA {
 	t.Helper()
-	root, err := ca.NewRootCA("c1")
+	root, err := trust.NewRootCA("c1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -21,9 +21,9 @@ func NewRoot(t testing.TB) *ca.CA {
 
 // NodeCerts issues a key and a one-hour certificate for a node (or admin)
 // of root's cluster and returns them as a certificate store.
-func NodeCerts(t testing.TB, root *ca.CA, id string, role ca.Role) *ca.CertStore {
+func NodeCerts(t testing.TB, root *trust.CA, id string, role trust.Role) *trust.CertStore {
 	t.Helper()
-	keyPEM, csrPEM, err := ca.NewKeyAndCSR()
+	keyPEM, csrPEM, err := trust.NewKeyAndCSR()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +31,7 @@ func NodeCerts(t testing.TB, root *ca.CA, id string, role ca.Role) *ca.CertStore
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := ca.NewCertStore(&ca.Creds{CACertPEM: root.CertPEM(), CertPEM: certPEM, KeyPEM: keyPEM})
+	s, err := trust.NewCertStore(&trust.Creds{CACertPEM: root.CertPEM(), CertPEM: certPEM, KeyPEM: keyPEM})
 	if err != nil {
 		t.Fatal(err)
 	}
