@@ -19,7 +19,7 @@ var (
 	ErrUnauthenticated    = errors.New("unauthenticated")     // codes.Unauthenticated
 	ErrOutOfRange         = errors.New("out of range")        // codes.OutOfRange
 	ErrResourceExhausted  = errors.New("resource exhausted")  // codes.ResourceExhausted
-	ErrInternal           = errors.New("internal")            // codes.Internal, also what an unclassified error becomes
+	ErrInternal           = errors.New("internal")            // codes.Internal, also what an unclassified error becomes; any other class in the chain wins over it
 )
 
 // Cancellation and deadlines are the context package's own errors
