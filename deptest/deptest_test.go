@@ -68,6 +68,8 @@ func (r rule) String() string {
 	switch {
 	case r.never != nil:
 		s = fmt.Sprintf("%s never imports %s", r.from, strings.Join(r.never, ", "))
+	case len(r.only) == 0 && r.only != nil:
+		s = fmt.Sprintf("%s imports nothing of Shoal", r.from)
 	case r.only != nil:
 		s = fmt.Sprintf("%s imports nothing of Shoal but %s", r.from, strings.Join(r.only, ", "))
 	case r.wiresRoles:
@@ -524,4 +526,14 @@ func reports(vs []violation) []string {
 		out[i], _, _ = strings.Cut(v.String(), "\n")
 	}
 	return out
+}
+
+// TestCheckerLeaf: a rule that allows nothing of Shoal.
+func TestCheckerLeaf(t *testing.T) {
+	leaf := rule{from: "leaf/...", only: []string{}, why: "a leaf"}
+	g := graph{"leaf": {"leaf/sub", "proto/shoalv1"}, "leaf/sub": {}, "proto/shoalv1": {}}
+	vs := check(g, []rule{leaf})
+	if len(vs) != 1 || !strings.HasPrefix(vs[0].String(), "leaf → proto/shoalv1\n\tbreaks \"leaf/... imports nothing of Shoal\": a leaf") {
+		t.Fatalf("got %v, want leaf → proto/shoalv1 alone", vs)
+	}
 }
