@@ -7,7 +7,6 @@ package client
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -22,6 +21,7 @@ import (
 	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
 
+	"github.com/shoal-dev/shoal/datadir"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/trust"
 )
@@ -56,12 +56,6 @@ func (c *Client) Conn() *grpc.ClientConn { return c.conn }
 // Hosts returns the manager addresses the client may use.
 func (c *Client) Hosts() []string { return c.hosts }
 
-type nodeState struct {
-	Role          string   `json:"role"`
-	AdvertiseAddr string   `json:"advertise_addr"`
-	Managers      []string `json:"managers"`
-}
-
 // Credentials finds the credentials cfg points at.
 func Credentials(cfg Config) (*trust.Creds, error) {
 	if cfg.CertDir != "" {
@@ -74,24 +68,15 @@ func Credentials(cfg Config) (*trust.Creds, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("no credentials: pass --cert-dir or --data-dir")
 	}
-	admin := filepath.Join(cfg.DataDir, "admin")
+	admin := datadir.Dir(cfg.DataDir).Admin()
 	if _, err := os.Stat(filepath.Join(admin, "admin.crt")); err == nil {
 		return trust.LoadCreds(admin, "admin")
 	}
-	certs := filepath.Join(cfg.DataDir, "certs")
-	if st, err := readState(cfg.DataDir); err == nil && st.Role == string(trust.RoleManager) {
+	certs := datadir.Dir(cfg.DataDir).Certs()
+	if st, err := datadir.Load(cfg.DataDir); err == nil && st.Role == string(trust.RoleManager) {
 		return trust.LoadCreds(certs, "node")
 	}
 	return nil, fmt.Errorf("no credentials: pass --cert-dir or run on a manager's data dir (looked in %s and %s)", admin, certs)
-}
-
-func readState(dir string) (*nodeState, error) {
-	b, err := os.ReadFile(filepath.Join(dir, "node.json"))
-	if err != nil {
-		return nil, err
-	}
-	var st nodeState
-	return &st, json.Unmarshal(b, &st)
 }
 
 // Hosts finds the manager addresses cfg points at.
@@ -102,7 +87,7 @@ func Hosts(cfg Config) ([]string, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("no manager address: pass --host or --data-dir")
 	}
-	st, err := readState(cfg.DataDir)
+	st, err := datadir.Load(cfg.DataDir)
 	if err != nil {
 		return nil, fmt.Errorf("no manager address: pass --host, or a --data-dir holding a node (%v)", err)
 	}

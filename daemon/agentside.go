@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"path/filepath"
 	"strconv"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	"github.com/shoal-dev/shoal/agent/image"
 	"github.com/shoal-dev/shoal/agent/network"
 	"github.com/shoal-dev/shoal/agent/runtime"
+	"github.com/shoal-dev/shoal/datadir"
 )
 
 // agentSide is what runs tasks on a node: image store, runtime, node
@@ -70,8 +70,9 @@ func agentAddr(advertise string) (string, error) {
 
 func (n *node) buildAgentSide(ctx context.Context) (*agentSide, error) {
 	o, st := n.o, n.state()
-	dir := filepath.Join(o.DataDir, "agent")
-	images, err := image.OpenWithLimits(filepath.Join(o.DataDir, "images"), o.Logger,
+	dd := datadir.Dir(o.DataDir)
+	dir := dd.Agent()
+	images, err := image.OpenWithLimits(dd.Images(), o.Logger,
 		image.Limits{MaxLayerBytes: o.MaxLayerBytes, MaxLayerEntries: o.MaxLayerEntries})
 	if err != nil {
 		return nil, fmt.Errorf("image store: %w", err)
@@ -85,13 +86,13 @@ func (n *node) buildAgentSide(ctx context.Context) (*agentSide, error) {
 			n.log.Info("image loaded", "path", p, "refs", img.References, "digest", img.Digest)
 		}
 	}
-	rt := o.Runtime
+	rt := o.Seams.Runtime
 	if rt == nil {
 		var opts []runtime.Option
 		if st.CgroupParent != "" {
 			opts = append(opts, runtime.WithCgroupParent(st.CgroupParent))
 		}
-		lc, err := runtime.NewLibcontainer(filepath.Join(o.DataDir, "runtime"), o.Logger, opts...)
+		lc, err := runtime.NewLibcontainer(dd.Runtime(), o.Logger, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("runtime: %w", err)
 		}
@@ -109,8 +110,8 @@ func (n *node) buildAgentSide(ctx context.Context) (*agentSide, error) {
 		}()
 	}
 	var netw agent.Network
-	if !o.NoTaskNetwork {
-		cfg := network.Config{Bridge: st.Bridge, StateDir: filepath.Join(o.DataDir, "network"), Logger: o.Logger}
+	if !o.Seams.NoTaskNetwork {
+		cfg := network.Config{Bridge: st.Bridge, StateDir: dd.Network(), Logger: o.Logger}
 		if st.BridgeSubnet != "" {
 			if cfg.Subnet, err = netip.ParsePrefix(st.BridgeSubnet); err != nil {
 				side.close()

@@ -6,15 +6,15 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/shoal-dev/shoal/agent"
+	"github.com/shoal-dev/shoal/agent/nullexec"
+	"github.com/shoal-dev/shoal/datadir"
 	"github.com/shoal-dev/shoal/manager"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/trust"
@@ -30,7 +30,7 @@ type node struct {
 	bootstrapped chan struct{}
 
 	mu sync.Mutex // guards st, mgrStop, mgrDone
-	st *State
+	st *datadir.Node
 	// mgrStop/mgrDone control the running manager (nil when none).
 	mgrStop context.CancelFunc
 	mgrDone chan error
@@ -40,8 +40,8 @@ type node struct {
 	errCh   chan error            // fatal errors from the manager
 }
 
-func runNode(ctx context.Context, o Options, st *State, withBootstrap bool) error {
-	creds, err := trust.LoadCreds(filepath.Join(o.DataDir, "certs"), "node")
+func runNode(ctx context.Context, o Options, st *datadir.Node, withBootstrap bool) error {
+	creds, err := trust.LoadCreds(datadir.Dir(o.DataDir).Certs(), "node")
 	if err != nil {
 		return fmt.Errorf("loading node credentials: %w", err)
 	}
@@ -52,7 +52,7 @@ func runNode(ctx context.Context, o Options, st *State, withBootstrap bool) erro
 	n := &node{o: o, log: o.Logger.With("node_id", st.NodeID), certs: certs, st: st,
 		bootstrapped: make(chan struct{}), roleCh: make(chan shoalv1.NodeRole, 1), renewCh: make(chan struct{}, 1), errCh: make(chan error, 1)}
 	if withBootstrap {
-		if n.boot, err = loadBootstrap(o.DataDir); err != nil {
+		if n.boot, err = manager.LoadBootstrap(datadir.Dir(o.DataDir).BootstrapFile()); err != nil {
 			return err
 		}
 	}
@@ -61,10 +61,14 @@ func runNode(ctx context.Context, o Options, st *State, withBootstrap bool) erro
 			return err
 		}
 	}
-	if changed, err := st.applyAgentOptions(o); err != nil {
+	// The manager's context is not ctx (see startManager): every return
+	// from here on stops it.
+	if changed, err := applyAgentOptions(st, o); err != nil {
+		n.stopManager()
 		return err
 	} else if changed {
 		if err := st.Save(o.DataDir); err != nil {
+			n.stopManager()
 			return err
 		}
 	}
@@ -92,6 +96,9 @@ func runNode(ctx context.Context, o Options, st *State, withBootstrap bool) erro
 		g.Go(func() error { return side.ex.Run(gctx) })
 		g.Go(func() error { return n.serveAgentAPI(gctx, side) })
 		g.Go(func() error { return side.collectImages(gctx, n.log) })
+	} else {
+		// --no-executor: assignments are taken and reported, nothing runs.
+		acfg.Executor = nullexec.New()
 	}
 	ag := agent.New(acfg)
 	g.Go(func() error {
@@ -126,30 +133,6 @@ func runNode(ctx context.Context, o Options, st *State, withBootstrap bool) erro
 	return err
 }
 
-func loadBootstrap(dir string) (*manager.Bootstrap, error) {
-	b, err := os.ReadFile(bootstrapPath(dir))
-	if err != nil {
-		return nil, err
-	}
-	var act shoalv1.StoreAction
-	if err := proto.Unmarshal(b, &act); err != nil {
-		return nil, fmt.Errorf("%s: %w", bootstrapPath(dir), err)
-	}
-	boot := &manager.Bootstrap{}
-	for _, op := range act.GetOps() {
-		if c := op.GetObject().GetCluster(); c != nil {
-			boot.Cluster = c
-		}
-		if nd := op.GetObject().GetNode(); nd != nil {
-			boot.Self = nd
-		}
-	}
-	if boot.Cluster == nil || boot.Self == nil {
-		return nil, fmt.Errorf("%s is incomplete", bootstrapPath(dir))
-	}
-	return boot, nil
-}
-
 // announce waits for the bootstrap to commit, drops the on-disk copy and
 // tells the operator how to grow the cluster.
 func (n *node) announce(ctx context.Context) {
@@ -158,7 +141,7 @@ func (n *node) announce(ctx context.Context) {
 	case <-ctx.Done():
 		return
 	}
-	if err := os.Remove(bootstrapPath(n.o.DataDir)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.Remove(datadir.Dir(n.o.DataDir).BootstrapFile()); err != nil && !errors.Is(err, os.ErrNotExist) {
 		n.log.Warn("removing bootstrap file", "err", err)
 	}
 	c, st := n.boot.Cluster, n.state()
@@ -166,7 +149,7 @@ func (n *node) announce(ctx context.Context) {
 		n.printDevHint()
 		return
 	}
-	admin := filepath.Join(n.o.DataDir, "admin")
+	admin := datadir.Dir(n.o.DataDir).Admin()
 	fmt.Fprintf(n.o.Out, `Cluster %s initialised. This node (%s) is its first manager, at %s.
 
 To add a worker, run on it:
@@ -190,7 +173,7 @@ func (n *node) printDevHint() {
 	fmt.Fprintf(n.o.Out, devHint, n.o.DataDir, exe)
 }
 
-func (n *node) state() State {
+func (n *node) state() datadir.Node {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return *n.st

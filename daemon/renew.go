@@ -5,12 +5,12 @@ import (
 	"crypto/tls"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/shoal-dev/shoal/datadir"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
 	"github.com/shoal-dev/shoal/trust"
@@ -78,7 +78,7 @@ func (n *node) renewCert(ctx context.Context) error {
 		return fmt.Errorf("renewing the certificate: %w", lastErr)
 	}
 	newCreds := &trust.Creds{CACertPEM: resp.GetCaCertPem(), CertPEM: resp.GetCertPem(), KeyPEM: keyPEM}
-	if err := trust.SaveCreds(filepath.Join(n.o.DataDir, "certs"), "node", newCreds); err != nil {
+	if err := trust.SaveCreds(datadir.Dir(n.o.DataDir).Certs(), "node", newCreds); err != nil {
 		return err
 	}
 	oldRole := n.certs.Identity().Role
@@ -106,7 +106,7 @@ func (n *node) renewCert(ctx context.Context) error {
 	}
 	// A demoted node leaves raft; its old log must not come back if it is
 	// promoted again later.
-	return os.RemoveAll(filepath.Join(n.o.DataDir, "raft"))
+	return os.RemoveAll(datadir.Dir(n.o.DataDir).Raft())
 }
 
 // watchCertExpiry runs on managers, which hold the cluster object: when

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -20,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/shoal-dev/shoal/datadir"
 	"github.com/shoal-dev/shoal/manager/controlapi"
 	"github.com/shoal-dev/shoal/manager/dispatcher"
 	"github.com/shoal-dev/shoal/manager/forward"
@@ -32,12 +32,6 @@ import (
 	"github.com/shoal-dev/shoal/raftstore"
 	"github.com/shoal-dev/shoal/trust"
 )
-
-// Bootstrap is what the first manager writes into a new cluster.
-type Bootstrap struct {
-	Cluster *shoalv1.Cluster
-	Self    *shoalv1.Node
-}
 
 // Config configures a manager.
 type Config struct {
@@ -102,11 +96,15 @@ func (m *Manager) Run(ctx context.Context) error {
 	stream := transport.NewRaftStreamLayer(mux.Raft(), adv, func() *tls.Config {
 		return cfg.Certs.ClientTLSConfig(trust.ManagerServerName, "shoal-raft")
 	})
+	// The transport logs through slog like the rest of raft; only its
+	// errors, as it is chatty about every connection otherwise.
+	netLog := raftstore.NewHCLog(cfg.Logger.With("component", "raft-net"), "raft-net")
+	netLog.SetLevel(hclog.Error)
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: stream, MaxPool: 8, Timeout: 10 * time.Second,
-		Logger: hclog.New(&hclog.LoggerOptions{Name: "raft-net", Level: hclog.Error, Output: os.Stderr}),
+		Logger: netLog,
 	})
-	raftDir := filepath.Join(cfg.DataDir, "raft")
+	raftDir := datadir.Dir(cfg.DataDir).Raft()
 	if err := os.MkdirAll(raftDir, 0o700); err != nil {
 		ln.Close()
 		return err

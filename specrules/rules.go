@@ -526,11 +526,15 @@ func userPart(s string) error {
 		return errors.New("empty")
 	}
 	if s[0] >= '0' && s[0] <= '9' {
-		if n, err := strconv.ParseUint(s, 10, 64); err == nil {
-			if n > MaxUID {
-				return fmt.Errorf("id %d is above %d", n, uint64(MaxUID))
-			}
+		n, err := strconv.ParseUint(s, 10, 64)
+		switch {
+		case err == nil && n > MaxUID:
+			return fmt.Errorf("id %d is above %d", n, uint64(MaxUID))
+		case err == nil:
 			return nil
+		case errors.Is(err, strconv.ErrRange):
+			// All digits, too many for any id.
+			return fmt.Errorf("id %s is above %d", s, uint64(MaxUID))
 		}
 	}
 	if len(s) > MaxUserName {

@@ -101,6 +101,10 @@ func TestService(t *testing.T) {
 		{"user empty group", func(s *shoalv1.ServiceSpec) { s.Task.Container.User = "app:" }, []string{"spec.task.container.user", "group", "empty"}},
 		{"user bad char", func(s *shoalv1.ServiceSpec) { s.Task.Container.User = "a/b" }, []string{"user", "letters, digits"}},
 		{"uid too big", func(s *shoalv1.ServiceSpec) { s.Task.Container.User = "4294967295" }, []string{"user", "above 4294967294"}},
+		// Past uint64: not a name either (the runtime would look it up in
+		// /etc/passwd at every start and fail there).
+		{"uid past uint64", func(s *shoalv1.ServiceSpec) { s.Task.Container.User = "99999999999999999999" }, []string{"spec.task.container.user", "above 4294967294"}},
+		{"gid past uint64", func(s *shoalv1.ServiceSpec) { s.Task.Container.User = "0:99999999999999999999" }, []string{"spec.task.container.user", "group", "above 4294967294"}},
 		{"user leading dash", func(s *shoalv1.ServiceSpec) { s.Task.Container.User = "-x" }, []string{"user", "start with '-'"}},
 		// restart
 		{"restart condition", func(s *shoalv1.ServiceSpec) { s.Task.Restart = &shoalv1.RestartPolicy{Condition: 9} }, []string{"spec.task.restart.condition: unknown condition 9"}},

@@ -42,7 +42,15 @@ func (g *goodbyeError) Error() string {
 // until then (see verdict). The session ends (without an error) only once
 // that is committed, which is the agent's acknowledgement. A goodbye
 // without restarting changes nothing: heartbeats decide, as after a crash.
-func (d *Dispatcher) goodbye(ctx context.Context, log *slog.Logger, nodeID string, bye *shoalv1.Goodbye) error {
+//
+// The deadline is written only while sess is still the node's session: an
+// agent that stopped waiting for the acknowledgement may be back, with a
+// new session that recorded it READY, before this write is proposed; a
+// deadline written after that would keep a live node DISCONNECTED and have
+// it marked DOWN (its tasks replaced) when the deadline passes. The check
+// runs inside the write, so a concurrent READY makes it conflict and see
+// the new session when it retries.
+func (d *Dispatcher) goodbye(ctx context.Context, log *slog.Logger, nodeID string, sess *session, bye *shoalv1.Goodbye) error {
 	if !bye.GetRestarting() {
 		log.Info("session ended", "reason", "goodbye")
 		return nil
@@ -52,11 +60,22 @@ func (d *Dispatcher) goodbye(ctx context.Context, log *slog.Logger, nodeID strin
 	msg := fmt.Sprintf("restarting: its tasks are kept until %s (restart grace %s)", deadline.UTC().Format(time.RFC3339), grace)
 	// ctx is the dispatcher's: the write is not abandoned if the agent
 	// stops waiting for it.
-	err := d.updateNode(ctx, nodeID, func(n *shoalv1.Node) {
+	err := d.updateNode(ctx, nodeID, func(n *shoalv1.Node) error {
+		d.mu.Lock()
+		current := d.sessions[nodeID] == sess
+		d.mu.Unlock()
+		if !current {
+			return errSessionReplaced
+		}
 		n.Status.State = shoalv1.NodeState_NODE_STATE_DISCONNECTED
 		n.Status.Message = msg
 		n.Status.RestartDeadline = timestamppb.New(deadline)
+		return nil
 	})
+	if errors.Is(err, errSessionReplaced) {
+		log.Info("goodbye (restarting) not recorded: the node is back with a new session")
+		return nil
+	}
 	if err != nil {
 		log.Warn("recording the node's restart; heartbeats will decide", "err", err)
 		return err
@@ -66,10 +85,14 @@ func (d *Dispatcher) goodbye(ctx context.Context, log *slog.Logger, nodeID strin
 	return nil
 }
 
+// errSessionReplaced: a goodbye came on a session that is no longer the
+// node's current one.
+var errSessionReplaced = errors.New("the session was replaced by a newer one")
+
 // updateNode applies change to a clone of the node's object (with a
 // status) and writes it, retrying on version conflicts with concurrent
-// writers.
-func (d *Dispatcher) updateNode(ctx context.Context, nodeID string, change func(*shoalv1.Node)) error {
+// writers; an error of change aborts the write and is returned.
+func (d *Dispatcher) updateNode(ctx context.Context, nodeID string, change func(*shoalv1.Node) error) error {
 	for attempt := 0; ; attempt++ {
 		_, err := d.cfg.Store.Update(ctx, func(tx raftstore.WriteTx) error {
 			n, ok := raftstore.Get[*shoalv1.Node](tx, nodeID)
@@ -80,7 +103,9 @@ func (d *Dispatcher) updateNode(ctx context.Context, nodeID string, change func(
 			if n.Status == nil {
 				n.Status = &shoalv1.NodeStatus{}
 			}
-			change(n)
+			if err := change(n); err != nil {
+				return err
+			}
 			return tx.Update(n)
 		})
 		if err == nil || !errors.Is(err, raftstore.ErrVersionConflict) || attempt >= 5 {

@@ -270,3 +270,65 @@ func metadataFrom(ctx context.Context) (string, bool) {
 	}
 	return md.Get(nodeKey)[0], true
 }
+
+// TestGoodbyeOfReplacedSession: a goodbye whose write comes after the node
+// opened a new session (the agent stopped waiting for the acknowledgement
+// and is back) records nothing; the same goodbye on the node's current
+// session records the restart deadline.
+func TestGoodbyeOfReplacedSession(t *testing.T) {
+	s := openStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if _, err := s.Update(ctx, func(tx raftstore.WriteTx) error {
+		return tx.Create(&shoalv1.Node{Meta: &shoalv1.Meta{Id: "n"}, Status: &shoalv1.NodeStatus{State: shoalv1.NodeState_NODE_STATE_READY}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	d := New(Config{Store: s, Logger: slog.New(slog.DiscardHandler)})
+	old, current := &session{id: "old"}, &session{id: "new"}
+	d.sessions["n"] = current
+	bye := &shoalv1.Goodbye{Restarting: true}
+	if err := d.goodbye(ctx, d.log, "n", old, bye); err != nil {
+		t.Fatalf("goodbye of the replaced session: %v", err)
+	}
+	n, _ := raftstore.Get[*shoalv1.Node](s.View(), "n")
+	if st := n.GetStatus(); st.GetState() != shoalv1.NodeState_NODE_STATE_READY || st.GetRestartDeadline() != nil {
+		t.Fatalf("after a replaced session's goodbye the node is %s with deadline %v, want READY without one", st.GetState(), st.GetRestartDeadline())
+	}
+	if err := d.goodbye(ctx, d.log, "n", current, bye); err != nil {
+		t.Fatalf("goodbye of the current session: %v", err)
+	}
+	n, _ = raftstore.Get[*shoalv1.Node](s.View(), "n")
+	if st := n.GetStatus(); st.GetState() != shoalv1.NodeState_NODE_STATE_DISCONNECTED || st.GetRestartDeadline() == nil {
+		t.Fatalf("after the current session's goodbye the node is %s with deadline %v, want DISCONNECTED with one", st.GetState(), st.GetRestartDeadline())
+	}
+}
+
+// TestSessionAnswersBeforeRegistering: the dispatcher answers a hello
+// (response headers) before its raft write registering the session, so an
+// agent can tell a live manager slow to commit from one that does not
+// answer. Here the registration fails (a node the store does not know):
+// the headers came before that error.
+func TestSessionAnswersBeforeRegistering(t *testing.T) {
+	c := startLive(t, &shoalv1.ClusterSettings{})
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stream, err := shoalv1.NewDispatcherClient(conn).Session(withNode(ctx, "ghost"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Hello{Hello: &shoalv1.AgentHello{Addr: "ghost:4242"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if md, _ := stream.Header(); md == nil {
+		t.Fatal("no response headers before the session's registration ended it")
+	}
+	if _, err := stream.Recv(); err == nil {
+		t.Fatal("a session for a node the store does not know was welcomed")
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/errdefs"
+	"google.golang.org/grpc/metadata"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
@@ -20,8 +21,6 @@ type session struct {
 	cancel context.CancelFunc
 }
 
-// assigned says whether a task belongs in an agent's assignment set: it has
-// reached the node and is not finished.
 // assigned says whether the node holds t: from ASSIGNED on, finished tasks
 // included — the node keeps a finished task's log until the managers delete
 // the task (history trimmed, service removed), and a task the managers
@@ -63,6 +62,12 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	hello := first.GetHello()
 	if hello == nil {
 		return errdefs.InvalidArgumentf("a session must start with a hello")
+	}
+	// Answer at once (response headers): the agent then knows this
+	// manager is alive and waits for the welcome, which comes after a raft
+	// write, longer than it waits for a manager that does not answer.
+	if err := raw.SendHeader(metadata.MD{}); err != nil {
+		return err
 	}
 
 	ctx, cancel := context.WithCancel(stream.Context())
@@ -131,7 +136,7 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 		select {
 		case err := <-recvErr:
 			if bye := (*goodbyeError)(nil); errors.As(err, &bye) {
-				return d.goodbye(runCtx, log, id.NodeID, bye.msg)
+				return d.goodbye(runCtx, log, id.NodeID, sess, bye.msg)
 			}
 			log.Info("session ended", "reason", errString(err))
 			return err

@@ -36,6 +36,10 @@ type schedLoop struct {
 	// after is the id of the last task of a batch that stopped at the
 	// budget: the next batch starts after it (wrapping around).
 	after string
+	// idle counts the pending tasks looked at by the batches since one
+	// last placed a task: once it covers them all, a whole round placed
+	// nothing and the next batch would only repeat it.
+	idle int
 }
 
 func newSchedLoop(o *Orchestrator) *schedLoop {
@@ -72,6 +76,8 @@ func (s *schedLoop) observe(ev *shoalv1.WatchEvent) bool {
 
 type schedResult struct {
 	pending int
+	// batch is how many of them this batch looked at.
+	batch int
 	// last is the id of the last pending task in the batch when the batch
 	// did not hold them all; "" when it did.
 	last     string
@@ -94,12 +100,20 @@ func (s *schedLoop) pass(ctx context.Context, _ time.Time) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("scheduling: %w", err)
 	}
 	s.after = res.last
-	if res.last != "" {
+	if len(res.assigned) > 0 {
+		s.idle = 0
+	} else {
+		s.idle += res.batch
+	}
+	if res.last != "" && s.idle < res.pending {
 		// More are pending than one entry holds: the next batch now.
 		s.unschedulable = s.unschedulable || res.failed > 0
 		s.logResult(&res)
 		return s.o.now(), nil
 	}
+	// Every pending task was looked at: done until something changes
+	// (a node, a task freeing resources, a new pending task).
+	s.idle = 0
 	s.due = false
 	s.unschedulable = res.failed > 0
 	s.logResult(&res)
@@ -141,6 +155,7 @@ func scheduleTx(tx raftstore.WriteTx, now time.Time, res *schedResult, after str
 		split++
 	}
 	pending, cut := b.takeWithin(slices.Concat(all[split:], all[:split]))
+	res.batch = len(pending)
 	if cut {
 		res.last = pending[len(pending)-1].GetMeta().GetId()
 	}

@@ -2,12 +2,10 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -16,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shoal-dev/shoal/client"
+	"github.com/shoal-dev/shoal/datadir"
 	"github.com/shoal-dev/shoal/logstream"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/trust"
@@ -76,25 +75,14 @@ func (a *app) findAgent(ctx context.Context, node string) (agentTarget, error) {
 	return t, nil
 }
 
-// localNode is the part of a data dir's node.json (daemon.State) that
-// names the node and its agent API; read here like client reads the
-// manager list, so the CLI needs nothing of the daemon.
-type localNode struct {
-	NodeID    string `json:"node_id"`
-	AgentAddr string `json:"agent_addr"`
-}
-
-func readLocalNode(dataDir string) (localNode, error) {
-	var st localNode
-	b, err := os.ReadFile(filepath.Join(dataDir, "node.json"))
+// readLocalNode reads the node.json of --data-dir, which must name a node.
+func readLocalNode(dataDir string) (*datadir.Node, error) {
+	st, err := datadir.Load(dataDir)
 	if err != nil {
-		return st, err
-	}
-	if err := json.Unmarshal(b, &st); err != nil {
-		return st, fmt.Errorf("%s: %w", filepath.Join(dataDir, "node.json"), err)
+		return nil, err
 	}
 	if st.NodeID == "" {
-		return st, fmt.Errorf("%s names no node", filepath.Join(dataDir, "node.json"))
+		return nil, fmt.Errorf("%s names no node", datadir.Dir(dataDir).NodeFile())
 	}
 	return st, nil
 }

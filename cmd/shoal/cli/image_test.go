@@ -161,7 +161,7 @@ func TestImageLocalNode(t *testing.T) {
 	c := newCLICluster(t)
 	addr := c.startTestAgent("n1")
 	dataDir := t.TempDir()
-	// As daemon.State writes it.
+	// As datadir.Node.Save writes it.
 	if err := os.WriteFile(filepath.Join(dataDir, "node.json"), []byte(`{"node_id": "n1", "role": "worker", "agent_addr": "`+addr+`"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package runtime
+package runtimebench
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/shoal-dev/shoal/agent/runtime"
 	"github.com/shoal-dev/shoal/agent/runtime/hostclean"
 )
 
@@ -53,7 +54,7 @@ func Bench(ctx context.Context, o BenchOptions) (res *BenchResult, retErr error)
 		return nil, err
 	}
 	if o.N < 1 {
-		return nil, fmt.Errorf("%w: n must be at least 1", ErrInvalidArgument)
+		return nil, fmt.Errorf("%w: n must be at least 1", runtime.ErrInvalidArgument)
 	}
 	if o.Runc == "" {
 		o.Runc = "runc"
@@ -69,7 +70,7 @@ func Bench(ctx context.Context, o BenchOptions) (res *BenchResult, retErr error)
 	}
 	parent := fmt.Sprintf("/shoal-runtime-bench-%d", os.Getpid())
 	runcRoot := filepath.Join(tmp, "runc-state")
-	rt, err := NewLibcontainer(filepath.Join(tmp, "state"), nil, WithCgroupParent(parent), WithSpareShim(!o.NoSpare))
+	rt, err := runtime.NewLibcontainer(filepath.Join(tmp, "state"), nil, runtime.WithCgroupParent(parent), runtime.WithSpareShim(!o.NoSpare))
 	if err != nil {
 		os.RemoveAll(tmp)
 		return nil, err
@@ -101,7 +102,7 @@ func Bench(ctx context.Context, o BenchOptions) (res *BenchResult, retErr error)
 
 	ours := func(i int) (time.Duration, error) {
 		id := fmt.Sprintf("bench-%d", i)
-		spec := Spec{ID: id, Rootfs: rootfs, Args: []string{"/bin/true"}}
+		spec := runtime.Spec{ID: id, Rootfs: rootfs, Args: []string{"/bin/true"}}
 		t0 := time.Now()
 		if err := rt.Start(ctx, spec, filepath.Join(logDir, id+".log")); err != nil {
 			return 0, err
@@ -114,7 +115,7 @@ func Bench(ctx context.Context, o BenchOptions) (res *BenchResult, retErr error)
 			return 0, err
 		}
 		d := time.Since(t0)
-		if st.Status != StatusExited || st.Exit.Code != 0 {
+		if st.Status != runtime.StatusExited || st.Exit.Code != 0 {
 			return 0, fmt.Errorf("task %q: /bin/true did not exit 0: %+v %+v", id, st, st.Exit)
 		}
 		return d, nil
@@ -188,11 +189,11 @@ func (r *BenchResult) PairedRatio() float64 {
 // benchTempBase picks where Bench keeps its state: the usual temp dir,
 // unless that is inside the binary's directory (a shoal binary in /tmp),
 // where libcontainer would copy the binary on every start (see
-// insideExeDir) and the figure would measure that layout, not the
+// runtime.InsideExeDir) and the figure would measure that layout, not the
 // runtime.
 func benchTempBase() string {
 	for _, d := range []string{os.TempDir(), "/var/tmp", "/run", "/dev/shm"} {
-		if _, inside := insideExeDir(d); !inside {
+		if _, inside := runtime.InsideExeDir(d); !inside {
 			if fi, err := os.Stat(d); err == nil && fi.IsDir() {
 				return d
 			}
@@ -245,10 +246,10 @@ func busyboxRootfs(root, busybox string) error {
 
 func checkBenchRootfs(root string) error {
 	if !filepath.IsAbs(root) {
-		return fmt.Errorf("%w: rootfs %q must be absolute", ErrInvalidArgument, root)
+		return fmt.Errorf("%w: rootfs %q must be absolute", runtime.ErrInvalidArgument, root)
 	}
 	if _, err := os.Lstat(filepath.Join(root, "bin/true")); err != nil {
-		return fmt.Errorf("%w: rootfs %q has no /bin/true: %v", ErrInvalidArgument, root, err)
+		return fmt.Errorf("%w: rootfs %q has no /bin/true: %v", runtime.ErrInvalidArgument, root, err)
 	}
 	return nil
 }
@@ -256,7 +257,7 @@ func checkBenchRootfs(root string) error {
 // writeRuncBundle writes bundle/config.json for runc: the spec Start would
 // run for /bin/true, with its cgroup under parent.
 func writeRuncBundle(bundle, rootfs, parent string) error {
-	s, err := OCISpec(Spec{ID: "runc", Rootfs: rootfs, Args: []string{"/bin/true"}}, parent)
+	s, err := runtime.OCISpec(runtime.Spec{ID: "runc", Rootfs: rootfs, Args: []string{"/bin/true"}}, parent)
 	if err != nil {
 		return err
 	}
@@ -271,7 +272,7 @@ func writeRuncBundle(bundle, rootfs, parent string) error {
 }
 
 // benchCleanup removes what Bench made, whatever state it stopped in.
-func benchCleanup(rt *Libcontainer, runc, runcRoot, parent, tmp string) error {
+func benchCleanup(rt *runtime.Libcontainer, runc, runcRoot, parent, tmp string) error {
 	ctx := context.Background()
 	var errs []error
 	if sts, err := rt.List(ctx); err == nil {
@@ -286,7 +287,7 @@ func benchCleanup(rt *Libcontainer, runc, runcRoot, parent, tmp string) error {
 			}
 		}
 	}
-	errs = append(errs, RemoveCgroupParent(parent))
+	errs = append(errs, runtime.RemoveCgroupParent(parent))
 	if m, err := hostclean.MountsUnder(tmp); err != nil || len(m) > 0 {
 		// Never RemoveAll through a mount.
 		errs = append(errs, fmt.Errorf("mounts left under %s: %v %v", tmp, m, err))

@@ -1,16 +1,16 @@
-package runtime
+package runtimebench
 
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoal-dev/shoal/agent/runtime"
 )
 
 func TestPercentile(t *testing.T) {
@@ -53,7 +53,7 @@ func TestBenchRefusals(t *testing.T) {
 		t.Error("non-root accepted")
 	}
 	ctx := context.Background()
-	if _, err := Bench(ctx, BenchOptions{N: 0}); !errors.Is(err, ErrInvalidArgument) {
+	if _, err := Bench(ctx, BenchOptions{N: 0}); !errors.Is(err, runtime.ErrInvalidArgument) {
 		t.Errorf("n=0: %v", err)
 	}
 	if _, err := Bench(ctx, BenchOptions{N: 1, Runc: "/nonexistent/runc"}); err == nil {
@@ -64,10 +64,10 @@ func TestBenchRefusals(t *testing.T) {
 		t.Errorf("missing busybox: %v", err)
 	}
 	empty := t.TempDir()
-	if _, err := Bench(ctx, BenchOptions{N: 1, Runc: runc, Rootfs: empty}); !errors.Is(err, ErrInvalidArgument) {
+	if _, err := Bench(ctx, BenchOptions{N: 1, Runc: runc, Rootfs: empty}); !errors.Is(err, runtime.ErrInvalidArgument) {
 		t.Errorf("rootfs without /bin/true: %v", err)
 	}
-	if _, err := Bench(ctx, BenchOptions{N: 1, Runc: runc, Rootfs: "relative"}); !errors.Is(err, ErrInvalidArgument) {
+	if _, err := Bench(ctx, BenchOptions{N: 1, Runc: runc, Rootfs: "relative"}); !errors.Is(err, runtime.ErrInvalidArgument) {
 		t.Errorf("relative rootfs: %v", err)
 	}
 	// None of these left their temporary dirs.
@@ -115,6 +115,7 @@ func TestBenchSmall(t *testing.T) {
 // TestBusyboxRootfs builds the default rootfs from the busybox given.
 func TestBusyboxRootfs(t *testing.T) {
 	root := filepath.Join(t.TempDir(), "r")
+	// Any file does as the "busybox": it is copied, not run.
 	if err := busyboxRootfs(root, probeBin); err != nil {
 		t.Fatal(err)
 	}
@@ -126,42 +127,15 @@ func TestBusyboxRootfs(t *testing.T) {
 	}
 }
 
-func TestInsideExeDir(t *testing.T) {
+// TestTempBaseOutsideExeDir: Bench keeps its state outside the binary's
+// directory, where libcontainer would copy the binary on every start.
+func TestTempBaseOutsideExeDir(t *testing.T) {
 	exe, err := os.Readlink("/proc/self/exe")
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := filepath.Dir(exe)
-	for p, want := range map[string]bool{
-		dir: true, filepath.Join(dir, "state"): true, dir + "-sibling": false, "/nonexistent/x": dir == "/",
-	} {
-		if _, got := insideExeDir(p); got != want {
-			t.Errorf("insideExeDir(%q) = %v, want %v", p, got, want)
-		}
-	}
-	if _, inside := insideExeDir(benchTempBase()); inside && dir != "/" {
+	if _, inside := runtime.InsideExeDir(benchTempBase()); inside && dir != "/" {
 		t.Errorf("bench temp base %s is inside %s", benchTempBase(), dir)
-	}
-}
-
-// TestWarnsAboutStateInsideExeDir: the slow layout is reported.
-func TestWarnsAboutStateInsideExeDir(t *testing.T) {
-	exe, _ := os.Readlink("/proc/self/exe")
-	root := filepath.Join(filepath.Dir(exe), "state-inside-"+strconv.Itoa(os.Getpid()))
-	t.Cleanup(func() { os.RemoveAll(root) })
-	var buf strings.Builder
-	rt, err := NewLibcontainer(root, slog.New(slog.NewTextHandler(&buf, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rt.Close()
-	if !strings.Contains(buf.String(), "inside the binary's directory") {
-		t.Errorf("no warning: %q", buf.String())
-	}
-	buf.Reset()
-	rt, _ = NewLibcontainer(filepath.Join(t.TempDir(), "state"), slog.New(slog.NewTextHandler(&buf, nil)))
-	rt.Close()
-	if buf.Len() != 0 {
-		t.Errorf("warning for a root elsewhere: %q", buf.String())
 	}
 }
