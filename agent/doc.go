@@ -5,10 +5,10 @@
 //   - Agent (session.go) keeps the node's session with the leader's
 //     dispatcher: it sends a hello and heartbeats, receives the node's
 //     assignment set (full, then diffs, possibly in chunks) and reports task
-//     statuses in batches. It reconnects by itself, following the
-//     "leader=ADDR" hint of a follower and rotating through the known
-//     managers, so an agent survives leader failover without help. It uses
-//     its executor only through TaskExecutor.
+//     statuses in batches. It reconnects by itself, following the leader
+//     address a follower answers with (errdefs.NotLeader) and rotating
+//     through the known managers, so an agent survives leader failover
+//     without help. It uses its executor only through TaskExecutor.
 //   - Executor (executor.go, taskctl.go, prepare.go) runs the assigned
 //     tasks as containers: one controller goroutine per task resolves the
 //     image (agent/image), mounts the rootfs, attaches the node network

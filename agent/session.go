@@ -7,19 +7,18 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
-	"github.com/shoal-dev/shoal/trust"
 )
 
 // Config configures an Agent.
@@ -150,7 +149,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if trust.IsRemoved(err) {
+		if errdefs.IsNodeRemoved(err) {
 			a.log.Error("this node was removed from the cluster; stopping", "err", err)
 			return fmt.Errorf("%w: %s", ErrRemoved, status.Convert(err).Message())
 		}
@@ -194,17 +193,11 @@ func (a *Agent) target(next *int) string {
 	return addr
 }
 
-// leaderHint extracts "leader=ADDR" from a follower's UNAVAILABLE answer.
+// leaderHint is the leader's address a follower's dispatcher answers with
+// (errdefs.NotLeader, as a detail), or "".
 func leaderHint(err error) string {
-	st, ok := status.FromError(err)
-	if !ok || st.Code() != codes.Unavailable {
-		return ""
-	}
-	_, after, ok := strings.Cut(st.Message(), "leader=")
-	if !ok {
-		return ""
-	}
-	return strings.TrimSpace(after)
+	addr, _ := errdefs.LeaderAddr(err)
+	return addr
 }
 
 func (a *Agent) session(ctx context.Context, addr string) error {

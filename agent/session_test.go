@@ -11,11 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/trust"
@@ -26,9 +26,11 @@ func TestLeaderHint(t *testing.T) {
 		err  error
 		want string
 	}{
-		{status.Error(codes.Unavailable, "this manager is not the leader; leader=127.0.0.22:4242"), "127.0.0.22:4242"},
-		{status.Error(codes.Unavailable, "this manager is not the leader; leader="), ""},
-		{status.Error(codes.PermissionDenied, "leader=127.0.0.22:4242"), ""},
+		{errdefs.ToGRPC(errdefs.NotLeader("127.0.0.22:4242")), "127.0.0.22:4242"},
+		{errdefs.ToGRPC(errdefs.NotLeader("")), ""},
+		{errdefs.ToGRPC(errdefs.PermissionDeniedf("leader=127.0.0.22:4242")), ""},
+		// The address is a detail: text alone is not parsed.
+		{errdefs.ToGRPC(errdefs.Unavailablef("this manager is not the leader; leader=127.0.0.22:4242")), ""},
 		{errors.New("leader=x"), ""},
 	}
 	for _, tt := range tests {
@@ -45,7 +47,7 @@ type removedDispatcher struct {
 }
 
 func (removedDispatcher) Session(shoalv1.Dispatcher_SessionServer) error {
-	return status.Errorf(codes.PermissionDenied, "node %q %s; its certificate is no longer accepted", "n1", trust.RemovedReason)
+	return errdefs.NodeRemovedf("node %q %s; its certificate is no longer accepted", "n1", trust.RemovedReason)
 }
 
 // TestRunStopsWhenRemoved: a removed node's agent stops with ErrRemoved
@@ -55,7 +57,7 @@ func TestRunStopsWhenRemoved(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(grpc.ChainStreamInterceptor(errdefs.StreamServerInterceptor()))
 	shoalv1.RegisterDispatcherServer(srv, removedDispatcher{})
 	go srv.Serve(ln)
 	defer srv.Stop()
@@ -256,7 +258,7 @@ func (d *overlapDispatcher) Session(s shoalv1.Dispatcher_SessionServer) error {
 	if err := s.Send(&shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Node{Node: &shoalv1.Node{Meta: &shoalv1.Meta{Id: "n1"}}}}); err != nil {
 		return err
 	}
-	return status.Error(codes.Unavailable, "leadership lost")
+	return errdefs.Unavailablef("leadership lost")
 }
 
 // TestSessionEndsAfterItsReceiver: a session that ends while one of its
@@ -270,7 +272,7 @@ func TestSessionEndsAfterItsReceiver(t *testing.T) {
 	}
 	var handling atomic.Bool
 	d := &overlapDispatcher{handling: &handling, second: make(chan struct{})}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(grpc.ChainStreamInterceptor(errdefs.StreamServerInterceptor()))
 	shoalv1.RegisterDispatcherServer(srv, d)
 	go srv.Serve(ln)
 	defer srv.Stop()

@@ -13,8 +13,9 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
@@ -171,12 +172,13 @@ func RetryUnavailable(hosts []string) grpc.UnaryClientInterceptor {
 		backoff := 25 * time.Millisecond
 		for {
 			err := invoker(ctx, method, req, reply, cc, opts...)
-			if status.Code(err) != codes.Unavailable {
+			if !errdefs.IsUnavailable(err) {
 				return err
 			}
 			select {
 			case <-ctx.Done():
-				return status.Errorf(codes.Unavailable, "cannot reach a manager (%v): %s", hosts, status.Convert(err).Message())
+				// Answered as a server would: callers read it as a status.
+				return errdefs.ToGRPC(errdefs.Unavailablef("cannot reach a manager (%v): %s", hosts, status.Convert(err).Message()))
 			case <-time.After(backoff):
 			}
 			backoff = min(backoff*2, 250*time.Millisecond)

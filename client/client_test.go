@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -52,14 +54,14 @@ type flaky struct {
 
 func (f *flaky) GetCluster(context.Context, *shoalv1.GetClusterRequest) (*shoalv1.GetClusterResponse, error) {
 	if f.calls.Add(1) < 3 {
-		return nil, status.Error(codes.Unavailable, "electing")
+		return nil, errdefs.Unavailablef("electing")
 	}
 	return &shoalv1.GetClusterResponse{LeaderId: "l"}, nil
 }
 
 func (f *flaky) GetNode(context.Context, *shoalv1.GetNodeRequest) (*shoalv1.GetNodeResponse, error) {
 	f.calls.Add(1)
-	return nil, status.Error(codes.NotFound, "no such node")
+	return nil, errdefs.NotFoundf("no such node")
 }
 
 func TestRetryAndFailover(t *testing.T) {
@@ -67,7 +69,7 @@ func TestRetryAndFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(errdefs.UnaryServerInterceptor()))
 	f := &flaky{}
 	shoalv1.RegisterControlServer(srv, f)
 	go srv.Serve(ln)

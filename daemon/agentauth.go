@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/trust"
@@ -73,7 +73,7 @@ func (n *node) askManager(ctx context.Context, addr string, id trust.Identity, c
 		return trust.RoleAdmin, nil
 	}
 	resp, err := control.GetNode(cctx, &shoalv1.GetNodeRequest{Ref: id.NodeID})
-	if status.Code(err) == codes.NotFound {
+	if errdefs.IsNotFound(err) {
 		return "", fmt.Errorf("%w: node %q is not a node of this cluster", trust.ErrNotCurrent, id.NodeID)
 	}
 	if err != nil {

@@ -27,6 +27,8 @@ var rules = []rule{
 		why: "placement is pure: no I/O, no raft, nothing of Shoal but the API types"},
 	{from: "raftstore/...", only: []string{"proto/..."},
 		why: "the replicated store knows nothing of managers, agents or containers"},
+	{from: "errdefs/...", only: []string{},
+		why: "the error vocabulary is the leaf of leaves: every package, the store's callers and the trust package included, may use it"},
 	{from: "trust/...", only: []string{"proto/...", "errdefs/..."},
 		why: "the cluster's trust is a leaf that managers, agents, the daemon, the client and the CLI all import"},
 	{from: "logstream/...", only: []string{"proto/...", "trust/...", "errdefs/..."},

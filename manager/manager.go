@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/shoal-dev/shoal/errdefs"
 	"log/slog"
 	"net"
 	"os"
@@ -144,8 +145,8 @@ func (m *Manager) Run(ctx context.Context) error {
 	mux.AdmitRaft(transport.RaftAdmission(raftConf, check), transport.RaftAdmission(raftConf, trust.ConnectionCheck(storeNodes(store))))
 	srv := grpc.NewServer(
 		grpc.Creds(transport.ServerCreds()),
-		grpc.ChainUnaryInterceptor(authz.Unary(), fwd.Unary()),
-		grpc.ChainStreamInterceptor(authz.Stream(), fwd.Stream()),
+		grpc.ChainUnaryInterceptor(errdefs.UnaryServerInterceptor(), authz.Unary(), fwd.Unary()),
+		grpc.ChainStreamInterceptor(errdefs.StreamServerInterceptor(), authz.Stream(), fwd.Stream()),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 2 * time.Second, PermitWithoutStream: true}),
 	)

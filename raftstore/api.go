@@ -49,17 +49,18 @@ type Object interface {
 // say which object and why, e.g.
 // `service "x1y2": version 12 is stale (current 15): version conflict`.
 var (
-	ErrNotFound        = errors.New("not found")
-	ErrExists          = errors.New("already exists")
-	ErrVersionConflict = errors.New("version conflict")
-	ErrNotLeader       = errors.New("not the raft leader")
-	ErrCompacted       = errors.New("watch index no longer retained")
-	ErrSlowConsumer    = errors.New("watch consumer fell too far behind")
-	ErrRestored        = errors.New("store was restored from a snapshot")
-	ErrClosed          = errors.New("store closed")
+	// The marker types (errclass.go) give each its errdefs class.
+	ErrNotFound        error = &notFoundError{"not found"}
+	ErrExists          error = &alreadyExistsError{"already exists"}
+	ErrVersionConflict error = &conflictError{"version conflict"}
+	ErrNotLeader       error = &unavailableError{"not the raft leader"}
+	ErrCompacted       error = &outOfRangeError{"watch index no longer retained"}
+	ErrSlowConsumer          = errors.New("watch consumer fell too far behind")
+	ErrRestored              = errors.New("store was restored from a snapshot")
+	ErrClosed          error = &unavailableError{"store closed"}
 	// ErrEntryTooLarge: one Update's changes encode to more than
 	// Config.MaxEntryBytes; nothing was proposed.
-	ErrEntryTooLarge = errors.New("raft entry too large")
+	ErrEntryTooLarge error = &invalidArgumentError{"raft entry too large"}
 )
 
 // DefaultMaxEntryBytes is the default Config.MaxEntryBytes: 8 MiB. It is

@@ -7,9 +7,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
@@ -165,11 +165,11 @@ func (a *Authorizer) recheck(ctx context.Context, id Identity, roles []Role, met
 		}
 		cur, err := check.current(ctx, certID)
 		switch {
-		case status.Code(err) == codes.PermissionDenied:
+		case errdefs.IsPermissionDenied(err):
 			cancel(err)
 			return
 		case err == nil && len(roles) > 0 && !slices.Contains(roles, cur.Role):
-			cancel(status.Errorf(codes.PermissionDenied, "%s may no longer call %s: it now acts as a %s", id, method, cur.Role))
+			cancel(errdefs.PermissionDeniedf("%s may no longer call %s: it now acts as a %s", id, method, cur.Role))
 			return
 		}
 	}
@@ -184,24 +184,20 @@ type identityStream struct {
 func (s *identityStream) Context() context.Context { return s.ctx }
 
 // ErrNodeRemoved is what the store checks return (wrapped) for a node
-// removed from the cluster.
-var ErrNodeRemoved = errors.New("node removed from the cluster")
+// removed from the cluster: errdefs' protocol state, so a refusal made
+// from it reaches the node as a detail (errdefs.IsNodeRemoved) and the
+// agent stops instead of retrying for ever.
+var ErrNodeRemoved = errdefs.ErrNodeRemoved
 
-// RemovedReason is in the message a removed node's calls are refused
-// with; agents look for it to stop instead of retrying for ever.
+// RemovedReason is in the message a removed node's calls are refused with,
+// for the operator; the agent reads the detail, not the text.
 const RemovedReason = "has been removed from the cluster"
-
-// IsRemoved reports whether err is the refusal of a removed node.
-func IsRemoved(err error) bool {
-	st, ok := status.FromError(err)
-	return ok && st.Code() == codes.PermissionDenied && strings.Contains(st.Message(), RemovedReason)
-}
 
 // authorize decides one call and returns the context for its handler.
 func (a *Authorizer) authorize(ctx context.Context, method string) (context.Context, error) {
 	roles, ok := a.Policy.Lookup(method)
 	if !ok {
-		return nil, status.Errorf(codes.PermissionDenied, "%s is not allowed by the authorization policy", method)
+		return nil, errdefs.PermissionDeniedf("%s is not allowed by the authorization policy", method)
 	}
 	id, idErr := PeerIdentity(ctx)
 	if len(roles) == 0 {
@@ -215,10 +211,10 @@ func (a *Authorizer) authorize(ctx context.Context, method string) (context.Cont
 		return ctx, nil
 	}
 	if idErr != nil {
-		return nil, status.Errorf(codes.Unauthenticated, "a client certificate issued by the cluster CA is required for %s", method)
+		return nil, errdefs.Unauthenticatedf("a client certificate issued by the cluster CA is required for %s", method)
 	}
 	if a.ClusterID != "" && id.ClusterID != a.ClusterID {
-		return nil, status.Errorf(codes.Unauthenticated, "the certificate of %s belongs to cluster %q, not to this cluster %q", id, id.ClusterID, a.ClusterID)
+		return nil, errdefs.Unauthenticatedf("the certificate of %s belongs to cluster %q, not to this cluster %q", id, id.ClusterID, a.ClusterID)
 	}
 	// A removed node is told so whatever it calls (checked before the
 	// role, so the message names the real reason).
@@ -229,16 +225,16 @@ func (a *Authorizer) authorize(ctx context.Context, method string) (context.Cont
 	}
 	if !slices.Contains(roles, id.Role) {
 		if certRole != id.Role {
-			return nil, status.Errorf(codes.PermissionDenied, "node %q's role is changing: its %s certificate acts as a %s until it renews, and role %s may not call %s (needs %s)",
+			return nil, errdefs.PermissionDeniedf("node %q's role is changing: its %s certificate acts as a %s until it renews, and role %s may not call %s (needs %s)",
 				id.NodeID, certRole, id.Role, id.Role, method, joinRoles(roles))
 		}
-		return nil, status.Errorf(codes.PermissionDenied, "role %s may not call %s (needs %s)", id.Role, method, joinRoles(roles))
+		return nil, errdefs.PermissionDeniedf("role %s may not call %s (needs %s)", id.Role, method, joinRoles(roles))
 	}
 	return WithIdentity(ctx, id), nil
 }
 
 // current applies Current and returns the identity with the role its holder
-// may act as now, or the refusal as a gRPC status.
+// may act as now, or the refusal (errdefs classes).
 func (a *Authorizer) current(ctx context.Context, id Identity) (Identity, error) {
 	if a.Current == nil {
 		return id, nil
@@ -249,19 +245,19 @@ func (a *Authorizer) current(ctx context.Context, id Identity) (Identity, error)
 		id.Role = role
 		return id, nil
 	case errors.Is(err, ErrNodeRemoved):
-		return Identity{}, status.Errorf(codes.PermissionDenied, "node %q %s; its certificate is no longer accepted", id.NodeID, RemovedReason)
+		return Identity{}, errdefs.NodeRemovedf("node %q %s; its certificate is no longer accepted", id.NodeID, RemovedReason)
 	case errors.Is(err, ErrNotCurrent):
-		return Identity{}, status.Errorf(codes.PermissionDenied, "%v", err)
+		return Identity{}, errdefs.PermissionDeniedf("%v", err)
 	}
 	// Not known yet (a lagging manager, a bootstrap not yet committed) or
 	// the store could not be asked: worth retrying elsewhere or later.
-	return Identity{}, status.Errorf(codes.Unavailable, "%s is not known to this server yet: %v", id, err)
+	return Identity{}, errdefs.Unavailablef("%s is not known to this server yet: %v", id, err)
 }
 
 // checkIdentity applies the cluster and store checks without a policy.
 func (a *Authorizer) checkIdentity(ctx context.Context, id Identity) (Identity, error) {
 	if a.ClusterID != "" && id.ClusterID != a.ClusterID {
-		return Identity{}, status.Error(codes.Unauthenticated, "certificate of another cluster")
+		return Identity{}, errdefs.Unauthenticatedf("certificate of another cluster")
 	}
 	return a.current(ctx, id)
 }

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -147,7 +149,8 @@ func TestAuthorizerDecisions(t *testing.T) {
 
 func checkStatus(t *testing.T, err error, code codes.Code, msg string) {
 	t.Helper()
-	st := status.Convert(err)
+	st := status.Convert(errdefs.ToGRPC(err)) // as the edge answers
+
 	if st.Code() != code {
 		t.Fatalf("code %v (%v), want %v", st.Code(), err, code)
 	}

@@ -27,7 +27,13 @@
 // and on a manager's gRPC server:
 //
 //	authz := &trust.Authorizer{Policy: trust.DefaultPolicy(), ClusterID: id.ClusterID, Current: storeCheck}
-//	grpc.NewServer(grpc.ChainUnaryInterceptor(authz.Unary()), grpc.ChainStreamInterceptor(authz.Stream()))
+//	grpc.NewServer(
+//		grpc.ChainUnaryInterceptor(errdefs.UnaryServerInterceptor(), authz.Unary()),
+//		grpc.ChainStreamInterceptor(errdefs.StreamServerInterceptor(), authz.Stream()))
+//
+// Refusals are errdefs classes (permission denied, unauthenticated,
+// unavailable; a removed node's is errdefs.ErrNodeRemoved): errdefs'
+// interceptor, first in the chain, turns them into statuses.
 //
 // A certificate is only as good as the store says: Current (StoreCheck,
 // CurrentNodeRole, CheckAdmin) compares the certificate's serial and role with

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -69,7 +71,9 @@ func serveGRPC(t *testing.T, certs *trust.CertStore, register func(*grpc.Server)
 		t.Fatal(err)
 	}
 	mux := transport.NewMux(ln, certs.ServerTLSConfig(), nil)
-	srv := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(transport.ServerCreds())}, opts...)...)
+	// errdefs' interceptors first, as on a manager.
+	srv := grpc.NewServer(append([]grpc.ServerOption{grpc.Creds(transport.ServerCreds()),
+		grpc.ChainUnaryInterceptor(errdefs.UnaryServerInterceptor()), grpc.ChainStreamInterceptor(errdefs.StreamServerInterceptor())}, opts...)...)
 	register(srv)
 	ctx, cancel := context.WithCancel(context.Background())
 	muxDone := make(chan error, 1)

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -38,11 +40,11 @@ func (f *fakeNodeCA) IssueNodeCertificate(_ context.Context, req *shoalv1.IssueN
 	f.issued = append(f.issued, req)
 	f.mu.Unlock()
 	if !trust.TokenEqual(req.GetToken(), f.token) {
-		return nil, status.Error(codes.PermissionDenied, "the join token is not valid for this cluster")
+		return nil, errdefs.PermissionDeniedf("the join token is not valid for this cluster")
 	}
 	certPEM, _, err := f.root.SignCSR(req.GetCsrPem(), "node-1", trust.RoleWorker, testTTL)
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "csr_pem: %v", err)
+		return nil, errdefs.InvalidArgumentf("csr_pem: %v", err)
 	}
 	return &shoalv1.IssueNodeCertificateResponse{NodeId: "node-1", CertPem: certPEM, CaCertPem: f.root.CertPEM(), Role: shoalv1.NodeRole_NODE_ROLE_WORKER}, nil
 }

@@ -9,6 +9,8 @@ import (
 	"net"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -40,6 +42,8 @@ func serverOptions(certs *trust.CertStore, logger *slog.Logger, current, ongoing
 	}
 	log := logger.With("component", "agentapi")
 	authz := &trust.Authorizer{Policy: trust.AgentPolicy(), ClusterID: certs.Identity().ClusterID, Current: current, Ongoing: ongoing, Recheck: RecheckPeriod}
+	// logRefusal runs outside errdefs' interceptor: it sees the status the
+	// caller gets.
 	logRefusal := func(ctx context.Context, method string, err error) {
 		switch status.Code(err) {
 		case codes.PermissionDenied, codes.Unauthenticated:
@@ -56,12 +60,12 @@ func serverOptions(certs *trust.CertStore, logger *slog.Logger, current, ongoing
 			resp, err := h(ctx, req)
 			logRefusal(ctx, info.FullMethod, err)
 			return resp, err
-		}, authz.Unary()),
+		}, errdefs.UnaryServerInterceptor(), authz.Unary()),
 		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 			err := h(srv, ss)
 			logRefusal(ss.Context(), info.FullMethod, err)
 			return err
-		}, authz.Stream()),
+		}, errdefs.StreamServerInterceptor(), authz.Stream()),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 2 * time.Second, PermitWithoutStream: true}),
 	}

@@ -2,15 +2,11 @@ package agentapi
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"regexp"
 	"strings"
-	"syscall"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/agent/image"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -95,39 +91,4 @@ var taskIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 
 func validTaskID(id string) bool {
 	return taskIDRE.MatchString(id) && !strings.Contains(id, "..")
-}
-
-// errInvalid marks requests that cannot be served as asked.
-var errInvalid = errors.New("invalid argument")
-
-// errTooLarge marks an upload beyond the size cap or the free disk space.
-var errTooLarge = errors.New("resource exhausted")
-
-// toStatus maps an error to a gRPC status, once, at the edge.
-func toStatus(err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	code := codes.Internal
-	switch {
-	case errors.Is(err, errInvalid), errors.Is(err, image.ErrBadArchive),
-		errors.Is(err, image.ErrInvalidArgument), errors.Is(err, image.ErrAmbiguous):
-		code = codes.InvalidArgument
-	case errors.Is(err, image.ErrNotFound):
-		code = codes.NotFound
-	case errors.Is(err, errTooLarge), errors.Is(err, syscall.ENOSPC):
-		code = codes.ResourceExhausted
-	case errors.Is(err, context.Canceled):
-		code = codes.Canceled
-	case errors.Is(err, context.DeadlineExceeded):
-		code = codes.DeadlineExceeded
-	}
-	msg := err.Error()
-	for _, class := range []error{errInvalid, errTooLarge} {
-		msg = strings.TrimPrefix(msg, class.Error()+": ")
-	}
-	return status.Error(code, msg)
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -18,10 +20,10 @@ func (s *Server) TaskLogs(req *shoalv1.TaskLogsRequest, stream shoalv1.AgentAPI_
 	ctx := stream.Context()
 	o, err := readOptions(req.GetOptions())
 	if err != nil {
-		return toStatus(err)
+		return err
 	}
 	if len(req.GetTaskIds()) == 0 {
-		return toStatus(fmt.Errorf("%w: task_ids: at least one task id is required", errInvalid))
+		return errdefs.InvalidArgumentf("task_ids: at least one task id is required")
 	}
 	held := map[string]*shoalv1.Task{}
 	for _, t := range s.cfg.Tasks() {
@@ -36,7 +38,7 @@ func (s *Server) TaskLogs(req *shoalv1.TaskLogsRequest, stream shoalv1.AgentAPI_
 		}
 		seen[id] = true
 		if !validTaskID(id) {
-			return toStatus(fmt.Errorf("%w: task id %q is not a task id", errInvalid, id))
+			return errdefs.InvalidArgumentf("task id %q is not a task id", id)
 		}
 		path := s.cfg.LogPath(id)
 		if path == "" {
@@ -105,7 +107,7 @@ func (s *Server) TaskLogs(req *shoalv1.TaskLogsRequest, stream shoalv1.AgentAPI_
 	}
 	if err := logstream.SendBatches(ctx, merged, w, stream.Send); err != nil {
 		if ctx.Err() != nil {
-			return toStatus(context.Cause(ctx))
+			return context.Cause(ctx)
 		}
 		return err
 	}
@@ -122,13 +124,13 @@ func readOptions(o *shoalv1.LogsOptions) (logs.Options, error) {
 	out := logs.Options{Tail: logs.AllLines, Follow: o.GetFollow()}
 	if o != nil && o.Tail != nil {
 		if o.GetTail() < 0 {
-			return out, fmt.Errorf("%w: options.tail: must not be negative (got %d)", errInvalid, o.GetTail())
+			return out, errdefs.InvalidArgumentf("options.tail: must not be negative (got %d)", o.GetTail())
 		}
 		out.Tail = int(min(o.GetTail(), int64(1<<31-1)))
 	}
 	if o.GetSince() != nil {
 		if err := o.GetSince().CheckValid(); err != nil {
-			return out, fmt.Errorf("%w: options.since: %v", errInvalid, err)
+			return out, errdefs.InvalidArgumentf("options.since: %v", err)
 		}
 		out.Since = o.GetSince().AsTime()
 	}

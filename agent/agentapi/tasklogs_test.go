@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -243,7 +245,7 @@ func TestTaskLogsClientHangsUp(t *testing.T) {
 	g := grpc.NewServer(append(ServerOptions(certs, testLogger(t)), grpc.ChainStreamInterceptor(
 		func(s any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 			err := h(s, ss)
-			returned <- err
+			returned <- errdefs.ToGRPC(err) // as the edge maps it
 			return err
 		}))...)
 	srv.Register(g)

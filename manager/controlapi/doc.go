@@ -8,5 +8,6 @@
 // `spec.replicas: must be >= 0, got -1` — and then apply one raft entry with
 // the version the caller read (optimistic concurrency).
 //
-// Errors are mapped to gRPC codes once, in errors.go.
+// Handlers return errdefs classes (validation: InvalidArgument with field
+// paths); the server's errdefs interceptor maps them to gRPC codes.
 package controlapi

@@ -2,6 +2,7 @@ package controlapi
 
 import (
 	"context"
+	"github.com/shoal-dev/shoal/errdefs"
 	"strings"
 	"testing"
 
@@ -177,7 +178,7 @@ func TestUpdateVersionZero(t *testing.T) {
 	if _, err := s.UpdateNode(ctx, &shoalv1.UpdateNodeRequest{NodeId: "n1", IgnoreVersion: true, Spec: nspec}); err != nil {
 		t.Fatalf("UpdateNode with ignore_version: %v", err)
 	}
-	if _, err := s.UpdateNode(ctx, &shoalv1.UpdateNodeRequest{NodeId: "n1", Version: n.GetMeta().GetVersion(), Spec: nspec}); status.Code(err) != codes.Aborted {
+	if _, err := s.UpdateNode(ctx, &shoalv1.UpdateNodeRequest{NodeId: "n1", Version: n.GetMeta().GetVersion(), Spec: nspec}); status.Code(errdefs.ToGRPC(err)) != codes.Aborted {
 		t.Fatalf("UpdateNode with a stale version: %v, want Aborted", err)
 	}
 }

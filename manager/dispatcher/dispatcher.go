@@ -8,9 +8,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -315,16 +315,17 @@ func checkTransition(t *shoalv1.Task, nodeID string, st *shoalv1.TaskStatus) err
 	return nil
 }
 
-// leaderUnavailable is what a non-leader answers, with a hint for the agent.
+// leaderUnavailable is what a non-leader answers: ErrNotLeader (UNAVAILABLE)
+// with the leader's address as a detail, so the agent goes straight there.
 func (d *Dispatcher) leaderUnavailable() error {
 	_, addr := d.cfg.Store.Leader()
-	return status.Errorf(codes.Unavailable, "this manager is not the leader; leader=%s", addr)
+	return errdefs.NotLeader(addr)
 }
 
 func (d *Dispatcher) identity(ctx context.Context) (trust.Identity, error) {
 	id, ok := trust.IdentityFrom(ctx)
 	if !ok || (id.Role != trust.RoleWorker && id.Role != trust.RoleManager) {
-		return trust.Identity{}, status.Error(codes.PermissionDenied, "a node certificate is required for a dispatcher session")
+		return trust.Identity{}, errdefs.PermissionDeniedf("a node certificate is required for a dispatcher session")
 	}
 	return id, nil
 }

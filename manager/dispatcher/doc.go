@@ -12,6 +12,7 @@
 // and the orchestrator then replaces its tasks. A new leader gives every node
 // that long to reconnect before marking it down.
 //
-// Only the leader runs sessions; a follower answers UNAVAILABLE with
-// "leader=ADDR" in the message so the agent goes straight there.
+// Only the leader runs sessions; a follower answers errdefs.NotLeader
+// (UNAVAILABLE, the leader's address in an ErrorInfo detail) so the agent
+// goes straight there.
 package dispatcher

@@ -7,9 +7,8 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc/codes"
+	"github.com/shoal-dev/shoal/errdefs"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
@@ -62,7 +61,7 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	}
 	hello := first.GetHello()
 	if hello == nil {
-		return status.Error(codes.InvalidArgument, "a session must start with a hello")
+		return errdefs.InvalidArgumentf("a session must start with a hello")
 	}
 	// Answer at once (response headers): the agent then knows this
 	// manager is alive and waits for the welcome, which comes after a raft
@@ -97,9 +96,9 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 			if d.removed(id.NodeID) {
 				return removedError(id.NodeID)
 			}
-			return status.Errorf(codes.Unavailable, "node %q is not known to this manager yet", id.NodeID)
+			return errdefs.Unavailablef("node %q is not known to this manager yet", id.NodeID)
 		}
-		return status.Errorf(codes.Unavailable, "registering the session: %v", err)
+		return errdefs.Unavailablef("registering the session: %v", err)
 	}
 	log.Info("session started", "addr", hello.GetAddr())
 
@@ -108,7 +107,7 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	view := d.cfg.Store.View()
 	sub, err := d.cfg.Store.Watch(ctx, view.Index()+1, raftstore.KindTask, raftstore.KindNode)
 	if err != nil {
-		return status.Errorf(codes.Unavailable, "watching the store: %v", err)
+		return errdefs.Unavailablef("watching the store: %v", err)
 	}
 	defer sub.Close()
 
@@ -145,12 +144,12 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 			if runCtx.Err() != nil {
 				return d.leaderUnavailable()
 			}
-			return status.Error(codes.Unavailable, "session closed (heartbeat missed or replaced)")
+			return errdefs.Unavailablef("session closed (heartbeat missed or replaced)")
 		case ev, ok := <-sub.C():
 			if !ok {
 				// Slow consumer or restore: the agent reconnects and gets a
 				// fresh full set.
-				return status.Errorf(codes.Unavailable, "session resync needed: %v", sub.Err())
+				return errdefs.Unavailablef("session resync needed: %v", sub.Err())
 			}
 			if err := d.forward(stream, id.NodeID, ev, sub.C()); err != nil {
 				return err
@@ -300,9 +299,10 @@ func errString(err error) string {
 	return err.Error()
 }
 
-// removedError is the refusal of a removed node (see trust.IsRemoved).
+// removedError is the refusal of a removed node: ErrNodeRemoved travels as
+// a detail, so the agent stops instead of retrying.
 func removedError(nodeID string) error {
-	return status.Errorf(codes.PermissionDenied, "node %q %s; its certificate is no longer accepted", nodeID, trust.RemovedReason)
+	return errdefs.NodeRemovedf("node %q %s; its certificate is no longer accepted", nodeID, trust.RemovedReason)
 }
 
 // removed reports whether nodeID was removed with `node rm`.

@@ -19,10 +19,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -121,11 +121,11 @@ func (f *Forwarder) Unary() grpc.UnaryServerInterceptor {
 			if f.awaitLeadership(ctx, forwardedWait) {
 				return handler(ctx, req)
 			}
-			return nil, status.Error(codes.Unavailable, "forwarded to a manager that is no longer the leader; retry")
+			return nil, errdefs.Unavailablef("forwarded to a manager that is no longer the leader; retry")
 		}
 		reply, err := f.newReply(info.FullMethod)
 		if err != nil {
-			return nil, status.Error(codes.Internal, err.Error())
+			return nil, errdefs.Internalf("%v", err)
 		}
 		out := metadata.Pairs(mdForwarded, "1")
 		if id, ok := Identity(ctx); ok {
@@ -146,10 +146,10 @@ func (f *Forwarder) Unary() grpc.UnaryServerInterceptor {
 			}
 			conn, err := f.conn(addr)
 			if err != nil {
-				return nil, status.Errorf(codes.Unavailable, "leader %s unreachable: %v", addr, err)
+				return nil, errdefs.Unavailablef("leader %s unreachable: %v", addr, err)
 			}
 			err = conn.Invoke(octx, info.FullMethod, req, reply)
-			if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+			if !errdefs.IsUnavailable(err) || ctx.Err() != nil {
 				return reply, err
 			}
 			f.log.Debug("leader unavailable; waiting for a new one", "leader", addr, "method", info.FullMethod, "err", err)
@@ -190,7 +190,7 @@ func checkForwarder(ctx context.Context) error {
 	if ok {
 		who = id.String()
 	}
-	return status.Errorf(codes.PermissionDenied, "%s may not forward calls (%s is honoured only from a current manager)", who, mdForwardedFor)
+	return errdefs.PermissionDeniedf("%s may not forward calls (%s is honoured only from a current manager)", who, mdForwardedFor)
 }
 
 // waitLeaderChange waits until the leader known here is no longer addr,
@@ -254,9 +254,9 @@ func (f *Forwarder) waitLeader(ctx context.Context, deadline <-chan time.Time) (
 		case <-ch:
 		case <-poll.C:
 		case <-ctx.Done():
-			return "", status.FromContextError(ctx.Err()).Err()
+			return "", ctx.Err()
 		case <-deadline:
-			return "", status.Error(codes.Unavailable, "no raft leader: the managers have no quorum")
+			return "", errdefs.Unavailablef("no raft leader: the managers have no quorum")
 		}
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -87,13 +89,13 @@ func TestForwardsToLeader(t *testing.T) {
 	// (Such a call comes from a manager: nobody else may forward.)
 	mctx := trust.WithIdentity(context.Background(), trust.Identity{NodeID: "m2", Role: trust.RoleManager, ClusterID: "c"})
 	fctx := metadata.NewIncomingContext(mctx, metadata.Pairs(mdForwarded, "1"))
-	if _, err := f.Unary()(fctx, &shoalv1.GetTaskRequest{}, info, local); status.Code(err) != codes.Unavailable {
+	if _, err := f.Unary()(fctx, &shoalv1.GetTaskRequest{}, info, local); status.Code(errdefs.ToGRPC(err)) != codes.Unavailable {
 		t.Fatalf("second hop: %v", err)
 	}
 	// No leader: bounded wait, then UNAVAILABLE.
 	lead.addr = ""
 	f.LeaderWait = 50 * time.Millisecond
-	if _, err := f.Unary()(ctx, &shoalv1.GetTaskRequest{}, info, local); status.Code(err) != codes.Unavailable {
+	if _, err := f.Unary()(ctx, &shoalv1.GetTaskRequest{}, info, local); status.Code(errdefs.ToGRPC(err)) != codes.Unavailable {
 		t.Fatalf("no leader: %v", err)
 	}
 }
@@ -139,11 +141,11 @@ func TestForgedForwardedForRefused(t *testing.T) {
 				ctx = trust.WithIdentity(ctx, *tc.peer)
 			}
 			ctx = metadata.NewIncomingContext(ctx, tc.md)
-			if _, err := f.Unary()(ctx, nil, info, handler); status.Code(err) != tc.code {
+			if _, err := f.Unary()(ctx, nil, info, handler); status.Code(errdefs.ToGRPC(err)) != tc.code {
 				t.Errorf("unary: %v, want %s", err, tc.code)
 			}
 			err := f.Stream()(nil, &ctxStream{ctx: ctx}, sinfo, func(any, grpc.ServerStream) error { return nil })
-			if status.Code(err) != tc.code {
+			if status.Code(errdefs.ToGRPC(err)) != tc.code {
 				t.Errorf("stream: %v, want %s", err, tc.code)
 			}
 		})
@@ -253,7 +255,7 @@ func TestForwardWaitsOutDeadLeader(t *testing.T) {
 	case <-time.After(30 * time.Second): // generous: a hang, not a slow machine
 		t.Fatal("dead leader: the call hangs instead of giving up after LeaderWait")
 	}
-	if status.Code(err) != codes.Unavailable {
+	if status.Code(errdefs.ToGRPC(err)) != codes.Unavailable {
 		t.Fatalf("dead leader: %v, want UNAVAILABLE", err)
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -301,7 +303,7 @@ func (b *breakingAgent) TaskLogs(req *shoalv1.TaskLogsRequest, st shoalv1.AgentA
 	}
 	select {
 	case <-b.brk:
-		return status.Error(codes.Unavailable, "agent shutting down")
+		return errdefs.Unavailablef("agent shutting down")
 	case <-st.Context().Done():
 		return st.Context().Err()
 	}
@@ -409,7 +411,7 @@ func TestAgentRefuses(t *testing.T) {
 	e, _, _ := webEnv(t)
 	b := New(Config{Store: e.store, Certs: e.certs("m1", trust.RoleWorker), Logger: discard()})
 	ln := listen(t)
-	g := grpc.NewServer()
+	g := grpc.NewServer(grpc.ChainStreamInterceptor(errdefs.StreamServerInterceptor()))
 	shoalv1.RegisterLogsServer(g, b)
 	go g.Serve(ln)
 	defer g.Stop()
@@ -437,7 +439,7 @@ func TestDialFails(t *testing.T) {
 	b := New(Config{Store: e.store, Certs: e.certs("m1", trust.RoleManager), Logger: discard()})
 	b.dial = func(addr, nodeID string) (*grpc.ClientConn, error) { return nil, errors.New("no sockets left") }
 	ln := listen(t)
-	g := grpc.NewServer()
+	g := grpc.NewServer(grpc.ChainStreamInterceptor(errdefs.StreamServerInterceptor()))
 	shoalv1.RegisterLogsServer(g, b)
 	go g.Serve(ln)
 	defer g.Stop()
@@ -490,7 +492,7 @@ func (e *env) serveBroker(store Store) {
 	e.t.Helper()
 	b := New(Config{Store: store, Certs: e.certs("m1", trust.RoleManager), Logger: discard()})
 	ln := listen(e.t)
-	g := grpc.NewServer()
+	g := grpc.NewServer(grpc.ChainStreamInterceptor(errdefs.StreamServerInterceptor()))
 	shoalv1.RegisterLogsServer(g, b)
 	go g.Serve(ln)
 	e.t.Cleanup(g.Stop)
@@ -617,7 +619,7 @@ func (r *resumingAgent) TaskLogs(req *shoalv1.TaskLogsRequest, st shoalv1.AgentA
 		if err := send(t0, "before"); err != nil {
 			return err
 		}
-		return status.Error(codes.Unavailable, "agent restarting")
+		return errdefs.Unavailablef("agent restarting")
 	}
 	r.since <- req.GetOptions().GetSince().AsTime()
 	if err := send(t0.Add(time.Second), "after"); err != nil {

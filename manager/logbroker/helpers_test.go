@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -78,7 +80,7 @@ func newEnv(t *testing.T, reach time.Duration) *env {
 		err := h(s, ss)
 		e.returned <- err
 		return err
-	}))
+	}, errdefs.StreamServerInterceptor()))
 	shoalv1.RegisterLogsServer(g, b)
 	go g.Serve(ln)
 	t.Cleanup(g.Stop)

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -156,7 +158,7 @@ func TestRenewOnlyForOwnNode(t *testing.T) {
 	if resp.GetNodeId() != "w1" || resp.GetRole() != shoalv1.NodeRole_NODE_ROLE_WORKER {
 		t.Fatalf("renewal issued for %q as %s, want w1 as worker", resp.GetNodeId(), resp.GetRole())
 	}
-	if _, err := s.RenewNodeCertificate(context.Background(), &shoalv1.RenewNodeCertificateRequest{CsrPem: csr(t)}); status.Code(err) != codes.Unauthenticated {
+	if _, err := s.RenewNodeCertificate(context.Background(), &shoalv1.RenewNodeCertificateRequest{CsrPem: csr(t)}); status.Code(errdefs.ToGRPC(err)) != codes.Unauthenticated {
 		t.Fatalf("anonymous renewal without proof: %v", err)
 	}
 }
@@ -179,7 +181,7 @@ func TestRenewExpiredWithProof(t *testing.T) {
 		return &shoalv1.RenewNodeCertificateRequest{CsrPem: c, OldCertPem: certPEM, OldKeySignature: sig}
 	}
 	// Wrong key: w2's key signing for w1's certificate.
-	if _, err := s.RenewNodeCertificate(context.Background(), req(w.certPEM, other.keyPEM)); status.Code(err) != codes.PermissionDenied {
+	if _, err := s.RenewNodeCertificate(context.Background(), req(w.certPEM, other.keyPEM)); status.Code(errdefs.ToGRPC(err)) != codes.PermissionDenied {
 		t.Fatalf("proof by the wrong key: %v", err)
 	}
 	resp, err := s.RenewNodeCertificate(context.Background(), req(w.certPEM, w.keyPEM))
@@ -192,7 +194,7 @@ func TestRenewExpiredWithProof(t *testing.T) {
 	// The expired certificate is no longer the current one: a second use
 	// of it (a copy, say) is refused.
 	_, err = s.RenewNodeCertificate(context.Background(), req(w.certPEM, w.keyPEM))
-	if status.Code(err) != codes.PermissionDenied {
+	if status.Code(errdefs.ToGRPC(err)) != codes.PermissionDenied {
 		t.Fatalf("proof with a replaced certificate: %v", err)
 	}
 }

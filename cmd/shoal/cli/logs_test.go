@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -133,7 +133,7 @@ func (f *fakeManager) GetNode(_ context.Context, req *shoalv1.GetNodeRequest) (*
 			return &shoalv1.GetNodeResponse{Node: n}, nil
 		}
 	}
-	return nil, status.Errorf(codes.NotFound, "node %q: not found", req.GetRef())
+	return nil, errdefs.NotFoundf("node %q: not found", req.GetRef())
 }
 
 func (f *fakeManager) ServiceLogs(req *shoalv1.LogsRequest, st shoalv1.Logs_ServiceLogsServer) error {
@@ -170,7 +170,8 @@ func newCLICluster(t *testing.T) *cliCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(c.nodeCerts("m1", trust.RoleManager).ServerTLSConfig())))
+	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(c.nodeCerts("m1", trust.RoleManager).ServerTLSConfig())),
+		grpc.ChainUnaryInterceptor(errdefs.UnaryServerInterceptor()), grpc.ChainStreamInterceptor(errdefs.StreamServerInterceptor()))
 	shoalv1.RegisterControlServer(g, c.mgr)
 	shoalv1.RegisterLogsServer(g, c.mgr)
 	go g.Serve(ln)
@@ -199,7 +200,7 @@ func TestLogsCommands(t *testing.T) {
 	c.mgr.nodes = []*shoalv1.Node{{Meta: &shoalv1.Meta{Id: "n1"}, Spec: &shoalv1.NodeSpec{Name: "node1"}}}
 	c.mgr.logs = func(req *shoalv1.LogsRequest, st shoalv1.Logs_ServiceLogsServer) error {
 		if req.GetService() == "missing" {
-			return status.Error(codes.NotFound, `service "missing": not found`)
+			return errdefs.NotFoundf(`service "missing": not found`)
 		}
 		return st.Send(&shoalv1.LogsResponse{
 			Warnings: []string{`node "w2" (n2) did not answer within 3s: logs of 1 task unavailable`},

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -129,7 +129,7 @@ const conflictAttempts = 5
 func retryConflict(f func() error) error {
 	var err error
 	for range conflictAttempts {
-		if err = f(); status.Code(err) != codes.Aborted {
+		if err = f(); !errdefs.IsConflict(err) {
 			return err
 		}
 	}
