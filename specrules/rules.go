@@ -159,8 +159,8 @@ func Task(field string, t *shoalv1.TaskSpec, node Node) Problems {
 	}
 	for i, n := range t.GetNetworks() {
 		f := fmt.Sprintf("%s.networks[%d]", field, i)
-		if !ValidName(n) {
-			p.Add(f, "%q is not a valid network name", n)
+		if !ValidName(n.GetTarget()) {
+			p.Add(f+".target", "%q is not a valid network name", n.GetTarget())
 		} else {
 			p.Add(f, "attaching a task to a network is not supported yet")
 		}

@@ -157,7 +157,7 @@ func TestService(t *testing.T) {
 			s.Endpoint = &shoalv1.EndpointSpec{Ports: []*shoalv1.PortConfig{{TargetPort: 80}}}
 		}, []string{"spec.endpoint.ports: published ports are not supported yet"}},
 		{"endpoint mode vip is fine", func(s *shoalv1.ServiceSpec) { s.Endpoint = &shoalv1.EndpointSpec{Mode: "vip"} }, nil},
-		{"networks", func(s *shoalv1.ServiceSpec) { s.Task.Networks = []string{"front"} }, []string{"spec.task.networks[0]", "not supported yet"}},
+		{"networks", func(s *shoalv1.ServiceSpec) { s.Task.Networks = []*shoalv1.NetworkAttachmentConfig{{Target: "front"}} }, []string{"spec.task.networks[0]", "not supported yet"}},
 		{"spread", func(s *shoalv1.ServiceSpec) {
 			s.Task.Placement = &shoalv1.Placement{Spread: []string{"node.labels.zone"}}
 		}, []string{"spec.task.placement.spread", "not supported yet"}},
