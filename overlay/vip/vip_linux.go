@@ -50,14 +50,24 @@ func Program(netnsPath string, vips []VIP) error {
 			Hooknum:  nftables.ChainHookOutput,
 			Priority: nftables.ChainPriorityNATDest,
 		})
+		var fch *nftables.Chain // filter chain, only when a VIP has no backend
 		for _, v := range norm {
 			match := []expr.Any{
 				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
 				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: v.Addr},
 			}
 			if len(v.Backends) == 0 {
-				c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: append(match,
-					&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH})})
+				if fch == nil {
+					fch = c.AddChain(&nftables.Chain{
+						Name:     "output-filter",
+						Table:    t,
+						Type:     nftables.ChainTypeFilter,
+						Hooknum:  nftables.ChainHookOutput,
+						Priority: nftables.ChainPriorityFilter,
+					})
+				}
+				c.AddRule(&nftables.Rule{Table: t, Chain: fch, Exprs: append(match,
+					&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: 3 /* port unreachable */})})
 				continue
 			}
 			m := &nftables.Set{
@@ -102,7 +112,7 @@ func Clear(netnsPath string) error {
 	})
 }
 
-// RuleCount returns how many VIP rules the namespace has (0 if the table
+// RuleCount returns how many VIP rules (one per VIP) the namespace has (0 if the table
 // is absent): for tests and for the agent's repair check.
 func RuleCount(netnsPath string) (int, error) {
 	n := 0
@@ -114,9 +124,21 @@ func RuleCount(netnsPath string) (int, error) {
 			}
 			return err
 		}
-		rules, err := c.GetRules(t, &nftables.Chain{Name: "output", Table: t})
-		n = len(rules)
-		return err
+		chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+		if err != nil {
+			return err
+		}
+		for _, ch := range chains {
+			if ch.Table.Name != TableName {
+				continue
+			}
+			rules, err := c.GetRules(t, ch)
+			if err != nil {
+				return err
+			}
+			n += len(rules)
+		}
+		return nil
 	})
 	return n, err
 }

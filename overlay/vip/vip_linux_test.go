@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -234,8 +235,11 @@ func TestVIPSpreadAndBackendRemoval(t *testing.T) {
 	if err := Program(tp.client, []VIP{{Addr: net.ParseIP(vipAddr)}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tp.dial(t, vipAddr+":7000"); err == nil {
-		t.Error("connection to a VIP with no backend succeeded")
+	if _, err := tp.dial(t, vipAddr+":7000"); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("connection to a VIP with no backend: %v; want connection refused", err)
+	}
+	if n, err := RuleCount(tp.client); err != nil || n != 1 {
+		t.Errorf("rules with one empty VIP: %d, %v", n, err)
 	}
 
 	if err := Clear(tp.client); err != nil {
