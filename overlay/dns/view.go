@@ -1,6 +1,7 @@
 package dns
 
 import (
+	"bytes"
 	"net"
 	"sort"
 	"strings"
@@ -168,5 +169,5 @@ func appendIP(ips []net.IP, ip net.IP) []net.IP {
 }
 
 func sortIPs(ips []net.IP) {
-	sort.Slice(ips, func(i, j int) bool { return ips[i].String() < ips[j].String() })
+	sort.Slice(ips, func(i, j int) bool { return bytes.Compare(ips[i].To16(), ips[j].To16()) < 0 })
 }
