@@ -9,6 +9,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -179,13 +180,44 @@ func normalise(vips []VIP) ([]vip4, error) {
 	return out, nil
 }
 
+// bigBuffers: Program sends the whole set as one batch and gets one ack
+// per message. With the default socket buffers ~100 VIPs overflowed the
+// receive side (ENOBUFS: the outcome is then unknown) and ~500 VIPs the
+// send side (EMSGSIZE). Capped acks carry no copy of the request, and
+// both buffers are forced to 16 MiB (SO_*BUFFORCE: the agent is root;
+// plain SO_*BUF, capped by net.core.*mem_max, otherwise), enough for
+// thousands of VIPs.
+func bigBuffers(c *netlink.Conn) error {
+	if err := c.SetOption(netlink.CapAcknowledge, true); err != nil {
+		return err
+	}
+	const size = 16 << 20
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		for _, o := range [][2]int{{unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}, {unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}} {
+			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[0], size) != nil {
+				if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[1], size); err != nil {
+					serr = err
+				}
+			}
+		}
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
 func withConn(netnsPath string, fn func(*nftables.Conn) error) error {
 	ns, err := netns.GetFromPath(netnsPath)
 	if err != nil {
 		return fmt.Errorf("vip: open netns %s: %w", netnsPath, err)
 	}
 	defer ns.Close()
-	c, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns)), nftables.WithSockOptions(bigBuffers))
 	if err != nil {
 		return fmt.Errorf("vip: nftables in %s: %w", netnsPath, err)
 	}

@@ -68,7 +68,7 @@ type topo struct {
 // newTopo: a switch namespace with a bridge, a client namespace
 // (192.168.250.10) and n backend namespaces (192.168.250.11…) each
 // running a TCP server on :7000 that first sends its name then echoes.
-func newTopo(t *testing.T, n int) *topo {
+func newTopo(t testing.TB, n int) *topo {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
@@ -136,7 +136,7 @@ type echoConn struct {
 	backend string
 }
 
-func (tp *topo) dial(t *testing.T, addr string) (*echoConn, error) {
+func (tp *topo) dial(t testing.TB, addr string) (*echoConn, error) {
 	t.Helper()
 	var c net.Conn
 	err := inNetNS(tp.client, func() (err error) { c, err = net.DialTimeout("tcp", addr, 5*time.Second); return })
@@ -262,5 +262,25 @@ func TestProgramRejectsBadInput(t *testing.T) {
 		if _, err := normalise(v); err == nil {
 			t.Errorf("normalise(%v): no error", v)
 		}
+	}
+}
+
+// Many VIPs in one transaction: the acks must not overflow the socket
+// (ENOBUFS was seen with 100 VIPs before the buffer was raised).
+func TestProgramManyVIPs(t *testing.T) {
+	tp := newTopo(t, 0)
+	var vs []VIP
+	for v := 0; v < 500; v++ {
+		x := VIP{Addr: net.IPv4(10, 9, byte(v/250), byte(v%250+1))}
+		for i := 0; i < 10; i++ {
+			x.Backends = append(x.Backends, net.IPv4(10, 10, byte(v%250), byte(i+1)))
+		}
+		vs = append(vs, x)
+	}
+	if err := Program(tp.client, vs); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := RuleCount(tp.client); err != nil || n != 500 {
+		t.Fatalf("rules: %d, %v; want 500", n, err)
 	}
 }
