@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -189,4 +190,52 @@ func TestForwardTimeout(t *testing.T) {
 	if r := query(t, taskNS, "udp", Address, "example.test", mdns.TypeA); r.Rcode != mdns.RcodeServerFailure {
 		t.Errorf("unreachable upstream: %s", mdns.RcodeToString[r.Rcode])
 	}
+}
+
+// A large answer over UDP is truncated (TC); over TCP it is complete.
+func TestTruncation(t *testing.T) {
+	taskNS := newNetNS(t)
+	view := NewView()
+	var eps []*shoalv1.Endpoint
+	for i := 1; i <= 100; i++ {
+		eps = append(eps, ep("big", fmt.Sprintf("10.3.0.%d/24", i)))
+	}
+	view.Update([]*shoalv1.NetworkState{netState("n3", []*shoalv1.ServiceVIPState{{ServiceName: "big", EndpointMode: "dnsrr"}}, eps...)})
+	srv, err := Serve(context.Background(), taskNS, []string{"n3"}, view, Forwarders{Servers: []string{"127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	r := query(t, taskNS, "udp", Address, "big", mdns.TypeA)
+	if !r.Truncated || len(r.Answer) >= 100 {
+		t.Errorf("UDP: truncated %v with %d answers", r.Truncated, len(r.Answer))
+	}
+	if r := query(t, taskNS, "tcp", Address, "big", mdns.TypeA); r.Truncated || len(r.Answer) != 100 {
+		t.Errorf("TCP: truncated %v with %d answers", r.Truncated, len(r.Answer))
+	}
+}
+
+// Updates racing with queries (run with -race).
+func TestConcurrentUpdates(t *testing.T) {
+	taskNS := newNetNS(t)
+	view := NewView()
+	view.Update(testStates())
+	srv, err := Serve(context.Background(), taskNS, []string{"n1"}, view, Forwarders{Servers: []string{"127.0.0.1:1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 200; i++ {
+			view.Update(testStates())
+		}
+	}()
+	for i := 0; i < 50; i++ {
+		if got := answerIPs(query(t, taskNS, "udp", Address, "web", mdns.TypeA)); !reflect.DeepEqual(got, []string{"10.1.0.2"}) {
+			t.Fatalf("web: %v", got)
+		}
+	}
+	<-done
 }

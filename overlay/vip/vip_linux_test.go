@@ -113,6 +113,21 @@ func newTopo(t testing.TB, n int) *topo {
 		}
 		t.Cleanup(func() { ln.Close() })
 		name := fmt.Sprintf("b%d", i)
+		var pc net.PacketConn
+		if err := inNetNS(p, func() (err error) { pc, err = net.ListenPacket("udp", ":7001"); return }); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pc.Close() })
+		go func() { // UDP: answers NAME:payload
+			buf := make([]byte, 1500)
+			for {
+				n, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				pc.WriteTo([]byte(name+":"+string(buf[:n])), from)
+			}
+		}()
 		go func() {
 			for {
 				c, err := ln.Accept()
@@ -282,5 +297,41 @@ func TestProgramManyVIPs(t *testing.T) {
 	}
 	if n, err := RuleCount(tp.client); err != nil || n != 500 {
 		t.Fatalf("rules: %d, %v; want 500", n, err)
+	}
+}
+
+// UDP through the VIP: replies come back (conntrack un-NATs the source,
+// so a connected socket accepts them) and flows are spread.
+func TestVIPUDP(t *testing.T) {
+	tp := newTopo(t, 2)
+	if err := Program(tp.client, []VIP{{Addr: net.ParseIP(vipAddr), Backends: tp.addrs}}); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for i := 0; i < 4; i++ {
+		var c net.Conn
+		if err := inNetNS(tp.client, func() (err error) { c, err = net.Dial("udp", vipAddr+":7001"); return }); err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		msg := fmt.Sprintf("ping%d", i)
+		var got string
+		deadline := time.Now().Add(10 * time.Second)
+		for got == "" && time.Now().Before(deadline) { // UDP: resend until answered
+			c.Write([]byte(msg))
+			c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+			buf := make([]byte, 100)
+			if n, err := c.Read(buf); err == nil {
+				got = string(buf[:n])
+			}
+		}
+		name, payload, ok := strings.Cut(got, ":")
+		if !ok || payload != msg {
+			t.Fatalf("UDP reply %q", got)
+		}
+		seen[name]++
+	}
+	if seen["b1"] == 0 || seen["b2"] == 0 {
+		t.Errorf("UDP flows per backend: %v", seen)
 	}
 }
