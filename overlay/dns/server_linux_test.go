@@ -182,13 +182,28 @@ func TestForwardTimeout(t *testing.T) {
 	taskNS := newNetNS(t)
 	emptyNS := newNetNS(t) // nobody answers there
 	view := NewView()
-	srv, err := Serve(context.Background(), taskNS, nil, view, Forwarders{Servers: []string{"127.0.0.1:53"}, NetNSPath: emptyNS, Timeout: 200 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv, err := Serve(ctx, taskNS, nil, view, Forwarders{Servers: []string{"127.0.0.1:53"}, NetNSPath: emptyNS, Timeout: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer srv.Close()
 	if r := query(t, taskNS, "udp", Address, "example.test", mdns.TypeA); r.Rcode != mdns.RcodeServerFailure {
 		t.Errorf("unreachable upstream: %s", mdns.RcodeToString[r.Rcode])
+	}
+	// Cancelling ctx stops the server: its address can be bound again.
+	cancel()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		srv2, err := Serve(context.Background(), taskNS, nil, view, Forwarders{Servers: []string{"127.0.0.1:1"}})
+		if err == nil {
+			srv2.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("address still taken after ctx cancel: %v", err)
+		}
 	}
 }
 

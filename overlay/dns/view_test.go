@@ -3,6 +3,7 @@ package dns
 import (
 	"net"
 	"reflect"
+	"strings"
 	"testing"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -102,5 +103,18 @@ func TestResolvConf(t *testing.T) {
 	}
 	if b, err := ResolvConf(dir + "/missing"); err != nil || len(b) == 0 {
 		t.Errorf("missing host file: %q, %v", b, err)
+	}
+}
+
+func TestValidName(t *testing.T) {
+	for _, ok := range []string{"web", "Web-1", "db.internal", "a", strings.Repeat("a", 63)} {
+		if err := ValidName(ok); err != nil {
+			t.Errorf("ValidName(%q): %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "-web", "web-", "we_b", "tasks.web", "a..b", ".a", strings.Repeat("a", 64), "wéb", "a b"} {
+		if err := ValidName(bad); err == nil {
+			t.Errorf("ValidName(%q): no error", bad)
+		}
 	}
 }
