@@ -231,3 +231,24 @@ func cut(f string) (string, string, bool) {
 	}
 	return "", "", false
 }
+
+// TestGossipKeysNeverLeave: the cluster's gossip keys are stripped like
+// its CA key from GetCluster.
+func TestGossipKeysNeverLeave(t *testing.T) {
+	s, st := newServer(t)
+	ctx := context.Background()
+	if _, err := st.Update(ctx, func(tx raftstore.WriteTx) error {
+		c := proto.Clone(raftstore.List[*shoalv1.Cluster](tx)[0]).(*shoalv1.Cluster)
+		c.GossipKeys = [][]byte{[]byte("0123456789abcdef0123456789abcdef")}
+		return tx.Update(c)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := s.GetCluster(ctx, &shoalv1.GetClusterRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetCluster().GetGossipKeys()) != 0 {
+		t.Fatal("GetCluster returned the gossip keys")
+	}
+}
