@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 
 	"google.golang.org/protobuf/proto"
 
@@ -63,14 +64,20 @@ func underlayAddr(n *shoalv1.Node) string {
 }
 
 // NodeNetworks computes the desired state of every network nodeID takes
-// part in, sorted by network id. It reads every task once.
+// part in, sorted by network id.
 func NodeNetworks(r raftstore.Reader, nodeID string) []*shoalv1.NetworkState {
+	return AllNodeNetworks(r)[nodeID]
+}
+
+// AllNodeNetworks computes every node's network states in one scan of the
+// tasks; nodes share the NetworkState of a network (read-only).
+func AllNodeNetworks(r raftstore.Reader) map[string][]*shoalv1.NetworkState {
 	nodes := map[string]*shoalv1.Node{}
 	for _, n := range raftstore.List[*shoalv1.Node](r) {
 		nodes[n.GetMeta().GetId()] = n
 	}
 	byNet := map[string]*shoalv1.NetworkState{}
-	mine := map[string]bool{}
+	members := map[string]map[string]bool{}  // network id -> node ids taking part
 	services := map[string]map[string]bool{} // network id -> service ids
 	for _, t := range raftstore.List[*shoalv1.Task](r) {
 		if len(t.GetNetworks()) == 0 || !endpointState(t) {
@@ -80,8 +87,11 @@ func NodeNetworks(r raftstore.Reader, nodeID string) []*shoalv1.NetworkState {
 		down := n == nil || n.GetStatus().GetState() == shoalv1.NodeState_NODE_STATE_DOWN
 		for _, a := range t.GetNetworks() {
 			id := a.GetNetworkId()
-			if t.GetNodeId() == nodeID && !down {
-				mine[id] = true
+			if !down {
+				if members[id] == nil {
+					members[id] = map[string]bool{}
+				}
+				members[id][t.GetNodeId()] = true
 			}
 			if services[id] == nil {
 				services[id] = map[string]bool{}
@@ -102,8 +112,13 @@ func NodeNetworks(r raftstore.Reader, nodeID string) []*shoalv1.NetworkState {
 			})
 		}
 	}
-	var out []*shoalv1.NetworkState
-	for id := range mine {
+	out := map[string][]*shoalv1.NetworkState{}
+	ids := make([]string, 0, len(members))
+	for id := range members {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
 		nw, ok := raftstore.Get[*shoalv1.Network](r, id)
 		if !ok {
 			continue
@@ -121,12 +136,29 @@ func NodeNetworks(r raftstore.Reader, nodeID string) []*shoalv1.NetworkState {
 			ns.Vips = append(ns.Vips, vipState(svc, id))
 		}
 		slices.SortFunc(ns.Vips, func(a, b *shoalv1.ServiceVIPState) int { return strings.Compare(a.GetServiceId(), b.GetServiceId()) })
-		out = append(out, ns)
+		for node := range members[id] {
+			out[node] = append(out[node], ns)
+		}
 	}
-	slices.SortFunc(out, func(a, b *shoalv1.NetworkState) int {
-		return strings.Compare(a.GetNetwork().GetMeta().GetId(), b.GetNetwork().GetMeta().GetId())
-	})
 	return out
+}
+
+// netCache shares one AllNodeNetworks computation between the sessions
+// that handle the same burst: each asks for the view it reads, and the
+// first one at a new raft index computes for all.
+type netCache struct {
+	mu     sync.Mutex
+	index  uint64
+	byNode map[string][]*shoalv1.NetworkState
+}
+
+func (c *netCache) get(r raftstore.Reader, nodeID string) []*shoalv1.NetworkState {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.byNode == nil || c.index != r.Index() {
+		c.byNode, c.index = AllNodeNetworks(r), r.Index()
+	}
+	return c.byNode[nodeID]
 }
 
 func vipState(svc *shoalv1.Service, networkID string) *shoalv1.ServiceVIPState {
@@ -221,8 +253,8 @@ func networkRelevant(ev *shoalv1.WatchEvent) bool {
 
 // sendNetworks computes nodeID's network state from the store's current
 // view and sends what changed.
-func sendNetworks(stream shoalv1.Dispatcher_SessionServer, r raftstore.Reader, nodeID string, nt *networkTracker, full bool) error {
-	for _, m := range nt.diff(NodeNetworks(r, nodeID), full) {
+func (d *Dispatcher) sendNetworks(stream shoalv1.Dispatcher_SessionServer, r raftstore.Reader, nodeID string, nt *networkTracker, full bool) error {
+	for _, m := range nt.diff(d.nets.get(r, nodeID), full) {
 		if err := stream.Send(&shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Networks{Networks: m}}); err != nil {
 			return err
 		}

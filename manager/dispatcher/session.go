@@ -129,7 +129,7 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 		return err
 	}
 	nets := &networkTracker{}
-	if err := sendNetworks(stream, view, id.NodeID, nets, true); err != nil {
+	if err := d.sendNetworks(stream, view, id.NodeID, nets, true); err != nil {
 		return err
 	}
 
@@ -244,7 +244,7 @@ drain:
 	}
 	if netDirty {
 		// After the assignments: a new task's peers and VIPs arrive with it.
-		return sendNetworks(stream, d.cfg.Store.View(), nodeID, nets, false)
+		return d.sendNetworks(stream, d.cfg.Store.View(), nodeID, nets, false)
 	}
 	return nil
 }
