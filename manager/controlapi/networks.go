@@ -369,3 +369,26 @@ func resolveTaskNetworks(r raftstore.Reader, spec *shoalv1.ServiceSpec) error {
 	}
 	return fe.err()
 }
+
+// validatePoolSettings checks default_address_pool (an IPv4 CIDR, /8 to
+// /29, host bits clear, clear of the nodes' bridge pool) and
+// default_subnet_size (0, or a prefix length that fits the pool, at most
+// /29). Networks already allocated are not moved.
+func validatePoolSettings(s *shoalv1.ClusterSettings) error {
+	pool := DefaultAddressPool
+	if p := s.GetDefaultAddressPool(); p != "" {
+		pr, err := specrules.ParseSubnet(p)
+		if err != nil {
+			return errdefs.InvalidArgumentf("settings.default_address_pool: %v", err)
+		}
+		if pr.Overlaps(NodeBridgePool) {
+			return errdefs.InvalidArgumentf("settings.default_address_pool: %s overlaps %s, reserved for the nodes' default bridge", pr, NodeBridgePool)
+		}
+		pool = pr
+	}
+	if n := int(s.GetDefaultSubnetSize()); n != 0 && (n < pool.Bits() || n < specrules.MinSubnetPrefix || n > specrules.MaxSubnetPrefix) {
+		return errdefs.InvalidArgumentf("settings.default_subnet_size: %d is out of range (0 for the default %d, or %d to %d for the pool %s)",
+			n, DefaultSubnetSize, max(pool.Bits(), specrules.MinSubnetPrefix), specrules.MaxSubnetPrefix, pool)
+	}
+	return nil
+}

@@ -252,3 +252,26 @@ func TestGossipKeysNeverLeave(t *testing.T) {
 		t.Fatal("GetCluster returned the gossip keys")
 	}
 }
+
+func TestValidatePoolSettings(t *testing.T) {
+	for _, tt := range []struct {
+		set  *shoalv1.ClusterSettings
+		want string // "" valid
+	}{
+		{&shoalv1.ClusterSettings{}, ""},
+		{&shoalv1.ClusterSettings{DefaultAddressPool: "10.128.0.0/12", DefaultSubnetSize: 26}, ""},
+		{&shoalv1.ClusterSettings{DefaultAddressPool: "10.128.0.1/12"}, "settings.default_address_pool"},
+		{&shoalv1.ClusterSettings{DefaultAddressPool: "10.0.0.0/8"}, "nodes' default bridge"},
+		{&shoalv1.ClusterSettings{DefaultSubnetSize: 12}, "settings.default_subnet_size: 12 is out of range"},
+		{&shoalv1.ClusterSettings{DefaultSubnetSize: 30}, "settings.default_subnet_size"},
+	} {
+		err := validateSettings(tt.set)
+		if tt.want == "" {
+			if err != nil {
+				t.Errorf("%v: %v", tt.set, err)
+			}
+			continue
+		}
+		wantCode(t, err, codes.InvalidArgument, tt.want)
+	}
+}
