@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/shoal-dev/shoal/datadir"
+	"github.com/shoal-dev/shoal/manager/allocator"
 	"github.com/shoal-dev/shoal/manager/controlapi"
 	"github.com/shoal-dev/shoal/manager/dispatcher"
 	"github.com/shoal-dev/shoal/manager/forward"
@@ -259,6 +260,7 @@ func (m *Manager) leaderLoop(ctx context.Context, disp *dispatcher.Dispatcher, m
 			g, gctx := errgroup.WithContext(lctx)
 			g.Go(func() error { return m.ensureCluster(gctx) })
 			g.Go(func() error { return orchestrator.New(m.store, m.cfg.Logger).Run(gctx) })
+			g.Go(func() error { return allocator.New(m.store, m.cfg.Logger).Run(gctx) })
 			g.Go(func() error { return disp.Run(gctx) })
 			g.Go(func() error { return member.Run(gctx) })
 			// Leader components stop when leadership is lost or ctx ends.

@@ -57,7 +57,6 @@ func Service(spec *shoalv1.ServiceSpec) Problems {
 		switch ep.GetMode() {
 		case "", "vip":
 		case "dnsrr":
-			p.Add("spec.endpoint.mode", "dnsrr is not supported yet")
 		default:
 			p.Add("spec.endpoint.mode", "must be vip or dnsrr, got %q", ep.GetMode())
 		}
@@ -157,14 +156,7 @@ func Task(field string, t *shoalv1.TaskSpec, node Node) Problems {
 			p.Add(pf+".max_replicas_per_node", "must be >= 0, got %d", pl.GetMaxReplicasPerNode())
 		}
 	}
-	for i, n := range t.GetNetworks() {
-		f := fmt.Sprintf("%s.networks[%d]", field, i)
-		if !ValidName(n.GetTarget()) {
-			p.Add(f+".target", "%q is not a valid network name", n.GetTarget())
-		} else {
-			p.Add(f, "attaching a task to a network is not supported yet")
-		}
-	}
+	taskNetworks(&p, field, t)
 	return p
 }
 

@@ -157,7 +157,17 @@ func TestService(t *testing.T) {
 			s.Endpoint = &shoalv1.EndpointSpec{Ports: []*shoalv1.PortConfig{{TargetPort: 80}}}
 		}, []string{"spec.endpoint.ports: published ports are not supported yet"}},
 		{"endpoint mode vip is fine", func(s *shoalv1.ServiceSpec) { s.Endpoint = &shoalv1.EndpointSpec{Mode: "vip"} }, nil},
-		{"networks", func(s *shoalv1.ServiceSpec) { s.Task.Networks = []*shoalv1.NetworkAttachmentConfig{{Target: "front"}} }, []string{"spec.task.networks[0]", "not supported yet"}},
+		{"networks", func(s *shoalv1.ServiceSpec) {
+			s.Task.Networks = []*shoalv1.NetworkAttachmentConfig{{Target: "front", Aliases: []string{"web", "web.internal"}}}
+		}, nil},
+		{"network bad target", func(s *shoalv1.ServiceSpec) { s.Task.Networks = []*shoalv1.NetworkAttachmentConfig{{Target: "-x"}} }, []string{"spec.task.networks[0].target"}},
+		{"network twice", func(s *shoalv1.ServiceSpec) {
+			s.Task.Networks = []*shoalv1.NetworkAttachmentConfig{{Target: "front"}, {Target: "front"}}
+		}, []string{"spec.task.networks[1].target: \"front\" is already networks[0]"}},
+		{"network bad alias", func(s *shoalv1.ServiceSpec) {
+			s.Task.Networks = []*shoalv1.NetworkAttachmentConfig{{Target: "front", Aliases: []string{"ok", "no_underscore"}}}
+		}, []string{"spec.task.networks[0].aliases[1]", "not a DNS name"}},
+		{"endpoint mode dnsrr", func(s *shoalv1.ServiceSpec) { s.Endpoint = &shoalv1.EndpointSpec{Mode: "dnsrr"} }, nil},
 		{"spread", func(s *shoalv1.ServiceSpec) {
 			s.Task.Placement = &shoalv1.Placement{Spread: []string{"node.labels.zone"}}
 		}, []string{"spec.task.placement.spread", "not supported yet"}},

@@ -54,7 +54,10 @@ func validateSettings(s *shoalv1.ClusterSettings) error {
 	if v := s.GetMaxReplicas(); v < 0 || v > MaxMaxReplicas {
 		return errdefs.InvalidArgumentf("settings.max_replicas: %d is out of range (0 for the default, or 1 to %d)", v, MaxMaxReplicas)
 	}
-	return ms("restart_grace_ms", s.GetRestartGraceMs(), MinRestartGrace, MaxRestartGrace)
+	if err := ms("restart_grace_ms", s.GetRestartGraceMs(), MinRestartGrace, MaxRestartGrace); err != nil {
+		return err
+	}
+	return validatePoolSettings(s)
 }
 
 // UpdateCluster replaces the cluster's settings. The version read must be

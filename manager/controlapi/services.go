@@ -50,6 +50,9 @@ func (s *Server) CreateService(ctx context.Context, req *shoalv1.CreateServiceRe
 		if err := checkMaxReplicas(tx, svc.GetSpec()); err != nil {
 			return err
 		}
+		if err := resolveTaskNetworks(tx, svc.GetSpec()); err != nil {
+			return err
+		}
 		return tx.Create(svc)
 	})
 	if err != nil {
@@ -173,6 +176,10 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 			Spec:         withDefaults(req.GetSpec()),
 			PreviousSpec: cur.GetSpec(),
 			SpecVersion:  cur.GetSpecVersion(),
+			Vips:         cur.GetVips(), // the allocator adjusts them
+		}
+		if err := resolveTaskNetworks(tx, svc.GetSpec()); err != nil {
+			return err
 		}
 		if !proto.Equal(svc.GetSpec().GetTask(), cur.GetSpec().GetTask()) {
 			svc.SpecVersion++
@@ -189,7 +196,7 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 	}
 	meta := proto.Clone(out.GetMeta()).(*shoalv1.Meta)
 	meta.Version = idx
-	out = &shoalv1.Service{Meta: meta, Spec: out.GetSpec(), PreviousSpec: out.GetPreviousSpec(), SpecVersion: out.GetSpecVersion()}
+	out = &shoalv1.Service{Meta: meta, Spec: out.GetSpec(), PreviousSpec: out.GetPreviousSpec(), SpecVersion: out.GetSpecVersion(), Vips: out.GetVips()}
 	s.log.Debug("service updated", "service_id", out.GetMeta().GetId(), "spec_version", out.GetSpecVersion())
 	return &shoalv1.UpdateServiceResponse{Service: out}, nil
 }

@@ -68,6 +68,8 @@ type Dispatcher struct {
 	sessions map[string]*session // by node id
 	lastSeen map[string]time.Time
 	statusCh chan statusUpdate
+
+	nets netCache // network states shared by the sessions (networks.go)
 }
 
 type statusUpdate struct {

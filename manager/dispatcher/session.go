@@ -105,7 +105,7 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	// Snapshot and subscription must line up: subscribe from the index just
 	// after the view the full set is built from.
 	view := d.cfg.Store.View()
-	sub, err := d.cfg.Store.Watch(ctx, view.Index()+1, raftstore.KindTask, raftstore.KindNode)
+	sub, err := d.cfg.Store.Watch(ctx, view.Index()+1, raftstore.KindTask, raftstore.KindNode, raftstore.KindNetwork, raftstore.KindService)
 	if err != nil {
 		return errdefs.Unavailablef("watching the store: %v", err)
 	}
@@ -126,6 +126,10 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 		}
 	}
 	if err := sendAssignments(stream, true, set, nil); err != nil {
+		return err
+	}
+	nets := &networkTracker{}
+	if err := d.sendNetworks(stream, view, id.NodeID, nets, true); err != nil {
 		return err
 	}
 
@@ -151,7 +155,7 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 				// fresh full set.
 				return errdefs.Unavailablef("session resync needed: %v", sub.Err())
 			}
-			if err := d.forward(stream, id.NodeID, ev, sub.C()); err != nil {
+			if err := d.forward(stream, id.NodeID, ev, sub.C(), nets); err != nil {
 				return err
 			}
 		}
@@ -164,12 +168,14 @@ const maxDiffEvents = 1000
 // forward turns the first event plus any already queued ones (up to
 // maxDiffEvents) into one assignments diff (and node updates) for the
 // agent.
-func (d *Dispatcher) forward(stream shoalv1.Dispatcher_SessionServer, nodeID string, first *shoalv1.WatchEvent, more <-chan *shoalv1.WatchEvent) error {
+func (d *Dispatcher) forward(stream shoalv1.Dispatcher_SessionServer, nodeID string, first *shoalv1.WatchEvent, more <-chan *shoalv1.WatchEvent, nets *networkTracker) error {
 	diff := &shoalv1.Assignments{}
 	upserts := map[string]int{}
 	var nodeMsg *shoalv1.Node
 	removed := false
+	netDirty := false
 	add := func(ev *shoalv1.WatchEvent) {
+		netDirty = netDirty || networkRelevant(ev)
 		if n := ev.GetObject().GetNode(); n != nil {
 			if n.GetMeta().GetId() == nodeID {
 				if ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_DELETE {
@@ -231,10 +237,16 @@ drain:
 			return err
 		}
 	}
-	if len(diff.Upsert) == 0 && len(diff.Removed) == 0 {
-		return nil
+	if len(diff.Upsert) > 0 || len(diff.Removed) > 0 {
+		if err := sendAssignments(stream, false, diff.Upsert, diff.Removed); err != nil {
+			return err
+		}
 	}
-	return sendAssignments(stream, false, diff.Upsert, diff.Removed)
+	if netDirty {
+		// After the assignments: a new task's peers and VIPs arrive with it.
+		return d.sendNetworks(stream, d.cfg.Store.View(), nodeID, nets, false)
+	}
+	return nil
 }
 
 // receive reads heartbeats and status batches from the agent.

@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/shoal-dev/shoal/manager/allocator"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
 	"github.com/shoal-dev/shoal/scheduler"
@@ -139,7 +140,9 @@ func (s *schedLoop) logResult(res *schedResult) {
 func scheduleTx(tx raftstore.WriteTx, now time.Time, res *schedResult, after string, b *budget) error {
 	var all []*shoalv1.Task
 	for _, t := range raftstore.Find[*shoalv1.Task](tx, raftstore.IndexState, statePending.String()) {
-		if t.GetDesiredState() <= stateRunning {
+		// A task attached to networks waits for the allocator to give it
+		// its addresses: its update (still PENDING) makes a pass due.
+		if t.GetDesiredState() <= stateRunning && allocator.Allocated(t) {
 			all = append(all, t)
 		}
 	}

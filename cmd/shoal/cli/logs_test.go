@@ -120,7 +120,8 @@ type fakeManager struct {
 	// logs answers ServiceLogs.
 	logs func(*shoalv1.LogsRequest, shoalv1.Logs_ServiceLogsServer) error
 
-	control // services, tasks and the watch stream (service_test.go)
+	control    // services, tasks and the watch stream (service_test.go)
+	netControl // networks (network_test.go)
 }
 
 func (f *fakeManager) ListNodes(context.Context, *shoalv1.ListNodesRequest) (*shoalv1.ListNodesResponse, error) {
