@@ -108,7 +108,7 @@ func AllNodeNetworks(r raftstore.Reader) map[string][]*shoalv1.NetworkState {
 			ns.Endpoints = append(ns.Endpoints, &shoalv1.Endpoint{
 				TaskId: t.GetMeta().GetId(), ServiceId: t.GetServiceId(), ServiceName: t.GetServiceName(),
 				Aliases: a.GetAliases(), Address: a.GetAddress(), Mac: a.GetMac(),
-				NodeId: t.GetNodeId(), NodeAddr: underlayAddr(n),
+				NodeId: t.GetNodeId(), NodeAddr: underlayAddr(n), State: t.GetStatus().GetState(),
 			})
 		}
 	}
@@ -218,7 +218,8 @@ func (nt *networkTracker) diff(states []*shoalv1.NetworkState, full bool) []*sho
 }
 
 // chunkNetworks splits networks over messages of at most limit bytes; a
-// network larger than limit goes alone. Only the first carries full.
+// network larger than limit goes alone. Only the first carries full; every
+// message but the last has more set, so the agent applies them as one.
 func chunkNetworks(full bool, states []*shoalv1.NetworkState, removed []string, limit int) []*shoalv1.Networks {
 	cur := &shoalv1.Networks{Full: full, Removed: removed}
 	out := []*shoalv1.Networks{cur}
@@ -235,6 +236,9 @@ func chunkNetworks(full bool, states []*shoalv1.NetworkState, removed []string, 
 		}
 		size += n
 		cur.Networks = append(cur.Networks, s)
+	}
+	for _, m := range out[:len(out)-1] {
+		m.More = true
 	}
 	return out
 }

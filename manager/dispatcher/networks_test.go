@@ -83,13 +83,13 @@ func mkNetTask(id, svc, node string, state shoalv1.TaskState, atts ...string) *s
 	return t
 }
 
-// summary: "net: ep task@nodeaddr ... | vip svc=addr(mode) ..." per network.
+// summary: "net: task=addr@nodeaddr/STATE ... | vip svc=addr(mode) ..." per network.
 func summary(states []*shoalv1.NetworkState) []string {
 	var out []string
 	for _, s := range states {
 		var parts []string
 		for _, e := range s.GetEndpoints() {
-			parts = append(parts, e.GetTaskId()+"="+e.GetAddress()+"@"+e.GetNodeAddr())
+			parts = append(parts, e.GetTaskId()+"="+e.GetAddress()+"@"+e.GetNodeAddr()+"/"+strings.TrimPrefix(e.GetState().String(), "TASK_STATE_"))
 		}
 		slices.Sort(parts)
 		for _, v := range s.GetVips() {
@@ -117,15 +117,15 @@ func TestNodeNetworks(t *testing.T) {
 		{"no task on the node: no network", []raftstore.Object{mkNetTask("t1", "s1", "n2", stRunning, "a=10.1.0.3/24")}, "n1", nil},
 		{"peers of a network the node takes part in, with VIPs",
 			[]raftstore.Object{mkNetTask("t1", "s1", "n1", stRunning, "a=10.1.0.3/24"), mkNetTask("t2", "s2", "n2", stAssigned, "a=10.1.0.4/24", "b=10.1.0.5/24")}, "n1",
-			[]string{"a: t1=10.1.0.3/24@192.168.250.1 t2=10.1.0.4/24@192.168.250.2 vip svc-s1=10.1.0.2/24(vip) vip svc-s2=(dnsrr)"}},
+			[]string{"a: t1=10.1.0.3/24@192.168.250.1/RUNNING t2=10.1.0.4/24@192.168.250.2/ASSIGNED vip svc-s1=10.1.0.2/24(vip) vip svc-s2=(dnsrr)"}},
 		{"the other node takes part in both",
 			[]raftstore.Object{mkNetTask("t1", "s1", "n1", stRunning, "a=10.1.0.3/24"), mkNetTask("t2", "s2", "n2", stAssigned, "a=10.1.0.4/24", "b=10.1.0.5/24")}, "n2",
-			[]string{"a: t1=10.1.0.3/24@192.168.250.1 t2=10.1.0.4/24@192.168.250.2 vip svc-s1=10.1.0.2/24(vip) vip svc-s2=(dnsrr)",
-				"b: t2=10.1.0.5/24@192.168.250.2 vip svc-s2=(dnsrr)"}},
+			[]string{"a: t1=10.1.0.3/24@192.168.250.1/RUNNING t2=10.1.0.4/24@192.168.250.2/ASSIGNED vip svc-s1=10.1.0.2/24(vip) vip svc-s2=(dnsrr)",
+				"b: t2=10.1.0.5/24@192.168.250.2/ASSIGNED vip svc-s2=(dnsrr)"}},
 		{"ended, pending and DOWN-node tasks are no endpoints",
 			[]raftstore.Object{mkNetTask("t1", "s1", "n1", stRunning, "a=10.1.0.3/24"), mkNetTask("old", "s1", "n2", stFailed, "a=10.1.0.9/24"),
 				mkNetTask("p", "s1", "", stPending, "a=10.1.0.8/24"), mkNetTask("dead", "s1", "n3", stRunning, "a=10.1.0.7/24")}, "n1",
-			[]string{"a: t1=10.1.0.3/24@192.168.250.1 vip svc-s1=10.1.0.2/24(vip)"}},
+			[]string{"a: t1=10.1.0.3/24@192.168.250.1/RUNNING vip svc-s1=10.1.0.2/24(vip)"}},
 		{"a DOWN node takes part in nothing", []raftstore.Object{mkNetTask("dead", "s1", "n3", stRunning, "a=10.1.0.7/24")}, "n3", nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -171,6 +171,9 @@ func TestChunkNetworks(t *testing.T) {
 	for i, m := range msgs {
 		if m.GetFull() != (i == 0) {
 			t.Fatalf("chunk %d full=%v", i, m.GetFull())
+		}
+		if m.GetMore() != (i < len(msgs)-1) {
+			t.Fatalf("chunk %d of %d: more=%v", i, len(msgs), m.GetMore())
 		}
 		if sz := proto.Size(m); sz > 3*one+64 {
 			t.Fatalf("chunk %d: %d bytes > %d", i, sz, 3*one)
@@ -299,7 +302,7 @@ func TestSessionDeliversNetworks(t *testing.T) {
 		}
 	}
 	full := next()
-	if !full.GetFull() || !slices.Equal(summary(full.GetNetworks()), []string{"a: t1=10.1.0.3/24@192.168.250.1 vip svc-s1=10.1.0.2/24(vip)"}) {
+	if !full.GetFull() || !slices.Equal(summary(full.GetNetworks()), []string{"a: t1=10.1.0.3/24@192.168.250.1/RUNNING vip svc-s1=10.1.0.2/24(vip)"}) {
 		t.Fatalf("full set: %v %v", full.GetFull(), summary(full.GetNetworks()))
 	}
 	// A peer task is assigned on n2: n1 gets it.
@@ -307,7 +310,7 @@ func TestSessionDeliversNetworks(t *testing.T) {
 		return tx.Create(mkNetTask("t2", "s1", "n2", stAssigned, "a=10.1.0.4/24"))
 	})
 	nextMatching("peer added", func(n *shoalv1.Networks) bool {
-		return !n.GetFull() && slices.Equal(summary(n.GetNetworks()), []string{"a: t1=10.1.0.3/24@192.168.250.1 t2=10.1.0.4/24@192.168.250.2 vip svc-s1=10.1.0.2/24(vip)"})
+		return !n.GetFull() && slices.Equal(summary(n.GetNetworks()), []string{"a: t1=10.1.0.3/24@192.168.250.1/RUNNING t2=10.1.0.4/24@192.168.250.2/ASSIGNED vip svc-s1=10.1.0.2/24(vip)"})
 	})
 	// n2 goes DOWN: its endpoint is withdrawn.
 	update(func(tx raftstore.WriteTx) error {
@@ -317,7 +320,7 @@ func TestSessionDeliversNetworks(t *testing.T) {
 		return tx.Update(n)
 	})
 	nextMatching("peer withdrawn", func(n *shoalv1.Networks) bool {
-		return slices.Equal(summary(n.GetNetworks()), []string{"a: t1=10.1.0.3/24@192.168.250.1 vip svc-s1=10.1.0.2/24(vip)"})
+		return slices.Equal(summary(n.GetNetworks()), []string{"a: t1=10.1.0.3/24@192.168.250.1/RUNNING vip svc-s1=10.1.0.2/24(vip)"})
 	})
 	// n1's own task ends: the network is removed.
 	update(func(tx raftstore.WriteTx) error {

@@ -532,10 +532,14 @@ func (x *Assignments) GetMore() bool {
 // replaces all; otherwise the listed networks replace theirs and removed
 // ones are left.
 type Networks struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Full          bool                   `protobuf:"varint,1,opt,name=full,proto3" json:"full,omitempty"`
-	Networks      []*NetworkState        `protobuf:"bytes,2,rep,name=networks,proto3" json:"networks,omitempty"`
-	Removed       []string               `protobuf:"bytes,3,rep,name=removed,proto3" json:"removed,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Full     bool                   `protobuf:"varint,1,opt,name=full,proto3" json:"full,omitempty"`
+	Networks []*NetworkState        `protobuf:"bytes,2,rep,name=networks,proto3" json:"networks,omitempty"`
+	Removed  []string               `protobuf:"bytes,3,rep,name=removed,proto3" json:"removed,omitempty"`
+	// Like Assignments.more: further chunks of this message follow; only the
+	// first carries full, and the agent applies the whole once the last
+	// (more=false) has arrived.
+	More          bool `protobuf:"varint,4,opt,name=more,proto3" json:"more,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -589,6 +593,13 @@ func (x *Networks) GetRemoved() []string {
 		return x.Removed
 	}
 	return nil
+}
+
+func (x *Networks) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
 }
 
 // Gossip tells a node how to join the gossip membership.
@@ -891,11 +902,12 @@ const file_shoalv1_dispatcher_proto_rawDesc = "" +
 	"\x04full\x18\x01 \x01(\bR\x04full\x12&\n" +
 	"\x06upsert\x18\x02 \x03(\v2\x0e.shoal.v1.TaskR\x06upsert\x12\x18\n" +
 	"\aremoved\x18\x03 \x03(\tR\aremoved\x12\x12\n" +
-	"\x04more\x18\x04 \x01(\bR\x04more\"l\n" +
+	"\x04more\x18\x04 \x01(\bR\x04more\"\x80\x01\n" +
 	"\bNetworks\x12\x12\n" +
 	"\x04full\x18\x01 \x01(\bR\x04full\x122\n" +
 	"\bnetworks\x18\x02 \x03(\v2\x16.shoal.v1.NetworkStateR\bnetworks\x12\x18\n" +
-	"\aremoved\x18\x03 \x03(\tR\aremoved\"2\n" +
+	"\aremoved\x18\x03 \x03(\tR\aremoved\x12\x12\n" +
+	"\x04more\x18\x04 \x01(\bR\x04more\"2\n" +
 	"\x06Gossip\x12\x12\n" +
 	"\x04keys\x18\x01 \x03(\fR\x04keys\x12\x14\n" +
 	"\x05peers\x18\x02 \x03(\tR\x05peers\"\xfd\x02\n" +

@@ -2748,7 +2748,10 @@ type Endpoint struct {
 	Mac     string `protobuf:"bytes,6,opt,name=mac,proto3" json:"mac,omitempty"`
 	NodeId  string `protobuf:"bytes,7,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	// Underlay address of the node (the VXLAN tunnel endpoint).
-	NodeAddr      string `protobuf:"bytes,8,opt,name=node_addr,json=nodeAddr,proto3" json:"node_addr,omitempty"`
+	NodeAddr string `protobuf:"bytes,8,opt,name=node_addr,json=nodeAddr,proto3" json:"node_addr,omitempty"`
+	// The task's observed state: hosts program every endpoint from ASSIGNED
+	// on, DNS and VIPs answer only RUNNING ones.
+	State         TaskState `protobuf:"varint,9,opt,name=state,proto3,enum=shoal.v1.TaskState" json:"state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2837,6 +2840,13 @@ func (x *Endpoint) GetNodeAddr() string {
 		return x.NodeAddr
 	}
 	return ""
+}
+
+func (x *Endpoint) GetState() TaskState {
+	if x != nil {
+		return x.State
+	}
+	return TaskState_TASK_STATE_NEW
 }
 
 // NetworkState is the desired state of one network for one node: the
@@ -3276,7 +3286,7 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\x04spec\x18\x02 \x01(\v2\x15.shoal.v1.NetworkSpecR\x04spec\x12\x10\n" +
 	"\x03vni\x18\x03 \x01(\rR\x03vni\x12\x16\n" +
 	"\x06subnet\x18\x04 \x01(\tR\x06subnet\x12\x18\n" +
-	"\agateway\x18\x05 \x01(\tR\agateway\"\xe1\x01\n" +
+	"\agateway\x18\x05 \x01(\tR\agateway\"\x8c\x02\n" +
 	"\bEndpoint\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1d\n" +
 	"\n" +
@@ -3286,7 +3296,8 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\aaddress\x18\x05 \x01(\tR\aaddress\x12\x10\n" +
 	"\x03mac\x18\x06 \x01(\tR\x03mac\x12\x17\n" +
 	"\anode_id\x18\a \x01(\tR\x06nodeId\x12\x1b\n" +
-	"\tnode_addr\x18\b \x01(\tR\bnodeAddr\"\x9c\x01\n" +
+	"\tnode_addr\x18\b \x01(\tR\bnodeAddr\x12)\n" +
+	"\x05state\x18\t \x01(\x0e2\x13.shoal.v1.TaskStateR\x05state\"\x9c\x01\n" +
 	"\fNetworkState\x12+\n" +
 	"\anetwork\x18\x01 \x01(\v2\x11.shoal.v1.NetworkR\anetwork\x120\n" +
 	"\tendpoints\x18\x02 \x03(\v2\x12.shoal.v1.EndpointR\tendpoints\x12-\n" +
@@ -3454,15 +3465,16 @@ var file_shoalv1_objects_proto_depIdxs = []int32{
 	42, // 50: shoal.v1.NetworkSpec.labels:type_name -> shoal.v1.NetworkSpec.LabelsEntry
 	6,  // 51: shoal.v1.Network.meta:type_name -> shoal.v1.Meta
 	33, // 52: shoal.v1.Network.spec:type_name -> shoal.v1.NetworkSpec
-	34, // 53: shoal.v1.NetworkState.network:type_name -> shoal.v1.Network
-	35, // 54: shoal.v1.NetworkState.endpoints:type_name -> shoal.v1.Endpoint
-	37, // 55: shoal.v1.NetworkState.vips:type_name -> shoal.v1.ServiceVIPState
-	25, // 56: shoal.v1.ServiceVIPState.ports:type_name -> shoal.v1.PortConfig
-	57, // [57:57] is the sub-list for method output_type
-	57, // [57:57] is the sub-list for method input_type
-	57, // [57:57] is the sub-list for extension type_name
-	57, // [57:57] is the sub-list for extension extendee
-	0,  // [0:57] is the sub-list for field type_name
+	5,  // 53: shoal.v1.Endpoint.state:type_name -> shoal.v1.TaskState
+	34, // 54: shoal.v1.NetworkState.network:type_name -> shoal.v1.Network
+	35, // 55: shoal.v1.NetworkState.endpoints:type_name -> shoal.v1.Endpoint
+	37, // 56: shoal.v1.NetworkState.vips:type_name -> shoal.v1.ServiceVIPState
+	25, // 57: shoal.v1.ServiceVIPState.ports:type_name -> shoal.v1.PortConfig
+	58, // [58:58] is the sub-list for method output_type
+	58, // [58:58] is the sub-list for method input_type
+	58, // [58:58] is the sub-list for extension type_name
+	58, // [58:58] is the sub-list for extension extendee
+	0,  // [0:58] is the sub-list for field type_name
 }
 
 func init() { file_shoalv1_objects_proto_init() }
