@@ -29,7 +29,8 @@ func NewView() *View {
 }
 
 // Update replaces the whole view with states (the full per-node network
-// state: endpoints of RUNNING tasks and the service VIPs per network).
+// state: endpoints and the service VIPs per network; endpoints of tasks
+// not RUNNING are left out of the answers).
 // For each network:
 //   - a service in vip mode answers with its VIP; in dnsrr mode (or with
 //     no VIP state at all) with its endpoints' addresses;
@@ -48,6 +49,16 @@ func (v *View) Update(states []*shoalv1.NetworkState) {
 		for _, ep := range st.GetEndpoints() {
 			ip := parseAddr(ep.GetAddress())
 			if ip == nil {
+				continue
+			}
+			// Hosts program endpoints from ASSIGNED on; names answer only
+			// RUNNING tasks (the service is still known meanwhile).
+			if ep.GetState() != shoalv1.TaskState_TASK_STATE_RUNNING {
+				if n := normName(ep.GetServiceName()); n != "" {
+					if _, ok := byService[n]; !ok {
+						byService[n] = nil
+					}
+				}
 				continue
 			}
 			if n := normName(ep.GetServiceName()); n != "" {
@@ -95,6 +106,9 @@ func (v *View) Update(states []*shoalv1.NetworkState) {
 			for _, ip := range eps {
 				names[svc] = appendIP(names[svc], ip)
 				names["tasks."+svc] = appendIP(names["tasks."+svc], ip)
+			}
+			if len(eps) == 0 {
+				names[svc] = appendIP(names[svc], nil) // exists, no address
 			}
 		}
 		for n, ips := range names {

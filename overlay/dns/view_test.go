@@ -18,7 +18,14 @@ func netState(id string, vips []*shoalv1.ServiceVIPState, eps ...*shoalv1.Endpoi
 }
 
 func ep(svc, addr string, aliases ...string) *shoalv1.Endpoint {
-	return &shoalv1.Endpoint{ServiceName: svc, Address: addr, Aliases: aliases}
+	return &shoalv1.Endpoint{ServiceName: svc, Address: addr, Aliases: aliases, State: shoalv1.TaskState_TASK_STATE_RUNNING}
+}
+
+// starting is an endpoint whose task is not RUNNING yet.
+func starting(svc, addr string, aliases ...string) *shoalv1.Endpoint {
+	e := ep(svc, addr, aliases...)
+	e.State = shoalv1.TaskState_TASK_STATE_STARTING
+	return e
 }
 
 func strs(ips []net.IP) []string {
@@ -39,6 +46,7 @@ func testStates() []*shoalv1.NetworkState {
 			ep("web", "10.1.0.10/24"), ep("web", "10.1.0.11/24", "front"),
 			ep("db", "10.1.0.20/24"), ep("db", "10.1.0.21/24"),
 			ep("bare", "10.1.0.30/24"),
+			starting("db", "10.1.0.22/24", "late"), starting("soon", "10.1.0.40/24"),
 		),
 		netState("n2", []*shoalv1.ServiceVIPState{
 			{ServiceName: "secret", Address: "10.2.0.2/24", EndpointMode: "vip"},
@@ -65,6 +73,8 @@ func TestViewLookup(t *testing.T) {
 		{[]string{"n1"}, "tasks.db", []string{"10.1.0.20", "10.1.0.21"}, true},
 		{[]string{"n1"}, "bare", []string{"10.1.0.30"}, true},
 		{[]string{"n1"}, "idle", nil, true}, // dnsrr, no task: exists, nothing
+		{[]string{"n1"}, "soon", nil, true}, // only a task not RUNNING yet: known, nothing
+		{[]string{"n1"}, "late", nil, false},
 		{[]string{"n1"}, "secret", nil, false},
 		{[]string{"n2"}, "secret", []string{"10.2.0.2"}, true},
 		{[]string{"n2"}, "web", nil, false},
