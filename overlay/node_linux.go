@@ -145,3 +145,27 @@ func UplinkFor(addr netip.Addr) (string, error) {
 	}
 	return "", fmt.Errorf("no interface holds %s", addr)
 }
+
+// Run reconciles the held set every period until ctx ends, so that what
+// someone else changed in the kernel is repaired even when no message
+// comes. Errors are reported to onErr (may be nil).
+func (n *Node) Run(ctx context.Context, period time.Duration, onErr func(error)) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n.lock()
+		all := make([]*shoalv1.NetworkState, 0, len(n.states))
+		for _, st := range n.states {
+			all = append(all, st)
+		}
+		n.unlock()
+		if err := n.m.Reconcile(ctx, all); err != nil && onErr != nil && ctx.Err() == nil {
+			onErr(err)
+		}
+	}
+}
