@@ -38,6 +38,9 @@ func TestNodeAttachWaitsAndRemoval(t *testing.T) {
 	if _, err := hh.LinkByName(BridgeName(4400)); err != nil {
 		t.Fatalf("bridge of a network in use removed: %v", err)
 	}
+	if fdb, neigh := entries(t, h1, 4400); len(fdb) != 0 || len(neigh) != 0 {
+		t.Fatalf("remote entries of a removed network kept: %v %v", fdb, neigh)
+	}
 	if err := node.Detach(bg, p, []*shoalv1.NetworkAttachment{a}); err != nil {
 		t.Fatal(err)
 	}

@@ -189,7 +189,15 @@ func (m *Manager) removeUnlisted(want map[uint32]bool) (map[uint32]bool, error) 
 			}
 		}
 		if busy {
+			// The network is gone from the desired state but a local
+			// task still uses it: keep its devices, drop every remote
+			// entry (nothing says where its peers are any more).
 			kept[vni] = true
+			if vx, err := m.h.LinkByName(VXLANName(vni)); err == nil {
+				if err := m.syncEntries(vx.Attrs().Index, nil); err != nil {
+					errs = append(errs, err)
+				}
+			}
 			continue
 		}
 		if vx, err := m.h.LinkByName(VXLANName(vni)); err == nil {
