@@ -41,8 +41,24 @@ type Config struct {
 	// Executor holds the assigned tasks and reports their statuses
 	// (required): *Executor runs them as containers, nullexec runs nothing.
 	Executor TaskExecutor
+	// Networks is handed every SessionMessage.Networks (the desired state
+	// of the overlay networks this node takes part in); nil ignores them.
+	Networks NetworkReconciler
 	Logger   *slog.Logger
 }
+
+// NetworkReconciler makes the node's overlay networks match the desired
+// state the dispatcher sends: full replaces the held set, otherwise
+// states are upserted and removed (network ids) dropped. Called from the
+// goroutine receiving the session's messages. An error is logged, not
+// fatal to the session: the next full set (or the reconciler's own
+// periodic repair) tries again.
+type NetworkReconciler interface {
+	Reconcile(ctx context.Context, full bool, states []*shoalv1.NetworkState, removed []string) error
+}
+
+// networkReconcileTimeout bounds one reconciliation on the receive loop.
+const networkReconcileTimeout = 30 * time.Second
 
 // TaskExecutor is what the session needs of an executor. Assign is called
 // from the goroutine receiving the session's messages, TakeUpdates and
@@ -460,6 +476,15 @@ func (a *Agent) handle(msg *shoalv1.SessionMessage) error {
 		}
 	case *shoalv1.SessionMessage_Managers:
 		a.setManagers(m.Managers.GetManagers())
+	case *shoalv1.SessionMessage_Networks:
+		if a.cfg.Networks != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), networkReconcileTimeout)
+			defer cancel()
+			n := m.Networks
+			if err := a.cfg.Networks.Reconcile(ctx, n.GetFull(), n.GetNetworks(), n.GetRemoved()); err != nil {
+				a.log.Warn("reconciling overlay networks", "err", err)
+			}
+		}
 	}
 	return nil
 }
