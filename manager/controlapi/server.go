@@ -43,6 +43,7 @@ func clusterOf(r raftstore.Reader) (*shoalv1.Cluster, error) {
 func publicCluster(c *shoalv1.Cluster) *shoalv1.Cluster {
 	out := proto.Clone(c).(*shoalv1.Cluster)
 	out.CaKeyPem = nil
+	out.GossipKeys = nil
 	return out
 }
 
@@ -129,6 +130,7 @@ func (s *Server) Watch(req *shoalv1.WatchRequest, stream shoalv1.Control_WatchSe
 		if c := ev.GetObject().GetCluster(); c != nil {
 			ev = proto.Clone(ev).(*shoalv1.WatchEvent)
 			ev.Object.GetCluster().CaKeyPem = nil
+			ev.Object.GetCluster().GossipKeys = nil
 		}
 		if err := stream.Send(ev); err != nil {
 			return err
