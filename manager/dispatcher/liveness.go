@@ -189,3 +189,35 @@ func verdict(n *shoalv1.Node, lastSeen, now time.Time, period, limit time.Durati
 	}
 	return liveness{}
 }
+
+// maxGossipPeers bounds the peers a node is told to join through:
+// memberlist needs one answer, the rest is spread by gossip.
+const maxGossipPeers = 5
+
+// gossipMessage is the session message that gives a node the cluster's
+// gossip keys (newest first) and a few peers to join through: READY nodes
+// with a known gossip address, managers first, the node itself excluded.
+// Nil while the cluster has no key (a cluster made before issue 9).
+func gossipMessage(view raftstore.Reader, nodeID string) *shoalv1.SessionMessage {
+	c, ok := raftstore.ClusterOf(view)
+	if !ok || len(c.GetGossipKeys()) == 0 {
+		return nil
+	}
+	var managers, workers []string
+	for _, n := range raftstore.List[*shoalv1.Node](view) {
+		st := n.GetStatus()
+		if n.GetMeta().GetId() == nodeID || st.GetGossipAddr() == "" || st.GetState() != shoalv1.NodeState_NODE_STATE_READY {
+			continue
+		}
+		if n.GetRole() == shoalv1.NodeRole_NODE_ROLE_MANAGER {
+			managers = append(managers, st.GetGossipAddr())
+		} else {
+			workers = append(workers, st.GetGossipAddr())
+		}
+	}
+	peers := append(managers, workers...)
+	if len(peers) > maxGossipPeers {
+		peers = peers[:maxGossipPeers]
+	}
+	return &shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Gossip{Gossip: &shoalv1.Gossip{Keys: c.GetGossipKeys(), Peers: peers}}}
+}

@@ -97,11 +97,22 @@ type liveCluster struct {
 
 func startLive(t *testing.T, settings *shoalv1.ClusterSettings, nodes ...string) *liveCluster {
 	t.Helper()
+	return startLiveWith(t, nil, nil, settings, nodes...)
+}
+
+// startLiveWith is startLive with a cluster object and dispatcher config
+// adjusted by the callers that need it (gossip).
+func startLiveWith(t *testing.T, cluster func(*shoalv1.Cluster), config func(*Config), settings *shoalv1.ClusterSettings, nodes ...string) *liveCluster {
+	t.Helper()
 	s := openStore(t)
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
 	if _, err := s.Update(ctx, func(tx raftstore.WriteTx) error {
-		if err := tx.Create(&shoalv1.Cluster{Meta: &shoalv1.Meta{Id: "c"}, Settings: settings}); err != nil {
+		c := &shoalv1.Cluster{Meta: &shoalv1.Meta{Id: "c"}, Settings: settings}
+		if cluster != nil {
+			cluster(c)
+		}
+		if err := tx.Create(c); err != nil {
 			return err
 		}
 		for _, id := range nodes {
@@ -114,7 +125,11 @@ func startLive(t *testing.T, settings *shoalv1.ClusterSettings, nodes ...string)
 		t.Fatal(err)
 	}
 
-	d := New(Config{Store: s, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Managers: func() []string { return []string{"solo:4242"} }})
+	cfg := Config{Store: s, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Managers: func() []string { return []string{"solo:4242"} }}
+	if config != nil {
+		config(&cfg)
+	}
+	d := New(cfg)
 	rctx, rcancel := context.WithCancel(context.Background())
 	runDone := make(chan error, 1)
 	go func() { runDone <- d.Run(rctx) }()
