@@ -42,6 +42,19 @@ type Config struct {
 	// (required): *Executor runs them as containers, nullexec runs nothing.
 	Executor TaskExecutor
 	Logger   *slog.Logger
+	// GossipAddr is this node's gossip host:port (sent in the hello; empty:
+	// no gossip on this node).
+	GossipAddr string
+	// Gossip receives the cluster's gossip keys and peers from the session
+	// (optional; the daemon wires overlay/gossip behind it).
+	Gossip GossipConsumer
+}
+
+// GossipConsumer is told the gossip keys (newest first) and peers the
+// managers send. SetGossip is called from the goroutine receiving the
+// session's messages: it must not block for long.
+type GossipConsumer interface {
+	SetGossip(keys [][]byte, peers []string)
 }
 
 // TaskExecutor is what the session needs of an executor. Assign is called
@@ -230,7 +243,7 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 		return err
 	}
 	hello := &shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Hello{Hello: &shoalv1.AgentHello{
-		Description: a.cfg.Description, Addr: a.cfg.Addr, AgentAddr: a.cfg.AgentAddr}}}
+		Description: a.cfg.Description, Addr: a.cfg.Addr, AgentAddr: a.cfg.AgentAddr, GossipAddr: a.cfg.GossipAddr}}}
 	if err := stream.Send(hello); err != nil {
 		return err
 	}
@@ -460,6 +473,10 @@ func (a *Agent) handle(msg *shoalv1.SessionMessage) error {
 		}
 	case *shoalv1.SessionMessage_Managers:
 		a.setManagers(m.Managers.GetManagers())
+	case *shoalv1.SessionMessage_Gossip:
+		if a.cfg.Gossip != nil {
+			a.cfg.Gossip.SetGossip(m.Gossip.GetKeys(), m.Gossip.GetPeers())
+		}
 	}
 	return nil
 }
