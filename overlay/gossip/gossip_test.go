@@ -70,7 +70,12 @@ func startNode(t testing.TB, id string, keys [][]byte, hr *hintRec) *Node {
 
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	waitForD(t, 20*time.Second, what, cond)
+}
+
+func waitForD(t testing.TB, max time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(max)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
