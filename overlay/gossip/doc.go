@@ -27,5 +27,19 @@
 // encryption are enforced: a message from a node without a valid key is
 // dropped by memberlist and never reaches membership or the hint handler.
 //
-// Tuning: see tuning.go (DefaultTuning) and bench_test.go for the figures.
+// States: memberlist v0.6.0 tells delegates only join/update/leave, and
+// leave is the same call for dead and left nodes (Node.State is never
+// filled in). So Members/State come from the event delegate: alive on
+// join/update; on leave, "left" if the node had announced it was leaving
+// (Leave sets its meta to "leaving" and pushes it out first), else "dead".
+// Suspicion is not visible through memberlist's public API: a suspect
+// member shows alive until it is declared dead (StateSuspect is kept in
+// the API for a later memberlist).
+//
+// Members' node structs are only read inside memberlist's callbacks
+// (reading memberlist.Members() results later races with its updates).
+//
+// Tuning: see tuning.go (DefaultTuning, with the measurements that chose
+// it) and bench_test.go (go test -run '^$' -bench FailureDetection
+// -benchtime=2x ./overlay/gossip/).
 package gossip
