@@ -45,6 +45,19 @@ type Config struct {
 	// of the overlay networks this node takes part in); nil ignores them.
 	Networks NetworkReconciler
 	Logger   *slog.Logger
+	// GossipAddr is this node's gossip host:port (sent in the hello; empty:
+	// no gossip on this node).
+	GossipAddr string
+	// Gossip receives the cluster's gossip keys and peers from the session
+	// (optional; the daemon wires overlay/gossip behind it).
+	Gossip GossipConsumer
+}
+
+// GossipConsumer is told the gossip keys (newest first) and peers the
+// managers send. SetGossip is called from the goroutine receiving the
+// session's messages: it must not block for long.
+type GossipConsumer interface {
+	SetGossip(keys [][]byte, peers []string)
 }
 
 // NetworkReconciler makes the node's overlay networks match the desired
@@ -246,7 +259,7 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 		return err
 	}
 	hello := &shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Hello{Hello: &shoalv1.AgentHello{
-		Description: a.cfg.Description, Addr: a.cfg.Addr, AgentAddr: a.cfg.AgentAddr}}}
+		Description: a.cfg.Description, Addr: a.cfg.Addr, AgentAddr: a.cfg.AgentAddr, GossipAddr: a.cfg.GossipAddr}}}
 	if err := stream.Send(hello); err != nil {
 		return err
 	}
@@ -484,6 +497,10 @@ func (a *Agent) handle(msg *shoalv1.SessionMessage) error {
 			if err := a.cfg.Networks.Reconcile(ctx, n.GetFull(), n.GetNetworks(), n.GetRemoved()); err != nil {
 				a.log.Warn("reconciling overlay networks", "err", err)
 			}
+		}
+	case *shoalv1.SessionMessage_Gossip:
+		if a.cfg.Gossip != nil {
+			a.cfg.Gossip.SetGossip(m.Gossip.GetKeys(), m.Gossip.GetPeers())
 		}
 	}
 	return nil

@@ -52,6 +52,9 @@ type Options struct {
 	// API is set up. For benchmarks and tests of the control plane alone,
 	// where tasks stay ASSIGNED.
 	NoExecutor bool
+	// GossipPort is the node's memberlist port (TCP and UDP) on its
+	// advertise IP: 0 for 7946, -1 for no gossip (heartbeats alone decide).
+	GossipPort int
 
 	// Seams replace parts of the node in tests; no flag sets them.
 	Seams Seams

@@ -38,6 +38,7 @@ type node struct {
 	roleCh  chan shoalv1.NodeRole // desired roles seen by the agent
 	renewCh chan struct{}         // renew now (a shorter cluster lifetime; renew.go)
 	errCh   chan error            // fatal errors from the manager
+	gossip  *nodeGossip           // this node's gossip membership (gossip.go)
 }
 
 func runNode(ctx context.Context, o Options, st *datadir.Node, withBootstrap bool) error {
@@ -56,6 +57,10 @@ func runNode(ctx context.Context, o Options, st *datadir.Node, withBootstrap boo
 			return err
 		}
 	}
+	// Gossip first: the manager's dispatcher consults it and the agent's
+	// hello reports its address.
+	n.gossip = startGossip(n.log, st.NodeID, hostOf(st.AdvertiseAddr), o.GossipPort)
+	defer n.gossip.close()
 	if st.Role == string(trust.RoleManager) {
 		if err := n.startManager(ctx); err != nil {
 			return err
@@ -88,6 +93,7 @@ func runNode(ctx context.Context, o Options, st *datadir.Node, withBootstrap boo
 	acfg := agent.Config{
 		NodeID: st.NodeID, Addr: st.AdvertiseAddr, Managers: st.Managers, Creds: trust.ClientCreds(certs),
 		Description: describe(o.NodeName), OnManagers: n.saveManagers, OnNode: n.onNode, Logger: o.Logger,
+		GossipAddr: n.gossip.Addr(), Gossip: n.gossip,
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	if side != nil {
@@ -218,7 +224,7 @@ func (n *node) startManager(ctx context.Context) error {
 	mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	m := manager.New(manager.Config{
 		NodeID: n.st.NodeID, DataDir: n.o.DataDir, ListenAddr: n.st.ListenAddr, AdvertiseAddr: n.st.AdvertiseAddr,
-		Certs: n.certs, Bootstrap: n.boot, Logger: n.o.Logger,
+		Certs: n.certs, Bootstrap: n.boot, Logger: n.o.Logger, Gossip: n.gossip,
 	})
 	done := make(chan error, 1)
 	go func() {

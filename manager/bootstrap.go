@@ -1,6 +1,7 @@
 package manager
 
 import (
+	"crypto/rand"
 	"fmt"
 	"os"
 
@@ -51,6 +52,10 @@ func NewBootstrap(c BootstrapConfig) (*Bootstrap, error) {
 	if err != nil {
 		return nil, err
 	}
+	gossipKey, err := NewGossipKey()
+	if err != nil {
+		return nil, err
+	}
 	name := c.ClusterName
 	if name == "" {
 		name = "shoal"
@@ -62,6 +67,7 @@ func NewBootstrap(c BootstrapConfig) (*Bootstrap, error) {
 			Settings: &shoalv1.ClusterSettings{HeartbeatPeriodMs: dispatcher.DefaultHeartbeatPeriod.Milliseconds(),
 				NodeDownAfterMissed: dispatcher.DefaultDownAfterMissed, NodeCertExpiryMs: nodeca.DefaultCertTTL.Milliseconds()},
 			AdminCerts: []*shoalv1.AdminCertificate{adminObj},
+			GossipKeys: [][]byte{gossipKey},
 		},
 		Self: &shoalv1.Node{
 			Meta:        &shoalv1.Meta{Id: c.NodeID},
@@ -112,4 +118,16 @@ func LoadBootstrap(path string) (*Bootstrap, error) {
 		return nil, fmt.Errorf("%s is incomplete", path)
 	}
 	return boot, nil
+}
+
+// GossipKeySize is the size of a gossip encryption key (AES-256).
+const GossipKeySize = 32
+
+// NewGossipKey returns a random gossip encryption key. Never log it.
+func NewGossipKey() ([]byte, error) {
+	k := make([]byte, GossipKeySize)
+	if _, err := rand.Read(k); err != nil {
+		return nil, fmt.Errorf("gossip key: %w", err)
+	}
+	return k, nil
 }

@@ -35,6 +35,9 @@ func TestBootstrapRoundTrip(t *testing.T) {
 			t.Errorf("token %q does not pin the root: %q, %v", tok, d, err)
 		}
 	}
+	if k := c.GetGossipKeys(); len(k) != 1 || len(k[0]) != GossipKeySize {
+		t.Errorf("gossip keys: %d keys, want one of %d bytes", len(k), GossipKeySize)
+	}
 	if c.GetTokens().GetWorker() == c.GetTokens().GetManager() {
 		t.Error("worker and manager tokens are the same")
 	}

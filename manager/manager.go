@@ -47,6 +47,9 @@ type Config struct {
 	Logger    *slog.Logger
 	// Raft timing; zero values take raftstore's defaults.
 	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout time.Duration
+	// Gossip is the node's gossip view, which the dispatcher consults
+	// while this manager leads (nil: heartbeats alone).
+	Gossip dispatcher.GossipView
 }
 
 // Manager is a running manager.
@@ -151,7 +154,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 2 * time.Second, PermitWithoutStream: true}),
 	)
-	disp := dispatcher.New(dispatcher.Config{Store: store, Logger: cfg.Logger, Managers: m.managers})
+	disp := dispatcher.New(dispatcher.Config{Store: store, Logger: cfg.Logger, Managers: m.managers, Gossip: cfg.Gossip})
 	member := membership.New(store, cfg.Logger)
 	shoalv1.RegisterControlServer(srv, controlapi.New(store, cfg.Logger))
 	shoalv1.RegisterDispatcherServer(srv, disp)

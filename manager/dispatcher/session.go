@@ -105,7 +105,7 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	// Snapshot and subscription must line up: subscribe from the index just
 	// after the view the full set is built from.
 	view := d.cfg.Store.View()
-	sub, err := d.cfg.Store.Watch(ctx, view.Index()+1, raftstore.KindTask, raftstore.KindNode, raftstore.KindNetwork, raftstore.KindService)
+	sub, err := d.cfg.Store.Watch(ctx, view.Index()+1, raftstore.KindTask, raftstore.KindNode, raftstore.KindNetwork, raftstore.KindService, raftstore.KindCluster)
 	if err != nil {
 		return errdefs.Unavailablef("watching the store: %v", err)
 	}
@@ -118,6 +118,11 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	}}}
 	if err := stream.Send(welcome); err != nil {
 		return err
+	}
+	if g := gossipMessage(view, id.NodeID); g != nil {
+		if err := stream.Send(g); err != nil {
+			return err
+		}
 	}
 	var set []*shoalv1.Task
 	for _, t := range raftstore.Find[*shoalv1.Task](view, raftstore.IndexNodeID, id.NodeID) {
@@ -174,7 +179,12 @@ func (d *Dispatcher) forward(stream shoalv1.Dispatcher_SessionServer, nodeID str
 	var nodeMsg *shoalv1.Node
 	removed := false
 	netDirty := false
+	clusterChanged := false
 	add := func(ev *shoalv1.WatchEvent) {
+		if ev.GetObject().GetCluster() != nil {
+			clusterChanged = true // gossip keys may have rotated
+			return
+		}
 		netDirty = netDirty || networkRelevant(ev)
 		if n := ev.GetObject().GetNode(); n != nil {
 			if n.GetMeta().GetId() == nodeID {
@@ -235,6 +245,13 @@ drain:
 	if nodeMsg != nil {
 		if err := stream.Send(&shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Node{Node: nodeMsg}}); err != nil {
 			return err
+		}
+	}
+	if clusterChanged {
+		if g := gossipMessage(d.cfg.Store.View(), nodeID); g != nil {
+			if err := stream.Send(g); err != nil {
+				return err
+			}
 		}
 	}
 	if len(diff.Upsert) > 0 || len(diff.Removed) > 0 {
