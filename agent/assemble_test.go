@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -13,9 +14,8 @@ import (
 // when the last arrives; a new session's full set drops a set half
 // received by the previous one.
 func TestChunkedAssignments(t *testing.T) {
-	a := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	var sent []*shoalv1.AgentMessage
-	send := func(m *shoalv1.AgentMessage) error { sent = append(sent, m); return nil }
+	ex := newFakeExecutor()
+	a := New(Config{Executor: ex, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	mk := func(id string) *shoalv1.Task {
 		return &shoalv1.Task{Meta: &shoalv1.Meta{Id: id}, DesiredState: shoalv1.TaskState_TASK_STATE_RUNNING,
 			Status: &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_ASSIGNED}}
@@ -32,7 +32,7 @@ func TestChunkedAssignments(t *testing.T) {
 	}
 	must := func(m *shoalv1.SessionMessage) {
 		t.Helper()
-		if err := a.handle(m, send); err != nil {
+		if err := a.handle(m); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -60,37 +60,38 @@ func TestChunkedAssignments(t *testing.T) {
 	if got := ids(); got != "[x]" {
 		t.Fatalf("after a new session's set: %s", got)
 	}
-	if len(sent) != 0 {
-		t.Fatalf("reports sent: %v", sent)
+	// Each set reached the executor once, whole: "old", the chunked full
+	// set, the chunked diff and the new session's set (the half-received
+	// one never).
+	if got := ex.assignCalls(); got != 4 {
+		t.Fatalf("%d sets handed to the executor, want 4", got)
 	}
 }
 
-// TestShutdownReportedAgainToANewLeader: without an executor, a SHUTDOWN
-// reported in one session is reported again when a new session's full set
-// still shows the task not ended (the old leader may have lost the report
-// when it stepped down), and not when the set shows it ended.
-func TestShutdownReportedAgainToANewLeader(t *testing.T) {
-	a := New(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	var sent []*shoalv1.AgentMessage
-	send := func(m *shoalv1.AgentMessage) error { sent = append(sent, m); return nil }
-	stopping := func(state shoalv1.TaskState) *shoalv1.SessionMessage {
-		return &shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Assignments{Assignments: &shoalv1.Assignments{Full: true,
-			Upsert: []*shoalv1.Task{{Meta: &shoalv1.Meta{Id: "t1"}, DesiredState: shoalv1.TaskState_TASK_STATE_REMOVE,
-				Status: &shoalv1.TaskStatus{State: state}}}}}}
+// TestChunkedAssignmentsBounded: a manager that sends more=true without
+// end does not grow the agent's memory past its bound: the set is dropped
+// with an error (which ends the session), and a later full set is applied.
+func TestChunkedAssignmentsBounded(t *testing.T) {
+	a := New(Config{Executor: newFakeExecutor(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	a.maxSetBytes = 64 << 10
+	chunk := func(full, more bool, id string) *shoalv1.SessionMessage {
+		return &shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Assignments{Assignments: &shoalv1.Assignments{Full: full, More: more,
+			Upsert: []*shoalv1.Task{{Meta: &shoalv1.Meta{Id: id}, Status: &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_ASSIGNED}}}}}}
 	}
-	for i, step := range []struct {
-		state shoalv1.TaskState
-		want  int // reports sent so far
-	}{
-		{shoalv1.TaskState_TASK_STATE_ASSIGNED, 1}, // first session
-		{shoalv1.TaskState_TASK_STATE_ASSIGNED, 2}, // new session, the report was lost
-		{shoalv1.TaskState_TASK_STATE_SHUTDOWN, 2}, // new session, the report was recorded
-	} {
-		if err := a.handle(stopping(step.state), send); err != nil {
-			t.Fatal(err)
-		}
-		if len(sent) != step.want {
-			t.Fatalf("session %d: %d reports sent, want %d", i+1, len(sent), step.want)
-		}
+	var err error
+	for i := 0; i < 1_000_000 && err == nil; i++ {
+		err = a.handle(chunk(i == 0, true, fmt.Sprintf("task-%07d", i)))
+	}
+	if err == nil || !strings.Contains(err.Error(), "without its last chunk") {
+		t.Fatalf("endless set: %v, want it refused", err)
+	}
+	if a.partial != nil || a.partialBytes != 0 {
+		t.Fatalf("refused set kept: %d entries, %d bytes", len(a.partial.GetUpsert()), a.partialBytes)
+	}
+	if err := a.handle(chunk(true, false, "x")); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.Assignments(); len(got) != 1 || got[0].GetMeta().GetId() != "x" {
+		t.Fatalf("after the refused set: %v", got)
 	}
 }

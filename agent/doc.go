@@ -1,13 +1,22 @@
 // Package agent is everything that runs on a worker (every node runs one).
 //
-// This version holds the node's session with the leader's dispatcher: it
-// sends a hello and heartbeats, receives the node's assignment set (full,
-// then diffs) and reports task status in batches. It reconnects by itself,
-// following the "leader=ADDR" hint of a follower and rotating through the
-// known managers, so an agent survives leader failover without help.
+// Two parts, wired together by the daemon:
 //
-// Running containers comes with the executor and runtime (agent/runtime);
-// until then the agent acknowledges only what needs no runtime: a task it
-// holds that is told to shut down is reported SHUTDOWN, since nothing runs
-// for it on this node.
+//   - Agent (session.go) keeps the node's session with the leader's
+//     dispatcher: it sends a hello and heartbeats, receives the node's
+//     assignment set (full, then diffs, possibly in chunks) and reports task
+//     statuses in batches. It reconnects by itself, following the leader
+//     address a follower answers with (errdefs.NotLeader) and rotating
+//     through the known managers, so an agent survives leader failover
+//     without help. It uses its executor only through TaskExecutor.
+//   - Executor (executor.go, taskctl.go, prepare.go) runs the assigned
+//     tasks as containers: one controller goroutine per task resolves the
+//     image (agent/image), mounts the rootfs, attaches the node network
+//     (agent/network), starts the container through the runtime
+//     (agent/runtime: libcontainer under a per-task shim) and records every
+//     observed status in the local task database (taskdb.go) before it is
+//     reported, so a restarted agent re-adopts running containers.
+//
+// A node started with --no-executor runs agent/nullexec instead of
+// Executor: assignments are taken and reported, nothing runs.
 package agent

@@ -31,6 +31,9 @@ type ExecutorConfig struct {
 	// Network gives tasks their network namespace; nil leaves each task
 	// with a private namespace holding only loopback.
 	Network Network
+	// Overlay attaches tasks to their overlay networks (after Network
+	// gave them a namespace); nil: Task.networks are ignored.
+	Overlay Overlay
 	// Pull is passed to image pulls (credentials, insecure registries).
 	Pull image.PullOptions
 	// PullTimeout bounds one image pull (default 5 min).

@@ -99,6 +99,7 @@ type execEnv struct {
 	rt     *runtime.Fake
 	images *fakeImages
 	net    *fakeNet
+	ov     Overlay // nil: none
 	ex     *Executor
 	cancel context.CancelFunc
 	done   chan error
@@ -119,7 +120,7 @@ func newExecEnvWrapped(t *testing.T, wrapDB func(taskStore) taskStore) *execEnv 
 // start runs an executor on env.dir (again, after stop: an agent restart).
 func (env *execEnv) start() {
 	ex, err := NewExecutor(ExecutorConfig{Dir: env.dir, Runtime: env.rt, Images: env.images, Network: env.net,
-		NodeMemory: 1 << 30, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Overlay: env.ov, NodeMemory: 1 << 30, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		env.t.Fatal(err)
 	}

@@ -40,6 +40,21 @@ type Network interface {
 	Teardown(ctx context.Context, taskID string) error
 }
 
+// Overlay attaches a task's namespace to its overlay networks
+// (Task.networks; overlay.Node behind an adapter). Attach runs after
+// Network.Setup, Detach before Network.Teardown; both are idempotent.
+type Overlay interface {
+	Attach(ctx context.Context, netNSPath string, atts []*shoalv1.NetworkAttachment) (OverlayAttachment, error)
+	Detach(ctx context.Context, netNSPath string, atts []*shoalv1.NetworkAttachment) error
+}
+
+// OverlayAttachment is what Overlay.Attach did.
+type OverlayAttachment struct {
+	// NoEgress: a network is internal; the task's default route was
+	// removed and must not be restored (the task has no egress).
+	NoEgress bool
+}
+
 // rejectError marks a failure that means the task cannot run on this node
 // at all (bad image, impossible limits): reported as REJECTED.
 type rejectError struct{ err error }

@@ -7,19 +7,17 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/timestamppb"
+	"google.golang.org/protobuf/proto"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
@@ -40,10 +38,55 @@ type Config struct {
 	OnManagers func([]string)
 	// OnNode is told every update of this node's object (role changes).
 	OnNode func(*shoalv1.Node)
-	// Executor runs the assigned tasks. Without one (tests of the session
-	// alone), held tasks told to stop are reported SHUTDOWN at once.
-	Executor *Executor
+	// Executor holds the assigned tasks and reports their statuses
+	// (required): *Executor runs them as containers, nullexec runs nothing.
+	Executor TaskExecutor
+	// Networks is handed every SessionMessage.Networks (the desired state
+	// of the overlay networks this node takes part in); nil ignores them.
+	Networks NetworkReconciler
 	Logger   *slog.Logger
+	// GossipAddr is this node's gossip host:port (sent in the hello; empty:
+	// no gossip on this node).
+	GossipAddr string
+	// Gossip receives the cluster's gossip keys and peers from the session
+	// (optional; the daemon wires overlay/gossip behind it).
+	Gossip GossipConsumer
+}
+
+// GossipConsumer is told the gossip keys (newest first) and peers the
+// managers send. SetGossip is called from the goroutine receiving the
+// session's messages: it must not block for long.
+type GossipConsumer interface {
+	SetGossip(keys [][]byte, peers []string)
+}
+
+// NetworkReconciler makes the node's overlay networks match the desired
+// state the dispatcher sends: full replaces the held set, otherwise
+// states are upserted and removed (network ids) dropped. Called from the
+// goroutine receiving the session's messages. An error is logged, not
+// fatal to the session: the next full set (or the reconciler's own
+// periodic repair) tries again.
+type NetworkReconciler interface {
+	Reconcile(ctx context.Context, full bool, states []*shoalv1.NetworkState, removed []string) error
+}
+
+// networkReconcileTimeout bounds one reconciliation on the receive loop.
+const networkReconcileTimeout = 30 * time.Second
+
+// TaskExecutor is what the session needs of an executor. Assign is called
+// from the goroutine receiving the session's messages, TakeUpdates and
+// Updates from the one sending statuses, Tasks from anywhere: every method
+// must be safe for concurrent use.
+type TaskExecutor interface {
+	// Assign applies the dispatcher's assignment set (full) or a diff.
+	Assign(full bool, upsert []*shoalv1.Task, removed []string)
+	// TakeUpdates returns the statuses to report: those not taken yet, or
+	// everything owed to a new session when all is set.
+	TakeUpdates(all bool) []*shoalv1.TaskStatusUpdate
+	// Updates is signalled when statuses wait to be taken.
+	Updates() <-chan struct{}
+	// Tasks returns the held tasks, by task id.
+	Tasks() []*shoalv1.Task
 }
 
 // Agent is a node's session client.
@@ -51,42 +94,34 @@ type Agent struct {
 	cfg Config
 	log *slog.Logger
 
-	mu sync.Mutex // guards the fields below
-	// tasks is the assignment set as the dispatcher last described it,
-	// kept here only when no executor holds it.
-	tasks    map[string]*shoalv1.Task
-	managers []string
-	leader   string // hint from a follower or the welcome
-	// reported remembers the terminal state already sent per task.
-	reported  map[string]shoalv1.TaskState
+	mu        sync.Mutex // guards the fields below
+	managers  []string
+	leader    string // hint from a follower or the welcome
 	connected bool
 
 	// partial gathers the chunks of an assignment set until its last one
 	// (more=false) arrives. Only the goroutine receiving the session's
 	// messages uses it, so it is not guarded by mu.
 	partial *shoalv1.Assignments
+	// partialBytes is the encoded size of the chunks in partial; a set is
+	// refused when it passes maxSetBytes (tests lower it).
+	partialBytes, maxSetBytes int
 }
+
+// defaultMaxSetBytes bounds the assignment set the agent gathers from
+// chunks: a thousand of the dispatcher's 1 MiB chunks, far above any real
+// set, it keeps a broken or hostile manager that sends more=true forever
+// from growing the agent's memory without end.
+const defaultMaxSetBytes = 1 << 30
 
 // New returns an agent; Run starts it.
 func New(cfg Config) *Agent {
-	return &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent"), tasks: map[string]*shoalv1.Task{},
-		managers: append([]string(nil), cfg.Managers...), reported: map[string]shoalv1.TaskState{}}
+	return &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent"),
+		managers: append([]string(nil), cfg.Managers...), maxSetBytes: defaultMaxSetBytes}
 }
 
 // Assignments returns the tasks currently assigned to this node.
-func (a *Agent) Assignments() []*shoalv1.Task {
-	if ex := a.cfg.Executor; ex != nil {
-		return ex.Tasks()
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	out := make([]*shoalv1.Task, 0, len(a.tasks))
-	for _, t := range a.tasks {
-		out = append(out, t)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].GetMeta().GetId() < out[j].GetMeta().GetId() })
-	return out
-}
+func (a *Agent) Assignments() []*shoalv1.Task { return a.cfg.Executor.Tasks() }
 
 // Connected says whether a session is open.
 func (a *Agent) Connected() bool {
@@ -143,7 +178,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if ca.IsRemoved(err) {
+		if errdefs.IsNodeRemoved(err) {
 			a.log.Error("this node was removed from the cluster; stopping", "err", err)
 			return fmt.Errorf("%w: %s", ErrRemoved, status.Convert(err).Message())
 		}
@@ -187,17 +222,11 @@ func (a *Agent) target(next *int) string {
 	return addr
 }
 
-// leaderHint extracts "leader=ADDR" from a follower's UNAVAILABLE answer.
+// leaderHint is the leader's address a follower's dispatcher answers with
+// (errdefs.NotLeader, as a detail), or "".
 func leaderHint(err error) string {
-	st, ok := status.FromError(err)
-	if !ok || st.Code() != codes.Unavailable {
-		return ""
-	}
-	_, after, ok := strings.Cut(st.Message(), "leader=")
-	if !ok {
-		return ""
-	}
-	return strings.TrimSpace(after)
+	addr, _ := errdefs.LeaderAddr(err)
+	return addr
 }
 
 func (a *Agent) session(ctx context.Context, addr string) error {
@@ -214,27 +243,39 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	// A manager that does not answer (powered off: no reset, just silence)
 	// would hold the attempt for gRPC's connect timeout (20 s), far past
 	// the down threshold; give up on it after openTimeout and try the next.
-	var timedOut atomic.Bool
-	openTimer := time.AfterFunc(openTimeout, func() { timedOut.Store(true); cancel() })
-	defer openTimer.Stop()
+	// A manager that has answered (its dispatcher sends the response
+	// headers as soon as it has read the hello) is alive, and is given
+	// welcomeTimeout for the rest: registering the session is a raft write,
+	// which a loaded cluster may take more than openTimeout to commit, and
+	// cutting every attempt there would keep the node from ever opening one.
+	var timedOut atomic.Value // the timeout that cut the attempt
+	limit := func(d time.Duration) *time.Timer {
+		return time.AfterFunc(d, func() { timedOut.Store(d); cancel() })
+	}
+	openTimer := limit(openTimeout)
+	defer func() { openTimer.Stop() }()
 	stream, err := shoalv1.NewDispatcherClient(conn).Session(sctx)
 	if err != nil {
 		return err
 	}
 	hello := &shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Hello{Hello: &shoalv1.AgentHello{
-		Description: a.cfg.Description, Addr: a.cfg.Addr, AgentAddr: a.cfg.AgentAddr}}}
+		Description: a.cfg.Description, Addr: a.cfg.Addr, AgentAddr: a.cfg.AgentAddr, GossipAddr: a.cfg.GossipAddr}}}
 	if err := stream.Send(hello); err != nil {
 		return err
 	}
+	// nil when the stream failed before any answer: Recv says why.
+	if md, _ := stream.Header(); md != nil && openTimer.Stop() {
+		openTimer = limit(welcomeTimeout)
+	}
 	first, err := stream.Recv()
 	if err != nil {
-		if timedOut.Load() {
-			return fmt.Errorf("no welcome from %s within %s: %w", addr, openTimeout, err)
+		if d, ok := timedOut.Load().(time.Duration); ok {
+			return fmt.Errorf("no welcome from %s within %s: %w", addr, d, err)
 		}
 		return err
 	}
 	if !openTimer.Stop() {
-		return fmt.Errorf("no welcome from %s within %s", addr, openTimeout)
+		return fmt.Errorf("no welcome from %s in time", addr)
 	}
 	w := first.GetWelcome()
 	if w == nil {
@@ -279,11 +320,19 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	stopWork := context.AfterFunc(ctx, wcancel)
 	defer stopWork()
 	go func() { errc <- a.heartbeat(wctx, send, period, lastAck) }()
-	if ex := a.cfg.Executor; ex != nil {
-		go func() { errc <- a.sendStatuses(wctx, ex, send) }()
-	}
+	go func() { errc <- a.sendStatuses(wctx, a.cfg.Executor, send) }()
 	recvErr := make(chan error, 1)
+	// The session ends only once its receiver has stopped: a message of
+	// this session still being handled (a set being recorded, a node
+	// update) must not be applied after the next session's full set, and
+	// the chunks being gathered are the next session's to reset.
+	recvDone := make(chan struct{})
+	defer func() {
+		cancel()
+		<-recvDone
+	}()
 	go func() {
+		defer close(recvDone)
 		for {
 			msg, err := stream.Recv()
 			if err != nil {
@@ -294,7 +343,7 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 			case lastAck <- struct{}{}:
 			default:
 			}
-			if err := a.handle(msg, send); err != nil {
+			if err := a.handle(msg); err != nil {
 				recvErr <- err
 				return
 			}
@@ -318,6 +367,12 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 // e2e fabric (TestKill9RestartMovesNothing), so a manager that has not
 // welcomed the agent after a second is as good as gone.
 const openTimeout = time.Second
+
+// welcomeTimeout bounds the rest of the opening once the manager has
+// answered: its dispatcher registers the session (a raft write) before the
+// welcome, and its liveness monitor ends a registration that takes longer
+// than the down threshold anyway.
+const welcomeTimeout = 10 * time.Second
 
 // goodbyeWait bounds how long a stopping agent waits for the dispatcher to
 // record its goodbye (a raft write) before it closes the session anyway.
@@ -378,7 +433,7 @@ func (a *Agent) heartbeat(ctx context.Context, send func(*shoalv1.AgentMessage) 
 // the session opens (the new leader may have missed some), then each
 // change as it happens. Changes that pile up while a send is in flight go
 // out together in the next batch.
-func (a *Agent) sendStatuses(ctx context.Context, ex *Executor, send func(*shoalv1.AgentMessage) error) error {
+func (a *Agent) sendStatuses(ctx context.Context, ex TaskExecutor, send func(*shoalv1.AgentMessage) error) error {
 	all := true
 	for {
 		if updates := ex.TakeUpdates(all); len(updates) > 0 {
@@ -416,48 +471,37 @@ func (a *Agent) setManagers(ms []string) {
 }
 
 // handle applies one session message and reports what follows from it.
-func (a *Agent) handle(msg *shoalv1.SessionMessage, send func(*shoalv1.AgentMessage) error) error {
+func (a *Agent) handle(msg *shoalv1.SessionMessage) error {
 	switch m := msg.GetMsg().(type) {
 	case *shoalv1.SessionMessage_Assignments:
-		set := a.assemble(m.Assignments)
+		set, err := a.assemble(m.Assignments)
+		if err != nil {
+			return err
+		}
 		if set == nil {
 			return nil // more chunks of this set to come
 		}
-		if ex := a.cfg.Executor; ex != nil {
-			// The executor holds the set and reports what follows.
-			ex.Assign(set.GetFull(), set.GetUpsert(), set.GetRemoved())
-			return nil
-		}
-		a.mu.Lock()
-		if set.GetFull() {
-			// A full set opens a session, maybe with a new leader that
-			// never got the reports sent to the old one: report again.
-			a.tasks = map[string]*shoalv1.Task{}
-			a.reported = map[string]shoalv1.TaskState{}
-		}
-		for _, t := range set.GetUpsert() {
-			a.tasks[t.GetMeta().GetId()] = t
-		}
-		for _, id := range set.GetRemoved() {
-			delete(a.tasks, id)
-			delete(a.reported, id)
-		}
-		updates := a.shutdownReportsLocked()
-		a.mu.Unlock()
-		for len(updates) > 0 {
-			n := min(len(updates), maxStatusBatch)
-			msg := &shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Status{Status: &shoalv1.TaskStatusBatch{Updates: updates[:n]}}}
-			if err := send(msg); err != nil {
-				return err
-			}
-			updates = updates[n:]
-		}
+		// The executor holds the set and reports what follows.
+		a.cfg.Executor.Assign(set.GetFull(), set.GetUpsert(), set.GetRemoved())
 	case *shoalv1.SessionMessage_Node:
 		if a.cfg.OnNode != nil {
 			a.cfg.OnNode(m.Node)
 		}
 	case *shoalv1.SessionMessage_Managers:
 		a.setManagers(m.Managers.GetManagers())
+	case *shoalv1.SessionMessage_Networks:
+		if a.cfg.Networks != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), networkReconcileTimeout)
+			defer cancel()
+			n := m.Networks
+			if err := a.cfg.Networks.Reconcile(ctx, n.GetFull(), n.GetNetworks(), n.GetRemoved()); err != nil {
+				a.log.Warn("reconciling overlay networks", "err", err)
+			}
+		}
+	case *shoalv1.SessionMessage_Gossip:
+		if a.cfg.Gossip != nil {
+			a.cfg.Gossip.SetGossip(m.Gossip.GetKeys(), m.Gossip.GetPeers())
+		}
 	}
 	return nil
 }
@@ -466,38 +510,29 @@ func (a *Agent) handle(msg *shoalv1.SessionMessage, send func(*shoalv1.AgentMess
 // last has more=true, only the first carries full): it returns nil while
 // chunks are still to come, and the whole set, to be applied once, with the
 // last. The first chunk of a full set drops whatever an ended session left
-// half received: a session always starts with a full set.
-func (a *Agent) assemble(m *shoalv1.Assignments) *shoalv1.Assignments {
+// half received: a session always starts with a full set. A set whose
+// chunks add up to more than maxSetBytes is dropped with an error, which
+// ends the session.
+func (a *Agent) assemble(m *shoalv1.Assignments) (*shoalv1.Assignments, error) {
 	if m.GetFull() || a.partial == nil {
 		if !m.GetMore() {
-			a.partial = nil
-			return m
+			a.partial, a.partialBytes = nil, 0
+			return m, nil
 		}
-		a.partial = &shoalv1.Assignments{Full: m.GetFull()}
+		a.partial, a.partialBytes = &shoalv1.Assignments{Full: m.GetFull()}, 0
+	}
+	a.partialBytes += proto.Size(m)
+	if a.partialBytes > a.maxSetBytes {
+		n := len(a.partial.GetUpsert()) + len(a.partial.GetRemoved())
+		a.partial, a.partialBytes = nil, 0
+		return nil, fmt.Errorf("the manager's assignment set passed %d bytes (%d entries) without its last chunk: dropped", a.maxSetBytes, n)
 	}
 	a.partial.Upsert = append(a.partial.Upsert, m.GetUpsert()...)
 	a.partial.Removed = append(a.partial.Removed, m.GetRemoved()...)
 	if m.GetMore() {
-		return nil
+		return nil, nil
 	}
 	set := a.partial
-	a.partial = nil
-	return set
-}
-
-// shutdownReportsLocked reports SHUTDOWN for held tasks told to stop: with
-// no runtime yet, nothing runs for them here, so they are shut down.
-func (a *Agent) shutdownReportsLocked() []*shoalv1.TaskStatusUpdate {
-	var out []*shoalv1.TaskStatusUpdate
-	for id, t := range a.tasks {
-		if t.GetDesiredState() < shoalv1.TaskState_TASK_STATE_SHUTDOWN || a.reported[id] == shoalv1.TaskState_TASK_STATE_SHUTDOWN ||
-			t.GetStatus().GetState() >= shoalv1.TaskState_TASK_STATE_COMPLETE {
-			// Running, already reported, or already ended in the store.
-			continue
-		}
-		a.reported[id] = shoalv1.TaskState_TASK_STATE_SHUTDOWN
-		out = append(out, &shoalv1.TaskStatusUpdate{TaskId: id, Status: &shoalv1.TaskStatus{
-			State: shoalv1.TaskState_TASK_STATE_SHUTDOWN, Timestamp: timestamppb.Now(), Message: "shutdown"}})
-	}
-	return out
+	a.partial, a.partialBytes = nil, 0
+	return set, nil
 }

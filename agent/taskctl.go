@@ -36,6 +36,7 @@ type taskCtl struct {
 	status         *shoalv1.TaskStatus
 	released       bool // container, rootfs and network released
 	releaseBackoff time.Duration
+	netNSPath      string // set when overlay networks were attached
 }
 
 func newTaskCtl(e *Executor, t *shoalv1.Task, st *shoalv1.TaskStatus) *taskCtl {
@@ -262,6 +263,12 @@ func (c *taskCtl) prepareAndStart(ctx context.Context, t *shoalv1.Task) error {
 			ip, _, _ := strings.Cut(a, "/")
 			addrs = append(addrs, ip)
 		}
+		if atts := t.GetNetworks(); e.cfg.Overlay != nil && len(atts) > 0 {
+			if _, err := e.cfg.Overlay.Attach(ctx, nsPath, atts); err != nil {
+				return fmt.Errorf("overlay networks: %w", err)
+			}
+			c.netNSPath = nsPath
+		}
 	}
 	spec, err := e.runtimeSpec(t, img, p, nsPath)
 	if err != nil {
@@ -446,6 +453,12 @@ func (c *taskCtl) release(ctx context.Context) bool {
 	} else if err := os.RemoveAll(p.dir); err != nil {
 		c.log.Warn("removing task dir", "err", err)
 		ok = false
+	}
+	if atts := c.current().GetNetworks(); e.cfg.Overlay != nil && c.netNSPath != "" && len(atts) > 0 {
+		if err := e.cfg.Overlay.Detach(rctx, c.netNSPath, atts); err != nil {
+			// The namespace's teardown removes the veths anyway.
+			c.log.Warn("detaching overlay networks", "err", err)
+		}
 	}
 	if e.cfg.Network != nil {
 		if err := e.cfg.Network.Teardown(rctx, c.id); err != nil {

@@ -138,16 +138,23 @@ func benchBigService(ctx context.Context, e *env, n int) (*sampleSet, error) {
 	hwm, _ := procStatusKB(pid, "VmHWM")
 	e.logf("bigservice: %d ASSIGNED after %v; leader RSS %d MiB (peak %d MiB)", n, took.Round(time.Millisecond), rssAt>>10, hwm>>10)
 
-	// The store's own count, in one big ListTasks (beyond the default 4 MiB
-	// message size, so from the leader itself: a follower forwards reads
-	// within the default limit).
+	// The store's own count, in one big ListTasks (~23 MB at 100,000, far
+	// beyond gRPC's default 4 MiB) asked of a follower, so that the
+	// forwarder's relay of a large reply is exercised too.
 	var lr *shoalv1.ListTasksResponse
 	err = c.poll(ctx, 2*time.Minute, time.Second, func(pctx context.Context) error {
 		ld, _, err := c.leader(pctx)
 		if err != nil {
 			return err
 		}
-		lcl, err := c.dial(pctx, ld.addr)
+		via := ld
+		for _, m := range c.managers() {
+			if m.addr != ld.addr && m.proc != nil && !m.down {
+				via = m
+				break
+			}
+		}
+		lcl, err := c.dial(pctx, via.addr)
 		if err != nil {
 			return err
 		}
@@ -156,7 +163,10 @@ func benchBigService(ctx context.Context, e *env, n int) (*sampleSet, error) {
 		defer cancel()
 		lr, err = lcl.Control.ListTasks(lctx, &shoalv1.ListTasksRequest{Filters: map[string]string{"service": svc.GetMeta().GetId()}},
 			grpc.MaxCallRecvMsgSize(1<<30))
-		return err
+		if err != nil {
+			return fmt.Errorf("via %s: %w", via.addr, err)
+		}
+		return nil
 	})
 	if err != nil {
 		return res, fmt.Errorf("listing the tasks: %w", err)

@@ -11,8 +11,8 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/shoal-dev/shoal/client"
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // sampleSet is a series of timed events (failovers, node-down detections).
@@ -290,7 +290,7 @@ func (c *shoalCluster) rawConn(addr string) (*grpc.ClientConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	conf, err := ca.ClientTLSConfigFromCreds(creds, ca.ManagerServerName)
+	conf, err := trust.ClientTLSConfigFromCreds(creds, trust.ManagerServerName)
 	if err != nil {
 		return nil, err
 	}

@@ -7,22 +7,23 @@ package client
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
 
-	"github.com/shoal-dev/shoal/manager/ca"
+	"github.com/shoal-dev/shoal/datadir"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // Config says where the managers are and which credentials to use.
@@ -55,16 +56,10 @@ func (c *Client) Conn() *grpc.ClientConn { return c.conn }
 // Hosts returns the manager addresses the client may use.
 func (c *Client) Hosts() []string { return c.hosts }
 
-type nodeState struct {
-	Role          string   `json:"role"`
-	AdvertiseAddr string   `json:"advertise_addr"`
-	Managers      []string `json:"managers"`
-}
-
 // Credentials finds the credentials cfg points at.
-func Credentials(cfg Config) (*ca.Creds, error) {
+func Credentials(cfg Config) (*trust.Creds, error) {
 	if cfg.CertDir != "" {
-		c, err := ca.LoadCreds(cfg.CertDir, "admin")
+		c, err := trust.LoadCreds(cfg.CertDir, "admin")
 		if err != nil {
 			return nil, fmt.Errorf("--cert-dir %s: %w", cfg.CertDir, err)
 		}
@@ -73,24 +68,15 @@ func Credentials(cfg Config) (*ca.Creds, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("no credentials: pass --cert-dir or --data-dir")
 	}
-	admin := filepath.Join(cfg.DataDir, "admin")
+	admin := datadir.Dir(cfg.DataDir).Admin()
 	if _, err := os.Stat(filepath.Join(admin, "admin.crt")); err == nil {
-		return ca.LoadCreds(admin, "admin")
+		return trust.LoadCreds(admin, "admin")
 	}
-	certs := filepath.Join(cfg.DataDir, "certs")
-	if st, err := readState(cfg.DataDir); err == nil && st.Role == string(ca.RoleManager) {
-		return ca.LoadCreds(certs, "node")
+	certs := datadir.Dir(cfg.DataDir).Certs()
+	if st, err := datadir.Load(cfg.DataDir); err == nil && st.Role == string(trust.RoleManager) {
+		return trust.LoadCreds(certs, "node")
 	}
 	return nil, fmt.Errorf("no credentials: pass --cert-dir or run on a manager's data dir (looked in %s and %s)", admin, certs)
-}
-
-func readState(dir string) (*nodeState, error) {
-	b, err := os.ReadFile(filepath.Join(dir, "node.json"))
-	if err != nil {
-		return nil, err
-	}
-	var st nodeState
-	return &st, json.Unmarshal(b, &st)
 }
 
 // Hosts finds the manager addresses cfg points at.
@@ -101,7 +87,7 @@ func Hosts(cfg Config) ([]string, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("no manager address: pass --host or --data-dir")
 	}
-	st, err := readState(cfg.DataDir)
+	st, err := datadir.Load(cfg.DataDir)
 	if err != nil {
 		return nil, fmt.Errorf("no manager address: pass --host, or a --data-dir holding a node (%v)", err)
 	}
@@ -113,7 +99,7 @@ func Hosts(cfg Config) ([]string, error) {
 			out = append(out, a)
 		}
 	}
-	if st.Role == string(ca.RoleManager) {
+	if st.Role == string(trust.RoleManager) {
 		add(st.AdvertiseAddr)
 	}
 	for _, m := range st.Managers {
@@ -136,7 +122,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	conf, err := ca.ClientTLSConfigFromCreds(creds, ca.ManagerServerName)
+	conf, err := trust.ClientTLSConfigFromCreds(creds, trust.ManagerServerName)
 	if err != nil {
 		return nil, err
 	}
@@ -161,9 +147,15 @@ func DialHosts(hosts []string, tc credentials.TransportCredentials, extra ...grp
 		grpc.WithTransportCredentials(tc),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"pick_first":{}}]}`),
 		grpc.WithChainUnaryInterceptor(RetryUnavailable(hosts)),
+		// Lists can be large (100,000 tasks are ~23 MB), above gRPC's
+		// default 4 MiB receive limit.
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxReplyBytes)),
 	}, extra...)
 	return grpc.NewClient(r.Scheme()+":///managers", opts...)
 }
+
+// MaxReplyBytes bounds one reply the client accepts.
+const MaxReplyBytes = 256 << 20
 
 // RetryUnavailable retries calls that failed with UNAVAILABLE, backing off
 // from 25 ms to 250 ms (a leader election takes about a second, so a longer
@@ -180,12 +172,13 @@ func RetryUnavailable(hosts []string) grpc.UnaryClientInterceptor {
 		backoff := 25 * time.Millisecond
 		for {
 			err := invoker(ctx, method, req, reply, cc, opts...)
-			if status.Code(err) != codes.Unavailable {
+			if !errdefs.IsUnavailable(err) {
 				return err
 			}
 			select {
 			case <-ctx.Done():
-				return status.Errorf(codes.Unavailable, "cannot reach a manager (%v): %s", hosts, status.Convert(err).Message())
+				// Answered as a server would: callers read it as a status.
+				return errdefs.ToGRPC(errdefs.Unavailablef("cannot reach a manager (%v): %s", hosts, status.Convert(err).Message()))
 			case <-time.After(backoff):
 			}
 			backoff = min(backoff*2, 250*time.Millisecond)

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -52,14 +54,14 @@ type flaky struct {
 
 func (f *flaky) GetCluster(context.Context, *shoalv1.GetClusterRequest) (*shoalv1.GetClusterResponse, error) {
 	if f.calls.Add(1) < 3 {
-		return nil, status.Error(codes.Unavailable, "electing")
+		return nil, errdefs.Unavailablef("electing")
 	}
 	return &shoalv1.GetClusterResponse{LeaderId: "l"}, nil
 }
 
 func (f *flaky) GetNode(context.Context, *shoalv1.GetNodeRequest) (*shoalv1.GetNodeResponse, error) {
 	f.calls.Add(1)
-	return nil, status.Error(codes.NotFound, "no such node")
+	return nil, errdefs.NotFoundf("no such node")
 }
 
 func TestRetryAndFailover(t *testing.T) {
@@ -67,7 +69,7 @@ func TestRetryAndFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(errdefs.UnaryServerInterceptor()))
 	f := &flaky{}
 	shoalv1.RegisterControlServer(srv, f)
 	go srv.Serve(ln)
@@ -101,5 +103,41 @@ func TestRetryAndFailover(t *testing.T) {
 	_, err = shoalv1.NewControlClient(conn2).GetCluster(sctx, &shoalv1.GetClusterRequest{})
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "cannot reach a manager") {
 		t.Fatalf("unreachable: %v", err)
+	}
+}
+
+type bigList struct {
+	shoalv1.UnimplementedControlServer
+}
+
+func (bigList) ListTasks(context.Context, *shoalv1.ListTasksRequest) (*shoalv1.ListTasksResponse, error) {
+	resp := &shoalv1.ListTasksResponse{}
+	for i := range 6000 {
+		resp.Tasks = append(resp.Tasks, &shoalv1.Task{ServiceName: strings.Repeat("x", 1000), Slot: uint64(i)})
+	}
+	return resp, nil
+}
+
+// TestLargeReply: a list above gRPC's default 4 MiB receive limit (a
+// service at the replicas limit lists ~23 MB) reaches the caller.
+func TestLargeReply(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	shoalv1.RegisterControlServer(srv, bigList{})
+	go srv.Serve(ln)
+	defer srv.Stop()
+	conn, err := DialHosts([]string{ln.Addr().String()}, insecure.NewCredentials())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := shoalv1.NewControlClient(conn).ListTasks(ctx, &shoalv1.ListTasksRequest{})
+	if err != nil || len(resp.GetTasks()) != 6000 {
+		t.Fatalf("ListTasks of ~6 MB: %d tasks, %v", len(resp.GetTasks()), err)
 	}
 }

@@ -6,13 +6,12 @@ import (
 	"fmt"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"github.com/shoal-dev/shoal/errdefs"
 
-	"github.com/shoal-dev/shoal/manager"
-	"github.com/shoal-dev/shoal/manager/ca"
+	"google.golang.org/grpc"
+
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // The agent API (task logs, images) admits a caller only while the
@@ -30,14 +29,14 @@ const agentAuthCacheTTL = 500 * time.Millisecond
 // agentAPICheck returns the agent API's certificate checks: for new calls,
 // and for streams in progress (which a renewal of the caller's certificate
 // does not end).
-func (n *node) agentAPICheck() (current, ongoing func(context.Context, ca.Identity) (ca.Role, error)) {
-	return ca.CachedCurrent(func(ctx context.Context, id ca.Identity) (ca.Role, error) { return n.askManagers(ctx, id, true) }, agentAuthCacheTTL),
-		ca.CachedCurrent(func(ctx context.Context, id ca.Identity) (ca.Role, error) { return n.askManagers(ctx, id, false) }, agentAuthCacheTTL)
+func (n *node) agentAPICheck() (current, ongoing func(context.Context, trust.Identity) (trust.Role, error)) {
+	return trust.CachedCurrent(func(ctx context.Context, id trust.Identity) (trust.Role, error) { return n.askManagers(ctx, id, true) }, agentAuthCacheTTL),
+		trust.CachedCurrent(func(ctx context.Context, id trust.Identity) (trust.Role, error) { return n.askManagers(ctx, id, false) }, agentAuthCacheTTL)
 }
 
 // askManagers asks the managers, in turn, whether id is current (its
 // serial too, if checkSerial).
-func (n *node) askManagers(ctx context.Context, id ca.Identity, checkSerial bool) (ca.Role, error) {
+func (n *node) askManagers(ctx context.Context, id trust.Identity, checkSerial bool) (trust.Role, error) {
 	st := n.state()
 	targets := append([]string{}, st.Managers...)
 	if len(targets) == 0 {
@@ -46,7 +45,7 @@ func (n *node) askManagers(ctx context.Context, id ca.Identity, checkSerial bool
 	var lastErr error
 	for _, addr := range targets {
 		role, err := n.askManager(ctx, addr, id, checkSerial)
-		if err == nil || errors.Is(err, ca.ErrNotCurrent) || errors.Is(err, ca.ErrNodeRemoved) {
+		if err == nil || errors.Is(err, trust.ErrNotCurrent) || errors.Is(err, trust.ErrNodeRemoved) {
 			return role, err
 		}
 		lastErr = fmt.Errorf("asking %s: %w", addr, err)
@@ -54,8 +53,8 @@ func (n *node) askManagers(ctx context.Context, id ca.Identity, checkSerial bool
 	return "", fmt.Errorf("no manager could say whether %s is current: %w", id, lastErr)
 }
 
-func (n *node) askManager(ctx context.Context, addr string, id ca.Identity, checkSerial bool) (ca.Role, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(manager.ClientCreds(n.certs)))
+func (n *node) askManager(ctx context.Context, addr string, id trust.Identity, checkSerial bool) (trust.Role, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(trust.ClientCreds(n.certs)))
 	if err != nil {
 		return "", err
 	}
@@ -63,29 +62,29 @@ func (n *node) askManager(ctx context.Context, addr string, id ca.Identity, chec
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	control := shoalv1.NewControlClient(conn)
-	if id.Role == ca.RoleAdmin {
+	if id.Role == trust.RoleAdmin {
 		resp, err := control.ListAdminCertificates(cctx, &shoalv1.ListAdminCertificatesRequest{})
 		if err != nil {
 			return "", err
 		}
-		if err := ca.CheckAdmin(id, resp.GetAdmins(), time.Now()); err != nil {
+		if err := trust.CheckAdmin(id, resp.GetAdmins(), time.Now()); err != nil {
 			return "", err
 		}
-		return ca.RoleAdmin, nil
+		return trust.RoleAdmin, nil
 	}
 	resp, err := control.GetNode(cctx, &shoalv1.GetNodeRequest{Ref: id.NodeID})
-	if status.Code(err) == codes.NotFound {
-		return "", fmt.Errorf("%w: node %q is not a node of this cluster", ca.ErrNotCurrent, id.NodeID)
+	if errdefs.IsNotFound(err) {
+		return "", fmt.Errorf("%w: node %q is not a node of this cluster", trust.ErrNotCurrent, id.NodeID)
 	}
 	if err != nil {
 		return "", err
 	}
 	nd := resp.GetNode()
 	if nd.GetMeta().GetId() != id.NodeID { // a ref may also match a name or a prefix
-		return "", fmt.Errorf("%w: node %q is not a node of this cluster", ca.ErrNotCurrent, id.NodeID)
+		return "", fmt.Errorf("%w: node %q is not a node of this cluster", trust.ErrNotCurrent, id.NodeID)
 	}
 	if !checkSerial {
-		return ca.CurrentNodeRoleOfConnection(id, nd, false)
+		return trust.CurrentNodeRoleOfConnection(id, nd, false)
 	}
-	return ca.CurrentNodeRole(id, nd, false)
+	return trust.CurrentNodeRole(id, nd, false)
 }

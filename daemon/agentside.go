@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"path/filepath"
 	"strconv"
 	"time"
 
@@ -15,6 +14,9 @@ import (
 	"github.com/shoal-dev/shoal/agent/image"
 	"github.com/shoal-dev/shoal/agent/network"
 	"github.com/shoal-dev/shoal/agent/runtime"
+	"github.com/shoal-dev/shoal/datadir"
+	"github.com/shoal-dev/shoal/overlay"
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
 // agentSide is what runs tasks on a node: image store, runtime, node
@@ -22,8 +24,12 @@ import (
 type agentSide struct {
 	images *image.Store
 	net    *network.Manager // nil when tasks get no node network
-	ex     *agent.Executor
-	gcNow  chan struct{} // cap 1: a task was removed
+	// ov programs the overlay networks (nil without a node network or
+	// when the underlay address is not usable for VXLAN).
+	ov    *overlay.Node
+	ovM   *overlay.Manager
+	ex    *agent.Executor
+	gcNow chan struct{} // cap 1: a task was removed
 	// lc is the libcontainer runtime (nil when a test runtime is used).
 	lc *runtime.Libcontainer
 }
@@ -70,8 +76,9 @@ func agentAddr(advertise string) (string, error) {
 
 func (n *node) buildAgentSide(ctx context.Context) (*agentSide, error) {
 	o, st := n.o, n.state()
-	dir := filepath.Join(o.DataDir, "agent")
-	images, err := image.OpenWithLimits(filepath.Join(o.DataDir, "images"), o.Logger,
+	dd := datadir.Dir(o.DataDir)
+	dir := dd.Agent()
+	images, err := image.OpenWithLimits(dd.Images(), o.Logger,
 		image.Limits{MaxLayerBytes: o.MaxLayerBytes, MaxLayerEntries: o.MaxLayerEntries})
 	if err != nil {
 		return nil, fmt.Errorf("image store: %w", err)
@@ -85,13 +92,13 @@ func (n *node) buildAgentSide(ctx context.Context) (*agentSide, error) {
 			n.log.Info("image loaded", "path", p, "refs", img.References, "digest", img.Digest)
 		}
 	}
-	rt := o.Runtime
+	rt := o.Seams.Runtime
 	if rt == nil {
 		var opts []runtime.Option
 		if st.CgroupParent != "" {
 			opts = append(opts, runtime.WithCgroupParent(st.CgroupParent))
 		}
-		lc, err := runtime.NewLibcontainer(filepath.Join(o.DataDir, "runtime"), o.Logger, opts...)
+		lc, err := runtime.NewLibcontainer(dd.Runtime(), o.Logger, opts...)
 		if err != nil {
 			return nil, fmt.Errorf("runtime: %w", err)
 		}
@@ -109,8 +116,8 @@ func (n *node) buildAgentSide(ctx context.Context) (*agentSide, error) {
 		}()
 	}
 	var netw agent.Network
-	if !o.NoTaskNetwork {
-		cfg := network.Config{Bridge: st.Bridge, StateDir: filepath.Join(o.DataDir, "network"), Logger: o.Logger}
+	if !o.Seams.NoTaskNetwork {
+		cfg := network.Config{Bridge: st.Bridge, StateDir: dd.Network(), Logger: o.Logger}
 		if st.BridgeSubnet != "" {
 			if cfg.Subnet, err = netip.ParsePrefix(st.BridgeSubnet); err != nil {
 				side.close()
@@ -122,9 +129,18 @@ func (n *node) buildAgentSide(ctx context.Context) (*agentSide, error) {
 			return nil, fmt.Errorf("node network: %w", err)
 		}
 		netw = netAdapter{side.net}
+		subnet := cfg.Subnet
+		if !subnet.IsValid() {
+			subnet = network.DefaultSubnet
+		}
+		side.startOverlay(ctx, n.log, st.AdvertiseAddr, subnet)
+	}
+	var ov agent.Overlay
+	if side.ov != nil {
+		ov = ovAdapter{side.ov}
 	}
 	side.ex, err = agent.NewExecutor(agent.ExecutorConfig{
-		Dir: dir, NodeDataDir: o.DataDir, Runtime: rt, Images: images, Network: netw,
+		Dir: dir, NodeDataDir: o.DataDir, Runtime: rt, Images: images, Network: netw, Overlay: ov,
 		Pull:       image.PullOptions{InsecureRegistries: st.InsecureRegistries},
 		NodeMemory: memTotal(), Logger: o.Logger.With("node_id", st.NodeID),
 		OnRemoved: func(string) {
@@ -148,6 +164,54 @@ func (s *agentSide) close() {
 	if s.net != nil {
 		s.net.Close()
 	}
+	if s.ovM != nil {
+		s.ovM.Close()
+	}
+}
+
+// overlayRepairPeriod is how often the overlay's kernel state is
+// reconciled against the held desired state without a new message.
+const overlayRepairPeriod = 30 * time.Second
+
+// startOverlay sets up the overlay data plane on the node's underlay
+// address (the advertise host; its interface is the uplink). A node
+// whose address cannot carry VXLAN (loopback, a name, no interface)
+// runs without overlay networks: a warning, not a failure.
+func (s *agentSide) startOverlay(ctx context.Context, log *slog.Logger, advertise string, localSubnet netip.Prefix) {
+	host, _, err := net.SplitHostPort(advertise)
+	if err != nil {
+		host = advertise
+	}
+	vtep, err := netip.ParseAddr(host)
+	if err != nil || !vtep.Is4() || vtep.IsLoopback() {
+		log.Warn("overlay networks disabled: the advertise address is not a non-loopback IPv4 address", "addr", advertise)
+		return
+	}
+	uplink, err := overlay.UplinkFor(vtep)
+	if err != nil {
+		log.Warn("overlay networks disabled", "err", err)
+		return
+	}
+	m, err := overlay.New(overlay.Config{VTEP: vtep, Uplink: uplink, LocalSubnet: localSubnet,
+		EnableForwarding: true, Logger: log})
+	if err != nil {
+		log.Warn("overlay networks disabled", "err", err)
+		return
+	}
+	s.ovM, s.ov = m, overlay.NewNode(m)
+	go s.ov.Run(ctx, overlayRepairPeriod, func(err error) { log.Warn("overlay repair", "err", err) })
+}
+
+// ovAdapter presents the overlay as the executor's Overlay.
+type ovAdapter struct{ n *overlay.Node }
+
+func (a ovAdapter) Attach(ctx context.Context, ns string, atts []*shoalv1.NetworkAttachment) (agent.OverlayAttachment, error) {
+	r, err := a.n.Attach(ctx, ns, atts)
+	return agent.OverlayAttachment{NoEgress: r.NoEgress}, err
+}
+
+func (a ovAdapter) Detach(ctx context.Context, ns string, atts []*shoalv1.NetworkAttachment) error {
+	return a.n.Detach(ctx, ns, atts)
 }
 
 // netAdapter presents the node network as the executor's Network.

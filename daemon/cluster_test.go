@@ -19,8 +19,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // These tests run whole nodes in-process on loopback (one port each): the
@@ -121,11 +121,11 @@ type testClient struct {
 // in-process tests pick the manager explicitly).
 func dial(t *testing.T, adminDir string, hosts ...string) *testClient {
 	t.Helper()
-	creds, err := ca.LoadCreds(adminDir, "admin")
+	creds, err := trust.LoadCreds(adminDir, "admin")
 	if err != nil {
 		t.Fatal(err)
 	}
-	conf, err := ca.ClientTLSConfigFromCreds(creds, ca.ManagerServerName)
+	conf, err := trust.ClientTLSConfigFromCreds(creds, trust.ManagerServerName)
 	if err != nil {
 		t.Fatal(err)
 	}

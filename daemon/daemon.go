@@ -4,27 +4,26 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	shoalruntime "github.com/shoal-dev/shoal/agent/runtime"
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
+	shoalruntime "github.com/shoal-dev/shoal/agent/runtime"
+	"github.com/shoal-dev/shoal/datadir"
+	"github.com/shoal-dev/shoal/manager"
 
-	"github.com/shoal-dev/shoal/manager/ca"
-	"github.com/shoal-dev/shoal/manager/dispatcher"
 	"github.com/shoal-dev/shoal/manager/nodeca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
 )
 
-// Options are the flags of the node verbs.
+// Options are what the node verbs take: their flags (set by an operator
+// through cmd/shoal), where output goes, and Seams, which only tests set.
 type Options struct {
 	DataDir       string
 	AdvertiseAddr string // host[:port]; port defaults to 4242
@@ -36,7 +35,7 @@ type Options struct {
 	Out           io.Writer
 	Logger        *slog.Logger
 
-	// Agent side; the first four are kept in node.json for `shoal daemon`.
+	// Agent side; the first five are kept in node.json for `shoal daemon`.
 	AgentAddr          string   // host:port of the agent API (default: advertise host, port+1)
 	Bridge             string   // node bridge for tasks (default shoal0)
 	BridgeSubnet       string   // its subnet (default 10.213.0.0/24)
@@ -47,15 +46,28 @@ type Options struct {
 	// unpack to (0: the image store's defaults, 16 GiB and 1,000,000).
 	MaxLayerBytes   int64
 	MaxLayerEntries int
-	// Runtime replaces the libcontainer runtime (tests).
+	// NoExecutor (--no-executor, hidden) runs the node's agent with
+	// nullexec instead of the container executor: assignments are taken
+	// and reported but nothing runs, no image store, node network or agent
+	// API is set up. For benchmarks and tests of the control plane alone,
+	// where tasks stay ASSIGNED.
+	NoExecutor bool
+	// GossipPort is the node's memberlist port (TCP and UDP) on its
+	// advertise IP: 0 for 7946, -1 for no gossip (heartbeats alone decide).
+	GossipPort int
+
+	// Seams replace parts of the node in tests; no flag sets them.
+	Seams Seams
+
+	dev bool // `shoal dev`: print the dev hint instead of join instructions
+}
+
+// Seams are what only tests set on a node.
+type Seams struct {
+	// Runtime replaces the libcontainer runtime.
 	Runtime shoalruntime.Runtime
 	// NoTaskNetwork leaves each task with a private loopback-only netns.
 	NoTaskNetwork bool
-	// NoExecutor runs the node without running tasks: for tests of the
-	// control plane alone, where tasks stay ASSIGNED.
-	NoExecutor bool
-
-	dev bool // `shoal dev`: print the dev hint instead of join instructions
 }
 
 func (o *Options) normalize() error {
@@ -88,13 +100,11 @@ func (o *Options) normalize() error {
 }
 
 func (o *Options) freshDataDir() error {
-	if _, err := os.Stat(statePath(o.DataDir)); err == nil {
+	if datadir.Exists(o.DataDir) {
 		return fmt.Errorf("%s already holds a node; start it with `shoal daemon --data-dir %s` or use another --data-dir", o.DataDir, o.DataDir)
 	}
 	return os.MkdirAll(o.DataDir, 0o700)
 }
-
-func bootstrapPath(dir string) string { return filepath.Join(dir, "bootstrap.pb") }
 
 // Init bootstraps a new cluster whose first manager is this node, prints the
 // join tokens, and runs the node until ctx ends.
@@ -109,11 +119,11 @@ func Init(ctx context.Context, o Options) error {
 		return err
 	}
 	clusterID, nodeID := raftstore.NewID(), raftstore.NewID()
-	root, err := ca.NewRootCA(clusterID)
+	root, err := trust.NewRootCA(clusterID)
 	if err != nil {
 		return err
 	}
-	creds, nodeSerial, err := issue(root, nodeID, ca.RoleManager)
+	creds, nodeSerial, err := issue(root, nodeID, trust.RoleManager)
 	if err != nil {
 		return err
 	}
@@ -123,64 +133,35 @@ func Init(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	adminObj, err := ca.AdminCertificateOf(adminCert)
+	dd := datadir.Dir(o.DataDir)
+	if err := trust.SaveCreds(dd.Admin(), "admin", &trust.Creds{CACertPEM: root.CertPEM(), CertPEM: adminCert, KeyPEM: adminKey}); err != nil {
+		return err
+	}
+	boot, err := manager.NewBootstrap(manager.BootstrapConfig{
+		ClusterID: clusterID, ClusterName: o.ClusterName, Root: root, AdminCertPEM: adminCert,
+		NodeID: nodeID, NodeName: o.NodeName, NodeAddr: o.AdvertiseAddr, NodeCertSerial: nodeSerial, Description: describe(o.NodeName),
+	})
 	if err != nil {
 		return err
 	}
-	if err := ca.SaveCreds(filepath.Join(o.DataDir, "admin"), "admin", &ca.Creds{CACertPEM: root.CertPEM(), CertPEM: adminCert, KeyPEM: adminKey}); err != nil {
-		return err
-	}
-	workerTok, err := ca.NewJoinToken(root.Digest())
-	if err != nil {
-		return err
-	}
-	managerTok, err := ca.NewJoinToken(root.Digest())
-	if err != nil {
-		return err
-	}
-	name := o.ClusterName
-	if name == "" {
-		name = "shoal"
-	}
-	boot := &shoalv1.StoreAction{Ops: []*shoalv1.StoreOp{
-		{Object: &shoalv1.StoreObject{Object: &shoalv1.StoreObject_Cluster{Cluster: &shoalv1.Cluster{
-			Meta: &shoalv1.Meta{Id: clusterID}, Name: name, CaCertPem: root.CertPEM(), CaKeyPem: root.KeyPEM(),
-			Tokens: &shoalv1.JoinTokens{Worker: workerTok, Manager: managerTok},
-			Settings: &shoalv1.ClusterSettings{HeartbeatPeriodMs: dispatcher.DefaultHeartbeatPeriod.Milliseconds(),
-				NodeDownAfterMissed: dispatcher.DefaultDownAfterMissed, NodeCertExpiryMs: nodeca.DefaultCertTTL.Milliseconds()},
-			AdminCerts: []*shoalv1.AdminCertificate{adminObj},
-		}}}},
-		{Object: &shoalv1.StoreObject{Object: &shoalv1.StoreObject_Node{Node: &shoalv1.Node{
-			Meta:        &shoalv1.Meta{Id: nodeID},
-			Spec:        &shoalv1.NodeSpec{Name: o.NodeName, DesiredRole: shoalv1.NodeRole_NODE_ROLE_MANAGER},
-			Description: describe(o.NodeName),
-			Status:      &shoalv1.NodeStatus{State: shoalv1.NodeState_NODE_STATE_UNKNOWN, Addr: o.AdvertiseAddr, LastHeartbeat: timestamppb.Now()},
-			Role:        shoalv1.NodeRole_NODE_ROLE_MANAGER,
-			CertSerial:  nodeSerial,
-		}}}},
-	}}
 	// The bootstrap objects (CA key included) wait on disk, private, until
 	// raft has committed them, so a crash in between is healed on restart.
-	b, err := proto.Marshal(boot)
-	if err != nil {
+	if err := boot.Save(dd.BootstrapFile()); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(bootstrapPath(o.DataDir), b, 0o600); err != nil {
+	if err := trust.SaveCreds(datadir.Dir(o.DataDir).Certs(), "node", creds); err != nil {
 		return err
 	}
-	if err := ca.SaveCreds(filepath.Join(o.DataDir, "certs"), "node", creds); err != nil {
-		return err
-	}
-	st := &State{NodeID: nodeID, ClusterID: clusterID, AdvertiseAddr: o.AdvertiseAddr, ListenAddr: o.ListenAddr,
-		Role: string(ca.RoleManager), Managers: []string{o.AdvertiseAddr}}
+	st := &datadir.Node{NodeID: nodeID, ClusterID: clusterID, AdvertiseAddr: o.AdvertiseAddr, ListenAddr: o.ListenAddr,
+		Role: string(trust.RoleManager), Managers: []string{o.AdvertiseAddr}}
 	if err := st.Save(o.DataDir); err != nil {
 		return err
 	}
 	return runNode(ctx, o, st, true)
 }
 
-func issue(root *ca.CA, nodeID string, role ca.Role) (*ca.Creds, string, error) {
-	keyPEM, csrPEM, err := ca.NewKeyAndCSR()
+func issue(root *trust.CA, nodeID string, role trust.Role) (*trust.Creds, string, error) {
+	keyPEM, csrPEM, err := trust.NewKeyAndCSR()
 	if err != nil {
 		return nil, "", err
 	}
@@ -188,7 +169,7 @@ func issue(root *ca.CA, nodeID string, role ca.Role) (*ca.Creds, string, error) 
 	if err != nil {
 		return nil, "", err
 	}
-	return &ca.Creds{CACertPEM: root.CertPEM(), CertPEM: certPEM, KeyPEM: keyPEM}, serial, nil
+	return &trust.Creds{CACertPEM: root.CertPEM(), CertPEM: certPEM, KeyPEM: keyPEM}, serial, nil
 }
 
 // Join admits this node into a cluster with a join token and runs it.
@@ -209,20 +190,20 @@ func Join(ctx context.Context, o Options) error {
 	if err := o.freshDataDir(); err != nil {
 		return err
 	}
-	creds, resp, err := ca.JoinCredentials(ctx, remote, o.Token, describe(o.NodeName), o.AdvertiseAddr)
+	creds, resp, err := trust.JoinCredentials(ctx, remote, o.Token, describe(o.NodeName), o.AdvertiseAddr)
 	if err != nil {
 		os.Remove(o.DataDir) // only removes it if still empty
 		return fmt.Errorf("joining via %s: %w", remote, err)
 	}
-	if err := ca.SaveCreds(filepath.Join(o.DataDir, "certs"), "node", creds); err != nil {
+	if err := trust.SaveCreds(datadir.Dir(o.DataDir).Certs(), "node", creds); err != nil {
 		return err
 	}
 	id, err := creds.Identity()
 	if err != nil {
 		return err
 	}
-	st := &State{NodeID: resp.GetNodeId(), ClusterID: id.ClusterID, AdvertiseAddr: o.AdvertiseAddr, ListenAddr: o.ListenAddr,
-		Role: string(ca.RoleFromProto(resp.GetRole())), Managers: []string{remote}}
+	st := &datadir.Node{NodeID: resp.GetNodeId(), ClusterID: id.ClusterID, AdvertiseAddr: o.AdvertiseAddr, ListenAddr: o.ListenAddr,
+		Role: string(trust.RoleFromProto(resp.GetRole())), Managers: []string{remote}}
 	if err := st.Save(o.DataDir); err != nil {
 		return err
 	}
@@ -235,14 +216,14 @@ func Run(ctx context.Context, o Options) error {
 	if err := o.normalize(); err != nil {
 		return err
 	}
-	st, err := LoadState(o.DataDir)
+	st, err := datadir.Load(o.DataDir)
 	if err != nil {
 		return err
 	}
 	if o.ListenAddr != "" && o.ListenAddr != st.ListenAddr {
 		st.ListenAddr = o.ListenAddr
 	}
-	_, statErr := os.Stat(bootstrapPath(o.DataDir))
+	_, statErr := os.Stat(datadir.Dir(o.DataDir).BootstrapFile())
 	return runNode(ctx, o, st, statErr == nil)
 }
 

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/shoal-dev/shoal/datadir"
 )
 
 // DemoImageFile is the demo image archive `shoal dev` loads when it lies
@@ -54,7 +56,7 @@ func Dev(ctx context.Context, o Options) error {
 			}
 		}
 	}
-	if _, err := os.Stat(statePath(o.DataDir)); err == nil {
+	if datadir.Exists(o.DataDir) {
 		return Run(ctx, o)
 	}
 	return Init(ctx, o)

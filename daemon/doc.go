@@ -4,7 +4,8 @@
 // says manager) and the agent — and reacts to role changes (promote/demote)
 // by renewing the certificate and starting or stopping the manager.
 //
-// Data dir layout: node.json (State), certs/{ca.crt,node.crt,node.key},
-// admin/{ca.crt,admin.crt,admin.key} (init only), raft/ (managers),
-// bootstrap.pb (init, until the cluster object is committed).
+// The data dir's layout and node.json are the datadir package's; the
+// manager builds its bootstrap objects (manager.NewBootstrap). A node
+// started with --no-executor runs agent/nullexec instead of the container
+// executor (Options.NoExecutor); Options.Seams are for tests only.
 package daemon

@@ -6,31 +6,31 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/shoal-dev/shoal/agent"
+	"github.com/shoal-dev/shoal/agent/nullexec"
+	"github.com/shoal-dev/shoal/datadir"
 	"github.com/shoal-dev/shoal/manager"
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // node is one running node process.
 type node struct {
 	o     Options
 	log   *slog.Logger
-	certs *ca.CertStore
+	certs *trust.CertStore
 	boot  *manager.Bootstrap
 	// bootstrapped is closed once an init's cluster object is committed.
 	bootstrapped chan struct{}
 
 	mu sync.Mutex // guards st, mgrStop, mgrDone
-	st *State
+	st *datadir.Node
 	// mgrStop/mgrDone control the running manager (nil when none).
 	mgrStop context.CancelFunc
 	mgrDone chan error
@@ -38,33 +38,42 @@ type node struct {
 	roleCh  chan shoalv1.NodeRole // desired roles seen by the agent
 	renewCh chan struct{}         // renew now (a shorter cluster lifetime; renew.go)
 	errCh   chan error            // fatal errors from the manager
+	gossip  *nodeGossip           // this node's gossip membership (gossip.go)
 }
 
-func runNode(ctx context.Context, o Options, st *State, withBootstrap bool) error {
-	creds, err := ca.LoadCreds(filepath.Join(o.DataDir, "certs"), "node")
+func runNode(ctx context.Context, o Options, st *datadir.Node, withBootstrap bool) error {
+	creds, err := trust.LoadCreds(datadir.Dir(o.DataDir).Certs(), "node")
 	if err != nil {
 		return fmt.Errorf("loading node credentials: %w", err)
 	}
-	certs, err := ca.NewCertStore(creds)
+	certs, err := trust.NewCertStore(creds)
 	if err != nil {
 		return err
 	}
 	n := &node{o: o, log: o.Logger.With("node_id", st.NodeID), certs: certs, st: st,
 		bootstrapped: make(chan struct{}), roleCh: make(chan shoalv1.NodeRole, 1), renewCh: make(chan struct{}, 1), errCh: make(chan error, 1)}
 	if withBootstrap {
-		if n.boot, err = loadBootstrap(o.DataDir); err != nil {
+		if n.boot, err = manager.LoadBootstrap(datadir.Dir(o.DataDir).BootstrapFile()); err != nil {
 			return err
 		}
 	}
-	if st.Role == string(ca.RoleManager) {
+	// Gossip first: the manager's dispatcher consults it and the agent's
+	// hello reports its address.
+	n.gossip = startGossip(n.log, st.NodeID, hostOf(st.AdvertiseAddr), o.GossipPort)
+	defer n.gossip.close()
+	if st.Role == string(trust.RoleManager) {
 		if err := n.startManager(ctx); err != nil {
 			return err
 		}
 	}
-	if changed, err := st.applyAgentOptions(o); err != nil {
+	// The manager's context is not ctx (see startManager): every return
+	// from here on stops it.
+	if changed, err := applyAgentOptions(st, o); err != nil {
+		n.stopManager()
 		return err
 	} else if changed {
 		if err := st.Save(o.DataDir); err != nil {
+			n.stopManager()
 			return err
 		}
 	}
@@ -82,16 +91,23 @@ func runNode(ctx context.Context, o Options, st *State, withBootstrap bool) erro
 		n.printDevHint()
 	}
 	acfg := agent.Config{
-		NodeID: st.NodeID, Addr: st.AdvertiseAddr, Managers: st.Managers, Creds: manager.ClientCreds(certs),
+		NodeID: st.NodeID, Addr: st.AdvertiseAddr, Managers: st.Managers, Creds: trust.ClientCreds(certs),
 		Description: describe(o.NodeName), OnManagers: n.saveManagers, OnNode: n.onNode, Logger: o.Logger,
+		GossipAddr: n.gossip.Addr(), Gossip: n.gossip,
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	if side != nil {
 		acfg.Executor = side.ex
+		if side.ov != nil {
+			acfg.Networks = side.ov
+		}
 		acfg.AgentAddr = st.AgentAddr
 		g.Go(func() error { return side.ex.Run(gctx) })
 		g.Go(func() error { return n.serveAgentAPI(gctx, side) })
 		g.Go(func() error { return side.collectImages(gctx, n.log) })
+	} else {
+		// --no-executor: assignments are taken and reported, nothing runs.
+		acfg.Executor = nullexec.New()
 	}
 	ag := agent.New(acfg)
 	g.Go(func() error {
@@ -126,30 +142,6 @@ func runNode(ctx context.Context, o Options, st *State, withBootstrap bool) erro
 	return err
 }
 
-func loadBootstrap(dir string) (*manager.Bootstrap, error) {
-	b, err := os.ReadFile(bootstrapPath(dir))
-	if err != nil {
-		return nil, err
-	}
-	var act shoalv1.StoreAction
-	if err := proto.Unmarshal(b, &act); err != nil {
-		return nil, fmt.Errorf("%s: %w", bootstrapPath(dir), err)
-	}
-	boot := &manager.Bootstrap{}
-	for _, op := range act.GetOps() {
-		if c := op.GetObject().GetCluster(); c != nil {
-			boot.Cluster = c
-		}
-		if nd := op.GetObject().GetNode(); nd != nil {
-			boot.Self = nd
-		}
-	}
-	if boot.Cluster == nil || boot.Self == nil {
-		return nil, fmt.Errorf("%s is incomplete", bootstrapPath(dir))
-	}
-	return boot, nil
-}
-
 // announce waits for the bootstrap to commit, drops the on-disk copy and
 // tells the operator how to grow the cluster.
 func (n *node) announce(ctx context.Context) {
@@ -158,7 +150,7 @@ func (n *node) announce(ctx context.Context) {
 	case <-ctx.Done():
 		return
 	}
-	if err := os.Remove(bootstrapPath(n.o.DataDir)); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := os.Remove(datadir.Dir(n.o.DataDir).BootstrapFile()); err != nil && !errors.Is(err, os.ErrNotExist) {
 		n.log.Warn("removing bootstrap file", "err", err)
 	}
 	c, st := n.boot.Cluster, n.state()
@@ -166,7 +158,7 @@ func (n *node) announce(ctx context.Context) {
 		n.printDevHint()
 		return
 	}
-	admin := filepath.Join(n.o.DataDir, "admin")
+	admin := datadir.Dir(n.o.DataDir).Admin()
 	fmt.Fprintf(n.o.Out, `Cluster %s initialised. This node (%s) is its first manager, at %s.
 
 To add a worker, run on it:
@@ -190,7 +182,7 @@ func (n *node) printDevHint() {
 	fmt.Fprintf(n.o.Out, devHint, n.o.DataDir, exe)
 }
 
-func (n *node) state() State {
+func (n *node) state() datadir.Node {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return *n.st
@@ -232,7 +224,7 @@ func (n *node) startManager(ctx context.Context) error {
 	mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	m := manager.New(manager.Config{
 		NodeID: n.st.NodeID, DataDir: n.o.DataDir, ListenAddr: n.st.ListenAddr, AdvertiseAddr: n.st.AdvertiseAddr,
-		Certs: n.certs, Bootstrap: n.boot, Logger: n.o.Logger,
+		Certs: n.certs, Bootstrap: n.boot, Logger: n.o.Logger, Gossip: n.gossip,
 	})
 	done := make(chan error, 1)
 	go func() {
@@ -306,7 +298,7 @@ func (n *node) joinRaft(ctx context.Context) {
 }
 
 func (n *node) callJoinRaft(ctx context.Context, addr string) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(manager.ClientCreds(n.certs)))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(trust.ClientCreds(n.certs)))
 	if err != nil {
 		return err
 	}
@@ -321,7 +313,7 @@ func (n *node) callJoinRaft(ctx context.Context, addr string) error {
 // that differs from the certificate's starts a role change.
 func (n *node) onNode(nd *shoalv1.Node) {
 	want := nd.GetSpec().GetDesiredRole()
-	if want == shoalv1.NodeRole_NODE_ROLE_UNSPECIFIED || ca.RoleFromProto(want) == n.certs.Identity().Role {
+	if want == shoalv1.NodeRole_NODE_ROLE_UNSPECIFIED || trust.RoleFromProto(want) == n.certs.Identity().Role {
 		return
 	}
 	select {
@@ -348,7 +340,7 @@ func (n *node) roleLoop(ctx context.Context) error {
 			return nil
 		case want := <-n.roleCh:
 			timer.Stop()
-			if ca.RoleFromProto(want) == n.certs.Identity().Role {
+			if trust.RoleFromProto(want) == n.certs.Identity().Role {
 				continue
 			}
 			why = "role change"

@@ -5,24 +5,23 @@ import (
 	"crypto/tls"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
-	"github.com/shoal-dev/shoal/manager"
-	"github.com/shoal-dev/shoal/manager/ca"
+	"github.com/shoal-dev/shoal/datadir"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // Certificates renew themselves: the role loop (node.go) renews the node's
-// certificate at two thirds of its lifetime (ca.RenewAt), at start when it
+// certificate at two thirds of its lifetime (trust.RenewAt), at start when it
 // is already past that point, and with proof of the old key when it has
 // expired (the node was off). A renewal that fails is retried with back-off
 // for the last third of the lifetime. The new certificate is used by every
-// new connection at once (ca.CertStore); nothing restarts.
+// new connection at once (trust.CertStore); nothing restarts.
 
 // Renewal retry back-off.
 const (
@@ -31,28 +30,28 @@ const (
 )
 
 // renewDue is when the current certificate is to be renewed.
-func (n *node) renewDue() time.Time { return ca.RenewAt(n.certs.Leaf()) }
+func (n *node) renewDue() time.Time { return trust.RenewAt(n.certs.Leaf()) }
 
 // renewCert asks the managers (leader first; only the leader issues, the
 // others answer UNAVAILABLE) for a certificate with the role the cluster
 // wants for this node, saves it, swaps it in and applies a role change.
 func (n *node) renewCert(ctx context.Context) error {
-	keyPEM, csrPEM, err := ca.NewKeyAndCSR()
+	keyPEM, csrPEM, err := trust.NewKeyAndCSR()
 	if err != nil {
 		return err
 	}
 	req := &shoalv1.RenewNodeCertificateRequest{CsrPem: csrPEM}
-	creds := manager.ClientCreds(n.certs)
+	creds := trust.ClientCreds(n.certs)
 	if leaf := n.certs.Leaf(); time.Now().After(leaf.NotAfter) {
 		// TLS refuses an expired certificate: connect without one and
 		// prove possession of the old key instead.
 		cur := n.certs.Creds()
-		sig, err := ca.SignRenewalProof(cur.KeyPEM, csrPEM)
+		sig, err := trust.SignRenewalProof(cur.KeyPEM, csrPEM)
 		if err != nil {
 			return err
 		}
 		req.OldCertPem, req.OldKeySignature = cur.CertPEM, sig
-		conf := n.certs.ClientTLSConfig(ca.ManagerServerName, ca.ALPNGRPC)
+		conf := n.certs.ClientTLSConfig(trust.ManagerServerName, trust.ALPNGRPC)
 		conf.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &tls.Certificate{}, nil }
 		creds = credentials.NewTLS(conf)
 		n.log.Warn("the node certificate has expired; renewing it with proof of the old key", "not_after", leaf.NotAfter)
@@ -78,15 +77,15 @@ func (n *node) renewCert(ctx context.Context) error {
 	if resp == nil {
 		return fmt.Errorf("renewing the certificate: %w", lastErr)
 	}
-	newCreds := &ca.Creds{CACertPEM: resp.GetCaCertPem(), CertPEM: resp.GetCertPem(), KeyPEM: keyPEM}
-	if err := ca.SaveCreds(filepath.Join(n.o.DataDir, "certs"), "node", newCreds); err != nil {
+	newCreds := &trust.Creds{CACertPEM: resp.GetCaCertPem(), CertPEM: resp.GetCertPem(), KeyPEM: keyPEM}
+	if err := trust.SaveCreds(datadir.Dir(n.o.DataDir).Certs(), "node", newCreds); err != nil {
 		return err
 	}
 	oldRole := n.certs.Identity().Role
 	if err := n.certs.Set(newCreds); err != nil {
 		return err
 	}
-	role := ca.RoleFromProto(resp.GetRole())
+	role := trust.RoleFromProto(resp.GetRole())
 	n.log.Info("renewed this node's certificate", "role", string(role), "not_after", n.certs.Leaf().NotAfter, "renew_at", n.renewDue())
 	if role == oldRole {
 		return nil
@@ -99,7 +98,7 @@ func (n *node) renewCert(ctx context.Context) error {
 		return err
 	}
 	n.log.Info("role changed", "role", string(role))
-	if role == ca.RoleManager {
+	if role == trust.RoleManager {
 		return n.startManager(ctx)
 	}
 	if err := n.stopManager(); err != nil {
@@ -107,7 +106,7 @@ func (n *node) renewCert(ctx context.Context) error {
 	}
 	// A demoted node leaves raft; its old log must not come back if it is
 	// promoted again later.
-	return os.RemoveAll(filepath.Join(n.o.DataDir, "raft"))
+	return os.RemoveAll(datadir.Dir(n.o.DataDir).Raft())
 }
 
 // watchCertExpiry runs on managers, which hold the cluster object: when

@@ -3,6 +3,8 @@ package daemon
 import (
 	"strings"
 	"testing"
+
+	"github.com/shoal-dev/shoal/datadir"
 )
 
 func TestWithPort(t *testing.T) {
@@ -28,21 +30,6 @@ func TestWithPort(t *testing.T) {
 	}
 }
 
-func TestStateRoundTrip(t *testing.T) {
-	dir := t.TempDir()
-	if _, err := LoadState(dir); err == nil || !strings.Contains(err.Error(), "shoal init") {
-		t.Fatalf("missing state: %v", err)
-	}
-	st := &State{NodeID: "n1", ClusterID: "c1", AdvertiseAddr: "127.0.0.21:4242", Role: "manager", Managers: []string{"a", "b"}}
-	if err := st.Save(dir); err != nil {
-		t.Fatal(err)
-	}
-	got, err := LoadState(dir)
-	if err != nil || got.NodeID != "n1" || len(got.Managers) != 2 {
-		t.Fatalf("got %+v, %v", got, err)
-	}
-}
-
 func TestApplyAgentOptions(t *testing.T) {
 	for _, tt := range []struct{ given, want string }{
 		{"", "10.0.0.5:4243"},              // advertise port + 1
@@ -50,8 +37,8 @@ func TestApplyAgentOptions(t *testing.T) {
 		{"10.0.0.9:7000", "10.0.0.9:7000"}, // as given
 		{"[fd00::1]", "[fd00::1]:4243"},    // IPv6 host only
 	} {
-		st := &State{AdvertiseAddr: "10.0.0.5:4242"}
-		if _, err := st.applyAgentOptions(Options{AgentAddr: tt.given}); err != nil {
+		st := &datadir.Node{AdvertiseAddr: "10.0.0.5:4242"}
+		if _, err := applyAgentOptions(st, Options{AgentAddr: tt.given}); err != nil {
 			t.Fatalf("%q: %v", tt.given, err)
 		}
 		if st.AgentAddr != tt.want {
@@ -61,15 +48,15 @@ func TestApplyAgentOptions(t *testing.T) {
 }
 
 func TestApplyAgentOptionsSaysWhenChanged(t *testing.T) {
-	st := &State{AdvertiseAddr: "10.0.0.5:4242"}
+	st := &datadir.Node{AdvertiseAddr: "10.0.0.5:4242"}
 	o := Options{Bridge: "br1", InsecureRegistries: []string{"r:5000"}}
-	if changed, err := st.applyAgentOptions(o); err != nil || !changed {
+	if changed, err := applyAgentOptions(st, o); err != nil || !changed {
 		t.Fatalf("first apply: changed %v, err %v", changed, err)
 	}
-	if changed, err := st.applyAgentOptions(o); err != nil || changed {
+	if changed, err := applyAgentOptions(st, o); err != nil || changed {
 		t.Errorf("same options again: changed %v, err %v (node.json would be rewritten for nothing)", changed, err)
 	}
-	if changed, _ := st.applyAgentOptions(Options{InsecureRegistries: []string{"other:5000"}}); !changed {
+	if changed, _ := applyAgentOptions(st, Options{InsecureRegistries: []string{"other:5000"}}); !changed {
 		t.Error("a new registry list was not seen as a change")
 	}
 }

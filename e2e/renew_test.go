@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/e2e/harness"
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 const (
@@ -38,15 +38,15 @@ func procOf(t *testing.T, h *harness.Host) *harness.Proc {
 
 // certLifetime reads the lifetime of h's current node certificate.
 func certLifetime(h *harness.Host) (time.Duration, error) {
-	creds, err := ca.LoadCreds(h.NodeCertDir(), "node")
+	creds, err := trust.LoadCreds(h.NodeCertDir(), "node")
 	if err != nil {
 		return 0, err
 	}
-	leaf, err := ca.ParseCertPEM(creds.CertPEM)
+	leaf, err := trust.ParseCertPEM(creds.CertPEM)
 	if err != nil {
 		return 0, err
 	}
-	return leaf.NotAfter.Sub(ca.IssuedAt(leaf)), nil
+	return leaf.NotAfter.Sub(trust.IssuedAt(leaf)), nil
 }
 
 // TestCertificatesRenewThemselves: with a 20 s certificate lifetime
@@ -166,11 +166,11 @@ func TestExpiredCertificateRenewsAtStart(t *testing.T) {
 	if err := procOf(t, w).Stop(); err != nil {
 		t.Fatal(err)
 	}
-	creds, err := ca.LoadCreds(w.NodeCertDir(), "node")
+	creds, err := trust.LoadCreds(w.NodeCertDir(), "node")
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf, err := ca.ParseCertPEM(creds.CertPEM)
+	leaf, err := trust.ParseCertPEM(creds.CertPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +192,7 @@ func TestExpiredCertificateRenewsAtStart(t *testing.T) {
 		}
 		return c.nodeReady(nodes, w, shoalv1.NodeRole_NODE_ROLE_WORKER)
 	})
-	after, err := ca.LoadCreds(w.NodeCertDir(), "node")
+	after, err := trust.LoadCreds(w.NodeCertDir(), "node")
 	if err != nil {
 		t.Fatal(err)
 	}

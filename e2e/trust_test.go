@@ -20,10 +20,10 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/shoal-dev/shoal/agent/agentapi"
 	"github.com/shoal-dev/shoal/e2e/harness"
-	"github.com/shoal-dev/shoal/manager/ca"
+	"github.com/shoal-dev/shoal/logstream"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // refusalPoll is how often the trust tests probe while waiting for a
@@ -33,16 +33,16 @@ const refusalPoll = 50 * time.Millisecond
 
 // copyNodeCreds copies h's current node credentials (a thief's copy) into
 // dir as a CLI cert dir (ca.crt, admin.crt, admin.key) and returns them.
-func copyNodeCreds(t *testing.T, h *harness.Host, dir string) *ca.Creds {
+func copyNodeCreds(t *testing.T, h *harness.Host, dir string) *trust.Creds {
 	t.Helper()
-	creds, err := ca.LoadCreds(h.NodeCertDir(), "node")
+	creds, err := trust.LoadCreds(h.NodeCertDir(), "node")
 	if err != nil {
 		t.Fatalf("%s's node credentials: %v", h, err)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := ca.SaveCreds(dir, "admin", creds); err != nil {
+	if err := trust.SaveCreds(dir, "admin", creds); err != nil {
 		t.Fatal(err)
 	}
 	return creds
@@ -53,11 +53,11 @@ func copyNodeCreds(t *testing.T, h *harness.Host, dir string) *ca.Creds {
 type prober struct {
 	t     *testing.T
 	from  *harness.Host
-	creds *ca.Creds
-	id    ca.Identity
+	creds *trust.Creds
+	id    trust.Identity
 }
 
-func newProber(t *testing.T, from *harness.Host, creds *ca.Creds) *prober {
+func newProber(t *testing.T, from *harness.Host, creds *trust.Creds) *prober {
 	t.Helper()
 	id, err := creds.Identity()
 	if err != nil {
@@ -78,7 +78,7 @@ func (p *prober) dialOpts(base *tls.Config) []grpc.DialOption {
 // control calls Control.GetNode(ref) on the manager at addr, with the
 // shoal-forwarded-for header set to forgedFor when not empty.
 func (p *prober) control(addr, ref, forgedFor string) error {
-	conf, err := ca.ClientTLSConfigFromCreds(p.creds, ca.ManagerServerName)
+	conf, err := trust.ClientTLSConfigFromCreds(p.creds, trust.ManagerServerName)
 	if err != nil {
 		return err
 	}
@@ -98,7 +98,7 @@ func (p *prober) control(addr, ref, forgedFor string) error {
 
 // listNodes calls Control.ListNodes (managers and admins only).
 func (p *prober) listNodes(addr string) error {
-	conf, err := ca.ClientTLSConfigFromCreds(p.creds, ca.ManagerServerName)
+	conf, err := trust.ClientTLSConfigFromCreds(p.creds, trust.ManagerServerName)
 	if err != nil {
 		return err
 	}
@@ -115,11 +115,11 @@ func (p *prober) listNodes(addr string) error {
 
 // agent calls AgentAPI.ListImages on node nodeID's agent at addr.
 func (p *prober) agent(addr, nodeID string) error {
-	base, err := ca.ClientTLSConfigFromCreds(p.creds, ca.ManagerServerName)
+	base, err := trust.ClientTLSConfigFromCreds(p.creds, trust.ManagerServerName)
 	if err != nil {
 		return err
 	}
-	conf, err := agentapi.ClientTLSConfig(base, nodeID)
+	conf, err := logstream.ClientTLSConfig(base, nodeID)
 	if err != nil {
 		return err
 	}
@@ -139,11 +139,11 @@ func (p *prober) agent(addr, nodeID string) error {
 // an answer means the connection was admitted, an error that it was
 // refused.
 func (p *prober) raft(addr string) error {
-	store, err := ca.NewCertStore(p.creds)
+	store, err := trust.NewCertStore(p.creds)
 	if err != nil {
 		return err
 	}
-	stream := &nsStream{from: p.from, conf: store.ClientTLSConfig(ca.ManagerServerName, ca.ALPNRaft), closed: make(chan struct{})}
+	stream := &nsStream{from: p.from, conf: store.ClientTLSConfig(trust.ManagerServerName, trust.ALPNRaft), closed: make(chan struct{})}
 	trans := raft.NewNetworkTransport(stream, 1, attemptLimit, io.Discard)
 	defer trans.Close()
 	var resp raft.AppendEntriesResponse
@@ -372,7 +372,7 @@ func TestRevokedAdminCertificateRefused(t *testing.T) {
 	if _, err := run("admin-cert", "revoke", "admin"); err == nil || !regexp.MustCompile(`--force`).MatchString(err.Error()) {
 		t.Fatalf("revoking one's own admin certificate without --force: %v", err)
 	}
-	ops, err := ca.LoadCreds(opsDir, "admin")
+	ops, err := trust.LoadCreds(opsDir, "admin")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,10 +5,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/shoal-dev/shoal/errdefs"
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -17,10 +17,10 @@ import (
 	"github.com/hashicorp/raft"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
-	"github.com/shoal-dev/shoal/manager/ca"
+	"github.com/shoal-dev/shoal/datadir"
+	"github.com/shoal-dev/shoal/manager/allocator"
 	"github.com/shoal-dev/shoal/manager/controlapi"
 	"github.com/shoal-dev/shoal/manager/dispatcher"
 	"github.com/shoal-dev/shoal/manager/forward"
@@ -31,13 +31,8 @@ import (
 	"github.com/shoal-dev/shoal/manager/transport"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
 )
-
-// Bootstrap is what the first manager writes into a new cluster.
-type Bootstrap struct {
-	Cluster *shoalv1.Cluster
-	Self    *shoalv1.Node
-}
 
 // Config configures a manager.
 type Config struct {
@@ -45,13 +40,16 @@ type Config struct {
 	DataDir       string // the node's data dir; raft lives in DataDir/raft
 	ListenAddr    string // host:port to listen on
 	AdvertiseAddr string // host:port others dial
-	Certs         *ca.CertStore
+	Certs         *trust.CertStore
 	// Bootstrap is set only by `shoal init`: start a one-voter raft group and
 	// create the cluster and first node objects.
 	Bootstrap *Bootstrap
 	Logger    *slog.Logger
 	// Raft timing; zero values take raftstore's defaults.
 	HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout time.Duration
+	// Gossip is the node's gossip view, which the dispatcher consults
+	// while this manager leads (nil: heartbeats alone).
+	Gossip dispatcher.GossipView
 }
 
 // Manager is a running manager.
@@ -73,6 +71,11 @@ func New(cfg Config) *Manager {
 }
 
 // Ready is closed once the manager serves its API.
+// maxReplyBytes bounds a reply the forwarder relays from the leader: a
+// list of everything at the cluster's limits (max_replicas tasks with
+// their specs) fits with room.
+const maxReplyBytes = 256 << 20
+
 func (m *Manager) Ready() <-chan struct{} { return m.ready }
 
 // Bootstrapped is closed once the cluster object is committed.
@@ -80,11 +83,6 @@ func (m *Manager) Bootstrapped() <-chan struct{} { return m.boot }
 
 // Store returns the raft store (valid after Ready).
 func (m *Manager) Store() *raftstore.Store { return m.store }
-
-// ClientCreds are the transport credentials a node uses to dial managers.
-func ClientCreds(certs *ca.CertStore) credentials.TransportCredentials {
-	return credentials.NewTLS(certs.ClientTLSConfig(ca.ManagerServerName, "h2"))
-}
 
 // Run serves until ctx ends.
 func (m *Manager) Run(ctx context.Context) error {
@@ -100,13 +98,17 @@ func (m *Manager) Run(ctx context.Context) error {
 		return fmt.Errorf("advertise address %q: %w", cfg.AdvertiseAddr, err)
 	}
 	stream := transport.NewRaftStreamLayer(mux.Raft(), adv, func() *tls.Config {
-		return cfg.Certs.ClientTLSConfig(ca.ManagerServerName, "shoal-raft")
+		return cfg.Certs.ClientTLSConfig(trust.ManagerServerName, "shoal-raft")
 	})
+	// The transport logs through slog like the rest of raft; only its
+	// errors, as it is chatty about every connection otherwise.
+	netLog := raftstore.NewHCLog(cfg.Logger.With("component", "raft-net"), "raft-net")
+	netLog.SetLevel(hclog.Error)
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream: stream, MaxPool: 8, Timeout: 10 * time.Second,
-		Logger: hclog.New(&hclog.LoggerOptions{Name: "raft-net", Level: hclog.Error, Output: os.Stderr}),
+		Logger: netLog,
 	})
-	raftDir := filepath.Join(cfg.DataDir, "raft")
+	raftDir := datadir.Dir(cfg.DataDir).Raft()
 	if err := os.MkdirAll(raftDir, 0o700); err != nil {
 		ln.Close()
 		return err
@@ -126,30 +128,33 @@ func (m *Manager) Run(ctx context.Context) error {
 	// UNAVAILABLE, the node tries the next manager): it issues for the
 	// direct peer's node id, never for one named in forwarding metadata.
 	fwd := forward.New(store, func(addr string) (*grpc.ClientConn, error) {
-		return grpc.NewClient(addr, grpc.WithTransportCredentials(ClientCreds(cfg.Certs)))
+		// A forwarded reply may be a whole list (100,000 tasks are ~23 MB):
+		// above gRPC's default 4 MiB receive limit.
+		return grpc.NewClient(addr, grpc.WithTransportCredentials(trust.ClientCreds(cfg.Certs)),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxReplyBytes)))
 	}, cfg.Logger, "/shoal.v1.NodeCA/GetRootCA", "/shoal.v1.Dispatcher/Session", shoalv1.NodeCA_RenewNodeCertificate_FullMethodName)
 	defer fwd.Close()
 	check := StoreCheck(store)
-	ongoing := ca.StoreCheckOngoing(storeNodes(store), storeAdmins(store))
-	authz := &ca.Authorizer{Policy: ca.DefaultPolicy(), ClusterID: cfg.Certs.Identity().ClusterID,
-		Current: func(_ context.Context, id ca.Identity) (ca.Role, error) { return check(id) },
+	ongoing := trust.StoreCheckOngoing(storeNodes(store), storeAdmins(store))
+	authz := &trust.Authorizer{Policy: trust.DefaultPolicy(), ClusterID: cfg.Certs.Identity().ClusterID,
+		Current: func(_ context.Context, id trust.Identity) (trust.Role, error) { return check(id) },
 		// Streams (sessions, watches, followed logs) are asked about again
 		// every second: a demoted, removed or revoked caller loses them.
 		Recheck: time.Second,
-		Ongoing: func(_ context.Context, id ca.Identity) (ca.Role, error) { return ongoing(id) }}
+		Ongoing: func(_ context.Context, id trust.Identity) (trust.Role, error) { return ongoing(id) }}
 	raftConf := func() (raft.Configuration, error) {
 		f := store.Raft().GetConfiguration()
 		return f.Configuration(), f.Error()
 	}
-	mux.AdmitRaft(transport.RaftAdmission(raftConf, check), transport.RaftAdmission(raftConf, ca.ConnectionCheck(storeNodes(store))))
+	mux.AdmitRaft(transport.RaftAdmission(raftConf, check), transport.RaftAdmission(raftConf, trust.ConnectionCheck(storeNodes(store))))
 	srv := grpc.NewServer(
 		grpc.Creds(transport.ServerCreds()),
-		grpc.ChainUnaryInterceptor(authz.Unary(), fwd.Unary()),
-		grpc.ChainStreamInterceptor(authz.Stream(), fwd.Stream()),
+		grpc.ChainUnaryInterceptor(errdefs.UnaryServerInterceptor(), authz.Unary(), fwd.Unary()),
+		grpc.ChainStreamInterceptor(errdefs.StreamServerInterceptor(), authz.Stream(), fwd.Stream()),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 2 * time.Second, PermitWithoutStream: true}),
 	)
-	disp := dispatcher.New(dispatcher.Config{Store: store, Logger: cfg.Logger, Managers: m.managers})
+	disp := dispatcher.New(dispatcher.Config{Store: store, Logger: cfg.Logger, Managers: m.managers, Gossip: cfg.Gossip})
 	member := membership.New(store, cfg.Logger)
 	shoalv1.RegisterControlServer(srv, controlapi.New(store, cfg.Logger))
 	shoalv1.RegisterDispatcherServer(srv, disp)
@@ -189,14 +194,14 @@ func (m *Manager) Run(ctx context.Context) error {
 	return err
 }
 
-// StoreCheck is the certificate check of a manager (ca.StoreCheck) against
+// StoreCheck is the certificate check of a manager (trust.StoreCheck) against
 // its own store: node objects, removed node ids, admin certificates.
-func StoreCheck(store *raftstore.Store) func(ca.Identity) (ca.Role, error) {
-	return ca.StoreCheck(storeNodes(store), storeAdmins(store))
+func StoreCheck(store *raftstore.Store) func(trust.Identity) (trust.Role, error) {
+	return trust.StoreCheck(storeNodes(store), storeAdmins(store))
 }
 
 // storeAdmins reads the cluster's admin certificates from the store.
-func storeAdmins(store *raftstore.Store) ca.AdminLookup {
+func storeAdmins(store *raftstore.Store) trust.AdminLookup {
 	return func() ([]*shoalv1.AdminCertificate, bool) {
 		c, ok := raftstore.ClusterOf(store.View())
 		return c.GetAdminCerts(), ok
@@ -204,7 +209,7 @@ func storeAdmins(store *raftstore.Store) ca.AdminLookup {
 }
 
 // storeNodes looks node ids up in the store.
-func storeNodes(store *raftstore.Store) ca.NodeLookup {
+func storeNodes(store *raftstore.Store) trust.NodeLookup {
 	return func(id string) (*shoalv1.Node, bool) {
 		view := store.View()
 		if n, ok := raftstore.Get[*shoalv1.Node](view, id); ok {
@@ -219,7 +224,7 @@ func storeNodes(store *raftstore.Store) ca.NodeLookup {
 // previous certificate when it changes: the store honours a certificate on
 // gRPC calls only until the renewal after next. (Raft connections are
 // checked for membership, not serial, once admitted: they are kept.)
-func redialOnRenewal(ctx context.Context, certs *ca.CertStore, fwd *forward.Forwarder) error {
+func redialOnRenewal(ctx context.Context, certs *trust.CertStore, fwd *forward.Forwarder) error {
 	for {
 		select {
 		case <-ctx.Done():
@@ -258,6 +263,7 @@ func (m *Manager) leaderLoop(ctx context.Context, disp *dispatcher.Dispatcher, m
 			g, gctx := errgroup.WithContext(lctx)
 			g.Go(func() error { return m.ensureCluster(gctx) })
 			g.Go(func() error { return orchestrator.New(m.store, m.cfg.Logger).Run(gctx) })
+			g.Go(func() error { return allocator.New(m.store, m.cfg.Logger).Run(gctx) })
 			g.Go(func() error { return disp.Run(gctx) })
 			g.Go(func() error { return member.Run(gctx) })
 			// Leader components stop when leadership is lost or ctx ends.

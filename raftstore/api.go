@@ -4,6 +4,7 @@ package raftstore
 // other files of the package.
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"time"
@@ -48,17 +49,18 @@ type Object interface {
 // say which object and why, e.g.
 // `service "x1y2": version 12 is stale (current 15): version conflict`.
 var (
-	ErrNotFound        = errors.New("not found")
-	ErrExists          = errors.New("already exists")
-	ErrVersionConflict = errors.New("version conflict")
-	ErrNotLeader       = errors.New("not the raft leader")
-	ErrCompacted       = errors.New("watch index no longer retained")
-	ErrSlowConsumer    = errors.New("watch consumer fell too far behind")
-	ErrRestored        = errors.New("store was restored from a snapshot")
-	ErrClosed          = errors.New("store closed")
+	// The marker types (errclass.go) give each its errdefs class.
+	ErrNotFound        error = &notFoundError{"not found"}
+	ErrExists          error = &alreadyExistsError{"already exists"}
+	ErrVersionConflict error = &conflictError{"version conflict"}
+	ErrNotLeader       error = &unavailableError{"not the raft leader"}
+	ErrCompacted       error = &outOfRangeError{"watch index no longer retained"}
+	ErrSlowConsumer          = errors.New("watch consumer fell too far behind")
+	ErrRestored              = errors.New("store was restored from a snapshot")
+	ErrClosed          error = &unavailableError{"store closed"}
 	// ErrEntryTooLarge: one Update's changes encode to more than
 	// Config.MaxEntryBytes; nothing was proposed.
-	ErrEntryTooLarge = errors.New("raft entry too large")
+	ErrEntryTooLarge error = &invalidArgumentError{"raft entry too large"}
 )
 
 // DefaultMaxEntryBytes is the default Config.MaxEntryBytes: 8 MiB. It is
@@ -141,33 +143,46 @@ type Subscription interface {
 	Close()
 }
 
-// Store is the replicated object store (implemented in store.go). Its methods:
-//
-//	Open(cfg Config) (*Store, error)
-//	(*Store) Close() error
-//	(*Store) Raft() *raft.Raft
-//	(*Store) IsLeader() bool
-//	(*Store) Leader() (id, addr string)               // "" when unknown
-//	(*Store) LeadershipChanged() <-chan struct{}      // closed at the next change of leader or of our leadership
-//	(*Store) AddVoter(ctx, id, addr string) error     // ErrNotLeader on followers
-//	(*Store) RemoveServer(ctx, id string) error
-//	(*Store) Members() ([]Member, error)
-//	(*Store) View() Reader                            // local applied state, no raft round trip
-//	(*Store) ReadLinearizable(ctx) (Reader, error)    // leader only: VerifyLeader, then waits until applied >= last index seen
-//	(*Store) Update(ctx, fn func(WriteTx) error) (index uint64, err error)
-//	    // leader only; fn runs on a fresh view; its changes become one raft
-//	    // entry applied all-or-nothing; version conflicts found at apply time
-//	    // come back as ErrVersionConflict; no changes -> no entry, index 0.
-//	(*Store) Watch(ctx, fromIndex uint64, kinds ...Kind) (Subscription, error)
-//	    // events with index >= fromIndex (0: from the next entry); ErrCompacted
-//	    // when fromIndex is older than the retained ring.
-//	(*Store) AppliedIndex() uint64
-//	(*Store) Snapshot() error
-//
-// Generic helpers: Get[T], List[T], Find[T], ResolveRef[T] (ErrAmbiguous for
-// an id prefix matching several objects), KindOf, Wrap, Unwrap and NewID
-// (typed.go).
-//
-// IsLeader turns true only once a new leader has applied every entry its
-// predecessors committed (a barrier in its term); until then Leader does not
-// name this server and Update/ReadLinearizable wait for it (bounded by ctx).
+// API is the method set of the replicated object store, *Store (opened
+// with Open). The compiler checks that *Store implements it, and
+// TestAPIIsStoreMethodSet that *Store has no exported method it does not
+// declare, so this list cannot drift. Typed, generic helpers over a Reader
+// and the conversions between Object and StoreObject are in typed.go.
+type API interface {
+	Close() error
+	// Raft is the underlying raft node (membership, stats, tests).
+	Raft() *raft.Raft
+	// IsLeader turns true only once a new leader has applied every entry
+	// its predecessors committed (a barrier in its term); until then
+	// Leader does not name this server and Update/ReadLinearizable wait
+	// for it (bounded by ctx).
+	IsLeader() bool
+	// Leader names the current leader; "" when unknown.
+	Leader() (id, addr string)
+	// LeadershipChanged is closed at the next change of leader or of our
+	// leadership.
+	LeadershipChanged() <-chan struct{}
+	// Term is raft's current term.
+	Term() uint64
+	// AddVoter adds or promotes a voter (ErrNotLeader on followers).
+	AddVoter(ctx context.Context, id, addr string) error
+	RemoveServer(ctx context.Context, id string) error
+	Members() ([]Member, error)
+	// View is the local applied state, without a raft round trip.
+	View() Reader
+	// ReadLinearizable (leader only) verifies leadership, then waits
+	// until the applied index reaches the last index seen.
+	ReadLinearizable(ctx context.Context) (Reader, error)
+	// Update (leader only) runs fn on a fresh view; its changes become
+	// one raft entry applied all-or-nothing. Version conflicts found at
+	// apply time come back as ErrVersionConflict; no changes, no entry
+	// (index 0).
+	Update(ctx context.Context, fn func(WriteTx) error) (index uint64, err error)
+	// Watch delivers events with index >= fromIndex (0: from the next
+	// entry); ErrCompacted when fromIndex is older than the retained ring.
+	Watch(ctx context.Context, fromIndex uint64, kinds ...Kind) (Subscription, error)
+	AppliedIndex() uint64
+	Snapshot() error
+}
+
+var _ API = (*Store)(nil)

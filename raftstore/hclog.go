@@ -28,8 +28,10 @@ type slogHCLog struct {
 
 var _ hclog.Logger = (*slogHCLog)(nil)
 
-// newHCLog returns an hclog.Logger writing to l.
-func newHCLog(l *slog.Logger, name string) hclog.Logger {
+// NewHCLog returns an hclog.Logger writing to l, under the logger name
+// given: raft's own log goes through it, and the manager hands one to
+// raft's network transport.
+func NewHCLog(l *slog.Logger, name string) hclog.Logger {
 	return build(l, name, nil, new(atomic.Int32))
 }
 

@@ -87,7 +87,7 @@ func open(cfg Config, opts options) (*Store, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	logger = logger.With("component", "raftstore")
-	hlog := newHCLog(logger, "raft")
+	hlog := NewHCLog(logger, "raft")
 
 	s := &Store{
 		cfg: cfg, log: logger, hub: newHub(opts.watchRing), lead: newLeadership(), now: opts.now,

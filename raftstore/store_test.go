@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/hashicorp/go-hclog"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
@@ -377,9 +378,25 @@ func TestRaftLogsGoThroughSlog(t *testing.T) {
 		!strings.Contains(out, "entering leader state") {
 		t.Fatalf("raft log output:\n%s", out)
 	}
-	h := newHCLog(logger, "x").Named("y").With("k", "v")
+	h := NewHCLog(logger, "x").Named("y").With("k", "v")
 	h.Info("hello", "a", 1)
 	if !strings.Contains(buf.String(), "logger=x.y k=v a=1") || h.Name() != "x.y" || !h.IsDebug() {
 		t.Fatalf("adapter output:\n%s", buf.String())
+	}
+}
+
+// TestHCLogLevelFloor: a floor set with SetLevel (the manager keeps raft's
+// network transport to errors) drops what is below it.
+func TestHCLogLevelFloor(t *testing.T) {
+	var buf syncBuffer
+	h := NewHCLog(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})), "raft-net")
+	h.SetLevel(hclog.Error)
+	h.Warn("dropped")
+	h.Error("kept", "err", "x")
+	if out := buf.String(); strings.Contains(out, "dropped") || !strings.Contains(out, "logger=raft-net err=x") {
+		t.Fatalf("output:\n%s", out)
+	}
+	if h.IsWarn() || !h.IsError() || h.GetLevel() != hclog.Error {
+		t.Errorf("levels: warn %v, error %v, level %v", h.IsWarn(), h.IsError(), h.GetLevel())
 	}
 }

@@ -3,7 +3,6 @@ package raftstore
 import (
 	"crypto/rand"
 	"encoding/base32"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -13,7 +12,7 @@ import (
 
 // ErrAmbiguous is returned by ResolveRef when an id prefix matches more than
 // one object.
-var ErrAmbiguous = errors.New("ambiguous reference")
+var ErrAmbiguous error = &invalidArgumentError{"ambiguous reference"}
 
 // KindOf returns the table an object belongs in, or "" for a type the store
 // does not hold. It works on typed nil pointers too.

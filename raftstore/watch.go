@@ -88,7 +88,9 @@ func (h *hub) publish(events []*shoalv1.WatchEvent, index uint64) {
 	if index > h.last {
 		h.last = index
 	}
-	if len(events) == 0 {
+	// An entry without events can still drop events (those of a previous
+	// entry bigger than the ring), so the cut is due then too.
+	if len(events) == 0 && drop == 0 {
 		return
 	}
 	for s := range h.subs {

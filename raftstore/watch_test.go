@@ -278,3 +278,33 @@ func TestWatchEnds(t *testing.T) {
 		t.Fatalf("Watch after Close: %v", err)
 	}
 }
+
+// An entry without events (a refused write, a configuration change) that
+// drops the events of an earlier entry bigger than the ring must cut the
+// subscribers that had not read them, as an entry with events does: left
+// behind the ring's start, a subscriber's cursor would index before it.
+func TestWatchCutByEmptyEntry(t *testing.T) {
+	h := newHub(4)
+	sub, err := h.watch(context.Background(), 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	// More than the pump takes at once plus the channel's buffer, so the
+	// unread subscriber is still before most of them.
+	const n = pumpBatch + chanBuffer + 100
+	events := make([]*shoalv1.WatchEvent, n)
+	for i := range events {
+		events[i] = &shoalv1.WatchEvent{Index: 10, Action: shoalv1.WatchAction_WATCH_ACTION_CREATE,
+			Object: Wrap(mkTask(fmt.Sprintf("t%04d", i), "s", "", 0, 0))}
+	}
+	h.publish(events, 10)
+	h.publish(nil, 11) // drops all but the ring's 4
+	got := 0
+	for range sub.C() {
+		got++
+	}
+	if !errors.Is(sub.Err(), ErrSlowConsumer) || got >= n {
+		t.Fatalf("subscriber read %d of %d events and ended with %v, want ErrSlowConsumer", got, n, sub.Err())
+	}
+}

@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 # libseccomp); docker-registry (the real registry server the image-pull
 # e2e tests push to); etcd-server, etcd-client and runc (the references in
 # the benchmarks); busybox-static (/bin/busybox: the rootfs of
-# `make bench-runtime`).
-pkgs=(iproute2 iputils-ping curl libseccomp-dev docker-registry runc etcd-server etcd-client busybox-static)
+# `make bench-runtime`); iperf3 (overlay/ throughput benchmark: VXLAN vs
+# underlay).
+pkgs=(iproute2 iputils-ping curl libseccomp-dev docker-registry runc etcd-server etcd-client busybox-static iperf3)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

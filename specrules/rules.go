@@ -57,7 +57,6 @@ func Service(spec *shoalv1.ServiceSpec) Problems {
 		switch ep.GetMode() {
 		case "", "vip":
 		case "dnsrr":
-			p.Add("spec.endpoint.mode", "dnsrr is not supported yet")
 		default:
 			p.Add("spec.endpoint.mode", "must be vip or dnsrr, got %q", ep.GetMode())
 		}
@@ -157,14 +156,7 @@ func Task(field string, t *shoalv1.TaskSpec, node Node) Problems {
 			p.Add(pf+".max_replicas_per_node", "must be >= 0, got %d", pl.GetMaxReplicasPerNode())
 		}
 	}
-	for i, n := range t.GetNetworks() {
-		f := fmt.Sprintf("%s.networks[%d]", field, i)
-		if !ValidName(n) {
-			p.Add(f, "%q is not a valid network name", n)
-		} else {
-			p.Add(f, "attaching a task to a network is not supported yet")
-		}
-	}
+	taskNetworks(&p, field, t)
 	return p
 }
 
@@ -526,11 +518,15 @@ func userPart(s string) error {
 		return errors.New("empty")
 	}
 	if s[0] >= '0' && s[0] <= '9' {
-		if n, err := strconv.ParseUint(s, 10, 64); err == nil {
-			if n > MaxUID {
-				return fmt.Errorf("id %d is above %d", n, uint64(MaxUID))
-			}
+		n, err := strconv.ParseUint(s, 10, 64)
+		switch {
+		case err == nil && n > MaxUID:
+			return fmt.Errorf("id %d is above %d", n, uint64(MaxUID))
+		case err == nil:
 			return nil
+		case errors.Is(err, strconv.ErrRange):
+			// All digits, too many for any id.
+			return fmt.Errorf("id %s is above %d", s, uint64(MaxUID))
 		}
 	}
 	if len(s) > MaxUserName {

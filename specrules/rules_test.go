@@ -101,6 +101,10 @@ func TestService(t *testing.T) {
 		{"user empty group", func(s *shoalv1.ServiceSpec) { s.Task.Container.User = "app:" }, []string{"spec.task.container.user", "group", "empty"}},
 		{"user bad char", func(s *shoalv1.ServiceSpec) { s.Task.Container.User = "a/b" }, []string{"user", "letters, digits"}},
 		{"uid too big", func(s *shoalv1.ServiceSpec) { s.Task.Container.User = "4294967295" }, []string{"user", "above 4294967294"}},
+		// Past uint64: not a name either (the runtime would look it up in
+		// /etc/passwd at every start and fail there).
+		{"uid past uint64", func(s *shoalv1.ServiceSpec) { s.Task.Container.User = "99999999999999999999" }, []string{"spec.task.container.user", "above 4294967294"}},
+		{"gid past uint64", func(s *shoalv1.ServiceSpec) { s.Task.Container.User = "0:99999999999999999999" }, []string{"spec.task.container.user", "group", "above 4294967294"}},
 		{"user leading dash", func(s *shoalv1.ServiceSpec) { s.Task.Container.User = "-x" }, []string{"user", "start with '-'"}},
 		// restart
 		{"restart condition", func(s *shoalv1.ServiceSpec) { s.Task.Restart = &shoalv1.RestartPolicy{Condition: 9} }, []string{"spec.task.restart.condition: unknown condition 9"}},
@@ -153,7 +157,17 @@ func TestService(t *testing.T) {
 			s.Endpoint = &shoalv1.EndpointSpec{Ports: []*shoalv1.PortConfig{{TargetPort: 80}}}
 		}, []string{"spec.endpoint.ports: published ports are not supported yet"}},
 		{"endpoint mode vip is fine", func(s *shoalv1.ServiceSpec) { s.Endpoint = &shoalv1.EndpointSpec{Mode: "vip"} }, nil},
-		{"networks", func(s *shoalv1.ServiceSpec) { s.Task.Networks = []string{"front"} }, []string{"spec.task.networks[0]", "not supported yet"}},
+		{"networks", func(s *shoalv1.ServiceSpec) {
+			s.Task.Networks = []*shoalv1.NetworkAttachmentConfig{{Target: "front", Aliases: []string{"web", "web.internal"}}}
+		}, nil},
+		{"network bad target", func(s *shoalv1.ServiceSpec) { s.Task.Networks = []*shoalv1.NetworkAttachmentConfig{{Target: "-x"}} }, []string{"spec.task.networks[0].target"}},
+		{"network twice", func(s *shoalv1.ServiceSpec) {
+			s.Task.Networks = []*shoalv1.NetworkAttachmentConfig{{Target: "front"}, {Target: "front"}}
+		}, []string{"spec.task.networks[1].target: \"front\" is already networks[0]"}},
+		{"network bad alias", func(s *shoalv1.ServiceSpec) {
+			s.Task.Networks = []*shoalv1.NetworkAttachmentConfig{{Target: "front", Aliases: []string{"ok", "no_underscore"}}}
+		}, []string{"spec.task.networks[0].aliases[1]", "not a DNS name"}},
+		{"endpoint mode dnsrr", func(s *shoalv1.ServiceSpec) { s.Endpoint = &shoalv1.EndpointSpec{Mode: "dnsrr"} }, nil},
 		{"spread", func(s *shoalv1.ServiceSpec) {
 			s.Task.Placement = &shoalv1.Placement{Spread: []string{"node.labels.zone"}}
 		}, []string{"spec.task.placement.spread", "not supported yet"}},

@@ -11,8 +11,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // TestStoreCheck: the agent API asks Config.Current about every caller; a
@@ -25,19 +25,19 @@ func TestStoreCheck(t *testing.T) {
 	var demoted atomic.Bool
 	var asked atomic.Int32
 	srv := New(Config{NodeID: "n1", Tasks: d.tasks, LogPath: d.logPath, Logger: testLogger(t),
-		Current: func(_ context.Context, id ca.Identity) (ca.Role, error) {
+		Current: func(_ context.Context, id trust.Identity) (trust.Role, error) {
 			asked.Add(1)
 			if id.NodeID == "m1" && demoted.Load() {
-				return ca.RoleWorker, nil // demoted, not renewed yet
+				return trust.RoleWorker, nil // demoted, not renewed yet
 			}
 			if id.NodeID == "gone" {
-				return "", fmt.Errorf("node %q: %w", id.NodeID, ca.ErrNodeRemoved)
+				return "", fmt.Errorf("node %q: %w", id.NodeID, trust.ErrNodeRemoved)
 			}
 			return id.Role, nil
 		}})
-	addr := serve(t, c.node("n1", ca.RoleWorker), srv)
-	m1 := client(t, addr, "n1", c.nodeTLS("m1", ca.RoleManager))
-	gone := client(t, addr, "n1", c.nodeTLS("gone", ca.RoleManager))
+	addr := serve(t, c.node("n1", trust.RoleWorker), srv)
+	m1 := client(t, addr, "n1", c.nodeTLS("m1", trust.RoleManager))
+	gone := client(t, addr, "n1", c.nodeTLS("gone", trust.RoleManager))
 
 	if _, err := m1.ListImages(testCtx(t), &shoalv1.ListImagesRequest{}); status.Code(err) == codes.PermissionDenied || asked.Load() == 0 {
 		t.Fatalf("current manager: %v (asked %d times)", err, asked.Load())
@@ -75,14 +75,14 @@ func TestStoreCheck(t *testing.T) {
 func TestCachedCurrent(t *testing.T) {
 	var calls atomic.Int32
 	var refuse atomic.Bool
-	check := ca.CachedCurrent(func(_ context.Context, id ca.Identity) (ca.Role, error) {
+	check := trust.CachedCurrent(func(_ context.Context, id trust.Identity) (trust.Role, error) {
 		calls.Add(1)
 		if refuse.Load() {
-			return "", ca.ErrNotCurrent
+			return "", trust.ErrNotCurrent
 		}
 		return id.Role, nil
 	}, time.Hour)
-	id := ca.Identity{NodeID: "m1", Role: ca.RoleManager, Serial: "1"}
+	id := trust.Identity{NodeID: "m1", Role: trust.RoleManager, Serial: "1"}
 	for range 3 {
 		if _, err := check(context.Background(), id); err != nil {
 			t.Fatal(err)
@@ -93,10 +93,10 @@ func TestCachedCurrent(t *testing.T) {
 	}
 	// Another serial is another question.
 	refuse.Store(true)
-	if _, err := check(context.Background(), ca.Identity{NodeID: "m1", Role: ca.RoleManager, Serial: "2"}); err == nil {
+	if _, err := check(context.Background(), trust.Identity{NodeID: "m1", Role: trust.RoleManager, Serial: "2"}); err == nil {
 		t.Fatal("an uncached refused identity was admitted")
 	}
-	if _, err := check(context.Background(), ca.Identity{NodeID: "m1", Role: ca.RoleManager, Serial: "2"}); err == nil || calls.Load() != 3 {
+	if _, err := check(context.Background(), trust.Identity{NodeID: "m1", Role: trust.RoleManager, Serial: "2"}); err == nil || calls.Load() != 3 {
 		t.Fatalf("refusals must not be cached: %v, %d calls", err, calls.Load())
 	}
 }

@@ -15,11 +15,11 @@
 //     fills), then loads it; ListImages and RemoveImage list and untag.
 //
 // Only holders of cluster certificates get in (the listener requires a
-// client certificate verified against the cluster CA), and ca.AgentPolicy
+// client certificate verified against the cluster CA), and trust.AgentPolicy
 // decides per method: TaskLogs for managers, images for admins and
 // managers, nothing for workers.
 //
-// Clients dial a node's agent with ClientTLSConfig: node certificates carry
+// Clients dial a node's agent with logstream.Dial: node certificates carry
 // a role name (manager.shoal or worker.shoal) rather than a host name, and
 // a node's role can change, so the client verifies the chain against the
 // cluster CA itself and checks that the certificate names the node it

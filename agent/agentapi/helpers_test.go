@@ -18,28 +18,29 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/shoal-dev/shoal/manager/ca"
-	"github.com/shoal-dev/shoal/manager/ca/catest"
+	"github.com/shoal-dev/shoal/logstream"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
+	"github.com/shoal-dev/shoal/trust/trusttest"
 )
 
 // testCA issues the certificates of a test cluster.
 type testCA struct {
 	t    *testing.T
-	root *ca.CA
+	root *trust.CA
 }
 
 func newTestCA(t *testing.T) *testCA {
 	t.Helper()
-	root, err := ca.NewRootCA("c1")
+	root, err := trust.NewRootCA("c1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	return &testCA{t: t, root: root}
 }
 
-func (c *testCA) node(id string, role ca.Role) *ca.CertStore {
-	return catest.NodeCerts(c.t, c.root, id, role)
+func (c *testCA) node(id string, role trust.Role) *trust.CertStore {
+	return trusttest.NodeCerts(c.t, c.root, id, role)
 }
 
 // adminTLS is the CLI's configuration (any server name; ClientTLSConfig
@@ -50,15 +51,15 @@ func (c *testCA) adminTLS() *tls.Config {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	conf, err := ca.ClientTLSConfigFromCreds(&ca.Creds{CACertPEM: c.root.CertPEM(), CertPEM: certPEM, KeyPEM: keyPEM}, ca.ManagerServerName)
+	conf, err := trust.ClientTLSConfigFromCreds(&trust.Creds{CACertPEM: c.root.CertPEM(), CertPEM: certPEM, KeyPEM: keyPEM}, trust.ManagerServerName)
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	return conf
 }
 
-func (c *testCA) nodeTLS(id string, role ca.Role) *tls.Config {
-	return c.node(id, role).ClientTLSConfig(ca.ManagerServerName, ca.ALPNGRPC)
+func (c *testCA) nodeTLS(id string, role trust.Role) *tls.Config {
+	return c.node(id, role).ClientTLSConfig(trust.ManagerServerName, trust.ALPNGRPC)
 }
 
 func testLogger(t *testing.T) *slog.Logger {
@@ -66,7 +67,7 @@ func testLogger(t *testing.T) *slog.Logger {
 }
 
 // serve runs srv on loopback with the node's certificates until cleanup.
-func serve(t *testing.T, certs *ca.CertStore, srv *Server) string {
+func serve(t *testing.T, certs *trust.CertStore, srv *Server) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -91,7 +92,7 @@ func serve(t *testing.T, certs *ca.CertStore, srv *Server) string {
 
 func client(t *testing.T, addr, nodeID string, base *tls.Config) shoalv1.AgentAPIClient {
 	t.Helper()
-	conn, err := Dial(addr, nodeID, base)
+	conn, err := logstream.Dial(addr, nodeID, base)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,9 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/shoal-dev/shoal/agent/image"
@@ -38,7 +38,7 @@ func freeBytes(dir string) (uint64, error) {
 
 func (s *Server) images() (ImageStore, error) {
 	if s.cfg.Images == nil {
-		return nil, status.Errorf(codes.Unavailable, "node %q has no image store", s.cfg.NodeID)
+		return nil, errdefs.Unavailablef("node %q has no image store", s.cfg.NodeID)
 	}
 	return s.cfg.Images, nil
 }
@@ -57,14 +57,14 @@ func (s *Server) LoadImage(stream shoalv1.AgentAPI_LoadImageServer) error {
 	}
 	if err != nil {
 		s.log.Warn("image upload failed", "bytes", size, "err", err)
-		return toStatus(err)
+		return err
 	}
 	imgs, err := store.Load(ctx, path)
 	if err != nil {
 		// The temp file's name means nothing to the caller.
 		err = &renamedError{err: err, msg: strings.ReplaceAll(err.Error(), fmt.Sprintf("load %q: ", path), "")}
 		s.log.Warn("image load failed", "bytes", size, "err", err)
-		return toStatus(err)
+		return err
 	}
 	resp := &shoalv1.LoadImageResponse{}
 	for _, img := range imgs {
@@ -114,7 +114,7 @@ func (s *Server) copyChunks(stream shoalv1.AgentAPI_LoadImageServer, f *os.File,
 		data := chunk.GetData()
 		size += int64(len(data))
 		if size > s.cfg.MaxImageBytes {
-			return size, fmt.Errorf("%w: the image archive is larger than the limit of %d bytes", errTooLarge, s.cfg.MaxImageBytes)
+			return size, errdefs.ResourceExhaustedf("the image archive is larger than the limit of %d bytes", s.cfg.MaxImageBytes)
 		}
 		if size >= nextCheck {
 			free, err := s.freeBytes(dir)
@@ -122,8 +122,7 @@ func (s *Server) copyChunks(stream shoalv1.AgentAPI_LoadImageServer, f *os.File,
 				return size, fmt.Errorf("image upload: %w", err)
 			}
 			if free < diskReserve+uint64(len(data)) {
-				return size, fmt.Errorf("%w: not enough disk space on node %q for the image archive (%d MiB free after %d MiB received)",
-					errTooLarge, s.cfg.NodeID, free>>20, size>>20)
+				return size, errdefs.ResourceExhaustedf("not enough disk space on node %q for the image archive (%d MiB free after %d MiB received)", s.cfg.NodeID, free>>20, size>>20)
 			}
 			nextCheck = size + diskCheckEvery
 		}
@@ -132,7 +131,7 @@ func (s *Server) copyChunks(stream shoalv1.AgentAPI_LoadImageServer, f *os.File,
 		}
 	}
 	if size == 0 {
-		return 0, fmt.Errorf("%w: empty upload: no image archive was sent", errInvalid)
+		return 0, errdefs.InvalidArgumentf("empty upload: no image archive was sent")
 	}
 	return size, nil
 }
@@ -159,10 +158,10 @@ func (s *Server) RemoveImage(_ context.Context, req *shoalv1.RemoveImageRequest)
 		return nil, err
 	}
 	if strings.TrimSpace(req.GetRef()) == "" {
-		return nil, toStatus(fmt.Errorf("%w: ref: required", errInvalid))
+		return nil, errdefs.InvalidArgumentf("ref: required")
 	}
 	if err := store.Remove(req.GetRef()); err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	s.log.Info("image reference removed by request", "ref", req.GetRef())
 	return &shoalv1.RemoveImageResponse{}, nil

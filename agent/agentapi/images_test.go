@@ -15,8 +15,8 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/shoal-dev/shoal/agent/image"
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 func openImages(t *testing.T) *image.Store {
@@ -79,7 +79,7 @@ func newImageServer(t *testing.T, cfg Config) *imageServer {
 	store := openImages(t)
 	cfg.NodeID, cfg.Images, cfg.Logger = "n1", store, testLogger(t)
 	srv := New(cfg)
-	addr := serve(t, c.node("n1", ca.RoleWorker), srv)
+	addr := serve(t, c.node("n1", trust.RoleWorker), srv)
 	return &imageServer{cl: client(t, addr, "n1", c.adminTLS()), store: store, srv: srv}
 }
 
@@ -165,7 +165,7 @@ func TestLoadImageRefused(t *testing.T) {
 
 func TestImagesWithoutStore(t *testing.T) {
 	c := newTestCA(t)
-	addr := serve(t, c.node("n1", ca.RoleWorker), New(Config{NodeID: "n1"}))
+	addr := serve(t, c.node("n1", trust.RoleWorker), New(Config{NodeID: "n1"}))
 	cl := client(t, addr, "n1", c.adminTLS())
 	_, err := cl.ListImages(testCtx(t), &shoalv1.ListImagesRequest{})
 	wantCode(t, err, codes.Unavailable, "no image store")

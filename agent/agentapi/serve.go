@@ -3,12 +3,13 @@ package agentapi
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"time"
+
+	"github.com/shoal-dev/shoal/errdefs"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -16,18 +17,18 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
-	"github.com/shoal-dev/shoal/manager/ca"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // ServerOptions are the options of an agent API gRPC server: TLS with the
 // node's certificate (following certs as it changes on promotion or
 // renewal), a client certificate required and verified against the
-// cluster CA, ca.AgentPolicy checked on every call, and refused calls
+// cluster CA, trust.AgentPolicy checked on every call, and refused calls
 // logged.
 //
 // The certificate alone is trusted here; ServeListener adds the store
 // check of Config.Current.
-func ServerOptions(certs *ca.CertStore, logger *slog.Logger) []grpc.ServerOption {
+func ServerOptions(certs *trust.CertStore, logger *slog.Logger) []grpc.ServerOption {
 	return serverOptions(certs, logger, nil, nil)
 }
 
@@ -35,17 +36,19 @@ func ServerOptions(certs *ca.CertStore, logger *slog.Logger) []grpc.ServerOption
 // again whether its caller is still current.
 const RecheckPeriod = time.Second
 
-func serverOptions(certs *ca.CertStore, logger *slog.Logger, current, ongoing func(context.Context, ca.Identity) (ca.Role, error)) []grpc.ServerOption {
+func serverOptions(certs *trust.CertStore, logger *slog.Logger, current, ongoing func(context.Context, trust.Identity) (trust.Role, error)) []grpc.ServerOption {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	log := logger.With("component", "agentapi")
-	authz := &ca.Authorizer{Policy: ca.AgentPolicy(), ClusterID: certs.Identity().ClusterID, Current: current, Ongoing: ongoing, Recheck: RecheckPeriod}
+	authz := &trust.Authorizer{Policy: trust.AgentPolicy(), ClusterID: certs.Identity().ClusterID, Current: current, Ongoing: ongoing, Recheck: RecheckPeriod}
+	// logRefusal runs outside errdefs' interceptor: it sees the status the
+	// caller gets.
 	logRefusal := func(ctx context.Context, method string, err error) {
 		switch status.Code(err) {
 		case codes.PermissionDenied, codes.Unauthenticated:
 			from := "unknown"
-			if id, ierr := ca.PeerIdentity(ctx); ierr == nil {
+			if id, ierr := trust.PeerIdentity(ctx); ierr == nil {
 				from = id.String()
 			}
 			log.Warn("agent API call refused", "method", method, "caller", from, "err", status.Convert(err).Message())
@@ -57,12 +60,12 @@ func serverOptions(certs *ca.CertStore, logger *slog.Logger, current, ongoing fu
 			resp, err := h(ctx, req)
 			logRefusal(ctx, info.FullMethod, err)
 			return resp, err
-		}, authz.Unary()),
+		}, errdefs.UnaryServerInterceptor(), authz.Unary()),
 		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 			err := h(srv, ss)
 			logRefusal(ss.Context(), info.FullMethod, err)
 			return err
-		}, authz.Stream()),
+		}, errdefs.StreamServerInterceptor(), authz.Stream()),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 2 * time.Second, PermitWithoutStream: true}),
 	}
@@ -71,12 +74,12 @@ func serverOptions(certs *ca.CertStore, logger *slog.Logger, current, ongoing fu
 // serverTLSConfig is the node's server configuration made strict for this
 // port: only gRPC, and no connection without a certificate of the cluster
 // CA (unlike the manager port, nobody joins through here).
-func serverTLSConfig(certs *ca.CertStore) *tls.Config {
+func serverTLSConfig(certs *trust.CertStore) *tls.Config {
 	base := certs.ServerTLSConfig()
 	strict := func(c *tls.Config) *tls.Config {
 		c = c.Clone()
 		c.ClientAuth = tls.RequireAndVerifyClientCert
-		c.NextProtos = []string{ca.ALPNGRPC}
+		c.NextProtos = []string{trust.ALPNGRPC}
 		return c
 	}
 	conf := strict(base)
@@ -91,7 +94,7 @@ func serverTLSConfig(certs *ca.CertStore) *tls.Config {
 }
 
 // Serve listens on listenAddr and serves srv until ctx ends.
-func Serve(ctx context.Context, listenAddr string, certs *ca.CertStore, srv *Server) error {
+func Serve(ctx context.Context, listenAddr string, certs *trust.CertStore, srv *Server) error {
 	ln, err := net.Listen("tcp", listenAddr)
 	if err != nil {
 		return fmt.Errorf("agent API listen on %s: %w", listenAddr, err)
@@ -102,7 +105,7 @@ func Serve(ctx context.Context, listenAddr string, certs *ca.CertStore, srv *Ser
 // ServeListener serves srv on ln until ctx ends, then closes ln. Streams
 // in flight (followed logs) are cut: they would otherwise hold the
 // shutdown for as long as their callers like.
-func ServeListener(ctx context.Context, ln net.Listener, certs *ca.CertStore, srv *Server) error {
+func ServeListener(ctx context.Context, ln net.Listener, certs *trust.CertStore, srv *Server) error {
 	g := grpc.NewServer(serverOptions(certs, srv.cfg.Logger, srv.cfg.Current, srv.cfg.Ongoing)...)
 	srv.Register(g)
 	stop := context.AfterFunc(ctx, g.Stop)
@@ -113,69 +116,4 @@ func ServeListener(ctx context.Context, ln net.Listener, certs *ca.CertStore, sr
 		return nil
 	}
 	return fmt.Errorf("agent API serve: %w", err)
-}
-
-// ClientTLSConfig turns base, a client configuration holding the caller's
-// certificate and the cluster CA (ca.CertStore.ClientTLSConfig or
-// ca.ClientTLSConfigFromCreds, any server name), into one for dialling the
-// agent API of node nodeID.
-//
-// Node certificates name a role (manager.shoal, worker.shoal), not a host,
-// and a node's role changes with promotion, so no fixed server name fits.
-// Go's host name check is therefore replaced, not dropped: the chain is
-// verified against the cluster CA for server use, and the certificate must
-// be a node certificate (manager or worker) naming exactly nodeID. That is
-// stricter than a role name: it proves the caller reached the node it
-// looked up, not just some node.
-func ClientTLSConfig(base *tls.Config, nodeID string) (*tls.Config, error) {
-	if base == nil || base.RootCAs == nil {
-		return nil, errors.New("agent API client TLS: no cluster CA in the base configuration")
-	}
-	if nodeID == "" {
-		return nil, errors.New("agent API client TLS: no node id to verify")
-	}
-	roots := base.RootCAs
-	c := base.Clone()
-	c.ServerName = ""
-	c.NextProtos = []string{ca.ALPNGRPC}
-	c.InsecureSkipVerify = true // verification is VerifyConnection's, below
-	c.VerifyConnection = func(cs tls.ConnectionState) error {
-		return verifyNode(cs, roots, nodeID)
-	}
-	return c, nil
-}
-
-func verifyNode(cs tls.ConnectionState, roots *x509.CertPool, nodeID string) error {
-	if len(cs.PeerCertificates) == 0 {
-		return errors.New("the agent presented no certificate")
-	}
-	leaf := cs.PeerCertificates[0]
-	inter := x509.NewCertPool()
-	for _, c := range cs.PeerCertificates[1:] {
-		inter.AddCert(c)
-	}
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
-		return fmt.Errorf("the agent's certificate is not valid for the cluster CA: %w", err)
-	}
-	id, err := ca.IdentityFromCert(leaf)
-	if err != nil {
-		return fmt.Errorf("the agent's certificate: %w", err)
-	}
-	if id.Role != ca.RoleManager && id.Role != ca.RoleWorker {
-		return fmt.Errorf("the agent presented a %s certificate, not a node certificate", id.Role)
-	}
-	if id.NodeID != nodeID {
-		return fmt.Errorf("the agent's certificate is node %q's, not node %q's", id.NodeID, nodeID)
-	}
-	return nil
-}
-
-// Dial returns a connection to the agent API of node nodeID at addr; see
-// ClientTLSConfig for base. It does not wait for the connection.
-func Dial(addr, nodeID string, base *tls.Config, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
-	conf, err := ClientTLSConfig(base, nodeID)
-	if err != nil {
-		return nil, err
-	}
-	return grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(conf))}, opts...)...)
 }

@@ -10,8 +10,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/shoal-dev/shoal/manager/ca"
+	"github.com/shoal-dev/shoal/logstream"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // TestAuthorization: TaskLogs for managers only, images for admins and
@@ -21,7 +22,7 @@ func TestAuthorization(t *testing.T) {
 	d := newLogsDir(t, task("t1", "web", 1))
 	appendLog(t, d.path("t1"), rec{0, "stdout", "x"})
 	srv := New(Config{NodeID: "n1", Tasks: d.tasks, LogPath: d.logPath, Images: openImages(t), Logger: testLogger(t)})
-	addr := serve(t, c.node("n1", ca.RoleManager), srv)
+	addr := serve(t, c.node("n1", trust.RoleManager), srv)
 
 	callLogs := func(cl shoalv1.AgentAPIClient) error {
 		st, err := cl.TaskLogs(testCtx(t), &shoalv1.TaskLogsRequest{TaskIds: []string{"t1"}})
@@ -46,8 +47,8 @@ func TestAuthorization(t *testing.T) {
 		return err
 	}
 	clients := map[string]*tls.Config{
-		"manager": c.nodeTLS("m1", ca.RoleManager),
-		"worker":  c.nodeTLS("w1", ca.RoleWorker),
+		"manager": c.nodeTLS("m1", trust.RoleManager),
+		"worker":  c.nodeTLS("w1", trust.RoleWorker),
 		"admin":   c.adminTLS(),
 	}
 	denied := codes.PermissionDenied
@@ -103,8 +104,8 @@ func TestAuthorization(t *testing.T) {
 func TestClientVerifiesNode(t *testing.T) {
 	c := newTestCA(t)
 	srv := New(Config{NodeID: "n1", Images: openImages(t), Logger: testLogger(t)})
-	worker := serve(t, c.node("n1", ca.RoleWorker), srv)
-	mgr := serve(t, c.node("n2", ca.RoleManager), New(Config{NodeID: "n2", Images: openImages(t), Logger: testLogger(t)}))
+	worker := serve(t, c.node("n1", trust.RoleWorker), srv)
+	mgr := serve(t, c.node("n2", trust.RoleManager), New(Config{NodeID: "n2", Images: openImages(t), Logger: testLogger(t)}))
 	admin := c.adminTLS()
 	cases := []struct {
 		name, addr, node string
@@ -130,10 +131,10 @@ func TestClientVerifiesNode(t *testing.T) {
 			}
 		})
 	}
-	if _, err := ClientTLSConfig(admin, ""); err == nil {
+	if _, err := logstream.ClientTLSConfig(admin, ""); err == nil {
 		t.Error("ClientTLSConfig accepted an empty node id")
 	}
-	if _, err := ClientTLSConfig(&tls.Config{}, "n1"); err == nil {
+	if _, err := logstream.ClientTLSConfig(&tls.Config{}, "n1"); err == nil {
 		t.Error("ClientTLSConfig accepted a configuration without a CA")
 	}
 }
@@ -145,7 +146,7 @@ func TestServeListenError(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	err = Serve(context.Background(), ln.Addr().String(), c.node("n1", ca.RoleWorker), New(Config{NodeID: "n1"}))
+	err = Serve(context.Background(), ln.Addr().String(), c.node("n1", trust.RoleWorker), New(Config{NodeID: "n1"}))
 	if err == nil || !strings.Contains(err.Error(), "agent API listen on") {
 		t.Fatalf("Serve on a taken port = %v", err)
 	}

@@ -2,19 +2,15 @@ package agentapi
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"regexp"
 	"strings"
-	"syscall"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/agent/image"
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // DefaultPort is the agent API's port when a node is given none: the
@@ -47,12 +43,12 @@ type Config struct {
 	MaxImageBytes int64
 	// Current checks a caller's certificate against the cluster's store
 	// (a node's current serial and role, an admin certificate not revoked),
-	// as ca.Authorizer.Current; the node asks a manager (see
+	// as trust.Authorizer.Current; the node asks a manager (see
 	// daemon). Nil trusts the certificate alone (tests).
-	Current func(ctx context.Context, id ca.Identity) (ca.Role, error)
-	// Ongoing is Current for streams in progress (ca.Authorizer.Ongoing):
+	Current func(ctx context.Context, id trust.Identity) (trust.Role, error)
+	// Ongoing is Current for streams in progress (trust.Authorizer.Ongoing):
 	// it does not hold a renewal against a stream opened before it.
-	Ongoing func(ctx context.Context, id ca.Identity) (ca.Role, error)
+	Ongoing func(ctx context.Context, id trust.Identity) (trust.Role, error)
 }
 
 // DefaultMaxImageBytes caps an uploaded image archive. Images this large
@@ -95,39 +91,4 @@ var taskIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 
 func validTaskID(id string) bool {
 	return taskIDRE.MatchString(id) && !strings.Contains(id, "..")
-}
-
-// errInvalid marks requests that cannot be served as asked.
-var errInvalid = errors.New("invalid argument")
-
-// errTooLarge marks an upload beyond the size cap or the free disk space.
-var errTooLarge = errors.New("resource exhausted")
-
-// toStatus maps an error to a gRPC status, once, at the edge.
-func toStatus(err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	code := codes.Internal
-	switch {
-	case errors.Is(err, errInvalid), errors.Is(err, image.ErrBadArchive),
-		errors.Is(err, image.ErrInvalidArgument), errors.Is(err, image.ErrAmbiguous):
-		code = codes.InvalidArgument
-	case errors.Is(err, image.ErrNotFound):
-		code = codes.NotFound
-	case errors.Is(err, errTooLarge), errors.Is(err, syscall.ENOSPC):
-		code = codes.ResourceExhausted
-	case errors.Is(err, context.Canceled):
-		code = codes.Canceled
-	case errors.Is(err, context.DeadlineExceeded):
-		code = codes.DeadlineExceeded
-	}
-	msg := err.Error()
-	for _, class := range []error{errInvalid, errTooLarge} {
-		msg = strings.TrimPrefix(msg, class.Error()+": ")
-	}
-	return status.Error(code, msg)
 }

@@ -5,29 +5,25 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/shoal-dev/shoal/agent/logs"
+	"github.com/shoal-dev/shoal/logstream"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
-
-// UnknownTaskWarning is TaskLogs' warning for a task the node does not
-// hold (never had, or has removed with its log). Callers that ask for
-// tasks which may be gone (a service's history) recognise it by equality.
-func UnknownTaskWarning(taskID, nodeID string) string {
-	return fmt.Sprintf("task %q is not on node %q (any more): its logs are not available", taskID, nodeID)
-}
 
 // TaskLogs streams the logs of the tasks asked for.
 func (s *Server) TaskLogs(req *shoalv1.TaskLogsRequest, stream shoalv1.AgentAPI_TaskLogsServer) error {
 	ctx := stream.Context()
 	o, err := readOptions(req.GetOptions())
 	if err != nil {
-		return toStatus(err)
+		return err
 	}
 	if len(req.GetTaskIds()) == 0 {
-		return toStatus(fmt.Errorf("%w: task_ids: at least one task id is required", errInvalid))
+		return errdefs.InvalidArgumentf("task_ids: at least one task id is required")
 	}
 	held := map[string]*shoalv1.Task{}
 	for _, t := range s.cfg.Tasks() {
@@ -42,11 +38,11 @@ func (s *Server) TaskLogs(req *shoalv1.TaskLogsRequest, stream shoalv1.AgentAPI_
 		}
 		seen[id] = true
 		if !validTaskID(id) {
-			return toStatus(fmt.Errorf("%w: task id %q is not a task id", errInvalid, id))
+			return errdefs.InvalidArgumentf("task id %q is not a task id", id)
 		}
 		path := s.cfg.LogPath(id)
 		if path == "" {
-			warnings = append(warnings, UnknownTaskWarning(id, s.cfg.NodeID))
+			warnings = append(warnings, logstream.UnknownTaskWarning(id, s.cfg.NodeID))
 			continue
 		}
 		tmpl := &shoalv1.LogMessage{TaskId: id, NodeId: s.cfg.NodeID}
@@ -71,7 +67,7 @@ func (s *Server) TaskLogs(req *shoalv1.TaskLogsRequest, stream shoalv1.AgentAPI_
 		return nil
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	w := NewWarnings()
+	w := logstream.NewWarnings()
 	ins := make([]<-chan *shoalv1.LogMessage, len(srcs))
 	var wg sync.WaitGroup
 	for i, src := range srcs {
@@ -105,13 +101,13 @@ func (s *Server) TaskLogs(req *shoalv1.TaskLogsRequest, stream shoalv1.AgentAPI_
 	if o.Follow {
 		// Following, lines go out as they are written; a merge by time
 		// would hold every task back until each one has a line.
-		merged = FanIn(ctx, ins)
+		merged = logstream.FanIn(ctx, ins)
 	} else {
-		merged = MergeByTime(ctx, ins)
+		merged = logstream.MergeByTime(ctx, ins)
 	}
-	if err := SendBatches(ctx, merged, w, stream.Send); err != nil {
+	if err := logstream.SendBatches(ctx, merged, w, stream.Send); err != nil {
 		if ctx.Err() != nil {
-			return toStatus(context.Cause(ctx))
+			return context.Cause(ctx)
 		}
 		return err
 	}
@@ -128,13 +124,13 @@ func readOptions(o *shoalv1.LogsOptions) (logs.Options, error) {
 	out := logs.Options{Tail: logs.AllLines, Follow: o.GetFollow()}
 	if o != nil && o.Tail != nil {
 		if o.GetTail() < 0 {
-			return out, fmt.Errorf("%w: options.tail: must not be negative (got %d)", errInvalid, o.GetTail())
+			return out, errdefs.InvalidArgumentf("options.tail: must not be negative (got %d)", o.GetTail())
 		}
 		out.Tail = int(min(o.GetTail(), int64(1<<31-1)))
 	}
 	if o.GetSince() != nil {
 		if err := o.GetSince().CheckValid(); err != nil {
-			return out, fmt.Errorf("%w: options.since: %v", errInvalid, err)
+			return out, errdefs.InvalidArgumentf("options.since: %v", err)
 		}
 		out.Since = o.GetSince().AsTime()
 	}

@@ -10,14 +10,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/shoal-dev/shoal/manager/ca"
+	"github.com/shoal-dev/shoal/logstream"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // logServer serves two tasks' interleaved logs to a manager.
@@ -28,8 +31,8 @@ func logServer(t *testing.T) (shoalv1.AgentAPIClient, *logsDir) {
 	appendLog(t, d.path("t1"), rec{0, "stdout", "a1"}, rec{2 * time.Second, "stderr", "a2"}, rec{4 * time.Second, "stdout", "a3"})
 	appendLog(t, d.path("t2"), rec{1 * time.Second, "stdout", "b1"}, rec{3 * time.Second, "stdout", "b2"})
 	srv := New(Config{NodeID: "n1", Tasks: d.tasks, LogPath: d.logPath, Logger: testLogger(t)})
-	addr := serve(t, c.node("n1", ca.RoleWorker), srv)
-	return client(t, addr, "n1", c.nodeTLS("m1", ca.RoleManager)), d
+	addr := serve(t, c.node("n1", trust.RoleWorker), srv)
+	return client(t, addr, "n1", c.nodeTLS("m1", trust.RoleManager)), d
 }
 
 func lines(msgs []*shoalv1.LogMessage) []string {
@@ -142,7 +145,7 @@ func TestTaskLogsBatches(t *testing.T) {
 		t.Fatalf("got %d lines, want 602", len(msgs))
 	}
 	for _, b := range batches {
-		if b > batchLines {
+		if b > logstream.BatchLines {
 			t.Fatalf("a batch of %d lines (batches %v)", b, batches)
 		}
 	}
@@ -237,12 +240,12 @@ func TestTaskLogsClientHangsUp(t *testing.T) {
 	d := newLogsDir(t, task("t1", "web", 1))
 	appendLog(t, d.path("t1"), rec{0, "stdout", "a1"})
 	srv := New(Config{NodeID: "n1", Tasks: d.tasks, LogPath: d.logPath, Logger: testLogger(t)})
-	certs := c.node("n1", ca.RoleWorker)
+	certs := c.node("n1", trust.RoleWorker)
 	returned := make(chan error, 1)
 	g := grpc.NewServer(append(ServerOptions(certs, testLogger(t)), grpc.ChainStreamInterceptor(
 		func(s any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 			err := h(s, ss)
-			returned <- err
+			returned <- errdefs.ToGRPC(err) // as the edge maps it
 			return err
 		}))...)
 	srv.Register(g)
@@ -252,7 +255,7 @@ func TestTaskLogsClientHangsUp(t *testing.T) {
 	}
 	go g.Serve(ln)
 	defer g.Stop()
-	cl := client(t, ln.Addr().String(), "n1", c.nodeTLS("m1", ca.RoleManager))
+	cl := client(t, ln.Addr().String(), "n1", c.nodeTLS("m1", trust.RoleManager))
 	ctx, cancel := context.WithCancel(testCtx(t))
 	st, err := cl.TaskLogs(ctx, &shoalv1.TaskLogsRequest{TaskIds: []string{"t1"}, Options: &shoalv1.LogsOptions{Follow: true}})
 	if err != nil {

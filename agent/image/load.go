@@ -15,6 +15,8 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
@@ -29,7 +31,7 @@ const (
 
 // ErrBadArchive is wrapped when the input of Load is not a readable image
 // archive (unknown format, truncated, corrupt).
-var ErrBadArchive = errors.New("bad image archive")
+var ErrBadArchive = errdefs.InvalidArgument(errors.New("bad image archive"))
 
 // Load imports every image of an OCI image layout directory, an OCI archive
 // (a tar of such a layout) or a `docker save` tarball (optionally gzipped).

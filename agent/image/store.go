@@ -14,14 +14,17 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"github.com/google/go-containerregistry/pkg/name"
 )
 
-// Error classes, wrapped with %w so callers can map them once at the edge.
+// Error classes (of errdefs' classes), wrapped with %w; the gRPC edge maps
+// them with errdefs.ToGRPC.
 var (
-	ErrNotFound        = errors.New("not found")
-	ErrInvalidArgument = errors.New("invalid argument")
-	ErrAmbiguous       = errors.New("ambiguous reference")
+	ErrNotFound        = errdefs.NotFound(errors.New("not found"))
+	ErrInvalidArgument = errdefs.InvalidArgument(errors.New("invalid argument"))
+	ErrAmbiguous       = errdefs.InvalidArgument(errors.New("ambiguous reference"))
 )
 
 const (

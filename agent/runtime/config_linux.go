@@ -211,7 +211,7 @@ func ociSpec(s *Spec, cgroupParent, initBinary string) (*specs.Spec, error) {
 // s with its cgroup under cgroupParent (empty: DefaultCgroupParent):
 // namespaces, capabilities, seccomp profile, masked paths, mounts, limits.
 // The user is not resolved (root) and the environment is PATH only. It is
-// for comparing with other runtimes, e.g. the runc CLI in Bench. A spec
+// for comparing with other runtimes, e.g. the runc CLI in runtimebench. A spec
 // with Init is refused (no init binary is looked up).
 func OCISpec(s Spec, cgroupParent string) (*specs.Spec, error) {
 	if err := s.Validate(); err != nil {

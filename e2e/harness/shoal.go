@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -16,7 +15,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/shoal-dev/shoal/daemon"
+	"github.com/shoal-dev/shoal/datadir"
 )
 
 // APIPort is shoal's manager API port.
@@ -27,20 +26,11 @@ const APIPort = 4242
 const DefaultCLITimeout = 30 * time.Second
 
 // NodeState is the data dir's node.json, as the daemon writes it.
-type NodeState = daemon.State
+type NodeState = datadir.Node
 
-// State reads the host's DataDir/node.json.
-func (h *Host) State() (*NodeState, error) {
-	b, err := os.ReadFile(filepath.Join(h.DataDir, "node.json"))
-	if err != nil {
-		return nil, err
-	}
-	var st NodeState
-	if err := json.Unmarshal(b, &st); err != nil {
-		return nil, fmt.Errorf("%s/node.json: %w", h.DataDir, err)
-	}
-	return &st, nil
-}
+// State reads the host's DataDir/node.json (a missing one is
+// os.ErrNotExist).
+func (h *Host) State() (*NodeState, error) { return datadir.Load(h.DataDir) }
 
 // NodeID returns the node id from node.json, failing the test without one.
 func (h *Host) NodeID(t testing.TB) string {
@@ -57,7 +47,7 @@ func (h *Host) NodeID(t testing.TB) string {
 
 // AdminCertDir is where `shoal init` writes the admin client credentials
 // (ca.crt, admin.crt, admin.key).
-func (h *Host) AdminCertDir() string { return filepath.Join(h.DataDir, "admin") }
+func (h *Host) AdminCertDir() string { return datadir.Dir(h.DataDir).Admin() }
 
 // NodeCertDir is where a node keeps its own credentials (ca.crt, node.crt,
 // node.key).

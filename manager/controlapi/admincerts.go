@@ -3,15 +3,16 @@ package controlapi
 import (
 	"context"
 	"fmt"
+	"github.com/shoal-dev/shoal/errdefs"
 	"regexp"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // Admin certificates are objects: the cluster lists every one it issued
@@ -39,17 +40,17 @@ var adminNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
 func (s *Server) CreateAdminCertificate(ctx context.Context, req *shoalv1.CreateAdminCertificateRequest) (*shoalv1.CreateAdminCertificateResponse, error) {
 	name := req.GetName()
 	if !adminNameRE.MatchString(name) {
-		return nil, toStatus(invalidf("name: %q is not a valid admin certificate name (letters, digits, '_', '.', '-'; at most 63; starting with a letter or digit)", name))
+		return nil, errdefs.InvalidArgumentf("name: %q is not a valid admin certificate name (letters, digits, '_', '.', '-'; at most 63; starting with a letter or digit)", name)
 	}
 	ttl := DefaultAdminCertTTL
 	if ms := req.GetTtlMs(); ms != 0 {
 		ttl = time.Duration(ms) * time.Millisecond
 		if ms < 0 || ttl < MinAdminCertTTL || ttl > MaxAdminCertTTL {
-			return nil, toStatus(invalidf("ttl_ms: %d is out of range (%s to %s)", ms, MinAdminCertTTL, MaxAdminCertTTL))
+			return nil, errdefs.InvalidArgumentf("ttl_ms: %d is out of range (%s to %s)", ms, MinAdminCertTTL, MaxAdminCertTTL)
 		}
 	}
 	if len(req.GetCsrPem()) == 0 {
-		return nil, toStatus(invalidf("csr_pem: required (the private key stays with the caller)"))
+		return nil, errdefs.InvalidArgumentf("csr_pem: required (the private key stays with the caller)")
 	}
 	var resp *shoalv1.CreateAdminCertificateResponse
 	_, err := s.store.Update(ctx, func(tx raftstore.WriteTx) error {
@@ -69,17 +70,17 @@ func (s *Server) CreateAdminCertificate(ctx context.Context, req *shoalv1.Create
 			keep = append(keep, a)
 		}
 		if len(keep) >= MaxAdminCerts {
-			return preconditionf("the cluster already lists %d admin certificates, the most it keeps", len(keep))
+			return errdefs.FailedPreconditionf("the cluster already lists %d admin certificates, the most it keeps", len(keep))
 		}
-		root, err := ca.LoadCA(c.GetCaCertPem(), c.GetCaKeyPem())
+		root, err := trust.LoadCA(c.GetCaCertPem(), c.GetCaKeyPem())
 		if err != nil {
 			return err
 		}
 		certPEM, _, err := root.SignAdminCSR(req.GetCsrPem(), name, ttl)
 		if err != nil {
-			return invalidf("csr_pem: %v", err)
+			return errdefs.InvalidArgumentf("csr_pem: %v", err)
 		}
-		obj, err := ca.AdminCertificateOf(certPEM)
+		obj, err := trust.AdminCertificateOf(certPEM)
 		if err != nil {
 			return err
 		}
@@ -89,7 +90,7 @@ func (s *Server) CreateAdminCertificate(ctx context.Context, req *shoalv1.Create
 		return tx.Update(c)
 	})
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	s.log.Info("admin certificate created", "name", name, "serial", resp.GetAdmin().GetSerial(), "not_after", resp.GetAdmin().GetNotAfter().AsTime())
 	return resp, nil
@@ -100,11 +101,11 @@ func (s *Server) CreateAdminCertificate(ctx context.Context, req *shoalv1.Create
 func (s *Server) ListAdminCertificates(ctx context.Context, _ *shoalv1.ListAdminCertificatesRequest) (*shoalv1.ListAdminCertificatesResponse, error) {
 	r, err := s.read(ctx)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	c, err := clusterOf(r)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &shoalv1.ListAdminCertificatesResponse{Admins: c.GetAdminCerts()}, nil
 }
@@ -117,7 +118,7 @@ func (s *Server) ListAdminCertificates(ctx context.Context, _ *shoalv1.ListAdmin
 func (s *Server) RevokeAdminCertificate(ctx context.Context, req *shoalv1.RevokeAdminCertificateRequest) (*shoalv1.RevokeAdminCertificateResponse, error) {
 	name := req.GetName()
 	if name == "" {
-		return nil, toStatus(invalidf("name: required"))
+		return nil, errdefs.InvalidArgumentf("name: required")
 	}
 	var out *shoalv1.AdminCertificate
 	_, err := s.store.Update(ctx, func(tx raftstore.WriteTx) error {
@@ -136,7 +137,7 @@ func (s *Server) RevokeAdminCertificate(ctx context.Context, req *shoalv1.Revoke
 		return notFound("admin certificate", name)
 	})
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	s.log.Info("admin certificate revoked", "name", name, "serial", out.GetSerial())
 	return &shoalv1.RevokeAdminCertificateResponse{Admin: out}, nil

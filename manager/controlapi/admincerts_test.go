@@ -8,15 +8,15 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // withCA gives the test cluster a CA.
-func withCA(t *testing.T, st *raftstore.Store) *ca.CA {
+func withCA(t *testing.T, st *raftstore.Store) *trust.CA {
 	t.Helper()
-	root, err := ca.NewRootCA("c1")
+	root, err := trust.NewRootCA("c1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +33,7 @@ func withCA(t *testing.T, st *raftstore.Store) *ca.CA {
 
 func adminCSR(t *testing.T) []byte {
 	t.Helper()
-	_, csrPEM, err := ca.NewKeyAndCSR()
+	_, csrPEM, err := trust.NewKeyAndCSR()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,12 +70,12 @@ func TestAdminCertificates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := ca.ParseCertPEM(resp.GetCertPem())
+	cert, err := trust.ParseCertPEM(resp.GetCertPem())
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, _ := ca.IdentityFromCert(cert)
-	if id.Role != ca.RoleAdmin || id.NodeID != "ops" || resp.GetAdmin().GetSerial() != id.Serial || len(resp.GetCaCertPem()) == 0 {
+	id, _ := trust.IdentityFromCert(cert)
+	if id.Role != trust.RoleAdmin || id.NodeID != "ops" || resp.GetAdmin().GetSerial() != id.Serial || len(resp.GetCaCertPem()) == 0 {
 		t.Fatalf("created %+v for certificate %+v", resp.GetAdmin(), id)
 	}
 	if _, err := s.CreateAdminCertificate(ctx, &shoalv1.CreateAdminCertificateRequest{Name: "ops", CsrPem: adminCSR(t)}); err == nil {
@@ -89,7 +89,7 @@ func TestAdminCertificates(t *testing.T) {
 	}
 	check := func() error {
 		c, _ := raftstore.ClusterOf(st.View())
-		return ca.CheckAdmin(id, c.GetAdminCerts(), time.Now())
+		return trust.CheckAdmin(id, c.GetAdminCerts(), time.Now())
 	}
 	if err := check(); err != nil {
 		t.Fatalf("a listed admin certificate is refused: %v", err)

@@ -2,6 +2,8 @@ package controlapi
 
 import (
 	"context"
+	"crypto/rand"
+	"github.com/shoal-dev/shoal/errdefs"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -30,14 +32,14 @@ const (
 // validateSettings checks every field of s, naming the field path.
 func validateSettings(s *shoalv1.ClusterSettings) error {
 	if s == nil {
-		return invalidf("settings: required")
+		return errdefs.InvalidArgumentf("settings: required")
 	}
 	ms := func(field string, v int64, lo, hi time.Duration) error {
 		if v == 0 {
 			return nil
 		}
 		if d := time.Duration(v) * time.Millisecond; v < 0 || d < lo || d > hi {
-			return invalidf("settings.%s: %d ms is out of range (0 for the default, or %s to %s)", field, v, lo, hi)
+			return errdefs.InvalidArgumentf("settings.%s: %d ms is out of range (0 for the default, or %s to %s)", field, v, lo, hi)
 		}
 		return nil
 	}
@@ -45,15 +47,18 @@ func validateSettings(s *shoalv1.ClusterSettings) error {
 		return err
 	}
 	if v := s.GetNodeDownAfterMissed(); v < 0 || v > MaxDownAfterMissed {
-		return invalidf("settings.node_down_after_missed: %d is out of range (0 for the default, or 1 to %d)", v, MaxDownAfterMissed)
+		return errdefs.InvalidArgumentf("settings.node_down_after_missed: %d is out of range (0 for the default, or 1 to %d)", v, MaxDownAfterMissed)
 	}
 	if err := ms("node_cert_expiry_ms", s.GetNodeCertExpiryMs(), MinNodeCertExpiry, MaxNodeCertExpiry); err != nil {
 		return err
 	}
 	if v := s.GetMaxReplicas(); v < 0 || v > MaxMaxReplicas {
-		return invalidf("settings.max_replicas: %d is out of range (0 for the default, or 1 to %d)", v, MaxMaxReplicas)
+		return errdefs.InvalidArgumentf("settings.max_replicas: %d is out of range (0 for the default, or 1 to %d)", v, MaxMaxReplicas)
 	}
-	return ms("restart_grace_ms", s.GetRestartGraceMs(), MinRestartGrace, MaxRestartGrace)
+	if err := ms("restart_grace_ms", s.GetRestartGraceMs(), MinRestartGrace, MaxRestartGrace); err != nil {
+		return err
+	}
+	return validatePoolSettings(s)
 }
 
 // UpdateCluster replaces the cluster's settings. The version read must be
@@ -61,10 +66,10 @@ func validateSettings(s *shoalv1.ClusterSettings) error {
 // certificates pick up a new lifetime at their next renewal.
 func (s *Server) UpdateCluster(ctx context.Context, req *shoalv1.UpdateClusterRequest) (*shoalv1.UpdateClusterResponse, error) {
 	if err := validateSettings(req.GetSettings()); err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	if req.GetVersion() == 0 && !req.GetIgnoreVersion() {
-		return nil, toStatus(invalidf("version: required (the cluster's version as read), or set ignore_version"))
+		return nil, errdefs.InvalidArgumentf("version: required (the cluster's version as read), or set ignore_version")
 	}
 	var out *shoalv1.Cluster
 	_, err := s.store.Update(ctx, func(tx raftstore.WriteTx) error {
@@ -77,14 +82,40 @@ func (s *Server) UpdateCluster(ctx context.Context, req *shoalv1.UpdateClusterRe
 			c.Meta.Version = req.GetVersion()
 		}
 		c.Settings = proto.Clone(req.GetSettings()).(*shoalv1.ClusterSettings)
+		if req.GetRotateGossipKey() {
+			keys, err := rotateGossipKeys(c.GetGossipKeys())
+			if err != nil {
+				return err
+			}
+			c.GossipKeys = keys
+		}
 		out = c
 		return tx.Update(c)
 	})
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	st := out.GetSettings()
 	s.log.Info("cluster settings updated", "node_cert_expiry_ms", st.GetNodeCertExpiryMs(), "max_replicas", st.GetMaxReplicas(),
-		"restart_grace_ms", st.GetRestartGraceMs(), "heartbeat_period_ms", st.GetHeartbeatPeriodMs(), "node_down_after_missed", st.GetNodeDownAfterMissed())
+		"restart_grace_ms", st.GetRestartGraceMs(), "heartbeat_period_ms", st.GetHeartbeatPeriodMs(), "node_down_after_missed", st.GetNodeDownAfterMissed(),
+		"gossip_key_rotated", req.GetRotateGossipKey(), "gossip_keys", len(out.GetGossipKeys()))
 	return &shoalv1.UpdateClusterResponse{Cluster: publicCluster(out)}, nil
+}
+
+// MaxGossipKeys is how many gossip keys the cluster keeps: the newest (to
+// encrypt with) and the previous one (still accepted, so nodes that have
+// not received the new key yet are not partitioned away).
+const MaxGossipKeys = 2
+
+// rotateGossipKeys prepends a new key and keeps at most MaxGossipKeys.
+func rotateGossipKeys(old [][]byte) ([][]byte, error) {
+	k := make([]byte, 32) // AES-256, as manager.NewGossipKey at init
+	if _, err := rand.Read(k); err != nil {
+		return nil, errdefs.Internalf("generating a gossip key: %v", err)
+	}
+	keys := append([][]byte{k}, old...)
+	if len(keys) > MaxGossipKeys {
+		keys = keys[:MaxGossipKeys]
+	}
+	return keys, nil
 }

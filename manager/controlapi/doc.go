@@ -8,5 +8,29 @@
 // `spec.replicas: must be >= 0, got -1` — and then apply one raft entry with
 // the version the caller read (optimistic concurrency).
 //
-// Errors are mapped to gRPC codes once, in errors.go.
+// # Networks (networks.go)
+//
+// CreateNetwork validates with specrules.Network, defaults the driver to
+// overlay and, in the same transaction as the create, allocates: the
+// subnet (spec's, else the first free /default_subnet_size (24) of
+// ClusterSettings.default_address_pool (10.220.0.0/16)), the gateway
+// (spec's, else the subnet's first address) and, for overlay, the VNI (the
+// smallest free from 4096, so a removed network's VNI is reused). A subnet
+// overlapping another network's or the nodes' default bridge pool
+// (10.213.0.0/16) is InvalidArgument naming the other network; an
+// exhausted pool ResourceExhausted; a name clash AlreadyExists. bridge
+// networks get a subnet (from the same pool, never overlapping) and no
+// VNI; host networks neither. Both are stored only: their data plane is
+// for later (the agent side decides).
+//
+// Services name networks by name, id or id prefix; Create/UpdateService
+// store the network id (resolveTaskNetworks), so renames cannot change an
+// attachment. An unknown network is InvalidArgument on
+// spec.task.networks[i].target. RemoveNetwork refuses (FailedPrecondition)
+// a network that a service's spec or previous spec uses, naming them, or
+// that a task that has not ended is still attached to; PruneNetworks
+// removes every other network in one entry and returns their names.
+//
+// Handlers return errdefs classes (validation: InvalidArgument with field
+// paths); the server's errdefs interceptor maps them to gRPC codes.
 package controlapi

@@ -2,6 +2,7 @@ package controlapi
 
 import (
 	"fmt"
+	"github.com/shoal-dev/shoal/errdefs"
 	"sort"
 	"strings"
 
@@ -21,7 +22,7 @@ func checkFilters(f map[string]string, known ...string) error {
 		}
 		if !ok {
 			sort.Strings(known)
-			return invalidf("filters: unknown key %q (want one of %s)", k, strings.Join(known, ", "))
+			return errdefs.InvalidArgumentf("filters: unknown key %q (want one of %s)", k, strings.Join(known, ", "))
 		}
 	}
 	return nil

@@ -2,6 +2,7 @@ package controlapi
 
 import (
 	"context"
+	"github.com/shoal-dev/shoal/errdefs"
 	"slices"
 	"strings"
 
@@ -16,10 +17,10 @@ import (
 func (s *Server) ListNodes(ctx context.Context, req *shoalv1.ListNodesRequest) (*shoalv1.ListNodesResponse, error) {
 	r, err := s.read(ctx)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	if err := checkFilters(req.GetFilters(), "id", "name", "role", "availability", "state", "label"); err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	resp := &shoalv1.ListNodesResponse{}
 	for _, n := range raftstore.List[*shoalv1.Node](r) {
@@ -73,11 +74,11 @@ func nodeName(n *shoalv1.Node) string {
 func (s *Server) GetNode(ctx context.Context, req *shoalv1.GetNodeRequest) (*shoalv1.GetNodeResponse, error) {
 	r, err := s.read(ctx)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	n, err := raftstore.ResolveRef[*shoalv1.Node](r, req.GetRef())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &shoalv1.GetNodeResponse{Node: n}, nil
 }
@@ -86,10 +87,10 @@ func (s *Server) GetNode(ctx context.Context, req *shoalv1.GetNodeRequest) (*sho
 // role). Demoting is refused when it would leave no manager.
 func (s *Server) UpdateNode(ctx context.Context, req *shoalv1.UpdateNodeRequest) (*shoalv1.UpdateNodeResponse, error) {
 	if err := checkVersion(req.GetVersion(), req.GetIgnoreVersion()); err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	if err := validateNodeSpec(req.GetSpec()); err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	var out *shoalv1.Node
 	_, err := s.store.Update(ctx, func(tx raftstore.WriteTx) error {
@@ -113,7 +114,7 @@ func (s *Server) UpdateNode(ctx context.Context, req *shoalv1.UpdateNodeRequest)
 		return tx.Update(n)
 	})
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	s.log.Info("node updated", "node_id", out.GetMeta().GetId(), "availability", out.GetSpec().GetAvailability().String(),
 		"desired_role", out.GetSpec().GetDesiredRole().String())
@@ -134,10 +135,10 @@ func canDemote(r raftstore.Reader, n *shoalv1.Node) error {
 		}
 	}
 	if managers == 0 {
-		return preconditionf("node %q is the last manager; promote another node first", n.GetMeta().GetId())
+		return errdefs.FailedPreconditionf("node %q is the last manager; promote another node first", n.GetMeta().GetId())
 	}
 	if ready <= managers/2 {
-		return preconditionf("demoting node %q would leave %d of %d remaining managers ready, short of a quorum", n.GetMeta().GetId(), ready, managers)
+		return errdefs.FailedPreconditionf("demoting node %q would leave %d of %d remaining managers ready, short of a quorum", n.GetMeta().GetId(), ready, managers)
 	}
 	return nil
 }
@@ -153,10 +154,10 @@ func (s *Server) RemoveNode(ctx context.Context, req *shoalv1.RemoveNodeRequest)
 		}
 		id = n.GetMeta().GetId()
 		if n.GetRole() == shoalv1.NodeRole_NODE_ROLE_MANAGER || n.GetSpec().GetDesiredRole() == shoalv1.NodeRole_NODE_ROLE_MANAGER {
-			return preconditionf("node %q is a manager; demote it first (shoal node demote %s)", id, id)
+			return errdefs.FailedPreconditionf("node %q is a manager; demote it first (shoal node demote %s)", id, id)
 		}
 		if n.GetStatus().GetState() == shoalv1.NodeState_NODE_STATE_READY && !req.GetForce() {
-			return preconditionf("node %q is ready; stop it first or use --force", id)
+			return errdefs.FailedPreconditionf("node %q is ready; stop it first or use --force", id)
 		}
 		if err := tx.Delete(raftstore.KindNode, id, n.GetMeta().GetVersion()); err != nil {
 			return err
@@ -175,7 +176,7 @@ func (s *Server) RemoveNode(ctx context.Context, req *shoalv1.RemoveNodeRequest)
 		return tx.Update(c)
 	})
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	s.log.Info("node removed", "node_id", id)
 	return &shoalv1.RemoveNodeResponse{}, nil

@@ -2,13 +2,14 @@ package controlapi
 
 import (
 	"context"
+	"github.com/shoal-dev/shoal/errdefs"
 	"log/slog"
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // Server implements shoalv1.ControlServer on top of the replicated store.
@@ -33,7 +34,7 @@ func (s *Server) read(ctx context.Context) (raftstore.Reader, error) {
 func clusterOf(r raftstore.Reader) (*shoalv1.Cluster, error) {
 	c, ok := raftstore.ClusterOf(r)
 	if !ok {
-		return nil, preconditionf("the cluster is still being bootstrapped")
+		return nil, errdefs.FailedPreconditionf("the cluster is still being bootstrapped")
 	}
 	return c, nil
 }
@@ -42,6 +43,7 @@ func clusterOf(r raftstore.Reader) (*shoalv1.Cluster, error) {
 func publicCluster(c *shoalv1.Cluster) *shoalv1.Cluster {
 	out := proto.Clone(c).(*shoalv1.Cluster)
 	out.CaKeyPem = nil
+	out.GossipKeys = nil // nodes get them on their session only
 	return out
 }
 
@@ -50,16 +52,16 @@ func publicCluster(c *shoalv1.Cluster) *shoalv1.Cluster {
 func (s *Server) GetCluster(ctx context.Context, _ *shoalv1.GetClusterRequest) (*shoalv1.GetClusterResponse, error) {
 	r, err := s.read(ctx)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	c, err := clusterOf(r)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	resp := &shoalv1.GetClusterResponse{Cluster: publicCluster(c)}
 	members, err := s.store.Members()
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	for _, m := range members {
 		resp.Members = append(resp.Members, &shoalv1.RaftMember{NodeId: m.ID, Addr: m.Addr, Suffrage: m.Suffrage})
@@ -80,11 +82,11 @@ func (s *Server) RotateJoinToken(ctx context.Context, req *shoalv1.RotateJoinTok
 		if err != nil {
 			return err
 		}
-		digest, err := ca.DigestOf(c.GetCaCertPem())
+		digest, err := trust.DigestOf(c.GetCaCertPem())
 		if err != nil {
 			return err
 		}
-		token, err = ca.NewJoinToken(digest)
+		token, err = trust.NewJoinToken(digest)
 		if err != nil {
 			return err
 		}
@@ -98,12 +100,12 @@ func (s *Server) RotateJoinToken(ctx context.Context, req *shoalv1.RotateJoinTok
 		case shoalv1.NodeRole_NODE_ROLE_MANAGER:
 			c.Tokens.Manager = token
 		default:
-			return invalidf("role: must be worker or manager")
+			return errdefs.InvalidArgumentf("role: must be worker or manager")
 		}
 		return tx.Update(c)
 	})
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	s.log.Info("join token rotated", "role", req.GetRole().String())
 	return &shoalv1.RotateJoinTokenResponse{Token: token}, nil
@@ -115,26 +117,27 @@ func (s *Server) Watch(req *shoalv1.WatchRequest, stream shoalv1.Control_WatchSe
 	for _, k := range req.GetKinds() {
 		kind := raftstore.Kind(k)
 		if !knownKind(kind) {
-			return toStatus(invalidf("kinds: unknown kind %q", k))
+			return errdefs.InvalidArgumentf("kinds: unknown kind %q", k)
 		}
 		kinds = append(kinds, kind)
 	}
 	sub, err := s.store.Watch(stream.Context(), req.GetFromIndex(), kinds...)
 	if err != nil {
-		return toStatus(err)
+		return err
 	}
 	defer sub.Close()
 	for ev := range sub.C() {
 		if c := ev.GetObject().GetCluster(); c != nil {
 			ev = proto.Clone(ev).(*shoalv1.WatchEvent)
 			ev.Object.GetCluster().CaKeyPem = nil
+			ev.Object.GetCluster().GossipKeys = nil
 		}
 		if err := stream.Send(ev); err != nil {
 			return err
 		}
 	}
 	if err := sub.Err(); err != nil && stream.Context().Err() == nil {
-		return toStatus(err)
+		return err
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package controlapi
 
 import (
 	"context"
+	"github.com/shoal-dev/shoal/errdefs"
 	"io"
 	"log/slog"
 	"slices"
@@ -57,8 +58,11 @@ func addNode(t *testing.T, st *raftstore.Store, id string, role shoalv1.NodeRole
 	}
 }
 
+// wantCode checks err as a caller sees it: through ToGRPC, as the server's
+// interceptor applies it at the edge.
 func wantCode(t *testing.T, err error, code codes.Code, msgPart string) {
 	t.Helper()
+	err = errdefs.ToGRPC(err)
 	if status.Code(err) != code || !strings.Contains(status.Convert(err).Message(), msgPart) {
 		t.Fatalf("got %v, want %s containing %q", err, code, msgPart)
 	}

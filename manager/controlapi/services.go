@@ -2,6 +2,7 @@ package controlapi
 
 import (
 	"context"
+	"github.com/shoal-dev/shoal/errdefs"
 	"strings"
 
 	"google.golang.org/protobuf/proto"
@@ -38,7 +39,7 @@ func withDefaults(spec *shoalv1.ServiceSpec) *shoalv1.ServiceSpec {
 // creates its tasks.
 func (s *Server) CreateService(ctx context.Context, req *shoalv1.CreateServiceRequest) (*shoalv1.CreateServiceResponse, error) {
 	if err := validateServiceSpec(req.GetSpec()); err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	svc := &shoalv1.Service{
 		Meta:        &shoalv1.Meta{Id: raftstore.NewID()},
@@ -49,10 +50,13 @@ func (s *Server) CreateService(ctx context.Context, req *shoalv1.CreateServiceRe
 		if err := checkMaxReplicas(tx, svc.GetSpec()); err != nil {
 			return err
 		}
+		if err := resolveTaskNetworks(tx, svc.GetSpec()); err != nil {
+			return err
+		}
 		return tx.Create(svc)
 	})
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	out := proto.Clone(svc).(*shoalv1.Service)
 	out.Meta.Version = idx
@@ -64,11 +68,11 @@ func (s *Server) CreateService(ctx context.Context, req *shoalv1.CreateServiceRe
 func (s *Server) GetService(ctx context.Context, req *shoalv1.GetServiceRequest) (*shoalv1.GetServiceResponse, error) {
 	r, err := s.read(ctx)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	svc, err := raftstore.ResolveRef[*shoalv1.Service](r, req.GetRef())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &shoalv1.GetServiceResponse{Service: svc}, nil
 }
@@ -76,11 +80,11 @@ func (s *Server) GetService(ctx context.Context, req *shoalv1.GetServiceRequest)
 // ListServices returns services with their running/desired task counts.
 func (s *Server) ListServices(ctx context.Context, req *shoalv1.ListServicesRequest) (*shoalv1.ListServicesResponse, error) {
 	if err := checkFilters(req.GetFilters(), "id", "name", "label", "mode"); err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	r, err := s.read(ctx)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	resp := &shoalv1.ListServicesResponse{Replicas: map[string]*shoalv1.ReplicaCount{}}
 	for _, svc := range raftstore.List[*shoalv1.Service](r) {
@@ -141,10 +145,10 @@ func replicaCount(r raftstore.Reader, svc *shoalv1.Service) *shoalv1.ReplicaCoun
 // read; a concurrent change makes the update fail rather than be lost.
 func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRequest) (*shoalv1.UpdateServiceResponse, error) {
 	if err := checkVersion(req.GetVersion(), req.GetIgnoreVersion()); err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	if err := validateServiceSpec(req.GetSpec()); err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	var out *shoalv1.Service
 	idx, err := s.store.Update(ctx, func(tx raftstore.WriteTx) error {
@@ -172,6 +176,10 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 			Spec:         withDefaults(req.GetSpec()),
 			PreviousSpec: cur.GetSpec(),
 			SpecVersion:  cur.GetSpecVersion(),
+			Vips:         cur.GetVips(), // the allocator adjusts them
+		}
+		if err := resolveTaskNetworks(tx, svc.GetSpec()); err != nil {
+			return err
 		}
 		if !proto.Equal(svc.GetSpec().GetTask(), cur.GetSpec().GetTask()) {
 			svc.SpecVersion++
@@ -184,11 +192,11 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 		return tx.Update(svc)
 	})
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	meta := proto.Clone(out.GetMeta()).(*shoalv1.Meta)
 	meta.Version = idx
-	out = &shoalv1.Service{Meta: meta, Spec: out.GetSpec(), PreviousSpec: out.GetPreviousSpec(), SpecVersion: out.GetSpecVersion()}
+	out = &shoalv1.Service{Meta: meta, Spec: out.GetSpec(), PreviousSpec: out.GetPreviousSpec(), SpecVersion: out.GetSpecVersion(), Vips: out.GetVips()}
 	s.log.Debug("service updated", "service_id", out.GetMeta().GetId(), "spec_version", out.GetSpecVersion())
 	return &shoalv1.UpdateServiceResponse{Service: out}, nil
 }
@@ -206,7 +214,7 @@ func (s *Server) RemoveService(ctx context.Context, req *shoalv1.RemoveServiceRe
 		return tx.Delete(raftstore.KindService, id, svc.GetMeta().GetVersion())
 	})
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	s.log.Info("service removed", "service_id", id)
 	return &shoalv1.RemoveServiceResponse{}, nil
@@ -226,7 +234,7 @@ func checkMaxReplicas(r raftstore.Reader, spec *shoalv1.ServiceSpec) error {
 		limit = c.GetSettings().GetMaxReplicas()
 	}
 	if spec.GetReplicas() > limit {
-		return invalidf("spec.replicas: %d is above the cluster setting max-replicas = %d", spec.GetReplicas(), limit)
+		return errdefs.InvalidArgumentf("spec.replicas: %d is above the cluster setting max-replicas = %d", spec.GetReplicas(), limit)
 	}
 	return nil
 }

@@ -13,24 +13,24 @@ import (
 func (s *Server) ListTasks(ctx context.Context, req *shoalv1.ListTasksRequest) (*shoalv1.ListTasksResponse, error) {
 	f := req.GetFilters()
 	if err := checkFilters(f, "id", "service", "node", "desired-state", "state"); err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	r, err := s.read(ctx)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	var tasks []*shoalv1.Task
 	switch {
 	case f["service"] != "":
 		svc, err := raftstore.ResolveRef[*shoalv1.Service](r, f["service"])
 		if err != nil {
-			return nil, toStatus(err)
+			return nil, err
 		}
 		tasks = raftstore.Find[*shoalv1.Task](r, raftstore.IndexServiceID, svc.GetMeta().GetId())
 	case f["node"] != "":
 		n, err := raftstore.ResolveRef[*shoalv1.Node](r, f["node"])
 		if err != nil {
-			return nil, toStatus(err)
+			return nil, err
 		}
 		tasks = raftstore.Find[*shoalv1.Task](r, raftstore.IndexNodeID, n.GetMeta().GetId())
 	default:
@@ -40,7 +40,7 @@ func (s *Server) ListTasks(ctx context.Context, req *shoalv1.ListTasksRequest) (
 	if f["node"] != "" && f["service"] != "" {
 		n, err := raftstore.ResolveRef[*shoalv1.Node](r, f["node"])
 		if err != nil {
-			return nil, toStatus(err)
+			return nil, err
 		}
 		nodeID = n.GetMeta().GetId()
 	}
@@ -67,11 +67,11 @@ func (s *Server) ListTasks(ctx context.Context, req *shoalv1.ListTasksRequest) (
 func (s *Server) GetTask(ctx context.Context, req *shoalv1.GetTaskRequest) (*shoalv1.GetTaskResponse, error) {
 	r, err := s.read(ctx)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	t, err := raftstore.ResolveRef[*shoalv1.Task](r, req.GetRef())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, err
 	}
 	return &shoalv1.GetTaskResponse{Task: t}, nil
 }

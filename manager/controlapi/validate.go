@@ -2,6 +2,7 @@ package controlapi
 
 import (
 	"fmt"
+	"github.com/shoal-dev/shoal/errdefs"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/scheduler"
@@ -37,7 +38,7 @@ func invalidProblems(p specrules.Problems) error {
 	if len(p) == 0 {
 		return nil
 	}
-	return invalidf("%w", p)
+	return errdefs.InvalidArgumentf("%w", p)
 }
 
 // fieldErrors collects problems the Control API finds itself (in a
@@ -54,7 +55,7 @@ func (f fieldErrors) err() error { return invalidProblems(f.p) }
 // forgot the version gets.
 func checkVersion(version uint64, ignore bool) error {
 	if version == 0 && !ignore {
-		return invalidf("version: required (the meta.version of the object as read; set ignore_version to overwrite whatever is stored)")
+		return errdefs.InvalidArgumentf("version: required (the meta.version of the object as read; set ignore_version to overwrite whatever is stored)")
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package controlapi
 
 import (
 	"context"
+	"github.com/shoal-dev/shoal/errdefs"
 	"strings"
 	"testing"
 
@@ -74,7 +75,7 @@ func TestValidateServiceSpec(t *testing.T) {
 		}, []string{"spec.task.container.mounts[0].target", "/proc"}},
 		{"image parsed by go-containerregistry", func(s *shoalv1.ServiceSpec) { s.Task.Container.Image = "Demo:latest" }, []string{"spec.task.container.image", "not a valid image reference"}},
 		{"PWR is a signal the agent knows", func(s *shoalv1.ServiceSpec) { s.Task.Container.StopSignal = "SIGPWR" }, nil},
-		{"networks not supported yet", func(s *shoalv1.ServiceSpec) { s.Task.Networks = []string{"front"} }, []string{"spec.task.networks[0]: attaching a task to a network is not supported yet"}},
+		{"networks are accepted", func(s *shoalv1.ServiceSpec) { s.Task.Networks = []*shoalv1.NetworkAttachmentConfig{{Target: "front"}} }, nil},
 		{"the defaults withDefaults fills in are valid", func(s *shoalv1.ServiceSpec) { *s = *withDefaults(s) }, nil},
 		{"several problems at once", func(s *shoalv1.ServiceSpec) { s.Name = ""; s.Replicas = -2 }, []string{"spec.name: required", "spec.replicas"}},
 	}
@@ -177,7 +178,7 @@ func TestUpdateVersionZero(t *testing.T) {
 	if _, err := s.UpdateNode(ctx, &shoalv1.UpdateNodeRequest{NodeId: "n1", IgnoreVersion: true, Spec: nspec}); err != nil {
 		t.Fatalf("UpdateNode with ignore_version: %v", err)
 	}
-	if _, err := s.UpdateNode(ctx, &shoalv1.UpdateNodeRequest{NodeId: "n1", Version: n.GetMeta().GetVersion(), Spec: nspec}); status.Code(err) != codes.Aborted {
+	if _, err := s.UpdateNode(ctx, &shoalv1.UpdateNodeRequest{NodeId: "n1", Version: n.GetMeta().GetVersion(), Spec: nspec}); status.Code(errdefs.ToGRPC(err)) != codes.Aborted {
 		t.Fatalf("UpdateNode with a stale version: %v, want Aborted", err)
 	}
 }

@@ -14,9 +14,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // bigTask is an assigned task of about size bytes.
@@ -124,7 +124,7 @@ func TestFullSetOverMessageLimit(t *testing.T) {
 	defer func() { stopRun(); <-runDone }()
 
 	srv := grpc.NewServer(grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-		return h(srv, identityStream{ss, ca.WithIdentity(ss.Context(), ca.Identity{NodeID: "n1", Role: ca.RoleWorker})})
+		return h(srv, identityStream{ss, trust.WithIdentity(ss.Context(), trust.Identity{NodeID: "n1", Role: trust.RoleWorker})})
 	}))
 	shoalv1.RegisterDispatcherServer(srv, d)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

@@ -8,15 +8,15 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // Defaults for the cluster settings of the same names: a node is DOWN after
@@ -54,6 +54,10 @@ type Config struct {
 	// (default 2 ms). Batches also form by themselves: updates that arrive
 	// while a batch is being committed wait for the next one.
 	StatusFlush time.Duration
+	// Gossip is this manager's gossip view, used while it leads to
+	// corroborate heartbeats (see verdict) and recorded in NodeStatus.
+	// Nil: heartbeats alone decide.
+	Gossip GossipView
 }
 
 // Dispatcher implements shoalv1.DispatcherServer.
@@ -68,6 +72,8 @@ type Dispatcher struct {
 	sessions map[string]*session // by node id
 	lastSeen map[string]time.Time
 	statusCh chan statusUpdate
+
+	nets netCache // network states shared by the sessions (networks.go)
 }
 
 type statusUpdate struct {
@@ -153,32 +159,79 @@ func (d *Dispatcher) monitorLiveness(ctx context.Context) error {
 		period, missed := d.settings()
 		limit := period * time.Duration(missed)
 		now := time.Now()
-		expired := map[string]string{} // node id → reason
+		expired := map[string]string{}   // node id → reason
+		marks := map[string]gossipMark{} // node id → status fields to write
 		d.mu.Lock()
 		for _, n := range raftstore.List[*shoalv1.Node](d.cfg.Store.View()) {
 			id := n.GetMeta().GetId()
+			var gstate, gaddr string
+			if d.cfg.Gossip != nil {
+				gstate, gaddr = d.cfg.Gossip.State(id)
+			}
 			last, ok := d.lastSeen[id]
 			if !ok {
 				// A node we have not seen yet (just joined): start its clock.
 				d.lastSeen[id] = now
 				continue
 			}
-			if down, why := verdict(n, last, now, limit); down {
-				expired[id] = why
+			v := verdict(n, last, now, period, limit, gstate)
+			if v.down {
+				expired[id] = v.reason
 				if s := d.sessions[id]; s != nil {
 					s.cancel()
 				}
+				continue
+			}
+			st := n.GetStatus()
+			if n.GetStatus().GetState() == shoalv1.NodeState_NODE_STATE_DOWN {
+				v.unreachable = false
+			}
+			if st.GetUnreachable() != v.unreachable || (d.cfg.Gossip != nil && (st.GetGossipState() != gstate || (gaddr != "" && st.GetGossipAddr() != gaddr))) {
+				marks[id] = gossipMark{state: gstate, addr: gaddr, unreachable: v.unreachable, reason: v.reason, useGossip: d.cfg.Gossip != nil}
 			}
 		}
 		d.mu.Unlock()
 		for id, msg := range expired {
+			gstate := ""
+			if d.cfg.Gossip != nil {
+				gstate, _ = d.cfg.Gossip.State(id)
+			}
 			if err := d.setNodeState(ctx, id, shoalv1.NodeState_NODE_STATE_DOWN, msg, nil); err != nil {
 				d.log.Warn("marking node down", "node_id", id, "err", err)
 				continue
 			}
-			d.log.Warn("node down", "node_id", id, "reason", msg)
+			d.log.Warn("node down", "node_id", id, "reason", msg, "gossip", gstate)
+		}
+		for id, m := range marks {
+			if err := d.updateNode(ctx, id, func(n *shoalv1.Node) error {
+				if n.Status.State == shoalv1.NodeState_NODE_STATE_DOWN && m.unreachable {
+					return nil
+				}
+				n.Status.Unreachable = m.unreachable
+				if m.useGossip {
+					n.Status.GossipState = m.state
+					if m.addr != "" {
+						n.Status.GossipAddr = m.addr
+					}
+				}
+				return nil
+			}); err != nil {
+				d.log.Warn("recording gossip state", "node_id", id, "err", err)
+				continue
+			}
+			if m.unreachable {
+				d.log.Warn("node unreachable", "node_id", id, "reason", m.reason)
+			}
 		}
 	}
+}
+
+// gossipMark: NodeStatus gossip fields the liveness monitor writes.
+type gossipMark struct {
+	state, addr string
+	unreachable bool
+	reason      string
+	useGossip   bool
 }
 
 // setNodeState writes a node's status (and description/address on hello),
@@ -197,12 +250,16 @@ func (d *Dispatcher) setNodeState(ctx context.Context, nodeID string, state shoa
 			n.Status.State = state
 			n.Status.Message = msg
 			n.Status.RestartDeadline = nil // back (READY) or given up on (DOWN)
+			n.Status.Unreachable = false
 			n.Status.LastHeartbeat = timestamppb.Now()
 			if hello != nil {
 				if hello.GetAddr() != "" {
 					n.Status.Addr = hello.GetAddr()
 				}
 				n.Status.AgentAddr = hello.GetAgentAddr()
+				if hello.GetGossipAddr() != "" {
+					n.Status.GossipAddr = hello.GetGossipAddr()
+				}
 				if hello.GetDescription() != nil {
 					n.Description = hello.GetDescription()
 				}
@@ -315,16 +372,17 @@ func checkTransition(t *shoalv1.Task, nodeID string, st *shoalv1.TaskStatus) err
 	return nil
 }
 
-// leaderUnavailable is what a non-leader answers, with a hint for the agent.
+// leaderUnavailable is what a non-leader answers: ErrNotLeader (UNAVAILABLE)
+// with the leader's address as a detail, so the agent goes straight there.
 func (d *Dispatcher) leaderUnavailable() error {
 	_, addr := d.cfg.Store.Leader()
-	return status.Errorf(codes.Unavailable, "this manager is not the leader; leader=%s", addr)
+	return errdefs.NotLeader(addr)
 }
 
-func (d *Dispatcher) identity(ctx context.Context) (ca.Identity, error) {
-	id, ok := ca.IdentityFrom(ctx)
-	if !ok || (id.Role != ca.RoleWorker && id.Role != ca.RoleManager) {
-		return ca.Identity{}, status.Error(codes.PermissionDenied, "a node certificate is required for a dispatcher session")
+func (d *Dispatcher) identity(ctx context.Context) (trust.Identity, error) {
+	id, ok := trust.IdentityFrom(ctx)
+	if !ok || (id.Role != trust.RoleWorker && id.Role != trust.RoleManager) {
+		return trust.Identity{}, errdefs.PermissionDeniedf("a node certificate is required for a dispatcher session")
 	}
 	return id, nil
 }

@@ -7,11 +7,20 @@
 // status updates in batches; the dispatcher coalesces status updates from all
 // sessions into one raft entry per flush.
 //
+// After the full assignment set the session sends the node's networks
+// (SessionMessage.networks, full=true) and, after every burst of relevant
+// store changes, the networks whose state changed and those the node left
+// (full=false). NodeNetworks (networks.go) is the per-node computation:
+// which networks, their endpoints (tasks ASSIGNED..RUNNING on nodes not
+// DOWN, with the node's underlay address) and VIPs; networks.go documents
+// the choices and the chunking.
+//
 // Liveness is tracked in memory (heartbeats are not written to raft): a node
 // whose heartbeats stop for HeartbeatPeriod * DownAfterMissed is marked DOWN,
 // and the orchestrator then replaces its tasks. A new leader gives every node
 // that long to reconnect before marking it down.
 //
-// Only the leader runs sessions; a follower answers UNAVAILABLE with
-// "leader=ADDR" in the message so the agent goes straight there.
+// Only the leader runs sessions; a follower answers errdefs.NotLeader
+// (UNAVAILABLE, the leader's address in an ErrorInfo detail) so the agent
+// goes straight there.
 package dispatcher

@@ -42,7 +42,15 @@ func (g *goodbyeError) Error() string {
 // until then (see verdict). The session ends (without an error) only once
 // that is committed, which is the agent's acknowledgement. A goodbye
 // without restarting changes nothing: heartbeats decide, as after a crash.
-func (d *Dispatcher) goodbye(ctx context.Context, log *slog.Logger, nodeID string, bye *shoalv1.Goodbye) error {
+//
+// The deadline is written only while sess is still the node's session: an
+// agent that stopped waiting for the acknowledgement may be back, with a
+// new session that recorded it READY, before this write is proposed; a
+// deadline written after that would keep a live node DISCONNECTED and have
+// it marked DOWN (its tasks replaced) when the deadline passes. The check
+// runs inside the write, so a concurrent READY makes it conflict and see
+// the new session when it retries.
+func (d *Dispatcher) goodbye(ctx context.Context, log *slog.Logger, nodeID string, sess *session, bye *shoalv1.Goodbye) error {
 	if !bye.GetRestarting() {
 		log.Info("session ended", "reason", "goodbye")
 		return nil
@@ -52,11 +60,22 @@ func (d *Dispatcher) goodbye(ctx context.Context, log *slog.Logger, nodeID strin
 	msg := fmt.Sprintf("restarting: its tasks are kept until %s (restart grace %s)", deadline.UTC().Format(time.RFC3339), grace)
 	// ctx is the dispatcher's: the write is not abandoned if the agent
 	// stops waiting for it.
-	err := d.updateNode(ctx, nodeID, func(n *shoalv1.Node) {
+	err := d.updateNode(ctx, nodeID, func(n *shoalv1.Node) error {
+		d.mu.Lock()
+		current := d.sessions[nodeID] == sess
+		d.mu.Unlock()
+		if !current {
+			return errSessionReplaced
+		}
 		n.Status.State = shoalv1.NodeState_NODE_STATE_DISCONNECTED
 		n.Status.Message = msg
 		n.Status.RestartDeadline = timestamppb.New(deadline)
+		return nil
 	})
+	if errors.Is(err, errSessionReplaced) {
+		log.Info("goodbye (restarting) not recorded: the node is back with a new session")
+		return nil
+	}
 	if err != nil {
 		log.Warn("recording the node's restart; heartbeats will decide", "err", err)
 		return err
@@ -66,10 +85,14 @@ func (d *Dispatcher) goodbye(ctx context.Context, log *slog.Logger, nodeID strin
 	return nil
 }
 
+// errSessionReplaced: a goodbye came on a session that is no longer the
+// node's current one.
+var errSessionReplaced = errors.New("the session was replaced by a newer one")
+
 // updateNode applies change to a clone of the node's object (with a
 // status) and writes it, retrying on version conflicts with concurrent
-// writers.
-func (d *Dispatcher) updateNode(ctx context.Context, nodeID string, change func(*shoalv1.Node)) error {
+// writers; an error of change aborts the write and is returned.
+func (d *Dispatcher) updateNode(ctx context.Context, nodeID string, change func(*shoalv1.Node) error) error {
 	for attempt := 0; ; attempt++ {
 		_, err := d.cfg.Store.Update(ctx, func(tx raftstore.WriteTx) error {
 			n, ok := raftstore.Get[*shoalv1.Node](tx, nodeID)
@@ -80,7 +103,9 @@ func (d *Dispatcher) updateNode(ctx context.Context, nodeID string, change func(
 			if n.Status == nil {
 				n.Status = &shoalv1.NodeStatus{}
 			}
-			change(n)
+			if err := change(n); err != nil {
+				return err
+			}
 			return tx.Update(n)
 		})
 		if err == nil || !errors.Is(err, raftstore.ErrVersionConflict) || attempt >= 5 {
@@ -89,22 +114,110 @@ func (d *Dispatcher) updateNode(ctx context.Context, nodeID string, change func(
 	}
 }
 
+// Gossip states as the leader's memberlist reports them
+// (NodeStatus.gossip_state).
+const (
+	GossipAlive   = "alive"
+	GossipSuspect = "suspect"
+	GossipDead    = "dead"
+	GossipLeft    = "left"
+)
+
+// GossipView is the leader's own gossip membership, as the daemon wires it
+// (overlay/gossip.Node behind an adapter). State returns "alive",
+// "suspect", "dead", "left" or "" (never seen) and the node's gossip
+// host:port. Nil in Config means no gossip: heartbeats alone decide.
+type GossipView interface {
+	State(nodeID string) (state, addr string)
+}
+
+// UnreachableMult is how many heartbeat limits a node whose heartbeats
+// stopped but that gossip still sees alive is given before it is marked
+// DOWN: a manager-to-node link problem moves nothing for that long.
+const UnreachableMult = 3
+
+// fastDownMissed is how many heartbeats a node must have missed for gossip
+// saying dead to mark it DOWN at once (before the full limit): two, so one
+// late heartbeat plus a stale gossip view is not enough.
+const fastDownMissed = 2
+
+// liveness is the outcome of verdict for one node.
+type liveness struct {
+	down        bool
+	unreachable bool // heartbeats stopped, gossip sees it alive: waiting
+	reason      string
+}
+
 // verdict says whether the liveness monitor marks a node DOWN now, and
 // why: a node that said it is restarting when its restart deadline has
-// passed; any other node when its last heartbeat is older than limit.
+// passed; any other node whose heartbeats stopped, corroborated by the
+// leader's gossip view (gossip):
+//   - gossip says dead or left: DOWN once fastDownMissed heartbeats are
+//     missed (fast, no need to wait for the full limit);
+//   - gossip says alive or suspect: unreachable (not DOWN) until silent for
+//     UnreachableMult times the limit, then DOWN;
+//   - no gossip view ("" or unknown): DOWN after limit, as before.
+//
 // A node already DOWN is left alone.
-func verdict(n *shoalv1.Node, lastSeen, now time.Time, limit time.Duration) (down bool, reason string) {
+func verdict(n *shoalv1.Node, lastSeen, now time.Time, period, limit time.Duration, gossip string) liveness {
 	if n.GetStatus().GetState() == shoalv1.NodeState_NODE_STATE_DOWN {
-		return false, ""
+		return liveness{}
 	}
 	if dl := n.GetStatus().GetRestartDeadline(); dl != nil {
 		if now.Before(dl.AsTime()) {
-			return false, ""
+			return liveness{}
 		}
-		return true, "restart grace passed without the node coming back"
+		return liveness{down: true, reason: "restart grace passed without the node coming back"}
 	}
-	if now.Sub(lastSeen) > limit {
-		return true, fmt.Sprintf("heartbeat missed for %s", limit)
+	silent := now.Sub(lastSeen)
+	switch gossip {
+	case GossipDead, GossipLeft:
+		if fast := period * fastDownMissed; silent > fast && fast < limit {
+			return liveness{down: true, reason: fmt.Sprintf("heartbeat missed for %s and gossip says %s", fast, gossip)}
+		}
+	case GossipAlive, GossipSuspect:
+		if silent <= limit {
+			return liveness{}
+		}
+		if long := limit * UnreachableMult; silent > long {
+			return liveness{down: true, reason: fmt.Sprintf("heartbeat missed for %s although gossip sees it %s", long, gossip)}
+		}
+		return liveness{unreachable: true, reason: fmt.Sprintf("heartbeat missed for %s but gossip sees it %s: unreachable, given until %s", limit, gossip, limit*UnreachableMult)}
 	}
-	return false, ""
+	if silent > limit {
+		return liveness{down: true, reason: fmt.Sprintf("heartbeat missed for %s", limit)}
+	}
+	return liveness{}
+}
+
+// maxGossipPeers bounds the peers a node is told to join through:
+// memberlist needs one answer, the rest is spread by gossip.
+const maxGossipPeers = 5
+
+// gossipMessage is the session message that gives a node the cluster's
+// gossip keys (newest first) and a few peers to join through: READY nodes
+// with a known gossip address, managers first, the node itself excluded.
+// Nil while the cluster has no key (a cluster made before issue 9).
+func gossipMessage(view raftstore.Reader, nodeID string) *shoalv1.SessionMessage {
+	c, ok := raftstore.ClusterOf(view)
+	if !ok || len(c.GetGossipKeys()) == 0 {
+		return nil
+	}
+	var managers, workers []string
+	for _, n := range raftstore.List[*shoalv1.Node](view) {
+		st := n.GetStatus()
+		if n.GetMeta().GetId() == nodeID || st.GetGossipAddr() == "" || st.GetState() != shoalv1.NodeState_NODE_STATE_READY {
+			continue
+		}
+		if n.GetRole() == shoalv1.NodeRole_NODE_ROLE_MANAGER {
+			managers = append(managers, st.GetGossipAddr())
+		} else {
+			workers = append(workers, st.GetGossipAddr())
+		}
+	}
+	peers := append(managers, workers...)
+	if len(peers) > maxGossipPeers {
+		peers = peers[:maxGossipPeers]
+	}
+	return &shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Gossip{Gossip: &shoalv1.Gossip{Keys: c.GetGossipKeys(), Peers: peers}}}
 }

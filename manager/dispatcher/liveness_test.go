@@ -16,13 +16,14 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 func TestVerdict(t *testing.T) {
 	now := time.Now()
+	period := 500 * time.Millisecond
 	limit := 2 * time.Second
 	node := func(state shoalv1.NodeState, deadline time.Time) *shoalv1.Node {
 		st := &shoalv1.NodeStatus{State: state}
@@ -37,22 +38,35 @@ func TestVerdict(t *testing.T) {
 		lastSeen time.Time
 		down     bool
 		reason   string
+		gossip   string // leader's gossip view of the node
+		unreach  bool
 	}{
-		{"heartbeating", node(shoalv1.NodeState_NODE_STATE_READY, time.Time{}), now.Add(-time.Second), false, ""},
-		{"silent past the limit", node(shoalv1.NodeState_NODE_STATE_READY, time.Time{}), now.Add(-3 * time.Second), true, "heartbeat missed"},
-		{"already down", node(shoalv1.NodeState_NODE_STATE_DOWN, time.Time{}), now.Add(-time.Hour), false, ""},
+		{"heartbeating", node(shoalv1.NodeState_NODE_STATE_READY, time.Time{}), now.Add(-time.Second), false, "", "", false},
+		{"silent past the limit", node(shoalv1.NodeState_NODE_STATE_READY, time.Time{}), now.Add(-3 * time.Second), true, "heartbeat missed", "", false},
+		{"already down", node(shoalv1.NodeState_NODE_STATE_DOWN, time.Time{}), now.Add(-time.Hour), false, "", "", false},
 		// A planned restart: silent for long, but within its grace.
-		{"restarting within grace", node(shoalv1.NodeState_NODE_STATE_DISCONNECTED, now.Add(time.Second)), now.Add(-time.Minute), false, ""},
-		{"restart grace passed", node(shoalv1.NodeState_NODE_STATE_DISCONNECTED, now.Add(-time.Millisecond)), now.Add(-time.Minute), true, "restart grace passed"},
+		{"restarting within grace", node(shoalv1.NodeState_NODE_STATE_DISCONNECTED, now.Add(time.Second)), now.Add(-time.Minute), false, "", "", false},
+		{"restart grace passed", node(shoalv1.NodeState_NODE_STATE_DISCONNECTED, now.Add(-time.Millisecond)), now.Add(-time.Minute), true, "restart grace passed", "", false},
 		// The deadline decides, not the heartbeats: even a recent
 		// heartbeat does not keep a node whose grace has passed.
-		{"grace passed, seen recently", node(shoalv1.NodeState_NODE_STATE_DISCONNECTED, now.Add(-time.Millisecond)), now, true, "restart grace passed"},
+		{"grace passed, seen recently", node(shoalv1.NodeState_NODE_STATE_DISCONNECTED, now.Add(-time.Millisecond)), now, true, "restart grace passed", "", false},
+		// Gossip corroboration.
+		{"gossip dead, two heartbeats missed: down at once", node(shoalv1.NodeState_NODE_STATE_READY, time.Time{}), now.Add(-1100 * time.Millisecond), true, "gossip says dead", GossipDead, false},
+		{"gossip left, silent: down at once", node(shoalv1.NodeState_NODE_STATE_READY, time.Time{}), now.Add(-1100 * time.Millisecond), true, "gossip says left", GossipLeft, false},
+		{"gossip dead, one heartbeat late: not yet", node(shoalv1.NodeState_NODE_STATE_READY, time.Time{}), now.Add(-600 * time.Millisecond), false, "", GossipDead, false},
+		{"gossip alive, heartbeating", node(shoalv1.NodeState_NODE_STATE_READY, time.Time{}), now.Add(-time.Second), false, "", GossipAlive, false},
+		{"gossip alive, silent past the limit: unreachable", node(shoalv1.NodeState_NODE_STATE_READY, time.Time{}), now.Add(-3 * time.Second), false, "unreachable", GossipAlive, true},
+		{"gossip suspect, silent past the limit: unreachable", node(shoalv1.NodeState_NODE_STATE_READY, time.Time{}), now.Add(-5 * time.Second), false, "unreachable", GossipSuspect, true},
+		{"gossip alive, silent past 3x the limit: down", node(shoalv1.NodeState_NODE_STATE_READY, time.Time{}), now.Add(-7 * time.Second), true, "although gossip sees it alive", GossipAlive, false},
+		{"gossip unknown: heartbeats alone", node(shoalv1.NodeState_NODE_STATE_READY, time.Time{}), now.Add(-3 * time.Second), true, "heartbeat missed", "", false},
+		{"gossip dead but already down", node(shoalv1.NodeState_NODE_STATE_DOWN, time.Time{}), now.Add(-time.Hour), false, "", GossipDead, false},
+		{"gossip alive does not extend a passed restart grace", node(shoalv1.NodeState_NODE_STATE_DISCONNECTED, now.Add(-time.Millisecond)), now.Add(-time.Minute), true, "restart grace passed", GossipAlive, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			down, reason := verdict(tt.node, tt.lastSeen, now, limit)
-			if down != tt.down || !strings.Contains(reason, tt.reason) {
-				t.Fatalf("verdict = %v %q, want %v %q", down, reason, tt.down, tt.reason)
+			v := verdict(tt.node, tt.lastSeen, now, period, limit, tt.gossip)
+			if v.down != tt.down || v.unreachable != tt.unreach || !strings.Contains(v.reason, tt.reason) {
+				t.Fatalf("verdict = %+v, want down %v unreachable %v %q", v, tt.down, tt.unreach, tt.reason)
 			}
 		})
 	}
@@ -83,11 +97,22 @@ type liveCluster struct {
 
 func startLive(t *testing.T, settings *shoalv1.ClusterSettings, nodes ...string) *liveCluster {
 	t.Helper()
+	return startLiveWith(t, nil, nil, settings, nodes...)
+}
+
+// startLiveWith is startLive with a cluster object and dispatcher config
+// adjusted by the callers that need it (gossip).
+func startLiveWith(t *testing.T, cluster func(*shoalv1.Cluster), config func(*Config), settings *shoalv1.ClusterSettings, nodes ...string) *liveCluster {
+	t.Helper()
 	s := openStore(t)
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
 	if _, err := s.Update(ctx, func(tx raftstore.WriteTx) error {
-		if err := tx.Create(&shoalv1.Cluster{Meta: &shoalv1.Meta{Id: "c"}, Settings: settings}); err != nil {
+		c := &shoalv1.Cluster{Meta: &shoalv1.Meta{Id: "c"}, Settings: settings}
+		if cluster != nil {
+			cluster(c)
+		}
+		if err := tx.Create(c); err != nil {
 			return err
 		}
 		for _, id := range nodes {
@@ -100,7 +125,11 @@ func startLive(t *testing.T, settings *shoalv1.ClusterSettings, nodes ...string)
 		t.Fatal(err)
 	}
 
-	d := New(Config{Store: s, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Managers: func() []string { return []string{"solo:4242"} }})
+	cfg := Config{Store: s, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Managers: func() []string { return []string{"solo:4242"} }}
+	if config != nil {
+		config(&cfg)
+	}
+	d := New(cfg)
 	rctx, rcancel := context.WithCancel(context.Background())
 	runDone := make(chan error, 1)
 	go func() { runDone <- d.Run(rctx) }()
@@ -111,7 +140,7 @@ func startLive(t *testing.T, settings *shoalv1.ClusterSettings, nodes ...string)
 	}
 	srv := grpc.NewServer(grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 		md, _ := metadataFrom(ss.Context())
-		ctx := ca.WithIdentity(ss.Context(), ca.Identity{NodeID: md, Role: ca.RoleWorker})
+		ctx := trust.WithIdentity(ss.Context(), trust.Identity{NodeID: md, Role: trust.RoleWorker})
 		return h(srv, &identityStream{ServerStream: ss, ctx: ctx})
 	}))
 	shoalv1.RegisterDispatcherServer(srv, d)
@@ -269,4 +298,66 @@ func metadataFrom(ctx context.Context) (string, bool) {
 		return "", false
 	}
 	return md.Get(nodeKey)[0], true
+}
+
+// TestGoodbyeOfReplacedSession: a goodbye whose write comes after the node
+// opened a new session (the agent stopped waiting for the acknowledgement
+// and is back) records nothing; the same goodbye on the node's current
+// session records the restart deadline.
+func TestGoodbyeOfReplacedSession(t *testing.T) {
+	s := openStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if _, err := s.Update(ctx, func(tx raftstore.WriteTx) error {
+		return tx.Create(&shoalv1.Node{Meta: &shoalv1.Meta{Id: "n"}, Status: &shoalv1.NodeStatus{State: shoalv1.NodeState_NODE_STATE_READY}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	d := New(Config{Store: s, Logger: slog.New(slog.DiscardHandler)})
+	old, current := &session{id: "old"}, &session{id: "new"}
+	d.sessions["n"] = current
+	bye := &shoalv1.Goodbye{Restarting: true}
+	if err := d.goodbye(ctx, d.log, "n", old, bye); err != nil {
+		t.Fatalf("goodbye of the replaced session: %v", err)
+	}
+	n, _ := raftstore.Get[*shoalv1.Node](s.View(), "n")
+	if st := n.GetStatus(); st.GetState() != shoalv1.NodeState_NODE_STATE_READY || st.GetRestartDeadline() != nil {
+		t.Fatalf("after a replaced session's goodbye the node is %s with deadline %v, want READY without one", st.GetState(), st.GetRestartDeadline())
+	}
+	if err := d.goodbye(ctx, d.log, "n", current, bye); err != nil {
+		t.Fatalf("goodbye of the current session: %v", err)
+	}
+	n, _ = raftstore.Get[*shoalv1.Node](s.View(), "n")
+	if st := n.GetStatus(); st.GetState() != shoalv1.NodeState_NODE_STATE_DISCONNECTED || st.GetRestartDeadline() == nil {
+		t.Fatalf("after the current session's goodbye the node is %s with deadline %v, want DISCONNECTED with one", st.GetState(), st.GetRestartDeadline())
+	}
+}
+
+// TestSessionAnswersBeforeRegistering: the dispatcher answers a hello
+// (response headers) before its raft write registering the session, so an
+// agent can tell a live manager slow to commit from one that does not
+// answer. Here the registration fails (a node the store does not know):
+// the headers came before that error.
+func TestSessionAnswersBeforeRegistering(t *testing.T) {
+	c := startLive(t, &shoalv1.ClusterSettings{})
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stream, err := shoalv1.NewDispatcherClient(conn).Session(withNode(ctx, "ghost"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Hello{Hello: &shoalv1.AgentHello{Addr: "ghost:4242"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if md, _ := stream.Header(); md == nil {
+		t.Fatal("no response headers before the session's registration ended it")
+	}
+	if _, err := stream.Recv(); err == nil {
+		t.Fatal("a session for a node the store does not know was welcomed")
+	}
 }

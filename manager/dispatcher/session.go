@@ -7,12 +7,12 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"github.com/shoal-dev/shoal/errdefs"
+	"google.golang.org/grpc/metadata"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // session is one node's open stream.
@@ -21,8 +21,6 @@ type session struct {
 	cancel context.CancelFunc
 }
 
-// assigned says whether a task belongs in an agent's assignment set: it has
-// reached the node and is not finished.
 // assigned says whether the node holds t: from ASSIGNED on, finished tasks
 // included — the node keeps a finished task's log until the managers delete
 // the task (history trimmed, service removed), and a task the managers
@@ -63,7 +61,13 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	}
 	hello := first.GetHello()
 	if hello == nil {
-		return status.Error(codes.InvalidArgument, "a session must start with a hello")
+		return errdefs.InvalidArgumentf("a session must start with a hello")
+	}
+	// Answer at once (response headers): the agent then knows this
+	// manager is alive and waits for the welcome, which comes after a raft
+	// write, longer than it waits for a manager that does not answer.
+	if err := raw.SendHeader(metadata.MD{}); err != nil {
+		return err
 	}
 
 	ctx, cancel := context.WithCancel(stream.Context())
@@ -92,18 +96,18 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 			if d.removed(id.NodeID) {
 				return removedError(id.NodeID)
 			}
-			return status.Errorf(codes.Unavailable, "node %q is not known to this manager yet", id.NodeID)
+			return errdefs.Unavailablef("node %q is not known to this manager yet", id.NodeID)
 		}
-		return status.Errorf(codes.Unavailable, "registering the session: %v", err)
+		return errdefs.Unavailablef("registering the session: %v", err)
 	}
 	log.Info("session started", "addr", hello.GetAddr())
 
 	// Snapshot and subscription must line up: subscribe from the index just
 	// after the view the full set is built from.
 	view := d.cfg.Store.View()
-	sub, err := d.cfg.Store.Watch(ctx, view.Index()+1, raftstore.KindTask, raftstore.KindNode)
+	sub, err := d.cfg.Store.Watch(ctx, view.Index()+1, raftstore.KindTask, raftstore.KindNode, raftstore.KindNetwork, raftstore.KindService, raftstore.KindCluster)
 	if err != nil {
-		return status.Errorf(codes.Unavailable, "watching the store: %v", err)
+		return errdefs.Unavailablef("watching the store: %v", err)
 	}
 	defer sub.Close()
 
@@ -115,6 +119,11 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	if err := stream.Send(welcome); err != nil {
 		return err
 	}
+	if g := gossipMessage(view, id.NodeID); g != nil {
+		if err := stream.Send(g); err != nil {
+			return err
+		}
+	}
 	var set []*shoalv1.Task
 	for _, t := range raftstore.Find[*shoalv1.Task](view, raftstore.IndexNodeID, id.NodeID) {
 		if assigned(t) {
@@ -122,6 +131,10 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 		}
 	}
 	if err := sendAssignments(stream, true, set, nil); err != nil {
+		return err
+	}
+	nets := &networkTracker{}
+	if err := d.sendNetworks(stream, view, id.NodeID, nets, true); err != nil {
 		return err
 	}
 
@@ -132,7 +145,7 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 		select {
 		case err := <-recvErr:
 			if bye := (*goodbyeError)(nil); errors.As(err, &bye) {
-				return d.goodbye(runCtx, log, id.NodeID, bye.msg)
+				return d.goodbye(runCtx, log, id.NodeID, sess, bye.msg)
 			}
 			log.Info("session ended", "reason", errString(err))
 			return err
@@ -140,14 +153,14 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 			if runCtx.Err() != nil {
 				return d.leaderUnavailable()
 			}
-			return status.Error(codes.Unavailable, "session closed (heartbeat missed or replaced)")
+			return errdefs.Unavailablef("session closed (heartbeat missed or replaced)")
 		case ev, ok := <-sub.C():
 			if !ok {
 				// Slow consumer or restore: the agent reconnects and gets a
 				// fresh full set.
-				return status.Errorf(codes.Unavailable, "session resync needed: %v", sub.Err())
+				return errdefs.Unavailablef("session resync needed: %v", sub.Err())
 			}
-			if err := d.forward(stream, id.NodeID, ev, sub.C()); err != nil {
+			if err := d.forward(stream, id.NodeID, ev, sub.C(), nets); err != nil {
 				return err
 			}
 		}
@@ -160,12 +173,19 @@ const maxDiffEvents = 1000
 // forward turns the first event plus any already queued ones (up to
 // maxDiffEvents) into one assignments diff (and node updates) for the
 // agent.
-func (d *Dispatcher) forward(stream shoalv1.Dispatcher_SessionServer, nodeID string, first *shoalv1.WatchEvent, more <-chan *shoalv1.WatchEvent) error {
+func (d *Dispatcher) forward(stream shoalv1.Dispatcher_SessionServer, nodeID string, first *shoalv1.WatchEvent, more <-chan *shoalv1.WatchEvent, nets *networkTracker) error {
 	diff := &shoalv1.Assignments{}
 	upserts := map[string]int{}
 	var nodeMsg *shoalv1.Node
 	removed := false
+	netDirty := false
+	clusterChanged := false
 	add := func(ev *shoalv1.WatchEvent) {
+		if ev.GetObject().GetCluster() != nil {
+			clusterChanged = true // gossip keys may have rotated
+			return
+		}
+		netDirty = netDirty || networkRelevant(ev)
 		if n := ev.GetObject().GetNode(); n != nil {
 			if n.GetMeta().GetId() == nodeID {
 				if ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_DELETE {
@@ -227,10 +247,23 @@ drain:
 			return err
 		}
 	}
-	if len(diff.Upsert) == 0 && len(diff.Removed) == 0 {
-		return nil
+	if clusterChanged {
+		if g := gossipMessage(d.cfg.Store.View(), nodeID); g != nil {
+			if err := stream.Send(g); err != nil {
+				return err
+			}
+		}
 	}
-	return sendAssignments(stream, false, diff.Upsert, diff.Removed)
+	if len(diff.Upsert) > 0 || len(diff.Removed) > 0 {
+		if err := sendAssignments(stream, false, diff.Upsert, diff.Removed); err != nil {
+			return err
+		}
+	}
+	if netDirty {
+		// After the assignments: a new task's peers and VIPs arrive with it.
+		return d.sendNetworks(stream, d.cfg.Store.View(), nodeID, nets, false)
+	}
+	return nil
 }
 
 // receive reads heartbeats and status batches from the agent.
@@ -295,9 +328,10 @@ func errString(err error) string {
 	return err.Error()
 }
 
-// removedError is the refusal of a removed node (see ca.IsRemoved).
+// removedError is the refusal of a removed node: ErrNodeRemoved travels as
+// a detail, so the agent stops instead of retrying.
 func removedError(nodeID string) error {
-	return status.Errorf(codes.PermissionDenied, "node %q %s; its certificate is no longer accepted", nodeID, ca.RemovedReason)
+	return errdefs.NodeRemovedf("node %q %s; its certificate is no longer accepted", nodeID, trust.RemovedReason)
 }
 
 // removed reports whether nodeID was removed with `node rm`.

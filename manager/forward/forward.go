@@ -19,15 +19,15 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 
-	"github.com/shoal-dev/shoal/manager/ca"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // forwardedWait bounds how long a manager that receives a forwarded call
@@ -121,11 +121,11 @@ func (f *Forwarder) Unary() grpc.UnaryServerInterceptor {
 			if f.awaitLeadership(ctx, forwardedWait) {
 				return handler(ctx, req)
 			}
-			return nil, status.Error(codes.Unavailable, "forwarded to a manager that is no longer the leader; retry")
+			return nil, errdefs.Unavailablef("forwarded to a manager that is no longer the leader; retry")
 		}
 		reply, err := f.newReply(info.FullMethod)
 		if err != nil {
-			return nil, status.Error(codes.Internal, err.Error())
+			return nil, errdefs.Internalf("%v", err)
 		}
 		out := metadata.Pairs(mdForwarded, "1")
 		if id, ok := Identity(ctx); ok {
@@ -146,10 +146,10 @@ func (f *Forwarder) Unary() grpc.UnaryServerInterceptor {
 			}
 			conn, err := f.conn(addr)
 			if err != nil {
-				return nil, status.Errorf(codes.Unavailable, "leader %s unreachable: %v", addr, err)
+				return nil, errdefs.Unavailablef("leader %s unreachable: %v", addr, err)
 			}
 			err = conn.Invoke(octx, info.FullMethod, req, reply)
-			if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+			if !errdefs.IsUnavailable(err) || ctx.Err() != nil {
 				return reply, err
 			}
 			f.log.Debug("leader unavailable; waiting for a new one", "leader", addr, "method", info.FullMethod, "err", err)
@@ -182,15 +182,15 @@ func checkForwarder(ctx context.Context) error {
 	if !ok || (len(md.Get(mdForwarded)) == 0 && len(md.Get(mdForwardedFor)) == 0) {
 		return nil
 	}
-	id, ok := ca.IdentityFrom(ctx)
-	if ok && id.Role == ca.RoleManager {
+	id, ok := trust.IdentityFrom(ctx)
+	if ok && id.Role == trust.RoleManager {
 		return nil
 	}
 	who := "an anonymous caller"
 	if ok {
 		who = id.String()
 	}
-	return status.Errorf(codes.PermissionDenied, "%s may not forward calls (%s is honoured only from a current manager)", who, mdForwardedFor)
+	return errdefs.PermissionDeniedf("%s may not forward calls (%s is honoured only from a current manager)", who, mdForwardedFor)
 }
 
 // waitLeaderChange waits until the leader known here is no longer addr,
@@ -254,9 +254,9 @@ func (f *Forwarder) waitLeader(ctx context.Context, deadline <-chan time.Time) (
 		case <-ch:
 		case <-poll.C:
 		case <-ctx.Done():
-			return "", status.FromContextError(ctx.Err()).Err()
+			return "", ctx.Err()
 		case <-deadline:
-			return "", status.Error(codes.Unavailable, "no raft leader: the managers have no quorum")
+			return "", errdefs.Unavailablef("no raft leader: the managers have no quorum")
 		}
 	}
 }
@@ -313,20 +313,20 @@ func (f *Forwarder) newReply(fullMethod string) (proto.Message, error) {
 // the direct peer against the store, and the forwarding manager checked the
 // original caller against its own), else the direct peer. Handlers that
 // issue something for "the caller's own node" (certificate renewal) must
-// use ca.IdentityFrom instead: a node acts only for itself.
-func Identity(ctx context.Context) (ca.Identity, bool) {
-	id, ok := ca.IdentityFrom(ctx)
+// use trust.IdentityFrom instead: a node acts only for itself.
+func Identity(ctx context.Context) (trust.Identity, bool) {
+	id, ok := trust.IdentityFrom(ctx)
 	if !ok {
-		return ca.Identity{}, false
+		return trust.Identity{}, false
 	}
-	if id.Role != ca.RoleManager {
+	if id.Role != trust.RoleManager {
 		return id, true
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	if v := md.Get(mdForwardedFor); len(v) == 1 {
 		parts := strings.SplitN(v[0], "/", 3)
 		if len(parts) == 3 {
-			return ca.Identity{NodeID: parts[0], Role: ca.Role(parts[1]), ClusterID: parts[2]}, true
+			return trust.Identity{NodeID: parts[0], Role: trust.Role(parts[1]), ClusterID: parts[2]}, true
 		}
 	}
 	return id, true

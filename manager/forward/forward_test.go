@@ -10,14 +10,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 type fakeLead struct {
@@ -65,7 +67,7 @@ func TestForwardsToLeader(t *testing.T) {
 	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	defer f.Close()
 
-	ctx := ca.WithIdentity(context.Background(), ca.Identity{NodeID: "admin1", Role: ca.RoleAdmin, ClusterID: "c"})
+	ctx := trust.WithIdentity(context.Background(), trust.Identity{NodeID: "admin1", Role: trust.RoleAdmin, ClusterID: "c"})
 	local := func(context.Context, any) (any, error) { return "local", nil }
 	info := &grpc.UnaryServerInfo{FullMethod: "/shoal.v1.Control/GetTask"}
 	out, err := f.Unary()(ctx, &shoalv1.GetTaskRequest{Ref: "t1"}, info, local)
@@ -85,27 +87,27 @@ func TestForwardsToLeader(t *testing.T) {
 	// A call that was already forwarded once is not forwarded again.
 	lead.leader = false
 	// (Such a call comes from a manager: nobody else may forward.)
-	mctx := ca.WithIdentity(context.Background(), ca.Identity{NodeID: "m2", Role: ca.RoleManager, ClusterID: "c"})
+	mctx := trust.WithIdentity(context.Background(), trust.Identity{NodeID: "m2", Role: trust.RoleManager, ClusterID: "c"})
 	fctx := metadata.NewIncomingContext(mctx, metadata.Pairs(mdForwarded, "1"))
-	if _, err := f.Unary()(fctx, &shoalv1.GetTaskRequest{}, info, local); status.Code(err) != codes.Unavailable {
+	if _, err := f.Unary()(fctx, &shoalv1.GetTaskRequest{}, info, local); status.Code(errdefs.ToGRPC(err)) != codes.Unavailable {
 		t.Fatalf("second hop: %v", err)
 	}
 	// No leader: bounded wait, then UNAVAILABLE.
 	lead.addr = ""
 	f.LeaderWait = 50 * time.Millisecond
-	if _, err := f.Unary()(ctx, &shoalv1.GetTaskRequest{}, info, local); status.Code(err) != codes.Unavailable {
+	if _, err := f.Unary()(ctx, &shoalv1.GetTaskRequest{}, info, local); status.Code(errdefs.ToGRPC(err)) != codes.Unavailable {
 		t.Fatalf("no leader: %v", err)
 	}
 }
 
 func TestIdentityFromForwardedCall(t *testing.T) {
-	mgr := ca.WithIdentity(context.Background(), ca.Identity{NodeID: "m1", Role: ca.RoleManager, ClusterID: "c"})
+	mgr := trust.WithIdentity(context.Background(), trust.Identity{NodeID: "m1", Role: trust.RoleManager, ClusterID: "c"})
 	fwd := metadata.NewIncomingContext(mgr, metadata.Pairs(mdForwardedFor, "w1/worker/c"))
-	if id, _ := Identity(fwd); id.NodeID != "w1" || id.Role != ca.RoleWorker {
+	if id, _ := Identity(fwd); id.NodeID != "w1" || id.Role != trust.RoleWorker {
 		t.Fatalf("forwarded identity = %+v", id)
 	}
 	// Only a manager peer may speak for someone else.
-	wk := ca.WithIdentity(context.Background(), ca.Identity{NodeID: "w2", Role: ca.RoleWorker})
+	wk := trust.WithIdentity(context.Background(), trust.Identity{NodeID: "w2", Role: trust.RoleWorker})
 	wk = metadata.NewIncomingContext(wk, metadata.Pairs(mdForwardedFor, "m9/manager/c"))
 	if id, _ := Identity(wk); id.NodeID != "w2" {
 		t.Fatalf("worker spoofed identity: %+v", id)
@@ -122,28 +124,28 @@ func TestForgedForwardedForRefused(t *testing.T) {
 	sinfo := &grpc.StreamServerInfo{FullMethod: "/shoal.v1.Dispatcher/Session"}
 	for _, tc := range []struct {
 		name string
-		peer *ca.Identity
+		peer *trust.Identity
 		md   metadata.MD
 		code codes.Code
 	}{
-		{"worker forging forwarded-for", &ca.Identity{NodeID: "w1", Role: ca.RoleWorker}, metadata.Pairs(mdForwardedFor, "w2/worker/c"), codes.PermissionDenied},
-		{"worker forging forwarded", &ca.Identity{NodeID: "w1", Role: ca.RoleWorker}, metadata.Pairs(mdForwarded, "1"), codes.PermissionDenied},
-		{"admin forging forwarded-for", &ca.Identity{NodeID: "admin", Role: ca.RoleAdmin}, metadata.Pairs(mdForwardedFor, "m1/manager/c"), codes.PermissionDenied},
+		{"worker forging forwarded-for", &trust.Identity{NodeID: "w1", Role: trust.RoleWorker}, metadata.Pairs(mdForwardedFor, "w2/worker/c"), codes.PermissionDenied},
+		{"worker forging forwarded", &trust.Identity{NodeID: "w1", Role: trust.RoleWorker}, metadata.Pairs(mdForwarded, "1"), codes.PermissionDenied},
+		{"admin forging forwarded-for", &trust.Identity{NodeID: "admin", Role: trust.RoleAdmin}, metadata.Pairs(mdForwardedFor, "m1/manager/c"), codes.PermissionDenied},
 		{"anonymous forging forwarded-for", nil, metadata.Pairs(mdForwardedFor, "m1/manager/c"), codes.PermissionDenied},
-		{"current manager forwarding", &ca.Identity{NodeID: "m1", Role: ca.RoleManager}, metadata.Pairs(mdForwardedFor, "w2/worker/c", mdForwarded, "1"), codes.OK},
-		{"worker without forwarding metadata", &ca.Identity{NodeID: "w1", Role: ca.RoleWorker}, metadata.MD{}, codes.OK},
+		{"current manager forwarding", &trust.Identity{NodeID: "m1", Role: trust.RoleManager}, metadata.Pairs(mdForwardedFor, "w2/worker/c", mdForwarded, "1"), codes.OK},
+		{"worker without forwarding metadata", &trust.Identity{NodeID: "w1", Role: trust.RoleWorker}, metadata.MD{}, codes.OK},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
 			if tc.peer != nil {
-				ctx = ca.WithIdentity(ctx, *tc.peer)
+				ctx = trust.WithIdentity(ctx, *tc.peer)
 			}
 			ctx = metadata.NewIncomingContext(ctx, tc.md)
-			if _, err := f.Unary()(ctx, nil, info, handler); status.Code(err) != tc.code {
+			if _, err := f.Unary()(ctx, nil, info, handler); status.Code(errdefs.ToGRPC(err)) != tc.code {
 				t.Errorf("unary: %v, want %s", err, tc.code)
 			}
 			err := f.Stream()(nil, &ctxStream{ctx: ctx}, sinfo, func(any, grpc.ServerStream) error { return nil })
-			if status.Code(err) != tc.code {
+			if status.Code(errdefs.ToGRPC(err)) != tc.code {
 				t.Errorf("stream: %v, want %s", err, tc.code)
 			}
 		})
@@ -218,7 +220,7 @@ func TestForwardWaitsOutDeadLeader(t *testing.T) {
 	defer f.Close()
 	f.LeaderWait = 5 * time.Second
 
-	ctx := ca.WithIdentity(context.Background(), ca.Identity{NodeID: "admin1", Role: ca.RoleAdmin, ClusterID: "c"})
+	ctx := trust.WithIdentity(context.Background(), trust.Identity{NodeID: "admin1", Role: trust.RoleAdmin, ClusterID: "c"})
 	info := &grpc.UnaryServerInfo{FullMethod: "/shoal.v1.Control/GetTask"}
 	local := func(context.Context, any) (any, error) { return nil, errors.New("served locally") }
 
@@ -253,7 +255,7 @@ func TestForwardWaitsOutDeadLeader(t *testing.T) {
 	case <-time.After(30 * time.Second): // generous: a hang, not a slow machine
 		t.Fatal("dead leader: the call hangs instead of giving up after LeaderWait")
 	}
-	if status.Code(err) != codes.Unavailable {
+	if status.Code(errdefs.ToGRPC(err)) != codes.Unavailable {
 		t.Fatalf("dead leader: %v, want UNAVAILABLE", err)
 	}
 }

@@ -2,24 +2,22 @@ package logbroker
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 
-	"github.com/shoal-dev/shoal/agent/agentapi"
-	"github.com/shoal-dev/shoal/manager/ca"
+	"github.com/shoal-dev/shoal/logstream"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // Store is what the broker reads: the manager's local view, and its watch
@@ -34,7 +32,7 @@ type Config struct {
 	Store Store
 	// Certs are the manager's node credentials; agents are dialled with
 	// them.
-	Certs  *ca.CertStore
+	Certs  *trust.CertStore
 	Logger *slog.Logger
 	// ReachTimeout bounds how long a node may take to answer (dial, TLS,
 	// response headers) before it is reported and skipped; zero means
@@ -67,44 +65,19 @@ func New(cfg Config) *Broker {
 	b.dial = func(addr, nodeID string) (*grpc.ClientConn, error) {
 		// The client configuration is taken per dial: it presents the
 		// manager's current certificate (promotion, renewal).
-		return agentapi.Dial(addr, nodeID, cfg.Certs.ClientTLSConfig("", ca.ALPNGRPC),
+		return logstream.Dial(addr, nodeID, cfg.Certs.ClientTLSConfig("", trust.ALPNGRPC),
 			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}))
 	}
 	return b
 }
 
-// errInvalid marks requests that cannot be served as asked.
-var errInvalid = errors.New("invalid argument")
-
-// toStatus maps an error to a gRPC status, once, at the edge.
-func toStatus(err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	code := codes.Internal
-	switch {
-	case errors.Is(err, errInvalid), errors.Is(err, raftstore.ErrAmbiguous):
-		code = codes.InvalidArgument
-	case errors.Is(err, raftstore.ErrNotFound):
-		code = codes.NotFound
-	case errors.Is(err, context.Canceled):
-		code = codes.Canceled
-	case errors.Is(err, context.DeadlineExceeded):
-		code = codes.DeadlineExceeded
-	}
-	return status.Error(code, strings.TrimPrefix(err.Error(), errInvalid.Error()+": "))
-}
-
 func checkOptions(o *shoalv1.LogsOptions) error {
 	if o != nil && o.Tail != nil && o.GetTail() < 0 {
-		return fmt.Errorf("%w: options.tail: must not be negative (got %d)", errInvalid, o.GetTail())
+		return errdefs.InvalidArgumentf("options.tail: must not be negative (got %d)", o.GetTail())
 	}
 	if o.GetSince() != nil {
 		if err := o.GetSince().CheckValid(); err != nil {
-			return fmt.Errorf("%w: options.since: %v", errInvalid, err)
+			return errdefs.InvalidArgumentf("options.since: %v", err)
 		}
 	}
 	return nil
@@ -132,9 +105,9 @@ func finished(t *shoalv1.Task) bool {
 func resolve(r raftstore.Reader, req *shoalv1.LogsRequest) (*request, error) {
 	switch {
 	case req.GetService() != "" && len(req.GetTaskIds()) > 0:
-		return nil, fmt.Errorf("%w: give a service or task ids, not both", errInvalid)
+		return nil, errdefs.InvalidArgumentf("give a service or task ids, not both")
 	case req.GetService() == "" && len(req.GetTaskIds()) == 0:
-		return nil, fmt.Errorf("%w: a service or at least one task id is required", errInvalid)
+		return nil, errdefs.InvalidArgumentf("a service or at least one task id is required")
 	}
 	out := &request{quiet: map[string]bool{}}
 	if req.GetService() != "" {
@@ -226,12 +199,12 @@ func (b *Broker) ServiceLogs(req *shoalv1.LogsRequest, stream shoalv1.Logs_Servi
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 	if err := checkOptions(req.GetOptions()); err != nil {
-		return toStatus(err)
+		return err
 	}
 	view := b.cfg.Store.View()
 	rq, err := resolve(view, req)
 	if err != nil {
-		return toStatus(err)
+		return err
 	}
 	opts := req.GetOptions()
 	if opts == nil {
@@ -242,7 +215,7 @@ func (b *Broker) ServiceLogs(req *shoalv1.LogsRequest, stream shoalv1.Logs_Servi
 	if err := stream.SendHeader(metadata.MD{}); err != nil {
 		return err
 	}
-	w := agentapi.NewWarnings()
+	w := logstream.NewWarnings()
 	for _, msg := range rq.warnings {
 		w.Add(msg)
 	}
@@ -268,9 +241,9 @@ func (b *Broker) ServiceLogs(req *shoalv1.LogsRequest, stream shoalv1.Logs_Servi
 				b.streamNode(ctx, node, groups[id], opts, rq.quiet, ch, w)
 			}()
 		}
-		err := agentapi.SendBatches(ctx, agentapi.MergeByTime(ctx, ins), w, stream.Send)
+		err := logstream.SendBatches(ctx, logstream.MergeByTime(ctx, ins), w, stream.Send)
 		cancel()
-		return toStatus(err)
+		return err
 	}
 
 	// Following: every node writes into one channel; the service watcher
@@ -304,7 +277,7 @@ func (b *Broker) ServiceLogs(req *shoalv1.LogsRequest, stream shoalv1.Logs_Servi
 		producers.Wait()
 		close(out)
 	}()
-	err = agentapi.SendBatches(ctx, out, w, stream.Send)
+	err = logstream.SendBatches(ctx, out, w, stream.Send)
 	cancel()
-	return toStatus(err)
+	return err
 }

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -23,9 +25,10 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/shoal-dev/shoal/agent/agentapi"
-	"github.com/shoal-dev/shoal/manager/ca"
+	"github.com/shoal-dev/shoal/logstream"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 const (
@@ -74,7 +77,7 @@ func TestServiceLogs(t *testing.T) {
 		{"tasks, duplicates once", &shoalv1.LogsRequest{TaskIds: []string{"task2", "task1", "task2"}},
 			[]string{"task1: a1", "task2: b1", "task1: a2", "task2: b2"}, nil},
 		{"a finished task asked by id is missed aloud", &shoalv1.LogsRequest{TaskIds: []string{"oldtask"}},
-			nil, []string{agentapi.UnknownTaskWarning("oldtask", "n1")}},
+			nil, []string{logstream.UnknownTaskWarning("oldtask", "n1")}},
 		{"a task not on a node", &shoalv1.LogsRequest{TaskIds: []string{"waiting"}},
 			nil, []string{`task "waiting" has not been scheduled to a node yet: it has no logs`}},
 	}
@@ -300,7 +303,7 @@ func (b *breakingAgent) TaskLogs(req *shoalv1.TaskLogsRequest, st shoalv1.AgentA
 	}
 	select {
 	case <-b.brk:
-		return status.Error(codes.Unavailable, "agent shutting down")
+		return errdefs.Unavailablef("agent shutting down")
 	case <-st.Context().Done():
 		return st.Context().Err()
 	}
@@ -309,7 +312,7 @@ func (b *breakingAgent) TaskLogs(req *shoalv1.TaskLogsRequest, st shoalv1.AgentA
 func (e *env) startBreakingAgent(nodeID string) (string, chan struct{}) {
 	e.t.Helper()
 	brk := make(chan struct{})
-	g := grpc.NewServer(agentapi.ServerOptions(e.certs(nodeID, ca.RoleWorker), discard())...)
+	g := grpc.NewServer(agentapi.ServerOptions(e.certs(nodeID, trust.RoleWorker), discard())...)
 	shoalv1.RegisterAgentAPIServer(g, &breakingAgent{brk: brk})
 	ln := listen(e.t)
 	go g.Serve(ln)
@@ -406,9 +409,9 @@ func TestFollowCallerLeaves(t *testing.T) {
 // whose certificate is a worker's) is named with its reason.
 func TestAgentRefuses(t *testing.T) {
 	e, _, _ := webEnv(t)
-	b := New(Config{Store: e.store, Certs: e.certs("m1", ca.RoleWorker), Logger: discard()})
+	b := New(Config{Store: e.store, Certs: e.certs("m1", trust.RoleWorker), Logger: discard()})
 	ln := listen(t)
-	g := grpc.NewServer()
+	g := grpc.NewServer(grpc.ChainStreamInterceptor(errdefs.StreamServerInterceptor()))
 	shoalv1.RegisterLogsServer(g, b)
 	go g.Serve(ln)
 	defer g.Stop()
@@ -433,10 +436,10 @@ func TestAgentRefuses(t *testing.T) {
 // warning like any other.
 func TestDialFails(t *testing.T) {
 	e, _, _ := webEnv(t)
-	b := New(Config{Store: e.store, Certs: e.certs("m1", ca.RoleManager), Logger: discard()})
+	b := New(Config{Store: e.store, Certs: e.certs("m1", trust.RoleManager), Logger: discard()})
 	b.dial = func(addr, nodeID string) (*grpc.ClientConn, error) { return nil, errors.New("no sockets left") }
 	ln := listen(t)
-	g := grpc.NewServer()
+	g := grpc.NewServer(grpc.ChainStreamInterceptor(errdefs.StreamServerInterceptor()))
 	shoalv1.RegisterLogsServer(g, b)
 	go g.Serve(ln)
 	defer g.Stop()
@@ -487,9 +490,9 @@ func (c *cutSub) Close()                        {}
 // serveBroker serves a broker over store on loopback and points e.cl at it.
 func (e *env) serveBroker(store Store) {
 	e.t.Helper()
-	b := New(Config{Store: store, Certs: e.certs("m1", ca.RoleManager), Logger: discard()})
+	b := New(Config{Store: store, Certs: e.certs("m1", trust.RoleManager), Logger: discard()})
 	ln := listen(e.t)
-	g := grpc.NewServer()
+	g := grpc.NewServer(grpc.ChainStreamInterceptor(errdefs.StreamServerInterceptor()))
 	shoalv1.RegisterLogsServer(g, b)
 	go g.Serve(ln)
 	e.t.Cleanup(g.Stop)
@@ -535,7 +538,7 @@ func TestFollowWatchTrouble(t *testing.T) {
 // for the others.
 func TestQuietTasks(t *testing.T) {
 	e, _, _ := webEnv(t)
-	b := New(Config{Store: e.store, Certs: e.certs("m1", ca.RoleManager), Logger: discard()})
+	b := New(Config{Store: e.store, Certs: e.certs("m1", trust.RoleManager), Logger: discard()})
 	node, _ := raftstore.Get[*shoalv1.Node](e.store.View(), "n1")
 	ghost := &shoalv1.Task{Meta: &shoalv1.Meta{Id: "ghost"}, ServiceId: "svcweb", NodeId: "n1"}
 	for _, c := range []struct {
@@ -543,14 +546,14 @@ func TestQuietTasks(t *testing.T) {
 		want  []string
 	}{
 		{map[string]bool{"ghost": true}, nil},
-		{nil, []string{agentapi.UnknownTaskWarning("ghost", "n1")}},
+		{nil, []string{logstream.UnknownTaskWarning("ghost", "n1")}},
 	} {
-		w := agentapi.NewWarnings()
+		w := logstream.NewWarnings()
 		out := make(chan *shoalv1.LogMessage, 10)
 		b.streamNode(testCtx(t), node, []*shoalv1.Task{ghost}, &shoalv1.LogsOptions{}, c.quiet, out, w)
 		close(out)
 		var got []string
-		agentapi.SendBatches(testCtx(t), out, w, func(r *shoalv1.LogsResponse) error {
+		logstream.SendBatches(testCtx(t), out, w, func(r *shoalv1.LogsResponse) error {
 			got = append(got, r.GetWarnings()...)
 			return nil
 		})
@@ -616,7 +619,7 @@ func (r *resumingAgent) TaskLogs(req *shoalv1.TaskLogsRequest, st shoalv1.AgentA
 		if err := send(t0, "before"); err != nil {
 			return err
 		}
-		return status.Error(codes.Unavailable, "agent restarting")
+		return errdefs.Unavailablef("agent restarting")
 	}
 	r.since <- req.GetOptions().GetSince().AsTime()
 	if err := send(t0.Add(time.Second), "after"); err != nil {
@@ -631,7 +634,7 @@ func (r *resumingAgent) TaskLogs(req *shoalv1.TaskLogsRequest, st shoalv1.AgentA
 func TestFollowResumesBrokenStream(t *testing.T) {
 	e := newEnv(t, 0)
 	ra := &resumingAgent{since: make(chan time.Time, 1)}
-	g := grpc.NewServer(agentapi.ServerOptions(e.certs("n1", ca.RoleWorker), discard())...)
+	g := grpc.NewServer(agentapi.ServerOptions(e.certs("n1", trust.RoleWorker), discard())...)
 	shoalv1.RegisterAgentAPIServer(g, ra)
 	ln := listen(t)
 	go g.Serve(ln)

@@ -30,7 +30,7 @@
 //
 // Without follow the stream ends when every reachable node is done, and
 // lines come in time order across all tasks: each agent merges its tasks
-// by time, and the broker merges the nodes (agentapi.MergeByTime, one
+// by time, and the broker merges the nodes (logstream.MergeByTime, one
 // buffered line per node). With follow lines come as they arrive, each
 // task in order; a service's tasks that start while following (a restart,
 // a scale-up, a rolling update) are picked up from the store's watch, and
@@ -42,5 +42,5 @@
 //
 // The manager dials agents with its own node certificate (agents allow
 // TaskLogs to managers only) and verifies that the agent's certificate is
-// the node it looked up (agentapi.ClientTLSConfig).
+// the node it looked up (logstream.ClientTLSConfig).
 package logbroker

@@ -13,15 +13,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/shoal-dev/shoal/agent/agentapi"
-	"github.com/shoal-dev/shoal/manager/ca"
-	"github.com/shoal-dev/shoal/manager/ca/catest"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
+	"github.com/shoal-dev/shoal/trust/trusttest"
 )
 
 func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -31,7 +33,7 @@ func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, ni
 type env struct {
 	t     *testing.T
 	store *raftstore.Store
-	root  *ca.CA
+	root  *trust.CA
 	cl    shoalv1.LogsClient
 	// returned gets the result of every ServiceLogs call when its
 	// handler (and so every goroutine it started) has returned.
@@ -61,7 +63,7 @@ func newEnv(t *testing.T, reach time.Duration) *env {
 			t.Fatal("the store never led")
 		}
 	}
-	root, err := ca.NewRootCA("c1")
+	root, err := trust.NewRootCA("c1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +71,7 @@ func newEnv(t *testing.T, reach time.Duration) *env {
 	e.update(func(tx raftstore.WriteTx) error {
 		return tx.Create(&shoalv1.Cluster{Meta: &shoalv1.Meta{Id: "c1"}, Name: "test"})
 	})
-	b := New(Config{Store: st, Certs: e.certs("m1", ca.RoleManager), Logger: discard(), ReachTimeout: reach})
+	b := New(Config{Store: st, Certs: e.certs("m1", trust.RoleManager), Logger: discard(), ReachTimeout: reach})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +80,7 @@ func newEnv(t *testing.T, reach time.Duration) *env {
 		err := h(s, ss)
 		e.returned <- err
 		return err
-	}))
+	}, errdefs.StreamServerInterceptor()))
 	shoalv1.RegisterLogsServer(g, b)
 	go g.Serve(ln)
 	t.Cleanup(g.Stop)
@@ -98,8 +100,8 @@ func (e *env) update(fn func(tx raftstore.WriteTx) error) {
 	}
 }
 
-func (e *env) certs(id string, role ca.Role) *ca.CertStore {
-	return catest.NodeCerts(e.t, e.root, id, role)
+func (e *env) certs(id string, role trust.Role) *trust.CertStore {
+	return trusttest.NodeCerts(e.t, e.root, id, role)
 }
 
 func (e *env) addNode(id, name string, state shoalv1.NodeState, agentAddr string) {
@@ -147,7 +149,7 @@ func (e *env) startAgent(nodeID string) *agent {
 	a.addr = ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- agentapi.ServeListener(ctx, ln, e.certs(nodeID, ca.RoleWorker), srv) }()
+	go func() { done <- agentapi.ServeListener(ctx, ln, e.certs(nodeID, trust.RoleWorker), srv) }()
 	var once sync.Once
 	a.stop = func() {
 		once.Do(func() {

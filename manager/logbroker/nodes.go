@@ -13,12 +13,12 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/shoal-dev/shoal/agent/agentapi"
+	"github.com/shoal-dev/shoal/logstream"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
 )
 
-// warner takes warnings for the caller (agentapi.Warnings, or a filter of
+// warner takes warnings for the caller (logstream.Warnings, or a filter of
 // it that drops repeats).
 type warner interface{ Add(msg string) }
 
@@ -120,7 +120,7 @@ func (b *Broker) streamNode(ctx context.Context, node *shoalv1.Node, tasks []*sh
 // task whose absence is expected.
 func isQuiet(msg, nodeID string, ids []string, quiet map[string]bool) bool {
 	for _, id := range ids {
-		if quiet[id] && msg == agentapi.UnknownTaskWarning(id, nodeID) {
+		if quiet[id] && msg == logstream.UnknownTaskWarning(id, nodeID) {
 			return true
 		}
 	}
@@ -153,7 +153,7 @@ func fillLabels(m *shoalv1.LogMessage, t *shoalv1.Task, nodeID string) {
 // store was restored resumes from a fresh view, which is scanned for tasks
 // missed meanwhile.
 func (b *Broker) watchService(ctx context.Context, from uint64, serviceID string, streamed map[string]bool,
-	start func(string, []*shoalv1.Task, map[string]bool), w *agentapi.Warnings) {
+	start func(string, []*shoalv1.Task, map[string]bool), w *logstream.Warnings) {
 	consider := func(r raftstore.Reader, t *shoalv1.Task) {
 		id := t.GetMeta().GetId()
 		// ACCEPTED: the agent has the task (ASSIGNED may not have reached
@@ -235,7 +235,7 @@ func (b *Broker) followEvents(ctx context.Context, sub raftstore.Subscription, c
 // the last line passed on, with back-off. Repeated warnings about the same
 // trouble are said once.
 func (b *Broker) followNode(ctx context.Context, nodeID string, tasks []*shoalv1.Task, opts *shoalv1.LogsOptions,
-	quiet map[string]bool, out chan<- *shoalv1.LogMessage, w *agentapi.Warnings) {
+	quiet map[string]bool, out chan<- *shoalv1.LogMessage, w *logstream.Warnings) {
 	once := &onceWarner{w: w, seen: map[string]bool{}}
 	cur := opts
 	backoff := time.Second
@@ -311,7 +311,7 @@ func (b *Broker) waitNodeEvent(ctx context.Context, sub raftstore.Subscription, 
 
 // onceWarner passes each distinct warning on once.
 type onceWarner struct {
-	w    *agentapi.Warnings
+	w    *logstream.Warnings
 	mu   sync.Mutex // guards seen
 	seen map[string]bool
 }

@@ -15,14 +15,14 @@ import (
 	"log/slog"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"google.golang.org/protobuf/proto"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	"github.com/shoal-dev/shoal/manager/forward"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // Server implements shoalv1.RaftMembershipServer and the leader reconciler.
@@ -40,29 +40,29 @@ func New(store *raftstore.Store, logger *slog.Logger) *Server {
 // JoinRaft adds the calling manager node to the raft group as a voter.
 func (s *Server) JoinRaft(ctx context.Context, req *shoalv1.JoinRaftRequest) (*shoalv1.JoinRaftResponse, error) {
 	id, ok := forward.Identity(ctx)
-	if !ok || id.Role != ca.RoleManager {
-		return nil, status.Error(codes.PermissionDenied, "only nodes with a manager certificate join raft")
+	if !ok || id.Role != trust.RoleManager {
+		return nil, errdefs.PermissionDeniedf("only nodes with a manager certificate join raft")
 	}
 	if req.GetAddr() == "" {
-		return nil, status.Error(codes.InvalidArgument, "addr: required")
+		return nil, errdefs.InvalidArgumentf("addr: required")
 	}
 	n, ok := raftstore.Get[*shoalv1.Node](s.store.View(), id.NodeID)
 	if !ok {
-		return nil, status.Errorf(codes.PermissionDenied, "node %q has been removed from the cluster", id.NodeID)
+		return nil, errdefs.NodeRemovedf("node %q %s", id.NodeID, trust.RemovedReason)
 	}
 	if n.GetSpec().GetDesiredRole() != shoalv1.NodeRole_NODE_ROLE_MANAGER {
-		return nil, status.Errorf(codes.FailedPrecondition, "node %q is not meant to be a manager", id.NodeID)
+		return nil, errdefs.FailedPreconditionf("node %q is not meant to be a manager", id.NodeID)
 	}
 	if err := s.store.AddVoter(ctx, id.NodeID, req.GetAddr()); err != nil {
 		if errors.Is(err, raftstore.ErrNotLeader) {
-			return nil, status.Error(codes.Unavailable, err.Error())
+			return nil, err // unavailable: retried at the leader
 		}
-		return nil, status.Errorf(codes.Internal, "adding voter %q: %v", id.NodeID, err)
+		return nil, errdefs.Internalf("adding voter %q: %v", id.NodeID, err)
 	}
 	s.log.Info("manager joined raft", "node_id", id.NodeID, "addr", req.GetAddr())
 	members, err := s.store.Members()
 	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
+		return nil, errdefs.Internalf("%v", err)
 	}
 	resp := &shoalv1.JoinRaftResponse{}
 	for _, m := range members {

@@ -9,18 +9,17 @@ package nodeca
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // DefaultCertTTL is a node certificate's lifetime unless the cluster says
@@ -42,7 +41,7 @@ func New(store *raftstore.Store, logger *slog.Logger) *Server {
 func (s *Server) cluster() (*shoalv1.Cluster, error) {
 	c, ok := raftstore.ClusterOf(s.store.View())
 	if !ok {
-		return nil, status.Error(codes.Unavailable, "the cluster is still being bootstrapped")
+		return nil, errdefs.Unavailablef("the cluster is still being bootstrapped")
 	}
 	return c, nil
 }
@@ -74,14 +73,14 @@ func (s *Server) IssueNodeCertificate(ctx context.Context, req *shoalv1.IssueNod
 	if err != nil {
 		return nil, err
 	}
-	root, err := ca.LoadCA(c.GetCaCertPem(), c.GetCaKeyPem())
+	root, err := trust.LoadCA(c.GetCaCertPem(), c.GetCaKeyPem())
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "loading the cluster CA: %v", err)
+		return nil, errdefs.Internalf("loading the cluster CA: %v", err)
 	}
 	nodeID := raftstore.NewID()
 	certPEM, serial, err := root.SignCSR(req.GetCsrPem(), nodeID, role, certTTL(c))
 	if err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "csr_pem: %v", err)
+		return nil, errdefs.InvalidArgumentf("csr_pem: %v", err)
 	}
 	node := &shoalv1.Node{
 		Meta:        &shoalv1.Meta{Id: nodeID},
@@ -93,32 +92,32 @@ func (s *Server) IssueNodeCertificate(ctx context.Context, req *shoalv1.IssueNod
 		CertSerial: serial,
 	}
 	if _, err := s.store.Update(ctx, func(tx raftstore.WriteTx) error { return tx.Create(node) }); err != nil {
-		return nil, storeStatus(err)
+		return nil, err
 	}
 	s.log.Info("node joined", "node_id", nodeID, "role", string(role), "addr", req.GetAddr())
 	return &shoalv1.IssueNodeCertificateResponse{NodeId: nodeID, CertPem: certPEM, CaCertPem: c.GetCaCertPem(), Role: role.Proto()}, nil
 }
 
 // tokenRole checks a join token against the cluster's current tokens.
-func tokenRole(c *shoalv1.Cluster, token string) (ca.Role, error) {
-	digest, _, err := ca.ParseJoinToken(token)
+func tokenRole(c *shoalv1.Cluster, token string) (trust.Role, error) {
+	digest, _, err := trust.ParseJoinToken(token)
 	if err != nil {
-		return "", status.Error(codes.InvalidArgument, err.Error())
+		return "", errdefs.InvalidArgument(err)
 	}
-	want, err := ca.DigestOf(c.GetCaCertPem())
+	want, err := trust.DigestOf(c.GetCaCertPem())
 	if err != nil {
-		return "", status.Errorf(codes.Internal, "cluster CA: %v", err)
+		return "", errdefs.Internalf("cluster CA: %v", err)
 	}
 	if digest != want {
-		return "", status.Error(codes.PermissionDenied, "the join token pins a different CA than this cluster's")
+		return "", errdefs.PermissionDeniedf("the join token pins a different CA than this cluster's")
 	}
 	switch {
-	case ca.TokenEqual(token, c.GetTokens().GetWorker()):
-		return ca.RoleWorker, nil
-	case ca.TokenEqual(token, c.GetTokens().GetManager()):
-		return ca.RoleManager, nil
+	case trust.TokenEqual(token, c.GetTokens().GetWorker()):
+		return trust.RoleWorker, nil
+	case trust.TokenEqual(token, c.GetTokens().GetManager()):
+		return trust.RoleManager, nil
 	}
-	return "", status.Error(codes.PermissionDenied, "the join token is not valid for this cluster (was it rotated?)")
+	return "", errdefs.PermissionDeniedf("the join token is not valid for this cluster (was it rotated?)")
 }
 
 // RenewNodeCertificate signs a new certificate for the calling node with the
@@ -137,39 +136,39 @@ func (s *Server) RenewNodeCertificate(ctx context.Context, req *shoalv1.RenewNod
 	if err != nil {
 		return nil, err
 	}
-	root, err := ca.LoadCA(c.GetCaCertPem(), c.GetCaKeyPem())
+	root, err := trust.LoadCA(c.GetCaCertPem(), c.GetCaKeyPem())
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "loading the cluster CA: %v", err)
+		return nil, errdefs.Internalf("loading the cluster CA: %v", err)
 	}
-	id, ok := ca.IdentityFrom(ctx)
+	id, ok := trust.IdentityFrom(ctx)
 	proof := false
 	switch {
-	case ok && id.Role == ca.RoleAdmin:
-		return nil, status.Error(codes.PermissionDenied, "only nodes renew node certificates")
+	case ok && id.Role == trust.RoleAdmin:
+		return nil, errdefs.PermissionDeniedf("only nodes renew node certificates")
 	case ok:
 	case len(req.GetOldCertPem()) > 0:
 		if id, err = root.VerifyRenewalProof(req.GetOldCertPem(), req.GetOldKeySignature(), req.GetCsrPem(), time.Now()); err != nil {
-			return nil, status.Error(codes.PermissionDenied, err.Error())
+			return nil, errdefs.PermissionDenied(err)
 		}
 		proof = true
 	default:
-		return nil, status.Error(codes.Unauthenticated, "renewing a node certificate needs the node's current certificate, or old_cert_pem and old_key_signature for an expired one")
+		return nil, errdefs.Unauthenticatedf("renewing a node certificate needs the node's current certificate, or old_cert_pem and old_key_signature for an expired one")
 	}
 	var resp *shoalv1.IssueNodeCertificateResponse
 	_, err = s.store.Update(ctx, func(tx raftstore.WriteTx) error {
 		n, ok := raftstore.Get[*shoalv1.Node](tx, id.NodeID)
 		if !ok {
-			return status.Errorf(codes.PermissionDenied, "node %q %s", id.NodeID, ca.RemovedReason)
+			return errdefs.NodeRemovedf("node %q %s", id.NodeID, trust.RemovedReason)
 		}
-		if proof && (id.Serial != n.GetCertSerial() || ca.RoleFromProto(n.GetRole()) != id.Role) {
+		if proof && (id.Serial != n.GetCertSerial() || trust.RoleFromProto(n.GetRole()) != id.Role) {
 			// Only the newest certificate may come back from expiry: an
 			// older one was replaced, maybe because it leaked.
-			return status.Errorf(codes.PermissionDenied, "old_cert_pem: certificate %s is not node %q's current certificate", id.Serial, id.NodeID)
+			return errdefs.PermissionDeniedf("old_cert_pem: certificate %s is not node %q's current certificate", id.Serial, id.NodeID)
 		}
-		role := ca.RoleFromProto(n.GetSpec().GetDesiredRole())
+		role := trust.RoleFromProto(n.GetSpec().GetDesiredRole())
 		certPEM, serial, err := root.SignCSR(req.GetCsrPem(), id.NodeID, role, certTTL(c))
 		if err != nil {
-			return status.Errorf(codes.InvalidArgument, "csr_pem: %v", err)
+			return errdefs.InvalidArgumentf("csr_pem: %v", err)
 		}
 		n = proto.Clone(n).(*shoalv1.Node)
 		// Connections made with the certificate being replaced keep
@@ -185,21 +184,8 @@ func (s *Server) RenewNodeCertificate(ctx context.Context, req *shoalv1.RenewNod
 		return tx.Update(n)
 	})
 	if err != nil {
-		return nil, storeStatus(err)
+		return nil, err
 	}
 	s.log.Info("node certificate renewed", "node_id", id.NodeID, "role", resp.GetRole().String(), "expired", proof)
 	return resp, nil
-}
-
-func storeStatus(err error) error {
-	if _, ok := status.FromError(err); ok {
-		return err
-	}
-	switch {
-	case errors.Is(err, raftstore.ErrNotLeader):
-		return status.Error(codes.Unavailable, err.Error())
-	case errors.Is(err, raftstore.ErrVersionConflict):
-		return status.Error(codes.Aborted, err.Error())
-	}
-	return status.Error(codes.Internal, err.Error())
 }

@@ -7,21 +7,23 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // newServer is the NodeCA over a one-node in-memory raft store holding a
 // cluster with a CA and node "n1" (a manager, certificate serial
 // returned).
-func newServer(t *testing.T, ttl time.Duration) (*Server, *raftstore.Store, *ca.CA) {
+func newServer(t *testing.T, ttl time.Duration) (*Server, *raftstore.Store, *trust.CA) {
 	t.Helper()
 	_, trans := raft.NewInmemTransport("solo:4242")
 	st, err := raftstore.Open(raftstore.Config{
@@ -40,7 +42,7 @@ func newServer(t *testing.T, ttl time.Duration) (*Server, *raftstore.Store, *ca.
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	root, err := ca.NewRootCA("c1")
+	root, err := trust.NewRootCA("c1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,14 +57,14 @@ func newServer(t *testing.T, ttl time.Duration) (*Server, *raftstore.Store, *ca.
 
 type nodeKey struct {
 	certPEM, keyPEM []byte
-	id              ca.Identity
+	id              trust.Identity
 }
 
 // enroll signs a certificate for node id with role and records it as the
 // node's current one.
-func enroll(t *testing.T, st *raftstore.Store, root *ca.CA, id string, role ca.Role, ttl time.Duration) nodeKey {
+func enroll(t *testing.T, st *raftstore.Store, root *trust.CA, id string, role trust.Role, ttl time.Duration) nodeKey {
 	t.Helper()
-	keyPEM, csrPEM, err := ca.NewKeyAndCSR()
+	keyPEM, csrPEM, err := trust.NewKeyAndCSR()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,11 +78,11 @@ func enroll(t *testing.T, st *raftstore.Store, root *ca.CA, id string, role ca.R
 	}); err != nil {
 		t.Fatal(err)
 	}
-	cert, err := ca.ParseCertPEM(certPEM)
+	cert, err := trust.ParseCertPEM(certPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ident, err := ca.IdentityFromCert(cert)
+	ident, err := trust.IdentityFromCert(cert)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +100,7 @@ func node(t *testing.T, st *raftstore.Store, id string) *shoalv1.Node {
 
 func csr(t *testing.T) []byte {
 	t.Helper()
-	_, csrPEM, err := ca.NewKeyAndCSR()
+	_, csrPEM, err := trust.NewKeyAndCSR()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,16 +111,16 @@ func csr(t *testing.T) []byte {
 // replaced serial as previous_cert_serial; a role change clears it.
 func TestRenewKeepsRoleAndPreviousSerial(t *testing.T) {
 	s, st, root := newServer(t, time.Hour)
-	m := enroll(t, st, root, "m1", ca.RoleManager, time.Hour)
-	ctx := ca.WithIdentity(context.Background(), m.id)
+	m := enroll(t, st, root, "m1", trust.RoleManager, time.Hour)
+	ctx := trust.WithIdentity(context.Background(), m.id)
 	resp, err := s.RenewNodeCertificate(ctx, &shoalv1.RenewNodeCertificateRequest{CsrPem: csr(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := node(t, st, "m1")
-	cert, _ := ca.ParseCertPEM(resp.GetCertPem())
-	if resp.GetRole() != shoalv1.NodeRole_NODE_ROLE_MANAGER || n.GetCertSerial() != ca.SerialOf(cert) || n.GetPreviousCertSerial() != m.id.Serial {
-		t.Fatalf("after renewal: role %s, node serial %s (cert %s), previous %s (want %s)", resp.GetRole(), n.GetCertSerial(), ca.SerialOf(cert), n.GetPreviousCertSerial(), m.id.Serial)
+	cert, _ := trust.ParseCertPEM(resp.GetCertPem())
+	if resp.GetRole() != shoalv1.NodeRole_NODE_ROLE_MANAGER || n.GetCertSerial() != trust.SerialOf(cert) || n.GetPreviousCertSerial() != m.id.Serial {
+		t.Fatalf("after renewal: role %s, node serial %s (cert %s), previous %s (want %s)", resp.GetRole(), n.GetCertSerial(), trust.SerialOf(cert), n.GetPreviousCertSerial(), m.id.Serial)
 	}
 	if got := cert.NotAfter.Sub(cert.NotBefore); got < time.Hour {
 		t.Errorf("lifetime %s, want the cluster's hour", got)
@@ -145,9 +147,9 @@ func TestRenewKeepsRoleAndPreviousSerial(t *testing.T) {
 // ignored; the certificate is for the direct peer.
 func TestRenewOnlyForOwnNode(t *testing.T) {
 	s, st, root := newServer(t, time.Hour)
-	w := enroll(t, st, root, "w1", ca.RoleWorker, time.Hour)
-	enroll(t, st, root, "m9", ca.RoleManager, time.Hour)
-	ctx := ca.WithIdentity(context.Background(), w.id)
+	w := enroll(t, st, root, "w1", trust.RoleWorker, time.Hour)
+	enroll(t, st, root, "m9", trust.RoleManager, time.Hour)
+	ctx := trust.WithIdentity(context.Background(), w.id)
 	ctx = metadata.NewIncomingContext(ctx, metadata.Pairs("shoal-forwarded-for", "m9/manager/c1"))
 	resp, err := s.RenewNodeCertificate(ctx, &shoalv1.RenewNodeCertificateRequest{CsrPem: csr(t)})
 	if err != nil {
@@ -156,7 +158,7 @@ func TestRenewOnlyForOwnNode(t *testing.T) {
 	if resp.GetNodeId() != "w1" || resp.GetRole() != shoalv1.NodeRole_NODE_ROLE_WORKER {
 		t.Fatalf("renewal issued for %q as %s, want w1 as worker", resp.GetNodeId(), resp.GetRole())
 	}
-	if _, err := s.RenewNodeCertificate(context.Background(), &shoalv1.RenewNodeCertificateRequest{CsrPem: csr(t)}); status.Code(err) != codes.Unauthenticated {
+	if _, err := s.RenewNodeCertificate(context.Background(), &shoalv1.RenewNodeCertificateRequest{CsrPem: csr(t)}); status.Code(errdefs.ToGRPC(err)) != codes.Unauthenticated {
 		t.Fatalf("anonymous renewal without proof: %v", err)
 	}
 }
@@ -166,20 +168,20 @@ func TestRenewOnlyForOwnNode(t *testing.T) {
 // certificate is still its current one.
 func TestRenewExpiredWithProof(t *testing.T) {
 	s, st, root := newServer(t, time.Hour)
-	// (Expiry itself is ca.VerifyRenewalProof's to judge, tested there;
+	// (Expiry itself is trust.VerifyRenewalProof's to judge, tested there;
 	// here the proof path is taken because the call has no identity.)
-	w := enroll(t, st, root, "w1", ca.RoleWorker, time.Hour)
-	other := enroll(t, st, root, "w2", ca.RoleWorker, time.Hour)
+	w := enroll(t, st, root, "w1", trust.RoleWorker, time.Hour)
+	other := enroll(t, st, root, "w2", trust.RoleWorker, time.Hour)
 	req := func(certPEM, keyPEM []byte) *shoalv1.RenewNodeCertificateRequest {
 		c := csr(t)
-		sig, err := ca.SignRenewalProof(keyPEM, c)
+		sig, err := trust.SignRenewalProof(keyPEM, c)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return &shoalv1.RenewNodeCertificateRequest{CsrPem: c, OldCertPem: certPEM, OldKeySignature: sig}
 	}
 	// Wrong key: w2's key signing for w1's certificate.
-	if _, err := s.RenewNodeCertificate(context.Background(), req(w.certPEM, other.keyPEM)); status.Code(err) != codes.PermissionDenied {
+	if _, err := s.RenewNodeCertificate(context.Background(), req(w.certPEM, other.keyPEM)); status.Code(errdefs.ToGRPC(err)) != codes.PermissionDenied {
 		t.Fatalf("proof by the wrong key: %v", err)
 	}
 	resp, err := s.RenewNodeCertificate(context.Background(), req(w.certPEM, w.keyPEM))
@@ -192,7 +194,7 @@ func TestRenewExpiredWithProof(t *testing.T) {
 	// The expired certificate is no longer the current one: a second use
 	// of it (a copy, say) is refused.
 	_, err = s.RenewNodeCertificate(context.Background(), req(w.certPEM, w.keyPEM))
-	if status.Code(err) != codes.PermissionDenied {
+	if status.Code(errdefs.ToGRPC(err)) != codes.PermissionDenied {
 		t.Fatalf("proof with a replaced certificate: %v", err)
 	}
 }

@@ -232,3 +232,41 @@ func TestNewLeaderResumes(t *testing.T) {
 	}
 	entries.check(t, from, "resume")
 }
+
+// TestSchedulerStopsAfterARoundPlacingNothing: with more pending tasks
+// than a batch holds and none placeable, the scheduler looks at each once
+// and then waits for a change, instead of cycling through them without
+// end (a busy loop on the leader for as long as they stay unplaceable).
+func TestSchedulerStopsAfterARoundPlacingNothing(t *testing.T) {
+	s := openStore(t)
+	var objs []raftstore.Object
+	objs = append(objs, mkNode("n1", down()))
+	for i := range 50 {
+		objs = append(objs, mkTask(fmt.Sprintf("t%03d", i), "svc", uint64(i+1), st(tsPending), onNode("")))
+	}
+	create(t, s, objs...)
+	o := newOrchestrator(s, testLogger())
+	o.maxEntryOps = 10
+	l := newSchedLoop(o)
+	l.resync() // as at the start of a term
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	passes := 0
+	for ; passes < 100; passes++ {
+		wake, err := l.pass(ctx, o.now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wake.IsZero() {
+			break
+		}
+	}
+	// A round is 5 batches of 10 (the reasons it writes bring one more
+	// round, through their watch events, in a running orchestrator).
+	if passes > 10 || l.due {
+		t.Fatalf("still scheduling after %d passes (due %v), want a stop after a round that placed nothing", passes+1, l.due)
+	}
+	if !l.unschedulable {
+		t.Error("unschedulable not recorded: freed resources would not start a pass")
+	}
+}

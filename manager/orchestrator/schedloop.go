@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/shoal-dev/shoal/manager/allocator"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
 	"github.com/shoal-dev/shoal/scheduler"
@@ -36,6 +37,10 @@ type schedLoop struct {
 	// after is the id of the last task of a batch that stopped at the
 	// budget: the next batch starts after it (wrapping around).
 	after string
+	// idle counts the pending tasks looked at by the batches since one
+	// last placed a task: once it covers them all, a whole round placed
+	// nothing and the next batch would only repeat it.
+	idle int
 }
 
 func newSchedLoop(o *Orchestrator) *schedLoop {
@@ -72,6 +77,8 @@ func (s *schedLoop) observe(ev *shoalv1.WatchEvent) bool {
 
 type schedResult struct {
 	pending int
+	// batch is how many of them this batch looked at.
+	batch int
 	// last is the id of the last pending task in the batch when the batch
 	// did not hold them all; "" when it did.
 	last     string
@@ -94,12 +101,20 @@ func (s *schedLoop) pass(ctx context.Context, _ time.Time) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("scheduling: %w", err)
 	}
 	s.after = res.last
-	if res.last != "" {
+	if len(res.assigned) > 0 {
+		s.idle = 0
+	} else {
+		s.idle += res.batch
+	}
+	if res.last != "" && s.idle < res.pending {
 		// More are pending than one entry holds: the next batch now.
 		s.unschedulable = s.unschedulable || res.failed > 0
 		s.logResult(&res)
 		return s.o.now(), nil
 	}
+	// Every pending task was looked at: done until something changes
+	// (a node, a task freeing resources, a new pending task).
+	s.idle = 0
 	s.due = false
 	s.unschedulable = res.failed > 0
 	s.logResult(&res)
@@ -125,7 +140,9 @@ func (s *schedLoop) logResult(res *schedResult) {
 func scheduleTx(tx raftstore.WriteTx, now time.Time, res *schedResult, after string, b *budget) error {
 	var all []*shoalv1.Task
 	for _, t := range raftstore.Find[*shoalv1.Task](tx, raftstore.IndexState, statePending.String()) {
-		if t.GetDesiredState() <= stateRunning {
+		// A task attached to networks waits for the allocator to give it
+		// its addresses: its update (still PENDING) makes a pass due.
+		if t.GetDesiredState() <= stateRunning && allocator.Allocated(t) {
 			all = append(all, t)
 		}
 	}
@@ -141,6 +158,7 @@ func scheduleTx(tx raftstore.WriteTx, now time.Time, res *schedResult, after str
 		split++
 	}
 	pending, cut := b.takeWithin(slices.Concat(all[split:], all[:split]))
+	res.batch = len(pending)
 	if cut {
 		res.last = pending[len(pending)-1].GetMeta().GetId()
 	}

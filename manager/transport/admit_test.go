@@ -11,8 +11,8 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	"github.com/shoal-dev/shoal/manager/transport"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // TestMuxRaftAdmission: a refused peer's raft connection is closed at
@@ -21,9 +21,9 @@ import (
 func TestMuxRaftAdmission(t *testing.T) {
 	c := newCluster(t)
 	logs := &logBuffer{}
-	mux := startMux(t, c.store("m0", ca.RoleManager), logs)
+	mux := startMux(t, c.store("m0", trust.RoleManager), logs)
 	var refuseM1 atomic.Bool
-	admit := func(id ca.Identity) error {
+	admit := func(id trust.Identity) error {
 		if id.NodeID == "m2" || (id.NodeID == "m1" && refuseM1.Load()) {
 			return errors.New("not a voter")
 		}
@@ -32,7 +32,7 @@ func TestMuxRaftAdmission(t *testing.T) {
 	mux.AdmitRaft(admit, admit)
 	accepted := acceptOne(mux.Raft())
 
-	rc2, err := tls.Dial("tcp", mux.Addr().String(), c.store("m2", ca.RoleManager).ClientTLSConfig(ca.ManagerServerName, ca.ALPNRaft))
+	rc2, err := tls.Dial("tcp", mux.Addr().String(), c.store("m2", trust.RoleManager).ClientTLSConfig(trust.ManagerServerName, trust.ALPNRaft))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +42,7 @@ func TestMuxRaftAdmission(t *testing.T) {
 		t.Fatalf("no refusal logged:\n%s", l)
 	}
 
-	rc1, err := tls.Dial("tcp", mux.Addr().String(), c.store("m1", ca.RoleManager).ClientTLSConfig(ca.ManagerServerName, ca.ALPNRaft))
+	rc1, err := tls.Dial("tcp", mux.Addr().String(), c.store("m1", trust.RoleManager).ClientTLSConfig(trust.ManagerServerName, trust.ALPNRaft))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestMuxRaftAdmission(t *testing.T) {
 // voters of the node's own configuration are admitted.
 func admittedRaftNode(t *testing.T, c *cluster, id string, bootstrap bool) (*raftNode, raft.Transport) {
 	t.Helper()
-	certs := c.store(id, ca.RoleManager)
+	certs := c.store(id, trust.RoleManager)
 	lb := &logBuffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -85,10 +85,10 @@ func admittedRaftNode(t *testing.T, c *cluster, id string, bootstrap bool) (*raf
 		}
 		f := rr.GetConfiguration()
 		return f.Configuration(), f.Error()
-	}, func(id ca.Identity) (ca.Role, error) { return id.Role, nil })
+	}, func(id trust.Identity) (trust.Role, error) { return id.Role, nil })
 	mux.AdmitRaft(admit, admit)
 	stream := transport.NewRaftStreamLayer(mux.Raft(), mux.Addr(), func() *tls.Config {
-		return certs.ClientTLSConfig(ca.ManagerServerName, ca.ALPNRaft)
+		return certs.ClientTLSConfig(trust.ManagerServerName, trust.ALPNRaft)
 	})
 	trans := raft.NewNetworkTransport(stream, 3, 10*time.Second, io.Discard)
 	t.Cleanup(func() { trans.Close() })

@@ -12,7 +12,7 @@ import (
 
 // ServerCreds are the transport credentials of a gRPC server serving
 // Mux.GRPC(): the mux has already completed the TLS handshake, so these only
-// expose its state to gRPC (and through it to ca.PeerIdentity).
+// expose its state to gRPC (and through it to trust.PeerIdentity).
 func ServerCreds() credentials.TransportCredentials { return serverCreds{} }
 
 type serverCreds struct{}

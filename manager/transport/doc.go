@@ -1,5 +1,5 @@
 // Package transport serves a manager's single TLS port: every connection is
-// handshaken once, with the node's certificate store (ca.CertStore), and
+// handshaken once, with the node's certificate store (trust.CertStore), and
 // routed by its ALPN protocol — "h2" to the gRPC server, "shoal-raft" to
 // hashicorp/raft's NetworkTransport. One port means one firewall rule and one
 // advertised address for both the API and raft.
@@ -10,13 +10,13 @@
 //	srv := grpc.NewServer(grpc.Creds(transport.ServerCreds()), ...)
 //	go srv.Serve(mux.GRPC())
 //	stream := transport.NewRaftStreamLayer(mux.Raft(), advertiseAddr, func() *tls.Config {
-//		return certs.ClientTLSConfig(ca.ManagerServerName, ca.ALPNRaft)
+//		return certs.ClientTLSConfig(trust.ManagerServerName, trust.ALPNRaft)
 //	})
 //	trans := raft.NewNetworkTransport(stream, 3, 10*time.Second, logOutput)
 //	err := mux.Serve(ctx) // until ctx ends
 //
 // gRPC sees connections already handshaken, so ServerCreds only wraps them;
-// the per-method role checks are ca.Authorizer's. Raft has no per-call
+// the per-method role checks are trust.Authorizer's. Raft has no per-call
 // authorization, so the mux admits only verified manager certificates of the
 // cluster CA to it, and with Mux.AdmitRaft(RaftAdmission(...)) only those of
 // current voters, checked again whenever bytes arrive on the connection.

@@ -8,19 +8,19 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/shoal-dev/shoal/manager/ca"
-	"github.com/shoal-dev/shoal/manager/ca/catest"
 	"github.com/shoal-dev/shoal/manager/transport"
+	"github.com/shoal-dev/shoal/trust"
+	"github.com/shoal-dev/shoal/trust/trusttest"
 )
 
 type cluster struct {
 	t    *testing.T
-	root *ca.CA
+	root *trust.CA
 }
 
 func newCluster(t *testing.T) *cluster {
 	t.Helper()
-	root, err := ca.NewRootCA("c1")
+	root, err := trust.NewRootCA("c1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,8 +28,8 @@ func newCluster(t *testing.T) *cluster {
 }
 
 // store returns a certificate store for a node of the cluster.
-func (c *cluster) store(nodeID string, role ca.Role) *ca.CertStore {
-	return catest.NodeCerts(c.t, c.root, nodeID, role)
+func (c *cluster) store(nodeID string, role trust.Role) *trust.CertStore {
+	return trusttest.NodeCerts(c.t, c.root, nodeID, role)
 }
 
 // logBuffer is a concurrency-safe slog destination.
@@ -51,7 +51,7 @@ func (b *logBuffer) String() string {
 }
 
 // startMux serves a mux on 127.0.0.1 with certs; it stops at cleanup.
-func startMux(t *testing.T, certs *ca.CertStore, logs *logBuffer) *transport.Mux {
+func startMux(t *testing.T, certs *trust.CertStore, logs *logBuffer) *transport.Mux {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

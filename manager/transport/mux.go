@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/shoal-dev/shoal/manager/ca"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // HandshakeTimeout bounds each connection's TLS handshake, so a peer that
@@ -35,7 +35,7 @@ type Mux struct {
 
 	// admit and readmit, when set, decide whether a raft peer is (still)
 	// a member; see AdmitRaft.
-	admit, readmit func(ca.Identity) error
+	admit, readmit func(trust.Identity) error
 
 	closeOnce sync.Once
 	closeErr  error
@@ -43,7 +43,7 @@ type Mux struct {
 }
 
 // NewMux returns a mux over ln; conf is the server TLS configuration (see
-// ca.CertStore.ServerTLSConfig) and must offer the ALPN protocols "h2" and
+// trust.CertStore.ServerTLSConfig) and must offer the ALPN protocols "h2" and
 // "shoal-raft". A nil logger discards.
 func NewMux(ln net.Listener, conf *tls.Config, logger *slog.Logger) *Mux {
 	if logger == nil {
@@ -79,7 +79,9 @@ func (m *Mux) Raft() net.Listener { return m.raft }
 // be more lenient than admit on what does not change a membership (a
 // certificate replaced by a renewal with the same role), so that renewals
 // do not cut raft's connections. Call it before Serve.
-func (m *Mux) AdmitRaft(admit, readmit func(ca.Identity) error) { m.admit, m.readmit = admit, readmit }
+func (m *Mux) AdmitRaft(admit, readmit func(trust.Identity) error) {
+	m.admit, m.readmit = admit, readmit
+}
 
 // Addr is the address the mux listens on.
 func (m *Mux) Addr() net.Addr { return m.ln.Addr() }
@@ -155,9 +157,9 @@ func (m *Mux) handle(raw net.Conn) {
 	}
 	st := tc.ConnectionState()
 	switch st.NegotiatedProtocol {
-	case ca.ALPNGRPC:
+	case trust.ALPNGRPC:
 		m.grpc.deliver(tc)
-	case ca.ALPNRaft:
+	case trust.ALPNRaft:
 		id, err := raftPeer(st)
 		if err != nil {
 			m.log.Warn("refused raft connection", "remote", remote, "err", err)
@@ -185,15 +187,15 @@ func (m *Mux) handle(raw net.Conn) {
 // raftPeer admits only managers to raft: raft messages carry no
 // authorization of their own, and a worker that could speak raft could
 // vote or rewrite the log.
-func raftPeer(st tls.ConnectionState) (ca.Identity, error) {
+func raftPeer(st tls.ConnectionState) (trust.Identity, error) {
 	if len(st.VerifiedChains) == 0 || len(st.VerifiedChains[0]) == 0 {
-		return ca.Identity{}, errors.New("the peer presented no certificate verified by the cluster CA")
+		return trust.Identity{}, errors.New("the peer presented no certificate verified by the cluster CA")
 	}
-	id, err := ca.IdentityFromCert(st.VerifiedChains[0][0])
+	id, err := trust.IdentityFromCert(st.VerifiedChains[0][0])
 	if err != nil {
-		return ca.Identity{}, err
+		return trust.Identity{}, err
 	}
-	if id.Role != ca.RoleManager {
+	if id.Role != trust.RoleManager {
 		return id, fmt.Errorf("%s is not a manager", id)
 	}
 	return id, nil
@@ -205,8 +207,8 @@ func raftPeer(st tls.ConnectionState) (ca.Identity, error) {
 // the reader had already buffered).
 type admittedConn struct {
 	net.Conn
-	id     ca.Identity
-	admit  func(ca.Identity) error
+	id     trust.Identity
+	admit  func(trust.Identity) error
 	log    *slog.Logger
 	remote string
 

@@ -16,8 +16,8 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	"github.com/shoal-dev/shoal/manager/transport"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // serveHealth runs a gRPC health server on the mux's h2 listener.
@@ -79,13 +79,13 @@ func readClosed(t *testing.T, c net.Conn) error {
 
 func TestMuxRoutesByALPN(t *testing.T) {
 	c := newCluster(t)
-	mux := startMux(t, c.store("m0", ca.RoleManager), nil)
+	mux := startMux(t, c.store("m0", trust.RoleManager), nil)
 	serveHealth(t, mux)
 	accepted := acceptOne(mux.Raft())
-	client := c.store("m1", ca.RoleManager)
+	client := c.store("m1", trust.RoleManager)
 
 	// h2 → gRPC.
-	conn, err := grpc.NewClient(mux.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(client.ClientTLSConfig(ca.ManagerServerName, ca.ALPNGRPC))))
+	conn, err := grpc.NewClient(mux.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(client.ClientTLSConfig(trust.ManagerServerName, trust.ALPNGRPC))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +98,7 @@ func TestMuxRoutesByALPN(t *testing.T) {
 	}
 
 	// shoal-raft → Raft(), same port, with the peer's verified identity.
-	rc, err := tls.Dial("tcp", mux.Addr().String(), client.ClientTLSConfig(ca.ManagerServerName, ca.ALPNRaft))
+	rc, err := tls.Dial("tcp", mux.Addr().String(), client.ClientTLSConfig(trust.ManagerServerName, trust.ALPNRaft))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func TestMuxRoutesByALPN(t *testing.T) {
 	}
 	sc := waitConn(t, accepted).(*tls.Conn)
 	st := sc.ConnectionState()
-	if st.NegotiatedProtocol != ca.ALPNRaft || st.VerifiedChains[0][0].Subject.CommonName != "m1" {
+	if st.NegotiatedProtocol != trust.ALPNRaft || st.VerifiedChains[0][0].Subject.CommonName != "m1" {
 		t.Errorf("raft connection: ALPN %q, peer %q", st.NegotiatedProtocol, st.VerifiedChains[0][0].Subject.CommonName)
 	}
 	buf := make([]byte, 4)
@@ -123,7 +123,7 @@ func TestMuxRoutesByALPN(t *testing.T) {
 func TestMuxRaftAdmitsOnlyManagers(t *testing.T) {
 	c := newCluster(t)
 	logs := &logBuffer{}
-	mux := startMux(t, c.store("m0", ca.RoleManager), logs)
+	mux := startMux(t, c.store("m0", trust.RoleManager), logs)
 	accepted := acceptOne(mux.Raft())
 
 	for _, tc := range []struct {
@@ -131,8 +131,8 @@ func TestMuxRaftAdmitsOnlyManagers(t *testing.T) {
 		conf *tls.Config
 		log  string
 	}{
-		{"worker", c.store("w1", ca.RoleWorker).ClientTLSConfig(ca.ManagerServerName, ca.ALPNRaft), `worker \"w1\" is not a manager`},
-		{"no certificate", &tls.Config{RootCAs: c.root.Pool(), ServerName: ca.ManagerServerName, NextProtos: []string{ca.ALPNRaft}}, "no certificate verified"},
+		{"worker", c.store("w1", trust.RoleWorker).ClientTLSConfig(trust.ManagerServerName, trust.ALPNRaft), `worker \"w1\" is not a manager`},
+		{"no certificate", &tls.Config{RootCAs: c.root.Pool(), ServerName: trust.ManagerServerName, NextProtos: []string{trust.ALPNRaft}}, "no certificate verified"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rc, err := tls.Dial("tcp", mux.Addr().String(), tc.conf)
@@ -149,7 +149,7 @@ func TestMuxRaftAdmitsOnlyManagers(t *testing.T) {
 	}
 
 	// Neither was handed out: the next raft connection is the manager's.
-	rc, err := tls.Dial("tcp", mux.Addr().String(), c.store("m1", ca.RoleManager).ClientTLSConfig(ca.ManagerServerName, ca.ALPNRaft))
+	rc, err := tls.Dial("tcp", mux.Addr().String(), c.store("m1", trust.RoleManager).ClientTLSConfig(trust.ManagerServerName, trust.ALPNRaft))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -162,8 +162,8 @@ func TestMuxRaftAdmitsOnlyManagers(t *testing.T) {
 
 func TestMuxRefusesOtherProtocols(t *testing.T) {
 	c := newCluster(t)
-	mux := startMux(t, c.store("m0", ca.RoleManager), nil)
-	conf := c.store("m1", ca.RoleManager).ClientTLSConfig(ca.ManagerServerName, "")
+	mux := startMux(t, c.store("m0", trust.RoleManager), nil)
+	conf := c.store("m1", trust.RoleManager).ClientTLSConfig(trust.ManagerServerName, "")
 
 	// No ALPN at all, or only http/1.1 (which Go's TLS server treats as no
 	// ALPN): handshaken, then closed.
@@ -186,7 +186,7 @@ func TestMuxRefusesOtherProtocols(t *testing.T) {
 
 	// Another cluster's client certificate fails the handshake.
 	other := newCluster(t)
-	conf = other.store("m9", ca.RoleManager).ClientTLSConfig(ca.ManagerServerName, ca.ALPNRaft)
+	conf = other.store("m9", trust.RoleManager).ClientTLSConfig(trust.ManagerServerName, trust.ALPNRaft)
 	conf.RootCAs = c.root.Pool()
 	rc2, err := tls.Dial("tcp", mux.Addr().String(), conf)
 	if err != nil {
@@ -206,7 +206,7 @@ func TestMuxServeStops(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mux := transport.NewMux(ln, c.store("m0", ca.RoleManager).ServerTLSConfig(), nil)
+	mux := transport.NewMux(ln, c.store("m0", trust.RoleManager).ServerTLSConfig(), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- mux.Serve(ctx) }()
@@ -225,7 +225,7 @@ func TestMuxServeStops(t *testing.T) {
 	// ...accepted before this one, whose handshake completes, so the silent
 	// one is certainly in its handshake now.
 	accepted := acceptOne(mux.Raft())
-	rc, err := tls.Dial("tcp", mux.Addr().String(), c.store("m1", ca.RoleManager).ClientTLSConfig(ca.ManagerServerName, ca.ALPNRaft))
+	rc, err := tls.Dial("tcp", mux.Addr().String(), c.store("m1", trust.RoleManager).ClientTLSConfig(trust.ManagerServerName, trust.ALPNRaft))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"github.com/shoal-dev/shoal/manager/ca"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // RaftStreamLayer is hashicorp/raft's StreamLayer over the mux: it accepts
@@ -31,8 +31,8 @@ var _ raft.StreamLayer = (*RaftStreamLayer)(nil)
 // NewRaftStreamLayer returns a stream layer accepting from ln (Mux.Raft())
 // and advertising advertise, which raft records as this server's address.
 // clientTLS is called for every dial, so a renewed certificate is used at
-// once; it should return a configuration verifying ca.ManagerServerName (as
-// ca.CertStore.ClientTLSConfig(ca.ManagerServerName, ca.ALPNRaft) does).
+// once; it should return a configuration verifying trust.ManagerServerName (as
+// trust.CertStore.ClientTLSConfig(trust.ManagerServerName, trust.ALPNRaft) does).
 func NewRaftStreamLayer(ln net.Listener, advertise net.Addr, clientTLS func() *tls.Config) *RaftStreamLayer {
 	return &RaftStreamLayer{ln: ln, advertise: advertise, clientTLS: clientTLS, closed: make(chan struct{})}
 }
@@ -72,9 +72,9 @@ func (s *RaftStreamLayer) Dial(address raft.ServerAddress, timeout time.Duration
 	conf := s.clientTLS().Clone()
 	// Whatever the caller configured, this connection must reach raft and
 	// only a manager may answer it.
-	conf.NextProtos = []string{ca.ALPNRaft}
+	conf.NextProtos = []string{trust.ALPNRaft}
 	if conf.ServerName == "" {
-		conf.ServerName = ca.ManagerServerName
+		conf.ServerName = trust.ManagerServerName
 	}
 	ctx := context.Background()
 	if timeout > 0 {
@@ -88,25 +88,25 @@ func (s *RaftStreamLayer) Dial(address raft.ServerAddress, timeout time.Duration
 		return nil, fmt.Errorf("raft dial %s: %w", address, err)
 	}
 	tc := c.(*tls.Conn)
-	if p := tc.ConnectionState().NegotiatedProtocol; p != ca.ALPNRaft {
+	if p := tc.ConnectionState().NegotiatedProtocol; p != trust.ALPNRaft {
 		tc.Close()
-		return nil, fmt.Errorf("raft dial %s: the server negotiated ALPN %q, not %q", address, p, ca.ALPNRaft)
+		return nil, fmt.Errorf("raft dial %s: the server negotiated ALPN %q, not %q", address, p, trust.ALPNRaft)
 	}
 	return tc, nil
 }
 
 // RaftAdmission is the check a manager's mux applies to raft peers
 // (Mux.AdmitRaft): the peer must be a voter of the latest raft
-// configuration and, per the store (check: ca.StoreCheck when a connection
-// is accepted, ca.ConnectionCheck on an open one), a current manager: its
+// configuration and, per the store (check: trust.StoreCheck when a connection
+// is accepted, trust.ConnectionCheck on an open one), a current manager: its
 // certificate current, not removed, not demoted. A voter whose node object
 // has not reached this manager's store yet is admitted (raft configuration
 // entries apply before the log is committed). A manager whose
 // configuration is still empty is joining: nothing there to protect yet,
 // and its first peer is the leader adding it, so any manager certificate
 // is admitted.
-func RaftAdmission(configuration func() (raft.Configuration, error), check func(ca.Identity) (ca.Role, error)) func(ca.Identity) error {
-	return func(id ca.Identity) error {
+func RaftAdmission(configuration func() (raft.Configuration, error), check func(trust.Identity) (trust.Role, error)) func(trust.Identity) error {
+	return func(id trust.Identity) error {
 		conf, err := configuration()
 		if err != nil {
 			return fmt.Errorf("reading the raft configuration: %w", err)
@@ -126,11 +126,11 @@ func RaftAdmission(configuration func() (raft.Configuration, error), check func(
 		}
 		role, err := check(id)
 		switch {
-		case errors.Is(err, ca.ErrNodeUnknown):
+		case errors.Is(err, trust.ErrNodeUnknown):
 			return nil
 		case err != nil:
 			return err
-		case role != ca.RoleManager:
+		case role != trust.RoleManager:
 			return fmt.Errorf("%s is no longer a manager (its role is changing)", id)
 		}
 		return nil

@@ -9,8 +9,8 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"github.com/shoal-dev/shoal/manager/ca"
 	"github.com/shoal-dev/shoal/manager/transport"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // recordFSM passes every applied command to a channel.
@@ -41,10 +41,10 @@ type raftNode struct {
 // a NetworkTransport over the mux's raft listener.
 func startRaftNode(t *testing.T, c *cluster, id string, bootstrap bool) *raftNode {
 	t.Helper()
-	certs := c.store(id, ca.RoleManager)
+	certs := c.store(id, trust.RoleManager)
 	mux := startMux(t, certs, nil)
 	stream := transport.NewRaftStreamLayer(mux.Raft(), mux.Addr(), func() *tls.Config {
-		return certs.ClientTLSConfig(ca.ManagerServerName, ca.ALPNRaft)
+		return certs.ClientTLSConfig(trust.ManagerServerName, trust.ALPNRaft)
 	})
 	trans := raft.NewNetworkTransport(stream, 3, 10*time.Second, io.Discard)
 
@@ -113,9 +113,9 @@ func TestRaftOverMux(t *testing.T) {
 
 func TestRaftDialVerifiesManager(t *testing.T) {
 	c := newCluster(t)
-	manager := c.store("m1", ca.RoleManager)
+	manager := c.store("m1", trust.RoleManager)
 	// A worker's port (it would not serve raft, but could try to pose).
-	worker := startMux(t, c.store("w1", ca.RoleWorker), nil)
+	worker := startMux(t, c.store("w1", trust.RoleWorker), nil)
 
 	stream := transport.NewRaftStreamLayer(nil, worker.Addr(), func() *tls.Config {
 		// Deliberately without ServerName or ALPN: Dial fills them in.
@@ -125,7 +125,7 @@ func TestRaftDialVerifiesManager(t *testing.T) {
 		t.Errorf("Addr = %v, want the advertised address", stream.Addr())
 	}
 	_, err := stream.Dial(raft.ServerAddress(worker.Addr().String()), 5*time.Second)
-	if err == nil || !strings.Contains(err.Error(), "not "+ca.ManagerServerName) {
+	if err == nil || !strings.Contains(err.Error(), "not "+trust.ManagerServerName) {
 		t.Fatalf("Dial to a worker certificate: %v, want a name mismatch", err)
 	}
 }

@@ -214,8 +214,11 @@ type UpdateClusterRequest struct {
 	Version       uint64           `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
 	Settings      *ClusterSettings `protobuf:"bytes,2,opt,name=settings,proto3" json:"settings,omitempty"`
 	IgnoreVersion bool             `protobuf:"varint,3,opt,name=ignore_version,json=ignoreVersion,proto3" json:"ignore_version,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Make a new gossip key the one to encrypt with (the previous one is
+	// still accepted until the next rotation), without a partition.
+	RotateGossipKey bool `protobuf:"varint,4,opt,name=rotate_gossip_key,json=rotateGossipKey,proto3" json:"rotate_gossip_key,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *UpdateClusterRequest) Reset() {
@@ -265,6 +268,13 @@ func (x *UpdateClusterRequest) GetSettings() *ClusterSettings {
 func (x *UpdateClusterRequest) GetIgnoreVersion() bool {
 	if x != nil {
 		return x.IgnoreVersion
+	}
+	return false
+}
+
+func (x *UpdateClusterRequest) GetRotateGossipKey() bool {
+	if x != nil {
+		return x.RotateGossipKey
 	}
 	return false
 }
@@ -1500,6 +1510,433 @@ func (*RemoveServiceResponse) Descriptor() ([]byte, []int) {
 	return file_shoalv1_control_proto_rawDescGZIP(), []int{30}
 }
 
+type CreateNetworkRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Spec          *NetworkSpec           `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateNetworkRequest) Reset() {
+	*x = CreateNetworkRequest{}
+	mi := &file_shoalv1_control_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateNetworkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateNetworkRequest) ProtoMessage() {}
+
+func (x *CreateNetworkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_control_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateNetworkRequest.ProtoReflect.Descriptor instead.
+func (*CreateNetworkRequest) Descriptor() ([]byte, []int) {
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *CreateNetworkRequest) GetSpec() *NetworkSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+type CreateNetworkResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Network       *Network               `protobuf:"bytes,1,opt,name=network,proto3" json:"network,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateNetworkResponse) Reset() {
+	*x = CreateNetworkResponse{}
+	mi := &file_shoalv1_control_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateNetworkResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateNetworkResponse) ProtoMessage() {}
+
+func (x *CreateNetworkResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_control_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateNetworkResponse.ProtoReflect.Descriptor instead.
+func (*CreateNetworkResponse) Descriptor() ([]byte, []int) {
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *CreateNetworkResponse) GetNetwork() *Network {
+	if x != nil {
+		return x.Network
+	}
+	return nil
+}
+
+type GetNetworkRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Full id, unique id prefix, or name.
+	Ref           string `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetNetworkRequest) Reset() {
+	*x = GetNetworkRequest{}
+	mi := &file_shoalv1_control_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetNetworkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetNetworkRequest) ProtoMessage() {}
+
+func (x *GetNetworkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_control_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetNetworkRequest.ProtoReflect.Descriptor instead.
+func (*GetNetworkRequest) Descriptor() ([]byte, []int) {
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *GetNetworkRequest) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+type GetNetworkResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Network       *Network               `protobuf:"bytes,1,opt,name=network,proto3" json:"network,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetNetworkResponse) Reset() {
+	*x = GetNetworkResponse{}
+	mi := &file_shoalv1_control_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetNetworkResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetNetworkResponse) ProtoMessage() {}
+
+func (x *GetNetworkResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_control_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetNetworkResponse.ProtoReflect.Descriptor instead.
+func (*GetNetworkResponse) Descriptor() ([]byte, []int) {
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *GetNetworkResponse) GetNetwork() *Network {
+	if x != nil {
+		return x.Network
+	}
+	return nil
+}
+
+type ListNetworksRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id, name, driver, label.
+	Filters       map[string]string `protobuf:"bytes,1,rep,name=filters,proto3" json:"filters,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNetworksRequest) Reset() {
+	*x = ListNetworksRequest{}
+	mi := &file_shoalv1_control_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNetworksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNetworksRequest) ProtoMessage() {}
+
+func (x *ListNetworksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_control_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNetworksRequest.ProtoReflect.Descriptor instead.
+func (*ListNetworksRequest) Descriptor() ([]byte, []int) {
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *ListNetworksRequest) GetFilters() map[string]string {
+	if x != nil {
+		return x.Filters
+	}
+	return nil
+}
+
+type ListNetworksResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Networks      []*Network             `protobuf:"bytes,1,rep,name=networks,proto3" json:"networks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNetworksResponse) Reset() {
+	*x = ListNetworksResponse{}
+	mi := &file_shoalv1_control_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNetworksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNetworksResponse) ProtoMessage() {}
+
+func (x *ListNetworksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_control_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNetworksResponse.ProtoReflect.Descriptor instead.
+func (*ListNetworksResponse) Descriptor() ([]byte, []int) {
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *ListNetworksResponse) GetNetworks() []*Network {
+	if x != nil {
+		return x.Networks
+	}
+	return nil
+}
+
+type RemoveNetworkRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ref           string                 `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNetworkRequest) Reset() {
+	*x = RemoveNetworkRequest{}
+	mi := &file_shoalv1_control_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNetworkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNetworkRequest) ProtoMessage() {}
+
+func (x *RemoveNetworkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_control_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNetworkRequest.ProtoReflect.Descriptor instead.
+func (*RemoveNetworkRequest) Descriptor() ([]byte, []int) {
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *RemoveNetworkRequest) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+type RemoveNetworkResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveNetworkResponse) Reset() {
+	*x = RemoveNetworkResponse{}
+	mi := &file_shoalv1_control_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveNetworkResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveNetworkResponse) ProtoMessage() {}
+
+func (x *RemoveNetworkResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_control_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveNetworkResponse.ProtoReflect.Descriptor instead.
+func (*RemoveNetworkResponse) Descriptor() ([]byte, []int) {
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{38}
+}
+
+type PruneNetworksRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PruneNetworksRequest) Reset() {
+	*x = PruneNetworksRequest{}
+	mi := &file_shoalv1_control_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PruneNetworksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PruneNetworksRequest) ProtoMessage() {}
+
+func (x *PruneNetworksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_control_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PruneNetworksRequest.ProtoReflect.Descriptor instead.
+func (*PruneNetworksRequest) Descriptor() ([]byte, []int) {
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{39}
+}
+
+type PruneNetworksResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Names of the networks removed (those no service uses).
+	Removed       []string `protobuf:"bytes,1,rep,name=removed,proto3" json:"removed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PruneNetworksResponse) Reset() {
+	*x = PruneNetworksResponse{}
+	mi := &file_shoalv1_control_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PruneNetworksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PruneNetworksResponse) ProtoMessage() {}
+
+func (x *PruneNetworksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_control_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PruneNetworksResponse.ProtoReflect.Descriptor instead.
+func (*PruneNetworksResponse) Descriptor() ([]byte, []int) {
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *PruneNetworksResponse) GetRemoved() []string {
+	if x != nil {
+		return x.Removed
+	}
+	return nil
+}
+
 type ListTasksRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// service (id or name), node (id or name), desired-state, state.
@@ -1510,7 +1947,7 @@ type ListTasksRequest struct {
 
 func (x *ListTasksRequest) Reset() {
 	*x = ListTasksRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[31]
+	mi := &file_shoalv1_control_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1522,7 +1959,7 @@ func (x *ListTasksRequest) String() string {
 func (*ListTasksRequest) ProtoMessage() {}
 
 func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[31]
+	mi := &file_shoalv1_control_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1535,7 +1972,7 @@ func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksRequest.ProtoReflect.Descriptor instead.
 func (*ListTasksRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{31}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListTasksRequest) GetFilters() map[string]string {
@@ -1554,7 +1991,7 @@ type ListTasksResponse struct {
 
 func (x *ListTasksResponse) Reset() {
 	*x = ListTasksResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[32]
+	mi := &file_shoalv1_control_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1566,7 +2003,7 @@ func (x *ListTasksResponse) String() string {
 func (*ListTasksResponse) ProtoMessage() {}
 
 func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[32]
+	mi := &file_shoalv1_control_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1579,7 +2016,7 @@ func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksResponse.ProtoReflect.Descriptor instead.
 func (*ListTasksResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{32}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListTasksResponse) GetTasks() []*Task {
@@ -1598,7 +2035,7 @@ type GetTaskRequest struct {
 
 func (x *GetTaskRequest) Reset() {
 	*x = GetTaskRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[33]
+	mi := &file_shoalv1_control_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1610,7 +2047,7 @@ func (x *GetTaskRequest) String() string {
 func (*GetTaskRequest) ProtoMessage() {}
 
 func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[33]
+	mi := &file_shoalv1_control_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1623,7 +2060,7 @@ func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskRequest.ProtoReflect.Descriptor instead.
 func (*GetTaskRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{33}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GetTaskRequest) GetRef() string {
@@ -1642,7 +2079,7 @@ type GetTaskResponse struct {
 
 func (x *GetTaskResponse) Reset() {
 	*x = GetTaskResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[34]
+	mi := &file_shoalv1_control_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1654,7 +2091,7 @@ func (x *GetTaskResponse) String() string {
 func (*GetTaskResponse) ProtoMessage() {}
 
 func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[34]
+	mi := &file_shoalv1_control_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1667,7 +2104,7 @@ func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskResponse.ProtoReflect.Descriptor instead.
 func (*GetTaskResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{34}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GetTaskResponse) GetTask() *Task {
@@ -1689,7 +2126,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[35]
+	mi := &file_shoalv1_control_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1701,7 +2138,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[35]
+	mi := &file_shoalv1_control_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1714,7 +2151,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{35}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *WatchRequest) GetFromIndex() uint64 {
@@ -1744,11 +2181,12 @@ const file_shoalv1_control_proto_rawDesc = "" +
 	"\x16RotateJoinTokenRequest\x12&\n" +
 	"\x04role\x18\x01 \x01(\x0e2\x12.shoal.v1.NodeRoleR\x04role\"/\n" +
 	"\x17RotateJoinTokenResponse\x12\x14\n" +
-	"\x05token\x18\x01 \x01(\tR\x05token\"\x8e\x01\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\"\xba\x01\n" +
 	"\x14UpdateClusterRequest\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x125\n" +
 	"\bsettings\x18\x02 \x01(\v2\x19.shoal.v1.ClusterSettingsR\bsettings\x12%\n" +
-	"\x0eignore_version\x18\x03 \x01(\bR\rignoreVersion\"D\n" +
+	"\x0eignore_version\x18\x03 \x01(\bR\rignoreVersion\x12*\n" +
+	"\x11rotate_gossip_key\x18\x04 \x01(\bR\x0frotateGossipKey\"D\n" +
 	"\x15UpdateClusterResponse\x12+\n" +
 	"\acluster\x18\x01 \x01(\v2\x11.shoal.v1.ClusterR\acluster\"c\n" +
 	"\x1dCreateAdminCertificateRequest\x12\x12\n" +
@@ -1820,7 +2258,28 @@ const file_shoalv1_control_proto_rawDesc = "" +
 	"\aservice\x18\x01 \x01(\v2\x11.shoal.v1.ServiceR\aservice\"(\n" +
 	"\x14RemoveServiceRequest\x12\x10\n" +
 	"\x03ref\x18\x01 \x01(\tR\x03ref\"\x17\n" +
-	"\x15RemoveServiceResponse\"\x91\x01\n" +
+	"\x15RemoveServiceResponse\"A\n" +
+	"\x14CreateNetworkRequest\x12)\n" +
+	"\x04spec\x18\x01 \x01(\v2\x15.shoal.v1.NetworkSpecR\x04spec\"D\n" +
+	"\x15CreateNetworkResponse\x12+\n" +
+	"\anetwork\x18\x01 \x01(\v2\x11.shoal.v1.NetworkR\anetwork\"%\n" +
+	"\x11GetNetworkRequest\x12\x10\n" +
+	"\x03ref\x18\x01 \x01(\tR\x03ref\"A\n" +
+	"\x12GetNetworkResponse\x12+\n" +
+	"\anetwork\x18\x01 \x01(\v2\x11.shoal.v1.NetworkR\anetwork\"\x97\x01\n" +
+	"\x13ListNetworksRequest\x12D\n" +
+	"\afilters\x18\x01 \x03(\v2*.shoal.v1.ListNetworksRequest.FiltersEntryR\afilters\x1a:\n" +
+	"\fFiltersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"E\n" +
+	"\x14ListNetworksResponse\x12-\n" +
+	"\bnetworks\x18\x01 \x03(\v2\x11.shoal.v1.NetworkR\bnetworks\"(\n" +
+	"\x14RemoveNetworkRequest\x12\x10\n" +
+	"\x03ref\x18\x01 \x01(\tR\x03ref\"\x17\n" +
+	"\x15RemoveNetworkResponse\"\x16\n" +
+	"\x14PruneNetworksRequest\"1\n" +
+	"\x15PruneNetworksResponse\x12\x18\n" +
+	"\aremoved\x18\x01 \x03(\tR\aremoved\"\x91\x01\n" +
 	"\x10ListTasksRequest\x12A\n" +
 	"\afilters\x18\x01 \x03(\v2'.shoal.v1.ListTasksRequest.FiltersEntryR\afilters\x1a:\n" +
 	"\fFiltersEntry\x12\x10\n" +
@@ -1835,7 +2294,7 @@ const file_shoalv1_control_proto_rawDesc = "" +
 	"\fWatchRequest\x12\x1d\n" +
 	"\n" +
 	"from_index\x18\x01 \x01(\x04R\tfromIndex\x12\x14\n" +
-	"\x05kinds\x18\x02 \x03(\tR\x05kinds2\xa5\v\n" +
+	"\x05kinds\x18\x02 \x03(\tR\x05kinds2\xb3\x0e\n" +
 	"\aControl\x12G\n" +
 	"\n" +
 	"GetCluster\x12\x1b.shoal.v1.GetClusterRequest\x1a\x1c.shoal.v1.GetClusterResponse\x12V\n" +
@@ -1855,7 +2314,13 @@ const file_shoalv1_control_proto_rawDesc = "" +
 	"GetService\x12\x1b.shoal.v1.GetServiceRequest\x1a\x1c.shoal.v1.GetServiceResponse\x12M\n" +
 	"\fListServices\x12\x1d.shoal.v1.ListServicesRequest\x1a\x1e.shoal.v1.ListServicesResponse\x12P\n" +
 	"\rUpdateService\x12\x1e.shoal.v1.UpdateServiceRequest\x1a\x1f.shoal.v1.UpdateServiceResponse\x12P\n" +
-	"\rRemoveService\x12\x1e.shoal.v1.RemoveServiceRequest\x1a\x1f.shoal.v1.RemoveServiceResponse\x12D\n" +
+	"\rRemoveService\x12\x1e.shoal.v1.RemoveServiceRequest\x1a\x1f.shoal.v1.RemoveServiceResponse\x12P\n" +
+	"\rCreateNetwork\x12\x1e.shoal.v1.CreateNetworkRequest\x1a\x1f.shoal.v1.CreateNetworkResponse\x12G\n" +
+	"\n" +
+	"GetNetwork\x12\x1b.shoal.v1.GetNetworkRequest\x1a\x1c.shoal.v1.GetNetworkResponse\x12M\n" +
+	"\fListNetworks\x12\x1d.shoal.v1.ListNetworksRequest\x1a\x1e.shoal.v1.ListNetworksResponse\x12P\n" +
+	"\rRemoveNetwork\x12\x1e.shoal.v1.RemoveNetworkRequest\x1a\x1f.shoal.v1.RemoveNetworkResponse\x12P\n" +
+	"\rPruneNetworks\x12\x1e.shoal.v1.PruneNetworksRequest\x1a\x1f.shoal.v1.PruneNetworksResponse\x12D\n" +
 	"\tListTasks\x12\x1a.shoal.v1.ListTasksRequest\x1a\x1b.shoal.v1.ListTasksResponse\x12>\n" +
 	"\aGetTask\x12\x18.shoal.v1.GetTaskRequest\x1a\x19.shoal.v1.GetTaskResponse\x127\n" +
 	"\x05Watch\x12\x16.shoal.v1.WatchRequest\x1a\x14.shoal.v1.WatchEvent0\x01B2Z0github.com/shoal-dev/shoal/proto/shoalv1;shoalv1b\x06proto3"
@@ -1872,7 +2337,7 @@ func file_shoalv1_control_proto_rawDescGZIP() []byte {
 	return file_shoalv1_control_proto_rawDescData
 }
 
-var file_shoalv1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_shoalv1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_shoalv1_control_proto_goTypes = []any{
 	(*GetClusterRequest)(nil),              // 0: shoal.v1.GetClusterRequest
 	(*GetClusterResponse)(nil),             // 1: shoal.v1.GetClusterResponse
@@ -1905,94 +2370,122 @@ var file_shoalv1_control_proto_goTypes = []any{
 	(*UpdateServiceResponse)(nil),          // 28: shoal.v1.UpdateServiceResponse
 	(*RemoveServiceRequest)(nil),           // 29: shoal.v1.RemoveServiceRequest
 	(*RemoveServiceResponse)(nil),          // 30: shoal.v1.RemoveServiceResponse
-	(*ListTasksRequest)(nil),               // 31: shoal.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),              // 32: shoal.v1.ListTasksResponse
-	(*GetTaskRequest)(nil),                 // 33: shoal.v1.GetTaskRequest
-	(*GetTaskResponse)(nil),                // 34: shoal.v1.GetTaskResponse
-	(*WatchRequest)(nil),                   // 35: shoal.v1.WatchRequest
-	nil,                                    // 36: shoal.v1.ListNodesRequest.FiltersEntry
-	nil,                                    // 37: shoal.v1.ListServicesRequest.FiltersEntry
-	nil,                                    // 38: shoal.v1.ListServicesResponse.ReplicasEntry
-	nil,                                    // 39: shoal.v1.ListTasksRequest.FiltersEntry
-	(*Cluster)(nil),                        // 40: shoal.v1.Cluster
-	(*RaftMember)(nil),                     // 41: shoal.v1.RaftMember
-	(NodeRole)(0),                          // 42: shoal.v1.NodeRole
-	(*ClusterSettings)(nil),                // 43: shoal.v1.ClusterSettings
-	(*AdminCertificate)(nil),               // 44: shoal.v1.AdminCertificate
-	(*Node)(nil),                           // 45: shoal.v1.Node
-	(*NodeSpec)(nil),                       // 46: shoal.v1.NodeSpec
-	(*ServiceSpec)(nil),                    // 47: shoal.v1.ServiceSpec
-	(*Service)(nil),                        // 48: shoal.v1.Service
-	(*Task)(nil),                           // 49: shoal.v1.Task
-	(*WatchEvent)(nil),                     // 50: shoal.v1.WatchEvent
+	(*CreateNetworkRequest)(nil),           // 31: shoal.v1.CreateNetworkRequest
+	(*CreateNetworkResponse)(nil),          // 32: shoal.v1.CreateNetworkResponse
+	(*GetNetworkRequest)(nil),              // 33: shoal.v1.GetNetworkRequest
+	(*GetNetworkResponse)(nil),             // 34: shoal.v1.GetNetworkResponse
+	(*ListNetworksRequest)(nil),            // 35: shoal.v1.ListNetworksRequest
+	(*ListNetworksResponse)(nil),           // 36: shoal.v1.ListNetworksResponse
+	(*RemoveNetworkRequest)(nil),           // 37: shoal.v1.RemoveNetworkRequest
+	(*RemoveNetworkResponse)(nil),          // 38: shoal.v1.RemoveNetworkResponse
+	(*PruneNetworksRequest)(nil),           // 39: shoal.v1.PruneNetworksRequest
+	(*PruneNetworksResponse)(nil),          // 40: shoal.v1.PruneNetworksResponse
+	(*ListTasksRequest)(nil),               // 41: shoal.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),              // 42: shoal.v1.ListTasksResponse
+	(*GetTaskRequest)(nil),                 // 43: shoal.v1.GetTaskRequest
+	(*GetTaskResponse)(nil),                // 44: shoal.v1.GetTaskResponse
+	(*WatchRequest)(nil),                   // 45: shoal.v1.WatchRequest
+	nil,                                    // 46: shoal.v1.ListNodesRequest.FiltersEntry
+	nil,                                    // 47: shoal.v1.ListServicesRequest.FiltersEntry
+	nil,                                    // 48: shoal.v1.ListServicesResponse.ReplicasEntry
+	nil,                                    // 49: shoal.v1.ListNetworksRequest.FiltersEntry
+	nil,                                    // 50: shoal.v1.ListTasksRequest.FiltersEntry
+	(*Cluster)(nil),                        // 51: shoal.v1.Cluster
+	(*RaftMember)(nil),                     // 52: shoal.v1.RaftMember
+	(NodeRole)(0),                          // 53: shoal.v1.NodeRole
+	(*ClusterSettings)(nil),                // 54: shoal.v1.ClusterSettings
+	(*AdminCertificate)(nil),               // 55: shoal.v1.AdminCertificate
+	(*Node)(nil),                           // 56: shoal.v1.Node
+	(*NodeSpec)(nil),                       // 57: shoal.v1.NodeSpec
+	(*ServiceSpec)(nil),                    // 58: shoal.v1.ServiceSpec
+	(*Service)(nil),                        // 59: shoal.v1.Service
+	(*NetworkSpec)(nil),                    // 60: shoal.v1.NetworkSpec
+	(*Network)(nil),                        // 61: shoal.v1.Network
+	(*Task)(nil),                           // 62: shoal.v1.Task
+	(*WatchEvent)(nil),                     // 63: shoal.v1.WatchEvent
 }
 var file_shoalv1_control_proto_depIdxs = []int32{
-	40, // 0: shoal.v1.GetClusterResponse.cluster:type_name -> shoal.v1.Cluster
-	41, // 1: shoal.v1.GetClusterResponse.members:type_name -> shoal.v1.RaftMember
-	42, // 2: shoal.v1.RotateJoinTokenRequest.role:type_name -> shoal.v1.NodeRole
-	43, // 3: shoal.v1.UpdateClusterRequest.settings:type_name -> shoal.v1.ClusterSettings
-	40, // 4: shoal.v1.UpdateClusterResponse.cluster:type_name -> shoal.v1.Cluster
-	44, // 5: shoal.v1.CreateAdminCertificateResponse.admin:type_name -> shoal.v1.AdminCertificate
-	44, // 6: shoal.v1.ListAdminCertificatesResponse.admins:type_name -> shoal.v1.AdminCertificate
-	44, // 7: shoal.v1.RevokeAdminCertificateResponse.admin:type_name -> shoal.v1.AdminCertificate
-	36, // 8: shoal.v1.ListNodesRequest.filters:type_name -> shoal.v1.ListNodesRequest.FiltersEntry
-	45, // 9: shoal.v1.ListNodesResponse.nodes:type_name -> shoal.v1.Node
-	45, // 10: shoal.v1.GetNodeResponse.node:type_name -> shoal.v1.Node
-	46, // 11: shoal.v1.UpdateNodeRequest.spec:type_name -> shoal.v1.NodeSpec
-	45, // 12: shoal.v1.UpdateNodeResponse.node:type_name -> shoal.v1.Node
-	47, // 13: shoal.v1.CreateServiceRequest.spec:type_name -> shoal.v1.ServiceSpec
-	48, // 14: shoal.v1.CreateServiceResponse.service:type_name -> shoal.v1.Service
-	48, // 15: shoal.v1.GetServiceResponse.service:type_name -> shoal.v1.Service
-	37, // 16: shoal.v1.ListServicesRequest.filters:type_name -> shoal.v1.ListServicesRequest.FiltersEntry
-	48, // 17: shoal.v1.ListServicesResponse.services:type_name -> shoal.v1.Service
-	38, // 18: shoal.v1.ListServicesResponse.replicas:type_name -> shoal.v1.ListServicesResponse.ReplicasEntry
-	47, // 19: shoal.v1.UpdateServiceRequest.spec:type_name -> shoal.v1.ServiceSpec
-	48, // 20: shoal.v1.UpdateServiceResponse.service:type_name -> shoal.v1.Service
-	39, // 21: shoal.v1.ListTasksRequest.filters:type_name -> shoal.v1.ListTasksRequest.FiltersEntry
-	49, // 22: shoal.v1.ListTasksResponse.tasks:type_name -> shoal.v1.Task
-	49, // 23: shoal.v1.GetTaskResponse.task:type_name -> shoal.v1.Task
-	26, // 24: shoal.v1.ListServicesResponse.ReplicasEntry.value:type_name -> shoal.v1.ReplicaCount
-	0,  // 25: shoal.v1.Control.GetCluster:input_type -> shoal.v1.GetClusterRequest
-	2,  // 26: shoal.v1.Control.RotateJoinToken:input_type -> shoal.v1.RotateJoinTokenRequest
-	4,  // 27: shoal.v1.Control.UpdateCluster:input_type -> shoal.v1.UpdateClusterRequest
-	6,  // 28: shoal.v1.Control.CreateAdminCertificate:input_type -> shoal.v1.CreateAdminCertificateRequest
-	8,  // 29: shoal.v1.Control.ListAdminCertificates:input_type -> shoal.v1.ListAdminCertificatesRequest
-	10, // 30: shoal.v1.Control.RevokeAdminCertificate:input_type -> shoal.v1.RevokeAdminCertificateRequest
-	12, // 31: shoal.v1.Control.ListNodes:input_type -> shoal.v1.ListNodesRequest
-	14, // 32: shoal.v1.Control.GetNode:input_type -> shoal.v1.GetNodeRequest
-	16, // 33: shoal.v1.Control.UpdateNode:input_type -> shoal.v1.UpdateNodeRequest
-	18, // 34: shoal.v1.Control.RemoveNode:input_type -> shoal.v1.RemoveNodeRequest
-	20, // 35: shoal.v1.Control.CreateService:input_type -> shoal.v1.CreateServiceRequest
-	22, // 36: shoal.v1.Control.GetService:input_type -> shoal.v1.GetServiceRequest
-	24, // 37: shoal.v1.Control.ListServices:input_type -> shoal.v1.ListServicesRequest
-	27, // 38: shoal.v1.Control.UpdateService:input_type -> shoal.v1.UpdateServiceRequest
-	29, // 39: shoal.v1.Control.RemoveService:input_type -> shoal.v1.RemoveServiceRequest
-	31, // 40: shoal.v1.Control.ListTasks:input_type -> shoal.v1.ListTasksRequest
-	33, // 41: shoal.v1.Control.GetTask:input_type -> shoal.v1.GetTaskRequest
-	35, // 42: shoal.v1.Control.Watch:input_type -> shoal.v1.WatchRequest
-	1,  // 43: shoal.v1.Control.GetCluster:output_type -> shoal.v1.GetClusterResponse
-	3,  // 44: shoal.v1.Control.RotateJoinToken:output_type -> shoal.v1.RotateJoinTokenResponse
-	5,  // 45: shoal.v1.Control.UpdateCluster:output_type -> shoal.v1.UpdateClusterResponse
-	7,  // 46: shoal.v1.Control.CreateAdminCertificate:output_type -> shoal.v1.CreateAdminCertificateResponse
-	9,  // 47: shoal.v1.Control.ListAdminCertificates:output_type -> shoal.v1.ListAdminCertificatesResponse
-	11, // 48: shoal.v1.Control.RevokeAdminCertificate:output_type -> shoal.v1.RevokeAdminCertificateResponse
-	13, // 49: shoal.v1.Control.ListNodes:output_type -> shoal.v1.ListNodesResponse
-	15, // 50: shoal.v1.Control.GetNode:output_type -> shoal.v1.GetNodeResponse
-	17, // 51: shoal.v1.Control.UpdateNode:output_type -> shoal.v1.UpdateNodeResponse
-	19, // 52: shoal.v1.Control.RemoveNode:output_type -> shoal.v1.RemoveNodeResponse
-	21, // 53: shoal.v1.Control.CreateService:output_type -> shoal.v1.CreateServiceResponse
-	23, // 54: shoal.v1.Control.GetService:output_type -> shoal.v1.GetServiceResponse
-	25, // 55: shoal.v1.Control.ListServices:output_type -> shoal.v1.ListServicesResponse
-	28, // 56: shoal.v1.Control.UpdateService:output_type -> shoal.v1.UpdateServiceResponse
-	30, // 57: shoal.v1.Control.RemoveService:output_type -> shoal.v1.RemoveServiceResponse
-	32, // 58: shoal.v1.Control.ListTasks:output_type -> shoal.v1.ListTasksResponse
-	34, // 59: shoal.v1.Control.GetTask:output_type -> shoal.v1.GetTaskResponse
-	50, // 60: shoal.v1.Control.Watch:output_type -> shoal.v1.WatchEvent
-	43, // [43:61] is the sub-list for method output_type
-	25, // [25:43] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	51, // 0: shoal.v1.GetClusterResponse.cluster:type_name -> shoal.v1.Cluster
+	52, // 1: shoal.v1.GetClusterResponse.members:type_name -> shoal.v1.RaftMember
+	53, // 2: shoal.v1.RotateJoinTokenRequest.role:type_name -> shoal.v1.NodeRole
+	54, // 3: shoal.v1.UpdateClusterRequest.settings:type_name -> shoal.v1.ClusterSettings
+	51, // 4: shoal.v1.UpdateClusterResponse.cluster:type_name -> shoal.v1.Cluster
+	55, // 5: shoal.v1.CreateAdminCertificateResponse.admin:type_name -> shoal.v1.AdminCertificate
+	55, // 6: shoal.v1.ListAdminCertificatesResponse.admins:type_name -> shoal.v1.AdminCertificate
+	55, // 7: shoal.v1.RevokeAdminCertificateResponse.admin:type_name -> shoal.v1.AdminCertificate
+	46, // 8: shoal.v1.ListNodesRequest.filters:type_name -> shoal.v1.ListNodesRequest.FiltersEntry
+	56, // 9: shoal.v1.ListNodesResponse.nodes:type_name -> shoal.v1.Node
+	56, // 10: shoal.v1.GetNodeResponse.node:type_name -> shoal.v1.Node
+	57, // 11: shoal.v1.UpdateNodeRequest.spec:type_name -> shoal.v1.NodeSpec
+	56, // 12: shoal.v1.UpdateNodeResponse.node:type_name -> shoal.v1.Node
+	58, // 13: shoal.v1.CreateServiceRequest.spec:type_name -> shoal.v1.ServiceSpec
+	59, // 14: shoal.v1.CreateServiceResponse.service:type_name -> shoal.v1.Service
+	59, // 15: shoal.v1.GetServiceResponse.service:type_name -> shoal.v1.Service
+	47, // 16: shoal.v1.ListServicesRequest.filters:type_name -> shoal.v1.ListServicesRequest.FiltersEntry
+	59, // 17: shoal.v1.ListServicesResponse.services:type_name -> shoal.v1.Service
+	48, // 18: shoal.v1.ListServicesResponse.replicas:type_name -> shoal.v1.ListServicesResponse.ReplicasEntry
+	58, // 19: shoal.v1.UpdateServiceRequest.spec:type_name -> shoal.v1.ServiceSpec
+	59, // 20: shoal.v1.UpdateServiceResponse.service:type_name -> shoal.v1.Service
+	60, // 21: shoal.v1.CreateNetworkRequest.spec:type_name -> shoal.v1.NetworkSpec
+	61, // 22: shoal.v1.CreateNetworkResponse.network:type_name -> shoal.v1.Network
+	61, // 23: shoal.v1.GetNetworkResponse.network:type_name -> shoal.v1.Network
+	49, // 24: shoal.v1.ListNetworksRequest.filters:type_name -> shoal.v1.ListNetworksRequest.FiltersEntry
+	61, // 25: shoal.v1.ListNetworksResponse.networks:type_name -> shoal.v1.Network
+	50, // 26: shoal.v1.ListTasksRequest.filters:type_name -> shoal.v1.ListTasksRequest.FiltersEntry
+	62, // 27: shoal.v1.ListTasksResponse.tasks:type_name -> shoal.v1.Task
+	62, // 28: shoal.v1.GetTaskResponse.task:type_name -> shoal.v1.Task
+	26, // 29: shoal.v1.ListServicesResponse.ReplicasEntry.value:type_name -> shoal.v1.ReplicaCount
+	0,  // 30: shoal.v1.Control.GetCluster:input_type -> shoal.v1.GetClusterRequest
+	2,  // 31: shoal.v1.Control.RotateJoinToken:input_type -> shoal.v1.RotateJoinTokenRequest
+	4,  // 32: shoal.v1.Control.UpdateCluster:input_type -> shoal.v1.UpdateClusterRequest
+	6,  // 33: shoal.v1.Control.CreateAdminCertificate:input_type -> shoal.v1.CreateAdminCertificateRequest
+	8,  // 34: shoal.v1.Control.ListAdminCertificates:input_type -> shoal.v1.ListAdminCertificatesRequest
+	10, // 35: shoal.v1.Control.RevokeAdminCertificate:input_type -> shoal.v1.RevokeAdminCertificateRequest
+	12, // 36: shoal.v1.Control.ListNodes:input_type -> shoal.v1.ListNodesRequest
+	14, // 37: shoal.v1.Control.GetNode:input_type -> shoal.v1.GetNodeRequest
+	16, // 38: shoal.v1.Control.UpdateNode:input_type -> shoal.v1.UpdateNodeRequest
+	18, // 39: shoal.v1.Control.RemoveNode:input_type -> shoal.v1.RemoveNodeRequest
+	20, // 40: shoal.v1.Control.CreateService:input_type -> shoal.v1.CreateServiceRequest
+	22, // 41: shoal.v1.Control.GetService:input_type -> shoal.v1.GetServiceRequest
+	24, // 42: shoal.v1.Control.ListServices:input_type -> shoal.v1.ListServicesRequest
+	27, // 43: shoal.v1.Control.UpdateService:input_type -> shoal.v1.UpdateServiceRequest
+	29, // 44: shoal.v1.Control.RemoveService:input_type -> shoal.v1.RemoveServiceRequest
+	31, // 45: shoal.v1.Control.CreateNetwork:input_type -> shoal.v1.CreateNetworkRequest
+	33, // 46: shoal.v1.Control.GetNetwork:input_type -> shoal.v1.GetNetworkRequest
+	35, // 47: shoal.v1.Control.ListNetworks:input_type -> shoal.v1.ListNetworksRequest
+	37, // 48: shoal.v1.Control.RemoveNetwork:input_type -> shoal.v1.RemoveNetworkRequest
+	39, // 49: shoal.v1.Control.PruneNetworks:input_type -> shoal.v1.PruneNetworksRequest
+	41, // 50: shoal.v1.Control.ListTasks:input_type -> shoal.v1.ListTasksRequest
+	43, // 51: shoal.v1.Control.GetTask:input_type -> shoal.v1.GetTaskRequest
+	45, // 52: shoal.v1.Control.Watch:input_type -> shoal.v1.WatchRequest
+	1,  // 53: shoal.v1.Control.GetCluster:output_type -> shoal.v1.GetClusterResponse
+	3,  // 54: shoal.v1.Control.RotateJoinToken:output_type -> shoal.v1.RotateJoinTokenResponse
+	5,  // 55: shoal.v1.Control.UpdateCluster:output_type -> shoal.v1.UpdateClusterResponse
+	7,  // 56: shoal.v1.Control.CreateAdminCertificate:output_type -> shoal.v1.CreateAdminCertificateResponse
+	9,  // 57: shoal.v1.Control.ListAdminCertificates:output_type -> shoal.v1.ListAdminCertificatesResponse
+	11, // 58: shoal.v1.Control.RevokeAdminCertificate:output_type -> shoal.v1.RevokeAdminCertificateResponse
+	13, // 59: shoal.v1.Control.ListNodes:output_type -> shoal.v1.ListNodesResponse
+	15, // 60: shoal.v1.Control.GetNode:output_type -> shoal.v1.GetNodeResponse
+	17, // 61: shoal.v1.Control.UpdateNode:output_type -> shoal.v1.UpdateNodeResponse
+	19, // 62: shoal.v1.Control.RemoveNode:output_type -> shoal.v1.RemoveNodeResponse
+	21, // 63: shoal.v1.Control.CreateService:output_type -> shoal.v1.CreateServiceResponse
+	23, // 64: shoal.v1.Control.GetService:output_type -> shoal.v1.GetServiceResponse
+	25, // 65: shoal.v1.Control.ListServices:output_type -> shoal.v1.ListServicesResponse
+	28, // 66: shoal.v1.Control.UpdateService:output_type -> shoal.v1.UpdateServiceResponse
+	30, // 67: shoal.v1.Control.RemoveService:output_type -> shoal.v1.RemoveServiceResponse
+	32, // 68: shoal.v1.Control.CreateNetwork:output_type -> shoal.v1.CreateNetworkResponse
+	34, // 69: shoal.v1.Control.GetNetwork:output_type -> shoal.v1.GetNetworkResponse
+	36, // 70: shoal.v1.Control.ListNetworks:output_type -> shoal.v1.ListNetworksResponse
+	38, // 71: shoal.v1.Control.RemoveNetwork:output_type -> shoal.v1.RemoveNetworkResponse
+	40, // 72: shoal.v1.Control.PruneNetworks:output_type -> shoal.v1.PruneNetworksResponse
+	42, // 73: shoal.v1.Control.ListTasks:output_type -> shoal.v1.ListTasksResponse
+	44, // 74: shoal.v1.Control.GetTask:output_type -> shoal.v1.GetTaskResponse
+	63, // 75: shoal.v1.Control.Watch:output_type -> shoal.v1.WatchEvent
+	53, // [53:76] is the sub-list for method output_type
+	30, // [30:53] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_shoalv1_control_proto_init() }
@@ -2008,7 +2501,7 @@ func file_shoalv1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoalv1_control_proto_rawDesc), len(file_shoalv1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   40,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

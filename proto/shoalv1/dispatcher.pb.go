@@ -26,7 +26,9 @@ type AgentHello struct {
 	Description *NodeDescription       `protobuf:"bytes,1,opt,name=description,proto3" json:"description,omitempty"`
 	Addr        string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
 	// host:port of the node's agent API.
-	AgentAddr     string `protobuf:"bytes,3,opt,name=agent_addr,json=agentAddr,proto3" json:"agent_addr,omitempty"`
+	AgentAddr string `protobuf:"bytes,3,opt,name=agent_addr,json=agentAddr,proto3" json:"agent_addr,omitempty"`
+	// host:port of the node's memberlist.
+	GossipAddr    string `protobuf:"bytes,4,opt,name=gossip_addr,json=gossipAddr,proto3" json:"gossip_addr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -78,6 +80,13 @@ func (x *AgentHello) GetAddr() string {
 func (x *AgentHello) GetAgentAddr() string {
 	if x != nil {
 		return x.AgentAddr
+	}
+	return ""
+}
+
+func (x *AgentHello) GetGossipAddr() string {
+	if x != nil {
+		return x.GossipAddr
 	}
 	return ""
 }
@@ -518,6 +527,136 @@ func (x *Assignments) GetMore() bool {
 	return false
 }
 
+// Networks carries the desired state of the networks the node takes part
+// in (those of its tasks, and every overlay network for ingress): full=true
+// replaces all; otherwise the listed networks replace theirs and removed
+// ones are left.
+type Networks struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Full     bool                   `protobuf:"varint,1,opt,name=full,proto3" json:"full,omitempty"`
+	Networks []*NetworkState        `protobuf:"bytes,2,rep,name=networks,proto3" json:"networks,omitempty"`
+	Removed  []string               `protobuf:"bytes,3,rep,name=removed,proto3" json:"removed,omitempty"`
+	// Like Assignments.more: further chunks of this message follow; only the
+	// first carries full, and the agent applies the whole once the last
+	// (more=false) has arrived.
+	More          bool `protobuf:"varint,4,opt,name=more,proto3" json:"more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Networks) Reset() {
+	*x = Networks{}
+	mi := &file_shoalv1_dispatcher_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Networks) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Networks) ProtoMessage() {}
+
+func (x *Networks) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_dispatcher_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Networks.ProtoReflect.Descriptor instead.
+func (*Networks) Descriptor() ([]byte, []int) {
+	return file_shoalv1_dispatcher_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Networks) GetFull() bool {
+	if x != nil {
+		return x.Full
+	}
+	return false
+}
+
+func (x *Networks) GetNetworks() []*NetworkState {
+	if x != nil {
+		return x.Networks
+	}
+	return nil
+}
+
+func (x *Networks) GetRemoved() []string {
+	if x != nil {
+		return x.Removed
+	}
+	return nil
+}
+
+func (x *Networks) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
+// Gossip tells a node how to join the gossip membership.
+type Gossip struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Keyring, newest (the one to encrypt with) first.
+	Keys [][]byte `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	// host:port of members to join through.
+	Peers         []string `protobuf:"bytes,2,rep,name=peers,proto3" json:"peers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Gossip) Reset() {
+	*x = Gossip{}
+	mi := &file_shoalv1_dispatcher_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Gossip) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Gossip) ProtoMessage() {}
+
+func (x *Gossip) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_dispatcher_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Gossip.ProtoReflect.Descriptor instead.
+func (*Gossip) Descriptor() ([]byte, []int) {
+	return file_shoalv1_dispatcher_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Gossip) GetKeys() [][]byte {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *Gossip) GetPeers() []string {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
 type SessionMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Msg:
@@ -527,6 +666,8 @@ type SessionMessage struct {
 	//	*SessionMessage_Node
 	//	*SessionMessage_Managers
 	//	*SessionMessage_HeartbeatAck
+	//	*SessionMessage_Networks
+	//	*SessionMessage_Gossip
 	Msg           isSessionMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -534,7 +675,7 @@ type SessionMessage struct {
 
 func (x *SessionMessage) Reset() {
 	*x = SessionMessage{}
-	mi := &file_shoalv1_dispatcher_proto_msgTypes[8]
+	mi := &file_shoalv1_dispatcher_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -546,7 +687,7 @@ func (x *SessionMessage) String() string {
 func (*SessionMessage) ProtoMessage() {}
 
 func (x *SessionMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_dispatcher_proto_msgTypes[8]
+	mi := &file_shoalv1_dispatcher_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -559,7 +700,7 @@ func (x *SessionMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionMessage.ProtoReflect.Descriptor instead.
 func (*SessionMessage) Descriptor() ([]byte, []int) {
-	return file_shoalv1_dispatcher_proto_rawDescGZIP(), []int{8}
+	return file_shoalv1_dispatcher_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SessionMessage) GetMsg() isSessionMessage_Msg {
@@ -614,6 +755,24 @@ func (x *SessionMessage) GetHeartbeatAck() *Heartbeat {
 	return nil
 }
 
+func (x *SessionMessage) GetNetworks() *Networks {
+	if x != nil {
+		if x, ok := x.Msg.(*SessionMessage_Networks); ok {
+			return x.Networks
+		}
+	}
+	return nil
+}
+
+func (x *SessionMessage) GetGossip() *Gossip {
+	if x != nil {
+		if x, ok := x.Msg.(*SessionMessage_Gossip); ok {
+			return x.Gossip
+		}
+	}
+	return nil
+}
+
 type isSessionMessage_Msg interface {
 	isSessionMessage_Msg()
 }
@@ -638,6 +797,14 @@ type SessionMessage_HeartbeatAck struct {
 	HeartbeatAck *Heartbeat `protobuf:"bytes,5,opt,name=heartbeat_ack,json=heartbeatAck,proto3,oneof"`
 }
 
+type SessionMessage_Networks struct {
+	Networks *Networks `protobuf:"bytes,6,opt,name=networks,proto3,oneof"`
+}
+
+type SessionMessage_Gossip struct {
+	Gossip *Gossip `protobuf:"bytes,7,opt,name=gossip,proto3,oneof"`
+}
+
 func (*SessionMessage_Welcome) isSessionMessage_Msg() {}
 
 func (*SessionMessage_Assignments) isSessionMessage_Msg() {}
@@ -648,6 +815,10 @@ func (*SessionMessage_Managers) isSessionMessage_Msg() {}
 
 func (*SessionMessage_HeartbeatAck) isSessionMessage_Msg() {}
 
+func (*SessionMessage_Networks) isSessionMessage_Msg() {}
+
+func (*SessionMessage_Gossip) isSessionMessage_Msg() {}
+
 type ManagerList struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Managers      []string               `protobuf:"bytes,1,rep,name=managers,proto3" json:"managers,omitempty"`
@@ -657,7 +828,7 @@ type ManagerList struct {
 
 func (x *ManagerList) Reset() {
 	*x = ManagerList{}
-	mi := &file_shoalv1_dispatcher_proto_msgTypes[9]
+	mi := &file_shoalv1_dispatcher_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -669,7 +840,7 @@ func (x *ManagerList) String() string {
 func (*ManagerList) ProtoMessage() {}
 
 func (x *ManagerList) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_dispatcher_proto_msgTypes[9]
+	mi := &file_shoalv1_dispatcher_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -682,7 +853,7 @@ func (x *ManagerList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ManagerList.ProtoReflect.Descriptor instead.
 func (*ManagerList) Descriptor() ([]byte, []int) {
-	return file_shoalv1_dispatcher_proto_rawDescGZIP(), []int{9}
+	return file_shoalv1_dispatcher_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ManagerList) GetManagers() []string {
@@ -696,13 +867,15 @@ var File_shoalv1_dispatcher_proto protoreflect.FileDescriptor
 
 const file_shoalv1_dispatcher_proto_rawDesc = "" +
 	"\n" +
-	"\x18shoalv1/dispatcher.proto\x12\bshoal.v1\x1a\x15shoalv1/objects.proto\"|\n" +
+	"\x18shoalv1/dispatcher.proto\x12\bshoal.v1\x1a\x15shoalv1/objects.proto\"\x9d\x01\n" +
 	"\n" +
 	"AgentHello\x12;\n" +
 	"\vdescription\x18\x01 \x01(\v2\x19.shoal.v1.NodeDescriptionR\vdescription\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x1d\n" +
 	"\n" +
-	"agent_addr\x18\x03 \x01(\tR\tagentAddr\"\v\n" +
+	"agent_addr\x18\x03 \x01(\tR\tagentAddr\x12\x1f\n" +
+	"\vgossip_addr\x18\x04 \x01(\tR\n" +
+	"gossipAddr\"\v\n" +
 	"\tHeartbeat\"Y\n" +
 	"\x10TaskStatusUpdate\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12,\n" +
@@ -729,13 +902,23 @@ const file_shoalv1_dispatcher_proto_rawDesc = "" +
 	"\x04full\x18\x01 \x01(\bR\x04full\x12&\n" +
 	"\x06upsert\x18\x02 \x03(\v2\x0e.shoal.v1.TaskR\x06upsert\x12\x18\n" +
 	"\aremoved\x18\x03 \x03(\tR\aremoved\x12\x12\n" +
-	"\x04more\x18\x04 \x01(\bR\x04more\"\x9f\x02\n" +
+	"\x04more\x18\x04 \x01(\bR\x04more\"\x80\x01\n" +
+	"\bNetworks\x12\x12\n" +
+	"\x04full\x18\x01 \x01(\bR\x04full\x122\n" +
+	"\bnetworks\x18\x02 \x03(\v2\x16.shoal.v1.NetworkStateR\bnetworks\x12\x18\n" +
+	"\aremoved\x18\x03 \x03(\tR\aremoved\x12\x12\n" +
+	"\x04more\x18\x04 \x01(\bR\x04more\"2\n" +
+	"\x06Gossip\x12\x12\n" +
+	"\x04keys\x18\x01 \x03(\fR\x04keys\x12\x14\n" +
+	"\x05peers\x18\x02 \x03(\tR\x05peers\"\xfd\x02\n" +
 	"\x0eSessionMessage\x124\n" +
 	"\awelcome\x18\x01 \x01(\v2\x18.shoal.v1.SessionWelcomeH\x00R\awelcome\x129\n" +
 	"\vassignments\x18\x02 \x01(\v2\x15.shoal.v1.AssignmentsH\x00R\vassignments\x12$\n" +
 	"\x04node\x18\x03 \x01(\v2\x0e.shoal.v1.NodeH\x00R\x04node\x123\n" +
 	"\bmanagers\x18\x04 \x01(\v2\x15.shoal.v1.ManagerListH\x00R\bmanagers\x12:\n" +
-	"\rheartbeat_ack\x18\x05 \x01(\v2\x13.shoal.v1.HeartbeatH\x00R\fheartbeatAckB\x05\n" +
+	"\rheartbeat_ack\x18\x05 \x01(\v2\x13.shoal.v1.HeartbeatH\x00R\fheartbeatAck\x120\n" +
+	"\bnetworks\x18\x06 \x01(\v2\x12.shoal.v1.NetworksH\x00R\bnetworks\x12*\n" +
+	"\x06gossip\x18\a \x01(\v2\x10.shoal.v1.GossipH\x00R\x06gossipB\x05\n" +
 	"\x03msg\")\n" +
 	"\vManagerList\x12\x1a\n" +
 	"\bmanagers\x18\x01 \x03(\tR\bmanagers2M\n" +
@@ -755,7 +938,7 @@ func file_shoalv1_dispatcher_proto_rawDescGZIP() []byte {
 	return file_shoalv1_dispatcher_proto_rawDescData
 }
 
-var file_shoalv1_dispatcher_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_shoalv1_dispatcher_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_shoalv1_dispatcher_proto_goTypes = []any{
 	(*AgentHello)(nil),       // 0: shoal.v1.AgentHello
 	(*Heartbeat)(nil),        // 1: shoal.v1.Heartbeat
@@ -765,35 +948,41 @@ var file_shoalv1_dispatcher_proto_goTypes = []any{
 	(*AgentMessage)(nil),     // 5: shoal.v1.AgentMessage
 	(*SessionWelcome)(nil),   // 6: shoal.v1.SessionWelcome
 	(*Assignments)(nil),      // 7: shoal.v1.Assignments
-	(*SessionMessage)(nil),   // 8: shoal.v1.SessionMessage
-	(*ManagerList)(nil),      // 9: shoal.v1.ManagerList
-	(*NodeDescription)(nil),  // 10: shoal.v1.NodeDescription
-	(*TaskStatus)(nil),       // 11: shoal.v1.TaskStatus
-	(*Node)(nil),             // 12: shoal.v1.Node
-	(*Task)(nil),             // 13: shoal.v1.Task
+	(*Networks)(nil),         // 8: shoal.v1.Networks
+	(*Gossip)(nil),           // 9: shoal.v1.Gossip
+	(*SessionMessage)(nil),   // 10: shoal.v1.SessionMessage
+	(*ManagerList)(nil),      // 11: shoal.v1.ManagerList
+	(*NodeDescription)(nil),  // 12: shoal.v1.NodeDescription
+	(*TaskStatus)(nil),       // 13: shoal.v1.TaskStatus
+	(*Node)(nil),             // 14: shoal.v1.Node
+	(*Task)(nil),             // 15: shoal.v1.Task
+	(*NetworkState)(nil),     // 16: shoal.v1.NetworkState
 }
 var file_shoalv1_dispatcher_proto_depIdxs = []int32{
-	10, // 0: shoal.v1.AgentHello.description:type_name -> shoal.v1.NodeDescription
-	11, // 1: shoal.v1.TaskStatusUpdate.status:type_name -> shoal.v1.TaskStatus
+	12, // 0: shoal.v1.AgentHello.description:type_name -> shoal.v1.NodeDescription
+	13, // 1: shoal.v1.TaskStatusUpdate.status:type_name -> shoal.v1.TaskStatus
 	2,  // 2: shoal.v1.TaskStatusBatch.updates:type_name -> shoal.v1.TaskStatusUpdate
 	0,  // 3: shoal.v1.AgentMessage.hello:type_name -> shoal.v1.AgentHello
 	1,  // 4: shoal.v1.AgentMessage.heartbeat:type_name -> shoal.v1.Heartbeat
 	3,  // 5: shoal.v1.AgentMessage.status:type_name -> shoal.v1.TaskStatusBatch
 	4,  // 6: shoal.v1.AgentMessage.goodbye:type_name -> shoal.v1.Goodbye
-	12, // 7: shoal.v1.SessionWelcome.node:type_name -> shoal.v1.Node
-	13, // 8: shoal.v1.Assignments.upsert:type_name -> shoal.v1.Task
-	6,  // 9: shoal.v1.SessionMessage.welcome:type_name -> shoal.v1.SessionWelcome
-	7,  // 10: shoal.v1.SessionMessage.assignments:type_name -> shoal.v1.Assignments
-	12, // 11: shoal.v1.SessionMessage.node:type_name -> shoal.v1.Node
-	9,  // 12: shoal.v1.SessionMessage.managers:type_name -> shoal.v1.ManagerList
-	1,  // 13: shoal.v1.SessionMessage.heartbeat_ack:type_name -> shoal.v1.Heartbeat
-	5,  // 14: shoal.v1.Dispatcher.Session:input_type -> shoal.v1.AgentMessage
-	8,  // 15: shoal.v1.Dispatcher.Session:output_type -> shoal.v1.SessionMessage
-	15, // [15:16] is the sub-list for method output_type
-	14, // [14:15] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	14, // 7: shoal.v1.SessionWelcome.node:type_name -> shoal.v1.Node
+	15, // 8: shoal.v1.Assignments.upsert:type_name -> shoal.v1.Task
+	16, // 9: shoal.v1.Networks.networks:type_name -> shoal.v1.NetworkState
+	6,  // 10: shoal.v1.SessionMessage.welcome:type_name -> shoal.v1.SessionWelcome
+	7,  // 11: shoal.v1.SessionMessage.assignments:type_name -> shoal.v1.Assignments
+	14, // 12: shoal.v1.SessionMessage.node:type_name -> shoal.v1.Node
+	11, // 13: shoal.v1.SessionMessage.managers:type_name -> shoal.v1.ManagerList
+	1,  // 14: shoal.v1.SessionMessage.heartbeat_ack:type_name -> shoal.v1.Heartbeat
+	8,  // 15: shoal.v1.SessionMessage.networks:type_name -> shoal.v1.Networks
+	9,  // 16: shoal.v1.SessionMessage.gossip:type_name -> shoal.v1.Gossip
+	5,  // 17: shoal.v1.Dispatcher.Session:input_type -> shoal.v1.AgentMessage
+	10, // 18: shoal.v1.Dispatcher.Session:output_type -> shoal.v1.SessionMessage
+	18, // [18:19] is the sub-list for method output_type
+	17, // [17:18] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_shoalv1_dispatcher_proto_init() }
@@ -808,12 +997,14 @@ func file_shoalv1_dispatcher_proto_init() {
 		(*AgentMessage_Status)(nil),
 		(*AgentMessage_Goodbye)(nil),
 	}
-	file_shoalv1_dispatcher_proto_msgTypes[8].OneofWrappers = []any{
+	file_shoalv1_dispatcher_proto_msgTypes[10].OneofWrappers = []any{
 		(*SessionMessage_Welcome)(nil),
 		(*SessionMessage_Assignments)(nil),
 		(*SessionMessage_Node)(nil),
 		(*SessionMessage_Managers)(nil),
 		(*SessionMessage_HeartbeatAck)(nil),
+		(*SessionMessage_Networks)(nil),
+		(*SessionMessage_Gossip)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -821,7 +1012,7 @@ func file_shoalv1_dispatcher_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoalv1_dispatcher_proto_rawDesc), len(file_shoalv1_dispatcher_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,8 +27,9 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // Dispatcher holds one session per node, on the leader. A non-leader answers
-// Session with UNAVAILABLE and the leader's address in the status message
-// ("leader=host:port") so the agent can go there.
+// Session with UNAVAILABLE carrying a google.rpc.ErrorInfo detail (reason
+// NOT_LEADER, metadata "leader" = host:port; see errdefs.NotLeader) so the
+// agent can go there.
 type DispatcherClient interface {
 	Session(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AgentMessage, SessionMessage], error)
 }
@@ -59,8 +60,9 @@ type Dispatcher_SessionClient = grpc.BidiStreamingClient[AgentMessage, SessionMe
 // for forward compatibility.
 //
 // Dispatcher holds one session per node, on the leader. A non-leader answers
-// Session with UNAVAILABLE and the leader's address in the status message
-// ("leader=host:port") so the agent can go there.
+// Session with UNAVAILABLE carrying a google.rpc.ErrorInfo detail (reason
+// NOT_LEADER, metadata "leader" = host:port; see errdefs.NotLeader) so the
+// agent can go there.
 type DispatcherServer interface {
 	Session(grpc.BidiStreamingServer[AgentMessage, SessionMessage]) error
 	mustEmbedUnimplementedDispatcherServer()

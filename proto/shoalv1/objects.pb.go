@@ -485,8 +485,12 @@ type ClusterSettings struct {
 	// then `shoal daemon`) keeps its tasks before they are replaced. 0 means
 	// the default (60 s).
 	RestartGraceMs int64 `protobuf:"varint,6,opt,name=restart_grace_ms,json=restartGraceMs,proto3" json:"restart_grace_ms,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Pool that overlay networks created without --subnet take their subnet
+	// from (default 10.220.0.0/16), and the prefix length of each (default 24).
+	DefaultAddressPool string `protobuf:"bytes,7,opt,name=default_address_pool,json=defaultAddressPool,proto3" json:"default_address_pool,omitempty"`
+	DefaultSubnetSize  int32  `protobuf:"varint,8,opt,name=default_subnet_size,json=defaultSubnetSize,proto3" json:"default_subnet_size,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ClusterSettings) Reset() {
@@ -550,6 +554,20 @@ func (x *ClusterSettings) GetMaxReplicas() int64 {
 func (x *ClusterSettings) GetRestartGraceMs() int64 {
 	if x != nil {
 		return x.RestartGraceMs
+	}
+	return 0
+}
+
+func (x *ClusterSettings) GetDefaultAddressPool() string {
+	if x != nil {
+		return x.DefaultAddressPool
+	}
+	return ""
+}
+
+func (x *ClusterSettings) GetDefaultSubnetSize() int32 {
+	if x != nil {
+		return x.DefaultSubnetSize
 	}
 	return 0
 }
@@ -656,7 +674,11 @@ type Cluster struct {
 	RemovedNodes []string `protobuf:"bytes,7,rep,name=removed_nodes,json=removedNodes,proto3" json:"removed_nodes,omitempty"`
 	// Admin client certificates: an admin certificate is accepted only while
 	// its serial is listed here and not revoked.
-	AdminCerts    []*AdminCertificate `protobuf:"bytes,8,rep,name=admin_certs,json=adminCerts,proto3" json:"admin_certs,omitempty"`
+	AdminCerts []*AdminCertificate `protobuf:"bytes,8,rep,name=admin_certs,json=adminCerts,proto3" json:"admin_certs,omitempty"`
+	// Gossip encryption keys (memberlist keyring), newest first: nodes
+	// encrypt with the first and accept all. Never returned by the control
+	// API; nodes receive them on their dispatcher session.
+	GossipKeys    [][]byte `protobuf:"bytes,9,rep,name=gossip_keys,json=gossipKeys,proto3" json:"gossip_keys,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -743,6 +765,13 @@ func (x *Cluster) GetRemovedNodes() []string {
 func (x *Cluster) GetAdminCerts() []*AdminCertificate {
 	if x != nil {
 		return x.AdminCerts
+	}
+	return nil
+}
+
+func (x *Cluster) GetGossipKeys() [][]byte {
+	if x != nil {
+		return x.GossipKeys
 	}
 	return nil
 }
@@ -965,8 +994,16 @@ type NodeStatus struct {
 	// Set when the node said it is restarting (planned restart): until then
 	// its tasks are not replaced although it is not connected.
 	RestartDeadline *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=restart_deadline,json=restartDeadline,proto3" json:"restart_deadline,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The node's state in the gossip membership as the leader's memberlist
+	// sees it: "alive", "suspect", "dead", "left" or "" (not known yet).
+	GossipState string `protobuf:"bytes,7,opt,name=gossip_state,json=gossipState,proto3" json:"gossip_state,omitempty"`
+	// host:port of the node's memberlist (default advertise IP:7946).
+	GossipAddr string `protobuf:"bytes,8,opt,name=gossip_addr,json=gossipAddr,proto3" json:"gossip_addr,omitempty"`
+	// Set while the node's heartbeats stopped but gossip still sees it alive
+	// (a manager-to-node link problem): shown as unreachable, given more time.
+	Unreachable   bool `protobuf:"varint,9,opt,name=unreachable,proto3" json:"unreachable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeStatus) Reset() {
@@ -1039,6 +1076,27 @@ func (x *NodeStatus) GetRestartDeadline() *timestamppb.Timestamp {
 		return x.RestartDeadline
 	}
 	return nil
+}
+
+func (x *NodeStatus) GetGossipState() string {
+	if x != nil {
+		return x.GossipState
+	}
+	return ""
+}
+
+func (x *NodeStatus) GetGossipAddr() string {
+	if x != nil {
+		return x.GossipAddr
+	}
+	return ""
+}
+
+func (x *NodeStatus) GetUnreachable() bool {
+	if x != nil {
+		return x.Unreachable
+	}
+	return false
 }
 
 type ManagerStatus struct {
@@ -1619,20 +1677,75 @@ func (x *Placement) GetMaxReplicasPerNode() int64 {
 	return 0
 }
 
+// NetworkAttachmentConfig attaches a service's tasks to a network.
+type NetworkAttachmentConfig struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Network name or id.
+	Target string `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
+	// Extra DNS names of the service on this network.
+	Aliases       []string `protobuf:"bytes,2,rep,name=aliases,proto3" json:"aliases,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkAttachmentConfig) Reset() {
+	*x = NetworkAttachmentConfig{}
+	mi := &file_shoalv1_objects_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkAttachmentConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkAttachmentConfig) ProtoMessage() {}
+
+func (x *NetworkAttachmentConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_objects_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkAttachmentConfig.ProtoReflect.Descriptor instead.
+func (*NetworkAttachmentConfig) Descriptor() ([]byte, []int) {
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *NetworkAttachmentConfig) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *NetworkAttachmentConfig) GetAliases() []string {
+	if x != nil {
+		return x.Aliases
+	}
+	return nil
+}
+
 type TaskSpec struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Container     *ContainerSpec         `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
-	Resources     *ResourceRequirements  `protobuf:"bytes,2,opt,name=resources,proto3" json:"resources,omitempty"`
-	Restart       *RestartPolicy         `protobuf:"bytes,3,opt,name=restart,proto3" json:"restart,omitempty"`
-	Placement     *Placement             `protobuf:"bytes,4,opt,name=placement,proto3" json:"placement,omitempty"`
-	Networks      []string               `protobuf:"bytes,5,rep,name=networks,proto3" json:"networks,omitempty"`
+	state         protoimpl.MessageState     `protogen:"open.v1"`
+	Container     *ContainerSpec             `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	Resources     *ResourceRequirements      `protobuf:"bytes,2,opt,name=resources,proto3" json:"resources,omitempty"`
+	Restart       *RestartPolicy             `protobuf:"bytes,3,opt,name=restart,proto3" json:"restart,omitempty"`
+	Placement     *Placement                 `protobuf:"bytes,4,opt,name=placement,proto3" json:"placement,omitempty"`
+	Networks      []*NetworkAttachmentConfig `protobuf:"bytes,6,rep,name=networks,proto3" json:"networks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskSpec) Reset() {
 	*x = TaskSpec{}
-	mi := &file_shoalv1_objects_proto_msgTypes[16]
+	mi := &file_shoalv1_objects_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1644,7 +1757,7 @@ func (x *TaskSpec) String() string {
 func (*TaskSpec) ProtoMessage() {}
 
 func (x *TaskSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[16]
+	mi := &file_shoalv1_objects_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1657,7 +1770,7 @@ func (x *TaskSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskSpec.ProtoReflect.Descriptor instead.
 func (*TaskSpec) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{16}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TaskSpec) GetContainer() *ContainerSpec {
@@ -1688,7 +1801,7 @@ func (x *TaskSpec) GetPlacement() *Placement {
 	return nil
 }
 
-func (x *TaskSpec) GetNetworks() []string {
+func (x *TaskSpec) GetNetworks() []*NetworkAttachmentConfig {
 	if x != nil {
 		return x.Networks
 	}
@@ -1709,7 +1822,7 @@ type UpdateConfig struct {
 
 func (x *UpdateConfig) Reset() {
 	*x = UpdateConfig{}
-	mi := &file_shoalv1_objects_proto_msgTypes[17]
+	mi := &file_shoalv1_objects_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1721,7 +1834,7 @@ func (x *UpdateConfig) String() string {
 func (*UpdateConfig) ProtoMessage() {}
 
 func (x *UpdateConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[17]
+	mi := &file_shoalv1_objects_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1734,7 +1847,7 @@ func (x *UpdateConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateConfig.ProtoReflect.Descriptor instead.
 func (*UpdateConfig) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{17}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *UpdateConfig) GetParallelism() int64 {
@@ -1766,18 +1879,22 @@ func (x *UpdateConfig) GetOrder() string {
 }
 
 type PortConfig struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Protocol      string                 `protobuf:"bytes,2,opt,name=protocol,proto3" json:"protocol,omitempty"`
-	TargetPort    uint32                 `protobuf:"varint,3,opt,name=target_port,json=targetPort,proto3" json:"target_port,omitempty"`
-	PublishedPort uint32                 `protobuf:"varint,4,opt,name=published_port,json=publishedPort,proto3" json:"published_port,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// "tcp" (default) or "udp".
+	Protocol      string `protobuf:"bytes,2,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	TargetPort    uint32 `protobuf:"varint,3,opt,name=target_port,json=targetPort,proto3" json:"target_port,omitempty"`
+	PublishedPort uint32 `protobuf:"varint,4,opt,name=published_port,json=publishedPort,proto3" json:"published_port,omitempty"`
+	// "ingress" (default: every node answers) or "host" (only nodes running
+	// a task, client address preserved).
+	PublishMode   string `protobuf:"bytes,5,opt,name=publish_mode,json=publishMode,proto3" json:"publish_mode,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PortConfig) Reset() {
 	*x = PortConfig{}
-	mi := &file_shoalv1_objects_proto_msgTypes[18]
+	mi := &file_shoalv1_objects_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1789,7 +1906,7 @@ func (x *PortConfig) String() string {
 func (*PortConfig) ProtoMessage() {}
 
 func (x *PortConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[18]
+	mi := &file_shoalv1_objects_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1802,7 +1919,7 @@ func (x *PortConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PortConfig.ProtoReflect.Descriptor instead.
 func (*PortConfig) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{18}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PortConfig) GetName() string {
@@ -1833,6 +1950,13 @@ func (x *PortConfig) GetPublishedPort() uint32 {
 	return 0
 }
 
+func (x *PortConfig) GetPublishMode() string {
+	if x != nil {
+		return x.PublishMode
+	}
+	return ""
+}
+
 type EndpointSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "vip" or "dnsrr".
@@ -1844,7 +1968,7 @@ type EndpointSpec struct {
 
 func (x *EndpointSpec) Reset() {
 	*x = EndpointSpec{}
-	mi := &file_shoalv1_objects_proto_msgTypes[19]
+	mi := &file_shoalv1_objects_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1856,7 +1980,7 @@ func (x *EndpointSpec) String() string {
 func (*EndpointSpec) ProtoMessage() {}
 
 func (x *EndpointSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[19]
+	mi := &file_shoalv1_objects_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1869,7 +1993,7 @@ func (x *EndpointSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointSpec.ProtoReflect.Descriptor instead.
 func (*EndpointSpec) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{19}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *EndpointSpec) GetMode() string {
@@ -1904,7 +2028,7 @@ type ServiceSpec struct {
 
 func (x *ServiceSpec) Reset() {
 	*x = ServiceSpec{}
-	mi := &file_shoalv1_objects_proto_msgTypes[20]
+	mi := &file_shoalv1_objects_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1916,7 +2040,7 @@ func (x *ServiceSpec) String() string {
 func (*ServiceSpec) ProtoMessage() {}
 
 func (x *ServiceSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[20]
+	mi := &file_shoalv1_objects_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1929,7 +2053,7 @@ func (x *ServiceSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceSpec.ProtoReflect.Descriptor instead.
 func (*ServiceSpec) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{20}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ServiceSpec) GetName() string {
@@ -1988,6 +2112,59 @@ func (x *ServiceSpec) GetEndpoint() *EndpointSpec {
 	return nil
 }
 
+// ServiceVIP is a service's virtual address on one network (vip mode).
+type ServiceVIP struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NetworkId     string                 `protobuf:"bytes,1,opt,name=network_id,json=networkId,proto3" json:"network_id,omitempty"`
+	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceVIP) Reset() {
+	*x = ServiceVIP{}
+	mi := &file_shoalv1_objects_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceVIP) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceVIP) ProtoMessage() {}
+
+func (x *ServiceVIP) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_objects_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceVIP.ProtoReflect.Descriptor instead.
+func (*ServiceVIP) Descriptor() ([]byte, []int) {
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ServiceVIP) GetNetworkId() string {
+	if x != nil {
+		return x.NetworkId
+	}
+	return ""
+}
+
+func (x *ServiceVIP) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
 type Service struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	Meta         *Meta                  `protobuf:"bytes,1,opt,name=meta,proto3" json:"meta,omitempty"`
@@ -1995,14 +2172,16 @@ type Service struct {
 	PreviousSpec *ServiceSpec           `protobuf:"bytes,3,opt,name=previous_spec,json=previousSpec,proto3" json:"previous_spec,omitempty"`
 	// Bumped whenever spec.task changes, so tasks built from an older task
 	// spec can be told apart.
-	SpecVersion   uint64 `protobuf:"varint,4,opt,name=spec_version,json=specVersion,proto3" json:"spec_version,omitempty"`
+	SpecVersion uint64 `protobuf:"varint,4,opt,name=spec_version,json=specVersion,proto3" json:"spec_version,omitempty"`
+	// Allocated by the managers: one per network the service is on (vip mode).
+	Vips          []*ServiceVIP `protobuf:"bytes,5,rep,name=vips,proto3" json:"vips,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_shoalv1_objects_proto_msgTypes[21]
+	mi := &file_shoalv1_objects_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2014,7 +2193,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[21]
+	mi := &file_shoalv1_objects_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2027,7 +2206,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{21}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Service) GetMeta() *Meta {
@@ -2058,6 +2237,13 @@ func (x *Service) GetSpecVersion() uint64 {
 	return 0
 }
 
+func (x *Service) GetVips() []*ServiceVIP {
+	if x != nil {
+		return x.Vips
+	}
+	return nil
+}
+
 type TaskStatus struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	State     TaskState              `protobuf:"varint,1,opt,name=state,proto3,enum=shoal.v1.TaskState" json:"state,omitempty"`
@@ -2077,7 +2263,7 @@ type TaskStatus struct {
 
 func (x *TaskStatus) Reset() {
 	*x = TaskStatus{}
-	mi := &file_shoalv1_objects_proto_msgTypes[22]
+	mi := &file_shoalv1_objects_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2089,7 +2275,7 @@ func (x *TaskStatus) String() string {
 func (*TaskStatus) ProtoMessage() {}
 
 func (x *TaskStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[22]
+	mi := &file_shoalv1_objects_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2102,7 +2288,7 @@ func (x *TaskStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStatus.ProtoReflect.Descriptor instead.
 func (*TaskStatus) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{22}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *TaskStatus) GetState() TaskState {
@@ -2168,18 +2354,22 @@ func (x *TaskStatus) GetImageDigest() string {
 	return ""
 }
 
+// NetworkAttachment is one task's endpoint on one network, allocated by
+// the managers (address in the network's subnet, MAC derived from it).
 type NetworkAttachment struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	NetworkId     string                 `protobuf:"bytes,1,opt,name=network_id,json=networkId,proto3" json:"network_id,omitempty"`
-	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	Mac           string                 `protobuf:"bytes,3,opt,name=mac,proto3" json:"mac,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	NetworkId string                 `protobuf:"bytes,1,opt,name=network_id,json=networkId,proto3" json:"network_id,omitempty"`
+	// CIDR form: 10.220.3.7/24.
+	Address       string   `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Mac           string   `protobuf:"bytes,3,opt,name=mac,proto3" json:"mac,omitempty"`
+	Aliases       []string `protobuf:"bytes,4,rep,name=aliases,proto3" json:"aliases,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NetworkAttachment) Reset() {
 	*x = NetworkAttachment{}
-	mi := &file_shoalv1_objects_proto_msgTypes[23]
+	mi := &file_shoalv1_objects_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2191,7 +2381,7 @@ func (x *NetworkAttachment) String() string {
 func (*NetworkAttachment) ProtoMessage() {}
 
 func (x *NetworkAttachment) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[23]
+	mi := &file_shoalv1_objects_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2204,7 +2394,7 @@ func (x *NetworkAttachment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkAttachment.ProtoReflect.Descriptor instead.
 func (*NetworkAttachment) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{23}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *NetworkAttachment) GetNetworkId() string {
@@ -2228,6 +2418,13 @@ func (x *NetworkAttachment) GetMac() string {
 	return ""
 }
 
+func (x *NetworkAttachment) GetAliases() []string {
+	if x != nil {
+		return x.Aliases
+	}
+	return nil
+}
+
 type Task struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Meta        *Meta                  `protobuf:"bytes,1,opt,name=meta,proto3" json:"meta,omitempty"`
@@ -2248,7 +2445,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_shoalv1_objects_proto_msgTypes[24]
+	mi := &file_shoalv1_objects_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2260,7 +2457,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[24]
+	mi := &file_shoalv1_objects_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2273,7 +2470,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{24}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Task) GetMeta() *Meta {
@@ -2347,20 +2544,29 @@ func (x *Task) GetNetworks() []*NetworkAttachment {
 }
 
 type NetworkSpec struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Driver        string                 `protobuf:"bytes,2,opt,name=driver,proto3" json:"driver,omitempty"`
-	Subnet        string                 `protobuf:"bytes,3,opt,name=subnet,proto3" json:"subnet,omitempty"`
-	Labels        map[string]string      `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Attachable    bool                   `protobuf:"varint,5,opt,name=attachable,proto3" json:"attachable,omitempty"`
-	Internal      bool                   `protobuf:"varint,6,opt,name=internal,proto3" json:"internal,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// "overlay" (VXLAN, cluster-wide), "bridge" (node-local) or "host".
+	Driver string `protobuf:"bytes,2,opt,name=driver,proto3" json:"driver,omitempty"`
+	// CIDR; empty: a subnet from the cluster's default address pool.
+	Subnet     string            `protobuf:"bytes,3,opt,name=subnet,proto3" json:"subnet,omitempty"`
+	Labels     map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Attachable bool              `protobuf:"varint,5,opt,name=attachable,proto3" json:"attachable,omitempty"`
+	// No egress beyond the network.
+	Internal bool `protobuf:"varint,6,opt,name=internal,proto3" json:"internal,omitempty"`
+	// Empty: the subnet's first address.
+	Gateway string `protobuf:"bytes,7,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	// 0: the underlay's MTU minus 50 (VXLAN) for overlay networks.
+	Mtu int32 `protobuf:"varint,8,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	// For the bridge driver: the bridge's name on each node.
+	BridgeName    string `protobuf:"bytes,9,opt,name=bridge_name,json=bridgeName,proto3" json:"bridge_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NetworkSpec) Reset() {
 	*x = NetworkSpec{}
-	mi := &file_shoalv1_objects_proto_msgTypes[25]
+	mi := &file_shoalv1_objects_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2372,7 +2578,7 @@ func (x *NetworkSpec) String() string {
 func (*NetworkSpec) ProtoMessage() {}
 
 func (x *NetworkSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[25]
+	mi := &file_shoalv1_objects_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2385,7 +2591,7 @@ func (x *NetworkSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkSpec.ProtoReflect.Descriptor instead.
 func (*NetworkSpec) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{25}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *NetworkSpec) GetName() string {
@@ -2430,18 +2636,43 @@ func (x *NetworkSpec) GetInternal() bool {
 	return false
 }
 
+func (x *NetworkSpec) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+func (x *NetworkSpec) GetMtu() int32 {
+	if x != nil {
+		return x.Mtu
+	}
+	return 0
+}
+
+func (x *NetworkSpec) GetBridgeName() string {
+	if x != nil {
+		return x.BridgeName
+	}
+	return ""
+}
+
 type Network struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Meta          *Meta                  `protobuf:"bytes,1,opt,name=meta,proto3" json:"meta,omitempty"`
-	Spec          *NetworkSpec           `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
-	Vni           uint32                 `protobuf:"varint,3,opt,name=vni,proto3" json:"vni,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Meta  *Meta                  `protobuf:"bytes,1,opt,name=meta,proto3" json:"meta,omitempty"`
+	Spec  *NetworkSpec           `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
+	// VXLAN network identifier (overlay), from 4096.
+	Vni uint32 `protobuf:"varint,3,opt,name=vni,proto3" json:"vni,omitempty"`
+	// The subnet and gateway in use (spec's, or allocated from the pool).
+	Subnet        string `protobuf:"bytes,4,opt,name=subnet,proto3" json:"subnet,omitempty"`
+	Gateway       string `protobuf:"bytes,5,opt,name=gateway,proto3" json:"gateway,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Network) Reset() {
 	*x = Network{}
-	mi := &file_shoalv1_objects_proto_msgTypes[26]
+	mi := &file_shoalv1_objects_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2453,7 +2684,7 @@ func (x *Network) String() string {
 func (*Network) ProtoMessage() {}
 
 func (x *Network) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[26]
+	mi := &file_shoalv1_objects_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2466,7 +2697,7 @@ func (x *Network) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Network.ProtoReflect.Descriptor instead.
 func (*Network) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{26}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Network) GetMeta() *Meta {
@@ -2490,6 +2721,281 @@ func (x *Network) GetVni() uint32 {
 	return 0
 }
 
+func (x *Network) GetSubnet() string {
+	if x != nil {
+		return x.Subnet
+	}
+	return ""
+}
+
+func (x *Network) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+// Endpoint is one running task's address on a network, as every host that
+// takes part in the network must program it.
+type Endpoint struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	TaskId      string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	ServiceId   string                 `protobuf:"bytes,2,opt,name=service_id,json=serviceId,proto3" json:"service_id,omitempty"`
+	ServiceName string                 `protobuf:"bytes,3,opt,name=service_name,json=serviceName,proto3" json:"service_name,omitempty"`
+	Aliases     []string               `protobuf:"bytes,4,rep,name=aliases,proto3" json:"aliases,omitempty"`
+	// CIDR form.
+	Address string `protobuf:"bytes,5,opt,name=address,proto3" json:"address,omitempty"`
+	Mac     string `protobuf:"bytes,6,opt,name=mac,proto3" json:"mac,omitempty"`
+	NodeId  string `protobuf:"bytes,7,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// Underlay address of the node (the VXLAN tunnel endpoint).
+	NodeAddr string `protobuf:"bytes,8,opt,name=node_addr,json=nodeAddr,proto3" json:"node_addr,omitempty"`
+	// The task's observed state: hosts program every endpoint from ASSIGNED
+	// on, DNS and VIPs answer only RUNNING ones.
+	State         TaskState `protobuf:"varint,9,opt,name=state,proto3,enum=shoal.v1.TaskState" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Endpoint) Reset() {
+	*x = Endpoint{}
+	mi := &file_shoalv1_objects_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Endpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Endpoint) ProtoMessage() {}
+
+func (x *Endpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_objects_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
+func (*Endpoint) Descriptor() ([]byte, []int) {
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *Endpoint) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *Endpoint) GetServiceId() string {
+	if x != nil {
+		return x.ServiceId
+	}
+	return ""
+}
+
+func (x *Endpoint) GetServiceName() string {
+	if x != nil {
+		return x.ServiceName
+	}
+	return ""
+}
+
+func (x *Endpoint) GetAliases() []string {
+	if x != nil {
+		return x.Aliases
+	}
+	return nil
+}
+
+func (x *Endpoint) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Endpoint) GetMac() string {
+	if x != nil {
+		return x.Mac
+	}
+	return ""
+}
+
+func (x *Endpoint) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *Endpoint) GetNodeAddr() string {
+	if x != nil {
+		return x.NodeAddr
+	}
+	return ""
+}
+
+func (x *Endpoint) GetState() TaskState {
+	if x != nil {
+		return x.State
+	}
+	return TaskState_TASK_STATE_NEW
+}
+
+// NetworkState is the desired state of one network for one node: the
+// network, every endpoint on it, and its services' VIPs.
+type NetworkState struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Network       *Network               `protobuf:"bytes,1,opt,name=network,proto3" json:"network,omitempty"`
+	Endpoints     []*Endpoint            `protobuf:"bytes,2,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	Vips          []*ServiceVIPState     `protobuf:"bytes,3,rep,name=vips,proto3" json:"vips,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkState) Reset() {
+	*x = NetworkState{}
+	mi := &file_shoalv1_objects_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkState) ProtoMessage() {}
+
+func (x *NetworkState) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_objects_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkState.ProtoReflect.Descriptor instead.
+func (*NetworkState) Descriptor() ([]byte, []int) {
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *NetworkState) GetNetwork() *Network {
+	if x != nil {
+		return x.Network
+	}
+	return nil
+}
+
+func (x *NetworkState) GetEndpoints() []*Endpoint {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
+func (x *NetworkState) GetVips() []*ServiceVIPState {
+	if x != nil {
+		return x.Vips
+	}
+	return nil
+}
+
+type ServiceVIPState struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ServiceId   string                 `protobuf:"bytes,1,opt,name=service_id,json=serviceId,proto3" json:"service_id,omitempty"`
+	ServiceName string                 `protobuf:"bytes,2,opt,name=service_name,json=serviceName,proto3" json:"service_name,omitempty"`
+	Aliases     []string               `protobuf:"bytes,3,rep,name=aliases,proto3" json:"aliases,omitempty"`
+	Address     string                 `protobuf:"bytes,4,opt,name=address,proto3" json:"address,omitempty"`
+	// "vip" or "dnsrr".
+	EndpointMode  string        `protobuf:"bytes,5,opt,name=endpoint_mode,json=endpointMode,proto3" json:"endpoint_mode,omitempty"`
+	Ports         []*PortConfig `protobuf:"bytes,6,rep,name=ports,proto3" json:"ports,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceVIPState) Reset() {
+	*x = ServiceVIPState{}
+	mi := &file_shoalv1_objects_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceVIPState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceVIPState) ProtoMessage() {}
+
+func (x *ServiceVIPState) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_objects_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceVIPState.ProtoReflect.Descriptor instead.
+func (*ServiceVIPState) Descriptor() ([]byte, []int) {
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ServiceVIPState) GetServiceId() string {
+	if x != nil {
+		return x.ServiceId
+	}
+	return ""
+}
+
+func (x *ServiceVIPState) GetServiceName() string {
+	if x != nil {
+		return x.ServiceName
+	}
+	return ""
+}
+
+func (x *ServiceVIPState) GetAliases() []string {
+	if x != nil {
+		return x.Aliases
+	}
+	return nil
+}
+
+func (x *ServiceVIPState) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *ServiceVIPState) GetEndpointMode() string {
+	if x != nil {
+		return x.EndpointMode
+	}
+	return ""
+}
+
+func (x *ServiceVIPState) GetPorts() []*PortConfig {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
 // RaftMember is one member of the managers' raft group.
 type RaftMember struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2502,7 +3008,7 @@ type RaftMember struct {
 
 func (x *RaftMember) Reset() {
 	*x = RaftMember{}
-	mi := &file_shoalv1_objects_proto_msgTypes[27]
+	mi := &file_shoalv1_objects_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2514,7 +3020,7 @@ func (x *RaftMember) String() string {
 func (*RaftMember) ProtoMessage() {}
 
 func (x *RaftMember) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[27]
+	mi := &file_shoalv1_objects_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2527,7 +3033,7 @@ func (x *RaftMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftMember.ProtoReflect.Descriptor instead.
 func (*RaftMember) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{27}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RaftMember) GetNodeId() string {
@@ -2566,13 +3072,15 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\n" +
 	"JoinTokens\x12\x16\n" +
 	"\x06worker\x18\x01 \x01(\tR\x06worker\x12\x18\n" +
-	"\amanager\x18\x02 \x01(\tR\amanager\"\xf8\x01\n" +
+	"\amanager\x18\x02 \x01(\tR\amanager\"\xda\x02\n" +
 	"\x0fClusterSettings\x12.\n" +
 	"\x13heartbeat_period_ms\x18\x01 \x01(\x03R\x11heartbeatPeriodMs\x123\n" +
 	"\x16node_down_after_missed\x18\x02 \x01(\x03R\x13nodeDownAfterMissed\x12-\n" +
 	"\x13node_cert_expiry_ms\x18\x04 \x01(\x03R\x10nodeCertExpiryMs\x12!\n" +
 	"\fmax_replicas\x18\x05 \x01(\x03R\vmaxReplicas\x12(\n" +
-	"\x10restart_grace_ms\x18\x06 \x01(\x03R\x0erestartGraceMsJ\x04\b\x03\x10\x04\"\x87\x02\n" +
+	"\x10restart_grace_ms\x18\x06 \x01(\x03R\x0erestartGraceMs\x120\n" +
+	"\x14default_address_pool\x18\a \x01(\tR\x12defaultAddressPool\x12.\n" +
+	"\x13default_subnet_size\x18\b \x01(\x05R\x11defaultSubnetSizeJ\x04\b\x03\x10\x04\"\x87\x02\n" +
 	"\x10AdminCertificate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06serial\x18\x02 \x01(\tR\x06serial\x129\n" +
@@ -2581,7 +3089,7 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\tnot_after\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x18\n" +
 	"\arevoked\x18\x05 \x01(\bR\arevoked\x129\n" +
 	"\n" +
-	"revoked_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\"\xc6\x02\n" +
+	"revoked_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\"\xe7\x02\n" +
 	"\aCluster\x12\"\n" +
 	"\x04meta\x18\x01 \x01(\v2\x0e.shoal.v1.MetaR\x04meta\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1e\n" +
@@ -2592,7 +3100,9 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\bsettings\x18\x06 \x01(\v2\x19.shoal.v1.ClusterSettingsR\bsettings\x12#\n" +
 	"\rremoved_nodes\x18\a \x03(\tR\fremovedNodes\x12;\n" +
 	"\vadmin_certs\x18\b \x03(\v2\x1a.shoal.v1.AdminCertificateR\n" +
-	"adminCerts\"\x88\x02\n" +
+	"adminCerts\x12\x1f\n" +
+	"\vgossip_keys\x18\t \x03(\fR\n" +
+	"gossipKeys\"\x88\x02\n" +
 	"\bNodeSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x126\n" +
 	"\x06labels\x18\x02 \x03(\v2\x1e.shoal.v1.NodeSpec.LabelsEntryR\x06labels\x125\n" +
@@ -2610,7 +3120,7 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\x02os\x18\x02 \x01(\tR\x02os\x12\x12\n" +
 	"\x04arch\x18\x03 \x01(\tR\x04arch\x121\n" +
 	"\tresources\x18\x04 \x01(\v2\x13.shoal.v1.ResourcesR\tresources\x12%\n" +
-	"\x0eengine_version\x18\x05 \x01(\tR\rengineVersion\"\x8e\x02\n" +
+	"\x0eengine_version\x18\x05 \x01(\tR\rengineVersion\"\xf4\x02\n" +
 	"\n" +
 	"NodeStatus\x12)\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x13.shoal.v1.NodeStateR\x05state\x12\x18\n" +
@@ -2619,7 +3129,11 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\x0elast_heartbeat\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\rlastHeartbeat\x12\x1d\n" +
 	"\n" +
 	"agent_addr\x18\x05 \x01(\tR\tagentAddr\x12E\n" +
-	"\x10restart_deadline\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0frestartDeadline\"_\n" +
+	"\x10restart_deadline\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0frestartDeadline\x12!\n" +
+	"\fgossip_state\x18\a \x01(\tR\vgossipState\x12\x1f\n" +
+	"\vgossip_addr\x18\b \x01(\tR\n" +
+	"gossipAddr\x12 \n" +
+	"\vunreachable\x18\t \x01(\bR\vunreachable\"_\n" +
 	"\rManagerStatus\x12\x12\n" +
 	"\x04addr\x18\x01 \x01(\tR\x04addr\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\bR\x06leader\x12\"\n" +
@@ -2671,25 +3185,29 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\tPlacement\x12 \n" +
 	"\vconstraints\x18\x01 \x03(\tR\vconstraints\x12\x16\n" +
 	"\x06spread\x18\x02 \x03(\tR\x06spread\x121\n" +
-	"\x15max_replicas_per_node\x18\x03 \x01(\x03R\x12maxReplicasPerNode\"\x81\x02\n" +
+	"\x15max_replicas_per_node\x18\x03 \x01(\x03R\x12maxReplicasPerNode\"K\n" +
+	"\x17NetworkAttachmentConfig\x12\x16\n" +
+	"\x06target\x18\x01 \x01(\tR\x06target\x12\x18\n" +
+	"\aaliases\x18\x02 \x03(\tR\aaliases\"\xaa\x02\n" +
 	"\bTaskSpec\x125\n" +
 	"\tcontainer\x18\x01 \x01(\v2\x17.shoal.v1.ContainerSpecR\tcontainer\x12<\n" +
 	"\tresources\x18\x02 \x01(\v2\x1e.shoal.v1.ResourceRequirementsR\tresources\x121\n" +
 	"\arestart\x18\x03 \x01(\v2\x17.shoal.v1.RestartPolicyR\arestart\x121\n" +
-	"\tplacement\x18\x04 \x01(\v2\x13.shoal.v1.PlacementR\tplacement\x12\x1a\n" +
-	"\bnetworks\x18\x05 \x03(\tR\bnetworks\"\x88\x01\n" +
+	"\tplacement\x18\x04 \x01(\v2\x13.shoal.v1.PlacementR\tplacement\x12=\n" +
+	"\bnetworks\x18\x06 \x03(\v2!.shoal.v1.NetworkAttachmentConfigR\bnetworksJ\x04\b\x05\x10\x06\"\x88\x01\n" +
 	"\fUpdateConfig\x12 \n" +
 	"\vparallelism\x18\x01 \x01(\x03R\vparallelism\x12\x19\n" +
 	"\bdelay_ms\x18\x02 \x01(\x03R\adelayMs\x12%\n" +
 	"\x0efailure_action\x18\x03 \x01(\tR\rfailureAction\x12\x14\n" +
-	"\x05order\x18\x04 \x01(\tR\x05order\"\x84\x01\n" +
+	"\x05order\x18\x04 \x01(\tR\x05order\"\xa7\x01\n" +
 	"\n" +
 	"PortConfig\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x12\x1f\n" +
 	"\vtarget_port\x18\x03 \x01(\rR\n" +
 	"targetPort\x12%\n" +
-	"\x0epublished_port\x18\x04 \x01(\rR\rpublishedPort\"N\n" +
+	"\x0epublished_port\x18\x04 \x01(\rR\rpublishedPort\x12!\n" +
+	"\fpublish_mode\x18\x05 \x01(\tR\vpublishMode\"N\n" +
 	"\fEndpointSpec\x12\x12\n" +
 	"\x04mode\x18\x01 \x01(\tR\x04mode\x12*\n" +
 	"\x05ports\x18\x02 \x03(\v2\x14.shoal.v1.PortConfigR\x05ports\"\x9e\x03\n" +
@@ -2704,12 +3222,18 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\bendpoint\x18\b \x01(\v2\x16.shoal.v1.EndpointSpecR\bendpoint\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb7\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"E\n" +
+	"\n" +
+	"ServiceVIP\x12\x1d\n" +
+	"\n" +
+	"network_id\x18\x01 \x01(\tR\tnetworkId\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\"\xe1\x01\n" +
 	"\aService\x12\"\n" +
 	"\x04meta\x18\x01 \x01(\v2\x0e.shoal.v1.MetaR\x04meta\x12)\n" +
 	"\x04spec\x18\x02 \x01(\v2\x15.shoal.v1.ServiceSpecR\x04spec\x12:\n" +
 	"\rprevious_spec\x18\x03 \x01(\v2\x15.shoal.v1.ServiceSpecR\fpreviousSpec\x12!\n" +
-	"\fspec_version\x18\x04 \x01(\x04R\vspecVersion\"\xac\x02\n" +
+	"\fspec_version\x18\x04 \x01(\x04R\vspecVersion\x12(\n" +
+	"\x04vips\x18\x05 \x03(\v2\x14.shoal.v1.ServiceVIPR\x04vips\"\xac\x02\n" +
 	"\n" +
 	"TaskStatus\x12)\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x13.shoal.v1.TaskStateR\x05state\x128\n" +
@@ -2721,12 +3245,13 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\n" +
 	"oom_killed\x18\a \x01(\bR\toomKilled\x12\x1c\n" +
 	"\taddresses\x18\b \x03(\tR\taddresses\x12!\n" +
-	"\fimage_digest\x18\t \x01(\tR\vimageDigest\"^\n" +
+	"\fimage_digest\x18\t \x01(\tR\vimageDigest\"x\n" +
 	"\x11NetworkAttachment\x12\x1d\n" +
 	"\n" +
 	"network_id\x18\x01 \x01(\tR\tnetworkId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x10\n" +
-	"\x03mac\x18\x03 \x01(\tR\x03mac\"\x85\x03\n" +
+	"\x03mac\x18\x03 \x01(\tR\x03mac\x12\x18\n" +
+	"\aaliases\x18\x04 \x03(\tR\aaliases\"\x85\x03\n" +
 	"\x04Task\x12\"\n" +
 	"\x04meta\x18\x01 \x01(\v2\x0e.shoal.v1.MetaR\x04meta\x12\x1d\n" +
 	"\n" +
@@ -2739,7 +3264,7 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\x04spec\x18\b \x01(\v2\x12.shoal.v1.TaskSpecR\x04spec\x12!\n" +
 	"\fspec_version\x18\t \x01(\x04R\vspecVersion\x127\n" +
 	"\bnetworks\x18\n" +
-	" \x03(\v2\x1b.shoal.v1.NetworkAttachmentR\bnetworks\"\x83\x02\n" +
+	" \x03(\v2\x1b.shoal.v1.NetworkAttachmentR\bnetworks\"\xd0\x02\n" +
 	"\vNetworkSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06driver\x18\x02 \x01(\tR\x06driver\x12\x16\n" +
@@ -2748,14 +3273,43 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\n" +
 	"attachable\x18\x05 \x01(\bR\n" +
 	"attachable\x12\x1a\n" +
-	"\binternal\x18\x06 \x01(\bR\binternal\x1a9\n" +
+	"\binternal\x18\x06 \x01(\bR\binternal\x12\x18\n" +
+	"\agateway\x18\a \x01(\tR\agateway\x12\x10\n" +
+	"\x03mtu\x18\b \x01(\x05R\x03mtu\x12\x1f\n" +
+	"\vbridge_name\x18\t \x01(\tR\n" +
+	"bridgeName\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"j\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9c\x01\n" +
 	"\aNetwork\x12\"\n" +
 	"\x04meta\x18\x01 \x01(\v2\x0e.shoal.v1.MetaR\x04meta\x12)\n" +
 	"\x04spec\x18\x02 \x01(\v2\x15.shoal.v1.NetworkSpecR\x04spec\x12\x10\n" +
-	"\x03vni\x18\x03 \x01(\rR\x03vni\"U\n" +
+	"\x03vni\x18\x03 \x01(\rR\x03vni\x12\x16\n" +
+	"\x06subnet\x18\x04 \x01(\tR\x06subnet\x12\x18\n" +
+	"\agateway\x18\x05 \x01(\tR\agateway\"\x8c\x02\n" +
+	"\bEndpoint\x12\x17\n" +
+	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1d\n" +
+	"\n" +
+	"service_id\x18\x02 \x01(\tR\tserviceId\x12!\n" +
+	"\fservice_name\x18\x03 \x01(\tR\vserviceName\x12\x18\n" +
+	"\aaliases\x18\x04 \x03(\tR\aaliases\x12\x18\n" +
+	"\aaddress\x18\x05 \x01(\tR\aaddress\x12\x10\n" +
+	"\x03mac\x18\x06 \x01(\tR\x03mac\x12\x17\n" +
+	"\anode_id\x18\a \x01(\tR\x06nodeId\x12\x1b\n" +
+	"\tnode_addr\x18\b \x01(\tR\bnodeAddr\x12)\n" +
+	"\x05state\x18\t \x01(\x0e2\x13.shoal.v1.TaskStateR\x05state\"\x9c\x01\n" +
+	"\fNetworkState\x12+\n" +
+	"\anetwork\x18\x01 \x01(\v2\x11.shoal.v1.NetworkR\anetwork\x120\n" +
+	"\tendpoints\x18\x02 \x03(\v2\x12.shoal.v1.EndpointR\tendpoints\x12-\n" +
+	"\x04vips\x18\x03 \x03(\v2\x19.shoal.v1.ServiceVIPStateR\x04vips\"\xd8\x01\n" +
+	"\x0fServiceVIPState\x12\x1d\n" +
+	"\n" +
+	"service_id\x18\x01 \x01(\tR\tserviceId\x12!\n" +
+	"\fservice_name\x18\x02 \x01(\tR\vserviceName\x12\x18\n" +
+	"\aaliases\x18\x03 \x03(\tR\aaliases\x12\x18\n" +
+	"\aaddress\x18\x04 \x01(\tR\aaddress\x12#\n" +
+	"\rendpoint_mode\x18\x05 \x01(\tR\fendpointMode\x12*\n" +
+	"\x05ports\x18\x06 \x03(\v2\x14.shoal.v1.PortConfigR\x05ports\"U\n" +
 	"\n" +
 	"RaftMember\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x12\n" +
@@ -2810,65 +3364,70 @@ func file_shoalv1_objects_proto_rawDescGZIP() []byte {
 }
 
 var file_shoalv1_objects_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_shoalv1_objects_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_shoalv1_objects_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_shoalv1_objects_proto_goTypes = []any{
-	(NodeRole)(0),                 // 0: shoal.v1.NodeRole
-	(NodeAvailability)(0),         // 1: shoal.v1.NodeAvailability
-	(NodeState)(0),                // 2: shoal.v1.NodeState
-	(ServiceMode)(0),              // 3: shoal.v1.ServiceMode
-	(RestartCondition)(0),         // 4: shoal.v1.RestartCondition
-	(TaskState)(0),                // 5: shoal.v1.TaskState
-	(*Meta)(nil),                  // 6: shoal.v1.Meta
-	(*JoinTokens)(nil),            // 7: shoal.v1.JoinTokens
-	(*ClusterSettings)(nil),       // 8: shoal.v1.ClusterSettings
-	(*AdminCertificate)(nil),      // 9: shoal.v1.AdminCertificate
-	(*Cluster)(nil),               // 10: shoal.v1.Cluster
-	(*NodeSpec)(nil),              // 11: shoal.v1.NodeSpec
-	(*Resources)(nil),             // 12: shoal.v1.Resources
-	(*NodeDescription)(nil),       // 13: shoal.v1.NodeDescription
-	(*NodeStatus)(nil),            // 14: shoal.v1.NodeStatus
-	(*ManagerStatus)(nil),         // 15: shoal.v1.ManagerStatus
-	(*Node)(nil),                  // 16: shoal.v1.Node
-	(*RestartPolicy)(nil),         // 17: shoal.v1.RestartPolicy
-	(*Mount)(nil),                 // 18: shoal.v1.Mount
-	(*ContainerSpec)(nil),         // 19: shoal.v1.ContainerSpec
-	(*ResourceRequirements)(nil),  // 20: shoal.v1.ResourceRequirements
-	(*Placement)(nil),             // 21: shoal.v1.Placement
-	(*TaskSpec)(nil),              // 22: shoal.v1.TaskSpec
-	(*UpdateConfig)(nil),          // 23: shoal.v1.UpdateConfig
-	(*PortConfig)(nil),            // 24: shoal.v1.PortConfig
-	(*EndpointSpec)(nil),          // 25: shoal.v1.EndpointSpec
-	(*ServiceSpec)(nil),           // 26: shoal.v1.ServiceSpec
-	(*Service)(nil),               // 27: shoal.v1.Service
-	(*TaskStatus)(nil),            // 28: shoal.v1.TaskStatus
-	(*NetworkAttachment)(nil),     // 29: shoal.v1.NetworkAttachment
-	(*Task)(nil),                  // 30: shoal.v1.Task
-	(*NetworkSpec)(nil),           // 31: shoal.v1.NetworkSpec
-	(*Network)(nil),               // 32: shoal.v1.Network
-	(*RaftMember)(nil),            // 33: shoal.v1.RaftMember
-	nil,                           // 34: shoal.v1.NodeSpec.LabelsEntry
-	nil,                           // 35: shoal.v1.ContainerSpec.LabelsEntry
-	nil,                           // 36: shoal.v1.ServiceSpec.LabelsEntry
-	nil,                           // 37: shoal.v1.NetworkSpec.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 38: google.protobuf.Timestamp
+	(NodeRole)(0),                   // 0: shoal.v1.NodeRole
+	(NodeAvailability)(0),           // 1: shoal.v1.NodeAvailability
+	(NodeState)(0),                  // 2: shoal.v1.NodeState
+	(ServiceMode)(0),                // 3: shoal.v1.ServiceMode
+	(RestartCondition)(0),           // 4: shoal.v1.RestartCondition
+	(TaskState)(0),                  // 5: shoal.v1.TaskState
+	(*Meta)(nil),                    // 6: shoal.v1.Meta
+	(*JoinTokens)(nil),              // 7: shoal.v1.JoinTokens
+	(*ClusterSettings)(nil),         // 8: shoal.v1.ClusterSettings
+	(*AdminCertificate)(nil),        // 9: shoal.v1.AdminCertificate
+	(*Cluster)(nil),                 // 10: shoal.v1.Cluster
+	(*NodeSpec)(nil),                // 11: shoal.v1.NodeSpec
+	(*Resources)(nil),               // 12: shoal.v1.Resources
+	(*NodeDescription)(nil),         // 13: shoal.v1.NodeDescription
+	(*NodeStatus)(nil),              // 14: shoal.v1.NodeStatus
+	(*ManagerStatus)(nil),           // 15: shoal.v1.ManagerStatus
+	(*Node)(nil),                    // 16: shoal.v1.Node
+	(*RestartPolicy)(nil),           // 17: shoal.v1.RestartPolicy
+	(*Mount)(nil),                   // 18: shoal.v1.Mount
+	(*ContainerSpec)(nil),           // 19: shoal.v1.ContainerSpec
+	(*ResourceRequirements)(nil),    // 20: shoal.v1.ResourceRequirements
+	(*Placement)(nil),               // 21: shoal.v1.Placement
+	(*NetworkAttachmentConfig)(nil), // 22: shoal.v1.NetworkAttachmentConfig
+	(*TaskSpec)(nil),                // 23: shoal.v1.TaskSpec
+	(*UpdateConfig)(nil),            // 24: shoal.v1.UpdateConfig
+	(*PortConfig)(nil),              // 25: shoal.v1.PortConfig
+	(*EndpointSpec)(nil),            // 26: shoal.v1.EndpointSpec
+	(*ServiceSpec)(nil),             // 27: shoal.v1.ServiceSpec
+	(*ServiceVIP)(nil),              // 28: shoal.v1.ServiceVIP
+	(*Service)(nil),                 // 29: shoal.v1.Service
+	(*TaskStatus)(nil),              // 30: shoal.v1.TaskStatus
+	(*NetworkAttachment)(nil),       // 31: shoal.v1.NetworkAttachment
+	(*Task)(nil),                    // 32: shoal.v1.Task
+	(*NetworkSpec)(nil),             // 33: shoal.v1.NetworkSpec
+	(*Network)(nil),                 // 34: shoal.v1.Network
+	(*Endpoint)(nil),                // 35: shoal.v1.Endpoint
+	(*NetworkState)(nil),            // 36: shoal.v1.NetworkState
+	(*ServiceVIPState)(nil),         // 37: shoal.v1.ServiceVIPState
+	(*RaftMember)(nil),              // 38: shoal.v1.RaftMember
+	nil,                             // 39: shoal.v1.NodeSpec.LabelsEntry
+	nil,                             // 40: shoal.v1.ContainerSpec.LabelsEntry
+	nil,                             // 41: shoal.v1.ServiceSpec.LabelsEntry
+	nil,                             // 42: shoal.v1.NetworkSpec.LabelsEntry
+	(*timestamppb.Timestamp)(nil),   // 43: google.protobuf.Timestamp
 }
 var file_shoalv1_objects_proto_depIdxs = []int32{
-	38, // 0: shoal.v1.Meta.created_at:type_name -> google.protobuf.Timestamp
-	38, // 1: shoal.v1.Meta.updated_at:type_name -> google.protobuf.Timestamp
-	38, // 2: shoal.v1.AdminCertificate.created_at:type_name -> google.protobuf.Timestamp
-	38, // 3: shoal.v1.AdminCertificate.not_after:type_name -> google.protobuf.Timestamp
-	38, // 4: shoal.v1.AdminCertificate.revoked_at:type_name -> google.protobuf.Timestamp
+	43, // 0: shoal.v1.Meta.created_at:type_name -> google.protobuf.Timestamp
+	43, // 1: shoal.v1.Meta.updated_at:type_name -> google.protobuf.Timestamp
+	43, // 2: shoal.v1.AdminCertificate.created_at:type_name -> google.protobuf.Timestamp
+	43, // 3: shoal.v1.AdminCertificate.not_after:type_name -> google.protobuf.Timestamp
+	43, // 4: shoal.v1.AdminCertificate.revoked_at:type_name -> google.protobuf.Timestamp
 	6,  // 5: shoal.v1.Cluster.meta:type_name -> shoal.v1.Meta
 	7,  // 6: shoal.v1.Cluster.tokens:type_name -> shoal.v1.JoinTokens
 	8,  // 7: shoal.v1.Cluster.settings:type_name -> shoal.v1.ClusterSettings
 	9,  // 8: shoal.v1.Cluster.admin_certs:type_name -> shoal.v1.AdminCertificate
-	34, // 9: shoal.v1.NodeSpec.labels:type_name -> shoal.v1.NodeSpec.LabelsEntry
+	39, // 9: shoal.v1.NodeSpec.labels:type_name -> shoal.v1.NodeSpec.LabelsEntry
 	0,  // 10: shoal.v1.NodeSpec.desired_role:type_name -> shoal.v1.NodeRole
 	1,  // 11: shoal.v1.NodeSpec.availability:type_name -> shoal.v1.NodeAvailability
 	12, // 12: shoal.v1.NodeDescription.resources:type_name -> shoal.v1.Resources
 	2,  // 13: shoal.v1.NodeStatus.state:type_name -> shoal.v1.NodeState
-	38, // 14: shoal.v1.NodeStatus.last_heartbeat:type_name -> google.protobuf.Timestamp
-	38, // 15: shoal.v1.NodeStatus.restart_deadline:type_name -> google.protobuf.Timestamp
+	43, // 14: shoal.v1.NodeStatus.last_heartbeat:type_name -> google.protobuf.Timestamp
+	43, // 15: shoal.v1.NodeStatus.restart_deadline:type_name -> google.protobuf.Timestamp
 	6,  // 16: shoal.v1.Node.meta:type_name -> shoal.v1.Meta
 	11, // 17: shoal.v1.Node.spec:type_name -> shoal.v1.NodeSpec
 	13, // 18: shoal.v1.Node.description:type_name -> shoal.v1.NodeDescription
@@ -2877,38 +3436,45 @@ var file_shoalv1_objects_proto_depIdxs = []int32{
 	15, // 21: shoal.v1.Node.manager_status:type_name -> shoal.v1.ManagerStatus
 	4,  // 22: shoal.v1.RestartPolicy.condition:type_name -> shoal.v1.RestartCondition
 	18, // 23: shoal.v1.ContainerSpec.mounts:type_name -> shoal.v1.Mount
-	35, // 24: shoal.v1.ContainerSpec.labels:type_name -> shoal.v1.ContainerSpec.LabelsEntry
+	40, // 24: shoal.v1.ContainerSpec.labels:type_name -> shoal.v1.ContainerSpec.LabelsEntry
 	12, // 25: shoal.v1.ResourceRequirements.reservations:type_name -> shoal.v1.Resources
 	12, // 26: shoal.v1.ResourceRequirements.limits:type_name -> shoal.v1.Resources
 	19, // 27: shoal.v1.TaskSpec.container:type_name -> shoal.v1.ContainerSpec
 	20, // 28: shoal.v1.TaskSpec.resources:type_name -> shoal.v1.ResourceRequirements
 	17, // 29: shoal.v1.TaskSpec.restart:type_name -> shoal.v1.RestartPolicy
 	21, // 30: shoal.v1.TaskSpec.placement:type_name -> shoal.v1.Placement
-	24, // 31: shoal.v1.EndpointSpec.ports:type_name -> shoal.v1.PortConfig
-	36, // 32: shoal.v1.ServiceSpec.labels:type_name -> shoal.v1.ServiceSpec.LabelsEntry
-	3,  // 33: shoal.v1.ServiceSpec.mode:type_name -> shoal.v1.ServiceMode
-	22, // 34: shoal.v1.ServiceSpec.task:type_name -> shoal.v1.TaskSpec
-	23, // 35: shoal.v1.ServiceSpec.update:type_name -> shoal.v1.UpdateConfig
-	23, // 36: shoal.v1.ServiceSpec.rollback:type_name -> shoal.v1.UpdateConfig
-	25, // 37: shoal.v1.ServiceSpec.endpoint:type_name -> shoal.v1.EndpointSpec
-	6,  // 38: shoal.v1.Service.meta:type_name -> shoal.v1.Meta
-	26, // 39: shoal.v1.Service.spec:type_name -> shoal.v1.ServiceSpec
-	26, // 40: shoal.v1.Service.previous_spec:type_name -> shoal.v1.ServiceSpec
-	5,  // 41: shoal.v1.TaskStatus.state:type_name -> shoal.v1.TaskState
-	38, // 42: shoal.v1.TaskStatus.timestamp:type_name -> google.protobuf.Timestamp
-	6,  // 43: shoal.v1.Task.meta:type_name -> shoal.v1.Meta
-	5,  // 44: shoal.v1.Task.desired_state:type_name -> shoal.v1.TaskState
-	28, // 45: shoal.v1.Task.status:type_name -> shoal.v1.TaskStatus
-	22, // 46: shoal.v1.Task.spec:type_name -> shoal.v1.TaskSpec
-	29, // 47: shoal.v1.Task.networks:type_name -> shoal.v1.NetworkAttachment
-	37, // 48: shoal.v1.NetworkSpec.labels:type_name -> shoal.v1.NetworkSpec.LabelsEntry
-	6,  // 49: shoal.v1.Network.meta:type_name -> shoal.v1.Meta
-	31, // 50: shoal.v1.Network.spec:type_name -> shoal.v1.NetworkSpec
-	51, // [51:51] is the sub-list for method output_type
-	51, // [51:51] is the sub-list for method input_type
-	51, // [51:51] is the sub-list for extension type_name
-	51, // [51:51] is the sub-list for extension extendee
-	0,  // [0:51] is the sub-list for field type_name
+	22, // 31: shoal.v1.TaskSpec.networks:type_name -> shoal.v1.NetworkAttachmentConfig
+	25, // 32: shoal.v1.EndpointSpec.ports:type_name -> shoal.v1.PortConfig
+	41, // 33: shoal.v1.ServiceSpec.labels:type_name -> shoal.v1.ServiceSpec.LabelsEntry
+	3,  // 34: shoal.v1.ServiceSpec.mode:type_name -> shoal.v1.ServiceMode
+	23, // 35: shoal.v1.ServiceSpec.task:type_name -> shoal.v1.TaskSpec
+	24, // 36: shoal.v1.ServiceSpec.update:type_name -> shoal.v1.UpdateConfig
+	24, // 37: shoal.v1.ServiceSpec.rollback:type_name -> shoal.v1.UpdateConfig
+	26, // 38: shoal.v1.ServiceSpec.endpoint:type_name -> shoal.v1.EndpointSpec
+	6,  // 39: shoal.v1.Service.meta:type_name -> shoal.v1.Meta
+	27, // 40: shoal.v1.Service.spec:type_name -> shoal.v1.ServiceSpec
+	27, // 41: shoal.v1.Service.previous_spec:type_name -> shoal.v1.ServiceSpec
+	28, // 42: shoal.v1.Service.vips:type_name -> shoal.v1.ServiceVIP
+	5,  // 43: shoal.v1.TaskStatus.state:type_name -> shoal.v1.TaskState
+	43, // 44: shoal.v1.TaskStatus.timestamp:type_name -> google.protobuf.Timestamp
+	6,  // 45: shoal.v1.Task.meta:type_name -> shoal.v1.Meta
+	5,  // 46: shoal.v1.Task.desired_state:type_name -> shoal.v1.TaskState
+	30, // 47: shoal.v1.Task.status:type_name -> shoal.v1.TaskStatus
+	23, // 48: shoal.v1.Task.spec:type_name -> shoal.v1.TaskSpec
+	31, // 49: shoal.v1.Task.networks:type_name -> shoal.v1.NetworkAttachment
+	42, // 50: shoal.v1.NetworkSpec.labels:type_name -> shoal.v1.NetworkSpec.LabelsEntry
+	6,  // 51: shoal.v1.Network.meta:type_name -> shoal.v1.Meta
+	33, // 52: shoal.v1.Network.spec:type_name -> shoal.v1.NetworkSpec
+	5,  // 53: shoal.v1.Endpoint.state:type_name -> shoal.v1.TaskState
+	34, // 54: shoal.v1.NetworkState.network:type_name -> shoal.v1.Network
+	35, // 55: shoal.v1.NetworkState.endpoints:type_name -> shoal.v1.Endpoint
+	37, // 56: shoal.v1.NetworkState.vips:type_name -> shoal.v1.ServiceVIPState
+	25, // 57: shoal.v1.ServiceVIPState.ports:type_name -> shoal.v1.PortConfig
+	58, // [58:58] is the sub-list for method output_type
+	58, // [58:58] is the sub-list for method input_type
+	58, // [58:58] is the sub-list for extension type_name
+	58, // [58:58] is the sub-list for extension extendee
+	0,  // [0:58] is the sub-list for field type_name
 }
 
 func init() { file_shoalv1_objects_proto_init() }
@@ -2922,7 +3488,7 @@ func file_shoalv1_objects_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoalv1_objects_proto_rawDesc), len(file_shoalv1_objects_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   32,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

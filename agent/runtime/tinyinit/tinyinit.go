@@ -19,7 +19,9 @@
 package tinyinit
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/signal"
 	"strings"
@@ -58,6 +60,9 @@ func Main(args []string) int {
 	})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "shoal-init: %v\n", err)
+		if errors.Is(err, fs.ErrNotExist) {
+			return 127 // as for a command not in PATH, and as a shell says
+		}
 		return 126
 	}
 	pid := child.Pid

@@ -13,8 +13,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shoal-dev/shoal/client"
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // adminCertCmd is `shoal admin-cert`: admin client certificates are
@@ -39,7 +39,7 @@ func (a *app) adminCertCmd() *cobra.Command {
 			if _, err := os.Stat(filepath.Join(out, "admin.key")); err == nil {
 				return fmt.Errorf("--out %s already holds admin credentials; choose another directory", out)
 			}
-			keyPEM, csrPEM, err := ca.NewKeyAndCSR()
+			keyPEM, csrPEM, err := trust.NewKeyAndCSR()
 			if err != nil {
 				return err
 			}
@@ -48,8 +48,8 @@ func (a *app) adminCertCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				creds := &ca.Creds{CACertPEM: resp.GetCaCertPem(), CertPEM: resp.GetCertPem(), KeyPEM: keyPEM}
-				if err := ca.SaveCreds(out, "admin", creds); err != nil {
+				creds := &trust.Creds{CACertPEM: resp.GetCaCertPem(), CertPEM: resp.GetCertPem(), KeyPEM: keyPEM}
+				if err := trust.SaveCreds(out, "admin", creds); err != nil {
 					return err
 				}
 				fmt.Fprintf(a.out, "Admin certificate %q (serial %s, expires %s) written to %s.\nUse it with: shoal --cert-dir %s --host <manager> node ls\n",
@@ -108,7 +108,7 @@ func (a *app) ownAdminSerial() string {
 		return ""
 	}
 	id, err := creds.Identity()
-	if err != nil || id.Role != ca.RoleAdmin {
+	if err != nil || id.Role != trust.RoleAdmin {
 		return ""
 	}
 	return id.Serial

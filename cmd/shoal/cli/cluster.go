@@ -146,10 +146,11 @@ func describeObject(o *shoalv1.StoreObject) (kind, id, name string) {
 func (a *app) clusterUpdateCmd() *cobra.Command {
 	var certExpiry, restartGrace string
 	var maxReplicas int64
+	var rotateGossip bool
 	cmd := &cobra.Command{Use: "update", Short: "Change cluster settings", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			fl := cmd.Flags()
-			if !fl.Changed("cert-expiry") && !fl.Changed("max-replicas") && !fl.Changed("restart-grace") {
+			if !fl.Changed("cert-expiry") && !fl.Changed("max-replicas") && !fl.Changed("restart-grace") && !rotateGossip {
 				return errNoChange
 			}
 			apply := func(s *shoalv1.ClusterSettings) error {
@@ -192,7 +193,7 @@ func (a *app) clusterUpdateCmd() *cobra.Command {
 					if err := apply(set); err != nil {
 						return err
 					}
-					resp, err := ctl.UpdateCluster(ctx, &shoalv1.UpdateClusterRequest{Version: cur.GetCluster().GetMeta().GetVersion(), Settings: set})
+					resp, err := ctl.UpdateCluster(ctx, &shoalv1.UpdateClusterRequest{Version: cur.GetCluster().GetMeta().GetVersion(), Settings: set, RotateGossipKey: rotateGossip})
 					if err != nil {
 						return err
 					}
@@ -203,6 +204,9 @@ func (a *app) clusterUpdateCmd() *cobra.Command {
 					return err
 				}
 				s := out.GetSettings()
+				if rotateGossip {
+					fmt.Fprintln(a.out, "Gossip key rotated: nodes encrypt with the new key as they receive it; the previous key stays accepted until the next rotation.")
+				}
 				fmt.Fprintf(a.out, "Cluster updated: cert expiry %s, max replicas %d, restart grace %s (0: the default).\n",
 					time.Duration(s.GetNodeCertExpiryMs())*time.Millisecond, s.GetMaxReplicas(), time.Duration(s.GetRestartGraceMs())*time.Millisecond)
 				return nil
@@ -211,5 +215,6 @@ func (a *app) clusterUpdateCmd() *cobra.Command {
 	cmd.Flags().StringVar(&certExpiry, "cert-expiry", "", "lifetime of node certificates, e.g. 90d, 720h (nodes renew at two thirds of it)")
 	cmd.Flags().Int64Var(&maxReplicas, "max-replicas", 0, "upper bound of a service's replicas")
 	cmd.Flags().StringVar(&restartGrace, "restart-grace", "", "how long a node restarting on purpose keeps its tasks, e.g. 60s")
+	cmd.Flags().BoolVar(&rotateGossip, "rotate-gossip-key", false, "make a new gossip encryption key the one in use (the previous one stays accepted until the next rotation)")
 	return cmd
 }

@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/shoal-dev/shoal/agent/runtime"
+	"github.com/shoal-dev/shoal/agent/runtime/runtimebench"
 )
 
 // debugCmd groups developer tools; hidden from help.
@@ -24,7 +24,7 @@ func (a *app) debugCmd() *cobra.Command {
 // the figure include the real shim and container init start-up costs.
 func (a *app) runtimeBenchCmd() *cobra.Command {
 	var (
-		o        runtime.BenchOptions
+		o        runtimebench.BenchOptions
 		progress bool
 	)
 	c := &cobra.Command{
@@ -42,7 +42,7 @@ func (a *app) runtimeBenchCmd() *cobra.Command {
 			if progress {
 				o.Progress = a.errOut
 			}
-			res, err := runtime.Bench(cmd.Context(), o)
+			res, err := runtimebench.Bench(cmd.Context(), o)
 			if err != nil {
 				return err
 			}
@@ -60,7 +60,7 @@ func (a *app) runtimeBenchCmd() *cobra.Command {
 	return c
 }
 
-func (a *app) printRuntimeBench(o runtime.BenchOptions, r *runtime.BenchResult) {
+func (a *app) printRuntimeBench(o runtimebench.BenchOptions, r *runtimebench.BenchResult) {
 	rootfs := r.Rootfs
 	if rootfs == "" {
 		rootfs = "temporary, busybox from " + o.Busybox
@@ -70,14 +70,14 @@ func (a *app) printRuntimeBench(o runtime.BenchOptions, r *runtime.BenchResult) 
 	tw := tabwriter.NewWriter(a.out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "RUNTIME\tMEDIAN\tP90\tMIN")
 	row := func(name string, ds []time.Duration) {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", name, fmtMS(runtime.Percentile(ds, 50)), fmtMS(runtime.Percentile(ds, 90)), fmtMS(runtime.Percentile(ds, 0)))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", name, fmtMS(runtimebench.Percentile(ds, 50)), fmtMS(runtimebench.Percentile(ds, 90)), fmtMS(runtimebench.Percentile(ds, 0)))
 	}
 	row("shoal (Start, Wait, Remove)", r.Ours)
 	row("runc CLI (runc run)", r.Runc)
 	tw.Flush()
 	fmt.Fprintf(a.out, "\nratio shoal/runc: median %.2f, p90 %.2f, median of paired runs %.2f\n",
-		float64(runtime.Percentile(r.Ours, 50))/float64(runtime.Percentile(r.Runc, 50)),
-		float64(runtime.Percentile(r.Ours, 90))/float64(runtime.Percentile(r.Runc, 90)),
+		float64(runtimebench.Percentile(r.Ours, 50))/float64(runtimebench.Percentile(r.Runc, 50)),
+		float64(runtimebench.Percentile(r.Ours, 90))/float64(runtimebench.Percentile(r.Runc, 90)),
 		r.PairedRatio())
 }
 

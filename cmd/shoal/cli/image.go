@@ -2,12 +2,10 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -15,10 +13,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/spf13/cobra"
 
-	"github.com/shoal-dev/shoal/agent/agentapi"
 	"github.com/shoal-dev/shoal/client"
-	"github.com/shoal-dev/shoal/manager/ca"
+	"github.com/shoal-dev/shoal/datadir"
+	"github.com/shoal-dev/shoal/logstream"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // imageChunk is the size of one LoadImage message: well under gRPC's 4 MB
@@ -76,25 +75,14 @@ func (a *app) findAgent(ctx context.Context, node string) (agentTarget, error) {
 	return t, nil
 }
 
-// localNode is the part of a data dir's node.json (daemon.State) that
-// names the node and its agent API; read here like client reads the
-// manager list, so the CLI needs nothing of the daemon.
-type localNode struct {
-	NodeID    string `json:"node_id"`
-	AgentAddr string `json:"agent_addr"`
-}
-
-func readLocalNode(dataDir string) (localNode, error) {
-	var st localNode
-	b, err := os.ReadFile(filepath.Join(dataDir, "node.json"))
+// readLocalNode reads the node.json of --data-dir, which must name a node.
+func readLocalNode(dataDir string) (*datadir.Node, error) {
+	st, err := datadir.Load(dataDir)
 	if err != nil {
-		return st, err
-	}
-	if err := json.Unmarshal(b, &st); err != nil {
-		return st, fmt.Errorf("%s: %w", filepath.Join(dataDir, "node.json"), err)
+		return nil, err
 	}
 	if st.NodeID == "" {
-		return st, fmt.Errorf("%s names no node", filepath.Join(dataDir, "node.json"))
+		return nil, fmt.Errorf("%s names no node", datadir.Dir(dataDir).NodeFile())
 	}
 	return st, nil
 }
@@ -110,13 +98,13 @@ func (a *app) withAgent(cmd *cobra.Command, node string, f func(ag shoalv1.Agent
 	if err != nil {
 		return err
 	}
-	// The server name is checked by agentapi.ClientTLSConfig instead: the
+	// The server name is checked by logstream.ClientTLSConfig instead: the
 	// certificate must be the node's (see there).
-	base, err := ca.ClientTLSConfigFromCreds(creds, ca.ManagerServerName)
+	base, err := trust.ClientTLSConfigFromCreds(creds, trust.ManagerServerName)
 	if err != nil {
 		return err
 	}
-	conn, err := agentapi.Dial(t.addr, t.nodeID, base)
+	conn, err := logstream.Dial(t.addr, t.nodeID, base)
 	if err != nil {
 		return err
 	}

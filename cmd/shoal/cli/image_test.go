@@ -19,8 +19,8 @@ import (
 
 	"github.com/shoal-dev/shoal/agent/agentapi"
 	"github.com/shoal-dev/shoal/agent/image"
-	"github.com/shoal-dev/shoal/manager/ca"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // startTestAgent serves a real agent API with a real image store for node
@@ -38,7 +38,7 @@ func (c *cliCluster) startTestAgent(id string) string {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- agentapi.ServeListener(ctx, ln, c.nodeCerts(id, ca.RoleWorker), srv) }()
+	go func() { done <- agentapi.ServeListener(ctx, ln, c.nodeCerts(id, trust.RoleWorker), srv) }()
 	c.t.Cleanup(func() {
 		cancel()
 		<-done
@@ -161,7 +161,7 @@ func TestImageLocalNode(t *testing.T) {
 	c := newCLICluster(t)
 	addr := c.startTestAgent("n1")
 	dataDir := t.TempDir()
-	// As daemon.State writes it.
+	// As datadir.Node.Save writes it.
 	if err := os.WriteFile(filepath.Join(dataDir, "node.json"), []byte(`{"node_id": "n1", "role": "worker", "agent_addr": "`+addr+`"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}

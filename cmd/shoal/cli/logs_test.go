@@ -10,16 +10,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/shoal-dev/shoal/manager/ca"
-	"github.com/shoal-dev/shoal/manager/ca/catest"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
+	"github.com/shoal-dev/shoal/trust/trusttest"
 )
 
 func TestLogsOptions(t *testing.T) {
@@ -120,7 +120,8 @@ type fakeManager struct {
 	// logs answers ServiceLogs.
 	logs func(*shoalv1.LogsRequest, shoalv1.Logs_ServiceLogsServer) error
 
-	control // services, tasks and the watch stream (service_test.go)
+	control    // services, tasks and the watch stream (service_test.go)
+	netControl // networks (network_test.go)
 }
 
 func (f *fakeManager) ListNodes(context.Context, *shoalv1.ListNodesRequest) (*shoalv1.ListNodesResponse, error) {
@@ -133,7 +134,7 @@ func (f *fakeManager) GetNode(_ context.Context, req *shoalv1.GetNodeRequest) (*
 			return &shoalv1.GetNodeResponse{Node: n}, nil
 		}
 	}
-	return nil, status.Errorf(codes.NotFound, "node %q: not found", req.GetRef())
+	return nil, errdefs.NotFoundf("node %q: not found", req.GetRef())
 }
 
 func (f *fakeManager) ServiceLogs(req *shoalv1.LogsRequest, st shoalv1.Logs_ServiceLogsServer) error {
@@ -146,7 +147,7 @@ func (f *fakeManager) ServiceLogs(req *shoalv1.LogsRequest, st shoalv1.Logs_Serv
 // cliCluster is a CA, admin credentials in a cert dir and a fake manager.
 type cliCluster struct {
 	t       *testing.T
-	root    *ca.CA
+	root    *trust.CA
 	certDir string
 	mgr     *fakeManager
 	addr    string
@@ -154,7 +155,7 @@ type cliCluster struct {
 
 func newCLICluster(t *testing.T) *cliCluster {
 	t.Helper()
-	root, err := ca.NewRootCA("c1")
+	root, err := trust.NewRootCA("c1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,14 +164,15 @@ func newCLICluster(t *testing.T) *cliCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := ca.SaveCreds(c.certDir, "admin", &ca.Creds{CACertPEM: root.CertPEM(), CertPEM: certPEM, KeyPEM: keyPEM}); err != nil {
+	if err := trust.SaveCreds(c.certDir, "admin", &trust.Creds{CACertPEM: root.CertPEM(), CertPEM: certPEM, KeyPEM: keyPEM}); err != nil {
 		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(c.nodeCerts("m1", ca.RoleManager).ServerTLSConfig())))
+	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(c.nodeCerts("m1", trust.RoleManager).ServerTLSConfig())),
+		grpc.ChainUnaryInterceptor(errdefs.UnaryServerInterceptor()), grpc.ChainStreamInterceptor(errdefs.StreamServerInterceptor()))
 	shoalv1.RegisterControlServer(g, c.mgr)
 	shoalv1.RegisterLogsServer(g, c.mgr)
 	go g.Serve(ln)
@@ -179,8 +181,8 @@ func newCLICluster(t *testing.T) *cliCluster {
 	return c
 }
 
-func (c *cliCluster) nodeCerts(id string, role ca.Role) *ca.CertStore {
-	return catest.NodeCerts(c.t, c.root, id, role)
+func (c *cliCluster) nodeCerts(id string, role trust.Role) *trust.CertStore {
+	return trusttest.NodeCerts(c.t, c.root, id, role)
 }
 
 // run runs the CLI against the fake manager.
@@ -199,7 +201,7 @@ func TestLogsCommands(t *testing.T) {
 	c.mgr.nodes = []*shoalv1.Node{{Meta: &shoalv1.Meta{Id: "n1"}, Spec: &shoalv1.NodeSpec{Name: "node1"}}}
 	c.mgr.logs = func(req *shoalv1.LogsRequest, st shoalv1.Logs_ServiceLogsServer) error {
 		if req.GetService() == "missing" {
-			return status.Error(codes.NotFound, `service "missing": not found`)
+			return errdefs.NotFoundf(`service "missing": not found`)
 		}
 		return st.Send(&shoalv1.LogsResponse{
 			Warnings: []string{`node "w2" (n2) did not answer within 3s: logs of 1 task unavailable`},

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -129,7 +129,7 @@ const conflictAttempts = 5
 func retryConflict(f func() error) error {
 	var err error
 	for range conflictAttempts {
-		if err = f(); status.Code(err) != codes.Aborted {
+		if err = f(); !errdefs.IsConflict(err) {
 			return err
 		}
 	}
@@ -179,7 +179,7 @@ func (a *app) printNodes(nodes []*shoalv1.Node, lf listFlags) error {
 		return printJSON(a.out, nodes)
 	}
 	w := table(a.out)
-	fmt.Fprintln(w, "ID\tNAME\tADDRESS\tSTATUS\tAVAILABILITY\tROLE\tMANAGER STATUS")
+	fmt.Fprintln(w, "ID\tNAME\tADDRESS\tSTATUS\tAVAILABILITY\tROLE\tMANAGER STATUS\tGOSSIP")
 	for _, n := range nodes {
 		ms := ""
 		if m := n.GetManagerStatus(); m != nil {
@@ -188,10 +188,15 @@ func (a *app) printNodes(nodes []*shoalv1.Node, lf listFlags) error {
 				ms = "Leader"
 			}
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.GetMeta().GetId(), nodeName(n), n.GetStatus().GetAddr(),
+		// GOSSIP: the leader's gossip view of the node ("-" not known yet).
+		gs := n.GetStatus().GetGossipState()
+		if gs == "" {
+			gs = "-"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.GetMeta().GetId(), nodeName(n), n.GetStatus().GetAddr(),
 			nodeStatus(n),
 			titled(enumShort(n.GetSpec().GetAvailability().String(), "NODE_AVAILABILITY_")),
-			enumShort(n.GetRole().String(), "NODE_ROLE_"), ms)
+			enumShort(n.GetRole().String(), "NODE_ROLE_"), ms, gs)
 	}
 	return w.Flush()
 }

@@ -9,5 +9,10 @@ func nodeStatus(n *shoalv1.Node) string {
 	if n.GetStatus().GetRestartDeadline() != nil && n.GetStatus().GetState() != shoalv1.NodeState_NODE_STATE_READY {
 		return "Restarting"
 	}
+	if n.GetStatus().GetUnreachable() && n.GetStatus().GetState() != shoalv1.NodeState_NODE_STATE_DOWN {
+		// Heartbeats stopped but gossip sees it alive (a manager-to-node
+		// link problem): not DOWN, given more time.
+		return "Unreachable"
+	}
 	return titled(enumShort(n.GetStatus().GetState().String(), "NODE_STATE_"))
 }

@@ -100,7 +100,7 @@ func NewRootCommand(out, errOut io.Writer) *cobra.Command {
 	pf.StringVar(&a.logLevel, "log-level", "info", "log level of node verbs: debug, info, warn, error")
 	pf.DurationVar(&a.timeout, "timeout", 30*time.Second, "timeout of each API call")
 	root.AddCommand(a.nodeVerbs()...)
-	root.AddCommand(a.nodeCmd(), a.serviceCmd(), a.taskCmd(), a.clusterCmd(), a.tokenCmd(), a.eventsCmd(), a.versionCmd())
+	root.AddCommand(a.nodeCmd(), a.serviceCmd(), a.networkCmd(), a.taskCmd(), a.clusterCmd(), a.tokenCmd(), a.eventsCmd(), a.versionCmd())
 	a.addLogsAndImages(root)
 	root.AddCommand(a.adminCertCmd())
 	root.AddCommand(a.debugCmd())
@@ -193,6 +193,7 @@ func bindAgent(c *cobra.Command, o *daemon.Options) {
 	f.StringArrayVar(&o.LoadImages, "load-image", nil, "image archive (OCI layout/archive or docker save) to load at start (repeatable)")
 	f.Var(sizeFlag{&o.MaxLayerBytes}, "max-layer-bytes", "most file bytes one image layer may unpack to, e.g. 16g (default 16GiB)")
 	f.IntVar(&o.MaxLayerEntries, "max-layer-entries", 0, "most entries one image layer may hold (default 1000000)")
+	f.IntVar(&o.GossipPort, "gossip-port", 0, "TCP and UDP port of this node's gossip membership on its advertise IP (default 7946; -1: no gossip)")
 	// For benchmarks and tests of the control plane alone: tasks stay
 	// ASSIGNED and nothing is created on the host.
 	f.BoolVar(&o.NoExecutor, "no-executor", false, "run no tasks (control-plane tests)")

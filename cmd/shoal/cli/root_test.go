@@ -4,9 +4,17 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
+	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
+
+// received is a status as it arrives off the wire, message as sent.
+func received(code codes.Code, msg string) error {
+	return status.FromProto(&spb.Status{Code: int32(code), Message: msg}).Err()
+}
 
 func TestErrorMessage(t *testing.T) {
 	cases := []struct {
@@ -14,11 +22,11 @@ func TestErrorMessage(t *testing.T) {
 		want string
 	}{
 		{errors.New("plain"), "plain"},
-		{status.Error(codes.InvalidArgument, "spec.name: must not be empty"), "spec.name: must not be empty"},
-		{status.Error(codes.PermissionDenied, "role worker may not call X"), "permission denied: role worker may not call X"},
-		{status.Error(codes.PermissionDenied, "permission denied: already"), "permission denied: already"},
-		{status.Error(codes.Unavailable, "no manager reachable"), "unavailable: no manager reachable"},
-		{status.Error(codes.Unauthenticated, "no client certificate"), "not authenticated: no client certificate"},
+		{received(codes.InvalidArgument, "spec.name: must not be empty"), "spec.name: must not be empty"},
+		{received(codes.PermissionDenied, "role worker may not call X"), "permission denied: role worker may not call X"},
+		{received(codes.PermissionDenied, "permission denied: already"), "permission denied: already"},
+		{received(codes.Unavailable, "no manager reachable"), "unavailable: no manager reachable"},
+		{received(codes.Unauthenticated, "no client certificate"), "not authenticated: no client certificate"},
 	}
 	for _, c := range cases {
 		if got := errorMessage(c.err); got != c.want {
@@ -32,7 +40,7 @@ func TestRetryConflict(t *testing.T) {
 	err := retryConflict(func() error {
 		calls++
 		if calls < 3 {
-			return status.Error(codes.Aborted, "version 3 is stale (current 4)")
+			return errdefs.ToGRPC(errdefs.Conflictf("version 3 is stale (current 4)"))
 		}
 		return nil
 	})
@@ -40,12 +48,12 @@ func TestRetryConflict(t *testing.T) {
 		t.Fatalf("conflicts then success: err=%v after %d calls", err, calls)
 	}
 	calls = 0
-	err = retryConflict(func() error { calls++; return status.Error(codes.Aborted, "stale") })
+	err = retryConflict(func() error { calls++; return errdefs.ToGRPC(errdefs.Conflictf("stale")) })
 	if status.Code(err) != codes.Aborted || calls != conflictAttempts {
 		t.Fatalf("endless conflict: err=%v after %d calls, want ABORTED after %d", err, calls, conflictAttempts)
 	}
 	calls = 0
-	err = retryConflict(func() error { calls++; return status.Error(codes.InvalidArgument, "spec.name: bad") })
+	err = retryConflict(func() error { calls++; return errdefs.ToGRPC(errdefs.InvalidArgumentf("spec.name: bad")) })
 	if status.Code(err) != codes.InvalidArgument || calls != 1 {
 		t.Fatalf("other errors are not retried: err=%v after %d calls", err, calls)
 	}

@@ -124,6 +124,21 @@ func (a *app) serviceUpdate() *cobra.Command {
 			if cmd.Flags().Changed("image") && !noResolve {
 				sf.image = a.pinImage(cmd.Context(), sf.image)
 			}
+			if len(sf.networkRm) > 0 {
+				// The stored spec holds network ids: resolve the names.
+				sf.networkRmIDs = map[string]string{}
+				err := a.withClient(cmd, func(ctx context.Context, ctl shoalv1.ControlClient) error {
+					for _, ref := range sf.networkRm {
+						if r, err := ctl.GetNetwork(ctx, &shoalv1.GetNetworkRequest{Ref: ref}); err == nil {
+							sf.networkRmIDs[ref] = r.GetNetwork().GetMeta().GetId()
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					return err
+				}
+			}
 			return a.mutateService(cmd, args[0], wf, func(s *shoalv1.ServiceSpec) error { return sf.apply(cmd.Flags(), s) })
 		}}
 	sf.bind(cmd.Flags(), true)
@@ -321,6 +336,8 @@ func (a *app) listTasks(cmd *cobra.Command, lf listFlags) error {
 			addr := "-"
 			if as := st.GetAddresses(); len(as) > 0 && st.GetState() <= shoalv1.TaskState_TASK_STATE_RUNNING {
 				addr = strings.Join(as, ",")
+			} else if as := attachmentAddrs(t); len(as) > 0 && st.GetState() <= shoalv1.TaskState_TASK_STATE_RUNNING {
+				addr = strings.Join(as, ",")
 			}
 			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", shortID(t.GetMeta().GetId()), taskName(t),
 				shortImage(t.GetSpec().GetContainer().GetImage()), node, shownDesired(t), cur, addr, errText)
@@ -341,4 +358,16 @@ func shownDesired(t *shoalv1.Task) string {
 		d = shoalv1.TaskState_TASK_STATE_SHUTDOWN
 	}
 	return titled(enumShort(d.String(), "TASK_STATE_"))
+}
+
+// attachmentAddrs lists a task's network addresses (allocated by the
+// managers, known before the agent reports any).
+func attachmentAddrs(t *shoalv1.Task) []string {
+	var out []string
+	for _, n := range t.GetNetworks() {
+		if n.GetAddress() != "" {
+			out = append(out, n.GetAddress())
+		}
+	}
+	return out
 }

@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
+
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -55,7 +55,7 @@ func (f *fakeManager) GetService(_ context.Context, req *shoalv1.GetServiceReque
 	if s := f.findService(req.GetRef()); s != nil {
 		return &shoalv1.GetServiceResponse{Service: s}, nil
 	}
-	return nil, status.Errorf(codes.NotFound, "service %q: not found", req.GetRef())
+	return nil, errdefs.NotFoundf("service %q: not found", req.GetRef())
 }
 
 func (f *fakeManager) ListServices(context.Context, *shoalv1.ListServicesRequest) (*shoalv1.ListServicesResponse, error) {
@@ -70,7 +70,7 @@ func (f *fakeManager) UpdateService(_ context.Context, req *shoalv1.UpdateServic
 	f.updates = append(f.updates, req)
 	s := f.findService(req.GetServiceId())
 	if s == nil {
-		return nil, status.Errorf(codes.NotFound, "service %q: not found", req.GetServiceId())
+		return nil, errdefs.NotFoundf("service %q: not found", req.GetServiceId())
 	}
 	s = proto.Clone(s).(*shoalv1.Service)
 	s.Spec = req.GetSpec()
@@ -308,7 +308,7 @@ func TestWaitStreamEndsEarly(t *testing.T) {
 	// The stream ends at once; the CLI reads that only after its create
 	// was answered (the error waits in the waiter's channel).
 	c.mgr.watch = func(*shoalv1.WatchRequest, grpc.ServerStreamingServer[shoalv1.WatchEvent]) error {
-		return status.Error(codes.Unavailable, "manager shutting down")
+		return errdefs.Unavailablef("manager shutting down")
 	}
 	code, out, errOut := c.run("service", "create", "--name", "web", "--no-resolve-image", "--wait-timeout", "1h", "demo:1")
 	if code == 0 || strings.Contains(errOut, "within 1h") || !strings.Contains(errOut, "lost the task stream") ||

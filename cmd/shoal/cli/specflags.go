@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -33,6 +34,11 @@ type specFlags struct {
 	entrypoint                       string
 	args                             string
 	initProc                         bool
+	networks, networkAdd, networkRm  []string
+	// networkRmIDs: the ids --network-rm names resolve to (update looks
+	// them up, since a stored spec holds network ids).
+	networkRmIDs map[string]string
+	endpointMode string
 }
 
 func (f *specFlags) bind(fs *pflag.FlagSet, update bool) {
@@ -45,11 +51,14 @@ func (f *specFlags) bind(fs *pflag.FlagSet, update bool) {
 		fs.StringArrayVar(&f.labelRm, "label-rm", nil, "remove a service label")
 		fs.StringArrayVar(&f.constraintAdd, "constraint-add", nil, "add a placement constraint")
 		fs.StringArrayVar(&f.constraintRm, "constraint-rm", nil, "remove a placement constraint")
+		fs.StringArrayVar(&f.networkAdd, "network-add", nil, "attach to a network: NAME[,alias=A...] (repeatable)")
+		fs.StringArrayVar(&f.networkRm, "network-rm", nil, "detach from a network (name or id; repeatable)")
 		fs.StringVar(&f.args, "args", "", `new args for the command, split like a shell does ('sh -c "echo hi"'); "" clears them`)
 	} else {
 		fs.StringVar(&f.mode, "mode", "replicated", "replicated or global")
 		fs.StringArrayVarP(&f.env, "env", "e", nil, "environment variable K=V (repeatable)")
 		fs.StringArrayVarP(&f.labels, "label", "l", nil, "service label K=V (repeatable)")
+		fs.StringArrayVar(&f.networks, "network", nil, "attach to a network: NAME[,alias=A...] (repeatable)")
 		fs.StringArrayVar(&f.constraints, "constraint", nil, "placement constraint, e.g. node.role==worker (repeatable)")
 	}
 	fs.StringVar(&f.reserveCPU, "reserve-cpu", "", "CPUs reserved per task, e.g. 0.5")
@@ -72,6 +81,33 @@ func (f *specFlags) bind(fs *pflag.FlagSet, update bool) {
 	fs.StringVar(&f.stopSig, "stop-signal", "", "signal that stops the container (default: the image's, else SIGTERM)")
 	fs.BoolVar(&f.initProc, "init", false, "run a tiny init as PID 1 that forwards signals to the command and reaps zombies (--init=false turns it off)")
 	fs.DurationVar(&f.stopGrace, "stop-grace-period", 0, "time before SIGKILL (default 10s)")
+	fs.StringVar(&f.endpointMode, "endpoint-mode", "", "vip (a virtual address per network, the default) or dnsrr (DNS answers the task addresses)")
+}
+
+// parseNetworkFlag reads NAME[,alias=A...] or name=NAME[,alias=A...]
+// (docker's long form; target= is accepted too).
+func parseNetworkFlag(flag, v string) (*shoalv1.NetworkAttachmentConfig, error) {
+	out := &shoalv1.NetworkAttachmentConfig{}
+	for i, part := range strings.Split(v, ",") {
+		k, val, ok := strings.Cut(part, "=")
+		switch {
+		case !ok && i == 0:
+			out.Target = part
+		case ok && (k == "name" || k == "target"):
+			out.Target = val
+		case ok && k == "alias":
+			if val == "" {
+				return nil, fmt.Errorf("%s: empty alias in %q", flag, v)
+			}
+			out.Aliases = append(out.Aliases, val)
+		default:
+			return nil, fmt.Errorf("%s: %q: want NAME[,alias=A...]", flag, v)
+		}
+	}
+	if out.Target == "" {
+		return nil, fmt.Errorf("%s: %q names no network", flag, v)
+	}
+	return out, nil
 }
 
 func kvList(flag string, items []string) (map[string]string, error) {
@@ -291,6 +327,48 @@ func (f *specFlags) apply(fs *pflag.FlagSet, spec *shoalv1.ServiceSpec) error {
 	}
 	if set("init") {
 		c.Init = f.initProc
+	}
+	if set("network") {
+		t.Networks = nil
+		for _, v := range f.networks {
+			n, err := parseNetworkFlag("--network", v)
+			if err != nil {
+				return err
+			}
+			t.Networks = append(t.Networks, n)
+		}
+	}
+	if set("network-rm") {
+		for _, v := range f.networkRm {
+			id := f.networkRmIDs[v]
+			before := len(t.Networks)
+			t.Networks = slices.DeleteFunc(t.Networks, func(n *shoalv1.NetworkAttachmentConfig) bool {
+				return n.GetTarget() == v || (id != "" && n.GetTarget() == id)
+			})
+			if len(t.Networks) == before {
+				return fmt.Errorf("--network-rm: the service is not attached to %q", v)
+			}
+		}
+	}
+	if set("network-add") {
+		for _, v := range f.networkAdd {
+			n, err := parseNetworkFlag("--network-add", v)
+			if err != nil {
+				return err
+			}
+			t.Networks = append(t.Networks, n)
+		}
+	}
+	if set("endpoint-mode") {
+		switch f.endpointMode {
+		case "vip", "dnsrr":
+		default:
+			return fmt.Errorf("--endpoint-mode: want vip or dnsrr, got %q", f.endpointMode)
+		}
+		if spec.Endpoint == nil {
+			spec.Endpoint = &shoalv1.EndpointSpec{}
+		}
+		spec.Endpoint.Mode = f.endpointMode
 	}
 	return nil
 }

@@ -9,8 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"github.com/shoal-dev/shoal/errdefs"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/restartpolicy"
@@ -254,7 +253,7 @@ func (w *waiter) wait(ctx context.Context, svc *shoalv1.Service) error {
 			if ctx.Err() != nil {
 				return err
 			}
-			if status.Code(err) == codes.DeadlineExceeded {
+			if errdefs.IsDeadlineExceeded(err) {
 				return fmt.Errorf("%s did not converge within %s: %d/%d tasks running; see `shoal service ps %s`",
 					name, w.wf.wait, counted, want, name)
 			}

@@ -1,0 +1,93 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shoal-dev/shoal/agent/runtime"
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+type fakeOverlay struct {
+	mu       sync.Mutex
+	attached map[string]int // netns path -> attachments
+	detached []string
+	fail     error
+}
+
+func (f *fakeOverlay) Attach(_ context.Context, ns string, atts []*shoalv1.NetworkAttachment) (OverlayAttachment, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail != nil {
+		return OverlayAttachment{}, f.fail
+	}
+	f.attached[ns] = len(atts)
+	return OverlayAttachment{}, nil
+}
+
+func (f *fakeOverlay) Detach(_ context.Context, ns string, _ []*shoalv1.NetworkAttachment) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.detached = append(f.detached, ns)
+	return nil
+}
+
+func (f *fakeOverlay) state() (map[string]int, []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	m := map[string]int{}
+	for k, v := range f.attached {
+		m[k] = v
+	}
+	return m, append([]string(nil), f.detached...)
+}
+
+func newExecEnvOverlay(t *testing.T, ov Overlay) *execEnv {
+	env := &execEnv{t: t, dir: t.TempDir(), rt: runtime.NewFake(), images: newFakeImages(), net: &fakeNet{up: map[string]bool{}}, ov: ov}
+	env.start()
+	t.Cleanup(env.stop)
+	return env
+}
+
+// TestExecutorAttachesOverlayNetworks: a task's overlay attachments are
+// attached in the namespace the node network made, before the start, and
+// detached when it is released; a task without networks is not attached;
+// a failed attach fails the task.
+func TestExecutorAttachesOverlayNetworks(t *testing.T) {
+	ov := &fakeOverlay{attached: map[string]int{}}
+	env := newExecEnvOverlay(t, ov)
+	withNets := running("t1")
+	withNets.Networks = []*shoalv1.NetworkAttachment{{NetworkId: "n1", Address: "10.77.0.2/24", Mac: "02:42:0a:4d:00:02"},
+		{NetworkId: "n2", Address: "10.78.0.2/24", Mac: "02:42:0a:4e:00:02"}}
+	env.ex.Assign(true, []*shoalv1.Task{withNets, running("t2")}, nil)
+	env.waitStatus("t1", shoalv1.TaskState_TASK_STATE_RUNNING)
+	env.waitStatus("t2", shoalv1.TaskState_TASK_STATE_RUNNING)
+	if att, _ := ov.state(); len(att) != 1 || att["/run/netns/t1"] != 2 {
+		t.Fatalf("attached %v", att)
+	}
+	env.ex.Assign(true, []*shoalv1.Task{running("t2")}, nil)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, det := ov.state(); len(det) == 1 && det[0] == "/run/netns/t1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			_, det := ov.state()
+			t.Fatalf("detached %v", det)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	ov.mu.Lock()
+	ov.fail = errors.New("no such network")
+	ov.mu.Unlock()
+	bad := running("t3")
+	bad.Networks = withNets.Networks
+	env.ex.Assign(false, []*shoalv1.Task{bad}, nil)
+	st := env.waitStatus("t3", shoalv1.TaskState_TASK_STATE_FAILED)
+	if st.GetErr() == "" {
+		t.Fatalf("failed status without error: %v", st)
+	}
+}

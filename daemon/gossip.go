@@ -1,0 +1,144 @@
+package daemon
+
+import (
+	"crypto/rand"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/shoal-dev/shoal/overlay/gossip"
+)
+
+// nodeGossip is this node's gossip membership (overlay/gossip). It starts
+// with the node, before any session, on the advertise IP and
+// Options.GossipPort (default 7946; if that port is taken, an ephemeral
+// one, with a warning — the address actually bound is what the hello
+// reports). Until the managers send the cluster's keys it holds a random
+// key of its own, so it can talk to nobody. It is:
+//   - the agent's GossipConsumer: keys and peers from the session;
+//   - the manager's dispatcher.GossipView: liveness corroboration.
+type nodeGossip struct {
+	log *slog.Logger
+	n   *gossip.Node // nil if gossip could not start
+
+	mu       sync.Mutex
+	haveKeys bool
+}
+
+// startGossip starts the node's memberlist. Failure is not fatal: the node
+// runs without gossip (heartbeats alone decide about it).
+func startGossip(log *slog.Logger, nodeID, advertiseHost string, port int) *nodeGossip {
+	g := &nodeGossip{log: log.With("component", "gossip")}
+	if port < 0 {
+		return g // disabled
+	}
+	if port == 0 {
+		port = gossip.DefaultPort
+	}
+	placeholder := make([]byte, 32)
+	if _, err := rand.Read(placeholder); err != nil {
+		g.log.Warn("gossip disabled", "err", err)
+		return g
+	}
+	start := func(p int) (*gossip.Node, error) {
+		n, err := gossip.New(gossip.Config{NodeID: nodeID, BindAddr: advertiseHost, AdvertiseAddr: advertiseHost, Port: p,
+			Keys: [][]byte{placeholder}, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		return n, n.Start()
+	}
+	n, err := start(port)
+	if err != nil {
+		g.log.Warn("gossip port taken, using an ephemeral one", "port", port, "err", err)
+		if n, err = start(-1); err != nil {
+			g.log.Warn("gossip disabled", "err", err)
+			return g
+		}
+	}
+	g.n = n
+	g.log.Info("gossip started", "addr", n.Addr())
+	return g
+}
+
+// Addr is the gossip host:port to put in the hello ("" without gossip).
+func (g *nodeGossip) Addr() string {
+	if g == nil || g.n == nil {
+		return ""
+	}
+	return g.n.Addr()
+}
+
+// SetGossip installs the cluster's keys (the key values are never logged)
+// and joins through peers when this node is alone. The join runs in the
+// background: it must not hold up the session.
+func (g *nodeGossip) SetGossip(keys [][]byte, peers []string) {
+	if g == nil || g.n == nil || len(keys) == 0 {
+		return
+	}
+	if err := g.n.SetKeys(keys); err != nil {
+		g.log.Warn("installing gossip keys", "keys", len(keys), "err", err)
+		return
+	}
+	g.mu.Lock()
+	first := !g.haveKeys
+	g.haveKeys = true
+	g.mu.Unlock()
+	if first {
+		g.log.Info("gossip keys installed", "keys", len(keys))
+	}
+	if len(peers) == 0 || g.n.NumAlive() > 1 {
+		return
+	}
+	self := g.n.Addr()
+	var others []string
+	for _, p := range peers {
+		if p != self {
+			others = append(others, p)
+		}
+	}
+	if len(others) == 0 {
+		return
+	}
+	go func() {
+		if c, err := g.n.Join(others); err != nil {
+			g.log.Warn("joining gossip", "peers", others, "err", err)
+		} else {
+			g.log.Info("joined gossip", "answered", c)
+		}
+	}()
+}
+
+// State is the dispatcher's GossipView: this node's view of nodeID.
+func (g *nodeGossip) State(nodeID string) (string, string) {
+	if g == nil || g.n == nil {
+		return "", ""
+	}
+	s, addr := g.n.State(nodeID)
+	if s == gossip.StateUnknown {
+		return "", ""
+	}
+	return string(s), addr
+}
+
+// close leaves the membership (others see "left", not "dead") and stops.
+func (g *nodeGossip) close() {
+	if g == nil || g.n == nil {
+		return
+	}
+	if err := g.n.Leave(time.Second); err != nil {
+		g.log.Debug("gossip leave", "err", err)
+	}
+	if err := g.n.Shutdown(); err != nil {
+		g.log.Debug("gossip shutdown", "err", err)
+	}
+}
+
+// hostOf returns the host part of a host[:port] address.
+func hostOf(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
+}

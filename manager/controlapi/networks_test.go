@@ -1,0 +1,277 @@
+package controlapi
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
+)
+
+func createNet(t *testing.T, s *Server, spec *shoalv1.NetworkSpec) *shoalv1.Network {
+	t.Helper()
+	resp, err := s.CreateNetwork(context.Background(), &shoalv1.CreateNetworkRequest{Spec: spec})
+	if err != nil {
+		t.Fatalf("create network %s: %v", spec.GetName(), err)
+	}
+	return resp.GetNetwork()
+}
+
+// TestCreateNetworkAllocates: the driver defaults to overlay, a subnet comes
+// from the default pool (skipping taken ones), the gateway is the first
+// address, VNIs start at 4096 and a freed VNI and subnet are reused.
+func TestCreateNetworkAllocates(t *testing.T) {
+	s, _ := newServer(t)
+	a := createNet(t, s, &shoalv1.NetworkSpec{Name: "a"})
+	if a.GetSpec().GetDriver() != "overlay" || a.GetSubnet() != "10.220.0.0/24" || a.GetGateway() != "10.220.0.1" || a.GetVni() != 4096 {
+		t.Fatalf("a = driver %q subnet %s gw %s vni %d", a.GetSpec().GetDriver(), a.GetSubnet(), a.GetGateway(), a.GetVni())
+	}
+	// A given subnet inside the pool is skipped by later allocations.
+	createNet(t, s, &shoalv1.NetworkSpec{Name: "given", Subnet: "10.220.1.0/24", Gateway: "10.220.1.254"})
+	c := createNet(t, s, &shoalv1.NetworkSpec{Name: "c"})
+	if c.GetSubnet() != "10.220.2.0/24" || c.GetVni() != 4098 {
+		t.Fatalf("c = %s vni %d, want 10.220.2.0/24 vni 4098", c.GetSubnet(), c.GetVni())
+	}
+	br := createNet(t, s, &shoalv1.NetworkSpec{Name: "br", Driver: "bridge", BridgeName: "br-app"})
+	if br.GetVni() != 0 || br.GetSubnet() != "10.220.3.0/24" {
+		t.Fatalf("bridge: vni %d subnet %s, want no VNI, 10.220.3.0/24", br.GetVni(), br.GetSubnet())
+	}
+	h := createNet(t, s, &shoalv1.NetworkSpec{Name: "hostnet", Driver: "host"})
+	if h.GetVni() != 0 || h.GetSubnet() != "" || h.GetGateway() != "" {
+		t.Fatalf("host: %v", h)
+	}
+	if _, err := s.RemoveNetwork(context.Background(), &shoalv1.RemoveNetworkRequest{Ref: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	d := createNet(t, s, &shoalv1.NetworkSpec{Name: "d"})
+	if d.GetVni() != 4096 || d.GetSubnet() != "10.220.0.0/24" {
+		t.Fatalf("after rm: d = %s vni %d, want the freed 10.220.0.0/24 and 4096", d.GetSubnet(), d.GetVni())
+	}
+}
+
+// TestCreateNetworkRefuses: a name clash, overlapping subnets (with another
+// network, with the node bridge pool), invalid specs; nothing is stored.
+func TestCreateNetworkRefuses(t *testing.T) {
+	s, st := newServer(t)
+	ctx := context.Background()
+	createNet(t, s, &shoalv1.NetworkSpec{Name: "a", Subnet: "10.50.0.0/16"})
+	for _, tt := range []struct {
+		spec *shoalv1.NetworkSpec
+		code codes.Code
+		msg  string
+	}{
+		{&shoalv1.NetworkSpec{Name: "a"}, codes.AlreadyExists, `spec.name: a network named "a" exists`},
+		{&shoalv1.NetworkSpec{Name: "b", Subnet: "10.50.3.0/24"}, codes.InvalidArgument, `spec.subnet: 10.50.3.0/24 overlaps the subnet 10.50.0.0/16 of network "a"`},
+		{&shoalv1.NetworkSpec{Name: "b", Subnet: "10.0.0.0/8"}, codes.InvalidArgument, `spec.subnet: 10.0.0.0/8 overlaps`},
+		{&shoalv1.NetworkSpec{Name: "b", Subnet: "10.213.5.0/24"}, codes.InvalidArgument, "reserved for the nodes' default bridge"},
+		{&shoalv1.NetworkSpec{Name: "b", Mtu: 100}, codes.InvalidArgument, "spec.mtu"},
+		{&shoalv1.NetworkSpec{Name: "b", Driver: "weave"}, codes.InvalidArgument, "spec.driver"},
+		{&shoalv1.NetworkSpec{Name: "b", Subnet: "10.60.0.0/24", Gateway: "10.60.0.255"}, codes.InvalidArgument, "spec.gateway"},
+	} {
+		_, err := s.CreateNetwork(ctx, &shoalv1.CreateNetworkRequest{Spec: tt.spec})
+		wantCode(t, err, tt.code, tt.msg)
+	}
+	if n := len(raftstore.List[*shoalv1.Network](st.View())); n != 1 {
+		t.Fatalf("%d networks stored, want 1", n)
+	}
+}
+
+// TestCreateNetworkPoolExhausted: a /28 pool of /29 subnets holds two.
+func TestCreateNetworkPoolExhausted(t *testing.T) {
+	s, st := newServer(t)
+	ctx := context.Background()
+	if _, err := st.Update(ctx, func(tx raftstore.WriteTx) error {
+		c := proto.Clone(raftstore.List[*shoalv1.Cluster](tx)[0]).(*shoalv1.Cluster)
+		c.Settings = &shoalv1.ClusterSettings{DefaultAddressPool: "10.99.0.0/28", DefaultSubnetSize: 29}
+		return tx.Update(c)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := createNet(t, s, &shoalv1.NetworkSpec{Name: "n1"}).GetSubnet(); got != "10.99.0.0/29" {
+		t.Fatalf("n1 subnet %s", got)
+	}
+	createNet(t, s, &shoalv1.NetworkSpec{Name: "n2"})
+	_, err := s.CreateNetwork(ctx, &shoalv1.CreateNetworkRequest{Spec: &shoalv1.NetworkSpec{Name: "n3"}})
+	wantCode(t, err, codes.ResourceExhausted, "the address pool 10.99.0.0/28 has no free /29 left")
+}
+
+// TestSubnetFromPoolSkipsLargeTaken: a taken /16 inside a /8 pool is
+// skipped in one step, not /24 by /24.
+func TestSubnetFromPoolSkipsLargeTaken(t *testing.T) {
+	others := []*shoalv1.Network{{Spec: &shoalv1.NetworkSpec{Name: "big"}, Subnet: "10.0.0.0/16"}}
+	got, err := subnetFromPool(netip.MustParsePrefix("10.0.0.0/8"), 24, others)
+	if err != nil || got.String() != "10.1.0.0/24" {
+		t.Fatalf("got %v %v, want 10.1.0.0/24", got, err)
+	}
+	// 10.213.0.0/16 (the node bridges) is skipped too.
+	others = nil
+	for i := 0; i < 256; i++ {
+		others = append(others, &shoalv1.Network{Subnet: fmt.Sprintf("10.212.%d.0/24", i)})
+	}
+	got, err = subnetFromPool(netip.MustParsePrefix("10.212.0.0/15"), 24, others)
+	if err == nil {
+		t.Fatalf("got %v, want exhausted (10.212/16 taken, 10.213/16 reserved)", got)
+	}
+}
+
+// TestNetworkInUse: services attach by name, the stored spec holds the id;
+// rm of a used network names the services, prune keeps it and removes
+// the unused; an unknown network in a service names the field.
+func TestNetworkInUse(t *testing.T) {
+	s, st := newServer(t)
+	ctx := context.Background()
+	front := createNet(t, s, &shoalv1.NetworkSpec{Name: "front"})
+	createNet(t, s, &shoalv1.NetworkSpec{Name: "unused"})
+
+	spec := validSpec()
+	spec.Task.Networks = []*shoalv1.NetworkAttachmentConfig{{Target: "front", Aliases: []string{"web"}}}
+	resp, err := s.CreateService(ctx, &shoalv1.CreateServiceRequest{Spec: spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.GetService().GetSpec().GetTask().GetNetworks()[0].GetTarget(); got != front.GetMeta().GetId() {
+		t.Fatalf("stored target %q, want the network id %q", got, front.GetMeta().GetId())
+	}
+	bad := validSpec()
+	bad.Name = "other"
+	bad.Task.Networks = []*shoalv1.NetworkAttachmentConfig{{Target: "front"}, {Target: "nosuch"}}
+	_, err = s.CreateService(ctx, &shoalv1.CreateServiceRequest{Spec: bad})
+	wantCode(t, err, codes.InvalidArgument, `spec.task.networks[1].target: unknown network "nosuch"`)
+	bad.Task.Networks = []*shoalv1.NetworkAttachmentConfig{{Target: "front"}, {Target: front.GetMeta().GetId()}}
+	_, err = s.CreateService(ctx, &shoalv1.CreateServiceRequest{Spec: bad})
+	wantCode(t, err, codes.InvalidArgument, `spec.task.networks[1].target: network "front" is already networks[0]`)
+
+	_, err = s.RemoveNetwork(ctx, &shoalv1.RemoveNetworkRequest{Ref: "front"})
+	wantCode(t, err, codes.FailedPrecondition, `network "front" is in use by service(s) web`)
+
+	pr, err := s.PruneNetworks(ctx, &shoalv1.PruneNetworksRequest{})
+	if err != nil || !slices.Equal(pr.GetRemoved(), []string{"unused"}) {
+		t.Fatalf("prune: %v %v, want [unused]", pr.GetRemoved(), err)
+	}
+
+	// Update by name again: the same id, spec_version unchanged.
+	upd := proto.Clone(spec).(*shoalv1.ServiceSpec)
+	uresp, err := s.UpdateService(ctx, &shoalv1.UpdateServiceRequest{ServiceId: resp.GetService().GetMeta().GetId(), Spec: upd, IgnoreVersion: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uresp.GetService().GetSpecVersion() != resp.GetService().GetSpecVersion() {
+		t.Errorf("an update naming the same network by name bumped spec_version")
+	}
+	// Detach, and the previous spec still pins the network (rollback).
+	upd.Task.Networks = nil
+	if _, err := s.UpdateService(ctx, &shoalv1.UpdateServiceRequest{ServiceId: resp.GetService().GetMeta().GetId(), Spec: upd, IgnoreVersion: true}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.RemoveNetwork(ctx, &shoalv1.RemoveNetworkRequest{Ref: "front"})
+	wantCode(t, err, codes.FailedPrecondition, "web")
+	if _, err := s.RemoveService(ctx, &shoalv1.RemoveServiceRequest{Ref: "web"}); err != nil {
+		t.Fatal(err)
+	}
+	// A live task still attached holds it.
+	if _, err := st.Update(ctx, func(tx raftstore.WriteTx) error {
+		return tx.Create(&shoalv1.Task{Meta: &shoalv1.Meta{Id: "t1"}, ServiceId: "gone",
+			Status:   &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_RUNNING},
+			Networks: []*shoalv1.NetworkAttachment{{NetworkId: front.GetMeta().GetId(), Address: "10.220.0.2/24"}}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.RemoveNetwork(ctx, &shoalv1.RemoveNetworkRequest{Ref: "front"})
+	wantCode(t, err, codes.FailedPrecondition, "1 task(s) attached")
+	if _, err := st.Update(ctx, func(tx raftstore.WriteTx) error { return tx.Delete(raftstore.KindTask, "t1", 0) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RemoveNetwork(ctx, &shoalv1.RemoveNetworkRequest{Ref: "front"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestListNetworksFilters(t *testing.T) {
+	s, _ := newServer(t)
+	ctx := context.Background()
+	createNet(t, s, &shoalv1.NetworkSpec{Name: "a", Labels: map[string]string{"env": "prod"}})
+	createNet(t, s, &shoalv1.NetworkSpec{Name: "b", Driver: "bridge"})
+	for f, want := range map[string][]string{"driver=bridge": {"b"}, "label=env=prod": {"a"}, "name=a": {"a"}, "": {"a", "b"}} {
+		filters := map[string]string{}
+		if k, v, ok := cut(f); ok {
+			filters[k] = v
+		}
+		resp, err := s.ListNetworks(ctx, &shoalv1.ListNetworksRequest{Filters: filters})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, n := range resp.GetNetworks() {
+			got = append(got, n.GetSpec().GetName())
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			t.Errorf("filter %q: %v, want %v", f, got, want)
+		}
+	}
+	_, err := s.ListNetworks(ctx, &shoalv1.ListNetworksRequest{Filters: map[string]string{"scope": "x"}})
+	wantCode(t, err, codes.InvalidArgument, "unknown key")
+	g, err := s.GetNetwork(ctx, &shoalv1.GetNetworkRequest{Ref: "b"})
+	if err != nil || g.GetNetwork().GetSpec().GetName() != "b" {
+		t.Fatal(g, err)
+	}
+}
+
+func cut(f string) (string, string, bool) {
+	for i := 0; i < len(f); i++ {
+		if f[i] == '=' {
+			return f[:i], f[i+1:], true
+		}
+	}
+	return "", "", false
+}
+
+// TestGossipKeysNeverLeave: the cluster's gossip keys are stripped like
+// its CA key from GetCluster.
+func TestGossipKeysNeverLeave(t *testing.T) {
+	s, st := newServer(t)
+	ctx := context.Background()
+	if _, err := st.Update(ctx, func(tx raftstore.WriteTx) error {
+		c := proto.Clone(raftstore.List[*shoalv1.Cluster](tx)[0]).(*shoalv1.Cluster)
+		c.GossipKeys = [][]byte{[]byte("0123456789abcdef0123456789abcdef")}
+		return tx.Update(c)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := s.GetCluster(ctx, &shoalv1.GetClusterRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetCluster().GetGossipKeys()) != 0 {
+		t.Fatal("GetCluster returned the gossip keys")
+	}
+}
+
+func TestValidatePoolSettings(t *testing.T) {
+	for _, tt := range []struct {
+		set  *shoalv1.ClusterSettings
+		want string // "" valid
+	}{
+		{&shoalv1.ClusterSettings{}, ""},
+		{&shoalv1.ClusterSettings{DefaultAddressPool: "10.128.0.0/12", DefaultSubnetSize: 26}, ""},
+		{&shoalv1.ClusterSettings{DefaultAddressPool: "10.128.0.1/12"}, "settings.default_address_pool"},
+		{&shoalv1.ClusterSettings{DefaultAddressPool: "10.0.0.0/8"}, "nodes' default bridge"},
+		{&shoalv1.ClusterSettings{DefaultSubnetSize: 12}, "settings.default_subnet_size: 12 is out of range"},
+		{&shoalv1.ClusterSettings{DefaultSubnetSize: 30}, "settings.default_subnet_size"},
+	} {
+		err := validateSettings(tt.set)
+		if tt.want == "" {
+			if err != nil {
+				t.Errorf("%v: %v", tt.set, err)
+			}
+			continue
+		}
+		wantCode(t, err, codes.InvalidArgument, tt.want)
+	}
+}

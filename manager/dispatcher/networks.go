@@ -1,0 +1,267 @@
+package dispatcher
+
+import (
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+
+	"google.golang.org/protobuf/proto"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
+)
+
+// Network delivery.
+//
+// A node takes part in a network when it holds a task attached to it that
+// has not ended (ASSIGNED..RUNNING). For each such network the node gets a
+// NetworkState: the network, every endpoint on it and the services' VIPs.
+//
+// An endpoint is a task with an attachment (and an address) on the
+// network, assigned to a node, in state ASSIGNED..RUNNING — ASSIGNED to
+// STARTING included, so that every peer has the address programmed before
+// the task runs — whose node is not DOWN. node_addr is the host of the
+// node's status.addr (its VXLAN underlay address). When a node goes DOWN
+// its endpoints are withdrawn from every other node's state; tasks that
+// ended drop out at once.
+//
+// VIPs: every service with a task on the network (by spec) is listed with
+// its aliases and mode; vip-mode services carry their VIP on that network,
+// dnsrr ones an empty address.
+//
+// Messages: the session sends the full set (full=true) right after the
+// assignments, then, after every burst of relevant changes (a task with
+// networks, a node, a network, a service), the networks whose state
+// changed and the ids of those the node no longer takes part in
+// (full=false). Each message holds networks up to maxNetworkBytes (1 MiB);
+// a network whose own state is larger travels alone in one message (up to
+// gRPC's 4 MiB, some 20,000 endpoints): splitting one network's endpoints
+// would need a "more" flag on Networks so the agent does not apply half a
+// list. A full set over 1 MiB goes as full=true with its first chunk and
+// full=false for the rest; the agent should apply a full set's removals
+// only once it is idle (or the proto should gain "more", see the report).
+const maxNetworkBytes = 1 << 20
+
+// endpointState reports whether a task's addresses are live: ASSIGNED to
+// RUNNING.
+func endpointState(t *shoalv1.Task) bool {
+	s := t.GetStatus().GetState()
+	return s >= shoalv1.TaskState_TASK_STATE_ASSIGNED && s <= shoalv1.TaskState_TASK_STATE_RUNNING && t.GetNodeId() != ""
+}
+
+// underlayAddr returns the host part of a node's status addr.
+func underlayAddr(n *shoalv1.Node) string {
+	a := n.GetStatus().GetAddr()
+	if h, _, err := net.SplitHostPort(a); err == nil {
+		return h
+	}
+	if ap, err := netip.ParseAddrPort(a); err == nil {
+		return ap.Addr().String()
+	}
+	return a
+}
+
+// NodeNetworks computes the desired state of every network nodeID takes
+// part in, sorted by network id.
+func NodeNetworks(r raftstore.Reader, nodeID string) []*shoalv1.NetworkState {
+	return AllNodeNetworks(r)[nodeID]
+}
+
+// AllNodeNetworks computes every node's network states in one scan of the
+// tasks; nodes share the NetworkState of a network (read-only).
+func AllNodeNetworks(r raftstore.Reader) map[string][]*shoalv1.NetworkState {
+	nodes := map[string]*shoalv1.Node{}
+	for _, n := range raftstore.List[*shoalv1.Node](r) {
+		nodes[n.GetMeta().GetId()] = n
+	}
+	byNet := map[string]*shoalv1.NetworkState{}
+	members := map[string]map[string]bool{}  // network id -> node ids taking part
+	services := map[string]map[string]bool{} // network id -> service ids
+	for _, t := range raftstore.List[*shoalv1.Task](r) {
+		if len(t.GetNetworks()) == 0 || !endpointState(t) {
+			continue
+		}
+		n := nodes[t.GetNodeId()]
+		down := n == nil || n.GetStatus().GetState() == shoalv1.NodeState_NODE_STATE_DOWN
+		for _, a := range t.GetNetworks() {
+			id := a.GetNetworkId()
+			if !down {
+				if members[id] == nil {
+					members[id] = map[string]bool{}
+				}
+				members[id][t.GetNodeId()] = true
+			}
+			if services[id] == nil {
+				services[id] = map[string]bool{}
+			}
+			services[id][t.GetServiceId()] = true
+			if down || a.GetAddress() == "" {
+				continue
+			}
+			ns := byNet[id]
+			if ns == nil {
+				ns = &shoalv1.NetworkState{}
+				byNet[id] = ns
+			}
+			ns.Endpoints = append(ns.Endpoints, &shoalv1.Endpoint{
+				TaskId: t.GetMeta().GetId(), ServiceId: t.GetServiceId(), ServiceName: t.GetServiceName(),
+				Aliases: a.GetAliases(), Address: a.GetAddress(), Mac: a.GetMac(),
+				NodeId: t.GetNodeId(), NodeAddr: underlayAddr(n), State: t.GetStatus().GetState(),
+			})
+		}
+	}
+	out := map[string][]*shoalv1.NetworkState{}
+	ids := make([]string, 0, len(members))
+	for id := range members {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		nw, ok := raftstore.Get[*shoalv1.Network](r, id)
+		if !ok {
+			continue
+		}
+		ns := byNet[id]
+		if ns == nil {
+			ns = &shoalv1.NetworkState{}
+		}
+		ns.Network = nw
+		for sid := range services[id] {
+			svc, ok := raftstore.Get[*shoalv1.Service](r, sid)
+			if !ok {
+				continue
+			}
+			ns.Vips = append(ns.Vips, vipState(svc, id))
+		}
+		slices.SortFunc(ns.Vips, func(a, b *shoalv1.ServiceVIPState) int { return strings.Compare(a.GetServiceId(), b.GetServiceId()) })
+		for node := range members[id] {
+			out[node] = append(out[node], ns)
+		}
+	}
+	return out
+}
+
+// netCache shares one AllNodeNetworks computation between the sessions
+// that handle the same burst: each asks for the view it reads, and the
+// first one at a new raft index computes for all.
+type netCache struct {
+	mu     sync.Mutex
+	index  uint64
+	byNode map[string][]*shoalv1.NetworkState
+}
+
+func (c *netCache) get(r raftstore.Reader, nodeID string) []*shoalv1.NetworkState {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.byNode == nil || c.index != r.Index() {
+		c.byNode, c.index = AllNodeNetworks(r), r.Index()
+	}
+	return c.byNode[nodeID]
+}
+
+func vipState(svc *shoalv1.Service, networkID string) *shoalv1.ServiceVIPState {
+	mode := svc.GetSpec().GetEndpoint().GetMode()
+	if mode == "" {
+		mode = "vip"
+	}
+	v := &shoalv1.ServiceVIPState{ServiceId: svc.GetMeta().GetId(), ServiceName: svc.GetSpec().GetName(),
+		EndpointMode: mode, Ports: svc.GetSpec().GetEndpoint().GetPorts()}
+	for _, cfg := range svc.GetSpec().GetTask().GetNetworks() {
+		if cfg.GetTarget() == networkID {
+			v.Aliases = cfg.GetAliases()
+		}
+	}
+	if mode == "vip" {
+		for _, x := range svc.GetVips() {
+			if x.GetNetworkId() == networkID {
+				v.Address = x.GetAddress()
+			}
+		}
+	}
+	return v
+}
+
+// networkTracker remembers what a session sent, to send only changes.
+type networkTracker struct {
+	sent map[string]*shoalv1.NetworkState // by network id
+}
+
+// diff returns the messages that bring the agent from what was sent to
+// states (full: everything, replacing what it has), and records states as
+// sent.
+func (nt *networkTracker) diff(states []*shoalv1.NetworkState, full bool) []*shoalv1.Networks {
+	next := make(map[string]*shoalv1.NetworkState, len(states))
+	var changed []*shoalv1.NetworkState
+	for _, s := range states {
+		id := s.GetNetwork().GetMeta().GetId()
+		next[id] = s
+		if full || !proto.Equal(nt.sent[id], s) {
+			changed = append(changed, s)
+		}
+	}
+	var removed []string
+	if !full {
+		for id := range nt.sent {
+			if next[id] == nil {
+				removed = append(removed, id)
+			}
+		}
+		slices.Sort(removed)
+	}
+	nt.sent = next
+	if !full && len(changed) == 0 && len(removed) == 0 {
+		return nil
+	}
+	return chunkNetworks(full, changed, removed, maxNetworkBytes)
+}
+
+// chunkNetworks splits networks over messages of at most limit bytes; a
+// network larger than limit goes alone. Only the first carries full; every
+// message but the last has more set, so the agent applies them as one.
+func chunkNetworks(full bool, states []*shoalv1.NetworkState, removed []string, limit int) []*shoalv1.Networks {
+	cur := &shoalv1.Networks{Full: full, Removed: removed}
+	out := []*shoalv1.Networks{cur}
+	size := 0
+	for _, id := range removed {
+		size += len(id) + 3
+	}
+	for _, s := range states {
+		n := proto.Size(s) + 6
+		if size > 0 && size+n > limit {
+			cur = &shoalv1.Networks{}
+			out = append(out, cur)
+			size = 0
+		}
+		size += n
+		cur.Networks = append(cur.Networks, s)
+	}
+	for _, m := range out[:len(out)-1] {
+		m.More = true
+	}
+	return out
+}
+
+// networkRelevant reports whether an event may change some node's network
+// state.
+func networkRelevant(ev *shoalv1.WatchEvent) bool {
+	switch o := raftstore.Unwrap(ev.GetObject()).(type) {
+	case *shoalv1.Task:
+		return len(o.GetNetworks()) > 0
+	case *shoalv1.Node, *shoalv1.Network, *shoalv1.Service:
+		return true
+	}
+	return false
+}
+
+// sendNetworks computes nodeID's network state from the store's current
+// view and sends what changed.
+func (d *Dispatcher) sendNetworks(stream shoalv1.Dispatcher_SessionServer, r raftstore.Reader, nodeID string, nt *networkTracker, full bool) error {
+	for _, m := range nt.diff(d.nets.get(r, nodeID), full) {
+		if err := stream.Send(&shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Networks{Networks: m}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}

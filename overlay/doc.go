@@ -1,0 +1,39 @@
+// Package overlay is the node side of Shoal's VXLAN overlay data plane.
+//
+// A Manager lives in one node's network namespace (its underlay address
+// is the VXLAN tunnel endpoint, VTEP). The wiring step uses it like this:
+//
+//	m, err := overlay.New(overlay.Config{NetNS: nodeNS, VTEP: addr, Uplink: "eth0",
+//		LocalSubnet: nodeLocalTaskSubnet})
+//	err = m.Reconcile(ctx, states)             // every SessionMessage.Networks (full set)
+//	res, err := m.Attach(ctx, taskNetNSPath, attachment, network) // after node-local setup
+//	err = m.Detach(ctx, taskNetNSPath, attachment, network)       // on release
+//
+// Reconcile makes the kernel match the desired state of every overlay
+// network listed: per network a bridge (shb-<vni>) and a VXLAN device
+// (shx-<vni>: VNI, UDP 4789, learning off, proxy ARP on, local = VTEP,
+// MTU = uplink MTU - 50 unless the spec sets one) enslaved to it, with
+// bridge learning off on that port. For every endpoint on another node it
+// keeps a permanent neighbour entry (IP -> MAC) and a permanent FDB entry
+// (MAC -> remote VTEP, NTF_SELF) on the VXLAN device; nothing relies on
+// learning or on miss notifications. Entries that are missing or wrong are
+// (re)written, entries that are not desired are deleted, entries that are
+// right are left untouched (so a restarted agent disturbs no established
+// connection). Networks no longer listed are torn down unless a local
+// task is still attached to their bridge.
+//
+// Attach joins a task's network namespace to a network with a veth
+// (host side "shv<hash>" on the network's bridge, task side eth1, eth2, …
+// carrying the attachment's address and MAC and the network's MTU; the
+// subnet route is the connected route of the address). The task keeps its
+// node-local interface as default route for egress, except on an
+// internal network: then Attach deletes the task's IPv4 default routes and
+// reports AttachResult.NoEgress, and the agent must not add one back.
+//
+// nftables (table ip "shoal-overlay" in the node namespace): masquerade
+// of the node-local task subnet leaving through the uplink (egress), and
+// a forward-hook drop of any routed packet from or to an overlay subnet,
+// so the node never routes between overlay networks or out of one (bridged
+// overlay frames, which pass the hook too when br_netfilter is loaded, are
+// recognised by their device, the shb-… bridge, and left alone).
+package overlay

@@ -1,0 +1,171 @@
+package overlay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// Node holds the desired network states the agent receives (full sets
+// and diffs of SessionMessage.Networks) and drives a Manager with them;
+// it resolves a task's attachments to their networks. The daemon's
+// adapters for agent.NetworkReconciler and agent.Overlay call it.
+type Node struct {
+	m *Manager
+
+	mu      chan struct{} // 1-slot lock, so waiting for a network can be cancelled
+	states  map[string]*shoalv1.NetworkState
+	changed chan struct{} // closed and replaced when states change
+}
+
+// NewNode wraps m.
+func NewNode(m *Manager) *Node {
+	n := &Node{m: m, mu: make(chan struct{}, 1), states: map[string]*shoalv1.NetworkState{}, changed: make(chan struct{})}
+	return n
+}
+
+func (n *Node) lock()   { n.mu <- struct{}{} }
+func (n *Node) unlock() { <-n.mu }
+
+// Reconcile applies a Networks message (full replaces the held set,
+// otherwise upsert states and drop removed network ids) and reconciles
+// the kernel against the whole held set.
+func (n *Node) Reconcile(ctx context.Context, full bool, states []*shoalv1.NetworkState, removed []string) error {
+	n.lock()
+	if full {
+		n.states = map[string]*shoalv1.NetworkState{}
+	}
+	for _, id := range removed {
+		delete(n.states, id)
+	}
+	for _, st := range states {
+		if id := st.GetNetwork().GetMeta().GetId(); id != "" {
+			n.states[id] = st
+		}
+	}
+	all := make([]*shoalv1.NetworkState, 0, len(n.states))
+	for _, st := range n.states {
+		all = append(all, st)
+	}
+	close(n.changed)
+	n.changed = make(chan struct{})
+	n.unlock()
+	return n.m.Reconcile(ctx, all)
+}
+
+// network returns the held network id, waiting (until ctx ends) for it
+// to arrive: a task's assignment may come before its network's state.
+func (n *Node) network(ctx context.Context, id string) (*shoalv1.Network, error) {
+	for {
+		n.lock()
+		st, ok := n.states[id]
+		ch := n.changed
+		n.unlock()
+		if ok {
+			return st.GetNetwork(), nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("network %s: not delivered to this node: %w", id, ctx.Err())
+		}
+	}
+}
+
+// AttachWait bounds how long Attach waits for an unknown network.
+const AttachWait = 30 * time.Second
+
+// Attach attaches the task namespace to every network of atts (in order:
+// eth1, eth2, …). NoEgress is set when one of them is internal.
+func (n *Node) Attach(ctx context.Context, taskNetNSPath string, atts []*shoalv1.NetworkAttachment) (AttachResult, error) {
+	var res AttachResult
+	wctx, cancel := context.WithTimeout(ctx, AttachWait)
+	defer cancel()
+	for _, a := range atts {
+		nw, err := n.network(wctx, a.GetNetworkId())
+		if err != nil {
+			return res, err
+		}
+		if d := nw.GetSpec().GetDriver(); d != "" && d != "overlay" {
+			continue // bridge/host drivers are not this package's
+		}
+		r, err := n.m.Attach(ctx, taskNetNSPath, a, nw)
+		if err != nil {
+			return res, fmt.Errorf("network %s: %w", a.GetNetworkId(), err)
+		}
+		res.NoEgress = res.NoEgress || r.NoEgress
+		if res.Interface == "" {
+			res.Interface = r.Interface
+		}
+	}
+	return res, nil
+}
+
+// Detach removes the task's attachments (missing ones are fine; the
+// network must still be held, or its veth goes with the namespace).
+func (n *Node) Detach(ctx context.Context, taskNetNSPath string, atts []*shoalv1.NetworkAttachment) error {
+	var errs []error
+	for _, a := range atts {
+		n.lock()
+		st, ok := n.states[a.GetNetworkId()]
+		n.unlock()
+		nw := st.GetNetwork()
+		if !ok {
+			nw = &shoalv1.Network{Meta: &shoalv1.Meta{Id: a.GetNetworkId()}}
+		}
+		if err := n.m.Detach(ctx, taskNetNSPath, a, nw); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// UplinkFor returns the name of the interface (in the calling thread's
+// namespace) that holds addr: the node's underlay interface.
+func UplinkFor(addr netip.Addr) (string, error) {
+	addrs, err := netlink.AddrList(nil, unix.AF_INET)
+	if err != nil {
+		return "", err
+	}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == addr {
+			l, err := netlink.LinkByIndex(a.LinkIndex)
+			if err != nil {
+				return "", err
+			}
+			return l.Attrs().Name, nil
+		}
+	}
+	return "", fmt.Errorf("no interface holds %s", addr)
+}
+
+// Run reconciles the held set every period until ctx ends, so that what
+// someone else changed in the kernel is repaired even when no message
+// comes. Errors are reported to onErr (may be nil).
+func (n *Node) Run(ctx context.Context, period time.Duration, onErr func(error)) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n.lock()
+		all := make([]*shoalv1.NetworkState, 0, len(n.states))
+		for _, st := range n.states {
+			all = append(all, st)
+		}
+		n.unlock()
+		if err := n.m.Reconcile(ctx, all); err != nil && onErr != nil && ctx.Err() == nil {
+			onErr(err)
+		}
+	}
+}

@@ -1,0 +1,56 @@
+package overlay
+
+import (
+	"testing"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// Node: an attachment waits for its network's state; a network removed
+// while a task still uses it keeps its devices until the task detaches.
+func TestNodeAttachWaitsAndRemoval(t *testing.T) {
+	h := newHarness(t)
+	h1 := h.host(1)
+	node := NewNode(h.manager(h1, 1))
+	nw := testNet("netn", 4400, "10.90.0.0/24", false)
+	_, p := h.task("n1")
+	a := att(nw, "10.90.0.2")
+	done := make(chan error, 1)
+	go func() {
+		_, err := node.Attach(bg, p, []*shoalv1.NetworkAttachment{a})
+		done <- err
+	}()
+	st := &shoalv1.NetworkState{Network: nw, Endpoints: []*shoalv1.Endpoint{ep("n1", "10.90.0.2", 1), ep("r", "10.90.0.9", 2)}}
+	if err := node.Reconcile(bg, true, []*shoalv1.NetworkState{st}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	hh := handleIn(t, h1)
+	if fdb, _ := entries(t, h1, 4400); fdb[macOf("10.90.0.9")] != "192.168.250.2" || len(fdb) != 1 {
+		t.Fatalf("fdb %v", fdb)
+	}
+	// Removed by a diff while attached: kept.
+	if err := node.Reconcile(bg, false, nil, []string{"netn"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hh.LinkByName(BridgeName(4400)); err != nil {
+		t.Fatalf("bridge of a network in use removed: %v", err)
+	}
+	if fdb, neigh := entries(t, h1, 4400); len(fdb) != 0 || len(neigh) != 0 {
+		t.Fatalf("remote entries of a removed network kept: %v %v", fdb, neigh)
+	}
+	if err := node.Detach(bg, p, []*shoalv1.NetworkAttachment{a}); err != nil {
+		t.Fatal(err)
+	}
+	if err := node.Reconcile(bg, true, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hh.LinkByName(BridgeName(4400)); err == nil {
+		t.Fatal("bridge of an unused, removed network still there")
+	}
+	if _, err := hh.LinkByName(VXLANName(4400)); err == nil {
+		t.Fatal("vxlan of an unused, removed network still there")
+	}
+}

@@ -1,0 +1,194 @@
+package specrules
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// Network drivers.
+const (
+	DriverOverlay = "overlay" // VXLAN, cluster-wide (the default)
+	DriverBridge  = "bridge"  // node-local bridge with a chosen name
+	DriverHost    = "host"    // the task shares the node's namespace
+)
+
+// Bounds of a network spec.
+const (
+	MinSubnetPrefix = 8
+	MaxSubnetPrefix = 29
+	MinMTU          = 576
+	MaxMTU          = 9000
+	MaxAliases      = 32
+	// MaxIfaceName is the kernel's IFNAMSIZ-1.
+	MaxIfaceName = 15
+)
+
+// Network checks a network spec. The Control API fills the driver
+// (overlay) and, without a subnet, allocates one from the cluster's pool.
+func Network(spec *shoalv1.NetworkSpec) Problems {
+	var p Problems
+	if spec == nil {
+		p.Add("spec", "required")
+		return p
+	}
+	switch n := spec.GetName(); {
+	case n == "":
+		p.Add("spec.name", "required")
+	case !ValidName(n):
+		p.Add("spec.name", "%q is not a valid name (letters, digits, '_', '.', '-'; at most 63; starts with a letter or digit)", n)
+	}
+	labels(&p, "spec.labels", spec.GetLabels())
+	driver := spec.GetDriver()
+	switch driver {
+	case "", DriverOverlay, DriverBridge, DriverHost:
+	default:
+		p.Add("spec.driver", "must be overlay, bridge or host, got %q", driver)
+	}
+	var subnet netip.Prefix
+	if s := spec.GetSubnet(); s != "" {
+		pr, err := ParseSubnet(s)
+		if err != nil {
+			p.Add("spec.subnet", "%v", err)
+		} else {
+			subnet = pr
+		}
+	}
+	if g := spec.GetGateway(); g != "" {
+		a, err := netip.ParseAddr(g)
+		switch {
+		case err != nil || !a.Is4():
+			p.Add("spec.gateway", "%q is not an IPv4 address", g)
+		case spec.GetSubnet() == "":
+			p.Add("spec.gateway", "needs spec.subnet")
+		case subnet.IsValid():
+			if err := GatewayIn(subnet, a); err != nil {
+				p.Add("spec.gateway", "%v", err)
+			}
+		}
+	}
+	if m := spec.GetMtu(); m != 0 && (m < MinMTU || m > MaxMTU) {
+		p.Add("spec.mtu", "must be 0 (the default) or %d to %d, got %d", MinMTU, MaxMTU, m)
+	}
+	if b := spec.GetBridgeName(); b != "" {
+		if driver != DriverBridge {
+			p.Add("spec.bridge_name", "only for the bridge driver")
+		} else if err := IfaceName(b); err != nil {
+			p.Add("spec.bridge_name", "%v", err)
+		}
+	}
+	if driver == DriverHost {
+		if spec.GetSubnet() != "" {
+			p.Add("spec.subnet", "a host network has no subnet")
+		}
+		if spec.GetInternal() {
+			p.Add("spec.internal", "a host network cannot be internal")
+		}
+	}
+	return p
+}
+
+// ParseSubnet parses an IPv4 CIDR whose prefix length is 8..29 and whose
+// host bits are zero.
+func ParseSubnet(s string) (netip.Prefix, error) {
+	pr, err := netip.ParsePrefix(s)
+	if err != nil || !pr.Addr().Is4() {
+		return netip.Prefix{}, errorf("%q is not an IPv4 CIDR such as 10.1.2.0/24", s)
+	}
+	if b := pr.Bits(); b < MinSubnetPrefix || b > MaxSubnetPrefix {
+		return netip.Prefix{}, errorf("%q: the prefix length must be %d to %d, got %d", s, MinSubnetPrefix, MaxSubnetPrefix, b)
+	}
+	if pr.Masked() != pr {
+		return netip.Prefix{}, errorf("%q has host bits set (did you mean %s?)", s, pr.Masked())
+	}
+	return pr, nil
+}
+
+// GatewayIn checks that a is a host address of subnet: inside it and
+// neither its network nor its broadcast address.
+func GatewayIn(subnet netip.Prefix, a netip.Addr) error {
+	if !subnet.Contains(a) {
+		return errorf("%s is not inside the subnet %s", a, subnet)
+	}
+	if a == subnet.Addr() {
+		return errorf("%s is the network address of %s", a, subnet)
+	}
+	if a == Broadcast(subnet) {
+		return errorf("%s is the broadcast address of %s", a, subnet)
+	}
+	return nil
+}
+
+// Broadcast returns the last address of an IPv4 prefix.
+func Broadcast(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As4()
+	n := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	n |= (1<<(32-p.Bits()) - 1)
+	return netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
+}
+
+// IfaceName checks a Linux interface name: 1-15 bytes, no '/', ':',
+// whitespace or NUL, not "." or "..".
+func IfaceName(n string) error {
+	if n == "" || len(n) > MaxIfaceName {
+		return errorf("%q: an interface name has 1 to %d bytes", n, MaxIfaceName)
+	}
+	if n == "." || n == ".." {
+		return errorf("%q is not a valid interface name", n)
+	}
+	for i := 0; i < len(n); i++ {
+		if c := n[i]; c <= ' ' || c == '/' || c == ':' || c >= 0x7f {
+			return errorf("%q: an interface name has no '/', ':', whitespace or control characters", n)
+		}
+	}
+	return nil
+}
+
+// DNSLabel checks a DNS alias: an RFC 1123 host name (labels of letters,
+// digits and '-'), at most 253 bytes.
+func DNSLabel(a string) error {
+	if a == "" {
+		return errorf("empty alias")
+	}
+	if len(a) > 253 {
+		return errorf("%q is %d bytes long, at most 253", a, len(a))
+	}
+	for _, l := range strings.Split(a, ".") {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return errorf("%q is not a DNS name (empty label, one over 63 bytes, or one starting or ending with '-')", a)
+		}
+		for i := 0; i < len(l); i++ {
+			if !isAlnum(l[i]) && l[i] != '-' {
+				return errorf("%q is not a DNS name (only letters, digits, '-' and '.')", a)
+			}
+		}
+	}
+	return nil
+}
+
+// taskNetworks checks TaskSpec.networks: targets are names or ids, the
+// same network at most once, aliases DNS names.
+func taskNetworks(p *Problems, field string, t *shoalv1.TaskSpec) {
+	seen := map[string]int{}
+	for i, n := range t.GetNetworks() {
+		f := fmt.Sprintf("%s.networks[%d]", field, i)
+		if !ValidName(n.GetTarget()) {
+			p.Add(f+".target", "%q is not a valid network name or id", n.GetTarget())
+		} else if j, dup := seen[n.GetTarget()]; dup {
+			p.Add(f+".target", "%q is already networks[%d]", n.GetTarget(), j)
+		} else {
+			seen[n.GetTarget()] = i
+		}
+		if len(n.GetAliases()) > MaxAliases {
+			p.Add(f+".aliases", "%d aliases, at most %d", len(n.GetAliases()), MaxAliases)
+			continue
+		}
+		for k, a := range n.GetAliases() {
+			if err := DNSLabel(a); err != nil {
+				p.Add(fmt.Sprintf("%s.aliases[%d]", f, k), "%v", err)
+			}
+		}
+	}
+}

@@ -1,0 +1,74 @@
+package specrules
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+func TestNetwork(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		mod  func(*shoalv1.NetworkSpec)
+		want []string // substrings of the error; nil: valid
+	}{
+		{"minimal", func(*shoalv1.NetworkSpec) {}, nil},
+		{"full overlay", func(s *shoalv1.NetworkSpec) {
+			s.Driver, s.Subnet, s.Gateway, s.Mtu = "overlay", "10.9.0.0/24", "10.9.0.254", 1450
+		}, nil},
+		{"no name", func(s *shoalv1.NetworkSpec) { s.Name = "" }, []string{"spec.name: required"}},
+		{"bad name", func(s *shoalv1.NetworkSpec) { s.Name = "a b" }, []string{"spec.name", "not a valid name"}},
+		{"unknown driver", func(s *shoalv1.NetworkSpec) { s.Driver = "macvlan" }, []string{"spec.driver: must be overlay, bridge or host"}},
+		{"subnet not CIDR", func(s *shoalv1.NetworkSpec) { s.Subnet = "10.0.0.1" }, []string{"spec.subnet", "not an IPv4 CIDR"}},
+		{"subnet IPv6", func(s *shoalv1.NetworkSpec) { s.Subnet = "fd00::/64" }, []string{"spec.subnet", "not an IPv4 CIDR"}},
+		{"subnet /30", func(s *shoalv1.NetworkSpec) { s.Subnet = "10.0.0.0/30" }, []string{"spec.subnet", "prefix length must be 8 to 29, got 30"}},
+		{"subnet /7", func(s *shoalv1.NetworkSpec) { s.Subnet = "10.0.0.0/7" }, []string{"prefix length"}},
+		{"subnet host bits", func(s *shoalv1.NetworkSpec) { s.Subnet = "10.0.0.5/24" }, []string{"host bits set", "10.0.0.0/24"}},
+		{"subnet /29", func(s *shoalv1.NetworkSpec) { s.Subnet = "10.0.0.8/29" }, nil},
+		{"gateway outside", func(s *shoalv1.NetworkSpec) { s.Subnet, s.Gateway = "10.0.0.0/24", "10.0.1.1" }, []string{"spec.gateway", "not inside the subnet"}},
+		{"gateway network addr", func(s *shoalv1.NetworkSpec) { s.Subnet, s.Gateway = "10.0.0.0/24", "10.0.0.0" }, []string{"spec.gateway", "network address"}},
+		{"gateway broadcast", func(s *shoalv1.NetworkSpec) { s.Subnet, s.Gateway = "10.0.0.0/24", "10.0.0.255" }, []string{"spec.gateway", "broadcast"}},
+		{"gateway without subnet", func(s *shoalv1.NetworkSpec) { s.Gateway = "10.0.0.1" }, []string{"spec.gateway: needs spec.subnet"}},
+		{"gateway garbage", func(s *shoalv1.NetworkSpec) { s.Subnet, s.Gateway = "10.0.0.0/24", "x" }, []string{"spec.gateway", "not an IPv4 address"}},
+		{"mtu low", func(s *shoalv1.NetworkSpec) { s.Mtu = 575 }, []string{"spec.mtu: must be 0 (the default) or 576 to 9000, got 575"}},
+		{"mtu high", func(s *shoalv1.NetworkSpec) { s.Mtu = 9001 }, []string{"spec.mtu"}},
+		{"mtu bounds", func(s *shoalv1.NetworkSpec) { s.Mtu = 9000 }, nil},
+		{"bridge name on overlay", func(s *shoalv1.NetworkSpec) { s.BridgeName = "br0" }, []string{"spec.bridge_name: only for the bridge driver"}},
+		{"bridge name", func(s *shoalv1.NetworkSpec) { s.Driver, s.BridgeName = "bridge", "br-app" }, nil},
+		{"bridge name too long", func(s *shoalv1.NetworkSpec) { s.Driver, s.BridgeName = "bridge", "br-0123456789abc" }, []string{"spec.bridge_name", "1 to 15 bytes"}},
+		{"bridge name slash", func(s *shoalv1.NetworkSpec) { s.Driver, s.BridgeName = "bridge", "br/0" }, []string{"spec.bridge_name", "no '/'"}},
+		{"host with subnet", func(s *shoalv1.NetworkSpec) { s.Driver, s.Subnet = "host", "10.0.0.0/24" }, []string{"spec.subnet: a host network has no subnet"}},
+		{"bad label", func(s *shoalv1.NetworkSpec) { s.Labels = map[string]string{"": "x"} }, []string{"spec.labels"}},
+		{"several", func(s *shoalv1.NetworkSpec) { s.Name = ""; s.Mtu = 1 }, []string{"spec.name", "spec.mtu"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := &shoalv1.NetworkSpec{Name: "front"}
+			tt.mod(s)
+			err := Network(s).Err()
+			if tt.want == nil {
+				if err != nil {
+					t.Fatalf("want valid, got %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("want %q, got nil", tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestBroadcast(t *testing.T) {
+	for in, want := range map[string]string{"10.0.0.0/24": "10.0.0.255", "10.8.0.0/13": "10.15.255.255", "192.168.1.8/29": "192.168.1.15"} {
+		if got := Broadcast(netip.MustParsePrefix(in)); got.String() != want {
+			t.Errorf("Broadcast(%s) = %s, want %s", in, got, want)
+		}
+	}
+}

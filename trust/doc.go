@@ -1,0 +1,47 @@
+// Package trust is the cluster's trust: the root certificate authority, node
+// and admin certificates, join tokens and the join client, the identity a
+// certificate carries, the TLS configurations and gRPC credentials made from
+// a node's certificates, and the per-RPC authorizer with its policies (the
+// managers' DefaultPolicy and the agents' AgentPolicy) that turns that
+// identity into allow or deny. Managers, agents, the daemon, the client and
+// the CLI all import it; it imports nothing of Shoal but proto/.
+//
+// Who a peer is lives only in its certificate, signed by the cluster CA:
+//
+//	CN = node id (or the admin's name), OU = role (manager|worker|admin), O = cluster id
+//
+// Manager certificates also carry the DNS name ManagerServerName, and every
+// node dials managers verifying that name, so a worker's certificate can never
+// pose as a manager. Join tokens (SHOAL-1-<sha256 of CA cert>-<secret>) pin
+// the CA, so a joining node trusts nothing it has not checked against the
+// token: FetchRootCA fetches the CA over an unverified connection, checks its
+// digest, and only then dials again verifying the manager against it.
+//
+// Typical use on a node:
+//
+//	creds, _ := trust.LoadCreds(dataDir+"/certs", "node")
+//	certs, _ := trust.NewCertStore(creds) // hot-swappable on promote/demote
+//	srvTLS := certs.ServerTLSConfig()     // for the ALPN mux (manager/transport)
+//	cliTLS := certs.ClientTLSConfig(trust.ManagerServerName, trust.ALPNGRPC)
+//
+// and on a manager's gRPC server:
+//
+//	authz := &trust.Authorizer{Policy: trust.DefaultPolicy(), ClusterID: id.ClusterID, Current: storeCheck}
+//	grpc.NewServer(
+//		grpc.ChainUnaryInterceptor(errdefs.UnaryServerInterceptor(), authz.Unary()),
+//		grpc.ChainStreamInterceptor(errdefs.StreamServerInterceptor(), authz.Stream()))
+//
+// Refusals are errdefs classes (permission denied, unauthenticated,
+// unavailable; a removed node's is errdefs.ErrNodeRemoved): errdefs'
+// interceptor, first in the chain, turns them into statuses.
+//
+// A certificate is only as good as the store says: Current (StoreCheck,
+// CurrentNodeRole, CheckAdmin) compares the certificate's serial and role with
+// the node object (or the cluster's admin certificates) on every call; a node
+// whose role change is pending acts as a worker. Nodes renew at RenewAt (two
+// thirds of the lifetime); an expired one proves possession of its old key
+// (SignRenewalProof, VerifyRenewalProof).
+//
+// Handlers read the caller with IdentityFrom(ctx). Private keys and token
+// secrets are never logged or put into errors.
+package trust

@@ -1,0 +1,90 @@
+package trust
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+)
+
+// ErrNoPeerCertificate means the peer presented no certificate that the TLS
+// handshake verified against the cluster CA.
+var ErrNoPeerCertificate = errors.New("the peer presented no certificate verified by the cluster CA")
+
+// Identity is who a certificate says its holder is.
+type Identity struct {
+	NodeID    string // CN: the node id, or the admin's name for RoleAdmin
+	ClusterID string // O
+	Role      Role   // OU
+	// Serial is the certificate's serial number in lower-case hex, as the
+	// store records it (Node.cert_serial, AdminCertificate.serial): the
+	// certificate is honoured only while the store still names it.
+	Serial string
+}
+
+// String is for logs: `worker "abc"`.
+func (id Identity) String() string { return fmt.Sprintf("%s %q", id.Role, id.NodeID) }
+
+// IdentityFromCert reads the identity out of a certificate issued by a
+// cluster CA. It does not verify the certificate: callers pass only
+// certificates from a verified chain.
+func IdentityFromCert(cert *x509.Certificate) (Identity, error) {
+	if cert == nil {
+		return Identity{}, errors.New("identity: no certificate")
+	}
+	s := cert.Subject
+	if s.CommonName == "" {
+		return Identity{}, errors.New("identity: the certificate has no common name (node id)")
+	}
+	// Exactly one of each: a certificate naming two roles or clusters is
+	// ambiguous, and this CA never issues one.
+	if len(s.OrganizationalUnit) != 1 || !Role(s.OrganizationalUnit[0]).valid() {
+		return Identity{}, fmt.Errorf("identity: certificate %q does not carry exactly one known role (OU %q)", s.CommonName, s.OrganizationalUnit)
+	}
+	if len(s.Organization) != 1 || s.Organization[0] == "" {
+		return Identity{}, fmt.Errorf("identity: certificate %q does not carry exactly one cluster id (O %q)", s.CommonName, s.Organization)
+	}
+	id := Identity{NodeID: s.CommonName, ClusterID: s.Organization[0], Role: Role(s.OrganizationalUnit[0])}
+	if cert.SerialNumber != nil {
+		id.Serial = cert.SerialNumber.Text(16)
+	}
+	return id, nil
+}
+
+// PeerIdentity returns the identity of a gRPC call's peer from its verified
+// TLS chain. Certificates the handshake did not verify are never trusted.
+func PeerIdentity(ctx context.Context) (Identity, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.AuthInfo == nil {
+		return Identity{}, ErrNoPeerCertificate
+	}
+	var chains [][]*x509.Certificate
+	switch info := p.AuthInfo.(type) {
+	case credentials.TLSInfo:
+		chains = info.State.VerifiedChains
+	case *credentials.TLSInfo:
+		chains = info.State.VerifiedChains
+	default:
+		return Identity{}, fmt.Errorf("%w (the connection is %s, not TLS)", ErrNoPeerCertificate, p.AuthInfo.AuthType())
+	}
+	if len(chains) == 0 || len(chains[0]) == 0 {
+		return Identity{}, ErrNoPeerCertificate
+	}
+	return IdentityFromCert(chains[0][0])
+}
+
+type identityKey struct{}
+
+// WithIdentity returns ctx carrying id; the Authorizer sets it for handlers.
+func WithIdentity(ctx context.Context, id Identity) context.Context {
+	return context.WithValue(ctx, identityKey{}, id)
+}
+
+// IdentityFrom returns the identity the Authorizer put into ctx.
+func IdentityFrom(ctx context.Context) (Identity, bool) {
+	id, ok := ctx.Value(identityKey{}).(Identity)
+	return id, ok
+}
