@@ -92,7 +92,7 @@ func runNode(ctx context.Context, o Options, st *datadir.Node, withBootstrap boo
 	}
 	acfg := agent.Config{
 		NodeID: st.NodeID, Addr: st.AdvertiseAddr, Managers: st.Managers, Creds: trust.ClientCreds(certs),
-		Description: describe(o.NodeName), OnManagers: n.saveManagers, OnNode: n.onNode, Logger: o.Logger,
+		Description: describe(st.NodeName), OnManagers: n.saveManagers, OnNode: n.onNode, Logger: o.Logger,
 		GossipAddr: n.gossip.Addr(), Gossip: n.gossip,
 	}
 	g, gctx := errgroup.WithContext(ctx)

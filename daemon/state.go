@@ -41,6 +41,9 @@ func applyAgentOptions(st *datadir.Node, o Options) (bool, error) {
 		}
 		st.AgentAddr = a
 	}
+	if o.NodeName != "" {
+		st.NodeName = o.NodeName
+	}
 	if o.Bridge != "" {
 		st.Bridge = o.Bridge
 	}

@@ -60,3 +60,22 @@ func TestApplyAgentOptionsSaysWhenChanged(t *testing.T) {
 		t.Error("a new registry list was not seen as a change")
 	}
 }
+
+// TestNodeNameKept: the name given to init/join is kept in node.json, so a
+// `shoal daemon` without --node-name describes the node by it; a new
+// --node-name replaces it.
+func TestNodeNameKept(t *testing.T) {
+	st := &datadir.Node{AdvertiseAddr: "10.0.0.5:4242"}
+	if changed, err := applyAgentOptions(st, Options{NodeName: "vm1"}); err != nil || !changed || st.NodeName != "vm1" {
+		t.Fatalf("init with --node-name: %q changed %v err %v", st.NodeName, changed, err)
+	}
+	if _, err := applyAgentOptions(st, Options{}); err != nil || st.NodeName != "vm1" {
+		t.Fatalf("daemon without --node-name: %q, %v", st.NodeName, err)
+	}
+	if d := describe(st.NodeName); d.GetHostname() != "vm1" {
+		t.Fatalf("described as %q", d.GetHostname())
+	}
+	if _, _ = applyAgentOptions(st, Options{NodeName: "vm2"}); st.NodeName != "vm2" {
+		t.Fatalf("a new --node-name: %q", st.NodeName)
+	}
+}

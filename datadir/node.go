@@ -16,6 +16,9 @@ type Node struct {
 	ListenAddr    string   `json:"listen_addr"`
 	Role          string   `json:"role"`
 	Managers      []string `json:"managers"`
+	// NodeName as given to init/join (--node-name), kept so that a restart
+	// with `shoal daemon` describes the node by the same name.
+	NodeName string `json:"node_name,omitempty"`
 	// Agent side, as given to init/join (or changed with daemon flags).
 	AgentAddr          string   `json:"agent_addr,omitempty"`
 	Bridge             string   `json:"bridge,omitempty"`
