@@ -366,6 +366,12 @@ func checkTransition(t *shoalv1.Task, nodeID string, st *shoalv1.TaskStatus) err
 	if st.GetState() == cur && (cur >= shoalv1.TaskState_TASK_STATE_COMPLETE || proto.Equal(st, t.GetStatus())) {
 		return errAlreadyRecorded
 	}
+	// The task already ended (the managers orphaned it while its node was
+	// away, or another end was recorded): the node's own end of it, sent
+	// again by every new session, changes nothing and is no news.
+	if cur >= shoalv1.TaskState_TASK_STATE_COMPLETE && st.GetState() >= shoalv1.TaskState_TASK_STATE_COMPLETE {
+		return errAlreadyRecorded
+	}
 	if st.GetState() < cur || cur >= shoalv1.TaskState_TASK_STATE_COMPLETE {
 		return fmt.Errorf("state may not move from %s to %s", cur, st.GetState())
 	}

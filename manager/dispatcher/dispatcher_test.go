@@ -39,6 +39,11 @@ func TestCheckTransition(t *testing.T) {
 	if err := checkTransition(task("t", "n1", shoalv1.TaskState_TASK_STATE_RUNNING), "n1", st(shoalv1.TaskState_TASK_STATE_RUNNING)); !errors.Is(err, errAlreadyRecorded) {
 		t.Errorf("identical repeat: %v, want errAlreadyRecorded", err)
 	}
+	// A node's end of a task the managers already ended (orphaned while the
+	// node was away) is skipped quietly, not refused with a warning.
+	if err := checkTransition(task("t", "n1", shoalv1.TaskState_TASK_STATE_ORPHANED), "n1", st(shoalv1.TaskState_TASK_STATE_SHUTDOWN)); !errors.Is(err, errAlreadyRecorded) {
+		t.Errorf("shutdown after orphaned: %v, want errAlreadyRecorded", err)
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := checkTransition(tt.task, tt.node, st(tt.to))
