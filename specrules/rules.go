@@ -435,7 +435,7 @@ func labels(p *Problems, field string, m map[string]string) {
 	slices.Sort(keys)
 	for _, k := range keys {
 		v := m[k]
-		f := fmt.Sprintf("%s[%q]", field, k)
+		f := fmt.Sprintf("%s[%q]", field, clip(k))
 		switch {
 		case !validLabelKey(k):
 			p.Add(f, "invalid label key (letters, digits, '.', '_', '/', '-'; starts with a letter or digit; at most %d bytes)", MaxLabelKey)

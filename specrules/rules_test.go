@@ -289,3 +289,18 @@ func TestNodeSpec(t *testing.T) {
 		}
 	}
 }
+
+// TestLongInputNotEchoed: a refusal names a huge key or value by its start
+// and length, not whole.
+func TestLongInputNotEchoed(t *testing.T) {
+	huge := strings.Repeat("k", 70_000)
+	spec := &shoalv1.ServiceSpec{Name: "web", Labels: map[string]string{huge: "v"},
+		Task: &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: "demo:1", Env: []string{huge}}}}
+	err := Service(spec)
+	if err == nil {
+		t.Fatal("a 70 KB label key and env entry were accepted")
+	}
+	if msg := err.Error(); len(msg) > 2000 || !strings.Contains(msg, "(70000 bytes)") {
+		t.Fatalf("message of %d bytes: %.300s", len(msg), msg)
+	}
+}
