@@ -59,6 +59,11 @@ const (
 	// unlimited, with history trimmed as usual.
 	MaxRestartAttempts = 1000
 
+	// Cluster settings' defaults (a 0 in ClusterSettings means these).
+	DefaultNodeCertExpiry = 90 * 24 * time.Hour
+	DefaultMaxReplicas    = 100_000
+	DefaultRestartGrace   = 60 * time.Second
+
 	// MaxTaskID is the longest task id (the runtime's limit on a
 	// container id).
 	MaxTaskID = 128

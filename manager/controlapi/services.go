@@ -2,8 +2,9 @@ package controlapi
 
 import (
 	"context"
-	"github.com/shoal-dev/shoal/errdefs"
 	"strings"
+
+	"github.com/shoal-dev/shoal/errdefs"
 
 	"google.golang.org/protobuf/proto"
 
@@ -221,7 +222,7 @@ func (s *Server) RemoveService(ctx context.Context, req *shoalv1.RemoveServiceRe
 }
 
 // DefaultMaxReplicas is the cluster setting max_replicas when unset.
-const DefaultMaxReplicas = 100_000
+const DefaultMaxReplicas = specrules.DefaultMaxReplicas
 
 // checkMaxReplicas refuses a replica count above the cluster setting
 // max_replicas, read in the same transaction as the write. The

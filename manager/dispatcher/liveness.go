@@ -12,13 +12,14 @@ import (
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/specrules"
 )
 
 // DefaultRestartGrace is how long a node that said it is restarting keeps
 // its tasks (ClusterSettings.restart_grace_ms, 0 meaning this): long enough
 // for an upgrade of the binary and a slow start, short enough that a node
 // that never comes back is replaced within a minute.
-const DefaultRestartGrace = 60 * time.Second
+const DefaultRestartGrace = specrules.DefaultRestartGrace
 
 // restartGrace returns the cluster's restart grace.
 func (d *Dispatcher) restartGrace() time.Duration {

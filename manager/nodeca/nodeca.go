@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/errdefs"
+	"github.com/shoal-dev/shoal/specrules"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -24,7 +25,7 @@ import (
 
 // DefaultCertTTL is a node certificate's lifetime unless the cluster says
 // otherwise.
-const DefaultCertTTL = 90 * 24 * time.Hour
+const DefaultCertTTL = specrules.DefaultNodeCertExpiry
 
 // Server implements shoalv1.NodeCAServer.
 type Server struct {

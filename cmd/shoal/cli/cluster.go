@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/specrules"
 )
 
 func (a *app) clusterCmd() *cobra.Command {
@@ -207,8 +208,9 @@ func (a *app) clusterUpdateCmd() *cobra.Command {
 				if rotateGossip {
 					fmt.Fprintln(a.out, "Gossip key rotated: nodes encrypt with the new key as they receive it; the previous key stays accepted until the next rotation.")
 				}
-				fmt.Fprintf(a.out, "Cluster updated: cert expiry %s, max replicas %d, restart grace %s (0: the default).\n",
-					time.Duration(s.GetNodeCertExpiryMs())*time.Millisecond, s.GetMaxReplicas(), time.Duration(s.GetRestartGraceMs())*time.Millisecond)
+				fmt.Fprintf(a.out, "Cluster updated: cert expiry %s, max replicas %s, restart grace %s.\n",
+					settingDuration(s.GetNodeCertExpiryMs(), specrules.DefaultNodeCertExpiry), settingInt(s.GetMaxReplicas(), specrules.DefaultMaxReplicas),
+					settingDuration(s.GetRestartGraceMs(), specrules.DefaultRestartGrace))
 				return nil
 			})
 		}}
@@ -217,4 +219,21 @@ func (a *app) clusterUpdateCmd() *cobra.Command {
 	cmd.Flags().StringVar(&restartGrace, "restart-grace", "", "how long a node restarting on purpose keeps its tasks, e.g. 60s")
 	cmd.Flags().BoolVar(&rotateGossip, "rotate-gossip-key", false, "make a new gossip encryption key the one in use (the previous one stays accepted until the next rotation)")
 	return cmd
+}
+
+// settingDuration shows a duration setting in milliseconds, naming the
+// default it stands for when unset (0).
+func settingDuration(ms int64, def time.Duration) string {
+	if ms <= 0 {
+		return fmt.Sprintf("%s (default)", def)
+	}
+	return (time.Duration(ms) * time.Millisecond).String()
+}
+
+// settingInt shows a count setting, naming the default when unset (0).
+func settingInt(n int64, def int) string {
+	if n <= 0 {
+		return fmt.Sprintf("%d (default)", def)
+	}
+	return fmt.Sprint(n)
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -18,5 +19,22 @@ func TestNodeFlags(t *testing.T) {
 	}
 	if o.GossipPort != 7950 || o.MaxLayerBytes != 1<<30 || o.MaxLayerEntries != 5 || o.Bridge != "br9" {
 		t.Fatalf("options: gossip %d, layer bytes %d, entries %d, bridge %q", o.GossipPort, o.MaxLayerBytes, o.MaxLayerEntries, o.Bridge)
+	}
+}
+
+// TestSettingShown: an unset (0) cluster setting is shown as the default
+// it stands for, not as 0.
+func TestSettingShown(t *testing.T) {
+	if got := settingDuration(0, time.Minute); got != "1m0s (default)" {
+		t.Errorf("unset duration: %q", got)
+	}
+	if got := settingDuration(1500, time.Minute); got != "1.5s" {
+		t.Errorf("set duration: %q", got)
+	}
+	if got := settingInt(0, 100000); got != "100000 (default)" {
+		t.Errorf("unset count: %q", got)
+	}
+	if got := settingInt(7, 100000); got != "7" {
+		t.Errorf("set count: %q", got)
 	}
 }
