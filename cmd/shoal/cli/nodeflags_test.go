@@ -38,3 +38,12 @@ func TestSettingShown(t *testing.T) {
 		t.Errorf("set count: %q", got)
 	}
 }
+
+func TestProgressLine(t *testing.T) {
+	if got := progressLine("web", 2, 5); got != "web: 2/5 tasks running" {
+		t.Errorf("scaling up: %q", got)
+	}
+	if got := progressLine("web", 2, 0); got != "web: 2 tasks running, 0 wanted (stopping 2)" {
+		t.Errorf("scaling down: %q", got)
+	}
+}

@@ -200,7 +200,7 @@ func (w *waiter) wait(ctx context.Context, svc *shoalv1.Service) error {
 	for {
 		counted, want, done := convergence(svc, tasks)
 		if counted != last {
-			fmt.Fprintf(w.a.out, "%s: %d/%d tasks running\n", name, counted, want)
+			fmt.Fprintln(w.a.out, progressLine(name, counted, want))
 			last = counted
 		}
 		for _, t := range sortedTasks(tasks) {
@@ -290,4 +290,13 @@ func applyEvent(tasks map[string]*shoalv1.Task, serviceID string, ev *shoalv1.Wa
 		return
 	}
 	tasks[tid] = t
+}
+
+// progressLine says how far a service is: "web: 2/5 tasks running", or,
+// while it scales down, how many are still to stop (not "2/0").
+func progressLine(name string, running, want int) string {
+	if running > want {
+		return fmt.Sprintf("%s: %d tasks running, %d wanted (stopping %d)", name, running, want, running-want)
+	}
+	return fmt.Sprintf("%s: %d/%d tasks running", name, running, want)
 }
