@@ -416,6 +416,11 @@ func (w *logWriter) Write(p []byte) (int, error) {
 		}
 	}
 	s = strings.TrimPrefix(s, "memberlist: ")
+	// memberlist's background senders race its own Shutdown and report the
+	// closed socket as an error: on a clean stop that is no error.
+	if lvl > slog.LevelDebug && strings.Contains(s, net.ErrClosed.Error()) {
+		lvl = slog.LevelDebug
+	}
 	w.log.Log(context.Background(), lvl, s)
 	return len(p), nil
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"crypto/rand"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -295,5 +297,20 @@ func TestConfigValidation(t *testing.T) {
 	n, err := New(Config{NodeID: "a", Keys: [][]byte{make([]byte, 32)}})
 	if err != nil || n.cfg.Port != DefaultPort || n.cfg.BindAddr != "0.0.0.0" {
 		t.Fatalf("defaults: %v %+v", err, n.cfg)
+	}
+}
+
+// TestLogWriterLevels: memberlist's levels map to slog's, and a send on the
+// socket its own shutdown closed is no error (a clean stop logs none).
+func TestLogWriterLevels(t *testing.T) {
+	var buf bytes.Buffer
+	w := &logWriter{log: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	fmt.Fprintln(w, "2026/12/06 08:07:25 [ERR] memberlist: Failed to send UDP ping: write udp 1.2.3.4:7946->1.2.3.5:7946: use of closed network connection")
+	fmt.Fprintln(w, "2026/12/06 08:07:25 [ERR] memberlist: Failed to receive: boom")
+	fmt.Fprintln(w, "2026/12/06 08:07:25 [WARN] memberlist: Was able to connect to x over TCP but UDP probes failed")
+	out := buf.String()
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[0], "level=DEBUG") || !strings.Contains(lines[1], "level=ERROR") || !strings.Contains(lines[2], "level=WARN") {
+		t.Fatalf("levels:\n%s", out)
 	}
 }
