@@ -111,6 +111,26 @@ func TestOverlayInternalAndIsolation(t *testing.T) {
 		}
 		return nil
 	})
+	// An agent restart (kill -9 of h2's node, `shoal daemon` again): the
+	// re-adopted innerpeer keeps its container and gets its DNS server
+	// back (the old one died with the process).
+	nsPeer := taskNS(h2, peer.GetMeta().GetId())
+	h2.Restart(t)
+	harness.Eventually(t, settleTimeout, poll, func() error {
+		ctx, cancel := attempt()
+		defer cancel()
+		rc, ips, err := nsLookup(ctx, nsPeer, "tasks.inner")
+		if err != nil {
+			return err
+		}
+		if want := overlayAddr(inner, privNet); rc != mdns.RcodeSuccess || len(ips) != 1 || ips[0] != want {
+			return fmt.Errorf("tasks.inner from the re-adopted innerpeer: rcode %d %v, want %s", rc, ips, want)
+		}
+		return nil
+	})
+	if now := runningTasks(t, cl, "innerpeer", 1)[0]; now.GetMeta().GetId() != peer.GetMeta().GetId() {
+		t.Fatalf("innerpeer was replaced (%s → %s), not re-adopted", peer.GetMeta().GetId(), now.GetMeta().GetId())
+	}
 	if got := overlayAddr(inner, privNet); got == "" {
 		t.Fatalf("inner has no address on priv: %v", inner.GetNetworks())
 	}

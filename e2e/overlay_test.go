@@ -488,7 +488,7 @@ func TestOverlayServiceDiscovery(t *testing.T) {
 // p50 and max. No assert on the figures.
 func measureNameLatency(t *testing.T, c *cluster, cl *harness.Client, nsA, node string) {
 	t.Helper()
-	const runs = 10
+	const runs = 20
 	{
 		ctx, cancel := attempt()
 		err := createServiceFlags(ctx, cl, "lat", 0, []string{"--network", "app", "--constraint", "node.id==" + node})
