@@ -17,6 +17,17 @@
 //     observed status in the local task database (taskdb.go) before it is
 //     reported, so a restarted agent re-adopts running containers.
 //
+// Overlay networks: the session hands every Networks message, gathered
+// from its chunks (more) and bounded like assignment sets, to a
+// NetworkReconciler (the daemon: overlay.Node, then overlay.Discovery's
+// view and VIPs). A task with Task.networks is attached by Overlay after
+// the node network; then Discovery.Start runs its DNS server and VIPs and
+// the executor writes <task dir>/resolv.conf (nameserver 127.0.0.11) and
+// bind-mounts it read-only on /etc/resolv.conf (unless the spec mounts
+// its own). Release calls Discovery.Stop before Overlay.Detach. A task
+// re-adopted after an agent restart is attached again (idempotent) and
+// gets its DNS server and VIPs back.
+//
 // A node started with --no-executor runs agent/nullexec instead of
 // Executor: assignments are taken and reported, nothing runs.
 package agent

@@ -34,6 +34,13 @@ type ExecutorConfig struct {
 	// Overlay attaches tasks to their overlay networks (after Network
 	// gave them a namespace); nil: Task.networks are ignored.
 	Overlay Overlay
+	// Discovery serves DNS and programs VIPs for tasks on overlay
+	// networks (after Overlay.Attach); nil: no service discovery, and
+	// the task keeps the image's /etc/resolv.conf.
+	Discovery Discovery
+	// HostResolvConf is the node's resolv.conf whose search domains a
+	// task on an overlay network inherits (default /etc/resolv.conf).
+	HostResolvConf string
 	// Pull is passed to image pulls (credentials, insecure registries).
 	Pull image.PullOptions
 	// PullTimeout bounds one image pull (default 5 min).

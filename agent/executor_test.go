@@ -100,6 +100,8 @@ type execEnv struct {
 	images *fakeImages
 	net    *fakeNet
 	ov     Overlay // nil: none
+	disc   Discovery
+	netw   Network // nil: net
 	ex     *Executor
 	cancel context.CancelFunc
 	done   chan error
@@ -119,8 +121,12 @@ func newExecEnvWrapped(t *testing.T, wrapDB func(taskStore) taskStore) *execEnv 
 
 // start runs an executor on env.dir (again, after stop: an agent restart).
 func (env *execEnv) start() {
-	ex, err := NewExecutor(ExecutorConfig{Dir: env.dir, Runtime: env.rt, Images: env.images, Network: env.net,
-		Overlay: env.ov, NodeMemory: 1 << 30, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	var netw Network = env.net
+	if env.netw != nil {
+		netw = env.netw
+	}
+	ex, err := NewExecutor(ExecutorConfig{Dir: env.dir, Runtime: env.rt, Images: env.images, Network: netw,
+		Overlay: env.ov, Discovery: env.disc, NodeMemory: 1 << 30, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		env.t.Fatal(err)
 	}

@@ -48,6 +48,49 @@ type Overlay interface {
 	Detach(ctx context.Context, netNSPath string, atts []*shoalv1.NetworkAttachment) error
 }
 
+// Discovery serves names and VIPs to a task on overlay networks
+// (overlay.Discovery behind an adapter): Start runs after Overlay.Attach
+// (and again for a task re-adopted after an agent restart), Stop on
+// release. Stop of an unknown task is a no-op.
+type Discovery interface {
+	Start(ctx context.Context, taskID, netNSPath string, networkIDs []string) error
+	Stop(taskID string) error
+}
+
+// netNSPather is a Network that can say where a task's namespace is
+// without touching it (agent/network.Manager): re-adopted tasks need it.
+type netNSPather interface{ NetNSPath(taskID string) string }
+
+// resolvConfTarget is where a task on an overlay network finds the
+// embedded DNS server's resolv.conf.
+const resolvConfTarget = "/etc/resolv.conf"
+
+// resolvConfPath is the task's resolv.conf on the node (in its task dir).
+func (p taskPaths) resolvConf() string { return filepath.Join(p.dir, "resolv.conf") }
+
+// networkIDs are the ids of the task's attached networks.
+func networkIDs(t *shoalv1.Task) []string {
+	var ids []string
+	for _, a := range t.GetNetworks() {
+		if id := a.GetNetworkId(); id != "" {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// mountsOwnResolvConf: the spec mounts something on /etc/resolv.conf
+// (or on /etc itself), which then wins over the embedded DNS server's.
+func mountsOwnResolvConf(c *shoalv1.ContainerSpec) bool {
+	for _, m := range c.GetMounts() {
+		switch filepath.Clean(m.GetTarget()) {
+		case resolvConfTarget, "/etc":
+			return true
+		}
+	}
+	return false
+}
+
 // OverlayAttachment is what Overlay.Attach did.
 type OverlayAttachment struct {
 	// NoEgress: a network is internal; the task's default route was
@@ -206,6 +249,9 @@ func (e *Executor) runtimeSpec(t *shoalv1.Task, img image.Image, p taskPaths, ns
 		default:
 			return runtime.Spec{}, reject("mounts[%d].type: unknown mount type %q", i, m.GetType())
 		}
+	}
+	if nsPath != "" && e.cfg.Overlay != nil && e.cfg.Discovery != nil && len(t.GetNetworks()) > 0 && !mountsOwnResolvConf(c) {
+		spec.Mounts = append(spec.Mounts, runtime.Mount{Source: p.resolvConf(), Destination: resolvConfTarget, ReadOnly: true})
 	}
 	res := t.GetSpec().GetResources()
 	lim := res.GetLimits()

@@ -106,6 +106,10 @@ type Agent struct {
 	// partialBytes is the encoded size of the chunks in partial; a set is
 	// refused when it passes maxSetBytes (tests lower it).
 	partialBytes, maxSetBytes int
+	// partialNet gathers the chunks of a Networks message the same way
+	// (bounded by maxSetBytes too).
+	partialNet      *shoalv1.Networks
+	partialNetBytes int
 }
 
 // defaultMaxSetBytes bounds the assignment set the agent gathers from
@@ -490,10 +494,16 @@ func (a *Agent) handle(msg *shoalv1.SessionMessage) error {
 	case *shoalv1.SessionMessage_Managers:
 		a.setManagers(m.Managers.GetManagers())
 	case *shoalv1.SessionMessage_Networks:
+		n, err := a.assembleNetworks(m.Networks)
+		if err != nil {
+			return err
+		}
+		if n == nil {
+			return nil // more chunks to come
+		}
 		if a.cfg.Networks != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), networkReconcileTimeout)
 			defer cancel()
-			n := m.Networks
 			if err := a.cfg.Networks.Reconcile(ctx, n.GetFull(), n.GetNetworks(), n.GetRemoved()); err != nil {
 				a.log.Warn("reconciling overlay networks", "err", err)
 			}
@@ -534,5 +544,34 @@ func (a *Agent) assemble(m *shoalv1.Assignments) (*shoalv1.Assignments, error) {
 	}
 	set := a.partial
 	a.partial, a.partialBytes = nil, 0
+	return set, nil
+}
+
+// assembleNetworks gathers the chunks of a Networks message like assemble
+// does for assignments: nil while chunks are still to come, the whole
+// message with the last one; a full first chunk drops a half-received
+// one; more than maxSetBytes without the last chunk is an error (the
+// session ends).
+func (a *Agent) assembleNetworks(m *shoalv1.Networks) (*shoalv1.Networks, error) {
+	if m.GetFull() || a.partialNet == nil {
+		if !m.GetMore() {
+			a.partialNet, a.partialNetBytes = nil, 0
+			return m, nil
+		}
+		a.partialNet, a.partialNetBytes = &shoalv1.Networks{Full: m.GetFull()}, 0
+	}
+	a.partialNetBytes += proto.Size(m)
+	if a.partialNetBytes > a.maxSetBytes {
+		n := len(a.partialNet.GetNetworks()) + len(a.partialNet.GetRemoved())
+		a.partialNet, a.partialNetBytes = nil, 0
+		return nil, fmt.Errorf("the manager's network state passed %d bytes (%d entries) without its last chunk: dropped", a.maxSetBytes, n)
+	}
+	a.partialNet.Networks = append(a.partialNet.Networks, m.GetNetworks()...)
+	a.partialNet.Removed = append(a.partialNet.Removed, m.GetRemoved()...)
+	if m.GetMore() {
+		return nil, nil
+	}
+	set := a.partialNet
+	a.partialNet, a.partialNetBytes = nil, 0
 	return set, nil
 }

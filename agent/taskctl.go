@@ -15,6 +15,7 @@ import (
 
 	"github.com/shoal-dev/shoal/agent/image"
 	"github.com/shoal-dev/shoal/agent/runtime"
+	"github.com/shoal-dev/shoal/overlay/dns"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
@@ -268,6 +269,9 @@ func (c *taskCtl) prepareAndStart(ctx context.Context, t *shoalv1.Task) error {
 				return fmt.Errorf("overlay networks: %w", err)
 			}
 			c.netNSPath = nsPath
+			if err := c.startDiscovery(ctx, t, p); err != nil {
+				return err
+			}
 		}
 	}
 	spec, err := e.runtimeSpec(t, img, p, nsPath)
@@ -312,6 +316,7 @@ func (c *taskCtl) supervise(ctx context.Context) {
 		st, err := rt.Wait(wctx, c.id)
 		exited <- result{st, err}
 	}()
+	c.readoptNetworks(ctx)
 	if c.status.GetState() < shoalv1.TaskState_TASK_STATE_RUNNING {
 		// Re-adopted in STARTING: the container was started but RUNNING
 		// was never recorded (crash in between). Say so now.
@@ -454,6 +459,11 @@ func (c *taskCtl) release(ctx context.Context) bool {
 		c.log.Warn("removing task dir", "err", err)
 		ok = false
 	}
+	if e.cfg.Discovery != nil {
+		if err := e.cfg.Discovery.Stop(c.id); err != nil {
+			c.log.Warn("stopping the task's DNS server and VIPs", "err", err)
+		}
+	}
 	if atts := c.current().GetNetworks(); e.cfg.Overlay != nil && c.netNSPath != "" && len(atts) > 0 {
 		if err := e.cfg.Overlay.Detach(rctx, c.netNSPath, atts); err != nil {
 			// The namespace's teardown removes the veths anyway.
@@ -493,4 +503,51 @@ func (e *Executor) baseCtx() context.Context {
 		return context.Background()
 	}
 	return e.ctx
+}
+
+// startDiscovery writes the task's resolv.conf (the embedded DNS server)
+// into its task dir and starts its DNS server and VIPs in nsPath.
+func (c *taskCtl) startDiscovery(ctx context.Context, t *shoalv1.Task, p taskPaths) error {
+	e := c.e
+	if e.cfg.Discovery == nil || c.netNSPath == "" {
+		return nil
+	}
+	host := e.cfg.HostResolvConf
+	if host == "" {
+		host = resolvConfTarget
+	}
+	if err := dns.WriteResolvConf(p.resolvConf(), host); err != nil {
+		return fmt.Errorf("service discovery: resolv.conf: %w", err)
+	}
+	if err := e.cfg.Discovery.Start(ctx, c.id, c.netNSPath, networkIDs(t)); err != nil {
+		return fmt.Errorf("service discovery: %w", err)
+	}
+	return nil
+}
+
+// readoptNetworks gives a task re-adopted after an agent restart its
+// overlay attachments (idempotent: the veths survive in the kernel), its
+// DNS server and its VIPs again. A task this agent started has them.
+func (c *taskCtl) readoptNetworks(ctx context.Context) {
+	e := c.e
+	t := c.current()
+	if c.netNSPath != "" || e.cfg.Overlay == nil || len(t.GetNetworks()) == 0 {
+		return
+	}
+	pather, ok := e.cfg.Network.(netNSPather)
+	if !ok {
+		return
+	}
+	nsPath := pather.NetNSPath(c.id)
+	if _, err := os.Stat(nsPath); err != nil {
+		c.log.Warn("re-adopted task: no network namespace", "err", err)
+		return
+	}
+	if _, err := e.cfg.Overlay.Attach(ctx, nsPath, t.GetNetworks()); err != nil {
+		c.log.Warn("re-adopted task: overlay networks", "err", err)
+	}
+	c.netNSPath = nsPath
+	if err := c.startDiscovery(ctx, t, e.paths(c.id)); err != nil {
+		c.log.Warn("re-adopted task", "err", err)
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/shoal-dev/shoal/agent/runtime"
 	"github.com/shoal-dev/shoal/datadir"
 	"github.com/shoal-dev/shoal/overlay"
+	"github.com/shoal-dev/shoal/overlay/dns"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
@@ -26,8 +27,10 @@ type agentSide struct {
 	net    *network.Manager // nil when tasks get no node network
 	// ov programs the overlay networks (nil without a node network or
 	// when the underlay address is not usable for VXLAN).
-	ov    *overlay.Node
-	ovM   *overlay.Manager
+	ov  *overlay.Node
+	ovM *overlay.Manager
+	// disc serves DNS and VIPs to tasks on overlay networks (with ov).
+	disc  *overlay.Discovery
 	ex    *agent.Executor
 	gcNow chan struct{} // cap 1: a task was removed
 	// lc is the libcontainer runtime (nil when a test runtime is used).
@@ -136,11 +139,13 @@ func (n *node) buildAgentSide(ctx context.Context) (*agentSide, error) {
 		side.startOverlay(ctx, n.log, st.AdvertiseAddr, subnet)
 	}
 	var ov agent.Overlay
+	var disc agent.Discovery
 	if side.ov != nil {
 		ov = ovAdapter{side.ov}
+		disc = side.disc
 	}
 	side.ex, err = agent.NewExecutor(agent.ExecutorConfig{
-		Dir: dir, NodeDataDir: o.DataDir, Runtime: rt, Images: images, Network: netw, Overlay: ov,
+		Dir: dir, NodeDataDir: o.DataDir, Runtime: rt, Images: images, Network: netw, Overlay: ov, Discovery: disc,
 		Pull:       image.PullOptions{InsecureRegistries: st.InsecureRegistries},
 		NodeMemory: memTotal(), Logger: o.Logger.With("node_id", st.NodeID),
 		OnRemoved: func(string) {
@@ -199,7 +204,30 @@ func (s *agentSide) startOverlay(ctx context.Context, log *slog.Logger, advertis
 		return
 	}
 	s.ovM, s.ov = m, overlay.NewNode(m)
+	s.disc = overlay.NewDiscovery(dns.Forwarders{}, log)
 	go s.ov.Run(ctx, overlayRepairPeriod, func(err error) { log.Warn("overlay repair", "err", err) })
+}
+
+// networks returns what the session hands its Networks messages to: the
+// overlay's kernel reconciliation, then the node's names and the VIPs of
+// its tasks (after the kernel, so that a name answers once its address
+// is reachable). nil without an overlay.
+func (s *agentSide) networks() agent.NetworkReconciler {
+	if s.ov == nil {
+		return nil
+	}
+	return netReconciler{s.ov, s.disc}
+}
+
+type netReconciler struct {
+	n *overlay.Node
+	d *overlay.Discovery
+}
+
+func (r netReconciler) Reconcile(ctx context.Context, full bool, states []*shoalv1.NetworkState, removed []string) error {
+	err := r.n.Reconcile(ctx, full, states, removed)
+	r.d.Update(r.n.States())
+	return err
 }
 
 // ovAdapter presents the overlay as the executor's Overlay.
@@ -224,6 +252,9 @@ func (a netAdapter) Setup(ctx context.Context, id string) (agent.NetAttachment, 
 	}
 	return agent.NetAttachment{NetNSPath: att.NetNSPath, Addresses: att.Addresses}, nil
 }
+
+// NetNSPath lets the executor find a re-adopted task's namespace.
+func (a netAdapter) NetNSPath(id string) string { return a.m.NetNSPath(id) }
 
 func (a netAdapter) Teardown(ctx context.Context, id string) error { return a.m.Teardown(ctx, id) }
 

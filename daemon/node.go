@@ -98,9 +98,7 @@ func runNode(ctx context.Context, o Options, st *datadir.Node, withBootstrap boo
 	g, gctx := errgroup.WithContext(ctx)
 	if side != nil {
 		acfg.Executor = side.ex
-		if side.ov != nil {
-			acfg.Networks = side.ov
-		}
+		acfg.Networks = side.networks()
 		acfg.AgentAddr = st.AgentAddr
 		g.Go(func() error { return side.ex.Run(gctx) })
 		g.Go(func() error { return n.serveAgentAPI(gctx, side) })

@@ -36,4 +36,23 @@
 // so the node never routes between overlay networks or out of one (bridged
 // overlay frames, which pass the hook too when br_netfilter is loaded, are
 // recognised by their device, the shb-… bridge, and left alone).
+//
+// # Service discovery (Discovery)
+//
+// A Discovery is the node's DNS view (overlay/dns) plus, per task on
+// overlay networks, its DNS server at 127.0.0.11 and its VIP rules
+// (overlay/vip). The daemon wires it like this:
+//
+//	node := overlay.NewNode(m)
+//	disc := overlay.NewDiscovery(dns.Forwarders{}, log)
+//	// every Networks message (agent.NetworkReconciler):
+//	err := node.Reconcile(ctx, full, states, removed) // kernel first
+//	disc.Update(node.States())                         // then names and VIPs
+//	// executor (agent.Discovery), after Overlay.Attach and on re-adoption:
+//	err = disc.Start(ctx, taskID, taskNetNSPath, networkIDs)
+//	err = disc.Stop(taskID)                            // on release
+//
+// Update swaps the view (lock-free reads) and re-programs the VIPs of the
+// tasks whose VIP set changed (VIPsFor: the vip-mode services of the
+// task's networks, backends = their RUNNING endpoints).
 package overlay

@@ -60,6 +60,18 @@ func (n *Node) Reconcile(ctx context.Context, full bool, states []*shoalv1.Netwo
 	return n.m.Reconcile(ctx, all)
 }
 
+// States returns the held network states (the node's full current set,
+// merged from the full sets and diffs Reconcile was given).
+func (n *Node) States() []*shoalv1.NetworkState {
+	n.lock()
+	defer n.unlock()
+	all := make([]*shoalv1.NetworkState, 0, len(n.states))
+	for _, st := range n.states {
+		all = append(all, st)
+	}
+	return all
+}
+
 // network returns the held network id, waiting (until ctx ends) for it
 // to arrive: a task's assignment may come before its network's state.
 func (n *Node) network(ctx context.Context, id string) (*shoalv1.Network, error) {

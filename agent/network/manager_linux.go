@@ -311,6 +311,10 @@ func (m *Manager) Teardown(ctx context.Context, taskID string) error {
 	return nil
 }
 
+// NetNSPath is where task taskID's namespace is mounted while it exists
+// (nothing is checked or created).
+func (m *Manager) NetNSPath(taskID string) string { return filepath.Join(m.netnsDir, taskID) }
+
 // List returns the ids of the tasks that have an attachment (an address
 // in the persisted IPAM state), sorted. A restarted agent compares it
 // with its tasks and tears down the others.

@@ -26,7 +26,8 @@
 // Services name networks by name, id or id prefix; Create/UpdateService
 // store the network id (resolveTaskNetworks), so renames cannot change an
 // attachment. An unknown network is InvalidArgument on
-// spec.task.networks[i].target. RemoveNetwork refuses (FailedPrecondition)
+// spec.task.networks[i].target, and so is a bridge or host network
+// ("not supported yet": the agents have no data plane for them). RemoveNetwork refuses (FailedPrecondition)
 // a network that a service's spec or previous spec uses, naming them, or
 // that a task that has not ended is still attached to; PruneNetworks
 // removes every other network in one entry and returns their names.

@@ -362,8 +362,11 @@ func resolveTaskNetworks(r raftstore.Reader, spec *shoalv1.ServiceSpec) error {
 			continue
 		}
 		seen[id] = i
-		if nw.GetSpec().GetDriver() == specrules.DriverHost && len(spec.GetTask().GetNetworks()) > 1 {
-			fe.add(f, "the host network %q excludes any other network", nw.GetSpec().GetName())
+		if d := nw.GetSpec().GetDriver(); d == specrules.DriverBridge || d == specrules.DriverHost {
+			// No data plane for them on the agents yet: refuse now rather
+			// than leave tasks waiting for a network that never comes.
+			fe.add(f, "network %q: services on %s networks are not supported yet (use an overlay network)", nw.GetSpec().GetName(), d)
+			continue
 		}
 		n.Target = id
 	}

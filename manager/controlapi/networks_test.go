@@ -275,3 +275,35 @@ func TestValidatePoolSettings(t *testing.T) {
 		wantCode(t, err, codes.InvalidArgument, tt.want)
 	}
 }
+
+// TestServiceOnBridgeOrHostNetworkRefused: the agents have no data plane
+// for bridge and host networks yet, so a service naming one is refused at
+// create and at update, with the field, and nothing is stored.
+func TestServiceOnBridgeOrHostNetworkRefused(t *testing.T) {
+	s, _ := newServer(t)
+	ctx := context.Background()
+	createNet(t, s, &shoalv1.NetworkSpec{Name: "ov"})
+	createNet(t, s, &shoalv1.NetworkSpec{Name: "br", Driver: "bridge", BridgeName: "br-app"})
+	createNet(t, s, &shoalv1.NetworkSpec{Name: "hostnet", Driver: "host"})
+
+	spec := validSpec()
+	spec.Task.Networks = []*shoalv1.NetworkAttachmentConfig{{Target: "ov"}, {Target: "br"}}
+	_, err := s.CreateService(ctx, &shoalv1.CreateServiceRequest{Spec: spec})
+	wantCode(t, err, codes.InvalidArgument, `spec.task.networks[1].target: network "br": services on bridge networks are not supported yet`)
+	spec.Task.Networks = []*shoalv1.NetworkAttachmentConfig{{Target: "hostnet"}}
+	_, err = s.CreateService(ctx, &shoalv1.CreateServiceRequest{Spec: spec})
+	wantCode(t, err, codes.InvalidArgument, `spec.task.networks[0].target: network "hostnet": services on host networks are not supported yet`)
+	if l, err := s.ListServices(ctx, &shoalv1.ListServicesRequest{}); err != nil || len(l.GetServices()) != 0 {
+		t.Fatalf("stored: %v %v", l.GetServices(), err)
+	}
+
+	spec.Task.Networks = []*shoalv1.NetworkAttachmentConfig{{Target: "ov"}}
+	resp, err := s.CreateService(ctx, &shoalv1.CreateServiceRequest{Spec: spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	upd := proto.Clone(spec).(*shoalv1.ServiceSpec)
+	upd.Task.Networks = append(upd.Task.Networks, &shoalv1.NetworkAttachmentConfig{Target: "br"})
+	_, err = s.UpdateService(ctx, &shoalv1.UpdateServiceRequest{ServiceId: resp.GetService().GetMeta().GetId(), Spec: upd, IgnoreVersion: true})
+	wantCode(t, err, codes.InvalidArgument, `spec.task.networks[1].target: network "br": services on bridge networks are not supported yet`)
+}
