@@ -60,23 +60,7 @@ func Service(spec *shoalv1.ServiceSpec) Problems {
 		default:
 			p.Add("spec.endpoint.mode", "must be vip or dnsrr, got %q", ep.GetMode())
 		}
-		for i, port := range ep.GetPorts() {
-			f := fmt.Sprintf("spec.endpoint.ports[%d]", i)
-			if port.GetTargetPort() == 0 || port.GetTargetPort() > 65535 {
-				p.Add(f+".target_port", "must be 1-65535, got %d", port.GetTargetPort())
-			}
-			if port.GetPublishedPort() > 65535 {
-				p.Add(f+".published_port", "must be 0-65535, got %d", port.GetPublishedPort())
-			}
-			switch port.GetProtocol() {
-			case "", "tcp", "udp":
-			default:
-				p.Add(f+".protocol", "must be tcp or udp, got %q", port.GetProtocol())
-			}
-		}
-		if len(ep.GetPorts()) > 0 {
-			p.Add("spec.endpoint.ports", "published ports are not supported yet")
-		}
+		ports(&p, ep.GetPorts())
 	}
 	return p
 }

@@ -153,9 +153,31 @@ func TestService(t *testing.T) {
 			s.Rollback = &shoalv1.UpdateConfig{FailureAction: "continue"}
 		}, []string{"spec.rollback.failure_action", "not supported yet"}},
 		{"update delay", func(s *shoalv1.ServiceSpec) { s.Update.DelayMs = 1000 }, []string{"spec.update.delay_ms", "not supported yet"}},
-		{"endpoint ports", func(s *shoalv1.ServiceSpec) {
+		// published ports
+		{"port ok", func(s *shoalv1.ServiceSpec) {
+			s.Endpoint = &shoalv1.EndpointSpec{Ports: []*shoalv1.PortConfig{
+				{TargetPort: 80, PublishedPort: 8080},
+				{TargetPort: 53, PublishedPort: 8080, Protocol: "udp", PublishMode: "host"},
+			}}
+		}, nil},
+		{"port unpublished", func(s *shoalv1.ServiceSpec) {
 			s.Endpoint = &shoalv1.EndpointSpec{Ports: []*shoalv1.PortConfig{{TargetPort: 80}}}
-		}, []string{"spec.endpoint.ports: published ports are not supported yet"}},
+		}, []string{"spec.endpoint.ports[0].published_port: must be 1-65535, got 0"}},
+		{"port bad target", func(s *shoalv1.ServiceSpec) {
+			s.Endpoint = &shoalv1.EndpointSpec{Ports: []*shoalv1.PortConfig{{TargetPort: 70000, PublishedPort: 80}}}
+		}, []string{"spec.endpoint.ports[0].target_port: must be 1-65535, got 70000"}},
+		{"port bad mode", func(s *shoalv1.ServiceSpec) {
+			s.Endpoint = &shoalv1.EndpointSpec{Ports: []*shoalv1.PortConfig{{TargetPort: 80, PublishedPort: 80, PublishMode: "mesh"}}}
+		}, []string{`spec.endpoint.ports[0].publish_mode: must be ingress or host, got "mesh"`}},
+		{"port bad protocol", func(s *shoalv1.ServiceSpec) {
+			s.Endpoint = &shoalv1.EndpointSpec{Ports: []*shoalv1.PortConfig{{TargetPort: 80, PublishedPort: 80, Protocol: "sctp"}}}
+		}, []string{`spec.endpoint.ports[0].protocol: must be tcp or udp, got "sctp"`}},
+		{"port twice", func(s *shoalv1.ServiceSpec) {
+			s.Endpoint = &shoalv1.EndpointSpec{Ports: []*shoalv1.PortConfig{
+				{TargetPort: 80, PublishedPort: 8080},
+				{TargetPort: 81, PublishedPort: 8080, Protocol: "tcp", PublishMode: "host"},
+			}}
+		}, []string{"spec.endpoint.ports[1].published_port: 8080/tcp is already published by ports[0]"}},
 		{"endpoint mode vip is fine", func(s *shoalv1.ServiceSpec) { s.Endpoint = &shoalv1.EndpointSpec{Mode: "vip"} }, nil},
 		{"networks", func(s *shoalv1.ServiceSpec) {
 			s.Task.Networks = []*shoalv1.NetworkAttachmentConfig{{Target: "front", Aliases: []string{"web", "web.internal"}}}

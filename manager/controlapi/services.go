@@ -54,6 +54,9 @@ func (s *Server) CreateService(ctx context.Context, req *shoalv1.CreateServiceRe
 		if err := resolveTaskNetworks(tx, svc.GetSpec()); err != nil {
 			return err
 		}
+		if err := checkPortConflicts(tx, "", svc.GetSpec()); err != nil {
+			return err
+		}
 		return tx.Create(svc)
 	})
 	if err != nil {
@@ -180,6 +183,9 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 			Vips:         cur.GetVips(), // the allocator adjusts them
 		}
 		if err := resolveTaskNetworks(tx, svc.GetSpec()); err != nil {
+			return err
+		}
+		if err := checkPortConflicts(tx, cur.GetMeta().GetId(), svc.GetSpec()); err != nil {
 			return err
 		}
 		if !proto.Equal(svc.GetSpec().GetTask(), cur.GetSpec().GetTask()) {
