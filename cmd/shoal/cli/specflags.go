@@ -39,6 +39,9 @@ type specFlags struct {
 	// them up, since a stored spec holds network ids).
 	networkRmIDs map[string]string
 	endpointMode string
+	// publish replaces the published ports; publishAdd/publishRm edit
+	// them on update.
+	publish, publishAdd, publishRm []string
 }
 
 func (f *specFlags) bind(fs *pflag.FlagSet, update bool) {
@@ -53,6 +56,8 @@ func (f *specFlags) bind(fs *pflag.FlagSet, update bool) {
 		fs.StringArrayVar(&f.constraintRm, "constraint-rm", nil, "remove a placement constraint")
 		fs.StringArrayVar(&f.networkAdd, "network-add", nil, "attach to a network: NAME[,alias=A...] (repeatable)")
 		fs.StringArrayVar(&f.networkRm, "network-rm", nil, "detach from a network (name or id; repeatable)")
+		fs.StringArrayVar(&f.publishAdd, "publish-add", nil, "publish a port (same syntax as --publish; replaces the same PUBLISHED/protocol; repeatable)")
+		fs.StringArrayVar(&f.publishRm, "publish-rm", nil, "stop publishing a port: PUBLISHED[/udp] (repeatable)")
 		fs.StringVar(&f.args, "args", "", `new args for the command, split like a shell does ('sh -c "echo hi"'); "" clears them`)
 	} else {
 		fs.StringVar(&f.mode, "mode", "replicated", "replicated or global")
@@ -81,6 +86,7 @@ func (f *specFlags) bind(fs *pflag.FlagSet, update bool) {
 	fs.StringVar(&f.stopSig, "stop-signal", "", "signal that stops the container (default: the image's, else SIGTERM)")
 	fs.BoolVar(&f.initProc, "init", false, "run a tiny init as PID 1 that forwards signals to the command and reaps zombies (--init=false turns it off)")
 	fs.DurationVar(&f.stopGrace, "stop-grace-period", 0, "time before SIGKILL (default 10s)")
+	fs.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a port: PUBLISHED:TARGET[/udp] or published=P,target=T[,protocol=tcp|udp][,mode=ingress|host] (repeatable; replaces the list on update)")
 	fs.StringVar(&f.endpointMode, "endpoint-mode", "", "vip (a virtual address per network, the default) or dnsrr (DNS answers the task addresses)")
 }
 
@@ -358,6 +364,9 @@ func (f *specFlags) apply(fs *pflag.FlagSet, spec *shoalv1.ServiceSpec) error {
 			}
 			t.Networks = append(t.Networks, n)
 		}
+	}
+	if err := f.applyPublish(set, spec); err != nil {
+		return err
 	}
 	if set("endpoint-mode") {
 		switch f.endpointMode {
