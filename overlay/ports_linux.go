@@ -29,6 +29,10 @@ type PublishedPort struct {
 	Port       uint16 // published port on the node's local addresses
 	TargetPort uint16 // port of the task
 	Backends   []PortBackend
+	// NoForwardFrom: sources this port's rule ignores (the other nodes'
+	// underlay addresses on a port that forwards to other nodes, so a
+	// connection already forwarded once is never forwarded again).
+	NoForwardFrom []net.IP
 }
 
 // PortBackend is one task address behind a published port. SNAT makes the
@@ -48,7 +52,7 @@ type PortBackend struct {
 // established connections keep their mapping (conntrack). Rules:
 //
 //	chain prerouting (nat, prerouting, dstnat) and output (nat, output, dstnat):
-//	  meta l4proto P th dport PUB fib daddr type local
+//	  meta l4proto P th dport PUB fib daddr type local [ip saddr != NODE ...]
 //	    [ct mark set 0x5301]   (only if some backend has SNAT)
 //	    dnat to numgen inc mod N map { 0: B0, ... } : TARGET
 //	chain postrouting (nat, postrouting, srcnat):
@@ -121,6 +125,11 @@ func portRule(c *nftables.Conn, t *nftables.Table, p PublishedPort) ([]expr.Any,
 		&expr.Fib{Register: 1, FlagDADDR: true, ResultADDRTYPE: true},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(unix.RTN_LOCAL)},
 	}
+	for _, a := range p.NoForwardFrom {
+		e = append(e,
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: a.To4()})
+	}
 	for _, b := range p.Backends {
 		if b.SNAT {
 			e = append(e,
@@ -173,6 +182,11 @@ func normPorts(ports []PublishedPort) ([]PublishedPort, error) {
 			return nil, fmt.Errorf("ports: %s given twice", key)
 		}
 		seen[key] = true
+		for _, a := range p.NoForwardFrom {
+			if a.To4() == nil {
+				return nil, fmt.Errorf("ports: %s: source %v is not IPv4", key, a)
+			}
+		}
 		byAddr := map[string]PortBackend{}
 		for _, b := range p.Backends {
 			if b.Addr.To4() == nil {

@@ -131,20 +131,21 @@ func TestProgramPorts(t *testing.T) {
 		{Port: 8081, TargetPort: 80, Backends: []PortBackend{{Addr: ip("10.78.0.2"), SNAT: true}}},
 		{Port: 5353, TargetPort: 80, Protocol: "udp", Backends: []PortBackend{{Addr: ip("10.77.0.2")}}},
 		{Port: 9999, TargetPort: 80}, // no backend: left out
+		{Port: 8082, TargetPort: 80, Backends: []PortBackend{{Addr: ip("10.77.0.2")}}, NoForwardFrom: []net.IP{ip("192.168.250.9")}},
 	}
 	for i := 0; i < 2; i++ { // twice: idempotent
 		if err := ProgramPorts(nodePath, ports); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if n, err := PortRuleCount(nodePath); err != nil || n != 3 {
-		t.Fatalf("PortRuleCount = %d, %v; want 3", n, err)
+	if n, err := PortRuleCount(nodePath); err != nil || n != 4 {
+		t.Fatalf("PortRuleCount = %d, %v; want 4", n, err)
 	}
 	// The kernel holds the rules: one DNAT per port in prerouting and
 	// output, one masquerade per SNAT backend in postrouting.
 	if err := withPortsConn(nodePath, func(c *nftables.Conn) error {
 		tb := &nftables.Table{Name: PortsTable, Family: nftables.TableFamilyIPv4}
-		for ch, want := range map[string]int{"prerouting": 3, "output": 3, "postrouting": 1} {
+		for ch, want := range map[string]int{"prerouting": 4, "output": 4, "postrouting": 1} {
 			rs, err := c.GetRules(tb, &nftables.Chain{Name: ch, Table: tb})
 			if err != nil {
 				return err
@@ -181,6 +182,12 @@ func TestProgramPorts(t *testing.T) {
 	}
 	if _, err := ask(t, client, "tcp", "192.168.250.1:9999"); err == nil {
 		t.Error("9999 (no backend) answered")
+	}
+	if _, err := ask(t, client, "tcp", "192.168.250.1:8082"); err == nil {
+		t.Error("8082 answered a source in NoForwardFrom")
+	}
+	if got, err := ask(t, node, "tcp", "192.168.250.1:8082"); err != nil || got != "a 192.168.250.1" {
+		t.Errorf("8082 from the node answered %q, %v", got, err)
 	}
 	// Locally generated (the node itself).
 	if got, err := ask(t, node, "tcp", "192.168.250.1:8081"); err != nil || !strings.HasPrefix(got, "r ") {
