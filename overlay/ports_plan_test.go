@@ -37,7 +37,9 @@ func TestPlanPorts(t *testing.T) {
 		Vips:      []*shoalv1.ServiceVIPState{{ServiceId: "web", Ports: []*shoalv1.PortConfig{{PublishedPort: 8080, TargetPort: 80}}}},
 		Endpoints: []*shoalv1.Endpoint{epAt("w1", "web", 2, running)},
 	}}
-	local := func(task string) net.IP { return net.ParseIP(map[string]string{"w1": "10.99.2.5", "h1": "10.99.2.6"}[task]) }
+	local := func(task string) net.IP {
+		return net.ParseIP(map[string]string{"w1": "10.99.2.5", "h1": "10.99.2.6"}[task])
+	}
 	str := func(ps []PublishedPort) string {
 		s := ""
 		for _, p := range ps {

@@ -31,6 +31,13 @@ import (
 // its aliases and mode; vip-mode services carry their VIP on that network,
 // dnsrr ones an empty address.
 //
+// Published ports: ServiceVIPState.ports carries each service's ports.
+// A network with a service publishing an ingress-mode port is sent to
+// every node that is not DOWN (every node answers the port and needs the
+// backends, see overlay.PlanPorts); host-mode ports need no more than the
+// nodes running a task. A service without a network gets no state, so its
+// ports reach no node (see the README's Limits).
+//
 // Messages: the session sends the full set (full=true) right after the
 // assignments, then, after every burst of relevant changes (a task with
 // networks, a node, a network, a service), the networks whose state
@@ -128,14 +135,26 @@ func AllNodeNetworks(r raftstore.Reader) map[string][]*shoalv1.NetworkState {
 			ns = &shoalv1.NetworkState{}
 		}
 		ns.Network = nw
+		ingress := false
 		for sid := range services[id] {
 			svc, ok := raftstore.Get[*shoalv1.Service](r, sid)
 			if !ok {
 				continue
 			}
 			ns.Vips = append(ns.Vips, vipState(svc, id))
+			ingress = ingress || hasIngressPort(svc)
 		}
 		slices.SortFunc(ns.Vips, func(a, b *shoalv1.ServiceVIPState) int { return strings.Compare(a.GetServiceId(), b.GetServiceId()) })
+		if ingress {
+			// Every node answers an ingress port, so every node that is
+			// not DOWN gets the state of the service's networks (its
+			// backends), whether or not it runs one of its tasks.
+			for nid, n := range nodes {
+				if n.GetStatus().GetState() != shoalv1.NodeState_NODE_STATE_DOWN {
+					members[id][nid] = true
+				}
+			}
+		}
 		for node := range members[id] {
 			out[node] = append(out[node], ns)
 		}
@@ -264,4 +283,15 @@ func (d *Dispatcher) sendNetworks(stream shoalv1.Dispatcher_SessionServer, r raf
 		}
 	}
 	return nil
+}
+
+// hasIngressPort reports whether a service publishes a port in ingress
+// mode (the default).
+func hasIngressPort(svc *shoalv1.Service) bool {
+	for _, p := range svc.GetSpec().GetEndpoint().GetPorts() {
+		if p.GetPublishedPort() != 0 && (p.GetPublishMode() == "" || p.GetPublishMode() == "ingress") {
+			return true
+		}
+	}
+	return false
 }

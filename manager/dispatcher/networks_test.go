@@ -334,3 +334,36 @@ func TestSessionDeliversNetworks(t *testing.T) {
 	})
 	stream.CloseSend()
 }
+
+// TestNodeNetworksIngress: a network carrying a service with an ingress
+// port reaches every node that is not DOWN, with the ports in its VIP
+// state; a host-mode port only reaches the nodes running a task.
+func TestNodeNetworksIngress(t *testing.T) {
+	withPorts := func(s *shoalv1.Service, mode string) *shoalv1.Service {
+		s.Spec.Endpoint.Ports = []*shoalv1.PortConfig{{PublishedPort: 8080, TargetPort: 80, PublishMode: mode}}
+		return s
+	}
+	nodes := []raftstore.Object{
+		mkNode("n1", "192.168.250.1", ready), mkNode("n2", "192.168.250.2", ready),
+		mkNode("n3", "192.168.250.3", shoalv1.NodeState_NODE_STATE_DOWN), mkNet("a"),
+	}
+	task := mkNetTask("t1", "s1", "n2", stRunning, "a=10.1.0.3/24")
+	for _, mode := range []string{"", "ingress"} {
+		r := objs(append(slices.Clone(nodes), withPorts(mkSvc("s1", "", map[string]string{"a": "10.1.0.2/24"}, "a"), mode), task)...)
+		all := AllNodeNetworks(r)
+		if len(all["n1"]) != 1 || len(all["n2"]) != 1 || len(all["n3"]) != 0 {
+			t.Fatalf("mode %q: n1 %d, n2 %d, n3 %d networks; want 1, 1, 0", mode, len(all["n1"]), len(all["n2"]), len(all["n3"]))
+		}
+		v := all["n1"][0].GetVips()
+		if len(v) != 1 || len(v[0].GetPorts()) != 1 || v[0].GetPorts()[0].GetPublishedPort() != 8080 {
+			t.Errorf("mode %q: n1's VIP state lacks the port: %v", mode, v)
+		}
+		if eps := all["n1"][0].GetEndpoints(); len(eps) != 1 || eps[0].GetNodeAddr() != "192.168.250.2" {
+			t.Errorf("mode %q: n1's endpoints %v", mode, eps)
+		}
+	}
+	r := objs(append(slices.Clone(nodes), withPorts(mkSvc("s1", "", map[string]string{"a": "10.1.0.2/24"}, "a"), "host"), task)...)
+	if all := AllNodeNetworks(r); len(all["n1"]) != 0 || len(all["n2"]) != 1 {
+		t.Errorf("host mode: n1 %d, n2 %d networks; want 0, 1", len(all["n1"]), len(all["n2"]))
+	}
+}
