@@ -35,6 +35,9 @@ type agentSide struct {
 	gcNow chan struct{} // cap 1: a task was removed
 	// lc is the libcontainer runtime (nil when a test runtime is used).
 	lc *runtime.Libcontainer
+	// ports programs the node's published ports (with ov).
+	ports       *portProgrammer
+	localSubnet netip.Prefix
 }
 
 // imageGCPeriod is how often unreferenced images and unused layers are
@@ -159,6 +162,10 @@ func (n *node) buildAgentSide(ctx context.Context) (*agentSide, error) {
 		side.close()
 		return nil, err
 	}
+	if side.ov != nil {
+		side.ports = &portProgrammer{nodeID: st.NodeID, subnet: side.localSubnet, tasks: side.ex.Tasks,
+			log: o.Logger.With("node_id", st.NodeID)}
+	}
 	return side, nil
 }
 
@@ -204,6 +211,7 @@ func (s *agentSide) startOverlay(ctx context.Context, log *slog.Logger, advertis
 		return
 	}
 	s.ovM, s.ov = m, overlay.NewNode(m)
+	s.localSubnet = localSubnet
 	s.disc = overlay.NewDiscovery(dns.Forwarders{}, log)
 	go s.ov.Run(ctx, overlayRepairPeriod, func(err error) { log.Warn("overlay repair", "err", err) })
 }
@@ -216,17 +224,24 @@ func (s *agentSide) networks() agent.NetworkReconciler {
 	if s.ov == nil {
 		return nil
 	}
-	return netReconciler{s.ov, s.disc}
+	return netReconciler{s.ov, s.disc, s.ports}
 }
 
 type netReconciler struct {
 	n *overlay.Node
 	d *overlay.Discovery
+	p *portProgrammer // nil: no published ports
 }
 
 func (r netReconciler) Reconcile(ctx context.Context, full bool, states []*shoalv1.NetworkState, removed []string) error {
 	err := r.n.Reconcile(ctx, full, states, removed)
-	r.d.Update(r.n.States())
+	all := r.n.States()
+	r.d.Update(all)
+	if r.p != nil {
+		if perr := r.p.program(all); perr != nil && err == nil {
+			err = perr
+		}
+	}
 	return err
 }
 

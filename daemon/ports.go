@@ -1,0 +1,55 @@
+package daemon
+
+import (
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/shoal-dev/shoal/overlay"
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// nodeNetNS is the node's own network namespace (the daemon's).
+const nodeNetNS = "/proc/self/ns/net"
+
+// portProgrammer keeps the node's published-port rules (overlay.ProgramPorts
+// in the node namespace) in step with the network states: after every
+// Networks message, overlay.PlanPorts over the held states, the backends
+// on this node found at their node-local address (the task status
+// address inside the node-local subnet).
+type portProgrammer struct {
+	nodeID string
+	subnet netip.Prefix
+	tasks  func() []*shoalv1.Task
+	log    *slog.Logger
+
+	mu       sync.Mutex
+	programd bool // the table was written at least once
+}
+
+func (p *portProgrammer) program(states []*shoalv1.NetworkState) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	local := map[string]net.IP{}
+	for _, t := range p.tasks() {
+		for _, a := range t.GetStatus().GetAddresses() {
+			pf, err := netip.ParsePrefix(a)
+			if err == nil && pf.Addr().Is4() && p.subnet.Contains(pf.Addr()) {
+				local[t.GetMeta().GetId()] = net.IP(pf.Addr().AsSlice())
+			}
+		}
+	}
+	ports := overlay.PlanPorts(p.nodeID, states, func(id string) net.IP { return local[id] })
+	if len(ports) == 0 && !p.programd {
+		return nil // no table on a node that never published
+	}
+	if err := overlay.ProgramPorts(nodeNetNS, ports); err != nil {
+		return err
+	}
+	if len(ports) > 0 || p.programd {
+		p.log.Debug("published ports programmed", "ports", len(ports))
+	}
+	p.programd = true
+	return nil
+}
