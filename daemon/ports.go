@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 
 	"github.com/shoal-dev/shoal/overlay"
@@ -34,9 +35,10 @@ func (p *portProgrammer) program(states []*shoalv1.NetworkState) error {
 	local := map[string]net.IP{}
 	for _, t := range p.tasks() {
 		for _, a := range t.GetStatus().GetAddresses() {
-			pf, err := netip.ParsePrefix(a)
-			if err == nil && pf.Addr().Is4() && p.subnet.Contains(pf.Addr()) {
-				local[t.GetMeta().GetId()] = net.IP(pf.Addr().AsSlice())
+			ip, _, _ := strings.Cut(a, "/") // plain (the executor's) or CIDR
+			addr, err := netip.ParseAddr(ip)
+			if err == nil && addr.Is4() && p.subnet.Contains(addr) {
+				local[t.GetMeta().GetId()] = net.IP(addr.AsSlice())
 			}
 		}
 	}
