@@ -61,6 +61,10 @@ func Service(spec *shoalv1.ServiceSpec) Problems {
 			p.Add("spec.endpoint.mode", "must be vip or dnsrr, got %q", ep.GetMode())
 		}
 		ports(&p, ep.GetPorts())
+		if len(ep.GetPorts()) > 0 && len(spec.GetTask().GetNetworks()) == 0 {
+			// The nodes learn ports and backends from the network states.
+			p.Add("spec.endpoint.ports", "publishing a port needs the service on an overlay network (--network) for now")
+		}
 	}
 	return p
 }

@@ -154,7 +154,12 @@ func TestService(t *testing.T) {
 		}, []string{"spec.rollback.failure_action", "not supported yet"}},
 		{"update delay", func(s *shoalv1.ServiceSpec) { s.Update.DelayMs = 1000 }, []string{"spec.update.delay_ms", "not supported yet"}},
 		// published ports
+		{"port without a network", func(s *shoalv1.ServiceSpec) {
+			s.Task.Networks = nil
+			s.Endpoint = &shoalv1.EndpointSpec{Ports: []*shoalv1.PortConfig{{TargetPort: 80, PublishedPort: 8080}}}
+		}, []string{"spec.endpoint.ports: publishing a port needs the service on an overlay network"}},
 		{"port ok", func(s *shoalv1.ServiceSpec) {
+			s.Task.Networks = []*shoalv1.NetworkAttachmentConfig{{Target: "front"}}
 			s.Endpoint = &shoalv1.EndpointSpec{Ports: []*shoalv1.PortConfig{
 				{TargetPort: 80, PublishedPort: 8080},
 				{TargetPort: 53, PublishedPort: 8080, Protocol: "udp", PublishMode: "host"},

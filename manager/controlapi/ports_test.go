@@ -18,9 +18,13 @@ import (
 func TestPortConflict(t *testing.T) {
 	s, st := newServer(t)
 	ctx := context.Background()
+	if _, err := s.CreateNetwork(ctx, &shoalv1.CreateNetworkRequest{Spec: &shoalv1.NetworkSpec{Name: "app"}}); err != nil {
+		t.Fatal(err)
+	}
 	spec := func(name string, ports ...*shoalv1.PortConfig) *shoalv1.ServiceSpec {
 		return &shoalv1.ServiceSpec{Name: name, Replicas: 1,
-			Task:     &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: "demo:latest"}},
+			Task: &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: "demo:latest"},
+				Networks: []*shoalv1.NetworkAttachmentConfig{{Target: "app"}}},
 			Endpoint: &shoalv1.EndpointSpec{Ports: ports}}
 	}
 	p := func(pub, target uint32, proto, mode string) *shoalv1.PortConfig {
