@@ -55,4 +55,20 @@
 // Update swaps the view (lock-free reads) and re-programs the VIPs of the
 // tasks whose VIP set changed (VIPsFor: the vip-mode services of the
 // task's networks, backends = their RUNNING endpoints).
+//
+// # Published ports (ports_linux.go, ports_plan.go)
+//
+// The daemon (daemon/ports.go) runs, after every Networks message:
+//
+//	ports := overlay.PlanPorts(nodeID, node.States(), localAddrOfTask)
+//	err := overlay.ProgramPorts("/proc/self/ns/net", ports)
+//
+// PlanPorts reads ServiceVIPState.ports and the RUNNING endpoints: host
+// mode and ingress with a local task → DNAT to the local tasks' node-local
+// addresses (client address kept); ingress without a local task → DNAT to
+// the underlay address of the nodes running one, masqueraded, never for a
+// source that is a cluster node (at most one hop). ProgramPorts writes
+// table ip "shoal-ports" (prerouting + output DNAT with numgen, postrouting
+// masquerade by ct mark 0x5301) in one transaction; PortRuleCount and
+// ClearPorts are for checks and tests.
 package overlay
