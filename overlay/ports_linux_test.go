@@ -232,3 +232,24 @@ func TestProgramPortsBadInput(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkProgramPorts: one ProgramPorts (a whole transaction) of 100
+// published ports × 10 backends in a node namespace.
+func BenchmarkProgramPorts(b *testing.B) {
+	h := newHarness(b)
+	node := h.host(1)
+	var ps []PublishedPort
+	for i := 0; i < 100; i++ {
+		p := PublishedPort{Port: uint16(20000 + i), TargetPort: 80}
+		for j := 0; j < 10; j++ {
+			p.Backends = append(p.Backends, PortBackend{Addr: net.IPv4(10, 77, byte(i), byte(j+2)), SNAT: j%2 == 0})
+		}
+		ps = append(ps, p)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := ProgramPorts("/var/run/netns/"+node, ps); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
