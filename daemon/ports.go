@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -26,7 +27,8 @@ type portProgrammer struct {
 	log    *slog.Logger
 
 	mu       sync.Mutex
-	programd bool // the table was written at least once
+	programd bool   // the table was written at least once
+	last     string // the ports last written
 }
 
 func (p *portProgrammer) program(states []*shoalv1.NetworkState) error {
@@ -46,9 +48,17 @@ func (p *portProgrammer) program(states []*shoalv1.NetworkState) error {
 	if len(ports) == 0 && !p.programd {
 		return nil // no table on a node that never published
 	}
+	sig := fmt.Sprint(ports)
+	if p.programd && sig == p.last {
+		// Unchanged: rewrite only if someone changed the table.
+		if n, err := overlay.PortRuleCount(nodeNetNS); err == nil && n == len(ports) {
+			return nil
+		}
+	}
 	if err := overlay.ProgramPorts(nodeNetNS, ports); err != nil {
 		return err
 	}
+	p.last = sig
 	if len(ports) > 0 || p.programd {
 		p.log.Debug("published ports programmed", "ports", len(ports))
 	}
