@@ -132,3 +132,21 @@ func (f *specFlags) applyPublish(set func(string) bool, spec *shoalv1.ServiceSpe
 	}
 	return nil
 }
+
+// portsColumn shows published ports as docker does: "*:8080->80/tcp",
+// host mode as "8080->80/tcp (host)".
+func portsColumn(ps []*shoalv1.PortConfig) string {
+	var out []string
+	for _, p := range ps {
+		proto := p.GetProtocol()
+		if proto == "" {
+			proto = "tcp"
+		}
+		if p.GetPublishMode() == "host" {
+			out = append(out, fmt.Sprintf("%d->%d/%s (host)", p.GetPublishedPort(), p.GetTargetPort(), proto))
+		} else {
+			out = append(out, fmt.Sprintf("*:%d->%d/%s", p.GetPublishedPort(), p.GetTargetPort(), proto))
+		}
+	}
+	return strings.Join(out, ", ")
+}

@@ -83,3 +83,11 @@ func TestPublishFlags(t *testing.T) {
 		t.Fatalf("update -p replaces: %q %v", keys(s), err)
 	}
 }
+
+func TestPortsColumn(t *testing.T) {
+	got := portsColumn([]*shoalv1.PortConfig{{PublishedPort: 8080, TargetPort: 80},
+		{PublishedPort: 53, TargetPort: 5353, Protocol: "udp", PublishMode: "host"}})
+	if want := "*:8080->80/tcp, 53->5353/udp (host)"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}

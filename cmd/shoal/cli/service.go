@@ -214,12 +214,12 @@ func (a *app) serviceLs() *cobra.Command {
 				return printJSON(a.out, resp.GetServices())
 			}
 			w := table(a.out)
-			fmt.Fprintln(w, "ID\tNAME\tMODE\tREPLICAS\tIMAGE")
+			fmt.Fprintln(w, "ID\tNAME\tMODE\tREPLICAS\tIMAGE\tPORTS")
 			for _, s := range resp.GetServices() {
 				rc := resp.GetReplicas()[s.GetMeta().GetId()]
-				fmt.Fprintf(w, "%s\t%s\t%s\t%d/%d\t%s\n", shortID(s.GetMeta().GetId()), s.GetSpec().GetName(),
+				fmt.Fprintf(w, "%s\t%s\t%s\t%d/%d\t%s\t%s\n", shortID(s.GetMeta().GetId()), s.GetSpec().GetName(),
 					enumShort(s.GetSpec().GetMode().String(), "SERVICE_MODE_"), rc.GetRunning(), rc.GetDesired(),
-					shortImage(s.GetSpec().GetTask().GetContainer().GetImage()))
+					shortImage(s.GetSpec().GetTask().GetContainer().GetImage()), portsColumn(s.GetSpec().GetEndpoint().GetPorts()))
 			}
 			return w.Flush()
 		})
