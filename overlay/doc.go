@@ -55,4 +55,29 @@
 // Update swaps the view (lock-free reads) and re-programs the VIPs of the
 // tasks whose VIP set changed (VIPsFor: the vip-mode services of the
 // task's networks, backends = their RUNNING endpoints).
+//
+// # Hints (gossip)
+//
+// When a local task on overlay networks becomes RUNNING or ends, the
+// daemon gossips one Hint per attachment (network id, task id, address,
+// MAC, VTEP, state; Encode/DecodeHint, at most MaxHintBytes) and peers
+// merge what they receive before the managers' next delivery:
+//
+//	for _, h := range overlay.HintsFor(task, state, vtep) { b, _ := h.Encode(); gossip.Broadcast(b) }
+//	// on receipt:
+//	h, err := overlay.DecodeHint(b)
+//	r, err := node.ApplyHint(h) // then disc.Update(node.States()) unless HintIgnored
+//
+// The merge rule (the raft state decides): a hint about a network this
+// node does not hold, about its own VTEP, outside the subnet, about an
+// address the state gives another task or contradicting the state's
+// record of the same task (MAC, VTEP) is ignored. For an endpoint the
+// state has, the kernel entries are left alone whatever the hint says
+// (a hint never removes an entry the state has); a hint with a later
+// state only marks the endpoint's observed state in States(), so names
+// and VIPs follow (RUNNING answers, an ended task stops answering). For an
+// endpoint the state lacks, an up hint writes its FDB and neighbour
+// entries at once and a down hint deletes exactly those. The next
+// Reconcile drops every hint held (at most MaxHeldHints): entries of an
+// endpoint the state does not have are removed, marks are forgotten.
 package overlay
