@@ -142,7 +142,7 @@ func (n *node) buildAgentSide(ctx context.Context) (*agentSide, error) {
 			subnet = network.DefaultSubnet
 		}
 		side.startOverlay(ctx, n.log, st.AdvertiseAddr, subnet)
-		if side.ov != nil {
+		if side.ov != nil && !o.NoGossipHints {
 			n.gossip.setHintHandler(func(b []byte) { side.applyHint(n.log, b) }, ctx.Done())
 		}
 	}
@@ -156,7 +156,11 @@ func (n *node) buildAgentSide(ctx context.Context) (*agentSide, error) {
 		Dir: dir, NodeDataDir: o.DataDir, Runtime: rt, Images: images, Network: netw, Overlay: ov, Discovery: disc,
 		Pull:       image.PullOptions{InsecureRegistries: st.InsecureRegistries},
 		NodeMemory: memTotal(), Logger: o.Logger.With("node_id", st.NodeID),
-		OnStatus: func(t *shoalv1.Task, st *shoalv1.TaskStatus) { side.gossipHints(n.gossip, t, st) },
+		OnStatus: func(t *shoalv1.Task, st *shoalv1.TaskStatus) {
+			if !o.NoGossipHints {
+				side.gossipHints(n.gossip, t, st)
+			}
+		},
 		OnRemoved: func(string) {
 			select {
 			case side.gcNow <- struct{}{}:
