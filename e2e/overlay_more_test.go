@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"regexp"
 	"slices"
 	"sort"
@@ -573,4 +574,111 @@ func TestOverlayAgentRestartAndPartition(t *testing.T) {
 	})
 	t.Logf("FIGURE partition of h3 healed: endpoints back in DNS, FDB, neighbours and reachable by name %v after link up (no manual step)",
 		time.Since(healStart).Round(time.Millisecond))
+}
+
+// cpuTime is the user+system CPU time of process pid so far (/proc).
+func cpuTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command (which may hold spaces) in parentheses.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %q", pid, s)
+	}
+	var ut, st int64
+	fmt.Sscan(f[11], &ut) // field 14: utime
+	fmt.Sscan(f[12], &st) // field 15: stime
+	const hz = 100        // USER_HZ
+	return time.Duration(ut+st) * time.Second / hz, nil
+}
+
+// idleCPU is the CPU share of pid over d (sampled from /proc).
+func idleCPU(t *testing.T, pid int, d time.Duration) float64 {
+	t.Helper()
+	c0, err := cpuTime(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	time.Sleep(d) // the measurement window, not synchronisation
+	c1, err := cpuTime(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return float64(c1-c0) / float64(time.Since(start))
+}
+
+// TestOverlayIdleCPU1000 (FIGURE): the agent's idle CPU on a host taking
+// part in a network of 1,000 endpoints. h3 joins with --no-executor and
+// holds 999 tasks of the network (ASSIGNED: hosts program endpoints from
+// ASSIGNED on); h2 runs one task on it, so its agent programs 999 remote
+// endpoints. The shoal process of h2 is sampled over 30 s idle, before
+// (1 endpoint) and after; the time h2 took to program all 999 is logged.
+func TestOverlayIdleCPU1000(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a minute of idle measurement")
+	}
+	c := newCluster(t, 1, 1)
+	h3 := c.addHost()
+	c.join(h3, c.workerToken, shoalv1.NodeRole_NODE_ROLE_WORKER, "--no-executor")
+	h1, h2 := c.hosts[0], c.hosts[1]
+	cl := h1.Local()
+	id2, id3 := c.id(h2), c.id(h3)
+	run(t, cl, "network", "create", "--subnet", "10.232.0.0/22", "big")
+	big := inspectNetwork(t, cl, "big")
+	vni := big.GetVni()
+	{
+		ctx, cancel := attempt()
+		err := createServiceFlags(ctx, cl, "one", 1, []string{"--network", "big", "--endpoint-mode", "dnsrr", "--constraint", "node.id==" + id2}, "sleep", "inf")
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	runningTasks(t, cl, "one", 1)
+	var agent *harness.Proc
+	for _, p := range h2.Running() {
+		if slices.Contains(p.Args, "join") || slices.Contains(p.Args, "daemon") {
+			agent = p
+		}
+	}
+	if agent == nil {
+		t.Fatal("no shoal process on h2")
+	}
+	const window = 30 * time.Second
+	before := idleCPU(t, agent.Pid(), window)
+	{
+		ctx, cancel := attempt()
+		err := createServiceFlags(ctx, cl, "many", 999, []string{"--network", "big", "--endpoint-mode", "dnsrr", "--constraint", "node.id==" + id3}, "sleep", "inf")
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	created := time.Now()
+	harness.Eventually(t, 3*settleTimeout, poll, func() error {
+		ctx, cancel := attempt()
+		defer cancel()
+		dsts, err := fdbDsts(ctx, h2, vni)
+		if err != nil {
+			return err
+		}
+		n := 0
+		for _, d := range dsts {
+			if d == h3.IP {
+				n++
+			}
+		}
+		if n != 999 {
+			return fmt.Errorf("h2 has %d of 999 FDB entries towards h3", n)
+		}
+		return nil
+	})
+	programmed := time.Since(created)
+	after := idleCPU(t, agent.Pid(), window)
+	t.Logf("FIGURE agent idle CPU (h2's shoal process over %v): network with 1 endpoint %.2f%% of a CPU, with 1,000 endpoints %.2f%%; 999 remote endpoints on h2 %v after `service create --replicas 999`",
+		window, 100*before, 100*after, programmed.Round(time.Millisecond))
 }
