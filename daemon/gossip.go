@@ -145,12 +145,13 @@ func (g *nodeGossip) setHintHandler(f func([]byte), stop <-chan struct{}) {
 	}()
 }
 
-// broadcast gossips a hint to every member (best effort).
+// broadcast sends a hint to every member (best effort): directly to up
+// to gossip.MaxDirectHints of them at once, and through gossip.
 func (g *nodeGossip) broadcast(hint []byte) {
 	if g == nil || g.n == nil {
 		return
 	}
-	if err := g.n.Broadcast(hint); err != nil {
+	if err := g.n.SendHint(hint); err != nil {
 		g.log.Debug("broadcasting a hint", "err", err)
 	}
 }

@@ -37,6 +37,9 @@ func (n *Node) ApplyHint(h Hint) (HintResult, error) {
 	defer n.unlock()
 	st := n.states[h.NetworkID]
 	key := hintKey{h.NetworkID, h.TaskID}
+	if old, ok := n.hints[key]; ok && old.State == h.State && old.VTEP == h.VTEP && old.Address == h.Address {
+		return HintIgnored, nil // a repeat (hints arrive directly and by gossip)
+	}
 	switch mergeHint(st, h) {
 	case hintMark:
 		if _, ok := n.hints[key]; !ok && len(n.hints) >= MaxHeldHints {

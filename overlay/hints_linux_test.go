@@ -50,6 +50,9 @@ func TestHintProgramsThenStateDecides(t *testing.T) {
 	if r, err := node.ApplyHint(kHint(n, "t2", "10.78.0.3", 2, running)); err != nil || r != HintProgrammed {
 		t.Fatalf("hint t2 up: %v %v", r, err)
 	}
+	if r, err := node.ApplyHint(kHint(n, "t2", "10.78.0.3", 2, running)); err != nil || r != HintIgnored {
+		t.Fatalf("repeated hint: %v %v", r, err)
+	}
 	fdb, neigh := entries(t, h1, 4600)
 	if fdb[macOf("10.78.0.3")] != "192.168.250.2" || neigh["10.78.0.3"] != macOf("10.78.0.3") {
 		t.Fatalf("after hint: fdb %v neigh %v", fdb, neigh)
