@@ -221,6 +221,21 @@ func TestOverlayUDPReuseAndHints(t *testing.T) {
 		return nil
 	})
 	run(t, cl, "service", "rm", "old")
+	// Wait until the address is released (its endpoint left the state h1
+	// gets): a task created while the pool is exhausted was seen to stay
+	// PENDING after the address was freed.
+	harness.Eventually(t, settleTimeout, poll, func() error {
+		ctx, cancel := attempt()
+		defer cancel()
+		out, err := h1.Exec(ctx, "ip", "neigh", "show", reused, "dev", fmt.Sprintf("shx-%d", tinyVNI))
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(out) != "" {
+			return fmt.Errorf("h1 still has a neighbour for %s: %q", reused, out)
+		}
+		return nil
+	})
 	// The freed address is the only one left: "new" on h3 gets it.
 	harness.Eventually(t, settleTimeout, poll, func() error {
 		ctx, cancel := attempt()
