@@ -54,7 +54,11 @@ type ExecutorConfig struct {
 	// OnRemoved is called after a removed task's resources and records
 	// are gone (the node uses it to garbage-collect images).
 	OnRemoved func(taskID string)
-	Logger    *slog.Logger
+	// OnStatus is called after a task's observed status was recorded and
+	// queued for the managers (outside the executor's locks; the daemon
+	// gossips endpoint hints from it). It must not block.
+	OnStatus func(t *shoalv1.Task, st *shoalv1.TaskStatus)
+	Logger   *slog.Logger
 
 	// NodeDataDir is the node's data dir (keys, raft, images), which no
 	// bind mount of a task may reach; default Dir.
@@ -483,18 +487,24 @@ func (e *Executor) setStatus(id string, st *shoalv1.TaskStatus) {
 	defer e.statusMu.Unlock()
 	err := e.db.put(id, nil, st)
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	if err != nil {
 		e.log.Error("recording task status; it is reported once recorded", "task_id", id, "state", st.GetState(), "err", err)
 		e.unwritten[id] = st
 		e.scheduleRetryLocked()
+		e.mu.Unlock()
 		return
 	}
 	delete(e.unwritten, id)
-	if _, held := e.ctls[id]; !held {
+	c, held := e.ctls[id]
+	if !held {
+		e.mu.Unlock()
 		return
 	}
 	e.queueStatusLocked(id, st)
+	e.mu.Unlock()
+	if e.cfg.OnStatus != nil {
+		e.cfg.OnStatus(c.current(), st)
+	}
 }
 
 // flushUnwritten writes (and then reports) the statuses whose write

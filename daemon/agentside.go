@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/shoal-dev/shoal/agent"
@@ -30,9 +31,13 @@ type agentSide struct {
 	ov  *overlay.Node
 	ovM *overlay.Manager
 	// disc serves DNS and VIPs to tasks on overlay networks (with ov).
-	disc  *overlay.Discovery
-	ex    *agent.Executor
-	gcNow chan struct{} // cap 1: a task was removed
+	disc *overlay.Discovery
+	// discMu orders the Discovery updates of network messages and hints
+	// (each passes the newest ov.States()).
+	discMu sync.Mutex
+	vtep   netip.Addr // the overlay's VTEP (with ov)
+	ex     *agent.Executor
+	gcNow  chan struct{} // cap 1: a task was removed
 	// lc is the libcontainer runtime (nil when a test runtime is used).
 	lc *runtime.Libcontainer
 	// ports programs the node's published ports (with ov).
@@ -140,6 +145,9 @@ func (n *node) buildAgentSide(ctx context.Context) (*agentSide, error) {
 			subnet = network.DefaultSubnet
 		}
 		side.startOverlay(ctx, n.log, st.AdvertiseAddr, subnet)
+		if side.ov != nil && !o.NoGossipHints {
+			n.gossip.setHintHandler(func(b []byte) { side.applyHint(n.log, b) }, ctx.Done())
+		}
 	}
 	var ov agent.Overlay
 	var disc agent.Discovery
@@ -151,6 +159,11 @@ func (n *node) buildAgentSide(ctx context.Context) (*agentSide, error) {
 		Dir: dir, NodeDataDir: o.DataDir, Runtime: rt, Images: images, Network: netw, Overlay: ov, Discovery: disc,
 		Pull:       image.PullOptions{InsecureRegistries: st.InsecureRegistries},
 		NodeMemory: memTotal(), Logger: o.Logger.With("node_id", st.NodeID),
+		OnStatus: func(t *shoalv1.Task, st *shoalv1.TaskStatus) {
+			if !o.NoGossipHints {
+				side.gossipHints(n.gossip, t, st)
+			}
+		},
 		OnRemoved: func(string) {
 			select {
 			case side.gcNow <- struct{}{}:
@@ -210,7 +223,7 @@ func (s *agentSide) startOverlay(ctx context.Context, log *slog.Logger, advertis
 		log.Warn("overlay networks disabled", "err", err)
 		return
 	}
-	s.ovM, s.ov = m, overlay.NewNode(m)
+	s.ovM, s.ov, s.vtep = m, overlay.NewNode(m), vtep
 	s.localSubnet = localSubnet
 	s.disc = overlay.NewDiscovery(dns.Forwarders{}, log)
 	go s.ov.Run(ctx, overlayRepairPeriod, func(err error) { log.Warn("overlay repair", "err", err) })
@@ -224,25 +237,65 @@ func (s *agentSide) networks() agent.NetworkReconciler {
 	if s.ov == nil {
 		return nil
 	}
-	return netReconciler{s.ov, s.disc, s.ports}
+	return netReconciler{s}
 }
 
-type netReconciler struct {
-	n *overlay.Node
-	d *overlay.Discovery
-	p *portProgrammer // nil: no published ports
-}
+type netReconciler struct{ s *agentSide }
 
 func (r netReconciler) Reconcile(ctx context.Context, full bool, states []*shoalv1.NetworkState, removed []string) error {
-	err := r.n.Reconcile(ctx, full, states, removed)
-	all := r.n.States()
-	r.d.Update(all)
-	if r.p != nil {
-		if perr := r.p.program(all); perr != nil && err == nil {
-			err = perr
-		}
+	err := r.s.ov.Reconcile(ctx, full, states, removed)
+	if perr := r.s.updateDiscovery(); perr != nil && err == nil {
+		err = perr
 	}
 	return err
+}
+
+// updateDiscovery passes the node's newest network states (with what hints
+// marked) to the tasks' DNS and VIPs and to the published ports.
+func (s *agentSide) updateDiscovery() error {
+	s.discMu.Lock()
+	defer s.discMu.Unlock()
+	all := s.ov.States()
+	s.disc.Update(all)
+	if s.ports != nil {
+		return s.ports.program(all)
+	}
+	return nil
+}
+
+// gossipHints is the executor's OnStatus: when a task on overlay networks
+// becomes RUNNING or ends, the node gossips one hint per attachment so
+// that peers program (or withdraw) its entries before the managers' next
+// network state, which still decides (overlay.Node.ApplyHint).
+func (s *agentSide) gossipHints(g *nodeGossip, t *shoalv1.Task, st *shoalv1.TaskStatus) {
+	if s.ov == nil || len(t.GetNetworks()) == 0 || st.GetState() < shoalv1.TaskState_TASK_STATE_RUNNING {
+		return
+	}
+	for _, h := range overlay.HintsFor(t, st.GetState(), s.vtep) {
+		if b, err := h.Encode(); err == nil {
+			g.broadcast(b)
+		}
+	}
+}
+
+// applyHint merges a hint from another node (gossip) into the overlay and,
+// when it changed something, into names and VIPs.
+func (s *agentSide) applyHint(log *slog.Logger, b []byte) {
+	h, err := overlay.DecodeHint(b)
+	if err != nil {
+		log.Debug("gossip hint ignored", "err", err)
+		return
+	}
+	r, err := s.ov.ApplyHint(h)
+	if err != nil {
+		log.Warn("applying a gossip hint", "network_id", h.NetworkID, "task_id", h.TaskID, "err", err)
+	}
+	if r != overlay.HintIgnored {
+		log.Debug("gossip hint applied", "network_id", h.NetworkID, "task_id", h.TaskID, "state", h.State, "result", r)
+		if err := s.updateDiscovery(); err != nil {
+			log.Warn("published ports after a gossip hint", "err", err)
+		}
+	}
 }
 
 // ovAdapter presents the overlay as the executor's Overlay.

@@ -55,6 +55,10 @@ type Options struct {
 	// GossipPort is the node's memberlist port (TCP and UDP) on its
 	// advertise IP: 0 for 7946, -1 for no gossip (heartbeats alone decide).
 	GossipPort int
+	// NoGossipHints: this node neither gossips endpoint hints nor applies
+	// those it receives (the managers' network state alone programs its
+	// overlay; for comparisons).
+	NoGossipHints bool
 
 	// Seams replace parts of the node in tests; no flag sets them.
 	Seams Seams

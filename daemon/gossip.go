@@ -24,12 +24,20 @@ type nodeGossip struct {
 
 	mu       sync.Mutex
 	haveKeys bool
+	// onHint receives the hints of other members (setHintHandler); hints
+	// are queued (hintQueue, dropped when full) so that gossip's receive
+	// path never waits for the kernel.
+	onHint func([]byte)
+	hints  chan []byte
 }
+
+// hintQueue bounds the hints waiting for the handler.
+const hintQueue = 256
 
 // startGossip starts the node's memberlist. Failure is not fatal: the node
 // runs without gossip (heartbeats alone decide about it).
 func startGossip(log *slog.Logger, nodeID, advertiseHost string, port int) *nodeGossip {
-	g := &nodeGossip{log: log.With("component", "gossip")}
+	g := &nodeGossip{log: log.With("component", "gossip"), hints: make(chan []byte, hintQueue)}
 	if port < 0 {
 		return g // disabled
 	}
@@ -43,7 +51,7 @@ func startGossip(log *slog.Logger, nodeID, advertiseHost string, port int) *node
 	}
 	start := func(p int) (*gossip.Node, error) {
 		n, err := gossip.New(gossip.Config{NodeID: nodeID, BindAddr: advertiseHost, AdvertiseAddr: advertiseHost, Port: p,
-			Keys: [][]byte{placeholder}, Logger: log})
+			Keys: [][]byte{placeholder}, Logger: log, OnHint: g.received})
 		if err != nil {
 			return nil, err
 		}
@@ -108,6 +116,44 @@ func (g *nodeGossip) SetGossip(keys [][]byte, peers []string) {
 			g.log.Info("joined gossip", "answered", c)
 		}
 	}()
+}
+
+// received queues a hint from another member (gossip's OnHint).
+func (g *nodeGossip) received(from string, hint []byte) {
+	select {
+	case g.hints <- hint:
+	default:
+		g.log.Debug("hint queue full, hint dropped", "from", from)
+	}
+}
+
+// setHintHandler starts delivering received hints to f, one at a time,
+// until stop is closed.
+func (g *nodeGossip) setHintHandler(f func([]byte), stop <-chan struct{}) {
+	if g == nil || g.n == nil {
+		return
+	}
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case h := <-g.hints:
+				f(h)
+			}
+		}
+	}()
+}
+
+// broadcast sends a hint to every member (best effort): directly to up
+// to gossip.MaxDirectHints of them at once, and through gossip.
+func (g *nodeGossip) broadcast(hint []byte) {
+	if g == nil || g.n == nil {
+		return
+	}
+	if err := g.n.SendHint(hint); err != nil {
+		g.log.Debug("broadcasting a hint", "err", err)
+	}
 }
 
 // State is the dispatcher's GossipView: this node's view of nodeID.

@@ -71,4 +71,29 @@
 // table ip "shoal-ports" (prerouting + output DNAT with numgen, postrouting
 // masquerade by ct mark 0x5301) in one transaction; PortRuleCount and
 // ClearPorts are for checks and tests.
+//
+// # Hints (gossip)
+//
+// When a local task on overlay networks becomes RUNNING or ends, the
+// daemon gossips one Hint per attachment (network id, task id, address,
+// MAC, VTEP, state; Encode/DecodeHint, at most MaxHintBytes) and peers
+// merge what they receive before the managers' next delivery:
+//
+//	for _, h := range overlay.HintsFor(task, state, vtep) { b, _ := h.Encode(); gossip.Broadcast(b) }
+//	// on receipt:
+//	h, err := overlay.DecodeHint(b)
+//	r, err := node.ApplyHint(h) // then disc.Update(node.States()) unless HintIgnored
+//
+// The merge rule (the raft state decides): a hint about a network this
+// node does not hold, about its own VTEP, outside the subnet, about an
+// address the state gives another task or contradicting the state's
+// record of the same task (MAC, VTEP) is ignored. For an endpoint the
+// state has, the kernel entries are left alone whatever the hint says
+// (a hint never removes an entry the state has); a hint with a later
+// state only marks the endpoint's observed state in States(), so names
+// and VIPs follow (RUNNING answers, an ended task stops answering). For an
+// endpoint the state lacks, an up hint writes its FDB and neighbour
+// entries at once and a down hint deletes exactly those. The next
+// Reconcile drops every hint held (at most MaxHeldHints): entries of an
+// endpoint the state does not have are removed, marks are forgotten.
 package overlay

@@ -23,11 +23,14 @@ type Node struct {
 	mu      chan struct{} // 1-slot lock, so waiting for a network can be cancelled
 	states  map[string]*shoalv1.NetworkState
 	changed chan struct{} // closed and replaced when states change
+	// hints applied since the last Reconcile (hints_linux.go).
+	hints map[hintKey]Hint
 }
 
 // NewNode wraps m.
 func NewNode(m *Manager) *Node {
-	n := &Node{m: m, mu: make(chan struct{}, 1), states: map[string]*shoalv1.NetworkState{}, changed: make(chan struct{})}
+	n := &Node{m: m, mu: make(chan struct{}, 1), states: map[string]*shoalv1.NetworkState{}, changed: make(chan struct{}),
+		hints: map[hintKey]Hint{}}
 	return n
 }
 
@@ -39,6 +42,8 @@ func (n *Node) unlock() { <-n.mu }
 // the kernel against the whole held set.
 func (n *Node) Reconcile(ctx context.Context, full bool, states []*shoalv1.NetworkState, removed []string) error {
 	n.lock()
+	// The managers' state overwrites whatever a hint did.
+	clear(n.hints)
 	if full {
 		n.states = map[string]*shoalv1.NetworkState{}
 	}
@@ -61,15 +66,12 @@ func (n *Node) Reconcile(ctx context.Context, full bool, states []*shoalv1.Netwo
 }
 
 // States returns the held network states (the node's full current set,
-// merged from the full sets and diffs Reconcile was given).
+// merged from the full sets and diffs Reconcile was given), with the
+// observed state of endpoints changed by hints held since (ApplyHint).
 func (n *Node) States() []*shoalv1.NetworkState {
 	n.lock()
 	defer n.unlock()
-	all := make([]*shoalv1.NetworkState, 0, len(n.states))
-	for _, st := range n.states {
-		all = append(all, st)
-	}
-	return all
+	return n.statesLocked()
 }
 
 // network returns the held network id, waiting (until ctx ends) for it

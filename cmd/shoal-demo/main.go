@@ -11,6 +11,8 @@
 //	                         GET / (text), /json, /health ("ok"),
 //	                         /exit?code=N (replies, then exits with N).
 //	                         SIGTERM/SIGINT: graceful shutdown, exit 0.
+//	udp-echo [--addr :9090]  UDP echo server: answers every datagram with
+//	                         "HOSTNAME PAYLOAD". SIGTERM/SIGINT: exit 0.
 //	sleep DURATION           Go duration ("1m30s"), seconds ("2.5") or "inf";
 //	                         SIGTERM/SIGINT: exit 0 at once.
 //	exit CODE                exit with CODE.
@@ -89,6 +91,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if errors.As(err, &code) {
 			return int(code)
 		} else if err != nil {
+			return fail(err)
+		}
+		return 0
+	case "udp-echo":
+		addr := ":9090"
+		rest, err := takeFlag(args, "addr", &addr)
+		if err != nil || len(rest) != 0 {
+			return usage("usage: udp-echo [--addr :9090]")
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		if err := udpEcho(ctx, addr, nil); err != nil {
 			return fail(err)
 		}
 		return 0
@@ -508,4 +522,36 @@ func (w whoami) text() string {
 		}
 	}
 	return b.String()
+}
+
+// udpEcho answers every datagram on addr with "HOSTNAME PAYLOAD" until ctx
+// ends. ready, if not nil, receives the bound address.
+func udpEcho(ctx context.Context, addr string, ready chan<- net.Addr) error {
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return err
+	}
+	defer pc.Close()
+	if ready != nil {
+		ready <- pc.LocalAddr()
+	}
+	go func() {
+		<-ctx.Done()
+		pc.Close()
+	}()
+	host, _ := os.Hostname()
+	buf := make([]byte, 64<<10)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		reply := append([]byte(host+" "), buf[:n]...)
+		if _, err := pc.WriteTo(reply, from); err != nil && ctx.Err() != nil {
+			return nil
+		}
+	}
 }

@@ -2,9 +2,12 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -197,5 +200,32 @@ func TestHandlerHealthExitAndNotFound(t *testing.T) {
 	}
 	if rec := do("POST", "/health"); rec.Code != http.StatusMethodNotAllowed {
 		t.Errorf("POST /health: %d", rec.Code)
+	}
+}
+
+func TestUDPEcho(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	go func() { done <- udpEcho(ctx, "127.0.0.1:0", ready) }()
+	addr := <-ready
+	c, err := net.Dial("udp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("ping 1")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1024)
+	n, err := c.Read(buf)
+	host, _ := os.Hostname()
+	if err != nil || string(buf[:n]) != host+" ping 1" {
+		t.Fatalf("reply %q, %v", buf[:n], err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("udpEcho: %v", err)
 	}
 }

@@ -194,6 +194,9 @@ func bindAgent(c *cobra.Command, o *daemon.Options) {
 	f.Var(sizeFlag{&o.MaxLayerBytes}, "max-layer-bytes", "most file bytes one image layer may unpack to, e.g. 16g (default 16GiB)")
 	f.IntVar(&o.MaxLayerEntries, "max-layer-entries", 0, "most entries one image layer may hold (default 1000000)")
 	f.IntVar(&o.GossipPort, "gossip-port", 0, "TCP and UDP port of this node's gossip membership on its advertise IP (default 7946; -1: no gossip)")
+	// For comparisons: the overlay programmed by the managers' state alone.
+	f.BoolVar(&o.NoGossipHints, "no-gossip-hints", false, "neither gossip endpoint hints nor apply received ones")
+	_ = f.MarkHidden("no-gossip-hints")
 	// For benchmarks and tests of the control plane alone: tasks stay
 	// ASSIGNED and nothing is created on the host.
 	f.BoolVar(&o.NoExecutor, "no-executor", false, "run no tasks (control-plane tests)")
