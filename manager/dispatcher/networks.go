@@ -27,7 +27,8 @@ import (
 // its endpoints are withdrawn from every other node's state; tasks that
 // ended drop out at once.
 //
-// VIPs: every service with a task on the network (by spec) is listed with
+// VIPs: every service attached to the network by its spec, or with a live
+// task on it (an older spec), even with no live task, is listed with
 // its aliases and mode; vip-mode services carry their VIP on that network,
 // dnsrr ones an empty address.
 //
@@ -110,6 +111,21 @@ func AllNodeNetworks(r raftstore.Reader) map[string][]*shoalv1.NetworkState {
 				Aliases: a.GetAliases(), Address: a.GetAddress(), Mac: a.GetMac(),
 				NodeId: t.GetNodeId(), NodeAddr: underlayAddr(n), State: t.GetStatus().GetState(),
 			})
+		}
+	}
+	// Services attached by spec are listed even with no live task: a
+	// service scaled to 0 (or whose tasks all failed) keeps its name and
+	// its VIP, which then refuses new connections. Left out, its name
+	// would be forwarded to the node's resolvers (and the search domains
+	// could resolve it to some outside host) and its VIP would black-hole.
+	for _, svc := range raftstore.List[*shoalv1.Service](r) {
+		for _, cfg := range svc.GetSpec().GetTask().GetNetworks() {
+			if id := cfg.GetTarget(); members[id] != nil {
+				if services[id] == nil {
+					services[id] = map[string]bool{}
+				}
+				services[id][svc.GetMeta().GetId()] = true
+			}
 		}
 	}
 	out := map[string][]*shoalv1.NetworkState{}

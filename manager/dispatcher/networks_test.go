@@ -125,7 +125,10 @@ func TestNodeNetworks(t *testing.T) {
 		{"ended, pending and DOWN-node tasks are no endpoints",
 			[]raftstore.Object{mkNetTask("t1", "s1", "n1", stRunning, "a=10.1.0.3/24"), mkNetTask("old", "s1", "n2", stFailed, "a=10.1.0.9/24"),
 				mkNetTask("p", "s1", "", stPending, "a=10.1.0.8/24"), mkNetTask("dead", "s1", "n3", stRunning, "a=10.1.0.7/24")}, "n1",
-			[]string{"a: t1=10.1.0.3/24@192.168.250.1/RUNNING vip svc-s1=10.1.0.2/24(vip)"}},
+			[]string{"a: t1=10.1.0.3/24@192.168.250.1/RUNNING vip svc-s1=10.1.0.2/24(vip) vip svc-s2=(dnsrr)"}},
+		{"a service with no live task is still listed (its name known, its VIP refusing)",
+			[]raftstore.Object{mkNetTask("t1", "s1", "n1", stRunning, "a=10.1.0.3/24"), mkSvc("s0", "", map[string]string{"a": "10.1.0.20/24"}, "a")}, "n1",
+			[]string{"a: t1=10.1.0.3/24@192.168.250.1/RUNNING vip svc-s0=10.1.0.20/24(vip) vip svc-s1=10.1.0.2/24(vip) vip svc-s2=(dnsrr)"}},
 		{"a DOWN node takes part in nothing", []raftstore.Object{mkNetTask("dead", "s1", "n3", stRunning, "a=10.1.0.7/24")}, "n3", nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
