@@ -254,3 +254,59 @@ func TestConcurrentUpdates(t *testing.T) {
 	}
 	<-done
 }
+
+// TestForwardBounded: a task flooding the server with names to forward
+// while the upstream never answers gets SERVFAIL at once beyond
+// MaxForwards queries in flight, instead of the agent holding one
+// goroutine and one upstream socket per query for the whole timeout
+// (unbounded: a task could exhaust the agent's memory and sockets).
+func TestForwardBounded(t *testing.T) {
+	taskNS := newNetNS(t)
+	holeNS := newNetNS(t)
+	// An upstream that reads nothing and answers nothing.
+	var hole net.PacketConn
+	if err := inNetNS(holeNS, func() error {
+		if err := exec.Command("ip", "-n", holeNS[len("/run/netns/"):], "link", "set", "lo", "up").Run(); err != nil {
+			return err
+		}
+		var err error
+		hole, err = net.ListenPacket("udp", "127.0.0.1:53")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer hole.Close()
+	srv, err := Serve(context.Background(), taskNS, nil, NewView(), Forwarders{Servers: []string{"127.0.0.1:53"}, NetNSPath: holeNS, Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	var conn net.Conn
+	if err := inNetNS(taskNS, func() (err error) { conn, err = net.Dial("udp", Address); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	const n = 4 * MaxForwards
+	for i := 0; i < n; i++ {
+		m := new(mdns.Msg)
+		m.SetQuestion(fmt.Sprintf("q%d.example.test.", i), mdns.TypeA)
+		b, _ := m.Pack()
+		if _, err := conn.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// At least n-MaxForwards SERVFAILs come back long before the minute.
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	buf := make([]byte, 512)
+	got := 0
+	for got < n-MaxForwards {
+		k, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("%d SERVFAILs of the %d expected: %v", got, n-MaxForwards, err)
+		}
+		var r mdns.Msg
+		if r.Unpack(buf[:k]) == nil && r.Rcode == mdns.RcodeServerFailure {
+			got++
+		}
+	}
+}
