@@ -37,7 +37,10 @@ func NewView() *View {
 //   - a service alias (ServiceVIPState.Aliases) answers like the service;
 //   - tasks.SERVICE and tasks.ALIAS answer with all endpoint addresses;
 //   - an endpoint alias (Endpoint.Aliases, from --network NAME,alias=A)
-//     answers with the addresses of the endpoints that carry it.
+//     answers with the addresses of the endpoints that carry it, unless
+//     it is also an alias of the endpoint's service in vip mode with a
+//     VIP (the dispatcher gives a service's aliases to both): then it
+//     answers the VIP alone, like the service name.
 func (v *View) Update(states []*shoalv1.NetworkState) {
 	t := table{}
 	for _, st := range states {
@@ -46,6 +49,14 @@ func (v *View) Update(states []*shoalv1.NetworkState) {
 		}
 		names := map[string][]net.IP{}
 		byService := map[string][]net.IP{} // service name → endpoint IPs
+		vipAliases := map[string]bool{}    // "service\x00alias" answered by a VIP
+		for _, vs := range st.GetVips() {
+			if vs.GetEndpointMode() != "dnsrr" && parseAddr(vs.GetAddress()) != nil {
+				for _, a := range normNames(vs.GetAliases()) {
+					vipAliases[normName(vs.GetServiceName())+"\x00"+a] = true
+				}
+			}
+		}
 		for _, ep := range st.GetEndpoints() {
 			ip := parseAddr(ep.GetAddress())
 			if ip == nil {
@@ -65,7 +76,7 @@ func (v *View) Update(states []*shoalv1.NetworkState) {
 				byService[n] = append(byService[n], ip)
 			}
 			for _, a := range ep.GetAliases() {
-				if n := normName(a); n != "" {
+				if n := normName(a); n != "" && !vipAliases[normName(ep.GetServiceName())+"\x00"+n] {
 					names[n] = appendIP(names[n], ip)
 				}
 			}
