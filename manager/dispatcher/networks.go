@@ -52,6 +52,19 @@ func endpointState(t *shoalv1.Task) bool {
 	return s >= shoalv1.TaskState_TASK_STATE_ASSIGNED && s <= shoalv1.TaskState_TASK_STATE_RUNNING && t.GetNodeId() != ""
 }
 
+// endpointTaskState is the state an endpoint is delivered with: the
+// task's, except that a task the managers are stopping (desired state
+// past RUNNING) is SHUTDOWN already: DNS and VIPs answer only RUNNING
+// endpoints, so new connections stop going to it before it stops, while
+// its FDB/neighbour entries stay until it has ended (established
+// connections drain).
+func endpointTaskState(t *shoalv1.Task) shoalv1.TaskState {
+	if s := t.GetStatus().GetState(); s != shoalv1.TaskState_TASK_STATE_RUNNING || t.GetDesiredState() <= shoalv1.TaskState_TASK_STATE_RUNNING {
+		return s
+	}
+	return shoalv1.TaskState_TASK_STATE_SHUTDOWN
+}
+
 // underlayAddr returns the host part of a node's status addr.
 func underlayAddr(n *shoalv1.Node) string {
 	a := n.GetStatus().GetAddr()
@@ -109,7 +122,7 @@ func AllNodeNetworks(r raftstore.Reader) map[string][]*shoalv1.NetworkState {
 			ns.Endpoints = append(ns.Endpoints, &shoalv1.Endpoint{
 				TaskId: t.GetMeta().GetId(), ServiceId: t.GetServiceId(), ServiceName: t.GetServiceName(),
 				Aliases: a.GetAliases(), Address: a.GetAddress(), Mac: a.GetMac(),
-				NodeId: t.GetNodeId(), NodeAddr: underlayAddr(n), State: t.GetStatus().GetState(),
+				NodeId: t.GetNodeId(), NodeAddr: underlayAddr(n), State: endpointTaskState(t),
 			})
 		}
 	}
