@@ -33,6 +33,8 @@
 // sees the new state (the view is swapped atomically; no lock on reads).
 //
 // Unknown single-label names and tasks.X are NXDOMAIN, never forwarded.
+// A task on an --internal network (or on one not delivered yet) gets
+// REFUSED for every other unknown name: forwarding would be egress.
 // Every other name goes to the forwarders (default: the nameservers of
 // the agent's /etc/resolv.conf, dialled from the agent's namespace), in
 // order, each with a timeout (default 2 s), UDP then TCP if truncated;

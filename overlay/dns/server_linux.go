@@ -170,6 +170,10 @@ func (h *handler) answer(req *mdns.Msg) *mdns.Msg {
 			resp.Authoritative = true
 			return resp
 		}
+		if !h.view.Forwardable(h.networks) {
+			resp.SetRcode(req, mdns.RcodeRefused) // internal: no egress
+			return resp
+		}
 		return h.forward(req)
 	}
 	resp.SetReply(req)

@@ -310,3 +310,40 @@ func TestForwardBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestInternalNotForwarded: a task on an --internal network has no
+// egress, so the server must not forward names outside the cluster for
+// it (the agent's query to the node's resolvers carries the name out:
+// DNS exfiltration); its cluster names still answer. A task on a normal
+// network still gets forwarded answers.
+func TestInternalNotForwarded(t *testing.T) {
+	resNS := startResolver(t)
+	view := NewView()
+	priv := netState("priv", []*shoalv1.ServiceVIPState{{ServiceName: "db", EndpointMode: "dnsrr"}}, ep("db", "10.3.0.10/24"))
+	priv.Network.Spec = &shoalv1.NetworkSpec{Internal: true}
+	view.Update(append(testStates(), priv))
+	fwd := Forwarders{Servers: []string{"127.0.0.1"}, NetNSPath: resNS, Timeout: 2 * time.Second}
+	for _, c := range []struct {
+		nets  []string
+		name  string
+		rcode int
+		want  []string
+	}{
+		{[]string{"priv"}, "leak.example.test", mdns.RcodeRefused, nil},
+		{[]string{"n1", "priv"}, "leak.example.test", mdns.RcodeRefused, nil},
+		{[]string{"unknown"}, "leak.example.test", mdns.RcodeRefused, nil}, // not delivered yet: closed
+		{[]string{"priv"}, "db", mdns.RcodeSuccess, []string{"10.3.0.10"}},
+		{[]string{"n1"}, "ok.example.test", mdns.RcodeSuccess, []string{"192.0.2.53"}},
+	} {
+		taskNS := newNetNS(t)
+		srv, err := Serve(context.Background(), taskNS, c.nets, view, fwd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := query(t, taskNS, "udp", Address, c.name, mdns.TypeA)
+		srv.Close()
+		if r.Rcode != c.rcode || !reflect.DeepEqual(answerIPs(r), c.want) {
+			t.Errorf("%v %s: %s %v, want %s %v", c.nets, c.name, mdns.RcodeToString[r.Rcode], answerIPs(r), mdns.RcodeToString[c.rcode], c.want)
+		}
+	}
+}

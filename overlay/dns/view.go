@@ -16,6 +16,23 @@ import (
 // returns sees the new answers.
 type View struct {
 	cur atomic.Pointer[table]
+	// nets: network id → internal, for every network of the last Update.
+	nets atomic.Pointer[map[string]bool]
+}
+
+// Forwardable reports whether names outside the cluster may be forwarded
+// for a task attached to networks: only when every one of them is known
+// and none is internal. An --internal network has no egress, and queries
+// forwarded to the node's resolvers would be one (data leaves in the
+// names); a network not delivered yet fails closed.
+func (v *View) Forwardable(networks []string) bool {
+	nets := *v.nets.Load()
+	for _, id := range networks {
+		if internal, ok := nets[id]; !ok || internal {
+			return false
+		}
+	}
+	return true
 }
 
 // table maps network id → lower-case name (no trailing dot) → addresses.
@@ -25,6 +42,7 @@ type table map[string]map[string][]net.IP
 func NewView() *View {
 	v := &View{}
 	v.cur.Store(&table{})
+	v.nets.Store(&map[string]bool{})
 	return v
 }
 
@@ -135,6 +153,13 @@ func (v *View) Update(states []*shoalv1.NetworkState) {
 			t[id] = names
 		}
 	}
+	nets := map[string]bool{}
+	for _, st := range states {
+		if id := st.GetNetwork().GetMeta().GetId(); id != "" {
+			nets[id] = nets[id] || st.GetNetwork().GetSpec().GetInternal()
+		}
+	}
+	v.nets.Store(&nets)
 	v.cur.Store(&t)
 }
 
