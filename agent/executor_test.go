@@ -70,6 +70,23 @@ type fakeNet struct {
 	mu   sync.Mutex // guards up
 	up   map[string]bool
 	next int
+	iso  map[string]bool // tasks whose node-local port was isolated
+}
+
+func (n *fakeNet) Isolate(id string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.iso == nil {
+		n.iso = map[string]bool{}
+	}
+	n.iso[id] = true
+	return nil
+}
+
+func (n *fakeNet) isolated(id string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.iso[id]
 }
 
 func (n *fakeNet) Setup(_ context.Context, id string) (NetAttachment, error) {

@@ -68,6 +68,12 @@ func TestExecutorAttachesOverlayNetworks(t *testing.T) {
 	if att, _ := ov.state(); len(att) != 1 || att["/run/netns/t1"] != 2 {
 		t.Fatalf("attached %v", att)
 	}
+	// A task on overlay networks has its node-local port isolated (tasks
+	// of different networks must not meet on the node bridge); one
+	// without networks keeps today's node-local behaviour.
+	if !env.net.isolated("t1") || env.net.isolated("t2") {
+		t.Fatalf("isolated: t1 %v, t2 %v; want true, false", env.net.isolated("t1"), env.net.isolated("t2"))
+	}
 	env.ex.Assign(true, []*shoalv1.Task{running("t2")}, nil)
 	deadline := time.Now().Add(5 * time.Second)
 	for {

@@ -61,6 +61,12 @@ type Discovery interface {
 // without touching it (agent/network.Manager): re-adopted tasks need it.
 type netNSPather interface{ NetNSPath(taskID string) string }
 
+// portIsolator is a Network that can cut a task's node-local port off
+// from the other isolated ports (agent/network.Manager): a task on
+// overlay networks is isolated, so that tasks of different overlay
+// networks on one node cannot reach each other through the node bridge.
+type portIsolator interface{ Isolate(taskID string) error }
+
 // resolvConfTarget is where a task on an overlay network finds the
 // embedded DNS server's resolv.conf.
 const resolvConfTarget = "/etc/resolv.conf"

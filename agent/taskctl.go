@@ -265,6 +265,11 @@ func (c *taskCtl) prepareAndStart(ctx context.Context, t *shoalv1.Task) error {
 			addrs = append(addrs, ip)
 		}
 		if atts := t.GetNetworks(); e.cfg.Overlay != nil && len(atts) > 0 {
+			if iso, ok := e.cfg.Network.(portIsolator); ok {
+				if err := iso.Isolate(c.id); err != nil {
+					return fmt.Errorf("network: %w", err)
+				}
+			}
 			if _, err := e.cfg.Overlay.Attach(ctx, nsPath, atts); err != nil {
 				return fmt.Errorf("overlay networks: %w", err)
 			}
@@ -542,6 +547,11 @@ func (c *taskCtl) readoptNetworks(ctx context.Context) {
 	if _, err := os.Stat(nsPath); err != nil {
 		c.log.Warn("re-adopted task: no network namespace", "err", err)
 		return
+	}
+	if iso, ok := e.cfg.Network.(portIsolator); ok {
+		if err := iso.Isolate(c.id); err != nil {
+			c.log.Warn("re-adopted task: isolating its node-local port", "err", err)
+		}
 	}
 	if _, err := e.cfg.Overlay.Attach(ctx, nsPath, t.GetNetworks()); err != nil {
 		c.log.Warn("re-adopted task: overlay networks", "err", err)

@@ -326,6 +326,12 @@ func (a netAdapter) NetNSPath(id string) string { return a.m.NetNSPath(id) }
 
 func (a netAdapter) Teardown(ctx context.Context, id string) error { return a.m.Teardown(ctx, id) }
 
+// Isolate lets the executor cut a task on overlay networks off from the
+// other such tasks on the node bridge (agent's portIsolator).
+func (a netAdapter) Isolate(id string) error { return a.m.Isolate(id) }
+
+var _ interface{ Isolate(string) error } = netAdapter{}
+
 // serveAgentAPI serves the agent API (task logs, images) until ctx ends.
 func (n *node) serveAgentAPI(ctx context.Context, side *agentSide) error {
 	st := n.state()

@@ -68,14 +68,16 @@ func runNode(ctx context.Context, o Options, st *datadir.Node, withBootstrap boo
 	}
 	// The manager's context is not ctx (see startManager): every return
 	// from here on stops it.
-	if changed, err := applyAgentOptions(st, o); err != nil {
+	// st is n.st, which the manager's goroutines read (n.state) by now.
+	n.mu.Lock()
+	changed, err := applyAgentOptions(st, o)
+	if err == nil && changed {
+		err = st.Save(o.DataDir)
+	}
+	n.mu.Unlock()
+	if err != nil {
 		n.stopManager()
 		return err
-	} else if changed {
-		if err := st.Save(o.DataDir); err != nil {
-			n.stopManager()
-			return err
-		}
 	}
 	var side *agentSide
 	if !o.NoExecutor {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -20,7 +21,10 @@ import (
 type Node struct {
 	m *Manager
 
-	mu      chan struct{} // 1-slot lock, so waiting for a network can be cancelled
+	mu chan struct{} // 1-slot lock, so waiting for a network can be cancelled
+	// applyMu orders the kernel applies (Reconcile, Run): the held set
+	// is read after taking it, so a later apply never uses an older set.
+	applyMu sync.Mutex
 	states  map[string]*shoalv1.NetworkState
 	changed chan struct{} // closed and replaced when states change
 	// hints applied since the last Reconcile (hints_linux.go).
@@ -55,14 +59,18 @@ func (n *Node) Reconcile(ctx context.Context, full bool, states []*shoalv1.Netwo
 			n.states[id] = st
 		}
 	}
-	all := make([]*shoalv1.NetworkState, 0, len(n.states))
-	for _, st := range n.states {
-		all = append(all, st)
-	}
 	close(n.changed)
 	n.changed = make(chan struct{})
 	n.unlock()
-	return n.m.Reconcile(ctx, all)
+	return n.apply(ctx)
+}
+
+// apply reconciles the kernel against the held set as it is once the
+// previous apply is done.
+func (n *Node) apply(ctx context.Context) error {
+	n.applyMu.Lock()
+	defer n.applyMu.Unlock()
+	return n.m.Reconcile(ctx, n.States())
 }
 
 // States returns the held network states (the node's full current set,
@@ -172,13 +180,7 @@ func (n *Node) Run(ctx context.Context, period time.Duration, onErr func(error))
 			return
 		case <-t.C:
 		}
-		n.lock()
-		all := make([]*shoalv1.NetworkState, 0, len(n.states))
-		for _, st := range n.states {
-			all = append(all, st)
-		}
-		n.unlock()
-		if err := n.m.Reconcile(ctx, all); err != nil && onErr != nil && ctx.Err() == nil {
+		if err := n.apply(ctx); err != nil && onErr != nil && ctx.Err() == nil {
 			onErr(err)
 		}
 	}

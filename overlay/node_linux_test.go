@@ -1,7 +1,9 @@
 package overlay
 
 import (
+	"context"
 	"testing"
+	"time"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
@@ -52,5 +54,50 @@ func TestNodeAttachWaitsAndRemoval(t *testing.T) {
 	}
 	if _, err := hh.LinkByName(VXLANName(4400)); err == nil {
 		t.Fatal("vxlan of an unused, removed network still there")
+	}
+}
+
+// TestNodeReconcileOrder: the periodic repair (Run) and message-driven
+// Reconciles race; the kernel must end at the newest held state. Run
+// used to snapshot the held set, let go of the lock and apply it later,
+// so an older snapshot could land after a newer message and leave, say,
+// an FDB entry at the address's old VTEP until the next tick (30 s).
+func TestNodeReconcileOrder(t *testing.T) {
+	h := newHarness(t)
+	h1 := h.host(1)
+	node := NewNode(h.manager(h1, 1))
+	nw := testNet("nord", 4401, "10.91.0.0/24", false)
+	ctx, cancel := context.WithCancel(bg)
+	runDone := make(chan struct{})
+	go func() { node.Run(ctx, time.Microsecond, nil); close(runDone) }()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			<-runDone
+		}
+	}
+	defer stop()
+	last := 0
+	for i := 0; i < 200; i++ {
+		// The remote endpoint moves between hosts 2 and 3.
+		last = 2 + i%2
+		st := &shoalv1.NetworkState{Network: nw, Endpoints: []*shoalv1.Endpoint{ep("r", "10.91.0.9", last)}}
+		if err := node.Reconcile(bg, true, []*shoalv1.NetworkState{st}, nil); err != nil {
+			t.Fatal(err)
+		}
+		// Whatever Run applies from now on must be this state: a
+		// stale apply landing after the return shows here.
+		for k := 0; k < 3; k++ {
+			if fdb, _ := entries(t, h1, 4401); len(fdb) == 1 && fdb[macOf("10.91.0.9")] != vtep(last).String() {
+				t.Fatalf("round %d: fdb %v after Reconcile returned with VTEP %s", i, fdb, vtep(last))
+			}
+		}
+	}
+	stop()
+	want := vtep(last).String()
+	if fdb, _ := entries(t, h1, 4401); fdb[macOf("10.91.0.9")] != want || len(fdb) != 1 {
+		t.Fatalf("fdb %v after the last state (VTEP %s)", fdb, want)
 	}
 }

@@ -188,6 +188,11 @@ func taskNetworks(p *Problems, field string, t *shoalv1.TaskSpec) {
 		for k, a := range n.GetAliases() {
 			if err := DNSLabel(a); err != nil {
 				p.Add(fmt.Sprintf("%s.aliases[%d]", f, k), "%v", err)
+			} else if l := strings.ToLower(a); l == "tasks" || strings.HasPrefix(l, "tasks.") {
+				// tasks.X is every service's own name for its task
+				// addresses: an alias there would add this service's
+				// tasks to another service's answer.
+				p.Add(fmt.Sprintf("%s.aliases[%d]", f, k), "%q: names starting with \"tasks\" are reserved (tasks.SERVICE lists a service's tasks)", a)
 			}
 		}
 	}

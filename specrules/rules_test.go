@@ -194,6 +194,9 @@ func TestService(t *testing.T) {
 		{"network bad alias", func(s *shoalv1.ServiceSpec) {
 			s.Task.Networks = []*shoalv1.NetworkAttachmentConfig{{Target: "front", Aliases: []string{"ok", "no_underscore"}}}
 		}, []string{"spec.task.networks[0].aliases[1]", "not a DNS name"}},
+		{"network alias in the tasks. namespace", func(s *shoalv1.ServiceSpec) {
+			s.Task.Networks = []*shoalv1.NetworkAttachmentConfig{{Target: "front", Aliases: []string{"ok", "Tasks.db"}}}
+		}, []string{"spec.task.networks[0].aliases[1]", "reserved"}},
 		{"endpoint mode dnsrr", func(s *shoalv1.ServiceSpec) { s.Endpoint = &shoalv1.EndpointSpec{Mode: "dnsrr"} }, nil},
 		{"spread", func(s *shoalv1.ServiceSpec) {
 			s.Task.Placement = &shoalv1.Placement{Spread: []string{"node.labels.zone"}}

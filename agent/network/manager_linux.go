@@ -398,3 +398,26 @@ func isNotFound(err error) bool {
 func reapGroup() uint32 {
 	return 1<<24 + mathrand.Uint32N(1<<30)
 }
+
+// Isolate marks task taskID's port on the node bridge isolated
+// (IFLA_BRPORT_ISOLATED): the bridge forwards nothing between two isolated
+// ports, only between one and the node (egress, the gateway) or a port
+// that is not isolated. The agent isolates every task on overlay networks,
+// so that tasks of two different overlay networks on one node cannot reach
+// each other through their node-local addresses, around the overlay's
+// isolation. Idempotent; the flag lives on the host veth, so it survives
+// an agent restart with the task.
+func (m *Manager) Isolate(taskID string) error {
+	name := vethName(taskID)
+	l, err := lookupHostVeth(m.host, name)
+	if err != nil {
+		return err
+	}
+	if l == nil {
+		return fmt.Errorf("task %s has no veth %q on the node bridge", taskID, name)
+	}
+	if err := m.host.LinkSetIsolated(l, true); err != nil {
+		return fmt.Errorf("isolate veth %q: %w", name, err)
+	}
+	return nil
+}

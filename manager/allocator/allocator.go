@@ -222,38 +222,23 @@ func Plan(st *State, r raftstore.Reader, maxOps, maxBytes int, undo *Undo) PassR
 func (a *Allocator) pass(ctx context.Context) (bool, error) {
 	var undo Undo
 	var res PassResult
+	var fnErr error
 	_, err := a.store.Update(ctx, func(tx raftstore.WriteTx) error {
 		undo.Run() // a previous attempt of this function
 		undo = nil
-		res = Plan(a.state, tx, a.maxOps, a.maxB, &undo)
-		for _, svc := range res.Services {
-			if err := tx.Update(svc); err != nil {
-				return fmt.Errorf("service %q VIPs: %w", svc.GetMeta().GetId(), err)
-			}
-		}
-		for _, t := range res.Tasks {
-			if err := tx.Update(t); err != nil {
-				return fmt.Errorf("task %q attachments: %w", t.GetMeta().GetId(), err)
-			}
-		}
-		for id, why := range res.Failed {
-			t, ok := raftstore.Get[*shoalv1.Task](tx, id)
-			if !ok || t.GetStatus().GetMessage() == why {
-				continue // a service, or unchanged: no write
-			}
-			t = proto.Clone(t).(*shoalv1.Task)
-			if t.Status == nil {
-				t.Status = &shoalv1.TaskStatus{State: statePending}
-			}
-			t.Status.Message = why
-			if err := tx.Update(t); err != nil {
-				return err
-			}
-		}
-		return nil
+		fnErr = a.write(tx, &res, &undo)
+		return fnErr
 	})
 	if err != nil {
-		undo.Run()
+		if fnErr != nil || definitelyNotCommitted(err) {
+			undo.Run()
+		} else {
+			// Leadership lost while the entry was in flight (or ctx
+			// ended): it may still be committed. Keep what it handed
+			// out (leaked until the next rebuild if it was not).
+			undo.RunHolds()
+			a.log.Warn("allocation entry of unknown fate; its addresses stay held", "err", err)
+		}
 		return false, err
 	}
 	if n := len(res.Tasks); n > 0 || len(res.Services) > 0 {
@@ -263,4 +248,43 @@ func (a *Allocator) pass(ctx context.Context) (bool, error) {
 		a.log.Warn("cannot allocate", "id", id, "reason", why)
 	}
 	return res.More, nil
+}
+
+// definitelyNotCommitted: the store refused the entry before proposing it
+// or the FSM rejected it as a whole. Other errors (leadership lost, a
+// timeout, ctx) leave its fate unknown.
+func definitelyNotCommitted(err error) bool {
+	return errors.Is(err, raftstore.ErrVersionConflict) || errors.Is(err, raftstore.ErrExists) ||
+		errors.Is(err, raftstore.ErrNotFound) || errors.Is(err, raftstore.ErrEntryTooLarge)
+}
+
+// write plans one pass into tx.
+func (a *Allocator) write(tx raftstore.WriteTx, resp *PassResult, undo *Undo) error {
+	res := Plan(a.state, tx, a.maxOps, a.maxB, undo)
+	*resp = res
+	for _, svc := range res.Services {
+		if err := tx.Update(svc); err != nil {
+			return fmt.Errorf("service %q VIPs: %w", svc.GetMeta().GetId(), err)
+		}
+	}
+	for _, t := range res.Tasks {
+		if err := tx.Update(t); err != nil {
+			return fmt.Errorf("task %q attachments: %w", t.GetMeta().GetId(), err)
+		}
+	}
+	for id, why := range res.Failed {
+		t, ok := raftstore.Get[*shoalv1.Task](tx, id)
+		if !ok || t.GetStatus().GetMessage() == why {
+			continue // a service, or unchanged: no write
+		}
+		t = proto.Clone(t).(*shoalv1.Task)
+		if t.Status == nil {
+			t.Status = &shoalv1.TaskStatus{State: statePending}
+		}
+		t.Status.Message = why
+		if err := tx.Update(t); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -113,12 +113,33 @@ func (s *State) SyncNetworks(networks []*shoalv1.Network) {
 func (s *State) Pool(networkID string) *Pool { return s.pools[networkID] }
 
 // Undo reverts allocations made for a transaction that was not committed.
-type Undo []func()
+type Undo []UndoStep
 
-// Run reverts in reverse order.
+// UndoStep is one revert: Frees says it frees an address the transaction
+// handed out (the others hold again an address it freed).
+type UndoStep struct {
+	Fn    func()
+	Frees bool
+}
+
+// Run reverts in reverse order: the transaction is known not to be
+// committed.
 func (u Undo) Run() {
 	for i := len(u) - 1; i >= 0; i-- {
-		u[i]()
+		u[i].Fn()
+	}
+}
+
+// RunHolds reverts only the frees of the transaction (its addresses are
+// held again) and keeps what it handed out: for a transaction whose fate
+// is unknown (leadership lost while in flight: it may still commit).
+// Holding too much leaks an address until the next rebuild; freeing what
+// the store may hold would hand it out twice.
+func (u Undo) RunHolds() {
+	for i := len(u) - 1; i >= 0; i-- {
+		if !u[i].Frees {
+			u[i].Fn()
+		}
 	}
 }
 
@@ -143,7 +164,7 @@ func (s *State) AllocateTask(t *shoalv1.Task, networks map[string]*shoalv1.Netwo
 				local.Run()
 				return nil, fmt.Errorf("network %q: %v", n.GetSpec().GetName(), err)
 			}
-			local = append(local, func() { p.Release(a, owner) })
+			local = append(local, UndoStep{Fn: func() { p.Release(a, owner) }, Frees: true})
 			att.Address = netip.PrefixFrom(a, p.Subnet().Bits()).String()
 			att.Mac = MAC(a)
 		}
@@ -206,7 +227,7 @@ func (s *State) ServiceVIPs(svc *shoalv1.Service, networks map[string]*shoalv1.N
 		changed = true
 		if p := s.pools[v.GetNetworkId()]; p != nil {
 			if pr, err := netip.ParsePrefix(v.GetAddress()); err == nil && p.Release(pr.Addr(), owner) {
-				*undo = append(*undo, func() { _ = p.Reserve(pr.Addr(), owner) })
+				*undo = append(*undo, UndoStep{Fn: func() { _ = p.Reserve(pr.Addr(), owner) }})
 			}
 		}
 	}
@@ -221,7 +242,7 @@ func (s *State) ServiceVIPs(svc *shoalv1.Service, networks map[string]*shoalv1.N
 		if err != nil {
 			return nil, false, fmt.Errorf("network %q: %v", networks[id].GetSpec().GetName(), err)
 		}
-		*undo = append(*undo, func() { p.Release(a, owner) })
+		*undo = append(*undo, UndoStep{Fn: func() { p.Release(a, owner) }, Frees: true})
 		out = append(out, &shoalv1.ServiceVIP{NetworkId: id, Address: netip.PrefixFrom(a, p.Subnet().Bits()).String()})
 		changed = true
 	}

@@ -48,6 +48,8 @@ func (s *Server) CreateNetwork(ctx context.Context, req *shoalv1.CreateNetworkRe
 		spec.Driver = specrules.DriverOverlay
 	}
 	nw := &shoalv1.Network{Meta: &shoalv1.Meta{Id: raftstore.NewID()}, Spec: spec}
+	s.netMu.Lock()
+	defer s.netMu.Unlock()
 	idx, err := s.store.Update(ctx, func(tx raftstore.WriteTx) error {
 		if existing := raftstore.Find[*shoalv1.Network](tx, raftstore.IndexName, spec.GetName()); len(existing) > 0 {
 			return errdefs.AlreadyExistsf("spec.name: a network named %q exists (%s)", spec.GetName(), existing[0].GetMeta().GetId())
@@ -294,6 +296,8 @@ func specUses(spec *shoalv1.ServiceSpec, id string) bool {
 // attached to; otherwise it fails naming the services.
 func (s *Server) RemoveNetwork(ctx context.Context, req *shoalv1.RemoveNetworkRequest) (*shoalv1.RemoveNetworkResponse, error) {
 	var id string
+	s.netMu.Lock()
+	defer s.netMu.Unlock()
 	_, err := s.store.Update(ctx, func(tx raftstore.WriteTx) error {
 		nw, err := raftstore.ResolveRef[*shoalv1.Network](tx, req.GetRef())
 		if err != nil {
@@ -320,6 +324,8 @@ func (s *Server) RemoveNetwork(ctx context.Context, req *shoalv1.RemoveNetworkRe
 // task is attached to, in one transaction.
 func (s *Server) PruneNetworks(ctx context.Context, _ *shoalv1.PruneNetworksRequest) (*shoalv1.PruneNetworksResponse, error) {
 	var removed []string
+	s.netMu.Lock()
+	defer s.netMu.Unlock()
 	_, err := s.store.Update(ctx, func(tx raftstore.WriteTx) error {
 		removed = removed[:0]
 		for _, nw := range raftstore.List[*shoalv1.Network](tx) {

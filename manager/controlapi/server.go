@@ -4,6 +4,7 @@ import (
 	"context"
 	"github.com/shoal-dev/shoal/errdefs"
 	"log/slog"
+	"sync"
 
 	"google.golang.org/protobuf/proto"
 
@@ -17,6 +18,13 @@ type Server struct {
 	shoalv1.UnimplementedControlServer
 	store *raftstore.Store
 	log   *slog.Logger
+	// netMu serialises the writes that check networks against each other
+	// or against their users (network create/rm/prune, service
+	// create/update resolving networks): each builds its transaction on a
+	// view, and the FSM sees no conflict between two creates of new ids,
+	// so two racing creates would take the same VNI and subnet. Writes
+	// happen on the leader only, so a process-wide lock suffices.
+	netMu sync.Mutex
 }
 
 // New returns a control API server.

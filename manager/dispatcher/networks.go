@@ -27,7 +27,8 @@ import (
 // its endpoints are withdrawn from every other node's state; tasks that
 // ended drop out at once.
 //
-// VIPs: every service with a task on the network (by spec) is listed with
+// VIPs: every service attached to the network by its spec, or with a live
+// task on it (an older spec), even with no live task, is listed with
 // its aliases and mode; vip-mode services carry their VIP on that network,
 // dnsrr ones an empty address.
 //
@@ -56,6 +57,19 @@ const maxNetworkBytes = 1 << 20
 func endpointState(t *shoalv1.Task) bool {
 	s := t.GetStatus().GetState()
 	return s >= shoalv1.TaskState_TASK_STATE_ASSIGNED && s <= shoalv1.TaskState_TASK_STATE_RUNNING && t.GetNodeId() != ""
+}
+
+// endpointTaskState is the state an endpoint is delivered with: the
+// task's, except that a task the managers are stopping (desired state
+// past RUNNING) is SHUTDOWN already: DNS and VIPs answer only RUNNING
+// endpoints, so new connections stop going to it before it stops, while
+// its FDB/neighbour entries stay until it has ended (established
+// connections drain).
+func endpointTaskState(t *shoalv1.Task) shoalv1.TaskState {
+	if s := t.GetStatus().GetState(); s != shoalv1.TaskState_TASK_STATE_RUNNING || t.GetDesiredState() <= shoalv1.TaskState_TASK_STATE_RUNNING {
+		return s
+	}
+	return shoalv1.TaskState_TASK_STATE_SHUTDOWN
 }
 
 // underlayAddr returns the host part of a node's status addr.
@@ -115,8 +129,23 @@ func AllNodeNetworks(r raftstore.Reader) map[string][]*shoalv1.NetworkState {
 			ns.Endpoints = append(ns.Endpoints, &shoalv1.Endpoint{
 				TaskId: t.GetMeta().GetId(), ServiceId: t.GetServiceId(), ServiceName: t.GetServiceName(),
 				Aliases: a.GetAliases(), Address: a.GetAddress(), Mac: a.GetMac(),
-				NodeId: t.GetNodeId(), NodeAddr: underlayAddr(n), State: t.GetStatus().GetState(),
+				NodeId: t.GetNodeId(), NodeAddr: underlayAddr(n), State: endpointTaskState(t),
 			})
+		}
+	}
+	// Services attached by spec are listed even with no live task: a
+	// service scaled to 0 (or whose tasks all failed) keeps its name and
+	// its VIP, which then refuses new connections. Left out, its name
+	// would be forwarded to the node's resolvers (and the search domains
+	// could resolve it to some outside host) and its VIP would black-hole.
+	for _, svc := range raftstore.List[*shoalv1.Service](r) {
+		for _, cfg := range svc.GetSpec().GetTask().GetNetworks() {
+			if id := cfg.GetTarget(); members[id] != nil {
+				if services[id] == nil {
+					services[id] = map[string]bool{}
+				}
+				services[id][svc.GetMeta().GetId()] = true
+			}
 		}
 	}
 	out := map[string][]*shoalv1.NetworkState{}

@@ -83,6 +83,11 @@ func mkNetTask(id, svc, node string, state shoalv1.TaskState, atts ...string) *s
 	return t
 }
 
+func stopping(t *shoalv1.Task) *shoalv1.Task {
+	t.DesiredState = shoalv1.TaskState_TASK_STATE_SHUTDOWN
+	return t
+}
+
 // summary: "net: task=addr@nodeaddr/STATE ... | vip svc=addr(mode) ..." per network.
 func summary(states []*shoalv1.NetworkState) []string {
 	var out []string
@@ -125,7 +130,13 @@ func TestNodeNetworks(t *testing.T) {
 		{"ended, pending and DOWN-node tasks are no endpoints",
 			[]raftstore.Object{mkNetTask("t1", "s1", "n1", stRunning, "a=10.1.0.3/24"), mkNetTask("old", "s1", "n2", stFailed, "a=10.1.0.9/24"),
 				mkNetTask("p", "s1", "", stPending, "a=10.1.0.8/24"), mkNetTask("dead", "s1", "n3", stRunning, "a=10.1.0.7/24")}, "n1",
-			[]string{"a: t1=10.1.0.3/24@192.168.250.1/RUNNING vip svc-s1=10.1.0.2/24(vip)"}},
+			[]string{"a: t1=10.1.0.3/24@192.168.250.1/RUNNING vip svc-s1=10.1.0.2/24(vip) vip svc-s2=(dnsrr)"}},
+		{"a service with no live task is still listed (its name known, its VIP refusing)",
+			[]raftstore.Object{mkNetTask("t1", "s1", "n1", stRunning, "a=10.1.0.3/24"), mkSvc("s0", "", map[string]string{"a": "10.1.0.20/24"}, "a")}, "n1",
+			[]string{"a: t1=10.1.0.3/24@192.168.250.1/RUNNING vip svc-s0=10.1.0.20/24(vip) vip svc-s1=10.1.0.2/24(vip) vip svc-s2=(dnsrr)"}},
+		{"a task being stopped is delivered SHUTDOWN (no DNS/VIP answer) but still programmed",
+			[]raftstore.Object{mkNetTask("t1", "s1", "n1", stRunning, "a=10.1.0.3/24"), stopping(mkNetTask("t9", "s1", "n2", stRunning, "a=10.1.0.9/24"))}, "n1",
+			[]string{"a: t1=10.1.0.3/24@192.168.250.1/RUNNING t9=10.1.0.9/24@192.168.250.2/SHUTDOWN vip svc-s1=10.1.0.2/24(vip) vip svc-s2=(dnsrr)"}},
 		{"a DOWN node takes part in nothing", []raftstore.Object{mkNetTask("dead", "s1", "n3", stRunning, "a=10.1.0.7/24")}, "n3", nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -33,10 +33,14 @@
 // sees the new state (the view is swapped atomically; no lock on reads).
 //
 // Unknown single-label names and tasks.X are NXDOMAIN, never forwarded.
+// A task on an --internal network (or on one not delivered yet) gets
+// REFUSED for every other unknown name: forwarding would be egress.
 // Every other name goes to the forwarders (default: the nameservers of
 // the agent's /etc/resolv.conf, dialled from the agent's namespace), in
 // order, each with a timeout (default 2 s), UDP then TCP if truncated;
-// when all fail the answer is SERVFAIL. UDP answers larger than the
+// when all fail the answer is SERVFAIL. At most MaxForwards (64) queries
+// of one server are forwarded at a time; beyond that the answer is
+// SERVFAIL at once. Close ends the forwards in flight. UDP answers larger than the
 // client's buffer (512 or its EDNS0 size) are truncated (TC set).
 //
 // Not done: PTR (reverse) answers, SRV records, IPv6 endpoints are

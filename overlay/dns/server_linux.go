@@ -37,6 +37,7 @@ type Forwarders struct {
 // Server is the DNS server of one task namespace.
 type Server struct {
 	udp, tcp  *mdns.Server
+	cancel    context.CancelFunc // ends the forwards in flight
 	closeOnce sync.Once
 	done      chan struct{}
 	closeErr  error
@@ -92,11 +93,14 @@ func serveAt(ctx context.Context, netnsPath, addr string, taskNetworks []string,
 	if err != nil {
 		return nil, fmt.Errorf("dns: listen on %s in %s: %w", addr, netnsPath, err)
 	}
-	h := &handler{view: view, networks: append([]string(nil), taskNetworks...), fwd: fwd}
+	stop, cancelStop := context.WithCancel(context.Background())
+	h := &handler{view: view, networks: append([]string(nil), taskNetworks...), fwd: fwd,
+		inflight: make(chan struct{}, MaxForwards), stop: stop}
 	s := &Server{
-		udp:  &mdns.Server{PacketConn: pc, Handler: h, UDPSize: 65535},
-		tcp:  &mdns.Server{Listener: ln, Handler: h},
-		done: make(chan struct{}),
+		cancel: cancelStop,
+		udp:    &mdns.Server{PacketConn: pc, Handler: h, UDPSize: 65535},
+		tcp:    &mdns.Server{Listener: ln, Handler: h},
+		done:   make(chan struct{}),
 	}
 	started := make(chan struct{}, 2)
 	s.udp.NotifyStartedFunc = func() { started <- struct{}{} }
@@ -119,15 +123,25 @@ func serveAt(ctx context.Context, netnsPath, addr string, taskNetworks []string,
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.done)
+		s.cancel()
 		s.closeErr = errors.Join(s.udp.Shutdown(), s.tcp.Shutdown())
 	})
 	return s.closeErr
 }
 
+// MaxForwards bounds the queries one task's server forwards at a time;
+// beyond it a query is answered SERVFAIL at once. Each one in flight holds
+// a goroutine and an upstream socket for up to the timeout per server, so
+// without a bound a task flooding names to forward (to a slow or silent
+// upstream) grows the agent's memory and sockets without limit.
+const MaxForwards = 64
+
 type handler struct {
 	view     *View
 	networks []string
 	fwd      Forwarders
+	inflight chan struct{}   // one token per forward in flight
+	stop     context.Context // ends with the server: forwards give up
 }
 
 func (h *handler) ServeDNS(w mdns.ResponseWriter, req *mdns.Msg) {
@@ -154,6 +168,10 @@ func (h *handler) answer(req *mdns.Msg) *mdns.Msg {
 		if isClusterName(q.Name) {
 			resp.SetRcode(req, mdns.RcodeNameError)
 			resp.Authoritative = true
+			return resp
+		}
+		if !h.view.Forwardable(h.networks) {
+			resp.SetRcode(req, mdns.RcodeRefused) // internal: no egress
 			return resp
 		}
 		return h.forward(req)
@@ -195,8 +213,14 @@ func (h *handler) forward(req *mdns.Msg) *mdns.Msg {
 	if len(h.fwd.Servers) == 0 {
 		return fail
 	}
+	select {
+	case h.inflight <- struct{}{}:
+		defer func() { <-h.inflight }()
+	default:
+		return fail
+	}
 	for _, srv := range h.fwd.Servers {
-		ctx, cancel := context.WithTimeout(context.Background(), h.fwd.Timeout)
+		ctx, cancel := context.WithTimeout(h.stop, h.fwd.Timeout)
 		resp, err := h.exchange(ctx, req, srv)
 		cancel()
 		if err == nil && resp != nil {
@@ -211,21 +235,26 @@ func (h *handler) exchange(ctx context.Context, req *mdns.Msg, srv string) (*mdn
 	c := &mdns.Client{Net: "udp", Timeout: h.fwd.Timeout}
 	try := func(network string) (*mdns.Msg, error) {
 		c.Net = network
-		if h.fwd.NetNSPath == "" {
-			r, _, err := c.ExchangeContext(ctx, req, srv)
-			return r, err
-		}
 		var conn net.Conn
-		err := inNetNS(h.fwd.NetNSPath, func() error {
+		dial := func() error {
 			var d net.Dialer
 			var err error
 			conn, err = d.DialContext(ctx, network, srv)
 			return err
-		})
+		}
+		var err error
+		if h.fwd.NetNSPath == "" {
+			err = dial()
+		} else {
+			err = inNetNS(h.fwd.NetNSPath, dial)
+		}
 		if err != nil {
 			return nil, err
 		}
 		defer conn.Close()
+		// The exchange reads until its deadline whatever ctx does:
+		// closing the socket when ctx ends (the server closing) stops it.
+		defer context.AfterFunc(ctx, func() { conn.Close() })()
 		r, _, err := c.ExchangeWithConnContext(ctx, req, &mdns.Conn{Conn: conn})
 		return r, err
 	}

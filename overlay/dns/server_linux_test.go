@@ -254,3 +254,96 @@ func TestConcurrentUpdates(t *testing.T) {
 	}
 	<-done
 }
+
+// TestForwardBounded: a task flooding the server with names to forward
+// while the upstream never answers gets SERVFAIL at once beyond
+// MaxForwards queries in flight, instead of the agent holding one
+// goroutine and one upstream socket per query for the whole timeout
+// (unbounded: a task could exhaust the agent's memory and sockets).
+func TestForwardBounded(t *testing.T) {
+	taskNS := newNetNS(t)
+	holeNS := newNetNS(t)
+	// An upstream that reads nothing and answers nothing.
+	var hole net.PacketConn
+	if err := inNetNS(holeNS, func() error {
+		if err := exec.Command("ip", "-n", holeNS[len("/run/netns/"):], "link", "set", "lo", "up").Run(); err != nil {
+			return err
+		}
+		var err error
+		hole, err = net.ListenPacket("udp", "127.0.0.1:53")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer hole.Close()
+	srv, err := Serve(context.Background(), taskNS, nil, NewView(), Forwarders{Servers: []string{"127.0.0.1:53"}, NetNSPath: holeNS, Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	var conn net.Conn
+	if err := inNetNS(taskNS, func() (err error) { conn, err = net.Dial("udp", Address); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	const n = 4 * MaxForwards
+	for i := 0; i < n; i++ {
+		m := new(mdns.Msg)
+		m.SetQuestion(fmt.Sprintf("q%d.example.test.", i), mdns.TypeA)
+		b, _ := m.Pack()
+		if _, err := conn.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// At least n-MaxForwards SERVFAILs come back long before the minute.
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	buf := make([]byte, 512)
+	got := 0
+	for got < n-MaxForwards {
+		k, err := conn.Read(buf)
+		if err != nil {
+			t.Fatalf("%d SERVFAILs of the %d expected: %v", got, n-MaxForwards, err)
+		}
+		var r mdns.Msg
+		if r.Unpack(buf[:k]) == nil && r.Rcode == mdns.RcodeServerFailure {
+			got++
+		}
+	}
+}
+
+// TestInternalNotForwarded: a task on an --internal network has no
+// egress, so the server must not forward names outside the cluster for
+// it (the agent's query to the node's resolvers carries the name out:
+// DNS exfiltration); its cluster names still answer. A task on a normal
+// network still gets forwarded answers.
+func TestInternalNotForwarded(t *testing.T) {
+	resNS := startResolver(t)
+	view := NewView()
+	priv := netState("priv", []*shoalv1.ServiceVIPState{{ServiceName: "db", EndpointMode: "dnsrr"}}, ep("db", "10.3.0.10/24"))
+	priv.Network.Spec = &shoalv1.NetworkSpec{Internal: true}
+	view.Update(append(testStates(), priv))
+	fwd := Forwarders{Servers: []string{"127.0.0.1"}, NetNSPath: resNS, Timeout: 2 * time.Second}
+	for _, c := range []struct {
+		nets  []string
+		name  string
+		rcode int
+		want  []string
+	}{
+		{[]string{"priv"}, "leak.example.test", mdns.RcodeRefused, nil},
+		{[]string{"n1", "priv"}, "leak.example.test", mdns.RcodeRefused, nil},
+		{[]string{"unknown"}, "leak.example.test", mdns.RcodeRefused, nil}, // not delivered yet: closed
+		{[]string{"priv"}, "db", mdns.RcodeSuccess, []string{"10.3.0.10"}},
+		{[]string{"n1"}, "ok.example.test", mdns.RcodeSuccess, []string{"192.0.2.53"}},
+	} {
+		taskNS := newNetNS(t)
+		srv, err := Serve(context.Background(), taskNS, c.nets, view, fwd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := query(t, taskNS, "udp", Address, c.name, mdns.TypeA)
+		srv.Close()
+		if r.Rcode != c.rcode || !reflect.DeepEqual(answerIPs(r), c.want) {
+			t.Errorf("%v %s: %s %v, want %s %v", c.nets, c.name, mdns.RcodeToString[r.Rcode], answerIPs(r), mdns.RcodeToString[c.rcode], c.want)
+		}
+	}
+}

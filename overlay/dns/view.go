@@ -16,6 +16,23 @@ import (
 // returns sees the new answers.
 type View struct {
 	cur atomic.Pointer[table]
+	// nets: network id → internal, for every network of the last Update.
+	nets atomic.Pointer[map[string]bool]
+}
+
+// Forwardable reports whether names outside the cluster may be forwarded
+// for a task attached to networks: only when every one of them is known
+// and none is internal. An --internal network has no egress, and queries
+// forwarded to the node's resolvers would be one (data leaves in the
+// names); a network not delivered yet fails closed.
+func (v *View) Forwardable(networks []string) bool {
+	nets := *v.nets.Load()
+	for _, id := range networks {
+		if internal, ok := nets[id]; !ok || internal {
+			return false
+		}
+	}
+	return true
 }
 
 // table maps network id → lower-case name (no trailing dot) → addresses.
@@ -25,6 +42,7 @@ type table map[string]map[string][]net.IP
 func NewView() *View {
 	v := &View{}
 	v.cur.Store(&table{})
+	v.nets.Store(&map[string]bool{})
 	return v
 }
 
@@ -37,7 +55,10 @@ func NewView() *View {
 //   - a service alias (ServiceVIPState.Aliases) answers like the service;
 //   - tasks.SERVICE and tasks.ALIAS answer with all endpoint addresses;
 //   - an endpoint alias (Endpoint.Aliases, from --network NAME,alias=A)
-//     answers with the addresses of the endpoints that carry it.
+//     answers with the addresses of the endpoints that carry it, unless
+//     it is also an alias of the endpoint's service in vip mode with a
+//     VIP (the dispatcher gives a service's aliases to both): then it
+//     answers the VIP alone, like the service name.
 func (v *View) Update(states []*shoalv1.NetworkState) {
 	t := table{}
 	for _, st := range states {
@@ -46,6 +67,14 @@ func (v *View) Update(states []*shoalv1.NetworkState) {
 		}
 		names := map[string][]net.IP{}
 		byService := map[string][]net.IP{} // service name → endpoint IPs
+		vipAliases := map[string]bool{}    // "service\x00alias" answered by a VIP
+		for _, vs := range st.GetVips() {
+			if vs.GetEndpointMode() != "dnsrr" && parseAddr(vs.GetAddress()) != nil {
+				for _, a := range normNames(vs.GetAliases()) {
+					vipAliases[normName(vs.GetServiceName())+"\x00"+a] = true
+				}
+			}
+		}
 		for _, ep := range st.GetEndpoints() {
 			ip := parseAddr(ep.GetAddress())
 			if ip == nil {
@@ -65,7 +94,7 @@ func (v *View) Update(states []*shoalv1.NetworkState) {
 				byService[n] = append(byService[n], ip)
 			}
 			for _, a := range ep.GetAliases() {
-				if n := normName(a); n != "" {
+				if n := normName(a); n != "" && !vipAliases[normName(ep.GetServiceName())+"\x00"+n] {
 					names[n] = appendIP(names[n], ip)
 				}
 			}
@@ -124,6 +153,13 @@ func (v *View) Update(states []*shoalv1.NetworkState) {
 			t[id] = names
 		}
 	}
+	nets := map[string]bool{}
+	for _, st := range states {
+		if id := st.GetNetwork().GetMeta().GetId(); id != "" {
+			nets[id] = nets[id] || st.GetNetwork().GetSpec().GetInternal()
+		}
+	}
+	v.nets.Store(&nets)
 	v.cur.Store(&t)
 }
 

@@ -128,3 +128,29 @@ func TestValidName(t *testing.T) {
 		}
 	}
 }
+
+// TestViewVIPAliasAnswersVIPOnly: the dispatcher gives a service's network
+// aliases both to its VIP state and to each of its endpoints. In vip mode
+// the alias must answer the VIP alone, as the service name does; it used
+// to answer the VIP and every task address (clients picking a task
+// address bypassed the VIP and kept a dead task's address).
+func TestViewVIPAliasAnswersVIPOnly(t *testing.T) {
+	v := NewView()
+	v.Update([]*shoalv1.NetworkState{netState("n1", []*shoalv1.ServiceVIPState{
+		{ServiceName: "api", Address: "10.1.0.3/24", EndpointMode: "vip", Aliases: []string{"gateway"}},
+		{ServiceName: "cache", EndpointMode: "dnsrr", Aliases: []string{"kv"}},
+	},
+		ep("api", "10.1.0.50/24", "gateway"), ep("api", "10.1.0.51/24", "gateway"),
+		ep("cache", "10.1.0.60/24", "kv"),
+	)})
+	for name, want := range map[string][]string{
+		"api": {"10.1.0.3"}, "gateway": {"10.1.0.3"},
+		"tasks.gateway": {"10.1.0.50", "10.1.0.51"},
+		"kv":            {"10.1.0.60"}, // dnsrr: the tasks
+	} {
+		got, ok := v.Lookup([]string{"n1"}, name)
+		if !ok || !reflect.DeepEqual(strs(got), want) {
+			t.Errorf("Lookup(%q) = %v, %v; want %v", name, strs(got), ok, want)
+		}
+	}
+}
