@@ -38,6 +38,9 @@ type Allocator struct {
 	state  *State
 	maxOps int
 	maxB   int
+	// starved: the last pass left tasks it could not allocate (a full
+	// pool); a release then calls for a pass. Only Run's goroutine uses it.
+	starved bool
 }
 
 // New returns an allocator over the store; Run starts it.
@@ -95,13 +98,13 @@ func (a *Allocator) observe(ev *shoalv1.WatchEvent) bool {
 	case *shoalv1.Task:
 		if del || Ended(o) {
 			a.state.ReleaseTask(o)
-			return false
+			return a.starved // an address freed may be what a waiting task needs
 		}
 		return needsAllocation(o)
 	case *shoalv1.Service:
 		if del {
 			a.state.ReleaseService(o)
-			return false
+			return a.starved
 		}
 		return true
 	case *shoalv1.Network:
@@ -247,6 +250,7 @@ func (a *Allocator) pass(ctx context.Context) (bool, error) {
 	for id, why := range res.Failed {
 		a.log.Warn("cannot allocate", "id", id, "reason", why)
 	}
+	a.starved = len(res.Failed) > 0
 	return res.More, nil
 }
 

@@ -128,6 +128,20 @@ func TestAllocatorRun(t *testing.T) {
 		t.Fatalf("t6: %v", tk)
 	}
 	t.Logf("t6: %s", tk.GetStatus().GetMessage())
+
+	// An address freed (t3 ends) is what t6 waits for: it gets it without
+	// any other change to prompt a pass.
+	freed := addrOf(st, "t3")
+	update(t, st, func(tx raftstore.WriteTx) error {
+		t3, _ := raftstore.Get[*shoalv1.Task](tx, "t3")
+		t3 = cloneT(t3)
+		t3.Status.State = shoalv1.TaskState_TASK_STATE_FAILED
+		return tx.Update(t3)
+	})
+	waitFor(t, "t6 allocated once an address is freed", func() bool { return addrOf(st, "t6") != "" })
+	if got := addrOf(st, "t6"); got != freed {
+		t.Fatalf("t6 got %s, want the freed %s (the only free address)", got, freed)
+	}
 }
 
 func cloneT(t *shoalv1.Task) *shoalv1.Task { return proto.Clone(t).(*shoalv1.Task) }
