@@ -7,10 +7,11 @@ import (
 	"net"
 	"sort"
 
+	"github.com/shoal-dev/shoal/overlay/vip"
+
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
-	"github.com/mdlayher/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -254,37 +255,10 @@ func withPortsConn(netnsPath string, fn func(*nftables.Conn) error) error {
 		return fmt.Errorf("ports: open netns %s: %w", netnsPath, err)
 	}
 	defer ns.Close()
-	c, err := nftables.New(nftables.WithNetNSFd(int(ns)), nftables.WithSockOptions(portsBuffers))
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns)), nftables.WithSockOptions(vip.BigBuffers))
 	if err != nil {
 		return fmt.Errorf("ports: nftables in %s: %w", netnsPath, err)
 	}
 	defer c.CloseLasting()
 	return fn(c)
-}
-
-// portsBuffers: capped acks and 16 MiB socket buffers, as overlay/vip
-// does: with the defaults, 100 ports × 10 backends overflowed the send
-// (EMSGSIZE, "message too long").
-func portsBuffers(c *netlink.Conn) error {
-	if err := c.SetOption(netlink.CapAcknowledge, true); err != nil {
-		return err
-	}
-	const size = 16 << 20
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		for _, o := range [][2]int{{unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}, {unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}} {
-			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[0], size) != nil {
-				if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, o[1], size); err != nil {
-					serr = err
-				}
-			}
-		}
-	}); err != nil {
-		return err
-	}
-	return serr
 }

@@ -180,14 +180,16 @@ func normalise(vips []VIP) ([]vip4, error) {
 	return out, nil
 }
 
-// bigBuffers: Program sends the whole set as one batch and gets one ack
+// BigBuffers is an nftables.WithSockOptions option for connections that
+// send a whole rule set in one batch (Program here, the published ports in
+// overlay). Program sends the whole set as one batch and gets one ack
 // per message. With the default socket buffers ~100 VIPs overflowed the
 // receive side (ENOBUFS: the outcome is then unknown) and ~500 VIPs the
 // send side (EMSGSIZE). Capped acks carry no copy of the request, and
 // both buffers are forced to 16 MiB (SO_*BUFFORCE: the agent is root;
 // plain SO_*BUF, capped by net.core.*mem_max, otherwise), enough for
 // thousands of VIPs.
-func bigBuffers(c *netlink.Conn) error {
+func BigBuffers(c *netlink.Conn) error {
 	if err := c.SetOption(netlink.CapAcknowledge, true); err != nil {
 		return err
 	}
@@ -217,7 +219,7 @@ func withConn(netnsPath string, fn func(*nftables.Conn) error) error {
 		return fmt.Errorf("vip: open netns %s: %w", netnsPath, err)
 	}
 	defer ns.Close()
-	c, err := nftables.New(nftables.WithNetNSFd(int(ns)), nftables.WithSockOptions(bigBuffers))
+	c, err := nftables.New(nftables.WithNetNSFd(int(ns)), nftables.WithSockOptions(BigBuffers))
 	if err != nil {
 		return fmt.Errorf("vip: nftables in %s: %w", netnsPath, err)
 	}
