@@ -151,3 +151,18 @@ func TestExecutorServiceDiscovery(t *testing.T) {
 		return false
 	})
 }
+
+// TestTaskWithNetworksRejectedWithoutOverlay: a node that runs no overlay
+// (a loopback advertise address) rejects a task on networks with the
+// reason, instead of running it cut off from its peers.
+func TestTaskWithNetworksRejectedWithoutOverlay(t *testing.T) {
+	env := newExecEnv(t)
+	t1 := running("t1")
+	t1.Networks = []*shoalv1.NetworkAttachment{{NetworkId: "n1", Address: "10.77.0.2/24"}}
+	env.ex.Assign(true, []*shoalv1.Task{t1, running("t2")}, nil)
+	st := env.waitStatus("t1", shoalv1.TaskState_TASK_STATE_REJECTED)
+	if !strings.Contains(st.GetErr(), "runs no overlay networks") {
+		t.Fatalf("rejected with %q", st.GetErr())
+	}
+	env.waitStatus("t2", shoalv1.TaskState_TASK_STATE_RUNNING) // a task without networks runs
+}

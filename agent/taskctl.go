@@ -254,6 +254,11 @@ func (c *taskCtl) prepareAndStart(ctx context.Context, t *shoalv1.Task) error {
 	}
 	var nsPath string
 	var addrs []string
+	if len(t.GetNetworks()) > 0 && e.cfg.Overlay == nil {
+		// Running it without its networks would give a task that cannot
+		// reach its peers and that no name points at.
+		return reject("this node runs no overlay networks (its advertise address must be a non-loopback IPv4 address): the task's networks cannot be attached")
+	}
 	if e.cfg.Network != nil {
 		att, err := e.cfg.Network.Setup(ctx, c.id)
 		if err != nil {
