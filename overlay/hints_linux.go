@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -46,6 +47,7 @@ func (n *Node) ApplyHint(h Hint) (HintResult, error) {
 			return HintIgnored, nil
 		}
 		n.hints[key] = h
+		n.hintAt[key] = time.Now()
 		return HintMarked, nil
 	case hintProgram:
 		if _, ok := n.hints[key]; !ok && len(n.hints) >= MaxHeldHints {
@@ -55,15 +57,42 @@ func (n *Node) ApplyHint(h Hint) (HintResult, error) {
 			return HintIgnored, err
 		}
 		n.hints[key] = h
+		n.hintAt[key] = time.Now()
 		return HintProgrammed, nil
 	case hintWithdraw:
 		delete(n.hints, key)
+		delete(n.hintAt, key)
 		if err := n.m.hintEntries(st.GetNetwork().GetVni(), h, false); err != nil {
 			return HintIgnored, err
 		}
 		return HintWithdrawn, nil
 	}
 	return HintIgnored, nil
+}
+
+// HintTTL is how long a held hint counts without the managers' state
+// confirming it: a Networks message drops all held hints, but in a quiet
+// cluster none may come, and a hint (from a peer that lost a race, or a
+// hostile key holder) must not hide a live endpoint from names and VIPs
+// for ever. The managers deliver a real change well within it.
+const HintTTL = 10 * time.Second
+
+// ExpireHints drops the hints applied before now-HintTTL and returns how
+// many it dropped; the caller then passes States() to Discovery.Update.
+// Their FDB/neighbour entries go with the next kernel reconcile (Run),
+// which programs only the state.
+func (n *Node) ExpireHints(now time.Time) int {
+	n.lock()
+	defer n.unlock()
+	dropped := 0
+	for k, at := range n.hintAt {
+		if now.Sub(at) >= HintTTL {
+			delete(n.hints, k)
+			delete(n.hintAt, k)
+			dropped++
+		}
+	}
+	return dropped
 }
 
 // HeldHints is the number of hints held since the last Reconcile.

@@ -152,3 +152,28 @@ func TestHintProgramsThenStateDecides(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A held hint expires after HintTTL even when no Networks message comes:
+// a hint marking a live endpoint ended (a peer that lost a race, or a
+// hostile key holder) cannot hide it from names and VIPs for ever.
+func TestHintsExpire(t *testing.T) {
+	const v2 = "192.168.250.2"
+	node := NewNode(&Manager{})
+	node.states["net1"] = hintState(stEP("b", "10.91.0.3", v2, running))
+	r, err := node.ApplyHint(mkHint("b", "10.91.0.3", v2, complete))
+	if err != nil || r != HintMarked {
+		t.Fatalf("%v %v", r, err)
+	}
+	if got := node.States()[0].GetEndpoints()[0].GetState(); got != complete {
+		t.Fatalf("marked state %v", got)
+	}
+	if n := node.ExpireHints(time.Now()); n != 0 || node.HeldHints() != 1 {
+		t.Fatalf("a fresh hint expired: %d, held %d", n, node.HeldHints())
+	}
+	if n := node.ExpireHints(time.Now().Add(HintTTL)); n != 1 || node.HeldHints() != 0 {
+		t.Fatalf("expired %d, held %d", n, node.HeldHints())
+	}
+	if got := node.States()[0].GetEndpoints()[0].GetState(); got != running {
+		t.Fatalf("state after expiry %v, want the managers' %v", got, running)
+	}
+}
