@@ -182,6 +182,27 @@ func mergeHint(st *shoalv1.NetworkState, h Hint) hintAction {
 // hintKey identifies a hinted endpoint.
 type hintKey struct{ network, task string }
 
+// hintClash reports whether a held hint already programs h's address or
+// MAC differently (another task, VTEP, address or MAC): programming h too
+// would append a second FDB destination for the MAC, copying the traffic
+// to both VTEPs, or move the address. The first hint holds until the
+// state decides.
+func hintClash(held map[hintKey]Hint, h Hint) bool {
+	for k, o := range held {
+		if k.network != h.NetworkID || !o.Up() {
+			continue
+		}
+		sameAddr, sameMAC := o.Address.Addr() == h.Address.Addr(), o.MAC.String() == h.MAC.String()
+		if !sameAddr && !sameMAC {
+			continue
+		}
+		if o.TaskID != h.TaskID || o.VTEP != h.VTEP || !sameAddr || !sameMAC {
+			return true
+		}
+	}
+	return false
+}
+
 // MaxHeldHints bounds the hints a Node holds between two reconciles;
 // beyond it new hints are dropped (the state will bring them anyway).
 const MaxHeldHints = 4096

@@ -53,6 +53,9 @@ func (n *Node) ApplyHint(h Hint) (HintResult, error) {
 		if _, ok := n.hints[key]; !ok && len(n.hints) >= MaxHeldHints {
 			return HintIgnored, nil
 		}
+		if hintClash(n.hints, h) {
+			return HintIgnored, nil
+		}
 		if err := n.m.hintEntries(st.GetNetwork().GetVni(), h, true); err != nil {
 			return HintIgnored, err
 		}
@@ -60,6 +63,9 @@ func (n *Node) ApplyHint(h Hint) (HintResult, error) {
 		n.hintAt[key] = time.Now()
 		return HintProgrammed, nil
 	case hintWithdraw:
+		if old, ok := n.hints[key]; ok && (old.VTEP != h.VTEP || old.Address.Addr() != h.Address.Addr() || !sameMAC(old.MAC, h.MAC)) {
+			return HintIgnored, nil // not the endpoint the held hint programmed
+		}
 		delete(n.hints, key)
 		delete(n.hintAt, key)
 		if err := n.m.hintEntries(st.GetNetwork().GetVni(), h, false); err != nil {

@@ -124,6 +124,24 @@ func TestHintProgramsThenStateDecides(t *testing.T) {
 	if fdb, _ := entries(t, h1, 4600); fdb[macOf("10.78.0.5")] != "192.168.250.3" {
 		t.Fatalf("t5 not programmed: %v", fdb)
 	}
+	// A second hint for the same address or MAC elsewhere (t5 "moved", or
+	// another task claiming it) is ignored: appending it would copy t5's
+	// traffic to that VTEP too.
+	if r, _ := node.ApplyHint(kHint(n, "t5", "10.78.0.5", 4, running)); r != HintIgnored {
+		t.Fatalf("hint moving a hinted endpoint to another VTEP: %v", r)
+	}
+	if r, _ := node.ApplyHint(kHint(n, "t6", "10.78.0.5", 4, running)); r != HintIgnored {
+		t.Fatalf("hint for a hinted address from another task: %v", r)
+	}
+	if r, _ := node.ApplyHint(kHint(n, "t5", "10.78.0.5", 4, complete)); r != HintIgnored {
+		t.Fatalf("down hint from another VTEP than the held one: %v", r)
+	}
+	if r, _ := node.ApplyHint(kHint(n, "t5", "10.78.0.5", 4, running)); r != HintIgnored {
+		t.Fatalf("hint moving a hinted endpoint after a foreign down hint: %v", r)
+	}
+	if fdb, _ := entries(t, h1, 4600); fdb[macOf("10.78.0.5")] != "192.168.250.3" {
+		t.Fatalf("t5 moved: %v", fdb)
+	}
 	if err := node.Reconcile(bg, true, []*shoalv1.NetworkState{both}, nil); err != nil {
 		t.Fatal(err)
 	}
