@@ -292,7 +292,11 @@ func (s *agentSide) expireHints(ctx context.Context, log *slog.Logger) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			if s.ov.ExpireHints(now) > 0 {
+			dropped, err := s.ov.ExpireHints(now)
+			if err != nil {
+				log.Warn("removing the entries of expired gossip hints", "err", err)
+			}
+			if dropped > 0 {
 				if err := s.updateDiscovery(); err != nil {
 					log.Warn("published ports after expired gossip hints", "err", err)
 				}

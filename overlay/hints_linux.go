@@ -83,22 +83,31 @@ func (n *Node) ApplyHint(h Hint) (HintResult, error) {
 // for ever. The managers deliver a real change well within it.
 const HintTTL = 10 * time.Second
 
-// ExpireHints drops the hints applied before now-HintTTL and returns how
-// many it dropped; the caller then passes States() to Discovery.Update.
-// Their FDB/neighbour entries go with the next kernel reconcile (Run),
-// which programs only the state.
-func (n *Node) ExpireHints(now time.Time) int {
+// ExpireHints drops the hints applied before now-HintTTL, deleting the
+// FDB/neighbour entries of those that programmed an endpoint the state
+// still lacks, and returns how many it dropped (and the deletions that
+// failed); the caller then passes
+// States() to Discovery.Update.
+func (n *Node) ExpireHints(now time.Time) (int, error) {
 	n.lock()
 	defer n.unlock()
 	dropped := 0
+	var errs []error
 	for k, at := range n.hintAt {
-		if now.Sub(at) >= HintTTL {
-			delete(n.hints, k)
-			delete(n.hintAt, k)
-			dropped++
+		if now.Sub(at) < HintTTL {
+			continue
+		}
+		h := n.hints[k]
+		delete(n.hints, k)
+		delete(n.hintAt, k)
+		dropped++
+		if st := n.states[k.network]; st != nil && mergeHint(st, h) == hintProgram {
+			if err := n.m.hintEntries(st.GetNetwork().GetVni(), h, false); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
-	return dropped
+	return dropped, errors.Join(errs...)
 }
 
 // HeldHints is the number of hints held since the last Reconcile.

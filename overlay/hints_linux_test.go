@@ -142,6 +142,16 @@ func TestHintProgramsThenStateDecides(t *testing.T) {
 	if fdb, _ := entries(t, h1, 4600); fdb[macOf("10.78.0.5")] != "192.168.250.3" {
 		t.Fatalf("t5 moved: %v", fdb)
 	}
+	// Expired without the state confirming it: t5's entries go at once
+	// (the entries of t2, which the state has, stay).
+	if n, err := node.ExpireHints(time.Now().Add(HintTTL)); err != nil || n != 2 { // t5 and the t2 mark
+		t.Fatalf("expire: %d %v", n, err)
+	}
+	if fdb, neigh := entries(t, h1, 4600); fdb[macOf("10.78.0.5")] != "" || neigh["10.78.0.5"] != "" {
+		t.Fatalf("expired hint left entries: fdb %v neigh %v", fdb, neigh)
+	} else if fdb[macOf("10.78.0.3")] != "192.168.250.2" {
+		t.Fatalf("expiry removed an entry of the state: %v", fdb)
+	}
 	if err := node.Reconcile(bg, true, []*shoalv1.NetworkState{both}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -185,10 +195,10 @@ func TestHintsExpire(t *testing.T) {
 	if got := node.States()[0].GetEndpoints()[0].GetState(); got != complete {
 		t.Fatalf("marked state %v", got)
 	}
-	if n := node.ExpireHints(time.Now()); n != 0 || node.HeldHints() != 1 {
+	if n, _ := node.ExpireHints(time.Now()); n != 0 || node.HeldHints() != 1 {
 		t.Fatalf("a fresh hint expired: %d, held %d", n, node.HeldHints())
 	}
-	if n := node.ExpireHints(time.Now().Add(HintTTL)); n != 1 || node.HeldHints() != 0 {
+	if n, _ := node.ExpireHints(time.Now().Add(HintTTL)); n != 1 || node.HeldHints() != 0 {
 		t.Fatalf("expired %d, held %d", n, node.HeldHints())
 	}
 	if got := node.States()[0].GetEndpoints()[0].GetState(); got != running {
