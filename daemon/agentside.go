@@ -178,6 +178,9 @@ func (n *node) buildAgentSide(ctx context.Context) (*agentSide, error) {
 	if side.ov != nil {
 		side.ports = &portProgrammer{nodeID: st.NodeID, subnet: side.localSubnet, tasks: side.ex.Tasks,
 			log: o.Logger.With("node_id", st.NodeID)}
+		if !o.NoGossipHints {
+			go side.expireHints(ctx, n.log)
+		}
 	}
 	return side, nil
 }
@@ -274,6 +277,30 @@ func (s *agentSide) gossipHints(g *nodeGossip, t *shoalv1.Task, st *shoalv1.Task
 	for _, h := range overlay.HintsFor(t, st.GetState(), s.vtep) {
 		if b, err := h.Encode(); err == nil {
 			g.broadcast(b)
+		}
+	}
+}
+
+// expireHints drops the hints held longer than overlay.HintTTL (no
+// Networks message confirmed or replaced them) and refreshes names, VIPs
+// and published ports when it dropped some, until ctx ends.
+func (s *agentSide) expireHints(ctx context.Context, log *slog.Logger) {
+	t := time.NewTicker(overlay.HintTTL / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			dropped, err := s.ov.ExpireHints(now)
+			if err != nil {
+				log.Warn("removing the entries of expired gossip hints", "err", err)
+			}
+			if dropped > 0 {
+				if err := s.updateDiscovery(); err != nil {
+					log.Warn("published ports after expired gossip hints", "err", err)
+				}
+			}
 		}
 	}
 }

@@ -26,8 +26,11 @@ type portProgrammer struct {
 	tasks  func() []*shoalv1.Task
 	log    *slog.Logger
 
+	netns string // the node namespace ("": nodeNetNS; tests set their own)
+
 	mu       sync.Mutex
 	programd bool   // the table was written at least once
+	checked  bool   // a table left by an earlier run was looked for
 	last     string // the ports last written
 }
 
@@ -45,17 +48,30 @@ func (p *portProgrammer) program(states []*shoalv1.NetworkState) error {
 		}
 	}
 	ports := overlay.PlanPorts(p.nodeID, states, func(id string) net.IP { return local[id] })
+	ns := p.netns
+	if ns == "" {
+		ns = nodeNetNS
+	}
 	if len(ports) == 0 && !p.programd {
-		return nil // no table on a node that never published
+		// No table on a node that never published, but once, clear the
+		// rules an earlier run of the agent left (kill -9, or a service
+		// removed while it was down): they would DNAT to dead tasks.
+		if p.checked {
+			return nil
+		}
+		p.checked = true
+		if n, err := overlay.PortRuleCount(ns); err == nil && n == 0 {
+			return nil
+		}
 	}
 	sig := fmt.Sprint(ports)
 	if p.programd && sig == p.last {
 		// Unchanged: rewrite only if someone changed the table.
-		if n, err := overlay.PortRuleCount(nodeNetNS); err == nil && n == len(ports) {
+		if n, err := overlay.PortRuleCount(ns); err == nil && n == len(ports) {
 			return nil
 		}
 	}
-	if err := overlay.ProgramPorts(nodeNetNS, ports); err != nil {
+	if err := overlay.ProgramPorts(ns, ports); err != nil {
 		return err
 	}
 	p.last = sig

@@ -130,8 +130,8 @@ const (
 // mergeHint is the merge rule (pure, so it is unit-tested): given the
 // held state of the hint's network (nil: this node does not take part,
 // the hint is ignored) and the hint, what to do. The state decides:
-//   - a hint about an address the state gives to another task, or about a
-//     MAC/VTEP that disagrees with the state's record of the same task, is
+//   - a hint about an address or MAC the state gives to another task, about
+//     the network's gateway, or about a MAC/VTEP that disagrees with the state's record of the same task, is
 //     ignored (a freed address reused elsewhere never goes back);
 //   - an endpoint the state has keeps its entries whatever the hint says;
 //     the hint only changes the observed state used for names and VIPs;
@@ -146,12 +146,21 @@ func mergeHint(st *shoalv1.NetworkState, h Hint) hintAction {
 	if p, err := netSubnet(st.GetNetwork()); err == nil && !p.Contains(h.Address.Addr()) {
 		return hintIgnore
 	}
+	if g, err := netip.ParseAddr(st.GetNetwork().GetGateway()); err == nil && g == h.Address.Addr() {
+		return hintIgnore // the gateway is never a remote endpoint
+	}
 	for _, ep := range st.GetEndpoints() {
 		p, err := parseAddr(ep.GetAddress())
 		sameAddr := err == nil && p.Addr() == h.Address.Addr()
 		if ep.GetTaskId() != h.TaskID {
 			if sameAddr {
 				return hintIgnore // the state gives this address to another task
+			}
+			if m, err := net.ParseMAC(ep.GetMac()); err == nil && m.String() == h.MAC.String() {
+				// the state gives this MAC to another task: appending an
+				// FDB entry for it would copy that task's traffic to the
+				// hinted VTEP
+				return hintIgnore
 			}
 			continue
 		}
@@ -172,6 +181,27 @@ func mergeHint(st *shoalv1.NetworkState, h Hint) hintAction {
 
 // hintKey identifies a hinted endpoint.
 type hintKey struct{ network, task string }
+
+// hintClash reports whether a held hint already programs h's address or
+// MAC differently (another task, VTEP, address or MAC): programming h too
+// would append a second FDB destination for the MAC, copying the traffic
+// to both VTEPs, or move the address. The first hint holds until the
+// state decides.
+func hintClash(held map[hintKey]Hint, h Hint) bool {
+	for k, o := range held {
+		if k.network != h.NetworkID || !o.Up() {
+			continue
+		}
+		sameAddr, sameMAC := o.Address.Addr() == h.Address.Addr(), o.MAC.String() == h.MAC.String()
+		if !sameAddr && !sameMAC {
+			continue
+		}
+		if o.TaskID != h.TaskID || o.VTEP != h.VTEP || !sameAddr || !sameMAC {
+			return true
+		}
+	}
+	return false
+}
 
 // MaxHeldHints bounds the hints a Node holds between two reconciles;
 // beyond it new hints are dropped (the state will bring them anyway).

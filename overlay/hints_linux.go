@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -46,24 +47,67 @@ func (n *Node) ApplyHint(h Hint) (HintResult, error) {
 			return HintIgnored, nil
 		}
 		n.hints[key] = h
+		n.hintAt[key] = time.Now()
 		return HintMarked, nil
 	case hintProgram:
 		if _, ok := n.hints[key]; !ok && len(n.hints) >= MaxHeldHints {
+			return HintIgnored, nil
+		}
+		if hintClash(n.hints, h) {
 			return HintIgnored, nil
 		}
 		if err := n.m.hintEntries(st.GetNetwork().GetVni(), h, true); err != nil {
 			return HintIgnored, err
 		}
 		n.hints[key] = h
+		n.hintAt[key] = time.Now()
 		return HintProgrammed, nil
 	case hintWithdraw:
+		if old, ok := n.hints[key]; ok && (old.VTEP != h.VTEP || old.Address.Addr() != h.Address.Addr() || !sameMAC(old.MAC, h.MAC)) {
+			return HintIgnored, nil // not the endpoint the held hint programmed
+		}
 		delete(n.hints, key)
+		delete(n.hintAt, key)
 		if err := n.m.hintEntries(st.GetNetwork().GetVni(), h, false); err != nil {
 			return HintIgnored, err
 		}
 		return HintWithdrawn, nil
 	}
 	return HintIgnored, nil
+}
+
+// HintTTL is how long a held hint counts without the managers' state
+// confirming it: a Networks message drops all held hints, but in a quiet
+// cluster none may come, and a hint (from a peer that lost a race, or a
+// hostile key holder) must not hide a live endpoint from names and VIPs
+// for ever. The managers deliver a real change well within it.
+const HintTTL = 10 * time.Second
+
+// ExpireHints drops the hints applied before now-HintTTL, deleting the
+// FDB/neighbour entries of those that programmed an endpoint the state
+// still lacks, and returns how many it dropped (and the deletions that
+// failed); the caller then passes
+// States() to Discovery.Update.
+func (n *Node) ExpireHints(now time.Time) (int, error) {
+	n.lock()
+	defer n.unlock()
+	dropped := 0
+	var errs []error
+	for k, at := range n.hintAt {
+		if now.Sub(at) < HintTTL {
+			continue
+		}
+		h := n.hints[k]
+		delete(n.hints, k)
+		delete(n.hintAt, k)
+		dropped++
+		if st := n.states[k.network]; st != nil && mergeHint(st, h) == hintProgram {
+			if err := n.m.hintEntries(st.GetNetwork().GetVni(), h, false); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return dropped, errors.Join(errs...)
 }
 
 // HeldHints is the number of hints held since the last Reconcile.

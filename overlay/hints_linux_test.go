@@ -124,6 +124,34 @@ func TestHintProgramsThenStateDecides(t *testing.T) {
 	if fdb, _ := entries(t, h1, 4600); fdb[macOf("10.78.0.5")] != "192.168.250.3" {
 		t.Fatalf("t5 not programmed: %v", fdb)
 	}
+	// A second hint for the same address or MAC elsewhere (t5 "moved", or
+	// another task claiming it) is ignored: appending it would copy t5's
+	// traffic to that VTEP too.
+	if r, _ := node.ApplyHint(kHint(n, "t5", "10.78.0.5", 4, running)); r != HintIgnored {
+		t.Fatalf("hint moving a hinted endpoint to another VTEP: %v", r)
+	}
+	if r, _ := node.ApplyHint(kHint(n, "t6", "10.78.0.5", 4, running)); r != HintIgnored {
+		t.Fatalf("hint for a hinted address from another task: %v", r)
+	}
+	if r, _ := node.ApplyHint(kHint(n, "t5", "10.78.0.5", 4, complete)); r != HintIgnored {
+		t.Fatalf("down hint from another VTEP than the held one: %v", r)
+	}
+	if r, _ := node.ApplyHint(kHint(n, "t5", "10.78.0.5", 4, running)); r != HintIgnored {
+		t.Fatalf("hint moving a hinted endpoint after a foreign down hint: %v", r)
+	}
+	if fdb, _ := entries(t, h1, 4600); fdb[macOf("10.78.0.5")] != "192.168.250.3" {
+		t.Fatalf("t5 moved: %v", fdb)
+	}
+	// Expired without the state confirming it: t5's entries go at once
+	// (the entries of t2, which the state has, stay).
+	if n, err := node.ExpireHints(time.Now().Add(HintTTL)); err != nil || n != 2 { // t5 and the t2 mark
+		t.Fatalf("expire: %d %v", n, err)
+	}
+	if fdb, neigh := entries(t, h1, 4600); fdb[macOf("10.78.0.5")] != "" || neigh["10.78.0.5"] != "" {
+		t.Fatalf("expired hint left entries: fdb %v neigh %v", fdb, neigh)
+	} else if fdb[macOf("10.78.0.3")] != "192.168.250.2" {
+		t.Fatalf("expiry removed an entry of the state: %v", fdb)
+	}
 	if err := node.Reconcile(bg, true, []*shoalv1.NetworkState{both}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -150,5 +178,30 @@ func TestHintProgramsThenStateDecides(t *testing.T) {
 	}
 	if err := echo(c, "still"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A held hint expires after HintTTL even when no Networks message comes:
+// a hint marking a live endpoint ended (a peer that lost a race, or a
+// hostile key holder) cannot hide it from names and VIPs for ever.
+func TestHintsExpire(t *testing.T) {
+	const v2 = "192.168.250.2"
+	node := NewNode(&Manager{})
+	node.states["net1"] = hintState(stEP("b", "10.91.0.3", v2, running))
+	r, err := node.ApplyHint(mkHint("b", "10.91.0.3", v2, complete))
+	if err != nil || r != HintMarked {
+		t.Fatalf("%v %v", r, err)
+	}
+	if got := node.States()[0].GetEndpoints()[0].GetState(); got != complete {
+		t.Fatalf("marked state %v", got)
+	}
+	if n, _ := node.ExpireHints(time.Now()); n != 0 || node.HeldHints() != 1 {
+		t.Fatalf("a fresh hint expired: %d, held %d", n, node.HeldHints())
+	}
+	if n, _ := node.ExpireHints(time.Now().Add(HintTTL)); n != 1 || node.HeldHints() != 0 {
+		t.Fatalf("expired %d, held %d", n, node.HeldHints())
+	}
+	if got := node.States()[0].GetEndpoints()[0].GetState(); got != running {
+		t.Fatalf("state after expiry %v, want the managers' %v", got, running)
 	}
 }

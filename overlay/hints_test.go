@@ -127,6 +127,16 @@ func TestMergeHint(t *testing.T) {
 		{"stale hint (state is newer)", hintState(stEP("a", "10.91.0.2", v2, complete)), mkHint("a", "10.91.0.2", v2, running), hintIgnore},
 		{"same task, other VTEP than the state", st, mkHint("a", "10.91.0.2", v3, running), hintIgnore},
 		{"same task, other address than the state", st, mkHint("a", "10.91.0.8", v2, running), hintIgnore},
+		{"new address with the MAC the state gives another task", st, func() Hint {
+			h := mkHint("x", "10.91.0.9", "192.168.250.66", running)
+			h.MAC = mkHint("b", "10.91.0.3", v3, running).MAC
+			return h
+		}(), hintIgnore},
+		{"the network's gateway", func() *shoalv1.NetworkState {
+			s := hintState()
+			s.Network.Gateway = "10.91.0.1"
+			return s
+		}(), mkHint("x", "10.91.0.1", "192.168.250.66", running), hintIgnore},
 	} {
 		if got := mergeHint(c.st, c.h); got != c.want {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)

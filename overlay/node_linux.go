@@ -29,12 +29,14 @@ type Node struct {
 	changed chan struct{} // closed and replaced when states change
 	// hints applied since the last Reconcile (hints_linux.go).
 	hints map[hintKey]Hint
+	// hintAt: when each held hint was applied (ExpireHints).
+	hintAt map[hintKey]time.Time
 }
 
 // NewNode wraps m.
 func NewNode(m *Manager) *Node {
 	n := &Node{m: m, mu: make(chan struct{}, 1), states: map[string]*shoalv1.NetworkState{}, changed: make(chan struct{}),
-		hints: map[hintKey]Hint{}}
+		hints: map[hintKey]Hint{}, hintAt: map[hintKey]time.Time{}}
 	return n
 }
 
@@ -48,6 +50,7 @@ func (n *Node) Reconcile(ctx context.Context, full bool, states []*shoalv1.Netwo
 	n.lock()
 	// The managers' state overwrites whatever a hint did.
 	clear(n.hints)
+	clear(n.hintAt)
 	if full {
 		n.states = map[string]*shoalv1.NetworkState{}
 	}

@@ -31,8 +31,8 @@ func PortKey(p *shoalv1.PortConfig) string {
 
 // ports checks spec.endpoint.ports: target 1-65535, published 1-65535
 // (a published port must be chosen: there is no automatic assignment),
-// protocol tcp|udp, mode ingress|host, and no published port/protocol
-// listed twice.
+// protocol tcp|udp, mode ingress|host, not a port the cluster uses
+// (reservedPorts), and no published port/protocol listed twice.
 func ports(p *Problems, ps []*shoalv1.PortConfig) {
 	seen := map[string]int{}
 	for i, port := range ps {
@@ -60,12 +60,25 @@ func ports(p *Problems, ps []*shoalv1.PortConfig) {
 			continue
 		}
 		k := PortKey(port)
+		if why, ok := reservedPorts[k]; ok {
+			p.Add(f+".published_port", "%s is reserved for %s (publishing it would divert that traffic of every node)", k, why)
+			continue
+		}
 		if j, ok := seen[k]; ok {
 			p.Add(f+".published_port", "%s is already published by ports[%d]", k, j)
 			continue
 		}
 		seen[k] = i
 	}
+}
+
+// reservedPorts are the node ports the cluster itself uses on every node
+// (VXLAN, fixed; gossip, its default port): a published port's DNAT rule
+// takes every packet to a node-local address on that port.
+var reservedPorts = map[string]string{
+	"4789/udp": "the overlay (VXLAN)",
+	"7946/udp": "gossip",
+	"7946/tcp": "gossip",
 }
 
 func isDNSLabel(s string) bool {

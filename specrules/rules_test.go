@@ -183,6 +183,17 @@ func TestService(t *testing.T) {
 				{TargetPort: 81, PublishedPort: 8080, Protocol: "tcp", PublishMode: "host"},
 			}}
 		}, []string{"spec.endpoint.ports[1].published_port: 8080/tcp is already published by ports[0]"}},
+		{"port reserved for VXLAN", func(s *shoalv1.ServiceSpec) {
+			s.Task.Networks = []*shoalv1.NetworkAttachmentConfig{{Target: "front"}}
+			s.Endpoint = &shoalv1.EndpointSpec{Ports: []*shoalv1.PortConfig{
+				{TargetPort: 4789, PublishedPort: 4789},
+				{TargetPort: 53, PublishedPort: 4789, Protocol: "udp"},
+			}}
+		}, []string{"spec.endpoint.ports[1].published_port: 4789/udp is reserved for the overlay (VXLAN)"}},
+		{"port reserved for gossip", func(s *shoalv1.ServiceSpec) {
+			s.Task.Networks = []*shoalv1.NetworkAttachmentConfig{{Target: "front"}}
+			s.Endpoint = &shoalv1.EndpointSpec{Ports: []*shoalv1.PortConfig{{TargetPort: 80, PublishedPort: 7946, PublishMode: "host"}}}
+		}, []string{"spec.endpoint.ports[0].published_port: 7946/tcp is reserved for gossip"}},
 		{"endpoint mode vip is fine", func(s *shoalv1.ServiceSpec) { s.Endpoint = &shoalv1.EndpointSpec{Mode: "vip"} }, nil},
 		{"networks", func(s *shoalv1.ServiceSpec) {
 			s.Task.Networks = []*shoalv1.NetworkAttachmentConfig{{Target: "front", Aliases: []string{"web", "web.internal"}}}

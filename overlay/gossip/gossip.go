@@ -22,6 +22,12 @@ const DefaultPort = 7946
 // single UDP gossip packet next to the protocol messages.
 const MaxHintSize = 512
 
+// MaxQueuedHints bounds the hints waiting to be gossiped: memberlist's
+// queue drops a message only after retransmitting it, which never happens
+// while the node has no peer, so churn on a lone node grew it for ever.
+// Beyond the bound the oldest hints are dropped (hints are advice).
+const MaxQueuedHints = 1024
+
 // State is a member's state as seen by this node.
 type State string
 
@@ -262,6 +268,7 @@ func (n *Node) Broadcast(hint []byte) error {
 	msg = append(msg, n.cfg.NodeID...)
 	msg = append(msg, hint...)
 	n.queue.QueueBroadcast(hintBroadcast(msg))
+	n.queue.Prune(MaxQueuedHints)
 	return nil
 }
 

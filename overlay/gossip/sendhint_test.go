@@ -42,3 +42,17 @@ func TestSendHintDirect(t *testing.T) {
 		t.Fatal("oversized hint accepted")
 	}
 }
+
+// A node with no peer never transmits its queued hints (memberlist drops
+// a message only after retransmitting it): the queue stays bounded.
+func TestHintQueueBoundedWithoutPeers(t *testing.T) {
+	n := startNode(t, "alone", [][]byte{key(t)}, nil)
+	for i := 0; i < 3*MaxQueuedHints; i++ {
+		if err := n.Broadcast([]byte{byte(i), byte(i >> 8)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if q := n.queue.NumQueued(); q > MaxQueuedHints {
+		t.Fatalf("%d hints queued, want at most %d", q, MaxQueuedHints)
+	}
+}
