@@ -33,6 +33,8 @@ var rules = []rule{
 		why: "the cluster's trust is a leaf that managers, agents, the daemon, the client and the CLI all import"},
 	{from: "logstream/...", only: []string{"proto/...", "trust/...", "errdefs/..."},
 		why: "log streaming is a leaf shared by the agents' API and the managers' log broker"},
+	{from: "netnsrun/...", only: []string{},
+		why: "switching a thread's network namespace is one leaf helper for the node network, the overlay and its tests"},
 	{from: "datadir/...", only: []string{},
 		why: "the data dir's layout and node.json are read by the daemon, the client and the CLI alike"},
 	{from: "specrules/...", only: []string{"proto/..."},

@@ -8,9 +8,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
+
+	"github.com/shoal-dev/shoal/netnsrun"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -124,19 +125,11 @@ func (m *Manager) Close() error {
 }
 
 func (m *Manager) setForwarding() error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	cur, err := netns.Get()
-	if err != nil {
-		return err
-	}
-	defer cur.Close()
-	if err := netns.Set(m.ns); err != nil {
-		return fmt.Errorf("overlay: enter node netns: %w", err)
-	}
-	defer netns.Set(cur)
 	// /proc/sys/net resolves against the opening thread's namespace.
-	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0); err != nil {
+	err := netnsrun.Run(m.ns, func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0)
+	})
+	if err != nil {
 		return fmt.Errorf("overlay: enable forwarding: %w", err)
 	}
 	return nil

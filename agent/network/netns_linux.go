@@ -7,57 +7,18 @@ import (
 	"io/fs"
 	"net"
 	"os"
-	"runtime"
 	"strconv"
+
+	"github.com/shoal-dev/shoal/netnsrun"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
-// onNetNSThread runs fn on a new goroutine locked to its OS thread, with
-// that thread moved into target, or into a brand-new network namespace
-// when target is not open. Afterwards the thread goes back to the
-// namespace it came from and is unlocked. If going back fails the thread
-// is parked for good, locked: it must neither run other goroutines in a
-// foreign namespace nor end — a child started from it with Pdeathsig
-// would be killed, since the kernel sends that signal when the parent
-// thread dies. The caller's own goroutine never changes namespace.
-//
-// Sockets keep the namespace they were created in, so fn typically
-// opens a netlink handle that is then used from any goroutine.
-func onNetNSThread(target netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open current network namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		if target.IsOpen() {
-			err = netns.Set(target)
-		} else {
-			err = unix.Unshare(unix.CLONE_NEWNET)
-		}
-		if err != nil {
-			// Nothing changed (both calls are all or nothing).
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter network namespace: %w", err)
-			return
-		}
-		err = fn()
-		if rerr := netns.Set(orig); rerr != nil {
-			errc <- err
-			select {} // parked: see above
-		}
-		runtime.UnlockOSThread()
-		errc <- err
-	}()
-	return <-errc
-}
+// onNetNSThread is netnsrun.Run: fn on a thread moved into target (or a
+// brand-new namespace when target is not open), the caller never moved.
+func onNetNSThread(target netns.NsHandle, fn func() error) error { return netnsrun.Run(target, fn) }
 
 // DialContextIn opens a connection from inside the network namespace at
 // nsPath (a bind-mounted netns file such as /run/netns/NAME) without

@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"runtime"
 	"sync"
 	"time"
 
+	"github.com/shoal-dev/shoal/netnsrun"
+
 	mdns "github.com/miekg/dns"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 )
 
 // Address is where the server answers inside the task's namespace.
@@ -265,42 +265,6 @@ func (h *handler) exchange(ctx context.Context, req *mdns.Msg, srv string) (*mdn
 	return r, err
 }
 
-// inNetNS runs fn on a fresh goroutine locked to an OS thread that is
-// moved into the namespace at path; sockets made by fn stay in that
-// namespace whoever uses them later. If the thread cannot go back it is
-// left locked and parked, so it never runs anything else (the goroutine
-// then never ends; the runtime does not reuse a locked thread).
-func inNetNS(path string, fn func() error) error {
-	if path == "" {
-		return fn()
-	}
-	target, err := netns.GetFromPath(path)
-	if err != nil {
-		return fmt.Errorf("open netns %s: %w", path, err)
-	}
-	defer target.Close()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		err = fn()
-		if rerr := netns.Set(orig); rerr != nil {
-			errc <- errors.Join(err, rerr)
-			select {}
-		}
-		runtime.UnlockOSThread()
-		errc <- err
-	}()
-	return <-errc
-}
+// inNetNS runs fn on a thread in the namespace at path (netnsrun.RunPath):
+// sockets made by fn stay in that namespace whoever uses them later.
+func inNetNS(path string, fn func() error) error { return netnsrun.RunPath(path, fn) }

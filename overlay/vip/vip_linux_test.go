@@ -10,13 +10,12 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
+	"github.com/shoal-dev/shoal/netnsrun"
 )
 
 func ipCmd(t testing.TB, args ...string) {
@@ -27,37 +26,7 @@ func ipCmd(t testing.TB, args ...string) {
 }
 
 // inNetNS runs fn on a locked thread inside the namespace at path.
-func inNetNS(path string, fn func() error) error {
-	target, err := netns.GetFromPath(path)
-	if err != nil {
-		return err
-	}
-	defer target.Close()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(target); err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		err = fn()
-		if rerr := netns.Set(orig); rerr != nil {
-			errc <- errors.Join(err, rerr)
-			select {}
-		}
-		runtime.UnlockOSThread()
-		errc <- err
-	}()
-	return <-errc
-}
+func inNetNS(path string, fn func() error) error { return netnsrun.RunPath(path, fn) }
 
 type topo struct {
 	client   string   // netns path of the "task" that uses the VIP
