@@ -187,18 +187,25 @@ func (c *liveCluster) open(t *testing.T, ctx context.Context, id string) shoalv1
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	stream, err := shoalv1.NewDispatcherClient(conn).Session(withNode(ctx, id))
-	if err != nil {
-		t.Fatal(err)
+	// The store leads before the dispatcher's Run has seen it: until then a
+	// session is refused as "not the leader". Retry that, within ctx.
+	for {
+		stream, err := shoalv1.NewDispatcherClient(conn).Session(withNode(ctx, id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Hello{Hello: &shoalv1.AgentHello{Addr: id + ":4242"}}}); err != nil {
+			t.Fatal(err)
+		}
+		first, err := stream.Recv()
+		if err == nil && first.GetWelcome() != nil {
+			return stream
+		}
+		if err == nil || !strings.Contains(err.Error(), "not the leader") || ctx.Err() != nil {
+			t.Fatalf("welcome: %v %v", first, err)
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval while Run takes over
 	}
-	if err := stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Hello{Hello: &shoalv1.AgentHello{Addr: id + ":4242"}}}); err != nil {
-		t.Fatal(err)
-	}
-	first, err := stream.Recv()
-	if err != nil || first.GetWelcome() == nil {
-		t.Fatalf("welcome: %v %v", first, err)
-	}
-	return stream
 }
 
 // TestGoodbyeRestarting: a node that says goodbye (restarting) is recorded
