@@ -1430,6 +1430,182 @@ func (x *UpdateServiceResponse) GetService() *Service {
 	return nil
 }
 
+type RollbackServiceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ServiceId     string                 `protobuf:"bytes,1,opt,name=service_id,json=serviceId,proto3" json:"service_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackServiceRequest) Reset() {
+	*x = RollbackServiceRequest{}
+	mi := &file_shoalv1_control_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackServiceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackServiceRequest) ProtoMessage() {}
+
+func (x *RollbackServiceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_control_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackServiceRequest.ProtoReflect.Descriptor instead.
+func (*RollbackServiceRequest) Descriptor() ([]byte, []int) {
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *RollbackServiceRequest) GetServiceId() string {
+	if x != nil {
+		return x.ServiceId
+	}
+	return ""
+}
+
+type RollbackServiceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Service       *Service               `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackServiceResponse) Reset() {
+	*x = RollbackServiceResponse{}
+	mi := &file_shoalv1_control_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackServiceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackServiceResponse) ProtoMessage() {}
+
+func (x *RollbackServiceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_control_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackServiceResponse.ProtoReflect.Descriptor instead.
+func (*RollbackServiceResponse) Descriptor() ([]byte, []int) {
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *RollbackServiceResponse) GetService() *Service {
+	if x != nil {
+		return x.Service
+	}
+	return nil
+}
+
+type RebalanceServiceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ServiceId     string                 `protobuf:"bytes,1,opt,name=service_id,json=serviceId,proto3" json:"service_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RebalanceServiceRequest) Reset() {
+	*x = RebalanceServiceRequest{}
+	mi := &file_shoalv1_control_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RebalanceServiceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RebalanceServiceRequest) ProtoMessage() {}
+
+func (x *RebalanceServiceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_control_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RebalanceServiceRequest.ProtoReflect.Descriptor instead.
+func (*RebalanceServiceRequest) Descriptor() ([]byte, []int) {
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *RebalanceServiceRequest) GetServiceId() string {
+	if x != nil {
+		return x.ServiceId
+	}
+	return ""
+}
+
+type RebalanceServiceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Service       *Service               `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RebalanceServiceResponse) Reset() {
+	*x = RebalanceServiceResponse{}
+	mi := &file_shoalv1_control_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RebalanceServiceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RebalanceServiceResponse) ProtoMessage() {}
+
+func (x *RebalanceServiceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_control_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RebalanceServiceResponse.ProtoReflect.Descriptor instead.
+func (*RebalanceServiceResponse) Descriptor() ([]byte, []int) {
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *RebalanceServiceResponse) GetService() *Service {
+	if x != nil {
+		return x.Service
+	}
+	return nil
+}
+
 type RemoveServiceRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ref           string                 `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
@@ -1439,7 +1615,7 @@ type RemoveServiceRequest struct {
 
 func (x *RemoveServiceRequest) Reset() {
 	*x = RemoveServiceRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[29]
+	mi := &file_shoalv1_control_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1451,7 +1627,7 @@ func (x *RemoveServiceRequest) String() string {
 func (*RemoveServiceRequest) ProtoMessage() {}
 
 func (x *RemoveServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[29]
+	mi := &file_shoalv1_control_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1464,7 +1640,7 @@ func (x *RemoveServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServiceRequest.ProtoReflect.Descriptor instead.
 func (*RemoveServiceRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{29}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RemoveServiceRequest) GetRef() string {
@@ -1482,7 +1658,7 @@ type RemoveServiceResponse struct {
 
 func (x *RemoveServiceResponse) Reset() {
 	*x = RemoveServiceResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[30]
+	mi := &file_shoalv1_control_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1494,7 +1670,7 @@ func (x *RemoveServiceResponse) String() string {
 func (*RemoveServiceResponse) ProtoMessage() {}
 
 func (x *RemoveServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[30]
+	mi := &file_shoalv1_control_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1507,7 +1683,7 @@ func (x *RemoveServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServiceResponse.ProtoReflect.Descriptor instead.
 func (*RemoveServiceResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{30}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{34}
 }
 
 type CreateNetworkRequest struct {
@@ -1519,7 +1695,7 @@ type CreateNetworkRequest struct {
 
 func (x *CreateNetworkRequest) Reset() {
 	*x = CreateNetworkRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[31]
+	mi := &file_shoalv1_control_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1531,7 +1707,7 @@ func (x *CreateNetworkRequest) String() string {
 func (*CreateNetworkRequest) ProtoMessage() {}
 
 func (x *CreateNetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[31]
+	mi := &file_shoalv1_control_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1544,7 +1720,7 @@ func (x *CreateNetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateNetworkRequest.ProtoReflect.Descriptor instead.
 func (*CreateNetworkRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{31}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CreateNetworkRequest) GetSpec() *NetworkSpec {
@@ -1563,7 +1739,7 @@ type CreateNetworkResponse struct {
 
 func (x *CreateNetworkResponse) Reset() {
 	*x = CreateNetworkResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[32]
+	mi := &file_shoalv1_control_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1575,7 +1751,7 @@ func (x *CreateNetworkResponse) String() string {
 func (*CreateNetworkResponse) ProtoMessage() {}
 
 func (x *CreateNetworkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[32]
+	mi := &file_shoalv1_control_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1588,7 +1764,7 @@ func (x *CreateNetworkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateNetworkResponse.ProtoReflect.Descriptor instead.
 func (*CreateNetworkResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{32}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CreateNetworkResponse) GetNetwork() *Network {
@@ -1608,7 +1784,7 @@ type GetNetworkRequest struct {
 
 func (x *GetNetworkRequest) Reset() {
 	*x = GetNetworkRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[33]
+	mi := &file_shoalv1_control_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1620,7 +1796,7 @@ func (x *GetNetworkRequest) String() string {
 func (*GetNetworkRequest) ProtoMessage() {}
 
 func (x *GetNetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[33]
+	mi := &file_shoalv1_control_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1633,7 +1809,7 @@ func (x *GetNetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNetworkRequest.ProtoReflect.Descriptor instead.
 func (*GetNetworkRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{33}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *GetNetworkRequest) GetRef() string {
@@ -1652,7 +1828,7 @@ type GetNetworkResponse struct {
 
 func (x *GetNetworkResponse) Reset() {
 	*x = GetNetworkResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[34]
+	mi := &file_shoalv1_control_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1664,7 +1840,7 @@ func (x *GetNetworkResponse) String() string {
 func (*GetNetworkResponse) ProtoMessage() {}
 
 func (x *GetNetworkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[34]
+	mi := &file_shoalv1_control_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1677,7 +1853,7 @@ func (x *GetNetworkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNetworkResponse.ProtoReflect.Descriptor instead.
 func (*GetNetworkResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{34}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *GetNetworkResponse) GetNetwork() *Network {
@@ -1697,7 +1873,7 @@ type ListNetworksRequest struct {
 
 func (x *ListNetworksRequest) Reset() {
 	*x = ListNetworksRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[35]
+	mi := &file_shoalv1_control_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1709,7 +1885,7 @@ func (x *ListNetworksRequest) String() string {
 func (*ListNetworksRequest) ProtoMessage() {}
 
 func (x *ListNetworksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[35]
+	mi := &file_shoalv1_control_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1722,7 +1898,7 @@ func (x *ListNetworksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNetworksRequest.ProtoReflect.Descriptor instead.
 func (*ListNetworksRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{35}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListNetworksRequest) GetFilters() map[string]string {
@@ -1741,7 +1917,7 @@ type ListNetworksResponse struct {
 
 func (x *ListNetworksResponse) Reset() {
 	*x = ListNetworksResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[36]
+	mi := &file_shoalv1_control_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1753,7 +1929,7 @@ func (x *ListNetworksResponse) String() string {
 func (*ListNetworksResponse) ProtoMessage() {}
 
 func (x *ListNetworksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[36]
+	mi := &file_shoalv1_control_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1766,7 +1942,7 @@ func (x *ListNetworksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNetworksResponse.ProtoReflect.Descriptor instead.
 func (*ListNetworksResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{36}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListNetworksResponse) GetNetworks() []*Network {
@@ -1785,7 +1961,7 @@ type RemoveNetworkRequest struct {
 
 func (x *RemoveNetworkRequest) Reset() {
 	*x = RemoveNetworkRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[37]
+	mi := &file_shoalv1_control_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1797,7 +1973,7 @@ func (x *RemoveNetworkRequest) String() string {
 func (*RemoveNetworkRequest) ProtoMessage() {}
 
 func (x *RemoveNetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[37]
+	mi := &file_shoalv1_control_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1810,7 +1986,7 @@ func (x *RemoveNetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNetworkRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNetworkRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{37}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RemoveNetworkRequest) GetRef() string {
@@ -1828,7 +2004,7 @@ type RemoveNetworkResponse struct {
 
 func (x *RemoveNetworkResponse) Reset() {
 	*x = RemoveNetworkResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[38]
+	mi := &file_shoalv1_control_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1840,7 +2016,7 @@ func (x *RemoveNetworkResponse) String() string {
 func (*RemoveNetworkResponse) ProtoMessage() {}
 
 func (x *RemoveNetworkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[38]
+	mi := &file_shoalv1_control_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1853,7 +2029,7 @@ func (x *RemoveNetworkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNetworkResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNetworkResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{38}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{42}
 }
 
 type PruneNetworksRequest struct {
@@ -1864,7 +2040,7 @@ type PruneNetworksRequest struct {
 
 func (x *PruneNetworksRequest) Reset() {
 	*x = PruneNetworksRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[39]
+	mi := &file_shoalv1_control_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1876,7 +2052,7 @@ func (x *PruneNetworksRequest) String() string {
 func (*PruneNetworksRequest) ProtoMessage() {}
 
 func (x *PruneNetworksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[39]
+	mi := &file_shoalv1_control_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1889,7 +2065,7 @@ func (x *PruneNetworksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneNetworksRequest.ProtoReflect.Descriptor instead.
 func (*PruneNetworksRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{39}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{43}
 }
 
 type PruneNetworksResponse struct {
@@ -1902,7 +2078,7 @@ type PruneNetworksResponse struct {
 
 func (x *PruneNetworksResponse) Reset() {
 	*x = PruneNetworksResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[40]
+	mi := &file_shoalv1_control_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1914,7 +2090,7 @@ func (x *PruneNetworksResponse) String() string {
 func (*PruneNetworksResponse) ProtoMessage() {}
 
 func (x *PruneNetworksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[40]
+	mi := &file_shoalv1_control_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1927,7 +2103,7 @@ func (x *PruneNetworksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneNetworksResponse.ProtoReflect.Descriptor instead.
 func (*PruneNetworksResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{40}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *PruneNetworksResponse) GetRemoved() []string {
@@ -1947,7 +2123,7 @@ type ListTasksRequest struct {
 
 func (x *ListTasksRequest) Reset() {
 	*x = ListTasksRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[41]
+	mi := &file_shoalv1_control_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1959,7 +2135,7 @@ func (x *ListTasksRequest) String() string {
 func (*ListTasksRequest) ProtoMessage() {}
 
 func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[41]
+	mi := &file_shoalv1_control_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1972,7 +2148,7 @@ func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksRequest.ProtoReflect.Descriptor instead.
 func (*ListTasksRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{41}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ListTasksRequest) GetFilters() map[string]string {
@@ -1991,7 +2167,7 @@ type ListTasksResponse struct {
 
 func (x *ListTasksResponse) Reset() {
 	*x = ListTasksResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[42]
+	mi := &file_shoalv1_control_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2003,7 +2179,7 @@ func (x *ListTasksResponse) String() string {
 func (*ListTasksResponse) ProtoMessage() {}
 
 func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[42]
+	mi := &file_shoalv1_control_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2016,7 +2192,7 @@ func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksResponse.ProtoReflect.Descriptor instead.
 func (*ListTasksResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{42}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListTasksResponse) GetTasks() []*Task {
@@ -2035,7 +2211,7 @@ type GetTaskRequest struct {
 
 func (x *GetTaskRequest) Reset() {
 	*x = GetTaskRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[43]
+	mi := &file_shoalv1_control_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2047,7 +2223,7 @@ func (x *GetTaskRequest) String() string {
 func (*GetTaskRequest) ProtoMessage() {}
 
 func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[43]
+	mi := &file_shoalv1_control_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2060,7 +2236,7 @@ func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskRequest.ProtoReflect.Descriptor instead.
 func (*GetTaskRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{43}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *GetTaskRequest) GetRef() string {
@@ -2079,7 +2255,7 @@ type GetTaskResponse struct {
 
 func (x *GetTaskResponse) Reset() {
 	*x = GetTaskResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[44]
+	mi := &file_shoalv1_control_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2091,7 +2267,7 @@ func (x *GetTaskResponse) String() string {
 func (*GetTaskResponse) ProtoMessage() {}
 
 func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[44]
+	mi := &file_shoalv1_control_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2104,7 +2280,7 @@ func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskResponse.ProtoReflect.Descriptor instead.
 func (*GetTaskResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{44}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *GetTaskResponse) GetTask() *Task {
@@ -2126,7 +2302,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[45]
+	mi := &file_shoalv1_control_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2138,7 +2314,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[45]
+	mi := &file_shoalv1_control_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2151,7 +2327,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{45}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *WatchRequest) GetFromIndex() uint64 {
@@ -2255,6 +2431,16 @@ const file_shoalv1_control_proto_rawDesc = "" +
 	"\x04spec\x18\x03 \x01(\v2\x15.shoal.v1.ServiceSpecR\x04spec\x12%\n" +
 	"\x0eignore_version\x18\x04 \x01(\bR\rignoreVersion\"D\n" +
 	"\x15UpdateServiceResponse\x12+\n" +
+	"\aservice\x18\x01 \x01(\v2\x11.shoal.v1.ServiceR\aservice\"7\n" +
+	"\x16RollbackServiceRequest\x12\x1d\n" +
+	"\n" +
+	"service_id\x18\x01 \x01(\tR\tserviceId\"F\n" +
+	"\x17RollbackServiceResponse\x12+\n" +
+	"\aservice\x18\x01 \x01(\v2\x11.shoal.v1.ServiceR\aservice\"8\n" +
+	"\x17RebalanceServiceRequest\x12\x1d\n" +
+	"\n" +
+	"service_id\x18\x01 \x01(\tR\tserviceId\"G\n" +
+	"\x18RebalanceServiceResponse\x12+\n" +
 	"\aservice\x18\x01 \x01(\v2\x11.shoal.v1.ServiceR\aservice\"(\n" +
 	"\x14RemoveServiceRequest\x12\x10\n" +
 	"\x03ref\x18\x01 \x01(\tR\x03ref\"\x17\n" +
@@ -2294,7 +2480,7 @@ const file_shoalv1_control_proto_rawDesc = "" +
 	"\fWatchRequest\x12\x1d\n" +
 	"\n" +
 	"from_index\x18\x01 \x01(\x04R\tfromIndex\x12\x14\n" +
-	"\x05kinds\x18\x02 \x03(\tR\x05kinds2\xb3\x0e\n" +
+	"\x05kinds\x18\x02 \x03(\tR\x05kinds2\xe6\x0f\n" +
 	"\aControl\x12G\n" +
 	"\n" +
 	"GetCluster\x12\x1b.shoal.v1.GetClusterRequest\x1a\x1c.shoal.v1.GetClusterResponse\x12V\n" +
@@ -2314,7 +2500,9 @@ const file_shoalv1_control_proto_rawDesc = "" +
 	"GetService\x12\x1b.shoal.v1.GetServiceRequest\x1a\x1c.shoal.v1.GetServiceResponse\x12M\n" +
 	"\fListServices\x12\x1d.shoal.v1.ListServicesRequest\x1a\x1e.shoal.v1.ListServicesResponse\x12P\n" +
 	"\rUpdateService\x12\x1e.shoal.v1.UpdateServiceRequest\x1a\x1f.shoal.v1.UpdateServiceResponse\x12P\n" +
-	"\rRemoveService\x12\x1e.shoal.v1.RemoveServiceRequest\x1a\x1f.shoal.v1.RemoveServiceResponse\x12P\n" +
+	"\rRemoveService\x12\x1e.shoal.v1.RemoveServiceRequest\x1a\x1f.shoal.v1.RemoveServiceResponse\x12V\n" +
+	"\x0fRollbackService\x12 .shoal.v1.RollbackServiceRequest\x1a!.shoal.v1.RollbackServiceResponse\x12Y\n" +
+	"\x10RebalanceService\x12!.shoal.v1.RebalanceServiceRequest\x1a\".shoal.v1.RebalanceServiceResponse\x12P\n" +
 	"\rCreateNetwork\x12\x1e.shoal.v1.CreateNetworkRequest\x1a\x1f.shoal.v1.CreateNetworkResponse\x12G\n" +
 	"\n" +
 	"GetNetwork\x12\x1b.shoal.v1.GetNetworkRequest\x1a\x1c.shoal.v1.GetNetworkResponse\x12M\n" +
@@ -2337,7 +2525,7 @@ func file_shoalv1_control_proto_rawDescGZIP() []byte {
 	return file_shoalv1_control_proto_rawDescData
 }
 
-var file_shoalv1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
+var file_shoalv1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
 var file_shoalv1_control_proto_goTypes = []any{
 	(*GetClusterRequest)(nil),              // 0: shoal.v1.GetClusterRequest
 	(*GetClusterResponse)(nil),             // 1: shoal.v1.GetClusterResponse
@@ -2368,124 +2556,134 @@ var file_shoalv1_control_proto_goTypes = []any{
 	(*ReplicaCount)(nil),                   // 26: shoal.v1.ReplicaCount
 	(*UpdateServiceRequest)(nil),           // 27: shoal.v1.UpdateServiceRequest
 	(*UpdateServiceResponse)(nil),          // 28: shoal.v1.UpdateServiceResponse
-	(*RemoveServiceRequest)(nil),           // 29: shoal.v1.RemoveServiceRequest
-	(*RemoveServiceResponse)(nil),          // 30: shoal.v1.RemoveServiceResponse
-	(*CreateNetworkRequest)(nil),           // 31: shoal.v1.CreateNetworkRequest
-	(*CreateNetworkResponse)(nil),          // 32: shoal.v1.CreateNetworkResponse
-	(*GetNetworkRequest)(nil),              // 33: shoal.v1.GetNetworkRequest
-	(*GetNetworkResponse)(nil),             // 34: shoal.v1.GetNetworkResponse
-	(*ListNetworksRequest)(nil),            // 35: shoal.v1.ListNetworksRequest
-	(*ListNetworksResponse)(nil),           // 36: shoal.v1.ListNetworksResponse
-	(*RemoveNetworkRequest)(nil),           // 37: shoal.v1.RemoveNetworkRequest
-	(*RemoveNetworkResponse)(nil),          // 38: shoal.v1.RemoveNetworkResponse
-	(*PruneNetworksRequest)(nil),           // 39: shoal.v1.PruneNetworksRequest
-	(*PruneNetworksResponse)(nil),          // 40: shoal.v1.PruneNetworksResponse
-	(*ListTasksRequest)(nil),               // 41: shoal.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),              // 42: shoal.v1.ListTasksResponse
-	(*GetTaskRequest)(nil),                 // 43: shoal.v1.GetTaskRequest
-	(*GetTaskResponse)(nil),                // 44: shoal.v1.GetTaskResponse
-	(*WatchRequest)(nil),                   // 45: shoal.v1.WatchRequest
-	nil,                                    // 46: shoal.v1.ListNodesRequest.FiltersEntry
-	nil,                                    // 47: shoal.v1.ListServicesRequest.FiltersEntry
-	nil,                                    // 48: shoal.v1.ListServicesResponse.ReplicasEntry
-	nil,                                    // 49: shoal.v1.ListNetworksRequest.FiltersEntry
-	nil,                                    // 50: shoal.v1.ListTasksRequest.FiltersEntry
-	(*Cluster)(nil),                        // 51: shoal.v1.Cluster
-	(*RaftMember)(nil),                     // 52: shoal.v1.RaftMember
-	(NodeRole)(0),                          // 53: shoal.v1.NodeRole
-	(*ClusterSettings)(nil),                // 54: shoal.v1.ClusterSettings
-	(*AdminCertificate)(nil),               // 55: shoal.v1.AdminCertificate
-	(*Node)(nil),                           // 56: shoal.v1.Node
-	(*NodeSpec)(nil),                       // 57: shoal.v1.NodeSpec
-	(*ServiceSpec)(nil),                    // 58: shoal.v1.ServiceSpec
-	(*Service)(nil),                        // 59: shoal.v1.Service
-	(*NetworkSpec)(nil),                    // 60: shoal.v1.NetworkSpec
-	(*Network)(nil),                        // 61: shoal.v1.Network
-	(*Task)(nil),                           // 62: shoal.v1.Task
-	(*WatchEvent)(nil),                     // 63: shoal.v1.WatchEvent
+	(*RollbackServiceRequest)(nil),         // 29: shoal.v1.RollbackServiceRequest
+	(*RollbackServiceResponse)(nil),        // 30: shoal.v1.RollbackServiceResponse
+	(*RebalanceServiceRequest)(nil),        // 31: shoal.v1.RebalanceServiceRequest
+	(*RebalanceServiceResponse)(nil),       // 32: shoal.v1.RebalanceServiceResponse
+	(*RemoveServiceRequest)(nil),           // 33: shoal.v1.RemoveServiceRequest
+	(*RemoveServiceResponse)(nil),          // 34: shoal.v1.RemoveServiceResponse
+	(*CreateNetworkRequest)(nil),           // 35: shoal.v1.CreateNetworkRequest
+	(*CreateNetworkResponse)(nil),          // 36: shoal.v1.CreateNetworkResponse
+	(*GetNetworkRequest)(nil),              // 37: shoal.v1.GetNetworkRequest
+	(*GetNetworkResponse)(nil),             // 38: shoal.v1.GetNetworkResponse
+	(*ListNetworksRequest)(nil),            // 39: shoal.v1.ListNetworksRequest
+	(*ListNetworksResponse)(nil),           // 40: shoal.v1.ListNetworksResponse
+	(*RemoveNetworkRequest)(nil),           // 41: shoal.v1.RemoveNetworkRequest
+	(*RemoveNetworkResponse)(nil),          // 42: shoal.v1.RemoveNetworkResponse
+	(*PruneNetworksRequest)(nil),           // 43: shoal.v1.PruneNetworksRequest
+	(*PruneNetworksResponse)(nil),          // 44: shoal.v1.PruneNetworksResponse
+	(*ListTasksRequest)(nil),               // 45: shoal.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),              // 46: shoal.v1.ListTasksResponse
+	(*GetTaskRequest)(nil),                 // 47: shoal.v1.GetTaskRequest
+	(*GetTaskResponse)(nil),                // 48: shoal.v1.GetTaskResponse
+	(*WatchRequest)(nil),                   // 49: shoal.v1.WatchRequest
+	nil,                                    // 50: shoal.v1.ListNodesRequest.FiltersEntry
+	nil,                                    // 51: shoal.v1.ListServicesRequest.FiltersEntry
+	nil,                                    // 52: shoal.v1.ListServicesResponse.ReplicasEntry
+	nil,                                    // 53: shoal.v1.ListNetworksRequest.FiltersEntry
+	nil,                                    // 54: shoal.v1.ListTasksRequest.FiltersEntry
+	(*Cluster)(nil),                        // 55: shoal.v1.Cluster
+	(*RaftMember)(nil),                     // 56: shoal.v1.RaftMember
+	(NodeRole)(0),                          // 57: shoal.v1.NodeRole
+	(*ClusterSettings)(nil),                // 58: shoal.v1.ClusterSettings
+	(*AdminCertificate)(nil),               // 59: shoal.v1.AdminCertificate
+	(*Node)(nil),                           // 60: shoal.v1.Node
+	(*NodeSpec)(nil),                       // 61: shoal.v1.NodeSpec
+	(*ServiceSpec)(nil),                    // 62: shoal.v1.ServiceSpec
+	(*Service)(nil),                        // 63: shoal.v1.Service
+	(*NetworkSpec)(nil),                    // 64: shoal.v1.NetworkSpec
+	(*Network)(nil),                        // 65: shoal.v1.Network
+	(*Task)(nil),                           // 66: shoal.v1.Task
+	(*WatchEvent)(nil),                     // 67: shoal.v1.WatchEvent
 }
 var file_shoalv1_control_proto_depIdxs = []int32{
-	51, // 0: shoal.v1.GetClusterResponse.cluster:type_name -> shoal.v1.Cluster
-	52, // 1: shoal.v1.GetClusterResponse.members:type_name -> shoal.v1.RaftMember
-	53, // 2: shoal.v1.RotateJoinTokenRequest.role:type_name -> shoal.v1.NodeRole
-	54, // 3: shoal.v1.UpdateClusterRequest.settings:type_name -> shoal.v1.ClusterSettings
-	51, // 4: shoal.v1.UpdateClusterResponse.cluster:type_name -> shoal.v1.Cluster
-	55, // 5: shoal.v1.CreateAdminCertificateResponse.admin:type_name -> shoal.v1.AdminCertificate
-	55, // 6: shoal.v1.ListAdminCertificatesResponse.admins:type_name -> shoal.v1.AdminCertificate
-	55, // 7: shoal.v1.RevokeAdminCertificateResponse.admin:type_name -> shoal.v1.AdminCertificate
-	46, // 8: shoal.v1.ListNodesRequest.filters:type_name -> shoal.v1.ListNodesRequest.FiltersEntry
-	56, // 9: shoal.v1.ListNodesResponse.nodes:type_name -> shoal.v1.Node
-	56, // 10: shoal.v1.GetNodeResponse.node:type_name -> shoal.v1.Node
-	57, // 11: shoal.v1.UpdateNodeRequest.spec:type_name -> shoal.v1.NodeSpec
-	56, // 12: shoal.v1.UpdateNodeResponse.node:type_name -> shoal.v1.Node
-	58, // 13: shoal.v1.CreateServiceRequest.spec:type_name -> shoal.v1.ServiceSpec
-	59, // 14: shoal.v1.CreateServiceResponse.service:type_name -> shoal.v1.Service
-	59, // 15: shoal.v1.GetServiceResponse.service:type_name -> shoal.v1.Service
-	47, // 16: shoal.v1.ListServicesRequest.filters:type_name -> shoal.v1.ListServicesRequest.FiltersEntry
-	59, // 17: shoal.v1.ListServicesResponse.services:type_name -> shoal.v1.Service
-	48, // 18: shoal.v1.ListServicesResponse.replicas:type_name -> shoal.v1.ListServicesResponse.ReplicasEntry
-	58, // 19: shoal.v1.UpdateServiceRequest.spec:type_name -> shoal.v1.ServiceSpec
-	59, // 20: shoal.v1.UpdateServiceResponse.service:type_name -> shoal.v1.Service
-	60, // 21: shoal.v1.CreateNetworkRequest.spec:type_name -> shoal.v1.NetworkSpec
-	61, // 22: shoal.v1.CreateNetworkResponse.network:type_name -> shoal.v1.Network
-	61, // 23: shoal.v1.GetNetworkResponse.network:type_name -> shoal.v1.Network
-	49, // 24: shoal.v1.ListNetworksRequest.filters:type_name -> shoal.v1.ListNetworksRequest.FiltersEntry
-	61, // 25: shoal.v1.ListNetworksResponse.networks:type_name -> shoal.v1.Network
-	50, // 26: shoal.v1.ListTasksRequest.filters:type_name -> shoal.v1.ListTasksRequest.FiltersEntry
-	62, // 27: shoal.v1.ListTasksResponse.tasks:type_name -> shoal.v1.Task
-	62, // 28: shoal.v1.GetTaskResponse.task:type_name -> shoal.v1.Task
-	26, // 29: shoal.v1.ListServicesResponse.ReplicasEntry.value:type_name -> shoal.v1.ReplicaCount
-	0,  // 30: shoal.v1.Control.GetCluster:input_type -> shoal.v1.GetClusterRequest
-	2,  // 31: shoal.v1.Control.RotateJoinToken:input_type -> shoal.v1.RotateJoinTokenRequest
-	4,  // 32: shoal.v1.Control.UpdateCluster:input_type -> shoal.v1.UpdateClusterRequest
-	6,  // 33: shoal.v1.Control.CreateAdminCertificate:input_type -> shoal.v1.CreateAdminCertificateRequest
-	8,  // 34: shoal.v1.Control.ListAdminCertificates:input_type -> shoal.v1.ListAdminCertificatesRequest
-	10, // 35: shoal.v1.Control.RevokeAdminCertificate:input_type -> shoal.v1.RevokeAdminCertificateRequest
-	12, // 36: shoal.v1.Control.ListNodes:input_type -> shoal.v1.ListNodesRequest
-	14, // 37: shoal.v1.Control.GetNode:input_type -> shoal.v1.GetNodeRequest
-	16, // 38: shoal.v1.Control.UpdateNode:input_type -> shoal.v1.UpdateNodeRequest
-	18, // 39: shoal.v1.Control.RemoveNode:input_type -> shoal.v1.RemoveNodeRequest
-	20, // 40: shoal.v1.Control.CreateService:input_type -> shoal.v1.CreateServiceRequest
-	22, // 41: shoal.v1.Control.GetService:input_type -> shoal.v1.GetServiceRequest
-	24, // 42: shoal.v1.Control.ListServices:input_type -> shoal.v1.ListServicesRequest
-	27, // 43: shoal.v1.Control.UpdateService:input_type -> shoal.v1.UpdateServiceRequest
-	29, // 44: shoal.v1.Control.RemoveService:input_type -> shoal.v1.RemoveServiceRequest
-	31, // 45: shoal.v1.Control.CreateNetwork:input_type -> shoal.v1.CreateNetworkRequest
-	33, // 46: shoal.v1.Control.GetNetwork:input_type -> shoal.v1.GetNetworkRequest
-	35, // 47: shoal.v1.Control.ListNetworks:input_type -> shoal.v1.ListNetworksRequest
-	37, // 48: shoal.v1.Control.RemoveNetwork:input_type -> shoal.v1.RemoveNetworkRequest
-	39, // 49: shoal.v1.Control.PruneNetworks:input_type -> shoal.v1.PruneNetworksRequest
-	41, // 50: shoal.v1.Control.ListTasks:input_type -> shoal.v1.ListTasksRequest
-	43, // 51: shoal.v1.Control.GetTask:input_type -> shoal.v1.GetTaskRequest
-	45, // 52: shoal.v1.Control.Watch:input_type -> shoal.v1.WatchRequest
-	1,  // 53: shoal.v1.Control.GetCluster:output_type -> shoal.v1.GetClusterResponse
-	3,  // 54: shoal.v1.Control.RotateJoinToken:output_type -> shoal.v1.RotateJoinTokenResponse
-	5,  // 55: shoal.v1.Control.UpdateCluster:output_type -> shoal.v1.UpdateClusterResponse
-	7,  // 56: shoal.v1.Control.CreateAdminCertificate:output_type -> shoal.v1.CreateAdminCertificateResponse
-	9,  // 57: shoal.v1.Control.ListAdminCertificates:output_type -> shoal.v1.ListAdminCertificatesResponse
-	11, // 58: shoal.v1.Control.RevokeAdminCertificate:output_type -> shoal.v1.RevokeAdminCertificateResponse
-	13, // 59: shoal.v1.Control.ListNodes:output_type -> shoal.v1.ListNodesResponse
-	15, // 60: shoal.v1.Control.GetNode:output_type -> shoal.v1.GetNodeResponse
-	17, // 61: shoal.v1.Control.UpdateNode:output_type -> shoal.v1.UpdateNodeResponse
-	19, // 62: shoal.v1.Control.RemoveNode:output_type -> shoal.v1.RemoveNodeResponse
-	21, // 63: shoal.v1.Control.CreateService:output_type -> shoal.v1.CreateServiceResponse
-	23, // 64: shoal.v1.Control.GetService:output_type -> shoal.v1.GetServiceResponse
-	25, // 65: shoal.v1.Control.ListServices:output_type -> shoal.v1.ListServicesResponse
-	28, // 66: shoal.v1.Control.UpdateService:output_type -> shoal.v1.UpdateServiceResponse
-	30, // 67: shoal.v1.Control.RemoveService:output_type -> shoal.v1.RemoveServiceResponse
-	32, // 68: shoal.v1.Control.CreateNetwork:output_type -> shoal.v1.CreateNetworkResponse
-	34, // 69: shoal.v1.Control.GetNetwork:output_type -> shoal.v1.GetNetworkResponse
-	36, // 70: shoal.v1.Control.ListNetworks:output_type -> shoal.v1.ListNetworksResponse
-	38, // 71: shoal.v1.Control.RemoveNetwork:output_type -> shoal.v1.RemoveNetworkResponse
-	40, // 72: shoal.v1.Control.PruneNetworks:output_type -> shoal.v1.PruneNetworksResponse
-	42, // 73: shoal.v1.Control.ListTasks:output_type -> shoal.v1.ListTasksResponse
-	44, // 74: shoal.v1.Control.GetTask:output_type -> shoal.v1.GetTaskResponse
-	63, // 75: shoal.v1.Control.Watch:output_type -> shoal.v1.WatchEvent
-	53, // [53:76] is the sub-list for method output_type
-	30, // [30:53] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	55, // 0: shoal.v1.GetClusterResponse.cluster:type_name -> shoal.v1.Cluster
+	56, // 1: shoal.v1.GetClusterResponse.members:type_name -> shoal.v1.RaftMember
+	57, // 2: shoal.v1.RotateJoinTokenRequest.role:type_name -> shoal.v1.NodeRole
+	58, // 3: shoal.v1.UpdateClusterRequest.settings:type_name -> shoal.v1.ClusterSettings
+	55, // 4: shoal.v1.UpdateClusterResponse.cluster:type_name -> shoal.v1.Cluster
+	59, // 5: shoal.v1.CreateAdminCertificateResponse.admin:type_name -> shoal.v1.AdminCertificate
+	59, // 6: shoal.v1.ListAdminCertificatesResponse.admins:type_name -> shoal.v1.AdminCertificate
+	59, // 7: shoal.v1.RevokeAdminCertificateResponse.admin:type_name -> shoal.v1.AdminCertificate
+	50, // 8: shoal.v1.ListNodesRequest.filters:type_name -> shoal.v1.ListNodesRequest.FiltersEntry
+	60, // 9: shoal.v1.ListNodesResponse.nodes:type_name -> shoal.v1.Node
+	60, // 10: shoal.v1.GetNodeResponse.node:type_name -> shoal.v1.Node
+	61, // 11: shoal.v1.UpdateNodeRequest.spec:type_name -> shoal.v1.NodeSpec
+	60, // 12: shoal.v1.UpdateNodeResponse.node:type_name -> shoal.v1.Node
+	62, // 13: shoal.v1.CreateServiceRequest.spec:type_name -> shoal.v1.ServiceSpec
+	63, // 14: shoal.v1.CreateServiceResponse.service:type_name -> shoal.v1.Service
+	63, // 15: shoal.v1.GetServiceResponse.service:type_name -> shoal.v1.Service
+	51, // 16: shoal.v1.ListServicesRequest.filters:type_name -> shoal.v1.ListServicesRequest.FiltersEntry
+	63, // 17: shoal.v1.ListServicesResponse.services:type_name -> shoal.v1.Service
+	52, // 18: shoal.v1.ListServicesResponse.replicas:type_name -> shoal.v1.ListServicesResponse.ReplicasEntry
+	62, // 19: shoal.v1.UpdateServiceRequest.spec:type_name -> shoal.v1.ServiceSpec
+	63, // 20: shoal.v1.UpdateServiceResponse.service:type_name -> shoal.v1.Service
+	63, // 21: shoal.v1.RollbackServiceResponse.service:type_name -> shoal.v1.Service
+	63, // 22: shoal.v1.RebalanceServiceResponse.service:type_name -> shoal.v1.Service
+	64, // 23: shoal.v1.CreateNetworkRequest.spec:type_name -> shoal.v1.NetworkSpec
+	65, // 24: shoal.v1.CreateNetworkResponse.network:type_name -> shoal.v1.Network
+	65, // 25: shoal.v1.GetNetworkResponse.network:type_name -> shoal.v1.Network
+	53, // 26: shoal.v1.ListNetworksRequest.filters:type_name -> shoal.v1.ListNetworksRequest.FiltersEntry
+	65, // 27: shoal.v1.ListNetworksResponse.networks:type_name -> shoal.v1.Network
+	54, // 28: shoal.v1.ListTasksRequest.filters:type_name -> shoal.v1.ListTasksRequest.FiltersEntry
+	66, // 29: shoal.v1.ListTasksResponse.tasks:type_name -> shoal.v1.Task
+	66, // 30: shoal.v1.GetTaskResponse.task:type_name -> shoal.v1.Task
+	26, // 31: shoal.v1.ListServicesResponse.ReplicasEntry.value:type_name -> shoal.v1.ReplicaCount
+	0,  // 32: shoal.v1.Control.GetCluster:input_type -> shoal.v1.GetClusterRequest
+	2,  // 33: shoal.v1.Control.RotateJoinToken:input_type -> shoal.v1.RotateJoinTokenRequest
+	4,  // 34: shoal.v1.Control.UpdateCluster:input_type -> shoal.v1.UpdateClusterRequest
+	6,  // 35: shoal.v1.Control.CreateAdminCertificate:input_type -> shoal.v1.CreateAdminCertificateRequest
+	8,  // 36: shoal.v1.Control.ListAdminCertificates:input_type -> shoal.v1.ListAdminCertificatesRequest
+	10, // 37: shoal.v1.Control.RevokeAdminCertificate:input_type -> shoal.v1.RevokeAdminCertificateRequest
+	12, // 38: shoal.v1.Control.ListNodes:input_type -> shoal.v1.ListNodesRequest
+	14, // 39: shoal.v1.Control.GetNode:input_type -> shoal.v1.GetNodeRequest
+	16, // 40: shoal.v1.Control.UpdateNode:input_type -> shoal.v1.UpdateNodeRequest
+	18, // 41: shoal.v1.Control.RemoveNode:input_type -> shoal.v1.RemoveNodeRequest
+	20, // 42: shoal.v1.Control.CreateService:input_type -> shoal.v1.CreateServiceRequest
+	22, // 43: shoal.v1.Control.GetService:input_type -> shoal.v1.GetServiceRequest
+	24, // 44: shoal.v1.Control.ListServices:input_type -> shoal.v1.ListServicesRequest
+	27, // 45: shoal.v1.Control.UpdateService:input_type -> shoal.v1.UpdateServiceRequest
+	33, // 46: shoal.v1.Control.RemoveService:input_type -> shoal.v1.RemoveServiceRequest
+	29, // 47: shoal.v1.Control.RollbackService:input_type -> shoal.v1.RollbackServiceRequest
+	31, // 48: shoal.v1.Control.RebalanceService:input_type -> shoal.v1.RebalanceServiceRequest
+	35, // 49: shoal.v1.Control.CreateNetwork:input_type -> shoal.v1.CreateNetworkRequest
+	37, // 50: shoal.v1.Control.GetNetwork:input_type -> shoal.v1.GetNetworkRequest
+	39, // 51: shoal.v1.Control.ListNetworks:input_type -> shoal.v1.ListNetworksRequest
+	41, // 52: shoal.v1.Control.RemoveNetwork:input_type -> shoal.v1.RemoveNetworkRequest
+	43, // 53: shoal.v1.Control.PruneNetworks:input_type -> shoal.v1.PruneNetworksRequest
+	45, // 54: shoal.v1.Control.ListTasks:input_type -> shoal.v1.ListTasksRequest
+	47, // 55: shoal.v1.Control.GetTask:input_type -> shoal.v1.GetTaskRequest
+	49, // 56: shoal.v1.Control.Watch:input_type -> shoal.v1.WatchRequest
+	1,  // 57: shoal.v1.Control.GetCluster:output_type -> shoal.v1.GetClusterResponse
+	3,  // 58: shoal.v1.Control.RotateJoinToken:output_type -> shoal.v1.RotateJoinTokenResponse
+	5,  // 59: shoal.v1.Control.UpdateCluster:output_type -> shoal.v1.UpdateClusterResponse
+	7,  // 60: shoal.v1.Control.CreateAdminCertificate:output_type -> shoal.v1.CreateAdminCertificateResponse
+	9,  // 61: shoal.v1.Control.ListAdminCertificates:output_type -> shoal.v1.ListAdminCertificatesResponse
+	11, // 62: shoal.v1.Control.RevokeAdminCertificate:output_type -> shoal.v1.RevokeAdminCertificateResponse
+	13, // 63: shoal.v1.Control.ListNodes:output_type -> shoal.v1.ListNodesResponse
+	15, // 64: shoal.v1.Control.GetNode:output_type -> shoal.v1.GetNodeResponse
+	17, // 65: shoal.v1.Control.UpdateNode:output_type -> shoal.v1.UpdateNodeResponse
+	19, // 66: shoal.v1.Control.RemoveNode:output_type -> shoal.v1.RemoveNodeResponse
+	21, // 67: shoal.v1.Control.CreateService:output_type -> shoal.v1.CreateServiceResponse
+	23, // 68: shoal.v1.Control.GetService:output_type -> shoal.v1.GetServiceResponse
+	25, // 69: shoal.v1.Control.ListServices:output_type -> shoal.v1.ListServicesResponse
+	28, // 70: shoal.v1.Control.UpdateService:output_type -> shoal.v1.UpdateServiceResponse
+	34, // 71: shoal.v1.Control.RemoveService:output_type -> shoal.v1.RemoveServiceResponse
+	30, // 72: shoal.v1.Control.RollbackService:output_type -> shoal.v1.RollbackServiceResponse
+	32, // 73: shoal.v1.Control.RebalanceService:output_type -> shoal.v1.RebalanceServiceResponse
+	36, // 74: shoal.v1.Control.CreateNetwork:output_type -> shoal.v1.CreateNetworkResponse
+	38, // 75: shoal.v1.Control.GetNetwork:output_type -> shoal.v1.GetNetworkResponse
+	40, // 76: shoal.v1.Control.ListNetworks:output_type -> shoal.v1.ListNetworksResponse
+	42, // 77: shoal.v1.Control.RemoveNetwork:output_type -> shoal.v1.RemoveNetworkResponse
+	44, // 78: shoal.v1.Control.PruneNetworks:output_type -> shoal.v1.PruneNetworksResponse
+	46, // 79: shoal.v1.Control.ListTasks:output_type -> shoal.v1.ListTasksResponse
+	48, // 80: shoal.v1.Control.GetTask:output_type -> shoal.v1.GetTaskResponse
+	67, // 81: shoal.v1.Control.Watch:output_type -> shoal.v1.WatchEvent
+	57, // [57:82] is the sub-list for method output_type
+	32, // [32:57] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_shoalv1_control_proto_init() }
@@ -2501,7 +2699,7 @@ func file_shoalv1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoalv1_control_proto_rawDesc), len(file_shoalv1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   51,
+			NumMessages:   55,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -34,6 +34,8 @@ const (
 	Control_ListServices_FullMethodName           = "/shoal.v1.Control/ListServices"
 	Control_UpdateService_FullMethodName          = "/shoal.v1.Control/UpdateService"
 	Control_RemoveService_FullMethodName          = "/shoal.v1.Control/RemoveService"
+	Control_RollbackService_FullMethodName        = "/shoal.v1.Control/RollbackService"
+	Control_RebalanceService_FullMethodName       = "/shoal.v1.Control/RebalanceService"
 	Control_CreateNetwork_FullMethodName          = "/shoal.v1.Control/CreateNetwork"
 	Control_GetNetwork_FullMethodName             = "/shoal.v1.Control/GetNetwork"
 	Control_ListNetworks_FullMethodName           = "/shoal.v1.Control/ListNetworks"
@@ -66,6 +68,12 @@ type ControlClient interface {
 	ListServices(ctx context.Context, in *ListServicesRequest, opts ...grpc.CallOption) (*ListServicesResponse, error)
 	UpdateService(ctx context.Context, in *UpdateServiceRequest, opts ...grpc.CallOption) (*UpdateServiceResponse, error)
 	RemoveService(ctx context.Context, in *RemoveServiceRequest, opts ...grpc.CallOption) (*RemoveServiceResponse, error)
+	// RollbackService makes the service's previous spec its spec again and
+	// rolls it out under spec.rollback (FailedPrecondition without one).
+	RollbackService(ctx context.Context, in *RollbackServiceRequest, opts ...grpc.CallOption) (*RollbackServiceResponse, error)
+	// RebalanceService spreads the service's tasks again over the eligible
+	// nodes, under spec.update.parallelism.
+	RebalanceService(ctx context.Context, in *RebalanceServiceRequest, opts ...grpc.CallOption) (*RebalanceServiceResponse, error)
 	CreateNetwork(ctx context.Context, in *CreateNetworkRequest, opts ...grpc.CallOption) (*CreateNetworkResponse, error)
 	GetNetwork(ctx context.Context, in *GetNetworkRequest, opts ...grpc.CallOption) (*GetNetworkResponse, error)
 	ListNetworks(ctx context.Context, in *ListNetworksRequest, opts ...grpc.CallOption) (*ListNetworksResponse, error)
@@ -237,6 +245,26 @@ func (c *controlClient) RemoveService(ctx context.Context, in *RemoveServiceRequ
 	return out, nil
 }
 
+func (c *controlClient) RollbackService(ctx context.Context, in *RollbackServiceRequest, opts ...grpc.CallOption) (*RollbackServiceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RollbackServiceResponse)
+	err := c.cc.Invoke(ctx, Control_RollbackService_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *controlClient) RebalanceService(ctx context.Context, in *RebalanceServiceRequest, opts ...grpc.CallOption) (*RebalanceServiceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RebalanceServiceResponse)
+	err := c.cc.Invoke(ctx, Control_RebalanceService_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *controlClient) CreateNetwork(ctx context.Context, in *CreateNetworkRequest, opts ...grpc.CallOption) (*CreateNetworkResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CreateNetworkResponse)
@@ -348,6 +376,12 @@ type ControlServer interface {
 	ListServices(context.Context, *ListServicesRequest) (*ListServicesResponse, error)
 	UpdateService(context.Context, *UpdateServiceRequest) (*UpdateServiceResponse, error)
 	RemoveService(context.Context, *RemoveServiceRequest) (*RemoveServiceResponse, error)
+	// RollbackService makes the service's previous spec its spec again and
+	// rolls it out under spec.rollback (FailedPrecondition without one).
+	RollbackService(context.Context, *RollbackServiceRequest) (*RollbackServiceResponse, error)
+	// RebalanceService spreads the service's tasks again over the eligible
+	// nodes, under spec.update.parallelism.
+	RebalanceService(context.Context, *RebalanceServiceRequest) (*RebalanceServiceResponse, error)
 	CreateNetwork(context.Context, *CreateNetworkRequest) (*CreateNetworkResponse, error)
 	GetNetwork(context.Context, *GetNetworkRequest) (*GetNetworkResponse, error)
 	ListNetworks(context.Context, *ListNetworksRequest) (*ListNetworksResponse, error)
@@ -413,6 +447,12 @@ func (UnimplementedControlServer) UpdateService(context.Context, *UpdateServiceR
 }
 func (UnimplementedControlServer) RemoveService(context.Context, *RemoveServiceRequest) (*RemoveServiceResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveService not implemented")
+}
+func (UnimplementedControlServer) RollbackService(context.Context, *RollbackServiceRequest) (*RollbackServiceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RollbackService not implemented")
+}
+func (UnimplementedControlServer) RebalanceService(context.Context, *RebalanceServiceRequest) (*RebalanceServiceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RebalanceService not implemented")
 }
 func (UnimplementedControlServer) CreateNetwork(context.Context, *CreateNetworkRequest) (*CreateNetworkResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateNetwork not implemented")
@@ -729,6 +769,42 @@ func _Control_RemoveService_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Control_RollbackService_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RollbackServiceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).RollbackService(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_RollbackService_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).RollbackService(ctx, req.(*RollbackServiceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Control_RebalanceService_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RebalanceServiceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).RebalanceService(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_RebalanceService_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).RebalanceService(ctx, req.(*RebalanceServiceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Control_CreateNetwork_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CreateNetworkRequest)
 	if err := dec(in); err != nil {
@@ -932,6 +1008,14 @@ var Control_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveService",
 			Handler:    _Control_RemoveService_Handler,
+		},
+		{
+			MethodName: "RollbackService",
+			Handler:    _Control_RollbackService_Handler,
+		},
+		{
+			MethodName: "RebalanceService",
+			Handler:    _Control_RebalanceService_Handler,
 		},
 		{
 			MethodName: "CreateNetwork",

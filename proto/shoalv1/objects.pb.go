@@ -177,6 +177,12 @@ type ServiceMode int32
 const (
 	ServiceMode_SERVICE_MODE_REPLICATED ServiceMode = 0
 	ServiceMode_SERVICE_MODE_GLOBAL     ServiceMode = 1
+	// Runs job.completions tasks to COMPLETE, at most job.max_concurrent at a
+	// time; with job.schedule, once per cron firing.
+	ServiceMode_SERVICE_MODE_REPLICATED_JOB ServiceMode = 2
+	// One task to COMPLETE on every eligible node; with job.schedule, once
+	// per cron firing.
+	ServiceMode_SERVICE_MODE_GLOBAL_JOB ServiceMode = 3
 )
 
 // Enum value maps for ServiceMode.
@@ -184,10 +190,14 @@ var (
 	ServiceMode_name = map[int32]string{
 		0: "SERVICE_MODE_REPLICATED",
 		1: "SERVICE_MODE_GLOBAL",
+		2: "SERVICE_MODE_REPLICATED_JOB",
+		3: "SERVICE_MODE_GLOBAL_JOB",
 	}
 	ServiceMode_value = map[string]int32{
-		"SERVICE_MODE_REPLICATED": 0,
-		"SERVICE_MODE_GLOBAL":     1,
+		"SERVICE_MODE_REPLICATED":     0,
+		"SERVICE_MODE_GLOBAL":         1,
+		"SERVICE_MODE_REPLICATED_JOB": 2,
+		"SERVICE_MODE_GLOBAL_JOB":     3,
 	}
 )
 
@@ -267,6 +277,67 @@ func (RestartCondition) EnumDescriptor() ([]byte, []int) {
 	return file_shoalv1_objects_proto_rawDescGZIP(), []int{4}
 }
 
+type UpdateState int32
+
+const (
+	UpdateState_UPDATE_STATE_UNKNOWN            UpdateState = 0
+	UpdateState_UPDATE_STATE_UPDATING           UpdateState = 1
+	UpdateState_UPDATE_STATE_PAUSED             UpdateState = 2
+	UpdateState_UPDATE_STATE_COMPLETED          UpdateState = 3
+	UpdateState_UPDATE_STATE_ROLLBACK_STARTED   UpdateState = 4
+	UpdateState_UPDATE_STATE_ROLLBACK_PAUSED    UpdateState = 5
+	UpdateState_UPDATE_STATE_ROLLBACK_COMPLETED UpdateState = 6
+)
+
+// Enum value maps for UpdateState.
+var (
+	UpdateState_name = map[int32]string{
+		0: "UPDATE_STATE_UNKNOWN",
+		1: "UPDATE_STATE_UPDATING",
+		2: "UPDATE_STATE_PAUSED",
+		3: "UPDATE_STATE_COMPLETED",
+		4: "UPDATE_STATE_ROLLBACK_STARTED",
+		5: "UPDATE_STATE_ROLLBACK_PAUSED",
+		6: "UPDATE_STATE_ROLLBACK_COMPLETED",
+	}
+	UpdateState_value = map[string]int32{
+		"UPDATE_STATE_UNKNOWN":            0,
+		"UPDATE_STATE_UPDATING":           1,
+		"UPDATE_STATE_PAUSED":             2,
+		"UPDATE_STATE_COMPLETED":          3,
+		"UPDATE_STATE_ROLLBACK_STARTED":   4,
+		"UPDATE_STATE_ROLLBACK_PAUSED":    5,
+		"UPDATE_STATE_ROLLBACK_COMPLETED": 6,
+	}
+)
+
+func (x UpdateState) Enum() *UpdateState {
+	p := new(UpdateState)
+	*p = x
+	return p
+}
+
+func (x UpdateState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (UpdateState) Descriptor() protoreflect.EnumDescriptor {
+	return file_shoalv1_objects_proto_enumTypes[5].Descriptor()
+}
+
+func (UpdateState) Type() protoreflect.EnumType {
+	return &file_shoalv1_objects_proto_enumTypes[5]
+}
+
+func (x UpdateState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use UpdateState.Descriptor instead.
+func (UpdateState) EnumDescriptor() ([]byte, []int) {
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{5}
+}
+
 // Task states only move forward (see docs/task-states.md).
 type TaskState int32
 
@@ -331,11 +402,11 @@ func (x TaskState) String() string {
 }
 
 func (TaskState) Descriptor() protoreflect.EnumDescriptor {
-	return file_shoalv1_objects_proto_enumTypes[5].Descriptor()
+	return file_shoalv1_objects_proto_enumTypes[6].Descriptor()
 }
 
 func (TaskState) Type() protoreflect.EnumType {
-	return &file_shoalv1_objects_proto_enumTypes[5]
+	return &file_shoalv1_objects_proto_enumTypes[6]
 }
 
 func (x TaskState) Number() protoreflect.EnumNumber {
@@ -344,7 +415,60 @@ func (x TaskState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TaskState.Descriptor instead.
 func (TaskState) EnumDescriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{5}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{6}
+}
+
+type TaskHealth int32
+
+const (
+	// No health check.
+	TaskHealth_TASK_HEALTH_NONE      TaskHealth = 0
+	TaskHealth_TASK_HEALTH_STARTING  TaskHealth = 1
+	TaskHealth_TASK_HEALTH_HEALTHY   TaskHealth = 2
+	TaskHealth_TASK_HEALTH_UNHEALTHY TaskHealth = 3
+)
+
+// Enum value maps for TaskHealth.
+var (
+	TaskHealth_name = map[int32]string{
+		0: "TASK_HEALTH_NONE",
+		1: "TASK_HEALTH_STARTING",
+		2: "TASK_HEALTH_HEALTHY",
+		3: "TASK_HEALTH_UNHEALTHY",
+	}
+	TaskHealth_value = map[string]int32{
+		"TASK_HEALTH_NONE":      0,
+		"TASK_HEALTH_STARTING":  1,
+		"TASK_HEALTH_HEALTHY":   2,
+		"TASK_HEALTH_UNHEALTHY": 3,
+	}
+)
+
+func (x TaskHealth) Enum() *TaskHealth {
+	p := new(TaskHealth)
+	*p = x
+	return p
+}
+
+func (x TaskHealth) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TaskHealth) Descriptor() protoreflect.EnumDescriptor {
+	return file_shoalv1_objects_proto_enumTypes[7].Descriptor()
+}
+
+func (TaskHealth) Type() protoreflect.EnumType {
+	return &file_shoalv1_objects_proto_enumTypes[7]
+}
+
+func (x TaskHealth) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TaskHealth.Descriptor instead.
+func (TaskHealth) EnumDescriptor() ([]byte, []int) {
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{7}
 }
 
 // Meta is carried by every stored object. version is the raft index of the
@@ -489,8 +613,11 @@ type ClusterSettings struct {
 	// from (default 10.220.0.0/16), and the prefix length of each (default 24).
 	DefaultAddressPool string `protobuf:"bytes,7,opt,name=default_address_pool,json=defaultAddressPool,proto3" json:"default_address_pool,omitempty"`
 	DefaultSubnetSize  int32  `protobuf:"varint,8,opt,name=default_subnet_size,json=defaultSubnetSize,proto3" json:"default_subnet_size,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Ended tasks kept per slot (or per node of a global service) before the
+	// oldest are reaped. 0 means the default (5).
+	TaskHistoryLimit int64 `protobuf:"varint,9,opt,name=task_history_limit,json=taskHistoryLimit,proto3" json:"task_history_limit,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ClusterSettings) Reset() {
@@ -568,6 +695,13 @@ func (x *ClusterSettings) GetDefaultAddressPool() string {
 func (x *ClusterSettings) GetDefaultSubnetSize() int32 {
 	if x != nil {
 		return x.DefaultSubnetSize
+	}
+	return 0
+}
+
+func (x *ClusterSettings) GetTaskHistoryLimit() int64 {
+	if x != nil {
+		return x.TaskHistoryLimit
 	}
 	return 0
 }
@@ -1271,8 +1405,12 @@ type RestartPolicy struct {
 	Condition RestartCondition       `protobuf:"varint,1,opt,name=condition,proto3,enum=shoal.v1.RestartCondition" json:"condition,omitempty"`
 	DelayMs   int64                  `protobuf:"varint,2,opt,name=delay_ms,json=delayMs,proto3" json:"delay_ms,omitempty"`
 	// 0 means unlimited.
-	MaxAttempts   int64 `protobuf:"varint,3,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
-	WindowMs      int64 `protobuf:"varint,4,opt,name=window_ms,json=windowMs,proto3" json:"window_ms,omitempty"`
+	MaxAttempts int64 `protobuf:"varint,3,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
+	WindowMs    int64 `protobuf:"varint,4,opt,name=window_ms,json=windowMs,proto3" json:"window_ms,omitempty"`
+	// Exponential back-off: the delay doubles with each consecutive restart
+	// of a slot, from delay_ms up to max_delay_ms. 0 means no back-off (the
+	// delay stays delay_ms).
+	MaxDelayMs    int64 `protobuf:"varint,5,opt,name=max_delay_ms,json=maxDelayMs,proto3" json:"max_delay_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1335,6 +1473,121 @@ func (x *RestartPolicy) GetWindowMs() int64 {
 	return 0
 }
 
+func (x *RestartPolicy) GetMaxDelayMs() int64 {
+	if x != nil {
+		return x.MaxDelayMs
+	}
+	return 0
+}
+
+// HealthCheck is run by the agent inside the task's namespaces.
+type HealthCheck struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "exec" (command run in the container), "http" (GET http://127.0.0.1:
+	// port/path from inside the task's network namespace, 2xx/3xx healthy),
+	// "tcp" (connect to 127.0.0.1:port), or "none" (disables the image's
+	// HEALTHCHECK). Empty: the image's HEALTHCHECK if it has one.
+	Type string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	// exec: argv; a single element run as `/bin/sh -c`.
+	Command  []string `protobuf:"bytes,2,rep,name=command,proto3" json:"command,omitempty"`
+	HttpPath string   `protobuf:"bytes,3,opt,name=http_path,json=httpPath,proto3" json:"http_path,omitempty"`
+	Port     uint32   `protobuf:"varint,4,opt,name=port,proto3" json:"port,omitempty"`
+	// 0 means the default: 30 s, 30 s, 3, 0.
+	IntervalMs int64 `protobuf:"varint,5,opt,name=interval_ms,json=intervalMs,proto3" json:"interval_ms,omitempty"`
+	TimeoutMs  int64 `protobuf:"varint,6,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
+	Retries    int64 `protobuf:"varint,7,opt,name=retries,proto3" json:"retries,omitempty"`
+	// Failures within start_period do not count (the task stays "starting").
+	StartPeriodMs int64 `protobuf:"varint,8,opt,name=start_period_ms,json=startPeriodMs,proto3" json:"start_period_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HealthCheck) Reset() {
+	*x = HealthCheck{}
+	mi := &file_shoalv1_objects_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HealthCheck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HealthCheck) ProtoMessage() {}
+
+func (x *HealthCheck) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_objects_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
+func (*HealthCheck) Descriptor() ([]byte, []int) {
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *HealthCheck) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *HealthCheck) GetCommand() []string {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+func (x *HealthCheck) GetHttpPath() string {
+	if x != nil {
+		return x.HttpPath
+	}
+	return ""
+}
+
+func (x *HealthCheck) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *HealthCheck) GetIntervalMs() int64 {
+	if x != nil {
+		return x.IntervalMs
+	}
+	return 0
+}
+
+func (x *HealthCheck) GetTimeoutMs() int64 {
+	if x != nil {
+		return x.TimeoutMs
+	}
+	return 0
+}
+
+func (x *HealthCheck) GetRetries() int64 {
+	if x != nil {
+		return x.Retries
+	}
+	return 0
+}
+
+func (x *HealthCheck) GetStartPeriodMs() int64 {
+	if x != nil {
+		return x.StartPeriodMs
+	}
+	return 0
+}
+
 type Mount struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "bind" or "tmpfs".
@@ -1348,7 +1601,7 @@ type Mount struct {
 
 func (x *Mount) Reset() {
 	*x = Mount{}
-	mi := &file_shoalv1_objects_proto_msgTypes[12]
+	mi := &file_shoalv1_objects_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1360,7 +1613,7 @@ func (x *Mount) String() string {
 func (*Mount) ProtoMessage() {}
 
 func (x *Mount) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[12]
+	mi := &file_shoalv1_objects_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1373,7 +1626,7 @@ func (x *Mount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mount.ProtoReflect.Descriptor instead.
 func (*Mount) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{12}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Mount) GetType() string {
@@ -1422,14 +1675,15 @@ type ContainerSpec struct {
 	CapDrop     []string          `protobuf:"bytes,13,rep,name=cap_drop,json=capDrop,proto3" json:"cap_drop,omitempty"`
 	Labels      map[string]string `protobuf:"bytes,14,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Run a tiny init as PID 1 that forwards signals and reaps zombies.
-	Init          bool `protobuf:"varint,15,opt,name=init,proto3" json:"init,omitempty"`
+	Init          bool         `protobuf:"varint,15,opt,name=init,proto3" json:"init,omitempty"`
+	Healthcheck   *HealthCheck `protobuf:"bytes,16,opt,name=healthcheck,proto3" json:"healthcheck,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ContainerSpec) Reset() {
 	*x = ContainerSpec{}
-	mi := &file_shoalv1_objects_proto_msgTypes[13]
+	mi := &file_shoalv1_objects_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1441,7 +1695,7 @@ func (x *ContainerSpec) String() string {
 func (*ContainerSpec) ProtoMessage() {}
 
 func (x *ContainerSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[13]
+	mi := &file_shoalv1_objects_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1454,7 +1708,7 @@ func (x *ContainerSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerSpec.ProtoReflect.Descriptor instead.
 func (*ContainerSpec) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{13}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ContainerSpec) GetImage() string {
@@ -1562,6 +1816,13 @@ func (x *ContainerSpec) GetInit() bool {
 	return false
 }
 
+func (x *ContainerSpec) GetHealthcheck() *HealthCheck {
+	if x != nil {
+		return x.Healthcheck
+	}
+	return nil
+}
+
 type ResourceRequirements struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Reservations  *Resources             `protobuf:"bytes,1,opt,name=reservations,proto3" json:"reservations,omitempty"`
@@ -1572,7 +1833,7 @@ type ResourceRequirements struct {
 
 func (x *ResourceRequirements) Reset() {
 	*x = ResourceRequirements{}
-	mi := &file_shoalv1_objects_proto_msgTypes[14]
+	mi := &file_shoalv1_objects_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1584,7 +1845,7 @@ func (x *ResourceRequirements) String() string {
 func (*ResourceRequirements) ProtoMessage() {}
 
 func (x *ResourceRequirements) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[14]
+	mi := &file_shoalv1_objects_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1597,7 +1858,7 @@ func (x *ResourceRequirements) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceRequirements.ProtoReflect.Descriptor instead.
 func (*ResourceRequirements) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{14}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ResourceRequirements) GetReservations() *Resources {
@@ -1622,13 +1883,16 @@ type Placement struct {
 	Spread []string `protobuf:"bytes,2,rep,name=spread,proto3" json:"spread,omitempty"`
 	// 0 means no limit.
 	MaxReplicasPerNode int64 `protobuf:"varint,3,opt,name=max_replicas_per_node,json=maxReplicasPerNode,proto3" json:"max_replicas_per_node,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// "spread" (default: fewest tasks of the service, then fewest tasks) or
+	// "binpack" (the node with the least free resources that still fits).
+	Strategy      string `protobuf:"bytes,4,opt,name=strategy,proto3" json:"strategy,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Placement) Reset() {
 	*x = Placement{}
-	mi := &file_shoalv1_objects_proto_msgTypes[15]
+	mi := &file_shoalv1_objects_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1640,7 +1904,7 @@ func (x *Placement) String() string {
 func (*Placement) ProtoMessage() {}
 
 func (x *Placement) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[15]
+	mi := &file_shoalv1_objects_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1653,7 +1917,7 @@ func (x *Placement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Placement.ProtoReflect.Descriptor instead.
 func (*Placement) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{15}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Placement) GetConstraints() []string {
@@ -1677,6 +1941,13 @@ func (x *Placement) GetMaxReplicasPerNode() int64 {
 	return 0
 }
 
+func (x *Placement) GetStrategy() string {
+	if x != nil {
+		return x.Strategy
+	}
+	return ""
+}
+
 // NetworkAttachmentConfig attaches a service's tasks to a network.
 type NetworkAttachmentConfig struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1690,7 +1961,7 @@ type NetworkAttachmentConfig struct {
 
 func (x *NetworkAttachmentConfig) Reset() {
 	*x = NetworkAttachmentConfig{}
-	mi := &file_shoalv1_objects_proto_msgTypes[16]
+	mi := &file_shoalv1_objects_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1702,7 +1973,7 @@ func (x *NetworkAttachmentConfig) String() string {
 func (*NetworkAttachmentConfig) ProtoMessage() {}
 
 func (x *NetworkAttachmentConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[16]
+	mi := &file_shoalv1_objects_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1715,7 +1986,7 @@ func (x *NetworkAttachmentConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkAttachmentConfig.ProtoReflect.Descriptor instead.
 func (*NetworkAttachmentConfig) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{16}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *NetworkAttachmentConfig) GetTarget() string {
@@ -1733,19 +2004,22 @@ func (x *NetworkAttachmentConfig) GetAliases() []string {
 }
 
 type TaskSpec struct {
-	state         protoimpl.MessageState     `protogen:"open.v1"`
-	Container     *ContainerSpec             `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
-	Resources     *ResourceRequirements      `protobuf:"bytes,2,opt,name=resources,proto3" json:"resources,omitempty"`
-	Restart       *RestartPolicy             `protobuf:"bytes,3,opt,name=restart,proto3" json:"restart,omitempty"`
-	Placement     *Placement                 `protobuf:"bytes,4,opt,name=placement,proto3" json:"placement,omitempty"`
-	Networks      []*NetworkAttachmentConfig `protobuf:"bytes,6,rep,name=networks,proto3" json:"networks,omitempty"`
+	state     protoimpl.MessageState     `protogen:"open.v1"`
+	Container *ContainerSpec             `protobuf:"bytes,1,opt,name=container,proto3" json:"container,omitempty"`
+	Resources *ResourceRequirements      `protobuf:"bytes,2,opt,name=resources,proto3" json:"resources,omitempty"`
+	Restart   *RestartPolicy             `protobuf:"bytes,3,opt,name=restart,proto3" json:"restart,omitempty"`
+	Placement *Placement                 `protobuf:"bytes,4,opt,name=placement,proto3" json:"placement,omitempty"`
+	Networks  []*NetworkAttachmentConfig `protobuf:"bytes,6,rep,name=networks,proto3" json:"networks,omitempty"`
+	// Bumped by `service update --force`: a change that redeploys every task
+	// without another change to the spec.
+	ForceUpdate   uint64 `protobuf:"varint,7,opt,name=force_update,json=forceUpdate,proto3" json:"force_update,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskSpec) Reset() {
 	*x = TaskSpec{}
-	mi := &file_shoalv1_objects_proto_msgTypes[17]
+	mi := &file_shoalv1_objects_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1757,7 +2031,7 @@ func (x *TaskSpec) String() string {
 func (*TaskSpec) ProtoMessage() {}
 
 func (x *TaskSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[17]
+	mi := &file_shoalv1_objects_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1770,7 +2044,7 @@ func (x *TaskSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskSpec.ProtoReflect.Descriptor instead.
 func (*TaskSpec) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{17}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TaskSpec) GetContainer() *ContainerSpec {
@@ -1808,21 +2082,36 @@ func (x *TaskSpec) GetNetworks() []*NetworkAttachmentConfig {
 	return nil
 }
 
+func (x *TaskSpec) GetForceUpdate() uint64 {
+	if x != nil {
+		return x.ForceUpdate
+	}
+	return 0
+}
+
 type UpdateConfig struct {
-	state       protoimpl.MessageState `protogen:"open.v1"`
-	Parallelism int64                  `protobuf:"varint,1,opt,name=parallelism,proto3" json:"parallelism,omitempty"`
-	DelayMs     int64                  `protobuf:"varint,2,opt,name=delay_ms,json=delayMs,proto3" json:"delay_ms,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Tasks replaced at a time; 0 means all at once.
+	Parallelism int64 `protobuf:"varint,1,opt,name=parallelism,proto3" json:"parallelism,omitempty"`
+	DelayMs     int64 `protobuf:"varint,2,opt,name=delay_ms,json=delayMs,proto3" json:"delay_ms,omitempty"`
 	// "pause", "continue" or "rollback".
 	FailureAction string `protobuf:"bytes,3,opt,name=failure_action,json=failureAction,proto3" json:"failure_action,omitempty"`
 	// "stop-first" or "start-first".
-	Order         string `protobuf:"bytes,4,opt,name=order,proto3" json:"order,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Order string `protobuf:"bytes,4,opt,name=order,proto3" json:"order,omitempty"`
+	// How long each new task is watched after it is running (and healthy)
+	// before it counts as updated; a failure within it counts against
+	// max_failure_ratio. 0 means the default (5 s).
+	MonitorMs int64 `protobuf:"varint,5,opt,name=monitor_ms,json=monitorMs,proto3" json:"monitor_ms,omitempty"`
+	// Fraction (0..1) of the tasks of an update that may fail before
+	// failure_action is taken.
+	MaxFailureRatio float64 `protobuf:"fixed64,6,opt,name=max_failure_ratio,json=maxFailureRatio,proto3" json:"max_failure_ratio,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *UpdateConfig) Reset() {
 	*x = UpdateConfig{}
-	mi := &file_shoalv1_objects_proto_msgTypes[18]
+	mi := &file_shoalv1_objects_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1834,7 +2123,7 @@ func (x *UpdateConfig) String() string {
 func (*UpdateConfig) ProtoMessage() {}
 
 func (x *UpdateConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[18]
+	mi := &file_shoalv1_objects_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1847,7 +2136,7 @@ func (x *UpdateConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateConfig.ProtoReflect.Descriptor instead.
 func (*UpdateConfig) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{18}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UpdateConfig) GetParallelism() int64 {
@@ -1878,6 +2167,96 @@ func (x *UpdateConfig) GetOrder() string {
 	return ""
 }
 
+func (x *UpdateConfig) GetMonitorMs() int64 {
+	if x != nil {
+		return x.MonitorMs
+	}
+	return 0
+}
+
+func (x *UpdateConfig) GetMaxFailureRatio() float64 {
+	if x != nil {
+		return x.MaxFailureRatio
+	}
+	return 0
+}
+
+// JobConfig is the job part of a job-mode service.
+type JobConfig struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// replicated-job: completions wanted (default 1); each run of a cron job
+	// wants this many.
+	Completions int64 `protobuf:"varint,1,opt,name=completions,proto3" json:"completions,omitempty"`
+	// replicated-job: tasks running at once (default: completions).
+	MaxConcurrent int64 `protobuf:"varint,2,opt,name=max_concurrent,json=maxConcurrent,proto3" json:"max_concurrent,omitempty"`
+	// Cron expression (5 fields, or @hourly/@daily/@every D); empty: run once.
+	Schedule string `protobuf:"bytes,3,opt,name=schedule,proto3" json:"schedule,omitempty"`
+	// What a firing does while the previous run is still going: "allow"
+	// (start another), "forbid" (skip the firing), "replace" (stop the old
+	// run, start a new one). Default forbid.
+	ConcurrencyPolicy string `protobuf:"bytes,4,opt,name=concurrency_policy,json=concurrencyPolicy,proto3" json:"concurrency_policy,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *JobConfig) Reset() {
+	*x = JobConfig{}
+	mi := &file_shoalv1_objects_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobConfig) ProtoMessage() {}
+
+func (x *JobConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_objects_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobConfig.ProtoReflect.Descriptor instead.
+func (*JobConfig) Descriptor() ([]byte, []int) {
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *JobConfig) GetCompletions() int64 {
+	if x != nil {
+		return x.Completions
+	}
+	return 0
+}
+
+func (x *JobConfig) GetMaxConcurrent() int64 {
+	if x != nil {
+		return x.MaxConcurrent
+	}
+	return 0
+}
+
+func (x *JobConfig) GetSchedule() string {
+	if x != nil {
+		return x.Schedule
+	}
+	return ""
+}
+
+func (x *JobConfig) GetConcurrencyPolicy() string {
+	if x != nil {
+		return x.ConcurrencyPolicy
+	}
+	return ""
+}
+
 type PortConfig struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1894,7 +2273,7 @@ type PortConfig struct {
 
 func (x *PortConfig) Reset() {
 	*x = PortConfig{}
-	mi := &file_shoalv1_objects_proto_msgTypes[19]
+	mi := &file_shoalv1_objects_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1906,7 +2285,7 @@ func (x *PortConfig) String() string {
 func (*PortConfig) ProtoMessage() {}
 
 func (x *PortConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[19]
+	mi := &file_shoalv1_objects_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1919,7 +2298,7 @@ func (x *PortConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PortConfig.ProtoReflect.Descriptor instead.
 func (*PortConfig) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{19}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PortConfig) GetName() string {
@@ -1968,7 +2347,7 @@ type EndpointSpec struct {
 
 func (x *EndpointSpec) Reset() {
 	*x = EndpointSpec{}
-	mi := &file_shoalv1_objects_proto_msgTypes[20]
+	mi := &file_shoalv1_objects_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1980,7 +2359,7 @@ func (x *EndpointSpec) String() string {
 func (*EndpointSpec) ProtoMessage() {}
 
 func (x *EndpointSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[20]
+	mi := &file_shoalv1_objects_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1993,7 +2372,7 @@ func (x *EndpointSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointSpec.ProtoReflect.Descriptor instead.
 func (*EndpointSpec) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{20}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *EndpointSpec) GetMode() string {
@@ -2017,18 +2396,23 @@ type ServiceSpec struct {
 	Mode   ServiceMode            `protobuf:"varint,3,opt,name=mode,proto3,enum=shoal.v1.ServiceMode" json:"mode,omitempty"`
 	// Only for SERVICE_MODE_REPLICATED. Signed so that a negative value can be
 	// rejected with a clear error rather than wrapping.
-	Replicas      int64         `protobuf:"varint,4,opt,name=replicas,proto3" json:"replicas,omitempty"`
-	Task          *TaskSpec     `protobuf:"bytes,5,opt,name=task,proto3" json:"task,omitempty"`
-	Update        *UpdateConfig `protobuf:"bytes,6,opt,name=update,proto3" json:"update,omitempty"`
-	Rollback      *UpdateConfig `protobuf:"bytes,7,opt,name=rollback,proto3" json:"rollback,omitempty"`
-	Endpoint      *EndpointSpec `protobuf:"bytes,8,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	Replicas int64         `protobuf:"varint,4,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	Task     *TaskSpec     `protobuf:"bytes,5,opt,name=task,proto3" json:"task,omitempty"`
+	Update   *UpdateConfig `protobuf:"bytes,6,opt,name=update,proto3" json:"update,omitempty"`
+	Rollback *UpdateConfig `protobuf:"bytes,7,opt,name=rollback,proto3" json:"rollback,omitempty"`
+	Endpoint *EndpointSpec `protobuf:"bytes,8,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	// Job modes only.
+	Job *JobConfig `protobuf:"bytes,9,opt,name=job,proto3" json:"job,omitempty"`
+	// Spread tasks again, under update.parallelism, when a node joins or
+	// returns (and the placement is uneven by more than one task).
+	AutoRebalance bool `protobuf:"varint,10,opt,name=auto_rebalance,json=autoRebalance,proto3" json:"auto_rebalance,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ServiceSpec) Reset() {
 	*x = ServiceSpec{}
-	mi := &file_shoalv1_objects_proto_msgTypes[21]
+	mi := &file_shoalv1_objects_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2040,7 +2424,7 @@ func (x *ServiceSpec) String() string {
 func (*ServiceSpec) ProtoMessage() {}
 
 func (x *ServiceSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[21]
+	mi := &file_shoalv1_objects_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2053,7 +2437,7 @@ func (x *ServiceSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceSpec.ProtoReflect.Descriptor instead.
 func (*ServiceSpec) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{21}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ServiceSpec) GetName() string {
@@ -2112,6 +2496,171 @@ func (x *ServiceSpec) GetEndpoint() *EndpointSpec {
 	return nil
 }
 
+func (x *ServiceSpec) GetJob() *JobConfig {
+	if x != nil {
+		return x.Job
+	}
+	return nil
+}
+
+func (x *ServiceSpec) GetAutoRebalance() bool {
+	if x != nil {
+		return x.AutoRebalance
+	}
+	return false
+}
+
+// UpdateStatus is the state of a service's latest rollout.
+type UpdateStatus struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	State       UpdateState            `protobuf:"varint,1,opt,name=state,proto3,enum=shoal.v1.UpdateState" json:"state,omitempty"`
+	StartedAt   *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	CompletedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=completed_at,json=completedAt,proto3" json:"completed_at,omitempty"`
+	Message     string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	// Tasks of the rollout that reached the new spec (running, past the
+	// monitor period) and that failed.
+	Updated       int64 `protobuf:"varint,5,opt,name=updated,proto3" json:"updated,omitempty"`
+	Failed        int64 `protobuf:"varint,6,opt,name=failed,proto3" json:"failed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateStatus) Reset() {
+	*x = UpdateStatus{}
+	mi := &file_shoalv1_objects_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateStatus) ProtoMessage() {}
+
+func (x *UpdateStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_objects_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateStatus.ProtoReflect.Descriptor instead.
+func (*UpdateStatus) Descriptor() ([]byte, []int) {
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *UpdateStatus) GetState() UpdateState {
+	if x != nil {
+		return x.State
+	}
+	return UpdateState_UPDATE_STATE_UNKNOWN
+}
+
+func (x *UpdateStatus) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *UpdateStatus) GetCompletedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CompletedAt
+	}
+	return nil
+}
+
+func (x *UpdateStatus) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *UpdateStatus) GetUpdated() int64 {
+	if x != nil {
+		return x.Updated
+	}
+	return 0
+}
+
+func (x *UpdateStatus) GetFailed() int64 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+// JobStatus is the progress of a job-mode service.
+type JobStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Bumped by every run (a cron firing, or an update of the job); tasks of
+	// the current run carry it.
+	Iteration     uint64                 `protobuf:"varint,1,opt,name=iteration,proto3" json:"iteration,omitempty"`
+	LastExecution *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=last_execution,json=lastExecution,proto3" json:"last_execution,omitempty"`
+	// Next cron firing; unset for a one-off job.
+	NextExecution *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=next_execution,json=nextExecution,proto3" json:"next_execution,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JobStatus) Reset() {
+	*x = JobStatus{}
+	mi := &file_shoalv1_objects_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JobStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JobStatus) ProtoMessage() {}
+
+func (x *JobStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_objects_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JobStatus.ProtoReflect.Descriptor instead.
+func (*JobStatus) Descriptor() ([]byte, []int) {
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *JobStatus) GetIteration() uint64 {
+	if x != nil {
+		return x.Iteration
+	}
+	return 0
+}
+
+func (x *JobStatus) GetLastExecution() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastExecution
+	}
+	return nil
+}
+
+func (x *JobStatus) GetNextExecution() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextExecution
+	}
+	return nil
+}
+
 // ServiceVIP is a service's virtual address on one network (vip mode).
 type ServiceVIP struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -2123,7 +2672,7 @@ type ServiceVIP struct {
 
 func (x *ServiceVIP) Reset() {
 	*x = ServiceVIP{}
-	mi := &file_shoalv1_objects_proto_msgTypes[22]
+	mi := &file_shoalv1_objects_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2135,7 +2684,7 @@ func (x *ServiceVIP) String() string {
 func (*ServiceVIP) ProtoMessage() {}
 
 func (x *ServiceVIP) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[22]
+	mi := &file_shoalv1_objects_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2148,7 +2697,7 @@ func (x *ServiceVIP) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceVIP.ProtoReflect.Descriptor instead.
 func (*ServiceVIP) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{22}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ServiceVIP) GetNetworkId() string {
@@ -2174,14 +2723,19 @@ type Service struct {
 	// spec can be told apart.
 	SpecVersion uint64 `protobuf:"varint,4,opt,name=spec_version,json=specVersion,proto3" json:"spec_version,omitempty"`
 	// Allocated by the managers: one per network the service is on (vip mode).
-	Vips          []*ServiceVIP `protobuf:"bytes,5,rep,name=vips,proto3" json:"vips,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Vips         []*ServiceVIP `protobuf:"bytes,5,rep,name=vips,proto3" json:"vips,omitempty"`
+	UpdateStatus *UpdateStatus `protobuf:"bytes,6,opt,name=update_status,json=updateStatus,proto3" json:"update_status,omitempty"`
+	JobStatus    *JobStatus    `protobuf:"bytes,7,opt,name=job_status,json=jobStatus,proto3" json:"job_status,omitempty"`
+	// Set by `service rebalance`; cleared by the orchestrator once the
+	// service's tasks are spread again.
+	RebalanceRequested bool `protobuf:"varint,8,opt,name=rebalance_requested,json=rebalanceRequested,proto3" json:"rebalance_requested,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_shoalv1_objects_proto_msgTypes[23]
+	mi := &file_shoalv1_objects_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2193,7 +2747,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[23]
+	mi := &file_shoalv1_objects_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2206,7 +2760,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{23}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Service) GetMeta() *Meta {
@@ -2244,6 +2798,27 @@ func (x *Service) GetVips() []*ServiceVIP {
 	return nil
 }
 
+func (x *Service) GetUpdateStatus() *UpdateStatus {
+	if x != nil {
+		return x.UpdateStatus
+	}
+	return nil
+}
+
+func (x *Service) GetJobStatus() *JobStatus {
+	if x != nil {
+		return x.JobStatus
+	}
+	return nil
+}
+
+func (x *Service) GetRebalanceRequested() bool {
+	if x != nil {
+		return x.RebalanceRequested
+	}
+	return false
+}
+
 type TaskStatus struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	State     TaskState              `protobuf:"varint,1,opt,name=state,proto3,enum=shoal.v1.TaskState" json:"state,omitempty"`
@@ -2256,14 +2831,19 @@ type TaskStatus struct {
 	// Addresses the task's container answers on (its network namespace).
 	Addresses []string `protobuf:"bytes,8,rep,name=addresses,proto3" json:"addresses,omitempty"`
 	// Image digest the task runs (sha256:...), once resolved on the node.
-	ImageDigest   string `protobuf:"bytes,9,opt,name=image_digest,json=imageDigest,proto3" json:"image_digest,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ImageDigest string     `protobuf:"bytes,9,opt,name=image_digest,json=imageDigest,proto3" json:"image_digest,omitempty"`
+	Health      TaskHealth `protobuf:"varint,10,opt,name=health,proto3,enum=shoal.v1.TaskHealth" json:"health,omitempty"`
+	// Output of the last health probe (at most 4 KiB) and its time.
+	HealthOutput        string                 `protobuf:"bytes,11,opt,name=health_output,json=healthOutput,proto3" json:"health_output,omitempty"`
+	HealthCheckedAt     *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=health_checked_at,json=healthCheckedAt,proto3" json:"health_checked_at,omitempty"`
+	HealthFailingStreak int64                  `protobuf:"varint,13,opt,name=health_failing_streak,json=healthFailingStreak,proto3" json:"health_failing_streak,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *TaskStatus) Reset() {
 	*x = TaskStatus{}
-	mi := &file_shoalv1_objects_proto_msgTypes[24]
+	mi := &file_shoalv1_objects_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2275,7 +2855,7 @@ func (x *TaskStatus) String() string {
 func (*TaskStatus) ProtoMessage() {}
 
 func (x *TaskStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[24]
+	mi := &file_shoalv1_objects_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2288,7 +2868,7 @@ func (x *TaskStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStatus.ProtoReflect.Descriptor instead.
 func (*TaskStatus) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{24}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TaskStatus) GetState() TaskState {
@@ -2354,6 +2934,34 @@ func (x *TaskStatus) GetImageDigest() string {
 	return ""
 }
 
+func (x *TaskStatus) GetHealth() TaskHealth {
+	if x != nil {
+		return x.Health
+	}
+	return TaskHealth_TASK_HEALTH_NONE
+}
+
+func (x *TaskStatus) GetHealthOutput() string {
+	if x != nil {
+		return x.HealthOutput
+	}
+	return ""
+}
+
+func (x *TaskStatus) GetHealthCheckedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.HealthCheckedAt
+	}
+	return nil
+}
+
+func (x *TaskStatus) GetHealthFailingStreak() int64 {
+	if x != nil {
+		return x.HealthFailingStreak
+	}
+	return 0
+}
+
 // NetworkAttachment is one task's endpoint on one network, allocated by
 // the managers (address in the network's subnet, MAC derived from it).
 type NetworkAttachment struct {
@@ -2369,7 +2977,7 @@ type NetworkAttachment struct {
 
 func (x *NetworkAttachment) Reset() {
 	*x = NetworkAttachment{}
-	mi := &file_shoalv1_objects_proto_msgTypes[25]
+	mi := &file_shoalv1_objects_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2381,7 +2989,7 @@ func (x *NetworkAttachment) String() string {
 func (*NetworkAttachment) ProtoMessage() {}
 
 func (x *NetworkAttachment) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[25]
+	mi := &file_shoalv1_objects_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2394,7 +3002,7 @@ func (x *NetworkAttachment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkAttachment.ProtoReflect.Descriptor instead.
 func (*NetworkAttachment) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{25}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *NetworkAttachment) GetNetworkId() string {
@@ -2437,15 +3045,17 @@ type Task struct {
 	Status       *TaskStatus `protobuf:"bytes,7,opt,name=status,proto3" json:"status,omitempty"`
 	Spec         *TaskSpec   `protobuf:"bytes,8,opt,name=spec,proto3" json:"spec,omitempty"`
 	// Service.spec_version the task was built from.
-	SpecVersion   uint64               `protobuf:"varint,9,opt,name=spec_version,json=specVersion,proto3" json:"spec_version,omitempty"`
-	Networks      []*NetworkAttachment `protobuf:"bytes,10,rep,name=networks,proto3" json:"networks,omitempty"`
+	SpecVersion uint64               `protobuf:"varint,9,opt,name=spec_version,json=specVersion,proto3" json:"spec_version,omitempty"`
+	Networks    []*NetworkAttachment `protobuf:"bytes,10,rep,name=networks,proto3" json:"networks,omitempty"`
+	// Job modes: the JobStatus.iteration the task belongs to.
+	JobIteration  uint64 `protobuf:"varint,11,opt,name=job_iteration,json=jobIteration,proto3" json:"job_iteration,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_shoalv1_objects_proto_msgTypes[26]
+	mi := &file_shoalv1_objects_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2457,7 +3067,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[26]
+	mi := &file_shoalv1_objects_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2470,7 +3080,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{26}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Task) GetMeta() *Meta {
@@ -2543,6 +3153,13 @@ func (x *Task) GetNetworks() []*NetworkAttachment {
 	return nil
 }
 
+func (x *Task) GetJobIteration() uint64 {
+	if x != nil {
+		return x.JobIteration
+	}
+	return 0
+}
+
 type NetworkSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -2566,7 +3183,7 @@ type NetworkSpec struct {
 
 func (x *NetworkSpec) Reset() {
 	*x = NetworkSpec{}
-	mi := &file_shoalv1_objects_proto_msgTypes[27]
+	mi := &file_shoalv1_objects_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2578,7 +3195,7 @@ func (x *NetworkSpec) String() string {
 func (*NetworkSpec) ProtoMessage() {}
 
 func (x *NetworkSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[27]
+	mi := &file_shoalv1_objects_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2591,7 +3208,7 @@ func (x *NetworkSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkSpec.ProtoReflect.Descriptor instead.
 func (*NetworkSpec) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{27}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *NetworkSpec) GetName() string {
@@ -2672,7 +3289,7 @@ type Network struct {
 
 func (x *Network) Reset() {
 	*x = Network{}
-	mi := &file_shoalv1_objects_proto_msgTypes[28]
+	mi := &file_shoalv1_objects_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2684,7 +3301,7 @@ func (x *Network) String() string {
 func (*Network) ProtoMessage() {}
 
 func (x *Network) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[28]
+	mi := &file_shoalv1_objects_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2697,7 +3314,7 @@ func (x *Network) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Network.ProtoReflect.Descriptor instead.
 func (*Network) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{28}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Network) GetMeta() *Meta {
@@ -2751,14 +3368,17 @@ type Endpoint struct {
 	NodeAddr string `protobuf:"bytes,8,opt,name=node_addr,json=nodeAddr,proto3" json:"node_addr,omitempty"`
 	// The task's observed state: hosts program every endpoint from ASSIGNED
 	// on, DNS and VIPs answer only RUNNING ones.
-	State         TaskState `protobuf:"varint,9,opt,name=state,proto3,enum=shoal.v1.TaskState" json:"state,omitempty"`
+	State TaskState `protobuf:"varint,9,opt,name=state,proto3,enum=shoal.v1.TaskState" json:"state,omitempty"`
+	// The task's health where it has a check: DNS and VIPs answer only
+	// RUNNING endpoints that are HEALTHY or have no check (NONE).
+	Health        TaskHealth `protobuf:"varint,10,opt,name=health,proto3,enum=shoal.v1.TaskHealth" json:"health,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_shoalv1_objects_proto_msgTypes[29]
+	mi := &file_shoalv1_objects_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2770,7 +3390,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[29]
+	mi := &file_shoalv1_objects_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2783,7 +3403,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{29}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Endpoint) GetTaskId() string {
@@ -2849,6 +3469,13 @@ func (x *Endpoint) GetState() TaskState {
 	return TaskState_TASK_STATE_NEW
 }
 
+func (x *Endpoint) GetHealth() TaskHealth {
+	if x != nil {
+		return x.Health
+	}
+	return TaskHealth_TASK_HEALTH_NONE
+}
+
 // NetworkState is the desired state of one network for one node: the
 // network, every endpoint on it, and its services' VIPs.
 type NetworkState struct {
@@ -2862,7 +3489,7 @@ type NetworkState struct {
 
 func (x *NetworkState) Reset() {
 	*x = NetworkState{}
-	mi := &file_shoalv1_objects_proto_msgTypes[30]
+	mi := &file_shoalv1_objects_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2874,7 +3501,7 @@ func (x *NetworkState) String() string {
 func (*NetworkState) ProtoMessage() {}
 
 func (x *NetworkState) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[30]
+	mi := &file_shoalv1_objects_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2887,7 +3514,7 @@ func (x *NetworkState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkState.ProtoReflect.Descriptor instead.
 func (*NetworkState) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{30}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *NetworkState) GetNetwork() *Network {
@@ -2926,7 +3553,7 @@ type ServiceVIPState struct {
 
 func (x *ServiceVIPState) Reset() {
 	*x = ServiceVIPState{}
-	mi := &file_shoalv1_objects_proto_msgTypes[31]
+	mi := &file_shoalv1_objects_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2938,7 +3565,7 @@ func (x *ServiceVIPState) String() string {
 func (*ServiceVIPState) ProtoMessage() {}
 
 func (x *ServiceVIPState) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[31]
+	mi := &file_shoalv1_objects_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2951,7 +3578,7 @@ func (x *ServiceVIPState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceVIPState.ProtoReflect.Descriptor instead.
 func (*ServiceVIPState) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{31}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ServiceVIPState) GetServiceId() string {
@@ -3008,7 +3635,7 @@ type RaftMember struct {
 
 func (x *RaftMember) Reset() {
 	*x = RaftMember{}
-	mi := &file_shoalv1_objects_proto_msgTypes[32]
+	mi := &file_shoalv1_objects_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3020,7 +3647,7 @@ func (x *RaftMember) String() string {
 func (*RaftMember) ProtoMessage() {}
 
 func (x *RaftMember) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[32]
+	mi := &file_shoalv1_objects_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3033,7 +3660,7 @@ func (x *RaftMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftMember.ProtoReflect.Descriptor instead.
 func (*RaftMember) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{32}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RaftMember) GetNodeId() string {
@@ -3072,7 +3699,7 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\n" +
 	"JoinTokens\x12\x16\n" +
 	"\x06worker\x18\x01 \x01(\tR\x06worker\x12\x18\n" +
-	"\amanager\x18\x02 \x01(\tR\amanager\"\xda\x02\n" +
+	"\amanager\x18\x02 \x01(\tR\amanager\"\x88\x03\n" +
 	"\x0fClusterSettings\x12.\n" +
 	"\x13heartbeat_period_ms\x18\x01 \x01(\x03R\x11heartbeatPeriodMs\x123\n" +
 	"\x16node_down_after_missed\x18\x02 \x01(\x03R\x13nodeDownAfterMissed\x12-\n" +
@@ -3080,7 +3707,8 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\fmax_replicas\x18\x05 \x01(\x03R\vmaxReplicas\x12(\n" +
 	"\x10restart_grace_ms\x18\x06 \x01(\x03R\x0erestartGraceMs\x120\n" +
 	"\x14default_address_pool\x18\a \x01(\tR\x12defaultAddressPool\x12.\n" +
-	"\x13default_subnet_size\x18\b \x01(\x05R\x11defaultSubnetSizeJ\x04\b\x03\x10\x04\"\x87\x02\n" +
+	"\x13default_subnet_size\x18\b \x01(\x05R\x11defaultSubnetSize\x12,\n" +
+	"\x12task_history_limit\x18\t \x01(\x03R\x10taskHistoryLimitJ\x04\b\x03\x10\x04\"\x87\x02\n" +
 	"\x10AdminCertificate\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06serial\x18\x02 \x01(\tR\x06serial\x129\n" +
@@ -3147,17 +3775,30 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\x0emanager_status\x18\x06 \x01(\v2\x17.shoal.v1.ManagerStatusR\rmanagerStatus\x12\x1f\n" +
 	"\vcert_serial\x18\a \x01(\tR\n" +
 	"certSerial\x120\n" +
-	"\x14previous_cert_serial\x18\b \x01(\tR\x12previousCertSerial\"\xa4\x01\n" +
+	"\x14previous_cert_serial\x18\b \x01(\tR\x12previousCertSerial\"\xc6\x01\n" +
 	"\rRestartPolicy\x128\n" +
 	"\tcondition\x18\x01 \x01(\x0e2\x1a.shoal.v1.RestartConditionR\tcondition\x12\x19\n" +
 	"\bdelay_ms\x18\x02 \x01(\x03R\adelayMs\x12!\n" +
 	"\fmax_attempts\x18\x03 \x01(\x03R\vmaxAttempts\x12\x1b\n" +
-	"\twindow_ms\x18\x04 \x01(\x03R\bwindowMs\"h\n" +
+	"\twindow_ms\x18\x04 \x01(\x03R\bwindowMs\x12 \n" +
+	"\fmax_delay_ms\x18\x05 \x01(\x03R\n" +
+	"maxDelayMs\"\xee\x01\n" +
+	"\vHealthCheck\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x18\n" +
+	"\acommand\x18\x02 \x03(\tR\acommand\x12\x1b\n" +
+	"\thttp_path\x18\x03 \x01(\tR\bhttpPath\x12\x12\n" +
+	"\x04port\x18\x04 \x01(\rR\x04port\x12\x1f\n" +
+	"\vinterval_ms\x18\x05 \x01(\x03R\n" +
+	"intervalMs\x12\x1d\n" +
+	"\n" +
+	"timeout_ms\x18\x06 \x01(\x03R\ttimeoutMs\x12\x18\n" +
+	"\aretries\x18\a \x01(\x03R\aretries\x12&\n" +
+	"\x0fstart_period_ms\x18\b \x01(\x03R\rstartPeriodMs\"h\n" +
 	"\x05Mount\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12\x16\n" +
 	"\x06target\x18\x03 \x01(\tR\x06target\x12\x1b\n" +
-	"\tread_only\x18\x04 \x01(\bR\breadOnly\"\xfa\x03\n" +
+	"\tread_only\x18\x04 \x01(\bR\breadOnly\"\xb3\x04\n" +
 	"\rContainerSpec\x12\x14\n" +
 	"\x05image\x18\x01 \x01(\tR\x05image\x12\x18\n" +
 	"\acommand\x18\x02 \x03(\tR\acommand\x12\x12\n" +
@@ -3175,31 +3816,42 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\acap_add\x18\f \x03(\tR\x06capAdd\x12\x19\n" +
 	"\bcap_drop\x18\r \x03(\tR\acapDrop\x12;\n" +
 	"\x06labels\x18\x0e \x03(\v2#.shoal.v1.ContainerSpec.LabelsEntryR\x06labels\x12\x12\n" +
-	"\x04init\x18\x0f \x01(\bR\x04init\x1a9\n" +
+	"\x04init\x18\x0f \x01(\bR\x04init\x127\n" +
+	"\vhealthcheck\x18\x10 \x01(\v2\x15.shoal.v1.HealthCheckR\vhealthcheck\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"|\n" +
 	"\x14ResourceRequirements\x127\n" +
 	"\freservations\x18\x01 \x01(\v2\x13.shoal.v1.ResourcesR\freservations\x12+\n" +
-	"\x06limits\x18\x02 \x01(\v2\x13.shoal.v1.ResourcesR\x06limits\"x\n" +
+	"\x06limits\x18\x02 \x01(\v2\x13.shoal.v1.ResourcesR\x06limits\"\x94\x01\n" +
 	"\tPlacement\x12 \n" +
 	"\vconstraints\x18\x01 \x03(\tR\vconstraints\x12\x16\n" +
 	"\x06spread\x18\x02 \x03(\tR\x06spread\x121\n" +
-	"\x15max_replicas_per_node\x18\x03 \x01(\x03R\x12maxReplicasPerNode\"K\n" +
+	"\x15max_replicas_per_node\x18\x03 \x01(\x03R\x12maxReplicasPerNode\x12\x1a\n" +
+	"\bstrategy\x18\x04 \x01(\tR\bstrategy\"K\n" +
 	"\x17NetworkAttachmentConfig\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x12\x18\n" +
-	"\aaliases\x18\x02 \x03(\tR\aaliases\"\xaa\x02\n" +
+	"\aaliases\x18\x02 \x03(\tR\aaliases\"\xcd\x02\n" +
 	"\bTaskSpec\x125\n" +
 	"\tcontainer\x18\x01 \x01(\v2\x17.shoal.v1.ContainerSpecR\tcontainer\x12<\n" +
 	"\tresources\x18\x02 \x01(\v2\x1e.shoal.v1.ResourceRequirementsR\tresources\x121\n" +
 	"\arestart\x18\x03 \x01(\v2\x17.shoal.v1.RestartPolicyR\arestart\x121\n" +
 	"\tplacement\x18\x04 \x01(\v2\x13.shoal.v1.PlacementR\tplacement\x12=\n" +
-	"\bnetworks\x18\x06 \x03(\v2!.shoal.v1.NetworkAttachmentConfigR\bnetworksJ\x04\b\x05\x10\x06\"\x88\x01\n" +
+	"\bnetworks\x18\x06 \x03(\v2!.shoal.v1.NetworkAttachmentConfigR\bnetworks\x12!\n" +
+	"\fforce_update\x18\a \x01(\x04R\vforceUpdateJ\x04\b\x05\x10\x06\"\xd3\x01\n" +
 	"\fUpdateConfig\x12 \n" +
 	"\vparallelism\x18\x01 \x01(\x03R\vparallelism\x12\x19\n" +
 	"\bdelay_ms\x18\x02 \x01(\x03R\adelayMs\x12%\n" +
 	"\x0efailure_action\x18\x03 \x01(\tR\rfailureAction\x12\x14\n" +
-	"\x05order\x18\x04 \x01(\tR\x05order\"\xa7\x01\n" +
+	"\x05order\x18\x04 \x01(\tR\x05order\x12\x1d\n" +
+	"\n" +
+	"monitor_ms\x18\x05 \x01(\x03R\tmonitorMs\x12*\n" +
+	"\x11max_failure_ratio\x18\x06 \x01(\x01R\x0fmaxFailureRatio\"\x9f\x01\n" +
+	"\tJobConfig\x12 \n" +
+	"\vcompletions\x18\x01 \x01(\x03R\vcompletions\x12%\n" +
+	"\x0emax_concurrent\x18\x02 \x01(\x03R\rmaxConcurrent\x12\x1a\n" +
+	"\bschedule\x18\x03 \x01(\tR\bschedule\x12-\n" +
+	"\x12concurrency_policy\x18\x04 \x01(\tR\x11concurrencyPolicy\"\xa7\x01\n" +
 	"\n" +
 	"PortConfig\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
@@ -3210,7 +3862,7 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\fpublish_mode\x18\x05 \x01(\tR\vpublishMode\"N\n" +
 	"\fEndpointSpec\x12\x12\n" +
 	"\x04mode\x18\x01 \x01(\tR\x04mode\x12*\n" +
-	"\x05ports\x18\x02 \x03(\v2\x14.shoal.v1.PortConfigR\x05ports\"\x9e\x03\n" +
+	"\x05ports\x18\x02 \x03(\v2\x14.shoal.v1.PortConfigR\x05ports\"\xec\x03\n" +
 	"\vServiceSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
 	"\x06labels\x18\x02 \x03(\v2!.shoal.v1.ServiceSpec.LabelsEntryR\x06labels\x12)\n" +
@@ -3219,21 +3871,40 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\x04task\x18\x05 \x01(\v2\x12.shoal.v1.TaskSpecR\x04task\x12.\n" +
 	"\x06update\x18\x06 \x01(\v2\x16.shoal.v1.UpdateConfigR\x06update\x122\n" +
 	"\brollback\x18\a \x01(\v2\x16.shoal.v1.UpdateConfigR\brollback\x122\n" +
-	"\bendpoint\x18\b \x01(\v2\x16.shoal.v1.EndpointSpecR\bendpoint\x1a9\n" +
+	"\bendpoint\x18\b \x01(\v2\x16.shoal.v1.EndpointSpecR\bendpoint\x12%\n" +
+	"\x03job\x18\t \x01(\v2\x13.shoal.v1.JobConfigR\x03job\x12%\n" +
+	"\x0eauto_rebalance\x18\n" +
+	" \x01(\bR\rautoRebalance\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"E\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x81\x02\n" +
+	"\fUpdateStatus\x12+\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x15.shoal.v1.UpdateStateR\x05state\x129\n" +
+	"\n" +
+	"started_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12=\n" +
+	"\fcompleted_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vcompletedAt\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x12\x18\n" +
+	"\aupdated\x18\x05 \x01(\x03R\aupdated\x12\x16\n" +
+	"\x06failed\x18\x06 \x01(\x03R\x06failed\"\xaf\x01\n" +
+	"\tJobStatus\x12\x1c\n" +
+	"\titeration\x18\x01 \x01(\x04R\titeration\x12A\n" +
+	"\x0elast_execution\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rlastExecution\x12A\n" +
+	"\x0enext_execution\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\rnextExecution\"E\n" +
 	"\n" +
 	"ServiceVIP\x12\x1d\n" +
 	"\n" +
 	"network_id\x18\x01 \x01(\tR\tnetworkId\x12\x18\n" +
-	"\aaddress\x18\x02 \x01(\tR\aaddress\"\xe1\x01\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\"\x83\x03\n" +
 	"\aService\x12\"\n" +
 	"\x04meta\x18\x01 \x01(\v2\x0e.shoal.v1.MetaR\x04meta\x12)\n" +
 	"\x04spec\x18\x02 \x01(\v2\x15.shoal.v1.ServiceSpecR\x04spec\x12:\n" +
 	"\rprevious_spec\x18\x03 \x01(\v2\x15.shoal.v1.ServiceSpecR\fpreviousSpec\x12!\n" +
 	"\fspec_version\x18\x04 \x01(\x04R\vspecVersion\x12(\n" +
-	"\x04vips\x18\x05 \x03(\v2\x14.shoal.v1.ServiceVIPR\x04vips\"\xac\x02\n" +
+	"\x04vips\x18\x05 \x03(\v2\x14.shoal.v1.ServiceVIPR\x04vips\x12;\n" +
+	"\rupdate_status\x18\x06 \x01(\v2\x16.shoal.v1.UpdateStatusR\fupdateStatus\x122\n" +
+	"\n" +
+	"job_status\x18\a \x01(\v2\x13.shoal.v1.JobStatusR\tjobStatus\x12/\n" +
+	"\x13rebalance_requested\x18\b \x01(\bR\x12rebalanceRequested\"\xfb\x03\n" +
 	"\n" +
 	"TaskStatus\x12)\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x13.shoal.v1.TaskStateR\x05state\x128\n" +
@@ -3245,13 +3916,18 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\n" +
 	"oom_killed\x18\a \x01(\bR\toomKilled\x12\x1c\n" +
 	"\taddresses\x18\b \x03(\tR\taddresses\x12!\n" +
-	"\fimage_digest\x18\t \x01(\tR\vimageDigest\"x\n" +
+	"\fimage_digest\x18\t \x01(\tR\vimageDigest\x12,\n" +
+	"\x06health\x18\n" +
+	" \x01(\x0e2\x14.shoal.v1.TaskHealthR\x06health\x12#\n" +
+	"\rhealth_output\x18\v \x01(\tR\fhealthOutput\x12F\n" +
+	"\x11health_checked_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\x0fhealthCheckedAt\x122\n" +
+	"\x15health_failing_streak\x18\r \x01(\x03R\x13healthFailingStreak\"x\n" +
 	"\x11NetworkAttachment\x12\x1d\n" +
 	"\n" +
 	"network_id\x18\x01 \x01(\tR\tnetworkId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x10\n" +
 	"\x03mac\x18\x03 \x01(\tR\x03mac\x12\x18\n" +
-	"\aaliases\x18\x04 \x03(\tR\aaliases\"\x85\x03\n" +
+	"\aaliases\x18\x04 \x03(\tR\aaliases\"\xaa\x03\n" +
 	"\x04Task\x12\"\n" +
 	"\x04meta\x18\x01 \x01(\v2\x0e.shoal.v1.MetaR\x04meta\x12\x1d\n" +
 	"\n" +
@@ -3264,7 +3940,8 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\x04spec\x18\b \x01(\v2\x12.shoal.v1.TaskSpecR\x04spec\x12!\n" +
 	"\fspec_version\x18\t \x01(\x04R\vspecVersion\x127\n" +
 	"\bnetworks\x18\n" +
-	" \x03(\v2\x1b.shoal.v1.NetworkAttachmentR\bnetworks\"\xd0\x02\n" +
+	" \x03(\v2\x1b.shoal.v1.NetworkAttachmentR\bnetworks\x12#\n" +
+	"\rjob_iteration\x18\v \x01(\x04R\fjobIteration\"\xd0\x02\n" +
 	"\vNetworkSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06driver\x18\x02 \x01(\tR\x06driver\x12\x16\n" +
@@ -3286,7 +3963,7 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\x04spec\x18\x02 \x01(\v2\x15.shoal.v1.NetworkSpecR\x04spec\x12\x10\n" +
 	"\x03vni\x18\x03 \x01(\rR\x03vni\x12\x16\n" +
 	"\x06subnet\x18\x04 \x01(\tR\x06subnet\x12\x18\n" +
-	"\agateway\x18\x05 \x01(\tR\agateway\"\x8c\x02\n" +
+	"\agateway\x18\x05 \x01(\tR\agateway\"\xba\x02\n" +
 	"\bEndpoint\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1d\n" +
 	"\n" +
@@ -3297,7 +3974,9 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\x03mac\x18\x06 \x01(\tR\x03mac\x12\x17\n" +
 	"\anode_id\x18\a \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\tnode_addr\x18\b \x01(\tR\bnodeAddr\x12)\n" +
-	"\x05state\x18\t \x01(\x0e2\x13.shoal.v1.TaskStateR\x05state\"\x9c\x01\n" +
+	"\x05state\x18\t \x01(\x0e2\x13.shoal.v1.TaskStateR\x05state\x12,\n" +
+	"\x06health\x18\n" +
+	" \x01(\x0e2\x14.shoal.v1.TaskHealthR\x06health\"\x9c\x01\n" +
 	"\fNetworkState\x12+\n" +
 	"\anetwork\x18\x01 \x01(\v2\x11.shoal.v1.NetworkR\anetwork\x120\n" +
 	"\tendpoints\x18\x02 \x03(\v2\x12.shoal.v1.EndpointR\tendpoints\x12-\n" +
@@ -3327,14 +4006,24 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\x12NODE_STATE_UNKNOWN\x10\x00\x12\x13\n" +
 	"\x0fNODE_STATE_DOWN\x10\x01\x12\x14\n" +
 	"\x10NODE_STATE_READY\x10\x02\x12\x1b\n" +
-	"\x17NODE_STATE_DISCONNECTED\x10\x03*C\n" +
+	"\x17NODE_STATE_DISCONNECTED\x10\x03*\x81\x01\n" +
 	"\vServiceMode\x12\x1b\n" +
 	"\x17SERVICE_MODE_REPLICATED\x10\x00\x12\x17\n" +
-	"\x13SERVICE_MODE_GLOBAL\x10\x01*k\n" +
+	"\x13SERVICE_MODE_GLOBAL\x10\x01\x12\x1f\n" +
+	"\x1bSERVICE_MODE_REPLICATED_JOB\x10\x02\x12\x1b\n" +
+	"\x17SERVICE_MODE_GLOBAL_JOB\x10\x03*k\n" +
 	"\x10RestartCondition\x12\x19\n" +
 	"\x15RESTART_CONDITION_ANY\x10\x00\x12 \n" +
 	"\x1cRESTART_CONDITION_ON_FAILURE\x10\x01\x12\x1a\n" +
-	"\x16RESTART_CONDITION_NONE\x10\x02*\xc6\x02\n" +
+	"\x16RESTART_CONDITION_NONE\x10\x02*\xe1\x01\n" +
+	"\vUpdateState\x12\x18\n" +
+	"\x14UPDATE_STATE_UNKNOWN\x10\x00\x12\x19\n" +
+	"\x15UPDATE_STATE_UPDATING\x10\x01\x12\x17\n" +
+	"\x13UPDATE_STATE_PAUSED\x10\x02\x12\x1a\n" +
+	"\x16UPDATE_STATE_COMPLETED\x10\x03\x12!\n" +
+	"\x1dUPDATE_STATE_ROLLBACK_STARTED\x10\x04\x12 \n" +
+	"\x1cUPDATE_STATE_ROLLBACK_PAUSED\x10\x05\x12#\n" +
+	"\x1fUPDATE_STATE_ROLLBACK_COMPLETED\x10\x06*\xc6\x02\n" +
 	"\tTaskState\x12\x12\n" +
 	"\x0eTASK_STATE_NEW\x10\x00\x12\x16\n" +
 	"\x12TASK_STATE_PENDING\x10\x01\x12\x17\n" +
@@ -3349,7 +4038,13 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\x13TASK_STATE_REJECTED\x10\n" +
 	"\x12\x17\n" +
 	"\x13TASK_STATE_ORPHANED\x10\v\x12\x15\n" +
-	"\x11TASK_STATE_REMOVE\x10\fB2Z0github.com/shoal-dev/shoal/proto/shoalv1;shoalv1b\x06proto3"
+	"\x11TASK_STATE_REMOVE\x10\f*p\n" +
+	"\n" +
+	"TaskHealth\x12\x14\n" +
+	"\x10TASK_HEALTH_NONE\x10\x00\x12\x18\n" +
+	"\x14TASK_HEALTH_STARTING\x10\x01\x12\x17\n" +
+	"\x13TASK_HEALTH_HEALTHY\x10\x02\x12\x19\n" +
+	"\x15TASK_HEALTH_UNHEALTHY\x10\x03B2Z0github.com/shoal-dev/shoal/proto/shoalv1;shoalv1b\x06proto3"
 
 var (
 	file_shoalv1_objects_proto_rawDescOnce sync.Once
@@ -3363,118 +4058,136 @@ func file_shoalv1_objects_proto_rawDescGZIP() []byte {
 	return file_shoalv1_objects_proto_rawDescData
 }
 
-var file_shoalv1_objects_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_shoalv1_objects_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_shoalv1_objects_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
+var file_shoalv1_objects_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_shoalv1_objects_proto_goTypes = []any{
 	(NodeRole)(0),                   // 0: shoal.v1.NodeRole
 	(NodeAvailability)(0),           // 1: shoal.v1.NodeAvailability
 	(NodeState)(0),                  // 2: shoal.v1.NodeState
 	(ServiceMode)(0),                // 3: shoal.v1.ServiceMode
 	(RestartCondition)(0),           // 4: shoal.v1.RestartCondition
-	(TaskState)(0),                  // 5: shoal.v1.TaskState
-	(*Meta)(nil),                    // 6: shoal.v1.Meta
-	(*JoinTokens)(nil),              // 7: shoal.v1.JoinTokens
-	(*ClusterSettings)(nil),         // 8: shoal.v1.ClusterSettings
-	(*AdminCertificate)(nil),        // 9: shoal.v1.AdminCertificate
-	(*Cluster)(nil),                 // 10: shoal.v1.Cluster
-	(*NodeSpec)(nil),                // 11: shoal.v1.NodeSpec
-	(*Resources)(nil),               // 12: shoal.v1.Resources
-	(*NodeDescription)(nil),         // 13: shoal.v1.NodeDescription
-	(*NodeStatus)(nil),              // 14: shoal.v1.NodeStatus
-	(*ManagerStatus)(nil),           // 15: shoal.v1.ManagerStatus
-	(*Node)(nil),                    // 16: shoal.v1.Node
-	(*RestartPolicy)(nil),           // 17: shoal.v1.RestartPolicy
-	(*Mount)(nil),                   // 18: shoal.v1.Mount
-	(*ContainerSpec)(nil),           // 19: shoal.v1.ContainerSpec
-	(*ResourceRequirements)(nil),    // 20: shoal.v1.ResourceRequirements
-	(*Placement)(nil),               // 21: shoal.v1.Placement
-	(*NetworkAttachmentConfig)(nil), // 22: shoal.v1.NetworkAttachmentConfig
-	(*TaskSpec)(nil),                // 23: shoal.v1.TaskSpec
-	(*UpdateConfig)(nil),            // 24: shoal.v1.UpdateConfig
-	(*PortConfig)(nil),              // 25: shoal.v1.PortConfig
-	(*EndpointSpec)(nil),            // 26: shoal.v1.EndpointSpec
-	(*ServiceSpec)(nil),             // 27: shoal.v1.ServiceSpec
-	(*ServiceVIP)(nil),              // 28: shoal.v1.ServiceVIP
-	(*Service)(nil),                 // 29: shoal.v1.Service
-	(*TaskStatus)(nil),              // 30: shoal.v1.TaskStatus
-	(*NetworkAttachment)(nil),       // 31: shoal.v1.NetworkAttachment
-	(*Task)(nil),                    // 32: shoal.v1.Task
-	(*NetworkSpec)(nil),             // 33: shoal.v1.NetworkSpec
-	(*Network)(nil),                 // 34: shoal.v1.Network
-	(*Endpoint)(nil),                // 35: shoal.v1.Endpoint
-	(*NetworkState)(nil),            // 36: shoal.v1.NetworkState
-	(*ServiceVIPState)(nil),         // 37: shoal.v1.ServiceVIPState
-	(*RaftMember)(nil),              // 38: shoal.v1.RaftMember
-	nil,                             // 39: shoal.v1.NodeSpec.LabelsEntry
-	nil,                             // 40: shoal.v1.ContainerSpec.LabelsEntry
-	nil,                             // 41: shoal.v1.ServiceSpec.LabelsEntry
-	nil,                             // 42: shoal.v1.NetworkSpec.LabelsEntry
-	(*timestamppb.Timestamp)(nil),   // 43: google.protobuf.Timestamp
+	(UpdateState)(0),                // 5: shoal.v1.UpdateState
+	(TaskState)(0),                  // 6: shoal.v1.TaskState
+	(TaskHealth)(0),                 // 7: shoal.v1.TaskHealth
+	(*Meta)(nil),                    // 8: shoal.v1.Meta
+	(*JoinTokens)(nil),              // 9: shoal.v1.JoinTokens
+	(*ClusterSettings)(nil),         // 10: shoal.v1.ClusterSettings
+	(*AdminCertificate)(nil),        // 11: shoal.v1.AdminCertificate
+	(*Cluster)(nil),                 // 12: shoal.v1.Cluster
+	(*NodeSpec)(nil),                // 13: shoal.v1.NodeSpec
+	(*Resources)(nil),               // 14: shoal.v1.Resources
+	(*NodeDescription)(nil),         // 15: shoal.v1.NodeDescription
+	(*NodeStatus)(nil),              // 16: shoal.v1.NodeStatus
+	(*ManagerStatus)(nil),           // 17: shoal.v1.ManagerStatus
+	(*Node)(nil),                    // 18: shoal.v1.Node
+	(*RestartPolicy)(nil),           // 19: shoal.v1.RestartPolicy
+	(*HealthCheck)(nil),             // 20: shoal.v1.HealthCheck
+	(*Mount)(nil),                   // 21: shoal.v1.Mount
+	(*ContainerSpec)(nil),           // 22: shoal.v1.ContainerSpec
+	(*ResourceRequirements)(nil),    // 23: shoal.v1.ResourceRequirements
+	(*Placement)(nil),               // 24: shoal.v1.Placement
+	(*NetworkAttachmentConfig)(nil), // 25: shoal.v1.NetworkAttachmentConfig
+	(*TaskSpec)(nil),                // 26: shoal.v1.TaskSpec
+	(*UpdateConfig)(nil),            // 27: shoal.v1.UpdateConfig
+	(*JobConfig)(nil),               // 28: shoal.v1.JobConfig
+	(*PortConfig)(nil),              // 29: shoal.v1.PortConfig
+	(*EndpointSpec)(nil),            // 30: shoal.v1.EndpointSpec
+	(*ServiceSpec)(nil),             // 31: shoal.v1.ServiceSpec
+	(*UpdateStatus)(nil),            // 32: shoal.v1.UpdateStatus
+	(*JobStatus)(nil),               // 33: shoal.v1.JobStatus
+	(*ServiceVIP)(nil),              // 34: shoal.v1.ServiceVIP
+	(*Service)(nil),                 // 35: shoal.v1.Service
+	(*TaskStatus)(nil),              // 36: shoal.v1.TaskStatus
+	(*NetworkAttachment)(nil),       // 37: shoal.v1.NetworkAttachment
+	(*Task)(nil),                    // 38: shoal.v1.Task
+	(*NetworkSpec)(nil),             // 39: shoal.v1.NetworkSpec
+	(*Network)(nil),                 // 40: shoal.v1.Network
+	(*Endpoint)(nil),                // 41: shoal.v1.Endpoint
+	(*NetworkState)(nil),            // 42: shoal.v1.NetworkState
+	(*ServiceVIPState)(nil),         // 43: shoal.v1.ServiceVIPState
+	(*RaftMember)(nil),              // 44: shoal.v1.RaftMember
+	nil,                             // 45: shoal.v1.NodeSpec.LabelsEntry
+	nil,                             // 46: shoal.v1.ContainerSpec.LabelsEntry
+	nil,                             // 47: shoal.v1.ServiceSpec.LabelsEntry
+	nil,                             // 48: shoal.v1.NetworkSpec.LabelsEntry
+	(*timestamppb.Timestamp)(nil),   // 49: google.protobuf.Timestamp
 }
 var file_shoalv1_objects_proto_depIdxs = []int32{
-	43, // 0: shoal.v1.Meta.created_at:type_name -> google.protobuf.Timestamp
-	43, // 1: shoal.v1.Meta.updated_at:type_name -> google.protobuf.Timestamp
-	43, // 2: shoal.v1.AdminCertificate.created_at:type_name -> google.protobuf.Timestamp
-	43, // 3: shoal.v1.AdminCertificate.not_after:type_name -> google.protobuf.Timestamp
-	43, // 4: shoal.v1.AdminCertificate.revoked_at:type_name -> google.protobuf.Timestamp
-	6,  // 5: shoal.v1.Cluster.meta:type_name -> shoal.v1.Meta
-	7,  // 6: shoal.v1.Cluster.tokens:type_name -> shoal.v1.JoinTokens
-	8,  // 7: shoal.v1.Cluster.settings:type_name -> shoal.v1.ClusterSettings
-	9,  // 8: shoal.v1.Cluster.admin_certs:type_name -> shoal.v1.AdminCertificate
-	39, // 9: shoal.v1.NodeSpec.labels:type_name -> shoal.v1.NodeSpec.LabelsEntry
+	49, // 0: shoal.v1.Meta.created_at:type_name -> google.protobuf.Timestamp
+	49, // 1: shoal.v1.Meta.updated_at:type_name -> google.protobuf.Timestamp
+	49, // 2: shoal.v1.AdminCertificate.created_at:type_name -> google.protobuf.Timestamp
+	49, // 3: shoal.v1.AdminCertificate.not_after:type_name -> google.protobuf.Timestamp
+	49, // 4: shoal.v1.AdminCertificate.revoked_at:type_name -> google.protobuf.Timestamp
+	8,  // 5: shoal.v1.Cluster.meta:type_name -> shoal.v1.Meta
+	9,  // 6: shoal.v1.Cluster.tokens:type_name -> shoal.v1.JoinTokens
+	10, // 7: shoal.v1.Cluster.settings:type_name -> shoal.v1.ClusterSettings
+	11, // 8: shoal.v1.Cluster.admin_certs:type_name -> shoal.v1.AdminCertificate
+	45, // 9: shoal.v1.NodeSpec.labels:type_name -> shoal.v1.NodeSpec.LabelsEntry
 	0,  // 10: shoal.v1.NodeSpec.desired_role:type_name -> shoal.v1.NodeRole
 	1,  // 11: shoal.v1.NodeSpec.availability:type_name -> shoal.v1.NodeAvailability
-	12, // 12: shoal.v1.NodeDescription.resources:type_name -> shoal.v1.Resources
+	14, // 12: shoal.v1.NodeDescription.resources:type_name -> shoal.v1.Resources
 	2,  // 13: shoal.v1.NodeStatus.state:type_name -> shoal.v1.NodeState
-	43, // 14: shoal.v1.NodeStatus.last_heartbeat:type_name -> google.protobuf.Timestamp
-	43, // 15: shoal.v1.NodeStatus.restart_deadline:type_name -> google.protobuf.Timestamp
-	6,  // 16: shoal.v1.Node.meta:type_name -> shoal.v1.Meta
-	11, // 17: shoal.v1.Node.spec:type_name -> shoal.v1.NodeSpec
-	13, // 18: shoal.v1.Node.description:type_name -> shoal.v1.NodeDescription
-	14, // 19: shoal.v1.Node.status:type_name -> shoal.v1.NodeStatus
+	49, // 14: shoal.v1.NodeStatus.last_heartbeat:type_name -> google.protobuf.Timestamp
+	49, // 15: shoal.v1.NodeStatus.restart_deadline:type_name -> google.protobuf.Timestamp
+	8,  // 16: shoal.v1.Node.meta:type_name -> shoal.v1.Meta
+	13, // 17: shoal.v1.Node.spec:type_name -> shoal.v1.NodeSpec
+	15, // 18: shoal.v1.Node.description:type_name -> shoal.v1.NodeDescription
+	16, // 19: shoal.v1.Node.status:type_name -> shoal.v1.NodeStatus
 	0,  // 20: shoal.v1.Node.role:type_name -> shoal.v1.NodeRole
-	15, // 21: shoal.v1.Node.manager_status:type_name -> shoal.v1.ManagerStatus
+	17, // 21: shoal.v1.Node.manager_status:type_name -> shoal.v1.ManagerStatus
 	4,  // 22: shoal.v1.RestartPolicy.condition:type_name -> shoal.v1.RestartCondition
-	18, // 23: shoal.v1.ContainerSpec.mounts:type_name -> shoal.v1.Mount
-	40, // 24: shoal.v1.ContainerSpec.labels:type_name -> shoal.v1.ContainerSpec.LabelsEntry
-	12, // 25: shoal.v1.ResourceRequirements.reservations:type_name -> shoal.v1.Resources
-	12, // 26: shoal.v1.ResourceRequirements.limits:type_name -> shoal.v1.Resources
-	19, // 27: shoal.v1.TaskSpec.container:type_name -> shoal.v1.ContainerSpec
-	20, // 28: shoal.v1.TaskSpec.resources:type_name -> shoal.v1.ResourceRequirements
-	17, // 29: shoal.v1.TaskSpec.restart:type_name -> shoal.v1.RestartPolicy
-	21, // 30: shoal.v1.TaskSpec.placement:type_name -> shoal.v1.Placement
-	22, // 31: shoal.v1.TaskSpec.networks:type_name -> shoal.v1.NetworkAttachmentConfig
-	25, // 32: shoal.v1.EndpointSpec.ports:type_name -> shoal.v1.PortConfig
-	41, // 33: shoal.v1.ServiceSpec.labels:type_name -> shoal.v1.ServiceSpec.LabelsEntry
-	3,  // 34: shoal.v1.ServiceSpec.mode:type_name -> shoal.v1.ServiceMode
-	23, // 35: shoal.v1.ServiceSpec.task:type_name -> shoal.v1.TaskSpec
-	24, // 36: shoal.v1.ServiceSpec.update:type_name -> shoal.v1.UpdateConfig
-	24, // 37: shoal.v1.ServiceSpec.rollback:type_name -> shoal.v1.UpdateConfig
-	26, // 38: shoal.v1.ServiceSpec.endpoint:type_name -> shoal.v1.EndpointSpec
-	6,  // 39: shoal.v1.Service.meta:type_name -> shoal.v1.Meta
-	27, // 40: shoal.v1.Service.spec:type_name -> shoal.v1.ServiceSpec
-	27, // 41: shoal.v1.Service.previous_spec:type_name -> shoal.v1.ServiceSpec
-	28, // 42: shoal.v1.Service.vips:type_name -> shoal.v1.ServiceVIP
-	5,  // 43: shoal.v1.TaskStatus.state:type_name -> shoal.v1.TaskState
-	43, // 44: shoal.v1.TaskStatus.timestamp:type_name -> google.protobuf.Timestamp
-	6,  // 45: shoal.v1.Task.meta:type_name -> shoal.v1.Meta
-	5,  // 46: shoal.v1.Task.desired_state:type_name -> shoal.v1.TaskState
-	30, // 47: shoal.v1.Task.status:type_name -> shoal.v1.TaskStatus
-	23, // 48: shoal.v1.Task.spec:type_name -> shoal.v1.TaskSpec
-	31, // 49: shoal.v1.Task.networks:type_name -> shoal.v1.NetworkAttachment
-	42, // 50: shoal.v1.NetworkSpec.labels:type_name -> shoal.v1.NetworkSpec.LabelsEntry
-	6,  // 51: shoal.v1.Network.meta:type_name -> shoal.v1.Meta
-	33, // 52: shoal.v1.Network.spec:type_name -> shoal.v1.NetworkSpec
-	5,  // 53: shoal.v1.Endpoint.state:type_name -> shoal.v1.TaskState
-	34, // 54: shoal.v1.NetworkState.network:type_name -> shoal.v1.Network
-	35, // 55: shoal.v1.NetworkState.endpoints:type_name -> shoal.v1.Endpoint
-	37, // 56: shoal.v1.NetworkState.vips:type_name -> shoal.v1.ServiceVIPState
-	25, // 57: shoal.v1.ServiceVIPState.ports:type_name -> shoal.v1.PortConfig
-	58, // [58:58] is the sub-list for method output_type
-	58, // [58:58] is the sub-list for method input_type
-	58, // [58:58] is the sub-list for extension type_name
-	58, // [58:58] is the sub-list for extension extendee
-	0,  // [0:58] is the sub-list for field type_name
+	21, // 23: shoal.v1.ContainerSpec.mounts:type_name -> shoal.v1.Mount
+	46, // 24: shoal.v1.ContainerSpec.labels:type_name -> shoal.v1.ContainerSpec.LabelsEntry
+	20, // 25: shoal.v1.ContainerSpec.healthcheck:type_name -> shoal.v1.HealthCheck
+	14, // 26: shoal.v1.ResourceRequirements.reservations:type_name -> shoal.v1.Resources
+	14, // 27: shoal.v1.ResourceRequirements.limits:type_name -> shoal.v1.Resources
+	22, // 28: shoal.v1.TaskSpec.container:type_name -> shoal.v1.ContainerSpec
+	23, // 29: shoal.v1.TaskSpec.resources:type_name -> shoal.v1.ResourceRequirements
+	19, // 30: shoal.v1.TaskSpec.restart:type_name -> shoal.v1.RestartPolicy
+	24, // 31: shoal.v1.TaskSpec.placement:type_name -> shoal.v1.Placement
+	25, // 32: shoal.v1.TaskSpec.networks:type_name -> shoal.v1.NetworkAttachmentConfig
+	29, // 33: shoal.v1.EndpointSpec.ports:type_name -> shoal.v1.PortConfig
+	47, // 34: shoal.v1.ServiceSpec.labels:type_name -> shoal.v1.ServiceSpec.LabelsEntry
+	3,  // 35: shoal.v1.ServiceSpec.mode:type_name -> shoal.v1.ServiceMode
+	26, // 36: shoal.v1.ServiceSpec.task:type_name -> shoal.v1.TaskSpec
+	27, // 37: shoal.v1.ServiceSpec.update:type_name -> shoal.v1.UpdateConfig
+	27, // 38: shoal.v1.ServiceSpec.rollback:type_name -> shoal.v1.UpdateConfig
+	30, // 39: shoal.v1.ServiceSpec.endpoint:type_name -> shoal.v1.EndpointSpec
+	28, // 40: shoal.v1.ServiceSpec.job:type_name -> shoal.v1.JobConfig
+	5,  // 41: shoal.v1.UpdateStatus.state:type_name -> shoal.v1.UpdateState
+	49, // 42: shoal.v1.UpdateStatus.started_at:type_name -> google.protobuf.Timestamp
+	49, // 43: shoal.v1.UpdateStatus.completed_at:type_name -> google.protobuf.Timestamp
+	49, // 44: shoal.v1.JobStatus.last_execution:type_name -> google.protobuf.Timestamp
+	49, // 45: shoal.v1.JobStatus.next_execution:type_name -> google.protobuf.Timestamp
+	8,  // 46: shoal.v1.Service.meta:type_name -> shoal.v1.Meta
+	31, // 47: shoal.v1.Service.spec:type_name -> shoal.v1.ServiceSpec
+	31, // 48: shoal.v1.Service.previous_spec:type_name -> shoal.v1.ServiceSpec
+	34, // 49: shoal.v1.Service.vips:type_name -> shoal.v1.ServiceVIP
+	32, // 50: shoal.v1.Service.update_status:type_name -> shoal.v1.UpdateStatus
+	33, // 51: shoal.v1.Service.job_status:type_name -> shoal.v1.JobStatus
+	6,  // 52: shoal.v1.TaskStatus.state:type_name -> shoal.v1.TaskState
+	49, // 53: shoal.v1.TaskStatus.timestamp:type_name -> google.protobuf.Timestamp
+	7,  // 54: shoal.v1.TaskStatus.health:type_name -> shoal.v1.TaskHealth
+	49, // 55: shoal.v1.TaskStatus.health_checked_at:type_name -> google.protobuf.Timestamp
+	8,  // 56: shoal.v1.Task.meta:type_name -> shoal.v1.Meta
+	6,  // 57: shoal.v1.Task.desired_state:type_name -> shoal.v1.TaskState
+	36, // 58: shoal.v1.Task.status:type_name -> shoal.v1.TaskStatus
+	26, // 59: shoal.v1.Task.spec:type_name -> shoal.v1.TaskSpec
+	37, // 60: shoal.v1.Task.networks:type_name -> shoal.v1.NetworkAttachment
+	48, // 61: shoal.v1.NetworkSpec.labels:type_name -> shoal.v1.NetworkSpec.LabelsEntry
+	8,  // 62: shoal.v1.Network.meta:type_name -> shoal.v1.Meta
+	39, // 63: shoal.v1.Network.spec:type_name -> shoal.v1.NetworkSpec
+	6,  // 64: shoal.v1.Endpoint.state:type_name -> shoal.v1.TaskState
+	7,  // 65: shoal.v1.Endpoint.health:type_name -> shoal.v1.TaskHealth
+	40, // 66: shoal.v1.NetworkState.network:type_name -> shoal.v1.Network
+	41, // 67: shoal.v1.NetworkState.endpoints:type_name -> shoal.v1.Endpoint
+	43, // 68: shoal.v1.NetworkState.vips:type_name -> shoal.v1.ServiceVIPState
+	29, // 69: shoal.v1.ServiceVIPState.ports:type_name -> shoal.v1.PortConfig
+	70, // [70:70] is the sub-list for method output_type
+	70, // [70:70] is the sub-list for method input_type
+	70, // [70:70] is the sub-list for extension type_name
+	70, // [70:70] is the sub-list for extension extendee
+	0,  // [0:70] is the sub-list for field type_name
 }
 
 func init() { file_shoalv1_objects_proto_init() }
@@ -3487,8 +4200,8 @@ func file_shoalv1_objects_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoalv1_objects_proto_rawDesc), len(file_shoalv1_objects_proto_rawDesc)),
-			NumEnums:      6,
-			NumMessages:   37,
+			NumEnums:      8,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
