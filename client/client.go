@@ -16,6 +16,7 @@ import (
 	"github.com/shoal-dev/shoal/errdefs"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
@@ -160,10 +161,19 @@ const MaxReplyBytes = 256 << 20
 // RetryUnavailable retries calls that failed with UNAVAILABLE, backing off
 // from 25 ms to 250 ms (a leader election takes about a second, so a longer
 // back-off would only add to the failover time), until the call's context
-// ends. Calls without a
-// deadline get 30 s. The final error names the managers tried.
+// ends. Calls without a deadline get 30 s. The final error names the
+// managers tried. Two answers end the retries early, each with an error
+// that says what is wrong rather than gRPC's "context deadline exceeded":
+//
+//   - NO_QUORUM (errdefs.ErrNoQuorum): a manager already waited for an
+//     election that did not come; the cluster has lost quorum and only an
+//     operator can bring it back.
+//   - the call's own deadline passing while a manager held it (a write
+//     the leader could not commit, say): DeadlineExceeded naming the
+//     managers and the timeout.
 func RetryUnavailable(hosts []string) grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		start := time.Now()
 		if _, ok := ctx.Deadline(); !ok {
 			var cancel context.CancelFunc
 			ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
@@ -172,7 +182,12 @@ func RetryUnavailable(hosts []string) grpc.UnaryClientInterceptor {
 		backoff := 25 * time.Millisecond
 		for {
 			err := invoker(ctx, method, req, reply, cc, opts...)
-			if !errdefs.IsUnavailable(err) {
+			switch {
+			case errdefs.Is(err, errdefs.ErrNoQuorum):
+				return errdefs.ToGRPC(errdefs.NoQuorumf("%s; at least half of the managers %v and one more must be up and reach each other (`shoal node ls` on a manager lists them)", status.Convert(err).Message(), hosts))
+			case status.Code(err) == codes.DeadlineExceeded && ctx.Err() != nil:
+				return errdefs.ToGRPC(fmt.Errorf("no answer from the managers %v within %v (--timeout; a write may still be applied if the cluster recovers): %w", hosts, time.Since(start).Round(100*time.Millisecond), context.DeadlineExceeded))
+			case !errdefs.IsUnavailable(err):
 				return err
 			}
 			select {

@@ -141,3 +141,61 @@ func TestLargeReply(t *testing.T) {
 		t.Fatalf("ListTasks of ~6 MB: %d tasks, %v", len(resp.GetTasks()), err)
 	}
 }
+
+// noQuorum answers like a follower that waited for an election in vain
+// (GetCluster), or holds the call like a leader that cannot commit
+// (UpdateCluster).
+type noQuorum struct {
+	shoalv1.UnimplementedControlServer
+	calls atomic.Int32
+}
+
+func (n *noQuorum) GetCluster(context.Context, *shoalv1.GetClusterRequest) (*shoalv1.GetClusterResponse, error) {
+	n.calls.Add(1)
+	return nil, errdefs.NoQuorumf("no raft leader elected within 10s")
+}
+
+func (n *noQuorum) UpdateCluster(ctx context.Context, _ *shoalv1.UpdateClusterRequest) (*shoalv1.UpdateClusterResponse, error) {
+	n.calls.Add(1)
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestNoQuorumEndsRetries: a NO_QUORUM answer is not retried until the
+// deadline (the manager already waited for an election) and the error says
+// the cluster lost quorum; a call a manager holds past the deadline ends
+// with a message naming the managers and the timeout, not gRPC's bare
+// "context deadline exceeded".
+func TestNoQuorumEndsRetries(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(errdefs.UnaryServerInterceptor()))
+	n := &noQuorum{}
+	shoalv1.RegisterControlServer(srv, n)
+	go srv.Serve(ln)
+	defer srv.Stop()
+	conn, err := DialHosts([]string{ln.Addr().String()}, insecure.NewCredentials())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := shoalv1.NewControlClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err = c.GetCluster(ctx, &shoalv1.GetClusterRequest{})
+	if !errdefs.Is(err, errdefs.ErrNoQuorum) || !strings.Contains(err.Error(), "lost quorum") && !strings.Contains(err.Error(), "must be up") {
+		t.Fatalf("no quorum: %v", err)
+	}
+	if n.calls.Load() != 1 || ctx.Err() != nil {
+		t.Fatalf("NO_QUORUM retried: calls=%d ctx=%v", n.calls.Load(), ctx.Err())
+	}
+
+	hctx, hcancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer hcancel()
+	_, err = c.UpdateCluster(hctx, &shoalv1.UpdateClusterRequest{})
+	if status.Code(err) != codes.DeadlineExceeded || !strings.Contains(err.Error(), "no answer from the managers") || !strings.Contains(err.Error(), ln.Addr().String()) {
+		t.Fatalf("held call: %v", err)
+	}
+}

@@ -47,4 +47,7 @@
 //   - ErrNodeRemoved (NodeRemovedf): the calling node was removed from the
 //     cluster and should stop, not retry (reason NODE_REMOVED). It is also
 //     ErrPermissionDenied.
+//   - ErrNoQuorum (NoQuorumf): no leader was elected within the answering
+//     manager's wait; clients stop retrying and tell the operator (reason
+//     NO_QUORUM). It is also ErrUnavailable.
 package errdefs

@@ -35,6 +35,11 @@ var (
 	// ErrNodeRemoved: the node was removed from the cluster (shoal node rm);
 	// its certificate is no longer accepted and it should stop.
 	ErrNodeRemoved error = &sentinel{msg: "node removed from the cluster", class: ErrPermissionDenied}
+	// ErrNoQuorum: no manager leads and none was elected within the
+	// answering manager's wait (fewer than half of the managers are up or
+	// reachable). Retrying at once does not help; a client gives up and
+	// says so instead of retrying until its deadline.
+	ErrNoQuorum error = &sentinel{msg: "no raft leader", class: ErrUnavailable}
 )
 
 // sentinel is a protocol-state sentinel that is also of a class.
@@ -108,6 +113,12 @@ func Internalf(format string, args ...any) error { return Internal(fmt.Errorf(fo
 // ErrPermissionDenied) with the given text.
 func NodeRemovedf(format string, args ...any) error {
 	return classify(fmt.Errorf(format, args...), ErrNodeRemoved)
+}
+
+// NoQuorumf is the answer of a manager that found no leader within its wait:
+// ErrNoQuorum (and so ErrUnavailable) with the given text.
+func NoQuorumf(format string, args ...any) error {
+	return classify(fmt.Errorf(format, args...), ErrNoQuorum)
 }
 
 // NotLeaderError is ErrNotLeader with the leader's address, as far as the

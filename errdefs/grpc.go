@@ -19,6 +19,7 @@ const Domain = "shoal.dev"
 const (
 	ReasonNotLeader   = "NOT_LEADER"
 	ReasonNodeRemoved = "NODE_REMOVED"
+	ReasonNoQuorum    = "NO_QUORUM"
 	MetaLeader        = "leader"
 )
 
@@ -137,6 +138,8 @@ func ToGRPC(err error) error {
 		info = &errdetails.ErrorInfo{Reason: ReasonNotLeader, Domain: Domain, Metadata: map[string]string{MetaLeader: nl.Leader}}
 	case errors.Is(err, ErrNodeRemoved):
 		info = &errdetails.ErrorInfo{Reason: ReasonNodeRemoved, Domain: Domain}
+	case errors.Is(err, ErrNoQuorum):
+		info = &errdetails.ErrorInfo{Reason: ReasonNoQuorum, Domain: Domain}
 	}
 	if info != nil {
 		if withInfo, derr := st.WithDetails(info); derr == nil {
@@ -190,6 +193,8 @@ func FromGRPC(err error) error {
 			r.classes = append(r.classes, &NotLeaderError{Leader: info.GetMetadata()[MetaLeader]})
 		case ReasonNodeRemoved:
 			r.classes = append(r.classes, ErrNodeRemoved)
+		case ReasonNoQuorum:
+			r.classes = append(r.classes, ErrNoQuorum)
 		}
 	}
 	return r

@@ -256,7 +256,7 @@ func (f *Forwarder) waitLeader(ctx context.Context, deadline <-chan time.Time) (
 		case <-ctx.Done():
 			return "", ctx.Err()
 		case <-deadline:
-			return "", errdefs.Unavailablef("no raft leader: the managers have no quorum")
+			return "", errdefs.NoQuorumf("no raft leader elected within %v: fewer than half of the managers are up or reachable (the cluster has lost quorum)", f.LeaderWait)
 		}
 	}
 }
