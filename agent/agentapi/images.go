@@ -150,9 +150,10 @@ func (s *Server) ListImages(_ context.Context, _ *shoalv1.ListImagesRequest) (*s
 }
 
 // RemoveImage drops a reference (by name) or all of an image's references
-// (by digest or id); the data goes with the next garbage collection once
-// no task uses it.
-func (s *Server) RemoveImage(_ context.Context, req *shoalv1.RemoveImageRequest) (*shoalv1.RemoveImageResponse, error) {
+// (by digest or id); an image left without references is then collected at
+// once (Config.CollectImages) unless a task uses it — then it goes with
+// the first collection after that task is removed.
+func (s *Server) RemoveImage(ctx context.Context, req *shoalv1.RemoveImageRequest) (*shoalv1.RemoveImageResponse, error) {
 	store, err := s.images()
 	if err != nil {
 		return nil, err
@@ -164,6 +165,13 @@ func (s *Server) RemoveImage(_ context.Context, req *shoalv1.RemoveImageRequest)
 		return nil, err
 	}
 	s.log.Info("image reference removed by request", "ref", req.GetRef())
+	if s.cfg.CollectImages != nil {
+		// The reference is gone whatever happens here: a failed collection
+		// is retried by the periodic one, not reported as a failed rm.
+		if err := s.cfg.CollectImages(ctx); err != nil {
+			s.log.Warn("image garbage collection after rm", "err", err)
+		}
+	}
 	return &shoalv1.RemoveImageResponse{}, nil
 }
 

@@ -2,11 +2,13 @@ package agentapi
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -119,6 +121,10 @@ func TestImages(t *testing.T) {
 	}
 	_, err = s.cl.RemoveImage(testCtx(t), &shoalv1.RemoveImageRequest{Ref: "demo/app:1"})
 	wantCode(t, err, codes.NotFound, "demo/app:1")
+	// Without CollectImages the untagged image stays until a collection.
+	if ls, _ := s.cl.ListImages(testCtx(t), &shoalv1.ListImagesRequest{}); len(ls.GetImages()) != 1 || len(ls.GetImages()[0].GetRefs()) != 0 {
+		t.Fatalf("after rm without collection: %v", ls.GetImages())
+	}
 	_, err = s.cl.RemoveImage(testCtx(t), &shoalv1.RemoveImageRequest{Ref: " "})
 	wantCode(t, err, codes.InvalidArgument, "ref: required")
 	_, err = s.cl.RemoveImage(testCtx(t), &shoalv1.RemoveImageRequest{Ref: "UPPER/Case:x"})
@@ -173,4 +179,37 @@ func TestImagesWithoutStore(t *testing.T) {
 	wantCode(t, err, codes.Unavailable, "no image store")
 	_, err = cl.RemoveImage(testCtx(t), &shoalv1.RemoveImageRequest{Ref: "x"})
 	wantCode(t, err, codes.Unavailable, "no image store")
+}
+
+// TestRemoveLastTagCollects: with CollectImages wired (as the daemon does),
+// removing an image's last tag deletes the image when no task uses it, so
+// `image ls` shows no <none> left behind; an image a task uses stays,
+// untagged, until that task is gone.
+func TestRemoveLastTagCollects(t *testing.T) {
+	var inUse atomic.Bool
+	var s *imageServer
+	s = newImageServer(t, Config{CollectImages: func(ctx context.Context) error {
+		_, _, err := s.store.GC(ctx, func(string) bool { return inUse.Load() })
+		return err
+	}})
+	if _, err := upload(t, s.cl, dockerArchive(t, "demo/app:1"), 1000); err != nil {
+		t.Fatal(err)
+	}
+	inUse.Store(true)
+	if _, err := s.cl.RemoveImage(testCtx(t), &shoalv1.RemoveImageRequest{Ref: "demo/app:1"}); err != nil {
+		t.Fatal(err)
+	}
+	if ls, _ := s.cl.ListImages(testCtx(t), &shoalv1.ListImagesRequest{}); len(ls.GetImages()) != 1 {
+		t.Fatalf("image in use was collected: %v", ls.GetImages())
+	}
+	inUse.Store(false)
+	if _, err := upload(t, s.cl, dockerArchive(t, "demo/app:1"), 1000); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.cl.RemoveImage(testCtx(t), &shoalv1.RemoveImageRequest{Ref: "demo/app:1"}); err != nil {
+		t.Fatal(err)
+	}
+	if ls, _ := s.cl.ListImages(testCtx(t), &shoalv1.ListImagesRequest{}); len(ls.GetImages()) != 0 {
+		t.Fatalf("untagged image left after rm: %v", ls.GetImages())
+	}
 }

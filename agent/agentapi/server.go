@@ -49,6 +49,12 @@ type Config struct {
 	// Ongoing is Current for streams in progress (trust.Authorizer.Ongoing):
 	// it does not hold a renewal against a stream opened before it.
 	Ongoing func(ctx context.Context, id trust.Identity) (trust.Role, error)
+	// CollectImages, when set, runs after RemoveImage took a reference
+	// away: the node's image garbage collection (images without
+	// references that no task uses, and their layers), so that removing an
+	// image's last tag deletes it as `docker rmi` does instead of leaving
+	// a <none> image until the next periodic collection.
+	CollectImages func(ctx context.Context) error
 }
 
 // DefaultMaxImageBytes caps an uploaded image archive. Images this large
