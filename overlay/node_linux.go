@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/specrules"
 )
 
 // Node holds the desired network states the agent receives (full sets
@@ -118,8 +119,8 @@ func (n *Node) Attach(ctx context.Context, taskNetNSPath string, atts []*shoalv1
 		if err != nil {
 			return res, err
 		}
-		if d := nw.GetSpec().GetDriver(); d != "" && d != "overlay" {
-			continue // bridge/host drivers are not this package's
+		if nw.GetSpec().GetDriver() == specrules.DriverHost {
+			continue // the task is in the node's namespace: nothing to join
 		}
 		r, err := n.m.Attach(ctx, taskNetNSPath, a, nw)
 		if err != nil {
