@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -95,5 +96,41 @@ func TestExecutorAttachesOverlayNetworks(t *testing.T) {
 	st := env.waitStatus("t3", shoalv1.TaskState_TASK_STATE_FAILED)
 	if st.GetErr() == "" {
 		t.Fatalf("failed status without error: %v", st)
+	}
+}
+
+// TestExecutorHostNetwork: a task on a host network (its one attachment
+// has no address) runs in the node's network namespace: no namespace is
+// set up, no overlay needed or attached, the runtime is told to share the
+// node's, and the node's resolv.conf is mounted read-only.
+func TestExecutorHostNetwork(t *testing.T) {
+	env := newExecEnv(t) // no overlay on this node: a host network needs none
+	task := running("h1")
+	task.Networks = []*shoalv1.NetworkAttachment{{NetworkId: "hostnet"}}
+	env.ex.Assign(true, []*shoalv1.Task{task}, nil)
+	env.waitStatus("h1", shoalv1.TaskState_TASK_STATE_RUNNING)
+	spec, ok := env.rt.Spec("h1")
+	if !ok || !spec.HostNetwork || spec.NetNSPath != "" {
+		t.Fatalf("runtime spec: host network %v, netns %q; want true, \"\"", spec.HostNetwork, spec.NetNSPath)
+	}
+	env.net.mu.Lock()
+	up := env.net.up["h1"]
+	env.net.mu.Unlock()
+	if up {
+		t.Fatal("a network namespace was set up for a host-network task")
+	}
+	if _, err := os.Stat("/etc/resolv.conf"); err == nil {
+		found := false
+		for _, m := range spec.Mounts {
+			if m.Destination == "/etc/resolv.conf" && m.Source == "/etc/resolv.conf" && m.ReadOnly {
+				found = true
+			}
+		}
+		if !found {
+			t.Fatalf("the node's resolv.conf is not mounted read-only: %+v", spec.Mounts)
+		}
+	}
+	if hostNetwork(&shoalv1.Task{Networks: []*shoalv1.NetworkAttachment{{NetworkId: "n", Address: "10.0.0.2/24"}}}) {
+		t.Fatal("an attachment with an address taken for a host network")
 	}
 }

@@ -97,6 +97,29 @@ func mountsOwnResolvConf(c *shoalv1.ContainerSpec) bool {
 	return false
 }
 
+// hostNetwork reports whether the task runs in the node's network
+// namespace: it is attached to a "host" network, its only one (the
+// managers refuse a host network beside others). Host networks are the
+// only ones without a subnet, so their attachment alone has no address
+// (manager/allocator): the agent needs no network state to tell.
+func hostNetwork(t *shoalv1.Task) bool {
+	atts := t.GetNetworks()
+	return len(atts) == 1 && atts[0].GetAddress() == "" && atts[0].GetNetworkId() != ""
+}
+
+// hostResolvConf is the node's resolv.conf that host-network tasks get,
+// or "" when the node has none.
+func (e *Executor) hostResolvConf() string {
+	src := e.cfg.HostResolvConf
+	if src == "" {
+		src = resolvConfTarget
+	}
+	if st, err := os.Stat(src); err != nil || !st.Mode().IsRegular() {
+		return ""
+	}
+	return src
+}
+
 // OverlayAttachment is what Overlay.Attach did.
 type OverlayAttachment struct {
 	// NoEgress: a network is internal; the task's default route was
@@ -258,6 +281,14 @@ func (e *Executor) runtimeSpec(t *shoalv1.Task, img image.Image, p taskPaths, ns
 	}
 	if nsPath != "" && e.cfg.Overlay != nil && e.cfg.Discovery != nil && len(t.GetNetworks()) > 0 && !mountsOwnResolvConf(c) {
 		spec.Mounts = append(spec.Mounts, runtime.Mount{Source: p.resolvConf(), Destination: resolvConfTarget, ReadOnly: true})
+	}
+	if hostNetwork(t) {
+		spec.HostNetwork = true
+		// The node's resolvers, as the node itself uses them: the task
+		// shares its network namespace (no embedded DNS server there).
+		if src := e.hostResolvConf(); src != "" && !mountsOwnResolvConf(c) {
+			spec.Mounts = append(spec.Mounts, runtime.Mount{Source: src, Destination: resolvConfTarget, ReadOnly: true})
+		}
 	}
 	res := t.GetSpec().GetResources()
 	lim := res.GetLimits()
