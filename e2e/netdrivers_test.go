@@ -54,6 +54,8 @@ func linkGone(ctx context.Context, h *harness.Host, name string) error {
 //     on the same network answers tasks.NAME on each node with that node's
 //     task only (node-scoped discovery); removing the services deletes the
 //     bridge on both nodes.
+//   - a host-mode port of a service on it answers on its node; an ingress
+//     port is refused (field error).
 //   - an internal bridge network: no default route, no egress.
 //   - host: the task answers on h2's own address (the demo server on its
 //     port), `service ps` shows it RUNNING on h2 and inspect names the
@@ -82,6 +84,7 @@ func TestNetworkDrivers(t *testing.T) {
 		{"brg", 0, []string{"--network", "brnet", "--mode", "global"}, nil},
 		{"bri", 1, []string{"--network", "brint", "--constraint", "node.id==" + id2}, nil},
 		{"hst", 1, []string{"--network", "hostnet", "--constraint", "node.id==" + id2}, []string{"serve", "--addr", ":8088"}},
+		{"brp", 1, []string{"--network", "brnet", "--constraint", "node.id==" + id2, "--publish", "published=9091,target=8080,mode=host"}, nil},
 	} {
 		ctx, cancel := attempt()
 		var err error
@@ -235,10 +238,34 @@ func TestNetworkDrivers(t *testing.T) {
 		}
 	}
 
+	// A host-mode port of a service on the bridge network answers on its
+	// node; an ingress one is refused (it needs an overlay network).
+	brp := runningTasks(t, cl, "brp", 1)[0]
+	harness.Eventually(t, settleTimeout, poll, func() error {
+		resp, err := h1.HTTPClient(5 * time.Second).Get(fmt.Sprintf("http://%s:9091/", h2.IP))
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if m := regexp.MustCompile(`Hostname: (\S+)`).FindSubmatch(body); m == nil || string(m[1]) != shortID(brp.GetMeta().GetId()) {
+			return fmt.Errorf("h2:9091 answered %q, want the brp task", body)
+		}
+		return nil
+	})
+	{
+		ctx, cancel := attempt()
+		_, err := cl.Run(ctx, "service", "update", "--detach", "--publish-add", "9092:8080", "brp")
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "publish_mode: an ingress port needs an overlay network") {
+			t.Fatalf("an ingress port on a bridge-only service: %v, want a field error", err)
+		}
+	}
+
 	// Removing the services deletes the bridge on every node.
 	{
 		ctx, cancel := attempt()
-		_, err := cl.Run(ctx, "service", "rm", "bra", "brg")
+		_, err := cl.Run(ctx, "service", "rm", "bra", "brg", "brp")
 		cancel()
 		if err != nil {
 			t.Fatal(err)
