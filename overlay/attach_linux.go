@@ -40,7 +40,7 @@ func (m *Manager) Attach(ctx context.Context, taskNetNSPath string, a *shoalv1.N
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if n.GetSpec().GetDriver() == specrules.DriverBridge {
-		return m.attachBridge(taskNetNSPath, a, n, addr, mac)
+		return m.attachBridge(taskNetNSPath, n, addr, mac)
 	}
 	if _, err := m.ensureNetwork(n); err != nil {
 		return AttachResult{}, err
@@ -207,5 +207,5 @@ func (m *Manager) Detach(ctx context.Context, taskNetNSPath string, a *shoalv1.N
 	if err := m.h.LinkDel(hl); err != nil && !isNotExist(err) {
 		return fmt.Errorf("delete veth %s: %w", hl.Attrs().Name, err)
 	}
-	return m.detachCleanup(ctx, br)
+	return m.detachCleanup(br)
 }

@@ -1,7 +1,6 @@
 package overlay
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -35,6 +34,11 @@ const bridgeAliasPrefix = "shoal-bridge:"
 
 // BridgeTableName is the nftables table (family ip) of bridge networks.
 const BridgeTableName = "shoal-bridge"
+
+// bridgeSigUnknown is Manager.bridgeSig before the first write: the table
+// a previous agent left is rewritten (or deleted) by the first sync, never
+// taken as current.
+const bridgeSigUnknown = "unknown"
 
 // bridgeNet is what the nftables rules need of one bridge network on the
 // node.
@@ -113,7 +117,7 @@ func (m *Manager) ensureBridge(n *shoalv1.Network, subnet netip.Prefix) (netlink
 
 // attachBridge joins the task namespace to bridge network n (see the
 // comment at the top of this file). Caller holds m.mu.
-func (m *Manager) attachBridge(taskNetNSPath string, a *shoalv1.NetworkAttachment, n *shoalv1.Network, addr netip.Prefix, mac net.HardwareAddr) (AttachResult, error) {
+func (m *Manager) attachBridge(taskNetNSPath string, n *shoalv1.Network, addr netip.Prefix, mac net.HardwareAddr) (AttachResult, error) {
 	subnet, err := netSubnet(n)
 	if err != nil {
 		return AttachResult{}, err
@@ -269,7 +273,7 @@ func (m *Manager) BridgeNetworks() []string {
 // detachCleanup runs after a task veth was deleted from bridge br (nil:
 // not a bridge network's): a bridge Shoal made goes when that veth was its
 // last, and the network's rules with it. Caller holds m.mu.
-func (m *Manager) detachCleanup(ctx context.Context, br netlink.Link) error {
+func (m *Manager) detachCleanup(br netlink.Link) error {
 	if br == nil {
 		return nil
 	}

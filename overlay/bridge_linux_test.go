@@ -286,3 +286,40 @@ func TestBridgeNetworkOperatorBridge(t *testing.T) {
 		t.Fatalf("the gateway was put on the node's task bridge: %s", out)
 	}
 }
+
+// TestBridgeNetworkRestart: a new Manager (a restarted agent) takes over
+// the bridge and rules a previous one left: with the network still held
+// the rules are rewritten and the task keeps its attachment; once its veth
+// is gone, the next Reconcile deletes the bridge and the stale table.
+func TestBridgeNetworkRestart(t *testing.T) {
+	h := newHarness(t)
+	h1 := h.host(1)
+	m1 := h.manager(h1, 1)
+	ns, p := h.task("r1")
+	nodeLocal(t, h1, ns, 1, 2)
+	n := bridgeTestNet("rnet", "shtestr", "10.230.10.0/24", false)
+	if _, err := m1.Attach(bg, p, att(n, "10.230.10.2"), n); err != nil {
+		t.Fatal(err)
+	}
+	m2 := h.manager(h1, 1)
+	if err := m2.Reconcile(bg, []*shoalv1.NetworkState{{Network: n}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := m2.BridgeNetworks(); !slices.Equal(got, []string{"shtestr"}) {
+		t.Fatalf("restarted: BridgeNetworks %v", got)
+	}
+	if r := bridgeRules(t, h1); r != 4 {
+		t.Fatalf("restarted: %d rules, want 4", r)
+	}
+	run(t, "ip", "-n", h1, "link", "del", HostVethName(p, "rnet"))
+	m3 := h.manager(h1, 1)
+	if err := m3.Reconcile(bg, nil); err != nil {
+		t.Fatal(err)
+	}
+	if linkIn(t, h1, "shtestr") != nil {
+		t.Fatal("idle bridge left after a restart")
+	}
+	if r := bridgeRules(t, h1); r != -1 {
+		t.Fatalf("a previous agent's table left with %d rules", r)
+	}
+}

@@ -100,7 +100,8 @@ func New(cfg Config) (*Manager, error) {
 		ns.Close()
 		return nil, fmt.Errorf("overlay: netlink handle: %w", err)
 	}
-	m := &Manager{cfg: cfg, ns: ns, h: h, log: cfg.Logger, subnets: map[uint32]netip.Prefix{}, bridges: map[string]bridgeNet{}}
+	m := &Manager{cfg: cfg, ns: ns, h: h, log: cfg.Logger, subnets: map[uint32]netip.Prefix{},
+		bridges: map[string]bridgeNet{}, bridgeSig: bridgeSigUnknown}
 	up, err := h.LinkByName(cfg.Uplink)
 	if err != nil {
 		m.Close()
