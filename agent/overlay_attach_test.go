@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -132,5 +133,42 @@ func TestExecutorHostNetwork(t *testing.T) {
 	}
 	if hostNetwork(&shoalv1.Task{Networks: []*shoalv1.NetworkAttachment{{NetworkId: "n", Address: "10.0.0.2/24"}}}) {
 		t.Fatal("an attachment with an address taken for a host network")
+	}
+}
+
+// driverOverlay is a fakeOverlay that knows its networks' drivers.
+type driverOverlay struct {
+	*fakeOverlay
+	drivers map[string]string
+}
+
+func (d driverOverlay) NetworkDriver(_ context.Context, id string) (string, error) {
+	if dr, ok := d.drivers[id]; ok {
+		return dr, nil
+	}
+	return "", errors.New("not delivered")
+}
+
+// TestExecutorConfirmsHostNetwork: where the node holds network states, an
+// attachment without an address runs in the node's namespace only if its
+// network's driver is host; otherwise the task is rejected (a fault never
+// becomes host networking).
+func TestExecutorConfirmsHostNetwork(t *testing.T) {
+	ov := driverOverlay{&fakeOverlay{attached: map[string]int{}}, map[string]string{"hostnet": "host", "ov": "overlay"}}
+	env := newExecEnvOverlay(t, ov)
+	good, bad := running("h1"), running("h2")
+	good.Networks = []*shoalv1.NetworkAttachment{{NetworkId: "hostnet"}}
+	bad.Networks = []*shoalv1.NetworkAttachment{{NetworkId: "ov"}}
+	env.ex.Assign(true, []*shoalv1.Task{good, bad}, nil)
+	env.waitStatus("h1", shoalv1.TaskState_TASK_STATE_RUNNING)
+	st := env.waitStatus("h2", shoalv1.TaskState_TASK_STATE_REJECTED)
+	if !strings.Contains(st.GetErr(), "driver is overlay, not host") {
+		t.Fatalf("rejected with %q", st.GetErr())
+	}
+	if spec, _ := env.rt.Spec("h1"); !spec.HostNetwork {
+		t.Fatal("h1 not on the host network")
+	}
+	if _, ok := env.rt.Spec("h2"); ok {
+		t.Fatal("h2 was started")
 	}
 }

@@ -107,6 +107,33 @@ func hostNetwork(t *shoalv1.Task) bool {
 	return len(atts) == 1 && atts[0].GetAddress() == "" && atts[0].GetNetworkId() != ""
 }
 
+// driverChecker is an Overlay that can say which driver a network has,
+// from the network states the node holds (the daemon's overlay adapter).
+// The executor asks it before running a task in the node's namespace, so
+// that an attachment missing its address by some fault never turns into
+// host networking.
+type driverChecker interface {
+	NetworkDriver(ctx context.Context, networkID string) (string, error)
+}
+
+// confirmHostNetwork checks, where the node holds network states, that a
+// task that looks like a host-network task (hostNetwork) is one.
+func (e *Executor) confirmHostNetwork(ctx context.Context, t *shoalv1.Task) error {
+	dc, ok := e.cfg.Overlay.(driverChecker)
+	if !ok {
+		return nil // no network states on this node: the allocator's word
+	}
+	id := t.GetNetworks()[0].GetNetworkId()
+	d, err := dc.NetworkDriver(ctx, id)
+	if err != nil {
+		return fmt.Errorf("network %s: %w", id, err)
+	}
+	if d != specrules.DriverHost {
+		return reject("network %s: the attachment has no address but the network's driver is %s, not host", id, d)
+	}
+	return nil
+}
+
 // hostResolvConf is the node's resolv.conf that host-network tasks get,
 // or "" when the node has none.
 func (e *Executor) hostResolvConf() string {

@@ -255,6 +255,11 @@ func (c *taskCtl) prepareAndStart(ctx context.Context, t *shoalv1.Task) error {
 	var nsPath string
 	var addrs []string
 	hostNet := hostNetwork(t)
+	if hostNet {
+		if err := e.confirmHostNetwork(ctx, t); err != nil {
+			return err
+		}
+	}
 	if len(t.GetNetworks()) > 0 && e.cfg.Overlay == nil && !hostNet {
 		// Running it without its networks would give a task that cannot
 		// reach its peers and that no name points at.

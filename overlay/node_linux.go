@@ -105,6 +105,21 @@ func (n *Node) network(ctx context.Context, id string) (*shoalv1.Network, error)
 	}
 }
 
+// Driver returns the driver of the held network id ("overlay", "bridge"
+// or "host"), waiting like Attach (up to AttachWait) for its state.
+func (n *Node) Driver(ctx context.Context, id string) (string, error) {
+	wctx, cancel := context.WithTimeout(ctx, AttachWait)
+	defer cancel()
+	nw, err := n.network(wctx, id)
+	if err != nil {
+		return "", err
+	}
+	if d := nw.GetSpec().GetDriver(); d != "" {
+		return d, nil
+	}
+	return specrules.DriverOverlay, nil
+}
+
 // AttachWait bounds how long Attach waits for an unknown network.
 const AttachWait = 30 * time.Second
 
