@@ -30,7 +30,9 @@
 // way (overlay.Manager puts them on their node-local bridge).
 //
 // Host networks: a task whose one attachment has no address (only host
-// networks have no subnet) runs in the node's network namespace: no
+// networks have no subnet; where the node holds network states, the
+// network's driver is confirmed as host first, or the task is rejected)
+// runs in the node's network namespace: no
 // node-local namespace, no Overlay or Discovery, runtime.Spec.HostNetwork
 // (libcontainer creates no net namespace) and the node's resolv.conf
 // bind-mounted read-only.
