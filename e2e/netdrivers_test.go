@@ -52,8 +52,9 @@ func linkGone(ctx context.Context, h *harness.Host, name string) error {
 //     there with its gateway, they reach each other by name and through the
 //     VIP, and a host address on the test fabric (egress); a global service
 //     on the same network answers tasks.NAME on each node with that node's
-//     task only (node-scoped discovery); removing the services deletes the
-//     bridge on both nodes.
+//     task only (node-scoped discovery); a restarted agent re-adopts the
+//     tasks with their bridge; removing the services deletes the bridge on
+//     both nodes.
 //   - a host-mode port of a service on it answers on its node; an ingress
 //     port is refused (field error).
 //   - an internal bridge network: no default route, no egress.
@@ -259,6 +260,24 @@ func TestNetworkDrivers(t *testing.T) {
 		cancel()
 		if err == nil || !strings.Contains(err.Error(), "publish_mode: an ingress port needs an overlay network") {
 			t.Fatalf("an ingress port on a bridge-only service: %v, want a field error", err)
+		}
+	}
+
+	// An agent restart (kill -9, `shoal daemon` again) re-adopts the bridge
+	// tasks: same tasks, the bridge and its gateway kept, names answer.
+	h2.Restart(t)
+	harness.Eventually(t, settleTimeout, poll, func() error {
+		ctx, cancel := attempt()
+		defer cancel()
+		if addrs, err := bridgeAddrs(ctx, h2, "shtest0"); err != nil || !slices.Equal(addrs, []string{"10.230.5.1/24"}) {
+			return fmt.Errorf("after the restart: shtest0 addresses %v (%v)", addrs, err)
+		}
+		_, err := nsGet(ctx, ns0, "bra", 8080)
+		return err
+	})
+	for _, tk := range runningTasks(t, cl, "bra", 2) {
+		if !slices.ContainsFunc(bra, func(o *shoalv1.Task) bool { return o.GetMeta().GetId() == tk.GetMeta().GetId() }) {
+			t.Fatalf("bra task %s is new after the restart: not re-adopted", tk.GetMeta().GetId())
 		}
 	}
 
