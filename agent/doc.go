@@ -26,7 +26,16 @@
 // bind-mounts it read-only on /etc/resolv.conf (unless the spec mounts
 // its own). Release calls Discovery.Stop before Overlay.Detach. A task
 // re-adopted after an agent restart is attached again (idempotent) and
-// gets its DNS server and VIPs back.
+// gets its DNS server and VIPs back. Bridge networks are attached the same
+// way (overlay.Manager puts them on their node-local bridge).
+//
+// Host networks: a task whose one attachment has no address (only host
+// networks have no subnet; where the node holds network states, the
+// network's driver is confirmed as host first, or the task is rejected)
+// runs in the node's network namespace: no
+// node-local namespace, no Overlay or Discovery, runtime.Spec.HostNetwork
+// (libcontainer creates no net namespace) and the node's resolv.conf
+// bind-mounted read-only.
 //
 // A node started with --no-executor runs agent/nullexec instead of
 // Executor: assignments are taken and reported, nothing runs.

@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"errors"
+	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -95,5 +97,78 @@ func TestExecutorAttachesOverlayNetworks(t *testing.T) {
 	st := env.waitStatus("t3", shoalv1.TaskState_TASK_STATE_FAILED)
 	if st.GetErr() == "" {
 		t.Fatalf("failed status without error: %v", st)
+	}
+}
+
+// TestExecutorHostNetwork: a task on a host network (its one attachment
+// has no address) runs in the node's network namespace: no namespace is
+// set up, no overlay needed or attached, the runtime is told to share the
+// node's, and the node's resolv.conf is mounted read-only.
+func TestExecutorHostNetwork(t *testing.T) {
+	env := newExecEnv(t) // no overlay on this node: a host network needs none
+	task := running("h1")
+	task.Networks = []*shoalv1.NetworkAttachment{{NetworkId: "hostnet"}}
+	env.ex.Assign(true, []*shoalv1.Task{task}, nil)
+	env.waitStatus("h1", shoalv1.TaskState_TASK_STATE_RUNNING)
+	spec, ok := env.rt.Spec("h1")
+	if !ok || !spec.HostNetwork || spec.NetNSPath != "" {
+		t.Fatalf("runtime spec: host network %v, netns %q; want true, \"\"", spec.HostNetwork, spec.NetNSPath)
+	}
+	env.net.mu.Lock()
+	up := env.net.up["h1"]
+	env.net.mu.Unlock()
+	if up {
+		t.Fatal("a network namespace was set up for a host-network task")
+	}
+	if _, err := os.Stat("/etc/resolv.conf"); err == nil {
+		found := false
+		for _, m := range spec.Mounts {
+			if m.Destination == "/etc/resolv.conf" && m.Source == "/etc/resolv.conf" && m.ReadOnly {
+				found = true
+			}
+		}
+		if !found {
+			t.Fatalf("the node's resolv.conf is not mounted read-only: %+v", spec.Mounts)
+		}
+	}
+	if hostNetwork(&shoalv1.Task{Networks: []*shoalv1.NetworkAttachment{{NetworkId: "n", Address: "10.0.0.2/24"}}}) {
+		t.Fatal("an attachment with an address taken for a host network")
+	}
+}
+
+// driverOverlay is a fakeOverlay that knows its networks' drivers.
+type driverOverlay struct {
+	*fakeOverlay
+	drivers map[string]string
+}
+
+func (d driverOverlay) NetworkDriver(_ context.Context, id string) (string, error) {
+	if dr, ok := d.drivers[id]; ok {
+		return dr, nil
+	}
+	return "", errors.New("not delivered")
+}
+
+// TestExecutorConfirmsHostNetwork: where the node holds network states, an
+// attachment without an address runs in the node's namespace only if its
+// network's driver is host; otherwise the task is rejected (a fault never
+// becomes host networking).
+func TestExecutorConfirmsHostNetwork(t *testing.T) {
+	ov := driverOverlay{&fakeOverlay{attached: map[string]int{}}, map[string]string{"hostnet": "host", "ov": "overlay"}}
+	env := newExecEnvOverlay(t, ov)
+	good, bad := running("h1"), running("h2")
+	good.Networks = []*shoalv1.NetworkAttachment{{NetworkId: "hostnet"}}
+	bad.Networks = []*shoalv1.NetworkAttachment{{NetworkId: "ov"}}
+	env.ex.Assign(true, []*shoalv1.Task{good, bad}, nil)
+	env.waitStatus("h1", shoalv1.TaskState_TASK_STATE_RUNNING)
+	st := env.waitStatus("h2", shoalv1.TaskState_TASK_STATE_REJECTED)
+	if !strings.Contains(st.GetErr(), "driver is overlay, not host") {
+		t.Fatalf("rejected with %q", st.GetErr())
+	}
+	if spec, _ := env.rt.Spec("h1"); !spec.HostNetwork {
+		t.Fatal("h1 not on the host network")
+	}
+	if _, ok := env.rt.Spec("h2"); ok {
+		t.Fatal("h2 was started")
 	}
 }

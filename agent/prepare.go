@@ -97,6 +97,56 @@ func mountsOwnResolvConf(c *shoalv1.ContainerSpec) bool {
 	return false
 }
 
+// hostNetwork reports whether the task runs in the node's network
+// namespace: it is attached to a "host" network, its only one (the
+// managers refuse a host network beside others). Host networks are the
+// only ones without a subnet, so their attachment alone has no address
+// (manager/allocator): the agent needs no network state to tell.
+func hostNetwork(t *shoalv1.Task) bool {
+	atts := t.GetNetworks()
+	return len(atts) == 1 && atts[0].GetAddress() == "" && atts[0].GetNetworkId() != ""
+}
+
+// driverChecker is an Overlay that can say which driver a network has,
+// from the network states the node holds (the daemon's overlay adapter).
+// The executor asks it before running a task in the node's namespace, so
+// that an attachment missing its address by some fault never turns into
+// host networking.
+type driverChecker interface {
+	NetworkDriver(ctx context.Context, networkID string) (string, error)
+}
+
+// confirmHostNetwork checks, where the node holds network states, that a
+// task that looks like a host-network task (hostNetwork) is one.
+func (e *Executor) confirmHostNetwork(ctx context.Context, t *shoalv1.Task) error {
+	dc, ok := e.cfg.Overlay.(driverChecker)
+	if !ok {
+		return nil // no network states on this node: the allocator's word
+	}
+	id := t.GetNetworks()[0].GetNetworkId()
+	d, err := dc.NetworkDriver(ctx, id)
+	if err != nil {
+		return fmt.Errorf("network %s: %w", id, err)
+	}
+	if d != specrules.DriverHost {
+		return reject("network %s: the attachment has no address but the network's driver is %s, not host", id, d)
+	}
+	return nil
+}
+
+// hostResolvConf is the node's resolv.conf that host-network tasks get,
+// or "" when the node has none.
+func (e *Executor) hostResolvConf() string {
+	src := e.cfg.HostResolvConf
+	if src == "" {
+		src = resolvConfTarget
+	}
+	if st, err := os.Stat(src); err != nil || !st.Mode().IsRegular() {
+		return ""
+	}
+	return src
+}
+
 // OverlayAttachment is what Overlay.Attach did.
 type OverlayAttachment struct {
 	// NoEgress: a network is internal; the task's default route was
@@ -258,6 +308,14 @@ func (e *Executor) runtimeSpec(t *shoalv1.Task, img image.Image, p taskPaths, ns
 	}
 	if nsPath != "" && e.cfg.Overlay != nil && e.cfg.Discovery != nil && len(t.GetNetworks()) > 0 && !mountsOwnResolvConf(c) {
 		spec.Mounts = append(spec.Mounts, runtime.Mount{Source: p.resolvConf(), Destination: resolvConfTarget, ReadOnly: true})
+	}
+	if hostNetwork(t) {
+		spec.HostNetwork = true
+		// The node's resolvers, as the node itself uses them: the task
+		// shares its network namespace (no embedded DNS server there).
+		if src := e.hostResolvConf(); src != "" && !mountsOwnResolvConf(c) {
+			spec.Mounts = append(spec.Mounts, runtime.Mount{Source: src, Destination: resolvConfTarget, ReadOnly: true})
+		}
 	}
 	res := t.GetSpec().GetResources()
 	lim := res.GetLimits()

@@ -254,12 +254,18 @@ func (c *taskCtl) prepareAndStart(ctx context.Context, t *shoalv1.Task) error {
 	}
 	var nsPath string
 	var addrs []string
-	if len(t.GetNetworks()) > 0 && e.cfg.Overlay == nil {
+	hostNet := hostNetwork(t)
+	if hostNet {
+		if err := e.confirmHostNetwork(ctx, t); err != nil {
+			return err
+		}
+	}
+	if len(t.GetNetworks()) > 0 && e.cfg.Overlay == nil && !hostNet {
 		// Running it without its networks would give a task that cannot
 		// reach its peers and that no name points at.
 		return reject("this node runs no overlay networks (its advertise address must be a non-loopback IPv4 address): the task's networks cannot be attached")
 	}
-	if e.cfg.Network != nil {
+	if e.cfg.Network != nil && !hostNet {
 		att, err := e.cfg.Network.Setup(ctx, c.id)
 		if err != nil {
 			return fmt.Errorf("network: %w", err)
@@ -541,7 +547,7 @@ func (c *taskCtl) startDiscovery(ctx context.Context, t *shoalv1.Task, p taskPat
 func (c *taskCtl) readoptNetworks(ctx context.Context) {
 	e := c.e
 	t := c.current()
-	if c.netNSPath != "" || e.cfg.Overlay == nil || len(t.GetNetworks()) == 0 {
+	if c.netNSPath != "" || e.cfg.Overlay == nil || len(t.GetNetworks()) == 0 || hostNetwork(t) {
 		return
 	}
 	pather, ok := e.cfg.Network.(netNSPather)

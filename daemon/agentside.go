@@ -337,6 +337,12 @@ func (a ovAdapter) Detach(ctx context.Context, ns string, atts []*shoalv1.Networ
 	return a.n.Detach(ctx, ns, atts)
 }
 
+// NetworkDriver lets the executor confirm a host network from the
+// delivered state (agent's driverChecker).
+func (a ovAdapter) NetworkDriver(ctx context.Context, id string) (string, error) {
+	return a.n.Driver(ctx, id)
+}
+
 // netAdapter presents the node network as the executor's Network.
 type netAdapter struct{ m *network.Manager }
 

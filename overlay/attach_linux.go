@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/specrules"
 )
 
 // Attach joins the task namespace at taskNetNSPath to network n with the
@@ -38,6 +39,9 @@ func (m *Manager) Attach(ctx context.Context, taskNetNSPath string, a *shoalv1.N
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if n.GetSpec().GetDriver() == specrules.DriverBridge {
+		return m.attachBridge(taskNetNSPath, n, addr, mac)
+	}
 	if _, err := m.ensureNetwork(n); err != nil {
 		return AttachResult{}, err
 	}
@@ -61,8 +65,12 @@ func (m *Manager) Attach(ctx context.Context, taskNetNSPath string, a *shoalv1.N
 		return AttachResult{}, err
 	}
 	defer th.Close()
+	return m.configureTask(th, tns, taskNetNSPath, n, addr, mac, m.MTU(n), br)
+}
 
-	mtu := m.MTU(n)
+// configureTask plugs the task's veth for n into br and configures its
+// side: address, up, and no default route on an internal network.
+func (m *Manager) configureTask(th *netlink.Handle, tns netns.NsHandle, taskNetNSPath string, n *shoalv1.Network, addr netip.Prefix, mac net.HardwareAddr, mtu int, br netlink.Link) (AttachResult, error) {
 	hostName := HostVethName(taskNetNSPath, n.GetMeta().GetId())
 	ifName, err := m.ensureVeth(th, tns, hostName, mac, mtu, br)
 	if err != nil {
@@ -195,8 +203,9 @@ func (m *Manager) Detach(ctx context.Context, taskNetNSPath string, a *shoalv1.N
 	if hl.Type() != "veth" {
 		return nil
 	}
+	br := m.bridgeOf(hl)
 	if err := m.h.LinkDel(hl); err != nil && !isNotExist(err) {
 		return fmt.Errorf("delete veth %s: %w", hl.Attrs().Name, err)
 	}
-	return nil
+	return m.detachCleanup(br)
 }

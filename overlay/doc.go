@@ -37,6 +37,29 @@
 // overlay frames, which pass the hook too when br_netfilter is loaded, are
 // recognised by their device, the shb-… bridge, and left alone).
 //
+// # Bridge and host networks (bridge_linux.go, bridge_nft_linux.go)
+//
+// Attach and Detach take bridge networks too (Node.Attach skips host
+// networks: such a task is in the node's namespace). A bridge network has
+// on each node with a task on it a Linux bridge named spec.bridge_name
+// (specrules.BridgeName; default shbr-<first 10 characters of the id>)
+// carrying the network's gateway address, MTU = the spec's or the
+// uplink's; tasks are joined by veth exactly as on an overlay (eth1, …,
+// internal: no default route). The task keeps its node-local interface as
+// default route, so its egress leaves as an overlay task's does. The
+// bridge is created on first use, marked with the alias
+// "shoal-bridge:<id>", and deleted when its last task veth goes (Detach,
+// or the next Reconcile); a bridge that existed before (the operator's)
+// is used, gets the gateway when it lacks it, and is never deleted. A
+// bridge that holds an address of the node-local task subnet is refused.
+// Table ip "shoal-bridge" (one per node, rewritten when the set changes):
+// nothing routed opens a connection into a bridge network (established
+// and related replies pass), a non-internal one routes out only through
+// the uplink and is masqueraded there, an internal one routes out nowhere;
+// so bridge networks are isolated from each other, from overlays and from
+// the node-local bridge. The managers deliver a bridge network's state
+// with the node's own endpoints only, so names and VIPs answer local tasks.
+//
 // # Service discovery (Discovery)
 //
 // A Discovery is the node's DNS view (overlay/dns) plus, per task on

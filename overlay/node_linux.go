@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/specrules"
 )
 
 // Node holds the desired network states the agent receives (full sets
@@ -104,6 +105,21 @@ func (n *Node) network(ctx context.Context, id string) (*shoalv1.Network, error)
 	}
 }
 
+// Driver returns the driver of the held network id ("overlay", "bridge"
+// or "host"), waiting like Attach (up to AttachWait) for its state.
+func (n *Node) Driver(ctx context.Context, id string) (string, error) {
+	wctx, cancel := context.WithTimeout(ctx, AttachWait)
+	defer cancel()
+	nw, err := n.network(wctx, id)
+	if err != nil {
+		return "", err
+	}
+	if d := nw.GetSpec().GetDriver(); d != "" {
+		return d, nil
+	}
+	return specrules.DriverOverlay, nil
+}
+
 // AttachWait bounds how long Attach waits for an unknown network.
 const AttachWait = 30 * time.Second
 
@@ -118,8 +134,8 @@ func (n *Node) Attach(ctx context.Context, taskNetNSPath string, atts []*shoalv1
 		if err != nil {
 			return res, err
 		}
-		if d := nw.GetSpec().GetDriver(); d != "" && d != "overlay" {
-			continue // bridge/host drivers are not this package's
+		if nw.GetSpec().GetDriver() == specrules.DriverHost {
+			continue // the task is in the node's namespace: nothing to join
 		}
 		r, err := n.m.Attach(ctx, taskNetNSPath, a, nw)
 		if err != nil {

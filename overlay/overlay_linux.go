@@ -59,6 +59,10 @@ type Manager struct {
 	// the isolation rules.
 	subnets map[uint32]netip.Prefix
 	nftSig  string
+	// bridges: the bridge networks with a local task, by network id, for
+	// the rules of table shoal-bridge (bridge_linux.go).
+	bridges   map[string]bridgeNet
+	bridgeSig string
 }
 
 // AttachResult describes what Attach did in the task namespace.
@@ -96,7 +100,8 @@ func New(cfg Config) (*Manager, error) {
 		ns.Close()
 		return nil, fmt.Errorf("overlay: netlink handle: %w", err)
 	}
-	m := &Manager{cfg: cfg, ns: ns, h: h, log: cfg.Logger, subnets: map[uint32]netip.Prefix{}}
+	m := &Manager{cfg: cfg, ns: ns, h: h, log: cfg.Logger, subnets: map[uint32]netip.Prefix{},
+		bridges: map[string]bridgeNet{}, bridgeSig: bridgeSigUnknown}
 	up, err := h.LinkByName(cfg.Uplink)
 	if err != nil {
 		m.Close()

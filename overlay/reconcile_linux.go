@@ -60,6 +60,9 @@ func (m *Manager) Reconcile(ctx context.Context, states []*shoalv1.NetworkState)
 	if err := m.syncNFT(false); err != nil {
 		errs = append(errs, err)
 	}
+	if err := m.reconcileBridges(states); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 

@@ -77,6 +77,8 @@ func Network(spec *shoalv1.NetworkSpec) Problems {
 			p.Add("spec.bridge_name", "only for the bridge driver")
 		} else if err := IfaceName(b); err != nil {
 			p.Add("spec.bridge_name", "%v", err)
+		} else if pre := reservedIfacePrefix(b); pre != "" {
+			p.Add("spec.bridge_name", "%q: names starting with %s are Shoal's own devices", b, pre)
 		}
 	}
 	if driver == DriverHost {
@@ -86,8 +88,50 @@ func Network(spec *shoalv1.NetworkSpec) Problems {
 		if spec.GetInternal() {
 			p.Add("spec.internal", "a host network cannot be internal")
 		}
+		if spec.GetMtu() != 0 {
+			p.Add("spec.mtu", "a host network has no devices of its own (the node's MTU applies)")
+		}
 	}
 	return p
+}
+
+// BridgeNamePrefix starts the bridge name Shoal derives for a bridge
+// network without spec.bridge_name (DefaultBridgeName).
+const BridgeNamePrefix = "shbr-"
+
+// DefaultBridgeName is the Linux bridge of a bridge network that names
+// none: BridgeNamePrefix and the first 10 characters of its id (15 bytes,
+// the kernel's limit).
+func DefaultBridgeName(networkID string) string {
+	id := networkID
+	if len(id) > MaxIfaceName-len(BridgeNamePrefix) {
+		id = id[:MaxIfaceName-len(BridgeNamePrefix)]
+	}
+	return BridgeNamePrefix + id
+}
+
+// BridgeName is the Linux bridge a bridge network uses on a node.
+func BridgeName(n *shoalv1.Network) string {
+	if b := n.GetSpec().GetBridgeName(); b != "" {
+		return b
+	}
+	return DefaultBridgeName(n.GetMeta().GetId())
+}
+
+// reservedIfacePrefix returns the prefix of Shoal's own device names
+// (overlay bridges and VXLAN devices, task veths, derived bridge names)
+// that name starts with, or "".
+func reservedIfacePrefix(name string) string {
+	for _, pre := range []string{"shb-", "shx-", "shv", BridgeNamePrefix, "shoal-"} {
+		if strings.HasPrefix(name, pre) {
+			return fmt.Sprintf("%q", pre)
+		}
+	}
+	// The node network's task veths: "sh" and 12 hex digits.
+	if len(name) == 14 && strings.HasPrefix(name, "sh") && strings.Trim(name[2:], "0123456789abcdef") == "" {
+		return "sh<12 hex digits> (a task veth)"
+	}
+	return ""
 }
 
 // ParseSubnet parses an IPv4 CIDR whose prefix length is 8..29 and whose
@@ -196,4 +240,47 @@ func taskNetworks(p *Problems, field string, t *shoalv1.TaskSpec) {
 			}
 		}
 	}
+}
+
+// NetworkDrivers checks what a service spec may do given the drivers of
+// its networks (drivers[i] is the driver of spec.task.networks[i], ""
+// meaning overlay), once the Control API has resolved them:
+//   - a host network shares the node's namespace, so it is the task's
+//     only network (there is no other namespace to join anything to) and
+//     publishes no port (the task's ports are the node's own);
+//   - an ingress-mode port is answered by every node and forwarded across
+//     hosts, which only an overlay network carries: a service on bridge
+//     networks alone publishes in host mode.
+func NetworkDrivers(spec *shoalv1.ServiceSpec, drivers []string) Problems {
+	var p Problems
+	hostAt, overlay := -1, false
+	for i, d := range drivers {
+		switch d {
+		case DriverHost:
+			if hostAt < 0 {
+				hostAt = i
+			}
+		case "", DriverOverlay:
+			overlay = true
+		}
+	}
+	ps := spec.GetEndpoint().GetPorts()
+	if hostAt >= 0 {
+		if len(drivers) > 1 {
+			p.Add(fmt.Sprintf("spec.task.networks[%d].target", hostAt), "a host network shares the node's network namespace: it must be the service's only network (%d given)", len(drivers))
+		}
+		for i := range ps {
+			p.Add(fmt.Sprintf("spec.endpoint.ports[%d]", i), "a service on a host network publishes no port: its task's ports are the node's own (listen on the port directly)")
+		}
+		return p
+	}
+	if overlay {
+		return p
+	}
+	for i, port := range ps {
+		if port.GetPublishedPort() != 0 && PublishMode(port) == "ingress" {
+			p.Add(fmt.Sprintf("spec.endpoint.ports[%d].publish_mode", i), "an ingress port needs an overlay network (every node answers it and forwards over the overlay); on bridge networks publish in host mode (mode=host)")
+		}
+	}
+	return p
 }

@@ -39,6 +39,11 @@ func TestNetwork(t *testing.T) {
 		{"bridge name", func(s *shoalv1.NetworkSpec) { s.Driver, s.BridgeName = "bridge", "br-app" }, nil},
 		{"bridge name too long", func(s *shoalv1.NetworkSpec) { s.Driver, s.BridgeName = "bridge", "br-0123456789abc" }, []string{"spec.bridge_name", "1 to 15 bytes"}},
 		{"bridge name slash", func(s *shoalv1.NetworkSpec) { s.Driver, s.BridgeName = "bridge", "br/0" }, []string{"spec.bridge_name", "no '/'"}},
+		{"bridge name of an overlay bridge", func(s *shoalv1.NetworkSpec) { s.Driver, s.BridgeName = "bridge", "shb-4096" }, []string{"spec.bridge_name", `starting with "shb-"`}},
+		{"bridge name of a derived bridge", func(s *shoalv1.NetworkSpec) { s.Driver, s.BridgeName = "bridge", "shbr-abc" }, []string{"spec.bridge_name", `starting with "shbr-"`}},
+		{"bridge name of a task veth", func(s *shoalv1.NetworkSpec) { s.Driver, s.BridgeName = "bridge", "sh0123456789ab" }, []string{"spec.bridge_name", "task veth"}},
+		{"host with mtu", func(s *shoalv1.NetworkSpec) { s.Driver, s.Mtu = "host", 1400 }, []string{"spec.mtu: a host network has no devices"}},
+		{"host", func(s *shoalv1.NetworkSpec) { s.Driver = "host" }, nil},
 		{"host with subnet", func(s *shoalv1.NetworkSpec) { s.Driver, s.Subnet = "host", "10.0.0.0/24" }, []string{"spec.subnet: a host network has no subnet"}},
 		{"bad label", func(s *shoalv1.NetworkSpec) { s.Labels = map[string]string{"": "x"} }, []string{"spec.labels"}},
 		{"several", func(s *shoalv1.NetworkSpec) { s.Name = ""; s.Mtu = 1 }, []string{"spec.name", "spec.mtu"}},
@@ -70,5 +75,62 @@ func TestBroadcast(t *testing.T) {
 		if got := Broadcast(netip.MustParsePrefix(in)); got.String() != want {
 			t.Errorf("Broadcast(%s) = %s, want %s", in, got, want)
 		}
+	}
+}
+
+func TestDefaultBridgeName(t *testing.T) {
+	n := &shoalv1.Network{Meta: &shoalv1.Meta{Id: "k3j4h5g6f7d8s9a0"}, Spec: &shoalv1.NetworkSpec{Driver: DriverBridge}}
+	if got := BridgeName(n); got != "shbr-k3j4h5g6f7" || len(got) > MaxIfaceName {
+		t.Errorf("BridgeName = %q, want shbr-k3j4h5g6f7 (15 bytes)", got)
+	}
+	n.Spec.BridgeName = "shtest0"
+	if got := BridgeName(n); got != "shtest0" {
+		t.Errorf("BridgeName with spec.bridge_name = %q, want shtest0", got)
+	}
+	if got := DefaultBridgeName("abc"); got != "shbr-abc" {
+		t.Errorf("DefaultBridgeName(abc) = %q", got)
+	}
+}
+
+func TestNetworkDrivers(t *testing.T) {
+	ingress := &shoalv1.PortConfig{PublishedPort: 8080, TargetPort: 80}
+	host := &shoalv1.PortConfig{PublishedPort: 9090, TargetPort: 80, PublishMode: "host"}
+	for _, tt := range []struct {
+		name    string
+		drivers []string
+		ports   []*shoalv1.PortConfig
+		want    []string // substrings; nil: valid
+	}{
+		{"overlay with ingress", []string{"overlay"}, []*shoalv1.PortConfig{ingress}, nil},
+		{"default driver with ingress", []string{""}, []*shoalv1.PortConfig{ingress}, nil},
+		{"bridge alone", []string{"bridge"}, nil, nil},
+		{"bridge with host port", []string{"bridge"}, []*shoalv1.PortConfig{host}, nil},
+		{"bridge with ingress port", []string{"bridge"}, []*shoalv1.PortConfig{host, ingress},
+			[]string{"spec.endpoint.ports[1].publish_mode: an ingress port needs an overlay network"}},
+		{"bridge and overlay with ingress", []string{"bridge", "overlay"}, []*shoalv1.PortConfig{ingress}, nil},
+		{"host alone", []string{"host"}, nil, nil},
+		{"host with another", []string{"overlay", "host"}, nil,
+			[]string{"spec.task.networks[1].target: a host network shares the node's network namespace: it must be the service's only network (2 given)"}},
+		{"host with ports", []string{"host"}, []*shoalv1.PortConfig{host, ingress},
+			[]string{"spec.endpoint.ports[0]: a service on a host network publishes no port", "spec.endpoint.ports[1]"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			spec := &shoalv1.ServiceSpec{Endpoint: &shoalv1.EndpointSpec{Ports: tt.ports}}
+			err := NetworkDrivers(spec, tt.drivers).Err()
+			if tt.want == nil {
+				if err != nil {
+					t.Fatalf("want valid, got %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("want %q, got nil", tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
 	}
 }

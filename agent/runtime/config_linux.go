@@ -194,17 +194,25 @@ func ociSpec(s *Spec, cgroupParent, initBinary string) (*specs.Spec, error) {
 			Capabilities:    &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps},
 		},
 		Linux: &specs.Linux{
-			CgroupsPath: cgroupPath(cgroupParent, s.ID),
-			Resources:   res,
-			Namespaces: []specs.LinuxNamespace{
-				{Type: specs.MountNamespace}, {Type: specs.PIDNamespace}, {Type: specs.UTSNamespace},
-				{Type: specs.IPCNamespace}, netns, {Type: specs.CgroupNamespace},
-			},
+			CgroupsPath:   cgroupPath(cgroupParent, s.ID),
+			Resources:     res,
+			Namespaces:    namespaces(s.HostNetwork, netns),
 			MaskedPaths:   maskedPaths,
 			ReadonlyPaths: readonlyPaths,
 			Seccomp:       DefaultSeccomp(),
 		},
 	}, nil
+}
+
+// namespaces are the container's namespaces: all new but the network one,
+// which is netns (new, or a path joined) unless the container shares the
+// node's (host network: no net namespace at all, so nothing unshares NET).
+func namespaces(hostNetwork bool, netns specs.LinuxNamespace) []specs.LinuxNamespace {
+	ns := []specs.LinuxNamespace{{Type: specs.MountNamespace}, {Type: specs.PIDNamespace}, {Type: specs.UTSNamespace}, {Type: specs.IPCNamespace}}
+	if !hostNetwork {
+		ns = append(ns, netns)
+	}
+	return append(ns, specs.LinuxNamespace{Type: specs.CgroupNamespace})
 }
 
 // OCISpec returns the OCI runtime spec equivalent to what Start runs for

@@ -63,8 +63,8 @@
 //
 // # Security defaults
 //
-// Namespaces mount, pid, uts, ipc, net (a new one, or NetNSPath joined)
-// and cgroup; Docker's 14 default capabilities adjusted by CapAdd/CapDrop;
+// Namespaces mount, pid, uts, ipc, net (a new one, or NetNSPath joined,
+// or none with HostNetwork: the node's) and cgroup; Docker's 14 default capabilities adjusted by CapAdd/CapDrop;
 // no_new_privs always; a seccomp denylist ([DefaultSeccomp]) returning
 // EPERM for dangerous syscalls; Docker's masked and read-only /proc paths;
 // the default device set. Cgroups live at the absolute path /shoal/<id>

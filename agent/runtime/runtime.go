@@ -47,15 +47,19 @@ type Spec struct {
 	Cwd    string   `json:"cwd,omitempty"` // default "/"
 	// User is "uid", "uid:gid" or a name ("name", "name:group") resolved
 	// from the rootfs' /etc/passwd and /etc/group. Empty means root.
-	User           string     `json:"user,omitempty"`
-	Hostname       string     `json:"hostname,omitempty"`
-	ReadOnlyRootfs bool       `json:"read_only_rootfs,omitempty"`
-	Mounts         []Mount    `json:"mounts,omitempty"`
-	NetNSPath      string     `json:"netns_path,omitempty"` // empty: new private netns
-	Resources      Resources  `json:"resources"`
-	CapAdd         []string   `json:"cap_add,omitempty"` // "NET_ADMIN" or "CAP_NET_ADMIN", "ALL"
-	CapDrop        []string   `json:"cap_drop,omitempty"`
-	Log            LogOptions `json:"log"`
+	User           string  `json:"user,omitempty"`
+	Hostname       string  `json:"hostname,omitempty"`
+	ReadOnlyRootfs bool    `json:"read_only_rootfs,omitempty"`
+	Mounts         []Mount `json:"mounts,omitempty"`
+	NetNSPath      string  `json:"netns_path,omitempty"` // empty: new private netns
+	// HostNetwork runs the container in the caller's (the node's)
+	// network namespace: no net namespace is created or joined (a task
+	// on a "host" network). Excludes NetNSPath.
+	HostNetwork bool       `json:"host_network,omitempty"`
+	Resources   Resources  `json:"resources"`
+	CapAdd      []string   `json:"cap_add,omitempty"` // "NET_ADMIN" or "CAP_NET_ADMIN", "ALL"
+	CapDrop     []string   `json:"cap_drop,omitempty"`
+	Log         LogOptions `json:"log"`
 	// Init runs Args under a tiny init as PID 1 (see package tinyinit),
 	// bind-mounted read-only at InitPath from the runtime's init binary
 	// (WithInitBinary).
@@ -137,6 +141,9 @@ func (s *Spec) Validate() error {
 	}
 	if len(s.Args) == 0 {
 		return fmt.Errorf("%w: task %q: no args", ErrInvalidArgument, s.ID)
+	}
+	if s.HostNetwork && s.NetNSPath != "" {
+		return fmt.Errorf("%w: task %q: host network and a network namespace path %q", ErrInvalidArgument, s.ID, s.NetNSPath)
 	}
 	if s.Rootfs == "" || s.Rootfs[0] != '/' {
 		return fmt.Errorf("%w: task %q: rootfs %q must be absolute", ErrInvalidArgument, s.ID, s.Rootfs)

@@ -627,6 +627,35 @@ func TestJoinNetNS(t *testing.T) {
 	}
 }
 
+// TestHostNetwork: a host-network container is in the caller's network
+// namespace (no net namespace of its own), and a spec asking for both a
+// host network and a namespace path is refused.
+func TestHostNetwork(t *testing.T) {
+	// This thread's namespace (the main thread's may be the one
+	// TestJoinNetNS left it in).
+	var want unix.Stat_t
+	goruntime.LockOSThread()
+	err := unix.Stat("/proc/thread-self/ns/net", &want)
+	goruntime.UnlockOSThread()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := newRuntime(t)
+	spec, _ := start(t, rt, Spec{Args: []string{"/bin/probe", "sleep"}, HostNetwork: true})
+	st := running(t, rt, spec.ID)
+	var got unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/net", st.Pid), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Ino != want.Ino {
+		t.Errorf("container netns inode %d, want the node's %d", got.Ino, want.Ino)
+	}
+	bad := Spec{ID: "hostnet-bad", Rootfs: "/", Args: []string{"a"}, HostNetwork: true, NetNSPath: "/var/run/netns/x"}
+	if err := bad.Validate(); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("host network with a netns path: %v", err)
+	}
+}
+
 func TestStartErrors(t *testing.T) {
 	rt := newRuntime(t)
 	ctx := context.Background()

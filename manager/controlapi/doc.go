@@ -20,14 +20,17 @@
 // (10.213.0.0/16) is InvalidArgument naming the other network; an
 // exhausted pool ResourceExhausted; a name clash AlreadyExists. bridge
 // networks get a subnet (from the same pool, never overlapping) and no
-// VNI; host networks neither. Both are stored only: their data plane is
-// for later (the agent side decides).
+// VNI; host networks neither. Two bridge networks may not share a Linux
+// bridge name (spec.bridge_name, else shbr-<id>): AlreadyExists.
 //
 // Services name networks by name, id or id prefix; Create/UpdateService
 // store the network id (resolveTaskNetworks), so renames cannot change an
 // attachment. An unknown network is InvalidArgument on
-// spec.task.networks[i].target, and so is a bridge or host network
-// ("not supported yet": the agents have no data plane for them). RemoveNetwork refuses (FailedPrecondition)
+// spec.task.networks[i].target. What the drivers allow is checked there
+// too (specrules.NetworkDrivers): a host network is a service's only
+// network and publishes no port; an ingress-mode port needs an overlay
+// network among the service's (bridge networks are node-local).
+// RemoveNetwork refuses (FailedPrecondition)
 // a network that a service's spec or previous spec uses, naming them, or
 // that a task that has not ended is still attached to; PruneNetworks
 // removes every other network in one entry and returns their names.

@@ -54,6 +54,9 @@ func (s *Server) CreateNetwork(ctx context.Context, req *shoalv1.CreateNetworkRe
 		if existing := raftstore.Find[*shoalv1.Network](tx, raftstore.IndexName, spec.GetName()); len(existing) > 0 {
 			return errdefs.AlreadyExistsf("spec.name: a network named %q exists (%s)", spec.GetName(), existing[0].GetMeta().GetId())
 		}
+		if err := checkBridgeName(tx, nw); err != nil {
+			return err
+		}
 		return allocateNetwork(tx, nw)
 	})
 	if err != nil {
@@ -63,6 +66,22 @@ func (s *Server) CreateNetwork(ctx context.Context, req *shoalv1.CreateNetworkRe
 	out.Meta.Version = idx
 	s.log.Info("network created", "network_id", nw.GetMeta().GetId(), "name", spec.GetName(), "driver", spec.GetDriver(), "subnet", nw.GetSubnet(), "vni", nw.GetVni())
 	return &shoalv1.CreateNetworkResponse{Network: out}, nil
+}
+
+// checkBridgeName refuses a bridge network whose Linux bridge name another
+// bridge network already uses: both would share one bridge on a node,
+// joining their tasks.
+func checkBridgeName(r raftstore.Reader, nw *shoalv1.Network) error {
+	if nw.GetSpec().GetDriver() != specrules.DriverBridge {
+		return nil
+	}
+	name := specrules.BridgeName(nw)
+	for _, o := range raftstore.List[*shoalv1.Network](r) {
+		if o.GetSpec().GetDriver() == specrules.DriverBridge && specrules.BridgeName(o) == name {
+			return errdefs.AlreadyExistsf("spec.bridge_name: the bridge %q is network %q's already", name, o.GetSpec().GetName())
+		}
+	}
+	return nil
 }
 
 // allocateNetwork fills nw's subnet, gateway and VNI against the networks
@@ -351,10 +370,12 @@ func (s *Server) PruneNetworks(ctx context.Context, _ *shoalv1.PruneNetworksRequ
 // resolveTaskNetworks replaces each spec.task.networks[i].target (a name,
 // id or unique id prefix) by the network's id, in the transaction that
 // stores the service, so that a network renamed or removed later cannot
-// change what the service is attached to. spec is changed in place.
+// change what the service is attached to, and checks what the networks'
+// drivers allow (specrules.NetworkDrivers). spec is changed in place.
 func resolveTaskNetworks(r raftstore.Reader, spec *shoalv1.ServiceSpec) error {
 	var fe fieldErrors
 	seen := map[string]int{}
+	var drivers []string
 	for i, n := range spec.GetTask().GetNetworks() {
 		f := fmt.Sprintf("spec.task.networks[%d].target", i)
 		nw, err := raftstore.ResolveRef[*shoalv1.Network](r, n.GetTarget())
@@ -368,15 +389,15 @@ func resolveTaskNetworks(r raftstore.Reader, spec *shoalv1.ServiceSpec) error {
 			continue
 		}
 		seen[id] = i
-		if d := nw.GetSpec().GetDriver(); d == specrules.DriverBridge || d == specrules.DriverHost {
-			// No data plane for them on the agents yet: refuse now rather
-			// than leave tasks waiting for a network that never comes.
-			fe.add(f, "network %q: services on %s networks are not supported yet (use an overlay network)", nw.GetSpec().GetName(), d)
-			continue
-		}
+		drivers = append(drivers, nw.GetSpec().GetDriver())
 		n.Target = id
 	}
-	return fe.err()
+	if err := fe.err(); err != nil {
+		return err
+	}
+	// Host networks stand alone and publish nothing; ingress ports need
+	// an overlay (specrules.NetworkDrivers).
+	return invalidProblems(specrules.NetworkDrivers(spec, drivers))
 }
 
 // validatePoolSettings checks default_address_pool (an IPv4 CIDR, /8 to

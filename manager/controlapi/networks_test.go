@@ -276,36 +276,88 @@ func TestValidatePoolSettings(t *testing.T) {
 	}
 }
 
-// TestServiceOnBridgeOrHostNetworkRefused: the agents have no data plane
-// for bridge and host networks yet, so a service naming one is refused at
-// create and at update, with the field, and nothing is stored.
-func TestServiceOnBridgeOrHostNetworkRefused(t *testing.T) {
+// TestServiceNetworkDriverRules: services on bridge and host networks are
+// stored; a host network with another network or with published ports,
+// and an ingress port with bridge networks only, are refused at create and
+// at update with the field, and nothing is stored.
+func TestServiceNetworkDriverRules(t *testing.T) {
 	s, _ := newServer(t)
 	ctx := context.Background()
 	createNet(t, s, &shoalv1.NetworkSpec{Name: "ov"})
 	createNet(t, s, &shoalv1.NetworkSpec{Name: "br", Driver: "bridge", BridgeName: "br-app"})
 	createNet(t, s, &shoalv1.NetworkSpec{Name: "hostnet", Driver: "host"})
+	ingress := &shoalv1.PortConfig{PublishedPort: 8080, TargetPort: 8080}
+	hostPort := &shoalv1.PortConfig{PublishedPort: 9090, TargetPort: 8080, PublishMode: "host"}
 
-	spec := validSpec()
-	spec.Task.Networks = []*shoalv1.NetworkAttachmentConfig{{Target: "ov"}, {Target: "br"}}
-	_, err := s.CreateService(ctx, &shoalv1.CreateServiceRequest{Spec: spec})
-	wantCode(t, err, codes.InvalidArgument, `spec.task.networks[1].target: network "br": services on bridge networks are not supported yet`)
-	spec.Task.Networks = []*shoalv1.NetworkAttachmentConfig{{Target: "hostnet"}}
-	_, err = s.CreateService(ctx, &shoalv1.CreateServiceRequest{Spec: spec})
-	wantCode(t, err, codes.InvalidArgument, `spec.task.networks[0].target: network "hostnet": services on host networks are not supported yet`)
+	for _, tt := range []struct {
+		nets  []string
+		ports []*shoalv1.PortConfig
+		want  string
+	}{
+		{[]string{"ov", "hostnet"}, nil, `spec.task.networks[1].target: a host network shares the node's network namespace`},
+		{[]string{"hostnet"}, []*shoalv1.PortConfig{hostPort}, `spec.endpoint.ports[0]: a service on a host network publishes no port`},
+		{[]string{"br"}, []*shoalv1.PortConfig{ingress}, `spec.endpoint.ports[0].publish_mode: an ingress port needs an overlay network`},
+	} {
+		spec := validSpec()
+		spec.Name = "bad"
+		for _, n := range tt.nets {
+			spec.Task.Networks = append(spec.Task.Networks, &shoalv1.NetworkAttachmentConfig{Target: n})
+		}
+		spec.Endpoint = &shoalv1.EndpointSpec{Ports: tt.ports}
+		_, err := s.CreateService(ctx, &shoalv1.CreateServiceRequest{Spec: spec})
+		wantCode(t, err, codes.InvalidArgument, tt.want)
+	}
 	if l, err := s.ListServices(ctx, &shoalv1.ListServicesRequest{}); err != nil || len(l.GetServices()) != 0 {
 		t.Fatalf("stored: %v %v", l.GetServices(), err)
 	}
 
-	spec.Task.Networks = []*shoalv1.NetworkAttachmentConfig{{Target: "ov"}}
-	resp, err := s.CreateService(ctx, &shoalv1.CreateServiceRequest{Spec: spec})
-	if err != nil {
-		t.Fatal(err)
+	for i, tt := range []struct {
+		nets  []string
+		ports []*shoalv1.PortConfig
+	}{
+		{[]string{"hostnet"}, nil},
+		{[]string{"br"}, []*shoalv1.PortConfig{hostPort}},
+		{[]string{"br", "ov"}, []*shoalv1.PortConfig{ingress}},
+	} {
+		spec := validSpec()
+		spec.Name = fmt.Sprintf("ok%d", i)
+		for _, n := range tt.nets {
+			spec.Task.Networks = append(spec.Task.Networks, &shoalv1.NetworkAttachmentConfig{Target: n})
+		}
+		spec.Endpoint = &shoalv1.EndpointSpec{Ports: tt.ports}
+		resp, err := s.CreateService(ctx, &shoalv1.CreateServiceRequest{Spec: spec})
+		if err != nil {
+			t.Fatalf("%v: %v", tt.nets, err)
+		}
+		if i != 1 {
+			continue
+		}
+		// Update: the bridge service may not switch its host port to
+		// ingress, nor add the host network.
+		upd := proto.Clone(resp.GetService().GetSpec()).(*shoalv1.ServiceSpec)
+		upd.Endpoint.Ports[0].PublishMode = "ingress"
+		_, err = s.UpdateService(ctx, &shoalv1.UpdateServiceRequest{ServiceId: resp.GetService().GetMeta().GetId(), Spec: upd, IgnoreVersion: true})
+		wantCode(t, err, codes.InvalidArgument, `spec.endpoint.ports[0].publish_mode: an ingress port needs an overlay network`)
+		upd = proto.Clone(resp.GetService().GetSpec()).(*shoalv1.ServiceSpec)
+		upd.Endpoint = nil
+		upd.Task.Networks = append(upd.Task.Networks, &shoalv1.NetworkAttachmentConfig{Target: "hostnet"})
+		_, err = s.UpdateService(ctx, &shoalv1.UpdateServiceRequest{ServiceId: resp.GetService().GetMeta().GetId(), Spec: upd, IgnoreVersion: true})
+		wantCode(t, err, codes.InvalidArgument, `spec.task.networks[1].target: a host network shares`)
 	}
-	upd := proto.Clone(spec).(*shoalv1.ServiceSpec)
-	upd.Task.Networks = append(upd.Task.Networks, &shoalv1.NetworkAttachmentConfig{Target: "br"})
-	_, err = s.UpdateService(ctx, &shoalv1.UpdateServiceRequest{ServiceId: resp.GetService().GetMeta().GetId(), Spec: upd, IgnoreVersion: true})
-	wantCode(t, err, codes.InvalidArgument, `spec.task.networks[1].target: network "br": services on bridge networks are not supported yet`)
+}
+
+// TestCreateBridgeNetworkNameClash: two bridge networks cannot share a
+// Linux bridge name (given, or given equal to another's derived one).
+func TestCreateBridgeNetworkNameClash(t *testing.T) {
+	s, st := newServer(t)
+	ctx := context.Background()
+	createNet(t, s, &shoalv1.NetworkSpec{Name: "b1", Driver: "bridge", BridgeName: "br-app"})
+	_, err := s.CreateNetwork(ctx, &shoalv1.CreateNetworkRequest{Spec: &shoalv1.NetworkSpec{Name: "b2", Driver: "bridge", BridgeName: "br-app"}})
+	wantCode(t, err, codes.AlreadyExists, `spec.bridge_name: the bridge "br-app" is network "b1"'s already`)
+	createNet(t, s, &shoalv1.NetworkSpec{Name: "b3", Driver: "bridge"})
+	if n := len(raftstore.List[*shoalv1.Network](st.View())); n != 2 {
+		t.Fatalf("%d networks stored, want 2", n)
+	}
 }
 
 // TestCreateNetworkConcurrent: creates racing each other never get the

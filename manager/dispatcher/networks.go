@@ -11,6 +11,7 @@ import (
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/specrules"
 )
 
 // Network delivery.
@@ -26,6 +27,11 @@ import (
 // node's status.addr (its VXLAN underlay address). When a node goes DOWN
 // its endpoints are withdrawn from every other node's state; tasks that
 // ended drop out at once.
+//
+// Bridge and host networks are node-local: each node's state of such a
+// network lists only the endpoints on that node, so its DNS names and VIPs
+// answer local tasks only (a task on another node's bridge is not
+// reachable), and an ingress port never widens them to other nodes.
 //
 // VIPs: every service attached to the network by its spec, or with a live
 // task on it (an older spec), even with no live task, is listed with
@@ -174,6 +180,16 @@ func AllNodeNetworks(r raftstore.Reader) map[string][]*shoalv1.NetworkState {
 			ingress = ingress || hasIngressPort(svc)
 		}
 		slices.SortFunc(ns.Vips, func(a, b *shoalv1.ServiceVIPState) int { return strings.Compare(a.GetServiceId(), b.GetServiceId()) })
+		if d := nw.GetSpec().GetDriver(); d == specrules.DriverBridge || d == specrules.DriverHost {
+			// Node-local networks: a node sees only its own endpoints
+			// (names and VIPs answer local tasks only; a bridge is not
+			// reachable from another node) and no ingress widening (an
+			// ingress port needs an overlay network, which carries it).
+			for node := range members[id] {
+				out[node] = append(out[node], localState(ns, node))
+			}
+			continue
+		}
 		if ingress {
 			// Every node answers an ingress port, so every node that is
 			// not DOWN gets the state of the service's networks (its
@@ -189,6 +205,21 @@ func AllNodeNetworks(r raftstore.Reader) map[string][]*shoalv1.NetworkState {
 		}
 	}
 	return out
+}
+
+// localState is ns with only the endpoints on node (a copy when some are
+// left out; ns is shared between nodes).
+func localState(ns *shoalv1.NetworkState, node string) *shoalv1.NetworkState {
+	var eps []*shoalv1.Endpoint
+	for _, ep := range ns.GetEndpoints() {
+		if ep.GetNodeId() == node {
+			eps = append(eps, ep)
+		}
+	}
+	if len(eps) == len(ns.GetEndpoints()) {
+		return ns
+	}
+	return &shoalv1.NetworkState{Network: ns.GetNetwork(), Endpoints: eps, Vips: ns.GetVips()}
 }
 
 // netCache shares one AllNodeNetworks computation between the sessions

@@ -378,3 +378,31 @@ func TestNodeNetworksIngress(t *testing.T) {
 		t.Errorf("host mode: n1 %d, n2 %d networks; want 0, 1", len(all["n1"]), len(all["n2"]))
 	}
 }
+
+// TestNodeNetworksBridgeLocal: a bridge network's state on a node lists
+// only that node's endpoints (its names and VIPs answer local tasks only);
+// an overlay network in the same cluster still lists every node's; an
+// ingress port does not widen a bridge network to nodes without a task.
+func TestNodeNetworksBridgeLocal(t *testing.T) {
+	br := &shoalv1.Network{Meta: &shoalv1.Meta{Id: "br"}, Spec: &shoalv1.NetworkSpec{Name: "net-br", Driver: "bridge"}, Subnet: "10.2.0.0/24"}
+	svc := mkSvc("s1", "", map[string]string{"br": "10.2.0.2/24", "a": "10.1.0.2/24"}, "br", "a")
+	svc.Spec.Endpoint.Ports = []*shoalv1.PortConfig{{PublishedPort: 8080, TargetPort: 80}}
+	r := objs(mkNode("n1", "192.168.250.1", ready), mkNode("n2", "192.168.250.2", ready), mkNode("n3", "192.168.250.3", ready),
+		mkNet("a"), br, svc,
+		mkNetTask("t1", "s1", "n1", stRunning, "br=10.2.0.3/24", "a=10.1.0.3/24"),
+		mkNetTask("t2", "s1", "n2", stRunning, "br=10.2.0.4/24", "a=10.1.0.4/24"),
+		mkNetTask("t3", "s1", "n2", stRunning, "br=10.2.0.5/24", "a=10.1.0.5/24"))
+	all := AllNodeNetworks(r)
+	for node, want := range map[string][]string{
+		"n1": {"a: t1=10.1.0.3/24@192.168.250.1/RUNNING t2=10.1.0.4/24@192.168.250.2/RUNNING t3=10.1.0.5/24@192.168.250.2/RUNNING vip svc-s1=10.1.0.2/24(vip)",
+			"br: t1=10.2.0.3/24@192.168.250.1/RUNNING vip svc-s1=10.2.0.2/24(vip)"},
+		"n2": {"a: t1=10.1.0.3/24@192.168.250.1/RUNNING t2=10.1.0.4/24@192.168.250.2/RUNNING t3=10.1.0.5/24@192.168.250.2/RUNNING vip svc-s1=10.1.0.2/24(vip)",
+			"br: t2=10.2.0.4/24@192.168.250.2/RUNNING t3=10.2.0.5/24@192.168.250.2/RUNNING vip svc-s1=10.2.0.2/24(vip)"},
+		// n3 runs no task: the overlay for the ingress port, no bridge.
+		"n3": {"a: t1=10.1.0.3/24@192.168.250.1/RUNNING t2=10.1.0.4/24@192.168.250.2/RUNNING t3=10.1.0.5/24@192.168.250.2/RUNNING vip svc-s1=10.1.0.2/24(vip)"},
+	} {
+		if got := summary(all[node]); !slices.Equal(got, want) {
+			t.Errorf("%s: got\n  %s\nwant\n  %s", node, strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+		}
+	}
+}
