@@ -79,8 +79,10 @@
 // MAC, VTEP, state; Encode/DecodeHint, at most MaxHintBytes) and peers
 // merge what they receive before the managers' next delivery:
 //
-//	for _, h := range overlay.HintsFor(task, state, vtep) { b, _ := h.Encode(); gossip.Broadcast(b) }
-//	// on receipt:
+//	for _, h := range overlay.HintsFor(task, state, vtep) { b, _ := h.Encode(); gossip.SendHint(b) }
+//	// on receipt (gossip has checked that the packet came from the named
+//	// member's gossip address; the daemon drops a hint whose VTEP is not
+//	// that address, so a key holder can only announce endpoints on itself):
 //	h, err := overlay.DecodeHint(b)
 //	r, err := node.ApplyHint(h) // then disc.Update(node.States()) unless HintIgnored
 //
