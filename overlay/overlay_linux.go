@@ -59,6 +59,10 @@ type Manager struct {
 	// the isolation rules.
 	subnets map[uint32]netip.Prefix
 	nftSig  string
+	// vteps: the remote VTEPs of the endpoints last reconciled;
+	// hintVTEPs: those of hints programmed since. VXLAN is accepted from
+	// these only (nft_linux.go).
+	vteps, hintVTEPs map[netip.Addr]bool
 }
 
 // AttachResult describes what Attach did in the task namespace.
