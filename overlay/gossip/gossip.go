@@ -205,11 +205,12 @@ func (n *Node) Join(peers []string) (int, error) {
 // SetKeys installs keys (newest first, as the managers send them):
 // every listed key is accepted, keys not listed are removed, and the node
 // encrypts with the oldest listed key. A rotation adds a key that every
-// node accepts before anyone encrypts with it; once the managers drop the
-// older keys (a grace period later) everybody encrypts with the new one,
-// which all nodes have accepted since the rotation — no node that got at
-// least one of the lists is cut off, whatever order they arrive in.
-// Call it on every node with the list the managers send.
+// node accepts before anyone encrypts with it (so rotations, even two in
+// a row, cut nobody off); once the managers drop the older keys, a grace
+// period later, everybody encrypts with the new one, which every node
+// with a session has accepted by then. Only a node that missed the whole
+// grace period is cut off, until it gets the list. Call it on every node
+// with the list the managers send.
 func (n *Node) SetKeys(keys [][]byte) error {
 	if len(keys) == 0 {
 		return errors.New("gossip: SetKeys: no key")
