@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"crypto/rand"
 	"fmt"
 	"log/slog"
@@ -132,8 +133,15 @@ func (g *nodeGossip) SetGossip(keys [][]byte, peers []string) {
 // next network state overrides any hint).
 func (g *nodeGossip) received(from gossip.Sender, hint []byte) {
 	if err := checkHintSender(from, hint); err != nil {
-		g.rejected.Add(1)
-		g.log.Debug("hint dropped", "from", from.NodeID, "addr", from.Addr, "err", err)
+		// A member announcing endpoints elsewhere than on itself is worth
+		// an operator's eye, but must not flood the log: warn on the 1st,
+		// 2nd, 4th, 8th, … rejection.
+		n := g.rejected.Add(1)
+		lvl := slog.LevelDebug
+		if n&(n-1) == 0 {
+			lvl = slog.LevelWarn
+		}
+		g.log.Log(context.Background(), lvl, "gossip hint dropped", "from", from.NodeID, "addr", from.Addr, "rejected_total", n, "err", err)
 		return
 	}
 	select {
