@@ -1,12 +1,16 @@
 package daemon
 
 import (
+	"context"
 	"crypto/rand"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/shoal-dev/shoal/overlay"
 	"github.com/shoal-dev/shoal/overlay/gossip"
 )
 
@@ -29,6 +33,9 @@ type nodeGossip struct {
 	// path never waits for the kernel.
 	onHint func([]byte)
 	hints  chan []byte
+	// rejected counts hints dropped here because their VTEP is not the
+	// sending member's address (the gossip layer counts its own drops).
+	rejected atomic.Uint64
 }
 
 // hintQueue bounds the hints waiting for the handler.
@@ -118,13 +125,52 @@ func (g *nodeGossip) SetGossip(keys [][]byte, peers []string) {
 	}()
 }
 
-// received queues a hint from another member (gossip's OnHint).
-func (g *nodeGossip) received(from string, hint []byte) {
+// received queues a hint from another member (gossip's OnHint). The
+// gossip layer has checked that the packet came from the gossip address
+// of the member it names; the hint is accepted only if the endpoint's
+// VTEP is that same address, so that a key holder cannot get an endpoint
+// programmed pointing anywhere but at itself (raft still decides: the
+// next network state overrides any hint).
+func (g *nodeGossip) received(from gossip.Sender, hint []byte) {
+	if err := checkHintSender(from, hint); err != nil {
+		// A member announcing endpoints elsewhere than on itself is worth
+		// an operator's eye, but must not flood the log: warn on the 1st,
+		// 2nd, 4th, 8th, … rejection.
+		n := g.rejected.Add(1)
+		lvl := slog.LevelDebug
+		if n&(n-1) == 0 {
+			lvl = slog.LevelWarn
+		}
+		g.log.Log(context.Background(), lvl, "gossip hint dropped", "from", from.NodeID, "addr", from.Addr, "rejected_total", n, "err", err)
+		return
+	}
 	select {
 	case g.hints <- hint:
 	default:
-		g.log.Debug("hint queue full, hint dropped", "from", from)
+		g.log.Debug("hint queue full, hint dropped", "from", from.NodeID)
 	}
+}
+
+// checkHintSender accepts a hint only if it decodes and its VTEP is the
+// sender's address.
+func checkHintSender(from gossip.Sender, hint []byte) error {
+	h, err := overlay.DecodeHint(hint)
+	if err != nil {
+		return err
+	}
+	if h.VTEP != from.Addr.Addr() {
+		return fmt.Errorf("hint for task %q names VTEP %s, not its sender's address %s", h.TaskID, h.VTEP, from.Addr.Addr())
+	}
+	return nil
+}
+
+// hintsRejected is the number of hints dropped, here and in the gossip
+// layer (diagnostics and tests).
+func (g *nodeGossip) hintsRejected() uint64 {
+	if g == nil || g.n == nil {
+		return 0
+	}
+	return g.rejected.Load() + g.n.HintsRejected()
 }
 
 // setHintHandler starts delivering received hints to f, one at a time,

@@ -24,6 +24,7 @@ import (
 	"github.com/shoal-dev/shoal/manager/controlapi"
 	"github.com/shoal-dev/shoal/manager/dispatcher"
 	"github.com/shoal-dev/shoal/manager/forward"
+	"github.com/shoal-dev/shoal/manager/gossipkeys"
 	"github.com/shoal-dev/shoal/manager/logbroker"
 	"github.com/shoal-dev/shoal/manager/membership"
 	"github.com/shoal-dev/shoal/manager/nodeca"
@@ -266,6 +267,7 @@ func (m *Manager) leaderLoop(ctx context.Context, disp *dispatcher.Dispatcher, m
 			g.Go(func() error { return allocator.New(m.store, m.cfg.Logger).Run(gctx) })
 			g.Go(func() error { return disp.Run(gctx) })
 			g.Go(func() error { return member.Run(gctx) })
+			g.Go(func() error { return gossipkeys.NewDropper(m.store, m.cfg.Logger).Run(gctx) })
 			// Leader components stop when leadership is lost or ctx ends.
 			for m.store.IsLeader() && ctx.Err() == nil {
 				select {

@@ -35,7 +35,16 @@
 // a forward-hook drop of any routed packet from or to an overlay subnet,
 // so the node never routes between overlay networks or out of one (bridged
 // overlay frames, which pass the hook too when br_netfilter is loaded, are
-// recognised by their device, the shb-… bridge, and left alone).
+// recognised by their device, the shb-… bridge, and left alone). The same
+// table filters VXLAN at input: UDP 4789 is dropped (counted) unless it
+// comes from a VTEP in the set "vteps", the remote VTEPs of the endpoints
+// last reconciled plus those of hints programmed since (ApplyHint adds a
+// hint's VTEP before writing its FDB entry; Reconcile, which removes the
+// hints' entries, resets them). The whole table, set included, is written
+// in one transaction, only when it differs from what is wanted;
+// AllowedVTEPs and VXLANDropped read it back. A new Manager keeps the set
+// it finds in the kernel until its first Reconcile, so a restarted agent
+// does not cut its peers' tunnels.
 //
 // # Bridge and host networks (bridge_linux.go, bridge_nft_linux.go)
 //
@@ -102,8 +111,10 @@
 // MAC, VTEP, state; Encode/DecodeHint, at most MaxHintBytes) and peers
 // merge what they receive before the managers' next delivery:
 //
-//	for _, h := range overlay.HintsFor(task, state, vtep) { b, _ := h.Encode(); gossip.Broadcast(b) }
-//	// on receipt:
+//	for _, h := range overlay.HintsFor(task, state, vtep) { b, _ := h.Encode(); gossip.SendHint(b) }
+//	// on receipt (gossip has checked that the packet came from the named
+//	// member's gossip address; the daemon drops a hint whose VTEP is not
+//	// that address, so a key holder can only announce endpoints on itself):
 //	h, err := overlay.DecodeHint(b)
 //	r, err := node.ApplyHint(h) // then disc.Update(node.States()) unless HintIgnored
 //

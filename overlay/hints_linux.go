@@ -134,6 +134,9 @@ func (m *Manager) hintEntries(vni uint32, h Hint, up bool) error {
 	vx := l.Attrs().Index
 	ip := h.Address.Addr()
 	if up {
+		if err := m.allowHintVTEP(h.VTEP); err != nil {
+			return fmt.Errorf("hint: allow VXLAN from %s: %w", h.VTEP, err)
+		}
 		f := &netlink.Neigh{LinkIndex: vx, Family: unix.AF_BRIDGE, State: netlink.NUD_PERMANENT,
 			Flags: netlink.NTF_SELF, IP: h.VTEP.AsSlice(), HardwareAddr: h.MAC}
 		if err := m.h.NeighAppend(f); err != nil && !errors.Is(err, unix.EEXIST) {

@@ -57,6 +57,10 @@ func TestHintProgramsThenStateDecides(t *testing.T) {
 	if fdb[macOf("10.78.0.3")] != "192.168.250.2" || neigh["10.78.0.3"] != macOf("10.78.0.3") {
 		t.Fatalf("after hint: fdb %v neigh %v", fdb, neigh)
 	}
+	// Host 2 is in no state host 1 holds: the hint let its VXLAN in.
+	if v, err := node.m.AllowedVTEPs(); err != nil || len(v) != 1 || v[0] != vtep(2) {
+		t.Fatalf("VTEPs allowed after the hint: %v %v, want [%s]", v, err, vtep(2))
+	}
 	c, err := dialFrom(t, t1, "10.78.0.3:7001", 5*time.Second)
 	if err != nil {
 		t.Fatalf("t2 not reachable through the hinted entries: %v", err)

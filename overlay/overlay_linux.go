@@ -63,6 +63,10 @@ type Manager struct {
 	// the rules of table shoal-bridge (bridge_linux.go).
 	bridges   map[string]bridgeNet
 	bridgeSig string
+	// vteps: the remote VTEPs of the endpoints last reconciled;
+	// hintVTEPs: those of hints programmed since. VXLAN is accepted from
+	// these only (nft_linux.go).
+	vteps, hintVTEPs map[netip.Addr]bool
 }
 
 // AttachResult describes what Attach did in the task namespace.

@@ -162,7 +162,7 @@ func TestAddressReuseAndRepair(t *testing.T) {
 		t.Fatalf("neighbours not repaired: %v", neigh)
 	}
 	// The nftables table deleted by someone: Reconcile puts it back.
-	if !nftRules(t, m1, 3) { // 2 for the overlay subnet + masquerade
+	if !nftRules(t, m1, 4) { // 2 for the overlay subnet + masquerade + VXLAN filter
 		t.Fatal("nftables rules not as expected")
 	}
 	c, err := nftConn(m1)
@@ -173,13 +173,13 @@ func TestAddressReuseAndRepair(t *testing.T) {
 	if err := c.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if nftRules(t, m1, 3) {
+	if nftRules(t, m1, 4) {
 		t.Fatal("table still there")
 	}
 	if err := m1.Reconcile(bg, st); err != nil {
 		t.Fatal(err)
 	}
-	if !nftRules(t, m1, 3) {
+	if !nftRules(t, m1, 4) {
 		t.Fatal("nftables table not repaired")
 	}
 }
@@ -240,8 +240,9 @@ func TestIsolationAndInternal(t *testing.T) {
 		c.Close()
 		t.Fatal("reached a task of another network")
 	}
-	// The isolation rules are in place: 2 per overlay subnet + masquerade.
-	if !nftRules(t, m1, 5) {
+	// The isolation rules are in place: 2 per overlay subnet + masquerade
+	// + the VXLAN filter.
+	if !nftRules(t, m1, 6) {
 		t.Fatal("nftables rules not as expected")
 	}
 }
@@ -252,7 +253,9 @@ func nftRules(t *testing.T, m *Manager, n int) bool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return m.nftIntact(c, n)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.nftIntact(c, n, len(m.allowedVTEPs()))
 }
 
 func dump(t *testing.T, names ...string) {

@@ -57,6 +57,11 @@ func (m *Manager) Reconcile(ctx context.Context, states []*shoalv1.NetworkState)
 		}
 	}
 	m.subnets = subnets
+	// VXLAN is accepted from the VTEPs of the endpoints just programmed
+	// (the hints' entries are gone with this reconcile, and so are their
+	// VTEPs), in the same transaction as the isolation rules.
+	m.vteps = stateVTEPs(states, m.cfg.VTEP)
+	m.hintVTEPs = nil
 	if err := m.syncNFT(false); err != nil {
 		errs = append(errs, err)
 	}
@@ -64,6 +69,23 @@ func (m *Manager) Reconcile(ctx context.Context, states []*shoalv1.NetworkState)
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// stateVTEPs returns the remote VTEPs of the endpoints of the overlay
+// networks in states (the node's own excluded; unparsable ones skipped).
+func stateVTEPs(states []*shoalv1.NetworkState, self netip.Addr) map[netip.Addr]bool {
+	out := map[netip.Addr]bool{}
+	for _, st := range states {
+		if d := st.GetNetwork().GetSpec().GetDriver(); d != "" && d != "overlay" {
+			continue
+		}
+		for _, ep := range st.GetEndpoints() {
+			if a, err := netip.ParseAddr(ep.GetNodeAddr()); err == nil && a.Is4() && a != self {
+				out[a] = true
+			}
+		}
+	}
+	return out
 }
 
 func (m *Manager) reconcileNetwork(st *shoalv1.NetworkState) error {

@@ -2,9 +2,10 @@ package controlapi
 
 import (
 	"context"
-	"crypto/rand"
-	"github.com/shoal-dev/shoal/errdefs"
 	"time"
+
+	"github.com/shoal-dev/shoal/errdefs"
+	"github.com/shoal-dev/shoal/manager/gossipkeys"
 
 	"google.golang.org/protobuf/proto"
 
@@ -83,7 +84,7 @@ func (s *Server) UpdateCluster(ctx context.Context, req *shoalv1.UpdateClusterRe
 		}
 		c.Settings = proto.Clone(req.GetSettings()).(*shoalv1.ClusterSettings)
 		if req.GetRotateGossipKey() {
-			keys, err := rotateGossipKeys(c.GetGossipKeys())
+			keys, err := gossipkeys.Rotate(c.GetGossipKeys())
 			if err != nil {
 				return err
 			}
@@ -100,22 +101,4 @@ func (s *Server) UpdateCluster(ctx context.Context, req *shoalv1.UpdateClusterRe
 		"restart_grace_ms", st.GetRestartGraceMs(), "heartbeat_period_ms", st.GetHeartbeatPeriodMs(), "node_down_after_missed", st.GetNodeDownAfterMissed(),
 		"gossip_key_rotated", req.GetRotateGossipKey(), "gossip_keys", len(out.GetGossipKeys()))
 	return &shoalv1.UpdateClusterResponse{Cluster: publicCluster(out)}, nil
-}
-
-// MaxGossipKeys is how many gossip keys the cluster keeps: the newest (to
-// encrypt with) and the previous one (still accepted, so nodes that have
-// not received the new key yet are not partitioned away).
-const MaxGossipKeys = 2
-
-// rotateGossipKeys prepends a new key and keeps at most MaxGossipKeys.
-func rotateGossipKeys(old [][]byte) ([][]byte, error) {
-	k := make([]byte, 32) // AES-256, as manager.NewGossipKey at init
-	if _, err := rand.Read(k); err != nil {
-		return nil, errdefs.Internalf("generating a gossip key: %v", err)
-	}
-	keys := append([][]byte{k}, old...)
-	if len(keys) > MaxGossipKeys {
-		keys = keys[:MaxGossipKeys]
-	}
-	return keys, nil
 }

@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/shoal-dev/shoal/manager/gossipkeys"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
 )
@@ -168,16 +169,24 @@ func (s *Server) RemoveNode(ctx context.Context, req *shoalv1.RemoveNodeRequest)
 		if err != nil {
 			return err
 		}
-		if slices.Contains(c.GetRemovedNodes(), id) {
-			return nil
-		}
 		c = proto.Clone(c).(*shoalv1.Cluster)
-		c.RemovedNodes = append(c.RemovedNodes, id)
+		if !slices.Contains(c.GetRemovedNodes(), id) {
+			c.RemovedNodes = append(c.RemovedNodes, id)
+		}
+		// The removed node holds the gossip keys: rotate in the same
+		// entry (the old keys stay accepted so live nodes do not
+		// partition; the leader's gossipkeys.Dropper drops them after
+		// the grace period, and the node's gossip is ignored from then).
+		if len(c.GetGossipKeys()) > 0 {
+			if c.GossipKeys, err = gossipkeys.Rotate(c.GetGossipKeys()); err != nil {
+				return err
+			}
+		}
 		return tx.Update(c)
 	})
 	if err != nil {
 		return nil, err
 	}
-	s.log.Info("node removed", "node_id", id)
+	s.log.Info("node removed; gossip key rotated", "node_id", id)
 	return &shoalv1.RemoveNodeResponse{}, nil
 }

@@ -6,7 +6,7 @@
 // Gossip is never the source of truth: raft decides. The wiring uses it for
 //   - liveness corroboration on the leader (dispatcher asks State(nodeID)),
 //   - hints that let peers program a new endpoint before the next
-//     dispatcher delivery (Broadcast / Config.OnHint).
+//     dispatcher delivery (SendHint / Config.OnHint).
 //
 // Usage:
 //
@@ -16,16 +16,33 @@
 //	_, err = n.Join(peers)         // "host:port" of other nodes
 //	err = n.SetKeys(newKeys)       // newest first; rotation without partition
 //	n.Members()                    // []Member with State
-//	n.Broadcast(hint)              // <= MaxHintSize bytes
+//	n.SendHint(hint)               // <= MaxHintSize bytes
 //	n.Leave(time.Second); n.Shutdown()
 //
-// Keys: each key is 16, 24 or 32 bytes (Shoal uses 32). keys[0] is the
-// primary key used to encrypt; every key in the list is accepted for
-// decryption, so a rotation is: managers prepend a new key (keeping at most
-// 2), every node calls SetKeys when it receives the new list; until all
-// nodes have it, the old key still decrypts. Incoming and outgoing
-// encryption are enforced: a message from a node without a valid key is
-// dropped by memberlist and never reaches membership or the hint handler.
+// Keys: each key is 16, 24 or 32 bytes (Shoal uses 32). Every key in the
+// list is accepted for decryption and the node encrypts with the oldest
+// one. The managers (manager/gossipkeys) rotate by prepending a new key
+// and keeping the older ones, and drop the older ones a grace period
+// later: so every node accepts a new key before any node encrypts with
+// it, and a node that missed one rotation, or two in a row, still
+// understands and is understood by the others. After the drop, a node
+// holding only dropped keys (a removed node) is ignored by everyone.
+// Incoming and outgoing encryption are enforced: a message from a node
+// without a valid key is dropped by memberlist and never reaches
+// membership or the hint handler.
+//
+// Hints (hints.go): memberlist does not tell a delegate who sent a user
+// message, so hints do not travel as memberlist messages. SendHint seals
+// the hint (AES-GCM with the current key, the sender's node id inside)
+// into a packet of its own, sent from the node's gossip socket straight to
+// up to MaxDirectHints alive members; the transport (memberlist's
+// NetTransport, wrapped) takes those packets out before memberlist sees
+// them. A hint is handed to OnHint with its Sender only if it opens with
+// an installed key and the packet's source is the gossip address of the
+// alive member it names; anything else — and any memberlist user message —
+// is dropped and counted (HintsRejected). (UDP sources can be spoofed by
+// a key holder on the same link; the binding stops a key holder from
+// using its own socket to speak for another member.)
 //
 // States: memberlist v0.6.0 tells delegates only join/update/leave, and
 // leave is the same call for dead and left nodes (Node.State is never

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -18,15 +20,9 @@ import (
 // DefaultPort is the gossip port (TCP and UDP) when Config.Port is 0.
 const DefaultPort = 7946
 
-// MaxHintSize is the largest hint Broadcast accepts. It keeps a hint in a
-// single UDP gossip packet next to the protocol messages.
+// MaxHintSize is the largest hint SendHint accepts: one sealed hint
+// packet stays well under a UDP datagram on any MTU.
 const MaxHintSize = 512
-
-// MaxQueuedHints bounds the hints waiting to be gossiped: memberlist's
-// queue drops a message only after retransmitting it, which never happens
-// while the node has no peer, so churn on a lone node grew it for ever.
-// Beyond the bound the oldest hints are dropped (hints are advice).
-const MaxQueuedHints = 1024
 
 // State is a member's state as seen by this node.
 type State string
@@ -83,9 +79,11 @@ type Config struct {
 	// OnEvent is called (from a single goroutine, in order) on every state
 	// change seen: join (alive), suspect, dead, left, re-alive.
 	OnEvent func(Event)
-	// OnHint is called for every hint received from another member. The
-	// slice is owned by the callee. Must not block for long.
-	OnHint func(from string, hint []byte)
+	// OnHint is called for every hint received from another member whose
+	// gossip address is the packet's source (see Sender). The slice is
+	// owned by the callee. Must not block for long: it runs on the
+	// receive path.
+	OnHint func(from Sender, hint []byte)
 }
 
 // Node is a running gossip member.
@@ -93,9 +91,10 @@ type Node struct {
 	cfg Config
 	log *slog.Logger
 
-	ml      *memberlist.Memberlist
-	keyring *memberlist.Keyring
-	queue   *memberlist.TransmitLimitedQueue
+	ml        *memberlist.Memberlist
+	keyring   *memberlist.Keyring
+	transport *hintTransport
+	rejected  atomic.Uint64 // hints dropped (HintsRejected)
 
 	mu      sync.Mutex
 	members map[string]Member // every node ever seen, with last state
@@ -109,8 +108,8 @@ type Node struct {
 
 // New validates cfg and prepares a Node. Start makes it listen.
 func New(cfg Config) (*Node, error) {
-	if cfg.NodeID == "" {
-		return nil, errors.New("gossip: NodeID is required")
+	if cfg.NodeID == "" || len(cfg.NodeID) > 255 {
+		return nil, errors.New("gossip: NodeID is required (at most 255 bytes)")
 	}
 	if len(cfg.Keys) == 0 {
 		return nil, errors.New("gossip: at least one key is required")
@@ -136,7 +135,8 @@ func New(cfg Config) (*Node, error) {
 // Start creates the memberlist and starts listening. The node is alone
 // until Join.
 func (n *Node) Start() error {
-	kr, err := memberlist.NewKeyring(n.cfg.Keys, n.cfg.Keys[0])
+	// Nodes encrypt with the oldest key they hold (see SetKeys).
+	kr, err := memberlist.NewKeyring(n.cfg.Keys, n.cfg.Keys[len(n.cfg.Keys)-1])
 	if err != nil {
 		return fmt.Errorf("gossip: keyring: %w", err)
 	}
@@ -149,6 +149,13 @@ func (n *Node) Start() error {
 	if port < 0 {
 		port = 0
 	}
+	lw := &logWriter{log: n.log}
+	tr, err := newHintTransport(n.cfg.BindAddr, port, log.New(lw, "", log.LstdFlags), n.receiveHint)
+	if err != nil {
+		return err
+	}
+	port = tr.GetAutoBindPort()
+	mc.Transport = tr
 	mc.BindPort = port
 	if n.cfg.AdvertiseAddr != "" {
 		mc.AdvertiseAddr = n.cfg.AdvertiseAddr
@@ -157,21 +164,22 @@ func (n *Node) Start() error {
 	mc.Keyring = kr
 	mc.GossipVerifyIncoming = true
 	mc.GossipVerifyOutgoing = true
-	mc.LogOutput = &logWriter{log: n.log}
+	mc.LogOutput = lw
 	mc.Events = &eventDelegate{n: n}
 	mc.Delegate = &delegate{n: n}
 	n.events = make(chan Event, 1024)
 	n.stopEv = make(chan struct{})
 	n.evDone = make(chan struct{})
 	go n.dispatchEvents()
+	n.transport = tr
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		tr.Shutdown()
 		close(n.stopEv)
 		<-n.evDone
 		return fmt.Errorf("gossip: start on %s:%d: %w", n.cfg.BindAddr, port, err)
 	}
 	n.ml = ml
-	n.queue = &memberlist.TransmitLimitedQueue{NumNodes: ml.NumMembers, RetransmitMult: mc.RetransmitMult}
 	return nil
 }
 
@@ -194,9 +202,15 @@ func (n *Node) Join(peers []string) (int, error) {
 	return c, err
 }
 
-// SetKeys installs keys (newest first): keys[0] becomes the primary
-// (encrypting) key, every listed key is accepted, keys not listed are
-// removed. Call it on every node with the list the managers send.
+// SetKeys installs keys (newest first, as the managers send them):
+// every listed key is accepted, keys not listed are removed, and the node
+// encrypts with the oldest listed key. A rotation adds a key that every
+// node accepts before anyone encrypts with it (so rotations, even two in
+// a row, cut nobody off); once the managers drop the older keys, a grace
+// period later, everybody encrypts with the new one, which every node
+// with a session has accepted by then. Only a node that missed the whole
+// grace period is cut off, until it gets the list. Call it on every node
+// with the list the managers send.
 func (n *Node) SetKeys(keys [][]byte) error {
 	if len(keys) == 0 {
 		return errors.New("gossip: SetKeys: no key")
@@ -213,7 +227,7 @@ func (n *Node) SetKeys(keys [][]byte) error {
 			return err
 		}
 	}
-	if err := n.keyring.UseKey(keys[0]); err != nil {
+	if err := n.keyring.UseKey(keys[len(keys)-1]); err != nil {
 		return err
 	}
 	for _, k := range n.keyring.GetKeys() {
@@ -256,21 +270,6 @@ func (n *Node) State(nodeID string) (State, string) {
 
 // NumAlive is the number of alive members (self included).
 func (n *Node) NumAlive() int { return n.ml.NumMembers() }
-
-// Broadcast queues a hint for every member (piggybacked on gossip,
-// retransmitted RetransmitMult*log(N) times). Best effort.
-func (n *Node) Broadcast(hint []byte) error {
-	if len(hint) == 0 || len(hint) > MaxHintSize {
-		return fmt.Errorf("gossip: hint of %d bytes, want 1..%d", len(hint), MaxHintSize)
-	}
-	msg := make([]byte, 0, len(n.cfg.NodeID)+len(hint)+1)
-	msg = append(msg, byte(len(n.cfg.NodeID)))
-	msg = append(msg, n.cfg.NodeID...)
-	msg = append(msg, hint...)
-	n.queue.QueueBroadcast(hintBroadcast(msg))
-	n.queue.Prune(MaxQueuedHints)
-	return nil
-}
 
 // Leave announces a graceful departure (others see StateLeft). memberlist
 // v0.6.0 hands the same NotifyLeave to delegates for dead and left nodes
@@ -381,30 +380,14 @@ func (d *delegate) NodeMeta(limit int) []byte {
 	}
 	return nil
 }
-func (d *delegate) NotifyMsg(b []byte) {
-	if len(b) < 1 || int(b[0])+1 > len(b) {
-		return
-	}
-	from := string(b[1 : 1+int(b[0])])
-	hint := append([]byte(nil), b[1+int(b[0]):]...)
-	if len(hint) == 0 || from == d.n.cfg.NodeID {
-		return
-	}
-	if d.n.cfg.OnHint != nil {
-		d.n.cfg.OnHint(from, hint)
-	}
-}
-func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
-	return d.n.queue.GetBroadcasts(overhead, limit)
-}
-func (d *delegate) LocalState(join bool) []byte            { return nil }
-func (d *delegate) MergeRemoteState(buf []byte, join bool) {}
 
-type hintBroadcast []byte
-
-func (h hintBroadcast) Invalidates(memberlist.Broadcast) bool { return false }
-func (h hintBroadcast) Message() []byte                       { return h }
-func (h hintBroadcast) Finished()                             {}
+// NotifyMsg receives memberlist user messages: Shoal sends none (hints
+// travel in packets of their own, bound to their sender), so whatever
+// arrives here is dropped and counted.
+func (d *delegate) NotifyMsg(b []byte)                         { d.n.rejected.Add(1) }
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (d *delegate) LocalState(join bool) []byte                { return nil }
+func (d *delegate) MergeRemoteState(buf []byte, join bool)     {}
 
 // logWriter adapts memberlist's "[LEVEL] memberlist: msg" log lines to slog.
 type logWriter struct{ log *slog.Logger }

@@ -57,7 +57,7 @@ func startNode(t testing.TB, id string, keys [][]byte, hr *hintRec) *Node {
 	cfg := Config{NodeID: id, BindAddr: "127.0.0.1", AdvertiseAddr: "127.0.0.1", Port: -1,
 		Keys: keys, Tuning: fastTuning}
 	if hr != nil {
-		cfg.OnHint = func(from string, b []byte) { hr.add(id, from, b) }
+		cfg.OnHint = func(from Sender, b []byte) { hr.add(id, from.NodeID, b) }
 	}
 	n, err := New(cfg)
 	if err != nil {
@@ -192,13 +192,25 @@ func TestWrongKeyIsNotLetIn(t *testing.T) {
 	if _, err := bad.ml.Join([]string{nodes[1].Addr(), nodes[2].Addr()}); err == nil {
 		t.Fatal("second join with a wrong key succeeded")
 	}
-	bad.Broadcast([]byte("evil"))
-	// Drive a round of gossip among the members and prove it propagated,
-	// so absence of the intruder is not just slowness.
-	if err := nodes[0].Broadcast([]byte("good")); err != nil {
+	// It also sends hint packets straight at the members' sockets.
+	evil, err := sealHintPacket(bad.keyring.GetPrimaryKey(), "intruder", []byte("evil"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if err := bad.transport.sendHintPacket(evil, n.Addr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Drive a hint among the members and prove it arrived, so absence of
+	// the intruder's is not just slowness.
+	if err := nodes[0].SendHint([]byte("good")); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "good hint", func() bool { return hr.has("n1", "n0:good") && hr.has("n2", "n0:good") })
+	waitFor(t, "the intruder's hints counted as rejected", func() bool {
+		return nodes[1].HintsRejected() > 0 && nodes[2].HintsRejected() > 0
+	})
 	for _, n := range nodes {
 		if s := stateOf(n, "intruder"); s != StateUnknown {
 			t.Fatalf("%s sees intruder as %s", n.cfg.NodeID, s)
@@ -212,46 +224,60 @@ func TestWrongKeyIsNotLetIn(t *testing.T) {
 	}
 }
 
+// TestKeyRotationKeepsEveryoneAlive runs rotations as the managers do
+// them (gossipkeys): a new key is prepended, older ones stay until the
+// leader drops them a grace period later; nodes receive each list one at
+// a time. Two rotations in a row do not cut off a node that received
+// neither: it still exchanges hints both ways with the rotated nodes.
 func TestKeyRotationKeepsEveryoneAlive(t *testing.T) {
 	k1 := key(t)
-	nodes, ids := cluster(t, 5, [][]byte{k1}, nil)
-	k2 := key(t)
-	// Rotation as the managers do it: prepend the new key; nodes receive
-	// it one at a time, in any order, with gossip running in between.
-	for i, n := range nodes {
+	hr := &hintRec{hints: map[string][]string{}}
+	nodes, ids := cluster(t, 5, [][]byte{k1}, hr)
+	k2, k3 := key(t), key(t)
+	for i, n := range nodes[:4] {
 		if err := n.SetKeys([][]byte{k2, k1}); err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(n.keyring.GetPrimaryKey(), k2) || n.NumKeys() != 2 {
-			t.Fatalf("node %d: primary/keys wrong after SetKeys", i)
+		if !bytes.Equal(n.keyring.GetPrimaryKey(), k1) || n.NumKeys() != 2 {
+			t.Fatalf("node %d: after the rotation it must accept both and still encrypt with the old key", i)
 		}
 		waitFor(t, "alive mid-rotation", allAlive(nodes, ids...))
 	}
-	// Next rotation drops k1 (at most 2 kept).
-	k3 := key(t)
-	for _, n := range nodes {
-		if err := n.SetKeys([][]byte{k3, k2}); err != nil {
+	for _, n := range nodes[:4] {
+		if err := n.SetKeys([][]byte{k3, k2, k1}); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "alive in 2nd rotation", allAlive(nodes, ids...))
+	}
+	// n4 has received neither rotation.
+	for i, n := range []*Node{nodes[0], nodes[4]} {
+		if err := n.SendHint([]byte(fmt.Sprintf("r%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "hints between n4 (no rotation) and n0 (two)", func() bool { return hr.has("n4", "n0:r0") && hr.has("n0", "n4:r1") })
+	waitFor(t, "alive after two rotations", allAlive(nodes, ids...))
+	// The drops: first the keys the first rotation superseded, then the
+	// second's; n4 catches up with each list.
+	for _, keys := range [][][]byte{{k3, k2}, {k3}} {
+		for _, n := range nodes {
+			if err := n.SetKeys(keys); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "alive while dropping", allAlive(nodes, ids...))
+		}
 	}
 	for _, n := range nodes {
-		if n.NumKeys() != 2 {
-			t.Fatalf("%s holds %d keys", n.cfg.NodeID, n.NumKeys())
-		}
-		for _, id := range ids {
-			if s := stateOf(n, id); s != StateAlive {
-				t.Fatalf("%s sees %s as %s after rotation", n.cfg.NodeID, id, s)
-			}
+		if n.NumKeys() != 1 || !bytes.Equal(n.keyring.GetPrimaryKey(), k3) {
+			t.Fatalf("%s holds %d keys, or does not encrypt with the newest", n.cfg.NodeID, n.NumKeys())
 		}
 	}
-	// A node that only has the dropped key k1 is now refused.
+	// A node that only has a dropped key is now refused.
 	old := startNode(t, "old", [][]byte{k1}, nil)
 	if _, err := old.Join([]string{nodes[0].Addr()}); err == nil {
 		t.Fatal("node with a retired key joined")
 	}
 	// A new node with the current list joins.
-	fresh := startNode(t, "fresh", [][]byte{k3, k2}, nil)
+	fresh := startNode(t, "fresh", [][]byte{k3}, nil)
 	if _, err := fresh.Join([]string{nodes[4].Addr()}); err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +288,7 @@ func TestHints(t *testing.T) {
 	hr := &hintRec{hints: map[string][]string{}}
 	nodes, ids := cluster(t, 4, [][]byte{key(t)}, hr)
 	for i, n := range nodes {
-		if err := n.Broadcast([]byte(fmt.Sprintf("ep-%d", i))); err != nil {
+		if err := n.SendHint([]byte(fmt.Sprintf("ep-%d", i))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -281,10 +307,10 @@ func TestHints(t *testing.T) {
 			t.Fatalf("%s received its own hint", id)
 		}
 	}
-	if err := nodes[0].Broadcast(make([]byte, MaxHintSize+1)); err == nil {
+	if err := nodes[0].SendHint(make([]byte, MaxHintSize+1)); err == nil {
 		t.Fatal("oversized hint accepted")
 	}
-	if err := nodes[0].Broadcast(nil); err == nil {
+	if err := nodes[0].SendHint(nil); err == nil {
 		t.Fatal("empty hint accepted")
 	}
 }

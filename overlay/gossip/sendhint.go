@@ -1,33 +1,35 @@
 package gossip
 
-// MaxDirectHints bounds the members SendHint sends a hint to directly.
+import "fmt"
+
+// MaxDirectHints bounds the members SendHint sends a hint to.
 const MaxDirectHints = 64
 
-// SendHint queues hint for gossip as Broadcast does and also sends it at
-// once, best effort (one UDP packet, encrypted like all gossip), to up to
-// MaxDirectHints other members, so that they have it within a round trip
-// rather than at the next gossip interval. Receivers may get a hint more
-// than once: hints must be idempotent.
+// SendHint sends hint at once, best effort, to up to MaxDirectHints other
+// alive members: one encrypted UDP packet each from this node's gossip
+// socket, so that a receiver can check the sender (see Sender). Receivers
+// may get a hint more than once: hints must be idempotent. Members beyond
+// the bound learn the change from the managers.
 func (n *Node) SendHint(hint []byte) error {
-	if err := n.Broadcast(hint); err != nil {
-		return err
+	if len(hint) == 0 || len(hint) > MaxHintSize {
+		return fmt.Errorf("gossip: hint of %d bytes, want 1..%d", len(hint), MaxHintSize)
 	}
-	msg := make([]byte, 0, len(n.cfg.NodeID)+len(hint)+1)
-	msg = append(msg, byte(len(n.cfg.NodeID)))
-	msg = append(msg, n.cfg.NodeID...)
-	msg = append(msg, hint...)
-	sent := 0
-	for _, m := range n.ml.Members() {
-		if m.Name == n.cfg.NodeID {
-			continue
+	pkt, err := n.sealHint(hint)
+	if err != nil {
+		return fmt.Errorf("gossip: sealing a hint: %w", err)
+	}
+	n.mu.Lock()
+	var to []string
+	for id, m := range n.members {
+		if id != n.cfg.NodeID && m.State == StateAlive && len(to) < MaxDirectHints {
+			to = append(to, m.Addr)
 		}
-		if sent == MaxDirectHints {
-			break
+	}
+	n.mu.Unlock()
+	for _, addr := range to {
+		if err := n.transport.sendHintPacket(pkt, addr); err != nil {
+			n.log.Debug("sending a hint", "to", addr, "err", err)
 		}
-		if err := n.ml.SendBestEffort(m, msg); err != nil {
-			n.log.Debug("sending a hint", "to", m.Name, "err", err)
-		}
-		sent++
 	}
 	return nil
 }
