@@ -153,6 +153,7 @@ func (r *reconciler) nextWake() time.Time {
 // nothing but res.
 func (r *reconciler) reconcileTx(tx raftstore.WriteTx, now time.Time, res *passResult, b *budget) error {
 	nodes := raftstore.List[*shoalv1.Node](tx)
+	b.hist = histRuleOf(tx, nodes)
 	dirty := maps.Clone(r.services)
 
 	// Node-driven changes first, so that the services' pass below sees
@@ -176,6 +177,11 @@ func (r *reconciler) reconcileTx(tx raftstore.WriteTx, now time.Time, res *passR
 			if o, ok := byID[t.GetMeta().GetId()]; ok {
 				scope[i] = o
 			}
+		}
+	}
+	for _, t := range scope {
+		if t.GetStatus().GetState() == stateOrphaned {
+			dirty[t.GetServiceId()] = true // its node came back or left: reapable now?
 		}
 	}
 	res.drained = DrainedNodeTasks(nodes, scope, now)

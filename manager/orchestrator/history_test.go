@@ -1,0 +1,72 @@
+package orchestrator
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// The reaping rule: ends reported by an agent (or never held by one) may
+// go; an ORPHANED task only once its node is removed or READY again.
+func TestReapable(t *testing.T) {
+	nodes := nodeStates([]*shoalv1.Node{mkNode("up"), mkNode("gone-down", down())})
+	for _, tc := range []struct {
+		name  string
+		task  *shoalv1.Task
+		nodes map[string]*shoalv1.Node
+		want  bool
+	}{
+		{"live task: never", mkTask("a", "s", 1, onNode("up")), nodes, false},
+		{"complete (agent reported)", mkTask("a", "s", 1, onNode("up"), ended(tsComplete, t0)), nodes, true},
+		{"failed (agent reported)", mkTask("a", "s", 1, onNode("gone-down"), ended(tsFailed, t0)), nodes, true},
+		{"shut down by its agent", mkTask("a", "s", 1, onNode("up"), ended(tsShutdown, t0)), nodes, true},
+		{"closed before any agent held it", mkTask("a", "s", 1, onNode(""), ended(tsShutdown, t0)), nodes, true},
+		{"orphaned, node still down: its container may run", mkTask("a", "s", 1, onNode("gone-down"), ended(tsOrphaned, t0)), nodes, false},
+		{"orphaned, node ready again", mkTask("a", "s", 1, onNode("up"), ended(tsOrphaned, t0)), nodes, true},
+		{"orphaned, node removed", mkTask("a", "s", 1, onNode("removed"), ended(tsOrphaned, t0)), nodes, true},
+		{"orphaned, nodes unknown", mkTask("a", "s", 1, onNode("removed"), ended(tsOrphaned, t0)), nil, false},
+	} {
+		if got := Reapable(tc.task, tc.nodes); got != tc.want {
+			t.Errorf("%s: Reapable = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// The history limit comes from the cluster setting; the newest are kept,
+// and an ORPHANED task on a down node is kept beyond it.
+func TestHistoryLimitSetting(t *testing.T) {
+	svc := mkService("s", 1)
+	var tasks []*shoalv1.Task
+	for i := range 6 {
+		tasks = append(tasks, mkTask(fmt.Sprintf("f%d", i), "s", 1, ended(tsFailed, ago(time.Duration(10-i)*time.Minute))))
+	}
+	tasks = append(tasks, mkTask("orph", "s", 1, onNode("n2"), ended(tsOrphaned, ago(time.Hour))))
+	tasks = append(tasks, mkTask("live", "s", 1))
+	nodes := []*shoalv1.Node{mkNode("n1"), mkNode("n2", down())}
+	for _, tc := range []struct {
+		limit int64
+		want  string
+	}{
+		{0, "-f0"},                 // default 5 kept: f1..f5; orph is older but its node is down
+		{2, "-f0 -f1 -f2 -f3"},     // f4, f5 kept
+		{10, ""},                   // all kept
+		{1, "-f0 -f1 -f2 -f3 -f4"}, // f5 kept
+	} {
+		cluster := &shoalv1.Cluster{Meta: &shoalv1.Meta{Id: "c"}, Settings: &shoalv1.ClusterSettings{TaskHistoryLimit: tc.limit}}
+		h := &histRule{limit: int(cluster.GetSettings().GetTaskHistoryLimit()), nodes: nodeStates(nodes)}
+		b := newBudget(1000, 1<<20)
+		b.hist = h
+		p := reconcileReplicated(svc, tasks, t0, b)
+		if got := describe(p); got != tc.want {
+			t.Errorf("limit %d: plan %q, want %q", tc.limit, got, tc.want)
+		}
+	}
+	// The node returns: the orphaned task is reaped too.
+	b := newBudget(1000, 1<<20)
+	b.hist = &histRule{limit: 5, nodes: nodeStates([]*shoalv1.Node{mkNode("n1"), mkNode("n2")})}
+	if got := describe(reconcileReplicated(svc, tasks, t0, b)); got != "-f0 -orph" {
+		t.Errorf("node back: plan %q, want %q", got, "-f0 -orph")
+	}
+}
