@@ -59,7 +59,9 @@ func TestJobRules(t *testing.T) {
 		}, []string{"spec.task.restart.max_delay_ms: must be 0 (no back-off) or at least delay_ms (5000), got 1000"}},
 		{"restart back-off cap negative", func(s *shoalv1.ServiceSpec) { s.Task.Restart = &shoalv1.RestartPolicy{MaxDelayMs: -1} },
 			[]string{"spec.task.restart.max_delay_ms: must be >= 0"}},
-		{"restart back-off", func(s *shoalv1.ServiceSpec) { s.Task.Restart = &shoalv1.RestartPolicy{DelayMs: 1000, MaxDelayMs: 60_000} }, nil},
+		{"restart back-off", func(s *shoalv1.ServiceSpec) {
+			s.Task.Restart = &shoalv1.RestartPolicy{DelayMs: 1000, MaxDelayMs: 60_000}
+		}, nil},
 	} {
 		s := validService()
 		tc.mutate(s)
