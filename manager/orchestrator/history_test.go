@@ -70,3 +70,29 @@ func TestHistoryLimitSetting(t *testing.T) {
 		t.Errorf("node back: plan %q, want %q", got, "-f0 -orph")
 	}
 }
+
+// The loop reads task_history_limit from the cluster object.
+func TestHistoryLimitFromCluster(t *testing.T) {
+	s := openStore(t)
+	create(t, s, &shoalv1.Cluster{Meta: &shoalv1.Meta{Id: "c"}, Settings: &shoalv1.ClusterSettings{TaskHistoryLimit: 2}}, mkNode("n1"))
+	startOrchestrator(t, s)
+	create(t, s, mkService("web", 1, noRestartDelay()))
+	for range 4 {
+		eventually(t, "slot 1 has a live assigned task", func() error {
+			return allAssigned(liveOf(tasksOf(s, "web")), 1)
+		})
+		report(t, s, isLive, tsFailed)
+	}
+	eventually(t, "history trimmed to the cluster's 2", func() error {
+		n := 0
+		for _, tk := range tasksOf(s, "web") {
+			if isTerminal(tk) {
+				n++
+			}
+		}
+		if n != 2 {
+			return fmt.Errorf("%d ended tasks, want 2: %s", n, brief(tasksOf(s, "web")))
+		}
+		return nil
+	})
+}
