@@ -1,11 +1,13 @@
 package orchestrator
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
 )
 
 // The reaping rule: ends reported by an agent (or never held by one) may
@@ -95,4 +97,46 @@ func TestHistoryLimitFromCluster(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// An ORPHANED task beyond the limit stays while its node is down, and is
+// reaped by the pass a node change makes once the node is READY again —
+// nothing else happening to the service.
+func TestOrphanReapedWhenItsNodeReturns(t *testing.T) {
+	s := openStore(t)
+	tasks := []*shoalv1.Task{
+		mkTask("a", "web", 1, onNode("n2"), ended(tsOrphaned, ago(3*time.Minute))),
+		mkTask("b", "web", 1, ended(tsFailed, ago(2*time.Minute))),
+		mkTask("c", "web", 1, ended(tsFailed, ago(time.Minute))),
+		mkTask("d", "web", 1),
+	}
+	objs := []raftstore.Object{&shoalv1.Cluster{Meta: &shoalv1.Meta{Id: "c"}, Settings: &shoalv1.ClusterSettings{TaskHistoryLimit: 1}},
+		mkNode("n1"), mkNode("n2", down()), mkService("web", 1, noRestartDelay())}
+	for _, tk := range tasks {
+		objs = append(objs, tk)
+	}
+	create(t, s, objs...)
+	r := newReconciler(newOrchestrator(s, testLogger()))
+	has := func(id string) bool {
+		_, ok := raftstore.Get[*shoalv1.Task](s.View(), id)
+		return ok
+	}
+	// A pass over the service: b goes (beyond the limit), a stays (its
+	// node is down).
+	r.services["web"] = true
+	if _, err := r.pass(context.Background(), t0); err != nil {
+		t.Fatal(err)
+	}
+	if has("b") || !has("a") || !has("c") {
+		t.Fatalf("after the service's pass: a %v b %v c %v; want a and c kept, b reaped", has("a"), has("b"), has("c"))
+	}
+	// n2 is back: the pass its change makes (only the node marked) reaps a.
+	changeNode(t, s, "n2", func(n *shoalv1.Node) { n.Status.State = shoalv1.NodeState_NODE_STATE_READY })
+	r.nodes["n2"] = true
+	if _, err := r.pass(context.Background(), t0); err != nil {
+		t.Fatal(err)
+	}
+	if has("a") || !has("c") {
+		t.Fatalf("after n2's return: a %v c %v; want a reaped, c kept", has("a"), has("c"))
+	}
 }
