@@ -146,3 +146,41 @@ func TestCronJob(t *testing.T) {
 	t.Logf("cron job: run %d at %s, next at %s", last.GetJobStatus().GetIteration(),
 		last.GetJobStatus().GetLastExecution().AsTime().Format(time.RFC3339), last.GetJobStatus().GetNextExecution().AsTime().Format(time.RFC3339))
 }
+
+// TestGlobalJobNewNode: a global job runs once to COMPLETE on each node,
+// and a node that joins after the run gets its own task of that run.
+func TestGlobalJobNewNode(t *testing.T) {
+	c := newCluster(t, 1, 1)
+	cl := c.hosts[0].Local()
+	ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+	out, err := cl.Run(ctx, "service", "create", "--name", "everywhere", "--mode", "global-job", "--no-resolve-image", testImage, "true")
+	cancel()
+	if err != nil {
+		t.Fatalf("service create of a global job: %v", err)
+	}
+	if !strings.Contains(out, "everywhere: completed (2/2)") {
+		t.Fatalf("service create did not wait for the completions:\n%s", out)
+	}
+	completeOn := func(want int) func([]*shoalv1.Task) error {
+		return func(tasks []*shoalv1.Task) error {
+			nodes := map[string]bool{}
+			for _, tk := range tasks {
+				if tk.GetStatus().GetState() != shoalv1.TaskState_TASK_STATE_COMPLETE || tk.GetJobIteration() != 1 {
+					return fmt.Errorf("task %s is %s of run %d", tk.GetMeta().GetId(), tk.GetStatus().GetState(), tk.GetJobIteration())
+				}
+				if nodes[tk.GetNodeId()] {
+					return harness.Permanent(fmt.Errorf("node %s ran the job twice", tk.GetNodeId()))
+				}
+				nodes[tk.GetNodeId()] = true
+			}
+			if len(nodes) != want {
+				return fmt.Errorf("COMPLETE on %d nodes, want %d", len(nodes), want)
+			}
+			return nil
+		}
+	}
+	harness.WaitTasks(t, cl, "everywhere", settleTimeout, completeOn(2))
+	c.join(c.addHost(), c.workerToken, shoalv1.NodeRole_NODE_ROLE_WORKER)
+	harness.WaitTasks(t, cl, "everywhere", settleTimeout, completeOn(3))
+	t.Log("global job: COMPLETE once on each of 2 nodes, then on the node that joined")
+}
