@@ -36,7 +36,9 @@ const (
 //     ends (Attempts) before giving up; with a window, only ends within it
 //     count, and the slot is looked at again when the oldest counted end
 //     leaves it;
-//   - not before delay_ms after the newest task ended.
+//   - not before Delay after the newest task ended: delay_ms, doubled for
+//     each earlier end in the slot's current streak, up to max_delay_ms
+//     (Streak, Delay).
 func Decide(svc *shoalv1.Service, tasks []*shoalv1.Task, now time.Time) (restart bool, retry time.Duration, never string) {
 	if len(tasks) == 0 {
 		return true, 0, ""
@@ -73,7 +75,7 @@ func Decide(svc *shoalv1.Service, tasks []*shoalv1.Task, now time.Time) (restart
 			return false, max(StatusTime(counted[limit]).Add(window).Sub(now), 0), ""
 		}
 	}
-	ready := StatusTime(latest).Add(time.Duration(pol.GetDelayMs()) * time.Millisecond)
+	ready := StatusTime(latest).Add(Delay(pol, Streak(svc, tasks)))
 	if now.Before(ready) {
 		return false, ready.Sub(now), ""
 	}
@@ -99,6 +101,50 @@ func Attempts(svc *shoalv1.Service, tasks []*shoalv1.Task, now time.Time) []*sho
 	}
 	slices.SortFunc(out, CompareEnded)
 	return out
+}
+
+// Streak counts the slot's consecutive restarts-to-be: its tasks of the
+// current spec that ended on their own (desired state still RUNNING, not
+// ORPHANED), newest first, up to the first task that does not (stopped by
+// the orchestrator, built from an older spec, orphaned, or still live). A
+// task that stayed up at least max_delay_ms before it ended (from its
+// creation to its end) was not crash-looping: it is counted, and ends the
+// streak, so a service that failed once a week is not held back by the
+// cap. With max_delay_ms 0 there is no back-off and the streak is not
+// needed.
+func Streak(svc *shoalv1.Service, tasks []*shoalv1.Task) int {
+	pol := svc.GetSpec().GetTask().GetRestart()
+	reset := time.Duration(pol.GetMaxDelayMs()) * time.Millisecond
+	sorted := slices.Clone(tasks)
+	slices.SortFunc(sorted, func(a, b *shoalv1.Task) int { return CompareAge(b, a) })
+	n := 0
+	for _, t := range sorted {
+		st := t.GetStatus().GetState()
+		if st < stateComplete || st == stateOrphaned || t.GetDesiredState() > stateRunning || t.GetSpecVersion() != svc.GetSpecVersion() {
+			break
+		}
+		n++
+		if c := createdTime(t); !c.IsZero() && StatusTime(t).Sub(c) >= reset {
+			break
+		}
+	}
+	return n
+}
+
+// Delay is the wait before a restart after a streak of n ends on their own
+// (Streak): delay_ms for the first, doubled for each one before it, up to
+// max_delay_ms. max_delay_ms 0 means no back-off (always delay_ms); a cap
+// below delay_ms is not one (the API refuses it) and leaves delay_ms.
+func Delay(pol *shoalv1.RestartPolicy, n int) time.Duration {
+	d := time.Duration(pol.GetDelayMs()) * time.Millisecond
+	limit := time.Duration(pol.GetMaxDelayMs()) * time.Millisecond
+	if limit <= d || d <= 0 {
+		return d
+	}
+	for i := 1; i < n && d < limit; i++ {
+		d *= 2
+	}
+	return min(d, limit)
 }
 
 // IsFailure: the task ended because something went wrong, which is what

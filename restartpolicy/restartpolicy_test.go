@@ -56,3 +56,63 @@ func TestDecide(t *testing.T) {
 		}
 	}
 }
+
+// Back-off: the delay doubles with each end of the slot's streak, up to
+// the cap; a task that stayed up for the cap resets it; no cap, no
+// back-off.
+func TestBackoff(t *testing.T) {
+	now := time.Now()
+	const (
+		failed   = shoalv1.TaskState_TASK_STATE_FAILED
+		shutdown = shoalv1.TaskState_TASK_STATE_SHUTDOWN
+		orphaned = shoalv1.TaskState_TASK_STATE_ORPHANED
+	)
+	// task i was created at -(100-i) min and lived `lived` before ending.
+	mk := func(i int, lived time.Duration, st shoalv1.TaskState, desired shoalv1.TaskState) *shoalv1.Task {
+		c := now.Add(-time.Duration(100-i) * time.Minute)
+		return &shoalv1.Task{Meta: &shoalv1.Meta{Id: string(rune('a' + i)), CreatedAt: timestamppb.New(c)}, SpecVersion: 1,
+			DesiredState: desired, Status: &shoalv1.TaskStatus{State: st, Timestamp: timestamppb.New(c.Add(lived))}}
+	}
+	run := shoalv1.TaskState_TASK_STATE_RUNNING
+	stop := shoalv1.TaskState_TASK_STATE_SHUTDOWN
+	crash := func(i int) *shoalv1.Task { return mk(i, time.Second, failed, run) }
+	pol := func(delay, maxDelay time.Duration) *shoalv1.Service {
+		return &shoalv1.Service{SpecVersion: 1, Spec: &shoalv1.ServiceSpec{Task: &shoalv1.TaskSpec{Restart: &shoalv1.RestartPolicy{
+			DelayMs: delay.Milliseconds(), MaxDelayMs: maxDelay.Milliseconds()}}}}
+	}
+	for _, tc := range []struct {
+		name   string
+		svc    *shoalv1.Service
+		tasks  []*shoalv1.Task
+		streak int
+		delay  time.Duration
+	}{
+		{"first end: delay", pol(time.Second, time.Minute), []*shoalv1.Task{crash(1)}, 1, time.Second},
+		{"second: doubled", pol(time.Second, time.Minute), []*shoalv1.Task{crash(1), crash(2)}, 2, 2 * time.Second},
+		{"fourth: x8", pol(time.Second, time.Minute), []*shoalv1.Task{crash(1), crash(2), crash(3), crash(4)}, 4, 8 * time.Second},
+		{"capped", pol(time.Second, 5*time.Second), []*shoalv1.Task{crash(1), crash(2), crash(3), crash(4)}, 4, 5 * time.Second},
+		{"no cap: no back-off", pol(time.Second, 0), []*shoalv1.Task{crash(1), crash(2), crash(3)}, 1, time.Second},
+		{"a stop by the orchestrator ends the streak", pol(time.Second, time.Minute),
+			[]*shoalv1.Task{crash(1), crash(2), mk(3, time.Second, shutdown, stop), crash(4)}, 1, time.Second},
+		{"an orphaned task ends the streak", pol(time.Second, time.Minute),
+			[]*shoalv1.Task{crash(1), mk(2, time.Second, orphaned, run), crash(3), crash(4)}, 2, 2 * time.Second},
+		{"a task that stayed up for the cap resets it", pol(time.Second, time.Minute),
+			[]*shoalv1.Task{crash(1), crash(2), mk(3, 2*time.Minute, failed, run), crash(4)}, 2, 2 * time.Second},
+		{"an older spec ends the streak", pol(time.Second, time.Minute),
+			[]*shoalv1.Task{func() *shoalv1.Task { t := crash(1); t.SpecVersion = 0; return t }(), crash(2), crash(3)}, 2, 2 * time.Second},
+	} {
+		n := Streak(tc.svc, tc.tasks)
+		d := Delay(tc.svc.GetSpec().GetTask().GetRestart(), n)
+		if n != tc.streak || d != tc.delay {
+			t.Errorf("%s: streak %d, delay %s; want %d, %s", tc.name, n, d, tc.streak, tc.delay)
+		}
+	}
+	// Decide waits the backed-off delay.
+	svc := pol(time.Second, time.Minute)
+	last := crash(4)
+	last.Meta.CreatedAt = timestamppb.New(now.Add(-4 * time.Second))
+	last.Status.Timestamp = timestamppb.New(now.Add(-3 * time.Second))
+	if restart, retry, _ := Decide(svc, []*shoalv1.Task{crash(1), crash(2), crash(3), last}, now); restart || retry != 5*time.Second {
+		t.Errorf("Decide after 4 crashes, 3 s ago: restart %v retry %s; want a retry in 5s (8 s back-off)", restart, retry)
+	}
+}

@@ -14,8 +14,12 @@
 // Every problem is reported at once, each with its field path
 // ("spec.task.container.env[3]") and the reason; see [Problems].
 //
-// It imports only proto/, go-containerregistry's name package and the
-// standard library, and compiles no regular expression of its own at
+// Job modes (jobs.go): completions and concurrency, the cron schedule
+// ([ParseSchedule], robfig/cron's parser, evaluated in UTC) and its
+// concurrency policy, and the restart back-off cap.
+//
+// It imports only proto/, go-containerregistry's name package, robfig/cron
+// and the standard library, and compiles no regular expression of its own at
 // package init:
 // every shoal process (shims and container inits included) links it.
 package specrules

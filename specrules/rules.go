@@ -47,9 +47,11 @@ func Service(spec *shoalv1.ServiceSpec) Problems {
 		if spec.GetReplicas() != 0 {
 			p.Add("spec.replicas", "must be unset for a global service, got %d", spec.GetReplicas())
 		}
+	case shoalv1.ServiceMode_SERVICE_MODE_REPLICATED_JOB, shoalv1.ServiceMode_SERVICE_MODE_GLOBAL_JOB:
 	default:
 		p.Add("spec.mode", "unknown mode %d", spec.GetMode())
 	}
+	jobRules(&p, spec)
 	p = append(p, Task("spec.task", spec.GetTask(), Node{})...)
 	updateConfig(&p, "spec.update", spec.GetUpdate())
 	updateConfig(&p, "spec.rollback", spec.GetRollback())
@@ -123,6 +125,7 @@ func Task(field string, t *shoalv1.TaskSpec, node Node) Problems {
 		}
 		duration(&p, rf+".delay_ms", rp.GetDelayMs())
 		duration(&p, rf+".window_ms", rp.GetWindowMs())
+		restartBackoff(&p, rf, rp)
 		if n := rp.GetMaxAttempts(); n < 0 || n > MaxRestartAttempts {
 			p.Add(rf+".max_attempts", "must be 0 (unlimited) to %d, got %d", MaxRestartAttempts, n)
 		}

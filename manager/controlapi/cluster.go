@@ -59,6 +59,9 @@ func validateSettings(s *shoalv1.ClusterSettings) error {
 	if err := ms("restart_grace_ms", s.GetRestartGraceMs(), MinRestartGrace, MaxRestartGrace); err != nil {
 		return err
 	}
+	if v := s.GetTaskHistoryLimit(); v < 0 || v > MaxTaskHistoryLimit {
+		return errdefs.InvalidArgumentf("settings.task_history_limit: %d is out of range (0 for the default, 5, or 1 to %d)", v, MaxTaskHistoryLimit)
+	}
 	return validatePoolSettings(s)
 }
 
@@ -98,7 +101,7 @@ func (s *Server) UpdateCluster(ctx context.Context, req *shoalv1.UpdateClusterRe
 	}
 	st := out.GetSettings()
 	s.log.Info("cluster settings updated", "node_cert_expiry_ms", st.GetNodeCertExpiryMs(), "max_replicas", st.GetMaxReplicas(),
-		"restart_grace_ms", st.GetRestartGraceMs(), "heartbeat_period_ms", st.GetHeartbeatPeriodMs(), "node_down_after_missed", st.GetNodeDownAfterMissed(),
+		"restart_grace_ms", st.GetRestartGraceMs(), "task_history_limit", st.GetTaskHistoryLimit(), "heartbeat_period_ms", st.GetHeartbeatPeriodMs(), "node_down_after_missed", st.GetNodeDownAfterMissed(),
 		"gossip_key_rotated", req.GetRotateGossipKey(), "gossip_keys", len(out.GetGossipKeys()))
 	return &shoalv1.UpdateClusterResponse{Cluster: publicCluster(out)}, nil
 }

@@ -35,6 +35,17 @@
 // that a task that has not ended is still attached to; PruneNetworks
 // removes every other network in one entry and returns their names.
 //
+// # Jobs (jobs.go)
+//
+// Job-mode services get their defaults here (one completion,
+// max_concurrent = completions, restart on-failure, cron policy forbid).
+// UpdateService keeps a job's job_status: an update of a one-off job bumps
+// its iteration (a new run, which the orchestrator starts), a cron job's
+// schedule change clears next_execution (the orchestrator computes it from
+// now). ListServices counts a job's REPLICAS as the COMPLETE tasks of its
+// current run out of the completions wanted. The cluster setting
+// task_history_limit is 0 (default 5) or 1 to MaxTaskHistoryLimit.
+//
 // Handlers return errdefs classes (validation: InvalidArgument with field
 // paths); the server's errdefs interceptor maps them to gRPC codes.
 package controlapi

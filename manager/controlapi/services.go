@@ -3,6 +3,7 @@ package controlapi
 import (
 	"context"
 	"strings"
+	"time"
 
 	"github.com/shoal-dev/shoal/errdefs"
 
@@ -24,6 +25,7 @@ var defaultStopGraceMs = specrules.DefaultStopGrace.Milliseconds()
 // withDefaults fills the fields a spec may leave out.
 func withDefaults(spec *shoalv1.ServiceSpec) *shoalv1.ServiceSpec {
 	spec = proto.Clone(spec).(*shoalv1.ServiceSpec)
+	jobDefaults(spec)
 	if spec.Task.Restart == nil {
 		spec.Task.Restart = &shoalv1.RestartPolicy{Condition: shoalv1.RestartCondition_RESTART_CONDITION_ANY, DelayMs: defaultRestartDelayMs}
 	}
@@ -128,6 +130,9 @@ func serviceMatches(svc *shoalv1.Service, f map[string]string) bool {
 }
 
 func replicaCount(r raftstore.Reader, svc *shoalv1.Service) *shoalv1.ReplicaCount {
+	if specrules.IsJob(svc.GetSpec().GetMode()) {
+		return jobReplicaCount(r, svc)
+	}
 	rc := &shoalv1.ReplicaCount{}
 	live := int64(0)
 	for _, t := range raftstore.Find[*shoalv1.Task](r, raftstore.IndexServiceID, svc.GetMeta().GetId()) {
@@ -185,6 +190,7 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 			PreviousSpec: cur.GetSpec(),
 			SpecVersion:  cur.GetSpecVersion(),
 			Vips:         cur.GetVips(), // the allocator adjusts them
+			JobStatus:    jobStatusAfterUpdate(cur, req.GetSpec(), time.Now()),
 		}
 		if err := resolveTaskNetworks(tx, svc.GetSpec()); err != nil {
 			return err
@@ -207,7 +213,7 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 	}
 	meta := proto.Clone(out.GetMeta()).(*shoalv1.Meta)
 	meta.Version = idx
-	out = &shoalv1.Service{Meta: meta, Spec: out.GetSpec(), PreviousSpec: out.GetPreviousSpec(), SpecVersion: out.GetSpecVersion(), Vips: out.GetVips()}
+	out = &shoalv1.Service{Meta: meta, Spec: out.GetSpec(), PreviousSpec: out.GetPreviousSpec(), SpecVersion: out.GetSpecVersion(), Vips: out.GetVips(), JobStatus: out.GetJobStatus()}
 	s.log.Debug("service updated", "service_id", out.GetMeta().GetId(), "spec_version", out.GetSpecVersion())
 	return &shoalv1.UpdateServiceResponse{Service: out}, nil
 }

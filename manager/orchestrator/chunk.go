@@ -26,6 +26,17 @@ const (
 type budget struct {
 	maxOps, maxBytes int
 	ops, bytes       int
+	// hist is the pass's history rule (history.go): like the budget, it
+	// is per pass, so it travels with it.
+	hist *histRule
+}
+
+// histRule is the pass's history rule; nil (defaults) without one.
+func (b *budget) histRule() *histRule {
+	if b == nil {
+		return nil
+	}
+	return b.hist
 }
 
 func newBudget(maxOps, maxBytes int) *budget {

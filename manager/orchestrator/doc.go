@@ -4,8 +4,9 @@
 // lost.
 //
 // The rules are pure functions over objects read from the store
-// (ReconcileReplicated, ReconcileGlobal, ReconcileRemoved,
-// OrphanOnDownNodes, DrainedNodeTasks). They never change their inputs;
+// (ReconcileReplicated, ReconcileGlobal, ReconcileReplicatedJob,
+// ReconcileGlobalJob, PlanJobRun, ReconcileRemoved, OrphanOnDownNodes,
+// DrainedNodeTasks, Reapable). They never change their inputs;
 // they return a Plan of cloned tasks to create, update and delete, so they
 // are table-tested without raft. The loops (orchestrator.go,
 // reconciler.go, schedloop.go) only feed them and write their plans.
@@ -28,8 +29,12 @@
 //     current task spec and spec_version), subject to the restart policy
 //     when the slot's latest task ended on its own (desired still RUNNING):
 //     condition ANY restarts, ON_FAILURE only after FAILED, REJECTED or
-//     ORPHANED, NONE never; not before delay_ms after it ended (the plan
-//     asks to be run again then: RetryAfter); and not once max_attempts
+//     ORPHANED, NONE never; not before its delay after it ended (the
+//     plan asks to be run again then: RetryAfter) — delay_ms, doubled for
+//     each earlier end of the slot's streak up to max_delay_ms
+//     (exponential back-off; 0: none), the streak being the newest tasks
+//     of the current spec that ended on their own, up to one that stayed
+//     up for max_delay_ms (restartpolicy.Streak); and not once max_attempts
 //     restarts have been made, that is once max_attempts+1 tasks of the
 //     current spec ended on their own within window_ms (0: ever) — with a
 //     window, the slot is looked at again when the oldest counted end
@@ -41,10 +46,11 @@
 //   - live tasks built from an older spec_version are stopped and replaced
 //     in their slot. All at once for now; selectUpdates is the seam where
 //     rolling updates (parallelism, delay) will pick a batch.
-//   - each slot keeps the HistoryLimit (5) newest terminal tasks, by the
-//     time they ended, and deletes older ones — keeping more only while
-//     they count towards max_attempts, which could never be reached
-//     otherwise. Slots beyond replicas keep their history too.
+//   - each slot keeps the cluster's task_history_limit (default
+//     HistoryLimit, 5) newest terminal tasks, by the time they ended, and
+//     reaps older ones (see History) — keeping more while they count
+//     towards max_attempts, which could never be reached otherwise. Slots
+//     beyond replicas keep their history too.
 //
 // # Global services
 //
@@ -52,6 +58,77 @@
 // needs one live task, created with its node_id preset and slot 0; live
 // tasks on other nodes are stopped. Restarts, updates and history work as
 // for slots, keyed by node id.
+//
+// # Jobs
+//
+// A job-mode service runs its tasks to COMPLETE, run after run;
+// job_status.iteration (in raft) is the current run, and each task
+// carries the run it belongs to (job_iteration). Replicated-job: slots
+// 1..job.completions (default 1) each need one COMPLETE task of the run,
+// with at most job.max_concurrent (default: completions) of the run's
+// tasks live at once, slots in order. Global-job: every eligible node (as
+// for a global service) needs one COMPLETE task of the run; a node that
+// joins during or after the run gets one too, once per run. In both:
+//
+//   - a slot (node) with a COMPLETE task of the run is done: nothing there
+//     is ever restarted, whatever the restart condition;
+//   - a slot whose task of the run ended otherwise gets a new one per the
+//     restart policy (restartpolicy.Decide over the run's tasks; the API's
+//     default for jobs is on-failure, with the back-off as above); a slot
+//     the policy gives up on stays failed, and the run cannot complete;
+//   - live tasks of an earlier run are stopped (a new run replaces the
+//     old), except under the cron policy allow; so are live tasks of slots
+//     beyond completions and on nodes no longer eligible;
+//   - history is reaped per slot (node) across runs, but the run's own
+//     completions are always kept: they are what says the slot is done.
+//
+// Runs start in PlanJobRun. A one-off job's first run starts once it is
+// created; `service update` starts the next (the Control API bumps the
+// iteration, so the orchestrator sees a run without tasks). A cron job
+// (job.schedule, UTC; robfig/cron's syntax through specrules) keeps its
+// next firing in job_status.next_execution, computed when the job is
+// created or its schedule changes — nothing runs at creation — and the
+// reconciler's timer (the RetryAfter of the job's plan, owned by its one
+// goroutine like every retry) wakes it then. A due firing under forbid
+// (the default) is skipped while the previous run is going (a task of
+// the service is live, or a slot of the run will get one); allow starts
+// a run beside it; replace starts one and stops the old run's tasks.
+// Either way next_execution becomes the schedule's first time after now.
+// The new job status is written in the same raft entry as the run's first
+// tasks, so after a failover the new leader finds both or neither: it
+// never fires twice nor loses a firing. A firing missed while there was
+// no leader (or several) runs once, when a leader is back and its first
+// pass finds next_execution in the past — not once per missed firing.
+// `service update` of a cron job does not start a run: its new spec
+// applies from the next firing.
+//
+// # History
+//
+// Ended tasks are kept per slot (per node of a global service) up to the
+// cluster setting task_history_limit (default 5) and the older ones are
+// deleted. Agents keep every task they are assigned — its log, and its
+// container's leftovers until released — until the managers delete it;
+// they never tell the managers what they still hold (the hello carries no
+// task list, and reports about ended tasks are dropped as news, see the
+// dispatcher). So deleting a task is what makes its agent remove it, and
+// the reaper deletes a task only when nothing still needs it there
+// (Reapable):
+//
+//   - its end was reported by its agent (COMPLETE, FAILED, REJECTED, or
+//     SHUTDOWN from the agent): the container has exited, and the agent
+//     removes what is left and the log once the task is gone; or no
+//     agent ever held it (closed by the manager while PENDING);
+//   - an ORPHANED task — ended by the managers because its node went DOWN
+//     or was removed, without any word from its agent — is kept beyond
+//     the limit while its node is still in the cluster and not READY: a
+//     node that was only cut off may still run the container, and on its
+//     return its agent must still find the task in its assignment set to
+//     know to stop it (and its log to be read). Once the node is READY
+//     again (its agent has the ended task and stops it) or removed (it
+//     removes every task itself), it is reaped like the others.
+//
+// A log being followed when its task is reaped ends with the task: only
+// the oldest ends beyond the limit are reaped.
 //
 // # Nodes and removal
 //
@@ -76,7 +153,8 @@
 //     with more to do stops at a slot, node or task boundary and the next
 //     pass follows at once, recomputing from the store (so a new leader
 //     also carries on from the store, never repeating a giant entry). A version conflict re-reads and retries (bounded);
-//     RetryAfter becomes a timer.
+//     RetryAfter (a restart delay, a max_attempts window, a cron
+//     firing) becomes a timer.
 //   - the scheduler loop watches tasks and nodes. When tasks become pending
 //     or nodes change (or, if some tasks could not be placed, when tasks
 //     end), it runs scheduler.Schedule over the pending tasks (as many as

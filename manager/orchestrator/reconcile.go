@@ -82,12 +82,12 @@ func reconcileReplicated(svc *shoalv1.Service, tasks []*shoalv1.Task, now time.T
 	slices.Sort(extra)
 	groups := func(yield func(*group) bool) {
 		for slot := uint64(1); slot <= replicas; slot++ {
-			if !yield(&group{svc: svc, now: now, wanted: true, tasks: bySlot[slot], slot: slot}) {
+			if !yield(&group{svc: svc, now: now, wanted: true, tasks: bySlot[slot], slot: slot, hist: b.histRule()}) {
 				return
 			}
 		}
 		for _, slot := range extra {
-			if !yield(&group{svc: svc, now: now, tasks: bySlot[slot], slot: slot}) {
+			if !yield(&group{svc: svc, now: now, tasks: bySlot[slot], slot: slot, hist: b.histRule()}) {
 				return
 			}
 		}
@@ -134,7 +134,7 @@ func reconcileGlobal(svc *shoalv1.Service, tasks []*shoalv1.Task, nodes []*shoal
 	slices.Sort(keys)
 	groups := make([]*group, 0, len(keys))
 	for _, k := range keys {
-		groups = append(groups, &group{svc: svc, now: now, wanted: eligible[k], tasks: byNode[k], nodeID: k})
+		groups = append(groups, &group{svc: svc, now: now, wanted: eligible[k], tasks: byNode[k], nodeID: k, hist: b.histRule()})
 	}
 	return reconcileGroups(svc, slices.Values(groups), b)
 }
@@ -247,6 +247,8 @@ type group struct {
 	slot   uint64 // replicated services
 	nodeID string // global services
 	now    time.Time
+	// hist: the pass's history limit and reaping rule (nil: defaults).
+	hist *histRule
 }
 
 func (g *group) newTask() *shoalv1.Task { return newTask(g.svc, g.slot, g.nodeID, g.now) }
@@ -352,22 +354,13 @@ func (g *group) attempts() []*shoalv1.Task {
 }
 
 // trimHistory returns clones of the terminal tasks to delete: all but the
-// HistoryLimit newest, except that tasks counting towards max_attempts are
-// kept too (up to max_attempts+1 of them: the first run and its
-// restarts), or a limit at or above HistoryLimit could never be reached.
+// cluster's task history limit (the newest), except that tasks counting
+// towards max_attempts are kept too (up to max_attempts+1 of them: the
+// first run and its restarts), or a limit at or above the history limit
+// could never be reached; and only those Reapable lets go (history.go).
 func (g *group) trimHistory() []*shoalv1.Task {
-	var ended []*shoalv1.Task
-	for _, t := range g.tasks {
-		if isTerminal(t) {
-			ended = append(ended, t)
-		}
-	}
-	if len(ended) <= HistoryLimit {
-		return nil
-	}
-	slices.SortFunc(ended, compareEnded)
 	keep := map[string]bool{}
-	if limit := g.svc.GetSpec().GetTask().GetRestart().GetMaxAttempts(); limit+1 > HistoryLimit {
+	if limit := g.svc.GetSpec().GetTask().GetRestart().GetMaxAttempts(); limit+1 > int64(g.hist.keep()) {
 		for i, t := range g.attempts() {
 			if int64(i) > limit {
 				break
@@ -375,11 +368,5 @@ func (g *group) trimHistory() []*shoalv1.Task {
 			keep[t.GetMeta().GetId()] = true
 		}
 	}
-	var out []*shoalv1.Task
-	for _, t := range ended[HistoryLimit:] {
-		if !keep[t.GetMeta().GetId()] {
-			out = append(out, cloneTask(t))
-		}
-	}
-	return out
+	return g.hist.reapHistory(g.tasks, func(t *shoalv1.Task) bool { return keep[t.GetMeta().GetId()] })
 }

@@ -10,6 +10,7 @@ import (
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/specrules"
 )
 
 // reconciler is the service reconciler loop: it keeps every service's
@@ -91,6 +92,7 @@ type passResult struct {
 	drained  []*shoalv1.Task
 	changes  []serviceChange
 	retry    map[string]time.Duration
+	jobs     []jobPass
 	// more: the pass stopped at its entry's budget.
 	more bool
 }
@@ -153,6 +155,7 @@ func (r *reconciler) nextWake() time.Time {
 // nothing but res.
 func (r *reconciler) reconcileTx(tx raftstore.WriteTx, now time.Time, res *passResult, b *budget) error {
 	nodes := raftstore.List[*shoalv1.Node](tx)
+	b.hist = histRuleOf(tx, nodes)
 	dirty := maps.Clone(r.services)
 
 	// Node-driven changes first, so that the services' pass below sees
@@ -178,6 +181,11 @@ func (r *reconciler) reconcileTx(tx raftstore.WriteTx, now time.Time, res *passR
 			}
 		}
 	}
+	for _, t := range scope {
+		if t.GetStatus().GetState() == stateOrphaned {
+			dirty[t.GetServiceId()] = true // its node came back or left: reapable now?
+		}
+	}
 	res.drained = DrainedNodeTasks(nodes, scope, now)
 	var cut, cutDrained bool
 	res.orphaned, cut = b.takeWithin(res.orphaned)
@@ -192,7 +200,8 @@ func (r *reconciler) reconcileTx(tx raftstore.WriteTx, now time.Time, res *passR
 
 	if r.full || r.globals {
 		for _, svc := range raftstore.List[*shoalv1.Service](tx) {
-			if r.full || svc.GetSpec().GetMode() == shoalv1.ServiceMode_SERVICE_MODE_GLOBAL {
+			if r.full || svc.GetSpec().GetMode() == shoalv1.ServiceMode_SERVICE_MODE_GLOBAL ||
+				svc.GetSpec().GetMode() == shoalv1.ServiceMode_SERVICE_MODE_GLOBAL_JOB {
 				dirty[svc.GetMeta().GetId()] = true
 			}
 		}
@@ -215,6 +224,15 @@ func (r *reconciler) reconcileTx(tx raftstore.WriteTx, now time.Time, res *passR
 			p = reconcileRemoved(tasks, b)
 		case svc.GetSpec().GetMode() == shoalv1.ServiceMode_SERVICE_MODE_GLOBAL:
 			p = reconcileGlobal(svc, tasks, nodes, now, b)
+		case specrules.IsJob(svc.GetSpec().GetMode()):
+			var run JobRun
+			var err error
+			if p, run, err = reconcileJob(tx, svc, tasks, nodes, now, b); err != nil {
+				return fmt.Errorf("service %q: %w", id, err)
+			}
+			if run.Fired || run.Skipped {
+				res.jobs = append(res.jobs, jobPass{id: id, run: run})
+			}
 		default:
 			p = reconcileReplicated(svc, tasks, now, b)
 		}
@@ -243,6 +261,18 @@ func (r *reconciler) report(res *passResult) {
 	}
 	for _, t := range res.drained {
 		r.log.Info("task stopped: node draining", "task_id", t.GetMeta().GetId(), "service_id", t.GetServiceId(), "node_id", t.GetNodeId())
+	}
+	for _, j := range res.jobs {
+		st := j.run.Status
+		args := []any{"service_id", j.id, "iteration", st.GetIteration()}
+		if next := st.GetNextExecution(); next != nil {
+			args = append(args, "next_execution", next.AsTime())
+		}
+		if j.run.Skipped {
+			r.log.Info("job firing skipped: the previous run is still going (concurrency policy forbid)", args...)
+			continue
+		}
+		r.log.Info("job run started", args...)
 	}
 	for _, c := range res.changes {
 		msg := "service reconciled"

@@ -14,7 +14,8 @@ import (
 )
 
 // HistoryLimit is how many terminal tasks a slot (or a global service's
-// node) keeps for `service ps`; older ones are deleted.
+// node) keeps for `service ps` by default; older ones are deleted (the
+// cluster setting task_history_limit overrides it; see Reapable).
 const HistoryLimit = 5
 
 // Status messages the orchestrator writes.

@@ -146,12 +146,12 @@ func describeObject(o *shoalv1.StoreObject) (kind, id, name string) {
 // (read, modify, write with the version read; retried on a conflict).
 func (a *app) clusterUpdateCmd() *cobra.Command {
 	var certExpiry, restartGrace string
-	var maxReplicas int64
+	var maxReplicas, historyLimit int64
 	var rotateGossip bool
 	cmd := &cobra.Command{Use: "update", Short: "Change cluster settings", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			fl := cmd.Flags()
-			if !fl.Changed("cert-expiry") && !fl.Changed("max-replicas") && !fl.Changed("restart-grace") && !rotateGossip {
+			if !fl.Changed("cert-expiry") && !fl.Changed("max-replicas") && !fl.Changed("restart-grace") && !fl.Changed("task-history-limit") && !rotateGossip {
 				return errNoChange
 			}
 			apply := func(s *shoalv1.ClusterSettings) error {
@@ -174,6 +174,12 @@ func (a *app) clusterUpdateCmd() *cobra.Command {
 						return err
 					}
 					s.RestartGraceMs = d.Milliseconds()
+				}
+				if fl.Changed("task-history-limit") {
+					if historyLimit <= 0 {
+						return fmt.Errorf("--task-history-limit: must be positive, got %d", historyLimit)
+					}
+					s.TaskHistoryLimit = historyLimit
 				}
 				return nil
 			}
@@ -208,15 +214,16 @@ func (a *app) clusterUpdateCmd() *cobra.Command {
 				if rotateGossip {
 					fmt.Fprintln(a.out, "Gossip key rotated: nodes encrypt with the new key as they receive it; the previous key stays accepted until the next rotation.")
 				}
-				fmt.Fprintf(a.out, "Cluster updated: cert expiry %s, max replicas %s, restart grace %s.\n",
+				fmt.Fprintf(a.out, "Cluster updated: cert expiry %s, max replicas %s, restart grace %s, task history limit %s.\n",
 					settingDuration(s.GetNodeCertExpiryMs(), specrules.DefaultNodeCertExpiry), settingInt(s.GetMaxReplicas(), specrules.DefaultMaxReplicas),
-					settingDuration(s.GetRestartGraceMs(), specrules.DefaultRestartGrace))
+					settingDuration(s.GetRestartGraceMs(), specrules.DefaultRestartGrace), settingInt(s.GetTaskHistoryLimit(), defaultTaskHistoryLimit))
 				return nil
 			})
 		}}
 	cmd.Flags().StringVar(&certExpiry, "cert-expiry", "", "lifetime of node certificates, e.g. 90d, 720h (nodes renew at two thirds of it)")
 	cmd.Flags().Int64Var(&maxReplicas, "max-replicas", 0, "upper bound of a service's replicas")
 	cmd.Flags().StringVar(&restartGrace, "restart-grace", "", "how long a node restarting on purpose keeps its tasks, e.g. 60s")
+	cmd.Flags().Int64Var(&historyLimit, "task-history-limit", 0, "ended tasks kept per slot (per node for global services) before the oldest are deleted (default 5)")
 	cmd.Flags().BoolVar(&rotateGossip, "rotate-gossip-key", false, "make a new gossip encryption key the one in use (the previous one stays accepted until the next rotation)")
 	return cmd
 }

@@ -217,8 +217,8 @@ func (a *app) serviceLs() *cobra.Command {
 			fmt.Fprintln(w, "ID\tNAME\tMODE\tREPLICAS\tIMAGE\tPORTS")
 			for _, s := range resp.GetServices() {
 				rc := resp.GetReplicas()[s.GetMeta().GetId()]
-				fmt.Fprintf(w, "%s\t%s\t%s\t%d/%d\t%s\t%s\n", shortID(s.GetMeta().GetId()), s.GetSpec().GetName(),
-					enumShort(s.GetSpec().GetMode().String(), "SERVICE_MODE_"), rc.GetRunning(), rc.GetDesired(),
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", shortID(s.GetMeta().GetId()), s.GetSpec().GetName(),
+					enumShort(s.GetSpec().GetMode().String(), "SERVICE_MODE_"), replicasColumn(s, rc),
 					shortImage(s.GetSpec().GetTask().GetContainer().GetImage()), portsColumn(s.GetSpec().GetEndpoint().GetPorts()))
 			}
 			return w.Flush()
@@ -240,6 +240,9 @@ func (a *app) servicePs() *cobra.Command {
 	var lf listFlags
 	cmd := &cobra.Command{Use: "ps SERVICE", Short: "List a service's tasks", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := a.printJobSummary(cmd, args[0], lf); err != nil {
+				return err
+			}
 			lf.filters = append(lf.filters, "service="+args[0])
 			return a.listTasks(cmd, lf)
 		}}

@@ -42,6 +42,7 @@ type specFlags struct {
 	// publish replaces the published ports; publishAdd/publishRm edit
 	// them on update.
 	publish, publishAdd, publishRm []string
+	job                            jobFlags // jobflags.go
 }
 
 func (f *specFlags) bind(fs *pflag.FlagSet, update bool) {
@@ -60,7 +61,7 @@ func (f *specFlags) bind(fs *pflag.FlagSet, update bool) {
 		fs.StringArrayVar(&f.publishRm, "publish-rm", nil, "stop publishing a port: PUBLISHED[/udp] (repeatable)")
 		fs.StringVar(&f.args, "args", "", `new args for the command, split like a shell does ('sh -c "echo hi"'); "" clears them`)
 	} else {
-		fs.StringVar(&f.mode, "mode", "replicated", "replicated or global")
+		fs.StringVar(&f.mode, "mode", "replicated", "replicated, global, replicated-job or global-job")
 		fs.StringArrayVarP(&f.env, "env", "e", nil, "environment variable K=V (repeatable)")
 		fs.StringArrayVarP(&f.labels, "label", "l", nil, "service label K=V (repeatable)")
 		fs.StringArrayVar(&f.networks, "network", nil, "attach to a network: NAME[,alias=A...] (repeatable)")
@@ -88,6 +89,7 @@ func (f *specFlags) bind(fs *pflag.FlagSet, update bool) {
 	fs.DurationVar(&f.stopGrace, "stop-grace-period", 0, "time before SIGKILL (default 10s)")
 	fs.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a port: PUBLISHED:TARGET[/udp] or published=P,target=T[,protocol=tcp|udp][,mode=ingress|host] (repeatable; replaces the list on update)")
 	fs.StringVar(&f.endpointMode, "endpoint-mode", "", "vip (a virtual address per network, the default) or dnsrr (DNS answers the task addresses)")
+	f.job.bind(fs)
 }
 
 // parseNetworkFlag reads NAME[,alias=A...] or name=NAME[,alias=A...]
@@ -149,7 +151,14 @@ func (f *specFlags) apply(fs *pflag.FlagSet, spec *shoalv1.ServiceSpec) error {
 				spec.Replicas = 0
 			}
 		default:
-			return fmt.Errorf("--mode: want replicated or global, got %q", f.mode)
+			m, ok := jobMode(f.mode)
+			if !ok {
+				return fmt.Errorf("--mode: want replicated, global, replicated-job or global-job, got %q", f.mode)
+			}
+			spec.Mode = m
+			if !set("replicas") {
+				spec.Replicas = 0
+			}
 		}
 	}
 	if set("replicas") {
@@ -379,7 +388,7 @@ func (f *specFlags) apply(fs *pflag.FlagSet, spec *shoalv1.ServiceSpec) error {
 		}
 		spec.Endpoint.Mode = f.endpointMode
 	}
-	return nil
+	return f.job.apply(fs, spec)
 }
 
 // parseMount reads docker's --mount syntax: comma-separated key=value

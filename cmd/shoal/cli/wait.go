@@ -13,6 +13,7 @@ import (
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/restartpolicy"
+	"github.com/shoal-dev/shoal/specrules"
 )
 
 // convergence says how far a service's tasks are. It is the one place that
@@ -170,6 +171,9 @@ func (w *waiter) wait(ctx context.Context, svc *shoalv1.Service) error {
 	defer w.cancel()
 	if w.wf.detach {
 		return nil
+	}
+	if specrules.IsJob(svc.GetSpec().GetMode()) {
+		return w.waitJob(ctx, svc) // jobwait.go
 	}
 	id, name := svc.GetMeta().GetId(), svc.GetSpec().GetName()
 	tasks := map[string]*shoalv1.Task{}
