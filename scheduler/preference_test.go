@@ -61,7 +61,7 @@ func TestSchedulePreferencesAndStrategy(t *testing.T) {
 		failures map[string]string
 	}{
 		{
-			name: "spread over a label: even by value, not by node",
+			name:  "spread over a label: even by value, not by node",
 			nodes: zones, pending: replicas("s", 4, spread("node.labels.zone")),
 			// a (0) vs b (0): a by value; then b; then a (1) vs b (1): a; b.
 			want: map[string]string{"s-01": "a1", "s-02": "b1", "s-03": "a2", "s-04": "b1"},
@@ -93,10 +93,10 @@ func TestSchedulePreferencesAndStrategy(t *testing.T) {
 			want:    map[string]string{"s-01": "a1", "s-02": "b1", "s-03": "b1"},
 		},
 		{
-			name:    "binpack without reservations: the node with most tasks, up to the maximum",
-			nodes:   []*shoalv1.Node{mkNode("n1"), mkNode("n2"), mkNode("n3")},
+			name:     "binpack without reservations: the node with most tasks, up to the maximum",
+			nodes:    []*shoalv1.Node{mkNode("n1"), mkNode("n2"), mkNode("n3")},
 			existing: []*shoalv1.Task{mkTask("o1", "other", 1, on("n2"), running())},
-			pending: replicas("s", 5, strategy("binpack"), maxPerNode(2)),
+			pending:  replicas("s", 5, strategy("binpack"), maxPerNode(2)),
 			// n2 has a task: it fills first (2), then n1 (2, ties by id), then n3.
 			want: map[string]string{"s-01": "n2", "s-02": "n2", "s-03": "n1", "s-04": "n1", "s-05": "n3"},
 		},
@@ -119,8 +119,8 @@ func TestSchedulePreferencesAndStrategy(t *testing.T) {
 			want:    map[string]string{"s-01": "n1", "s-02": "n1", "s-03": "n4"},
 		},
 		{
-			name:  "binpack under a spread preference: fill within each value",
-			nodes: []*shoalv1.Node{mkNode("a1", label("zone", "a")), mkNode("a2", label("zone", "a")), mkNode("b1", label("zone", "b")), mkNode("b2", label("zone", "b"))},
+			name:    "binpack under a spread preference: fill within each value",
+			nodes:   []*shoalv1.Node{mkNode("a1", label("zone", "a")), mkNode("a2", label("zone", "a")), mkNode("b1", label("zone", "b")), mkNode("b2", label("zone", "b"))},
 			pending: replicas("s", 4, spread("node.labels.zone"), strategy("binpack")),
 			want:    map[string]string{"s-01": "a1", "s-02": "b1", "s-03": "a1", "s-04": "b1"},
 		},
