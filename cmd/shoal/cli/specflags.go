@@ -42,9 +42,11 @@ type specFlags struct {
 	// publish replaces the published ports; publishAdd/publishRm edit
 	// them on update.
 	publish, publishAdd, publishRm []string
+	placement                      placementFlags
 }
 
 func (f *specFlags) bind(fs *pflag.FlagSet, update bool) {
+	f.placement.bind(fs, update)
 	fs.Int64Var(&f.replicas, "replicas", 1, "number of tasks (replicated mode)")
 	if update {
 		fs.StringVar(&f.image, "image", "", "new image")
@@ -131,6 +133,9 @@ func kvList(flag string, items []string) (map[string]string, error) {
 // apply writes the flags that were set into spec (all of them on create).
 func (f *specFlags) apply(fs *pflag.FlagSet, spec *shoalv1.ServiceSpec) error {
 	set := func(name string) bool { return fs.Changed(name) }
+	if err := f.placement.apply(fs, spec); err != nil {
+		return err
+	}
 	if spec.Task == nil {
 		spec.Task = &shoalv1.TaskSpec{}
 	}
