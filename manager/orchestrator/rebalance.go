@@ -114,6 +114,11 @@ func PlanRebalance(svc *shoalv1.Service, nodes []*shoalv1.Node, tasks []*shoalv1
 		p.InFlight++
 	}
 	sortByID(p.Cancel)
+	if len(p.Cancel) > 0 {
+		// Plan again once the cancellations are written: a node that
+		// could not take a task is likely to refuse the next one too.
+		return p
+	}
 	if len(load) < 2 {
 		p.Even = p.InFlight == 0 && len(p.Cancel) == 0
 		return p
@@ -135,7 +140,7 @@ func PlanRebalance(svc *shoalv1.Service, nodes []*shoalv1.Node, tasks []*shoalv1
 		// Most loaded with something to move, least loaded with room;
 		// ties by node id. O(nodes) per move: moves are few per pass.
 		from, to := "", ""
-		lo, hi := -1, -1
+		lo, hi, top := -1, -1, 0
 		for _, id := range ids {
 			l := load[id]
 			if (maxPer == 0 || l < maxPer) && (lo < 0 || l < lo) {
@@ -144,8 +149,15 @@ func PlanRebalance(svc *shoalv1.Service, nodes []*shoalv1.Node, tasks []*shoalv1
 			if len(movable[id]) > 0 && l > hi {
 				from, hi = id, l
 			}
+			top = max(top, l)
 		}
-		if from == "" || to == "" || hi-lo <= 1 {
+		if to == "" || top-lo <= 1 {
+			break
+		}
+		if from == "" || hi-lo <= 1 {
+			// The most loaded nodes' tasks are not running yet: not
+			// even, but nothing to move before they are.
+			uneven = true
 			break
 		}
 		if limit > 0 && p.InFlight+len(p.Moves) >= limit {

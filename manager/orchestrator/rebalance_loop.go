@@ -37,11 +37,17 @@ type rebalanceLoop struct {
 	// active (leadership start for those already so): a node counts for
 	// auto rebalance once settle has passed since.
 	readySince map[string]time.Time
+	// avoid: per service, nodes where a move had to be cancelled (the
+	// scheduler could not place it there, e.g. for lack of memory), and
+	// until when they get no more moves — or the loop would retry them
+	// at every pass.
+	avoid map[string]map[string]time.Time
 }
 
 func newRebalanceLoop(o *Orchestrator) *rebalanceLoop {
 	return &rebalanceLoop{o: o, log: o.log.With("loop", "rebalance"), settle: o.rebalanceSettle,
-		dirty: map[string]bool{}, active: map[string]bool{}, readySince: map[string]time.Time{}}
+		dirty: map[string]bool{}, active: map[string]bool{}, readySince: map[string]time.Time{},
+		avoid: map[string]map[string]time.Time{}}
 }
 
 func (r *rebalanceLoop) name() string { return "rebalance" }
@@ -57,6 +63,7 @@ func (r *rebalanceLoop) observe(ev *shoalv1.WatchEvent) bool {
 	case *shoalv1.Service:
 		if ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_DELETE {
 			delete(r.active, obj.GetMeta().GetId())
+			delete(r.avoid, obj.GetMeta().GetId())
 			return false
 		}
 		if obj.GetRebalanceRequested() || obj.GetSpec().GetAutoRebalance() || r.active[obj.GetMeta().GetId()] {
@@ -142,13 +149,22 @@ func (r *rebalanceLoop) pass(ctx context.Context, _ time.Time) (time.Time, error
 				wake = now
 				continue
 			}
-			filter := settled
-			if requested {
-				filter = nil // asked for: every eligible node counts
+			avoid := r.avoid[id]
+			filter := func(node string) bool {
+				if until, ok := avoid[node]; ok && now.Before(until) {
+					return false
+				}
+				// Asked for: every eligible node counts; auto: only
+				// settled ones.
+				return requested || settled(node)
 			}
 			tasks := raftstore.Find[*shoalv1.Task](tx, raftstore.IndexServiceID, id)
 			p := PlanRebalance(svc, nodes, tasks, filter, now)
 			for _, c := range p.Cancel {
+				if r.avoid[id] == nil {
+					r.avoid[id] = map[string]time.Time{}
+				}
+				r.avoid[id][c.GetNodeId()] = now.Add(r.settle)
 				b.charge(c)
 				if err := tx.Update(c); err != nil {
 					return fmt.Errorf("cancelling rebalance task %q: %w", c.GetMeta().GetId(), err)
