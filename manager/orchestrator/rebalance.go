@@ -31,6 +31,11 @@ type RebalancePlan struct {
 	// be placed (the scheduler gave a reason) or whose node is no longer
 	// eligible: the slot keeps its old task.
 	Cancel []*shoalv1.Task
+	// Stop are clones, desired SHUTDOWN, of the old tasks of moves whose
+	// new task now runs (and is healthy): the move's end. (The reconciler
+	// would stop them too, but does not look at a slot when a task of it
+	// merely progresses.)
+	Stop []*shoalv1.Task
 	// InFlight counts the moves started earlier and not finished.
 	InFlight int
 	// Even: no move is needed or in flight — the live tasks on the
@@ -111,16 +116,23 @@ func PlanRebalance(svc *shoalv1.Service, nodes []*shoalv1.Node, tasks []*shoalv1
 			continue
 		}
 		load[newer.GetNodeId()]++
+		if runningAndHealthy(newer) {
+			c := cloneTask(live[0])
+			shutDown(c, now)
+			p.Stop = append(p.Stop, c)
+			continue
+		}
 		p.InFlight++
 	}
 	sortByID(p.Cancel)
+	sortByID(p.Stop)
 	if len(p.Cancel) > 0 {
 		// Plan again once the cancellations are written: a node that
 		// could not take a task is likely to refuse the next one too.
 		return p
 	}
 	if len(load) < 2 {
-		p.Even = p.InFlight == 0 && len(p.Cancel) == 0
+		p.Even = p.InFlight == 0 && len(p.Cancel) == 0 && len(p.Stop) == 0
 		return p
 	}
 	for _, ts := range movable {
@@ -171,7 +183,7 @@ func PlanRebalance(svc *shoalv1.Service, nodes []*shoalv1.Node, tasks []*shoalv1
 		load[to]++
 		p.Moves = append(p.Moves, Move{TaskID: t.GetMeta().GetId(), Slot: t.GetSlot(), From: from, To: to})
 	}
-	p.Even = !uneven && len(p.Moves) == 0 && p.InFlight == 0 && len(p.Cancel) == 0
+	p.Even = !uneven && len(p.Moves) == 0 && p.InFlight == 0 && len(p.Cancel) == 0 && len(p.Stop) == 0
 	return p
 }
 

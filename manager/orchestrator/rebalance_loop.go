@@ -103,9 +103,10 @@ func (r *rebalanceLoop) pass(ctx context.Context, _ time.Time) (time.Time, error
 	}
 	var wake time.Time
 	var moved, cancelled, done []string
+	var stopped int
 	var active map[string]bool
 	err := r.o.conflictRetry(ctx, func(tx raftstore.WriteTx, now time.Time) error {
-		wake, moved, cancelled, done = time.Time{}, nil, nil, nil
+		wake, moved, cancelled, done, stopped = time.Time{}, nil, nil, nil, 0
 		active = map[string]bool{}
 		nodes := raftstore.List[*shoalv1.Node](tx)
 		if r.full {
@@ -171,6 +172,13 @@ func (r *rebalanceLoop) pass(ctx context.Context, _ time.Time) (time.Time, error
 				}
 				cancelled = append(cancelled, c.GetMeta().GetId())
 			}
+			for _, c := range p.Stop {
+				b.charge(c)
+				if err := tx.Update(c); err != nil {
+					return fmt.Errorf("stopping moved task %q: %w", c.GetMeta().GetId(), err)
+				}
+				stopped++
+			}
 			for _, m := range p.Moves {
 				t := newTask(svc, m.Slot, m.To, now)
 				b.charge(t)
@@ -203,6 +211,9 @@ func (r *rebalanceLoop) pass(ctx context.Context, _ time.Time) (time.Time, error
 	r.active = active
 	for _, m := range moved {
 		r.log.Info("rebalance: task moving", "move", m)
+	}
+	if stopped > 0 {
+		r.log.Info("rebalance: moved tasks' old copies stopped", "count", stopped)
 	}
 	for _, id := range cancelled {
 		r.log.Info("rebalance: move cancelled (its node cannot take it)", "task_id", id)

@@ -47,6 +47,9 @@ func describeRebalance(p RebalancePlan) string {
 	for _, c := range p.Cancel {
 		parts = append(parts, "x"+c.GetMeta().GetId())
 	}
+	for _, c := range p.Stop {
+		parts = append(parts, "stop:"+c.GetMeta().GetId())
+	}
 	parts = append(parts, fmt.Sprintf("inflight=%d even=%v", p.InFlight, p.Even))
 	return strings.Join(parts, " ")
 }
@@ -72,6 +75,9 @@ func TestPlanRebalance(t *testing.T) {
 		{"parallelism 2 with one in flight: one more", mkService("s", 6, parallelism(2)), nodes3,
 			append(onNodes(3, 3, 0), mkTask("new3", "s", 3, onNode("n3"), st(tsAssigned), created(t0))), nil,
 			"t06:6 n2>n3 inflight=1 even=false"},
+		{"a move whose new task runs ends: the old one stops, the next starts", mkService("s", 6, parallelism(1)), nodes3,
+			append(onNodes(3, 3, 0), mkTask("new3", "s", 3, onNode("n3"), created(t0))), nil,
+			"t06:6 n2>n3 stop:t03 inflight=0 even=false"},
 		{"a move that cannot be placed is cancelled", mkService("s", 6, parallelism(1)), nodes3,
 			append(onNodes(3, 3, 0), mkTask("new3", "s", 3, onNode("n3"), st(tsPending), msg(`node "n3" is not suitable: insufficient memory`), created(t0))), nil,
 			"xnew3 inflight=0 even=false"},
