@@ -102,6 +102,13 @@ type state struct {
 	// svcCount is the current service's task count per node index; it is
 	// filled when a service starts and reset when it ends.
 	svcCount []int
+	// pool, held, holding: the spread fast path (pool.go). holding lists
+	// the nodes with a task of the current service (svcCount > 0).
+	pool    poolHeap
+	held    []bool
+	holding []int
+	// pooled is the task count of a node's valid pool entry, -1 if none.
+	pooled []int32
 }
 
 // Schedule places pending tasks. nodes are the cluster's nodes; existing
@@ -179,6 +186,7 @@ func newState(nodes []*shoalv1.Node, existing []*shoalv1.Task) *state {
 		})
 	}
 	s.svcCount = make([]int, len(s.nodes))
+	defer s.initPool()
 	for _, t := range existing {
 		st := t.GetStatus().GetState()
 		if st < shoalv1.TaskState_TASK_STATE_ASSIGNED || st >= shoalv1.TaskState_TASK_STATE_COMPLETE {
@@ -222,12 +230,9 @@ func (s *state) scheduleService(tasks []*shoalv1.Task, results []int, reasons []
 	svc := tasks[0].GetServiceId()
 	for _, i := range s.bySvc[svc] {
 		s.svcCount[i]++
+		s.hold(i)
 	}
-	defer func() {
-		for _, i := range s.bySvc[svc] {
-			s.svcCount[i] = 0
-		}
-	}()
+	defer s.releaseAll()
 
 	// Group by placement, in order of first appearance: usually a service's
 	// pending tasks share one spec, but during an update old and new may
@@ -355,6 +360,10 @@ func (s *state) scheduleGroup(p *placement, tasks []*shoalv1.Task, members []int
 		results[m] = i
 	}
 	if len(free) == 0 {
+		return
+	}
+	if len(p.spread) == 0 && !p.binpack && !noPool {
+		s.scheduleFromPool(p, free, results, reasons)
 		return
 	}
 
@@ -534,6 +543,7 @@ func (s *state) assign(i int, p *placement) {
 	n.usedCPU += p.cpu
 	n.usedMem += p.mem
 	s.svcCount[i]++
+	s.hold(i)
 }
 
 // failureReason says what the group asked for and counts the nodes by
