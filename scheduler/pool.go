@@ -29,22 +29,65 @@ type poolEntry struct {
 	tasks, idx int32
 }
 
+// poolHeap is a binary min-heap of entries by (tasks, idx), written out
+// rather than through container/heap, whose interface boxes every pushed
+// and popped value (an allocation each).
 type poolHeap []poolEntry
 
-func (h poolHeap) Len() int { return len(h) }
-func (h poolHeap) Less(a, b int) bool {
-	if h[a].tasks != h[b].tasks {
-		return h[a].tasks < h[b].tasks
+func (e poolEntry) less(f poolEntry) bool {
+	if e.tasks != f.tasks {
+		return e.tasks < f.tasks
 	}
-	return h[a].idx < h[b].idx
+	return e.idx < f.idx
 }
-func (h poolHeap) Swap(a, b int) { h[a], h[b] = h[b], h[a] }
-func (h *poolHeap) Push(x any)   { *h = append(*h, x.(poolEntry)) }
-func (h *poolHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return e
+
+func (h *poolHeap) push(e poolEntry) {
+	*h = append(*h, e)
+	q := *h
+	for j := len(q) - 1; j > 0; {
+		parent := (j - 1) / 2
+		if !q[j].less(q[parent]) {
+			break
+		}
+		q[j], q[parent] = q[parent], q[j]
+		j = parent
+	}
+}
+
+func (h *poolHeap) pop() poolEntry {
+	q := *h
+	top := q[0]
+	n := len(q) - 1
+	q[0] = q[n]
+	q = q[:n]
+	*h = q
+	h.down(0)
+	return top
+}
+
+func (h poolHeap) down(i int) {
+	n := len(h)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			return
+		}
+		m := l
+		if r := l + 1; r < n && h[r].less(h[l]) {
+			m = r
+		}
+		if !h[m].less(h[i]) {
+			return
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
+}
+
+func (h poolHeap) init() {
+	for i := len(h)/2 - 1; i >= 0; i-- {
+		h.down(i)
+	}
 }
 
 // initPool fills the pool with the nodes that can take tasks at all.
@@ -59,7 +102,7 @@ func (s *state) initPool() {
 			s.pooled[i] = int32(s.nodes[i].tasks)
 		}
 	}
-	heap.Init(&s.pool)
+	s.pool.init()
 }
 
 // pushPool puts a node back into the pool with its current task count,
@@ -70,12 +113,12 @@ func (s *state) pushPool(i int) {
 		return
 	}
 	s.pooled[i] = t
-	heap.Push(&s.pool, poolEntry{tasks: t, idx: int32(i)})
+	s.pool.push(poolEntry{tasks: t, idx: int32(i)})
 }
 
 // popPool removes the pool's top entry.
 func (s *state) popPool() poolEntry {
-	e := heap.Pop(&s.pool).(poolEntry)
+	e := s.pool.pop()
 	if s.pooled[e.idx] == e.tasks {
 		s.pooled[e.idx] = -1
 	}
@@ -145,14 +188,15 @@ func (s *state) scheduleFromPool(p *placement, free []int, results []int, reason
 		if ok {
 			s.popPool()
 			s.assign(i, p) // holds it
-			heap.Push(&local, i)
+			local.items = append(local.items, i)
+			heap.Fix(&local, len(local.items)-1)
 			results[m] = i
 			continue
 		}
 		for len(local.items) > 0 {
 			j := local.items[0]
 			if s.dynamicCause(j, p) != fits {
-				heap.Pop(&local) // for good: usage only grows
+				local.popTop() // for good: usage only grows
 				continue
 			}
 			s.assign(j, p)

@@ -417,7 +417,7 @@ func (s *state) pick(root *branch, p *placement, counts *[numCauses]int) (int, b
 		i := b.nodes.items[0]
 		if c := s.dynamicCause(i, p); c != fits {
 			counts[c]++
-			heap.Pop(&b.nodes)
+			b.nodes.popTop()
 			if len(b.nodes.items) == 0 {
 				s.prune(b)
 			}
@@ -675,6 +675,16 @@ func free(capacity, used int64) int64 {
 		return math.MaxInt64
 	}
 	return capacity - used
+}
+
+// popTop removes the top without boxing it (heap.Pop returns an any).
+func (h *nodeHeap) popTop() {
+	n := len(h.items) - 1
+	h.items[0] = h.items[n]
+	h.items = h.items[:n]
+	if n > 0 {
+		heap.Fix(h, 0)
+	}
 }
 
 func (h *nodeHeap) Swap(a, b int) { h.items[a], h.items[b] = h.items[b], h.items[a] }
