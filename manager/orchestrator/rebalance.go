@@ -79,9 +79,27 @@ func PlanRebalance(svc *shoalv1.Service, nodes []*shoalv1.Node, tasks []*shoalv1
 
 	var p RebalancePlan
 	bySlot := map[uint64][]*shoalv1.Task{}
+	var ended []*shoalv1.Task
 	for _, t := range tasks {
-		if t != nil && t.GetServiceId() == svc.GetMeta().GetId() && t.GetSlot() > 0 && isLive(t) {
+		if t == nil || t.GetServiceId() != svc.GetMeta().GetId() || t.GetSlot() == 0 {
+			continue
+		}
+		switch {
+		case isLive(t):
 			bySlot[t.GetSlot()] = append(bySlot[t.GetSlot()], t)
+		case isTerminal(t) && t.GetDesiredState() <= stateRunning && now.Sub(statusTime(t)) < RebalanceSettle:
+			ended = append(ended, t)
+		}
+	}
+	// A node where a task of the slot, newer than its live one, ended on
+	// its own a moment ago (a move that failed to start there) gets no
+	// move for the settle period: moving there again would fail again.
+	noTarget := map[string]bool{}
+	for _, t := range ended {
+		for _, l := range bySlot[t.GetSlot()] {
+			if l.GetNodeId() != t.GetNodeId() && compareAge(t, l) > 0 {
+				noTarget[t.GetNodeId()] = true
+			}
 		}
 	}
 	// movable[node] lists the running tasks that may move off it.
@@ -152,18 +170,28 @@ func PlanRebalance(svc *shoalv1.Service, nodes []*shoalv1.Node, tasks []*shoalv1
 		// Most loaded with something to move, least loaded with room;
 		// ties by node id. O(nodes) per move: moves are few per pass.
 		from, to := "", ""
-		lo, hi, top := -1, -1, 0
+		lo, loAll, hi, top := -1, -1, -1, 0
 		for _, id := range ids {
 			l := load[id]
-			if (maxPer == 0 || l < maxPer) && (lo < 0 || l < lo) {
-				to, lo = id, l
+			if maxPer == 0 || l < maxPer {
+				if !noTarget[id] && (lo < 0 || l < lo) {
+					to, lo = id, l
+				}
+				if loAll < 0 || l < loAll {
+					loAll = l
+				}
 			}
 			if len(movable[id]) > 0 && l > hi {
 				from, hi = id, l
 			}
 			top = max(top, l)
 		}
+		if loAll < 0 || top-loAll <= 1 {
+			break // even
+		}
 		if to == "" || top-lo <= 1 {
+			// Only nodes a move just failed on would even it: later.
+			uneven = true
 			break
 		}
 		if from == "" || hi-lo <= 1 {

@@ -190,6 +190,14 @@ func (r *rebalanceLoop) pass(ctx context.Context, _ time.Time) (time.Time, error
 			switch {
 			case !p.Even:
 				active[id] = true
+				if len(p.Moves) == 0 && p.InFlight == 0 && len(p.Cancel) == 0 && len(p.Stop) == 0 {
+					// Stalled (moves failed, tasks still starting):
+					// look again after the settle period even if
+					// nothing happens.
+					if at := now.Add(r.settle); wake.IsZero() || at.Before(wake) {
+						wake = at
+					}
+				}
 			case requested:
 				s := proto.Clone(svc).(*shoalv1.Service)
 				s.RebalanceRequested = false
