@@ -74,7 +74,9 @@
 // keeps a slot's two current tasks while the newer, on another node, is on
 // its way and the older runs (moveInFlight), and the rebalance loop stops
 // the older once the newer runs. A move the scheduler cannot place (its
-// reason written) is cancelled and its node avoided for the settle period.
+// reason written) is cancelled and its node avoided for the settle period,
+// as is a node where a move's task ended on its own (failed to start); a
+// rebalance that cannot go on looks again after that period.
 // Services placed by binpack are not rebalanced. The rebalance loop runs
 // it for services with rebalance_requested (`service rebalance`, cleared
 // once even) and, with spec.auto_rebalance, when a node becomes ready and
