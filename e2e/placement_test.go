@@ -76,6 +76,31 @@ func TestPlacementUnschedulable(t *testing.T) {
 		}
 		return nil
 	})
+
+	// `service rebalance` on a service that is even already: the request
+	// is recorded and cleared by the orchestrator.
+	{
+		ctx, cancel := attempt()
+		out, err := cl.Run(ctx, "service", "rebalance", "nowhere")
+		cancel()
+		if err != nil || strings.TrimSpace(out) != "nowhere" {
+			t.Fatalf("service rebalance: %q, %v", out, err)
+		}
+	}
+	harness.Eventually(t, settleTimeout, poll, func() error {
+		ctx, cancel := attempt()
+		defer cancel()
+		svcs, err := services(ctx, cl)
+		if err != nil {
+			return err
+		}
+		for _, s := range svcs {
+			if s.GetSpec().GetName() == "nowhere" && s.GetRebalanceRequested() {
+				return fmt.Errorf("rebalance_requested still set")
+			}
+		}
+		return nil
+	})
 }
 
 // TestPlacementAutoRebalance: a service with --auto-rebalance spread over
