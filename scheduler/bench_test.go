@@ -9,9 +9,10 @@ import (
 
 // benchCluster builds a cluster shaped like a real one: nodes in three
 // zones with capacity, a few down or drained, five running tasks per node,
-// and pending tasks in services of 100 replicas, a third of them
-// constrained, half with reservations, some with a per-node maximum.
-func benchCluster(nodeCount, pendingCount int) (nodes []*shoalv1.Node, existing, pending []*shoalv1.Task) {
+// and pending tasks in services of perService replicas, a third of them
+// constrained, half with reservations, some with a per-node maximum (one
+// service of all the tasks is unconstrained, reserves and has no maximum).
+func benchCluster(nodeCount, pendingCount, perService int) (nodes []*shoalv1.Node, existing, pending []*shoalv1.Task) {
 	zones := []string{"a", "b", "c"}
 	for i := 0; i < nodeCount; i++ {
 		opts := []nodeOpt{capacity(16*cpu1, 64*gib), label("zone", zones[i%3])}
@@ -28,7 +29,6 @@ func benchCluster(nodeCount, pendingCount int) (nodes []*shoalv1.Node, existing,
 				on(id), running(), reserve(cpu1/2, gib)))
 		}
 	}
-	const perService = 100
 	for s := 0; s*perService < pendingCount; s++ {
 		svc := fmt.Sprintf("svc-%04d", s)
 		var opts []taskOpt
@@ -38,7 +38,7 @@ func benchCluster(nodeCount, pendingCount int) (nodes []*shoalv1.Node, existing,
 		if s%2 == 0 {
 			opts = append(opts, reserve(cpu1/10, 256<<20))
 		}
-		if s%5 == 0 {
+		if s%5 == 0 && perService < pendingCount {
 			opts = append(opts, maxPerNode(2))
 		}
 		n := min(perService, pendingCount-s*perService)
@@ -47,8 +47,8 @@ func benchCluster(nodeCount, pendingCount int) (nodes []*shoalv1.Node, existing,
 	return nodes, existing, pending
 }
 
-func benchmarkSchedule(b *testing.B, nodeCount, pendingCount int) {
-	nodes, existing, pending := benchCluster(nodeCount, pendingCount)
+func benchmarkSchedule(b *testing.B, nodeCount, pendingCount, perService int) {
+	nodes, existing, pending := benchCluster(nodeCount, pendingCount, perService)
 	b.ReportAllocs()
 	b.ResetTimer()
 	var placed int
@@ -63,6 +63,18 @@ func benchmarkSchedule(b *testing.B, nodeCount, pendingCount int) {
 }
 
 func BenchmarkSchedule(b *testing.B) {
-	b.Run("nodes=100/pending=1000", func(b *testing.B) { benchmarkSchedule(b, 100, 1000) })
-	b.Run("nodes=1000/pending=10000", func(b *testing.B) { benchmarkSchedule(b, 1000, 10000) })
+	for _, c := range []struct{ nodes, pending, perService int }{
+		{100, 1000, 100},
+		{1000, 10000, 100},
+		// The figures: 100,000 tasks as 1,000 services of 100 and
+		// as one service, on 1,000 and 5,000 nodes.
+		{1000, 100000, 100},
+		{1000, 100000, 100000},
+		{5000, 100000, 100},
+		{5000, 100000, 100000},
+	} {
+		b.Run(fmt.Sprintf("nodes=%d/pending=%d/per_service=%d", c.nodes, c.pending, c.perService), func(b *testing.B) {
+			benchmarkSchedule(b, c.nodes, c.pending, c.perService)
+		})
+	}
 }

@@ -23,35 +23,82 @@
 //
 // A node can take a task when
 //
-//   - its status is READY and its availability ACTIVE,
+//   - its status is READY (not DOWN, not otherwise not ready) and its
+//     availability ACTIVE (PAUSE: no new task, existing ones keep
+//     running; DRAIN: none),
 //   - every constraint of the task matches it,
+//   - fewer than placement.max_replicas_per_node tasks of the same service
+//     are on it (0: no limit),
 //   - the task's reservations (nano_cpus, memory_bytes) fit in the node's
 //     capacity minus the reservations of the tasks on it — existing ones and
 //     the ones assigned earlier in the same batch; a capacity of 0 means the
-//     node did not report it and is treated as unlimited,
-//   - fewer than placement.max_replicas_per_node tasks of the same service
-//     are on it (0: no limit).
+//     node did not report it and is treated as unlimited.
 //
-// A task whose node_id is already set (a global service's task) may only
-// go to that node.
+// A task whose node_id is already set (a global service's task, a
+// rebalance move) may only go to that node.
 //
 // # Choice
 //
-// Among eligible nodes the scheduler picks the one with the fewest tasks of
-// the same service, then the fewest tasks overall, then the smallest node
-// id, so the result is deterministic and a service spreads evenly. Spread
-// preferences (placement.spread) are not implemented yet.
+// Spread preferences (placement.spread, "node.labels.<label>", outermost
+// first) make a tree: the candidates are grouped by the value of the first
+// label, each group by the value of the second, and so on. A task descends
+// it, at every level taking the group with the fewest tasks of the
+// service (then the smaller value): tasks are spread evenly over the
+// values, not over the nodes — three nodes in zone a and one in zone b get
+// half the tasks each side. Nodes without a label form their own group
+// (value ""), as in swarm mode, so a preference on a label no node has
+// changes nothing (it is accepted: labels may be added later). A group
+// whose nodes can take no more leaves its parent, and the tasks go to the
+// others.
 //
-// # Batches
+// Within a group (the whole cluster without preferences) placement.strategy
+// picks the node:
+//
+//   - spread (default, ""): the fewest tasks of the same service, then the
+//     fewest tasks overall, then the smallest node id.
+//   - binpack: the fullest node that still fits — the least free memory
+//     (capacity minus reservations), then the least free CPU, comparing
+//     only the resources the task reserves (a node that reported no
+//     capacity counts as emptier than any that did), then the most tasks
+//     overall, then the smallest node id. Without reservations that is the
+//     node with the most tasks: a service piles onto one node until
+//     max_replicas_per_node (or a resource) stops it, then the next.
+//
+// Every choice is deterministic.
+//
+// # Batches and cost
 //
 // Pending tasks are sorted by (service id, slot, task id) and grouped by
-// service and placement (constraints, reservations, max per node): a group
-// evaluates its constraints once per node and keeps a min-heap of candidate
-// nodes. Assignments update the accounting for the rest of the batch. A
-// node that fails a group's resource or max-per-node check is dropped from
-// that group's heap for good, which is sound because usage only grows within
-// a batch and all tasks of a group ask for the same. A task that finds no
-// node gets a Failure whose reason counts the nodes by cause, e.g.
-// "no suitable node (5 nodes: 2 not ready, 1 drained, 2 insufficient
-// memory)".
+// service and placement (constraints, preferences, strategy,
+// reservations, max per node). Assignments update the accounting for the
+// rest of the batch.
+//
+// Spread without preferences — the common case — shares one heap (the
+// pool) across every group of the call: nodes without a task of the
+// service always come first and are ordered by (tasks, id) for every
+// service alike, so only the nodes holding tasks of the current service
+// leave the pool while it is scheduled, into a small heap of their own. A
+// task costs O(log nodes) amortised plus the nodes a group skips
+// (constraints, resources), each skipped once per group; a group costs
+// O(its service's nodes × log nodes), not O(nodes). The pool places
+// exactly as a heap per group would (tested on random clusters).
+//
+// Binpack and preferences build, per group, the tree of heaps once
+// (O(nodes), constraints evaluated once per node); each task then costs
+// O(depth × log branching + log nodes): a walk down the tree, a heap fix
+// per level.
+// A node that fails a group's resource or max-per-node check is dropped
+// from that group's heap for good, which is sound because usage only grows
+// within a batch and all tasks of a group ask for the same.
+//
+// # Failures
+//
+// A task that finds no node gets a Failure whose reason says what the task
+// asked for and counts the nodes by cause, the most common first:
+// "no node has 2 GiB free: 3 lack memory, 1 is drained, 1 is down";
+// without reservations "no suitable node: 2 do not satisfy the
+// constraints, 1 is paused"; "…: the cluster has no nodes". A task bound
+// to a node gets `node "n1" is not suitable: drained`. The scheduler loop
+// writes the reason into status.message only when it changed, and places
+// the task as soon as something changes (a node, a task ending).
 package scheduler

@@ -123,19 +123,19 @@ func TestSchedule(t *testing.T) {
 			nodes:   []*shoalv1.Node{mkNode("n1", nodeState(shoalv1.NodeState_NODE_STATE_DOWN)), mkNode("n2", nodeState(shoalv1.NodeState_NODE_STATE_DISCONNECTED)), mkNode("n3", avail(shoalv1.NodeAvailability_NODE_AVAILABILITY_PAUSE)), mkNode("n4", avail(shoalv1.NodeAvailability_NODE_AVAILABILITY_DRAIN)), mkNode("n5", label("zone", "b"))},
 			pending: replicas("s", 1, constraints("node.labels.zone==a")),
 			failures: map[string]string{
-				"s-01": "no suitable node (5 nodes: 2 not ready, 1 paused, 1 drained, 1 constraints not satisfied)",
+				"s-01": "no suitable node: 1 is down, 1 is not ready, 1 is paused, 1 is drained, 1 does not satisfy the constraints",
 			},
 		},
 		{
 			name:     "no nodes at all",
 			pending:  replicas("s", 1),
-			failures: map[string]string{"s-01": "no suitable node (0 nodes)"},
+			failures: map[string]string{"s-01": "no suitable node: the cluster has no nodes"},
 		},
 		{
 			name:     "one node",
 			nodes:    []*shoalv1.Node{mkNode("n1", nodeState(shoalv1.NodeState_NODE_STATE_DOWN))},
 			pending:  replicas("s", 1),
-			failures: map[string]string{"s-01": "no suitable node (1 node: 1 not ready)"},
+			failures: map[string]string{"s-01": "no suitable node: 1 is down"},
 		},
 		{
 			name:    "constraints: role and labels",
@@ -154,8 +154,8 @@ func TestSchedule(t *testing.T) {
 			// n2, n1, n2 (now full), then n1 until it is full too.
 			want: map[string]string{"s-01": "n2", "s-02": "n1", "s-03": "n2", "s-04": "n1"},
 			failures: map[string]string{
-				"s-05": "no suitable node (2 nodes: 2 insufficient memory)",
-				"s-06": "no suitable node (2 nodes: 2 insufficient memory)",
+				"s-05": "no node has 1 GiB free: 2 lack memory",
+				"s-06": "no node has 1 GiB free: 2 lack memory",
 			},
 		},
 		{
@@ -165,7 +165,7 @@ func TestSchedule(t *testing.T) {
 				mkTask("old", "other", 1, on("n3"), running(), reserve(3*cpu1, 7*gib)),
 			},
 			pending:  replicas("s", 1, reserve(2*cpu1, 2*gib)),
-			failures: map[string]string{"s-01": "no suitable node (3 nodes: 2 insufficient memory, 1 insufficient cpu)"},
+			failures: map[string]string{"s-01": "no node has 2 GiB and 2 CPUs free: 2 lack memory, 1 lacks CPU"},
 		},
 		{
 			name:    "batch accounting: the second task no longer fits",
@@ -173,7 +173,7 @@ func TestSchedule(t *testing.T) {
 			pending: replicas("s", 3, reserve(cpu1, gib)),
 			want:    map[string]string{"s-01": "n1", "s-02": "n1"},
 			failures: map[string]string{
-				"s-03": "no suitable node (1 node: 1 insufficient cpu)",
+				"s-03": "no node has 1 GiB and 1 CPU free: 1 lacks CPU",
 			},
 		},
 		{
@@ -202,8 +202,8 @@ func TestSchedule(t *testing.T) {
 			pending: replicas("s", 3, maxPerNode(1)),
 			want:    map[string]string{"s-01": "n2"},
 			failures: map[string]string{
-				"s-02": "no suitable node (2 nodes: 2 max replicas per node reached)",
-				"s-03": "no suitable node (2 nodes: 2 max replicas per node reached)",
+				"s-02": "no suitable node: 2 have the maximum of the service's tasks per node",
+				"s-03": "no suitable node: 2 have the maximum of the service's tasks per node",
 			},
 		},
 		{
@@ -233,7 +233,7 @@ func TestSchedule(t *testing.T) {
 			},
 			want: map[string]string{"g1": "n2", "g2": "n2"},
 			failures: map[string]string{
-				"g3": `node "n3" is not suitable: not ready`,
+				"g3": `node "n3" is not suitable: down`,
 				"g4": `node "nx" not found`,
 				"h1": `node "n4" is not suitable: insufficient memory`,
 				"h2": `node "n5" is not suitable: constraints not satisfied`,
@@ -279,7 +279,7 @@ func TestSchedule(t *testing.T) {
 			),
 			want: map[string]string{"a-01": "n1", "a-02": "n2", "b-01": "n1", "b-02": "n2"},
 			failures: map[string]string{
-				"b-03": "no suitable node (2 nodes: 2 insufficient memory)",
+				"b-03": "no node has 1 GiB free: 2 lack memory",
 			},
 		},
 	}
@@ -343,10 +343,47 @@ func TestScheduleEmpty(t *testing.T) {
 	}
 }
 
-func TestFailureReasonOrder(t *testing.T) {
-	var c [numCauses]int
-	c[causeCPU], c[causeNotReady], c[causeMemory] = 1, 2, 3
-	if got, want := failureReason(6, c), "no suitable node (6 nodes: 2 not ready, 3 insufficient memory, 1 insufficient cpu)"; got != want {
-		t.Fatalf("failureReason = %q, want %q", got, want)
+func TestFailureReason(t *testing.T) {
+	tests := []struct {
+		name   string
+		p      placement
+		total  int
+		counts map[cause]int
+		want   string
+	}{
+		{"most first, ties in check order", placement{mem: 2 * gib}, 5,
+			map[cause]int{causeDown: 1, causeDrained: 1, causeMemory: 3},
+			"no node has 2 GiB free: 3 lack memory, 1 is down, 1 is drained"},
+		{"cpu and memory", placement{cpu: cpu1 / 2, mem: 1536 << 20}, 2,
+			map[cause]int{causeCPU: 1, causeMemory: 1},
+			"no node has 1.5 GiB and 0.5 CPU free: 1 lacks memory, 1 lacks CPU"},
+		{"no reservations", placement{}, 3,
+			map[cause]int{causeConstraints: 2, causePaused: 1},
+			"no suitable node: 2 do not satisfy the constraints, 1 is paused"},
+		{"no nodes", placement{mem: 256 << 20}, 0, nil, "no node has 256 MiB free: the cluster has no nodes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var c [numCauses]int
+			for k, v := range tt.counts {
+				c[k] = v
+			}
+			if got := failureReason(&tt.p, tt.total, c); got != tt.want {
+				t.Fatalf("failureReason = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestFormatUnits(t *testing.T) {
+	for in, want := range map[int64]string{512: "512 B", 2 * gib: "2 GiB", 1536 << 20: "1.5 GiB", 256 << 20: "256 MiB", 100 << 10: "100 KiB"} {
+		if got := FormatBytes(in); got != want {
+			t.Errorf("FormatBytes(%d) = %q, want %q", in, got, want)
+		}
+	}
+	for in, want := range map[int64]string{cpu1 / 4: "0.25 CPU", cpu1: "1 CPU", 2 * cpu1: "2 CPUs", 3 * cpu1 / 2: "1.5 CPUs"} {
+		if got := FormatCPU(in); got != want {
+			t.Errorf("FormatCPU(%d) = %q, want %q", in, got, want)
+		}
 	}
 }

@@ -140,9 +140,7 @@ func Task(field string, t *shoalv1.TaskSpec, node Node) Problems {
 				p.Add(fmt.Sprintf("%s.constraints[%d]", pf, i), "%d bytes long, at most %d", len(c), MaxConstraint)
 			}
 		}
-		if len(pl.GetSpread()) > 0 {
-			p.Add(pf+".spread", "spread preferences are not supported yet")
-		}
+		placementRules(&p, pf, pl)
 		if pl.GetMaxReplicasPerNode() < 0 {
 			p.Add(pf+".max_replicas_per_node", "must be >= 0, got %d", pl.GetMaxReplicasPerNode())
 		}

@@ -211,7 +211,7 @@ func TestService(t *testing.T) {
 		{"endpoint mode dnsrr", func(s *shoalv1.ServiceSpec) { s.Endpoint = &shoalv1.EndpointSpec{Mode: "dnsrr"} }, nil},
 		{"spread", func(s *shoalv1.ServiceSpec) {
 			s.Task.Placement = &shoalv1.Placement{Spread: []string{"node.labels.zone"}}
-		}, []string{"spec.task.placement.spread", "not supported yet"}},
+		}, nil},
 		// capabilities, names
 		{"capability", func(s *shoalv1.ServiceSpec) { s.Task.Container.CapAdd = []string{"NET_ADMIN", "CAP_FLY"} }, []string{`cap_add[1]: unknown capability "CAP_FLY"`}},
 		{"name", func(s *shoalv1.ServiceSpec) { s.Name = long(64) }, []string{"spec.name", "not a valid name"}},

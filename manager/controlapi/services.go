@@ -237,6 +237,47 @@ func (s *Server) RemoveService(ctx context.Context, req *shoalv1.RemoveServiceRe
 	return &shoalv1.RemoveServiceResponse{}, nil
 }
 
+// RebalanceService asks the orchestrator to spread a replicated service's
+// tasks evenly again over the nodes that can take them: it sets
+// rebalance_requested, which the orchestrator clears once the spread is
+// even (manager/orchestrator/rebalance.go). Asking again while a rebalance
+// runs changes nothing.
+func (s *Server) RebalanceService(ctx context.Context, req *shoalv1.RebalanceServiceRequest) (*shoalv1.RebalanceServiceResponse, error) {
+	if req.GetServiceId() == "" {
+		return nil, errdefs.InvalidArgumentf("service_id: required")
+	}
+	var out *shoalv1.Service
+	wrote := false
+	idx, err := s.store.Update(ctx, func(tx raftstore.WriteTx) error {
+		wrote = false
+		cur, ok := raftstore.Get[*shoalv1.Service](tx, req.GetServiceId())
+		if !ok {
+			return notFound("service", req.GetServiceId())
+		}
+		if m := cur.GetSpec().GetMode(); m != shoalv1.ServiceMode_SERVICE_MODE_REPLICATED {
+			return errdefs.FailedPreconditionf("service %q is %s: only replicated services are rebalanced (the others run where their mode puts them)",
+				cur.GetSpec().GetName(), strings.ToLower(strings.TrimPrefix(m.String(), "SERVICE_MODE_")))
+		}
+		out = cur
+		if cur.GetRebalanceRequested() {
+			return nil
+		}
+		svc := proto.Clone(cur).(*shoalv1.Service)
+		svc.RebalanceRequested = true
+		out, wrote = svc, true
+		return tx.Update(svc)
+	})
+	if err != nil {
+		return nil, err
+	}
+	resp := proto.Clone(out).(*shoalv1.Service)
+	if wrote {
+		resp.Meta.Version = idx
+	}
+	s.log.Info("service rebalance requested", "service_id", out.GetMeta().GetId())
+	return &shoalv1.RebalanceServiceResponse{Service: resp}, nil
+}
+
 // DefaultMaxReplicas is the cluster setting max_replicas when unset.
 const DefaultMaxReplicas = specrules.DefaultMaxReplicas
 

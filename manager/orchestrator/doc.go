@@ -139,9 +139,32 @@
 // once. A deleted service's tasks get desired state REMOVE and are deleted
 // once terminal (or at once if no agent holds them).
 //
+// # Rebalancing
+//
+// PlanRebalance (rebalance.go, pure) spreads a replicated service's live
+// tasks evenly again over the eligible nodes (ready, active, matching the
+// constraints): while the most and the least loaded differ by more than
+// one, a running (and healthy) task of the most loaded moves to the least
+// loaded, at most spec.update.parallelism moves in flight (0: all at
+// once), never above max_replicas_per_node. A move is start-first: a new
+// task for the same slot with node_id preset to the target; the reconciler
+// keeps a slot's two current tasks while the newer, on another node, is on
+// its way and the older runs (moveInFlight), and the rebalance loop stops
+// the older once the newer runs. A move the scheduler cannot place (its
+// reason written) is cancelled and its node avoided for the settle period,
+// as is a node where a move's task ended on its own (failed to start); a
+// rebalance that cannot go on looks again after that period.
+// Services placed by binpack are not rebalanced. The rebalance loop runs
+// it for services with rebalance_requested (`service rebalance`, cleared
+// once even) and, with spec.auto_rebalance, when a node becomes ready and
+// active (joins or returns) — counting a node only once it has stayed so
+// for RebalanceSettle (30 s, from the leader's first sight of it): a
+// flapping node starts its period again at each return and is never given
+// tasks to lose again.
+//
 // # Loops
 //
-// Run starts two event-driven loops, each owned by one goroutine:
+// Run starts three event-driven loops, each owned by one goroutine:
 //
 //   - the service reconciler watches services, tasks and nodes. It starts
 //     with a full pass (every service, the tasks of services that no longer
@@ -155,6 +178,7 @@
 //     also carries on from the store, never repeating a giant entry). A version conflict re-reads and retries (bounded);
 //     RetryAfter (a restart delay, a max_attempts window, a cron
 //     firing) becomes a timer.
+//
 //   - the scheduler loop watches tasks and nodes. When tasks become pending
 //     or nodes change (or, if some tasks could not be placed, when tasks
 //     end), it runs scheduler.Schedule over the pending tasks (as many as
@@ -162,6 +186,9 @@
 //     this one, at once) and writes the batch in one store.Update: node_id and status ASSIGNED for those
 //     placed, and for the others the failure reason in status.message —
 //     only when it changed, so that an unschedulable task costs no writes.
+//
+//   - the rebalance loop watches services, nodes, and the tasks of
+//     services being rebalanced, and writes PlanRebalance's moves.
 //
 // A watch that ends because the loop fell behind, the store was restored
 // from a snapshot or the index was compacted is replaced by a new one and

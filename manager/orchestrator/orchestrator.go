@@ -43,6 +43,8 @@ type Orchestrator struct {
 	// maxEntryOps and maxEntryBytes bound the raft entry of one pass
 	// (chunk.go); tests lower them.
 	maxEntryOps, maxEntryBytes int
+	// rebalanceSettle is RebalanceSettle; tests shorten it.
+	rebalanceSettle time.Duration
 }
 
 // New returns an orchestrator over the store; Run starts it.
@@ -55,7 +57,7 @@ func newOrchestrator(s store, logger *slog.Logger) *Orchestrator {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Orchestrator{store: s, log: logger.With("component", "orchestrator"), now: time.Now, debounce: defaultDebounce,
-		maxEntryOps: defaultMaxEntryOps, maxEntryBytes: defaultMaxEntryBytes}
+		maxEntryOps: defaultMaxEntryOps, maxEntryBytes: defaultMaxEntryBytes, rebalanceSettle: RebalanceSettle}
 }
 
 // Run reconciles until ctx ends; call it while this manager leads and
@@ -66,6 +68,7 @@ func (o *Orchestrator) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return o.drive(gctx, newReconciler(o)) })
 	g.Go(func() error { return o.drive(gctx, newSchedLoop(o)) })
+	g.Go(func() error { return o.drive(gctx, newRebalanceLoop(o)) })
 	err := g.Wait()
 	if ctx.Err() != nil {
 		o.log.Info("orchestrator stopped")

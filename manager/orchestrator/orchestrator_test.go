@@ -506,7 +506,7 @@ func TestServiceRemovedAndUnschedulable(t *testing.T) {
 	create(t, s, mkService("web", 2, noRestartDelay()), mkService("odd", 1, svcConstraints("node.labels.disk==ssd")))
 	eventually(t, "pending with a reason", func() error {
 		for _, tk := range append(tasksOf(s, "web"), tasksOf(s, "odd")...) {
-			if tk.GetStatus().GetState() != tsPending || tk.GetStatus().GetMessage() != "no suitable node (0 nodes)" {
+			if tk.GetStatus().GetState() != tsPending || tk.GetStatus().GetMessage() != "no suitable node: the cluster has no nodes" {
 				return fmt.Errorf("task %s", brief([]*shoalv1.Task{tk}))
 			}
 		}
@@ -522,7 +522,7 @@ func TestServiceRemovedAndUnschedulable(t *testing.T) {
 			return err
 		}
 		odd := tasksOf(s, "odd")
-		if len(odd) != 1 || odd[0].GetStatus().GetMessage() != "no suitable node (1 node: 1 constraints not satisfied)" {
+		if len(odd) != 1 || odd[0].GetStatus().GetMessage() != "no suitable node: 1 does not satisfy the constraints" {
 			return fmt.Errorf("odd: %s", brief(odd))
 		}
 		return nil

@@ -294,6 +294,9 @@ func (g *group) reconcile() (p Plan, outdated *shoalv1.Task) {
 	case len(live) > 0:
 		slices.SortFunc(live, g.preferLive)
 		for _, t := range live[1:] {
+			if moveInFlight(g.svc, live[0], t) {
+				continue // a rebalance move: both until the new one runs
+			}
 			shutDown(edit(t), g.now)
 		}
 		if keep := live[0]; keep.GetSpecVersion() != g.svc.GetSpecVersion() {

@@ -16,7 +16,7 @@ import (
 
 func (a *app) serviceCmd() *cobra.Command {
 	c := &cobra.Command{Use: "service", Short: "Manage services"}
-	c.AddCommand(a.serviceCreate(), a.serviceLs(), a.serviceInspect(), a.servicePs(), a.serviceUpdate(), a.serviceScale(), a.serviceRm())
+	c.AddCommand(a.serviceCreate(), a.serviceLs(), a.serviceInspect(), a.servicePs(), a.serviceUpdate(), a.serviceScale(), a.serviceRm(), a.serviceRebalance())
 	return c
 }
 

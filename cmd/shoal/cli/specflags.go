@@ -43,9 +43,11 @@ type specFlags struct {
 	// them on update.
 	publish, publishAdd, publishRm []string
 	job                            jobFlags // jobflags.go
+	placement                      placementFlags
 }
 
 func (f *specFlags) bind(fs *pflag.FlagSet, update bool) {
+	f.placement.bind(fs, update)
 	fs.Int64Var(&f.replicas, "replicas", 1, "number of tasks (replicated mode)")
 	if update {
 		fs.StringVar(&f.image, "image", "", "new image")
@@ -133,6 +135,9 @@ func kvList(flag string, items []string) (map[string]string, error) {
 // apply writes the flags that were set into spec (all of them on create).
 func (f *specFlags) apply(fs *pflag.FlagSet, spec *shoalv1.ServiceSpec) error {
 	set := func(name string) bool { return fs.Changed(name) }
+	if err := f.placement.apply(fs, spec); err != nil {
+		return err
+	}
 	if spec.Task == nil {
 		spec.Task = &shoalv1.TaskSpec{}
 	}
