@@ -26,8 +26,8 @@ func TestPortsClearsStaleTableAfterRestart(t *testing.T) {
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
 	ns := "/run/netns/" + name
 	// The previous run published 8080 to a task.
-	if err := overlay.ProgramPorts(ns, []overlay.PublishedPort{{Port: 8080, TargetPort: 80,
-		Backends: []overlay.PortBackend{{Addr: net.ParseIP("10.66.0.2")}}}}); err != nil {
+	if err := overlay.ProgramPorts(ns, overlay.PortsConfig{Ports: []overlay.PublishedPort{{Port: 8080, TargetPort: 80,
+		Backends: []overlay.PortBackend{{Addr: net.ParseIP("10.66.0.2")}}}}}); err != nil {
 		t.Fatal(err)
 	}
 	p := &portProgrammer{nodeID: "n1", subnet: netip.MustParsePrefix("10.66.0.0/24"), netns: ns,

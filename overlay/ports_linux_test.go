@@ -134,7 +134,7 @@ func TestProgramPorts(t *testing.T) {
 		{Port: 8082, TargetPort: 80, Backends: []PortBackend{{Addr: ip("10.77.0.2")}}, NoForwardFrom: []net.IP{ip("192.168.250.9")}},
 	}
 	for i := 0; i < 2; i++ { // twice: idempotent
-		if err := ProgramPorts(nodePath, ports); err != nil {
+		if err := ProgramPorts(nodePath, PortsConfig{Ports: ports}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -195,7 +195,7 @@ func TestProgramPorts(t *testing.T) {
 	}
 
 	// Drop 8080 and 5353: 8080 now refuses, 8081 still answers.
-	if err := ProgramPorts(nodePath, ports[1:2]); err != nil {
+	if err := ProgramPorts(nodePath, PortsConfig{Ports: ports[1:2]}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ask(t, client, "tcp", "192.168.250.1:8080"); err == nil {
@@ -248,7 +248,7 @@ func BenchmarkProgramPorts(b *testing.B) {
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if err := ProgramPorts("/var/run/netns/"+node, ps); err != nil {
+		if err := ProgramPorts("/var/run/netns/"+node, PortsConfig{Ports: ps}); err != nil {
 			b.Fatal(err)
 		}
 	}
