@@ -156,7 +156,7 @@ func (p *portProgrammer) programLocked(states []*shoalv1.NetworkState) error {
 		// Unchanged: rewrite only if someone changed the table or the rules.
 		n, err := overlay.PortRuleCount(ns)
 		r, rerr := overlay.PeerRuleCount(ns)
-		if err == nil && rerr == nil && n == len(ports) && r == len(cfg.Peers) {
+		if err == nil && rerr == nil && n == len(ports) && r == cfg.PeerRules() {
 			return nil
 		}
 		p.log.Info("published ports: kernel state differs from the last written, repairing", "dnat_rules", n, "peer_rules", r)

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+	"time"
 
 	"github.com/shoal-dev/shoal/overlay"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -37,5 +39,54 @@ func TestPortsClearsStaleTableAfterRestart(t *testing.T) {
 	}
 	if n, err := overlay.PortRuleCount(ns); err != nil || n != 0 {
 		t.Fatalf("stale port rules after the first program: %d %v", n, err)
+	}
+}
+
+// The repair tick rewrites the published-port table someone deleted
+// (no new network state needed).
+func TestPortsRepairedOnTick(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespaces)")
+	}
+	name := fmt.Sprintf("daemonportsr-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	ns := "/run/netns/" + name
+	task := &shoalv1.Task{Meta: &shoalv1.Meta{Id: "t1"}, Status: &shoalv1.TaskStatus{Addresses: []string{"10.66.0.2/24"}}}
+	p := &portProgrammer{nodeID: "n1", subnet: netip.MustParsePrefix("10.66.0.0/24"), netns: ns,
+		tasks: func() []*shoalv1.Task { return []*shoalv1.Task{task} }, log: slog.Default()}
+	states := []*shoalv1.NetworkState{{
+		Vips: []*shoalv1.ServiceVIPState{{ServiceId: "web", Ports: []*shoalv1.PortConfig{{PublishedPort: 8080, TargetPort: 80}}}},
+		Endpoints: []*shoalv1.Endpoint{{TaskId: "t1", ServiceId: "web", NodeId: "n1", NodeAddr: "192.168.250.1",
+			State: shoalv1.TaskState_TASK_STATE_RUNNING}},
+	}}
+	if err := p.program(states); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := overlay.PortRuleCount(ns); err != nil || n != 1 {
+		t.Fatalf("after program: %d rules, %v; want 1", n, err)
+	}
+	if err := overlay.ClearPorts(ns); err != nil { // someone deletes table shoal-ports
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.run(ctx, 20*time.Millisecond); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n, err := overlay.PortRuleCount(ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the deleted table was not repaired by the tick")
+		}
+		time.Sleep(10 * time.Millisecond) // poll
 	}
 }

@@ -67,6 +67,17 @@ type PortsConfig struct {
 	Hairpin netip.Prefix
 }
 
+// PeerRules is how many per-peer policy rules ProgramPorts keeps for c
+// (the peers with a mark, one per MAC): what PeerRuleCount finds when the
+// kernel is as written.
+func (c PortsConfig) PeerRules() int {
+	p, err := normPeers(c)
+	if err != nil {
+		return 0
+	}
+	return len(p)
+}
+
 // PortPeer is a neighbour on the node's underlay subnet.
 type PortPeer struct {
 	Addr net.IP
@@ -152,8 +163,12 @@ func ProgramPorts(netnsPath string, cfg PortsConfig) error {
 		var nodeElems, hopElems []nftables.SetElement
 		for _, pe := range peers {
 			hopElems = append(hopElems, nftables.SetElement{Key: pe.mac, Val: binaryutil.NativeEndian.PutUint32(pe.mark)})
-			if nodeAddrs[pe.addr.String()] {
-				nodeElems = append(nodeElems, nftables.SetElement{Key: pe.mac})
+		}
+		nodeMACs := map[string]bool{}
+		for _, pe := range cfg.Peers { // by MAC: any address of it a node's
+			if a := pe.Addr.To4(); a != nil && nodeAddrs[a.String()] && len(pe.MAC) == 6 && !nodeMACs[string(pe.MAC)] {
+				nodeMACs[string(pe.MAC)] = true
+				nodeElems = append(nodeElems, nftables.SetElement{Key: append([]byte(nil), pe.MAC...)})
 			}
 		}
 		if err := c.AddSet(nodes, nodeElems); err != nil {
@@ -329,9 +344,11 @@ type peerMark struct {
 	mark uint32
 }
 
-// normPeers keeps the peers PortsPeerMark accepts on cfg.Underlay (one per
-// address and per MAC, sorted by mark); a peer with a bad MAC is an error,
-// as are peers without an uplink.
+// normPeers keeps the peers PortsPeerMark accepts on cfg.Underlay, one
+// per MAC (a neighbour with several addresses, as a client with two, is
+// one next hop: its lowest address, the same MAC either way), sorted by
+// mark; a peer with a bad MAC is an error, as are peers without an
+// uplink.
 func normPeers(cfg PortsConfig) ([]peerMark, error) {
 	if len(cfg.Peers) == 0 {
 		return nil, nil
@@ -339,24 +356,25 @@ func normPeers(cfg PortsConfig) ([]peerMark, error) {
 	if cfg.Uplink == "" || !cfg.Underlay.IsValid() {
 		return nil, fmt.Errorf("ports: %d peers without an uplink and its subnet", len(cfg.Peers))
 	}
-	byMark := map[uint32]peerMark{}
-	macs := map[string]bool{}
+	var all []peerMark
 	for _, p := range cfg.Peers {
 		if len(p.MAC) != 6 {
 			return nil, fmt.Errorf("ports: peer %v: MAC %q is not 6 bytes", p.Addr, p.MAC)
 		}
-		m, ok := PortsPeerMark(cfg.Underlay, p.Addr)
-		if !ok || macs[p.MAC.String()] {
+		if m, ok := PortsPeerMark(cfg.Underlay, p.Addr); ok {
+			all = append(all, peerMark{addr: p.Addr.To4(), mac: append([]byte(nil), p.MAC...), mark: m})
+		}
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].mark < all[j].mark })
+	var out []peerMark
+	macs := map[string]bool{}
+	for _, p := range all {
+		if macs[string(p.mac)] || (len(out) > 0 && out[len(out)-1].mark == p.mark) {
 			continue
 		}
-		macs[p.MAC.String()] = true
-		byMark[m] = peerMark{addr: p.Addr.To4(), mac: append([]byte(nil), p.MAC...), mark: m}
-	}
-	out := make([]peerMark, 0, len(byMark))
-	for _, p := range byMark {
+		macs[string(p.mac)] = true
 		out = append(out, p)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].mark < out[j].mark })
 	return out, nil
 }
 
