@@ -63,7 +63,13 @@ type PortsConfig struct {
 	// Hairpin is the node-local task subnet: a connection from it to a
 	// published port is masqueraded (else a task reaching its own node's
 	// port would get the reply straight from the backend on the same
-	// bridge, from an address it did not connect to).
+	// bridge, from an address it did not connect to). Limit: with
+	// br_netfilter active on the node-local bridge
+	// (bridge-nf-call-iptables=1), a connection DNATed back to a task on
+	// that bridge is bridged port to port instead of routed, and the
+	// ports of overlay tasks are isolated (agent/network): a task reaching
+	// its own node's port is then dropped when the backend is on the same
+	// node (it works when the port forwards to another node).
 	Hairpin netip.Prefix
 }
 
@@ -263,63 +269,7 @@ func ProgramPorts(netnsPath string, cfg PortsConfig) error {
 	if err != nil {
 		return err
 	}
-	var herr error
-	if cfg.Hairpin.IsValid() && len(norm) > 0 {
-		herr = hairpinPorts(netnsPath, cfg.Hairpin)
-	}
-	return errors.Join(syncPeerRoutes(netnsPath, cfg.Uplink, peers), herr)
-}
-
-// hairpinPorts turns hairpin mode on for every port of the bridge that
-// holds an address in subnet (the node-local bridge). With br_netfilter
-// loaded (bridge-nf-call-iptables), a connection a task makes to its own
-// node's port and that is DNATed back to an address on the same bridge
-// is bridged, not routed: when the backend is the task itself the frame
-// must leave through the port it came in by, which a bridge only does in
-// hairpin mode. Without br_netfilter the path is routed and this is not
-// needed (nor harmful).
-func hairpinPorts(netnsPath string, subnet netip.Prefix) error {
-	ns, err := netns.GetFromPath(netnsPath)
-	if err != nil {
-		return fmt.Errorf("ports: open netns %s: %w", netnsPath, err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return fmt.Errorf("ports: netlink in %s: %w", netnsPath, err)
-	}
-	defer h.Close()
-	addrs, err := h.AddrList(nil, unix.AF_INET)
-	if err != nil {
-		return fmt.Errorf("ports: addresses: %w", err)
-	}
-	bridge := 0
-	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP.To4()); ok && subnet.Contains(ip) {
-			bridge = a.LinkIndex
-			break
-		}
-	}
-	if bridge == 0 {
-		return nil // no local bridge yet (no local task)
-	}
-	links, err := h.LinkList()
-	if err != nil {
-		return fmt.Errorf("ports: links: %w", err)
-	}
-	var errs []error
-	for _, l := range links {
-		if l.Attrs().MasterIndex != bridge {
-			continue
-		}
-		if pi, err := h.LinkGetProtinfo(l); err == nil && pi.Hairpin {
-			continue
-		}
-		if err := h.LinkSetHairpin(l, true); err != nil && !errors.Is(err, unix.ENODEV) {
-			errs = append(errs, fmt.Errorf("ports: hairpin on %s: %w", l.Attrs().Name, err))
-		}
-	}
-	return errors.Join(errs...)
+	return syncPeerRoutes(netnsPath, cfg.Uplink, peers)
 }
 
 // portMatch: meta l4proto P th dport PUB.
