@@ -48,6 +48,7 @@ type portProgrammer struct {
 	last     string                  // the ports last written
 	states   []*shoalv1.NetworkState // the states last planned from (for the repair tick)
 	asked    int                     // neighbour resolutions asked by the last program
+	soon     chan struct{}           // run looks again in a second (a program asked for resolutions)
 }
 
 // run re-programs from the last states every period until ctx ends (the
@@ -55,13 +56,26 @@ type portProgrammer struct {
 // second after a program that asked for neighbours to be resolved, so
 // their MACs are used without waiting for a whole period.
 func (p *portProgrammer) run(ctx context.Context, period time.Duration) {
+	p.mu.Lock()
+	if p.soon == nil {
+		p.soon = make(chan struct{}, 1)
+	}
+	soon := p.soon
+	p.mu.Unlock()
 	t := time.NewTimer(period)
 	defer t.Stop()
+	due := time.Now().Add(period)
 	fast := 0
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-soon:
+			if time.Until(due) > time.Second { // never later than already due
+				due = time.Now().Add(time.Second)
+				t.Reset(time.Second)
+			}
+			continue
 		case <-t.C:
 		}
 		p.mu.Lock()
@@ -77,14 +91,25 @@ func (p *portProgrammer) run(ctx context.Context, period time.Duration) {
 		if err != nil && ctx.Err() == nil {
 			p.log.Warn("published ports repair", "err", err)
 		}
+		due = time.Now().Add(next)
 		t.Reset(next)
 	}
 }
 
+// program plans from states (a Networks message) and writes what
+// differs; if it asked for neighbours to be resolved, run looks again
+// within a second.
 func (p *portProgrammer) program(states []*shoalv1.NetworkState) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.programLocked(states)
+	err := p.programLocked(states)
+	if p.asked > 0 {
+		select {
+		case p.soon <- struct{}{}: // nil before run starts: skipped
+		default:
+		}
+	}
+	return err
 }
 
 // programLocked plans from states and writes what differs; p.mu held.

@@ -124,7 +124,7 @@ type PortBackend struct {
 //	chain mark (filter, prerouting, mangle):
 //	  ct direction reply ct mark & 0xff000000 == 0x53000000 meta mark set ct mark
 //	  meta l4proto P th dport PUB fib daddr type local ct direction original
-//	    ct mark 0 ct mark set ether saddr map @hops        (per port)
+//	    ct mark 0 iifname UPLINK ct mark set ether saddr map @hops   (per port)
 //	chain prerouting (nat, prerouting, dstnat) and output (nat, output, dstnat):
 //	  meta l4proto P th dport PUB ether saddr @nodes accept   (Forward ports, prerouting)
 //	  meta l4proto P th dport PUB fib daddr type local [ip saddr != NODE ...]
@@ -213,6 +213,8 @@ func ProgramPorts(netnsPath string, cfg PortsConfig) error {
 					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{ctDirOriginal}},
 					&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
 					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: make([]byte, 4)},
+					&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(cfg.Uplink)},
 					&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6},
 					&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: hops.Name, SetID: hops.ID},
 					&expr.Counter{},
