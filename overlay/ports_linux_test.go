@@ -317,8 +317,8 @@ func neighboursOf(t *testing.T, nsPath string, want ...string) []PortPeer {
 // TestPortsKeepClientAcrossNodes: node F (192.168.250.1) runs no task and
 // forwards 8080 to node R (192.168.250.2, same underlay subnet) without
 // SNAT; R runs task a (10.77.0.2 on its node-local bridge). The client
-// (192.168.250.9) connecting to F:8080 is answered by a task that sees the
-// CLIENT's address, because R marks the connection by F's MAC and routes
+// (192.168.250.9) connecting to F:8080 (and to F:5353/udp) is answered by
+// a task that sees the CLIENT's address, because R marks the connection by F's MAC and routes
 // the replies back through F (kernel state checked: the hops map, the
 // fwmark rule, the per-peer table); without R's peers the same
 // connection fails (replies go straight to the client, which drops
@@ -349,7 +349,10 @@ func TestPortsKeepClientAcrossNodes(t *testing.T) {
 	under := netip.MustParsePrefix("192.168.250.0/24")
 	hairpin := netip.MustParsePrefix("10.77.0.0/24")
 	ip := net.ParseIP
-	rPorts := []PublishedPort{{Port: 8080, TargetPort: 80, Backends: []PortBackend{{Addr: ip("10.77.0.2")}}}}
+	rPorts := []PublishedPort{
+		{Port: 8080, TargetPort: 80, Backends: []PortBackend{{Addr: ip("10.77.0.2")}}},
+		{Port: 5353, TargetPort: 80, Protocol: "udp", Backends: []PortBackend{{Addr: ip("10.77.0.2")}}},
+	}
 	// F learns R's MAC and R learns F's (NTF_USE resolution).
 	fPeers := neighboursOf(t, fPath, "192.168.250.2")
 	rPeers := neighboursOf(t, rPath, "192.168.250.1")
@@ -359,6 +362,8 @@ func TestPortsKeepClientAcrossNodes(t *testing.T) {
 	}
 	fCfg := PortsConfig{Underlay: under, Uplink: "eth0", Peers: fPeers, Ports: []PublishedPort{{
 		Port: 8080, TargetPort: 8080, Forward: true, NoForwardFrom: []net.IP{ip("192.168.250.2")},
+		Backends: []PortBackend{{Addr: ip("192.168.250.2")}}}, {
+		Port: 5353, TargetPort: 5353, Protocol: "udp", Forward: true, NoForwardFrom: []net.IP{ip("192.168.250.2")},
 		Backends: []PortBackend{{Addr: ip("192.168.250.2")}}}}}
 	if err := ProgramPorts(fPath, fCfg); err != nil {
 		t.Fatal(err)
@@ -445,6 +450,10 @@ func TestPortsKeepClientAcrossNodes(t *testing.T) {
 	}
 	if got, err := ask(t, task, "tcp", "192.168.250.2:8080"); err != nil || got != "a 10.77.0.1" {
 		t.Errorf("hairpin answered %q, %v; want \"a 10.77.0.1\"", got, err)
+	}
+	// UDP through F: the task sees the client.
+	if got, err := ask(t, client, "udp", "192.168.250.1:5353"); err != nil || got != "a 192.168.250.9" {
+		t.Errorf("udp via F answered %q, %v; want \"a 192.168.250.9\"", got, err)
 	}
 	// From another source address of the client: kept too.
 	if got, err := askFrom(t, client, "192.168.250.19", "192.168.250.1:8080"); err != nil || got != "a 192.168.250.19" {
