@@ -120,12 +120,14 @@ func TestPublishedPorts(t *testing.T) {
 	// Ingress: every host answers 8080, and the task sees the client.
 	for _, h := range []*harness.Host{h2, h1, h3} {
 		var name, seen string
+		tries := 0
 		harness.Eventually(t, settleTimeout, 100*time.Millisecond, func() error {
 			var err error
+			tries++
 			name, seen, err = portGet(client, h.IP, 8080)
 			return err
 		})
-		t.Logf("ingress 8080 via %s: task %s saw client address %s (client %s)", h, name, seen, client.IP)
+		t.Logf("ingress 8080 via %s: task %s saw client address %s (client %s; answered at attempt %d)", h, name, seen, client.IP, tries)
 		if seen != client.IP {
 			t.Errorf("ingress 8080 via %s: the task saw %s, want the client %s", h, seen, client.IP)
 		}
