@@ -102,12 +102,14 @@ const (
 // PortsPeerMark → table of the same number) ProgramPorts keeps.
 const PortsRulePriority = 5300
 
-// PortBackend is one task address behind a published port. SNAT makes the
-// node masquerade connections it sends there (the task sees the node's
-// address, not the client's): needed when the task's replies would not
-// come back through this node (a task on another host). Without SNAT the
-// task sees the client's address and must route replies through this node
-// (a task on this node: its default route is the node).
+// PortBackend is one address behind a published port: a task on this
+// node, or another node (a Forward port). SNAT makes the node masquerade
+// connections it sends there (the task sees the node's address, not the
+// client's): needed when the replies would not come back through this
+// node by themselves (a node beyond a router). Without SNAT the task sees
+// the client's address and its replies must come back through this node:
+// a task on this node (its default route is the node), or a node on the
+// same underlay subnet (which routes them back by this node's MAC).
 type PortBackend struct {
 	Addr net.IP
 	SNAT bool

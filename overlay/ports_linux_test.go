@@ -238,23 +238,33 @@ func TestProgramPortsBadInput(t *testing.T) {
 }
 
 // BenchmarkProgramPorts: one ProgramPorts (a whole transaction) of 100
-// published ports × 10 backends in a node namespace.
+// published ports × 10 backends in a node namespace; "peers" adds 50
+// neighbours (marks, fwmark rules and tables, unchanged between calls).
 func BenchmarkProgramPorts(b *testing.B) {
-	h := newHarness(b)
-	node := h.host(1)
-	var ps []PublishedPort
-	for i := 0; i < 100; i++ {
-		p := PublishedPort{Port: uint16(20000 + i), TargetPort: 80}
-		for j := 0; j < 10; j++ {
-			p.Backends = append(p.Backends, PortBackend{Addr: net.IPv4(10, 77, byte(i), byte(j+2)), SNAT: j%2 == 0})
-		}
-		ps = append(ps, p)
-	}
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if err := ProgramPorts("/var/run/netns/"+node, PortsConfig{Ports: ps}); err != nil {
-			b.Fatal(err)
-		}
+	for _, nPeers := range []int{0, 50} {
+		b.Run(fmt.Sprintf("peers=%d", nPeers), func(b *testing.B) {
+			h := newHarness(b)
+			node := h.host(1)
+			var ps []PublishedPort
+			for i := 0; i < 100; i++ {
+				p := PublishedPort{Port: uint16(20000 + i), TargetPort: 80}
+				for j := 0; j < 10; j++ {
+					p.Backends = append(p.Backends, PortBackend{Addr: net.IPv4(10, 77, byte(i), byte(j+2)), SNAT: j%2 == 0})
+				}
+				ps = append(ps, p)
+			}
+			cfg := PortsConfig{Ports: ps, Underlay: netip.MustParsePrefix("192.168.250.0/24"), Uplink: "eth0"}
+			for i := 0; i < nPeers; i++ {
+				cfg.Peers = append(cfg.Peers, PortPeer{Addr: net.IPv4(192, 168, 250, byte(100+i)),
+					MAC: net.HardwareAddr{0x02, 0, 0, 0, 0, byte(i)}})
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := ProgramPorts("/var/run/netns/"+node, cfg); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
