@@ -177,7 +177,8 @@ func (n *node) buildAgentSide(ctx context.Context) (*agentSide, error) {
 	}
 	if side.ov != nil {
 		side.ports = &portProgrammer{nodeID: st.NodeID, subnet: side.localSubnet, tasks: side.ex.Tasks,
-			log: o.Logger.With("node_id", st.NodeID)}
+			vtep: side.vtep, nodes: gossipNodes(n.gossip, side.vtep), log: o.Logger.With("node_id", st.NodeID)}
+		go side.ports.run(ctx, overlayRepairPeriod)
 		if !o.NoGossipHints {
 			go side.expireHints(ctx, n.log)
 		}

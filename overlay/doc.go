@@ -90,19 +90,33 @@
 //
 // # Published ports (ports_linux.go, ports_plan.go)
 //
-// The daemon (daemon/ports.go) runs, after every Networks message:
+// The daemon (daemon/ports.go) runs, after every Networks message and on
+// its repair tick:
 //
-//	ports := overlay.PlanPorts(nodeID, node.States(), localAddrOfTask)
-//	err := overlay.ProgramPorts("/proc/self/ns/net", ports)
+//	uplink, underlay, _ := overlay.PortsUnderlay(ns, advertiseAddr)
+//	ports := overlay.PlanPorts(nodeID, node.States(), localAddrOfTask, underlay)
+//	peers, _, _ := overlay.PortNeighbours(ns, uplink, underlay, nodesToResolve)
+//	err := overlay.ProgramPorts(ns, overlay.PortsConfig{Ports: ports,
+//		Underlay: underlay, Uplink: uplink, Peers: peers, Hairpin: localSubnet})
 //
 // PlanPorts reads ServiceVIPState.ports and the RUNNING endpoints: host
 // mode and ingress with a local task → DNAT to the local tasks' node-local
 // addresses (client address kept); ingress without a local task → DNAT to
-// the underlay address of the nodes running one, masqueraded, never for a
-// source that is a cluster node (at most one hop). ProgramPorts writes
-// table ip "shoal-ports" (prerouting + output DNAT with numgen, postrouting
-// masquerade by ct mark 0x5301) in one transaction; PortRuleCount and
-// ClearPorts are for checks and tests.
+// the underlay address of the nodes running one (Forward), without SNAT
+// to a node on this node's underlay subnet (PortsPeerMark: the client's
+// address is kept), masqueraded to one beyond it, never for a source that
+// is a cluster node (at most one hop). ProgramPorts writes table ip
+// "shoal-ports" in one transaction: chain mark (mangle prerouting: a new
+// connection to a port gets the mark of the neighbour MAC it came from,
+// map @hops; replies get their connection's mark back before routing),
+// prerouting + output DNAT with numgen (a forwarding port first refuses
+// the MACs of set @nodes), postrouting masquerade by ct mark 0x5301 and of
+// hairpinned connections (source in the node-local subnet); then, by
+// netlink, one "fwmark M lookup M" rule (priority PortsRulePriority) and
+// table M "default via NEIGHBOUR" per peer, so the replies of a
+// connection a node forwarded without SNAT go back through it, where its
+// conntrack undoes the DNAT. PortRuleCount, PeerRuleCount and ClearPorts
+// are for checks and tests.
 //
 // # Hints (gossip)
 //

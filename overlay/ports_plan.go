@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"net"
+	"net/netip"
 	"sort"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -20,13 +21,23 @@ import (
 //     client). A node running none programs nothing for the port.
 //   - ingress mode: when this node runs tasks of the service, the same as
 //     host mode (client address kept). Otherwise the port forwards to the
-//     nodes that do, at their underlay address and the published port,
-//     masqueraded (the task sees this node's address: its replies must
-//     come back through here), and never takes a connection coming from
-//     another node (NoForwardFrom: every node address in the states), so
-//     a connection is forwarded at most once and cannot loop while two
-//     nodes disagree about where tasks run.
-func PlanPorts(nodeID string, states []*shoalv1.NetworkState, local func(taskID string) net.IP) []PublishedPort {
+//     nodes that do, at their underlay address and the published port
+//     (Forward), and never takes a connection coming from another node
+//     (NoForwardFrom: every node address in the states; ProgramPorts
+//     also refuses their MACs), so a connection is forwarded at most once
+//     and cannot loop while two nodes disagree about where tasks run. A
+//     node on this node's underlay subnet (L2-adjacent, PortsPeerMark
+//     accepts it) is forwarded to WITHOUT SNAT: the packet reaches it with
+//     the client's source address, and that node sends the replies back
+//     through the hop they came from (its marks by source MAC, see
+//     ProgramPorts), where conntrack undoes the DNAT. A node beyond a
+//     router is masqueraded (SNAT: its task sees this node's address),
+//     since its replies would otherwise never come back here.
+//
+// underlay is this node's connected underlay subnet (the prefix of its
+// advertise address); an invalid prefix makes every other node
+// non-adjacent (all SNAT, as before the adjacency path existed).
+func PlanPorts(nodeID string, states []*shoalv1.NetworkState, local func(taskID string) net.IP, underlay netip.Prefix) []PublishedPort {
 	type svcInfo struct {
 		ports []*shoalv1.PortConfig
 		local map[string]net.IP // task id -> local address
@@ -95,8 +106,10 @@ func PlanPorts(nodeID string, states []*shoalv1.NetworkState, local func(taskID 
 				continue
 			case len(s.nodes) > 0:
 				p.TargetPort = p.Port
+				p.Forward = true
 				for _, a := range s.nodes {
-					p.Backends = append(p.Backends, PortBackend{Addr: a, SNAT: true})
+					_, adjacent := PortsPeerMark(underlay, a)
+					p.Backends = append(p.Backends, PortBackend{Addr: a, SNAT: !adjacent})
 				}
 				p.NoForwardFrom = others
 			default:
@@ -107,4 +120,36 @@ func PlanPorts(nodeID string, states []*shoalv1.NetworkState, local func(taskID 
 		}
 	}
 	return out
+}
+
+// PortsPeerMarkBase and PortsPeerMarkMask: the conntrack/packet marks a
+// node gives connections to its published ports by the neighbour on its
+// underlay they came from (base | the neighbour's host part in the
+// underlay subnet), and the per-neighbour routing table of the same
+// number that sends their replies back through it.
+const (
+	PortsPeerMarkBase uint32 = 0x53000000
+	PortsPeerMarkMask uint32 = 0xff000000
+)
+
+// PortsPeerMark returns the mark of neighbour addr on the underlay subnet
+// (base | addr's host part), and false when addr is not on it (not
+// L2-adjacent), is its network or broadcast address, or the subnet has
+// more than 24 host bits (the marks would not fit under the base).
+func PortsPeerMark(underlay netip.Prefix, addr net.IP) (uint32, bool) {
+	a, ok := netip.AddrFromSlice(addr.To4())
+	if !ok || !underlay.IsValid() || !underlay.Addr().Is4() || !underlay.Contains(a) {
+		return 0, false
+	}
+	hostBits := 32 - underlay.Bits()
+	if hostBits > 24 || hostBits < 2 {
+		return 0, false
+	}
+	b := a.As4()
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	host := v & (1<<hostBits - 1)
+	if host == 0 || host == 1<<hostBits-1 {
+		return 0, false
+	}
+	return PortsPeerMarkBase | host, true
 }
