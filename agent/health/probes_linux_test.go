@@ -56,7 +56,9 @@ func TestHTTPProbeInTaskNamespace(t *testing.T) {
 	ns, ln := taskNS(t)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/health", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/sick", func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "database down", http.StatusServiceUnavailable) })
+	mux.HandleFunc("/sick", func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "database down", http.StatusServiceUnavailable)
+	})
 	mux.HandleFunc("/moved", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/sick", http.StatusFound) })
 	srv := &http.Server{Handler: mux}
 	go srv.Serve(ln)
