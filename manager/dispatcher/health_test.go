@@ -3,8 +3,8 @@ package dispatcher
 import (
 	"testing"
 
-	"github.com/shoal-dev/shoal/raftstore"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
 )
 
 // Endpoint.health follows the task's reported health, and a change of it
