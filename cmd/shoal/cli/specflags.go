@@ -42,6 +42,7 @@ type specFlags struct {
 	// publish replaces the published ports; publishAdd/publishRm edit
 	// them on update.
 	publish, publishAdd, publishRm []string
+	health                         healthFlags
 }
 
 func (f *specFlags) bind(fs *pflag.FlagSet, update bool) {
@@ -88,6 +89,7 @@ func (f *specFlags) bind(fs *pflag.FlagSet, update bool) {
 	fs.DurationVar(&f.stopGrace, "stop-grace-period", 0, "time before SIGKILL (default 10s)")
 	fs.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a port: PUBLISHED:TARGET[/udp] or published=P,target=T[,protocol=tcp|udp][,mode=ingress|host] (repeatable; replaces the list on update)")
 	fs.StringVar(&f.endpointMode, "endpoint-mode", "", "vip (a virtual address per network, the default) or dnsrr (DNS answers the task addresses)")
+	f.health.bind(fs)
 }
 
 // parseNetworkFlag reads NAME[,alias=A...] or name=NAME[,alias=A...]
@@ -327,6 +329,9 @@ func (f *specFlags) apply(fs *pflag.FlagSet, spec *shoalv1.ServiceSpec) error {
 	}
 	if set("stop-signal") {
 		c.StopSignal = f.stopSig
+	}
+	if err := f.health.apply(fs, c); err != nil {
+		return err
 	}
 	if set("stop-grace-period") {
 		c.StopGraceMs = f.stopGrace.Milliseconds()
