@@ -28,6 +28,14 @@
 // re-adopted after an agent restart is attached again (idempotent) and
 // gets its DNS server and VIPs back.
 //
+// Health checks (health.go, agent/health): while a task runs, its
+// controller runs the check the spec or the image's HEALTHCHECK defines
+// (exec through the runtime's Exec, HTTP/TCP dialled inside the task's
+// network namespace). RUNNING is first reported with health STARTING;
+// then only changes of health or of the failing streak are reported. An
+// UNHEALTHY task is stopped like a shutdown and reported FAILED with
+// "unhealthy: <last output>", and the restart policy replaces it.
+//
 // A node started with --no-executor runs agent/nullexec instead of
 // Executor: assignments are taken and reported, nothing runs.
 package agent
