@@ -54,7 +54,8 @@
 //
 // Update swaps the view (lock-free reads) and re-programs the VIPs of the
 // tasks whose VIP set changed (VIPsFor: the vip-mode services of the
-// task's networks, backends = their RUNNING endpoints).
+// task's networks, backends = their serving endpoints, dns.Serves:
+// RUNNING and, where the task has a health check, HEALTHY).
 //
 // # Published ports (ports_linux.go, ports_plan.go)
 //
@@ -63,7 +64,7 @@
 //	ports := overlay.PlanPorts(nodeID, node.States(), localAddrOfTask)
 //	err := overlay.ProgramPorts("/proc/self/ns/net", ports)
 //
-// PlanPorts reads ServiceVIPState.ports and the RUNNING endpoints: host
+// PlanPorts reads ServiceVIPState.ports and the serving endpoints: host
 // mode and ingress with a local task → DNAT to the local tasks' node-local
 // addresses (client address kept); ingress without a local task → DNAT to
 // the underlay address of the nodes running one, masqueraded, never for a
