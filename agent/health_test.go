@@ -72,7 +72,7 @@ func checkedTask(id string, hc *shoalv1.HealthCheck) *shoalv1.Task {
 
 func TestExecutorHealthyTaskReportsOnlyChanges(t *testing.T) {
 	h := newHealthEnv(t, func([]string) (int, string) { return 0, "fine" })
-	h.ex.Assign(true, []*shoalv1.Task{checkedTask("t1", &shoalv1.HealthCheck{Type: "exec", Command: []string{"/bin/check"}, IntervalMs: 5})}, nil)
+	h.ex.Assign(true, []*shoalv1.Task{checkedTask("t1", &shoalv1.HealthCheck{Type: "exec", Command: []string{"/bin/check"}, IntervalMs: 100})}, nil)
 	st := h.waitHealth("t1", shoalv1.TaskHealth_TASK_HEALTH_HEALTHY)
 	if st.GetState() != shoalv1.TaskState_TASK_STATE_RUNNING || st.GetHealthOutput() != "fine" || st.GetHealthCheckedAt() == nil || st.GetPid() == 0 {
 		t.Fatalf("healthy status %v", st)
@@ -92,10 +92,10 @@ func TestExecutorHealthyTaskReportsOnlyChanges(t *testing.T) {
 	// Many more probes, no more reports.
 	n, p := h.nReports(), h.probes.Load()
 	deadline := time.Now().Add(10 * time.Second)
-	for h.probes.Load() < p+20 && time.Now().Before(deadline) {
+	for h.probes.Load() < p+10 && time.Now().Before(deadline) {
 		time.Sleep(2 * time.Millisecond)
 	}
-	if h.probes.Load() < p+20 {
+	if h.probes.Load() < p+10 {
 		t.Fatalf("probing stopped: %d probes", h.probes.Load())
 	}
 	if got := h.nReports(); got != n {
@@ -114,7 +114,7 @@ func TestExecutorUnhealthyTaskFails(t *testing.T) {
 		}
 		return 0, "ok"
 	})
-	h.ex.Assign(true, []*shoalv1.Task{checkedTask("t1", &shoalv1.HealthCheck{Type: "exec", Command: []string{"curl -f localhost"}, IntervalMs: 5, Retries: 2})}, nil)
+	h.ex.Assign(true, []*shoalv1.Task{checkedTask("t1", &shoalv1.HealthCheck{Type: "exec", Command: []string{"curl -f localhost"}, IntervalMs: 100, Retries: 2})}, nil)
 	h.waitHealth("t1", shoalv1.TaskHealth_TASK_HEALTH_HEALTHY)
 	fail.Store(true)
 	st := h.waitStatus("t1", shoalv1.TaskState_TASK_STATE_FAILED)
