@@ -17,7 +17,8 @@ import (
 // TestHealthChecks: on a manager and a worker, service web (the demo
 // image, HTTP check on /health) becomes healthy: `service ps` shows it,
 // `task inspect` carries the last probe's output, and its name answers
-// its tasks. Service sick (HTTP check on a path that answers 404) never
+// its tasks; service execd (an exec check run inside its container)
+// becomes healthy too. Service sick (HTTP check on a path that answers 404) never
 // does: its tasks are stopped and reported FAILED "unhealthy: GET /nope:
 // 404 Not Found", the restart policy replaces them, and while they run
 // neither tasks.sick nor the VIP behind the name sick sends anyone to
@@ -31,6 +32,11 @@ func TestHealthChecks(t *testing.T) {
 		ctx, cancel := attempt()
 		err := createServiceFlags(ctx, cl, "web", 2, []string{"--network", "app", "--health-http", "8080/health",
 			"--health-interval", "300ms", "--health-timeout", "2s"})
+		if err == nil {
+			// An exec check in the exec form (the demo image has no shell).
+			err = createServiceFlags(ctx, cl, "execd", 1, []string{"--health-cmd", `["/shoal-demo","fetch","http://127.0.0.1:8080/health"]`,
+				"--health-interval", "300ms"})
+		}
 		if err == nil {
 			err = createServiceFlags(ctx, cl, "sick", 1, []string{"--network", "app", "--health-http", "8080/nope",
 				"--health-interval", "200ms", "--health-retries", "2", "--restart-delay", "500ms"})
@@ -65,6 +71,18 @@ func TestHealthChecks(t *testing.T) {
 	if out := run(t, cl, "task", "inspect", web[0].GetMeta().GetId()); !strings.Contains(out, "GET /health: 200 OK") {
 		t.Errorf("task inspect does not show the last probe's output:\n%s", out)
 	}
+	// execd: the probe ran inside the container (its output is the demo
+	// server's /health body, fetched from the container's loopback).
+	harness.WaitTasks(t, cl, "execd", settleTimeout, func(all []*shoalv1.Task) error {
+		lv := live(all)
+		if len(lv) != 1 {
+			return fmt.Errorf("%d live tasks, want 1", len(lv))
+		}
+		if st := lv[0].GetStatus(); st.GetHealth() != shoalv1.TaskHealth_TASK_HEALTH_HEALTHY || strings.TrimSpace(st.GetHealthOutput()) != "ok" {
+			return fmt.Errorf("task %s is %s/%s output %q, want RUNNING/HEALTHY \"ok\"", lv[0].GetMeta().GetId(), st.GetState(), st.GetHealth(), st.GetHealthOutput())
+		}
+		return nil
+	})
 	nsWeb := taskNS(c.hostOf(web[0].GetNodeId()), web[0].GetMeta().GetId())
 	var webAddrs []string
 	for _, tk := range web {

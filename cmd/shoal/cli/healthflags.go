@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -27,7 +28,7 @@ type healthFlags struct {
 }
 
 func (h *healthFlags) bind(fs *pflag.FlagSet) {
-	fs.StringVar(&h.cmd, "health-cmd", "", "health check run in the container, a shell command line (exit 0: healthy)")
+	fs.StringVar(&h.cmd, "health-cmd", "", `health check run in the container (exit 0: healthy): a shell command line, or a JSON array run without a shell ('["/app","check"]')`)
 	fs.StringVar(&h.http, "health-http", "", "HTTP health check: PORT[/PATH], a GET from inside the task's network namespace (2xx/3xx: healthy)")
 	fs.StringVar(&h.httpPath, "health-http-path", "", "HTTP health check path (with --health-port)")
 	fs.Uint32Var(&h.port, "health-port", 0, "port of the HTTP health check (with --health-http-path; default path /)")
@@ -78,10 +79,11 @@ func (h *healthFlags) apply(fs *pflag.FlagSet, c *shoalv1.ContainerSpec) error {
 	}
 	switch {
 	case set("health-cmd"):
-		if strings.TrimSpace(h.cmd) == "" {
-			return fmt.Errorf("--health-cmd: empty command")
+		argv, err := parseHealthCmd(h.cmd)
+		if err != nil {
+			return err
 		}
-		*hc = shoalv1.HealthCheck{Type: "exec", Command: []string{h.cmd}, IntervalMs: hc.IntervalMs, TimeoutMs: hc.TimeoutMs,
+		*hc = shoalv1.HealthCheck{Type: "exec", Command: argv, IntervalMs: hc.IntervalMs, TimeoutMs: hc.TimeoutMs,
 			Retries: hc.Retries, StartPeriodMs: hc.StartPeriodMs}
 	case set("health-http"):
 		port, path, err := parseHealthHTTP(h.http)
@@ -119,6 +121,28 @@ func (h *healthFlags) apply(fs *pflag.FlagSet, c *shoalv1.ContainerSpec) error {
 	}
 	c.Healthcheck = hc
 	return nil
+}
+
+// parseHealthCmd reads --health-cmd: a JSON array is the argv itself (the
+// exec form of a Dockerfile's HEALTHCHECK CMD, for images without a
+// shell); anything else is one shell command line (one element, run as
+// /bin/sh -c). A one-element array would read as a shell line, so it is
+// refused.
+func parseHealthCmd(v string) ([]string, error) {
+	if strings.TrimSpace(v) == "" {
+		return nil, fmt.Errorf("--health-cmd: empty command")
+	}
+	if !strings.HasPrefix(strings.TrimSpace(v), "[") {
+		return []string{v}, nil
+	}
+	var argv []string
+	if err := json.Unmarshal([]byte(v), &argv); err != nil {
+		return nil, fmt.Errorf("--health-cmd: a JSON array of strings: %v", err)
+	}
+	if len(argv) < 2 {
+		return nil, fmt.Errorf(`--health-cmd: the JSON form needs a program and at least one argument (a bare program is '%s' without brackets)`, strings.Join(argv, " "))
+	}
+	return argv, nil
 }
 
 // parseHealthHTTP reads --health-http PORT[/PATH].
