@@ -169,3 +169,12 @@ func healthColumn(st *shoalv1.TaskStatus) string {
 	}
 	return s
 }
+
+// runningHealthy: the task is RUNNING and, where it has a health check,
+// HEALTHY — what discovery answers and what convergence counts.
+func runningHealthy(t *shoalv1.Task) bool {
+	st := t.GetStatus()
+	h := st.GetHealth()
+	return st.GetState() == shoalv1.TaskState_TASK_STATE_RUNNING &&
+		(h == shoalv1.TaskHealth_TASK_HEALTH_NONE || h == shoalv1.TaskHealth_TASK_HEALTH_HEALTHY)
+}

@@ -97,3 +97,27 @@ func TestHealthColumn(t *testing.T) {
 		}
 	}
 }
+
+// A task with a check counts towards convergence only once healthy.
+func TestConvergenceWaitsForHealthy(t *testing.T) {
+	svc := &shoalv1.Service{SpecVersion: 7, Spec: &shoalv1.ServiceSpec{Replicas: 1}}
+	for _, c := range []struct {
+		health shoalv1.TaskHealth
+		done   bool
+	}{
+		{shoalv1.TaskHealth_TASK_HEALTH_NONE, true},
+		{shoalv1.TaskHealth_TASK_HEALTH_STARTING, false},
+		{shoalv1.TaskHealth_TASK_HEALTH_HEALTHY, true},
+		{shoalv1.TaskHealth_TASK_HEALTH_UNHEALTHY, false},
+	} {
+		tk := &shoalv1.Task{Meta: &shoalv1.Meta{Id: "t1"}, Slot: 1, SpecVersion: 7, DesiredState: shoalv1.TaskState_TASK_STATE_RUNNING,
+			Status: &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_RUNNING, Health: c.health}}
+		tasks := map[string]*shoalv1.Task{"t1": tk}
+		if _, _, done := convergence(svc, tasks); done != c.done {
+			t.Errorf("%s: converged %v, want %v", c.health, done, c.done)
+		}
+		if key := countedKey(svc, tasks); (key == "t1") != c.done {
+			t.Errorf("%s: counted key %q", c.health, key)
+		}
+	}
+}
