@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -22,7 +23,8 @@ import (
 // does: its tasks are stopped and reported FAILED "unhealthy: GET /nope:
 // 404 Not Found", the restart policy replaces them, and while they run
 // neither tasks.sick nor the VIP behind the name sick sends anyone to
-// them.
+// them. An image's own HEALTHCHECK fails its tasks the same way unless
+// the service says --no-healthcheck.
 func TestHealthChecks(t *testing.T) {
 	c := newCluster(t, 1, 1)
 	cl := c.hosts[0].Local()
@@ -115,6 +117,35 @@ func TestHealthChecks(t *testing.T) {
 	})
 	if out := run(t, cl, "service", "ps", "sick"); !regexp.MustCompile(`(?m)Failed .*unhealthy: GET /nope: 404 Not Found`).MatchString(out) {
 		t.Errorf("service ps sick does not show the unhealthy failure:\n%s", out)
+	}
+
+	// The image's own HEALTHCHECK is honoured (checked:1 fetches a path
+	// that answers 404 from inside the container), and --no-healthcheck
+	// turns it off.
+	img := filepath.Join(c.hosts[0].Dir, "checked.oci.tar")
+	harness.BuildImage(t, harness.ImageSpec{Name: "checked:1", Healthcheck: `["/shoal-demo","fetch","http://127.0.0.1:8080/nope"]`,
+		HealthInterval: 200 * time.Millisecond, HealthRetries: 2}, img)
+	for _, h := range c.hosts {
+		run(t, cl, "image", "load", "--node", h.Name, img)
+	}
+	run(t, cl, "service", "create", "--name", "imgsick", "--detach", "--no-resolve-image", "--restart-delay", "500ms", "checked:1")
+	run(t, cl, "service", "create", "--name", "imgoff", "--detach", "--no-resolve-image", "--no-healthcheck", "checked:1")
+	harness.WaitTasks(t, cl, "imgsick", settleTimeout, func(all []*shoalv1.Task) error {
+		failed := 0
+		for _, tk := range all {
+			if st := tk.GetStatus(); st.GetState() == shoalv1.TaskState_TASK_STATE_FAILED && strings.HasPrefix(st.GetErr(), "unhealthy: ") {
+				failed++
+			}
+		}
+		if failed < 2 {
+			return fmt.Errorf("%d tasks failed unhealthy, want 2", failed)
+		}
+		return nil
+	})
+	// imgoff runs without a health: a checked task is RUNNING/starting
+	// from its first RUNNING report on.
+	if off := harness.WaitRunning(t, cl, "imgoff", 1, settleTimeout); off[0].GetStatus().GetHealth() != shoalv1.TaskHealth_TASK_HEALTH_NONE {
+		t.Fatalf("imgoff (--no-healthcheck): want a RUNNING task without health: %s", describeTasks(off))
 	}
 
 	// While a sick task runs (starting, or failing its probes), neither

@@ -80,6 +80,7 @@
 // MAC, VTEP, state; Encode/DecodeHint, at most MaxHintBytes) and peers
 // merge what they receive before the managers' next delivery:
 //
+//	state, ok := overlay.HintState(status) // health: no hint while starting, SHUTDOWN when unhealthy
 //	for _, h := range overlay.HintsFor(task, state, vtep) { b, _ := h.Encode(); gossip.Broadcast(b) }
 //	// on receipt:
 //	h, err := overlay.DecodeHint(b)
