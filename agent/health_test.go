@@ -175,3 +175,34 @@ func TestExecutorImageHealthcheck(t *testing.T) {
 	}
 	h.waitStatus("badoff", shoalv1.TaskState_TASK_STATE_RUNNING)
 }
+
+// A restarted agent re-adopts a healthy task as healthy (it does not leave
+// discovery until its next probe) and goes on probing it.
+func TestExecutorHealthAfterRestart(t *testing.T) {
+	var fail atomic.Bool
+	h := newHealthEnv(t, func([]string) (int, string) {
+		if fail.Load() {
+			return 1, "down"
+		}
+		return 0, "up"
+	})
+	h.ex.Assign(true, []*shoalv1.Task{checkedTask("t1", &shoalv1.HealthCheck{Type: "exec", Command: []string{"/bin/check"}, IntervalMs: 100, Retries: 1})}, nil)
+	h.waitHealth("t1", shoalv1.TaskHealth_TASK_HEALTH_HEALTHY)
+	h.stop()
+	h.mu.Lock()
+	h.reports = nil
+	h.mu.Unlock()
+	h.start()
+	h.waitStatus("t1", shoalv1.TaskState_TASK_STATE_RUNNING)
+	h.mu.Lock()
+	for _, r := range h.reports {
+		if r.GetState() == shoalv1.TaskState_TASK_STATE_RUNNING && r.GetHealth() != shoalv1.TaskHealth_TASK_HEALTH_HEALTHY {
+			t.Errorf("re-adopted task reported %s", r.GetHealth())
+		}
+	}
+	h.mu.Unlock()
+	fail.Store(true)
+	if st := h.waitStatus("t1", shoalv1.TaskState_TASK_STATE_FAILED); st.GetErr() != "unhealthy: down" {
+		t.Fatalf("after the restart the check no longer runs: %v", st)
+	}
+}
