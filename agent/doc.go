@@ -37,6 +37,14 @@
 // (libcontainer creates no net namespace) and the node's resolv.conf
 // bind-mounted read-only.
 //
+// Health checks (health.go, agent/health): while a task runs, its
+// controller runs the check the spec or the image's HEALTHCHECK defines
+// (exec through the runtime's Exec, HTTP/TCP dialled inside the task's
+// network namespace). RUNNING is first reported with health STARTING;
+// then only changes of health or of the failing streak are reported. An
+// UNHEALTHY task is stopped like a shutdown and reported FAILED with
+// "unhealthy: <last output>", and the restart policy replaces it.
+//
 // A node started with --no-executor runs agent/nullexec instead of
 // Executor: assignments are taken and reported, nothing runs.
 package agent

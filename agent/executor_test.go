@@ -36,8 +36,15 @@ func newFakeImages() *fakeImages {
 func (f *fakeImages) Get(ref string) (image.Image, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	img, ok := f.images[ref]
-	return img, ok
+	if img, ok := f.images[ref]; ok {
+		return img, true
+	}
+	for _, img := range f.images { // by digest, as the real store does
+		if img.Digest == ref {
+			return img, true
+		}
+	}
+	return image.Image{}, false
 }
 
 func (f *fakeImages) Pull(ctx context.Context, ref string, _ image.PullOptions) (image.Image, error) {

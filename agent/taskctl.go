@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/shoal-dev/shoal/agent/health"
 	"github.com/shoal-dev/shoal/agent/image"
 	"github.com/shoal-dev/shoal/agent/runtime"
 	"github.com/shoal-dev/shoal/overlay/dns"
@@ -245,6 +246,10 @@ func (c *taskCtl) prepareAndStart(ctx context.Context, t *shoalv1.Task) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	_, checked, err := e.healthCheck(t, img.Config.Healthcheck)
+	if err != nil {
+		return reject("image %s: %v", img.Digest, err)
+	}
 	p := e.paths(c.id)
 	if err := os.MkdirAll(p.dir, 0o700); err != nil {
 		return fmt.Errorf("task dir: %w", err)
@@ -312,8 +317,14 @@ func (c *taskCtl) prepareAndStart(ctx context.Context, t *shoalv1.Task) error {
 	if err != nil {
 		return err
 	}
-	c.report(&shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_RUNNING, Message: "started", Pid: int32(st.Pid),
-		ImageDigest: img.Digest, Addresses: addrs})
+	running := &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_RUNNING, Message: "started", Pid: int32(st.Pid),
+		ImageDigest: img.Digest, Addresses: addrs}
+	if checked {
+		// Never RUNNING without a health while a check exists: discovery
+		// would answer it before its first probe.
+		running.Health = shoalv1.TaskHealth_TASK_HEALTH_STARTING
+	}
+	c.report(running)
 	c.log.Info("task running", "pid", st.Pid, "image", img.Digest)
 	return nil
 }
@@ -346,10 +357,26 @@ func (c *taskCtl) supervise(ctx context.Context) {
 	if c.wantsStop() {
 		wake <- struct{}{} // told to stop before we got here
 	}
+	healthc := c.startHealth(wctx)
+	var unhealthy *health.Status // set: stopping it for failing its check
 	for {
 		var r result
 		select {
 		case r = <-exited:
+		case s := <-healthc:
+			if stopping || unhealthy != nil {
+				continue
+			}
+			c.reportHealth(s)
+			if s.Health == shoalv1.TaskHealth_TASK_HEALTH_UNHEALTHY {
+				c.log.Warn("task unhealthy; stopping it", "failing_streak", s.FailingStreak)
+				unhealthy = &s
+				select {
+				case wake <- struct{}{}:
+				default:
+				}
+			}
+			continue
 		case <-c.wake:
 			select {
 			case wake <- struct{}{}:
@@ -364,7 +391,7 @@ func (c *taskCtl) supervise(ctx context.Context) {
 			}
 			continue
 		case <-wake:
-			if stopping || !c.wantsStop() {
+			if stopping || !c.wantsStop() && unhealthy == nil {
 				continue
 			}
 			stopping = true
@@ -406,7 +433,11 @@ func (c *taskCtl) supervise(ctx context.Context) {
 			c.report(failedStatus("lost track of the container: "+r.err.Error(), nil))
 			return
 		}
-		c.report(c.exitStatus(r.st, stopping))
+		if st := c.exitStatus(r.st, stopping); unhealthy != nil && !c.wantsStop() {
+			c.report(unhealthyStatus(*unhealthy, st.GetExitCode()))
+		} else {
+			c.report(st)
+		}
 		return
 	}
 }

@@ -275,7 +275,11 @@ func (s *agentSide) gossipHints(g *nodeGossip, t *shoalv1.Task, st *shoalv1.Task
 	if s.ov == nil || len(t.GetNetworks()) == 0 || st.GetState() < shoalv1.TaskState_TASK_STATE_RUNNING {
 		return
 	}
-	for _, h := range overlay.HintsFor(t, st.GetState(), s.vtep) {
+	state, ok := overlay.HintState(st)
+	if !ok {
+		return
+	}
+	for _, h := range overlay.HintsFor(t, state, s.vtep) {
 		if b, err := h.Encode(); err == nil {
 			g.broadcast(b)
 		}

@@ -37,6 +37,8 @@ var rules = []rule{
 		why: "switching a thread's network namespace is one leaf helper for the node network, the overlay and its tests"},
 	{from: "datadir/...", only: []string{},
 		why: "the data dir's layout and node.json are read by the daemon, the client and the CLI alike"},
+	{from: "agent/health/...", only: []string{"proto/...", "netnsrun/..."},
+		why: "health checks are the agent's probes and their state machine: exec goes through a runtime handed in, dials through netnsrun"},
 	{from: "specrules/...", only: []string{"proto/..."},
 		why: "one set of spec rules for the managers' API and the agents' translation"},
 	{from: "restartpolicy/...", only: []string{"proto/..."},

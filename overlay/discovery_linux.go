@@ -137,8 +137,8 @@ func (d *Discovery) programLocked(t *discTask) error {
 
 // VIPsFor returns the VIPs a task attached to networks must have: per
 // service in vip mode with an address on one of those networks, its VIP
-// with the addresses of the service's RUNNING endpoints on that network
-// as backends.
+// with the addresses of the service's serving endpoints on that network
+// (RUNNING and, where checked, healthy: dns.Serves) as backends.
 func VIPsFor(states []*shoalv1.NetworkState, networks []string) []vip.VIP {
 	var out []vip.VIP
 	for _, st := range states {
@@ -155,7 +155,7 @@ func VIPsFor(states []*shoalv1.NetworkState, networks []string) []vip.VIP {
 			}
 			v := vip.VIP{Addr: addr}
 			for _, ep := range st.GetEndpoints() {
-				if ep.GetState() != shoalv1.TaskState_TASK_STATE_RUNNING {
+				if !dns.Serves(ep) {
 					continue
 				}
 				if (vs.GetServiceId() != "" && ep.GetServiceId() == vs.GetServiceId()) ||

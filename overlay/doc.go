@@ -86,7 +86,8 @@
 //
 // Update swaps the view (lock-free reads) and re-programs the VIPs of the
 // tasks whose VIP set changed (VIPsFor: the vip-mode services of the
-// task's networks, backends = their RUNNING endpoints).
+// task's networks, backends = their serving endpoints, dns.Serves:
+// RUNNING and, where the task has a health check, HEALTHY).
 //
 // # Published ports (ports_linux.go, ports_plan.go)
 //
@@ -99,7 +100,7 @@
 //	err := overlay.ProgramPorts(ns, overlay.PortsConfig{Ports: ports,
 //		Underlay: underlay, Uplink: uplink, Peers: peers, Hairpin: localSubnet})
 //
-// PlanPorts reads ServiceVIPState.ports and the RUNNING endpoints: host
+// PlanPorts reads ServiceVIPState.ports and the serving endpoints: host
 // mode and ingress with a local task → DNAT to the local tasks' node-local
 // addresses (client address kept); ingress without a local task → DNAT to
 // the underlay address of the nodes running one (Forward), without SNAT
@@ -125,6 +126,7 @@
 // MAC, VTEP, state; Encode/DecodeHint, at most MaxHintBytes) and peers
 // merge what they receive before the managers' next delivery:
 //
+//	state, ok := overlay.HintState(status) // health: no hint while starting, SHUTDOWN when unhealthy
 //	for _, h := range overlay.HintsFor(task, state, vtep) { b, _ := h.Encode(); gossip.SendHint(b) }
 //	// on receipt (gossip has checked that the packet came from the named
 //	// member's gossip address; the daemon drops a hint whose VTEP is not

@@ -98,6 +98,27 @@ func DecodeHint(b []byte) (Hint, error) {
 	return h, nil
 }
 
+// HintState is the state a node gossips for its task's status, and
+// whether to gossip at all. Hints carry no health, and a hint marking an
+// endpoint RUNNING would make peers answer it by name before the
+// managers' state says whether it is healthy: so a RUNNING task whose
+// check has not passed yet (STARTING) is not hinted (the managers' state
+// brings it, with its health), and an UNHEALTHY one, which the agent is
+// stopping, is hinted SHUTDOWN so that peers stop sending it clients at
+// once.
+func HintState(st *shoalv1.TaskStatus) (shoalv1.TaskState, bool) {
+	if st.GetState() != shoalv1.TaskState_TASK_STATE_RUNNING {
+		return st.GetState(), true
+	}
+	switch st.GetHealth() {
+	case shoalv1.TaskHealth_TASK_HEALTH_STARTING:
+		return 0, false
+	case shoalv1.TaskHealth_TASK_HEALTH_UNHEALTHY:
+		return shoalv1.TaskState_TASK_STATE_SHUTDOWN, true
+	}
+	return st.GetState(), true
+}
+
 // HintsFor returns the hints that announce task t's change to state on
 // this node (vtep): one per network attachment with an IPv4 address and
 // a MAC. Attachments that cannot be encoded are skipped.

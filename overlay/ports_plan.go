@@ -5,13 +5,14 @@ import (
 	"net/netip"
 	"sort"
 
+	"github.com/shoal-dev/shoal/overlay/dns"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
 // PlanPorts computes the published ports node nodeID must program
 // (ProgramPorts in its namespace) from the network states the managers
 // send it. Each service's ports come from ServiceVIPState.ports; its
-// backends are its RUNNING endpoints (deduplicated by task over the
+// backends are its serving endpoints (dns.Serves; deduplicated by task over the
 // networks it is on). local gives the address of a task running on this
 // node that the node can route to (its node-local bridge address); a
 // local endpoint without one is skipped.
@@ -62,7 +63,7 @@ func PlanPorts(nodeID string, states []*shoalv1.NetworkState, local func(taskID 
 				allNodes[e.GetNodeId()] = addr
 			}
 			s := svcs[e.GetServiceId()]
-			if s == nil || e.GetState() != shoalv1.TaskState_TASK_STATE_RUNNING {
+			if s == nil || !dns.Serves(e) {
 				continue
 			}
 			if e.GetNodeId() == nodeID {

@@ -221,6 +221,7 @@ func container(p *Problems, cf string, c *shoalv1.ContainerSpec, node Node) {
 		p.Add(cf+".stop_grace_ms", "must be at most %d (%s), got %d", MaxStopGrace.Milliseconds(), MaxStopGrace, g)
 	}
 	labels(p, cf+".labels", c.GetLabels())
+	healthcheck(p, cf+".healthcheck", c.GetHealthcheck())
 }
 
 // env: KEY=VALUE, the key without '=', NUL, whitespace or control

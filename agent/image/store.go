@@ -44,6 +44,19 @@ type Config struct {
 	Labels       map[string]string `json:"labels,omitempty"`
 	StopSignal   string            `json:"stop_signal,omitempty"`
 	ExposedPorts []string          `json:"exposed_ports,omitempty"`
+	// Healthcheck is the image's HEALTHCHECK (Docker-built images carry
+	// one in their config); nil if it has none.
+	Healthcheck *Healthcheck `json:"healthcheck,omitempty"`
+}
+
+// Healthcheck is an image's HEALTHCHECK: Test is {"NONE"}, {"CMD",
+// args...} or {"CMD-SHELL", command}; zero timings mean the defaults.
+type Healthcheck struct {
+	Test        []string      `json:"test,omitempty"`
+	Interval    time.Duration `json:"interval,omitempty"`
+	Timeout     time.Duration `json:"timeout,omitempty"`
+	StartPeriod time.Duration `json:"start_period,omitempty"`
+	Retries     int           `json:"retries,omitempty"`
 }
 
 // Image is one image known to the store. It is a copy: changing it does

@@ -14,9 +14,11 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -70,6 +72,7 @@ func testImage(t *testing.T, layers ...v1.Layer) v1.Image {
 	cf.Config.Env = []string{"PATH=/bin"}
 	cf.Config.WorkingDir = "/srv"
 	cf.Config.User = "1000:1000"
+	cf.Config.Healthcheck = &v1.HealthConfig{Test: []string{"CMD-SHELL", "/bin/app check"}, Interval: 5 * time.Second, Retries: 2}
 	img, err = mutate.ConfigFile(img, cf)
 	if err != nil {
 		t.Fatal(err)
@@ -82,6 +85,9 @@ func checkImage(t *testing.T, got Image, want v1.Image) {
 	d, _ := want.Digest()
 	if got.Config.Entrypoint[0] != "/bin/app" || got.Config.WorkingDir != "/srv" || got.Config.User != "1000:1000" {
 		t.Errorf("config = %+v", got.Config)
+	}
+	if h := got.Config.Healthcheck; h == nil || !slices.Equal(h.Test, []string{"CMD-SHELL", "/bin/app check"}) || h.Interval != 5*time.Second || h.Retries != 2 {
+		t.Errorf("the image's HEALTHCHECK = %+v", got.Config.Healthcheck)
 	}
 	ls, _ := want.Layers()
 	if len(got.Layers) != len(ls) {

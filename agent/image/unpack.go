@@ -371,6 +371,10 @@ func (o *op) prepare(ctx context.Context, img v1.Image, refs []string) (*pending
 		Labels:     c.Labels,
 		StopSignal: c.StopSignal,
 	}
+	if h := c.Healthcheck; h != nil && len(h.Test) > 0 {
+		rec.Config.Healthcheck = &Healthcheck{Test: h.Test, Interval: h.Interval, Timeout: h.Timeout,
+			StartPeriod: h.StartPeriod, Retries: h.Retries}
+	}
 	for p := range c.ExposedPorts {
 		rec.Config.ExposedPorts = append(rec.Config.ExposedPorts, p)
 	}

@@ -55,6 +55,7 @@
 //	st, err := rt.State(ctx, "t1")       // Running / Exited / Failed (shim died)
 //	st, err = rt.Wait(ctx, "t1")         // blocks until the shim is gone (pidfd)
 //	err = rt.Stop(ctx, "t1", syscall.SIGTERM, 10*time.Second)
+//	code, out, err := rt.Exec(ctx, "t1", []string{"/check"}) // in the container; killed with its children when ctx ends
 //	err = rt.Remove(ctx, "t1")           // container, cgroup, state dir
 //
 // The rootfs is prepared by the caller, for instance with [MountOverlay];

@@ -17,6 +17,9 @@ type Fake struct {
 	mu       sync.Mutex // guards all fields below
 	tasks    map[string]*fakeTask
 	StartErr error
+	// ExecFunc answers Exec for a running task (nil: exit code 0, no
+	// output); tests script health probes with it.
+	ExecFunc func(ctx context.Context, id string, args []string) (int, []byte, error)
 	now      func() time.Time
 }
 
@@ -104,6 +107,22 @@ func (f *Fake) Spec(id string) (Spec, bool) {
 		return Spec{}, false
 	}
 	return t.spec, true
+}
+
+// Exec runs ExecFunc for a running task (see Libcontainer.Exec).
+func (f *Fake) Exec(ctx context.Context, id string, args []string) (int, []byte, error) {
+	f.mu.Lock()
+	t, ok := f.tasks[id]
+	running := ok && t.state.Status == StatusRunning
+	fn := f.ExecFunc
+	f.mu.Unlock()
+	if !running {
+		return -1, nil, fmt.Errorf("task %q: not running: %w", id, ErrNotFound)
+	}
+	if fn == nil {
+		return 0, nil, nil
+	}
+	return fn(ctx, id, args)
 }
 
 // State implements Runtime.

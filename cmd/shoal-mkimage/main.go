@@ -35,6 +35,11 @@
 // WorkingDir (default "/"); Shoal stops a task with the image's StopSignal
 // unless the service sets one.
 //
+// --healthcheck sets the config's HEALTHCHECK (a JSON array: the exec
+// form; NONE; else a shell line) with --health-interval, --health-timeout,
+// --health-start-period and --health-retries; agents honour it unless a
+// service sets its own check or --no-healthcheck.
+//
 // Formats: oci-archive (default) is a tar of an OCI image layout;
 // oci-layout writes (or updates, replacing an image of the same name) an
 // OCI layout directory; docker is a `docker load` tarball. In the OCI
@@ -53,6 +58,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"debug/elf"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -93,11 +99,19 @@ type Options struct {
 	StopSignal string   // config StopSignal, e.g. SIGQUIT; "" for none
 	User       string   // config User; "" for none (root)
 	WorkDir    string   // config WorkingDir; "" for /
-	Format     string   // oci-archive, oci-layout or docker
-	Arch       string   // "" to detect
-	Out        string
-	Created    time.Time // every timestamp in the image
-	Warn       io.Writer // warnings (e.g. a dynamically linked binary); nil: discard
+	// Healthcheck is the config's HEALTHCHECK test ({"CMD", args...},
+	// {"CMD-SHELL", line} or {"NONE"}); nil for none. Health* are its
+	// timings (0: the runtime's defaults).
+	Healthcheck       []string
+	HealthInterval    time.Duration
+	HealthTimeout     time.Duration
+	HealthStartPeriod time.Duration
+	HealthRetries     int
+	Format            string // oci-archive, oci-layout or docker
+	Arch              string // "" to detect
+	Out               string
+	Created           time.Time // every timestamp in the image
+	Warn              io.Writer // warnings (e.g. a dynamically linked binary); nil: discard
 }
 
 type listFlag []string
@@ -118,6 +132,12 @@ func main() {
 	fs.StringVar(&o.StopSignal, "stop-signal", "", "config StopSignal, e.g. SIGQUIT (default: none, the runtime's SIGTERM)")
 	fs.StringVar(&o.User, "user", "", "config User: NAME, UID or UID:GID (default root)")
 	fs.StringVar(&o.WorkDir, "workdir", "", "config WorkingDir, absolute (default /)")
+	var healthcheck string
+	fs.StringVar(&healthcheck, "healthcheck", "", `config HEALTHCHECK: a JSON array is the exec form ('["/shoal-demo","fetch","http://127.0.0.1:8080/health"]'), NONE disables, anything else is a shell line`)
+	fs.DurationVar(&o.HealthInterval, "health-interval", 0, "HEALTHCHECK interval (default: the runtime's)")
+	fs.DurationVar(&o.HealthTimeout, "health-timeout", 0, "HEALTHCHECK timeout (default: the runtime's)")
+	fs.DurationVar(&o.HealthStartPeriod, "health-start-period", 0, "HEALTHCHECK start period (default: the runtime's)")
+	fs.IntVar(&o.HealthRetries, "health-retries", 0, "HEALTHCHECK retries (default: the runtime's)")
 	fs.StringVar(&o.Format, "format", "oci-archive", "oci-archive, oci-layout or docker")
 	fs.StringVar(&o.Arch, "arch", "", "image architecture (default: from the binary, else "+runtime.GOARCH+")")
 	fs.StringVar(&o.Out, "out", "", "output file (directory for oci-layout) (required)")
@@ -130,6 +150,13 @@ func main() {
 		os.Exit(2)
 	}
 	o.Cmd, o.Env, o.Warn = cmd, env, os.Stderr
+	if healthcheck != "" {
+		var err error
+		if o.Healthcheck, err = ParseHealthcheck(healthcheck); err != nil {
+			fmt.Fprintln(os.Stderr, "shoal-mkimage:", err)
+			os.Exit(2)
+		}
+	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if o.Rootfs == "" && cmd == nil {
@@ -328,6 +355,10 @@ func Image(bin []byte, o Options, oci bool) (v1.Image, error) {
 		cfg.Config.Entrypoint = []string{o.Entrypoint}
 	}
 	cfg.Config.Cmd = o.Cmd
+	if len(o.Healthcheck) > 0 {
+		cfg.Config.Healthcheck = &v1.HealthConfig{Test: o.Healthcheck, Interval: o.HealthInterval, Timeout: o.HealthTimeout,
+			StartPeriod: o.HealthStartPeriod, Retries: o.HealthRetries}
+	}
 	return mutate.ConfigFile(img, cfg)
 }
 
@@ -479,6 +510,12 @@ func checkConfig(o Options) error {
 			return fmt.Errorf("--stop-signal: %w", err)
 		}
 	}
+	if h := o.Healthcheck; len(h) > 0 && !(h[0] == "NONE" && len(h) == 1 || h[0] == "CMD" && len(h) > 1 || h[0] == "CMD-SHELL" && len(h) == 2) {
+		return fmt.Errorf("--healthcheck %q: want NONE, CMD with args or CMD-SHELL with one line", h)
+	}
+	if o.HealthInterval < 0 || o.HealthTimeout < 0 || o.HealthStartPeriod < 0 || o.HealthRetries < 0 {
+		return fmt.Errorf("--health-*: negative values")
+	}
 	if o.User != "" && !userRE.MatchString(o.User) {
 		return fmt.Errorf("--user %q: want NAME, UID, NAME:GROUP or UID:GID", o.User)
 	}
@@ -486,6 +523,26 @@ func checkConfig(o Options) error {
 		return fmt.Errorf("--workdir %q: want a clean absolute path", w)
 	}
 	return nil
+}
+
+// ParseHealthcheck reads --healthcheck into a config HEALTHCHECK test: a
+// JSON array of strings is the exec form (CMD), NONE disables, anything
+// else is a shell line (CMD-SHELL), as a Dockerfile's HEALTHCHECK.
+func ParseHealthcheck(v string) ([]string, error) {
+	switch t := strings.TrimSpace(v); {
+	case t == "NONE":
+		return []string{"NONE"}, nil
+	case strings.HasPrefix(t, "["):
+		var argv []string
+		if err := json.Unmarshal([]byte(t), &argv); err != nil || len(argv) == 0 {
+			return nil, fmt.Errorf("--healthcheck %q: want a JSON array of strings", v)
+		}
+		return append([]string{"CMD"}, argv...), nil
+	case t == "":
+		return nil, fmt.Errorf("--healthcheck: empty")
+	default:
+		return []string{"CMD-SHELL", v}, nil
+	}
 }
 
 var userRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]*)?$`)

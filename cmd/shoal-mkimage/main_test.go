@@ -390,6 +390,7 @@ func rootfsOpts(dir, out string) Options {
 	return Options{
 		Rootfs: dir, Name: "deb:1", Cmd: []string{"nginx", "-g", "daemon off;"},
 		Env: []string{"FOO=bar"}, StopSignal: "quit", User: "www-data", WorkDir: "/srv",
+		Healthcheck: []string{"CMD-SHELL", "curl -f localhost"}, HealthInterval: 5 * time.Second, HealthRetries: 2,
 		Format: "oci-archive", Out: out, Created: time.Unix(0, 0).UTC(),
 	}
 }
@@ -430,6 +431,9 @@ func TestRootfs(t *testing.T) {
 		!slices.Equal(c.Cmd, []string{"nginx", "-g", "daemon off;"}) ||
 		!slices.Equal(c.Env, []string{DefaultPath, "FOO=bar"}) || cfg.Architecture != runtime.GOARCH {
 		t.Errorf("config = %+v", c)
+	}
+	if h := c.Healthcheck; h == nil || !slices.Equal(h.Test, []string{"CMD-SHELL", "curl -f localhost"}) || h.Interval != 5*time.Second || h.Retries != 2 {
+		t.Errorf("HEALTHCHECK = %+v", c.Healthcheck)
 	}
 
 	hdrs, data, _ := layerFiles(t, img)
@@ -534,6 +538,26 @@ func TestParseSignal(t *testing.T) {
 	for _, in := range []string{"", "SIG", "NOPE", "15", "SIGQUIT "} {
 		if got, err := ParseSignal(in); err == nil {
 			t.Errorf("ParseSignal(%q) = %q, want an error", in, got)
+		}
+	}
+}
+
+func TestParseHealthcheck(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want []string
+		err  bool
+	}{
+		{"NONE", []string{"NONE"}, false},
+		{`["/shoal-demo", "fetch", "http://127.0.0.1:8080/health"]`, []string{"CMD", "/shoal-demo", "fetch", "http://127.0.0.1:8080/health"}, false},
+		{"curl -f localhost || exit 1", []string{"CMD-SHELL", "curl -f localhost || exit 1"}, false},
+		{"[]", nil, true},
+		{`["x",`, nil, true},
+		{" ", nil, true},
+	} {
+		got, err := ParseHealthcheck(c.in)
+		if (err != nil) != c.err || !slices.Equal(got, c.want) {
+			t.Errorf("%q: %q %v, want %q (error %v)", c.in, got, err, c.want, c.err)
 		}
 	}
 }

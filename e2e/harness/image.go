@@ -94,6 +94,11 @@ type ImageSpec struct {
 	Cmd []string
 	// Env adds K=V variables; a different Env gives a different digest.
 	Env []string
+	// Healthcheck is the image's HEALTHCHECK (shoal-mkimage --healthcheck:
+	// a JSON array for the exec form) with its interval and retries.
+	Healthcheck    string
+	HealthInterval time.Duration
+	HealthRetries  int
 }
 
 func mkimage(ctx context.Context, s ImageSpec, out string) (string, error) {
@@ -115,6 +120,10 @@ func mkimage(ctx context.Context, s ImageSpec, out string) (string, error) {
 	}
 	for _, e := range s.Env {
 		args = append(args, "--env", e)
+	}
+	if s.Healthcheck != "" {
+		args = append(args, "--healthcheck", s.Healthcheck, "--health-interval", s.HealthInterval.String(),
+			"--health-retries", fmt.Sprint(s.HealthRetries))
 	}
 	cmd := exec.CommandContext(ctx, tools.mkimage, args...)
 	var stderr strings.Builder

@@ -136,6 +136,7 @@ func AllNodeNetworks(r raftstore.Reader) map[string][]*shoalv1.NetworkState {
 				TaskId: t.GetMeta().GetId(), ServiceId: t.GetServiceId(), ServiceName: t.GetServiceName(),
 				Aliases: a.GetAliases(), Address: a.GetAddress(), Mac: a.GetMac(),
 				NodeId: t.GetNodeId(), NodeAddr: underlayAddr(n), State: endpointTaskState(t),
+				Health: t.GetStatus().GetHealth(),
 			})
 		}
 	}

@@ -26,9 +26,10 @@
 // addresses of its endpoints (dnsrr, or no VIP state), shuffled per
 // answer; tasks.SERVICE → all endpoint addresses; service aliases answer
 // like the service; endpoint aliases answer with the endpoints carrying
-// them. The endpoints in NetworkState are taken as the RUNNING tasks:
-// the manager must not put other tasks there. A known name with nothing
-// to answer (no running task, or an AAAA query) is NOERROR with no data.
+// them. Only endpoints that serve ([Serves]: RUNNING and, where the task
+// has a health check, HEALTHY) are answered; the others keep their
+// service's name known. A known name with nothing to answer (no serving
+// task, or an AAAA query) is NOERROR with no data.
 // TTL is 0: nothing caches a cluster answer, so a query after Update
 // sees the new state (the view is swapped atomically; no lock on reads).
 //

@@ -81,8 +81,9 @@ func (v *View) Update(states []*shoalv1.NetworkState) {
 				continue
 			}
 			// Hosts program endpoints from ASSIGNED on; names answer only
-			// RUNNING tasks (the service is still known meanwhile).
-			if ep.GetState() != shoalv1.TaskState_TASK_STATE_RUNNING {
+			// RUNNING tasks that pass their health check, if they have
+			// one (the service is still known meanwhile).
+			if !Serves(ep) {
 				if n := normName(ep.GetServiceName()); n != "" {
 					if _, ok := byService[n]; !ok {
 						byService[n] = nil
@@ -220,4 +221,16 @@ func appendIP(ips []net.IP, ip net.IP) []net.IP {
 
 func sortIPs(ips []net.IP) {
 	sort.Slice(ips, func(i, j int) bool { return bytes.Compare(ips[i].To16(), ips[j].To16()) < 0 })
+}
+
+// Serves says whether discovery sends clients to an endpoint: its task is
+// RUNNING and, where it has a health check, HEALTHY (STARTING and
+// UNHEALTHY tasks get no new clients). DNS, the VIP backends and the
+// published ports' backends all ask it.
+func Serves(ep *shoalv1.Endpoint) bool {
+	if ep.GetState() != shoalv1.TaskState_TASK_STATE_RUNNING {
+		return false
+	}
+	h := ep.GetHealth()
+	return h == shoalv1.TaskHealth_TASK_HEALTH_NONE || h == shoalv1.TaskHealth_TASK_HEALTH_HEALTHY
 }

@@ -324,7 +324,7 @@ func (a *app) listTasks(cmd *cobra.Command, lf listFlags) error {
 		}
 		now := time.Now()
 		w := table(a.out)
-		fmt.Fprintln(w, "ID\tNAME\tIMAGE\tNODE\tDESIRED STATE\tCURRENT STATE\tADDRESS\tERROR")
+		fmt.Fprintln(w, "ID\tNAME\tIMAGE\tNODE\tDESIRED STATE\tCURRENT STATE\tHEALTH\tADDRESS\tERROR")
 		for _, t := range tasks {
 			st := t.GetStatus()
 			cur := titled(enumShort(st.GetState().String(), "TASK_STATE_")) + " " + ago(st.GetTimestamp(), now)
@@ -342,8 +342,8 @@ func (a *app) listTasks(cmd *cobra.Command, lf listFlags) error {
 			} else if as := attachmentAddrs(t); len(as) > 0 && st.GetState() <= shoalv1.TaskState_TASK_STATE_RUNNING {
 				addr = strings.Join(as, ",")
 			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", shortID(t.GetMeta().GetId()), taskName(t),
-				shortImage(t.GetSpec().GetContainer().GetImage()), node, shownDesired(t), cur, addr, errText)
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", shortID(t.GetMeta().GetId()), taskName(t),
+				shortImage(t.GetSpec().GetContainer().GetImage()), node, shownDesired(t), cur, healthColumn(st), addr, errText)
 		}
 		return w.Flush()
 	})

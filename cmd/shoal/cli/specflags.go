@@ -44,6 +44,7 @@ type specFlags struct {
 	publish, publishAdd, publishRm []string
 	job                            jobFlags // jobflags.go
 	placement                      placementFlags
+	health                         healthFlags
 }
 
 func (f *specFlags) bind(fs *pflag.FlagSet, update bool) {
@@ -92,6 +93,7 @@ func (f *specFlags) bind(fs *pflag.FlagSet, update bool) {
 	fs.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a port: PUBLISHED:TARGET[/udp] or published=P,target=T[,protocol=tcp|udp][,mode=ingress|host] (repeatable; replaces the list on update)")
 	fs.StringVar(&f.endpointMode, "endpoint-mode", "", "vip (a virtual address per network, the default) or dnsrr (DNS answers the task addresses)")
 	f.job.bind(fs)
+	f.health.bind(fs)
 }
 
 // parseNetworkFlag reads NAME[,alias=A...] or name=NAME[,alias=A...]
@@ -341,6 +343,9 @@ func (f *specFlags) apply(fs *pflag.FlagSet, spec *shoalv1.ServiceSpec) error {
 	}
 	if set("stop-signal") {
 		c.StopSignal = f.stopSig
+	}
+	if err := f.health.apply(fs, c); err != nil {
+		return err
 	}
 	if set("stop-grace-period") {
 		c.StopGraceMs = f.stopGrace.Milliseconds()

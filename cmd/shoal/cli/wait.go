@@ -18,7 +18,8 @@ import (
 
 // convergence says how far a service's tasks are. It is the one place that
 // decides what "converged" means: a task counts once its container runs
-// (desired RUNNING, state RUNNING) and it is built from the current spec.
+// (desired RUNNING, state RUNNING, and healthy if it has a health check)
+// and it is built from the current spec.
 func convergence(svc *shoalv1.Service, tasks map[string]*shoalv1.Task) (counted, want int, done bool) {
 	live, stopping := 0, 0
 	for _, t := range tasks {
@@ -33,7 +34,7 @@ func convergence(svc *shoalv1.Service, tasks map[string]*shoalv1.Task) (counted,
 			continue
 		}
 		live++
-		if st == shoalv1.TaskState_TASK_STATE_RUNNING && t.GetSpecVersion() == svc.GetSpecVersion() {
+		if runningHealthy(t) && t.GetSpecVersion() == svc.GetSpecVersion() {
 			counted++
 		}
 	}
@@ -56,7 +57,7 @@ func convergence(svc *shoalv1.Service, tasks map[string]*shoalv1.Task) (counted,
 func countedKey(svc *shoalv1.Service, tasks map[string]*shoalv1.Task) string {
 	var ids []string
 	for id, t := range tasks {
-		if t.GetDesiredState() <= shoalv1.TaskState_TASK_STATE_RUNNING && t.GetStatus().GetState() == shoalv1.TaskState_TASK_STATE_RUNNING &&
+		if t.GetDesiredState() <= shoalv1.TaskState_TASK_STATE_RUNNING && runningHealthy(t) &&
 			t.GetSpecVersion() == svc.GetSpecVersion() {
 			ids = append(ids, id)
 		}

@@ -96,6 +96,13 @@ func main() {
 		if failed {
 			os.Exit(5)
 		}
+	case "sleeptree": // start "probe sleep" as a child, say so, then sleep too
+		if _, err := os.StartProcess(os.Args[0], []string{os.Args[0], "sleep"}, &os.ProcAttr{}); err != nil {
+			fmt.Println(err)
+			os.Exit(3)
+		}
+		fmt.Println("tree started")
+		time.Sleep(time.Hour)
 	case "spawn": // start "probe exit 0" and exit at once, printing its pid
 		p, err := os.StartProcess(os.Args[0], []string{os.Args[0], "exit", "0"}, &os.ProcAttr{})
 		if err != nil {
