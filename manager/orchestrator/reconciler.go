@@ -31,6 +31,9 @@ type reconciler struct {
 	// retryAt is when a service asked to be reconciled again (restart
 	// delay, max_attempts window).
 	retryAt map[string]time.Time
+	// drainWaiting: draining nodes with tasks held back by their
+	// service's update parallelism (update_drain.go).
+	drainWaiting map[string]bool
 }
 
 func newReconciler(o *Orchestrator) *reconciler {
@@ -67,6 +70,10 @@ func (r *reconciler) observe(ev *shoalv1.WatchEvent) bool {
 				r.nodes[n] = true
 				return true
 			}
+			// Rollouts and drains move on when a new task runs.
+			if obj.GetStatus().GetState() == stateRunning {
+				return r.progressed(obj)
+			}
 			return false
 		}
 		r.services[obj.GetServiceId()] = true
@@ -89,8 +96,10 @@ type passResult struct {
 	services int
 	orphaned []*shoalv1.Task
 	drained  []*shoalv1.Task
-	changes  []serviceChange
-	retry    map[string]time.Duration
+	// drainWaiting: nodes with drained tasks held back by parallelism.
+	drainWaiting map[string]bool
+	changes      []serviceChange
+	retry        map[string]time.Duration
 	// more: the pass stopped at its entry's budget.
 	more bool
 }
@@ -124,6 +133,7 @@ func (r *reconciler) pass(ctx context.Context, now time.Time) (time.Time, error)
 		r.retryAt[id] = done.Add(d)
 	}
 	r.report(&res)
+	r.noteDrainWaiting(res.drainWaiting)
 	if res.more {
 		// The stale marks stay: the next pass recomputes everything they
 		// cover from the store, finds the part written here done, and
@@ -178,7 +188,7 @@ func (r *reconciler) reconcileTx(tx raftstore.WriteTx, now time.Time, res *passR
 			}
 		}
 	}
-	res.drained = DrainedNodeTasks(nodes, scope, now)
+	res.drained, res.drainWaiting = limitDrain(tx, DrainedNodeTasks(nodes, scope, now))
 	var cut, cutDrained bool
 	res.orphaned, cut = b.takeWithin(res.orphaned)
 	res.drained, cutDrained = b.takeWithin(res.drained)
