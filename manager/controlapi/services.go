@@ -3,6 +3,7 @@ package controlapi
 import (
 	"context"
 	"strings"
+	"time"
 
 	"github.com/shoal-dev/shoal/errdefs"
 
@@ -31,7 +32,10 @@ func withDefaults(spec *shoalv1.ServiceSpec) *shoalv1.ServiceSpec {
 		spec.Task.Container.StopGraceMs = defaultStopGraceMs
 	}
 	if spec.Update == nil {
-		spec.Update = &shoalv1.UpdateConfig{Parallelism: 1, FailureAction: "pause", Order: "stop-first"}
+		spec.Update = defaultUpdateConfig()
+	}
+	if spec.Rollback == nil {
+		spec.Rollback = defaultUpdateConfig()
 	}
 	return spec
 }
@@ -185,6 +189,10 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 			PreviousSpec: cur.GetSpec(),
 			SpecVersion:  cur.GetSpecVersion(),
 			Vips:         cur.GetVips(), // the allocator adjusts them
+			UpdateStatus: cur.GetUpdateStatus(),
+			JobStatus:    cur.GetJobStatus(),
+			// Fields the managers own carry over.
+			RebalanceRequested: cur.GetRebalanceRequested(),
 		}
 		if err := resolveTaskNetworks(tx, svc.GetSpec()); err != nil {
 			return err
@@ -194,6 +202,7 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 		}
 		if !proto.Equal(svc.GetSpec().GetTask(), cur.GetSpec().GetTask()) {
 			svc.SpecVersion++
+			startRollout(svc, time.Now())
 		}
 		svc.Meta.Version = req.GetVersion()
 		if req.GetIgnoreVersion() {
@@ -207,7 +216,8 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 	}
 	meta := proto.Clone(out.GetMeta()).(*shoalv1.Meta)
 	meta.Version = idx
-	out = &shoalv1.Service{Meta: meta, Spec: out.GetSpec(), PreviousSpec: out.GetPreviousSpec(), SpecVersion: out.GetSpecVersion(), Vips: out.GetVips()}
+	out = &shoalv1.Service{Meta: meta, Spec: out.GetSpec(), PreviousSpec: out.GetPreviousSpec(), SpecVersion: out.GetSpecVersion(), Vips: out.GetVips(),
+		UpdateStatus: out.GetUpdateStatus(), JobStatus: out.GetJobStatus(), RebalanceRequested: out.GetRebalanceRequested()}
 	s.log.Debug("service updated", "service_id", out.GetMeta().GetId(), "spec_version", out.GetSpecVersion())
 	return &shoalv1.UpdateServiceResponse{Service: out}, nil
 }
