@@ -42,6 +42,7 @@ type specFlags struct {
 	// publish replaces the published ports; publishAdd/publishRm edit
 	// them on update.
 	publish, publishAdd, publishRm []string
+	rollout                        rolloutFlags // rolloutflags.go
 }
 
 func (f *specFlags) bind(fs *pflag.FlagSet, update bool) {
@@ -88,6 +89,7 @@ func (f *specFlags) bind(fs *pflag.FlagSet, update bool) {
 	fs.DurationVar(&f.stopGrace, "stop-grace-period", 0, "time before SIGKILL (default 10s)")
 	fs.StringArrayVarP(&f.publish, "publish", "p", nil, "publish a port: PUBLISHED:TARGET[/udp] or published=P,target=T[,protocol=tcp|udp][,mode=ingress|host] (repeatable; replaces the list on update)")
 	fs.StringVar(&f.endpointMode, "endpoint-mode", "", "vip (a virtual address per network, the default) or dnsrr (DNS answers the task addresses)")
+	f.rollout.bind(fs, update)
 }
 
 // parseNetworkFlag reads NAME[,alias=A...] or name=NAME[,alias=A...]
@@ -379,6 +381,7 @@ func (f *specFlags) apply(fs *pflag.FlagSet, spec *shoalv1.ServiceSpec) error {
 		}
 		spec.Endpoint.Mode = f.endpointMode
 	}
+	f.rollout.apply(fs, spec)
 	return nil
 }
 
