@@ -205,13 +205,14 @@ func reconcileGroups(svc *shoalv1.Service, now time.Time, groups iter.Seq[*group
 	var p Plan
 	var slots []*slotState
 	var failed []*shoalv1.Task
-	startFirst := policyOf(svc, isRollingBack(svc)).startFirst
+	rolledBack := isRollingBack(svc)
+	startFirst := policyOf(svc, rolledBack).startFirst
 	for g := range groups {
 		if b.spent() {
 			p.More = true
 			break
 		}
-		g.startFirst = startFirst
+		g.startFirst, g.rolledBack = startFirst, rolledBack
 		gp, st := g.reconcile()
 		b.chargePlan(gp)
 		p.merge(gp)
@@ -276,6 +277,9 @@ type group struct {
 	// startFirst: the rollout's order is start-first, so an outdated
 	// running task stays while its replacement is not yet running.
 	startFirst bool
+	// rolledBack: the service went back to its previous spec; a task
+	// still built from that very spec is current, whatever its version.
+	rolledBack bool
 }
 
 func (g *group) newTask() *shoalv1.Task { return newTask(g.svc, g.slot, g.nodeID, g.now) }
@@ -324,7 +328,7 @@ func (g *group) reconcile() (p Plan, st *slotState) {
 		slices.SortFunc(live, g.preferLive)
 		keep, rest := live[0], live[1:]
 		cur := g.svc.GetSpecVersion()
-		if keep.GetSpecVersion() != cur {
+		if keep.GetSpecVersion() != cur && !g.sameSpec(keep) {
 			st.outdated = keep
 		} else {
 			st.current = keep
@@ -354,6 +358,13 @@ func (g *group) reconcile() (p Plan, st *slotState) {
 		p.Update = append(p.Update, edits[id])
 	}
 	return p, st
+}
+
+// sameSpec: after a rollback, a task the failed update had not replaced
+// yet runs the spec rolled back to; it stays (a rollback replaces only
+// what the update changed).
+func (g *group) sameSpec(t *shoalv1.Task) bool {
+	return g.rolledBack && proto.Equal(t.GetSpec(), g.svc.GetSpec().GetTask())
 }
 
 // settled is the common case of a big service, answered without the

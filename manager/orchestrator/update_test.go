@@ -163,6 +163,15 @@ func TestRollout(t *testing.T) {
 			mkService("s", 3, v2, withPrevious(), updState(updRollbackStarted), updateCfg(1, 0, time.Second, "", "rollback", 0)),
 			[]*shoalv1.Task{cur("f", 1, exited(1, ago(time.Second))), old("b", 2), old("c", 3)},
 			"+1@2 status=ROLLBACK_PAUSED 0/1 [rollback paused: 1 of 3 tasks failed: task f: exit code 1]"},
+		{"a rollback keeps the tasks still built from the spec rolled back to",
+			mkService("s", 2, specVersion(3), withPrevious(), updState(updRollbackStarted), func(s *shoalv1.Service) {
+				s.Spec.Task.Container.Image = "demo@sha256:0"
+			}),
+			[]*shoalv1.Task{mkTask("old", "s", 1, func(t *shoalv1.Task) {
+				t.Spec = &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: "demo@sha256:0"},
+					Restart: &shoalv1.RestartPolicy{Condition: condAny}, Placement: &shoalv1.Placement{}}
+			}), cur("bad", 2)},
+			"+2@3 ~bad:shutdown/running status=ROLLBACK_STARTED 1/0"},
 		{"a rollback completes", mkService("s", 2, v2, withPrevious(), updState(updRollbackStarted)),
 			[]*shoalv1.Task{cur("n1", 1), cur("n2", 2)}, "status=ROLLBACK_COMPLETED 2/0 [rollback completed]"},
 		{"a completed service changes nothing", mkService("s", 2, v2, updState(updCompleted)),
