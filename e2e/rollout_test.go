@@ -133,9 +133,9 @@ func startupRace(failures []loadFailure, newTasks, oldTasks []*shoalv1.Task) (ra
 
 // rolloutResult is what rolloutUnderLoad measured.
 type rolloutResult struct {
-	elapsed     time.Duration
-	ok, failed  int
-	errs        []string
+	elapsed    time.Duration
+	ok, failed int
+	errs       []string
 	// startupRace: failures new tasks caused before they listened (see
 	// startupRace); rollout: the others, the rollout's own.
 	startupRace int
