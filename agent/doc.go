@@ -26,7 +26,11 @@
 // bind-mounts it read-only on /etc/resolv.conf (unless the spec mounts
 // its own). Release calls Discovery.Stop before Overlay.Detach. A task
 // re-adopted after an agent restart is attached again (idempotent) and
-// gets its DNS server and VIPs back.
+// gets its DNS server and VIPs back. A task on overlay networks asked to
+// stop keeps running for EndpointDrain (1 s, at most half its stop grace)
+// before it is signalled (endpointdrain.go): its endpoints are already
+// delivered as SHUTDOWN, and the other hosts' VIPs must stop balancing new
+// connections to it before its listener closes.
 //
 // A node started with --no-executor runs agent/nullexec instead of
 // Executor: assignments are taken and reported, nothing runs.
