@@ -36,8 +36,9 @@
 //
 // An UpdateService that changes the task spec bumps spec_version and sets
 // update_status UPDATING (started now): the orchestrator rolls it out and
-// moves the status on (a paused update restarts this way). A change that
-// leaves the task spec alone (a scale) leaves the status. update_status,
+// moves the status on (a paused update restarts this way); a new update
+// or rollback config resumes a paused rollout (UPDATING, same
+// spec_version). Other changes (a scale) leave the status. update_status,
 // job_status and rebalance_requested carry over every update.
 // RollbackService swaps spec and previous_spec (FailedPrecondition "service
 // x has no previous spec" for a service never updated), checks networks

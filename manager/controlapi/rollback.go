@@ -26,6 +26,15 @@ func startRollout(svc *shoalv1.Service, now time.Time) {
 		StartedAt: timestamppb.New(now), Message: "update in progress"}
 }
 
+// rolloutPaused: the service's rollout stopped on failures; a new task
+// spec starts a new one, a change of the update or rollback config
+// resumes it (with the failures counted so far, under the new config: e.g.
+// failure action continue); a scale leaves it paused.
+func rolloutPaused(svc *shoalv1.Service) bool {
+	s := svc.GetUpdateStatus().GetState()
+	return s == shoalv1.UpdateState_UPDATE_STATE_PAUSED || s == shoalv1.UpdateState_UPDATE_STATE_ROLLBACK_PAUSED
+}
+
 // RollbackService makes a service's previous spec its spec again (and the
 // spec it had its previous spec), and marks the rollout ROLLBACK_STARTED:
 // the orchestrator rolls it out under the rollback config. A service that

@@ -15,8 +15,9 @@ import (
 // (FailedPrecondition); after an update, a rollback swaps the specs back,
 // bumps spec_version and marks the rollout ROLLBACK_STARTED; an update
 // that changes the task spec starts a rollout (UPDATING) and one that
-// does not leaves the status alone; --force (task.force_update) is a
-// change.
+// does not leaves the status alone (a new update config resumes a paused
+// one); --force
+// (task.force_update) is a change.
 func TestRollbackService(t *testing.T) {
 	s, st := newServer(t)
 	ctx := context.Background()
@@ -69,7 +70,16 @@ func TestRollbackService(t *testing.T) {
 	if got := update(scaled); got.GetUpdateStatus().GetState() != shoalv1.UpdateState_UPDATE_STATE_PAUSED || got.GetSpecVersion() != 2 {
 		t.Fatalf("a scale changed the rollout: spec_version %d, status %v", got.GetSpecVersion(), got.GetUpdateStatus())
 	}
+	// A change of the update config resumes a paused rollout (same
+	// spec_version).
+	resumed := spec("demo:2")
+	resumed.Replicas = 3
+	resumed.Update = &shoalv1.UpdateConfig{Parallelism: 1, FailureAction: "continue"}
+	if got := update(resumed); got.GetUpdateStatus().GetState() != shoalv1.UpdateState_UPDATE_STATE_UPDATING || got.GetSpecVersion() != 2 {
+		t.Fatalf("a config change did not resume the paused rollout: spec_version %d, status %v", got.GetSpecVersion(), got.GetUpdateStatus())
+	}
 	forced := spec("demo:2")
+	forced.Update = resumed.Update
 	forced.Replicas = 3
 	forced.Task.ForceUpdate = 1
 	if got := update(forced); got.GetUpdateStatus().GetState() != shoalv1.UpdateState_UPDATE_STATE_UPDATING || got.GetSpecVersion() != 3 {

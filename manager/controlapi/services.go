@@ -200,9 +200,13 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 		if err := checkPortConflicts(tx, cur.GetMeta().GetId(), svc.GetSpec()); err != nil {
 			return err
 		}
-		if !proto.Equal(svc.GetSpec().GetTask(), cur.GetSpec().GetTask()) {
+		switch {
+		case !proto.Equal(svc.GetSpec().GetTask(), cur.GetSpec().GetTask()):
 			svc.SpecVersion++
 			startRollout(svc, time.Now())
+		case rolloutPaused(cur) && (!proto.Equal(svc.GetSpec().GetUpdate(), cur.GetSpec().GetUpdate()) ||
+			!proto.Equal(svc.GetSpec().GetRollback(), cur.GetSpec().GetRollback())):
+			startRollout(svc, time.Now()) // e.g. failure action continue now
 		}
 		svc.Meta.Version = req.GetVersion()
 		if req.GetIgnoreVersion() {

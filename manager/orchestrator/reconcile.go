@@ -203,10 +203,9 @@ func reconcileRemoved(tasks []*shoalv1.Task, b *budget) Plan {
 // would see only part of the slots).
 func reconcileGroups(svc *shoalv1.Service, now time.Time, groups iter.Seq[*group], b *budget) Plan {
 	var p Plan
-	var slots []*slotState
-	var failed []*shoalv1.Task
+	ty := newTally(svc, now)
 	rolledBack := isRollingBack(svc)
-	startFirst := policyOf(svc, rolledBack).startFirst
+	startFirst := policyOf(svc, rollingBackNow(svc)).startFirst
 	for g := range groups {
 		if b.spent() {
 			p.More = true
@@ -217,18 +216,18 @@ func reconcileGroups(svc *shoalv1.Service, now time.Time, groups iter.Seq[*group
 		b.chargePlan(gp)
 		p.merge(gp)
 		if g.wanted {
-			slots = append(slots, st)
+			ty.add(st)
 		}
 		for _, t := range g.tasks {
 			if t.GetSpecVersion() == svc.GetSpecVersion() && isTerminal(t) && endedBadly(t) {
-				failed = append(failed, t)
+				ty.failed = append(ty.failed, t)
 			}
 		}
 	}
 	if p.More {
 		return p
 	}
-	ro := planRollout(svc, slots, failed, now)
+	ro := planRollout(svc, ty, now)
 	p.RetryAfter = minRetry(p.RetryAfter, ro.retry)
 	switch {
 	case ro.rollback:
@@ -286,8 +285,8 @@ func (g *group) newTask() *shoalv1.Task { return newTask(g.svc, g.slot, g.nodeID
 
 // reconcile plans the group, except for the replacement of an outdated
 // live task, which it returns (in st) for the rollout to decide on.
-func (g *group) reconcile() (p Plan, st *slotState) {
-	st = &slotState{g: g}
+func (g *group) reconcile() (p Plan, st slotState) {
+	st.g = g
 	if g.settled() {
 		st.current = g.tasks[0]
 		return Plan{}, st

@@ -44,13 +44,21 @@ type updatePolicy struct {
 	action      string // pause, continue or rollback
 }
 
-// isRollingBack: the service's current rollout is a rollback.
+// isRollingBack: the service's latest rollout is a rollback (running,
+// paused or done).
 func isRollingBack(svc *shoalv1.Service) bool {
 	switch svc.GetUpdateStatus().GetState() {
 	case updRollbackStarted, updRollbackPaused, updRollbackComplete:
 		return true
 	}
 	return false
+}
+
+// rollingBackNow: a rollback is under way (or paused): it runs under the
+// rollback config.
+func rollingBackNow(svc *shoalv1.Service) bool {
+	s := svc.GetUpdateStatus().GetState()
+	return s == updRollbackStarted || s == updRollbackPaused
 }
 
 // isPaused: a rollout stopped on failures; it stays so until the next
@@ -141,9 +149,53 @@ type slotState struct {
 	current *shoalv1.Task
 }
 
+// tally sums up a service's wanted slots for the rollout as they are
+// reconciled, keeping only the outdated ones (a pass over a huge service
+// costs no memory per settled slot).
+type tally struct {
+	monitor time.Duration
+	now     time.Time
+	// total wanted slots; updated: current task ran healthy for monitor;
+	// inFlight: no outdated task and the current one not running healthy.
+	total, updated, inFlight int
+	// lastReady is when the newest current task began running (healthy).
+	lastReady time.Time
+	// retry: when the next slot passes its monitor.
+	retry    time.Duration
+	outdated []slotState
+	// failed: tasks of the current spec that ended on their own.
+	failed []*shoalv1.Task
+}
+
+func newTally(svc *shoalv1.Service, now time.Time) *tally {
+	return &tally{monitor: policyOf(svc, rollingBackNow(svc)).monitor, now: now}
+}
+
+func (t *tally) add(s slotState) {
+	t.total++
+	if s.outdated != nil {
+		t.outdated = append(t.outdated, s)
+		return
+	}
+	c := s.current
+	if c == nil || !runningHealthy(c) {
+		t.inFlight++
+		return
+	}
+	since := statusTime(c)
+	if since.After(t.lastReady) {
+		t.lastReady = since
+	}
+	if left := since.Add(t.monitor).Sub(t.now); left > 0 {
+		t.retry = minRetry(t.retry, left)
+		return
+	}
+	t.updated++
+}
+
 // rolloutResult is the rollout's part of a plan.
 type rolloutResult struct {
-	replace []*slotState
+	replace []slotState
 	status  *shoalv1.UpdateStatus // nil: unchanged
 	// rollback: write the service with its previous spec (status set).
 	rollback bool
@@ -169,16 +221,11 @@ type rolloutResult struct {
 //     more is replaced until the next update), continue (ignored), or
 //     rollback (the previous spec comes back, ROLLBACK_STARTED). A
 //     rollback that fails pauses (ROLLBACK_PAUSED).
-func planRollout(svc *shoalv1.Service, slots []*slotState, failed []*shoalv1.Task, now time.Time) rolloutResult {
+func planRollout(svc *shoalv1.Service, ty *tally, now time.Time) rolloutResult {
 	var res rolloutResult
 	cur := svc.GetUpdateStatus()
 	state := cur.GetState()
-	var outdated []*slotState
-	for _, s := range slots {
-		if s.outdated != nil {
-			outdated = append(outdated, s)
-		}
-	}
+	outdated, failed := ty.outdated, ty.failed
 	if isPaused(svc) {
 		return res
 	}
@@ -199,29 +246,8 @@ func planRollout(svc *shoalv1.Service, slots []*slotState, failed []*shoalv1.Tas
 	}
 	rollingBack := state == updRollbackStarted
 	pol := policyOf(svc, rollingBack)
-
-	total := len(slots)
-	var updated, inFlight int
-	var lastReady time.Time
-	for _, s := range slots {
-		if s.outdated != nil {
-			continue
-		}
-		c := s.current
-		if c == nil || !runningHealthy(c) {
-			inFlight++
-			continue
-		}
-		since := statusTime(c)
-		if since.After(lastReady) {
-			lastReady = since
-		}
-		if left := since.Add(pol.monitor).Sub(now); left > 0 {
-			res.retry = minRetry(res.retry, left)
-			continue
-		}
-		updated++
-	}
+	total, updated, inFlight, lastReady := ty.total, ty.updated, ty.inFlight, ty.lastReady
+	res.retry = ty.retry
 	status.Updated = int64(updated)
 	status.Failed = int64(len(failed))
 

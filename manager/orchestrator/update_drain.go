@@ -23,7 +23,7 @@ func LimitDrain(drained []*shoalv1.Task, services map[string]*shoalv1.Service, t
 	}
 	room := map[string]int{}
 	for id, svc := range services {
-		p := policyOf(svc, isRollingBack(svc)).parallelism
+		p := policyOf(svc, rollingBackNow(svc)).parallelism
 		if p == 0 {
 			continue
 		}

@@ -173,7 +173,8 @@ func (r *rolloutWatch) step(out io.Writer, svc *shoalv1.Service) (bool, error) {
 		fmt.Fprintf(out, "%s: update completed (%d/%s updated)\n", name, st.GetUpdated(), want)
 		return true, nil
 	case shoalv1.UpdateState_UPDATE_STATE_PAUSED:
-		return true, fmt.Errorf("%s: %s; `shoal service update %s` resumes it, `shoal service rollback %s` goes back", name, st.GetMessage(), name, name)
+		return true, fmt.Errorf("%s: %s; a new spec or update config (`shoal service update --update-failure-action continue %s`) resumes it, `shoal service rollback %s` goes back",
+			name, st.GetMessage(), name, name)
 	case shoalv1.UpdateState_UPDATE_STATE_ROLLBACK_PAUSED:
 		return true, fmt.Errorf("%s: %s; see `shoal service ps %s`", name, st.GetMessage(), name)
 	case shoalv1.UpdateState_UPDATE_STATE_ROLLBACK_COMPLETED:

@@ -82,7 +82,7 @@ func TestRolloutWatch(t *testing.T) {
 		{"completed", []*shoalv1.Service{svc(upd, 0, ""), svc(upd, 1, ""), svc(upd, 3, ""), svc(com, 3, "update completed")},
 			[]string{"web: updating", "web: 1/3 updated", "web: 3/3 updated", "web: update completed (3/3 updated)"}, ""},
 		{"paused", []*shoalv1.Service{svc(upd, 0, ""), svc(pau, 0, "update paused: 1 of 3 tasks failed: task x: exit code 1")},
-			[]string{"web: updating"}, "web: update paused: 1 of 3 tasks failed: task x: exit code 1; `shoal service update web` resumes it"},
+			[]string{"web: updating"}, "web: update paused: 1 of 3 tasks failed: task x: exit code 1; a new spec or update config"},
 		{"rolled back by itself", []*shoalv1.Service{svc(upd, 0, ""), svc(rbs, 0, "update rolled back: 1 of 3 tasks failed"), svc(rbc, 3, "rollback completed")},
 			[]string{"web: rolling back: update rolled back: 1 of 3 tasks failed", "web: rollback completed"}, "web: update rolled back: 1 of 3 tasks failed"},
 		{"manual rollback", []*shoalv1.Service{svc(rbs, 0, "manually requested rollback"), svc(rbc, 3, "rollback completed")},
