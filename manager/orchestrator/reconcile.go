@@ -219,7 +219,7 @@ func reconcileGroups(svc *shoalv1.Service, now time.Time, groups iter.Seq[*group
 			ty.add(st)
 		}
 		for _, t := range g.tasks {
-			if t.GetSpecVersion() == svc.GetSpecVersion() && isTerminal(t) && endedBadly(t) {
+			if t.GetSpecVersion() == svc.GetSpecVersion() && isTerminal(t) && endedBadly(svc, t) {
 				ty.failed = append(ty.failed, t)
 			}
 		}

@@ -125,18 +125,25 @@ func runningHealthy(t *shoalv1.Task) bool {
 }
 
 // endedBadly: a task of the rollout that ended on its own while it was
-// meant to run (failed, rejected, or exited although a service task
-// should not): it counts as a failed update. Tasks lost with their node
+// meant to run (failed, rejected, or exited although the task of a
+// service that is not a job should not): it counts as a failed update. Tasks lost with their node
 // (ORPHANED) or stopped on purpose do not.
-func endedBadly(t *shoalv1.Task) bool {
+func endedBadly(svc *shoalv1.Service, t *shoalv1.Task) bool {
 	if t.GetDesiredState() > stateRunning {
 		return false
 	}
 	switch t.GetStatus().GetState() {
-	case stateFailed, stateRejected, stateComplete:
+	case stateFailed, stateRejected:
 		return true
+	case stateComplete:
+		return !isJob(svc) // a job's task is meant to complete
 	}
 	return false
+}
+
+func isJob(svc *shoalv1.Service) bool {
+	m := svc.GetSpec().GetMode()
+	return m == shoalv1.ServiceMode_SERVICE_MODE_REPLICATED_JOB || m == shoalv1.ServiceMode_SERVICE_MODE_GLOBAL_JOB
 }
 
 // slotState is what the rollout needs to know of one wanted slot (or

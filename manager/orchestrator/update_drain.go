@@ -12,7 +12,8 @@ import (
 // their service's update parallelism lets through now: a drain moves a
 // service's tasks like an update does, at most parallelism (0: all) at a
 // time, a move being in flight until the slot's new task runs (and is
-// healthy). services are by id; tasks are every task of those services.
+// healthy) — unless the scheduler found no node for it (a drain must not
+// wait for ever behind a task that fits nowhere). services are by id; tasks are every task of those services.
 // It returns the tasks to stop now and the nodes some were held back on
 // (to look at again when a task starts running). Tasks of a service that
 // is gone are all stopped.
@@ -29,7 +30,7 @@ func LimitDrain(drained []*shoalv1.Task, services map[string]*shoalv1.Service, t
 		}
 		busy := 0
 		for _, t := range tasks[id] {
-			if !draining[t.GetMeta().GetId()] && isLive(t) && !runningHealthy(t) {
+			if !draining[t.GetMeta().GetId()] && isLive(t) && !runningHealthy(t) && !unplaceable(t) {
 				busy++
 			}
 		}
@@ -56,6 +57,12 @@ func LimitDrain(drained []*shoalv1.Task, services map[string]*shoalv1.Service, t
 	}
 	sortByID(kept)
 	return kept, waiting
+}
+
+// unplaceable: a pending task the scheduler found no node for (its
+// status says why). It does not hold a drain back: it may wait for ever.
+func unplaceable(t *shoalv1.Task) bool {
+	return t.GetStatus().GetState() == statePending && t.GetStatus().GetMessage() != msgPending
 }
 
 // limitDrain applies LimitDrain with the services and tasks of the store.

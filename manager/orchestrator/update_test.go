@@ -411,6 +411,11 @@ func TestLimitDrain(t *testing.T) {
 		{"parallelism 1: a move in flight (a new task not running yet) holds the next",
 			[]*shoalv1.Task{on("x2", "one", 2, "dr"), on("n1", "one", 1, "up", st(tsAssigned))},
 			"", true},
+		{"parallelism 1: a task that fits nowhere does not hold it",
+			[]*shoalv1.Task{on("x2", "one", 2, "dr"), on("n1", "one", 1, "", st(tsPending), func(t *shoalv1.Task) {
+				t.Status.Message = "no node has 2 GiB free"
+			})},
+			"~x2:shutdown/running", false},
 		{"parallelism 2", []*shoalv1.Task{on("y1", "two", 1, "dr"), on("y2", "two", 2, "dr"), on("y3", "two", 3, "dr")},
 			"~y1:shutdown/running ~y2:shutdown/running", true},
 		{"parallelism 0: all", []*shoalv1.Task{on("z1", "all", 1, "dr"), on("z2", "all", 2, "dr"), on("z3", "all", 3, "dr")},
@@ -597,4 +602,27 @@ func TestDrainUnderParallelism(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+func TestEndedBadly(t *testing.T) {
+	svc := mkService("s", 1)
+	job := mkService("j", 1, func(s *shoalv1.Service) { s.Spec.Mode = shoalv1.ServiceMode_SERVICE_MODE_REPLICATED_JOB })
+	for _, c := range []struct {
+		name string
+		svc  *shoalv1.Service
+		task *shoalv1.Task
+		want bool
+	}{
+		{"failed", svc, mkTask("a", "s", 1, exited(1, t0)), true},
+		{"rejected", svc, mkTask("a", "s", 1, ended(tsRejected, t0)), true},
+		{"a service task that exited 0", svc, mkTask("a", "s", 1, ended(tsComplete, t0)), true},
+		{"a job's task that completed", job, mkTask("a", "j", 1, ended(tsComplete, t0)), false},
+		{"stopped on purpose", svc, mkTask("a", "s", 1, ended(tsShutdown, t0), desired(tsShutdown)), false},
+		{"failed while being stopped", svc, mkTask("a", "s", 1, exited(137, t0), desired(tsShutdown)), false},
+		{"lost with its node", svc, mkTask("a", "s", 1, ended(tsOrphaned, t0)), false},
+	} {
+		if got := endedBadly(c.svc, c.task); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
 }
