@@ -456,7 +456,7 @@ func TestLimitDrain(t *testing.T) {
 func TestRolloutResumesAfterFailover(t *testing.T) {
 	const replicas = 6
 	s := openStore(t)
-	svc := mkService("web", replicas, noRestartDelay(), updateCfg(2, 0, 50*time.Millisecond, "stop-first", "pause", 0))
+	svc := mkService("web", replicas, noRestartDelay(), updateCfg(2, 0, 50*time.Millisecond, "start-first", "pause", 0))
 	create(t, s, mkNode("n1"), mkNode("n2"), svc)
 	start := func() (stop func()) {
 		ctx, cancel := context.WithCancel(context.Background())
