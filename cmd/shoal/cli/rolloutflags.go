@@ -30,7 +30,7 @@ type rolloutFlags struct {
 
 func (f *updateConfigFlags) bind(fs *pflag.FlagSet, prefix, what string) {
 	fs.Int64Var(&f.parallelism, prefix+"-parallelism", 1, "tasks "+what+" at a time (0: all at once)")
-	fs.DurationVar(&f.delay, prefix+"-delay", 0, "delay between two tasks "+what)
+	fs.DurationVar(&f.delay, prefix+"-delay", 0, "wait this long after a new task runs before the next task is "+what)
 	fs.DurationVar(&f.monitor, prefix+"-monitor", 5*time.Second, "how long each new task must keep running (and healthy) to count as "+what+"; a failure within it counts as failed")
 	fs.StringVar(&f.order, prefix+"-order", "stop-first", "stop-first (stop the old task, then start the new one) or start-first (the old one stops once the new one runs)")
 	fs.Float64Var(&f.maxFailureRatio, prefix+"-max-failure-ratio", 0, "fraction of the tasks (0 to 1) that may fail before the failure action is taken")
