@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -108,6 +109,8 @@ type serviceChange struct {
 	id                        string
 	removed                   bool
 	created, updated, deleted int
+	// rollout: the update status written, if it changed state.
+	rollout *shoalv1.UpdateStatus
 }
 
 func (r *reconciler) pass(ctx context.Context, now time.Time) (time.Time, error) {
@@ -241,6 +244,7 @@ func (r *reconciler) reconcileTx(tx raftstore.WriteTx, now time.Time, res *passR
 		}
 		res.changes = append(res.changes, serviceChange{
 			id: id, removed: !ok, created: len(p.Create), updated: len(p.Update), deleted: len(p.Delete),
+			rollout: rolloutChange(svc, p.Service),
 		})
 	}
 	return nil
@@ -260,6 +264,10 @@ func (r *reconciler) report(res *passResult) {
 			msg = "removed service's tasks reconciled"
 		}
 		r.log.Info(msg, "service_id", c.id, "created", c.created, "updated", c.updated, "deleted", c.deleted)
+		if st := c.rollout; st != nil {
+			r.log.Info("rollout "+strings.ToLower(strings.TrimPrefix(st.GetState().String(), "UPDATE_STATE_")), "service_id", c.id,
+				"message", st.GetMessage(), "updated", st.GetUpdated(), "failed", st.GetFailed())
+		}
 	}
 	r.log.Debug("pass done", "services", res.services, "changed", len(res.changes), "retries", len(res.retry), "more", res.more)
 }

@@ -125,3 +125,12 @@ func (r *reconciler) noteDrainWaiting(waiting map[string]bool) {
 		r.drainWaiting[n] = true
 	}
 }
+
+// rolloutChange is the update status a plan writes when it changes the
+// rollout's state (for the log), else nil.
+func rolloutChange(before, after *shoalv1.Service) *shoalv1.UpdateStatus {
+	if after == nil || after.GetUpdateStatus().GetState() == before.GetUpdateStatus().GetState() {
+		return nil
+	}
+	return after.GetUpdateStatus()
+}
