@@ -104,8 +104,9 @@ func (l *vipLoad) end() (ok, failed int, errs []string) {
 // which is a few milliseconds before the demo server listens: a
 // connection balanced to it then is refused. That is the discovery of a
 // task without a health check, not the rollout: with one, DNS and VIPs
-// answer only healthy tasks. A refusal within 500 ms after a new task's
-// RUNNING time is counted as such (agent and test share the machine's
+// answer only healthy tasks. A refusal within 1 s after a new task's
+// RUNNING time (a loaded machine may be slow to get the server listening)
+// is counted as such (agent and test share the machine's
 // clock) — unless it came within 300 ms before an old task ended, when a
 // stopping task closing its listener under new connections (what the
 // rollout must never do) explains it as well: that counts against the
@@ -121,7 +122,7 @@ func startupRace(failures []loadFailure, newTasks, oldTasks []*shoalv1.Task) (ra
 		return false
 	}
 	for _, f := range failures {
-		if strings.Contains(f.err, "connection refused") && near(f, newTasks, 0, 500*time.Millisecond) &&
+		if strings.Contains(f.err, "connection refused") && near(f, newTasks, 0, time.Second) &&
 			!near(f, oldTasks, 300*time.Millisecond, 0) {
 			race++
 			continue
