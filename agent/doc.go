@@ -26,8 +26,13 @@
 // bind-mounts it read-only on /etc/resolv.conf (unless the spec mounts
 // its own). Release calls Discovery.Stop before Overlay.Detach. A task
 // re-adopted after an agent restart is attached again (idempotent) and
-// gets its DNS server and VIPs back. Bridge networks are attached the same
-// way (overlay.Manager puts them on their node-local bridge).
+// gets its DNS server and VIPs back. A task on overlay networks asked to
+// stop keeps running for EndpointDrain (1 s, at most half its stop grace)
+// before it is signalled (endpointdrain.go): its endpoints are already
+// delivered as SHUTDOWN, and the other hosts' VIPs must stop balancing new
+// connections to it before its listener closes.
+// Bridge networks are attached the same way (overlay.Manager puts them on
+// their node-local bridge).
 //
 // Host networks: a task whose one attachment has no address (only host
 // networks have no subnet; where the node holds network states, the

@@ -403,8 +403,12 @@ func (c *taskCtl) supervise(ctx context.Context) {
 				sig, _ = stopSignal("", "")
 			}
 			grace := stopGrace(cs.GetStopGraceMs())
-			c.log.Debug("stopping task", "signal", sig, "grace", grace)
+			drain := endpointDrain(t, grace)
+			c.log.Debug("stopping task", "signal", sig, "grace", grace, "endpoint_drain", drain)
 			go func() {
+				if drain > 0 && !drainWait(wctx, drain) {
+					return // endpointdrain.go
+				}
 				// Stop sends the signal, waits out the grace period and
 				// kills; Wait (above) then reports the exit.
 				if err := rt.Stop(wctx, c.id, sig, grace); err != nil && wctx.Err() == nil {

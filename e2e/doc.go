@@ -27,6 +27,9 @@
 //	TestPlannedRestartMovesNothing   SIGTERM of a worker's shoal: DISCONNECTED "restarting" (node ls: Restarting) with a restart deadline, tasks kept while a crashed node goes DOWN; `shoal daemon` → READY, same tasks
 //	TestPlannedLeaderRestartMovesNothing  the same for the leader of 3 managers (its agent's goodbye is committed before its manager stops)
 //	BenchmarkPowerCut                10 power cuts of a worker: p50/max of → DOWN and → all its tasks RUNNING elsewhere
+//	TestRollingUpdateUnderLoad       4 replicas behind their VIP under a client loop from another host; `service update` parallelism 1 start-first → "update completed", COMPLETED 4/4, no request lost to the rollout (refusals by new tasks not yet listening, no health check, counted apart)
+//	TestFailedUpdateRollsBack        an update to `exit 1` with failure action rollback → the CLI exits non-zero "update rolled back", ROLLBACK_COMPLETED, the old spec on every replica, the untouched tasks kept
+//	BenchmarkRollingUpdate           24 replicas, parallelism 8, start-first, under the same load: update time and failed requests
 //
 // Running, as root (network namespaces, cgroups, mounts), with iproute2
 // and docker-registry installed (scripts/setup.sh does it), and the seccomp

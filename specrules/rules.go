@@ -71,40 +71,6 @@ func Service(spec *shoalv1.ServiceSpec) Problems {
 	return p
 }
 
-// updateConfig accepts the defaults (what the Control API fills in) and
-// refuses the rest: rolling updates ignore these settings today.
-func updateConfig(p *Problems, field string, u *shoalv1.UpdateConfig) {
-	if u == nil {
-		return
-	}
-	switch n := u.GetParallelism(); {
-	case n < 0:
-		p.Add(field+".parallelism", "must be >= 0, got %d", n)
-	case n > 1:
-		p.Add(field+".parallelism", "%d is not supported yet (tasks are updated one at a time)", n)
-	}
-	switch d := u.GetDelayMs(); {
-	case d < 0:
-		p.Add(field+".delay_ms", "must be >= 0, got %d", d)
-	case d > 0:
-		p.Add(field+".delay_ms", "a delay between updates is not supported yet")
-	}
-	switch a := u.GetFailureAction(); a {
-	case "", "pause":
-	case "continue", "rollback":
-		p.Add(field+".failure_action", "%q is not supported yet (only pause)", a)
-	default:
-		p.Add(field+".failure_action", "must be pause, continue or rollback, got %q", a)
-	}
-	switch o := u.GetOrder(); o {
-	case "", "stop-first":
-	case "start-first":
-		p.Add(field+".order", "%q is not supported yet (only stop-first)", o)
-	default:
-		p.Add(field+".order", "must be stop-first or start-first, got %q", o)
-	}
-}
-
 // Task checks a task spec; field is its path ("spec.task" for a service,
 // "spec" for a task). The agent passes its Node.
 func Task(field string, t *shoalv1.TaskSpec, node Node) Problems {

@@ -145,14 +145,6 @@ func TestService(t *testing.T) {
 		{"stop signal unknown", func(s *shoalv1.ServiceSpec) { s.Task.Container.StopSignal = "SIGNOPE" }, []string{"spec.task.container.stop_signal: unknown signal \"SIGNOPE\""}},
 		{"stop signal 65", func(s *shoalv1.ServiceSpec) { s.Task.Container.StopSignal = "65" }, []string{"stop_signal: signal 65 out of range"}},
 		{"stop grace too long", func(s *shoalv1.ServiceSpec) { s.Task.Container.StopGraceMs = 1 << 50 }, []string{"stop_grace_ms: must be at most 3600000"}},
-		// not supported yet
-		{"update parallelism", func(s *shoalv1.ServiceSpec) { s.Update.Parallelism = 2 }, []string{"spec.update.parallelism: 2 is not supported yet"}},
-		{"update order", func(s *shoalv1.ServiceSpec) { s.Update.Order = "start-first" }, []string{"spec.update.order", "not supported yet"}},
-		{"update order unknown", func(s *shoalv1.ServiceSpec) { s.Update.Order = "sideways" }, []string{"spec.update.order: must be stop-first or start-first"}},
-		{"rollback failure action", func(s *shoalv1.ServiceSpec) {
-			s.Rollback = &shoalv1.UpdateConfig{FailureAction: "continue"}
-		}, []string{"spec.rollback.failure_action", "not supported yet"}},
-		{"update delay", func(s *shoalv1.ServiceSpec) { s.Update.DelayMs = 1000 }, []string{"spec.update.delay_ms", "not supported yet"}},
 		// published ports
 		{"port without a network", func(s *shoalv1.ServiceSpec) {
 			s.Task.Networks = nil

@@ -46,6 +46,20 @@
 // current run out of the completions wanted. The cluster setting
 // task_history_limit is 0 (default 5) or 1 to MaxTaskHistoryLimit.
 //
+// # Rollouts (rollback.go)
+//
+// An UpdateService that changes the task spec bumps spec_version and sets
+// update_status UPDATING (started now): the orchestrator rolls it out and
+// moves the status on (a paused update restarts this way); a new update
+// or rollback config resumes a paused rollout (UPDATING, same
+// spec_version). Other changes (a scale) leave the status. update_status,
+// job_status and rebalance_requested carry over every update.
+// RollbackService swaps spec and previous_spec (FailedPrecondition "service
+// x has no previous spec" for a service never updated), checks networks
+// and ports again, bumps spec_version if the task spec differs and sets
+// ROLLBACK_STARTED. Services get swarm's update and rollback configs
+// when they name none (parallelism 1, pause, stop-first, monitor 5 s).
+//
 // Handlers return errdefs classes (validation: InvalidArgument with field
 // paths); the server's errdefs interceptor maps them to gRPC codes.
 package controlapi

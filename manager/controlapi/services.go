@@ -33,7 +33,10 @@ func withDefaults(spec *shoalv1.ServiceSpec) *shoalv1.ServiceSpec {
 		spec.Task.Container.StopGraceMs = defaultStopGraceMs
 	}
 	if spec.Update == nil {
-		spec.Update = &shoalv1.UpdateConfig{Parallelism: 1, FailureAction: "pause", Order: "stop-first"}
+		spec.Update = defaultUpdateConfig()
+	}
+	if spec.Rollback == nil {
+		spec.Rollback = defaultUpdateConfig()
 	}
 	return spec
 }
@@ -190,7 +193,10 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 			PreviousSpec: cur.GetSpec(),
 			SpecVersion:  cur.GetSpecVersion(),
 			Vips:         cur.GetVips(), // the allocator adjusts them
+			UpdateStatus: cur.GetUpdateStatus(),
 			JobStatus:    jobStatusAfterUpdate(cur, req.GetSpec(), time.Now()),
+			// Fields the managers own carry over.
+			RebalanceRequested: cur.GetRebalanceRequested(),
 		}
 		if err := resolveTaskNetworks(tx, svc.GetSpec()); err != nil {
 			return err
@@ -198,8 +204,13 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 		if err := checkPortConflicts(tx, cur.GetMeta().GetId(), svc.GetSpec()); err != nil {
 			return err
 		}
-		if !proto.Equal(svc.GetSpec().GetTask(), cur.GetSpec().GetTask()) {
+		switch {
+		case !proto.Equal(svc.GetSpec().GetTask(), cur.GetSpec().GetTask()):
 			svc.SpecVersion++
+			startRollout(svc, time.Now())
+		case rolloutPaused(cur) && (!proto.Equal(svc.GetSpec().GetUpdate(), cur.GetSpec().GetUpdate()) ||
+			!proto.Equal(svc.GetSpec().GetRollback(), cur.GetSpec().GetRollback())):
+			startRollout(svc, time.Now()) // e.g. failure action continue now
 		}
 		svc.Meta.Version = req.GetVersion()
 		if req.GetIgnoreVersion() {
@@ -213,7 +224,8 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 	}
 	meta := proto.Clone(out.GetMeta()).(*shoalv1.Meta)
 	meta.Version = idx
-	out = &shoalv1.Service{Meta: meta, Spec: out.GetSpec(), PreviousSpec: out.GetPreviousSpec(), SpecVersion: out.GetSpecVersion(), Vips: out.GetVips(), JobStatus: out.GetJobStatus()}
+	out = &shoalv1.Service{Meta: meta, Spec: out.GetSpec(), PreviousSpec: out.GetPreviousSpec(), SpecVersion: out.GetSpecVersion(), Vips: out.GetVips(),
+		UpdateStatus: out.GetUpdateStatus(), JobStatus: out.GetJobStatus(), RebalanceRequested: out.GetRebalanceRequested()}
 	s.log.Debug("service updated", "service_id", out.GetMeta().GetId(), "spec_version", out.GetSpecVersion())
 	return &shoalv1.UpdateServiceResponse{Service: out}, nil
 }

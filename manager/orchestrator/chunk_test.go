@@ -124,7 +124,7 @@ func TestLargeServiceInBoundedEntries(t *testing.T) {
 // returns bounded plans marked More, and applying them one after another
 // ends where one unbounded plan does.
 func TestBudgetedPlansConverge(t *testing.T) {
-	svc := mkService("s", 100, specVersion(2))
+	svc := mkService("s", 100, specVersion(2), allAtOnce())
 	var tasks []*shoalv1.Task
 	for slot := uint64(1); slot <= 130; slot++ { // 30 beyond the replicas
 		tasks = append(tasks, mkTask(fmt.Sprintf("old%03d", slot), "s", slot, onNode("n1"), st(tsRunning), version(1)))

@@ -43,14 +43,48 @@
 //     that is not a restart.
 //   - live tasks in slots beyond replicas are stopped; two live tasks in a
 //     slot keep the best (current spec, then further along, then newer).
-//   - live tasks built from an older spec_version are stopped and replaced
-//     in their slot. All at once for now; selectUpdates is the seam where
-//     rolling updates (parallelism, delay) will pick a batch.
+//   - live tasks built from an older spec_version are replaced in their
+//     slot as the rollout lets them (below).
 //   - each slot keeps the cluster's task_history_limit (default
 //     HistoryLimit, 5) newest terminal tasks, by the time they ended, and
 //     reaps older ones (see History) — keeping more while they count
 //     towards max_attempts, which could never be reached otherwise. Slots
 //     beyond replicas keep their history too.
+//
+// # Rolling updates (update.go)
+//
+// A spec change rolls out under spec.update (a rollback under the
+// rollback config of the spec rolled back from), with swarm's defaults:
+// parallelism 1 (0: all at once), stop-first, failure action pause,
+// monitor 5 s. The state is the service's update_status in raft — the
+// control API writes UPDATING (ROLLBACK_STARTED) with the spec; the
+// orchestrator moves it on — and the tasks themselves, never memory, so a
+// new leader continues where the old one was:
+//
+//   - a slot is in flight while it has no outdated live task and its
+//     current task is not yet running-and-healthy (runningHealthy: RUNNING
+//     with health NONE or HEALTHY); at most parallelism are in flight;
+//     the next slot starts no sooner than delay_ms after the newest new
+//     task began running (a RetryAfter);
+//   - stop-first stops the outdated task and creates its replacement in
+//     one plan; start-first creates the replacement and keeps the best
+//     outdated RUNNING task until it runs healthy;
+//   - a slot is updated once its current task ran healthy for monitor_ms
+//     (a RetryAfter until then); all updated: COMPLETED
+//     (ROLLBACK_COMPLETED);
+//   - every task of the new spec_version that ended on its own (FAILED,
+//     REJECTED, or COMPLETE while meant to run) is a failure; more than
+//     max_failure_ratio of the slots: pause (PAUSED: no more replacements
+//     until the next update), continue, or rollback (previous spec back,
+//     spec_version bumped, ROLLBACK_STARTED; a rollback that fails pauses).
+//     A slot whose new task failed waits for the restart policy before it
+//     is tried again.
+//   - a rollback keeps the live tasks still built from the spec it goes
+//     back to: it replaces only what the update reached.
+//
+// Task updates are otherwise ignored by the reconciler (a live task's
+// progress changes no plan), except a task becoming RUNNING while its
+// service rolls out, or while a drain waits for parallelism.
 //
 // # Global services
 //
@@ -136,7 +170,8 @@
 // agent will report on them); their slots are then refilled elsewhere per
 // the restart policy. Live tasks of replicated services on a draining node
 // get desired state SHUTDOWN, so the slot gets a new task elsewhere at
-// once. A deleted service's tasks get desired state REMOVE and are deleted
+// once — at most update.parallelism of a service at a time (LimitDrain:
+// a move is in flight until the slot's new task runs healthy). A deleted service's tasks get desired state REMOVE and are deleted
 // once terminal (or at once if no agent holds them).
 //
 // # Rebalancing

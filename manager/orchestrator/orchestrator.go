@@ -203,6 +203,11 @@ func (o *Orchestrator) conflictRetry(ctx context.Context, fn func(tx raftstore.W
 
 // writePlan adds a plan's changes to a transaction.
 func writePlan(tx raftstore.WriteTx, p Plan) error {
+	if p.Service != nil {
+		if err := tx.Update(p.Service); err != nil {
+			return fmt.Errorf("updating service %q: %w", p.Service.GetMeta().GetId(), err)
+		}
+	}
 	for _, t := range p.Update {
 		if err := tx.Update(t); err != nil {
 			return fmt.Errorf("updating task %q: %w", t.GetMeta().GetId(), err)

@@ -442,7 +442,9 @@ func TestDrainMovesReplicatedTasks(t *testing.T) {
 	s := openStore(t)
 	create(t, s, mkNode("n1"), mkNode("n2"))
 	startOrchestrator(t, s)
-	create(t, s, mkService("web", 4, noRestartDelay()))
+	// Parallelism 0: no agent reports RUNNING here, and a drain moves
+	// tasks under the update parallelism (TestDrainUnderParallelism).
+	create(t, s, mkService("web", 4, noRestartDelay(), allAtOnce()))
 	eventually(t, "assigned", func() error { return allAssigned(tasksOf(s, "web"), 4) })
 
 	changeNode(t, s, "n1", func(n *shoalv1.Node) { n.Spec.Availability = shoalv1.NodeAvailability_NODE_AVAILABILITY_DRAIN })

@@ -109,7 +109,7 @@ func PlanRebalance(svc *shoalv1.Service, nodes []*shoalv1.Node, tasks []*shoalv1
 			t := live[0]
 			if _, ok := load[t.GetNodeId()]; ok {
 				load[t.GetNodeId()]++
-				if runningAndHealthy(t) {
+				if runningHealthy(t) {
 					movable[t.GetNodeId()] = append(movable[t.GetNodeId()], t)
 				}
 			}
@@ -134,7 +134,7 @@ func PlanRebalance(svc *shoalv1.Service, nodes []*shoalv1.Node, tasks []*shoalv1
 			continue
 		}
 		load[newer.GetNodeId()]++
-		if runningAndHealthy(newer) {
+		if runningHealthy(newer) {
 			c := cloneTask(live[0])
 			shutDown(c, now)
 			p.Stop = append(p.Stop, c)
@@ -230,18 +230,5 @@ func moveInFlight(svc *shoalv1.Service, kept, other *shoalv1.Task) bool {
 	if compareAge(older, newer) > 0 {
 		older, newer = newer, older
 	}
-	return runningAndHealthy(older) && !runningAndHealthy(newer)
-}
-
-// runningAndHealthy is what rollouts, rebalancing and discovery count as
-// running: status RUNNING and, for a task with a health check, healthy.
-func runningAndHealthy(t *shoalv1.Task) bool {
-	if t.GetStatus().GetState() != stateRunning {
-		return false
-	}
-	switch t.GetStatus().GetHealth() {
-	case shoalv1.TaskHealth_TASK_HEALTH_NONE, shoalv1.TaskHealth_TASK_HEALTH_HEALTHY:
-		return true
-	}
-	return false
+	return runningHealthy(older) && !runningHealthy(newer)
 }

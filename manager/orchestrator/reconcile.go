@@ -6,6 +6,8 @@ import (
 	"slices"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/restartpolicy"
 	"github.com/shoal-dev/shoal/scheduler"
@@ -25,11 +27,14 @@ type Plan struct {
 	// More: the plan stopped at its entry's budget; reconcile again at
 	// once for the rest.
 	More bool
+	// Service, if set, is the service to write back (its update status
+	// changed, or a failed update rolls back), at the version read.
+	Service *shoalv1.Service
 }
 
 // Empty reports whether the plan changes nothing.
 func (p *Plan) Empty() bool {
-	return len(p.Create) == 0 && len(p.Update) == 0 && len(p.Delete) == 0
+	return len(p.Create) == 0 && len(p.Update) == 0 && len(p.Delete) == 0 && p.Service == nil
 }
 
 func (p *Plan) merge(q Plan) {
@@ -92,7 +97,7 @@ func reconcileReplicated(svc *shoalv1.Service, tasks []*shoalv1.Task, now time.T
 			}
 		}
 	}
-	return reconcileGroups(svc, groups, b)
+	return reconcileGroups(svc, now, groups, b)
 }
 
 // ReconcileGlobal plans the tasks of a global service: every eligible node
@@ -136,7 +141,7 @@ func reconcileGlobal(svc *shoalv1.Service, tasks []*shoalv1.Task, nodes []*shoal
 	for _, k := range keys {
 		groups = append(groups, &group{svc: svc, now: now, wanted: eligible[k], tasks: byNode[k], nodeID: k, hist: b.histRule()})
 	}
-	return reconcileGroups(svc, slices.Values(groups), b)
+	return reconcileGroups(svc, now, slices.Values(groups), b)
 }
 
 // globalEligible: a global service runs on every node that is not down,
@@ -192,49 +197,70 @@ func reconcileRemoved(tasks []*shoalv1.Task, b *budget) Plan {
 }
 
 // reconcileGroups reconciles every slot (or node) of a service and then
-// replaces the outdated tasks the update policy lets through. With a
+// replaces the outdated tasks the rollout lets through (update.go). With a
 // budget, it stops (More) once the budget is spent, after a whole group or
-// a whole replacement.
-func reconcileGroups(svc *shoalv1.Service, groups iter.Seq[*group], b *budget) Plan {
+// a whole replacement; a pass cut short makes no rollout decision (it
+// would see only part of the slots).
+func reconcileGroups(svc *shoalv1.Service, now time.Time, groups iter.Seq[*group], b *budget) Plan {
 	var p Plan
-	var outdated []*shoalv1.Task
-	groupOf := map[string]*group{}
+	ty := newTally(svc, now)
+	rolledBack := isRollingBack(svc)
+	startFirst := policyOf(svc, rollingBackNow(svc)).startFirst
 	for g := range groups {
 		if b.spent() {
 			p.More = true
 			break
 		}
-		gp, old := g.reconcile()
+		g.startFirst, g.rolledBack = startFirst, rolledBack
+		gp, st := g.reconcile()
 		b.chargePlan(gp)
 		p.merge(gp)
-		if old != nil {
-			outdated = append(outdated, old)
-			groupOf[old.GetMeta().GetId()] = g
+		if g.wanted {
+			ty.add(st)
+		}
+		for _, t := range g.tasks {
+			if t.GetSpecVersion() == svc.GetSpecVersion() && isTerminal(t) && endedBadly(svc, t) {
+				ty.failed = append(ty.failed, t)
+			}
 		}
 	}
-	for _, t := range selectUpdates(svc, outdated) {
+	if p.More {
+		return p
+	}
+	ro := planRollout(svc, ty, now)
+	p.RetryAfter = minRetry(p.RetryAfter, ro.retry)
+	switch {
+	case ro.rollback:
+		// Restarts of the abandoned spec's tasks are dropped: the next
+		// pass fills their slots from the spec rolled back to.
+		p.Service = RolledBack(svc, now, ro.status.GetMessage())
+		p.Create = nil
+		return p
+	case ro.status != nil:
+		p.Service = proto.Clone(svc).(*shoalv1.Service)
+		p.Service.UpdateStatus = ro.status
+	}
+	for _, s := range ro.replace {
 		if b.spent() {
 			p.More = true
 			break
 		}
-		g := groupOf[t.GetMeta().GetId()]
-		u := cloneTask(t)
-		shutDown(u, g.now)
+		g := s.g
 		n := g.newTask()
+		if startFirst {
+			// The old task serves until the new one runs (and is
+			// healthy); the slot's reconcile stops it then.
+			b.charge(n)
+			p.Create = append(p.Create, n)
+			continue
+		}
+		u := cloneTask(s.outdated)
+		shutDown(u, g.now)
 		b.charge(u, n)
 		p.Update = append(p.Update, u)
 		p.Create = append(p.Create, n)
 	}
 	return p
-}
-
-// selectUpdates picks which outdated live tasks (one per slot or node, in
-// slot / node order) are replaced in this pass. For now every one is, all
-// at once. This is the seam for rolling updates: spec.update.parallelism
-// and delay_ms will limit the batch here (counting slots already being
-// replaced), and the caller will ask for a RetryAfter for the next batch.
-func selectUpdates(_ *shoalv1.Service, outdated []*shoalv1.Task) []*shoalv1.Task {
-	return outdated
 }
 
 // group is the tasks competing for one slot of a replicated service, or
@@ -249,15 +275,23 @@ type group struct {
 	now    time.Time
 	// hist: the pass's history limit and reaping rule (nil: defaults).
 	hist *histRule
+	// startFirst: the rollout's order is start-first, so an outdated
+	// running task stays while its replacement is not yet running.
+	startFirst bool
+	// rolledBack: the service went back to its previous spec; a task
+	// still built from that very spec is current, whatever its version.
+	rolledBack bool
 }
 
 func (g *group) newTask() *shoalv1.Task { return newTask(g.svc, g.slot, g.nodeID, g.now) }
 
 // reconcile plans the group, except for the replacement of an outdated
-// live task, which it returns for reconcileGroups to decide on.
-func (g *group) reconcile() (p Plan, outdated *shoalv1.Task) {
+// live task, which it returns (in st) for the rollout to decide on.
+func (g *group) reconcile() (p Plan, st slotState) {
+	st.g = g
 	if g.settled() {
-		return Plan{}, nil
+		st.current = g.tasks[0]
+		return Plan{}, st
 	}
 	// edits collects the changes to each task so that two rules touching
 	// the same task produce one update.
@@ -293,14 +327,27 @@ func (g *group) reconcile() (p Plan, outdated *shoalv1.Task) {
 		}
 	case len(live) > 0:
 		slices.SortFunc(live, g.preferLive)
-		for _, t := range live[1:] {
-			if moveInFlight(g.svc, live[0], t) {
+		keep, rest := live[0], live[1:]
+		cur := g.svc.GetSpecVersion()
+		if keep.GetSpecVersion() != cur && !g.sameSpec(keep) {
+			st.outdated = keep
+		} else {
+			st.current = keep
+			if g.startFirst && !runningHealthy(keep) {
+				// Start-first: the best outdated running task keeps
+				// serving until its replacement runs.
+				if i := slices.IndexFunc(rest, func(t *shoalv1.Task) bool {
+					return t.GetSpecVersion() != cur && t.GetStatus().GetState() == stateRunning
+				}); i >= 0 {
+					rest = slices.Delete(slices.Clone(rest), i, i+1)
+				}
+			}
+		}
+		for _, t := range rest {
+			if moveInFlight(g.svc, keep, t) {
 				continue // a rebalance move: both until the new one runs
 			}
 			shutDown(edit(t), g.now)
-		}
-		if keep := live[0]; keep.GetSpecVersion() != g.svc.GetSpecVersion() {
-			outdated = keep
 		}
 	default:
 		create, retry := g.restart()
@@ -314,7 +361,14 @@ func (g *group) reconcile() (p Plan, outdated *shoalv1.Task) {
 	for _, id := range order {
 		p.Update = append(p.Update, edits[id])
 	}
-	return p, outdated
+	return p, st
+}
+
+// sameSpec: after a rollback, a task the failed update had not replaced
+// yet runs the spec rolled back to; it stays (a rollback replaces only
+// what the update changed).
+func (g *group) sameSpec(t *shoalv1.Task) bool {
+	return g.rolledBack && proto.Equal(t.GetSpec(), g.svc.GetSpec().GetTask())
 }
 
 // settled is the common case of a big service, answered without the

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -32,6 +33,9 @@ type reconciler struct {
 	// retryAt is when a service asked to be reconciled again (restart
 	// delay, max_attempts window).
 	retryAt map[string]time.Time
+	// drainWaiting: draining nodes with tasks held back by their
+	// service's update parallelism (update_drain.go).
+	drainWaiting map[string]bool
 }
 
 func newReconciler(o *Orchestrator) *reconciler {
@@ -68,6 +72,10 @@ func (r *reconciler) observe(ev *shoalv1.WatchEvent) bool {
 				r.nodes[n] = true
 				return true
 			}
+			// Rollouts and drains move on when a new task runs.
+			if obj.GetStatus().GetState() == stateRunning {
+				return r.progressed(obj)
+			}
 			return false
 		}
 		r.services[obj.GetServiceId()] = true
@@ -90,9 +98,11 @@ type passResult struct {
 	services int
 	orphaned []*shoalv1.Task
 	drained  []*shoalv1.Task
-	changes  []serviceChange
-	retry    map[string]time.Duration
-	jobs     []jobPass
+	// drainWaiting: nodes with drained tasks held back by parallelism.
+	drainWaiting map[string]bool
+	changes      []serviceChange
+	retry        map[string]time.Duration
+	jobs         []jobPass
 	// more: the pass stopped at its entry's budget.
 	more bool
 }
@@ -101,6 +111,8 @@ type serviceChange struct {
 	id                        string
 	removed                   bool
 	created, updated, deleted int
+	// rollout: the update status written, if it changed state.
+	rollout *shoalv1.UpdateStatus
 }
 
 func (r *reconciler) pass(ctx context.Context, now time.Time) (time.Time, error) {
@@ -126,6 +138,7 @@ func (r *reconciler) pass(ctx context.Context, now time.Time) (time.Time, error)
 		r.retryAt[id] = done.Add(d)
 	}
 	r.report(&res)
+	r.noteDrainWaiting(res.drainWaiting)
 	if res.more {
 		// The stale marks stay: the next pass recomputes everything they
 		// cover from the store, finds the part written here done, and
@@ -186,7 +199,7 @@ func (r *reconciler) reconcileTx(tx raftstore.WriteTx, now time.Time, res *passR
 			dirty[t.GetServiceId()] = true // its node came back or left: reapable now?
 		}
 	}
-	res.drained = DrainedNodeTasks(nodes, scope, now)
+	res.drained, res.drainWaiting = limitDrain(tx, DrainedNodeTasks(nodes, scope, now))
 	var cut, cutDrained bool
 	res.orphaned, cut = b.takeWithin(res.orphaned)
 	res.drained, cutDrained = b.takeWithin(res.drained)
@@ -249,6 +262,7 @@ func (r *reconciler) reconcileTx(tx raftstore.WriteTx, now time.Time, res *passR
 		}
 		res.changes = append(res.changes, serviceChange{
 			id: id, removed: !ok, created: len(p.Create), updated: len(p.Update), deleted: len(p.Delete),
+			rollout: rolloutChange(svc, p.Service),
 		})
 	}
 	return nil
@@ -280,6 +294,10 @@ func (r *reconciler) report(res *passResult) {
 			msg = "removed service's tasks reconciled"
 		}
 		r.log.Info(msg, "service_id", c.id, "created", c.created, "updated", c.updated, "deleted", c.deleted)
+		if st := c.rollout; st != nil {
+			r.log.Info("rollout "+strings.ToLower(strings.TrimPrefix(st.GetState().String(), "UPDATE_STATE_")), "service_id", c.id,
+				"message", st.GetMessage(), "updated", st.GetUpdated(), "failed", st.GetFailed())
+		}
 	}
 	r.log.Debug("pass done", "services", res.services, "changed", len(res.changes), "retries", len(res.retry), "more", res.more)
 }

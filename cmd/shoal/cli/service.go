@@ -16,7 +16,7 @@ import (
 
 func (a *app) serviceCmd() *cobra.Command {
 	c := &cobra.Command{Use: "service", Short: "Manage services"}
-	c.AddCommand(a.serviceCreate(), a.serviceLs(), a.serviceInspect(), a.servicePs(), a.serviceUpdate(), a.serviceScale(), a.serviceRm(), a.serviceRebalance())
+	c.AddCommand(a.serviceCreate(), a.serviceLs(), a.serviceInspect(), a.servicePs(), a.serviceUpdate(), a.serviceScale(), a.serviceRm(), a.serviceRebalance(), a.serviceRollback())
 	return c
 }
 
@@ -214,12 +214,12 @@ func (a *app) serviceLs() *cobra.Command {
 				return printJSON(a.out, resp.GetServices())
 			}
 			w := table(a.out)
-			fmt.Fprintln(w, "ID\tNAME\tMODE\tREPLICAS\tIMAGE\tPORTS")
+			fmt.Fprintln(w, "ID\tNAME\tMODE\tREPLICAS\tIMAGE\tPORTS\tUPDATE")
 			for _, s := range resp.GetServices() {
 				rc := resp.GetReplicas()[s.GetMeta().GetId()]
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", shortID(s.GetMeta().GetId()), s.GetSpec().GetName(),
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", shortID(s.GetMeta().GetId()), s.GetSpec().GetName(),
 					enumShort(s.GetSpec().GetMode().String(), "SERVICE_MODE_"), replicasColumn(s, rc),
-					shortImage(s.GetSpec().GetTask().GetContainer().GetImage()), portsColumn(s.GetSpec().GetEndpoint().GetPorts()))
+					shortImage(s.GetSpec().GetTask().GetContainer().GetImage()), portsColumn(s.GetSpec().GetEndpoint().GetPorts()), updateColumn(s))
 			}
 			return w.Flush()
 		})

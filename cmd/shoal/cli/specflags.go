@@ -45,6 +45,7 @@ type specFlags struct {
 	job                            jobFlags // jobflags.go
 	placement                      placementFlags
 	health                         healthFlags
+	rollout                        rolloutFlags // rolloutflags.go
 }
 
 func (f *specFlags) bind(fs *pflag.FlagSet, update bool) {
@@ -94,6 +95,7 @@ func (f *specFlags) bind(fs *pflag.FlagSet, update bool) {
 	fs.StringVar(&f.endpointMode, "endpoint-mode", "", "vip (a virtual address per network, the default) or dnsrr (DNS answers the task addresses)")
 	f.job.bind(fs)
 	f.health.bind(fs)
+	f.rollout.bind(fs, update)
 }
 
 // parseNetworkFlag reads NAME[,alias=A...] or name=NAME[,alias=A...]
@@ -398,6 +400,7 @@ func (f *specFlags) apply(fs *pflag.FlagSet, spec *shoalv1.ServiceSpec) error {
 		}
 		spec.Endpoint.Mode = f.endpointMode
 	}
+	f.rollout.apply(fs, spec)
 	return f.job.apply(fs, spec)
 }
 

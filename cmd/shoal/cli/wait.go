@@ -144,7 +144,7 @@ func (a *app) startWait(ctx context.Context, ctl shoalv1.ControlClient, wf waitF
 		return nil, fmt.Errorf("--monitor %s: must be shorter than --wait-timeout %s, which bounds the whole wait", wf.monitor, wf.wait)
 	}
 	wctx, cancel := context.WithTimeout(ctx, wf.wait)
-	stream, err := ctl.Watch(wctx, &shoalv1.WatchRequest{Kinds: []string{"task"}})
+	stream, err := ctl.Watch(wctx, &shoalv1.WatchRequest{Kinds: []string{"task", "service"}})
 	if err != nil {
 		cancel()
 		return nil, err
@@ -202,6 +202,12 @@ func (w *waiter) wait(ctx context.Context, svc *shoalv1.Service) error {
 	}
 	defer stopMonitor()
 	announced := false
+	// A write that started a rollout is followed by its update status.
+	rw := newRolloutWatch(svc)
+	fold := func(ev *shoalv1.WatchEvent) {
+		applyEvent(tasks, id, ev)
+		svc = serviceEvent(svc, ev)
+	}
 	for {
 		counted, want, done := convergence(svc, tasks)
 		if counted != last {
@@ -217,10 +223,17 @@ func (w *waiter) wait(ctx context.Context, svc *shoalv1.Service) error {
 					strings.ToLower(enumShort(st.GetState().String(), "TASK_STATE_")), st.GetErr())
 			}
 		}
-		if t, why := stuck(svc, tasks); t != nil {
+		if rw.on {
+			if end, err := rw.step(w.a.out, svc); end {
+				return err
+			}
+		}
+		if t, why := stuck(svc, tasks); t != nil && !rw.on {
 			return fmt.Errorf("%s cannot converge: task %s %s; %s; see `shoal service ps %s`", name, taskName(t), endText(t), why, name)
 		}
 		switch {
+		case rw.on:
+			// The orchestrator's monitor decides.
 		case done && (w.wf.monitor <= 0 || want == 0):
 			// Nothing to monitor when no task is wanted (replicas 0).
 			fmt.Fprintf(w.a.out, "%s: converged (%d/%d)\n", name, counted, want)
@@ -243,13 +256,13 @@ func (w *waiter) wait(ctx context.Context, svc *shoalv1.Service) error {
 			fmt.Fprintf(w.a.out, "%s: converged (%d/%d): tasks stayed running for %s\n", name, counted, want, w.wf.monitor)
 			return nil
 		case ev := <-w.events:
-			applyEvent(tasks, id, ev)
+			fold(ev)
 			// One raft entry brings many events: fold all that are queued
 			// before judging progress.
 			for queued := true; queued; {
 				select {
 				case ev := <-w.events:
-					applyEvent(tasks, id, ev)
+					fold(ev)
 				default:
 					queued = false
 				}

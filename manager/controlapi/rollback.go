@@ -1,0 +1,82 @@
+package controlapi
+
+import (
+	"context"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/shoal-dev/shoal/errdefs"
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
+)
+
+// Swarm's defaults for a service that names no update or rollback config.
+func defaultUpdateConfig() *shoalv1.UpdateConfig {
+	return &shoalv1.UpdateConfig{Parallelism: 1, FailureAction: "pause", Order: "stop-first", MonitorMs: 5000}
+}
+
+// startRollout marks a write that changes the task spec (spec_version
+// bumped) as the start of a rollout: the orchestrator rolls it out under
+// spec.update and moves the status on from UPDATING. A paused update is
+// resumed this way too: the next update starts afresh.
+func startRollout(svc *shoalv1.Service, now time.Time) {
+	svc.UpdateStatus = &shoalv1.UpdateStatus{State: shoalv1.UpdateState_UPDATE_STATE_UPDATING,
+		StartedAt: timestamppb.New(now), Message: "update in progress"}
+}
+
+// rolloutPaused: the service's rollout stopped on failures; a new task
+// spec starts a new one, a change of the update or rollback config
+// resumes it (with the failures counted so far, under the new config: e.g.
+// failure action continue); a scale leaves it paused.
+func rolloutPaused(svc *shoalv1.Service) bool {
+	s := svc.GetUpdateStatus().GetState()
+	return s == shoalv1.UpdateState_UPDATE_STATE_PAUSED || s == shoalv1.UpdateState_UPDATE_STATE_ROLLBACK_PAUSED
+}
+
+// RollbackService makes a service's previous spec its spec again (and the
+// spec it had its previous spec), and marks the rollout ROLLBACK_STARTED:
+// the orchestrator rolls it out under the rollback config. A service that
+// was never updated has nothing to go back to.
+func (s *Server) RollbackService(ctx context.Context, req *shoalv1.RollbackServiceRequest) (*shoalv1.RollbackServiceResponse, error) {
+	if req.GetServiceId() == "" {
+		return nil, errdefs.InvalidArgumentf("service_id: required")
+	}
+	var out *shoalv1.Service
+	s.netMu.Lock() // networks resolved against a racing network rm
+	defer s.netMu.Unlock()
+	idx, err := s.store.Update(ctx, func(tx raftstore.WriteTx) error {
+		cur, err := raftstore.ResolveRef[*shoalv1.Service](tx, req.GetServiceId())
+		if err != nil {
+			return err
+		}
+		if cur.GetPreviousSpec() == nil {
+			return errdefs.FailedPreconditionf("service %s has no previous spec", cur.GetSpec().GetName())
+		}
+		svc := proto.Clone(cur).(*shoalv1.Service)
+		svc.Spec, svc.PreviousSpec = svc.PreviousSpec, svc.Spec
+		// The spec rolled back to was valid when it was written; what
+		// changed since (networks removed, ports taken) is checked again.
+		if err := resolveTaskNetworks(tx, svc.GetSpec()); err != nil {
+			return err
+		}
+		if err := checkPortConflicts(tx, svc.GetMeta().GetId(), svc.GetSpec()); err != nil {
+			return err
+		}
+		if !proto.Equal(svc.GetSpec().GetTask(), svc.GetPreviousSpec().GetTask()) {
+			svc.SpecVersion++
+		}
+		svc.UpdateStatus = &shoalv1.UpdateStatus{State: shoalv1.UpdateState_UPDATE_STATE_ROLLBACK_STARTED,
+			StartedAt: timestamppb.Now(), Message: "manually requested rollback"}
+		out = svc
+		return tx.Update(svc)
+	})
+	if err != nil {
+		return nil, err
+	}
+	out = proto.Clone(out).(*shoalv1.Service)
+	out.Meta.Version = idx
+	s.log.Info("service rolled back", "service_id", out.GetMeta().GetId(), "spec_version", out.GetSpecVersion())
+	return &shoalv1.RollbackServiceResponse{Service: out}, nil
+}
