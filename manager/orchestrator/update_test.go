@@ -44,7 +44,6 @@ func since(d time.Duration) taskOpt {
 	return func(t *shoalv1.Task) { t.Status.Timestamp = timestamppb.New(ago(d)) }
 }
 
-
 func exited(code int32, at time.Time) taskOpt {
 	return func(t *shoalv1.Task) {
 		t.Status = &shoalv1.TaskStatus{State: tsFailed, Timestamp: timestamppb.New(at), ExitCode: code}
