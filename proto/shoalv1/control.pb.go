@@ -445,6 +445,345 @@ func (x *CreateAdminCertificateResponse) GetCaCertPem() []byte {
 	return nil
 }
 
+type CreateTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// viewer, operator or admin.
+	Role string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	// 0: no expiry.
+	TtlMs         int64 `protobuf:"varint,3,opt,name=ttl_ms,json=ttlMs,proto3" json:"ttl_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTokenRequest) Reset() {
+	*x = CreateTokenRequest{}
+	mi := &file_shoalv1_control_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTokenRequest) ProtoMessage() {}
+
+func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_control_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
+func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *CreateTokenRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateTokenRequest) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *CreateTokenRequest) GetTtlMs() int64 {
+	if x != nil {
+		return x.TtlMs
+	}
+	return 0
+}
+
+type CreateTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The bearer token; returned only here.
+	Token         string    `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	Info          *ApiToken `protobuf:"bytes,2,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTokenResponse) Reset() {
+	*x = CreateTokenResponse{}
+	mi := &file_shoalv1_control_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTokenResponse) ProtoMessage() {}
+
+func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_control_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
+func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *CreateTokenResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *CreateTokenResponse) GetInfo() *ApiToken {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+type ListTokensRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensRequest) Reset() {
+	*x = ListTokensRequest{}
+	mi := &file_shoalv1_control_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensRequest) ProtoMessage() {}
+
+func (x *ListTokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_control_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensRequest.ProtoReflect.Descriptor instead.
+func (*ListTokensRequest) Descriptor() ([]byte, []int) {
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{10}
+}
+
+type ListTokensResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// secret_hash is always empty here.
+	Tokens        []*ApiToken `protobuf:"bytes,1,rep,name=tokens,proto3" json:"tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListTokensResponse) Reset() {
+	*x = ListTokensResponse{}
+	mi := &file_shoalv1_control_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListTokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListTokensResponse) ProtoMessage() {}
+
+func (x *ListTokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_control_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListTokensResponse.ProtoReflect.Descriptor instead.
+func (*ListTokensResponse) Descriptor() ([]byte, []int) {
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ListTokensResponse) GetTokens() []*ApiToken {
+	if x != nil {
+		return x.Tokens
+	}
+	return nil
+}
+
+type RevokeTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name or id.
+	Ref           string `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenRequest) Reset() {
+	*x = RevokeTokenRequest{}
+	mi := &file_shoalv1_control_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenRequest) ProtoMessage() {}
+
+func (x *RevokeTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_control_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenRequest.ProtoReflect.Descriptor instead.
+func (*RevokeTokenRequest) Descriptor() ([]byte, []int) {
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *RevokeTokenRequest) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+type RevokeTokenResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Info          *ApiToken              `protobuf:"bytes,1,opt,name=info,proto3" json:"info,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeTokenResponse) Reset() {
+	*x = RevokeTokenResponse{}
+	mi := &file_shoalv1_control_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeTokenResponse) ProtoMessage() {}
+
+func (x *RevokeTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_control_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeTokenResponse.ProtoReflect.Descriptor instead.
+func (*RevokeTokenResponse) Descriptor() ([]byte, []int) {
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *RevokeTokenResponse) GetInfo() *ApiToken {
+	if x != nil {
+		return x.Info
+	}
+	return nil
+}
+
+// Page asks for one page of a list: at most page_size items (0: all, up to
+// the server's limit) after page_token (from the previous page).
+type Page struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	PageSize      int32                  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string                 `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Page) Reset() {
+	*x = Page{}
+	mi := &file_shoalv1_control_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Page) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Page) ProtoMessage() {}
+
+func (x *Page) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_control_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Page.ProtoReflect.Descriptor instead.
+func (*Page) Descriptor() ([]byte, []int) {
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Page) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *Page) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListAdminCertificatesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -453,7 +792,7 @@ type ListAdminCertificatesRequest struct {
 
 func (x *ListAdminCertificatesRequest) Reset() {
 	*x = ListAdminCertificatesRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[8]
+	mi := &file_shoalv1_control_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -465,7 +804,7 @@ func (x *ListAdminCertificatesRequest) String() string {
 func (*ListAdminCertificatesRequest) ProtoMessage() {}
 
 func (x *ListAdminCertificatesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[8]
+	mi := &file_shoalv1_control_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -478,7 +817,7 @@ func (x *ListAdminCertificatesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminCertificatesRequest.ProtoReflect.Descriptor instead.
 func (*ListAdminCertificatesRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{8}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{15}
 }
 
 type ListAdminCertificatesResponse struct {
@@ -490,7 +829,7 @@ type ListAdminCertificatesResponse struct {
 
 func (x *ListAdminCertificatesResponse) Reset() {
 	*x = ListAdminCertificatesResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[9]
+	mi := &file_shoalv1_control_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -502,7 +841,7 @@ func (x *ListAdminCertificatesResponse) String() string {
 func (*ListAdminCertificatesResponse) ProtoMessage() {}
 
 func (x *ListAdminCertificatesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[9]
+	mi := &file_shoalv1_control_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -515,7 +854,7 @@ func (x *ListAdminCertificatesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAdminCertificatesResponse.ProtoReflect.Descriptor instead.
 func (*ListAdminCertificatesResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{9}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListAdminCertificatesResponse) GetAdmins() []*AdminCertificate {
@@ -534,7 +873,7 @@ type RevokeAdminCertificateRequest struct {
 
 func (x *RevokeAdminCertificateRequest) Reset() {
 	*x = RevokeAdminCertificateRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[10]
+	mi := &file_shoalv1_control_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -546,7 +885,7 @@ func (x *RevokeAdminCertificateRequest) String() string {
 func (*RevokeAdminCertificateRequest) ProtoMessage() {}
 
 func (x *RevokeAdminCertificateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[10]
+	mi := &file_shoalv1_control_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -559,7 +898,7 @@ func (x *RevokeAdminCertificateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminCertificateRequest.ProtoReflect.Descriptor instead.
 func (*RevokeAdminCertificateRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{10}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RevokeAdminCertificateRequest) GetName() string {
@@ -578,7 +917,7 @@ type RevokeAdminCertificateResponse struct {
 
 func (x *RevokeAdminCertificateResponse) Reset() {
 	*x = RevokeAdminCertificateResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[11]
+	mi := &file_shoalv1_control_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -590,7 +929,7 @@ func (x *RevokeAdminCertificateResponse) String() string {
 func (*RevokeAdminCertificateResponse) ProtoMessage() {}
 
 func (x *RevokeAdminCertificateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[11]
+	mi := &file_shoalv1_control_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -603,7 +942,7 @@ func (x *RevokeAdminCertificateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeAdminCertificateResponse.ProtoReflect.Descriptor instead.
 func (*RevokeAdminCertificateResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{11}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RevokeAdminCertificateResponse) GetAdmin() *AdminCertificate {
@@ -617,13 +956,14 @@ type ListNodesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// key=value filters: id, name, role, availability, state, label.
 	Filters       map[string]string `protobuf:"bytes,1,rep,name=filters,proto3" json:"filters,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Page          *Page             `protobuf:"bytes,2,opt,name=page,proto3" json:"page,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[12]
+	mi := &file_shoalv1_control_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -635,7 +975,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[12]
+	mi := &file_shoalv1_control_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -648,7 +988,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{12}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListNodesRequest) GetFilters() map[string]string {
@@ -658,16 +998,27 @@ func (x *ListNodesRequest) GetFilters() map[string]string {
 	return nil
 }
 
+func (x *ListNodesRequest) GetPage() *Page {
+	if x != nil {
+		return x.Page
+	}
+	return nil
+}
+
 type ListNodesResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Nodes         []*Node                `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Nodes []*Node                `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// Empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	// Items matching the filters, all pages together.
+	Total         int64 `protobuf:"varint,3,opt,name=total,proto3" json:"total,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[13]
+	mi := &file_shoalv1_control_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -679,7 +1030,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[13]
+	mi := &file_shoalv1_control_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -692,7 +1043,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{13}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListNodesResponse) GetNodes() []*Node {
@@ -700,6 +1051,20 @@ func (x *ListNodesResponse) GetNodes() []*Node {
 		return x.Nodes
 	}
 	return nil
+}
+
+func (x *ListNodesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListNodesResponse) GetTotal() int64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
 }
 
 type GetNodeRequest struct {
@@ -712,7 +1077,7 @@ type GetNodeRequest struct {
 
 func (x *GetNodeRequest) Reset() {
 	*x = GetNodeRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[14]
+	mi := &file_shoalv1_control_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -724,7 +1089,7 @@ func (x *GetNodeRequest) String() string {
 func (*GetNodeRequest) ProtoMessage() {}
 
 func (x *GetNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[14]
+	mi := &file_shoalv1_control_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -737,7 +1102,7 @@ func (x *GetNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeRequest.ProtoReflect.Descriptor instead.
 func (*GetNodeRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{14}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetNodeRequest) GetRef() string {
@@ -756,7 +1121,7 @@ type GetNodeResponse struct {
 
 func (x *GetNodeResponse) Reset() {
 	*x = GetNodeResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[15]
+	mi := &file_shoalv1_control_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -768,7 +1133,7 @@ func (x *GetNodeResponse) String() string {
 func (*GetNodeResponse) ProtoMessage() {}
 
 func (x *GetNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[15]
+	mi := &file_shoalv1_control_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -781,7 +1146,7 @@ func (x *GetNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeResponse.ProtoReflect.Descriptor instead.
 func (*GetNodeResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{15}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetNodeResponse) GetNode() *Node {
@@ -804,7 +1169,7 @@ type UpdateNodeRequest struct {
 
 func (x *UpdateNodeRequest) Reset() {
 	*x = UpdateNodeRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[16]
+	mi := &file_shoalv1_control_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -816,7 +1181,7 @@ func (x *UpdateNodeRequest) String() string {
 func (*UpdateNodeRequest) ProtoMessage() {}
 
 func (x *UpdateNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[16]
+	mi := &file_shoalv1_control_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -829,7 +1194,7 @@ func (x *UpdateNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateNodeRequest.ProtoReflect.Descriptor instead.
 func (*UpdateNodeRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{16}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UpdateNodeRequest) GetNodeId() string {
@@ -869,7 +1234,7 @@ type UpdateNodeResponse struct {
 
 func (x *UpdateNodeResponse) Reset() {
 	*x = UpdateNodeResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[17]
+	mi := &file_shoalv1_control_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -881,7 +1246,7 @@ func (x *UpdateNodeResponse) String() string {
 func (*UpdateNodeResponse) ProtoMessage() {}
 
 func (x *UpdateNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[17]
+	mi := &file_shoalv1_control_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -894,7 +1259,7 @@ func (x *UpdateNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateNodeResponse.ProtoReflect.Descriptor instead.
 func (*UpdateNodeResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{17}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *UpdateNodeResponse) GetNode() *Node {
@@ -914,7 +1279,7 @@ type RemoveNodeRequest struct {
 
 func (x *RemoveNodeRequest) Reset() {
 	*x = RemoveNodeRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[18]
+	mi := &file_shoalv1_control_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -926,7 +1291,7 @@ func (x *RemoveNodeRequest) String() string {
 func (*RemoveNodeRequest) ProtoMessage() {}
 
 func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[18]
+	mi := &file_shoalv1_control_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -939,7 +1304,7 @@ func (x *RemoveNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNodeRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{18}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RemoveNodeRequest) GetRef() string {
@@ -964,7 +1329,7 @@ type RemoveNodeResponse struct {
 
 func (x *RemoveNodeResponse) Reset() {
 	*x = RemoveNodeResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[19]
+	mi := &file_shoalv1_control_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -976,7 +1341,7 @@ func (x *RemoveNodeResponse) String() string {
 func (*RemoveNodeResponse) ProtoMessage() {}
 
 func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[19]
+	mi := &file_shoalv1_control_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -989,7 +1354,7 @@ func (x *RemoveNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNodeResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{19}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{26}
 }
 
 type CreateServiceRequest struct {
@@ -1001,7 +1366,7 @@ type CreateServiceRequest struct {
 
 func (x *CreateServiceRequest) Reset() {
 	*x = CreateServiceRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[20]
+	mi := &file_shoalv1_control_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1013,7 +1378,7 @@ func (x *CreateServiceRequest) String() string {
 func (*CreateServiceRequest) ProtoMessage() {}
 
 func (x *CreateServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[20]
+	mi := &file_shoalv1_control_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1026,7 +1391,7 @@ func (x *CreateServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateServiceRequest.ProtoReflect.Descriptor instead.
 func (*CreateServiceRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{20}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CreateServiceRequest) GetSpec() *ServiceSpec {
@@ -1045,7 +1410,7 @@ type CreateServiceResponse struct {
 
 func (x *CreateServiceResponse) Reset() {
 	*x = CreateServiceResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[21]
+	mi := &file_shoalv1_control_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1057,7 +1422,7 @@ func (x *CreateServiceResponse) String() string {
 func (*CreateServiceResponse) ProtoMessage() {}
 
 func (x *CreateServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[21]
+	mi := &file_shoalv1_control_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1070,7 +1435,7 @@ func (x *CreateServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateServiceResponse.ProtoReflect.Descriptor instead.
 func (*CreateServiceResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{21}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CreateServiceResponse) GetService() *Service {
@@ -1089,7 +1454,7 @@ type GetServiceRequest struct {
 
 func (x *GetServiceRequest) Reset() {
 	*x = GetServiceRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[22]
+	mi := &file_shoalv1_control_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1101,7 +1466,7 @@ func (x *GetServiceRequest) String() string {
 func (*GetServiceRequest) ProtoMessage() {}
 
 func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[22]
+	mi := &file_shoalv1_control_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1114,7 +1479,7 @@ func (x *GetServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceRequest.ProtoReflect.Descriptor instead.
 func (*GetServiceRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{22}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetServiceRequest) GetRef() string {
@@ -1133,7 +1498,7 @@ type GetServiceResponse struct {
 
 func (x *GetServiceResponse) Reset() {
 	*x = GetServiceResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[23]
+	mi := &file_shoalv1_control_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1145,7 +1510,7 @@ func (x *GetServiceResponse) String() string {
 func (*GetServiceResponse) ProtoMessage() {}
 
 func (x *GetServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[23]
+	mi := &file_shoalv1_control_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1158,7 +1523,7 @@ func (x *GetServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetServiceResponse.ProtoReflect.Descriptor instead.
 func (*GetServiceResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{23}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetServiceResponse) GetService() *Service {
@@ -1171,13 +1536,14 @@ func (x *GetServiceResponse) GetService() *Service {
 type ListServicesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Filters       map[string]string      `protobuf:"bytes,1,rep,name=filters,proto3" json:"filters,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Page          *Page                  `protobuf:"bytes,2,opt,name=page,proto3" json:"page,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListServicesRequest) Reset() {
 	*x = ListServicesRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[24]
+	mi := &file_shoalv1_control_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1189,7 +1555,7 @@ func (x *ListServicesRequest) String() string {
 func (*ListServicesRequest) ProtoMessage() {}
 
 func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[24]
+	mi := &file_shoalv1_control_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1202,7 +1568,7 @@ func (x *ListServicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesRequest.ProtoReflect.Descriptor instead.
 func (*ListServicesRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{24}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListServicesRequest) GetFilters() map[string]string {
@@ -1212,18 +1578,27 @@ func (x *ListServicesRequest) GetFilters() map[string]string {
 	return nil
 }
 
+func (x *ListServicesRequest) GetPage() *Page {
+	if x != nil {
+		return x.Page
+	}
+	return nil
+}
+
 type ListServicesResponse struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Services []*Service             `protobuf:"bytes,1,rep,name=services,proto3" json:"services,omitempty"`
 	// running / desired counts per service id, for "service ls".
 	Replicas      map[string]*ReplicaCount `protobuf:"bytes,2,rep,name=replicas,proto3" json:"replicas,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	NextPageToken string                   `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	Total         int64                    `protobuf:"varint,4,opt,name=total,proto3" json:"total,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListServicesResponse) Reset() {
 	*x = ListServicesResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[25]
+	mi := &file_shoalv1_control_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1235,7 +1610,7 @@ func (x *ListServicesResponse) String() string {
 func (*ListServicesResponse) ProtoMessage() {}
 
 func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[25]
+	mi := &file_shoalv1_control_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1248,7 +1623,7 @@ func (x *ListServicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListServicesResponse.ProtoReflect.Descriptor instead.
 func (*ListServicesResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{25}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListServicesResponse) GetServices() []*Service {
@@ -1265,6 +1640,20 @@ func (x *ListServicesResponse) GetReplicas() map[string]*ReplicaCount {
 	return nil
 }
 
+func (x *ListServicesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListServicesResponse) GetTotal() int64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
 type ReplicaCount struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Running       int64                  `protobuf:"varint,1,opt,name=running,proto3" json:"running,omitempty"`
@@ -1275,7 +1664,7 @@ type ReplicaCount struct {
 
 func (x *ReplicaCount) Reset() {
 	*x = ReplicaCount{}
-	mi := &file_shoalv1_control_proto_msgTypes[26]
+	mi := &file_shoalv1_control_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1287,7 +1676,7 @@ func (x *ReplicaCount) String() string {
 func (*ReplicaCount) ProtoMessage() {}
 
 func (x *ReplicaCount) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[26]
+	mi := &file_shoalv1_control_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1300,7 +1689,7 @@ func (x *ReplicaCount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaCount.ProtoReflect.Descriptor instead.
 func (*ReplicaCount) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{26}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ReplicaCount) GetRunning() int64 {
@@ -1330,7 +1719,7 @@ type UpdateServiceRequest struct {
 
 func (x *UpdateServiceRequest) Reset() {
 	*x = UpdateServiceRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[27]
+	mi := &file_shoalv1_control_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1342,7 +1731,7 @@ func (x *UpdateServiceRequest) String() string {
 func (*UpdateServiceRequest) ProtoMessage() {}
 
 func (x *UpdateServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[27]
+	mi := &file_shoalv1_control_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1355,7 +1744,7 @@ func (x *UpdateServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateServiceRequest.ProtoReflect.Descriptor instead.
 func (*UpdateServiceRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{27}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *UpdateServiceRequest) GetServiceId() string {
@@ -1395,7 +1784,7 @@ type UpdateServiceResponse struct {
 
 func (x *UpdateServiceResponse) Reset() {
 	*x = UpdateServiceResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[28]
+	mi := &file_shoalv1_control_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1407,7 +1796,7 @@ func (x *UpdateServiceResponse) String() string {
 func (*UpdateServiceResponse) ProtoMessage() {}
 
 func (x *UpdateServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[28]
+	mi := &file_shoalv1_control_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1420,7 +1809,7 @@ func (x *UpdateServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateServiceResponse.ProtoReflect.Descriptor instead.
 func (*UpdateServiceResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{28}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *UpdateServiceResponse) GetService() *Service {
@@ -1439,7 +1828,7 @@ type RollbackServiceRequest struct {
 
 func (x *RollbackServiceRequest) Reset() {
 	*x = RollbackServiceRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[29]
+	mi := &file_shoalv1_control_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1451,7 +1840,7 @@ func (x *RollbackServiceRequest) String() string {
 func (*RollbackServiceRequest) ProtoMessage() {}
 
 func (x *RollbackServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[29]
+	mi := &file_shoalv1_control_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1464,7 +1853,7 @@ func (x *RollbackServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackServiceRequest.ProtoReflect.Descriptor instead.
 func (*RollbackServiceRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{29}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RollbackServiceRequest) GetServiceId() string {
@@ -1483,7 +1872,7 @@ type RollbackServiceResponse struct {
 
 func (x *RollbackServiceResponse) Reset() {
 	*x = RollbackServiceResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[30]
+	mi := &file_shoalv1_control_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1495,7 +1884,7 @@ func (x *RollbackServiceResponse) String() string {
 func (*RollbackServiceResponse) ProtoMessage() {}
 
 func (x *RollbackServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[30]
+	mi := &file_shoalv1_control_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1508,7 +1897,7 @@ func (x *RollbackServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackServiceResponse.ProtoReflect.Descriptor instead.
 func (*RollbackServiceResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{30}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RollbackServiceResponse) GetService() *Service {
@@ -1527,7 +1916,7 @@ type RebalanceServiceRequest struct {
 
 func (x *RebalanceServiceRequest) Reset() {
 	*x = RebalanceServiceRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[31]
+	mi := &file_shoalv1_control_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1539,7 +1928,7 @@ func (x *RebalanceServiceRequest) String() string {
 func (*RebalanceServiceRequest) ProtoMessage() {}
 
 func (x *RebalanceServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[31]
+	mi := &file_shoalv1_control_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1552,7 +1941,7 @@ func (x *RebalanceServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceServiceRequest.ProtoReflect.Descriptor instead.
 func (*RebalanceServiceRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{31}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RebalanceServiceRequest) GetServiceId() string {
@@ -1571,7 +1960,7 @@ type RebalanceServiceResponse struct {
 
 func (x *RebalanceServiceResponse) Reset() {
 	*x = RebalanceServiceResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[32]
+	mi := &file_shoalv1_control_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1583,7 +1972,7 @@ func (x *RebalanceServiceResponse) String() string {
 func (*RebalanceServiceResponse) ProtoMessage() {}
 
 func (x *RebalanceServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[32]
+	mi := &file_shoalv1_control_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1596,7 +1985,7 @@ func (x *RebalanceServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceServiceResponse.ProtoReflect.Descriptor instead.
 func (*RebalanceServiceResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{32}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RebalanceServiceResponse) GetService() *Service {
@@ -1615,7 +2004,7 @@ type RemoveServiceRequest struct {
 
 func (x *RemoveServiceRequest) Reset() {
 	*x = RemoveServiceRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[33]
+	mi := &file_shoalv1_control_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1627,7 +2016,7 @@ func (x *RemoveServiceRequest) String() string {
 func (*RemoveServiceRequest) ProtoMessage() {}
 
 func (x *RemoveServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[33]
+	mi := &file_shoalv1_control_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1640,7 +2029,7 @@ func (x *RemoveServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServiceRequest.ProtoReflect.Descriptor instead.
 func (*RemoveServiceRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{33}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RemoveServiceRequest) GetRef() string {
@@ -1658,7 +2047,7 @@ type RemoveServiceResponse struct {
 
 func (x *RemoveServiceResponse) Reset() {
 	*x = RemoveServiceResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[34]
+	mi := &file_shoalv1_control_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1670,7 +2059,7 @@ func (x *RemoveServiceResponse) String() string {
 func (*RemoveServiceResponse) ProtoMessage() {}
 
 func (x *RemoveServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[34]
+	mi := &file_shoalv1_control_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1683,7 +2072,7 @@ func (x *RemoveServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServiceResponse.ProtoReflect.Descriptor instead.
 func (*RemoveServiceResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{34}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{41}
 }
 
 type CreateNetworkRequest struct {
@@ -1695,7 +2084,7 @@ type CreateNetworkRequest struct {
 
 func (x *CreateNetworkRequest) Reset() {
 	*x = CreateNetworkRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[35]
+	mi := &file_shoalv1_control_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1707,7 +2096,7 @@ func (x *CreateNetworkRequest) String() string {
 func (*CreateNetworkRequest) ProtoMessage() {}
 
 func (x *CreateNetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[35]
+	mi := &file_shoalv1_control_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1720,7 +2109,7 @@ func (x *CreateNetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateNetworkRequest.ProtoReflect.Descriptor instead.
 func (*CreateNetworkRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{35}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *CreateNetworkRequest) GetSpec() *NetworkSpec {
@@ -1739,7 +2128,7 @@ type CreateNetworkResponse struct {
 
 func (x *CreateNetworkResponse) Reset() {
 	*x = CreateNetworkResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[36]
+	mi := &file_shoalv1_control_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1751,7 +2140,7 @@ func (x *CreateNetworkResponse) String() string {
 func (*CreateNetworkResponse) ProtoMessage() {}
 
 func (x *CreateNetworkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[36]
+	mi := &file_shoalv1_control_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1764,7 +2153,7 @@ func (x *CreateNetworkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateNetworkResponse.ProtoReflect.Descriptor instead.
 func (*CreateNetworkResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{36}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *CreateNetworkResponse) GetNetwork() *Network {
@@ -1784,7 +2173,7 @@ type GetNetworkRequest struct {
 
 func (x *GetNetworkRequest) Reset() {
 	*x = GetNetworkRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[37]
+	mi := &file_shoalv1_control_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1796,7 +2185,7 @@ func (x *GetNetworkRequest) String() string {
 func (*GetNetworkRequest) ProtoMessage() {}
 
 func (x *GetNetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[37]
+	mi := &file_shoalv1_control_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1809,7 +2198,7 @@ func (x *GetNetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNetworkRequest.ProtoReflect.Descriptor instead.
 func (*GetNetworkRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{37}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *GetNetworkRequest) GetRef() string {
@@ -1828,7 +2217,7 @@ type GetNetworkResponse struct {
 
 func (x *GetNetworkResponse) Reset() {
 	*x = GetNetworkResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[38]
+	mi := &file_shoalv1_control_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1840,7 +2229,7 @@ func (x *GetNetworkResponse) String() string {
 func (*GetNetworkResponse) ProtoMessage() {}
 
 func (x *GetNetworkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[38]
+	mi := &file_shoalv1_control_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1853,7 +2242,7 @@ func (x *GetNetworkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNetworkResponse.ProtoReflect.Descriptor instead.
 func (*GetNetworkResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{38}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *GetNetworkResponse) GetNetwork() *Network {
@@ -1873,7 +2262,7 @@ type ListNetworksRequest struct {
 
 func (x *ListNetworksRequest) Reset() {
 	*x = ListNetworksRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[39]
+	mi := &file_shoalv1_control_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1885,7 +2274,7 @@ func (x *ListNetworksRequest) String() string {
 func (*ListNetworksRequest) ProtoMessage() {}
 
 func (x *ListNetworksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[39]
+	mi := &file_shoalv1_control_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1898,7 +2287,7 @@ func (x *ListNetworksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNetworksRequest.ProtoReflect.Descriptor instead.
 func (*ListNetworksRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{39}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListNetworksRequest) GetFilters() map[string]string {
@@ -1917,7 +2306,7 @@ type ListNetworksResponse struct {
 
 func (x *ListNetworksResponse) Reset() {
 	*x = ListNetworksResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[40]
+	mi := &file_shoalv1_control_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1929,7 +2318,7 @@ func (x *ListNetworksResponse) String() string {
 func (*ListNetworksResponse) ProtoMessage() {}
 
 func (x *ListNetworksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[40]
+	mi := &file_shoalv1_control_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1942,7 +2331,7 @@ func (x *ListNetworksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNetworksResponse.ProtoReflect.Descriptor instead.
 func (*ListNetworksResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{40}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListNetworksResponse) GetNetworks() []*Network {
@@ -1961,7 +2350,7 @@ type RemoveNetworkRequest struct {
 
 func (x *RemoveNetworkRequest) Reset() {
 	*x = RemoveNetworkRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[41]
+	mi := &file_shoalv1_control_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1973,7 +2362,7 @@ func (x *RemoveNetworkRequest) String() string {
 func (*RemoveNetworkRequest) ProtoMessage() {}
 
 func (x *RemoveNetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[41]
+	mi := &file_shoalv1_control_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1986,7 +2375,7 @@ func (x *RemoveNetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNetworkRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNetworkRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{41}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RemoveNetworkRequest) GetRef() string {
@@ -2004,7 +2393,7 @@ type RemoveNetworkResponse struct {
 
 func (x *RemoveNetworkResponse) Reset() {
 	*x = RemoveNetworkResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[42]
+	mi := &file_shoalv1_control_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2016,7 +2405,7 @@ func (x *RemoveNetworkResponse) String() string {
 func (*RemoveNetworkResponse) ProtoMessage() {}
 
 func (x *RemoveNetworkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[42]
+	mi := &file_shoalv1_control_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2029,7 +2418,7 @@ func (x *RemoveNetworkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNetworkResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNetworkResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{42}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{49}
 }
 
 type PruneNetworksRequest struct {
@@ -2040,7 +2429,7 @@ type PruneNetworksRequest struct {
 
 func (x *PruneNetworksRequest) Reset() {
 	*x = PruneNetworksRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[43]
+	mi := &file_shoalv1_control_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2052,7 +2441,7 @@ func (x *PruneNetworksRequest) String() string {
 func (*PruneNetworksRequest) ProtoMessage() {}
 
 func (x *PruneNetworksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[43]
+	mi := &file_shoalv1_control_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2065,7 +2454,7 @@ func (x *PruneNetworksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneNetworksRequest.ProtoReflect.Descriptor instead.
 func (*PruneNetworksRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{43}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{50}
 }
 
 type PruneNetworksResponse struct {
@@ -2078,7 +2467,7 @@ type PruneNetworksResponse struct {
 
 func (x *PruneNetworksResponse) Reset() {
 	*x = PruneNetworksResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[44]
+	mi := &file_shoalv1_control_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2090,7 +2479,7 @@ func (x *PruneNetworksResponse) String() string {
 func (*PruneNetworksResponse) ProtoMessage() {}
 
 func (x *PruneNetworksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[44]
+	mi := &file_shoalv1_control_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2103,7 +2492,7 @@ func (x *PruneNetworksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneNetworksResponse.ProtoReflect.Descriptor instead.
 func (*PruneNetworksResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{44}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *PruneNetworksResponse) GetRemoved() []string {
@@ -2117,13 +2506,14 @@ type ListTasksRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// service (id or name), node (id or name), desired-state, state.
 	Filters       map[string]string `protobuf:"bytes,1,rep,name=filters,proto3" json:"filters,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Page          *Page             `protobuf:"bytes,2,opt,name=page,proto3" json:"page,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListTasksRequest) Reset() {
 	*x = ListTasksRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[45]
+	mi := &file_shoalv1_control_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2135,7 +2525,7 @@ func (x *ListTasksRequest) String() string {
 func (*ListTasksRequest) ProtoMessage() {}
 
 func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[45]
+	mi := &file_shoalv1_control_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2148,7 +2538,7 @@ func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksRequest.ProtoReflect.Descriptor instead.
 func (*ListTasksRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{45}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *ListTasksRequest) GetFilters() map[string]string {
@@ -2158,16 +2548,25 @@ func (x *ListTasksRequest) GetFilters() map[string]string {
 	return nil
 }
 
+func (x *ListTasksRequest) GetPage() *Page {
+	if x != nil {
+		return x.Page
+	}
+	return nil
+}
+
 type ListTasksResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Tasks         []*Task                `protobuf:"bytes,1,rep,name=tasks,proto3" json:"tasks,omitempty"`
+	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	Total         int64                  `protobuf:"varint,3,opt,name=total,proto3" json:"total,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListTasksResponse) Reset() {
 	*x = ListTasksResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[46]
+	mi := &file_shoalv1_control_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2179,7 +2578,7 @@ func (x *ListTasksResponse) String() string {
 func (*ListTasksResponse) ProtoMessage() {}
 
 func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[46]
+	mi := &file_shoalv1_control_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2192,7 +2591,7 @@ func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksResponse.ProtoReflect.Descriptor instead.
 func (*ListTasksResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{46}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *ListTasksResponse) GetTasks() []*Task {
@@ -2200,6 +2599,20 @@ func (x *ListTasksResponse) GetTasks() []*Task {
 		return x.Tasks
 	}
 	return nil
+}
+
+func (x *ListTasksResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+func (x *ListTasksResponse) GetTotal() int64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
 }
 
 type GetTaskRequest struct {
@@ -2211,7 +2624,7 @@ type GetTaskRequest struct {
 
 func (x *GetTaskRequest) Reset() {
 	*x = GetTaskRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[47]
+	mi := &file_shoalv1_control_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2223,7 +2636,7 @@ func (x *GetTaskRequest) String() string {
 func (*GetTaskRequest) ProtoMessage() {}
 
 func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[47]
+	mi := &file_shoalv1_control_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2236,7 +2649,7 @@ func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskRequest.ProtoReflect.Descriptor instead.
 func (*GetTaskRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{47}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *GetTaskRequest) GetRef() string {
@@ -2255,7 +2668,7 @@ type GetTaskResponse struct {
 
 func (x *GetTaskResponse) Reset() {
 	*x = GetTaskResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[48]
+	mi := &file_shoalv1_control_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2267,7 +2680,7 @@ func (x *GetTaskResponse) String() string {
 func (*GetTaskResponse) ProtoMessage() {}
 
 func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[48]
+	mi := &file_shoalv1_control_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2280,7 +2693,7 @@ func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskResponse.ProtoReflect.Descriptor instead.
 func (*GetTaskResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{48}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *GetTaskResponse) GetTask() *Task {
@@ -2302,7 +2715,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[49]
+	mi := &file_shoalv1_control_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2314,7 +2727,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[49]
+	mi := &file_shoalv1_control_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2327,7 +2740,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{49}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *WatchRequest) GetFromIndex() uint64 {
@@ -2372,21 +2785,42 @@ const file_shoalv1_control_proto_rawDesc = "" +
 	"\x1eCreateAdminCertificateResponse\x120\n" +
 	"\x05admin\x18\x01 \x01(\v2\x1a.shoal.v1.AdminCertificateR\x05admin\x12\x19\n" +
 	"\bcert_pem\x18\x02 \x01(\fR\acertPem\x12\x1e\n" +
-	"\vca_cert_pem\x18\x03 \x01(\fR\tcaCertPem\"\x1e\n" +
+	"\vca_cert_pem\x18\x03 \x01(\fR\tcaCertPem\"S\n" +
+	"\x12CreateTokenRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x15\n" +
+	"\x06ttl_ms\x18\x03 \x01(\x03R\x05ttlMs\"S\n" +
+	"\x13CreateTokenResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12&\n" +
+	"\x04info\x18\x02 \x01(\v2\x12.shoal.v1.ApiTokenR\x04info\"\x13\n" +
+	"\x11ListTokensRequest\"@\n" +
+	"\x12ListTokensResponse\x12*\n" +
+	"\x06tokens\x18\x01 \x03(\v2\x12.shoal.v1.ApiTokenR\x06tokens\"&\n" +
+	"\x12RevokeTokenRequest\x12\x10\n" +
+	"\x03ref\x18\x01 \x01(\tR\x03ref\"=\n" +
+	"\x13RevokeTokenResponse\x12&\n" +
+	"\x04info\x18\x01 \x01(\v2\x12.shoal.v1.ApiTokenR\x04info\"B\n" +
+	"\x04Page\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"\x1e\n" +
 	"\x1cListAdminCertificatesRequest\"S\n" +
 	"\x1dListAdminCertificatesResponse\x122\n" +
 	"\x06admins\x18\x01 \x03(\v2\x1a.shoal.v1.AdminCertificateR\x06admins\"3\n" +
 	"\x1dRevokeAdminCertificateRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"R\n" +
 	"\x1eRevokeAdminCertificateResponse\x120\n" +
-	"\x05admin\x18\x01 \x01(\v2\x1a.shoal.v1.AdminCertificateR\x05admin\"\x91\x01\n" +
+	"\x05admin\x18\x01 \x01(\v2\x1a.shoal.v1.AdminCertificateR\x05admin\"\xb5\x01\n" +
 	"\x10ListNodesRequest\x12A\n" +
-	"\afilters\x18\x01 \x03(\v2'.shoal.v1.ListNodesRequest.FiltersEntryR\afilters\x1a:\n" +
+	"\afilters\x18\x01 \x03(\v2'.shoal.v1.ListNodesRequest.FiltersEntryR\afilters\x12\"\n" +
+	"\x04page\x18\x02 \x01(\v2\x0e.shoal.v1.PageR\x04page\x1a:\n" +
 	"\fFiltersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"9\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"w\n" +
 	"\x11ListNodesResponse\x12$\n" +
-	"\x05nodes\x18\x01 \x03(\v2\x0e.shoal.v1.NodeR\x05nodes\"\"\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x0e.shoal.v1.NodeR\x05nodes\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x14\n" +
+	"\x05total\x18\x03 \x01(\x03R\x05total\"\"\n" +
 	"\x0eGetNodeRequest\x12\x10\n" +
 	"\x03ref\x18\x01 \x01(\tR\x03ref\"5\n" +
 	"\x0fGetNodeResponse\x12\"\n" +
@@ -2409,15 +2843,18 @@ const file_shoalv1_control_proto_rawDesc = "" +
 	"\x11GetServiceRequest\x12\x10\n" +
 	"\x03ref\x18\x01 \x01(\tR\x03ref\"A\n" +
 	"\x12GetServiceResponse\x12+\n" +
-	"\aservice\x18\x01 \x01(\v2\x11.shoal.v1.ServiceR\aservice\"\x97\x01\n" +
+	"\aservice\x18\x01 \x01(\v2\x11.shoal.v1.ServiceR\aservice\"\xbb\x01\n" +
 	"\x13ListServicesRequest\x12D\n" +
-	"\afilters\x18\x01 \x03(\v2*.shoal.v1.ListServicesRequest.FiltersEntryR\afilters\x1a:\n" +
+	"\afilters\x18\x01 \x03(\v2*.shoal.v1.ListServicesRequest.FiltersEntryR\afilters\x12\"\n" +
+	"\x04page\x18\x02 \x01(\v2\x0e.shoal.v1.PageR\x04page\x1a:\n" +
 	"\fFiltersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe4\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa2\x02\n" +
 	"\x14ListServicesResponse\x12-\n" +
 	"\bservices\x18\x01 \x03(\v2\x11.shoal.v1.ServiceR\bservices\x12H\n" +
-	"\breplicas\x18\x02 \x03(\v2,.shoal.v1.ListServicesResponse.ReplicasEntryR\breplicas\x1aS\n" +
+	"\breplicas\x18\x02 \x03(\v2,.shoal.v1.ListServicesResponse.ReplicasEntryR\breplicas\x12&\n" +
+	"\x0fnext_page_token\x18\x03 \x01(\tR\rnextPageToken\x12\x14\n" +
+	"\x05total\x18\x04 \x01(\x03R\x05total\x1aS\n" +
 	"\rReplicasEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12,\n" +
 	"\x05value\x18\x02 \x01(\v2\x16.shoal.v1.ReplicaCountR\x05value:\x028\x01\"B\n" +
@@ -2465,14 +2902,17 @@ const file_shoalv1_control_proto_rawDesc = "" +
 	"\x15RemoveNetworkResponse\"\x16\n" +
 	"\x14PruneNetworksRequest\"1\n" +
 	"\x15PruneNetworksResponse\x12\x18\n" +
-	"\aremoved\x18\x01 \x03(\tR\aremoved\"\x91\x01\n" +
+	"\aremoved\x18\x01 \x03(\tR\aremoved\"\xb5\x01\n" +
 	"\x10ListTasksRequest\x12A\n" +
-	"\afilters\x18\x01 \x03(\v2'.shoal.v1.ListTasksRequest.FiltersEntryR\afilters\x1a:\n" +
+	"\afilters\x18\x01 \x03(\v2'.shoal.v1.ListTasksRequest.FiltersEntryR\afilters\x12\"\n" +
+	"\x04page\x18\x02 \x01(\v2\x0e.shoal.v1.PageR\x04page\x1a:\n" +
 	"\fFiltersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"9\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"w\n" +
 	"\x11ListTasksResponse\x12$\n" +
-	"\x05tasks\x18\x01 \x03(\v2\x0e.shoal.v1.TaskR\x05tasks\"\"\n" +
+	"\x05tasks\x18\x01 \x03(\v2\x0e.shoal.v1.TaskR\x05tasks\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\x12\x14\n" +
+	"\x05total\x18\x03 \x01(\x03R\x05total\"\"\n" +
 	"\x0eGetTaskRequest\x12\x10\n" +
 	"\x03ref\x18\x01 \x01(\tR\x03ref\"5\n" +
 	"\x0fGetTaskResponse\x12\"\n" +
@@ -2480,7 +2920,7 @@ const file_shoalv1_control_proto_rawDesc = "" +
 	"\fWatchRequest\x12\x1d\n" +
 	"\n" +
 	"from_index\x18\x01 \x01(\x04R\tfromIndex\x12\x14\n" +
-	"\x05kinds\x18\x02 \x03(\tR\x05kinds2\xe6\x0f\n" +
+	"\x05kinds\x18\x02 \x03(\tR\x05kinds2\xc7\x11\n" +
 	"\aControl\x12G\n" +
 	"\n" +
 	"GetCluster\x12\x1b.shoal.v1.GetClusterRequest\x1a\x1c.shoal.v1.GetClusterResponse\x12V\n" +
@@ -2488,7 +2928,11 @@ const file_shoalv1_control_proto_rawDesc = "" +
 	"\rUpdateCluster\x12\x1e.shoal.v1.UpdateClusterRequest\x1a\x1f.shoal.v1.UpdateClusterResponse\x12k\n" +
 	"\x16CreateAdminCertificate\x12'.shoal.v1.CreateAdminCertificateRequest\x1a(.shoal.v1.CreateAdminCertificateResponse\x12h\n" +
 	"\x15ListAdminCertificates\x12&.shoal.v1.ListAdminCertificatesRequest\x1a'.shoal.v1.ListAdminCertificatesResponse\x12k\n" +
-	"\x16RevokeAdminCertificate\x12'.shoal.v1.RevokeAdminCertificateRequest\x1a(.shoal.v1.RevokeAdminCertificateResponse\x12D\n" +
+	"\x16RevokeAdminCertificate\x12'.shoal.v1.RevokeAdminCertificateRequest\x1a(.shoal.v1.RevokeAdminCertificateResponse\x12J\n" +
+	"\vCreateToken\x12\x1c.shoal.v1.CreateTokenRequest\x1a\x1d.shoal.v1.CreateTokenResponse\x12G\n" +
+	"\n" +
+	"ListTokens\x12\x1b.shoal.v1.ListTokensRequest\x1a\x1c.shoal.v1.ListTokensResponse\x12J\n" +
+	"\vRevokeToken\x12\x1c.shoal.v1.RevokeTokenRequest\x1a\x1d.shoal.v1.RevokeTokenResponse\x12D\n" +
 	"\tListNodes\x12\x1a.shoal.v1.ListNodesRequest\x1a\x1b.shoal.v1.ListNodesResponse\x12>\n" +
 	"\aGetNode\x12\x18.shoal.v1.GetNodeRequest\x1a\x19.shoal.v1.GetNodeResponse\x12G\n" +
 	"\n" +
@@ -2525,7 +2969,7 @@ func file_shoalv1_control_proto_rawDescGZIP() []byte {
 	return file_shoalv1_control_proto_rawDescData
 }
 
-var file_shoalv1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 55)
+var file_shoalv1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
 var file_shoalv1_control_proto_goTypes = []any{
 	(*GetClusterRequest)(nil),              // 0: shoal.v1.GetClusterRequest
 	(*GetClusterResponse)(nil),             // 1: shoal.v1.GetClusterResponse
@@ -2535,155 +2979,175 @@ var file_shoalv1_control_proto_goTypes = []any{
 	(*UpdateClusterResponse)(nil),          // 5: shoal.v1.UpdateClusterResponse
 	(*CreateAdminCertificateRequest)(nil),  // 6: shoal.v1.CreateAdminCertificateRequest
 	(*CreateAdminCertificateResponse)(nil), // 7: shoal.v1.CreateAdminCertificateResponse
-	(*ListAdminCertificatesRequest)(nil),   // 8: shoal.v1.ListAdminCertificatesRequest
-	(*ListAdminCertificatesResponse)(nil),  // 9: shoal.v1.ListAdminCertificatesResponse
-	(*RevokeAdminCertificateRequest)(nil),  // 10: shoal.v1.RevokeAdminCertificateRequest
-	(*RevokeAdminCertificateResponse)(nil), // 11: shoal.v1.RevokeAdminCertificateResponse
-	(*ListNodesRequest)(nil),               // 12: shoal.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),              // 13: shoal.v1.ListNodesResponse
-	(*GetNodeRequest)(nil),                 // 14: shoal.v1.GetNodeRequest
-	(*GetNodeResponse)(nil),                // 15: shoal.v1.GetNodeResponse
-	(*UpdateNodeRequest)(nil),              // 16: shoal.v1.UpdateNodeRequest
-	(*UpdateNodeResponse)(nil),             // 17: shoal.v1.UpdateNodeResponse
-	(*RemoveNodeRequest)(nil),              // 18: shoal.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),             // 19: shoal.v1.RemoveNodeResponse
-	(*CreateServiceRequest)(nil),           // 20: shoal.v1.CreateServiceRequest
-	(*CreateServiceResponse)(nil),          // 21: shoal.v1.CreateServiceResponse
-	(*GetServiceRequest)(nil),              // 22: shoal.v1.GetServiceRequest
-	(*GetServiceResponse)(nil),             // 23: shoal.v1.GetServiceResponse
-	(*ListServicesRequest)(nil),            // 24: shoal.v1.ListServicesRequest
-	(*ListServicesResponse)(nil),           // 25: shoal.v1.ListServicesResponse
-	(*ReplicaCount)(nil),                   // 26: shoal.v1.ReplicaCount
-	(*UpdateServiceRequest)(nil),           // 27: shoal.v1.UpdateServiceRequest
-	(*UpdateServiceResponse)(nil),          // 28: shoal.v1.UpdateServiceResponse
-	(*RollbackServiceRequest)(nil),         // 29: shoal.v1.RollbackServiceRequest
-	(*RollbackServiceResponse)(nil),        // 30: shoal.v1.RollbackServiceResponse
-	(*RebalanceServiceRequest)(nil),        // 31: shoal.v1.RebalanceServiceRequest
-	(*RebalanceServiceResponse)(nil),       // 32: shoal.v1.RebalanceServiceResponse
-	(*RemoveServiceRequest)(nil),           // 33: shoal.v1.RemoveServiceRequest
-	(*RemoveServiceResponse)(nil),          // 34: shoal.v1.RemoveServiceResponse
-	(*CreateNetworkRequest)(nil),           // 35: shoal.v1.CreateNetworkRequest
-	(*CreateNetworkResponse)(nil),          // 36: shoal.v1.CreateNetworkResponse
-	(*GetNetworkRequest)(nil),              // 37: shoal.v1.GetNetworkRequest
-	(*GetNetworkResponse)(nil),             // 38: shoal.v1.GetNetworkResponse
-	(*ListNetworksRequest)(nil),            // 39: shoal.v1.ListNetworksRequest
-	(*ListNetworksResponse)(nil),           // 40: shoal.v1.ListNetworksResponse
-	(*RemoveNetworkRequest)(nil),           // 41: shoal.v1.RemoveNetworkRequest
-	(*RemoveNetworkResponse)(nil),          // 42: shoal.v1.RemoveNetworkResponse
-	(*PruneNetworksRequest)(nil),           // 43: shoal.v1.PruneNetworksRequest
-	(*PruneNetworksResponse)(nil),          // 44: shoal.v1.PruneNetworksResponse
-	(*ListTasksRequest)(nil),               // 45: shoal.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),              // 46: shoal.v1.ListTasksResponse
-	(*GetTaskRequest)(nil),                 // 47: shoal.v1.GetTaskRequest
-	(*GetTaskResponse)(nil),                // 48: shoal.v1.GetTaskResponse
-	(*WatchRequest)(nil),                   // 49: shoal.v1.WatchRequest
-	nil,                                    // 50: shoal.v1.ListNodesRequest.FiltersEntry
-	nil,                                    // 51: shoal.v1.ListServicesRequest.FiltersEntry
-	nil,                                    // 52: shoal.v1.ListServicesResponse.ReplicasEntry
-	nil,                                    // 53: shoal.v1.ListNetworksRequest.FiltersEntry
-	nil,                                    // 54: shoal.v1.ListTasksRequest.FiltersEntry
-	(*Cluster)(nil),                        // 55: shoal.v1.Cluster
-	(*RaftMember)(nil),                     // 56: shoal.v1.RaftMember
-	(NodeRole)(0),                          // 57: shoal.v1.NodeRole
-	(*ClusterSettings)(nil),                // 58: shoal.v1.ClusterSettings
-	(*AdminCertificate)(nil),               // 59: shoal.v1.AdminCertificate
-	(*Node)(nil),                           // 60: shoal.v1.Node
-	(*NodeSpec)(nil),                       // 61: shoal.v1.NodeSpec
-	(*ServiceSpec)(nil),                    // 62: shoal.v1.ServiceSpec
-	(*Service)(nil),                        // 63: shoal.v1.Service
-	(*NetworkSpec)(nil),                    // 64: shoal.v1.NetworkSpec
-	(*Network)(nil),                        // 65: shoal.v1.Network
-	(*Task)(nil),                           // 66: shoal.v1.Task
-	(*WatchEvent)(nil),                     // 67: shoal.v1.WatchEvent
+	(*CreateTokenRequest)(nil),             // 8: shoal.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),            // 9: shoal.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),              // 10: shoal.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),             // 11: shoal.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),             // 12: shoal.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),            // 13: shoal.v1.RevokeTokenResponse
+	(*Page)(nil),                           // 14: shoal.v1.Page
+	(*ListAdminCertificatesRequest)(nil),   // 15: shoal.v1.ListAdminCertificatesRequest
+	(*ListAdminCertificatesResponse)(nil),  // 16: shoal.v1.ListAdminCertificatesResponse
+	(*RevokeAdminCertificateRequest)(nil),  // 17: shoal.v1.RevokeAdminCertificateRequest
+	(*RevokeAdminCertificateResponse)(nil), // 18: shoal.v1.RevokeAdminCertificateResponse
+	(*ListNodesRequest)(nil),               // 19: shoal.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),              // 20: shoal.v1.ListNodesResponse
+	(*GetNodeRequest)(nil),                 // 21: shoal.v1.GetNodeRequest
+	(*GetNodeResponse)(nil),                // 22: shoal.v1.GetNodeResponse
+	(*UpdateNodeRequest)(nil),              // 23: shoal.v1.UpdateNodeRequest
+	(*UpdateNodeResponse)(nil),             // 24: shoal.v1.UpdateNodeResponse
+	(*RemoveNodeRequest)(nil),              // 25: shoal.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),             // 26: shoal.v1.RemoveNodeResponse
+	(*CreateServiceRequest)(nil),           // 27: shoal.v1.CreateServiceRequest
+	(*CreateServiceResponse)(nil),          // 28: shoal.v1.CreateServiceResponse
+	(*GetServiceRequest)(nil),              // 29: shoal.v1.GetServiceRequest
+	(*GetServiceResponse)(nil),             // 30: shoal.v1.GetServiceResponse
+	(*ListServicesRequest)(nil),            // 31: shoal.v1.ListServicesRequest
+	(*ListServicesResponse)(nil),           // 32: shoal.v1.ListServicesResponse
+	(*ReplicaCount)(nil),                   // 33: shoal.v1.ReplicaCount
+	(*UpdateServiceRequest)(nil),           // 34: shoal.v1.UpdateServiceRequest
+	(*UpdateServiceResponse)(nil),          // 35: shoal.v1.UpdateServiceResponse
+	(*RollbackServiceRequest)(nil),         // 36: shoal.v1.RollbackServiceRequest
+	(*RollbackServiceResponse)(nil),        // 37: shoal.v1.RollbackServiceResponse
+	(*RebalanceServiceRequest)(nil),        // 38: shoal.v1.RebalanceServiceRequest
+	(*RebalanceServiceResponse)(nil),       // 39: shoal.v1.RebalanceServiceResponse
+	(*RemoveServiceRequest)(nil),           // 40: shoal.v1.RemoveServiceRequest
+	(*RemoveServiceResponse)(nil),          // 41: shoal.v1.RemoveServiceResponse
+	(*CreateNetworkRequest)(nil),           // 42: shoal.v1.CreateNetworkRequest
+	(*CreateNetworkResponse)(nil),          // 43: shoal.v1.CreateNetworkResponse
+	(*GetNetworkRequest)(nil),              // 44: shoal.v1.GetNetworkRequest
+	(*GetNetworkResponse)(nil),             // 45: shoal.v1.GetNetworkResponse
+	(*ListNetworksRequest)(nil),            // 46: shoal.v1.ListNetworksRequest
+	(*ListNetworksResponse)(nil),           // 47: shoal.v1.ListNetworksResponse
+	(*RemoveNetworkRequest)(nil),           // 48: shoal.v1.RemoveNetworkRequest
+	(*RemoveNetworkResponse)(nil),          // 49: shoal.v1.RemoveNetworkResponse
+	(*PruneNetworksRequest)(nil),           // 50: shoal.v1.PruneNetworksRequest
+	(*PruneNetworksResponse)(nil),          // 51: shoal.v1.PruneNetworksResponse
+	(*ListTasksRequest)(nil),               // 52: shoal.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),              // 53: shoal.v1.ListTasksResponse
+	(*GetTaskRequest)(nil),                 // 54: shoal.v1.GetTaskRequest
+	(*GetTaskResponse)(nil),                // 55: shoal.v1.GetTaskResponse
+	(*WatchRequest)(nil),                   // 56: shoal.v1.WatchRequest
+	nil,                                    // 57: shoal.v1.ListNodesRequest.FiltersEntry
+	nil,                                    // 58: shoal.v1.ListServicesRequest.FiltersEntry
+	nil,                                    // 59: shoal.v1.ListServicesResponse.ReplicasEntry
+	nil,                                    // 60: shoal.v1.ListNetworksRequest.FiltersEntry
+	nil,                                    // 61: shoal.v1.ListTasksRequest.FiltersEntry
+	(*Cluster)(nil),                        // 62: shoal.v1.Cluster
+	(*RaftMember)(nil),                     // 63: shoal.v1.RaftMember
+	(NodeRole)(0),                          // 64: shoal.v1.NodeRole
+	(*ClusterSettings)(nil),                // 65: shoal.v1.ClusterSettings
+	(*AdminCertificate)(nil),               // 66: shoal.v1.AdminCertificate
+	(*ApiToken)(nil),                       // 67: shoal.v1.ApiToken
+	(*Node)(nil),                           // 68: shoal.v1.Node
+	(*NodeSpec)(nil),                       // 69: shoal.v1.NodeSpec
+	(*ServiceSpec)(nil),                    // 70: shoal.v1.ServiceSpec
+	(*Service)(nil),                        // 71: shoal.v1.Service
+	(*NetworkSpec)(nil),                    // 72: shoal.v1.NetworkSpec
+	(*Network)(nil),                        // 73: shoal.v1.Network
+	(*Task)(nil),                           // 74: shoal.v1.Task
+	(*WatchEvent)(nil),                     // 75: shoal.v1.WatchEvent
 }
 var file_shoalv1_control_proto_depIdxs = []int32{
-	55, // 0: shoal.v1.GetClusterResponse.cluster:type_name -> shoal.v1.Cluster
-	56, // 1: shoal.v1.GetClusterResponse.members:type_name -> shoal.v1.RaftMember
-	57, // 2: shoal.v1.RotateJoinTokenRequest.role:type_name -> shoal.v1.NodeRole
-	58, // 3: shoal.v1.UpdateClusterRequest.settings:type_name -> shoal.v1.ClusterSettings
-	55, // 4: shoal.v1.UpdateClusterResponse.cluster:type_name -> shoal.v1.Cluster
-	59, // 5: shoal.v1.CreateAdminCertificateResponse.admin:type_name -> shoal.v1.AdminCertificate
-	59, // 6: shoal.v1.ListAdminCertificatesResponse.admins:type_name -> shoal.v1.AdminCertificate
-	59, // 7: shoal.v1.RevokeAdminCertificateResponse.admin:type_name -> shoal.v1.AdminCertificate
-	50, // 8: shoal.v1.ListNodesRequest.filters:type_name -> shoal.v1.ListNodesRequest.FiltersEntry
-	60, // 9: shoal.v1.ListNodesResponse.nodes:type_name -> shoal.v1.Node
-	60, // 10: shoal.v1.GetNodeResponse.node:type_name -> shoal.v1.Node
-	61, // 11: shoal.v1.UpdateNodeRequest.spec:type_name -> shoal.v1.NodeSpec
-	60, // 12: shoal.v1.UpdateNodeResponse.node:type_name -> shoal.v1.Node
-	62, // 13: shoal.v1.CreateServiceRequest.spec:type_name -> shoal.v1.ServiceSpec
-	63, // 14: shoal.v1.CreateServiceResponse.service:type_name -> shoal.v1.Service
-	63, // 15: shoal.v1.GetServiceResponse.service:type_name -> shoal.v1.Service
-	51, // 16: shoal.v1.ListServicesRequest.filters:type_name -> shoal.v1.ListServicesRequest.FiltersEntry
-	63, // 17: shoal.v1.ListServicesResponse.services:type_name -> shoal.v1.Service
-	52, // 18: shoal.v1.ListServicesResponse.replicas:type_name -> shoal.v1.ListServicesResponse.ReplicasEntry
-	62, // 19: shoal.v1.UpdateServiceRequest.spec:type_name -> shoal.v1.ServiceSpec
-	63, // 20: shoal.v1.UpdateServiceResponse.service:type_name -> shoal.v1.Service
-	63, // 21: shoal.v1.RollbackServiceResponse.service:type_name -> shoal.v1.Service
-	63, // 22: shoal.v1.RebalanceServiceResponse.service:type_name -> shoal.v1.Service
-	64, // 23: shoal.v1.CreateNetworkRequest.spec:type_name -> shoal.v1.NetworkSpec
-	65, // 24: shoal.v1.CreateNetworkResponse.network:type_name -> shoal.v1.Network
-	65, // 25: shoal.v1.GetNetworkResponse.network:type_name -> shoal.v1.Network
-	53, // 26: shoal.v1.ListNetworksRequest.filters:type_name -> shoal.v1.ListNetworksRequest.FiltersEntry
-	65, // 27: shoal.v1.ListNetworksResponse.networks:type_name -> shoal.v1.Network
-	54, // 28: shoal.v1.ListTasksRequest.filters:type_name -> shoal.v1.ListTasksRequest.FiltersEntry
-	66, // 29: shoal.v1.ListTasksResponse.tasks:type_name -> shoal.v1.Task
-	66, // 30: shoal.v1.GetTaskResponse.task:type_name -> shoal.v1.Task
-	26, // 31: shoal.v1.ListServicesResponse.ReplicasEntry.value:type_name -> shoal.v1.ReplicaCount
-	0,  // 32: shoal.v1.Control.GetCluster:input_type -> shoal.v1.GetClusterRequest
-	2,  // 33: shoal.v1.Control.RotateJoinToken:input_type -> shoal.v1.RotateJoinTokenRequest
-	4,  // 34: shoal.v1.Control.UpdateCluster:input_type -> shoal.v1.UpdateClusterRequest
-	6,  // 35: shoal.v1.Control.CreateAdminCertificate:input_type -> shoal.v1.CreateAdminCertificateRequest
-	8,  // 36: shoal.v1.Control.ListAdminCertificates:input_type -> shoal.v1.ListAdminCertificatesRequest
-	10, // 37: shoal.v1.Control.RevokeAdminCertificate:input_type -> shoal.v1.RevokeAdminCertificateRequest
-	12, // 38: shoal.v1.Control.ListNodes:input_type -> shoal.v1.ListNodesRequest
-	14, // 39: shoal.v1.Control.GetNode:input_type -> shoal.v1.GetNodeRequest
-	16, // 40: shoal.v1.Control.UpdateNode:input_type -> shoal.v1.UpdateNodeRequest
-	18, // 41: shoal.v1.Control.RemoveNode:input_type -> shoal.v1.RemoveNodeRequest
-	20, // 42: shoal.v1.Control.CreateService:input_type -> shoal.v1.CreateServiceRequest
-	22, // 43: shoal.v1.Control.GetService:input_type -> shoal.v1.GetServiceRequest
-	24, // 44: shoal.v1.Control.ListServices:input_type -> shoal.v1.ListServicesRequest
-	27, // 45: shoal.v1.Control.UpdateService:input_type -> shoal.v1.UpdateServiceRequest
-	33, // 46: shoal.v1.Control.RemoveService:input_type -> shoal.v1.RemoveServiceRequest
-	29, // 47: shoal.v1.Control.RollbackService:input_type -> shoal.v1.RollbackServiceRequest
-	31, // 48: shoal.v1.Control.RebalanceService:input_type -> shoal.v1.RebalanceServiceRequest
-	35, // 49: shoal.v1.Control.CreateNetwork:input_type -> shoal.v1.CreateNetworkRequest
-	37, // 50: shoal.v1.Control.GetNetwork:input_type -> shoal.v1.GetNetworkRequest
-	39, // 51: shoal.v1.Control.ListNetworks:input_type -> shoal.v1.ListNetworksRequest
-	41, // 52: shoal.v1.Control.RemoveNetwork:input_type -> shoal.v1.RemoveNetworkRequest
-	43, // 53: shoal.v1.Control.PruneNetworks:input_type -> shoal.v1.PruneNetworksRequest
-	45, // 54: shoal.v1.Control.ListTasks:input_type -> shoal.v1.ListTasksRequest
-	47, // 55: shoal.v1.Control.GetTask:input_type -> shoal.v1.GetTaskRequest
-	49, // 56: shoal.v1.Control.Watch:input_type -> shoal.v1.WatchRequest
-	1,  // 57: shoal.v1.Control.GetCluster:output_type -> shoal.v1.GetClusterResponse
-	3,  // 58: shoal.v1.Control.RotateJoinToken:output_type -> shoal.v1.RotateJoinTokenResponse
-	5,  // 59: shoal.v1.Control.UpdateCluster:output_type -> shoal.v1.UpdateClusterResponse
-	7,  // 60: shoal.v1.Control.CreateAdminCertificate:output_type -> shoal.v1.CreateAdminCertificateResponse
-	9,  // 61: shoal.v1.Control.ListAdminCertificates:output_type -> shoal.v1.ListAdminCertificatesResponse
-	11, // 62: shoal.v1.Control.RevokeAdminCertificate:output_type -> shoal.v1.RevokeAdminCertificateResponse
-	13, // 63: shoal.v1.Control.ListNodes:output_type -> shoal.v1.ListNodesResponse
-	15, // 64: shoal.v1.Control.GetNode:output_type -> shoal.v1.GetNodeResponse
-	17, // 65: shoal.v1.Control.UpdateNode:output_type -> shoal.v1.UpdateNodeResponse
-	19, // 66: shoal.v1.Control.RemoveNode:output_type -> shoal.v1.RemoveNodeResponse
-	21, // 67: shoal.v1.Control.CreateService:output_type -> shoal.v1.CreateServiceResponse
-	23, // 68: shoal.v1.Control.GetService:output_type -> shoal.v1.GetServiceResponse
-	25, // 69: shoal.v1.Control.ListServices:output_type -> shoal.v1.ListServicesResponse
-	28, // 70: shoal.v1.Control.UpdateService:output_type -> shoal.v1.UpdateServiceResponse
-	34, // 71: shoal.v1.Control.RemoveService:output_type -> shoal.v1.RemoveServiceResponse
-	30, // 72: shoal.v1.Control.RollbackService:output_type -> shoal.v1.RollbackServiceResponse
-	32, // 73: shoal.v1.Control.RebalanceService:output_type -> shoal.v1.RebalanceServiceResponse
-	36, // 74: shoal.v1.Control.CreateNetwork:output_type -> shoal.v1.CreateNetworkResponse
-	38, // 75: shoal.v1.Control.GetNetwork:output_type -> shoal.v1.GetNetworkResponse
-	40, // 76: shoal.v1.Control.ListNetworks:output_type -> shoal.v1.ListNetworksResponse
-	42, // 77: shoal.v1.Control.RemoveNetwork:output_type -> shoal.v1.RemoveNetworkResponse
-	44, // 78: shoal.v1.Control.PruneNetworks:output_type -> shoal.v1.PruneNetworksResponse
-	46, // 79: shoal.v1.Control.ListTasks:output_type -> shoal.v1.ListTasksResponse
-	48, // 80: shoal.v1.Control.GetTask:output_type -> shoal.v1.GetTaskResponse
-	67, // 81: shoal.v1.Control.Watch:output_type -> shoal.v1.WatchEvent
-	57, // [57:82] is the sub-list for method output_type
-	32, // [32:57] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	62, // 0: shoal.v1.GetClusterResponse.cluster:type_name -> shoal.v1.Cluster
+	63, // 1: shoal.v1.GetClusterResponse.members:type_name -> shoal.v1.RaftMember
+	64, // 2: shoal.v1.RotateJoinTokenRequest.role:type_name -> shoal.v1.NodeRole
+	65, // 3: shoal.v1.UpdateClusterRequest.settings:type_name -> shoal.v1.ClusterSettings
+	62, // 4: shoal.v1.UpdateClusterResponse.cluster:type_name -> shoal.v1.Cluster
+	66, // 5: shoal.v1.CreateAdminCertificateResponse.admin:type_name -> shoal.v1.AdminCertificate
+	67, // 6: shoal.v1.CreateTokenResponse.info:type_name -> shoal.v1.ApiToken
+	67, // 7: shoal.v1.ListTokensResponse.tokens:type_name -> shoal.v1.ApiToken
+	67, // 8: shoal.v1.RevokeTokenResponse.info:type_name -> shoal.v1.ApiToken
+	66, // 9: shoal.v1.ListAdminCertificatesResponse.admins:type_name -> shoal.v1.AdminCertificate
+	66, // 10: shoal.v1.RevokeAdminCertificateResponse.admin:type_name -> shoal.v1.AdminCertificate
+	57, // 11: shoal.v1.ListNodesRequest.filters:type_name -> shoal.v1.ListNodesRequest.FiltersEntry
+	14, // 12: shoal.v1.ListNodesRequest.page:type_name -> shoal.v1.Page
+	68, // 13: shoal.v1.ListNodesResponse.nodes:type_name -> shoal.v1.Node
+	68, // 14: shoal.v1.GetNodeResponse.node:type_name -> shoal.v1.Node
+	69, // 15: shoal.v1.UpdateNodeRequest.spec:type_name -> shoal.v1.NodeSpec
+	68, // 16: shoal.v1.UpdateNodeResponse.node:type_name -> shoal.v1.Node
+	70, // 17: shoal.v1.CreateServiceRequest.spec:type_name -> shoal.v1.ServiceSpec
+	71, // 18: shoal.v1.CreateServiceResponse.service:type_name -> shoal.v1.Service
+	71, // 19: shoal.v1.GetServiceResponse.service:type_name -> shoal.v1.Service
+	58, // 20: shoal.v1.ListServicesRequest.filters:type_name -> shoal.v1.ListServicesRequest.FiltersEntry
+	14, // 21: shoal.v1.ListServicesRequest.page:type_name -> shoal.v1.Page
+	71, // 22: shoal.v1.ListServicesResponse.services:type_name -> shoal.v1.Service
+	59, // 23: shoal.v1.ListServicesResponse.replicas:type_name -> shoal.v1.ListServicesResponse.ReplicasEntry
+	70, // 24: shoal.v1.UpdateServiceRequest.spec:type_name -> shoal.v1.ServiceSpec
+	71, // 25: shoal.v1.UpdateServiceResponse.service:type_name -> shoal.v1.Service
+	71, // 26: shoal.v1.RollbackServiceResponse.service:type_name -> shoal.v1.Service
+	71, // 27: shoal.v1.RebalanceServiceResponse.service:type_name -> shoal.v1.Service
+	72, // 28: shoal.v1.CreateNetworkRequest.spec:type_name -> shoal.v1.NetworkSpec
+	73, // 29: shoal.v1.CreateNetworkResponse.network:type_name -> shoal.v1.Network
+	73, // 30: shoal.v1.GetNetworkResponse.network:type_name -> shoal.v1.Network
+	60, // 31: shoal.v1.ListNetworksRequest.filters:type_name -> shoal.v1.ListNetworksRequest.FiltersEntry
+	73, // 32: shoal.v1.ListNetworksResponse.networks:type_name -> shoal.v1.Network
+	61, // 33: shoal.v1.ListTasksRequest.filters:type_name -> shoal.v1.ListTasksRequest.FiltersEntry
+	14, // 34: shoal.v1.ListTasksRequest.page:type_name -> shoal.v1.Page
+	74, // 35: shoal.v1.ListTasksResponse.tasks:type_name -> shoal.v1.Task
+	74, // 36: shoal.v1.GetTaskResponse.task:type_name -> shoal.v1.Task
+	33, // 37: shoal.v1.ListServicesResponse.ReplicasEntry.value:type_name -> shoal.v1.ReplicaCount
+	0,  // 38: shoal.v1.Control.GetCluster:input_type -> shoal.v1.GetClusterRequest
+	2,  // 39: shoal.v1.Control.RotateJoinToken:input_type -> shoal.v1.RotateJoinTokenRequest
+	4,  // 40: shoal.v1.Control.UpdateCluster:input_type -> shoal.v1.UpdateClusterRequest
+	6,  // 41: shoal.v1.Control.CreateAdminCertificate:input_type -> shoal.v1.CreateAdminCertificateRequest
+	15, // 42: shoal.v1.Control.ListAdminCertificates:input_type -> shoal.v1.ListAdminCertificatesRequest
+	17, // 43: shoal.v1.Control.RevokeAdminCertificate:input_type -> shoal.v1.RevokeAdminCertificateRequest
+	8,  // 44: shoal.v1.Control.CreateToken:input_type -> shoal.v1.CreateTokenRequest
+	10, // 45: shoal.v1.Control.ListTokens:input_type -> shoal.v1.ListTokensRequest
+	12, // 46: shoal.v1.Control.RevokeToken:input_type -> shoal.v1.RevokeTokenRequest
+	19, // 47: shoal.v1.Control.ListNodes:input_type -> shoal.v1.ListNodesRequest
+	21, // 48: shoal.v1.Control.GetNode:input_type -> shoal.v1.GetNodeRequest
+	23, // 49: shoal.v1.Control.UpdateNode:input_type -> shoal.v1.UpdateNodeRequest
+	25, // 50: shoal.v1.Control.RemoveNode:input_type -> shoal.v1.RemoveNodeRequest
+	27, // 51: shoal.v1.Control.CreateService:input_type -> shoal.v1.CreateServiceRequest
+	29, // 52: shoal.v1.Control.GetService:input_type -> shoal.v1.GetServiceRequest
+	31, // 53: shoal.v1.Control.ListServices:input_type -> shoal.v1.ListServicesRequest
+	34, // 54: shoal.v1.Control.UpdateService:input_type -> shoal.v1.UpdateServiceRequest
+	40, // 55: shoal.v1.Control.RemoveService:input_type -> shoal.v1.RemoveServiceRequest
+	36, // 56: shoal.v1.Control.RollbackService:input_type -> shoal.v1.RollbackServiceRequest
+	38, // 57: shoal.v1.Control.RebalanceService:input_type -> shoal.v1.RebalanceServiceRequest
+	42, // 58: shoal.v1.Control.CreateNetwork:input_type -> shoal.v1.CreateNetworkRequest
+	44, // 59: shoal.v1.Control.GetNetwork:input_type -> shoal.v1.GetNetworkRequest
+	46, // 60: shoal.v1.Control.ListNetworks:input_type -> shoal.v1.ListNetworksRequest
+	48, // 61: shoal.v1.Control.RemoveNetwork:input_type -> shoal.v1.RemoveNetworkRequest
+	50, // 62: shoal.v1.Control.PruneNetworks:input_type -> shoal.v1.PruneNetworksRequest
+	52, // 63: shoal.v1.Control.ListTasks:input_type -> shoal.v1.ListTasksRequest
+	54, // 64: shoal.v1.Control.GetTask:input_type -> shoal.v1.GetTaskRequest
+	56, // 65: shoal.v1.Control.Watch:input_type -> shoal.v1.WatchRequest
+	1,  // 66: shoal.v1.Control.GetCluster:output_type -> shoal.v1.GetClusterResponse
+	3,  // 67: shoal.v1.Control.RotateJoinToken:output_type -> shoal.v1.RotateJoinTokenResponse
+	5,  // 68: shoal.v1.Control.UpdateCluster:output_type -> shoal.v1.UpdateClusterResponse
+	7,  // 69: shoal.v1.Control.CreateAdminCertificate:output_type -> shoal.v1.CreateAdminCertificateResponse
+	16, // 70: shoal.v1.Control.ListAdminCertificates:output_type -> shoal.v1.ListAdminCertificatesResponse
+	18, // 71: shoal.v1.Control.RevokeAdminCertificate:output_type -> shoal.v1.RevokeAdminCertificateResponse
+	9,  // 72: shoal.v1.Control.CreateToken:output_type -> shoal.v1.CreateTokenResponse
+	11, // 73: shoal.v1.Control.ListTokens:output_type -> shoal.v1.ListTokensResponse
+	13, // 74: shoal.v1.Control.RevokeToken:output_type -> shoal.v1.RevokeTokenResponse
+	20, // 75: shoal.v1.Control.ListNodes:output_type -> shoal.v1.ListNodesResponse
+	22, // 76: shoal.v1.Control.GetNode:output_type -> shoal.v1.GetNodeResponse
+	24, // 77: shoal.v1.Control.UpdateNode:output_type -> shoal.v1.UpdateNodeResponse
+	26, // 78: shoal.v1.Control.RemoveNode:output_type -> shoal.v1.RemoveNodeResponse
+	28, // 79: shoal.v1.Control.CreateService:output_type -> shoal.v1.CreateServiceResponse
+	30, // 80: shoal.v1.Control.GetService:output_type -> shoal.v1.GetServiceResponse
+	32, // 81: shoal.v1.Control.ListServices:output_type -> shoal.v1.ListServicesResponse
+	35, // 82: shoal.v1.Control.UpdateService:output_type -> shoal.v1.UpdateServiceResponse
+	41, // 83: shoal.v1.Control.RemoveService:output_type -> shoal.v1.RemoveServiceResponse
+	37, // 84: shoal.v1.Control.RollbackService:output_type -> shoal.v1.RollbackServiceResponse
+	39, // 85: shoal.v1.Control.RebalanceService:output_type -> shoal.v1.RebalanceServiceResponse
+	43, // 86: shoal.v1.Control.CreateNetwork:output_type -> shoal.v1.CreateNetworkResponse
+	45, // 87: shoal.v1.Control.GetNetwork:output_type -> shoal.v1.GetNetworkResponse
+	47, // 88: shoal.v1.Control.ListNetworks:output_type -> shoal.v1.ListNetworksResponse
+	49, // 89: shoal.v1.Control.RemoveNetwork:output_type -> shoal.v1.RemoveNetworkResponse
+	51, // 90: shoal.v1.Control.PruneNetworks:output_type -> shoal.v1.PruneNetworksResponse
+	53, // 91: shoal.v1.Control.ListTasks:output_type -> shoal.v1.ListTasksResponse
+	55, // 92: shoal.v1.Control.GetTask:output_type -> shoal.v1.GetTaskResponse
+	75, // 93: shoal.v1.Control.Watch:output_type -> shoal.v1.WatchEvent
+	66, // [66:94] is the sub-list for method output_type
+	38, // [38:66] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_shoalv1_control_proto_init() }
@@ -2699,7 +3163,7 @@ func file_shoalv1_control_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoalv1_control_proto_rawDesc), len(file_shoalv1_control_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   55,
+			NumMessages:   62,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -683,7 +683,7 @@ var File_shoalv1_logs_proto protoreflect.FileDescriptor
 
 const file_shoalv1_logs_proto_rawDesc = "" +
 	"\n" +
-	"\x12shoalv1/logs.proto\x12\bshoal.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"y\n" +
+	"\x12shoalv1/logs.proto\x12\bshoal.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x11shoalv1/ops.proto\"y\n" +
 	"\vLogsOptions\x12\x16\n" +
 	"\x06follow\x18\x01 \x01(\bR\x06follow\x12\x17\n" +
 	"\x04tail\x18\x02 \x01(\x03H\x00R\x04tail\x88\x01\x01\x120\n" +
@@ -727,13 +727,15 @@ const file_shoalv1_logs_proto_rawDesc = "" +
 	"\x03ref\x18\x01 \x01(\tR\x03ref\"\x15\n" +
 	"\x13RemoveImageResponse2F\n" +
 	"\x04Logs\x12>\n" +
-	"\vServiceLogs\x12\x15.shoal.v1.LogsRequest\x1a\x16.shoal.v1.LogsResponse0\x012\xa6\x02\n" +
+	"\vServiceLogs\x12\x15.shoal.v1.LogsRequest\x1a\x16.shoal.v1.LogsResponse0\x012\xa2\x03\n" +
 	"\bAgentAPI\x12?\n" +
 	"\bTaskLogs\x12\x19.shoal.v1.TaskLogsRequest\x1a\x16.shoal.v1.LogsResponse0\x01\x12D\n" +
 	"\tLoadImage\x12\x18.shoal.v1.LoadImageChunk\x1a\x1b.shoal.v1.LoadImageResponse(\x01\x12G\n" +
 	"\n" +
 	"ListImages\x12\x1b.shoal.v1.ListImagesRequest\x1a\x1c.shoal.v1.ListImagesResponse\x12J\n" +
-	"\vRemoveImage\x12\x1c.shoal.v1.RemoveImageRequest\x1a\x1d.shoal.v1.RemoveImageResponseB2Z0github.com/shoal-dev/shoal/proto/shoalv1;shoalv1b\x06proto3"
+	"\vRemoveImage\x12\x1c.shoal.v1.RemoveImageRequest\x1a\x1d.shoal.v1.RemoveImageResponse\x129\n" +
+	"\x04Exec\x12\x15.shoal.v1.ExecRequest\x1a\x16.shoal.v1.ExecResponse(\x010\x01\x12?\n" +
+	"\x05Stats\x12\x1b.shoal.v1.AgentStatsRequest\x1a\x17.shoal.v1.StatsResponse0\x01B2Z0github.com/shoal-dev/shoal/proto/shoalv1;shoalv1b\x06proto3"
 
 var (
 	file_shoalv1_logs_proto_rawDescOnce sync.Once
@@ -762,6 +764,10 @@ var file_shoalv1_logs_proto_goTypes = []any{
 	(*RemoveImageRequest)(nil),    // 10: shoal.v1.RemoveImageRequest
 	(*RemoveImageResponse)(nil),   // 11: shoal.v1.RemoveImageResponse
 	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*ExecRequest)(nil),           // 13: shoal.v1.ExecRequest
+	(*AgentStatsRequest)(nil),     // 14: shoal.v1.AgentStatsRequest
+	(*ExecResponse)(nil),          // 15: shoal.v1.ExecResponse
+	(*StatsResponse)(nil),         // 16: shoal.v1.StatsResponse
 }
 var file_shoalv1_logs_proto_depIdxs = []int32{
 	12, // 0: shoal.v1.LogsOptions.since:type_name -> google.protobuf.Timestamp
@@ -778,13 +784,17 @@ var file_shoalv1_logs_proto_depIdxs = []int32{
 	5,  // 11: shoal.v1.AgentAPI.LoadImage:input_type -> shoal.v1.LoadImageChunk
 	8,  // 12: shoal.v1.AgentAPI.ListImages:input_type -> shoal.v1.ListImagesRequest
 	10, // 13: shoal.v1.AgentAPI.RemoveImage:input_type -> shoal.v1.RemoveImageRequest
-	4,  // 14: shoal.v1.Logs.ServiceLogs:output_type -> shoal.v1.LogsResponse
-	4,  // 15: shoal.v1.AgentAPI.TaskLogs:output_type -> shoal.v1.LogsResponse
-	7,  // 16: shoal.v1.AgentAPI.LoadImage:output_type -> shoal.v1.LoadImageResponse
-	9,  // 17: shoal.v1.AgentAPI.ListImages:output_type -> shoal.v1.ListImagesResponse
-	11, // 18: shoal.v1.AgentAPI.RemoveImage:output_type -> shoal.v1.RemoveImageResponse
-	14, // [14:19] is the sub-list for method output_type
-	9,  // [9:14] is the sub-list for method input_type
+	13, // 14: shoal.v1.AgentAPI.Exec:input_type -> shoal.v1.ExecRequest
+	14, // 15: shoal.v1.AgentAPI.Stats:input_type -> shoal.v1.AgentStatsRequest
+	4,  // 16: shoal.v1.Logs.ServiceLogs:output_type -> shoal.v1.LogsResponse
+	4,  // 17: shoal.v1.AgentAPI.TaskLogs:output_type -> shoal.v1.LogsResponse
+	7,  // 18: shoal.v1.AgentAPI.LoadImage:output_type -> shoal.v1.LoadImageResponse
+	9,  // 19: shoal.v1.AgentAPI.ListImages:output_type -> shoal.v1.ListImagesResponse
+	11, // 20: shoal.v1.AgentAPI.RemoveImage:output_type -> shoal.v1.RemoveImageResponse
+	15, // 21: shoal.v1.AgentAPI.Exec:output_type -> shoal.v1.ExecResponse
+	16, // 22: shoal.v1.AgentAPI.Stats:output_type -> shoal.v1.StatsResponse
+	16, // [16:23] is the sub-list for method output_type
+	9,  // [9:16] is the sub-list for method input_type
 	9,  // [9:9] is the sub-list for extension type_name
 	9,  // [9:9] is the sub-list for extension extendee
 	0,  // [0:9] is the sub-list for field type_name
@@ -795,6 +805,7 @@ func file_shoalv1_logs_proto_init() {
 	if File_shoalv1_logs_proto != nil {
 		return
 	}
+	file_shoalv1_ops_proto_init()
 	file_shoalv1_logs_proto_msgTypes[0].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

@@ -140,6 +140,8 @@ const (
 	AgentAPI_LoadImage_FullMethodName   = "/shoal.v1.AgentAPI/LoadImage"
 	AgentAPI_ListImages_FullMethodName  = "/shoal.v1.AgentAPI/ListImages"
 	AgentAPI_RemoveImage_FullMethodName = "/shoal.v1.AgentAPI/RemoveImage"
+	AgentAPI_Exec_FullMethodName        = "/shoal.v1.AgentAPI/Exec"
+	AgentAPI_Stats_FullMethodName       = "/shoal.v1.AgentAPI/Stats"
 )
 
 // AgentAPIClient is the client API for AgentAPI service.
@@ -153,6 +155,9 @@ type AgentAPIClient interface {
 	LoadImage(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[LoadImageChunk, LoadImageResponse], error)
 	ListImages(ctx context.Context, in *ListImagesRequest, opts ...grpc.CallOption) (*ListImagesResponse, error)
 	RemoveImage(ctx context.Context, in *RemoveImageRequest, opts ...grpc.CallOption) (*RemoveImageResponse, error)
+	// Exec and Stats are for managers, relaying Ops calls.
+	Exec(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ExecRequest, ExecResponse], error)
+	Stats(ctx context.Context, in *AgentStatsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StatsResponse], error)
 }
 
 type agentAPIClient struct {
@@ -215,6 +220,38 @@ func (c *agentAPIClient) RemoveImage(ctx context.Context, in *RemoveImageRequest
 	return out, nil
 }
 
+func (c *agentAPIClient) Exec(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ExecRequest, ExecResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AgentAPI_ServiceDesc.Streams[2], AgentAPI_Exec_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ExecRequest, ExecResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentAPI_ExecClient = grpc.BidiStreamingClient[ExecRequest, ExecResponse]
+
+func (c *agentAPIClient) Stats(ctx context.Context, in *AgentStatsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StatsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AgentAPI_ServiceDesc.Streams[3], AgentAPI_Stats_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[AgentStatsRequest, StatsResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentAPI_StatsClient = grpc.ServerStreamingClient[StatsResponse]
+
 // AgentAPIServer is the server API for AgentAPI service.
 // All implementations must embed UnimplementedAgentAPIServer
 // for forward compatibility.
@@ -226,6 +263,9 @@ type AgentAPIServer interface {
 	LoadImage(grpc.ClientStreamingServer[LoadImageChunk, LoadImageResponse]) error
 	ListImages(context.Context, *ListImagesRequest) (*ListImagesResponse, error)
 	RemoveImage(context.Context, *RemoveImageRequest) (*RemoveImageResponse, error)
+	// Exec and Stats are for managers, relaying Ops calls.
+	Exec(grpc.BidiStreamingServer[ExecRequest, ExecResponse]) error
+	Stats(*AgentStatsRequest, grpc.ServerStreamingServer[StatsResponse]) error
 	mustEmbedUnimplementedAgentAPIServer()
 }
 
@@ -247,6 +287,12 @@ func (UnimplementedAgentAPIServer) ListImages(context.Context, *ListImagesReques
 }
 func (UnimplementedAgentAPIServer) RemoveImage(context.Context, *RemoveImageRequest) (*RemoveImageResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveImage not implemented")
+}
+func (UnimplementedAgentAPIServer) Exec(grpc.BidiStreamingServer[ExecRequest, ExecResponse]) error {
+	return status.Error(codes.Unimplemented, "method Exec not implemented")
+}
+func (UnimplementedAgentAPIServer) Stats(*AgentStatsRequest, grpc.ServerStreamingServer[StatsResponse]) error {
+	return status.Error(codes.Unimplemented, "method Stats not implemented")
 }
 func (UnimplementedAgentAPIServer) mustEmbedUnimplementedAgentAPIServer() {}
 func (UnimplementedAgentAPIServer) testEmbeddedByValue()                  {}
@@ -323,6 +369,24 @@ func _AgentAPI_RemoveImage_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AgentAPI_Exec_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(AgentAPIServer).Exec(&grpc.GenericServerStream[ExecRequest, ExecResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentAPI_ExecServer = grpc.BidiStreamingServer[ExecRequest, ExecResponse]
+
+func _AgentAPI_Stats_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(AgentStatsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AgentAPIServer).Stats(m, &grpc.GenericServerStream[AgentStatsRequest, StatsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AgentAPI_StatsServer = grpc.ServerStreamingServer[StatsResponse]
+
 // AgentAPI_ServiceDesc is the grpc.ServiceDesc for AgentAPI service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -349,6 +413,17 @@ var AgentAPI_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "LoadImage",
 			Handler:       _AgentAPI_LoadImage_Handler,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "Exec",
+			Handler:       _AgentAPI_Exec_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "Stats",
+			Handler:       _AgentAPI_Stats_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "shoalv1/logs.proto",

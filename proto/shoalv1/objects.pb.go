@@ -812,7 +812,9 @@ type Cluster struct {
 	// Gossip encryption keys (memberlist keyring), newest first: nodes
 	// encrypt with the first and accept all. Never returned by the control
 	// API; nodes receive them on their dispatcher session.
-	GossipKeys    [][]byte `protobuf:"bytes,9,rep,name=gossip_keys,json=gossipKeys,proto3" json:"gossip_keys,omitempty"`
+	GossipKeys [][]byte `protobuf:"bytes,9,rep,name=gossip_keys,json=gossipKeys,proto3" json:"gossip_keys,omitempty"`
+	// API bearer tokens (`shoal token create`): only their hashes are kept.
+	ApiTokens     []*ApiToken `protobuf:"bytes,10,rep,name=api_tokens,json=apiTokens,proto3" json:"api_tokens,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -910,6 +912,122 @@ func (x *Cluster) GetGossipKeys() [][]byte {
 	return nil
 }
 
+func (x *Cluster) GetApiTokens() []*ApiToken {
+	if x != nil {
+		return x.ApiTokens
+	}
+	return nil
+}
+
+// ApiToken is a bearer token for the HTTP/JSON API (and gRPC), created by
+// an admin. The secret is shown once, at creation; the cluster keeps its
+// SHA-256 only.
+type ApiToken struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unique; also the token's public prefix ("shoal_<id>_<secret>").
+	Id   string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// "viewer" (read and watch), "operator" (services, node availability),
+	// "admin" (everything).
+	Role string `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	// SHA-256 of the secret part.
+	SecretHash []byte                 `protobuf:"bytes,4,opt,name=secret_hash,json=secretHash,proto3" json:"secret_hash,omitempty"`
+	CreatedAt  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// Unset: no expiry.
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	Revoked   bool                   `protobuf:"varint,7,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	// Identity of the admin that created it.
+	CreatedBy     string `protobuf:"bytes,8,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApiToken) Reset() {
+	*x = ApiToken{}
+	mi := &file_shoalv1_objects_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApiToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApiToken) ProtoMessage() {}
+
+func (x *ApiToken) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_objects_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApiToken.ProtoReflect.Descriptor instead.
+func (*ApiToken) Descriptor() ([]byte, []int) {
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ApiToken) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ApiToken) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ApiToken) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *ApiToken) GetSecretHash() []byte {
+	if x != nil {
+		return x.SecretHash
+	}
+	return nil
+}
+
+func (x *ApiToken) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *ApiToken) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *ApiToken) GetRevoked() bool {
+	if x != nil {
+		return x.Revoked
+	}
+	return false
+}
+
+func (x *ApiToken) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
 type NodeSpec struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Name   string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -923,7 +1041,7 @@ type NodeSpec struct {
 
 func (x *NodeSpec) Reset() {
 	*x = NodeSpec{}
-	mi := &file_shoalv1_objects_proto_msgTypes[5]
+	mi := &file_shoalv1_objects_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -935,7 +1053,7 @@ func (x *NodeSpec) String() string {
 func (*NodeSpec) ProtoMessage() {}
 
 func (x *NodeSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[5]
+	mi := &file_shoalv1_objects_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -948,7 +1066,7 @@ func (x *NodeSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeSpec.ProtoReflect.Descriptor instead.
 func (*NodeSpec) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{5}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *NodeSpec) GetName() string {
@@ -991,7 +1109,7 @@ type Resources struct {
 
 func (x *Resources) Reset() {
 	*x = Resources{}
-	mi := &file_shoalv1_objects_proto_msgTypes[6]
+	mi := &file_shoalv1_objects_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1003,7 +1121,7 @@ func (x *Resources) String() string {
 func (*Resources) ProtoMessage() {}
 
 func (x *Resources) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[6]
+	mi := &file_shoalv1_objects_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1016,7 +1134,7 @@ func (x *Resources) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Resources.ProtoReflect.Descriptor instead.
 func (*Resources) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{6}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Resources) GetNanoCpus() int64 {
@@ -1053,7 +1171,7 @@ type NodeDescription struct {
 
 func (x *NodeDescription) Reset() {
 	*x = NodeDescription{}
-	mi := &file_shoalv1_objects_proto_msgTypes[7]
+	mi := &file_shoalv1_objects_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1065,7 +1183,7 @@ func (x *NodeDescription) String() string {
 func (*NodeDescription) ProtoMessage() {}
 
 func (x *NodeDescription) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[7]
+	mi := &file_shoalv1_objects_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1078,7 +1196,7 @@ func (x *NodeDescription) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeDescription.ProtoReflect.Descriptor instead.
 func (*NodeDescription) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{7}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *NodeDescription) GetHostname() string {
@@ -1142,7 +1260,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_shoalv1_objects_proto_msgTypes[8]
+	mi := &file_shoalv1_objects_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1154,7 +1272,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[8]
+	mi := &file_shoalv1_objects_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1167,7 +1285,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{8}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *NodeStatus) GetState() NodeState {
@@ -1246,7 +1364,7 @@ type ManagerStatus struct {
 
 func (x *ManagerStatus) Reset() {
 	*x = ManagerStatus{}
-	mi := &file_shoalv1_objects_proto_msgTypes[9]
+	mi := &file_shoalv1_objects_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1258,7 +1376,7 @@ func (x *ManagerStatus) String() string {
 func (*ManagerStatus) ProtoMessage() {}
 
 func (x *ManagerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[9]
+	mi := &file_shoalv1_objects_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1271,7 +1389,7 @@ func (x *ManagerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ManagerStatus.ProtoReflect.Descriptor instead.
 func (*ManagerStatus) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{9}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ManagerStatus) GetAddr() string {
@@ -1316,7 +1434,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_shoalv1_objects_proto_msgTypes[10]
+	mi := &file_shoalv1_objects_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1328,7 +1446,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[10]
+	mi := &file_shoalv1_objects_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1341,7 +1459,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{10}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Node) GetMeta() *Meta {
@@ -1417,7 +1535,7 @@ type RestartPolicy struct {
 
 func (x *RestartPolicy) Reset() {
 	*x = RestartPolicy{}
-	mi := &file_shoalv1_objects_proto_msgTypes[11]
+	mi := &file_shoalv1_objects_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1429,7 +1547,7 @@ func (x *RestartPolicy) String() string {
 func (*RestartPolicy) ProtoMessage() {}
 
 func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[11]
+	mi := &file_shoalv1_objects_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1442,7 +1560,7 @@ func (x *RestartPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartPolicy.ProtoReflect.Descriptor instead.
 func (*RestartPolicy) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{11}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RestartPolicy) GetCondition() RestartCondition {
@@ -1504,7 +1622,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_shoalv1_objects_proto_msgTypes[12]
+	mi := &file_shoalv1_objects_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1516,7 +1634,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[12]
+	mi := &file_shoalv1_objects_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1529,7 +1647,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{12}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *HealthCheck) GetType() string {
@@ -1601,7 +1719,7 @@ type Mount struct {
 
 func (x *Mount) Reset() {
 	*x = Mount{}
-	mi := &file_shoalv1_objects_proto_msgTypes[13]
+	mi := &file_shoalv1_objects_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1613,7 +1731,7 @@ func (x *Mount) String() string {
 func (*Mount) ProtoMessage() {}
 
 func (x *Mount) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[13]
+	mi := &file_shoalv1_objects_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1626,7 +1744,7 @@ func (x *Mount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mount.ProtoReflect.Descriptor instead.
 func (*Mount) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{13}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Mount) GetType() string {
@@ -1683,7 +1801,7 @@ type ContainerSpec struct {
 
 func (x *ContainerSpec) Reset() {
 	*x = ContainerSpec{}
-	mi := &file_shoalv1_objects_proto_msgTypes[14]
+	mi := &file_shoalv1_objects_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1695,7 +1813,7 @@ func (x *ContainerSpec) String() string {
 func (*ContainerSpec) ProtoMessage() {}
 
 func (x *ContainerSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[14]
+	mi := &file_shoalv1_objects_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1708,7 +1826,7 @@ func (x *ContainerSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerSpec.ProtoReflect.Descriptor instead.
 func (*ContainerSpec) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{14}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ContainerSpec) GetImage() string {
@@ -1833,7 +1951,7 @@ type ResourceRequirements struct {
 
 func (x *ResourceRequirements) Reset() {
 	*x = ResourceRequirements{}
-	mi := &file_shoalv1_objects_proto_msgTypes[15]
+	mi := &file_shoalv1_objects_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1845,7 +1963,7 @@ func (x *ResourceRequirements) String() string {
 func (*ResourceRequirements) ProtoMessage() {}
 
 func (x *ResourceRequirements) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[15]
+	mi := &file_shoalv1_objects_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1858,7 +1976,7 @@ func (x *ResourceRequirements) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceRequirements.ProtoReflect.Descriptor instead.
 func (*ResourceRequirements) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{15}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ResourceRequirements) GetReservations() *Resources {
@@ -1892,7 +2010,7 @@ type Placement struct {
 
 func (x *Placement) Reset() {
 	*x = Placement{}
-	mi := &file_shoalv1_objects_proto_msgTypes[16]
+	mi := &file_shoalv1_objects_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1904,7 +2022,7 @@ func (x *Placement) String() string {
 func (*Placement) ProtoMessage() {}
 
 func (x *Placement) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[16]
+	mi := &file_shoalv1_objects_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1917,7 +2035,7 @@ func (x *Placement) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Placement.ProtoReflect.Descriptor instead.
 func (*Placement) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{16}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Placement) GetConstraints() []string {
@@ -1961,7 +2079,7 @@ type NetworkAttachmentConfig struct {
 
 func (x *NetworkAttachmentConfig) Reset() {
 	*x = NetworkAttachmentConfig{}
-	mi := &file_shoalv1_objects_proto_msgTypes[17]
+	mi := &file_shoalv1_objects_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1973,7 +2091,7 @@ func (x *NetworkAttachmentConfig) String() string {
 func (*NetworkAttachmentConfig) ProtoMessage() {}
 
 func (x *NetworkAttachmentConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[17]
+	mi := &file_shoalv1_objects_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1986,7 +2104,7 @@ func (x *NetworkAttachmentConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkAttachmentConfig.ProtoReflect.Descriptor instead.
 func (*NetworkAttachmentConfig) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{17}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *NetworkAttachmentConfig) GetTarget() string {
@@ -2019,7 +2137,7 @@ type TaskSpec struct {
 
 func (x *TaskSpec) Reset() {
 	*x = TaskSpec{}
-	mi := &file_shoalv1_objects_proto_msgTypes[18]
+	mi := &file_shoalv1_objects_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2031,7 +2149,7 @@ func (x *TaskSpec) String() string {
 func (*TaskSpec) ProtoMessage() {}
 
 func (x *TaskSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[18]
+	mi := &file_shoalv1_objects_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2044,7 +2162,7 @@ func (x *TaskSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskSpec.ProtoReflect.Descriptor instead.
 func (*TaskSpec) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{18}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TaskSpec) GetContainer() *ContainerSpec {
@@ -2111,7 +2229,7 @@ type UpdateConfig struct {
 
 func (x *UpdateConfig) Reset() {
 	*x = UpdateConfig{}
-	mi := &file_shoalv1_objects_proto_msgTypes[19]
+	mi := &file_shoalv1_objects_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2123,7 +2241,7 @@ func (x *UpdateConfig) String() string {
 func (*UpdateConfig) ProtoMessage() {}
 
 func (x *UpdateConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[19]
+	mi := &file_shoalv1_objects_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2136,7 +2254,7 @@ func (x *UpdateConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateConfig.ProtoReflect.Descriptor instead.
 func (*UpdateConfig) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{19}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UpdateConfig) GetParallelism() int64 {
@@ -2201,7 +2319,7 @@ type JobConfig struct {
 
 func (x *JobConfig) Reset() {
 	*x = JobConfig{}
-	mi := &file_shoalv1_objects_proto_msgTypes[20]
+	mi := &file_shoalv1_objects_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2213,7 +2331,7 @@ func (x *JobConfig) String() string {
 func (*JobConfig) ProtoMessage() {}
 
 func (x *JobConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[20]
+	mi := &file_shoalv1_objects_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2226,7 +2344,7 @@ func (x *JobConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobConfig.ProtoReflect.Descriptor instead.
 func (*JobConfig) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{20}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *JobConfig) GetCompletions() int64 {
@@ -2273,7 +2391,7 @@ type PortConfig struct {
 
 func (x *PortConfig) Reset() {
 	*x = PortConfig{}
-	mi := &file_shoalv1_objects_proto_msgTypes[21]
+	mi := &file_shoalv1_objects_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2285,7 +2403,7 @@ func (x *PortConfig) String() string {
 func (*PortConfig) ProtoMessage() {}
 
 func (x *PortConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[21]
+	mi := &file_shoalv1_objects_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2298,7 +2416,7 @@ func (x *PortConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PortConfig.ProtoReflect.Descriptor instead.
 func (*PortConfig) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{21}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PortConfig) GetName() string {
@@ -2347,7 +2465,7 @@ type EndpointSpec struct {
 
 func (x *EndpointSpec) Reset() {
 	*x = EndpointSpec{}
-	mi := &file_shoalv1_objects_proto_msgTypes[22]
+	mi := &file_shoalv1_objects_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2359,7 +2477,7 @@ func (x *EndpointSpec) String() string {
 func (*EndpointSpec) ProtoMessage() {}
 
 func (x *EndpointSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[22]
+	mi := &file_shoalv1_objects_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2372,7 +2490,7 @@ func (x *EndpointSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointSpec.ProtoReflect.Descriptor instead.
 func (*EndpointSpec) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{22}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *EndpointSpec) GetMode() string {
@@ -2412,7 +2530,7 @@ type ServiceSpec struct {
 
 func (x *ServiceSpec) Reset() {
 	*x = ServiceSpec{}
-	mi := &file_shoalv1_objects_proto_msgTypes[23]
+	mi := &file_shoalv1_objects_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2424,7 +2542,7 @@ func (x *ServiceSpec) String() string {
 func (*ServiceSpec) ProtoMessage() {}
 
 func (x *ServiceSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[23]
+	mi := &file_shoalv1_objects_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2437,7 +2555,7 @@ func (x *ServiceSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceSpec.ProtoReflect.Descriptor instead.
 func (*ServiceSpec) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{23}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ServiceSpec) GetName() string {
@@ -2527,7 +2645,7 @@ type UpdateStatus struct {
 
 func (x *UpdateStatus) Reset() {
 	*x = UpdateStatus{}
-	mi := &file_shoalv1_objects_proto_msgTypes[24]
+	mi := &file_shoalv1_objects_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2539,7 +2657,7 @@ func (x *UpdateStatus) String() string {
 func (*UpdateStatus) ProtoMessage() {}
 
 func (x *UpdateStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[24]
+	mi := &file_shoalv1_objects_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2552,7 +2670,7 @@ func (x *UpdateStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateStatus.ProtoReflect.Descriptor instead.
 func (*UpdateStatus) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{24}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *UpdateStatus) GetState() UpdateState {
@@ -2612,7 +2730,7 @@ type JobStatus struct {
 
 func (x *JobStatus) Reset() {
 	*x = JobStatus{}
-	mi := &file_shoalv1_objects_proto_msgTypes[25]
+	mi := &file_shoalv1_objects_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2624,7 +2742,7 @@ func (x *JobStatus) String() string {
 func (*JobStatus) ProtoMessage() {}
 
 func (x *JobStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[25]
+	mi := &file_shoalv1_objects_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2637,7 +2755,7 @@ func (x *JobStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobStatus.ProtoReflect.Descriptor instead.
 func (*JobStatus) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{25}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *JobStatus) GetIteration() uint64 {
@@ -2672,7 +2790,7 @@ type ServiceVIP struct {
 
 func (x *ServiceVIP) Reset() {
 	*x = ServiceVIP{}
-	mi := &file_shoalv1_objects_proto_msgTypes[26]
+	mi := &file_shoalv1_objects_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2684,7 +2802,7 @@ func (x *ServiceVIP) String() string {
 func (*ServiceVIP) ProtoMessage() {}
 
 func (x *ServiceVIP) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[26]
+	mi := &file_shoalv1_objects_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2697,7 +2815,7 @@ func (x *ServiceVIP) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceVIP.ProtoReflect.Descriptor instead.
 func (*ServiceVIP) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{26}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ServiceVIP) GetNetworkId() string {
@@ -2735,7 +2853,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_shoalv1_objects_proto_msgTypes[27]
+	mi := &file_shoalv1_objects_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2747,7 +2865,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[27]
+	mi := &file_shoalv1_objects_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2760,7 +2878,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{27}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Service) GetMeta() *Meta {
@@ -2843,7 +2961,7 @@ type TaskStatus struct {
 
 func (x *TaskStatus) Reset() {
 	*x = TaskStatus{}
-	mi := &file_shoalv1_objects_proto_msgTypes[28]
+	mi := &file_shoalv1_objects_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2855,7 +2973,7 @@ func (x *TaskStatus) String() string {
 func (*TaskStatus) ProtoMessage() {}
 
 func (x *TaskStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[28]
+	mi := &file_shoalv1_objects_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2868,7 +2986,7 @@ func (x *TaskStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStatus.ProtoReflect.Descriptor instead.
 func (*TaskStatus) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{28}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *TaskStatus) GetState() TaskState {
@@ -2977,7 +3095,7 @@ type NetworkAttachment struct {
 
 func (x *NetworkAttachment) Reset() {
 	*x = NetworkAttachment{}
-	mi := &file_shoalv1_objects_proto_msgTypes[29]
+	mi := &file_shoalv1_objects_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2989,7 +3107,7 @@ func (x *NetworkAttachment) String() string {
 func (*NetworkAttachment) ProtoMessage() {}
 
 func (x *NetworkAttachment) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[29]
+	mi := &file_shoalv1_objects_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3002,7 +3120,7 @@ func (x *NetworkAttachment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkAttachment.ProtoReflect.Descriptor instead.
 func (*NetworkAttachment) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{29}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *NetworkAttachment) GetNetworkId() string {
@@ -3055,7 +3173,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_shoalv1_objects_proto_msgTypes[30]
+	mi := &file_shoalv1_objects_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3067,7 +3185,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[30]
+	mi := &file_shoalv1_objects_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3080,7 +3198,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{30}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Task) GetMeta() *Meta {
@@ -3183,7 +3301,7 @@ type NetworkSpec struct {
 
 func (x *NetworkSpec) Reset() {
 	*x = NetworkSpec{}
-	mi := &file_shoalv1_objects_proto_msgTypes[31]
+	mi := &file_shoalv1_objects_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3195,7 +3313,7 @@ func (x *NetworkSpec) String() string {
 func (*NetworkSpec) ProtoMessage() {}
 
 func (x *NetworkSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[31]
+	mi := &file_shoalv1_objects_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3208,7 +3326,7 @@ func (x *NetworkSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkSpec.ProtoReflect.Descriptor instead.
 func (*NetworkSpec) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{31}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *NetworkSpec) GetName() string {
@@ -3289,7 +3407,7 @@ type Network struct {
 
 func (x *Network) Reset() {
 	*x = Network{}
-	mi := &file_shoalv1_objects_proto_msgTypes[32]
+	mi := &file_shoalv1_objects_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3301,7 +3419,7 @@ func (x *Network) String() string {
 func (*Network) ProtoMessage() {}
 
 func (x *Network) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[32]
+	mi := &file_shoalv1_objects_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3314,7 +3432,7 @@ func (x *Network) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Network.ProtoReflect.Descriptor instead.
 func (*Network) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{32}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Network) GetMeta() *Meta {
@@ -3378,7 +3496,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_shoalv1_objects_proto_msgTypes[33]
+	mi := &file_shoalv1_objects_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3390,7 +3508,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[33]
+	mi := &file_shoalv1_objects_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3403,7 +3521,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{33}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Endpoint) GetTaskId() string {
@@ -3489,7 +3607,7 @@ type NetworkState struct {
 
 func (x *NetworkState) Reset() {
 	*x = NetworkState{}
-	mi := &file_shoalv1_objects_proto_msgTypes[34]
+	mi := &file_shoalv1_objects_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3501,7 +3619,7 @@ func (x *NetworkState) String() string {
 func (*NetworkState) ProtoMessage() {}
 
 func (x *NetworkState) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[34]
+	mi := &file_shoalv1_objects_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3514,7 +3632,7 @@ func (x *NetworkState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkState.ProtoReflect.Descriptor instead.
 func (*NetworkState) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{34}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *NetworkState) GetNetwork() *Network {
@@ -3553,7 +3671,7 @@ type ServiceVIPState struct {
 
 func (x *ServiceVIPState) Reset() {
 	*x = ServiceVIPState{}
-	mi := &file_shoalv1_objects_proto_msgTypes[35]
+	mi := &file_shoalv1_objects_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3565,7 +3683,7 @@ func (x *ServiceVIPState) String() string {
 func (*ServiceVIPState) ProtoMessage() {}
 
 func (x *ServiceVIPState) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[35]
+	mi := &file_shoalv1_objects_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3578,7 +3696,7 @@ func (x *ServiceVIPState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceVIPState.ProtoReflect.Descriptor instead.
 func (*ServiceVIPState) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{35}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ServiceVIPState) GetServiceId() string {
@@ -3635,7 +3753,7 @@ type RaftMember struct {
 
 func (x *RaftMember) Reset() {
 	*x = RaftMember{}
-	mi := &file_shoalv1_objects_proto_msgTypes[36]
+	mi := &file_shoalv1_objects_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3647,7 +3765,7 @@ func (x *RaftMember) String() string {
 func (*RaftMember) ProtoMessage() {}
 
 func (x *RaftMember) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_objects_proto_msgTypes[36]
+	mi := &file_shoalv1_objects_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3660,7 +3778,7 @@ func (x *RaftMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftMember.ProtoReflect.Descriptor instead.
 func (*RaftMember) Descriptor() ([]byte, []int) {
-	return file_shoalv1_objects_proto_rawDescGZIP(), []int{36}
+	return file_shoalv1_objects_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RaftMember) GetNodeId() string {
@@ -3717,7 +3835,7 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\tnot_after\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x18\n" +
 	"\arevoked\x18\x05 \x01(\bR\arevoked\x129\n" +
 	"\n" +
-	"revoked_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\"\xe7\x02\n" +
+	"revoked_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\"\x9a\x03\n" +
 	"\aCluster\x12\"\n" +
 	"\x04meta\x18\x01 \x01(\v2\x0e.shoal.v1.MetaR\x04meta\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1e\n" +
@@ -3730,7 +3848,23 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\vadmin_certs\x18\b \x03(\v2\x1a.shoal.v1.AdminCertificateR\n" +
 	"adminCerts\x12\x1f\n" +
 	"\vgossip_keys\x18\t \x03(\fR\n" +
-	"gossipKeys\"\x88\x02\n" +
+	"gossipKeys\x121\n" +
+	"\n" +
+	"api_tokens\x18\n" +
+	" \x03(\v2\x12.shoal.v1.ApiTokenR\tapiTokens\"\x92\x02\n" +
+	"\bApiToken\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\x12\x1f\n" +
+	"\vsecret_hash\x18\x04 \x01(\fR\n" +
+	"secretHash\x129\n" +
+	"\n" +
+	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x18\n" +
+	"\arevoked\x18\a \x01(\bR\arevoked\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\b \x01(\tR\tcreatedBy\"\x88\x02\n" +
 	"\bNodeSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x126\n" +
 	"\x06labels\x18\x02 \x03(\v2\x1e.shoal.v1.NodeSpec.LabelsEntryR\x06labels\x125\n" +
@@ -4059,7 +4193,7 @@ func file_shoalv1_objects_proto_rawDescGZIP() []byte {
 }
 
 var file_shoalv1_objects_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
-var file_shoalv1_objects_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_shoalv1_objects_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_shoalv1_objects_proto_goTypes = []any{
 	(NodeRole)(0),                   // 0: shoal.v1.NodeRole
 	(NodeAvailability)(0),           // 1: shoal.v1.NodeAvailability
@@ -4074,120 +4208,124 @@ var file_shoalv1_objects_proto_goTypes = []any{
 	(*ClusterSettings)(nil),         // 10: shoal.v1.ClusterSettings
 	(*AdminCertificate)(nil),        // 11: shoal.v1.AdminCertificate
 	(*Cluster)(nil),                 // 12: shoal.v1.Cluster
-	(*NodeSpec)(nil),                // 13: shoal.v1.NodeSpec
-	(*Resources)(nil),               // 14: shoal.v1.Resources
-	(*NodeDescription)(nil),         // 15: shoal.v1.NodeDescription
-	(*NodeStatus)(nil),              // 16: shoal.v1.NodeStatus
-	(*ManagerStatus)(nil),           // 17: shoal.v1.ManagerStatus
-	(*Node)(nil),                    // 18: shoal.v1.Node
-	(*RestartPolicy)(nil),           // 19: shoal.v1.RestartPolicy
-	(*HealthCheck)(nil),             // 20: shoal.v1.HealthCheck
-	(*Mount)(nil),                   // 21: shoal.v1.Mount
-	(*ContainerSpec)(nil),           // 22: shoal.v1.ContainerSpec
-	(*ResourceRequirements)(nil),    // 23: shoal.v1.ResourceRequirements
-	(*Placement)(nil),               // 24: shoal.v1.Placement
-	(*NetworkAttachmentConfig)(nil), // 25: shoal.v1.NetworkAttachmentConfig
-	(*TaskSpec)(nil),                // 26: shoal.v1.TaskSpec
-	(*UpdateConfig)(nil),            // 27: shoal.v1.UpdateConfig
-	(*JobConfig)(nil),               // 28: shoal.v1.JobConfig
-	(*PortConfig)(nil),              // 29: shoal.v1.PortConfig
-	(*EndpointSpec)(nil),            // 30: shoal.v1.EndpointSpec
-	(*ServiceSpec)(nil),             // 31: shoal.v1.ServiceSpec
-	(*UpdateStatus)(nil),            // 32: shoal.v1.UpdateStatus
-	(*JobStatus)(nil),               // 33: shoal.v1.JobStatus
-	(*ServiceVIP)(nil),              // 34: shoal.v1.ServiceVIP
-	(*Service)(nil),                 // 35: shoal.v1.Service
-	(*TaskStatus)(nil),              // 36: shoal.v1.TaskStatus
-	(*NetworkAttachment)(nil),       // 37: shoal.v1.NetworkAttachment
-	(*Task)(nil),                    // 38: shoal.v1.Task
-	(*NetworkSpec)(nil),             // 39: shoal.v1.NetworkSpec
-	(*Network)(nil),                 // 40: shoal.v1.Network
-	(*Endpoint)(nil),                // 41: shoal.v1.Endpoint
-	(*NetworkState)(nil),            // 42: shoal.v1.NetworkState
-	(*ServiceVIPState)(nil),         // 43: shoal.v1.ServiceVIPState
-	(*RaftMember)(nil),              // 44: shoal.v1.RaftMember
-	nil,                             // 45: shoal.v1.NodeSpec.LabelsEntry
-	nil,                             // 46: shoal.v1.ContainerSpec.LabelsEntry
-	nil,                             // 47: shoal.v1.ServiceSpec.LabelsEntry
-	nil,                             // 48: shoal.v1.NetworkSpec.LabelsEntry
-	(*timestamppb.Timestamp)(nil),   // 49: google.protobuf.Timestamp
+	(*ApiToken)(nil),                // 13: shoal.v1.ApiToken
+	(*NodeSpec)(nil),                // 14: shoal.v1.NodeSpec
+	(*Resources)(nil),               // 15: shoal.v1.Resources
+	(*NodeDescription)(nil),         // 16: shoal.v1.NodeDescription
+	(*NodeStatus)(nil),              // 17: shoal.v1.NodeStatus
+	(*ManagerStatus)(nil),           // 18: shoal.v1.ManagerStatus
+	(*Node)(nil),                    // 19: shoal.v1.Node
+	(*RestartPolicy)(nil),           // 20: shoal.v1.RestartPolicy
+	(*HealthCheck)(nil),             // 21: shoal.v1.HealthCheck
+	(*Mount)(nil),                   // 22: shoal.v1.Mount
+	(*ContainerSpec)(nil),           // 23: shoal.v1.ContainerSpec
+	(*ResourceRequirements)(nil),    // 24: shoal.v1.ResourceRequirements
+	(*Placement)(nil),               // 25: shoal.v1.Placement
+	(*NetworkAttachmentConfig)(nil), // 26: shoal.v1.NetworkAttachmentConfig
+	(*TaskSpec)(nil),                // 27: shoal.v1.TaskSpec
+	(*UpdateConfig)(nil),            // 28: shoal.v1.UpdateConfig
+	(*JobConfig)(nil),               // 29: shoal.v1.JobConfig
+	(*PortConfig)(nil),              // 30: shoal.v1.PortConfig
+	(*EndpointSpec)(nil),            // 31: shoal.v1.EndpointSpec
+	(*ServiceSpec)(nil),             // 32: shoal.v1.ServiceSpec
+	(*UpdateStatus)(nil),            // 33: shoal.v1.UpdateStatus
+	(*JobStatus)(nil),               // 34: shoal.v1.JobStatus
+	(*ServiceVIP)(nil),              // 35: shoal.v1.ServiceVIP
+	(*Service)(nil),                 // 36: shoal.v1.Service
+	(*TaskStatus)(nil),              // 37: shoal.v1.TaskStatus
+	(*NetworkAttachment)(nil),       // 38: shoal.v1.NetworkAttachment
+	(*Task)(nil),                    // 39: shoal.v1.Task
+	(*NetworkSpec)(nil),             // 40: shoal.v1.NetworkSpec
+	(*Network)(nil),                 // 41: shoal.v1.Network
+	(*Endpoint)(nil),                // 42: shoal.v1.Endpoint
+	(*NetworkState)(nil),            // 43: shoal.v1.NetworkState
+	(*ServiceVIPState)(nil),         // 44: shoal.v1.ServiceVIPState
+	(*RaftMember)(nil),              // 45: shoal.v1.RaftMember
+	nil,                             // 46: shoal.v1.NodeSpec.LabelsEntry
+	nil,                             // 47: shoal.v1.ContainerSpec.LabelsEntry
+	nil,                             // 48: shoal.v1.ServiceSpec.LabelsEntry
+	nil,                             // 49: shoal.v1.NetworkSpec.LabelsEntry
+	(*timestamppb.Timestamp)(nil),   // 50: google.protobuf.Timestamp
 }
 var file_shoalv1_objects_proto_depIdxs = []int32{
-	49, // 0: shoal.v1.Meta.created_at:type_name -> google.protobuf.Timestamp
-	49, // 1: shoal.v1.Meta.updated_at:type_name -> google.protobuf.Timestamp
-	49, // 2: shoal.v1.AdminCertificate.created_at:type_name -> google.protobuf.Timestamp
-	49, // 3: shoal.v1.AdminCertificate.not_after:type_name -> google.protobuf.Timestamp
-	49, // 4: shoal.v1.AdminCertificate.revoked_at:type_name -> google.protobuf.Timestamp
+	50, // 0: shoal.v1.Meta.created_at:type_name -> google.protobuf.Timestamp
+	50, // 1: shoal.v1.Meta.updated_at:type_name -> google.protobuf.Timestamp
+	50, // 2: shoal.v1.AdminCertificate.created_at:type_name -> google.protobuf.Timestamp
+	50, // 3: shoal.v1.AdminCertificate.not_after:type_name -> google.protobuf.Timestamp
+	50, // 4: shoal.v1.AdminCertificate.revoked_at:type_name -> google.protobuf.Timestamp
 	8,  // 5: shoal.v1.Cluster.meta:type_name -> shoal.v1.Meta
 	9,  // 6: shoal.v1.Cluster.tokens:type_name -> shoal.v1.JoinTokens
 	10, // 7: shoal.v1.Cluster.settings:type_name -> shoal.v1.ClusterSettings
 	11, // 8: shoal.v1.Cluster.admin_certs:type_name -> shoal.v1.AdminCertificate
-	45, // 9: shoal.v1.NodeSpec.labels:type_name -> shoal.v1.NodeSpec.LabelsEntry
-	0,  // 10: shoal.v1.NodeSpec.desired_role:type_name -> shoal.v1.NodeRole
-	1,  // 11: shoal.v1.NodeSpec.availability:type_name -> shoal.v1.NodeAvailability
-	14, // 12: shoal.v1.NodeDescription.resources:type_name -> shoal.v1.Resources
-	2,  // 13: shoal.v1.NodeStatus.state:type_name -> shoal.v1.NodeState
-	49, // 14: shoal.v1.NodeStatus.last_heartbeat:type_name -> google.protobuf.Timestamp
-	49, // 15: shoal.v1.NodeStatus.restart_deadline:type_name -> google.protobuf.Timestamp
-	8,  // 16: shoal.v1.Node.meta:type_name -> shoal.v1.Meta
-	13, // 17: shoal.v1.Node.spec:type_name -> shoal.v1.NodeSpec
-	15, // 18: shoal.v1.Node.description:type_name -> shoal.v1.NodeDescription
-	16, // 19: shoal.v1.Node.status:type_name -> shoal.v1.NodeStatus
-	0,  // 20: shoal.v1.Node.role:type_name -> shoal.v1.NodeRole
-	17, // 21: shoal.v1.Node.manager_status:type_name -> shoal.v1.ManagerStatus
-	4,  // 22: shoal.v1.RestartPolicy.condition:type_name -> shoal.v1.RestartCondition
-	21, // 23: shoal.v1.ContainerSpec.mounts:type_name -> shoal.v1.Mount
-	46, // 24: shoal.v1.ContainerSpec.labels:type_name -> shoal.v1.ContainerSpec.LabelsEntry
-	20, // 25: shoal.v1.ContainerSpec.healthcheck:type_name -> shoal.v1.HealthCheck
-	14, // 26: shoal.v1.ResourceRequirements.reservations:type_name -> shoal.v1.Resources
-	14, // 27: shoal.v1.ResourceRequirements.limits:type_name -> shoal.v1.Resources
-	22, // 28: shoal.v1.TaskSpec.container:type_name -> shoal.v1.ContainerSpec
-	23, // 29: shoal.v1.TaskSpec.resources:type_name -> shoal.v1.ResourceRequirements
-	19, // 30: shoal.v1.TaskSpec.restart:type_name -> shoal.v1.RestartPolicy
-	24, // 31: shoal.v1.TaskSpec.placement:type_name -> shoal.v1.Placement
-	25, // 32: shoal.v1.TaskSpec.networks:type_name -> shoal.v1.NetworkAttachmentConfig
-	29, // 33: shoal.v1.EndpointSpec.ports:type_name -> shoal.v1.PortConfig
-	47, // 34: shoal.v1.ServiceSpec.labels:type_name -> shoal.v1.ServiceSpec.LabelsEntry
-	3,  // 35: shoal.v1.ServiceSpec.mode:type_name -> shoal.v1.ServiceMode
-	26, // 36: shoal.v1.ServiceSpec.task:type_name -> shoal.v1.TaskSpec
-	27, // 37: shoal.v1.ServiceSpec.update:type_name -> shoal.v1.UpdateConfig
-	27, // 38: shoal.v1.ServiceSpec.rollback:type_name -> shoal.v1.UpdateConfig
-	30, // 39: shoal.v1.ServiceSpec.endpoint:type_name -> shoal.v1.EndpointSpec
-	28, // 40: shoal.v1.ServiceSpec.job:type_name -> shoal.v1.JobConfig
-	5,  // 41: shoal.v1.UpdateStatus.state:type_name -> shoal.v1.UpdateState
-	49, // 42: shoal.v1.UpdateStatus.started_at:type_name -> google.protobuf.Timestamp
-	49, // 43: shoal.v1.UpdateStatus.completed_at:type_name -> google.protobuf.Timestamp
-	49, // 44: shoal.v1.JobStatus.last_execution:type_name -> google.protobuf.Timestamp
-	49, // 45: shoal.v1.JobStatus.next_execution:type_name -> google.protobuf.Timestamp
-	8,  // 46: shoal.v1.Service.meta:type_name -> shoal.v1.Meta
-	31, // 47: shoal.v1.Service.spec:type_name -> shoal.v1.ServiceSpec
-	31, // 48: shoal.v1.Service.previous_spec:type_name -> shoal.v1.ServiceSpec
-	34, // 49: shoal.v1.Service.vips:type_name -> shoal.v1.ServiceVIP
-	32, // 50: shoal.v1.Service.update_status:type_name -> shoal.v1.UpdateStatus
-	33, // 51: shoal.v1.Service.job_status:type_name -> shoal.v1.JobStatus
-	6,  // 52: shoal.v1.TaskStatus.state:type_name -> shoal.v1.TaskState
-	49, // 53: shoal.v1.TaskStatus.timestamp:type_name -> google.protobuf.Timestamp
-	7,  // 54: shoal.v1.TaskStatus.health:type_name -> shoal.v1.TaskHealth
-	49, // 55: shoal.v1.TaskStatus.health_checked_at:type_name -> google.protobuf.Timestamp
-	8,  // 56: shoal.v1.Task.meta:type_name -> shoal.v1.Meta
-	6,  // 57: shoal.v1.Task.desired_state:type_name -> shoal.v1.TaskState
-	36, // 58: shoal.v1.Task.status:type_name -> shoal.v1.TaskStatus
-	26, // 59: shoal.v1.Task.spec:type_name -> shoal.v1.TaskSpec
-	37, // 60: shoal.v1.Task.networks:type_name -> shoal.v1.NetworkAttachment
-	48, // 61: shoal.v1.NetworkSpec.labels:type_name -> shoal.v1.NetworkSpec.LabelsEntry
-	8,  // 62: shoal.v1.Network.meta:type_name -> shoal.v1.Meta
-	39, // 63: shoal.v1.Network.spec:type_name -> shoal.v1.NetworkSpec
-	6,  // 64: shoal.v1.Endpoint.state:type_name -> shoal.v1.TaskState
-	7,  // 65: shoal.v1.Endpoint.health:type_name -> shoal.v1.TaskHealth
-	40, // 66: shoal.v1.NetworkState.network:type_name -> shoal.v1.Network
-	41, // 67: shoal.v1.NetworkState.endpoints:type_name -> shoal.v1.Endpoint
-	43, // 68: shoal.v1.NetworkState.vips:type_name -> shoal.v1.ServiceVIPState
-	29, // 69: shoal.v1.ServiceVIPState.ports:type_name -> shoal.v1.PortConfig
-	70, // [70:70] is the sub-list for method output_type
-	70, // [70:70] is the sub-list for method input_type
-	70, // [70:70] is the sub-list for extension type_name
-	70, // [70:70] is the sub-list for extension extendee
-	0,  // [0:70] is the sub-list for field type_name
+	13, // 9: shoal.v1.Cluster.api_tokens:type_name -> shoal.v1.ApiToken
+	50, // 10: shoal.v1.ApiToken.created_at:type_name -> google.protobuf.Timestamp
+	50, // 11: shoal.v1.ApiToken.expires_at:type_name -> google.protobuf.Timestamp
+	46, // 12: shoal.v1.NodeSpec.labels:type_name -> shoal.v1.NodeSpec.LabelsEntry
+	0,  // 13: shoal.v1.NodeSpec.desired_role:type_name -> shoal.v1.NodeRole
+	1,  // 14: shoal.v1.NodeSpec.availability:type_name -> shoal.v1.NodeAvailability
+	15, // 15: shoal.v1.NodeDescription.resources:type_name -> shoal.v1.Resources
+	2,  // 16: shoal.v1.NodeStatus.state:type_name -> shoal.v1.NodeState
+	50, // 17: shoal.v1.NodeStatus.last_heartbeat:type_name -> google.protobuf.Timestamp
+	50, // 18: shoal.v1.NodeStatus.restart_deadline:type_name -> google.protobuf.Timestamp
+	8,  // 19: shoal.v1.Node.meta:type_name -> shoal.v1.Meta
+	14, // 20: shoal.v1.Node.spec:type_name -> shoal.v1.NodeSpec
+	16, // 21: shoal.v1.Node.description:type_name -> shoal.v1.NodeDescription
+	17, // 22: shoal.v1.Node.status:type_name -> shoal.v1.NodeStatus
+	0,  // 23: shoal.v1.Node.role:type_name -> shoal.v1.NodeRole
+	18, // 24: shoal.v1.Node.manager_status:type_name -> shoal.v1.ManagerStatus
+	4,  // 25: shoal.v1.RestartPolicy.condition:type_name -> shoal.v1.RestartCondition
+	22, // 26: shoal.v1.ContainerSpec.mounts:type_name -> shoal.v1.Mount
+	47, // 27: shoal.v1.ContainerSpec.labels:type_name -> shoal.v1.ContainerSpec.LabelsEntry
+	21, // 28: shoal.v1.ContainerSpec.healthcheck:type_name -> shoal.v1.HealthCheck
+	15, // 29: shoal.v1.ResourceRequirements.reservations:type_name -> shoal.v1.Resources
+	15, // 30: shoal.v1.ResourceRequirements.limits:type_name -> shoal.v1.Resources
+	23, // 31: shoal.v1.TaskSpec.container:type_name -> shoal.v1.ContainerSpec
+	24, // 32: shoal.v1.TaskSpec.resources:type_name -> shoal.v1.ResourceRequirements
+	20, // 33: shoal.v1.TaskSpec.restart:type_name -> shoal.v1.RestartPolicy
+	25, // 34: shoal.v1.TaskSpec.placement:type_name -> shoal.v1.Placement
+	26, // 35: shoal.v1.TaskSpec.networks:type_name -> shoal.v1.NetworkAttachmentConfig
+	30, // 36: shoal.v1.EndpointSpec.ports:type_name -> shoal.v1.PortConfig
+	48, // 37: shoal.v1.ServiceSpec.labels:type_name -> shoal.v1.ServiceSpec.LabelsEntry
+	3,  // 38: shoal.v1.ServiceSpec.mode:type_name -> shoal.v1.ServiceMode
+	27, // 39: shoal.v1.ServiceSpec.task:type_name -> shoal.v1.TaskSpec
+	28, // 40: shoal.v1.ServiceSpec.update:type_name -> shoal.v1.UpdateConfig
+	28, // 41: shoal.v1.ServiceSpec.rollback:type_name -> shoal.v1.UpdateConfig
+	31, // 42: shoal.v1.ServiceSpec.endpoint:type_name -> shoal.v1.EndpointSpec
+	29, // 43: shoal.v1.ServiceSpec.job:type_name -> shoal.v1.JobConfig
+	5,  // 44: shoal.v1.UpdateStatus.state:type_name -> shoal.v1.UpdateState
+	50, // 45: shoal.v1.UpdateStatus.started_at:type_name -> google.protobuf.Timestamp
+	50, // 46: shoal.v1.UpdateStatus.completed_at:type_name -> google.protobuf.Timestamp
+	50, // 47: shoal.v1.JobStatus.last_execution:type_name -> google.protobuf.Timestamp
+	50, // 48: shoal.v1.JobStatus.next_execution:type_name -> google.protobuf.Timestamp
+	8,  // 49: shoal.v1.Service.meta:type_name -> shoal.v1.Meta
+	32, // 50: shoal.v1.Service.spec:type_name -> shoal.v1.ServiceSpec
+	32, // 51: shoal.v1.Service.previous_spec:type_name -> shoal.v1.ServiceSpec
+	35, // 52: shoal.v1.Service.vips:type_name -> shoal.v1.ServiceVIP
+	33, // 53: shoal.v1.Service.update_status:type_name -> shoal.v1.UpdateStatus
+	34, // 54: shoal.v1.Service.job_status:type_name -> shoal.v1.JobStatus
+	6,  // 55: shoal.v1.TaskStatus.state:type_name -> shoal.v1.TaskState
+	50, // 56: shoal.v1.TaskStatus.timestamp:type_name -> google.protobuf.Timestamp
+	7,  // 57: shoal.v1.TaskStatus.health:type_name -> shoal.v1.TaskHealth
+	50, // 58: shoal.v1.TaskStatus.health_checked_at:type_name -> google.protobuf.Timestamp
+	8,  // 59: shoal.v1.Task.meta:type_name -> shoal.v1.Meta
+	6,  // 60: shoal.v1.Task.desired_state:type_name -> shoal.v1.TaskState
+	37, // 61: shoal.v1.Task.status:type_name -> shoal.v1.TaskStatus
+	27, // 62: shoal.v1.Task.spec:type_name -> shoal.v1.TaskSpec
+	38, // 63: shoal.v1.Task.networks:type_name -> shoal.v1.NetworkAttachment
+	49, // 64: shoal.v1.NetworkSpec.labels:type_name -> shoal.v1.NetworkSpec.LabelsEntry
+	8,  // 65: shoal.v1.Network.meta:type_name -> shoal.v1.Meta
+	40, // 66: shoal.v1.Network.spec:type_name -> shoal.v1.NetworkSpec
+	6,  // 67: shoal.v1.Endpoint.state:type_name -> shoal.v1.TaskState
+	7,  // 68: shoal.v1.Endpoint.health:type_name -> shoal.v1.TaskHealth
+	41, // 69: shoal.v1.NetworkState.network:type_name -> shoal.v1.Network
+	42, // 70: shoal.v1.NetworkState.endpoints:type_name -> shoal.v1.Endpoint
+	44, // 71: shoal.v1.NetworkState.vips:type_name -> shoal.v1.ServiceVIPState
+	30, // 72: shoal.v1.ServiceVIPState.ports:type_name -> shoal.v1.PortConfig
+	73, // [73:73] is the sub-list for method output_type
+	73, // [73:73] is the sub-list for method input_type
+	73, // [73:73] is the sub-list for extension type_name
+	73, // [73:73] is the sub-list for extension extendee
+	0,  // [0:73] is the sub-list for field type_name
 }
 
 func init() { file_shoalv1_objects_proto_init() }
@@ -4201,7 +4339,7 @@ func file_shoalv1_objects_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoalv1_objects_proto_rawDesc), len(file_shoalv1_objects_proto_rawDesc)),
 			NumEnums:      8,
-			NumMessages:   41,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
