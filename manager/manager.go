@@ -28,6 +28,7 @@ import (
 	"github.com/shoal-dev/shoal/manager/logbroker"
 	"github.com/shoal-dev/shoal/manager/membership"
 	"github.com/shoal-dev/shoal/manager/nodeca"
+	"github.com/shoal-dev/shoal/manager/opsapi"
 	"github.com/shoal-dev/shoal/manager/orchestrator"
 	"github.com/shoal-dev/shoal/manager/transport"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -163,6 +164,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	shoalv1.RegisterRaftMembershipServer(srv, member)
 	// Served by every manager from its own store (not forwarded).
 	shoalv1.RegisterLogsServer(srv, logbroker.New(logbroker.Config{Store: store, Certs: cfg.Certs, Logger: cfg.Logger}))
+	shoalv1.RegisterOpsServer(srv, opsapi.New(opsapi.Config{Store: store, Certs: cfg.Certs, Logger: cfg.Logger}))
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return mux.Serve(gctx) })

@@ -49,7 +49,8 @@ func (p Policy) Lookup(fullMethod string) (roles []Role, ok bool) {
 //   - Control GetNode and ListAdminCertificates: also workers, whose agent
 //     APIs ask a manager whether a caller's certificate is still current;
 //   - RaftMembership: managers;
-//   - Logs: admins (the CLI) and managers.
+//   - Logs: admins (the CLI) and managers;
+//   - Ops (task exec and stats): admins (the CLI) and managers.
 func DefaultPolicy() Policy {
 	svc := func(name string) string { return "/" + name + "/" }
 	return Policy{
@@ -62,6 +63,7 @@ func DefaultPolicy() Policy {
 		shoalv1.Control_ListAdminCertificates_FullMethodName: {RoleWorker, RoleManager, RoleAdmin},
 		svc(shoalv1.RaftMembership_ServiceDesc.ServiceName):  {RoleManager},
 		svc(shoalv1.Logs_ServiceDesc.ServiceName):            {RoleManager, RoleAdmin},
+		svc(shoalv1.Ops_ServiceDesc.ServiceName):             {RoleManager, RoleAdmin},
 	}
 }
 
@@ -80,6 +82,9 @@ func AgentPolicy() Policy {
 		shoalv1.AgentAPI_LoadImage_FullMethodName:   {RoleAdmin, RoleManager},
 		shoalv1.AgentAPI_ListImages_FullMethodName:  {RoleAdmin, RoleManager},
 		shoalv1.AgentAPI_RemoveImage_FullMethodName: {RoleAdmin, RoleManager},
+		// Exec and Stats: managers only, relaying Ops calls they checked.
+		shoalv1.AgentAPI_Exec_FullMethodName:  {RoleManager},
+		shoalv1.AgentAPI_Stats_FullMethodName: {RoleManager},
 	}
 }
 
