@@ -20,7 +20,8 @@ import (
 // quick start shows: service web (2 replicas, host-mode port 9093) and
 // cli on network devnet; from cli's namespace `web` resolves to its VIP
 // and answers over it, `tasks.web` to both replicas, and web reaches cli
-// by name too; the published port answers on the node's own addresses
+// by name too, and so does a real container (a one-shot `fetch
+// http://web:8080/`); the published port answers on the node's own addresses
 // (its fabric address and its task bridge's gateway). A service on an
 // overlay network is REJECTED there with the reason, and no bridge
 // network task is affected.
@@ -131,6 +132,38 @@ func TestDevBridgeNetwork(t *testing.T) {
 		}
 		return nil
 	})
+
+	// A real container reaches web by name through the resolv.conf the
+	// agent mounts (the README's probe).
+	{
+		ctx, cancel := attempt()
+		err := createServiceFlags(ctx, cl, "probe", 1, []string{"--network", "devnet", "--restart-condition", "none"},
+			"fetch", "http://web:8080/")
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	harness.WaitTasks(t, cl, "probe", settleTimeout, func(all []*shoalv1.Task) error {
+		for _, tk := range all {
+			switch tk.GetStatus().GetState() {
+			case shoalv1.TaskState_TASK_STATE_COMPLETE:
+				return nil
+			case shoalv1.TaskState_TASK_STATE_FAILED, shoalv1.TaskState_TASK_STATE_REJECTED:
+				return harness.Permanent(fmt.Errorf("probe %s: %s", tk.GetStatus().GetState(), tk.GetStatus().GetErr()))
+			}
+		}
+		return fmt.Errorf("probe not complete: %s", describeTasks(all))
+	})
+	{
+		ctx, cancel := attempt()
+		out, err := cl.Run(ctx, "service", "logs", "probe")
+		cancel()
+		m := regexp.MustCompile(`Hostname: (\S+)`).FindStringSubmatch(out)
+		if err != nil || m == nil || !slices.Contains(shortIDs(web), m[1]) {
+			t.Fatalf("probe's fetch of http://web:8080/ printed %q (%v), want a web task's hostname", out, err)
+		}
+	}
 
 	// The host-mode port answers on the node's own addresses.
 	for _, addr := range []string{h.IP, "10.213.0.1"} {
