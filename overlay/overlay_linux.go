@@ -94,8 +94,8 @@ type AttachResult struct {
 // answers for an overlay network: the node cannot take part in one. It is
 // a failed precondition (errdefs), so the agent rejects the task rather
 // than retrying it here.
-var ErrNoOverlay = errdefs.FailedPrecondition(errors.New(
-	"this node runs no overlay networks (its advertise address must be a non-loopback IPv4 address)"))
+var ErrNoOverlay = errdefs.FailedPreconditionf(
+	"this node runs no overlay networks (its advertise address must be a non-loopback IPv4 address)")
 
 // defaultMTU is the MTU of a BridgeOnly Manager without an uplink.
 const defaultMTU = 1500
