@@ -22,7 +22,8 @@ import (
 // and answers over it, `tasks.web` to both replicas, and web reaches cli
 // by name too, and so does a real container (a one-shot `fetch
 // http://web:8080/`); the published port answers on the node's own addresses
-// (its fabric address and its task bridge's gateway). A service on an
+// (its fabric address and its task bridge's gateway), and a task on a host
+// network answers on the node's address. A service on an
 // overlay network is REJECTED there with the reason, and no bridge
 // network task is affected.
 func TestDevBridgeNetwork(t *testing.T) {
@@ -52,18 +53,21 @@ func TestDevBridgeNetwork(t *testing.T) {
 
 	run(t, cl, "network", "create", "--driver", "bridge", "--subnet", "10.230.9.0/24", "devnet")
 	run(t, cl, "network", "create", "ovnet")
+	run(t, cl, "network", "create", "--driver", "host", "hostnet")
 	devnet := inspectNetwork(t, cl, "devnet").GetMeta().GetId()
 	for _, s := range []struct {
 		name     string
 		replicas int
 		flags    []string
+		args     []string
 	}{
-		{"web", 2, []string{"--network", "devnet", "--publish", "published=9093,target=8080,mode=host"}},
-		{"cli", 1, []string{"--network", "devnet"}},
-		{"ovs", 1, []string{"--network", "ovnet"}},
+		{"web", 2, []string{"--network", "devnet", "--publish", "published=9093,target=8080,mode=host"}, nil},
+		{"cli", 1, []string{"--network", "devnet"}, nil},
+		{"ovs", 1, []string{"--network", "ovnet"}, nil},
+		{"hst", 1, []string{"--network", "hostnet"}, []string{"serve", "--addr", ":8088"}},
 	} {
 		ctx, cancel := attempt()
-		err := createServiceFlags(ctx, cl, s.name, s.replicas, s.flags)
+		err := createServiceFlags(ctx, cl, s.name, s.replicas, s.flags, s.args...)
 		cancel()
 		if err != nil {
 			t.Fatalf("service %s: %v", s.name, err)
@@ -165,7 +169,21 @@ func TestDevBridgeNetwork(t *testing.T) {
 		}
 	}
 
-	// The host-mode port answers on the node's own addresses.
+	// The host-mode port answers on the node's own addresses, and so does
+	// the host-network task (in the node's namespace).
+	hst := runningTasks(t, cl, "hst", 1)[0]
+	harness.Eventually(t, settleTimeout, poll, func() error {
+		resp, err := h.HTTPClient(5 * time.Second).Get(fmt.Sprintf("http://%s:8088/", h.IP))
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if m := regexp.MustCompile(`Hostname: (\S+)`).FindSubmatch(body); m == nil || string(m[1]) != shortID(hst.GetMeta().GetId()) {
+			return fmt.Errorf(":8088 answered %q, want the hst task", body)
+		}
+		return nil
+	})
 	for _, addr := range []string{h.IP, "10.213.0.1"} {
 		harness.Eventually(t, settleTimeout, poll, func() error {
 			resp, err := h.HTTPClient(5 * time.Second).Get(fmt.Sprintf("http://%s:9093/", addr))
