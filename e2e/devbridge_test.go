@@ -17,15 +17,14 @@ import (
 
 // TestDevBridgeNetwork: `shoal dev` (one node advertising 127.0.0.1, so
 // no VXLAN underlay) runs services on a bridge network, as the README's
-// quick start shows: service web (2 replicas, host-mode port 9093) and
-// cli on network devnet; from cli's namespace `web` resolves to its VIP
-// and answers over it, `tasks.web` to both replicas, and web reaches cli
-// by name too, and so does a real container (a one-shot `fetch
-// http://web:8080/`); the published port answers on the node's own addresses
-// (its fabric address and its task bridge's gateway), and a task on a host
-// network answers on the node's address. A service on an
-// overlay network is REJECTED there with the reason, and no bridge
-// network task is affected.
+// dev lines show: service web (2 replicas, host-mode port 9093) and cli
+// on network devnet. From cli's namespace `web` resolves to its VIP and
+// answers over it and `tasks.web` to both replicas; web reaches cli by
+// name; a real container reaches web by name (a one-shot `fetch
+// http://web:8080/` through the mounted resolv.conf). The host-mode port
+// answers on the node's own addresses (its fabric address and its task
+// bridge's gateway) and a task on a host network on the node's address.
+// A service on an overlay network is REJECTED with the reason.
 func TestDevBridgeNetwork(t *testing.T) {
 	f := harness.NewFabric(t)
 	harness.Binary(t)
