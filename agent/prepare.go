@@ -43,6 +43,8 @@ type Network interface {
 // Overlay attaches a task's namespace to its overlay networks
 // (Task.networks; overlay.Node behind an adapter). Attach runs after
 // Network.Setup, Detach before Network.Teardown; both are idempotent.
+// An Attach error classified errdefs.FailedPrecondition (a network this
+// node can never attach) rejects the task.
 type Overlay interface {
 	Attach(ctx context.Context, netNSPath string, atts []*shoalv1.NetworkAttachment) (OverlayAttachment, error)
 	Detach(ctx context.Context, netNSPath string, atts []*shoalv1.NetworkAttachment) error

@@ -16,6 +16,7 @@ import (
 	"github.com/shoal-dev/shoal/agent/health"
 	"github.com/shoal-dev/shoal/agent/image"
 	"github.com/shoal-dev/shoal/agent/runtime"
+	"github.com/shoal-dev/shoal/errdefs"
 	"github.com/shoal-dev/shoal/overlay/dns"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
@@ -287,6 +288,12 @@ func (c *taskCtl) prepareAndStart(ctx context.Context, t *shoalv1.Task) error {
 				}
 			}
 			if _, err := e.cfg.Overlay.Attach(ctx, nsPath, atts); err != nil {
+				if errdefs.IsFailedPrecondition(err) {
+					// The node cannot attach such a network at all (an
+					// overlay network on a bridge-only node): a retry
+					// here would fail the same way.
+					return reject("%w", err)
+				}
 				return fmt.Errorf("overlay networks: %w", err)
 			}
 			c.netNSPath = nsPath

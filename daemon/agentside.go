@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -26,8 +27,9 @@ import (
 type agentSide struct {
 	images *image.Store
 	net    *network.Manager // nil when tasks get no node network
-	// ov programs the overlay networks (nil without a node network or
-	// when the underlay address is not usable for VXLAN).
+	// ov programs the overlay and bridge networks (nil without a node
+	// network); bridge networks only when the underlay address is not
+	// usable for VXLAN (ovM.BridgeOnly).
 	ov  *overlay.Node
 	ovM *overlay.Manager
 	// disc serves DNS and VIPs to tasks on overlay networks (with ov).
@@ -35,7 +37,7 @@ type agentSide struct {
 	// discMu orders the Discovery updates of network messages and hints
 	// (each passes the newest ov.States()).
 	discMu sync.Mutex
-	vtep   netip.Addr // the overlay's VTEP (with ov)
+	vtep   netip.Addr // the overlay's VTEP (with ov, unless bridge-only)
 	ex     *agent.Executor
 	gcNow  chan struct{} // cap 1: a task was removed
 	// lc is the libcontainer runtime (nil when a test runtime is used).
@@ -145,7 +147,7 @@ func (n *node) buildAgentSide(ctx context.Context) (*agentSide, error) {
 			subnet = network.DefaultSubnet
 		}
 		side.startOverlay(ctx, n.log, st.AdvertiseAddr, subnet)
-		if side.ov != nil && !o.NoGossipHints {
+		if side.vtep.IsValid() && !o.NoGossipHints {
 			n.gossip.setHintHandler(func(b []byte) { side.applyHint(n.log, b) }, ctx.Done())
 		}
 	}
@@ -179,7 +181,7 @@ func (n *node) buildAgentSide(ctx context.Context) (*agentSide, error) {
 		side.ports = &portProgrammer{nodeID: st.NodeID, subnet: side.localSubnet, tasks: side.ex.Tasks,
 			vtep: side.vtep, nodes: gossipNodes(n.gossip, side.vtep), log: o.Logger.With("node_id", st.NodeID)}
 		go side.ports.run(ctx, overlayRepairPeriod)
-		if !o.NoGossipHints {
+		if side.vtep.IsValid() && !o.NoGossipHints {
 			go side.expireHints(ctx, n.log)
 		}
 	}
@@ -202,35 +204,52 @@ func (s *agentSide) close() {
 // reconciled against the held desired state without a new message.
 const overlayRepairPeriod = 30 * time.Second
 
-// startOverlay sets up the overlay data plane on the node's underlay
+// startOverlay sets up the network data plane on the node's underlay
 // address (the advertise host; its interface is the uplink). A node
-// whose address cannot carry VXLAN (loopback, a name, no interface)
-// runs without overlay networks: a warning, not a failure.
+// whose address cannot carry VXLAN (loopback, a name, no interface) runs
+// it bridge-only (overlay.Config.BridgeOnly): bridge and host networks
+// work, tasks on overlay networks are rejected; a warning, not a failure.
 func (s *agentSide) startOverlay(ctx context.Context, log *slog.Logger, advertise string, localSubnet netip.Prefix) {
+	vtep, uplink, why := underlay(advertise)
+	cfg := overlay.Config{VTEP: vtep, Uplink: uplink, LocalSubnet: localSubnet,
+		EnableForwarding: true, Logger: log, BridgeOnly: why != nil}
+	m, err := overlay.New(cfg)
+	if why == nil && err != nil {
+		// The overlay cannot start here: bridge networks still can.
+		why = err
+		m, err = overlay.New(overlay.Config{LocalSubnet: localSubnet, Logger: log, BridgeOnly: true})
+	}
+	if why != nil {
+		log.Warn("overlay networks disabled (bridge and host networks work)", "addr", advertise, "err", why)
+	}
+	if err != nil {
+		log.Warn("bridge networks disabled too", "err", err)
+		return
+	}
+	s.ovM, s.ov = m, overlay.NewNode(m)
+	if !m.BridgeOnly() {
+		s.vtep = vtep
+	}
+	s.localSubnet = localSubnet
+	s.disc = overlay.NewDiscovery(dns.Forwarders{}, log)
+	go s.ov.Run(ctx, overlayRepairPeriod, func(err error) { log.Warn("overlay repair", "err", err) })
+}
+
+// underlay returns the VTEP and the uplink of the node advertising
+// advertise (host or host:port), or why VXLAN cannot run there.
+func underlay(advertise string) (vtep netip.Addr, uplink string, why error) {
 	host, _, err := net.SplitHostPort(advertise)
 	if err != nil {
 		host = advertise
 	}
-	vtep, err := netip.ParseAddr(host)
+	vtep, err = netip.ParseAddr(host)
 	if err != nil || !vtep.Is4() || vtep.IsLoopback() {
-		log.Warn("overlay networks disabled: the advertise address is not a non-loopback IPv4 address", "addr", advertise)
-		return
+		return netip.Addr{}, "", errors.New("the advertise address is not a non-loopback IPv4 address")
 	}
-	uplink, err := overlay.UplinkFor(vtep)
-	if err != nil {
-		log.Warn("overlay networks disabled", "err", err)
-		return
+	if uplink, err = overlay.UplinkFor(vtep); err != nil {
+		return netip.Addr{}, "", err
 	}
-	m, err := overlay.New(overlay.Config{VTEP: vtep, Uplink: uplink, LocalSubnet: localSubnet,
-		EnableForwarding: true, Logger: log})
-	if err != nil {
-		log.Warn("overlay networks disabled", "err", err)
-		return
-	}
-	s.ovM, s.ov, s.vtep = m, overlay.NewNode(m), vtep
-	s.localSubnet = localSubnet
-	s.disc = overlay.NewDiscovery(dns.Forwarders{}, log)
-	go s.ov.Run(ctx, overlayRepairPeriod, func(err error) { log.Warn("overlay repair", "err", err) })
+	return vtep, uplink, nil
 }
 
 // networks returns what the session hands its Networks messages to: the
@@ -272,7 +291,7 @@ func (s *agentSide) updateDiscovery() error {
 // that peers program (or withdraw) its entries before the managers' next
 // network state, which still decides (overlay.Node.ApplyHint).
 func (s *agentSide) gossipHints(g *nodeGossip, t *shoalv1.Task, st *shoalv1.TaskStatus) {
-	if s.ov == nil || len(t.GetNetworks()) == 0 || st.GetState() < shoalv1.TaskState_TASK_STATE_RUNNING {
+	if !s.vtep.IsValid() || len(t.GetNetworks()) == 0 || st.GetState() < shoalv1.TaskState_TASK_STATE_RUNNING {
 		return
 	}
 	state, ok := overlay.HintState(st)

@@ -3,9 +3,11 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 
+	"github.com/shoal-dev/shoal/agent/network"
 	"github.com/shoal-dev/shoal/datadir"
 )
 
@@ -13,7 +15,10 @@ import (
 // beside the shoal binary (it holds the image demo:latest).
 const DemoImageFile = "demo.oci.tar"
 
-// devHint is what `shoal dev` prints once the node is up.
+// devHint is what `shoal dev` prints once the node is up: %[1]s the data
+// dir, %[2]s the shoal binary, %[3]s the gateway of the node's task bridge
+// (a node address the host-mode port answers on; 127.0.0.1 does not: the
+// kernel does not route loopback sources to the task bridge).
 const devHint = `
 shoal dev is running: one manager + agent, data dir %[1]s.
 In another shell:
@@ -24,10 +29,27 @@ In another shell:
     %[2]s service logs -f web
     %[2]s service scale web=5
     %[2]s service rm web
+Networks: bridge and host networks work here (overlay networks need a
+non-loopback advertise address; their tasks are rejected):
+    %[2]s network create --driver bridge --subnet 10.230.0.0/24 devnet
+    %[2]s service create --name api --network devnet --replicas 2 --publish published=9090,target=8080,mode=host --no-resolve-image demo:latest
+    %[2]s service create --name probe --network devnet --restart-condition none --no-resolve-image demo:latest fetch http://api:8080/
+    %[2]s service logs probe          # api answered by name (its VIP): "Hostname: ..."
+    curl http://%[3]s:9090/               # the host-mode port, on the node's addresses
 (demo:latest was loaded on this node, it is in no registry: --no-resolve-image
 skips the registry lookup that pins an image to its digest.)
 Ctrl-C stops the node; its containers keep running until the next start.
 `
+
+// devHintText is devHint for the node's data dir, binary and task bridge
+// subnet ("" for the default).
+func devHintText(dataDir, exe, bridgeSubnet string) string {
+	subnet := network.DefaultSubnet
+	if p, err := netip.ParsePrefix(bridgeSubnet); err == nil {
+		subnet = p.Masked()
+	}
+	return fmt.Sprintf(devHint, dataDir, exe, subnet.Addr().Next())
+}
 
 // Dev runs a one-node cluster (manager and agent) for trying shoal out: in
 // o.DataDir, or a fresh temporary directory, advertising 127.0.0.1 unless

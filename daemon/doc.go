@@ -8,4 +8,12 @@
 // manager builds its bootstrap objects (manager.NewBootstrap). A node
 // started with --no-executor runs agent/nullexec instead of the container
 // executor (Options.NoExecutor); Options.Seams are for tests only.
+//
+// The agent side's network data plane is an overlay.Manager on the node's
+// advertise address; when that address cannot carry VXLAN (loopback, as
+// `shoal dev` advertises 127.0.0.1, or no interface holds it) the Manager
+// runs bridge-only (overlay.Config.BridgeOnly): bridge and host networks,
+// names, VIPs and host-mode ports work, tasks on overlay networks are
+// rejected, and no gossip hints are sent or taken. `shoal dev` prints how
+// to try a bridge network (devHint).
 package daemon

@@ -179,7 +179,7 @@ func (n *node) printDevHint() {
 	if err != nil {
 		exe = "shoal"
 	}
-	fmt.Fprintf(n.o.Out, devHint, n.o.DataDir, exe)
+	fmt.Fprint(n.o.Out, devHintText(n.o.DataDir, exe, n.state().BridgeSubnet))
 }
 
 func (n *node) state() datadir.Node {

@@ -69,6 +69,19 @@
 // the node-local bridge. The managers deliver a bridge network's state
 // with the node's own endpoints only, so names and VIPs answer local tasks.
 //
+// # Bridge-only nodes (Config.BridgeOnly)
+//
+// A node whose underlay cannot carry VXLAN (its advertise address is
+// loopback, as in `shoal dev`) still needs the bridge data plane, which is
+// node-local. New with BridgeOnly takes no VTEP and an optional uplink
+// (without one: MTU 1500, bridge networks route out nowhere) and writes no
+// table shoal-overlay; Reconcile keeps only the bridge networks' state;
+// an overlay network is refused with ErrNoOverlay (an errdefs failed
+// precondition, which the agent reports as REJECTED) by Manager.Attach
+// and, before anything of the task is attached, by Node.Attach. Names,
+// VIPs and published ports work as on any node; the daemon sends and
+// takes no gossip hints there (they are about VXLAN endpoints).
+//
 // # Service discovery (Discovery)
 //
 // A Discovery is the node's DNS view (overlay/dns) plus, per task on

@@ -124,16 +124,27 @@ func (n *Node) Driver(ctx context.Context, id string) (string, error) {
 const AttachWait = 30 * time.Second
 
 // Attach attaches the task namespace to every network of atts (in order:
-// eth1, eth2, …). NoEgress is set when one of them is internal.
+// eth1, eth2, …). NoEgress is set when one of them is internal. On a
+// BridgeOnly Manager a task with an overlay network gets ErrNoOverlay
+// and no attachment at all.
 func (n *Node) Attach(ctx context.Context, taskNetNSPath string, atts []*shoalv1.NetworkAttachment) (AttachResult, error) {
 	var res AttachResult
 	wctx, cancel := context.WithTimeout(ctx, AttachWait)
 	defer cancel()
-	for _, a := range atts {
+	nws := make([]*shoalv1.Network, len(atts))
+	for i, a := range atts {
 		nw, err := n.network(wctx, a.GetNetworkId())
 		if err != nil {
 			return res, err
 		}
+		if d := nw.GetSpec().GetDriver(); n.m.BridgeOnly() && (d == "" || d == specrules.DriverOverlay) {
+			// Refused before anything is attached.
+			return res, fmt.Errorf("network %s (%s): %w", nw.GetSpec().GetName(), a.GetNetworkId(), ErrNoOverlay)
+		}
+		nws[i] = nw
+	}
+	for i, a := range atts {
+		nw := nws[i]
 		if nw.GetSpec().GetDriver() == specrules.DriverHost {
 			continue // the task is in the node's namespace: nothing to join
 		}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/shoal-dev/shoal/errdefs"
 	"github.com/shoal-dev/shoal/netnsrun"
 
 	"github.com/vishvananda/netlink"
@@ -32,9 +33,20 @@ type Config struct {
 	// means the calling process's current namespace at New.
 	NetNS netns.NsHandle
 	// VTEP is the node's underlay address (local end of the tunnels).
+	// Unused when BridgeOnly.
 	VTEP netip.Addr
 	// Uplink is the underlay interface (MTU source, masquerade out).
+	// Optional when BridgeOnly: without one, bridge networks get MTU
+	// 1500 and route out nowhere (their tasks keep their node-local
+	// default route).
 	Uplink string
+	// BridgeOnly runs the node-local data plane only, for a node whose
+	// underlay cannot carry VXLAN (a loopback advertise address, as in
+	// `shoal dev`): bridge networks work as everywhere, an overlay
+	// network is refused (ErrNoOverlay) and has no kernel state, and the
+	// overlay's table (TableName: VXLAN filter, isolation, masquerade)
+	// is not written.
+	BridgeOnly bool
 	// LocalSubnet is the node-local task subnet to masquerade on the
 	// uplink; invalid (zero) means no masquerade rule.
 	LocalSubnet netip.Prefix
@@ -78,10 +90,20 @@ type AttachResult struct {
 	NoEgress bool
 }
 
+// ErrNoOverlay is what a BridgeOnly Manager (and a Node around it)
+// answers for an overlay network: the node cannot take part in one. It is
+// a failed precondition (errdefs), so the agent rejects the task rather
+// than retrying it here.
+var ErrNoOverlay = errdefs.FailedPreconditionf(
+	"this node runs no overlay networks (its advertise address must be a non-loopback IPv4 address)")
+
+// defaultMTU is the MTU of a BridgeOnly Manager without an uplink.
+const defaultMTU = 1500
+
 // New opens handles in the node namespace, checks the uplink and
 // installs the nftables rules.
 func New(cfg Config) (*Manager, error) {
-	if !cfg.VTEP.Is4() {
+	if !cfg.BridgeOnly && !cfg.VTEP.Is4() {
 		return nil, fmt.Errorf("overlay: VTEP %v is not an IPv4 address", cfg.VTEP)
 	}
 	if cfg.Logger == nil {
@@ -106,12 +128,24 @@ func New(cfg Config) (*Manager, error) {
 	}
 	m := &Manager{cfg: cfg, ns: ns, h: h, log: cfg.Logger, subnets: map[uint32]netip.Prefix{},
 		bridges: map[string]bridgeNet{}, bridgeSig: bridgeSigUnknown}
-	up, err := h.LinkByName(cfg.Uplink)
-	if err != nil {
-		m.Close()
-		return nil, fmt.Errorf("overlay: uplink %q: %w", cfg.Uplink, err)
+	m.upMTU = defaultMTU
+	if !cfg.BridgeOnly || cfg.Uplink != "" {
+		up, err := h.LinkByName(cfg.Uplink)
+		if err != nil {
+			m.Close()
+			return nil, fmt.Errorf("overlay: uplink %q: %w", cfg.Uplink, err)
+		}
+		m.uplink, m.upMTU = up.Attrs().Index, up.Attrs().MTU
 	}
-	m.uplink, m.upMTU = up.Attrs().Index, up.Attrs().MTU
+	if cfg.BridgeOnly {
+		if cfg.EnableForwarding && cfg.Uplink != "" {
+			if err := m.setForwarding(); err != nil {
+				m.Close()
+				return nil, err
+			}
+		}
+		return m, nil
+	}
 	if cfg.EnableForwarding {
 		if err := m.setForwarding(); err != nil {
 			m.Close()
@@ -124,6 +158,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 	return m, nil
 }
+
+// BridgeOnly reports whether m runs bridge networks only (Config.BridgeOnly).
+func (m *Manager) BridgeOnly() bool { return m.cfg.BridgeOnly }
 
 // Close releases the handles; kernel state stays.
 func (m *Manager) Close() error {
@@ -202,6 +239,9 @@ func isNotExist(err error) bool {
 // ensureNetwork makes the bridge and the vxlan device of n exist, right
 // and up; it returns the vxlan device's index.
 func (m *Manager) ensureNetwork(n *shoalv1.Network) (vx int, err error) {
+	if m.cfg.BridgeOnly {
+		return 0, fmt.Errorf("network %s: %w", n.GetMeta().GetId(), ErrNoOverlay)
+	}
 	vni := n.GetVni()
 	if vni == 0 || vni > 1<<24-1 {
 		return 0, fmt.Errorf("network %s: invalid VNI %d", n.GetMeta().GetId(), vni)

@@ -28,6 +28,11 @@ type remote struct {
 func (m *Manager) Reconcile(ctx context.Context, states []*shoalv1.NetworkState) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.cfg.BridgeOnly {
+		// No overlay kernel state here: overlay networks are refused
+		// (ErrNoOverlay), so only the bridge networks have any.
+		return m.reconcileBridges(states)
+	}
 	var errs []error
 	want := map[uint32]bool{}
 	subnets := map[uint32]netip.Prefix{}
