@@ -22,6 +22,8 @@ import (
 // vipLoad is a steady client load on a service's VIP: sequential HTTP GETs
 // from inside a task's network namespace, a new connection each (so every
 // request is balanced afresh by the VIP), counting answers and failures.
+// Nothing is retried: net/http retries a request only on a reused
+// connection, and with keep-alives off none is.
 type vipLoad struct {
 	ns, addr string
 	stop     chan struct{}
