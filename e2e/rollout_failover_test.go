@@ -14,15 +14,29 @@ import (
 
 // TestRollingUpdateLeaderFailover: on 3 managers and 2 workers, a
 // 6-replica service on the workers is rolled out (parallelism 2, a 3 s
-// delay between batches, start-first); once the first batch runs and old
-// tasks remain, the leader is killed with kill -9 (every process of its
-// host). The new leader picks the rollout up from the store: it ends
-// COMPLETED with 6 updated, every slot has exactly one live task, RUNNING,
-// of the new spec, and no slot ever had two tasks of the new spec — not
-// live at once (polled all along, through a surviving manager), nor one
-// after another (the task history holds one new-spec task per slot: the
-// new leader re-created nothing the old one had started).
+// delay between batches, start-first), and the leader is killed with
+// kill -9 (every process of its host) mid-way, at one of two moments:
+//   - between batches: the first batch runs, the delay is counting, old
+//     tasks remain;
+//   - in flight: the service has an HTTP health check (1 s interval), and
+//     a new-spec task is live but not yet healthy (its slot in flight, its
+//     old task still serving) while old tasks remain.
+//
+// The new leader picks the rollout up from the store: it ends COMPLETED
+// with 6 updated, every slot has exactly one live task, RUNNING, of the
+// new spec, and no slot ever had two tasks of the new spec — not live at
+// once (polled all along, through a surviving manager), nor one after
+// another (the task history holds one new-spec task per slot: the new
+// leader re-created nothing the old one had started).
 func TestRollingUpdateLeaderFailover(t *testing.T) {
+	t.Run("between-batches", func(t *testing.T) { rolloutLeaderFailover(t, false) })
+	t.Run("in-flight", func(t *testing.T) { rolloutLeaderFailover(t, true) })
+}
+
+// rolloutLeaderFailover is TestRollingUpdateLeaderFailover for one kill
+// moment: inFlight kills while a new task is starting (health check),
+// else between batches.
+func rolloutLeaderFailover(t *testing.T, inFlight bool) {
 	const replicas = 6
 	c := newCluster(t, 3, 2)
 	old := c.leader(c.hosts[0], nil)
@@ -36,13 +50,25 @@ func TestRollingUpdateLeaderFailover(t *testing.T) {
 	cl := c.admin(via)
 	{
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		err := createServiceFlags(ctx, cl, "web", replicas, onWorker)
+		flags := onWorker
+		var err error
+		if inFlight {
+			flags = slices.Concat(onWorker, []string{"--network", "app", "--health-http", "8080/health", "--health-interval", "1s", "--health-timeout", "2s"})
+			_, err = cl.Run(ctx, "network", "create", "app")
+		}
+		if err == nil {
+			err = createServiceFlags(ctx, cl, "web", replicas, flags)
+		}
 		cancel()
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	harness.WaitRunning(t, cl, "web", replicas, 3*settleTimeout)
+	if inFlight {
+		waitHealthy(t, cl, "web", replicas, 3*settleTimeout)
+	} else {
+		harness.WaitRunning(t, cl, "web", replicas, 3*settleTimeout)
+	}
 	var before shoalv1.Service
 	{
 		ctx, cancel := attempt()
@@ -113,24 +139,33 @@ func TestRollingUpdateLeaderFailover(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Mid-way: the first batch runs, old tasks are left.
+	// Mid-way: the first batch runs (or, in flight, a new task starts),
+	// old tasks are left.
+	var atKill string
 	harness.WaitTasks(t, cl, "web", settleTimeout, func(all []*shoalv1.Task) error {
-		var fresh, stale int
+		var fresh, starting, stale int
+		defer func() { atKill = fmt.Sprintf("%d new-spec running, %d starting, %d old", fresh, starting, stale) }()
 		for _, tk := range live(all) {
+			st := tk.GetStatus()
 			switch {
 			case tk.GetSpecVersion() <= oldVersion:
 				stale++
-			case tk.GetStatus().GetState() == shoalv1.TaskState_TASK_STATE_RUNNING:
+			case st.GetState() == shoalv1.TaskState_TASK_STATE_RUNNING && st.GetHealth() != shoalv1.TaskHealth_TASK_HEALTH_STARTING:
 				fresh++
+			default:
+				starting++
 			}
-		}
-		if fresh < 2 {
-			return fmt.Errorf("%d new-spec tasks running, want the first batch (2)", fresh)
 		}
 		if stale < 2 {
 			// Too late to call it mid-way: a permanent failure, the test
 			// would prove nothing.
 			return harness.Permanent(fmt.Errorf("only %d old tasks left: the rollout ran past mid-way unseen", stale))
+		}
+		if inFlight && starting == 0 {
+			return fmt.Errorf("no new-spec task starting (%d running, %d old)", fresh, stale)
+		}
+		if !inFlight && (fresh < 2 || starting > 0) {
+			return fmt.Errorf("%d new-spec tasks running, %d starting: want the first batch (2) running and the next not begun", fresh, starting)
 		}
 		return nil
 	})
@@ -139,7 +174,7 @@ func TestRollingUpdateLeaderFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	newLeader := c.leader(via, old)
-	t.Logf("killed leader %s mid-rollout; new leader %s after %v", old, newLeader, time.Since(killed).Round(time.Millisecond))
+	t.Logf("killed leader %s mid-rollout (%s); new leader %s after %v", old, atKill, newLeader, time.Since(killed).Round(time.Millisecond))
 
 	// The new leader completes the rollout.
 	var svc shoalv1.Service
