@@ -27,9 +27,10 @@
 //	TestPlannedRestartMovesNothing   SIGTERM of a worker's shoal: DISCONNECTED "restarting" (node ls: Restarting) with a restart deadline, tasks kept while a crashed node goes DOWN; `shoal daemon` → READY, same tasks
 //	TestPlannedLeaderRestartMovesNothing  the same for the leader of 3 managers (its agent's goodbye is committed before its manager stops)
 //	BenchmarkPowerCut                10 power cuts of a worker: p50/max of → DOWN and → all its tasks RUNNING elsewhere
-//	TestRollingUpdateUnderLoad       4 replicas behind their VIP under a client loop from another host; `service update` parallelism 1 start-first → "update completed", COMPLETED 4/4, no request lost to the rollout (refusals by new tasks not yet listening, no health check, counted apart)
+//	TestRollingUpdateUnderLoad       4 replicas with an HTTP health check behind their VIP under a client loop from another host; `service update` parallelism 1 start-first → "update completed", COMPLETED 4/4, zero failed requests of any kind (the client never retries)
+//	TestRollingUpdateLeaderFailover  3 managers + 2 workers, 6 replicas, parallelism 2, 3 s delay, start-first: kill -9 of the leader between batches, and (health check) while a new task is starting → the new leader completes the rollout (COMPLETED 6/6), one RUNNING new-spec task per slot, never two new-spec tasks in a slot (polled, and in the task history)
 //	TestFailedUpdateRollsBack        an update to `exit 1` with failure action rollback → the CLI exits non-zero "update rolled back", ROLLBACK_COMPLETED, the old spec on every replica, the untouched tasks kept
-//	BenchmarkRollingUpdate           24 replicas, parallelism 8, start-first, under the same load: update time and failed requests
+//	BenchmarkRollingUpdate           100 replicas on 5 worker hosts, parallelism 10, start-first, health check, under the same load: update time and failed requests (SHOAL_E2E_ROLLOUT=R/P/W for other sizes)
 //
 // Running, as root (network namespaces, cgroups, mounts), with iproute2
 // and docker-registry installed (scripts/setup.sh does it), and the seccomp
