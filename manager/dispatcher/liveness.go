@@ -155,8 +155,14 @@ type liveness struct {
 // leader's gossip view (gossip):
 //   - gossip says dead or left: DOWN once fastDownMissed heartbeats are
 //     missed (fast, no need to wait for the full limit);
-//   - gossip says alive or suspect: unreachable (not DOWN) until silent for
-//     UnreachableMult times the limit, then DOWN;
+//   - gossip says suspect (the leader's direct probe and the indirect
+//     probes through other members failed): DOWN at the limit, as with
+//     heartbeats alone — two independent signals agree, and waiting for
+//     memberlist to turn suspect into dead only delayed a power cut's
+//     replacement by a second or more;
+//   - gossip says alive: unreachable (not DOWN) until silent for
+//     UnreachableMult times the limit, then DOWN (a manager-to-node link
+//     problem: other members still reach the node);
 //   - no gossip view ("" or unknown): DOWN after limit, as before.
 //
 // A node already DOWN is left alone.
@@ -176,7 +182,12 @@ func verdict(n *shoalv1.Node, lastSeen, now time.Time, period, limit time.Durati
 		if fast := period * fastDownMissed; silent > fast && fast < limit {
 			return liveness{down: true, reason: fmt.Sprintf("heartbeat missed for %s and gossip says %s", fast, gossip)}
 		}
-	case GossipAlive, GossipSuspect:
+	case GossipSuspect:
+		if silent > limit {
+			return liveness{down: true, reason: fmt.Sprintf("heartbeat missed for %s and gossip suspects it (its probes fail)", limit)}
+		}
+		return liveness{}
+	case GossipAlive:
 		if silent <= limit {
 			return liveness{}
 		}
