@@ -61,6 +61,11 @@ func (m *Manager) bridgeMTU(n *shoalv1.Network) int {
 // gateway address; it returns the bridge. Caller holds m.mu.
 func (m *Manager) ensureBridge(n *shoalv1.Network, subnet netip.Prefix) (netlink.Link, error) {
 	name := specrules.BridgeName(n)
+	if err := specrules.IfaceName(name); err != nil {
+		// A network stored before the Control API checked this: refuse
+		// before the kernel makes a link under another name.
+		return nil, fmt.Errorf("network %s: bridge name: %w", n.GetMeta().GetId(), err)
+	}
 	gw, err := netip.ParseAddr(n.GetGateway())
 	if err != nil || !subnet.Contains(gw) {
 		return nil, fmt.Errorf("network %s: gateway %q is not an address of %s", n.GetMeta().GetId(), n.GetGateway(), subnet)

@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"os/exec"
@@ -321,5 +322,37 @@ func TestBridgeNetworkRestart(t *testing.T) {
 	}
 	if r := bridgeRules(t, h1); r != -1 {
 		t.Fatalf("a previous agent's table left with %d rules", r)
+	}
+}
+
+// TestBridgeNetworkPercentName: a bridge name with '%' (which the kernel
+// expands, "x%d" becoming "x0", "x1", … at each try) is refused before
+// any link is made, so a network stored before the Control API refused
+// such names leaks no bridge at each task start.
+func TestBridgeNetworkPercentName(t *testing.T) {
+	h := newHarness(t)
+	h1 := h.host(1)
+	m1 := h.manager(h1, 1)
+	n := bridgeTestNet("pctnet", "shq%d", "10.230.11.0/24", false)
+	before, err := handleIn(t, h1).LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		_, p := h.task(fmt.Sprintf("pct%d", i))
+		if _, err := m1.Attach(bg, p, att(n, fmt.Sprintf("10.230.11.%d", i+2)), n); err == nil || !strings.Contains(err.Error(), "'%'") {
+			t.Fatalf("attach %d with bridge name shq%%d: %v", i, err)
+		}
+	}
+	after, err := handleIn(t, h1).LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != len(before) {
+		var names []string
+		for _, l := range after {
+			names = append(names, l.Attrs().Name)
+		}
+		t.Fatalf("links after refused attaches: %v (%d before)", names, len(before))
 	}
 }

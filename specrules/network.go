@@ -174,7 +174,9 @@ func Broadcast(p netip.Prefix) netip.Addr {
 }
 
 // IfaceName checks a Linux interface name: 1-15 bytes, no '/', ':',
-// whitespace or NUL, not "." or "..".
+// '%', whitespace or NUL, not "." or "..". The kernel takes a '%' in a new
+// link's name as a format ("br%d" creates br0, br1, …), so such a name
+// would never be found again under the name asked for.
 func IfaceName(n string) error {
 	if n == "" || len(n) > MaxIfaceName {
 		return errorf("%q: an interface name has 1 to %d bytes", n, MaxIfaceName)
@@ -183,8 +185,8 @@ func IfaceName(n string) error {
 		return errorf("%q is not a valid interface name", n)
 	}
 	for i := 0; i < len(n); i++ {
-		if c := n[i]; c <= ' ' || c == '/' || c == ':' || c >= 0x7f {
-			return errorf("%q: an interface name has no '/', ':', whitespace or control characters", n)
+		if c := n[i]; c <= ' ' || c == '/' || c == ':' || c == '%' || c >= 0x7f {
+			return errorf("%q: an interface name has no '/', ':', '%%', whitespace or control characters", n)
 		}
 	}
 	return nil
