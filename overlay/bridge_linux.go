@@ -26,7 +26,8 @@ import (
 // A bridge Shoal creates is marked with the alias bridgeAliasPrefix+id
 // and deleted when its last task veth leaves (Detach, or the next
 // Reconcile); a bridge the operator made beforehand is used as it is (the
-// gateway address added when missing) and never deleted.
+// gateway address added when missing) and never deleted; the node's
+// task bridge and its uplink are refused.
 
 // bridgeAliasPrefix starts the IFLA_IFALIAS of a bridge Shoal created for
 // a bridge network: only those are ever deleted.
@@ -70,6 +71,11 @@ func (m *Manager) ensureBridge(n *shoalv1.Network, subnet netip.Prefix) (netlink
 	if err != nil || !subnet.Contains(gw) {
 		return nil, fmt.Errorf("network %s: gateway %q is not an address of %s", n.GetMeta().GetId(), n.GetGateway(), subnet)
 	}
+	if name == m.cfg.Uplink {
+		// Its rules would cut every other network's egress, and the
+		// gateway would sit on the node's LAN.
+		return nil, fmt.Errorf("network %s: the bridge %q is the node's uplink", n.GetMeta().GetId(), name)
+	}
 	br, err := m.h.LinkByName(name)
 	if err != nil && !isNotExist(err) {
 		return nil, err
@@ -99,6 +105,9 @@ func (m *Manager) ensureBridge(n *shoalv1.Network, subnet netip.Prefix) (netlink
 	for _, a := range addrs {
 		p, _ := netip.AddrFromSlice(a.IP)
 		p = p.Unmap()
+		if m.cfg.VTEP.IsValid() && p == m.cfg.VTEP {
+			return nil, fmt.Errorf("network %s: the bridge %q holds the node's underlay address %s (it is the node's uplink)", n.GetMeta().GetId(), name, p)
+		}
 		if m.cfg.LocalSubnet.IsValid() && m.cfg.LocalSubnet.Contains(p) {
 			return nil, fmt.Errorf("network %s: the bridge %q is the node's task bridge (it holds %s)", n.GetMeta().GetId(), name, p)
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -354,5 +355,52 @@ func TestBridgeNetworkPercentName(t *testing.T) {
 			names = append(names, l.Attrs().Name)
 		}
 		t.Fatalf("links after refused attaches: %v (%d before)", names, len(before))
+	}
+}
+
+// TestBridgeNetworkUplinkBridge: a bridge network may not take the
+// node's uplink bridge (the one holding the underlay address): its rules
+// ("oifname B iifname != B drop") would cut every other network's egress
+// and the gateway would be put on the node's LAN. Refused, whether the
+// bridge is named as the uplink or only holds the VTEP address, with
+// nothing added to it and no table written.
+func TestBridgeNetworkUplinkBridge(t *testing.T) {
+	h := newHarness(t)
+	h1 := h.host(1)
+	// The node's address moves from eth0 to a bridge holding eth0, as on
+	// a host whose LAN interface is bridged.
+	run(t, "ip", "-n", h1, "link", "add", "lanbr", "type", "bridge")
+	run(t, "ip", "-n", h1, "link", "set", "eth0", "master", "lanbr")
+	run(t, "ip", "-n", h1, "addr", "del", "192.168.250.1/24", "dev", "eth0")
+	run(t, "ip", "-n", h1, "addr", "add", "192.168.250.1/24", "dev", "lanbr")
+	run(t, "ip", "-n", h1, "link", "set", "lanbr", "up")
+	run(t, "ip", "-n", h1, "link", "add", "vtepbr", "type", "bridge")
+	run(t, "ip", "-n", h1, "addr", "add", "192.168.250.1/32", "dev", "vtepbr")
+	ns, err := netns.GetFromName(h1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	m1, err := New(Config{NetNS: ns, VTEP: vtep(1), Uplink: "lanbr",
+		LocalSubnet: netip.MustParsePrefix("10.99.1.0/24"), EnableForwarding: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m1.Close()
+	for i, b := range []string{"lanbr", "vtepbr"} {
+		n := bridgeTestNet("upnet"+b, b, fmt.Sprintf("10.230.%d.0/24", 12+i), false)
+		_, p := h.task("up" + b)
+		_, err := m1.Attach(bg, p, att(n, fmt.Sprintf("10.230.%d.2", 12+i)), n)
+		if err == nil || !strings.Contains(err.Error(), "uplink") {
+			t.Fatalf("attach to bridge %s (the node's uplink): %v", b, err)
+		}
+		for _, a := range addrsOf(t, h1, b) {
+			if strings.HasPrefix(a, "10.230.") {
+				t.Fatalf("the gateway %s was put on the uplink bridge %s", a, b)
+			}
+		}
+	}
+	if n := bridgeRules(t, h1); n != -1 {
+		t.Fatalf("table %s written (%d rules) for a refused uplink bridge", BridgeTableName, n)
 	}
 }
