@@ -134,8 +134,23 @@ func reservedIfacePrefix(name string) string {
 	return ""
 }
 
-// ParseSubnet parses an IPv4 CIDR whose prefix length is 8..29 and whose
-// host bits are zero.
+// unusableRanges are the IPv4 ranges no network's subnet (nor the
+// address pool) may overlap: the kernel drops loopback addresses seen off
+// lo as martians, and the others are not unicast host addresses a task
+// could be given.
+var unusableRanges = []struct {
+	p    netip.Prefix
+	what string
+}{
+	{netip.MustParsePrefix("0.0.0.0/8"), "this network"},
+	{netip.MustParsePrefix("127.0.0.0/8"), "loopback"},
+	{netip.MustParsePrefix("169.254.0.0/16"), "link-local"},
+	{netip.MustParsePrefix("224.0.0.0/4"), "multicast"},
+	{netip.MustParsePrefix("240.0.0.0/4"), "reserved"},
+}
+
+// ParseSubnet parses an IPv4 CIDR whose prefix length is 8..29, whose
+// host bits are zero and that overlaps none of unusableRanges.
 func ParseSubnet(s string) (netip.Prefix, error) {
 	pr, err := netip.ParsePrefix(s)
 	if err != nil || !pr.Addr().Is4() {
@@ -146,6 +161,11 @@ func ParseSubnet(s string) (netip.Prefix, error) {
 	}
 	if pr.Masked() != pr {
 		return netip.Prefix{}, errorf("%q has host bits set (did you mean %s?)", s, pr.Masked())
+	}
+	for _, u := range unusableRanges {
+		if pr.Overlaps(u.p) {
+			return netip.Prefix{}, errorf("%q overlaps %s (%s): not usable for a network", s, u.p, u.what)
+		}
 	}
 	return pr, nil
 }

@@ -27,6 +27,16 @@ func TestNetwork(t *testing.T) {
 		{"subnet /7", func(s *shoalv1.NetworkSpec) { s.Subnet = "10.0.0.0/7" }, []string{"prefix length"}},
 		{"subnet host bits", func(s *shoalv1.NetworkSpec) { s.Subnet = "10.0.0.5/24" }, []string{"host bits set", "10.0.0.0/24"}},
 		{"subnet /29", func(s *shoalv1.NetworkSpec) { s.Subnet = "10.0.0.8/29" }, nil},
+		// Addresses no network can use: the gateway on a node bridge
+		// would take over loopback (and the tasks' DNS at 127.0.0.11),
+		// multicast or "this network".
+		{"subnet loopback", func(s *shoalv1.NetworkSpec) { s.Subnet = "127.0.0.0/24" }, []string{"spec.subnet", "127.0.0.0/8 (loopback)"}},
+		{"subnet inside loopback", func(s *shoalv1.NetworkSpec) { s.Subnet = "127.5.0.0/16" }, []string{"spec.subnet", "loopback"}},
+		{"subnet this-network", func(s *shoalv1.NetworkSpec) { s.Subnet = "0.0.0.0/8" }, []string{"spec.subnet", "0.0.0.0/8"}},
+		{"subnet link-local", func(s *shoalv1.NetworkSpec) { s.Subnet = "169.254.1.0/24" }, []string{"spec.subnet", "link-local"}},
+		{"subnet multicast", func(s *shoalv1.NetworkSpec) { s.Subnet = "239.1.0.0/16" }, []string{"spec.subnet", "multicast"}},
+		{"subnet reserved", func(s *shoalv1.NetworkSpec) { s.Subnet = "250.0.0.0/24" }, []string{"spec.subnet", "240.0.0.0/4"}},
+		{"subnet public", func(s *shoalv1.NetworkSpec) { s.Subnet = "100.64.0.0/24" }, nil},
 		{"gateway outside", func(s *shoalv1.NetworkSpec) { s.Subnet, s.Gateway = "10.0.0.0/24", "10.0.1.1" }, []string{"spec.gateway", "not inside the subnet"}},
 		{"gateway network addr", func(s *shoalv1.NetworkSpec) { s.Subnet, s.Gateway = "10.0.0.0/24", "10.0.0.0" }, []string{"spec.gateway", "network address"}},
 		{"gateway broadcast", func(s *shoalv1.NetworkSpec) { s.Subnet, s.Gateway = "10.0.0.0/24", "10.0.0.255" }, []string{"spec.gateway", "broadcast"}},

@@ -262,6 +262,7 @@ func TestValidatePoolSettings(t *testing.T) {
 		{&shoalv1.ClusterSettings{DefaultAddressPool: "10.128.0.0/12", DefaultSubnetSize: 26}, ""},
 		{&shoalv1.ClusterSettings{DefaultAddressPool: "10.128.0.1/12"}, "settings.default_address_pool"},
 		{&shoalv1.ClusterSettings{DefaultAddressPool: "10.0.0.0/8"}, "nodes' default bridge"},
+		{&shoalv1.ClusterSettings{DefaultAddressPool: "127.0.0.0/8"}, "settings.default_address_pool: \"127.0.0.0/8\" overlaps 127.0.0.0/8 (loopback)"},
 		{&shoalv1.ClusterSettings{DefaultSubnetSize: 12}, "settings.default_subnet_size: 12 is out of range"},
 		{&shoalv1.ClusterSettings{DefaultSubnetSize: 30}, "settings.default_subnet_size"},
 	} {
