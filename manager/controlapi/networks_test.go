@@ -105,7 +105,7 @@ func TestCreateNetworkPoolExhausted(t *testing.T) {
 // skipped in one step, not /24 by /24.
 func TestSubnetFromPoolSkipsLargeTaken(t *testing.T) {
 	others := []*shoalv1.Network{{Spec: &shoalv1.NetworkSpec{Name: "big"}, Subnet: "10.0.0.0/16"}}
-	got, err := subnetFromPool(netip.MustParsePrefix("10.0.0.0/8"), 24, others)
+	got, err := subnetFromPool(netip.MustParsePrefix("10.0.0.0/8"), 24, others, nil)
 	if err != nil || got.String() != "10.1.0.0/24" {
 		t.Fatalf("got %v %v, want 10.1.0.0/24", got, err)
 	}
@@ -114,7 +114,7 @@ func TestSubnetFromPoolSkipsLargeTaken(t *testing.T) {
 	for i := 0; i < 256; i++ {
 		others = append(others, &shoalv1.Network{Subnet: fmt.Sprintf("10.212.%d.0/24", i)})
 	}
-	got, err = subnetFromPool(netip.MustParsePrefix("10.212.0.0/15"), 24, others)
+	got, err = subnetFromPool(netip.MustParsePrefix("10.212.0.0/15"), 24, others, nil)
 	if err == nil {
 		t.Fatalf("got %v, want exhausted (10.212/16 taken, 10.213/16 reserved)", got)
 	}
@@ -397,5 +397,35 @@ func TestCreateNetworkConcurrent(t *testing.T) {
 				t.Errorf("%s (%s) overlaps %s (%s)", a.GetSpec().GetName(), a.GetSubnet(), b.GetSpec().GetName(), b.GetSubnet())
 			}
 		}
+	}
+}
+
+// TestCreateNetworkAvoidsNodeAddresses: a network's subnet never holds a
+// node's underlay address (tasks would get the addresses of nodes, and
+// the gateway's route on each node would shadow its own LAN): an
+// automatic subnet skips it, a given one is refused naming the node.
+func TestCreateNetworkAvoidsNodeAddresses(t *testing.T) {
+	s, st := newServer(t)
+	ctx := context.Background()
+	for id, addr := range map[string]string{"n1": "10.220.0.7:4243", "n2": "10.60.1.5", "n3": ""} {
+		if _, err := st.Update(ctx, func(tx raftstore.WriteTx) error {
+			return tx.Create(&shoalv1.Node{Meta: &shoalv1.Meta{Id: id}, Role: shoalv1.NodeRole_NODE_ROLE_WORKER,
+				Spec: &shoalv1.NodeSpec{Name: id}, Status: &shoalv1.NodeStatus{Addr: addr}})
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a := createNet(t, s, &shoalv1.NetworkSpec{Name: "auto"}); a.GetSubnet() != "10.220.1.0/24" {
+		t.Fatalf("automatic subnet %s, want 10.220.1.0/24 (10.220.0.0/24 holds node n1)", a.GetSubnet())
+	}
+	for _, spec := range []*shoalv1.NetworkSpec{
+		{Name: "given", Subnet: "10.60.0.0/16"},
+		{Name: "local", Driver: "bridge", Subnet: "10.60.1.0/29"},
+	} {
+		_, err := s.CreateNetwork(ctx, &shoalv1.CreateNetworkRequest{Spec: spec})
+		wantCode(t, err, codes.InvalidArgument, `spec.subnet: `+spec.GetSubnet()+` holds the address 10.60.1.5 of node "n2"`)
+	}
+	if n := len(raftstore.List[*shoalv1.Network](st.View())); n != 1 {
+		t.Fatalf("%d networks stored, want 1", n)
 	}
 }
