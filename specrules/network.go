@@ -268,8 +268,9 @@ func taskNetworks(p *Problems, field string, t *shoalv1.TaskSpec) {
 // its networks (drivers[i] is the driver of spec.task.networks[i], ""
 // meaning overlay), once the Control API has resolved them:
 //   - a host network shares the node's namespace, so it is the task's
-//     only network (there is no other namespace to join anything to) and
-//     publishes no port (the task's ports are the node's own);
+//     only network (there is no other namespace to join anything to),
+//     publishes no port (the task's ports are the node's own) and has no
+//     aliases (no address, no DNS: a name would answer nothing);
 //   - an ingress-mode port is answered by every node and forwarded across
 //     hosts, which only an overlay network carries: a service on bridge
 //     networks alone publishes in host mode.
@@ -293,6 +294,9 @@ func NetworkDrivers(spec *shoalv1.ServiceSpec, drivers []string) Problems {
 		}
 		for i := range ps {
 			p.Add(fmt.Sprintf("spec.endpoint.ports[%d]", i), "a service on a host network publishes no port: its task's ports are the node's own (listen on the port directly)")
+		}
+		if nets := spec.GetTask().GetNetworks(); hostAt < len(nets) && len(nets[hostAt].GetAliases()) > 0 {
+			p.Add(fmt.Sprintf("spec.task.networks[%d].aliases", hostAt), "a host network has no names: its task has no address of its own and no DNS at 127.0.0.11 (reach it at its node's address)")
 		}
 		return p
 	}

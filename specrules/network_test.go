@@ -147,3 +147,19 @@ func TestNetworkDrivers(t *testing.T) {
 		})
 	}
 }
+
+// TestNetworkDriversHostAliases: an alias on a host network is refused (a
+// host-network task has no address and no 127.0.0.11: the name would
+// answer nothing); on a bridge network it is fine.
+func TestNetworkDriversHostAliases(t *testing.T) {
+	spec := func() *shoalv1.ServiceSpec {
+		return &shoalv1.ServiceSpec{Task: &shoalv1.TaskSpec{Networks: []*shoalv1.NetworkAttachmentConfig{{Target: "n", Aliases: []string{"foo"}}}}}
+	}
+	err := NetworkDrivers(spec(), []string{"host"}).Err()
+	if err == nil || !strings.Contains(err.Error(), "spec.task.networks[0].aliases: a host network has no names") {
+		t.Fatalf("alias on a host network: %v", err)
+	}
+	if err := NetworkDrivers(spec(), []string{"bridge"}).Err(); err != nil {
+		t.Fatalf("alias on a bridge network: %v", err)
+	}
+}
