@@ -282,7 +282,7 @@ func (c *taskCtl) prepareAndStart(ctx context.Context, t *shoalv1.Task) error {
 				}
 			}
 			if _, err := e.cfg.Overlay.Attach(ctx, nsPath, atts); err != nil {
-				return fmt.Errorf("overlay networks: %w", err)
+				return fmt.Errorf("attaching networks: %w", err)
 			}
 			c.netNSPath = nsPath
 			if err := c.startDiscovery(ctx, t, p); err != nil {

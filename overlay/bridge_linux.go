@@ -59,29 +59,30 @@ func (m *Manager) bridgeMTU(n *shoalv1.Network) int {
 }
 
 // ensureBridge makes the bridge of network n exist and be up with the
-// gateway address; it returns the bridge. Caller holds m.mu.
+// gateway address; it returns the bridge. Its errors do not name the
+// network (the callers do). Caller holds m.mu.
 func (m *Manager) ensureBridge(n *shoalv1.Network, subnet netip.Prefix) (netlink.Link, error) {
 	name := specrules.BridgeName(n)
 	if err := specrules.IfaceName(name); err != nil {
 		// A network stored before the Control API checked this: refuse
 		// before the kernel makes a link under another name.
-		return nil, fmt.Errorf("network %s: bridge name: %w", n.GetMeta().GetId(), err)
+		return nil, fmt.Errorf("bridge name: %w", err)
 	}
 	gw, err := netip.ParseAddr(n.GetGateway())
 	if err != nil || !subnet.Contains(gw) {
-		return nil, fmt.Errorf("network %s: gateway %q is not an address of %s", n.GetMeta().GetId(), n.GetGateway(), subnet)
+		return nil, fmt.Errorf("gateway %q is not an address of %s", n.GetGateway(), subnet)
 	}
 	if name == m.cfg.Uplink {
 		// Its rules would cut every other network's egress, and the
 		// gateway would sit on the node's LAN.
-		return nil, fmt.Errorf("network %s: the bridge %q is the node's uplink", n.GetMeta().GetId(), name)
+		return nil, fmt.Errorf("the bridge %q is the node's uplink", name)
 	}
 	br, err := m.h.LinkByName(name)
 	if err != nil && !isNotExist(err) {
 		return nil, err
 	}
 	if br != nil && br.Type() != "bridge" {
-		return nil, fmt.Errorf("network %s: the link %q exists and is a %s, not a bridge", n.GetMeta().GetId(), name, br.Type())
+		return nil, fmt.Errorf("the link %q exists and is a %s, not a bridge", name, br.Type())
 	}
 	if br == nil {
 		a := netlink.NewLinkAttrs()
@@ -106,10 +107,10 @@ func (m *Manager) ensureBridge(n *shoalv1.Network, subnet netip.Prefix) (netlink
 		p, _ := netip.AddrFromSlice(a.IP)
 		p = p.Unmap()
 		if m.cfg.VTEP.IsValid() && p == m.cfg.VTEP {
-			return nil, fmt.Errorf("network %s: the bridge %q holds the node's underlay address %s (it is the node's uplink)", n.GetMeta().GetId(), name, p)
+			return nil, fmt.Errorf("the bridge %q holds the node's underlay address %s (it is the node's uplink)", name, p)
 		}
 		if m.cfg.LocalSubnet.IsValid() && m.cfg.LocalSubnet.Contains(p) {
-			return nil, fmt.Errorf("network %s: the bridge %q is the node's task bridge (it holds %s)", n.GetMeta().GetId(), name, p)
+			return nil, fmt.Errorf("the bridge %q is the node's task bridge (it holds %s)", name, p)
 		}
 		ones, _ := a.Mask.Size()
 		if p == gw && ones == subnet.Bits() {
@@ -247,7 +248,7 @@ func (m *Manager) reconcileBridges(states []*shoalv1.NetworkState) error {
 			continue
 		}
 		if _, err := m.ensureBridge(n, subnet); err != nil {
-			errs = append(errs, err)
+			errs = append(errs, fmt.Errorf("network %s: %w", n.GetMeta().GetId(), err))
 			continue
 		}
 		m.bridges[n.GetMeta().GetId()] = bridgeNet{bridge: l.Attrs().Name, subnet: subnet, internal: n.GetSpec().GetInternal()}

@@ -404,3 +404,22 @@ func TestBridgeNetworkUplinkBridge(t *testing.T) {
 		t.Fatalf("table %s written (%d rules) for a refused uplink bridge", BridgeTableName, n)
 	}
 }
+
+// TestBridgeNetworkErrorNamesNetworkOnce: a bridge network a node cannot
+// set up fails the task with the network named once (the Node adds it),
+// as the operator reads it in `service ps`; a Reconcile that cannot
+// repair it names it too.
+func TestBridgeNetworkErrorNamesNetworkOnce(t *testing.T) {
+	h := newHarness(t)
+	h1 := h.host(1)
+	node := NewNode(h.manager(h1, 1))
+	n := bridgeTestNet("lonet", "lo", "10.230.19.0/24", false)
+	if err := node.Reconcile(bg, true, []*shoalv1.NetworkState{{Network: n}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, p := h.task("lo1")
+	_, err := node.Attach(bg, p, []*shoalv1.NetworkAttachment{att(n, "10.230.19.2")})
+	if err == nil || strings.Count(err.Error(), "lonet") != 1 || !strings.Contains(err.Error(), `"lo" exists and is a device, not a bridge`) {
+		t.Fatalf("attach to a bridge network on lo: %v, want the network named once and the reason", err)
+	}
+}
