@@ -77,6 +77,10 @@ func Network(spec *shoalv1.NetworkSpec) Problems {
 			p.Add("spec.bridge_name", "only for the bridge driver")
 		} else if err := IfaceName(b); err != nil {
 			p.Add("spec.bridge_name", "%v", err)
+		} else if b == "lo" {
+			// Every node has it and it is never a bridge: the tasks
+			// would only fail on every node.
+			p.Add("spec.bridge_name", "%q is the loopback device, not a bridge", b)
 		} else if pre := reservedIfacePrefix(b); pre != "" {
 			p.Add("spec.bridge_name", "%q: names starting with %s are Shoal's own devices", b, pre)
 		}

@@ -52,6 +52,7 @@ func TestNetwork(t *testing.T) {
 		// The kernel takes a '%' in a new link's name as a format: "br%d"
 		// creates "br0" (then "br1", … each time), never "br%d".
 		{"bridge name percent", func(s *shoalv1.NetworkSpec) { s.Driver, s.BridgeName = "bridge", "br%d" }, []string{"spec.bridge_name", "'%'"}},
+		{"bridge name lo", func(s *shoalv1.NetworkSpec) { s.Driver, s.BridgeName = "bridge", "lo" }, []string{"spec.bridge_name", "loopback"}},
 		{"bridge name of an overlay bridge", func(s *shoalv1.NetworkSpec) { s.Driver, s.BridgeName = "bridge", "shb-4096" }, []string{"spec.bridge_name", `starting with "shb-"`}},
 		{"bridge name of a derived bridge", func(s *shoalv1.NetworkSpec) { s.Driver, s.BridgeName = "bridge", "shbr-abc" }, []string{"spec.bridge_name", `starting with "shbr-"`}},
 		{"bridge name of a task veth", func(s *shoalv1.NetworkSpec) { s.Driver, s.BridgeName = "bridge", "sh0123456789ab" }, []string{"spec.bridge_name", "task veth"}},
