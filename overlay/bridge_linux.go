@@ -84,6 +84,9 @@ func (m *Manager) ensureBridge(n *shoalv1.Network, subnet netip.Prefix) (netlink
 	if br != nil && br.Type() != "bridge" {
 		return nil, fmt.Errorf("the link %q exists and is a %s, not a bridge", name, br.Type())
 	}
+	if err := m.subnetClear(subnet, br); err != nil {
+		return nil, err
+	}
 	if br == nil {
 		a := netlink.NewLinkAttrs()
 		a.Name, a.MTU = name, m.bridgeMTU(n)
@@ -128,6 +131,33 @@ func (m *Manager) ensureBridge(n *shoalv1.Network, subnet netip.Prefix) (netlink
 		}
 	}
 	return br, nil
+}
+
+// subnetClear refuses a subnet that holds an address of a link of the
+// node other than the network's own bridge (br, nil when not made yet):
+// the bridge's route would take that address's network away from the
+// node (its LAN, when the node joined after the network was made; a
+// VPN's, another container engine's). Caller holds m.mu.
+func (m *Manager) subnetClear(subnet netip.Prefix, br netlink.Link) error {
+	addrs, err := m.h.AddrList(nil, unix.AF_INET)
+	if err != nil {
+		return fmt.Errorf("list the node's addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if br != nil && a.LinkIndex == br.Attrs().Index {
+			continue
+		}
+		p, ok := netip.AddrFromSlice(a.IP)
+		if !ok || !subnet.Contains(p.Unmap()) {
+			continue
+		}
+		link := fmt.Sprint("link ", a.LinkIndex)
+		if l, err := m.h.LinkByIndex(a.LinkIndex); err == nil {
+			link = fmt.Sprintf("%q", l.Attrs().Name)
+		}
+		return fmt.Errorf("the subnet %s holds the node's address %s of %s", subnet, p.Unmap(), link)
+	}
+	return nil
 }
 
 // attachBridge joins the task namespace to bridge network n (see the

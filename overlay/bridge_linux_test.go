@@ -423,3 +423,27 @@ func TestBridgeNetworkErrorNamesNetworkOnce(t *testing.T) {
 		t.Fatalf("attach to a bridge network on lo: %v, want the network named once and the reason", err)
 	}
 }
+
+// TestBridgeNetworkSubnetHoldsNodeAddress: a bridge network whose subnet
+// holds an address of another link of the node (its underlay, say, on a
+// node that joined after the network was made) is refused before the
+// gateway is put anywhere: the bridge's route would take the node's own
+// LAN away from it.
+func TestBridgeNetworkSubnetHoldsNodeAddress(t *testing.T) {
+	h := newHarness(t)
+	h1 := h.host(1)
+	m1 := h.manager(h1, 1)
+	n := bridgeTestNet("lannet", "shtestl", "192.168.250.0/25", false)
+	n.Gateway = "192.168.250.126"
+	_, p := h.task("l1")
+	_, err := m1.Attach(bg, p, att(n, "192.168.250.100"), n)
+	if err == nil || !strings.Contains(err.Error(), `192.168.250.1 of "eth0"`) {
+		t.Fatalf("attach to a bridge network over the node's LAN: %v", err)
+	}
+	if l := linkIn(t, h1, "shtestl"); l != nil {
+		t.Fatalf("bridge shtestl left with addresses %v", addrsOf(t, h1, "shtestl"))
+	}
+	if n := bridgeRules(t, h1); n != -1 {
+		t.Fatalf("table %s written (%d rules)", BridgeTableName, n)
+	}
+}

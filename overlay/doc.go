@@ -61,7 +61,8 @@
 // or the next Reconcile); a bridge that existed before (the operator's)
 // is used, gets the gateway when it lacks it, and is never deleted. A
 // bridge that holds an address of the node-local task subnet, or that is
-// the uplink (by name, or holding the VTEP address), is refused.
+// the uplink (by name, or holding the VTEP address), is refused, and so
+// is a subnet holding an address of another link of the node.
 // Table ip "shoal-bridge" (one per node, rewritten when the set changes):
 // nothing routed opens a connection into a bridge network (established
 // and related replies pass), a non-internal one routes out only through
