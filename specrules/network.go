@@ -314,3 +314,26 @@ func NetworkDrivers(spec *shoalv1.ServiceSpec, drivers []string) Problems {
 	}
 	return p
 }
+
+// InternalPorts checks a service's published ports against its networks
+// (internal[i] is spec.task.networks[i]'s --internal, once the Control
+// API has resolved them): a task on an internal network has no default
+// route (not even through its node-local interface), so a published port
+// could never answer a client beyond the task's networks.
+func InternalPorts(spec *shoalv1.ServiceSpec, internal []bool) Problems {
+	var p Problems
+	at := -1
+	for i, in := range internal {
+		if in {
+			at = i
+			break
+		}
+	}
+	if at < 0 {
+		return p
+	}
+	for i := range spec.GetEndpoint().GetPorts() {
+		p.Add(fmt.Sprintf("spec.endpoint.ports[%d]", i), "spec.task.networks[%d] is an internal network: the task has no default route, so a published port could never answer its clients (publish from a service on non-internal networks)", at)
+	}
+	return p
+}

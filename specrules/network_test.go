@@ -164,3 +164,36 @@ func TestNetworkDriversHostAliases(t *testing.T) {
 		t.Fatalf("alias on a bridge network: %v", err)
 	}
 }
+
+// TestInternalPorts: a published port is refused when one of the
+// service's networks is internal (its task has no default route, so the
+// port could never answer); without ports, or with no internal network,
+// anything goes.
+func TestInternalPorts(t *testing.T) {
+	port := &shoalv1.PortConfig{PublishedPort: 9090, TargetPort: 80, PublishMode: "host"}
+	for _, tt := range []struct {
+		name     string
+		internal []bool
+		ports    []*shoalv1.PortConfig
+		want     string // "" valid
+	}{
+		{"no internal", []bool{false, false}, []*shoalv1.PortConfig{port}, ""},
+		{"internal, no port", []bool{true}, nil, ""},
+		{"internal with a port", []bool{true}, []*shoalv1.PortConfig{port}, "spec.endpoint.ports[0]: spec.task.networks[0] is an internal network"},
+		{"mixed with ports", []bool{false, true}, []*shoalv1.PortConfig{port, port}, "spec.endpoint.ports[1]: spec.task.networks[1] is an internal network"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			spec := &shoalv1.ServiceSpec{Endpoint: &shoalv1.EndpointSpec{Ports: tt.ports}}
+			err := InternalPorts(spec, tt.internal).Err()
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("want valid, got %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v, want %q", err, tt.want)
+			}
+		})
+	}
+}

@@ -418,6 +418,7 @@ func resolveTaskNetworks(r raftstore.Reader, spec *shoalv1.ServiceSpec) error {
 	var fe fieldErrors
 	seen := map[string]int{}
 	var drivers []string
+	var internal []bool
 	for i, n := range spec.GetTask().GetNetworks() {
 		f := fmt.Sprintf("spec.task.networks[%d].target", i)
 		nw, err := raftstore.ResolveRef[*shoalv1.Network](r, n.GetTarget())
@@ -432,14 +433,18 @@ func resolveTaskNetworks(r raftstore.Reader, spec *shoalv1.ServiceSpec) error {
 		}
 		seen[id] = i
 		drivers = append(drivers, nw.GetSpec().GetDriver())
+		internal = append(internal, nw.GetSpec().GetInternal())
 		n.Target = id
 	}
 	if err := fe.err(); err != nil {
 		return err
 	}
 	// Host networks stand alone and publish nothing; ingress ports need
-	// an overlay (specrules.NetworkDrivers).
-	return invalidProblems(specrules.NetworkDrivers(spec, drivers))
+	// an overlay (specrules.NetworkDrivers); internal networks publish
+	// nothing (specrules.InternalPorts).
+	p := specrules.NetworkDrivers(spec, drivers)
+	p = append(p, specrules.InternalPorts(spec, internal)...)
+	return invalidProblems(p)
 }
 
 // validatePoolSettings checks default_address_pool (an IPv4 CIDR, /8 to

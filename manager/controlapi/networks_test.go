@@ -429,3 +429,46 @@ func TestCreateNetworkAvoidsNodeAddresses(t *testing.T) {
 		t.Fatalf("%d networks stored, want 1", n)
 	}
 }
+
+// TestServicePortsOnInternalNetwork: a service with a published port on
+// an internal network (overlay or bridge, alone or beside another) is
+// refused at create and update: its task has no default route, the port
+// would never answer.
+func TestServicePortsOnInternalNetwork(t *testing.T) {
+	s, _ := newServer(t)
+	ctx := context.Background()
+	createNet(t, s, &shoalv1.NetworkSpec{Name: "ov"})
+	createNet(t, s, &shoalv1.NetworkSpec{Name: "ovint", Internal: true})
+	createNet(t, s, &shoalv1.NetworkSpec{Name: "brint", Driver: "bridge", Internal: true})
+	hostPort := &shoalv1.PortConfig{PublishedPort: 9090, TargetPort: 8080, PublishMode: "host"}
+	ingress := &shoalv1.PortConfig{PublishedPort: 8080, TargetPort: 8080}
+	for _, tt := range []struct {
+		nets []string
+		port *shoalv1.PortConfig
+		want string
+	}{
+		{[]string{"ovint"}, hostPort, "spec.endpoint.ports[0]: spec.task.networks[0] is an internal network"},
+		{[]string{"ov", "ovint"}, ingress, "spec.endpoint.ports[0]: spec.task.networks[1] is an internal network"},
+		{[]string{"brint"}, hostPort, "spec.endpoint.ports[0]: spec.task.networks[0] is an internal network"},
+	} {
+		spec := validSpec()
+		spec.Name = "bad"
+		for _, n := range tt.nets {
+			spec.Task.Networks = append(spec.Task.Networks, &shoalv1.NetworkAttachmentConfig{Target: n})
+		}
+		spec.Endpoint = &shoalv1.EndpointSpec{Ports: []*shoalv1.PortConfig{tt.port}}
+		_, err := s.CreateService(ctx, &shoalv1.CreateServiceRequest{Spec: spec})
+		wantCode(t, err, codes.InvalidArgument, tt.want)
+	}
+	spec := validSpec()
+	spec.Name = "priv"
+	spec.Task.Networks = []*shoalv1.NetworkAttachmentConfig{{Target: "ovint"}}
+	resp, err := s.CreateService(ctx, &shoalv1.CreateServiceRequest{Spec: spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	upd := proto.Clone(resp.GetService().GetSpec()).(*shoalv1.ServiceSpec)
+	upd.Endpoint = &shoalv1.EndpointSpec{Ports: []*shoalv1.PortConfig{hostPort}}
+	_, err = s.UpdateService(ctx, &shoalv1.UpdateServiceRequest{ServiceId: resp.GetService().GetMeta().GetId(), Spec: upd, IgnoreVersion: true})
+	wantCode(t, err, codes.InvalidArgument, "spec.endpoint.ports[0]: spec.task.networks[0] is an internal network")
+}
