@@ -30,8 +30,10 @@
 // attachment. An unknown network is InvalidArgument on
 // spec.task.networks[i].target. What the drivers allow is checked there
 // too (specrules.NetworkDrivers): a host network is a service's only
-// network and publishes no port; an ingress-mode port needs an overlay
-// network among the service's (bridge networks are node-local).
+// network and publishes no port and takes no alias; an ingress-mode port
+// needs an overlay network among the service's (bridge networks are
+// node-local); and a service with an internal network publishes no port
+// (specrules.InternalPorts: its task has no default route).
 // RemoveNetwork refuses (FailedPrecondition)
 // a network that a service's spec or previous spec uses, naming them, or
 // that a task that has not ended is still attached to; PruneNetworks
