@@ -42,7 +42,12 @@
 // hint's VTEP before writing its FDB entry; Reconcile, which removes the
 // hints' entries, resets them). The whole table, set included, is written
 // in one transaction, only when it differs from what is wanted;
-// AllowedVTEPs and VXLANDropped read it back. A new Manager keeps the set
+// AllowedVTEPs and VXLANDropped read it back. Since a task's egress is
+// masqueraded onto the node's address, which every peer's set holds, the
+// forward hook also drops any routed packet leaving through the uplink to
+// UDP 4789: no task can hand a peer a VXLAN packet of its making (the
+// node's tunnels send from the node, never through forward; a task cannot
+// reach an outside VXLAN endpoint either). A new Manager keeps the set
 // it finds in the kernel until its first Reconcile, so a restarted agent
 // does not cut its peers' tunnels.
 //
