@@ -59,6 +59,8 @@ func Network(spec *shoalv1.NetworkSpec) Problems {
 	if g := spec.GetGateway(); g != "" {
 		a, err := netip.ParseAddr(g)
 		switch {
+		case driver == DriverHost:
+			p.Add("spec.gateway", "a host network has no gateway (its tasks use the node's routes)")
 		case err != nil || !a.Is4():
 			p.Add("spec.gateway", "%q is not an IPv4 address", g)
 		case spec.GetSubnet() == "":

@@ -58,6 +58,8 @@ func TestNetwork(t *testing.T) {
 		{"bridge name of a task veth", func(s *shoalv1.NetworkSpec) { s.Driver, s.BridgeName = "bridge", "sh0123456789ab" }, []string{"spec.bridge_name", "task veth"}},
 		{"host with mtu", func(s *shoalv1.NetworkSpec) { s.Driver, s.Mtu = "host", 1400 }, []string{"spec.mtu: a host network has no devices"}},
 		{"host", func(s *shoalv1.NetworkSpec) { s.Driver = "host" }, nil},
+		// Not "needs spec.subnet", which a host network may not have either.
+		{"host with gateway", func(s *shoalv1.NetworkSpec) { s.Driver, s.Gateway = "host", "10.0.0.1" }, []string{"spec.gateway: a host network has no gateway"}},
 		{"host with subnet", func(s *shoalv1.NetworkSpec) { s.Driver, s.Subnet = "host", "10.0.0.0/24" }, []string{"spec.subnet: a host network has no subnet"}},
 		{"bad label", func(s *shoalv1.NetworkSpec) { s.Labels = map[string]string{"": "x"} }, []string{"spec.labels"}},
 		{"several", func(s *shoalv1.NetworkSpec) { s.Name = ""; s.Mtu = 1 }, []string{"spec.name", "spec.mtu"}},
