@@ -294,7 +294,7 @@ func (c *taskCtl) prepareAndStart(ctx context.Context, t *shoalv1.Task) error {
 					// here would fail the same way.
 					return reject("%w", err)
 				}
-				return fmt.Errorf("overlay networks: %w", err)
+				return fmt.Errorf("attaching networks: %w", err)
 			}
 			c.netNSPath = nsPath
 			if err := c.startDiscovery(ctx, t, p); err != nil {

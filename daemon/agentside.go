@@ -265,6 +265,16 @@ func (s *agentSide) networks() agent.NetworkReconciler {
 
 type netReconciler struct{ s *agentSide }
 
+// clearNetworks reconciles the node against no network at all (after its
+// removal from the cluster, its tasks gone): overlay and bridge-network
+// devices are deleted, and names, VIPs and published ports emptied.
+func (s *agentSide) clearNetworks(ctx context.Context) error {
+	if s.ov == nil {
+		return nil
+	}
+	return netReconciler{s}.Reconcile(ctx, true, nil, nil)
+}
+
 func (r netReconciler) Reconcile(ctx context.Context, full bool, states []*shoalv1.NetworkState, removed []string) error {
 	err := r.s.ov.Reconcile(ctx, full, states, removed)
 	if perr := r.s.updateDiscovery(); perr != nil && err == nil {

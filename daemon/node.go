@@ -119,6 +119,11 @@ func runNode(ctx context.Context, o Options, st *datadir.Node, withBootstrap boo
 			if rerr := side.ex.RemoveAll(rctx); rerr != nil {
 				n.log.Warn("stopping this node's tasks after its removal", "err", rerr)
 			}
+			// Nor keep the cluster's networks: overlay devices whose
+			// FDB entries point at its hosts, bridges, their rules.
+			if rerr := side.clearNetworks(rctx); rerr != nil {
+				n.log.Warn("removing this node's networks after its removal", "err", rerr)
+			}
 			cancel()
 		}
 		return err

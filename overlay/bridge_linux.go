@@ -26,7 +26,8 @@ import (
 // A bridge Shoal creates is marked with the alias bridgeAliasPrefix+id
 // and deleted when its last task veth leaves (Detach, or the next
 // Reconcile); a bridge the operator made beforehand is used as it is (the
-// gateway address added when missing) and never deleted.
+// gateway address added when missing) and never deleted; the node's
+// task bridge and its uplink are refused.
 
 // bridgeAliasPrefix starts the IFLA_IFALIAS of a bridge Shoal created for
 // a bridge network: only those are ever deleted.
@@ -58,19 +59,33 @@ func (m *Manager) bridgeMTU(n *shoalv1.Network) int {
 }
 
 // ensureBridge makes the bridge of network n exist and be up with the
-// gateway address; it returns the bridge. Caller holds m.mu.
+// gateway address; it returns the bridge. Its errors do not name the
+// network (the callers do). Caller holds m.mu.
 func (m *Manager) ensureBridge(n *shoalv1.Network, subnet netip.Prefix) (netlink.Link, error) {
 	name := specrules.BridgeName(n)
+	if err := specrules.IfaceName(name); err != nil {
+		// A network stored before the Control API checked this: refuse
+		// before the kernel makes a link under another name.
+		return nil, fmt.Errorf("bridge name: %w", err)
+	}
 	gw, err := netip.ParseAddr(n.GetGateway())
 	if err != nil || !subnet.Contains(gw) {
-		return nil, fmt.Errorf("network %s: gateway %q is not an address of %s", n.GetMeta().GetId(), n.GetGateway(), subnet)
+		return nil, fmt.Errorf("gateway %q is not an address of %s", n.GetGateway(), subnet)
+	}
+	if name == m.cfg.Uplink {
+		// Its rules would cut every other network's egress, and the
+		// gateway would sit on the node's LAN.
+		return nil, fmt.Errorf("the bridge %q is the node's uplink", name)
 	}
 	br, err := m.h.LinkByName(name)
 	if err != nil && !isNotExist(err) {
 		return nil, err
 	}
 	if br != nil && br.Type() != "bridge" {
-		return nil, fmt.Errorf("network %s: the link %q exists and is a %s, not a bridge", n.GetMeta().GetId(), name, br.Type())
+		return nil, fmt.Errorf("the link %q exists and is a %s, not a bridge", name, br.Type())
+	}
+	if err := m.subnetClear(subnet, br); err != nil {
+		return nil, err
 	}
 	if br == nil {
 		a := netlink.NewLinkAttrs()
@@ -94,8 +109,11 @@ func (m *Manager) ensureBridge(n *shoalv1.Network, subnet netip.Prefix) (netlink
 	for _, a := range addrs {
 		p, _ := netip.AddrFromSlice(a.IP)
 		p = p.Unmap()
+		if m.cfg.VTEP.IsValid() && p == m.cfg.VTEP {
+			return nil, fmt.Errorf("the bridge %q holds the node's underlay address %s (it is the node's uplink)", name, p)
+		}
 		if m.cfg.LocalSubnet.IsValid() && m.cfg.LocalSubnet.Contains(p) {
-			return nil, fmt.Errorf("network %s: the bridge %q is the node's task bridge (it holds %s)", n.GetMeta().GetId(), name, p)
+			return nil, fmt.Errorf("the bridge %q is the node's task bridge (it holds %s)", name, p)
 		}
 		ones, _ := a.Mask.Size()
 		if p == gw && ones == subnet.Bits() {
@@ -113,6 +131,33 @@ func (m *Manager) ensureBridge(n *shoalv1.Network, subnet netip.Prefix) (netlink
 		}
 	}
 	return br, nil
+}
+
+// subnetClear refuses a subnet that holds an address of a link of the
+// node other than the network's own bridge (br, nil when not made yet):
+// the bridge's route would take that address's network away from the
+// node (its LAN, when the node joined after the network was made; a
+// VPN's, another container engine's). Caller holds m.mu.
+func (m *Manager) subnetClear(subnet netip.Prefix, br netlink.Link) error {
+	addrs, err := m.h.AddrList(nil, unix.AF_INET)
+	if err != nil {
+		return fmt.Errorf("list the node's addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if br != nil && a.LinkIndex == br.Attrs().Index {
+			continue
+		}
+		p, ok := netip.AddrFromSlice(a.IP)
+		if !ok || !subnet.Contains(p.Unmap()) {
+			continue
+		}
+		link := fmt.Sprint("link ", a.LinkIndex)
+		if l, err := m.h.LinkByIndex(a.LinkIndex); err == nil {
+			link = fmt.Sprintf("%q", l.Attrs().Name)
+		}
+		return fmt.Errorf("the subnet %s holds the node's address %s of %s", subnet, p.Unmap(), link)
+	}
+	return nil
 }
 
 // attachBridge joins the task namespace to bridge network n (see the
@@ -233,7 +278,7 @@ func (m *Manager) reconcileBridges(states []*shoalv1.NetworkState) error {
 			continue
 		}
 		if _, err := m.ensureBridge(n, subnet); err != nil {
-			errs = append(errs, err)
+			errs = append(errs, fmt.Errorf("network %s: %w", n.GetMeta().GetId(), err))
 			continue
 		}
 		m.bridges[n.GetMeta().GetId()] = bridgeNet{bridge: l.Attrs().Name, subnet: subnet, internal: n.GetSpec().GetInternal()}

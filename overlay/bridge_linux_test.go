@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -321,5 +323,127 @@ func TestBridgeNetworkRestart(t *testing.T) {
 	}
 	if r := bridgeRules(t, h1); r != -1 {
 		t.Fatalf("a previous agent's table left with %d rules", r)
+	}
+}
+
+// TestBridgeNetworkPercentName: a bridge name with '%' (which the kernel
+// expands, "x%d" becoming "x0", "x1", … at each try) is refused before
+// any link is made, so a network stored before the Control API refused
+// such names leaks no bridge at each task start.
+func TestBridgeNetworkPercentName(t *testing.T) {
+	h := newHarness(t)
+	h1 := h.host(1)
+	m1 := h.manager(h1, 1)
+	n := bridgeTestNet("pctnet", "shq%d", "10.230.11.0/24", false)
+	before, err := handleIn(t, h1).LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		_, p := h.task(fmt.Sprintf("pct%d", i))
+		if _, err := m1.Attach(bg, p, att(n, fmt.Sprintf("10.230.11.%d", i+2)), n); err == nil || !strings.Contains(err.Error(), "'%'") {
+			t.Fatalf("attach %d with bridge name shq%%d: %v", i, err)
+		}
+	}
+	after, err := handleIn(t, h1).LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != len(before) {
+		var names []string
+		for _, l := range after {
+			names = append(names, l.Attrs().Name)
+		}
+		t.Fatalf("links after refused attaches: %v (%d before)", names, len(before))
+	}
+}
+
+// TestBridgeNetworkUplinkBridge: a bridge network may not take the
+// node's uplink bridge (the one holding the underlay address): its rules
+// ("oifname B iifname != B drop") would cut every other network's egress
+// and the gateway would be put on the node's LAN. Refused, whether the
+// bridge is named as the uplink or only holds the VTEP address, with
+// nothing added to it and no table written.
+func TestBridgeNetworkUplinkBridge(t *testing.T) {
+	h := newHarness(t)
+	h1 := h.host(1)
+	// The node's address moves from eth0 to a bridge holding eth0, as on
+	// a host whose LAN interface is bridged.
+	run(t, "ip", "-n", h1, "link", "add", "lanbr", "type", "bridge")
+	run(t, "ip", "-n", h1, "link", "set", "eth0", "master", "lanbr")
+	run(t, "ip", "-n", h1, "addr", "del", "192.168.250.1/24", "dev", "eth0")
+	run(t, "ip", "-n", h1, "addr", "add", "192.168.250.1/24", "dev", "lanbr")
+	run(t, "ip", "-n", h1, "link", "set", "lanbr", "up")
+	run(t, "ip", "-n", h1, "link", "add", "vtepbr", "type", "bridge")
+	run(t, "ip", "-n", h1, "addr", "add", "192.168.250.1/32", "dev", "vtepbr")
+	ns, err := netns.GetFromName(h1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	m1, err := New(Config{NetNS: ns, VTEP: vtep(1), Uplink: "lanbr",
+		LocalSubnet: netip.MustParsePrefix("10.99.1.0/24"), EnableForwarding: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m1.Close()
+	for i, b := range []string{"lanbr", "vtepbr"} {
+		n := bridgeTestNet("upnet"+b, b, fmt.Sprintf("10.230.%d.0/24", 12+i), false)
+		_, p := h.task("up" + b)
+		_, err := m1.Attach(bg, p, att(n, fmt.Sprintf("10.230.%d.2", 12+i)), n)
+		if err == nil || !strings.Contains(err.Error(), "uplink") {
+			t.Fatalf("attach to bridge %s (the node's uplink): %v", b, err)
+		}
+		for _, a := range addrsOf(t, h1, b) {
+			if strings.HasPrefix(a, "10.230.") {
+				t.Fatalf("the gateway %s was put on the uplink bridge %s", a, b)
+			}
+		}
+	}
+	if n := bridgeRules(t, h1); n != -1 {
+		t.Fatalf("table %s written (%d rules) for a refused uplink bridge", BridgeTableName, n)
+	}
+}
+
+// TestBridgeNetworkErrorNamesNetworkOnce: a bridge network a node cannot
+// set up fails the task with the network named once (the Node adds it),
+// as the operator reads it in `service ps`; a Reconcile that cannot
+// repair it names it too.
+func TestBridgeNetworkErrorNamesNetworkOnce(t *testing.T) {
+	h := newHarness(t)
+	h1 := h.host(1)
+	node := NewNode(h.manager(h1, 1))
+	n := bridgeTestNet("lonet", "lo", "10.230.19.0/24", false)
+	if err := node.Reconcile(bg, true, []*shoalv1.NetworkState{{Network: n}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, p := h.task("lo1")
+	_, err := node.Attach(bg, p, []*shoalv1.NetworkAttachment{att(n, "10.230.19.2")})
+	if err == nil || strings.Count(err.Error(), "lonet") != 1 || !strings.Contains(err.Error(), `"lo" exists and is a device, not a bridge`) {
+		t.Fatalf("attach to a bridge network on lo: %v, want the network named once and the reason", err)
+	}
+}
+
+// TestBridgeNetworkSubnetHoldsNodeAddress: a bridge network whose subnet
+// holds an address of another link of the node (its underlay, say, on a
+// node that joined after the network was made) is refused before the
+// gateway is put anywhere: the bridge's route would take the node's own
+// LAN away from it.
+func TestBridgeNetworkSubnetHoldsNodeAddress(t *testing.T) {
+	h := newHarness(t)
+	h1 := h.host(1)
+	m1 := h.manager(h1, 1)
+	n := bridgeTestNet("lannet", "shtestl", "192.168.250.0/25", false)
+	n.Gateway = "192.168.250.126"
+	_, p := h.task("l1")
+	_, err := m1.Attach(bg, p, att(n, "192.168.250.100"), n)
+	if err == nil || !strings.Contains(err.Error(), `192.168.250.1 of "eth0"`) {
+		t.Fatalf("attach to a bridge network over the node's LAN: %v", err)
+	}
+	if l := linkIn(t, h1, "shtestl"); l != nil {
+		t.Fatalf("bridge shtestl left with addresses %v", addrsOf(t, h1, "shtestl"))
+	}
+	if n := bridgeRules(t, h1); n != -1 {
+		t.Fatalf("table %s written (%d rules)", BridgeTableName, n)
 	}
 }

@@ -42,7 +42,12 @@
 // hint's VTEP before writing its FDB entry; Reconcile, which removes the
 // hints' entries, resets them). The whole table, set included, is written
 // in one transaction, only when it differs from what is wanted;
-// AllowedVTEPs and VXLANDropped read it back. A new Manager keeps the set
+// AllowedVTEPs and VXLANDropped read it back. Since a task's egress is
+// masqueraded onto the node's address, which every peer's set holds, the
+// forward hook also drops any routed packet leaving through the uplink to
+// UDP 4789: no task can hand a peer a VXLAN packet of its making (the
+// node's tunnels send from the node, never through forward; a task cannot
+// reach an outside VXLAN endpoint either). A new Manager keeps the set
 // it finds in the kernel until its first Reconcile, so a restarted agent
 // does not cut its peers' tunnels.
 //
@@ -60,7 +65,9 @@
 // "shoal-bridge:<id>", and deleted when its last task veth goes (Detach,
 // or the next Reconcile); a bridge that existed before (the operator's)
 // is used, gets the gateway when it lacks it, and is never deleted. A
-// bridge that holds an address of the node-local task subnet is refused.
+// bridge that holds an address of the node-local task subnet, or that is
+// the uplink (by name, or holding the VTEP address), is refused, and so
+// is a subnet holding an address of another link of the node.
 // Table ip "shoal-bridge" (one per node, rewritten when the set changes):
 // nothing routed opens a connection into a bridge network (established
 // and related replies pass), a non-internal one routes out only through

@@ -40,7 +40,7 @@ func (m *Manager) syncNFT(force bool) error {
 	}
 	vteps := m.allowedVTEPs()
 	sig := fmt.Sprint(m.cfg.LocalSubnet, m.cfg.Uplink, subs, vteps)
-	nRules := 2*len(subs) + 1 // + the VXLAN filter
+	nRules := 2*len(subs) + 2 // + the VXLAN filter and the forged-VXLAN drop
 	if m.cfg.LocalSubnet.IsValid() {
 		nRules++
 	}
@@ -77,6 +77,20 @@ func (m *Manager) syncNFT(force bool) error {
 	}})
 	fwd := c.AddChain(&nftables.Chain{Name: "forward", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept})
+	// No routed packet leaves through the uplink to the VXLAN port: a
+	// task's would be masqueraded onto this node's address, which every
+	// peer's filter above accepts, and so inject frames of its making
+	// into any overlay network (this node's own tunnels send from the
+	// node, never through forward).
+	c.AddRule(&nftables.Rule{Table: t, Chain: fwd, Exprs: []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(m.cfg.Uplink)},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(VXLANPort)},
+		&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop},
+	}})
 	post := c.AddChain(&nftables.Chain{Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &accept})
 	// Bridged overlay frames also pass this hook when br_netfilter is

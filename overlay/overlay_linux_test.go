@@ -162,7 +162,7 @@ func TestAddressReuseAndRepair(t *testing.T) {
 		t.Fatalf("neighbours not repaired: %v", neigh)
 	}
 	// The nftables table deleted by someone: Reconcile puts it back.
-	if !nftRules(t, m1, 4) { // 2 for the overlay subnet + masquerade + VXLAN filter
+	if !nftRules(t, m1, 5) { // 2 for the overlay subnet + masquerade + VXLAN filter + forged-VXLAN drop
 		t.Fatal("nftables rules not as expected")
 	}
 	c, err := nftConn(m1)
@@ -173,13 +173,13 @@ func TestAddressReuseAndRepair(t *testing.T) {
 	if err := c.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	if nftRules(t, m1, 4) {
+	if nftRules(t, m1, 5) {
 		t.Fatal("table still there")
 	}
 	if err := m1.Reconcile(bg, st); err != nil {
 		t.Fatal(err)
 	}
-	if !nftRules(t, m1, 4) {
+	if !nftRules(t, m1, 5) {
 		t.Fatal("nftables table not repaired")
 	}
 }
@@ -241,8 +241,8 @@ func TestIsolationAndInternal(t *testing.T) {
 		t.Fatal("reached a task of another network")
 	}
 	// The isolation rules are in place: 2 per overlay subnet + masquerade
-	// + the VXLAN filter.
-	if !nftRules(t, m1, 6) {
+	// + the VXLAN filter + the forged-VXLAN drop.
+	if !nftRules(t, m1, 7) {
 		t.Fatal("nftables rules not as expected")
 	}
 }

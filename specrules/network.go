@@ -59,6 +59,8 @@ func Network(spec *shoalv1.NetworkSpec) Problems {
 	if g := spec.GetGateway(); g != "" {
 		a, err := netip.ParseAddr(g)
 		switch {
+		case driver == DriverHost:
+			p.Add("spec.gateway", "a host network has no gateway (its tasks use the node's routes)")
 		case err != nil || !a.Is4():
 			p.Add("spec.gateway", "%q is not an IPv4 address", g)
 		case spec.GetSubnet() == "":
@@ -77,6 +79,10 @@ func Network(spec *shoalv1.NetworkSpec) Problems {
 			p.Add("spec.bridge_name", "only for the bridge driver")
 		} else if err := IfaceName(b); err != nil {
 			p.Add("spec.bridge_name", "%v", err)
+		} else if b == "lo" {
+			// Every node has it and it is never a bridge: the tasks
+			// would only fail on every node.
+			p.Add("spec.bridge_name", "%q is the loopback device, not a bridge", b)
 		} else if pre := reservedIfacePrefix(b); pre != "" {
 			p.Add("spec.bridge_name", "%q: names starting with %s are Shoal's own devices", b, pre)
 		}
@@ -134,8 +140,23 @@ func reservedIfacePrefix(name string) string {
 	return ""
 }
 
-// ParseSubnet parses an IPv4 CIDR whose prefix length is 8..29 and whose
-// host bits are zero.
+// unusableRanges are the IPv4 ranges no network's subnet (nor the
+// address pool) may overlap: the kernel drops loopback addresses seen off
+// lo as martians, and the others are not unicast host addresses a task
+// could be given.
+var unusableRanges = []struct {
+	p    netip.Prefix
+	what string
+}{
+	{netip.MustParsePrefix("0.0.0.0/8"), "this network"},
+	{netip.MustParsePrefix("127.0.0.0/8"), "loopback"},
+	{netip.MustParsePrefix("169.254.0.0/16"), "link-local"},
+	{netip.MustParsePrefix("224.0.0.0/4"), "multicast"},
+	{netip.MustParsePrefix("240.0.0.0/4"), "reserved"},
+}
+
+// ParseSubnet parses an IPv4 CIDR whose prefix length is 8..29, whose
+// host bits are zero and that overlaps none of unusableRanges.
 func ParseSubnet(s string) (netip.Prefix, error) {
 	pr, err := netip.ParsePrefix(s)
 	if err != nil || !pr.Addr().Is4() {
@@ -146,6 +167,11 @@ func ParseSubnet(s string) (netip.Prefix, error) {
 	}
 	if pr.Masked() != pr {
 		return netip.Prefix{}, errorf("%q has host bits set (did you mean %s?)", s, pr.Masked())
+	}
+	for _, u := range unusableRanges {
+		if pr.Overlaps(u.p) {
+			return netip.Prefix{}, errorf("%q overlaps %s (%s): not usable for a network", s, u.p, u.what)
+		}
 	}
 	return pr, nil
 }
@@ -174,7 +200,9 @@ func Broadcast(p netip.Prefix) netip.Addr {
 }
 
 // IfaceName checks a Linux interface name: 1-15 bytes, no '/', ':',
-// whitespace or NUL, not "." or "..".
+// '%', whitespace or NUL, not "." or "..". The kernel takes a '%' in a new
+// link's name as a format ("br%d" creates br0, br1, …), so such a name
+// would never be found again under the name asked for.
 func IfaceName(n string) error {
 	if n == "" || len(n) > MaxIfaceName {
 		return errorf("%q: an interface name has 1 to %d bytes", n, MaxIfaceName)
@@ -183,8 +211,8 @@ func IfaceName(n string) error {
 		return errorf("%q is not a valid interface name", n)
 	}
 	for i := 0; i < len(n); i++ {
-		if c := n[i]; c <= ' ' || c == '/' || c == ':' || c >= 0x7f {
-			return errorf("%q: an interface name has no '/', ':', whitespace or control characters", n)
+		if c := n[i]; c <= ' ' || c == '/' || c == ':' || c == '%' || c >= 0x7f {
+			return errorf("%q: an interface name has no '/', ':', '%%', whitespace or control characters", n)
 		}
 	}
 	return nil
@@ -246,8 +274,9 @@ func taskNetworks(p *Problems, field string, t *shoalv1.TaskSpec) {
 // its networks (drivers[i] is the driver of spec.task.networks[i], ""
 // meaning overlay), once the Control API has resolved them:
 //   - a host network shares the node's namespace, so it is the task's
-//     only network (there is no other namespace to join anything to) and
-//     publishes no port (the task's ports are the node's own);
+//     only network (there is no other namespace to join anything to),
+//     publishes no port (the task's ports are the node's own) and has no
+//     aliases (no address, no DNS: a name would answer nothing);
 //   - an ingress-mode port is answered by every node and forwarded across
 //     hosts, which only an overlay network carries: a service on bridge
 //     networks alone publishes in host mode.
@@ -272,6 +301,9 @@ func NetworkDrivers(spec *shoalv1.ServiceSpec, drivers []string) Problems {
 		for i := range ps {
 			p.Add(fmt.Sprintf("spec.endpoint.ports[%d]", i), "a service on a host network publishes no port: its task's ports are the node's own (listen on the port directly)")
 		}
+		if nets := spec.GetTask().GetNetworks(); hostAt < len(nets) && len(nets[hostAt].GetAliases()) > 0 {
+			p.Add(fmt.Sprintf("spec.task.networks[%d].aliases", hostAt), "a host network has no names: its task has no address of its own and no DNS at 127.0.0.11 (reach it at its node's address)")
+		}
 		return p
 	}
 	if overlay {
@@ -281,6 +313,29 @@ func NetworkDrivers(spec *shoalv1.ServiceSpec, drivers []string) Problems {
 		if port.GetPublishedPort() != 0 && PublishMode(port) == "ingress" {
 			p.Add(fmt.Sprintf("spec.endpoint.ports[%d].publish_mode", i), "an ingress port needs an overlay network (every node answers it and forwards over the overlay); on bridge networks publish in host mode (mode=host)")
 		}
+	}
+	return p
+}
+
+// InternalPorts checks a service's published ports against its networks
+// (internal[i] is spec.task.networks[i]'s --internal, once the Control
+// API has resolved them): a task on an internal network has no default
+// route (not even through its node-local interface), so a published port
+// could never answer a client beyond the task's networks.
+func InternalPorts(spec *shoalv1.ServiceSpec, internal []bool) Problems {
+	var p Problems
+	at := -1
+	for i, in := range internal {
+		if in {
+			at = i
+			break
+		}
+	}
+	if at < 0 {
+		return p
+	}
+	for i := range spec.GetEndpoint().GetPorts() {
+		p.Add(fmt.Sprintf("spec.endpoint.ports[%d]", i), "spec.task.networks[%d] is an internal network: the task has no default route, so a published port could never answer its clients (publish from a service on non-internal networks)", at)
 	}
 	return p
 }

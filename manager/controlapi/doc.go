@@ -17,7 +17,9 @@
 // (spec's, else the subnet's first address) and, for overlay, the VNI (the
 // smallest free from 4096, so a removed network's VNI is reused). A subnet
 // overlapping another network's or the nodes' default bridge pool
-// (10.213.0.0/16) is InvalidArgument naming the other network; an
+// (10.213.0.0/16), or holding a known node's underlay address
+// (NodeStatus.addr; an automatic subnet skips those), is InvalidArgument
+// naming the other network or the node; an
 // exhausted pool ResourceExhausted; a name clash AlreadyExists. bridge
 // networks get a subnet (from the same pool, never overlapping) and no
 // VNI; host networks neither. Two bridge networks may not share a Linux
@@ -28,8 +30,10 @@
 // attachment. An unknown network is InvalidArgument on
 // spec.task.networks[i].target. What the drivers allow is checked there
 // too (specrules.NetworkDrivers): a host network is a service's only
-// network and publishes no port; an ingress-mode port needs an overlay
-// network among the service's (bridge networks are node-local).
+// network and publishes no port and takes no alias; an ingress-mode port
+// needs an overlay network among the service's (bridge networks are
+// node-local); and a service with an internal network publishes no port
+// (specrules.InternalPorts: its task has no default route).
 // RemoveNetwork refuses (FailedPrecondition)
 // a network that a service's spec or previous spec uses, naming them, or
 // that a task that has not ended is still attached to; PruneNetworks

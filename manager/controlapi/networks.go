@@ -3,6 +3,7 @@ package controlapi
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"sort"
 	"strings"
@@ -91,9 +92,10 @@ func allocateNetwork(tx raftstore.WriteTx, nw *shoalv1.Network) error {
 	others := raftstore.List[*shoalv1.Network](tx)
 	if spec.GetDriver() != specrules.DriverHost {
 		var subnet netip.Prefix
+		nodes := nodeAddrs(tx)
 		if spec.GetSubnet() != "" {
 			subnet = netip.MustParsePrefix(spec.GetSubnet()) // validated
-			if err := checkOverlap(subnet, others); err != nil {
+			if err := checkOverlap(subnet, others, nodes); err != nil {
 				return errdefs.InvalidArgumentf("spec.subnet: %v", err)
 			}
 		} else {
@@ -101,7 +103,7 @@ func allocateNetwork(tx raftstore.WriteTx, nw *shoalv1.Network) error {
 			if err != nil {
 				return err
 			}
-			subnet, err = subnetFromPool(pool, size, others)
+			subnet, err = subnetFromPool(pool, size, others, nodes)
 			if err != nil {
 				return errdefs.ResourceExhaustedf("spec.subnet: %v; give --subnet or widen the cluster's default address pool", err)
 			}
@@ -144,21 +146,56 @@ func addressPool(r raftstore.Reader) (netip.Prefix, int, error) {
 	return pool, size, nil
 }
 
-// reserved returns the subnets a new one may not overlap: every network's
-// and the nodes' default bridge pool.
-func reserved(others []*shoalv1.Network) []netip.Prefix {
+// nodeAddr is a node's underlay (advertise) address.
+type nodeAddr struct {
+	addr netip.Addr
+	name string
+}
+
+// nodeAddrs returns the underlay addresses of the nodes known (NodeStatus.addr,
+// "host:port" or "host"; nodes that have not said theirs are left out).
+func nodeAddrs(r raftstore.Reader) []nodeAddr {
+	var out []nodeAddr
+	for _, n := range raftstore.List[*shoalv1.Node](r) {
+		a := n.GetStatus().GetAddr()
+		if h, _, err := net.SplitHostPort(a); err == nil {
+			a = h
+		}
+		ip, err := netip.ParseAddr(a)
+		if err != nil {
+			continue
+		}
+		name := n.GetSpec().GetName()
+		if name == "" {
+			name = n.GetMeta().GetId()
+		}
+		out = append(out, nodeAddr{addr: ip.Unmap(), name: name})
+	}
+	return out
+}
+
+// reserved returns the subnets a new one may not overlap: every network's,
+// the nodes' default bridge pool and each node's underlay address.
+func reserved(others []*shoalv1.Network, nodes []nodeAddr) []netip.Prefix {
 	out := []netip.Prefix{NodeBridgePool}
 	for _, n := range others {
 		if p, err := netip.ParsePrefix(n.GetSubnet()); err == nil {
 			out = append(out, p)
 		}
 	}
+	for _, n := range nodes {
+		if n.addr.Is4() {
+			out = append(out, netip.PrefixFrom(n.addr, 32))
+		}
+	}
 	return out
 }
 
 // checkOverlap refuses a subnet overlapping another network's or the node
-// bridge pool, naming it.
-func checkOverlap(subnet netip.Prefix, others []*shoalv1.Network) error {
+// bridge pool, or holding a node's underlay address (tasks would be given
+// node addresses and the gateway's route would shadow the node's LAN),
+// naming it.
+func checkOverlap(subnet netip.Prefix, others []*shoalv1.Network, nodes []nodeAddr) error {
 	if subnet.Overlaps(NodeBridgePool) {
 		return fmt.Errorf("%s overlaps %s, reserved for the nodes' default bridge", subnet, NodeBridgePool)
 	}
@@ -167,13 +204,18 @@ func checkOverlap(subnet netip.Prefix, others []*shoalv1.Network) error {
 			return fmt.Errorf("%s overlaps the subnet %s of network %q", subnet, p, n.GetSpec().GetName())
 		}
 	}
+	for _, n := range nodes {
+		if subnet.Contains(n.addr) {
+			return fmt.Errorf("%s holds the address %s of node %q (the underlay); choose a subnet clear of the nodes' network", subnet, n.addr, n.name)
+		}
+	}
 	return nil
 }
 
 // subnetFromPool returns the first /size subnet of pool that overlaps
 // nothing reserved.
-func subnetFromPool(pool netip.Prefix, size int, others []*shoalv1.Network) (netip.Prefix, error) {
-	taken := reserved(others)
+func subnetFromPool(pool netip.Prefix, size int, others []*shoalv1.Network, nodes []nodeAddr) (netip.Prefix, error) {
+	taken := reserved(others, nodes)
 	step := uint64(1) << (32 - size)
 	start := u32(pool.Addr())
 	end := uint64(start) + uint64(1)<<(32-pool.Bits())
@@ -376,6 +418,7 @@ func resolveTaskNetworks(r raftstore.Reader, spec *shoalv1.ServiceSpec) error {
 	var fe fieldErrors
 	seen := map[string]int{}
 	var drivers []string
+	var internal []bool
 	for i, n := range spec.GetTask().GetNetworks() {
 		f := fmt.Sprintf("spec.task.networks[%d].target", i)
 		nw, err := raftstore.ResolveRef[*shoalv1.Network](r, n.GetTarget())
@@ -390,14 +433,18 @@ func resolveTaskNetworks(r raftstore.Reader, spec *shoalv1.ServiceSpec) error {
 		}
 		seen[id] = i
 		drivers = append(drivers, nw.GetSpec().GetDriver())
+		internal = append(internal, nw.GetSpec().GetInternal())
 		n.Target = id
 	}
 	if err := fe.err(); err != nil {
 		return err
 	}
 	// Host networks stand alone and publish nothing; ingress ports need
-	// an overlay (specrules.NetworkDrivers).
-	return invalidProblems(specrules.NetworkDrivers(spec, drivers))
+	// an overlay (specrules.NetworkDrivers); internal networks publish
+	// nothing (specrules.InternalPorts).
+	p := specrules.NetworkDrivers(spec, drivers)
+	p = append(p, specrules.InternalPorts(spec, internal)...)
+	return invalidProblems(p)
 }
 
 // validatePoolSettings checks default_address_pool (an IPv4 CIDR, /8 to

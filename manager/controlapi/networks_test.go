@@ -105,7 +105,7 @@ func TestCreateNetworkPoolExhausted(t *testing.T) {
 // skipped in one step, not /24 by /24.
 func TestSubnetFromPoolSkipsLargeTaken(t *testing.T) {
 	others := []*shoalv1.Network{{Spec: &shoalv1.NetworkSpec{Name: "big"}, Subnet: "10.0.0.0/16"}}
-	got, err := subnetFromPool(netip.MustParsePrefix("10.0.0.0/8"), 24, others)
+	got, err := subnetFromPool(netip.MustParsePrefix("10.0.0.0/8"), 24, others, nil)
 	if err != nil || got.String() != "10.1.0.0/24" {
 		t.Fatalf("got %v %v, want 10.1.0.0/24", got, err)
 	}
@@ -114,7 +114,7 @@ func TestSubnetFromPoolSkipsLargeTaken(t *testing.T) {
 	for i := 0; i < 256; i++ {
 		others = append(others, &shoalv1.Network{Subnet: fmt.Sprintf("10.212.%d.0/24", i)})
 	}
-	got, err = subnetFromPool(netip.MustParsePrefix("10.212.0.0/15"), 24, others)
+	got, err = subnetFromPool(netip.MustParsePrefix("10.212.0.0/15"), 24, others, nil)
 	if err == nil {
 		t.Fatalf("got %v, want exhausted (10.212/16 taken, 10.213/16 reserved)", got)
 	}
@@ -262,6 +262,7 @@ func TestValidatePoolSettings(t *testing.T) {
 		{&shoalv1.ClusterSettings{DefaultAddressPool: "10.128.0.0/12", DefaultSubnetSize: 26}, ""},
 		{&shoalv1.ClusterSettings{DefaultAddressPool: "10.128.0.1/12"}, "settings.default_address_pool"},
 		{&shoalv1.ClusterSettings{DefaultAddressPool: "10.0.0.0/8"}, "nodes' default bridge"},
+		{&shoalv1.ClusterSettings{DefaultAddressPool: "127.0.0.0/8"}, "settings.default_address_pool: \"127.0.0.0/8\" overlaps 127.0.0.0/8 (loopback)"},
 		{&shoalv1.ClusterSettings{DefaultSubnetSize: 12}, "settings.default_subnet_size: 12 is out of range"},
 		{&shoalv1.ClusterSettings{DefaultSubnetSize: 30}, "settings.default_subnet_size"},
 	} {
@@ -397,4 +398,77 @@ func TestCreateNetworkConcurrent(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestCreateNetworkAvoidsNodeAddresses: a network's subnet never holds a
+// node's underlay address (tasks would get the addresses of nodes, and
+// the gateway's route on each node would shadow its own LAN): an
+// automatic subnet skips it, a given one is refused naming the node.
+func TestCreateNetworkAvoidsNodeAddresses(t *testing.T) {
+	s, st := newServer(t)
+	ctx := context.Background()
+	for id, addr := range map[string]string{"n1": "10.220.0.7:4243", "n2": "10.60.1.5", "n3": ""} {
+		if _, err := st.Update(ctx, func(tx raftstore.WriteTx) error {
+			return tx.Create(&shoalv1.Node{Meta: &shoalv1.Meta{Id: id}, Role: shoalv1.NodeRole_NODE_ROLE_WORKER,
+				Spec: &shoalv1.NodeSpec{Name: id}, Status: &shoalv1.NodeStatus{Addr: addr}})
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if a := createNet(t, s, &shoalv1.NetworkSpec{Name: "auto"}); a.GetSubnet() != "10.220.1.0/24" {
+		t.Fatalf("automatic subnet %s, want 10.220.1.0/24 (10.220.0.0/24 holds node n1)", a.GetSubnet())
+	}
+	for _, spec := range []*shoalv1.NetworkSpec{
+		{Name: "given", Subnet: "10.60.0.0/16"},
+		{Name: "local", Driver: "bridge", Subnet: "10.60.1.0/29"},
+	} {
+		_, err := s.CreateNetwork(ctx, &shoalv1.CreateNetworkRequest{Spec: spec})
+		wantCode(t, err, codes.InvalidArgument, `spec.subnet: `+spec.GetSubnet()+` holds the address 10.60.1.5 of node "n2"`)
+	}
+	if n := len(raftstore.List[*shoalv1.Network](st.View())); n != 1 {
+		t.Fatalf("%d networks stored, want 1", n)
+	}
+}
+
+// TestServicePortsOnInternalNetwork: a service with a published port on
+// an internal network (overlay or bridge, alone or beside another) is
+// refused at create and update: its task has no default route, the port
+// would never answer.
+func TestServicePortsOnInternalNetwork(t *testing.T) {
+	s, _ := newServer(t)
+	ctx := context.Background()
+	createNet(t, s, &shoalv1.NetworkSpec{Name: "ov"})
+	createNet(t, s, &shoalv1.NetworkSpec{Name: "ovint", Internal: true})
+	createNet(t, s, &shoalv1.NetworkSpec{Name: "brint", Driver: "bridge", Internal: true})
+	hostPort := &shoalv1.PortConfig{PublishedPort: 9090, TargetPort: 8080, PublishMode: "host"}
+	ingress := &shoalv1.PortConfig{PublishedPort: 8080, TargetPort: 8080}
+	for _, tt := range []struct {
+		nets []string
+		port *shoalv1.PortConfig
+		want string
+	}{
+		{[]string{"ovint"}, hostPort, "spec.endpoint.ports[0]: spec.task.networks[0] is an internal network"},
+		{[]string{"ov", "ovint"}, ingress, "spec.endpoint.ports[0]: spec.task.networks[1] is an internal network"},
+		{[]string{"brint"}, hostPort, "spec.endpoint.ports[0]: spec.task.networks[0] is an internal network"},
+	} {
+		spec := validSpec()
+		spec.Name = "bad"
+		for _, n := range tt.nets {
+			spec.Task.Networks = append(spec.Task.Networks, &shoalv1.NetworkAttachmentConfig{Target: n})
+		}
+		spec.Endpoint = &shoalv1.EndpointSpec{Ports: []*shoalv1.PortConfig{tt.port}}
+		_, err := s.CreateService(ctx, &shoalv1.CreateServiceRequest{Spec: spec})
+		wantCode(t, err, codes.InvalidArgument, tt.want)
+	}
+	spec := validSpec()
+	spec.Name = "priv"
+	spec.Task.Networks = []*shoalv1.NetworkAttachmentConfig{{Target: "ovint"}}
+	resp, err := s.CreateService(ctx, &shoalv1.CreateServiceRequest{Spec: spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	upd := proto.Clone(resp.GetService().GetSpec()).(*shoalv1.ServiceSpec)
+	upd.Endpoint = &shoalv1.EndpointSpec{Ports: []*shoalv1.PortConfig{hostPort}}
+	_, err = s.UpdateService(ctx, &shoalv1.UpdateServiceRequest{ServiceId: resp.GetService().GetMeta().GetId(), Spec: upd, IgnoreVersion: true})
+	wantCode(t, err, codes.InvalidArgument, "spec.endpoint.ports[0]: spec.task.networks[0] is an internal network")
 }

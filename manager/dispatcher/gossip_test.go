@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
 )
 
 // fakeGossip is the leader's gossip view, set by the test.
@@ -137,5 +138,33 @@ func TestGossipCorroboratesLiveness(t *testing.T) {
 	n = c.waitState(t, "flaky", shoalv1.NodeState_NODE_STATE_DOWN)
 	if !strings.Contains(n.GetStatus().GetMessage(), "although gossip sees it alive") || n.GetStatus().GetUnreachable() {
 		t.Fatalf("flaky node: reason %q unreachable %v", n.GetStatus().GetMessage(), n.GetStatus().GetUnreachable())
+	}
+}
+
+// TestGossipMessageNotForRemovedNode: the gossip keys are never put in a
+// message for a node the view no longer has or lists as removed. `node
+// rm` deletes the node and rotates the key in one entry; a session whose
+// batch of events ends before that entry (say with a settings change)
+// reads the keys from the newest view, which may already hold the
+// rotation: without this check the removed node got the very key that
+// was rotated to shut it out.
+func TestGossipMessageNotForRemovedNode(t *testing.T) {
+	s := openStore(t)
+	key := bytes.Repeat([]byte{7}, 32)
+	if _, err := s.Update(context.Background(), func(tx raftstore.WriteTx) error {
+		if err := tx.Create(&shoalv1.Cluster{Meta: &shoalv1.Meta{Id: "cluster"}, GossipKeys: [][]byte{key}, RemovedNodes: []string{"gone"}}); err != nil {
+			return err
+		}
+		return tx.Create(&shoalv1.Node{Meta: &shoalv1.Meta{Id: "live"}, Status: &shoalv1.NodeStatus{State: shoalv1.NodeState_NODE_STATE_READY}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if g := gossipMessage(s.View(), "live"); g == nil || len(g.GetGossip().GetKeys()) != 1 {
+		t.Fatalf("a live node's gossip message: %v", g)
+	}
+	for _, id := range []string{"gone", "unknown"} {
+		if g := gossipMessage(s.View(), id); g != nil {
+			t.Errorf("node %q (removed or not in the view) was sent %d gossip keys", id, len(g.GetGossip().GetKeys()))
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -209,10 +210,18 @@ const maxGossipPeers = 5
 // gossipMessage is the session message that gives a node the cluster's
 // gossip keys (newest first) and a few peers to join through: READY nodes
 // with a known gossip address, managers first, the node itself excluded.
-// Nil while the cluster has no key (a cluster made before issue 9).
+// Nil while the cluster has no key (a cluster made before issue 9), and
+// for a node the view does not have or lists as removed: `node rm`
+// deletes the node and rotates the key in one entry, and a session that
+// has not seen the deletion yet reads the keys from a newer view — the
+// removed node must not get the key rotated to shut it out (its session
+// ends on the deletion event).
 func gossipMessage(view raftstore.Reader, nodeID string) *shoalv1.SessionMessage {
 	c, ok := raftstore.ClusterOf(view)
-	if !ok || len(c.GetGossipKeys()) == 0 {
+	if !ok || len(c.GetGossipKeys()) == 0 || slices.Contains(c.GetRemovedNodes(), nodeID) {
+		return nil
+	}
+	if _, ok := raftstore.Get[*shoalv1.Node](view, nodeID); !ok {
 		return nil
 	}
 	var managers, workers []string

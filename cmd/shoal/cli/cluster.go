@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/shoal-dev/shoal/manager/gossipkeys"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/specrules"
 )
@@ -212,7 +213,7 @@ func (a *app) clusterUpdateCmd() *cobra.Command {
 				}
 				s := out.GetSettings()
 				if rotateGossip {
-					fmt.Fprintln(a.out, "Gossip key rotated: nodes encrypt with the new key as they receive it; the previous key stays accepted until the next rotation.")
+					fmt.Fprintln(a.out, gossipRotatedMessage(out.GetSettings()))
 				}
 				fmt.Fprintf(a.out, "Cluster updated: cert expiry %s, max replicas %s, restart grace %s, task history limit %s.\n",
 					settingDuration(s.GetNodeCertExpiryMs(), specrules.DefaultNodeCertExpiry), settingInt(s.GetMaxReplicas(), specrules.DefaultMaxReplicas),
@@ -243,4 +244,12 @@ func settingInt(n int64, def int) string {
 		return fmt.Sprintf("%d (default)", def)
 	}
 	return fmt.Sprint(n)
+}
+
+// gossipRotatedMessage says what a rotation does (overlay/gossip SetKeys,
+// manager/gossipkeys): nodes accept the new key as they receive it but go
+// on encrypting with the oldest listed key, so that nobody is cut off,
+// until the leader drops the older keys a grace period later.
+func gossipRotatedMessage(s *shoalv1.ClusterSettings) string {
+	return fmt.Sprintf("Gossip key rotated: every node accepts the new key as it receives it, and all switch to it when the older keys are dropped, in %s (a removed node's gossip is refused from then).", gossipkeys.Grace(s))
 }
