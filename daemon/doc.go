@@ -8,4 +8,8 @@
 // manager builds its bootstrap objects (manager.NewBootstrap). A node
 // started with --no-executor runs agent/nullexec instead of the container
 // executor (Options.NoExecutor); Options.Seams are for tests only.
+//
+// While a node is a manager, its data dir's audit.log (JSON lines, 0600)
+// receives the audit records of the execs it relays (manager/opsapi); the
+// agent serves AgentAPI.Exec through the libcontainer runtime (exec.go).
 package daemon
