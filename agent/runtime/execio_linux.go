@@ -40,7 +40,8 @@ type ExecOptions struct {
 // Stdout (and Stderr) until EOF, writes Stdin, and calls Wait; Close
 // releases everything and kills the process if it still runs.
 type ExecProcess struct {
-	// Stdin is nil unless ExecOptions.Stdin. Close it for EOF.
+	// Stdin is nil unless ExecOptions.Stdin. Close it for EOF (with TTY:
+	// the terminal's EOF character, ^D).
 	Stdin io.WriteCloser
 	// Stdout is the terminal with TTY. Both reach EOF when the process
 	// and whatever it left behind have closed them, or once Close was
@@ -147,7 +148,7 @@ func (r *Libcontainer) ExecInteractive(ctx context.Context, id string, opts Exec
 		}
 		return r, w, err
 	}
-	if opts.Stdin {
+	if opts.Stdin && !opts.TTY {
 		r, w, err := os.Pipe()
 		if err != nil {
 			return nil, err
@@ -167,9 +168,6 @@ func (r *Libcontainer) ExecInteractive(ctx context.Context, id string, opts Exec
 		theirs = append(theirs, child)
 		lp.ConsoleSocket = child
 		lp.ConsoleWidth, lp.ConsoleHeight = opts.Cols, opts.Rows
-		if !opts.Stdin {
-			lp.Stdin = nil
-		}
 	} else {
 		or, ow, err := pipe()
 		if err != nil {
@@ -197,9 +195,9 @@ func (r *Libcontainer) ExecInteractive(ctx context.Context, id string, opts Exec
 		p.files = append(p.files, m)
 		p.Stdout = m
 		if opts.Stdin {
-			// Typed input goes to the terminal; the stdin pipe is not
-			// used (libcontainer gave the process the terminal as 0).
-			p.Stdin = m
+			// Typed input goes to the terminal (libcontainer gave the
+			// process the terminal as 0, 1 and 2).
+			p.Stdin = ttyInput{m}
 		}
 	}
 	go func() {
@@ -230,6 +228,18 @@ func (r *Libcontainer) ExecInteractive(ctx context.Context, id string, opts Exec
 		}
 	}()
 	return p, nil
+}
+
+// ttyInput is the input side of a terminal: closing it types the EOF
+// character (^D) rather than closing the terminal, which would hang it up
+// under the process and lose the rest of its output.
+type ttyInput struct{ f *os.File }
+
+func (t ttyInput) Write(b []byte) (int, error) { return t.f.Write(b) }
+
+func (t ttyInput) Close() error {
+	_, err := t.f.Write([]byte{4})
+	return err
 }
 
 // ErrNotRunning is returned by ExecInteractive for a task whose

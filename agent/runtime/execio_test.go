@@ -187,6 +187,25 @@ func TestExecTTY(t *testing.T) {
 	if code, _, err := p.Wait(); err != nil || code != 0 {
 		t.Fatalf("ttywatch: code %d err %v", code, err)
 	}
+
+	// Closing a terminal's input is an EOF to the reader, not a hang-up:
+	// cat ends by itself, its output complete.
+	p, err = rt.ExecInteractive(ctx, spec.ID, ExecOptions{Args: []string{"/bin/probe", "cat"}, TTY: true, Stdin: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	out = collect(p.Stdout)
+	if _, err := p.Stdin.Write([]byte("abc\n")); err != nil {
+		t.Fatal(err)
+	}
+	out.waitFor(t, "abc\r\nabc\r\n") // the terminal's echo, then cat's
+	if err := p.Stdin.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if code, sig, err := p.Wait(); err != nil || code != 0 || sig != 0 {
+		t.Fatalf("cat on a terminal after ^D: code %d signal %d err %v", code, sig, err)
+	}
 }
 
 // TestExecKilledWithContext: when the caller goes away the process and
