@@ -20,7 +20,8 @@ const execGuard = 15 * time.Second
 
 // TestExec: `shoal task exec` on the manager runs a command in a task on
 // the worker (another host): its output, its exit code as the CLI's, stdin
-// through -i, a terminal with -t (terminal line endings); each exec is a
+// through -i, a terminal with -t (terminal line endings), input through
+// the terminal with -it (echoed, ended by ^D); each exec is a
 // line of the manager's audit.log with caller, task, argv, tty and exit
 // code, and none holds the input; a worker's certificate is refused; with
 // the worker powered off the exec fails promptly naming the node.
@@ -70,12 +71,18 @@ func TestExec(t *testing.T) {
 		t.Fatalf("exec -t env: %q, %v", out, err)
 	}
 
+	// -it: input typed on the terminal (echoed by it), then ^D for its end.
+	out, _, err = cl.RunInput(ctx, "typed\n", "task", "exec", "-it", task, "--", "/shoal-demo", "cat", "/dev/stdin")
+	if err != nil || out != "typed\r\ntyped\r\n" {
+		t.Fatalf("exec -it cat: %q, %v", out, err)
+	}
+
 	// The audit log on the manager: one line per exec, no input.
 	raw, err := os.ReadFile(filepath.Join(h1.DataDir, "audit.log"))
 	if err != nil {
 		t.Fatalf("audit log: %v", err)
 	}
-	if strings.Contains(string(raw), "line one") {
+	if strings.Contains(string(raw), "line one") || strings.Contains(string(raw), "typed") {
 		t.Error("the audit log holds an exec's stdin")
 	}
 	var recs []map[string]any
@@ -86,8 +93,8 @@ func TestExec(t *testing.T) {
 		}
 		recs = append(recs, m)
 	}
-	if len(recs) != 4 {
-		t.Fatalf("%d audit records, want 4:\n%s", len(recs), raw)
+	if len(recs) != 5 {
+		t.Fatalf("%d audit records, want 5:\n%s", len(recs), raw)
 	}
 	r := recs[1]
 	if r["task"] != task || r["caller_role"] != "admin" || r["caller"] == "" || r["exit_code"] != float64(3) ||
@@ -97,8 +104,8 @@ func TestExec(t *testing.T) {
 	if argv, _ := r["argv"].([]any); len(argv) != 3 || argv[0] != "/shoal-demo" || argv[2] != "3" {
 		t.Errorf("audit argv %v", r["argv"])
 	}
-	if recs[3]["tty"] != true {
-		t.Errorf("audit record of the -t exec: %v", recs[3])
+	if recs[3]["tty"] != true || recs[4]["tty"] != true || recs[4]["stdin"] != true {
+		t.Errorf("audit records of the -t and -it execs: %v, %v", recs[3], recs[4])
 	}
 
 	// A worker's certificate may not exec.
