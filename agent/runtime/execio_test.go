@@ -245,3 +245,22 @@ func TestExecInteractiveNotRunning(t *testing.T) {
 		t.Fatal("exec in an exited container must fail")
 	}
 }
+
+// BenchmarkExecInteractive: start, run and reap `probe true` in a running
+// container with pipes (the cost of a `task exec` on the node).
+func BenchmarkExecInteractive(b *testing.B) {
+	rt := newRuntime(b)
+	spec, _ := start(b, rt, Spec{Args: []string{"/bin/probe", "sleep"}})
+	running(b, rt, spec.ID)
+	ctx := context.Background()
+	for b.Loop() {
+		p, err := rt.ExecInteractive(ctx, spec.ID, ExecOptions{Args: []string{"/bin/probe", "true"}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if code, _, err := p.Wait(); err != nil || code != 0 {
+			b.Fatalf("code %d err %v", code, err)
+		}
+		p.Close()
+	}
+}
