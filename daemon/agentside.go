@@ -403,12 +403,16 @@ var _ interface{ Isolate(string) error } = netAdapter{}
 func (n *node) serveAgentAPI(ctx context.Context, side *agentSide) error {
 	st := n.state()
 	current, ongoing := n.agentAPICheck()
-	srv := agentapi.New(agentapi.Config{NodeID: st.NodeID, Tasks: side.ex.Tasks, LogPath: side.ex.LogPath,
+	cfg := agentapi.Config{NodeID: st.NodeID, Tasks: side.ex.Tasks, LogPath: side.ex.LogPath,
 		Images: side.images, Logger: n.o.Logger, Current: current, Ongoing: ongoing,
 		CollectImages: func(ctx context.Context) error {
 			_, _, err := side.images.GC(ctx, side.ex.ImageInUse)
 			return err
-		}})
+		}}
+	if side.lc != nil {
+		cfg.Execer = execer{lc: side.lc, tasks: side.ex.Tasks}
+	}
+	srv := agentapi.New(cfg)
 	if err := agentapi.Serve(ctx, st.AgentAddr, n.certs, srv); err != nil {
 		return fmt.Errorf("agent API on %s: %w", st.AgentAddr, err)
 	}

@@ -16,4 +16,8 @@
 // names, VIPs and host-mode ports work, tasks on overlay networks are
 // rejected, and no gossip hints are sent or taken. `shoal dev` prints how
 // to try a bridge network (devHint).
+//
+// While a node is a manager, its data dir's audit.log (JSON lines, 0600)
+// receives the audit records of the execs it relays (manager/opsapi); the
+// agent serves AgentAPI.Exec through the libcontainer runtime (exec.go).
 package daemon

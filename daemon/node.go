@@ -227,13 +227,21 @@ func (n *node) startManager(ctx context.Context) error {
 	// Not cancelled with ctx: runNode stops the manager (stopManager) only
 	// after the agent has said goodbye, which the leader may be this node.
 	mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	// The audit log (execs, with who ran them) is a file of the node's data
+	// dir, open while the manager runs.
+	audit, auditFile, err := openAuditLog(n.o.DataDir)
+	if err != nil {
+		cancel()
+		return fmt.Errorf("manager: audit log: %w", err)
+	}
 	m := manager.New(manager.Config{
 		NodeID: n.st.NodeID, DataDir: n.o.DataDir, ListenAddr: n.st.ListenAddr, AdvertiseAddr: n.st.AdvertiseAddr,
-		Certs: n.certs, Bootstrap: n.boot, Logger: n.o.Logger, Gossip: n.gossip,
+		Certs: n.certs, Bootstrap: n.boot, Logger: n.o.Logger, Gossip: n.gossip, Audit: audit,
 	})
 	done := make(chan error, 1)
 	go func() {
 		err := m.Run(mctx)
+		auditFile.Close()
 		done <- err
 		if err != nil && mctx.Err() == nil {
 			select {

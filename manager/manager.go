@@ -52,6 +52,8 @@ type Config struct {
 	// Gossip is the node's gossip view, which the dispatcher consults
 	// while this manager leads (nil: heartbeats alone).
 	Gossip dispatcher.GossipView
+	// Audit receives the audit records (execs: opsapi); nil: Logger.
+	Audit *slog.Logger
 }
 
 // Manager is a running manager.
@@ -164,7 +166,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	shoalv1.RegisterRaftMembershipServer(srv, member)
 	// Served by every manager from its own store (not forwarded).
 	shoalv1.RegisterLogsServer(srv, logbroker.New(logbroker.Config{Store: store, Certs: cfg.Certs, Logger: cfg.Logger}))
-	shoalv1.RegisterOpsServer(srv, opsapi.New(opsapi.Config{Store: store, Certs: cfg.Certs, Logger: cfg.Logger}))
+	shoalv1.RegisterOpsServer(srv, opsapi.New(opsapi.Config{Store: store, Certs: cfg.Certs, Logger: cfg.Logger, Audit: cfg.Audit}))
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return mux.Serve(gctx) })

@@ -10,14 +10,21 @@
 //     task that has exited keeps its log until the agent removes the task.
 //     Tasks this node does not know are named in a warning, not an error:
 //     a manager asks by what its (possibly stale) store says.
+//   - Exec (exec.go) runs a process in one of the node's running tasks for
+//     a manager relaying `shoal task exec` (an Execer, the daemon's adapter
+//     of agent/runtime): headers first (so the manager can time the node's
+//     answer), then the start message; stdin, resizes and close_stdin flow
+//     in, stdout/stderr chunks out, the exit status last. Bounded: argv and
+//     env size, stdin message size, MaxExecsPerTask at once. A caller that
+//     hangs up has the process killed.
 //   - LoadImage receives an image archive in chunks into a temp file in the
 //     image store's tmp/ area (capped in size, and refused before the disk
 //     fills), then loads it; ListImages and RemoveImage list and untag.
 //
 // Only holders of cluster certificates get in (the listener requires a
 // client certificate verified against the cluster CA), and trust.AgentPolicy
-// decides per method: TaskLogs for managers, images for admins and
-// managers, nothing for workers.
+// decides per method: TaskLogs, Exec and Stats for managers, images for
+// admins and managers, nothing for workers.
 //
 // Clients dial a node's agent with logstream.Dial: node certificates carry
 // a role name (manager.shoal or worker.shoal) rather than a host name, and

@@ -55,6 +55,8 @@ type Config struct {
 	// image's last tag deletes it as `docker rmi` does instead of leaving
 	// a <none> image until the next periodic collection.
 	CollectImages func(ctx context.Context) error
+	// Execer runs Exec (exec.go); nil: Exec answers UNAVAILABLE.
+	Execer Execer
 }
 
 // DefaultMaxImageBytes caps an uploaded image archive. Images this large
@@ -69,6 +71,7 @@ type Server struct {
 	// freeBytes reports the free space of the file system holding dir;
 	// tests replace it.
 	freeBytes func(dir string) (uint64, error)
+	execs     execSlots // running execs per task (exec.go)
 }
 
 // New returns a server; Register it on a gRPC server, or use Serve.

@@ -56,7 +56,16 @@
 //	st, err = rt.Wait(ctx, "t1")         // blocks until the shim is gone (pidfd)
 //	err = rt.Stop(ctx, "t1", syscall.SIGTERM, 10*time.Second)
 //	code, out, err := rt.Exec(ctx, "t1", []string{"/check"}) // in the container; killed with its children when ctx ends
+//	p, err := rt.ExecInteractive(ctx, "t1", runtime.ExecOptions{Args: []string{"/bin/sh"}, TTY: true, Stdin: true})
+//	// p.Stdin / p.Stdout (the terminal) / p.Resize(rows, cols) / p.Wait() / p.Close()
 //	err = rt.Remove(ctx, "t1")           // container, cgroup, state dir
+//
+// ExecInteractive (`shoal task exec`) runs a process as Exec does but with
+// streams: pipes, or with TTY a terminal that libcontainer opens inside
+// the container's own devpts (so the process sees /dev/pts/N) and passes
+// back over a console socket; the master is made non-blocking so that
+// Close unblocks its readers. The process is the caller's child, not the
+// shim's: an exec ends with the agent that serves it.
 //
 // The rootfs is prepared by the caller, for instance with [MountOverlay];
 // the runtime never unmounts it. [Fake] is an in-memory [Runtime] for the

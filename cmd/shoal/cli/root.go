@@ -10,6 +10,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -43,6 +44,9 @@ func Main(ctx context.Context, args []string, out, errOut io.Writer) int {
 	root := NewRootCommand(out, errOut)
 	root.SetArgs(args)
 	if err := root.ExecuteContext(ctx); err != nil {
+		if ee, ok := errors.AsType[exitError](err); ok {
+			return ee.code // task exec: the command's own exit code
+		}
 		fmt.Fprintln(errOut, "Error:", errorMessage(err))
 		return 1
 	}

@@ -262,7 +262,7 @@ func (a *app) taskCmd() *cobra.Command {
 			r, err := ctl.GetTask(ctx, &shoalv1.GetTaskRequest{Ref: ref})
 			return r.GetTask(), err
 		})
-	c.AddCommand(ls, inspect)
+	c.AddCommand(ls, inspect, a.taskExecCmd())
 	return c
 }
 

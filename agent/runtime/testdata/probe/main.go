@@ -136,5 +136,40 @@ func main() {
 		for _, e := range os.Environ() {
 			fmt.Println(e)
 		}
+	case "cat": // copy stdin to stdout
+		b := make([]byte, 4096)
+		for {
+			n, err := os.Stdin.Read(b)
+			os.Stdout.Write(b[:n])
+			if err != nil {
+				return
+			}
+		}
+	case "whoami": // uid gid cwd
+		wd, _ := os.Getwd()
+		fmt.Printf("uid=%d gid=%d cwd=%s\n", os.Getuid(), os.Getgid(), wd)
+	case "ttywatch": // print the terminal and its size, then the size again per input line
+		name, _ := os.Readlink("/proc/self/fd/0")
+		fmt.Printf("tty=%s size=%s\n", name, winsize())
+		b := make([]byte, 256)
+		for {
+			n, err := os.Stdin.Read(b)
+			if err != nil {
+				return
+			}
+			if strings.Contains(string(b[:n]), "q") {
+				return
+			}
+			fmt.Printf("size=%s\n", winsize())
+		}
 	}
+}
+
+// winsize is stdin's terminal size as "ROWSxCOLS".
+func winsize() string {
+	var ws [4]uint16
+	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, 0, syscall.TIOCGWINSZ, uintptr(unsafe.Pointer(&ws))); e != 0 {
+		return "none"
+	}
+	return fmt.Sprintf("%dx%d", ws[0], ws[1])
 }

@@ -1,0 +1,266 @@
+package runtime
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// collector gathers what a reader yields until EOF.
+type collector struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	done chan struct{}
+}
+
+func collect(r io.Reader) *collector {
+	c := &collector{done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		b := make([]byte, 1024)
+		for {
+			n, err := r.Read(b)
+			c.mu.Lock()
+			c.buf.Write(b[:n])
+			c.mu.Unlock()
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return c
+}
+
+func (c *collector) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf.String()
+}
+
+// waitFor polls until the output contains want.
+func (c *collector) waitFor(t *testing.T, want string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(c.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q in the output within 20s: %q", want, c.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// all waits for EOF and returns everything.
+func (c *collector) all(t *testing.T) string {
+	t.Helper()
+	select {
+	case <-c.done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no EOF within 20s; so far %q", c.String())
+	}
+	return c.String()
+}
+
+func execRun(t *testing.T, rt *Libcontainer, id string, opts ExecOptions) (code int, stdout, stderr string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := rt.ExecInteractive(ctx, id, opts)
+	if err != nil {
+		t.Fatalf("exec %q: %v", opts.Args, err)
+	}
+	defer p.Close()
+	out := collect(p.Stdout)
+	var errc *collector
+	if p.Stderr != nil {
+		errc = collect(p.Stderr)
+	}
+	code, _, err = p.Wait()
+	if err != nil {
+		t.Fatalf("exec %q: wait: %v", opts.Args, err)
+	}
+	stdout = out.all(t)
+	if errc != nil {
+		stderr = errc.all(t)
+	}
+	return code, stdout, stderr
+}
+
+// TestExecInteractive: stdin reaches the process and its output comes
+// back on separate streams; the exit code is returned; it runs as the
+// task's user, in its working directory, with its environment plus what
+// the caller adds, unless the caller overrides user and directory.
+func TestExecInteractive(t *testing.T) {
+	rt := newRuntime(t)
+	spec, _ := start(t, rt, Spec{Args: []string{"/bin/probe", "sleep"}, Env: []string{"APP=1", "MODE=a"}, User: "app", Cwd: "/bin"})
+	running(t, rt, spec.ID)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// stdin round trip, closing stdin for EOF.
+	p, err := rt.ExecInteractive(ctx, spec.ID, ExecOptions{Args: []string{"/bin/probe", "cat"}, Stdin: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := collect(p.Stdout)
+	if _, err := p.Stdin.Write([]byte("ping\n")); err != nil {
+		t.Fatal(err)
+	}
+	out.waitFor(t, "ping\n")
+	if _, err := p.Stdin.Write([]byte("pong\n")); err != nil {
+		t.Fatal(err)
+	}
+	p.Stdin.Close()
+	if code, _, err := p.Wait(); err != nil || code != 0 {
+		t.Fatalf("cat: code %d err %v", code, err)
+	}
+	if got := out.all(t); got != "ping\npong\n" {
+		t.Fatalf("cat echoed %q", got)
+	}
+	p.Close()
+
+	if code, _, _ := execRun(t, rt, spec.ID, ExecOptions{Args: []string{"/bin/probe", "exit", "3"}}); code != 3 {
+		t.Fatalf("exit 3: code %d", code)
+	}
+	code, stdout, stderr := execRun(t, rt, spec.ID, ExecOptions{Args: []string{"/bin/probe", "echo"}})
+	if code != 0 || stdout != "hello stdout\n" || stderr != "hello stderr\n" {
+		t.Fatalf("echo: code %d stdout %q stderr %q", code, stdout, stderr)
+	}
+	if _, stdout, _ := execRun(t, rt, spec.ID, ExecOptions{Args: []string{"/bin/probe", "whoami"}}); stdout != "uid=1000 gid=1000 cwd=/bin\n" {
+		t.Fatalf("as the task: %q", stdout)
+	}
+	if _, stdout, _ := execRun(t, rt, spec.ID, ExecOptions{Args: []string{"/bin/probe", "whoami"}, User: "0", Cwd: "/tmp"}); stdout != "uid=0 gid=0 cwd=/tmp\n" {
+		t.Fatalf("-u 0 -w /tmp: %q", stdout)
+	}
+	_, stdout, _ = execRun(t, rt, spec.ID, ExecOptions{Args: []string{"/bin/probe", "env"}, Env: []string{"MODE=b", "EXTRA=x"}})
+	env := strings.Split(strings.TrimSpace(stdout), "\n")
+	for _, want := range []string{"APP=1", "MODE=b", "EXTRA=x", "HOME=/home/app"} {
+		if !slices.Contains(env, want) {
+			t.Errorf("env lacks %s: %q", want, env)
+		}
+	}
+	if slices.Contains(env, "MODE=a") {
+		t.Errorf("env kept the replaced MODE=a: %q", env)
+	}
+	if _, err := rt.ExecInteractive(ctx, spec.ID, ExecOptions{Args: []string{"/bin/probe"}, Env: []string{"=x"}}); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("env without a key: %v", err)
+	}
+}
+
+// TestExecTTY: with TTY the process runs on a terminal of the container's
+// own devpts, of the size asked for; a resize reaches it; typed input
+// arrives through the terminal; output uses terminal line endings.
+func TestExecTTY(t *testing.T) {
+	rt := newRuntime(t)
+	spec, _ := start(t, rt, Spec{Args: []string{"/bin/probe", "sleep"}})
+	running(t, rt, spec.ID)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := rt.ExecInteractive(ctx, spec.ID, ExecOptions{Args: []string{"/bin/probe", "ttywatch"}, TTY: true, Stdin: true, Rows: 24, Cols: 80})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if p.Stderr != nil {
+		t.Error("a terminal exec has a separate stderr")
+	}
+	out := collect(p.Stdout)
+	out.waitFor(t, "size=24x80\r\n")
+	if !strings.Contains(out.String(), "tty=/dev/pts/") {
+		t.Fatalf("not on a terminal of the container's devpts: %q", out.String())
+	}
+	if err := p.Resize(40, 100); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Stdin.Write([]byte("\n")); err != nil {
+		t.Fatal(err)
+	}
+	out.waitFor(t, "size=40x100\r\n")
+	if _, err := p.Stdin.Write([]byte("q\n")); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, err := p.Wait(); err != nil || code != 0 {
+		t.Fatalf("ttywatch: code %d err %v", code, err)
+	}
+
+	// Closing a terminal's input is an EOF to the reader, not a hang-up:
+	// cat ends by itself, its output complete.
+	p, err = rt.ExecInteractive(ctx, spec.ID, ExecOptions{Args: []string{"/bin/probe", "cat"}, TTY: true, Stdin: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	out = collect(p.Stdout)
+	if _, err := p.Stdin.Write([]byte("abc\n")); err != nil {
+		t.Fatal(err)
+	}
+	out.waitFor(t, "abc\r\nabc\r\n") // the terminal's echo, then cat's
+	if err := p.Stdin.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if code, sig, err := p.Wait(); err != nil || code != 0 || sig != 0 {
+		t.Fatalf("cat on a terminal after ^D: code %d signal %d err %v", code, sig, err)
+	}
+}
+
+// TestExecKilledWithContext: when the caller goes away the process and
+// what it started are killed; the container stays.
+func TestExecKilledWithContext(t *testing.T) {
+	rt := newRuntime(t)
+	spec, _ := start(t, rt, Spec{Args: []string{"/bin/probe", "sleep"}})
+	st := running(t, rt, spec.ID)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p, err := rt.ExecInteractive(ctx, spec.ID, ExecOptions{Args: []string{"/bin/probe", "sleeptree"}, TTY: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	out := collect(p.Stdout)
+	out.waitFor(t, "tree started")
+	cancel()
+	if code, sig, err := p.Wait(); err != nil || code != 137 || sig != 9 {
+		t.Fatalf("killed exec: code %d signal %d err %v", code, sig, err)
+	}
+	if left := cgroupProcs(t, spec.ID); !slices.Equal(left, []int{st.Pid}) {
+		t.Fatalf("after the killed exec the cgroup holds %v, want only init %d", left, st.Pid)
+	}
+	running(t, rt, spec.ID)
+}
+
+func TestExecInteractiveNotRunning(t *testing.T) {
+	rt := newRuntime(t)
+	ctx := context.Background()
+	if _, err := rt.ExecInteractive(ctx, "rt-unknown-task", ExecOptions{Args: []string{"/bin/probe", "true"}}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown task: %v", err)
+	}
+	spec, _ := start(t, rt, Spec{Args: []string{"/bin/probe", "exit", "0"}})
+	waitExit(t, rt, spec.ID)
+	if _, err := rt.ExecInteractive(ctx, spec.ID, ExecOptions{Args: []string{"/bin/probe", "true"}}); err == nil {
+		t.Fatal("exec in an exited container must fail")
+	}
+}
+
+// BenchmarkExecInteractive: start, run and reap `probe true` in a running
+// container with pipes (the cost of a `task exec` on the node).
+func BenchmarkExecInteractive(b *testing.B) {
+	rt := newRuntime(b)
+	spec, _ := start(b, rt, Spec{Args: []string{"/bin/probe", "sleep"}})
+	running(b, rt, spec.ID)
+	ctx := context.Background()
+	for b.Loop() {
+		p, err := rt.ExecInteractive(ctx, spec.ID, ExecOptions{Args: []string{"/bin/probe", "true"}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if code, _, err := p.Wait(); err != nil || code != 0 {
+			b.Fatalf("code %d err %v", code, err)
+		}
+		p.Close()
+	}
+}
