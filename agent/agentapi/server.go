@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"regexp"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -55,6 +56,12 @@ type Config struct {
 	// image's last tag deletes it as `docker rmi` does instead of leaving
 	// a <none> image until the next periodic collection.
 	CollectImages func(ctx context.Context) error
+	// Usage reads a running task's counters from its cgroup and network
+	// namespace (cpu_usage_ns, memory, pids, net bytes); nil: Stats
+	// answers UNAVAILABLE. StatsInterval is the sampling period of Stats
+	// (0: DefaultStatsInterval).
+	Usage         func(taskID string) (*shoalv1.TaskStats, error)
+	StatsInterval time.Duration
 }
 
 // DefaultMaxImageBytes caps an uploaded image archive. Images this large
