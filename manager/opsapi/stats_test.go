@@ -114,7 +114,9 @@ func (e *statsEnv) startAgent(nodeID string, tasks ...*shoalv1.Task) string {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- agentapi.ServeListener(ctx, ln, trusttest.NodeCerts(e.t, e.root, nodeID, trust.RoleWorker), srv) }()
+	go func() {
+		done <- agentapi.ServeListener(ctx, ln, trusttest.NodeCerts(e.t, e.root, nodeID, trust.RoleWorker), srv)
+	}()
 	e.t.Cleanup(func() {
 		cancel()
 		<-done
