@@ -102,6 +102,7 @@ func NewRootCommand(out, errOut io.Writer) *cobra.Command {
 	root.AddCommand(a.nodeVerbs()...)
 	root.AddCommand(a.nodeCmd(), a.serviceCmd(), a.networkCmd(), a.taskCmd(), a.clusterCmd(), a.tokenCmd(), a.eventsCmd(), a.versionCmd())
 	a.addLogsAndImages(root)
+	a.addStats(root)
 	root.AddCommand(a.adminCertCmd())
 	root.AddCommand(a.debugCmd())
 	return root
