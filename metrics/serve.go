@@ -13,9 +13,9 @@ import (
 	"github.com/shoal-dev/shoal/trust"
 )
 
-// DefaultPort is the --metrics-addr port when only a host is given (the
-// port the Prometheus exporters' registry lists for Docker's daemon
-// metrics, as operators expect it).
+// DefaultPort is the --metrics-addr port when only an IP is given: the
+// port of Docker's metrics-addr, which operators' scrape configurations
+// already know.
 const DefaultPort = 9323
 
 // ServeConfig configures Serve.
