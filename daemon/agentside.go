@@ -158,7 +158,7 @@ func (n *node) buildAgentSide(ctx context.Context) (*agentSide, error) {
 		disc = side.disc
 	}
 	side.ex, err = agent.NewExecutor(agent.ExecutorConfig{
-		Dir: dir, NodeDataDir: o.DataDir, Runtime: rt, Images: images, Network: netw, Overlay: ov, Discovery: disc,
+		Dir: dir, NodeDataDir: o.DataDir, Runtime: rt, Images: countingImages{images, n.metrics}, Network: netw, Overlay: ov, Discovery: disc,
 		Pull:       image.PullOptions{InsecureRegistries: st.InsecureRegistries},
 		NodeMemory: memTotal(), Logger: o.Logger.With("node_id", st.NodeID),
 		OnStatus: func(t *shoalv1.Task, st *shoalv1.TaskStatus) {
@@ -404,7 +404,7 @@ func (n *node) serveAgentAPI(ctx context.Context, side *agentSide) error {
 	st := n.state()
 	current, ongoing := n.agentAPICheck()
 	cfg := agentapi.Config{NodeID: st.NodeID, Tasks: side.ex.Tasks, LogPath: side.ex.LogPath,
-		Images: side.images, Logger: n.o.Logger, Current: current, Ongoing: ongoing,
+		Images: side.images, Logger: n.o.Logger, Current: current, Ongoing: ongoing, Usage: side.usage(),
 		CollectImages: func(ctx context.Context) error {
 			_, _, err := side.images.GC(ctx, side.ex.ImageInUse)
 			return err

@@ -59,6 +59,10 @@ type Options struct {
 	// those it receives (the managers' network state alone programs its
 	// overlay; for comparisons).
 	NoGossipHints bool
+	// MetricsAddr (--metrics-addr) is IP[:PORT] (default port 9323) where
+	// the node serves /metrics over mutual TLS; "" (default): not served
+	// (managers still serve it on their HTTPS API).
+	MetricsAddr string
 
 	// Seams replace parts of the node in tests; no flag sets them.
 	Seams Seams
@@ -90,6 +94,10 @@ func (o *Options) normalize() error {
 			return err
 		}
 		o.AdvertiseAddr = a
+	}
+	var err error
+	if o.MetricsAddr, err = metricsAddr(o.MetricsAddr); err != nil {
+		return err
 	}
 	if o.ListenAddr == "" {
 		o.ListenAddr = o.AdvertiseAddr

@@ -16,6 +16,7 @@ import (
 	"github.com/shoal-dev/shoal/agent/nullexec"
 	"github.com/shoal-dev/shoal/datadir"
 	"github.com/shoal-dev/shoal/manager"
+	"github.com/shoal-dev/shoal/metrics"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/trust"
 )
@@ -39,6 +40,7 @@ type node struct {
 	renewCh chan struct{}         // renew now (a shorter cluster lifetime; renew.go)
 	errCh   chan error            // fatal errors from the manager
 	gossip  *nodeGossip           // this node's gossip membership (gossip.go)
+	metrics *nodeMetrics          // the node's registry (metrics.go)
 }
 
 func runNode(ctx context.Context, o Options, st *datadir.Node, withBootstrap bool) error {
@@ -51,7 +53,7 @@ func runNode(ctx context.Context, o Options, st *datadir.Node, withBootstrap boo
 		return err
 	}
 	n := &node{o: o, log: o.Logger.With("node_id", st.NodeID), certs: certs, st: st,
-		bootstrapped: make(chan struct{}), roleCh: make(chan shoalv1.NodeRole, 1), renewCh: make(chan struct{}, 1), errCh: make(chan error, 1)}
+		metrics: newNodeMetrics(), bootstrapped: make(chan struct{}), roleCh: make(chan shoalv1.NodeRole, 1), renewCh: make(chan struct{}, 1), errCh: make(chan error, 1)}
 	if withBootstrap {
 		if n.boot, err = manager.LoadBootstrap(datadir.Dir(o.DataDir).BootstrapFile()); err != nil {
 			return err
@@ -100,6 +102,7 @@ func runNode(ctx context.Context, o Options, st *datadir.Node, withBootstrap boo
 	g, gctx := errgroup.WithContext(ctx)
 	if side != nil {
 		acfg.Executor = side.ex
+		n.metrics.addAgent(side)
 		acfg.Networks = side.networks()
 		acfg.AgentAddr = st.AgentAddr
 		g.Go(func() error { return side.ex.Run(gctx) })
@@ -129,6 +132,7 @@ func runNode(ctx context.Context, o Options, st *datadir.Node, withBootstrap boo
 		return err
 	})
 	g.Go(func() error { return n.roleLoop(gctx) })
+	g.Go(func() error { return n.serveMetrics(gctx) })
 	g.Go(func() error {
 		select {
 		case err := <-n.errCh:
@@ -237,6 +241,7 @@ func (n *node) startManager(ctx context.Context) error {
 	m := manager.New(manager.Config{
 		NodeID: n.st.NodeID, DataDir: n.o.DataDir, ListenAddr: n.st.ListenAddr, AdvertiseAddr: n.st.AdvertiseAddr,
 		Certs: n.certs, Bootstrap: n.boot, Logger: n.o.Logger, Gossip: n.gossip, Audit: audit,
+		Metrics: n.metrics.mgr, MetricsHandler: metrics.Handler(n.metrics.reg),
 	})
 	done := make(chan error, 1)
 	go func() {

@@ -8,7 +8,9 @@ import (
 	"github.com/shoal-dev/shoal/errdefs"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -31,6 +33,7 @@ import (
 	"github.com/shoal-dev/shoal/manager/opsapi"
 	"github.com/shoal-dev/shoal/manager/orchestrator"
 	"github.com/shoal-dev/shoal/manager/transport"
+	"github.com/shoal-dev/shoal/metrics"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
 	"github.com/shoal-dev/shoal/trust"
@@ -54,6 +57,12 @@ type Config struct {
 	Gossip dispatcher.GossipView
 	// Audit receives the audit records (execs: opsapi); nil: Logger.
 	Audit *slog.Logger
+	// Metrics is the node's manager metrics, fed by the store, dispatcher
+	// and orchestrator while this manager runs (nil: none).
+	Metrics *metrics.Manager
+	// MetricsHandler serves the node's registry; the HTTPS API serves it
+	// at /metrics (httpapi.Config.Metrics).
+	MetricsHandler http.Handler
 }
 
 // Manager is a running manager.
@@ -121,12 +130,15 @@ func (m *Manager) Run(ctx context.Context) error {
 		NodeID: cfg.NodeID, Addr: cfg.AdvertiseAddr, DataDir: raftDir, Transport: trans,
 		Bootstrap: cfg.Bootstrap != nil, Logger: cfg.Logger,
 		HeartbeatTimeout: cfg.HeartbeatTimeout, ElectionTimeout: cfg.ElectionTimeout, LeaderLeaseTimeout: cfg.LeaderLeaseTimeout,
+		OnCommit: cfg.Metrics.ObserveCommit, OnApply: cfg.Metrics.ObserveApply,
 	})
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("opening the raft store: %w", err)
 	}
 	m.store = store
+	cfg.Metrics.SetStore(metrics.RaftStore(store), filepath.Join(raftDir, "raft.db"))
+	defer cfg.Metrics.SetStore(nil, "")
 
 	// RenewNodeCertificate is served where it arrives (a follower answers
 	// UNAVAILABLE, the node tries the next manager): it issues for the
@@ -158,7 +170,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 2 * time.Second, PermitWithoutStream: true}),
 	)
-	disp := dispatcher.New(dispatcher.Config{Store: store, Logger: cfg.Logger, Managers: m.managers, Gossip: cfg.Gossip})
+	disp := dispatcher.New(dispatcher.Config{Store: store, Logger: cfg.Logger, Managers: m.managers, Gossip: cfg.Gossip, Metrics: cfg.Metrics})
 	member := membership.New(store, cfg.Logger)
 	shoalv1.RegisterControlServer(srv, controlapi.New(store, cfg.Logger))
 	shoalv1.RegisterDispatcherServer(srv, disp)
@@ -267,7 +279,7 @@ func (m *Manager) leaderLoop(ctx context.Context, disp *dispatcher.Dispatcher, m
 			lctx, cancel := context.WithCancel(ctx)
 			g, gctx := errgroup.WithContext(lctx)
 			g.Go(func() error { return m.ensureCluster(gctx) })
-			g.Go(func() error { return orchestrator.New(m.store, m.cfg.Logger).Run(gctx) })
+			g.Go(func() error { return orchestrator.New(m.store, m.cfg.Logger).WithMetrics(m.cfg.Metrics).Run(gctx) })
 			g.Go(func() error { return allocator.New(m.store, m.cfg.Logger).Run(gctx) })
 			g.Go(func() error { return disp.Run(gctx) })
 			g.Go(func() error { return member.Run(gctx) })

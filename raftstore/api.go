@@ -123,6 +123,10 @@ type Config struct {
 	// MaxEntryBytes bounds the encoded size of one Update's entry
 	// (default DefaultMaxEntryBytes).
 	MaxEntryBytes int
+	// OnCommit and OnApply, when set, receive how long each Update took
+	// from proposal to applied (on the leader) and how long the state
+	// machine took to apply each entry: the node's metrics.
+	OnCommit, OnApply func(time.Duration)
 
 	Logger *slog.Logger
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-memdb"
 	"github.com/hashicorp/raft"
@@ -29,6 +30,9 @@ type fsm struct {
 	// waitCh is closed (and cleared) when applied advances. It is made only
 	// when somebody waits, so Apply allocates nothing in the common case.
 	waitCh chan struct{}
+	// onApply receives each entry's apply time (Config.OnApply; metrics
+	// only: the clock never decides anything here).
+	onApply func(time.Duration)
 }
 
 // The FSM also receives configuration entries so that its applied index
@@ -43,6 +47,10 @@ func newFSM(log *slog.Logger, h *hub) *fsm {
 // it reads only the entry and the current state (never the clock), so every
 // replica ends in the same state and returns the same error.
 func (f *fsm) Apply(l *raft.Log) any {
+	if f.onApply != nil {
+		start := time.Now()
+		defer func() { f.onApply(time.Since(start)) }()
+	}
 	var act shoalv1.StoreAction
 	if err := proto.Unmarshal(l.Data, &act); err != nil {
 		f.advance(l.Index)

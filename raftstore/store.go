@@ -97,6 +97,7 @@ func open(cfg Config, opts options) (*Store, error) {
 		s.now = time.Now
 	}
 	s.fsm = newFSM(logger, s.hub)
+	s.fsm.onApply = cfg.OnApply
 
 	var (
 		stable raft.StableStore
@@ -293,9 +294,13 @@ func (s *Store) Update(ctx context.Context, fn func(WriteTx) error) (uint64, err
 	if err != nil {
 		return 0, err
 	}
+	start := time.Now()
 	f := s.raft.Apply(data, timeout)
 	if err := s.wait(ctx, f); err != nil {
 		return 0, s.mapRaftError("applying the change", err)
+	}
+	if s.cfg.OnCommit != nil {
+		s.cfg.OnCommit(time.Since(start))
 	}
 	if rerr, ok := f.Response().(error); ok && rerr != nil {
 		return 0, rerr

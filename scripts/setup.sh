@@ -10,8 +10,9 @@ cd "$(dirname "$0")/.."
 # e2e tests push to); etcd-server, etcd-client and runc (the references in
 # the benchmarks); busybox-static (/bin/busybox: the rootfs of
 # `make bench-runtime`); iperf3 (overlay/ throughput benchmark: VXLAN vs
-# underlay).
-pkgs=(iproute2 iputils-ping curl libseccomp-dev docker-registry runc etcd-server etcd-client busybox-static iperf3)
+# underlay); prometheus (promtool checks the /metrics text in unit tests,
+# the e2e scrapes a cluster with the real server).
+pkgs=(iproute2 iputils-ping curl libseccomp-dev docker-registry runc etcd-server etcd-client busybox-static iperf3 prometheus)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

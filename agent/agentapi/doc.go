@@ -20,6 +20,12 @@
 //   - LoadImage receives an image archive in chunks into a temp file in the
 //     image store's tmp/ area (capped in size, and refused before the disk
 //     fills), then loads it; ListImages and RemoveImage list and untag.
+//   - Stats samples the running tasks' cgroups and network namespaces
+//     (Config.Usage) every StatsInterval (1 s) and sends CPU % over the
+//     interval, memory used and its limit, pids and network bytes: once,
+//     or per interval while the manager listens. Headers go out at once,
+//     so a relaying manager knows the node answers before the first
+//     sample. Tasks not here or not running are warnings.
 //
 // Only holders of cluster certificates get in (the listener requires a
 // client certificate verified against the cluster CA), and trust.AgentPolicy

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"regexp"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -57,6 +58,12 @@ type Config struct {
 	CollectImages func(ctx context.Context) error
 	// Execer runs Exec (exec.go); nil: Exec answers UNAVAILABLE.
 	Execer Execer
+	// Usage reads a running task's counters from its cgroup and network
+	// namespace (cpu_usage_ns, memory, pids, net bytes); nil: Stats
+	// answers UNAVAILABLE. StatsInterval is the sampling period of Stats
+	// (0: DefaultStatsInterval).
+	Usage         func(taskID string) (*shoalv1.TaskStats, error)
+	StatsInterval time.Duration
 }
 
 // DefaultMaxImageBytes caps an uploaded image archive. Images this large

@@ -90,4 +90,14 @@
 // state dir. The parent (/shoal) stays: removing it could race with a
 // concurrent Start; [RemoveCgroupParent] is for tests and benchmarks
 // that own theirs.
+//
+// # Usage
+//
+// [Libcontainer.Usage] reads a running task's counters for metrics and
+// `task stats` straight from its cgroup files (cgroup v1 controllers or
+// the v2 unified hierarchy: CPU time, memory less inactive file pages and
+// the limit, pids and their limit) and its network bytes from
+// /proc/<pid>/net/dev of a process in the cgroup (the interfaces of the
+// task's network namespace, loopback excluded). Nothing is cached: a
+// scrape or a stats sample reads a few small files per task.
 package runtime

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/shoal-dev/shoal/metrics"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
 	"github.com/shoal-dev/shoal/trust"
@@ -58,6 +59,9 @@ type Config struct {
 	// corroborate heartbeats (see verdict) and recorded in NodeStatus.
 	// Nil: heartbeats alone decide.
 	Gossip GossipView
+	// Metrics counts sessions, heartbeats and status batch sizes (nil:
+	// none).
+	Metrics *metrics.Manager
 }
 
 // Dispatcher implements shoalv1.DispatcherServer.
@@ -300,6 +304,7 @@ func (d *Dispatcher) writeStatuses(ctx context.Context, in <-chan statusUpdate) 
 		}
 		timer = nil
 		batch := takeStatuses(pending, d.statusSize)
+		d.cfg.Metrics.StatusBatch(len(batch))
 		if len(pending) > 0 {
 			timer = time.After(0) // the rest in the next bounded entry
 		}

@@ -82,6 +82,8 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	d.sessions[id.NodeID] = sess
 	d.lastSeen[id.NodeID] = time.Now()
 	d.mu.Unlock()
+	d.cfg.Metrics.SessionOpened()
+	defer d.cfg.Metrics.SessionClosed()
 	defer func() {
 		d.mu.Lock()
 		if d.sessions[id.NodeID] == sess {
@@ -276,6 +278,7 @@ func (d *Dispatcher) receive(ctx context.Context, stream shoalv1.Dispatcher_Sess
 		d.seen(nodeID)
 		switch m := msg.GetMsg().(type) {
 		case *shoalv1.AgentMessage_Heartbeat:
+			d.cfg.Metrics.Heartbeat()
 			if err := stream.Send(&shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_HeartbeatAck{HeartbeatAck: &shoalv1.Heartbeat{}}}); err != nil {
 				return err
 			}

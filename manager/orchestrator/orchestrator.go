@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/shoal-dev/shoal/metrics"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
 )
@@ -45,6 +46,15 @@ type Orchestrator struct {
 	maxEntryOps, maxEntryBytes int
 	// rebalanceSettle is RebalanceSettle; tests shorten it.
 	rebalanceSettle time.Duration
+	// metrics counts passes and times placements (nil: none).
+	metrics *metrics.Manager
+}
+
+// WithMetrics feeds the node's metrics (passes per loop, placement
+// latency); call before Run.
+func (o *Orchestrator) WithMetrics(m *metrics.Manager) *Orchestrator {
+	o.metrics = m
+	return o
 }
 
 // New returns an orchestrator over the store; Run starts it.
@@ -159,6 +169,7 @@ func (o *Orchestrator) serve(ctx context.Context, l loop, sub raftstore.Subscrip
 			arm(0)
 		case <-debounce.C:
 			debouncing = false
+			o.metrics.OrchestratorPass(l.name())
 			next, err := l.pass(ctx, o.now())
 			var after time.Duration
 			switch {

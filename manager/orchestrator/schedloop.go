@@ -93,6 +93,7 @@ func (s *schedLoop) pass(ctx context.Context, _ time.Time) (time.Time, error) {
 		return time.Time{}, nil
 	}
 	var res schedResult
+	start := time.Now()
 	err := s.o.conflictRetry(ctx, func(tx raftstore.WriteTx, now time.Time) error {
 		res = schedResult{}
 		return scheduleTx(tx, now, &res, s.after, s.o.budget())
@@ -101,6 +102,9 @@ func (s *schedLoop) pass(ctx context.Context, _ time.Time) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("scheduling: %w", err)
 	}
 	s.after = res.last
+	if res.batch > 0 {
+		s.o.metrics.ObservePlacement(time.Since(start), len(res.assigned))
+	}
 	if len(res.assigned) > 0 {
 		s.idle = 0
 	} else {

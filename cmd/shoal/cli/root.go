@@ -106,6 +106,7 @@ func NewRootCommand(out, errOut io.Writer) *cobra.Command {
 	root.AddCommand(a.nodeVerbs()...)
 	root.AddCommand(a.nodeCmd(), a.serviceCmd(), a.networkCmd(), a.taskCmd(), a.clusterCmd(), a.tokenCmd(), a.eventsCmd(), a.versionCmd())
 	a.addLogsAndImages(root)
+	a.addStats(root)
 	root.AddCommand(a.adminCertCmd())
 	root.AddCommand(a.debugCmd())
 	return root
@@ -197,6 +198,7 @@ func bindAgent(c *cobra.Command, o *daemon.Options) {
 	f.StringArrayVar(&o.LoadImages, "load-image", nil, "image archive (OCI layout/archive or docker save) to load at start (repeatable)")
 	f.Var(sizeFlag{&o.MaxLayerBytes}, "max-layer-bytes", "most file bytes one image layer may unpack to, e.g. 16g (default 16GiB)")
 	f.IntVar(&o.MaxLayerEntries, "max-layer-entries", 0, "most entries one image layer may hold (default 1000000)")
+	f.StringVar(&o.MetricsAddr, "metrics-addr", "", "IP[:PORT] to serve Prometheus /metrics on over mutual TLS, admin or manager certificates (default port 9323; default: off)")
 	f.IntVar(&o.GossipPort, "gossip-port", 0, "TCP and UDP port of this node's gossip membership on its advertise IP (default 7946; -1: no gossip)")
 	// For comparisons: the overlay programmed by the managers' state alone.
 	f.BoolVar(&o.NoGossipHints, "no-gossip-hints", false, "neither gossip endpoint hints nor apply received ones")
