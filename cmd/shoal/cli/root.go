@@ -104,6 +104,7 @@ func NewRootCommand(out, errOut io.Writer) *cobra.Command {
 	a.addLogsAndImages(root)
 	root.AddCommand(a.adminCertCmd())
 	root.AddCommand(a.debugCmd())
+	root.AddCommand(a.benchCmd())
 	return root
 }
 
