@@ -149,7 +149,15 @@ func (e *Executor) Updates() <-chan struct{} { return e.notify }
 // adds nothing: the full set that opens the session re-queues (Assign).
 func (e *Executor) TakeUpdates(all bool) []*shoalv1.TaskStatusUpdate {
 	e.mu.Lock()
-	out := e.pending
+	out := e.pending[:0:0]
+	for _, u := range e.pending {
+		s := e.seen[u.GetTaskId()]
+		if _, held := e.tasks[u.GetTaskId()]; !held || s == nil ||
+			(u.GetStatus().GetState() == shoalv1.TaskState_TASK_STATE_RUNNING && s.reported != shoalv1.TaskState_TASK_STATE_RUNNING) {
+			continue // removed, or told to stop, since the report was queued
+		}
+		out = append(out, u)
+	}
 	e.pending = nil
 	for _, id := range e.starting {
 		s := e.seen[id]

@@ -105,7 +105,7 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	// Snapshot and subscription must line up: subscribe from the index just
 	// after the view the full set is built from.
 	view := d.cfg.Store.View()
-	sub, err := d.cfg.Store.Watch(ctx, view.Index()+1, raftstore.KindTask, raftstore.KindNode, raftstore.KindNetwork, raftstore.KindService, raftstore.KindCluster)
+	sub, err := d.cfg.Store.WatchFiltered(ctx, view.Index()+1, sessionEvents(id.NodeID), raftstore.KindTask, raftstore.KindNode, raftstore.KindNetwork, raftstore.KindService, raftstore.KindCluster)
 	if err != nil {
 		return errdefs.Unavailablef("watching the store: %v", err)
 	}
@@ -164,6 +164,19 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 				return err
 			}
 		}
+	}
+}
+
+// sessionEvents selects the store events a node's session acts on: its
+// own tasks, the tasks of networks (their endpoints are peers of every
+// node on the network), and every event of the other kinds. Filtering
+// in the store's hub keeps a burst of other nodes' tasks from costing
+// every session a hand-off per task: with thousands of sessions that was
+// most of the leader's CPU (see README, "Scheduler at scale").
+func sessionEvents(nodeID string) func(*shoalv1.WatchEvent) bool {
+	return func(ev *shoalv1.WatchEvent) bool {
+		t := ev.GetObject().GetTask()
+		return t == nil || t.GetNodeId() == nodeID || len(t.GetNetworks()) > 0
 	}
 }
 

@@ -51,7 +51,8 @@ seen every task ASSIGNED (committed) and RUNNING (committed). Prints the
 rates and the leader's RSS; the last line is "R tasks/s" (to RUNNING).
 
 --state DIR keeps the managers' data and the simulated identities, so that
-a later run with the same --managers skips the join.`,
+a later run with the same --managers skips the join (it first removes the
+services a previous run left).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
@@ -135,6 +136,8 @@ func runBenchSchedule(ctx context.Context, out, errOut io.Writer, o benchOptions
 		defer os.RemoveAll(r.root)
 	} else if r.root, err = filepath.Abs(r.root); err != nil {
 		return err
+	} else if err := os.MkdirAll(r.root, 0o700); err != nil {
+		return fmt.Errorf("--state: %w", err)
 	}
 	defer r.stopManagers()
 	if err := r.startManagers(ctx); err != nil {
@@ -474,7 +477,9 @@ func (r *benchRun) run(ctx context.Context) error {
 
 	profDone := make(chan error, 1)
 	if o.profile != "" {
-		go func() { profDone <- fetchProfile(ctx, leader.debugAddr, o.profileSeconds, o.profile) }()
+		go func() {
+			profDone <- fetchPprof(ctx, leader.debugAddr, fmt.Sprintf("profile?seconds=%d", o.profileSeconds), o.profile)
+		}()
 	}
 
 	// Create the services, a few at a time, and time from the first call.
@@ -542,9 +547,11 @@ func (r *benchRun) run(ctx context.Context) error {
 			r.logf("leader CPU profile (%d s from service creation) in %s", o.profileSeconds, o.profile)
 		}
 	}
-	if o.state != "" {
-		if err := r.removeServices(ctx); err != nil {
-			return err
+	if o.profile != "" {
+		if err := fetchPprof(ctx, leader.debugAddr, "heap", o.profile+".heap"); err != nil {
+			r.logf("heap profile: %v", err)
+		} else {
+			r.logf("leader heap profile at the end in %s.heap", o.profile)
 		}
 	}
 	rate := func(d time.Duration) float64 { return float64(o.tasks) / d.Seconds() }
@@ -631,6 +638,9 @@ func (r *benchRun) removeServices(ctx context.Context) error {
 			r.logf("removed %d service(s) in %.1f s", n, time.Since(start).Seconds())
 			return nil
 		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("tasks of the removed services still there after 10 minutes (%v)", err)
 		}
@@ -659,10 +669,11 @@ func (r *benchRun) countRunning(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// fetchProfile writes a CPU profile of seconds from the pprof endpoint at
-// addr (SHOAL_DEBUG_ADDR of the leader) to path.
-func fetchProfile(ctx context.Context, addr string, seconds int, path string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, seconds), nil)
+// fetchPprof writes the pprof profile named by what (profile?seconds=N,
+// heap) from the endpoint at addr (SHOAL_DEBUG_ADDR of the leader) to
+// path.
+func fetchPprof(ctx context.Context, addr, what, path string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/debug/pprof/%s", addr, what), nil)
 	if err != nil {
 		return err
 	}
