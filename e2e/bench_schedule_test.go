@@ -33,7 +33,7 @@ func TestBenchScheduleTiny(t *testing.T) {
 	for _, want := range []string{
 		"to ASSIGNED (committed): 200 tasks in ",
 		"to RUNNING (committed): 200 tasks in ",
-		"verified: 200 of 200 tasks RUNNING (ListTasks)",
+		"verified: 200 of 200 tasks RUNNING (ListTasks); nodes marked down during the run: ",
 		"simulated nodes 20 (20 joined in ",
 		"services 2, tasks 200",
 	} {

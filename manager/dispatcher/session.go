@@ -296,11 +296,43 @@ func (d *Dispatcher) receive(ctx context.Context, stream shoalv1.Dispatcher_Sess
 			return &goodbyeError{msg: m.Goodbye}
 		case *shoalv1.AgentMessage_Status:
 			for _, u := range d.reportable(d.cfg.Store.View(), nodeID, m.Status.GetUpdates()) {
-				select {
-				case statusCh <- statusUpdate{nodeID: nodeID, upd: u}:
-				case <-ctx.Done():
-					return ctx.Err()
+				if err := d.queueStatus(ctx, stream, nodeID, statusCh, statusUpdate{nodeID: nodeID, upd: u}); err != nil {
+					return err
 				}
+			}
+		}
+	}
+}
+
+// statusWaitTick is how often a session waiting on the status writer
+// keeps its node alive (see queueStatus).
+const statusWaitTick = 200 * time.Millisecond
+
+// queueStatus hands u to the status writer. While the writer is behind
+// (its queue full: this manager is the slow one, the node has just
+// spoken and its heartbeats wait unread behind this message), the node
+// is marked seen and told the manager is alive (a heartbeat ack), every
+// statusWaitTick: judging it by the heartbeats not read turned a busy
+// leader's backlog into nodes marked down and their tasks replaced, and
+// the agents, hearing nothing, dropped their sessions and dialled again.
+func (d *Dispatcher) queueStatus(ctx context.Context, stream shoalv1.Dispatcher_SessionServer, nodeID string, ch chan<- statusUpdate, u statusUpdate) error {
+	select {
+	case ch <- u:
+		return nil
+	default:
+	}
+	tick := time.NewTicker(statusWaitTick)
+	defer tick.Stop()
+	for {
+		select {
+		case ch <- u:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+			d.seen(nodeID)
+			if err := stream.Send(&shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_HeartbeatAck{HeartbeatAck: &shoalv1.Heartbeat{}}}); err != nil {
+				return err
 			}
 		}
 	}
