@@ -105,10 +105,23 @@ func (h *hub) publish(events []*shoalv1.WatchEvent, index uint64) {
 	if len(events) == 0 && drop == 0 {
 		return
 	}
+	end := h.nextSeq()
 	for s := range h.subs {
 		if s.next < h.oldest {
 			h.endLocked(s, ErrSlowConsumer)
 			continue
+		}
+		if s.keep != nil {
+			// Look at the new events here, once, and wake the pump only
+			// if one is wanted: a thousand filtered subscribers (sessions)
+			// woken per entry to find nothing queued on the hub's lock
+			// and starved the goroutines that answer heartbeats.
+			for s.next < end && !s.wants(h.ring[s.next-h.oldest]) {
+				s.next++
+			}
+			if s.next == end {
+				continue
+			}
 		}
 		select {
 		case s.notify <- struct{}{}:

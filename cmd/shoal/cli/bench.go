@@ -77,9 +77,9 @@ services a previous run left).`,
 	f.StringVar(&o.profile, "profile", "", "write a CPU profile of the leader (from service creation on) to this file")
 	f.IntVar(&o.profileSeconds, "profile-seconds", 30, "length of the --profile")
 	f.IntVar(&o.joinParallel, "join-parallel", 16, "joins in flight at once")
-	f.IntVar(&o.wave, "wave", 500, "sessions opened at once")
+	f.IntVar(&o.wave, "wave", 100, "sessions opened at once (a wave must be open before the next dials)")
 	f.DurationVar(&o.runTimeout, "run-timeout", 15*time.Minute, "give up when the tasks are not all RUNNING after this")
-	f.BoolVar(&o.verbose, "verbose", false, "log the simulated agents (warnings and errors)")
+	f.BoolVar(&o.verbose, "verbose", false, "log the simulated agents (sessions opened and ended, errors) to stderr")
 	f.StringVar(&o.shoalBin, "shoal-bin", "", "binary to start the managers with (default: this one)")
 	_ = f.MarkHidden("shoal-bin")
 	c.AddCommand(s)
@@ -453,7 +453,7 @@ func (r *benchRun) run(ctx context.Context) error {
 
 	var agentLog *slog.Logger
 	if o.verbose {
-		agentLog = slog.New(slog.NewTextHandler(r.log, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		agentLog = slog.New(slog.NewTextHandler(r.log, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
 	counters := &simagent.Counters{Target: int64(o.tasks)}
 	r.logf("opening %d sessions (%d at a time)", o.nodes, o.wave)
