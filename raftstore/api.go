@@ -185,6 +185,9 @@ type API interface {
 	// Watch delivers events with index >= fromIndex (0: from the next
 	// entry); ErrCompacted when fromIndex is older than the retained ring.
 	Watch(ctx context.Context, fromIndex uint64, kinds ...Kind) (Subscription, error)
+	// WatchFiltered is Watch delivering only the events keep accepts
+	// (called under the hub's lock: quick, non-blocking).
+	WatchFiltered(ctx context.Context, fromIndex uint64, keep func(*shoalv1.WatchEvent) bool, kinds ...Kind) (Subscription, error)
 	AppliedIndex() uint64
 	Snapshot() error
 }

@@ -54,6 +54,13 @@
 // an event the consumer had not read, so a burst of any size does not cut
 // a consumer that keeps reading.
 //
+// WatchFiltered adds a filter run inside the hub: the publisher evaluates
+// it once per new event and wakes a subscriber only when it has something
+// to deliver, and a filtered subscriber is moved over unwanted events
+// before the ring drops them, so it is cut only for missing one it wants.
+// A thousand dispatcher sessions, each wanting its own node's tasks, cost
+// one call per event each instead of a channel hand-off and a wake-up.
+//
 // # Limits
 //
 // Update refuses a change that encodes to more than Config.MaxEntryBytes

@@ -261,6 +261,20 @@ func (s *Store) Watch(ctx context.Context, fromIndex uint64, kinds ...Kind) (Sub
 	return sub, nil
 }
 
+// WatchFiltered is Watch delivering only the events keep accepts. keep
+// runs inside the hub, on the ring, so a subscriber that wants a small
+// part of the events (a dispatcher session: its node's tasks among every
+// node's) costs one call per event instead of a channel hand-off and a
+// wake-up per event. keep is called with the hub's lock held: it must be
+// quick, must not block and must not call the store.
+func (s *Store) WatchFiltered(ctx context.Context, fromIndex uint64, keep func(*shoalv1.WatchEvent) bool, kinds ...Kind) (Subscription, error) {
+	sub, err := s.hub.watchFiltered(ctx, fromIndex, kinds, keep)
+	if err != nil {
+		return nil, err
+	}
+	return sub, nil
+}
+
 // Update runs fn on a WriteTx over a fresh view and proposes its changes as
 // one raft entry, applied all-or-nothing; it returns the entry's index (0
 // when fn changed nothing: nothing is proposed). A change that encodes to

@@ -75,13 +75,25 @@ func (h *hub) publish(events []*shoalv1.WatchEvent, index uint64) {
 	}
 	drop := 0
 	for len(h.ring)-drop > h.cap && h.ring[drop].ev.GetIndex() < index {
-		if i := h.ring[drop].ev.GetIndex(); i >= h.start {
-			h.start = i + 1
-		}
-		h.ring[drop] = ringEntry{} // let the event be collected
 		drop++
 	}
 	if drop > 0 {
+		// A filtered subscription that has not looked at the events about
+		// to go is moved over those it does not want, so it is cut only
+		// for missing one it does.
+		for s := range h.subs {
+			if s.keep != nil {
+				for s.next < h.oldest+uint64(drop) && !s.wants(h.ring[s.next-h.oldest]) {
+					s.next++
+				}
+			}
+		}
+		for i := range drop {
+			if idx := h.ring[i].ev.GetIndex(); idx >= h.start {
+				h.start = idx + 1
+			}
+			h.ring[i] = ringEntry{} // let the event be collected
+		}
 		h.ring = h.ring[drop:]
 		h.oldest += uint64(drop)
 	}
@@ -93,10 +105,23 @@ func (h *hub) publish(events []*shoalv1.WatchEvent, index uint64) {
 	if len(events) == 0 && drop == 0 {
 		return
 	}
+	end := h.nextSeq()
 	for s := range h.subs {
 		if s.next < h.oldest {
 			h.endLocked(s, ErrSlowConsumer)
 			continue
+		}
+		if s.keep != nil {
+			// Look at the new events here, once, and wake the pump only
+			// if one is wanted: a thousand filtered subscribers (sessions)
+			// woken per entry to find nothing queued on the hub's lock
+			// and starved the goroutines that answer heartbeats.
+			for s.next < end && !s.wants(h.ring[s.next-h.oldest]) {
+				s.next++
+			}
+			if s.next == end {
+				continue
+			}
 		}
 		select {
 		case s.notify <- struct{}{}:
@@ -117,7 +142,7 @@ func (h *hub) take(s *subscription, buf []*shoalv1.WatchEvent) (_ []*shoalv1.Wat
 	for s.next < end && len(buf) < pumpBatch {
 		e := h.ring[s.next-h.oldest]
 		s.next++
-		if e.ev.GetIndex() >= s.from && s.mask.has(e.kind) {
+		if s.wants(e) {
 			buf = append(buf, e.ev)
 		}
 	}
@@ -126,6 +151,11 @@ func (h *hub) take(s *subscription, buf []*shoalv1.WatchEvent) (_ []*shoalv1.Wat
 
 // watch registers a subscription; see Store.Watch.
 func (h *hub) watch(ctx context.Context, from uint64, kinds []Kind) (*subscription, error) {
+	return h.watchFiltered(ctx, from, kinds, nil)
+}
+
+// watchFiltered registers a subscription; see Store.WatchFiltered.
+func (h *hub) watchFiltered(ctx context.Context, from uint64, kinds []Kind, keep func(*shoalv1.WatchEvent) bool) (*subscription, error) {
 	mask, err := kindMaskOf(kinds)
 	if err != nil {
 		return nil, err
@@ -147,7 +177,7 @@ func (h *hub) watch(ctx context.Context, from uint64, kinds []Kind) (*subscripti
 	// replay (the end of the ring when from is in the future).
 	first := sort.Search(len(h.ring), func(i int) bool { return h.ring[i].ev.GetIndex() >= from })
 	s := &subscription{
-		hub: h, from: from, mask: mask, next: h.oldest + uint64(first),
+		hub: h, from: from, mask: mask, keep: keep, next: h.oldest + uint64(first),
 		ch: make(chan *shoalv1.WatchEvent, chanBuffer), notify: make(chan struct{}, 1), done: make(chan struct{}),
 	}
 	h.subs[s] = struct{}{}
@@ -208,6 +238,8 @@ type subscription struct {
 	hub  *hub
 	from uint64
 	mask kindMask
+	// keep, if set, selects the events delivered (see Store.WatchFiltered).
+	keep func(*shoalv1.WatchEvent) bool
 	// next is the sequence number of the next ring event to look at.
 	next uint64
 	// ch is written and closed only by pump.
@@ -219,6 +251,11 @@ type subscription struct {
 }
 
 var _ Subscription = (*subscription)(nil)
+
+// wants says whether s delivers e; called with hub.mu held.
+func (s *subscription) wants(e ringEntry) bool {
+	return e.ev.GetIndex() >= s.from && s.mask.has(e.kind) && (s.keep == nil || s.keep(e.ev))
+}
 
 // pump feeds ch from the ring until the subscription ends, then closes it.
 // Events it holds when the end comes are dropped: a consumer resumes from

@@ -90,8 +90,12 @@ func New(cfg Config) *Dispatcher {
 	if cfg.StatusFlush == 0 {
 		cfg.StatusFlush = 2 * time.Millisecond
 	}
-	return &Dispatcher{cfg: cfg, log: cfg.Logger.With("component", "dispatcher"),
+	d := &Dispatcher{cfg: cfg, log: cfg.Logger.With("component", "dispatcher"),
 		sessions: map[string]*session{}, lastSeen: map[string]time.Time{}}
+	if cfg.Store != nil {
+		d.nets.latest = func() raftstore.Reader { return cfg.Store.View() }
+	}
+	return d
 }
 
 // settings returns the heartbeat period and how many may be missed.

@@ -5,7 +5,12 @@
 // node's full task assignment set, and from then on diffs of that set as the
 // store changes. The agent heartbeats on the same stream and sends task
 // status updates in batches; the dispatcher coalesces status updates from all
-// sessions into one raft entry per flush.
+// sessions into one raft entry per flush. A session watches the store
+// through raftstore's WatchFiltered, keeping only its node's tasks, tasks
+// on networks and the other kinds (sessionEvents), so thousands of
+// sessions do not each handle every task event. A session whose status
+// report waits on a full status queue keeps its node seen and
+// acknowledged meanwhile (queueStatus): the manager is the slow one.
 //
 // After the full assignment set the session sends the node's networks
 // (SessionMessage.networks, full=true) and, after every burst of relevant
@@ -13,7 +18,9 @@
 // (full=false). NodeNetworks (networks.go) is the per-node computation:
 // which networks, their endpoints (tasks ASSIGNED..RUNNING on nodes not
 // DOWN, with the node's underlay address) and VIPs; networks.go documents
-// the choices and the chunking.
+// the choices and the chunking. The per-node states are computed once for
+// all sessions (netCache), from the newest view, and reused by every
+// session whose view is no newer.
 //
 // Liveness is tracked in memory (heartbeats are not written to raft): a node
 // whose heartbeats stop for HeartbeatPeriod * DownAfterMissed is marked DOWN,

@@ -99,6 +99,10 @@ func NodeNetworks(r raftstore.Reader, nodeID string) []*shoalv1.NetworkState {
 // AllNodeNetworks computes every node's network states in one scan of the
 // tasks; nodes share the NetworkState of a network (read-only).
 func AllNodeNetworks(r raftstore.Reader) map[string][]*shoalv1.NetworkState {
+	if len(r.List(raftstore.KindNetwork)) == 0 {
+		// No network, no state: skip the scan of every task and node.
+		return map[string][]*shoalv1.NetworkState{}
+	}
 	nodes := map[string]*shoalv1.Node{}
 	for _, n := range raftstore.List[*shoalv1.Node](r) {
 		nodes[n.GetMeta().GetId()] = n
@@ -225,18 +229,33 @@ func localState(ns *shoalv1.NetworkState, node string) *shoalv1.NetworkState {
 
 // netCache shares one AllNodeNetworks computation between the sessions
 // that handle the same burst: each asks for the view it reads, and the
-// first one at a new raft index computes for all.
+// first one past the cached raft index computes for all, from the
+// newest view (latest), so that those that queued behind it meanwhile
+// find it new enough. A state newer than the asker's view is as good to
+// send: its later events only lead to the same state again. (Computing
+// for each asker's own index, as the index moved on with every entry,
+// had a thousand sessions queue behind one scan of every task each.)
 type netCache struct {
 	mu     sync.Mutex
 	index  uint64
 	byNode map[string][]*shoalv1.NetworkState
+	// latest returns the store's current view (nil: the asker's view).
+	latest func() raftstore.Reader
+	// computed counts computations (tests).
+	computed int
 }
 
 func (c *netCache) get(r raftstore.Reader, nodeID string) []*shoalv1.NetworkState {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.byNode == nil || c.index != r.Index() {
+	if c.byNode == nil || c.index < r.Index() {
+		if c.latest != nil {
+			if v := c.latest(); v.Index() > r.Index() {
+				r = v
+			}
+		}
 		c.byNode, c.index = AllNodeNetworks(r), r.Index()
+		c.computed++
 	}
 	return c.byNode[nodeID]
 }

@@ -107,7 +107,7 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	// Snapshot and subscription must line up: subscribe from the index just
 	// after the view the full set is built from.
 	view := d.cfg.Store.View()
-	sub, err := d.cfg.Store.Watch(ctx, view.Index()+1, raftstore.KindTask, raftstore.KindNode, raftstore.KindNetwork, raftstore.KindService, raftstore.KindCluster)
+	sub, err := d.cfg.Store.WatchFiltered(ctx, view.Index()+1, sessionEvents(id.NodeID), raftstore.KindTask, raftstore.KindNode, raftstore.KindNetwork, raftstore.KindService, raftstore.KindCluster)
 	if err != nil {
 		return errdefs.Unavailablef("watching the store: %v", err)
 	}
@@ -166,6 +166,19 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 				return err
 			}
 		}
+	}
+}
+
+// sessionEvents selects the store events a node's session acts on: its
+// own tasks, the tasks of networks (their endpoints are peers of every
+// node on the network), and every event of the other kinds. Filtering
+// in the store's hub keeps a burst of other nodes' tasks from costing
+// every session a hand-off per task: with thousands of sessions that was
+// most of the leader's CPU (see README, "Scheduler at scale").
+func sessionEvents(nodeID string) func(*shoalv1.WatchEvent) bool {
+	return func(ev *shoalv1.WatchEvent) bool {
+		t := ev.GetObject().GetTask()
+		return t == nil || t.GetNodeId() == nodeID || len(t.GetNetworks()) > 0
 	}
 }
 
@@ -286,11 +299,43 @@ func (d *Dispatcher) receive(ctx context.Context, stream shoalv1.Dispatcher_Sess
 			return &goodbyeError{msg: m.Goodbye}
 		case *shoalv1.AgentMessage_Status:
 			for _, u := range d.reportable(d.cfg.Store.View(), nodeID, m.Status.GetUpdates()) {
-				select {
-				case statusCh <- statusUpdate{nodeID: nodeID, upd: u}:
-				case <-ctx.Done():
-					return ctx.Err()
+				if err := d.queueStatus(ctx, stream, nodeID, statusCh, statusUpdate{nodeID: nodeID, upd: u}); err != nil {
+					return err
 				}
+			}
+		}
+	}
+}
+
+// statusWaitTick is how often a session waiting on the status writer
+// keeps its node alive (see queueStatus).
+const statusWaitTick = 200 * time.Millisecond
+
+// queueStatus hands u to the status writer. While the writer is behind
+// (its queue full: this manager is the slow one, the node has just
+// spoken and its heartbeats wait unread behind this message), the node
+// is marked seen and told the manager is alive (a heartbeat ack), every
+// statusWaitTick: judging it by the heartbeats not read turned a busy
+// leader's backlog into nodes marked down and their tasks replaced, and
+// the agents, hearing nothing, dropped their sessions and dialled again.
+func (d *Dispatcher) queueStatus(ctx context.Context, stream shoalv1.Dispatcher_SessionServer, nodeID string, ch chan<- statusUpdate, u statusUpdate) error {
+	select {
+	case ch <- u:
+		return nil
+	default:
+	}
+	tick := time.NewTicker(statusWaitTick)
+	defer tick.Stop()
+	for {
+		select {
+		case ch <- u:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+			d.seen(nodeID)
+			if err := stream.Send(&shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_HeartbeatAck{HeartbeatAck: &shoalv1.Heartbeat{}}}); err != nil {
+				return err
 			}
 		}
 	}

@@ -109,6 +109,7 @@ func NewRootCommand(out, errOut io.Writer) *cobra.Command {
 	a.addStats(root)
 	root.AddCommand(a.adminCertCmd())
 	root.AddCommand(a.debugCmd())
+	root.AddCommand(a.benchCmd())
 	return root
 }
 

@@ -1,0 +1,37 @@
+package dispatcher
+
+import (
+	"testing"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// TestSessionEvents: a session's watch keeps its node's tasks, tasks on
+// networks (peers of every node on them) and every other kind, and drops
+// other nodes' tasks.
+func TestSessionEvents(t *testing.T) {
+	task := func(node string, nets ...string) *shoalv1.WatchEvent {
+		tk := &shoalv1.Task{Meta: &shoalv1.Meta{Id: "t"}, NodeId: node}
+		for _, n := range nets {
+			tk.Networks = append(tk.Networks, &shoalv1.NetworkAttachment{NetworkId: n})
+		}
+		return &shoalv1.WatchEvent{Object: &shoalv1.StoreObject{Object: &shoalv1.StoreObject_Task{Task: tk}}}
+	}
+	for _, c := range []struct {
+		name string
+		ev   *shoalv1.WatchEvent
+		want bool
+	}{
+		{"own task", task("n1"), true},
+		{"other node's task", task("n2"), false},
+		{"unassigned task", task(""), false},
+		{"other node's task on a network", task("n2", "net1"), true},
+		{"node", &shoalv1.WatchEvent{Object: &shoalv1.StoreObject{Object: &shoalv1.StoreObject_Node{Node: &shoalv1.Node{}}}}, true},
+		{"service", &shoalv1.WatchEvent{Object: &shoalv1.StoreObject{Object: &shoalv1.StoreObject_Service{Service: &shoalv1.Service{}}}}, true},
+		{"cluster", &shoalv1.WatchEvent{Object: &shoalv1.StoreObject{Object: &shoalv1.StoreObject_Cluster{Cluster: &shoalv1.Cluster{}}}}, true},
+	} {
+		if got := sessionEvents("n1")(c.ev); got != c.want {
+			t.Errorf("%s: kept %v, want %v", c.name, got, c.want)
+		}
+	}
+}
