@@ -42,7 +42,9 @@
 // UpdateService keeps a job's job_status: an update of a one-off job bumps
 // its iteration (a new run, which the orchestrator starts), a cron job's
 // schedule change clears next_execution (the orchestrator computes it from
-// now). ListServices counts a job's REPLICAS as the COMPLETE tasks of its
+// now). A job has no rollout: its updates and rollbacks set no
+// update_status (nothing would ever complete it), and a rollback of a
+// job is an update to the previous spec. ListServices counts a job's REPLICAS as the COMPLETE tasks of its
 // current run out of the completions wanted. The cluster setting
 // task_history_limit is 0 (default 5) or 1 to MaxTaskHistoryLimit.
 //

@@ -10,6 +10,7 @@ import (
 	"github.com/shoal-dev/shoal/errdefs"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/specrules"
 )
 
 // Swarm's defaults for a service that names no update or rollback config.
@@ -37,8 +38,10 @@ func rolloutPaused(svc *shoalv1.Service) bool {
 
 // RollbackService makes a service's previous spec its spec again (and the
 // spec it had its previous spec), and marks the rollout ROLLBACK_STARTED:
-// the orchestrator rolls it out under the rollback config. A service that
-// was never updated has nothing to go back to.
+// the orchestrator rolls it out under the rollback config. A job has no
+// rollout: its rollback is an update to the previous spec (a one-off
+// job starts a new run with it). A service that was never updated has
+// nothing to go back to.
 func (s *Server) RollbackService(ctx context.Context, req *shoalv1.RollbackServiceRequest) (*shoalv1.RollbackServiceResponse, error) {
 	if req.GetServiceId() == "" {
 		return nil, errdefs.InvalidArgumentf("service_id: required")
@@ -67,8 +70,14 @@ func (s *Server) RollbackService(ctx context.Context, req *shoalv1.RollbackServi
 		if !proto.Equal(svc.GetSpec().GetTask(), svc.GetPreviousSpec().GetTask()) {
 			svc.SpecVersion++
 		}
-		svc.UpdateStatus = &shoalv1.UpdateStatus{State: shoalv1.UpdateState_UPDATE_STATE_ROLLBACK_STARTED,
-			StartedAt: timestamppb.Now(), Message: "manually requested rollback"}
+		if specrules.IsJob(svc.GetSpec().GetMode()) {
+			// A job has no rollout: going back is an update to the
+			// previous spec (a one-off job's new run uses it).
+			svc.JobStatus = jobStatusAfterUpdate(cur, svc.GetSpec(), time.Now())
+		} else {
+			svc.UpdateStatus = &shoalv1.UpdateStatus{State: shoalv1.UpdateState_UPDATE_STATE_ROLLBACK_STARTED,
+				StartedAt: timestamppb.Now(), Message: "manually requested rollback"}
+		}
 		out = svc
 		return tx.Update(svc)
 	})
