@@ -70,7 +70,9 @@
 //     one plan; start-first creates the replacement and keeps the best
 //     outdated RUNNING task until it runs healthy;
 //   - a slot is updated once its current task ran healthy for monitor_ms
-//     (a RetryAfter until then); all updated: COMPLETED
+//     (a RetryAfter until then), counted for a task with a health check
+//     from the check's latest news (its turning healthy), not from its
+//     start (readySince; delay likewise); all updated: COMPLETED
 //     (ROLLBACK_COMPLETED);
 //   - every task of the new spec_version that ended on its own (FAILED,
 //     REJECTED, or COMPLETE while meant to run) is a failure; more than

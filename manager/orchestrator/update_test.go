@@ -44,6 +44,15 @@ func since(d time.Duration) taskOpt {
 	return func(t *shoalv1.Task) { t.Status.Timestamp = timestamppb.New(ago(d)) }
 }
 
+// healthySince: the task's check found it healthy d ago (its last health
+// news).
+func healthySince(d time.Duration) taskOpt {
+	return func(t *shoalv1.Task) {
+		t.Status.Health = shoalv1.TaskHealth_TASK_HEALTH_HEALTHY
+		t.Status.HealthCheckedAt = timestamppb.New(ago(d))
+	}
+}
+
 func exited(code int32, at time.Time) taskOpt {
 	return func(t *shoalv1.Task) {
 		t.Status = &shoalv1.TaskStatus{State: tsFailed, Timestamp: timestamppb.New(at), ExitCode: code}
@@ -100,6 +109,12 @@ func TestRollout(t *testing.T) {
 		{"delay: the next slot waits delay after the newest new task began running",
 			mkService("s", 3, v2, updState(updUpdating), updateCfg(1, 10*time.Second, time.Second, "", "", 0)),
 			[]*shoalv1.Task{cur("n1", 1, since(2*time.Second)), old("b", 2), old("c", 3)}, "retry=8s status=UPDATING 1/0"},
+		{"monitor: counted from when the new task was found healthy, not from its start", sf(1, updState(updUpdating)),
+			[]*shoalv1.Task{cur("n1", 1, since(time.Minute), healthySince(200*time.Millisecond)), old("b", 2), old("c", 3)},
+			"+2@2 ~b:shutdown/running retry=800ms"},
+		{"delay: counted from when the newest new task was found healthy",
+			mkService("s", 3, v2, updState(updUpdating), updateCfg(1, 10*time.Second, time.Second, "", "", 0)),
+			[]*shoalv1.Task{cur("n1", 1, since(time.Minute), healthySince(2*time.Second)), old("b", 2), old("c", 3)}, "retry=8s status=UPDATING 1/0"},
 		{"delay over: the next slot goes",
 			mkService("s", 3, v2, updState(updUpdating), updateCfg(1, 10*time.Second, time.Second, "", "", 0)),
 			[]*shoalv1.Task{cur("n1", 1, since(11*time.Second)), old("b", 2), old("c", 3)}, "+2@2 ~b:shutdown/running status=UPDATING 1/0"},
