@@ -54,7 +54,10 @@
 // update_status UPDATING (started now): the orchestrator rolls it out and
 // moves the status on (a paused update restarts this way); a new update
 // or rollback config resumes a paused rollout (UPDATING, same
-// spec_version). Other changes (a scale) leave the status. update_status,
+// spec_version). Other changes (a scale) leave the status; made while a
+// rollout is under way, they keep the task it started from as
+// previous_spec's task (keepRolloutStart), so a rollback still undoes the
+// rollout. update_status,
 // job_status and rebalance_requested carry over every update.
 // RollbackService swaps spec and previous_spec (FailedPrecondition "service
 // x has no previous spec" for a service never updated), checks networks

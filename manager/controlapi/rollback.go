@@ -36,6 +36,30 @@ func rolloutPaused(svc *shoalv1.Service) bool {
 	return s == shoalv1.UpdateState_UPDATE_STATE_PAUSED || s == shoalv1.UpdateState_UPDATE_STATE_ROLLBACK_PAUSED
 }
 
+// keepRolloutStart: an update that leaves the task alone (a scale, a new
+// update config resuming a paused rollout) while cur's rollout is under
+// way keeps the task the rollout started from as the previous spec's
+// task, the rest of the previous spec being the new one. A rollback then
+// still undoes the rollout and keeps the scale; otherwise previous_spec
+// would become the rollout's own spec and a rollback — manual, or the
+// failure action's — would go "back" to the task that was failing. Once
+// the rollout ended, every update is the previous spec of the next, as in
+// swarm mode.
+func keepRolloutStart(cur, svc *shoalv1.Service) {
+	switch cur.GetUpdateStatus().GetState() {
+	case shoalv1.UpdateState_UPDATE_STATE_UPDATING, shoalv1.UpdateState_UPDATE_STATE_PAUSED,
+		shoalv1.UpdateState_UPDATE_STATE_ROLLBACK_STARTED, shoalv1.UpdateState_UPDATE_STATE_ROLLBACK_PAUSED:
+	default:
+		return
+	}
+	if cur.GetPreviousSpec() == nil || !proto.Equal(svc.GetSpec().GetTask(), cur.GetSpec().GetTask()) {
+		return
+	}
+	prev := proto.Clone(svc.GetSpec()).(*shoalv1.ServiceSpec)
+	prev.Task = proto.Clone(cur.GetPreviousSpec().GetTask()).(*shoalv1.TaskSpec)
+	svc.PreviousSpec = prev
+}
+
 // RollbackService makes a service's previous spec its spec again (and the
 // spec it had its previous spec), and marks the rollout ROLLBACK_STARTED:
 // the orchestrator rolls it out under the rollback config. A job has no

@@ -217,6 +217,7 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 			!proto.Equal(svc.GetSpec().GetRollback(), cur.GetSpec().GetRollback())):
 			startRollout(svc, time.Now()) // e.g. failure action continue now
 		}
+		keepRolloutStart(cur, svc)
 		svc.Meta.Version = req.GetVersion()
 		if req.GetIgnoreVersion() {
 			svc.Meta.Version = 0 // the store skips the check
