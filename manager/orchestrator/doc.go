@@ -142,7 +142,7 @@
 //
 // Ended tasks are kept per slot (per node of a global service) up to the
 // cluster setting task_history_limit (default 5) and the older ones are
-// deleted. Agents keep every task they are assigned — its log, and its
+// deleted; lowering the setting makes a pass over every service at once. Agents keep every task they are assigned — its log, and its
 // container's leftovers until released — until the managers delete it;
 // they never tell the managers what they still hold (the hello carries no
 // task list, and reports about ended tasks are dropped as news, see the
