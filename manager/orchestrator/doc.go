@@ -66,6 +66,9 @@
 //     with health NONE or HEALTHY); at most parallelism are in flight;
 //     the next slot starts no sooner than delay_ms after the newest new
 //     task began running (a RetryAfter);
+//   - a global service's task on a paused node is left alone (as in
+//     swarm mode: the node takes no new task) and its node is not counted;
+//     once the node is active again, its outdated task is rolled out;
 //   - stop-first stops the outdated task and creates its replacement in
 //     one plan; start-first creates the replacement and keeps the best
 //     outdated RUNNING task until it runs healthy;

@@ -639,3 +639,30 @@ func TestEndedBadly(t *testing.T) {
 		}
 	}
 }
+
+// A global service's rollout leaves a paused node's task alone, as swarm
+// mode does (a paused node takes no new task: stopping its old one would
+// leave it none, and its replacement, pending for ever, held the window so
+// that no other node was ever updated). The rollout completes over the
+// other nodes; once the node is active again, its outdated task is rolled
+// out.
+func TestRolloutGlobalSkipsPausedNode(t *testing.T) {
+	nodes := []*shoalv1.Node{mkNode("n1", pauseNode()), mkNode("n2"), mkNode("n3")}
+	svc := mkService("g", 0, global(), specVersion(2), updState(updUpdating), updateCfg(1, 0, time.Second, "stop-first", "", 0))
+	on := func(id, node string, opts ...taskOpt) *shoalv1.Task {
+		return mkTask(id, "g", 0, append([]taskOpt{onNode(node)}, opts...)...)
+	}
+	tasks := []*shoalv1.Task{on("t1", "n1"), on("t2", "n2"), on("t3", "n3")}
+	if d := describeRollout(ReconcileGlobal(svc, tasks, nodes, t0)); d != "+n2@2 ~t2:shutdown/running" {
+		t.Fatalf("first pass %q, want n2 replaced (n1 is paused)", d)
+	}
+	tasks = []*shoalv1.Task{on("t1", "n1"), on("t2", "n2", version(2)), on("t3", "n3", version(2))}
+	if d := describeRollout(ReconcileGlobal(svc, tasks, nodes, t0)); d != "status=COMPLETED 2/0 [update completed]" {
+		t.Fatalf("every active node updated: %q, want completed", d)
+	}
+	nodes[0] = mkNode("n1")
+	svc = mkService("g", 0, global(), specVersion(2), updState(updCompleted), updateCfg(1, 0, time.Second, "stop-first", "", 0))
+	if d := describeRollout(ReconcileGlobal(svc, tasks, nodes, t0)); d != "+n1@2 ~t1:shutdown/running status=UPDATING 2/0" {
+		t.Fatalf("n1 active again: %q, want its task rolled out", d)
+	}
+}
