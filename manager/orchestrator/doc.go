@@ -107,7 +107,9 @@
 // with at most job.max_concurrent (default: completions) of the run's
 // tasks live at once, slots in order. Global-job: every eligible node (as
 // for a global service) needs one COMPLETE task of the run; a node that
-// joins during or after the run gets one too, once per run. In both:
+// joins during or after the run gets one too, once per run; a paused node
+// gets none (it takes no new task; it keeps one it runs) until it is
+// active again, and the run does not wait for it. In both:
 //
 //   - a slot (node) with a COMPLETE task of the run is done: nothing there
 //     is ever restarted, whatever the restart condition;
