@@ -45,7 +45,8 @@
 // Health checks (health.go, agent/health): while a task runs, its
 // controller runs the check the spec or the image's HEALTHCHECK defines
 // (exec through the runtime's Exec, HTTP/TCP dialled inside the task's
-// network namespace). RUNNING is first reported with health STARTING;
+// network namespace). RUNNING is first reported with health STARTING
+// (also when a task re-adopted in STARTING is found running);
 // then only changes of health or of the failing streak are reported. An
 // UNHEALTHY task is stopped like a shutdown and reported FAILED with
 // "unhealthy: <last output>", and the restart policy replaces it.

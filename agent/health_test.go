@@ -206,3 +206,34 @@ func TestExecutorHealthAfterRestart(t *testing.T) {
 		t.Fatalf("after the restart the check no longer runs: %v", st)
 	}
 }
+
+// A task with a check re-adopted in STARTING (the agent crashed after the
+// container started, before RUNNING was recorded) is reported RUNNING with
+// health STARTING, never with no health: discovery and the rollouts would
+// count it as running (and healthy) before its first probe.
+func TestExecutorReadoptedStartingTaskIsNotReportedUnchecked(t *testing.T) {
+	h := newHealthEnv(t, func([]string) (int, string) { return 0, "up" })
+	h.ex.Assign(true, []*shoalv1.Task{checkedTask("t1", &shoalv1.HealthCheck{Type: "exec", Command: []string{"/bin/check"}, IntervalMs: 100, Retries: 1})}, nil)
+	h.waitHealth("t1", shoalv1.TaskHealth_TASK_HEALTH_HEALTHY)
+	h.stop()
+	db, err := openTaskDB(h.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.put("t1", nil, &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_STARTING}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	h.mu.Lock()
+	h.reports = nil
+	h.mu.Unlock()
+	h.start()
+	h.waitHealth("t1", shoalv1.TaskHealth_TASK_HEALTH_HEALTHY)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, r := range h.reports {
+		if r.GetState() == shoalv1.TaskState_TASK_STATE_RUNNING && r.GetHealth() == shoalv1.TaskHealth_TASK_HEALTH_NONE {
+			t.Fatalf("re-adopted task with a check reported RUNNING without health: %v", r)
+		}
+	}
+}

@@ -355,7 +355,13 @@ func (c *taskCtl) supervise(ctx context.Context) {
 		// Re-adopted in STARTING: the container was started but RUNNING
 		// was never recorded (crash in between). Say so now.
 		if st, err := rt.State(ctx, c.id); err == nil && st.Status == runtime.StatusRunning {
-			c.report(&shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_RUNNING, Message: "started", Pid: int32(st.Pid)})
+			running := &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_RUNNING, Message: "started", Pid: int32(st.Pid)}
+			if _, checked, err := c.e.healthCheck(c.current(), c.e.imageHealthcheck(c.status.GetImageDigest())); err == nil && checked {
+				// As at a start: never RUNNING without a health while a
+				// check exists (startHealth below reports from here).
+				running.Health = shoalv1.TaskHealth_TASK_HEALTH_STARTING
+			}
+			c.report(running)
 		}
 	}
 	stopping := false

@@ -121,8 +121,11 @@ func jobRules(p *Problems, spec *shoalv1.ServiceSpec) {
 	if s := job.GetSchedule(); s != "" {
 		if len(s) > MaxConstraint {
 			p.Add("spec.job.schedule", "%d bytes long, at most %d", len(s), MaxConstraint)
-		} else if _, err := ParseSchedule(s); err != nil {
+		} else if sched, err := ParseSchedule(s); err != nil {
 			p.Add("spec.job.schedule", "%q is not a cron expression (5 fields, @hourly, @daily, @weekly, @monthly, @yearly or @every D): %v", s, err)
+		} else if sched.Next(time.Now()).IsZero() {
+			// robfig/cron gives up after five years and returns the zero time.
+			p.Add("spec.job.schedule", "%q never fires (no such date in the next five years, e.g. 30 February)", s)
 		}
 	}
 	switch cp := job.GetConcurrencyPolicy(); cp {

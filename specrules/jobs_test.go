@@ -36,6 +36,8 @@ func TestJobRules(t *testing.T) {
 		{"max_concurrent > completions", rjob(&shoalv1.JobConfig{Completions: 3, MaxConcurrent: 4}), []string{"spec.job.max_concurrent: must be at most job.completions (3), got 4"}},
 		{"max_concurrent > default completions", rjob(&shoalv1.JobConfig{MaxConcurrent: 2}), []string{"spec.job.max_concurrent: must be at most job.completions (1)"}},
 		{"invalid cron", rjob(&shoalv1.JobConfig{Schedule: "61 * * * *"}), []string{"spec.job.schedule: \"61 * * * *\" is not a cron expression"}},
+		{"a date that never comes (30 February)", rjob(&shoalv1.JobConfig{Schedule: "0 0 30 2 *"}), []string{"spec.job.schedule: \"0 0 30 2 *\" never fires"}},
+		{"29 February fires in leap years", rjob(&shoalv1.JobConfig{Schedule: "0 0 29 2 *"}), nil},
 		{"6 fields", rjob(&shoalv1.JobConfig{Schedule: "0 * * * * *"}), []string{"spec.job.schedule"}},
 		{"@every too short", rjob(&shoalv1.JobConfig{Schedule: "@every 500ms"}), []string{"spec.job.schedule", "at least 1s"}},
 		{"time zone", rjob(&shoalv1.JobConfig{Schedule: "TZ=Europe/Paris 0 * * * *"}), []string{"spec.job.schedule", "UTC"}},

@@ -52,6 +52,7 @@ func Service(spec *shoalv1.ServiceSpec) Problems {
 		p.Add("spec.mode", "unknown mode %d", spec.GetMode())
 	}
 	jobRules(&p, spec)
+	autoRebalance(&p, spec)
 	p = append(p, Task("spec.task", spec.GetTask(), Node{})...)
 	updateConfig(&p, "spec.update", spec.GetUpdate())
 	updateConfig(&p, "spec.rollback", spec.GetRollback())

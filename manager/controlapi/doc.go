@@ -46,7 +46,9 @@
 // UpdateService keeps a job's job_status: an update of a one-off job bumps
 // its iteration (a new run, which the orchestrator starts), a cron job's
 // schedule change clears next_execution (the orchestrator computes it from
-// now). ListServices counts a job's REPLICAS as the COMPLETE tasks of its
+// now). A job has no rollout: its updates and rollbacks set no
+// update_status (nothing would ever complete it), and a rollback of a
+// job is an update to the previous spec. ListServices counts a job's REPLICAS as the COMPLETE tasks of its
 // current run out of the completions wanted. The cluster setting
 // task_history_limit is 0 (default 5) or 1 to MaxTaskHistoryLimit.
 //
@@ -56,7 +58,10 @@
 // update_status UPDATING (started now): the orchestrator rolls it out and
 // moves the status on (a paused update restarts this way); a new update
 // or rollback config resumes a paused rollout (UPDATING, same
-// spec_version). Other changes (a scale) leave the status. update_status,
+// spec_version). Other changes (a scale) leave the status; made while a
+// rollout is under way, they keep the task it started from as
+// previous_spec's task (keepRolloutStart), so a rollback still undoes the
+// rollout. update_status,
 // job_status and rebalance_requested carry over every update.
 // RollbackService swaps spec and previous_spec (FailedPrecondition "service
 // x has no previous spec" for a service never updated), checks networks

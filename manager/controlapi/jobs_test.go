@@ -106,3 +106,39 @@ func TestTaskHistoryLimitSetting(t *testing.T) {
 		t.Fatalf("update: %v, %v", resp, err)
 	}
 }
+
+// A job has no rollout (the orchestrator's job rules run its tasks, and
+// nothing would ever move an update status on): a task change of a job
+// starts no update status, and `service rollback` of a one-off job goes
+// back to the previous spec as a new run, as an update would, with no
+// rollback status either.
+func TestJobUpdateAndRollbackStartNoRollout(t *testing.T) {
+	s, _ := newServer(t)
+	ctx := context.Background()
+	resp, err := s.CreateService(ctx, &shoalv1.CreateServiceRequest{Spec: jobSpec("once", &shoalv1.JobConfig{Completions: 2})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := resp.GetService().GetMeta().GetId()
+	spec := proto.Clone(resp.GetService().GetSpec()).(*shoalv1.ServiceSpec)
+	spec.Task.Container.Image = "demo:2"
+	up, err := s.UpdateService(ctx, &shoalv1.UpdateServiceRequest{ServiceId: id, IgnoreVersion: true, Spec: spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if up.GetService().GetUpdateStatus() != nil || up.GetService().GetSpecVersion() != 2 {
+		t.Fatalf("a job's update: spec_version %d, update status %v (want none: nothing would ever complete it)",
+			up.GetService().GetSpecVersion(), up.GetService().GetUpdateStatus())
+	}
+	iter := up.GetService().GetJobStatus().GetIteration()
+	rb, err := s.RollbackService(ctx, &shoalv1.RollbackServiceRequest{ServiceId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := rb.GetService()
+	if got.GetSpec().GetTask().GetContainer().GetImage() != "demo:latest" || got.GetUpdateStatus() != nil ||
+		got.GetJobStatus().GetIteration() != iter+1 || got.GetSpecVersion() != 3 {
+		t.Fatalf("a job's rollback: image %q, update status %v, iteration %d (want %d: a new run), spec_version %d",
+			got.GetSpec().GetTask().GetContainer().GetImage(), got.GetUpdateStatus(), got.GetJobStatus().GetIteration(), iter+1, got.GetSpecVersion())
+	}
+}

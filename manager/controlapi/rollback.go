@@ -10,6 +10,7 @@ import (
 	"github.com/shoal-dev/shoal/errdefs"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/specrules"
 )
 
 // Swarm's defaults for a service that names no update or rollback config.
@@ -35,10 +36,36 @@ func rolloutPaused(svc *shoalv1.Service) bool {
 	return s == shoalv1.UpdateState_UPDATE_STATE_PAUSED || s == shoalv1.UpdateState_UPDATE_STATE_ROLLBACK_PAUSED
 }
 
+// keepRolloutStart: an update that leaves the task alone (a scale, a new
+// update config resuming a paused rollout) while cur's rollout is under
+// way keeps the task the rollout started from as the previous spec's
+// task, the rest of the previous spec being the new one. A rollback then
+// still undoes the rollout and keeps the scale; otherwise previous_spec
+// would become the rollout's own spec and a rollback — manual, or the
+// failure action's — would go "back" to the task that was failing. Once
+// the rollout ended, every update is the previous spec of the next, as in
+// swarm mode.
+func keepRolloutStart(cur, svc *shoalv1.Service) {
+	switch cur.GetUpdateStatus().GetState() {
+	case shoalv1.UpdateState_UPDATE_STATE_UPDATING, shoalv1.UpdateState_UPDATE_STATE_PAUSED,
+		shoalv1.UpdateState_UPDATE_STATE_ROLLBACK_STARTED, shoalv1.UpdateState_UPDATE_STATE_ROLLBACK_PAUSED:
+	default:
+		return
+	}
+	if cur.GetPreviousSpec() == nil || !proto.Equal(svc.GetSpec().GetTask(), cur.GetSpec().GetTask()) {
+		return
+	}
+	prev := proto.Clone(svc.GetSpec()).(*shoalv1.ServiceSpec)
+	prev.Task = proto.Clone(cur.GetPreviousSpec().GetTask()).(*shoalv1.TaskSpec)
+	svc.PreviousSpec = prev
+}
+
 // RollbackService makes a service's previous spec its spec again (and the
 // spec it had its previous spec), and marks the rollout ROLLBACK_STARTED:
-// the orchestrator rolls it out under the rollback config. A service that
-// was never updated has nothing to go back to.
+// the orchestrator rolls it out under the rollback config. A job has no
+// rollout: its rollback is an update to the previous spec (a one-off
+// job starts a new run with it). A service that was never updated has
+// nothing to go back to.
 func (s *Server) RollbackService(ctx context.Context, req *shoalv1.RollbackServiceRequest) (*shoalv1.RollbackServiceResponse, error) {
 	if req.GetServiceId() == "" {
 		return nil, errdefs.InvalidArgumentf("service_id: required")
@@ -67,8 +94,14 @@ func (s *Server) RollbackService(ctx context.Context, req *shoalv1.RollbackServi
 		if !proto.Equal(svc.GetSpec().GetTask(), svc.GetPreviousSpec().GetTask()) {
 			svc.SpecVersion++
 		}
-		svc.UpdateStatus = &shoalv1.UpdateStatus{State: shoalv1.UpdateState_UPDATE_STATE_ROLLBACK_STARTED,
-			StartedAt: timestamppb.Now(), Message: "manually requested rollback"}
+		if specrules.IsJob(svc.GetSpec().GetMode()) {
+			// A job has no rollout: going back is an update to the
+			// previous spec (a one-off job's new run uses it).
+			svc.JobStatus = jobStatusAfterUpdate(cur, svc.GetSpec(), time.Now())
+		} else {
+			svc.UpdateStatus = &shoalv1.UpdateStatus{State: shoalv1.UpdateState_UPDATE_STATE_ROLLBACK_STARTED,
+				StartedAt: timestamppb.Now(), Message: "manually requested rollback"}
+		}
 		out = svc
 		return tx.Update(svc)
 	})

@@ -101,3 +101,59 @@ func TestRollbackService(t *testing.T) {
 		t.Fatalf("response version %d, stored %d", rb.GetService().GetMeta().GetVersion(), v.GetMeta().GetVersion())
 	}
 }
+
+// A change that leaves the task alone (a scale, a new update config to
+// resume a paused rollout) while a rollout is under way keeps the task the
+// rollout started from as the previous one: a rollback then still undoes
+// the rollout (and keeps the scale). Before, previous_spec became the
+// rollout's own spec, and a rollback (manual, or the failure action's)
+// went "back" to the very image that was failing.
+func TestRollbackAfterScaleMidRollout(t *testing.T) {
+	s, st := newServer(t)
+	ctx := context.Background()
+	spec := func(image string, replicas int64) *shoalv1.ServiceSpec {
+		return &shoalv1.ServiceSpec{Name: "web", Replicas: replicas,
+			Task: &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: image}}}
+	}
+	created, err := s.CreateService(ctx, &shoalv1.CreateServiceRequest{Spec: spec("demo:1", 3)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := created.GetService().GetMeta().GetId()
+	update := func(sp *shoalv1.ServiceSpec) *shoalv1.Service {
+		t.Helper()
+		r, err := s.UpdateService(ctx, &shoalv1.UpdateServiceRequest{ServiceId: id, IgnoreVersion: true, Spec: sp})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.GetService()
+	}
+	update(spec("demo:2", 3)) // UPDATING
+	got := update(spec("demo:2", 5))
+	if img := got.GetPreviousSpec().GetTask().GetContainer().GetImage(); img != "demo:1" || got.GetPreviousSpec().GetReplicas() != 5 {
+		t.Fatalf("scale mid-rollout: previous spec image %q replicas %d, want demo:1 (the rollout's start) and 5", img, got.GetPreviousSpec().GetReplicas())
+	}
+	rb, err := s.RollbackService(ctx, &shoalv1.RollbackServiceRequest{ServiceId: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sp := rb.GetService().GetSpec(); sp.GetTask().GetContainer().GetImage() != "demo:1" || sp.GetReplicas() != 5 || rb.GetService().GetSpecVersion() != 3 {
+		t.Fatalf("rollback after the scale: image %q replicas %d spec_version %d; want demo:1, 5, 3",
+			sp.GetTask().GetContainer().GetImage(), sp.GetReplicas(), rb.GetService().GetSpecVersion())
+	}
+
+	// Once a rollout completed, a scale is an update like any other (as
+	// in swarm mode): previous_spec is the spec it replaced.
+	if _, err := st.Update(ctx, func(tx raftstore.WriteTx) error {
+		v, _ := raftstore.Get[*shoalv1.Service](tx, id)
+		v = proto.Clone(v).(*shoalv1.Service)
+		v.UpdateStatus = &shoalv1.UpdateStatus{State: shoalv1.UpdateState_UPDATE_STATE_ROLLBACK_COMPLETED}
+		return tx.Update(v)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got = update(spec("demo:1", 4))
+	if img := got.GetPreviousSpec().GetTask().GetContainer().GetImage(); img != "demo:1" || got.GetPreviousSpec().GetReplicas() != 5 {
+		t.Fatalf("scale after the rollout: previous spec %q/%d, want demo:1/5", img, got.GetPreviousSpec().GetReplicas())
+	}
+}

@@ -207,11 +207,17 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 		switch {
 		case !proto.Equal(svc.GetSpec().GetTask(), cur.GetSpec().GetTask()):
 			svc.SpecVersion++
-			startRollout(svc, time.Now())
+			if !specrules.IsJob(svc.GetSpec().GetMode()) {
+				// A job has no rollout: its next run (or firing) uses the
+				// new spec, and nothing would move a status on.
+				startRollout(svc, time.Now())
+			}
+		case specrules.IsJob(svc.GetSpec().GetMode()):
 		case rolloutPaused(cur) && (!proto.Equal(svc.GetSpec().GetUpdate(), cur.GetSpec().GetUpdate()) ||
 			!proto.Equal(svc.GetSpec().GetRollback(), cur.GetSpec().GetRollback())):
 			startRollout(svc, time.Now()) // e.g. failure action continue now
 		}
+		keepRolloutStart(cur, svc)
 		svc.Meta.Version = req.GetVersion()
 		if req.GetIgnoreVersion() {
 			svc.Meta.Version = 0 // the store skips the check

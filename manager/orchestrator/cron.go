@@ -37,6 +37,8 @@ type JobRun struct {
 //     one — so firings missed while no leader existed (or while this
 //     manager was slow) make one firing, not one each.
 //
+// A schedule that never fires (the API refuses it) fires nothing.
+//
 // The new status is written in the same raft entry as the run's first
 // tasks, so a leader that fails over either wrote both or neither: the
 // next leader neither fires twice nor skips.
@@ -46,6 +48,11 @@ func PlanJobRun(svc *shoalv1.Service, sched specrules.Schedule, going bool, now 
 		if js.GetIteration() == 0 {
 			return JobRun{Status: &shoalv1.JobStatus{Iteration: 1, LastExecution: timestamppb.New(now)}, Fired: true}
 		}
+		return JobRun{}
+	}
+	if sched.Next(now).IsZero() {
+		// A schedule that never fires (30 February; the API refuses it):
+		// its zero "next" time would be due at every pass.
 		return JobRun{}
 	}
 	next := js.GetNextExecution()

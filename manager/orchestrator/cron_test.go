@@ -34,6 +34,10 @@ func TestPlanJobRun(t *testing.T) {
 	cron := func(policy string, opts ...svcOpt) *shoalv1.Service {
 		return mkService("j", 0, append([]svcOpt{job(1, 0), schedule("@hourly", policy)}, opts...)...)
 	}
+	never, err := specrules.ParseSchedule("0 0 30 2 *") // refused by the API; an older one may have stored it
+	if err != nil {
+		t.Fatal(err)
+	}
 	var zero time.Time
 	for _, tc := range []struct {
 		name  string
@@ -64,6 +68,8 @@ func TestPlanJobRun(t *testing.T) {
 			fired: true, iter: 4, last: t0, next: nextHour, wake: nextHour.Sub(t0)},
 		{name: "five firings missed while leaderless: one run, next after now", svc: cron("", jobStatus(3, zero, prevHour.Add(-5*time.Hour))), sched: hourly,
 			fired: true, iter: 4, last: t0, next: nextHour, wake: nextHour.Sub(t0)},
+		{name: "a schedule that never fires: no next, nothing fires", svc: cron("replace"), sched: never, noStatus: true},
+		{name: "a schedule that never fires, with a next stored: nothing fires", svc: cron("replace", jobStatus(3, zero, prevHour)), sched: never, noStatus: true},
 	} {
 		run := PlanJobRun(tc.svc, tc.sched, tc.going, t0)
 		if run.Fired != tc.fired || run.Skipped != tc.skipped || run.Wake != tc.wake {

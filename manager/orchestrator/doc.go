@@ -66,11 +66,16 @@
 //     with health NONE or HEALTHY); at most parallelism are in flight;
 //     the next slot starts no sooner than delay_ms after the newest new
 //     task began running (a RetryAfter);
+//   - a global service's task on a paused node is left alone (as in
+//     swarm mode: the node takes no new task) and its node is not counted;
+//     once the node is active again, its outdated task is rolled out;
 //   - stop-first stops the outdated task and creates its replacement in
 //     one plan; start-first creates the replacement and keeps the best
 //     outdated RUNNING task until it runs healthy;
 //   - a slot is updated once its current task ran healthy for monitor_ms
-//     (a RetryAfter until then); all updated: COMPLETED
+//     (a RetryAfter until then), counted for a task with a health check
+//     from the check's latest news (its turning healthy), not from its
+//     start (readySince; delay likewise); all updated: COMPLETED
 //     (ROLLBACK_COMPLETED);
 //   - every task of the new spec_version that ended on its own (FAILED,
 //     REJECTED, or COMPLETE while meant to run) is a failure; more than
@@ -102,7 +107,9 @@
 // with at most job.max_concurrent (default: completions) of the run's
 // tasks live at once, slots in order. Global-job: every eligible node (as
 // for a global service) needs one COMPLETE task of the run; a node that
-// joins during or after the run gets one too, once per run. In both:
+// joins during or after the run gets one too, once per run; a paused node
+// gets none (it takes no new task; it keeps one it runs) until it is
+// active again, and the run does not wait for it. In both:
 //
 //   - a slot (node) with a COMPLETE task of the run is done: nothing there
 //     is ever restarted, whatever the restart condition;
@@ -140,7 +147,7 @@
 //
 // Ended tasks are kept per slot (per node of a global service) up to the
 // cluster setting task_history_limit (default 5) and the older ones are
-// deleted. Agents keep every task they are assigned — its log, and its
+// deleted; lowering the setting makes a pass over every service at once. Agents keep every task they are assigned — its log, and its
 // container's leftovers until released — until the managers delete it;
 // they never tell the managers what they still hold (the hello carries no
 // task list, and reports about ended tasks are dropped as news, see the

@@ -3,8 +3,11 @@ package orchestrator
 import (
 	"context"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
@@ -138,5 +141,63 @@ func TestOrphanReapedWhenItsNodeReturns(t *testing.T) {
 	}
 	if has("a") || !has("c") {
 		t.Fatalf("after n2's return: a %v c %v; want a reaped, c kept", has("a"), has("c"))
+	}
+}
+
+// Lowering task_history_limit reaps at once: the reconciler watches the
+// cluster object and, when the limit changes, passes over every service
+// (before, the new limit applied only to services that changed later).
+// Other cluster writes (a gossip key rotation) cost no pass.
+func TestHistoryLimitLoweredReapsAtOnce(t *testing.T) {
+	s := openStore(t)
+	objs := []raftstore.Object{&shoalv1.Cluster{Meta: &shoalv1.Meta{Id: "c"}, Settings: &shoalv1.ClusterSettings{TaskHistoryLimit: 5}},
+		mkNode("n1"), mkService("web", 1, noRestartDelay()), mkTask("live", "web", 1)}
+	for i := range 4 {
+		objs = append(objs, mkTask(fmt.Sprintf("e%d", i), "web", 1, ended(tsFailed, ago(time.Duration(i+2)*time.Minute))))
+	}
+	create(t, s, objs...)
+	r := newReconciler(newOrchestrator(s, testLogger()))
+	if !slices.Contains(r.kinds(), raftstore.KindCluster) {
+		t.Fatal("the reconciler does not watch the cluster object")
+	}
+	ctx := context.Background()
+	r.resync()
+	if _, err := r.pass(ctx, t0); err != nil {
+		t.Fatal(err)
+	}
+	ended := func() int {
+		n := 0
+		for _, tk := range tasksOf(s, "web") {
+			if isTerminal(tk) {
+				n++
+			}
+		}
+		return n
+	}
+	if n := ended(); n != 4 {
+		t.Fatalf("%d ended tasks within the limit 5, want 4", n)
+	}
+	setCluster := func(fn func(*shoalv1.ClusterSettings)) bool {
+		t.Helper()
+		var c *shoalv1.Cluster
+		write(t, s, func(tx raftstore.WriteTx) error {
+			cur, _ := raftstore.ClusterOf(tx)
+			c = proto.Clone(cur).(*shoalv1.Cluster)
+			fn(c.Settings)
+			return tx.Update(c)
+		})
+		return r.observe(&shoalv1.WatchEvent{Action: shoalv1.WatchAction_WATCH_ACTION_UPDATE, Object: raftstore.Wrap(c)})
+	}
+	if setCluster(func(cs *shoalv1.ClusterSettings) { cs.MaxReplicas = 7 }) {
+		t.Error("a cluster write that leaves the history limit asks for a pass")
+	}
+	if !setCluster(func(cs *shoalv1.ClusterSettings) { cs.TaskHistoryLimit = 1 }) {
+		t.Fatal("lowering the history limit asks for no pass")
+	}
+	if _, err := r.pass(ctx, t0); err != nil {
+		t.Fatal(err)
+	}
+	if n := ended(); n != 1 {
+		t.Fatalf("after lowering the limit to 1: %d ended tasks, want 1: %s", n, brief(tasksOf(s, "web")))
 	}
 }

@@ -112,6 +112,21 @@ func reconcileGlobalJob(svc *shoalv1.Service, tasks []*shoalv1.Task, nodes []*sh
 			byNode[t.GetNodeId()] = append(byNode[t.GetNodeId()], t)
 		}
 	}
+	// A paused node takes no new task: it is in the run only while it
+	// runs the run's task. Otherwise the run would wait for it (a cron
+	// job under forbid skipping every firing meanwhile); once active, it
+	// gets its task like a node that joins.
+	for _, nd := range nodes {
+		if nd == nil || !eligible[nd.GetMeta().GetId()] || nd.GetSpec().GetAvailability() != shoalv1.NodeAvailability_NODE_AVAILABILITY_PAUSE {
+			continue
+		}
+		nid := nd.GetMeta().GetId()
+		if !slices.ContainsFunc(byNode[nid], func(t *shoalv1.Task) bool {
+			return isLive(t) && jobIteration(svc) > 0 && t.GetJobIteration() == jobIteration(svc)
+		}) {
+			delete(eligible, nid)
+		}
+	}
 	var keys []jobKey
 	for _, k := range slices.Sorted(maps.Keys(eligible)) {
 		keys = append(keys, jobKey{nodeID: k, wanted: true})

@@ -138,10 +138,26 @@ func TestReconcileGlobalJob(t *testing.T) {
 			[]*shoalv1.Task{done("a", "n1", 1), mkTask("b", "g", 0, onNode("n2"), inRun(1), ended(tsFailed, ago(time.Minute)))}, nodes, "+n2@1"},
 		{"a node drained mid-run: its task stops", mkService("g", 0, globalJob(), iteration(1)),
 			[]*shoalv1.Task{done("a", "n1", 1), done("b", "n2", 1), mkTask("c", "g", 0, onNode("n4"), inRun(1))}, nodes, "~c:shutdown/running"},
+		{"a paused node gets no task of the run (it takes none)", mkService("g", 0, globalJob(), iteration(1)), nil,
+			[]*shoalv1.Node{mkNode("n1"), mkNode("n2", pauseNode())}, "+n1@1"},
+		{"a paused node keeps the task of the run it runs", mkService("g", 0, globalJob(), iteration(1)),
+			[]*shoalv1.Task{mkTask("c", "g", 0, onNode("n2"), inRun(1))}, []*shoalv1.Node{mkNode("n1"), mkNode("n2", pauseNode())}, "+n1@1"},
 	} {
 		p, _ := reconcileGlobalJob(tc.svc, tc.tasks, tc.nodes, t0, nil)
 		if got := describe(p); got != tc.want {
 			t.Errorf("%s: plan %q, want %q", tc.name, got, tc.want)
 		}
+	}
+}
+
+// A run whose only node left without a completion is paused is not going:
+// a cron global job under forbid would otherwise skip every firing while
+// a node is paused.
+func TestGlobalJobRunNotHeldByPausedNode(t *testing.T) {
+	nodes := []*shoalv1.Node{mkNode("n1"), mkNode("n2", pauseNode())}
+	tasks := []*shoalv1.Task{mkTask("a", "g", 0, onNode("n1"), inRun(1), ended(tsComplete, ago(time.Minute)))}
+	p, prog := reconcileGlobalJob(mkService("g", 0, globalJob(), iteration(1)), tasks, nodes, t0, nil)
+	if d := describe(p); d != "" || prog.going() || prog.completed != 1 || prog.wanted != 1 {
+		t.Fatalf("plan %q, progress %+v (going %v); want nothing to do, 1/1, not going", d, prog, prog.going())
 	}
 }

@@ -52,7 +52,9 @@ type RebalancePlan struct {
 // (ties: smaller node id), up to spec.update.parallelism moves in flight
 // (0: all at once) and below max_replicas_per_node. A slot with two live
 // tasks of the current spec is a move in flight and counts on the new
-// task's node. Tasks on other nodes (draining, down, not settled) are
+// task's node; a slot a rollout is replacing (an outdated task, alone or
+// beside its start-first replacement) is the rollout's: never moved nor
+// cancelled here. Tasks on other nodes (draining, down, not settled) are
 // neither counted nor moved: the other rules handle them. Services placed
 // by binpack, and other modes, are even by definition (nothing to spread).
 // tasks are the service's tasks; the inputs are not changed.
@@ -109,16 +111,24 @@ func PlanRebalance(svc *shoalv1.Service, nodes []*shoalv1.Node, tasks []*shoalv1
 			t := live[0]
 			if _, ok := load[t.GetNodeId()]; ok {
 				load[t.GetNodeId()]++
-				if runningHealthy(t) {
+				// An outdated task is the rollout's to replace, under
+				// its parallelism; moving it would replace it outside.
+				if runningHealthy(t) && t.GetSpecVersion() == svc.GetSpecVersion() {
 					movable[t.GetNodeId()] = append(movable[t.GetNodeId()], t)
 				}
 			}
 			continue
 		}
 		slices.SortFunc(live, compareAge)
-		newer := live[len(live)-1]
-		if newer.GetSpecVersion() != svc.GetSpecVersion() || len(live) != 2 {
-			continue // an update or a duplicate: the reconciler's to sort out
+		older, newer := live[0], live[len(live)-1]
+		if newer.GetSpecVersion() != svc.GetSpecVersion() || older.GetSpecVersion() != svc.GetSpecVersion() || len(live) != 2 {
+			// An update's start-first replacement (not placed yet, or
+			// waiting for room) or a duplicate: the reconciler's to sort
+			// out, never cancelled here. The slot counts where it runs.
+			if _, ok := load[older.GetNodeId()]; ok && len(live) == 2 {
+				load[older.GetNodeId()]++
+			}
+			continue
 		}
 		_, eligible := load[newer.GetNodeId()]
 		stuck := newer.GetStatus().GetState() == statePending && newer.GetStatus().GetMessage() != msgPending

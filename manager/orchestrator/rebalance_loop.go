@@ -161,7 +161,19 @@ func (r *rebalanceLoop) pass(ctx context.Context, _ time.Time) (time.Time, error
 			}
 			tasks := raftstore.Find[*shoalv1.Task](tx, raftstore.IndexServiceID, id)
 			p := PlanRebalance(svc, nodes, tasks, filter, now)
+			// Within the entry's budget: what is cut is planned again
+			// from the store by the next pass, at once.
+			cut := false
+			within := func() bool {
+				if b.spent() {
+					cut = true
+				}
+				return !cut
+			}
 			for _, c := range p.Cancel {
+				if !within() {
+					break
+				}
 				if r.avoid[id] == nil {
 					r.avoid[id] = map[string]time.Time{}
 				}
@@ -173,6 +185,9 @@ func (r *rebalanceLoop) pass(ctx context.Context, _ time.Time) (time.Time, error
 				cancelled = append(cancelled, c.GetMeta().GetId())
 			}
 			for _, c := range p.Stop {
+				if !within() {
+					break
+				}
 				b.charge(c)
 				if err := tx.Update(c); err != nil {
 					return fmt.Errorf("stopping moved task %q: %w", c.GetMeta().GetId(), err)
@@ -180,6 +195,9 @@ func (r *rebalanceLoop) pass(ctx context.Context, _ time.Time) (time.Time, error
 				stopped++
 			}
 			for _, m := range p.Moves {
+				if !within() {
+					break
+				}
 				t := newTask(svc, m.Slot, m.To, now)
 				b.charge(t)
 				if err := tx.Create(t); err != nil {
@@ -188,6 +206,9 @@ func (r *rebalanceLoop) pass(ctx context.Context, _ time.Time) (time.Time, error
 				moved = append(moved, fmt.Sprintf("slot %d: %s → %s", m.Slot, m.From, m.To))
 			}
 			switch {
+			case cut:
+				active[id] = true
+				wake = now
 			case !p.Even:
 				active[id] = true
 				if len(p.Moves) == 0 && p.InFlight == 0 && len(p.Cancel) == 0 && len(p.Stop) == 0 {

@@ -128,3 +128,48 @@ func TestRebalanceRequested(t *testing.T) {
 		return nil
 	})
 }
+
+// TestRebalanceLoopBoundedEntry: a rebalance of many moves at once
+// (parallelism 0) writes them in entries within the pass budget, asking
+// for the next pass at once, and the passes together make every move.
+func TestRebalanceLoopBoundedEntry(t *testing.T) {
+	s := openStore(t)
+	ctx := context.Background()
+	create(t, s, mkNode("n1"), mkNode("n2"), mkService("web", 40, parallelism(0), func(svc *shoalv1.Service) { svc.RebalanceRequested = true }))
+	var ts []raftstore.Object
+	for i := range 40 {
+		ts = append(ts, mkTask(fmt.Sprintf("t%02d", i+1), "web", uint64(i+1), onNode("n1")))
+	}
+	create(t, s, ts...)
+	o := newOrchestrator(s, testLogger())
+	o.now = func() time.Time { return t0 }
+	o.maxEntryOps = 10
+	r := newRebalanceLoop(o)
+	r.resync()
+	onN2 := func() int {
+		n := 0
+		for _, tk := range liveOf(tasksOf(s, "web")) {
+			if tk.GetNodeId() == "n2" {
+				n++
+			}
+		}
+		return n
+	}
+	for pass, last := 1, 0; ; pass++ {
+		wake, err := r.pass(ctx, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := onN2()
+		if got-last > 10 {
+			t.Fatalf("pass %d wrote %d moves in one entry, budget 10 ops", pass, got-last)
+		}
+		if got == 20 {
+			break
+		}
+		if !wake.Equal(t0) || pass > 5 {
+			t.Fatalf("pass %d: %d of 20 moves made, wake %v (want the next pass at once)", pass, got, wake)
+		}
+		last = got
+	}
+}

@@ -137,9 +137,15 @@ func reconcileGlobal(svc *shoalv1.Service, tasks []*shoalv1.Task, nodes []*shoal
 		}
 	}
 	slices.Sort(keys)
+	paused := map[string]bool{}
+	for _, n := range nodes {
+		if n != nil && n.GetSpec().GetAvailability() == shoalv1.NodeAvailability_NODE_AVAILABILITY_PAUSE {
+			paused[n.GetMeta().GetId()] = true
+		}
+	}
 	groups := make([]*group, 0, len(keys))
 	for _, k := range keys {
-		groups = append(groups, &group{svc: svc, now: now, wanted: eligible[k], tasks: byNode[k], nodeID: k, hist: b.histRule()})
+		groups = append(groups, &group{svc: svc, now: now, wanted: eligible[k], tasks: byNode[k], nodeID: k, hist: b.histRule(), paused: paused[k]})
 	}
 	return reconcileGroups(svc, now, slices.Values(groups), b)
 }
@@ -215,7 +221,7 @@ func reconcileGroups(svc *shoalv1.Service, now time.Time, groups iter.Seq[*group
 		gp, st := g.reconcile()
 		b.chargePlan(gp)
 		p.merge(gp)
-		if g.wanted {
+		if g.wanted && !g.paused {
 			ty.add(st)
 		}
 		for _, t := range g.tasks {
@@ -281,6 +287,12 @@ type group struct {
 	// rolledBack: the service went back to its previous spec; a task
 	// still built from that very spec is current, whatever its version.
 	rolledBack bool
+	// paused: a global service's node whose availability is pause. It
+	// takes no new task, so rollouts leave its task alone (as swarm mode
+	// does): replaced, it would have none, and the replacement, pending
+	// for ever, would hold the rollout's window. Once active again, the
+	// node's outdated task is rolled out.
+	paused bool
 }
 
 func (g *group) newTask() *shoalv1.Task { return newTask(g.svc, g.slot, g.nodeID, g.now) }

@@ -36,6 +36,9 @@ type reconciler struct {
 	// drainWaiting: draining nodes with tasks held back by their
 	// service's update parallelism (update_drain.go).
 	drainWaiting map[string]bool
+	// histLimit is the task_history_limit the last pass applied (0: no
+	// pass yet): a cluster write that lowers it makes a full pass.
+	histLimit int
 }
 
 func newReconciler(o *Orchestrator) *reconciler {
@@ -48,7 +51,7 @@ func newReconciler(o *Orchestrator) *reconciler {
 func (r *reconciler) name() string { return "reconciler" }
 
 func (r *reconciler) kinds() []raftstore.Kind {
-	return []raftstore.Kind{raftstore.KindService, raftstore.KindTask, raftstore.KindNode}
+	return []raftstore.Kind{raftstore.KindService, raftstore.KindTask, raftstore.KindNode, raftstore.KindCluster}
 }
 
 func (r *reconciler) resync() { r.full = true }
@@ -60,6 +63,18 @@ func (r *reconciler) observe(ev *shoalv1.WatchEvent) bool {
 	case *shoalv1.Node:
 		r.nodes[obj.GetMeta().GetId()] = true
 		r.globals = true
+	case *shoalv1.Cluster:
+		// A lower history limit reaps every slot's older tasks now, not
+		// whenever each service changes next; other settings (or a
+		// higher limit) change no plan.
+		limit := int(obj.GetSettings().GetTaskHistoryLimit())
+		if limit <= 0 {
+			limit = HistoryLimit
+		}
+		if r.histLimit == 0 || limit >= r.histLimit {
+			return false
+		}
+		r.full = true
 	case *shoalv1.Task:
 		if ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_UPDATE && isLive(obj) {
 			// A task can never become live again, so a live task's
@@ -105,6 +120,8 @@ type passResult struct {
 	jobs         []jobPass
 	// more: the pass stopped at its entry's budget.
 	more bool
+	// histLimit: the history limit the pass applied.
+	histLimit int
 }
 
 type serviceChange struct {
@@ -134,6 +151,7 @@ func (r *reconciler) pass(ctx context.Context, now time.Time) (time.Time, error)
 		return r.nextWake(), fmt.Errorf("reconciling services: %w", err)
 	}
 	done := r.o.now()
+	r.histLimit = res.histLimit
 	for id, d := range res.retry {
 		r.retryAt[id] = done.Add(d)
 	}
@@ -169,6 +187,7 @@ func (r *reconciler) nextWake() time.Time {
 func (r *reconciler) reconcileTx(tx raftstore.WriteTx, now time.Time, res *passResult, b *budget) error {
 	nodes := raftstore.List[*shoalv1.Node](tx)
 	b.hist = histRuleOf(tx, nodes)
+	res.histLimit = b.hist.keep()
 	dirty := maps.Clone(r.services)
 
 	// Node-driven changes first, so that the services' pass below sees

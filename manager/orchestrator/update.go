@@ -124,6 +124,22 @@ func runningHealthy(t *shoalv1.Task) bool {
 	return h == shoalv1.TaskHealth_TASK_HEALTH_NONE || h == shoalv1.TaskHealth_TASK_HEALTH_HEALTHY
 }
 
+// readySince is when a running (and healthy) task became ready, which
+// the rollout's monitor and delay count from: when it began running, or,
+// for a task with a health check, when the check last had news of it (it
+// turned healthy, or a failing probe since). A health report keeps the
+// RUNNING status's timestamp (the start), so without this a check slower
+// than the monitor would never be monitored at all.
+func readySince(t *shoalv1.Task) time.Time {
+	since := statusTime(t)
+	if t.GetStatus().GetHealth() == shoalv1.TaskHealth_TASK_HEALTH_HEALTHY {
+		if at := t.GetStatus().GetHealthCheckedAt(); at != nil && at.AsTime().After(since) {
+			since = at.AsTime()
+		}
+	}
+	return since
+}
+
 // endedBadly: a task of the rollout that ended on its own while it was
 // meant to run (failed, rejected, or exited although the task of a
 // service that is not a job should not): it counts as a failed update. Tasks lost with their node
@@ -189,7 +205,7 @@ func (t *tally) add(s slotState) {
 		t.inFlight++
 		return
 	}
-	since := statusTime(c)
+	since := readySince(c)
 	if since.After(t.lastReady) {
 		t.lastReady = since
 	}

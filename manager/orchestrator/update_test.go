@@ -44,6 +44,15 @@ func since(d time.Duration) taskOpt {
 	return func(t *shoalv1.Task) { t.Status.Timestamp = timestamppb.New(ago(d)) }
 }
 
+// healthySince: the task's check found it healthy d ago (its last health
+// news).
+func healthySince(d time.Duration) taskOpt {
+	return func(t *shoalv1.Task) {
+		t.Status.Health = shoalv1.TaskHealth_TASK_HEALTH_HEALTHY
+		t.Status.HealthCheckedAt = timestamppb.New(ago(d))
+	}
+}
+
 func exited(code int32, at time.Time) taskOpt {
 	return func(t *shoalv1.Task) {
 		t.Status = &shoalv1.TaskStatus{State: tsFailed, Timestamp: timestamppb.New(at), ExitCode: code}
@@ -100,6 +109,12 @@ func TestRollout(t *testing.T) {
 		{"delay: the next slot waits delay after the newest new task began running",
 			mkService("s", 3, v2, updState(updUpdating), updateCfg(1, 10*time.Second, time.Second, "", "", 0)),
 			[]*shoalv1.Task{cur("n1", 1, since(2*time.Second)), old("b", 2), old("c", 3)}, "retry=8s status=UPDATING 1/0"},
+		{"monitor: counted from when the new task was found healthy, not from its start", sf(1, updState(updUpdating)),
+			[]*shoalv1.Task{cur("n1", 1, since(time.Minute), healthySince(200*time.Millisecond)), old("b", 2), old("c", 3)},
+			"+2@2 ~b:shutdown/running retry=800ms"},
+		{"delay: counted from when the newest new task was found healthy",
+			mkService("s", 3, v2, updState(updUpdating), updateCfg(1, 10*time.Second, time.Second, "", "", 0)),
+			[]*shoalv1.Task{cur("n1", 1, since(time.Minute), healthySince(2*time.Second)), old("b", 2), old("c", 3)}, "retry=8s status=UPDATING 1/0"},
 		{"delay over: the next slot goes",
 			mkService("s", 3, v2, updState(updUpdating), updateCfg(1, 10*time.Second, time.Second, "", "", 0)),
 			[]*shoalv1.Task{cur("n1", 1, since(11*time.Second)), old("b", 2), old("c", 3)}, "+2@2 ~b:shutdown/running status=UPDATING 1/0"},
@@ -622,5 +637,32 @@ func TestEndedBadly(t *testing.T) {
 		if got := endedBadly(c.svc, c.task); got != c.want {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
 		}
+	}
+}
+
+// A global service's rollout leaves a paused node's task alone, as swarm
+// mode does (a paused node takes no new task: stopping its old one would
+// leave it none, and its replacement, pending for ever, held the window so
+// that no other node was ever updated). The rollout completes over the
+// other nodes; once the node is active again, its outdated task is rolled
+// out.
+func TestRolloutGlobalSkipsPausedNode(t *testing.T) {
+	nodes := []*shoalv1.Node{mkNode("n1", pauseNode()), mkNode("n2"), mkNode("n3")}
+	svc := mkService("g", 0, global(), specVersion(2), updState(updUpdating), updateCfg(1, 0, time.Second, "stop-first", "", 0))
+	on := func(id, node string, opts ...taskOpt) *shoalv1.Task {
+		return mkTask(id, "g", 0, append([]taskOpt{onNode(node)}, opts...)...)
+	}
+	tasks := []*shoalv1.Task{on("t1", "n1"), on("t2", "n2"), on("t3", "n3")}
+	if d := describeRollout(ReconcileGlobal(svc, tasks, nodes, t0)); d != "+n2@2 ~t2:shutdown/running" {
+		t.Fatalf("first pass %q, want n2 replaced (n1 is paused)", d)
+	}
+	tasks = []*shoalv1.Task{on("t1", "n1"), on("t2", "n2", version(2)), on("t3", "n3", version(2))}
+	if d := describeRollout(ReconcileGlobal(svc, tasks, nodes, t0)); d != "status=COMPLETED 2/0 [update completed]" {
+		t.Fatalf("every active node updated: %q, want completed", d)
+	}
+	nodes[0] = mkNode("n1")
+	svc = mkService("g", 0, global(), specVersion(2), updState(updCompleted), updateCfg(1, 0, time.Second, "stop-first", "", 0))
+	if d := describeRollout(ReconcileGlobal(svc, tasks, nodes, t0)); d != "+n1@2 ~t1:shutdown/running status=UPDATING 2/0" {
+		t.Fatalf("n1 active again: %q, want its task rolled out", d)
 	}
 }

@@ -120,3 +120,29 @@ func TestJobWaitProgress(t *testing.T) {
 		t.Errorf("failed with condition none: stuck %v (%q)", st, why)
 	}
 }
+
+// The wait of a global job counts the nodes the orchestrator runs it on:
+// a node drained (or no longer eligible) mid-run, whose task was stopped
+// and not replaced, is not waited for (the orchestrator does not count
+// it either), so the wait ends once the other nodes completed.
+func TestGlobalJobWaitSkipsWithdrawnNodes(t *testing.T) {
+	svc := &shoalv1.Service{SpecVersion: 1, Spec: &shoalv1.ServiceSpec{Name: "g", Mode: shoalv1.ServiceMode_SERVICE_MODE_GLOBAL_JOB,
+		Task: &shoalv1.TaskSpec{Restart: &shoalv1.RestartPolicy{Condition: shoalv1.RestartCondition_RESTART_CONDITION_ON_FAILURE}}}}
+	mk := func(id, node string, desired, st shoalv1.TaskState) *shoalv1.Task {
+		return &shoalv1.Task{Meta: &shoalv1.Meta{Id: id}, NodeId: node, JobIteration: 1, SpecVersion: 1, DesiredState: desired,
+			Status: &shoalv1.TaskStatus{State: st, Timestamp: timestamppb.Now()}}
+	}
+	run, shut := shoalv1.TaskState_TASK_STATE_RUNNING, shoalv1.TaskState_TASK_STATE_SHUTDOWN
+	tasks := map[string]*shoalv1.Task{
+		"a": mk("a", "n1", run, shoalv1.TaskState_TASK_STATE_COMPLETE),
+		"b": mk("b", "n2", shut, shut), // n2 drained mid-run
+	}
+	if done, want, st, _ := jobProgress(svc, 1, tasks, time.Now()); done != 1 || want != 1 || st != nil {
+		t.Errorf("n2 drained: %d/%d stuck %v; want 1/1 (n2 no longer runs the job)", done, want, st)
+	}
+	// n2 back: the orchestrator gives it a new task of the run.
+	tasks["c"] = mk("c", "n2", run, run)
+	if done, want, _, _ := jobProgress(svc, 1, tasks, time.Now()); done != 1 || want != 2 {
+		t.Errorf("n2 back: %d/%d, want 1/2", done, want)
+	}
+}

@@ -15,7 +15,9 @@ import (
 
 // jobProgress says how far a one-off job's run is: completed tasks of the
 // run, those wanted, and a task whose slot the restart policy gave up on
-// (with the reason), which ends the wait.
+// (with the reason), which ends the wait. A global job waits for the
+// nodes it still runs on (a node drained mid-run, its task stopped, is
+// not waited for; the orchestrator does not count it either).
 func jobProgress(svc *shoalv1.Service, iter uint64, tasks map[string]*shoalv1.Task, now time.Time) (done, want int, stuckTask *shoalv1.Task, why string) {
 	global := svc.GetSpec().GetMode() == shoalv1.ServiceMode_SERVICE_MODE_GLOBAL_JOB
 	groups := map[string][]*shoalv1.Task{}
@@ -39,6 +41,12 @@ func jobProgress(svc *shoalv1.Service, iter uint64, tasks map[string]*shoalv1.Ta
 		g := groups[k]
 		if slices.ContainsFunc(g, func(t *shoalv1.Task) bool { return t.GetStatus().GetState() == shoalv1.TaskState_TASK_STATE_COMPLETE }) {
 			done++
+			continue
+		}
+		if global && !slices.ContainsFunc(g, func(t *shoalv1.Task) bool { return t.GetDesiredState() <= shoalv1.TaskState_TASK_STATE_RUNNING }) {
+			// The orchestrator withdrew the job from this node (drained,
+			// or no longer eligible) before it completed: not waited for.
+			delete(groups, k)
 			continue
 		}
 		if _, _, never := restartpolicy.Decide(svc, g, now); never != "" && stuckTask == nil {
