@@ -100,7 +100,7 @@ func NewRootCommand(out, errOut io.Writer) *cobra.Command {
 	pf.StringVar(&a.logLevel, "log-level", "info", "log level of node verbs: debug, info, warn, error")
 	pf.DurationVar(&a.timeout, "timeout", 30*time.Second, "timeout of each API call")
 	root.AddCommand(a.nodeVerbs()...)
-	root.AddCommand(a.nodeCmd(), a.serviceCmd(), a.networkCmd(), a.taskCmd(), a.clusterCmd(), a.tokenCmd(), a.eventsCmd(), a.versionCmd())
+	root.AddCommand(a.nodeCmd(), a.serviceCmd(), a.networkCmd(), a.taskCmd(), a.clusterCmd(), a.tokenCmd(), a.joinTokenCmd(), a.eventsCmd(), a.versionCmd())
 	a.addLogsAndImages(root)
 	root.AddCommand(a.adminCertCmd())
 	root.AddCommand(a.debugCmd())
