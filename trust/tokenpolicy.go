@@ -43,11 +43,11 @@ func TokenPolicy() map[string]TokenRole {
 		shoalv1.Control_ListNetworks_FullMethodName:           TokenViewer,
 		shoalv1.Control_RemoveNetwork_FullMethodName:          TokenOperator,
 		shoalv1.Control_PruneNetworks_FullMethodName:          TokenOperator,
-		shoalv1.Control_ListTasks_FullMethodName:             TokenViewer,
-		shoalv1.Control_GetTask_FullMethodName:               TokenViewer,
-		shoalv1.Control_Watch_FullMethodName:                 TokenViewer,
-		shoalv1.Logs_ServiceLogs_FullMethodName:              TokenViewer,
-		shoalv1.Ops_TaskStats_FullMethodName:                 TokenViewer,
-		shoalv1.Ops_TaskExec_FullMethodName:                  TokenAdmin,
+		shoalv1.Control_ListTasks_FullMethodName:              TokenViewer,
+		shoalv1.Control_GetTask_FullMethodName:                TokenViewer,
+		shoalv1.Control_Watch_FullMethodName:                  TokenViewer,
+		shoalv1.Logs_ServiceLogs_FullMethodName:               TokenViewer,
+		shoalv1.Ops_TaskStats_FullMethodName:                  TokenViewer,
+		shoalv1.Ops_TaskExec_FullMethodName:                   TokenAdmin,
 	}
 }
