@@ -25,8 +25,9 @@ const (
 	// MaxAPITokens bounds the tokens the cluster object keeps (revoked
 	// and expired ones are dropped first when a new one needs room).
 	MaxAPITokens = 1000
-	// MinTokenTTL and MaxTokenTTL bound ttl_ms (0: no expiry).
-	MinTokenTTL = time.Minute
+	// MinTokenTTL and MaxTokenTTL bound ttl_ms (0: no expiry). A second
+	// is short but harmless (a script's one-shot token; tests of expiry).
+	MinTokenTTL = time.Second
 	MaxTokenTTL = 10 * 365 * 24 * time.Hour
 )
 
