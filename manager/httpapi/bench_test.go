@@ -36,7 +36,7 @@ import (
 //
 //	go test -tags seccomp -run '^$' -bench HTTPvsGRPC -benchtime 2s ./manager/httpapi/
 //
-// ListServices lists 1,000 services; UpdateService changes one service's
+// ListServices lists 1,000 services; GetService reads one; UpdateService changes one service's
 // label (one raft write each). Each reports ops/s (4 concurrent callers)
 // and p99 latency; compare the http and grpc lines of a call.
 func BenchmarkHTTPvsGRPC(b *testing.B) {
@@ -184,6 +184,8 @@ func BenchmarkHTTPvsGRPC(b *testing.B) {
 				return err
 			},
 			func(int) error { return httpDo("GET", "/v1/services", "") }},
+		{"GetService", 1, func(int) error { _, err := gc.GetService(ctx, &shoalv1.GetServiceRequest{Ref: svcID}); return err },
+			func(int) error { return httpDo("GET", "/v1/services/"+svcID, "") }},
 		{"UpdateService", 1, func(i int) error { return update(false, i) }, func(i int) error { return update(true, i) }},
 	}
 	for _, c := range calls {
