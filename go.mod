@@ -29,12 +29,12 @@ require (
 	google.golang.org/protobuf v1.36.12
 )
 
-require github.com/robfig/cron/v3 v3.0.1
-
 require (
-	github.com/grpc-ecosystem/grpc-gateway/v2 v2.34.0 // indirect
-	google.golang.org/genproto/googleapis/api v0.0.0-20261110000943-09e21b237f2c // indirect
+	github.com/grpc-ecosystem/grpc-gateway/v2 v2.34.0
+	github.com/robfig/cron/v3 v3.0.1
 )
+
+require google.golang.org/genproto/googleapis/api v0.0.0-20261110000943-09e21b237f2c // indirect
 
 require (
 	cyphar.com/go-pathrs v0.2.6 // indirect
