@@ -345,3 +345,62 @@ func TestHTTPAPI(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTPAPICORS: a manager started with --http-addr (another port) and
+// --http-cors-origin answers its origin's preflight (Authorization
+// allowed, no credentials) and refuses another origin's; replies to the
+// allowed origin carry Access-Control-Allow-Origin.
+func TestHTTPAPICORS(t *testing.T) {
+	f := harness.NewFabric(t)
+	harness.Binary(t)
+	h := f.AddHost("h1")
+	p := h.Init(t, "--node-name", "h1", "--http-addr", h.IP+":8443", "--http-cors-origin", "https://dash.example")
+	const origin = "https://dash.example"
+	var admin *httpClient
+	harness.Eventually(t, startTimeout, poll, func() error {
+		if err := p.CheckRunning(); err != nil {
+			return harness.Permanent(err)
+		}
+		if _, err := os.Stat(filepath.Join(h.AdminCertDir(), "admin.key")); err != nil {
+			return err
+		}
+		admin = newHTTPClient(t, h, h, h.AdminCertDir(), "", true)
+		admin.base = "https://" + net.JoinHostPort(h.IP, "8443")
+		ctx, cancel := attempt()
+		defer cancel()
+		resp, err := admin.request(ctx, "OPTIONS", "/v1/services", "", "Origin", origin, "Access-Control-Request-Method", "PATCH", "Access-Control-Request-Headers", "authorization")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 204 || resp.Header.Get("Access-Control-Allow-Origin") != origin ||
+			!strings.Contains(resp.Header.Get("Access-Control-Allow-Headers"), "Authorization") ||
+			!strings.Contains(resp.Header.Get("Access-Control-Allow-Methods"), "PATCH") || resp.Header.Get("Access-Control-Allow-Credentials") != "" {
+			return fmt.Errorf("allowed preflight: HTTP %d %v", resp.StatusCode, resp.Header)
+		}
+		return nil
+	})
+	ctx, cancel := attempt()
+	defer cancel()
+	resp, err := admin.request(ctx, "OPTIONS", "/v1/services", "", "Origin", "https://evil.example", "Access-Control-Request-Method", "GET")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 403 || resp.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Fatalf("refused preflight: HTTP %d %v", resp.StatusCode, resp.Header)
+	}
+	harness.Eventually(t, startTimeout, poll, func() error {
+		ctx, cancel := attempt()
+		defer cancel()
+		resp, err := admin.request(ctx, "GET", "/v1/nodes", "", "Origin", origin)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Header.Get("Access-Control-Allow-Origin") != origin {
+			return fmt.Errorf("GET from the allowed origin: HTTP %d %v", resp.StatusCode, resp.Header)
+		}
+		return nil
+	})
+}
