@@ -190,9 +190,10 @@ func (s *Server) Run(ctx context.Context) error {
 	}()
 	s.log.Info("HTTPS API serving", "addr", ln.Addr().String(), "cors_origins", s.cfg.CORSOrigins)
 	err = srv.ServeTLS(ln, "", "")
-	<-done
 	if errors.Is(err, http.ErrServerClosed) {
+		<-done // Shutdown (or Close) has returned
 		return nil
 	}
-	return err
+	srv.Close()
+	return fmt.Errorf("http api: %w", err)
 }
