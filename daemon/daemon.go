@@ -63,6 +63,11 @@ type Options struct {
 	// the node serves /metrics over mutual TLS; "" (default): not served
 	// (managers still serve it on their HTTPS API).
 	MetricsAddr string
+	// HTTPAddr is where a manager serves the HTTPS JSON API: empty for
+	// the advertise host and port + 2 (4244), HTTPOff for none.
+	HTTPAddr string
+	// HTTPCORSOrigins are the origins allowed cross-origin API calls.
+	HTTPCORSOrigins []string
 
 	// Seams replace parts of the node in tests; no flag sets them.
 	Seams Seams

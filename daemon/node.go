@@ -230,6 +230,10 @@ func (n *node) startManager(ctx context.Context) error {
 	}
 	// Not cancelled with ctx: runNode stops the manager (stopManager) only
 	// after the agent has said goodbye, which the leader may be this node.
+	haddr, err := httpAddr(n.o.HTTPAddr, n.st.AdvertiseAddr)
+	if err != nil {
+		return err
+	}
 	mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	// The audit log (execs, with who ran them) is a file of the node's data
 	// dir, open while the manager runs.
@@ -242,6 +246,7 @@ func (n *node) startManager(ctx context.Context) error {
 		NodeID: n.st.NodeID, DataDir: n.o.DataDir, ListenAddr: n.st.ListenAddr, AdvertiseAddr: n.st.AdvertiseAddr,
 		Certs: n.certs, Bootstrap: n.boot, Logger: n.o.Logger, Gossip: n.gossip, Audit: audit,
 		Metrics: n.metrics.mgr, MetricsHandler: metrics.Handler(n.metrics.reg),
+		HTTPAddr: haddr, HTTPCORSOrigins: n.o.HTTPCORSOrigins,
 	})
 	done := make(chan error, 1)
 	go func() {
