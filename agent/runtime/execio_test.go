@@ -227,8 +227,19 @@ func TestExecKilledWithContext(t *testing.T) {
 	if code, sig, err := p.Wait(); err != nil || code != 137 || sig != 9 {
 		t.Fatalf("killed exec: code %d signal %d err %v", code, sig, err)
 	}
-	if left := cgroupProcs(t, spec.ID); !slices.Equal(left, []int{st.Pid}) {
-		t.Fatalf("after the killed exec the cgroup holds %v, want only init %d", left, st.Pid)
+	// A killed process leaves the cgroup once it is reaped, which may be a
+	// moment after Wait returns (a grandchild is its own parent's to reap):
+	// poll with a deadline rather than look once.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		left := cgroupProcs(t, spec.ID)
+		if slices.Equal(left, []int{st.Pid}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("10 s after the killed exec the cgroup holds %v, want only init %d", left, st.Pid)
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
 	}
 	running(t, rt, spec.ID)
 }
