@@ -47,7 +47,8 @@
 // values, not over the nodes — three nodes in zone a and one in zone b get
 // half the tasks each side. Nodes without a label form their own group
 // (value ""), as in swarm mode, so a preference on a label no node has
-// changes nothing (it is accepted: labels may be added later). A group
+// changes nothing (the Control API refuses a new preference on a label no
+// node has; nodes may lose it later). A group
 // whose nodes can take no more leaves its parent, and the tasks go to the
 // others.
 //

@@ -61,6 +61,9 @@ func (s *Server) CreateService(ctx context.Context, req *shoalv1.CreateServiceRe
 		if err := resolveTaskNetworks(tx, svc.GetSpec()); err != nil {
 			return err
 		}
+		if err := checkSpreadLabels(tx, svc.GetSpec(), nil); err != nil {
+			return err
+		}
 		if err := checkPortConflicts(tx, "", svc.GetSpec()); err != nil {
 			return err
 		}
@@ -204,6 +207,9 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 			RebalanceRequested: cur.GetRebalanceRequested(),
 		}
 		if err := resolveTaskNetworks(tx, svc.GetSpec()); err != nil {
+			return err
+		}
+		if err := checkSpreadLabels(tx, svc.GetSpec(), cur.GetSpec()); err != nil {
 			return err
 		}
 		if err := checkPortConflicts(tx, cur.GetMeta().GetId(), svc.GetSpec()); err != nil {
