@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sort"
 	"strconv"
 	"strings"
@@ -238,13 +239,14 @@ func (a *app) serviceInspect() *cobra.Command {
 
 func (a *app) servicePs() *cobra.Command {
 	var lf listFlags
-	cmd := &cobra.Command{Use: "ps SERVICE", Short: "List a service's tasks", Args: cobra.ExactArgs(1),
+	cmd := &cobra.Command{Use: "ps SERVICE...", Short: "List services' tasks (one table)", Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := a.printJobSummary(cmd, args[0], lf); err != nil {
-				return err
+			for _, ref := range args {
+				if err := a.printJobSummary(cmd, ref, lf); err != nil {
+					return err
+				}
 			}
-			lf.filters = append(lf.filters, "service="+args[0])
-			return a.listTasks(cmd, lf)
+			return a.listTasks(cmd, lf, args...)
 		}}
 	lf.bind(cmd, true)
 	return cmd
@@ -284,7 +286,9 @@ func taskName(t *shoalv1.Task) string {
 	return t.GetServiceName() + "." + shortID(t.GetNodeId())
 }
 
-func (a *app) listTasks(cmd *cobra.Command, lf listFlags) error {
+// listTasks prints the tasks the filters select; with services, those of
+// each service (a task listed once), in one table.
+func (a *app) listTasks(cmd *cobra.Command, lf listFlags, services ...string) error {
 	if err := lf.check(); err != nil {
 		return err
 	}
@@ -293,11 +297,29 @@ func (a *app) listTasks(cmd *cobra.Command, lf listFlags) error {
 		return err
 	}
 	return a.withClient(cmd, func(ctx context.Context, ctl shoalv1.ControlClient) error {
-		resp, err := ctl.ListTasks(ctx, &shoalv1.ListTasksRequest{Filters: filters})
-		if err != nil {
-			return err
+		var tasks []*shoalv1.Task
+		if len(services) == 0 {
+			resp, err := ctl.ListTasks(ctx, &shoalv1.ListTasksRequest{Filters: filters})
+			if err != nil {
+				return err
+			}
+			tasks = resp.GetTasks()
 		}
-		tasks := resp.GetTasks()
+		seen := map[string]bool{}
+		for _, svc := range services {
+			f := maps.Clone(filters)
+			f["service"] = svc
+			resp, err := ctl.ListTasks(ctx, &shoalv1.ListTasksRequest{Filters: f})
+			if err != nil {
+				return fmt.Errorf("service %q: %w", svc, err)
+			}
+			for _, t := range resp.GetTasks() {
+				if !seen[t.GetMeta().GetId()] {
+					seen[t.GetMeta().GetId()] = true
+					tasks = append(tasks, t)
+				}
+			}
+		}
 		sort.SliceStable(tasks, func(i, j int) bool {
 			if tasks[i].GetServiceName() != tasks[j].GetServiceName() {
 				return tasks[i].GetServiceName() < tasks[j].GetServiceName()

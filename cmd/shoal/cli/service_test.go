@@ -486,3 +486,31 @@ func TestSplitWords(t *testing.T) {
 		}
 	}
 }
+
+// TestServicePsSeveral: `service ps A B` lists both services' tasks in one
+// table, each task once (a service named twice), and leaves out others.
+func TestServicePsSeveral(t *testing.T) {
+	c := newCLICluster(t)
+	now := time.Now()
+	mk := func(id, svc string, slot uint64) *shoalv1.Task {
+		run := shoalv1.TaskState_TASK_STATE_RUNNING
+		return &shoalv1.Task{Meta: &shoalv1.Meta{Id: id}, ServiceId: "svc" + svc, ServiceName: svc, Slot: slot,
+			DesiredState: run, Status: &shoalv1.TaskStatus{State: run, Timestamp: timestamppb.New(now)}}
+	}
+	c.mgr.tasks = []*shoalv1.Task{mk("webtask00001", "web", 1), mk("apitask00001", "api", 1), mk("apitask00002", "api", 2), mk("dbtask000001", "db", 1)}
+	code, out, errOut := c.run("service", "ps", "web", "api", "web")
+	if code != 0 {
+		t.Fatalf("service ps web api: %d %s", code, errOut)
+	}
+	for _, want := range []string{"web.1", "api.1", "api.2"} {
+		if n := strings.Count(out, want+" "); n != 1 {
+			t.Errorf("%s listed %d times:\n%s", want, n, out)
+		}
+	}
+	if strings.Contains(out, "db.1") || strings.Count(out, "\nID") > 0 || strings.Count(out, "ID ") != 1 {
+		t.Errorf("want one table of web and api only:\n%s", out)
+	}
+	if code, _, _ := c.run("service", "ps"); code == 0 {
+		t.Error("service ps with no service succeeded")
+	}
+}
