@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -101,7 +102,7 @@ func (s *simAPI) addTask(svc *shoalv1.Service, slot uint64, node string) *shoalv
 	now := timestamppb.Now()
 	n := len(s.tasks)
 	t := &shoalv1.Task{
-		Meta:      &shoalv1.Meta{Id: fmt.Sprintf("t%s%06d%06d", svc.GetMeta().GetId()[:12], slot, n%1000000), Version: 1, CreatedAt: now, UpdatedAt: now},
+		Meta:      &shoalv1.Meta{Id: fmt.Sprintf("%x", sha256.Sum256([]byte(fmt.Sprint(svc.GetMeta().GetId(), slot, n))))[:25], Version: 1, CreatedAt: now, UpdatedAt: now},
 		ServiceId: svc.GetMeta().GetId(), ServiceName: svc.GetSpec().GetName(), Slot: slot, NodeId: node,
 		DesiredState: shoalv1.TaskState_TASK_STATE_RUNNING, Spec: svc.GetSpec().GetTask(),
 		Status: &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_RUNNING, Timestamp: now, Message: "started",

@@ -42,6 +42,18 @@ func (b *browser) login(token string) {
 	b.Click("#login button[type=submit]")
 }
 
+// shown asserts whether the element matching css is displayed.
+func (b *browser) shown(t *testing.T, css string, want bool) {
+	t.Helper()
+	var got bool
+	if err := b.JS(&got, `const e = document.querySelector(arguments[0]); return !!e && getComputedStyle(e).display !== "none";`, css); err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Errorf("%s displayed: %v, want %v", css, got, want)
+	}
+}
+
 // rows is the number of rows in the table on screen.
 func (b *browser) rows() int {
 	b.t.Helper()
@@ -102,6 +114,8 @@ func TestDashboardSimulated(t *testing.T) {
 	b.Go(srv.URL + "/")
 	b.login("shoal_nope_wrongsecret")
 	b.WaitText("#login-error", "Token rejected (401)", 30*time.Second)
+	b.shown(t, "#login", true)
+	b.shown(t, "#view", false)
 	if !strings.Contains(b.Text("#login-error"), "not valid") {
 		t.Errorf("login error %q lacks the server's message", b.Text("#login-error"))
 	}
@@ -110,6 +124,8 @@ func TestDashboardSimulated(t *testing.T) {
 	// Viewer: lists, actions disabled.
 	b.login(simViewer)
 	b.WaitText("#who", "read-only", 30*time.Second)
+	b.shown(t, "#login", false)
+	b.shown(t, "#view", true)
 	b.waitRows(50)
 	b.WaitText("#page-info", "of 5000", 30*time.Second)
 	b.WaitText("#table tbody", "host-0000", 30*time.Second)
