@@ -2,6 +2,7 @@
 GO ?= go
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+GRPC_GATEWAY_VERSION := v2.34.0
 BIN := bin/shoal
 GOTAGS ?= seccomp
 export GOFLAGS := -tags=$(GOTAGS)
@@ -27,12 +28,20 @@ demo-image:
 tools:
 	GOBIN=$(CURDIR)/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	GOBIN=$(CURDIR)/bin $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	GOBIN=$(CURDIR)/bin $(GO) install github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-grpc-gateway@$(GRPC_GATEWAY_VERSION)
+	GOBIN=$(CURDIR)/bin $(GO) install github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2@$(GRPC_GATEWAY_VERSION)
 
 proto: tools
 	cd proto && PATH=$(CURDIR)/bin:$$PATH protoc -I . \
 		--go_out=paths=source_relative:. \
 		--go-grpc_out=paths=source_relative:. \
 		shoalv1/*.proto
+	# The HTTP/JSON gateway and its OpenAPI document, from the HTTP rules in
+	# shoalv1/http.yaml (no google.api annotations in the .proto files).
+	cd proto && PATH=$(CURDIR)/bin:$$PATH protoc -I . \
+		--grpc-gateway_out=paths=source_relative,grpc_api_configuration=shoalv1/http.yaml:. \
+		--openapiv2_out=grpc_api_configuration=shoalv1/http.yaml,allow_merge=true,merge_file_name=openapi,json_names_for_fields=true:../manager/httpapi \
+		shoalv1/control.proto shoalv1/logs.proto shoalv1/ops.proto shoalv1/objects.proto shoalv1/store.proto
 
 test:
 	bash scripts/test.sh

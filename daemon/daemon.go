@@ -59,6 +59,11 @@ type Options struct {
 	// those it receives (the managers' network state alone programs its
 	// overlay; for comparisons).
 	NoGossipHints bool
+	// HTTPAddr is where a manager serves the HTTPS JSON API: empty for
+	// the advertise host and port + 2 (4244), HTTPOff for none.
+	HTTPAddr string
+	// HTTPCORSOrigins are the origins allowed cross-origin API calls.
+	HTTPCORSOrigins []string
 
 	// Seams replace parts of the node in tests; no flag sets them.
 	Seams Seams

@@ -221,10 +221,15 @@ func (n *node) startManager(ctx context.Context) error {
 	}
 	// Not cancelled with ctx: runNode stops the manager (stopManager) only
 	// after the agent has said goodbye, which the leader may be this node.
+	haddr, err := httpAddr(n.o.HTTPAddr, n.st.AdvertiseAddr)
+	if err != nil {
+		return err
+	}
 	mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	m := manager.New(manager.Config{
 		NodeID: n.st.NodeID, DataDir: n.o.DataDir, ListenAddr: n.st.ListenAddr, AdvertiseAddr: n.st.AdvertiseAddr,
 		Certs: n.certs, Bootstrap: n.boot, Logger: n.o.Logger, Gossip: n.gossip,
+		HTTPAddr: haddr, HTTPCORSOrigins: n.o.HTTPCORSOrigins,
 	})
 	done := make(chan error, 1)
 	go func() {

@@ -76,3 +76,36 @@ func withPort(addr string, field string) (string, error) {
 	}
 	return net.JoinHostPort(host, port), nil
 }
+
+// HTTPOff is the --http-addr value that runs no HTTPS API.
+const HTTPOff = "off"
+
+// httpAddr is where a manager's HTTPS API listens: addr as given (a host
+// alone takes the default port), or, when empty, the advertise host and
+// the advertise port + 2 (4244 beside 4242; nodes sharing an IP on other
+// ports do not clash); "" when addr is HTTPOff.
+func httpAddr(addr, advertise string) (string, error) {
+	if addr == HTTPOff {
+		return "", nil
+	}
+	host, port, err := net.SplitHostPort(advertise)
+	if err != nil {
+		return "", fmt.Errorf("advertise address %q: %w", advertise, err)
+	}
+	p, _ := strconv.Atoi(port)
+	def := strconv.Itoa(p + 2)
+	if addr == "" {
+		return net.JoinHostPort(host, def), nil
+	}
+	h, ps, err := net.SplitHostPort(addr)
+	if err != nil {
+		h, ps = strings.Trim(addr, "[]"), def
+	}
+	if h != "" && net.ParseIP(h) == nil {
+		return "", fmt.Errorf("--http-addr: %q is not an IP address", h)
+	}
+	if n, err := strconv.Atoi(ps); err != nil || n <= 0 || n > 65535 {
+		return "", fmt.Errorf("--http-addr: bad port %q", ps)
+	}
+	return net.JoinHostPort(h, ps), nil
+}

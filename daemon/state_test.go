@@ -79,3 +79,32 @@ func TestNodeNameKept(t *testing.T) {
 		t.Fatalf("a new --node-name: %q", st.NodeName)
 	}
 }
+
+// TestHTTPAddr: the HTTPS API's address defaults to the advertise host
+// and port + 2; a host alone takes that port; off disables; junk is
+// refused naming the flag.
+func TestHTTPAddr(t *testing.T) {
+	for _, tc := range []struct {
+		in, adv, want, err string
+	}{
+		{"", "10.0.0.1:4242", "10.0.0.1:4244", ""},
+		{"", "127.0.0.21:5000", "127.0.0.21:5002", ""},
+		{"off", "10.0.0.1:4242", "", ""},
+		{"0.0.0.0:8443", "10.0.0.1:4242", "0.0.0.0:8443", ""},
+		{"10.0.0.9", "10.0.0.1:4242", "10.0.0.9:4244", ""},
+		{":9443", "10.0.0.1:4242", ":9443", ""},
+		{"host:1", "10.0.0.1:4242", "", "--http-addr"},
+		{"10.0.0.9:99999", "10.0.0.1:4242", "", "--http-addr"},
+	} {
+		got, err := httpAddr(tc.in, tc.adv)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("httpAddr(%q): %q, %v; want an error naming %s", tc.in, got, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("httpAddr(%q, %q) = %q, %v; want %q", tc.in, tc.adv, got, err, tc.want)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"github.com/shoal-dev/shoal/errdefs"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"slices"
 	"sync"
@@ -25,6 +26,7 @@ import (
 	"github.com/shoal-dev/shoal/manager/dispatcher"
 	"github.com/shoal-dev/shoal/manager/forward"
 	"github.com/shoal-dev/shoal/manager/gossipkeys"
+	"github.com/shoal-dev/shoal/manager/httpapi"
 	"github.com/shoal-dev/shoal/manager/logbroker"
 	"github.com/shoal-dev/shoal/manager/membership"
 	"github.com/shoal-dev/shoal/manager/nodeca"
@@ -52,6 +54,14 @@ type Config struct {
 	// Gossip is the node's gossip view, which the dispatcher consults
 	// while this manager leads (nil: heartbeats alone).
 	Gossip dispatcher.GossipView
+	// HTTPAddr is where the HTTPS JSON API listens (host:port); empty: no
+	// HTTP server.
+	HTTPAddr string
+	// HTTPCORSOrigins are the origins allowed cross-origin requests.
+	HTTPCORSOrigins []string
+	// HTTPUI and HTTPMetrics serve "/" and "/metrics" on the HTTPS server
+	// (nil: 404).
+	HTTPUI, HTTPMetrics http.Handler
 }
 
 // Manager is a running manager.
@@ -143,7 +153,9 @@ func (m *Manager) Run(ctx context.Context) error {
 		// Streams (sessions, watches, followed logs) are asked about again
 		// every second: a demoted, removed or revoked caller loses them.
 		Recheck: time.Second,
-		Ongoing: func(_ context.Context, id trust.Identity) (trust.Role, error) { return ongoing(id) }}
+		Ongoing: func(_ context.Context, id trust.Identity) (trust.Role, error) { return ongoing(id) },
+		// API tokens are looked up in this manager's store on every call.
+		Tokens: func(_ context.Context, tok string) (trust.Identity, error) { return StoreTokenCheck(store, tok) }}
 	raftConf := func() (raft.Configuration, error) {
 		f := store.Raft().GetConfiguration()
 		return f.Configuration(), f.Error()
@@ -166,6 +178,21 @@ func (m *Manager) Run(ctx context.Context) error {
 	shoalv1.RegisterLogsServer(srv, logbroker.New(logbroker.Config{Store: store, Certs: cfg.Certs, Logger: cfg.Logger}))
 	shoalv1.RegisterOpsServer(srv, opsapi.New(opsapi.Config{Store: store, Certs: cfg.Certs, Logger: cfg.Logger}))
 
+	// The HTTP gateway calls this same gRPC server in memory, so every HTTP
+	// call passes the authorizer and the forwarder like a gRPC one.
+	inproc := httpapi.NewInProcessListener()
+	var hs *httpapi.Server
+	if cfg.HTTPAddr != "" {
+		hs, err = httpapi.New(ctx, httpapi.Config{Addr: cfg.HTTPAddr, Certs: cfg.Certs, GRPC: inproc,
+			CORSOrigins: cfg.HTTPCORSOrigins, UI: cfg.HTTPUI, Metrics: cfg.HTTPMetrics, Logger: cfg.Logger})
+		if err != nil {
+			store.Close()
+			trans.Close()
+			ln.Close()
+			return fmt.Errorf("http api: %w", err)
+		}
+	}
+
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return mux.Serve(gctx) })
 	g.Go(func() error {
@@ -174,6 +201,15 @@ func (m *Manager) Run(ctx context.Context) error {
 		}
 		return nil
 	})
+	g.Go(func() error {
+		if err := srv.Serve(inproc); err != nil && !errors.Is(err, grpc.ErrServerStopped) && gctx.Err() == nil {
+			return fmt.Errorf("grpc serve (in-process): %w", err)
+		}
+		return nil
+	})
+	if hs != nil {
+		g.Go(func() error { return hs.Run(gctx) })
+	}
 	g.Go(func() error { return m.leaderLoop(gctx, disp, member) })
 	g.Go(func() error { return redialOnRenewal(gctx, cfg.Certs, fwd) })
 	g.Go(func() error {
@@ -201,6 +237,16 @@ func (m *Manager) Run(ctx context.Context) error {
 // its own store: node objects, removed node ids, admin certificates.
 func StoreCheck(store *raftstore.Store) func(trust.Identity) (trust.Role, error) {
 	return trust.StoreCheck(storeNodes(store), storeAdmins(store))
+}
+
+// StoreTokenCheck verifies an API bearer token against the tokens in the
+// store now (no cache: a revocation applies from the next call).
+func StoreTokenCheck(store *raftstore.Store, tok string) (trust.Identity, error) {
+	c, ok := raftstore.ClusterOf(store.View())
+	if !ok {
+		return trust.Identity{}, errdefs.Unavailablef("the cluster is still being bootstrapped")
+	}
+	return trust.VerifyAPIToken(c.GetApiTokens(), c.GetMeta().GetId(), tok, time.Now())
 }
 
 // storeAdmins reads the cluster's admin certificates from the store.

@@ -114,6 +114,13 @@ type Authorizer struct {
 	// certificate they replaced (CurrentNodeRoleOfConnection), while a
 	// demotion, removal or revocation still ends it.
 	Ongoing func(ctx context.Context, id Identity) (Role, error)
+	// Tokens verifies an API bearer token (VerifyAPIToken against the
+	// store) on every call and stream recheck: a revoked or expired token
+	// is refused from the next call on. Nil refuses every token.
+	Tokens func(ctx context.Context, token string) (Identity, error)
+	// TokenPolicy is the least token role of each method for callers with
+	// a token; nil means TokenPolicy().
+	TokenPolicy map[string]TokenRole
 }
 
 // Unary returns the interceptor for unary calls.
@@ -135,6 +142,16 @@ func (a *Authorizer) Stream() grpc.StreamServerInterceptor {
 			return err
 		}
 		id, named := IdentityFrom(ctx)
+		if tok, ok := bearerToken(ctx); ok && a.Recheck > 0 && TokenRoleOf(id) != 0 {
+			ctx, cancel := context.WithCancelCause(ctx)
+			defer cancel(nil)
+			go a.recheckToken(ctx, tok, info.FullMethod, cancel)
+			err = handler(srv, &identityStream{ServerStream: ss, ctx: ctx})
+			if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+				return cause
+			}
+			return err
+		}
 		if a.Recheck <= 0 || a.Current == nil || !named {
 			return handler(srv, &identityStream{ServerStream: ss, ctx: ctx})
 		}
@@ -180,6 +197,51 @@ func (a *Authorizer) recheck(ctx context.Context, id Identity, roles []Role, met
 	}
 }
 
+// recheckToken cancels a stream's context once its token is refused
+// (revoked, expired, removed).
+func (a *Authorizer) recheckToken(ctx context.Context, tok, method string, cancel context.CancelCauseFunc) {
+	t := time.NewTicker(a.Recheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := a.authorizeToken(ctx, method, tok); err != nil && !errdefs.IsUnavailable(err) {
+			cancel(err)
+			return
+		}
+	}
+}
+
+// authorizeToken decides a call made with an API bearer token: the token
+// must verify now and its role reach the method's row in TokenPolicy.
+func (a *Authorizer) authorizeToken(ctx context.Context, method, tok string) (context.Context, error) {
+	if a.Tokens == nil {
+		return nil, errdefs.Unauthenticatedf("API tokens are not accepted here: use a client certificate")
+	}
+	pol := a.TokenPolicy
+	if pol == nil {
+		pol = TokenPolicy()
+	}
+	need, ok := pol[method]
+	if !ok {
+		return nil, errdefs.PermissionDeniedf("%s cannot be called with an API token", method)
+	}
+	id, err := a.Tokens(ctx, tok)
+	if err != nil {
+		return nil, err
+	}
+	if a.ClusterID != "" && id.ClusterID != a.ClusterID {
+		return nil, errdefs.Unauthenticatedf("API token %q belongs to another cluster", id.Serial)
+	}
+	if have := TokenRoleOf(id); have < need {
+		return nil, errdefs.PermissionDeniedf("API token %q (%s, role %s) may not call %s (needs role %s)", id.NodeID, id.Serial, have, method, need)
+	}
+	return WithIdentity(ctx, id), nil
+}
+
 // identityStream lets stream handlers see the identity in their context.
 type identityStream struct {
 	grpc.ServerStream
@@ -200,6 +262,9 @@ const RemovedReason = "has been removed from the cluster"
 
 // authorize decides one call and returns the context for its handler.
 func (a *Authorizer) authorize(ctx context.Context, method string) (context.Context, error) {
+	if tok, ok := bearerToken(ctx); ok {
+		return a.authorizeToken(ctx, method, tok)
+	}
 	roles, ok := a.Policy.Lookup(method)
 	if !ok {
 		return nil, errdefs.PermissionDeniedf("%s is not allowed by the authorization policy", method)
@@ -216,7 +281,7 @@ func (a *Authorizer) authorize(ctx context.Context, method string) (context.Cont
 		return ctx, nil
 	}
 	if idErr != nil {
-		return nil, errdefs.Unauthenticatedf("a client certificate issued by the cluster CA is required for %s", method)
+		return nil, errdefs.Unauthenticatedf("a client certificate issued by the cluster CA (or an API bearer token) is required for %s", method)
 	}
 	if a.ClusterID != "" && id.ClusterID != a.ClusterID {
 		return nil, errdefs.Unauthenticatedf("the certificate of %s belongs to cluster %q, not to this cluster %q", id, id.ClusterID, a.ClusterID)

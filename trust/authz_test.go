@@ -113,7 +113,7 @@ func TestAuthorizerDecisions(t *testing.T) {
 		msg    string
 		want   *trust.Identity // identity seen by the handler
 	}{
-		{"no cert", nil, listNodes, codes.Unauthenticated, "a client certificate issued by the cluster CA is required for /shoal.v1.Control/ListNodes", nil},
+		{"no cert", nil, listNodes, codes.Unauthenticated, "a client certificate issued by the cluster CA (or an API bearer token) is required for /shoal.v1.Control/ListNodes", nil},
 		{"worker on control", worker, listNodes, codes.PermissionDenied, "role worker may not call /shoal.v1.Control/ListNodes (needs manager or admin)", nil},
 		{"manager on control", manager, listNodes, codes.OK, "", &trust.Identity{NodeID: "m1", ClusterID: "c1", Role: trust.RoleManager}},
 		{"admin on control", admin, listNodes, codes.OK, "", &trust.Identity{NodeID: "admin", ClusterID: "c1", Role: trust.RoleAdmin}},
@@ -230,7 +230,7 @@ func TestAuthorizerOverMux(t *testing.T) {
 		msg    string // exact status message, if set
 		want   *trust.Identity
 	}{
-		{"no cert", clientConf(nil), check, codes.Unauthenticated, "a client certificate issued by the cluster CA is required for " + check, nil},
+		{"no cert", clientConf(nil), check, codes.Unauthenticated, "a client certificate issued by the cluster CA (or an API bearer token) is required for " + check, nil},
 		{"worker on manager-only", clientConf(nodeCreds(t, root, "w1", trust.RoleWorker)), check, codes.PermissionDenied, "role worker may not call " + check + " (needs manager or admin)", nil},
 		{"manager", clientConf(nodeCreds(t, root, "m1", trust.RoleManager)), check, codes.OK, "", &trust.Identity{NodeID: "m1", ClusterID: "c1", Role: trust.RoleManager}},
 		{"admin", clientConf(adminCreds(t, root)), check, codes.OK, "", &trust.Identity{NodeID: "admin", ClusterID: "c1", Role: trust.RoleAdmin}},

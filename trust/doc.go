@@ -42,6 +42,18 @@
 // thirds of the lifetime); an expired one proves possession of its old key
 // (SignRenewalProof, VerifyRenewalProof).
 //
+// API bearer tokens ("shoal_<id>_<secret>", apitoken.go) are the other
+// kind of caller, for programs and browsers: the authorizer takes a call's
+// "authorization: Bearer" metadata before any certificate, verifies it
+// with Authorizer.Tokens (VerifyAPIToken against the store's hashes, on
+// every call and stream recheck) and decides by TokenPolicy, the least
+// token role (viewer < operator < admin) of every Control, Logs and Ops
+// method; the caller's identity then has a token role (RoleViewerToken,
+// ...), which no certificate can carry. Calls of the HTTP gateway arrive
+// on an in-process connection (InProcessInfo) and name the certificate
+// the HTTPS server verified in metadata (MDClientCert), honoured on such
+// connections only.
+//
 // Handlers read the caller with IdentityFrom(ctx). Private keys and token
 // secrets are never logged or put into errors.
 package trust

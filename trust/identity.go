@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 )
 
@@ -67,6 +68,8 @@ func PeerIdentity(ctx context.Context) (Identity, error) {
 		chains = info.State.VerifiedChains
 	case *credentials.TLSInfo:
 		chains = info.State.VerifiedChains
+	case InProcessInfo:
+		return inProcessIdentity(ctx)
 	default:
 		return Identity{}, fmt.Errorf("%w (the connection is %s, not TLS)", ErrNoPeerCertificate, p.AuthInfo.AuthType())
 	}
@@ -87,4 +90,35 @@ func WithIdentity(ctx context.Context, id Identity) context.Context {
 func IdentityFrom(ctx context.Context) (Identity, bool) {
 	id, ok := ctx.Value(identityKey{}).(Identity)
 	return id, ok
+}
+
+// InProcessInfo is the AuthInfo of a connection made inside the manager
+// process: the HTTP gateway's connection to its own gRPC server. Nothing
+// from the network can have it. Such a connection carries no certificate
+// of its own: each call names its caller by the client certificate the
+// HTTPS server verified (MDClientCert), or by an API token.
+type InProcessInfo struct{ credentials.CommonAuthInfo }
+
+// AuthType implements credentials.AuthInfo.
+func (InProcessInfo) AuthType() string { return "in-process" }
+
+// MDClientCert is the metadata key (binary: gRPC base64-encodes it) that
+// carries the DER of the client certificate an in-process caller
+// verified. It is honoured only on InProcessInfo connections; the gateway
+// never copies it from an HTTP request.
+const MDClientCert = "shoal-verified-client-cert-bin"
+
+// inProcessIdentity reads the identity of an in-process call from the
+// certificate its gateway verified.
+func inProcessIdentity(ctx context.Context) (Identity, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	v := md.Get(MDClientCert)
+	if len(v) != 1 {
+		return Identity{}, ErrNoPeerCertificate
+	}
+	cert, err := x509.ParseCertificate([]byte(v[0]))
+	if err != nil {
+		return Identity{}, fmt.Errorf("%w: %v", ErrNoPeerCertificate, err)
+	}
+	return IdentityFromCert(cert)
 }

@@ -60,6 +60,18 @@
 // ROLLBACK_STARTED. Services get swarm's update and rollback configs
 // when they name none (parallelism 1, pause, stop-first, monitor 5 s).
 //
+// # API tokens and pages (tokens.go, pagination.go)
+//
+// CreateToken stores an ApiToken (id, name, role, SHA-256 of the secret,
+// expiry) in the cluster object and returns the bearer token once;
+// names are unique, at most MaxAPITokens are kept (revoked and expired
+// ones make room). ListTokens and GetCluster never show hashes; GetCluster
+// shows join tokens to admins only (a viewer or operator token sees none),
+// and UpdateNode refuses a role change to tokens below admin. ListNodes,
+// ListServices and ListTasks page in id order (an opaque token naming the
+// last id; page_size 0: everything, else at most MaxPageSize) and report
+// the total matching the filters.
+//
 // Handlers return errdefs classes (validation: InvalidArgument with field
 // paths); the server's errdefs interceptor maps them to gRPC codes.
 package controlapi

@@ -29,6 +29,9 @@ func (s *Server) ListNodes(ctx context.Context, req *shoalv1.ListNodesRequest) (
 			resp.Nodes = append(resp.Nodes, n)
 		}
 	}
+	if resp.Nodes, resp.NextPageToken, resp.Total, err = paginate(resp.Nodes, req.GetPage()); err != nil {
+		return nil, err
+	}
 	return resp, nil
 }
 
@@ -98,6 +101,9 @@ func (s *Server) UpdateNode(ctx context.Context, req *shoalv1.UpdateNodeRequest)
 		cur, ok := raftstore.Get[*shoalv1.Node](tx, req.GetNodeId())
 		if !ok {
 			return notFound("node", req.GetNodeId())
+		}
+		if cur.GetSpec().GetDesiredRole() != req.GetSpec().GetDesiredRole() && callerBelowAdmin(ctx) {
+			return errdefs.PermissionDeniedf("spec.desired_role: changing a node's role needs an admin (token role admin or an admin certificate)")
 		}
 		if cur.GetSpec().GetDesiredRole() == shoalv1.NodeRole_NODE_ROLE_MANAGER &&
 			req.GetSpec().GetDesiredRole() == shoalv1.NodeRole_NODE_ROLE_WORKER {

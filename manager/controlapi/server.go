@@ -52,6 +52,9 @@ func publicCluster(c *shoalv1.Cluster) *shoalv1.Cluster {
 	out := proto.Clone(c).(*shoalv1.Cluster)
 	out.CaKeyPem = nil
 	out.GossipKeys = nil // nodes get them on their session only
+	for i, t := range out.ApiTokens {
+		out.ApiTokens[i] = redactToken(t)
+	}
 	return out
 }
 
@@ -67,6 +70,10 @@ func (s *Server) GetCluster(ctx context.Context, _ *shoalv1.GetClusterRequest) (
 		return nil, err
 	}
 	resp := &shoalv1.GetClusterResponse{Cluster: publicCluster(c)}
+	if callerBelowAdmin(ctx) {
+		// A join token makes a node; a viewer or operator token must not.
+		resp.Cluster.Tokens = nil
+	}
 	members, err := s.store.Members()
 	if err != nil {
 		return nil, err

@@ -103,6 +103,11 @@ func (s *Server) ListServices(ctx context.Context, req *shoalv1.ListServicesRequ
 			continue
 		}
 		resp.Services = append(resp.Services, svc)
+	}
+	if resp.Services, resp.NextPageToken, resp.Total, err = paginate(resp.Services, req.GetPage()); err != nil {
+		return nil, err
+	}
+	for _, svc := range resp.Services {
 		resp.Replicas[svc.GetMeta().GetId()] = replicaCount(r, svc)
 	}
 	return resp, nil

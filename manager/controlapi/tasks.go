@@ -60,6 +60,9 @@ func (s *Server) ListTasks(ctx context.Context, req *shoalv1.ListTasksRequest) (
 		}
 		resp.Tasks = append(resp.Tasks, t)
 	}
+	if resp.Tasks, resp.NextPageToken, resp.Total, err = paginate(resp.Tasks, req.GetPage()); err != nil {
+		return nil, err
+	}
 	return resp, nil
 }
 

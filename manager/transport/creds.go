@@ -22,6 +22,11 @@ func (serverCreds) ClientHandshake(context.Context, string, net.Conn) (net.Conn,
 }
 
 func (serverCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	// The HTTP gateway's in-memory connection (httpapi.InProcessListener):
+	// no TLS, each call names its caller (trust.InProcessInfo).
+	if ip, ok := raw.(interface{ InProcessAuthInfo() credentials.AuthInfo }); ok {
+		return raw, ip.InProcessAuthInfo(), nil
+	}
 	tc, ok := raw.(*tls.Conn)
 	if !ok {
 		return nil, nil, fmt.Errorf("transport: connection from %s was not handshaken by the mux (it is a %T)", raw.RemoteAddr(), raw)

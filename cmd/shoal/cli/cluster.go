@@ -43,8 +43,9 @@ func parseRole(s string) (shoalv1.NodeRole, error) {
 	return 0, fmt.Errorf("want worker or manager, got %q", s)
 }
 
-func (a *app) tokenCmd() *cobra.Command {
-	c := &cobra.Command{Use: "token", Short: "Show or rotate join tokens"}
+// joinTokenVerbs are `show` and `rotate` of join tokens, under
+// `join-token` and (as before API tokens existed) under `token`.
+func (a *app) joinTokenVerbs() []*cobra.Command {
 	show := &cobra.Command{Use: "show worker|manager", Short: "Print a join token", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			role, err := parseRole(args[0])
@@ -79,8 +80,7 @@ func (a *app) tokenCmd() *cobra.Command {
 				return nil
 			})
 		}}
-	c.AddCommand(show, rotate)
-	return c
+	return []*cobra.Command{show, rotate}
 }
 
 func (a *app) eventsCmd() *cobra.Command {

@@ -100,7 +100,7 @@ func NewRootCommand(out, errOut io.Writer) *cobra.Command {
 	pf.StringVar(&a.logLevel, "log-level", "info", "log level of node verbs: debug, info, warn, error")
 	pf.DurationVar(&a.timeout, "timeout", 30*time.Second, "timeout of each API call")
 	root.AddCommand(a.nodeVerbs()...)
-	root.AddCommand(a.nodeCmd(), a.serviceCmd(), a.networkCmd(), a.taskCmd(), a.clusterCmd(), a.tokenCmd(), a.eventsCmd(), a.versionCmd())
+	root.AddCommand(a.nodeCmd(), a.serviceCmd(), a.networkCmd(), a.taskCmd(), a.clusterCmd(), a.tokenCmd(), a.joinTokenCmd(), a.eventsCmd(), a.versionCmd())
 	a.addLogsAndImages(root)
 	root.AddCommand(a.adminCertCmd())
 	root.AddCommand(a.debugCmd())
@@ -157,6 +157,9 @@ func (a *app) nodeVerbs() []*cobra.Command {
 				return err
 			}
 			o.DataDir, o.Out, o.Logger = a.dataDir, a.out, log
+			if f := cmd.Flags().Lookup("http-addr"); f != nil && f.Changed && o.HTTPAddr == "" {
+				o.HTTPAddr = daemon.HTTPOff // --http-addr "" disables, as "off" does
+			}
 			if len(args) == 1 {
 				o.JoinAddr = args[0]
 			}
@@ -193,6 +196,8 @@ func bindAgent(c *cobra.Command, o *daemon.Options) {
 	f.StringArrayVar(&o.LoadImages, "load-image", nil, "image archive (OCI layout/archive or docker save) to load at start (repeatable)")
 	f.Var(sizeFlag{&o.MaxLayerBytes}, "max-layer-bytes", "most file bytes one image layer may unpack to, e.g. 16g (default 16GiB)")
 	f.IntVar(&o.MaxLayerEntries, "max-layer-entries", 0, "most entries one image layer may hold (default 1000000)")
+	f.StringVar(&o.HTTPAddr, "http-addr", "", `IP:PORT of a manager's HTTPS JSON API (default: advertise IP, port+2, i.e. 4244; "" or off: none)`)
+	f.StringArrayVar(&o.HTTPCORSOrigins, "http-cors-origin", nil, "origin allowed cross-origin calls to the HTTPS API, e.g. https://dash.example (repeatable; default: none)")
 	f.IntVar(&o.GossipPort, "gossip-port", 0, "TCP and UDP port of this node's gossip membership on its advertise IP (default 7946; -1: no gossip)")
 	// For comparisons: the overlay programmed by the managers' state alone.
 	f.BoolVar(&o.NoGossipHints, "no-gossip-hints", false, "neither gossip endpoint hints nor apply received ones")

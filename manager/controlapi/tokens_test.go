@@ -1,0 +1,178 @@
+package controlapi
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
+)
+
+// storeTokens is what every manager verifies bearer tokens against.
+func storeTokens(t *testing.T, st *raftstore.Store) []*shoalv1.ApiToken {
+	t.Helper()
+	c, ok := raftstore.ClusterOf(st.View())
+	if !ok {
+		t.Fatal("no cluster")
+	}
+	return c.GetApiTokens()
+}
+
+// TestAPITokens: create checks name, role and ttl (field paths), stores
+// the hash only and returns the token once; the token verifies until it is
+// revoked (by name or id) or expires; names are unique; list hides hashes.
+func TestAPITokens(t *testing.T) {
+	s, st := newServer(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		req  *shoalv1.CreateTokenRequest
+		msg  string
+	}{
+		{"bad name", &shoalv1.CreateTokenRequest{Name: "../x", Role: "viewer"}, "name:"},
+		{"no role", &shoalv1.CreateTokenRequest{Name: "dash"}, "role:"},
+		{"bad role", &shoalv1.CreateTokenRequest{Name: "dash", Role: "root"}, "role:"},
+		{"ttl too short", &shoalv1.CreateTokenRequest{Name: "dash", Role: "viewer", TtlMs: 5}, "ttl_ms:"},
+		{"negative ttl", &shoalv1.CreateTokenRequest{Name: "dash", Role: "viewer", TtlMs: -60000}, "ttl_ms:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := s.CreateToken(ctx, tc.req)
+			wantCode(t, err, codes.InvalidArgument, tc.msg)
+		})
+	}
+	resp, err := s.CreateToken(ctx, &shoalv1.CreateTokenRequest{Name: "dash", Role: "viewer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetInfo().GetSecretHash()) != 0 || resp.GetInfo().GetExpiresAt() != nil {
+		t.Fatalf("create replied %+v", resp.GetInfo())
+	}
+	stored := storeTokens(t, st)
+	if len(stored) != 1 || len(stored[0].GetSecretHash()) != 32 {
+		t.Fatalf("stored %+v", stored)
+	}
+	if id, err := trust.VerifyAPIToken(stored, "c1", resp.GetToken(), time.Now()); err != nil || trust.TokenRoleOf(id) != trust.TokenViewer {
+		t.Fatalf("verify: %+v %v", id, err)
+	}
+	_, err = s.CreateToken(ctx, &shoalv1.CreateTokenRequest{Name: "dash", Role: "admin"})
+	wantCode(t, err, codes.AlreadyExists, "dash")
+
+	short, err := s.CreateToken(ctx, &shoalv1.CreateTokenRequest{Name: "short", Role: "operator", TtlMs: time.Minute.Milliseconds()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := trust.VerifyAPIToken(storeTokens(t, st), "c1", short.GetToken(), time.Now().Add(2*time.Minute)); err == nil {
+		t.Fatal("a token past its ttl verified")
+	}
+
+	list, err := s.ListTokens(ctx, &shoalv1.ListTokensRequest{})
+	if err != nil || len(list.GetTokens()) != 2 {
+		t.Fatalf("list: %v %v", list, err)
+	}
+	for _, tok := range list.GetTokens() {
+		if len(tok.GetSecretHash()) != 0 {
+			t.Fatalf("list shows the hash of %q", tok.GetName())
+		}
+	}
+	gc, err := s.GetCluster(ctx, &shoalv1.GetClusterRequest{})
+	if err != nil || len(gc.GetCluster().GetApiTokens()) != 2 || len(gc.GetCluster().GetApiTokens()[0].GetSecretHash()) != 0 {
+		t.Fatalf("GetCluster shows token hashes: %v %v", gc, err)
+	}
+
+	if _, err := s.RevokeToken(ctx, &shoalv1.RevokeTokenRequest{Ref: "dash"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := trust.VerifyAPIToken(storeTokens(t, st), "c1", resp.GetToken(), time.Now()); err == nil {
+		t.Fatal("a revoked token verified")
+	}
+	_, err = s.RevokeToken(ctx, &shoalv1.RevokeTokenRequest{Ref: resp.GetInfo().GetId()})
+	wantCode(t, err, codes.FailedPrecondition, "already revoked")
+	if _, err := s.RevokeToken(ctx, &shoalv1.RevokeTokenRequest{Ref: short.GetInfo().GetId()}); err != nil {
+		t.Fatalf("revoke by id: %v", err)
+	}
+	_, err = s.RevokeToken(ctx, &shoalv1.RevokeTokenRequest{Ref: "nope"})
+	wantCode(t, err, codes.NotFound, "nope")
+	_, err = s.RevokeToken(ctx, &shoalv1.RevokeTokenRequest{})
+	wantCode(t, err, codes.InvalidArgument, "ref:")
+}
+
+// TestKeptTokens: at the bound, dead tokens make room (live ones never);
+// with none dead, create is refused.
+func TestKeptTokens(t *testing.T) {
+	now := time.Now()
+	full := make([]*shoalv1.ApiToken, MaxAPITokens)
+	for i := range full {
+		full[i] = &shoalv1.ApiToken{Id: fmt.Sprint(i), Name: fmt.Sprintf("t%d", i)}
+	}
+	if _, err := keptTokens(full, "new", now); err == nil {
+		t.Fatal("created beyond the bound")
+	}
+	withDead := append([]*shoalv1.ApiToken(nil), full...)
+	withDead[7] = proto.Clone(withDead[7]).(*shoalv1.ApiToken)
+	withDead[7].Revoked = true
+	keep, err := keptTokens(withDead, "new", now)
+	if err != nil || len(keep) != MaxAPITokens-1 {
+		t.Fatalf("kept %d, %v", len(keep), err)
+	}
+	for _, k := range keep {
+		if k.GetRevoked() {
+			t.Fatal("kept the revoked token")
+		}
+	}
+	if withDead[7].GetName() != "t7" {
+		t.Fatal("keptTokens changed its input")
+	}
+}
+
+// tokenCtx is a context as a handler sees a call made with a token.
+func tokenCtx(role trust.TokenRole) context.Context {
+	roles := map[trust.TokenRole]trust.Role{trust.TokenViewer: trust.RoleViewerToken, trust.TokenOperator: trust.RoleOperatorToken, trust.TokenAdmin: trust.RoleAdminToken}
+	return trust.WithIdentity(context.Background(), trust.Identity{NodeID: "tok", Role: roles[role], ClusterID: "c1", Serial: "abc"})
+}
+
+// TestTokenRolesInHandlers: tokens below admin see no join tokens and may
+// not change a node's role (their rows allow the rest of these calls).
+func TestTokenRolesInHandlers(t *testing.T) {
+	s, st := newServer(t)
+	if _, err := st.Update(context.Background(), func(tx raftstore.WriteTx) error {
+		c, _ := raftstore.ClusterOf(tx)
+		c = proto.Clone(c).(*shoalv1.Cluster)
+		c.Tokens = &shoalv1.JoinTokens{Worker: "SHOAL-1-w", Manager: "SHOAL-1-m"}
+		return tx.Update(c)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	addNode(t, st, "w1", shoalv1.NodeRole_NODE_ROLE_WORKER, shoalv1.NodeState_NODE_STATE_READY)
+	for _, tc := range []struct {
+		role      trust.TokenRole
+		joinShown bool
+	}{{trust.TokenViewer, false}, {trust.TokenOperator, false}, {trust.TokenAdmin, true}} {
+		resp, err := s.GetCluster(tokenCtx(tc.role), &shoalv1.GetClusterRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if shown := resp.GetCluster().GetTokens().GetManager() != ""; shown != tc.joinShown {
+			t.Errorf("%s token: join tokens shown %v, want %v", tc.role, shown, tc.joinShown)
+		}
+	}
+	get := func() *shoalv1.Node {
+		n, _ := raftstore.Get[*shoalv1.Node](st.View(), "w1")
+		return n
+	}
+	n := get()
+	spec := proto.Clone(n.GetSpec()).(*shoalv1.NodeSpec)
+	spec.DesiredRole = shoalv1.NodeRole_NODE_ROLE_MANAGER
+	_, err := s.UpdateNode(tokenCtx(trust.TokenOperator), &shoalv1.UpdateNodeRequest{NodeId: "w1", Version: n.GetMeta().GetVersion(), Spec: spec})
+	wantCode(t, err, codes.PermissionDenied, "spec.desired_role")
+	spec = proto.Clone(n.GetSpec()).(*shoalv1.NodeSpec)
+	spec.Availability = shoalv1.NodeAvailability_NODE_AVAILABILITY_DRAIN
+	if _, err := s.UpdateNode(tokenCtx(trust.TokenOperator), &shoalv1.UpdateNodeRequest{NodeId: "w1", Version: n.GetMeta().GetVersion(), Spec: spec}); err != nil {
+		t.Fatalf("operator drain: %v", err)
+	}
+}

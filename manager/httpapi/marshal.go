@@ -1,0 +1,32 @@
+package httpapi
+
+import (
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+)
+
+// ndjson is protojson with streams as NDJSON: one {"result": ...} (or
+// {"error": ...}) object per line.
+type ndjson struct{ *runtime.JSONPb }
+
+// StreamContentType implements runtime.StreamContentType.
+func (*ndjson) StreamContentType(any) string { return "application/x-ndjson" }
+
+// sse is protojson with streams as server-sent events ("data: <json>"
+// and a blank line per message), chosen with Accept: text/event-stream.
+type sse struct{ *runtime.JSONPb }
+
+// Marshal prefixes each message with the SSE field name. protojson never
+// writes a newline without Indent, so a message is one data line.
+func (m *sse) Marshal(v any) ([]byte, error) {
+	b, err := m.JSONPb.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte("data: "), b...), nil
+}
+
+// Delimiter ends an event.
+func (*sse) Delimiter() []byte { return []byte("\n\n") }
+
+// ContentType implements runtime.Marshaler.
+func (*sse) ContentType(any) string { return "text/event-stream" }

@@ -1,0 +1,378 @@
+package httpapi
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
+
+	"github.com/shoal-dev/shoal/errdefs"
+	"github.com/shoal-dev/shoal/manager/transport"
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
+	"github.com/shoal-dev/shoal/trust/trusttest"
+)
+
+// fakeControl answers GetService with the error class its ref names, and
+// streams one Watch event, then reports when its caller went away.
+type fakeControl struct {
+	shoalv1.UnimplementedControlServer
+	watchEnded chan error
+}
+
+var classes = map[string]error{
+	"invalid":    errdefs.InvalidArgumentf("spec.task.container.image: required"),
+	"unauth":     errdefs.Unauthenticatedf("who are you"),
+	"denied":     errdefs.PermissionDeniedf("no"),
+	"missing":    errdefs.NotFoundf("service %q: not found", "missing"),
+	"exists":     errdefs.AlreadyExistsf("service %q exists", "exists"),
+	"stale":      errdefs.Conflictf("version 3 is stale"),
+	"precond":    errdefs.FailedPreconditionf("the cluster is still being bootstrapped"),
+	"noleader":   errdefs.NoQuorumf("no raft leader elected"),
+	"unavailble": errdefs.Unavailablef("leader unreachable"),
+}
+
+func (f *fakeControl) GetService(_ context.Context, req *shoalv1.GetServiceRequest) (*shoalv1.GetServiceResponse, error) {
+	if err, ok := classes[req.GetRef()]; ok {
+		return nil, err
+	}
+	return &shoalv1.GetServiceResponse{Service: &shoalv1.Service{Meta: &shoalv1.Meta{Id: req.GetRef()}}}, nil
+}
+
+func (f *fakeControl) CreateService(_ context.Context, req *shoalv1.CreateServiceRequest) (*shoalv1.CreateServiceResponse, error) {
+	return &shoalv1.CreateServiceResponse{Service: &shoalv1.Service{Meta: &shoalv1.Meta{Id: "s1"}, Spec: req.GetSpec()}}, nil
+}
+
+func (f *fakeControl) ListServices(context.Context, *shoalv1.ListServicesRequest) (*shoalv1.ListServicesResponse, error) {
+	return &shoalv1.ListServicesResponse{Total: 0}, nil
+}
+
+func (f *fakeControl) Watch(req *shoalv1.WatchRequest, stream shoalv1.Control_WatchServer) error {
+	if err := stream.Send(&shoalv1.WatchEvent{Index: 7, Action: shoalv1.WatchAction_WATCH_ACTION_CREATE}); err != nil {
+		return err
+	}
+	<-stream.Context().Done()
+	f.watchEnded <- stream.Context().Err()
+	return nil
+}
+
+type fixture struct {
+	url              string
+	ca               *x509.CertPool
+	admin, worker    tls.Certificate
+	viewer, operator string
+	fake             *fakeControl
+	newClient        func(cert *tls.Certificate) *http.Client
+	revoke           func(name string)
+}
+
+func certOf(t *testing.T, s *trust.CertStore) tls.Certificate {
+	c := s.Creds()
+	pair, err := tls.X509KeyPair(c.CertPEM, c.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pair
+}
+
+// setup runs a gRPC server with the manager's authorizer (tokens and
+// certificates) and transport credentials, and the HTTPS server over it.
+func setup(t *testing.T, origins ...string) *fixture {
+	t.Helper()
+	root := trusttest.NewRoot(t)
+	mgr := trusttest.NodeCerts(t, root, "m1", trust.RoleManager)
+	f := &fixture{fake: &fakeControl{watchEnded: make(chan error, 4)}}
+	acert, akey, err := root.IssueAdmin("ops", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.admin, err = tls.X509KeyPair(acert, akey); err != nil {
+		t.Fatal(err)
+	}
+	f.worker = certOf(t, trusttest.NodeCerts(t, root, "w1", trust.RoleWorker))
+	var tokens []*shoalv1.ApiToken
+	for _, role := range []string{"viewer", "operator"} {
+		id, _ := trust.NewTokenID()
+		tok, hash, err := trust.NewAPIToken(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens = append(tokens, &shoalv1.ApiToken{Id: id, Name: role, Role: role, SecretHash: hash})
+		if role == "viewer" {
+			f.viewer = tok
+		} else {
+			f.operator = tok
+		}
+	}
+	revoked := make(chan string, 4)
+	f.revoke = func(name string) { revoked <- name }
+	authz := &trust.Authorizer{Policy: trust.DefaultPolicy(), ClusterID: "c1", Recheck: 20 * time.Millisecond,
+		Tokens: func(_ context.Context, tok string) (trust.Identity, error) {
+			for {
+				select {
+				case name := <-revoked:
+					for _, tt := range tokens {
+						if tt.GetName() == name {
+							tt.Revoked = true
+						}
+					}
+					continue
+				default:
+				}
+				return trust.VerifyAPIToken(tokens, "c1", tok, time.Now())
+			}
+		}}
+	srv := grpc.NewServer(grpc.Creds(transport.ServerCreds()),
+		grpc.ChainUnaryInterceptor(errdefs.UnaryServerInterceptor(), authz.Unary()),
+		grpc.ChainStreamInterceptor(errdefs.StreamServerInterceptor(), authz.Stream()))
+	shoalv1.RegisterControlServer(srv, f.fake)
+	inproc := NewInProcessListener()
+	go srv.Serve(inproc)
+	t.Cleanup(srv.Stop)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	s, err := New(ctx, Config{Certs: mgr, GRPC: inproc, CORSOrigins: origins, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewUnstartedServer(s.Handler())
+	hs.TLS = TLSConfig(mgr)
+	hs.EnableHTTP2 = true
+	hs.StartTLS()
+	t.Cleanup(hs.Close)
+	f.url = hs.URL
+	f.ca = x509.NewCertPool()
+	f.ca.AppendCertsFromPEM(root.CertPEM())
+	f.newClient = func(cert *tls.Certificate) *http.Client {
+		conf := &tls.Config{RootCAs: f.ca, ServerName: trust.ManagerServerName}
+		if cert != nil {
+			conf.Certificates = []tls.Certificate{*cert}
+		}
+		return &http.Client{Transport: &http.Transport{TLSClientConfig: conf, ForceAttemptHTTP2: true}}
+	}
+	return f
+}
+
+func do(t *testing.T, c *http.Client, method, url, token, body string, hdr ...string) (int, string, http.Header) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), resp.Header
+}
+
+// TestErrorClassesToHTTP: each error class reaches an HTTP client with
+// its status, and the body is {"code", "message"} with the message kept
+// (field paths included).
+func TestErrorClassesToHTTP(t *testing.T) {
+	want := map[string]int{
+		"invalid": 400, "unauth": 401, "denied": 403, "missing": 404, "exists": 409,
+		"stale": 409, "precond": 400, "noleader": 503, "unavailble": 503,
+	}
+	for name, err := range classes {
+		if got := runtime.HTTPStatusFromCode(status.Code(errdefs.ToGRPC(err))); got != want[name] {
+			t.Errorf("%s: HTTP %d, want %d", name, got, want[name])
+		}
+	}
+	f := setup(t)
+	c := f.newClient(&f.admin)
+	for name, code := range want {
+		got, body, _ := do(t, c, "GET", f.url+"/v1/services/"+name, "", "")
+		var e struct {
+			Code    int    `json:"code"`
+			Message string `json:"message"`
+		}
+		if err := json.Unmarshal([]byte(body), &e); err != nil || got != code || e.Message != status.Convert(errdefs.ToGRPC(classes[name])).Message() {
+			t.Errorf("%s: HTTP %d %s, want %d", name, got, body, code)
+		}
+	}
+}
+
+// TestAuthentication: the gateway carries the caller's certificate or
+// token to the authorizer; nothing else authenticates, a forged metadata
+// header included.
+func TestAuthentication(t *testing.T) {
+	f := setup(t)
+	anon := f.newClient(nil)
+	for _, tc := range []struct {
+		name   string
+		client *http.Client
+		method string
+		path   string
+		token  string
+		body   string
+		hdr    []string
+		want   int
+	}{
+		{"nothing", anon, "GET", "/v1/services", "", "", nil, 401},
+		{"admin cert", f.newClient(&f.admin), "GET", "/v1/services", "", "", nil, 200},
+		{"worker cert", f.newClient(&f.worker), "GET", "/v1/services", "", "", nil, 403},
+		{"viewer reads", anon, "GET", "/v1/services", f.viewer, "", nil, 200},
+		{"viewer writes", anon, "POST", "/v1/services", f.viewer, `{"spec":{"name":"web"}}`, nil, 403},
+		{"operator writes", anon, "POST", "/v1/services", f.operator, `{"spec":{"name":"web"}}`, nil, 200},
+		{"operator makes tokens", anon, "POST", "/v1/tokens", f.operator, `{"name":"x","role":"admin"}`, nil, 403},
+		{"wrong token", anon, "GET", "/v1/services", f.viewer[:len(f.viewer)-1] + "A", "", nil, 401},
+		{"malformed token", anon, "GET", "/v1/services", "hello", "", nil, 401},
+		{"forged cert metadata", anon, "GET", "/v1/services", "", "", []string{"Grpc-Metadata-" + trust.MDClientCert, "x"}, 401},
+		{"forged forwarding", f.newClient(&f.worker), "GET", "/v1/services", "", "", []string{"Grpc-Metadata-Shoal-Forwarded-For", "ops/admin/c1"}, 403},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, body, _ := do(t, tc.client, tc.method, f.url+tc.path, tc.token, tc.body, tc.hdr...)
+			if got != tc.want {
+				t.Fatalf("HTTP %d %s, want %d", got, body, tc.want)
+			}
+			if tc.token != "" && len(tc.token) > 20 && strings.Contains(body, tc.token[20:]) {
+				t.Fatalf("the reply repeats the token's secret: %s", body)
+			}
+		})
+	}
+}
+
+// TestUnknownFieldNamed: a body with an unknown field is a 400 naming it.
+func TestUnknownFieldNamed(t *testing.T) {
+	f := setup(t)
+	code, body, _ := do(t, f.newClient(&f.admin), "POST", f.url+"/v1/services", "", `{"spec":{"name":"web","replicaz":3}}`)
+	if code != 400 || !strings.Contains(body, `replicaz`) {
+		t.Fatalf("HTTP %d %s", code, body)
+	}
+	code, body, _ = do(t, f.newClient(&f.admin), "POST", f.url+"/v1/services", "", `{"spec":`)
+	if code != 400 {
+		t.Fatalf("truncated JSON: HTTP %d %s", code, body)
+	}
+}
+
+// TestWatchStreams: /v1/events is NDJSON ({"result": ...} per line) or
+// SSE with Accept: text/event-stream, and a client hanging up ends the
+// gRPC stream.
+func TestWatchStreams(t *testing.T) {
+	f := setup(t)
+	c := f.newClient(&f.admin)
+	for _, tc := range []struct {
+		accept, ctype, prefix string
+	}{
+		{"", "application/x-ndjson", `{"result":`},
+		{"text/event-stream", "text/event-stream", `data: {"result":`},
+	} {
+		t.Run(tc.ctype, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, "GET", f.url+"/v1/events?fromIndex=1", nil)
+			if tc.accept != "" {
+				req.Header.Set("Accept", tc.accept)
+			}
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != tc.ctype {
+				t.Fatalf("HTTP %d, %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+			}
+			line, err := bufio.NewReader(resp.Body).ReadString('\n')
+			if err != nil || !strings.HasPrefix(line, tc.prefix) || !strings.Contains(line, `"index":"7"`) {
+				t.Fatalf("first line %q, %v", line, err)
+			}
+			cancel()
+			select {
+			case err := <-f.fake.watchEnded:
+				if !errors.Is(err, context.Canceled) {
+					t.Fatalf("watch ended with %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the gRPC stream outlived its HTTP client")
+			}
+		})
+	}
+}
+
+// TestTokenRevokedEndsStream: a stream opened with a token ends once the
+// token is revoked (the authorizer's recheck).
+func TestTokenRevokedEndsStream(t *testing.T) {
+	f := setup(t)
+	req, _ := http.NewRequest("GET", f.url+"/v1/events", nil)
+	req.Header.Set("Authorization", "Bearer "+f.viewer)
+	resp, err := f.newClient(nil).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := bufio.NewReader(resp.Body)
+	if line, err := r.ReadString('\n'); err != nil || !strings.Contains(line, "result") {
+		t.Fatalf("first line %q %v", line, err)
+	}
+	f.revoke("viewer")
+	line, _ := r.ReadString('\n')
+	if !strings.Contains(line, `"error"`) || !strings.Contains(line, "revoked") {
+		t.Fatalf("after revocation: %q", line)
+	}
+}
+
+// TestCORS: off by default; with origins, their preflight is answered
+// (Authorization allowed, no credentials) and others are refused.
+func TestCORS(t *testing.T) {
+	pre := []string{"Origin", "https://dash.example", "Access-Control-Request-Method", "GET", "Access-Control-Request-Headers", "authorization"}
+	off := setup(t)
+	_, _, h := do(t, off.newClient(nil), "OPTIONS", off.url+"/v1/services", "", "", pre...)
+	if h.Get("Access-Control-Allow-Origin") != "" {
+		t.Fatalf("CORS answered while off: %v", h)
+	}
+	on := setup(t, "https://dash.example")
+	code, _, h := do(t, on.newClient(nil), "OPTIONS", on.url+"/v1/services", "", "", pre...)
+	if code != 204 || h.Get("Access-Control-Allow-Origin") != "https://dash.example" ||
+		!strings.Contains(h.Get("Access-Control-Allow-Headers"), "Authorization") || h.Get("Access-Control-Allow-Credentials") != "" {
+		t.Fatalf("allowed preflight: %d %v", code, h)
+	}
+	code, _, h = do(t, on.newClient(nil), "GET", on.url+"/v1/services", on.viewer, "", "Origin", "https://dash.example")
+	if code != 200 || h.Get("Access-Control-Allow-Origin") != "https://dash.example" {
+		t.Fatalf("allowed request: %d %v", code, h)
+	}
+	pre[1] = "https://evil.example"
+	code, _, h = do(t, on.newClient(nil), "OPTIONS", on.url+"/v1/services", "", "", pre...)
+	if code != 403 || h.Get("Access-Control-Allow-Origin") != "" {
+		t.Fatalf("refused preflight: %d %v", code, h)
+	}
+}
+
+// TestOpenAPIServed: the committed document is served and names the
+// resource paths.
+func TestOpenAPIServed(t *testing.T) {
+	f := setup(t)
+	code, body, _ := do(t, f.newClient(nil), "GET", f.url+"/v1/openapi.json", "", "")
+	var doc struct {
+		Paths map[string]any `json:"paths"`
+	}
+	if err := json.Unmarshal([]byte(body), &doc); err != nil || code != 200 {
+		t.Fatalf("HTTP %d: %v", code, err)
+	}
+	for _, p := range []string{"/v1/services", "/v1/services/{serviceId}", "/v1/nodes/{ref}", "/v1/events", "/v1/tokens", "/v1/logs"} {
+		if _, ok := doc.Paths[p]; !ok {
+			t.Errorf("OpenAPI has no path %s", p)
+		}
+	}
+}
