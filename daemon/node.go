@@ -18,6 +18,7 @@ import (
 	"github.com/shoal-dev/shoal/manager"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/trust"
+	"github.com/shoal-dev/shoal/ui"
 )
 
 // node is one running node process.
@@ -229,7 +230,7 @@ func (n *node) startManager(ctx context.Context) error {
 	m := manager.New(manager.Config{
 		NodeID: n.st.NodeID, DataDir: n.o.DataDir, ListenAddr: n.st.ListenAddr, AdvertiseAddr: n.st.AdvertiseAddr,
 		Certs: n.certs, Bootstrap: n.boot, Logger: n.o.Logger, Gossip: n.gossip,
-		HTTPAddr: haddr, HTTPCORSOrigins: n.o.HTTPCORSOrigins,
+		HTTPAddr: haddr, HTTPCORSOrigins: n.o.HTTPCORSOrigins, HTTPUI: ui.Handler(),
 	})
 	done := make(chan error, 1)
 	go func() {
