@@ -292,3 +292,124 @@ func TestDashboardSimulated(t *testing.T) {
 	t.Logf("FIGURE dashboard first full render (1,000 services / 10,000 tasks, 5,000 nodes, page of 50): median %.0f ms, best %.0f ms, worst %.0f ms",
 		renders[len(renders)/2], renders[0], renders[len(renders)-1])
 }
+
+// TestDashboard clicks through the dashboard a manager serves, in headless
+// Chromium inside the manager's host namespace, against a real cluster (a
+// manager and a worker running real containers): a bad token shows the
+// 401; a viewer sees the nodes, the service and its task, cannot scale
+// (disabled; forced, the 403 is shown), and follows the service's logs,
+// which show the new tasks' lines live when the service is scaled; an
+// operator scales the service from the page (the replicas reach 3/3 from
+// events), sees the change in the events view, and drains the worker.
+func TestDashboard(t *testing.T) {
+	c := newCluster(t, 1, 1)
+	h1, w1 := c.hosts[0], c.workers[0]
+	cl := h1.Local()
+	mkToken := func(name, role string) string {
+		ctx, cancel := attempt()
+		defer cancel()
+		out, err := cl.Run(ctx, "token", "create", name, "--role", role)
+		if err != nil {
+			t.Fatalf("token create %s: %v", name, err)
+		}
+		return strings.TrimSpace(out)
+	}
+	viewerTok, operatorTok := mkToken("dash", "viewer"), mkToken("ops", "operator")
+	{
+		ctx, cancel := attempt()
+		err := createService(ctx, cl, "web", 1, "alloc", "1m", "--hold", "inf")
+		cancel()
+		if err != nil {
+			t.Fatalf("service create: %v", err)
+		}
+	}
+	harness.WaitRunning(t, cl, "web", 1, runTimeout)
+
+	b := newBrowserOn(t, h1)
+	base := fmt.Sprintf("https://%s:%d", h1.IP, httpPort)
+	b.Go(base + "/")
+	b.login("shoal_nope_wrongsecret")
+	b.WaitText("#login-error", "Token rejected (401)", settleTimeout)
+	b.shown(t, "#view", false)
+
+	// Viewer: nodes, services, tasks.
+	b.login(viewerTok)
+	b.WaitText("#who", "read-only", settleTimeout)
+	b.shown(t, "#login", false)
+	b.WaitText("#page-info", "of 2", settleTimeout)
+	b.WaitText("#table tbody", w1.Name, settleTimeout)
+	b.WaitText("#table tbody", "manager (leader)", settleTimeout)
+	b.Click(`#tabs button[data-view=services]`)
+	b.WaitText(`#table tbody td[data-col=replicas]`, "1/1", settleTimeout)
+	b.WaitText("#table tbody", testImage, settleTimeout)
+	b.Click(`#tabs button[data-view=tasks]`)
+	b.WaitText("#table tbody", "web.1", settleTimeout)
+	b.WaitText("#table tbody", "running", settleTimeout)
+	// Scale is disabled for a viewer; forced, the server's 403 is shown.
+	b.Click(`#tabs button[data-view=services]`)
+	b.WaitText(`#table tbody td[data-col=replicas]`, "1/1", settleTimeout)
+	var disabled bool
+	if err := b.JS(&disabled, `return document.querySelector('button[data-action=scale]').disabled;`); err != nil || !disabled {
+		t.Errorf("viewer: scale button enabled (%v)", err)
+	}
+	if err := b.JS(nil, `document.querySelector('button[data-action=rollback]').disabled = false;`); err != nil {
+		t.Fatal(err)
+	}
+	b.Click(`#table tbody tr button[data-action=rollback]`)
+	b.WaitText("#banner", "Forbidden (403)", settleTimeout)
+
+	// Logs of web, following; scaling (from the CLI) brings new lines.
+	b.Click(`#table tbody tr button[data-action=logs]`)
+	b.WaitText("#logs", talkerLine, settleTimeout)
+	{
+		ctx, cancel := attempt()
+		_, err := runDetached(ctx, cl, "service", "scale", "web=2")
+		cancel()
+		if err != nil {
+			t.Fatalf("service scale: %v", err)
+		}
+	}
+	harness.Eventually(t, runTimeout, 50*time.Millisecond, func() error {
+		if n := strings.Count(b.Text("#logs"), talkerLine); n < 2 {
+			return fmt.Errorf("%d task lines in the followed logs, want 2", n)
+		}
+		return nil
+	})
+	b.Click("#logout")
+
+	// Operator: scale to 3 from the page, live.
+	b.login(operatorTok)
+	b.WaitText("#who", "operator", settleTimeout)
+	b.Click(`#tabs button[data-view=services]`)
+	b.WaitText(`#table tbody td[data-col=replicas]`, "2/2", settleTimeout)
+	b.Click(`#table tbody tr button[data-action=scale]`)
+	b.Type("#dialog-input", "3")
+	b.Click("#dialog-ok")
+	b.WaitText("#banner", "Scale web: done", settleTimeout)
+	b.WaitText(`#table tbody td[data-col=replicas]`, "3/3", runTimeout)
+	b.Screenshot(filepath.Join(imgDir(t), "dashboard-cluster.png"))
+	b.Click(`#tabs button[data-view=events]`)
+	b.WaitText("#table tbody", "web (replicas 3", settleTimeout)
+
+	// Drain the worker.
+	b.Click(`#tabs button[data-view=nodes]`)
+	b.Type(`#filters input[data-filter=name]`, w1.Name)
+	harness.Eventually(t, settleTimeout, 20*time.Millisecond, func() error {
+		if n := b.rows(); n != 1 {
+			return fmt.Errorf("%d rows for filter name=%s", n, w1.Name)
+		}
+		return nil
+	})
+	b.Click(`#table tbody tr button[data-action=drain]`)
+	b.WaitText("#banner", "Drain", settleTimeout)
+	b.WaitText("#banner", "done", settleTimeout)
+	b.WaitText(`#table tbody tr button[data-action=activate]`, "Activate", settleTimeout)
+	c.waitNodes(h1, func(nodes []*shoalv1.Node) error {
+		for _, n := range nodes {
+			if n.GetMeta().GetId() == c.id(w1) && n.GetSpec().GetAvailability() != shoalv1.NodeAvailability_NODE_AVAILABILITY_DRAIN {
+				return fmt.Errorf("worker %s is %v", w1.Name, n.GetSpec().GetAvailability())
+			}
+		}
+		return nil
+	})
+}

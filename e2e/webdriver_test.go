@@ -54,7 +54,14 @@ func freePort(t testing.TB) int {
 // newBrowser starts chromedriver on loopback and a headless Chromium
 // session with a fresh profile; both end with the test (the driver's
 // process group is killed, so no Chromium outlives it).
-func newBrowser(t *testing.T) *browser {
+func newBrowser(t *testing.T) *browser { return newBrowserOn(t, nil) }
+
+// newBrowserOn is newBrowser inside host h's network namespace (nil: the
+// test's own): the browser then reaches the cluster's addresses, and the
+// test reaches the driver through h's loopback. It accepts any server
+// certificate: the page under test is the cluster's own HTTPS API, whose
+// CA the fresh profile does not hold (the API tests check the TLS).
+func newBrowserOn(t *testing.T, h *harness.Host) *browser {
 	t.Helper()
 	driver, err := exec.LookPath("chromedriver")
 	if err != nil {
@@ -69,13 +76,21 @@ func newBrowser(t *testing.T) *browser {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(driver, fmt.Sprintf("--port=%d", port), "--allowed-ips=127.0.0.1")
+	args := []string{fmt.Sprintf("--port=%d", port), "--allowed-ips=127.0.0.1"}
+	cmd := exec.Command(driver, args...)
+	hc := &http.Client{Timeout: 60 * time.Second}
+	extra := []string{}
+	if h != nil {
+		cmd = exec.Command("nsenter", append([]string{"--net=/run/netns/" + h.NS, "--", driver}, args...)...)
+		hc = h.HTTPClient(60 * time.Second)
+		extra = append(extra, "--ignore-certificate-errors")
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	b := &browser{t: t, base: fmt.Sprintf("http://127.0.0.1:%d", port), hc: &http.Client{Timeout: 60 * time.Second}}
+	b := &browser{t: t, base: fmt.Sprintf("http://127.0.0.1:%d", port), hc: hc}
 	profile := t.TempDir()
 	t.Cleanup(func() {
 		if b.sess != "" {
@@ -100,7 +115,7 @@ func newBrowser(t *testing.T) *browser {
 		"browserName": "chrome",
 		"goog:chromeOptions": map[string]any{
 			"binary": chrome,
-			"args":   append(append([]string{}, chromeArgs...), "--user-data-dir="+profile),
+			"args":   append(append(append([]string{}, chromeArgs...), extra...), "--user-data-dir="+profile),
 		},
 	}}}
 	var out struct {
