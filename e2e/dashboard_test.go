@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
+
 	"github.com/shoal-dev/shoal/e2e/harness"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/ui"
@@ -390,6 +392,45 @@ func TestDashboard(t *testing.T) {
 	b.Screenshot(filepath.Join(imgDir(t), "dashboard-cluster.png"))
 	b.Click(`#tabs button[data-view=events]`)
 	b.WaitText("#table tbody", "web (replicas 3", settleTimeout)
+
+	// Figure: from a write through the API (a label on web, one raft
+	// entry) to its event on screen.
+	api := newHTTPClient(t, h1, h1, c.adminDir, operatorTok, false)
+	var lat []time.Duration
+	for i := 0; i < 10; i++ {
+		var got shoalv1.GetServiceResponse
+		api.must(200, "GET", "/v1/services/web", "", &got)
+		svc := got.GetService()
+		var seen int64
+		if err := b.JS(&seen, `return Math.max(0, ...[...document.querySelectorAll('#table tbody tr[data-id="' + arguments[0] + '"]')].map(r => Number(r.dataset.key.split(':')[0])));`, svc.GetMeta().GetId()); err != nil {
+			t.Fatal(err)
+		}
+		spec := svc.GetSpec()
+		if spec.Labels == nil {
+			spec.Labels = map[string]string{}
+		}
+		spec.Labels["probe"] = fmt.Sprint(i)
+		body, err := protojson.Marshal(&shoalv1.UpdateServiceRequest{Version: svc.GetMeta().GetVersion(), Spec: spec})
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		api.must(200, "PATCH", "/v1/services/"+svc.GetMeta().GetId(), string(body), nil)
+		var shown int64
+		harness.Eventually(t, settleTimeout, 5*time.Millisecond, func() error {
+			if err := b.JS(&shown, `const rows = [...document.querySelectorAll('#table tbody tr[data-id="' + arguments[0] + '"]')].filter(r => Number(r.dataset.key.split(':')[0]) > arguments[1]);
+				return rows.length ? Number(rows[0].dataset.shownAt) : 0;`, svc.GetMeta().GetId(), seen); err != nil {
+				return err
+			}
+			if shown == 0 {
+				return fmt.Errorf("no event of web after index %d", seen)
+			}
+			return nil
+		})
+		lat = append(lat, time.UnixMilli(shown).Sub(start))
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	t.Logf("FIGURE dashboard API write→event shown (real cluster): p50 %v, max %v (n=%d)", lat[len(lat)/2], lat[len(lat)-1], len(lat))
 
 	// Drain the worker.
 	b.Click(`#tabs button[data-view=nodes]`)
