@@ -23,9 +23,14 @@ const (
 	simOperator = "shoal_oper_operatorsecret"
 )
 
-// imgDir is where the dashboard screenshots for the README go.
+// imgDir is where the dashboard screenshots go: docs/img (the README's)
+// with SHOAL_SCREENSHOTS=1, else a temporary directory, so a test run does
+// not rewrite tracked files.
 func imgDir(t *testing.T) string {
 	t.Helper()
+	if os.Getenv("SHOAL_SCREENSHOTS") != "1" {
+		return t.TempDir()
+	}
 	root, err := harness.ModuleRoot()
 	if err != nil {
 		t.Fatal(err)

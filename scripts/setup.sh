@@ -10,8 +10,9 @@ cd "$(dirname "$0")/.."
 # e2e tests push to); etcd-server, etcd-client and runc (the references in
 # the benchmarks); busybox-static (/bin/busybox: the rootfs of
 # `make bench-runtime`); iperf3 (overlay/ throughput benchmark: VXLAN vs
-# underlay).
-pkgs=(iproute2 iputils-ping curl libseccomp-dev docker-registry runc etcd-server etcd-client busybox-static iperf3)
+# underlay); chromium and chromium-driver (the dashboard's e2e tests drive
+# headless Chromium through chromedriver's WebDriver protocol from Go).
+pkgs=(iproute2 iputils-ping curl libseccomp-dev docker-registry runc etcd-server etcd-client busybox-static iperf3 chromium chromium-driver)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
