@@ -459,3 +459,80 @@ func TestDashboard(t *testing.T) {
 		return nil
 	})
 }
+
+// TestDashboardFailover leaves a dashboard open on a follower of a
+// three-manager cluster while the leader crashes and restarts, then while
+// the page's own manager does: the page's event stream carries on through
+// the election, shows "reconnecting" while its manager is down and comes
+// back live by itself, and each time a service created afterwards appears
+// in the events view without a reload.
+func TestDashboardFailover(t *testing.T) {
+	c := newCluster(t, 3, 0)
+	h1 := c.hosts[0]
+	leader := c.leader(h1, nil)
+	var page, other *harness.Host
+	for _, m := range c.managers {
+		switch {
+		case m == leader:
+		case page == nil:
+			page = m
+		default:
+			other = m
+		}
+	}
+	var viewerTok string
+	{
+		ctx, cancel := attempt()
+		out, err := c.admin(page).Run(ctx, "token", "create", "dash", "--role", "viewer")
+		cancel()
+		if err != nil {
+			t.Fatalf("token create: %v", err)
+		}
+		viewerTok = strings.TrimSpace(out)
+	}
+	b := newBrowserOn(t, page)
+	b.Go(fmt.Sprintf("https://%s:%d/#events", page.IP, httpPort))
+	b.login(viewerTok)
+	b.WaitText("#who", "read-only", settleTimeout)
+	b.Click(`#tabs button[data-view=events]`)
+
+	create := func(via *harness.Host, name string) {
+		t.Helper()
+		harness.Eventually(t, settleTimeout, poll, func() error {
+			ctx, cancel := attempt()
+			defer cancel()
+			err := createService(ctx, c.admin(via), name, 1, "alloc", "1m", "--hold", "inf")
+			if err != nil && strings.Contains(err.Error(), "already exists") {
+				return nil
+			}
+			return err
+		})
+	}
+
+	create(page, "before")
+	b.WaitText("#table tbody", "before (replicas 1", settleTimeout)
+	b.WaitText("#live", "live", settleTimeout)
+
+	// The leader crashes: a new leader is elected; the page's stream
+	// (served by its own manager) goes on. Then the old leader returns.
+	if err := leader.Crash(); err != nil {
+		t.Fatal(err)
+	}
+	c.leader(page, leader)
+	create(page, "after-leader")
+	b.WaitText("#table tbody", "after-leader (replicas 1", settleTimeout)
+	b.WaitText("#live", "live", settleTimeout)
+	leader.Daemon(t)
+	c.waitNodes(page, func(nodes []*shoalv1.Node) error {
+		return c.nodeReady(nodes, leader, shoalv1.NodeRole_NODE_ROLE_MANAGER)
+	})
+
+	// The page's own manager crashes: the page says so and retries; once
+	// the manager is back, the stream is live again and new events show.
+	page.Restart(t)
+	b.WaitText("#live", "reconnecting", settleTimeout)
+	c.waitNodes(other, func(nodes []*shoalv1.Node) error { return c.nodeReady(nodes, page, shoalv1.NodeRole_NODE_ROLE_MANAGER) })
+	create(other, "after-restart")
+	b.WaitText("#table tbody", "after-restart (replicas 1", settleTimeout)
+	b.WaitText("#live", "live", settleTimeout)
+}

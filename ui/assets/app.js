@@ -386,12 +386,15 @@ class Events {
     this.frame = 0;
     this.abort = new AbortController();
     this.stopped = false;
+    this.live = false;
+    this.setLive(false, 'connecting');
     this.run();
   }
 
   stop() { this.stopped = true; this.abort.abort(); }
 
   setLive(on, text) {
+    this.live = on;
     const l = $('#live');
     l.className = on ? 'live on' : 'live off';
     l.textContent = text;
@@ -403,6 +406,8 @@ class Events {
       try {
         await state.api.stream(`/v1/events${query({ extra: { from_index: this.from } })}`, (ev) => {
           backoff = 250;
+          // A quiet stream's headers may come with its first event.
+          if (!this.live) this.setLive(true, 'live');
           this.from = (BigInt(ev.index) + 1n).toString();
           this.pending.push(ev);
           if (!this.frame) this.frame = requestAnimationFrame(() => this.flush());
