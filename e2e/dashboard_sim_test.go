@@ -34,7 +34,11 @@ type simAPI struct {
 	networks []*shoalv1.Network
 	events   []*shoalv1.WatchEvent // every event, index order
 	changed  chan struct{}         // closed and replaced on each event
-	tokens   map[string]string     // bearer token -> role
+	// retained is the oldest index a watch may resume from (compact);
+	// kick is closed to end every watch stream (a restarted manager).
+	retained uint64
+	kick     chan struct{}
+	tokens   map[string]string // bearer token -> role
 }
 
 var simJSON = protojson.MarshalOptions{EmitUnpopulated: true}
@@ -42,8 +46,8 @@ var simJSON = protojson.MarshalOptions{EmitUnpopulated: true}
 func newSimAPI(nNodes, nServices, tasksPerService int) *simAPI {
 	s := &simAPI{
 		nodes: map[string]*shoalv1.Node{}, services: map[string]*shoalv1.Service{}, tasks: map[string]*shoalv1.Task{},
-		changed: make(chan struct{}),
-		tokens:  map[string]string{"shoal_view_viewersecret": "viewer", "shoal_oper_operatorsecret": "operator"},
+		changed: make(chan struct{}), kick: make(chan struct{}),
+		tokens: map[string]string{"shoal_view_viewersecret": "viewer", "shoal_oper_operatorsecret": "operator"},
 	}
 	now := timestamppb.Now()
 	for i := 0; i < nNodes; i++ {
@@ -119,6 +123,17 @@ func (s *simAPI) emit(action shoalv1.WatchAction, obj *shoalv1.StoreObject) {
 	close(s.changed)
 	s.changed = make(chan struct{})
 }
+
+// kickStreams ends every watch stream before it sends another event (mu
+// held).
+func (s *simAPI) kickStreams() {
+	close(s.kick)
+	s.kick = make(chan struct{})
+}
+
+// compact forgets the events so far: a watch resuming from one of them
+// gets OUT_OF_RANGE (mu held).
+func (s *simAPI) compact() { s.retained = s.index + 1 }
 
 // Change applies fn under the lock (for the test's own changes).
 func (s *simAPI) Change(fn func()) {
@@ -362,12 +377,25 @@ func (s *simAPI) watch(w http.ResponseWriter, r *http.Request) {
 	if from == 0 {
 		from = s.index + 1
 	}
+	compacted := from < s.retained
+	kick := s.kick
 	s.mu.Unlock()
+	if compacted {
+		s.writeErr(w, simError{400, 11, fmt.Sprintf("watch from index %d: no longer retained", from)})
+		return
+	}
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	w.(http.Flusher).Flush()
 	for {
 		s.mu.Lock()
+		select {
+		case <-kick:
+			// Ended before it sends anything written after the kick.
+			s.mu.Unlock()
+			return
+		default:
+		}
 		var batch []*shoalv1.WatchEvent
 		if from <= s.index {
 			batch = append(batch, s.events[from-1:]...)
@@ -382,6 +410,8 @@ func (s *simAPI) watch(w http.ResponseWriter, r *http.Request) {
 		}
 		select {
 		case <-r.Context().Done():
+			return
+		case <-kick:
 			return
 		case <-ch:
 		}

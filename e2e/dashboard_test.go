@@ -236,7 +236,9 @@ func TestDashboardSimulated(t *testing.T) {
 	t.Logf("FIGURE dashboard change→event shown: p50 %v, p95 %v, max %v (n=%d)", lat[len(lat)/2], lat[len(lat)*95/100], lat[len(lat)-1], len(lat))
 	b.Screenshot(filepath.Join(img, "dashboard-events.png"))
 
-	// Logs of web, following.
+	// The stream ends and the events it would resume from are gone, with
+	// web scaled to 7 in the gap: the page reconnects, is told
+	// OUT_OF_RANGE, re-lists (7/7 without a reload) and watches from now.
 	b.Click(`#tabs button[data-view=services]`)
 	b.Type(`#filters input[data-filter=name]`, "web")
 	harness.Eventually(t, 30*time.Second, 20*time.Millisecond, func() error {
@@ -245,6 +247,35 @@ func TestDashboardSimulated(t *testing.T) {
 		}
 		return nil
 	})
+	b.WaitText(`#table tbody td[data-col=replicas]`, "12/12", 30*time.Second)
+	sim.Change(func() {
+		sim.kickStreams()
+		for _, sv := range sim.services {
+			if sv.GetSpec().GetName() == "web" {
+				sv.Spec.Replicas = 7
+				sv.Meta.Version++
+				sim.emit(shoalv1.WatchAction_WATCH_ACTION_UPDATE, &shoalv1.StoreObject{Object: &shoalv1.StoreObject_Service{Service: sv}})
+				sim.scale(sv)
+			}
+		}
+		sim.compact()
+	})
+	b.WaitText(`#table tbody td[data-col=replicas]`, "7/7", 30*time.Second)
+	// Watching again from now: a later change arrives as an event.
+	sim.Change(func() {
+		for _, sv := range sim.services {
+			if sv.GetSpec().GetName() == "web" {
+				sv.Spec.Replicas = 8
+				sv.Meta.Version++
+				sim.emit(shoalv1.WatchAction_WATCH_ACTION_UPDATE, &shoalv1.StoreObject{Object: &shoalv1.StoreObject_Service{Service: sv}})
+				sim.scale(sv)
+			}
+		}
+	})
+	b.WaitText(`#table tbody td[data-col=replicas]`, "8/8", 30*time.Second)
+	b.WaitText("#live", "live", 30*time.Second)
+
+	// Logs of web, following.
 	b.Click(`#table tbody tr button[data-action=logs]`)
 	b.WaitText("#logs", "request=1", 30*time.Second)
 	b.WaitText("#logs", "request=5", 30*time.Second)
@@ -260,7 +291,15 @@ func TestDashboardSimulated(t *testing.T) {
 		return nil
 	})
 	b.Click(`#table tbody tr button[data-action=tasks]`)
-	b.WaitText("#page-info", "of 12", 30*time.Second)
+	webTasks := 0
+	sim.Change(func() {
+		for _, tk := range sim.tasks {
+			if tk.GetServiceName() == "web" {
+				webTasks++
+			}
+		}
+	})
+	b.WaitText("#page-info", fmt.Sprintf("of %d", webTasks), 30*time.Second)
 	b.waitIdle()
 	b.Screenshot(filepath.Join(img, "dashboard-tasks.png"))
 
@@ -333,6 +372,26 @@ func TestDashboardSimulatedLarge(t *testing.T) {
 	b.WaitText("#table tbody", "web.1", 30*time.Second)
 }
 
+// waitDashboard waits until manager m serves the dashboard page over HTTPS
+// (its HTTP server starts after the node is ready).
+func waitDashboard(t *testing.T, c *cluster, m *harness.Host) {
+	t.Helper()
+	hc := newHTTPClient(t, m, m, c.adminDir, "", false)
+	harness.Eventually(t, settleTimeout, poll, func() error {
+		ctx, cancel := attempt()
+		defer cancel()
+		res, err := hc.request(ctx, "GET", "/", "")
+		if err != nil {
+			return err
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			return fmt.Errorf("GET / on %s: HTTP %d", m, res.StatusCode)
+		}
+		return nil
+	})
+}
+
 // TestDashboard clicks through the dashboard a manager serves, in headless
 // Chromium inside the manager's host namespace, against a real cluster (a
 // manager and a worker running real containers): a bad token shows the
@@ -365,6 +424,7 @@ func TestDashboard(t *testing.T) {
 	}
 	harness.WaitRunning(t, cl, "web", 1, runTimeout)
 
+	waitDashboard(t, c, h1)
 	b := newBrowserOn(t, h1)
 	base := fmt.Sprintf("https://%s:%d", h1.IP, httpPort)
 	b.Go(base + "/")
@@ -523,6 +583,7 @@ func TestDashboardFailover(t *testing.T) {
 		}
 		viewerTok = strings.TrimSpace(out)
 	}
+	waitDashboard(t, c, page)
 	b := newBrowserOn(t, page)
 	b.Go(fmt.Sprintf("https://%s:%d/#events", page.IP, httpPort))
 	b.login(viewerTok)

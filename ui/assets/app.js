@@ -387,11 +387,20 @@ class Events {
     this.abort = new AbortController();
     this.stopped = false;
     this.live = false;
+    // The first view is listed at once, before this stream starts: list
+    // it again once the stream is open, so no change falls in between.
+    this.relistOnOpen = true;
     this.setLive(false, 'connecting');
     this.run();
   }
 
   stop() { this.stopped = true; this.abort.abort(); }
+
+  opened() {
+    if (!this.relistOnOpen) return;
+    this.relistOnOpen = false;
+    if (state.table) state.table.relist();
+  }
 
   setLive(on, text) {
     this.live = on;
@@ -408,19 +417,21 @@ class Events {
           backoff = 250;
           // A quiet stream's headers may come with its first event.
           if (!this.live) this.setLive(true, 'live');
+          this.opened();
           this.from = (BigInt(ev.index) + 1n).toString();
           this.pending.push(ev);
           if (!this.frame) this.frame = requestAnimationFrame(() => this.flush());
-        }, this.abort.signal, () => { backoff = 250; this.setLive(true, 'live'); });
+        }, this.abort.signal, () => { backoff = 250; this.setLive(true, 'live'); this.opened(); });
         if (this.stopped) return;
       } catch (e) {
         if (this.stopped) return;
         if (e instanceof ApiError && e.status === 401) return;
         if (e instanceof ApiError && e.code === OUT_OF_RANGE) {
-          // The server no longer holds our index: re-list what is on
-          // screen and watch from now on.
+          // The server no longer holds our index: watch from now on and
+          // re-list what is on screen once that stream is open (a list
+          // made before it could miss a change made in between).
           this.from = '0';
-          if (state.table) state.table.relist();
+          this.relistOnOpen = true;
         }
         this.setLive(false, `reconnecting in ${(backoff / 1000).toFixed(1)}s`);
         this.lastError = e.message;
