@@ -19,6 +19,11 @@
 // on screen in place, batched once per animation frame, and re-lists only
 // the visible page (debounced) when rows appear or counts change. The
 // stream reconnects by itself with back-off, resuming from the index after
-// the last event seen, or re-listing when the server no longer holds that
-// index (OUT_OF_RANGE).
+// the last event seen, or, when the server no longer holds that index
+// (OUT_OF_RANGE), watching from now and re-listing the visible page once
+// the new stream is open, so no change falls between the list and the
+// watch.
+//
+// The browser tests are e2e/dashboard_test.go (headless Chromium through
+// chromedriver, against a simulated 100,000-task API and a real cluster).
 package ui
