@@ -103,9 +103,11 @@ func (b *browser) waitIdle() {
 // tasks served by the dashboard's own handler and the /v1/ URL scheme: a
 // bad token shows the 401 message; a viewer sees nodes, services, tasks and
 // networks with the actions disabled and a write refused with 403; an
-// operator scales a service (the replicas change live, from events) and
-// drains a node; events appear (their latency measured); a service's logs
-// follow live. It measures the time to the first full render and from a
+// operator scales a service (the replicas change live, from events),
+// updates its image, rolls it back, is refused a non-number scale, drains
+// and activates a node; events appear (their latency measured); a stream
+// ended with its index gone (OUT_OF_RANGE) re-lists and watches on; a
+// service's logs follow live. It measures the time to the first full render and from a
 // change to its event on screen, and saves the README's screenshots.
 func TestDashboardSimulated(t *testing.T) {
 	sim := newSimAPI(5000, 1000, 10)
@@ -178,6 +180,20 @@ func TestDashboardSimulated(t *testing.T) {
 	b.WaitText(`#table tbody td[data-col=replicas]`, "12/12", 30*time.Second)
 	b.WaitText("#banner", "Scale web: done", 10*time.Second)
 	b.Screenshot(filepath.Join(img, "dashboard-services.png"))
+	// Update the image, then roll back (the simulated API only answers).
+	b.Click(`#table tbody tr button[data-action=image]`)
+	b.Type("#dialog-input", "registry.local/demo:2")
+	b.Click("#dialog-ok")
+	b.WaitText("#banner", "Update web: done", 30*time.Second)
+	b.WaitText("#table tbody", "registry.local/demo:2", 30*time.Second)
+	b.Click(`#table tbody tr button[data-action=rollback]`)
+	b.WaitText("#banner", "Rollback web: started", 30*time.Second)
+	// A scale to a non-number is refused on the page, with no call.
+	b.Click(`#table tbody tr button[data-action=scale]`)
+	b.Type("#dialog-input", "many")
+	b.Click("#dialog-ok")
+	b.WaitText("#banner", `"many" is not a whole number`, 10*time.Second)
+	b.WaitText(`#table tbody td[data-col=replicas]`, "12/12", 10*time.Second)
 
 	// Drain host-0001 from the nodes table.
 	b.Click(`#tabs button[data-view=nodes]`)
@@ -191,6 +207,11 @@ func TestDashboardSimulated(t *testing.T) {
 	b.Click(`#table tbody tr button[data-action=drain]`)
 	b.WaitText(`#table tbody tr`, "drain", 30*time.Second)
 	b.WaitText(`#table tbody tr button[data-action=activate]`, "Activate", 10*time.Second)
+	b.Click(`#table tbody tr button[data-action=activate]`)
+	b.WaitText(`#table tbody tr button[data-action=drain]`, "Drain", 30*time.Second)
+	b.WaitText("#banner", "Activate host-0001: done", 10*time.Second)
+	b.Click(`#table tbody tr button[data-action=drain]`)
+	b.WaitText(`#table tbody tr button[data-action=activate]`, "Activate", 30*time.Second)
 	b.Type(`#filters input[data-filter=name]`, "")
 	b.waitRows(50)
 	b.waitIdle()
