@@ -19,6 +19,7 @@ import (
 	"github.com/shoal-dev/shoal/metrics"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/trust"
+	"github.com/shoal-dev/shoal/ui"
 )
 
 // node is one running node process.
@@ -246,7 +247,7 @@ func (n *node) startManager(ctx context.Context) error {
 		NodeID: n.st.NodeID, DataDir: n.o.DataDir, ListenAddr: n.st.ListenAddr, AdvertiseAddr: n.st.AdvertiseAddr,
 		Certs: n.certs, Bootstrap: n.boot, Logger: n.o.Logger, Gossip: n.gossip, Audit: audit,
 		Metrics: n.metrics.mgr, MetricsHandler: metrics.Handler(n.metrics.reg),
-		HTTPAddr: haddr, HTTPCORSOrigins: n.o.HTTPCORSOrigins,
+		HTTPAddr: haddr, HTTPCORSOrigins: n.o.HTTPCORSOrigins, HTTPUI: ui.Handler(),
 	})
 	done := make(chan error, 1)
 	go func() {

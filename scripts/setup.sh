@@ -11,8 +11,10 @@ cd "$(dirname "$0")/.."
 # the benchmarks); busybox-static (/bin/busybox: the rootfs of
 # `make bench-runtime`); iperf3 (overlay/ throughput benchmark: VXLAN vs
 # underlay); prometheus (promtool checks the /metrics text in unit tests,
-# the e2e scrapes a cluster with the real server).
-pkgs=(iproute2 iputils-ping curl libseccomp-dev docker-registry runc etcd-server etcd-client busybox-static iperf3 prometheus)
+# the e2e scrapes a cluster with the real server); chromium and
+# chromium-driver (the dashboard's e2e tests drive headless Chromium through
+# chromedriver's WebDriver protocol from Go).
+pkgs=(iproute2 iputils-ping curl libseccomp-dev docker-registry runc etcd-server etcd-client busybox-static iperf3 prometheus chromium chromium-driver)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
