@@ -227,6 +227,12 @@ func (m *Manager) Run(ctx context.Context) error {
 	g.Go(func() error { return redialOnRenewal(gctx, cfg.Certs, fwd) })
 	g.Go(func() error {
 		<-gctx.Done()
+		// Raft first: a manager that is stopping must not start an
+		// election while the rest of it winds down (its peers may be
+		// stopping too, and a vote request to one that is gone is an
+		// ERROR in raft's log). Close is idempotent; the store is closed
+		// again below, and the raft port after that.
+		store.Close()
 		srv.Stop()
 		mux.Close()
 		return nil
