@@ -85,10 +85,12 @@ func BenchmarkHTTPvsGRPC(b *testing.B) {
 		b.Fatal(err)
 	}
 	authz := &trust.Authorizer{Policy: trust.DefaultPolicy(), ClusterID: "c1"}
+	unary := []grpc.UnaryServerInterceptor{errdefs.UnaryServerInterceptor(), authz.Unary()}
 	srv := grpc.NewServer(grpc.Creds(transport.ServerCreds()),
-		grpc.ChainUnaryInterceptor(errdefs.UnaryServerInterceptor(), authz.Unary()),
+		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(errdefs.StreamServerInterceptor(), authz.Stream()))
-	shoalv1.RegisterControlServer(srv, ctl)
+	direct := &Direct{Unary: unary}
+	shoalv1.RegisterControlServer(Tee{srv, direct}, ctl)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -110,19 +112,25 @@ func BenchmarkHTTPvsGRPC(b *testing.B) {
 	defer conn.Close()
 	gc := shoalv1.NewControlClient(conn)
 
-	hs, err := New(mctx, Config{Certs: mgr, GRPC: inproc, Logger: logger})
-	if err != nil {
-		b.Fatal(err)
+	// web is the manager's HTTPS server; hop is the same over the
+	// in-process gRPC connection only (no Direct), as before Direct.
+	var webs [2]*httptest.Server
+	for k, dc := range []*Direct{direct, nil} {
+		hs, err := New(mctx, Config{Certs: mgr, GRPC: inproc, Direct: dc, Logger: logger})
+		if err != nil {
+			b.Fatal(err)
+		}
+		webs[k] = httptest.NewUnstartedServer(hs.Handler())
+		webs[k].TLS = TLSConfig(mgr)
+		webs[k].EnableHTTP2 = true
+		webs[k].StartTLS()
+		defer webs[k].Close()
 	}
-	web := httptest.NewUnstartedServer(hs.Handler())
-	web.TLS = TLSConfig(mgr)
-	web.EnableHTTP2 = true
-	web.StartTLS()
-	defer web.Close()
+	web, hop := webs[0], webs[1]
 	pair, _ := tls.X509KeyPair(acert, akey)
 	hc := &http.Client{Transport: &http.Transport{ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 16,
 		TLSClientConfig: &tls.Config{RootCAs: mgr.ClientTLSConfig(trust.ManagerServerName, "h2").RootCAs, ServerName: trust.ManagerServerName, Certificates: []tls.Certificate{pair}}}}
-	httpDo := func(method, path, body string) error {
+	httpDo := func(web *httptest.Server, method, path, body string) error {
 		req, _ := http.NewRequest(method, web.URL+path, strings.NewReader(body))
 		resp, err := hc.Do(req)
 		if err != nil {
@@ -142,13 +150,13 @@ func BenchmarkHTTPvsGRPC(b *testing.B) {
 	cur, _ := gc.GetService(ctx, &shoalv1.GetServiceRequest{Ref: svcID})
 	version = cur.GetService().GetMeta().GetVersion()
 	spec := cur.GetService().GetSpec()
-	update := func(viaHTTP bool, n int) error {
+	update := func(web *httptest.Server, n int) error {
 		verMu.Lock()
 		defer verMu.Unlock()
 		s := spec
 		s.Labels = map[string]string{"n": fmt.Sprint(n)}
 		req := &shoalv1.UpdateServiceRequest{ServiceId: svcID, Version: version, Spec: s}
-		if !viaHTTP {
+		if web == nil {
 			resp, err := gc.UpdateService(ctx, req)
 			if err != nil {
 				return err
@@ -172,9 +180,9 @@ func BenchmarkHTTPvsGRPC(b *testing.B) {
 		return nil
 	}
 	calls := []struct {
-		name        string
-		concurrency int
-		grpc, http  func(i int) error
+		name            string
+		concurrency     int
+		grpc, http, hop func(i int) error
 	}{
 		{"ListServices1000", 4,
 			func(int) error {
@@ -184,19 +192,22 @@ func BenchmarkHTTPvsGRPC(b *testing.B) {
 				}
 				return err
 			},
-			func(int) error { return httpDo("GET", "/v1/services", "") }},
+			func(int) error { return httpDo(web, "GET", "/v1/services", "") },
+			func(int) error { return httpDo(hop, "GET", "/v1/services", "") }},
 		{"GetService", 1, func(int) error { _, err := gc.GetService(ctx, &shoalv1.GetServiceRequest{Ref: svcID}); return err },
-			func(int) error { return httpDo("GET", "/v1/services/"+svcID, "") }},
-		{"UpdateService", 1, func(i int) error { return update(false, i) }, func(i int) error { return update(true, i) }},
+			func(int) error { return httpDo(web, "GET", "/v1/services/"+svcID, "") },
+			func(int) error { return httpDo(hop, "GET", "/v1/services/"+svcID, "") }},
+		{"UpdateService", 1, func(i int) error { return update(nil, i) }, func(i int) error { return update(web, i) },
+			func(i int) error { return update(hop, i) }},
 	}
 	// The two ways of a call alternate in chunks, so that the machine's
 	// other load falls on both alike; each reports its own rate and p99.
 	const chunk = 20
 	for _, c := range calls {
 		b.Run(c.name, func(b *testing.B) {
-			fns := [2]func(int) error{c.grpc, c.http}
-			var lat [2][]time.Duration
-			var busy [2]time.Duration
+			fns := [3]func(int) error{c.grpc, c.http, c.hop}
+			var lat [3][]time.Duration
+			var busy [3]time.Duration
 			for done := 0; done < b.N; done += chunk {
 				n := min(chunk, b.N-done)
 				for k, fn := range fns {
@@ -232,8 +243,8 @@ func BenchmarkHTTPvsGRPC(b *testing.B) {
 					busy[k] += time.Since(start)
 				}
 			}
-			var rate [2]float64
-			for k, name := range []string{"grpc", "http"} {
+			var rate [3]float64
+			for k, name := range []string{"grpc", "http", "hop"} {
 				if len(lat[k]) == 0 {
 					return
 				}
@@ -243,6 +254,7 @@ func BenchmarkHTTPvsGRPC(b *testing.B) {
 				b.ReportMetric(float64(lat[k][len(lat[k])*99/100].Microseconds())/1000, name+"-p99-ms")
 			}
 			b.ReportMetric(rate[1]/rate[0], "http/grpc")
+			b.ReportMetric(rate[2]/rate[0], "hop/grpc")
 			b.ReportMetric(0, "ns/op")
 		})
 	}

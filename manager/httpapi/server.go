@@ -45,6 +45,10 @@ type Config struct {
 	Certs *trust.CertStore
 	// GRPC is the in-process listener the manager's gRPC server serves.
 	GRPC *InProcessListener
+	// Direct, when set, carries the unary calls of the services
+	// registered on it without the in-process gRPC hop (see Direct); its
+	// Conn is set here. Nil: every call goes over GRPC.
+	Direct *Direct
 	// CORSOrigins are the origins allowed cross-origin requests ("*": any);
 	// none: CORS is off.
 	CORSOrigins []string
@@ -76,7 +80,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	gw, err := Gateway(ctx, conn)
+	var cc grpc.ClientConnInterface = conn
+	if cfg.Direct != nil {
+		cfg.Direct.Conn = conn
+		cc = cfg.Direct
+	}
+	gw, err := Gateway(ctx, cc)
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -101,7 +110,7 @@ func (s *Server) Handler() http.Handler { return s.handler }
 
 // Gateway returns the /v1/ JSON API over conn, a connection to a manager's
 // gRPC server that carries each caller's credential.
-func Gateway(ctx context.Context, conn *grpc.ClientConn) (http.Handler, error) {
+func Gateway(ctx context.Context, conn grpc.ClientConnInterface) (http.Handler, error) {
 	jsonpb := &runtime.JSONPb{
 		MarshalOptions: protojson.MarshalOptions{},
 		// An unknown field is a 400 naming it, not silently dropped.
@@ -113,10 +122,12 @@ func Gateway(ctx context.Context, conn *grpc.ClientConn) (http.Handler, error) {
 		runtime.WithIncomingHeaderMatcher(incomingHeader),
 		runtime.WithMetadata(clientCertMetadata),
 	)
-	for _, reg := range []func(context.Context, *runtime.ServeMux, *grpc.ClientConn) error{
-		shoalv1.RegisterControlHandler, shoalv1.RegisterLogsHandler, shoalv1.RegisterOpsHandler,
+	for _, err := range []error{
+		shoalv1.RegisterControlHandlerClient(ctx, gw, shoalv1.NewControlClient(conn)),
+		shoalv1.RegisterLogsHandlerClient(ctx, gw, shoalv1.NewLogsClient(conn)),
+		shoalv1.RegisterOpsHandlerClient(ctx, gw, shoalv1.NewOpsClient(conn)),
 	} {
-		if err := reg(ctx, gw, conn); err != nil {
+		if err != nil {
 			return nil, err
 		}
 	}
