@@ -111,11 +111,7 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // Gateway returns the /v1/ JSON API over conn, a connection to a manager's
 // gRPC server that carries each caller's credential.
 func Gateway(ctx context.Context, conn grpc.ClientConnInterface) (http.Handler, error) {
-	jsonpb := &runtime.JSONPb{
-		MarshalOptions: protojson.MarshalOptions{},
-		// An unknown field is a 400 naming it, not silently dropped.
-		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
-	}
+	jsonpb := newJSONPb()
 	gw := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &ndjson{jsonpb}),
 		runtime.WithMarshalerOption("text/event-stream", &sse{jsonpb}),
@@ -132,6 +128,16 @@ func Gateway(ctx context.Context, conn grpc.ClientConnInterface) (http.Handler, 
 		}
 	}
 	return gw, nil
+}
+
+// newJSONPb is the gateway's protojson: unpopulated fields left out, an
+// unknown field in a body refused.
+func newJSONPb() *runtime.JSONPb {
+	return &runtime.JSONPb{
+		MarshalOptions: protojson.MarshalOptions{},
+		// An unknown field is a 400 naming it, not silently dropped.
+		UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
+	}
 }
 
 // incomingHeader passes the Authorization header (an API token) and
