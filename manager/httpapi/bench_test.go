@@ -15,8 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/shoal-dev/shoal/errdefs"
@@ -112,21 +114,33 @@ func BenchmarkHTTPvsGRPC(b *testing.B) {
 	defer conn.Close()
 	gc := shoalv1.NewControlClient(conn)
 
-	// web is the manager's HTTPS server; hop is the same over the
-	// in-process gRPC connection only (no Direct), as before Direct.
+	// web is the manager's HTTPS server; before is the gateway as it was
+	// before Direct and appendJSON: every call over the in-process gRPC
+	// connection, replies encoded by protojson.
+	hs, err := New(mctx, Config{Certs: mgr, GRPC: inproc, Direct: direct, Logger: logger})
+	if err != nil {
+		b.Fatal(err)
+	}
+	iconn, err := grpc.NewClient("passthrough:///in-process", grpc.WithContextDialer(inproc.DialContext),
+		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxReplyBytes)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer iconn.Close()
+	old := runtime.NewServeMux(runtime.WithMarshalerOption(runtime.MIMEWildcard, newJSONPb()),
+		runtime.WithIncomingHeaderMatcher(incomingHeader), runtime.WithMetadata(clientCertMetadata))
+	if err := shoalv1.RegisterControlHandler(mctx, old, iconn); err != nil {
+		b.Fatal(err)
+	}
 	var webs [2]*httptest.Server
-	for k, dc := range []*Direct{direct, nil} {
-		hs, err := New(mctx, Config{Certs: mgr, GRPC: inproc, Direct: dc, Logger: logger})
-		if err != nil {
-			b.Fatal(err)
-		}
-		webs[k] = httptest.NewUnstartedServer(hs.Handler())
+	for k, h := range []http.Handler{hs.Handler(), old} {
+		webs[k] = httptest.NewUnstartedServer(h)
 		webs[k].TLS = TLSConfig(mgr)
 		webs[k].EnableHTTP2 = true
 		webs[k].StartTLS()
 		defer webs[k].Close()
 	}
-	web, hop := webs[0], webs[1]
+	web, before := webs[0], webs[1]
 	pair, _ := tls.X509KeyPair(acert, akey)
 	hc := &http.Client{Transport: &http.Transport{ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 16,
 		TLSClientConfig: &tls.Config{RootCAs: mgr.ClientTLSConfig(trust.ManagerServerName, "h2").RootCAs, ServerName: trust.ManagerServerName, Certificates: []tls.Certificate{pair}}}}
@@ -182,7 +196,7 @@ func BenchmarkHTTPvsGRPC(b *testing.B) {
 	calls := []struct {
 		name            string
 		concurrency     int
-		grpc, http, hop func(i int) error
+		grpc, http, before func(i int) error
 	}{
 		{"ListServices1000", 4,
 			func(int) error {
@@ -193,19 +207,19 @@ func BenchmarkHTTPvsGRPC(b *testing.B) {
 				return err
 			},
 			func(int) error { return httpDo(web, "GET", "/v1/services", "") },
-			func(int) error { return httpDo(hop, "GET", "/v1/services", "") }},
+			func(int) error { return httpDo(before, "GET", "/v1/services", "") }},
 		{"GetService", 1, func(int) error { _, err := gc.GetService(ctx, &shoalv1.GetServiceRequest{Ref: svcID}); return err },
 			func(int) error { return httpDo(web, "GET", "/v1/services/"+svcID, "") },
-			func(int) error { return httpDo(hop, "GET", "/v1/services/"+svcID, "") }},
+			func(int) error { return httpDo(before, "GET", "/v1/services/"+svcID, "") }},
 		{"UpdateService", 1, func(i int) error { return update(nil, i) }, func(i int) error { return update(web, i) },
-			func(i int) error { return update(hop, i) }},
+			func(i int) error { return update(before, i) }},
 	}
 	// The two ways of a call alternate in chunks, so that the machine's
 	// other load falls on both alike; each reports its own rate and p99.
 	const chunk = 20
 	for _, c := range calls {
 		b.Run(c.name, func(b *testing.B) {
-			fns := [3]func(int) error{c.grpc, c.http, c.hop}
+			fns := [3]func(int) error{c.grpc, c.http, c.before}
 			var lat [3][]time.Duration
 			var busy [3]time.Duration
 			for done := 0; done < b.N; done += chunk {
@@ -244,7 +258,7 @@ func BenchmarkHTTPvsGRPC(b *testing.B) {
 				}
 			}
 			var rate [3]float64
-			for k, name := range []string{"grpc", "http", "hop"} {
+			for k, name := range []string{"grpc", "http", "before"} {
 				if len(lat[k]) == 0 {
 					return
 				}
@@ -254,7 +268,7 @@ func BenchmarkHTTPvsGRPC(b *testing.B) {
 				b.ReportMetric(float64(lat[k][len(lat[k])*99/100].Microseconds())/1000, name+"-p99-ms")
 			}
 			b.ReportMetric(rate[1]/rate[0], "http/grpc")
-			b.ReportMetric(rate[2]/rate[0], "hop/grpc")
+			b.ReportMetric(rate[2]/rate[0], "before/grpc")
 			b.ReportMetric(0, "ns/op")
 		})
 	}

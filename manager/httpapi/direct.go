@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"sync"
@@ -20,10 +21,11 @@ import (
 // Direct is the gateway's connection for unary calls. It calls the
 // manager's service implementations in the caller's goroutine through
 // the same interceptor chain as the gRPC server (error mapping, the
-// authorizer, the forwarder), with the context a gRPC call on the
-// in-process connection would have: the peer is trust.InProcessInfo and
-// the incoming metadata is exactly what the gateway put into the call
-// (the Authorization header, the verified client certificate). What it
+// authorizer, the forwarder), with the context a gRPC call would have:
+// the peer is the HTTPS client's verified TLS connection, or else
+// trust.InProcessInfo (callerPeer), and the incoming metadata is exactly
+// what the gateway put into the call (the Authorization header, the
+// verified client certificate). What it
 // saves is the second hop: no protobuf encoding and decoding of request
 // and reply, no HTTP/2 framing through an in-memory pipe, no second
 // goroutine hand-off. Streams (watches, logs, stats, exec), and unary
@@ -72,6 +74,31 @@ var inProcessPeer = &peer.Peer{
 	AuthInfo: trust.InProcessInfo{CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}},
 }
 
+// tlsStateKey is the context key of the HTTPS caller's TLS state.
+type tlsStateKey struct{}
+
+// withTLSState hands Direct the TLS state of the HTTPS connection a
+// request came on.
+func withTLSState(ctx context.Context, st *tls.ConnectionState) context.Context {
+	return context.WithValue(ctx, tlsStateKey{}, st)
+}
+
+// callerPeer is the peer a direct call's handler sees. A caller whose
+// client certificate the HTTPS handshake verified against the cluster CA
+// is that TLS peer, as when it calls gRPC itself: trust.PeerIdentity
+// reads the identity from the verified chain, not re-parsing the DER the
+// gateway also put into the metadata (trust.MDClientCert, for streams).
+// Any other caller (a token, or nobody) is the in-process peer, which
+// names no one by itself.
+func callerPeer(ctx context.Context) *peer.Peer {
+	st, _ := ctx.Value(tlsStateKey{}).(*tls.ConnectionState)
+	if st == nil || len(st.VerifiedChains) == 0 || len(st.VerifiedChains[0]) == 0 {
+		return inProcessPeer
+	}
+	return &peer.Peer{Addr: inProcessPeer.Addr, AuthInfo: credentials.TLSInfo{State: *st,
+		CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}}}
+}
+
 // Invoke implements grpc.ClientConnInterface for unary calls.
 func (d *Direct) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
 	d.mu.RLock()
@@ -91,7 +118,7 @@ func (d *Direct) Invoke(ctx context.Context, method string, args, reply any, opt
 	md, _ := metadata.FromOutgoingContext(ctx)
 	ctx = metadata.NewOutgoingContext(ctx, nil)
 	ctx = metadata.NewIncomingContext(ctx, md)
-	ctx = peer.NewContext(ctx, inProcessPeer)
+	ctx = peer.NewContext(ctx, callerPeer(ctx))
 	st := &directStream{method: method}
 	ctx = grpc.NewContextWithServerTransportStream(ctx, st)
 

@@ -127,7 +127,12 @@ func Gateway(ctx context.Context, conn grpc.ClientConnInterface) (http.Handler, 
 			return nil, err
 		}
 	}
-	return gw, nil
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS != nil {
+			r = r.WithContext(withTLSState(r.Context(), r.TLS))
+		}
+		gw.ServeHTTP(w, r)
+	}), nil
 }
 
 // newJSONPb is the gateway's protojson: unpopulated fields left out, an

@@ -45,7 +45,7 @@ type seen struct {
 	incoming    metadata.MD
 	outgoing    metadata.MD
 	fullMethod  string
-	inProcessed bool
+	peer        string // the peer's AuthType
 }
 
 var classes = map[string]error{
@@ -79,7 +79,7 @@ func (f *fakeControl) ListServices(ctx context.Context, _ *shoalv1.ListServicesR
 	s.outgoing, _ = metadata.FromOutgoingContext(ctx)
 	s.fullMethod, _ = grpc.Method(ctx)
 	if p, ok := peer.FromContext(ctx); ok {
-		_, s.inProcessed = p.AuthInfo.(trust.InProcessInfo)
+		s.peer = p.AuthInfo.AuthType()
 	}
 	select {
 	case f.listed <- s:
@@ -476,8 +476,14 @@ func TestHandlerReachedOnlyAuthorized(t *testing.T) {
 				if !s.named || s.identity.NodeID != tc.want.NodeID || s.identity.Role != tc.want.Role {
 					t.Errorf("%s: handler saw identity %+v (named %v), want %+v", tc.name, s.identity, s.named, tc.want)
 				}
-				if !s.inProcessed || s.fullMethod != shoalv1.Control_ListServices_FullMethodName {
-					t.Errorf("%s: in-process peer %v, method %q", tc.name, s.inProcessed, s.fullMethod)
+				// Direct names a certificate's holder by its verified TLS
+				// connection; otherwise the caller is the in-process peer.
+				wantPeer := "in-process"
+				if direct && tc.token == "" {
+					wantPeer = "tls"
+				}
+				if s.peer != wantPeer || s.fullMethod != shoalv1.Control_ListServices_FullMethodName {
+					t.Errorf("%s: peer %q, method %q", tc.name, s.peer, s.fullMethod)
 				}
 				if len(s.outgoing) != 0 {
 					t.Errorf("%s: handler's outgoing metadata %v, want none", tc.name, s.outgoing)
