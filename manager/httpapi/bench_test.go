@@ -194,8 +194,8 @@ func BenchmarkHTTPvsGRPC(b *testing.B) {
 		return nil
 	}
 	calls := []struct {
-		name            string
-		concurrency     int
+		name               string
+		concurrency        int
 		grpc, http, before func(i int) error
 	}{
 		{"ListServices1000", 4,

@@ -40,12 +40,12 @@ type fakeControl struct {
 
 // seen is what a handler saw of its call's context.
 type seen struct {
-	identity    trust.Identity
-	named       bool
-	incoming    metadata.MD
-	outgoing    metadata.MD
-	fullMethod  string
-	peer        string // the peer's AuthType
+	identity   trust.Identity
+	named      bool
+	incoming   metadata.MD
+	outgoing   metadata.MD
+	fullMethod string
+	peer       string // the peer's AuthType
 }
 
 var classes = map[string]error{
