@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"math/bits"
+	"reflect"
 	"slices"
 	"strconv"
 	"time"
@@ -29,6 +30,18 @@ func appendJSON(b []byte, m protoreflect.Message) ([]byte, error) {
 	if wellKnown(m.Descriptor()) {
 		return appendWellKnown(b, m)
 	}
+	if pm := m.Interface(); pm != nil {
+		if rv := reflect.ValueOf(pm); rv.Kind() == reflect.Pointer && !rv.IsNil() {
+			if se := structEncoderOf(rv.Type(), m.Descriptor()); se.plain {
+				return se.append(b, rv.Elem())
+			}
+		}
+	}
+	return appendReflect(b, m)
+}
+
+// appendReflect is appendJSON through protoreflect, for any message.
+func appendReflect(b []byte, m protoreflect.Message) ([]byte, error) {
 	b = append(b, '{')
 	first := true
 	var err error
@@ -281,8 +294,11 @@ func appendWellKnown(b []byte, m protoreflect.Message) ([]byte, error) {
 		return append(b, out...), nil
 	}
 	fields := m.Descriptor().Fields()
-	secs := m.Get(fields.ByNumber(1)).Int()
-	nanos := m.Get(fields.ByNumber(2)).Int()
+	return appendTimestamp(b, m.Get(fields.ByNumber(1)).Int(), m.Get(fields.ByNumber(2)).Int())
+}
+
+// appendTimestamp writes a Timestamp as protojson does.
+func appendTimestamp(b []byte, secs, nanos int64) ([]byte, error) {
 	if secs < minTimestampSeconds || secs > maxTimestampSeconds || nanos < 0 || nanos >= 1e9 {
 		return b, errFallback
 	}

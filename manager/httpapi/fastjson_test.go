@@ -10,8 +10,10 @@ import (
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/dynamicpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -41,6 +43,7 @@ func TestAppendJSONMatchesProtojson(t *testing.T) {
 		t.Fatalf("only %d messages found", len(msgs))
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
+	plain := 0
 	for _, md := range msgs {
 		mt, err := protoregistry.GlobalTypes.FindMessageByName(md.FullName())
 		if err != nil {
@@ -53,14 +56,26 @@ func TestAppendJSONMatchesProtojson(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: protojson: %v", md.FullName(), err)
 			}
-			got, err := appendJSON(nil, m)
-			if err != nil {
-				t.Fatalf("%s: %v (protojson: %s)", md.FullName(), err, want)
+
+			// The generated type (the struct encoder where it applies)
+			// and the same message as a dynamicpb one (protoreflect).
+			dm := dynamicpb.NewMessage(md)
+			proto.Merge(dm, m.Interface())
+			for _, x := range []protoreflect.Message{m, dm} {
+				got, err := appendJSON(nil, x)
+				if err != nil {
+					t.Fatalf("%s (%T): %v (protojson: %s)", md.FullName(), x, err, want)
+				}
+				if !sameJSON(t, got, want) {
+					t.Fatalf("%s (%T):\n got %s\nwant %s", md.FullName(), x, got, want)
+				}
 			}
-			if !sameJSON(t, got, want) {
-				t.Fatalf("%s:\n got %s\nwant %s", md.FullName(), got, want)
-			}
+			plain += map[bool]int{true: 1}[structEncoderOf(reflect.TypeOf(m.Interface()), md).plain]
 		}
+	}
+	// Most types take the struct encoder (ListServicesResponse must).
+	if plain < len(msgs)*100/2 || !structEncoderOf(reflect.TypeFor[*shoalv1.ListServicesResponse](), (&shoalv1.ListServicesResponse{}).ProtoReflect().Descriptor()).plain {
+		t.Fatalf("only %d of %d encodings took the struct encoder", plain, len(msgs)*100)
 	}
 }
 
