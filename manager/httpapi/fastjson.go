@@ -18,14 +18,16 @@ import (
 
 // appendJSON appends m as protojson does with the gateway's options
 // (lowerCamelCase names, enums by name, 64-bit integers as strings,
-// unpopulated fields left out, Timestamps as RFC 3339), walking the
-// populated fields without protojson's per-message sorting and closures:
-// a list of 1,000 services encodes several times faster. The output is
-// the same JSON value as protojson's (TestAppendJSONMatchesProtojson);
-// keys are in field order and map keys sorted, so it is deterministic.
-// Well-known types other than Timestamp, and extensions, are written by
-// protojson itself. An error (invalid UTF-8, a timestamp out of range)
-// is protojson's to report: the caller then marshals with protojson.
+// unpopulated fields left out, Timestamps as RFC 3339). Plain generated
+// types go through their struct encoder (structjson.go), the others
+// through protoreflect (appendReflect) without protojson's per-message
+// sorting and closures: a list of 1,000 services encodes several times
+// faster. The output is the same JSON value as protojson's
+// (TestAppendJSONMatchesProtojson); keys are in field order and map keys
+// sorted, so it is deterministic. Well-known types other than Timestamp,
+// and extensions, are written by protojson itself. An error (invalid
+// UTF-8, a timestamp out of range) is protojson's to report: the caller
+// (marshalJSON) then marshals with protojson.
 func appendJSON(b []byte, m protoreflect.Message) ([]byte, error) {
 	if wellKnown(m.Descriptor()) {
 		return appendWellKnown(b, m)

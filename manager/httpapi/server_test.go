@@ -315,6 +315,17 @@ func TestUnknownFieldNamed(t *testing.T) {
 	}
 }
 
+// TestBodyBounded: a body above maxBodyBytes is refused, not read whole
+// into a call.
+func TestBodyBounded(t *testing.T) {
+	f := setup(t)
+	big := `{"spec":{"name":"` + strings.Repeat("x", maxBodyBytes) + `"}}`
+	code, body, _ := do(t, f.newClient(&f.admin), "POST", f.url+"/v1/services", "", big)
+	if code != 400 || !strings.Contains(body, "too large") {
+		t.Fatalf("HTTP %d %.200s", code, body)
+	}
+}
+
 // TestWatchStreams: /v1/events is NDJSON ({"result": ...} per line) or
 // SSE with Accept: text/event-stream, and a client hanging up ends the
 // gRPC stream.
