@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/shoal-dev/shoal/errdefs"
 	"github.com/shoal-dev/shoal/manager/controlapi"
@@ -272,4 +273,34 @@ func BenchmarkHTTPvsGRPC(b *testing.B) {
 			b.ReportMetric(0, "ns/op")
 		})
 	}
+}
+
+// BenchmarkEncodeList encodes a reply of 1,000 services (as the control
+// API lists them) with protojson and with appendJSON:
+//
+//	go test -tags seccomp -run '^$' -bench EncodeList ./manager/httpapi/
+func BenchmarkEncodeList(b *testing.B) {
+	resp := &shoalv1.ListServicesResponse{Total: 1000}
+	for i := range 1000 {
+		resp.Services = append(resp.Services, &shoalv1.Service{
+			Meta: &shoalv1.Meta{Id: fmt.Sprintf("%025d", i), Version: uint64(i + 10), CreatedAt: timestamppb.Now(), UpdatedAt: timestamppb.Now()},
+			Spec: &shoalv1.ServiceSpec{Name: fmt.Sprintf("s%04d", i), Labels: map[string]string{"team": "web", "tier": "front"},
+				Task: &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: "demo@sha256:" + strings.Repeat("a", 64), Env: []string{"A=1", "B=2"}}}},
+			SpecVersion: 3,
+		})
+	}
+	b.Run("protojson", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := protojson.Marshal(resp); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("appendJSON", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := marshalJSON(newJSONPb().Marshal, resp); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
