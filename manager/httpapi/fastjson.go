@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -322,9 +324,22 @@ func appendTimestamp(b []byte, secs, nanos int64) ([]byte, error) {
 // marshalJSON is the gateway's encoding of a message: appendJSON, or
 // protojson for what appendJSON leaves to it (and for its errors).
 func marshalJSON(fallback func(any) ([]byte, error), m proto.Message) ([]byte, error) {
-	b, err := appendJSON(make([]byte, 0, 512), m.ProtoReflect())
+	r := m.ProtoReflect()
+	hint, _ := sizeHints.LoadOrStore(r.Descriptor().FullName(), new(atomic.Int64))
+	size := hint.(*atomic.Int64)
+	b, err := appendJSON(make([]byte, 0, min(max(512, size.Load()*9/8), maxSizeHint)), r)
 	if err != nil {
 		return fallback(m)
 	}
+	size.Store(int64(len(b)))
 	return b, nil
 }
+
+// sizeHints holds the last reply's length of each message type, so that
+// the next one's buffer rarely grows (a list of 1,000 services is ~0.5
+// MB).
+var sizeHints sync.Map // protoreflect.FullName -> *atomic.Int64
+
+// maxSizeHint bounds what a hint allocates up front: after a list of
+// 100,000 tasks, a short list does not take 25 MB.
+const maxSizeHint = 1 << 20
