@@ -196,8 +196,9 @@ func (m *Manager) Run(ctx context.Context) error {
 	shoalv1.RegisterLogsServer(api, logbroker.New(logbroker.Config{Store: store, Certs: cfg.Certs, Logger: cfg.Logger}))
 	shoalv1.RegisterOpsServer(api, opsapi.New(opsapi.Config{Store: store, Certs: cfg.Certs, Logger: cfg.Logger, Audit: cfg.Audit}))
 
-	// The HTTP gateway calls this same gRPC server in memory, so every HTTP
-	// call passes the authorizer and the forwarder like a gRPC one.
+	// The HTTP gateway's streams reach this same gRPC server in memory, its
+	// unary calls go through direct's copy of the same interceptors: every
+	// HTTP call passes the authorizer and the forwarder like a gRPC one.
 	inproc := httpapi.NewInProcessListener()
 	var hs *httpapi.Server
 	if cfg.HTTPAddr != "" {
