@@ -174,29 +174,35 @@ func (m *Manager) Run(ctx context.Context) error {
 		return f.Configuration(), f.Error()
 	}
 	mux.AdmitRaft(transport.RaftAdmission(raftConf, check), transport.RaftAdmission(raftConf, trust.ConnectionCheck(storeNodes(store))))
+	unary := []grpc.UnaryServerInterceptor{errdefs.UnaryServerInterceptor(), authz.Unary(), fwd.Unary()}
 	srv := grpc.NewServer(
 		grpc.Creds(transport.ServerCreds()),
-		grpc.ChainUnaryInterceptor(errdefs.UnaryServerInterceptor(), authz.Unary(), fwd.Unary()),
+		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(errdefs.StreamServerInterceptor(), authz.Stream(), fwd.Stream()),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 2 * time.Second, PermitWithoutStream: true}),
 	)
 	disp := dispatcher.New(dispatcher.Config{Store: store, Logger: cfg.Logger, Managers: m.managers, Gossip: cfg.Gossip, Metrics: cfg.Metrics})
 	member := membership.New(store, cfg.Logger)
-	shoalv1.RegisterControlServer(srv, controlapi.New(store, cfg.Logger))
+	// The HTTP gateway calls the API services' unary methods directly,
+	// through the same interceptors (httpapi.Direct).
+	direct := &httpapi.Direct{Unary: unary}
+	api := httpapi.Tee{srv, direct}
+	shoalv1.RegisterControlServer(api, controlapi.New(store, cfg.Logger))
 	shoalv1.RegisterDispatcherServer(srv, disp)
 	shoalv1.RegisterNodeCAServer(srv, nodeca.New(store, cfg.Logger))
 	shoalv1.RegisterRaftMembershipServer(srv, member)
 	// Served by every manager from its own store (not forwarded).
-	shoalv1.RegisterLogsServer(srv, logbroker.New(logbroker.Config{Store: store, Certs: cfg.Certs, Logger: cfg.Logger}))
-	shoalv1.RegisterOpsServer(srv, opsapi.New(opsapi.Config{Store: store, Certs: cfg.Certs, Logger: cfg.Logger, Audit: cfg.Audit}))
+	shoalv1.RegisterLogsServer(api, logbroker.New(logbroker.Config{Store: store, Certs: cfg.Certs, Logger: cfg.Logger}))
+	shoalv1.RegisterOpsServer(api, opsapi.New(opsapi.Config{Store: store, Certs: cfg.Certs, Logger: cfg.Logger, Audit: cfg.Audit}))
 
-	// The HTTP gateway calls this same gRPC server in memory, so every HTTP
-	// call passes the authorizer and the forwarder like a gRPC one.
+	// The HTTP gateway's streams reach this same gRPC server in memory, its
+	// unary calls go through direct's copy of the same interceptors: every
+	// HTTP call passes the authorizer and the forwarder like a gRPC one.
 	inproc := httpapi.NewInProcessListener()
 	var hs *httpapi.Server
 	if cfg.HTTPAddr != "" {
-		hs, err = httpapi.New(ctx, httpapi.Config{Addr: cfg.HTTPAddr, Certs: cfg.Certs, GRPC: inproc,
+		hs, err = httpapi.New(ctx, httpapi.Config{Addr: cfg.HTTPAddr, Certs: cfg.Certs, GRPC: inproc, Direct: direct,
 			CORSOrigins: cfg.HTTPCORSOrigins, UI: cfg.HTTPUI, Metrics: cfg.MetricsHandler, Logger: cfg.Logger})
 		if err != nil {
 			store.Close()

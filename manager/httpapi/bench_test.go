@@ -15,9 +15,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/shoal-dev/shoal/errdefs"
 	"github.com/shoal-dev/shoal/manager/controlapi"
@@ -85,10 +88,12 @@ func BenchmarkHTTPvsGRPC(b *testing.B) {
 		b.Fatal(err)
 	}
 	authz := &trust.Authorizer{Policy: trust.DefaultPolicy(), ClusterID: "c1"}
+	unary := []grpc.UnaryServerInterceptor{errdefs.UnaryServerInterceptor(), authz.Unary()}
 	srv := grpc.NewServer(grpc.Creds(transport.ServerCreds()),
-		grpc.ChainUnaryInterceptor(errdefs.UnaryServerInterceptor(), authz.Unary()),
+		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(errdefs.StreamServerInterceptor(), authz.Stream()))
-	shoalv1.RegisterControlServer(srv, ctl)
+	direct := &Direct{Unary: unary}
+	shoalv1.RegisterControlServer(Tee{srv, direct}, ctl)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
@@ -110,19 +115,37 @@ func BenchmarkHTTPvsGRPC(b *testing.B) {
 	defer conn.Close()
 	gc := shoalv1.NewControlClient(conn)
 
-	hs, err := New(mctx, Config{Certs: mgr, GRPC: inproc, Logger: logger})
+	// web is the manager's HTTPS server; before is the gateway as it was
+	// before Direct and appendJSON: every call over the in-process gRPC
+	// connection, replies encoded by protojson.
+	hs, err := New(mctx, Config{Certs: mgr, GRPC: inproc, Direct: direct, Logger: logger})
 	if err != nil {
 		b.Fatal(err)
 	}
-	web := httptest.NewUnstartedServer(hs.Handler())
-	web.TLS = TLSConfig(mgr)
-	web.EnableHTTP2 = true
-	web.StartTLS()
-	defer web.Close()
+	iconn, err := grpc.NewClient("passthrough:///in-process", grpc.WithContextDialer(inproc.DialContext),
+		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxReplyBytes)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer iconn.Close()
+	old := runtime.NewServeMux(runtime.WithMarshalerOption(runtime.MIMEWildcard, newJSONPb()),
+		runtime.WithIncomingHeaderMatcher(incomingHeader), runtime.WithMetadata(clientCertMetadata))
+	if err := shoalv1.RegisterControlHandler(mctx, old, iconn); err != nil {
+		b.Fatal(err)
+	}
+	var webs [2]*httptest.Server
+	for k, h := range []http.Handler{hs.Handler(), old} {
+		webs[k] = httptest.NewUnstartedServer(h)
+		webs[k].TLS = TLSConfig(mgr)
+		webs[k].EnableHTTP2 = true
+		webs[k].StartTLS()
+		defer webs[k].Close()
+	}
+	web, before := webs[0], webs[1]
 	pair, _ := tls.X509KeyPair(acert, akey)
 	hc := &http.Client{Transport: &http.Transport{ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 16,
 		TLSClientConfig: &tls.Config{RootCAs: mgr.ClientTLSConfig(trust.ManagerServerName, "h2").RootCAs, ServerName: trust.ManagerServerName, Certificates: []tls.Certificate{pair}}}}
-	httpDo := func(method, path, body string) error {
+	httpDo := func(web *httptest.Server, method, path, body string) error {
 		req, _ := http.NewRequest(method, web.URL+path, strings.NewReader(body))
 		resp, err := hc.Do(req)
 		if err != nil {
@@ -142,13 +165,13 @@ func BenchmarkHTTPvsGRPC(b *testing.B) {
 	cur, _ := gc.GetService(ctx, &shoalv1.GetServiceRequest{Ref: svcID})
 	version = cur.GetService().GetMeta().GetVersion()
 	spec := cur.GetService().GetSpec()
-	update := func(viaHTTP bool, n int) error {
+	update := func(web *httptest.Server, n int) error {
 		verMu.Lock()
 		defer verMu.Unlock()
 		s := spec
 		s.Labels = map[string]string{"n": fmt.Sprint(n)}
 		req := &shoalv1.UpdateServiceRequest{ServiceId: svcID, Version: version, Spec: s}
-		if !viaHTTP {
+		if web == nil {
 			resp, err := gc.UpdateService(ctx, req)
 			if err != nil {
 				return err
@@ -172,9 +195,9 @@ func BenchmarkHTTPvsGRPC(b *testing.B) {
 		return nil
 	}
 	calls := []struct {
-		name        string
-		concurrency int
-		grpc, http  func(i int) error
+		name               string
+		concurrency        int
+		grpc, http, before func(i int) error
 	}{
 		{"ListServices1000", 4,
 			func(int) error {
@@ -184,19 +207,22 @@ func BenchmarkHTTPvsGRPC(b *testing.B) {
 				}
 				return err
 			},
-			func(int) error { return httpDo("GET", "/v1/services", "") }},
+			func(int) error { return httpDo(web, "GET", "/v1/services", "") },
+			func(int) error { return httpDo(before, "GET", "/v1/services", "") }},
 		{"GetService", 1, func(int) error { _, err := gc.GetService(ctx, &shoalv1.GetServiceRequest{Ref: svcID}); return err },
-			func(int) error { return httpDo("GET", "/v1/services/"+svcID, "") }},
-		{"UpdateService", 1, func(i int) error { return update(false, i) }, func(i int) error { return update(true, i) }},
+			func(int) error { return httpDo(web, "GET", "/v1/services/"+svcID, "") },
+			func(int) error { return httpDo(before, "GET", "/v1/services/"+svcID, "") }},
+		{"UpdateService", 1, func(i int) error { return update(nil, i) }, func(i int) error { return update(web, i) },
+			func(i int) error { return update(before, i) }},
 	}
 	// The two ways of a call alternate in chunks, so that the machine's
 	// other load falls on both alike; each reports its own rate and p99.
 	const chunk = 20
 	for _, c := range calls {
 		b.Run(c.name, func(b *testing.B) {
-			fns := [2]func(int) error{c.grpc, c.http}
-			var lat [2][]time.Duration
-			var busy [2]time.Duration
+			fns := [3]func(int) error{c.grpc, c.http, c.before}
+			var lat [3][]time.Duration
+			var busy [3]time.Duration
 			for done := 0; done < b.N; done += chunk {
 				n := min(chunk, b.N-done)
 				for k, fn := range fns {
@@ -232,8 +258,8 @@ func BenchmarkHTTPvsGRPC(b *testing.B) {
 					busy[k] += time.Since(start)
 				}
 			}
-			var rate [2]float64
-			for k, name := range []string{"grpc", "http"} {
+			var rate [3]float64
+			for k, name := range []string{"grpc", "http", "before"} {
 				if len(lat[k]) == 0 {
 					return
 				}
@@ -243,7 +269,38 @@ func BenchmarkHTTPvsGRPC(b *testing.B) {
 				b.ReportMetric(float64(lat[k][len(lat[k])*99/100].Microseconds())/1000, name+"-p99-ms")
 			}
 			b.ReportMetric(rate[1]/rate[0], "http/grpc")
+			b.ReportMetric(rate[2]/rate[0], "before/grpc")
 			b.ReportMetric(0, "ns/op")
 		})
 	}
+}
+
+// BenchmarkEncodeList encodes a reply of 1,000 services (as the control
+// API lists them) with protojson and with appendJSON:
+//
+//	go test -tags seccomp -run '^$' -bench EncodeList ./manager/httpapi/
+func BenchmarkEncodeList(b *testing.B) {
+	resp := &shoalv1.ListServicesResponse{Total: 1000}
+	for i := range 1000 {
+		resp.Services = append(resp.Services, &shoalv1.Service{
+			Meta: &shoalv1.Meta{Id: fmt.Sprintf("%025d", i), Version: uint64(i + 10), CreatedAt: timestamppb.Now(), UpdatedAt: timestamppb.Now()},
+			Spec: &shoalv1.ServiceSpec{Name: fmt.Sprintf("s%04d", i), Labels: map[string]string{"team": "web", "tier": "front"},
+				Task: &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: "demo@sha256:" + strings.Repeat("a", 64), Env: []string{"A=1", "B=2"}}}},
+			SpecVersion: 3,
+		})
+	}
+	b.Run("protojson", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := protojson.Marshal(resp); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("appendJSON", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := marshalJSON(newJSONPb().Marshal, resp); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

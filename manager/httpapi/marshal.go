@@ -2,11 +2,21 @@ package httpapi
 
 import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/protobuf/proto"
 )
 
 // ndjson is protojson with streams as NDJSON: one {"result": ...} (or
 // {"error": ...}) object per line.
 type ndjson struct{ *runtime.JSONPb }
+
+// Marshal writes a message with appendJSON (protojson's output, faster);
+// anything else (a stream's {"result": ...} chunk) as runtime.JSONPb.
+func (m *ndjson) Marshal(v any) ([]byte, error) {
+	if msg, ok := v.(proto.Message); ok {
+		return marshalJSON(m.JSONPb.Marshal, msg)
+	}
+	return m.JSONPb.Marshal(v)
+}
 
 // StreamContentType implements runtime.StreamContentType.
 func (*ndjson) StreamContentType(any) string { return "application/x-ndjson" }
@@ -18,7 +28,7 @@ type sse struct{ *runtime.JSONPb }
 // Marshal prefixes each message with the SSE field name. protojson never
 // writes a newline without Indent, so a message is one data line.
 func (m *sse) Marshal(v any) ([]byte, error) {
-	b, err := m.JSONPb.Marshal(v)
+	b, err := (&ndjson{m.JSONPb}).Marshal(v)
 	if err != nil {
 		return nil, err
 	}

@@ -17,6 +17,8 @@ import (
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/errdefs"
@@ -31,6 +33,19 @@ import (
 type fakeControl struct {
 	shoalv1.UnimplementedControlServer
 	watchEnded chan error
+	// listed gets, for each ListServices that reached the handler, what
+	// the handler saw of its call.
+	listed chan seen
+}
+
+// seen is what a handler saw of its call's context.
+type seen struct {
+	identity   trust.Identity
+	named      bool
+	incoming   metadata.MD
+	outgoing   metadata.MD
+	fullMethod string
+	peer       string // the peer's AuthType
 }
 
 var classes = map[string]error{
@@ -45,7 +60,8 @@ var classes = map[string]error{
 	"unavailble": errdefs.Unavailablef("leader unreachable"),
 }
 
-func (f *fakeControl) GetService(_ context.Context, req *shoalv1.GetServiceRequest) (*shoalv1.GetServiceResponse, error) {
+func (f *fakeControl) GetService(ctx context.Context, req *shoalv1.GetServiceRequest) (*shoalv1.GetServiceResponse, error) {
+	_ = grpc.SetHeader(ctx, metadata.Pairs("shoal-raft-term", "5"))
 	if err, ok := classes[req.GetRef()]; ok {
 		return nil, err
 	}
@@ -56,7 +72,19 @@ func (f *fakeControl) CreateService(_ context.Context, req *shoalv1.CreateServic
 	return &shoalv1.CreateServiceResponse{Service: &shoalv1.Service{Meta: &shoalv1.Meta{Id: "s1"}, Spec: req.GetSpec()}}, nil
 }
 
-func (f *fakeControl) ListServices(context.Context, *shoalv1.ListServicesRequest) (*shoalv1.ListServicesResponse, error) {
+func (f *fakeControl) ListServices(ctx context.Context, _ *shoalv1.ListServicesRequest) (*shoalv1.ListServicesResponse, error) {
+	var s seen
+	s.identity, s.named = trust.IdentityFrom(ctx)
+	s.incoming, _ = metadata.FromIncomingContext(ctx)
+	s.outgoing, _ = metadata.FromOutgoingContext(ctx)
+	s.fullMethod, _ = grpc.Method(ctx)
+	if p, ok := peer.FromContext(ctx); ok {
+		s.peer = p.AuthInfo.AuthType()
+	}
+	select {
+	case f.listed <- s:
+	default:
+	}
 	return &shoalv1.ListServicesResponse{Total: 0}, nil
 }
 
@@ -89,12 +117,20 @@ func certOf(t *testing.T, s *trust.CertStore) tls.Certificate {
 }
 
 // setup runs a gRPC server with the manager's authorizer (tokens and
-// certificates) and transport credentials, and the HTTPS server over it.
+// certificates) and transport credentials, and the HTTPS server over it,
+// with unary calls made directly (Direct), as a manager does.
 func setup(t *testing.T, origins ...string) *fixture {
+	t.Helper()
+	return setupVia(t, true, origins...)
+}
+
+// setupVia is setup with unary calls made directly or, !direct, over the
+// in-process gRPC connection.
+func setupVia(t *testing.T, direct bool, origins ...string) *fixture {
 	t.Helper()
 	root := trusttest.NewRoot(t)
 	mgr := trusttest.NodeCerts(t, root, "m1", trust.RoleManager)
-	f := &fixture{fake: &fakeControl{watchEnded: make(chan error, 4)}}
+	f := &fixture{fake: &fakeControl{watchEnded: make(chan error, 4), listed: make(chan seen, 16)}}
 	acert, akey, err := root.IssueAdmin("ops", time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -135,16 +171,23 @@ func setup(t *testing.T, origins ...string) *fixture {
 				return trust.VerifyAPIToken(tokens, "c1", tok, time.Now())
 			}
 		}}
+	unary := []grpc.UnaryServerInterceptor{errdefs.UnaryServerInterceptor(), authz.Unary()}
 	srv := grpc.NewServer(grpc.Creds(transport.ServerCreds()),
-		grpc.ChainUnaryInterceptor(errdefs.UnaryServerInterceptor(), authz.Unary()),
+		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(errdefs.StreamServerInterceptor(), authz.Stream()))
-	shoalv1.RegisterControlServer(srv, f.fake)
+	var dc *Direct
+	reg := Tee{srv}
+	if direct {
+		dc = &Direct{Unary: unary}
+		reg = append(reg, dc)
+	}
+	shoalv1.RegisterControlServer(reg, f.fake)
 	inproc := NewInProcessListener()
 	go srv.Serve(inproc)
 	t.Cleanup(srv.Stop)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	s, err := New(ctx, Config{Certs: mgr, GRPC: inproc, CORSOrigins: origins, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s, err := New(ctx, Config{Certs: mgr, GRPC: inproc, Direct: dc, CORSOrigins: origins, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +261,12 @@ func TestErrorClassesToHTTP(t *testing.T) {
 // token to the authorizer; nothing else authenticates, a forged metadata
 // header included.
 func TestAuthentication(t *testing.T) {
-	f := setup(t)
+	for _, direct := range []bool{true, false} {
+		t.Run(map[bool]string{true: "direct", false: "grpc"}[direct], func(t *testing.T) { testAuthentication(t, setupVia(t, direct)) })
+	}
+}
+
+func testAuthentication(t *testing.T, f *fixture) {
 	anon := f.newClient(nil)
 	for _, tc := range []struct {
 		name   string
@@ -237,7 +285,7 @@ func TestAuthentication(t *testing.T) {
 		{"viewer writes", anon, "POST", "/v1/services", f.viewer, `{"spec":{"name":"web"}}`, nil, 403},
 		{"operator writes", anon, "POST", "/v1/services", f.operator, `{"spec":{"name":"web"}}`, nil, 200},
 		{"operator makes tokens", anon, "POST", "/v1/tokens", f.operator, `{"name":"x","role":"admin"}`, nil, 403},
-		{"wrong token", anon, "GET", "/v1/services", f.viewer[:len(f.viewer)-1] + "A", "", nil, 401},
+		{"wrong token", anon, "GET", "/v1/services", wrongToken(f.viewer), "", nil, 401},
 		{"malformed token", anon, "GET", "/v1/services", "hello", "", nil, 401},
 		{"forged cert metadata", anon, "GET", "/v1/services", "", "", []string{"Grpc-Metadata-" + trust.MDClientCert, "x"}, 401},
 		{"forged forwarding", f.newClient(&f.worker), "GET", "/v1/services", "", "", []string{"Grpc-Metadata-Shoal-Forwarded-For", "ops/admin/c1"}, 403},
@@ -254,6 +302,20 @@ func TestAuthentication(t *testing.T) {
 	}
 }
 
+// wrongToken changes one character inside tok's secret (the last one
+// would not do: it may already be the replacement, or carry only padding
+// bits).
+func wrongToken(tok string) string {
+	b := []byte(tok)
+	i := len(b) - 5
+	if b[i] == 'A' {
+		b[i] = 'B'
+	} else {
+		b[i] = 'A'
+	}
+	return string(b)
+}
+
 // TestUnknownFieldNamed: a body with an unknown field is a 400 naming it.
 func TestUnknownFieldNamed(t *testing.T) {
 	f := setup(t)
@@ -264,6 +326,17 @@ func TestUnknownFieldNamed(t *testing.T) {
 	code, body, _ = do(t, f.newClient(&f.admin), "POST", f.url+"/v1/services", "", `{"spec":`)
 	if code != 400 {
 		t.Fatalf("truncated JSON: HTTP %d %s", code, body)
+	}
+}
+
+// TestBodyBounded: a body above maxBodyBytes is refused, not read whole
+// into a call.
+func TestBodyBounded(t *testing.T) {
+	f := setup(t)
+	big := `{"spec":{"name":"` + strings.Repeat("x", maxBodyBytes) + `"}}`
+	code, body, _ := do(t, f.newClient(&f.admin), "POST", f.url+"/v1/services", "", big)
+	if code != 400 || !strings.Contains(body, "too large") {
+		t.Fatalf("HTTP %d %.200s", code, body)
 	}
 }
 
@@ -374,5 +447,99 @@ func TestOpenAPIServed(t *testing.T) {
 		if _, ok := doc.Paths[p]; !ok {
 			t.Errorf("OpenAPI has no path %s", p)
 		}
+	}
+}
+
+// TestHandlerReachedOnlyAuthorized: a handler is reached only through
+// the authorizer, whether the gateway calls it directly or over gRPC: a
+// refused caller never reaches it, and an admitted one arrives with its
+// identity, as an in-process peer, with the method named, only the
+// gateway's metadata incoming and nothing outgoing (the caller's token is
+// not passed on to what the handler calls).
+func TestHandlerReachedOnlyAuthorized(t *testing.T) {
+	for _, direct := range []bool{true, false} {
+		t.Run(map[bool]string{true: "direct", false: "grpc"}[direct], func(t *testing.T) {
+			f := setupVia(t, direct)
+			anon := f.newClient(nil)
+			for _, tc := range []struct {
+				name   string
+				client *http.Client
+				token  string
+				want   int
+			}{
+				{"anonymous", anon, "", 401},
+				{"worker", f.newClient(&f.worker), "", 403},
+				{"bad token", anon, "shoal_x_y", 401},
+			} {
+				if code, body, _ := do(t, tc.client, "GET", f.url+"/v1/services", tc.token, ""); code != tc.want {
+					t.Fatalf("%s: HTTP %d %s, want %d", tc.name, code, body, tc.want)
+				}
+				select {
+				case s := <-f.fake.listed:
+					t.Fatalf("%s: the handler was reached without authorization (%+v)", tc.name, s)
+				default:
+				}
+			}
+			for _, tc := range []struct {
+				name   string
+				client *http.Client
+				token  string
+				want   trust.Identity
+			}{
+				{"viewer token", anon, f.viewer, trust.Identity{NodeID: "viewer", Role: trust.RoleViewerToken}},
+				{"admin cert", f.newClient(&f.admin), "", trust.Identity{NodeID: "ops", Role: trust.RoleAdmin}},
+			} {
+				if code, body, _ := do(t, tc.client, "GET", f.url+"/v1/services", tc.token, ""); code != 200 {
+					t.Fatalf("%s: HTTP %d %s", tc.name, code, body)
+				}
+				var s seen
+				select {
+				case s = <-f.fake.listed:
+				default:
+					t.Fatalf("%s: 200 without reaching the handler", tc.name)
+				}
+				if !s.named || s.identity.NodeID != tc.want.NodeID || s.identity.Role != tc.want.Role {
+					t.Errorf("%s: handler saw identity %+v (named %v), want %+v", tc.name, s.identity, s.named, tc.want)
+				}
+				// Direct names a certificate's holder by its verified TLS
+				// connection; otherwise the caller is the in-process peer.
+				wantPeer := "in-process"
+				if direct && tc.token == "" {
+					wantPeer = "tls"
+				}
+				if s.peer != wantPeer || s.fullMethod != shoalv1.Control_ListServices_FullMethodName {
+					t.Errorf("%s: peer %q, method %q", tc.name, s.peer, s.fullMethod)
+				}
+				if len(s.outgoing) != 0 {
+					t.Errorf("%s: handler's outgoing metadata %v, want none", tc.name, s.outgoing)
+				}
+				// (The gateway passes Authorization on twice, by itself and
+				// by incomingHeader; both are the caller's.)
+				for _, got := range s.incoming.Get("authorization") {
+					if got != "Bearer "+tc.token {
+						t.Errorf("%s: incoming authorization %q", tc.name, got)
+					}
+				}
+				if _, cert := s.incoming[trust.MDClientCert]; cert != (tc.token == "") {
+					t.Errorf("%s: incoming metadata %v", tc.name, s.incoming)
+				}
+			}
+		})
+	}
+}
+
+// TestHandlerHeaders: headers a handler sets (the raft term) reach the
+// HTTP reply as Grpc-Metadata- headers, on success and on error.
+func TestHandlerHeaders(t *testing.T) {
+	for _, direct := range []bool{true, false} {
+		t.Run(map[bool]string{true: "direct", false: "grpc"}[direct], func(t *testing.T) {
+			f := setupVia(t, direct)
+			for ref, want := range map[string]int{"s1": 200, "missing": 404} {
+				code, body, h := do(t, f.newClient(&f.admin), "GET", f.url+"/v1/services/"+ref, "", "")
+				if code != want || h.Get("Grpc-Metadata-Shoal-Raft-Term") != "5" {
+					t.Errorf("%s: HTTP %d %s, headers %v", ref, code, body, h)
+				}
+			}
+		})
 	}
 }
