@@ -185,7 +185,9 @@ func RetryUnavailable(hosts []string) grpc.UnaryClientInterceptor {
 			switch {
 			case errdefs.Is(err, errdefs.ErrNoQuorum):
 				return errdefs.ToGRPC(errdefs.NoQuorumf("%s; at least half of the managers %v and one more must be up and reach each other (`shoal node ls` on a manager lists them)", status.Convert(err).Message(), hosts))
-			case status.Code(err) == codes.DeadlineExceeded && ctx.Err() != nil:
+			case status.Code(err) == codes.DeadlineExceeded:
+				// The call's deadline travels to the server, which may end the
+				// call a moment before this side's context notices.
 				return errdefs.ToGRPC(fmt.Errorf("no answer from the managers %v within %v (--timeout; a write may still be applied if the cluster recovers): %w", hosts, time.Since(start).Round(100*time.Millisecond), context.DeadlineExceeded))
 			case !errdefs.IsUnavailable(err):
 				return err
