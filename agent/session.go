@@ -411,10 +411,28 @@ func (a *Agent) sayGoodbye(addr string, stream shoalv1.Dispatcher_SessionClient,
 	}
 }
 
+// silentPeriods is how many heartbeat periods without an acknowledgement
+// make the agent give up on its manager and dial the next: as many as the
+// managers' default down threshold (4 periods, 2 s), so the agent does not
+// drop a session its manager would still count as alive. With 3 periods
+// (1.5 s) a leader stalled for a moment by a burst (thousands of sessions
+// opening, a 100,000-task service) lost every session at once, and the
+// reconnect storm that followed (a TLS handshake and a raft write per
+// node) stalled it again. Not more: when the leader loses power, the next
+// one marks the node DOWN 4 periods after it takes over (its own start,
+// after an election of at least a second), and the agent must have dialed
+// it by then. A manager that died with its host up resets the connection
+// at once and is not waited for.
+const silentPeriods = 4
+
+// silenceLimit is how long the agent waits for an acknowledgement.
+func silenceLimit(period time.Duration) time.Duration { return silentPeriods * period }
+
 func (a *Agent) heartbeat(ctx context.Context, send func(*shoalv1.AgentMessage) error, period time.Duration, ack <-chan struct{}) error {
 	tick := time.NewTicker(period)
 	defer tick.Stop()
-	deadline := time.NewTimer(3 * period)
+	silence := silenceLimit(period)
+	deadline := time.NewTimer(silence)
 	defer deadline.Stop()
 	hb := &shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Heartbeat{Heartbeat: &shoalv1.Heartbeat{}}}
 	for {
@@ -422,9 +440,9 @@ func (a *Agent) heartbeat(ctx context.Context, send func(*shoalv1.AgentMessage) 
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-ack:
-			deadline.Reset(3 * period)
+			deadline.Reset(silence)
 		case <-deadline.C:
-			return fmt.Errorf("manager silent for %s", 3*period)
+			return fmt.Errorf("manager silent for %s", silence)
 		case <-tick.C:
 			if err := send(hb); err != nil {
 				return err
