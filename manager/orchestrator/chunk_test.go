@@ -64,12 +64,13 @@ func (e *entrySizes) check(t *testing.T, from uint64, what string) int {
 	return n
 }
 
-// TestLargeServiceInBoundedEntries: 5,000 replicas are created, assigned,
-// orphaned and replaced when a node goes down, and removed, each in
-// several entries of at most 1,000 objects and about 1 MiB, never one
+// TestLargeServiceInBoundedEntries: five entries' worth of replicas
+// (20,000) are created, assigned, orphaned and replaced when a node goes
+// down, and removed, each in several entries of at most
+// defaultMaxEntryOps objects and about defaultMaxEntryBytes, never one
 // entry for the whole service; the watch of every entry keeps up.
 func TestLargeServiceInBoundedEntries(t *testing.T) {
-	const n = 5000
+	const n = 5 * defaultMaxEntryOps
 	s := openStore(t)
 	create(t, s, mkNode("n1"), mkNode("n2"), mkNode("n3"))
 	entries := watchEntries(t, s)
@@ -77,7 +78,7 @@ func TestLargeServiceInBoundedEntries(t *testing.T) {
 
 	from := s.View().Index() + 1
 	create(t, s, mkService("big", n, noRestartDelay()))
-	eventually(t, "5000 tasks assigned", func() error { return allAssigned(tasksOf(s, "big"), n) })
+	eventually(t, "all tasks assigned", func() error { return allAssigned(tasksOf(s, "big"), n) })
 	// At least 5 entries of creates and 5 of assignments.
 	if got := entries.check(t, from, "create and assign"); got < 10 {
 		t.Errorf("create and assign took %d entries, want >= 10", got)
@@ -95,7 +96,7 @@ func TestLargeServiceInBoundedEntries(t *testing.T) {
 		}
 		return nil
 	})
-	// About 1,667 orphaned, as many created and assigned: >= 6 entries.
+	// A third orphaned, as many created and assigned: >= 6 entries.
 	if got := entries.check(t, from, "node down"); got < 6 {
 		t.Errorf("node down took %d entries, want >= 6", got)
 	}

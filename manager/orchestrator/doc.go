@@ -214,7 +214,7 @@
 //     change marks the global services, and has the tasks on that node
 //     checked for DOWN or DRAIN), waits ~10 ms for the burst to end and
 //     writes the pass — every dirty service's plan — in one
-//     store.Update, bounded to 1,000 objects and 1 MiB (chunk.go): a pass
+//     store.Update, bounded to 4,000 objects and 4 MiB (chunk.go): a pass
 //     with more to do stops at a slot, node or task boundary and the next
 //     pass follows at once, recomputing from the store (so a new leader
 //     also carries on from the store, never repeating a giant entry). A version conflict re-reads and retries (bounded);
