@@ -25,7 +25,13 @@
 // Liveness is tracked in memory (heartbeats are not written to raft): a node
 // whose heartbeats stop for HeartbeatPeriod * DownAfterMissed is marked DOWN,
 // and the orchestrator then replaces its tasks. A new leader gives every node
-// that long to reconnect before marking it down.
+// that long to reconnect before marking it down. The monitor (four times a
+// period) reads the nodes and their gossip states before taking the lock
+// every heartbeat takes, and does not count its own stalls against the
+// nodes (stallCredit): a leader starved of CPU for two seconds read no
+// heartbeat meanwhile, and had marked every node DOWN at once. The agent
+// gives up on a silent manager after as many periods as the manager's
+// default threshold (agent/session.go), not fewer.
 //
 // Only the leader runs sessions; a follower answers errdefs.NotLeader
 // (UNAVAILABLE, the leader's address in an ErrorInfo detail) so the agent
