@@ -31,3 +31,44 @@ func TestHeartbeatSaysHowLongTheManagerWasSilent(t *testing.T) {
 		t.Fatalf("heartbeat: %v, want manager silent for %s", err, silenceLimit(period))
 	}
 }
+
+// TestOpenDeadlineExtends: an attempt is given openTimeout, then
+// connectedTimeout once the manager's host accepted the connection, then
+// welcomeTimeout once the manager answered; never shortened, and not
+// revived once passed.
+func TestOpenDeadlineExtends(t *testing.T) {
+	cancelled := make(chan struct{})
+	d := newOpenDeadline(func() { close(cancelled) })
+	d.extend(connectedTimeout) // the dialer may connect before start
+	d.start()
+	if lim, fired := d.expired(); fired || lim != connectedTimeout {
+		t.Fatalf("after connecting: limit %s (fired %v), want %s", lim, fired, connectedTimeout)
+	}
+	d.extend(openTimeout) // shorter: ignored
+	d.extend(welcomeTimeout)
+	if lim, _ := d.expired(); lim != welcomeTimeout {
+		t.Fatalf("after the answer: limit %s, want %s", lim, welcomeTimeout)
+	}
+	if !d.stop() {
+		t.Fatal("stop: the deadline had passed")
+	}
+	select {
+	case <-cancelled:
+		t.Fatal("a stopped deadline cancelled the attempt")
+	default:
+	}
+
+	// A deadline that passes cancels the attempt and stays passed.
+	cancelled2 := make(chan struct{})
+	d2 := newOpenDeadline(func() { close(cancelled2) })
+	d2.limit = time.Millisecond
+	d2.start()
+	<-cancelled2
+	d2.extend(welcomeTimeout)
+	if lim, fired := d2.expired(); !fired || lim != time.Millisecond {
+		t.Fatalf("passed deadline: limit %s fired %v, want 1ms and fired", lim, fired)
+	}
+	if d2.stop() {
+		t.Fatal("stop reported a passed deadline as in time")
+	}
+}
