@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoal-dev/shoal/errdefs"
@@ -78,6 +79,9 @@ type Dispatcher struct {
 	statusCh chan statusUpdate
 
 	nets netCache // network states shared by the sessions (networks.go)
+	// networksSeen: the cluster has had a network, so other nodes' events
+	// matter to every session (sessionEvents).
+	networksSeen atomic.Bool
 }
 
 type statusUpdate struct {
