@@ -6,9 +6,10 @@
 // store changes. The agent heartbeats on the same stream and sends task
 // status updates in batches; the dispatcher coalesces status updates from all
 // sessions into one raft entry per flush. A session watches the store
-// through raftstore's WatchFiltered, keeping only its node's tasks, tasks
-// on networks and the other kinds (sessionEvents), so thousands of
-// sessions do not each handle every task event. A session whose status
+// through raftstore's WatchFiltered, keeping only its node's tasks and
+// node, tasks on networks, other nodes once the cluster has a network, and
+// the other kinds (sessionEvents), so thousands of sessions do not each
+// handle every task event, nor every other session's opening. A session whose status
 // report waits on a full status queue keeps its node seen and
 // acknowledged meanwhile (queueStatus): the manager is the slow one.
 //
