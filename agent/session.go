@@ -7,8 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/shoal-dev/shoal/errdefs"
@@ -234,7 +234,19 @@ func leaderHint(err error) string {
 }
 
 func (a *Agent) session(ctx context.Context, addr string) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(a.cfg.Creds))
+	// The attempt's deadline (see openDeadline) is armed before the
+	// connection is dialled, so the dialer can extend it.
+	var cancelAttempt context.CancelFunc
+	dl := newOpenDeadline(func() { cancelAttempt() })
+	defer dl.stop()
+	dialer := func(ctx context.Context, target string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", target)
+		if err == nil {
+			dl.extend(connectedTimeout)
+		}
+		return c, err
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(a.cfg.Creds), grpc.WithContextDialer(dialer))
 	if err != nil {
 		return err
 	}
@@ -243,21 +255,9 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	// session is open, ending ctx ends it.
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
+	cancelAttempt = cancel
 	stopEarly := context.AfterFunc(ctx, cancel)
-	// A manager that does not answer (powered off: no reset, just silence)
-	// would hold the attempt for gRPC's connect timeout (20 s), far past
-	// the down threshold; give up on it after openTimeout and try the next.
-	// A manager that has answered (its dispatcher sends the response
-	// headers as soon as it has read the hello) is alive, and is given
-	// welcomeTimeout for the rest: registering the session is a raft write,
-	// which a loaded cluster may take more than openTimeout to commit, and
-	// cutting every attempt there would keep the node from ever opening one.
-	var timedOut atomic.Value // the timeout that cut the attempt
-	limit := func(d time.Duration) *time.Timer {
-		return time.AfterFunc(d, func() { timedOut.Store(d); cancel() })
-	}
-	openTimer := limit(openTimeout)
-	defer func() { openTimer.Stop() }()
+	dl.start()
 	stream, err := shoalv1.NewDispatcherClient(conn).Session(sctx)
 	if err != nil {
 		return err
@@ -268,17 +268,17 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 		return err
 	}
 	// nil when the stream failed before any answer: Recv says why.
-	if md, _ := stream.Header(); md != nil && openTimer.Stop() {
-		openTimer = limit(welcomeTimeout)
+	if md, _ := stream.Header(); md != nil {
+		dl.extend(welcomeTimeout)
 	}
 	first, err := stream.Recv()
 	if err != nil {
-		if d, ok := timedOut.Load().(time.Duration); ok {
+		if d, ok := dl.expired(); ok {
 			return fmt.Errorf("no welcome from %s within %s: %w", addr, d, err)
 		}
 		return err
 	}
-	if !openTimer.Stop() {
+	if !dl.stop() {
 		return fmt.Errorf("no welcome from %s in time", addr)
 	}
 	w := first.GetWelcome()
@@ -366,17 +366,99 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	return ctx.Err()
 }
 
-// openTimeout bounds opening a session (connection, TLS, hello, welcome).
-// A whole kill -9 + `shoal daemon` + session open takes about 0.1 s in the
-// e2e fabric (TestKill9RestartMovesNothing), so a manager that has not
-// welcomed the agent after a second is as good as gone.
+// openTimeout bounds opening a session until the manager's host accepts
+// the TCP connection. A whole kill -9 + `shoal daemon` + session open
+// takes about 0.1 s in the e2e fabric (TestKill9RestartMovesNothing), so a
+// manager that has not even accepted the connection after a second is as
+// good as gone (powered off: no reset, just silence, which would hold the
+// attempt for gRPC's connect timeout, 20 s).
 const openTimeout = time.Second
+
+// connectedTimeout bounds the rest of the opening (TLS handshake, hello,
+// the manager's answer) once the manager's host accepted the connection.
+// A leader opening thousands of sessions queues their handshakes: with
+// openTimeout covering them too, 1,300 of 5,000 attempts were cut after a
+// second (the leader's handshake work wasted) and retried, a storm that
+// kept the leader from ever catching up. Not much more: a manager process
+// that hangs with its host up is waited for this long.
+const connectedTimeout = 3 * time.Second
 
 // welcomeTimeout bounds the rest of the opening once the manager has
 // answered: its dispatcher registers the session (a raft write) before the
 // welcome, and its liveness monitor ends a registration that takes longer
 // than the down threshold anyway.
 const welcomeTimeout = 10 * time.Second
+
+// openDeadline is the deadline of one attempt to open a session:
+// openTimeout from start, then extended as the manager shows it is alive
+// (connectedTimeout once the TCP connection is up, welcomeTimeout once it
+// answered the hello). When it passes, cancel ends the attempt. The dialer
+// extends it from gRPC's goroutine, hence the lock.
+type openDeadline struct {
+	mu      sync.Mutex
+	timer   *time.Timer
+	limit   time.Duration // the limit in force
+	fired   bool
+	stopped bool
+	cancel  func()
+}
+
+func newOpenDeadline(cancel func()) *openDeadline {
+	return &openDeadline{cancel: cancel, limit: openTimeout}
+}
+
+// start arms the deadline with the limit in force.
+func (d *openDeadline) start() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.stopped || d.timer != nil {
+		return
+	}
+	d.timer = time.AfterFunc(d.limit, d.fire)
+}
+
+func (d *openDeadline) fire() {
+	d.mu.Lock()
+	if d.stopped {
+		d.mu.Unlock()
+		return
+	}
+	d.fired = true
+	d.mu.Unlock()
+	d.cancel()
+}
+
+// extend gives the attempt limit from now, if that is longer than the
+// limit in force and the deadline has not passed.
+func (d *openDeadline) extend(limit time.Duration) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.fired || d.stopped || limit <= d.limit {
+		return
+	}
+	d.limit = limit
+	if d.timer != nil && d.timer.Stop() {
+		d.timer = time.AfterFunc(limit, d.fire)
+	}
+}
+
+// stop disarms the deadline; false if it had passed already.
+func (d *openDeadline) stop() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.timer != nil {
+		d.timer.Stop()
+	}
+	d.stopped = true
+	return !d.fired
+}
+
+// expired reports the limit that cut the attempt, if one did.
+func (d *openDeadline) expired() (time.Duration, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.limit, d.fired
+}
 
 // goodbyeWait bounds how long a stopping agent waits for the dispatcher to
 // record its goodbye (a raft write) before it closes the session anyway.
@@ -411,10 +493,28 @@ func (a *Agent) sayGoodbye(addr string, stream shoalv1.Dispatcher_SessionClient,
 	}
 }
 
+// silentPeriods is how many heartbeat periods without an acknowledgement
+// make the agent give up on its manager and dial the next: as many as the
+// managers' default down threshold (4 periods, 2 s), so the agent does not
+// drop a session its manager would still count as alive. With 3 periods
+// (1.5 s) a leader stalled for a moment by a burst (thousands of sessions
+// opening, a 100,000-task service) lost every session at once, and the
+// reconnect storm that followed (a TLS handshake and a raft write per
+// node) stalled it again. Not more: when the leader loses power, the next
+// one marks the node DOWN 4 periods after it takes over (its own start,
+// after an election of at least a second), and the agent must have dialed
+// it by then. A manager that died with its host up resets the connection
+// at once and is not waited for.
+const silentPeriods = 4
+
+// silenceLimit is how long the agent waits for an acknowledgement.
+func silenceLimit(period time.Duration) time.Duration { return silentPeriods * period }
+
 func (a *Agent) heartbeat(ctx context.Context, send func(*shoalv1.AgentMessage) error, period time.Duration, ack <-chan struct{}) error {
 	tick := time.NewTicker(period)
 	defer tick.Stop()
-	deadline := time.NewTimer(3 * period)
+	silence := silenceLimit(period)
+	deadline := time.NewTimer(silence)
 	defer deadline.Stop()
 	hb := &shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Heartbeat{Heartbeat: &shoalv1.Heartbeat{}}}
 	for {
@@ -422,9 +522,9 @@ func (a *Agent) heartbeat(ctx context.Context, send func(*shoalv1.AgentMessage) 
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-ack:
-			deadline.Reset(3 * period)
+			deadline.Reset(silence)
 		case <-deadline.C:
-			return fmt.Errorf("manager silent for %s", 3*period)
+			return fmt.Errorf("manager silent for %s", silence)
 		case <-tick.C:
 			if err := send(hb); err != nil {
 				return err

@@ -48,9 +48,15 @@ type hub struct {
 	closed bool
 }
 
+// ringEntry is an event with what every subscriber's filter looks at
+// first, computed once when it is published: the filters run for every
+// subscriber on every event (a thousand sessions), and looking the kind's
+// bit up in Kinds and the index in the event each time showed in the
+// leader's profile.
 type ringEntry struct {
-	ev   *shoalv1.WatchEvent
-	kind Kind
+	ev    *shoalv1.WatchEvent
+	bit   kindMask
+	index uint64
 }
 
 func newHub(capacity int) *hub {
@@ -71,10 +77,10 @@ func (h *hub) publish(events []*shoalv1.WatchEvent, index uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, ev := range events {
-		h.ring = append(h.ring, ringEntry{ev: ev, kind: kindOfEvent(ev)})
+		h.ring = append(h.ring, ringEntry{ev: ev, bit: kindBit(kindOfEvent(ev)), index: ev.GetIndex()})
 	}
 	drop := 0
-	for len(h.ring)-drop > h.cap && h.ring[drop].ev.GetIndex() < index {
+	for len(h.ring)-drop > h.cap && h.ring[drop].index < index {
 		drop++
 	}
 	if drop > 0 {
@@ -89,7 +95,7 @@ func (h *hub) publish(events []*shoalv1.WatchEvent, index uint64) {
 			}
 		}
 		for i := range drop {
-			if idx := h.ring[i].ev.GetIndex(); idx >= h.start {
+			if idx := h.ring[i].index; idx >= h.start {
 				h.start = idx + 1
 			}
 			h.ring[i] = ringEntry{} // let the event be collected
@@ -175,7 +181,7 @@ func (h *hub) watchFiltered(ctx context.Context, from uint64, kinds []Kind, keep
 	}
 	// The ring is sorted by index: the cursor starts at the first event to
 	// replay (the end of the ring when from is in the future).
-	first := sort.Search(len(h.ring), func(i int) bool { return h.ring[i].ev.GetIndex() >= from })
+	first := sort.Search(len(h.ring), func(i int) bool { return h.ring[i].index >= from })
 	s := &subscription{
 		hub: h, from: from, mask: mask, keep: keep, next: h.oldest + uint64(first),
 		ch: make(chan *shoalv1.WatchEvent, chanBuffer), notify: make(chan struct{}, 1), done: make(chan struct{}),
@@ -254,7 +260,7 @@ var _ Subscription = (*subscription)(nil)
 
 // wants says whether s delivers e; called with hub.mu held.
 func (s *subscription) wants(e ringEntry) bool {
-	return e.ev.GetIndex() >= s.from && s.mask.has(e.kind) && (s.keep == nil || s.keep(e.ev))
+	return e.index >= s.from && (s.mask == 0 || s.mask&e.bit != 0) && (s.keep == nil || s.keep(e.ev))
 }
 
 // pump feeds ch from the ring until the subscription ends, then closes it.

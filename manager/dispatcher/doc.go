@@ -6,9 +6,10 @@
 // store changes. The agent heartbeats on the same stream and sends task
 // status updates in batches; the dispatcher coalesces status updates from all
 // sessions into one raft entry per flush. A session watches the store
-// through raftstore's WatchFiltered, keeping only its node's tasks, tasks
-// on networks and the other kinds (sessionEvents), so thousands of
-// sessions do not each handle every task event. A session whose status
+// through raftstore's WatchFiltered, keeping only its node's tasks and
+// node, tasks on networks, other nodes once the cluster has a network, and
+// the other kinds (sessionEvents), so thousands of sessions do not each
+// handle every task event, nor every other session's opening. A session whose status
 // report waits on a full status queue keeps its node seen and
 // acknowledged meanwhile (queueStatus): the manager is the slow one.
 //
@@ -25,7 +26,13 @@
 // Liveness is tracked in memory (heartbeats are not written to raft): a node
 // whose heartbeats stop for HeartbeatPeriod * DownAfterMissed is marked DOWN,
 // and the orchestrator then replaces its tasks. A new leader gives every node
-// that long to reconnect before marking it down.
+// that long to reconnect before marking it down. The monitor (four times a
+// period) reads the nodes and their gossip states before taking the lock
+// every heartbeat takes, and does not count its own stalls against the
+// nodes (stallCredit): a leader starved of CPU for two seconds read no
+// heartbeat meanwhile, and had marked every node DOWN at once. The agent
+// gives up on a silent manager after as many periods as the manager's
+// default threshold (agent/session.go), not fewer.
 //
 // Only the leader runs sessions; a follower answers errdefs.NotLeader
 // (UNAVAILABLE, the leader's address in an ErrorInfo detail) so the agent

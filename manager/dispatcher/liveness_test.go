@@ -369,3 +369,23 @@ func TestSessionAnswersBeforeRegistering(t *testing.T) {
 		t.Fatal("a session for a node the store does not know was welcomed")
 	}
 }
+
+func TestStallCredit(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	interval := 125 * time.Millisecond
+	for _, tc := range []struct {
+		name    string
+		elapsed time.Duration
+		want    time.Duration
+	}{
+		{"on time", interval, 0},
+		{"ordinary jitter", interval + 40*time.Millisecond, 0},
+		{"just one tick late", 2 * interval, 0},
+		{"stalled 2 s", interval + 2*time.Second, 2 * time.Second},
+		{"clock read early", interval / 2, 0},
+	} {
+		if got := stallCredit(t0, t0.Add(tc.elapsed), interval); got != tc.want {
+			t.Errorf("%s: stallCredit after %s = %s, want %s", tc.name, tc.elapsed, got, tc.want)
+		}
+	}
+}

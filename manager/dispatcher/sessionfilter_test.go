@@ -1,14 +1,16 @@
 package dispatcher
 
 import (
+	"sync/atomic"
 	"testing"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
-// TestSessionEvents: a session's watch keeps its node's tasks, tasks on
-// networks (peers of every node on them) and every other kind, and drops
-// other nodes' tasks.
+// TestSessionEvents: a session's watch keeps its node's tasks and node,
+// tasks on networks (peers of every node on them) and every other kind,
+// and drops other nodes' tasks, and other nodes until the cluster has a
+// network.
 func TestSessionEvents(t *testing.T) {
 	task := func(node string, nets ...string) *shoalv1.WatchEvent {
 		tk := &shoalv1.Task{Meta: &shoalv1.Meta{Id: "t"}, NodeId: node}
@@ -17,6 +19,10 @@ func TestSessionEvents(t *testing.T) {
 		}
 		return &shoalv1.WatchEvent{Object: &shoalv1.StoreObject{Object: &shoalv1.StoreObject_Task{Task: tk}}}
 	}
+	node := func(id string) *shoalv1.WatchEvent {
+		return &shoalv1.WatchEvent{Object: &shoalv1.StoreObject{Object: &shoalv1.StoreObject_Node{Node: &shoalv1.Node{Meta: &shoalv1.Meta{Id: id}}}}}
+	}
+	var nets atomic.Bool
 	for _, c := range []struct {
 		name string
 		ev   *shoalv1.WatchEvent
@@ -26,12 +32,20 @@ func TestSessionEvents(t *testing.T) {
 		{"other node's task", task("n2"), false},
 		{"unassigned task", task(""), false},
 		{"other node's task on a network", task("n2", "net1"), true},
-		{"node", &shoalv1.WatchEvent{Object: &shoalv1.StoreObject{Object: &shoalv1.StoreObject_Node{Node: &shoalv1.Node{}}}}, true},
+		{"own node", node("n1"), true},
+		{"other node, no network yet", node("n2"), false},
 		{"service", &shoalv1.WatchEvent{Object: &shoalv1.StoreObject{Object: &shoalv1.StoreObject_Service{Service: &shoalv1.Service{}}}}, true},
 		{"cluster", &shoalv1.WatchEvent{Object: &shoalv1.StoreObject{Object: &shoalv1.StoreObject_Cluster{Cluster: &shoalv1.Cluster{}}}}, true},
 	} {
-		if got := sessionEvents("n1")(c.ev); got != c.want {
+		if got := sessionEvents("n1", &nets)(c.ev); got != c.want {
 			t.Errorf("%s: kept %v, want %v", c.name, got, c.want)
 		}
+	}
+	network := &shoalv1.WatchEvent{Object: &shoalv1.StoreObject{Object: &shoalv1.StoreObject_Network{Network: &shoalv1.Network{}}}}
+	if !sessionEvents("n1", &nets)(network) {
+		t.Error("network event dropped")
+	}
+	if !sessionEvents("n1", &nets)(node("n2")) {
+		t.Error("other node dropped after a network was seen")
 	}
 }

@@ -11,12 +11,17 @@ import (
 // node's changes, or whole task updates) and asks for another pass at
 // once. Every pass recomputes from the store, so the next pass, or a new
 // leader's first, carries on where the store is: no entry ever holds a
-// whole 100,000-replica service, and none is repeated. 1 MiB is an eighth
-// of raftstore's entry limit and keeps one entry's apply (and the watch
-// events it makes) short.
+// whole 100,000-replica service, and none is repeated. 4,000 objects /
+// 4 MiB, half of raftstore's entry limit: each pass reads the whole of
+// what it reconciles (every pending task, every task on a node), so a
+// burst of 100,000 tasks costs passes × tasks; with 1,000 objects per
+// entry that read dominated (BenchmarkBurstToAssigned at 1,000 × 100,000:
+// 1,241 tasks/s with 1,000 per entry, 2,076/s with 4,000, on the same
+// loaded machine), while one entry's apply stays well under the
+// heartbeat limit.
 const (
-	defaultMaxEntryOps   = 1000
-	defaultMaxEntryBytes = 1 << 20
+	defaultMaxEntryOps   = 4000
+	defaultMaxEntryBytes = 4 << 20
 	// deleteBytes is what a delete costs in an entry: kind and id.
 	deleteBytes = 64
 )

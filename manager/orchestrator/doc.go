@@ -214,7 +214,7 @@
 //     change marks the global services, and has the tasks on that node
 //     checked for DOWN or DRAIN), waits ~10 ms for the burst to end and
 //     writes the pass — every dirty service's plan — in one
-//     store.Update, bounded to 1,000 objects and 1 MiB (chunk.go): a pass
+//     store.Update, bounded to 4,000 objects and 4 MiB (chunk.go): a pass
 //     with more to do stops at a slot, node or task boundary and the next
 //     pass follows at once, recomputing from the store (so a new leader
 //     also carries on from the store, never repeating a giant entry). A version conflict re-reads and retries (bounded);
@@ -232,7 +232,13 @@
 //   - the rebalance loop watches services, nodes, and the tasks of
 //     services being rebalanced, and writes PlanRebalance's moves.
 //
-// A watch that ends because the loop fell behind, the store was restored
-// from a snapshot or the index was compacted is replaced by a new one and
-// a full pass. Passes that fail are retried with backoff.
+// A loop's events are read off its subscription by a goroutine of their
+// own into a queue coalesced by object (eventq.go), and the loop takes
+// them between passes: a pass over 100,000 tasks no longer leaves the
+// store's ring (16,384 events) to overflow and cut the watch, which had
+// forced full passes long enough to be cut again and stalled scheduling.
+// A watch that ends anyway (the store was restored from a snapshot, the
+// index was compacted, the queue's reader fell a whole ring behind) is
+// replaced by a new one and a full pass. Passes that fail are retried
+// with backoff.
 package orchestrator

@@ -154,16 +154,21 @@ func (o *Orchestrator) serve(ctx context.Context, l loop, sub raftstore.Subscrip
 			debouncing = true
 		}
 	}
+	q := newEventQueue()
+	go q.drain(sub.C())
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case ev, ok := <-sub.C():
-			if !ok {
-				return sub.Err()
+		case <-q.ready:
+			events, ended := q.take()
+			for _, ev := range events {
+				if l.observe(ev) {
+					arm(o.debounce)
+				}
 			}
-			if l.observe(ev) {
-				arm(o.debounce)
+			if ended {
+				return sub.Err()
 			}
 		case <-wake.C:
 			arm(0)

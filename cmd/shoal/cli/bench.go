@@ -34,7 +34,10 @@ type benchOptions struct {
 	profileSeconds                   int
 	joinParallel, wave               int
 	runTimeout                       time.Duration
-	verbose                          bool
+	// heartbeat, if set, is written to the cluster's heartbeat period
+	// before the sessions open.
+	heartbeat time.Duration
+	verbose   bool
 }
 
 func (a *app) benchCmd() *cobra.Command {
@@ -79,6 +82,7 @@ services a previous run left).`,
 	f.IntVar(&o.joinParallel, "join-parallel", 16, "joins in flight at once")
 	f.IntVar(&o.wave, "wave", 100, "sessions opened at once (a wave must be open before the next dials)")
 	f.DurationVar(&o.runTimeout, "run-timeout", 15*time.Minute, "give up when the tasks are not all RUNNING after this")
+	f.DurationVar(&o.heartbeat, "heartbeat-period", 0, "set the cluster's heartbeat period (settings.heartbeat_period_ms) before the sessions open; 0: keep it (500ms by default)")
 	f.BoolVar(&o.verbose, "verbose", false, "log the simulated agents (sessions opened and ended, errors) to stderr")
 	f.StringVar(&o.shoalBin, "shoal-bin", "", "binary to start the managers with (default: this one)")
 	_ = f.MarkHidden("shoal-bin")
@@ -344,6 +348,25 @@ func tailFile(path string, n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
+// setHeartbeat writes the cluster's heartbeat period.
+func (r *benchRun) setHeartbeat(ctx context.Context, period time.Duration) error {
+	cur, err := r.getCluster(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the cluster settings: %w", err)
+	}
+	set := cur.GetCluster().GetSettings()
+	if set == nil {
+		set = &shoalv1.ClusterSettings{}
+	}
+	set.HeartbeatPeriodMs = period.Milliseconds()
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := r.cl.Control.UpdateCluster(cctx, &shoalv1.UpdateClusterRequest{Settings: set, IgnoreVersion: true}); err != nil {
+		return fmt.Errorf("--heartbeat-period: %w", err)
+	}
+	return nil
+}
+
 func (r *benchRun) getCluster(ctx context.Context) (*shoalv1.GetClusterResponse, error) {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -454,6 +477,12 @@ func (r *benchRun) run(ctx context.Context) error {
 	var agentLog *slog.Logger
 	if o.verbose {
 		agentLog = slog.New(slog.NewTextHandler(r.log, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	if o.heartbeat > 0 {
+		if err := r.setHeartbeat(ctx, o.heartbeat); err != nil {
+			return err
+		}
+		r.logf("heartbeat period set to %s", o.heartbeat)
 	}
 	counters := &simagent.Counters{Target: int64(o.tasks)}
 	r.logf("opening %d sessions (%d at a time)", o.nodes, o.wave)

@@ -1,0 +1,74 @@
+package agent
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// TestSilenceLimitCoversDownThreshold: the agent gives up on a silent
+// manager no sooner than the manager's default down threshold (4 periods;
+// 3 periods dropped every session of a leader stalled for 1.5 s).
+func TestSilenceLimitCoversDownThreshold(t *testing.T) {
+	const managerDownAfterMissed = 4 // dispatcher.DefaultDownAfterMissed
+	for _, period := range []time.Duration{100 * time.Millisecond, 500 * time.Millisecond, 2 * time.Second} {
+		if got, min := silenceLimit(period), managerDownAfterMissed*period; got < min {
+			t.Errorf("period %s: silence limit %s, want at least %s", period, got, min)
+		}
+	}
+}
+
+// TestHeartbeatSaysHowLongTheManagerWasSilent: with no acknowledgement
+// the heartbeat loop ends with the silence limit in its error.
+func TestHeartbeatSaysHowLongTheManagerWasSilent(t *testing.T) {
+	a := &Agent{}
+	period := 5 * time.Millisecond
+	err := a.heartbeat(context.Background(), func(*shoalv1.AgentMessage) error { return nil }, period, make(chan struct{}))
+	if err == nil || !strings.Contains(err.Error(), silenceLimit(period).String()) {
+		t.Fatalf("heartbeat: %v, want manager silent for %s", err, silenceLimit(period))
+	}
+}
+
+// TestOpenDeadlineExtends: an attempt is given openTimeout, then
+// connectedTimeout once the manager's host accepted the connection, then
+// welcomeTimeout once the manager answered; never shortened, and not
+// revived once passed.
+func TestOpenDeadlineExtends(t *testing.T) {
+	cancelled := make(chan struct{})
+	d := newOpenDeadline(func() { close(cancelled) })
+	d.extend(connectedTimeout) // the dialer may connect before start
+	d.start()
+	if lim, fired := d.expired(); fired || lim != connectedTimeout {
+		t.Fatalf("after connecting: limit %s (fired %v), want %s", lim, fired, connectedTimeout)
+	}
+	d.extend(openTimeout) // shorter: ignored
+	d.extend(welcomeTimeout)
+	if lim, _ := d.expired(); lim != welcomeTimeout {
+		t.Fatalf("after the answer: limit %s, want %s", lim, welcomeTimeout)
+	}
+	if !d.stop() {
+		t.Fatal("stop: the deadline had passed")
+	}
+	select {
+	case <-cancelled:
+		t.Fatal("a stopped deadline cancelled the attempt")
+	default:
+	}
+
+	// A deadline that passes cancels the attempt and stays passed.
+	cancelled2 := make(chan struct{})
+	d2 := newOpenDeadline(func() { close(cancelled2) })
+	d2.limit = time.Millisecond
+	d2.start()
+	<-cancelled2
+	d2.extend(welcomeTimeout)
+	if lim, fired := d2.expired(); !fired || lim != time.Millisecond {
+		t.Fatalf("passed deadline: limit %s fired %v, want 1ms and fired", lim, fired)
+	}
+	if d2.stop() {
+		t.Fatal("stop reported a passed deadline as in time")
+	}
+}
