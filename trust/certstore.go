@@ -101,12 +101,11 @@ func newCertState(c *Creds) (*certState, error) {
 	}
 	st := &certState{creds: c, cert: &pair, pool: pool, id: id}
 	st.server = &tls.Config{
-		MinVersion:       tls.VersionTLS13,
-		CurvePreferences: clusterCurves,
-		Certificates:     []tls.Certificate{pair},
-		ClientAuth:       tls.VerifyClientCertIfGiven,
-		ClientCAs:        pool,
-		NextProtos:       []string{ALPNGRPC, ALPNRaft},
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{pair},
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+		ClientCAs:    pool,
+		NextProtos:   []string{ALPNGRPC, ALPNRaft},
 		// Resumed sessions would skip verifying the client's certificate
 		// against the current CA; connections here are few and long-lived,
 		// so full handshakes cost nothing that matters.
@@ -115,18 +114,17 @@ func newCertState(c *Creds) (*certState, error) {
 	return st, nil
 }
 
-// clusterCurves is the key exchange of the manager port and of the
-// cluster's own connections (sessions, raft, node to manager): X25519
-// alone, not Go's default hybrid X25519MLKEM768 first. The hybrid makes a
-// handshake 1.6–1.9 times as costly (BenchmarkHandshake, a P-256 mutual
-// handshake, both ends: 2.1 ms against 1.3 ms, and 5.2 against 2.7 ms on
-// a loaded 2-core machine) and was 12 % of the
-// leader's CPU while 3,000 nodes opened their sessions, a storm that
-// collapsed the leader. The price is that the cluster's traffic is not
-// protected against a future quantum adversary recording it today; the
-// connections are mTLS within the cluster, and the choice is in this one
-// place. The server's preference decides, so clients offering the hybrid
-// first (the CLI, a default Go client) get X25519 too.
+// clusterCurves is the key exchange the cluster's own connections offer
+// (sessions, raft, node to manager, manager to agent: ClientTLSConfig):
+// X25519 alone, not Go's default hybrid X25519MLKEM768 first. The hybrid
+// makes a handshake 1.6–1.9 times as costly (BenchmarkHandshake, a P-256
+// mutual handshake, both ends: 2.1 ms against 1.3 ms, and 5.2 against
+// 2.7 ms on a loaded 2-core machine) and was 12 % of the leader's CPU
+// while 3,000 nodes opened their sessions, a storm that collapsed the
+// leader. The price: node-to-node traffic is not protected against a
+// future quantum adversary recording it today. Servers keep Go's default
+// preferences, so an operator's client (the CLI, a browser, curl) that
+// offers the hybrid still gets it.
 var clusterCurves = []tls.CurveID{tls.X25519}
 
 // Creds returns a copy of the current credentials.
@@ -143,7 +141,6 @@ func (s *CertStore) Identity() Identity { return s.cur.Load().id }
 func (s *CertStore) ServerTLSConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion:             tls.VersionTLS13,
-		CurvePreferences:       clusterCurves,
 		ClientAuth:             tls.VerifyClientCertIfGiven,
 		NextProtos:             []string{ALPNGRPC, ALPNRaft},
 		SessionTicketsDisabled: true,
