@@ -161,15 +161,16 @@ func byNode(tasks []*shoalv1.Task) ([]string, map[string][]*shoalv1.Task) {
 	return ids, m
 }
 
-func countTasks(n int) string {
+// CountTasks says "1 task" or "N tasks" (warnings about nodes).
+func CountTasks(n int) string {
 	if n == 1 {
 		return "1 task"
 	}
 	return fmt.Sprintf("%d tasks", n)
 }
 
-// nodeLabel names a node in warnings: `node "name" (id)`.
-func nodeLabel(n *shoalv1.Node, id string) string {
+// NodeLabel names a node in warnings and errors: `node "name" (id)`.
+func NodeLabel(n *shoalv1.Node, id string) string {
 	name := n.GetSpec().GetName()
 	if name == "" {
 		name = n.GetDescription().GetHostname()
@@ -180,18 +181,26 @@ func nodeLabel(n *shoalv1.Node, id string) string {
 	return fmt.Sprintf("node %q (%s)", name, id)
 }
 
-// target finds the node to dial for n tasks, or says why there is none.
-func target(r raftstore.Reader, nodeID string, n int) (*shoalv1.Node, string) {
+// AgentTarget finds the node whose agent API to dial, or says at once why
+// there is none (unknown, down, no agent address), ending with lost (what
+// the caller goes without, e.g. "logs of 2 tasks unavailable"). Logs,
+// stats and exec (manager/opsapi) reach agents through it.
+func AgentTarget(r raftstore.Reader, nodeID, lost string) (*shoalv1.Node, string) {
 	node, ok := raftstore.Get[*shoalv1.Node](r, nodeID)
 	switch {
 	case !ok:
-		return nil, fmt.Sprintf("node %q is no longer in the cluster: logs of %s unavailable", nodeID, countTasks(n))
+		return nil, fmt.Sprintf("node %q is no longer in the cluster: %s", nodeID, lost)
 	case node.GetStatus().GetState() == shoalv1.NodeState_NODE_STATE_DOWN:
-		return nil, fmt.Sprintf("%s is down: logs of %s unavailable", nodeLabel(node, nodeID), countTasks(n))
+		return nil, fmt.Sprintf("%s is down: %s", NodeLabel(node, nodeID), lost)
 	case node.GetStatus().GetAgentAddr() == "":
-		return nil, fmt.Sprintf("%s has not reported an agent API address: logs of %s unavailable", nodeLabel(node, nodeID), countTasks(n))
+		return nil, fmt.Sprintf("%s has not reported an agent API address: %s", NodeLabel(node, nodeID), lost)
 	}
 	return node, ""
+}
+
+// target is AgentTarget for the logs of n tasks.
+func target(r raftstore.Reader, nodeID string, n int) (*shoalv1.Node, string) {
+	return AgentTarget(r, nodeID, "logs of "+CountTasks(n)+" unavailable")
 }
 
 // ServiceLogs streams the logs of a service's tasks or of given tasks.

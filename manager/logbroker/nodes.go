@@ -30,10 +30,10 @@ type warner interface{ Add(msg string) }
 func (b *Broker) streamNode(ctx context.Context, node *shoalv1.Node, tasks []*shoalv1.Task, opts *shoalv1.LogsOptions,
 	quiet map[string]bool, out chan<- *shoalv1.LogMessage, w warner) (last time.Time, clean bool) {
 	nodeID := node.GetMeta().GetId()
-	label := nodeLabel(node, nodeID)
+	label := NodeLabel(node, nodeID)
 	addr := node.GetStatus().GetAgentAddr()
 	log := b.log.With("node_id", nodeID, "agent_addr", addr)
-	lost := fmt.Sprintf("logs of %s unavailable", countTasks(len(tasks)))
+	lost := fmt.Sprintf("logs of %s unavailable", CountTasks(len(tasks)))
 	byID := make(map[string]*shoalv1.Task, len(tasks))
 	ids := make([]string, 0, len(tasks))
 	for _, t := range tasks {
@@ -92,7 +92,7 @@ func (b *Broker) streamNode(ctx context.Context, node *shoalv1.Node, tasks []*sh
 				w.Add(fmt.Sprintf("%s, agent API at %s: %s: %s", label, addr, status.Convert(err).Message(), lost))
 			} else {
 				w.Add(fmt.Sprintf("the log stream from %s broke (%s): logs of its %s may be incomplete",
-					label, status.Convert(err).Message(), countTasks(len(tasks))))
+					label, status.Convert(err).Message(), CountTasks(len(tasks))))
 			}
 			return last, false
 		}

@@ -3,7 +3,6 @@ package opsapi
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"strings"
 	"sync/atomic"
@@ -13,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/errdefs"
+	"github.com/shoal-dev/shoal/manager/logbroker"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
 	"github.com/shoal-dev/shoal/trust"
@@ -133,7 +133,7 @@ func (s *Server) TaskExec(stream shoalv1.Ops_TaskExecServer) (err error) {
 		return err
 	}
 	nodeID := node.GetMeta().GetId()
-	label := execNodeLabel(node, nodeID)
+	label := logbroker.NodeLabel(node, nodeID)
 	addr := node.GetStatus().GetAgentAddr()
 	log := s.log.With("task_id", a.task, "node_id", nodeID)
 
@@ -270,23 +270,11 @@ func (s *Server) execTarget(ref string) (*shoalv1.Task, *shoalv1.Node, error) {
 	case !ok:
 		return task, nil, errdefs.Unavailablef("node %q of task %q is no longer in the cluster", nodeID, id)
 	case node.GetStatus().GetState() == shoalv1.NodeState_NODE_STATE_DOWN:
-		return task, nil, errdefs.Unavailablef("%s, which holds task %q, is down", execNodeLabel(node, nodeID), id)
+		return task, nil, errdefs.Unavailablef("%s, which holds task %q, is down", logbroker.NodeLabel(node, nodeID), id)
 	case node.GetStatus().GetAgentAddr() == "":
-		return task, nil, errdefs.Unavailablef("%s has not reported an agent API address", execNodeLabel(node, nodeID))
+		return task, nil, errdefs.Unavailablef("%s has not reported an agent API address", logbroker.NodeLabel(node, nodeID))
 	}
 	return task, node, nil
-}
-
-// execNodeLabel names a node in errors: `node "name" (id)`.
-func execNodeLabel(n *shoalv1.Node, id string) string {
-	name := n.GetSpec().GetName()
-	if name == "" {
-		name = n.GetDescription().GetHostname()
-	}
-	if name == "" || name == id {
-		return fmt.Sprintf("node %q", id)
-	}
-	return fmt.Sprintf("node %q (%s)", name, id)
 }
 
 // execStateName is "complete" for TASK_STATE_COMPLETE.

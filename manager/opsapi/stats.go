@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/errdefs"
+	"github.com/shoal-dev/shoal/manager/logbroker"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
 )
@@ -98,39 +99,10 @@ func stateName(t *shoalv1.Task) string {
 	return shoalv1.TaskState_name[int32(t.GetStatus().GetState())]
 }
 
-func countTasks(n int) string {
-	if n == 1 {
-		return "1 task"
-	}
-	return fmt.Sprintf("%d tasks", n)
-}
-
-// nodeLabel names a node in warnings: `node "name" (id)`.
-func nodeLabel(n *shoalv1.Node, id string) string {
-	name := n.GetSpec().GetName()
-	if name == "" {
-		name = n.GetDescription().GetHostname()
-	}
-	if name == "" || name == id {
-		return fmt.Sprintf("node %q", id)
-	}
-	return fmt.Sprintf("node %q (%s)", name, id)
-}
-
 // statsTarget finds the node to ask for n tasks' stats, or says at once
 // why there is none.
 func statsTarget(r raftstore.Reader, nodeID string, n int) (*shoalv1.Node, string) {
-	node, ok := raftstore.Get[*shoalv1.Node](r, nodeID)
-	lost := "stats of " + countTasks(n) + " unavailable"
-	switch {
-	case !ok:
-		return nil, fmt.Sprintf("node %q is no longer in the cluster: %s", nodeID, lost)
-	case node.GetStatus().GetState() == shoalv1.NodeState_NODE_STATE_DOWN:
-		return nil, fmt.Sprintf("%s is down: %s", nodeLabel(node, nodeID), lost)
-	case node.GetStatus().GetAgentAddr() == "":
-		return nil, fmt.Sprintf("%s has not reported an agent API address: %s", nodeLabel(node, nodeID), lost)
-	}
-	return node, ""
+	return logbroker.AgentTarget(r, nodeID, "stats of "+logbroker.CountTasks(n)+" unavailable")
 }
 
 // nodeReply is one node's latest sample, or why it stopped.
@@ -246,9 +218,9 @@ func (s *Server) TaskStats(req *shoalv1.StatsRequest, stream grpc.ServerStreamin
 // nodeStats relays one node's AgentAPI.Stats into out until it ends.
 func (s *Server) nodeStats(ctx context.Context, node *shoalv1.Node, ids []string, streaming bool, out chan<- nodeReply) {
 	nodeID := node.GetMeta().GetId()
-	label := nodeLabel(node, nodeID)
+	label := logbroker.NodeLabel(node, nodeID)
 	addr := node.GetStatus().GetAgentAddr()
-	lost := "stats of " + countTasks(len(ids)) + " unavailable"
+	lost := "stats of " + logbroker.CountTasks(len(ids)) + " unavailable"
 	send := func(r nodeReply) {
 		r.node = nodeID
 		select {
