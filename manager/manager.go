@@ -203,7 +203,8 @@ func (m *Manager) Run(ctx context.Context) error {
 	var hs *httpapi.Server
 	if cfg.HTTPAddr != "" {
 		hs, err = httpapi.New(ctx, httpapi.Config{Addr: cfg.HTTPAddr, Certs: cfg.Certs, GRPC: inproc, Direct: direct,
-			CORSOrigins: cfg.HTTPCORSOrigins, UI: cfg.HTTPUI, Metrics: cfg.MetricsHandler, Logger: cfg.Logger})
+			CORSOrigins: cfg.HTTPCORSOrigins, UI: cfg.HTTPUI, Metrics: cfg.MetricsHandler, Logger: cfg.Logger,
+			MetricsCurrent: func(_ context.Context, id trust.Identity) (trust.Role, error) { return check(id) }})
 		if err != nil {
 			store.Close()
 			trans.Close()

@@ -187,7 +187,8 @@ func setupVia(t *testing.T, direct bool, origins ...string) *fixture {
 	t.Cleanup(srv.Stop)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	s, err := New(ctx, Config{Certs: mgr, GRPC: inproc, Direct: dc, CORSOrigins: origins, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s, err := New(ctx, Config{Certs: mgr, GRPC: inproc, Direct: dc, CORSOrigins: origins, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Metrics: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "shoal_tasks{service=\"web\"} 1\n") })})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -539,6 +540,35 @@ func TestHandlerHeaders(t *testing.T) {
 				if code != want || h.Get("Grpc-Metadata-Shoal-Raft-Term") != "5" {
 					t.Errorf("%s: HTTP %d %s, headers %v", ref, code, body, h)
 				}
+			}
+		})
+	}
+}
+
+// TestMetricsNeedAdminCert: /metrics on the API port is what the metrics
+// port serves, under the same rule: a client certificate of the cluster
+// with the admin or manager role; no certificate, a token or a worker's
+// certificate read nothing.
+func TestMetricsNeedAdminCert(t *testing.T) {
+	f := setup(t)
+	for _, tc := range []struct {
+		name  string
+		cert  *tls.Certificate
+		token string
+		want  int
+	}{
+		{"nobody", nil, "", http.StatusUnauthorized},
+		{"viewer token", nil, f.viewer, http.StatusUnauthorized},
+		{"worker", &f.worker, "", http.StatusForbidden},
+		{"admin", &f.admin, "", http.StatusOK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body, _ := do(t, f.newClient(tc.cert), "GET", f.url+"/metrics", tc.token, "")
+			if code != tc.want {
+				t.Fatalf("GET /metrics: %d %s, want %d", code, body, tc.want)
+			}
+			if code != http.StatusOK && strings.Contains(body, "shoal_tasks") {
+				t.Fatalf("refused, yet served the metrics: %s", body)
 			}
 		})
 	}
