@@ -244,3 +244,41 @@ func TestWatchClusterRedacted(t *testing.T) {
 		})
 	}
 }
+
+// TestHostAccessNeedsAdminToken: an operator token may not create or
+// update a service with a host bind mount or an added capability (root on
+// the nodes, whose disks hold the CA key); an admin token may, and an
+// operator's update may keep what an admin set.
+func TestHostAccessNeedsAdminToken(t *testing.T) {
+	s, _ := newServer(t)
+	host := func(name string) *shoalv1.ServiceSpec {
+		sp := validSpec()
+		sp.Name = name
+		sp.Task.Container.Mounts = []*shoalv1.Mount{{Type: "bind", Source: "/", Target: "/host"}}
+		sp.Task.Container.CapAdd = []string{"CAP_SYS_ADMIN"}
+		return sp
+	}
+	_, err := s.CreateService(tokenCtx(trust.TokenOperator), &shoalv1.CreateServiceRequest{Spec: host("op")})
+	wantCode(t, err, codes.PermissionDenied, "spec.task.container.mounts[0].source")
+	wantCode(t, err, codes.PermissionDenied, "spec.task.container.cap_add[0]")
+	plain := validSpec()
+	plain.Name = "plain"
+	created, err := s.CreateService(tokenCtx(trust.TokenOperator), &shoalv1.CreateServiceRequest{Spec: plain})
+	if err != nil {
+		t.Fatalf("operator, no host access: %v", err)
+	}
+	_, err = s.UpdateService(tokenCtx(trust.TokenOperator), &shoalv1.UpdateServiceRequest{ServiceId: created.GetService().GetMeta().GetId(),
+		Version: created.GetService().GetMeta().GetVersion(), Spec: host("plain")})
+	wantCode(t, err, codes.PermissionDenied, "spec.task.container.mounts[0].source")
+
+	adm, err := s.CreateService(tokenCtx(trust.TokenAdmin), &shoalv1.CreateServiceRequest{Spec: host("adm")})
+	if err != nil {
+		t.Fatalf("admin token: %v", err)
+	}
+	keep := host("adm")
+	keep.Replicas = 2
+	if _, err := s.UpdateService(tokenCtx(trust.TokenOperator), &shoalv1.UpdateServiceRequest{ServiceId: adm.GetService().GetMeta().GetId(),
+		Version: adm.GetService().GetMeta().GetVersion(), Spec: keep}); err != nil {
+		t.Fatalf("operator keeping the admin's mounts: %v", err)
+	}
+}
