@@ -113,7 +113,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.UI != nil {
 		mux.Handle("/", cfg.UI)
 	}
-	return &Server{cfg: cfg, log: log, conn: conn, handler: CORS(cfg.CORSOrigins, mux)}, nil
+	return &Server{cfg: cfg, log: log, conn: conn, handler: CORS(cfg.CORSOrigins, CrossOriginWrites(mux))}, nil
 }
 
 // Handler is the server's whole HTTP handler (for tests and benchmarks).

@@ -573,3 +573,36 @@ func TestMetricsNeedAdminCert(t *testing.T) {
 		})
 	}
 }
+
+// TestCrossOriginWriteRefused: a browser holding a client certificate
+// sends it with a page's cross-origin form POST (a "simple" request, no
+// preflight, text/plain JSON), so a write from another origin that does
+// not carry a token (which a page can set only after a preflight CORS
+// answers) is refused before it reaches a handler, CORS on or off. The
+// same write from no browser (no Origin) or the server's own origin, or a
+// cross-origin one with a token, goes through.
+func TestCrossOriginWriteRefused(t *testing.T) {
+	body := `{"spec":{"name":"x","task":{"container":{"image":"demo"}}}}`
+	for _, origins := range [][]string{nil, {"*"}} {
+		f := setup(t, origins...)
+		c := f.newClient(&f.admin)
+		for _, origin := range []string{"https://evil.example", "null"} {
+			code, resp, _ := do(t, c, "POST", f.url+"/v1/services", "", body, "Origin", origin, "Content-Type", "text/plain")
+			if code != http.StatusForbidden || strings.Contains(resp, "s1") {
+				t.Fatalf("CORS %v: cross-origin write from %s: %d %s", origins, origin, code, resp)
+			}
+		}
+		for _, origin := range []string{"", f.url} {
+			var hdr []string
+			if origin != "" {
+				hdr = []string{"Origin", origin}
+			}
+			if code, resp, _ := do(t, c, "POST", f.url+"/v1/services", "", body, hdr...); code != http.StatusOK {
+				t.Fatalf("CORS %v: write from origin %q: %d %s", origins, origin, code, resp)
+			}
+		}
+		if code, resp, _ := do(t, f.newClient(nil), "POST", f.url+"/v1/services", f.operator, body, "Origin", "https://dash.example"); code != http.StatusOK {
+			t.Fatalf("CORS %v: cross-origin write with a token: %d %s", origins, code, resp)
+		}
+	}
+}
