@@ -62,15 +62,22 @@ func TestVerifyAPIToken(t *testing.T) {
 		{"unknown", other, "is not known"},
 		{"no prefix", "abc", "malformed"},
 		{"no secret", TokenPrefix + "abc_", "malformed"},
-		{"short secret", TokenPrefix + "abc_xyz", "wrong length"},
+		{"short secret", TokenPrefix + id + "_xyz", "wrong length"},
+		// The id left out: the secret's part before its own '_' must not
+		// be echoed as an id (nor a megabyte of anything).
+		{"no id", TokenPrefix + "SeCrEtPaRt_" + secret[11:], "malformed"},
+		{"huge id", TokenPrefix + strings.Repeat("f", 1<<20) + "_" + secret, "malformed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := VerifyAPIToken(tokens, "c1", tc.tok, now)
 			if !errdefs.IsUnauthenticated(err) || !strings.Contains(err.Error(), tc.msg) {
-				t.Fatalf("got %v, want Unauthenticated with %q", err, tc.msg)
+				t.Fatalf("got %.200v, want Unauthenticated with %q", err, tc.msg)
 			}
 			if _, sec, perr := ParseAPIToken(tc.tok); perr == nil && strings.Contains(err.Error(), sec) {
 				t.Fatalf("error %q repeats the secret", err)
+			}
+			if strings.Contains(err.Error(), "SeCrEtPaRt") || len(err.Error()) > 200 {
+				t.Fatalf("error %.200q repeats what is not a token id", err)
 			}
 		})
 	}
