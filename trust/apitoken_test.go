@@ -3,6 +3,7 @@ package trust
 import (
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -189,3 +190,62 @@ func TestAuthorizerTokens(t *testing.T) {
 		t.Fatalf("tokens with no Tokens check: %v", err)
 	}
 }
+
+// TestTokenStreamsBounded: one token holds at most MaxTokenStreams
+// streams open at once (another token, and the same one once a stream
+// ends, may open more).
+func TestTokenStreamsBounded(t *testing.T) {
+	viewer, vT := mkToken(t, "dash", "viewer")
+	other, oT := mkToken(t, "ci", "viewer")
+	tokens := []*shoalv1.ApiToken{vT, oT}
+	a := &Authorizer{Policy: DefaultPolicy(), ClusterID: "c1", MaxTokenStreams: 2,
+		Tokens: func(_ context.Context, tok string) (Identity, error) {
+			return VerifyAPIToken(tokens, "c1", tok, time.Now())
+		}}
+	release := make(chan struct{})
+	started := make(chan struct{}, 8)
+	open := func(tok string) chan error {
+		done := make(chan error, 1)
+		ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer "+tok))
+		go func() {
+			done <- a.Stream()(nil, &tokenStream{ctx: ctx}, &grpc.StreamServerInfo{FullMethod: shoalv1.Control_Watch_FullMethodName},
+				func(any, grpc.ServerStream) error { started <- struct{}{}; <-release; return nil })
+		}()
+		return done
+	}
+	first, second := open(viewer), open(viewer)
+	<-started
+	<-started
+	var once sync.Once
+	stop := func() { once.Do(func() { close(release) }) }
+	defer stop()
+	select {
+	case err := <-open(viewer):
+		if !errdefs.IsResourceExhausted(err) {
+			t.Fatalf("third stream of one token: %v", err)
+		}
+	case <-started:
+		t.Fatal("one token opened a third stream")
+	}
+	third := open(other)
+	<-started
+	stop()
+	for _, d := range []chan error{first, second, third} {
+		if err := <-d; err != nil {
+			t.Fatal(err)
+		}
+	}
+	again := open(viewer)
+	<-started
+	if err := <-again; err != nil {
+		t.Fatalf("a stream after the others ended: %v", err)
+	}
+}
+
+// tokenStream is a server stream with a given context.
+type tokenStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *tokenStream) Context() context.Context { return s.ctx }
