@@ -93,6 +93,10 @@ func New(cfg Config) *Manager {
 }
 
 // Ready is closed once the manager serves its API.
+// MaxTokenStreams bounds the streams one API token holds open on one
+// manager (trust.Authorizer.MaxTokenStreams).
+const MaxTokenStreams = 64
+
 // maxReplyBytes bounds a reply the forwarder relays from the leader: a
 // list of everything at the cluster's limits (max_replicas tasks with
 // their specs) fits with room.
@@ -168,7 +172,10 @@ func (m *Manager) Run(ctx context.Context) error {
 		Recheck: time.Second,
 		Ongoing: func(_ context.Context, id trust.Identity) (trust.Role, error) { return ongoing(id) },
 		// API tokens are looked up in this manager's store on every call.
-		Tokens: func(_ context.Context, tok string) (trust.Identity, error) { return StoreTokenCheck(store, tok) }}
+		Tokens: func(_ context.Context, tok string) (trust.Identity, error) { return StoreTokenCheck(store, tok) },
+		// A dashboard holds a few streams; a leaked token may not hold
+		// thousands.
+		MaxTokenStreams: MaxTokenStreams}
 	raftConf := func() (raft.Configuration, error) {
 		f := store.Raft().GetConfiguration()
 		return f.Configuration(), f.Error()
@@ -203,7 +210,8 @@ func (m *Manager) Run(ctx context.Context) error {
 	var hs *httpapi.Server
 	if cfg.HTTPAddr != "" {
 		hs, err = httpapi.New(ctx, httpapi.Config{Addr: cfg.HTTPAddr, Certs: cfg.Certs, GRPC: inproc, Direct: direct,
-			CORSOrigins: cfg.HTTPCORSOrigins, UI: cfg.HTTPUI, Metrics: cfg.MetricsHandler, Logger: cfg.Logger})
+			CORSOrigins: cfg.HTTPCORSOrigins, UI: cfg.HTTPUI, Metrics: cfg.MetricsHandler, Logger: cfg.Logger,
+			MetricsCurrent: func(_ context.Context, id trust.Identity) (trust.Role, error) { return check(id) }})
 		if err != nil {
 			store.Close()
 			trans.Close()

@@ -29,6 +29,18 @@ const TokenPrefix = "shoal_"
 // tokenSecretBytes is the entropy of a token's secret.
 const tokenSecretBytes = 32
 
+// tokenIDBytes is the size of a token's id (hex in the token).
+const tokenIDBytes = 8
+
+// validTokenID reports whether id is what NewTokenID makes.
+func validTokenID(id string) bool {
+	if len(id) != 2*tokenIDBytes {
+		return false
+	}
+	_, err := hex.DecodeString(id)
+	return err == nil && strings.ToLower(id) == id
+}
+
 // The identity roles of a caller authenticated by an API token. They are
 // never valid in a certificate's OU (Role.valid), so a certificate cannot
 // claim them; they travel in forwarded calls like the certificate roles.
@@ -116,7 +128,7 @@ func NewAPIToken(id string) (token string, hash []byte, err error) {
 // NewTokenID returns a random token id (hex: no '_', which separates the
 // token's parts).
 func NewTokenID() (string, error) {
-	b := make([]byte, 8)
+	b := make([]byte, tokenIDBytes)
 	if _, err := rand.Read(b); err != nil {
 		return "", err
 	}
@@ -133,6 +145,12 @@ func ParseAPIToken(token string) (id, secret string, err error) {
 	id, secret, ok = strings.Cut(rest, "_")
 	if !ok || id == "" || secret == "" {
 		return "", "", fmt.Errorf("malformed API token: expected %s<id>_<secret>", TokenPrefix)
+	}
+	// The id is checked before it is named in any error: a token pasted
+	// without its id would otherwise have part of its secret (which may
+	// hold '_') echoed as the id, and a huge one would fill the reply.
+	if !validTokenID(id) {
+		return "", "", fmt.Errorf("malformed API token: the id is not %d hex digits (expected %s<id>_<secret>)", 2*tokenIDBytes, TokenPrefix)
 	}
 	if len(secret) != base64.RawURLEncoding.EncodedLen(tokenSecretBytes) {
 		return "", "", fmt.Errorf("malformed API token %q: the secret has the wrong length", id)

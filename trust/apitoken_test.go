@@ -3,6 +3,7 @@ package trust
 import (
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -62,15 +63,22 @@ func TestVerifyAPIToken(t *testing.T) {
 		{"unknown", other, "is not known"},
 		{"no prefix", "abc", "malformed"},
 		{"no secret", TokenPrefix + "abc_", "malformed"},
-		{"short secret", TokenPrefix + "abc_xyz", "wrong length"},
+		{"short secret", TokenPrefix + id + "_xyz", "wrong length"},
+		// The id left out: the secret's part before its own '_' must not
+		// be echoed as an id (nor a megabyte of anything).
+		{"no id", TokenPrefix + "SeCrEtPaRt_" + secret[11:], "malformed"},
+		{"huge id", TokenPrefix + strings.Repeat("f", 1<<20) + "_" + secret, "malformed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := VerifyAPIToken(tokens, "c1", tc.tok, now)
 			if !errdefs.IsUnauthenticated(err) || !strings.Contains(err.Error(), tc.msg) {
-				t.Fatalf("got %v, want Unauthenticated with %q", err, tc.msg)
+				t.Fatalf("got %.200v, want Unauthenticated with %q", err, tc.msg)
 			}
 			if _, sec, perr := ParseAPIToken(tc.tok); perr == nil && strings.Contains(err.Error(), sec) {
 				t.Fatalf("error %q repeats the secret", err)
+			}
+			if strings.Contains(err.Error(), "SeCrEtPaRt") || len(err.Error()) > 200 {
+				t.Fatalf("error %.200q repeats what is not a token id", err)
 			}
 		})
 	}
@@ -182,3 +190,62 @@ func TestAuthorizerTokens(t *testing.T) {
 		t.Fatalf("tokens with no Tokens check: %v", err)
 	}
 }
+
+// TestTokenStreamsBounded: one token holds at most MaxTokenStreams
+// streams open at once (another token, and the same one once a stream
+// ends, may open more).
+func TestTokenStreamsBounded(t *testing.T) {
+	viewer, vT := mkToken(t, "dash", "viewer")
+	other, oT := mkToken(t, "ci", "viewer")
+	tokens := []*shoalv1.ApiToken{vT, oT}
+	a := &Authorizer{Policy: DefaultPolicy(), ClusterID: "c1", MaxTokenStreams: 2,
+		Tokens: func(_ context.Context, tok string) (Identity, error) {
+			return VerifyAPIToken(tokens, "c1", tok, time.Now())
+		}}
+	release := make(chan struct{})
+	started := make(chan struct{}, 8)
+	open := func(tok string) chan error {
+		done := make(chan error, 1)
+		ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", "Bearer "+tok))
+		go func() {
+			done <- a.Stream()(nil, &tokenStream{ctx: ctx}, &grpc.StreamServerInfo{FullMethod: shoalv1.Control_Watch_FullMethodName},
+				func(any, grpc.ServerStream) error { started <- struct{}{}; <-release; return nil })
+		}()
+		return done
+	}
+	first, second := open(viewer), open(viewer)
+	<-started
+	<-started
+	var once sync.Once
+	stop := func() { once.Do(func() { close(release) }) }
+	defer stop()
+	select {
+	case err := <-open(viewer):
+		if !errdefs.IsResourceExhausted(err) {
+			t.Fatalf("third stream of one token: %v", err)
+		}
+	case <-started:
+		t.Fatal("one token opened a third stream")
+	}
+	third := open(other)
+	<-started
+	stop()
+	for _, d := range []chan error{first, second, third} {
+		if err := <-d; err != nil {
+			t.Fatal(err)
+		}
+	}
+	again := open(viewer)
+	<-started
+	if err := <-again; err != nil {
+		t.Fatalf("a stream after the others ended: %v", err)
+	}
+}
+
+// tokenStream is a server stream with a given context.
+type tokenStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *tokenStream) Context() context.Context { return s.ctx }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/shoal-dev/shoal/errdefs"
@@ -121,6 +122,38 @@ type Authorizer struct {
 	// TokenPolicy is the least token role of each method for callers with
 	// a token; nil means TokenPolicy().
 	TokenPolicy map[string]TokenRole
+	// MaxTokenStreams, when positive, bounds the streams (watches, logs,
+	// stats, execs) one API token holds open on this server at once: each
+	// costs goroutines and a recheck, and a leaked viewer token must not
+	// exhaust a manager. Beyond it a stream is refused RESOURCE_EXHAUSTED.
+	MaxTokenStreams int
+
+	streamsMu    sync.Mutex
+	tokenStreams map[string]int // open streams by token id
+}
+
+// holdTokenStream counts a stream of token id open, or refuses it at
+// MaxTokenStreams; release undoes it.
+func (a *Authorizer) holdTokenStream(id Identity) (release func(), err error) {
+	if a.MaxTokenStreams <= 0 {
+		return func() {}, nil
+	}
+	a.streamsMu.Lock()
+	defer a.streamsMu.Unlock()
+	if a.tokenStreams[id.Serial] >= a.MaxTokenStreams {
+		return nil, errdefs.ResourceExhaustedf("API token %q (%s) already holds %d streams open on this manager, the most it may; close some", id.Serial, id.NodeID, a.MaxTokenStreams)
+	}
+	if a.tokenStreams == nil {
+		a.tokenStreams = map[string]int{}
+	}
+	a.tokenStreams[id.Serial]++
+	return func() {
+		a.streamsMu.Lock()
+		defer a.streamsMu.Unlock()
+		if a.tokenStreams[id.Serial]--; a.tokenStreams[id.Serial] <= 0 {
+			delete(a.tokenStreams, id.Serial)
+		}
+	}, nil
 }
 
 // Unary returns the interceptor for unary calls.
@@ -142,6 +175,13 @@ func (a *Authorizer) Stream() grpc.StreamServerInterceptor {
 			return err
 		}
 		id, named := IdentityFrom(ctx)
+		if _, ok := bearerToken(ctx); ok && TokenRoleOf(id) != 0 {
+			release, err := a.holdTokenStream(id)
+			if err != nil {
+				return err
+			}
+			defer release()
+		}
 		if tok, ok := bearerToken(ctx); ok && a.Recheck > 0 && TokenRoleOf(id) != 0 {
 			ctx, cancel := context.WithCancelCause(ctx)
 			defer cancel(nil)

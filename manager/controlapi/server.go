@@ -126,7 +126,8 @@ func (s *Server) RotateJoinToken(ctx context.Context, req *shoalv1.RotateJoinTok
 	return &shoalv1.RotateJoinTokenResponse{Token: token}, nil
 }
 
-// Watch streams store changes. The cluster's CA key is stripped from events.
+// Watch streams store changes. Cluster events are stripped as GetCluster
+// strips the cluster (publicCluster; join tokens below an admin token).
 func (s *Server) Watch(req *shoalv1.WatchRequest, stream shoalv1.Control_WatchServer) error {
 	kinds := make([]raftstore.Kind, 0, len(req.GetKinds()))
 	for _, k := range req.GetKinds() {
@@ -141,11 +142,18 @@ func (s *Server) Watch(req *shoalv1.WatchRequest, stream shoalv1.Control_WatchSe
 		return err
 	}
 	defer sub.Close()
+	// As GetCluster: a viewer or operator token (Watch is a viewer's
+	// right) must not read the join tokens, which make nodes, nor anyone
+	// the API tokens' hashes.
+	belowAdmin := callerBelowAdmin(stream.Context())
 	for ev := range sub.C() {
 		if c := ev.GetObject().GetCluster(); c != nil {
 			ev = proto.Clone(ev).(*shoalv1.WatchEvent)
-			ev.Object.GetCluster().CaKeyPem = nil
-			ev.Object.GetCluster().GossipKeys = nil
+			pc := publicCluster(c)
+			if belowAdmin {
+				pc.Tokens = nil
+			}
+			ev.Object.Object = &shoalv1.StoreObject_Cluster{Cluster: pc}
 		}
 		if err := stream.Send(ev); err != nil {
 			return err

@@ -47,6 +47,9 @@ func (s *Server) CreateService(ctx context.Context, req *shoalv1.CreateServiceRe
 	if err := validateServiceSpec(req.GetSpec()); err != nil {
 		return nil, err
 	}
+	if err := checkHostAccess(ctx, req.GetSpec(), nil); err != nil {
+		return nil, err
+	}
 	svc := &shoalv1.Service{
 		Meta:        &shoalv1.Meta{Id: raftstore.NewID()},
 		Spec:        withDefaults(req.GetSpec()),
@@ -179,6 +182,9 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 		cur, ok := raftstore.Get[*shoalv1.Service](tx, req.GetServiceId())
 		if !ok {
 			return notFound("service", req.GetServiceId())
+		}
+		if err := checkHostAccess(ctx, req.GetSpec(), cur.GetSpec()); err != nil {
+			return err
 		}
 		if err := checkMaxReplicas(tx, req.GetSpec()); err != nil {
 			return err

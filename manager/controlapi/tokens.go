@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -13,6 +14,7 @@ import (
 	"github.com/shoal-dev/shoal/manager/forward"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/specrules"
 	"github.com/shoal-dev/shoal/trust"
 )
 
@@ -181,4 +183,35 @@ func callerBelowAdmin(ctx context.Context) bool {
 	}
 	r := trust.TokenRoleOf(id)
 	return r != 0 && r < trust.TokenAdmin
+}
+
+// checkHostAccess refuses a viewer or operator token a service spec that
+// reaches the node itself: a bind mount of a host path or an added
+// capability gives the tasks root on every node, and a manager node's
+// disk holds the cluster CA key, so an operator token could make itself
+// an admin certificate. What the current spec (cur, nil on create)
+// already has, set by an admin, an update may keep.
+func checkHostAccess(ctx context.Context, spec, cur *shoalv1.ServiceSpec) error {
+	if !callerBelowAdmin(ctx) {
+		return nil
+	}
+	c, old := spec.GetTask().GetContainer(), cur.GetTask().GetContainer()
+	var p specrules.Problems
+	for i, m := range c.GetMounts() {
+		if m.GetType() != "bind" {
+			continue
+		}
+		if !slices.ContainsFunc(old.GetMounts(), func(o *shoalv1.Mount) bool { return proto.Equal(o, m) }) {
+			p.Add(fmt.Sprintf("spec.task.container.mounts[%d].source", i), "a bind mount of a host path needs an admin token")
+		}
+	}
+	for i, cp := range c.GetCapAdd() {
+		if !slices.Contains(old.GetCapAdd(), cp) {
+			p.Add(fmt.Sprintf("spec.task.container.cap_add[%d]", i), "adding a capability (%q) needs an admin token", cp)
+		}
+	}
+	if len(p) > 0 {
+		return errdefs.PermissionDeniedf("%w", p)
+	}
+	return nil
 }

@@ -176,3 +176,109 @@ func TestTokenRolesInHandlers(t *testing.T) {
 		t.Fatalf("operator drain: %v", err)
 	}
 }
+
+// watchStream is a Control_WatchServer that hands events to a channel.
+type watchStream struct {
+	shoalv1.Control_WatchServer
+	ctx context.Context
+	ev  chan *shoalv1.WatchEvent
+}
+
+func (w *watchStream) Context() context.Context { return w.ctx }
+func (w *watchStream) Send(ev *shoalv1.WatchEvent) error {
+	select {
+	case w.ev <- ev:
+		return nil
+	case <-w.ctx.Done():
+		return w.ctx.Err()
+	}
+}
+
+// TestWatchClusterRedacted: a cluster event of Watch (a viewer token's
+// right) carries no API token hashes, and, below admin, no join tokens —
+// as GetCluster.
+func TestWatchClusterRedacted(t *testing.T) {
+	s, st := newServer(t)
+	if _, err := s.CreateToken(context.Background(), &shoalv1.CreateTokenRequest{Name: "dash", Role: "viewer"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		role      trust.TokenRole
+		joinShown bool
+	}{{trust.TokenViewer, false}, {trust.TokenOperator, false}, {trust.TokenAdmin, true}} {
+		t.Run(tc.role.String(), func(t *testing.T) {
+			ctx, cancel := context.WithCancel(tokenCtx(tc.role))
+			ws := &watchStream{ctx: ctx, ev: make(chan *shoalv1.WatchEvent)}
+			done := make(chan error, 1)
+			from := st.View().Index() + 1
+			go func() {
+				done <- s.Watch(&shoalv1.WatchRequest{FromIndex: from, Kinds: []string{string(raftstore.KindCluster)}}, ws)
+			}()
+			defer func() { cancel(); <-done }()
+			if _, err := st.Update(context.Background(), func(tx raftstore.WriteTx) error {
+				c, _ := raftstore.ClusterOf(tx)
+				c = proto.Clone(c).(*shoalv1.Cluster)
+				c.Tokens = &shoalv1.JoinTokens{Worker: "SHOAL-1-w-" + tc.role.String(), Manager: "SHOAL-1-m"}
+				return tx.Update(c)
+			}); err != nil {
+				t.Fatal(err)
+			}
+			var c *shoalv1.Cluster
+			for c == nil {
+				select {
+				case ev := <-ws.ev:
+					c = ev.GetObject().GetCluster()
+				case err := <-done:
+					t.Fatalf("watch ended: %v", err)
+				}
+			}
+			if len(c.GetApiTokens()) != 1 || len(c.GetApiTokens()[0].GetSecretHash()) != 0 {
+				t.Errorf("watch event shows token hashes: %v", c.GetApiTokens())
+			}
+			if shown := c.GetTokens().GetManager() != ""; shown != tc.joinShown {
+				t.Errorf("%s token: join tokens shown %v, want %v", tc.role, shown, tc.joinShown)
+			}
+			if len(c.GetCaKeyPem()) != 0 || len(c.GetGossipKeys()) != 0 {
+				t.Error("watch event shows the CA key or gossip keys")
+			}
+		})
+	}
+}
+
+// TestHostAccessNeedsAdminToken: an operator token may not create or
+// update a service with a host bind mount or an added capability (root on
+// the nodes, whose disks hold the CA key); an admin token may, and an
+// operator's update may keep what an admin set.
+func TestHostAccessNeedsAdminToken(t *testing.T) {
+	s, _ := newServer(t)
+	host := func(name string) *shoalv1.ServiceSpec {
+		sp := validSpec()
+		sp.Name = name
+		sp.Task.Container.Mounts = []*shoalv1.Mount{{Type: "bind", Source: "/", Target: "/host"}}
+		sp.Task.Container.CapAdd = []string{"CAP_SYS_ADMIN"}
+		return sp
+	}
+	_, err := s.CreateService(tokenCtx(trust.TokenOperator), &shoalv1.CreateServiceRequest{Spec: host("op")})
+	wantCode(t, err, codes.PermissionDenied, "spec.task.container.mounts[0].source")
+	wantCode(t, err, codes.PermissionDenied, "spec.task.container.cap_add[0]")
+	plain := validSpec()
+	plain.Name = "plain"
+	created, err := s.CreateService(tokenCtx(trust.TokenOperator), &shoalv1.CreateServiceRequest{Spec: plain})
+	if err != nil {
+		t.Fatalf("operator, no host access: %v", err)
+	}
+	_, err = s.UpdateService(tokenCtx(trust.TokenOperator), &shoalv1.UpdateServiceRequest{ServiceId: created.GetService().GetMeta().GetId(),
+		Version: created.GetService().GetMeta().GetVersion(), Spec: host("plain")})
+	wantCode(t, err, codes.PermissionDenied, "spec.task.container.mounts[0].source")
+
+	adm, err := s.CreateService(tokenCtx(trust.TokenAdmin), &shoalv1.CreateServiceRequest{Spec: host("adm")})
+	if err != nil {
+		t.Fatalf("admin token: %v", err)
+	}
+	keep := host("adm")
+	keep.Replicas = 2
+	if _, err := s.UpdateService(tokenCtx(trust.TokenOperator), &shoalv1.UpdateServiceRequest{ServiceId: adm.GetService().GetMeta().GetId(),
+		Version: adm.GetService().GetMeta().GetVersion(), Spec: keep}); err != nil {
+		t.Fatalf("operator keeping the admin's mounts: %v", err)
+	}
+}

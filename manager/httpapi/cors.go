@@ -45,3 +45,28 @@ func CORS(origins []string, next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// CrossOriginWrites refuses a write (any method but GET, HEAD and
+// OPTIONS) that a browser sent from another origin without an
+// Authorization header. A page can make a browser POST anywhere without a
+// preflight (a form, text/plain), and the browser then presents the
+// client certificate it holds for this server: without this check a
+// hostile page would act with an admin's certificate, whatever CORS says
+// (CORS only hides the reply). A token travels in a header a page can set
+// cross-origin only after a preflight, which CORS decides. Programs send
+// no Origin; the dashboard's own requests carry this server's origin.
+func CrossOriginWrites(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodGet, http.MethodHead, http.MethodOptions:
+			next.ServeHTTP(w, r)
+			return
+		}
+		origin := r.Header.Get("Origin")
+		if origin == "" || origin == "https://"+r.Host || r.Header.Get("Authorization") != "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		http.Error(w, "a write from origin "+strconv.Quote(origin)+" must carry an API token (Authorization header); a client certificate alone is not accepted cross-origin", http.StatusForbidden)
+	})
+}

@@ -35,5 +35,9 @@
 // 404, 409, 503). Streams (/v1/events, /v1/logs, /v1/stats) are NDJSON,
 // one {"result": ...} or {"error": ...} per line, or server-sent events
 // with Accept: text/event-stream; a client hanging up cancels the gRPC
-// stream. CORS is off unless origins are configured.
+// stream. CORS is off unless origins are configured. Whatever CORS says,
+// a write sent from another origin without an Authorization header is
+// refused (CrossOriginWrites): a browser holding a client certificate
+// would present it with a hostile page's form POST. /metrics takes an
+// admin or manager certificate (metrics.Authorize), as the metrics port.
 package httpapi

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/shoal-dev/shoal/metrics"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/trust"
 )
@@ -58,9 +59,15 @@ type Config struct {
 	CORSOrigins []string
 	// UI serves "/" (the dashboard's assets); nil: 404.
 	UI http.Handler
-	// Metrics serves "/metrics"; nil: 404.
+	// Metrics serves "/metrics"; nil: 404. It is served only to a client
+	// certificate of the cluster with the admin or manager role, as on
+	// the metrics port (metrics.Authorize): the API port takes callers
+	// without certificates, and metrics name services, tasks and nodes.
 	Metrics http.Handler
-	Logger  *slog.Logger
+	// MetricsCurrent checks that such a certificate is still honoured
+	// (not revoked); nil trusts the certificate alone (tests).
+	MetricsCurrent func(ctx context.Context, id trust.Identity) (trust.Role, error)
+	Logger         *slog.Logger
 }
 
 // Server is a running HTTPS server.
@@ -101,12 +108,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		w.Write(OpenAPI)
 	})
 	if cfg.Metrics != nil {
-		mux.Handle("/metrics", cfg.Metrics)
+		mux.Handle("/metrics", metrics.Authorize(cfg.Certs.Identity().ClusterID, cfg.MetricsCurrent, cfg.Metrics, log))
 	}
 	if cfg.UI != nil {
 		mux.Handle("/", cfg.UI)
 	}
-	return &Server{cfg: cfg, log: log, conn: conn, handler: CORS(cfg.CORSOrigins, mux)}, nil
+	return &Server{cfg: cfg, log: log, conn: conn, handler: CORS(cfg.CORSOrigins, CrossOriginWrites(mux))}, nil
 }
 
 // Handler is the server's whole HTTP handler (for tests and benchmarks).

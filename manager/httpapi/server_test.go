@@ -187,7 +187,8 @@ func setupVia(t *testing.T, direct bool, origins ...string) *fixture {
 	t.Cleanup(srv.Stop)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	s, err := New(ctx, Config{Certs: mgr, GRPC: inproc, Direct: dc, CORSOrigins: origins, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	s, err := New(ctx, Config{Certs: mgr, GRPC: inproc, Direct: dc, CORSOrigins: origins, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Metrics: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "shoal_tasks{service=\"web\"} 1\n") })})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -541,5 +542,67 @@ func TestHandlerHeaders(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestMetricsNeedAdminCert: /metrics on the API port is what the metrics
+// port serves, under the same rule: a client certificate of the cluster
+// with the admin or manager role; no certificate, a token or a worker's
+// certificate read nothing.
+func TestMetricsNeedAdminCert(t *testing.T) {
+	f := setup(t)
+	for _, tc := range []struct {
+		name  string
+		cert  *tls.Certificate
+		token string
+		want  int
+	}{
+		{"nobody", nil, "", http.StatusUnauthorized},
+		{"viewer token", nil, f.viewer, http.StatusUnauthorized},
+		{"worker", &f.worker, "", http.StatusForbidden},
+		{"admin", &f.admin, "", http.StatusOK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body, _ := do(t, f.newClient(tc.cert), "GET", f.url+"/metrics", tc.token, "")
+			if code != tc.want {
+				t.Fatalf("GET /metrics: %d %s, want %d", code, body, tc.want)
+			}
+			if code != http.StatusOK && strings.Contains(body, "shoal_tasks") {
+				t.Fatalf("refused, yet served the metrics: %s", body)
+			}
+		})
+	}
+}
+
+// TestCrossOriginWriteRefused: a browser holding a client certificate
+// sends it with a page's cross-origin form POST (a "simple" request, no
+// preflight, text/plain JSON), so a write from another origin that does
+// not carry a token (which a page can set only after a preflight CORS
+// answers) is refused before it reaches a handler, CORS on or off. The
+// same write from no browser (no Origin) or the server's own origin, or a
+// cross-origin one with a token, goes through.
+func TestCrossOriginWriteRefused(t *testing.T) {
+	body := `{"spec":{"name":"x","task":{"container":{"image":"demo"}}}}`
+	for _, origins := range [][]string{nil, {"*"}} {
+		f := setup(t, origins...)
+		c := f.newClient(&f.admin)
+		for _, origin := range []string{"https://evil.example", "null"} {
+			code, resp, _ := do(t, c, "POST", f.url+"/v1/services", "", body, "Origin", origin, "Content-Type", "text/plain")
+			if code != http.StatusForbidden || strings.Contains(resp, "s1") {
+				t.Fatalf("CORS %v: cross-origin write from %s: %d %s", origins, origin, code, resp)
+			}
+		}
+		for _, origin := range []string{"", f.url} {
+			var hdr []string
+			if origin != "" {
+				hdr = []string{"Origin", origin}
+			}
+			if code, resp, _ := do(t, c, "POST", f.url+"/v1/services", "", body, hdr...); code != http.StatusOK {
+				t.Fatalf("CORS %v: write from origin %q: %d %s", origins, origin, code, resp)
+			}
+		}
+		if code, resp, _ := do(t, f.newClient(nil), "POST", f.url+"/v1/services", f.operator, body, "Origin", "https://dash.example"); code != http.StatusOK {
+			t.Fatalf("CORS %v: cross-origin write with a token: %d %s", origins, code, resp)
+		}
 	}
 }

@@ -63,6 +63,7 @@ func validateStart(st *shoalv1.ExecStart) error {
 // output: those may hold anything.
 type execAudit struct {
 	caller, role  string
+	tokenID       string // the API token's id, when the caller used one
 	task, service string
 	node          string
 	argv          []string
@@ -78,6 +79,9 @@ type execAudit struct {
 func (s *Server) record(ctx context.Context, a *execAudit) {
 	attrs := []any{"event", "exec", "caller", a.caller, "caller_role", a.role, "task", a.task, "service", a.service,
 		"node", a.node, "argv", a.argv, "tty", a.tty, "stdin", a.stdin, "duration", time.Since(a.began).String()}
+	if a.tokenID != "" {
+		attrs = append(attrs, "caller_token_id", a.tokenID)
+	}
 	if a.user != "" {
 		attrs = append(attrs, "user", a.user)
 	}
@@ -107,6 +111,9 @@ func (s *Server) TaskExec(stream shoalv1.Ops_TaskExecServer) (err error) {
 	a := &execAudit{began: time.Now(), code: -1}
 	if id, ok := trust.IdentityFrom(ctx); ok {
 		a.caller, a.role = id.NodeID, string(id.Role)
+		if trust.TokenRoleOf(id) != 0 {
+			a.tokenID = id.Serial
+		}
 	} else if id, err := trust.PeerIdentity(ctx); err == nil {
 		a.caller, a.role = id.NodeID, string(id.Role)
 	}

@@ -125,6 +125,8 @@ type execEnv struct {
 	agentAddr, silentAddr string
 	audit                 *lockedBuffer
 	cl                    shoalv1.OpsClient
+	// identity is the caller's (set before the calls that need another).
+	identity trust.Identity
 }
 
 // identityStream carries the caller's identity, as trust.Authorizer sets
@@ -155,7 +157,8 @@ func newExecEnv(t *testing.T) *execEnv {
 			t.Fatal("the store never led")
 		}
 	}
-	e := &execEnv{t: t, store: st, agent: &fakeAgent{killed: make(chan string, 4)}, audit: &lockedBuffer{}}
+	e := &execEnv{t: t, store: st, agent: &fakeAgent{killed: make(chan string, 4)}, audit: &lockedBuffer{},
+		identity: trust.Identity{NodeID: "alice", Role: trust.RoleAdmin}}
 
 	listen := func() net.Listener {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -194,7 +197,7 @@ func newExecEnv(t *testing.T) *execEnv {
 		return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	}
 	g := grpc.NewServer(grpc.ChainStreamInterceptor(func(s any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-		ctx := trust.WithIdentity(ss.Context(), trust.Identity{NodeID: "alice", Role: trust.RoleAdmin})
+		ctx := trust.WithIdentity(ss.Context(), e.identity)
 		return h(s, identityStream{ss, ctx})
 	}, errdefs.StreamServerInterceptor()))
 	shoalv1.RegisterOpsServer(g, srv)
@@ -422,5 +425,20 @@ func TestTaskExecCallerGone(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("no audit record of the abandoned exec")
 		}
+	}
+}
+
+// TestTaskExecAuditNamesToken: an exec made with an API token is audited
+// with the token's id, not only its name (names are reused once a revoked
+// token is dropped).
+func TestTaskExecAuditNamesToken(t *testing.T) {
+	e := newExecEnv(t)
+	e.identity = trust.Identity{NodeID: "ci", Role: trust.RoleAdminToken, Serial: "0123456789abcdef"}
+	if r := e.run(testCtx(t), &shoalv1.ExecStart{TaskId: "task-run", Cmd: []string{"echo", "hi"}}); r.err != nil {
+		t.Fatalf("exec: %+v", r)
+	}
+	recs := e.audit.records(t)
+	if len(recs) != 1 || recs[0]["caller"] != "ci" || recs[0]["caller_role"] != "admin-token" || recs[0]["caller_token_id"] != "0123456789abcdef" {
+		t.Fatalf("audit: %v", recs)
 	}
 }
