@@ -211,8 +211,11 @@ func (s *Server) Run(ctx context.Context) error {
 		Handler:           s.handler,
 		TLSConfig:         TLSConfig(s.cfg.Certs),
 		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-		BaseContext:       func(net.Listener) context.Context { return ctx },
+		// An idle keep-alive connection is closed after this: without it a
+		// client could hold connections (and their goroutines) for ever.
+		IdleTimeout: 2 * time.Minute,
+		ErrorLog:    slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		BaseContext: func(net.Listener) context.Context { return ctx },
 	}
 	done := make(chan struct{})
 	go func() {
