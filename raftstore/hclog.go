@@ -5,6 +5,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 
 	"github.com/hashicorp/go-hclog"
@@ -69,6 +70,9 @@ func (h *slogHCLog) enabled(level hclog.Level) bool {
 }
 
 func (h *slogHCLog) Log(level hclog.Level, msg string, args ...any) {
+	if level == hclog.Error && peerUnreachable(msg, args) {
+		level = hclog.Warn
+	}
 	if level == hclog.Off || !h.enabled(level) {
 		return
 	}
@@ -130,4 +134,46 @@ func (h *slogHCLog) StandardLogger(opts *hclog.StandardLoggerOptions) *log.Logge
 
 func (h *slogHCLog) StandardWriter(opts *hclog.StandardLoggerOptions) io.Writer {
 	return h.StandardLogger(opts).Writer()
+}
+
+// peerMessages are raft's ERROR lines about a request to another voter.
+var peerMessages = []string{"failed to make requestVote RPC", "failed to appendEntries to", "failed to heartbeat to", "failed to pipeline appendEntries"}
+
+// peerDown are the errors of a peer that is down or unreachable, as
+// opposed to one that answered wrongly.
+var peerDown = []string{"connect: connection refused", "no route to host", "i/o timeout", "connection reset by peer", "network is unreachable"}
+
+// peerUnreachable: raft logs at ERROR every request it could not deliver
+// to a peer that is down — routine while a manager restarts or the cluster
+// is stopped node by node, and repeated for as long as it lasts. Those are
+// logged as WARN; an error from a peer that answered stays ERROR.
+func peerUnreachable(msg string, args []any) bool {
+	known := false
+	for _, m := range peerMessages {
+		if strings.HasPrefix(msg, m) {
+			known = true
+			break
+		}
+	}
+	if !known {
+		return false
+	}
+	for i := 0; i+1 < len(args); i += 2 {
+		if k, _ := args[i].(string); k != "error" {
+			continue
+		}
+		var text string
+		switch e := args[i+1].(type) {
+		case error:
+			text = e.Error()
+		case string:
+			text = e
+		}
+		for _, d := range peerDown {
+			if strings.Contains(text, d) {
+				return true
+			}
+		}
+	}
+	return false
 }

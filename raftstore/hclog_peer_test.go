@@ -1,0 +1,34 @@
+package raftstore
+
+import (
+	"bytes"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+// TestPeerDownIsAWarning: raft's ERROR about a request it could not
+// deliver to a peer that is down is logged as WARN; the same message with
+// an error from a peer that answered, and any other ERROR, stay ERROR.
+func TestPeerDownIsAWarning(t *testing.T) {
+	var buf bytes.Buffer
+	l := NewHCLog(slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})), "raft")
+	cases := []struct {
+		msg  string
+		err  error
+		want string
+	}{
+		{"failed to make requestVote RPC", errors.New("raft dial 10.0.0.2:4242: dial tcp 10.0.0.2:4242: connect: connection refused"), "level=WARN"},
+		{"failed to appendEntries to", errors.New("dial tcp: i/o timeout"), "level=WARN"},
+		{"failed to make requestVote RPC", errors.New("unexpected EOF decoding response"), "level=ERROR"},
+		{"failed to take snapshot", errors.New("connect: connection refused"), "level=ERROR"},
+	}
+	for _, c := range cases {
+		buf.Reset()
+		l.Error(c.msg, "target", "peer", "error", c.err)
+		if !strings.Contains(buf.String(), c.want) {
+			t.Errorf("%q with %v: logged %q, want %s", c.msg, c.err, buf.String(), c.want)
+		}
+	}
+}
