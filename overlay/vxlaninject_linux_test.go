@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -89,13 +90,24 @@ func TestTaskCannotInjectVXLAN(t *testing.T) {
 		}
 	}()
 
-	// The tunnel works: host 1's task reaches host 2's over it.
+	// The tunnel works: host 1's task reaches host 2's over it. UDP is
+	// best effort (the first datagram may go while the task resolves its
+	// peer), so send again until one arrives.
+	deadline := time.After(10 * time.Second)
+	resend := time.NewTicker(250 * time.Millisecond)
+	defer resend.Stop()
 	sendUDP(t, t1, "10.78.0.3:7010", 1)
-	select {
-	case m := <-got:
-		t.Logf("through the tunnel: %s", m)
-	case <-time.After(10 * time.Second):
-		t.Fatal("host 1's task never reached host 2's over the overlay")
+tunnel:
+	for {
+		select {
+		case m := <-got:
+			t.Logf("through the tunnel: %s", m)
+			break tunnel
+		case <-resend.C:
+			sendUDP(t, t1, "10.78.0.3:7010", 1)
+		case <-deadline:
+			t.Fatal("host 1's task never reached host 2's over the overlay")
+		}
 	}
 
 	// The rogue task (no overlay network) forges VXLAN to host 2.
@@ -111,16 +123,27 @@ func TestTaskCannotInjectVXLAN(t *testing.T) {
 		}
 	})
 	// Then a datagram through the tunnel as a marker: whatever the forged
-	// packets did has happened by the time it arrives.
-	sendUDP(t, t1, "10.78.0.3:7010", 1)
+	// packets did has happened by the time it arrives. (Datagrams of the
+	// check above may still arrive first: only "marker" ends the wait.)
+	inNS(t, t1, func() {
+		c, err := net.Dial("udp4", "10.78.0.3:7010")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write([]byte("marker"))
+	})
+	markerDeadline := time.After(10 * time.Second)
 	for {
 		select {
 		case m := <-got:
-			if len(m) >= 8 && m[len(m)-8:] == "injected" {
+			if strings.HasSuffix(m, "injected") {
 				t.Fatalf("a task without the network injected a frame into it through host 2's VXLAN: %s", m)
 			}
-			return // the marker
-		case <-time.After(10 * time.Second):
+			if strings.HasSuffix(m, "marker") {
+				return
+			}
+		case <-markerDeadline:
 			t.Fatal("the marker never arrived")
 		}
 	}

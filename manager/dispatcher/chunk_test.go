@@ -92,9 +92,15 @@ func TestFullSetOverMessageLimit(t *testing.T) {
 	defer s.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	for !s.IsLeader() {
+	for {
+		// The channel is taken before the check: leadership won between
+		// the two would otherwise be a change nobody waits for.
+		changed := s.LeadershipChanged()
+		if s.IsLeader() {
+			break
+		}
 		select {
-		case <-s.LeadershipChanged():
+		case <-changed:
 		case <-ctx.Done():
 			t.Fatal("the store does not lead")
 		}
