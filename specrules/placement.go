@@ -23,7 +23,7 @@ func placementRules(p *Problems, pf string, pl *shoalv1.Placement) {
 	seen := map[string]int{}
 	for i, pref := range prefs {
 		f := fmt.Sprintf("%s.spread[%d]", pf, i)
-		label, ok := spreadLabel(pref)
+		label, ok := SpreadLabel(pref)
 		switch {
 		case len(pref) > MaxConstraint:
 			p.Add(f, "%d bytes long, at most %d", len(pref), MaxConstraint)
@@ -44,8 +44,9 @@ func placementRules(p *Problems, pf string, pl *shoalv1.Placement) {
 	contradictions(p, pf, pl.GetConstraints())
 }
 
-// spreadLabel reads "node.labels.<label>" (or the CLI's "spread=" form).
-func spreadLabel(pref string) (string, bool) {
+// SpreadLabel reads "node.labels.<label>" (or the CLI's "spread=" form):
+// the label a spread preference spreads over.
+func SpreadLabel(pref string) (string, bool) {
 	key := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(pref), "spread="))
 	const prefix = "node.labels."
 	if len(key) <= len(prefix) || !strings.EqualFold(key[:len(prefix)], prefix) {

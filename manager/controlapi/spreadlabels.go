@@ -3,10 +3,10 @@ package controlapi
 import (
 	"fmt"
 	"slices"
-	"strings"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/specrules"
 )
 
 // checkSpreadLabels refuses a spread preference over a node label that no
@@ -27,7 +27,7 @@ func checkSpreadLabels(r raftstore.Reader, spec, prev *shoalv1.ServiceSpec) erro
 		if slices.Contains(old, pref) {
 			continue
 		}
-		label, ok := spreadLabelOf(pref)
+		label, ok := specrules.SpreadLabel(pref)
 		if !ok {
 			continue // the spec rules have said what is wrong with it
 		}
@@ -47,15 +47,4 @@ func checkSpreadLabels(r raftstore.Reader, spec, prev *shoalv1.ServiceSpec) erro
 		}
 	}
 	return fe.err()
-}
-
-// spreadLabelOf reads "node.labels.<label>" (or the CLI's "spread=" form),
-// as specrules does.
-func spreadLabelOf(pref string) (string, bool) {
-	key := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(pref), "spread="))
-	const prefix = "node.labels."
-	if len(key) <= len(prefix) || !strings.EqualFold(key[:len(prefix)], prefix) {
-		return "", false
-	}
-	return key[len(prefix):], true
 }
