@@ -39,6 +39,36 @@ type simAPI struct {
 	retained uint64
 	kick     chan struct{}
 	tokens   map[string]string // bearer token -> role
+	// drops counts, per path, the next requests whose connection is closed
+	// with no answer: the browser's "Failed to fetch", as when its host's
+	// network changes or a manager restarts.
+	drops map[string]int
+}
+
+// dropNext closes the connection of the next n requests to path unanswered.
+func (s *simAPI) dropNext(path string, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.drops[path] += n
+}
+
+// dropped closes r's connection unanswered if a drop is due for its path.
+func (s *simAPI) dropped(w http.ResponseWriter, r *http.Request) bool {
+	s.mu.Lock()
+	due := s.drops[r.URL.Path] > 0
+	if due {
+		s.drops[r.URL.Path]--
+	}
+	s.mu.Unlock()
+	if !due {
+		return false
+	}
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		panic(err) // httptest's HTTP/1.1 server can hijack
+	}
+	conn.Close()
+	return true
 }
 
 var simJSON = protojson.MarshalOptions{EmitUnpopulated: true}
@@ -46,7 +76,7 @@ var simJSON = protojson.MarshalOptions{EmitUnpopulated: true}
 func newSimAPI(nNodes, nServices, tasksPerService int) *simAPI {
 	s := &simAPI{
 		nodes: map[string]*shoalv1.Node{}, services: map[string]*shoalv1.Service{}, tasks: map[string]*shoalv1.Task{},
-		changed: make(chan struct{}), kick: make(chan struct{}),
+		changed: make(chan struct{}), kick: make(chan struct{}), drops: map[string]int{},
 		tokens: map[string]string{"shoal_view_viewersecret": "viewer", "shoal_oper_operatorsecret": "operator"},
 	}
 	now := timestamppb.Now()
@@ -215,6 +245,9 @@ func enumIs(name, want string) bool {
 }
 
 func (s *simAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.dropped(w, r) {
+		return
+	}
 	tok := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 	role, ok := s.tokens[tok]
 	if !ok {

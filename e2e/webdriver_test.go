@@ -93,6 +93,9 @@ func newBrowserOn(t *testing.T, h *harness.Host) *browser {
 	b := &browser{t: t, base: fmt.Sprintf("http://127.0.0.1:%d", port), hc: hc}
 	profile := t.TempDir()
 	t.Cleanup(func() {
+		if b.sess != "" && t.Failed() {
+			b.dumpDiagnostics()
+		}
 		if b.sess != "" {
 			b.do(http.MethodDelete, "/session/"+b.sess, nil, nil)
 		}
@@ -116,7 +119,11 @@ func newBrowserOn(t *testing.T, h *harness.Host) *browser {
 		"goog:chromeOptions": map[string]any{
 			"binary": chrome,
 			"args":   append(append(append([]string{}, chromeArgs...), extra...), "--user-data-dir="+profile),
+			// Network events, for dumpDiagnostics.
+			"perfLoggingPrefs": map[string]any{"enableNetwork": true, "enablePage": true},
 		},
+		// The console and the network log, read back when a test fails.
+		"goog:loggingPrefs": map[string]string{"browser": "ALL", "performance": "ALL"},
 	}}}
 	var out struct {
 		SessionID string `json:"sessionId"`
@@ -126,6 +133,74 @@ func newBrowserOn(t *testing.T, h *harness.Host) *browser {
 	}
 	b.sess = out.SessionID
 	return b
+}
+
+// dumpDiagnostics logs what a failed test needs to tell a page that
+// could not reach its server from one that misbehaved: the page's URL and
+// state, its console messages and every request the network log saw
+// failing or answered with an error, with Chromium's reason (net::ERR_...).
+func (b *browser) dumpDiagnostics() {
+	b.t.Helper()
+	var url string
+	_ = b.do(http.MethodGet, b.s("/url"), nil, &url)
+	var state string
+	_ = b.JS(&state, `const t = (s) => { const e = document.querySelector(s); return e ? e.textContent : "(none)"; };
+		return "readyState " + document.readyState + " | banner: " + t("#banner") + " | login-error: " + t("#login-error") + " | live: " + t("#live");`)
+	b.t.Logf("browser: page %s (%s)", url, state)
+	var console []struct {
+		Level     string `json:"level"`
+		Message   string `json:"message"`
+		Timestamp int64  `json:"timestamp"`
+	}
+	if err := b.do(http.MethodPost, b.s("/se/log"), map[string]string{"type": "browser"}, &console); err != nil {
+		b.t.Logf("browser: console log: %v", err)
+	}
+	for _, m := range console {
+		b.t.Logf("browser console %s %s: %s", time.UnixMilli(m.Timestamp).UTC().Format("15:04:05.000"), m.Level, m.Message)
+	}
+	var perf []struct {
+		Message   string `json:"message"`
+		Timestamp int64  `json:"timestamp"`
+	}
+	if err := b.do(http.MethodPost, b.s("/se/log"), map[string]string{"type": "performance"}, &perf); err != nil {
+		b.t.Logf("browser: network log: %v", err)
+	}
+	urls := map[string]string{}
+	for _, p := range perf {
+		var m struct {
+			Message struct {
+				Method string `json:"method"`
+				Params struct {
+					RequestID string `json:"requestId"`
+					Request   struct {
+						Method string `json:"method"`
+						URL    string `json:"url"`
+					} `json:"request"`
+					Response struct {
+						Status   int    `json:"status"`
+						Protocol string `json:"protocol"`
+					} `json:"response"`
+					ErrorText string `json:"errorText"`
+					Canceled  bool   `json:"canceled"`
+				} `json:"params"`
+			} `json:"message"`
+		}
+		if json.Unmarshal([]byte(p.Message), &m) != nil {
+			continue
+		}
+		at := time.UnixMilli(p.Timestamp).UTC().Format("15:04:05.000")
+		pm := m.Message.Params
+		switch m.Message.Method {
+		case "Network.requestWillBeSent":
+			urls[pm.RequestID] = pm.Request.Method + " " + pm.Request.URL
+		case "Network.responseReceived":
+			if pm.Response.Status >= 400 || pm.Response.Status == 0 {
+				b.t.Logf("browser network %s: %s: HTTP %d (%s)", at, urls[pm.RequestID], pm.Response.Status, pm.Response.Protocol)
+			}
+		case "Network.loadingFailed":
+			b.t.Logf("browser network %s: %s failed: %s (canceled %v)", at, urls[pm.RequestID], pm.ErrorText, pm.Canceled)
+		}
+	}
 }
 
 // killUsing kills processes whose command line names dir (a Chromium

@@ -7,6 +7,31 @@
 export const OUT_OF_RANGE = 11;
 const grpcToHTTP = { 3: 400, 5: 404, 6: 409, 7: 403, 9: 400, 10: 409, 11: 400, 14: 503, 16: 401 };
 
+// transient says whether err may pass by itself: the network failed (the
+// browser's "Failed to fetch": a connection refused or reset, the browser
+// dropping requests when its host's network changes, a manager
+// restarting) or the server had no leader or could not reach it (502,
+// 503, 504). Those are retried with back-off; the others are answers.
+export function transient(err) {
+  return err instanceof ApiError && [0, 502, 503, 504].includes(err.status);
+}
+
+// sleep resolves after ms, or at once if signal aborts.
+export function sleep(ms, signal) {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    if (signal) signal.addEventListener('abort', () => { clearTimeout(t); resolve(); }, { once: true });
+  });
+}
+
+// Backoff is the retry delay: 250 ms doubling to 8 s, back to 250 ms after
+// a success.
+export class Backoff {
+  constructor() { this.reset(); }
+  reset() { this.ms = 250; }
+  next() { const ms = this.ms; this.ms = Math.min(this.ms * 2, 8000); return ms; }
+}
+
 export class ApiError extends Error {
   constructor(status, code, message) {
     super(message || `HTTP ${status}`);

@@ -1,6 +1,6 @@
 // The dashboard: login, paged tables per resource, live events, logs and
 // operator actions. Server data is only ever set as text (never HTML).
-import { Api, ApiError, OUT_OF_RANGE, query } from './api.js';
+import { Api, ApiError, Backoff, OUT_OF_RANGE, query, sleep, transient } from './api.js';
 
 const $ = (sel) => document.querySelector(sel);
 const TOKEN_KEY = 'shoal.token';
@@ -85,6 +85,26 @@ function showError(err, what) {
     banner(`${what} failed (${err.status || 'network'}): ${err.message}`);
   } else {
     banner(`${what} failed: ${err && err.message}`);
+  }
+}
+
+// retry calls fn until it returns, or throws an error that is an answer
+// (not transient), waiting with back-off between tries while alive()
+// holds; onWait(err, ms) hears of each wait. An operator's browser sees
+// the same failures as the tests' — a manager restarting, the network
+// failing for a moment — and the page must come back by itself.
+async function retry(fn, alive, onWait) {
+  const backoff = new Backoff();
+  for (;;) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (!transient(e) || !alive()) throw e;
+      const ms = backoff.next();
+      if (onWait) onWait(e, ms);
+      await sleep(ms);
+      if (!alive()) throw e;
+    }
   }
 }
 
@@ -289,6 +309,17 @@ class Table {
 
   pageSize() { return Number($('#page-size').value); }
 
+  // loadRetrying lists this page, trying again with back-off while the
+  // API cannot be reached and this table is on screen.
+  async loadRetrying() {
+    let waited = false;
+    await retry(() => this.load(), () => state.table === this, (e, ms) => {
+      waited = true;
+      banner(`Listing failed (${e.message}); retrying in ${(ms / 1000).toFixed(1)}s`);
+    });
+    if (waited && state.table === this) banner('');
+  }
+
   async load() {
     const def = this.def;
     const q = def.unpaged ? query({ filters: this.filters }) : query({ filters: this.filters, pageSize: this.pageSize(), pageToken: this.tokens[this.page] });
@@ -352,7 +383,7 @@ class Table {
     if (this.relistTimer) return;
     this.relistTimer = setTimeout(() => {
       this.relistTimer = 0;
-      this.load().catch((e) => showError(e, 'Listing'));
+      this.loadRetrying().catch((e) => showError(e, 'Listing'));
     }, RELIST_DEBOUNCE_MS);
   }
 }
@@ -410,18 +441,19 @@ class Events {
   }
 
   async run() {
-    let backoff = 250;
+    const backoff = new Backoff();
     while (!this.stopped) {
       try {
         await state.api.stream(`/v1/events${query({ extra: { from_index: this.from } })}`, (ev) => {
-          backoff = 250;
-          // A quiet stream's headers may come with its first event.
+          backoff.reset();
+          // Headers come at once (the server flushes them), but an
+          // event means the stream is open in any case.
           if (!this.live) this.setLive(true, 'live');
           this.opened();
           this.from = (BigInt(ev.index) + 1n).toString();
           this.pending.push(ev);
           if (!this.frame) this.frame = requestAnimationFrame(() => this.flush());
-        }, this.abort.signal, () => { backoff = 250; this.setLive(true, 'live'); this.opened(); });
+        }, this.abort.signal, () => { backoff.reset(); this.setLive(true, 'live'); this.opened(); });
         if (this.stopped) return;
       } catch (e) {
         if (this.stopped) return;
@@ -431,13 +463,16 @@ class Events {
           // re-list what is on screen once that stream is open (a list
           // made before it could miss a change made in between).
           this.from = '0';
-          this.relistOnOpen = true;
         }
-        this.setLive(false, `reconnecting in ${(backoff / 1000).toFixed(1)}s`);
         this.lastError = e.message;
       }
-      await new Promise((r) => setTimeout(r, backoff));
-      backoff = Math.min(backoff * 2, 8000);
+      // A stream that saw no event has no index to resume from: the next
+      // one watches from now, so what changed in between is read by
+      // listing the page again once it is open.
+      if (this.from === '0') this.relistOnOpen = true;
+      const ms = backoff.next();
+      this.setLive(false, `reconnecting in ${(ms / 1000).toFixed(1)}s`);
+      await sleep(ms, this.abort.signal);
     }
   }
 
@@ -522,7 +557,7 @@ function followLogs(service) {
     if (atEnd) pre.scrollTop = pre.scrollHeight;
   };
   (async () => {
-    let backoff = 250;
+    const backoff = new Backoff();
     while (!abort.signal.aborted) {
       try {
         await state.api.stream(`/v1/logs${query({ extra: { service, 'options.follow': 'true', 'options.tail': '200' } })}`, (r) => {
@@ -532,15 +567,14 @@ function followLogs(service) {
           for (const w of r.warnings || []) lines.push(`[warning] ${w}\n`);
           if (lines.length > MAX_LOG_LINES) lines.splice(0, lines.length - MAX_LOG_LINES);
           if (!frame) frame = requestAnimationFrame(draw);
-        }, abort.signal, () => { backoff = 250; });
+        }, abort.signal, () => { backoff.reset(); });
         return;
       } catch (e) {
         if (abort.signal.aborted || (e instanceof ApiError && (e.status === 401 || e.status === 404 || e.status === 400))) {
           if (!abort.signal.aborted) showError(e, 'Logs');
           return;
         }
-        await new Promise((r) => setTimeout(r, backoff));
-        backoff = Math.min(backoff * 2, 8000);
+        await sleep(backoff.next(), abort.signal);
       }
     }
   })();
@@ -640,7 +674,7 @@ function renderFilters(name, preset) {
         t.filters[f.key] = input.value.trim();
         t.tokens = [''];
         t.page = 0;
-        t.load().catch((e) => showError(e, 'Listing'));
+        t.loadRetrying().catch((e) => showError(e, 'Listing'));
       }, 250);
     };
     input.addEventListener('change', change);
@@ -683,7 +717,7 @@ function show(name, preset) {
   if (preset) Object.assign(t.filters, preset);
   state.table = t;
   $('#table thead').replaceChildren(el('tr', {}, ...views[name].columns.map((c) => el('th', {}, c))));
-  return t.load().catch((e) => showError(e, 'Listing'));
+  return t.loadRetrying().catch((e) => showError(e, 'Listing'));
 }
 
 // ---- login ---------------------------------------------------------------
@@ -711,10 +745,11 @@ function logout(message) {
 
 // probeWrite asks whether the token may write without writing anything:
 // the authorizer refuses a viewer (403) before the call runs; for an
-// operator the call itself fails, finding no such node.
-async function probeWrite() {
+// operator the call itself fails, finding no such node. A network failure
+// is no answer: it is retried.
+async function probeWrite(api, alive) {
   try {
-    await state.api.call('PATCH', '/v1/nodes/shoal-dashboard-role-probe', { version: '1', spec: {} });
+    await retry(() => api.call('PATCH', '/v1/nodes/shoal-dashboard-role-probe', { version: '1', spec: {} }), alive);
     return true;
   } catch (e) {
     return !(e instanceof ApiError && (e.status === 403 || e.status === 401));
@@ -725,15 +760,23 @@ async function login(token) {
   state.perf.loginAt = performance.now();
   const api = new Api(token, (err) => logout(`Token rejected (401): ${err.message}`));
   state.api = api;
+  // Until it answers, the API is tried again with back-off (the form says
+  // so), until the user logs in again or out.
+  const alive = () => state.api === api;
   try {
-    await api.get('/v1/cluster');
+    await retry(() => api.get('/v1/cluster'), alive, (e, ms) => {
+      const le = $('#login-error');
+      le.textContent = `Cannot reach the API: ${e.message} — retrying in ${(ms / 1000).toFixed(1)}s`;
+      le.hidden = false;
+      $('#login').hidden = false;
+    });
   } catch (e) {
-    if (!(e instanceof ApiError && e.status === 401)) logout(`Cannot reach the API: ${e.message}`);
+    if (alive() && !(e instanceof ApiError && e.status === 401)) logout(`Cannot use the API: ${e.message}`);
     return;
   }
   sessionStorage.setItem(TOKEN_KEY, token);
-  state.canWrite = await probeWrite();
-  if (state.api !== api) return;
+  state.canWrite = await probeWrite(api, alive);
+  if (!alive()) return;
   $('#login').hidden = true;
   $('#view').hidden = false;
   $('#tabs').hidden = false;
@@ -760,21 +803,21 @@ document.addEventListener('DOMContentLoaded', () => {
     const t = state.table;
     if (!t || t.page === 0) return;
     t.page--;
-    t.load().catch((e) => showError(e, 'Listing'));
+    t.loadRetrying().catch((e) => showError(e, 'Listing'));
   });
   $('#next').addEventListener('click', () => {
     const t = state.table;
     if (!t || !t.next) return;
     t.tokens[t.page + 1] = t.next;
     t.page++;
-    t.load().catch((e) => showError(e, 'Listing'));
+    t.loadRetrying().catch((e) => showError(e, 'Listing'));
   });
   $('#page-size').addEventListener('change', () => {
     const t = state.table;
     if (!t) return;
     t.tokens = [''];
     t.page = 0;
-    t.load().catch((e) => showError(e, 'Listing'));
+    t.loadRetrying().catch((e) => showError(e, 'Listing'));
   });
   // A page left for another (or frozen in the back/forward cache) ends its
   // streams: they hold connections, of which HTTP/1.1 allows six per host.
