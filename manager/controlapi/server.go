@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync"
 
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -142,6 +143,13 @@ func (s *Server) Watch(req *shoalv1.WatchRequest, stream shoalv1.Control_WatchSe
 		return err
 	}
 	defer sub.Close()
+	// Headers at once, now the call is accepted (a refusal above still
+	// ends with no headers, and keeps its HTTP status through the
+	// gateway): a quiet watch may send nothing for a long time, and its
+	// caller — a dashboard's "live" badge — should know it is open.
+	if err := stream.SendHeader(metadata.MD{}); err != nil {
+		return err
+	}
 	// As GetCluster: a viewer or operator token (Watch is a viewer's
 	// right) must not read the join tokens, which make nodes, nor anyone
 	// the API tokens' hashes.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -182,15 +183,54 @@ type watchStream struct {
 	shoalv1.Control_WatchServer
 	ctx context.Context
 	ev  chan *shoalv1.WatchEvent
+	hdr chan struct{}
 }
 
 func (w *watchStream) Context() context.Context { return w.ctx }
+
+// SendHeader records the headers being sent, on hdr if set.
+func (w *watchStream) SendHeader(metadata.MD) error {
+	if w.hdr != nil {
+		w.hdr <- struct{}{}
+	}
+	return nil
+}
 func (w *watchStream) Send(ev *shoalv1.WatchEvent) error {
 	select {
 	case w.ev <- ev:
 		return nil
 	case <-w.ctx.Done():
 		return w.ctx.Err()
+	}
+}
+
+// TestWatchSendsHeadersAtOnce: an accepted watch sends its headers before
+// any event (a quiet stream is open for its caller at once); a refused one
+// sends none, so its error keeps its status.
+func TestWatchSendsHeadersAtOnce(t *testing.T) {
+	s, st := newServer(t)
+	ctx, cancel := context.WithCancel(tokenCtx(trust.TokenViewer))
+	ws := &watchStream{ctx: ctx, ev: make(chan *shoalv1.WatchEvent, 1), hdr: make(chan struct{}, 1)}
+	done := make(chan error, 1)
+	go func() { done <- s.Watch(&shoalv1.WatchRequest{FromIndex: st.View().Index() + 1}, ws) }()
+	select {
+	case <-ws.hdr:
+	case ev := <-ws.ev:
+		t.Fatalf("an event before the headers: %v", ev)
+	case err := <-done:
+		t.Fatalf("watch ended: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("no headers from a quiet watch")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("watch ended with %v", err)
+	}
+	bad := &watchStream{ctx: context.Background(), hdr: make(chan struct{}, 1)}
+	err := s.Watch(&shoalv1.WatchRequest{Kinds: []string{"bogus"}}, bad)
+	wantCode(t, err, codes.InvalidArgument, "kinds")
+	if len(bad.hdr) != 0 {
+		t.Error("a refused watch sent headers")
 	}
 }
 

@@ -128,6 +128,7 @@ func Gateway(ctx context.Context, conn grpc.ClientConnInterface) (http.Handler, 
 		runtime.WithMarshalerOption("text/event-stream", &sse{jsonpb}),
 		runtime.WithIncomingHeaderMatcher(incomingHeader),
 		runtime.WithMetadata(clientCertMetadata),
+		runtime.WithForwardResponseOption(streamHeaders),
 	)
 	for _, err := range []error{
 		shoalv1.RegisterControlHandlerClient(ctx, gw, shoalv1.NewControlClient(conn)),
@@ -145,7 +146,7 @@ func Gateway(ctx context.Context, conn grpc.ClientConnInterface) (http.Handler, 
 		if r.TLS != nil {
 			r = r.WithContext(withTLSState(r.Context(), r.TLS))
 		}
-		gw.ServeHTTP(w, r)
+		gw.ServeHTTP(w, withStreamType(gw, r))
 	}), nil
 }
 

@@ -7,10 +7,12 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -89,6 +91,18 @@ func (f *fakeControl) ListServices(ctx context.Context, _ *shoalv1.ListServicesR
 }
 
 func (f *fakeControl) Watch(req *shoalv1.WatchRequest, stream shoalv1.Control_WatchServer) error {
+	switch {
+	case slices.Contains(req.GetKinds(), "bogus"):
+		// Refused before any header: trailers only.
+		return errdefs.InvalidArgumentf("kinds: unknown kind %q", "bogus")
+	case req.GetFromIndex() == quietIndex:
+		// Accepted, and nothing happens.
+		if err := stream.SendHeader(metadata.MD{}); err != nil {
+			return err
+		}
+		<-stream.Context().Done()
+		return nil
+	}
 	if err := stream.Send(&shoalv1.WatchEvent{Index: 7, Action: shoalv1.WatchAction_WATCH_ACTION_CREATE}); err != nil {
 		return err
 	}
@@ -382,6 +396,46 @@ func TestWatchStreams(t *testing.T) {
 				t.Fatal("the gRPC stream outlived its HTTP client")
 			}
 		})
+	}
+}
+
+// quietIndex asks fakeControl's Watch for a stream that sends its headers
+// and then nothing.
+const quietIndex = 99
+
+// TestStreamHeadersAtOnce: a stream the server accepted answers 200 with
+// its Content-Type before its first message (a quiet watch is "live" on a
+// dashboard at once), and one refused before its headers keeps its HTTP
+// error status.
+func TestStreamHeadersAtOnce(t *testing.T) {
+	f := setup(t)
+	c := f.newClient(&f.admin)
+	for _, tc := range []struct{ accept, ctype string }{
+		{"", "application/x-ndjson"},
+		{"text/event-stream", "text/event-stream"},
+	} {
+		t.Run(tc.ctype, func(t *testing.T) {
+			// Without the headers flushed, Do would wait for the first
+			// event, which never comes, until this deadline.
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("%s/v1/events?fromIndex=%d", f.url, quietIndex), nil)
+			if tc.accept != "" {
+				req.Header.Set("Accept", tc.accept)
+			}
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatalf("no headers before the deadline: %v", err)
+			}
+			defer resp.Body.Close()
+			if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != tc.ctype {
+				t.Fatalf("HTTP %d, %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+			}
+		})
+	}
+	code, body, _ := do(t, c, "GET", f.url+"/v1/events?kinds=bogus", "", "")
+	if code != http.StatusBadRequest || !strings.Contains(body, "kinds") {
+		t.Fatalf("refused stream: HTTP %d %s", code, body)
 	}
 }
 
