@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/shoal-dev/shoal/client"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
@@ -161,7 +162,7 @@ func benchBigService(ctx context.Context, e *env, n int) (*sampleSet, error) {
 		defer lcl.Close()
 		lctx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
-		lr, err = lcl.Control.ListTasks(lctx, &shoalv1.ListTasksRequest{Filters: map[string]string{"service": svc.GetMeta().GetId()}},
+		lr, err = client.ListTasks(lctx, lcl.Control, &shoalv1.ListTasksRequest{Filters: map[string]string{"service": svc.GetMeta().GetId()}},
 			grpc.MaxCallRecvMsgSize(1<<30))
 		if err != nil {
 			return fmt.Errorf("via %s: %w", via.addr, err)

@@ -79,7 +79,7 @@ func benchContainers(ctx context.Context, e *env, n, big int) ([]*sampleSet, err
 	if err := waitFor(ctx, 30*time.Second, func() error {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
-		r, err := cl.Control.ListNodes(cctx, &shoalv1.ListNodesRequest{})
+		r, err := client.ListNodes(cctx, cl.Control, &shoalv1.ListNodesRequest{})
 		if err != nil {
 			return err
 		}
@@ -170,7 +170,7 @@ func removeAndWait(ctx context.Context, cl *client.Client, id string) error {
 	}
 	return waitFor(ctx, 5*time.Minute, func() error {
 		// The service is gone at once; its tasks until they stopped.
-		r, err := cl.Control.ListTasks(ctx, &shoalv1.ListTasksRequest{})
+		r, err := client.ListTasks(ctx, cl.Control, &shoalv1.ListTasksRequest{})
 		if err != nil {
 			return err
 		}

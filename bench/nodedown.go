@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/shoal-dev/shoal/client"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
@@ -42,7 +43,7 @@ func benchNodeDown(ctx context.Context, e *env, n int) (*sampleSet, error) {
 				return res, err
 			}
 			lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			lr, err := cl.Control.ListNodes(lctx, &shoalv1.ListNodesRequest{})
+			lr, err := client.ListNodes(lctx, cl.Control, &shoalv1.ListNodesRequest{})
 			cancel()
 			if ctx.Err() != nil {
 				return res, ctx.Err()

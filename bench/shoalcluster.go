@@ -392,7 +392,7 @@ func (c *shoalCluster) nodesReady(ctx context.Context) error {
 		return err
 	}
 	defer cl.Close()
-	lr, err := cl.Control.ListNodes(ctx, &shoalv1.ListNodesRequest{})
+	lr, err := client.ListNodes(ctx, cl.Control, &shoalv1.ListNodesRequest{})
 	if err != nil {
 		return err
 	}

@@ -2,7 +2,9 @@
 // managers: it finds credentials and manager addresses from a data dir or
 // explicit settings, dials with mTLS, fails over between managers, and
 // retries calls that failed with UNAVAILABLE (a leader election, a manager
-// restarting) until the call's deadline.
+// restarting) until the call's deadline. ListNodes, ListServices and
+// ListTasks read every page of a list (the API answers one page of 100
+// when asked for no page size).
 package client
 
 import (

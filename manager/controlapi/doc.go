@@ -78,7 +78,8 @@
 // shows join tokens to admins only (a viewer or operator token sees none),
 // and UpdateNode refuses a role change to tokens below admin. ListNodes,
 // ListServices and ListTasks page in id order (an opaque token naming the
-// last id; page_size 0: everything, else at most MaxPageSize) and report
+// last id; page_size 0: DefaultPageSize, over MaxPageSize: refused;
+// client.ListTasks etc. read every page for the CLI) and report
 // the total matching the filters.
 //
 // Handlers return errdefs classes (validation: InvalidArgument with field

@@ -12,10 +12,16 @@ import (
 // Lists (nodes, services, tasks) page in a stable order, by object id:
 // a page token names the last id of the page before (opaque to callers),
 // so objects created or removed between pages neither shift nor repeat the
-// others. page_size 0 means the whole list in one reply (what the CLI
-// asks for: its listings show everything); a positive page_size is capped
-// at MaxPageSize.
-const MaxPageSize = 1000
+// others. page_size 0 (or absent) is DefaultPageSize, as Google's API
+// guidelines (AIP-158) have it: a caller that forgets to page gets one
+// bounded page and a next_page_token, not 100,000 tasks in one reply. A
+// caller that wants everything pages through (the CLI does, with
+// client.ListNodes etc.). A page_size over MaxPageSize is refused, naming
+// the field.
+const (
+	DefaultPageSize = 100
+	MaxPageSize     = 1000
+)
 
 // pageTokenPrefix versions the token's encoding.
 const pageTokenPrefix = "v1:"
@@ -26,8 +32,13 @@ const pageTokenPrefix = "v1:"
 func paginate[T interface{ GetMeta() *shoalv1.Meta }](items []T, page *shoalv1.Page) ([]T, string, int64, error) {
 	total := int64(len(items))
 	size := int(page.GetPageSize())
-	if size < 0 {
-		return nil, "", 0, errdefs.InvalidArgumentf("page.page_size: %d is negative (0 for everything, or 1 to %d)", size, MaxPageSize)
+	switch {
+	case size < 0:
+		return nil, "", 0, errdefs.InvalidArgumentf("page.page_size: %d is negative (1 to %d, or 0 for %d)", size, MaxPageSize, DefaultPageSize)
+	case size > MaxPageSize:
+		return nil, "", 0, errdefs.InvalidArgumentf("page.page_size: %d is over the maximum of %d (page on with page.page_token)", size, MaxPageSize)
+	case size == 0:
+		size = DefaultPageSize
 	}
 	after := ""
 	if tok := page.GetPageToken(); tok != "" {
@@ -36,9 +47,6 @@ func paginate[T interface{ GetMeta() *shoalv1.Meta }](items []T, page *shoalv1.P
 			return nil, "", 0, errdefs.InvalidArgumentf("page.page_token: %q is not a token this API returned", tok)
 		}
 		after = strings.TrimPrefix(string(raw), pageTokenPrefix)
-	}
-	if size == 0 && after == "" {
-		return items, "", total, nil
 	}
 	id := func(t T) string { return t.GetMeta().GetId() }
 	sorted := slices.IsSortedFunc(items, func(a, b T) int { return strings.Compare(id(a), id(b)) })
@@ -54,10 +62,6 @@ func paginate[T interface{ GetMeta() *shoalv1.Meta }](items []T, page *shoalv1.P
 		}
 	}
 	rest := items[start:]
-	if size == 0 {
-		return rest, "", total, nil
-	}
-	size = min(size, MaxPageSize)
 	if len(rest) <= size {
 		return rest, "", total, nil
 	}

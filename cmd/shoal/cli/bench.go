@@ -642,7 +642,7 @@ func benchSpec(name string, replicas int) *shoalv1.ServiceSpec {
 func (r *benchRun) drainManagers(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	ln, err := r.cl.Control.ListNodes(cctx, &shoalv1.ListNodesRequest{})
+	ln, err := client.ListNodes(cctx, r.cl.Control, &shoalv1.ListNodesRequest{})
 	if err != nil {
 		return err
 	}
@@ -667,7 +667,7 @@ func (r *benchRun) drainManagers(ctx context.Context) error {
 func (r *benchRun) removeServices(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	ls, err := r.cl.Control.ListServices(cctx, &shoalv1.ListServicesRequest{})
+	ls, err := client.ListServices(cctx, r.cl.Control, &shoalv1.ListServicesRequest{})
 	if err != nil {
 		return err
 	}
@@ -687,7 +687,7 @@ func (r *benchRun) removeServices(ctx context.Context) error {
 	}
 	deadline := time.Now().Add(10 * time.Minute)
 	for {
-		lt, err := r.cl.Control.ListTasks(ctx, &shoalv1.ListTasksRequest{}, grpc.MaxCallRecvMsgSize(1<<30))
+		lt, err := client.ListTasks(ctx, r.cl.Control, &shoalv1.ListTasksRequest{}, grpc.MaxCallRecvMsgSize(1<<30))
 		if err == nil && len(lt.GetTasks()) == 0 {
 			r.logf("removed %d service(s) in %.1f s", n, time.Since(start).Seconds())
 			return nil
@@ -710,7 +710,7 @@ func (r *benchRun) removeServices(ctx context.Context) error {
 func (r *benchRun) countRunning(ctx context.Context) (int, error) {
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	lt, err := r.cl.Control.ListTasks(cctx, &shoalv1.ListTasksRequest{}, grpc.MaxCallRecvMsgSize(1<<30))
+	lt, err := client.ListTasks(cctx, r.cl.Control, &shoalv1.ListTasksRequest{}, grpc.MaxCallRecvMsgSize(1<<30))
 	if err != nil {
 		return 0, fmt.Errorf("listing the tasks: %w", err)
 	}

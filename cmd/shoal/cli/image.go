@@ -287,7 +287,7 @@ func (a *app) checkImagesUnused(ctx context.Context, ag shoalv1.AgentAPIClient, 
 		return fmt.Errorf("asking the managers which services use the image (--force skips this): %w", err)
 	}
 	defer cl.Close()
-	svcs, err := cl.Control.ListServices(cctx, &shoalv1.ListServicesRequest{})
+	svcs, err := client.ListServices(cctx, cl.Control, &shoalv1.ListServicesRequest{})
 	if err != nil {
 		return fmt.Errorf("asking the managers which services use the image (--force skips this): %w", err)
 	}

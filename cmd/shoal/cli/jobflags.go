@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/shoal-dev/shoal/client"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/specrules"
 )
@@ -154,7 +155,7 @@ func (a *app) printJobSummary(cmd *cobra.Command, ref string, lf listFlags) erro
 		if err != nil || !specrules.IsJob(svc.GetSpec().GetMode()) {
 			return nil // no summary (see above)
 		}
-		tr, err := ctl.ListTasks(ctx, &shoalv1.ListTasksRequest{Filters: map[string]string{"service": svc.GetMeta().GetId()}})
+		tr, err := client.ListTasks(ctx, ctl, &shoalv1.ListTasksRequest{Filters: map[string]string{"service": svc.GetMeta().GetId()}})
 		if err != nil {
 			return err
 		}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/shoal-dev/shoal/errdefs"
 
+	"github.com/shoal-dev/shoal/client"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/restartpolicy"
 )
@@ -76,7 +77,7 @@ func (w *waiter) waitJob(ctx context.Context, svc *shoalv1.Service) error {
 	iter := max(svc.GetJobStatus().GetIteration(), 1)
 	tasks := map[string]*shoalv1.Task{}
 	lctx, cancel := w.a.call(ctx)
-	resp, err := w.ctl.ListTasks(lctx, &shoalv1.ListTasksRequest{Filters: map[string]string{"service": id}})
+	resp, err := client.ListTasks(lctx, w.ctl, &shoalv1.ListTasksRequest{Filters: map[string]string{"service": id}})
 	cancel()
 	if err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/shoal-dev/shoal/client"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
@@ -144,7 +145,7 @@ func (a *app) nodeNames(ctx context.Context, ctl shoalv1.ControlClient) map[stri
 	ctx, cancel := a.call(ctx)
 	defer cancel()
 	names := map[string]string{}
-	resp, err := ctl.ListNodes(ctx, &shoalv1.ListNodesRequest{})
+	resp, err := client.ListNodes(ctx, ctl, &shoalv1.ListNodesRequest{})
 	if err != nil {
 		return names
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/shoal-dev/shoal/client"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
@@ -31,7 +32,7 @@ func (a *app) nodeCmd() *cobra.Command {
 		defer cl.Close()
 		ctx, cancel := a.call(cmd.Context())
 		defer cancel()
-		resp, err := cl.Control.ListNodes(ctx, &shoalv1.ListNodesRequest{Filters: filters})
+		resp, err := client.ListNodes(ctx, cl.Control, &shoalv1.ListNodesRequest{Filters: filters})
 		if err != nil {
 			return err
 		}

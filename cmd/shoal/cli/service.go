@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/shoal-dev/shoal/client"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
@@ -201,7 +202,7 @@ func (a *app) serviceLs() *cobra.Command {
 			return err
 		}
 		return a.withClient(cmd, func(ctx context.Context, ctl shoalv1.ControlClient) error {
-			resp, err := ctl.ListServices(ctx, &shoalv1.ListServicesRequest{Filters: filters})
+			resp, err := client.ListServices(ctx, ctl, &shoalv1.ListServicesRequest{Filters: filters})
 			if err != nil {
 				return err
 			}
@@ -299,7 +300,7 @@ func (a *app) listTasks(cmd *cobra.Command, lf listFlags, services ...string) er
 	return a.withClient(cmd, func(ctx context.Context, ctl shoalv1.ControlClient) error {
 		var tasks []*shoalv1.Task
 		if len(services) == 0 {
-			resp, err := ctl.ListTasks(ctx, &shoalv1.ListTasksRequest{Filters: filters})
+			resp, err := client.ListTasks(ctx, ctl, &shoalv1.ListTasksRequest{Filters: filters})
 			if err != nil {
 				return err
 			}
@@ -309,7 +310,7 @@ func (a *app) listTasks(cmd *cobra.Command, lf listFlags, services ...string) er
 		for _, svc := range services {
 			f := maps.Clone(filters)
 			f["service"] = svc
-			resp, err := ctl.ListTasks(ctx, &shoalv1.ListTasksRequest{Filters: f})
+			resp, err := client.ListTasks(ctx, ctl, &shoalv1.ListTasksRequest{Filters: f})
 			if err != nil {
 				return fmt.Errorf("service %q: %w", svc, err)
 			}
@@ -339,7 +340,7 @@ func (a *app) listTasks(cmd *cobra.Command, lf listFlags, services ...string) er
 			return printJSON(a.out, tasks)
 		}
 		names := map[string]string{}
-		if nodes, err := ctl.ListNodes(ctx, &shoalv1.ListNodesRequest{}); err == nil {
+		if nodes, err := client.ListNodes(ctx, ctl, &shoalv1.ListNodesRequest{}); err == nil {
 			for _, n := range nodes.GetNodes() {
 				names[n.GetMeta().GetId()] = nodeName(n)
 			}
