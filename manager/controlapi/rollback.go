@@ -83,6 +83,12 @@ func (s *Server) RollbackService(ctx context.Context, req *shoalv1.RollbackServi
 		}
 		svc := proto.Clone(cur).(*shoalv1.Service)
 		svc.Spec, svc.PreviousSpec = svc.PreviousSpec, svc.Spec
+		// A rollback writes a spec as an update does: an operator token
+		// may not bring back a bind mount or a capability an admin has
+		// since removed.
+		if err := checkHostAccess(ctx, svc.GetSpec(), cur.GetSpec()); err != nil {
+			return errdefs.PermissionDeniedf("rollback of %s to its previous spec: %w", cur.GetSpec().GetName(), err)
+		}
 		// The spec rolled back to was valid when it was written; what
 		// changed since (networks removed, ports taken) is checked again.
 		if err := resolveTaskNetworks(tx, svc.GetSpec()); err != nil {

@@ -322,3 +322,43 @@ func TestHostAccessNeedsAdminToken(t *testing.T) {
 		t.Fatalf("operator keeping the admin's mounts: %v", err)
 	}
 }
+
+// TestRollbackHostAccessNeedsAdminToken: a rollback writes its previous
+// spec as an update would, so an operator token may not bring back a bind
+// mount or capability an admin removed since; an admin may, and an
+// operator may roll back a change that leaves them as they are.
+func TestRollbackHostAccessNeedsAdminToken(t *testing.T) {
+	s, _ := newServer(t)
+	spec := validSpec()
+	spec.Name = "adm"
+	spec.Task.Container.Mounts = []*shoalv1.Mount{{Type: "bind", Source: "/", Target: "/host"}}
+	spec.Task.Container.CapAdd = []string{"CAP_SYS_ADMIN"}
+	created, err := s.CreateService(tokenCtx(trust.TokenAdmin), &shoalv1.CreateServiceRequest{Spec: spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := created.GetService().GetMeta().GetId()
+	// The admin takes the host access away.
+	safe := proto.Clone(spec).(*shoalv1.ServiceSpec)
+	safe.Task.Container.Mounts, safe.Task.Container.CapAdd = nil, nil
+	upd, err := s.UpdateService(tokenCtx(trust.TokenAdmin), &shoalv1.UpdateServiceRequest{ServiceId: id, Version: created.GetService().GetMeta().GetVersion(), Spec: safe})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.RollbackService(tokenCtx(trust.TokenOperator), &shoalv1.RollbackServiceRequest{ServiceId: id})
+	wantCode(t, err, codes.PermissionDenied, "spec.task.container.mounts[0].source")
+	wantCode(t, err, codes.PermissionDenied, "spec.task.container.cap_add[0]")
+	wantCode(t, err, codes.PermissionDenied, "rollback of adm")
+	got, err := s.GetService(context.Background(), &shoalv1.GetServiceRequest{Ref: id})
+	if err != nil || got.GetService().GetMeta().GetVersion() != upd.GetService().GetMeta().GetVersion() || len(got.GetService().GetSpec().GetTask().GetContainer().GetMounts()) != 0 {
+		t.Fatalf("refused rollback changed the service: %v %v", got, err)
+	}
+	// An admin may roll back to it; then an operator may roll back to the
+	// safe spec and (host access unchanged between them) scale.
+	if _, err := s.RollbackService(tokenCtx(trust.TokenAdmin), &shoalv1.RollbackServiceRequest{ServiceId: id}); err != nil {
+		t.Fatalf("admin rollback: %v", err)
+	}
+	if _, err := s.RollbackService(tokenCtx(trust.TokenOperator), &shoalv1.RollbackServiceRequest{ServiceId: id}); err != nil {
+		t.Fatalf("operator rollback to the spec without host access: %v", err)
+	}
+}
