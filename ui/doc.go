@@ -19,10 +19,13 @@
 // on screen in place, batched once per animation frame, and re-lists only
 // the visible page (debounced) when rows appear or counts change. The
 // stream reconnects by itself with back-off, resuming from the index after
-// the last event seen, or, when the server no longer holds that index
-// (OUT_OF_RANGE), watching from now and re-listing the visible page once
-// the new stream is open, so no change falls between the list and the
-// watch.
+// the last event seen, or, when it saw none or the server no longer holds
+// that index (OUT_OF_RANGE), watching from now and re-listing the visible
+// page once the new stream is open, so no change falls between the list
+// and the watch. The login, the role probe and the table lists are retried
+// with the same back-off while the API cannot be reached (network errors,
+// 502, 503, 504: a manager restarting, a browser whose network changed),
+// so an open page comes back by itself.
 //
 // The browser tests are e2e/dashboard_test.go (headless Chromium through
 // chromedriver, against a simulated 100,000-task API and a real cluster).

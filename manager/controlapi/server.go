@@ -154,7 +154,10 @@ func (s *Server) Watch(req *shoalv1.WatchRequest, stream shoalv1.Control_WatchSe
 	// right) must not read the join tokens, which make nodes, nor anyone
 	// the API tokens' hashes.
 	belowAdmin := callerBelowAdmin(stream.Context())
+	// And a viewer token reads no environment values (viewService).
+	viewer := callerIsViewer(stream.Context())
 	for ev := range sub.C() {
+		ev = viewEvent(viewer, ev)
 		if c := ev.GetObject().GetCluster(); c != nil {
 			ev = proto.Clone(ev).(*shoalv1.WatchEvent)
 			pc := publicCluster(c)

@@ -91,7 +91,7 @@ func (s *Server) GetService(ctx context.Context, req *shoalv1.GetServiceRequest)
 	if err != nil {
 		return nil, err
 	}
-	return &shoalv1.GetServiceResponse{Service: svc}, nil
+	return &shoalv1.GetServiceResponse{Service: viewService(callerIsViewer(ctx), svc)}, nil
 }
 
 // ListServices returns services with their running/desired task counts.
@@ -113,8 +113,10 @@ func (s *Server) ListServices(ctx context.Context, req *shoalv1.ListServicesRequ
 	if resp.Services, resp.NextPageToken, resp.Total, err = paginate(resp.Services, req.GetPage()); err != nil {
 		return nil, err
 	}
-	for _, svc := range resp.Services {
+	viewer := callerIsViewer(ctx)
+	for i, svc := range resp.Services {
 		resp.Replicas[svc.GetMeta().GetId()] = replicaCount(r, svc)
+		resp.Services[i] = viewService(viewer, svc)
 	}
 	return resp, nil
 }

@@ -63,6 +63,11 @@ func (s *Server) ListTasks(ctx context.Context, req *shoalv1.ListTasksRequest) (
 	if resp.Tasks, resp.NextPageToken, resp.Total, err = paginate(resp.Tasks, req.GetPage()); err != nil {
 		return nil, err
 	}
+	if callerIsViewer(ctx) {
+		for i, t := range resp.Tasks {
+			resp.Tasks[i] = viewTask(true, t)
+		}
+	}
 	return resp, nil
 }
 
@@ -76,5 +81,5 @@ func (s *Server) GetTask(ctx context.Context, req *shoalv1.GetTaskRequest) (*sho
 	if err != nil {
 		return nil, err
 	}
-	return &shoalv1.GetTaskResponse{Task: t}, nil
+	return &shoalv1.GetTaskResponse{Task: viewTask(callerIsViewer(ctx), t)}, nil
 }

@@ -3,6 +3,8 @@ package controlapi
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -361,4 +363,96 @@ func TestRollbackHostAccessNeedsAdminToken(t *testing.T) {
 	if _, err := s.RollbackService(tokenCtx(trust.TokenOperator), &shoalv1.RollbackServiceRequest{ServiceId: id}); err != nil {
 		t.Fatalf("operator rollback to the spec without host access: %v", err)
 	}
+}
+
+// TestViewerReadsNoEnvValues: a viewer token reads a service's and a
+// task's environment variable names but not their values — through
+// GetService, ListServices, GetTask, ListTasks and Watch, in the spec and
+// the previous spec — and the store's objects keep them; an operator token
+// reads them.
+func TestViewerReadsNoEnvValues(t *testing.T) {
+	s, st := newServer(t)
+	spec := validSpec()
+	spec.Name = "db"
+	spec.Task.Container.Env = []string{"DB_PASSWORD=hunter2", "MODE="}
+	created, err := s.CreateService(tokenCtx(trust.TokenOperator), &shoalv1.CreateServiceRequest{Spec: spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svcID := created.GetService().GetMeta().GetId()
+	spec2 := proto.Clone(spec).(*shoalv1.ServiceSpec)
+	spec2.Task.Container.Env = []string{"DB_PASSWORD=hunter3"}
+	if _, err := s.UpdateService(tokenCtx(trust.TokenOperator), &shoalv1.UpdateServiceRequest{ServiceId: svcID, Version: created.GetService().GetMeta().GetVersion(), Spec: spec2}); err != nil {
+		t.Fatal(err)
+	}
+	vctx, cancel := context.WithCancel(tokenCtx(trust.TokenViewer))
+	defer cancel()
+	ws := &watchStream{ctx: vctx, ev: make(chan *shoalv1.WatchEvent, 16), hdr: make(chan struct{}, 1)}
+	done := make(chan error, 1)
+	from := st.View().Index() + 1
+	go func() {
+		done <- s.Watch(&shoalv1.WatchRequest{FromIndex: from, Kinds: []string{string(raftstore.KindTask)}}, ws)
+	}()
+	defer func() { cancel(); <-done }()
+	if _, err := st.Update(context.Background(), func(tx raftstore.WriteTx) error {
+		return tx.Create(&shoalv1.Task{Meta: &shoalv1.Meta{Id: "t1"}, ServiceId: svcID, ServiceName: "db", Slot: 1,
+			Spec: proto.Clone(spec2.GetTask()).(*shoalv1.TaskSpec)})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var envs [][]string
+	check := func(what string, env []string, want ...string) {
+		t.Helper()
+		if !slices.Equal(env, want) {
+			t.Errorf("%s: env %q, want %q", what, env, want)
+		}
+		envs = append(envs, env)
+	}
+	red := "DB_PASSWORD=" + RedactedValue
+	viewer := tokenCtx(trust.TokenViewer)
+	gs, err := s.GetService(viewer, &shoalv1.GetServiceRequest{Ref: "db"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("GetService spec", gs.GetService().GetSpec().GetTask().GetContainer().GetEnv(), red)
+	check("GetService previous spec", gs.GetService().GetPreviousSpec().GetTask().GetContainer().GetEnv(), red, "MODE=")
+	ls, err := s.ListServices(viewer, &shoalv1.ListServicesRequest{})
+	if err != nil || len(ls.GetServices()) != 1 {
+		t.Fatalf("%v %v", ls, err)
+	}
+	check("ListServices", ls.GetServices()[0].GetSpec().GetTask().GetContainer().GetEnv(), red)
+	gt, err := s.GetTask(viewer, &shoalv1.GetTaskRequest{Ref: "t1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("GetTask", gt.GetTask().GetSpec().GetContainer().GetEnv(), red)
+	lt, err := s.ListTasks(viewer, &shoalv1.ListTasksRequest{})
+	if err != nil || len(lt.GetTasks()) != 1 {
+		t.Fatalf("%v %v", lt, err)
+	}
+	check("ListTasks", lt.GetTasks()[0].GetSpec().GetContainer().GetEnv(), red)
+	select {
+	case ev := <-ws.ev:
+		check("Watch", ev.GetObject().GetTask().GetSpec().GetContainer().GetEnv(), red)
+	case err := <-done:
+		t.Fatalf("watch ended: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("no task event")
+	}
+	for _, e := range envs {
+		if strings.Contains(strings.Join(e, " "), "hunter") {
+			t.Errorf("a viewer read a value: %q", e)
+		}
+	}
+	// The operator reads the values, and the store still holds them.
+	op, err := s.GetService(tokenCtx(trust.TokenOperator), &shoalv1.GetServiceRequest{Ref: "db"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("operator GetService", op.GetService().GetSpec().GetTask().GetContainer().GetEnv(), "DB_PASSWORD=hunter3")
+	opt, err := s.GetTask(tokenCtx(trust.TokenOperator), &shoalv1.GetTaskRequest{Ref: "t1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("operator GetTask", opt.GetTask().GetSpec().GetContainer().GetEnv(), "DB_PASSWORD=hunter3")
 }
