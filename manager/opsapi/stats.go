@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/errdefs"
@@ -122,6 +123,14 @@ func (s *Server) TaskStats(req *shoalv1.StatsRequest, stream grpc.ServerStreamin
 	sel, err := selectStats(s.cfg.Store.View(), req)
 	if err != nil {
 		return err
+	}
+	if req.GetStream() {
+		// Headers at once, now the call is accepted (a refusal above
+		// keeps its status through the gateway): the first reply waits
+		// for the agents, up to a second.
+		if err := stream.SendHeader(metadata.MD{}); err != nil {
+			return err
+		}
 	}
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -31,6 +32,7 @@ type statsEnv struct {
 	store *raftstore.Store
 	root  *trust.CA
 	cl    shoalv1.OpsClient
+	srv   *Server
 }
 
 func newStatsEnv(t *testing.T, reach time.Duration) *statsEnv {
@@ -65,6 +67,7 @@ func newStatsEnv(t *testing.T, reach time.Duration) *statsEnv {
 	}
 	g := grpc.NewServer(grpc.ChainStreamInterceptor(errdefs.StreamServerInterceptor()))
 	shoalv1.RegisterOpsServer(g, srv)
+	e.srv = srv
 	go g.Serve(ln)
 	t.Cleanup(g.Stop)
 	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -263,5 +266,43 @@ func TestTaskStatsBadRequests(t *testing.T) {
 		if status.Code(err) != tc.code || !strings.Contains(err.Error(), tc.msg) {
 			t.Errorf("%v: %v, want %s with %q", tc.req, err, tc.code, tc.msg)
 		}
+	}
+}
+
+// orderStream is a stats stream that records the order of its headers and
+// messages, and ends its call after the first message.
+type orderStream struct {
+	grpc.ServerStream
+	ctx    context.Context
+	cancel context.CancelFunc
+	order  []string
+}
+
+func (o *orderStream) Context() context.Context { return o.ctx }
+func (o *orderStream) SendHeader(metadata.MD) error {
+	o.order = append(o.order, "headers")
+	return nil
+}
+func (o *orderStream) Send(*shoalv1.StatsResponse) error {
+	o.order = append(o.order, "message")
+	o.cancel()
+	return nil
+}
+
+// TestTaskStatsStreamHeadersFirst: a streaming stats call sends its
+// headers before it asks the agents (its first merged reply waits for
+// them, up to a second), so its caller — an HTTP client through the
+// gateway — sees the stream open at once; a one-off call does not need to.
+func TestTaskStatsStreamHeadersFirst(t *testing.T) {
+	e := newStatsEnv(t, 10*time.Second)
+	e.fixture()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	o := &orderStream{ctx: ctx, cancel: cancel}
+	if err := e.srv.TaskStats(&shoalv1.StatsRequest{Service: "web", Stream: true}, o); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(o.order, ",") != "headers,message" {
+		t.Fatalf("sent %v, want headers then a message", o.order)
 	}
 }
