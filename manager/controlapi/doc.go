@@ -76,7 +76,12 @@
 // names are unique, at most MaxAPITokens are kept (revoked and expired
 // ones make room). ListTokens and GetCluster never show hashes; GetCluster
 // shows join tokens to admins only (a viewer or operator token sees none),
-// and UpdateNode refuses a role change to tokens below admin. ListNodes,
+// and UpdateNode refuses a role change to tokens below admin. A viewer
+// token reads environment variable names, not values (redact.go:
+// services, tasks and their Watch events), and RollbackService checks the
+// restored spec against the caller's role as UpdateService does
+// (checkHostAccess). Watch sends its headers as soon as it is accepted, so
+// a quiet stream is open for its caller at once. ListNodes,
 // ListServices and ListTasks page in id order (an opaque token naming the
 // last id; page_size 0: DefaultPageSize, over MaxPageSize: refused;
 // client.ListTasks etc. read every page for the CLI) and report

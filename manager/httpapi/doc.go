@@ -35,7 +35,11 @@
 // 404, 409, 503). Streams (/v1/events, /v1/logs, /v1/stats) are NDJSON,
 // one {"result": ...} or {"error": ...} per line, or server-sent events
 // with Accept: text/event-stream; a client hanging up cancels the gRPC
-// stream. CORS is off unless origins are configured. Whatever CORS says,
+// stream. A stream's 200 and headers are written and flushed as soon as
+// the gRPC server sends its headers (streamHeaders; Watch, ServiceLogs and
+// a streaming TaskStats send them once the call is accepted), not with the
+// first message, so a quiet watch is open for its client at once; a call
+// refused before that keeps its HTTP error status. CORS is off unless origins are configured. Whatever CORS says,
 // a write sent from another origin without an Authorization header is
 // refused (CrossOriginWrites): a browser holding a client certificate
 // would present it with a hostile page's form POST. /metrics takes an
