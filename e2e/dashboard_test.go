@@ -713,3 +713,48 @@ func TestDashboardFailover(t *testing.T) {
 	b.WaitText("#table tbody", "after-restart (replicas 1", settleTimeout)
 	b.WaitText("#live", "live", settleTimeout)
 }
+
+// TestStreamsOpenAtOnce: on a real cluster, a watch with nothing to
+// report (network events, from now) answers 200 with its Content-Type
+// (NDJSON or SSE) before any event, as the dashboard's "live" badge needs
+// — without the headers flushed, the request would wait for the first
+// event until its deadline — and one refused keeps its 400.
+func TestStreamsOpenAtOnce(t *testing.T) {
+	c := newCluster(t, 1, 0)
+	h1 := c.hosts[0]
+	var tok string
+	{
+		ctx, cancel := attempt()
+		out, err := h1.Local().Run(ctx, "token", "create", "dash", "--role", "viewer")
+		cancel()
+		if err != nil {
+			t.Fatalf("token create: %v", err)
+		}
+		tok = strings.TrimSpace(out)
+	}
+	api := newHTTPClient(t, h1, h1, c.adminDir, tok, false)
+	for _, tc := range []struct{ path, accept, ctype string }{
+		{"/v1/events?kinds=network", "", "application/x-ndjson"},
+		{"/v1/events?kinds=network", "text/event-stream", "text/event-stream"},
+	} {
+		ctx, cancel := attempt()
+		var hdr []string
+		if tc.accept != "" {
+			hdr = []string{"Accept", tc.accept}
+		}
+		res, err := api.request(ctx, "GET", tc.path, "", hdr...)
+		if err != nil {
+			cancel()
+			t.Fatalf("%s (%s): no headers before the deadline: %v", tc.path, tc.ctype, err)
+		}
+		if res.StatusCode != http.StatusOK || res.Header.Get("Content-Type") != tc.ctype {
+			t.Errorf("%s: HTTP %d %q, want 200 %q", tc.path, res.StatusCode, res.Header.Get("Content-Type"), tc.ctype)
+		}
+		res.Body.Close()
+		cancel()
+	}
+	// A stream refused at once keeps its status.
+	if code, body := api.call("GET", "/v1/events?kinds=bogus", ""); code != http.StatusBadRequest || !strings.Contains(body, "kinds") {
+		t.Errorf("bad kind: HTTP %d %s", code, body)
+	}
+}
