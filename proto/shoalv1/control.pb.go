@@ -730,8 +730,9 @@ func (x *RevokeTokenResponse) GetInfo() *ApiToken {
 	return nil
 }
 
-// Page asks for one page of a list: at most page_size items (0: all, up to
-// the server's limit) after page_token (from the previous page).
+// Page asks for one page of a list: at most page_size items (0: the default
+// page of 100; more than 1,000 is refused) after page_token (from the
+// previous page's next_page_token; empty: the first page).
 type Page struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	PageSize      int32                  `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
