@@ -36,6 +36,10 @@ const (
 	migrateBatch = 512
 )
 
+// walSegmentSize is the size of one segment file (0: raft-wal's default,
+// 64 MiB); tests make it small to exercise rotation.
+var walSegmentSize = 0
+
 // openLogStore opens (creating it if needed) the write-ahead log under
 // dataDir, first moving into it any log entries an older shoal left in
 // bolt's raft.db. noSync skips every fdatasync (benchmarks of the
@@ -77,6 +81,7 @@ func openWAL(dir string, noSync bool, hlog hclog.Logger) (*walLog, error) {
 		wal.WithLogger(hlog.Named("wal")),
 		wal.WithMetaStore(meta),
 		wal.WithSegmentFiler(segment.NewFiler(dir, &walVFS{FS: walfs.New(), noSync: noSync})),
+		wal.WithSegmentSize(walSegmentSize),
 	)
 	if err != nil {
 		meta.Close()

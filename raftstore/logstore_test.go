@@ -235,6 +235,9 @@ func TestLogStoreTornTail(t *testing.T) {
 			}
 		}, 12},
 	}
+	old := walSegmentSize
+	walSegmentSize = 64 << 10 // one segment, quick to scan for its end
+	t.Cleanup(func() { walSegmentSize = old })
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -395,4 +398,54 @@ func storeRange(t *testing.T, w *walLog, from, to uint64) {
 			t.Fatalf("appending %d: %v", i, err)
 		}
 	}
+}
+
+// TestLogStoreRotation: with small segments the log spans many files
+// (each made through walVFS and synced with its directory); it reopens
+// whole, and compacting the head removes whole segments.
+func TestLogStoreRotation(t *testing.T) {
+	old := walSegmentSize
+	walSegmentSize = 4096
+	t.Cleanup(func() { walSegmentSize = old })
+	dir := t.TempDir()
+	w, err := openWAL(dir, false, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 300
+	for i := uint64(1); i <= n; i += 3 {
+		var logs []*raft.Log
+		for j := i; j < i+3 && j <= n; j++ {
+			logs = append(logs, &raft.Log{Index: j, Term: 1, Type: raft.LogCommand, Data: logData(j)})
+		}
+		if err := w.StoreLogs(logs); err != nil {
+			t.Fatalf("appending from %d: %v", i, err)
+		}
+	}
+	checkLog(t, w, 1, n)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	segs, _ := filepath.Glob(filepath.Join(dir, "*.wal"))
+	if len(segs) < 5 {
+		t.Fatalf("%d segment files for %d entries in 4 KiB segments", len(segs), n)
+	}
+
+	w, err = openWAL(dir, false, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { w.Close() }()
+	checkLog(t, w, 1, n)
+	if err := w.DeleteRange(1, 250); err != nil {
+		t.Fatal(err)
+	}
+	checkLog(t, w, 251, n)
+	eventually(t, "compacted segments deleted", func() error {
+		left, _ := filepath.Glob(filepath.Join(dir, "*.wal"))
+		if len(left) >= len(segs) {
+			return fmt.Errorf("%d segment files left of %d", len(left), len(segs))
+		}
+		return nil
+	})
 }
