@@ -97,3 +97,39 @@ func TestRatios(t *testing.T) {
 		t.Errorf("ratios = %+v", rows)
 	}
 }
+
+func TestStatCPU(t *testing.T) {
+	for _, tc := range []struct {
+		stat string
+		want time.Duration
+	}{
+		// utime 150 and stime 25 ticks: 1.75 s.
+		{"4242 (shoal) S 1 4242 4242 0 -1 4194560 9817 0 0 0 150 25 0 0 20 0 12 0 123 0 0", 1750 * time.Millisecond},
+		// A command name with spaces and parentheses.
+		{"7 (a b) c)) R 1 7 7 0 -1 0 0 0 0 0 3 4 0 0 20 0 1 0 1 0 0", 70 * time.Millisecond},
+		{"garbage", 0},
+		{"1 (x) S 1", 0},
+	} {
+		if got := statCPU(tc.stat); got != tc.want {
+			t.Errorf("statCPU(%q) = %v, want %v", tc.stat, got, tc.want)
+		}
+	}
+	if procsCPU(nil) != 0 {
+		t.Error("procsCPU(nil) != 0")
+	}
+}
+
+func TestCPUPerOp(t *testing.T) {
+	r := &report{Cells: []cellResult{
+		{System: "shoal", Members: 3, Concurrency: 1, OpsPerSec: 200, Ops: 2000, ServerCPU: 2 * time.Second},
+		{System: "etcd", Members: 3, Concurrency: 1, OpsPerSec: 400, Ops: 4000, ServerCPU: time.Second},
+		{System: "etcd", Members: 3, Concurrency: 16, OpsPerSec: 0, Ops: 0, ServerCPU: time.Second},
+	}}
+	rows := r.ratios()
+	if len(rows) != 1 || rows[0].ShoalCPUus != 1000 || rows[0].EtcdCPUus != 250 {
+		t.Errorf("ratios = %+v", rows)
+	}
+	if (cellResult{ServerCPU: time.Second}).cpuPerOp() != 0 {
+		t.Error("no op: CPU per op should be 0")
+	}
+}

@@ -29,6 +29,11 @@
 // A worker records every completed call's latency in its own preallocated
 // slice (no lock on the hot path); percentiles are computed after the cell.
 // Throughput counts the calls that completed inside the measured window.
+// The cluster's CPU time (user + system of every member, from
+// /proc/PID/stat) is read when the window opens and when it closes; the
+// difference over the calls counted is the CPU/op column, the figure that
+// decides throughput once the cores are saturated (and the one least
+// moved by other load on the machine).
 // The result is a markdown table per system and one that sets 3-manager
 // shoal and 3-member etcd side by side at each concurrency, and, with
 // -json FILE, the same as JSON.

@@ -27,14 +27,27 @@ type cellResult struct {
 	P50         time.Duration `json:"p50_ns"`
 	P99         time.Duration `json:"p99_ns"`
 	Max         time.Duration `json:"max_ns"`
-	FirstError  string        `json:"first_error,omitempty"`
+	// ServerCPU is the CPU time (user + system) the cluster's processes
+	// used during the measured window; 0 when not measured.
+	ServerCPU  time.Duration `json:"server_cpu_ns"`
+	FirstError string        `json:"first_error,omitempty"`
+}
+
+// cpuPerOp is the cluster's CPU time per counted operation.
+func (c cellResult) cpuPerOp() time.Duration {
+	if c.Ops == 0 {
+		return 0
+	}
+	return c.ServerCPU / time.Duration(c.Ops)
 }
 
 // runClosedLoop runs conc workers, each calling op back to back, for
 // warmup+measure. Only calls that complete inside the measured window are
 // counted; each worker writes their latencies into its own preallocated
-// slice, and percentiles are computed after all workers stopped.
-func runClosedLoop(ctx context.Context, conc int, warmup, measure time.Duration, perCall time.Duration, op opFunc) (cellResult, error) {
+// slice, and percentiles are computed after all workers stopped. cpu, if
+// not nil, reads the cluster's CPU time; it is read when the measured
+// window opens and when it closes.
+func runClosedLoop(ctx context.Context, conc int, warmup, measure time.Duration, perCall time.Duration, op opFunc, cpu func() time.Duration) (cellResult, error) {
 	type workerOut struct {
 		lat      []time.Duration
 		errs     int
@@ -52,6 +65,14 @@ func runClosedLoop(ctx context.Context, conc int, warmup, measure time.Duration,
 	winStart := start.Add(warmup)
 	winEnd := winStart.Add(measure)
 	var wg sync.WaitGroup
+	var serverCPU time.Duration
+	if cpu != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			serverCPU = cpuDuring(ctx, winStart, winEnd, cpu)
+		}()
+	}
 	for w := 0; w < conc; w++ {
 		wg.Add(1)
 		go func() {
@@ -91,7 +112,7 @@ func runClosedLoop(ctx context.Context, conc int, warmup, measure time.Duration,
 	}
 
 	total := 0
-	res := cellResult{Concurrency: conc, Duration: measure}
+	res := cellResult{Concurrency: conc, Duration: measure, ServerCPU: serverCPU}
 	var firstErr error
 	for i := range outs {
 		total += len(outs[i].lat)
@@ -122,6 +143,30 @@ func runClosedLoop(ctx context.Context, conc int, warmup, measure time.Duration,
 		return res, errors.New("no call completed in the measured window")
 	}
 	return res, nil
+}
+
+// cpuDuring returns how much cpu() grew between from and to (0 if ctx
+// ends first). These are the window's edges, so waiting for them on a
+// timer is the measurement itself, not synchronisation.
+func cpuDuring(ctx context.Context, from, to time.Time, cpu func() time.Duration) time.Duration {
+	wait := func(at time.Time) bool {
+		t := time.NewTimer(time.Until(at))
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	if !wait(from) {
+		return 0
+	}
+	start := cpu()
+	if !wait(to) {
+		return 0
+	}
+	return cpu() - start
 }
 
 // percentile returns the nearest-rank p-th percentile of sorted samples.

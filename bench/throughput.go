@@ -134,13 +134,19 @@ func benchShoal(ctx context.Context, e *env, managers int) ([]cellResult, error)
 			return cells, err
 		}
 		e.logf("%s: UpdateService, concurrency %d, %v warm-up + %v", label, conc, e.o.warmup, e.o.duration)
-		res, err := runClosedLoop(ctx, conc, e.o.warmup, e.o.duration, e.o.callTimeout, op)
+		res, err := runClosedLoop(ctx, conc, e.o.warmup, e.o.duration, e.o.callTimeout, op, func() time.Duration {
+			var ps []*proc
+			for _, n := range c.managers() {
+				ps = append(ps, n.proc)
+			}
+			return procsCPU(ps...)
+		})
 		res.System, res.Members = "shoal", managers
 		if err != nil {
 			return cells, fmt.Errorf("concurrency %d: %w", conc, err)
 		}
 		cells = append(cells, res)
-		e.logf("%s: concurrency %d: %.0f ops/s, p50 %s, p99 %s, %d errors", label, conc, res.OpsPerSec, ms(res.P50), ms(res.P99), res.Errors)
+		e.logf("%s: concurrency %d: %.0f ops/s, p50 %s, p99 %s, %d errors, cluster CPU %s/op", label, conc, res.OpsPerSec, ms(res.P50), ms(res.P99), res.Errors, us(res.cpuPerOp()))
 		if res.FirstError != "" {
 			e.logf("%s: first error: %s", label, res.FirstError)
 		}
@@ -204,18 +210,29 @@ func benchEtcd(ctx context.Context, e *env) ([]cellResult, error) {
 			return cells, err
 		}
 		e.logf("etcd: Put, concurrency %d, %v warm-up + %v", conc, e.o.warmup, e.o.duration)
-		res, err := runClosedLoop(ctx, conc, e.o.warmup, e.o.duration, e.o.callTimeout, op)
+		res, err := runClosedLoop(ctx, conc, e.o.warmup, e.o.duration, e.o.callTimeout, op, func() time.Duration {
+			var ps []*proc
+			for _, m := range ec.members {
+				ps = append(ps, m.proc)
+			}
+			return procsCPU(ps...)
+		})
 		res.System, res.Members = "etcd", len(ec.members)
 		if err != nil {
 			return cells, fmt.Errorf("concurrency %d: %w", conc, err)
 		}
 		cells = append(cells, res)
-		e.logf("etcd: concurrency %d: %.0f ops/s, p50 %s, p99 %s, %d errors", conc, res.OpsPerSec, ms(res.P50), ms(res.P99), res.Errors)
+		e.logf("etcd: concurrency %d: %.0f ops/s, p50 %s, p99 %s, %d errors, cluster CPU %s/op", conc, res.OpsPerSec, ms(res.P50), ms(res.P99), res.Errors, us(res.cpuPerOp()))
 		if res.FirstError != "" {
 			e.logf("etcd: first error: %s", res.FirstError)
 		}
 	}
 	return cells, nil
+}
+
+// us formats a duration in microseconds.
+func us(d time.Duration) string {
+	return strconv.FormatInt(d.Microseconds(), 10) + "µs"
 }
 
 // ms formats a duration in milliseconds with two decimals.

@@ -103,7 +103,8 @@ type Config struct {
 	NodeID string
 	// Addr is this server's raft address as other members dial it.
 	Addr string
-	// DataDir holds raft.db (bbolt log + stable store) and snapshots/.
+	// DataDir holds wal/ (the raft log), raft.db (bbolt stable store)
+	// and snapshots/.
 	DataDir string
 	// InMemory uses raft's in-memory log and snapshot stores (tests only).
 	InMemory  bool

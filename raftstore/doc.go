@@ -81,8 +81,24 @@
 //
 // # Persistence
 //
-// On disk, DataDir holds raft.db (raft's log and stable store in bbolt) and
-// snapshots/. A snapshot is the full object set written as length-prefixed
-// records; raft takes one every SnapshotThreshold entries and keeps
-// TrailingLogs entries behind it for slow followers.
+// On disk, DataDir holds wal/ (raft's log), raft.db (raft's stable store,
+// term and vote, in bbolt) and snapshots/. A snapshot is the full object set
+// written as length-prefixed records; raft takes one every
+// SnapshotThreshold entries and keeps TrailingLogs entries behind it for
+// slow followers.
+//
+// The log is hashicorp/raft-wal (as Consul uses): preallocated segment
+// files, each append one write and one fdatasync, a CRC over every append,
+// so a torn tail left by a crash is cut back to the last complete append
+// when the log is opened (an append that returned is never lost). Before it,
+// the log lived in raft.db through raft-boltdb, whose appends cost two
+// fdatasyncs (bbolt's pages, then its meta page); Open moves such a log into
+// wal/ (a copy built beside it, synced, renamed into place, then deleted
+// from raft.db, so a crash at any step leaves one complete log). Going back
+// to a shoal from before the move is not supported.
+//
+// Raft writes up to 256 entries per append and per AppendEntries
+// (MaxAppendEntries), and concurrent Updates are queued while the previous
+// append syncs (BatchApplyCh), so many writers share one fdatasync.
+// docs/performance.md has where a write's time goes.
 package raftstore

@@ -21,11 +21,32 @@ type Server struct {
 	log   *slog.Logger
 	// netMu serialises the writes that check networks against each other
 	// or against their users (network create/rm/prune, service
-	// create/update resolving networks): each builds its transaction on a
+	// create/update resolving networks or publishing ports, see
+	// lockServiceWrite): each builds its transaction on a
 	// view, and the FSM sees no conflict between two creates of new ids,
 	// so two racing creates would take the same VNI and subnet. Writes
 	// happen on the leader only, so a process-wide lock suffices.
 	netMu sync.Mutex
+}
+
+// lockServiceWrite takes netMu for a service create or update whose spec
+// must be checked against writes the FSM would not see as conflicting: one
+// that joins networks (a racing network rm) or publishes ports (a racing
+// service publishing the same port). It returns the unlock. Every other
+// service write goes ahead unserialised, so that raft batches concurrent
+// writes into one append: with netMu around every update, 256 concurrent
+// UpdateService calls committed one raft round trip at a time (113/s on 3
+// managers, docs/performance.md).
+func (s *Server) lockServiceWrite(spec *shoalv1.ServiceSpec) func() {
+	need := len(spec.GetTask().GetNetworks()) > 0
+	for _, p := range spec.GetEndpoint().GetPorts() {
+		need = need || p.GetPublishedPort() != 0
+	}
+	if !need {
+		return func() {}
+	}
+	s.netMu.Lock()
+	return s.netMu.Unlock
 }
 
 // New returns a control API server.

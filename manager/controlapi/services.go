@@ -55,8 +55,7 @@ func (s *Server) CreateService(ctx context.Context, req *shoalv1.CreateServiceRe
 		Spec:        withDefaults(req.GetSpec()),
 		SpecVersion: 1,
 	}
-	s.netMu.Lock() // networks resolved against a racing network rm
-	defer s.netMu.Unlock()
+	defer s.lockServiceWrite(svc.GetSpec())()
 	idx, err := s.store.Update(ctx, func(tx raftstore.WriteTx) error {
 		if err := checkMaxReplicas(tx, svc.GetSpec()); err != nil {
 			return err
@@ -178,8 +177,7 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 		return nil, err
 	}
 	var out *shoalv1.Service
-	s.netMu.Lock() // networks resolved against a racing network rm
-	defer s.netMu.Unlock()
+	defer s.lockServiceWrite(req.GetSpec())()
 	idx, err := s.store.Update(ctx, func(tx raftstore.WriteTx) error {
 		cur, ok := raftstore.Get[*shoalv1.Service](tx, req.GetServiceId())
 		if !ok {
