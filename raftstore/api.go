@@ -112,9 +112,9 @@ type Config struct {
 	// Bootstrap makes a one-voter configuration if there is no raft state yet.
 	Bootstrap bool
 
-	HeartbeatTimeout   time.Duration // default 500ms
-	ElectionTimeout    time.Duration // default 500ms
-	LeaderLeaseTimeout time.Duration // default 250ms
+	HeartbeatTimeout   time.Duration // default 400ms
+	ElectionTimeout    time.Duration // default 400ms
+	LeaderLeaseTimeout time.Duration // default 400ms (≤ HeartbeatTimeout)
 	CommitTimeout      time.Duration // default 10ms
 	SnapshotThreshold  uint64        // default 8192
 	TrailingLogs       uint64        // default 10240
