@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -40,7 +41,9 @@ import (
 // with a real raft store (in-memory log) and the real control API and
 // authorizer, both with the admin certificate, in one run:
 //
-//	go test -tags seccomp -run '^$' -bench HTTPvsGRPC -benchtime 2s ./manager/httpapi/
+//	go test -tags seccomp -run '^$' -bench HTTPvsGRPC -benchtime 500x ./manager/httpapi/
+//
+// (-args -httpapi.disk: the raft log on disk, fsync'd, as a manager's.)
 //
 // ListServices lists 1,000 services; GetService reads one; UpdateService changes one service's
 // label (one raft write each). Each call reports, for gRPC and each HTTP
@@ -95,8 +98,10 @@ func BenchmarkHTTPCall(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			for k, name := range wayNames {
 				b.Run(name, func(b *testing.B) {
+					cpu0 := processCPU(b)
 					d, _ := runClosed(b, c.ways[k], c.concurrency, 0, b.N)
 					b.ReportMetric(float64(b.N)/d.Seconds(), "ops/s")
+					b.ReportMetric(float64((processCPU(b)-cpu0).Microseconds())/float64(b.N), "cpu-us/op")
 				})
 			}
 		})
@@ -173,14 +178,22 @@ type benchEnv struct {
 	calls []benchCall
 }
 
+// benchDisk puts the benchmark's raft log on disk (bbolt, fsync'd), as a
+// manager's: an UpdateService then waits for the same commit on every way.
+var benchDisk = flag.Bool("httpapi.disk", false, "benchmarks: the raft log on disk (fsync) instead of in memory")
+
 // newBenchEnv starts one manager's worth of servers (raft store with
 // 1,000 services, control API, authorizer, gRPC on TLS, the HTTPS
 // gateway) and the clients of each way, all stopped when b ends.
 func newBenchEnv(b *testing.B) *benchEnv {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	_, trans := raft.NewInmemTransport("solo:4242")
-	st, err := raftstore.Open(raftstore.Config{NodeID: "solo", InMemory: true, Transport: trans, Bootstrap: true,
-		HeartbeatTimeout: 50 * time.Millisecond, ElectionTimeout: 50 * time.Millisecond, LeaderLeaseTimeout: 50 * time.Millisecond, Logger: logger})
+	cfg := raftstore.Config{NodeID: "solo", InMemory: true, Transport: trans, Bootstrap: true,
+		HeartbeatTimeout: 50 * time.Millisecond, ElectionTimeout: 50 * time.Millisecond, LeaderLeaseTimeout: 50 * time.Millisecond, Logger: logger}
+	if *benchDisk {
+		cfg.InMemory, cfg.DataDir = false, b.TempDir()
+	}
+	st, err := raftstore.Open(cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -421,4 +434,101 @@ func BenchmarkEncodeList(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkDecode decodes an UpdateService body and a reply of one
+// service (as the control API returns it) with protojson, with
+// unmarshalJSON, and, for scale, the same messages from protobuf:
+//
+//	go test -tags seccomp -run '^$' -bench 'Decode$' -benchmem ./manager/httpapi/
+func BenchmarkDecode(b *testing.B) {
+	svc := &shoalv1.Service{
+		Meta: &shoalv1.Meta{Id: strings.Repeat("q", 25), Version: 1005, CreatedAt: timestamppb.Now(), UpdatedAt: timestamppb.Now()},
+		Spec: &shoalv1.ServiceSpec{Name: "s0000", Labels: map[string]string{"n": "0"},
+			Task: &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: "demo@sha256:" + strings.Repeat("a", 64), StopGraceMs: 10000},
+				Restart: &shoalv1.RestartPolicy{DelayMs: 5000}},
+			Update:   &shoalv1.UpdateConfig{Parallelism: 1, FailureAction: "pause", Order: "stop-first", MonitorMs: 5000},
+			Rollback: &shoalv1.UpdateConfig{Parallelism: 1, FailureAction: "pause", Order: "stop-first", MonitorMs: 5000}},
+		SpecVersion: 1,
+	}
+	svc.PreviousSpec = proto.Clone(svc.Spec).(*shoalv1.ServiceSpec)
+	for _, m := range []proto.Message{
+		&shoalv1.UpdateServiceRequest{ServiceId: svc.Meta.Id, Version: 5, Spec: svc.Spec},
+		&shoalv1.UpdateServiceResponse{Service: svc},
+	} {
+		js, _ := protojson.Marshal(m)
+		pb, _ := proto.Marshal(m)
+		name := string(m.ProtoReflect().Descriptor().Name())
+		for _, d := range []struct {
+			name string
+			in   []byte
+			dec  func([]byte, proto.Message) error
+		}{{"protojson", js, protojson.Unmarshal}, {"unmarshalJSON", js, unmarshalJSON}, {"protobuf", pb, proto.Unmarshal}} {
+			b.Run(name+"/"+d.name, func(b *testing.B) {
+				out := m.ProtoReflect().New().Interface()
+				for b.Loop() {
+					if err := d.dec(d.in, out); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// benchControl answers GetService, UpdateService and ListServices with
+// fixed replies, for BenchmarkGateway.
+type benchControl struct {
+	shoalv1.UnimplementedControlServer
+	svc *shoalv1.Service
+}
+
+func (c *benchControl) GetService(context.Context, *shoalv1.GetServiceRequest) (*shoalv1.GetServiceResponse, error) {
+	return &shoalv1.GetServiceResponse{Service: c.svc}, nil
+}
+
+func (c *benchControl) UpdateService(_ context.Context, req *shoalv1.UpdateServiceRequest) (*shoalv1.UpdateServiceResponse, error) {
+	return &shoalv1.UpdateServiceResponse{Service: c.svc}, nil
+}
+
+func (c *benchControl) ListServices(context.Context, *shoalv1.ListServicesRequest) (*shoalv1.ListServicesResponse, error) {
+	return &shoalv1.ListServicesResponse{Services: []*shoalv1.Service{c.svc}, Total: 1}, nil
+}
+
+// BenchmarkGateway is the gateway's own cost per call, without network,
+// TLS, authorizer or store: the handler Gateway returns, over Direct
+// (no interceptors) and a control API with fixed replies, called with a
+// recorder in the benchmark's goroutine:
+//
+//	go test -tags seccomp -run '^$' -bench Gateway -benchmem ./manager/httpapi/
+func BenchmarkGateway(b *testing.B) {
+	svc := &shoalv1.Service{Meta: &shoalv1.Meta{Id: strings.Repeat("q", 25), Version: 7, CreatedAt: timestamppb.Now()},
+		Spec: &shoalv1.ServiceSpec{Name: "web", Task: &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: "demo"}}}}
+	direct := &Direct{}
+	shoalv1.RegisterControlServer(direct, &benchControl{svc: svc})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	gw, err := Gateway(ctx, direct)
+	if err != nil {
+		b.Fatal(err)
+	}
+	body, _ := protojson.Marshal(&shoalv1.UpdateServiceRequest{Version: 7, Spec: svc.Spec})
+	for _, c := range []struct{ name, method, path, body string }{
+		{"GetService", "GET", "/v1/services/" + svc.Meta.Id, ""},
+		{"UpdateService", "PATCH", "/v1/services/" + svc.Meta.Id, string(body)},
+		{"ListServices", "GET", "/v1/services?filters[name]=web", ""},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				r := httptest.NewRequest(c.method, c.path, strings.NewReader(c.body))
+				r.Header.Set("Authorization", "Bearer x")
+				w := httptest.NewRecorder()
+				gw.ServeHTTP(w, r)
+				if w.Code != 200 {
+					b.Fatalf("%s: HTTP %d %s", c.name, w.Code, w.Body)
+				}
+			}
+		})
+	}
 }
