@@ -3,6 +3,7 @@ package httpapi
 import (
 	"io"
 	"math/rand/v2"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -81,11 +82,22 @@ func TestUnmarshalJSONMatchesProtojson(t *testing.T) {
 				if fastUnmarshal(in, mt.New().Interface()) {
 					fast++
 				}
+				// The protoreflect path (a dynamicpb message has no struct).
+				dm := dynamicpb.NewMessage(mt.Descriptor())
+				if err := unmarshalJSON(in, dm); err != nil || !proto.Equal(dm, want) {
+					t.Fatalf("%s (dynamicpb): %s\n got %v (%v)\nwant %v", mt.Descriptor().FullName(), in, dm, err, want)
+				}
 			}
 		}
 	}
 	if fast < total/3 {
 		t.Fatalf("the fast path took only %d of %d bodies", fast, total)
+	}
+	// Most types take the struct decoder (the service replies must).
+	for _, m := range []proto.Message{&shoalv1.ListServicesResponse{}, &shoalv1.UpdateServiceRequest{}, &shoalv1.UpdateServiceResponse{}} {
+		if !structDecoderOf(reflect.TypeOf(m), m.ProtoReflect().Descriptor()).plain {
+			t.Fatalf("%T does not take the struct decoder", m)
+		}
 	}
 	t.Logf("fast path: %d of %d", fast, total)
 }
