@@ -21,7 +21,6 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -157,15 +156,21 @@ func runClosed(b *testing.B, fn func(int) error, concurrency, from, n int) (time
 }
 
 // The ways each call is made: gRPC; HTTP/JSON through the gateway over
-// HTTP/2 (the figure); the same over HTTP/1.1 keep-alive connections;
-// the same over HTTP/2 with a client encoding and decoding with
-// protojson (httppj) instead of this package's codec; and the gateway
-// as it was before Direct and appendJSON (every call over the
-// in-process gRPC connection, replies by protojson), HTTP/2, with a
-// protojson client.
+// HTTP/2, one connection as gRPC's; the same over HTTP/1.1 keep-alive
+// connections (one per concurrent caller); the same over HTTP/2 with a
+// client encoding and decoding with protojson (httppj) instead of this
+// package's codec; and, over HTTP/2 with a protojson client, the gateway
+// as it was before unmarshalJSON (prev: request bodies by encoding/json
+// and protojson).
 const numWays = 5
 
-var wayNames = [numWays]string{"grpc", "http", "http1", "httppj", "before"}
+var wayNames = [numWays]string{"grpc", "http", "http1", "httppj", "prev"}
+
+// prevMarshaler is the gateway's marshaler with runtime.JSONPb's body
+// decoder, as before unmarshalJSON (the benchmark's prev).
+type prevMarshaler struct{ *ndjson }
+
+func (m prevMarshaler) NewDecoder(r io.Reader) runtime.Decoder { return m.JSONPb.NewDecoder(r) }
 
 // benchCall is one call of the benchmark, made each way.
 type benchCall struct {
@@ -261,26 +266,27 @@ func newBenchEnv(b *testing.B) *benchEnv {
 	b.Cleanup(func() { conn.Close() })
 	gc := shoalv1.NewControlClient(conn)
 
-	// web is the manager's HTTPS server; before is the gateway as it was
-	// before Direct and appendJSON: every call over the in-process gRPC
-	// connection, replies encoded by protojson.
+	// web is the manager's HTTPS server; prev is its gateway as it was
+	// before unmarshalJSON: a body scanned by encoding/json into a
+	// json.RawMessage, then decoded by protojson (runtime.JSONPb).
 	hs, err := New(mctx, Config{Certs: mgr, GRPC: inproc, Direct: direct, Logger: logger})
 	if err != nil {
 		b.Fatal(err)
 	}
-	iconn, err := grpc.NewClient("passthrough:///in-process", grpc.WithContextDialer(inproc.DialContext),
-		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxReplyBytes)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { iconn.Close() })
-	old := runtime.NewServeMux(runtime.WithMarshalerOption(runtime.MIMEWildcard, newJSONPb()),
+	prevMux := runtime.NewServeMux(runtime.WithMarshalerOption(runtime.MIMEWildcard, prevMarshaler{&ndjson{newJSONPb()}}),
 		runtime.WithIncomingHeaderMatcher(incomingHeader), runtime.WithMetadata(clientCertMetadata))
-	if err := shoalv1.RegisterControlHandler(mctx, old, iconn); err != nil {
+	if err := shoalv1.RegisterControlHandlerClient(mctx, prevMux, shoalv1.NewControlClient(direct)); err != nil {
 		b.Fatal(err)
 	}
+	prev := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+		if r.TLS != nil {
+			r = r.WithContext(withTLSState(r.Context(), r.TLS))
+		}
+		prevMux.ServeHTTP(w, r)
+	})
 	var webs [2]*httptest.Server
-	for k, h := range []http.Handler{hs.Handler(), old} {
+	for k, h := range []http.Handler{hs.Handler(), prev} {
 		webs[k] = httptest.NewUnstartedServer(h)
 		webs[k].TLS = TLSConfig(mgr)
 		webs[k].EnableHTTP2 = true

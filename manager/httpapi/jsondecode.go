@@ -256,25 +256,34 @@ func (d *jsonDecoder) message(m protoreflect.Message, depth int) bool {
 	return d.object(m, depth)
 }
 
-// timestamp reads a Timestamp as protojson does: RFC 3339, at most nine
-// fractional digits, between the years 1 and 9999.
+// timestamp reads a Timestamp into m (protoreflect).
 func (d *jsonDecoder) timestamp(m protoreflect.Message) bool {
-	b, ok := d.str()
+	secs, nanos, ok := d.timestampValue()
 	if !ok {
 		return false
+	}
+	fields := m.Descriptor().Fields()
+	m.Set(fields.ByNumber(1), protoreflect.ValueOfInt64(secs))
+	m.Set(fields.ByNumber(2), protoreflect.ValueOfInt32(nanos))
+	return true
+}
+
+// timestampValue reads a Timestamp as protojson does: RFC 3339, at most
+// nine fractional digits, between the years 1 and 9999.
+func (d *jsonDecoder) timestampValue() (int64, int32, bool) {
+	b, ok := d.str()
+	if !ok {
+		return 0, 0, false
 	}
 	s := string(b)
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil || t.Unix() < minTimestampSeconds || t.Unix() > maxTimestampSeconds {
-		return false
+		return 0, 0, false
 	}
 	if i, j := strings.LastIndexByte(s, '.'), strings.LastIndexAny(s, "Z-+"); i >= 0 && j >= i && j-i > len(".999999999") {
-		return false
+		return 0, 0, false
 	}
-	fields := m.Descriptor().Fields()
-	m.Set(fields.ByNumber(1), protoreflect.ValueOfInt64(t.Unix()))
-	m.Set(fields.ByNumber(2), protoreflect.ValueOfInt32(int32(t.Nanosecond())))
-	return true
+	return t.Unix(), int32(t.Nanosecond()), true
 }
 
 // object reads an object into m.
@@ -508,18 +517,19 @@ func (d *jsonDecoder) scalar(fd protoreflect.FieldDescriptor) (protoreflect.Valu
 	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind,
 		protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind,
 		protoreflect.Uint32Kind, protoreflect.Fixed32Kind, protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
-		var s []byte
-		var ok bool
-		if d.peek() == '"' {
-			s, ok = d.str()
-		} else {
-			s, ok = d.number()
-		}
-		if ok {
+		if s, ok := d.intToken(); ok {
 			return intValue(k, s)
 		}
 	}
 	return protoreflect.Value{}, false
+}
+
+// intToken reads an integer's token: a number, or a string.
+func (d *jsonDecoder) intToken() ([]byte, bool) {
+	if d.peek() == '"' {
+		return d.str()
+	}
+	return d.number()
 }
 
 // intValue parses an integer written plainly (no sign on unsigned

@@ -209,9 +209,9 @@ func valueDecoder(fd protoreflect.FieldDescriptor, t reflect.Type, building map[
 	case protoreflect.MessageKind:
 		if t == timestampPtrType {
 			return func(d *jsonDecoder, p unsafe.Pointer, _ int) bool {
-				ts := new(timestamppb.Timestamp)
-				*(**timestamppb.Timestamp)(p) = ts
-				return d.timestamp(ts.ProtoReflect())
+				secs, nanos, ok := d.timestampValue()
+				*(**timestamppb.Timestamp)(p) = &timestamppb.Timestamp{Seconds: secs, Nanos: nanos}
+				return ok
 			}, true
 		}
 		if t.Kind() != reflect.Pointer || !t.Implements(protoMessageIface) {
@@ -241,36 +241,82 @@ func valueDecoder(fd protoreflect.FieldDescriptor, t reflect.Type, building map[
 	case protoreflect.BytesKind, protoreflect.GroupKind:
 		return nil, false
 	}
-	// The other scalars, read as jsonDecoder.scalar reads them.
-	size := map[reflect.Kind]uintptr{reflect.Bool: 1, reflect.Int32: 4, reflect.Uint32: 4, reflect.Float32: 4,
-		reflect.Int64: 8, reflect.Uint64: 8, reflect.Float64: 8}[t.Kind()]
-	if size == 0 {
+	// The other scalars, read as jsonDecoder.scalar reads them, written
+	// without boxing.
+	k := fd.Kind()
+	want := map[protoreflect.Kind]reflect.Kind{
+		protoreflect.BoolKind: reflect.Bool, protoreflect.EnumKind: reflect.Int32,
+		protoreflect.Int32Kind: reflect.Int32, protoreflect.Sint32Kind: reflect.Int32, protoreflect.Sfixed32Kind: reflect.Int32,
+		protoreflect.Int64Kind: reflect.Int64, protoreflect.Sint64Kind: reflect.Int64, protoreflect.Sfixed64Kind: reflect.Int64,
+		protoreflect.Uint32Kind: reflect.Uint32, protoreflect.Fixed32Kind: reflect.Uint32,
+		protoreflect.Uint64Kind: reflect.Uint64, protoreflect.Fixed64Kind: reflect.Uint64,
+		protoreflect.FloatKind: reflect.Float32, protoreflect.DoubleKind: reflect.Float64,
+	}[k]
+	if want == reflect.Invalid || t.Kind() != want {
 		return nil, false
+	}
+	switch want {
+	case reflect.Int32:
+		if k == protoreflect.EnumKind {
+			break
+		}
+		return func(d *jsonDecoder, p unsafe.Pointer, _ int) bool {
+			s, ok := d.intToken()
+			if !ok {
+				return false
+			}
+			v, ok := intValue(k, s)
+			if !ok {
+				return false
+			}
+			*(*int32)(p) = int32(v.Int())
+			return true
+		}, true
+	case reflect.Int64:
+		return func(d *jsonDecoder, p unsafe.Pointer, _ int) bool {
+			s, ok := d.intToken()
+			if !ok {
+				return false
+			}
+			v, ok := intValue(k, s)
+			if !ok {
+				return false
+			}
+			*(*int64)(p) = v.Int()
+			return true
+		}, true
+	case reflect.Uint32, reflect.Uint64:
+		return func(d *jsonDecoder, p unsafe.Pointer, _ int) bool {
+			s, ok := d.intToken()
+			if !ok {
+				return false
+			}
+			v, ok := intValue(k, s)
+			if !ok {
+				return false
+			}
+			if want == reflect.Uint32 {
+				*(*uint32)(p) = uint32(v.Uint())
+			} else {
+				*(*uint64)(p) = v.Uint()
+			}
+			return true
+		}, true
 	}
 	return func(d *jsonDecoder, p unsafe.Pointer, _ int) bool {
 		v, ok := d.scalar(fd)
 		if !ok {
 			return false
 		}
-		switch x := v.Interface().(type) {
-		case bool:
-			*(*bool)(p) = x
-		case int32:
-			*(*int32)(p) = x
-		case int64:
-			*(*int64)(p) = x
-		case uint32:
-			*(*uint32)(p) = x
-		case uint64:
-			*(*uint64)(p) = x
-		case float32:
-			*(*float32)(p) = x
-		case float64:
-			*(*float64)(p) = x
-		case protoreflect.EnumNumber:
-			*(*int32)(p) = int32(x)
-		default:
-			return false
+		switch want {
+		case reflect.Bool:
+			*(*bool)(p) = v.Bool()
+		case reflect.Int32: // an enum
+			*(*int32)(p) = int32(v.Enum())
+		case reflect.Float32:
+			*(*float32)(p) = float32(v.Float())
+		case reflect.Float64:
+			*(*float64)(p) = v.Float()
 		}
 		return true
 	}, true
