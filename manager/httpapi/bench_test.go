@@ -442,9 +442,10 @@ func BenchmarkEncodeList(b *testing.B) {
 	})
 }
 
-// BenchmarkDecode decodes an UpdateService body and a reply of one
-// service (as the control API returns it) with protojson, with
-// unmarshalJSON, and, for scale, the same messages from protobuf:
+// BenchmarkDecode decodes an UpdateService body, a reply of one service
+// (as the control API returns it) and a list of 1,000 such with
+// protojson, with unmarshalJSON, and, for scale, the same messages from
+// protobuf:
 //
 //	go test -tags seccomp -run '^$' -bench 'Decode$' -benchmem ./manager/httpapi/
 func BenchmarkDecode(b *testing.B) {
@@ -458,9 +459,14 @@ func BenchmarkDecode(b *testing.B) {
 		SpecVersion: 1,
 	}
 	svc.PreviousSpec = proto.Clone(svc.Spec).(*shoalv1.ServiceSpec)
+	list := &shoalv1.ListServicesResponse{Total: 1000}
+	for range 1000 {
+		list.Services = append(list.Services, svc)
+	}
 	for _, m := range []proto.Message{
 		&shoalv1.UpdateServiceRequest{ServiceId: svc.Meta.Id, Version: 5, Spec: svc.Spec},
 		&shoalv1.UpdateServiceResponse{Service: svc},
+		list,
 	} {
 		js, _ := protojson.Marshal(m)
 		pb, _ := proto.Marshal(m)
