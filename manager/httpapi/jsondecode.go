@@ -21,20 +21,20 @@ import (
 // protojson.Unmarshal does with the gateway's options (unknown fields
 // refused). A request body is decoded in one pass over the bytes,
 // straight into the message — into the Go struct's fields for plain
-// generated types (structdecode.go), else through protoreflect — without protojson's
-// token objects and without the gateway's first pass (encoding/json
-// scanning the body into a json.RawMessage): on the benchmark's
-// UpdateService body that pass and protojson took about a tenth of the
-// whole HTTP call's CPU.
+// generated types (structdecode.go), else through protoreflect —
+// without protojson's token objects and without the gateway's first
+// pass (encoding/json scanning the body into a json.RawMessage): on the
+// benchmark's UpdateService body that pass and protojson took about a
+// tenth of the whole HTTP call's CPU.
 //
 // The fast path takes the common input only: objects, strings (escapes
 // included), integers written plainly (quoted or not), floats, bools,
 // enums by name, lists, maps, Timestamps and nested messages of proto3
-// types. Anything else — bytes, other well-known types, an
-// enum by number, an unknown field, a duplicate, invalid JSON or UTF-8, a
-// number out of range — makes it give up, and protojson decodes the body
-// afresh: its result, and its error naming the field, are the answer. So
-// what is accepted, and its value, is protojson's
+// types. Anything else — bytes, other well-known types, an enum by
+// number, an unknown field, a duplicate, invalid JSON or UTF-8, a number
+// out of range — makes it give up, and protojson decodes the body
+// afresh: its result, and its error naming the field, are the answer.
+// So what is accepted, and its value, is protojson's
 // (TestUnmarshalJSONMatchesProtojson, FuzzUnmarshalJSON).
 func unmarshalJSON(b []byte, m proto.Message) error {
 	if fastUnmarshal(b, m) {
