@@ -29,7 +29,13 @@
 // other than Timestamp and for what it must refuse; the same JSON value
 // as protojson (tested on every API message), several times faster on
 // big lists (stream lines are protojson's). A body (at most 16 MiB) is
-// read by protojson; one with an unknown field is refused with 400
+// read whole into a pooled buffer and decoded in one pass straight into
+// the request message (unmarshalJSON: plain generated types' struct
+// fields written in place by a decoder built once per type, others
+// through protoreflect; what its fast path does not take — bytes, other
+// well-known types, enums by number, anything malformed — protojson
+// decodes afresh, so values and errors are protojson's: tested on every
+// API message and fuzzed); one with an unknown field is refused with 400
 // naming it. Errors keep their class
 // (runtime.HTTPStatusFromCode over errdefs' gRPC codes: 400, 401, 403,
 // 404, 409, 503). Streams (/v1/events, /v1/logs, /v1/stats) are NDJSON,

@@ -1,6 +1,8 @@
 package httpapi
 
 import (
+	"io"
+
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/protobuf/proto"
 )
@@ -18,6 +20,9 @@ func (m *ndjson) Marshal(v any) ([]byte, error) {
 	return m.JSONPb.Marshal(v)
 }
 
+// NewDecoder decodes request bodies with unmarshalJSON (bodyDecoder).
+func (m *ndjson) NewDecoder(r io.Reader) runtime.Decoder { return bodyDecoder{r, m.JSONPb} }
+
 // StreamContentType implements runtime.StreamContentType.
 func (*ndjson) StreamContentType(any) string { return "application/x-ndjson" }
 
@@ -34,6 +39,9 @@ func (m *sse) Marshal(v any) ([]byte, error) {
 	}
 	return append([]byte("data: "), b...), nil
 }
+
+// NewDecoder decodes request bodies with unmarshalJSON (bodyDecoder).
+func (m *sse) NewDecoder(r io.Reader) runtime.Decoder { return bodyDecoder{r, m.JSONPb} }
 
 // Delimiter ends an event.
 func (*sse) Delimiter() []byte { return []byte("\n\n") }
