@@ -37,17 +37,16 @@ const (
 )
 
 // MaybeInit must be the first thing main does. If this process is
-// libcontainer's container init (re-exec with _LIBCONTAINER_INITPIPE set
-// and argv[1] "init") it hands over to libcontainer and never returns; if
-// it is a shim (argv[1] == ShimVerb) it runs the shim and exits. Otherwise
-// it returns at once. The environment variable, not argv alone, tells the
-// re-exec apart, so that "shoal init" remains a normal verb.
+// libcontainer's init of an exec'd process (the agent runs `task exec`
+// processes itself, so libcontainer re-executes the agent's binary: a
+// re-exec with _LIBCONTAINER_INITPIPE set and argv[1] "init") it hands
+// over to libcontainer and never returns. Otherwise it returns at once.
+// The environment variable, not argv alone, tells the re-exec apart, so
+// that "shoal init" remains a normal verb. Shims and container inits are
+// the separate shoal-shim binary (ShimMain).
 func MaybeInit() {
 	if len(os.Args) > 1 && os.Args[1] == "init" && os.Getenv("_LIBCONTAINER_INITPIPE") != "" {
 		libcontainer.Init() // does not return
-	}
-	if len(os.Args) == 3 && os.Args[1] == ShimVerb {
-		os.Exit(runShim(os.Args[2]))
 	}
 }
 
@@ -59,6 +58,7 @@ type Libcontainer struct {
 	cgroupParent string // see WithCgroupParent
 	noSpare      bool   // see WithSpareShim
 	initBinary   string // see WithInitBinary; empty: looked up when needed
+	shimBinary   string // see WithShimBinary; empty: looked up when needed
 
 	mu         sync.Mutex    // guards the fields below
 	spare      *shimProc     // a started shim waiting for a task, or nil

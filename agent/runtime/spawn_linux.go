@@ -54,6 +54,10 @@ type shimProc struct {
 
 // spawnShim starts a shim process for r.root.
 func (r *Libcontainer) spawnShim() (*shimProc, error) {
+	bin, err := r.findShimBinary()
+	if err != nil {
+		return nil, err
+	}
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("socketpair: %w", err)
@@ -67,7 +71,7 @@ func (r *Libcontainer) spawnShim() (*shimProc, error) {
 	}
 	ours, theirs := os.NewFile(uintptr(fds[0]), "shim-conn"), os.NewFile(uintptr(fds[1]), "shim-conn")
 	defer theirs.Close()
-	cmd := exec.Command("/proc/self/exe", ShimVerb, r.root)
+	cmd := exec.Command(bin, ShimVerb, r.root)
 	cmd.Dir = "/"
 	// Stdout and stderr are /dev/null until the shim knows its task and
 	// points them at the task's shim.log.

@@ -1,0 +1,79 @@
+package runtime
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+
+	"github.com/opencontainers/runc/libcontainer"
+)
+
+// ShimBinaryName is the shim program (cmd/shoal-shim) beside the shoal
+// binary or in PATH. It is also the container's init: libcontainer
+// re-executes the binary that calls it, and this one is much smaller (and
+// quicker to start) than shoal.
+const ShimBinaryName = "shoal-shim"
+
+// WithShimBinary sets the host path of the shim program. Without it the
+// runtime looks for ShimBinaryName beside its own executable, then in
+// PATH, when it first spawns a shim.
+func WithShimBinary(path string) Option {
+	return func(r *Libcontainer) error {
+		if !filepath.IsAbs(path) {
+			return fmt.Errorf("%w: shim binary %q must be an absolute path", ErrInvalidArgument, path)
+		}
+		r.shimBinary = path
+		return nil
+	}
+}
+
+// findShimBinary returns the shim's host path: the WithShimBinary path,
+// else ShimBinaryName beside our executable, else in PATH.
+func (r *Libcontainer) findShimBinary() (string, error) {
+	if r.shimBinary != "" {
+		if isExecutable(r.shimBinary) {
+			return r.shimBinary, nil
+		}
+		return "", fmt.Errorf("the shim binary %s is missing or not executable", r.shimBinary)
+	}
+	if exe, err := os.Executable(); err == nil {
+		if exe, err := filepath.EvalSymlinks(exe); err == nil {
+			if p := filepath.Join(filepath.Dir(exe), ShimBinaryName); isExecutable(p) {
+				return p, nil
+			}
+		}
+	}
+	if p, err := exec.LookPath(ShimBinaryName); err == nil {
+		if p, err := filepath.Abs(p); err == nil && isExecutable(p) {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s is neither beside the shoal binary nor in PATH "+
+		"(make build builds it: go build -tags seccomp -o bin/%[1]s ./cmd/%[1]s)", ShimBinaryName)
+}
+
+func isExecutable(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
+}
+
+// errNotShim: ShimMain was run by hand.
+var errNotShim = errors.New(ShimBinaryName + " is started by the shoal runtime, not by hand")
+
+// ShimMain is the whole of cmd/shoal-shim: libcontainer's container init
+// (argv[1] "init" with _LIBCONTAINER_INITPIPE set; never returns) or a
+// task's shim (argv[1] ShimVerb). It returns the exit code. The C
+// supervisor the shim turns into (supervise_linux.c) takes over before Go
+// starts and never gets here.
+func ShimMain(args []string) int {
+	if len(args) > 1 && args[1] == "init" && os.Getenv("_LIBCONTAINER_INITPIPE") != "" {
+		libcontainer.Init() // does not return
+	}
+	if len(args) == 3 && args[1] == ShimVerb {
+		return runShim(args[2])
+	}
+	fmt.Fprintln(os.Stderr, errNotShim)
+	return 2
+}
