@@ -60,6 +60,9 @@ type Libcontainer struct {
 	initBinary   string // see WithInitBinary; empty: looked up when needed
 	shimBinary   string // see WithShimBinary; empty: looked up when needed
 
+	exeMu   sync.Mutex // guards shimExe
+	shimExe *os.File   // sealed copy of the shim binary (sealedShim)
+
 	mu         sync.Mutex    // guards the fields below
 	spare      *shimProc     // a started shim waiting for a task, or nil
 	refillDone chan struct{} // non-nil while a spare is being spawned

@@ -23,6 +23,8 @@ func runShim(root string) int {
 	conn := os.NewFile(shimConnFd, "agent")
 	// Not for the container's init (libcontainer would close it anyway).
 	unix.CloseOnExec(shimConnFd)
+	// We run from it; /proc/self/exe keeps it alive.
+	unix.Close(shimExeFd)
 	if _, err := conn.Write([]byte(`{"up":true}`)); err != nil {
 		return 1 // the agent is gone already
 	}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/exeseal"
 )
 
 // ShimBinaryName is the shim program (cmd/shoal-shim) beside the shoal
@@ -77,3 +78,42 @@ func ShimMain(args []string) int {
 	fmt.Fprintln(os.Stderr, errNotShim)
 	return 2
 }
+
+// sealedShim returns a sealed in-memory copy of the shim binary (a memfd
+// that can never be written again), made once per runtime; shims are
+// executed from it. libcontainer protects the host's binary from the
+// container (CVE-2019-5736) by running the container's init from a sealed
+// copy of /proc/self/exe; it makes one per container (a read-only
+// overlayfs mount, or a copy of the whole binary) unless /proc/self/exe
+// already is a sealed memfd, which it then uses as is. So one copy here
+// (a few MB, shared by every shim's mapping) saves a mount per container.
+func (r *Libcontainer) sealedShim() (*os.File, error) {
+	r.exeMu.Lock()
+	defer r.exeMu.Unlock()
+	if r.shimExe != nil {
+		return r.shimExe, nil
+	}
+	bin, err := r.findShimBinary()
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(bin)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	m, err := exeseal.CloneBinary(f, fi.Size(), bin, r.root)
+	if err != nil {
+		return nil, fmt.Errorf("sealed copy of %s: %w", bin, err)
+	}
+	r.shimExe = m
+	return m, nil
+}
+
+// shimExeFd is where a shim finds the sealed copy it was executed from
+// (cmd.ExtraFiles[1]); it closes it at once.
+const shimExeFd = 4

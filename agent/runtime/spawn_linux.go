@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -54,7 +55,7 @@ type shimProc struct {
 
 // spawnShim starts a shim process for r.root.
 func (r *Libcontainer) spawnShim() (*shimProc, error) {
-	bin, err := r.findShimBinary()
+	exe, err := r.sealedShim()
 	if err != nil {
 		return nil, err
 	}
@@ -71,11 +72,12 @@ func (r *Libcontainer) spawnShim() (*shimProc, error) {
 	}
 	ours, theirs := os.NewFile(uintptr(fds[0]), "shim-conn"), os.NewFile(uintptr(fds[1]), "shim-conn")
 	defer theirs.Close()
-	cmd := exec.Command(bin, ShimVerb, r.root)
+	cmd := exec.Command("/proc/self/fd/"+strconv.Itoa(shimExeFd), ShimVerb, r.root)
+	cmd.Args[0] = ShimBinaryName
 	cmd.Dir = "/"
 	// Stdout and stderr are /dev/null until the shim knows its task and
 	// points them at the task's shim.log.
-	cmd.ExtraFiles = []*os.File{theirs} // fd 3 = shimConnFd
+	cmd.ExtraFiles = []*os.File{theirs, exe} // fds 3 and 4: shimConnFd, shimExeFd
 	// Own session: no signal from the agent's terminal or process group
 	// reaches the shim, and it outlives the agent.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -227,7 +229,7 @@ func (r *Libcontainer) Prepare(ctx context.Context) error {
 	}
 }
 
-// Close dismisses the spare shim. Tasks and their shims are not touched:
+// Close dismisses the spare shim and drops the sealed shim binary. Tasks and their shims are not touched:
 // they outlive the runtime (and the agent) by design.
 func (r *Libcontainer) Close() error {
 	r.mu.Lock()
@@ -239,6 +241,12 @@ func (r *Libcontainer) Close() error {
 		s.dismiss()
 	}
 	r.waitRefill() // a refill in flight sees closed and dismisses its shim
+	r.exeMu.Lock()
+	if r.shimExe != nil {
+		r.shimExe.Close() // running shims keep their own reference
+		r.shimExe = nil
+	}
+	r.exeMu.Unlock()
 	return nil
 }
 
