@@ -38,6 +38,7 @@ var (
 func TestMain(m *testing.M) {
 	MaybeInit() // libcontainer re-executes this test binary for Exec
 	maybeHelper()
+	maybeSuperviseHelper()
 	os.Exit(runTests(m))
 }
 

@@ -153,7 +153,7 @@ func runShim(root string) int {
 		Stdout: int(outR.Fd()), Stderr: int(errR.Fd()), Pid: pid, Ready: shimConnFd,
 		MemCgroup: sh.MemCgroup, Cgroups: cgroups,
 	}
-	err = execSupervisor(args)
+	err = execSupervisor("/proc/self/exe", args)
 	// Still here: the exec failed, and the container must not run
 	// unsupervised.
 	_ = p.Signal(syscall.SIGKILL)
@@ -197,9 +197,9 @@ func (a superviseArgs) argv() []string {
 }
 
 // execSupervisor replaces this process with the supervisor linked into
-// our own binary; it returns only on failure. The fds it is given must
-// survive the exec.
-func execSupervisor(a superviseArgs) error {
+// exe (the shim's own binary); it returns only on failure. The fds it is
+// given must survive the exec.
+func execSupervisor(exe string, a superviseArgs) error {
 	for _, fd := range []int{a.Stdout, a.Stderr, a.Ready} {
 		if fd < 0 {
 			continue
@@ -208,7 +208,7 @@ func execSupervisor(a superviseArgs) error {
 			return fmt.Errorf("fd %d: %w", fd, err)
 		}
 	}
-	return syscall.Exec("/proc/self/exe", a.argv(), nil)
+	return syscall.Exec(exe, a.argv(), nil)
 }
 
 // redirectOutput points fds 1 and 2 at path (appending).
