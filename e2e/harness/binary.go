@@ -91,6 +91,14 @@ func buildShoal() (string, error) {
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go %s (in %s): %w\n%s", strings.Join(args, " "), root, err, b)
 	}
+	// Each task's shim (and container init), where the runtime looks for
+	// it: beside the shoal binary.
+	args[2], args[len(args)-1] = filepath.Join(dir, "shoal-shim"), "./cmd/shoal-shim"
+	cmd = exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go %s (in %s): %w\n%s", strings.Join(args, " "), root, err, b)
+	}
 	// The static init of tasks with --init, where the runtime looks for
 	// it: beside the shoal binary.
 	cmd = exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, "shoal-init"), "./cmd/shoal-init")
