@@ -25,6 +25,8 @@ func runShim(root string) int {
 	unix.CloseOnExec(shimConnFd)
 	// We run from it; /proc/self/exe keeps it alive.
 	unix.Close(shimExeFd)
+	// Executed as /proc/self/fd/4, we would be "4" in ps.
+	_ = os.WriteFile("/proc/self/comm", []byte(ShimBinaryName), 0)
 	if _, err := conn.Write([]byte(`{"up":true}`)); err != nil {
 		return 1 // the agent is gone already
 	}

@@ -41,6 +41,9 @@ func WithSpareShim(on bool) Option {
 	}
 }
 
+// shimEnv is added to a shim's environment (see spawnShim).
+var shimEnv = []string{"GOMAXPROCS=1", "GOGC=off"}
+
 // shimConnFd is the shim's end of the socketpair.
 const shimConnFd = 3
 
@@ -75,6 +78,11 @@ func (r *Libcontainer) spawnShim() (*shimProc, error) {
 	cmd := exec.Command("/proc/self/fd/"+strconv.Itoa(shimExeFd), ShimVerb, r.root)
 	cmd.Args[0] = ShimBinaryName
 	cmd.Dir = "/"
+	// One P and no GC: the shim does one thing at a time and lives
+	// until it execs the supervisor, and libcontainer passes GOMAXPROCS
+	// on to the container's init, which then starts fewer threads (each
+	// one more to signal when the init changes its uid and gids).
+	cmd.Env = append(os.Environ(), shimEnv...)
 	// Stdout and stderr are /dev/null until the shim knows its task and
 	// points them at the task's shim.log.
 	cmd.ExtraFiles = []*os.File{theirs, exe} // fds 3 and 4: shimConnFd, shimExeFd

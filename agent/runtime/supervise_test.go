@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -352,5 +353,64 @@ func TestShimBinaryHasNoAPI(t *testing.T) {
 			p == "github.com/shoal-dev/shoal/specrules" {
 			t.Errorf("cmd/shoal-shim depends on %s", p)
 		}
+	}
+}
+
+// TestSpareShimIsSealedCopy: a shim runs from the runtime's sealed memfd
+// copy of shoal-shim (so libcontainer gives each container's init that
+// /proc/self/exe instead of an overlayfs per container), calls itself
+// shoal-shim, and has GOMAXPROCS=1 and GOGC=off.
+func TestSpareShimIsSealedCopy(t *testing.T) {
+	rt := newRuntime(t)
+	if err := rt.Prepare(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	pid := spareOf(rt).cmd.Process.Pid
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(exe, "/memfd:") {
+		t.Errorf("shim runs %s, want the sealed memfd", exe)
+	}
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range shimEnv {
+		if !bytes.Contains(append([]byte{0}, env...), []byte("\x00"+kv+"\x00")) {
+			t.Errorf("shim environment lacks %s", kv)
+		}
+	}
+	// The shim writes its name once it is up (Prepare returned).
+	if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err != nil || strings.TrimSpace(string(comm)) != ShimBinaryName {
+		t.Errorf("shim's comm %q, %v", comm, err)
+	}
+}
+
+// TestMissingShimBinary: without shoal-shim the runtime says what is
+// missing and how to build it, and Start leaves nothing behind.
+func TestMissingShimBinary(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "state")
+	rt, err := NewLibcontainer(root, nil, WithCgroupParent(testCgroupParent), WithShimBinary("/nonexistent/shoal-shim"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt.Close()
+	err = rt.Start(context.Background(), Spec{ID: "noshim", Rootfs: t.TempDir(), Args: []string{"/bin/true"}}, filepath.Join(t.TempDir(), "log"))
+	if err == nil || !strings.Contains(err.Error(), "/nonexistent/shoal-shim is missing") {
+		t.Fatalf("Start: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "noshim")); !os.IsNotExist(err) {
+		t.Errorf("state dir left: %v", err)
+	}
+	t.Setenv("PATH", "/nonexistent")
+	rt2, err := NewLibcontainer(filepath.Join(t.TempDir(), "state"), nil, WithCgroupParent(testCgroupParent))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rt2.Close()
+	if err := rt2.Prepare(context.Background()); err == nil || !strings.Contains(err.Error(), "make build builds it") {
+		t.Errorf("Prepare without shoal-shim in PATH: %v", err)
 	}
 }
