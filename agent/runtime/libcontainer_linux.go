@@ -89,21 +89,16 @@ func NewLibcontainer(root string, log *slog.Logger, opts ...Option) (*Libcontain
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, err
 	}
-	if dir, inside := InsideExeDir(root); inside {
-		r.log.Warn("the state root is inside the binary's directory: libcontainer cannot seal the binary "+
-			"for container inits with overlayfs (overlapping layers) and copies it instead, tens of MB and "+
-			"some 20 ms per container start; keep the state root elsewhere",
-			"root", root, "binary_dir", dir)
-	}
 	return r, nil
 }
 
 // InsideExeDir reports whether path is in the directory holding our own
-// binary (or is it). libcontainer seals /proc/self/exe for each container
-// init with a read-only overlayfs whose layers are that directory and the
-// container's state dir; overlayfs refuses layers inside one another, and
-// libcontainer then falls back to copying the whole binary into a memfd.
-// Callers choosing where state goes (runtimebench) use it too.
+// binary (or is it). Where libcontainer seals /proc/self/exe per container
+// (not for the runtime's shims, which run from a sealed memfd: see
+// doc.go), it mounts a read-only overlayfs whose layers are that
+// directory and the container's state dir; overlayfs refuses layers
+// inside one another, and libcontainer then copies the whole binary into
+// a memfd. runtimebench keeps its state elsewhere with it.
 func InsideExeDir(path string) (string, bool) {
 	exe, err := os.Readlink("/proc/self/exe")
 	if err != nil {
