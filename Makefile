@@ -13,10 +13,11 @@ all: build
 
 # bin/shoal-init is the static init of tasks with --init; bin/shoal-shim
 # is each task's shim, container init and (C) supervisor. The runtime looks
-# for both beside bin/shoal.
+# for both beside bin/shoal. bin/shoal-shim is static: flags as
+# runtime.ShimBuildArgs (agent/runtime/shimbin_linux.go).
 build:
 	$(GO) build -tags '$(GOTAGS)' -o $(BIN) ./cmd/shoal
-	$(GO) build -tags '$(GOTAGS)' -ldflags '-s -w' -o bin/shoal-shim ./cmd/shoal-shim
+	$(GO) build -tags '$(GOTAGS),netgo,osusergo' -ldflags '-s -w -linkmode external -extldflags -static' -o bin/shoal-shim ./cmd/shoal-shim
 	CGO_ENABLED=0 GOFLAGS= $(GO) build -ldflags '-s -w' -o bin/shoal-init ./cmd/shoal-init
 
 # The demo image (demo:latest): the static demo program packaged as an OCI

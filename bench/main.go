@@ -376,10 +376,10 @@ func shoalBinary(ctx context.Context, e *env) (string, error) {
 		return "", fmt.Errorf("building shoal in %s: %w", e.o.shoalSrc, err)
 	}
 	// Each task's shim (and container init), found beside shoal.
-	shim := []string{"build", "-o", filepath.Join(filepath.Dir(out), "shoal-shim")}
-	if e.o.buildTags != "" {
-		shim = append(shim, "-tags", e.o.buildTags)
-	}
+	// The flags are runtime.ShimBuildArgs (static; a test in agent/runtime
+	// checks this copy): this module does not import the runtime.
+	shim := []string{"build", "-o", filepath.Join(filepath.Dir(out), "shoal-shim"),
+		"-tags", "seccomp,netgo,osusergo", "-ldflags", "-s -w -linkmode external -extldflags -static"}
 	cmd = exec.CommandContext(ctx, "go", append(shim, "./cmd/shoal-shim")...)
 	cmd.Dir = e.o.shoalSrc
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr

@@ -83,7 +83,7 @@ func runTests(m *testing.M) int {
 	// The shim (and container init, and supervisor) is its own binary,
 	// found in PATH by every runtime the tests make.
 	shimBin = filepath.Join(baseDir, "bin", ShimBinaryName)
-	cmd = exec.Command("go", "build", "-o", shimBin, "github.com/shoal-dev/shoal/cmd/shoal-shim")
+	cmd = exec.Command("go", append(append([]string{"build", "-o", shimBin}, ShimBuildArgs...), "github.com/shoal-dev/shoal/cmd/shoal-shim")...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		fmt.Printf("building shoal-shim: %v\n%s", err, out)
 		os.RemoveAll(baseDir)

@@ -414,3 +414,25 @@ func TestMissingShimBinary(t *testing.T) {
 		t.Errorf("Prepare without shoal-shim in PATH: %v", err)
 	}
 }
+
+// TestShimBuildFlagsEverywhere: the Makefile and the bench build
+// shoal-shim with ShimBuildArgs (the tests and the e2e harness use the
+// variable itself).
+func TestShimBuildFlagsEverywhere(t *testing.T) {
+	tags, ldflags := ShimBuildArgs[1], ShimBuildArgs[3]
+	mk, err := os.ReadFile("../../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(mk), "-ldflags '"+ldflags+"' -o bin/shoal-shim") ||
+		!strings.Contains(string(mk), "-tags '$(GOTAGS),"+strings.TrimPrefix(tags, "seccomp,")+"'") {
+		t.Errorf("the Makefile does not build bin/shoal-shim with %q", ShimBuildArgs)
+	}
+	b, err := os.ReadFile("../../bench/main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"-tags", "`+tags+`", "-ldflags", "`+ldflags+`"`) {
+		t.Errorf("bench/main.go does not build shoal-shim with %q", ShimBuildArgs)
+	}
+}

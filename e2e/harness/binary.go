@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/shoal-dev/shoal/agent/runtime"
 )
 
 // BinaryEnv names an environment variable that, when set, points at a
@@ -93,11 +95,11 @@ func buildShoal() (string, error) {
 	}
 	// Each task's shim (and container init), where the runtime looks for
 	// it: beside the shoal binary.
-	args[2], args[len(args)-1] = filepath.Join(dir, "shoal-shim"), "./cmd/shoal-shim"
-	cmd = exec.CommandContext(ctx, "go", args...)
+	shim := append(append([]string{"build", "-o", filepath.Join(dir, "shoal-shim")}, runtime.ShimBuildArgs...), "./cmd/shoal-shim")
+	cmd = exec.CommandContext(ctx, "go", shim...)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go %s (in %s): %w\n%s", strings.Join(args, " "), root, err, b)
+		return "", fmt.Errorf("go %s (in %s): %w\n%s", strings.Join(shim, " "), root, err, b)
 	}
 	// The static init of tasks with --init, where the runtime looks for
 	// it: beside the shoal binary.

@@ -50,8 +50,9 @@ type BenchResult struct {
 // (OCISpec: same namespaces, capabilities, seccomp profile, masked paths).
 // Runs alternate, ours then runc's, so that machine noise hits both.
 //
-// The shim is /proc/self/exe: for a meaningful figure the caller must be
-// the shoal binary (`shoal debug runtime-bench`). Bench must run as root,
+// The shim is shoal-shim beside the caller's binary or in PATH (as for
+// the agent): for a meaningful figure, the one built with it
+// (`make bench-runtime`). Bench must run as root,
 // and removes everything it created: tasks, runc state, cgroups (under
 // its own parent), temporary dirs.
 func Bench(ctx context.Context, o BenchOptions) (res *BenchResult, retErr error) {

@@ -39,7 +39,7 @@ func runTests(m *testing.M) int {
 	}
 	// The runtime finds its shim in PATH.
 	shim := filepath.Join(dir, "bin", runtime.ShimBinaryName)
-	cmd = exec.Command("go", "build", "-o", shim, "github.com/shoal-dev/shoal/cmd/shoal-shim")
+	cmd = exec.Command("go", append(append([]string{"build", "-o", shim}, runtime.ShimBuildArgs...), "github.com/shoal-dev/shoal/cmd/shoal-shim")...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		fmt.Printf("building shoal-shim: %v\n%s", err, out)
 		return 1
