@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/runc/libcontainer/exeseal"
+
 	"github.com/shoal-dev/shoal/agent/runtime/supervisor"
 	"github.com/shoal-dev/shoal/specrules"
 )
@@ -435,4 +437,45 @@ func TestShimBuildFlagsEverywhere(t *testing.T) {
 	if !strings.Contains(string(b), `"-tags", "`+tags+`", "-ldflags", "`+ldflags+`"`) {
 		t.Errorf("bench/main.go does not build shoal-shim with %q", ShimBuildArgs)
 	}
+}
+
+// BenchmarkSealPerContainer is what libcontainer does for each container
+// whose init does not already run from a sealed memfd: seal
+// /proc/self/exe with a read-only overlayfs (or copy it). The runtime's
+// shims skip it (see sealedShim).
+func BenchmarkSealPerContainer(b *testing.B) {
+	dir := b.TempDir()
+	b.Run("overlayfs", func(b *testing.B) {
+		for b.Loop() {
+			f, err := exeseal.CloneSelfExe(dir)
+			if err != nil {
+				b.Fatal(err)
+			}
+			f.Close()
+		}
+	})
+	// The fallback: a copy of the binary into a memfd (this test binary;
+	// the shoal binary is about twice its size).
+	b.Run("memfd-copy", func(b *testing.B) {
+		exe, err := os.Open("/proc/self/exe")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer exe.Close()
+		fi, err := exe.Stat()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(fi.Size())/(1<<20), "MiB")
+		for b.Loop() {
+			if _, err := exe.Seek(0, 0); err != nil {
+				b.Fatal(err)
+			}
+			f, err := exeseal.CloneBinary(exe, fi.Size(), "bench", dir)
+			if err != nil {
+				b.Fatal(err)
+			}
+			f.Close()
+		}
+	})
 }
