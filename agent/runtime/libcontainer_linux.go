@@ -24,7 +24,7 @@ import (
 	_ "github.com/opencontainers/runc/libcontainer/nsenter"
 )
 
-// ShimVerb is os.Args[1] of a shim process (see MaybeInit).
+// ShimVerb is os.Args[1] of a shim process (see ShimMain).
 const ShimVerb = "runtime-shim"
 
 // Files in a task's state dir <root>/<id>/. libcontainer's own state is
