@@ -61,9 +61,9 @@ bench:
 	cd bench && $(GO) run . -failover 10 -nodedown 10 -containers 20 -replicas 100 -only all
 
 # Container lifecycle of the embedded runtime vs the runc CLI, same rootfs,
-# interleaved, 50 each (root).
+# interleaved, 100 each (root).
 bench-runtime: build
-	./$(BIN) debug runtime-bench --n 50
+	./$(BIN) debug runtime-bench --n 100
 
 dev: build demo-image
 	./$(BIN) dev
