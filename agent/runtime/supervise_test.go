@@ -33,6 +33,9 @@ type superviseJob struct {
 	Shim   string        `json:"shim"`
 	Script string        `json:"script"`
 	Args   superviseArgs `json:"args"`
+	// ForeignPid, if set, is given to the supervisor instead of its
+	// child's pid.
+	ForeignPid int `json:"foreign_pid,omitempty"`
 }
 
 // maybeSuperviseHelper runs in TestMain: if this process is the helper,
@@ -67,6 +70,9 @@ func maybeSuperviseHelper() {
 	errW.Close()
 	a := job.Args
 	a.Stdout, a.Stderr, a.Pid = int(outR.Fd()), int(errR.Fd()), cmd.Process.Pid
+	if job.ForeignPid != 0 {
+		a.Pid = job.ForeignPid
+	}
 	err = execSupervisor(job.Shim, a)
 	fmt.Fprintln(os.Stderr, "exec supervisor:", err)
 	os.Exit(3)
@@ -78,6 +84,12 @@ func maybeSuperviseHelper() {
 // socket's message is checked.
 func runSupervised(t *testing.T, script string, a superviseArgs) (string, string) {
 	t.Helper()
+	return runSupervisedJob(t, superviseJob{Script: script, Args: a})
+}
+
+func runSupervisedJob(t *testing.T, job superviseJob) (string, string) {
+	t.Helper()
+	a := job.Args
 	dir := t.TempDir()
 	a.TaskDir = dir
 	if a.ContainerState == "" {
@@ -95,7 +107,8 @@ func runSupervised(t *testing.T, script string, a superviseArgs) (string, string
 	}
 	defer rr.Close()
 	a.Ready = 3 // the helper's ExtraFiles[0]
-	b, err := json.Marshal(superviseJob{Shim: shimBin, Script: script, Args: a})
+	job.Shim, job.Args = shimBin, a
+	b, err := json.Marshal(job)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,6 +226,20 @@ func TestSupervisorSignalledAndOOM(t *testing.T) {
 		t.Errorf("OOM: exit %+v", ex)
 	}
 	if recs, err := ReadLog(filepath.Join(dir, "task.log")); err != nil || len(recs) != 1 || recs[0].Log != "before\n" {
+		t.Errorf("log %+v, %v", recs, err)
+	}
+}
+
+// TestSupervisorNotItsChild: a pid the supervisor cannot wait for (not
+// its child) ends in an exit status with the reason, not in a busy loop
+// on the pidfd.
+func TestSupervisorNotItsChild(t *testing.T) {
+	dir, _ := runSupervisedJob(t, superviseJob{Script: "echo hi", ForeignPid: os.Getpid()})
+	ex := mustExit(t, dir)
+	if ex.Code != 255 || !strings.Contains(ex.Error, "wait: No child processes") {
+		t.Errorf("exit %+v", ex)
+	}
+	if recs, err := ReadLog(filepath.Join(dir, "task.log")); err != nil || len(recs) != 1 {
 		t.Errorf("log %+v, %v", recs, err)
 	}
 }

@@ -423,8 +423,16 @@ static int supervise(int argc, char **argv) {
 	int pidfd = syscall(SYS_pidfd_open, pid, 0);
 	if (pidfd < 0)
 		msg("pidfd_open", errno); // then the pipes' EOF ends the loop
-	int status = 0, reaped = 0;
+	int status = 0, reaped = 0, wait_err = 0; // reaped: 1 waited, -1 could not wait
 	long long deadline = -1; // after the exit: wait 2 s at most for the last output
+	// Not our child (cannot happen with libcontainer's CLONE_PARENT):
+	// say so now rather than wait on its pidfd until it ends.
+	pid_t w0 = waitpid(pid, &status, WNOHANG);
+	if (w0 == pid || (w0 < 0 && errno != EINTR)) {
+		wait_err = errno;
+		reaped = w0 == pid ? 1 : -1;
+		deadline = now_ms() + 2000;
+	}
 	for (;;) {
 		struct pollfd p[3];
 		struct stream *ps[3];
@@ -458,19 +466,33 @@ static int supervise(int argc, char **argv) {
 			if (p[i].revents)
 				stream_read(ps[i]);
 		if (!reaped && pidfd >= 0 && p[nstreams].revents) {
-			if (waitpid(pid, &status, WNOHANG) == pid) {
+			pid_t w = waitpid(pid, &status, WNOHANG);
+			if (w == pid) {
 				reaped = 1;
-				deadline = now_ms() + 2000;
+			} else if (w < 0 && errno != EINTR) {
+				// Not our child (cannot happen with libcontainer's
+				// CLONE_PARENT): the pidfd would stay readable for
+				// ever, so stop polling it.
+				wait_err = errno;
+				reaped = -1;
 			}
+			if (reaped)
+				deadline = now_ms() + 2000;
 		}
 	}
-	if (!reaped && waitpid(pid, &status, 0) == pid)
-		reaped = 1;
+	if (!reaped) {
+		if (waitpid(pid, &status, 0) == pid)
+			reaped = 1;
+		else
+			wait_err = errno;
+	}
 
 	int code = 255, sig = 0;
 	const char *error = NULL;
-	if (!reaped) {
-		error = "wait: the container's init could not be waited for";
+	char errbuf[128];
+	if (reaped != 1) {
+		snprintf(errbuf, sizeof errbuf, "wait: %s", strerror(wait_err));
+		error = errbuf;
 	} else if (WIFSIGNALED(status)) {
 		sig = WTERMSIG(status);
 		code = 128 + sig;
