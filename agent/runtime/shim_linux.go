@@ -247,37 +247,3 @@ func containerEnv(env []string, home string) []string {
 	}
 	return out
 }
-
-// oomKilled reads the v1 memory cgroup: memory.oom_control's oom_kill
-// counter (kernel ≥ 4.13); failing that, a SIGKILL with a non-zero
-// memory.failcnt is taken as an OOM kill.
-func oomKilled(memCgroup string, sigkill bool) bool {
-	if memCgroup == "" {
-		return false
-	}
-	if b, err := os.ReadFile(filepath.Join(memCgroup, "memory.oom_control")); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(line); len(f) == 2 && f[0] == "oom_kill" {
-				n, _ := strconv.Atoi(f[1])
-				return n > 0
-			}
-		}
-	}
-	if b, err := os.ReadFile(filepath.Join(memCgroup, "memory.events")); err == nil { // v2
-		for _, line := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(line); len(f) == 2 && f[0] == "oom_kill" {
-				n, _ := strconv.Atoi(f[1])
-				return n > 0
-			}
-		}
-	}
-	if !sigkill {
-		return false
-	}
-	b, err := os.ReadFile(filepath.Join(memCgroup, "memory.failcnt"))
-	if err != nil {
-		return false
-	}
-	n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	return n > 0
-}

@@ -310,7 +310,9 @@ static int read_counter(const char *dir, const char *file, const char *key, long
 	return found;
 }
 
-// oom_killed mirrors oomKilled in shim_linux.go.
+// oom_killed reads the memory cgroup: v1 memory.oom_control's oom_kill
+// counter (kernel >= 4.13), or v2 memory.events'; failing both, a SIGKILL
+// with a non-zero memory.failcnt is taken as an OOM kill.
 static int oom_killed(const char *mem, int sigkill) {
 	long long v = 0;
 	if (!mem[0])
