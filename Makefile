@@ -11,10 +11,13 @@ export GOFLAGS := -tags=$(GOTAGS)
 
 all: build
 
-# bin/shoal-init is the static init of tasks with --init (the runtime
-# looks for it beside bin/shoal).
+# bin/shoal-init is the static init of tasks with --init; bin/shoal-shim
+# is each task's shim, container init and (C) supervisor. The runtime looks
+# for both beside bin/shoal. bin/shoal-shim is static: flags as
+# runtime.ShimBuildArgs (agent/runtime/shimbin_linux.go).
 build:
 	$(GO) build -tags '$(GOTAGS)' -o $(BIN) ./cmd/shoal
+	$(GO) build -tags '$(GOTAGS),netgo,osusergo' -ldflags '-s -w -linkmode external -extldflags -static' -o bin/shoal-shim ./cmd/shoal-shim
 	CGO_ENABLED=0 GOFLAGS= $(GO) build -ldflags '-s -w' -o bin/shoal-init ./cmd/shoal-init
 
 # The demo image (demo:latest): the static demo program packaged as an OCI
@@ -58,9 +61,9 @@ bench:
 	cd bench && $(GO) run . -failover 10 -nodedown 10 -containers 20 -replicas 100 -only all
 
 # Container lifecycle of the embedded runtime vs the runc CLI, same rootfs,
-# interleaved, 50 each (root).
+# interleaved, 100 each (root).
 bench-runtime: build
-	./$(BIN) debug runtime-bench --n 50
+	./$(BIN) debug runtime-bench --n 100
 
 dev: build demo-image
 	./$(BIN) dev

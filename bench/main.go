@@ -375,6 +375,17 @@ func shoalBinary(ctx context.Context, e *env) (string, error) {
 	if err := cmd.Run(); err != nil {
 		return "", fmt.Errorf("building shoal in %s: %w", e.o.shoalSrc, err)
 	}
+	// Each task's shim (and container init), found beside shoal.
+	// The flags are runtime.ShimBuildArgs (static; a test in agent/runtime
+	// checks this copy): this module does not import the runtime.
+	shim := []string{"build", "-o", filepath.Join(filepath.Dir(out), "shoal-shim"),
+		"-tags", "seccomp,netgo,osusergo", "-ldflags", "-s -w -linkmode external -extldflags -static"}
+	cmd = exec.CommandContext(ctx, "go", append(shim, "./cmd/shoal-shim")...)
+	cmd.Dir = e.o.shoalSrc
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("building shoal-shim in %s: %w", e.o.shoalSrc, err)
+	}
 	return out, nil
 }
 

@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: iproute2 (ip netns for the e2e hosts); libseccomp-dev
 # (the embedded runtime is built with the seccomp tag and links
-# libseccomp); docker-registry (the real registry server the image-pull
+# libseccomp: shoal dynamically, bin/shoal-shim statically with
+# libseccomp.a and glibc's libc.a from libc6-dev, which gcc brings); docker-registry (the real registry server the image-pull
 # e2e tests push to); etcd-server, etcd-client and runc (the references in
 # the benchmarks); busybox-static (/bin/busybox: the rootfs of
 # `make bench-runtime`); iperf3 (overlay/ throughput benchmark: VXLAN vs
@@ -14,7 +15,7 @@ cd "$(dirname "$0")/.."
 # the e2e scrapes a cluster with the real server); chromium and
 # chromium-driver (the dashboard's e2e tests drive headless Chromium through
 # chromedriver's WebDriver protocol from Go).
-pkgs=(iproute2 iputils-ping curl libseccomp-dev docker-registry runc etcd-server etcd-client busybox-static iperf3 prometheus chromium chromium-driver)
+pkgs=(iproute2 iputils-ping curl libc6-dev libseccomp-dev docker-registry runc etcd-server etcd-client busybox-static iperf3 prometheus chromium chromium-driver)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

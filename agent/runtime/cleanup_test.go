@@ -49,7 +49,8 @@ func checkLeftovers() error {
 	return errors.Join(errs...)
 }
 
-// shimsUnder lists live shim processes whose state root is under dir.
+// shimsUnder lists live shim processes (Go shims and the supervisors
+// they became) whose state root is under dir.
 func shimsUnder(dir string) []int {
 	var out []int
 	ents, _ := os.ReadDir("/proc")
@@ -63,7 +64,8 @@ func shimsUnder(dir string) []int {
 			continue
 		}
 		argv := bytes.Split(b, []byte{0})
-		if len(argv) > 2 && string(argv[1]) == ShimVerb && strings.HasPrefix(string(argv[2]), dir+"/") && alive(pid, 0) {
+		verb := string(argv[min(1, len(argv)-1)])
+		if len(argv) > 2 && (verb == ShimVerb || verb == superviseVerb) && strings.HasPrefix(string(argv[2]), dir+"/") && alive(pid, 0) {
 			out = append(out, pid)
 		}
 	}

@@ -10,8 +10,6 @@ import (
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
-
-	"github.com/shoal-dev/shoal/specrules"
 )
 
 // DefaultCaps is Docker's default capability set.
@@ -116,13 +114,13 @@ func ociSpec(s *Spec, cgroupParent, initBinary string) (*specs.Spec, error) {
 	}
 	// The limits specrules allows, refused here too rather than clamped:
 	// whatever reaches the runtime runs as asked or not at all.
-	if r := s.Resources; r.NanoCPUs != 0 && (r.NanoCPUs < specrules.MinNanoCPUs || r.NanoCPUs > specrules.MaxNanoCPUs) {
+	if r := s.Resources; r.NanoCPUs != 0 && (r.NanoCPUs < minNanoCPUs || r.NanoCPUs > maxNanoCPUs) {
 		return nil, fmt.Errorf("%w: task %q: nano_cpus %d outside %d-%d (a CFS quota of 1 ms to 4096 CPUs)",
-			ErrInvalidArgument, s.ID, r.NanoCPUs, int64(specrules.MinNanoCPUs), int64(specrules.MaxNanoCPUs))
+			ErrInvalidArgument, s.ID, r.NanoCPUs, int64(minNanoCPUs), int64(maxNanoCPUs))
 	}
-	if m := s.Resources.MemoryBytes; m != 0 && (m < specrules.MinMemoryBytes || m > specrules.MaxMemoryBytes) {
+	if m := s.Resources.MemoryBytes; m != 0 && (m < minMemoryBytes || m > maxMemoryBytes) {
 		return nil, fmt.Errorf("%w: task %q: memory limit %d bytes outside %d-%d (below the minimum the kernel OOM-kills the container's init)",
-			ErrInvalidArgument, s.ID, m, specrules.MinMemoryBytes, int64(specrules.MaxMemoryBytes))
+			ErrInvalidArgument, s.ID, m, minMemoryBytes, int64(maxMemoryBytes))
 	}
 	if s.Init && initBinary == "" {
 		return nil, fmt.Errorf("%w: task %q asks for an init and none was found", ErrInvalidArgument, s.ID)
@@ -168,8 +166,8 @@ func ociSpec(s *Spec, cgroupParent, initBinary string) (*specs.Spec, error) {
 	if r := s.Resources; r.NanoCPUs > 0 || r.CPUShares > 0 {
 		res.CPU = &specs.LinuxCPU{}
 		if r.NanoCPUs > 0 {
-			period := uint64(specrules.CPUPeriodMicros)
-			quota := specrules.CPUQuotaMicros(r.NanoCPUs)
+			period := uint64(cpuPeriodMicros)
+			quota := r.NanoCPUs * cpuPeriodMicros / 1e9
 			res.CPU.Period, res.CPU.Quota = &period, &quota
 		}
 		if r.CPUShares > 0 {

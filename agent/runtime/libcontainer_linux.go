@@ -24,7 +24,7 @@ import (
 	_ "github.com/opencontainers/runc/libcontainer/nsenter"
 )
 
-// ShimVerb is os.Args[1] of a shim process (see MaybeInit).
+// ShimVerb is os.Args[1] of a shim process (see ShimMain).
 const ShimVerb = "runtime-shim"
 
 // Files in a task's state dir <root>/<id>/. libcontainer's own state is
@@ -37,17 +37,16 @@ const (
 )
 
 // MaybeInit must be the first thing main does. If this process is
-// libcontainer's container init (re-exec with _LIBCONTAINER_INITPIPE set
-// and argv[1] "init") it hands over to libcontainer and never returns; if
-// it is a shim (argv[1] == ShimVerb) it runs the shim and exits. Otherwise
-// it returns at once. The environment variable, not argv alone, tells the
-// re-exec apart, so that "shoal init" remains a normal verb.
+// libcontainer's init of an exec'd process (the agent runs `task exec`
+// processes itself, so libcontainer re-executes the agent's binary: a
+// re-exec with _LIBCONTAINER_INITPIPE set and argv[1] "init") it hands
+// over to libcontainer and never returns. Otherwise it returns at once.
+// The environment variable, not argv alone, tells the re-exec apart, so
+// that "shoal init" remains a normal verb. Shims and container inits are
+// the separate shoal-shim binary (ShimMain).
 func MaybeInit() {
 	if len(os.Args) > 1 && os.Args[1] == "init" && os.Getenv("_LIBCONTAINER_INITPIPE") != "" {
 		libcontainer.Init() // does not return
-	}
-	if len(os.Args) == 3 && os.Args[1] == ShimVerb {
-		os.Exit(runShim(os.Args[2]))
 	}
 }
 
@@ -59,6 +58,10 @@ type Libcontainer struct {
 	cgroupParent string // see WithCgroupParent
 	noSpare      bool   // see WithSpareShim
 	initBinary   string // see WithInitBinary; empty: looked up when needed
+	shimBinary   string // see WithShimBinary; empty: looked up when needed
+
+	exeMu   sync.Mutex // guards shimExe
+	shimExe *os.File   // sealed copy of the shim binary (sealedShim)
 
 	mu         sync.Mutex    // guards the fields below
 	spare      *shimProc     // a started shim waiting for a task, or nil
@@ -86,21 +89,16 @@ func NewLibcontainer(root string, log *slog.Logger, opts ...Option) (*Libcontain
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, err
 	}
-	if dir, inside := InsideExeDir(root); inside {
-		r.log.Warn("the state root is inside the binary's directory: libcontainer cannot seal the binary "+
-			"for container inits with overlayfs (overlapping layers) and copies it instead, tens of MB and "+
-			"some 20 ms per container start; keep the state root elsewhere",
-			"root", root, "binary_dir", dir)
-	}
 	return r, nil
 }
 
 // InsideExeDir reports whether path is in the directory holding our own
-// binary (or is it). libcontainer seals /proc/self/exe for each container
-// init with a read-only overlayfs whose layers are that directory and the
-// container's state dir; overlayfs refuses layers inside one another, and
-// libcontainer then falls back to copying the whole binary into a memfd.
-// Callers choosing where state goes (runtimebench) use it too.
+// binary (or is it). Where libcontainer seals /proc/self/exe per container
+// (not for the runtime's shims, which run from a sealed memfd: see
+// doc.go), it mounts a read-only overlayfs whose layers are that
+// directory and the container's state dir; overlayfs refuses layers
+// inside one another, and libcontainer then copies the whole binary into
+// a memfd. runtimebench keeps its state elsewhere with it.
 func InsideExeDir(path string) (string, bool) {
 	exe, err := os.Readlink("/proc/self/exe")
 	if err != nil {

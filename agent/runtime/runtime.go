@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"os"
 	"time"
-
-	"github.com/shoal-dev/shoal/specrules"
 )
 
 // Runtime runs containers for the executor. Implementations: the
@@ -130,9 +128,35 @@ var (
 	ErrInvalidArgument = errors.New("invalid argument")
 )
 
-// validID is the task id format of specrules (1 to 128 of [A-Za-z0-9_.-],
-// starting with a letter or digit): an id is a directory name here.
-func validID(id string) bool { return specrules.TaskID(id) == nil }
+// validID is the task id format of specrules.TaskID (1 to 128 of
+// [A-Za-z0-9_.-], starting with a letter or digit): an id is a directory
+// name here.
+func validID(id string) bool {
+	if id == "" || len(id) > maxTaskID {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || c != '_' && c != '.' && c != '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// Copies of specrules' limits that the runtime checks again. The runtime
+// does not import specrules: it would bring the API's protobuf and gRPC
+// packages into shoal-shim, whose start-up every container pays
+// (TestLimitsMatchSpecrules keeps the copies equal).
+const (
+	maxTaskID       = 128
+	minMemoryBytes  = 6 << 20
+	maxMemoryBytes  = 1 << 50
+	cpuPeriodMicros = 100_000
+	minNanoCPUs     = 1_000 * 1e9 / cpuPeriodMicros
+	maxNanoCPUs     = 4096 * 1e9
+)
 
 // Validate checks what can be checked without touching the system.
 func (s *Spec) Validate() error {

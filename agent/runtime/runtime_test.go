@@ -23,6 +23,7 @@ import (
 var (
 	probeBin string // static test program, built in TestMain
 	initBin  string // cmd/shoal-init, built in TestMain
+	shimBin  string // cmd/shoal-shim, built in TestMain (in PATH)
 	// hostNS are this process' namespaces read in TestMain, before any
 	// thread switched namespaces (utsHostname, libcontainer's mount
 	// helpers) and possibly left the main thread elsewhere.
@@ -35,8 +36,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	MaybeInit() // libcontainer's init and the shim re-exec this test binary
+	MaybeInit() // libcontainer re-executes this test binary for Exec
 	maybeHelper()
+	maybeSuperviseHelper()
 	os.Exit(runTests(m))
 }
 
@@ -78,6 +80,16 @@ func runTests(m *testing.M) int {
 		os.RemoveAll(baseDir)
 		return 1
 	}
+	// The shim (and container init, and supervisor) is its own binary,
+	// found in PATH by every runtime the tests make.
+	shimBin = filepath.Join(baseDir, "bin", ShimBinaryName)
+	cmd = exec.Command("go", append(append([]string{"build", "-o", shimBin}, ShimBuildArgs...), "github.com/shoal-dev/shoal/cmd/shoal-shim")...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Printf("building shoal-shim: %v\n%s", err, out)
+		os.RemoveAll(baseDir)
+		return 1
+	}
+	os.Setenv("PATH", filepath.Dir(shimBin)+":"+os.Getenv("PATH"))
 	code := m.Run()
 	if err := checkLeftovers(); err != nil {
 		fmt.Println("FAIL: left behind:", err)

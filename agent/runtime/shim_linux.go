@@ -2,14 +2,11 @@ package runtime
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -26,6 +23,10 @@ func runShim(root string) int {
 	conn := os.NewFile(shimConnFd, "agent")
 	// Not for the container's init (libcontainer would close it anyway).
 	unix.CloseOnExec(shimConnFd)
+	// We run from it; /proc/self/exe keeps it alive.
+	unix.Close(shimExeFd)
+	// Executed as /proc/self/fd/4, we would be "4" in ps.
+	_ = os.WriteFile("/proc/self/comm", []byte(ShimBinaryName), 0)
 	if _, err := conn.Write([]byte(`{"up":true}`)); err != nil {
 		return 1 // the agent is gone already
 	}
@@ -136,64 +137,80 @@ func runShim(root string) int {
 		_ = c.Destroy()
 		return fail(err)
 	}
-	ready.Write([]byte(`{}`))
-	ready.Close()
-	ready = nil
-
-	var wg sync.WaitGroup
-	for _, s := range []struct {
-		name string
-		r    *os.File
-	}{{"stdout", outR}, {"stderr", errR}} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := logf.copyLines(s.name, s.r); err != nil {
-				fmt.Fprintf(os.Stderr, "shim %s: %s: %v\n", id, s.name, err)
-			}
-		}()
-	}
-
-	ps, werr := p.Wait()
-	ex := ExitStatus{FinishedAt: time.Now().UTC()}
-	if ps == nil {
-		var ee *exec.ExitError
-		if errors.As(werr, &ee) {
-			ps = ee.ProcessState
+	var cgroups []string
+	if st, err := c.State(); err == nil {
+		for _, p := range st.CgroupPaths {
+			cgroups = append(cgroups, p)
 		}
 	}
-	if ps != nil {
-		if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			ex.Signal = int(ws.Signal())
-			ex.Code = 128 + ex.Signal
-		} else {
-			ex.Code = ps.ExitCode()
-		}
-	} else {
-		ex.Code = 255
-		ex.Error = fmt.Sprintf("wait: %v", werr)
+	logf.Close()
+	// Become the C supervisor (supervisor/supervise_linux.c): same pid,
+	// so the container stays our child and shim.json stays true; what
+	// stays alive for the task's life is a few pages of C, not this Go
+	// process. It tells the agent the task runs, copies the output into
+	// the log, waits and records the exit.
+	args := superviseArgs{
+		TaskDir: dir, ContainerState: filepath.Join(dir, id), LogPath: sd.LogPath,
+		LogMaxBytes: logf.maxBytes, LogMaxFiles: logf.maxFiles,
+		Stdout: int(outR.Fd()), Stderr: int(errR.Fd()), Pid: pid, Ready: shimConnFd,
+		MemCgroup: sh.MemCgroup, Cgroups: cgroups,
 	}
-	ex.OOMKilled = oomKilled(sh.MemCgroup, ex.Signal == int(syscall.SIGKILL))
-	// The container is over: free its cgroups and libcontainer's state
-	// now rather than at Remove, which may come much later (an agent keeps
-	// exited tasks around). Remove still cleans up if this fails.
-	if err := c.Destroy(); err != nil {
-		fmt.Fprintf(os.Stderr, "shim %s: destroy: %v\n", id, err)
-	}
+	err = execSupervisor("/proc/self/exe", args)
+	// Still here: the exec failed, and the container must not run
+	// unsupervised.
+	_ = p.Signal(syscall.SIGKILL)
+	_, _ = p.Wait()
+	_ = c.Destroy()
+	return fail(fmt.Errorf("start the supervisor: %w", err))
+}
 
-	// In its own pid namespace every other process died with init, so the
-	// pipes reach EOF; wait a little for the last lines all the same.
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(2 * time.Second):
+// superviseVerb is argv[1] of the supervisor (supervisor.Verb: this
+// package does not import the C).
+const superviseVerb = "__shoal-supervise"
+
+// superviseArgs is what the C supervisor is told, in its argv.
+type superviseArgs struct {
+	TaskDir        string // exit.json goes there
+	ContainerState string // libcontainer's state dir, removed after the exit
+	LogPath        string
+	LogMaxBytes    int64
+	LogMaxFiles    int
+	Stdout, Stderr int // read ends of the container's output pipes
+	Pid            int // the container's init, our child
+	Ready          int // the agent's socket, told {} once supervised; -1: none
+	MemCgroup      string
+	Cgroups        []string // removed after the exit
+}
+
+// argv is the supervisor's command line (see supervise_linux.c).
+func (a superviseArgs) argv() []string {
+	argv := []string{ShimBinaryName, superviseVerb, a.TaskDir, a.ContainerState, a.LogPath,
+		strconv.FormatInt(a.LogMaxBytes, 10), strconv.Itoa(a.LogMaxFiles),
+		strconv.Itoa(a.Stdout), strconv.Itoa(a.Stderr), strconv.Itoa(a.Pid), strconv.Itoa(a.Ready),
+		a.MemCgroup}
+	seen := map[string]bool{}
+	for _, c := range a.Cgroups {
+		if c != "" && !seen[c] {
+			seen[c] = true
+			argv = append(argv, c)
+		}
 	}
-	if err := writeJSON(filepath.Join(dir, exitFile), ex); err != nil {
-		fmt.Fprintf(os.Stderr, "shim %s: write exit: %v\n", id, err)
-		return 1
+	return argv
+}
+
+// execSupervisor replaces this process with the supervisor linked into
+// exe (the shim's own binary); it returns only on failure. The fds it is
+// given must survive the exec.
+func execSupervisor(exe string, a superviseArgs) error {
+	for _, fd := range []int{a.Stdout, a.Stderr, a.Ready} {
+		if fd < 0 {
+			continue
+		}
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
+			return fmt.Errorf("fd %d: %w", fd, err)
+		}
 	}
-	return 0
+	return syscall.Exec(exe, a.argv(), nil)
 }
 
 // redirectOutput points fds 1 and 2 at path (appending).
@@ -229,38 +246,4 @@ func containerEnv(env []string, home string) []string {
 		out = append(out, "HOME="+home)
 	}
 	return out
-}
-
-// oomKilled reads the v1 memory cgroup: memory.oom_control's oom_kill
-// counter (kernel ≥ 4.13); failing that, a SIGKILL with a non-zero
-// memory.failcnt is taken as an OOM kill.
-func oomKilled(memCgroup string, sigkill bool) bool {
-	if memCgroup == "" {
-		return false
-	}
-	if b, err := os.ReadFile(filepath.Join(memCgroup, "memory.oom_control")); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(line); len(f) == 2 && f[0] == "oom_kill" {
-				n, _ := strconv.Atoi(f[1])
-				return n > 0
-			}
-		}
-	}
-	if b, err := os.ReadFile(filepath.Join(memCgroup, "memory.events")); err == nil { // v2
-		for _, line := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(line); len(f) == 2 && f[0] == "oom_kill" {
-				n, _ := strconv.Atoi(f[1])
-				return n > 0
-			}
-		}
-	}
-	if !sigkill {
-		return false
-	}
-	b, err := os.ReadFile(filepath.Join(memCgroup, "memory.failcnt"))
-	if err != nil {
-		return false
-	}
-	n, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	return n > 0
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -40,6 +41,9 @@ func WithSpareShim(on bool) Option {
 	}
 }
 
+// shimEnv is added to a shim's environment (see spawnShim).
+var shimEnv = []string{"GOMAXPROCS=1", "GOGC=off"}
+
 // shimConnFd is the shim's end of the socketpair.
 const shimConnFd = 3
 
@@ -54,6 +58,10 @@ type shimProc struct {
 
 // spawnShim starts a shim process for r.root.
 func (r *Libcontainer) spawnShim() (*shimProc, error) {
+	exe, err := r.sealedShim()
+	if err != nil {
+		return nil, err
+	}
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("socketpair: %w", err)
@@ -67,11 +75,17 @@ func (r *Libcontainer) spawnShim() (*shimProc, error) {
 	}
 	ours, theirs := os.NewFile(uintptr(fds[0]), "shim-conn"), os.NewFile(uintptr(fds[1]), "shim-conn")
 	defer theirs.Close()
-	cmd := exec.Command("/proc/self/exe", ShimVerb, r.root)
+	cmd := exec.Command("/proc/self/fd/"+strconv.Itoa(shimExeFd), ShimVerb, r.root)
+	cmd.Args[0] = ShimBinaryName
 	cmd.Dir = "/"
+	// One P and no GC: the shim does one thing at a time and lives
+	// until it execs the supervisor, and libcontainer passes GOMAXPROCS
+	// on to the container's init, which then starts fewer threads (each
+	// one more to signal when the init changes its uid and gids).
+	cmd.Env = append(os.Environ(), shimEnv...)
 	// Stdout and stderr are /dev/null until the shim knows its task and
 	// points them at the task's shim.log.
-	cmd.ExtraFiles = []*os.File{theirs} // fd 3 = shimConnFd
+	cmd.ExtraFiles = []*os.File{theirs, exe} // fds 3 and 4: shimConnFd, shimExeFd
 	// Own session: no signal from the agent's terminal or process group
 	// reaches the shim, and it outlives the agent.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -223,7 +237,7 @@ func (r *Libcontainer) Prepare(ctx context.Context) error {
 	}
 }
 
-// Close dismisses the spare shim. Tasks and their shims are not touched:
+// Close dismisses the spare shim and drops the sealed shim binary. Tasks and their shims are not touched:
 // they outlive the runtime (and the agent) by design.
 func (r *Libcontainer) Close() error {
 	r.mu.Lock()
@@ -235,6 +249,12 @@ func (r *Libcontainer) Close() error {
 		s.dismiss()
 	}
 	r.waitRefill() // a refill in flight sees closed and dismisses its shim
+	r.exeMu.Lock()
+	if r.shimExe != nil {
+		r.shimExe.Close() // running shims keep their own reference
+		r.shimExe = nil
+	}
+	r.exeMu.Unlock()
 	return nil
 }
 

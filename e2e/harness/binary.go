@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/shoal-dev/shoal/agent/runtime"
 )
 
 // BinaryEnv names an environment variable that, when set, points at a
@@ -90,6 +92,14 @@ func buildShoal() (string, error) {
 	start := time.Now()
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go %s (in %s): %w\n%s", strings.Join(args, " "), root, err, b)
+	}
+	// Each task's shim (and container init), where the runtime looks for
+	// it: beside the shoal binary.
+	shim := append(append([]string{"build", "-o", filepath.Join(dir, "shoal-shim")}, runtime.ShimBuildArgs...), "./cmd/shoal-shim")
+	cmd = exec.CommandContext(ctx, "go", shim...)
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go %s (in %s): %w\n%s", strings.Join(shim, " "), root, err, b)
 	}
 	// The static init of tasks with --init, where the runtime looks for
 	// it: beside the shoal binary.

@@ -34,8 +34,13 @@ type BenchOptions struct {
 // BenchResult holds the measured lifecycle durations, in the order run.
 type BenchResult struct {
 	Ours, Runc []time.Duration
-	Rootfs     string // "" when a temporary one was built
-	RuncPath   string
+	// OursStart, OursWait and OursRemove split Ours: Start (shim takes
+	// the task, container created and started, supervisor up), Wait
+	// (/bin/true runs and exits, the supervisor cleans up and records the
+	// exit) and Remove.
+	OursStart, OursWait, OursRemove []time.Duration
+	Rootfs                          string // "" when a temporary one was built
+	RuncPath                        string
 }
 
 // Bench measures a container's whole lifecycle, create → start → exit →
@@ -45,8 +50,9 @@ type BenchResult struct {
 // (OCISpec: same namespaces, capabilities, seccomp profile, masked paths).
 // Runs alternate, ours then runc's, so that machine noise hits both.
 //
-// The shim is /proc/self/exe: for a meaningful figure the caller must be
-// the shoal binary (`shoal debug runtime-bench`). Bench must run as root,
+// The shim is shoal-shim beside the caller's binary or in PATH (as for
+// the agent): for a meaningful figure, the one built with it
+// (`make bench-runtime`). Bench must run as root,
 // and removes everything it created: tasks, runc state, cgroups (under
 // its own parent), temporary dirs.
 func Bench(ctx context.Context, o BenchOptions) (res *BenchResult, retErr error) {
@@ -100,6 +106,7 @@ func Bench(ctx context.Context, o BenchOptions) (res *BenchResult, retErr error)
 		return nil, err
 	}
 
+	var phase [3]time.Duration // of the last run of ours
 	ours := func(i int) (time.Duration, error) {
 		id := fmt.Sprintf("bench-%d", i)
 		spec := runtime.Spec{ID: id, Rootfs: rootfs, Args: []string{"/bin/true"}}
@@ -107,14 +114,17 @@ func Bench(ctx context.Context, o BenchOptions) (res *BenchResult, retErr error)
 		if err := rt.Start(ctx, spec, filepath.Join(logDir, id+".log")); err != nil {
 			return 0, err
 		}
+		t1 := time.Now()
 		st, err := rt.Wait(ctx, id)
 		if err != nil {
 			return 0, err
 		}
+		t2 := time.Now()
 		if err := rt.Remove(ctx, id); err != nil {
 			return 0, err
 		}
 		d := time.Since(t0)
+		phase = [3]time.Duration{t1.Sub(t0), t2.Sub(t1), d - t2.Sub(t0)}
 		if st.Status != runtime.StatusExited || st.Exit.Code != 0 {
 			return 0, fmt.Errorf("task %q: /bin/true did not exit 0: %+v %+v", id, st, st.Exit)
 		}
@@ -160,6 +170,9 @@ func Bench(ctx context.Context, o BenchOptions) (res *BenchResult, retErr error)
 			continue
 		}
 		res.Ours, res.Runc = append(res.Ours, a), append(res.Runc, b)
+		res.OursStart = append(res.OursStart, phase[0])
+		res.OursWait = append(res.OursWait, phase[1])
+		res.OursRemove = append(res.OursRemove, phase[2])
 		if o.Progress != nil {
 			fmt.Fprintf(o.Progress, "%3d  shoal %6.1f ms  runc %6.1f ms\n", i+1, ms(a), ms(b))
 		}

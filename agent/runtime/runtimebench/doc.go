@@ -3,7 +3,8 @@
 // the runc CLI, for `shoal debug runtime-bench` (make bench-runtime).
 //
 // It lives outside agent/runtime because it is a benchmark, not part of
-// the runtime, and outside the bench/ module because it must be built into
-// the shoal binary: the runtime's shim is /proc/self/exe, so only from
-// that binary does the figure include the real shim and container init.
+// the runtime, and outside the bench/ module because it is built into the
+// shoal binary: it then runs as the agent does, with the shim (and
+// container init, and supervisor) that `make build` puts beside it,
+// bin/shoal-shim.
 package runtimebench

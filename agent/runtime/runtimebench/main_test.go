@@ -15,7 +15,7 @@ import (
 var probeBin string
 
 func TestMain(m *testing.M) {
-	runtime.MaybeInit() // libcontainer's init and the shim re-exec this test binary
+	runtime.MaybeInit()
 	os.Exit(runTests(m))
 }
 
@@ -37,6 +37,14 @@ func runTests(m *testing.M) int {
 		fmt.Printf("building probe: %v\n%s", err, out)
 		return 1
 	}
+	// The runtime finds its shim in PATH.
+	shim := filepath.Join(dir, "bin", runtime.ShimBinaryName)
+	cmd = exec.Command("go", append(append([]string{"build", "-o", shim}, runtime.ShimBuildArgs...), "github.com/shoal-dev/shoal/cmd/shoal-shim")...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Printf("building shoal-shim: %v\n%s", err, out)
+		return 1
+	}
+	os.Setenv("PATH", filepath.Dir(shim)+":"+os.Getenv("PATH"))
 	return m.Run()
 }
 

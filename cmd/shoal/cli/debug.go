@@ -73,6 +73,9 @@ func (a *app) printRuntimeBench(o runtimebench.BenchOptions, r *runtimebench.Ben
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", name, fmtMS(runtimebench.Percentile(ds, 50)), fmtMS(runtimebench.Percentile(ds, 90)), fmtMS(runtimebench.Percentile(ds, 0)))
 	}
 	row("shoal (Start, Wait, Remove)", r.Ours)
+	row("  Start", r.OursStart)
+	row("  Wait (run, exit, clean-up)", r.OursWait)
+	row("  Remove", r.OursRemove)
 	row("runc CLI (runc run)", r.Runc)
 	tw.Flush()
 	fmt.Fprintf(a.out, "\nratio shoal/runc: median %.2f, p90 %.2f, median of paired runs %.2f\n",
