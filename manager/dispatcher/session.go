@@ -111,7 +111,7 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	if !d.networksSeen.Load() && len(raftstore.List[*shoalv1.Network](view)) > 0 {
 		d.networksSeen.Store(true)
 	}
-	sub, err := d.cfg.Store.WatchFiltered(ctx, view.Index()+1, sessionEvents(id.NodeID, &d.networksSeen), raftstore.KindTask, raftstore.KindNode, raftstore.KindNetwork, raftstore.KindService, raftstore.KindCluster)
+	sub, err := d.cfg.Store.WatchNode(ctx, view.Index()+1, id.NodeID, sessionEvents(id.NodeID, &d.networksSeen), raftstore.KindTask, raftstore.KindNode, raftstore.KindNetwork, raftstore.KindService, raftstore.KindCluster)
 	if err != nil {
 		return errdefs.Unavailablef("watching the store: %v", err)
 	}
