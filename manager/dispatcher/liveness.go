@@ -154,8 +154,9 @@ type liveness struct {
 // why: a node that said it is restarting when its restart deadline has
 // passed; any other node whose heartbeats stopped, corroborated by the
 // leader's gossip view (gossip):
-//   - gossip says dead or left: DOWN once fastDownMissed heartbeats are
-//     missed (fast, no need to wait for the full limit);
+//   - gossip says dead or left: DOWN once fastDownMissed heartbeats of
+//     the configured period are missed (fast, no need to wait for the
+//     full limit, which grows with the cluster's size: scaledPeriod);
 //   - gossip says suspect (the leader's direct probe and the indirect
 //     probes through other members failed): DOWN at the limit, as with
 //     heartbeats alone — two independent signals agree, and waiting for
@@ -166,7 +167,9 @@ type liveness struct {
 //     problem: other members still reach the node);
 //   - no gossip view ("" or unknown): DOWN after limit, as before.
 //
-// A node already DOWN is left alone.
+// period is the configured heartbeat period, limit the node's: its
+// (possibly scaled) period times the heartbeats it may miss. A node
+// already DOWN is left alone.
 func verdict(n *shoalv1.Node, lastSeen, now time.Time, period, limit time.Duration, gossip string) liveness {
 	if n.GetStatus().GetState() == shoalv1.NodeState_NODE_STATE_DOWN {
 		return liveness{}

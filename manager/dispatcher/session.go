@@ -117,7 +117,11 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	}
 	defer sub.Close()
 
-	period, _ := d.settings()
+	base, _ := d.settings()
+	period := scaledPeriod(base, int(d.nodes.Load()))
+	d.mu.Lock()
+	d.told[id.NodeID] = period
+	d.mu.Unlock()
 	node, _ := raftstore.Get[*shoalv1.Node](view, id.NodeID)
 	welcome := &shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Welcome{Welcome: &shoalv1.SessionWelcome{
 		SessionId: sess.id, HeartbeatPeriodMs: period.Milliseconds(), Node: node, Managers: d.cfg.Managers(),
