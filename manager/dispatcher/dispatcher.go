@@ -103,7 +103,8 @@ type Dispatcher struct {
 	// it (scaledPeriod), so a session opening does not list the nodes.
 	nodes atomic.Int64
 
-	nets netCache // network states shared by the sessions (networks.go)
+	nets  netCache  // network states shared by the sessions (networks.go)
+	peers peerCache // gossip join candidates shared by the sessions
 	// networksSeen: the cluster has had a network, so other nodes' events
 	// matter to every session (sessionEvents).
 	networksSeen atomic.Bool

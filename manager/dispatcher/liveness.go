@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -219,7 +220,7 @@ const maxGossipPeers = 5
 // has not seen the deletion yet reads the keys from a newer view — the
 // removed node must not get the key rotated to shut it out (its session
 // ends on the deletion event).
-func gossipMessage(view raftstore.Reader, nodeID string) *shoalv1.SessionMessage {
+func gossipMessage(view raftstore.Reader, nodeID string, peers []gossipPeer) *shoalv1.SessionMessage {
 	c, ok := raftstore.ClusterOf(view)
 	if !ok || len(c.GetGossipKeys()) == 0 || slices.Contains(c.GetRemovedNodes(), nodeID) {
 		return nil
@@ -227,21 +228,64 @@ func gossipMessage(view raftstore.Reader, nodeID string) *shoalv1.SessionMessage
 	if _, ok := raftstore.Get[*shoalv1.Node](view, nodeID); !ok {
 		return nil
 	}
-	var managers, workers []string
+	var addrs []string
+	for _, p := range peers {
+		if p.id != nodeID && len(addrs) < maxGossipPeers {
+			addrs = append(addrs, p.addr)
+		}
+	}
+	return &shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Gossip{Gossip: &shoalv1.Gossip{Keys: c.GetGossipKeys(), Peers: addrs}}}
+}
+
+// gossipPeer is a node a session may be told to join gossip through.
+type gossipPeer struct{ id, addr string }
+
+// gossipPeers lists the join candidates of view: READY nodes with a known
+// gossip address, managers first, at most maxGossipPeers+1 (one may be
+// the node asking).
+func gossipPeers(view raftstore.Reader) []gossipPeer {
+	var managers, workers []gossipPeer
 	for _, n := range raftstore.List[*shoalv1.Node](view) {
 		st := n.GetStatus()
-		if n.GetMeta().GetId() == nodeID || st.GetGossipAddr() == "" || st.GetState() != shoalv1.NodeState_NODE_STATE_READY {
+		if st.GetGossipAddr() == "" || st.GetState() != shoalv1.NodeState_NODE_STATE_READY {
 			continue
 		}
+		p := gossipPeer{id: n.GetMeta().GetId(), addr: st.GetGossipAddr()}
 		if n.GetRole() == shoalv1.NodeRole_NODE_ROLE_MANAGER {
-			managers = append(managers, st.GetGossipAddr())
-		} else {
-			workers = append(workers, st.GetGossipAddr())
+			managers = append(managers, p)
+		} else if len(workers) <= maxGossipPeers {
+			workers = append(workers, p)
 		}
 	}
 	peers := append(managers, workers...)
-	if len(peers) > maxGossipPeers {
-		peers = peers[:maxGossipPeers]
+	return peers[:min(len(peers), maxGossipPeers+1)]
+}
+
+// peersTTL is how long the join candidates are reused: they are hints
+// (memberlist needs one answer), and listing every node for every session
+// opening was O(nodes²) while 5,000 sessions opened: 14 % of the leader
+// (README, "Scheduler at scale"), and again on every key rotation.
+const peersTTL = time.Second
+
+// peerCache keeps gossipPeers for peersTTL.
+type peerCache struct {
+	mu    sync.Mutex
+	at    time.Time
+	peers []gossipPeer
+	now   func() time.Time // time.Now; tests replace it
+}
+
+// get returns the cached candidates, listed again from view when older
+// than peersTTL.
+func (c *peerCache) get(view raftstore.Reader) []gossipPeer {
+	now := time.Now
+	if c.now != nil {
+		now = c.now
 	}
-	return &shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Gossip{Gossip: &shoalv1.Gossip{Keys: c.GetGossipKeys(), Peers: peers}}}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t := now(); c.at.IsZero() || t.Sub(c.at) >= peersTTL {
+		c.peers, c.at = gossipPeers(view), t
+	}
+	return c.peers
 }

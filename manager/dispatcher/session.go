@@ -129,7 +129,7 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	if err := stream.Send(welcome); err != nil {
 		return err
 	}
-	if g := gossipMessage(view, id.NodeID); g != nil {
+	if g := gossipMessage(view, id.NodeID, d.peers.get(view)); g != nil {
 		if err := stream.Send(g); err != nil {
 			return err
 		}
@@ -288,7 +288,8 @@ drain:
 		}
 	}
 	if clusterChanged {
-		if g := gossipMessage(d.cfg.Store.View(), nodeID); g != nil {
+		view := d.cfg.Store.View()
+		if g := gossipMessage(view, nodeID, d.peers.get(view)); g != nil {
 			if err := stream.Send(g); err != nil {
 				return err
 			}
