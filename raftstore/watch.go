@@ -29,6 +29,9 @@ var errUnsubscribed = errors.New("watch closed by its consumer")
 // only when the ring drops an event it has not read yet, that is when it
 // is a whole ring behind, so a burst that dwarfs any per-subscriber buffer
 // does not cut subscribers that keep reading. Apply never blocks on it.
+// A routed subscription (WatchNode, a node's session) is the exception: it
+// has its own queue, filled by publish with the events routed to it, so a
+// burst of other nodes' tasks costs it nothing (see route).
 type hub struct {
 	mu sync.Mutex // guards every field below and every subscription's next and err
 	// ring holds the most recent events in index order; ring[i] is the
