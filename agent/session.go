@@ -495,7 +495,9 @@ func (a *Agent) sayGoodbye(addr string, stream shoalv1.Dispatcher_SessionClient,
 
 // silentPeriods is how many heartbeat periods without an acknowledgement
 // make the agent give up on its manager and dial the next: as many as the
-// managers' default down threshold (4 periods, 2 s), so the agent does not
+// managers' default down threshold (4 periods, 2 s at 500 ms; the period
+// is the welcome's, which grows with the cluster's size beyond 500 nodes:
+// dispatcher.scaledPeriod), so the agent does not
 // drop a session its manager would still count as alive. With 3 periods
 // (1.5 s) a leader stalled for a moment by a burst (thousands of sessions
 // opening, a 100,000-task service) lost every session at once, and the

@@ -189,6 +189,9 @@ type API interface {
 	// WatchFiltered is Watch delivering only the events keep accepts
 	// (called under the hub's lock: quick, non-blocking).
 	WatchFiltered(ctx context.Context, fromIndex uint64, keep func(*shoalv1.WatchEvent) bool, kinds ...Kind) (Subscription, error)
+	// WatchNode is WatchFiltered routed to one node's subscriptions (task
+	// events reach only their node's subscribers).
+	WatchNode(ctx context.Context, fromIndex uint64, nodeID string, keep func(*shoalv1.WatchEvent) bool, kinds ...Kind) (Subscription, error)
 	AppliedIndex() uint64
 	Snapshot() error
 }

@@ -303,6 +303,23 @@ func (s *Store) WatchFiltered(ctx context.Context, fromIndex uint64, keep func(*
 	return sub, nil
 }
 
+// WatchNode is WatchFiltered for one node's session, routed instead of
+// filtered by every subscriber: the hub hands a task event (of a task on
+// no network) only to the subscriptions of the task's node, and offers
+// keep only those and the events of other kinds and of tasks on networks.
+// Each subscription has its own queue, so a burst of tasks spread over
+// 5,000 nodes costs one append per event, not 5,000 filter calls per
+// event inside the FSM's apply (see README, "Scheduler at scale"). keep
+// has WatchFiltered's constraints; a subscriber is cut off
+// (ErrSlowConsumer) when a ring's worth of its events wait unread.
+func (s *Store) WatchNode(ctx context.Context, fromIndex uint64, nodeID string, keep func(*shoalv1.WatchEvent) bool, kinds ...Kind) (Subscription, error) {
+	sub, err := s.hub.watchNode(ctx, fromIndex, nodeID, kinds, keep)
+	if err != nil {
+		return nil, err
+	}
+	return sub, nil
+}
+
 // Update runs fn on a WriteTx over a fresh view and proposes its changes as
 // one raft entry, applied all-or-nothing; it returns the entry's index (0
 // when fn changed nothing: nothing is proposed). A change that encodes to

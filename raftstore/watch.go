@@ -29,6 +29,9 @@ var errUnsubscribed = errors.New("watch closed by its consumer")
 // only when the ring drops an event it has not read yet, that is when it
 // is a whole ring behind, so a burst that dwarfs any per-subscriber buffer
 // does not cut subscribers that keep reading. Apply never blocks on it.
+// A routed subscription (WatchNode, a node's session) is the exception: it
+// has its own queue, filled by publish with the events routed to it, so a
+// burst of other nodes' tasks costs it nothing (see route).
 type hub struct {
 	mu sync.Mutex // guards every field below and every subscription's next and err
 	// ring holds the most recent events in index order; ring[i] is the
@@ -44,6 +47,16 @@ type hub struct {
 	// last is the index of the last entry published.
 	last uint64
 	subs map[*subscription]struct{}
+	// cursors are the subscriptions that read the ring through their
+	// cursor (Watch, WatchFiltered); routed those with their own queue
+	// (WatchNode), byNode the same by node id. publish walks cursors per
+	// entry, but a routed subscription only when an event is for it.
+	cursors map[*subscription]struct{}
+	routed  map[*subscription]struct{}
+	byNode  map[string]map[*subscription]struct{}
+	// woken collects, during publish, the routed subscriptions given an
+	// event, to be woken once each at its end.
+	woken []*subscription
 	// closed is set by close; Watch then fails with ErrClosed.
 	closed bool
 }
@@ -63,7 +76,11 @@ func newHub(capacity int) *hub {
 	if capacity <= 0 {
 		capacity = defaultWatchRing
 	}
-	return &hub{ring: make([]ringEntry, 0, capacity), cap: capacity, start: 1, subs: map[*subscription]struct{}{}}
+	return &hub{
+		ring: make([]ringEntry, 0, capacity), cap: capacity, start: 1,
+		subs: map[*subscription]struct{}{}, cursors: map[*subscription]struct{}{},
+		routed: map[*subscription]struct{}{}, byNode: map[string]map[*subscription]struct{}{},
+	}
 }
 
 // nextSeq is the sequence number the next published event gets.
@@ -77,8 +94,21 @@ func (h *hub) publish(events []*shoalv1.WatchEvent, index uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, ev := range events {
-		h.ring = append(h.ring, ringEntry{ev: ev, bit: kindBit(kindOfEvent(ev)), index: ev.GetIndex()})
+		e := ringEntry{ev: ev, bit: kindBit(kindOfEvent(ev)), index: ev.GetIndex()}
+		h.ring = append(h.ring, e)
+		if len(h.routed) > 0 {
+			h.route(e)
+		}
 	}
+	for _, s := range h.woken {
+		s.woken = false
+		select {
+		case s.notify <- struct{}{}:
+		default:
+		}
+	}
+	clear(h.woken)
+	h.woken = h.woken[:0]
 	drop := 0
 	for len(h.ring)-drop > h.cap && h.ring[drop].index < index {
 		drop++
@@ -87,7 +117,7 @@ func (h *hub) publish(events []*shoalv1.WatchEvent, index uint64) {
 		// A filtered subscription that has not looked at the events about
 		// to go is moved over those it does not want, so it is cut only
 		// for missing one it does.
-		for s := range h.subs {
+		for s := range h.cursors {
 			if s.keep != nil {
 				for s.next < h.oldest+uint64(drop) && !s.wants(h.ring[s.next-h.oldest]) {
 					s.next++
@@ -112,7 +142,7 @@ func (h *hub) publish(events []*shoalv1.WatchEvent, index uint64) {
 		return
 	}
 	end := h.nextSeq()
-	for s := range h.subs {
+	for s := range h.cursors {
 		if s.next < h.oldest {
 			h.endLocked(s, ErrSlowConsumer)
 			continue
@@ -144,6 +174,23 @@ func (h *hub) take(s *subscription, buf []*shoalv1.WatchEvent) (_ []*shoalv1.Wat
 	if s.err != nil {
 		return buf, false
 	}
+	if s.routed {
+		n := min(pumpBatch-len(buf), len(s.queue)-s.qhead)
+		buf = append(buf, s.queue[s.qhead:s.qhead+n]...)
+		clear(s.queue[s.qhead : s.qhead+n])
+		s.qhead += n
+		switch {
+		case s.qhead == len(s.queue) && cap(s.queue) > maxIdleQueue:
+			s.queue, s.qhead = nil, 0 // a burst's queue is not kept for ever
+		case s.qhead == len(s.queue):
+			s.queue, s.qhead = s.queue[:0], 0
+		case s.qhead >= pumpBatch*4 && s.qhead*2 >= len(s.queue):
+			m := copy(s.queue, s.queue[s.qhead:])
+			clear(s.queue[m:])
+			s.queue, s.qhead = s.queue[:m], 0
+		}
+		return buf, true
+	}
 	end := h.nextSeq()
 	for s.next < end && len(buf) < pumpBatch {
 		e := h.ring[s.next-h.oldest]
@@ -162,6 +209,15 @@ func (h *hub) watch(ctx context.Context, from uint64, kinds []Kind) (*subscripti
 
 // watchFiltered registers a subscription; see Store.WatchFiltered.
 func (h *hub) watchFiltered(ctx context.Context, from uint64, kinds []Kind, keep func(*shoalv1.WatchEvent) bool) (*subscription, error) {
+	return h.register(ctx, from, kinds, keep, false, "")
+}
+
+// watchNode registers a routed subscription; see Store.WatchNode.
+func (h *hub) watchNode(ctx context.Context, from uint64, node string, kinds []Kind, keep func(*shoalv1.WatchEvent) bool) (*subscription, error) {
+	return h.register(ctx, from, kinds, keep, true, node)
+}
+
+func (h *hub) register(ctx context.Context, from uint64, kinds []Kind, keep func(*shoalv1.WatchEvent) bool, routed bool, node string) (*subscription, error) {
 	mask, err := kindMaskOf(kinds)
 	if err != nil {
 		return nil, err
@@ -184,11 +240,32 @@ func (h *hub) watchFiltered(ctx context.Context, from uint64, kinds []Kind, keep
 	first := sort.Search(len(h.ring), func(i int) bool { return h.ring[i].index >= from })
 	s := &subscription{
 		hub: h, from: from, mask: mask, keep: keep, next: h.oldest + uint64(first),
+		routed: routed, node: node,
 		ch: make(chan *shoalv1.WatchEvent, chanBuffer), notify: make(chan struct{}, 1), done: make(chan struct{}),
 	}
-	h.subs[s] = struct{}{}
 	// The callback takes h.mu, so it cannot run before we return.
 	s.stop = context.AfterFunc(ctx, func() { h.end(s, ctx.Err()) })
+	h.subs[s] = struct{}{}
+	if routed {
+		h.routed[s] = struct{}{}
+		if h.byNode[node] == nil {
+			h.byNode[node] = map[*subscription]struct{}{}
+		}
+		h.byNode[node][s] = struct{}{}
+		// The replay from the ring goes to the queue like new events.
+		for _, e := range h.ring[first:] {
+			if n, ok := routeNode(e.ev); !ok || n == node {
+				h.offer(s, e)
+			}
+		}
+		for _, w := range h.woken {
+			w.woken = false
+		}
+		clear(h.woken)
+		h.woken = h.woken[:0]
+	} else {
+		h.cursors[s] = struct{}{}
+	}
 	go s.pump()
 	return s, nil
 }
@@ -233,6 +310,18 @@ func (h *hub) endLocked(s *subscription, err error) {
 	s.err = err
 	close(s.done)
 	delete(h.subs, s)
+	delete(h.cursors, s)
+	if s.routed {
+		delete(h.routed, s)
+		if m := h.byNode[s.node]; m != nil {
+			delete(m, s)
+			if len(m) == 0 {
+				delete(h.byNode, s.node)
+			}
+		}
+		clear(s.queue)
+		s.queue, s.qhead = nil, 0
+	}
 	if s.stop != nil {
 		s.stop()
 	}
@@ -246,8 +335,18 @@ type subscription struct {
 	mask kindMask
 	// keep, if set, selects the events delivered (see Store.WatchFiltered).
 	keep func(*shoalv1.WatchEvent) bool
-	// next is the sequence number of the next ring event to look at.
+	// next is the sequence number of the next ring event to look at
+	// (not used by a routed subscription).
 	next uint64
+	// routed: the subscription has its own queue, filled by publish with
+	// the events routed to node (see Store.WatchNode); queue[qhead:] are
+	// the events not taken yet, woken says it is in hub.woken. Guarded by
+	// hub.mu.
+	routed bool
+	node   string
+	queue  []*shoalv1.WatchEvent
+	qhead  int
+	woken  bool
 	// ch is written and closed only by pump.
 	ch     chan *shoalv1.WatchEvent
 	notify chan struct{} // new events were published
@@ -262,6 +361,56 @@ var _ Subscription = (*subscription)(nil)
 func (s *subscription) wants(e ringEntry) bool {
 	return e.index >= s.from && (s.mask == 0 || s.mask&e.bit != 0) && (s.keep == nil || s.keep(e.ev))
 }
+
+// routeNode says which node alone a routed subscription may want ev for:
+// a task event is for the task's node (none while it is unassigned),
+// unless the task is on a network, whose endpoints every node's session
+// may need. ok is false for the events offered to every routed
+// subscription (the other kinds, tasks on networks).
+func routeNode(ev *shoalv1.WatchEvent) (node string, ok bool) {
+	t := ev.GetObject().GetTask()
+	if t == nil || len(t.GetNetworks()) > 0 {
+		return "", false
+	}
+	return t.GetNodeId(), true
+}
+
+// route hands e, just added to the ring, to the routed subscriptions it
+// is for: only those of its node for a task off any network, so a burst
+// of tasks costs one queue append per event, not a filter call per event
+// and subscription.
+func (h *hub) route(e ringEntry) {
+	if node, ok := routeNode(e.ev); ok {
+		for s := range h.byNode[node] {
+			h.offer(s, e)
+		}
+		return
+	}
+	for s := range h.routed {
+		h.offer(s, e)
+	}
+}
+
+// offer queues e for the routed subscription s if s wants it, and cuts s
+// off when its queue holds a whole ring's worth of events it has not
+// taken: the same bound a cursor subscription has.
+func (h *hub) offer(s *subscription, e ringEntry) {
+	if s.err != nil || !s.wants(e) {
+		return
+	}
+	if len(s.queue)-s.qhead >= h.cap {
+		h.endLocked(s, ErrSlowConsumer)
+		return
+	}
+	s.queue = append(s.queue, e.ev)
+	if !s.woken {
+		s.woken = true
+		h.woken = append(h.woken, s)
+	}
+}
+
+// maxIdleQueue is the largest queue capacity an emptied routed queue keeps.
+const maxIdleQueue = 1024
 
 // pump feeds ch from the ring until the subscription ends, then closes it.
 // Events it holds when the end comes are dropped: a consumer resumes from

@@ -7,7 +7,9 @@
 //
 // Unless GOGC is set, the garbage collector runs at 300% instead of 100%:
 // a manager's heap is small (tens of MB) and at thousands of writes per
-// second GC was an eighth of its CPU.
+// second GC was an eighth of its CPU. A soft memory limit that follows the
+// live heap (memlimit.go; unless GOMEMLIMIT is set) keeps a big heap from
+// growing to four times what is live.
 package main
 
 import (
@@ -41,6 +43,7 @@ func main() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(300)
 	}
+	adjustMemoryLimit(context.Background()) // memlimit.go
 	if addr := os.Getenv("SHOAL_DEBUG_ADDR"); addr != "" {
 		go func() {
 			if err := http.ListenAndServe(addr, nil); err != nil {

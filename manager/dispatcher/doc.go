@@ -6,7 +6,9 @@
 // store changes. The agent heartbeats on the same stream and sends task
 // status updates in batches; the dispatcher coalesces status updates from all
 // sessions into one raft entry per flush. A session watches the store
-// through raftstore's WatchFiltered, keeping only its node's tasks and
+// through raftstore's WatchNode, which routes a task event to its node's
+// sessions only (no per-session work for other nodes' tasks), keeping its
+// node's tasks and
 // node, tasks on networks, other nodes once the cluster has a network, and
 // the other kinds (sessionEvents), so thousands of sessions do not each
 // handle every task event, nor every other session's opening. A session whose status
@@ -25,6 +27,10 @@
 //
 // Liveness is tracked in memory (heartbeats are not written to raft): a node
 // whose heartbeats stop for HeartbeatPeriod * DownAfterMissed is marked DOWN,
+// where the period a session is told grows with the node count beyond 500
+// nodes (scaledPeriod: the leader answers about 1,000 heartbeats a second
+// whatever the cluster's size; a node is judged by the period it was told,
+// and gossip saying dead still marks it DOWN after two configured periods),
 // and the orchestrator then replaces its tasks. A new leader gives every node
 // that long to reconnect before marking it down. The monitor (four times a
 // period) reads the nodes and their gossip states before taking the lock

@@ -159,11 +159,11 @@ func TestGossipMessageNotForRemovedNode(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if g := gossipMessage(s.View(), "live"); g == nil || len(g.GetGossip().GetKeys()) != 1 {
+	if g := gossipMessage(s.View(), "live", gossipPeers(s.View())); g == nil || len(g.GetGossip().GetKeys()) != 1 {
 		t.Fatalf("a live node's gossip message: %v", g)
 	}
 	for _, id := range []string{"gone", "unknown"} {
-		if g := gossipMessage(s.View(), id); g != nil {
+		if g := gossipMessage(s.View(), id, gossipPeers(s.View())); g != nil {
 			t.Errorf("node %q (removed or not in the view) was sent %d gossip keys", id, len(g.GetGossip().GetKeys()))
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -154,8 +155,9 @@ type liveness struct {
 // why: a node that said it is restarting when its restart deadline has
 // passed; any other node whose heartbeats stopped, corroborated by the
 // leader's gossip view (gossip):
-//   - gossip says dead or left: DOWN once fastDownMissed heartbeats are
-//     missed (fast, no need to wait for the full limit);
+//   - gossip says dead or left: DOWN once fastDownMissed heartbeats of
+//     the configured period are missed (fast, no need to wait for the
+//     full limit, which grows with the cluster's size: scaledPeriod);
 //   - gossip says suspect (the leader's direct probe and the indirect
 //     probes through other members failed): DOWN at the limit, as with
 //     heartbeats alone — two independent signals agree, and waiting for
@@ -166,7 +168,9 @@ type liveness struct {
 //     problem: other members still reach the node);
 //   - no gossip view ("" or unknown): DOWN after limit, as before.
 //
-// A node already DOWN is left alone.
+// period is the configured heartbeat period, limit the node's: its
+// (possibly scaled) period times the heartbeats it may miss. A node
+// already DOWN is left alone.
 func verdict(n *shoalv1.Node, lastSeen, now time.Time, period, limit time.Duration, gossip string) liveness {
 	if n.GetStatus().GetState() == shoalv1.NodeState_NODE_STATE_DOWN {
 		return liveness{}
@@ -216,7 +220,7 @@ const maxGossipPeers = 5
 // has not seen the deletion yet reads the keys from a newer view — the
 // removed node must not get the key rotated to shut it out (its session
 // ends on the deletion event).
-func gossipMessage(view raftstore.Reader, nodeID string) *shoalv1.SessionMessage {
+func gossipMessage(view raftstore.Reader, nodeID string, peers []gossipPeer) *shoalv1.SessionMessage {
 	c, ok := raftstore.ClusterOf(view)
 	if !ok || len(c.GetGossipKeys()) == 0 || slices.Contains(c.GetRemovedNodes(), nodeID) {
 		return nil
@@ -224,21 +228,64 @@ func gossipMessage(view raftstore.Reader, nodeID string) *shoalv1.SessionMessage
 	if _, ok := raftstore.Get[*shoalv1.Node](view, nodeID); !ok {
 		return nil
 	}
-	var managers, workers []string
+	var addrs []string
+	for _, p := range peers {
+		if p.id != nodeID && len(addrs) < maxGossipPeers {
+			addrs = append(addrs, p.addr)
+		}
+	}
+	return &shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Gossip{Gossip: &shoalv1.Gossip{Keys: c.GetGossipKeys(), Peers: addrs}}}
+}
+
+// gossipPeer is a node a session may be told to join gossip through.
+type gossipPeer struct{ id, addr string }
+
+// gossipPeers lists the join candidates of view: READY nodes with a known
+// gossip address, managers first, at most maxGossipPeers+1 (one may be
+// the node asking).
+func gossipPeers(view raftstore.Reader) []gossipPeer {
+	var managers, workers []gossipPeer
 	for _, n := range raftstore.List[*shoalv1.Node](view) {
 		st := n.GetStatus()
-		if n.GetMeta().GetId() == nodeID || st.GetGossipAddr() == "" || st.GetState() != shoalv1.NodeState_NODE_STATE_READY {
+		if st.GetGossipAddr() == "" || st.GetState() != shoalv1.NodeState_NODE_STATE_READY {
 			continue
 		}
+		p := gossipPeer{id: n.GetMeta().GetId(), addr: st.GetGossipAddr()}
 		if n.GetRole() == shoalv1.NodeRole_NODE_ROLE_MANAGER {
-			managers = append(managers, st.GetGossipAddr())
-		} else {
-			workers = append(workers, st.GetGossipAddr())
+			managers = append(managers, p)
+		} else if len(workers) <= maxGossipPeers {
+			workers = append(workers, p)
 		}
 	}
 	peers := append(managers, workers...)
-	if len(peers) > maxGossipPeers {
-		peers = peers[:maxGossipPeers]
+	return peers[:min(len(peers), maxGossipPeers+1)]
+}
+
+// peersTTL is how long the join candidates are reused: they are hints
+// (memberlist needs one answer), and listing every node for every session
+// opening was O(nodes²) while 5,000 sessions opened: 14 % of the leader
+// (README, "Scheduler at scale"), and again on every key rotation.
+const peersTTL = time.Second
+
+// peerCache keeps gossipPeers for peersTTL.
+type peerCache struct {
+	mu    sync.Mutex
+	at    time.Time
+	peers []gossipPeer
+	now   func() time.Time // time.Now; tests replace it
+}
+
+// get returns the cached candidates, listed again from view when older
+// than peersTTL.
+func (c *peerCache) get(view raftstore.Reader) []gossipPeer {
+	now := time.Now
+	if c.now != nil {
+		now = c.now
 	}
-	return &shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Gossip{Gossip: &shoalv1.Gossip{Keys: c.GetGossipKeys(), Peers: peers}}}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t := now(); c.at.IsZero() || t.Sub(c.at) >= peersTTL {
+		c.peers, c.at = gossipPeers(view), t
+	}
+	return c.peers
 }

@@ -94,6 +94,7 @@ func eventually(t *testing.T, what string, cond func() error) {
 type liveCluster struct {
 	store *raftstore.Store
 	addr  string
+	d     *Dispatcher
 }
 
 func startLive(t *testing.T, settings *shoalv1.ClusterSettings, nodes ...string) *liveCluster {
@@ -153,7 +154,7 @@ func startLiveWith(t *testing.T, cluster func(*shoalv1.Cluster), config func(*Co
 			t.Errorf("Run: %v", err)
 		}
 	})
-	return &liveCluster{store: s, addr: ln.Addr().String()}
+	return &liveCluster{store: s, addr: ln.Addr().String(), d: d}
 }
 
 // node returns the node's object.

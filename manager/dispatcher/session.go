@@ -111,13 +111,17 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	if !d.networksSeen.Load() && len(raftstore.List[*shoalv1.Network](view)) > 0 {
 		d.networksSeen.Store(true)
 	}
-	sub, err := d.cfg.Store.WatchFiltered(ctx, view.Index()+1, sessionEvents(id.NodeID, &d.networksSeen), raftstore.KindTask, raftstore.KindNode, raftstore.KindNetwork, raftstore.KindService, raftstore.KindCluster)
+	sub, err := d.cfg.Store.WatchNode(ctx, view.Index()+1, id.NodeID, sessionEvents(id.NodeID, &d.networksSeen), raftstore.KindTask, raftstore.KindNode, raftstore.KindNetwork, raftstore.KindService, raftstore.KindCluster)
 	if err != nil {
 		return errdefs.Unavailablef("watching the store: %v", err)
 	}
 	defer sub.Close()
 
-	period, _ := d.settings()
+	base, _ := d.settings()
+	period := scaledPeriod(base, int(d.nodes.Load()))
+	d.mu.Lock()
+	d.told[id.NodeID] = period
+	d.mu.Unlock()
 	node, _ := raftstore.Get[*shoalv1.Node](view, id.NodeID)
 	welcome := &shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Welcome{Welcome: &shoalv1.SessionWelcome{
 		SessionId: sess.id, HeartbeatPeriodMs: period.Milliseconds(), Node: node, Managers: d.cfg.Managers(),
@@ -125,7 +129,7 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	if err := stream.Send(welcome); err != nil {
 		return err
 	}
-	if g := gossipMessage(view, id.NodeID); g != nil {
+	if g := gossipMessage(view, id.NodeID, d.peers.get(view)); g != nil {
 		if err := stream.Send(g); err != nil {
 			return err
 		}
@@ -284,7 +288,8 @@ drain:
 		}
 	}
 	if clusterChanged {
-		if g := gossipMessage(d.cfg.Store.View(), nodeID); g != nil {
+		view := d.cfg.Store.View()
+		if g := gossipMessage(view, nodeID, d.peers.get(view)); g != nil {
 			if err := stream.Send(g); err != nil {
 				return err
 			}

@@ -71,7 +71,11 @@
 //     once the node is active again, its outdated task is rolled out;
 //   - stop-first stops the outdated task and creates its replacement in
 //     one plan; start-first creates the replacement and keeps the best
-//     outdated RUNNING task until it runs healthy;
+//     outdated RUNNING task until it runs healthy — unless the scheduler
+//     could not place the replacement for room the old task holds (max
+//     replicas per node, memory, CPU): that slot falls back to stop-first
+//     (where swarm mode waits for ever, moby#40797); either way the update
+//     status message carries the scheduler's reason;
 //   - a slot is updated once its current task ran healthy for monitor_ms
 //     (a RetryAfter until then), counted for a task with a health check
 //     from the check's latest news (its turning healthy), not from its

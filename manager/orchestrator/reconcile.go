@@ -347,11 +347,21 @@ func (g *group) reconcile() (p Plan, st slotState) {
 			st.current = keep
 			if g.startFirst && !runningHealthy(keep) {
 				// Start-first: the best outdated running task keeps
-				// serving until its replacement runs.
+				// serving until its replacement runs — unless the
+				// replacement cannot be placed for want of room the old
+				// task holds (max replicas per node, memory, CPU): then
+				// the slot falls back to stop-first, or the rollout would
+				// wait for ever (swarm mode's behaviour, moby#40797).
 				if i := slices.IndexFunc(rest, func(t *shoalv1.Task) bool {
 					return t.GetSpecVersion() != cur && t.GetStatus().GetState() == stateRunning
 				}); i >= 0 {
-					rest = slices.Delete(slices.Clone(rest), i, i+1)
+					reason := unschedulable(keep)
+					if reason != "" && freedByStopping(reason) {
+						st.fellBack = reason // rest[i] is shut down below
+					} else {
+						st.blocked = reason
+						rest = slices.Delete(slices.Clone(rest), i, i+1)
+					}
 				}
 			}
 		}

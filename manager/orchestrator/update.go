@@ -170,6 +170,35 @@ type slotState struct {
 	outdated *shoalv1.Task
 	// current: the slot's live task of the current spec, if any.
 	current *shoalv1.Task
+	// fellBack: start-first, the current task cannot be placed for want
+	// of room the outdated one holds, which is stopped (the scheduler's
+	// reason); blocked: it cannot be placed for another reason, and the
+	// outdated one keeps serving.
+	fellBack, blocked string
+}
+
+// unschedulable is the scheduler's reason for a pending task it could not
+// place ("" if it was not tried yet or is placed).
+func unschedulable(t *shoalv1.Task) string {
+	if t.GetNodeId() != "" || t.GetStatus().GetState() != statePending {
+		return ""
+	}
+	if m := t.GetStatus().GetMessage(); m != msgPending {
+		return m
+	}
+	return ""
+}
+
+// freedByStopping says whether the scheduler's reason names a cause that
+// stopping one of the service's tasks can lift: max replicas per node,
+// memory or CPU (scheduler.failureReason's counts).
+func freedByStopping(reason string) bool {
+	for _, s := range []string{"the maximum of the service's tasks per node", "lack memory", "lacks memory", "lack CPU", "lacks CPU"} {
+		if strings.Contains(reason, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // tally sums up a service's wanted slots for the rollout as they are
@@ -188,6 +217,10 @@ type tally struct {
 	outdated []slotState
 	// failed: tasks of the current spec that ended on their own.
 	failed []*shoalv1.Task
+	// fellBack, blocked: slots whose new task is unschedulable (see
+	// slotState), and the first one's reason.
+	fellBack, blocked     int
+	fellBackWhy, blockWhy string
 }
 
 func newTally(svc *shoalv1.Service, now time.Time) *tally {
@@ -196,6 +229,16 @@ func newTally(svc *shoalv1.Service, now time.Time) *tally {
 
 func (t *tally) add(s slotState) {
 	t.total++
+	if s.fellBack != "" {
+		if t.fellBack++; t.fellBack == 1 {
+			t.fellBackWhy = s.fellBack
+		}
+	}
+	if s.blocked != "" {
+		if t.blocked++; t.blocked == 1 {
+			t.blockWhy = s.blocked
+		}
+	}
 	if s.outdated != nil {
 		t.outdated = append(t.outdated, s)
 		return
@@ -298,6 +341,14 @@ func planRollout(svc *shoalv1.Service, ty *tally, now time.Time) rolloutResult {
 		status.CompletedAt = timestamppb.New(now)
 		res.status, res.retry = status, 0
 		return res
+	}
+	// An unschedulable new task is said in the status (it stays there
+	// until the rollout's next state): a rollout that waits says why.
+	switch {
+	case ty.fellBack > 0:
+		status.Message = fmt.Sprintf("start-first fell back to stop-first for %d slot(s), the new task could not be placed: %s", ty.fellBack, ty.fellBackWhy)
+	case ty.blocked > 0:
+		status.Message = fmt.Sprintf("waiting: %d new task(s) cannot be placed: %s", ty.blocked, ty.blockWhy)
 	}
 	if !proto.Equal(status, cur) {
 		res.status = status

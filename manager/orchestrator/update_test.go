@@ -12,6 +12,7 @@ import (
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/scheduler"
 )
 
 // updateCfg sets spec.update.
@@ -135,6 +136,21 @@ func TestRollout(t *testing.T) {
 			mkService("s", 3, v2, updState(updUpdating), updateCfg(1, 0, time.Second, "start-first", "", 0)),
 			[]*shoalv1.Task{old("a", 1), cur("n1", 1, health(shoalv1.TaskHealth_TASK_HEALTH_HEALTHY)), old("b", 2), old("c", 3)},
 			"+2@2 ~a:shutdown/running status=UPDATING 1/0"},
+		// A start-first rollout of a service whose max replicas per node
+		// is reached on every node: the new task can never be placed while
+		// the old one runs, so the slot falls back to stop-first and the
+		// status says why (it used to wait in UPDATING for ever).
+		{"start-first, new task unplaceable for max replicas per node: the slot falls back to stop-first",
+			mkService("s", 3, v2, updState(updUpdating), updateCfg(1, 0, time.Second, "start-first", "", 0)),
+			[]*shoalv1.Task{old("a", 1), cur("n1", 1, st(tsPending), onNode(""), msg("no suitable node: 3 have the maximum of the service's tasks per node")), old("b", 2), old("c", 3)},
+			"~a:shutdown/running status=UPDATING 0/0 [start-first fell back to stop-first for 1 slot(s), the new task could not be placed: no suitable node: 3 have the maximum of the service's tasks per node]"},
+		{"start-first, new task unplaceable for another reason: the old one keeps serving, the status says why",
+			mkService("s", 3, v2, updState(updUpdating), updateCfg(1, 0, time.Second, "start-first", "", 0)),
+			[]*shoalv1.Task{old("a", 1), cur("n1", 1, st(tsPending), onNode(""), msg("no suitable node: 3 do not satisfy the constraints")), old("b", 2), old("c", 3)},
+			"status=UPDATING 0/0 [waiting: 1 new task(s) cannot be placed: no suitable node: 3 do not satisfy the constraints]"},
+		{"start-first, new task pending but not tried yet: the old one stays",
+			mkService("s", 3, v2, updState(updUpdating), updateCfg(1, 0, time.Second, "start-first", "", 0)),
+			[]*shoalv1.Task{old("a", 1), cur("n1", 1, st(tsPending), onNode("")), old("b", 2), old("c", 3)}, ""},
 		{"stop-first: an outdated task next to a new one that is not running is stopped",
 			sf(1, updState(updUpdating)),
 			[]*shoalv1.Task{old("a", 1), cur("n1", 1, st(tsAssigned)), old("b", 2), old("c", 3)}, "~a:shutdown/running"},
@@ -664,5 +680,44 @@ func TestRolloutGlobalSkipsPausedNode(t *testing.T) {
 	svc = mkService("g", 0, global(), specVersion(2), updState(updCompleted), updateCfg(1, 0, time.Second, "stop-first", "", 0))
 	if d := describeRollout(ReconcileGlobal(svc, tasks, nodes, t0)); d != "+n1@2 ~t1:shutdown/running status=UPDATING 2/0" {
 		t.Fatalf("n1 active again: %q, want its task rolled out", d)
+	}
+}
+
+// TestFreedByStopping ties freedByStopping to the scheduler's own reasons:
+// max replicas per node, memory and CPU can be freed by stopping a task of
+// the service; constraints cannot.
+func TestFreedByStopping(t *testing.T) {
+	nodes := []*shoalv1.Node{
+		{Meta: &shoalv1.Meta{Id: "n1"}, Spec: &shoalv1.NodeSpec{Availability: shoalv1.NodeAvailability_NODE_AVAILABILITY_ACTIVE},
+			Description: &shoalv1.NodeDescription{Hostname: "h1", Os: "linux", Arch: "amd64", Resources: &shoalv1.Resources{MemoryBytes: 1 << 30, NanoCpus: 1e9}},
+			Status:      &shoalv1.NodeStatus{State: shoalv1.NodeState_NODE_STATE_READY}, Role: shoalv1.NodeRole_NODE_ROLE_WORKER},
+	}
+	task := func(id string, pl *shoalv1.Placement, res *shoalv1.Resources) *shoalv1.Task {
+		return &shoalv1.Task{Meta: &shoalv1.Meta{Id: id}, ServiceId: "s", Slot: 1,
+			Spec:   &shoalv1.TaskSpec{Placement: pl, Resources: &shoalv1.ResourceRequirements{Reservations: res}},
+			Status: &shoalv1.TaskStatus{State: tsPending}, DesiredState: shoalv1.TaskState_TASK_STATE_RUNNING}
+	}
+	running := task("old", &shoalv1.Placement{MaxReplicasPerNode: 1}, &shoalv1.Resources{MemoryBytes: 768 << 20, NanoCpus: 8e8})
+	running.NodeId, running.Status.State = "n1", shoalv1.TaskState_TASK_STATE_RUNNING
+	tests := []struct {
+		name string
+		task *shoalv1.Task
+		want bool
+	}{
+		{"max replicas per node", task("new", &shoalv1.Placement{MaxReplicasPerNode: 1}, nil), true},
+		{"memory", task("new", nil, &shoalv1.Resources{MemoryBytes: 512 << 20}), true},
+		{"cpu", task("new", nil, &shoalv1.Resources{NanoCpus: 5e8}), true},
+		{"constraints", task("new", &shoalv1.Placement{Constraints: []string{"node.hostname==elsewhere"}}, nil), false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, failed := scheduler.Schedule(nodes, []*shoalv1.Task{running}, []*shoalv1.Task{tt.task})
+			if len(failed) != 1 {
+				t.Fatalf("scheduled: %v, want a failure", failed)
+			}
+			if got := freedByStopping(failed[0].Reason); got != tt.want {
+				t.Fatalf("freedByStopping(%q) = %v, want %v", failed[0].Reason, got, tt.want)
+			}
+		})
 	}
 }

@@ -82,7 +82,7 @@ services a previous run left).`,
 	f.IntVar(&o.joinParallel, "join-parallel", 16, "joins in flight at once")
 	f.IntVar(&o.wave, "wave", 100, "sessions opened at once (a wave must be open before the next dials)")
 	f.DurationVar(&o.runTimeout, "run-timeout", 15*time.Minute, "give up when the tasks are not all RUNNING after this")
-	f.DurationVar(&o.heartbeat, "heartbeat-period", 0, "set the cluster's heartbeat period (settings.heartbeat_period_ms) before the sessions open; 0: keep it (500ms by default)")
+	f.DurationVar(&o.heartbeat, "heartbeat-period", 0, "set the cluster's heartbeat period (settings.heartbeat_period_ms) before the sessions open; 0: keep it (500ms by default; sessions are told a longer one beyond 500 nodes)")
 	f.BoolVar(&o.verbose, "verbose", false, "log the simulated agents (sessions opened and ended, errors) to stderr")
 	f.StringVar(&o.shoalBin, "shoal-bin", "", "binary to start the managers with (default: this one)")
 	_ = f.MarkHidden("shoal-bin")
