@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -29,22 +31,24 @@ const soakDebugAddr = "127.0.0.1:6060"
 
 // soakRound is the idle footprint after one round (round 0: before any).
 type soakRound struct {
-	Round      int     `json:"round"`
-	RSSKB      int64   `json:"rss_kb"`           // VmRSS, read before anything forces a GC
-	AnonKB     int64   `json:"rss_anon_kb"`      // of which anonymous memory (Go heap, stacks, runtime)
-	FileKB     int64   `json:"rss_file_kb"`      // of which file pages (the binary's text, bbolt's mmaps)
-	HeapInuse  int64   `json:"heap_inuse_bytes"` // runtime HeapInuse after a forced GC (pprof heap?gc=1)
-	HeapAlloc  int64   `json:"heap_alloc_bytes"` // live heap after that GC
-	HeapSys    int64   `json:"heap_sys_bytes"`   // heap memory obtained from the OS
-	Released   int64   `json:"heap_released_bytes"`
-	Goroutines int     `json:"goroutines"`
-	FDs        int     `json:"fds"`
-	Mounts     int     `json:"mounts"`     // under the data dir
-	Cgroups    int     `json:"cgroups"`    // directories below the cgroup parent, every hierarchy
-	StateDirs  int     `json:"state_dirs"` // <data-dir>/runtime entries (task state dirs)
-	Procs      int     `json:"procs"`      // descendants of the node process + processes in its cgroups
-	UpSeconds  float64 `json:"up_seconds"` // create → all RUNNING
-	RmSeconds  float64 `json:"rm_seconds"` // remove → every task gone
+	Round      int            `json:"round"`
+	RSSKB      int64          `json:"rss_kb"`           // VmRSS, read before anything forces a GC
+	AnonKB     int64          `json:"rss_anon_kb"`      // of which anonymous memory (Go heap, stacks, runtime)
+	FileKB     int64          `json:"rss_file_kb"`      // of which file pages (the binary's text, bbolt's mmaps)
+	DBKB       int64          `json:"rss_db_kb"`        // of the file pages, those of bbolt files (*.db: raft log, agent state)
+	HeapInuse  int64          `json:"heap_inuse_bytes"` // runtime HeapInuse after a forced GC (pprof heap?gc=1)
+	HeapAlloc  int64          `json:"heap_alloc_bytes"` // live heap after that GC
+	HeapSys    int64          `json:"heap_sys_bytes"`   // heap memory obtained from the OS
+	Released   int64          `json:"heap_released_bytes"`
+	Goroutines int            `json:"goroutines"`
+	FDs        int            `json:"fds"`
+	FDKinds    map[string]int `json:"fd_kinds"`   // open files by target, digits replaced by N
+	Mounts     int            `json:"mounts"`     // under the data dir
+	Cgroups    int            `json:"cgroups"`    // directories below the cgroup parent, every hierarchy
+	StateDirs  int            `json:"state_dirs"` // <data-dir>/runtime entries (task state dirs)
+	Procs      int            `json:"procs"`      // descendants of the node process + processes in its cgroups
+	UpSeconds  float64        `json:"up_seconds"` // create → all RUNNING
+	RmSeconds  float64        `json:"rm_seconds"` // remove → every task gone
 }
 
 func benchSoak(ctx context.Context, e *env, rounds, tasks int) ([]soakRound, error) {
@@ -82,7 +86,11 @@ func benchSoak(ctx context.Context, e *env, rounds, tasks int) ([]soakRound, err
 		s.Round, s.UpSeconds, s.RmSeconds = r, up.Seconds(), rm.Seconds()
 		st := fmt.Sprintf("/proc/%d/status", dn.pid)
 		s.RSSKB, s.AnonKB, s.FileKB = statusField(st, "VmRSS:"), statusField(st, "RssAnon:"), statusField(st, "RssFile:")
-		s.FDs = countDir(fmt.Sprintf("/proc/%d/fd", dn.pid))
+		s.DBKB = mappedRSSKB(dn.pid, ".db")
+		s.FDKinds = fdKinds(dn.pid)
+		for _, n := range s.FDKinds {
+			s.FDs += n
+		}
 		if err := soakDebug(ctx, httpc, &s); err != nil {
 			return fmt.Errorf("round %d: debug endpoint: %w", r, err)
 		}
@@ -92,8 +100,8 @@ func benchSoak(ctx context.Context, e *env, rounds, tasks int) ([]soakRound, err
 			}
 		}
 		out = append(out, s)
-		e.logf("soak round %d/%d: RSS %.1f MiB (anon %.1f, file %.1f), heap in use %.1f MiB, %d goroutines, %d fds, %d mounts, %d cgroups, %d state dirs, %d processes (up %.1fs, rm %.1fs)",
-			r, rounds, float64(s.RSSKB)/1024, float64(s.AnonKB)/1024, float64(s.FileKB)/1024, float64(s.HeapInuse)/(1<<20), s.Goroutines, s.FDs, s.Mounts, s.Cgroups, s.StateDirs, s.Procs, s.UpSeconds, s.RmSeconds)
+		e.logf("soak round %d/%d: RSS %.1f MiB (anon %.1f, file %.1f of which bbolt %.1f), heap in use %.1f MiB, %d goroutines, %d fds, %d mounts, %d cgroups, %d state dirs, %d processes (up %.1fs, rm %.1fs)",
+			r, rounds, float64(s.RSSKB)/1024, float64(s.AnonKB)/1024, float64(s.FileKB)/1024, float64(s.DBKB)/1024, float64(s.HeapInuse)/(1<<20), s.Goroutines, s.FDs, s.Mounts, s.Cgroups, s.StateDirs, s.Procs, s.UpSeconds, s.RmSeconds)
 		return nil
 	}
 	if e.o.soakPprof != "" {
@@ -146,6 +154,77 @@ func (d *devNode) hostCounts() soakRound {
 	}
 	s.Procs = len(pids)
 	return s
+}
+
+// mappedRSSKB sums the resident pages of pid's mappings of files whose
+// name ends with suffix (/proc/<pid>/smaps).
+func mappedRSSKB(pid int, suffix string) int64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	return smapsRSSKB(f, suffix)
+}
+
+func smapsRSSKB(r io.Reader, suffix string) int64 {
+	var kb int64
+	match := false
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 0 {
+			continue
+		}
+		if !strings.HasSuffix(f[0], ":") { // a mapping's header: range perms offset dev inode [path]
+			match = len(f) >= 6 && strings.HasSuffix(f[len(f)-1], suffix)
+			continue
+		}
+		if match && f[0] == "Rss:" && len(f) >= 2 {
+			v, _ := strconv.ParseInt(f[1], 10, 64)
+			kb += v
+		}
+	}
+	return kb
+}
+
+// fdKinds counts the open files of pid by what they point to, numbers
+// (pids, inodes, temp dir suffixes) replaced by N so that kinds compare
+// across rounds.
+func fdKinds(pid int) map[string]int {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, _ := os.ReadDir(dir)
+	out := map[string]int{}
+	for _, ent := range ents {
+		target, err := os.Readlink(filepath.Join(dir, ent.Name()))
+		if err != nil {
+			continue
+		}
+		out[digits.ReplaceAllString(target, "N")]++
+	}
+	return out
+}
+
+var digits = regexp.MustCompile(`[0-9]+`)
+
+// fdDiff describes how the open files of b differ from those of a.
+func fdDiff(a, b map[string]int) string {
+	var out []string
+	for k := range b {
+		if d := b[k] - a[k]; d != 0 {
+			out = append(out, fmt.Sprintf("%+d %s", d, k))
+		}
+	}
+	for k := range a {
+		if _, ok := b[k]; !ok {
+			out = append(out, fmt.Sprintf("%+d %s", -a[k], k))
+		}
+	}
+	slices.Sort(out)
+	if len(out) == 0 {
+		return "none"
+	}
+	return strings.Join(out, ", ")
 }
 
 func countDir(dir string) int {
@@ -283,15 +362,15 @@ func soakMarkdown(w io.Writer, tasks int, rs []soakRound) {
 		return
 	}
 	fmt.Fprintf(w, "\n### soak: rounds of %d tasks created → RUNNING → removed → gone, idle figures after each\n\n", tasks)
-	fmt.Fprintln(w, "| round | RSS (MiB) | anon / file (MiB) | heap in use (MiB) | heap live (MiB) | goroutines | fds | mounts | cgroups | state dirs | processes | up (s) | rm (s) |")
+	fmt.Fprintln(w, "| round | RSS (MiB) | anon / file (bbolt) (MiB) | heap in use (MiB) | heap live (MiB) | goroutines | fds | mounts | cgroups | state dirs | processes | up (s) | rm (s) |")
 	fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	last := rs[len(rs)-1].Round
 	for _, r := range rs {
 		if len(rs) > 12 && r.Round > 2 && r.Round%10 != 0 && r.Round != 25 && r.Round != last {
 			continue
 		}
-		fmt.Fprintf(w, "| %d | %.1f | %.1f / %.1f | %.1f | %.1f | %d | %d | %d | %d | %d | %d | %.1f | %.1f |\n", r.Round,
-			float64(r.RSSKB)/1024, float64(r.AnonKB)/1024, float64(r.FileKB)/1024, mib(r.HeapInuse), mib(r.HeapAlloc), r.Goroutines, r.FDs, r.Mounts, r.Cgroups, r.StateDirs, r.Procs, r.UpSeconds, r.RmSeconds)
+		fmt.Fprintf(w, "| %d | %.1f | %.1f / %.1f (%.1f) | %.1f | %.1f | %d | %d | %d | %d | %d | %d | %.1f | %.1f |\n", r.Round,
+			float64(r.RSSKB)/1024, float64(r.AnonKB)/1024, float64(r.FileKB)/1024, float64(r.DBKB)/1024, mib(r.HeapInuse), mib(r.HeapAlloc), r.Goroutines, r.FDs, r.Mounts, r.Cgroups, r.StateDirs, r.Procs, r.UpSeconds, r.RmSeconds)
 	}
 	fmt.Fprintln(w)
 	for _, ref := range []int{1, 2} {
@@ -305,6 +384,10 @@ func soakMarkdown(w io.Writer, tasks int, rs []soakRound) {
 	z, b := rs[0], rs[len(rs)-1]
 	fmt.Fprintf(w, "- round %d vs before the first: goroutines %+d, fds %+d, mounts %+d, cgroups %+d, state dirs %+d, processes %+d\n", last,
 		b.Goroutines-z.Goroutines, b.FDs-z.FDs, b.Mounts-z.Mounts, b.Cgroups-z.Cgroups, b.StateDirs-z.StateDirs, b.Procs-z.Procs)
+	fmt.Fprintf(w, "- open files, round %d vs before the first: %s\n", last, fdDiff(z.FDKinds, b.FDKinds))
+	if len(rs) > 2 {
+		fmt.Fprintf(w, "- open files, round %d vs round 1: %s\n", last, fdDiff(rs[1].FDKinds, b.FDKinds))
+	}
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
