@@ -75,7 +75,9 @@
 // heap pages for reuse and returns them lazily (the background scavenger
 // keeps about the heap goal, which is 4× the live heap at shoal's GOGC=300),
 // so an idle node's RSS reflects the peak of its last rounds as much as
-// what it still holds; the live heap (heap in use after a GC) is the figure
+// what it still holds, until the node's idle release (daemon/idlemem:
+// no GC for 5 s) hands the free heap back; a round's sample taken before
+// that shows the peak. The live heap (HeapAlloc after a GC) is the figure
 // a leak moves.
 //
 // # Leader failover (-failover N)
