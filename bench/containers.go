@@ -29,68 +29,17 @@ import (
 //   - the node process' RSS idle and with 100 tasks, and what the 100
 //     per-task shims add (PSS: shared binary pages are counted once).
 
-const containersNS = "shoal-bench-ctr"
+// containersNS is the benchmark's network namespace, named after its pid
+// so that two benchmarks on one machine never share or delete each other's.
+var containersNS = fmt.Sprintf("shoal-bench-ctr-%d", os.Getpid())
 
 func benchContainers(ctx context.Context, e *env, n, big int) ([]*sampleSet, error) {
-	demo, err := demoImage(ctx, e)
+	dn, err := startDev(ctx, e, "ctr", nil)
 	if err != nil {
 		return nil, err
 	}
-	ns, err := newBenchNetns(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer ns.remove()
-
-	dir := filepath.Join(e.dir, "ctr")
-	cgParent := fmt.Sprintf("/shoal-bench-%d", os.Getpid())
-	logPath := filepath.Join(e.dir, "ctr-dev.log")
-	args := append([]string{"dev", "--data-dir", dir, "--cgroup-parent", cgParent, "--load-image", demo}, e.logArgs()...)
-	p, err := e.sup.start("dev", logPath, nil, "nsenter", append([]string{"--net=" + ns.path, "--", e.shoalBin}, args...)...)
-	if err != nil {
-		return nil, err
-	}
-	// Whatever happens: the node, then any container it left, its mounts
-	// and cgroups.
-	defer func() {
-		_ = e.sup.kill(p)
-		cctx := context.WithoutCancel(ctx)
-		if err := hostclean.KillCgroups(cctx, cgParent); err != nil {
-			e.logf("containers: %v", err)
-		}
-		if err := hostclean.UnmountUnder(dir); err != nil {
-			e.logf("containers: %v", err)
-		}
-		if err := hostclean.RemoveCgroups(cctx, cgParent); err != nil {
-			e.logf("containers: %v", err)
-		}
-	}()
-
-	var cl *client.Client
-	if err := waitFor(ctx, 30*time.Second, func() error {
-		c, err := client.Dial(ctx, client.Config{DataDir: dir, Hosts: []string{"127.0.0.1:4242"},
-			DialOptions: []grpc.DialOption{grpc.WithContextDialer(ns.dial)}})
-		cl = c
-		return err // no credentials until init wrote them
-	}); err != nil {
-		return nil, fmt.Errorf("shoal dev: %w (log %s: %s)", err, logPath, tail(logPath, 20))
-	}
-	defer cl.Close()
-	if err := waitFor(ctx, 30*time.Second, func() error {
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
-		r, err := client.ListNodes(cctx, cl.Control, &shoalv1.ListNodesRequest{})
-		if err != nil {
-			return err
-		}
-		if len(r.GetNodes()) != 1 || r.GetNodes()[0].GetStatus().GetState() != shoalv1.NodeState_NODE_STATE_READY {
-			return fmt.Errorf("node not ready yet")
-		}
-		return nil
-	}); err != nil {
-		return nil, fmt.Errorf("shoal dev did not come up: %w (log %s: %s)", err, logPath, tail(logPath, 20))
-	}
-	pid := p.cmd.Process.Pid
+	defer dn.stop(ctx)
+	cl, pid, dir := dn.cl, dn.pid, dn.dir
 	// Settle, then the idle footprint.
 	time.Sleep(2 * time.Second)
 	idleRSS := rssKB(pid)
@@ -125,6 +74,88 @@ func benchContainers(ctx context.Context, e *env, n, big int) ([]*sampleSet, err
 	}
 	many.Notes = append(many.Notes, fmt.Sprintf("`service rm` of the %d → every task gone from the store (containers stopped, cleaned): %v", big, time.Since(start).Round(time.Millisecond)))
 	return []*sampleSet{one, many}, nil
+}
+
+// devNode is a `shoal dev` process in a network namespace of the
+// benchmark's, with its own data dir and cgroup parent.
+type devNode struct {
+	e        *env
+	ns       *benchNetns
+	p        *proc
+	cl       *client.Client
+	pid      int
+	dir      string // data dir
+	cgParent string
+	logPath  string
+}
+
+// startDev starts `shoal dev` (data dir <tmp>/<name>) with extra
+// environment variables and waits until its node is READY.
+func startDev(ctx context.Context, e *env, name string, extraEnv []string) (_ *devNode, err error) {
+	demo, err := demoImage(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	ns, err := newBenchNetns(ctx)
+	if err != nil {
+		return nil, err
+	}
+	d := &devNode{e: e, ns: ns, dir: filepath.Join(e.dir, name),
+		cgParent: fmt.Sprintf("/shoal-bench-%d", os.Getpid()), logPath: filepath.Join(e.dir, name+"-dev.log")}
+	defer func() {
+		if err != nil {
+			d.stop(ctx)
+		}
+	}()
+	args := append([]string{"dev", "--data-dir", d.dir, "--cgroup-parent", d.cgParent, "--load-image", demo}, e.logArgs()...)
+	d.p, err = e.sup.startEnv("dev", d.logPath, nil, extraEnv, "nsenter", append([]string{"--net=" + ns.path, "--", e.shoalBin}, args...)...)
+	if err != nil {
+		return nil, err
+	}
+	d.pid = d.p.cmd.Process.Pid
+	if err := waitFor(ctx, 30*time.Second, func() error {
+		c, err := client.Dial(ctx, client.Config{DataDir: d.dir, Hosts: []string{"127.0.0.1:4242"},
+			DialOptions: []grpc.DialOption{grpc.WithContextDialer(ns.dial)}})
+		d.cl = c
+		return err // no credentials until init wrote them
+	}); err != nil {
+		return nil, fmt.Errorf("shoal dev: %w (log %s: %s)", err, d.logPath, tail(d.logPath, 20))
+	}
+	if err := waitFor(ctx, 30*time.Second, func() error {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		r, err := client.ListNodes(cctx, d.cl.Control, &shoalv1.ListNodesRequest{})
+		if err != nil {
+			return err
+		}
+		if len(r.GetNodes()) != 1 || r.GetNodes()[0].GetStatus().GetState() != shoalv1.NodeState_NODE_STATE_READY {
+			return fmt.Errorf("node not ready yet")
+		}
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("shoal dev did not come up: %w (log %s: %s)", err, d.logPath, tail(d.logPath, 20))
+	}
+	return d, nil
+}
+
+// stop kills the node, then any container it left, its mounts and
+// cgroups, and removes the namespace.
+func (d *devNode) stop(ctx context.Context) {
+	if d.cl != nil {
+		d.cl.Close()
+	}
+	_ = d.e.sup.kill(d.p)
+	cctx := context.WithoutCancel(ctx)
+	if err := hostclean.KillCgroups(cctx, d.cgParent); err != nil {
+		d.e.logf("shoal dev: %v", err)
+	}
+	if err := hostclean.UnmountUnder(d.dir); err != nil {
+		d.e.logf("shoal dev: %v", err)
+	}
+	if err := hostclean.RemoveCgroups(cctx, d.cgParent); err != nil {
+		d.e.logf("shoal dev: %v", err)
+	}
+	d.ns.remove()
 }
 
 // createAndWait creates a service and returns how long until replicas of
@@ -223,7 +254,6 @@ func demoImage(ctx context.Context, e *env) (string, error) {
 type benchNetns struct{ path string }
 
 func newBenchNetns(ctx context.Context) (*benchNetns, error) {
-	_ = exec.Command("ip", "netns", "del", containersNS).Run() // a leftover of a killed run
 	for _, args := range [][]string{{"netns", "add", containersNS}, {"-n", containersNS, "link", "set", "lo", "up"}} {
 		if b, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, b)

@@ -54,6 +54,37 @@
 // the proportional set size of the R task shims. Everything it started is
 // killed and removed at the end (containers, mounts, cgroups, namespace).
 //
+// # Memory that stays flat (-soak N [-soak-tasks T])
+//
+// The same `shoal dev` set-up as -containers, with SHOAL_DEBUG_ADDR on
+// 127.0.0.1:6060 inside the namespace. N rounds of: one service of T
+// replicas (default 100) created → all RUNNING (watch) → removed → every
+// task gone from the store → idle: until the node's processes, mounts,
+// cgroups and task state dirs are back to where they were before the first
+// round (a minute at most; what is left then shows in the table), then
+// -soak-settle (default 5 s) of nothing. Then, once before the first round
+// and after each: VmRSS of the node process, split into RssAnon (Go heap,
+// stacks, runtime) and RssFile (the binary's text, bbolt's mmaps), read
+// before anything forces a GC; HeapInuse and HeapAlloc from the pprof heap
+// profile asked for with gc=1 (what is still referenced); goroutines (pprof);
+// open file descriptors, by kind; mounts under the data dir; cgroups below
+// the cgroup parent (the parent itself, made with the first task, is not
+// counted); entries of <data-dir>/runtime; processes below the node process
+// or in its cgroups (a spare shim is always there). -soak-pprof DIR keeps
+// the heap profile of every round (`go tool pprof -base DIR/heap-001.pb.gz
+// DIR/heap-050.pb.gz` shows what round 50 holds that round 1 did not;
+// GODEBUG=memprofilerate=4096 in the benchmark's environment reaches the
+// node and makes the profile fine-grained).
+//
+// RSS is what the kernel counts, not what Go uses: the runtime keeps freed
+// heap pages for reuse and returns them lazily (the background scavenger
+// keeps about the heap goal, which is 4× the live heap at shoal's GOGC=300),
+// so an idle node's RSS reflects the peak of its last rounds as much as
+// what it still holds, until the node's idle release (daemon/idlemem:
+// no GC for 5 s) hands the free heap back; a round's sample taken before
+// that shows the peak. The live heap (HeapAlloc after a GC) is the figure
+// a leak moves.
+//
 // # Leader failover (-failover N)
 //
 // On a 3-manager cluster, N times: find the leader, kill -9 its process,

@@ -38,6 +38,10 @@ type options struct {
 	containers  int
 	replicas    int
 	bigService  int
+	soak        int
+	soakTasks   int
+	soakSettle  time.Duration
+	soakPprof   string
 	keep        bool
 	workdir     string
 	shoalIPs    []string
@@ -55,6 +59,8 @@ Usage (from the bench/ folder of the shoal repository, as root):
   go run . -nodedown 10                node-down detection: kill -9 a worker, time until it is DOWN
   go run . -bigservice 100000          one service of N replicas on 3 no-executor managers: time to N ASSIGNED,
                                        leader RSS, watch cuts and session failures, the max-replicas refusal
+  go run . -soak 50 -soak-tasks 100    memory that stays flat: 50 rounds of 100 tasks created → RUNNING → removed on
+                                       shoal dev, the idle RSS, heap, goroutines, fds, mounts, cgroups after each
   go run . -duration 3s -json out.json a short run, results also as JSON
 
 Every process runs on loopback addresses (shoal 127.0.0.21-23 and 127.0.0.25,
@@ -90,6 +96,10 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.containers, "containers", 0, "measure service create → task RUNNING N times on shoal dev (real containers, in a netns of its own), then -replicas at once")
 	fs.IntVar(&o.replicas, "replicas", 100, "with -containers: how many replicas to start at once on the one agent")
 	fs.IntVar(&o.bigService, "bigservice", 0, "create one service of N replicas on 3 managers with no executor and measure convergence to N ASSIGNED tasks")
+	fs.IntVar(&o.soak, "soak", 0, "run N rounds of -soak-tasks tasks created → RUNNING → removed → gone on shoal dev (real containers, in a netns of its own) and record the idle footprint after each")
+	fs.IntVar(&o.soakTasks, "soak-tasks", 100, "with -soak: replicas of each round's service")
+	fs.DurationVar(&o.soakSettle, "soak-settle", 5*time.Second, "with -soak: idle time after a round's tasks are gone before its figures are read")
+	fs.StringVar(&o.soakPprof, "soak-pprof", "", "with -soak: write the node's heap profile after each round to DIR/heap-NNN.pb.gz (compare with go tool pprof -base)")
 	fs.IntVar(&o.nodedown, "nodedown", 0, "measure worker-down detection N times on a 1-manager + 1-worker cluster")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temp dir (data dirs and process logs)")
 	fs.StringVar(&o.workdir, "workdir", "", "where to create the temp dir (default $TMPDIR or /tmp); must not be tmpfs for fsync to mean anything")
@@ -109,7 +119,7 @@ func parseFlags(args []string) (*options, error) {
 			onlySet = true
 		}
 	})
-	if !onlySet && (o.failover > 0 || o.nodedown > 0 || o.containers > 0 || o.bigService > 0) {
+	if !onlySet && (o.failover > 0 || o.nodedown > 0 || o.containers > 0 || o.bigService > 0 || o.soak > 0) {
 		o.only = "none"
 	}
 	switch o.only {
@@ -127,8 +137,11 @@ func parseFlags(args []string) (*options, error) {
 	if o.duration <= 0 || o.warmup < 0 || o.callTimeout <= 0 {
 		return nil, errors.New("-duration and -call-timeout must be > 0, -warmup >= 0")
 	}
-	if o.failover < 0 || o.nodedown < 0 || o.bigService < 0 {
-		return nil, errors.New("-failover, -nodedown and -bigservice must be >= 0")
+	if o.failover < 0 || o.nodedown < 0 || o.bigService < 0 || o.soak < 0 {
+		return nil, errors.New("-failover, -nodedown, -bigservice and -soak must be >= 0")
+	}
+	if o.soakTasks < 1 || o.soakSettle < 0 {
+		return nil, errors.New("-soak-tasks must be >= 1, -soak-settle >= 0")
 	}
 
 	if o.shoalIPs, err = loopbackList(shoalIPs); err != nil {
@@ -290,7 +303,7 @@ func run(o *options) int {
 func benchmark(ctx context.Context, e *env) (*report, error) {
 	o := e.o
 	rep := newReport(o)
-	needShoal := o.only == "shoal" || o.only == "all" || o.failover > 0 || o.nodedown > 0 || o.containers > 0 || o.bigService > 0
+	needShoal := o.only == "shoal" || o.only == "all" || o.failover > 0 || o.nodedown > 0 || o.containers > 0 || o.bigService > 0 || o.soak > 0
 	if needShoal {
 		bin, err := shoalBinary(ctx, e)
 		if err != nil {
@@ -331,6 +344,13 @@ func benchmark(ctx context.Context, e *env) (*report, error) {
 		rep.Events = append(rep.Events, cs...)
 		if err != nil {
 			return rep, fmt.Errorf("containers: %w", err)
+		}
+	}
+	if o.soak > 0 {
+		rs, err := benchSoak(ctx, e, o.soak, o.soakTasks)
+		rep.Soak, rep.SoakTasks = rs, o.soakTasks
+		if err != nil {
+			return rep, fmt.Errorf("soak: %w", err)
 		}
 	}
 	if o.bigService > 0 {

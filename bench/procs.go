@@ -51,13 +51,18 @@ func newSupervisor() *supervisor {
 // start runs bin with args. Output goes to logPath; when capture is not nil
 // stdout is copied there too (shoal init prints its join tokens).
 func (s *supervisor) start(name, logPath string, capture io.Writer, bin string, args ...string) (*proc, error) {
+	return s.startEnv(name, logPath, capture, nil, bin, args...)
+}
+
+// startEnv is start with extra environment variables (KEY=VALUE).
+func (s *supervisor) startEnv(name, logPath string, capture io.Writer, extraEnv []string, bin string, args ...string) (*proc, error) {
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(logf, "==== %s: %s %s\n", time.Now().Format(time.RFC3339Nano), bin, strings.Join(args, " "))
 	cmd := exec.Command(bin, args...)
-	cmd.Env = childEnv()
+	cmd.Env = append(childEnv(), extraEnv...)
 	cmd.Stderr = logf
 	cmd.Stdout = logf
 	if capture != nil {

@@ -15,6 +15,9 @@ type report struct {
 	Meta   reportMeta
 	Cells  []cellResult
 	Events []*sampleSet // failover and node-down timings
+
+	Soak      []soakRound // -soak: the idle footprint after each round
+	SoakTasks int
 }
 
 type reportMeta struct {
@@ -143,6 +146,7 @@ func (r *report) markdown(w io.Writer) {
 			fmt.Fprintln(w)
 		}
 	}
+	soakMarkdown(w, r.SoakTasks, r.Soak)
 }
 
 // jsonReport is the -json form; times in milliseconds.
@@ -151,6 +155,7 @@ type jsonReport struct {
 	Cells  []jsonCell    `json:"cells,omitempty"`
 	Ratios []ratioRow    `json:"shoal_vs_etcd,omitempty"`
 	Events []jsonSamples `json:"events,omitempty"`
+	Soak   []soakRound   `json:"soak,omitempty"`
 }
 
 type jsonCell struct {
@@ -178,7 +183,7 @@ type jsonSamples struct {
 }
 
 func (r *report) json() jsonReport {
-	out := jsonReport{Meta: r.Meta, Ratios: r.ratios()}
+	out := jsonReport{Meta: r.Meta, Ratios: r.ratios(), Soak: r.Soak}
 	for _, c := range r.Cells {
 		out.Cells = append(out.Cells, jsonCell{
 			System: c.System, Members: c.Members, Concurrency: c.Concurrency, Seconds: c.Duration.Seconds(),

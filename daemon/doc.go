@@ -20,4 +20,8 @@
 // While a node is a manager, its data dir's audit.log (JSON lines, 0600)
 // receives the audit records of the execs it relays (manager/opsapi); the
 // agent serves AgentAPI.Exec through the libcontainer runtime (exec.go).
+//
+// Every node process runs idlemem: once it is idle (no GC for 5 s) with
+// free heap still held, that heap goes back to the kernel, so an idle
+// node's RSS follows what it holds rather than its last burst.
 package daemon

@@ -14,6 +14,7 @@ import (
 
 	"github.com/shoal-dev/shoal/agent"
 	"github.com/shoal-dev/shoal/agent/nullexec"
+	"github.com/shoal-dev/shoal/daemon/idlemem"
 	"github.com/shoal-dev/shoal/datadir"
 	"github.com/shoal-dev/shoal/manager"
 	"github.com/shoal-dev/shoal/metrics"
@@ -134,6 +135,7 @@ func runNode(ctx context.Context, o Options, st *datadir.Node, withBootstrap boo
 	})
 	g.Go(func() error { return n.roleLoop(gctx) })
 	g.Go(func() error { return n.serveMetrics(gctx) })
+	g.Go(func() error { idlemem.Run(gctx, idlemem.Every); return nil })
 	g.Go(func() error {
 		select {
 		case err := <-n.errCh:

@@ -52,7 +52,10 @@
 // Every subscription reads from one shared ring of recent events (16384,
 // and always the whole last entry): "too far behind" means the ring dropped
 // an event the consumer had not read, so a burst of any size does not cut
-// a consumer that keeps reading.
+// a consumer that keeps reading. An event every subscriber has read leaves
+// the ring 10 s after it was published (an idle node kept the last 16384
+// events, whole tasks, for ever), so resuming from an index older than
+// that fails with ErrCompacted and the consumer re-lists.
 //
 // WatchFiltered adds a filter run inside the hub: the publisher evaluates
 // it once per new event and wakes a subscriber only when it has something

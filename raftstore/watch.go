@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
@@ -18,6 +19,15 @@ const (
 	// lock; chanBuffer how many wait in its channel for the consumer.
 	pumpBatch  = 256
 	chanBuffer = 64
+	// ringMaxAge is how long an event stays in the ring once every
+	// subscriber has read it. Without it a node that went idle kept the
+	// last 16384 events (the whole tasks, ~1 KB each) for ever: after
+	// rounds of creating and removing 100 tasks the idle heap grew by
+	// 1 MB a round until the ring was full, ×4 in RSS at GOGC=300.
+	// Longer than a client's reconnect (the dashboard backs off up to
+	// 8 s); a watch resumed from an index no longer held gets
+	// ErrCompacted and re-lists, as after any compaction.
+	ringMaxAge = 10 * time.Second
 )
 
 // errUnsubscribed is Err of a subscription its consumer closed.
@@ -59,6 +69,14 @@ type hub struct {
 	woken []*subscription
 	// closed is set by close; Watch then fails with ErrClosed.
 	closed bool
+
+	// maxAge, now and base: an entry published at now()-base is dropped
+	// maxAge later by trim, if every subscriber has read it. trimTimer
+	// is the pending trim (nil if none).
+	maxAge    time.Duration
+	now       func() time.Time
+	base      time.Time
+	trimTimer *time.Timer
 }
 
 // ringEntry is an event with what every subscriber's filter looks at
@@ -70,6 +88,7 @@ type ringEntry struct {
 	ev    *shoalv1.WatchEvent
 	bit   kindMask
 	index uint64
+	at    time.Duration // when it was published, since hub.base
 }
 
 func newHub(capacity int) *hub {
@@ -80,6 +99,7 @@ func newHub(capacity int) *hub {
 		ring: make([]ringEntry, 0, capacity), cap: capacity, start: 1,
 		subs: map[*subscription]struct{}{}, cursors: map[*subscription]struct{}{},
 		routed: map[*subscription]struct{}{}, byNode: map[string]map[*subscription]struct{}{},
+		maxAge: ringMaxAge, now: time.Now, base: time.Now(),
 	}
 }
 
@@ -93,12 +113,16 @@ func (h *hub) nextSeq() uint64 { return h.oldest + uint64(len(h.ring)) }
 func (h *hub) publish(events []*shoalv1.WatchEvent, index uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	at := h.now().Sub(h.base)
 	for _, ev := range events {
-		e := ringEntry{ev: ev, bit: kindBit(kindOfEvent(ev)), index: ev.GetIndex()}
+		e := ringEntry{ev: ev, bit: kindBit(kindOfEvent(ev)), index: ev.GetIndex(), at: at}
 		h.ring = append(h.ring, e)
 		if len(h.routed) > 0 {
 			h.route(e)
 		}
+	}
+	if len(events) > 0 && h.trimTimer == nil && !h.closed {
+		h.trimTimer = time.AfterFunc(h.maxAge, h.trimTick)
 	}
 	for _, s := range h.woken {
 		s.woken = false
@@ -124,14 +148,7 @@ func (h *hub) publish(events []*shoalv1.WatchEvent, index uint64) {
 				}
 			}
 		}
-		for i := range drop {
-			if idx := h.ring[i].index; idx >= h.start {
-				h.start = idx + 1
-			}
-			h.ring[i] = ringEntry{} // let the event be collected
-		}
-		h.ring = h.ring[drop:]
-		h.oldest += uint64(drop)
+		h.dropLocked(drop)
 	}
 	if index > h.last {
 		h.last = index
@@ -163,6 +180,66 @@ func (h *hub) publish(events []*shoalv1.WatchEvent, index uint64) {
 		case s.notify <- struct{}{}:
 		default:
 		}
+	}
+}
+
+// dropLocked removes the n oldest events of the ring; resuming from their
+// indexes is no longer possible.
+func (h *hub) dropLocked(n int) {
+	for i := range n {
+		if idx := h.ring[i].index; idx >= h.start {
+			h.start = idx + 1
+		}
+		h.ring[i] = ringEntry{} // let the event be collected
+	}
+	h.ring = h.ring[n:]
+	h.oldest += uint64(n)
+	if len(h.ring) == 0 {
+		// The emptied front of the array stays allocated until an append
+		// moves the ring; a fresh, empty one lets it go.
+		h.ring = nil
+	}
+}
+
+// trim drops the events published maxAge or more before now that every
+// subscriber has read (it never cuts a subscriber), and returns how long
+// until the oldest event left is due (0: the ring is empty).
+func (h *hub) trim(now time.Time) time.Duration {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.trimLocked(now)
+}
+
+func (h *hub) trimLocked(now time.Time) time.Duration {
+	read := h.nextSeq() // every event before read was taken by every subscriber
+	// Routed subscriptions have queues of their own: only cursors read
+	// the ring.
+	for s := range h.cursors {
+		read = min(read, s.next)
+	}
+	cutoff := now.Sub(h.base) - h.maxAge
+	n := 0
+	for n < len(h.ring) && h.oldest+uint64(n) < read && h.ring[n].at <= cutoff {
+		n++
+	}
+	if n > 0 {
+		h.dropLocked(n)
+	}
+	if len(h.ring) == 0 {
+		return 0
+	}
+	// Held back by a subscriber: look again in a while, not in a loop.
+	return max(h.ring[0].at-cutoff, h.maxAge/4)
+}
+
+// trimTick is trim on the hub's timer: it runs again while events are
+// left, and not after close.
+func (h *hub) trimTick() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.trimTimer = nil
+	if next := h.trimLocked(h.now()); next > 0 && !h.closed {
+		h.trimTimer = time.AfterFunc(next, h.trimTick)
 	}
 }
 
@@ -280,7 +357,7 @@ func (h *hub) reset(index uint64, err error) {
 		h.endLocked(s, err)
 	}
 	h.oldest = h.nextSeq()
-	h.ring = make([]ringEntry, 0, h.cap)
+	h.ring = nil
 	h.start = index + 1
 	h.last = index
 }
@@ -290,6 +367,10 @@ func (h *hub) close() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.closed = true
+	if h.trimTimer != nil {
+		h.trimTimer.Stop()
+		h.trimTimer = nil
+	}
 	for s := range h.subs {
 		h.endLocked(s, ErrClosed)
 	}

@@ -142,14 +142,17 @@ func RemoveCgroupParent(parent string) error {
 }
 
 // pidfdKill sends SIGKILL through pidfd f.
-func pidfdKill(f *os.File) error {
+func pidfdKill(f *os.File) error { return pidfdSignal(f, unix.SIGKILL) }
+
+// pidfdSignal sends sig through pidfd f.
+func pidfdSignal(f *os.File, sig unix.Signal) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err
 	}
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
-		serr = unix.PidfdSendSignal(int(fd), unix.SIGKILL, nil, 0)
+		serr = unix.PidfdSendSignal(int(fd), sig, nil, 0)
 	}); err != nil {
 		return err
 	}

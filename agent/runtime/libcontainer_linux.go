@@ -298,17 +298,10 @@ func (r *Libcontainer) Stop(ctx context.Context, id string, sig os.Signal, grace
 	if r.waitGone(ctx, id, 0) {
 		return nil
 	}
-	c, err := libcontainer.Load(r.dir(id), id)
-	if err != nil {
-		if r.waitGone(ctx, id, 0) {
-			return nil
-		}
-		return fmt.Errorf("task %q: load: %w", id, err)
-	}
 	if sig == nil {
 		sig = unix.SIGTERM
 	}
-	if err := c.Signal(sig); err != nil && !errors.Is(err, libcontainer.ErrNotRunning) {
+	if err := r.signalInit(id, sig); err != nil {
 		return fmt.Errorf("task %q: signal: %w", id, err)
 	}
 	if r.waitGone(ctx, id, grace) {
@@ -318,7 +311,7 @@ func (r *Libcontainer) Stop(ctx context.Context, id string, sig os.Signal, grace
 		return err
 	}
 	r.log.Info("grace period over, killing", "task_id", id, "grace", grace)
-	if err := c.Signal(unix.SIGKILL); err != nil && !errors.Is(err, libcontainer.ErrNotRunning) {
+	if err := r.signalInit(id, unix.SIGKILL); err != nil {
 		return fmt.Errorf("task %q: kill: %w", id, err)
 	}
 	if !r.waitGone(ctx, id, 30*time.Second) {
@@ -326,6 +319,29 @@ func (r *Libcontainer) Stop(ctx context.Context, id string, sig os.Signal, grace
 			return err
 		}
 		return fmt.Errorf("task %q: still running 30s after SIGKILL", id)
+	}
+	return nil
+}
+
+// signalInit sends sig to the task's container init through a pidfd (it
+// cannot hit a process that reused the pid); an init already gone is not
+// an error. Not libcontainer's Container.Signal: for a container it did not
+// start, that goes through os.FindProcess, whose pidfd only a finalizer
+// closes, so an idle agent held one fd per task it had stopped until the
+// next GC (100 after a 100-task service was removed). The container has
+// its own PID namespace: SIGKILL to its init ends every process in it.
+func (r *Libcontainer) signalInit(id string, sig os.Signal) error {
+	s, ok := sig.(unix.Signal)
+	if !ok {
+		return fmt.Errorf("%w: signal %v", ErrInvalidArgument, sig)
+	}
+	shim, init := r.taskProcs(id)
+	defer closeFiles(shim, init)
+	if init == nil {
+		return nil
+	}
+	if err := pidfdSignal(init, s); err != nil && err != unix.ESRCH {
+		return err
 	}
 	return nil
 }
