@@ -128,3 +128,23 @@ func TestWatchRingTrimTimer(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// A routed subscription (a node's session, WatchNode) has a queue of its
+// own and never reads the ring through a cursor: it must not hold the
+// trim back (its cursor stays where it registered, so counting it kept
+// every event of a busy node's life).
+func TestWatchRingTrimIgnoresRoutedSubscriptions(t *testing.T) {
+	h, clock := trimHub(t)
+	sub, err := h.watchNode(context.Background(), 0, "n1", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	for i := range uint64(10) {
+		publishTasks(h, i+1, fmt.Sprintf("a%d", i))
+	}
+	*clock = clock.Add(ringMaxAge)
+	if next := h.trim(*clock); next != 0 || len(h.ring) != 0 {
+		t.Fatalf("trim with only a routed subscriber: next %v, %d events left, want an empty ring", next, len(h.ring))
+	}
+}
