@@ -19,7 +19,8 @@ import (
 // etcdTLS is the key material of an etcd cluster run with mutual TLS on
 // client and peer URLs (-etcd-tls), so that the reference pays for TLS as
 // shoal does (shoal's API and raft traffic are mTLS, always): a throwaway
-// CA, a certificate per member (server and client use, its IP as SAN) and
+// CA, a certificate per member (server and client use, its IP and 127.0.0.1 as
+// SANs) and
 // a client certificate for the benchmark's client. ECDSA P-256, as shoal's.
 type etcdTLS struct {
 	caFile string
@@ -68,7 +69,10 @@ func makeEtcdTLS(dir string, ips []string) (*etcdTLS, error) {
 			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		}
 		if ip != nil {
-			tmpl.IPAddresses = []net.IP{ip}
+			// etcd checks a peer's client certificate against the address
+			// the connection comes from, and on loopback a member dials
+			// from 127.0.0.1, not from its own address.
+			tmpl.IPAddresses = []net.IP{ip, net.IPv4(127, 0, 0, 1)}
 		}
 		certDER, err = x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 		return certDER, key, err
