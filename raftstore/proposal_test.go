@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
@@ -143,6 +144,36 @@ func TestFSMProposalEqualsDecoding(t *testing.T) {
 		if !proto.Equal(evP[i], evD[i]) {
 			t.Fatalf("event %d: proposal %v, decoding %v", i, evP[i], evD[i])
 		}
+	}
+}
+
+// A caller that shares parts of the stored object in the object it
+// proposes (the old spec as previous_spec; even the stored meta) changes
+// nothing stored: the replaced version keeps its meta, the new one gets
+// its own.
+func TestFSMProposalLeavesStoredPartsAlone(t *testing.T) {
+	f := newTestFSM()
+	if err := applyDirect(t, f, 1, t0, opCreate(benchService("s1", 0))); err != nil {
+		t.Fatal(err)
+	}
+	cur, _ := Get[*shoalv1.Service](f.view(), "s1")
+	next := benchService("s1", 0)
+	next.PreviousSpec = cur.Spec
+	next.Meta = cur.Meta
+	act := &shoalv1.StoreAction{Ops: []*shoalv1.StoreOp{opUpdate(next, 1)}, Time: timestamppb.New(t0.Add(time.Second))}
+	data, err := proto.Marshal(act)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := proposeAndApply(t, f, 2, data, act); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := Get[*shoalv1.Service](f.view(), "s1")
+	if cur.GetMeta().GetVersion() != 1 || !cur.GetMeta().GetUpdatedAt().AsTime().Equal(t0) {
+		t.Errorf("the replaced version's meta was stamped: %v", cur.GetMeta())
+	}
+	if got.GetMeta().GetVersion() != 2 || got.Meta == cur.Meta || !proto.Equal(got.PreviousSpec, cur.Spec) {
+		t.Errorf("stored %v", got)
 	}
 }
 
