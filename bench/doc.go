@@ -24,7 +24,12 @@
 // The reference is a 3-member etcd cluster (-etcd-bin, Debian's etcd 3.4),
 // each member on its own loopback address (127.0.0.31-33), data in a temp
 // dir, default fsync; the workers Put a 100-byte value to one key each,
-// through a client connected to the etcd leader.
+// through a client connected to the etcd leader. By default etcd serves
+// plain HTTP to its client and its peers; with -etcd-tls both run with
+// mutual TLS (a throwaway CA, ECDSA P-256 certificates, client certificates
+// required), as shoal's API and raft traffic always do. Both clients hold
+// one gRPC connection to the leader (shoal's client.Dial, etcd's clientv3
+// with the leader as its only endpoint) and default gRPC settings.
 //
 // A worker records every completed call's latency in its own preallocated
 // slice (no lock on the hot path); percentiles are computed after the cell.

@@ -28,6 +28,17 @@ type etcdMember struct {
 type etcdCluster struct {
 	e       *env
 	members []*etcdMember
+	tls     *etcdTLS // nil: plain HTTP
+}
+
+// clientConfig is the client configuration for endpoints: TLS with the
+// bench's client certificate when the cluster runs with -etcd-tls.
+func (c *etcdCluster) clientConfig(ctx context.Context, endpoints ...string) clientv3.Config {
+	cfg := clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop(), Context: ctx}
+	if c.tls != nil {
+		cfg.TLS = c.tls.client.Clone()
+	}
+	return cfg
 }
 
 func (c *etcdCluster) stop() {
@@ -56,6 +67,14 @@ func startEtcd(ctx context.Context, e *env) (*etcdCluster, error) {
 		return nil, err
 	}
 	c := &etcdCluster{e: e}
+	scheme := "http://"
+	if e.o.etcdTLS {
+		t, err := makeEtcdTLS(filepath.Join(root, "tls"), e.o.etcdIPs)
+		if err != nil {
+			return nil, fmt.Errorf("etcd TLS material: %w", err)
+		}
+		c.tls, scheme = t, "https://"
+	}
 	var initial []string
 	for i, ip := range e.o.etcdIPs {
 		for _, port := range []string{"2379", "2380"} {
@@ -65,7 +84,7 @@ func startEtcd(ctx context.Context, e *env) (*etcdCluster, error) {
 		}
 		m := &etcdMember{
 			name: fmt.Sprintf("e%d", i+1), ip: ip,
-			clientURL: "http://" + ip + ":2379", peerURL: "http://" + ip + ":2380",
+			clientURL: scheme + ip + ":2379", peerURL: scheme + ip + ":2380",
 			dataDir: filepath.Join(root, fmt.Sprintf("e%d", i+1)), logPath: filepath.Join(root, fmt.Sprintf("e%d.log", i+1)),
 		}
 		c.members = append(c.members, m)
@@ -80,7 +99,11 @@ func startEtcd(ctx context.Context, e *env) (*etcdCluster, error) {
 	e.logf("etcd: starting %d members on %s", len(c.members), strings.Join(e.o.etcdIPs, ", "))
 	for _, m := range c.members {
 		var err error
-		m.proc, err = e.sup.start("etcd/"+m.name, m.logPath, nil, e.o.etcdBin,
+		var tlsArgs []string
+		if c.tls != nil {
+			tlsArgs = c.tls.args(m.ip)
+		}
+		m.proc, err = e.sup.start("etcd/"+m.name, m.logPath, nil, e.o.etcdBin, append(tlsArgs,
 			"--name", m.name,
 			"--data-dir", m.dataDir,
 			"--listen-client-urls", m.clientURL,
@@ -91,7 +114,7 @@ func startEtcd(ctx context.Context, e *env) (*etcdCluster, error) {
 			"--initial-cluster-token", "shoal-bench",
 			"--initial-cluster-state", "new",
 			"--logger", "zap", "--log-outputs", "stderr",
-		)
+		)...)
 		if err != nil {
 			return nil, err
 		}
@@ -127,7 +150,9 @@ func (c *etcdCluster) leader(ctx context.Context) (*etcdMember, error) {
 	for _, m := range c.members {
 		eps = append(eps, m.clientURL)
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: eps, DialTimeout: 2 * time.Second, Logger: zap.NewNop(), Context: ctx})
+	cfg := c.clientConfig(ctx, eps...)
+	cfg.DialTimeout = 2 * time.Second
+	cli, err := clientv3.New(cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -47,6 +47,7 @@ type options struct {
 	shoalIPs    []string
 	workerIP    string
 	etcdIPs     []string
+	etcdTLS     bool
 }
 
 const usageText = `bench: whole-cluster benchmarks of shoal, with etcd as the reference.
@@ -105,6 +106,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.workdir, "workdir", "", "where to create the temp dir (default $TMPDIR or /tmp); must not be tmpfs for fsync to mean anything")
 	fs.StringVar(&shoalIPs, "shoal-ips", "127.0.0.21,127.0.0.22,127.0.0.23", "loopback addresses of the shoal managers")
 	fs.StringVar(&o.workerIP, "worker-ip", "127.0.0.25", "loopback address of the shoal worker (-nodedown)")
+	fs.BoolVar(&o.etcdTLS, "etcd-tls", false, "run etcd with mutual TLS on client and peer URLs, as shoal always runs (default: plain HTTP)")
 	fs.StringVar(&etcdIPs, "etcd-ips", "127.0.0.31,127.0.0.32,127.0.0.33", "loopback addresses of the etcd members")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -185,9 +184,7 @@ func benchEtcd(ctx context.Context, e *env) ([]cellResult, error) {
 		return nil, err
 	}
 	e.logf("etcd: leader is %s; clients connect to it directly", leader.clientURL)
-	cli, err := clientv3.New(clientv3.Config{
-		Endpoints: []string{leader.clientURL}, DialTimeout: 5 * time.Second, Logger: zap.NewNop(), Context: ctx,
-	})
+	cli, err := clientv3.New(ec.clientConfig(ctx, leader.clientURL))
 	if err != nil {
 		return nil, err
 	}

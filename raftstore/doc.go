@@ -35,6 +35,13 @@
 // round trip. Only the leader accepts Update (ErrNotLeader elsewhere, naming
 // the leader's address).
 //
+// The leader's FSM does not decode the entries it proposed: Update
+// registers the action it encoded, and Apply takes a deep copy of it
+// (cheaper than decoding, and equal to it) when raft hands back the same
+// bytes. It copies rather than stores the caller's objects, so a caller
+// holding on to an object it passed to Create or Update never aliases the
+// store. Every other entry (followers, replays) is decoded.
+//
 // # Reading
 //
 // View is the local applied state, cheap and possibly behind the leader.

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/hashicorp/go-memdb"
 	"github.com/hashicorp/raft"
@@ -33,6 +34,51 @@ type fsm struct {
 	// onApply receives each entry's apply time (Config.OnApply; metrics
 	// only: the clock never decides anything here).
 	onApply func(time.Duration)
+
+	// proposed maps the first byte of an entry this node proposed (the
+	// leader's Apply hands the FSM the very slice Update encoded) to the
+	// action it was encoded from, so that the leader copies the action
+	// instead of decoding the bytes it has just encoded. See propose.
+	proposed sync.Map // *byte -> *proposal
+}
+
+// proposal is an action as Update built it and the entry it encoded to.
+type proposal struct {
+	act  *shoalv1.StoreAction
+	data []byte
+}
+
+// propose registers act as the decoded form of data, which Update is about
+// to hand to raft. The returned func unregisters it; Update calls it once
+// the entry is applied or abandoned (an entry applied after that is
+// decoded, as on a follower). The objects of act stay the caller's: Apply
+// deep-copies them, so nothing the caller holds is aliased into the store.
+func (f *fsm) propose(data []byte, act *shoalv1.StoreAction) func() {
+	if len(data) == 0 {
+		return func() {}
+	}
+	key := unsafe.SliceData(data)
+	f.proposed.Store(key, &proposal{act: act, data: data})
+	return func() { f.proposed.Delete(key) }
+}
+
+// decode returns the action of an entry: a deep copy of the proposal when
+// this node proposed exactly these bytes, else the bytes decoded. A copy is
+// equal to decoding the entry (proto.Clone keeps every field, and the
+// encoding never drops one) and cheaper (BenchmarkApplyEntry).
+func (f *fsm) decode(data []byte) (*shoalv1.StoreAction, error) {
+	if len(data) > 0 {
+		if v, ok := f.proposed.Load(unsafe.SliceData(data)); ok {
+			if p := v.(*proposal); len(p.data) == len(data) {
+				return proto.Clone(p.act).(*shoalv1.StoreAction), nil
+			}
+		}
+	}
+	act := new(shoalv1.StoreAction)
+	if err := proto.Unmarshal(data, act); err != nil {
+		return nil, err
+	}
+	return act, nil
 }
 
 // The FSM also receives configuration entries so that its applied index
@@ -51,14 +97,14 @@ func (f *fsm) Apply(l *raft.Log) any {
 		start := time.Now()
 		defer func() { f.onApply(time.Since(start)) }()
 	}
-	var act shoalv1.StoreAction
-	if err := proto.Unmarshal(l.Data, &act); err != nil {
+	act, err := f.decode(l.Data)
+	if err != nil {
 		f.advance(l.Index)
 		f.log.Error("undecodable raft entry skipped", "index", l.Index, "err", err)
 		return fmt.Errorf("raft entry %d: decoding the store action: %w", l.Index, err)
 	}
 	txn := f.db.Txn(true)
-	events, err := applyAction(txn, &act, l.Index)
+	events, err := applyAction(txn, act, l.Index)
 	if err != nil {
 		txn.Abort()
 		f.advance(l.Index)

@@ -341,7 +341,8 @@ func (s *Store) Update(ctx context.Context, fn func(WriteTx) error) (uint64, err
 	if len(ops) == 0 {
 		return 0, nil
 	}
-	data, err := proto.Marshal(&shoalv1.StoreAction{Ops: ops, Time: timestamppb.New(s.now())})
+	act := &shoalv1.StoreAction{Ops: ops, Time: timestamppb.New(s.now())}
+	data, err := proto.Marshal(act)
 	if err != nil {
 		return 0, fmt.Errorf("raftstore: encoding the change: %w", err)
 	}
@@ -354,6 +355,7 @@ func (s *Store) Update(ctx context.Context, fn func(WriteTx) error) (uint64, err
 		return 0, err
 	}
 	start := time.Now()
+	defer s.fsm.propose(data, act)()
 	f := s.raft.Apply(data, timeout)
 	if err := s.wait(ctx, f); err != nil {
 		return 0, s.mapRaftError("applying the change", err)
