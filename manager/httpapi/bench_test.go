@@ -393,10 +393,12 @@ func newBenchEnv(b *testing.B) *benchEnv {
 	}
 	return &benchEnv{calls: []benchCall{
 		{"ListServices1000", 4, ways(
-			func(int) error { return listed(gc.ListServices(ctx, &shoalv1.ListServicesRequest{})) },
+			func(int) error {
+				return listed(gc.ListServices(ctx, &shoalv1.ListServicesRequest{Page: &shoalv1.Page{PageSize: 1000}}))
+			},
 			func(c client, _ int) error {
 				var r shoalv1.ListServicesResponse
-				if err := httpDo(c, "GET", "/v1/services", nil, &r); err != nil {
+				if err := httpDo(c, "GET", "/v1/services?page.page_size=1000", nil, &r); err != nil {
 					return err
 				}
 				return listed(&r, nil)
