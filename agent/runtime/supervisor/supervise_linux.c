@@ -231,13 +231,34 @@ static void log_write(const char *stream, const unsigned char *line, size_t n) {
 			return;
 		}
 	}
-	ssize_t w = write(lf.fd, record, o);
-	if (w > 0)
-		lf.size += w;
-	if (w != (ssize_t)o && !lf.failed) {
-		msg("log write", w < 0 ? errno : EIO);
-		lf.failed = 1;
+	size_t done = 0;
+	int werr = 0;
+	while (done < o) {
+		ssize_t w = write(lf.fd, record + done, o - done);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			werr = w < 0 ? errno : EIO;
+			break;
+		}
+		done += w;
 	}
+	if (done == o) {
+		lf.size += o;
+		return;
+	}
+	// A full disk takes part of a record: cut it off, or the next record
+	// would join it into a line that no reader decodes (ReadLog stops
+	// there, so everything after it would be lost even once there is
+	// space again).
+	if (done > 0) {
+		off_t end = lseek(lf.fd, 0, SEEK_END);
+		if (end < 0 || ftruncate(lf.fd, end - (off_t)done) < 0)
+			lf.size += done;
+	}
+	if (!lf.failed)
+		msg("log write", werr ? werr : ENOSPC);
+	lf.failed = 1;
 }
 
 // ---- the container's output (log.go's copyLines) ----
