@@ -6,8 +6,10 @@
 // A container started by libcontainer is a child of the process that
 // started it and its stdio pipes break when that process dies. So each
 // task gets a shim: the separate binary shoal-shim (cmd/shoal-shim, found
-// beside the shoal binary, else in PATH, or given by [WithShimBinary]) in
-// its own session. The Go shim creates and starts the container with
+// beside the shoal binary, else in PATH, or given by [WithShimBinary];
+// refused unless it is a build of cmd/shoal-shim of the same release and
+// VCS revision as the runtime, where the binaries record them) in its own
+// session. The Go shim creates and starts the container with
 // libcontainer, then execve()s itself into a small C supervisor
 // (agent/runtime/supervisor) that keeps its pid, so the container stays
 // its child: the supervisor tells the agent the task runs, owns the

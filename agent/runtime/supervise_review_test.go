@@ -2,8 +2,10 @@ package runtime
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"testing"
@@ -54,6 +56,62 @@ func TestSupervisorLogDiskFull(t *testing.T) {
 	for i, r := range recs {
 		if r.Log != line+"\n" {
 			t.Fatalf("record %d is %d bytes, not the line", i, len(r.Log))
+		}
+	}
+}
+
+// TestShimBuildMismatch: a shim that is not a build of cmd/shoal-shim,
+// or of another release or revision than the runtime's, is refused with
+// the reason; builds without VCS stamps are only checked for being a
+// shim.
+func TestShimBuildMismatch(t *testing.T) {
+	bi := func(path, version, rev, modified string) *debug.BuildInfo {
+		b := &debug.BuildInfo{Path: path, Main: debug.Module{Path: "github.com/shoal-dev/shoal", Version: version}}
+		if rev != "" {
+			b.Settings = []debug.BuildSetting{{Key: "vcs.revision", Value: rev}, {Key: "vcs.modified", Value: modified}}
+		}
+		return b
+	}
+	const shoal = "github.com/shoal-dev/shoal/cmd/shoal"
+	for _, c := range []struct {
+		name      string
+		self, sh  *debug.BuildInfo
+		wantError string
+	}{
+		{"same revision", bi(shoal, "(devel)", "abc", "false"), bi(shimPackage, "(devel)", "abc", "false"), ""},
+		{"same revision, both modified", bi(shoal, "(devel)", "abc", "true"), bi(shimPackage, "(devel)", "abc", "true"), ""},
+		{"no vcs stamps", bi(shoal, "(devel)", "", ""), bi(shimPackage, "(devel)", "", ""), ""},
+		{"runtime without build info", nil, bi(shimPackage, "(devel)", "abc", "false"), ""},
+		{"older shim", bi(shoal, "(devel)", "def", "false"), bi(shimPackage, "(devel)", "abc", "false"), "built from revision abc"},
+		{"modified shim", bi(shoal, "(devel)", "abc", "false"), bi(shimPackage, "(devel)", "abc", "true"), "(modified: true)"},
+		{"other release", bi(shoal, "v1.2.0", "", ""), bi(shimPackage, "v1.1.0", "", ""), "is shoal-shim v1.1.0 but shoal is v1.2.0"},
+		{"not a shim", bi(shoal, "(devel)", "abc", "false"), bi(shoal, "(devel)", "abc", "false"), "is a build of " + shoal},
+		{"no build info", bi(shoal, "(devel)", "abc", "false"), nil, "is a build of unknown"},
+	} {
+		err := shimBuildMismatch(c.self, c.sh)
+		if c.wantError == "" && err != nil || c.wantError != "" && (err == nil || !strings.Contains(err.Error(), c.wantError)) {
+			t.Errorf("%s: %v, want %q", c.name, err, c.wantError)
+		}
+	}
+}
+
+// TestShimNotAShim: WithShimBinary naming a binary that is not
+// shoal-shim (a C program, a Go program of another package) fails the
+// first start with the reason and leaves nothing behind.
+func TestShimNotAShim(t *testing.T) {
+	for _, bin := range []string{"/bin/sh", os.Args[0]} {
+		root := filepath.Join(t.TempDir(), "state")
+		rt, err := NewLibcontainer(root, nil, WithCgroupParent(testCgroupParent), WithShimBinary(bin))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = rt.Start(context.Background(), Spec{ID: "notashim", Rootfs: t.TempDir(), Args: []string{"/bin/true"}}, filepath.Join(t.TempDir(), "log"))
+		rt.Close()
+		if err == nil || !strings.Contains(err.Error(), bin) || !strings.Contains(err.Error(), shimPackage) {
+			t.Errorf("Start with shim %s: %v", bin, err)
+		}
+		if _, err := os.Stat(filepath.Join(root, "notashim")); !os.IsNotExist(err) {
+			t.Errorf("state dir left: %v", err)
 		}
 	}
 }
