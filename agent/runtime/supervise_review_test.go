@@ -3,7 +3,9 @@ package runtime
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
@@ -113,5 +115,54 @@ func TestShimNotAShim(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(root, "notashim")); !os.IsNotExist(err) {
 			t.Errorf("state dir left: %v", err)
 		}
+	}
+}
+
+// TestSupervisorExitDurable: exit.json is written as temp file, fsync,
+// rename, fsync of the task dir — in that order (strace of the
+// supervisor), so that a crash never leaves an empty exit.json nor loses
+// the rename.
+func TestSupervisorExitDurable(t *testing.T) {
+	strace, err := exec.LookPath("strace")
+	if err != nil {
+		t.Fatalf("strace (scripts/setup.sh installs it): %v", err)
+	}
+	dir := t.TempDir()
+	trace := filepath.Join(t.TempDir(), "trace")
+	a := superviseArgs{TaskDir: dir, ContainerState: filepath.Join(dir, "ctr"), LogPath: filepath.Join(dir, "task.log"),
+		LogMaxBytes: defaultLogMaxBytes, LogMaxFiles: defaultLogMaxFiles, Ready: -1}
+	b, err := json.Marshal(superviseJob{Shim: shimBin, Script: "exit 0", Args: a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(strace, "-f", "-qq", "-o", trace, "-e", "trace=fsync,fdatasync,openat,rename,renameat,renameat2", os.Args[0])
+	cmd.Env = append(os.Environ(), superviseHelperEnv+"="+string(b))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("supervisor under strace: %v\n%s", err, out)
+	}
+	mustExit(t, dir)
+	tb, err := os.ReadFile(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// From the temp file's creation on: fsync(tmp), rename, open(dir), fsync(dir).
+	s := string(tb)
+	i := strings.Index(s, ".exit.json.")
+	if i < 0 {
+		t.Fatalf("no temp file in the trace:\n%s", s)
+	}
+	var steps []string
+	for _, l := range strings.Split(s[i:], "\n") {
+		switch {
+		case strings.Contains(l, "fsync(") || strings.Contains(l, "fdatasync("):
+			steps = append(steps, "fsync")
+		case strings.Contains(l, "rename") && strings.Contains(l, "exit.json"):
+			steps = append(steps, "rename")
+		case strings.Contains(l, "openat(") && strings.Contains(l, `"`+dir+`"`) && strings.Contains(l, "O_DIRECTORY"):
+			steps = append(steps, "open dir")
+		}
+	}
+	if want := "fsync,rename,open dir,fsync"; strings.Join(steps, ",") != want {
+		t.Fatalf("exit.json written as %v, want %s; trace:\n%s", steps, want, s[i:])
 	}
 }

@@ -13,7 +13,8 @@
 // (byte for byte the records log.go's logFile writes, same size-based
 // rotation), wait for the container's init, tell an OOM kill from its
 // memory cgroup, remove the container's cgroups and libcontainer's state
-// dir, and write exit.json atomically (temp file, rename).
+// dir, and write exit.json atomically (temp file, fsync, rename, fsync of
+// the directory).
 //
 // argv (see superviseArgs in agent/runtime/shim_linux.go):
 //   [2] task dir (exit.json goes there)    [3] libcontainer's state dir
@@ -369,7 +370,10 @@ static int rm_entry(const char *p, const struct stat *sb, int type, struct FTW *
 	return 0;
 }
 
-// write_exit writes exit.json atomically, as writeJSON does.
+// write_exit writes exit.json atomically and durably: the temp file is
+// synced before the rename (or a crash could leave an exit.json of no
+// bytes under its final name) and the directory after it (or the rename
+// itself could be lost, and a task that ended look as if it still ran).
 static int write_exit(const char *dir, int code, int sig, int oom, const char *error) {
 	char tmp[4096 + 32], path[4096 + 16], body[512 + 128];
 	struct timespec now;
@@ -392,15 +396,25 @@ static int write_exit(const char *dir, int code, int sig, int oom, const char *e
 	int fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0)
 		return -1;
-	if (fchmod(fd, 0600) < 0 || write(fd, body, o) != (ssize_t)o || close(fd) < 0) {
+	if (fchmod(fd, 0600) < 0 || write(fd, body, o) != (ssize_t)o || fsync(fd) < 0) {
+		int e = errno;
+		close(fd);
 		unlink(tmp);
+		errno = e;
 		return -1;
 	}
-	if (rename(tmp, path) < 0) {
+	if (close(fd) < 0 || rename(tmp, path) < 0) {
+		int e = errno;
 		unlink(tmp);
+		errno = e;
 		return -1;
 	}
-	return 0;
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -1;
+	int r = fsync(dfd);
+	close(dfd);
+	return r;
 }
 
 static long long now_ms(void) {
