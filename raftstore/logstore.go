@@ -116,8 +116,41 @@ func migrateBoltLog(dir string, bolt *raftboltdb.BoltStore, noSync bool, hlog hc
 		log.Info("raft log moved from raft.db to its write-ahead log", "first_index", first, "last_index", last, "dir", dir)
 	} else if err != nil {
 		return err
+	} else if err := checkMigrated(dir, bolt, last, noSync, hlog); err != nil {
+		return err
 	}
 	return bolt.DeleteRange(first, last)
+}
+
+// checkMigrated is called when dir exists and raft.db still holds log
+// entries up to last. After a crash between the migration's rename and
+// its delete, dir holds every one of them and ends at the same entry;
+// anything else means an older shoal, which knows nothing of dir, ran on
+// this data dir after the move and wrote its log into raft.db again.
+// Deleting either log would then lose committed entries, so Open refuses
+// and says what to do.
+func checkMigrated(dir string, bolt *raftboltdb.BoltStore, last uint64, noSync bool, hlog hclog.Logger) error {
+	var bl raft.Log
+	if err := bolt.GetLog(last, &bl); err != nil {
+		return fmt.Errorf("reading raft.db's last entry %d: %w", last, err)
+	}
+	w, err := openWAL(dir, noSync, hlog)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	wlast, err := w.LastIndex()
+	if err != nil {
+		return err
+	}
+	var wl raft.Log
+	if wlast == last && w.GetLog(last, &wl) == nil && wl.Term == bl.Term {
+		return nil
+	}
+	return fmt.Errorf("raft.db holds log entries up to %d (term %d) that %s does not end with (its last entry: %d): "+
+		"a shoal from before the write-ahead log ran on this data dir after the log moved; neither log is discarded. "+
+		"Move %s aside to use raft.db's log (the newer one if that older shoal ran last), or restore the data dir from a backup",
+		last, bl.Term, dir, wlast, dir)
 }
 
 func copyBoltLog(dir string, bolt *raftboltdb.BoltStore, first, last uint64, noSync bool, hlog hclog.Logger) error {

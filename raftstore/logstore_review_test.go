@@ -1,0 +1,60 @@
+package raftstore
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+// TestOpenRefusesLogWrittenByOlderShoal: a data dir whose log moved to
+// wal/ and where an older shoal (which knows nothing of wal/) then wrote
+// log entries into raft.db again is not opened: neither log is deleted,
+// and the error says which entries and what to do. Before, Open deleted
+// raft.db's newer entries as a migration's leftovers.
+func TestOpenRefusesLogWrittenByOlderShoal(t *testing.T) {
+	dir := t.TempDir()
+	legacyDataDir(t, dir, "solo", 10)
+	s := openDiskSolo(t, dir)
+	next := mustUpdate(t, s, createIfMissing(mkService("after", "after")))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The older shoal: its log in raft.db, past wal/'s end.
+	bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	term, err := bolt.GetUint64([]byte("CurrentTerm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bolt.StoreLogs([]*raft.Log{{Index: next + 1, Term: term, Type: raft.LogNoop}, {Index: next + 2, Term: term, Type: raft.LogNoop}}); err != nil {
+		t.Fatal(err)
+	}
+	bolt.Close()
+
+	_, trans := raft.NewInmemTransportWithTimeout("solo:4242", rpcTimeout)
+	s2, err := Open(Config{NodeID: "solo", DataDir: dir, Transport: trans,
+		HeartbeatTimeout: testTimeout, ElectionTimeout: testTimeout, LeaderLeaseTimeout: testTimeout,
+		CommitTimeout: 5 * time.Millisecond, Logger: testLogger()})
+	if err == nil {
+		s2.Close()
+		t.Fatal("opened a data dir whose raft.db holds entries wal/ does not")
+	}
+	for _, want := range []string{"raft.db holds log entries up to", filepath.Join(dir, walDirName), "older shoal"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	if first, last, _ := boltLogRange(t, dir); first != next+1 || last != next+2 {
+		t.Errorf("raft.db's log is %d..%d after the refusal, want %d..%d kept", first, last, next+1, next+2)
+	}
+	if _, err := os.Stat(filepath.Join(dir, walDirName)); err != nil {
+		t.Errorf("wal/ after the refusal: %v", err)
+	}
+}
