@@ -85,7 +85,8 @@
 //
 // # Persistence
 //
-// On disk, DataDir holds wal/ (raft's log), raft.db (raft's stable store,
+// On disk, DataDir holds wal/ (raft's log; its files 0600 as raft.db's,
+// though raft-wal makes them 0644), raft.db (raft's stable store,
 // term and vote, in bbolt) and snapshots/. A snapshot is the full object set
 // written as length-prefixed records; raft takes one every
 // SnapshotThreshold entries and keeps TrailingLogs entries behind it for

@@ -87,6 +87,14 @@ func openWAL(dir string, noSync bool, hlog hclog.Logger) (*walLog, error) {
 		meta.Close()
 		return nil, err
 	}
+	// raft-wal makes its files 0644; raft.db was 0600, and the log holds
+	// the whole store (the CA key, environment values): owner only, as
+	// raft.db, whatever the directory's mode becomes.
+	if err := os.Chmod(filepath.Join(dir, metadb.FileName), 0o600); err != nil {
+		w.Close()
+		meta.Close()
+		return nil, err
+	}
 	return &walLog{WAL: w, meta: meta}, nil
 }
 
@@ -209,13 +217,29 @@ func (v *walVFS) Create(dir, name string, size uint64) (waltypes.WritableFile, e
 	if err != nil {
 		return nil, err
 	}
-	return newWALFile(f, dir, v.noSync)
+	wf, err := newWALFile(f, dir, v.noSync)
+	if err != nil {
+		return nil, err
+	}
+	// Owner only, as raft.db (see openWAL).
+	if err := unix.Fchmod(wf.fd, 0o600); err != nil {
+		f.Close()
+		return nil, &os.PathError{Op: "chmod", Path: filepath.Join(dir, name), Err: err}
+	}
+	return wf, nil
 }
 
 func (v *walVFS) OpenWriter(dir, name string) (waltypes.WritableFile, error) {
 	f, err := v.FS.OpenWriter(dir, name)
 	if err != nil {
 		return nil, err
+	}
+	// A segment made 0644 by an earlier build is made owner-only too.
+	if fder, ok := f.(interface{ Fd() uintptr }); ok {
+		if err := unix.Fchmod(int(fder.Fd()), 0o600); err != nil {
+			f.Close()
+			return nil, &os.PathError{Op: "chmod", Path: filepath.Join(dir, name), Err: err}
+		}
 	}
 	// An existing file: its directory entry was synced by the first sync
 	// after its creation (or it holds nothing committed).

@@ -58,3 +58,35 @@ func TestOpenRefusesLogWrittenByOlderShoal(t *testing.T) {
 		t.Errorf("wal/ after the refusal: %v", err)
 	}
 }
+
+// TestLogStoreFilesOwnerOnly: the raft log's files (segments, their
+// metadata) are 0600 as raft.db is: the log holds the whole store, the
+// CA key included.
+func TestLogStoreFilesOwnerOnly(t *testing.T) {
+	dir := t.TempDir()
+	s := openDiskSolo(t, dir)
+	mustUpdate(t, s, createIfMissing(mkService("a", "a")))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(filepath.Join(dir, walDirName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files int
+	for _, e := range ents {
+		fi, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().IsRegular() {
+			files++
+			if fi.Mode().Perm() != 0o600 {
+				t.Errorf("%s is %v, want 0600", e.Name(), fi.Mode().Perm())
+			}
+		}
+	}
+	if files < 2 {
+		t.Fatalf("%d files in wal/, want a segment and its metadata", files)
+	}
+}
