@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // TestSupervisorLogDiskFull: when the log's file system fills up in the
@@ -164,5 +167,61 @@ func TestSupervisorExitDurable(t *testing.T) {
 	}
 	if want := "fsync,rename,open dir,fsync"; strings.Join(steps, ",") != want {
 		t.Fatalf("exit.json written as %v, want %s; trace:\n%s", steps, want, s[i:])
+	}
+}
+
+// TestContainerGetsOnlyStdio: the container's process holds fds 0, 1 and
+// 2 only — nothing of the agent (its socket to the shim), the shim (its
+// log, the sealed binary) or libcontainer leaks into it — and the
+// supervisor holds its pipes, the task's shim.log and the agent's socket
+// no longer.
+func TestContainerGetsOnlyStdio(t *testing.T) {
+	rt := newRuntime(t)
+	spec, _ := start(t, rt, Spec{Args: []string{"/bin/probe", "sleep"}})
+	st := running(t, rt, spec.ID)
+	fds := func(pid int) map[string]string {
+		t.Helper()
+		dir := fmt.Sprintf("/proc/%d/fd", pid)
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, e := range ents {
+			target, _ := os.Readlink(filepath.Join(dir, e.Name()))
+			out[e.Name()] = target
+		}
+		return out
+	}
+	got := fds(st.Pid)
+	for fd, target := range got {
+		// The probe is a Go program: its runtime's epoll and eventfd
+		// are its own.
+		if fd != "0" && fd != "1" && fd != "2" && target != "anon_inode:[eventpoll]" && target != "anon_inode:[eventfd]" {
+			t.Errorf("the container's init holds fd %s (%s): fds %v", fd, target, got)
+		}
+	}
+	// Its parent is the supervisor.
+	ppid, err := strconv.Atoi(procStatus(t, st.Pid, "PPid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The supervisor closes the agent's socket just after telling it the
+	// task runs, which is when Start returns: poll.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var sockets []string
+		for fd, target := range fds(ppid) {
+			if strings.HasPrefix(target, "socket:") {
+				sockets = append(sockets, fd)
+			}
+		}
+		if len(sockets) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the supervisor still holds the agent's socket (fds %v): %v", sockets, fds(ppid))
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
