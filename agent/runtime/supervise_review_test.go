@@ -225,3 +225,34 @@ func TestContainerGetsOnlyStdio(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestSupervisorFileSizeLimit: a file size limit inherited from the agent
+// (ulimit -f) does not kill the supervisor when the log reaches it
+// (SIGXFSZ): the log keeps whole records, and the exit is recorded.
+func TestSupervisorFileSizeLimit(t *testing.T) {
+	prlimit, err := exec.LookPath("prlimit")
+	if err != nil {
+		t.Fatalf("prlimit (util-linux): %v", err)
+	}
+	dir := t.TempDir()
+	log := filepath.Join(dir, "task.log")
+	a := superviseArgs{TaskDir: dir, ContainerState: filepath.Join(dir, "ctr"), LogPath: log,
+		LogMaxBytes: 1 << 20, LogMaxFiles: 1, Ready: -1}
+	line := strings.Repeat("y", 1000)
+	b, err := json.Marshal(superviseJob{Shim: shimBin, Script: `i=0; while [ $i -lt 20 ]; do echo ` + line + `; i=$((i+1)); done; exit 4`, Args: a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(prlimit, "--fsize=8192", os.Args[0])
+	cmd.Env = append(os.Environ(), superviseHelperEnv+"="+string(b))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("supervisor with a file size limit: %v\n%s", err, out)
+	}
+	if ex := mustExit(t, dir); ex.Code != 4 {
+		t.Errorf("exit code %d, want 4", ex.Code)
+	}
+	recs, err := ReadLog(log)
+	if err != nil || len(recs) == 0 || len(recs) >= 20 {
+		t.Fatalf("%d records (%v)", len(recs), err)
+	}
+}

@@ -444,6 +444,11 @@ static int supervise(int argc, char **argv) {
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	// A file size limit (ulimit -f, systemd's LimitFSIZE=) inherited from
+	// the agent would kill us at the log's limit (SIGXFSZ), leaving the
+	// container unsupervised and no exit.json: take EFBIG instead, as a
+	// full disk (log_write).
+	signal(SIGXFSZ, SIG_IGN);
 	fcntl(out.fd, F_SETFD, FD_CLOEXEC);
 	fcntl(err.fd, F_SETFD, FD_CLOEXEC);
 	if (log_open() < 0) {
