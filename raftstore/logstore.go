@@ -161,11 +161,18 @@ func checkMigrated(dir string, bolt *raftboltdb.BoltStore, last uint64, noSync b
 		last, bl.Term, dir, wlast, dir)
 }
 
-func copyBoltLog(dir string, bolt *raftboltdb.BoltStore, first, last uint64, noSync bool, hlog hclog.Logger) error {
+func copyBoltLog(dir string, bolt *raftboltdb.BoltStore, first, last uint64, noSync bool, hlog hclog.Logger) (err error) {
 	tmp := dir + walMigratingSuffix
 	if err := os.RemoveAll(tmp); err != nil {
 		return err
 	}
+	defer func() {
+		// A failed copy (a full disk, most likely) is not left holding
+		// its preallocated segments: raft.db's log stays the one in force.
+		if err != nil {
+			os.RemoveAll(tmp)
+		}
+	}()
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -88,5 +89,41 @@ func TestLogStoreFilesOwnerOnly(t *testing.T) {
 	}
 	if files < 2 {
 		t.Fatalf("%d files in wal/, want a segment and its metadata", files)
+	}
+}
+
+// TestMigrationDiskFull: a migration that runs out of disk fails Open
+// with the reason, leaves raft.db's log whole and removes its partial
+// copy (which would hold the space of its preallocated segments).
+func TestMigrationDiskFull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root (mounts a small tmpfs)")
+	}
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=4m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+			t.Error(err)
+		}
+	})
+	last := legacyDataDir(t, dir, "solo", 10)
+	_, trans := raft.NewInmemTransportWithTimeout("solo:4242", rpcTimeout)
+	s, err := Open(Config{NodeID: "solo", DataDir: dir, Transport: trans,
+		HeartbeatTimeout: testTimeout, ElectionTimeout: testTimeout, LeaderLeaseTimeout: testTimeout,
+		CommitTimeout: 5 * time.Millisecond, Logger: testLogger()})
+	if err == nil {
+		s.Close()
+		t.Fatal("a 64 MiB segment fitted a 4 MiB file system")
+	}
+	if !strings.Contains(err.Error(), "moving the raft log from raft.db") {
+		t.Errorf("error %q does not say the migration failed", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, walDirName+walMigratingSuffix)); !os.IsNotExist(err) {
+		t.Errorf("the partial copy is left: %v", err)
+	}
+	if _, blast, _ := boltLogRange(t, dir); blast != last {
+		t.Errorf("raft.db's log ends at %d after the failed migration, want %d", blast, last)
 	}
 }
