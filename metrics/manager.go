@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -159,8 +160,13 @@ var (
 	descRaftApplied   = prometheus.NewDesc("shoal_raft_applied_index", "Highest raft index applied to this manager's store.", nil, nil)
 	descRaftPeers     = prometheus.NewDesc("shoal_raft_peers", "Other voters in the raft configuration.", nil, nil)
 	descObjects       = prometheus.NewDesc("shoal_store_objects", "Objects in this manager's store, by kind.", []string{"kind"}, nil)
-	descBolt          = prometheus.NewDesc("shoal_store_bolt_bytes", "Size of the raft log's bbolt file.", nil, nil)
-	descTasks         = prometheus.NewDesc("shoal_tasks",
+	descBolt          = prometheus.NewDesc("shoal_store_bolt_bytes", "Size of raft.db (raft's term and vote; the raft log lives in wal/).", nil, nil)
+	// The raft log moved out of raft.db into wal/ beside it (raftstore's
+	// write-ahead log): what grows until a snapshot compacts it, and so
+	// what fills a manager's disk, is there.
+	descRaftLog = prometheus.NewDesc("shoal_store_raft_log_bytes",
+		"Size of the raft log's segment files (wal/ beside raft.db; segments are preallocated).", nil, nil)
+	descTasks = prometheus.NewDesc("shoal_tasks",
 		"Tasks by service and observed state (leader only: sums over managers count each once).", []string{"service", "state"}, nil)
 	descPending = prometheus.NewDesc("shoal_scheduler_pending_tasks",
 		"Tasks waiting for a node (state pending; leader only).", nil, nil)
@@ -171,7 +177,7 @@ var (
 	descNodeResCPUs  = prometheus.NewDesc("shoal_node_reserved_cpus", "CPUs reserved by the tasks assigned to a node (leader only).", []string{"node_id", "node"}, nil)
 	descNodeResMem   = prometheus.NewDesc("shoal_node_reserved_memory_bytes", "Memory reserved by the tasks assigned to a node (leader only).", []string{"node_id", "node"}, nil)
 	descNodeTasks    = prometheus.NewDesc("shoal_node_tasks", "Tasks assigned to a node and not finished (leader only).", []string{"node_id", "node"}, nil)
-	managerDescs     = []*prometheus.Desc{descRaftLeader, descRaftTerm, descRaftLastIndex, descRaftCommit, descRaftApplied, descRaftPeers, descObjects, descBolt, descTasks, descPending, descNodes, descNodeCPUs, descNodeMemory, descNodeResCPUs, descNodeResMem, descNodeTasks}
+	managerDescs     = []*prometheus.Desc{descRaftLeader, descRaftTerm, descRaftLastIndex, descRaftCommit, descRaftApplied, descRaftPeers, descObjects, descBolt, descRaftLog, descTasks, descPending, descNodes, descNodeCPUs, descNodeMemory, descNodeResCPUs, descNodeResMem, descNodeTasks}
 	taskStateLabels  = enumLabels(shoalv1.TaskState_name, "TASK_STATE_")
 	nodeStateLabels  = enumLabels(shoalv1.NodeState_name, "NODE_STATE_")
 	availabilityLbls = enumLabels(shoalv1.NodeAvailability_name, "NODE_AVAILABILITY_")
@@ -218,6 +224,9 @@ func (c *managerCollector) Collect(ch chan<- prometheus.Metric) {
 	if bolt != "" {
 		if fi, err := os.Stat(bolt); err == nil {
 			gauge(descBolt, float64(fi.Size()))
+		}
+		if n, ok := dirBytes(filepath.Join(filepath.Dir(bolt), "wal")); ok {
+			gauge(descRaftLog, float64(n))
 		}
 	}
 	view := s.View()
@@ -313,4 +322,23 @@ func b2f(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// dirBytes sums the sizes of the regular files in dir (not below); false
+// if dir cannot be read.
+func dirBytes(dir string) (int64, bool) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, false
+	}
+	var n int64
+	for _, e := range ents {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		if fi, err := e.Info(); err == nil {
+			n += fi.Size()
+		}
+	}
+	return n, true
 }

@@ -104,7 +104,7 @@ shoal_raft_leader 1
 # HELP shoal_raft_last_index Index of the last entry in this manager's raft log.
 # TYPE shoal_raft_last_index gauge
 shoal_raft_last_index 42
-# HELP shoal_store_bolt_bytes Size of the raft log's bbolt file.
+# HELP shoal_store_bolt_bytes Size of raft.db (raft's term and vote; the raft log lives in wal/).
 # TYPE shoal_store_bolt_bytes gauge
 shoal_store_bolt_bytes 12345
 # HELP shoal_store_objects Objects in this manager's store, by kind.

@@ -95,7 +95,8 @@
 //
 // # Persistence
 //
-// On disk, DataDir holds wal/ (raft's log), raft.db (raft's stable store,
+// On disk, DataDir holds wal/ (raft's log; its files 0600 as raft.db's,
+// though raft-wal makes them 0644), raft.db (raft's stable store,
 // term and vote, in bbolt) and snapshots/. A snapshot is the full object set
 // written as length-prefixed records; raft takes one every
 // SnapshotThreshold entries and keeps TrailingLogs entries behind it for
@@ -109,7 +110,9 @@
 // fdatasyncs (bbolt's pages, then its meta page); Open moves such a log into
 // wal/ (a copy built beside it, synced, renamed into place, then deleted
 // from raft.db, so a crash at any step leaves one complete log). Going back
-// to a shoal from before the move is not supported.
+// to a shoal from before the move is not supported: if one ran on the data
+// dir and wrote its log into raft.db again, Open refuses (wal/ and raft.db
+// each hold entries the other lacks) and deletes neither.
 //
 // Raft writes up to 256 entries per append and per AppendEntries
 // (MaxAppendEntries), and concurrent Updates are queued while the previous

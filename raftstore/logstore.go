@@ -87,6 +87,14 @@ func openWAL(dir string, noSync bool, hlog hclog.Logger) (*walLog, error) {
 		meta.Close()
 		return nil, err
 	}
+	// raft-wal makes its files 0644; raft.db was 0600, and the log holds
+	// the whole store (the CA key, environment values): owner only, as
+	// raft.db, whatever the directory's mode becomes.
+	if err := os.Chmod(filepath.Join(dir, metadb.FileName), 0o600); err != nil {
+		w.Close()
+		meta.Close()
+		return nil, err
+	}
 	return &walLog{WAL: w, meta: meta}, nil
 }
 
@@ -116,15 +124,55 @@ func migrateBoltLog(dir string, bolt *raftboltdb.BoltStore, noSync bool, hlog hc
 		log.Info("raft log moved from raft.db to its write-ahead log", "first_index", first, "last_index", last, "dir", dir)
 	} else if err != nil {
 		return err
+	} else if err := checkMigrated(dir, bolt, last, noSync, hlog); err != nil {
+		return err
 	}
 	return bolt.DeleteRange(first, last)
 }
 
-func copyBoltLog(dir string, bolt *raftboltdb.BoltStore, first, last uint64, noSync bool, hlog hclog.Logger) error {
+// checkMigrated is called when dir exists and raft.db still holds log
+// entries up to last. After a crash between the migration's rename and
+// its delete, dir holds every one of them and ends at the same entry;
+// anything else means an older shoal, which knows nothing of dir, ran on
+// this data dir after the move and wrote its log into raft.db again.
+// Deleting either log would then lose committed entries, so Open refuses
+// and says what to do.
+func checkMigrated(dir string, bolt *raftboltdb.BoltStore, last uint64, noSync bool, hlog hclog.Logger) error {
+	var bl raft.Log
+	if err := bolt.GetLog(last, &bl); err != nil {
+		return fmt.Errorf("reading raft.db's last entry %d: %w", last, err)
+	}
+	w, err := openWAL(dir, noSync, hlog)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	wlast, err := w.LastIndex()
+	if err != nil {
+		return err
+	}
+	var wl raft.Log
+	if wlast == last && w.GetLog(last, &wl) == nil && wl.Term == bl.Term {
+		return nil
+	}
+	return fmt.Errorf("raft.db holds log entries up to %d (term %d) that %s does not end with (its last entry: %d): "+
+		"a shoal from before the write-ahead log ran on this data dir after the log moved; neither log is discarded. "+
+		"Move %s aside to use raft.db's log (the newer one if that older shoal ran last), or restore the data dir from a backup",
+		last, bl.Term, dir, wlast, dir)
+}
+
+func copyBoltLog(dir string, bolt *raftboltdb.BoltStore, first, last uint64, noSync bool, hlog hclog.Logger) (err error) {
 	tmp := dir + walMigratingSuffix
 	if err := os.RemoveAll(tmp); err != nil {
 		return err
 	}
+	defer func() {
+		// A failed copy (a full disk, most likely) is not left holding
+		// its preallocated segments: raft.db's log stays the one in force.
+		if err != nil {
+			os.RemoveAll(tmp)
+		}
+	}()
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		return err
 	}
@@ -176,13 +224,29 @@ func (v *walVFS) Create(dir, name string, size uint64) (waltypes.WritableFile, e
 	if err != nil {
 		return nil, err
 	}
-	return newWALFile(f, dir, v.noSync)
+	wf, err := newWALFile(f, dir, v.noSync)
+	if err != nil {
+		return nil, err
+	}
+	// Owner only, as raft.db (see openWAL).
+	if err := unix.Fchmod(wf.fd, 0o600); err != nil {
+		f.Close()
+		return nil, &os.PathError{Op: "chmod", Path: filepath.Join(dir, name), Err: err}
+	}
+	return wf, nil
 }
 
 func (v *walVFS) OpenWriter(dir, name string) (waltypes.WritableFile, error) {
 	f, err := v.FS.OpenWriter(dir, name)
 	if err != nil {
 		return nil, err
+	}
+	// A segment made 0644 by an earlier build is made owner-only too.
+	if fder, ok := f.(interface{ Fd() uintptr }); ok {
+		if err := unix.Fchmod(int(fder.Fd()), 0o600); err != nil {
+			f.Close()
+			return nil, &os.PathError{Op: "chmod", Path: filepath.Join(dir, name), Err: err}
+		}
 	}
 	// An existing file: its directory entry was synced by the first sync
 	// after its creation (or it holds nothing committed).

@@ -14,8 +14,9 @@ cd "$(dirname "$0")/.."
 # underlay); prometheus (promtool checks the /metrics text in unit tests,
 # the e2e scrapes a cluster with the real server); chromium and
 # chromium-driver (the dashboard's e2e tests drive headless Chromium through
-# chromedriver's WebDriver protocol from Go).
-pkgs=(iproute2 iputils-ping curl libc6-dev libseccomp-dev docker-registry runc etcd-server etcd-client busybox-static iperf3 prometheus chromium chromium-driver)
+# chromedriver's WebDriver protocol from Go); strace (a runtime test checks
+# the order of the supervisor's fsyncs and renames).
+pkgs=(iproute2 iputils-ping curl strace libc6-dev libseccomp-dev docker-registry runc etcd-server etcd-client busybox-static iperf3 prometheus chromium chromium-driver)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

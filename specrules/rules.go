@@ -191,8 +191,16 @@ func container(p *Problems, cf string, c *shoalv1.ContainerSpec, node Node) {
 	healthcheck(p, cf+".healthcheck", c.GetHealthcheck())
 }
 
+// RedactedEnvValue stands, for a viewer token, in place of each
+// environment variable's value (manager/controlapi's redaction). No spec
+// may hold it as a value: a spec read with a viewer token and written
+// back with a stronger one would otherwise silently replace every secret
+// with it.
+const RedactedEnvValue = "<redacted>"
+
 // env: KEY=VALUE, the key without '=', NUL, whitespace or control
-// characters, the value without NUL (exec cannot pass one).
+// characters, the value without NUL (exec cannot pass one) and not
+// RedactedEnvValue.
 func env(p *Problems, field string, list []string, total *int) {
 	if len(list) > MaxEnv {
 		p.Add(field, "%d entries, at most %d", len(list), MaxEnv)
@@ -212,6 +220,9 @@ func env(p *Problems, field string, list []string, total *int) {
 			p.Add(f, "key %q must not contain whitespace, NUL or control characters", k)
 		case strings.IndexByte(v, 0) >= 0:
 			p.Add(f, "the value of %s contains a NUL byte", k)
+		case v == RedactedEnvValue:
+			p.Add(f, "the value of %s is %s, what a viewer token reads in place of a value: "+
+				"a spec read with a viewer token cannot be written back; set the value itself", k, RedactedEnvValue)
 		}
 	}
 }

@@ -32,6 +32,7 @@ func TestService(t *testing.T) {
 		{"env control in key", func(s *shoalv1.ServiceSpec) { s.Task.Container.Env = []string{"A=1", "B=2", "C=3", "D\nE=1"} }, []string{"spec.task.container.env[3]: key"}},
 		{"env space in key", func(s *shoalv1.ServiceSpec) { s.Task.Container.Env = []string{"A B=1"} }, []string{"env[0]: key"}},
 		{"env NUL in value", func(s *shoalv1.ServiceSpec) { s.Task.Container.Env = []string{"A=x\x00y"} }, []string{"env[0]: the value of A contains a NUL"}},
+		{"env redacted placeholder written back", func(s *shoalv1.ServiceSpec) { s.Task.Container.Env = []string{"A=1", "PASSWORD=<redacted>"} }, []string{"spec.task.container.env[1]: the value of PASSWORD is <redacted>", "viewer token"}},
 		{"env = in value is fine", func(s *shoalv1.ServiceSpec) { s.Task.Container.Env = []string{"A=b=c", "UNICODE_KEY_é=1"} }, nil},
 		{"env too many", func(s *shoalv1.ServiceSpec) {
 			s.Task.Container.Env = nil

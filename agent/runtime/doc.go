@@ -6,16 +6,21 @@
 // A container started by libcontainer is a child of the process that
 // started it and its stdio pipes break when that process dies. So each
 // task gets a shim: the separate binary shoal-shim (cmd/shoal-shim, found
-// beside the shoal binary, else in PATH, or given by [WithShimBinary]) in
-// its own session. The Go shim creates and starts the container with
+// beside the shoal binary, else in PATH, or given by [WithShimBinary];
+// refused unless it is a build of cmd/shoal-shim of the same release and
+// VCS revision as the runtime, where the binaries record them) in its own
+// session. The Go shim creates and starts the container with
 // libcontainer, then execve()s itself into a small C supervisor
 // (agent/runtime/supervisor) that keeps its pid, so the container stays
 // its child: the supervisor tells the agent the task runs, owns the
 // container's stdout and stderr (written to a size-rotated JSON-lines log
 // file, record for record what log.go writes; a test holds the two
-// writers to one format), waits for the exit, checks the memory cgroup
-// for an OOM kill, removes the container's cgroups and libcontainer's
-// state, and records the exit status atomically in the task's state dir.
+// writers to one format; on a full disk or at a file size limit the
+// records that do not fit are dropped whole and the output is still
+// read), waits for the exit, checks the memory cgroup for an OOM kill,
+// removes the container's cgroups and libcontainer's state, and records
+// the exit status atomically and durably (fsync, rename, fsync of the
+// directory) in the task's state dir.
 // The agent can restart or be upgraded meanwhile; [Runtime.List]
 // re-adopts everything found under the state root (shim.json's pid and
 // start time are the supervisor's, since execve keeps both).

@@ -1,11 +1,13 @@
 package runtime
 
 import (
+	"debug/buildinfo"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/exeseal"
@@ -40,9 +42,74 @@ func WithShimBinary(path string) Option {
 	}
 }
 
-// findShimBinary returns the shim's host path: the WithShimBinary path,
-// else ShimBinaryName beside our executable, else in PATH.
+// shimPackage is the main package every shim must be a build of.
+const shimPackage = "github.com/shoal-dev/shoal/cmd/shoal-shim"
+
+// findShimBinary returns the shim's host path (see locateShimBinary),
+// once its build is known to match ours (shimBuildMismatch).
 func (r *Libcontainer) findShimBinary() (string, error) {
+	bin, err := r.locateShimBinary()
+	if err != nil {
+		return "", err
+	}
+	shim, err := buildinfo.ReadFile(bin)
+	if err != nil {
+		return "", fmt.Errorf("%s is not a build of %s (%v): rebuild it with make build", bin, shimPackage, err)
+	}
+	self, _ := debug.ReadBuildInfo()
+	if err := shimBuildMismatch(self, shim); err != nil {
+		return "", fmt.Errorf("%s: %w", bin, err)
+	}
+	return bin, nil
+}
+
+// shimBuildMismatch says why a shim built as shim cannot serve a runtime
+// built as self, or returns nil. The shim and the runtime speak through
+// a config file and the supervisor's argv, which change between
+// versions with nothing to tell an old reader: a shim left behind by an
+// upgrade of shoal alone would misread them. So both must be builds of
+// the same source: the same module version and VCS revision (and both
+// clean or both modified) where both binaries record them; binaries
+// built without VCS stamping (go test, -buildvcs=false) are only checked
+// for being a shim.
+func shimBuildMismatch(self, shim *debug.BuildInfo) error {
+	if shim == nil || shim.Path != shimPackage {
+		got := "unknown"
+		if shim != nil {
+			got = shim.Path
+		}
+		return fmt.Errorf("is a build of %s, not of %s: rebuild it with make build", got, shimPackage)
+	}
+	if self == nil {
+		return nil
+	}
+	if v, w := self.Main.Version, shim.Main.Version; v != w && v != "" && w != "" && v != "(devel)" && w != "(devel)" {
+		return fmt.Errorf("is shoal-shim %s but shoal is %s: install the shoal-shim of the same release beside shoal", w, v)
+	}
+	setting := func(bi *debug.BuildInfo, key string) string {
+		for _, s := range bi.Settings {
+			if s.Key == key {
+				return s.Value
+			}
+		}
+		return ""
+	}
+	rev, shimRev := setting(self, "vcs.revision"), setting(shim, "vcs.revision")
+	if rev == "" || shimRev == "" {
+		return nil
+	}
+	mod, shimMod := setting(self, "vcs.modified"), setting(shim, "vcs.modified")
+	if rev != shimRev || mod != shimMod {
+		return fmt.Errorf("was built from revision %s (modified: %s) but shoal from %s (modified: %s): "+
+			"a shim older or newer than shoal misreads its config; rebuild both with make build",
+			shimRev, shimMod, rev, mod)
+	}
+	return nil
+}
+
+// locateShimBinary returns the shim's host path: the WithShimBinary path,
+// else ShimBinaryName beside our executable, else in PATH.
+func (r *Libcontainer) locateShimBinary() (string, error) {
 	if r.shimBinary != "" {
 		if isExecutable(r.shimBinary) {
 			return r.shimBinary, nil

@@ -8,6 +8,7 @@ import (
 
 	"github.com/shoal-dev/shoal/manager/forward"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/specrules"
 	"github.com/shoal-dev/shoal/trust"
 )
 
@@ -21,7 +22,9 @@ import (
 // variables (what a service is configured with) and never their values.
 // Operators and admins read them: they write specs back whole (an update
 // names every field), and may set them anyway. See docs/security.md.
-const RedactedValue = "<redacted>"
+// No spec may hold it (specrules refuses it), so a spec read with a viewer
+// token cannot be written back over the real values.
+const RedactedValue = specrules.RedactedEnvValue
 
 // callerIsViewer reports whether the caller authenticated with a viewer
 // API token (certificates and stronger tokens read everything).

@@ -193,6 +193,26 @@ func stallCredit(prev, now time.Time, interval time.Duration) time.Duration {
 	return 0
 }
 
+// pruneRemoved drops from lastSeen and told the nodes no longer in nodes
+// (removed from the cluster): without it a leader kept an entry for every
+// node that ever joined during its term (node churn grew them for ever).
+func pruneRemoved(nodes []*shoalv1.Node, lastSeen map[string]time.Time, told map[string]time.Duration) {
+	live := make(map[string]struct{}, len(nodes))
+	for _, n := range nodes {
+		live[n.GetMeta().GetId()] = struct{}{}
+	}
+	for id := range lastSeen {
+		if _, ok := live[id]; !ok {
+			delete(lastSeen, id)
+		}
+	}
+	for id := range told {
+		if _, ok := live[id]; !ok {
+			delete(told, id)
+		}
+	}
+}
+
 // seen records a heartbeat.
 func (d *Dispatcher) seen(nodeID string) {
 	d.mu.Lock()
@@ -268,6 +288,9 @@ func (d *Dispatcher) monitorLiveness(ctx context.Context) error {
 			if st.GetUnreachable() != v.unreachable || (d.cfg.Gossip != nil && (st.GetGossipState() != gstate || (gaddr != "" && st.GetGossipAddr() != gaddr))) {
 				marks[id] = gossipMark{state: gstate, addr: gaddr, unreachable: v.unreachable, reason: v.reason, useGossip: d.cfg.Gossip != nil}
 			}
+		}
+		if len(d.lastSeen) > len(nodes) || len(d.told) > len(nodes) {
+			pruneRemoved(nodes, d.lastSeen, d.told)
 		}
 		d.mu.Unlock()
 		for id, msg := range expired {

@@ -13,7 +13,8 @@
 // (byte for byte the records log.go's logFile writes, same size-based
 // rotation), wait for the container's init, tell an OOM kill from its
 // memory cgroup, remove the container's cgroups and libcontainer's state
-// dir, and write exit.json atomically (temp file, rename).
+// dir, and write exit.json atomically (temp file, fsync, rename, fsync of
+// the directory).
 //
 // argv (see superviseArgs in agent/runtime/shim_linux.go):
 //   [2] task dir (exit.json goes there)    [3] libcontainer's state dir
@@ -231,13 +232,34 @@ static void log_write(const char *stream, const unsigned char *line, size_t n) {
 			return;
 		}
 	}
-	ssize_t w = write(lf.fd, record, o);
-	if (w > 0)
-		lf.size += w;
-	if (w != (ssize_t)o && !lf.failed) {
-		msg("log write", w < 0 ? errno : EIO);
-		lf.failed = 1;
+	size_t done = 0;
+	int werr = 0;
+	while (done < o) {
+		ssize_t w = write(lf.fd, record + done, o - done);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			werr = w < 0 ? errno : EIO;
+			break;
+		}
+		done += w;
 	}
+	if (done == o) {
+		lf.size += o;
+		return;
+	}
+	// A full disk takes part of a record: cut it off, or the next record
+	// would join it into a line that no reader decodes (ReadLog stops
+	// there, so everything after it would be lost even once there is
+	// space again).
+	if (done > 0) {
+		off_t end = lseek(lf.fd, 0, SEEK_END);
+		if (end < 0 || ftruncate(lf.fd, end - (off_t)done) < 0)
+			lf.size += done;
+	}
+	if (!lf.failed)
+		msg("log write", werr ? werr : ENOSPC);
+	lf.failed = 1;
 }
 
 // ---- the container's output (log.go's copyLines) ----
@@ -348,7 +370,10 @@ static int rm_entry(const char *p, const struct stat *sb, int type, struct FTW *
 	return 0;
 }
 
-// write_exit writes exit.json atomically, as writeJSON does.
+// write_exit writes exit.json atomically and durably: the temp file is
+// synced before the rename (or a crash could leave an exit.json of no
+// bytes under its final name) and the directory after it (or the rename
+// itself could be lost, and a task that ended look as if it still ran).
 static int write_exit(const char *dir, int code, int sig, int oom, const char *error) {
 	char tmp[4096 + 32], path[4096 + 16], body[512 + 128];
 	struct timespec now;
@@ -371,15 +396,25 @@ static int write_exit(const char *dir, int code, int sig, int oom, const char *e
 	int fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0)
 		return -1;
-	if (fchmod(fd, 0600) < 0 || write(fd, body, o) != (ssize_t)o || close(fd) < 0) {
+	if (fchmod(fd, 0600) < 0 || write(fd, body, o) != (ssize_t)o || fsync(fd) < 0) {
+		int e = errno;
+		close(fd);
 		unlink(tmp);
+		errno = e;
 		return -1;
 	}
-	if (rename(tmp, path) < 0) {
+	if (close(fd) < 0 || rename(tmp, path) < 0) {
+		int e = errno;
 		unlink(tmp);
+		errno = e;
 		return -1;
 	}
-	return 0;
+	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -1;
+	int r = fsync(dfd);
+	close(dfd);
+	return r;
 }
 
 static long long now_ms(void) {
@@ -409,6 +444,11 @@ static int supervise(int argc, char **argv) {
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	// A file size limit (ulimit -f, systemd's LimitFSIZE=) inherited from
+	// the agent would kill us at the log's limit (SIGXFSZ), leaving the
+	// container unsupervised and no exit.json: take EFBIG instead, as a
+	// full disk (log_write).
+	signal(SIGXFSZ, SIG_IGN);
 	fcntl(out.fd, F_SETFD, FD_CLOEXEC);
 	fcntl(err.fd, F_SETFD, FD_CLOEXEC);
 	if (log_open() < 0) {
