@@ -90,6 +90,20 @@ func (d *jsonDecoder) peek() byte {
 	return 0
 }
 
+// sep reads what follows a member or an element: a comma (more to come)
+// or the closing byte (done); ok is false for anything else.
+func (d *jsonDecoder) sep(closing byte) (done, ok bool) {
+	switch d.peek() {
+	case ',':
+		d.i++
+		return false, true
+	case closing:
+		d.i++
+		return true, true
+	}
+	return false, false
+}
+
 // end reports whether only white space is left.
 func (d *jsonDecoder) end() bool {
 	d.ws()
@@ -343,14 +357,8 @@ func (d *jsonDecoder) object(m protoreflect.Message, depth int) bool {
 				return false
 			}
 		}
-		switch d.peek() {
-		case ',':
-			d.i++
-		case '}':
-			d.i++
-			return true
-		default:
-			return false
+		if done, ok := d.sep('}'); done || !ok {
+			return ok
 		}
 	}
 }
@@ -402,14 +410,8 @@ func (d *jsonDecoder) list(l protoreflect.List, fd protoreflect.FieldDescriptor,
 			}
 			l.Append(v)
 		}
-		switch d.peek() {
-		case ',':
-			d.i++
-		case ']':
-			d.i++
-			return true
-		default:
-			return false
+		if done, ok := d.sep(']'); done || !ok {
+			return ok
 		}
 	}
 }
@@ -445,14 +447,8 @@ func (d *jsonDecoder) mapValue(mp protoreflect.Map, fd protoreflect.FieldDescrip
 			return false
 		}
 		mp.Set(k, v)
-		switch d.peek() {
-		case ',':
-			d.i++
-		case '}':
-			d.i++
-			return true
-		default:
-			return false
+		if done, ok := d.sep('}'); done || !ok {
+			return ok
 		}
 	}
 }

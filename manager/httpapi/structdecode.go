@@ -133,14 +133,8 @@ func newFieldDecoder(fd protoreflect.FieldDescriptor, t reflect.Type, building m
 					return false
 				}
 				l.Set(reflect.Append(l, v.Elem()))
-				switch d.peek() {
-				case ',':
-					d.i++
-				case ']':
-					d.i++
-					return true
-				default:
-					return false
+				if done, ok := d.sep(']'); done || !ok {
+					return ok
 				}
 			}
 		}, true
@@ -189,14 +183,8 @@ func mapDecoder(fd protoreflect.FieldDescriptor, t reflect.Type, building map[re
 				return false
 			}
 			m.SetMapIndex(kv, v.Elem())
-			switch d.peek() {
-			case ',':
-				d.i++
-			case '}':
-				d.i++
-				return true
-			default:
-				return false
+			if done, ok := d.sep('}'); done || !ok {
+				return ok
 			}
 		}
 	}, true
@@ -350,14 +338,8 @@ func (d *jsonDecoder) structObject(se *structDecoder, p unsafe.Pointer, depth in
 		} else if !f.dec(d, unsafe.Add(p, f.offset), depth) {
 			return false
 		}
-		switch d.peek() {
-		case ',':
-			d.i++
-		case '}':
-			d.i++
-			return true
-		default:
-			return false
+		if done, ok := d.sep('}'); done || !ok {
+			return ok
 		}
 	}
 }
