@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -451,7 +452,24 @@ func TestDashboardSimulatedLarge(t *testing.T) {
 // load (the flaky TestDashboard in CI: "Failed to fetch", "no such
 // element" on an error page, a watch reopened from now after the change
 // it waited for).
-func browserHost(c *cluster) *harness.Host { return c.f.AddHost("browser") }
+func browserHost(c *cluster) *harness.Host {
+	h := c.f.AddHost("browser")
+	// Chromium also fails the requests in flight when an address of its
+	// namespace changes, and a new interface's IPv6 link-local address
+	// does so about a second after the link comes up (it stops being
+	// tentative when duplicate address detection ends): a page loaded in
+	// that second lost its first event stream (TestDashboardFailover, CI).
+	// The browser's host has no IPv6, so nothing changes once it runs.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := h.Exec(ctx, "sh", "-c", "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 && echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6"); err != nil {
+		c.t.Fatalf("disabling IPv6 on %s: %v", h, err)
+	}
+	if out, err := h.Exec(ctx, "ip", "-6", "addr", "show"); err != nil || strings.TrimSpace(out) != "" {
+		c.t.Fatalf("IPv6 addresses left on %s: %q %v", h, out, err)
+	}
+	return h
+}
 
 // waitDashboard waits until manager m serves the dashboard page over HTTPS
 // to host from (its HTTP server starts after the node is ready).
