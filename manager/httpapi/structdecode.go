@@ -2,7 +2,6 @@ package httpapi
 
 import (
 	"reflect"
-	"sync"
 	"unsafe"
 
 	"google.golang.org/protobuf/proto"
@@ -34,8 +33,7 @@ type fieldDecoder struct {
 }
 
 var (
-	structDecMu       sync.Mutex // serializes building
-	structDecoders    sync.Map   // reflect.Type (pointer to struct) -> *structDecoder
+	structDecoders    typeCache[structDecoder]
 	timestampPtrType  = reflect.TypeFor[*timestamppb.Timestamp]()
 	protoMessageIface = reflect.TypeFor[proto.Message]()
 )
@@ -43,29 +41,16 @@ var (
 // structDecoderOf returns t's decoder, building it (and those of the
 // message types it holds) on first use.
 func structDecoderOf(t reflect.Type, md protoreflect.MessageDescriptor) *structDecoder {
-	if e, ok := structDecoders.Load(t); ok {
-		return e.(*structDecoder)
-	}
-	structDecMu.Lock()
-	defer structDecMu.Unlock()
-	building := map[reflect.Type]*structDecoder{}
-	e := buildStructDecoder(t, md, building)
-	// Published only once complete: readers do not lock.
-	for t, e := range building {
-		structDecoders.Store(t, e)
-	}
-	return e
+	return structDecoders.of(t, func(building map[reflect.Type]*structDecoder) *structDecoder {
+		return buildStructDecoder(t, md, building)
+	})
 }
 
 func buildStructDecoder(t reflect.Type, md protoreflect.MessageDescriptor, building map[reflect.Type]*structDecoder) *structDecoder {
-	if e, ok := structDecoders.Load(t); ok {
-		return e.(*structDecoder)
-	}
-	if e, ok := building[t]; ok {
+	e, found := structDecoders.start(t, building)
+	if found {
 		return e
 	}
-	e := &structDecoder{}
-	building[t] = e
 	if t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct || wellKnown(md) ||
 		md.ParentFile() == nil || md.ParentFile().Syntax() != protoreflect.Proto3 {
 		return e

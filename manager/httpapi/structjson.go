@@ -36,39 +36,61 @@ type fieldEncoder struct {
 	enc   func(b []byte, v reflect.Value) ([]byte, error)
 }
 
-var (
-	structMu       sync.Mutex // serializes building
-	structEncoders sync.Map   // reflect.Type (pointer to struct) -> *structEncoder
-)
+var structEncoders typeCache[structEncoder]
 
-// structEncoderOf returns t's encoder, building it (and those of the
-// message types it holds) on first use.
-func structEncoderOf(t reflect.Type, md protoreflect.MessageDescriptor) *structEncoder {
-	if e, ok := structEncoders.Load(t); ok {
-		return e.(*structEncoder)
+// typeCache holds what is built once per Go message type (encoders,
+// decoders). Building takes mu and may build other types recursively;
+// entries are published only once complete, so readers do not lock.
+type typeCache[E any] struct {
+	mu sync.Mutex // serializes building
+	m  sync.Map   // reflect.Type (pointer to struct) -> *E
+}
+
+// of returns t's entry, calling build (with the entries being built) on
+// first use.
+func (c *typeCache[E]) of(t reflect.Type, build func(building map[reflect.Type]*E) *E) *E {
+	if e, ok := c.m.Load(t); ok {
+		return e.(*E)
 	}
-	structMu.Lock()
-	defer structMu.Unlock()
-	building := map[reflect.Type]*structEncoder{}
-	e := buildStructEncoder(t, md, building)
-	// Published only once complete: readers do not lock.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	building := map[reflect.Type]*E{}
+	e := build(building)
 	for t, e := range building {
-		structEncoders.Store(t, e)
+		c.m.Store(t, e)
 	}
 	return e
 }
 
-// buildStructEncoder builds t's encoder with structMu held. An encoder is
-// in building before its fields are built, so recursive types find it.
-func buildStructEncoder(t reflect.Type, md protoreflect.MessageDescriptor, building map[reflect.Type]*structEncoder) *structEncoder {
-	if e, ok := structEncoders.Load(t); ok {
-		return e.(*structEncoder)
+// start returns t's entry if it is built or being built (found), or else
+// a new empty one, recorded in building before its fields are built so
+// that recursive types find it.
+func (c *typeCache[E]) start(t reflect.Type, building map[reflect.Type]*E) (e *E, found bool) {
+	if e, ok := c.m.Load(t); ok {
+		return e.(*E), true
 	}
 	if e, ok := building[t]; ok {
+		return e, true
+	}
+	e = new(E)
+	building[t] = e
+	return e, false
+}
+
+// structEncoderOf returns t's encoder, building it (and those of the
+// message types it holds) on first use.
+func structEncoderOf(t reflect.Type, md protoreflect.MessageDescriptor) *structEncoder {
+	return structEncoders.of(t, func(building map[reflect.Type]*structEncoder) *structEncoder {
+		return buildStructEncoder(t, md, building)
+	})
+}
+
+// buildStructEncoder builds t's encoder with structEncoders.mu held.
+func buildStructEncoder(t reflect.Type, md protoreflect.MessageDescriptor, building map[reflect.Type]*structEncoder) *structEncoder {
+	e, found := structEncoders.start(t, building)
+	if found {
 		return e
 	}
-	e := &structEncoder{}
-	building[t] = e
 	if t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct || wellKnown(md) {
 		return e
 	}
