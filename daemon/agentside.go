@@ -16,6 +16,7 @@ import (
 	"github.com/shoal-dev/shoal/agent/image"
 	"github.com/shoal-dev/shoal/agent/network"
 	"github.com/shoal-dev/shoal/agent/runtime"
+	"github.com/shoal-dev/shoal/agent/runtime/hostclean"
 	"github.com/shoal-dev/shoal/datadir"
 	"github.com/shoal-dev/shoal/overlay"
 	"github.com/shoal-dev/shoal/overlay/dns"
@@ -110,6 +111,10 @@ func (n *node) buildAgentSide(ctx context.Context) (*agentSide, error) {
 		var opts []runtime.Option
 		if st.CgroupParent != "" {
 			opts = append(opts, runtime.WithCgroupParent(st.CgroupParent))
+		}
+		// Refuse to start rather than accept tasks that would all fail.
+		if err := hostclean.CheckCgroups(); err != nil {
+			return nil, fmt.Errorf("runtime: %w", err)
 		}
 		lc, err := runtime.NewLibcontainer(dd.Runtime(), o.Logger, opts...)
 		if err != nil {

@@ -319,3 +319,19 @@ func poll(ctx context.Context, interval time.Duration, fn func() error) error {
 		}
 	}
 }
+
+// CheckCgroups tells a node that will run tasks, before it starts, that
+// it cannot: every task runs in cgroups, and a mount namespace with no
+// cgroup hierarchy makes every start fail later with libcontainer's "no
+// cgroup mount found in mountinfo", which does not say why. The common
+// cause is `ip netns exec`, which mounts a fresh sysfs on /sys without
+// /sys/fs/cgroup below it (found in a hand trial); the error names it and
+// the fix.
+func CheckCgroups() error {
+	if _, err := CgroupRoots(); err != nil {
+		return fmt.Errorf("tasks run in cgroups, but this node's mount namespace has none (%v): "+
+			"`ip netns exec` mounts a new /sys without /sys/fs/cgroup - start the node with "+
+			"`nsenter --net=/run/netns/NAME shoal ...` instead, or mount the cgroup hierarchies", err)
+	}
+	return nil
+}
