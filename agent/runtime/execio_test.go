@@ -325,6 +325,12 @@ func TestExecThroughShim(t *testing.T) {
 		t.Fatalf("cancelled probe: %v", err)
 	}
 
+	// The helper's refusal comes back with libcontainer's reason.
+	if _, err := rt.ExecInteractive(ctx, spec.ID, ExecOptions{Args: []string{"/bin/nope"}}); err == nil ||
+		!strings.Contains(err.Error(), `exec "/bin/nope"`) || !strings.Contains(err.Error(), "no such file") {
+		t.Errorf("missing command: %v", err)
+	}
+
 	for _, tc := range []struct {
 		bin, want string
 	}{
