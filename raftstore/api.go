@@ -161,6 +161,7 @@ type Subscription interface {
 //
 //	Page[T](r, index, value, after, n, keep) (page []T, more bool)
 //	Count[T](r, index, value, keep) int
+//	CountAtMost[T](r, index, value, keep, max) (n int, complete bool)
 //
 // Page costs what the page costs (a seek in the index, then the objects it
 // visits), not what the table holds.

@@ -56,6 +56,26 @@ func Count[T Object](r Reader, index, value string, keep func(T) bool) int {
 	return n
 }
 
+// CountAtMost is Count giving up after visiting max objects of the range:
+// complete is false (and n meaningless) when the range holds more. It
+// bounds what a fresh count may cost.
+func CountAtMost[T Object](r Reader, index, value string, keep func(T) bool, max int) (n int, complete bool) {
+	visited := 0
+	complete = true
+	scanReader(r, kindFor[T](), index, value, "", func(o Object) bool {
+		if visited == max {
+			complete = false
+			return false
+		}
+		visited++
+		if t, ok := o.(T); ok && (keep == nil || keep(t)) {
+			n++
+		}
+		return true
+	})
+	return n, complete
+}
+
 // scanReader calls fn for each object of the range whose id sorts after
 // after, in id order, until fn returns false.
 func scanReader(r Reader, kind Kind, index, value, after string, fn func(Object) bool) {

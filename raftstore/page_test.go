@@ -127,6 +127,18 @@ func TestPageMatchesFind(t *testing.T) {
 					if c := Count(r.r, rc.index, rc.value, rc.keep); c != len(want) {
 						t.Fatalf("Count = %d, want %d", c, len(want))
 					}
+					size := len(refRange[*shoalv1.Task](r.r, idx, rc.value, "", nil))
+					if rc.index == "nope" {
+						size = 0
+					}
+					if c, ok := CountAtMost(r.r, rc.index, rc.value, rc.keep, size); !ok || c != len(want) {
+						t.Fatalf("CountAtMost(range size %d) = %d, %v; want %d, true", size, c, ok, len(want))
+					}
+					if size > 0 {
+						if _, ok := CountAtMost(r.r, rc.index, rc.value, rc.keep, size-1); ok {
+							t.Fatalf("CountAtMost(%d) of a range of %d is complete", size-1, size)
+						}
+					}
 				})
 			}
 		}

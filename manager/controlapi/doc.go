@@ -88,8 +88,8 @@
 // the total matching the filters. A page costs a seek and the page
 // (raftstore.Page in the narrowest index the filters allow: a service's or
 // node's tasks, one task state, a name, an id prefix); the total is counted
-// on a walk's first page and carried in the token, so a later page reports
-// the total as the walk began (pagination.go).
+// on a walk's first page and carried in the token, so a later page of a
+// list over RecountMax reports the total as the walk began (pagination.go).
 //
 // Handlers return errdefs classes (validation: InvalidArgument with field
 // paths); the server's errdefs interceptor maps them to gRPC codes.

@@ -26,11 +26,14 @@ import (
 // the total needs the whole range: it is counted (raftstore.Count, a walk
 // of the index without collecting it) on the first page of a walk and
 // carried in the token to the pages after it, so reading 100,000 tasks in
-// pages of 1,000 counts them once, not a hundred times. The total of a
-// later page is therefore the count when the walk began.
+// pages of 1,000 counts them once, not a hundred times. A later page
+// counts afresh when the carried total was at most RecountMax and the
+// range still holds at most RecountMax objects (a bounded walk, about
+// 3 ms); otherwise its total is the count when the walk began.
 const (
 	DefaultPageSize = 100
 	MaxPageSize     = 1000
+	RecountMax      = 10_000
 )
 
 // Token encodings. v2 carries the walk's total and the last id; v1 (the
@@ -110,8 +113,13 @@ func listPage[T raftstore.Object](r raftstore.Reader, page *shoalv1.Page, rng li
 	}
 	items, more := raftstore.Page(r, rng.index, rng.value, p.after, p.size, rng.keep)
 	total := p.total
-	if total < 0 {
+	switch {
+	case total < 0:
 		total = int64(raftstore.Count(r, rng.index, rng.value, rng.keep))
+	case total <= RecountMax:
+		if n, ok := raftstore.CountAtMost(r, rng.index, rng.value, rng.keep, RecountMax); ok {
+			total = int64(n)
+		}
 	}
 	if !more {
 		return items, "", total, nil

@@ -260,8 +260,8 @@ func TestListPagesAsBefore(t *testing.T) {
 
 // TestListPagesAcrossChanges: a token stays valid when its task is deleted
 // and tasks are created before and after it: the next page resumes after
-// the token's id with the store as it is now, and carries the walk's
-// first total.
+// the token's id with the store as it is now; its total is counted afresh
+// for a small list and carried from the walk's first page for a big one.
 func TestListPagesAcrossChanges(t *testing.T) {
 	s, st := pagesFixture(t)
 	ctx := context.Background()
@@ -289,8 +289,20 @@ func TestListPagesAcrossChanges(t *testing.T) {
 	if !slices.Contains(ids(resp.GetTasks()), last+"0") || slices.Contains(ids(resp.GetTasks()), "a0") {
 		t.Fatalf("resumed at the wrong place: %v", ids(resp.GetTasks()))
 	}
-	if resp.GetTotal() != first.GetTotal() {
-		t.Fatalf("later page total %d, want the walk's first %d", resp.GetTotal(), first.GetTotal())
+	if resp.GetTotal() != first.GetTotal()+2 {
+		t.Fatalf("later page of a small list: total %d, want a fresh %d", resp.GetTotal(), first.GetTotal()+2)
+	}
+	// A walk whose first page counted more than RecountMax carries that
+	// count (the token says so); one that counted fewer counts afresh.
+	for _, tc := range []struct{ carried, want int64 }{
+		{RecountMax + 1, RecountMax + 1},
+		{3, first.GetTotal() + 2},
+		{RecountMax, first.GetTotal() + 2},
+	} {
+		r, err := s.ListTasks(ctx, &shoalv1.ListTasksRequest{Filters: f, Page: &shoalv1.Page{PageSize: 2, PageToken: pageToken(tc.carried, last)}})
+		if err != nil || r.GetTotal() != tc.want || !slices.Equal(ids(r.GetTasks()), ids(want[:2])) {
+			t.Fatalf("token carrying %d: %v total %d %v; want total %d", tc.carried, ids(r.GetTasks()), r.GetTotal(), err, tc.want)
+		}
 	}
 	// A token from a manager before v2 (the last id alone) still pages, its
 	// total counted afresh.
