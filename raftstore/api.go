@@ -29,8 +29,11 @@ const (
 // Kinds lists every table.
 var Kinds = []Kind{KindCluster, KindNode, KindService, KindTask, KindNetwork}
 
-// Secondary index names usable with Find.
+// Index names usable with Find (the secondary ones) and with Page and
+// Count (page.go: a page of one index range, seeking from the previous
+// page's last id, and the size of a range without building it).
 const (
+	IndexID           = "id"            // every kind: meta.id, unique; for Page and Count the value is an id prefix
 	IndexName         = "name"          // services, networks: unique; nodes: spec.name or hostname, not unique
 	IndexServiceID    = "service_id"    // tasks
 	IndexNodeID       = "node_id"       // tasks
@@ -82,6 +85,7 @@ type Reader interface {
 	// List returns every object of a kind, sorted by id.
 	List(kind Kind) []Object
 	// Find returns the objects whose index equals value, sorted by id.
+	// (Page and Count walk one such range without collecting it.)
 	Find(kind Kind, index, value string) []Object
 	// Index is the raft index of the last entry reflected in the view.
 	Index() uint64
@@ -152,7 +156,15 @@ type Subscription interface {
 // with Open). The compiler checks that *Store implements it, and
 // TestAPIIsStoreMethodSet that *Store has no exported method it does not
 // declare, so this list cannot drift. Typed, generic helpers over a Reader
-// and the conversions between Object and StoreObject are in typed.go.
+// and the conversions between Object and StoreObject are in typed.go; the
+// paging ones in page.go:
+//
+//	Page[T](r, index, value, after, n, keep) (page []T, more bool)
+//	Count[T](r, index, value, keep) int
+//	CountAtMost[T](r, index, value, keep, max) (n int, complete bool)
+//
+// Page costs what the page costs (a seek in the index, then the objects it
+// visits), not what the table holds.
 type API interface {
 	Close() error
 	// Raft is the underlying raft node (membership, stats, tests).

@@ -46,7 +46,15 @@
 //
 // View is the local applied state, cheap and possibly behind the leader.
 // ReadLinearizable (leader only) reflects every acknowledged write. Get,
-// List, Find and ResolveRef are typed helpers over any Reader.
+// List, Find and ResolveRef are typed helpers over any Reader. Page
+// (page.go) reads one page of an index range (IndexID with an id prefix,
+// or one value of a secondary index) in id order, seeking with memdb's
+// LowerBound to the id after which it starts and stopping one match past
+// the page, so a page of 1,000 costs the same among 100 or 100,000 objects
+// (about 0.1 ms against 37 ms for collecting the table and cutting, in
+// BenchmarkListPage); Count sizes a range by walking its index without
+// collecting it (still one step per object: about 30 ms for 100,000).
+// Readers other than the store's fall back to Find and List.
 //
 // # Watching
 //

@@ -39,8 +39,8 @@
 // # Small init
 //
 // libcontainer starts a container's init by re-executing the binary that
-// calls it (/proc/self/exe, argv "init"): that is the Go shim, so the
-// init is shoal-shim too — 6 MB and ~80 package initialisers (0.8 ms),
+// calls it (/proc/self/exe, argv "init"): that is the Go shim (or, for an
+// exec, the exec helper), so the init is shoal-shim too — 6 MB and ~80 package initialisers (0.8 ms),
 // where the shoal binary is 40 MB and ~260 (5.6 ms; protobuf and gRPC
 // mostly). The runtime does not import specrules for that reason (it
 // keeps copies of the few limits it checks again, pinned by a test).
@@ -94,13 +94,12 @@
 // # Wiring
 //
 // `make build` builds bin/shoal-shim beside bin/shoal (cgo, build tag
-// "seccomp", Debian libseccomp-dev); without it Start and Prepare fail
-// with an error that says so. main of the shoal binary must call
-// [MaybeInit] before anything else: `task exec` processes are started by
-// the agent itself, so libcontainer re-executes the agent's binary as
-// their init (with _LIBCONTAINER_INITPIPE set), and MaybeInit hands that
-// over to libcontainer. Without the seccomp tag [Runtime.Start] refuses
-// to run (the default seccomp profile could not be applied).
+// "seccomp", Debian libseccomp-dev); without it Start, Prepare, Exec and
+// ExecInteractive fail with an error that says so (as they do for a
+// shoal-shim of another build). Nothing re-executes the shoal binary any
+// more ([MaybeInit] stays a guard at the top of main). Without the seccomp
+// tag [Runtime.Start] refuses to run (the default seccomp profile could
+// not be applied).
 //
 // # Use
 //
@@ -120,8 +119,25 @@
 // streams: pipes, or with TTY a terminal that libcontainer opens inside
 // the container's own devpts (so the process sees /dev/pts/N) and passes
 // back over a console socket; the master is made non-blocking so that
-// Close unblocks its readers. The process is the caller's child, not the
-// shim's: an exec ends with the agent that serves it.
+// Close unblocks its readers.
+//
+// # Exec helper
+//
+// Both run the process through an exec helper (exechelper_linux.go):
+// shoal-shim started from the sealed memfd with argv "runtime-exec",
+// which joins the container with libcontainer, so that the process's
+// libcontainer init is shoal-shim, not the agent's 40 MB binary (which
+// libcontainer also sealed afresh, a mount or a memfd copy, for every
+// exec). The agent passes the process's pipes, output memfd or console
+// socket to the helper as fds and the request (args, environment, user,
+// directory) over a socketpair; the helper answers with the pid, then the
+// exit code and signal. The process is the helper's child and the helper
+// the agent's: agent → shoal-shim (helper) → process, where it used to be
+// agent → process. The helper kills the process tree when the agent asks
+// (Close, ctx) or goes away, so an exec still ends with the agent that
+// serves it, and being the parent that reaps it, never signals a reused
+// pid. Measured by BenchmarkExecLatency (`probe echo` in a running task,
+// 50 runs, medians; see the README's exec figures).
 //
 // The rootfs is prepared by the caller, for instance with [MountOverlay];
 // the runtime never unmounts it. [Fake] is an in-memory [Runtime] for the

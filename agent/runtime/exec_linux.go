@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
@@ -25,6 +24,9 @@ const ExecOutputMax = 4096
 // use it. When ctx ends first the command and every process it started
 // that is still its descendant are killed and ctx.Err() is returned, with
 // the output so far: a probe leaves nothing behind.
+//
+// The process runs through an exec helper (exechelper_linux.go): shoal-shim,
+// not the agent's binary, is its init.
 //
 // The output goes to a memfd, not a pipe: a command that leaves a
 // background child holding its stdout open still counts as done when it
@@ -44,8 +46,7 @@ func (r *Libcontainer) Exec(ctx context.Context, id string, args []string) (int,
 		}
 		return -1, nil, fmt.Errorf("task %q: %w", id, err)
 	}
-	c, err := libcontainer.Load(dir, id)
-	if err != nil {
+	if _, err := libcontainer.Load(dir, id); err != nil {
 		return -1, nil, fmt.Errorf("task %q: load: %w", id, err)
 	}
 	spec := sd.Spec
@@ -63,47 +64,24 @@ func (r *Libcontainer) Exec(ctx context.Context, id string, args []string) (int,
 	if cwd == "" {
 		cwd = "/"
 	}
-	nnp := true
-	p := &libcontainer.Process{
-		Args:             args,
-		Env:              containerEnv(spec.Env, u.Home),
-		Cwd:              cwd,
-		UID:              u.Uid,
-		GID:              u.Gid,
-		AdditionalGroups: u.Sgids,
-		Stdout:           out,
-		Stderr:           out,
-		NoNewPrivileges:  &nnp,
-		Init:             false,
+	h, err := r.startExecHelper(execRequest{
+		Dir: dir, ID: id, Args: args, Env: containerEnv(spec.Env, u.Home), Cwd: cwd,
+		UID: u.Uid, GID: u.Gid, AdditionalGroups: u.Sgids,
+		Stdin: -1, Stdout: execHelperFirstFd, Stderr: execHelperFirstFd, ConsoleSocket: -1,
+	}, []*os.File{out})
+	if err != nil {
+		return -1, nil, err
 	}
-	if err := c.Run(p); err != nil {
-		return -1, nil, fmt.Errorf("task %q: exec %q: %w", id, args[0], err)
-	}
-	pid, _ := p.Pid()
-	type waited struct {
-		ps  *os.ProcessState
-		err error
-	}
-	done := make(chan waited, 1)
-	go func() {
-		ps, err := p.Wait()
-		done <- waited{ps, err}
-	}()
-	var w waited
 	select {
-	case w = <-done:
+	case <-h.done:
 	case <-ctx.Done():
-		// Not reaped yet (Wait has not returned), so pid is still ours.
-		killTree(pid)
-		w = <-done
+		h.kill()
+		_, _, _ = h.wait()
 		return -1, readHead(out), ctx.Err()
 	}
-	if w.ps == nil {
-		return -1, readHead(out), fmt.Errorf("task %q: exec %q: %w", id, args[0], w.err)
-	}
-	code := w.ps.ExitCode()
-	if ws, ok := w.ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		code = 128 + int(ws.Signal())
+	code, _, err := h.wait()
+	if err != nil {
+		return -1, readHead(out), fmt.Errorf("task %q: exec %q: %w", id, args[0], err)
 	}
 	return code, readHead(out), nil
 }

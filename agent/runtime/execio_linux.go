@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/utils"
@@ -51,23 +49,20 @@ type ExecProcess struct {
 	Stderr io.Reader
 
 	pid     int
-	proc    *libcontainer.Process
-	console *os.File // TTY master
+	helper  *execHelper // the process's parent (exechelper_linux.go)
+	console *os.File    // TTY master
 	files   []*os.File
 	done    chan struct{}
-	code    int
-	signal  int
-	err     error
 	close   sync.Once
 }
 
 // ExecInteractive runs opts.Args inside task id's running container as
 // Exec does (namespaces, cgroup, capabilities, no-new-privileges, the
 // task's user, environment and working directory unless overridden), with
-// streams the caller drives. The process is a child of the calling
-// process, not of the task's shim: it ends when its caller goes away, as
-// an exec should. When ctx ends the process and its descendants are
-// killed.
+// streams the caller drives. The process is a child of an exec helper
+// (shoal-shim, exechelper_linux.go) that is the caller's child, not the
+// task shim's: it ends when its caller goes away, as an exec should. When
+// ctx ends the process and its descendants are killed.
 func (r *Libcontainer) ExecInteractive(ctx context.Context, id string, opts ExecOptions) (_ *ExecProcess, err error) {
 	if !validID(id) {
 		return nil, fmt.Errorf("%w: task id %q", ErrInvalidArgument, id)
@@ -115,47 +110,37 @@ func (r *Libcontainer) ExecInteractive(ctx context.Context, id string, opts Exec
 	if cwd == "" {
 		cwd = "/"
 	}
-	nnp := true
-	lp := &libcontainer.Process{
-		Args:             opts.Args,
-		Env:              env,
-		Cwd:              cwd,
-		UID:              u.Uid,
-		GID:              u.Gid,
-		AdditionalGroups: u.Sgids,
-		NoNewPrivileges:  &nnp,
-		Init:             false,
+	req := execRequest{
+		Dir: dir, ID: id, Args: opts.Args, Env: env, Cwd: cwd,
+		UID: u.Uid, GID: u.Gid, AdditionalGroups: u.Sgids,
+		Stdin: -1, Stdout: -1, Stderr: -1, ConsoleSocket: -1,
 	}
-	p := &ExecProcess{proc: lp, done: make(chan struct{})}
+	p := &ExecProcess{}
 	defer func() {
 		if err != nil {
 			p.closeFiles()
 		}
 	}()
 	// ours are kept by p (closed by Close); theirs are the process's
-	// ends, closed here once it runs (or failed to).
+	// ends, handed to the helper as fds 5, 6, … and closed here once it
+	// has them.
 	var theirs []*os.File
 	defer func() {
 		for _, f := range theirs {
 			f.Close()
 		}
 	}()
-	pipe := func() (r, w *os.File, err error) {
-		r, w, err = os.Pipe()
-		if err == nil {
-			theirs = append(theirs, w)
-			p.files = append(p.files, r)
-		}
-		return r, w, err
+	give := func(f *os.File) int {
+		theirs = append(theirs, f)
+		return execHelperFirstFd + len(theirs) - 1
 	}
 	if opts.Stdin && !opts.TTY {
 		r, w, err := os.Pipe()
 		if err != nil {
 			return nil, err
 		}
-		theirs = append(theirs, r)
 		p.files = append(p.files, w)
-		lp.Stdin, p.Stdin = r, w
+		req.Stdin, p.Stdin = give(r), w
 	}
 	var sock *os.File
 	if opts.TTY {
@@ -165,30 +150,32 @@ func (r *Libcontainer) ExecInteractive(ctx context.Context, id string, opts Exec
 		}
 		sock = parent
 		p.files = append(p.files, parent)
-		theirs = append(theirs, child)
-		lp.ConsoleSocket = child
-		lp.ConsoleWidth, lp.ConsoleHeight = opts.Cols, opts.Rows
+		req.ConsoleSocket = give(child)
+		req.Cols, req.Rows = opts.Cols, opts.Rows
 	} else {
-		or, ow, err := pipe()
+		or, ow, err := os.Pipe()
 		if err != nil {
 			return nil, err
 		}
-		er, ew, err := pipe()
+		p.files = append(p.files, or)
+		req.Stdout, p.Stdout = give(ow), or
+		er, ew, err := os.Pipe()
 		if err != nil {
 			return nil, err
 		}
-		lp.Stdout, lp.Stderr = ow, ew
-		p.Stdout, p.Stderr = or, er
+		p.files = append(p.files, er)
+		req.Stderr, p.Stderr = give(ew), er
 	}
-	if err := c.Run(lp); err != nil {
-		return nil, fmt.Errorf("task %q: exec %q: %w", id, opts.Args[0], err)
+	h, err := r.startExecHelper(req, theirs)
+	if err != nil {
+		return nil, err
 	}
-	p.pid, _ = lp.Pid()
+	p.helper, p.pid, p.done = h, h.pid, h.done
 	if opts.TTY {
 		m, err := recvConsole(sock)
 		if err != nil {
-			killTree(p.pid)
-			_, _ = lp.Wait()
+			h.kill()
+			_, _, _ = h.wait()
 			return nil, fmt.Errorf("task %q: exec %q: terminal: %w", id, opts.Args[0], err)
 		}
 		p.console = m
@@ -200,26 +187,6 @@ func (r *Libcontainer) ExecInteractive(ctx context.Context, id string, opts Exec
 			p.Stdin = ttyInput{m}
 		}
 	}
-	go func() {
-		ps, werr := lp.Wait()
-		if ps == nil {
-			var ee *exec.ExitError
-			if errors.As(werr, &ee) {
-				ps = ee.ProcessState
-			}
-		}
-		switch {
-		case ps == nil:
-			p.code, p.err = -1, fmt.Errorf("wait: %w", werr)
-		default:
-			p.code = ps.ExitCode()
-			if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-				p.signal = int(ws.Signal())
-				p.code = 128 + p.signal
-			}
-		}
-		close(p.done)
-	}()
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -285,8 +252,7 @@ func (p *ExecProcess) Done() <-chan struct{} { return p.done }
 // Wait waits for the process to exit and returns its exit code (128+n
 // when killed by signal n) and the signal (0 if none).
 func (p *ExecProcess) Wait() (code, signal int, err error) {
-	<-p.done
-	return p.code, p.signal, p.err
+	return p.helper.wait()
 }
 
 // Resize sets the terminal's size (TIOCSWINSZ; the process gets a
@@ -310,14 +276,9 @@ func (p *ExecProcess) Resize(rows, cols uint16) error {
 
 // Kill kills the process and its descendants, unless it has exited.
 func (p *ExecProcess) Kill() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	// Not reaped until Wait returns in the goroutine above, so the pid is
-	// still this process's (a zombie at worst) while done is open.
-	killTree(p.pid)
+	// The helper, its parent, kills it and its descendants (and reaps
+	// it): it alone knows the pid is still the process's.
+	p.helper.kill()
 }
 
 // Close kills the process if it still runs and closes every stream, which

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -257,6 +260,125 @@ func TestExecInteractiveNotRunning(t *testing.T) {
 	}
 }
 
+// TestExecThroughShim: an exec'd process is the child of an exec helper
+// that is shoal-shim run from the runtime's sealed memfd (so shoal-shim,
+// not the caller's binary, was its libcontainer init), and the helper is
+// the caller's child; Exec (health checks) goes the same way. A missing or
+// foreign shim binary refuses the exec with the reason.
+func TestExecThroughShim(t *testing.T) {
+	rt := newRuntime(t)
+	spec, _ := start(t, rt, Spec{Args: []string{"/bin/probe", "sleep"}})
+	running(t, rt, spec.ID)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := rt.ExecInteractive(ctx, spec.ID, ExecOptions{Args: []string{"/bin/probe", "sleep"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	helper, _ := strconv.Atoi(procStatus(t, p.Pid(), "PPid"))
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", helper))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(exe, "/memfd:") || !strings.Contains(exe, ShimBinaryName) {
+		t.Errorf("the exec's parent %d runs %q, want the sealed %s memfd", helper, exe, ShimBinaryName)
+	}
+	if comm := readTrim(t, fmt.Sprintf("/proc/%d/comm", helper)); comm != ShimBinaryName {
+		t.Errorf("the exec's parent is %q, want %s", comm, ShimBinaryName)
+	}
+	if pp, _ := strconv.Atoi(procStatus(t, helper, "PPid")); pp != os.Getpid() {
+		t.Errorf("the helper's parent is %d, want the caller %d", pp, os.Getpid())
+	}
+	p.Close()
+	if code, sig, err := p.Wait(); err != nil || sig != 9 || code != 137 {
+		t.Fatalf("closed exec: code %d signal %d err %v", code, sig, err)
+	}
+
+	// A probe (Exec) has a helper for its parent too.
+	st := running(t, rt, spec.ID)
+	pctx, pcancel := context.WithCancel(ctx)
+	probeErr := make(chan error, 1)
+	go func() {
+		_, _, err := rt.Exec(pctx, spec.ID, []string{"/bin/probe", "sleep"})
+		probeErr <- err
+	}()
+	probe := 0
+	deadline := time.Now().Add(20 * time.Second)
+	for probe == 0 {
+		for _, pid := range cgroupProcs(t, spec.ID) {
+			if pid != st.Pid {
+				probe = pid
+			}
+		}
+		if probe == 0 && time.Now().After(deadline) {
+			t.Fatal("the probe never appeared in the task's cgroup")
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval
+	}
+	helper, _ = strconv.Atoi(procStatus(t, probe, "PPid"))
+	if comm := readTrim(t, fmt.Sprintf("/proc/%d/comm", helper)); comm != ShimBinaryName {
+		t.Errorf("the probe's parent is %q, want %s", comm, ShimBinaryName)
+	}
+	pcancel()
+	if err := <-probeErr; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled probe: %v", err)
+	}
+
+	// The helper's refusal comes back with libcontainer's reason.
+	if _, err := rt.ExecInteractive(ctx, spec.ID, ExecOptions{Args: []string{"/bin/nope"}}); err == nil ||
+		!strings.Contains(err.Error(), `exec "/bin/nope"`) || !strings.Contains(err.Error(), "no such file") {
+		t.Errorf("missing command: %v", err)
+	}
+
+	for _, tc := range []struct {
+		bin, want string
+	}{
+		{"/nonexistent/" + ShimBinaryName, "missing or not executable"},
+		{probeBin, "not of " + shimPackage},
+	} {
+		other, err := NewLibcontainer(rt.root, nil, WithShimBinary(tc.bin), WithSpareShim(false), WithCgroupParent(testCgroupParent))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = other.ExecInteractive(ctx, spec.ID, ExecOptions{Args: []string{"/bin/probe", "true"}})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("shim %s: %v, want an error saying %q", tc.bin, err, tc.want)
+		}
+		if _, _, err := other.Exec(ctx, spec.ID, []string{"/bin/probe", "true"}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("probe with shim %s: %v, want an error saying %q", tc.bin, err, tc.want)
+		}
+		other.Close()
+	}
+}
+
+// TestExecEndsWithItsAgent: when the agent's end of the helper's
+// connection closes without a word (the agent died), the helper kills the
+// process and what it started: the container's cgroup holds its init
+// alone again, and the helper exits.
+func TestExecEndsWithItsAgent(t *testing.T) {
+	rt := newRuntime(t)
+	spec, _ := start(t, rt, Spec{Args: []string{"/bin/probe", "sleep"}})
+	st := running(t, rt, spec.ID)
+	p, err := rt.ExecInteractive(context.Background(), spec.ID, ExecOptions{Args: []string{"/bin/probe", "sleeptree"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	collect(p.Stdout).waitFor(t, "tree started")
+	p.helper.conn.Close() // as the agent's death closes it
+	if code, _, err := p.Wait(); err == nil || code != -1 {
+		t.Fatalf("a helper cut off reports code %d, err %v; want -1 and an error", code, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !slices.Equal(cgroupProcs(t, spec.ID), []int{st.Pid}) {
+		if time.Now().After(deadline) {
+			t.Fatalf("10 s after its agent left the exec's tree is still there: %v", cgroupProcs(t, spec.ID))
+		}
+		time.Sleep(20 * time.Millisecond) // poll interval
+	}
+}
+
 // BenchmarkExecInteractive: start, run and reap `probe true` in a running
 // container with pipes (the cost of a `task exec` on the node).
 func BenchmarkExecInteractive(b *testing.B) {
@@ -274,4 +396,44 @@ func BenchmarkExecInteractive(b *testing.B) {
 		}
 		p.Close()
 	}
+}
+
+// BenchmarkExecLatency: `probe echo` in a running container, 50 runs a
+// round: from the call to ExecInteractive to its return (created), to the
+// first byte of output, and to the exit (Wait); medians in ms. The
+// figures of the README's exec row come from it.
+func BenchmarkExecLatency(b *testing.B) {
+	rt := newRuntime(b)
+	spec, _ := start(b, rt, Spec{Args: []string{"/bin/probe", "sleep"}})
+	running(b, rt, spec.ID)
+	ctx := context.Background()
+	const runs = 50
+	var created, first, exited []time.Duration
+	for b.Loop() {
+		for range runs {
+			t0 := time.Now()
+			p, err := rt.ExecInteractive(ctx, spec.ID, ExecOptions{Args: []string{"/bin/probe", "echo"}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			created = append(created, time.Since(t0))
+			one := make([]byte, 1)
+			if _, err := io.ReadFull(p.Stdout, one); err != nil {
+				b.Fatal(err)
+			}
+			first = append(first, time.Since(t0))
+			if code, _, err := p.Wait(); err != nil || code != 0 {
+				b.Fatalf("code %d err %v", code, err)
+			}
+			exited = append(exited, time.Since(t0))
+			p.Close()
+		}
+	}
+	median := func(ds []time.Duration) float64 {
+		slices.Sort(ds)
+		return float64(ds[len(ds)/2]) / float64(time.Millisecond)
+	}
+	b.ReportMetric(median(created), "ms-created")
+	b.ReportMetric(median(first), "ms-first-output")
+	b.ReportMetric(median(exited), "ms-exited")
 }

@@ -37,10 +37,11 @@ const (
 )
 
 // MaybeInit must be the first thing main does. If this process is
-// libcontainer's init of an exec'd process (the agent runs `task exec`
-// processes itself, so libcontainer re-executes the agent's binary: a
-// re-exec with _LIBCONTAINER_INITPIPE set and argv[1] "init") it hands
-// over to libcontainer and never returns. Otherwise it returns at once.
+// libcontainer's init (a re-exec with _LIBCONTAINER_INITPIPE set and
+// argv[1] "init") it hands over to libcontainer and never returns.
+// Otherwise it returns at once. The runtime no longer calls libcontainer
+// from the agent (execs go through shoal-shim's exec helper), so this is
+// a guard for a binary that does.
 // The environment variable, not argv alone, tells the re-exec apart, so
 // that "shoal init" remains a normal verb. Shims and container inits are
 // the separate shoal-shim binary (ShimMain).

@@ -141,8 +141,9 @@ func isExecutable(p string) bool {
 var errNotShim = errors.New(ShimBinaryName + " is started by the shoal runtime, not by hand")
 
 // ShimMain is the whole of cmd/shoal-shim: libcontainer's container init
-// (argv[1] "init" with _LIBCONTAINER_INITPIPE set; never returns) or a
-// task's shim (argv[1] ShimVerb). It returns the exit code. The C
+// (argv[1] "init" with _LIBCONTAINER_INITPIPE set; never returns), a
+// task's shim (argv[1] ShimVerb) or an exec helper (argv[1] ExecVerb,
+// exechelper_linux.go). It returns the exit code. The C
 // supervisor the shim turns into (supervise_linux.c) takes over before Go
 // starts and never gets here.
 func ShimMain(args []string) int {
@@ -151,6 +152,9 @@ func ShimMain(args []string) int {
 	}
 	if len(args) == 3 && args[1] == ShimVerb {
 		return runShim(args[2])
+	}
+	if len(args) == 2 && args[1] == ExecVerb {
+		return runExecHelper()
 	}
 	fmt.Fprintln(os.Stderr, errNotShim)
 	return 2

@@ -1,6 +1,9 @@
 // Command shoal-shim is a task's shim and its container's init: the
 // runtime (agent/runtime) starts it for each task, and libcontainer
-// re-executes it as `runc init` inside the new container. It is a binary
+// re-executes it as `runc init` inside the new container. It is also the
+// exec helper of `task exec` and health-check probes (argv
+// "runtime-exec"): it joins the container, so that the exec'd process's
+// init is this binary too. It is a binary
 // of its own, not the shoal binary re-executed, because both roles pay
 // for the start-up of whatever binary they are: this one holds the runtime
 // and libcontainer only (a fifth of shoal's size, a third of its package

@@ -85,7 +85,11 @@
 // ListServices and ListTasks page in id order (an opaque token naming the
 // last id; page_size 0: DefaultPageSize, over MaxPageSize: refused;
 // client.ListTasks etc. read every page for the CLI) and report
-// the total matching the filters.
+// the total matching the filters. A page costs a seek and the page
+// (raftstore.Page in the narrowest index the filters allow: a service's or
+// node's tasks, one task state, a name, an id prefix); the total is counted
+// on a walk's first page and carried in the token, so a later page of a
+// list over RecountMax reports the total as the walk began (pagination.go).
 //
 // Handlers return errdefs classes (validation: InvalidArgument with field
 // paths); the server's errdefs interceptor maps them to gRPC codes.

@@ -23,13 +23,15 @@ func (s *Server) ListNodes(ctx context.Context, req *shoalv1.ListNodesRequest) (
 	if err := checkFilters(req.GetFilters(), "id", "name", "role", "availability", "state", "label"); err != nil {
 		return nil, err
 	}
-	resp := &shoalv1.ListNodesResponse{}
-	for _, n := range raftstore.List[*shoalv1.Node](r) {
-		if nodeMatches(n, req.GetFilters()) {
-			resp.Nodes = append(resp.Nodes, n)
-		}
+	f := req.GetFilters()
+	rng := listRange[*shoalv1.Node]{index: raftstore.IndexID, value: f["id"],
+		keep: func(n *shoalv1.Node) bool { return nodeMatches(n, f) }}
+	if f["name"] != "" {
+		// The name index holds spec.name, else the hostname: nodeName.
+		rng.index, rng.value = raftstore.IndexName, f["name"]
 	}
-	if resp.Nodes, resp.NextPageToken, resp.Total, err = paginate(resp.Nodes, req.GetPage()); err != nil {
+	resp := &shoalv1.ListNodesResponse{}
+	if resp.Nodes, resp.NextPageToken, resp.Total, err = listPage(r, req.GetPage(), rng); err != nil {
 		return nil, err
 	}
 	return resp, nil

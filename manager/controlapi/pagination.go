@@ -2,11 +2,12 @@ package controlapi
 
 import (
 	"encoding/base64"
-	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/shoal-dev/shoal/errdefs"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
 )
 
 // Lists (nodes, services, tasks) page in a stable order, by object id:
@@ -18,54 +19,110 @@ import (
 // caller that wants everything pages through (the CLI does, with
 // client.ListNodes etc.). A page_size over MaxPageSize is refused, naming
 // the field.
+//
+// A page costs what a page costs: raftstore.Page seeks in the narrowest
+// index the filters allow (a service's or a node's tasks, one task state,
+// an id prefix) to the token's id and stops one match past the page. Only
+// the total needs the whole range: it is counted (raftstore.Count, a walk
+// of the index without collecting it) on the first page of a walk and
+// carried in the token to the pages after it, so reading 100,000 tasks in
+// pages of 1,000 counts them once, not a hundred times. A later page
+// counts afresh when the carried total was at most RecountMax and the
+// range still holds at most RecountMax objects (a bounded walk, about
+// 3 ms); otherwise its total is the count when the walk began.
 const (
 	DefaultPageSize = 100
 	MaxPageSize     = 1000
+	RecountMax      = 10_000
 )
 
-// pageTokenPrefix versions the token's encoding.
-const pageTokenPrefix = "v1:"
+// Token encodings. v2 carries the walk's total and the last id; v1 (the
+// last id alone, from managers before v2) is still accepted, its total
+// counted afresh.
+const (
+	pageTokenV1 = "v1:"
+	pageTokenV2 = "v2:"
+)
 
-// paginate returns the page of items (matching the filters already) that
-// page asks for, the token of the next page ("" on the last) and the
-// count of all items.
-func paginate[T interface{ GetMeta() *shoalv1.Meta }](items []T, page *shoalv1.Page) ([]T, string, int64, error) {
-	total := int64(len(items))
-	size := int(page.GetPageSize())
+// pageReq is a checked shoalv1.Page.
+type pageReq struct {
+	size  int
+	after string // last id of the previous page; "" on the first
+	total int64  // carried from the walk's first page; -1: count it
+}
+
+// parsePage checks a request's page: the size's bounds and a token this API
+// made, naming the field at fault.
+func parsePage(page *shoalv1.Page) (pageReq, error) {
+	p := pageReq{size: int(page.GetPageSize()), total: -1}
 	switch {
-	case size < 0:
-		return nil, "", 0, errdefs.InvalidArgumentf("page.page_size: %d is negative (1 to %d, or 0 for %d)", size, MaxPageSize, DefaultPageSize)
-	case size > MaxPageSize:
-		return nil, "", 0, errdefs.InvalidArgumentf("page.page_size: %d is over the maximum of %d (page on with page.page_token)", size, MaxPageSize)
-	case size == 0:
-		size = DefaultPageSize
+	case p.size < 0:
+		return pageReq{}, errdefs.InvalidArgumentf("page.page_size: %d is negative (1 to %d, or 0 for %d)", p.size, MaxPageSize, DefaultPageSize)
+	case p.size > MaxPageSize:
+		return pageReq{}, errdefs.InvalidArgumentf("page.page_size: %d is over the maximum of %d (page on with page.page_token)", p.size, MaxPageSize)
+	case p.size == 0:
+		p.size = DefaultPageSize
 	}
-	after := ""
-	if tok := page.GetPageToken(); tok != "" {
-		raw, err := base64.RawURLEncoding.DecodeString(tok)
-		if err != nil || !strings.HasPrefix(string(raw), pageTokenPrefix) {
-			return nil, "", 0, errdefs.InvalidArgumentf("page.page_token: %q is not a token this API returned", tok)
+	tok := page.GetPageToken()
+	if tok == "" {
+		return p, nil
+	}
+	bad := errdefs.InvalidArgumentf("page.page_token: %q is not a token this API returned", tok)
+	raw, err := base64.RawURLEncoding.DecodeString(tok)
+	if err != nil {
+		return pageReq{}, bad
+	}
+	s := string(raw)
+	switch {
+	case strings.HasPrefix(s, pageTokenV1):
+		p.after = strings.TrimPrefix(s, pageTokenV1)
+	case strings.HasPrefix(s, pageTokenV2):
+		count, after, ok := strings.Cut(strings.TrimPrefix(s, pageTokenV2), ":")
+		n, err := strconv.ParseInt(count, 10, 64)
+		if !ok || err != nil || n < 0 {
+			return pageReq{}, bad
 		}
-		after = strings.TrimPrefix(string(raw), pageTokenPrefix)
+		p.total, p.after = n, after
+	default:
+		return pageReq{}, bad
 	}
-	id := func(t T) string { return t.GetMeta().GetId() }
-	sorted := slices.IsSortedFunc(items, func(a, b T) int { return strings.Compare(id(a), id(b)) })
-	if !sorted {
-		items = slices.Clone(items)
-		slices.SortFunc(items, func(a, b T) int { return strings.Compare(id(a), id(b)) })
+	return p, nil
+}
+
+// pageToken is the token of the page after the one ending with lastID.
+func pageToken(total int64, lastID string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(pageTokenV2 + strconv.FormatInt(total, 10) + ":" + lastID))
+}
+
+// listRange is the index range a list walks and the filters on top of it:
+// raftstore.Page's arguments. keep must hold every filter the request
+// names (the range only narrows the walk), so that the result is the same
+// whatever range is picked.
+type listRange[T raftstore.Object] struct {
+	index, value string
+	keep         func(T) bool
+}
+
+// listPage returns the page of rng that page asks for, the next page's
+// token ("" on the last) and the total (see the package comment on
+// pages).
+func listPage[T raftstore.Object](r raftstore.Reader, page *shoalv1.Page, rng listRange[T]) ([]T, string, int64, error) {
+	p, err := parsePage(page)
+	if err != nil {
+		return nil, "", 0, err
 	}
-	start := 0
-	if after != "" {
-		start, _ = slices.BinarySearchFunc(items, after, func(t T, s string) int { return strings.Compare(id(t), s) })
-		if start < len(items) && id(items[start]) == after {
-			start++
+	items, more := raftstore.Page(r, rng.index, rng.value, p.after, p.size, rng.keep)
+	total := p.total
+	switch {
+	case total < 0:
+		total = int64(raftstore.Count(r, rng.index, rng.value, rng.keep))
+	case total <= RecountMax:
+		if n, ok := raftstore.CountAtMost(r, rng.index, rng.value, rng.keep, RecountMax); ok {
+			total = int64(n)
 		}
 	}
-	rest := items[start:]
-	if len(rest) <= size {
-		return rest, "", total, nil
+	if !more {
+		return items, "", total, nil
 	}
-	out := rest[:size]
-	next := base64.RawURLEncoding.EncodeToString([]byte(pageTokenPrefix + id(out[len(out)-1])))
-	return out, next, total, nil
+	return items, pageToken(total, items[len(items)-1].GetMeta().GetId()), total, nil
 }

@@ -20,7 +20,7 @@ import (
 
 // newServer is a control API over a real one-node raft store (in-memory
 // log) holding a cluster object.
-func newServer(t *testing.T) (*Server, *raftstore.Store) {
+func newServer(t testing.TB) (*Server, *raftstore.Store) {
 	t.Helper()
 	_, trans := raft.NewInmemTransport("solo:4242")
 	st, err := raftstore.Open(raftstore.Config{
@@ -47,7 +47,7 @@ func newServer(t *testing.T) (*Server, *raftstore.Store) {
 	return New(st, slog.New(slog.NewTextHandler(io.Discard, nil))), st
 }
 
-func addNode(t *testing.T, st *raftstore.Store, id string, role shoalv1.NodeRole, state shoalv1.NodeState) {
+func addNode(t testing.TB, st *raftstore.Store, id string, role shoalv1.NodeRole, state shoalv1.NodeState) {
 	t.Helper()
 	if _, err := st.Update(context.Background(), func(tx raftstore.WriteTx) error {
 		return tx.Create(&shoalv1.Node{Meta: &shoalv1.Meta{Id: id}, Role: role,

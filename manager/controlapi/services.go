@@ -103,13 +103,13 @@ func (s *Server) ListServices(ctx context.Context, req *shoalv1.ListServicesRequ
 		return nil, err
 	}
 	resp := &shoalv1.ListServicesResponse{Replicas: map[string]*shoalv1.ReplicaCount{}}
-	for _, svc := range raftstore.List[*shoalv1.Service](r) {
-		if !serviceMatches(svc, req.GetFilters()) {
-			continue
-		}
-		resp.Services = append(resp.Services, svc)
+	f := req.GetFilters()
+	rng := listRange[*shoalv1.Service]{index: raftstore.IndexID, value: f["id"],
+		keep: func(svc *shoalv1.Service) bool { return serviceMatches(svc, f) }}
+	if f["name"] != "" {
+		rng.index, rng.value = raftstore.IndexName, f["name"]
 	}
-	if resp.Services, resp.NextPageToken, resp.Total, err = paginate(resp.Services, req.GetPage()); err != nil {
+	if resp.Services, resp.NextPageToken, resp.Total, err = listPage(r, req.GetPage(), rng); err != nil {
 		return nil, err
 	}
 	viewer := callerIsViewer(ctx)

@@ -19,48 +19,12 @@ func (s *Server) ListTasks(ctx context.Context, req *shoalv1.ListTasksRequest) (
 	if err != nil {
 		return nil, err
 	}
-	var tasks []*shoalv1.Task
-	switch {
-	case f["service"] != "":
-		svc, err := raftstore.ResolveRef[*shoalv1.Service](r, f["service"])
-		if err != nil {
-			return nil, err
-		}
-		tasks = raftstore.Find[*shoalv1.Task](r, raftstore.IndexServiceID, svc.GetMeta().GetId())
-	case f["node"] != "":
-		n, err := raftstore.ResolveRef[*shoalv1.Node](r, f["node"])
-		if err != nil {
-			return nil, err
-		}
-		tasks = raftstore.Find[*shoalv1.Task](r, raftstore.IndexNodeID, n.GetMeta().GetId())
-	default:
-		tasks = raftstore.List[*shoalv1.Task](r)
-	}
-	var nodeID string
-	if f["node"] != "" && f["service"] != "" {
-		n, err := raftstore.ResolveRef[*shoalv1.Node](r, f["node"])
-		if err != nil {
-			return nil, err
-		}
-		nodeID = n.GetMeta().GetId()
+	rng, err := taskRange(r, f)
+	if err != nil {
+		return nil, err
 	}
 	resp := &shoalv1.ListTasksResponse{}
-	for _, t := range tasks {
-		if nodeID != "" && t.GetNodeId() != nodeID {
-			continue
-		}
-		if v := f["id"]; v != "" && !strings.HasPrefix(t.GetMeta().GetId(), v) {
-			continue
-		}
-		if v := f["desired-state"]; v != "" && !enumIs(t.GetDesiredState().String(), v) {
-			continue
-		}
-		if v := f["state"]; v != "" && !enumIs(t.GetStatus().GetState().String(), v) {
-			continue
-		}
-		resp.Tasks = append(resp.Tasks, t)
-	}
-	if resp.Tasks, resp.NextPageToken, resp.Total, err = paginate(resp.Tasks, req.GetPage()); err != nil {
+	if resp.Tasks, resp.NextPageToken, resp.Total, err = listPage(r, req.GetPage(), rng); err != nil {
 		return nil, err
 	}
 	if callerIsViewer(ctx) {
@@ -69,6 +33,64 @@ func (s *Server) ListTasks(ctx context.Context, req *shoalv1.ListTasksRequest) (
 		}
 	}
 	return resp, nil
+}
+
+// taskRange picks the narrowest index for a task list's filters: the
+// service's tasks, else the node's, else one status state, else one desired
+// state, else an id prefix. keep checks every filter, whichever index is
+// picked.
+func taskRange(r raftstore.Reader, f map[string]string) (listRange[*shoalv1.Task], error) {
+	var serviceID, nodeID string
+	if v := f["service"]; v != "" {
+		svc, err := raftstore.ResolveRef[*shoalv1.Service](r, v)
+		if err != nil {
+			return listRange[*shoalv1.Task]{}, err
+		}
+		serviceID = svc.GetMeta().GetId()
+	}
+	if v := f["node"]; v != "" {
+		n, err := raftstore.ResolveRef[*shoalv1.Node](r, v)
+		if err != nil {
+			return listRange[*shoalv1.Task]{}, err
+		}
+		nodeID = n.GetMeta().GetId()
+	}
+	idPrefix, desired, state := f["id"], f["desired-state"], f["state"]
+	rng := listRange[*shoalv1.Task]{index: raftstore.IndexID, value: idPrefix}
+	switch {
+	case serviceID != "":
+		rng.index, rng.value = raftstore.IndexServiceID, serviceID
+	case nodeID != "":
+		rng.index, rng.value = raftstore.IndexNodeID, nodeID
+	case state != "" && oneTaskState(state) != "":
+		rng.index, rng.value = raftstore.IndexState, oneTaskState(state)
+	case desired != "" && oneTaskState(desired) != "":
+		rng.index, rng.value = raftstore.IndexDesiredState, oneTaskState(desired)
+	}
+	rng.keep = func(t *shoalv1.Task) bool {
+		return (serviceID == "" || t.GetServiceId() == serviceID) &&
+			(nodeID == "" || t.GetNodeId() == nodeID) &&
+			strings.HasPrefix(t.GetMeta().GetId(), idPrefix) &&
+			(desired == "" || enumIs(t.GetDesiredState().String(), desired)) &&
+			(state == "" || enumIs(t.GetStatus().GetState().String(), state))
+	}
+	return rng, nil
+}
+
+// oneTaskState is the one TaskState name a state filter value matches
+// (enumIs), or "" when it matches none or several: then no state index
+// range holds exactly the matching tasks.
+func oneTaskState(v string) string {
+	found := ""
+	for _, name := range shoalv1.TaskState_name {
+		if enumIs(name, v) {
+			if found != "" {
+				return ""
+			}
+			found = name
+		}
+	}
+	return found
 }
 
 // GetTask resolves a task by id or unique id prefix.

@@ -1,0 +1,200 @@
+package raftstore
+
+import (
+	"strings"
+
+	"github.com/hashicorp/go-memdb"
+)
+
+// scanner is implemented by the package's readers to walk one index range in
+// id order from a seek, without building the whole range first. Readers of
+// other packages (fakes) fall back to Find/List through scanReader.
+type scanner interface {
+	scan(kind Kind, index, value, after string, fn func(Object) bool)
+}
+
+// Page returns, in id order, up to n objects of type T in the range
+// (index, value) whose id sorts after after and that keep accepts (nil
+// keeps every object); more says whether another such object follows the
+// page. The range is IndexID with value an id prefix ("" for every object
+// of the kind), or a secondary index of the kind with value its exact value
+// (as Find). On a store view the call seeks in the index to after and stops
+// one match past the page: it costs the objects it visits (the page, and
+// whatever keep refuses on the way), plus a seek, whatever the size of the
+// table. after need not name an existing object (it may have been deleted
+// since the previous page, or be any string a caller sent).
+func Page[T Object](r Reader, index, value, after string, n int, keep func(T) bool) (page []T, more bool) {
+	if n < 0 {
+		n = 0
+	}
+	scanReader(r, kindFor[T](), index, value, after, func(o Object) bool {
+		t, ok := o.(T)
+		if !ok || (keep != nil && !keep(t)) {
+			return true
+		}
+		if len(page) == n {
+			more = true
+			return false
+		}
+		page = append(page, t)
+		return true
+	})
+	return page, more
+}
+
+// Count returns how many objects of type T in the range (index, value), as
+// for Page, keep accepts. It walks the range without collecting it: one
+// index step (and one keep call) per object in the range, no allocation.
+func Count[T Object](r Reader, index, value string, keep func(T) bool) int {
+	n := 0
+	scanReader(r, kindFor[T](), index, value, "", func(o Object) bool {
+		if t, ok := o.(T); ok && (keep == nil || keep(t)) {
+			n++
+		}
+		return true
+	})
+	return n
+}
+
+// CountAtMost is Count giving up after visiting max objects of the range:
+// complete is false (and n meaningless) when the range holds more. It
+// bounds what a fresh count may cost.
+func CountAtMost[T Object](r Reader, index, value string, keep func(T) bool, max int) (n int, complete bool) {
+	visited := 0
+	complete = true
+	scanReader(r, kindFor[T](), index, value, "", func(o Object) bool {
+		if visited == max {
+			complete = false
+			return false
+		}
+		visited++
+		if t, ok := o.(T); ok && (keep == nil || keep(t)) {
+			n++
+		}
+		return true
+	})
+	return n, complete
+}
+
+// scanReader calls fn for each object of the range whose id sorts after
+// after, in id order, until fn returns false.
+func scanReader(r Reader, kind Kind, index, value, after string, fn func(Object) bool) {
+	if index == "" {
+		index = IndexID
+	}
+	if s, ok := r.(scanner); ok {
+		s.scan(kind, index, value, after, fn)
+		return
+	}
+	scanSlice(r, kind, index, value, after, fn)
+}
+
+// scanSlice is scanReader over a Reader's Find or List: correct for any
+// Reader, at the cost of building the whole range.
+func scanSlice(r Reader, kind Kind, index, value, after string, fn func(Object) bool) {
+	var (
+		objs    []Object
+		inRange func(Object) bool
+	)
+	if index == IndexID {
+		objs = r.List(kind)
+		inRange = func(o Object) bool { return strings.HasPrefix(o.GetMeta().GetId(), value) }
+	} else {
+		ix := tableDefs[kind].indexOrNil(index)
+		if ix == nil {
+			return
+		}
+		// Find matches by key prefix: a value holding a NUL would match
+		// another value's key followed by an id.
+		objs = r.Find(kind, index, value)
+		inRange = func(o Object) bool {
+			got, ok := ix(o)
+			return ok && got == value
+		}
+	}
+	for _, o := range objs {
+		id := o.GetMeta().GetId()
+		if !inRange(o) {
+			continue
+		}
+		if id <= after {
+			continue
+		}
+		if !fn(o) {
+			return
+		}
+	}
+}
+
+// scan seeks with memdb's LowerBound. The id index's keys are id+NUL; a
+// secondary index's are value+NUL+id+NUL (memdb appends the primary key to
+// the keys of a non-unique index), so that the objects of one value are
+// contiguous and in id order, and value+NUL+after+NUL is where the page
+// after after starts. NUL sorts below every other byte, so key order is id
+// order. The walk stops at the first object out of the range. The check
+// that ids sort after after is kept in the loop: a hostile after (one
+// holding a NUL, say) could seek short of the range's true start, never past
+// it, and the check skips what the seek let through.
+func (v *view) scan(kind Kind, index, value, after string, fn func(Object) bool) {
+	def := tableDefs[kind]
+	var (
+		it      memdb.ResultIterator
+		err     error
+		inRange func(Object) bool
+	)
+	if def == nil {
+		return
+	}
+	if index == IndexID {
+		from := value
+		if after > from {
+			from = after
+		}
+		it, err = v.txn.LowerBound(string(kind), indexID, from)
+		inRange = func(o Object) bool { return strings.HasPrefix(o.GetMeta().GetId(), value) }
+	} else {
+		ix := def.indexOrNil(index)
+		if ix == nil {
+			return
+		}
+		it, err = v.txn.LowerBound(string(kind), index, value+"\x00"+after)
+		inRange = func(o Object) bool {
+			got, ok := ix(o)
+			return ok && got == value
+		}
+	}
+	if err != nil {
+		return
+	}
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		o := raw.(Object)
+		if !inRange(o) {
+			return
+		}
+		if o.GetMeta().GetId() <= after {
+			continue
+		}
+		if !fn(o) {
+			return
+		}
+	}
+}
+
+// scan on a WriteTx seeks in its base view while the tx has not touched the
+// kind; otherwise the overlay decides and the range is built through Find.
+func (tx *writeTx) scan(kind Kind, index, value, after string, fn func(Object) bool) {
+	if !tx.touched[kind] {
+		tx.base.scan(kind, index, value, after, fn)
+		return
+	}
+	scanSlice(tx, kind, index, value, after, fn)
+}
+
+// indexOrNil is a kind's extractor for a secondary index, nil for an unknown
+// kind (def nil) or index.
+func (def *tableDef) indexOrNil(index string) indexFunc {
+	if def == nil {
+		return nil
+	}
+	return def.indexes[index]
+}
