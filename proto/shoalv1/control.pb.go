@@ -1011,7 +1011,10 @@ type ListNodesResponse struct {
 	Nodes []*Node                `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
 	// Empty on the last page.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
-	// Items matching the filters, all pages together.
+	// Items matching the filters, all pages together: counted on the first
+	// page; a later page recounts while the walk's total is at most 10,000,
+	// and beyond that carries the count from when the walk began (a count
+	// walks the whole range: it is not redone for every page).
 	Total         int64 `protobuf:"varint,3,opt,name=total,proto3" json:"total,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1592,7 +1595,11 @@ type ListServicesResponse struct {
 	// running / desired counts per service id, for "service ls".
 	Replicas      map[string]*ReplicaCount `protobuf:"bytes,2,rep,name=replicas,proto3" json:"replicas,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	NextPageToken string                   `protobuf:"bytes,3,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
-	Total         int64                    `protobuf:"varint,4,opt,name=total,proto3" json:"total,omitempty"`
+	// Items matching the filters, all pages together: counted on the first
+	// page; a later page recounts while the walk's total is at most 10,000,
+	// and beyond that carries the count from when the walk began (a count
+	// walks the whole range: it is not redone for every page).
+	Total         int64 `protobuf:"varint,4,opt,name=total,proto3" json:"total,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2560,7 +2567,11 @@ type ListTasksResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Tasks         []*Task                `protobuf:"bytes,1,rep,name=tasks,proto3" json:"tasks,omitempty"`
 	NextPageToken string                 `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
-	Total         int64                  `protobuf:"varint,3,opt,name=total,proto3" json:"total,omitempty"`
+	// Items matching the filters, all pages together: counted on the first
+	// page; a later page recounts while the walk's total is at most 10,000,
+	// and beyond that carries the count from when the walk began (a count
+	// walks the whole range: it is not redone for every page).
+	Total         int64 `protobuf:"varint,3,opt,name=total,proto3" json:"total,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
