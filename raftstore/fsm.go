@@ -244,6 +244,9 @@ func applyAction(txn *memdb.Txn, act *shoalv1.StoreAction, index uint64) ([]*sho
 		default:
 			return nil, fmt.Errorf("raft entry %d: op %d: unknown op kind %v", index, i, op.GetKind())
 		}
+		if err := resolvePreviousSpec(index, i, op, o, cur); err != nil {
+			return nil, err
+		}
 		if err := txn.Insert(string(kind), o); err != nil {
 			return nil, fmt.Errorf("%s %q: inserting: %w", kind, id, err)
 		}
