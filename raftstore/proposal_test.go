@@ -31,7 +31,8 @@ func benchService(id string, version uint64) *shoalv1.Service {
 
 func proposeAndApply(t testing.TB, f *fsm, index uint64, data []byte, act *shoalv1.StoreAction) error {
 	t.Helper()
-	defer f.propose(data, act)()
+	_, release := f.propose(data, act)
+	defer release()
 	res := f.Apply(&raft.Log{Index: index, Type: raft.LogCommand, Data: data})
 	if res == nil {
 		return nil
@@ -210,7 +211,8 @@ func BenchmarkApplyEntry(b *testing.B) {
 		b.Run(mode, func(b *testing.B) {
 			f := newTestFSM()
 			if mode == "proposal" {
-				defer f.propose(data, act)()
+				_, release := f.propose(data, act)
+				defer release()
 			}
 			b.ReportAllocs()
 			for i := 0; i < b.N; i++ {
