@@ -40,7 +40,17 @@
 // (cheaper than decoding, and equal to it) when raft hands back the same
 // bytes. It copies rather than stores the caller's objects, so a caller
 // holding on to an object it passed to Create or Update never aliases the
-// store. Every other entry (followers, replays) is decoded.
+// store. Every other entry (followers, replays) is decoded. Apply also
+// tells the waiting Update that its entry is applied, so a write needs no
+// goroutine of its own waiting on raft's future (a change of leadership,
+// Close, or a ctx without a deadline fall back to that wait).
+//
+// A service update whose previous_spec is the stored spec it replaces (the
+// same pointer, with the version check on) leaves that spec out of the
+// entry (StoreOp.previous_spec_source = STORED_SPEC): every replica takes
+// it from the stored object the check pins, so the old spec is not
+// encoded, shipped, decoded and copied a second time. Entries written
+// before the field existed carry it and replay unchanged (prevspec.go).
 //
 // # Reading
 //

@@ -46,20 +46,37 @@ type fsm struct {
 type proposal struct {
 	act  *shoalv1.StoreAction
 	data []byte
+	// applied is closed once Apply has applied (or refused) the entry.
+	applied chan struct{}
 }
 
 // propose registers act as the decoded form of data, which Update is about
-// to hand to raft. The returned func unregisters it; Update calls it once
+// to hand to raft. applied is closed when Apply is done with the entry
+// while it is registered. release unregisters it; Update calls it once
 // the entry is applied or abandoned (an entry applied after that is
 // decoded, as on a follower). The objects of act stay the caller's: Apply
 // deep-copies them, so nothing the caller holds is aliased into the store.
-func (f *fsm) propose(data []byte, act *shoalv1.StoreAction) func() {
+func (f *fsm) propose(data []byte, act *shoalv1.StoreAction) (applied <-chan struct{}, release func()) {
 	if len(data) == 0 {
-		return func() {}
+		return nil, func() {}
 	}
 	key := unsafe.SliceData(data)
-	f.proposed.Store(key, &proposal{act: act, data: data})
-	return func() { f.proposed.Delete(key) }
+	p := &proposal{act: act, data: data, applied: make(chan struct{})}
+	f.proposed.Store(key, p)
+	return p.applied, func() { f.proposed.Delete(key) }
+}
+
+// proposalOf returns the registered proposal of exactly these bytes.
+func (f *fsm) proposalOf(data []byte) *proposal {
+	if len(data) == 0 {
+		return nil
+	}
+	if v, ok := f.proposed.Load(unsafe.SliceData(data)); ok {
+		if p := v.(*proposal); len(p.data) == len(data) {
+			return p
+		}
+	}
+	return nil
 }
 
 // decode returns the action of an entry: a deep copy of the proposal when
@@ -67,12 +84,8 @@ func (f *fsm) propose(data []byte, act *shoalv1.StoreAction) func() {
 // equal to decoding the entry (proto.Clone keeps every field, and the
 // encoding never drops one) and cheaper (BenchmarkApplyEntry).
 func (f *fsm) decode(data []byte) (*shoalv1.StoreAction, error) {
-	if len(data) > 0 {
-		if v, ok := f.proposed.Load(unsafe.SliceData(data)); ok {
-			if p := v.(*proposal); len(p.data) == len(data) {
-				return proto.Clone(p.act).(*shoalv1.StoreAction), nil
-			}
-		}
+	if p := f.proposalOf(data); p != nil {
+		return proto.Clone(p.act).(*shoalv1.StoreAction), nil
 	}
 	act := new(shoalv1.StoreAction)
 	if err := proto.Unmarshal(data, act); err != nil {
@@ -93,6 +106,21 @@ func newFSM(log *slog.Logger, h *hub) *fsm {
 // it reads only the entry and the current state (never the clock), so every
 // replica ends in the same state and returns the same error.
 func (f *fsm) Apply(l *raft.Log) any {
+	res := f.apply(l)
+	if p := f.proposalOf(l.Data); p != nil {
+		// Raft answers the future right after we return. Only this
+		// goroutine closes applied; the check makes a second Apply of the
+		// same bytes harmless.
+		select {
+		case <-p.applied:
+		default:
+			close(p.applied)
+		}
+	}
+	return res
+}
+
+func (f *fsm) apply(l *raft.Log) any {
 	if f.onApply != nil {
 		start := time.Now()
 		defer func() { f.onApply(time.Since(start)) }()
@@ -243,6 +271,9 @@ func applyAction(txn *memdb.Txn, act *shoalv1.StoreAction, index uint64) ([]*sho
 			continue
 		default:
 			return nil, fmt.Errorf("raft entry %d: op %d: unknown op kind %v", index, i, op.GetKind())
+		}
+		if err := resolvePreviousSpec(index, i, op, o, cur); err != nil {
+			return nil, err
 		}
 		if err := txn.Insert(string(kind), o); err != nil {
 			return nil, fmt.Errorf("%s %q: inserting: %w", kind, id, err)

@@ -409,3 +409,12 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// forceOp adds op to the entry as is, without the tx's checks (tests of
+// what the FSM refuses).
+func (tx *writeTx) forceOp(op *shoalv1.StoreOp) error {
+	o := Unwrap(op.GetObject())
+	k := objKey{KindOf(o), o.GetMeta().GetId()}
+	tx.add(k, &pendingOp{op: op.GetKind(), obj: o, expected: op.GetExpectedVersion()})
+	return nil
+}

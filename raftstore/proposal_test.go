@@ -31,7 +31,8 @@ func benchService(id string, version uint64) *shoalv1.Service {
 
 func proposeAndApply(t testing.TB, f *fsm, index uint64, data []byte, act *shoalv1.StoreAction) error {
 	t.Helper()
-	defer f.propose(data, act)()
+	_, release := f.propose(data, act)
+	defer release()
 	res := f.Apply(&raft.Log{Index: index, Type: raft.LogCommand, Data: data})
 	if res == nil {
 		return nil
@@ -199,25 +200,36 @@ func TestUpdateDoesNotAliasOrLeakProposals(t *testing.T) {
 
 // BenchmarkApplyEntry: turning one UpdateService-like entry into the action
 // the FSM applies, by decoding it (a follower) or copying the proposal (the
-// leader).
+// leader), with the previous spec in the entry (full, as before
+// previous_spec_source) or left out (stored: taken from the stored object).
 func BenchmarkApplyEntry(b *testing.B) {
-	act := &shoalv1.StoreAction{Ops: []*shoalv1.StoreOp{opUpdate(benchService("s1", 0), 0)}, Time: timestamppb.New(t0)}
-	data, err := proto.Marshal(act)
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, mode := range []string{"decode", "proposal"} {
-		b.Run(mode, func(b *testing.B) {
-			f := newTestFSM()
-			if mode == "proposal" {
-				defer f.propose(data, act)()
-			}
-			b.ReportAllocs()
-			for i := 0; i < b.N; i++ {
-				if _, err := f.decode(data); err != nil {
-					b.Fatal(err)
+	svc := benchService("s1", 1)
+	stored := opUpdate(serviceWithoutPreviousSpec(svc), 1)
+	stored.PreviousSpecSource = shoalv1.PreviousSpecSource_PREVIOUS_SPEC_SOURCE_STORED_SPEC
+	for _, form := range []struct {
+		name string
+		op   *shoalv1.StoreOp
+	}{{"full", opUpdate(svc, 1)}, {"stored", stored}} {
+		act := &shoalv1.StoreAction{Ops: []*shoalv1.StoreOp{form.op}, Time: timestamppb.New(t0)}
+		data, err := proto.Marshal(act)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, mode := range []string{"decode", "proposal"} {
+			b.Run(form.name+"/"+mode, func(b *testing.B) {
+				f := newTestFSM()
+				if mode == "proposal" {
+					_, release := f.propose(data, act)
+					defer release()
 				}
-			}
-		})
+				b.ReportAllocs()
+				b.SetBytes(int64(len(data)))
+				for i := 0; i < b.N; i++ {
+					if _, err := f.decode(data); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
 	}
 }

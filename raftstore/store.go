@@ -355,9 +355,13 @@ func (s *Store) Update(ctx context.Context, fn func(WriteTx) error) (uint64, err
 		return 0, err
 	}
 	start := time.Now()
-	defer s.fsm.propose(data, act)()
+	applied, release := s.fsm.propose(data, act)
+	defer release()
+	// Taken before the entry goes to raft, so that a change of leadership
+	// from here on is seen (waitApply).
+	lead := s.lead.current()
 	f := s.raft.Apply(data, timeout)
-	if err := s.wait(ctx, f); err != nil {
+	if err := s.waitApply(ctx, f, applied, lead); err != nil {
 		return 0, s.mapRaftError("applying the change", err)
 	}
 	if s.cfg.OnCommit != nil {
@@ -432,6 +436,31 @@ func (s *Store) awaitLeader(ctx context.Context) error {
 			return ErrClosed
 		}
 	}
+}
+
+// waitApply waits for the future of an entry Update proposed, giving up
+// when ctx ends. The FSM closes applied once it has applied the entry here,
+// so a write is answered without a goroutine of its own waiting on raft's
+// future (wait's); the future has then been, or is about to be, answered
+// with the FSM's verdict. An entry that fails instead never reaches the
+// FSM: raft fails it when this server stops leading (lead is closed at that
+// change; raft answers the future first or soon after) or shuts down
+// (done), and wait then takes over. The one failure no event announces,
+// raft's enqueue timeout, fires at ctx's deadline (Update passes what is
+// left of it as the timeout), so a ctx without a deadline uses wait.
+func (s *Store) waitApply(ctx context.Context, f raft.Future, applied, lead <-chan struct{}) error {
+	if _, ok := ctx.Deadline(); !ok {
+		return s.wait(ctx, f)
+	}
+	select {
+	case <-applied:
+		return f.Error()
+	case <-lead:
+	case <-s.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return s.wait(ctx, f)
 }
 
 // wait waits for a raft future, giving up when ctx ends (the operation

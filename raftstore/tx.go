@@ -278,7 +278,11 @@ func (tx *writeTx) ops() []*shoalv1.StoreOp {
 		if obj == nil {
 			obj = newObject(k.kind, k.id) // a delete needs only kind and id
 		}
-		out = append(out, &shoalv1.StoreOp{Kind: p.op, Object: Wrap(obj), ExpectedVersion: p.expected})
+		src := shoalv1.PreviousSpecSource_PREVIOUS_SPEC_SOURCE_IN_OBJECT
+		if p.op == shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE {
+			obj, src = elidePreviousSpec(obj, p.expected, tx.base.Get(k.kind, k.id))
+		}
+		out = append(out, &shoalv1.StoreOp{Kind: p.op, Object: Wrap(obj), ExpectedVersion: p.expected, PreviousSpecSource: src})
 	}
 	return out
 }

@@ -22,9 +22,15 @@ const (
 // defaultStopGraceMs is the agent's default too (see specrules).
 var defaultStopGraceMs = specrules.DefaultStopGrace.Milliseconds()
 
-// withDefaults fills the fields a spec may leave out.
+// withDefaults returns a copy of spec with the fields a spec may leave out
+// filled in.
 func withDefaults(spec *shoalv1.ServiceSpec) *shoalv1.ServiceSpec {
-	spec = proto.Clone(spec).(*shoalv1.ServiceSpec)
+	return fillDefaults(proto.Clone(spec).(*shoalv1.ServiceSpec))
+}
+
+// fillDefaults fills the fields a spec may leave out, in spec itself, and
+// returns it.
+func fillDefaults(spec *shoalv1.ServiceSpec) *shoalv1.ServiceSpec {
 	jobDefaults(spec)
 	if spec.Task.Restart == nil {
 		spec.Task.Restart = &shoalv1.RestartPolicy{Condition: shoalv1.RestartCondition_RESTART_CONDITION_ANY, DelayMs: defaultRestartDelayMs}
@@ -176,24 +182,30 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 	if err := validateServiceSpec(req.GetSpec()); err != nil {
 		return nil, err
 	}
+	// The request is this call's own (gRPC and the HTTP gateway decode a
+	// fresh one for every call and read nothing of it after the handler),
+	// so the defaults go into it instead of into a copy of the spec. What
+	// the checks below read of it (name, mode, replicas, job schedule,
+	// networks, ports, host access) the defaults do not change.
+	spec := fillDefaults(req.GetSpec())
 	var out *shoalv1.Service
-	defer s.lockServiceWrite(req.GetSpec())()
+	defer s.lockServiceWrite(spec)()
 	idx, err := s.store.Update(ctx, func(tx raftstore.WriteTx) error {
 		cur, ok := raftstore.Get[*shoalv1.Service](tx, req.GetServiceId())
 		if !ok {
 			return notFound("service", req.GetServiceId())
 		}
-		if err := checkHostAccess(ctx, req.GetSpec(), cur.GetSpec()); err != nil {
+		if err := checkHostAccess(ctx, spec, cur.GetSpec()); err != nil {
 			return err
 		}
-		if err := checkMaxReplicas(tx, req.GetSpec()); err != nil {
+		if err := checkMaxReplicas(tx, spec); err != nil {
 			return err
 		}
 		var fe fieldErrors
-		if req.GetSpec().GetName() != cur.GetSpec().GetName() {
+		if spec.GetName() != cur.GetSpec().GetName() {
 			fe.add("spec.name", "cannot be changed (is %q)", cur.GetSpec().GetName())
 		}
-		if req.GetSpec().GetMode() != cur.GetSpec().GetMode() {
+		if spec.GetMode() != cur.GetSpec().GetMode() {
 			fe.add("spec.mode", "cannot be changed (is %s)", cur.GetSpec().GetMode())
 		}
 		if err := fe.err(); err != nil {
@@ -203,12 +215,12 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 		// old spec (as previous_spec) instead of deep-copying it.
 		svc := &shoalv1.Service{
 			Meta:         proto.Clone(cur.GetMeta()).(*shoalv1.Meta),
-			Spec:         withDefaults(req.GetSpec()),
+			Spec:         spec,
 			PreviousSpec: cur.GetSpec(),
 			SpecVersion:  cur.GetSpecVersion(),
 			Vips:         cur.GetVips(), // the allocator adjusts them
 			UpdateStatus: cur.GetUpdateStatus(),
-			JobStatus:    jobStatusAfterUpdate(cur, req.GetSpec(), time.Now()),
+			JobStatus:    jobStatusAfterUpdate(cur, spec, time.Now()),
 			// Fields the managers own carry over.
 			RebalanceRequested: cur.GetRebalanceRequested(),
 		}

@@ -74,6 +74,59 @@ func (StoreOpKind) EnumDescriptor() ([]byte, []int) {
 	return file_shoalv1_store_proto_rawDescGZIP(), []int{0}
 }
 
+// PreviousSpecSource: an update that keeps the replaced spec as
+// previous_spec (every service spec update) need not carry that spec a
+// second time: the replica applying the entry has it.
+type PreviousSpecSource int32
+
+const (
+	// previous_spec is the one in the object, as written.
+	PreviousSpecSource_PREVIOUS_SPEC_SOURCE_IN_OBJECT PreviousSpecSource = 0
+	// The object carries no previous_spec; it is the spec of the stored
+	// object the op replaces. Only written with expected_version != 0, so
+	// that the stored object is the very version the writer read.
+	PreviousSpecSource_PREVIOUS_SPEC_SOURCE_STORED_SPEC PreviousSpecSource = 1
+)
+
+// Enum value maps for PreviousSpecSource.
+var (
+	PreviousSpecSource_name = map[int32]string{
+		0: "PREVIOUS_SPEC_SOURCE_IN_OBJECT",
+		1: "PREVIOUS_SPEC_SOURCE_STORED_SPEC",
+	}
+	PreviousSpecSource_value = map[string]int32{
+		"PREVIOUS_SPEC_SOURCE_IN_OBJECT":   0,
+		"PREVIOUS_SPEC_SOURCE_STORED_SPEC": 1,
+	}
+)
+
+func (x PreviousSpecSource) Enum() *PreviousSpecSource {
+	p := new(PreviousSpecSource)
+	*p = x
+	return p
+}
+
+func (x PreviousSpecSource) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PreviousSpecSource) Descriptor() protoreflect.EnumDescriptor {
+	return file_shoalv1_store_proto_enumTypes[1].Descriptor()
+}
+
+func (PreviousSpecSource) Type() protoreflect.EnumType {
+	return &file_shoalv1_store_proto_enumTypes[1]
+}
+
+func (x PreviousSpecSource) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PreviousSpecSource.Descriptor instead.
+func (PreviousSpecSource) EnumDescriptor() ([]byte, []int) {
+	return file_shoalv1_store_proto_rawDescGZIP(), []int{1}
+}
+
 type WatchAction int32
 
 const (
@@ -110,11 +163,11 @@ func (x WatchAction) String() string {
 }
 
 func (WatchAction) Descriptor() protoreflect.EnumDescriptor {
-	return file_shoalv1_store_proto_enumTypes[1].Descriptor()
+	return file_shoalv1_store_proto_enumTypes[2].Descriptor()
 }
 
 func (WatchAction) Type() protoreflect.EnumType {
-	return &file_shoalv1_store_proto_enumTypes[1]
+	return &file_shoalv1_store_proto_enumTypes[2]
 }
 
 func (x WatchAction) Number() protoreflect.EnumNumber {
@@ -123,7 +176,7 @@ func (x WatchAction) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use WatchAction.Descriptor instead.
 func (WatchAction) EnumDescriptor() ([]byte, []int) {
-	return file_shoalv1_store_proto_rawDescGZIP(), []int{1}
+	return file_shoalv1_store_proto_rawDescGZIP(), []int{2}
 }
 
 // StoreObject holds exactly one stored object.
@@ -265,8 +318,12 @@ type StoreOp struct {
 	// For UPDATE and DELETE: the version the writer read. 0 skips the check
 	// (only used by internal writers that hold no read version).
 	ExpectedVersion uint64 `protobuf:"varint,3,opt,name=expected_version,json=expectedVersion,proto3" json:"expected_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Where a service UPDATE's previous_spec comes from. Entries written
+	// before this field existed leave it unset (IN_OBJECT) and replay as
+	// they did.
+	PreviousSpecSource PreviousSpecSource `protobuf:"varint,4,opt,name=previous_spec_source,json=previousSpecSource,proto3,enum=shoal.v1.PreviousSpecSource" json:"previous_spec_source,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *StoreOp) Reset() {
@@ -318,6 +375,13 @@ func (x *StoreOp) GetExpectedVersion() uint64 {
 		return x.ExpectedVersion
 	}
 	return 0
+}
+
+func (x *StoreOp) GetPreviousSpecSource() PreviousSpecSource {
+	if x != nil {
+		return x.PreviousSpecSource
+	}
+	return PreviousSpecSource_PREVIOUS_SPEC_SOURCE_IN_OBJECT
 }
 
 // StoreAction is the payload of one raft log entry: applied all-or-nothing.
@@ -447,11 +511,12 @@ const file_shoalv1_store_proto_rawDesc = "" +
 	"\aservice\x18\x03 \x01(\v2\x11.shoal.v1.ServiceH\x00R\aservice\x12$\n" +
 	"\x04task\x18\x04 \x01(\v2\x0e.shoal.v1.TaskH\x00R\x04task\x12-\n" +
 	"\anetwork\x18\x05 \x01(\v2\x11.shoal.v1.NetworkH\x00R\anetworkB\b\n" +
-	"\x06object\"\x8e\x01\n" +
+	"\x06object\"\xde\x01\n" +
 	"\aStoreOp\x12)\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x15.shoal.v1.StoreOpKindR\x04kind\x12-\n" +
 	"\x06object\x18\x02 \x01(\v2\x15.shoal.v1.StoreObjectR\x06object\x12)\n" +
-	"\x10expected_version\x18\x03 \x01(\x04R\x0fexpectedVersion\"b\n" +
+	"\x10expected_version\x18\x03 \x01(\x04R\x0fexpectedVersion\x12N\n" +
+	"\x14previous_spec_source\x18\x04 \x01(\x0e2\x1c.shoal.v1.PreviousSpecSourceR\x12previousSpecSource\"b\n" +
 	"\vStoreAction\x12#\n" +
 	"\x03ops\x18\x01 \x03(\v2\x11.shoal.v1.StoreOpR\x03ops\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\x80\x01\n" +
@@ -464,7 +529,10 @@ const file_shoalv1_store_proto_rawDesc = "" +
 	"\x19STORE_OP_KIND_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14STORE_OP_KIND_CREATE\x10\x01\x12\x18\n" +
 	"\x14STORE_OP_KIND_UPDATE\x10\x02\x12\x18\n" +
-	"\x14STORE_OP_KIND_DELETE\x10\x03*v\n" +
+	"\x14STORE_OP_KIND_DELETE\x10\x03*^\n" +
+	"\x12PreviousSpecSource\x12\"\n" +
+	"\x1ePREVIOUS_SPEC_SOURCE_IN_OBJECT\x10\x00\x12$\n" +
+	" PREVIOUS_SPEC_SOURCE_STORED_SPEC\x10\x01*v\n" +
 	"\vWatchAction\x12\x1c\n" +
 	"\x18WATCH_ACTION_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13WATCH_ACTION_CREATE\x10\x01\x12\x17\n" +
@@ -483,39 +551,41 @@ func file_shoalv1_store_proto_rawDescGZIP() []byte {
 	return file_shoalv1_store_proto_rawDescData
 }
 
-var file_shoalv1_store_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_shoalv1_store_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_shoalv1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_shoalv1_store_proto_goTypes = []any{
 	(StoreOpKind)(0),              // 0: shoal.v1.StoreOpKind
-	(WatchAction)(0),              // 1: shoal.v1.WatchAction
-	(*StoreObject)(nil),           // 2: shoal.v1.StoreObject
-	(*StoreOp)(nil),               // 3: shoal.v1.StoreOp
-	(*StoreAction)(nil),           // 4: shoal.v1.StoreAction
-	(*WatchEvent)(nil),            // 5: shoal.v1.WatchEvent
-	(*Cluster)(nil),               // 6: shoal.v1.Cluster
-	(*Node)(nil),                  // 7: shoal.v1.Node
-	(*Service)(nil),               // 8: shoal.v1.Service
-	(*Task)(nil),                  // 9: shoal.v1.Task
-	(*Network)(nil),               // 10: shoal.v1.Network
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(PreviousSpecSource)(0),       // 1: shoal.v1.PreviousSpecSource
+	(WatchAction)(0),              // 2: shoal.v1.WatchAction
+	(*StoreObject)(nil),           // 3: shoal.v1.StoreObject
+	(*StoreOp)(nil),               // 4: shoal.v1.StoreOp
+	(*StoreAction)(nil),           // 5: shoal.v1.StoreAction
+	(*WatchEvent)(nil),            // 6: shoal.v1.WatchEvent
+	(*Cluster)(nil),               // 7: shoal.v1.Cluster
+	(*Node)(nil),                  // 8: shoal.v1.Node
+	(*Service)(nil),               // 9: shoal.v1.Service
+	(*Task)(nil),                  // 10: shoal.v1.Task
+	(*Network)(nil),               // 11: shoal.v1.Network
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
 }
 var file_shoalv1_store_proto_depIdxs = []int32{
-	6,  // 0: shoal.v1.StoreObject.cluster:type_name -> shoal.v1.Cluster
-	7,  // 1: shoal.v1.StoreObject.node:type_name -> shoal.v1.Node
-	8,  // 2: shoal.v1.StoreObject.service:type_name -> shoal.v1.Service
-	9,  // 3: shoal.v1.StoreObject.task:type_name -> shoal.v1.Task
-	10, // 4: shoal.v1.StoreObject.network:type_name -> shoal.v1.Network
+	7,  // 0: shoal.v1.StoreObject.cluster:type_name -> shoal.v1.Cluster
+	8,  // 1: shoal.v1.StoreObject.node:type_name -> shoal.v1.Node
+	9,  // 2: shoal.v1.StoreObject.service:type_name -> shoal.v1.Service
+	10, // 3: shoal.v1.StoreObject.task:type_name -> shoal.v1.Task
+	11, // 4: shoal.v1.StoreObject.network:type_name -> shoal.v1.Network
 	0,  // 5: shoal.v1.StoreOp.kind:type_name -> shoal.v1.StoreOpKind
-	2,  // 6: shoal.v1.StoreOp.object:type_name -> shoal.v1.StoreObject
-	3,  // 7: shoal.v1.StoreAction.ops:type_name -> shoal.v1.StoreOp
-	11, // 8: shoal.v1.StoreAction.time:type_name -> google.protobuf.Timestamp
-	1,  // 9: shoal.v1.WatchEvent.action:type_name -> shoal.v1.WatchAction
-	2,  // 10: shoal.v1.WatchEvent.object:type_name -> shoal.v1.StoreObject
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	3,  // 6: shoal.v1.StoreOp.object:type_name -> shoal.v1.StoreObject
+	1,  // 7: shoal.v1.StoreOp.previous_spec_source:type_name -> shoal.v1.PreviousSpecSource
+	4,  // 8: shoal.v1.StoreAction.ops:type_name -> shoal.v1.StoreOp
+	12, // 9: shoal.v1.StoreAction.time:type_name -> google.protobuf.Timestamp
+	2,  // 10: shoal.v1.WatchEvent.action:type_name -> shoal.v1.WatchAction
+	3,  // 11: shoal.v1.WatchEvent.object:type_name -> shoal.v1.StoreObject
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_shoalv1_store_proto_init() }
@@ -536,7 +606,7 @@ func file_shoalv1_store_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoalv1_store_proto_rawDesc), len(file_shoalv1_store_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
