@@ -24,7 +24,7 @@ func (s *Server) ListTasks(ctx context.Context, req *shoalv1.ListTasksRequest) (
 		return nil, err
 	}
 	resp := &shoalv1.ListTasksResponse{}
-	if resp.Tasks, resp.NextPageToken, resp.Total, err = listPage(r, req.GetPage(), rng); err != nil {
+	if resp.Tasks, resp.NextPageToken, resp.Total, err = listPage(r, req.GetPage(), f, rng); err != nil {
 		return nil, err
 	}
 	if callerIsViewer(ctx) {
