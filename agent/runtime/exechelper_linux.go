@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
 	"golang.org/x/sys/unix"
@@ -95,12 +97,27 @@ type execHelper struct {
 	killOnce sync.Once
 }
 
+// execHelperGrace is how long a helper whose start was abandoned (ctx
+// ended) has to exit on its own once its connection closes: one past
+// libcontainer's Run kills what it started and exits; one still inside Run
+// (joining a frozen cgroup, say, where the joining process stops) is
+// killed, which ends the joining process too (its init pipe closes).
+const execHelperGrace = time.Second
+
 // startExecHelper starts a helper for req, giving it files as fds 5, 6, …
-// (req names them by those numbers), and waits until the process runs or
-// the helper says why it could not start it. The caller closes its copies
-// of files afterwards.
-func (r *Libcontainer) startExecHelper(req execRequest, files []*os.File) (*execHelper, error) {
+// (req names them by those numbers), and waits until the process runs, the
+// helper says why it could not start it, or ctx ends (ctx.Err() then, and
+// no helper left behind). The caller closes its copies of files
+// afterwards.
+func (r *Libcontainer) startExecHelper(ctx context.Context, req execRequest, files []*os.File) (*execHelper, error) {
 	wrap := func(err error) error { return fmt.Errorf("task %q: exec %q: %w", req.ID, req.Args[0], err) }
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	if len(b) >= execReqMax {
+		return nil, wrap(fmt.Errorf("%w: arguments and environment take %d bytes, over the limit of %d", ErrInvalidArgument, len(b), execReqMax))
+	}
 	exe, err := r.sealedShim()
 	if err != nil {
 		return nil, wrap(err)
@@ -126,27 +143,72 @@ func (r *Libcontainer) startExecHelper(req execRequest, files []*os.File) (*exec
 		return nil, wrap(fmt.Errorf("start exec helper: %w", err))
 	}
 	h := &execHelper{cmd: cmd, conn: ours, done: make(chan struct{})}
+	// Until the helper answers, ctx ending cuts the wait short (a deadline
+	// on our end); abandoned is set under mu so that an answer read as ctx
+	// ends is not taken with a deadline left on the connection.
+	var (
+		mu        sync.Mutex
+		answered  bool
+		abandoned bool
+	)
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !answered {
+			abandoned = true
+			_ = ours.SetDeadline(time.Now())
+		}
+	})
+	defer stop()
 	fail := func(err error) (*execHelper, error) {
 		ours.Close() // the helper exits (killing what it started, if anything)
-		_ = cmd.Wait()
+		waited := make(chan struct{})
+		go func() {
+			_ = cmd.Wait()
+			close(waited)
+		}()
+		if abandoned {
+			select {
+			case <-waited:
+			case <-time.After(execHelperGrace):
+				_ = cmd.Process.Kill() // not reaped yet: still the helper
+				<-waited
+			}
+		} else {
+			<-waited
+		}
 		return nil, err
 	}
-	b, err := json.Marshal(req)
-	if err != nil {
-		return fail(wrap(err))
+	abandon := func(err error) (*execHelper, error) {
+		mu.Lock()
+		gone := abandoned
+		mu.Unlock()
+		if gone {
+			return fail(wrap(ctx.Err()))
+		}
+		return fail(err)
 	}
 	if _, err := ours.Write(append(b, '\n')); err != nil {
-		return fail(wrap(fmt.Errorf("exec helper: %w", err)))
+		return abandon(wrap(fmt.Errorf("exec helper: %w", err)))
 	}
 	dec := json.NewDecoder(ours)
 	var m execMsg
 	if err := dec.Decode(&m); err != nil {
-		return fail(wrap(fmt.Errorf("exec helper exited before starting the process (%v)", err)))
+		return abandon(wrap(fmt.Errorf("exec helper exited before starting the process (%v)", err)))
 	}
+	mu.Lock()
+	answered = true
+	late := abandoned
+	mu.Unlock()
 	if m.Error != "" {
 		return fail(errors.New(m.Error))
 	}
 	h.pid = m.Pid
+	if late {
+		// ctx ended as the answer came: the process runs, so the
+		// helper kills it (the connection closing says so).
+		return fail(wrap(ctx.Err()))
+	}
 	go h.readExit(dec)
 	return h, nil
 }
