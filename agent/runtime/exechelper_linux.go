@@ -228,8 +228,15 @@ func (h *execHelper) readExit(dec *json.Decoder) {
 	close(h.done)
 }
 
+// execKillWait bounds how long kill waits for the helper to report the
+// exit (killTree itself gives up after 5 s).
+const execKillWait = 10 * time.Second
+
 // kill asks the helper to kill the process tree (once; after the exit it
-// does nothing).
+// does nothing) and waits, boundedly, until the exit is known: as killTree
+// did when the agent ran execs itself, it returns with the process dead, so
+// that a caller closing the streams next (Close) does not let the process
+// see EOF or SIGPIPE first and report that instead.
 func (h *execHelper) kill() {
 	h.killOnce.Do(func() {
 		select {
@@ -240,6 +247,12 @@ func (h *execHelper) kill() {
 		b, _ := json.Marshal(execMsg{Kill: true})
 		_, _ = h.conn.Write(append(b, '\n'))
 	})
+	t := time.NewTimer(execKillWait)
+	defer t.Stop()
+	select {
+	case <-h.done:
+	case <-t.C:
+	}
 }
 
 // wait blocks until the exit is known.

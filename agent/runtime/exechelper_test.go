@@ -150,3 +150,36 @@ func TestExecRequestTooBig(t *testing.T) {
 	}
 }
 
+// TestExecCloseKillsFirst: Close kills the process before it closes the
+// streams, as it did before execs went through the helper: a process
+// reading its stdin (cat) is reported killed (137, SIGKILL), not as having
+// seen EOF and exited 0 (or died of SIGPIPE writing to a closed stdout).
+// Kill returns once the process is dead.
+func TestExecCloseKillsFirst(t *testing.T) {
+	rt := newRuntime(t)
+	spec, _ := start(t, rt, Spec{Args: []string{"/bin/probe", "sleep"}})
+	running(t, rt, spec.ID)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := range 5 {
+		p, err := rt.ExecInteractive(ctx, spec.ID, ExecOptions{Args: []string{"/bin/probe", "cat"}, Stdin: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Close()
+		if code, sig, err := p.Wait(); err != nil || sig != 9 || code != 137 {
+			t.Fatalf("exec %d closed: code %d signal %d err %v; want 137, SIGKILL", i, code, sig, err)
+		}
+		q, err := rt.ExecInteractive(ctx, spec.ID, ExecOptions{Args: []string{"/bin/probe", "sleep"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		q.Kill()
+		select {
+		case <-q.Done():
+		default:
+			t.Fatalf("exec %d: Kill returned before the process was dead", i)
+		}
+		q.Close()
+	}
+}
