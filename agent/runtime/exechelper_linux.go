@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -88,6 +90,10 @@ type execHelper struct {
 	cmd  *exec.Cmd
 	conn *os.File
 	pid  int // the exec'd process (host pid namespace)
+	// pidfd pins the exec'd process (pinChild), -1 if it could not be:
+	// should the helper die without reporting the exit, the process is
+	// orphaned, and the agent kills it and its descendants through it.
+	pidfd int
 
 	done   chan struct{} // closed once the exit is known
 	code   int
@@ -142,7 +148,7 @@ func (r *Libcontainer) startExecHelper(ctx context.Context, req execRequest, fil
 		ours.Close()
 		return nil, wrap(fmt.Errorf("start exec helper: %w", err))
 	}
-	h := &execHelper{cmd: cmd, conn: ours, done: make(chan struct{})}
+	h := &execHelper{cmd: cmd, conn: ours, pidfd: -1, done: make(chan struct{})}
 	// Until the helper answers, ctx ending cuts the wait short (a deadline
 	// on our end); abandoned is set under mu so that an answer read as ctx
 	// ends is not taken with a deadline left on the connection.
@@ -177,6 +183,10 @@ func (r *Libcontainer) startExecHelper(ctx context.Context, req execRequest, fil
 		} else {
 			<-waited
 		}
+		h.killOrphan()
+		if h.pidfd >= 0 {
+			unix.Close(h.pidfd)
+		}
 		return nil, err
 	}
 	abandon := func(err error) (*execHelper, error) {
@@ -204,6 +214,7 @@ func (r *Libcontainer) startExecHelper(ctx context.Context, req execRequest, fil
 		return fail(errors.New(m.Error))
 	}
 	h.pid = m.Pid
+	h.pidfd = pinChild(m.Pid, cmd.Process.Pid)
 	if late {
 		// ctx ended as the answer came: the process runs, so the
 		// helper kills it (the connection closing says so).
@@ -225,7 +236,61 @@ func (h *execHelper) readExit(dec *json.Decoder) {
 	}
 	h.conn.Close()
 	_ = h.cmd.Wait()
+	if h.err != nil {
+		h.killOrphan()
+	}
+	if h.pidfd >= 0 {
+		unix.Close(h.pidfd)
+		h.pidfd = -1
+	}
 	close(h.done)
+}
+
+// pinChild returns a pidfd on pid if pid is parent's child, else -1.
+// parent (the helper) is the caller's child, not yet reaped, so no other
+// process has its pid: a process whose parent it is, read while the pidfd's
+// process still exists (the signal 0 after the read), is the pidfd's.
+func pinChild(pid, parent int) int {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return -1
+	}
+	if pp, err := ppidOf(pid); err != nil || pp != parent || unix.PidfdSendSignal(fd, 0, nil, 0) != nil {
+		unix.Close(fd)
+		return -1
+	}
+	return fd
+}
+
+// ppidOf reads pid's parent from /proc/<pid>/stat.
+func ppidOf(pid int) (int, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// comm may hold spaces and parentheses: fields start after the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("bad stat for %d", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return 0, fmt.Errorf("bad stat for %d", pid)
+	}
+	return strconv.Atoi(f[1])
+}
+
+// killOrphan kills the exec'd process and its descendants when its helper,
+// now reaped, left it running (killed before it could: kill -9, the OOM
+// killer). The pidfd names the process whatever became of its pid; stopped
+// through it, it can neither exit nor reap its children while killTree
+// walks and kills them.
+func (h *execHelper) killOrphan() {
+	if h.pidfd < 0 || unix.PidfdSendSignal(h.pidfd, unix.SIGSTOP, nil, 0) != nil {
+		return // not pinned, or gone
+	}
+	killTree(h.pid)
+	_ = unix.PidfdSendSignal(h.pidfd, unix.SIGKILL, nil, 0)
 }
 
 // execKillWait bounds how long kill waits for the helper to report the
