@@ -23,9 +23,11 @@ import (
 // client.ListNodes etc.). A page_size over MaxPageSize is refused, naming
 // the field.
 //
-// A page costs what a page costs: raftstore.Page seeks in the narrowest
-// index the filters allow (a service's or a node's tasks, one task state,
-// an id prefix) to the token's id and stops one match past the page. Only
+// A page costs what a page costs: raftstore.PageBounded seeks in the
+// narrowest index the filters allow (a service's or a node's tasks, one
+// task state, an id prefix) to the token's id and stops one match past the
+// page, or after PageVisitMax objects (a short page then, and a token
+// naming the last object visited). Only
 // the total needs the whole range: it is counted (raftstore.Count, a walk
 // of the index without collecting it) on the first page of a walk and
 // carried in the token to the pages after it, so reading 100,000 tasks in
@@ -37,6 +39,11 @@ const (
 	DefaultPageSize = 100
 	MaxPageSize     = 1000
 	RecountMax      = 10_000
+	// PageVisitMax bounds the objects one page's walk visits: filters the
+	// index cannot narrow that refuse most of a big range get a short (even
+	// empty) page and a token to go on with, not a walk of the whole range
+	// per call.
+	PageVisitMax = 10_000
 )
 
 // Token encodings. v3 carries the walk's scope (which list, which
@@ -161,7 +168,7 @@ func listPage[T raftstore.Object](r raftstore.Reader, page *shoalv1.Page, filter
 	if p.scope != "" && p.scope != scope {
 		return nil, "", 0, errdefs.InvalidArgumentf("page.page_token: returned for another list or other filters (list again without a token, or with the filters of the page that returned it)")
 	}
-	items, more := raftstore.Page(r, rng.index, rng.value, p.after, p.size, rng.keep)
+	items, more, last := raftstore.PageBounded(r, rng.index, rng.value, p.after, p.size, rng.keep, PageVisitMax)
 	total := p.total
 	switch {
 	case total < 0:
@@ -174,5 +181,5 @@ func listPage[T raftstore.Object](r raftstore.Reader, page *shoalv1.Page, filter
 	if !more {
 		return items, "", total, nil
 	}
-	return items, pageToken(scope, total, items[len(items)-1].GetMeta().GetId()), total, nil
+	return items, pageToken(scope, total, last), total, nil
 }

@@ -569,3 +569,53 @@ func TestTaskKeepAllocatesNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestListPageVisitBound: a page's walk visits at most PageVisitMax
+// objects. Filters the index cannot narrow that match (almost) nothing in
+// a range of 2.5 times that get short pages with a token, not a walk of
+// the whole range per call; paging on yields exactly the matches.
+func TestListPageVisitBound(t *testing.T) {
+	s, st := newServer(t)
+	ctx := context.Background()
+	const total = PageVisitMax*5/2 + 3
+	for i := 0; i < total; i += 5000 {
+		if _, err := st.Update(ctx, func(tx raftstore.WriteTx) error {
+			for j := i; j < min(i+5000, total); j++ {
+				desired := shoalv1.TaskState_TASK_STATE_RUNNING
+				if j%9000 == 4500 {
+					desired = shoalv1.TaskState_TASK_STATE_SHUTDOWN
+				}
+				if err := tx.Create(&shoalv1.Task{Meta: &shoalv1.Meta{Id: fmt.Sprintf("t%06d", j)}, ServiceId: "s1",
+					DesiredState: desired, Status: &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_RUNNING}}); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := map[string]string{"state": "running", "desired-state": "shutdown"}
+	var got []string
+	tok, calls := "", 0
+	for {
+		r, err := s.ListTasks(ctx, &shoalv1.ListTasksRequest{Filters: f, Page: &shoalv1.Page{PageSize: MaxPageSize, PageToken: tok}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		calls++
+		if r.GetTotal() != 3 {
+			t.Fatalf("call %d: total %d, want 3", calls, r.GetTotal())
+		}
+		got = append(got, ids(r.GetTasks())...)
+		if tok = r.GetNextPageToken(); tok == "" {
+			break
+		}
+	}
+	if want := []string{"t004500", "t013500", "t022500"}; !slices.Equal(got, want) {
+		t.Fatalf("paged matches %v, want %v", got, want)
+	}
+	if calls < 3 {
+		t.Fatalf("%d calls walked %d tasks: more than %d visits in one", calls, total, PageVisitMax)
+	}
+}
