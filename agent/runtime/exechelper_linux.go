@@ -204,6 +204,12 @@ func (r *Libcontainer) startExecHelper(ctx context.Context, req execRequest, fil
 	dec := json.NewDecoder(ours)
 	var m execMsg
 	if err := dec.Decode(&m); err != nil {
+		if ctx.Err() == nil {
+			// The helper ended without a word: say how.
+			ours.Close()
+			_ = cmd.Wait()
+			return abandon(wrap(fmt.Errorf("exec helper exited before starting the process (%v; %s)", err, cmd.ProcessState)))
+		}
 		return abandon(wrap(fmt.Errorf("exec helper exited before starting the process (%v)", err)))
 	}
 	mu.Lock()
@@ -237,6 +243,8 @@ func (h *execHelper) readExit(dec *json.Decoder) {
 	h.conn.Close()
 	_ = h.cmd.Wait()
 	if h.err != nil {
+		// Say how the helper ended (a signal: killed from outside).
+		h.err = fmt.Errorf("%w; the helper %s", h.err, h.cmd.ProcessState)
 		h.killOrphan()
 	}
 	if h.pidfd >= 0 {

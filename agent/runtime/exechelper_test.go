@@ -201,8 +201,8 @@ func TestExecHelperKilled(t *testing.T) {
 	if err := p.helper.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	if code, _, err := p.Wait(); err == nil || code != -1 || !strings.Contains(err.Error(), "exec helper") {
-		t.Fatalf("a killed helper reports code %d, err %v; want -1 and an error naming the helper", code, err)
+	if code, _, err := p.Wait(); err == nil || code != -1 || !strings.Contains(err.Error(), "exec helper") || !strings.Contains(err.Error(), "signal: killed") {
+		t.Fatalf("a killed helper reports code %d, err %v; want -1 and an error naming the helper and its signal", code, err)
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for !slices.Equal(cgroupProcs(t, spec.ID), []int{st.Pid}) {
