@@ -244,7 +244,7 @@ func (h *execHelper) readExit(dec *json.Decoder) {
 	_ = h.cmd.Wait()
 	if h.err != nil {
 		// Say how the helper ended (a signal: killed from outside).
-		h.err = fmt.Errorf("%w; the helper %s", h.err, h.cmd.ProcessState)
+		h.err = fmt.Errorf("%w (helper: %s)", h.err, h.cmd.ProcessState)
 		h.killOrphan()
 	}
 	if h.pidfd >= 0 {
