@@ -64,6 +64,8 @@
 // (about 0.1 ms against 37 ms for collecting the table and cutting, in
 // BenchmarkListPage); Count sizes a range by walking its index without
 // collecting it (still one step per object: about 30 ms for 100,000).
+// PageBounded also stops after a number of objects visited, so that a
+// filter refusing most of a range does not make one call walk all of it.
 // Readers other than the store's fall back to Find and List.
 //
 // # Watching

@@ -24,12 +24,31 @@ type scanner interface {
 // table. after need not name an existing object (it may have been deleted
 // since the previous page, or be any string a caller sent).
 func Page[T Object](r Reader, index, value, after string, n int, keep func(T) bool) (page []T, more bool) {
+	page, more, _ = PageBounded(r, index, value, after, n, keep, 0)
+	return page, more
+}
+
+// PageBounded is Page visiting at most visits objects of the range (0: no
+// bound), so that what one call costs does not grow with the range when
+// keep refuses most of it. When the bound stops the walk short of a full
+// page, more is true and the page may be short, even empty. last is the id
+// the next page resumes after (the page's last id, or the last object
+// visited when the bound stopped the walk: everything between them was
+// refused; "" when more is false).
+func PageBounded[T Object](r Reader, index, value, after string, n int, keep func(T) bool, visits int) (page []T, more bool, last string) {
 	if n < 0 {
 		n = 0
 	}
+	visited := 0
 	scanReader(r, kindFor[T](), index, value, after, func(o Object) bool {
+		if visits > 0 && visited == visits {
+			more = true
+			return false
+		}
+		visited++
 		t, ok := o.(T)
 		if !ok || (keep != nil && !keep(t)) {
+			last = o.GetMeta().GetId()
 			return true
 		}
 		if len(page) == n {
@@ -37,9 +56,13 @@ func Page[T Object](r Reader, index, value, after string, n int, keep func(T) bo
 			return false
 		}
 		page = append(page, t)
+		last = o.GetMeta().GetId()
 		return true
 	})
-	return page, more
+	if !more {
+		last = ""
+	}
+	return page, more, last
 }
 
 // Count returns how many objects of type T in the range (index, value), as

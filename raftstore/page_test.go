@@ -318,3 +318,64 @@ func BenchmarkListPage(b *testing.B) {
 		}
 	})
 }
+
+// TestPageBounded: a walk bounded to a number of visits per call calls
+// keep at most that often, may return short or empty pages with more set,
+// and, resumed from last, yields every kept object once, in id order, as
+// the unbounded walk does.
+func TestPageBounded(t *testing.T) {
+	var objs []Object
+	for i := range 100 {
+		objs = append(objs, &shoalv1.Task{Meta: &shoalv1.Meta{Id: fmt.Sprintf("t%03d", i)}, ServiceId: "s"})
+	}
+	v := testView(t, objs...)
+	for _, r := range []Reader{v, sliceReader{v}} {
+		for _, index := range []string{IndexID, IndexServiceID} {
+			value := ""
+			if index == IndexServiceID {
+				value = "s"
+			}
+			calls := 0
+			keep := func(t *shoalv1.Task) bool {
+				calls++
+				var n int
+				fmt.Sscanf(t.GetMeta().GetId(), "t%d", &n)
+				return n%30 == 7
+			}
+			want := refRange(r, index, value, "", keep)
+			var got []*shoalv1.Task
+			after, rounds := "", 0
+			for {
+				calls = 0
+				page, more, last := PageBounded(r, index, value, after, 2, keep, 10)
+				if calls > 10 {
+					t.Fatalf("%s: one call ran keep %d times, bound 10", index, calls)
+				}
+				got = append(got, page...)
+				rounds++
+				if !more {
+					if last != "" {
+						t.Fatalf("%s: last %q on the last page", index, last)
+					}
+					break
+				}
+				if last <= after {
+					t.Fatalf("%s: no progress: last %q after %q", index, last, after)
+				}
+				after = last
+			}
+			if !slices.Equal(ids(got), ids(want)) || len(want) != 4 {
+				t.Fatalf("%s: bounded walk %v, want %v", index, ids(got), ids(want))
+			}
+			if rounds < 10 {
+				t.Fatalf("%s: %d calls for 100 objects at 10 visits each", index, rounds)
+			}
+			// Unbounded (0) is Page.
+			p1, m1 := Page(r, index, value, "", 3, keep)
+			p2, m2, _ := PageBounded(r, index, value, "", 3, keep, 0)
+			if !slices.Equal(ids(p1), ids(p2)) || m1 != m2 {
+				t.Fatalf("%s: PageBounded(0) %v %v, Page %v %v", index, ids(p2), m2, ids(p1), m1)
+			}
+		}
+	}
+}

@@ -136,8 +136,17 @@
 // agent → process. The helper kills the process tree when the agent asks
 // (Close, ctx) or goes away, so an exec still ends with the agent that
 // serves it, and being the parent that reaps it, never signals a reused
-// pid. Measured by BenchmarkExecLatency (`probe echo` in a running task,
-// 50 runs, medians; see the README's exec figures).
+// pid. Kill and Close return with the process dead (bounded), so closing
+// the streams next cannot turn a kill into an EOF exit or a SIGPIPE. ctx
+// also bounds the start: an exec that cannot start (a frozen cgroup holds
+// the joining process) ends with ctx.Err(), its helper closed, then killed
+// after a grace. A request over the helper's 8 MiB is refused before
+// anything starts. Should the helper itself die mid-exec (kill -9, the OOM
+// killer), the agent kills the orphaned tree through a pidfd it opened on
+// the process when the helper announced it (checked to be the helper's
+// child while the helper was unreaped). Measured by BenchmarkExecLatency
+// (`probe echo` in a running task, 50 runs, medians; see the README's exec
+// figures).
 //
 // The rootfs is prepared by the caller, for instance with [MountOverlay];
 // the runtime never unmounts it. [Fake] is an in-memory [Runtime] for the

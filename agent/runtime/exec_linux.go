@@ -64,7 +64,7 @@ func (r *Libcontainer) Exec(ctx context.Context, id string, args []string) (int,
 	if cwd == "" {
 		cwd = "/"
 	}
-	h, err := r.startExecHelper(execRequest{
+	h, err := r.startExecHelper(ctx, execRequest{
 		Dir: dir, ID: id, Args: args, Env: containerEnv(spec.Env, u.Home), Cwd: cwd,
 		UID: u.Uid, GID: u.Gid, AdditionalGroups: u.Sgids,
 		Stdin: -1, Stdout: execHelperFirstFd, Stderr: execHelperFirstFd, ConsoleSocket: -1,

@@ -1,6 +1,8 @@
 package runtime
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,8 +10,10 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
 	"golang.org/x/sys/unix"
@@ -86,6 +90,10 @@ type execHelper struct {
 	cmd  *exec.Cmd
 	conn *os.File
 	pid  int // the exec'd process (host pid namespace)
+	// pidfd pins the exec'd process (pinChild), -1 if it could not be:
+	// should the helper die without reporting the exit, the process is
+	// orphaned, and the agent kills it and its descendants through it.
+	pidfd int
 
 	done   chan struct{} // closed once the exit is known
 	code   int
@@ -95,12 +103,27 @@ type execHelper struct {
 	killOnce sync.Once
 }
 
+// execHelperGrace is how long a helper whose start was abandoned (ctx
+// ended) has to exit on its own once its connection closes: one past
+// libcontainer's Run kills what it started and exits; one still inside Run
+// (joining a frozen cgroup, say, where the joining process stops) is
+// killed, which ends the joining process too (its init pipe closes).
+const execHelperGrace = time.Second
+
 // startExecHelper starts a helper for req, giving it files as fds 5, 6, …
-// (req names them by those numbers), and waits until the process runs or
-// the helper says why it could not start it. The caller closes its copies
-// of files afterwards.
-func (r *Libcontainer) startExecHelper(req execRequest, files []*os.File) (*execHelper, error) {
+// (req names them by those numbers), and waits until the process runs, the
+// helper says why it could not start it, or ctx ends (ctx.Err() then, and
+// no helper left behind). The caller closes its copies of files
+// afterwards.
+func (r *Libcontainer) startExecHelper(ctx context.Context, req execRequest, files []*os.File) (*execHelper, error) {
 	wrap := func(err error) error { return fmt.Errorf("task %q: exec %q: %w", req.ID, req.Args[0], err) }
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	if len(b) >= execReqMax {
+		return nil, wrap(fmt.Errorf("%w: arguments and environment take %d bytes, over the limit of %d", ErrInvalidArgument, len(b), execReqMax))
+	}
 	exe, err := r.sealedShim()
 	if err != nil {
 		return nil, wrap(err)
@@ -125,28 +148,84 @@ func (r *Libcontainer) startExecHelper(req execRequest, files []*os.File) (*exec
 		ours.Close()
 		return nil, wrap(fmt.Errorf("start exec helper: %w", err))
 	}
-	h := &execHelper{cmd: cmd, conn: ours, done: make(chan struct{})}
+	h := &execHelper{cmd: cmd, conn: ours, pidfd: -1, done: make(chan struct{})}
+	// Until the helper answers, ctx ending cuts the wait short (a deadline
+	// on our end); abandoned is set under mu so that an answer read as ctx
+	// ends is not taken with a deadline left on the connection.
+	var (
+		mu        sync.Mutex
+		answered  bool
+		abandoned bool
+	)
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !answered {
+			abandoned = true
+			_ = ours.SetDeadline(time.Now())
+		}
+	})
+	defer stop()
 	fail := func(err error) (*execHelper, error) {
 		ours.Close() // the helper exits (killing what it started, if anything)
-		_ = cmd.Wait()
+		waited := make(chan struct{})
+		go func() {
+			_ = cmd.Wait()
+			close(waited)
+		}()
+		if abandoned {
+			select {
+			case <-waited:
+			case <-time.After(execHelperGrace):
+				_ = cmd.Process.Kill() // not reaped yet: still the helper
+				<-waited
+			}
+		} else {
+			<-waited
+		}
+		h.killOrphan()
+		if h.pidfd >= 0 {
+			unix.Close(h.pidfd)
+		}
 		return nil, err
 	}
-	b, err := json.Marshal(req)
-	if err != nil {
-		return fail(wrap(err))
+	abandon := func(err error) (*execHelper, error) {
+		mu.Lock()
+		gone := abandoned
+		mu.Unlock()
+		if gone {
+			return fail(wrap(ctx.Err()))
+		}
+		return fail(err)
 	}
 	if _, err := ours.Write(append(b, '\n')); err != nil {
-		return fail(wrap(fmt.Errorf("exec helper: %w", err)))
+		return abandon(wrap(fmt.Errorf("exec helper: %w", err)))
 	}
 	dec := json.NewDecoder(ours)
 	var m execMsg
 	if err := dec.Decode(&m); err != nil {
-		return fail(wrap(fmt.Errorf("exec helper exited before starting the process (%v)", err)))
+		if ctx.Err() == nil {
+			// The helper ended without a word: say how.
+			ours.Close()
+			_ = cmd.Wait()
+			return abandon(wrap(fmt.Errorf("exec helper exited before starting the process (%v; %s)", err, cmd.ProcessState)))
+		}
+		return abandon(wrap(fmt.Errorf("exec helper exited before starting the process (%v)", err)))
 	}
+	mu.Lock()
+	answered = true
+	late := abandoned
+	mu.Unlock()
 	if m.Error != "" {
 		return fail(errors.New(m.Error))
 	}
 	h.pid = m.Pid
+	h.pidfd = pinChild(m.Pid, cmd.Process.Pid)
+	if late {
+		// ctx ended as the answer came: the process runs, so the
+		// helper kills it (the connection closing says so).
+		return fail(wrap(ctx.Err()))
+	}
 	go h.readExit(dec)
 	return h, nil
 }
@@ -163,11 +242,74 @@ func (h *execHelper) readExit(dec *json.Decoder) {
 	}
 	h.conn.Close()
 	_ = h.cmd.Wait()
+	if h.err != nil {
+		// Say how the helper ended (a signal: killed from outside).
+		h.err = fmt.Errorf("%w (helper: %s)", h.err, h.cmd.ProcessState)
+		h.killOrphan()
+	}
+	if h.pidfd >= 0 {
+		unix.Close(h.pidfd)
+		h.pidfd = -1
+	}
 	close(h.done)
 }
 
+// pinChild returns a pidfd on pid if pid is parent's child, else -1.
+// parent (the helper) is the caller's child, not yet reaped, so no other
+// process has its pid: a process whose parent it is, read while the pidfd's
+// process still exists (the signal 0 after the read), is the pidfd's.
+func pinChild(pid, parent int) int {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return -1
+	}
+	if pp, err := ppidOf(pid); err != nil || pp != parent || unix.PidfdSendSignal(fd, 0, nil, 0) != nil {
+		unix.Close(fd)
+		return -1
+	}
+	return fd
+}
+
+// ppidOf reads pid's parent from /proc/<pid>/stat.
+func ppidOf(pid int) (int, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// comm may hold spaces and parentheses: fields start after the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("bad stat for %d", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return 0, fmt.Errorf("bad stat for %d", pid)
+	}
+	return strconv.Atoi(f[1])
+}
+
+// killOrphan kills the exec'd process and its descendants when its helper,
+// now reaped, left it running (killed before it could: kill -9, the OOM
+// killer). The pidfd names the process whatever became of its pid; stopped
+// through it, it can neither exit nor reap its children while killTree
+// walks and kills them.
+func (h *execHelper) killOrphan() {
+	if h.pidfd < 0 || unix.PidfdSendSignal(h.pidfd, unix.SIGSTOP, nil, 0) != nil {
+		return // not pinned, or gone
+	}
+	killTree(h.pid)
+	_ = unix.PidfdSendSignal(h.pidfd, unix.SIGKILL, nil, 0)
+}
+
+// execKillWait bounds how long kill waits for the helper to report the
+// exit (killTree itself gives up after 5 s).
+const execKillWait = 10 * time.Second
+
 // kill asks the helper to kill the process tree (once; after the exit it
-// does nothing).
+// does nothing) and waits, boundedly, until the exit is known: as killTree
+// did when the agent ran execs itself, it returns with the process dead, so
+// that a caller closing the streams next (Close) does not let the process
+// see EOF or SIGPIPE first and report that instead.
 func (h *execHelper) kill() {
 	h.killOnce.Do(func() {
 		select {
@@ -178,6 +320,12 @@ func (h *execHelper) kill() {
 		b, _ := json.Marshal(execMsg{Kill: true})
 		_, _ = h.conn.Write(append(b, '\n'))
 	})
+	t := time.NewTimer(execKillWait)
+	defer t.Stop()
+	select {
+	case <-h.done:
+	case <-t.C:
+	}
 }
 
 // wait blocks until the exit is known.

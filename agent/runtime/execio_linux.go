@@ -166,7 +166,7 @@ func (r *Libcontainer) ExecInteractive(ctx context.Context, id string, opts Exec
 		p.files = append(p.files, er)
 		req.Stderr, p.Stderr = give(ew), er
 	}
-	h, err := r.startExecHelper(req, theirs)
+	h, err := r.startExecHelper(ctx, req, theirs)
 	if err != nil {
 		return nil, err
 	}

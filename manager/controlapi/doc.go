@@ -90,6 +90,11 @@
 // node's tasks, one task state, a name, an id prefix); the total is counted
 // on a walk's first page and carried in the token, so a later page of a
 // list over RecountMax reports the total as the walk began (pagination.go).
+// A token names its walk (the list and its non-empty filters): used on
+// another list or with other filters, or longer than pageTokenMax, it is
+// refused with InvalidArgument on page.page_token. A page's walk visits at
+// most PageVisitMax objects (raftstore.PageBounded): filters that refuse
+// most of a big range get a short, even empty, page and a token.
 //
 // Handlers return errdefs classes (validation: InvalidArgument with field
 // paths); the server's errdefs interceptor maps them to gRPC codes.

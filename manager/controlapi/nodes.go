@@ -31,7 +31,7 @@ func (s *Server) ListNodes(ctx context.Context, req *shoalv1.ListNodesRequest) (
 		rng.index, rng.value = raftstore.IndexName, f["name"]
 	}
 	resp := &shoalv1.ListNodesResponse{}
-	if resp.Nodes, resp.NextPageToken, resp.Total, err = listPage(r, req.GetPage(), rng); err != nil {
+	if resp.Nodes, resp.NextPageToken, resp.Total, err = listPage(r, req.GetPage(), f, rng); err != nil {
 		return nil, err
 	}
 	return resp, nil

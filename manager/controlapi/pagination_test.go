@@ -37,11 +37,18 @@ func TestParsePage(t *testing.T) {
 		{&shoalv1.Page{PageSize: MaxPageSize}, pageReq{size: MaxPageSize, total: -1}, ""},
 		{&shoalv1.Page{PageSize: MaxPageSize + 1}, pageReq{}, "page.page_size: 1001 is over the maximum of 1000"},
 		{&shoalv1.Page{PageSize: -1}, pageReq{}, "page.page_size: -1 is negative"},
-		{&shoalv1.Page{PageToken: pageToken(42, "abc")}, pageReq{size: DefaultPageSize, after: "abc", total: 42}, ""},
-		{&shoalv1.Page{PageToken: pageToken(0, "a:b")}, pageReq{size: DefaultPageSize, after: "a:b", total: 0}, ""},
+		{&shoalv1.Page{PageToken: pageToken("sc", 42, "abc")}, pageReq{size: DefaultPageSize, after: "abc", total: 42, scope: "sc"}, ""},
+		{&shoalv1.Page{PageToken: pageToken("sc", 0, "a:b")}, pageReq{size: DefaultPageSize, after: "a:b", total: 0, scope: "sc"}, ""},
 		{&shoalv1.Page{PageToken: tokenOf("v1:abc")}, pageReq{size: DefaultPageSize, after: "abc", total: -1}, ""},
+		// A v2 token's total is not tied to a list: counted afresh.
+		{&shoalv1.Page{PageToken: tokenOf("v2:42:abc")}, pageReq{size: DefaultPageSize, after: "abc", total: -1}, ""},
 		{&shoalv1.Page{PageToken: "garbage!"}, pageReq{}, "page.page_token"},
+		{&shoalv1.Page{PageToken: tokenOf("v4:1:abc")}, pageReq{}, "page.page_token"},
 		{&shoalv1.Page{PageToken: tokenOf("v3:1:abc")}, pageReq{}, "page.page_token"},
+		{&shoalv1.Page{PageToken: tokenOf("v3::1:abc")}, pageReq{}, "page.page_token"},
+		{&shoalv1.Page{PageToken: tokenOf("v3:sc:-1:abc")}, pageReq{}, "page.page_token"},
+		{&shoalv1.Page{PageToken: tokenOf("v3:sc:99999999999999999999:a")}, pageReq{}, "page.page_token"},
+		{&shoalv1.Page{PageToken: strings.Repeat("A", pageTokenMax+1)}, pageReq{}, "page.page_token: 513 bytes, longer than any token"},
 		{&shoalv1.Page{PageToken: tokenOf("abc")}, pageReq{}, "page.page_token"},
 		{&shoalv1.Page{PageToken: tokenOf("v2:-1:abc")}, pageReq{}, "page.page_token"},
 		{&shoalv1.Page{PageToken: tokenOf("v2:x:abc")}, pageReq{}, "page.page_token"},
@@ -299,7 +306,7 @@ func TestListPagesAcrossChanges(t *testing.T) {
 		{3, first.GetTotal() + 2},
 		{RecountMax, first.GetTotal() + 2},
 	} {
-		r, err := s.ListTasks(ctx, &shoalv1.ListTasksRequest{Filters: f, Page: &shoalv1.Page{PageSize: 2, PageToken: pageToken(tc.carried, last)}})
+		r, err := s.ListTasks(ctx, &shoalv1.ListTasksRequest{Filters: f, Page: &shoalv1.Page{PageSize: 2, PageToken: pageToken(pageScope[*shoalv1.Task](f), tc.carried, last)}})
 		if err != nil || r.GetTotal() != tc.want || !slices.Equal(ids(r.GetTasks()), ids(want[:2])) {
 			t.Fatalf("token carrying %d: %v total %d %v; want total %d", tc.carried, ids(r.GetTasks()), r.GetTotal(), err, tc.want)
 		}
@@ -385,6 +392,17 @@ func BenchmarkListTasksWalk(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	// The worst single call: filters the index cannot narrow that match
+	// nothing, so the page's walk and the first page's count each visit
+	// every task (no per-call bound beyond the table's size).
+	b.Run("no-match", func(b *testing.B) {
+		for b.Loop() {
+			r, err := s.ListTasks(ctx, &shoalv1.ListTasksRequest{Filters: map[string]string{"state": "running", "desired-state": "shutdown"}})
+			if err != nil || len(r.GetTasks()) != 0 || r.GetTotal() != 0 {
+				b.Fatalf("%d tasks, total %d, %v", len(r.GetTasks()), r.GetTotal(), err)
+			}
+		}
+	})
 	b.Run("old", func(b *testing.B) {
 		for b.Loop() {
 			n, after := 0, ""
@@ -444,4 +462,160 @@ func BenchmarkListTasksWalk(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestPageTokenScope: a token is good for the list and filters that
+// returned it only; on any other it is refused naming the field (its
+// total was counted for them), a forged or huge one is refused before it
+// is decoded or echoed, and forged ids (NUL, 0xff, past every id) page
+// correctly.
+func TestPageTokenScope(t *testing.T) {
+	s, _ := pagesFixture(t)
+	ctx := context.Background()
+	f := map[string]string{"service": "s2"}
+	first, err := s.ListTasks(ctx, &shoalv1.ListTasksRequest{Filters: f, Page: &shoalv1.Page{PageSize: 5}})
+	if err != nil || first.GetNextPageToken() == "" {
+		t.Fatalf("first page: %v", err)
+	}
+	tok := first.GetNextPageToken()
+	// The same filters (an empty one is no filter): the same walk.
+	if _, err := s.ListTasks(ctx, &shoalv1.ListTasksRequest{Filters: map[string]string{"service": "s2", "node": ""}, Page: &shoalv1.Page{PageToken: tok}}); err != nil {
+		t.Fatalf("the walk's own token: %v", err)
+	}
+	for name, call := range map[string]func() error{
+		"other filter value": func() error {
+			_, err := s.ListTasks(ctx, &shoalv1.ListTasksRequest{Filters: map[string]string{"service": "s1"}, Page: &shoalv1.Page{PageToken: tok}})
+			return err
+		},
+		"a filter more": func() error {
+			_, err := s.ListTasks(ctx, &shoalv1.ListTasksRequest{Filters: map[string]string{"service": "s2", "state": "running"}, Page: &shoalv1.Page{PageToken: tok}})
+			return err
+		},
+		"no filter": func() error {
+			_, err := s.ListTasks(ctx, &shoalv1.ListTasksRequest{Page: &shoalv1.Page{PageToken: tok}})
+			return err
+		},
+		"another list": func() error {
+			_, err := s.ListNodes(ctx, &shoalv1.ListNodesRequest{Page: &shoalv1.Page{PageToken: tok}})
+			return err
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			wantCode(t, call(), codes.InvalidArgument, "page.page_token: returned for another list or other filters")
+		})
+	}
+	nodes, err := s.ListNodes(ctx, &shoalv1.ListNodesRequest{Page: &shoalv1.Page{PageSize: 2}})
+	if err != nil || nodes.GetNextPageToken() == "" {
+		t.Fatalf("nodes: %v", err)
+	}
+	_, err = s.ListTasks(ctx, &shoalv1.ListTasksRequest{Page: &shoalv1.Page{PageToken: nodes.GetNextPageToken()}})
+	wantCode(t, err, codes.InvalidArgument, "another list")
+
+	// A token of 4 MB is refused by its length, not echoed back.
+	_, err = s.ListTasks(ctx, &shoalv1.ListTasksRequest{Page: &shoalv1.Page{PageToken: strings.Repeat("QUFB", 1<<20)}})
+	wantCode(t, err, codes.InvalidArgument, "page.page_token")
+	if len(err.Error()) > 200 {
+		t.Fatalf("the error echoes the token: %d bytes", len(err.Error()))
+	}
+
+	// Forged ids in a token of this walk page from where they sort.
+	all, err := s.ListTasks(ctx, &shoalv1.ListTasksRequest{Filters: f, Page: &shoalv1.Page{PageSize: MaxPageSize}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	scope := pageScope[*shoalv1.Task](f)
+	for _, tc := range []struct {
+		after string
+		want  []string
+	}{
+		{"\x00", ids(all.GetTasks())},
+		{"k\x00\xff", ids(all.GetTasks())[slices.IndexFunc(ids(all.GetTasks()), func(id string) bool { return id > "k\x00\xff" }):]},
+		{"\xff\xff", nil},
+	} {
+		r, err := s.ListTasks(ctx, &shoalv1.ListTasksRequest{Filters: f, Page: &shoalv1.Page{PageSize: MaxPageSize, PageToken: pageToken(scope, 1, tc.after)}})
+		if err != nil || !slices.Equal(ids(r.GetTasks()), tc.want) {
+			t.Fatalf("after %q: %v %v, want %v", tc.after, ids(r.GetTasks()), err, tc.want)
+		}
+	}
+}
+
+// TestTaskKeepAllocatesNothing: a task list's filter runs for every task
+// its walk visits (all of them when the filters match nothing, on every
+// call), so it must not allocate: the state filters are matched against
+// the TaskStates once per call, not with enumIs per task.
+func TestTaskKeepAllocatesNothing(t *testing.T) {
+	_, st := pagesFixture(t)
+	rng, err := taskRange(st.View(), map[string]string{"state": "running", "desired-state": "shutdown", "id": "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	task := &shoalv1.Task{Meta: &shoalv1.Meta{Id: "t1"}, DesiredState: shoalv1.TaskState_TASK_STATE_RUNNING,
+		Status: &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_RUNNING}}
+	if rng.keep(task) {
+		t.Fatal("a running task desired running kept by desired-state=shutdown")
+	}
+	task.DesiredState = shoalv1.TaskState_TASK_STATE_SHUTDOWN
+	if !rng.keep(task) {
+		t.Fatal("the matching task refused")
+	}
+	if n := testing.AllocsPerRun(100, func() { rng.keep(task) }); n != 0 {
+		t.Fatalf("keep allocates %v times per task", n)
+	}
+	// The matching itself is as before: short, case-insensitive names.
+	for v, want := range map[string]bool{"shutdown": true, "SHUTDOWN": true, "Task_State_Shutdown": true, "down": false, "bogus": false} {
+		rng, _ := taskRange(st.View(), map[string]string{"desired-state": v})
+		if got := rng.keep(task); got != want {
+			t.Errorf("desired-state=%s: %v, want %v", v, got, want)
+		}
+	}
+}
+
+// TestListPageVisitBound: a page's walk visits at most PageVisitMax
+// objects. Filters the index cannot narrow that match (almost) nothing in
+// a range of 2.5 times that get short pages with a token, not a walk of
+// the whole range per call; paging on yields exactly the matches.
+func TestListPageVisitBound(t *testing.T) {
+	s, st := newServer(t)
+	ctx := context.Background()
+	const total = PageVisitMax*5/2 + 3
+	for i := 0; i < total; i += 5000 {
+		if _, err := st.Update(ctx, func(tx raftstore.WriteTx) error {
+			for j := i; j < min(i+5000, total); j++ {
+				desired := shoalv1.TaskState_TASK_STATE_RUNNING
+				if j%9000 == 4500 {
+					desired = shoalv1.TaskState_TASK_STATE_SHUTDOWN
+				}
+				if err := tx.Create(&shoalv1.Task{Meta: &shoalv1.Meta{Id: fmt.Sprintf("t%06d", j)}, ServiceId: "s1",
+					DesiredState: desired, Status: &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_RUNNING}}); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := map[string]string{"state": "running", "desired-state": "shutdown"}
+	var got []string
+	tok, calls := "", 0
+	for {
+		r, err := s.ListTasks(ctx, &shoalv1.ListTasksRequest{Filters: f, Page: &shoalv1.Page{PageSize: MaxPageSize, PageToken: tok}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		calls++
+		if r.GetTotal() != 3 {
+			t.Fatalf("call %d: total %d, want 3", calls, r.GetTotal())
+		}
+		got = append(got, ids(r.GetTasks())...)
+		if tok = r.GetNextPageToken(); tok == "" {
+			break
+		}
+	}
+	if want := []string{"t004500", "t013500", "t022500"}; !slices.Equal(got, want) {
+		t.Fatalf("paged matches %v, want %v", got, want)
+	}
+	if calls < 3 {
+		t.Fatalf("%d calls walked %d tasks: more than %d visits in one", calls, total, PageVisitMax)
+	}
 }

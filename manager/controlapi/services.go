@@ -115,7 +115,7 @@ func (s *Server) ListServices(ctx context.Context, req *shoalv1.ListServicesRequ
 	if f["name"] != "" {
 		rng.index, rng.value = raftstore.IndexName, f["name"]
 	}
-	if resp.Services, resp.NextPageToken, resp.Total, err = listPage(r, req.GetPage(), rng); err != nil {
+	if resp.Services, resp.NextPageToken, resp.Total, err = listPage(r, req.GetPage(), f, rng); err != nil {
 		return nil, err
 	}
 	viewer := callerIsViewer(ctx)

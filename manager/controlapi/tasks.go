@@ -24,7 +24,7 @@ func (s *Server) ListTasks(ctx context.Context, req *shoalv1.ListTasksRequest) (
 		return nil, err
 	}
 	resp := &shoalv1.ListTasksResponse{}
-	if resp.Tasks, resp.NextPageToken, resp.Total, err = listPage(r, req.GetPage(), rng); err != nil {
+	if resp.Tasks, resp.NextPageToken, resp.Total, err = listPage(r, req.GetPage(), f, rng); err != nil {
 		return nil, err
 	}
 	if callerIsViewer(ctx) {
@@ -67,14 +67,33 @@ func taskRange(r raftstore.Reader, f map[string]string) (listRange[*shoalv1.Task
 	case desired != "" && oneTaskState(desired) != "":
 		rng.index, rng.value = raftstore.IndexDesiredState, oneTaskState(desired)
 	}
+	// The state filters are matched against every TaskState once here, not
+	// per task: keep runs for every task a walk visits (a whole table's
+	// worth when the filters match nothing), and enumIs allocates.
+	desiredIn, stateIn := taskStates(desired), taskStates(state)
 	rng.keep = func(t *shoalv1.Task) bool {
 		return (serviceID == "" || t.GetServiceId() == serviceID) &&
 			(nodeID == "" || t.GetNodeId() == nodeID) &&
 			strings.HasPrefix(t.GetMeta().GetId(), idPrefix) &&
-			(desired == "" || enumIs(t.GetDesiredState().String(), desired)) &&
-			(state == "" || enumIs(t.GetStatus().GetState().String(), state))
+			(desired == "" || desiredIn[t.GetDesiredState()]) &&
+			(state == "" || stateIn[t.GetStatus().GetState()])
 	}
 	return rng, nil
+}
+
+// taskStates is the set of TaskStates a state filter value matches
+// (enumIs).
+func taskStates(v string) map[shoalv1.TaskState]bool {
+	in := map[shoalv1.TaskState]bool{}
+	if v == "" {
+		return in
+	}
+	for n, name := range shoalv1.TaskState_name {
+		if enumIs(name, v) {
+			in[shoalv1.TaskState(n)] = true
+		}
+	}
+	return in
 }
 
 // oneTaskState is the one TaskState name a state filter value matches
