@@ -3,6 +3,7 @@ package raftstore
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/hashicorp/raft"
@@ -140,5 +141,30 @@ func TestLogCacheRuns(t *testing.T) {
 	}
 	if _, err := newLogCache(st, 0, 1); err == nil {
 		t.Fatal("newLogCache(0 entries) succeeded")
+	}
+}
+
+// A store on disk keeps raft's recent entries in the bounded cache: after
+// many big entries it holds at most logCacheBytes of them (raft's own
+// cache kept its 1,024 last entries, here 64 × 32 KiB = 2 MiB), and the
+// newest entry is among them.
+func TestStoreLogCacheBounded(t *testing.T) {
+	s := single(t, options{}, func(c *Config) { c.InMemory, c.DataDir, c.NoSync = false, t.TempDir(), true })
+	c, ok := s.logs.(*logCache)
+	if !ok {
+		t.Fatalf("the store's log is a %T, not the bounded cache", s.logs)
+	}
+	big := strings.Repeat("x", 32<<10)
+	var last uint64
+	for i := range 64 {
+		svc := mkService(fmt.Sprintf("svc%d", i), fmt.Sprintf("web%d", i))
+		svc.Spec.Labels = map[string]string{"big": big}
+		last = mustUpdate(t, s, func(tx WriteTx) error { return tx.Create(svc) })
+	}
+	c.mu.RLock()
+	n, bytes, first := c.n, c.bytes, c.first
+	c.mu.RUnlock()
+	if bytes > logCacheBytes || n == 0 || first+uint64(n)-1 < last {
+		t.Fatalf("cache holds %d entries from %d, %d bytes (bound %d); last update at %d", n, first, bytes, logCacheBytes, last)
 	}
 }
