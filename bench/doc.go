@@ -86,8 +86,8 @@
 // keeps about the heap goal, which is 4× the live heap at shoal's GOGC=300),
 // so an idle node's RSS reflects the peak of its last rounds as much as
 // what it still holds, until the node's idle release (daemon/idlemem:
-// under 4 MiB allocated in 5 s and ≥ 4 MiB reclaimable, free or not yet
-// collected) hands it back; a round's sample taken before that shows the
+// under 4 MiB allocated in 5 s and ≥ 4 MiB (or half the live heap)
+// reclaimable, free or not yet collected) hands it back; a round's sample taken before that shows the
 // peak. The live heap (HeapAlloc after a GC) is the figure a leak moves.
 // The JSON (-json) also splits the anonymous RSS as it was when read, from
 // the MemStats of a heap profile asked for without a GC:

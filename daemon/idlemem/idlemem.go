@@ -21,9 +21,9 @@
 // eventually triggers is no sign of work. While the node is busy it
 // allocates more than MaxIdleAlloc a look and nothing is done; after a
 // release nothing is reclaimable, so an idle node releases again only
-// once it has allocated MinFree more (one GC of its small live heap every
-// MinFree of idle allocation, instead of every three live heaps' worth as
-// GOGC=300 would).
+// once it has allocated MinFree more, or half its live heap if that is
+// more (one GC of its small live heap every MinFree of idle allocation,
+// instead of every three live heaps' worth as GOGC=300 would).
 package idlemem
 
 import (
@@ -65,9 +65,12 @@ func (s sample) reclaimable() uint64 {
 
 // release says whether to hand the reclaimable heap back, from two
 // consecutive samples: little allocated in between (idle) and at least
-// minFree reclaimable.
+// minFree reclaimable, and at least half the live heap: the forced GC
+// marks the whole live heap, so a leader holding 700 MB is not collected
+// for every few MiB its heartbeats allocate (its own GC would wait for
+// 700 MB more, see cmd/shoal/memlimit.go), at most about twice as often.
 func release(prev, cur sample, maxIdleAlloc, minFree uint64) bool {
-	return cur.allocs-prev.allocs <= maxIdleAlloc && cur.reclaimable() >= minFree
+	return cur.allocs-prev.allocs <= maxIdleAlloc && cur.reclaimable() >= max(minFree, cur.live/2)
 }
 
 var names = []string{

@@ -26,6 +26,10 @@ func TestRelease(t *testing.T) {
 		// heartbeats) is no sign of work.
 		{"idle trickle", sample{allocs: 100}, sample{allocs: 100 + MaxIdleAlloc, free: 64 * mib}, true},
 		{"busy: allocating", sample{allocs: 100}, sample{allocs: 101 + MaxIdleAlloc, free: 64 * mib}, false},
+		// A big live heap is marked whole by the forced GC: it waits
+		// for half of it to be reclaimable.
+		{"big heap, little reclaimable", sample{allocs: 100}, sample{allocs: 100, free: 64 * mib, objects: 700 * mib, live: 700 * mib}, false},
+		{"big heap, half reclaimable", sample{allocs: 100}, sample{allocs: 100, free: 100 * mib, objects: 950 * mib, live: 700 * mib}, true},
 	} {
 		if got := release(tc.prev, tc.cur, MaxIdleAlloc, MinFree); got != tc.want {
 			t.Errorf("%s: release = %v, want %v", tc.name, got, tc.want)
