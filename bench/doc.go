@@ -86,9 +86,15 @@
 // keeps about the heap goal, which is 4× the live heap at shoal's GOGC=300),
 // so an idle node's RSS reflects the peak of its last rounds as much as
 // what it still holds, until the node's idle release (daemon/idlemem:
-// no GC for 5 s) hands the free heap back; a round's sample taken before
-// that shows the peak. The live heap (HeapAlloc after a GC) is the figure
-// a leak moves.
+// under 4 MiB allocated in 5 s and ≥ 4 MiB (or half the live heap)
+// reclaimable, free or not yet collected) hands it back; a round's sample taken before that shows the
+// peak. The live heap (HeapAlloc after a GC) is the figure a leak moves.
+// The JSON (-json) also splits the anonymous RSS as it was when read, from
+// the MemStats of a heap profile asked for without a GC:
+// idle_heap_held_bytes (HeapSys − HeapReleased) and of it
+// idle_heap_objects_bytes (live objects and garbage since the last GC),
+// idle_stack_bytes (StackInuse), idle_runtime_bytes (the runtime's
+// metadata, as reserved: spans, caches, GC bitmaps, profiling buckets).
 //
 // # Leader failover (-failover N)
 //

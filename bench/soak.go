@@ -31,24 +31,32 @@ const soakDebugAddr = "127.0.0.1:6060"
 
 // soakRound is the idle footprint after one round (round 0: before any).
 type soakRound struct {
-	Round      int            `json:"round"`
-	RSSKB      int64          `json:"rss_kb"`           // VmRSS, read before anything forces a GC
-	AnonKB     int64          `json:"rss_anon_kb"`      // of which anonymous memory (Go heap, stacks, runtime)
-	FileKB     int64          `json:"rss_file_kb"`      // of which file pages (the binary's text, bbolt's mmaps)
-	DBKB       int64          `json:"rss_db_kb"`        // of the file pages, those of bbolt files (*.db: raft log, agent state)
-	HeapInuse  int64          `json:"heap_inuse_bytes"` // runtime HeapInuse after a forced GC (pprof heap?gc=1)
-	HeapAlloc  int64          `json:"heap_alloc_bytes"` // live heap after that GC
-	HeapSys    int64          `json:"heap_sys_bytes"`   // heap memory obtained from the OS
-	Released   int64          `json:"heap_released_bytes"`
-	Goroutines int            `json:"goroutines"`
-	FDs        int            `json:"fds"`
-	FDKinds    map[string]int `json:"fd_kinds"`   // open files by target, digits replaced by N
-	Mounts     int            `json:"mounts"`     // under the data dir
-	Cgroups    int            `json:"cgroups"`    // directories below the cgroup parent, every hierarchy
-	StateDirs  int            `json:"state_dirs"` // <data-dir>/runtime entries (task state dirs)
-	Procs      int            `json:"procs"`      // descendants of the node process + processes in its cgroups
-	UpSeconds  float64        `json:"up_seconds"` // create → all RUNNING
-	RmSeconds  float64        `json:"rm_seconds"` // remove → every task gone
+	Round     int   `json:"round"`
+	RSSKB     int64 `json:"rss_kb"`           // VmRSS, read before anything forces a GC
+	AnonKB    int64 `json:"rss_anon_kb"`      // of which anonymous memory (Go heap, stacks, runtime)
+	FileKB    int64 `json:"rss_file_kb"`      // of which file pages (the binary's text, bbolt's mmaps)
+	DBKB      int64 `json:"rss_db_kb"`        // of the file pages, those of bbolt files (*.db: raft log, agent state)
+	HeapInuse int64 `json:"heap_inuse_bytes"` // runtime HeapInuse after a forced GC (pprof heap?gc=1)
+	HeapAlloc int64 `json:"heap_alloc_bytes"` // live heap after that GC
+	HeapSys   int64 `json:"heap_sys_bytes"`   // heap memory obtained from the OS
+	Released  int64 `json:"heap_released_bytes"`
+	// What the anonymous RSS is made of when it is read (before the
+	// forced GC): heap pages held (HeapSys − HeapReleased, objects live
+	// or not yet collected plus free pages not returned), goroutine
+	// stacks, and the runtime's own metadata (spans, GC bitmaps, …).
+	HeldHeap    int64          `json:"idle_heap_held_bytes"`
+	HeldObjects int64          `json:"idle_heap_objects_bytes"` // HeapAlloc then: live + garbage since the last GC
+	Stacks      int64          `json:"idle_stack_bytes"`
+	RuntimeMeta int64          `json:"idle_runtime_bytes"`
+	Goroutines  int            `json:"goroutines"`
+	FDs         int            `json:"fds"`
+	FDKinds     map[string]int `json:"fd_kinds"`   // open files by target, digits replaced by N
+	Mounts      int            `json:"mounts"`     // under the data dir
+	Cgroups     int            `json:"cgroups"`    // directories below the cgroup parent, every hierarchy
+	StateDirs   int            `json:"state_dirs"` // <data-dir>/runtime entries (task state dirs)
+	Procs       int            `json:"procs"`      // descendants of the node process + processes in its cgroups
+	UpSeconds   float64        `json:"up_seconds"` // create → all RUNNING
+	RmSeconds   float64        `json:"rm_seconds"` // remove → every task gone
 }
 
 func benchSoak(ctx context.Context, e *env, rounds, tasks int) ([]soakRound, error) {
@@ -100,8 +108,8 @@ func benchSoak(ctx context.Context, e *env, rounds, tasks int) ([]soakRound, err
 			}
 		}
 		out = append(out, s)
-		e.logf("soak round %d/%d: RSS %.1f MiB (anon %.1f, file %.1f of which bbolt %.1f), heap in use %.1f MiB, %d goroutines, %d fds, %d mounts, %d cgroups, %d state dirs, %d processes (up %.1fs, rm %.1fs)",
-			r, rounds, float64(s.RSSKB)/1024, float64(s.AnonKB)/1024, float64(s.FileKB)/1024, float64(s.DBKB)/1024, float64(s.HeapInuse)/(1<<20), s.Goroutines, s.FDs, s.Mounts, s.Cgroups, s.StateDirs, s.Procs, s.UpSeconds, s.RmSeconds)
+		e.logf("soak round %d/%d: RSS %.1f MiB (anon %.1f: heap held %.1f of which objects %.1f, stacks %.1f, runtime %.1f; file %.1f of which bbolt %.1f), heap in use %.1f MiB, %d goroutines, %d fds, %d mounts, %d cgroups, %d state dirs, %d processes (up %.1fs, rm %.1fs)",
+			r, rounds, float64(s.RSSKB)/1024, float64(s.AnonKB)/1024, mib(s.HeldHeap), mib(s.HeldObjects), mib(s.Stacks), mib(s.RuntimeMeta), float64(s.FileKB)/1024, float64(s.DBKB)/1024, float64(s.HeapInuse)/(1<<20), s.Goroutines, s.FDs, s.Mounts, s.Cgroups, s.StateDirs, s.Procs, s.UpSeconds, s.RmSeconds)
 		return nil
 	}
 	if e.o.soakPprof != "" {
@@ -284,7 +292,15 @@ func statPPID(stat string) (int, bool) {
 // pprof endpoint. The heap profile is asked for with gc=1: the figures are
 // those after a full GC, i.e. what is still referenced.
 func soakDebug(ctx context.Context, c *http.Client, s *soakRound) error {
-	body, err := debugGet(ctx, c, "/debug/pprof/goroutine?debug=1")
+	// First without a GC: the heap as it was when VmRSS was read.
+	body, err := debugGet(ctx, c, "/debug/pprof/heap?debug=1")
+	if err != nil {
+		return err
+	}
+	ms := heapMemStats(body)
+	s.HeldHeap, s.HeldObjects, s.Stacks = ms["HeapSys"]-ms["HeapReleased"], ms["HeapAlloc"], ms["StackInuse"]
+	s.RuntimeMeta = ms["MSpanSys"] + ms["MCacheSys"] + ms["BuckHashSys"] + ms["GCSys"] + ms["OtherSys"]
+	body, err = debugGet(ctx, c, "/debug/pprof/goroutine?debug=1")
 	if err != nil {
 		return err
 	}
@@ -295,7 +311,7 @@ func soakDebug(ctx context.Context, c *http.Client, s *soakRound) error {
 	if err != nil {
 		return err
 	}
-	ms := heapMemStats(body)
+	ms = heapMemStats(body)
 	s.HeapInuse, s.HeapAlloc, s.HeapSys, s.Released = ms["HeapInuse"], ms["HeapAlloc"], ms["HeapSys"], ms["HeapReleased"]
 	return nil
 }
@@ -336,7 +352,8 @@ func goroutineTotal(body string) (int, error) {
 }
 
 // heapMemStats reads the "# Name = value" runtime.MemStats lines at the
-// end of a debug=1 heap profile.
+// end of a debug=1 heap profile; "# Stack = a / b" gives StackInuse and
+// StackSys (MSpan, MCache likewise).
 func heapMemStats(body string) map[string]int64 {
 	out := map[string]int64{}
 	sc := bufio.NewScanner(strings.NewReader(body))
@@ -344,6 +361,14 @@ func heapMemStats(body string) map[string]int64 {
 	for sc.Scan() {
 		k, v, ok := strings.Cut(strings.TrimPrefix(sc.Text(), "# "), " = ")
 		if !ok || !strings.HasPrefix(sc.Text(), "# ") {
+			continue
+		}
+		if in, sys, ok := strings.Cut(v, " / "); ok {
+			a, aerr := strconv.ParseInt(strings.TrimSpace(in), 10, 64)
+			b, berr := strconv.ParseInt(strings.TrimSpace(sys), 10, 64)
+			if aerr == nil && berr == nil {
+				out[k+"Inuse"], out[k+"Sys"] = a, b
+			}
 			continue
 		}
 		if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {

@@ -13,8 +13,8 @@ func TestSoakParsers(t *testing.T) {
 	if _, err := goroutineTotal("<html>"); err == nil {
 		t.Error("goroutineTotal accepted a page that is not a goroutine profile")
 	}
-	ms := heapMemStats("heap profile: 1: 2 [3: 4] @ heap/1048576\n\n# runtime.MemStats\n# Alloc = 5\n# HeapInuse = 6385664\n# HeapAlloc = 3\n# NumGC = 9\n# DebugGC = false\n")
-	if ms["HeapInuse"] != 6385664 || ms["HeapAlloc"] != 3 || ms["NumGC"] != 9 {
+	ms := heapMemStats("heap profile: 1: 2 [3: 4] @ heap/1048576\n\n# runtime.MemStats\n# Alloc = 5\n# HeapInuse = 6385664\n# HeapAlloc = 3\n# Stack = 1048576 / 1081344\n# NumGC = 9\n# DebugGC = false\n")
+	if ms["HeapInuse"] != 6385664 || ms["HeapAlloc"] != 3 || ms["NumGC"] != 9 || ms["StackInuse"] != 1048576 || ms["StackSys"] != 1081344 {
 		t.Errorf("heapMemStats = %v", ms)
 	}
 	for _, tc := range []struct {

@@ -136,6 +136,10 @@
 //
 // Raft writes up to 256 entries per append and per AppendEntries
 // (MaxAppendEntries), and concurrent Updates are queued while the previous
-// append syncs (BatchApplyCh), so many writers share one fdatasync.
+// append syncs (BatchApplyCh), so many writers share one fdatasync. The
+// last entries stay in memory for the leader to replicate (logcache.go),
+// bounded by 512 KiB as well as 1,024 entries: an entry is a whole Update,
+// and raft's own cache, bounded by count only, was an idle node's largest
+// growing object.
 // docs/performance.md has where a write's time goes.
 package raftstore

@@ -138,7 +138,7 @@ func open(cfg Config, opts options) (*Store, error) {
 			s.bolt.Close()
 			return nil, fmt.Errorf("raftstore: %w", err)
 		}
-		if s.logs, err = raft.NewLogCache(logCacheSize, s.wal); err != nil {
+		if s.logs, err = newLogCache(s.wal, logCacheSize, logCacheBytes); err != nil {
 			s.wal.Close()
 			s.bolt.Close()
 			return nil, fmt.Errorf("raftstore: %w", err)

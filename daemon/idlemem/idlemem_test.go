@@ -10,16 +10,28 @@ import (
 )
 
 func TestRelease(t *testing.T) {
+	const mib = 1 << 20
 	for _, tc := range []struct {
 		name      string
 		prev, cur sample
 		want      bool
 	}{
-		{"idle with free heap held", sample{10, 1}, sample{10, MinFree}, true},
-		{"a GC ran: busy", sample{10, 0}, sample{11, 64 << 20}, false},
-		{"idle, little held", sample{10, 0}, sample{10, MinFree - 1}, false},
+		{"idle with free heap held", sample{allocs: 100}, sample{allocs: 100, free: MinFree}, true},
+		{"idle, little held", sample{allocs: 100}, sample{allocs: 100, free: MinFree - 1}, false},
+		// The garbage of a burst the GC has not collected yet is
+		// reclaimable too (free heap alone missed it).
+		{"idle, garbage not yet collected", sample{allocs: 100}, sample{allocs: 100, free: mib, objects: 5*mib + MinFree, live: 5 * mib}, true},
+		{"idle, live heap only", sample{allocs: 100}, sample{allocs: 100, free: mib, objects: 5 * mib, live: 5 * mib}, false},
+		// A GC cycle at idle (triggered by the slow allocation of
+		// heartbeats) is no sign of work.
+		{"idle trickle", sample{allocs: 100}, sample{allocs: 100 + MaxIdleAlloc, free: 64 * mib}, true},
+		{"busy: allocating", sample{allocs: 100}, sample{allocs: 101 + MaxIdleAlloc, free: 64 * mib}, false},
+		// A big live heap is marked whole by the forced GC: it waits
+		// for half of it to be reclaimable.
+		{"big heap, little reclaimable", sample{allocs: 100}, sample{allocs: 100, free: 64 * mib, objects: 700 * mib, live: 700 * mib}, false},
+		{"big heap, half reclaimable", sample{allocs: 100}, sample{allocs: 100, free: 100 * mib, objects: 950 * mib, live: 700 * mib}, true},
 	} {
-		if got := release(tc.prev, tc.cur, MinFree); got != tc.want {
+		if got := release(tc.prev, tc.cur, MaxIdleAlloc, MinFree); got != tc.want {
 			t.Errorf("%s: release = %v, want %v", tc.name, got, tc.want)
 		}
 	}
@@ -60,6 +72,42 @@ func TestRunReturnsFreeHeap(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("released %d MiB more than after the burst, %d MiB still free and held",
 				(int64(s[0].Value.Uint64())-int64(released0))>>20, s[1].Value.Uint64()>>20)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Run also hands back a burst's garbage the GC has not collected yet:
+// with the GC off here (GOGC=300 and a quiet node, in shoal, can leave it
+// uncollected as long), the 64 MiB a burst dropped are objects, not free
+// heap, and only counting them finds them.
+func TestRunReleasesUncollectedGarbage(t *testing.T) {
+	runtime.GC()
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
+	metrics.Read(s)
+	objects0 := s[0].Value.Uint64()
+	for range 64 {
+		sink = append(sink, make([]byte, 1<<20))
+	}
+	sink = nil
+	metrics.Read(s) // after the burst: it may have reused released pages
+	released0 := s[1].Value.Uint64()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { Run(ctx, 20*time.Millisecond); close(done) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		metrics.Read(s)
+		objects, released := s[0].Value.Uint64(), s[1].Value.Uint64()
+		if objects < objects0+16<<20 && released >= released0+32<<20 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("objects %d MiB (%d before the burst), released %d MiB more than before it",
+				objects>>20, objects0>>20, (int64(released)-int64(released0))>>20)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
