@@ -78,6 +78,11 @@ func (s *Server) IssueNodeCertificate(ctx context.Context, req *shoalv1.IssueNod
 	if err != nil {
 		return nil, errdefs.Internalf("loading the cluster CA: %v", err)
 	}
+	// A manager of an older release would misapply the raft log's newer
+	// entry forms (raftstore.StoreFormat): it joins once upgraded.
+	if f := req.GetDescription().GetStoreFormat(); role == trust.RoleManager && f < raftstore.StoreFormat {
+		return nil, errdefs.FailedPreconditionf("description.store_format: %d; a manager must read raft store format %d (run this release on the node to join it as a manager)", f, raftstore.StoreFormat)
+	}
 	nodeID := raftstore.NewID()
 	certPEM, serial, err := root.SignCSR(req.GetCsrPem(), nodeID, role, certTTL(c))
 	if err != nil {
