@@ -1,7 +1,9 @@
 // Package nodeca implements the shoal.v1.NodeCA service: it hands out the
 // cluster's root certificate and signs node certificates for holders of a
 // valid join token (a new node) or of a valid node certificate (a renewal,
-// which is also how a promoted or demoted node gets its new role).
+// which is also how a promoted or demoted node gets its new role). A
+// manager token admits only a node whose description reports the raft
+// store format the managers write (raftstore.StoreFormat).
 //
 // Calls that write run on the leader (the forwarding interceptor sends them
 // there); the CA key lives in the replicated cluster object.
