@@ -252,7 +252,11 @@ func describe(name string) *shoalv1.NodeDescription {
 	}
 	return &shoalv1.NodeDescription{
 		Hostname: host, Os: runtime.GOOS, Arch: runtime.GOARCH, EngineVersion: Version,
-		Resources: &shoalv1.Resources{NanoCpus: int64(runtime.NumCPU()) * 1e9, MemoryBytes: memTotal()},
+		// The raft entry forms this binary's manager reads (the leader's
+		// gate for rolling upgrades; reported by workers too, which may
+		// be promoted).
+		StoreFormat: raftstore.StoreFormat,
+		Resources:   &shoalv1.Resources{NanoCpus: int64(runtime.NumCPU()) * 1e9, MemoryBytes: memTotal()},
 	}
 }
 

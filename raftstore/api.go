@@ -78,6 +78,17 @@ var (
 // on every manager and is replayed by every new leader.
 const DefaultMaxEntryBytes = 8 << 20
 
+// StoreFormat is the newest raft entry form this release writes and every
+// replica of it reads: 1, the release before the field; 2, service updates
+// that leave previous_spec out of the entry (STORED_SPEC, prevspec.go).
+// Nodes report it in their description (NodeDescription.store_format) and
+// the leader writes a form newer than 1 only while every manager reports
+// at least this, so that a manager of the previous release, which would
+// misapply it, never receives one during a rolling upgrade (storeformat.go).
+// Raise it whenever an entry form a previous release would misapply is
+// added, and gate that form on it the same way.
+const StoreFormat = 2
+
 // Reader is a consistent view of the store.
 type Reader interface {
 	// Get returns the object or nil.

@@ -51,6 +51,14 @@
 // it from the stored object the check pins, so the old spec is not
 // encoded, shipped, decoded and copied a second time. Entries written
 // before the field existed carry it and replay unchanged (prevspec.go).
+// A manager of the release before it would ignore the field and drop the
+// spec, so the leader writes this form only while every manager node
+// reports StoreFormat in its description (storeformat.go: the FSM counts
+// the manager nodes that do not, incrementally per node write and from
+// scratch on a snapshot restore; a view carries the count of its state).
+// The gate only chooses what the leader writes; every replica reads both
+// forms. Raise StoreFormat for any new entry form an older release would
+// misapply, and gate that form the same way.
 //
 // # Reading
 //

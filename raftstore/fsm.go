@@ -31,6 +31,10 @@ type fsm struct {
 	// waitCh is closed (and cleared) when applied advances. It is made only
 	// when somebody waits, so Apply allocates nothing in the common case.
 	waitCh chan struct{}
+	// oldManagers counts the manager nodes that do not report StoreFormat
+	// (storeformat.go); guarded by mu like db, so a view carries the count
+	// of its own state.
+	oldManagers int
 	// onApply receives each entry's apply time (Config.OnApply; metrics
 	// only: the clock never decides anything here).
 	onApply func(time.Duration)
@@ -138,8 +142,10 @@ func (f *fsm) apply(l *raft.Log) any {
 		f.advance(l.Index)
 		return err
 	}
+	delta := oldManagersDelta(f.db, txn, events)
 	f.mu.Lock()
 	txn.Commit()
+	f.oldManagers += delta
 	f.setAppliedLocked(l.Index)
 	f.mu.Unlock()
 	// Publish after the commit: a subscriber that sees index i and then
@@ -182,7 +188,7 @@ func (f *fsm) appliedIndex() uint64 {
 func (f *fsm) view() *view {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return &view{txn: f.db.Txn(false), index: f.applied}
+	return &view{txn: f.db.Txn(false), index: f.applied, oldManagers: f.oldManagers}
 }
 
 // waitApplied blocks until the applied index reaches index, ctx ends or done
@@ -211,8 +217,10 @@ func (f *fsm) waitApplied(ctx context.Context, index uint64, done <-chan struct{
 
 // replace swaps in a restored database (Restore runs on the FSM goroutine).
 func (f *fsm) replace(db *memdb.MemDB, index uint64) {
+	old := countOldManagers(db)
 	f.mu.Lock()
 	f.db = db
+	f.oldManagers = old
 	f.applied = index
 	if f.waitCh != nil {
 		close(f.waitCh)

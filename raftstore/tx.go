@@ -15,6 +15,10 @@ import (
 type view struct {
 	txn   *memdb.Txn
 	index uint64
+	// oldManagers is the fsm's count of managers not reporting StoreFormat
+	// at this state: a write built on the view uses the compact entry
+	// forms only when it is 0.
+	oldManagers int
 }
 
 var _ Reader = (*view)(nil)
@@ -279,7 +283,7 @@ func (tx *writeTx) ops() []*shoalv1.StoreOp {
 			obj = newObject(k.kind, k.id) // a delete needs only kind and id
 		}
 		src := shoalv1.PreviousSpecSource_PREVIOUS_SPEC_SOURCE_IN_OBJECT
-		if p.op == shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE {
+		if p.op == shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE && tx.base.oldManagers == 0 {
 			obj, src = elidePreviousSpec(obj, p.expected, tx.base.Get(k.kind, k.id))
 		}
 		out = append(out, &shoalv1.StoreOp{Kind: p.op, Object: Wrap(obj), ExpectedVersion: p.expected, PreviousSpecSource: src})

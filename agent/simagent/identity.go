@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
 	"github.com/shoal-dev/shoal/trust"
 )
 
@@ -33,7 +34,8 @@ type Identities struct {
 // with 4 CPUs and 8 GiB.
 func Description(name string) *shoalv1.NodeDescription {
 	return &shoalv1.NodeDescription{Hostname: name, Os: "linux", Arch: "amd64", EngineVersion: "simagent",
-		Resources: &shoalv1.Resources{NanoCpus: 4e9, MemoryBytes: 8 << 30}}
+		StoreFormat: raftstore.StoreFormat,
+		Resources:   &shoalv1.Resources{NanoCpus: 4e9, MemoryBytes: 8 << 30}}
 }
 
 // Join joins len(names) nodes through the manager at addr with a worker

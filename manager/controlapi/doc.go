@@ -76,7 +76,8 @@
 // names are unique, at most MaxAPITokens are kept (revoked and expired
 // ones make room). ListTokens and GetCluster never show hashes; GetCluster
 // shows join tokens to admins only (a viewer or operator token sees none),
-// and UpdateNode refuses a role change to tokens below admin. A viewer
+// and UpdateNode refuses a role change to tokens below admin (and a
+// promotion of a node not reporting raftstore.StoreFormat). A viewer
 // token reads environment variable names, not values (redact.go:
 // services, tasks and their Watch events), and RollbackService checks the
 // restored spec against the caller's role as UpdateService does

@@ -107,6 +107,12 @@ func (s *Server) UpdateNode(ctx context.Context, req *shoalv1.UpdateNodeRequest)
 		if cur.GetSpec().GetDesiredRole() != req.GetSpec().GetDesiredRole() && callerBelowAdmin(ctx) {
 			return errdefs.PermissionDeniedf("spec.desired_role: changing a node's role needs an admin (token role admin or an admin certificate)")
 		}
+		// A manager of an older release would misapply the raft log's
+		// newer entry forms (raftstore.StoreFormat): promoted once upgraded.
+		if f := cur.GetDescription().GetStoreFormat(); cur.GetSpec().GetDesiredRole() != shoalv1.NodeRole_NODE_ROLE_MANAGER &&
+			req.GetSpec().GetDesiredRole() == shoalv1.NodeRole_NODE_ROLE_MANAGER && f < raftstore.StoreFormat {
+			return errdefs.FailedPreconditionf("spec.desired_role: node %q reports raft store format %d, a manager must read %d; upgrade the node to this release first", req.GetNodeId(), f, raftstore.StoreFormat)
+		}
 		if cur.GetSpec().GetDesiredRole() == shoalv1.NodeRole_NODE_ROLE_MANAGER &&
 			req.GetSpec().GetDesiredRole() == shoalv1.NodeRole_NODE_ROLE_WORKER {
 			if err := canDemote(tx, cur); err != nil {

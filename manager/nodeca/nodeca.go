@@ -1,7 +1,9 @@
 // Package nodeca implements the shoal.v1.NodeCA service: it hands out the
 // cluster's root certificate and signs node certificates for holders of a
 // valid join token (a new node) or of a valid node certificate (a renewal,
-// which is also how a promoted or demoted node gets its new role).
+// which is also how a promoted or demoted node gets its new role). A
+// manager token admits only a node whose description reports the raft
+// store format the managers write (raftstore.StoreFormat).
 //
 // Calls that write run on the leader (the forwarding interceptor sends them
 // there); the CA key lives in the replicated cluster object.
@@ -77,6 +79,11 @@ func (s *Server) IssueNodeCertificate(ctx context.Context, req *shoalv1.IssueNod
 	root, err := trust.LoadCA(c.GetCaCertPem(), c.GetCaKeyPem())
 	if err != nil {
 		return nil, errdefs.Internalf("loading the cluster CA: %v", err)
+	}
+	// A manager of an older release would misapply the raft log's newer
+	// entry forms (raftstore.StoreFormat): it joins once upgraded.
+	if f := req.GetDescription().GetStoreFormat(); role == trust.RoleManager && f < raftstore.StoreFormat {
+		return nil, errdefs.FailedPreconditionf("description.store_format: %d; a manager must read raft store format %d (run this release on the node to join it as a manager)", f, raftstore.StoreFormat)
 	}
 	nodeID := raftstore.NewID()
 	certPEM, serial, err := root.SignCSR(req.GetCsrPem(), nodeID, role, certTTL(c))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -196,5 +197,55 @@ func TestRenewExpiredWithProof(t *testing.T) {
 	_, err = s.RenewNodeCertificate(context.Background(), req(w.certPEM, w.keyPEM))
 	if status.Code(errdefs.ToGRPC(err)) != codes.PermissionDenied {
 		t.Fatalf("proof with a replaced certificate: %v", err)
+	}
+}
+
+// A node joins as a manager only when its description says it reads the
+// raft store format the managers write (raftstore.StoreFormat): a manager of
+// an older release would misapply newer entries. Workers join whatever
+// their release; a refused join creates no node.
+func TestManagerJoinNeedsStoreFormat(t *testing.T) {
+	s, st, root := newServer(t, time.Hour)
+	worker, err := trust.NewJoinToken(root.Digest())
+	if err != nil {
+		t.Fatal(err)
+	}
+	manager, err := trust.NewJoinToken(root.Digest())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Update(context.Background(), func(tx raftstore.WriteTx) error {
+		c, _ := raftstore.Get[*shoalv1.Cluster](tx, "c1")
+		c = proto.Clone(c).(*shoalv1.Cluster)
+		c.Tokens = &shoalv1.JoinTokens{Worker: worker, Manager: manager}
+		return tx.Update(c)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	old := &shoalv1.NodeDescription{Hostname: "old"} // store_format 0: the release before it
+	cur := &shoalv1.NodeDescription{Hostname: "new", StoreFormat: raftstore.StoreFormat}
+	for _, tc := range []struct {
+		name  string
+		token string
+		desc  *shoalv1.NodeDescription
+		ok    bool
+	}{
+		{"old manager", manager, old, false},
+		{"manager without description", manager, nil, false},
+		{"old worker", worker, old, true},
+		{"current manager", manager, cur, true},
+	} {
+		before := len(raftstore.List[*shoalv1.Node](st.View()))
+		_, err := s.IssueNodeCertificate(context.Background(), &shoalv1.IssueNodeCertificateRequest{Token: tc.token, CsrPem: csr(t), Addr: "192.168.250.9:4242", Description: tc.desc})
+		after := len(raftstore.List[*shoalv1.Node](st.View()))
+		if tc.ok {
+			if err != nil || after != before+1 {
+				t.Fatalf("%s: %v (nodes %d -> %d)", tc.name, err, before, after)
+			}
+			continue
+		}
+		if status.Code(errdefs.ToGRPC(err)) != codes.FailedPrecondition || !strings.Contains(err.Error(), "description.store_format") || after != before {
+			t.Fatalf("%s: got %v (nodes %d -> %d), want FailedPrecondition on description.store_format and no node", tc.name, err, before, after)
+		}
 	}
 }

@@ -1165,6 +1165,10 @@ type NodeDescription struct {
 	Arch          string                 `protobuf:"bytes,3,opt,name=arch,proto3" json:"arch,omitempty"`
 	Resources     *Resources             `protobuf:"bytes,4,opt,name=resources,proto3" json:"resources,omitempty"`
 	EngineVersion string                 `protobuf:"bytes,5,opt,name=engine_version,json=engineVersion,proto3" json:"engine_version,omitempty"`
+	// The newest raft entry form the node's manager code reads
+	// (raftstore.StoreFormat; 0: a release before the field). The leader
+	// writes an entry form only while every manager reports one that reads it.
+	StoreFormat   uint32 `protobuf:"varint,6,opt,name=store_format,json=storeFormat,proto3" json:"store_format,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1232,6 +1236,13 @@ func (x *NodeDescription) GetEngineVersion() string {
 		return x.EngineVersion
 	}
 	return ""
+}
+
+func (x *NodeDescription) GetStoreFormat() uint32 {
+	if x != nil {
+		return x.StoreFormat
+	}
+	return 0
 }
 
 type NodeStatus struct {
@@ -3876,13 +3887,14 @@ const file_shoalv1_objects_proto_rawDesc = "" +
 	"\tResources\x12\x1b\n" +
 	"\tnano_cpus\x18\x01 \x01(\x03R\bnanoCpus\x12!\n" +
 	"\fmemory_bytes\x18\x02 \x01(\x03R\vmemoryBytes\x12\x12\n" +
-	"\x04pids\x18\x03 \x01(\x03R\x04pids\"\xab\x01\n" +
+	"\x04pids\x18\x03 \x01(\x03R\x04pids\"\xce\x01\n" +
 	"\x0fNodeDescription\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x0e\n" +
 	"\x02os\x18\x02 \x01(\tR\x02os\x12\x12\n" +
 	"\x04arch\x18\x03 \x01(\tR\x04arch\x121\n" +
 	"\tresources\x18\x04 \x01(\v2\x13.shoal.v1.ResourcesR\tresources\x12%\n" +
-	"\x0eengine_version\x18\x05 \x01(\tR\rengineVersion\"\xf4\x02\n" +
+	"\x0eengine_version\x18\x05 \x01(\tR\rengineVersion\x12!\n" +
+	"\fstore_format\x18\x06 \x01(\rR\vstoreFormat\"\xf4\x02\n" +
 	"\n" +
 	"NodeStatus\x12)\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x13.shoal.v1.NodeStateR\x05state\x12\x18\n" +

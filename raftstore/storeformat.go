@@ -1,0 +1,98 @@
+package raftstore
+
+import (
+	"github.com/hashicorp/go-memdb"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// The store-format gate. A manager of the previous release applies an
+// entry of a newer form wrongly (it ignores the unknown previous_spec_source
+// and stores the service without previous_spec), and its state then drifts
+// from the others'. So the leader writes the compact forms only while every
+// manager node of the cluster reports StoreFormat in its description: the
+// FSM counts the manager nodes that do not, and a write built on a view
+// whose count is not 0 keeps every previous_spec in the entry.
+//
+// The count is kept incrementally, O(1) per node object an entry writes (a
+// large cluster writes node objects all the time), and recomputed from the
+// state on a snapshot restore. It depends only on the state, so it is the
+// same on every replica; and it only chooses what the leader writes: every
+// replica of this release reads both forms, so entries replay identically
+// whichever form they were written in.
+
+// oldManager reports whether n counts against the gate: a node that is or
+// is meant to be a manager (its certificate's role or the wanted one: a
+// promoted node joins raft before its certificate changes, a demoted one
+// leaves it after) and does not report StoreFormat — a node that has not
+// reported a description yet included, so the gate fails closed.
+func oldManager(n *shoalv1.Node) bool {
+	if n == nil {
+		return false
+	}
+	manager := n.GetRole() == shoalv1.NodeRole_NODE_ROLE_MANAGER ||
+		n.GetSpec().GetDesiredRole() == shoalv1.NodeRole_NODE_ROLE_MANAGER
+	return manager && n.GetDescription().GetStoreFormat() < StoreFormat
+}
+
+// oldManagersDelta is the change an applied entry makes to the count: for
+// every node it touched, the node as txn (the entry applied, not yet
+// committed) has it against the node as db (the state before the entry)
+// had it. events are the entry's; an entry without node events costs one
+// pass over them.
+func oldManagersDelta(db *memdb.MemDB, txn *memdb.Txn, events []*shoalv1.WatchEvent) int {
+	var before *memdb.Txn
+	var first string
+	var seen map[string]bool // made at the second node: most entries touch one
+	delta := 0
+	for _, ev := range events {
+		n := ev.GetObject().GetNode()
+		if n == nil {
+			continue
+		}
+		id := n.GetMeta().GetId()
+		if before == nil {
+			before, first = db.Txn(false), id
+		} else {
+			if seen == nil {
+				seen = map[string]bool{first: true}
+			}
+			if seen[id] {
+				continue // an entry may touch a node twice; count it once
+			}
+			seen[id] = true
+		}
+		delta += b2i(oldManager(nodeIn(txn, id))) - b2i(oldManager(nodeIn(before, id)))
+	}
+	return delta
+}
+
+// countOldManagers counts from scratch (snapshot restore).
+func countOldManagers(db *memdb.MemDB) int {
+	it, err := db.Txn(false).Get(string(KindNode), indexID)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		if oldManager(raw.(*shoalv1.Node)) {
+			n++
+		}
+	}
+	return n
+}
+
+func nodeIn(txn *memdb.Txn, id string) *shoalv1.Node {
+	raw, err := txn.First(string(KindNode), indexID, id)
+	if err != nil || raw == nil {
+		return nil
+	}
+	return raw.(*shoalv1.Node)
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
