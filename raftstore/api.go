@@ -31,11 +31,10 @@ var Kinds = []Kind{KindCluster, KindNode, KindService, KindTask, KindNetwork}
 
 // Secondary index names usable with Find.
 const (
-	IndexName         = "name"          // services, networks: unique; nodes: spec.name or hostname, not unique
-	IndexServiceID    = "service_id"    // tasks
-	IndexNodeID       = "node_id"       // tasks
-	IndexDesiredState = "desired_state" // tasks: value is the enum name, e.g. "TASK_STATE_RUNNING"
-	IndexState        = "state"         // tasks: status.state enum name
+	IndexName      = "name"       // services, networks: unique; nodes: spec.name or hostname, not unique
+	IndexServiceID = "service_id" // tasks
+	IndexNodeID    = "node_id"    // tasks
+	IndexState     = "state"      // tasks: status.state enum name, e.g. "TASK_STATE_PENDING"
 )
 
 // Object is any stored object (*shoalv1.Cluster, Node, Service, Task, Network).

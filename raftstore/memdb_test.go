@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"slices"
 	"testing"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -28,5 +29,25 @@ func TestMemDBTracksNoMutations(t *testing.T) {
 	}
 	if got, err := db.Txn(false).First(string(KindTask), indexID, "t1"); err != nil || got == nil {
 		t.Fatalf("the write is not visible: %v, %v", got, err)
+	}
+}
+
+// TestTaskIndexesAreRead: a task is indexed only where something looks it
+// up (by service, by node, by state), since every write of a task
+// re-inserts it in each of its indexes. The desired-state index had no
+// reader and cost a fifth of the inserts.
+func TestTaskIndexesAreRead(t *testing.T) {
+	var got []string
+	for name := range tableDefs[KindTask].indexes {
+		got = append(got, name)
+	}
+	slices.Sort(got)
+	want := []string{indexID, IndexNodeID, IndexServiceID, IndexState}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("task indexes %q, want %q", got, want)
+	}
+	if ts := newSchema().Tables[string(KindTask)]; len(ts.Indexes) != len(want) {
+		t.Errorf("the task table's schema has %d indexes, want %d", len(ts.Indexes), len(want))
 	}
 }

@@ -257,8 +257,6 @@ func TestIndexes(t *testing.T) {
 		{KindTask, IndexServiceID, "s3", ""},
 		{KindTask, IndexNodeID, "n1", "t1 t3"},
 		{KindTask, IndexNodeID, "", "t4"},
-		{KindTask, IndexDesiredState, "TASK_STATE_RUNNING", "t1 t2 t4"},
-		{KindTask, IndexDesiredState, "TASK_STATE_SHUTDOWN", "t3"},
 		{KindTask, IndexState, "TASK_STATE_NEW", "t4"},
 		{KindTask, IndexState, "TASK_STATE_RUNNING", "t1"},
 		{KindNode, IndexName, "alpha", "n1"},
