@@ -34,7 +34,7 @@ const (
 	IndexName      = "name"       // services, networks: unique; nodes: spec.name or hostname, not unique
 	IndexServiceID = "service_id" // tasks
 	IndexNodeID    = "node_id"    // tasks
-	IndexState     = "state"      // tasks: status.state enum name, e.g. "TASK_STATE_PENDING"
+	IndexState     = "state"      // tasks: "TASK_STATE_PENDING" only; tasks in other states are not in it
 )
 
 // Object is any stored object (*shoalv1.Cluster, Node, Service, Task, Network).

@@ -241,15 +241,13 @@ func scheduleTx(tx raftstore.WriteTx, now time.Time, res *schedResult, after str
 	return nil
 }
 
-// readPlaced counts the tasks on nodes: the ones from ASSIGNED up to the
-// terminal states, found through the state index rather than a scan, which
-// would also read every terminal task kept as history.
+// readPlaced counts the tasks on nodes (ASSIGNED up to the terminal
+// states). It reads every task, history included (the state index holds
+// only pending tasks): once per term and after a watch cut, not per batch.
 func readPlaced(r raftstore.Reader) *scheduler.Placed {
 	placed := scheduler.NewPlaced()
-	for st := stateAssigned; st < stateComplete; st++ {
-		for _, t := range raftstore.Find[*shoalv1.Task](r, raftstore.IndexState, st.String()) {
-			placed.Observe(t)
-		}
+	for _, t := range raftstore.List[*shoalv1.Task](r) {
+		placed.Observe(t)
 	}
 	return placed
 }
