@@ -33,12 +33,11 @@ var Kinds = []Kind{KindCluster, KindNode, KindService, KindTask, KindNetwork}
 // Count (page.go: a page of one index range, seeking from the previous
 // page's last id, and the size of a range without building it).
 const (
-	IndexID           = "id"            // every kind: meta.id, unique; for Page and Count the value is an id prefix
-	IndexName         = "name"          // services, networks: unique; nodes: spec.name or hostname, not unique
-	IndexServiceID    = "service_id"    // tasks
-	IndexNodeID       = "node_id"       // tasks
-	IndexDesiredState = "desired_state" // tasks: value is the enum name, e.g. "TASK_STATE_RUNNING"
-	IndexState        = "state"         // tasks: status.state enum name
+	IndexID        = "id"         // every kind: meta.id, unique; for Page and Count the value is an id prefix
+	IndexName      = "name"       // services, networks: unique; nodes: spec.name or hostname, not unique
+	IndexServiceID = "service_id" // tasks
+	IndexNodeID    = "node_id"    // tasks
+	IndexState     = "state"      // tasks: "TASK_STATE_PENDING" only; tasks in other states are not in it
 )
 
 // Object is any stored object (*shoalv1.Cluster, Node, Service, Task, Network).

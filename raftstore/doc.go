@@ -8,8 +8,9 @@
 // # State
 //
 // Each kind of object lives in a go-memdb table with an "id" index and a few
-// secondary indexes (IndexName, IndexServiceID, IndexNodeID,
-// IndexDesiredState, IndexState). Every object carries meta.version, the raft
+// secondary indexes (IndexName, IndexServiceID, IndexNodeID, IndexState),
+// only those something looks up: every write re-inserts the object in each
+// of its indexes (IndexState holds only PENDING tasks). Every object carries meta.version, the raft
 // index of its last change. Objects handed out by readers are shared and
 // immutable: proto.Clone one before changing it.
 //

@@ -1,7 +1,11 @@
 package raftstore
 
 import (
+	"slices"
+	"strings"
 	"testing"
+
+	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
@@ -28,5 +32,61 @@ func TestMemDBTracksNoMutations(t *testing.T) {
 	}
 	if got, err := db.Txn(false).First(string(KindTask), indexID, "t1"); err != nil || got == nil {
 		t.Fatalf("the write is not visible: %v, %v", got, err)
+	}
+}
+
+// TestTaskIndexesAreRead: a task is indexed only where something looks it
+// up (by service, by node, by state), since every write of a task
+// re-inserts it in each of its indexes. The desired-state index had no
+// reader and cost a fifth of the inserts.
+func TestTaskIndexesAreRead(t *testing.T) {
+	var got []string
+	for name := range tableDefs[KindTask].indexes {
+		got = append(got, name)
+	}
+	slices.Sort(got)
+	want := []string{indexID, IndexNodeID, IndexServiceID, IndexState}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("task indexes %q, want %q", got, want)
+	}
+	if ts := newSchema().Tables[string(KindTask)]; len(ts.Indexes) != len(want) {
+		t.Errorf("the task table's schema has %d indexes, want %d", len(ts.Indexes), len(want))
+	}
+}
+
+// TestStateIndexHoldsPendingOnly: only pending tasks are in the state
+// index (the scheduler's and the allocator's lookup), so an assigned
+// task's reports do not re-insert it there; a task leaves it when it is
+// assigned, in memdb and in a WriteTx's overlay alike.
+func TestStateIndexHoldsPendingOnly(t *testing.T) {
+	s := single(t, options{})
+	mustUpdate(t, s, createIfMissing(
+		mkTask("p1", "s1", "", shoalv1.TaskState_TASK_STATE_RUNNING, shoalv1.TaskState_TASK_STATE_PENDING),
+		mkTask("r1", "s1", "n1", shoalv1.TaskState_TASK_STATE_RUNNING, shoalv1.TaskState_TASK_STATE_RUNNING),
+	))
+	find := func(r Reader, st shoalv1.TaskState) string {
+		return strings.Join(ids(r.Find(KindTask, IndexState, st.String())), " ")
+	}
+	if got := find(s.View(), shoalv1.TaskState_TASK_STATE_PENDING); got != "p1" {
+		t.Errorf("pending: %q, want p1", got)
+	}
+	if got := find(s.View(), shoalv1.TaskState_TASK_STATE_RUNNING); got != "" {
+		t.Errorf("running tasks are in the state index: %q", got)
+	}
+	mustUpdate(t, s, func(tx WriteTx) error {
+		cur, _ := Get[*shoalv1.Task](tx, "p1")
+		tk := proto.Clone(cur).(*shoalv1.Task)
+		tk.NodeId, tk.Status.State = "n1", shoalv1.TaskState_TASK_STATE_ASSIGNED
+		if err := tx.Update(tk); err != nil {
+			return err
+		}
+		if got := find(tx, shoalv1.TaskState_TASK_STATE_PENDING); got != "" {
+			t.Errorf("pending in the transaction after the assignment: %q", got)
+		}
+		return nil
+	})
+	if got := find(s.View(), shoalv1.TaskState_TASK_STATE_PENDING); got != "" {
+		t.Errorf("pending after the assignment: %q", got)
 	}
 }

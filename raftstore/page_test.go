@@ -87,8 +87,9 @@ func TestPageMatchesFind(t *testing.T) {
 		{"unassigned", IndexNodeID, "", nil},
 		{"node", IndexNodeID, "node2", nil},
 		{"node, running", IndexNodeID, "node2", running},
-		{"state", IndexState, "TASK_STATE_FAILED", nil},
-		{"desired state", IndexDesiredState, "TASK_STATE_RUNNING", onNode1},
+		{"state", IndexState, "TASK_STATE_PENDING", nil},
+		{"state not indexed", IndexState, "TASK_STATE_FAILED", nil}, // only PENDING is in the state index
+		{"pending on node1", IndexState, "TASK_STATE_PENDING", onNode1},
 		{"service absent", IndexServiceID, "svc9", nil},
 		{"keep refuses all", IndexID, "", func(*shoalv1.Task) bool { return false }},
 		{"unknown index", "nope", "x", nil},

@@ -257,10 +257,9 @@ func TestIndexes(t *testing.T) {
 		{KindTask, IndexServiceID, "s3", ""},
 		{KindTask, IndexNodeID, "n1", "t1 t3"},
 		{KindTask, IndexNodeID, "", "t4"},
-		{KindTask, IndexDesiredState, "TASK_STATE_RUNNING", "t1 t2 t4"},
-		{KindTask, IndexDesiredState, "TASK_STATE_SHUTDOWN", "t3"},
-		{KindTask, IndexState, "TASK_STATE_NEW", "t4"},
-		{KindTask, IndexState, "TASK_STATE_RUNNING", "t1"},
+		{KindTask, IndexState, "TASK_STATE_PENDING", "t2"},
+		{KindTask, IndexState, "TASK_STATE_NEW", ""},     // only pending tasks are in the state index
+		{KindTask, IndexState, "TASK_STATE_RUNNING", ""}, // (TestTaskIndexesAreRead)
 		{KindNode, IndexName, "alpha", "n1"},
 		{KindNode, IndexName, "host-a", ""}, // spec.name wins over the hostname
 		{KindNode, IndexName, "host-b", "n2 n3"},

@@ -74,6 +74,12 @@
 // reservations, max per node). Assignments update the accounting for the
 // rest of the batch.
 //
+// The tasks already on nodes come in as a Placed: per node, the task
+// count, the reservations and the count per service. The scheduler loop
+// keeps one across batches (from its task events and the assignments it
+// commits), so a batch costs the nodes and the services on them, not a
+// read of every placed task; Schedule builds one from a task list.
+//
 // Spread without preferences — the common case — shares one heap (the
 // pool) across every group of the call: nodes without a task of the
 // service always come first and are ordered by (tasks, id) for every

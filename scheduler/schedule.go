@@ -97,8 +97,8 @@ type placement struct {
 type state struct {
 	nodes []nodeInfo // sorted by id
 	byID  map[string]int
-	// bySvc lists, per service id, the node index of each existing task.
-	bySvc map[string][]int
+	// bySvc lists, per service id, the nodes with existing tasks of it.
+	bySvc map[string][]svcOnNode
 	// svcCount is the current service's task count per node index; it is
 	// filled when a service starts and reset when it ends.
 	svcCount []int
@@ -111,6 +111,10 @@ type state struct {
 	pooled []int32
 }
 
+// svcOnNode is a node index and how many existing tasks of a service are
+// on it.
+type svcOnNode struct{ idx, count int }
+
 // Schedule places pending tasks. nodes are the cluster's nodes; existing
 // are the tasks already on nodes (ASSIGNED up to, not including, COMPLETE;
 // others are ignored), which count towards resources and spread; pending
@@ -118,7 +122,14 @@ type state struct {
 // Results come in pending's sorted order: by service id, slot, task id. See
 // the package documentation for the rules.
 func Schedule(nodes []*shoalv1.Node, existing []*shoalv1.Task, pending []*shoalv1.Task) ([]Assignment, []Failure) {
-	s := newState(nodes, existing)
+	return SchedulePlaced(nodes, PlacedOf(existing), pending)
+}
+
+// SchedulePlaced is Schedule with the existing tasks given as what they
+// take of each node (a Placed kept across batches). It does not change
+// placed: the caller records the assignments it commits.
+func SchedulePlaced(nodes []*shoalv1.Node, placed *Placed, pending []*shoalv1.Task) ([]Assignment, []Failure) {
+	s := newState(nodes, placed)
 
 	order := make([]*shoalv1.Task, 0, len(pending))
 	for _, t := range pending {
@@ -161,8 +172,8 @@ func Schedule(nodes []*shoalv1.Node, existing []*shoalv1.Task, pending []*shoalv
 	return assigned, failed
 }
 
-func newState(nodes []*shoalv1.Node, existing []*shoalv1.Task) *state {
-	s := &state{byID: make(map[string]int, len(nodes)), bySvc: map[string][]int{}}
+func newState(nodes []*shoalv1.Node, placed *Placed) *state {
+	s := &state{byID: make(map[string]int, len(nodes)), bySvc: map[string][]svcOnNode{}}
 	sorted := make([]*shoalv1.Node, 0, len(nodes))
 	for _, n := range nodes {
 		if n != nil {
@@ -187,21 +198,18 @@ func newState(nodes []*shoalv1.Node, existing []*shoalv1.Task) *state {
 	}
 	s.svcCount = make([]int, len(s.nodes))
 	defer s.initPool()
-	for _, t := range existing {
-		st := t.GetStatus().GetState()
-		if st < shoalv1.TaskState_TASK_STATE_ASSIGNED || st >= shoalv1.TaskState_TASK_STATE_COMPLETE {
-			continue
-		}
-		i, ok := s.byID[t.GetNodeId()]
+	for id, u := range placed.nodes {
+		i, ok := s.byID[id]
 		if !ok {
 			continue
 		}
-		r := t.GetSpec().GetResources().GetReservations()
 		n := &s.nodes[i]
-		n.tasks++
-		n.usedCPU += r.GetNanoCpus()
-		n.usedMem += r.GetMemoryBytes()
-		s.bySvc[t.GetServiceId()] = append(s.bySvc[t.GetServiceId()], i)
+		n.tasks += u.tasks
+		n.usedCPU += u.cpu
+		n.usedMem += u.mem
+		for svc, count := range u.bySvc {
+			s.bySvc[svc] = append(s.bySvc[svc], svcOnNode{idx: i, count: count})
+		}
 	}
 	return s
 }
@@ -228,9 +236,9 @@ func staticCause(n *shoalv1.Node) cause {
 // id) and writes each one's node index (or -1 and a reason) into results.
 func (s *state) scheduleService(tasks []*shoalv1.Task, results []int, reasons []string) {
 	svc := tasks[0].GetServiceId()
-	for _, i := range s.bySvc[svc] {
-		s.svcCount[i]++
-		s.hold(i)
+	for _, on := range s.bySvc[svc] {
+		s.svcCount[on.idx] += on.count
+		s.hold(on.idx)
 	}
 	defer s.releaseAll()
 

@@ -62,10 +62,10 @@ func taskRange(r raftstore.Reader, f map[string]string) (listRange[*shoalv1.Task
 		rng.index, rng.value = raftstore.IndexServiceID, serviceID
 	case nodeID != "":
 		rng.index, rng.value = raftstore.IndexNodeID, nodeID
-	case state != "" && oneTaskState(state) != "":
+	case state != "" && oneTaskState(state) == shoalv1.TaskState_TASK_STATE_PENDING.String():
+		// The state index holds PENDING tasks only (raftstore.IndexState);
+		// any other state is found by its filter over the id range.
 		rng.index, rng.value = raftstore.IndexState, oneTaskState(state)
-	case desired != "" && oneTaskState(desired) != "":
-		rng.index, rng.value = raftstore.IndexDesiredState, oneTaskState(desired)
 	}
 	// The state filters are matched against every TaskState once here, not
 	// per task: keep runs for every task a walk visits (a whole table's

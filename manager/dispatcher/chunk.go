@@ -87,8 +87,17 @@ func takeStatuses[K comparable](pending map[K]statusUpdate, size func(statusUpda
 	return batch
 }
 
-// statusSize is what an update costs in an entry: the task it rewrites.
-func (d *Dispatcher) statusSize(u statusUpdate) int {
-	t, _ := raftstore.Get[*shoalv1.Task](d.cfg.Store.View(), u.upd.GetTaskId())
-	return proto.Size(t) + proto.Size(u.upd.GetStatus())
+// statusSizer returns what an update costs in an entry (the task it
+// rewrites), read from one view for the whole batch: a view per update
+// cost a memdb transaction each. The view is taken at the first call
+// (a batch of one is not sized).
+func (d *Dispatcher) statusSizer() func(statusUpdate) int {
+	var view raftstore.Reader
+	return func(u statusUpdate) int {
+		if view == nil {
+			view = d.cfg.Store.View()
+		}
+		t, _ := raftstore.Get[*shoalv1.Task](view, u.upd.GetTaskId())
+		return proto.Size(t) + proto.Size(u.upd.GetStatus())
+	}
 }

@@ -108,6 +108,9 @@ type Dispatcher struct {
 	// networksSeen: the cluster has had a network, so other nodes' events
 	// matter to every session (sessionEvents).
 	networksSeen atomic.Bool
+	// writeBatch commits a batch of status updates (applyStatuses; tests
+	// hold it to see what the writer does while a commit is in flight).
+	writeBatch func(context.Context, map[statusKey]statusUpdate) error
 }
 
 type statusUpdate struct {
@@ -122,6 +125,7 @@ func New(cfg Config) *Dispatcher {
 	}
 	d := &Dispatcher{cfg: cfg, log: cfg.Logger.With("component", "dispatcher"),
 		sessions: map[string]*session{}, lastSeen: map[string]time.Time{}, told: map[string]time.Duration{}}
+	d.writeBatch = d.applyStatuses
 	if cfg.Store != nil {
 		d.nets.latest = func() raftstore.Reader { return cfg.Store.View() }
 	}
@@ -384,11 +388,28 @@ type statusKey struct {
 }
 
 // writeStatuses applies agents' task status updates in batches: one raft
-// entry per flush for all sessions together.
+// entry per flush for all sessions together. One batch is written at a
+// time, by a goroutine of its own, and the loop keeps taking updates while
+// it is committed: the window of the next batch is the commit of this one,
+// so it grows with the load, sessions do not wait on a full queue behind
+// the commit, and a task whose reports follow each other within the window
+// (ACCEPTED then RUNNING) is written once, with the newest (pending is
+// keyed by node and task). Each task still moves only forward through the
+// states its agent reports; none is invented.
 func (d *Dispatcher) writeStatuses(ctx context.Context, in <-chan statusUpdate) error {
 	pending := map[statusKey]statusUpdate{}
 	var timer <-chan time.Time
+	// written is non-nil while a batch is being committed; it carries the
+	// result (buffered: the writer never blocks on this loop).
+	var written chan error
+	var inflight map[statusKey]statusUpdate
 	for {
+		// The flush waits for the batch in flight: updates that arrive
+		// meanwhile go into the next one.
+		var flush <-chan time.Time
+		if written == nil {
+			flush = timer
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -398,26 +419,32 @@ func (d *Dispatcher) writeStatuses(ctx context.Context, in <-chan statusUpdate) 
 				timer = time.After(d.cfg.StatusFlush)
 			}
 			continue
-		case <-timer:
+		case err := <-written:
+			written = nil
+			if err != nil && ctx.Err() == nil {
+				// Not dropped: an agent reports a change once. Put the
+				// batch back (behind anything newer that arrived
+				// meanwhile) and try again after a pause.
+				d.log.Warn("writing task statuses; will retry", "count", len(inflight), "err", err)
+				for k, u := range inflight {
+					if _, newer := pending[k]; !newer {
+						pending[k] = u
+					}
+				}
+				timer = time.After(retryFlush(d.cfg.StatusFlush))
+			}
+			inflight = nil
+			continue
+		case <-flush:
 		}
 		timer = nil
-		batch := takeStatuses(pending, d.statusSize)
-		d.cfg.Metrics.StatusBatch(len(batch))
+		inflight = takeStatuses(pending, d.statusSizer())
+		d.cfg.Metrics.StatusBatch(len(inflight))
 		if len(pending) > 0 {
 			timer = time.After(0) // the rest in the next bounded entry
 		}
-		if err := d.applyStatuses(ctx, batch); err != nil && ctx.Err() == nil {
-			// Not dropped: an agent reports a change once. Put the batch
-			// back (behind anything newer that arrived meanwhile) and try
-			// again on the next flush.
-			d.log.Warn("writing task statuses; will retry", "count", len(batch), "err", err)
-			for k, u := range batch {
-				if _, newer := pending[k]; !newer {
-					pending[k] = u
-				}
-			}
-			timer = time.After(retryFlush(d.cfg.StatusFlush))
-		}
+		written = make(chan error, 1)
+		go func(batch map[statusKey]statusUpdate) { written <- d.writeBatch(ctx, batch) }(inflight)
 	}
 }
 

@@ -5,7 +5,10 @@
 // node's full task assignment set, and from then on diffs of that set as the
 // store changes. The agent heartbeats on the same stream and sends task
 // status updates in batches; the dispatcher coalesces status updates from all
-// sessions into one raft entry per flush. A session watches the store
+// sessions into one raft entry per flush, one entry in flight at a time:
+// what arrives while it is committed waits for the next, keyed by node and
+// task, so a task whose ACCEPTED and RUNNING both arrive meanwhile is
+// written once, RUNNING. A session watches the store
 // through raftstore's WatchNode, which routes a task event to its node's
 // sessions only (no per-session work for other nodes' tasks), keeping its
 // node's tasks and

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -99,3 +100,119 @@ func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
 }
 func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h *countingHandler) WithGroup(string) slog.Handler      { return h }
+
+// While a batch is being committed the writer keeps taking updates (the
+// sessions do not wait behind the commit), and a task whose ACCEPTED and
+// RUNNING both arrive during one commit is written once, RUNNING: the
+// commit is the next batch's window. Written synchronously, the writer
+// took nothing during a commit, and the two reports, sent apart by a
+// flush, were two raft writes.
+func TestStatusesCoalesceDuringCommit(t *testing.T) {
+	s := openStore(t)
+	d := New(Config{Store: s, Logger: slog.New(slog.DiscardHandler), StatusFlush: time.Millisecond})
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	free := func() { releaseOnce.Do(func() { close(release) }) }
+	batches := make(chan map[statusKey]statusUpdate, 8)
+	calls := 0 // the writer's goroutines run one at a time
+	d.writeBatch = func(ctx context.Context, b map[statusKey]statusUpdate) error {
+		calls++
+		batches <- b
+		if calls == 1 {
+			<-release // the first commit is held
+		}
+		return nil
+	}
+	in := make(chan statusUpdate) // unbuffered: a send completes only when the writer takes it
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.writeStatuses(ctx, in) }()
+	t.Cleanup(func() {
+		cancel()
+		free()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("writeStatuses: %v", err)
+		}
+	})
+	send := func(u statusUpdate) { sendWithin(t, in, u) }
+	send(update("n1", "t1", shoalv1.TaskState_TASK_STATE_ACCEPTED))
+	first := <-batches // now held in its commit
+	if len(first) != 1 {
+		t.Fatalf("first batch %v, want t1 alone", first)
+	}
+	send(update("n1", "t2", shoalv1.TaskState_TASK_STATE_ACCEPTED))
+	send(update("n1", "t2", shoalv1.TaskState_TASK_STATE_RUNNING))
+	send(update("n1", "t1", shoalv1.TaskState_TASK_STATE_RUNNING))
+	free()
+	second := <-batches
+	want := map[string]shoalv1.TaskState{"t1": shoalv1.TaskState_TASK_STATE_RUNNING, "t2": shoalv1.TaskState_TASK_STATE_RUNNING}
+	if len(second) != len(want) {
+		t.Fatalf("second batch has %d updates, want %d (one per task)", len(second), len(want))
+	}
+	for k, u := range second {
+		if want[k.taskID] != u.upd.GetStatus().GetState() {
+			t.Errorf("second batch writes %s for %s, want %s", u.upd.GetStatus().GetState(), k.taskID, want[k.taskID])
+		}
+	}
+}
+
+// A batch whose commit fails is written again together with what arrived
+// during the failed commit, an update that arrived meanwhile winning over
+// the failed one of the same task.
+func TestStatusBatchRetriedAfterFailedCommit(t *testing.T) {
+	s := openStore(t)
+	d := New(Config{Store: s, Logger: slog.New(slog.DiscardHandler), StatusFlush: time.Millisecond})
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	free := func() { releaseOnce.Do(func() { close(release) }) }
+	batches := make(chan map[statusKey]statusUpdate, 8)
+	calls := 0 // the writer's goroutines run one at a time
+	d.writeBatch = func(ctx context.Context, b map[statusKey]statusUpdate) error {
+		calls++
+		batches <- b
+		if calls == 1 {
+			<-release
+			return errors.New("not leader")
+		}
+		return nil
+	}
+	in := make(chan statusUpdate)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.writeStatuses(ctx, in) }()
+	t.Cleanup(func() {
+		cancel()
+		free()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("writeStatuses: %v", err)
+		}
+	})
+	sendWithin(t, in, update("n1", "t1", shoalv1.TaskState_TASK_STATE_ACCEPTED))
+	if first := <-batches; len(first) != 1 { // now held in its commit
+		t.Fatalf("first batch %v, want t1 alone", first)
+	}
+	sendWithin(t, in, update("n1", "t2", shoalv1.TaskState_TASK_STATE_ACCEPTED))
+	sendWithin(t, in, update("n1", "t1", shoalv1.TaskState_TASK_STATE_RUNNING))
+	free()
+	retried := <-batches
+	want := map[string]shoalv1.TaskState{"t1": shoalv1.TaskState_TASK_STATE_RUNNING, "t2": shoalv1.TaskState_TASK_STATE_ACCEPTED}
+	if len(retried) != len(want) {
+		t.Fatalf("retried batch %v, want t1 RUNNING and t2 ACCEPTED", retried)
+	}
+	for k, u := range retried {
+		if want[k.taskID] != u.upd.GetStatus().GetState() {
+			t.Errorf("retried batch writes %s for %s, want %s", u.upd.GetStatus().GetState(), k.taskID, want[k.taskID])
+		}
+	}
+}
+
+// sendWithin sends u to the status writer, failing the test when the writer
+// does not take it.
+func sendWithin(t *testing.T, in chan<- statusUpdate, u statusUpdate) {
+	t.Helper()
+	select {
+	case in <- u:
+	case <-time.After(waitFor):
+		t.Fatalf("the writer did not take %s of %s while a batch was being committed", u.upd.GetStatus().GetState(), u.upd.GetTaskId())
+	}
+}

@@ -83,7 +83,12 @@ func benchBurst(b *testing.B, nodes, tasks int) {
 		b.Fatal(err)
 	}
 	for deadline := time.Now().Add(10 * time.Minute); ; time.Sleep(250 * time.Millisecond) {
-		n := len(raftstore.Find[*shoalv1.Task](s.View(), raftstore.IndexState, stateAssigned.String()))
+		n := 0
+		for _, t := range raftstore.List[*shoalv1.Task](s.View()) {
+			if t.GetStatus().GetState() == stateAssigned {
+				n++
+			}
+		}
 		if n >= tasks {
 			break
 		}

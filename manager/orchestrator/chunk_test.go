@@ -3,6 +3,7 @@ package orchestrator
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -271,5 +272,93 @@ func TestSchedulerStopsAfterARoundPlacingNothing(t *testing.T) {
 	}
 	if !l.unschedulable {
 		t.Error("unschedulable not recorded: freed resources would not start a pass")
+	}
+}
+
+// TestSchedulerKeepsPlacedAcrossBatches: the scheduler loop counts what
+// the tasks on nodes take from the task events it sees and the assignments
+// it commits, instead of reading every placed task for every batch; what
+// it counts stays what the store holds, batch after batch, through a task
+// ending, and a write whose outcome is unknown makes the next batch read
+// the store again.
+func TestSchedulerKeepsPlacedAcrossBatches(t *testing.T) {
+	s := openStore(t)
+	objs := []raftstore.Object{mkNode("n1", memory(3<<30)), mkNode("n2", memory(3<<30)),
+		mkTask("old", "svc", 99, st(tsRunning), onNode("n1"), reserve(1<<30))}
+	for i := range 5 {
+		objs = append(objs, mkTask(fmt.Sprintf("t%03d", i), "svc", uint64(i+1), st(tsPending), onNode(""), reserve(1<<30)))
+	}
+	create(t, s, objs...)
+	o := newOrchestrator(s, testLogger())
+	o.maxEntryOps = 2
+	l := newSchedLoop(o)
+	l.resync()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	matches := func(when string) {
+		t.Helper()
+		if l.placed == nil {
+			t.Fatalf("%s: the loop keeps no placed set", when)
+		}
+		if got, want := l.placed.Nodes(), readPlaced(s.View()).Nodes(); !reflect.DeepEqual(got, want) {
+			t.Fatalf("%s: the loop counts %+v, the store holds %+v", when, got, want)
+		}
+	}
+	for batches := 0; ; batches++ {
+		if batches > 10 {
+			t.Fatal("still scheduling after 10 batches")
+		}
+		wake, err := l.pass(ctx, o.now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		matches(fmt.Sprintf("after batch %d", batches+1))
+		if wake.IsZero() {
+			break
+		}
+	}
+	// 6 GiB for 6 tasks of 1 GiB: 3 on each node, "old" among them.
+	if got := perNode(liveOf(tasksOf(s, "svc"))); got["n1"] != 3 || got["n2"] != 3 {
+		t.Fatalf("tasks per node %v, want 3 and 3", got)
+	}
+
+	// A task ends: seen as an event, it no longer counts.
+	var ended *shoalv1.Task
+	write(t, s, func(tx raftstore.WriteTx) error {
+		cur, _ := raftstore.Get[*shoalv1.Task](tx, "old")
+		ended = cloneTask(cur)
+		ended.Status = &shoalv1.TaskStatus{State: tsComplete}
+		return tx.Update(ended)
+	})
+	l.observe(&shoalv1.WatchEvent{Action: shoalv1.WatchAction_WATCH_ACTION_UPDATE, Object: raftstore.Wrap(ended)})
+	matches("after a task ended")
+
+	// A write that fails (here: its context is over) may or may not have
+	// been committed: the next batch reads the store again.
+	create(t, s, mkTask("late", "svc", 7, st(tsPending), onNode(""), reserve(1<<30)))
+	l.due = true
+	done, stop := context.WithCancel(ctx)
+	stop()
+	if _, err := l.pass(done, o.now()); err == nil {
+		t.Fatal("a pass with its context over succeeded")
+	}
+	if l.placed != nil {
+		t.Fatal("after a failed write the loop still trusts its placed set")
+	}
+	if _, err := l.pass(ctx, o.now()); err != nil {
+		t.Fatal(err)
+	}
+	matches("after the batch that read the store again")
+}
+
+// memory gives a test node a memory capacity.
+func memory(bytes int64) nodeOpt {
+	return func(n *shoalv1.Node) { n.Description.Resources = &shoalv1.Resources{MemoryBytes: bytes} }
+}
+
+// reserve gives a test task a memory reservation.
+func reserve(bytes int64) taskOpt {
+	return func(t *shoalv1.Task) {
+		t.Spec.Resources = &shoalv1.ResourceRequirements{Reservations: &shoalv1.Resources{MemoryBytes: bytes}}
 	}
 }

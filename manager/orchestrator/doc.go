@@ -227,9 +227,12 @@
 //
 //   - the scheduler loop watches tasks and nodes. When tasks become pending
 //     or nodes change (or, if some tasks could not be placed, when tasks
-//     end), it runs scheduler.Schedule over the pending tasks (as many as
-//     one bounded entry holds; the next batch starts after the last task of
-//     this one, at once) and writes the batch in one store.Update: node_id and status ASSIGNED for those
+//     end), it runs scheduler.SchedulePlaced over the pending tasks (as
+//     many as one bounded entry holds; the next batch starts after the last
+//     task of this one, at once) against what the tasks on nodes take — a
+//     scheduler.Placed the loop keeps from its task events and its own
+//     commits, read from the store again only at the start of a term,
+//     after a watch cut or after a write of unknown outcome — and writes the batch in one store.Update: node_id and status ASSIGNED for those
 //     placed, and for the others the failure reason in status.message —
 //     only when it changed, so that an unschedulable task costs no writes.
 //

@@ -41,6 +41,15 @@ type schedLoop struct {
 	// last placed a task: once it covers them all, a whole round placed
 	// nothing and the next batch would only repeat it.
 	idle int
+	// placed is what the tasks on nodes take of them, kept across batches
+	// from the task events this loop sees and the assignments it commits,
+	// so that a batch does not read every placed task; nil: rebuilt from
+	// the store by the next batch (at start, after a watch was cut, after
+	// a write whose outcome is unknown). Events may lag the store a
+	// little: a task that ended meanwhile still counts until its event
+	// comes (a pass is then due), which delays a placement, never
+	// overcommits a node.
+	placed *scheduler.Placed
 }
 
 func newSchedLoop(o *Orchestrator) *schedLoop {
@@ -53,7 +62,10 @@ func (s *schedLoop) kinds() []raftstore.Kind {
 	return []raftstore.Kind{raftstore.KindTask, raftstore.KindNode}
 }
 
-func (s *schedLoop) resync() { s.due = true }
+func (s *schedLoop) resync() {
+	s.due = true
+	s.placed = nil
+}
 
 func (s *schedLoop) observe(ev *shoalv1.WatchEvent) bool {
 	switch obj := raftstore.Unwrap(ev.GetObject()).(type) {
@@ -61,6 +73,13 @@ func (s *schedLoop) observe(ev *shoalv1.WatchEvent) bool {
 		// Readiness, availability, labels or capacity may have changed.
 		s.due = true
 	case *shoalv1.Task:
+		if s.placed != nil {
+			if ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_DELETE {
+				s.placed.Forget(obj.GetMeta().GetId())
+			} else {
+				s.placed.Observe(obj)
+			}
+		}
 		switch {
 		case ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_DELETE || isTerminal(obj):
 			// Resources and spread were freed: worth a pass only if
@@ -83,6 +102,11 @@ type schedResult struct {
 	// did not hold them all; "" when it did.
 	last     string
 	assigned []scheduler.Assignment
+	// written are the assigned tasks as written, for placed.
+	written []*shoalv1.Task
+	// rebuilt is the placed set the batch read from the store, when it
+	// was given none.
+	rebuilt *scheduler.Placed
 	// reasons are the failures whose reason changed (and was written).
 	reasons []scheduler.Failure
 	failed  int
@@ -96,10 +120,20 @@ func (s *schedLoop) pass(ctx context.Context, _ time.Time) (time.Time, error) {
 	start := time.Now()
 	err := s.o.conflictRetry(ctx, func(tx raftstore.WriteTx, now time.Time) error {
 		res = schedResult{}
-		return scheduleTx(tx, now, &res, s.after, s.o.budget())
+		return scheduleTx(tx, now, &res, s.after, s.o.budget(), s.placed)
 	})
 	if err != nil {
+		// Committed or not, we cannot tell: read the placed tasks again.
+		s.placed = nil
 		return time.Time{}, fmt.Errorf("scheduling: %w", err)
+	}
+	if res.rebuilt != nil {
+		s.placed = res.rebuilt
+	}
+	if s.placed != nil {
+		for _, t := range res.written {
+			s.placed.Observe(t)
+		}
 	}
 	s.after = res.last
 	if res.batch > 0 {
@@ -139,9 +173,10 @@ func (s *schedLoop) logResult(res *schedResult) {
 
 // scheduleTx places a batch of pending tasks in one transaction: those
 // with ids after `after` first, then from the start, as many as b admits
-// (each is written back whole). It runs inside store.Update and may run
-// again on a version conflict.
-func scheduleTx(tx raftstore.WriteTx, now time.Time, res *schedResult, after string, b *budget) error {
+// (each is written back whole). placed is what the tasks on nodes take
+// (nil: read them from tx into res.rebuilt); scheduleTx does not change
+// it. It runs inside store.Update and may run again on a version conflict.
+func scheduleTx(tx raftstore.WriteTx, now time.Time, res *schedResult, after string, b *budget, placed *scheduler.Placed) error {
 	var all []*shoalv1.Task
 	for _, t := range raftstore.Find[*shoalv1.Task](tx, raftstore.IndexState, statePending.String()) {
 		// A task attached to networks waits for the allocator to give it
@@ -166,19 +201,12 @@ func scheduleTx(tx raftstore.WriteTx, now time.Time, res *schedResult, after str
 	if cut {
 		res.last = pending[len(pending)-1].GetMeta().GetId()
 	}
-	// The tasks on nodes are the ones from ASSIGNED up to the terminal
-	// states: found through the state index rather than a scan, which
-	// would also read every terminal task kept as history.
-	var existing []*shoalv1.Task
-	for st := stateAssigned; st < stateComplete; st++ {
-		for _, t := range raftstore.Find[*shoalv1.Task](tx, raftstore.IndexState, st.String()) {
-			if t.GetNodeId() != "" {
-				existing = append(existing, t)
-			}
-		}
+	if placed == nil {
+		placed = readPlaced(tx)
+		res.rebuilt = placed
 	}
 	nodes := raftstore.List[*shoalv1.Node](tx)
-	assigned, failed := scheduler.Schedule(nodes, existing, pending)
+	assigned, failed := scheduler.SchedulePlaced(nodes, placed, pending)
 
 	byID := make(map[string]*shoalv1.Task, len(pending))
 	for _, t := range pending {
@@ -191,6 +219,7 @@ func scheduleTx(tx raftstore.WriteTx, now time.Time, res *schedResult, after str
 		if err := tx.Update(t); err != nil {
 			return fmt.Errorf("assigning task %q to node %q: %w", a.TaskID, a.NodeID, err)
 		}
+		res.written = append(res.written, t)
 	}
 	res.assigned = assigned
 	res.failed = len(failed)
@@ -210,4 +239,15 @@ func scheduleTx(tx raftstore.WriteTx, now time.Time, res *schedResult, after str
 		res.reasons = append(res.reasons, f)
 	}
 	return nil
+}
+
+// readPlaced counts the tasks on nodes (ASSIGNED up to the terminal
+// states). It reads every task, history included (the state index holds
+// only pending tasks): once per term and after a watch cut, not per batch.
+func readPlaced(r raftstore.Reader) *scheduler.Placed {
+	placed := scheduler.NewPlaced()
+	for _, t := range raftstore.List[*shoalv1.Task](r) {
+		placed.Observe(t)
+	}
+	return placed
 }

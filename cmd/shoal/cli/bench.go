@@ -507,6 +507,7 @@ func (r *benchRun) run(ctx context.Context) error {
 		logOffset = fi.Size()
 	}
 	rssBefore, _ := procStatusKB(pid, "VmRSS")
+	cpuBefore, cpuErr := procCPU(pid)
 
 	profDone := make(chan error, 1)
 	if o.profile != "" {
@@ -564,6 +565,8 @@ func (r *benchRun) run(ctx context.Context) error {
 	toRunning := counters.RunningAt().Sub(start)
 	rssAt, _ := procStatusKB(pid, "VmRSS")
 	hwm, _ := procStatusKB(pid, "VmHWM")
+	cpuAt, err := procCPU(pid)
+	cpuErr = errors.Join(cpuErr, err)
 	peak = max(peak, rssAt)
 
 	// The agents have seen M distinct tasks RUNNING; the store must show
@@ -615,6 +618,12 @@ func (r *benchRun) run(ctx context.Context) error {
 	fmt.Fprintf(r.out, "to ASSIGNED (committed): %d tasks in %.2f s = %.0f tasks/s\n", o.tasks, toAssigned.Seconds(), rate(toAssigned))
 	fmt.Fprintf(r.out, "to RUNNING (committed): %d tasks in %.2f s = %.0f tasks/s\n", o.tasks, toRunning.Seconds(), rate(toRunning))
 	fmt.Fprintf(r.out, "leader RSS: %d MiB before, %d MiB at the end, peak %d MiB sampled, VmHWM %d MiB\n", rssBefore>>10, rssAt>>10, peak>>10, hwm>>10)
+	if cpuErr == nil {
+		// Less sensitive to the machine's load than the rates: what the
+		// leader spent, not how long it waited for a core.
+		cpu := cpuAt - cpuBefore
+		fmt.Fprintf(r.out, "leader CPU from service creation to all RUNNING: %.1f s = %.3f s per 1,000 tasks\n", cpu.Seconds(), cpu.Seconds()*1000/float64(o.tasks))
+	}
 	fmt.Fprintf(r.out, "verified: %d of %d tasks RUNNING (ListTasks); nodes marked down during the run: %d\n", running, o.tasks, downs)
 	fmt.Fprintf(r.out, "%.0f tasks/s\n", rate(toRunning))
 	return nil
@@ -769,6 +778,44 @@ func countLines(path string, offset int64, text string) int {
 		}
 	}
 	return n
+}
+
+// procCPU is the CPU time (user and system) process pid has used so far.
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	return parseProcStatCPU(string(b))
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat's times: 100 on every
+// Linux architecture Go supports.
+const clockTicks = 100
+
+// parseProcStatCPU reads utime and stime (fields 14 and 15) from the text
+// of /proc/PID/stat. The command name (field 2) is in parentheses and may
+// hold spaces and parentheses itself, so fields are counted from the last
+// ')'.
+func parseProcStatCPU(stat string) (time.Duration, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, errors.New("/proc/PID/stat: no command name")
+	}
+	// After the name: field 3 (state) onwards; utime is field 14.
+	f := strings.Fields(stat[i+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/PID/stat: %d fields after the command name, want at least 13", len(f))
+	}
+	var ticks int64
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/PID/stat: %w", err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
 }
 
 // procStatusKB reads a kB field (VmRSS, VmHWM) of /proc/PID/status.
