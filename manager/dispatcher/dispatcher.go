@@ -412,6 +412,13 @@ func (d *Dispatcher) writeStatuses(ctx context.Context, in <-chan statusUpdate) 
 		}
 		select {
 		case <-ctx.Done():
+			// The commit in flight runs under ctx, so it ends soon: wait
+			// for it, so that nothing of this writer (this term's, when
+			// leadership is lost) outlives it or writes to a store being
+			// closed.
+			if written != nil {
+				<-written
+			}
 			return ctx.Err()
 		case u := <-in:
 			pending[statusKey{u.nodeID, u.upd.GetTaskId()}] = u

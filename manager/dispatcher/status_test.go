@@ -216,3 +216,42 @@ func sendWithin(t *testing.T, in chan<- statusUpdate, u statusUpdate) {
 		t.Fatalf("the writer did not take %s of %s while a batch was being committed", u.upd.GetStatus().GetState(), u.upd.GetTaskId())
 	}
 }
+
+// The writer returns only once its commit in flight has: it used to
+// return at once when its ctx ended (leadership lost, shutdown) and leave
+// the commit's goroutine running on, past the dispatcher's Run, against a
+// store about to be closed.
+func TestStatusWriterWaitsForCommitOnShutdown(t *testing.T) {
+	s := openStore(t)
+	d := New(Config{Store: s, Logger: slog.New(slog.DiscardHandler), StatusFlush: time.Millisecond})
+	started := make(chan struct{})
+	finish := make(chan struct{})
+	var exited atomic.Bool
+	d.writeBatch = func(ctx context.Context, b map[statusKey]statusUpdate) error {
+		close(started)
+		<-finish // a commit slow to notice ctx
+		exited.Store(true)
+		return ctx.Err()
+	}
+	in := make(chan statusUpdate)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.writeStatuses(ctx, in) }()
+	var finishOnce sync.Once
+	t.Cleanup(func() { cancel(); finishOnce.Do(func() { close(finish) }) })
+	sendWithin(t, in, update("n1", "t1", shoalv1.TaskState_TASK_STATE_ACCEPTED))
+	<-started
+	cancel()
+	select {
+	case <-done:
+		t.Fatal("writeStatuses returned while its commit was still running")
+	case <-time.After(200 * time.Millisecond): // still waiting for it, as it should
+	}
+	finishOnce.Do(func() { close(finish) })
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("writeStatuses: %v", err)
+	}
+	if !exited.Load() {
+		t.Error("writeStatuses returned before its commit did")
+	}
+}
