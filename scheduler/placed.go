@@ -22,6 +22,16 @@ type Placed struct {
 type placedTask struct {
 	node, service string
 	cpu, mem      int64
+	// version is the task's meta.version when it was seen: an older
+	// observation arriving later (an event that lags a state the set
+	// was given first) is ignored.
+	version uint64
+}
+
+// sameUse reports whether the two count for the same (versions aside).
+func (t placedTask) sameUse(o placedTask) bool {
+	t.version, o.version = 0, 0
+	return t == o
 }
 
 // nodeUsage is what the placed tasks take of one node.
@@ -44,18 +54,29 @@ func (p *Placed) Len() int { return len(p.tasks) }
 // nowhere. A task seen again replaces what it counted before (it may have
 // moved, or its reservations changed), so observing the same state twice,
 // or an older state and then the newer one, ends where the newest leaves
-// it.
+// it. A state older (by meta.version) than the one counted is ignored:
+// the scheduler loop records its own assignments as committed and then
+// sees the events of the states before them still queued (a pending
+// task's creation); taking the task out then would count its node as
+// freer than it is until the assignment's event came, and a batch
+// meanwhile could overcommit it.
 func (p *Placed) Observe(t *shoalv1.Task) {
 	id := t.GetMeta().GetId()
 	st := t.GetStatus().GetState()
+	v := t.GetMeta().GetVersion()
+	old, counted := p.tasks[id]
+	if counted && v < old.version {
+		return
+	}
 	if t.GetNodeId() == "" || st < shoalv1.TaskState_TASK_STATE_ASSIGNED || st >= shoalv1.TaskState_TASK_STATE_COMPLETE {
 		p.Forget(id)
 		return
 	}
 	r := t.GetSpec().GetResources().GetReservations()
-	now := placedTask{node: t.GetNodeId(), service: t.GetServiceId(), cpu: r.GetNanoCpus(), mem: r.GetMemoryBytes()}
-	if old, ok := p.tasks[id]; ok {
-		if old == now {
+	now := placedTask{node: t.GetNodeId(), service: t.GetServiceId(), cpu: r.GetNanoCpus(), mem: r.GetMemoryBytes(), version: v}
+	if counted {
+		if old.sameUse(now) {
+			p.tasks[id] = now
 			return
 		}
 		p.remove(old)

@@ -362,3 +362,31 @@ func reserve(bytes int64) taskOpt {
 		t.Spec.Resources = &shoalv1.ResourceRequirements{Reservations: &shoalv1.Resources{MemoryBytes: bytes}}
 	}
 }
+
+// The loop records its own assignments as committed; the events of the
+// states before them may still be queued (a batch reads pending tasks
+// whose creation it has not seen yet). Seen after the assignment, a
+// task's creation (PENDING) must not take it out of the placed set: its
+// node would count as free until the assignment's event came, and a batch
+// meanwhile could place another task into the same reservation.
+func TestSchedulerPlacedIgnoresEventsOlderThanItsCommit(t *testing.T) {
+	s := openStore(t)
+	create(t, s, mkNode("n1", memory(1<<30)), mkTask("p", "svc", 1, st(tsPending), onNode(""), reserve(1<<30)))
+	created, _ := raftstore.Get[*shoalv1.Task](s.View(), "p")
+	o := newOrchestrator(s, testLogger())
+	l := newSchedLoop(o)
+	l.resync()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if _, err := l.pass(ctx, o.now()); err != nil {
+		t.Fatal(err)
+	}
+	if got := tasksOf(s, "svc"); len(got) != 1 || got[0].GetNodeId() != "n1" {
+		t.Fatalf("task not placed on n1: %v", got)
+	}
+	// The creation's event, late.
+	l.observe(&shoalv1.WatchEvent{Action: shoalv1.WatchAction_WATCH_ACTION_CREATE, Object: raftstore.Wrap(created)})
+	if got, want := l.placed.Nodes(), readPlaced(s.View()).Nodes(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after the late creation event the loop counts %+v, the store holds %+v", got, want)
+	}
+}

@@ -207,11 +207,18 @@ func (o *Orchestrator) budget() *budget { return newBudget(o.maxEntryOps, o.maxE
 // conflictRetry runs one pass's Update, reading again and retrying when a
 // concurrent writer changed what it read.
 func (o *Orchestrator) conflictRetry(ctx context.Context, fn func(tx raftstore.WriteTx, now time.Time) error) error {
+	_, err := o.conflictRetryIndex(ctx, fn)
+	return err
+}
+
+// conflictRetryIndex is conflictRetry returning the raft index of the
+// committed entry: the version of every object it wrote.
+func (o *Orchestrator) conflictRetryIndex(ctx context.Context, fn func(tx raftstore.WriteTx, now time.Time) error) (uint64, error) {
 	for attempt := 1; ; attempt++ {
 		now := o.now()
-		_, err := o.store.Update(ctx, func(tx raftstore.WriteTx) error { return fn(tx, now) })
+		index, err := o.store.Update(ctx, func(tx raftstore.WriteTx) error { return fn(tx, now) })
 		if err == nil || !errors.Is(err, raftstore.ErrVersionConflict) || attempt >= maxConflictRetries {
-			return err
+			return index, err
 		}
 		o.log.Debug("version conflict; reading again", "attempt", attempt, "err", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/shoal-dev/shoal/manager/allocator"
@@ -118,7 +119,7 @@ func (s *schedLoop) pass(ctx context.Context, _ time.Time) (time.Time, error) {
 	}
 	var res schedResult
 	start := time.Now()
-	err := s.o.conflictRetry(ctx, func(tx raftstore.WriteTx, now time.Time) error {
+	index, err := s.o.conflictRetryIndex(ctx, func(tx raftstore.WriteTx, now time.Time) error {
 		res = schedResult{}
 		return scheduleTx(tx, now, &res, s.after, s.o.budget(), s.placed)
 	})
@@ -132,6 +133,12 @@ func (s *schedLoop) pass(ctx context.Context, _ time.Time) (time.Time, error) {
 	}
 	if s.placed != nil {
 		for _, t := range res.written {
+			// As committed: the entry's index is the version the store
+			// gave it, so the events of older states still queued (the
+			// task's creation, PENDING, when the batch read it before its
+			// event came) are seen as older and do not take it out.
+			t.Meta = proto.Clone(t.GetMeta()).(*shoalv1.Meta)
+			t.Meta.Version = index
 			s.placed.Observe(t)
 		}
 	}
