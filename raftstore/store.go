@@ -360,6 +360,13 @@ func (s *Store) Update(ctx context.Context, fn func(WriteTx) error) (uint64, err
 	// Taken before the entry goes to raft, so that a change of leadership
 	// from here on is seen (waitApply).
 	lead := s.lead.current()
+	if s.raft.State() != raft.Leader {
+		// Leadership was lost since awaitLeader (while fn ran, say), and
+		// its broadcast may have come before lead was taken: nothing
+		// might ever close lead, and raft fails the entry without the FSM
+		// seeing it. Wait on raft's future instead (it fails at once).
+		lead = closedChan
+	}
 	f := s.raft.Apply(data, timeout)
 	if err := s.waitApply(ctx, f, applied, lead); err != nil {
 		return 0, s.mapRaftError("applying the change", err)
@@ -437,6 +444,9 @@ func (s *Store) awaitLeader(ctx context.Context) error {
 		}
 	}
 }
+
+// closedChan is a closed channel: a wake-up already due.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // waitApply waits for the future of an entry Update proposed, giving up
 // when ctx ends. The FSM closes applied once it has applied the entry here,

@@ -102,3 +102,29 @@ func TestUpdateFailsWhenLeadershipIsLost(t *testing.T) {
 		t.Fatalf("update on a cut-off leader: %v, want ErrNotLeader", err)
 	}
 }
+
+// Leadership lost while fn builds the entry, its change broadcast before
+// Update takes the leadership channel and no change after it: Update
+// fails with raft's verdict at once. It used to wait for a wake-up that
+// had already happened, until ctx's deadline (raft fails the entry
+// without the FSM seeing it, and nothing closed the channel it held).
+// Raft's shutdown stands for the loss here: it is the one that is
+// followed by no further change.
+func TestUpdateSeesLeadershipLostWhileBuilding(t *testing.T) {
+	s := single(t, options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := s.Update(ctx, func(tx WriteTx) error { return tx.Create(mkService("s1", "web")) }); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Update(ctx, func(tx WriteTx) error {
+		if err := s.raft.Shutdown().Error(); err != nil {
+			return err
+		}
+		s.lead.broadcast() // the observer's, made sure of before Update goes on
+		return tx.Create(mkService("s2", "api"))
+	})
+	if err == nil || ctx.Err() != nil {
+		t.Fatalf("update after leadership was lost: %v (ctx: %v), want raft's failure before the deadline", err, ctx.Err())
+	}
+}
