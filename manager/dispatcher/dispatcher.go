@@ -111,7 +111,20 @@ type Dispatcher struct {
 	// writeBatch commits a batch of status updates (applyStatuses; tests
 	// hold it to see what the writer does while a commit is in flight).
 	writeBatch func(context.Context, map[statusKey]statusUpdate) error
+	// maxPending bounds the updates the status writer holds
+	// (maxPendingStatuses; tests lower it).
+	maxPending int
 }
+
+// maxPendingStatuses is the most task status updates the writer holds
+// while a commit is in flight: past it, it stops taking them and the
+// sessions wait on its queue (queueStatus), as they did behind a commit
+// before the writer took updates during one. Distinct tasks coalesce, so a
+// cluster's own reports stay under it (100,000 tasks starting at once);
+// reports for tasks the view does not know (let through after an
+// election) do not, and a node sending made-up task ids must not grow the
+// leader's heap without bound while a slow commit is in flight.
+const maxPendingStatuses = 1 << 17
 
 type statusUpdate struct {
 	nodeID string
@@ -126,6 +139,7 @@ func New(cfg Config) *Dispatcher {
 	d := &Dispatcher{cfg: cfg, log: cfg.Logger.With("component", "dispatcher"),
 		sessions: map[string]*session{}, lastSeen: map[string]time.Time{}, told: map[string]time.Duration{}}
 	d.writeBatch = d.applyStatuses
+	d.maxPending = maxPendingStatuses
 	if cfg.Store != nil {
 		d.nets.latest = func() raftstore.Reader { return cfg.Store.View() }
 	}
@@ -410,6 +424,10 @@ func (d *Dispatcher) writeStatuses(ctx context.Context, in <-chan statusUpdate) 
 		if written == nil {
 			flush = timer
 		}
+		take := in
+		if len(pending) >= d.maxPending {
+			take = nil // full: the sessions wait until a commit makes room
+		}
 		select {
 		case <-ctx.Done():
 			// The commit in flight runs under ctx, so it ends soon: wait
@@ -420,7 +438,7 @@ func (d *Dispatcher) writeStatuses(ctx context.Context, in <-chan statusUpdate) 
 				<-written
 			}
 			return ctx.Err()
-		case u := <-in:
+		case u := <-take:
 			pending[statusKey{u.nodeID, u.upd.GetTaskId()}] = u
 			if timer == nil {
 				timer = time.After(d.cfg.StatusFlush)

@@ -3,6 +3,7 @@ package dispatcher
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -253,5 +254,59 @@ func TestStatusWriterWaitsForCommitOnShutdown(t *testing.T) {
 	}
 	if !exited.Load() {
 		t.Error("writeStatuses returned before its commit did")
+	}
+}
+
+// While a commit is in flight the writer holds at most maxPending updates
+// and leaves the rest in its queue, so the sessions wait (as they did
+// behind a commit before) instead of the leader's heap growing with
+// whatever arrives: updates for tasks the view does not know are let
+// through (after an election), and a node sending made-up ids did not
+// coalesce with anything.
+func TestStatusWriterBoundsPending(t *testing.T) {
+	s := openStore(t)
+	d := New(Config{Store: s, Logger: slog.New(slog.DiscardHandler), StatusFlush: time.Millisecond})
+	d.maxPending = 4
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	free := func() { releaseOnce.Do(func() { close(release) }) }
+	batches := make(chan int, 16)
+	var calls atomic.Int32
+	d.writeBatch = func(ctx context.Context, b map[statusKey]statusUpdate) error {
+		batches <- len(b)
+		if calls.Add(1) == 1 {
+			<-release // the first commit is held
+		}
+		return nil
+	}
+	in := make(chan statusUpdate, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.writeStatuses(ctx, in) }()
+	t.Cleanup(func() {
+		cancel()
+		free()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("writeStatuses: %v", err)
+		}
+	})
+	in <- update("n1", "first", shoalv1.TaskState_TASK_STATE_ACCEPTED)
+	<-batches // held in its commit
+	for i := range 10 {
+		in <- update("n1", fmt.Sprintf("made-up-%d", i), shoalv1.TaskState_TASK_STATE_RUNNING)
+	}
+	poll(t, "the writer takes 4", func() bool { return len(in) <= 6 })
+	select {
+	case <-time.After(200 * time.Millisecond): // the writer had every chance to take more
+	case <-done:
+		t.Fatal("writer ended")
+	}
+	if n := len(in); n != 6 {
+		t.Fatalf("%d updates left in the queue during the commit, want 6 (the writer holds at most 4)", n)
+	}
+	free()
+	total := 0
+	for total < 10 {
+		total += <-batches
 	}
 }
