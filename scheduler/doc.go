@@ -78,7 +78,9 @@
 // count, the reservations and the count per service. The scheduler loop
 // keeps one across batches (from its task events and the assignments it
 // commits), so a batch costs the nodes and the services on them, not a
-// read of every placed task; Schedule builds one from a task list.
+// read of every placed task; Schedule builds one from a task list. A
+// Placed keeps the newest state it was shown of each task it counts
+// (meta.version): events that arrive after a newer state are ignored.
 //
 // Spread without preferences — the common case — shares one heap (the
 // pool) across every group of the call: nodes without a task of the

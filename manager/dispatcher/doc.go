@@ -8,7 +8,9 @@
 // sessions into one raft entry per flush, one entry in flight at a time:
 // what arrives while it is committed waits for the next, keyed by node and
 // task, so a task whose ACCEPTED and RUNNING both arrive meanwhile is
-// written once, RUNNING. A session watches the store
+// written once, RUNNING (at most maxPendingStatuses held: past that the
+// sessions wait on the writer's queue; when the writer's ctx ends it waits
+// for the commit in flight). A session watches the store
 // through raftstore's WatchNode, which routes a task event to its node's
 // sessions only (no per-session work for other nodes' tasks), keeping its
 // node's tasks and

@@ -231,7 +231,8 @@
 //     many as one bounded entry holds; the next batch starts after the last
 //     task of this one, at once) against what the tasks on nodes take — a
 //     scheduler.Placed the loop keeps from its task events and its own
-//     commits, read from the store again only at the start of a term,
+//     commits (recorded with the entry's index as their version, so the
+//     late events of older states do not undo them), read from the store again only at the start of a term,
 //     after a watch cut or after a write of unknown outcome — and writes the batch in one store.Update: node_id and status ASSIGNED for those
 //     placed, and for the others the failure reason in status.message —
 //     only when it changed, so that an unschedulable task costs no writes.
