@@ -3,6 +3,7 @@ package raftstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -105,26 +106,31 @@ func TestUpdateFailsWhenLeadershipIsLost(t *testing.T) {
 
 // Leadership lost while fn builds the entry, its change broadcast before
 // Update takes the leadership channel and no change after it: Update
-// fails with raft's verdict at once. It used to wait for a wake-up that
-// had already happened, until ctx's deadline (raft fails the entry
-// without the FSM seeing it, and nothing closed the channel it held).
-// Raft's shutdown stands for the loss here: it is the one that is
-// followed by no further change.
+// fails with ErrNotLeader at once. It used to wait for a wake-up that had
+// already happened, until ctx's deadline or the next raft change (raft
+// fails the entry without the FSM seeing it, and nothing closed the
+// channel it held).
 func TestUpdateSeesLeadershipLostWhileBuilding(t *testing.T) {
-	s := single(t, options{})
+	c := newCluster(t, 3, clusterOpts{})
+	c.update(createIfMissing(mkService("s1", "web")))
+	old := c.leader()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := s.Update(ctx, func(tx WriteTx) error { return tx.Create(mkService("s1", "web")) }); err != nil {
-		t.Fatal(err)
-	}
-	_, err := s.Update(ctx, func(tx WriteTx) error {
-		if err := s.raft.Shutdown().Error(); err != nil {
+	_, err := old.store.Update(ctx, func(tx WriteTx) error {
+		if err := old.store.raft.LeadershipTransfer().Error(); err != nil {
 			return err
 		}
-		s.lead.broadcast() // the observer's, made sure of before Update goes on
+		// Until this node knows the new leader: the last change it sees.
+		eventually(t, "the old leader follows the new one", func() error {
+			if _, addr := old.store.Leader(); addr == "" || addr == string(old.addr) {
+				return fmt.Errorf("leader %q", addr)
+			}
+			return nil
+		})
+		old.store.lead.broadcast() // the observer's, made sure of before Update goes on
 		return tx.Create(mkService("s2", "api"))
 	})
-	if err == nil || ctx.Err() != nil {
-		t.Fatalf("update after leadership was lost: %v (ctx: %v), want raft's failure before the deadline", err, ctx.Err())
+	if !errors.Is(err, ErrNotLeader) || ctx.Err() != nil {
+		t.Fatalf("update after leadership was lost: %v (ctx: %v), want ErrNotLeader before the deadline", err, ctx.Err())
 	}
 }
