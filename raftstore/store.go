@@ -475,10 +475,12 @@ func (s *Store) waitApply(ctx context.Context, f raft.Future, applied, lead <-ch
 
 // wait waits for a raft future, giving up when ctx ends (the operation
 // itself goes on in raft).
+//
+// It also gives up when the store closes: raft's applyCh is buffered
+// (BatchApplyCh), so an entry enqueued as raft shuts down may never be
+// answered, and a caller without a deadline would wait forever (a
+// goroutine and the caller leaked per write racing Close).
 func (s *Store) wait(ctx context.Context, f raft.Future) error {
-	if ctx.Done() == nil {
-		return f.Error()
-	}
 	ch := make(chan error, 1)
 	go func() { ch <- f.Error() }()
 	select {
@@ -486,6 +488,13 @@ func (s *Store) wait(ctx context.Context, f raft.Future) error {
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
+	case <-s.done:
+		select {
+		case err := <-ch: // answered after all: the verdict
+			return err
+		default:
+			return ErrClosed
+		}
 	}
 }
 

@@ -134,3 +134,35 @@ func TestUpdateSeesLeadershipLostWhileBuilding(t *testing.T) {
 		t.Fatalf("update after leadership was lost: %v (ctx: %v), want ErrNotLeader before the deadline", err, ctx.Err())
 	}
 }
+
+// An Update racing Close returns: raft's applyCh is buffered, so an entry
+// Apply enqueues as raft shuts down may never be answered, and Update
+// (here without a deadline, as the dispatcher's writer calls it) waited
+// on it forever. Raft picks the shutdown or the buffer at random, so the
+// race is run a number of times.
+func TestUpdateRacingCloseReturns(t *testing.T) {
+	for i := range 20 {
+		s := single(t, options{})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			_, err := s.Update(ctx, func(tx WriteTx) error {
+				if err := s.Close(); err != nil {
+					return err
+				}
+				return tx.Create(mkService("s1", "web"))
+			})
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err == nil {
+				t.Fatalf("run %d: an update on a closed store succeeded", i)
+			}
+		case <-time.After(20 * time.Second):
+			cancel() // lets the stuck Update go
+			t.Fatalf("run %d: Update still waiting 20 s after the store closed", i)
+		}
+		cancel()
+	}
+}
