@@ -189,26 +189,12 @@ func TestExecCloseKillsFirst(t *testing.T) {
 // why, and the process and what it started are gone from the container
 // (they were left running, reparented, for as long as the container ran).
 func TestExecHelperKilled(t *testing.T) {
-	rt := newRuntime(t)
-	spec, _ := start(t, rt, Spec{Args: []string{"/bin/probe", "sleep"}})
-	st := running(t, rt, spec.ID)
-	p, err := rt.ExecInteractive(context.Background(), spec.ID, ExecOptions{Args: []string{"/bin/probe", "sleeptree"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	collect(p.Stdout).waitFor(t, "tree started")
+	p, wantTreeGone := startTreeExec(t)
 	if err := p.helper.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	if code, _, err := p.Wait(); err == nil || code != -1 || !strings.Contains(err.Error(), "exec helper") || !strings.Contains(err.Error(), "signal: killed") {
 		t.Fatalf("a killed helper reports code %d, err %v; want -1 and an error naming the helper and its signal", code, err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for !slices.Equal(cgroupProcs(t, spec.ID), []int{st.Pid}) {
-		if time.Now().After(deadline) {
-			t.Fatalf("20 s after its helper was killed the exec's tree is still there: %v", cgroupProcs(t, spec.ID))
-		}
-		time.Sleep(20 * time.Millisecond) // poll interval
-	}
+	wantTreeGone(20*time.Second, "its helper was killed")
 }

@@ -357,6 +357,20 @@ func TestExecThroughShim(t *testing.T) {
 // process and what it started: the container's cgroup holds its init
 // alone again, and the helper exits.
 func TestExecEndsWithItsAgent(t *testing.T) {
+	p, wantTreeGone := startTreeExec(t)
+	p.helper.conn.Close() // as the agent's death closes it
+	if code, _, err := p.Wait(); err == nil || code != -1 {
+		t.Fatalf("a helper cut off reports code %d, err %v; want -1 and an error", code, err)
+	}
+	wantTreeGone(10*time.Second, "its agent left")
+}
+
+// startTreeExec starts a container and, in it, an exec of a process tree
+// (`probe sleeptree`) through the exec helper, and waits until the tree
+// runs. wantTreeGone(within, after) fails the test unless, within that
+// time, the container's cgroup holds its init alone again.
+func startTreeExec(t *testing.T) (p *ExecProcess, wantTreeGone func(within time.Duration, after string)) {
+	t.Helper()
 	rt := newRuntime(t)
 	spec, _ := start(t, rt, Spec{Args: []string{"/bin/probe", "sleep"}})
 	st := running(t, rt, spec.ID)
@@ -364,18 +378,17 @@ func TestExecEndsWithItsAgent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
+	t.Cleanup(func() { p.Close() })
 	collect(p.Stdout).waitFor(t, "tree started")
-	p.helper.conn.Close() // as the agent's death closes it
-	if code, _, err := p.Wait(); err == nil || code != -1 {
-		t.Fatalf("a helper cut off reports code %d, err %v; want -1 and an error", code, err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !slices.Equal(cgroupProcs(t, spec.ID), []int{st.Pid}) {
-		if time.Now().After(deadline) {
-			t.Fatalf("10 s after its agent left the exec's tree is still there: %v", cgroupProcs(t, spec.ID))
+	return p, func(within time.Duration, after string) {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for !slices.Equal(cgroupProcs(t, spec.ID), []int{st.Pid}) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%v after %s the exec's tree is still there: %v", within, after, cgroupProcs(t, spec.ID))
+			}
+			time.Sleep(20 * time.Millisecond) // poll interval
 		}
-		time.Sleep(20 * time.Millisecond) // poll interval
 	}
 }
 

@@ -109,32 +109,7 @@ func (h *countingHandler) WithGroup(string) slog.Handler      { return h }
 // took nothing during a commit, and the two reports, sent apart by a
 // flush, were two raft writes.
 func TestStatusesCoalesceDuringCommit(t *testing.T) {
-	s := openStore(t)
-	d := New(Config{Store: s, Logger: slog.New(slog.DiscardHandler), StatusFlush: time.Millisecond})
-	release := make(chan struct{})
-	var releaseOnce sync.Once
-	free := func() { releaseOnce.Do(func() { close(release) }) }
-	batches := make(chan map[statusKey]statusUpdate, 8)
-	calls := 0 // the writer's goroutines run one at a time
-	d.writeBatch = func(ctx context.Context, b map[statusKey]statusUpdate) error {
-		calls++
-		batches <- b
-		if calls == 1 {
-			<-release // the first commit is held
-		}
-		return nil
-	}
-	in := make(chan statusUpdate) // unbuffered: a send completes only when the writer takes it
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.writeStatuses(ctx, in) }()
-	t.Cleanup(func() {
-		cancel()
-		free()
-		if err := <-done; !errors.Is(err, context.Canceled) {
-			t.Errorf("writeStatuses: %v", err)
-		}
-	})
+	in, batches, free := heldFirstCommit(t, nil)
 	send := func(u statusUpdate) { sendWithin(t, in, u) }
 	send(update("n1", "t1", shoalv1.TaskState_TASK_STATE_ACCEPTED))
 	first := <-batches // now held in its commit
@@ -145,39 +120,48 @@ func TestStatusesCoalesceDuringCommit(t *testing.T) {
 	send(update("n1", "t2", shoalv1.TaskState_TASK_STATE_RUNNING))
 	send(update("n1", "t1", shoalv1.TaskState_TASK_STATE_RUNNING))
 	free()
-	second := <-batches
-	want := map[string]shoalv1.TaskState{"t1": shoalv1.TaskState_TASK_STATE_RUNNING, "t2": shoalv1.TaskState_TASK_STATE_RUNNING}
-	if len(second) != len(want) {
-		t.Fatalf("second batch has %d updates, want %d (one per task)", len(second), len(want))
-	}
-	for k, u := range second {
-		if want[k.taskID] != u.upd.GetStatus().GetState() {
-			t.Errorf("second batch writes %s for %s, want %s", u.upd.GetStatus().GetState(), k.taskID, want[k.taskID])
-		}
-	}
+	wantBatch(t, "second", <-batches, map[string]shoalv1.TaskState{"t1": shoalv1.TaskState_TASK_STATE_RUNNING, "t2": shoalv1.TaskState_TASK_STATE_RUNNING})
 }
 
 // A batch whose commit fails is written again together with what arrived
 // during the failed commit, an update that arrived meanwhile winning over
 // the failed one of the same task.
 func TestStatusBatchRetriedAfterFailedCommit(t *testing.T) {
+	in, batches, free := heldFirstCommit(t, errors.New("not leader"))
+	sendWithin(t, in, update("n1", "t1", shoalv1.TaskState_TASK_STATE_ACCEPTED))
+	if first := <-batches; len(first) != 1 { // now held in its commit
+		t.Fatalf("first batch %v, want t1 alone", first)
+	}
+	sendWithin(t, in, update("n1", "t2", shoalv1.TaskState_TASK_STATE_ACCEPTED))
+	sendWithin(t, in, update("n1", "t1", shoalv1.TaskState_TASK_STATE_RUNNING))
+	free()
+	wantBatch(t, "retried", <-batches, map[string]shoalv1.TaskState{"t1": shoalv1.TaskState_TASK_STATE_RUNNING, "t2": shoalv1.TaskState_TASK_STATE_ACCEPTED})
+}
+
+// heldFirstCommit runs a status writer whose commits are recorded on
+// batches; the first is held until free is called and then returns
+// firstErr. in is unbuffered: a send completes only when the writer takes
+// it. The writer is stopped (and must end with context.Canceled) at the
+// end of the test.
+func heldFirstCommit(t *testing.T, firstErr error) (in chan statusUpdate, batches chan map[statusKey]statusUpdate, free func()) {
+	t.Helper()
 	s := openStore(t)
 	d := New(Config{Store: s, Logger: slog.New(slog.DiscardHandler), StatusFlush: time.Millisecond})
 	release := make(chan struct{})
 	var releaseOnce sync.Once
-	free := func() { releaseOnce.Do(func() { close(release) }) }
-	batches := make(chan map[statusKey]statusUpdate, 8)
+	free = func() { releaseOnce.Do(func() { close(release) }) }
+	batches = make(chan map[statusKey]statusUpdate, 8)
 	calls := 0 // the writer's goroutines run one at a time
 	d.writeBatch = func(ctx context.Context, b map[statusKey]statusUpdate) error {
 		calls++
 		batches <- b
 		if calls == 1 {
-			<-release
-			return errors.New("not leader")
+			<-release // the first commit is held
+			return firstErr
 		}
 		return nil
 	}
-	in := make(chan statusUpdate)
+	in = make(chan statusUpdate)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- d.writeStatuses(ctx, in) }()
@@ -188,21 +172,19 @@ func TestStatusBatchRetriedAfterFailedCommit(t *testing.T) {
 			t.Errorf("writeStatuses: %v", err)
 		}
 	})
-	sendWithin(t, in, update("n1", "t1", shoalv1.TaskState_TASK_STATE_ACCEPTED))
-	if first := <-batches; len(first) != 1 { // now held in its commit
-		t.Fatalf("first batch %v, want t1 alone", first)
+	return in, batches, free
+}
+
+// wantBatch fails the test unless batch writes exactly one update per task
+// of want, each with its state.
+func wantBatch(t *testing.T, name string, batch map[statusKey]statusUpdate, want map[string]shoalv1.TaskState) {
+	t.Helper()
+	if len(batch) != len(want) {
+		t.Fatalf("%s batch has %d updates (%v), want one per task of %v", name, len(batch), batch, want)
 	}
-	sendWithin(t, in, update("n1", "t2", shoalv1.TaskState_TASK_STATE_ACCEPTED))
-	sendWithin(t, in, update("n1", "t1", shoalv1.TaskState_TASK_STATE_RUNNING))
-	free()
-	retried := <-batches
-	want := map[string]shoalv1.TaskState{"t1": shoalv1.TaskState_TASK_STATE_RUNNING, "t2": shoalv1.TaskState_TASK_STATE_ACCEPTED}
-	if len(retried) != len(want) {
-		t.Fatalf("retried batch %v, want t1 RUNNING and t2 ACCEPTED", retried)
-	}
-	for k, u := range retried {
+	for k, u := range batch {
 		if want[k.taskID] != u.upd.GetStatus().GetState() {
-			t.Errorf("retried batch writes %s for %s, want %s", u.upd.GetStatus().GetState(), k.taskID, want[k.taskID])
+			t.Errorf("%s batch writes %s for %s, want %s", name, u.upd.GetStatus().GetState(), k.taskID, want[k.taskID])
 		}
 	}
 }
