@@ -390,3 +390,59 @@ func TestSchedulerPlacedIgnoresEventsOlderThanItsCommit(t *testing.T) {
 		t.Fatalf("after the late creation event the loop counts %+v, the store holds %+v", got, want)
 	}
 }
+
+// TestSchedulerRoundRestartsForNewPendingTask: a round of batches ends
+// once it has looked at as many pending tasks as there are; a task created
+// mid-round behind the round's position (its id sorts among those already
+// looked at) was then never looked at, and stayed PENDING with nothing
+// placed until something else changed (TestSchedulerBatchesPassUnschedulable
+// flaked so in CI). A new pending task now starts a new round; the loop's
+// own writes (reasons) do not.
+func TestSchedulerRoundRestartsForNewPendingTask(t *testing.T) {
+	s := openStore(t)
+	objs := []raftstore.Object{mkNode("n1", memory(1<<30))}
+	for i := range 50 {
+		objs = append(objs, mkTask(fmt.Sprintf("t%03d", i), "svc", uint64(i+1), st(tsPending), onNode(""), reserve(4<<30)))
+	}
+	create(t, s, objs...)
+	o := newOrchestrator(s, testLogger())
+	o.maxEntryOps = 10
+	l := newSchedLoop(o)
+	l.resync()
+	l.after = "t024" // a round that starts mid-list
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	pass := func() bool {
+		t.Helper()
+		wake, err := l.pass(ctx, o.now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return !wake.IsZero()
+	}
+	for range 3 { // t025…t049, t000…t004: none fits
+		if !pass() {
+			t.Fatal("the round ended early")
+		}
+	}
+	// Its own reason writes do not restart the round.
+	own, _ := raftstore.Get[*shoalv1.Task](s.View(), "t030")
+	idle := l.idle
+	l.observe(&shoalv1.WatchEvent{Action: shoalv1.WatchAction_WATCH_ACTION_UPDATE, Object: raftstore.Wrap(own)})
+	if l.idle != idle {
+		t.Fatalf("the loop's own reason write restarted the round (idle %d → %d)", idle, l.idle)
+	}
+	// A task that fits, created behind the round's position.
+	create(t, s, mkTask("t0465", "svc", 51, st(tsPending), onNode("")))
+	nt, _ := raftstore.Get[*shoalv1.Task](s.View(), "t0465")
+	l.observe(&shoalv1.WatchEvent{Action: shoalv1.WatchAction_WATCH_ACTION_CREATE, Object: raftstore.Wrap(nt)})
+	for i := 0; pass(); i++ {
+		if i > 20 {
+			t.Fatal("still scheduling after 20 more passes")
+		}
+	}
+	got, _ := raftstore.Get[*shoalv1.Task](s.View(), "t0465")
+	if got.GetStatus().GetState() != shoalv1.TaskState_TASK_STATE_ASSIGNED {
+		t.Fatalf("the task created mid-round is %s (%q) when the round ended; want ASSIGNED", got.GetStatus().GetState(), got.GetStatus().GetMessage())
+	}
+}

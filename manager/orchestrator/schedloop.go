@@ -51,6 +51,26 @@ type schedLoop struct {
 	// comes (a pass is then due), which delays a placement, never
 	// overcommits a node.
 	placed *scheduler.Placed
+	// own holds the raft indexes of this loop's latest commits: events at
+	// those versions are its own writes (a reason recorded on a task it
+	// could not place) and do not restart the round.
+	own [8]uint64
+	// ownNext is where the next commit's index goes in own.
+	ownNext int
+}
+
+// restart makes the next batches a new round: something changed (a new
+// pending task, a node, freed resources) that a task the round already
+// looked at may now be placed with. Counting on from where the round was,
+// a task created behind the round's position was never looked at when
+// the round ended (TestSchedulerBatchesPassUnschedulable flaked so).
+func (s *schedLoop) restart() {
+	s.due = true
+	s.idle = 0
+}
+
+func (s *schedLoop) isOwn(version uint64) bool {
+	return version != 0 && slices.Contains(s.own[:], version)
 }
 
 func newSchedLoop(o *Orchestrator) *schedLoop {
@@ -72,7 +92,7 @@ func (s *schedLoop) observe(ev *shoalv1.WatchEvent) bool {
 	switch obj := raftstore.Unwrap(ev.GetObject()).(type) {
 	case *shoalv1.Node:
 		// Readiness, availability, labels or capacity may have changed.
-		s.due = true
+		s.restart()
 	case *shoalv1.Task:
 		if s.placed != nil {
 			if ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_DELETE {
@@ -85,9 +105,15 @@ func (s *schedLoop) observe(ev *shoalv1.WatchEvent) bool {
 		case ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_DELETE || isTerminal(obj):
 			// Resources and spread were freed: worth a pass only if
 			// something is waiting for them.
-			s.due = s.due || s.unschedulable
+			if s.unschedulable {
+				s.restart()
+			}
 		case obj.GetStatus().GetState() == statePending && obj.GetDesiredState() <= stateRunning:
-			s.due = true
+			if s.isOwn(obj.GetMeta().GetVersion()) {
+				s.due = true // the round goes on
+			} else {
+				s.restart()
+			}
 		}
 		// Progress of placed tasks (our own assignments included) needs
 		// no pass.
@@ -127,6 +153,10 @@ func (s *schedLoop) pass(ctx context.Context, _ time.Time) (time.Time, error) {
 		// Committed or not, we cannot tell: read the placed tasks again.
 		s.placed = nil
 		return time.Time{}, fmt.Errorf("scheduling: %w", err)
+	}
+	if index != 0 {
+		s.own[s.ownNext] = index
+		s.ownNext = (s.ownNext + 1) % len(s.own)
 	}
 	if res.rebuilt != nil {
 		s.placed = res.rebuilt
