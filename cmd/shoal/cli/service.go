@@ -44,8 +44,15 @@ func (a *app) serviceCreate() *cobra.Command {
 			if name == "" {
 				return fmt.Errorf("--name: required")
 			}
+			cargs := args[1:]
+			if len(cargs) > 0 && cargs[0] == "--" {
+				// `IMAGE -- CMD ARG...`, as `task exec TASK -- CMD` is
+				// written: flags stop at IMAGE, so the "--" reaches us; no
+				// command is called "--".
+				cargs = cargs[1:]
+			}
 			spec := &shoalv1.ServiceSpec{Name: name, Replicas: sf.replicas,
-				Task: &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: args[0], Args: args[1:]}}}
+				Task: &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: args[0], Args: cargs}}}
 			if err := sf.apply(cmd.Flags(), spec); err != nil {
 				return err
 			}

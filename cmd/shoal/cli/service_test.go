@@ -514,3 +514,31 @@ func TestServicePsSeveral(t *testing.T) {
 		t.Error("service ps with no service succeeded")
 	}
 }
+
+// `service create IMAGE -- CMD ARG...` (the way `task exec TASK -- CMD`
+// is written) runs CMD: flags stop at IMAGE, so "--" reached the spec as
+// the command and every task was rejected with `command "--" not found`
+// (found in a hand trial). Without "--" the arguments are as given.
+func TestCreateCommandAfterDashDash(t *testing.T) {
+	c := newCLICluster(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"dash", []string{"redis:7", "--", "redis-server", "--save", ""}, []string{"redis-server", "--save", ""}},
+		{"no dash", []string{"redis:7", "redis-server", "--port", "7000"}, []string{"redis-server", "--port", "7000"}},
+		{"dash later", []string{"redis:7", "sh", "--", "x"}, []string{"sh", "--", "x"}},
+	} {
+		args := slices.Concat([]string{"service", "create", "--name", tc.name, "--no-resolve-image", "-d"}, tc.args)
+		if code, _, errOut := c.run(args...); code != 0 {
+			t.Fatalf("%s: exit %d: %s", tc.name, code, errOut)
+		}
+		c.mgr.cmu.Lock()
+		got := c.mgr.findService(tc.name).GetSpec().GetTask().GetContainer().GetArgs()
+		c.mgr.cmu.Unlock()
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s: args %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
