@@ -104,18 +104,7 @@ func TestOldEntriesReplayIdentically(t *testing.T) {
 func TestUpdateLeavesStoredPreviousSpecOutOfEntry(t *testing.T) {
 	s := single(t, options{})
 	mustUpdate(t, s, func(tx WriteTx) error { return tx.Create(benchService("s1", 0)) })
-	entry := func(idx uint64) *shoalv1.StoreOp {
-		t.Helper()
-		var l raft.Log
-		if err := s.logs.GetLog(idx, &l); err != nil {
-			t.Fatal(err)
-		}
-		act := new(shoalv1.StoreAction)
-		if err := proto.Unmarshal(l.Data, act); err != nil {
-			t.Fatal(err)
-		}
-		return act.GetOps()[0]
-	}
+	entry := func(idx uint64) *shoalv1.StoreOp { t.Helper(); return entryOp(t, s, idx) }
 	cases := []struct {
 		name       string
 		build      func(cur *shoalv1.Service) *shoalv1.Service

@@ -162,16 +162,7 @@ func heldFirstCommit(t *testing.T, firstErr error) (in chan statusUpdate, batche
 		return nil
 	}
 	in = make(chan statusUpdate)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.writeStatuses(ctx, in) }()
-	t.Cleanup(func() {
-		cancel()
-		free()
-		if err := <-done; !errors.Is(err, context.Canceled) {
-			t.Errorf("writeStatuses: %v", err)
-		}
-	})
+	runWriter(t, d, in, free)
 	return in, batches, free
 }
 
@@ -262,16 +253,7 @@ func TestStatusWriterBoundsPending(t *testing.T) {
 		return nil
 	}
 	in := make(chan statusUpdate, 16)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.writeStatuses(ctx, in) }()
-	t.Cleanup(func() {
-		cancel()
-		free()
-		if err := <-done; !errors.Is(err, context.Canceled) {
-			t.Errorf("writeStatuses: %v", err)
-		}
-	})
+	ended := runWriter(t, d, in, free)
 	in <- update("n1", "first", shoalv1.TaskState_TASK_STATE_ACCEPTED)
 	<-batches // held in its commit
 	for i := range 10 {
@@ -280,7 +262,7 @@ func TestStatusWriterBoundsPending(t *testing.T) {
 	poll(t, "the writer takes 4", func() bool { return len(in) <= 6 })
 	select {
 	case <-time.After(200 * time.Millisecond): // the writer had every chance to take more
-	case <-done:
+	case <-ended:
 		t.Fatal("writer ended")
 	}
 	if n := len(in); n != 6 {
@@ -291,4 +273,24 @@ func TestStatusWriterBoundsPending(t *testing.T) {
 	for total < 10 {
 		total += <-batches
 	}
+}
+
+// runWriter runs d's status writer on in until the end of the test, when
+// it is stopped (free releases a commit it may be holding) and must end
+// with context.Canceled. ended is closed when the writer returns.
+func runWriter(t *testing.T, d *Dispatcher, in chan statusUpdate, free func()) (ended <-chan struct{}) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	endedc := make(chan struct{})
+	var err error
+	go func() { err = d.writeStatuses(ctx, in); close(endedc) }()
+	t.Cleanup(func() {
+		cancel()
+		free()
+		<-endedc
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("writeStatuses: %v", err)
+		}
+	})
+	return endedc
 }
