@@ -182,17 +182,13 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 	mux.AdmitRaft(transport.RaftAdmission(raftConf, check), transport.RaftAdmission(raftConf, trust.ConnectionCheck(storeNodes(store))))
 	unary := []grpc.UnaryServerInterceptor{errdefs.UnaryServerInterceptor(), authz.Unary(), fwd.Unary()}
-	srv := grpc.NewServer(
+	srv := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.Creds(transport.ServerCreds()),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(errdefs.StreamServerInterceptor(), authz.Stream(), fwd.Stream()),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 2 * time.Second, PermitWithoutStream: true}),
-		// No 32 KiB read buffer per connection (160 MB of the leader's
-		// heap with 5,000 node sessions, most of them idle between
-		// heartbeats): the framer reads from the TLS connection, which
-		// already holds a whole record.
-		grpc.ReadBufferSize(0),
+	}, tuningOptions()...)...,
 	)
 	disp := dispatcher.New(dispatcher.Config{Store: store, Logger: cfg.Logger, Managers: m.managers, Gossip: cfg.Gossip, Metrics: cfg.Metrics})
 	member := membership.New(store, cfg.Logger)
