@@ -234,3 +234,56 @@ func fillEveryField(t *testing.T, m protoreflect.Message) {
 		}
 	}
 }
+
+// An update that names a network by name, where the stored task holds the
+// network's id, leaves the task as it is: no new spec_version, no rollout
+// (the comparison is of the task to store, after names became ids), and
+// the task stored after such a resolution is not remembered as checked.
+func TestUpdateServiceNetworkByNameIsSameTask(t *testing.T) {
+	s, _ := newServer(t)
+	ctx := context.Background()
+	nw, err := s.CreateNetwork(ctx, &shoalv1.CreateNetworkRequest{Spec: &shoalv1.NetworkSpec{Name: "front"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	withNet := func(target string) *shoalv1.ServiceSpec {
+		spec := validSpec()
+		spec.Task.Networks = []*shoalv1.NetworkAttachmentConfig{{Target: target}}
+		return spec
+	}
+	created, err := s.CreateService(ctx, &shoalv1.CreateServiceRequest{Spec: withNet("front")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := created.GetService()
+	id := svc.GetMeta().GetId()
+	if got := svc.GetSpec().GetTask().GetNetworks()[0].GetTarget(); got != nw.GetNetwork().GetMeta().GetId() {
+		t.Fatalf("stored target %q, want the network's id", got)
+	}
+	if s.checked.has(id, svc.GetMeta().GetVersion()) {
+		t.Error("a task whose network names were resolved is remembered as checked")
+	}
+	spec := withNet("front")
+	spec.Labels = map[string]string{"v": "2"}
+	up, err := s.UpdateService(ctx, &shoalv1.UpdateServiceRequest{ServiceId: id, Version: svc.GetMeta().GetVersion(), Spec: spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := up.GetService(); got.GetSpecVersion() != svc.GetSpecVersion() || got.GetUpdateStatus() != nil {
+		t.Errorf("a label change naming the same network by name: spec_version %d → %d, update_status %v; want no change and no rollout",
+			svc.GetSpecVersion(), got.GetSpecVersion(), got.GetUpdateStatus())
+	}
+	if s.checked.has(id, up.GetService().GetMeta().GetVersion()) {
+		t.Error("a task whose network names were resolved is remembered as checked")
+	}
+	// Named by id, as stored: the same task, checked and remembered.
+	spec = withNet(nw.GetNetwork().GetMeta().GetId())
+	up2, err := s.UpdateService(ctx, &shoalv1.UpdateServiceRequest{ServiceId: id, Version: up.GetService().GetMeta().GetVersion(), Spec: spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if up2.GetService().GetSpecVersion() != svc.GetSpecVersion() || !s.checked.has(id, up2.GetService().GetMeta().GetVersion()) {
+		t.Errorf("named by id: spec_version %d (want %d), remembered %v (want true)", up2.GetService().GetSpecVersion(), svc.GetSpecVersion(),
+			s.checked.has(id, up2.GetService().GetMeta().GetVersion()))
+	}
+}

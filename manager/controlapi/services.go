@@ -2,6 +2,7 @@ package controlapi
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"time"
 
@@ -62,6 +63,20 @@ func taskDefaults(spec *shoalv1.ServiceSpec) {
 	}
 }
 
+// networkTargets lists a spec's network targets (nil without networks:
+// no allocation for the common case).
+func networkTargets(spec *shoalv1.ServiceSpec) []string {
+	ns := spec.GetTask().GetNetworks()
+	if len(ns) == 0 {
+		return nil
+	}
+	out := make([]string, len(ns))
+	for i, n := range ns {
+		out[i] = n.GetTarget()
+	}
+	return out
+}
+
 // copyMeta copies a stored object's meta for a new version of it: the
 // timestamps are shared (stored objects are never changed in place, and
 // the store stamps new ones on what it stores).
@@ -85,6 +100,7 @@ func (s *Server) CreateService(ctx context.Context, req *shoalv1.CreateServiceRe
 		Spec:        fillDefaults(req.GetSpec()),
 		SpecVersion: 1,
 	}
+	targets := networkTargets(svc.GetSpec())
 	defer s.lockServiceWrite(svc.GetSpec())()
 	idx, err := s.store.Update(ctx, func(tx raftstore.WriteTx) error {
 		if err := checkMaxReplicas(tx, svc.GetSpec()); err != nil {
@@ -106,7 +122,9 @@ func (s *Server) CreateService(ctx context.Context, req *shoalv1.CreateServiceRe
 	}
 	// svc went to the store, which copies what it stores: the reply
 	// shares its spec and carries a meta of its own.
-	s.checked.add(svc.GetMeta().GetId(), idx)
+	if slices.Equal(targets, networkTargets(svc.GetSpec())) { // else not the task checked (see UpdateService)
+		s.checked.add(svc.GetMeta().GetId(), idx)
+	}
 	meta := copyMeta(svc.GetMeta())
 	meta.Version = idx
 	out := &shoalv1.Service{Meta: meta, Spec: svc.GetSpec(), SpecVersion: svc.GetSpecVersion()}
@@ -218,7 +236,9 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 	spec := req.GetSpec()
 	taskDefaults(spec)
 	var out *shoalv1.Service
-	sameTask, taskAccepted := false, false
+	// sameTask: the task to store equals the stored one; resolved: it is
+	// not the task validation saw (network names became ids).
+	sameTask, taskAccepted, resolved := false, false, false
 	defer s.lockServiceWrite(spec)()
 	idx, err := s.store.Update(ctx, func(tx raftstore.WriteTx) error {
 		cur, ok := raftstore.Get[*shoalv1.Service](tx, req.GetServiceId())
@@ -263,8 +283,16 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 			// Fields the managers own carry over.
 			RebalanceRequested: cur.GetRebalanceRequested(),
 		}
+		targets := networkTargets(spec)
 		if err := resolveTaskNetworks(tx, svc.GetSpec()); err != nil {
 			return err
+		}
+		if !slices.Equal(targets, networkTargets(spec)) {
+			// Networks named by name or id prefix now name ids: the task
+			// to store is not the one compared (nor, literally, the one
+			// checked) above.
+			sameTask = proto.Equal(spec.GetTask(), cur.GetSpec().GetTask())
+			resolved = true
 		}
 		if err := checkSpreadLabels(tx, svc.GetSpec(), cur.GetSpec()); err != nil {
 			return err
@@ -296,9 +324,11 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 	if err != nil {
 		return nil, err
 	}
-	// Every task stored by this call passed the rules (or was the one
-	// they accepted at the version read).
-	s.checked.add(out.GetMeta().GetId(), idx)
+	// The task stored by this call passed the rules (or was the one they
+	// accepted at the version read), unless resolving networks changed it.
+	if !resolved {
+		s.checked.add(out.GetMeta().GetId(), idx)
+	}
 	meta := copyMeta(out.GetMeta())
 	meta.Version = idx
 	out = &shoalv1.Service{Meta: meta, Spec: out.GetSpec(), PreviousSpec: out.GetPreviousSpec(), SpecVersion: out.GetSpecVersion(), Vips: out.GetVips(),
