@@ -16,7 +16,7 @@ import (
 // fresh goroutine, so the count bounds only how many calls reuse a stack,
 // never how many run. Long-lived streams (agent sessions, watches) hold a
 // worker for their life. Workers are shared by all connections (unlike the
-// per-connection buffers): 256 idle workers cost about 256 small stacks.
+// per-connection buffers): 256 fresh workers hold 480 KiB of stack.
 // The figure is from A/B runs of bench at 1/16/256 writers (see
 // docs/performance.md, "API side, fourth round").
 const defaultStreamWorkers = 256
