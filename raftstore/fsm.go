@@ -38,6 +38,12 @@ type fsm struct {
 	// onApply receives each entry's apply time (Config.OnApply; metrics
 	// only: the clock never decides anything here).
 	onApply func(time.Duration)
+	// txnOps bounds the ops of one transaction of a batch (batch.go;
+	// 0: maxTxnOps). Tests lower it.
+	txnOps int
+	// undoFault, in tests only, makes undoing a failed entry inside a
+	// batch fail (batch.go's fall-back).
+	undoFault error
 
 	// proposed maps the first byte of an entry this node proposed (the
 	// leader's Apply hands the FSM the very slice Update encoded) to the
@@ -108,20 +114,27 @@ func newFSM(log *slog.Logger, h *hub) *fsm {
 
 // Apply applies one StoreAction all-or-nothing. It must be deterministic:
 // it reads only the entry and the current state (never the clock), so every
-// replica ends in the same state and returns the same error.
+// replica ends in the same state and returns the same error. Raft calls
+// ApplyBatch (batch.go) instead; Apply is the one-entry form, an entry in
+// a transaction of its own, which the batch's tests compare with.
 func (f *fsm) Apply(l *raft.Log) any {
 	res := f.apply(l)
-	if p := f.proposalOf(l.Data); p != nil {
-		// Raft answers the future right after we return. Only this
-		// goroutine closes applied; the check makes a second Apply of the
-		// same bytes harmless.
+	f.markApplied(l.Data)
+	return res
+}
+
+// markApplied tells the Update that proposed data, if it is still
+// waiting, that the entry is applied (or refused). Raft answers the future
+// right after the FSM returns. Only the FSM goroutine closes applied; the
+// check makes a second apply of the same bytes harmless.
+func (f *fsm) markApplied(data []byte) {
+	if p := f.proposalOf(data); p != nil {
 		select {
 		case <-p.applied:
 		default:
 			close(p.applied)
 		}
 	}
-	return res
 }
 
 func (f *fsm) apply(l *raft.Log) any {
