@@ -32,7 +32,8 @@ const (
 	// maxAppendEntries caps both the entries raft writes to the log in one
 	// append (one fdatasync) and the entries sent to a follower in one
 	// AppendEntries: raft's default of 64 cut a burst from 256 writers into
-	// four syncs on every server.
+	// four syncs on every server. It also caps the entries raft hands the
+	// FSM's ApplyBatch at once (batch.go).
 	maxAppendEntries = 256
 )
 
