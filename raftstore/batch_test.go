@@ -492,3 +492,36 @@ func BenchmarkApplyBatch(b *testing.B) {
 		}
 	}
 }
+
+// ApplyBatch tells each waiting Update that its entry is done, applied or
+// refused, once the state a view shows holds it.
+func TestApplyBatchSignalsProposals(t *testing.T) {
+	f := newTestFSM()
+	var logs []*raft.Log
+	var applied []<-chan struct{}
+	for i, op := range []*shoalv1.StoreOp{opCreate(mkService("s1", "web")), opCreate(mkService("s2", "web")), opCreate(mkService("s3", "db"))} {
+		act := &shoalv1.StoreAction{Ops: []*shoalv1.StoreOp{op}, Time: timestamppb.New(t0)}
+		data, err := proto.Marshal(act)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch, release := f.propose(data, act)
+		defer release()
+		applied = append(applied, ch)
+		logs = append(logs, &raft.Log{Index: uint64(i + 1), Type: raft.LogCommand, Data: data})
+	}
+	res := f.ApplyBatch(logs)
+	if res[0] != nil || !errors.Is(res[1].(error), ErrExists) || res[2] != nil {
+		t.Fatalf("results:\n%s", resultsOf(res))
+	}
+	for i, ch := range applied {
+		select {
+		case <-ch:
+		default:
+			t.Fatalf("entry %d's proposal not signalled", i+1)
+		}
+	}
+	if v := f.view(); v.Index() != 3 || v.Get(KindService, "s3") == nil || v.Get(KindService, "s2") != nil {
+		t.Fatalf("state at %d:\n%s", v.Index(), dump(v))
+	}
+}
