@@ -150,10 +150,10 @@ func (f *fsm) applyTxn(logs []*raft.Log, res []any) int {
 	f.oldManagers += delta
 	f.setAppliedLocked(last)
 	f.mu.Unlock()
-	for _, e := range entries {
+	for i, e := range entries {
 		f.hub.publish(e.events, e.log.Index)
 		if e.log.Type == raft.LogCommand {
-			f.markApplied(e.log.Data)
+			f.markApplied(e.log, res[i])
 		}
 	}
 	if f.onApply != nil {

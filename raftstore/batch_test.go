@@ -494,31 +494,60 @@ func BenchmarkApplyBatch(b *testing.B) {
 }
 
 // ApplyBatch tells each waiting Update that its entry is done, applied or
-// refused, once the state a view shows holds it.
+// refused, with its own verdict and index, as soon as its transaction is
+// committed: before the batch's later transactions are applied (raft
+// answers the futures only once ApplyBatch returns).
 func TestApplyBatchSignalsProposals(t *testing.T) {
 	f := newTestFSM()
+	f.txnOps = 1
 	var logs []*raft.Log
-	var applied []<-chan struct{}
+	var props []*proposal
 	for i, op := range []*shoalv1.StoreOp{opCreate(mkService("s1", "web")), opCreate(mkService("s2", "web")), opCreate(mkService("s3", "db"))} {
 		act := &shoalv1.StoreAction{Ops: []*shoalv1.StoreOp{op}, Time: timestamppb.New(t0)}
 		data, err := proto.Marshal(act)
 		if err != nil {
 			t.Fatal(err)
 		}
-		ch, release := f.propose(data, act)
+		p, release := f.proposeEntry(data, act)
 		defer release()
-		applied = append(applied, ch)
+		props = append(props, p)
 		logs = append(logs, &raft.Log{Index: uint64(i + 1), Type: raft.LogCommand, Data: data})
 	}
+	// On entry 3's event (its own transaction, inside ApplyBatch), the
+	// first two are answered already.
+	var early []string
+	sub, err := f.hub.watchFiltered(context.Background(), 0, nil, func(ev *shoalv1.WatchEvent) bool {
+		if ev.GetIndex() == 3 {
+			for i, p := range props[:2] {
+				select {
+				case <-p.applied:
+					early = append(early, fmt.Sprintf("%d: %d %v", i+1, p.index, p.result))
+				default:
+					early = append(early, fmt.Sprintf("%d: waiting", i+1))
+				}
+			}
+		}
+		return false
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
 	res := f.ApplyBatch(logs)
 	if res[0] != nil || !errors.Is(res[1].(error), ErrExists) || res[2] != nil {
 		t.Fatalf("results:\n%s", resultsOf(res))
 	}
-	for i, ch := range applied {
+	if want := fmt.Sprintf("[1: 1 <nil> 2: 2 %v]", res[1]); fmt.Sprint(early) != want {
+		t.Fatalf("on entry 3's event: %v, want %v", early, want)
+	}
+	for i, p := range props {
 		select {
-		case <-ch:
+		case <-p.applied:
 		default:
 			t.Fatalf("entry %d's proposal not signalled", i+1)
+		}
+		if p.index != uint64(i+1) || p.result != res[i] {
+			t.Fatalf("entry %d's proposal: index %d, verdict %v; want %d, %v", i+1, p.index, p.result, i+1, res[i])
 		}
 	}
 	if v := f.view(); v.Index() != 3 || v.Get(KindService, "s3") == nil || v.Get(KindService, "s2") != nil {

@@ -56,8 +56,15 @@ type fsm struct {
 type proposal struct {
 	act  *shoalv1.StoreAction
 	data []byte
-	// applied is closed once Apply has applied (or refused) the entry.
+	// applied is closed once the FSM has applied (or refused) the entry
+	// and committed it; result (the FSM's verdict, as raft's future will
+	// have it) and index are set before, and read only after it closes.
+	// Update answers from them: raft answers the futures of a batch only
+	// once the whole batch is applied, and a writer waiting for its own
+	// entry need not wait for the rest (batch.go).
 	applied chan struct{}
+	result  any
+	index   uint64
 }
 
 // propose registers act as the decoded form of data, which Update is about
@@ -67,13 +74,23 @@ type proposal struct {
 // decoded, as on a follower). The objects of act stay the caller's: Apply
 // deep-copies them, so nothing the caller holds is aliased into the store.
 func (f *fsm) propose(data []byte, act *shoalv1.StoreAction) (applied <-chan struct{}, release func()) {
+	p, release := f.proposeEntry(data, act)
+	if p == nil {
+		return nil, release
+	}
+	return p.applied, release
+}
+
+// proposeEntry is propose returning the proposal itself, whose result and
+// index hold the FSM's verdict once applied is closed (nil for empty data).
+func (f *fsm) proposeEntry(data []byte, act *shoalv1.StoreAction) (*proposal, func()) {
 	if len(data) == 0 {
 		return nil, func() {}
 	}
 	key := unsafe.SliceData(data)
 	p := &proposal{act: act, data: data, applied: make(chan struct{})}
 	f.proposed.Store(key, p)
-	return p.applied, func() { f.proposed.Delete(key) }
+	return p, func() { f.proposed.Delete(key) }
 }
 
 // proposalOf returns the registered proposal of exactly these bytes.
@@ -119,19 +136,20 @@ func newFSM(log *slog.Logger, h *hub) *fsm {
 // a transaction of its own, which the batch's tests compare with.
 func (f *fsm) Apply(l *raft.Log) any {
 	res := f.apply(l)
-	f.markApplied(l.Data)
+	f.markApplied(l, res)
 	return res
 }
 
-// markApplied tells the Update that proposed data, if it is still
-// waiting, that the entry is applied (or refused). Raft answers the future
-// right after the FSM returns. Only the FSM goroutine closes applied; the
-// check makes a second apply of the same bytes harmless.
-func (f *fsm) markApplied(data []byte) {
-	if p := f.proposalOf(data); p != nil {
+// markApplied tells the Update that proposed l's bytes, if it is still
+// waiting, that the entry is applied (or refused) with verdict res. Only
+// the FSM goroutine closes applied; the check makes a second apply of the
+// same bytes harmless (and leaves the first verdict).
+func (f *fsm) markApplied(l *raft.Log, res any) {
+	if p := f.proposalOf(l.Data); p != nil {
 		select {
 		case <-p.applied:
 		default:
+			p.result, p.index = res, l.Index
 			close(p.applied)
 		}
 	}
