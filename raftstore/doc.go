@@ -46,6 +46,22 @@
 // goroutine of its own waiting on raft's future (a change of leadership,
 // Close, or a ctx without a deadline fall back to that wait).
 //
+// Raft hands the FSM the entries committed together (up to 256) at once
+// (raft.BatchingFSM), and the FSM applies them in one memdb transaction
+// (up to 8,192 ops, then another) with one commit (batch.go): memdb's
+// radix copies of the nodes near the roots and the commit are paid once
+// per batch instead of once per entry. Readers see no difference: the
+// applied index moves to the batch's last entry under the same lock as the
+// commit, each entry's events are published after it under the entry's
+// own index, and each entry gets its own verdict, which the FSM also
+// hands to the waiting Update as soon as the entry's transaction is
+// committed (raft answers a batch's futures only at its end). A refused
+// entry in a batch is undone inside the transaction (each object it names
+// put back as the batch's earlier entries or the state before left it), so
+// it leaves no trace and costs only its own ops; TestApplyBatchMatchesApply
+// checks that any cut of the log into batches ends in the same state,
+// events and verdicts as applying it entry by entry.
+//
 // A service update whose previous_spec is the stored spec it replaces (the
 // same pointer, with the version check on) leaves that spec out of the
 // entry (StoreOp.previous_spec_source = STORED_SPEC): every replica takes

@@ -38,6 +38,12 @@ type fsm struct {
 	// onApply receives each entry's apply time (Config.OnApply; metrics
 	// only: the clock never decides anything here).
 	onApply func(time.Duration)
+	// txnOps bounds the ops of one transaction of a batch (batch.go;
+	// 0: maxTxnOps). Tests lower it.
+	txnOps int
+	// undoFault, in tests only, makes undoing a failed entry inside a
+	// batch fail (batch.go's fall-back).
+	undoFault error
 
 	// proposed maps the first byte of an entry this node proposed (the
 	// leader's Apply hands the FSM the very slice Update encoded) to the
@@ -50,8 +56,15 @@ type fsm struct {
 type proposal struct {
 	act  *shoalv1.StoreAction
 	data []byte
-	// applied is closed once Apply has applied (or refused) the entry.
+	// applied is closed once the FSM has applied (or refused) the entry
+	// and committed it; result (the FSM's verdict, as raft's future will
+	// have it) and index are set before, and read only after it closes.
+	// Update answers from them: raft answers the futures of a batch only
+	// once the whole batch is applied, and a writer waiting for its own
+	// entry need not wait for the rest (batch.go).
 	applied chan struct{}
+	result  any
+	index   uint64
 }
 
 // propose registers act as the decoded form of data, which Update is about
@@ -61,13 +74,23 @@ type proposal struct {
 // decoded, as on a follower). The objects of act stay the caller's: Apply
 // deep-copies them, so nothing the caller holds is aliased into the store.
 func (f *fsm) propose(data []byte, act *shoalv1.StoreAction) (applied <-chan struct{}, release func()) {
+	p, release := f.proposeEntry(data, act)
+	if p == nil {
+		return nil, release
+	}
+	return p.applied, release
+}
+
+// proposeEntry is propose returning the proposal itself, whose result and
+// index hold the FSM's verdict once applied is closed (nil for empty data).
+func (f *fsm) proposeEntry(data []byte, act *shoalv1.StoreAction) (*proposal, func()) {
 	if len(data) == 0 {
 		return nil, func() {}
 	}
 	key := unsafe.SliceData(data)
 	p := &proposal{act: act, data: data, applied: make(chan struct{})}
 	f.proposed.Store(key, p)
-	return p.applied, func() { f.proposed.Delete(key) }
+	return p, func() { f.proposed.Delete(key) }
 }
 
 // proposalOf returns the registered proposal of exactly these bytes.
@@ -108,20 +131,28 @@ func newFSM(log *slog.Logger, h *hub) *fsm {
 
 // Apply applies one StoreAction all-or-nothing. It must be deterministic:
 // it reads only the entry and the current state (never the clock), so every
-// replica ends in the same state and returns the same error.
+// replica ends in the same state and returns the same error. Raft calls
+// ApplyBatch (batch.go) instead; Apply is the one-entry form, an entry in
+// a transaction of its own, which the batch's tests compare with.
 func (f *fsm) Apply(l *raft.Log) any {
 	res := f.apply(l)
+	f.markApplied(l, res)
+	return res
+}
+
+// markApplied tells the Update that proposed l's bytes, if it is still
+// waiting, that the entry is applied (or refused) with verdict res. Only
+// the FSM goroutine closes applied; the check makes a second apply of the
+// same bytes harmless (and leaves the first verdict).
+func (f *fsm) markApplied(l *raft.Log, res any) {
 	if p := f.proposalOf(l.Data); p != nil {
-		// Raft answers the future right after we return. Only this
-		// goroutine closes applied; the check makes a second Apply of the
-		// same bytes harmless.
 		select {
 		case <-p.applied:
 		default:
+			p.result, p.index = res, l.Index
 			close(p.applied)
 		}
 	}
-	return res
 }
 
 func (f *fsm) apply(l *raft.Log) any {

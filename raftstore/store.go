@@ -32,7 +32,8 @@ const (
 	// maxAppendEntries caps both the entries raft writes to the log in one
 	// append (one fdatasync) and the entries sent to a follower in one
 	// AppendEntries: raft's default of 64 cut a burst from 256 writers into
-	// four syncs on every server.
+	// four syncs on every server. It also caps the entries raft hands the
+	// FSM's ApplyBatch at once (batch.go).
 	maxAppendEntries = 256
 )
 
@@ -355,8 +356,11 @@ func (s *Store) Update(ctx context.Context, fn func(WriteTx) error) (uint64, err
 		return 0, err
 	}
 	start := time.Now()
-	applied, release := s.fsm.propose(data, act)
+	p, release := s.fsm.proposeEntry(data, act)
 	defer release()
+	if p == nil { // no bytes: nothing the FSM could recognise
+		p = &proposal{}
+	}
 	// Taken before the entry goes to raft, so that a change of leadership
 	// from here on is seen (waitApply).
 	lead := s.lead.current()
@@ -368,16 +372,21 @@ func (s *Store) Update(ctx context.Context, fn func(WriteTx) error) (uint64, err
 		lead = closedChan
 	}
 	f := s.raft.Apply(data, timeout)
-	if err := s.waitApply(ctx, f, applied, lead); err != nil {
+	byFSM, err := s.waitApply(ctx, f, p.applied, lead)
+	if err != nil {
 		return 0, s.mapRaftError("applying the change", err)
 	}
 	if s.cfg.OnCommit != nil {
 		s.cfg.OnCommit(time.Since(start))
 	}
-	if rerr, ok := f.Response().(error); ok && rerr != nil {
+	res, index := p.result, p.index
+	if !byFSM {
+		res, index = f.Response(), f.Index()
+	}
+	if rerr, ok := res.(error); ok && rerr != nil {
 		return 0, rerr
 	}
-	return f.Index(), nil
+	return index, nil
 }
 
 // ReadLinearizable returns a view that reflects every write acknowledged
@@ -451,26 +460,28 @@ var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); retu
 // waitApply waits for the future of an entry Update proposed, giving up
 // when ctx ends. The FSM closes applied once it has applied the entry here,
 // so a write is answered without a goroutine of its own waiting on raft's
-// future (wait's); the future has then been, or is about to be, answered
-// with the FSM's verdict. An entry that fails instead never reaches the
+// future (wait's); byFSM then says that the proposal holds the FSM's
+// verdict and the entry's index, which raft's future will hold too once
+// raft answers it, at the end of the entry's batch. An entry that fails
+// instead never reaches the
 // FSM: raft fails it when this server stops leading (lead is closed at that
 // change; raft answers the future first or soon after) or shuts down
 // (done), and wait then takes over. The one failure no event announces,
 // raft's enqueue timeout, fires at ctx's deadline (Update passes what is
 // left of it as the timeout), so a ctx without a deadline uses wait.
-func (s *Store) waitApply(ctx context.Context, f raft.Future, applied, lead <-chan struct{}) error {
+func (s *Store) waitApply(ctx context.Context, f raft.Future, applied, lead <-chan struct{}) (byFSM bool, err error) {
 	if _, ok := ctx.Deadline(); !ok {
-		return s.wait(ctx, f)
+		return false, s.wait(ctx, f)
 	}
 	select {
 	case <-applied:
-		return f.Error()
+		return true, nil
 	case <-lead:
 	case <-s.done:
 	case <-ctx.Done():
-		return ctx.Err()
+		return false, ctx.Err()
 	}
-	return s.wait(ctx, f)
+	return false, s.wait(ctx, f)
 }
 
 // wait waits for a raft future, giving up when ctx ends (the operation
