@@ -49,6 +49,14 @@ type reconciler struct {
 	// not drop a service's settled slots.
 	own     [16]uint64
 	ownNext int
+	// unusable and rolling answer observe's questions about a task's node
+	// (gone, down or draining) and service (rolling out) without a store
+	// lookup per task event: filled from the store on first need, then
+	// kept by the node and service events (which come in commit order, so
+	// by the time a task's event is observed, those of earlier node or
+	// service changes were), cleared on resync.
+	unusable map[string]bool
+	rolling  map[string]bool
 }
 
 // settledSlots says that slots 1..through of the service, at meta
@@ -66,7 +74,7 @@ func newReconciler(o *Orchestrator) *reconciler {
 	return &reconciler{
 		o: o, log: o.log.With("loop", "reconciler"),
 		services: map[string]bool{}, nodes: map[string]bool{}, retryAt: map[string]time.Time{},
-		settled: map[string]settledSlots{},
+		settled: map[string]settledSlots{}, unusable: map[string]bool{}, rolling: map[string]bool{},
 	}
 }
 
@@ -78,7 +86,10 @@ func (r *reconciler) kinds() []raftstore.Kind {
 
 func (r *reconciler) resync() {
 	r.full = true
-	clear(r.settled) // events were missed
+	// Events were missed.
+	clear(r.settled)
+	clear(r.unusable)
+	clear(r.rolling)
 }
 
 func (r *reconciler) isOwn(version uint64) bool {
@@ -110,8 +121,10 @@ func (r *reconciler) observe(ev *shoalv1.WatchEvent) bool {
 	case *shoalv1.Service:
 		r.services[obj.GetMeta().GetId()] = true
 		delete(r.settled, obj.GetMeta().GetId())
+		r.rolling[obj.GetMeta().GetId()] = ev.GetAction() != shoalv1.WatchAction_WATCH_ACTION_DELETE && inRollout(obj)
 	case *shoalv1.Node:
 		r.nodes[obj.GetMeta().GetId()] = true
+		r.unusable[obj.GetMeta().GetId()] = ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_DELETE || unusableNode(obj)
 		r.globals = true
 	case *shoalv1.Cluster:
 		// A lower history limit reaps every slot's older tasks now, not
@@ -154,9 +167,29 @@ func (r *reconciler) observe(ev *shoalv1.WatchEvent) bool {
 // nodeUnusable: the node is gone, down or draining, so its tasks need the
 // orphan / drain rules.
 func (r *reconciler) nodeUnusable(id string) bool {
+	if u, ok := r.unusable[id]; ok {
+		return u
+	}
 	n, ok := raftstore.Get[*shoalv1.Node](r.o.store.View(), id)
-	return !ok || n.GetStatus().GetState() == shoalv1.NodeState_NODE_STATE_DOWN ||
+	u := !ok || unusableNode(n)
+	r.unusable[id] = u
+	return u
+}
+
+func unusableNode(n *shoalv1.Node) bool {
+	return n.GetStatus().GetState() == shoalv1.NodeState_NODE_STATE_DOWN ||
 		n.GetSpec().GetAvailability() == shoalv1.NodeAvailability_NODE_AVAILABILITY_DRAIN
+}
+
+// rollingOut: the service is rolling out (inRollout).
+func (r *reconciler) rollingOut(id string) bool {
+	if v, ok := r.rolling[id]; ok {
+		return v
+	}
+	svc, ok := raftstore.Get[*shoalv1.Service](r.o.store.View(), id)
+	v := ok && inRollout(svc)
+	r.rolling[id] = v
+	return v
 }
 
 // passResult is what a pass did, for logging once it is committed.

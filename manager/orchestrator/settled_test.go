@@ -257,3 +257,90 @@ func settledRandomRun(t *testing.T, seed uint64) {
 		}
 	}
 }
+
+// viewCounter counts the store reads of a loop's observe.
+type viewCounter struct {
+	*raftstore.Store
+	views int
+}
+
+func (v *viewCounter) View() raftstore.Reader { v.views++; return v.Store.View() }
+
+// TestReconcilerObserveFollowsNodesAndServices: the reconciler answers a
+// task event's questions (is its node down or draining, is its service
+// rolling out) from the node and service events, reading the store once
+// per node or service, not once per task event — and the answers follow
+// the events.
+func TestReconcilerObserveFollowsNodesAndServices(t *testing.T) {
+	s := openStore(t)
+	create(t, s, mkNode("n1"), mkService("a", 3))
+	vc := &viewCounter{Store: s}
+	r := newReconciler(newOrchestrator(vc, testLogger()))
+	r.resync()
+	ev := func(action shoalv1.WatchAction, o raftstore.Object) *shoalv1.WatchEvent {
+		return &shoalv1.WatchEvent{Action: action, Object: raftstore.Wrap(o)}
+	}
+	update := shoalv1.WatchAction_WATCH_ACTION_UPDATE
+	running := mkTask("t1", "a", 1, onNode("n1"))
+	for range 100 {
+		if r.observe(ev(update, running)) {
+			t.Fatal("a running task on a ready node of a service not rolling out made a pass due")
+		}
+	}
+	if vc.views > 2 {
+		t.Fatalf("%d store reads for 100 task events, want at most one per node and service", vc.views)
+	}
+	clear(r.nodes)
+	if !r.observe(ev(update, mkNode("n1", down()))) {
+		t.Fatal("a node change made no pass due")
+	}
+	clear(r.nodes)
+	if !r.observe(ev(update, running)) || !r.nodes["n1"] {
+		t.Fatal("a task on a node that went down did not have its node checked")
+	}
+	clear(r.nodes)
+	r.observe(ev(update, mkNode("n1")))
+	rolling := mkService("a", 3, specVersion(2))
+	rolling.UpdateStatus = &shoalv1.UpdateStatus{State: updUpdating}
+	r.observe(ev(update, rolling))
+	clear(r.services)
+	clear(r.nodes)
+	if !r.observe(ev(update, running)) || !r.services["a"] {
+		t.Fatal("a task running while its service rolls out made no pass due")
+	}
+	r.observe(ev(shoalv1.WatchAction_WATCH_ACTION_DELETE, mkNode("n1")))
+	clear(r.nodes)
+	if !r.observe(ev(update, running)) || !r.nodes["n1"] {
+		t.Fatal("a task on a removed node did not have its node checked")
+	}
+	if vc.views > 2 {
+		t.Fatalf("%d store reads, want at most one per node and service", vc.views)
+	}
+}
+
+// TestShallowTask: the scheduler loop's copy of a task it assigns holds
+// every field, has its own meta (a store may stamp it), shares the rest,
+// and allocates less than a deep copy.
+func TestShallowTask(t *testing.T) {
+	tk := mkTask("t1", "a", 3, st(tsPending), onNode(""))
+	tk.Spec = &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: "demo@sha256:1", Command: []string{"a", "b"},
+		Env: []string{"A=1", "B=2", "C=3"}}, Placement: &shoalv1.Placement{Constraints: []string{"node.role==worker"}}}
+	tk.Networks = []*shoalv1.NetworkAttachment{{NetworkId: "net1"}}
+	in := proto.Clone(tk)
+	c := shallowTask(tk)
+	if !proto.Equal(c, tk) {
+		t.Fatalf("copy differs:\n got %v\nwant %v", c, tk)
+	}
+	if c.Meta == tk.Meta || c.Spec != tk.Spec {
+		t.Fatal("the copy must have its own meta and share the spec")
+	}
+	c.NodeId, c.Status, c.Meta.Version = "n2", &shoalv1.TaskStatus{State: tsAssigned}, 99
+	if !proto.Equal(tk, in) {
+		t.Fatal("changing the copy's fields changed the original")
+	}
+	shallow := testing.AllocsPerRun(100, func() { _ = shallowTask(tk) })
+	deep := testing.AllocsPerRun(100, func() { _ = cloneTask(tk) })
+	if shallow >= deep {
+		t.Fatalf("shallow copy %v allocations, deep copy %v", shallow, deep)
+	}
+}
