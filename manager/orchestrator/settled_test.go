@@ -344,3 +344,73 @@ func TestShallowTask(t *testing.T) {
 		t.Fatalf("shallow copy %v allocations, deep copy %v", shallow, deep)
 	}
 }
+
+// TestSettledSlotsNodeDownReplacedInOneEntry: slots known settled whose
+// tasks the same pass orphans (their node went down) are reconciled from
+// slot 1, so the orphaned tasks' replacements are in the same entry.
+func TestSettledSlotsNodeDownReplacedInOneEntry(t *testing.T) {
+	s := openStore(t)
+	o := newOrchestrator(s, testLogger())
+	r := newReconciler(o)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sub, err := s.Watch(ctx, s.View().Index()+1, r.kinds()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	r.resync()
+	create(t, s, mkNode("n1"), mkService("a", 4, noRestartDelay()))
+	feed := func(upTo uint64) {
+		t.Helper()
+		timeout := time.After(waitFor)
+		for seen := uint64(0); seen < upTo; {
+			select {
+			case ev := <-sub.C():
+				r.observe(ev)
+				seen = ev.GetIndex()
+			case <-timeout:
+				t.Fatalf("events up to index %d not seen", upTo)
+			}
+		}
+	}
+	feed(s.View().Index())
+	if _, err := r.pass(ctx, o.now()); err != nil {
+		t.Fatal(err)
+	}
+	// The tasks run on n1 (another writer: their slots stay settled).
+	idx, err := s.Update(ctx, func(tx raftstore.WriteTx) error {
+		for _, tk := range raftstore.List[*shoalv1.Task](tx) {
+			tk = cloneTask(tk)
+			tk.NodeId, tk.Status = "n1", &shoalv1.TaskStatus{State: stateRunning}
+			if err := tx.Update(tk); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed(idx)
+	if _, err := r.pass(ctx, o.now()); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.settled["a"].through; got != 4 {
+		t.Fatalf("settled through slot %d, want 4", got)
+	}
+	n, _ := raftstore.Get[*shoalv1.Node](s.View(), "n1")
+	n = proto.Clone(n).(*shoalv1.Node)
+	n.Status.State = shoalv1.NodeState_NODE_STATE_DOWN
+	if idx, err = s.Update(ctx, func(tx raftstore.WriteTx) error { return tx.Update(n) }); err != nil {
+		t.Fatal(err)
+	}
+	feed(idx)
+	if _, err := r.pass(ctx, o.now()); err != nil {
+		t.Fatal(err)
+	}
+	tasks := raftstore.List[*shoalv1.Task](s.View())
+	if live := liveOf(tasks); len(live) != 4 || len(tasks) != 8 {
+		t.Fatalf("after the node-down pass: %d live of %d tasks, want 4 new of 8: %s", len(live), len(tasks), brief(tasks))
+	}
+}
