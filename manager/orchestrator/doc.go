@@ -221,7 +221,21 @@
 //     store.Update, bounded to 4,000 objects and 4 MiB (chunk.go): a pass
 //     with more to do stops at a slot, node or task boundary and the next
 //     pass follows at once, recomputing from the store (so a new leader
-//     also carries on from the store, never repeating a giant entry). A version conflict re-reads and retries (bounded);
+//     also carries on from the store, never repeating a giant entry). What
+//     the loop keeps across passes only lets it skip work, never decide
+//     differently: per replicated service, how far its slots are known
+//     settled (slots 1..n each hold one live task of the current spec),
+//     found by a committed pass and dropped by any event that could change
+//     a slot (the service changed; one of its tasks created by another
+//     writer, deleted or no longer live; a watch cut; a write of unknown
+//     outcome), so a service created in 4,000-task passes costs each pass
+//     the slots it adds, not every slot before them (the plan is the one
+//     made from slot 1: TestReconcileReplicatedFromSettled,
+//     TestSettledSlotsRandomEvents); a rollout under way or an outdated
+//     task found makes the pass count every slot. Whether a task's node is
+//     down or draining and its service rolling out is likewise kept from
+//     the node and service events, not looked up per task event. A
+//     version conflict re-reads and retries (bounded);
 //     RetryAfter (a restart delay, a max_attempts window, a cron
 //     firing) becomes a timer.
 //
@@ -234,7 +248,7 @@
 //     commits (recorded with the entry's index as their version, so the
 //     late events of older states do not undo them), read from the store again only at the start of a term,
 //     after a watch cut or after a write of unknown outcome — and writes the batch in one store.Update: node_id and status ASSIGNED for those
-//     placed, and for the others the failure reason in status.message —
+//     placed (a shallow copy of the pending task, sharing its spec), and for the others the failure reason in status.message —
 //     only when it changed, so that an unschedulable task costs no writes.
 //
 //   - the rebalance loop watches services, nodes, and the tasks of

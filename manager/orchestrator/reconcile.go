@@ -68,11 +68,36 @@ func ReconcileReplicated(svc *shoalv1.Service, tasks []*shoalv1.Task, now time.T
 // reconciled in order until it is spent. Groups are made one at a time, so
 // a pass over a huge service costs memory for its tasks, not its replicas.
 func reconcileReplicated(svc *shoalv1.Service, tasks []*shoalv1.Task, now time.Time, b *budget) Plan {
+	p, _ := reconcileReplicatedFrom(svc, tasks, now, b, 0)
+	return p
+}
+
+// reconcileReplicatedFrom is reconcileReplicated told that slots
+// 1..settled are known to be settled (each holds exactly one task, live
+// and of the current spec: group.settled), so it neither groups their
+// tasks nor visits them — a service being created in chunks of a few
+// thousand slots costs each pass the slots it adds, not all before them.
+// The caller vouches for settled (the reconciler's settledSlots, kept from
+// the watch events); the plan is the same as with 0, which is used
+// instead when the skipped slots could matter: a rollout under way (they
+// count in its tally) or outdated tasks found (one would start).
+//
+// It also returns how far the slots are settled once the plan is written:
+// the longest prefix of slots each settled already or, being empty, given
+// one new task by this plan.
+func reconcileReplicatedFrom(svc *shoalv1.Service, tasks []*shoalv1.Task, now time.Time, b *budget, settled uint64) (Plan, uint64) {
 	id := svc.GetMeta().GetId()
 	replicas := uint64(max(svc.GetSpec().GetReplicas(), 0))
+	if settled > replicas || rollsOut(svc) {
+		settled = 0
+	}
+	var saved budget
+	if b != nil {
+		saved = *b
+	}
 	bySlot := map[uint64][]*shoalv1.Task{}
 	for _, t := range tasks {
-		if t != nil && t.GetServiceId() == id {
+		if t != nil && t.GetServiceId() == id && (t.GetSlot() > settled || t.GetSlot() == 0) {
 			bySlot[t.GetSlot()] = append(bySlot[t.GetSlot()], t)
 		}
 	}
@@ -85,10 +110,20 @@ func reconcileReplicated(svc *shoalv1.Service, tasks []*shoalv1.Task, now time.T
 		}
 	}
 	slices.Sort(extra)
+	through, contiguous := settled, true
 	groups := func(yield func(*group) bool) {
-		for slot := uint64(1); slot <= replicas; slot++ {
-			if !yield(&group{svc: svc, now: now, wanted: true, tasks: bySlot[slot], slot: slot, hist: b.histRule()}) {
+		for slot := settled + 1; slot <= replicas; slot++ {
+			g := &group{svc: svc, now: now, wanted: true, tasks: bySlot[slot], slot: slot, hist: b.histRule()}
+			if !yield(g) {
 				return
+			}
+			// Yielded: reconciled, its plan merged. Empty slots get
+			// exactly one task (or none, if held back by a restart
+			// policy: then the slot is not settled).
+			if contiguous && (g.settled() || (len(g.tasks) == 0 && g.created == 1)) {
+				through = slot
+			} else {
+				contiguous = false
 			}
 		}
 		for _, slot := range extra {
@@ -97,7 +132,25 @@ func reconcileReplicated(svc *shoalv1.Service, tasks []*shoalv1.Task, now time.T
 			}
 		}
 	}
-	return reconcileGroups(svc, now, groups, b)
+	p, outdated := reconcileGroupsOutdated(svc, now, groups, b)
+	if settled > 0 && outdated {
+		// The rollout that would start counts every slot.
+		if b != nil {
+			*b = saved
+		}
+		return reconcileReplicatedFrom(svc, tasks, now, b, 0)
+	}
+	if outdated || p.Service != nil {
+		through = 0
+	}
+	return p, through
+}
+
+// rollsOut: an update or rollback is under way (not paused), so every
+// slot counts in its tally.
+func rollsOut(svc *shoalv1.Service) bool {
+	s := svc.GetUpdateStatus().GetState()
+	return s == updUpdating || s == updRollbackStarted
 }
 
 // ReconcileGlobal plans the tasks of a global service: every eligible node
@@ -208,6 +261,13 @@ func reconcileRemoved(tasks []*shoalv1.Task, b *budget) Plan {
 // a whole replacement; a pass cut short makes no rollout decision (it
 // would see only part of the slots).
 func reconcileGroups(svc *shoalv1.Service, now time.Time, groups iter.Seq[*group], b *budget) Plan {
+	p, _ := reconcileGroupsOutdated(svc, now, groups, b)
+	return p
+}
+
+// reconcileGroupsOutdated is reconcileGroups also saying whether a wanted
+// slot (node) has an outdated live task.
+func reconcileGroupsOutdated(svc *shoalv1.Service, now time.Time, groups iter.Seq[*group], b *budget) (Plan, bool) {
 	var p Plan
 	ty := newTally(svc, now)
 	rolledBack := isRollingBack(svc)
@@ -219,6 +279,7 @@ func reconcileGroups(svc *shoalv1.Service, now time.Time, groups iter.Seq[*group
 		}
 		g.startFirst, g.rolledBack = startFirst, rolledBack
 		gp, st := g.reconcile()
+		g.created = len(gp.Create)
 		b.chargePlan(gp)
 		p.merge(gp)
 		if g.wanted && !g.paused {
@@ -230,8 +291,9 @@ func reconcileGroups(svc *shoalv1.Service, now time.Time, groups iter.Seq[*group
 			}
 		}
 	}
+	outdated := len(ty.outdated) > 0
 	if p.More {
-		return p
+		return p, outdated
 	}
 	ro := planRollout(svc, ty, now)
 	p.RetryAfter = minRetry(p.RetryAfter, ro.retry)
@@ -241,7 +303,7 @@ func reconcileGroups(svc *shoalv1.Service, now time.Time, groups iter.Seq[*group
 		// pass fills their slots from the spec rolled back to.
 		p.Service = RolledBack(svc, now, ro.status.GetMessage())
 		p.Create = nil
-		return p
+		return p, outdated
 	case ro.status != nil:
 		p.Service = proto.Clone(svc).(*shoalv1.Service)
 		p.Service.UpdateStatus = ro.status
@@ -266,7 +328,7 @@ func reconcileGroups(svc *shoalv1.Service, now time.Time, groups iter.Seq[*group
 		p.Update = append(p.Update, u)
 		p.Create = append(p.Create, n)
 	}
-	return p
+	return p, outdated
 }
 
 // group is the tasks competing for one slot of a replicated service, or
@@ -293,6 +355,9 @@ type group struct {
 	// for ever, would hold the rollout's window. Once active again, the
 	// node's outdated task is rolled out.
 	paused bool
+	// created: how many tasks the group's reconcile created (set by
+	// reconcileGroups, for the settled prefix).
+	created int
 }
 
 func (g *group) newTask() *shoalv1.Task { return newTask(g.svc, g.slot, g.nodeID, g.now) }

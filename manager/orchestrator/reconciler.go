@@ -39,12 +39,42 @@ type reconciler struct {
 	// histLimit is the task_history_limit the last pass applied (0: no
 	// pass yet): a cluster write that lowers it makes a full pass.
 	histLimit int
+	// settled keeps, per replicated service, how far its slots are known
+	// settled (settledSlots), so that a pass over a service being created
+	// in chunks visits only the slots it adds. Set from committed passes,
+	// dropped by any event that could unsettle a slot, cleared on resync.
+	settled map[string]settledSlots
+	// own holds the raft indexes of this loop's latest commits: the
+	// creation events of its own tasks (already counted in settled) do
+	// not drop a service's settled slots.
+	own     [16]uint64
+	ownNext int
+	// unusable and rolling answer observe's questions about a task's node
+	// (gone, down or draining) and service (rolling out) without a store
+	// lookup per task event: filled from the store on first need, then
+	// kept by the node and service events (which come in commit order, so
+	// by the time a task's event is observed, those of earlier node or
+	// service changes were), cleared on resync.
+	unusable map[string]bool
+	rolling  map[string]bool
+}
+
+// settledSlots says that slots 1..through of the service, at meta
+// version svcVersion, each hold exactly one task, live and of the current
+// spec (group.settled). It holds from the pass that found it until an
+// event says otherwise: the service changed, or one of its tasks was
+// created (by another writer), deleted, or stopped being live — a live
+// task's progress (assigned, running) keeps it.
+type settledSlots struct {
+	svcVersion uint64
+	through    uint64
 }
 
 func newReconciler(o *Orchestrator) *reconciler {
 	return &reconciler{
 		o: o, log: o.log.With("loop", "reconciler"),
 		services: map[string]bool{}, nodes: map[string]bool{}, retryAt: map[string]time.Time{},
+		settled: map[string]settledSlots{}, unusable: map[string]bool{}, rolling: map[string]bool{},
 	}
 }
 
@@ -54,14 +84,47 @@ func (r *reconciler) kinds() []raftstore.Kind {
 	return []raftstore.Kind{raftstore.KindService, raftstore.KindTask, raftstore.KindNode, raftstore.KindCluster}
 }
 
-func (r *reconciler) resync() { r.full = true }
+func (r *reconciler) resync() {
+	r.full = true
+	// Events were missed.
+	clear(r.settled)
+	clear(r.unusable)
+	clear(r.rolling)
+}
+
+func (r *reconciler) isOwn(version uint64) bool {
+	return version != 0 && slices.Contains(r.own[:], version)
+}
+
+// unsettle drops what is known settled of a task's service when the event
+// may change a slot: anything but a live task's progress and the creation
+// of this loop's own tasks.
+func (r *reconciler) unsettle(ev *shoalv1.WatchEvent, t *shoalv1.Task) {
+	if len(r.settled) == 0 {
+		return
+	}
+	switch ev.GetAction() {
+	case shoalv1.WatchAction_WATCH_ACTION_UPDATE:
+		if isLive(t) {
+			return
+		}
+	case shoalv1.WatchAction_WATCH_ACTION_CREATE:
+		if r.isOwn(t.GetMeta().GetVersion()) {
+			return
+		}
+	}
+	delete(r.settled, t.GetServiceId())
+}
 
 func (r *reconciler) observe(ev *shoalv1.WatchEvent) bool {
 	switch obj := raftstore.Unwrap(ev.GetObject()).(type) {
 	case *shoalv1.Service:
 		r.services[obj.GetMeta().GetId()] = true
+		delete(r.settled, obj.GetMeta().GetId())
+		r.rolling[obj.GetMeta().GetId()] = ev.GetAction() != shoalv1.WatchAction_WATCH_ACTION_DELETE && inRollout(obj)
 	case *shoalv1.Node:
 		r.nodes[obj.GetMeta().GetId()] = true
+		r.unusable[obj.GetMeta().GetId()] = ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_DELETE || unusableNode(obj)
 		r.globals = true
 	case *shoalv1.Cluster:
 		// A lower history limit reaps every slot's older tasks now, not
@@ -76,6 +139,7 @@ func (r *reconciler) observe(ev *shoalv1.WatchEvent) bool {
 		}
 		r.full = true
 	case *shoalv1.Task:
+		r.unsettle(ev, obj)
 		if ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_UPDATE && isLive(obj) {
 			// A task can never become live again, so a live task's
 			// progress (assigned, accepted, running...) changes no plan:
@@ -103,9 +167,29 @@ func (r *reconciler) observe(ev *shoalv1.WatchEvent) bool {
 // nodeUnusable: the node is gone, down or draining, so its tasks need the
 // orphan / drain rules.
 func (r *reconciler) nodeUnusable(id string) bool {
+	if u, ok := r.unusable[id]; ok {
+		return u
+	}
 	n, ok := raftstore.Get[*shoalv1.Node](r.o.store.View(), id)
-	return !ok || n.GetStatus().GetState() == shoalv1.NodeState_NODE_STATE_DOWN ||
+	u := !ok || unusableNode(n)
+	r.unusable[id] = u
+	return u
+}
+
+func unusableNode(n *shoalv1.Node) bool {
+	return n.GetStatus().GetState() == shoalv1.NodeState_NODE_STATE_DOWN ||
 		n.GetSpec().GetAvailability() == shoalv1.NodeAvailability_NODE_AVAILABILITY_DRAIN
+}
+
+// rollingOut: the service is rolling out (inRollout).
+func (r *reconciler) rollingOut(id string) bool {
+	if v, ok := r.rolling[id]; ok {
+		return v
+	}
+	svc, ok := raftstore.Get[*shoalv1.Service](r.o.store.View(), id)
+	v := ok && inRollout(svc)
+	r.rolling[id] = v
+	return v
 }
 
 // passResult is what a pass did, for logging once it is committed.
@@ -122,6 +206,9 @@ type passResult struct {
 	more bool
 	// histLimit: the history limit the pass applied.
 	histLimit int
+	// settled: how far each replicated service reconciled is settled once
+	// the pass is committed (absent: not known).
+	settled map[string]settledSlots
 }
 
 type serviceChange struct {
@@ -143,12 +230,26 @@ func (r *reconciler) pass(ctx context.Context, now time.Time) (time.Time, error)
 		return r.nextWake(), nil
 	}
 	var res passResult
-	err := r.o.conflictRetry(ctx, func(tx raftstore.WriteTx, now time.Time) error {
-		res = passResult{retry: map[string]time.Duration{}}
+	index, err := r.o.conflictRetryIndex(ctx, func(tx raftstore.WriteTx, now time.Time) error {
+		res = passResult{retry: map[string]time.Duration{}, settled: map[string]settledSlots{}}
 		return r.reconcileTx(tx, now, &res, r.o.budget())
 	})
 	if err != nil {
+		// Committed or not, we cannot tell: forget the services' settled
+		// slots (a pass from 0 finds them again).
+		clear(r.settled)
 		return r.nextWake(), fmt.Errorf("reconciling services: %w", err)
+	}
+	if index != 0 {
+		r.own[r.ownNext] = index
+		r.ownNext = (r.ownNext + 1) % len(r.own)
+	}
+	for id, s := range res.settled {
+		if s.through == 0 {
+			delete(r.settled, id)
+		} else {
+			r.settled[id] = s
+		}
 	}
 	done := r.o.now()
 	r.histLimit = res.histLimit
@@ -223,11 +324,15 @@ func (r *reconciler) reconcileTx(tx raftstore.WriteTx, now time.Time, res *passR
 	res.orphaned, cut = b.takeWithin(res.orphaned)
 	res.drained, cutDrained = b.takeWithin(res.drained)
 	res.more = cut || cutDrained
+	// Services whose tasks this pass changed above are reconciled from
+	// slot 1: a slot known settled may have just lost its task.
+	touched := map[string]bool{}
 	for _, t := range slices.Concat(res.orphaned, res.drained) {
 		if err := tx.Update(t); err != nil {
 			return fmt.Errorf("task %q on node %q: %w", t.GetMeta().GetId(), t.GetNodeId(), err)
 		}
 		dirty[t.GetServiceId()] = true
+		touched[t.GetServiceId()] = true
 	}
 
 	if r.full || r.globals {
@@ -266,7 +371,13 @@ func (r *reconciler) reconcileTx(tx raftstore.WriteTx, now time.Time, res *passR
 				res.jobs = append(res.jobs, jobPass{id: id, run: run})
 			}
 		default:
-			p = reconcileReplicated(svc, tasks, now, b)
+			var from uint64
+			if s, ok := r.settled[id]; ok && !r.full && !touched[id] && s.svcVersion == svc.GetMeta().GetVersion() {
+				from = s.through
+			}
+			var through uint64
+			p, through = reconcileReplicatedFrom(svc, tasks, now, b, from)
+			res.settled[id] = settledSlots{svcVersion: svc.GetMeta().GetVersion(), through: through}
 		}
 		res.more = res.more || p.More
 		res.services++

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/shoal-dev/shoal/manager/allocator"
@@ -250,7 +251,7 @@ func scheduleTx(tx raftstore.WriteTx, now time.Time, res *schedResult, after str
 		byID[t.GetMeta().GetId()] = t
 	}
 	for _, a := range assigned {
-		t := cloneTask(byID[a.TaskID])
+		t := shallowTask(byID[a.TaskID])
 		t.NodeId = a.NodeID
 		t.Status = &shoalv1.TaskStatus{State: stateAssigned, Timestamp: timestamppb.New(now), Message: msgAssigned}
 		if err := tx.Update(t); err != nil {
@@ -276,6 +277,24 @@ func scheduleTx(tx raftstore.WriteTx, now time.Time, res *schedResult, after str
 		res.reasons = append(res.reasons, f)
 	}
 	return nil
+}
+
+// shallowTask is a new task with t's fields, sharing its sub-messages
+// (spec, networks...) but with its own meta (the one part a store may
+// stamp on the object it is given): for a write that replaces whole
+// fields (node_id, status) and changes nothing inside the shared ones, as
+// a deep copy of every pending task's spec cost the scheduler loop more
+// than the placement itself. The store's objects are never changed in
+// place, so sharing them is safe; a field added to Task is copied too.
+func shallowTask(t *shoalv1.Task) *shoalv1.Task {
+	out := &shoalv1.Task{}
+	dst := out.ProtoReflect()
+	t.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		dst.Set(fd, v)
+		return true
+	})
+	out.Meta = proto.Clone(t.GetMeta()).(*shoalv1.Meta)
+	return out
 }
 
 // readPlaced counts the tasks on nodes (ASSIGNED up to the terminal

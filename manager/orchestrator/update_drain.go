@@ -89,7 +89,7 @@ func limitDrain(tx raftstore.Reader, drained []*shoalv1.Task) ([]*shoalv1.Task, 
 // service's rollout and the drains held back by parallelism may move on.
 func (r *reconciler) progressed(t *shoalv1.Task) bool {
 	due := false
-	if svc, ok := raftstore.Get[*shoalv1.Service](r.o.store.View(), t.GetServiceId()); ok && inRollout(svc) {
+	if r.rollingOut(t.GetServiceId()) {
 		r.services[t.GetServiceId()] = true
 		due = true
 	}
