@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -356,4 +357,69 @@ func TestTasksShareTheirServiceSpec(t *testing.T) {
 	if dump(restored.view()) != dump(f.view()) {
 		t.Fatal("the restored state differs")
 	}
+}
+
+// A rolling upgrade: three managers, one still of the release before
+// TASK_STATUS (its node reports store format 2). That release refuses an
+// op kind it does not know, so no entry in any manager's log may be one;
+// each log replayed by it gives the state this release keeps. Once the
+// manager reports StoreFormat, statuses go out compact.
+func TestRollingUpgradeOldManagerGetsWholeTaskStatus(t *testing.T) {
+	c := newCluster(t, 3, clusterOpts{})
+	var objs []Object
+	for i, nd := range c.nodes {
+		format := StoreFormat
+		if i == 2 {
+			format = StoreFormat - 1 // the manager not upgraded yet
+		}
+		objs = append(objs, gateNode(nd.id, roleManager, roleManager, format))
+	}
+	c.update(createIfMissing(append(objs, goldService(), goldTask(0, &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_ASSIGNED}))...))
+	setState := func(state shoalv1.TaskState) uint64 {
+		return c.update(func(tx WriteTx) error {
+			cur, _ := Get[*shoalv1.Task](tx, "t1")
+			if cur.GetStatus().GetState() == state {
+				return nil // a retry after a commit
+			}
+			return tx.UpdateTaskStatus("t1", cur.GetMeta().GetVersion(), &shoalv1.TaskStatus{State: state})
+		})
+	}
+	idx := setState(shoalv1.TaskState_TASK_STATE_ACCEPTED)
+	c.converge(dump(c.leader().store.View()), idx)
+	for _, nd := range c.nodes {
+		for i := uint64(1); i <= idx; i++ {
+			var l raft.Log
+			if err := nd.store.logs.GetLog(i, &l); err != nil || l.Type != raft.LogCommand {
+				continue
+			}
+			act := new(shoalv1.StoreAction)
+			if err := proto.Unmarshal(l.Data, act); err != nil {
+				t.Fatal(err)
+			}
+			for _, op := range act.GetOps() {
+				if op.GetKind() > shoalv1.StoreOpKind_STORE_OP_KIND_DELETE {
+					t.Fatalf("%s: entry %d has a %v op while a manager is old", nd.id, i, op.GetKind())
+				}
+			}
+		}
+		old := replayAsPreviousRelease(t, nd.store, idx)
+		if dump(old.view()) != dump(nd.store.View()) {
+			t.Fatalf("%s: the previous release replays\n%s\nthis release stores\n%s", nd.id, dump(old.view()), dump(nd.store.View()))
+		}
+	}
+	// The last manager upgraded: statuses go out compact.
+	c.update(func(tx WriteTx) error {
+		n, _ := Get[*shoalv1.Node](tx, c.nodes[2].id)
+		if n.GetDescription().GetStoreFormat() == StoreFormat {
+			return nil
+		}
+		n = proto.Clone(n).(*shoalv1.Node)
+		n.Description.StoreFormat = StoreFormat
+		return tx.Update(n)
+	})
+	idx = setState(shoalv1.TaskState_TASK_STATE_RUNNING)
+	if op := entryOp(t, c.leader().store, idx); op.GetKind() != shoalv1.StoreOpKind_STORE_OP_KIND_TASK_STATUS {
+		t.Fatalf("with every manager upgraded the entry op is %v", op)
+	}
+	c.converge(dump(c.leader().store.View()), idx)
 }
