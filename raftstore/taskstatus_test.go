@@ -103,6 +103,12 @@ func TestTaskWithStatusCopiesEveryField(t *testing.T) {
 	if all := src.ProtoReflect().Descriptor().Fields().Len(); n != all {
 		t.Fatalf("the test sets %d of Task's %d fields; set the new one", n, all)
 	}
+	// A TASK_STATUS op's meta is built at apply time from the id, the
+	// index, the entry's time and the stored created_at: a new Meta field
+	// would be lost on that path.
+	if n := (&shoalv1.Meta{}).ProtoReflect().Descriptor().Fields().Len(); n != 4 {
+		t.Fatalf("Meta has %d fields, not 4: carry the new one from the stored task in applyTaskStatus", n)
+	}
 	meta := &shoalv1.Meta{Id: "t1", Version: 9}
 	got := taskWithStatus(src, meta, goldRunning())
 	want := proto.Clone(src).(*shoalv1.Task)
