@@ -79,14 +79,15 @@ const DefaultMaxEntryBytes = 8 << 20
 
 // StoreFormat is the newest raft entry form this release writes and every
 // replica of it reads: 1, the release before the field; 2, service updates
-// that leave previous_spec out of the entry (STORED_SPEC, prevspec.go).
+// that leave previous_spec out of the entry (STORED_SPEC, prevspec.go); 3,
+// task status ops carrying only the status (TASK_STATUS, taskstatus.go).
 // Nodes report it in their description (NodeDescription.store_format) and
 // the leader writes a form newer than 1 only while every manager reports
 // at least this, so that a manager of the previous release, which would
 // misapply it, never receives one during a rolling upgrade (storeformat.go).
 // Raise it whenever an entry form a previous release would misapply is
 // added, and gate that form on it the same way.
-const StoreFormat = 2
+const StoreFormat = 3
 
 // Reader is a consistent view of the store.
 type Reader interface {
@@ -110,6 +111,9 @@ type WriteTx interface {
 	Update(o Object) error
 	// Delete removes an object; expectedVersion 0 skips the version check.
 	Delete(kind Kind, id string, expectedVersion uint64) error
+	// UpdateTaskStatus replaces only the status of task id, read at
+	// version (not 0): the entry carries the status alone (taskstatus.go).
+	UpdateTaskStatus(id string, version uint64, status *shoalv1.TaskStatus) error
 }
 
 // Config configures Open.

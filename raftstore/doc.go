@@ -77,6 +77,18 @@
 // forms. Raise StoreFormat for any new entry form an older release would
 // misapply, and gate that form the same way.
 //
+// A task's status change (WriteTx.UpdateTaskStatus: the dispatcher's
+// ACCEPTED, RUNNING, ... reports, the most frequent write of a large
+// cluster) goes out as a STORE_OP_KIND_TASK_STATUS op of the id, the
+// version read and the status alone (StoreFormat 3, gated as above; before
+// that, a whole-task UPDATE); every replica applies it as its stored task
+// at that version with the new status, sharing every other sub-message.
+// And a task whose spec equals its service's TaskSpec holds the service's
+// very pointer, on every replica, interned at apply time and on a snapshot
+// restore (taskstatus.go): 100,000 replicas hold one spec, not 100,000
+// copies. Both rely on stored objects being immutable: readers Clone
+// before changing, and the leader's Apply copies the writer's objects.
+//
 // # Reading
 //
 // View is the local applied state, cheap and possibly behind the leader.

@@ -297,6 +297,15 @@ func applyAction(txn *memdb.Txn, act *shoalv1.StoreAction, index uint64) ([]*sho
 			}
 			action = shoalv1.WatchAction_WATCH_ACTION_UPDATE
 			m.Version, m.CreatedAt, m.UpdatedAt = index, cur.GetMeta().GetCreatedAt(), ts
+		case shoalv1.StoreOpKind_STORE_OP_KIND_TASK_STATUS:
+			if err := checkCurrent(kind, id, op.GetExpectedVersion(), cur); err != nil {
+				return nil, err
+			}
+			if o, err = applyTaskStatus(index, i, op, o, cur); err != nil {
+				return nil, err
+			}
+			action = shoalv1.WatchAction_WATCH_ACTION_UPDATE
+			m.Version, m.CreatedAt, m.UpdatedAt = index, cur.GetMeta().GetCreatedAt(), ts
 		case shoalv1.StoreOpKind_STORE_OP_KIND_DELETE:
 			if err := checkCurrent(kind, id, op.GetExpectedVersion(), cur); err != nil {
 				return nil, err
@@ -313,6 +322,9 @@ func applyAction(txn *memdb.Txn, act *shoalv1.StoreAction, index uint64) ([]*sho
 		}
 		if err := resolvePreviousSpec(index, i, op, o, cur); err != nil {
 			return nil, err
+		}
+		if t, ok := o.(*shoalv1.Task); ok && op.GetKind() != shoalv1.StoreOpKind_STORE_OP_KIND_TASK_STATUS {
+			internTaskSpec(txn, t, cur)
 		}
 		if err := txn.Insert(string(kind), o); err != nil {
 			return nil, fmt.Errorf("%s %q: inserting: %w", kind, id, err)

@@ -144,6 +144,9 @@ func readSnapshot(r *bufio.Reader) (db *memdb.MemDB, index uint64, n int, err er
 		if o == nil || o.GetMeta().GetId() == "" {
 			return nil, 0, 0, fmt.Errorf("record %d: no object or no id", n+1)
 		}
+		if t, ok := o.(*shoalv1.Task); ok {
+			internTaskSpec(txn, t, nil) // services come first (Kinds)
+		}
 		if err := txn.Insert(string(KindOf(o)), o); err != nil {
 			return nil, 0, 0, fmt.Errorf("record %d: %w", n+1, err)
 		}

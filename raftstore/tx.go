@@ -86,6 +86,10 @@ type pendingOp struct {
 	op       shoalv1.StoreOpKind
 	obj      Object // nil for a delete
 	expected uint64
+	// statusOnly: obj is the base's task at version expected with only its
+	// status changed (UpdateTaskStatus), so the entry may carry the status
+	// alone. Any other write to the object clears it.
+	statusOnly bool
 }
 
 // writeTx overlays pending changes on a view. It is used by one goroutine,
@@ -180,7 +184,7 @@ func (tx *writeTx) Create(o Object) error {
 	if p, ok := tx.pending[k]; ok {
 		// Deleted earlier in this tx: the net change replaces the object,
 		// still guarded by the version the delete was checked against.
-		p.op, p.obj = shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE, o
+		p.op, p.obj, p.statusOnly = shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE, o, false
 		return nil
 	}
 	tx.add(k, &pendingOp{op: shoalv1.StoreOpKind_STORE_OP_KIND_CREATE, obj: o})
@@ -210,7 +214,7 @@ func (tx *writeTx) Update(o Object) error {
 	}
 	k := objKey{kind, id}
 	if p, ok := tx.pending[k]; ok {
-		p.obj = o // a pending create stays a create; an update keeps its check
+		p.obj, p.statusOnly = o, false // a pending create stays a create; an update keeps its check
 		return nil
 	}
 	tx.add(k, &pendingOp{op: shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE, obj: o, expected: o.GetMeta().GetVersion()})
@@ -231,7 +235,7 @@ func (tx *writeTx) Delete(kind Kind, id string, expectedVersion uint64) error {
 			tx.remove(k) // created and deleted in the same tx: nothing to do
 			return nil
 		}
-		p.op, p.obj = shoalv1.StoreOpKind_STORE_OP_KIND_DELETE, nil
+		p.op, p.obj, p.statusOnly = shoalv1.StoreOpKind_STORE_OP_KIND_DELETE, nil, false
 		return nil
 	}
 	tx.add(k, &pendingOp{op: shoalv1.StoreOpKind_STORE_OP_KIND_DELETE, expected: expectedVersion})
@@ -278,6 +282,10 @@ func (tx *writeTx) ops() []*shoalv1.StoreOp {
 	out := make([]*shoalv1.StoreOp, 0, len(tx.order))
 	for _, k := range tx.order {
 		p := tx.pending[k]
+		if p.statusOnly && p.op == shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE && tx.base.oldManagers == 0 {
+			out = append(out, statusOp(k.id, p.expected, p.obj.(*shoalv1.Task).GetStatus()))
+			continue
+		}
 		obj := p.obj
 		if obj == nil {
 			obj = newObject(k.kind, k.id) // a delete needs only kind and id

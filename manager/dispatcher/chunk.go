@@ -57,10 +57,12 @@ func sendAssignments(stream shoalv1.Dispatcher_SessionServer, full bool, upsert 
 	return nil
 }
 
-// Bounds of one raft entry of task statuses. Each update rewrites its
-// whole task, so they are counted by the task's size: at most 1,000 tasks
-// or 1 MiB per entry (like the orchestrator's entries), far below the
-// store's entry limit, however many updates piled up during a commit.
+// Bounds of one raft entry of task statuses. An update is counted by its
+// task's size, what it costs while a manager of an older release keeps the
+// whole-task form (raftstore.StoreFormat; the TASK_STATUS op carries the
+// status alone, ~40 bytes): at most 1,000 tasks or 1 MiB per entry (like
+// the orchestrator's entries), far below the store's entry limit, however
+// many updates piled up during a commit.
 const (
 	maxStatusEntryOps   = 1000
 	maxStatusEntryBytes = 1 << 20

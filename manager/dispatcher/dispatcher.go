@@ -489,9 +489,9 @@ func (d *Dispatcher) applyStatuses(ctx context.Context, batch map[statusKey]stat
 					d.log.Warn("status update refused", "task_id", id, "node_id", u.nodeID, "err", err)
 					continue
 				}
-				t = proto.Clone(t).(*shoalv1.Task)
-				t.Status = u.upd.GetStatus()
-				if err := tx.Update(t); err != nil {
+				// Only the status changes: the entry carries it alone and
+				// the new task shares the rest with the stored one.
+				if err := tx.UpdateTaskStatus(id, t.GetMeta().GetVersion(), u.upd.GetStatus()); err != nil {
 					return err
 				}
 			}

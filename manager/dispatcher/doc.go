@@ -20,6 +20,10 @@
 // report waits on a full status queue keeps its node seen and
 // acknowledged meanwhile (queueStatus): the manager is the slow one.
 //
+// A status is written with raftstore's WriteTx.UpdateTaskStatus: the entry
+// carries the task's id, version and new status, not the whole task, and
+// the stored task's new version shares its spec and networks with the old.
+//
 // After the full assignment set the session sends the node's networks
 // (SessionMessage.networks, full=true) and, after every burst of relevant
 // store changes, the networks whose state changed and those the node left

@@ -294,3 +294,46 @@ func runWriter(t *testing.T, d *Dispatcher, in chan statusUpdate, free func()) (
 	})
 	return endedc
 }
+
+// A status write changes the task's status and nothing else: the stored
+// task's new version shares its spec and networks with the previous one
+// (no whole-task copy is built, sent or stored), and a report the state
+// machine refuses writes nothing.
+func TestStatusWriteSharesTheRestOfTheTask(t *testing.T) {
+	s := openStore(t)
+	_, err := s.Update(context.Background(), func(tx raftstore.WriteTx) error {
+		tk := task("t1", "n1", shoalv1.TaskState_TASK_STATE_ASSIGNED)
+		tk.Spec = &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: "demo:latest"}}
+		tk.Networks = []*shoalv1.NetworkAttachment{{NetworkId: "net1", Address: "10.220.3.7/24"}}
+		return tx.Create(tk)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev, _ := raftstore.Get[*shoalv1.Task](s.View(), "t1")
+	d := New(Config{Store: s, Logger: slog.New(slog.DiscardHandler)})
+	batch := map[statusKey]statusUpdate{
+		{"n1", "t1"}: update("n1", "t1", shoalv1.TaskState_TASK_STATE_RUNNING),
+	}
+	if err := d.applyStatuses(context.Background(), batch); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := raftstore.Get[*shoalv1.Task](s.View(), "t1")
+	if got.GetStatus().GetState() != shoalv1.TaskState_TASK_STATE_RUNNING || got.GetMeta().GetVersion() <= prev.GetMeta().GetVersion() {
+		t.Fatalf("stored %v", got)
+	}
+	if got.Spec != prev.Spec || &got.Networks[0] != &prev.Networks[0] {
+		t.Fatal("the status write copied the whole task")
+	}
+	if prev.GetStatus().GetState() != shoalv1.TaskState_TASK_STATE_ASSIGNED {
+		t.Fatal("the previous version changed")
+	}
+	index := s.AppliedIndex()
+	back := map[statusKey]statusUpdate{{"n1", "t1"}: update("n1", "t1", shoalv1.TaskState_TASK_STATE_ACCEPTED)}
+	if err := d.applyStatuses(context.Background(), back); err != nil {
+		t.Fatal(err)
+	}
+	if s.AppliedIndex() != index {
+		t.Fatal("a refused report was written")
+	}
+}

@@ -29,6 +29,14 @@ const (
 	StoreOpKind_STORE_OP_KIND_CREATE      StoreOpKind = 1
 	StoreOpKind_STORE_OP_KIND_UPDATE      StoreOpKind = 2
 	StoreOpKind_STORE_OP_KIND_DELETE      StoreOpKind = 3
+	// A task's new status and nothing else: the object is a Task carrying
+	// only meta.id and status; expected_version names the version read. The
+	// replica applies it as the stored task at that version with this
+	// status (every other field shared with the stored object), so the
+	// most frequent write of a large cluster (agents' ACCEPTED, RUNNING,
+	// ...) ships no spec. Written only while every manager reads store
+	// format 3 (raftstore.StoreFormat).
+	StoreOpKind_STORE_OP_KIND_TASK_STATUS StoreOpKind = 4
 )
 
 // Enum value maps for StoreOpKind.
@@ -38,12 +46,14 @@ var (
 		1: "STORE_OP_KIND_CREATE",
 		2: "STORE_OP_KIND_UPDATE",
 		3: "STORE_OP_KIND_DELETE",
+		4: "STORE_OP_KIND_TASK_STATUS",
 	}
 	StoreOpKind_value = map[string]int32{
 		"STORE_OP_KIND_UNSPECIFIED": 0,
 		"STORE_OP_KIND_CREATE":      1,
 		"STORE_OP_KIND_UPDATE":      2,
 		"STORE_OP_KIND_DELETE":      3,
+		"STORE_OP_KIND_TASK_STATUS": 4,
 	}
 )
 
@@ -524,12 +534,13 @@ const file_shoalv1_store_proto_rawDesc = "" +
 	"WatchEvent\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12-\n" +
 	"\x06action\x18\x02 \x01(\x0e2\x15.shoal.v1.WatchActionR\x06action\x12-\n" +
-	"\x06object\x18\x03 \x01(\v2\x15.shoal.v1.StoreObjectR\x06object*z\n" +
+	"\x06object\x18\x03 \x01(\v2\x15.shoal.v1.StoreObjectR\x06object*\x99\x01\n" +
 	"\vStoreOpKind\x12\x1d\n" +
 	"\x19STORE_OP_KIND_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14STORE_OP_KIND_CREATE\x10\x01\x12\x18\n" +
 	"\x14STORE_OP_KIND_UPDATE\x10\x02\x12\x18\n" +
-	"\x14STORE_OP_KIND_DELETE\x10\x03*^\n" +
+	"\x14STORE_OP_KIND_DELETE\x10\x03\x12\x1d\n" +
+	"\x19STORE_OP_KIND_TASK_STATUS\x10\x04*^\n" +
 	"\x12PreviousSpecSource\x12\"\n" +
 	"\x1ePREVIOUS_SPEC_SOURCE_IN_OBJECT\x10\x00\x12$\n" +
 	" PREVIOUS_SPEC_SOURCE_STORED_SPEC\x10\x01*v\n" +
