@@ -135,6 +135,16 @@ func startLiveWith(t *testing.T, cluster func(*shoalv1.Cluster), config func(*Co
 	rctx, rcancel := context.WithCancel(context.Background())
 	runDone := make(chan error, 1)
 	go func() { runDone <- d.Run(rctx) }()
+	// Sessions are refused (leader unavailable) until Run has started:
+	// wait for it, or a test's first session races the goroutine above.
+	eventually(t, "the dispatcher running", func() error {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.runCtx == nil {
+			return fmt.Errorf("Run has not started")
+		}
+		return nil
+	})
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
