@@ -102,6 +102,11 @@ type Dispatcher struct {
 	// nodes is the cluster's node count, as the liveness monitor last saw
 	// it (scaledPeriod), so a session opening does not list the nodes.
 	nodes atomic.Int64
+	// scaled is the heartbeat period a session is to use now
+	// (scaledPeriod of the settings and node count the liveness monitor
+	// last read; 0 before its first tick): open sessions are told it in
+	// a heartbeat's acknowledgement when it changes (session.go, ackFor).
+	scaled atomic.Int64
 
 	nets  netCache  // network states shared by the sessions (networks.go)
 	peers peerCache // gossip join candidates shared by the sessions
@@ -261,6 +266,7 @@ func (d *Dispatcher) monitorLiveness(ctx context.Context) error {
 		nodes := raftstore.List[*shoalv1.Node](d.cfg.Store.View())
 		d.nodes.Store(int64(len(nodes)))
 		scaled := scaledPeriod(period, len(nodes))
+		d.scaled.Store(int64(scaled))
 		gossip := make([][2]string, len(nodes))
 		if d.cfg.Gossip != nil {
 			for i, n := range nodes {
