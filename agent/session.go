@@ -524,7 +524,7 @@ func silenceLimit(period time.Duration) time.Duration { return silentPeriods * p
 
 // heartbeat sends a heartbeat every period and gives up on a manager
 // silent for silenceLimit(period); a period from periods (the manager's,
-// which grows with the cluster's size or follows `cluster update`)
+// which grows with the cluster's size or follows the cluster setting heartbeat_period_ms)
 // replaces both from then on.
 func (a *Agent) heartbeat(ctx context.Context, send func(*shoalv1.AgentMessage) error, period time.Duration, ack <-chan struct{}, periods <-chan time.Duration) error {
 	tick := time.NewTicker(period)

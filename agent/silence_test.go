@@ -75,7 +75,7 @@ func TestOpenDeadlineExtends(t *testing.T) {
 }
 
 // TestHeartbeatFollowsManagersPeriod: a period the manager sends on an
-// open session (the cluster grew, or `cluster update`) replaces the
+// open session (the cluster grew, or its heartbeat_period_ms setting changed) replaces the
 // welcome's for the heartbeats and for the silence limit.
 func TestHeartbeatFollowsManagersPeriod(t *testing.T) {
 	a := &Agent{log: slog.New(slog.DiscardHandler)}

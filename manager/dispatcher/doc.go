@@ -37,7 +37,7 @@
 // whatever the cluster's size; a node is judged by the period it was told,
 // and gossip saying dead still marks it DOWN after two configured periods;
 // an open session learns a new period, as the cluster grows or after
-// `cluster update --heartbeat-period`, in a heartbeat's acknowledgement:
+// a change of the heartbeat_period_ms setting, in a heartbeat's acknowledgement:
 // ackFor; a longer one counts at once, a shorter one from the node's next
 // heartbeat),
 // and the orchestrator then replaces its tasks. A new leader gives every node

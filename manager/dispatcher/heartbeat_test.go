@@ -83,8 +83,8 @@ func TestWelcomeScalesPeriod(t *testing.T) {
 	}
 }
 
-// TestOpenSessionToldNewPeriod: a heartbeat period change (`cluster update
-// --heartbeat-period`, or the cluster's size) reaches an open session in a
+// TestOpenSessionToldNewPeriod: a heartbeat period change (the cluster setting
+// heartbeat_period_ms, or the cluster's size) reaches an open session in a
 // heartbeat's acknowledgement, not only at its next opening; the node is
 // judged by a longer period at once and by a shorter one only from its
 // next heartbeat (it may still be waiting out the longer one).

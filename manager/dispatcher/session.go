@@ -343,8 +343,8 @@ func (d *Dispatcher) receive(ctx context.Context, stream shoalv1.Dispatcher_Sess
 
 // ackFor is the acknowledgement of a heartbeat from nodeID, whose session
 // was told the period told: with the period to use now when it differs
-// (the cluster grew or shrank past 500 nodes, `cluster update
-// --heartbeat-period`), so an open session follows it instead of waiting
+// (the cluster grew or shrank past 500 nodes, the cluster setting
+// heartbeat_period_ms changed), so an open session follows it instead of waiting
 // for its next opening. The liveness monitor judges a node by the period
 // recorded for it: a longer one at once, a shorter one (settle) from the
 // node's next heartbeat on, by when the agent has it; until then the node

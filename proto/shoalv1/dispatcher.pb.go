@@ -98,7 +98,7 @@ type Heartbeat struct {
 	// In an acknowledgement: the period the node is to heartbeat at from now
 	// on, sent when it differs from the one the session was last told (the
 	// welcome's, or an earlier acknowledgement's): the period grows with the
-	// cluster's size and follows `cluster update --heartbeat-period`, and an
+	// cluster's size and follows the cluster setting heartbeat_period_ms, and an
 	// open session must not wait for its next opening to learn it. 0: no
 	// change. Unset by agents.
 	HeartbeatPeriodMs int64 `protobuf:"varint,1,opt,name=heartbeat_period_ms,json=heartbeatPeriodMs,proto3" json:"heartbeat_period_ms,omitempty"`
