@@ -51,7 +51,7 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 		return err
 	}
 	d.mu.Lock()
-	runCtx, statusCh := d.runCtx, d.statusCh
+	runCtx, statusCh, opens := d.runCtx, d.statusCh, d.opens
 	d.mu.Unlock()
 	if runCtx == nil {
 		return d.leaderUnavailable()
@@ -94,7 +94,7 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	}()
 	log := d.log.With("node_id", id.NodeID, "session_id", sess.id)
 
-	if err := d.setNodeState(ctx, id.NodeID, shoalv1.NodeState_NODE_STATE_READY, "", hello); err != nil {
+	if err := d.openNode(ctx, opens, id.NodeID, hello); err != nil {
 		if errors.Is(err, raftstore.ErrNotFound) {
 			if d.removed(id.NodeID) {
 				return removedError(id.NodeID)
