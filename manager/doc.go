@@ -5,5 +5,8 @@
 // manager leads — the leader-only loops (cluster bootstrap, orchestrator and
 // scheduler, dispatcher liveness and status writer, membership reconciler).
 //
-// The subpackages hold each part; this package only orders them.
+// The subpackages hold each part; this package only orders them, and sets
+// the gRPC server's performance options (grpcserver.go: stream workers
+// that keep their grown stacks from call to call; no read buffer per
+// connection).
 package manager

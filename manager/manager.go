@@ -187,18 +187,13 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 	mux.AdmitRaft(transport.RaftAdmission(raftConf, check), transport.RaftAdmission(raftConf, trust.ConnectionCheck(storeNodes(store))))
 	unary := []grpc.UnaryServerInterceptor{errdefs.UnaryServerInterceptor(), authz.Unary(), fwd.Unary()}
-	srv := grpc.NewServer(
+	srv := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.Creds(transport.ServerCreds()),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(errdefs.StreamServerInterceptor(), authz.Stream(), fwd.Stream()),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 2 * time.Second, PermitWithoutStream: true}),
-		// No 32 KiB read buffer per connection (160 MB of the leader's
-		// heap with 5,000 node sessions, most of them idle between
-		// heartbeats): the framer reads from the TLS connection, which
-		// already holds a whole record.
-		grpc.ReadBufferSize(0),
-		grpc.WriteBufferSize(WriteBufferSize),
+	}, tuningOptions()...)...,
 	)
 	disp := dispatcher.New(dispatcher.Config{Store: store, Logger: cfg.Logger, Managers: m.managers, Gossip: cfg.Gossip, Metrics: cfg.Metrics})
 	member := membership.New(store, cfg.Logger)
@@ -276,16 +271,6 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 	return err
 }
-
-// WriteBufferSize is the gRPC server's write buffer per connection. gRPC
-// shares these buffers through a pool (taken at a write, given back at
-// the flush), but with 5,000 node sessions nearly every connection held
-// one at once: 4,400 of gRPC's 32 KiB buffers, 143 MB of the leader's
-// 578 MB live heap at the end of 5,000 × 100,000. 16 KiB is the largest
-// TLS record, so a bulk reply (a list) takes no more writes than with 32
-// KiB (each record is one write either way), and a session's messages (a
-// heartbeat ack, a few tasks) fit.
-const WriteBufferSize = 16 << 10
 
 // StoreCheck is the certificate check of a manager (trust.StoreCheck) against
 // its own store: node objects, removed node ids, admin certificates.

@@ -12,7 +12,10 @@
 // CFS quota, and the format of a task id.
 //
 // Every problem is reported at once, each with its field path
-// ("spec.task.container.env[3]") and the reason; see [Problems].
+// ("spec.task.container.env[3]") and the reason; see [Problems]. A field
+// path is formatted only for a problem. [ServiceUpdate] checks a service
+// without its task when the caller knows these rules accepted that very
+// task (the Control API's update that leaves the task as it stored it).
 //
 // Job modes (jobs.go): completions and concurrency, the cron schedule
 // ([ParseSchedule], robfig/cron's parser, evaluated in UTC) and its

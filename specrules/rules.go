@@ -26,6 +26,18 @@ type Node struct {
 
 // Service checks a whole service spec.
 func Service(spec *shoalv1.ServiceSpec) Problems {
+	return ServiceUpdate(spec, false)
+}
+
+// ServiceUpdate checks spec as Service does, except for its task when
+// taskAccepted: the caller knows that these rules, in this process,
+// accepted that very task (an update that leaves the task as a write
+// checked by this code stored it). Only Task's rules are skipped, and they
+// read nothing but the task, so whenever the task has no problem the
+// problems are Service's own, with the same field paths and reasons; rules
+// of the service that read the task too (published ports need a network)
+// still run.
+func ServiceUpdate(spec *shoalv1.ServiceSpec, taskAccepted bool) Problems {
 	var p Problems
 	if spec == nil {
 		p.Add("spec", "required")
@@ -53,7 +65,9 @@ func Service(spec *shoalv1.ServiceSpec) Problems {
 	}
 	jobRules(&p, spec)
 	autoRebalance(&p, spec)
-	p = append(p, Task("spec.task", spec.GetTask(), Node{})...)
+	if !taskAccepted {
+		p = append(p, Task("spec.task", spec.GetTask(), Node{})...)
+	}
 	updateConfig(&p, "spec.update", spec.GetUpdate())
 	updateConfig(&p, "spec.rollback", spec.GetRollback())
 	if ep := spec.GetEndpoint(); ep != nil {
@@ -139,13 +153,13 @@ func container(p *Problems, cf string, c *shoalv1.ContainerSpec, node Node) {
 	total := 0
 	argv := func(name string, list []string) {
 		for i, a := range list {
-			f := fmt.Sprintf("%s.%s[%d]", cf, name, i)
+			f := func() string { return fmt.Sprintf("%s.%s[%d]", cf, name, i) }
 			total += len(a) + 1
 			switch {
 			case len(a) > MaxArgEntry:
-				p.Add(f, "%d bytes long, at most %d", len(a), MaxArgEntry)
+				p.Add(f(), "%d bytes long, at most %d", len(a), MaxArgEntry)
 			case strings.IndexByte(a, 0) >= 0:
-				p.Add(f, "contains a NUL byte")
+				p.Add(f(), "contains a NUL byte")
 			}
 		}
 	}
@@ -206,22 +220,22 @@ func env(p *Problems, field string, list []string, total *int) {
 		p.Add(field, "%d entries, at most %d", len(list), MaxEnv)
 	}
 	for i, e := range list {
-		f := fmt.Sprintf("%s[%d]", field, i)
+		f := func() string { return fmt.Sprintf("%s[%d]", field, i) }
 		*total += len(e) + 1
 		if len(e) > MaxEnvEntry {
-			p.Add(f, "%d bytes long, at most %d", len(e), MaxEnvEntry)
+			p.Add(f(), "%d bytes long, at most %d", len(e), MaxEnvEntry)
 			continue
 		}
 		k, v, ok := strings.Cut(e, "=")
 		switch {
 		case !ok || k == "":
-			p.Add(f, "%q must be KEY=VALUE", e)
+			p.Add(f(), "%q must be KEY=VALUE", e)
 		case !validEnvKey(k):
-			p.Add(f, "key %q must not contain whitespace, NUL or control characters", k)
+			p.Add(f(), "key %q must not contain whitespace, NUL or control characters", k)
 		case strings.IndexByte(v, 0) >= 0:
-			p.Add(f, "the value of %s contains a NUL byte", k)
+			p.Add(f(), "the value of %s contains a NUL byte", k)
 		case v == RedactedEnvValue:
-			p.Add(f, "the value of %s is %s, what a viewer token reads in place of a value: "+
+			p.Add(f(), "the value of %s is %s, what a viewer token reads in place of a value: "+
 				"a spec read with a viewer token cannot be written back; set the value itself", k, RedactedEnvValue)
 		}
 	}
@@ -395,6 +409,9 @@ func labels(p *Problems, field string, m map[string]string) {
 	if len(m) > MaxLabels {
 		p.Add(field, "%d labels, at most %d", len(m), MaxLabels)
 	}
+	if len(m) == 0 {
+		return
+	}
 	// Sorted by key so that the same spec always reads the same.
 	keys := make([]string, 0, len(m))
 	for k := range m {
@@ -403,14 +420,16 @@ func labels(p *Problems, field string, m map[string]string) {
 	slices.Sort(keys)
 	for _, k := range keys {
 		v := m[k]
-		f := fmt.Sprintf("%s[%q]", field, clip(k))
+		// The field path is formatted only for a problem: a valid
+		// label (every label of nearly every write) costs no allocation.
+		f := func() string { return fmt.Sprintf("%s[%q]", field, clip(k)) }
 		switch {
 		case !validLabelKey(k):
-			p.Add(f, "invalid label key (letters, digits, '.', '_', '/', '-'; starts with a letter or digit; at most %d bytes)", MaxLabelKey)
+			p.Add(f(), "invalid label key (letters, digits, '.', '_', '/', '-'; starts with a letter or digit; at most %d bytes)", MaxLabelKey)
 		case len(v) > MaxLabelValue:
-			p.Add(f, "value is %d bytes long, at most %d", len(v), MaxLabelValue)
+			p.Add(f(), "value is %d bytes long, at most %d", len(v), MaxLabelValue)
 		case strings.IndexByte(v, 0) >= 0 || !utf8.ValidString(v):
-			p.Add(f, "value must be UTF-8 without NUL")
+			p.Add(f(), "value must be UTF-8 without NUL")
 		}
 	}
 }

@@ -8,6 +8,14 @@
 // `spec.replicas: must be >= 0, got -1` — and then apply one raft entry with
 // the version the caller read (optimistic concurrency).
 //
+// UpdateService checks the task template's rules only when the task
+// changed or was not checked here: a task it leaves exactly as stored, at
+// a version this process wrote after checking that task
+// (checkedtasks.go), is one today's rules accept, so only the rest of the
+// spec is checked (specrules.ServiceUpdate). A task stored by another
+// leader, an older release or any other writer is checked in full, so an
+// update is refused with the same field paths and reasons as before.
+//
 // # Networks (networks.go)
 //
 // CreateNetwork validates with specrules.Network, defaults the driver to

@@ -16,9 +16,9 @@ import (
 // replicas.
 const MaxTaskHistoryLimit = 100
 
-// jobDefaults fills a job's defaults (spec is already a clone): one
-// completion, as many at once as completions, and restart on-failure (a
-// job's COMPLETE task is never restarted; a FAILED one is retried).
+// jobDefaults fills a job's defaults, in spec itself: one completion, as
+// many at once as completions (taskDefaults gives a job restart on-failure:
+// a job's COMPLETE task is never restarted; a FAILED one is retried).
 func jobDefaults(spec *shoalv1.ServiceSpec) {
 	if !specrules.IsJob(spec.GetMode()) {
 		return
@@ -37,9 +37,7 @@ func jobDefaults(spec *shoalv1.ServiceSpec) {
 	if spec.Job.Schedule != "" && spec.Job.ConcurrencyPolicy == "" {
 		spec.Job.ConcurrencyPolicy = specrules.ConcurrencyForbid
 	}
-	if spec.Task.Restart == nil {
-		spec.Task.Restart = &shoalv1.RestartPolicy{Condition: shoalv1.RestartCondition_RESTART_CONDITION_ON_FAILURE, DelayMs: defaultRestartDelayMs}
-	}
+	// A job's restart policy defaults to on-failure: taskDefaults.
 }
 
 // jobStatusAfterUpdate is a job's status once its spec is replaced: an

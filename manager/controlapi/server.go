@@ -27,6 +27,9 @@ type Server struct {
 	// so two racing creates would take the same VNI and subnet. Writes
 	// happen on the leader only, so a process-wide lock suffices.
 	netMu sync.Mutex
+	// checked lets UpdateService skip the rules of a task it checked
+	// itself and that has not changed since.
+	checked checkedTasks
 }
 
 // lockServiceWrite takes netMu for a service create or update whose spec

@@ -2,6 +2,7 @@ package controlapi
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,22 +23,12 @@ const (
 // defaultStopGraceMs is the agent's default too (see specrules).
 var defaultStopGraceMs = specrules.DefaultStopGrace.Milliseconds()
 
-// withDefaults returns a copy of spec with the fields a spec may leave out
-// filled in.
-func withDefaults(spec *shoalv1.ServiceSpec) *shoalv1.ServiceSpec {
-	return fillDefaults(proto.Clone(spec).(*shoalv1.ServiceSpec))
-}
-
 // fillDefaults fills the fields a spec may leave out, in spec itself, and
-// returns it.
+// returns it. The spec must have passed validation (a task with a
+// container).
 func fillDefaults(spec *shoalv1.ServiceSpec) *shoalv1.ServiceSpec {
+	taskDefaults(spec)
 	jobDefaults(spec)
-	if spec.Task.Restart == nil {
-		spec.Task.Restart = &shoalv1.RestartPolicy{Condition: shoalv1.RestartCondition_RESTART_CONDITION_ANY, DelayMs: defaultRestartDelayMs}
-	}
-	if spec.Task.Container.StopGraceMs == 0 {
-		spec.Task.Container.StopGraceMs = defaultStopGraceMs
-	}
 	if spec.Update == nil {
 		spec.Update = defaultUpdateConfig()
 	}
@@ -45,6 +36,52 @@ func fillDefaults(spec *shoalv1.ServiceSpec) *shoalv1.ServiceSpec {
 		spec.Rollback = defaultUpdateConfig()
 	}
 	return spec
+}
+
+// taskDefaults fills the task template's defaults (restart policy: on
+// failure for a job, any otherwise; stop grace period), in spec itself,
+// and leaves a spec without a task or container as it is (validation
+// refuses it). It may run before validation: the values it fills are ones
+// specrules.Task accepts in fields whose unset value it accepts too, and no
+// rule of the service outside the task reads them, so a spec has the same
+// problems before and after; UpdateService fills them first so that the
+// task it compares with the stored one is the task it would store.
+func taskDefaults(spec *shoalv1.ServiceSpec) {
+	t := spec.GetTask()
+	if t == nil {
+		return
+	}
+	if t.Restart == nil {
+		cond := shoalv1.RestartCondition_RESTART_CONDITION_ANY
+		if specrules.IsJob(spec.GetMode()) {
+			cond = shoalv1.RestartCondition_RESTART_CONDITION_ON_FAILURE
+		}
+		t.Restart = &shoalv1.RestartPolicy{Condition: cond, DelayMs: defaultRestartDelayMs}
+	}
+	if c := t.GetContainer(); c != nil && c.StopGraceMs == 0 {
+		c.StopGraceMs = defaultStopGraceMs
+	}
+}
+
+// networkTargets lists a spec's network targets (nil without networks:
+// no allocation for the common case).
+func networkTargets(spec *shoalv1.ServiceSpec) []string {
+	ns := spec.GetTask().GetNetworks()
+	if len(ns) == 0 {
+		return nil
+	}
+	out := make([]string, len(ns))
+	for i, n := range ns {
+		out[i] = n.GetTarget()
+	}
+	return out
+}
+
+// copyMeta copies a stored object's meta for a new version of it: the
+// timestamps are shared (stored objects are never changed in place, and
+// the store stamps new ones on what it stores).
+func copyMeta(m *shoalv1.Meta) *shoalv1.Meta {
+	return &shoalv1.Meta{Id: m.GetId(), Version: m.GetVersion(), CreatedAt: m.GetCreatedAt(), UpdatedAt: m.GetUpdatedAt()}
 }
 
 // CreateService validates and stores a new service; the orchestrator then
@@ -56,11 +93,14 @@ func (s *Server) CreateService(ctx context.Context, req *shoalv1.CreateServiceRe
 	if err := checkHostAccess(ctx, req.GetSpec(), nil); err != nil {
 		return nil, err
 	}
+	// The request is this call's own (see UpdateService): the defaults
+	// go into it instead of into a copy.
 	svc := &shoalv1.Service{
 		Meta:        &shoalv1.Meta{Id: raftstore.NewID()},
-		Spec:        withDefaults(req.GetSpec()),
+		Spec:        fillDefaults(req.GetSpec()),
 		SpecVersion: 1,
 	}
+	targets := networkTargets(svc.GetSpec())
 	defer s.lockServiceWrite(svc.GetSpec())()
 	idx, err := s.store.Update(ctx, func(tx raftstore.WriteTx) error {
 		if err := checkMaxReplicas(tx, svc.GetSpec()); err != nil {
@@ -80,8 +120,14 @@ func (s *Server) CreateService(ctx context.Context, req *shoalv1.CreateServiceRe
 	if err != nil {
 		return nil, err
 	}
-	out := proto.Clone(svc).(*shoalv1.Service)
-	out.Meta.Version = idx
+	// svc went to the store, which copies what it stores: the reply
+	// shares its spec and carries a meta of its own.
+	if slices.Equal(targets, networkTargets(svc.GetSpec())) { // else not the task checked (see UpdateService)
+		s.checked.add(svc.GetMeta().GetId(), idx)
+	}
+	meta := copyMeta(svc.GetMeta())
+	meta.Version = idx
+	out := &shoalv1.Service{Meta: meta, Spec: svc.GetSpec(), SpecVersion: svc.GetSpecVersion()}
 	s.log.Info("service created", "service_id", svc.GetMeta().GetId(), "name", svc.GetSpec().GetName())
 	return &shoalv1.CreateServiceResponse{Service: out}, nil
 }
@@ -179,22 +225,35 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 	if err := checkVersion(req.GetVersion(), req.GetIgnoreVersion()); err != nil {
 		return nil, err
 	}
-	if err := validateServiceSpec(req.GetSpec()); err != nil {
-		return nil, err
-	}
 	// The request is this call's own (gRPC and the HTTP gateway decode a
 	// fresh one for every call and read nothing of it after the handler),
 	// so the defaults go into it instead of into a copy of the spec. What
 	// the checks below read of it (name, mode, replicas, job schedule,
-	// networks, ports, host access) the defaults do not change.
-	spec := fillDefaults(req.GetSpec())
+	// networks, ports, host access) the defaults do not change. The task's
+	// defaults go in before validation (taskDefaults says why that changes
+	// no verdict), so that the task compared with the stored one below is
+	// the one that would be stored.
+	spec := req.GetSpec()
+	taskDefaults(spec)
 	var out *shoalv1.Service
+	// sameTask: the task to store equals the stored one; resolved: it is
+	// not the task validation saw (network names became ids).
+	sameTask, taskAccepted, resolved := false, false, false
 	defer s.lockServiceWrite(spec)()
 	idx, err := s.store.Update(ctx, func(tx raftstore.WriteTx) error {
 		cur, ok := raftstore.Get[*shoalv1.Service](tx, req.GetServiceId())
+		// A task left as stored by a write this process checked is not
+		// checked again (checkedTasks); anything else is, in full, and
+		// before "not found", as it always was.
+		sameTask = ok && proto.Equal(spec.GetTask(), cur.GetSpec().GetTask())
+		taskAccepted = sameTask && s.checked.has(cur.GetMeta().GetId(), cur.GetMeta().GetVersion())
+		if err := validateServiceUpdate(spec, taskAccepted); err != nil {
+			return err
+		}
 		if !ok {
 			return notFound("service", req.GetServiceId())
 		}
+		fillDefaults(spec)
 		if err := checkHostAccess(ctx, spec, cur.GetSpec()); err != nil {
 			return err
 		}
@@ -214,7 +273,7 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 		// Stored objects are immutable, so the new version shares the
 		// old spec (as previous_spec) instead of deep-copying it.
 		svc := &shoalv1.Service{
-			Meta:         proto.Clone(cur.GetMeta()).(*shoalv1.Meta),
+			Meta:         copyMeta(cur.GetMeta()),
 			Spec:         spec,
 			PreviousSpec: cur.GetSpec(),
 			SpecVersion:  cur.GetSpecVersion(),
@@ -224,8 +283,16 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 			// Fields the managers own carry over.
 			RebalanceRequested: cur.GetRebalanceRequested(),
 		}
+		targets := networkTargets(spec)
 		if err := resolveTaskNetworks(tx, svc.GetSpec()); err != nil {
 			return err
+		}
+		if !slices.Equal(targets, networkTargets(spec)) {
+			// Networks named by name or id prefix now name ids: the task
+			// to store is not the one compared (nor, literally, the one
+			// checked) above.
+			sameTask = proto.Equal(spec.GetTask(), cur.GetSpec().GetTask())
+			resolved = true
 		}
 		if err := checkSpreadLabels(tx, svc.GetSpec(), cur.GetSpec()); err != nil {
 			return err
@@ -234,7 +301,7 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 			return err
 		}
 		switch {
-		case !proto.Equal(svc.GetSpec().GetTask(), cur.GetSpec().GetTask()):
+		case !sameTask:
 			svc.SpecVersion++
 			if !specrules.IsJob(svc.GetSpec().GetMode()) {
 				// A job has no rollout: its next run (or firing) uses the
@@ -257,7 +324,12 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 	if err != nil {
 		return nil, err
 	}
-	meta := proto.Clone(out.GetMeta()).(*shoalv1.Meta)
+	// The task stored by this call passed the rules (or was the one they
+	// accepted at the version read), unless resolving networks changed it.
+	if !resolved {
+		s.checked.add(out.GetMeta().GetId(), idx)
+	}
+	meta := copyMeta(out.GetMeta())
 	meta.Version = idx
 	out = &shoalv1.Service{Meta: meta, Spec: out.GetSpec(), PreviousSpec: out.GetPreviousSpec(), SpecVersion: out.GetSpecVersion(), Vips: out.GetVips(),
 		UpdateStatus: out.GetUpdateStatus(), JobStatus: out.GetJobStatus(), RebalanceRequested: out.GetRebalanceRequested()}
@@ -280,6 +352,7 @@ func (s *Server) RemoveService(ctx context.Context, req *shoalv1.RemoveServiceRe
 	if err != nil {
 		return nil, err
 	}
+	s.checked.forget(id)
 	s.log.Info("service removed", "service_id", id)
 	return &shoalv1.RemoveServiceResponse{}, nil
 }

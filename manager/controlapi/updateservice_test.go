@@ -31,9 +31,9 @@ func TestUpdateServiceFillsDefaultsAndKeepsPreviousSpec(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := withDefaults(bare(label))
+		want := fillDefaults(bare(label))
 		if want.GetTask().GetRestart() == nil || want.GetUpdate() == nil || want.GetRollback() == nil || want.GetTask().GetContainer().GetStopGraceMs() == 0 {
-			t.Fatalf("withDefaults filled nothing: %v", want)
+			t.Fatalf("fillDefaults filled nothing: %v", want)
 		}
 		stored, ok := raftstore.Get[*shoalv1.Service](st.View(), prev.GetMeta().GetId())
 		if !ok {

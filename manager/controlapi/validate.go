@@ -17,7 +17,17 @@ import (
 // validateServiceSpec checks a service spec and returns every problem with
 // its field path.
 func validateServiceSpec(spec *shoalv1.ServiceSpec) error {
-	p := specrules.Service(spec)
+	return validateServiceUpdate(spec, false)
+}
+
+// validateServiceUpdate checks a service spec as validateServiceSpec does,
+// except for its task when taskAccepted (see specrules.ServiceUpdate and
+// checkedTasks): the placement constraints are the task's too.
+func validateServiceUpdate(spec *shoalv1.ServiceSpec, taskAccepted bool) error {
+	p := specrules.ServiceUpdate(spec, taskAccepted)
+	if taskAccepted {
+		return invalidProblems(p)
+	}
 	for i, expr := range spec.GetTask().GetPlacement().GetConstraints() {
 		if len(expr) > specrules.MaxConstraint {
 			continue // already said

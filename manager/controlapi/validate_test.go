@@ -76,7 +76,7 @@ func TestValidateServiceSpec(t *testing.T) {
 		{"image parsed by go-containerregistry", func(s *shoalv1.ServiceSpec) { s.Task.Container.Image = "Demo:latest" }, []string{"spec.task.container.image", "not a valid image reference"}},
 		{"PWR is a signal the agent knows", func(s *shoalv1.ServiceSpec) { s.Task.Container.StopSignal = "SIGPWR" }, nil},
 		{"networks are accepted", func(s *shoalv1.ServiceSpec) { s.Task.Networks = []*shoalv1.NetworkAttachmentConfig{{Target: "front"}} }, nil},
-		{"the defaults withDefaults fills in are valid", func(s *shoalv1.ServiceSpec) { *s = *withDefaults(s) }, nil},
+		{"the defaults fillDefaults fills in are valid", func(s *shoalv1.ServiceSpec) { fillDefaults(s) }, nil},
 		{"several problems at once", func(s *shoalv1.ServiceSpec) { s.Name = ""; s.Replicas = -2 }, []string{"spec.name: required", "spec.replicas"}},
 	}
 	for _, tt := range tests {

@@ -1,0 +1,59 @@
+package manager
+
+import (
+	"strconv"
+
+	"google.golang.org/grpc"
+)
+
+// defaultStreamWorkers is how many goroutines the manager's gRPC server
+// keeps to run calls on (grpc.NumStreamWorkers). Without workers gRPC
+// starts a fresh goroutine for every call, and at 256 concurrent writers
+// growing each new goroutine's stack (runtime.newstack/copystack) was 5 %
+// of the leader's CPU: a worker keeps its grown stack from call to call.
+// Handlers block on raft for a whole commit, so a worker is busy for the
+// call's whole round trip; when every worker is busy gRPC falls back to a
+// fresh goroutine, so the count bounds only how many calls reuse a stack,
+// never how many run. Long-lived streams (agent sessions, watches) hold a
+// worker for their life. Workers are shared by all connections (unlike the
+// per-connection buffers): 256 fresh workers hold 480 KiB of stack.
+// The figure is from A/B runs of bench at 1/16/256 writers (see
+// docs/performance.md, "API side, fourth round").
+const defaultStreamWorkers = 256
+
+// streamWorkers overrides defaultStreamWorkers at link time, for A/B
+// builds only (go build -ldflags "-X
+// github.com/shoal-dev/shoal/manager.streamWorkers=64"); "0" turns the
+// workers off (a goroutine per call, gRPC's default).
+var streamWorkers string
+
+// WriteBufferSize is the gRPC server's write buffer per connection. gRPC
+// shares these buffers through a pool (taken at a write, given back at
+// the flush), but with 5,000 node sessions nearly every connection held
+// one at once: 4,400 of gRPC's 32 KiB buffers, 143 MB of the leader's
+// 578 MB live heap at the end of 5,000 × 100,000. 16 KiB is the largest
+// TLS record, so a bulk reply (a list) takes no more writes than with 32
+// KiB (each record is one write either way), and a session's messages (a
+// heartbeat ack, a few tasks) fit.
+const WriteBufferSize = 16 << 10
+
+// tuningOptions are the manager gRPC server's performance options, apart
+// from credentials, interceptors and keepalives.
+func tuningOptions() []grpc.ServerOption {
+	n := defaultStreamWorkers
+	if v, err := strconv.Atoi(streamWorkers); err == nil && v >= 0 {
+		n = v
+	}
+	opts := []grpc.ServerOption{
+		// No 32 KiB read buffer per connection (160 MB of the leader's
+		// heap with 5,000 node sessions, most of them idle between
+		// heartbeats): the framer reads from the TLS connection, which
+		// already holds a whole record.
+		grpc.ReadBufferSize(0),
+		grpc.WriteBufferSize(WriteBufferSize),
+	}
+	if n > 0 {
+		opts = append(opts, grpc.NumStreamWorkers(uint32(n)))
+	}
+	return opts
+}
