@@ -27,16 +27,6 @@ const defaultStreamWorkers = 256
 // workers off (a goroutine per call, gRPC's default).
 var streamWorkers string
 
-// WriteBufferSize is the gRPC server's write buffer per connection. gRPC
-// shares these buffers through a pool (taken at a write, given back at
-// the flush), but with 5,000 node sessions nearly every connection held
-// one at once: 4,400 of gRPC's 32 KiB buffers, 143 MB of the leader's
-// 578 MB live heap at the end of 5,000 × 100,000. 16 KiB is the largest
-// TLS record, so a bulk reply (a list) takes no more writes than with 32
-// KiB (each record is one write either way), and a session's messages (a
-// heartbeat ack, a few tasks) fit.
-const WriteBufferSize = 16 << 10
-
 // tuningOptions are the manager gRPC server's performance options, apart
 // from credentials, interceptors and keepalives.
 func tuningOptions() []grpc.ServerOption {
@@ -50,7 +40,11 @@ func tuningOptions() []grpc.ServerOption {
 		// heartbeats): the framer reads from the TLS connection, which
 		// already holds a whole record.
 		grpc.ReadBufferSize(0),
-		grpc.WriteBufferSize(WriteBufferSize),
+		// gRPC's 32 KiB write buffer is kept (pooled: held between a
+		// write and its flush). 16 KiB took ~70 MB off the leader's
+		// heap at 5,000 sessions but its rate to RUNNING fell by a
+		// quarter in two quiet pairs (README, "Scheduler at scale",
+		// fifth round).
 	}
 	if n > 0 {
 		opts = append(opts, grpc.NumStreamWorkers(uint32(n)))
