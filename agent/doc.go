@@ -3,7 +3,8 @@
 // Two parts, wired together by the daemon:
 //
 //   - Agent (session.go) keeps the node's session with the leader's
-//     dispatcher: it sends a hello and heartbeats, receives the node's
+//     dispatcher: it sends a hello and heartbeats (at the welcome's period,
+//     or the one a later acknowledgement names), receives the node's
 //     assignment set (full, then diffs, possibly in chunks) and reports task
 //     statuses in batches. It reconnects by itself, following the leader
 //     address a follower answers with (errdefs.NotLeader) and rotating

@@ -316,6 +316,9 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 		return stream.Send(m)
 	}
 	lastAck := make(chan struct{}, 1)
+	// A new heartbeat period from the manager (in an acknowledgement):
+	// the latest wins; only the receiver below sends.
+	periods := make(chan time.Duration, 1)
 	errc := make(chan error, 2)
 	// Heartbeats and status reports stop when ctx ends: the goodbye is the
 	// last message.
@@ -323,7 +326,7 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	defer wcancel()
 	stopWork := context.AfterFunc(ctx, wcancel)
 	defer stopWork()
-	go func() { errc <- a.heartbeat(wctx, send, period, lastAck) }()
+	go func() { errc <- a.heartbeat(wctx, send, period, lastAck, periods) }()
 	go func() { errc <- a.sendStatuses(wctx, a.cfg.Executor, send) }()
 	recvErr := make(chan error, 1)
 	// The session ends only once its receiver has stopped: a message of
@@ -346,6 +349,13 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 			select {
 			case lastAck <- struct{}{}:
 			default:
+			}
+			if p := msg.GetHeartbeatAck().GetHeartbeatPeriodMs(); p > 0 {
+				select {
+				case <-periods: // replaced by the newer one
+				default:
+				}
+				periods <- time.Duration(p) * time.Millisecond
 			}
 			if err := a.handle(msg); err != nil {
 				recvErr <- err
@@ -512,7 +522,11 @@ const silentPeriods = 4
 // silenceLimit is how long the agent waits for an acknowledgement.
 func silenceLimit(period time.Duration) time.Duration { return silentPeriods * period }
 
-func (a *Agent) heartbeat(ctx context.Context, send func(*shoalv1.AgentMessage) error, period time.Duration, ack <-chan struct{}) error {
+// heartbeat sends a heartbeat every period and gives up on a manager
+// silent for silenceLimit(period); a period from periods (the manager's,
+// which grows with the cluster's size or follows the cluster setting heartbeat_period_ms)
+// replaces both from then on.
+func (a *Agent) heartbeat(ctx context.Context, send func(*shoalv1.AgentMessage) error, period time.Duration, ack <-chan struct{}, periods <-chan time.Duration) error {
 	tick := time.NewTicker(period)
 	defer tick.Stop()
 	silence := silenceLimit(period)
@@ -523,6 +537,13 @@ func (a *Agent) heartbeat(ctx context.Context, send func(*shoalv1.AgentMessage) 
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case p := <-periods:
+			if p != period {
+				a.log.Info("heartbeat period changed by the manager", "from", period, "to", p)
+				period, silence = p, silenceLimit(p)
+				tick.Reset(period)
+				deadline.Reset(silence) // the change came in a message: the manager spoke
+			}
 		case <-ack:
 			deadline.Reset(silence)
 		case <-deadline.C:

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -26,7 +27,7 @@ func TestSilenceLimitCoversDownThreshold(t *testing.T) {
 func TestHeartbeatSaysHowLongTheManagerWasSilent(t *testing.T) {
 	a := &Agent{}
 	period := 5 * time.Millisecond
-	err := a.heartbeat(context.Background(), func(*shoalv1.AgentMessage) error { return nil }, period, make(chan struct{}))
+	err := a.heartbeat(context.Background(), func(*shoalv1.AgentMessage) error { return nil }, period, make(chan struct{}), nil)
 	if err == nil || !strings.Contains(err.Error(), silenceLimit(period).String()) {
 		t.Fatalf("heartbeat: %v, want manager silent for %s", err, silenceLimit(period))
 	}
@@ -70,5 +71,39 @@ func TestOpenDeadlineExtends(t *testing.T) {
 	}
 	if d2.stop() {
 		t.Fatal("stop reported a passed deadline as in time")
+	}
+}
+
+// TestHeartbeatFollowsManagersPeriod: a period the manager sends on an
+// open session (the cluster grew, or its heartbeat_period_ms setting changed) replaces the
+// welcome's for the heartbeats and for the silence limit.
+func TestHeartbeatFollowsManagersPeriod(t *testing.T) {
+	a := &Agent{log: slog.New(slog.DiscardHandler)}
+	periods := make(chan time.Duration, 1)
+	sent := make(chan struct{}, 100)
+	done := make(chan error, 1)
+	go func() {
+		done <- a.heartbeat(context.Background(), func(*shoalv1.AgentMessage) error {
+			select {
+			case sent <- struct{}{}:
+			default:
+			}
+			return nil
+		}, time.Hour, make(chan struct{}), periods)
+	}()
+	const p = 5 * time.Millisecond
+	periods <- p
+	select {
+	case <-sent:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no heartbeat at the manager's new period (the welcome's hour still holds)")
+	}
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), silenceLimit(p).String()) {
+			t.Fatalf("heartbeat: %v, want manager silent for %s", err, silenceLimit(p))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the silence limit did not follow the new period")
 	}
 }

@@ -171,6 +171,11 @@ func (m *Manager) Run(ctx context.Context) error {
 		// every second: a demoted, removed or revoked caller loses them.
 		Recheck: time.Second,
 		Ongoing: func(_ context.Context, id trust.Identity) (trust.Role, error) { return ongoing(id) },
+		// One store read a second for every stream open (5,000 sessions).
+		OngoingView: func() func(trust.Identity) (trust.Role, error) {
+			view := store.View()
+			return trust.StoreCheckOngoing(viewNodes(view), viewAdmins(view))
+		},
 		// API tokens are looked up in this manager's store on every call.
 		Tokens: func(_ context.Context, tok string) (trust.Identity, error) { return StoreTokenCheck(store, tok) },
 		// A dashboard holds a few streams; a leaked token may not hold
@@ -293,13 +298,25 @@ func storeAdmins(store *raftstore.Store) trust.AdminLookup {
 
 // storeNodes looks node ids up in the store.
 func storeNodes(store *raftstore.Store) trust.NodeLookup {
+	return func(id string) (*shoalv1.Node, bool) { return viewNodes(store.View())(id) }
+}
+
+// viewNodes looks node ids up in one view of the store.
+func viewNodes(view raftstore.Reader) trust.NodeLookup {
 	return func(id string) (*shoalv1.Node, bool) {
-		view := store.View()
 		if n, ok := raftstore.Get[*shoalv1.Node](view, id); ok {
 			return n, false
 		}
 		c, _ := raftstore.ClusterOf(view)
 		return nil, slices.Contains(c.GetRemovedNodes(), id)
+	}
+}
+
+// viewAdmins reads the cluster's admin certificates from one view.
+func viewAdmins(view raftstore.Reader) trust.AdminLookup {
+	return func() ([]*shoalv1.AdminCertificate, bool) {
+		c, ok := raftstore.ClusterOf(view)
+		return c.GetAdminCerts(), ok
 	}
 }
 

@@ -38,7 +38,11 @@
 // A certificate is only as good as the store says: Current (StoreCheck,
 // CurrentNodeRole, CheckAdmin) compares the certificate's serial and role with
 // the node object (or the cluster's admin certificates) on every call; a node
-// whose role change is pending acts as a worker. Nodes renew at RenewAt (two
+// whose role change is pending acts as a worker. A stream in progress is
+// asked about again every Recheck by one goroutine per Authorizer for all
+// open streams (recheck.go); on a manager OngoingView makes that one store
+// read a period for every session, not one per stream, and a demoted or
+// removed caller's stream still ends within the period. Nodes renew at RenewAt (two
 // thirds of the lifetime); an expired one proves possession of its old key
 // (SignRenewalProof, VerifyRenewalProof).
 //

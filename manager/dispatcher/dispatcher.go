@@ -99,9 +99,15 @@ type Dispatcher struct {
 	// cluster's size now, which may have shrunk since.
 	told     map[string]time.Duration
 	statusCh chan statusUpdate
+	opens    chan openRequest // session openings to write (openings.go)
 	// nodes is the cluster's node count, as the liveness monitor last saw
 	// it (scaledPeriod), so a session opening does not list the nodes.
 	nodes atomic.Int64
+	// scaled is the heartbeat period a session is to use now
+	// (scaledPeriod of the settings and node count the liveness monitor
+	// last read; 0 before its first tick): open sessions are told it in
+	// a heartbeat's acknowledgement when it changes (session.go, ackFor).
+	scaled atomic.Int64
 
 	nets  netCache  // network states shared by the sessions (networks.go)
 	peers peerCache // gossip join candidates shared by the sessions
@@ -164,9 +170,11 @@ func (d *Dispatcher) settings() (time.Duration, int) {
 // is closed so agents move to the new leader.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	statusCh := make(chan statusUpdate, 4096)
+	opens := make(chan openRequest, maxOpeningBatch)
 	d.mu.Lock()
 	d.runCtx = ctx
 	d.statusCh = statusCh
+	d.opens = opens
 	now := time.Now()
 	// Every known node gets a full grace period to reconnect to us.
 	all := raftstore.List[*shoalv1.Node](d.cfg.Store.View())
@@ -179,6 +187,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		d.mu.Lock()
 		d.runCtx = nil
 		d.statusCh = nil
+		d.opens = nil
 		for id, s := range d.sessions {
 			s.cancel()
 			delete(d.sessions, id)
@@ -189,6 +198,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return d.writeStatuses(gctx, statusCh) })
 	g.Go(func() error { return d.monitorLiveness(gctx) })
+	g.Go(func() error { return d.writeOpenings(gctx, opens) })
 	err := g.Wait()
 	if errors.Is(err, context.Canceled) {
 		return nil
@@ -261,6 +271,7 @@ func (d *Dispatcher) monitorLiveness(ctx context.Context) error {
 		nodes := raftstore.List[*shoalv1.Node](d.cfg.Store.View())
 		d.nodes.Store(int64(len(nodes)))
 		scaled := scaledPeriod(period, len(nodes))
+		d.scaled.Store(int64(scaled))
 		gossip := make([][2]string, len(nodes))
 		if d.cfg.Gossip != nil {
 			for i, n := range nodes {
@@ -363,33 +374,39 @@ func (d *Dispatcher) setNodeState(ctx context.Context, nodeID string, state shoa
 			if !ok {
 				return fmt.Errorf("node %q: %w", nodeID, raftstore.ErrNotFound)
 			}
-			n = proto.Clone(n).(*shoalv1.Node)
-			if n.Status == nil {
-				n.Status = &shoalv1.NodeStatus{}
-			}
-			n.Status.State = state
-			n.Status.Message = msg
-			n.Status.RestartDeadline = nil // back (READY) or given up on (DOWN)
-			n.Status.Unreachable = false
-			n.Status.LastHeartbeat = timestamppb.Now()
-			if hello != nil {
-				if hello.GetAddr() != "" {
-					n.Status.Addr = hello.GetAddr()
-				}
-				n.Status.AgentAddr = hello.GetAgentAddr()
-				if hello.GetGossipAddr() != "" {
-					n.Status.GossipAddr = hello.GetGossipAddr()
-				}
-				if hello.GetDescription() != nil {
-					n.Description = hello.GetDescription()
-				}
-			}
-			return tx.Update(n)
+			return tx.Update(withState(n, state, msg, hello))
 		})
 		if err == nil || !errors.Is(err, raftstore.ErrVersionConflict) || attempt >= 5 {
 			return err
 		}
 	}
+}
+
+// withState is a copy of n with the status state and message (and, on a
+// session's hello, its addresses and description).
+func withState(n *shoalv1.Node, state shoalv1.NodeState, msg string, hello *shoalv1.AgentHello) *shoalv1.Node {
+	n = proto.Clone(n).(*shoalv1.Node)
+	if n.Status == nil {
+		n.Status = &shoalv1.NodeStatus{}
+	}
+	n.Status.State = state
+	n.Status.Message = msg
+	n.Status.RestartDeadline = nil // back (READY) or given up on (DOWN)
+	n.Status.Unreachable = false
+	n.Status.LastHeartbeat = timestamppb.Now()
+	if hello != nil {
+		if hello.GetAddr() != "" {
+			n.Status.Addr = hello.GetAddr()
+		}
+		n.Status.AgentAddr = hello.GetAgentAddr()
+		if hello.GetGossipAddr() != "" {
+			n.Status.GossipAddr = hello.GetGossipAddr()
+		}
+		if hello.GetDescription() != nil {
+			n.Description = hello.GetDescription()
+		}
+	}
+	return n
 }
 
 // statusKey identifies a pending status update. It names the reporting

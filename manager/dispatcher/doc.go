@@ -39,7 +39,11 @@
 // where the period a session is told grows with the node count beyond 500
 // nodes (scaledPeriod: the leader answers about 1,000 heartbeats a second
 // whatever the cluster's size; a node is judged by the period it was told,
-// and gossip saying dead still marks it DOWN after two configured periods),
+// and gossip saying dead still marks it DOWN after two configured periods;
+// an open session learns a new period, as the cluster grows or after
+// a change of the heartbeat_period_ms setting, in a heartbeat's acknowledgement:
+// ackFor; a longer one counts at once, a shorter one from the node's next
+// heartbeat),
 // and the orchestrator then replaces its tasks. A new leader gives every node
 // that long to reconnect before marking it down. The monitor (four times a
 // period) reads the nodes and their gossip states before taking the lock

@@ -9,8 +9,10 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
 )
 
 func TestScaledPeriod(t *testing.T) {
@@ -78,5 +80,104 @@ func TestWelcomeScalesPeriod(t *testing.T) {
 	c.d.mu.Unlock()
 	if told != 1500*time.Millisecond {
 		t.Fatalf("told period recorded %v, want 1.5s", told)
+	}
+}
+
+// TestOpenSessionToldNewPeriod: a heartbeat period change (the cluster setting
+// heartbeat_period_ms, or the cluster's size) reaches an open session in a
+// heartbeat's acknowledgement, not only at its next opening; the node is
+// judged by a longer period at once and by a shorter one only from its
+// next heartbeat (it may still be waiting out the longer one).
+func TestOpenSessionToldNewPeriod(t *testing.T) {
+	c := startLive(t, &shoalv1.ClusterSettings{HeartbeatPeriodMs: 100, NodeDownAfterMissed: 4}, "a", "b")
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var stream shoalv1.Dispatcher_SessionClient
+	for {
+		stream, err = shoalv1.NewDispatcherClient(conn).Session(withNode(ctx, "a"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Hello{Hello: &shoalv1.AgentHello{Addr: "a:4242"}}}); err != nil {
+			t.Fatal(err)
+		}
+		first, err := stream.Recv()
+		if err == nil && first.GetWelcome() != nil {
+			if got := first.GetWelcome().GetHeartbeatPeriodMs(); got != 100 {
+				t.Fatalf("welcome period %d ms, want 100", got)
+			}
+			break
+		}
+		if err == nil || !strings.Contains(err.Error(), "not the leader") || ctx.Err() != nil {
+			t.Fatalf("welcome: %v %v", first, err)
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval while Run takes over
+	}
+	setPeriod := func(ms int64) {
+		t.Helper()
+		if _, err := c.store.Update(ctx, func(tx raftstore.WriteTx) error {
+			cl, _ := raftstore.ClusterOf(tx)
+			cl = proto.Clone(cl).(*shoalv1.Cluster)
+			cl.Settings.HeartbeatPeriodMs = ms
+			return tx.Update(cl)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	told := func() time.Duration {
+		c.d.mu.Lock()
+		defer c.d.mu.Unlock()
+		return c.d.told["a"]
+	}
+	// heartbeat sends one heartbeat and returns the period its ack names.
+	heartbeat := func() int64 {
+		t.Helper()
+		if err := stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Heartbeat{Heartbeat: &shoalv1.Heartbeat{}}}); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ack := m.GetHeartbeatAck(); ack != nil {
+				return ack.GetHeartbeatPeriodMs()
+			}
+		}
+	}
+	// untilTold heartbeats until an ack names ms (the liveness monitor
+	// reads the settings every quarter period).
+	untilTold := func(ms int64) {
+		t.Helper()
+		for heartbeat() != ms {
+			if ctx.Err() != nil {
+				t.Fatalf("no acknowledgement told the session %d ms", ms)
+			}
+			time.Sleep(10 * time.Millisecond) // the next heartbeat
+		}
+	}
+
+	setPeriod(300)
+	untilTold(300)
+	if got := told(); got != 300*time.Millisecond {
+		t.Fatalf("node judged by %v after a longer period was told, want 300ms at once", got)
+	}
+	if got := heartbeat(); got != 0 {
+		t.Fatalf("an unchanged period was told again (%d ms)", got)
+	}
+
+	setPeriod(50)
+	untilTold(50)
+	if got := told(); got != 300*time.Millisecond {
+		t.Fatalf("node judged by %v right after a shorter period was told, want the longer 300ms until its next heartbeat", got)
+	}
+	heartbeat()
+	if got := told(); got != 50*time.Millisecond {
+		t.Fatalf("node judged by %v after its next heartbeat, want 50ms", got)
 	}
 }

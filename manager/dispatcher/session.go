@@ -51,7 +51,7 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 		return err
 	}
 	d.mu.Lock()
-	runCtx, statusCh := d.runCtx, d.statusCh
+	runCtx, statusCh, opens := d.runCtx, d.statusCh, d.opens
 	d.mu.Unlock()
 	if runCtx == nil {
 		return d.leaderUnavailable()
@@ -94,7 +94,7 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	}()
 	log := d.log.With("node_id", id.NodeID, "session_id", sess.id)
 
-	if err := d.setNodeState(ctx, id.NodeID, shoalv1.NodeState_NODE_STATE_READY, "", hello); err != nil {
+	if err := d.openNode(ctx, opens, id.NodeID, hello); err != nil {
 		if errors.Is(err, raftstore.ErrNotFound) {
 			if d.removed(id.NodeID) {
 				return removedError(id.NodeID)
@@ -149,7 +149,7 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	}
 
 	recvErr := make(chan error, 1)
-	go func() { recvErr <- d.receive(ctx, stream, id.NodeID, statusCh) }()
+	go func() { recvErr <- d.receive(ctx, stream, id.NodeID, statusCh, period) }()
 
 	for {
 		select {
@@ -307,8 +307,14 @@ drain:
 	return nil
 }
 
-// receive reads heartbeats and status batches from the agent.
-func (d *Dispatcher) receive(ctx context.Context, stream shoalv1.Dispatcher_SessionServer, nodeID string, statusCh chan<- statusUpdate) error {
+// plainAck acknowledges a heartbeat without news; it is only ever read
+// (marshalled), so every session sends the same one.
+var plainAck = &shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_HeartbeatAck{HeartbeatAck: &shoalv1.Heartbeat{}}}
+
+// receive reads heartbeats and status batches from the agent. told is the
+// heartbeat period the session's welcome gave.
+func (d *Dispatcher) receive(ctx context.Context, stream shoalv1.Dispatcher_SessionServer, nodeID string, statusCh chan<- statusUpdate, told time.Duration) error {
+	var settle time.Duration
 	for {
 		msg, err := stream.Recv()
 		if err != nil {
@@ -318,7 +324,9 @@ func (d *Dispatcher) receive(ctx context.Context, stream shoalv1.Dispatcher_Sess
 		switch m := msg.GetMsg().(type) {
 		case *shoalv1.AgentMessage_Heartbeat:
 			d.cfg.Metrics.Heartbeat()
-			if err := stream.Send(&shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_HeartbeatAck{HeartbeatAck: &shoalv1.Heartbeat{}}}); err != nil {
+			var ack *shoalv1.SessionMessage
+			ack, told, settle = d.ackFor(nodeID, told, settle)
+			if err := stream.Send(ack); err != nil {
 				return err
 			}
 		case *shoalv1.AgentMessage_Goodbye:
@@ -331,6 +339,39 @@ func (d *Dispatcher) receive(ctx context.Context, stream shoalv1.Dispatcher_Sess
 			}
 		}
 	}
+}
+
+// ackFor is the acknowledgement of a heartbeat from nodeID, whose session
+// was told the period told: with the period to use now when it differs
+// (the cluster grew or shrank past 500 nodes, the cluster setting
+// heartbeat_period_ms changed), so an open session follows it instead of waiting
+// for its next opening. The liveness monitor judges a node by the period
+// recorded for it: a longer one at once, a shorter one (settle) from the
+// node's next heartbeat on, by when the agent has it; until then the node
+// keeps the longer one it may still be waiting on.
+func (d *Dispatcher) ackFor(nodeID string, told, settle time.Duration) (ack *shoalv1.SessionMessage, _, _ time.Duration) {
+	if settle > 0 {
+		d.setTold(nodeID, settle)
+		settle = 0
+	}
+	now := time.Duration(d.scaled.Load())
+	if now <= 0 || now == told {
+		return plainAck, told, settle
+	}
+	if now > told {
+		d.setTold(nodeID, now)
+	} else {
+		settle = now
+	}
+	return &shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_HeartbeatAck{HeartbeatAck: &shoalv1.Heartbeat{
+		HeartbeatPeriodMs: now.Milliseconds()}}}, now, settle
+}
+
+// setTold records the heartbeat period nodeID is judged by.
+func (d *Dispatcher) setTold(nodeID string, p time.Duration) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.told[nodeID] = p
 }
 
 // statusWaitTick is how often a session waiting on the status writer

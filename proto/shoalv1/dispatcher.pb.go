@@ -91,10 +91,19 @@ func (x *AgentHello) GetGossipAddr() string {
 	return ""
 }
 
+// Heartbeat is an agent's heartbeat and, from the dispatcher, its
+// acknowledgement.
 type Heartbeat struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// In an acknowledgement: the period the node is to heartbeat at from now
+	// on, sent when it differs from the one the session was last told (the
+	// welcome's, or an earlier acknowledgement's): the period grows with the
+	// cluster's size and follows the cluster setting heartbeat_period_ms, and an
+	// open session must not wait for its next opening to learn it. 0: no
+	// change. Unset by agents.
+	HeartbeatPeriodMs int64 `protobuf:"varint,1,opt,name=heartbeat_period_ms,json=heartbeatPeriodMs,proto3" json:"heartbeat_period_ms,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Heartbeat) Reset() {
@@ -125,6 +134,13 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
 	return file_shoalv1_dispatcher_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Heartbeat) GetHeartbeatPeriodMs() int64 {
+	if x != nil {
+		return x.HeartbeatPeriodMs
+	}
+	return 0
 }
 
 type TaskStatusUpdate struct {
@@ -875,8 +891,9 @@ const file_shoalv1_dispatcher_proto_rawDesc = "" +
 	"\n" +
 	"agent_addr\x18\x03 \x01(\tR\tagentAddr\x12\x1f\n" +
 	"\vgossip_addr\x18\x04 \x01(\tR\n" +
-	"gossipAddr\"\v\n" +
-	"\tHeartbeat\"Y\n" +
+	"gossipAddr\";\n" +
+	"\tHeartbeat\x12.\n" +
+	"\x13heartbeat_period_ms\x18\x01 \x01(\x03R\x11heartbeatPeriodMs\"Y\n" +
 	"\x10TaskStatusUpdate\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12,\n" +
 	"\x06status\x18\x02 \x01(\v2\x14.shoal.v1.TaskStatusR\x06status\"G\n" +

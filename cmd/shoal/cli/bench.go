@@ -647,10 +647,16 @@ func benchSpec(name string, replicas int) *shoalv1.ServiceSpec {
 	}
 }
 
-// drainManagers keeps tasks off the managers' own nodes.
+// drainManagers keeps tasks off the managers' own nodes. The node object
+// also changes as its agent's session opens (READY), so a drain that hits
+// a version conflict reads the node again (retryConflict).
 func (r *benchRun) drainManagers(ctx context.Context) error {
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
+	return retryConflict(func() error { return r.drainManagersOnce(cctx) })
+}
+
+func (r *benchRun) drainManagersOnce(cctx context.Context) error {
 	ln, err := client.ListNodes(cctx, r.cl.Control, &shoalv1.ListNodesRequest{})
 	if err != nil {
 		return err
