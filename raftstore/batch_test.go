@@ -554,3 +554,125 @@ func TestApplyBatchSignalsProposals(t *testing.T) {
 		t.Fatalf("state at %d:\n%s", v.Index(), dump(v))
 	}
 }
+
+// TestApplyBatchMatchesApplyTaskStatusAndSpecs is TestApplyBatchMatchesApply
+// for the task forms of store format 3: services and tasks carrying task
+// specs (interned at apply: a task shares its service's or its stored
+// version's spec), compact TASK_STATUS ops (valid, stale, without a
+// version, carrying more than meta and status, for a missing task) mixed
+// with whole-task writes in failing and succeeding entries. A batch must
+// leave the state, results, events and which tasks share their service's
+// spec exactly as entry-by-entry apply does.
+func TestApplyBatchMatchesApplyTaskStatusAndSpecs(t *testing.T) {
+	for seed := uint64(1); seed <= 40; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(seed, 11))
+			ref := newFSM(slog.New(slog.DiscardHandler), newHub(1<<16))
+			var logs []*raft.Log
+			var want []any
+			for index := uint64(1); index <= 300; index++ {
+				l := randomTaskEntry(t, rng, ref.view(), index)
+				logs = append(logs, l)
+				want = append(want, applyOneByOne(ref, []*raft.Log{l})...)
+			}
+			failed := 0
+			for _, r := range want {
+				if r != nil {
+					failed++
+				}
+			}
+			if failed < 30 || failed > 270 {
+				t.Fatalf("%d of %d entries failed: the generator should exercise both", failed, len(want))
+			}
+			f := newFSM(slog.New(slog.DiscardHandler), newHub(1<<16))
+			f.txnOps = []int{0, 1, 2, 5, 17}[rng.IntN(5)]
+			var got []any
+			for at := 0; at < len(logs); {
+				n := min(1+rng.IntN(64), len(logs)-at)
+				got = append(got, f.ApplyBatch(logs[at:at+n])...)
+				at += n
+			}
+			if a, b := resultsOf(got), resultsOf(want); a != b {
+				t.Fatalf("results:\n%s\none by one:\n%s", a, b)
+			}
+			if a, b := stateOf(t, f)+sharingOf(f), stateOf(t, ref)+sharingOf(ref); a != b {
+				t.Fatalf("state:\n%s\none by one:\n%s", a, b)
+			}
+			if a, b := eventsOf(t, f), eventsOf(t, ref); a != b {
+				t.Fatalf("events differ:\n%s\none by one:\n%s", a, b)
+			}
+		})
+	}
+}
+
+// sharingOf lists the tasks holding their service's very TaskSpec.
+func sharingOf(f *fsm) string {
+	v := f.view()
+	var b strings.Builder
+	b.WriteString("sharing:")
+	for _, tk := range List[*shoalv1.Task](v) {
+		if svc, ok := Get[*shoalv1.Service](v, tk.GetServiceId()); ok && tk.Spec != nil && tk.Spec == svc.GetSpec().GetTask() {
+			fmt.Fprintf(&b, " %s", tk.GetMeta().GetId())
+		}
+	}
+	return b.String() + "\n"
+}
+
+// randomTaskEntry builds entry index from r: 1-4 ops on services and tasks
+// with one of two task specs, a third of the task ops TASK_STATUS.
+func randomTaskEntry(t testing.TB, rng *rand.Rand, r Reader, index uint64) *raft.Log {
+	version := func(kind Kind, id string) uint64 {
+		switch rng.IntN(8) {
+		case 0:
+			return 0
+		case 1:
+			return uint64(rng.IntN(int(index)))
+		}
+		if o := r.Get(kind, id); o != nil {
+			return o.GetMeta().GetVersion()
+		}
+		return 1
+	}
+	spec := func() *shoalv1.TaskSpec {
+		return &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: fmt.Sprintf("img:%d", rng.IntN(2))}}
+	}
+	var ops []*shoalv1.StoreOp
+	for range 1 + rng.IntN(4) {
+		if rng.IntN(3) == 0 {
+			svc := mkService(fmt.Sprintf("s%d", rng.IntN(3)), fmt.Sprintf("name%d", rng.IntN(4)))
+			svc.Spec.Task = spec()
+			id := svc.Meta.Id
+			switch k := rng.IntN(10); {
+			case k < 3 && r.Get(KindService, id) == nil || k == 0:
+				ops = append(ops, opCreate(svc))
+			case k < 9:
+				ops = append(ops, opUpdate(svc, version(KindService, id)))
+			default:
+				ops = append(ops, opDelete(KindService, id, version(KindService, id)))
+			}
+			continue
+		}
+		id := fmt.Sprintf("t%d", rng.IntN(6))
+		states := []shoalv1.TaskState{shoalv1.TaskState_TASK_STATE_PENDING, shoalv1.TaskState_TASK_STATE_ASSIGNED, shoalv1.TaskState_TASK_STATE_RUNNING}
+		st := &shoalv1.TaskStatus{State: states[rng.IntN(3)], Message: fmt.Sprint("at ", index)}
+		switch k := rng.IntN(12); {
+		case k < 4:
+			op := statusOp(id, version(KindTask, id), st)
+			if rng.IntN(8) == 0 {
+				op.Object.GetTask().NodeId = "forged"
+			}
+			ops = append(ops, op)
+		case k < 6 && r.Get(KindTask, id) == nil || k == 4:
+			tk := mkTask(id, fmt.Sprintf("s%d", rng.IntN(3)), "n1", 0, st.State)
+			tk.Spec = spec()
+			ops = append(ops, opCreate(tk))
+		case k < 11:
+			tk := mkTask(id, fmt.Sprintf("s%d", rng.IntN(3)), "n1", 0, st.State)
+			tk.Spec = spec()
+			ops = append(ops, opUpdate(tk, version(KindTask, id)))
+		default:
+			ops = append(ops, opDelete(KindTask, id, version(KindTask, id)))
+		}
+	}
+	return entry(t, index, ops...)
+}
