@@ -42,8 +42,9 @@
 // and gossip saying dead still marks it DOWN after two configured periods;
 // an open session learns a new period, as the cluster grows or after
 // a change of the heartbeat_period_ms setting, in a heartbeat's acknowledgement:
-// ackFor; a longer one counts at once, a shorter one from the node's next
-// heartbeat),
+// ackFor; a longer one counts at once, a shorter one from the first
+// heartbeat saying the agent uses it: an agent of the previous release names
+// no period and is judged by its welcome's until its next session),
 // and the orchestrator then replaces its tasks. A new leader gives every node
 // that long to reconnect before marking it down. The monitor (four times a
 // period) reads the nodes and their gossip states before taking the lock
