@@ -47,7 +47,7 @@
 // no period and is judged by its welcome's until its next session),
 // and the orchestrator then replaces its tasks. A new leader gives every node
 // that long to reconnect before marking it down. The monitor (four times a
-// period) reads the nodes and their gossip states before taking the lock
+// period as the setting now says, and at least once a second) reads the nodes and their gossip states before taking the lock
 // every heartbeat takes, and does not count its own stalls against the
 // nodes (stallCredit): a leader starved of CPU for two seconds read no
 // heartbeat meanwhile, and had marked every node DOWN at once. The agent

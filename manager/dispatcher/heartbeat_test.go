@@ -198,3 +198,45 @@ func TestOpenSessionToldNewPeriod(t *testing.T) {
 		t.Fatalf("node judged by %v after a heartbeat at the shorter period, want 50ms", got)
 	}
 }
+
+// TestMonitorInterval: the liveness monitor runs four times a period and
+// at least once a second.
+func TestMonitorInterval(t *testing.T) {
+	for _, c := range []struct{ period, want time.Duration }{
+		{100 * time.Millisecond, 25 * time.Millisecond},
+		{500 * time.Millisecond, 125 * time.Millisecond},
+		{4 * time.Second, time.Second},
+		{time.Minute, time.Second},
+	} {
+		if got := monitorInterval(c.period); got != c.want {
+			t.Errorf("monitorInterval(%v) = %v, want %v", c.period, got, c.want)
+		}
+	}
+}
+
+// TestMonitorFollowsShortenedPeriod: a dispatcher started under a long
+// heartbeat period reads a shortened one (and tells it to sessions) within
+// its bounded interval, not a quarter of the long period later.
+func TestMonitorFollowsShortenedPeriod(t *testing.T) {
+	c := startLive(t, &shoalv1.ClusterSettings{HeartbeatPeriodMs: (10 * time.Minute).Milliseconds(), NodeDownAfterMissed: 4}, "a")
+	scaled := func(want time.Duration) func() error {
+		return func() error {
+			if got := time.Duration(c.d.scaled.Load()); got != want {
+				return fmt.Errorf("session period %v, want %v", got, want)
+			}
+			return nil
+		}
+	}
+	eventually(t, "the long period read", scaled(10*time.Minute))
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if _, err := c.store.Update(ctx, func(tx raftstore.WriteTx) error {
+		cl, _ := raftstore.ClusterOf(tx)
+		cl = proto.Clone(cl).(*shoalv1.Cluster)
+		cl.Settings.HeartbeatPeriodMs = 100
+		return tx.Update(cl)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the shortened period read", scaled(100*time.Millisecond))
+}
