@@ -1,7 +1,8 @@
 // Package dispatcher keeps one session per node on the leader.
 //
 // A session is a bidirectional gRPC stream. The agent opens it with a hello
-// (its description and address); the dispatcher answers with a welcome, the
+// (its description and address, refused past specrules.AgentHello's bounds
+// before anything is written); the dispatcher answers with a welcome, the
 // node's full task assignment set, and from then on diffs of that set as the
 // store changes. The agent heartbeats on the same stream and sends task
 // status updates in batches; the dispatcher coalesces status updates from all

@@ -13,6 +13,7 @@ import (
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/specrules"
 	"github.com/shoal-dev/shoal/trust"
 )
 
@@ -63,6 +64,9 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	hello := first.GetHello()
 	if hello == nil {
 		return errdefs.InvalidArgumentf("a session must start with a hello")
+	}
+	if err := d.checkHello(hello); err != nil {
+		return err
 	}
 	// Answer at once (response headers): the agent then knows this
 	// manager is alive and waits for the welcome, which comes after a raft
@@ -303,6 +307,16 @@ drain:
 	if netDirty {
 		// After the assignments: a new task's peers and VIPs arrive with it.
 		return d.sendNetworks(stream, d.cfg.Store.View(), nodeID, nets, false)
+	}
+	return nil
+}
+
+// checkHello refuses a hello that breaks specrules.AgentHello, before
+// anything is written: the hello goes into the node object, in a raft
+// entry shared with other nodes' openings.
+func (d *Dispatcher) checkHello(hello *shoalv1.AgentHello) error {
+	if p := specrules.AgentHello(hello); len(p) > 0 {
+		return errdefs.InvalidArgumentf("%w", p)
 	}
 	return nil
 }
