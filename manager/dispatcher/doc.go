@@ -21,6 +21,12 @@
 // report waits on a full status queue keeps its node seen and
 // acknowledged meanwhile (queueStatus): the manager is the slow one.
 //
+// Session openings are written READY by one writer (openings.go), every
+// opening waiting when a write starts in one raft entry (up to 512); an
+// opening whose session has ended meanwhile (replaced by the node's next
+// one) is not written, so a node's stale hello never overwrites the live
+// session's.
+//
 // A status is written with raftstore's WriteTx.UpdateTaskStatus: the entry
 // carries the task's id, version and new status, not the whole task, and
 // the stored task's new version shares its spec and networks with the old.
