@@ -4,7 +4,9 @@
 //
 //   - Agent (session.go) keeps the node's session with the leader's
 //     dispatcher: it sends a hello and heartbeats (at the welcome's period,
-//     or the one a later acknowledgement names), receives the node's
+//     or the one a later acknowledgement names; each heartbeat names the
+//     period in use, so the manager judges the node by a shorter one only
+//     once it is), receives the node's
 //     assignment set (full, then diffs, possibly in chunks) and reports task
 //     statuses in batches. It reconnects by itself, following the leader
 //     address a follower answers with (errdefs.NotLeader) and rotating

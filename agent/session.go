@@ -532,7 +532,7 @@ func (a *Agent) heartbeat(ctx context.Context, send func(*shoalv1.AgentMessage) 
 	silence := silenceLimit(period)
 	deadline := time.NewTimer(silence)
 	defer deadline.Stop()
-	hb := &shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Heartbeat{Heartbeat: &shoalv1.Heartbeat{}}}
+	hb := heartbeatMsg(period)
 	for {
 		select {
 		case <-ctx.Done():
@@ -542,6 +542,7 @@ func (a *Agent) heartbeat(ctx context.Context, send func(*shoalv1.AgentMessage) 
 				a.log.Info("heartbeat period changed by the manager", "from", period, "to", p)
 				period, silence = p, silenceLimit(p)
 				tick.Reset(period)
+				hb = heartbeatMsg(period)
 				deadline.Reset(silence) // the change came in a message: the manager spoke
 			}
 		case <-ack:
@@ -554,6 +555,14 @@ func (a *Agent) heartbeat(ctx context.Context, send func(*shoalv1.AgentMessage) 
 			}
 		}
 	}
+}
+
+// heartbeatMsg is a heartbeat naming the period the agent heartbeats at:
+// the manager judges the node by a shorter period it told the session only
+// once a heartbeat says the agent uses it (an agent of an earlier release
+// sends none and keeps the welcome's period until its next session).
+func heartbeatMsg(period time.Duration) *shoalv1.AgentMessage {
+	return &shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Heartbeat{Heartbeat: &shoalv1.Heartbeat{HeartbeatPeriodMs: period.Milliseconds()}}}
 }
 
 // sendStatuses reports task statuses: everything the executor holds when

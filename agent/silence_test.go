@@ -107,3 +107,51 @@ func TestHeartbeatFollowsManagersPeriod(t *testing.T) {
 		t.Fatal("the silence limit did not follow the new period")
 	}
 }
+
+// TestHeartbeatNamesItsPeriod: each heartbeat says the period the agent
+// heartbeats at, the welcome's and then the manager's new one, so the
+// manager judges the node by a shorter period only once it is in use.
+func TestHeartbeatNamesItsPeriod(t *testing.T) {
+	a := &Agent{log: slog.New(slog.DiscardHandler)}
+	periods := make(chan time.Duration, 1)
+	named := make(chan int64, 100)
+	ack := make(chan struct{}, 1) // every heartbeat acknowledged: the manager never falls silent
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- a.heartbeat(ctx, func(m *shoalv1.AgentMessage) error {
+			select {
+			case named <- m.GetHeartbeat().GetHeartbeatPeriodMs():
+			default:
+			}
+			select {
+			case ack <- struct{}{}:
+			default:
+			}
+			return nil
+		}, 40*time.Millisecond, ack, periods)
+	}()
+	defer func() { cancel(); <-done }()
+	next := func() int64 {
+		t.Helper()
+		select {
+		case ms := <-named:
+			return ms
+		case err := <-done:
+			t.Fatalf("heartbeat ended: %v", err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("no heartbeat")
+		}
+		return 0
+	}
+	if ms := next(); ms != 40 {
+		t.Fatalf("heartbeat names %d ms, want the welcome's 40", ms)
+	}
+	periods <- 60 * time.Millisecond
+	deadline := time.Now().Add(10 * time.Second)
+	for next() != 60 {
+		if time.Now().After(deadline) {
+			t.Fatal("no heartbeat names the manager's new period 60 ms")
+		}
+	}
+}

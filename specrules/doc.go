@@ -16,6 +16,9 @@
 // path is formatted only for a problem. [ServiceUpdate] checks a service
 // without its task when the caller knows these rules accepted that very
 // task (the Control API's update that leaves the task as it stored it).
+// [AgentHello] bounds what an agent says of its node when its session opens
+// (hostname, platform, engine version, addresses), which the dispatcher
+// writes into the node object.
 //
 // Job modes (jobs.go): completions and concurrency, the cron schedule
 // ([ParseSchedule], robfig/cron's parser, evaluated in UTC) and its

@@ -42,7 +42,10 @@
 // asked about again every Recheck by one goroutine per Authorizer for all
 // open streams (recheck.go); on a manager OngoingView makes that one store
 // read a period for every session, not one per stream, and a demoted or
-// removed caller's stream still ends within the period. Nodes renew at RenewAt (two
+// removed caller's stream still ends within the period; without it (a
+// node's agent API, whose Ongoing asks a manager) each stream's check runs
+// in a goroutine of its own, one at a time per stream, so a caller whose
+// check does not answer holds back no other stream's. Nodes renew at RenewAt (two
 // thirds of the lifetime); an expired one proves possession of its old key
 // (SignRenewalProof, VerifyRenewalProof).
 //

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoal-dev/shoal/errdefs"
@@ -18,6 +19,10 @@ type recheckStream struct {
 	certID Identity // as the certificate says, what is checked
 	roles  []Role   // the method's roles
 	method string
+	// asking: a check of this stream through Ongoing or Current (which
+	// may ask another process) has not answered yet; the next period
+	// starts none while it runs.
+	asking atomic.Bool
 }
 
 // rechecker asks about every open certificate stream once a period from
@@ -73,7 +78,12 @@ func (r *rechecker) loop(a *Authorizer) {
 }
 
 // recheckAll asks about each of streams once, through one store read when
-// OngoingView is set, and ends those whose caller is refused now.
+// OngoingView is set, and ends those whose caller is refused now. Without
+// a view each stream is asked about in a goroutine of its own, bound to
+// the stream: Ongoing may ask another process (a node asks a manager, up
+// to 5 s per manager tried), and asked in turn from the loop, one caller's
+// unanswered check held back every other stream's, a removed node's log
+// follow included, for as long as it took.
 func (a *Authorizer) recheckAll(streams []*recheckStream) {
 	var view func(Identity) (Role, error)
 	if a.OngoingView != nil {
@@ -83,17 +93,25 @@ func (a *Authorizer) recheckAll(streams []*recheckStream) {
 		if s.ctx.Err() != nil {
 			continue
 		}
-		check := view
-		switch {
-		case check != nil:
-		case a.Ongoing != nil:
+		if view != nil {
+			if err := recheckVerdict(s, view); err != nil {
+				s.cancel(err)
+			}
+			continue
+		}
+		if !s.asking.CompareAndSwap(false, true) {
+			continue // the previous period's check is still out
+		}
+		check := func(id Identity) (Role, error) { return a.Current(s.ctx, id) }
+		if a.Ongoing != nil {
 			check = func(id Identity) (Role, error) { return a.Ongoing(s.ctx, id) }
-		default:
-			check = func(id Identity) (Role, error) { return a.Current(s.ctx, id) }
 		}
-		if err := recheckVerdict(s, check); err != nil {
-			s.cancel(err)
-		}
+		go func() {
+			defer s.asking.Store(false)
+			if err := recheckVerdict(s, check); err != nil {
+				s.cancel(err)
+			}
+		}()
 	}
 }
 

@@ -204,3 +204,107 @@ func TestAuthorizerBatchedRecheck(t *testing.T) {
 		t.Fatal("a stream opened after the loop ended was not rechecked")
 	}
 }
+
+// TestAuthorizerSlowOngoingHoldsOnlyItsStream: without OngoingView (a
+// node's agent API, whose Ongoing asks a manager over the network), a
+// caller whose check does not answer holds back only its own stream's
+// rechecks: a removed node's stream still ends within periods, and the
+// slow caller is not asked again while its check is out.
+func TestAuthorizerSlowOngoingHoldsOnlyItsStream(t *testing.T) {
+	root := newRoot(t, "c1")
+	const mgr = shoalv1.NodeRole_NODE_ROLE_MANAGER
+	store := &batchStore{nodes: map[string]*shoalv1.Node{}, removed: map[string]bool{}}
+	ctxs := map[string]context.Context{}
+	for _, id := range []string{"slow", "gone"} {
+		cert := parseCert(t, nodeCreds(t, root, id, trust.RoleManager).CertPEM)
+		ctxs[id] = peerCtx(cert)
+		store.set(id, storeNode(id, mgr, mgr, trust.SerialOf(cert), ""), false)
+	}
+	full := trust.StoreCheck(func(id string) (*shoalv1.Node, bool) {
+		store.mu.Lock()
+		defer store.mu.Unlock()
+		return store.nodes[id], store.removed[id]
+	}, func() ([]*shoalv1.AdminCertificate, bool) { return nil, true })
+	var mu sync.Mutex
+	asking, mostAsking := 0, 0
+	slowAsked := make(chan struct{}, 1)
+	a := &trust.Authorizer{Policy: trust.DefaultPolicy(), Recheck: 5 * time.Millisecond,
+		Current: func(_ context.Context, id trust.Identity) (trust.Role, error) { return full(id) },
+		Ongoing: func(ctx context.Context, id trust.Identity) (trust.Role, error) {
+			if id.NodeID != "slow" {
+				return full(id)
+			}
+			mu.Lock()
+			asking++
+			mostAsking = max(mostAsking, asking)
+			mu.Unlock()
+			defer func() {
+				mu.Lock()
+				asking--
+				mu.Unlock()
+			}()
+			select {
+			case slowAsked <- struct{}{}:
+			default:
+			}
+			<-ctx.Done() // no answer for as long as the stream lasts
+			return "", errdefs.Unavailablef("no manager answered")
+		}}
+	type result struct {
+		id  string
+		err error
+	}
+	done := make(chan result, 2)
+	stopSlow := make(chan struct{})
+	for id, ctx := range ctxs {
+		handler := func(_ any, ss grpc.ServerStream) error {
+			select {
+			case <-ss.Context().Done():
+				return ss.Context().Err()
+			case <-stopSlow:
+				return nil
+			}
+		}
+		go func() {
+			done <- result{id, a.Stream()(nil, &ctxStream{ctx: ctx}, &grpc.StreamServerInfo{FullMethod: shoalv1.Control_Watch_FullMethodName}, handler)}
+		}()
+	}
+	deadline := time.After(20 * time.Second)
+	select {
+	case <-slowAsked:
+	case r := <-done:
+		t.Fatalf("stream of %s ended while every node is current: %v", r.id, r.err)
+	case <-deadline:
+		t.Fatal("the slow caller's stream was never rechecked")
+	}
+	store.set("gone", nil, true)
+	select {
+	case r := <-done:
+		if r.id != "gone" || !errdefs.IsNodeRemoved(r.err) {
+			t.Fatalf("stream of %s ended with %v, want the removed node's, node removed", r.id, r.err)
+		}
+	case <-deadline:
+		t.Fatal("the removed node's stream was not ended while another caller's check was out")
+	}
+	close(stopSlow)
+	select {
+	case r := <-done:
+		if r.err != nil {
+			t.Fatalf("slow caller's stream: %v", r.err)
+		}
+	case <-deadline:
+		t.Fatal("the slow caller's stream did not end")
+	}
+	for recheckLoops() > 0 || func() bool { mu.Lock(); defer mu.Unlock(); return asking > 0 }() {
+		select {
+		case <-deadline:
+			t.Fatal("a recheck outlived its stream")
+		case <-time.After(time.Millisecond): // poll
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if mostAsking != 1 {
+		t.Fatalf("%d checks of the slow caller out at once, want 1 (one at a time per stream)", mostAsking)
+	}
+}

@@ -248,10 +248,27 @@ func (d *Dispatcher) seen(nodeID string) {
 	d.mu.Unlock()
 }
 
-// monitorLiveness marks nodes whose heartbeats stopped as DOWN.
+// maxMonitorInterval bounds how long the liveness monitor waits between
+// readings of the settings and nodes, whatever the period (up to a minute).
+const maxMonitorInterval = time.Second
+
+// monitorInterval is how often the liveness monitor runs under the
+// heartbeat period: four times a period, and at least once a second, so
+// that a period shortened from a long one is read (and told to the
+// sessions) within a second rather than a quarter of the old period.
+func monitorInterval(period time.Duration) time.Duration {
+	return min(period/4, maxMonitorInterval)
+}
+
+// monitorLiveness marks nodes whose heartbeats stopped as DOWN. It follows
+// the period setting as it changes: timed by the period read when it
+// started, a monitor started under 60 s kept running every 15 s under
+// 100 ms, so nodes were marked DOWN up to 15 s late, the new period
+// reached open sessions as late, and a stall of the leader shorter than
+// 15 s was not credited (stallCredit) and marked every node DOWN at once.
 func (d *Dispatcher) monitorLiveness(ctx context.Context) error {
 	period, _ := d.settings()
-	interval := period / 4
+	interval := monitorInterval(period)
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	prev := time.Now()
@@ -265,6 +282,10 @@ func (d *Dispatcher) monitorLiveness(ctx context.Context) error {
 		now := time.Now()
 		credit := stallCredit(prev, now, interval)
 		prev = now
+		if next := monitorInterval(period); next != interval {
+			interval = next
+			tick.Reset(interval)
+		}
 		// The nodes and their gossip states are read before taking the
 		// lock, which every heartbeat takes (seen): with 5,000 nodes the
 		// walk held it four times a period.

@@ -1,7 +1,8 @@
 // Package dispatcher keeps one session per node on the leader.
 //
 // A session is a bidirectional gRPC stream. The agent opens it with a hello
-// (its description and address); the dispatcher answers with a welcome, the
+// (its description and address, refused past specrules.AgentHello's bounds
+// before anything is written); the dispatcher answers with a welcome, the
 // node's full task assignment set, and from then on diffs of that set as the
 // store changes. The agent heartbeats on the same stream and sends task
 // status updates in batches; the dispatcher coalesces status updates from all
@@ -19,6 +20,12 @@
 // handle every task event, nor every other session's opening. A session whose status
 // report waits on a full status queue keeps its node seen and
 // acknowledged meanwhile (queueStatus): the manager is the slow one.
+//
+// Session openings are written READY by one writer (openings.go), every
+// opening waiting when a write starts in one raft entry (up to 512); an
+// opening whose session has ended meanwhile (replaced by the node's next
+// one) is not written, so a node's stale hello never overwrites the live
+// session's.
 //
 // A status is written with raftstore's WriteTx.UpdateTaskStatus: the entry
 // carries the task's id, version and new status, not the whole task, and
@@ -42,11 +49,12 @@
 // and gossip saying dead still marks it DOWN after two configured periods;
 // an open session learns a new period, as the cluster grows or after
 // a change of the heartbeat_period_ms setting, in a heartbeat's acknowledgement:
-// ackFor; a longer one counts at once, a shorter one from the node's next
-// heartbeat),
+// ackFor; a longer one counts at once, a shorter one from the first
+// heartbeat saying the agent uses it: an agent of the previous release names
+// no period and is judged by its welcome's until its next session),
 // and the orchestrator then replaces its tasks. A new leader gives every node
 // that long to reconnect before marking it down. The monitor (four times a
-// period) reads the nodes and their gossip states before taking the lock
+// period as the setting now says, and at least once a second) reads the nodes and their gossip states before taking the lock
 // every heartbeat takes, and does not count its own stalls against the
 // nodes (stallCredit): a leader starved of CPU for two seconds read no
 // heartbeat meanwhile, and had marked every node DOWN at once. The agent

@@ -86,8 +86,11 @@ func TestWelcomeScalesPeriod(t *testing.T) {
 // TestOpenSessionToldNewPeriod: a heartbeat period change (the cluster setting
 // heartbeat_period_ms, or the cluster's size) reaches an open session in a
 // heartbeat's acknowledgement, not only at its next opening; the node is
-// judged by a longer period at once and by a shorter one only from its
-// next heartbeat (it may still be waiting out the longer one).
+// judged by a longer period at once and by a shorter one only from a
+// heartbeat saying the agent uses it: an agent still waiting out the longer
+// one, or one of the previous release (its heartbeats name no period), is
+// not judged by the shorter one (it would be marked DOWN while it
+// heartbeats as it was told).
 func TestOpenSessionToldNewPeriod(t *testing.T) {
 	c := startLive(t, &shoalv1.ClusterSettings{HeartbeatPeriodMs: 100, NodeDownAfterMissed: 4}, "a", "b")
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
@@ -134,10 +137,13 @@ func TestOpenSessionToldNewPeriod(t *testing.T) {
 		defer c.d.mu.Unlock()
 		return c.d.told["a"]
 	}
-	// heartbeat sends one heartbeat and returns the period its ack names.
-	heartbeat := func() int64 {
+	// heartbeatAt sends one heartbeat saying the agent heartbeats every
+	// uses ms (0: an agent of the previous release) and returns the period
+	// its ack names.
+	uses := int64(100)
+	heartbeatAt := func(uses int64) int64 {
 		t.Helper()
-		if err := stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Heartbeat{Heartbeat: &shoalv1.Heartbeat{}}}); err != nil {
+		if err := stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Heartbeat{Heartbeat: &shoalv1.Heartbeat{HeartbeatPeriodMs: uses}}}); err != nil {
 			t.Fatal(err)
 		}
 		for {
@@ -150,6 +156,7 @@ func TestOpenSessionToldNewPeriod(t *testing.T) {
 			}
 		}
 	}
+	heartbeat := func() int64 { t.Helper(); return heartbeatAt(uses) }
 	// untilTold heartbeats until an ack names ms (the liveness monitor
 	// reads the settings every quarter period).
 	untilTold := func(ms int64) {
@@ -164,6 +171,7 @@ func TestOpenSessionToldNewPeriod(t *testing.T) {
 
 	setPeriod(300)
 	untilTold(300)
+	uses = 300
 	if got := told(); got != 300*time.Millisecond {
 		t.Fatalf("node judged by %v after a longer period was told, want 300ms at once", got)
 	}
@@ -176,8 +184,59 @@ func TestOpenSessionToldNewPeriod(t *testing.T) {
 	if got := told(); got != 300*time.Millisecond {
 		t.Fatalf("node judged by %v right after a shorter period was told, want the longer 300ms until its next heartbeat", got)
 	}
+	heartbeatAt(0)
+	if got := told(); got != 300*time.Millisecond {
+		t.Fatalf("node judged by %v after a heartbeat naming no period (previous release), want the longer 300ms", got)
+	}
+	heartbeat()
+	if got := told(); got != 300*time.Millisecond {
+		t.Fatalf("node judged by %v after a heartbeat at the longer period, want 300ms", got)
+	}
+	uses = 50
 	heartbeat()
 	if got := told(); got != 50*time.Millisecond {
-		t.Fatalf("node judged by %v after its next heartbeat, want 50ms", got)
+		t.Fatalf("node judged by %v after a heartbeat at the shorter period, want 50ms", got)
 	}
+}
+
+// TestMonitorInterval: the liveness monitor runs four times a period and
+// at least once a second.
+func TestMonitorInterval(t *testing.T) {
+	for _, c := range []struct{ period, want time.Duration }{
+		{100 * time.Millisecond, 25 * time.Millisecond},
+		{500 * time.Millisecond, 125 * time.Millisecond},
+		{4 * time.Second, time.Second},
+		{time.Minute, time.Second},
+	} {
+		if got := monitorInterval(c.period); got != c.want {
+			t.Errorf("monitorInterval(%v) = %v, want %v", c.period, got, c.want)
+		}
+	}
+}
+
+// TestMonitorFollowsShortenedPeriod: a dispatcher started under a long
+// heartbeat period reads a shortened one (and tells it to sessions) within
+// its bounded interval, not a quarter of the long period later.
+func TestMonitorFollowsShortenedPeriod(t *testing.T) {
+	c := startLive(t, &shoalv1.ClusterSettings{HeartbeatPeriodMs: (10 * time.Minute).Milliseconds(), NodeDownAfterMissed: 4}, "a")
+	scaled := func(want time.Duration) func() error {
+		return func() error {
+			if got := time.Duration(c.d.scaled.Load()); got != want {
+				return fmt.Errorf("session period %v, want %v", got, want)
+			}
+			return nil
+		}
+	}
+	eventually(t, "the long period read", scaled(10*time.Minute))
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	if _, err := c.store.Update(ctx, func(tx raftstore.WriteTx) error {
+		cl, _ := raftstore.ClusterOf(tx)
+		cl = proto.Clone(cl).(*shoalv1.Cluster)
+		cl.Settings.HeartbeatPeriodMs = 100
+		return tx.Update(cl)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the shortened period read", scaled(100*time.Millisecond))
 }

@@ -16,15 +16,21 @@ const maxOpeningBatch = 512
 // openRequest is a session opening waiting for its node to be written
 // READY (with the hello's addresses and description).
 type openRequest struct {
+	// ctx is the session's: an opening whose session has ended (replaced
+	// by the node's next one, or given up) is not written.
+	ctx    context.Context
 	nodeID string
 	hello  *shoalv1.AgentHello
 	done   chan error // buffered: the writer never waits on a session
 }
 
+// ended says whether the opening's session has ended.
+func (r openRequest) ended() bool { return r.ctx != nil && r.ctx.Err() != nil }
+
 // openNode writes nodeID READY for a session opening, through the
 // openings writer: sessions that open together share one raft entry.
 func (d *Dispatcher) openNode(ctx context.Context, opens chan<- openRequest, nodeID string, hello *shoalv1.AgentHello) error {
-	req := openRequest{nodeID: nodeID, hello: hello, done: make(chan error, 1)}
+	req := openRequest{ctx: ctx, nodeID: nodeID, hello: hello, done: make(chan error, 1)}
 	select {
 	case opens <- req:
 	case <-ctx.Done():
@@ -71,11 +77,23 @@ func (d *Dispatcher) writeOpenings(ctx context.Context, opens <-chan openRequest
 // node not in the store gets ErrNotFound (the others are written
 // regardless), a failed write its error for all. A version conflict (a
 // node changed between the read and the commit) is retried as
-// setNodeState retries it.
+// setNodeState retries it. An opening whose session has ended is answered
+// with its context's error and not written: a node's sessions may reach
+// the writer in another order than they opened (the later one cancels the
+// earlier), and the earlier's hello, last in the batch, was written over
+// the live session's.
 func (d *Dispatcher) writeOpeningBatch(ctx context.Context, batch []openRequest) {
-	last := make(map[string]int, len(batch)) // node id → its last request
+	last := make(map[string]int, len(batch)) // node id → its last live request
 	for i, req := range batch {
-		last[req.nodeID] = i
+		if !req.ended() {
+			last[req.nodeID] = i
+		}
+	}
+	if len(last) == 0 {
+		for _, req := range batch {
+			req.done <- req.ctx.Err()
+		}
+		return
 	}
 	var missing map[int]bool
 	var err error
@@ -84,8 +102,8 @@ func (d *Dispatcher) writeOpeningBatch(ctx context.Context, batch []openRequest)
 		_, err = d.cfg.Store.Update(ctx, func(tx raftstore.WriteTx) error {
 			clear(missing)
 			for i, req := range batch {
-				if last[req.nodeID] != i {
-					continue // the same node again later in the batch (a reconnection): its newer hello is written
+				if j, live := last[req.nodeID]; !live || j != i {
+					continue // ended, or the same node again later in the batch (a reconnection): its newer hello is written
 				}
 				n, ok := raftstore.Get[*shoalv1.Node](tx, req.nodeID)
 				if !ok {
@@ -102,9 +120,14 @@ func (d *Dispatcher) writeOpeningBatch(ctx context.Context, batch []openRequest)
 			break
 		}
 	}
-	for _, req := range batch {
+	for i, req := range batch {
+		j, live := last[req.nodeID]
 		switch {
-		case missing[last[req.nodeID]] && err == nil:
+		case !live:
+			req.done <- req.ctx.Err() // ended before the write: nothing written for it
+		case j != i && req.ended():
+			req.done <- req.ctx.Err()
+		case missing[j] && err == nil:
 			req.done <- fmt.Errorf("node %q: %w", req.nodeID, raftstore.ErrNotFound)
 		default:
 			req.done <- err

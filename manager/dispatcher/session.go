@@ -13,6 +13,7 @@ import (
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/specrules"
 	"github.com/shoal-dev/shoal/trust"
 )
 
@@ -63,6 +64,9 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	hello := first.GetHello()
 	if hello == nil {
 		return errdefs.InvalidArgumentf("a session must start with a hello")
+	}
+	if err := d.checkHello(hello); err != nil {
+		return err
 	}
 	// Answer at once (response headers): the agent then knows this
 	// manager is alive and waits for the welcome, which comes after a raft
@@ -307,6 +311,16 @@ drain:
 	return nil
 }
 
+// checkHello refuses a hello that breaks specrules.AgentHello, before
+// anything is written: the hello goes into the node object, in a raft
+// entry shared with other nodes' openings.
+func (d *Dispatcher) checkHello(hello *shoalv1.AgentHello) error {
+	if p := specrules.AgentHello(hello); len(p) > 0 {
+		return errdefs.InvalidArgumentf("%w", p)
+	}
+	return nil
+}
+
 // plainAck acknowledges a heartbeat without news; it is only ever read
 // (marshalled), so every session sends the same one.
 var plainAck = &shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_HeartbeatAck{HeartbeatAck: &shoalv1.Heartbeat{}}}
@@ -314,7 +328,7 @@ var plainAck = &shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_HeartbeatAck
 // receive reads heartbeats and status batches from the agent. told is the
 // heartbeat period the session's welcome gave.
 func (d *Dispatcher) receive(ctx context.Context, stream shoalv1.Dispatcher_SessionServer, nodeID string, statusCh chan<- statusUpdate, told time.Duration) error {
-	var settle time.Duration
+	period := sessionPeriod{told: told, judged: told}
 	for {
 		msg, err := stream.Recv()
 		if err != nil {
@@ -324,9 +338,8 @@ func (d *Dispatcher) receive(ctx context.Context, stream shoalv1.Dispatcher_Sess
 		switch m := msg.GetMsg().(type) {
 		case *shoalv1.AgentMessage_Heartbeat:
 			d.cfg.Metrics.Heartbeat()
-			var ack *shoalv1.SessionMessage
-			ack, told, settle = d.ackFor(nodeID, told, settle)
-			if err := stream.Send(ack); err != nil {
+			uses := time.Duration(m.Heartbeat.GetHeartbeatPeriodMs()) * time.Millisecond
+			if err := stream.Send(d.ackFor(nodeID, &period, uses)); err != nil {
 				return err
 			}
 		case *shoalv1.AgentMessage_Goodbye:
@@ -341,30 +354,40 @@ func (d *Dispatcher) receive(ctx context.Context, stream shoalv1.Dispatcher_Sess
 	}
 }
 
-// ackFor is the acknowledgement of a heartbeat from nodeID, whose session
-// was told the period told: with the period to use now when it differs
-// (the cluster grew or shrank past 500 nodes, the cluster setting
-// heartbeat_period_ms changed), so an open session follows it instead of waiting
-// for its next opening. The liveness monitor judges a node by the period
-// recorded for it: a longer one at once, a shorter one (settle) from the
-// node's next heartbeat on, by when the agent has it; until then the node
-// keeps the longer one it may still be waiting on.
-func (d *Dispatcher) ackFor(nodeID string, told, settle time.Duration) (ack *shoalv1.SessionMessage, _, _ time.Duration) {
-	if settle > 0 {
-		d.setTold(nodeID, settle)
-		settle = 0
+// sessionPeriod is what a session's receiver knows of its heartbeat
+// period.
+type sessionPeriod struct {
+	told   time.Duration // last sent to the agent (the welcome's, or an acknowledgement's)
+	judged time.Duration // the node is judged by (d.told)
+}
+
+// ackFor is the acknowledgement of a heartbeat from nodeID, whose agent
+// says it heartbeats every uses (0: an agent of an earlier release, which
+// keeps its welcome's period for the whole session): with the period to
+// use now when it differs from the one last told (the cluster grew or
+// shrank past 500 nodes, the cluster setting heartbeat_period_ms changed),
+// so an open session follows it instead of waiting for its next opening.
+// The liveness monitor judges a node by the period recorded for it: a
+// longer one at once, a shorter one only once a heartbeat says the agent
+// uses it. Judged by a shorter period before that, an agent still waiting
+// out the longer one (or one that never reads the field) is marked DOWN
+// while it heartbeats as told, and its tasks are replaced.
+func (d *Dispatcher) ackFor(nodeID string, p *sessionPeriod, uses time.Duration) *shoalv1.SessionMessage {
+	if uses > 0 && uses == p.told && uses < p.judged {
+		p.judged = uses
+		d.setTold(nodeID, uses)
 	}
 	now := time.Duration(d.scaled.Load())
-	if now <= 0 || now == told {
-		return plainAck, told, settle
+	if now <= 0 || now == p.told {
+		return plainAck
 	}
-	if now > told {
+	p.told = now
+	if now > p.judged {
+		p.judged = now
 		d.setTold(nodeID, now)
-	} else {
-		settle = now
 	}
 	return &shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_HeartbeatAck{HeartbeatAck: &shoalv1.Heartbeat{
-		HeartbeatPeriodMs: now.Milliseconds()}}}, now, settle
+		HeartbeatPeriodMs: now.Milliseconds()}}}
 }
 
 // setTold records the heartbeat period nodeID is judged by.
