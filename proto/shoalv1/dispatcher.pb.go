@@ -100,7 +100,9 @@ type Heartbeat struct {
 	// welcome's, or an earlier acknowledgement's): the period grows with the
 	// cluster's size and follows the cluster setting heartbeat_period_ms, and an
 	// open session must not wait for its next opening to learn it. 0: no
-	// change. Unset by agents.
+	// change. From an agent: the period it heartbeats at (the manager judges
+	// the node by a shorter period only once a heartbeat names it); 0 from an
+	// agent of an earlier release, which keeps its welcome's period.
 	HeartbeatPeriodMs int64 `protobuf:"varint,1,opt,name=heartbeat_period_ms,json=heartbeatPeriodMs,proto3" json:"heartbeat_period_ms,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
