@@ -398,18 +398,7 @@ func randomEntry(t testing.TB, rng *rand.Rand, r Reader, index uint64) *raft.Log
 	case 1:
 		return &raft.Log{Index: index, Type: raft.LogConfiguration}
 	}
-	version := func(kind Kind, id string) uint64 {
-		switch rng.IntN(6) {
-		case 0:
-			return 0
-		case 1:
-			return uint64(rng.IntN(int(index)))
-		}
-		if o := r.Get(kind, id); o != nil {
-			return o.GetMeta().GetVersion()
-		}
-		return 1
-	}
+	version := func(kind Kind, id string) uint64 { return randomVersion(rng, r, kind, id, index, 6) }
 	var ops []*shoalv1.StoreOp
 	for range 1 + rng.IntN(4) {
 		var o Object
@@ -590,18 +579,7 @@ func sharingOf(f *fsm) string {
 // randomTaskEntry builds entry index from r: 1-4 ops on services and tasks
 // with one of two task specs, a third of the task ops TASK_STATUS.
 func randomTaskEntry(t testing.TB, rng *rand.Rand, r Reader, index uint64) *raft.Log {
-	version := func(kind Kind, id string) uint64 {
-		switch rng.IntN(8) {
-		case 0:
-			return 0
-		case 1:
-			return uint64(rng.IntN(int(index)))
-		}
-		if o := r.Get(kind, id); o != nil {
-			return o.GetMeta().GetVersion()
-		}
-		return 1
-	}
+	version := func(kind Kind, id string) uint64 { return randomVersion(rng, r, kind, id, index, 8) }
 	spec := func() *shoalv1.TaskSpec {
 		return &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: fmt.Sprintf("img:%d", rng.IntN(2))}}
 	}
@@ -644,4 +622,19 @@ func randomTaskEntry(t testing.TB, rng *rand.Rand, r Reader, index uint64) *raft
 		}
 	}
 	return entry(t, index, ops...)
+}
+
+// randomVersion is the version an op on kind/id expects: 0 (no check) or a
+// random older one, each one time in n, else the stored one (1 if none).
+func randomVersion(rng *rand.Rand, r Reader, kind Kind, id string, index uint64, n int) uint64 {
+	switch rng.IntN(n) {
+	case 0:
+		return 0
+	case 1:
+		return uint64(rng.IntN(int(index)))
+	}
+	if o := r.Get(kind, id); o != nil {
+		return o.GetMeta().GetVersion()
+	}
+	return 1
 }

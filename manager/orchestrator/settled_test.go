@@ -146,15 +146,7 @@ func settledRandomRun(t *testing.T, seed uint64, lagging bool) {
 	s := openStore(t)
 	o := newOrchestrator(s, testLogger())
 	o.maxEntryOps = 7 // many chunked passes
-	r := newReconciler(o)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	sub, err := s.Watch(ctx, s.View().Index()+1, r.kinds()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	r.resync()
+	ctx, r, sub := watchedReconciler(t, s, o)
 
 	svcIDs := []string{"a", "b"}
 	create(t, s, mkService("a", 30, noRestartDelay()), mkService("b", 12, noRestartDelay()), mkNode("n1"), mkNode("n2"))
@@ -379,15 +371,7 @@ func TestShallowTask(t *testing.T) {
 func TestSettledSlotsNodeDownReplacedInOneEntry(t *testing.T) {
 	s := openStore(t)
 	o := newOrchestrator(s, testLogger())
-	r := newReconciler(o)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	sub, err := s.Watch(ctx, s.View().Index()+1, r.kinds()...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	r.resync()
+	ctx, r, sub := watchedReconciler(t, s, o)
 	create(t, s, mkNode("n1"), mkService("a", 4, noRestartDelay()))
 	feed := func(upTo uint64) {
 		t.Helper()
@@ -441,4 +425,20 @@ func TestSettledSlotsNodeDownReplacedInOneEntry(t *testing.T) {
 	if live := liveOf(tasks); len(live) != 4 || len(tasks) != 8 {
 		t.Fatalf("after the node-down pass: %d live of %d tasks, want 4 new of 8: %s", len(live), len(tasks), brief(tasks))
 	}
+}
+
+// watchedReconciler makes o's reconciler, watching its kinds from now on,
+// and resyncs it; the context and the watch end with the test.
+func watchedReconciler(t *testing.T, s *raftstore.Store, o *Orchestrator) (context.Context, *reconciler, raftstore.Subscription) {
+	t.Helper()
+	r := newReconciler(o)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	sub, err := s.Watch(ctx, s.View().Index()+1, r.kinds()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sub.Close)
+	r.resync()
+	return ctx, r, sub
 }
