@@ -113,7 +113,7 @@ func startShoal(ctx context.Context, e *env, label string, managers int, ips []s
 	initOut := &syncBuffer{}
 	e.logf("%s: shoal init on %s", label, first.addr)
 	var err error
-	first.proc, err = e.sup.start(label+"/"+first.name, first.logPath, initOut, e.shoalBin,
+	first.proc, err = e.sup.startEnv(label+"/"+first.name, first.logPath, initOut, e.nodeEnv(first), e.shoalBin,
 		e.nodeArgs("init", "--data-dir", first.dataDir, "--advertise-addr", first.ip)...)
 	if err != nil {
 		return nil, err
@@ -149,7 +149,7 @@ func startShoal(ctx context.Context, e *env, label string, managers int, ips []s
 			tok = c.tokens.GetWorker()
 		}
 		e.logf("%s: shoal join %s as %s", label, n.addr, map[bool]string{true: "worker", false: "manager"}[n.worker])
-		n.proc, err = e.sup.start(label+"/"+n.name, n.logPath, nil, e.shoalBin,
+		n.proc, err = e.sup.startEnv(label+"/"+n.name, n.logPath, nil, e.nodeEnv(n), e.shoalBin,
 			e.nodeArgs("join", "--data-dir", n.dataDir, "--advertise-addr", n.ip, "--token", tok, first.addr)...)
 		if err != nil {
 			return nil, err
@@ -428,7 +428,7 @@ func (c *shoalCluster) restart(n *shoalNode) error {
 	if done, _ := n.proc.exited(); !done {
 		return fmt.Errorf("%s is still running", n.name)
 	}
-	p, err := c.e.sup.start(n.name+" (restarted)", n.logPath, nil, c.e.shoalBin, c.e.nodeArgs("daemon", "--data-dir", n.dataDir)...)
+	p, err := c.e.sup.startEnv(n.name+" (restarted)", n.logPath, nil, c.e.nodeEnv(n), c.e.shoalBin, c.e.nodeArgs("daemon", "--data-dir", n.dataDir)...)
 	if err != nil {
 		return err
 	}

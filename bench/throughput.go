@@ -133,6 +133,21 @@ func benchShoal(ctx context.Context, e *env, managers int) ([]cellResult, error)
 			return cells, err
 		}
 		e.logf("%s: UpdateService, concurrency %d, %v warm-up + %v", label, conc, e.o.warmup, e.o.duration)
+		var prof errgroup.Group
+		if e.o.pprofDir != "" {
+			var targets []profileTarget
+			for _, n := range c.managers() {
+				role := "follower"
+				if n == leader {
+					role = "leader"
+				}
+				targets = append(targets, profileTarget{name: n.name, ip: n.ip, role: role})
+			}
+			from := time.Now().Add(e.o.warmup)
+			prof.Go(func() error {
+				return profileCell(ctx, e.o.pprofDir, label, conc, targets, debugPort, from, e.o.duration)
+			})
+		}
 		res, err := runClosedLoop(ctx, conc, e.o.warmup, e.o.duration, e.o.callTimeout, op, func() time.Duration {
 			var ps []*proc
 			for _, n := range c.managers() {
@@ -141,6 +156,9 @@ func benchShoal(ctx context.Context, e *env, managers int) ([]cellResult, error)
 			return procsCPU(ps...)
 		})
 		res.System, res.Members = "shoal", managers
+		if perr := prof.Wait(); perr != nil && err == nil {
+			err = perr
+		}
 		if err != nil {
 			return cells, fmt.Errorf("concurrency %d: %w", conc, err)
 		}
