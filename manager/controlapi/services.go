@@ -245,7 +245,7 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 		// A task left as stored by a write this process checked is not
 		// checked again (checkedTasks); anything else is, in full, and
 		// before "not found", as it always was.
-		sameTask = ok && proto.Equal(spec.GetTask(), cur.GetSpec().GetTask())
+		sameTask = ok && equalTasks(spec.GetTask(), cur.GetSpec().GetTask())
 		taskAccepted = sameTask && s.checked.has(cur.GetMeta().GetId(), cur.GetMeta().GetVersion())
 		if err := validateServiceUpdate(spec, taskAccepted); err != nil {
 			return err
@@ -291,7 +291,7 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 			// Networks named by name or id prefix now name ids: the task
 			// to store is not the one compared (nor, literally, the one
 			// checked) above.
-			sameTask = proto.Equal(spec.GetTask(), cur.GetSpec().GetTask())
+			sameTask = equalTasks(spec.GetTask(), cur.GetSpec().GetTask())
 			resolved = true
 		}
 		if err := checkSpreadLabels(tx, svc.GetSpec(), cur.GetSpec()); err != nil {
