@@ -46,6 +46,19 @@
 // The nodes of these control-plane figures run with --no-executor: no task
 // becomes a container, and nothing is created on the host.
 //
+// With -pprof DIR every shoal node serves Go's pprof handlers on its own
+// address (SHOAL_DEBUG_ADDR=<ip>:6061; a SHOAL_DEBUG_ADDR in the
+// benchmark's environment would reach every node and only the first could
+// bind it), and each shoal cell takes a CPU profile of every manager at
+// once for its measured window (whole seconds):
+// DIR/shoal-<N>m-c<C>-<node>-<leader|follower>.pb.gz. A write's CPU is
+// spread over all of them: the followers decode, append, sync and apply
+// every entry too. `go tool pprof -top -cum BIN FILE` per node; the
+// samples of a profile over the cell's writes are that node's CPU per
+// write. Profiling costs a few percent of CPU: take figures from runs
+// without it. SHOAL_METRICS=1 in the benchmark's environment reaches the
+// nodes too (raft's own timings; kill -USR1 a node to print them).
+//
 // # Containers (-containers N [-replicas R])
 //
 // `shoal dev` (manager + agent in one process, real containers) runs in a

@@ -15,6 +15,9 @@
 // spec is checked (specrules.ServiceUpdate). A task stored by another
 // leader, an older release or any other writer is checked in full, so an
 // update is refused with the same field paths and reasons as before.
+// "Exactly as stored" is proto.Equal's answer, reached by comparing the
+// two tasks' deterministic encodings first (sametask.go): a reflection
+// walk of both on every call was 6 % of the leader at 256 writers.
 //
 // # Networks (networks.go)
 //
