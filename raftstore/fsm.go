@@ -267,12 +267,16 @@ func applyAction(txn *memdb.Txn, act *shoalv1.StoreAction, index uint64) ([]*sho
 	ts := act.GetTime()
 	events := make([]*shoalv1.WatchEvent, 0, len(act.GetOps()))
 	var named []Object
+	var svcs serviceCache
 	for i, op := range act.GetOps() {
 		o := Unwrap(op.GetObject())
 		if o == nil {
 			return nil, fmt.Errorf("raft entry %d: op %d carries no object", index, i)
 		}
 		kind := KindOf(o)
+		if kind == KindService {
+			svcs = serviceCache{} // the entry changes a service: read it again
+		}
 		m := ensureMeta(o)
 		id := m.GetId()
 		if id == "" {
@@ -310,7 +314,7 @@ func applyAction(txn *memdb.Txn, act *shoalv1.StoreAction, index uint64) ([]*sho
 			if cur != nil {
 				return nil, errExists(kind, id)
 			}
-			if o, err = applyTaskCreate(txn, index, i, o); err != nil {
+			if o, err = applyTaskCreate(txn, &svcs, index, i, o); err != nil {
 				return nil, err
 			}
 			action = shoalv1.WatchAction_WATCH_ACTION_CREATE

@@ -126,7 +126,7 @@ func onlyFields(index uint64, i int, kind shoalv1.StoreOpKind, t *shoalv1.Task, 
 // with the spec of its service as txn has it, which must exist at the
 // task's spec_version (else a version conflict: the writer planned against
 // another spec).
-func applyTaskCreate(txn *memdb.Txn, index uint64, i int, o Object) (Object, error) {
+func applyTaskCreate(txn *memdb.Txn, svcs *serviceCache, index uint64, i int, o Object) (Object, error) {
 	t, ok := o.(*shoalv1.Task)
 	if !ok {
 		return nil, fmt.Errorf("raft entry %d: op %d: a task create op for a %s", index, i, KindOf(o))
@@ -138,11 +138,10 @@ func applyTaskCreate(txn *memdb.Txn, index uint64, i int, o Object) (Object, err
 	if t.GetServiceId() == "" {
 		return nil, fmt.Errorf("raft entry %d: op %d: task %q: a task create op without service_id", index, i, id)
 	}
-	raw, err := txn.First(string(KindService), indexID, t.GetServiceId())
+	svc, err := svcs.get(txn, t.GetServiceId())
 	if err != nil {
-		return nil, fmt.Errorf("%s %q: reading: %w", KindService, t.GetServiceId(), err)
+		return nil, err
 	}
-	svc, _ := raw.(*shoalv1.Service)
 	if svc == nil {
 		return nil, fmt.Errorf("task %q: its service %q is gone: %w", id, t.GetServiceId(), ErrVersionConflict)
 	}
@@ -176,4 +175,26 @@ func applyTaskAssign(index uint64, i int, op *shoalv1.StoreOp, o, cur Object) (O
 	nt := taskWithStatus(stored, t.GetMeta(), t.GetStatus())
 	nt.NodeId = t.NodeId
 	return nt, nil
+}
+
+// serviceCache holds the service the last TASK_CREATE op of an entry read:
+// an entry creates up to thousands of tasks of one service, and the
+// lookup is one per entry instead of one per task. applyAction empties it
+// at any op on a service.
+type serviceCache struct {
+	id  string
+	svc *shoalv1.Service
+}
+
+func (c *serviceCache) get(txn *memdb.Txn, id string) (*shoalv1.Service, error) {
+	if c.id == id && c.svc != nil {
+		return c.svc, nil
+	}
+	raw, err := txn.First(string(KindService), indexID, id)
+	if err != nil {
+		return nil, fmt.Errorf("%s %q: reading: %w", KindService, id, err)
+	}
+	svc, _ := raw.(*shoalv1.Service)
+	c.id, c.svc = id, svc
+	return svc, nil
 }

@@ -119,6 +119,18 @@ func TestFSMRefusesStaleOrMalformedCompactTaskOps(t *testing.T) {
 			t.Errorf("%s: state changed:\n%s", name, got)
 		}
 	}
+	// The spec version moving inside the entry, after a create of the
+	// same service read it: the next create sees the new version.
+	svc2 := goldService()
+	svc2.SpecVersion = 2
+	err := applyDirect(t, f, 2, t0, task(func(*shoalv1.Task) {}), opUpdate(svc2, 1),
+		task(func(tk *shoalv1.Task) { tk.Meta.Id = "t3" }))
+	if !errors.Is(err, ErrVersionConflict) || !strings.Contains(err.Error(), `"t3"`) {
+		t.Errorf("a create after its service moved in the same entry: %v", err)
+	}
+	if got := dump(f.view()); got != before {
+		t.Errorf("state changed:\n%s", got)
+	}
 }
 
 // With every manager at StoreFormat, a created task holding its service's
