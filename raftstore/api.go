@@ -36,7 +36,7 @@ const (
 	IndexID        = "id"         // every kind: meta.id, unique; for Page and Count the value is an id prefix
 	IndexName      = "name"       // services, networks: unique; nodes: spec.name or hostname, not unique
 	IndexServiceID = "service_id" // tasks
-	IndexNodeID    = "node_id"    // tasks
+	IndexNodeID    = "node_id"    // tasks with a node; a task without one is not in it
 	IndexState     = "state"      // tasks: "TASK_STATE_PENDING" only; tasks in other states are not in it
 )
 

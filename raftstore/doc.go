@@ -10,7 +10,8 @@
 // Each kind of object lives in a go-memdb table with an "id" index and a few
 // secondary indexes (IndexName, IndexServiceID, IndexNodeID, IndexState),
 // only those something looks up: every write re-inserts the object in each
-// of its indexes (IndexState holds only PENDING tasks). Every object carries meta.version, the raft
+// of its indexes (IndexState holds only PENDING tasks, IndexNodeID only tasks
+// with a node). Every object carries meta.version, the raft
 // index of its last change. Objects handed out by readers are shared and
 // immutable: proto.Clone one before changing it.
 //
