@@ -36,7 +36,7 @@ const (
 	IndexID        = "id"         // every kind: meta.id, unique; for Page and Count the value is an id prefix
 	IndexName      = "name"       // services, networks: unique; nodes: spec.name or hostname, not unique
 	IndexServiceID = "service_id" // tasks
-	IndexNodeID    = "node_id"    // tasks
+	IndexNodeID    = "node_id"    // tasks with a node; a task without one is not in it
 	IndexState     = "state"      // tasks: "TASK_STATE_PENDING" only; tasks in other states are not in it
 )
 
@@ -80,14 +80,16 @@ const DefaultMaxEntryBytes = 8 << 20
 // StoreFormat is the newest raft entry form this release writes and every
 // replica of it reads: 1, the release before the field; 2, service updates
 // that leave previous_spec out of the entry (STORED_SPEC, prevspec.go); 3,
-// task status ops carrying only the status (TASK_STATUS, taskstatus.go).
+// task status ops carrying only the status (TASK_STATUS, taskstatus.go); 4,
+// tasks created without their service's spec (TASK_CREATE) and
+// assignments carrying only the node and status (TASK_ASSIGN, taskbulk.go).
 // Nodes report it in their description (NodeDescription.store_format) and
 // the leader writes a form newer than 1 only while every manager reports
 // at least this, so that a manager of the previous release, which would
 // misapply it, never receives one during a rolling upgrade (storeformat.go).
 // Raise it whenever an entry form a previous release would misapply is
 // added, and gate that form on it the same way.
-const StoreFormat = 3
+const StoreFormat = 4
 
 // Reader is a consistent view of the store.
 type Reader interface {
@@ -114,6 +116,9 @@ type WriteTx interface {
 	// UpdateTaskStatus replaces only the status of task id, read at
 	// version (not 0): the entry carries the status alone (taskstatus.go).
 	UpdateTaskStatus(id string, version uint64, status *shoalv1.TaskStatus) error
+	// AssignTask replaces only the node and the status of task id, read
+	// at version (not 0): the entry carries those alone (taskbulk.go).
+	AssignTask(id string, version uint64, nodeID string, status *shoalv1.TaskStatus) error
 }
 
 // Config configures Open.

@@ -577,7 +577,8 @@ func sharingOf(f *fsm) string {
 }
 
 // randomTaskEntry builds entry index from r: 1-4 ops on services and tasks
-// with one of two task specs, a third of the task ops TASK_STATUS.
+// with one of two task specs and spec versions, a quarter of the task ops
+// TASK_STATUS, an eighth TASK_ASSIGN and a quarter TASK_CREATE.
 func randomTaskEntry(t testing.TB, rng *rand.Rand, r Reader, index uint64) *raft.Log {
 	version := func(kind Kind, id string) uint64 { return randomVersion(rng, r, kind, id, index, 8) }
 	spec := func() *shoalv1.TaskSpec {
@@ -588,6 +589,7 @@ func randomTaskEntry(t testing.TB, rng *rand.Rand, r Reader, index uint64) *raft
 		if rng.IntN(3) == 0 {
 			svc := mkService(fmt.Sprintf("s%d", rng.IntN(3)), fmt.Sprintf("name%d", rng.IntN(4)))
 			svc.Spec.Task = spec()
+			svc.SpecVersion = uint64(rng.IntN(2))
 			id := svc.Meta.Id
 			switch k := rng.IntN(10); {
 			case k < 3 && r.Get(KindService, id) == nil || k == 0:
@@ -602,18 +604,40 @@ func randomTaskEntry(t testing.TB, rng *rand.Rand, r Reader, index uint64) *raft
 		id := fmt.Sprintf("t%d", rng.IntN(6))
 		states := []shoalv1.TaskState{shoalv1.TaskState_TASK_STATE_PENDING, shoalv1.TaskState_TASK_STATE_ASSIGNED, shoalv1.TaskState_TASK_STATE_RUNNING}
 		st := &shoalv1.TaskStatus{State: states[rng.IntN(3)], Message: fmt.Sprint("at ", index)}
-		switch k := rng.IntN(12); {
+		switch k := rng.IntN(16); {
 		case k < 4:
 			op := statusOp(id, version(KindTask, id), st)
 			if rng.IntN(8) == 0 {
 				op.Object.GetTask().NodeId = "forged"
 			}
 			ops = append(ops, op)
+		case k >= 11 && k < 13 && r.Get(KindTask, id) != nil:
+			// TASK_ASSIGN: valid, stale, without a version, or forged.
+			op := assignOp(id, version(KindTask, id), fmt.Sprintf("n%d", rng.IntN(3)), st)
+			if rng.IntN(8) == 0 {
+				op.Object.GetTask().Slot = 9
+			}
+			ops = append(ops, op)
+		case k >= 11 && r.Get(KindTask, id) == nil || k == 15:
+			// TASK_CREATE against a service that may be missing or at
+			// another spec version; now and then carrying a spec.
+			tk := mkTask(id, fmt.Sprintf("s%d", rng.IntN(3)), "", 0, st.State)
+			tk.SpecVersion = uint64(rng.IntN(2))
+			if svc, ok := Get[*shoalv1.Service](r, tk.ServiceId); ok && rng.IntN(4) != 0 {
+				tk.SpecVersion = svc.GetSpecVersion()
+			}
+			op := createOp(tk)
+			if rng.IntN(8) == 0 {
+				op.Object.GetTask().Spec = spec()
+			}
+			ops = append(ops, op)
+		case k >= 11:
+			ops = append(ops, opDelete(KindTask, id, version(KindTask, id))) // room for a create
 		case k < 6 && r.Get(KindTask, id) == nil || k == 4:
 			tk := mkTask(id, fmt.Sprintf("s%d", rng.IntN(3)), "n1", 0, st.State)
 			tk.Spec = spec()
 			ops = append(ops, opCreate(tk))
-		case k < 11:
+		case k < 10:
 			tk := mkTask(id, fmt.Sprintf("s%d", rng.IntN(3)), "n1", 0, st.State)
 			tk.Spec = spec()
 			ops = append(ops, opUpdate(tk, version(KindTask, id)))

@@ -10,7 +10,8 @@
 // Each kind of object lives in a go-memdb table with an "id" index and a few
 // secondary indexes (IndexName, IndexServiceID, IndexNodeID, IndexState),
 // only those something looks up: every write re-inserts the object in each
-// of its indexes (IndexState holds only PENDING tasks). Every object carries meta.version, the raft
+// of its indexes (IndexState holds only PENDING tasks, IndexNodeID only tasks
+// with a node). Every object carries meta.version, the raft
 // index of its last change. Objects handed out by readers are shared and
 // immutable: proto.Clone one before changing it.
 //
@@ -88,6 +89,20 @@
 // restore (taskstatus.go): 100,000 replicas hold one spec, not 100,000
 // copies. Both rely on stored objects being immutable: readers Clone
 // before changing, and the leader's Apply copies the writer's objects.
+//
+// The two bulk writes of scheduling at scale are compact too (StoreFormat
+// 4, gated as above; taskbulk.go). A created task whose spec is its
+// service's TaskSpec at the service's spec_version (as the entry will have
+// the service when the op applies) goes out as a STORE_OP_KIND_TASK_CREATE
+// op without the spec: every replica takes the stored service's very
+// pointer (no copy, no proto.Equal), and refuses the op with
+// ErrVersionConflict when the service is gone or its spec_version moved,
+// so the writer plans again. The scheduler's assignment
+// (WriteTx.AssignTask) goes out as a STORE_OP_KIND_TASK_ASSIGN op of the
+// id, the version read, the node and the status, applied like a status op.
+// While any manager reports a StoreFormat below 4, both go out as whole
+// CREATEs and UPDATEs (and the format-2 and -3 forms too: the gate counts
+// managers below the newest format); every replica reads every form.
 //
 // # Reading
 //

@@ -267,12 +267,16 @@ func applyAction(txn *memdb.Txn, act *shoalv1.StoreAction, index uint64) ([]*sho
 	ts := act.GetTime()
 	events := make([]*shoalv1.WatchEvent, 0, len(act.GetOps()))
 	var named []Object
+	var svcs serviceCache
 	for i, op := range act.GetOps() {
 		o := Unwrap(op.GetObject())
 		if o == nil {
 			return nil, fmt.Errorf("raft entry %d: op %d carries no object", index, i)
 		}
 		kind := KindOf(o)
+		if kind == KindService {
+			svcs = serviceCache{} // the entry changes a service: read it again
+		}
 		m := ensureMeta(o)
 		id := m.GetId()
 		if id == "" {
@@ -306,6 +310,24 @@ func applyAction(txn *memdb.Txn, act *shoalv1.StoreAction, index uint64) ([]*sho
 			}
 			action = shoalv1.WatchAction_WATCH_ACTION_UPDATE
 			m.Version, m.CreatedAt, m.UpdatedAt = index, cur.GetMeta().GetCreatedAt(), ts
+		case shoalv1.StoreOpKind_STORE_OP_KIND_TASK_CREATE:
+			if cur != nil {
+				return nil, errExists(kind, id)
+			}
+			if o, err = applyTaskCreate(txn, &svcs, index, i, o); err != nil {
+				return nil, err
+			}
+			action = shoalv1.WatchAction_WATCH_ACTION_CREATE
+			m.Version, m.CreatedAt, m.UpdatedAt = index, ts, ts
+		case shoalv1.StoreOpKind_STORE_OP_KIND_TASK_ASSIGN:
+			if err := checkCurrent(kind, id, op.GetExpectedVersion(), cur); err != nil {
+				return nil, err
+			}
+			if o, err = applyTaskAssign(index, i, op, o, cur); err != nil {
+				return nil, err
+			}
+			action = shoalv1.WatchAction_WATCH_ACTION_UPDATE
+			m.Version, m.CreatedAt, m.UpdatedAt = index, cur.GetMeta().GetCreatedAt(), ts
 		case shoalv1.StoreOpKind_STORE_OP_KIND_DELETE:
 			if err := checkCurrent(kind, id, op.GetExpectedVersion(), cur); err != nil {
 				return nil, err
@@ -323,7 +345,8 @@ func applyAction(txn *memdb.Txn, act *shoalv1.StoreAction, index uint64) ([]*sho
 		if err := resolvePreviousSpec(index, i, op, o, cur); err != nil {
 			return nil, err
 		}
-		if t, ok := o.(*shoalv1.Task); ok && op.GetKind() != shoalv1.StoreOpKind_STORE_OP_KIND_TASK_STATUS {
+		if t, ok := o.(*shoalv1.Task); ok && (op.GetKind() == shoalv1.StoreOpKind_STORE_OP_KIND_CREATE || op.GetKind() == shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE) {
+			// The compact task ops share their spec already.
 			internTaskSpec(txn, t, cur)
 		}
 		if err := txn.Insert(string(kind), o); err != nil {

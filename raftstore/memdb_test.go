@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -88,5 +89,36 @@ func TestStateIndexHoldsPendingOnly(t *testing.T) {
 	})
 	if got := find(s.View(), shoalv1.TaskState_TASK_STATE_PENDING); got != "" {
 		t.Errorf("pending after the assignment: %q", got)
+	}
+}
+
+// TestNodeIndexLeavesOutUnassigned: a task without a node is not in the
+// node index (nothing looks it up there; the scheduler uses the state
+// index), in memdb and in a WriteTx's overlay alike; once assigned it is.
+func TestNodeIndexLeavesOutUnassigned(t *testing.T) {
+	s := single(t, options{})
+	mustUpdate(t, s, createIfMissing(
+		mkTask("p1", "s1", "", shoalv1.TaskState_TASK_STATE_RUNNING, shoalv1.TaskState_TASK_STATE_PENDING),
+		mkTask("r1", "s1", "n1", shoalv1.TaskState_TASK_STATE_RUNNING, shoalv1.TaskState_TASK_STATE_RUNNING),
+	))
+	find := func(r Reader, node string) string { return strings.Join(ids(r.Find(KindTask, IndexNodeID, node)), " ") }
+	if got := find(s.View(), ""); got != "" {
+		t.Errorf("tasks without a node in the node index: %q", got)
+	}
+	mustUpdate(t, s, func(tx WriteTx) error {
+		if got := find(tx, ""); got != "" {
+			return fmt.Errorf("the overlay finds tasks without a node: %q", got)
+		}
+		cur, _ := Get[*shoalv1.Task](tx, "p1")
+		if err := tx.AssignTask("p1", cur.GetMeta().GetVersion(), "n1", &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_ASSIGNED}); err != nil {
+			return err
+		}
+		if got := find(tx, "n1"); got != "p1 r1" {
+			return fmt.Errorf("the overlay finds %q on n1", got)
+		}
+		return nil
+	})
+	if got := find(s.View(), "n1"); got != "p1 r1" {
+		t.Errorf("on n1: %q, want p1 r1", got)
 	}
 }

@@ -55,10 +55,16 @@ var tableDefs = map[Kind]*tableDef{
 	// in the state index (TestTaskIndexesAreRead).
 	KindTask: {kind: KindTask, indexes: map[string]indexFunc{
 		indexID: idOf,
-		// Empty service and node ids are indexed too, so that Find can
-		// answer "tasks not yet assigned to a node".
+		// An empty service id is indexed too. An empty node id is not:
+		// nothing looks up the tasks without a node by node (the
+		// scheduler finds them in the state index), and leaving them out
+		// saves every created task an insert and every assignment a
+		// delete in this index (TestNodeIndexLeavesOutUnassigned).
 		IndexServiceID: func(o Object) (string, bool) { return o.(*shoalv1.Task).GetServiceId(), true },
-		IndexNodeID:    func(o Object) (string, bool) { return o.(*shoalv1.Task).GetNodeId(), true },
+		IndexNodeID: func(o Object) (string, bool) {
+			id := o.(*shoalv1.Task).GetNodeId()
+			return id, id != ""
+		},
 		// Only PENDING tasks are in the state index: the scheduler and
 		// the allocator look up the tasks waiting for them, and nothing
 		// looks up another state, so a task leaves the index when it is

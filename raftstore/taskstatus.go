@@ -53,7 +53,7 @@ func (tx *writeTx) UpdateTaskStatus(id string, version uint64, status *shoalv1.T
 		p.obj = nt // whatever the tx wrote before stays the op's form
 		return nil
 	}
-	tx.add(k, &pendingOp{op: shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE, obj: nt, expected: version, statusOnly: true})
+	tx.add(k, &pendingOp{op: shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE, obj: nt, expected: version, form: formStatus})
 	return nil
 }
 

@@ -380,7 +380,10 @@ func TestRollingUpgradeOldManagerGetsWholeTaskStatus(t *testing.T) {
 		}
 		objs = append(objs, gateNode(nd.id, roleManager, roleManager, format))
 	}
-	c.update(createIfMissing(append(objs, goldService(), goldTask(0, &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_ASSIGNED}))...))
+	// The managers' nodes first: the gate counts the state an entry is
+	// built on (in a cluster, managers register before tasks exist).
+	c.update(createIfMissing(objs...))
+	c.update(createIfMissing(goldService(), goldTask(0, &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_ASSIGNED})))
 	setState := func(state shoalv1.TaskState) uint64 {
 		return c.update(func(tx WriteTx) error {
 			cur, _ := Get[*shoalv1.Task](tx, "t1")

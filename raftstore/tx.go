@@ -86,11 +86,21 @@ type pendingOp struct {
 	op       shoalv1.StoreOpKind
 	obj      Object // nil for a delete
 	expected uint64
-	// statusOnly: obj is the base's task at version expected with only its
-	// status changed (UpdateTaskStatus), so the entry may carry the status
-	// alone. Any other write to the object clears it.
-	statusOnly bool
+	// form: obj is the base's task at version expected with only its
+	// status (UpdateTaskStatus) or its node and status (AssignTask)
+	// changed, so the entry may carry those alone. Any other write to the
+	// object clears it.
+	form compactForm
 }
+
+// compactForm names the compact op a pending update may go out as.
+type compactForm uint8
+
+const (
+	formWhole  compactForm = iota // the whole object
+	formStatus                    // TASK_STATUS
+	formAssign                    // TASK_ASSIGN
+)
 
 // writeTx overlays pending changes on a view. It is used by one goroutine,
 // the one running the Update callback.
@@ -184,7 +194,7 @@ func (tx *writeTx) Create(o Object) error {
 	if p, ok := tx.pending[k]; ok {
 		// Deleted earlier in this tx: the net change replaces the object,
 		// still guarded by the version the delete was checked against.
-		p.op, p.obj, p.statusOnly = shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE, o, false
+		p.op, p.obj, p.form = shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE, o, formWhole
 		return nil
 	}
 	tx.add(k, &pendingOp{op: shoalv1.StoreOpKind_STORE_OP_KIND_CREATE, obj: o})
@@ -214,7 +224,7 @@ func (tx *writeTx) Update(o Object) error {
 	}
 	k := objKey{kind, id}
 	if p, ok := tx.pending[k]; ok {
-		p.obj, p.statusOnly = o, false // a pending create stays a create; an update keeps its check
+		p.obj, p.form = o, formWhole // a pending create stays a create; an update keeps its check
 		return nil
 	}
 	tx.add(k, &pendingOp{op: shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE, obj: o, expected: o.GetMeta().GetVersion()})
@@ -235,7 +245,7 @@ func (tx *writeTx) Delete(kind Kind, id string, expectedVersion uint64) error {
 			tx.remove(k) // created and deleted in the same tx: nothing to do
 			return nil
 		}
-		p.op, p.obj, p.statusOnly = shoalv1.StoreOpKind_STORE_OP_KIND_DELETE, nil, false
+		p.op, p.obj, p.form = shoalv1.StoreOpKind_STORE_OP_KIND_DELETE, nil, formWhole
 		return nil
 	}
 	tx.add(k, &pendingOp{op: shoalv1.StoreOpKind_STORE_OP_KIND_DELETE, expected: expectedVersion})
@@ -277,21 +287,50 @@ func (tx *writeTx) checkName(o Object) error {
 	return nil
 }
 
-// ops returns the tx's changes as log ops, in first-touch order.
+// ops returns the tx's changes as log ops, in first-touch order: in the
+// compact forms while every manager reads them (tx.base.oldManagers == 0).
 func (tx *writeTx) ops() []*shoalv1.StoreOp {
 	out := make([]*shoalv1.StoreOp, 0, len(tx.order))
+	compact := tx.base.oldManagers == 0
+	// services: the services this entry writes before the op at hand, as
+	// the FSM will have them when it applies that op (nil: deleted).
+	var services map[string]*shoalv1.Service
 	for _, k := range tx.order {
 		p := tx.pending[k]
-		if p.statusOnly && p.op == shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE && tx.base.oldManagers == 0 {
-			out = append(out, statusOp(k.id, p.expected, p.obj.(*shoalv1.Task).GetStatus()))
-			continue
+		if k.kind == KindService {
+			if services == nil {
+				services = map[string]*shoalv1.Service{}
+			}
+			svc, _ := p.obj.(*shoalv1.Service)
+			services[k.id] = svc
+		}
+		if compact {
+			switch {
+			case p.op == shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE && p.form == formStatus:
+				out = append(out, statusOp(k.id, p.expected, p.obj.(*shoalv1.Task).GetStatus()))
+				continue
+			case p.op == shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE && p.form == formAssign:
+				t := p.obj.(*shoalv1.Task)
+				out = append(out, assignOp(k.id, p.expected, t.GetNodeId(), t.GetStatus()))
+				continue
+			case p.op == shoalv1.StoreOpKind_STORE_OP_KIND_CREATE && k.kind == KindTask:
+				t := p.obj.(*shoalv1.Task)
+				svc, written := services[t.GetServiceId()]
+				if !written {
+					svc, _ = tx.base.Get(KindService, t.GetServiceId()).(*shoalv1.Service)
+				}
+				if compactCreate(t, svc) {
+					out = append(out, createOp(t))
+					continue
+				}
+			}
 		}
 		obj := p.obj
 		if obj == nil {
 			obj = newObject(k.kind, k.id) // a delete needs only kind and id
 		}
 		src := shoalv1.PreviousSpecSource_PREVIOUS_SPEC_SOURCE_IN_OBJECT
-		if p.op == shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE && tx.base.oldManagers == 0 {
+		if p.op == shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE && compact {
 			obj, src = elidePreviousSpec(obj, p.expected, tx.base.Get(k.kind, k.id))
 		}
 		out = append(out, &shoalv1.StoreOp{Kind: p.op, Object: Wrap(obj), ExpectedVersion: p.expected, PreviousSpecSource: src})

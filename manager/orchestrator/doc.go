@@ -248,8 +248,12 @@
 //     commits (recorded with the entry's index as their version, so the
 //     late events of older states do not undo them), read from the store again only at the start of a term,
 //     after a watch cut or after a write of unknown outcome — and writes the batch in one store.Update: node_id and status ASSIGNED for those
-//     placed (a shallow copy of the pending task, sharing its spec), and for the others the failure reason in status.message —
-//     only when it changed, so that an unschedulable task costs no writes.
+//     placed (WriteTx.AssignTask: the entry carries the id, the version read, the node and the status, a STORE_OP_KIND_TASK_ASSIGN op),
+//     and for the others the failure reason in status.message (WriteTx.UpdateTaskStatus) —
+//     only when it changed, so that an unschedulable task costs no writes. Tasks are created sharing
+//     their service's TaskSpec (newTask), which the store writes as a compact STORE_OP_KIND_TASK_CREATE
+//     op without the spec (raftstore/taskbulk.go); an op refused because the service's spec moved
+//     is a version conflict, and the pass plans again.
 //
 //   - the rebalance loop watches services, nodes, and the tasks of
 //     services being rebalanced, and writes PlanRebalance's moves.

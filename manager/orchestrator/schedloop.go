@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/shoal-dev/shoal/manager/allocator"
@@ -251,12 +250,13 @@ func scheduleTx(tx raftstore.WriteTx, now time.Time, res *schedResult, after str
 		byID[t.GetMeta().GetId()] = t
 	}
 	for _, a := range assigned {
-		t := shallowTask(byID[a.TaskID])
-		t.NodeId = a.NodeID
-		t.Status = &shoalv1.TaskStatus{State: stateAssigned, Timestamp: timestamppb.New(now), Message: msgAssigned}
-		if err := tx.Update(t); err != nil {
+		// Only the node and the status change: AssignTask writes them
+		// alone (a TASK_ASSIGN op), no copy of the task in the entry.
+		st := &shoalv1.TaskStatus{State: stateAssigned, Timestamp: timestamppb.New(now), Message: msgAssigned}
+		if err := tx.AssignTask(a.TaskID, byID[a.TaskID].GetMeta().GetVersion(), a.NodeID, st); err != nil {
 			return fmt.Errorf("assigning task %q to node %q: %w", a.TaskID, a.NodeID, err)
 		}
+		t, _ := raftstore.Get[*shoalv1.Task](tx, a.TaskID)
 		res.written = append(res.written, t)
 	}
 	res.assigned = assigned
@@ -266,35 +266,17 @@ func scheduleTx(tx raftstore.WriteTx, now time.Time, res *schedResult, after str
 		if cur.GetStatus().GetMessage() == f.Reason {
 			continue // unchanged: no write, or every pass would echo
 		}
-		t := cloneTask(cur)
-		if t.Status == nil {
-			t.Status = &shoalv1.TaskStatus{State: statePending}
+		st := &shoalv1.TaskStatus{State: statePending}
+		if cur.GetStatus() != nil {
+			st = proto.Clone(cur.GetStatus()).(*shoalv1.TaskStatus)
 		}
-		t.Status.Message = f.Reason
-		if err := tx.Update(t); err != nil {
+		st.Message = f.Reason
+		if err := tx.UpdateTaskStatus(f.TaskID, cur.GetMeta().GetVersion(), st); err != nil {
 			return fmt.Errorf("recording why task %q is unschedulable: %w", f.TaskID, err)
 		}
 		res.reasons = append(res.reasons, f)
 	}
 	return nil
-}
-
-// shallowTask is a new task with t's fields, sharing its sub-messages
-// (spec, networks...) but with its own meta (the one part a store may
-// stamp on the object it is given): for a write that replaces whole
-// fields (node_id, status) and changes nothing inside the shared ones, as
-// a deep copy of every pending task's spec cost the scheduler loop more
-// than the placement itself. The store's objects are never changed in
-// place, so sharing them is safe; a field added to Task is copied too.
-func shallowTask(t *shoalv1.Task) *shoalv1.Task {
-	out := &shoalv1.Task{}
-	dst := out.ProtoReflect()
-	t.ProtoReflect().Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		dst.Set(fd, v)
-		return true
-	})
-	out.Meta = proto.Clone(t.GetMeta()).(*shoalv1.Meta)
-	return out
 }
 
 // readPlaced counts the tasks on nodes (ASSIGNED up to the terminal

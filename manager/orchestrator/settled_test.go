@@ -338,33 +338,6 @@ func TestReconcilerObserveFollowsNodesAndServices(t *testing.T) {
 	}
 }
 
-// TestShallowTask: the scheduler loop's copy of a task it assigns holds
-// every field, has its own meta (a store may stamp it), shares the rest,
-// and allocates less than a deep copy.
-func TestShallowTask(t *testing.T) {
-	tk := mkTask("t1", "a", 3, st(tsPending), onNode(""))
-	tk.Spec = &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: "demo@sha256:1", Command: []string{"a", "b"},
-		Env: []string{"A=1", "B=2", "C=3"}}, Placement: &shoalv1.Placement{Constraints: []string{"node.role==worker"}}}
-	tk.Networks = []*shoalv1.NetworkAttachment{{NetworkId: "net1"}}
-	in := proto.Clone(tk)
-	c := shallowTask(tk)
-	if !proto.Equal(c, tk) {
-		t.Fatalf("copy differs:\n got %v\nwant %v", c, tk)
-	}
-	if c.Meta == tk.Meta || c.Spec != tk.Spec {
-		t.Fatal("the copy must have its own meta and share the spec")
-	}
-	c.NodeId, c.Status, c.Meta.Version = "n2", &shoalv1.TaskStatus{State: tsAssigned}, 99
-	if !proto.Equal(tk, in) {
-		t.Fatal("changing the copy's fields changed the original")
-	}
-	shallow := testing.AllocsPerRun(100, func() { _ = shallowTask(tk) })
-	deep := testing.AllocsPerRun(100, func() { _ = cloneTask(tk) })
-	if shallow >= deep {
-		t.Fatalf("shallow copy %v allocations, deep copy %v", shallow, deep)
-	}
-}
-
 // TestSettledSlotsNodeDownReplacedInOneEntry: slots known settled whose
 // tasks the same pass orphans (their node went down) are reconciled from
 // slot 1, so the orphaned tasks' replacements are in the same entry.

@@ -79,7 +79,11 @@ func compareEnded(a, b *shoalv1.Task) int { return restartpolicy.CompareEnded(a,
 func cloneTask(t *shoalv1.Task) *shoalv1.Task { return proto.Clone(t).(*shoalv1.Task) }
 
 // newTask builds the task for a slot (replicated) or node (global) from
-// the service's current task template.
+// the service's current task template. The task shares the service's
+// TaskSpec (stored objects are never changed in place, and a task is
+// cloned before any change): no copy per task, and the store writes a
+// task holding its service's spec at its spec version as a compact
+// TASK_CREATE op (raftstore/taskbulk.go).
 func newTask(svc *shoalv1.Service, slot uint64, nodeID string, now time.Time) *shoalv1.Task {
 	spec := svc.GetSpec().GetTask()
 	if spec == nil {
@@ -93,7 +97,7 @@ func newTask(svc *shoalv1.Service, slot uint64, nodeID string, now time.Time) *s
 		NodeId:       nodeID,
 		DesiredState: stateRunning,
 		Status:       &shoalv1.TaskStatus{State: statePending, Timestamp: timestamppb.New(now), Message: msgPending},
-		Spec:         proto.Clone(spec).(*shoalv1.TaskSpec),
+		Spec:         spec,
 		SpecVersion:  svc.GetSpecVersion(),
 	}
 }

@@ -37,6 +37,22 @@ const (
 	// ...) ships no spec. Written only while every manager reads store
 	// format 3 (raftstore.StoreFormat).
 	StoreOpKind_STORE_OP_KIND_TASK_STATUS StoreOpKind = 4
+	// A task created from its service's current spec, the orchestrator's
+	// bulk write: the object is a Task with every field but spec (and
+	// meta's version and times, stamped as for CREATE); its service_id
+	// names the service and spec_version the spec version the writer
+	// planned it against. The replica takes the spec from the stored
+	// service (the very object: no copy in the entry or the state) and
+	// refuses the op as a version conflict when that service is gone or
+	// its spec_version moved, so the writer plans again. Written only
+	// while every manager reads store format 4.
+	StoreOpKind_STORE_OP_KIND_TASK_CREATE StoreOpKind = 5
+	// The scheduler's assignment: the object is a Task carrying only
+	// meta.id, node_id and status; expected_version names the version read.
+	// Applied as the stored task at that version with this node and status,
+	// every other field shared with it. Written only while every manager
+	// reads store format 4.
+	StoreOpKind_STORE_OP_KIND_TASK_ASSIGN StoreOpKind = 6
 )
 
 // Enum value maps for StoreOpKind.
@@ -47,6 +63,8 @@ var (
 		2: "STORE_OP_KIND_UPDATE",
 		3: "STORE_OP_KIND_DELETE",
 		4: "STORE_OP_KIND_TASK_STATUS",
+		5: "STORE_OP_KIND_TASK_CREATE",
+		6: "STORE_OP_KIND_TASK_ASSIGN",
 	}
 	StoreOpKind_value = map[string]int32{
 		"STORE_OP_KIND_UNSPECIFIED": 0,
@@ -54,6 +72,8 @@ var (
 		"STORE_OP_KIND_UPDATE":      2,
 		"STORE_OP_KIND_DELETE":      3,
 		"STORE_OP_KIND_TASK_STATUS": 4,
+		"STORE_OP_KIND_TASK_CREATE": 5,
+		"STORE_OP_KIND_TASK_ASSIGN": 6,
 	}
 )
 
@@ -534,13 +554,15 @@ const file_shoalv1_store_proto_rawDesc = "" +
 	"WatchEvent\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12-\n" +
 	"\x06action\x18\x02 \x01(\x0e2\x15.shoal.v1.WatchActionR\x06action\x12-\n" +
-	"\x06object\x18\x03 \x01(\v2\x15.shoal.v1.StoreObjectR\x06object*\x99\x01\n" +
+	"\x06object\x18\x03 \x01(\v2\x15.shoal.v1.StoreObjectR\x06object*\xd7\x01\n" +
 	"\vStoreOpKind\x12\x1d\n" +
 	"\x19STORE_OP_KIND_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14STORE_OP_KIND_CREATE\x10\x01\x12\x18\n" +
 	"\x14STORE_OP_KIND_UPDATE\x10\x02\x12\x18\n" +
 	"\x14STORE_OP_KIND_DELETE\x10\x03\x12\x1d\n" +
-	"\x19STORE_OP_KIND_TASK_STATUS\x10\x04*^\n" +
+	"\x19STORE_OP_KIND_TASK_STATUS\x10\x04\x12\x1d\n" +
+	"\x19STORE_OP_KIND_TASK_CREATE\x10\x05\x12\x1d\n" +
+	"\x19STORE_OP_KIND_TASK_ASSIGN\x10\x06*^\n" +
 	"\x12PreviousSpecSource\x12\"\n" +
 	"\x1ePREVIOUS_SPEC_SOURCE_IN_OBJECT\x10\x00\x12$\n" +
 	" PREVIOUS_SPEC_SOURCE_STORED_SPEC\x10\x01*v\n" +
