@@ -67,7 +67,11 @@ type Config struct {
 type Client struct {
 	Control shoalv1.ControlClient
 	conn    *grpc.ClientConn
-	hosts   []string
+	// r feeds the connection its addresses; mu guards hosts, which
+	// LearnManagers extends.
+	r     *manual.Resolver
+	mu    sync.Mutex
+	hosts []string
 }
 
 // Close closes the connection.
@@ -77,7 +81,43 @@ func (c *Client) Close() error { return c.conn.Close() }
 func (c *Client) Conn() *grpc.ClientConn { return c.conn }
 
 // Hosts returns the manager addresses the client may use.
-func (c *Client) Hosts() []string { return c.hosts }
+func (c *Client) Hosts() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.hosts...)
+}
+
+// LearnManagers adds the cluster's raft members (GetCluster) to the
+// addresses the connection may fail over to, after the ones it has. A
+// command that waits long (a rollout) calls it first: the addresses it
+// started from may name one manager only (a data dir's node.json lists
+// the managers its agent heard of when its session opened), and that one
+// may be the leader killed during the wait.
+func (c *Client) LearnManagers(ctx context.Context) error {
+	resp, err := c.Control.GetCluster(ctx, &shoalv1.GetClusterRequest{})
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	seen := map[string]bool{}
+	for _, h := range c.hosts {
+		seen[h] = true
+	}
+	added := false
+	for _, m := range resp.GetMembers() {
+		if a := m.GetAddr(); a != "" && !seen[a] {
+			seen[a] = true
+			c.hosts = append(c.hosts, a)
+			added = true
+		}
+	}
+	if added && c.r != nil {
+		// pick_first keeps the connected address when it is still listed.
+		c.r.UpdateState(resolver.State{Addresses: addresses(c.hosts)})
+	}
+	return nil
+}
 
 // Credentials finds the credentials cfg points at.
 func Credentials(cfg Config) (*trust.Creds, error) {
@@ -149,33 +189,39 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := dialHosts(hosts, credentials.NewTLS(conf), cfg.ReadyWait, cfg.DialOptions...)
+	conn, r, err := dialHosts(hosts, credentials.NewTLS(conf), cfg.ReadyWait, cfg.DialOptions...)
 	if err != nil {
 		return nil, err
 	}
-	return &Client{Control: shoalv1.NewControlClient(conn), conn: conn, hosts: hosts}, nil
+	return &Client{Control: shoalv1.NewControlClient(conn), conn: conn, r: r, hosts: hosts}, nil
 }
 
 // DialHosts returns a connection over several managers: pick_first moves on
 // to the next address when one is down, and unary calls retry UNAVAILABLE
 // until their deadline.
 func DialHosts(hosts []string, tc credentials.TransportCredentials, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
-	return dialHosts(hosts, tc, 0, extra...)
+	conn, _, err := dialHosts(hosts, tc, 0, extra...)
+	return conn, err
 }
 
 // DialHostsReadyWait is DialHosts whose calls stop retrying after
 // readyWait while no manager can serve them yet (see Config.ReadyWait).
 func DialHostsReadyWait(hosts []string, tc credentials.TransportCredentials, readyWait time.Duration, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
-	return dialHosts(hosts, tc, readyWait, extra...)
+	conn, _, err := dialHosts(hosts, tc, readyWait, extra...)
+	return conn, err
 }
 
-func dialHosts(hosts []string, tc credentials.TransportCredentials, readyWait time.Duration, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
-	r := manual.NewBuilderWithScheme("shoal")
+func addresses(hosts []string) []resolver.Address {
 	addrs := make([]resolver.Address, len(hosts))
 	for i, h := range hosts {
 		addrs[i] = resolver.Address{Addr: h}
 	}
-	r.InitialState(resolver.State{Addresses: addrs})
+	return addrs
+}
+
+func dialHosts(hosts []string, tc credentials.TransportCredentials, readyWait time.Duration, extra ...grpc.DialOption) (*grpc.ClientConn, *manual.Resolver, error) {
+	r := manual.NewBuilderWithScheme("shoal")
+	r.InitialState(resolver.State{Addresses: addresses(hosts)})
 	dials := newDialLog()
 	opts := append([]grpc.DialOption{
 		grpc.WithResolvers(r),
@@ -193,7 +239,8 @@ func dialHosts(hosts []string, tc credentials.TransportCredentials, readyWait ti
 		// default 4 MiB receive limit.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxReplyBytes)),
 	}, extra...)
-	return grpc.NewClient(r.Scheme()+":///managers", opts...)
+	conn, err := grpc.NewClient(r.Scheme()+":///managers", opts...)
+	return conn, r, err
 }
 
 // MaxReplyBytes bounds one reply the client accepts.

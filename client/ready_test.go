@@ -176,3 +176,59 @@ func TestNoReadyWaitRetriesToDeadline(t *testing.T) {
 		t.Fatalf("got %v (ctx %v), want retries until the deadline", err, ctx.Err())
 	}
 }
+
+// membersServer answers GetCluster with the raft members it is given.
+type membersServer struct {
+	shoalv1.UnimplementedControlServer
+	name    string
+	members []string
+}
+
+func (m *membersServer) GetCluster(context.Context, *shoalv1.GetClusterRequest) (*shoalv1.GetClusterResponse, error) {
+	resp := &shoalv1.GetClusterResponse{LeaderId: m.name}
+	for _, a := range m.members {
+		resp.Members = append(resp.Members, &shoalv1.RaftMember{Addr: a})
+	}
+	return resp, nil
+}
+
+// TestLearnManagersFailsOver: a client that started from one manager's
+// address (a data dir whose node.json lists only itself) learns the raft
+// members from it, and once that manager is gone its calls reach another.
+func TestLearnManagersFailsOver(t *testing.T) {
+	lnA, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lnB, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	members := []string{lnA.Addr().String(), lnB.Addr().String()}
+	a, b := grpc.NewServer(), grpc.NewServer()
+	shoalv1.RegisterControlServer(a, &membersServer{name: "a", members: members})
+	shoalv1.RegisterControlServer(b, &membersServer{name: "b", members: members})
+	go a.Serve(lnA)
+	go b.Serve(lnB)
+	defer a.Stop()
+	defer b.Stop()
+	conn, r, err := dialHosts(members[:1], insecure.NewCredentials(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := &Client{Control: shoalv1.NewControlClient(conn), conn: conn, r: r, hosts: members[:1]}
+	ctx, cancel := context.WithTimeout(context.Background(), callDeadline)
+	defer cancel()
+	if err := c.LearnManagers(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Hosts(); len(got) != 2 || got[0] != members[0] || got[1] != members[1] {
+		t.Fatalf("hosts after learning: %v, want %v", got, members)
+	}
+	a.Stop() // the manager the client started from dies
+	resp, err := c.Control.GetCluster(ctx, &shoalv1.GetClusterRequest{})
+	if err != nil || resp.GetLeaderId() != "b" {
+		t.Fatalf("after the first manager died: %v, %v; want the answer of the learned one", resp, err)
+	}
+}

@@ -155,8 +155,8 @@ func (w *waiter) setFloor(index uint64) {
 	close(w.floorSet)
 }
 
-func (a *app) startWait(ctx context.Context, ctl shoalv1.ControlClient, wf waitFlags) (*waiter, error) {
-	w := &waiter{a: a, ctl: ctl, wf: wf, cancel: func() {}, floorSet: make(chan struct{})}
+func (a *app) startWait(ctx context.Context, cl *client.Client, wf waitFlags) (*waiter, error) {
+	w := &waiter{a: a, ctl: cl.Control, wf: wf, cancel: func() {}, floorSet: make(chan struct{})}
 	if wf.detach {
 		return w, nil
 	}
@@ -165,8 +165,14 @@ func (a *app) startWait(ctx context.Context, ctl shoalv1.ControlClient, wf waitF
 		// running all along: refuse it before anything is written.
 		return nil, fmt.Errorf("--monitor %s: must be shorter than --wait-timeout %s, which bounds the whole wait", wf.monitor, wf.wait)
 	}
+	// A wait may outlive the manager it started on (a leader killed during
+	// a rollout): know every manager to watch again from. Best effort: a
+	// failure here shows in the write that follows.
+	lctx, lcancel := a.call(ctx)
+	_ = cl.LearnManagers(lctx)
+	lcancel()
 	wctx, cancel := context.WithTimeout(ctx, wf.wait)
-	stream, err := ctl.Watch(wctx, &shoalv1.WatchRequest{Kinds: watchKinds})
+	stream, err := w.ctl.Watch(wctx, &shoalv1.WatchRequest{Kinds: watchKinds})
 	if err != nil {
 		cancel()
 		return nil, err
