@@ -288,7 +288,7 @@ func (w *waiter) wait(ctx context.Context, svc *shoalv1.Service) error {
 	for {
 		counted, want, done := convergence(svc, tasks)
 		if counted != last {
-			fmt.Fprintln(w.a.out, progressLine(name, counted, want))
+			fmt.Fprintln(w.a.out, progressLine(name, counted, want, rw.on))
 			last = counted
 		}
 		for _, t := range sortedTasks(tasks) {
@@ -388,8 +388,14 @@ func applyEvent(tasks map[string]*shoalv1.Task, serviceID string, ev *shoalv1.Wa
 }
 
 // progressLine says how far a service is: "web: 2/5 tasks running", or,
-// while it scales down, how many are still to stop (not "2/0").
-func progressLine(name string, running, want int) string {
+// while it scales down, how many are still to stop (not "2/0"). During a
+// rollout only the tasks of the spec rolled out count, while the others
+// still serve: the line says so ("web: 0/5 tasks running" at the start of
+// an update of 5 running tasks read as an outage).
+func progressLine(name string, running, want int, rollout bool) string {
+	if rollout {
+		return fmt.Sprintf("%s: %d/%d tasks of the new spec running", name, running, want)
+	}
 	if running > want {
 		return fmt.Sprintf("%s: %d tasks running, %d wanted (stopping %d)", name, running, want, running-want)
 	}
