@@ -167,10 +167,14 @@ func (a *app) startWait(ctx context.Context, cl *client.Client, wf waitFlags) (*
 	}
 	// A wait may outlive the manager it started on (a leader killed during
 	// a rollout): know every manager to watch again from. Best effort: a
-	// failure here shows in the write that follows.
+	// failure here shows in the write that follows, except that no manager
+	// can serve at all (refused, not ready), which is said as such here.
 	lctx, lcancel := a.call(ctx)
-	_ = cl.LearnManagers(lctx)
+	err := cl.LearnManagers(lctx)
 	lcancel()
+	if errdefs.IsNotReady(err) {
+		return nil, err
+	}
 	wctx, cancel := context.WithTimeout(ctx, wf.wait)
 	stream, err := w.ctl.Watch(wctx, &shoalv1.WatchRequest{Kinds: watchKinds})
 	if err != nil {
