@@ -2,7 +2,11 @@
 // managers: it finds credentials and manager addresses from a data dir or
 // explicit settings, dials with mTLS, fails over between managers, and
 // retries calls that failed with UNAVAILABLE (a leader election, a manager
-// restarting) until the call's deadline. ListNodes, ListServices and
+// restarting) until the call's deadline. With Config.ReadyWait (the CLI's
+// --ready-wait) a call stops sooner when no manager can serve it yet —
+// every address refuses connections, or the manager answers that it is
+// not ready (errdefs.ErrNotReady: starting, no cluster state yet) — and
+// says which, instead of waiting out its --timeout. ListNodes, ListServices and
 // ListTasks read every page of a list (the API answers one page of 100
 // when asked for no page size).
 package client
@@ -11,15 +15,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/shoal-dev/shoal/errdefs"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 	"google.golang.org/grpc/status"
@@ -39,15 +49,29 @@ type Config struct {
 	// CertDir holds ca.crt, admin.crt and admin.key; it wins over DataDir.
 	CertDir string
 	// DialOptions are added to the connection's (e.g. a dialer that
-	// reaches managers inside another network namespace).
+	// reaches managers inside another network namespace; with a dialer of
+	// its own, refused connections are not told from other failures and
+	// are retried until the deadline).
 	DialOptions []grpc.DialOption
+	// ReadyWait bounds how long a call keeps retrying while no manager can
+	// serve it yet: every address refuses connections (nothing listens:
+	// the node is down or has not opened its port yet) or the manager
+	// answers that it is not ready (errdefs.ErrNotReady: it holds no
+	// cluster state yet). Then the call fails saying which. 0 retries such
+	// answers until the call's deadline, as any other UNAVAILABLE. A call
+	// that is merely slow (a manager holding it) is not affected.
+	ReadyWait time.Duration
 }
 
 // Client is a connection to the managers.
 type Client struct {
 	Control shoalv1.ControlClient
 	conn    *grpc.ClientConn
-	hosts   []string
+	// r feeds the connection its addresses; mu guards hosts, which
+	// LearnManagers extends.
+	r     *manual.Resolver
+	mu    sync.Mutex
+	hosts []string
 }
 
 // Close closes the connection.
@@ -57,7 +81,43 @@ func (c *Client) Close() error { return c.conn.Close() }
 func (c *Client) Conn() *grpc.ClientConn { return c.conn }
 
 // Hosts returns the manager addresses the client may use.
-func (c *Client) Hosts() []string { return c.hosts }
+func (c *Client) Hosts() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.hosts...)
+}
+
+// LearnManagers adds the cluster's raft members (GetCluster) to the
+// addresses the connection may fail over to, after the ones it has. A
+// command that waits long (a rollout) calls it first: the addresses it
+// started from may name one manager only (a data dir's node.json lists
+// the managers its agent heard of when its session opened), and that one
+// may be the leader killed during the wait.
+func (c *Client) LearnManagers(ctx context.Context) error {
+	resp, err := c.Control.GetCluster(ctx, &shoalv1.GetClusterRequest{})
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	seen := map[string]bool{}
+	for _, h := range c.hosts {
+		seen[h] = true
+	}
+	added := false
+	for _, m := range resp.GetMembers() {
+		if a := m.GetAddr(); a != "" && !seen[a] {
+			seen[a] = true
+			c.hosts = append(c.hosts, a)
+			added = true
+		}
+	}
+	if added && c.r != nil {
+		// pick_first keeps the connected address when it is still listed.
+		c.r.UpdateState(resolver.State{Addresses: addresses(c.hosts)})
+	}
+	return nil
+}
 
 // Credentials finds the credentials cfg points at.
 func Credentials(cfg Config) (*trust.Creds, error) {
@@ -129,32 +189,58 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, err := DialHosts(hosts, credentials.NewTLS(conf), cfg.DialOptions...)
+	conn, r, err := dialHosts(hosts, credentials.NewTLS(conf), cfg.ReadyWait, cfg.DialOptions...)
 	if err != nil {
 		return nil, err
 	}
-	return &Client{Control: shoalv1.NewControlClient(conn), conn: conn, hosts: hosts}, nil
+	return &Client{Control: shoalv1.NewControlClient(conn), conn: conn, r: r, hosts: hosts}, nil
 }
 
 // DialHosts returns a connection over several managers: pick_first moves on
-// to the next address when one is down, and unary calls retry UNAVAILABLE.
+// to the next address when one is down, and unary calls retry UNAVAILABLE
+// until their deadline.
 func DialHosts(hosts []string, tc credentials.TransportCredentials, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
-	r := manual.NewBuilderWithScheme("shoal")
+	conn, _, err := dialHosts(hosts, tc, 0, extra...)
+	return conn, err
+}
+
+// DialHostsReadyWait is DialHosts whose calls stop retrying after
+// readyWait while no manager can serve them yet (see Config.ReadyWait).
+func DialHostsReadyWait(hosts []string, tc credentials.TransportCredentials, readyWait time.Duration, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
+	conn, _, err := dialHosts(hosts, tc, readyWait, extra...)
+	return conn, err
+}
+
+func addresses(hosts []string) []resolver.Address {
 	addrs := make([]resolver.Address, len(hosts))
 	for i, h := range hosts {
 		addrs[i] = resolver.Address{Addr: h}
 	}
-	r.InitialState(resolver.State{Addresses: addrs})
+	return addrs
+}
+
+func dialHosts(hosts []string, tc credentials.TransportCredentials, readyWait time.Duration, extra ...grpc.DialOption) (*grpc.ClientConn, *manual.Resolver, error) {
+	r := manual.NewBuilderWithScheme("shoal")
+	r.InitialState(resolver.State{Addresses: addresses(hosts)})
+	dials := newDialLog()
 	opts := append([]grpc.DialOption{
 		grpc.WithResolvers(r),
 		grpc.WithTransportCredentials(tc),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"pick_first":{}}]}`),
-		grpc.WithChainUnaryInterceptor(RetryUnavailable(hosts)),
+		grpc.WithContextDialer(dials.dial),
+		// gRPC waits 1 s, then up to 120 s, before dialling an address that
+		// failed again; a manager restarting or a leader failing over is
+		// back within seconds, so try again sooner.
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
+			BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second,
+		}, MinConnectTimeout: 20 * time.Second}),
+		grpc.WithChainUnaryInterceptor(retryUnavailable(hosts, readyWait, dials)),
 		// Lists can be large (100,000 tasks are ~23 MB), above gRPC's
 		// default 4 MiB receive limit.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxReplyBytes)),
 	}, extra...)
-	return grpc.NewClient(r.Scheme()+":///managers", opts...)
+	conn, err := grpc.NewClient(r.Scheme()+":///managers", opts...)
+	return conn, r, err
 }
 
 // MaxReplyBytes bounds one reply the client accepts.
@@ -174,6 +260,14 @@ const MaxReplyBytes = 256 << 20
 //     the leader could not commit, say): DeadlineExceeded naming the
 //     managers and the timeout.
 func RetryUnavailable(hosts []string) grpc.UnaryClientInterceptor {
+	return retryUnavailable(hosts, 0, nil)
+}
+
+// retryUnavailable is RetryUnavailable that also gives up after readyWait
+// (> 0) of answers saying no manager can serve yet (notReady): every
+// address refusing connections, as dials records them, or a manager
+// answering ErrNotReady. Any other answer starts that wait again.
+func retryUnavailable(hosts []string, readyWait time.Duration, dials *dialLog) grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		start := time.Now()
 		if _, ok := ctx.Deadline(); !ok {
@@ -182,8 +276,17 @@ func RetryUnavailable(hosts []string) grpc.UnaryClientInterceptor {
 			defer cancel()
 		}
 		backoff := 25 * time.Millisecond
+		var unready time.Time // since when no manager could serve; zero: one could
 		for {
-			err := invoker(ctx, method, req, reply, cc, opts...)
+			var p peer.Peer
+			err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Peer(&p))...)
+			if why := notReady(err, hosts, &p, dials); why == "" {
+				unready = time.Time{}
+			} else if unready.IsZero() {
+				unready = time.Now()
+			} else if readyWait > 0 && time.Since(unready) >= readyWait {
+				return errdefs.ToGRPC(errdefs.NotReadyf("%s", why))
+			}
 			switch {
 			case errdefs.Is(err, errdefs.ErrNoQuorum):
 				return errdefs.ToGRPC(errdefs.NoQuorumf("%s; at least half of the managers %v and one more must be up and reach each other (`shoal node ls` on a manager lists them)", status.Convert(err).Message(), hosts))
@@ -203,4 +306,57 @@ func RetryUnavailable(hosts []string) grpc.UnaryClientInterceptor {
 			backoff = min(backoff*2, 250*time.Millisecond)
 		}
 	}
+}
+
+// notReady says why no manager can serve the call that ended with err, or
+// "" when err is something else (an answer, an election in progress, a
+// call a manager held): every address refused its last connection, or
+// the manager answered ErrNotReady.
+func notReady(err error, hosts []string, p *peer.Peer, dials *dialLog) string {
+	if err == nil || !errdefs.IsUnavailable(err) {
+		return ""
+	}
+	if errdefs.IsNotReady(err) {
+		at := "a manager"
+		if p.Addr != nil {
+			at = "manager at " + p.Addr.String()
+		}
+		msg := status.Convert(err).Message()
+		return fmt.Sprintf("%s is not ready: %s", at, strings.TrimPrefix(msg, "manager not ready: "))
+	}
+	if dials != nil && dials.allRefused(hosts) {
+		return fmt.Sprintf("no manager listens at %s (connection refused): is the node running? A node that is starting opens its port within seconds; --ready-wait waits longer", strings.Join(hosts, ", "))
+	}
+	return ""
+}
+
+// dialLog dials the managers and remembers which addresses refused their
+// last connection, so that "nothing listens there" is told from an answer
+// that may change in a moment, from the error itself rather than its text.
+type dialLog struct {
+	mu      sync.Mutex // guards refused
+	refused map[string]bool
+}
+
+func newDialLog() *dialLog { return &dialLog{refused: map[string]bool{}} }
+
+func (d *dialLog) dial(ctx context.Context, addr string) (net.Conn, error) {
+	c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	d.mu.Lock()
+	d.refused[addr] = errors.Is(err, syscall.ECONNREFUSED)
+	d.mu.Unlock()
+	return c, err
+}
+
+// allRefused reports whether every one of hosts refused its last dial
+// (one not dialled yet has not).
+func (d *dialLog) allRefused(hosts []string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, h := range hosts {
+		if !d.refused[h] {
+			return false
+		}
+	}
+	return len(hosts) > 0
 }

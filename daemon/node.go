@@ -11,6 +11,8 @@ import (
 
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/agent"
 	"github.com/shoal-dev/shoal/agent/nullexec"
@@ -19,6 +21,7 @@ import (
 	"github.com/shoal-dev/shoal/manager"
 	"github.com/shoal-dev/shoal/metrics"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
 	"github.com/shoal-dev/shoal/trust"
 	"github.com/shoal-dev/shoal/ui"
 )
@@ -302,8 +305,13 @@ func (n *node) stopManager() error {
 }
 
 // joinRaft calls RaftMembership.JoinRaft through any manager until it works.
+// A refusal (FailedPrecondition: this binary reads an older raft store
+// format than the leader's log may hold) is logged as a warning once per
+// distinct reason, as it needs the operator; the calls go on, since another
+// leader (of this node's release, during a rolling upgrade) may accept.
 func (n *node) joinRaft(ctx context.Context) {
 	backoff := 100 * time.Millisecond
+	var refused string
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		st := n.state()
 		targets := append([]string{}, st.Managers...)
@@ -314,7 +322,12 @@ func (n *node) joinRaft(ctx context.Context) {
 			n.log.Info("raft voter", "via", addr)
 			return
 		}
-		n.log.Debug("join raft", "via", addr, "err", err)
+		if msg := status.Convert(err).Message(); status.Code(err) == codes.FailedPrecondition && msg != refused {
+			refused = msg
+			n.log.Warn("the leader refuses this manager in raft", "via", addr, "err", msg)
+		} else {
+			n.log.Debug("join raft", "via", addr, "err", err)
+		}
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
@@ -331,7 +344,11 @@ func (n *node) callJoinRaft(ctx context.Context, addr string) error {
 	defer conn.Close()
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	_, err = shoalv1.NewRaftMembershipClient(conn).JoinRaft(cctx, &shoalv1.JoinRaftRequest{Addr: n.state().AdvertiseAddr})
+	_, err = shoalv1.NewRaftMembershipClient(conn).JoinRaft(cctx, &shoalv1.JoinRaftRequest{
+		Addr: n.state().AdvertiseAddr,
+		// This binary's own format, whatever the certificate was issued for.
+		StoreFormat: raftstore.StoreFormat,
+	})
 	return err
 }
 

@@ -50,4 +50,7 @@
 //   - ErrNoQuorum (NoQuorumf): no leader was elected within the answering
 //     manager's wait; clients stop retrying and tell the operator (reason
 //     NO_QUORUM). It is also ErrUnavailable.
+//   - ErrNotReady (NotReadyf): the answering manager is still starting (it
+//     holds no cluster state yet); clients wait for it only briefly, then
+//     say so (reason NOT_READY). It is also ErrUnavailable.
 package errdefs

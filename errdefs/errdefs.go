@@ -40,6 +40,12 @@ var (
 	// reachable). Retrying at once does not help; a client gives up and
 	// says so instead of retrying until its deadline.
 	ErrNoQuorum error = &sentinel{msg: "no raft leader", class: ErrUnavailable}
+	// ErrNotReady: the answering manager is still starting (it holds no
+	// cluster state yet: its raft has no leader, or it has not caught up
+	// with one). It may be ready in a moment or never (no quorum); a
+	// client waits for it only briefly, then says so, rather than
+	// retrying until its deadline.
+	ErrNotReady error = &sentinel{msg: "manager not ready", class: ErrUnavailable}
 )
 
 // sentinel is a protocol-state sentinel that is also of a class.
@@ -121,6 +127,12 @@ func NoQuorumf(format string, args ...any) error {
 	return classify(fmt.Errorf(format, args...), ErrNoQuorum)
 }
 
+// NotReadyf is the answer of a manager that cannot serve yet (ErrNotReady,
+// and so ErrUnavailable) with the given text.
+func NotReadyf(format string, args ...any) error {
+	return classify(fmt.Errorf(format, args...), ErrNotReady)
+}
+
 // NotLeaderError is ErrNotLeader with the leader's address, as far as the
 // answering manager knows it ("" when there is no leader).
 type NotLeaderError struct {
@@ -176,3 +188,4 @@ func IsCanceled(err error) bool           { return Is(err, context.Canceled) }
 func IsDeadlineExceeded(err error) bool   { return Is(err, context.DeadlineExceeded) }
 func IsNotLeader(err error) bool          { return Is(err, ErrNotLeader) }
 func IsNodeRemoved(err error) bool        { return Is(err, ErrNodeRemoved) }
+func IsNotReady(err error) bool           { return Is(err, ErrNotReady) }

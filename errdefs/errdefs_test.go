@@ -204,6 +204,27 @@ func TestNodeRemovedDetails(t *testing.T) {
 	}
 }
 
+// A manager's "not ready" (still starting) crosses gRPC as a detail: an
+// Unavailable with it is ErrNotReady on the client, one without it (an
+// election in progress) is not, whatever its text.
+func TestNotReadyDetails(t *testing.T) {
+	local := NotReadyf("this manager holds no cluster state yet")
+	if !IsNotReady(local) || !IsUnavailable(local) {
+		t.Fatal("NotReadyf is not not-ready/unavailable")
+	}
+	wire := ToGRPC(local)
+	st, _ := status.FromError(wire)
+	if st.Code() != codes.Unavailable || st.Message() != "this manager holds no cluster state yet" || len(st.Details()) != 1 {
+		t.Fatalf("ToGRPC = %v", st.Proto())
+	}
+	if !IsNotReady(wire) || !IsNotReady(FromGRPC(wire)) || !IsUnavailable(wire) {
+		t.Fatal("received not-ready lost its state")
+	}
+	if IsNotReady(status.Error(codes.Unavailable, "manager not ready")) || IsNotReady(ToGRPC(Unavailablef("electing"))) {
+		t.Fatal("an ordinary unavailable is not not-ready")
+	}
+}
+
 // marked is an error classified the raftstore way, by a marker method.
 type marked struct{}
 

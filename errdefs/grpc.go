@@ -20,6 +20,7 @@ const (
 	ReasonNotLeader   = "NOT_LEADER"
 	ReasonNodeRemoved = "NODE_REMOVED"
 	ReasonNoQuorum    = "NO_QUORUM"
+	ReasonNotReady    = "NOT_READY"
 	MetaLeader        = "leader"
 )
 
@@ -140,6 +141,8 @@ func ToGRPC(err error) error {
 		info = &errdetails.ErrorInfo{Reason: ReasonNodeRemoved, Domain: Domain}
 	case errors.Is(err, ErrNoQuorum):
 		info = &errdetails.ErrorInfo{Reason: ReasonNoQuorum, Domain: Domain}
+	case errors.Is(err, ErrNotReady):
+		info = &errdetails.ErrorInfo{Reason: ReasonNotReady, Domain: Domain}
 	}
 	if info != nil {
 		if withInfo, derr := st.WithDetails(info); derr == nil {
@@ -195,6 +198,8 @@ func FromGRPC(err error) error {
 			r.classes = append(r.classes, ErrNodeRemoved)
 		case ReasonNoQuorum:
 			r.classes = append(r.classes, ErrNoQuorum)
+		case ReasonNotReady:
+			r.classes = append(r.classes, ErrNotReady)
 		}
 	}
 	return r

@@ -348,6 +348,11 @@ func currentBy(id Identity, check func(Identity) (Role, error)) (Identity, error
 		return Identity{}, errdefs.NodeRemovedf("node %q %s; its certificate is no longer accepted", id.NodeID, RemovedReason)
 	case errors.Is(err, ErrNotCurrent):
 		return Identity{}, errdefs.PermissionDeniedf("%v", err)
+	case errors.Is(err, errBootstrapping):
+		// No cluster object at all: the manager is starting (no raft
+		// leader yet, or not caught up with one). Marked, so that a client
+		// stops waiting for it soon and says why (errdefs.ErrNotReady).
+		return Identity{}, errdefs.NotReadyf("manager not ready: it holds no cluster state yet (starting: its raft has no leader yet, or has not caught up with the leader), so it cannot check %s", id)
 	}
 	// Not known yet (a lagging manager, a bootstrap not yet committed) or
 	// the store could not be asked: worth retrying elsewhere or later.

@@ -130,6 +130,14 @@ func StoreCheck(lookup NodeLookup, admins AdminLookup) func(Identity) (Role, err
 			return RoleAdmin, nil
 		}
 		n, removed := lookup(id.NodeID)
+		if n == nil && !removed {
+			if _, known := admins(); !known {
+				// No cluster state at all yet. Still ErrNodeUnknown: the
+				// raft gate admits the voters it does not know yet, which
+				// is how managers restarted together elect a leader.
+				return "", fmt.Errorf("node %q: %w (%w)", id.NodeID, ErrNodeUnknown, errBootstrapping)
+			}
+		}
 		return CurrentNodeRole(id, n, removed)
 	}
 }

@@ -12,8 +12,10 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/shoal-dev/shoal/errdefs"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/trust"
 )
@@ -350,4 +352,21 @@ func TestStoreCheckBootstrapping(t *testing.T) {
 	_, err := a.Unary()(peerCtx(admin), nil, &grpc.UnaryServerInfo{FullMethod: shoalv1.Control_ListNodes_FullMethodName},
 		func(context.Context, any) (any, error) { return nil, nil })
 	checkStatus(t, err, codes.Unavailable, "")
+	// Marked as the manager not being ready (a client stops waiting for it
+	// soon and says so), for an admin and for a manager's node certificate
+	// (the CLI on a joined manager's data dir) alike.
+	if !errdefs.IsNotReady(err) || !strings.Contains(err.Error(), "manager not ready") {
+		t.Fatalf("admin on a manager without state: %v, want NOT_READY", err)
+	}
+	// To the raft gate it stays a node not known yet (admitted while a
+	// voter): managers restarted together elect a leader through it.
+	if _, err := check(trust.Identity{NodeID: "m2", Role: trust.RoleManager, ClusterID: "c1"}); !errors.Is(err, trust.ErrNodeUnknown) {
+		t.Fatalf("node check on a manager without state: %v, want ErrNodeUnknown", err)
+	}
+	mgr := parseCert(t, nodeCreds(t, root, "m2", trust.RoleManager).CertPEM)
+	_, err = a.Unary()(peerCtx(mgr), nil, &grpc.UnaryServerInfo{FullMethod: shoalv1.Control_ListNodes_FullMethodName},
+		func(context.Context, any) (any, error) { return nil, nil })
+	if status.Code(errdefs.ToGRPC(err)) != codes.Unavailable || !errdefs.IsNotReady(errdefs.ToGRPC(err)) {
+		t.Fatalf("manager certificate on a manager without state: %v, want NOT_READY", err)
+	}
 }

@@ -62,7 +62,12 @@
 // old namespace through a process still in it, via the peer namespace id
 // of the task's veth, and mounts it again; failing that it builds a new
 // namespace with the same address. New removes netns files and bridge
-// veths of tasks that hold no address (leftovers of a crash).
+// veths of tasks that hold no address (leftovers of a crash). Before
+// that it claims the bridge (owner_linux.go: its alias names the node's
+// state dir): a bridge another node on the machine owns, whose state dir
+// still exists and whose task ports are still attached, is refused
+// (ErrFailedPrecondition, "give each node … --bridge"), since those ports
+// are that node's live tasks, not leftovers.
 //
 // # Teardown
 //

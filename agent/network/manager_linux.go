@@ -93,6 +93,16 @@ func New(cfg Config) (*Manager, error) {
 		m.hostNS.Close()
 		return nil, err
 	}
+	ours := make(map[string]bool, len(state.byTask))
+	for id := range state.byTask {
+		ours[vethName(id)] = true
+	}
+	if err := claimBridge(m.host, idx, cfg.StateDir, ours); err != nil {
+		m.reaper.stop()
+		m.host.Close()
+		m.hostNS.Close()
+		return nil, err
+	}
 	m.bridge = idx
 	m.sweep(state)
 	m.ipam = newAllocator(filepath.Join(cfg.StateDir, ipamFile), state)

@@ -2,8 +2,13 @@
 // roles.
 //
 // A node that holds a manager certificate (joined with the manager token, or
-// promoted and renewed) calls RaftMembership.JoinRaft with its address; the
-// leader adds it as a voter. The leader's reconciler removes from raft the
+// promoted and renewed) calls RaftMembership.JoinRaft with its address and
+// the raft store format its own binary reads; the leader adds it as a
+// voter, unless that format is below raftstore.StoreFormat (or missing: a
+// release before the field), which it refuses with FailedPrecondition on
+// store_format: the log may hold entries such a binary would misapply, and
+// the format checked when the certificate was issued says nothing of the
+// binary running now. The leader's reconciler removes from raft the
 // nodes whose desired role became worker (demote) or that were deleted, and
 // records in each manager node's ManagerStatus its address and whether it
 // leads.
@@ -61,6 +66,9 @@ func (s *Server) JoinRaft(ctx context.Context, req *shoalv1.JoinRaftRequest) (*s
 	if n.GetSpec().GetDesiredRole() != shoalv1.NodeRole_NODE_ROLE_MANAGER {
 		return nil, errdefs.FailedPreconditionf("node %q is not meant to be a manager", id.NodeID)
 	}
+	if err := checkStoreFormat(id.NodeID, req.GetStoreFormat()); err != nil {
+		return nil, err
+	}
 	if err := s.store.AddVoter(ctx, id.NodeID, req.GetAddr()); err != nil {
 		if errors.Is(err, raftstore.ErrNotLeader) {
 			return nil, err // unavailable: retried at the leader
@@ -77,6 +85,27 @@ func (s *Server) JoinRaft(ctx context.Context, req *shoalv1.JoinRaftRequest) (*s
 		resp.Members = append(resp.Members, &shoalv1.RaftMember{NodeId: m.ID, Addr: m.Addr, Suffrage: m.Suffrage})
 	}
 	return resp, nil
+}
+
+// checkStoreFormat refuses a joining manager whose binary may not read
+// every entry the log holds. The log may hold any form up to this leader's
+// raftstore.StoreFormat (the leader writes a compact form whenever every
+// manager reports it, and entries of an earlier such window stay in the
+// log until a snapshot), so that is the bar. The format is the one the
+// caller's binary sends, not the one in its node description: that was
+// checked when its certificate was issued (nodeca), and an older binary
+// swapped in since would replay entries it misapplies. A request without
+// it comes from a release before the field, which is refused the same way.
+// A caller already in raft is refused too: a no-op for raft, but its
+// operator learns that this binary cannot follow the log.
+func checkStoreFormat(nodeID string, f uint32) error {
+	if f >= raftstore.StoreFormat {
+		return nil
+	}
+	if f == 0 {
+		return errdefs.FailedPreconditionf("store_format: not sent by node %q (a release before joins carried it); a manager must read raft store format %d: run this release on the node to join it as a manager", nodeID, raftstore.StoreFormat)
+	}
+	return errdefs.FailedPreconditionf("store_format: node %q reads raft store format %d, but this cluster's log may hold format %d entries: run this release on the node to join it as a manager", nodeID, f, raftstore.StoreFormat)
 }
 
 // Run is the leader-only reconciler. It reacts to node changes and to raft

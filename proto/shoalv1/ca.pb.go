@@ -306,7 +306,14 @@ func (x *RenewNodeCertificateRequest) GetOldKeySignature() []byte {
 type JoinRaftRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// host:port of the caller's manager API / raft endpoint.
-	Addr          string `protobuf:"bytes,1,opt,name=addr,proto3" json:"addr,omitempty"`
+	Addr string `protobuf:"bytes,1,opt,name=addr,proto3" json:"addr,omitempty"`
+	// The newest raft entry form the caller's binary reads
+	// (raftstore.StoreFormat of the joining manager's own build, not the one
+	// its certificate was issued for: a binary swapped in since reports its
+	// own). The leader refuses a join below the form its log may hold, with
+	// FailedPrecondition naming this field; 0 (not sent: a release before
+	// the field) is refused the same way.
+	StoreFormat   uint32 `protobuf:"varint,2,opt,name=store_format,json=storeFormat,proto3" json:"store_format,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -346,6 +353,13 @@ func (x *JoinRaftRequest) GetAddr() string {
 		return x.Addr
 	}
 	return ""
+}
+
+func (x *JoinRaftRequest) GetStoreFormat() uint32 {
+	if x != nil {
+		return x.StoreFormat
+	}
+	return 0
 }
 
 type JoinRaftResponse struct {
@@ -414,9 +428,10 @@ const file_shoalv1_ca_proto_rawDesc = "" +
 	"\acsr_pem\x18\x01 \x01(\fR\x06csrPem\x12 \n" +
 	"\fold_cert_pem\x18\x02 \x01(\fR\n" +
 	"oldCertPem\x12*\n" +
-	"\x11old_key_signature\x18\x03 \x01(\fR\x0foldKeySignature\"%\n" +
+	"\x11old_key_signature\x18\x03 \x01(\fR\x0foldKeySignature\"H\n" +
 	"\x0fJoinRaftRequest\x12\x12\n" +
-	"\x04addr\x18\x01 \x01(\tR\x04addr\"B\n" +
+	"\x04addr\x18\x01 \x01(\tR\x04addr\x12!\n" +
+	"\fstore_format\x18\x02 \x01(\rR\vstoreFormat\"B\n" +
 	"\x10JoinRaftResponse\x12.\n" +
 	"\amembers\x18\x01 \x03(\v2\x14.shoal.v1.RaftMemberR\amembers2\x9c\x02\n" +
 	"\x06NodeCA\x12D\n" +

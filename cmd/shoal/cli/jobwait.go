@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"time"
 
+	"google.golang.org/grpc/status"
+
 	"github.com/shoal-dev/shoal/errdefs"
 
 	"github.com/shoal-dev/shoal/client"
@@ -75,6 +77,7 @@ func (w *waiter) waitJob(ctx context.Context, svc *shoalv1.Service) error {
 	// The run this write started: the API bumped the iteration of an
 	// updated job; a new job's first run is 1.
 	iter := max(svc.GetJobStatus().GetIteration(), 1)
+	w.setFloor(svc.GetMeta().GetVersion())
 	tasks := map[string]*shoalv1.Task{}
 	lctx, cancel := w.a.call(ctx)
 	resp, err := client.ListTasks(lctx, w.ctl, &shoalv1.ListTasksRequest{Filters: map[string]string{"service": id}})
@@ -117,7 +120,7 @@ func (w *waiter) waitJob(ctx context.Context, svc *shoalv1.Service) error {
 			if errdefs.IsDeadlineExceeded(err) {
 				return fmt.Errorf("%s did not complete within %s: %d/%d completed; see `shoal service ps %s`", name, w.wf.wait, done, want, name)
 			}
-			return fmt.Errorf("%s: lost the task stream, %d/%d completed (%v); the service was written: see `shoal service ps %s`", name, done, want, err, name)
+			return fmt.Errorf("%s: lost the task stream, %d/%d completed (%s); the service was written: see `shoal service ps %s`", name, done, want, status.Convert(err).Message(), name)
 		}
 	}
 }

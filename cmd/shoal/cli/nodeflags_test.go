@@ -40,10 +40,15 @@ func TestSettingShown(t *testing.T) {
 }
 
 func TestProgressLine(t *testing.T) {
-	if got := progressLine("web", 2, 5); got != "web: 2/5 tasks running" {
+	if got := progressLine("web", 2, 5, false); got != "web: 2/5 tasks running" {
 		t.Errorf("scaling up: %q", got)
 	}
-	if got := progressLine("web", 2, 0); got != "web: 2 tasks running, 0 wanted (stopping 2)" {
+	if got := progressLine("web", 2, 0, false); got != "web: 2 tasks running, 0 wanted (stopping 2)" {
 		t.Errorf("scaling down: %q", got)
+	}
+	// A rollout of 5 running tasks starts with none of the new spec: not
+	// an outage, and the line must not read as one.
+	if got := progressLine("web", 0, 5, true); got != "web: 0/5 tasks of the new spec running" {
+		t.Errorf("rollout: %q", got)
 	}
 }

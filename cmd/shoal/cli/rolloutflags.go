@@ -106,7 +106,7 @@ func (a *app) serviceRollback() *cobra.Command {
 				return err
 			}
 			defer cl.Close()
-			ws, err := a.startWait(cmd.Context(), cl.Control, wf)
+			ws, err := a.startWait(cmd.Context(), cl, wf)
 			if err != nil {
 				return err
 			}

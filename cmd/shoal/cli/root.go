@@ -34,6 +34,9 @@ type app struct {
 	certDir     string
 	logLevel    string
 	timeout     time.Duration
+	// readyWait bounds how long a call waits for a manager that refuses
+	// connections or says it is not ready (client.Config.ReadyWait).
+	readyWait time.Duration
 	// cacheDir keeps what the CLI remembers between commands (registries
 	// that did not answer); "" is the user's cache dir + /shoal.
 	cacheDir string
@@ -103,6 +106,9 @@ func NewRootCommand(out, errOut io.Writer) *cobra.Command {
 	pf.StringVar(&a.certDir, "cert-dir", os.Getenv("SHOAL_CERT_DIR"), "dir with ca.crt, admin.crt, admin.key (env SHOAL_CERT_DIR)")
 	pf.StringVar(&a.logLevel, "log-level", "info", "log level of node verbs: debug, info, warn, error")
 	pf.DurationVar(&a.timeout, "timeout", 30*time.Second, "timeout of each API call")
+	// A script waiting for a node to come up gives a longer --ready-wait;
+	// an operator at a terminal wants to hear at once that nothing answers.
+	pf.DurationVar(&a.readyWait, "ready-wait", 2*time.Second, "how long a call waits while no manager can serve it yet (connections refused, or the manager is starting) before it fails saying so; at most --timeout")
 	root.AddCommand(a.nodeVerbs()...)
 	root.AddCommand(a.nodeCmd(), a.serviceCmd(), a.networkCmd(), a.taskCmd(), a.clusterCmd(), a.tokenCmd(), a.joinTokenCmd(), a.eventsCmd(), a.versionCmd())
 	a.addLogsAndImages(root)
@@ -123,7 +129,10 @@ func (a *app) logger() (*slog.Logger, error) {
 
 // dial connects to the managers with the global flags.
 func (a *app) dial(ctx context.Context) (*client.Client, error) {
-	cfg := client.Config{CertDir: a.certDir}
+	cfg := client.Config{CertDir: a.certDir, ReadyWait: a.readyWait}
+	if cfg.ReadyWait <= 0 || cfg.ReadyWait > a.timeout {
+		cfg.ReadyWait = 0 // bounded by --timeout alone
+	}
 	if a.hosts != "" {
 		for _, h := range strings.Split(a.hosts, ",") {
 			if h = strings.TrimSpace(h); h != "" {

@@ -1,7 +1,11 @@
 package cli
 
 import (
+	"bytes"
+	"context"
 	"errors"
+	"net"
+	"strings"
 	"testing"
 
 	"github.com/shoal-dev/shoal/errdefs"
@@ -56,5 +60,29 @@ func TestRetryConflict(t *testing.T) {
 	err = retryConflict(func() error { calls++; return errdefs.ToGRPC(errdefs.InvalidArgumentf("spec.name: bad")) })
 	if status.Code(err) != codes.InvalidArgument || calls != 1 {
 		t.Fatalf("other errors are not retried: err=%v after %d calls", err, calls)
+	}
+}
+
+// TestNoManagerFailsFast: with nothing listening at the manager address, a
+// call and a waiting command fail after --ready-wait (not --timeout, 10
+// minutes here: returning at all shows they did not wait it out), saying
+// that nothing listens there rather than gRPC's transport error.
+func TestNoManagerFailsFast(t *testing.T) {
+	c := newCLICluster(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	for _, args := range [][]string{
+		{"node", "ls"},
+		{"service", "create", "--name", "web", "--no-resolve-image", "demo:1"},
+	} {
+		var out, errOut bytes.Buffer
+		code := Main(context.Background(), append([]string{"--host", dead, "--cert-dir", c.certDir, "--timeout", "10m", "--ready-wait", "300ms"}, args...), &out, &errOut)
+		if code == 0 || !strings.Contains(errOut.String(), "no manager listens at "+dead+" (connection refused)") {
+			t.Errorf("%v: exit %d\nstderr: %s", args, code, errOut.String())
+		}
 	}
 }

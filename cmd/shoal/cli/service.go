@@ -66,7 +66,7 @@ func (a *app) serviceCreate() *cobra.Command {
 			}
 			defer cl.Close()
 			// Subscribe before the write so no task event is missed.
-			ws, err := a.startWait(cmd.Context(), cl.Control, wf)
+			ws, err := a.startWait(cmd.Context(), cl, wf)
 			if err != nil {
 				return err
 			}
@@ -98,7 +98,7 @@ func (a *app) mutateService(cmd *cobra.Command, ref string, wf waitFlags, change
 	defer cl.Close()
 	ctx, cancel := a.call(cmd.Context())
 	defer cancel()
-	ws, err := a.startWait(cmd.Context(), cl.Control, wf)
+	ws, err := a.startWait(cmd.Context(), cl, wf)
 	if err != nil {
 		return err
 	}

@@ -304,6 +304,8 @@ func TestCreateZeroReplicasConverges(t *testing.T) {
 // "did not converge within --wait-timeout": the wait was not over, and the
 // write stands. A wait that runs out says so.
 func TestWaitStreamEndsEarly(t *testing.T) {
+	defer func(d time.Duration) { resumeWait = d }(resumeWait)
+	resumeWait = 300 * time.Millisecond // the stream cannot be opened again
 	c := newCLICluster(t)
 	// The stream ends at once; the CLI reads that only after its create
 	// was answered (the error waits in the waiter's channel).
@@ -320,6 +322,52 @@ func TestWaitStreamEndsEarly(t *testing.T) {
 	code, out, errOut = c.run("service", "create", "--name", "api", "--no-resolve-image", "--monitor", "0", "--wait-timeout", "100ms", "demo:1")
 	if code == 0 || !strings.Contains(errOut, "api did not converge within 100ms: 0/1 tasks running") {
 		t.Errorf("exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+}
+
+// TestWaitResumesAfterStreamBreaks: a manager killed during a wait (the
+// leader, in a rollout) breaks the task stream with UNAVAILABLE; the wait
+// opens the watch again from the last event's index (the write's before
+// any event) and goes on to convergence instead of giving up.
+func TestWaitResumesAfterStreamBreaks(t *testing.T) {
+	t0 := time.Now()
+	c := newCLICluster(t)
+	var mu sync.Mutex
+	var froms []uint64
+	c.mgr.watch = func(req *shoalv1.WatchRequest, st grpc.ServerStreamingServer[shoalv1.WatchEvent]) error {
+		mu.Lock()
+		froms = append(froms, req.GetFromIndex())
+		n := len(froms)
+		mu.Unlock()
+		switch n {
+		case 1: // opened before the write; breaks before any event
+			return errdefs.Unavailablef("error reading from server: EOF")
+		case 2: // one event, then the manager dies
+			ev := taskEvent(webTask("t1", 5, t0, shoalv1.TaskState_TASK_STATE_STARTING, ""))
+			ev.Index = 5
+			if err := st.Send(ev); err != nil {
+				return err
+			}
+			return errdefs.Unavailablef("error reading from server: EOF")
+		}
+		ev := taskEvent(webTask("t1", 6, t0, shoalv1.TaskState_TASK_STATE_RUNNING, ""))
+		ev.Index = 6
+		if err := st.Send(ev); err != nil {
+			return err
+		}
+		<-st.Context().Done()
+		return st.Context().Err()
+	}
+	code, out, errOut := c.run("service", "create", "--name", "web", "--no-resolve-image", "--monitor", "0", "--wait-timeout", "1m", "demo:1")
+	if code != 0 || !strings.Contains(out, "web: converged (1/1)") {
+		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// 0: from the next entry (before the write); 1: the write's index
+	// (the fake's service version); 5: the last event's.
+	if !slices.Equal(froms, []uint64{0, 1, 5}) {
+		t.Fatalf("watches opened from %v, want [0 1 5]", froms)
 	}
 }
 

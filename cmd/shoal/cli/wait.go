@@ -7,7 +7,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
 
 	"github.com/shoal-dev/shoal/errdefs"
 
@@ -123,6 +127,12 @@ var monitorTimer = func(d time.Duration) (<-chan time.Time, func()) {
 	return t.C, func() { t.Stop() }
 }
 
+// resumeWait bounds how long a waiter tries to open its watch again after
+// the stream broke (the manager went away: a leader killed during a
+// rollout, say) before it gives the wait up; it covers an election and a
+// manager restart. A variable for tests.
+var resumeWait = 10 * time.Second
+
 // waiter follows the watch stream from before a write until the written
 // service converges.
 type waiter struct {
@@ -132,10 +142,21 @@ type waiter struct {
 	events chan *shoalv1.WatchEvent
 	errc   chan error
 	cancel context.CancelFunc
+	// floor is the raft index of the write waited for (its service's
+	// version), set by setFloor from wait: a stream that broke before any
+	// event resumes there once it is known, so that no event after the
+	// write is missed.
+	floor    atomic.Uint64
+	floorSet chan struct{}
 }
 
-func (a *app) startWait(ctx context.Context, ctl shoalv1.ControlClient, wf waitFlags) (*waiter, error) {
-	w := &waiter{a: a, ctl: ctl, wf: wf, cancel: func() {}}
+func (w *waiter) setFloor(index uint64) {
+	w.floor.Store(index)
+	close(w.floorSet)
+}
+
+func (a *app) startWait(ctx context.Context, cl *client.Client, wf waitFlags) (*waiter, error) {
+	w := &waiter{a: a, ctl: cl.Control, wf: wf, cancel: func() {}, floorSet: make(chan struct{})}
 	if wf.detach {
 		return w, nil
 	}
@@ -144,8 +165,18 @@ func (a *app) startWait(ctx context.Context, ctl shoalv1.ControlClient, wf waitF
 		// running all along: refuse it before anything is written.
 		return nil, fmt.Errorf("--monitor %s: must be shorter than --wait-timeout %s, which bounds the whole wait", wf.monitor, wf.wait)
 	}
+	// A wait may outlive the manager it started on (a leader killed during
+	// a rollout): know every manager to watch again from. Best effort: a
+	// failure here shows in the write that follows, except that no manager
+	// can serve at all (refused, not ready), which is said as such here.
+	lctx, lcancel := a.call(ctx)
+	err := cl.LearnManagers(lctx)
+	lcancel()
+	if errdefs.IsNotReady(err) {
+		return nil, err
+	}
 	wctx, cancel := context.WithTimeout(ctx, wf.wait)
-	stream, err := ctl.Watch(wctx, &shoalv1.WatchRequest{Kinds: []string{"task", "service"}})
+	stream, err := w.ctl.Watch(wctx, &shoalv1.WatchRequest{Kinds: watchKinds})
 	if err != nil {
 		cancel()
 		return nil, err
@@ -153,17 +184,65 @@ func (a *app) startWait(ctx context.Context, ctl shoalv1.ControlClient, wf waitF
 	w.cancel = cancel
 	w.events = make(chan *shoalv1.WatchEvent, 1024)
 	w.errc = make(chan error, 1)
-	go func() {
-		for {
-			ev, err := stream.Recv()
-			if err != nil {
+	go w.follow(wctx, stream)
+	return w, nil
+}
+
+var watchKinds = []string{"task", "service"}
+
+// follow hands the stream's events to the wait loop. When the stream
+// breaks with UNAVAILABLE (its manager died or restarted) it opens the
+// watch again — on another manager, if the connection knows one — from the
+// index of the last event seen (the write's, before any), so the wait
+// goes on where it was; the events of that entry come again, which the
+// loop folds by version. It gives up once resumeWait passed without an
+// event since the break, or at once on any other error, handing the error
+// to the loop.
+func (w *waiter) follow(ctx context.Context, stream grpc.ServerStreamingClient[shoalv1.WatchEvent]) {
+	var last uint64
+	var broke error // the break being resumed from; nil while events flow
+	var brokeAt time.Time
+	backoff := 50 * time.Millisecond
+	for {
+		ev, err := stream.Recv()
+		if err == nil {
+			last = max(last, ev.GetIndex())
+			broke, backoff = nil, 50*time.Millisecond
+			w.events <- ev
+			continue
+		}
+		for stream = nil; stream == nil; {
+			if ctx.Err() != nil || !errdefs.IsUnavailable(err) {
 				w.errc <- err
 				return
 			}
-			w.events <- ev
+			if broke == nil {
+				broke, brokeAt = err, time.Now()
+			} else if time.Since(brokeAt) > resumeWait {
+				w.errc <- fmt.Errorf("%s; watching again failed for %s: %w", status.Convert(broke).Message(), resumeWait, err)
+				return
+			}
+			floorSet := w.floorSet
+			if last > 0 {
+				floorSet = nil // resumes from the last event, not the write
+			}
+			for waited := false; !waited; {
+				select {
+				case <-ctx.Done():
+					w.errc <- ctx.Err()
+					return
+				case <-floorSet:
+					floorSet = nil // known now; still back off
+				case <-time.After(backoff):
+					waited = floorSet == nil
+				}
+			}
+			backoff = min(2*backoff, 500*time.Millisecond)
+			if stream, err = w.ctl.Watch(ctx, &shoalv1.WatchRequest{Kinds: watchKinds, FromIndex: max(last, w.floor.Load())}); err != nil {
+				stream = nil
+			}
 		}
-	}()
-	return w, nil
+	}
 }
 
 func (w *waiter) stop() { w.cancel() }
@@ -178,6 +257,7 @@ func (w *waiter) wait(ctx context.Context, svc *shoalv1.Service) error {
 		return w.waitJob(ctx, svc) // jobwait.go
 	}
 	id, name := svc.GetMeta().GetId(), svc.GetSpec().GetName()
+	w.setFloor(svc.GetMeta().GetVersion())
 	tasks := map[string]*shoalv1.Task{}
 	lctx, cancel := w.a.call(ctx)
 	resp, err := client.ListTasks(lctx, w.ctl, &shoalv1.ListTasksRequest{Filters: map[string]string{"service": id}})
@@ -212,7 +292,7 @@ func (w *waiter) wait(ctx context.Context, svc *shoalv1.Service) error {
 	for {
 		counted, want, done := convergence(svc, tasks)
 		if counted != last {
-			fmt.Fprintln(w.a.out, progressLine(name, counted, want))
+			fmt.Fprintln(w.a.out, progressLine(name, counted, want, rw.on))
 			last = counted
 		}
 		for _, t := range sortedTasks(tasks) {
@@ -278,8 +358,8 @@ func (w *waiter) wait(ctx context.Context, svc *shoalv1.Service) error {
 			}
 			// The stream ended early (the manager went away, or cut the
 			// watch): the write stands, only the progress is lost.
-			return fmt.Errorf("%s: lost the task stream after %s, %d/%d tasks running (%v); the service was written: see `shoal service ps %s`",
-				name, time.Since(began).Round(time.Millisecond), counted, want, err, name)
+			return fmt.Errorf("%s: lost the task stream after %s, %d/%d tasks running (%s); the service was written: see `shoal service ps %s`",
+				name, time.Since(began).Round(time.Millisecond), counted, want, status.Convert(err).Message(), name)
 		}
 	}
 }
@@ -312,8 +392,14 @@ func applyEvent(tasks map[string]*shoalv1.Task, serviceID string, ev *shoalv1.Wa
 }
 
 // progressLine says how far a service is: "web: 2/5 tasks running", or,
-// while it scales down, how many are still to stop (not "2/0").
-func progressLine(name string, running, want int) string {
+// while it scales down, how many are still to stop (not "2/0"). During a
+// rollout only the tasks of the spec rolled out count, while the others
+// still serve: the line says so ("web: 0/5 tasks running" at the start of
+// an update of 5 running tasks read as an outage).
+func progressLine(name string, running, want int, rollout bool) string {
+	if rollout {
+		return fmt.Sprintf("%s: %d/%d tasks of the new spec running", name, running, want)
+	}
 	if running > want {
 		return fmt.Sprintf("%s: %d tasks running, %d wanted (stopping %d)", name, running, want, running-want)
 	}
