@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -37,7 +38,7 @@ type StoreGeneration struct {
 }
 
 // WatchStoreGeneration starts the goroutine that keeps g subscribed until
-// ctx ends.
+// ctx ends or the store closes.
 func WatchStoreGeneration(ctx context.Context, s generationStore, logger *slog.Logger) *StoreGeneration {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -62,6 +63,9 @@ func (g *StoreGeneration) run(ctx context.Context, s generationStore, log *slog.
 		case <-retry.C:
 		}
 		sub, err := s.WatchFiltered(ctx, 0, g.bump, raftstore.KindNode, raftstore.KindCluster)
+		if errors.Is(err, raftstore.ErrClosed) {
+			return // the store is closed: no check reaches it any more
+		}
 		if err != nil {
 			if ctx.Err() == nil {
 				log.Warn("raft admission: cannot watch the node table; every raft read is checked in full", "err", err)
@@ -82,8 +86,12 @@ func (g *StoreGeneration) run(ctx context.Context, s generationStore, log *slog.
 		g.mu.Lock()
 		g.sub = nil
 		g.mu.Unlock()
+		ended := sub.Err()
 		sub.Close()
 		g.n.Add(1)
+		if errors.Is(ended, raftstore.ErrClosed) {
+			return
+		}
 		retry.Reset(0)
 	}
 }
