@@ -185,7 +185,10 @@ func (m *Manager) Run(ctx context.Context) error {
 		f := store.Raft().GetConfiguration()
 		return f.Configuration(), f.Error()
 	}
-	mux.AdmitRaft(transport.RaftAdmission(raftConf, check), transport.RaftAdmission(raftConf, trust.ConnectionCheck(storeNodes(store))))
+	// Raft peers are checked again whenever bytes arrive: the store part of
+	// that check is reused until a node or the cluster object changes.
+	nodesGen := transport.WatchStoreGeneration(ctx, store, cfg.Logger)
+	mux.AdmitRaft(transport.RaftAdmission(raftConf, check), transport.RaftAdmission(raftConf, transport.CachedCheck(trust.ConnectionCheck(storeNodes(store)), nodesGen)))
 	unary := []grpc.UnaryServerInterceptor{errdefs.UnaryServerInterceptor(), authz.Unary(), fwd.Unary()}
 	srv := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.Creds(transport.ServerCreds()),

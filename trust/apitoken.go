@@ -192,9 +192,12 @@ func VerifyAPIToken(tokens []*shoalv1.ApiToken, clusterID, token string, now tim
 
 // bearerToken returns the bearer token of a call's "authorization"
 // metadata, if it carries one.
+//
+// It reads the one key (metadata.ValueFromIncomingContext) rather than a
+// copy of all the call's metadata (FromIncomingContext), which was half of
+// the authorizer's time on a call without a token.
 func bearerToken(ctx context.Context) (string, bool) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	for _, v := range md.Get("authorization") {
+	for _, v := range metadata.ValueFromIncomingContext(ctx, "authorization") {
 		scheme, tok, ok := strings.Cut(v, " ")
 		if ok && strings.EqualFold(scheme, "bearer") {
 			return strings.TrimSpace(tok), true

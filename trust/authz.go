@@ -25,17 +25,23 @@ type Policy map[string][]Role
 
 // Lookup returns the roles allowed to call fullMethod and whether any key
 // matched.
+//
+// The keys that can match are fullMethod itself and its prefixes ending in
+// "/": those are looked up, longest first, instead of walking the whole
+// map on every call.
 func (p Policy) Lookup(fullMethod string) (roles []Role, ok bool) {
 	if r, ok := p[fullMethod]; ok {
 		return r, true
 	}
-	best := -1
-	for k, r := range p {
-		if strings.HasSuffix(k, "/") && strings.HasPrefix(fullMethod, k) && len(k) > best {
-			roles, best = r, len(k)
+	for i := len(fullMethod) - 1; i >= 0; i-- {
+		if fullMethod[i] != '/' {
+			continue
+		}
+		if r, ok := p[fullMethod[:i+1]]; ok {
+			return r, true
 		}
 	}
-	return roles, best >= 0
+	return nil, false
 }
 
 // DefaultPolicy is the policy of a manager's gRPC server:
@@ -185,14 +191,15 @@ func (a *Authorizer) Stream() grpc.StreamServerInterceptor {
 			return err
 		}
 		id, named := IdentityFrom(ctx)
-		if _, ok := bearerToken(ctx); ok && TokenRoleOf(id) != 0 {
+		tok, hasToken := bearerToken(ctx)
+		if hasToken && TokenRoleOf(id) != 0 {
 			release, err := a.holdTokenStream(id)
 			if err != nil {
 				return err
 			}
 			defer release()
 		}
-		if tok, ok := bearerToken(ctx); ok && a.Recheck > 0 && TokenRoleOf(id) != 0 {
+		if hasToken && a.Recheck > 0 && TokenRoleOf(id) != 0 {
 			ctx, cancel := context.WithCancelCause(ctx)
 			defer cancel(nil)
 			go a.recheckToken(ctx, tok, info.FullMethod, cancel)

@@ -63,4 +63,15 @@
 //
 // Handlers read the caller with IdentityFrom(ctx). Private keys and token
 // secrets are never logged or put into errors.
+//
+// # Per call
+//
+// The authorizer runs on every call, so its own work is kept small (an
+// admin's call: 2 allocations, 10 before; BenchmarkAuthorizeUnary): the
+// bearer token is read as the one "authorization" key, not from a copy of
+// all the call's metadata; Policy.Lookup looks up the method's own
+// prefixes instead of walking every key (35 against 256 ns); the
+// identity's context is one object; the serial is formatted with one
+// allocation. The rules are the same (TestPolicyLookupIsLongestPrefix,
+// TestSerialTextIsText).
 package trust

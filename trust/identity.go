@@ -3,8 +3,10 @@ package trust
 import (
 	"context"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/big"
 
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
@@ -50,9 +52,27 @@ func IdentityFromCert(cert *x509.Certificate) (Identity, error) {
 	}
 	id := Identity{NodeID: s.CommonName, ClusterID: s.Organization[0], Role: Role(s.OrganizationalUnit[0])}
 	if cert.SerialNumber != nil {
-		id.Serial = cert.SerialNumber.Text(16)
+		id.Serial = serialText(cert.SerialNumber)
 	}
 	return id, nil
+}
+
+// serialText is n.Text(16) with one allocation (the string) for the
+// serials a CA issues (positive, at most 20 bytes: RFC 5280), where
+// big.Int.Text takes two; it runs on every authorized call.
+func serialText(n *big.Int) string {
+	if n.Sign() <= 0 || n.BitLen() > 160 {
+		return n.Text(16)
+	}
+	var raw [20]byte
+	var out [40]byte
+	n.FillBytes(raw[:])
+	hex.Encode(out[:], raw[:])
+	i := 0
+	for i < len(out)-1 && out[i] == '0' {
+		i++
+	}
+	return string(out[i:])
 }
 
 // PeerIdentity returns the identity of a gRPC call's peer from its verified
@@ -82,14 +102,35 @@ func PeerIdentity(ctx context.Context) (Identity, error) {
 type identityKey struct{}
 
 // WithIdentity returns ctx carrying id; the Authorizer sets it for handlers.
+// One allocation (context.WithValue takes two: the context and id boxed in
+// an interface), on every authorized call.
 func WithIdentity(ctx context.Context, id Identity) context.Context {
-	return context.WithValue(ctx, identityKey{}, id)
+	return &identityCtx{Context: ctx, id: id}
 }
+
+// identityCtx is context.WithValue(ctx, identityKey{}, id) in one object;
+// Value hands out a pointer to its id (no allocation), never written.
+type identityCtx struct {
+	context.Context
+	id Identity
+}
+
+func (c *identityCtx) Value(key any) any {
+	if _, ok := key.(identityKey); ok {
+		return &c.id
+	}
+	return c.Context.Value(key)
+}
+
+func (c *identityCtx) String() string { return "trust.WithIdentity(" + c.id.String() + ")" }
 
 // IdentityFrom returns the identity the Authorizer put into ctx.
 func IdentityFrom(ctx context.Context) (Identity, bool) {
-	id, ok := ctx.Value(identityKey{}).(Identity)
-	return id, ok
+	id, ok := ctx.Value(identityKey{}).(*Identity)
+	if !ok {
+		return Identity{}, false
+	}
+	return *id, true
 }
 
 // InProcessInfo is the AuthInfo of a connection made inside the manager

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -38,9 +39,13 @@ type Allocator struct {
 	state  *State
 	maxOps int
 	maxB   int
-	// starved: the last pass left tasks it could not allocate (a full
-	// pool); a release then calls for a pass. Only Run's goroutine uses it.
-	starved bool
+	// work: what the next pass must look at, from the events observed
+	// since the last pass that committed. blocked: what passes could not
+	// allocate (a full pool, a network missing), looked at again when an
+	// address is freed or a network changes. Only Run's goroutine uses
+	// them.
+	work    Work
+	blocked Work
 }
 
 // New returns an allocator over the store; Run starts it.
@@ -89,6 +94,18 @@ func (a *Allocator) rebuild(r raftstore.Reader) {
 		a.log.Error("conflicting address in the store", "err", err)
 	}
 	a.state = st
+	a.work = Work{All: true} // the store may hold anything: look at all of it
+	a.blocked = Work{}
+}
+
+// unblock puts what passes could not allocate back into the next pass's
+// work: an address was freed (or a network changed).
+func (a *Allocator) unblock() bool {
+	if a.blocked.empty() {
+		return false
+	}
+	a.work.merge(a.blocked)
+	return true
 }
 
 // observe applies what an event frees and reports whether a pass is due.
@@ -98,16 +115,24 @@ func (a *Allocator) observe(ev *shoalv1.WatchEvent) bool {
 	case *shoalv1.Task:
 		if del || Ended(o) {
 			a.state.ReleaseTask(o)
-			return a.starved // an address freed may be what a waiting task needs
+			return a.unblock() // an address freed may be what a waiting task needs
 		}
-		return needsAllocation(o)
+		if !needsAllocation(o) {
+			return false
+		}
+		a.work.addTask(o.GetMeta().GetId())
+		return true
 	case *shoalv1.Service:
 		if del {
 			a.state.ReleaseService(o)
-			return a.starved
+			return a.unblock()
 		}
+		a.work.addService(o.GetMeta().GetId())
 		return true
 	case *shoalv1.Network:
+		// Rare: a network's pool appears or goes, which any service's
+		// VIPs and any pending task may depend on.
+		a.work = Work{All: true}
 		return true
 	}
 	return false
@@ -118,7 +143,7 @@ func needsAllocation(t *shoalv1.Task) bool {
 }
 
 func (a *Allocator) serve(ctx context.Context, sub raftstore.Subscription) error {
-	timer := time.NewTimer(0) // a full pass first
+	timer := time.NewTimer(0) // a full pass first (rebuild set a.work)
 	defer timer.Stop()
 	armed := true
 	var backoff time.Duration
@@ -166,30 +191,148 @@ type PassResult struct {
 	Services []*shoalv1.Service // services whose VIPs changed
 	Failed   map[string]string  // task id -> why it could not be allocated
 	More     bool               // the entry's budget stopped the pass
+	// Rest is what the budget left for the next pass (empty unless More).
+	Rest Work
+	// Blocked is what failed (a full pool, a network missing): looked at
+	// again when an address is freed or a network changes.
+	Blocked Work
+	// Freed: the pass freed addresses (VIPs of networks a service no
+	// longer names), which what is blocked may be waiting for.
+	Freed bool
 }
 
-// Plan allocates, against st, what the stored objects need: VIPs of
-// services first, then attachments of pending tasks (sorted by id), within
-// maxOps objects and maxBytes. The allocations are recorded in st and in
-// undo, which reverts them if the entry is not committed.
-func Plan(st *State, r raftstore.Reader, maxOps, maxBytes int, undo *Undo) PassResult {
-	res := PassResult{Failed: map[string]string{}}
-	nets := map[string]*shoalv1.Network{}
-	list := raftstore.List[*shoalv1.Network](r)
-	for _, n := range list {
-		nets[n.GetMeta().GetId()] = n
+// Work is what a pass looks at: everything (All: after a rebuild or a
+// network change) or only the services and tasks named — those an event
+// touched since the last pass — so that a service event costs that
+// service, not a listing of every service.
+type Work struct {
+	All      bool
+	Services map[string]struct{}
+	Tasks    map[string]struct{}
+}
+
+func (w *Work) addService(id string) {
+	if w.All {
+		return
 	}
-	st.SyncNetworks(list)
+	if w.Services == nil {
+		w.Services = map[string]struct{}{}
+	}
+	w.Services[id] = struct{}{}
+}
+
+func (w *Work) addTask(id string) {
+	if w.All {
+		return
+	}
+	if w.Tasks == nil {
+		w.Tasks = map[string]struct{}{}
+	}
+	w.Tasks[id] = struct{}{}
+}
+
+func (w *Work) merge(o Work) {
+	if o.All {
+		*w = Work{All: true}
+		return
+	}
+	for id := range o.Services {
+		w.addService(id)
+	}
+	for id := range o.Tasks {
+		w.addTask(id)
+	}
+}
+
+// forget drops from w what a pass over done looked at.
+func (w *Work) forget(done Work) {
+	if done.All {
+		*w = Work{}
+		return
+	}
+	for id := range done.Services {
+		delete(w.Services, id)
+	}
+	for id := range done.Tasks {
+		delete(w.Tasks, id)
+	}
+}
+
+func (w Work) empty() bool { return !w.All && len(w.Services) == 0 && len(w.Tasks) == 0 }
+
+func sortedIDs(m map[string]struct{}) []string {
+	ids := make([]string, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// Plan allocates, against st, what the stored objects named by work need
+// (all of them when work.All): VIPs of services first, then attachments
+// of pending tasks (each sorted by id), within maxOps objects and
+// maxBytes. The allocations are recorded in st and in undo, which reverts
+// them if the entry is not committed. Only a pass over everything lists
+// services, tasks and networks; one over named objects reads those and
+// the networks they name.
+func Plan(st *State, r raftstore.Reader, work Work, maxOps, maxBytes int, undo *Undo) PassResult {
+	res := PassResult{Failed: map[string]string{}}
+	var nets map[string]*shoalv1.Network
+	var services []*shoalv1.Service
+	var tasks []*shoalv1.Task
+	if work.All {
+		list := raftstore.List[*shoalv1.Network](r)
+		nets = make(map[string]*shoalv1.Network, len(list))
+		for _, n := range list {
+			nets[n.GetMeta().GetId()] = n
+		}
+		st.SyncNetworks(list)
+		services = raftstore.List[*shoalv1.Service](r)
+		tasks = raftstore.Find[*shoalv1.Task](r, raftstore.IndexState, statePending.String())
+	} else {
+		nets = map[string]*shoalv1.Network{}
+		for _, id := range sortedIDs(work.Services) {
+			if svc, ok := raftstore.Get[*shoalv1.Service](r, id); ok {
+				services = append(services, svc)
+				st.lookupNetworks(r, svc.GetSpec().GetTask().GetNetworks(), nets)
+			}
+		}
+		for _, id := range sortedIDs(work.Tasks) {
+			if t, ok := raftstore.Get[*shoalv1.Task](r, id); ok {
+				tasks = append(tasks, t)
+				st.lookupNetworks(r, t.GetSpec().GetNetworks(), nets)
+			}
+		}
+	}
 	ops, bytes := 0, 0
 	full := func() bool { return ops >= maxOps || bytes >= maxBytes }
-	for _, svc := range raftstore.List[*shoalv1.Service](r) {
-		if full() {
-			res.More = true
+	stop := func(si, ti int) PassResult {
+		res.More = true
+		if work.All {
+			res.Rest = Work{All: true}
 			return res
 		}
+		for _, s := range services[si:] {
+			res.Rest.addService(s.GetMeta().GetId())
+		}
+		for _, t := range tasks[ti:] {
+			res.Rest.addTask(t.GetMeta().GetId())
+		}
+		return res
+	}
+	for i, svc := range services {
+		if full() {
+			return stop(i, 0)
+		}
+		before := len(*undo)
 		vips, changed, err := st.ServiceVIPs(svc, nets, undo)
+		for _, u := range (*undo)[before:] {
+			res.Freed = res.Freed || !u.Frees
+		}
 		if err != nil {
 			res.Failed[svc.GetMeta().GetId()] = err.Error()
+			res.Blocked.addService(svc.GetMeta().GetId())
 			continue
 		}
 		if !changed {
@@ -201,17 +344,17 @@ func Plan(st *State, r raftstore.Reader, maxOps, maxBytes int, undo *Undo) PassR
 		ops++
 		bytes += proto.Size(out)
 	}
-	for _, t := range raftstore.Find[*shoalv1.Task](r, raftstore.IndexState, statePending.String()) {
+	for i, t := range tasks {
 		if !needsAllocation(t) {
 			continue
 		}
 		if full() {
-			res.More = true
-			return res
+			return stop(len(services), i)
 		}
 		out, err := st.AllocateTask(t, nets, undo)
 		if err != nil {
 			res.Failed[t.GetMeta().GetId()] = err.Error()
+			res.Blocked.addTask(t.GetMeta().GetId())
 			continue
 		}
 		res.Tasks = append(res.Tasks, out)
@@ -226,10 +369,14 @@ func (a *Allocator) pass(ctx context.Context) (bool, error) {
 	var undo Undo
 	var res PassResult
 	var fnErr error
+	work := a.work // events are observed on this goroutine: none arrive during the pass
+	if work.empty() {
+		return false, nil
+	}
 	_, err := a.store.Update(ctx, func(tx raftstore.WriteTx) error {
 		undo.Run() // a previous attempt of this function
 		undo = nil
-		fnErr = a.write(tx, &res, &undo)
+		fnErr = a.write(tx, work, &res, &undo)
 		return fnErr
 	})
 	if err != nil {
@@ -250,8 +397,22 @@ func (a *Allocator) pass(ctx context.Context) (bool, error) {
 	for id, why := range res.Failed {
 		a.log.Warn("cannot allocate", "id", id, "reason", why)
 	}
-	a.starved = len(res.Failed) > 0
+	a.done(work, res)
 	return res.More, nil
+}
+
+// done records a committed pass over work: what it looked at is no longer
+// due (what the budget left is), what failed is blocked until an address
+// is freed (by an event, or by this pass: then at once) or a network
+// changes.
+func (a *Allocator) done(work Work, res PassResult) {
+	a.work.forget(work)
+	a.work.merge(res.Rest)
+	a.blocked.forget(work)
+	a.blocked.merge(res.Blocked)
+	if res.Freed {
+		a.unblock()
+	}
 }
 
 // definitelyNotCommitted: the store refused the entry before proposing it
@@ -263,8 +424,8 @@ func definitelyNotCommitted(err error) bool {
 }
 
 // write plans one pass into tx.
-func (a *Allocator) write(tx raftstore.WriteTx, resp *PassResult, undo *Undo) error {
-	res := Plan(a.state, tx, a.maxOps, a.maxB, undo)
+func (a *Allocator) write(tx raftstore.WriteTx, work Work, resp *PassResult, undo *Undo) error {
+	res := Plan(a.state, tx, work, a.maxOps, a.maxB, undo)
 	*resp = res
 	for _, svc := range res.Services {
 		if err := tx.Update(svc); err != nil {

@@ -18,7 +18,7 @@ func BenchmarkPlan1000(b *testing.B) {
 	for b.Loop() {
 		st, _ := Rebuild(raftstore.List[*shoalv1.Network](r), nil, nil)
 		var undo Undo
-		res := Plan(st, r, 2000, 1<<30, &undo)
+		res := Plan(st, r, Work{All: true}, 2000, 1<<30, &undo)
 		if len(res.Tasks) != 1000 {
 			b.Fatal(len(res.Tasks))
 		}

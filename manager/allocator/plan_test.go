@@ -168,7 +168,7 @@ func TestPlan(t *testing.T) {
 				maxOps = 1000
 			}
 			var undo Undo
-			res := Plan(st, r, maxOps, 1<<20, &undo)
+			res := Plan(st, r, Work{All: true}, maxOps, 1<<20, &undo)
 			fixMasks(res.Tasks)
 			if got := attachments(res.Tasks); !mapsEqual(got, tt.tasks) {
 				t.Errorf("tasks:\n got %v\nwant %v", got, tt.tasks)

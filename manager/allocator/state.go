@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
 )
 
 const (
@@ -109,6 +110,29 @@ func (s *State) SyncNetworks(networks []*shoalv1.Network) {
 	}
 }
 
+// lookupNetworks reads into nets the stored networks that cfgs name (for
+// a pass over a few objects, which lists no networks), adding the pool of
+// one with a subnet that has none yet: its event may not have reached the
+// allocator, and without a pool an attachment would get no address.
+func (s *State) lookupNetworks(r raftstore.Reader, cfgs []*shoalv1.NetworkAttachmentConfig, nets map[string]*shoalv1.Network) {
+	for _, cfg := range cfgs {
+		id := cfg.GetTarget()
+		if _, ok := nets[id]; ok {
+			continue
+		}
+		n, ok := raftstore.Get[*shoalv1.Network](r, id)
+		if !ok {
+			continue
+		}
+		nets[id] = n
+		if _, ok := s.pools[id]; !ok && n.GetSubnet() != "" {
+			if p, err := NewPool(n.GetSubnet(), n.GetGateway()); err == nil {
+				s.pools[id] = p
+			}
+		}
+	}
+}
+
 // Pool returns a network's pool (nil for none).
 func (s *State) Pool(networkID string) *Pool { return s.pools[networkID] }
 
@@ -204,7 +228,8 @@ func (s *State) ReleaseService(svc *shoalv1.Service) {
 // ServiceVIPs returns a service's VIPs as they should be — one per
 // network of its spec that has a subnet, in vip mode; none in dnsrr —
 // keeping those it has, allocating the missing and freeing the rest. It
-// returns nil when nothing changes.
+// returns nil when nothing changes. On error nothing changes (the service
+// is not written, so the VIPs it has stay held).
 func (s *State) ServiceVIPs(svc *shoalv1.Service, networks map[string]*shoalv1.Network, undo *Undo) ([]*shoalv1.ServiceVIP, bool, error) {
 	owner := vipOwner(svc.GetMeta().GetId())
 	want := map[string]bool{}
@@ -219,6 +244,7 @@ func (s *State) ServiceVIPs(svc *shoalv1.Service, networks map[string]*shoalv1.N
 	}
 	have := map[string]*shoalv1.ServiceVIP{}
 	changed := false
+	var local Undo
 	for _, v := range svc.GetVips() {
 		if want[v.GetNetworkId()] && have[v.GetNetworkId()] == nil {
 			have[v.GetNetworkId()] = v
@@ -227,7 +253,7 @@ func (s *State) ServiceVIPs(svc *shoalv1.Service, networks map[string]*shoalv1.N
 		changed = true
 		if p := s.pools[v.GetNetworkId()]; p != nil {
 			if pr, err := netip.ParsePrefix(v.GetAddress()); err == nil && p.Release(pr.Addr(), owner) {
-				*undo = append(*undo, UndoStep{Fn: func() { _ = p.Reserve(pr.Addr(), owner) }})
+				local = append(local, UndoStep{Fn: func() { _ = p.Reserve(pr.Addr(), owner) }})
 			}
 		}
 	}
@@ -240,11 +266,14 @@ func (s *State) ServiceVIPs(svc *shoalv1.Service, networks map[string]*shoalv1.N
 		p := s.pools[id]
 		a, err := p.Allocate(owner)
 		if err != nil {
+			// The service is not written: what it held stays held.
+			local.Run()
 			return nil, false, fmt.Errorf("network %q: %v", networks[id].GetSpec().GetName(), err)
 		}
-		*undo = append(*undo, UndoStep{Fn: func() { p.Release(a, owner) }, Frees: true})
+		local = append(local, UndoStep{Fn: func() { p.Release(a, owner) }, Frees: true})
 		out = append(out, &shoalv1.ServiceVIP{NetworkId: id, Address: netip.PrefixFrom(a, p.Subnet().Bits()).String()})
 		changed = true
 	}
+	*undo = append(*undo, local...)
 	return out, changed, nil
 }

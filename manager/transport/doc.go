@@ -20,4 +20,15 @@
 // authorization, so the mux admits only verified manager certificates of the
 // cluster CA to it, and with Mux.AdmitRaft(RaftAdmission(...)) only those of
 // current voters, checked again whenever bytes arrive on the connection.
+//
+// That re-check reads the latest raft configuration every time (an atomic
+// load in hashicorp/raft) but the store's side (the peer's node object and
+// the cluster's removed list) only when it may have changed:
+// CachedCheck reuses a verdict while StoreGeneration has not moved, and the
+// generation is bumped inside the store's apply of any node or cluster
+// change (a watch filter that refuses every event), so a write that
+// demotes or removes a manager, or changes the role its certificate
+// claims, has moved it before the write returns, and the peer's next read
+// is refused (TestCachedAdmissionCutsTheNextRPC). After a snapshot
+// restore, or while the watch is not in place, every check is a full one.
 package transport

@@ -1,0 +1,206 @@
+package transport_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/shoal-dev/shoal/manager/transport"
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
+)
+
+func openStore(t *testing.T) *raftstore.Store {
+	t.Helper()
+	_, trans := raft.NewInmemTransport("solo:1")
+	st, err := raftstore.Open(raftstore.Config{
+		NodeID: "solo", InMemory: true, Transport: trans, Bootstrap: true,
+		HeartbeatTimeout: 50 * time.Millisecond, ElectionTimeout: 50 * time.Millisecond, LeaderLeaseTimeout: 50 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	poll(t, "leadership", st.IsLeader)
+	return st
+}
+
+func poll(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func write(t *testing.T, st *raftstore.Store, fn func(tx raftstore.WriteTx) error) {
+	t.Helper()
+	if _, err := st.Update(context.Background(), fn); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// nodesOf is the manager's lookup: the node object, or whether the cluster
+// lists the id as removed.
+func nodesOf(st *raftstore.Store) trust.NodeLookup {
+	return func(id string) (*shoalv1.Node, bool) {
+		view := st.View()
+		if n, ok := raftstore.Get[*shoalv1.Node](view, id); ok {
+			return n, false
+		}
+		c, _ := raftstore.ClusterOf(view)
+		return nil, slices.Contains(c.GetRemovedNodes(), id)
+	}
+}
+
+func managerNode(id string) *shoalv1.Node {
+	return &shoalv1.Node{Meta: &shoalv1.Meta{Id: id}, Role: shoalv1.NodeRole_NODE_ROLE_MANAGER,
+		Spec: &shoalv1.NodeSpec{DesiredRole: shoalv1.NodeRole_NODE_ROLE_MANAGER}}
+}
+
+// TestCachedAdmissionCutsTheNextRPC: the raft re-check's store part is
+// reused while no node or cluster object changes (other writes do not
+// count), and a demotion, a removal or a role the store no longer agrees
+// with is refused by the very next check after the write returns — over
+// 200 demotions and promotions back to back, so no hand-off can hide one.
+// When the generation's subscription ends, every check is full again.
+func TestCachedAdmissionCutsTheNextRPC(t *testing.T) {
+	st := openStore(t)
+	write(t, st, func(tx raftstore.WriteTx) error {
+		if err := tx.Create(&shoalv1.Cluster{Meta: &shoalv1.Meta{Id: "c"}}); err != nil {
+			return err
+		}
+		return tx.Create(managerNode("m2"))
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	gen := transport.WatchStoreGeneration(ctx, st, nil)
+	full := 0
+	check := transport.CachedCheck(func(id trust.Identity) (trust.Role, error) {
+		full++
+		return trust.ConnectionCheck(nodesOf(st))(id)
+	}, gen)
+	conf := func() (raft.Configuration, error) {
+		return raft.Configuration{Servers: []raft.Server{{ID: "solo", Suffrage: raft.Voter}, {ID: "m2", Suffrage: raft.Voter}}}, nil
+	}
+	admit := transport.RaftAdmission(conf, check)
+	m2 := trust.Identity{NodeID: "m2", ClusterID: "c", Role: trust.RoleManager, Serial: "01"}
+	// The generation is live once a check is reused.
+	poll(t, "a reused verdict", func() bool {
+		before := full
+		_ = admit(m2)
+		_ = admit(m2)
+		return full == before+1
+	})
+	if err := admit(m2); err != nil {
+		t.Fatalf("m2 refused: %v", err)
+	}
+	before := full
+	write(t, st, func(tx raftstore.WriteTx) error {
+		return tx.Create(&shoalv1.Service{Meta: &shoalv1.Meta{Id: "s"}, Spec: &shoalv1.ServiceSpec{Name: "s"}})
+	})
+	if err := admit(m2); err != nil || full != before {
+		t.Fatalf("after a service write: err %v, %d full checks (want %d: the verdict reused)", err, full, before)
+	}
+	setDesired := func(role shoalv1.NodeRole) {
+		write(t, st, func(tx raftstore.WriteTx) error {
+			n, _ := raftstore.Get[*shoalv1.Node](tx, "m2")
+			n = proto.Clone(n).(*shoalv1.Node)
+			n.Spec.DesiredRole = role
+			return tx.Update(n)
+		})
+	}
+	for i := range 200 {
+		setDesired(shoalv1.NodeRole_NODE_ROLE_WORKER)
+		if err := admit(m2); err == nil {
+			t.Fatalf("round %d: a manager being demoted was admitted", i)
+		}
+		setDesired(shoalv1.NodeRole_NODE_ROLE_MANAGER)
+		if err := admit(m2); err != nil {
+			t.Fatalf("round %d: promoted again, refused: %v", i, err)
+		}
+	}
+	// Its role no longer the certificate's (demotion done).
+	write(t, st, func(tx raftstore.WriteTx) error {
+		n, _ := raftstore.Get[*shoalv1.Node](tx, "m2")
+		n = proto.Clone(n).(*shoalv1.Node)
+		n.Role = shoalv1.NodeRole_NODE_ROLE_WORKER
+		return tx.Update(n)
+	})
+	if err := admit(m2); !errors.Is(err, trust.ErrNotCurrent) {
+		t.Fatalf("a worker's manager certificate: %v, want ErrNotCurrent", err)
+	}
+	// Removed: the node object goes, the cluster lists it.
+	write(t, st, func(tx raftstore.WriteTx) error {
+		if err := tx.Delete(raftstore.KindNode, "m2", 0); err != nil {
+			return err
+		}
+		c, _ := raftstore.ClusterOf(tx)
+		c = proto.Clone(c).(*shoalv1.Cluster)
+		c.RemovedNodes = append(c.RemovedNodes, "m2")
+		return tx.Update(c)
+	})
+	if err := admit(m2); !errors.Is(err, trust.ErrNodeRemoved) {
+		t.Fatalf("a removed manager: %v, want ErrNodeRemoved", err)
+	}
+	// Without the subscription, nothing is reused.
+	cancel()
+	poll(t, "full checks once the generation stops", func() bool {
+		before := full
+		_ = admit(m2)
+		_ = admit(m2)
+		return full == before+2
+	})
+}
+
+// BenchmarkRaftReadmission: the check on each raft read, in full (a store
+// view, the node, the cluster object) and reused through the generation.
+func BenchmarkRaftReadmission(b *testing.B) {
+	t := &testing.T{}
+	st := openStore(t)
+	defer st.Close()
+	if _, err := st.Update(context.Background(), func(tx raftstore.WriteTx) error {
+		if err := tx.Create(&shoalv1.Cluster{Meta: &shoalv1.Meta{Id: "c"}}); err != nil {
+			return err
+		}
+		return tx.Create(managerNode("m2"))
+	}); err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	gen := transport.WatchStoreGeneration(ctx, st, nil)
+	conf := func() (raft.Configuration, error) {
+		f := st.Raft().GetConfiguration()
+		return f.Configuration(), f.Error()
+	}
+	m2 := trust.Identity{NodeID: "solo", ClusterID: "c", Role: trust.RoleManager, Serial: "01"}
+	if _, err := st.Update(context.Background(), func(tx raftstore.WriteTx) error { return tx.Create(managerNode("solo")) }); err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name  string
+		check func(trust.Identity) (trust.Role, error)
+	}{{"full", trust.ConnectionCheck(nodesOf(st))}, {"cached", transport.CachedCheck(trust.ConnectionCheck(nodesOf(st)), gen)}} {
+		b.Run(c.name, func(b *testing.B) {
+			admit := transport.RaftAdmission(conf, c.check)
+			for b.Loop() {
+				if err := admit(m2); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
