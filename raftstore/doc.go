@@ -100,6 +100,9 @@
 // so the writer plans again. The scheduler's assignment
 // (WriteTx.AssignTask) goes out as a STORE_OP_KIND_TASK_ASSIGN op of the
 // id, the version read, the node and the status, applied like a status op.
+// A status update and an assignment of one task in one tx go out as the
+// assignment (it carries the status too); any other write of the task in
+// the tx makes the op whole.
 // While any manager reports a StoreFormat below 4, both go out as whole
 // CREATEs and UPDATEs (and the format-2 and -3 forms too: the gate counts
 // managers below the newest format); every replica reads every form.

@@ -63,7 +63,14 @@ func (tx *writeTx) AssignTask(id string, version uint64, nodeID string, status *
 	nt.NodeId = nodeID
 	k := objKey{KindTask, id}
 	if p, ok := tx.pending[k]; ok {
-		p.obj = nt // whatever the tx wrote before stays the op's form
+		// Whatever the tx wrote before stays the op's form, but for a
+		// status-only change: its TASK_STATUS op would drop the node
+		// (TestStatusThenAssignKeepsTheNode). An assignment carries the
+		// status as well, so it covers both.
+		p.obj = nt
+		if p.form == formStatus {
+			p.form = formAssign
+		}
 		return nil
 	}
 	tx.add(k, &pendingOp{op: shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE, obj: nt, expected: version, form: formAssign})

@@ -6,7 +6,13 @@
 // through raftstore.ReadLinearizable. Writes validate the request first —
 // errors name the field path and the reason, e.g.
 // `spec.replicas: must be >= 0, got -1` — and then apply one raft entry with
-// the version the caller read (optimistic concurrency).
+// the version the caller read (optimistic concurrency). With
+// ignore_version, UpdateService and UpdateNode overwrite the spec the
+// caller sends but still write against the version they read themselves,
+// building the object again when another write came in between
+// (ignoreversion.go), so that the fields other writers own (VIPs, update
+// status, spec_version; a node's status, role and certificate serial) are
+// never put back to what they were.
 //
 // UpdateService checks the task template's rules only when the task
 // changed or was not checked here: a task it leaves exactly as stored, at

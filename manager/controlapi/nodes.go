@@ -99,7 +99,7 @@ func (s *Server) UpdateNode(ctx context.Context, req *shoalv1.UpdateNodeRequest)
 		return nil, err
 	}
 	var out *shoalv1.Node
-	_, err := s.store.Update(ctx, func(tx raftstore.WriteTx) error {
+	_, err := s.updateIgnoringVersion(ctx, req.GetIgnoreVersion(), func(tx raftstore.WriteTx) error {
 		cur, ok := raftstore.Get[*shoalv1.Node](tx, req.GetNodeId())
 		if !ok {
 			return notFound("node", req.GetNodeId())
@@ -121,10 +121,9 @@ func (s *Server) UpdateNode(ctx context.Context, req *shoalv1.UpdateNodeRequest)
 		}
 		n := proto.Clone(cur).(*shoalv1.Node)
 		n.Spec = proto.Clone(req.GetSpec()).(*shoalv1.NodeSpec)
-		n.Meta.Version = req.GetVersion()
-		if req.GetIgnoreVersion() {
-			n.Meta.Version = 0 // the store skips the check
-		}
+		if !req.GetIgnoreVersion() {
+			n.Meta.Version = req.GetVersion()
+		} // else checked against the version read (updateIgnoringVersion)
 		out = n
 		return tx.Update(n)
 	})

@@ -240,7 +240,7 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 	// not the task validation saw (network names became ids).
 	sameTask, taskAccepted, resolved := false, false, false
 	defer s.lockServiceWrite(spec)()
-	idx, err := s.store.Update(ctx, func(tx raftstore.WriteTx) error {
+	idx, err := s.updateIgnoringVersion(ctx, req.GetIgnoreVersion(), func(tx raftstore.WriteTx) error {
 		cur, ok := raftstore.Get[*shoalv1.Service](tx, req.GetServiceId())
 		// A task left as stored by a write this process checked is not
 		// checked again (checkedTasks); anything else is, in full, and
@@ -314,10 +314,9 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 			startRollout(svc, time.Now()) // e.g. failure action continue now
 		}
 		keepRolloutStart(cur, svc)
-		svc.Meta.Version = req.GetVersion()
-		if req.GetIgnoreVersion() {
-			svc.Meta.Version = 0 // the store skips the check
-		}
+		if !req.GetIgnoreVersion() {
+			svc.Meta.Version = req.GetVersion()
+		} // else checked against the version read (updateIgnoringVersion)
 		out = svc
 		return tx.Update(svc)
 	})
