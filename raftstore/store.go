@@ -131,6 +131,10 @@ func open(cfg Config, opts options) (*Store, error) {
 		if s.bolt, err = raftboltdb.New(raftboltdb.Options{Path: path, NoSync: cfg.NoSync, BoltOptions: &bopts}); err != nil {
 			return nil, fmt.Errorf("raftstore: opening %s: %w", path, err)
 		}
+		if err = checkDataDirFormat(s.bolt, cfg.DataDir, raftboltdb.ErrKeyNotFound); err != nil {
+			s.bolt.Close()
+			return nil, fmt.Errorf("raftstore: %w", err)
+		}
 		if snaps, err = raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, retainedSnapshots, hlog.Named("snapshots")); err != nil {
 			s.bolt.Close()
 			return nil, fmt.Errorf("raftstore: opening the snapshot store: %w", err)

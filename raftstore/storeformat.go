@@ -1,6 +1,9 @@
 package raftstore
 
 import (
+	"errors"
+	"fmt"
+
 	"github.com/hashicorp/go-memdb"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -95,4 +98,42 @@ func b2i(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// dataDirFormatKey names, in raft.db's stable store, the newest StoreFormat
+// of a binary that has opened the data dir. A manager of format N may hold
+// entries of format N in its log as soon as every manager reports N, and a
+// binary of an older format refuses those entries as unknown ops at replay
+// (silently drifting from its peers), so a data dir marked newer than the
+// binary is refused at open instead: downgrading a data dir is not
+// supported. Data dirs of releases before the mark carry none and open.
+var dataDirFormatKey = []byte("ShoalStoreFormat")
+
+// formatStable is the part of raft's stable store the mark needs.
+type formatStable interface {
+	GetUint64(key []byte) (uint64, error)
+	SetUint64(key []byte, val uint64) error
+}
+
+// checkDataDirFormat refuses a data dir marked by a binary of a newer
+// StoreFormat than this one (at dir, for the message) and otherwise marks it
+// with this binary's format. errNotFound is the stable store's "no such
+// key" error.
+func checkDataDirFormat(st formatStable, dir string, errNotFound error) error {
+	marked, err := st.GetUint64(dataDirFormatKey)
+	switch {
+	case errors.Is(err, errNotFound):
+		marked = 0
+	case err != nil:
+		return fmt.Errorf("reading the data dir's store format: %w", err)
+	}
+	if marked > StoreFormat {
+		return fmt.Errorf("data dir %s was written by a newer shoal (store format %d; this binary reads up to %d): downgrading a manager's data dir is not supported — run the newer binary, or remove the node from the cluster and join it again with an empty data dir", dir, marked, StoreFormat)
+	}
+	if marked < StoreFormat {
+		if err := st.SetUint64(dataDirFormatKey, StoreFormat); err != nil {
+			return fmt.Errorf("marking the data dir's store format: %w", err)
+		}
+	}
+	return nil
 }
