@@ -155,6 +155,10 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	recvErr := make(chan error, 1)
 	go func() { recvErr <- d.receive(ctx, stream, id.NodeID, statusCh, period) }()
 
+	// The session takes its events from the subscription's queue itself
+	// (no pump goroutine and channel between): all that is queued, up to
+	// maxDiffEvents a message.
+	var batch []*shoalv1.WatchEvent
 	for {
 		select {
 		case err := <-recvErr:
@@ -168,14 +172,24 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 				return d.leaderUnavailable()
 			}
 			return errdefs.Unavailablef("session closed (heartbeat missed or replaced)")
-		case ev, ok := <-sub.C():
-			if !ok {
-				// Slow consumer or restore: the agent reconnects and gets a
-				// fresh full set.
-				return errdefs.Unavailablef("session resync needed: %v", sub.Err())
-			}
-			if err := d.forward(stream, id.NodeID, ev, sub.C(), nets); err != nil {
-				return err
+		case <-sub.Done():
+			// Slow consumer or restore: the agent reconnects and gets a
+			// fresh full set.
+			return errdefs.Unavailablef("session resync needed: %v", sub.Err())
+		case <-sub.Ready():
+			for {
+				var ok bool
+				if batch, ok = sub.Take(batch[:0], maxDiffEvents); !ok {
+					return errdefs.Unavailablef("session resync needed: %v", sub.Err())
+				}
+				if len(batch) == 0 {
+					break
+				}
+				err := d.forward(stream, id.NodeID, batch, nets)
+				clear(batch)
+				if err != nil {
+					return err
+				}
 			}
 		}
 	}
@@ -211,13 +225,14 @@ func sessionEvents(nodeID string, nets *atomic.Bool) func(*shoalv1.WatchEvent) b
 	}
 }
 
-// maxDiffEvents bounds how many queued events forward gathers into a diff.
+// maxDiffEvents bounds how many queued events forward gathers into a diff:
+// a long burst (a big service being scheduled) goes out as it comes
+// instead of piling up in one diff.
 const maxDiffEvents = 1000
 
-// forward turns the first event plus any already queued ones (up to
-// maxDiffEvents) into one assignments diff (and node updates) for the
-// agent.
-func (d *Dispatcher) forward(stream shoalv1.Dispatcher_SessionServer, nodeID string, first *shoalv1.WatchEvent, more <-chan *shoalv1.WatchEvent, nets *networkTracker) error {
+// forward turns events, in order, into one assignments diff (and node
+// updates) for the agent.
+func (d *Dispatcher) forward(stream shoalv1.Dispatcher_SessionServer, nodeID string, events []*shoalv1.WatchEvent, nets *networkTracker) error {
 	diff := &shoalv1.Assignments{}
 	upserts := map[string]int{}
 	var nodeMsg *shoalv1.Node
@@ -267,20 +282,8 @@ func (d *Dispatcher) forward(stream shoalv1.Dispatcher_SessionServer, nodeID str
 			diff.Removed = append(diff.Removed, id)
 		}
 	}
-	add(first)
-drain:
-	// Bounded, so that a long burst (a big service being scheduled) goes
-	// out as it comes instead of piling up in one diff.
-	for range maxDiffEvents {
-		select {
-		case ev, ok := <-more:
-			if !ok {
-				break drain
-			}
-			add(ev)
-		default:
-			break drain
-		}
+	for _, ev := range events {
+		add(ev)
 	}
 	if removed {
 		// `node rm`: end the session; the agent stops for good.
