@@ -147,6 +147,7 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	if err := sendAssignments(stream, true, set, nil); err != nil {
 		return err
 	}
+	ech := newEchoes(id.NodeID, set)
 	nets := &networkTracker{}
 	if err := d.sendNetworks(stream, view, id.NodeID, nets, true); err != nil {
 		return err
@@ -157,8 +158,25 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 
 	// The session takes its events from the subscription's queue itself
 	// (no pump goroutine and channel between): all that is queued, up to
-	// maxDiffEvents a message.
+	// maxDiffEvents a message. A batch of echoes only is held back for up
+	// to echoDelay (see echoes); anything else goes at once, after them.
 	var batch []*shoalv1.WatchEvent
+	var echoTimer *time.Timer
+	var echoC <-chan time.Time
+	defer func() {
+		if echoTimer != nil {
+			echoTimer.Stop()
+		}
+	}()
+	send := func(evs []*shoalv1.WatchEvent) error {
+		if echoC != nil {
+			echoTimer.Stop()
+			echoC = nil
+		}
+		all := append(ech.held, evs...)
+		ech.held = nil
+		return d.forward(stream, id.NodeID, all, nets, ech)
+	}
 	for {
 		select {
 		case err := <-recvErr:
@@ -176,6 +194,11 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 			// Slow consumer or restore: the agent reconnects and gets a
 			// fresh full set.
 			return errdefs.Unavailablef("session resync needed: %v", sub.Err())
+		case <-echoC:
+			echoC = nil
+			if err := send(nil); err != nil {
+				return err
+			}
 		case <-sub.Ready():
 			for {
 				var ok bool
@@ -185,7 +208,20 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 				if len(batch) == 0 {
 					break
 				}
-				err := d.forward(stream, id.NodeID, batch, nets)
+				if ech.holdable(batch) {
+					ech.held = append(ech.held, batch...)
+					clear(batch)
+					if echoC == nil {
+						if echoTimer == nil {
+							echoTimer = time.NewTimer(echoDelay)
+						} else {
+							echoTimer.Reset(echoDelay)
+						}
+						echoC = echoTimer.C
+					}
+					continue
+				}
+				err := send(batch)
 				clear(batch)
 				if err != nil {
 					return err
@@ -232,7 +268,7 @@ const maxDiffEvents = 1000
 
 // forward turns events, in order, into one assignments diff (and node
 // updates) for the agent.
-func (d *Dispatcher) forward(stream shoalv1.Dispatcher_SessionServer, nodeID string, events []*shoalv1.WatchEvent, nets *networkTracker) error {
+func (d *Dispatcher) forward(stream shoalv1.Dispatcher_SessionServer, nodeID string, events []*shoalv1.WatchEvent, nets *networkTracker, ech *echoes) error {
 	diff := &shoalv1.Assignments{}
 	upserts := map[string]int{}
 	var nodeMsg *shoalv1.Node
@@ -306,6 +342,7 @@ func (d *Dispatcher) forward(stream shoalv1.Dispatcher_SessionServer, nodeID str
 		if err := sendAssignments(stream, false, diff.Upsert, diff.Removed); err != nil {
 			return err
 		}
+		ech.record(diff.Upsert, diff.Removed)
 	}
 	if netDirty {
 		// After the assignments: a new task's peers and VIPs arrive with it.
