@@ -11,7 +11,10 @@
 //     statuses in batches. It reconnects by itself, following the leader
 //     address a follower answers with (errdefs.NotLeader) and rotating
 //     through the known managers, so an agent survives leader failover
-//     without help. It uses its executor only through TaskExecutor.
+//     without help. Its connection has a fixed flow-control window
+//     (sessionWindow): gRPC's dynamic one pinged the manager after nearly
+//     every message received, a write and a flush more on the leader per
+//     message. It uses its executor only through TaskExecutor.
 //   - Executor (executor.go, taskctl.go, prepare.go) runs the assigned
 //     tasks as containers: one controller goroutine per task resolves the
 //     image (agent/image), mounts the rootfs, attaches the node network

@@ -246,7 +246,8 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 		}
 		return c, err
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(a.cfg.Creds), grpc.WithContextDialer(dialer))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(a.cfg.Creds), grpc.WithContextDialer(dialer),
+		grpc.WithStaticStreamWindowSize(sessionWindow), grpc.WithStaticConnWindowSize(sessionWindow))
 	if err != nil {
 		return err
 	}
@@ -375,6 +376,20 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	a.sayGoodbye(addr, stream, &sendMu, recvErr)
 	return ctx.Err()
 }
+
+// sessionWindow is the session connection's HTTP/2 flow-control window
+// (stream and connection), fixed. With gRPC's default dynamic window the
+// client estimates the bandwidth-delay product: every DATA frame that
+// arrives while no estimate is in flight sends a PING (and a WINDOW_UPDATE)
+// that the manager must read and answer with a PING ACK, a write and a
+// flush of its own. A session's messages are small and far apart (an
+// assignment, a status echo, a heartbeat ack), so nearly every one cost
+// the manager a second round of frames and syscalls: with 5,000 sessions
+// that was a large share of the leader's CPU (README, "Scheduler at
+// scale"). Twice the largest assignment chunk (dispatcher's
+// maxAssignmentBytes, 1 MiB) lets a full set stream without waiting on
+// window updates; nothing is allocated for it up front.
+const sessionWindow = 2 << 20
 
 // openTimeout bounds opening a session until the manager's host accepts
 // the TCP connection. A whole kill -9 + `shoal daemon` + session open

@@ -36,6 +36,7 @@ func TestBenchScheduleTiny(t *testing.T) {
 		"verified: 200 of 200 tasks RUNNING (ListTasks); nodes marked down during the run: ",
 		"simulated nodes 20 (20 joined in ",
 		"services 2, tasks 200",
+		"simulated agents (this process) CPU meanwhile: ",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("output lacks %q:\n%s", want, text)

@@ -222,7 +222,7 @@ type API interface {
 	WatchFiltered(ctx context.Context, fromIndex uint64, keep func(*shoalv1.WatchEvent) bool, kinds ...Kind) (Subscription, error)
 	// WatchNode is WatchFiltered routed to one node's subscriptions (task
 	// events reach only their node's subscribers).
-	WatchNode(ctx context.Context, fromIndex uint64, nodeID string, keep func(*shoalv1.WatchEvent) bool, kinds ...Kind) (Subscription, error)
+	WatchNode(ctx context.Context, fromIndex uint64, nodeID string, keep func(*shoalv1.WatchEvent) bool, kinds ...Kind) (NodeSubscription, error)
 	AppliedIndex() uint64
 	Snapshot() error
 }

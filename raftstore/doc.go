@@ -148,7 +148,9 @@
 // WatchNode goes further for a node's session: the hub routes a task event
 // (of a task on no network) to the subscriptions of the task's node only,
 // each with its own queue, so a burst costs O(events), not O(sessions ×
-// events), inside the FSM's apply.
+// events), inside the FSM's apply. Its NodeSubscription is read either
+// through C (a pump goroutine, started by the first call) or by the
+// consumer itself (Ready, Take, Done): no goroutine per subscription.
 //
 // # Limits
 //

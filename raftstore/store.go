@@ -317,7 +317,7 @@ func (s *Store) WatchFiltered(ctx context.Context, fromIndex uint64, keep func(*
 // event inside the FSM's apply (see README, "Scheduler at scale"). keep
 // has WatchFiltered's constraints; a subscriber is cut off
 // (ErrSlowConsumer) when a ring's worth of its events wait unread.
-func (s *Store) WatchNode(ctx context.Context, fromIndex uint64, nodeID string, keep func(*shoalv1.WatchEvent) bool, kinds ...Kind) (Subscription, error) {
+func (s *Store) WatchNode(ctx context.Context, fromIndex uint64, nodeID string, keep func(*shoalv1.WatchEvent) bool, kinds ...Kind) (NodeSubscription, error) {
 	sub, err := s.hub.watchNode(ctx, fromIndex, nodeID, kinds, keep)
 	if err != nil {
 		return nil, err

@@ -246,13 +246,19 @@ func (h *hub) trimTick() {
 // take appends to buf up to pumpBatch of the events s wants that it has
 // not taken yet; ok is false once s has ended.
 func (h *hub) take(s *subscription, buf []*shoalv1.WatchEvent) (_ []*shoalv1.WatchEvent, ok bool) {
+	return h.takeUpTo(s, buf, pumpBatch)
+}
+
+// takeUpTo is take with a bound of its own (at least 1).
+func (h *hub) takeUpTo(s *subscription, buf []*shoalv1.WatchEvent, limit int) (_ []*shoalv1.WatchEvent, ok bool) {
+	limit = max(limit, 1)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if s.err != nil {
 		return buf, false
 	}
 	if s.routed {
-		n := min(pumpBatch-len(buf), len(s.queue)-s.qhead)
+		n := max(0, min(limit-len(buf), len(s.queue)-s.qhead))
 		buf = append(buf, s.queue[s.qhead:s.qhead+n]...)
 		clear(s.queue[s.qhead : s.qhead+n])
 		s.qhead += n
@@ -261,7 +267,7 @@ func (h *hub) take(s *subscription, buf []*shoalv1.WatchEvent) (_ []*shoalv1.Wat
 			s.queue, s.qhead = nil, 0 // a burst's queue is not kept for ever
 		case s.qhead == len(s.queue):
 			s.queue, s.qhead = s.queue[:0], 0
-		case s.qhead >= pumpBatch*4 && s.qhead*2 >= len(s.queue):
+		case s.qhead >= limit*4 && s.qhead*2 >= len(s.queue):
 			m := copy(s.queue, s.queue[s.qhead:])
 			clear(s.queue[m:])
 			s.queue, s.qhead = s.queue[:m], 0
@@ -269,7 +275,7 @@ func (h *hub) take(s *subscription, buf []*shoalv1.WatchEvent) (_ []*shoalv1.Wat
 		return buf, true
 	}
 	end := h.nextSeq()
-	for s.next < end && len(buf) < pumpBatch {
+	for s.next < end && len(buf) < limit {
 		e := h.ring[s.next-h.oldest]
 		s.next++
 		if s.wants(e) {
@@ -318,7 +324,7 @@ func (h *hub) register(ctx context.Context, from uint64, kinds []Kind, keep func
 	s := &subscription{
 		hub: h, from: from, mask: mask, keep: keep, next: h.oldest + uint64(first),
 		routed: routed, node: node,
-		ch: make(chan *shoalv1.WatchEvent, chanBuffer), notify: make(chan struct{}, 1), done: make(chan struct{}),
+		notify: make(chan struct{}, 1), done: make(chan struct{}),
 	}
 	// The callback takes h.mu, so it cannot run before we return.
 	s.stop = context.AfterFunc(ctx, func() { h.end(s, ctx.Err()) })
@@ -340,10 +346,15 @@ func (h *hub) register(ctx context.Context, from uint64, kinds []Kind, keep func
 		}
 		clear(h.woken)
 		h.woken = h.woken[:0]
-	} else {
-		h.cursors[s] = struct{}{}
+		if len(s.queue) > 0 {
+			s.notify <- struct{}{} // the replay is waiting (Ready)
+		}
+		// No pump until C is called: a session takes its events itself
+		// (Ready, Take).
+		return s, nil
 	}
-	go s.pump()
+	h.cursors[s] = struct{}{}
+	s.startPump()
 	return s, nil
 }
 
@@ -428,15 +439,35 @@ type subscription struct {
 	queue  []*shoalv1.WatchEvent
 	qhead  int
 	woken  bool
-	// ch is written and closed only by pump.
-	ch     chan *shoalv1.WatchEvent
-	notify chan struct{} // new events were published
-	done   chan struct{} // closed when the subscription ends
-	err    error         // guarded by hub.mu; set once, before done is closed
-	stop   func() bool
+	// ch is written and closed only by pump; made by startPump.
+	ch       chan *shoalv1.WatchEvent
+	pumpOnce sync.Once     // starts pump (at register, or a routed subscription's first C)
+	notify   chan struct{} // new events were published
+	done     chan struct{} // closed when the subscription ends
+	err      error         // guarded by hub.mu; set once, before done is closed
+	stop     func() bool
 }
 
-var _ Subscription = (*subscription)(nil)
+var (
+	_ Subscription     = (*subscription)(nil)
+	_ NodeSubscription = (*subscription)(nil)
+)
+
+// NodeSubscription is the subscription WatchNode returns. Its consumer
+// either reads C, or takes the queued events itself: Ready signals that
+// some may be waiting, Take takes them in order, Done is closed when the
+// subscription ends (Err says why) — not both. Taking them itself spares
+// a goroutine per subscription (5,000 with as many node sessions, each
+// with its stack) and a channel hand-off per event, and lets the consumer
+// take everything queued at once.
+type NodeSubscription interface {
+	Subscription
+	Ready() <-chan struct{}
+	Done() <-chan struct{}
+	// Take appends to buf, in order, up to limit of the events not taken
+	// yet; ok is false once the subscription has ended.
+	Take(buf []*shoalv1.WatchEvent, limit int) (_ []*shoalv1.WatchEvent, ok bool)
+}
 
 // wants says whether s delivers e; called with hub.mu held.
 func (s *subscription) wants(e ringEntry) bool {
@@ -524,7 +555,28 @@ func (s *subscription) pump() {
 	}
 }
 
-func (s *subscription) C() <-chan *shoalv1.WatchEvent { return s.ch }
+// C starts the pump on its first call (a routed subscription has none
+// until then).
+func (s *subscription) C() <-chan *shoalv1.WatchEvent {
+	s.startPump()
+	return s.ch
+}
+
+// startPump makes ch and starts pump, once.
+func (s *subscription) startPump() {
+	s.pumpOnce.Do(func() {
+		s.ch = make(chan *shoalv1.WatchEvent, chanBuffer)
+		go s.pump()
+	})
+}
+
+func (s *subscription) Ready() <-chan struct{} { return s.notify }
+
+func (s *subscription) Done() <-chan struct{} { return s.done }
+
+func (s *subscription) Take(buf []*shoalv1.WatchEvent, limit int) ([]*shoalv1.WatchEvent, bool) {
+	return s.hub.takeUpTo(s, buf, limit)
+}
 
 func (s *subscription) Err() error {
 	s.hub.mu.Lock()

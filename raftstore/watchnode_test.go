@@ -3,8 +3,10 @@ package raftstore
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
@@ -111,5 +113,87 @@ func TestWatchNodeReplayAndCut(t *testing.T) {
 	mustUpdate(t, s, createIfMissing(mkTask("c1", "s", "c", 0, 0)))
 	if evs := collect(t, idle, 1); evs[0].GetObject().GetTask().GetMeta().GetId() != "c1" || idle.Err() != nil {
 		t.Fatalf("idle: %s (err %v), want c1", eventKey(evs[0]), idle.Err())
+	}
+}
+
+// TestWatchNodeTakenWithoutPump: a routed subscription whose consumer
+// takes its events itself (Ready, Take, Done) runs no goroutine of its
+// own — 200 of them start none (5,000 node sessions had 5,000 pumps, each
+// with its stack and a channel hand-off per event) — and still gets its
+// node's events in order, in batches of at most the limit asked for, its
+// replay signalled at once, and ok=false once it has ended.
+func TestWatchNodeTakenWithoutPump(t *testing.T) {
+	const nodes, perNode, limit = 200, 10, 3
+	s := single(t, options{})
+	first := mustUpdate(t, s, createIfMissing(mkTask("old", "s", "n000", 0, 0)))
+	all := func(*shoalv1.WatchEvent) bool { return true }
+	before := runtime.NumGoroutine()
+	subs := make([]NodeSubscription, nodes)
+	for i := range subs {
+		sub, err := s.WatchNode(context.Background(), 0, fmt.Sprintf("n%03d", i), all, KindTask)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Close()
+		subs[i] = sub
+	}
+	if grew := runtime.NumGoroutine() - before; grew >= nodes/2 {
+		t.Fatalf("%d routed subscriptions started %d goroutines, want none (the consumer takes the events)", nodes, grew)
+	}
+	mustUpdate(t, s, func(tx WriteTx) error {
+		for i := range nodes * perNode {
+			if err := tx.Create(mkTask(fmt.Sprintf("t%04d", i), "s", fmt.Sprintf("n%03d", i%nodes), 0, 0)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	take := func(sub NodeSubscription, n int) []*shoalv1.WatchEvent {
+		t.Helper()
+		var got []*shoalv1.WatchEvent
+		for len(got) < n {
+			select {
+			case <-sub.Ready():
+			case <-time.After(10 * time.Second):
+				t.Fatalf("after 10s: %d of %d events taken, no more signalled", len(got), n)
+			}
+			for {
+				batch, ok := sub.Take(nil, limit)
+				if !ok {
+					t.Fatalf("Take: ended (%v)", sub.Err())
+				}
+				if len(batch) > limit {
+					t.Fatalf("Take gave %d events, limit %d", len(batch), limit)
+				}
+				if len(batch) == 0 {
+					break
+				}
+				got = append(got, batch...)
+			}
+		}
+		return got
+	}
+	for i, sub := range subs {
+		for j, ev := range take(sub, perNode) {
+			if want := fmt.Sprintf("t%04d", j*nodes+i); ev.GetObject().GetTask().GetMeta().GetId() != want {
+				t.Fatalf("n%03d event %d: %s, want task %s", i, j, eventKey(ev), want)
+			}
+		}
+	}
+	replay, err := s.WatchNode(context.Background(), first, "n000", all, KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if evs := take(replay, 1+perNode); evs[0].GetObject().GetTask().GetMeta().GetId() != "old" {
+		t.Fatalf("replay: %s first, want old", eventKey(evs[0]))
+	}
+	replay.Close()
+	select {
+	case <-replay.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Done not closed after Close")
+	}
+	if _, ok := replay.Take(nil, limit); ok {
+		t.Fatal("Take after the end: ok")
 	}
 }

@@ -17,7 +17,14 @@
 // node's tasks and
 // node, tasks on networks, other nodes once the cluster has a network, and
 // the other kinds (sessionEvents), so thousands of sessions do not each
-// handle every task event, nor every other session's opening. A session whose status
+// handle every task event, nor every other session's opening. The session
+// takes its events from the subscription's queue itself (Ready, Take: no
+// pump goroutine per session) and sends all that is queued as one diff.
+// The echo of a status its own agent reported while starting a task
+// (ACCEPTED … RUNNING, nothing else changed against what the agent was
+// sent) is held back for up to echoDelay (echoes.go), so that it rides
+// with the session's next message: anything else is sent at once, with
+// the held echoes before it, in order. A session whose status
 // report waits on a full status queue keeps its node seen and
 // acknowledged meanwhile (queueStatus): the manager is the slow one.
 //

@@ -147,6 +147,7 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	if err := sendAssignments(stream, true, set, nil); err != nil {
 		return err
 	}
+	ech := newEchoes(id.NodeID, set)
 	nets := &networkTracker{}
 	if err := d.sendNetworks(stream, view, id.NodeID, nets, true); err != nil {
 		return err
@@ -155,6 +156,27 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	recvErr := make(chan error, 1)
 	go func() { recvErr <- d.receive(ctx, stream, id.NodeID, statusCh, period) }()
 
+	// The session takes its events from the subscription's queue itself
+	// (no pump goroutine and channel between): all that is queued, up to
+	// maxDiffEvents a message. A batch of echoes only is held back for up
+	// to echoDelay (see echoes); anything else goes at once, after them.
+	var batch []*shoalv1.WatchEvent
+	var echoTimer *time.Timer
+	var echoC <-chan time.Time
+	defer func() {
+		if echoTimer != nil {
+			echoTimer.Stop()
+		}
+	}()
+	send := func(evs []*shoalv1.WatchEvent) error {
+		if echoC != nil {
+			echoTimer.Stop()
+			echoC = nil
+		}
+		all := append(ech.held, evs...)
+		ech.held = nil
+		return d.forward(stream, id.NodeID, all, nets, ech)
+	}
 	for {
 		select {
 		case err := <-recvErr:
@@ -168,14 +190,42 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 				return d.leaderUnavailable()
 			}
 			return errdefs.Unavailablef("session closed (heartbeat missed or replaced)")
-		case ev, ok := <-sub.C():
-			if !ok {
-				// Slow consumer or restore: the agent reconnects and gets a
-				// fresh full set.
-				return errdefs.Unavailablef("session resync needed: %v", sub.Err())
-			}
-			if err := d.forward(stream, id.NodeID, ev, sub.C(), nets); err != nil {
+		case <-sub.Done():
+			// Slow consumer or restore: the agent reconnects and gets a
+			// fresh full set.
+			return errdefs.Unavailablef("session resync needed: %v", sub.Err())
+		case <-echoC:
+			echoC = nil
+			if err := send(nil); err != nil {
 				return err
+			}
+		case <-sub.Ready():
+			for {
+				var ok bool
+				if batch, ok = sub.Take(batch[:0], maxDiffEvents); !ok {
+					return errdefs.Unavailablef("session resync needed: %v", sub.Err())
+				}
+				if len(batch) == 0 {
+					break
+				}
+				if ech.holdable(batch) {
+					ech.held = append(ech.held, batch...)
+					clear(batch)
+					if echoC == nil {
+						if echoTimer == nil {
+							echoTimer = time.NewTimer(echoDelay)
+						} else {
+							echoTimer.Reset(echoDelay)
+						}
+						echoC = echoTimer.C
+					}
+					continue
+				}
+				err := send(batch)
+				clear(batch)
+				if err != nil {
+					return err
+				}
 			}
 		}
 	}
@@ -211,13 +261,14 @@ func sessionEvents(nodeID string, nets *atomic.Bool) func(*shoalv1.WatchEvent) b
 	}
 }
 
-// maxDiffEvents bounds how many queued events forward gathers into a diff.
+// maxDiffEvents bounds how many queued events forward gathers into a diff:
+// a long burst (a big service being scheduled) goes out as it comes
+// instead of piling up in one diff.
 const maxDiffEvents = 1000
 
-// forward turns the first event plus any already queued ones (up to
-// maxDiffEvents) into one assignments diff (and node updates) for the
-// agent.
-func (d *Dispatcher) forward(stream shoalv1.Dispatcher_SessionServer, nodeID string, first *shoalv1.WatchEvent, more <-chan *shoalv1.WatchEvent, nets *networkTracker) error {
+// forward turns events, in order, into one assignments diff (and node
+// updates) for the agent.
+func (d *Dispatcher) forward(stream shoalv1.Dispatcher_SessionServer, nodeID string, events []*shoalv1.WatchEvent, nets *networkTracker, ech *echoes) error {
 	diff := &shoalv1.Assignments{}
 	upserts := map[string]int{}
 	var nodeMsg *shoalv1.Node
@@ -267,20 +318,8 @@ func (d *Dispatcher) forward(stream shoalv1.Dispatcher_SessionServer, nodeID str
 			diff.Removed = append(diff.Removed, id)
 		}
 	}
-	add(first)
-drain:
-	// Bounded, so that a long burst (a big service being scheduled) goes
-	// out as it comes instead of piling up in one diff.
-	for range maxDiffEvents {
-		select {
-		case ev, ok := <-more:
-			if !ok {
-				break drain
-			}
-			add(ev)
-		default:
-			break drain
-		}
+	for _, ev := range events {
+		add(ev)
 	}
 	if removed {
 		// `node rm`: end the session; the agent stops for good.
@@ -303,6 +342,7 @@ drain:
 		if err := sendAssignments(stream, false, diff.Upsert, diff.Removed); err != nil {
 			return err
 		}
+		ech.record(diff.Upsert, diff.Removed)
 	}
 	if netDirty {
 		// After the assignments: a new task's peers and VIPs arrive with it.

@@ -1,0 +1,203 @@
+package dispatcher
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
+)
+
+// TestEchoHoldable: which events a session may hold back — a status-only
+// change of its own task to a starting state, against the copy its agent
+// was sent — and which go at once.
+func TestEchoHoldable(t *testing.T) {
+	spec := &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: "demo"}}
+	sent := &shoalv1.Task{Meta: &shoalv1.Meta{Id: "t1"}, NodeId: "n1", ServiceId: "s", Slot: 1, Spec: spec,
+		DesiredState: shoalv1.TaskState_TASK_STATE_RUNNING, Status: &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_ASSIGNED}}
+	withStatus := func(st shoalv1.TaskState, change func(*shoalv1.Task)) *shoalv1.WatchEvent {
+		n := proto.Clone(sent).(*shoalv1.Task)
+		n.Spec = spec // shared, as the status writer leaves it
+		n.Status = &shoalv1.TaskStatus{State: st}
+		if change != nil {
+			change(n)
+		}
+		return &shoalv1.WatchEvent{Action: shoalv1.WatchAction_WATCH_ACTION_UPDATE, Object: raftstore.Wrap(n)}
+	}
+	tests := []struct {
+		name string
+		ev   *shoalv1.WatchEvent
+		want bool
+	}{
+		{"accepted", withStatus(shoalv1.TaskState_TASK_STATE_ACCEPTED, nil), true},
+		{"running", withStatus(shoalv1.TaskState_TASK_STATE_RUNNING, nil), true},
+		{"failed", withStatus(shoalv1.TaskState_TASK_STATE_FAILED, nil), false},
+		{"shutdown asked", withStatus(shoalv1.TaskState_TASK_STATE_RUNNING, func(t *shoalv1.Task) {
+			t.DesiredState = shoalv1.TaskState_TASK_STATE_SHUTDOWN
+		}), false},
+		{"new spec", withStatus(shoalv1.TaskState_TASK_STATE_RUNNING, func(t *shoalv1.Task) {
+			t.Spec = proto.Clone(spec).(*shoalv1.TaskSpec)
+		}), false},
+		{"on a network", withStatus(shoalv1.TaskState_TASK_STATE_RUNNING, func(t *shoalv1.Task) {
+			t.Networks = []*shoalv1.NetworkAttachment{{NetworkId: "net1"}}
+		}), false},
+		{"other node", withStatus(shoalv1.TaskState_TASK_STATE_RUNNING, func(t *shoalv1.Task) { t.NodeId = "n2" }), false},
+		{"not sent", withStatus(shoalv1.TaskState_TASK_STATE_RUNNING, func(t *shoalv1.Task) { t.Meta.Id = "t2" }), false},
+		{"deleted", &shoalv1.WatchEvent{Action: shoalv1.WatchAction_WATCH_ACTION_DELETE, Object: raftstore.Wrap(sent)}, false},
+		{"node", &shoalv1.WatchEvent{Action: shoalv1.WatchAction_WATCH_ACTION_UPDATE, Object: raftstore.Wrap(&shoalv1.Node{Meta: &shoalv1.Meta{Id: "n1"}})}, false},
+	}
+	for _, tc := range tests {
+		e := newEchoes("n1", []*shoalv1.Task{sent})
+		if got := e.holdable([]*shoalv1.WatchEvent{tc.ev}); got != tc.want {
+			t.Errorf("%s: holdable = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	e := newEchoes("n1", []*shoalv1.Task{sent})
+	if e.holdable([]*shoalv1.WatchEvent{withStatus(shoalv1.TaskState_TASK_STATE_RUNNING, nil), tests[3].ev}) {
+		t.Error("a batch with one event to send at once is held")
+	}
+	e.record(nil, []string{"t1"})
+	if e.holdable([]*shoalv1.WatchEvent{withStatus(shoalv1.TaskState_TASK_STATE_RUNNING, nil)}) {
+		t.Error("the echo of a task removed since is held")
+	}
+}
+
+// echoSession opens a dispatcher over a store holding node n1 and task t1
+// (ASSIGNED to it) and a real gRPC session as n1, past its full set.
+func echoSession(t *testing.T, delay time.Duration) (*raftstore.Store, shoalv1.Dispatcher_SessionClient) {
+	t.Helper()
+	old := echoDelay
+	echoDelay = delay
+	t.Cleanup(func() { echoDelay = old })
+	s := openStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	tk := task("t1", "n1", shoalv1.TaskState_TASK_STATE_ASSIGNED)
+	tk.DesiredState = shoalv1.TaskState_TASK_STATE_RUNNING
+	tk.Spec = &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: "demo"}}
+	if _, err := s.Update(ctx, func(tx raftstore.WriteTx) error {
+		if err := tx.Create(&shoalv1.Node{Meta: &shoalv1.Meta{Id: "n1"}, Spec: &shoalv1.NodeSpec{}}); err != nil {
+			return err
+		}
+		return tx.Create(tk)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	d := New(Config{Store: s, Logger: slog.New(slog.DiscardHandler), Managers: func() []string { return []string{"solo:4242"} }})
+	runCtx, stopRun := context.WithCancel(ctx)
+	runDone := make(chan error, 1)
+	go func() { runDone <- d.Run(runCtx) }()
+	srv := grpc.NewServer(grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		return h(srv, identityStream{ss, trust.WithIdentity(ss.Context(), trust.Identity{NodeID: "n1", Role: trust.RoleWorker})})
+	}))
+	shoalv1.RegisterDispatcherServer(srv, d)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(lis)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Cleanups run last-added first: the connection, the server, then Run.
+	t.Cleanup(func() { stopRun(); <-runDone })
+	t.Cleanup(srv.Stop)
+	t.Cleanup(func() { conn.Close() })
+	var stream shoalv1.Dispatcher_SessionClient
+	for {
+		stream, err = shoalv1.NewDispatcherClient(conn).Session(ctx)
+		if err == nil {
+			err = stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Hello{Hello: &shoalv1.AgentHello{Addr: "n1"}}})
+		}
+		var first *shoalv1.SessionMessage
+		if err == nil {
+			first, err = stream.Recv()
+		}
+		if err == nil && first.GetWelcome() != nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("no session: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval while Run starts
+	}
+	if a := nextAssignments(t, stream); !a.GetFull() || len(a.GetUpsert()) != 1 {
+		t.Fatalf("first assignments %v, want the full set of t1", a)
+	}
+	return s, stream
+}
+
+// nextAssignments is the next assignments message of the session.
+func nextAssignments(t *testing.T, stream shoalv1.Dispatcher_SessionClient) *shoalv1.Assignments {
+	t.Helper()
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("session: %v", err)
+		}
+		if a := m.GetAssignments(); a != nil {
+			return a
+		}
+	}
+}
+
+// report sends a status of t1 as the agent would and waits for it to be
+// committed.
+func report(t *testing.T, s *raftstore.Store, stream shoalv1.Dispatcher_SessionClient, st shoalv1.TaskState) {
+	t.Helper()
+	if err := stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Status{Status: &shoalv1.TaskStatusBatch{Updates: []*shoalv1.TaskStatusUpdate{
+		{TaskId: "t1", Status: &shoalv1.TaskStatus{State: st}}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "status "+st.String()+" committed", func() bool { return taskState(s, "t1") == st })
+}
+
+// TestSessionHoldsEchoes: the echoes of the statuses an agent reported
+// are not sent on their own while something else is coming: the next
+// change (here a shutdown) carries them, as one message, with the latest
+// status. Without holding, ACCEPTED and RUNNING each came back first as a
+// message of their own.
+func TestSessionHoldsEchoes(t *testing.T) {
+	s, stream := echoSession(t, time.Hour)
+	report(t, s, stream, shoalv1.TaskState_TASK_STATE_ACCEPTED)
+	report(t, s, stream, shoalv1.TaskState_TASK_STATE_RUNNING)
+	if _, err := s.Update(context.Background(), func(tx raftstore.WriteTx) error {
+		cur, _ := raftstore.Get[*shoalv1.Task](tx, "t1")
+		n := proto.Clone(cur).(*shoalv1.Task)
+		n.DesiredState = shoalv1.TaskState_TASK_STATE_SHUTDOWN
+		return tx.Update(n)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	a := nextAssignments(t, stream)
+	if len(a.GetUpsert()) != 1 {
+		t.Fatalf("next assignments %v, want t1 once", a)
+	}
+	got := a.GetUpsert()[0]
+	if got.GetDesiredState() != shoalv1.TaskState_TASK_STATE_SHUTDOWN || got.GetStatus().GetState() != shoalv1.TaskState_TASK_STATE_RUNNING {
+		t.Fatalf("next assignments carry t1 desired %v status %v, want the shutdown with status RUNNING (the echoes held, then merged)",
+			got.GetDesiredState(), got.GetStatus().GetState())
+	}
+}
+
+// TestSessionSendsHeldEchoesAfterDelay: with nothing else coming, the
+// held echoes still reach the agent (after echoDelay).
+func TestSessionSendsHeldEchoesAfterDelay(t *testing.T) {
+	s, stream := echoSession(t, 10*time.Millisecond)
+	report(t, s, stream, shoalv1.TaskState_TASK_STATE_RUNNING)
+	for {
+		a := nextAssignments(t, stream)
+		if len(a.GetUpsert()) == 1 && a.GetUpsert()[0].GetStatus().GetState() == shoalv1.TaskState_TASK_STATE_RUNNING {
+			return
+		}
+	}
+}
