@@ -67,11 +67,26 @@ type Config struct {
 type Client struct {
 	Control shoalv1.ControlClient
 	conn    *grpc.ClientConn
-	// r feeds the connection its addresses; mu guards hosts, which
-	// LearnManagers extends.
+	// r feeds the connection its addresses; hosts are those addresses,
+	// which LearnManagers extends.
 	r     *manual.Resolver
-	mu    sync.Mutex
+	hosts *hostList
+}
+
+// hostList is the manager addresses of one connection, shared by the
+// Client (LearnManagers adds to it) and its retry interceptor, which must
+// judge "every manager refuses connections" and name the managers over
+// all of them, learned ones included: a learned manager that answers
+// while the first one is dead is not "nothing listens".
+type hostList struct {
+	mu    sync.Mutex // guards hosts
 	hosts []string
+}
+
+func (l *hostList) get() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.hosts...)
 }
 
 // Close closes the connection.
@@ -81,11 +96,7 @@ func (c *Client) Close() error { return c.conn.Close() }
 func (c *Client) Conn() *grpc.ClientConn { return c.conn }
 
 // Hosts returns the manager addresses the client may use.
-func (c *Client) Hosts() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]string(nil), c.hosts...)
-}
+func (c *Client) Hosts() []string { return c.hosts.get() }
 
 // LearnManagers adds the cluster's raft members (GetCluster) to the
 // addresses the connection may fail over to, after the ones it has. A
@@ -98,23 +109,24 @@ func (c *Client) LearnManagers(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	l := c.hosts
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	seen := map[string]bool{}
-	for _, h := range c.hosts {
+	for _, h := range l.hosts {
 		seen[h] = true
 	}
 	added := false
 	for _, m := range resp.GetMembers() {
 		if a := m.GetAddr(); a != "" && !seen[a] {
 			seen[a] = true
-			c.hosts = append(c.hosts, a)
+			l.hosts = append(l.hosts, a)
 			added = true
 		}
 	}
 	if added && c.r != nil {
 		// pick_first keeps the connected address when it is still listed.
-		c.r.UpdateState(resolver.State{Addresses: addresses(c.hosts)})
+		c.r.UpdateState(resolver.State{Addresses: addresses(l.hosts)})
 	}
 	return nil
 }
@@ -189,25 +201,26 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	conn, r, err := dialHosts(hosts, credentials.NewTLS(conf), cfg.ReadyWait, cfg.DialOptions...)
+	l := &hostList{hosts: hosts}
+	conn, r, err := dialHosts(l, credentials.NewTLS(conf), cfg.ReadyWait, cfg.DialOptions...)
 	if err != nil {
 		return nil, err
 	}
-	return &Client{Control: shoalv1.NewControlClient(conn), conn: conn, r: r, hosts: hosts}, nil
+	return &Client{Control: shoalv1.NewControlClient(conn), conn: conn, r: r, hosts: l}, nil
 }
 
 // DialHosts returns a connection over several managers: pick_first moves on
 // to the next address when one is down, and unary calls retry UNAVAILABLE
 // until their deadline.
 func DialHosts(hosts []string, tc credentials.TransportCredentials, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
-	conn, _, err := dialHosts(hosts, tc, 0, extra...)
+	conn, _, err := dialHosts(&hostList{hosts: hosts}, tc, 0, extra...)
 	return conn, err
 }
 
 // DialHostsReadyWait is DialHosts whose calls stop retrying after
 // readyWait while no manager can serve them yet (see Config.ReadyWait).
 func DialHostsReadyWait(hosts []string, tc credentials.TransportCredentials, readyWait time.Duration, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
-	conn, _, err := dialHosts(hosts, tc, readyWait, extra...)
+	conn, _, err := dialHosts(&hostList{hosts: hosts}, tc, readyWait, extra...)
 	return conn, err
 }
 
@@ -219,9 +232,9 @@ func addresses(hosts []string) []resolver.Address {
 	return addrs
 }
 
-func dialHosts(hosts []string, tc credentials.TransportCredentials, readyWait time.Duration, extra ...grpc.DialOption) (*grpc.ClientConn, *manual.Resolver, error) {
+func dialHosts(hosts *hostList, tc credentials.TransportCredentials, readyWait time.Duration, extra ...grpc.DialOption) (*grpc.ClientConn, *manual.Resolver, error) {
 	r := manual.NewBuilderWithScheme("shoal")
-	r.InitialState(resolver.State{Addresses: addresses(hosts)})
+	r.InitialState(resolver.State{Addresses: addresses(hosts.get())})
 	dials := newDialLog()
 	opts := append([]grpc.DialOption{
 		grpc.WithResolvers(r),
@@ -260,14 +273,17 @@ const MaxReplyBytes = 256 << 20
 //     the leader could not commit, say): DeadlineExceeded naming the
 //     managers and the timeout.
 func RetryUnavailable(hosts []string) grpc.UnaryClientInterceptor {
-	return retryUnavailable(hosts, 0, nil)
+	return retryUnavailable(&hostList{hosts: hosts}, 0, nil)
 }
 
 // retryUnavailable is RetryUnavailable that also gives up after readyWait
 // (> 0) of answers saying no manager can serve yet (notReady): every
 // address refusing connections, as dials records them, or a manager
 // answering ErrNotReady. Any other answer starts that wait again.
-func retryUnavailable(hosts []string, readyWait time.Duration, dials *dialLog) grpc.UnaryClientInterceptor {
+//
+// hosts is read at each answer: addresses learned during the call
+// (LearnManagers) count, for "every address refuses" and in the messages.
+func retryUnavailable(hl *hostList, readyWait time.Duration, dials *dialLog) grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		start := time.Now()
 		if _, ok := ctx.Deadline(); !ok {
@@ -280,6 +296,10 @@ func retryUnavailable(hosts []string, readyWait time.Duration, dials *dialLog) g
 		for {
 			var p peer.Peer
 			err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Peer(&p))...)
+			if err == nil {
+				return nil
+			}
+			hosts := hl.get()
 			if why := notReady(err, hosts, &p, dials); why == "" {
 				unready = time.Time{}
 			} else if unready.IsZero() {

@@ -212,12 +212,13 @@ func TestLearnManagersFailsOver(t *testing.T) {
 	go b.Serve(lnB)
 	defer a.Stop()
 	defer b.Stop()
-	conn, r, err := dialHosts(members[:1], insecure.NewCredentials(), time.Second)
+	hosts := &hostList{hosts: members[:1]}
+	conn, r, err := dialHosts(hosts, insecure.NewCredentials(), time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	c := &Client{Control: shoalv1.NewControlClient(conn), conn: conn, r: r, hosts: members[:1]}
+	c := &Client{Control: shoalv1.NewControlClient(conn), conn: conn, r: r, hosts: hosts}
 	ctx, cancel := context.WithTimeout(context.Background(), callDeadline)
 	defer cancel()
 	if err := c.LearnManagers(ctx); err != nil {
@@ -230,5 +231,75 @@ func TestLearnManagersFailsOver(t *testing.T) {
 	resp, err := c.Control.GetCluster(ctx, &shoalv1.GetClusterRequest{})
 	if err != nil || resp.GetLeaderId() != "b" {
 		t.Fatalf("after the first manager died: %v, %v; want the answer of the learned one", resp, err)
+	}
+}
+
+// TestLearnedManagerNotTakenForRefused: a client that started from one
+// manager's address and learned the others (LearnManagers, as a service
+// wait does) loses that manager (its leader, killed): its address refuses
+// connections while a learned manager answers plain UNAVAILABLE (an
+// election). That is not "no manager listens": the call is retried past
+// the ready wait and gets the learned manager's answer. Before, the
+// refused-everywhere test looked at the addresses the client started from
+// only, and the call failed after the ready wait saying nothing listened
+// at the dead manager's address.
+func TestLearnedManagerNotTakenForRefused(t *testing.T) {
+	b := serveReady(t, &readyServer{unavailable: 8}) // 8 answers of back-off outlast the 1 ms ready wait
+	lnA, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := lnA.Addr().String()
+	srvA := grpc.NewServer()
+	shoalv1.RegisterControlServer(srvA, &membersServer{name: "a", members: []string{a, b}})
+	go srvA.Serve(lnA)
+	defer srvA.Stop()
+	hosts := &hostList{hosts: []string{a}}
+	conn, r, err := dialHosts(hosts, insecure.NewCredentials(), time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := &Client{Control: shoalv1.NewControlClient(conn), conn: conn, r: r, hosts: hosts}
+	ctx, cancel := context.WithTimeout(context.Background(), callDeadline)
+	defer cancel()
+	if err := c.LearnManagers(ctx); err != nil {
+		t.Fatal(err)
+	}
+	srvA.Stop() // the manager the client started from dies: its address refuses
+	resp, err := c.Control.GetCluster(ctx, &shoalv1.GetClusterRequest{})
+	if err != nil || resp.GetLeaderId() != "l" {
+		t.Fatalf("after the first manager died: %v, %v; want the learned manager's answer once it is elected", resp, err)
+	}
+}
+
+// TestRefusedNamesLearnedManagers: once every address, learned ones
+// included, refuses connections, the call fails fast naming them all.
+func TestRefusedNamesLearnedManagers(t *testing.T) {
+	lnA, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := lnA.Addr().String(), refusingAddr(t)
+	srvA := grpc.NewServer()
+	shoalv1.RegisterControlServer(srvA, &membersServer{name: "a", members: []string{a, b}})
+	go srvA.Serve(lnA)
+	defer srvA.Stop()
+	hosts := &hostList{hosts: []string{a}}
+	conn, r, err := dialHosts(hosts, insecure.NewCredentials(), 200*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := &Client{Control: shoalv1.NewControlClient(conn), conn: conn, r: r, hosts: hosts}
+	ctx, cancel := context.WithTimeout(context.Background(), callDeadline)
+	defer cancel()
+	if err := c.LearnManagers(ctx); err != nil {
+		t.Fatal(err)
+	}
+	srvA.Stop()
+	_, err = c.Control.GetCluster(ctx, &shoalv1.GetClusterRequest{})
+	if ctx.Err() != nil || !errdefs.IsNotReady(err) || !strings.Contains(status.Convert(err).Message(), "no manager listens at "+a+", "+b) {
+		t.Fatalf("every address refusing: %v, want NOT_READY naming %s, %s", err, a, b)
 	}
 }

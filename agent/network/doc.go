@@ -67,7 +67,9 @@
 // state dir): a bridge another node on the machine owns, whose state dir
 // still exists and whose task ports are still attached, is refused
 // (ErrFailedPrecondition, "give each node … --bridge"), since those ports
-// are that node's live tasks, not leftovers.
+// are that node's live tasks, not leftovers. The state dir is compared as
+// a directory (absolute, symlinks resolved; os.SameFile), so a node
+// restarted with its dir spelled another way still owns its bridge.
 //
 // # Teardown
 //

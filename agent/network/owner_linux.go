@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -18,6 +19,12 @@ import (
 // node's state dir that still exists while the bridge carries task ports
 // that are not its own; otherwise (its own bridge, an unmarked one, a
 // gone node's) it adopts the bridge and marks it.
+//
+// A state dir is compared as a directory, not as a string: --data-dir is
+// taken as typed, and a node restarted with its dir spelled another way (a
+// symlink, a relative path) must not take its own crash leftovers for
+// another node's ports and refuse to start. The alias holds the dir's
+// absolute, symlink-free path.
 
 const ownerPrefix = "shoal-node "
 
@@ -31,6 +38,28 @@ func ownerAlias(dir string) string {
 	return a
 }
 
+// canonicalDir is dir absolute and without symlinks, as far as it can be
+// resolved (dir itself otherwise).
+func canonicalDir(dir string) string {
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
+	return dir
+}
+
+// sameDir reports whether a and b name one existing directory.
+func sameDir(a, b string) bool {
+	ia, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	ib, err := os.Stat(b)
+	return err == nil && os.SameFile(ia, ib)
+}
+
 // claimBridge checks the bridge (index idx) against its owner and marks
 // it as this node's. ours names the veths of this node's tasks.
 func claimBridge(h *netlink.Handle, idx int, stateDir string, ours map[string]bool) error {
@@ -38,12 +67,12 @@ func claimBridge(h *netlink.Handle, idx int, stateDir string, ours map[string]bo
 	if err != nil {
 		return fmt.Errorf("look up the bridge: %w", err)
 	}
-	want := ownerAlias(stateDir)
+	want := ownerAlias(canonicalDir(stateDir))
 	alias := link.Attrs().Alias
 	if alias == want {
 		return nil
 	}
-	if other, ok := strings.CutPrefix(alias, ownerPrefix); ok {
+	if other, ok := strings.CutPrefix(alias, ownerPrefix); ok && !sameDir(other, stateDir) {
 		if _, err := os.Stat(other); err == nil {
 			if port, err := foreignPort(h, idx, ours); err != nil {
 				return err

@@ -3,8 +3,12 @@ package network
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/vishvananda/netlink"
 )
 
 // TestSecondNodeRefusesAnotherNodesBridge: two nodes on one machine given
@@ -49,7 +53,53 @@ func TestSecondNodeRefusesAnotherNodesBridge(t *testing.T) {
 	a.Close()
 	newTestManager(t, Config{StateDir: dirB})
 	br, err := host.LinkByName("shoal0")
-	if err != nil || br.Attrs().Alias != ownerAlias(dirB) {
-		t.Fatalf("bridge after the takeover: alias %q (%v), want %q", br.Attrs().Alias, err, ownerAlias(dirB))
+	if err != nil || br.Attrs().Alias != ownerAlias(canonicalDir(dirB)) {
+		t.Fatalf("bridge after the takeover: alias %q (%v), want %q", br.Attrs().Alias, err, ownerAlias(canonicalDir(dirB)))
+	}
+}
+
+// TestOwnerRestartsThroughAnotherPathToItsDir: a node whose bridge carries
+// a crash leftover (a task port its state does not list) restarts with its
+// state dir spelled another way (a symlink, a relative path: --data-dir is
+// taken as typed). That dir is its own, not another node's: it adopts the
+// bridge and sweeps the leftover. Before, the alias was compared as a
+// string, the old spelling still existed (it is the same dir), the
+// leftover was taken for another node's port, and the node refused to
+// start until an operator removed the port by hand.
+func TestOwnerRestartsThroughAnotherPathToItsDir(t *testing.T) {
+	host := inFreshNetNS(t)
+	dir := t.TempDir()
+	registerUnmountAll(t, dir)
+	a := newTestManager(t, Config{StateDir: dir})
+	setup(t, a, "t1")
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	br, err := host.LinkByName("shoal0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ghost := vethName("ghost") // a task of the crash that the state lost
+	if err := host.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: ghost, MasterIndex: br.Attrs().Index}, PeerName: "ghost-peer"}); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(t.TempDir(), "node-network")
+	if err := os.Symlink(dir, link); err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(Config{StateDir: link})
+	if err != nil {
+		t.Fatalf("restart through a symlink to its own state dir: %v", err)
+	}
+	defer m.Close()
+	if got := m.List(); len(got) != 1 || got[0] != "t1" {
+		t.Fatalf("after the restart: tasks %v, want t1", got)
+	}
+	if _, err := host.LinkByName(ghost); err == nil {
+		t.Errorf("the crash leftover %s is still on the bridge", ghost)
+	}
+	br, err = host.LinkByName("shoal0")
+	if err != nil || br.Attrs().Alias != ownerAlias(canonicalDir(dir)) {
+		t.Fatalf("bridge alias %q (%v), want %q", br.Attrs().Alias, err, ownerAlias(canonicalDir(dir)))
 	}
 }

@@ -1,6 +1,7 @@
 package transport_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -203,4 +204,73 @@ func BenchmarkRaftReadmission(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestCachedAdmissionAfterRestore: a snapshot restore replaces the store
+// without events (raftstore ends every subscription, ErrRestored). A
+// verdict cached before it is not reused after it: the restored state
+// (here: the manager demoted) refuses the very next check after Restore
+// returns, and verdicts are reused again once the generation resubscribed.
+func TestCachedAdmissionAfterRestore(t *testing.T) {
+	st := openStore(t)
+	demoted := managerNode("m2")
+	demoted.Spec.DesiredRole = shoalv1.NodeRole_NODE_ROLE_WORKER
+	write(t, st, func(tx raftstore.WriteTx) error {
+		if err := tx.Create(&shoalv1.Cluster{Meta: &shoalv1.Meta{Id: "c"}}); err != nil {
+			return err
+		}
+		return tx.Create(demoted)
+	})
+	snap := st.Raft().Snapshot()
+	if err := snap.Error(); err != nil {
+		t.Fatal(err)
+	}
+	meta, rc, err := snap.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	image, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, st, func(tx raftstore.WriteTx) error {
+		n, _ := raftstore.Get[*shoalv1.Node](tx, "m2")
+		n = proto.Clone(n).(*shoalv1.Node)
+		n.Spec.DesiredRole = shoalv1.NodeRole_NODE_ROLE_MANAGER
+		return tx.Update(n)
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	gen := transport.WatchStoreGeneration(ctx, st, nil)
+	full := 0
+	check := transport.CachedCheck(func(id trust.Identity) (trust.Role, error) {
+		full++
+		return trust.ConnectionCheck(nodesOf(st))(id)
+	}, gen)
+	conf := func() (raft.Configuration, error) {
+		return raft.Configuration{Servers: []raft.Server{{ID: "solo", Suffrage: raft.Voter}, {ID: "m2", Suffrage: raft.Voter}}}, nil
+	}
+	admit := transport.RaftAdmission(conf, check)
+	m2 := trust.Identity{NodeID: "m2", ClusterID: "c", Role: trust.RoleManager, Serial: "01"}
+	poll(t, "a reused admission", func() bool {
+		if admit(m2) != nil {
+			return false
+		}
+		before := full
+		return admit(m2) == nil && full == before
+	})
+	if err := st.Raft().Restore(meta, bytes.NewReader(image), 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := admit(m2); err == nil {
+		t.Fatal("a manager demoted in the restored state was admitted by a verdict cached before the restore")
+	}
+	poll(t, "verdicts reused after the restore", func() bool {
+		if admit(m2) == nil {
+			t.Fatal("admitted after the restore")
+		}
+		before := full
+		return admit(m2) != nil && full == before
+	})
 }

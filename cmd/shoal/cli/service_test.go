@@ -15,6 +15,7 @@ import (
 	"github.com/shoal-dev/shoal/errdefs"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -368,6 +369,63 @@ func TestWaitResumesAfterStreamBreaks(t *testing.T) {
 	// (the fake's service version); 5: the last event's.
 	if !slices.Equal(froms, []uint64{0, 1, 5}) {
 		t.Fatalf("watches opened from %v, want [0 1 5]", froms)
+	}
+}
+
+// TestWaitResumesTwiceInAQuietRollout: the wait's stream breaks (the
+// leader killed), is opened again on another manager, which then sends
+// nothing for longer than resumeWait (a rollout's update delay), and
+// breaks in turn (that manager restarted: a rolling restart). The second
+// break is a new one, resumed as the first: the reopened watch had been
+// accepted. Before, the time since the first break counted, and the wait
+// gave up at once saying that watching again had failed for resumeWait.
+func TestWaitResumesTwiceInAQuietRollout(t *testing.T) {
+	defer func(d time.Duration) { resumeWait = d }(resumeWait)
+	resumeWait = 200 * time.Millisecond
+	t0 := time.Now()
+	c := newCLICluster(t)
+	var mu sync.Mutex
+	var froms []uint64
+	c.mgr.watch = func(req *shoalv1.WatchRequest, st grpc.ServerStreamingServer[shoalv1.WatchEvent]) error {
+		mu.Lock()
+		froms = append(froms, req.GetFromIndex())
+		n := len(froms)
+		mu.Unlock()
+		if err := st.SendHeader(metadata.MD{}); err != nil { // accepted
+			return err
+		}
+		switch n {
+		case 1: // one event, then the leader dies
+			ev := taskEvent(webTask("t1", 5, t0, shoalv1.TaskState_TASK_STATE_STARTING, ""))
+			ev.Index = 5
+			if err := st.Send(ev); err != nil {
+				return err
+			}
+			return errdefs.Unavailablef("error reading from server: EOF")
+		case 2: // quiet for longer than resumeWait, then this manager restarts
+			select {
+			case <-time.After(3 * resumeWait):
+			case <-st.Context().Done():
+				return st.Context().Err()
+			}
+			return errdefs.Unavailablef("error reading from server: EOF")
+		}
+		ev := taskEvent(webTask("t1", 6, t0, shoalv1.TaskState_TASK_STATE_RUNNING, ""))
+		ev.Index = 6
+		if err := st.Send(ev); err != nil {
+			return err
+		}
+		<-st.Context().Done()
+		return st.Context().Err()
+	}
+	code, out, errOut := c.run("service", "create", "--name", "web", "--no-resolve-image", "--monitor", "0", "--wait-timeout", "1m", "demo:1")
+	if code != 0 || !strings.Contains(out, "web: converged (1/1)") {
+		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(froms, []uint64{0, 5, 5}) {
+		t.Fatalf("watches opened from %v, want [0 5 5]", froms)
 	}
 }
 

@@ -195,9 +195,9 @@ var watchKinds = []string{"task", "service"}
 // watch again — on another manager, if the connection knows one — from the
 // index of the last event seen (the write's, before any), so the wait
 // goes on where it was; the events of that entry come again, which the
-// loop folds by version. It gives up once resumeWait passed without an
-// event since the break, or at once on any other error, handing the error
-// to the loop.
+// loop folds by version. It gives up once resumeWait passed since the
+// break without a watch accepted again (its headers) or an event, or at
+// once on any other error, handing the error to the loop.
 func (w *waiter) follow(ctx context.Context, stream grpc.ServerStreamingClient[shoalv1.WatchEvent]) {
 	var last uint64
 	var broke error // the break being resumed from; nil while events flow
@@ -241,6 +241,15 @@ func (w *waiter) follow(ctx context.Context, stream grpc.ServerStreamingClient[s
 			if stream, err = w.ctl.Watch(ctx, &shoalv1.WatchRequest{Kinds: watchKinds, FromIndex: max(last, w.floor.Load())}); err != nil {
 				stream = nil
 			}
+		}
+		// The manager sends the headers once it accepted the watch: the
+		// resume worked, and a later break (that manager restarted, after
+		// a quiet spell longer than resumeWait: a rollout's update delay)
+		// is a new one with its own resumeWait, not the old one's.
+		// A refusal has no headers (gRPC's Header then answers nil, nil:
+		// Recv above reads why).
+		if md, err := stream.Header(); err == nil && md != nil {
+			broke, backoff = nil, 50*time.Millisecond
 		}
 	}
 }
