@@ -579,6 +579,15 @@ func (s *subscription) Take(buf []*shoalv1.WatchEvent, limit int) ([]*shoalv1.Wa
 }
 
 func (s *subscription) Err() error {
+	// A live subscription answers without the hub's lock, which the apply
+	// holds while it publishes: the raft transport asks on every read
+	// (manager/transport.StoreGeneration). done is closed after err is
+	// set, both under the lock.
+	select {
+	case <-s.done:
+	default:
+		return nil
+	}
 	s.hub.mu.Lock()
 	defer s.hub.mu.Unlock()
 	return s.err

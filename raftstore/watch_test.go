@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -306,5 +307,29 @@ func TestWatchCutByEmptyEntry(t *testing.T) {
 	}
 	if !errors.Is(sub.Err(), ErrSlowConsumer) || got >= n {
 		t.Fatalf("subscriber read %d of %d events and ended with %v, want ErrSlowConsumer", got, n, sub.Err())
+	}
+}
+
+// Err of a live subscription does not wait for the hub's lock (held by the
+// apply while it publishes), and an ended one still reports why.
+func TestSubscriptionErrLiveWithoutHubLock(t *testing.T) {
+	h := newHub(16)
+	s := &subscription{hub: h, done: make(chan struct{})}
+	h.mu.Lock()
+	got := make(chan error, 1)
+	go func() { got <- s.Err() }()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("live subscription: Err = %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		h.mu.Unlock()
+		t.Fatal("Err of a live subscription waited for the hub's lock")
+	}
+	h.mu.Unlock()
+	h.end(s, ErrClosed)
+	if err := s.Err(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("ended subscription: Err = %v, want ErrClosed", err)
 	}
 }
