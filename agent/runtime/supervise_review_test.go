@@ -193,6 +193,22 @@ func TestContainerGetsOnlyStdio(t *testing.T) {
 		}
 		return out
 	}
+	// "running" is recorded as the container's init is released to exec
+	// the program; until the exec its own descriptors (the init socket,
+	// the root) are still open: poll until the program runs.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", st.Pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.TrimSpace(string(comm)) == "probe" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10s the container's init is still %q, not the probe", strings.TrimSpace(string(comm)))
+		}
+		time.Sleep(5 * time.Millisecond) // poll interval, not synchronisation
+	}
 	got := fds(st.Pid)
 	for fd, target := range got {
 		// The probe is a Go program: its runtime's epoll and eventfd
