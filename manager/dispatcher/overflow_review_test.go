@@ -1,0 +1,150 @@
+package dispatcher
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// TestSessionOverflowResyncs: an agent that stops reading while its node
+// gets more events than a session may queue (a ring's worth, 16,384) is
+// not left with a silent gap: once it reads again its session ends with
+// a resync (Unavailable), and the next session's full set holds every
+// task. The tasks are fat enough that the session's sends block on flow
+// control long before the burst ends, so its queue does fill.
+func TestSessionOverflowResyncs(t *testing.T) {
+	const tasks, perTx = 20000, 1000
+	s, open := overflowSession(t)
+	stream := open()
+	fat := strings.Repeat("x", 4096)
+	for b := range tasks / perTx {
+		if _, err := s.Update(context.Background(), func(tx raftstore.WriteTx) error {
+			for i := range perTx {
+				tk := task(fmt.Sprintf("f%05d", b*perTx+i), "n1", shoalv1.TaskState_TASK_STATE_ASSIGNED)
+				tk.DesiredState = shoalv1.TaskState_TASK_STATE_RUNNING
+				tk.Spec = &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: "demo", Env: []string{"PAD=" + fat}}}
+				if err := tx.Create(tk); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]bool{}
+	var err error
+	for {
+		var m *shoalv1.SessionMessage
+		if m, err = stream.Recv(); err != nil {
+			break
+		}
+		for _, tk := range m.GetAssignments().GetUpsert() {
+			seen[tk.GetMeta().GetId()] = true
+		}
+	}
+	// (This server has no error-mapping interceptor: the class is read
+	// from the message; the manager's maps errdefs' Unavailable.)
+	if err == io.EOF || !strings.Contains(err.Error(), "resync needed") {
+		t.Fatalf("session with %d of %d tasks delivered ended with %v, want a resync", len(seen), tasks+1, err)
+	}
+	// A new session (as the agent's reconnect) gets them all.
+	st2 := open()
+	// The full set: its first chunk says full, every chunk but the last
+	// says more.
+	full := map[string]bool{}
+	for first := true; ; {
+		m, err := st2.Recv()
+		if err != nil {
+			t.Fatalf("new session after %d of %d tasks: %v", len(full), tasks+1, err)
+		}
+		a := m.GetAssignments()
+		if a == nil {
+			continue
+		}
+		if first && !a.GetFull() {
+			t.Fatal("new session's first assignments are not a full set")
+		}
+		first = false
+		for _, tk := range a.GetUpsert() {
+			full[tk.GetMeta().GetId()] = true
+		}
+		if !a.GetMore() {
+			break
+		}
+	}
+	if len(full) != tasks+1 {
+		t.Fatalf("new session's full set holds %d tasks, want %d", len(full), tasks+1)
+	}
+}
+
+// overflowSession serves node n1's sessions (with task t1) from a
+// dispatcher on a store of its own; open opens one and reads its welcome,
+// leaving the full set unread.
+func overflowSession(t *testing.T) (*raftstore.Store, func() shoalv1.Dispatcher_SessionClient) {
+	t.Helper()
+	s := openStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	t.Cleanup(cancel)
+	tk := task("t1", "n1", shoalv1.TaskState_TASK_STATE_ASSIGNED)
+	tk.DesiredState = shoalv1.TaskState_TASK_STATE_RUNNING
+	if _, err := s.Update(ctx, func(tx raftstore.WriteTx) error {
+		if err := tx.Create(&shoalv1.Node{Meta: &shoalv1.Meta{Id: "n1"}, Spec: &shoalv1.NodeSpec{}}); err != nil {
+			return err
+		}
+		return tx.Create(tk)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	d := New(Config{Store: s, Logger: slog.New(slog.DiscardHandler), Managers: func() []string { return []string{"solo:4242"} }})
+	runCtx, stopRun := context.WithCancel(ctx)
+	runDone := make(chan error, 1)
+	go func() { runDone <- d.Run(runCtx) }()
+	srv := grpc.NewServer(grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		return h(srv, identityStream{ss, trust.WithIdentity(ss.Context(), trust.Identity{NodeID: "n1", Role: trust.RoleWorker})})
+	}))
+	shoalv1.RegisterDispatcherServer(srv, d)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(lis)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stopRun(); <-runDone })
+	t.Cleanup(srv.Stop)
+	t.Cleanup(func() { conn.Close() })
+	return s, func() shoalv1.Dispatcher_SessionClient {
+		t.Helper()
+		for {
+			stream, err := shoalv1.NewDispatcherClient(conn).Session(ctx)
+			if err == nil {
+				err = stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Hello{Hello: &shoalv1.AgentHello{Addr: "n1"}}})
+			}
+			var first *shoalv1.SessionMessage
+			if err == nil {
+				first, err = stream.Recv()
+			}
+			if err == nil && first.GetWelcome() != nil {
+				return stream
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("no session: %v", err)
+			}
+			time.Sleep(10 * time.Millisecond) // poll interval while Run starts
+		}
+	}
+}
