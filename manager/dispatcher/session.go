@@ -180,11 +180,7 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	for {
 		select {
 		case err := <-recvErr:
-			if bye := (*goodbyeError)(nil); errors.As(err, &bye) {
-				return d.goodbye(runCtx, log, id.NodeID, sess, bye.msg)
-			}
-			log.Info("session ended", "reason", errString(err))
-			return err
+			return d.received(runCtx, log, id.NodeID, sess, err)
 		case <-ctx.Done():
 			if runCtx.Err() != nil {
 				return d.leaderUnavailable()
@@ -201,6 +197,14 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 			}
 		case <-sub.Ready():
 			for {
+				// Between batches: the agent's goodbye (or the end of its
+				// stream) is not left behind a burst that keeps the queue
+				// full (see received).
+				select {
+				case err := <-recvErr:
+					return d.received(runCtx, log, id.NodeID, sess, err)
+				default:
+				}
 				var ok bool
 				if batch, ok = sub.Take(batch[:0], maxDiffEvents); !ok {
 					return errdefs.Unavailablef("session resync needed: %v", sub.Err())

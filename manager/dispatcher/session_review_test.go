@@ -103,6 +103,12 @@ func overflowSession(t *testing.T) (*raftstore.Store, func() shoalv1.Dispatcher_
 		if err := tx.Create(&shoalv1.Node{Meta: &shoalv1.Meta{Id: "n1"}, Spec: &shoalv1.NodeSpec{}}); err != nil {
 			return err
 		}
+		// The test agent does not heartbeat: a period longer than the
+		// test keeps the node from being judged down meanwhile.
+		if err := tx.Create(&shoalv1.Cluster{Meta: &shoalv1.Meta{Id: "c"},
+			Settings: &shoalv1.ClusterSettings{HeartbeatPeriodMs: 60000}}); err != nil {
+			return err
+		}
 		return tx.Create(tk)
 	}); err != nil {
 		t.Fatal(err)
@@ -146,5 +152,57 @@ func overflowSession(t *testing.T) (*raftstore.Store, func() shoalv1.Dispatcher_
 			}
 			time.Sleep(10 * time.Millisecond) // poll interval while Run starts
 		}
+	}
+}
+
+// TestGoodbyeNotStarvedByBurst: an agent's goodbye is acted on between
+// the batches of a burst, not after the session has sent everything
+// queued for its node. The session loop took batch after batch while any
+// was queued and looked at its receiver only once the queue was empty:
+// under a steady stream of events (an overlay network's tasks reach every
+// session) a restarting agent's goodbye waited until it gave up, and the
+// node, not marked as restarting, was then judged down and its tasks
+// replaced. Here the agent stops reading while ~16,000 fat tasks are
+// queued for it (the session blocks on flow control), says goodbye, then
+// reads: the session must end before sending the whole queue.
+func TestGoodbyeNotStarvedByBurst(t *testing.T) {
+	const tasks, perTx = 16000, 1000
+	s, open := overflowSession(t)
+	stream := open()
+	fat := strings.Repeat("x", 4096)
+	for b := range tasks / perTx {
+		if _, err := s.Update(context.Background(), func(tx raftstore.WriteTx) error {
+			for i := range perTx {
+				tk := task(fmt.Sprintf("g%05d", b*perTx+i), "n1", shoalv1.TaskState_TASK_STATE_ASSIGNED)
+				tk.DesiredState = shoalv1.TaskState_TASK_STATE_RUNNING
+				tk.Spec = &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: "demo", Env: []string{"PAD=" + fat}}}
+				if err := tx.Create(tk); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Goodbye{Goodbye: &shoalv1.Goodbye{}}}); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	var err error
+	for {
+		var m *shoalv1.SessionMessage
+		if m, err = stream.Recv(); err != nil {
+			break
+		}
+		for _, tk := range m.GetAssignments().GetUpsert() {
+			seen[tk.GetMeta().GetId()] = true
+		}
+	}
+	if err != io.EOF {
+		t.Fatalf("session ended with %v after %d tasks, want the goodbye's clean end", err, len(seen))
+	}
+	if len(seen) >= tasks {
+		t.Fatalf("the session sent all %d queued tasks before acting on the goodbye", len(seen))
 	}
 }
