@@ -182,14 +182,9 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 		case err := <-recvErr:
 			return d.received(runCtx, log, id.NodeID, sess, err)
 		case <-ctx.Done():
-			if runCtx.Err() != nil {
-				return d.leaderUnavailable()
-			}
-			return errdefs.Unavailablef("session closed (heartbeat missed or replaced)")
+			return d.closed(runCtx)
 		case <-sub.Done():
-			// Slow consumer or restore: the agent reconnects and gets a
-			// fresh full set.
-			return errdefs.Unavailablef("session resync needed: %v", sub.Err())
+			return d.subEnded(ctx, runCtx, sub)
 		case <-echoC:
 			echoC = nil
 			if err := send(nil); err != nil {
@@ -207,7 +202,7 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 				}
 				var ok bool
 				if batch, ok = sub.Take(batch[:0], maxDiffEvents); !ok {
-					return errdefs.Unavailablef("session resync needed: %v", sub.Err())
+					return d.subEnded(ctx, runCtx, sub)
 				}
 				if len(batch) == 0 {
 					break

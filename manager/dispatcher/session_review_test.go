@@ -7,20 +7,24 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/shoal-dev/shoal/errdefs"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
 	"github.com/shoal-dev/shoal/trust"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 )
 
 // TestSessionOverflowResyncs: an agent that stops reading while its node
 // gets more events than a session may queue (a ring's worth, 16,384) is
 // not left with a silent gap: once it reads again its session ends with
-// a resync (Unavailable), and the next session's full set holds every
+// Unavailable (resync needed), and the next session's full set holds every
 // task. The tasks are fat enough that the session's sends block on flow
 // control long before the burst ends, so its queue does fill.
 func TestSessionOverflowResyncs(t *testing.T) {
@@ -54,9 +58,7 @@ func TestSessionOverflowResyncs(t *testing.T) {
 			seen[tk.GetMeta().GetId()] = true
 		}
 	}
-	// (This server has no error-mapping interceptor: the class is read
-	// from the message; the manager's maps errdefs' Unavailable.)
-	if err == io.EOF || !strings.Contains(err.Error(), "resync needed") {
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "resync needed") {
 		t.Fatalf("session with %d of %d tasks delivered ended with %v, want a resync", len(seen), tasks+1, err)
 	}
 	// A new session (as the agent's reconnect) gets them all.
@@ -94,6 +96,15 @@ func TestSessionOverflowResyncs(t *testing.T) {
 // leaving the full set unread.
 func overflowSession(t *testing.T) (*raftstore.Store, func() shoalv1.Dispatcher_SessionClient) {
 	t.Helper()
+	s, open, _ := sessionServer(t)
+	return s, open
+}
+
+// sessionServer is overflowSession that also returns what ends the
+// dispatcher's Run (as a lost leadership does), and whose server maps
+// errors to gRPC statuses as the manager's does.
+func sessionServer(t *testing.T) (*raftstore.Store, func() shoalv1.Dispatcher_SessionClient, func()) {
+	t.Helper()
 	s := openStore(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	t.Cleanup(cancel)
@@ -118,7 +129,7 @@ func overflowSession(t *testing.T) (*raftstore.Store, func() shoalv1.Dispatcher_
 	runDone := make(chan error, 1)
 	go func() { runDone <- d.Run(runCtx) }()
 	srv := grpc.NewServer(grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-		return h(srv, identityStream{ss, trust.WithIdentity(ss.Context(), trust.Identity{NodeID: "n1", Role: trust.RoleWorker})})
+		return errdefs.ToGRPC(h(srv, identityStream{ss, trust.WithIdentity(ss.Context(), trust.Identity{NodeID: "n1", Role: trust.RoleWorker})}))
 	}))
 	shoalv1.RegisterDispatcherServer(srv, d)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -130,7 +141,9 @@ func overflowSession(t *testing.T) (*raftstore.Store, func() shoalv1.Dispatcher_
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { stopRun(); <-runDone })
+	var stopOnce sync.Once
+	stop := func() { stopOnce.Do(func() { stopRun(); <-runDone }) }
+	t.Cleanup(stop)
 	t.Cleanup(srv.Stop)
 	t.Cleanup(func() { conn.Close() })
 	return s, func() shoalv1.Dispatcher_SessionClient {
@@ -152,7 +165,7 @@ func overflowSession(t *testing.T) (*raftstore.Store, func() shoalv1.Dispatcher_
 			}
 			time.Sleep(10 * time.Millisecond) // poll interval while Run starts
 		}
-	}
+	}, stop
 }
 
 // TestGoodbyeNotStarvedByBurst: an agent's goodbye is acted on between
@@ -204,5 +217,43 @@ func TestGoodbyeNotStarvedByBurst(t *testing.T) {
 	}
 	if len(seen) >= tasks {
 		t.Fatalf("the session sent all %d queued tasks before acting on the goodbye", len(seen))
+	}
+}
+
+// TestSessionTellsLeaderWhenLeadershipEnds: a session busy with a burst
+// when its dispatcher stops (leadership lost) ends with NotLeader and the
+// leader's address, as an idle one does, not with "resync needed: context
+// canceled": the subscription ends with the session's context, and the
+// loop took that end for a resync, so the agent lost the hint that sends
+// it straight to the leader and backed off instead. The agent here stops
+// reading while a burst is queued (the session blocks on flow control),
+// the dispatcher stops, then the agent reads.
+func TestSessionTellsLeaderWhenLeadershipEnds(t *testing.T) {
+	const tasks, perTx = 8000, 1000
+	s, open, stop := sessionServer(t)
+	stream := open()
+	fat := strings.Repeat("x", 4096)
+	for b := range tasks / perTx {
+		if _, err := s.Update(context.Background(), func(tx raftstore.WriteTx) error {
+			for i := range perTx {
+				tk := task(fmt.Sprintf("l%05d", b*perTx+i), "n1", shoalv1.TaskState_TASK_STATE_ASSIGNED)
+				tk.DesiredState = shoalv1.TaskState_TASK_STATE_RUNNING
+				tk.Spec = &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: "demo", Env: []string{"PAD=" + fat}}}
+				if err := tx.Create(tk); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop()
+	var err error
+	for err == nil {
+		_, err = stream.Recv()
+	}
+	if addr, ok := errdefs.LeaderAddr(err); !ok || addr == "" {
+		t.Fatalf("session ended with %v, want NotLeader with the leader's address", err)
 	}
 }
