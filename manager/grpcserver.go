@@ -27,12 +27,18 @@ const defaultStreamWorkers = 256
 // workers off (a goroutine per call, gRPC's default).
 var streamWorkers string
 
-// tuningOptions are the manager gRPC server's performance options, apart
-// from credentials, interceptors and keepalives.
 // serverWindow is the manager's fixed HTTP/2 flow-control window, per
-// stream and per connection.
+// stream and per connection. What a peer can make the manager hold is the
+// stream window: gRPC returns connection window as soon as a frame is read
+// (whether or not a handler read it), and a stream's only as its handler
+// reads. So a stream whose handler does not read (a session whose receiver
+// waits on the status writer, an exec whose task does not read its stdin)
+// holds up to 2 MiB, as a unary call's body of up to 4 MiB (gRPC's message
+// limit) is held whatever the window.
 const serverWindow = 2 << 20
 
+// tuningOptions are the manager gRPC server's performance options, apart
+// from credentials, interceptors and keepalives.
 func tuningOptions() []grpc.ServerOption {
 	n := defaultStreamWorkers
 	if v, err := strconv.Atoi(streamWorkers); err == nil && v >= 0 {

@@ -19,7 +19,10 @@
 // the other kinds (sessionEvents), so thousands of sessions do not each
 // handle every task event, nor every other session's opening. The session
 // takes its events from the subscription's queue itself (Ready, Take: no
-// pump goroutine per session) and sends all that is queued as one diff.
+// pump goroutine per session) and sends all that is queued as one diff;
+// between batches it looks at its receiver, so an agent's goodbye is not
+// held behind a burst (sessionend.go). A node a whole ring behind is cut
+// off and resyncs (a fresh session, a fresh full set).
 // The echo of a status its own agent reported while starting a task
 // (ACCEPTED … RUNNING, nothing else changed against what the agent was
 // sent) is held back for up to echoDelay (echoes.go), so that it rides
@@ -70,5 +73,6 @@
 //
 // Only the leader runs sessions; a follower answers errdefs.NotLeader
 // (UNAVAILABLE, the leader's address in an ErrorInfo detail) so the agent
-// goes straight there.
+// goes straight there, as does a leader's session when leadership ends,
+// however busy it was (subEnded).
 package dispatcher

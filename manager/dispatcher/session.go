@@ -180,20 +180,11 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	for {
 		select {
 		case err := <-recvErr:
-			if bye := (*goodbyeError)(nil); errors.As(err, &bye) {
-				return d.goodbye(runCtx, log, id.NodeID, sess, bye.msg)
-			}
-			log.Info("session ended", "reason", errString(err))
-			return err
+			return d.received(runCtx, log, id.NodeID, sess, err)
 		case <-ctx.Done():
-			if runCtx.Err() != nil {
-				return d.leaderUnavailable()
-			}
-			return errdefs.Unavailablef("session closed (heartbeat missed or replaced)")
+			return d.closed(runCtx)
 		case <-sub.Done():
-			// Slow consumer or restore: the agent reconnects and gets a
-			// fresh full set.
-			return errdefs.Unavailablef("session resync needed: %v", sub.Err())
+			return d.subEnded(ctx, runCtx, sub)
 		case <-echoC:
 			echoC = nil
 			if err := send(nil); err != nil {
@@ -201,9 +192,17 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 			}
 		case <-sub.Ready():
 			for {
+				// Between batches: the agent's goodbye (or the end of its
+				// stream) is not left behind a burst that keeps the queue
+				// full (see received).
+				select {
+				case err := <-recvErr:
+					return d.received(runCtx, log, id.NodeID, sess, err)
+				default:
+				}
 				var ok bool
 				if batch, ok = sub.Take(batch[:0], maxDiffEvents); !ok {
-					return errdefs.Unavailablef("session resync needed: %v", sub.Err())
+					return d.subEnded(ctx, runCtx, sub)
 				}
 				if len(batch) == 0 {
 					break
