@@ -163,8 +163,14 @@ func (m *Manager) Run(ctx context.Context) error {
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxReplyBytes)))
 	}, cfg.Logger, "/shoal.v1.NodeCA/GetRootCA", "/shoal.v1.Dispatcher/Session", shoalv1.NodeCA_RenewNodeCertificate_FullMethodName)
 	defer fwd.Close()
-	check := StoreCheck(store)
-	ongoing := trust.StoreCheckOngoing(storeNodes(store), storeAdmins(store))
+	// The store part of raft's re-check on each read, and the admin
+	// certificates' index that every admin API call reads, are reused
+	// until a node or the cluster object changes (the generation is
+	// bumped inside the store's apply).
+	nodesGen := transport.WatchStoreGeneration(ctx, store, cfg.Logger)
+	admins := transport.CachedAdmins(storeAdmins(store), nodesGen)
+	check := trust.StoreCheckIndexed(storeNodes(store), admins)
+	ongoing := trust.StoreCheckOngoingIndexed(storeNodes(store), admins)
 	authz := &trust.Authorizer{Policy: trust.DefaultPolicy(), ClusterID: cfg.Certs.Identity().ClusterID,
 		Current: func(_ context.Context, id trust.Identity) (trust.Role, error) { return check(id) },
 		// Streams (sessions, watches, followed logs) are asked about again
@@ -185,9 +191,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		f := store.Raft().GetConfiguration()
 		return f.Configuration(), f.Error()
 	}
-	// Raft peers are checked again whenever bytes arrive: the store part of
-	// that check is reused until a node or the cluster object changes.
-	nodesGen := transport.WatchStoreGeneration(ctx, store, cfg.Logger)
+	// Raft peers are checked again whenever bytes arrive.
 	mux.AdmitRaft(transport.RaftAdmission(raftConf, check), transport.RaftAdmission(raftConf, transport.CachedCheck(trust.ConnectionCheck(storeNodes(store)), nodesGen)))
 	unary := []grpc.UnaryServerInterceptor{errdefs.UnaryServerInterceptor(), authz.Unary(), fwd.Unary()}
 	srv := grpc.NewServer(append([]grpc.ServerOption{

@@ -94,17 +94,67 @@ func CheckAdmin(id Identity, admins []*shoalv1.AdminCertificate, now time.Time) 
 		if a.GetSerial() != id.Serial || id.Serial == "" {
 			continue
 		}
-		switch {
-		case a.GetName() != id.NodeID:
-			return fmt.Errorf("%w: admin certificate %s is listed as %q, not %q", ErrNotCurrent, id.Serial, a.GetName(), id.NodeID)
-		case a.GetRevoked():
-			return fmt.Errorf("%w: admin certificate %q was revoked", ErrNotCurrent, id.NodeID)
-		case a.GetNotAfter() != nil && now.After(a.GetNotAfter().AsTime()):
-			return fmt.Errorf("%w: admin certificate %q expired", ErrNotCurrent, id.NodeID)
-		}
-		return nil
+		return checkAdminEntry(id, a, now)
 	}
+	return notAnAdmin(id)
+}
+
+// checkAdminEntry is CheckAdmin's verdict on the entry listed under id's
+// serial.
+func checkAdminEntry(id Identity, a *shoalv1.AdminCertificate, now time.Time) error {
+	switch {
+	case a.GetName() != id.NodeID:
+		return fmt.Errorf("%w: admin certificate %s is listed as %q, not %q", ErrNotCurrent, id.Serial, a.GetName(), id.NodeID)
+	case a.GetRevoked():
+		return fmt.Errorf("%w: admin certificate %q was revoked", ErrNotCurrent, id.NodeID)
+	case a.GetNotAfter() != nil && now.After(a.GetNotAfter().AsTime()):
+		return fmt.Errorf("%w: admin certificate %q expired", ErrNotCurrent, id.NodeID)
+	}
+	return nil
+}
+
+func notAnAdmin(id Identity) error {
 	return fmt.Errorf("%w: admin certificate %q (serial %s) is not one of the cluster's admin certificates", ErrNotCurrent, id.NodeID, id.Serial)
+}
+
+// AdminIndex is the cluster's admin certificates by serial, built once
+// from a list (IndexAdmins) and then read by every call: CheckAdmin scans
+// the list, and a manager checks an admin on each API call. It is
+// immutable once built (safe to share between goroutines). Its verdicts
+// are CheckAdmin's over the same list; the expiry is still decided per
+// call, against the caller's now.
+type AdminIndex struct {
+	bySerial map[string]*shoalv1.AdminCertificate
+}
+
+// IndexAdmins indexes admins by serial. Where two entries share a serial
+// the first one counts, as in CheckAdmin's scan; entries without a serial
+// are never matched (an empty serial admits nobody).
+func IndexAdmins(admins []*shoalv1.AdminCertificate) *AdminIndex {
+	x := &AdminIndex{bySerial: make(map[string]*shoalv1.AdminCertificate, len(admins))}
+	for _, a := range admins {
+		s := a.GetSerial()
+		if _, dup := x.bySerial[s]; s == "" || dup {
+			continue
+		}
+		x.bySerial[s] = a
+	}
+	return x
+}
+
+// Check is CheckAdmin against the indexed list: one map lookup.
+func (x *AdminIndex) Check(id Identity, now time.Time) error {
+	if id.Role != RoleAdmin {
+		return fmt.Errorf("%w: %s is not an admin certificate", ErrNotCurrent, id)
+	}
+	var a *shoalv1.AdminCertificate
+	if x != nil && id.Serial != "" {
+		a = x.bySerial[id.Serial]
+	}
+	if a == nil {
+		return notAnAdmin(id)
+	}
+	return checkAdminEntry(id, a, now)
 }
 
 // AdminLookup returns the cluster's admin certificates; known is false
@@ -115,23 +165,54 @@ type AdminLookup func() (admins []*shoalv1.AdminCertificate, known bool)
 // errBootstrapping is retryable (the authorizer answers UNAVAILABLE).
 var errBootstrapping = errors.New("the cluster is still being bootstrapped")
 
+// AdminIndexLookup is AdminLookup returning the list indexed (see
+// transport.CachedAdmins: the index is built again only when the cluster
+// object may have changed).
+type AdminIndexLookup func() (admins *AdminIndex, known bool)
+
 // StoreCheck returns the check an Authorizer (or a raft gate) applies on a
 // manager: nodes against lookup, admins against the cluster's list.
 func StoreCheck(lookup NodeLookup, admins AdminLookup) func(Identity) (Role, error) {
+	return storeCheck(lookup, func(id Identity) (bool, error) {
+		list, known := admins()
+		if !known {
+			return false, nil
+		}
+		return true, CheckAdmin(id, list, time.Now())
+	})
+}
+
+// StoreCheckIndexed is StoreCheck with the admin certificates looked up in
+// an index (one map lookup per call instead of a scan of the list).
+func StoreCheckIndexed(lookup NodeLookup, admins AdminIndexLookup) func(Identity) (Role, error) {
+	return storeCheck(lookup, func(id Identity) (bool, error) {
+		x, known := admins()
+		if !known {
+			return false, nil
+		}
+		return true, x.Check(id, time.Now())
+	})
+}
+
+// storeCheck is StoreCheck with admins deciding an admin certificate; its
+// known is false while there is no cluster object (bootstrap). For a node
+// id it is asked only whether the cluster is known (id's role is not an
+// admin's: its error is ignored).
+func storeCheck(lookup NodeLookup, admin func(Identity) (known bool, err error)) func(Identity) (Role, error) {
 	return func(id Identity) (Role, error) {
 		if id.Role == RoleAdmin {
-			list, known := admins()
+			known, err := admin(id)
 			if !known {
 				return "", errBootstrapping
 			}
-			if err := CheckAdmin(id, list, time.Now()); err != nil {
+			if err != nil {
 				return "", err
 			}
 			return RoleAdmin, nil
 		}
 		n, removed := lookup(id.NodeID)
 		if n == nil && !removed {
-			if _, known := admins(); !known {
+			if known, _ := admin(id); !known {
 				// No cluster state at all yet. Still ErrNodeUnknown: the
 				// raft gate admits the voters it does not know yet, which
 				// is how managers restarted together elect a leader.
@@ -146,8 +227,16 @@ func StoreCheck(lookup NodeLookup, admins AdminLookup) func(Identity) (Role, err
 // admitted: node certificates are checked without their serial (see
 // CurrentNodeRoleOfConnection), admin certificates as by StoreCheck.
 func StoreCheckOngoing(lookup NodeLookup, admins AdminLookup) func(Identity) (Role, error) {
+	return ongoingCheck(lookup, StoreCheck(lookup, admins))
+}
+
+// StoreCheckOngoingIndexed is StoreCheckOngoing over an admin index.
+func StoreCheckOngoingIndexed(lookup NodeLookup, admins AdminIndexLookup) func(Identity) (Role, error) {
+	return ongoingCheck(lookup, StoreCheckIndexed(lookup, admins))
+}
+
+func ongoingCheck(lookup NodeLookup, full func(Identity) (Role, error)) func(Identity) (Role, error) {
 	nodes := ConnectionCheck(lookup)
-	full := StoreCheck(lookup, admins)
 	return func(id Identity) (Role, error) {
 		if id.Role == RoleAdmin {
 			return full(id)

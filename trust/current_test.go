@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -88,13 +89,20 @@ func TestCurrentNodeRoleOfConnection(t *testing.T) {
 	}
 }
 
+// TestCheckAdmin: CheckAdmin's verdicts, and the index's (AdminIndex.Check)
+// the same error for every case, listed twice included (the first entry
+// counts) and an entry without a serial (matches nobody).
 func TestCheckAdmin(t *testing.T) {
 	now := time.Now()
 	admins := []*shoalv1.AdminCertificate{
+		{Name: "nobody"},
 		{Name: "alice", Serial: "a1", NotAfter: timestamppb.New(now.Add(time.Hour))},
 		{Name: "bob", Serial: "b1", Revoked: true, RevokedAt: timestamppb.New(now)},
 		{Name: "carol", Serial: "c1", NotAfter: timestamppb.New(now.Add(-time.Minute))},
+		{Name: "dave", Serial: "d1", Revoked: true},
+		{Name: "dave", Serial: "d1"},
 	}
+	index := trust.IndexAdmins(admins)
 	for _, tc := range []struct {
 		name string
 		id   trust.Identity
@@ -106,11 +114,17 @@ func TestCheckAdmin(t *testing.T) {
 		{"not listed", trust.Identity{NodeID: "alice", Role: trust.RoleAdmin, Serial: "zz"}, false},
 		{"listed serial under another name", trust.Identity{NodeID: "mallory", Role: trust.RoleAdmin, Serial: "a1"}, false},
 		{"no serial", trust.Identity{NodeID: "alice", Role: trust.RoleAdmin}, false},
+		{"no serial, name of an entry without one", trust.Identity{NodeID: "nobody", Role: trust.RoleAdmin}, false},
+		{"listed twice: the first entry (revoked) counts", trust.Identity{NodeID: "dave", Role: trust.RoleAdmin, Serial: "d1"}, false},
+		{"a node certificate", trust.Identity{NodeID: "alice", Role: trust.RoleManager, Serial: "a1"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := trust.CheckAdmin(tc.id, admins, now)
 			if (err == nil) != tc.ok || (err != nil && !errors.Is(err, trust.ErrNotCurrent)) {
 				t.Fatalf("CheckAdmin = %v, want ok=%v", err, tc.ok)
+			}
+			if ierr := index.Check(tc.id, now); fmt.Sprint(ierr) != fmt.Sprint(err) {
+				t.Fatalf("index: %v, CheckAdmin: %v", ierr, err)
 			}
 		})
 	}
@@ -136,8 +150,21 @@ func TestAuthorizerWithStore(t *testing.T) {
 		{Name: "admin", Serial: trust.SerialOf(adminCert)},
 		{Name: "admin", Serial: trust.SerialOf(revokedAdmin), Revoked: true},
 	}
-	check := trust.StoreCheck(func(id string) (*shoalv1.Node, bool) { return nodes[id], id == "gone" },
-		func() ([]*shoalv1.AdminCertificate, bool) { return admins, true })
+	lookup := func(id string) (*shoalv1.Node, bool) { return nodes[id], id == "gone" }
+	for _, c := range []struct {
+		name  string
+		check func(trust.Identity) (trust.Role, error)
+	}{
+		{"list", trust.StoreCheck(lookup, func() ([]*shoalv1.AdminCertificate, bool) { return admins, true })},
+		{"index", trust.StoreCheckIndexed(lookup, func() (*trust.AdminIndex, bool) { return trust.IndexAdmins(admins), true })},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			authorizeWithStore(t, c.check, m1, m1Old, demoted, w1, gone, adminCert, revokedAdmin)
+		})
+	}
+}
+
+func authorizeWithStore(t *testing.T, check func(trust.Identity) (trust.Role, error), m1, m1Old, demoted, w1, gone, adminCert, revokedAdmin *x509.Certificate) {
 	a := &trust.Authorizer{Policy: trust.DefaultPolicy(), ClusterID: "c1",
 		Current: func(_ context.Context, id trust.Identity) (trust.Role, error) { return check(id) }}
 	const listNodes = shoalv1.Control_ListNodes_FullMethodName
@@ -346,8 +373,20 @@ func TestAuthorizerRechecksStreams(t *testing.T) {
 func TestStoreCheckBootstrapping(t *testing.T) {
 	root := newRoot(t, "c1")
 	admin := parseCert(t, adminCreds(t, root).CertPEM)
-	check := trust.StoreCheck(func(string) (*shoalv1.Node, bool) { return nil, false },
-		func() ([]*shoalv1.AdminCertificate, bool) { return nil, false })
+	for _, c := range []struct {
+		name  string
+		check func(trust.Identity) (trust.Role, error)
+	}{
+		{"list", trust.StoreCheck(func(string) (*shoalv1.Node, bool) { return nil, false },
+			func() ([]*shoalv1.AdminCertificate, bool) { return nil, false })},
+		{"index", trust.StoreCheckIndexed(func(string) (*shoalv1.Node, bool) { return nil, false },
+			func() (*trust.AdminIndex, bool) { return trust.IndexAdmins(nil), false })},
+	} {
+		t.Run(c.name, func(t *testing.T) { checkBootstrapping(t, root, admin, c.check) })
+	}
+}
+
+func checkBootstrapping(t *testing.T, root *trust.CA, admin *x509.Certificate, check func(trust.Identity) (trust.Role, error)) {
 	a := &trust.Authorizer{Policy: trust.DefaultPolicy(), Current: func(_ context.Context, id trust.Identity) (trust.Role, error) { return check(id) }}
 	_, err := a.Unary()(peerCtx(admin), nil, &grpc.UnaryServerInfo{FullMethod: shoalv1.Control_ListNodes_FullMethodName},
 		func(context.Context, any) (any, error) { return nil, nil })

@@ -38,7 +38,12 @@
 // A certificate is only as good as the store says: Current (StoreCheck,
 // CurrentNodeRole, CheckAdmin) compares the certificate's serial and role with
 // the node object (or the cluster's admin certificates) on every call; a node
-// whose role change is pending acts as a worker. A stream in progress is
+// whose role change is pending acts as a worker. On a manager an admin's
+// check is one map lookup (StoreCheckIndexed over an AdminIndex of the
+// cluster's admin certificates, which manager/transport's CachedAdmins
+// builds again whenever the cluster object may have changed, so a
+// revocation is refused by the next call; expiry is compared per call).
+// A stream in progress is
 // asked about again every Recheck by one goroutine per Authorizer for all
 // open streams (recheck.go); on a manager OngoingView makes that one store
 // read a period for every session, not one per stream, and a demoted or

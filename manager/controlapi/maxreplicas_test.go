@@ -53,3 +53,42 @@ func TestMaxReplicas(t *testing.T) {
 		t.Fatalf("update to the lowered cap: %v", err)
 	}
 }
+
+// TestTheClusterIsClusterOf: the cluster object looked up by its known id
+// is the one ClusterOf lists, in a view after the cluster object changed
+// too; an id not found (a store of another cluster) falls back to the
+// listing; and the lookup allocates less than the listing (it is what
+// every UpdateService pays for the max-replicas setting).
+func TestTheClusterIsClusterOf(t *testing.T) {
+	s, st := newServer(t)
+	ctx := context.Background()
+	same := func(what string) {
+		t.Helper()
+		v := st.View()
+		want, wok := raftstore.ClusterOf(v)
+		got, ok := s.theCluster(v)
+		if got != want || ok != wok || !ok {
+			t.Fatalf("%s: theCluster %v (%v), ClusterOf %v (%v)", what, got, ok, want, wok)
+		}
+	}
+	same("first read")
+	same("by id")
+	if _, err := st.Update(ctx, func(tx raftstore.WriteTx) error {
+		c, _ := raftstore.ClusterOf(tx)
+		c = proto.Clone(c).(*shoalv1.Cluster)
+		c.Settings = &shoalv1.ClusterSettings{MaxReplicas: 10}
+		return tx.Update(c)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	same("after the cluster object changed")
+	other := "another-cluster"
+	s.clusterID.Store(&other)
+	same("an id not in the store")
+	v := st.View()
+	byID := testing.AllocsPerRun(200, func() { s.theCluster(v) })
+	listed := testing.AllocsPerRun(200, func() { raftstore.ClusterOf(v) })
+	if byID >= listed {
+		t.Fatalf("theCluster: %.0f allocations, ClusterOf %.0f: the lookup by id should allocate less", byID, listed)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"github.com/shoal-dev/shoal/errdefs"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
@@ -30,6 +31,30 @@ type Server struct {
 	// checked lets UpdateService skip the rules of a task it checked
 	// itself and that has not changed since.
 	checked checkedTasks
+	// clusterID is the cluster object's id once read (see theCluster).
+	clusterID atomic.Pointer[string]
+}
+
+// theCluster returns the cluster object of r, the one raftstore.ClusterOf
+// returns, looked up by its id once that is known: ClusterOf lists the
+// cluster table (an iterator and two slices), and every UpdateService
+// read it for the max-replicas setting (1.8 % of the leader at 256
+// writers). The store holds one cluster object, created at bootstrap and
+// never replaced, so its id does not change; a view where that id is not
+// found (before bootstrap, a restored store of another cluster) is asked
+// by listing, as before.
+func (s *Server) theCluster(r raftstore.Reader) (*shoalv1.Cluster, bool) {
+	if id := s.clusterID.Load(); id != nil {
+		if c, ok := raftstore.Get[*shoalv1.Cluster](r, *id); ok {
+			return c, true
+		}
+	}
+	c, ok := raftstore.ClusterOf(r)
+	if ok {
+		id := c.GetMeta().GetId()
+		s.clusterID.Store(&id)
+	}
+	return c, ok
 }
 
 // lockServiceWrite takes netMu for a service create or update whose spec

@@ -103,7 +103,7 @@ func (s *Server) CreateService(ctx context.Context, req *shoalv1.CreateServiceRe
 	targets := networkTargets(svc.GetSpec())
 	defer s.lockServiceWrite(svc.GetSpec())()
 	idx, err := s.store.Update(ctx, func(tx raftstore.WriteTx) error {
-		if err := checkMaxReplicas(tx, svc.GetSpec()); err != nil {
+		if err := s.checkMaxReplicas(tx, svc.GetSpec()); err != nil {
 			return err
 		}
 		if err := resolveTaskNetworks(tx, svc.GetSpec()); err != nil {
@@ -257,7 +257,7 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 		if err := checkHostAccess(ctx, spec, cur.GetSpec()); err != nil {
 			return err
 		}
-		if err := checkMaxReplicas(tx, spec); err != nil {
+		if err := s.checkMaxReplicas(tx, spec); err != nil {
 			return err
 		}
 		var fe fieldErrors
@@ -405,9 +405,9 @@ const DefaultMaxReplicas = specrules.DefaultMaxReplicas
 // orchestrator, scheduler and dispatcher handle any count in bounded
 // chunks; the cap bounds the total a single call can ask of the cluster
 // (memory on every manager, one task set per node).
-func checkMaxReplicas(r raftstore.Reader, spec *shoalv1.ServiceSpec) error {
+func (s *Server) checkMaxReplicas(r raftstore.Reader, spec *shoalv1.ServiceSpec) error {
 	limit := int64(DefaultMaxReplicas)
-	if c, ok := raftstore.ClusterOf(r); ok && c.GetSettings().GetMaxReplicas() > 0 {
+	if c, ok := s.theCluster(r); ok && c.GetSettings().GetMaxReplicas() > 0 {
 		limit = c.GetSettings().GetMaxReplicas()
 	}
 	if spec.GetReplicas() > limit {

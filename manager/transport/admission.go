@@ -32,9 +32,10 @@ type generationStore interface {
 // (synchronously, ErrRestored): until the goroutine subscribes again,
 // every check is a full one.
 type StoreGeneration struct {
-	n   atomic.Uint64
-	mu  sync.Mutex
-	sub raftstore.Subscription // nil: not subscribed (every check is full)
+	n atomic.Uint64
+	// sub is the live subscription; nil: not subscribed (every check is
+	// full). Atomic: every API call of an admin reads it (CachedAdmins).
+	sub atomic.Pointer[raftstore.Subscription]
 }
 
 // WatchStoreGeneration starts the goroutine that keeps g subscribed until
@@ -73,9 +74,7 @@ func (g *StoreGeneration) run(ctx context.Context, s generationStore, log *slog.
 			retry.Reset(time.Second)
 			continue
 		}
-		g.mu.Lock()
-		g.sub = sub
-		g.mu.Unlock()
+		g.sub.Store(&sub)
 		// After the subscription is in place: a verdict computed before it
 		// (while the previous one ended unseen) is not reused.
 		g.n.Add(1)
@@ -83,9 +82,7 @@ func (g *StoreGeneration) run(ctx context.Context, s generationStore, log *slog.
 		case <-ctx.Done():
 		case <-sub.C(): // closed when it ends (it delivers nothing)
 		}
-		g.mu.Lock()
-		g.sub = nil
-		g.mu.Unlock()
+		g.sub.Store(nil)
 		ended := sub.Err()
 		sub.Close()
 		g.n.Add(1)
@@ -99,11 +96,9 @@ func (g *StoreGeneration) run(ctx context.Context, s generationStore, log *slog.
 // current returns the count and whether it can be trusted (the
 // subscription is live: it has not ended, by a restore or otherwise).
 func (g *StoreGeneration) current() (uint64, bool) {
-	g.mu.Lock()
-	sub := g.sub
-	g.mu.Unlock()
+	sub := g.sub.Load()
 	n := g.n.Load()
-	if sub == nil || sub.Err() != nil {
+	if sub == nil || (*sub).Err() != nil {
 		return 0, false
 	}
 	return n, true
@@ -146,5 +141,40 @@ func CachedCheck(check func(trust.Identity) (trust.Role, error), gen *StoreGener
 			mu.Unlock()
 		}
 		return role, err
+	}
+}
+
+// CachedAdmins wraps the lookup of the cluster's admin certificates (a
+// store view and a list of the cluster table) so that it is asked again,
+// and its list indexed again, only when gen moved — when a node or the
+// cluster object changed, or the generation's subscription ended — and
+// otherwise costs two atomic loads and the subscription's state: an
+// admin's API call checked the whole list in a fresh view every time.
+// It is exactly as strict as the lookup: a revocation bumps gen inside
+// the store's apply, before the write that revoked returns, so the next
+// call builds the index again and sees it; the generation is read
+// before the lookup, so a change racing it leaves an index that is not
+// reused. Expiry is not cached: trust.AdminIndex.Check compares each
+// call's now.
+func CachedAdmins(lookup trust.AdminLookup, gen *StoreGeneration) trust.AdminIndexLookup {
+	type index struct {
+		gen   uint64
+		x     *trust.AdminIndex
+		known bool
+	}
+	var cur atomic.Pointer[index]
+	return func() (*trust.AdminIndex, bool) {
+		g, live := gen.current()
+		if live {
+			if c := cur.Load(); c != nil && c.gen == g {
+				return c.x, c.known
+			}
+		}
+		list, known := lookup()
+		x := trust.IndexAdmins(list)
+		if live {
+			cur.Store(&index{gen: g, x: x, known: known})
+		}
+		return x, known
 	}
 }

@@ -31,4 +31,10 @@
 // claims, has moved it before the write returns, and the peer's next read
 // is refused (TestCachedAdmissionCutsTheNextRPC). After a snapshot
 // restore, or while the watch is not in place, every check is a full one.
+//
+// The same generation keeps the manager's index of the cluster's admin
+// certificates (CachedAdmins, read by the authorizer on every admin API
+// call): it is built again from a store view only after a node or cluster
+// change, so a revoked or removed admin certificate is refused by the
+// next call after the write returns (TestCachedAdminsCutTheNextCall).
 package transport
