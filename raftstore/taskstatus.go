@@ -110,7 +110,31 @@ func applyTaskStatus(index uint64, i int, op *shoalv1.StoreOp, o, cur Object) (O
 	if extra != "" {
 		return nil, fmt.Errorf("raft entry %d: op %d: task %q: a status op carrying %s", index, i, t.GetMeta().GetId(), extra)
 	}
-	return taskWithStatus(stored, t.GetMeta(), t.GetStatus()), nil
+	return adoptStored(t, stored, stored.NodeId), nil
+}
+
+// adoptStored returns op object t (decoded, or cloned from the proposal,
+// for this apply: the FSM's own) made the stored task with t's meta and
+// status and node nodeID: taskWithStatus without allocating another task
+// per op (TestCompactOpsStoreTheDecodedTask). A t carrying unknown fields
+// (a newer writer's) is copied instead, so the stored task is the same on
+// every replica whichever binary wrote the entry.
+func adoptStored(t, stored *shoalv1.Task, nodeID string) *shoalv1.Task {
+	if len(t.ProtoReflect().GetUnknown()) != 0 {
+		nt := taskWithStatus(stored, t.GetMeta(), t.GetStatus())
+		nt.NodeId = nodeID
+		return nt
+	}
+	t.ServiceId = stored.ServiceId
+	t.ServiceName = stored.ServiceName
+	t.Slot = stored.Slot
+	t.NodeId = nodeID
+	t.DesiredState = stored.DesiredState
+	t.Spec = stored.Spec
+	t.SpecVersion = stored.SpecVersion
+	t.Networks = stored.Networks
+	t.JobIteration = stored.JobIteration
+	return t
 }
 
 // internTaskSpec makes t share an equal TaskSpec already in the store: its
