@@ -104,3 +104,35 @@ func TestCompactOpsStoreTheDecodedTask(t *testing.T) {
 		t.Fatalf("after the odd status %v, want %v", got, want)
 	}
 }
+
+// TestTaskWriteCopiesMetaOnce: a status update or an assignment in a tx
+// copies the stored task's meta shallowly (one allocation, sharing its
+// timestamps), not by a reflective deep clone (three); the stored meta
+// is left as it was.
+func TestTaskWriteCopiesMetaOnce(t *testing.T) {
+	f := newTestFSM()
+	task := goldTask(0, &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_ASSIGNED})
+	if err := applyDirect(t, f, 1, t0, opCreate(goldService()), opCreate(task)); err != nil {
+		t.Fatal(err)
+	}
+	v := f.view()
+	stored := v.Get(KindTask, "t1").(*shoalv1.Task)
+	st := goldRunning()
+	writes := map[string]func(tx *writeTx) error{
+		"status": func(tx *writeTx) error { return tx.UpdateTaskStatus("t1", 1, st) },
+		"assign": func(tx *writeTx) error { return tx.AssignTask("t1", 1, "n2", st) },
+	}
+	for name, write := range writes {
+		tx := newWriteTx(v)
+		if err := write(tx); err != nil {
+			t.Fatal(err)
+		}
+		got := tx.Get(KindTask, "t1").(*shoalv1.Task)
+		if got.Meta == stored.Meta || !proto.Equal(got.Meta, stored.Meta) || got.Meta.CreatedAt != stored.Meta.CreatedAt {
+			t.Fatalf("%s: meta %v is not a new copy sharing the stored %v's timestamps", name, got.Meta, stored.Meta)
+		}
+	}
+	if stored.GetMeta().GetVersion() != 1 || stored.GetStatus().GetState() != shoalv1.TaskState_TASK_STATE_ASSIGNED {
+		t.Fatal("the stored task changed")
+	}
+}

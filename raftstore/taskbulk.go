@@ -58,7 +58,7 @@ func (tx *writeTx) AssignTask(id string, version uint64, nodeID string, status *
 	if err := checkCurrent(KindTask, id, version, cur); err != nil {
 		return err
 	}
-	meta := proto.Clone(cur.GetMeta()).(*shoalv1.Meta)
+	meta := copyMeta(cur.GetMeta())
 	nt := taskWithStatus(cur, meta, status)
 	nt.NodeId = nodeID
 	k := objKey{KindTask, id}
