@@ -107,6 +107,16 @@
 // CREATEs and UPDATEs (and the format-2 and -3 forms too: the gate counts
 // managers below the newest format); every replica reads every form.
 //
+// Applying a compact op allocates little beyond the radix trees' own
+// copies: a TASK_STATUS or TASK_ASSIGN op stores the task it decoded (the
+// FSM's own copy of the entry), filled in from the stored task, rather
+// than a second copy (one with unknown fields is copied, so no replica
+// stores them); an event reuses the op's wrapper of its object and an
+// entry's events are one allocation; a secondary index key is built with
+// room for the id memdb appends to it; and a tx's status update or
+// assignment copies the stored meta shallowly (its timestamps are
+// replaced, never written into).
+//
 // # Reading
 //
 // View is the local applied state, cheap and possibly behind the leader.

@@ -266,6 +266,8 @@ func (f *fsm) replace(db *memdb.MemDB, index uint64) {
 func applyAction(txn *memdb.Txn, act *shoalv1.StoreAction, index uint64) ([]*shoalv1.WatchEvent, error) {
 	ts := act.GetTime()
 	events := make([]*shoalv1.WatchEvent, 0, len(act.GetOps()))
+	// The entry's events in one allocation rather than one per op.
+	evs := make([]shoalv1.WatchEvent, len(act.GetOps()))
 	var named []Object
 	var svcs serviceCache
 	for i, op := range act.GetOps() {
@@ -335,9 +337,9 @@ func applyAction(txn *memdb.Txn, act *shoalv1.StoreAction, index uint64) ([]*sho
 			if err := txn.Delete(string(kind), cur); err != nil {
 				return nil, fmt.Errorf("%s %q: deleting: %w", kind, id, err)
 			}
-			events = append(events, &shoalv1.WatchEvent{
-				Index: index, Action: shoalv1.WatchAction_WATCH_ACTION_DELETE, Object: Wrap(cur),
-			})
+			ev := &evs[i]
+			ev.Index, ev.Action, ev.Object = index, shoalv1.WatchAction_WATCH_ACTION_DELETE, Wrap(cur)
+			events = append(events, ev)
 			continue
 		default:
 			return nil, fmt.Errorf("raft entry %d: op %d: unknown op kind %v", index, i, op.GetKind())
@@ -353,7 +355,16 @@ func applyAction(txn *memdb.Txn, act *shoalv1.StoreAction, index uint64) ([]*sho
 			return nil, fmt.Errorf("%s %q: inserting: %w", kind, id, err)
 		}
 		named = append(named, o)
-		events = append(events, &shoalv1.WatchEvent{Index: index, Action: action, Object: Wrap(o)})
+		ev := &evs[i]
+		ev.Index, ev.Action = index, action
+		if Unwrap(op.GetObject()) == o {
+			// The op's own wrapper of o (decoded for this apply, so the
+			// FSM's): no second wrapper per op.
+			ev.Object = op.GetObject()
+		} else {
+			ev.Object = Wrap(o)
+		}
+		events = append(events, ev)
 	}
 	// Unique names are checked on the entry's final state, so that the
 	// order of ops inside one entry (say, a rename and a create taking the

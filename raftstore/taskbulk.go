@@ -58,7 +58,7 @@ func (tx *writeTx) AssignTask(id string, version uint64, nodeID string, status *
 	if err := checkCurrent(KindTask, id, version, cur); err != nil {
 		return err
 	}
-	meta := proto.Clone(cur.GetMeta()).(*shoalv1.Meta)
+	meta := copyMeta(cur.GetMeta())
 	nt := taskWithStatus(cur, meta, status)
 	nt.NodeId = nodeID
 	k := objKey{KindTask, id}
@@ -179,9 +179,7 @@ func applyTaskAssign(index uint64, i int, op *shoalv1.StoreOp, o, cur Object) (O
 	if err := onlyFields(index, i, op.GetKind(), t, "meta", "node_id", "status"); err != nil {
 		return nil, err
 	}
-	nt := taskWithStatus(stored, t.GetMeta(), t.GetStatus())
-	nt.NodeId = t.NodeId
-	return nt, nil
+	return adoptStored(t, stored, t.NodeId), nil
 }
 
 // serviceCache holds the service the last TASK_CREATE op of an entry read:

@@ -46,7 +46,7 @@ func (tx *writeTx) UpdateTaskStatus(id string, version uint64, status *shoalv1.T
 	if err := checkCurrent(KindTask, id, version, cur); err != nil {
 		return err
 	}
-	meta := proto.Clone(cur.GetMeta()).(*shoalv1.Meta)
+	meta := copyMeta(cur.GetMeta())
 	nt := taskWithStatus(cur, meta, status)
 	k := objKey{KindTask, id}
 	if p, ok := tx.pending[k]; ok {
@@ -55,6 +55,19 @@ func (tx *writeTx) UpdateTaskStatus(id string, version uint64, status *shoalv1.T
 	}
 	tx.add(k, &pendingOp{op: shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE, obj: nt, expected: version, form: formStatus})
 	return nil
+}
+
+// copyMeta is a new Meta with m's fields, sharing its timestamps (stored
+// objects are immutable, and the store replaces a meta's timestamps, never
+// writes into them): one allocation where proto.Clone made three and
+// walked the message by reflection, for every status and assignment a
+// tx writes (TestTaskWriteCopiesMetaOnce; TestTaskWithStatusCopiesEveryField
+// fails when Meta gains a field).
+func copyMeta(m *shoalv1.Meta) *shoalv1.Meta {
+	if m == nil {
+		return &shoalv1.Meta{}
+	}
+	return &shoalv1.Meta{Id: m.Id, Version: m.Version, CreatedAt: m.CreatedAt, UpdatedAt: m.UpdatedAt}
 }
 
 // statusOp is the compact op of a status-only change.
@@ -110,7 +123,31 @@ func applyTaskStatus(index uint64, i int, op *shoalv1.StoreOp, o, cur Object) (O
 	if extra != "" {
 		return nil, fmt.Errorf("raft entry %d: op %d: task %q: a status op carrying %s", index, i, t.GetMeta().GetId(), extra)
 	}
-	return taskWithStatus(stored, t.GetMeta(), t.GetStatus()), nil
+	return adoptStored(t, stored, stored.NodeId), nil
+}
+
+// adoptStored returns op object t (decoded, or cloned from the proposal,
+// for this apply: the FSM's own) made the stored task with t's meta and
+// status and node nodeID: taskWithStatus without allocating another task
+// per op (TestCompactOpsStoreTheDecodedTask). A t carrying unknown fields
+// (a newer writer's) is copied instead, so the stored task is the same on
+// every replica whichever binary wrote the entry.
+func adoptStored(t, stored *shoalv1.Task, nodeID string) *shoalv1.Task {
+	if len(t.ProtoReflect().GetUnknown()) != 0 {
+		nt := taskWithStatus(stored, t.GetMeta(), t.GetStatus())
+		nt.NodeId = nodeID
+		return nt
+	}
+	t.ServiceId = stored.ServiceId
+	t.ServiceName = stored.ServiceName
+	t.Slot = stored.Slot
+	t.NodeId = nodeID
+	t.DesiredState = stored.DesiredState
+	t.Spec = stored.Spec
+	t.SpecVersion = stored.SpecVersion
+	t.Networks = stored.Networks
+	t.JobIteration = stored.JobIteration
+	return t
 }
 
 // internTaskSpec makes t share an equal TaskSpec already in the store: its

@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
@@ -444,5 +447,43 @@ func TestSchedulerRoundRestartsForNewPendingTask(t *testing.T) {
 	got, _ := raftstore.Get[*shoalv1.Task](s.View(), "t0465")
 	if got.GetStatus().GetState() != shoalv1.TaskState_TASK_STATE_ASSIGNED {
 		t.Fatalf("the task created mid-round is %s (%q) when the round ended; want ASSIGNED", got.GetStatus().GetState(), got.GetStatus().GetMessage())
+	}
+}
+
+// TestTaskSizerIsProtoSize: the budget's task size, with the spec sized
+// once for the tasks sharing it, is proto.Size of each task, whatever
+// fields it sets, whether it has a spec, an empty one, another one or
+// unknown fields.
+func TestTaskSizerIsProtoSize(t *testing.T) {
+	full := &shoalv1.Task{
+		Meta: &shoalv1.Meta{Id: "t1", Version: 7, CreatedAt: timestamppb.New(t0), UpdatedAt: timestamppb.New(t0)}, ServiceId: "s1", ServiceName: "web", Slot: 3,
+		NodeId: "n1", DesiredState: stateRunning, Status: &shoalv1.TaskStatus{State: statePending, Message: "waiting", Timestamp: timestamppb.New(t0)},
+		Spec: &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: "demo:1", Env: []string{"A=1"}}}, SpecVersion: 4,
+		Networks: []*shoalv1.NetworkAttachment{{NetworkId: "net1", Address: "10.0.0.2/24"}}, JobIteration: 2,
+	}
+	n := 0
+	full.ProtoReflect().Range(func(protoreflect.FieldDescriptor, protoreflect.Value) bool { n++; return true })
+	if all := full.ProtoReflect().Descriptor().Fields().Len(); n != all {
+		t.Fatalf("the test sets %d of Task's %d fields: set the new one, and copy it in taskSizer.size", n, all)
+	}
+	other := proto.Clone(full).(*shoalv1.Task)
+	other.Spec = &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: "demo:2"}}
+	empty := proto.Clone(full).(*shoalv1.Task)
+	empty.Spec = &shoalv1.TaskSpec{}
+	none := proto.Clone(full).(*shoalv1.Task)
+	none.Spec = nil
+	sharing := proto.Clone(full).(*shoalv1.Task)
+	sharing.Spec, sharing.Meta = full.Spec, &shoalv1.Meta{Id: "t2-a-longer-id"}
+	odd := proto.Clone(full).(*shoalv1.Task)
+	odd.Spec = full.Spec
+	odd.ProtoReflect().SetUnknown(protowire.AppendVarint(protowire.AppendTag(nil, 999, protowire.VarintType), 300))
+	var z taskSizer
+	for i, task := range []*shoalv1.Task{full, sharing, other, full, empty, none, odd, {}, full} {
+		if got, want := z.size(task), proto.Size(task); got != want {
+			t.Fatalf("task %d: sized %d, proto.Size %d", i, got, want)
+		}
+	}
+	if z.rest.Meta != nil || z.rest.Status != nil || z.rest.Networks != nil || z.rest.ServiceId != "" {
+		t.Fatal("the sizer holds a task's parts")
 	}
 }

@@ -253,7 +253,8 @@
 //     only when it changed, so that an unschedulable task costs no writes. Tasks are created sharing
 //     their service's TaskSpec (newTask), which the store writes as a compact STORE_OP_KIND_TASK_CREATE
 //     op without the spec (raftstore/taskbulk.go); an op refused because the service's spec moved
-//     is a version conflict, and the pass plans again.
+//     is a version conflict, and the pass plans again. A pass's budget (chunk.go) sizes the spec the
+//     tasks share once, not once per task.
 //
 //   - the rebalance loop watches services, nodes, and the tasks of
 //     services being rebalanced, and writes PlanRebalance's moves.
