@@ -589,7 +589,12 @@ func (r *benchRun) run(ctx context.Context) error {
 		}
 		if time.Since(lastLog) > 5*time.Second {
 			lastLog = time.Now()
-			r.logf("%v: %d ASSIGNED, %d RUNNING of %d (ListTasks counts)", time.Since(start).Round(time.Millisecond), assigned, running, o.tasks)
+			if toAssigned == 0 {
+				// RUNNING is counted once all are placed.
+				r.logf("%v: %d of %d ASSIGNED (ListTasks counts)", time.Since(start).Round(time.Millisecond), assigned, o.tasks)
+			} else {
+				r.logf("%v: %d ASSIGNED, %d RUNNING of %d (ListTasks counts)", time.Since(start).Round(time.Millisecond), assigned, running, o.tasks)
+			}
 		}
 		select {
 		case <-ctx.Done():
