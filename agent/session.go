@@ -383,7 +383,7 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 // arrives while no estimate is in flight sends a PING (and a WINDOW_UPDATE)
 // that the manager must read and answer with a PING ACK, a write and a
 // flush of its own. A session's messages are small and far apart (an
-// assignment, a status echo, a heartbeat ack), so nearly every one cost
+// assignment, a heartbeat ack), so nearly every one cost
 // the manager a second round of frames and syscalls: with 5,000 sessions
 // that was a large share of the leader's CPU (README, "Scheduler at
 // scale"). Twice the largest assignment chunk (dispatcher's

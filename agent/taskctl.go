@@ -49,10 +49,10 @@ func newTaskCtl(e *Executor, t *shoalv1.Task, st *shoalv1.TaskStatus) *taskCtl {
 }
 
 // update records the managers' newest copy of the task and says whether
-// it changed in a way the controller acts on. Most updates are the echo of
-// this node's own status reports (every report is a new task version) or a
-// new session resending everything: those neither wake the controller nor
-// cost a write.
+// it changed in a way the controller acts on. Most updates are a new
+// session resending everything (the managers no longer echo this node's
+// own status reports): those neither wake the controller nor cost a
+// write.
 func (c *taskCtl) update(t *shoalv1.Task) bool {
 	c.mu.Lock()
 	changed := actionable(c.task, t)

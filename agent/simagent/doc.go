@@ -13,12 +13,13 @@
 // a task told to stop. A full set (a new session, maybe a new leader)
 // forgets what was reported and reports again what the store lacks.
 //
-// Committed progress is counted from what the dispatcher sends back: it
-// forwards a node's task only once the task's assignment is committed, and
-// again after each committed status, so the first sight of a task counts
-// it ASSIGNED (committed) and the first sight of it RUNNING counts it
-// RUNNING (committed). Counters are shared by a fleet and cost the
-// managers nothing (no extra watch).
+// Counters count what the agents were sent: the first sight of a task
+// counts it ASSIGNED (the dispatcher forwards a node's task only once its
+// assignment is committed), and a copy of it RUNNING counts it RUNNING,
+// which now comes only in a full set (a new session): the dispatcher no
+// longer echoes an agent's own statuses back. `shoal bench schedule`
+// times committed progress from the store (ListTasks counts), not from
+// these counters.
 //
 // Identities are kept in one JSON file (SaveIdentities/LoadIdentities) so
 // repeated benchmark runs against the same managers skip the join. The

@@ -25,9 +25,11 @@
 // off and resyncs (a fresh session, a fresh full set).
 // The echo of a status its own agent reported while starting a task
 // (ACCEPTED … RUNNING, nothing else changed against what the agent was
-// sent) is held back for up to echoDelay (echoes.go), so that it rides
-// with the session's next message: anything else is sent at once, with
-// the held echoes before it, in order. A session whose status
+// sent) is not sent at all (echoes.go; SwarmKit's dispatcher sends
+// assignments and removals only): the agent acts on desired state and
+// spec, resends every status it holds on each new session, and gets its
+// full set, stored statuses included, when it reconnects. Everything
+// else is sent, in order. A session whose status
 // report waits on a full status queue keeps its node seen and
 // acknowledged meanwhile (queueStatus): the manager is the slow one.
 //

@@ -1,36 +1,32 @@
 package dispatcher
 
 import (
-	"time"
-
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
-// echoDelay is how long a session holds back the echo of a status its
-// agent reported (a task of its own going ACCEPTED … RUNNING, nothing
-// else changed), so that it rides along with the next message the
-// session sends anyway, or with the echoes of the statuses that follow.
-// The agent needs nothing from such an echo (it reported the status; the
-// real agent acts on desired state and spec only, and SwarmKit's
-// dispatcher does not send them at all), but every one of them was a
-// message, a gRPC write and a flush of its own: with 5,000 sessions each
-// holding about one task per raft entry, a task cost its session three
-// messages (assignment, ACCEPTED, RUNNING), and the leader's writes were
-// the largest part of its CPU beyond the 1,000-node run's (README,
-// "Scheduler at scale"). Short, so that a client reading the agent's
-// copy of a task sees it catch up soon; anything else (an assignment, a
-// removal, a desired state or spec change, a task leaving RUNNING, a node
-// or network event) is sent at once with the held echoes before it.
-var echoDelay = 250 * time.Millisecond
-
-// echoes is a session's held-back echoes. Owned by the session loop.
+// echoes tells which events of a session are echoes of statuses its own
+// agent reported while starting a task (ACCEPTED … RUNNING, nothing else
+// changed against the copy the agent was last sent). A session does not
+// send them at all, as SwarmKit's dispatcher sends assignments and
+// removals only: the agent needs nothing from them. It acts on desired
+// state and spec (agent.actionable) and on the managers ending a task
+// (a state past RUNNING, never an echo); it resends every status it holds
+// on each new session (TakeUpdates(all)), which is how a status the
+// managers missed gets recorded, not by comparing echoes; and a
+// reconnecting agent gets its full set, with the stored statuses, as
+// before. Each echo was a message, a gRPC write and a flush of its own:
+// with 5,000 sessions each holding about one task per raft entry, a task
+// cost its session three messages (assignment, ACCEPTED, RUNNING), and
+// holding them back for 250 ms to merge them (sixth round) still sent
+// about one per task (README, "Scheduler at scale"). Anything else (an
+// assignment, a removal, a desired state or spec change, a task leaving
+// RUNNING, a task on a network, a node or network event) is sent, in
+// order. Owned by the session loop.
 type echoes struct {
 	nodeID string
 	// sent is the last copy of each task the agent was sent (set or
 	// diff), what an echo is compared with.
 	sent map[string]*shoalv1.Task
-	// held are the events held back, in order.
-	held []*shoalv1.WatchEvent
 }
 
 func newEchoes(nodeID string, set []*shoalv1.Task) *echoes {
@@ -49,15 +45,17 @@ func (e *echoes) record(upsert []*shoalv1.Task, removed []string) {
 	}
 }
 
-// holdable says whether every event of evs is an echo the session may
-// hold back (see echoDelay).
-func (e *echoes) holdable(evs []*shoalv1.WatchEvent) bool {
+// drop removes the echoes from evs, in place, keeping the order of the
+// rest, and returns what is left; the dropped slots are cleared.
+func (e *echoes) drop(evs []*shoalv1.WatchEvent) []*shoalv1.WatchEvent {
+	keep := evs[:0]
 	for _, ev := range evs {
 		if !e.echo(ev) {
-			return false
+			keep = append(keep, ev)
 		}
 	}
-	return len(evs) > 0
+	clear(evs[len(keep):])
+	return keep
 }
 
 // echo says whether ev changes nothing of a task of this node but its
@@ -65,7 +63,7 @@ func (e *echoes) holdable(evs []*shoalv1.WatchEvent) bool {
 // RUNNING), against the copy the agent was last sent. The fields are
 // compared as the status writer leaves them (raftstore shares every field
 // but meta and status with the stored task): a spec equal in content but
-// not the same pointer counts as a change, which only sends it at once.
+// not the same pointer counts as a change, which only sends it.
 func (e *echoes) echo(ev *shoalv1.WatchEvent) bool {
 	t := ev.GetObject().GetTask()
 	if t == nil || ev.GetAction() != shoalv1.WatchAction_WATCH_ACTION_UPDATE || t.GetNodeId() != e.nodeID || len(t.GetNetworks()) > 0 {

@@ -16,10 +16,10 @@ import (
 	"github.com/shoal-dev/shoal/trust"
 )
 
-// TestEchoHoldable: which events a session may hold back — a status-only
+// TestEchoDropped: which events a session does not send — a status-only
 // change of its own task to a starting state, against the copy its agent
-// was sent — and which go at once.
-func TestEchoHoldable(t *testing.T) {
+// was sent — and which it sends.
+func TestEchoDropped(t *testing.T) {
 	spec := &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: "demo"}}
 	sent := &shoalv1.Task{Meta: &shoalv1.Meta{Id: "t1"}, NodeId: "n1", ServiceId: "s", Slot: 1, Spec: spec,
 		DesiredState: shoalv1.TaskState_TASK_STATE_RUNNING, Status: &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_ASSIGNED}}
@@ -56,27 +56,28 @@ func TestEchoHoldable(t *testing.T) {
 	}
 	for _, tc := range tests {
 		e := newEchoes("n1", []*shoalv1.Task{sent})
-		if got := e.holdable([]*shoalv1.WatchEvent{tc.ev}); got != tc.want {
-			t.Errorf("%s: holdable = %v, want %v", tc.name, got, tc.want)
+		if got := len(e.drop([]*shoalv1.WatchEvent{tc.ev})) == 0; got != tc.want {
+			t.Errorf("%s: dropped = %v, want %v", tc.name, got, tc.want)
 		}
 	}
+	// In a batch, the echoes go and the rest keeps its order.
 	e := newEchoes("n1", []*shoalv1.Task{sent})
-	if e.holdable([]*shoalv1.WatchEvent{withStatus(shoalv1.TaskState_TASK_STATE_RUNNING, nil), tests[3].ev}) {
-		t.Error("a batch with one event to send at once is held")
+	shutdown, node := tests[3].ev, tests[len(tests)-1].ev
+	batch := []*shoalv1.WatchEvent{withStatus(shoalv1.TaskState_TASK_STATE_ACCEPTED, nil), shutdown,
+		withStatus(shoalv1.TaskState_TASK_STATE_RUNNING, nil), node}
+	if got := e.drop(batch); len(got) != 2 || got[0] != shutdown || got[1] != node {
+		t.Errorf("drop(echo, shutdown, echo, node) = %v, want shutdown, node", got)
 	}
 	e.record(nil, []string{"t1"})
-	if e.holdable([]*shoalv1.WatchEvent{withStatus(shoalv1.TaskState_TASK_STATE_RUNNING, nil)}) {
-		t.Error("the echo of a task removed since is held")
+	if len(e.drop([]*shoalv1.WatchEvent{withStatus(shoalv1.TaskState_TASK_STATE_RUNNING, nil)})) == 0 {
+		t.Error("the echo of a task removed since is dropped")
 	}
 }
 
 // echoSession opens a dispatcher over a store holding node n1 and task t1
 // (ASSIGNED to it) and a real gRPC session as n1, past its full set.
-func echoSession(t *testing.T, delay time.Duration) (*raftstore.Store, shoalv1.Dispatcher_SessionClient) {
+func echoSession(t *testing.T) (*raftstore.Store, shoalv1.Dispatcher_SessionClient, func() shoalv1.Dispatcher_SessionClient) {
 	t.Helper()
-	old := echoDelay
-	echoDelay = delay
-	t.Cleanup(func() { echoDelay = old })
 	s := openStore(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
@@ -112,9 +113,21 @@ func echoSession(t *testing.T, delay time.Duration) (*raftstore.Store, shoalv1.D
 	t.Cleanup(func() { stopRun(); <-runDone })
 	t.Cleanup(srv.Stop)
 	t.Cleanup(func() { conn.Close() })
-	var stream shoalv1.Dispatcher_SessionClient
+	open := func() shoalv1.Dispatcher_SessionClient {
+		return openSession(t, ctx, conn)
+	}
+	stream := open()
+	if a := nextAssignments(t, stream); !a.GetFull() || len(a.GetUpsert()) != 1 {
+		t.Fatalf("first assignments %v, want the full set of t1", a)
+	}
+	return s, stream, open
+}
+
+// openSession opens a session as n1 on conn, up to its welcome.
+func openSession(t *testing.T, ctx context.Context, conn *grpc.ClientConn) shoalv1.Dispatcher_SessionClient {
+	t.Helper()
 	for {
-		stream, err = shoalv1.NewDispatcherClient(conn).Session(ctx)
+		stream, err := shoalv1.NewDispatcherClient(conn).Session(ctx)
 		if err == nil {
 			err = stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Hello{Hello: &shoalv1.AgentHello{Addr: "n1"}}})
 		}
@@ -123,17 +136,13 @@ func echoSession(t *testing.T, delay time.Duration) (*raftstore.Store, shoalv1.D
 			first, err = stream.Recv()
 		}
 		if err == nil && first.GetWelcome() != nil {
-			break
+			return stream
 		}
 		if ctx.Err() != nil {
 			t.Fatalf("no session: %v", err)
 		}
 		time.Sleep(10 * time.Millisecond) // poll interval while Run starts
 	}
-	if a := nextAssignments(t, stream); !a.GetFull() || len(a.GetUpsert()) != 1 {
-		t.Fatalf("first assignments %v, want the full set of t1", a)
-	}
-	return s, stream
 }
 
 // nextAssignments is the next assignments message of the session.
@@ -161,43 +170,33 @@ func report(t *testing.T, s *raftstore.Store, stream shoalv1.Dispatcher_SessionC
 	poll(t, "status "+st.String()+" committed", func() bool { return taskState(s, "t1") == st })
 }
 
-// TestSessionHoldsEchoes: the echoes of the statuses an agent reported
-// are not sent on their own while something else is coming: the next
-// change (here a shutdown) carries them, as one message, with the latest
-// status. Without holding, ACCEPTED and RUNNING each came back first as a
-// message of their own.
-func TestSessionHoldsEchoes(t *testing.T) {
-	s, stream := echoSession(t, time.Hour)
+// TestSessionSendsNoEchoes: the statuses an agent reported do not come
+// back to it. After ACCEPTED and RUNNING of t1 are committed, the next
+// message is the next assignment (t2) alone: before, it carried t1's
+// echo as well (held, then sent with it), or the echoes came on their
+// own. A new session's full set still carries t1 with its stored status
+// (a reconnecting agent gets the full set).
+func TestSessionSendsNoEchoes(t *testing.T) {
+	s, stream, open := echoSession(t)
 	report(t, s, stream, shoalv1.TaskState_TASK_STATE_ACCEPTED)
 	report(t, s, stream, shoalv1.TaskState_TASK_STATE_RUNNING)
 	if _, err := s.Update(context.Background(), func(tx raftstore.WriteTx) error {
-		cur, _ := raftstore.Get[*shoalv1.Task](tx, "t1")
-		n := proto.Clone(cur).(*shoalv1.Task)
-		n.DesiredState = shoalv1.TaskState_TASK_STATE_SHUTDOWN
-		return tx.Update(n)
+		t2 := task("t2", "n1", shoalv1.TaskState_TASK_STATE_ASSIGNED)
+		t2.DesiredState = shoalv1.TaskState_TASK_STATE_RUNNING
+		return tx.Create(t2)
 	}); err != nil {
 		t.Fatal(err)
 	}
 	a := nextAssignments(t, stream)
-	if len(a.GetUpsert()) != 1 {
-		t.Fatalf("next assignments %v, want t1 once", a)
+	if len(a.GetUpsert()) != 1 || a.GetUpsert()[0].GetMeta().GetId() != "t2" || len(a.GetRemoved()) != 0 {
+		t.Fatalf("next assignments %v, want t2 alone (no echo of t1)", a)
 	}
-	got := a.GetUpsert()[0]
-	if got.GetDesiredState() != shoalv1.TaskState_TASK_STATE_SHUTDOWN || got.GetStatus().GetState() != shoalv1.TaskState_TASK_STATE_RUNNING {
-		t.Fatalf("next assignments carry t1 desired %v status %v, want the shutdown with status RUNNING (the echoes held, then merged)",
-			got.GetDesiredState(), got.GetStatus().GetState())
+	full := nextAssignments(t, open())
+	states := map[string]shoalv1.TaskState{}
+	for _, tk := range full.GetUpsert() {
+		states[tk.GetMeta().GetId()] = tk.GetStatus().GetState()
 	}
-}
-
-// TestSessionSendsHeldEchoesAfterDelay: with nothing else coming, the
-// held echoes still reach the agent (after echoDelay).
-func TestSessionSendsHeldEchoesAfterDelay(t *testing.T) {
-	s, stream := echoSession(t, 10*time.Millisecond)
-	report(t, s, stream, shoalv1.TaskState_TASK_STATE_RUNNING)
-	for {
-		a := nextAssignments(t, stream)
-		if len(a.GetUpsert()) == 1 && a.GetUpsert()[0].GetStatus().GetState() == shoalv1.TaskState_TASK_STATE_RUNNING {
-			return
-		}
+	if !full.GetFull() || len(states) != 2 || states["t1"] != shoalv1.TaskState_TASK_STATE_RUNNING {
+		t.Fatalf("a new session's full set %v, want t1 RUNNING and t2", full)
 	}
 }

@@ -158,25 +158,9 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 
 	// The session takes its events from the subscription's queue itself
 	// (no pump goroutine and channel between): all that is queued, up to
-	// maxDiffEvents a message. A batch of echoes only is held back for up
-	// to echoDelay (see echoes); anything else goes at once, after them.
+	// maxDiffEvents a message, less the echoes of its agent's own
+	// statuses (see echoes), which are not sent.
 	var batch []*shoalv1.WatchEvent
-	var echoTimer *time.Timer
-	var echoC <-chan time.Time
-	defer func() {
-		if echoTimer != nil {
-			echoTimer.Stop()
-		}
-	}()
-	send := func(evs []*shoalv1.WatchEvent) error {
-		if echoC != nil {
-			echoTimer.Stop()
-			echoC = nil
-		}
-		all := append(ech.held, evs...)
-		ech.held = nil
-		return d.forward(stream, id.NodeID, all, nets, ech)
-	}
 	for {
 		select {
 		case err := <-recvErr:
@@ -185,11 +169,6 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 			return d.closed(runCtx)
 		case <-sub.Done():
 			return d.subEnded(ctx, runCtx, sub)
-		case <-echoC:
-			echoC = nil
-			if err := send(nil); err != nil {
-				return err
-			}
 		case <-sub.Ready():
 			for {
 				// Between batches: the agent's goodbye (or the end of its
@@ -207,21 +186,12 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 				if len(batch) == 0 {
 					break
 				}
-				if ech.holdable(batch) {
-					ech.held = append(ech.held, batch...)
-					clear(batch)
-					if echoC == nil {
-						if echoTimer == nil {
-							echoTimer = time.NewTimer(echoDelay)
-						} else {
-							echoTimer.Reset(echoDelay)
-						}
-						echoC = echoTimer.C
-					}
+				send := ech.drop(batch)
+				if len(send) == 0 {
 					continue
 				}
-				err := send(batch)
-				clear(batch)
+				err := d.forward(stream, id.NodeID, send, nets, ech)
+				clear(send)
 				if err != nil {
 					return err
 				}
