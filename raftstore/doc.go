@@ -141,6 +141,9 @@
 // closed, Err says why) when its context ends, when its consumer falls too
 // far behind (ErrSlowConsumer), when a snapshot from the leader replaces the
 // state (ErrRestored), or on Close; the consumer then reads a fresh View.
+// Err already answers ErrRestored from the moment a restore begins (before
+// the state is replaced) until it ends the subscriptions, so whatever a
+// caller caches while its subscription is live is not trusted across one.
 // Every subscription reads from one shared ring of recent events (16384,
 // and always the whole last entry): "too far behind" means the ring dropped
 // an event the consumer had not read, so a burst of any size does not cut

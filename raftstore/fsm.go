@@ -44,6 +44,9 @@ type fsm struct {
 	// undoFault, in tests only, makes undoing a failed entry inside a
 	// batch fail (batch.go's fall-back).
 	undoFault error
+	// onReplaced, in tests only, runs in Restore between the state's
+	// replacement and the end of the subscriptions.
+	onReplaced func()
 
 	// proposed maps the first byte of an entry this node proposed (the
 	// leader's Apply hands the FSM the very slice Update encoded) to the

@@ -92,7 +92,16 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err != nil {
 		return fmt.Errorf("restoring the store snapshot: %w", err)
 	}
+	// Live subscriptions report the restore (Err) from before the state
+	// is replaced until reset ends them: a cache keyed on a subscription
+	// being live (manager/transport.StoreGeneration: the admin index, the
+	// raft peers' verdicts) is not reused in between, when a fresh view
+	// already holds the restored state (TestSubscriptionErrCoversRestore).
+	f.hub.beginRestore()
 	f.replace(db, index)
+	if f.onReplaced != nil {
+		f.onReplaced()
+	}
 	f.hub.reset(index, ErrRestored)
 	f.log.Info("store restored from snapshot", "index", index, "objects", n)
 	return nil

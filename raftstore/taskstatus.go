@@ -83,19 +83,26 @@ func statusOp(id string, expected uint64, status *shoalv1.TaskStatus) *shoalv1.S
 // sharing every other field (TestTaskWithStatusCopiesEveryField fails when
 // a field is added to Task and not here).
 func taskWithStatus(t *shoalv1.Task, meta *shoalv1.Meta, status *shoalv1.TaskStatus) *shoalv1.Task {
-	return &shoalv1.Task{
-		Meta:         meta,
-		ServiceId:    t.ServiceId,
-		ServiceName:  t.ServiceName,
-		Slot:         t.Slot,
-		NodeId:       t.NodeId,
-		DesiredState: t.DesiredState,
-		Status:       status,
-		Spec:         t.Spec,
-		SpecVersion:  t.SpecVersion,
-		Networks:     t.Networks,
-		JobIteration: t.JobIteration,
-	}
+	nt := &shoalv1.Task{Meta: meta, NodeId: t.NodeId, Status: status}
+	copyUnchanged(nt, t)
+	return nt
+}
+
+// copyUnchanged sets on dst every field of t that a status update or an
+// assignment leaves as it was (all but meta, node_id and status). It is
+// the one list of them, for taskWithStatus and adoptStored alike: a Task
+// field missing here is lost by every status update, on the replicas that
+// decode the entry as on the leader (TestTaskWithStatusCopiesEveryField,
+// TestAdoptStoredCopiesEveryField).
+func copyUnchanged(dst, t *shoalv1.Task) {
+	dst.ServiceId = t.ServiceId
+	dst.ServiceName = t.ServiceName
+	dst.Slot = t.Slot
+	dst.DesiredState = t.DesiredState
+	dst.Spec = t.Spec
+	dst.SpecVersion = t.SpecVersion
+	dst.Networks = t.Networks
+	dst.JobIteration = t.JobIteration
 }
 
 // applyTaskStatus builds the object a TASK_STATUS op stores: the stored
@@ -138,15 +145,8 @@ func adoptStored(t, stored *shoalv1.Task, nodeID string) *shoalv1.Task {
 		nt.NodeId = nodeID
 		return nt
 	}
-	t.ServiceId = stored.ServiceId
-	t.ServiceName = stored.ServiceName
-	t.Slot = stored.Slot
+	copyUnchanged(t, stored)
 	t.NodeId = nodeID
-	t.DesiredState = stored.DesiredState
-	t.Spec = stored.Spec
-	t.SpecVersion = stored.SpecVersion
-	t.Networks = stored.Networks
-	t.JobIteration = stored.JobIteration
 	return t
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -69,6 +70,10 @@ type hub struct {
 	woken []*subscription
 	// closed is set by close; Watch then fails with ErrClosed.
 	closed bool
+	// restoring is odd from beginRestore until reset: a snapshot restore
+	// is under way (the FSM's state may already be the restored one while
+	// its subscriptions have not been ended yet). Read without mu by Err.
+	restoring atomic.Uint64
 
 	// maxAge, now and base: an entry published at now()-base is dropped
 	// maxAge later by trim, if every subscriber has read it. trimTimer
@@ -367,10 +372,22 @@ func (h *hub) reset(index uint64, err error) {
 	for s := range h.subs {
 		h.endLocked(s, err)
 	}
+	if h.restoring.Load()%2 == 1 {
+		h.restoring.Add(1) // every subscription of before has ended
+	}
 	h.oldest = h.nextSeq()
 	h.ring = nil
 	h.start = index + 1
 	h.last = index
+}
+
+// beginRestore marks a snapshot restore under way, before the FSM's state
+// is replaced: until reset ends them, live subscriptions answer Err with
+// ErrRestored. Called by the FSM goroutine only.
+func (h *hub) beginRestore() {
+	if h.restoring.Load()%2 == 0 {
+		h.restoring.Add(1)
+	}
 }
 
 // close ends every subscription with ErrClosed and refuses new ones.
@@ -582,11 +599,21 @@ func (s *subscription) Err() error {
 	// A live subscription answers without the hub's lock, which the apply
 	// holds while it publishes: the raft transport asks on every read
 	// (manager/transport.StoreGeneration). done is closed after err is
-	// set, both under the lock.
+	// set, both under the lock. While a snapshot restore is under way
+	// (between the state's replacement and reset, which ends every
+	// subscription with ErrRestored) it already answers ErrRestored: a
+	// caller that trusts what it cached while its subscription is live
+	// must not trust it once a fresh view may hold the restored state.
+	// The restore count is read on both sides of done, so a restore that
+	// began (or came and went) during the check is seen.
+	r := s.hub.restoring.Load()
 	select {
 	case <-s.done:
 	default:
-		return nil
+		if r%2 == 0 && s.hub.restoring.Load() == r {
+			return nil
+		}
+		return ErrRestored
 	}
 	s.hub.mu.Lock()
 	defer s.hub.mu.Unlock()

@@ -29,8 +29,9 @@ type generationStore interface {
 // changed a node has therefore bumped the count before any Update or
 // wait on that entry returns — the same moment after which a fresh read
 // of the store would see it. A snapshot restore ends the subscription
-// (synchronously, ErrRestored): until the goroutine subscribes again,
-// every check is a full one.
+// (synchronously, ErrRestored), and its Err reports the restore from
+// before the state is replaced: from then until the goroutine subscribes
+// again, every check is a full one.
 type StoreGeneration struct {
 	n atomic.Uint64
 	// sub is the live subscription; nil: not subscribed (every check is
