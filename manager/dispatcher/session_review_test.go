@@ -31,22 +31,7 @@ func TestSessionOverflowResyncs(t *testing.T) {
 	const tasks, perTx = 20000, 1000
 	s, open := overflowSession(t)
 	stream := open()
-	fat := strings.Repeat("x", 4096)
-	for b := range tasks / perTx {
-		if _, err := s.Update(context.Background(), func(tx raftstore.WriteTx) error {
-			for i := range perTx {
-				tk := task(fmt.Sprintf("f%05d", b*perTx+i), "n1", shoalv1.TaskState_TASK_STATE_ASSIGNED)
-				tk.DesiredState = shoalv1.TaskState_TASK_STATE_RUNNING
-				tk.Spec = &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: "demo", Env: []string{"PAD=" + fat}}}
-				if err := tx.Create(tk); err != nil {
-					return err
-				}
-			}
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	createFatTasks(t, s, "f", tasks, perTx)
 	seen := map[string]bool{}
 	var err error
 	for {
@@ -146,26 +131,7 @@ func sessionServer(t *testing.T) (*raftstore.Store, func() shoalv1.Dispatcher_Se
 	t.Cleanup(stop)
 	t.Cleanup(srv.Stop)
 	t.Cleanup(func() { conn.Close() })
-	return s, func() shoalv1.Dispatcher_SessionClient {
-		t.Helper()
-		for {
-			stream, err := shoalv1.NewDispatcherClient(conn).Session(ctx)
-			if err == nil {
-				err = stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Hello{Hello: &shoalv1.AgentHello{Addr: "n1"}}})
-			}
-			var first *shoalv1.SessionMessage
-			if err == nil {
-				first, err = stream.Recv()
-			}
-			if err == nil && first.GetWelcome() != nil {
-				return stream
-			}
-			if ctx.Err() != nil {
-				t.Fatalf("no session: %v", err)
-			}
-			time.Sleep(10 * time.Millisecond) // poll interval while Run starts
-		}
-	}, stop
+	return s, func() shoalv1.Dispatcher_SessionClient { return openSession(t, ctx, conn) }, stop
 }
 
 // TestGoodbyeNotStarvedByBurst: an agent's goodbye is acted on between
@@ -182,22 +148,7 @@ func TestGoodbyeNotStarvedByBurst(t *testing.T) {
 	const tasks, perTx = 16000, 1000
 	s, open := overflowSession(t)
 	stream := open()
-	fat := strings.Repeat("x", 4096)
-	for b := range tasks / perTx {
-		if _, err := s.Update(context.Background(), func(tx raftstore.WriteTx) error {
-			for i := range perTx {
-				tk := task(fmt.Sprintf("g%05d", b*perTx+i), "n1", shoalv1.TaskState_TASK_STATE_ASSIGNED)
-				tk.DesiredState = shoalv1.TaskState_TASK_STATE_RUNNING
-				tk.Spec = &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: "demo", Env: []string{"PAD=" + fat}}}
-				if err := tx.Create(tk); err != nil {
-					return err
-				}
-			}
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	createFatTasks(t, s, "g", tasks, perTx)
 	if err := stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Goodbye{Goodbye: &shoalv1.Goodbye{}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -255,5 +206,28 @@ func TestSessionTellsLeaderWhenLeadershipEnds(t *testing.T) {
 	}
 	if addr, ok := errdefs.LeaderAddr(err); !ok || addr == "" {
 		t.Fatalf("session ended with %v, want NotLeader with the leader's address", err)
+	}
+}
+
+// createFatTasks creates n running tasks of node n1 named prefix%05d, perTx
+// a transaction, each with a 4 KiB environment so that a session's sends
+// block on flow control long before they are all sent.
+func createFatTasks(t *testing.T, s *raftstore.Store, prefix string, n, perTx int) {
+	t.Helper()
+	fat := strings.Repeat("x", 4096)
+	for b := range n / perTx {
+		if _, err := s.Update(context.Background(), func(tx raftstore.WriteTx) error {
+			for i := range perTx {
+				tk := task(fmt.Sprintf("%s%05d", prefix, b*perTx+i), "n1", shoalv1.TaskState_TASK_STATE_ASSIGNED)
+				tk.DesiredState = shoalv1.TaskState_TASK_STATE_RUNNING
+				tk.Spec = &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: "demo", Env: []string{"PAD=" + fat}}}
+				if err := tx.Create(tk); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
