@@ -212,18 +212,7 @@ func TestLearnManagersFailsOver(t *testing.T) {
 	go b.Serve(lnB)
 	defer a.Stop()
 	defer b.Stop()
-	hosts := &hostList{hosts: members[:1]}
-	conn, r, err := dialHosts(hosts, insecure.NewCredentials(), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	c := &Client{Control: shoalv1.NewControlClient(conn), conn: conn, r: r, hosts: hosts}
-	ctx, cancel := context.WithTimeout(context.Background(), callDeadline)
-	defer cancel()
-	if err := c.LearnManagers(ctx); err != nil {
-		t.Fatal(err)
-	}
+	c, ctx := learnedClient(t, members[:1], time.Second)
 	if got := c.Hosts(); len(got) != 2 || got[0] != members[0] || got[1] != members[1] {
 		t.Fatalf("hosts after learning: %v, want %v", got, members)
 	}
@@ -254,18 +243,7 @@ func TestLearnedManagerNotTakenForRefused(t *testing.T) {
 	shoalv1.RegisterControlServer(srvA, &membersServer{name: "a", members: []string{a, b}})
 	go srvA.Serve(lnA)
 	defer srvA.Stop()
-	hosts := &hostList{hosts: []string{a}}
-	conn, r, err := dialHosts(hosts, insecure.NewCredentials(), time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	c := &Client{Control: shoalv1.NewControlClient(conn), conn: conn, r: r, hosts: hosts}
-	ctx, cancel := context.WithTimeout(context.Background(), callDeadline)
-	defer cancel()
-	if err := c.LearnManagers(ctx); err != nil {
-		t.Fatal(err)
-	}
+	c, ctx := learnedClient(t, []string{a}, time.Millisecond)
 	srvA.Stop() // the manager the client started from dies: its address refuses
 	resp, err := c.Control.GetCluster(ctx, &shoalv1.GetClusterRequest{})
 	if err != nil || resp.GetLeaderId() != "l" {
@@ -302,4 +280,24 @@ func TestRefusedNamesLearnedManagers(t *testing.T) {
 	if ctx.Err() != nil || !errdefs.IsNotReady(err) || !strings.Contains(status.Convert(err).Message(), "no manager listens at "+a+", "+b) {
 		t.Fatalf("every address refusing: %v, want NOT_READY naming %s, %s", err, a, b)
 	}
+}
+
+// learnedClient is a client dialled to hosts (ready wait wait) that has
+// learned the managers (LearnManagers), with a context for its calls;
+// both end with the test.
+func learnedClient(t *testing.T, hosts []string, wait time.Duration) (*Client, context.Context) {
+	t.Helper()
+	hl := &hostList{hosts: hosts}
+	conn, r, err := dialHosts(hl, insecure.NewCredentials(), wait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	c := &Client{Control: shoalv1.NewControlClient(conn), conn: conn, r: r, hosts: hl}
+	ctx, cancel := context.WithTimeout(context.Background(), callDeadline)
+	t.Cleanup(cancel)
+	if err := c.LearnManagers(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return c, ctx
 }
