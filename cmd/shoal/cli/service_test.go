@@ -344,25 +344,18 @@ func TestWaitResumesAfterStreamBreaks(t *testing.T) {
 		case 1: // opened before the write; breaks before any event
 			return errdefs.Unavailablef("error reading from server: EOF")
 		case 2: // one event, then the manager dies
-			ev := taskEvent(webTask("t1", 5, t0, shoalv1.TaskState_TASK_STATE_STARTING, ""))
-			ev.Index = 5
-			if err := st.Send(ev); err != nil {
+			if err := sendTaskEvent(st, webTask("t1", 5, t0, shoalv1.TaskState_TASK_STATE_STARTING, ""), 5); err != nil {
 				return err
 			}
 			return errdefs.Unavailablef("error reading from server: EOF")
 		}
-		ev := taskEvent(webTask("t1", 6, t0, shoalv1.TaskState_TASK_STATE_RUNNING, ""))
-		ev.Index = 6
-		if err := st.Send(ev); err != nil {
+		if err := sendTaskEvent(st, webTask("t1", 6, t0, shoalv1.TaskState_TASK_STATE_RUNNING, ""), 6); err != nil {
 			return err
 		}
 		<-st.Context().Done()
 		return st.Context().Err()
 	}
-	code, out, errOut := c.run("service", "create", "--name", "web", "--no-resolve-image", "--monitor", "0", "--wait-timeout", "1m", "demo:1")
-	if code != 0 || !strings.Contains(out, "web: converged (1/1)") {
-		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
-	}
+	createWebConverges(t, c)
 	mu.Lock()
 	defer mu.Unlock()
 	// 0: from the next entry (before the write); 1: the write's index
@@ -396,9 +389,7 @@ func TestWaitResumesTwiceInAQuietRollout(t *testing.T) {
 		}
 		switch n {
 		case 1: // one event, then the leader dies
-			ev := taskEvent(webTask("t1", 5, t0, shoalv1.TaskState_TASK_STATE_STARTING, ""))
-			ev.Index = 5
-			if err := st.Send(ev); err != nil {
+			if err := sendTaskEvent(st, webTask("t1", 5, t0, shoalv1.TaskState_TASK_STATE_STARTING, ""), 5); err != nil {
 				return err
 			}
 			return errdefs.Unavailablef("error reading from server: EOF")
@@ -410,18 +401,13 @@ func TestWaitResumesTwiceInAQuietRollout(t *testing.T) {
 			}
 			return errdefs.Unavailablef("error reading from server: EOF")
 		}
-		ev := taskEvent(webTask("t1", 6, t0, shoalv1.TaskState_TASK_STATE_RUNNING, ""))
-		ev.Index = 6
-		if err := st.Send(ev); err != nil {
+		if err := sendTaskEvent(st, webTask("t1", 6, t0, shoalv1.TaskState_TASK_STATE_RUNNING, ""), 6); err != nil {
 			return err
 		}
 		<-st.Context().Done()
 		return st.Context().Err()
 	}
-	code, out, errOut := c.run("service", "create", "--name", "web", "--no-resolve-image", "--monitor", "0", "--wait-timeout", "1m", "demo:1")
-	if code != 0 || !strings.Contains(out, "web: converged (1/1)") {
-		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
-	}
+	createWebConverges(t, c)
 	mu.Lock()
 	defer mu.Unlock()
 	if !slices.Equal(froms, []uint64{0, 5, 5}) {
@@ -646,5 +632,22 @@ func TestCreateCommandAfterDashDash(t *testing.T) {
 		if !slices.Equal(got, tc.want) {
 			t.Errorf("%s: args %q, want %q", tc.name, got, tc.want)
 		}
+	}
+}
+
+// sendTaskEvent sends the event of task at raft index index.
+func sendTaskEvent(st grpc.ServerStreamingServer[shoalv1.WatchEvent], task *shoalv1.Task, index uint64) error {
+	ev := taskEvent(task)
+	ev.Index = index
+	return st.Send(ev)
+}
+
+// createWebConverges runs `service create` of web (1 replica, waiting)
+// and expects it to converge.
+func createWebConverges(t *testing.T, c *cliCluster) {
+	t.Helper()
+	code, out, errOut := c.run("service", "create", "--name", "web", "--no-resolve-image", "--monitor", "0", "--wait-timeout", "1m", "demo:1")
+	if code != 0 || !strings.Contains(out, "web: converged (1/1)") {
+		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
 	}
 }
