@@ -86,38 +86,26 @@ func TestCachedAdmissionCutsTheNextRPC(t *testing.T) {
 		}
 		return tx.Create(managerNode("m2"))
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	gen := transport.WatchStoreGeneration(ctx, st, nil)
-	full := 0
-	check := transport.CachedCheck(func(id trust.Identity) (trust.Role, error) {
-		full++
-		return trust.ConnectionCheck(nodesOf(st))(id)
-	}, gen)
-	conf := func() (raft.Configuration, error) {
-		return raft.Configuration{Servers: []raft.Server{{ID: "solo", Suffrage: raft.Voter}, {ID: "m2", Suffrage: raft.Voter}}}, nil
-	}
-	admit := transport.RaftAdmission(conf, check)
-	m2 := trust.Identity{NodeID: "m2", ClusterID: "c", Role: trust.RoleManager, Serial: "01"}
+	admit, m2, full, stop := cachedRaftAdmission(t, st)
 	// The generation is live once a check is reused. (One call per poll:
 	// two calls wanting one full check between them missed the moment
 	// the generation went live between them, and then never saw a full
 	// check again: a flake under -race.)
 	_ = admit(m2)
 	poll(t, "a reused verdict", func() bool {
-		before := full
+		before := *full
 		_ = admit(m2)
-		return full == before
+		return *full == before
 	})
 	if err := admit(m2); err != nil {
 		t.Fatalf("m2 refused: %v", err)
 	}
-	before := full
+	before := *full
 	write(t, st, func(tx raftstore.WriteTx) error {
 		return tx.Create(&shoalv1.Service{Meta: &shoalv1.Meta{Id: "s"}, Spec: &shoalv1.ServiceSpec{Name: "s"}})
 	})
-	if err := admit(m2); err != nil || full != before {
-		t.Fatalf("after a service write: err %v, %d full checks (want %d: the verdict reused)", err, full, before)
+	if err := admit(m2); err != nil || *full != before {
+		t.Fatalf("after a service write: err %v, %d full checks (want %d: the verdict reused)", err, *full, before)
 	}
 	setDesired := func(role shoalv1.NodeRole) {
 		write(t, st, func(tx raftstore.WriteTx) error {
@@ -161,12 +149,12 @@ func TestCachedAdmissionCutsTheNextRPC(t *testing.T) {
 		t.Fatalf("a removed manager: %v, want ErrNodeRemoved", err)
 	}
 	// Without the subscription, nothing is reused.
-	cancel()
+	stop()
 	poll(t, "full checks once the generation stops", func() bool {
-		before := full
+		before := *full
 		_ = admit(m2)
 		_ = admit(m2)
-		return full == before+2
+		return *full == before+2
 	})
 }
 
@@ -365,25 +353,13 @@ func TestCachedAdmissionAfterRestore(t *testing.T) {
 		n.Spec.DesiredRole = shoalv1.NodeRole_NODE_ROLE_MANAGER
 		return tx.Update(n)
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	gen := transport.WatchStoreGeneration(ctx, st, nil)
-	full := 0
-	check := transport.CachedCheck(func(id trust.Identity) (trust.Role, error) {
-		full++
-		return trust.ConnectionCheck(nodesOf(st))(id)
-	}, gen)
-	conf := func() (raft.Configuration, error) {
-		return raft.Configuration{Servers: []raft.Server{{ID: "solo", Suffrage: raft.Voter}, {ID: "m2", Suffrage: raft.Voter}}}, nil
-	}
-	admit := transport.RaftAdmission(conf, check)
-	m2 := trust.Identity{NodeID: "m2", ClusterID: "c", Role: trust.RoleManager, Serial: "01"}
+	admit, m2, full, _ := cachedRaftAdmission(t, st)
 	poll(t, "a reused admission", func() bool {
 		if admit(m2) != nil {
 			return false
 		}
-		before := full
-		return admit(m2) == nil && full == before
+		before := *full
+		return admit(m2) == nil && *full == before
 	})
 	if err := st.Raft().Restore(meta, bytes.NewReader(image), 10*time.Second); err != nil {
 		t.Fatal(err)
@@ -395,7 +371,28 @@ func TestCachedAdmissionAfterRestore(t *testing.T) {
 		if admit(m2) == nil {
 			t.Fatal("admitted after the restore")
 		}
-		before := full
-		return admit(m2) != nil && full == before
+		before := *full
+		return admit(m2) != nil && *full == before
 	})
+}
+
+// cachedRaftAdmission is the raft admission of a store's managers with the
+// cached connection check over st's generation: admit, the identity of
+// manager m2 (voter beside solo), the count of full checks made, and what
+// stops the generation (also at the test's end).
+func cachedRaftAdmission(t *testing.T, st *raftstore.Store) (func(trust.Identity) error, trust.Identity, *int, func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	gen := transport.WatchStoreGeneration(ctx, st, nil)
+	full := new(int)
+	check := transport.CachedCheck(func(id trust.Identity) (trust.Role, error) {
+		*full++
+		return trust.ConnectionCheck(nodesOf(st))(id)
+	}, gen)
+	conf := func() (raft.Configuration, error) {
+		return raft.Configuration{Servers: []raft.Server{{ID: "solo", Suffrage: raft.Voter}, {ID: "m2", Suffrage: raft.Voter}}}, nil
+	}
+	m2 := trust.Identity{NodeID: "m2", ClusterID: "c", Role: trust.RoleManager, Serial: "01"}
+	return transport.RaftAdmission(conf, check), m2, full, cancel
 }
