@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -66,22 +65,7 @@ func BenchmarkTaskBulkEntry(b *testing.B) {
 								act.Ops = append(act.Ops, assignOp(fmt.Sprintf("task%06d", i), 2, node, st))
 							}
 						}
-						data, err := proto.Marshal(act)
-						if err != nil {
-							b.Fatal(err)
-						}
-						bytes = len(data)
-						var release func()
-						if mode == "proposal" {
-							_, release = f.propose(data, act)
-						}
-						b.StartTimer()
-						if res := f.Apply(&raft.Log{Index: index, Type: raft.LogCommand, Data: data}); res != nil {
-							b.Fatal(res)
-						}
-						if release != nil {
-							release()
-						}
+						bytes = benchApply(b, f, act, index, mode)
 						_ = it
 					}
 					b.ReportMetric(float64(bytes)/n, "entry-B/task")
