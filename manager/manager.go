@@ -279,12 +279,6 @@ func (m *Manager) Run(ctx context.Context) error {
 	return err
 }
 
-// StoreCheck is the certificate check of a manager (trust.StoreCheck) against
-// its own store: node objects, removed node ids, admin certificates.
-func StoreCheck(store *raftstore.Store) func(trust.Identity) (trust.Role, error) {
-	return trust.StoreCheck(storeNodes(store), storeAdmins(store))
-}
-
 // StoreTokenCheck verifies an API bearer token against the tokens in the
 // store now (no cache: a revocation applies from the next call).
 func StoreTokenCheck(store *raftstore.Store, tok string) (trust.Identity, error) {

@@ -248,14 +248,9 @@ func (h *hub) trimTick() {
 	}
 }
 
-// take appends to buf up to pumpBatch of the events s wants that it has
-// not taken yet; ok is false once s has ended.
-func (h *hub) take(s *subscription, buf []*shoalv1.WatchEvent) (_ []*shoalv1.WatchEvent, ok bool) {
-	return h.takeUpTo(s, buf, pumpBatch)
-}
-
-// takeUpTo is take with a bound of its own (at least 1).
-func (h *hub) takeUpTo(s *subscription, buf []*shoalv1.WatchEvent, limit int) (_ []*shoalv1.WatchEvent, ok bool) {
+// take appends to buf up to limit (at least 1; pump's is pumpBatch) of the
+// events s wants that it has not taken yet; ok is false once s has ended.
+func (h *hub) take(s *subscription, buf []*shoalv1.WatchEvent, limit int) (_ []*shoalv1.WatchEvent, ok bool) {
 	limit = max(limit, 1)
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -549,7 +544,7 @@ func (s *subscription) pump() {
 	var buf []*shoalv1.WatchEvent
 	for {
 		var ok bool
-		buf, ok = s.hub.take(s, buf[:0])
+		buf, ok = s.hub.take(s, buf[:0], pumpBatch)
 		if !ok {
 			return
 		}
@@ -592,7 +587,7 @@ func (s *subscription) Ready() <-chan struct{} { return s.notify }
 func (s *subscription) Done() <-chan struct{} { return s.done }
 
 func (s *subscription) Take(buf []*shoalv1.WatchEvent, limit int) ([]*shoalv1.WatchEvent, bool) {
-	return s.hub.takeUpTo(s, buf, limit)
+	return s.hub.take(s, buf, limit)
 }
 
 func (s *subscription) Err() error {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"time"
 
@@ -260,15 +261,6 @@ func (w *Work) forget(done Work) {
 
 func (w Work) empty() bool { return !w.All && len(w.Services) == 0 && len(w.Tasks) == 0 }
 
-func sortedIDs(m map[string]struct{}) []string {
-	ids := make([]string, 0, len(m))
-	for id := range m {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	return ids
-}
-
 // Plan allocates, against st, what the stored objects named by work need
 // (all of them when work.All): VIPs of services first, then attachments
 // of pending tasks (each sorted by id), within maxOps objects and
@@ -292,13 +284,13 @@ func Plan(st *State, r raftstore.Reader, work Work, maxOps, maxBytes int, undo *
 		tasks = raftstore.Find[*shoalv1.Task](r, raftstore.IndexState, statePending.String())
 	} else {
 		nets = map[string]*shoalv1.Network{}
-		for _, id := range sortedIDs(work.Services) {
+		for _, id := range slices.Sorted(maps.Keys(work.Services)) {
 			if svc, ok := raftstore.Get[*shoalv1.Service](r, id); ok {
 				services = append(services, svc)
 				st.lookupNetworks(r, svc.GetSpec().GetTask().GetNetworks(), nets)
 			}
 		}
-		for _, id := range sortedIDs(work.Tasks) {
+		for _, id := range slices.Sorted(maps.Keys(work.Tasks)) {
 			if t, ok := raftstore.Get[*shoalv1.Task](r, id); ok {
 				tasks = append(tasks, t)
 				st.lookupNetworks(r, t.GetSpec().GetNetworks(), nets)

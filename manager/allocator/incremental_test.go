@@ -86,7 +86,7 @@ func TestPlanNamedWork(t *testing.T) {
 }
 
 func workEqual(a, b Work) bool {
-	return a.All == b.All && slices.Equal(sortedIDs(a.Services), sortedIDs(b.Services)) && slices.Equal(sortedIDs(a.Tasks), sortedIDs(b.Tasks))
+	return a.All == b.All && slices.Equal(slices.Sorted(maps.Keys(a.Services)), slices.Sorted(maps.Keys(b.Services))) && slices.Equal(slices.Sorted(maps.Keys(a.Tasks)), slices.Sorted(maps.Keys(b.Tasks)))
 }
 
 // held is every address a state holds, by network, with its holder.
