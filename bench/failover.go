@@ -186,7 +186,7 @@ func freshWrite(ctx context.Context, cl *client.Client, id, value string) error 
 	}
 	spec.Labels["bench"] = value
 	_, err = cl.Control.UpdateService(ctx, &shoalv1.UpdateServiceRequest{
-		ServiceId: id, Version: svc.GetMeta().GetVersion(), Spec: spec,
+		ServiceId: id, Version: svc.GetMeta().GetVersion(), Spec: spec, View: shoalv1.ServiceView_SERVICE_VIEW_BRIEF,
 	})
 	if err != nil {
 		return fmt.Errorf("UpdateService: %w", err)

@@ -39,6 +39,21 @@ type shoalWorker struct {
 	_   [48]byte
 }
 
+// benchUpdateRequest is a writer's request for the service created for
+// it, asking for the brief reply: the writer keeps the spec it sends and
+// reads only the new version back (a manager that predates the view sends
+// the whole service, which reads the same).
+func benchUpdateRequest(svc *shoalv1.Service) *shoalv1.UpdateServiceRequest {
+	req := &shoalv1.UpdateServiceRequest{
+		ServiceId: svc.GetMeta().GetId(), Version: svc.GetMeta().GetVersion(), Spec: svc.GetSpec(),
+		View: shoalv1.ServiceView_SERVICE_VIEW_BRIEF,
+	}
+	if req.Spec.Labels == nil {
+		req.Spec.Labels = map[string]string{}
+	}
+	return req
+}
+
 // benchServiceSpec is the spec of a benchmark service: 0 replicas, so that
 // updates change no task.
 func benchServiceSpec(name, value string) *shoalv1.ServiceSpec {
@@ -91,13 +106,7 @@ func benchShoal(ctx context.Context, e *env, managers int) ([]cellResult, error)
 			if err != nil {
 				return fmt.Errorf("creating service bench-%04d: %w", w, err)
 			}
-			svc := resp.GetService()
-			workers[w].req = &shoalv1.UpdateServiceRequest{
-				ServiceId: svc.GetMeta().GetId(), Version: svc.GetMeta().GetVersion(), Spec: svc.GetSpec(),
-			}
-			if workers[w].req.Spec.Labels == nil {
-				workers[w].req.Spec.Labels = map[string]string{}
-			}
+			workers[w].req = benchUpdateRequest(resp.GetService())
 			return nil
 		})
 	}

@@ -87,6 +87,9 @@ func copyMeta(m *shoalv1.Meta) *shoalv1.Meta {
 // CreateService validates and stores a new service; the orchestrator then
 // creates its tasks.
 func (s *Server) CreateService(ctx context.Context, req *shoalv1.CreateServiceRequest) (*shoalv1.CreateServiceResponse, error) {
+	if err := checkView(req.GetView()); err != nil {
+		return nil, err
+	}
 	if err := validateServiceSpec(req.GetSpec()); err != nil {
 		return nil, err
 	}
@@ -129,7 +132,7 @@ func (s *Server) CreateService(ctx context.Context, req *shoalv1.CreateServiceRe
 	meta.Version = idx
 	out := &shoalv1.Service{Meta: meta, Spec: svc.GetSpec(), SpecVersion: svc.GetSpecVersion()}
 	s.log.Info("service created", "service_id", svc.GetMeta().GetId(), "name", svc.GetSpec().GetName())
-	return &shoalv1.CreateServiceResponse{Service: out}, nil
+	return &shoalv1.CreateServiceResponse{Service: replyService(out, req.GetView())}, nil
 }
 
 // GetService resolves a service by id, name or unique id prefix.
@@ -222,6 +225,9 @@ func replicaCount(r raftstore.Reader, svc *shoalv1.Service) *shoalv1.ReplicaCoun
 // UpdateService replaces a service's spec. The caller names the version it
 // read; a concurrent change makes the update fail rather than be lost.
 func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRequest) (*shoalv1.UpdateServiceResponse, error) {
+	if err := checkView(req.GetView()); err != nil {
+		return nil, err
+	}
 	if err := checkVersion(req.GetVersion(), req.GetIgnoreVersion()); err != nil {
 		return nil, err
 	}
@@ -333,7 +339,7 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 	out = &shoalv1.Service{Meta: meta, Spec: out.GetSpec(), PreviousSpec: out.GetPreviousSpec(), SpecVersion: out.GetSpecVersion(), Vips: out.GetVips(),
 		UpdateStatus: out.GetUpdateStatus(), JobStatus: out.GetJobStatus(), RebalanceRequested: out.GetRebalanceRequested()}
 	s.log.Debug("service updated", "service_id", out.GetMeta().GetId(), "spec_version", out.GetSpecVersion())
-	return &shoalv1.UpdateServiceResponse{Service: out}, nil
+	return &shoalv1.UpdateServiceResponse{Service: replyService(out, req.GetView())}, nil
 }
 
 // RemoveService deletes a service; the orchestrator shuts down and removes

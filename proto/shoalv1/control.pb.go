@@ -21,6 +21,63 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// What a service write's reply carries. A writer that keeps its own copy
+// of the spec it sent (the bench, `shoal service update --detach`) asks
+// for the brief reply: encoding the whole service, its previous spec
+// included, was the largest single cost of the leader's reply at 256
+// writers (docs/performance.md, seventh round). A manager that predates
+// the field ignores it and sends the whole service, so a brief reply is
+// a hint, never a promise: readers take what is there.
+type ServiceView int32
+
+const (
+	// The whole service, as stored after the write (the default).
+	ServiceView_SERVICE_VIEW_FULL ServiceView = 0
+	// The service without spec and previous_spec: meta (id, the new
+	// version), spec_version, vips, update_status, job_status,
+	// rebalance_requested.
+	ServiceView_SERVICE_VIEW_BRIEF ServiceView = 1
+)
+
+// Enum value maps for ServiceView.
+var (
+	ServiceView_name = map[int32]string{
+		0: "SERVICE_VIEW_FULL",
+		1: "SERVICE_VIEW_BRIEF",
+	}
+	ServiceView_value = map[string]int32{
+		"SERVICE_VIEW_FULL":  0,
+		"SERVICE_VIEW_BRIEF": 1,
+	}
+)
+
+func (x ServiceView) Enum() *ServiceView {
+	p := new(ServiceView)
+	*p = x
+	return p
+}
+
+func (x ServiceView) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ServiceView) Descriptor() protoreflect.EnumDescriptor {
+	return file_shoalv1_control_proto_enumTypes[0].Descriptor()
+}
+
+func (ServiceView) Type() protoreflect.EnumType {
+	return &file_shoalv1_control_proto_enumTypes[0]
+}
+
+func (x ServiceView) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ServiceView.Descriptor instead.
+func (ServiceView) EnumDescriptor() ([]byte, []int) {
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{0}
+}
+
 type GetClusterRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1362,8 +1419,10 @@ func (*RemoveNodeResponse) Descriptor() ([]byte, []int) {
 }
 
 type CreateServiceRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Spec          *ServiceSpec           `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Spec  *ServiceSpec           `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	// The reply's service: whole (the default) or brief.
+	View          ServiceView `protobuf:"varint,2,opt,name=view,proto3,enum=shoal.v1.ServiceView" json:"view,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1403,6 +1462,13 @@ func (x *CreateServiceRequest) GetSpec() *ServiceSpec {
 		return x.Spec
 	}
 	return nil
+}
+
+func (x *CreateServiceRequest) GetView() ServiceView {
+	if x != nil {
+		return x.View
+	}
+	return ServiceView_SERVICE_VIEW_FULL
 }
 
 type CreateServiceResponse struct {
@@ -1721,6 +1787,8 @@ type UpdateServiceRequest struct {
 	Version       uint64       `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
 	Spec          *ServiceSpec `protobuf:"bytes,3,opt,name=spec,proto3" json:"spec,omitempty"`
 	IgnoreVersion bool         `protobuf:"varint,4,opt,name=ignore_version,json=ignoreVersion,proto3" json:"ignore_version,omitempty"`
+	// The reply's service: whole (the default) or brief.
+	View          ServiceView `protobuf:"varint,5,opt,name=view,proto3,enum=shoal.v1.ServiceView" json:"view,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1781,6 +1849,13 @@ func (x *UpdateServiceRequest) GetIgnoreVersion() bool {
 		return x.IgnoreVersion
 	}
 	return false
+}
+
+func (x *UpdateServiceRequest) GetView() ServiceView {
+	if x != nil {
+		return x.View
+	}
+	return ServiceView_SERVICE_VIEW_FULL
 }
 
 type UpdateServiceResponse struct {
@@ -2847,9 +2922,10 @@ const file_shoalv1_control_proto_rawDesc = "" +
 	"\x11RemoveNodeRequest\x12\x10\n" +
 	"\x03ref\x18\x01 \x01(\tR\x03ref\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\"\x14\n" +
-	"\x12RemoveNodeResponse\"A\n" +
+	"\x12RemoveNodeResponse\"l\n" +
 	"\x14CreateServiceRequest\x12)\n" +
-	"\x04spec\x18\x01 \x01(\v2\x15.shoal.v1.ServiceSpecR\x04spec\"D\n" +
+	"\x04spec\x18\x01 \x01(\v2\x15.shoal.v1.ServiceSpecR\x04spec\x12)\n" +
+	"\x04view\x18\x02 \x01(\x0e2\x15.shoal.v1.ServiceViewR\x04view\"D\n" +
 	"\x15CreateServiceResponse\x12+\n" +
 	"\aservice\x18\x01 \x01(\v2\x11.shoal.v1.ServiceR\aservice\"%\n" +
 	"\x11GetServiceRequest\x12\x10\n" +
@@ -2872,13 +2948,14 @@ const file_shoalv1_control_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\v2\x16.shoal.v1.ReplicaCountR\x05value:\x028\x01\"B\n" +
 	"\fReplicaCount\x12\x18\n" +
 	"\arunning\x18\x01 \x01(\x03R\arunning\x12\x18\n" +
-	"\adesired\x18\x02 \x01(\x03R\adesired\"\xa1\x01\n" +
+	"\adesired\x18\x02 \x01(\x03R\adesired\"\xcc\x01\n" +
 	"\x14UpdateServiceRequest\x12\x1d\n" +
 	"\n" +
 	"service_id\x18\x01 \x01(\tR\tserviceId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12)\n" +
 	"\x04spec\x18\x03 \x01(\v2\x15.shoal.v1.ServiceSpecR\x04spec\x12%\n" +
-	"\x0eignore_version\x18\x04 \x01(\bR\rignoreVersion\"D\n" +
+	"\x0eignore_version\x18\x04 \x01(\bR\rignoreVersion\x12)\n" +
+	"\x04view\x18\x05 \x01(\x0e2\x15.shoal.v1.ServiceViewR\x04view\"D\n" +
 	"\x15UpdateServiceResponse\x12+\n" +
 	"\aservice\x18\x01 \x01(\v2\x11.shoal.v1.ServiceR\aservice\"7\n" +
 	"\x16RollbackServiceRequest\x12\x1d\n" +
@@ -2932,7 +3009,10 @@ const file_shoalv1_control_proto_rawDesc = "" +
 	"\fWatchRequest\x12\x1d\n" +
 	"\n" +
 	"from_index\x18\x01 \x01(\x04R\tfromIndex\x12\x14\n" +
-	"\x05kinds\x18\x02 \x03(\tR\x05kinds2\xc7\x11\n" +
+	"\x05kinds\x18\x02 \x03(\tR\x05kinds*<\n" +
+	"\vServiceView\x12\x15\n" +
+	"\x11SERVICE_VIEW_FULL\x10\x00\x12\x16\n" +
+	"\x12SERVICE_VIEW_BRIEF\x10\x012\xc7\x11\n" +
 	"\aControl\x12G\n" +
 	"\n" +
 	"GetCluster\x12\x1b.shoal.v1.GetClusterRequest\x1a\x1c.shoal.v1.GetClusterResponse\x12V\n" +
@@ -2981,185 +3061,189 @@ func file_shoalv1_control_proto_rawDescGZIP() []byte {
 	return file_shoalv1_control_proto_rawDescData
 }
 
+var file_shoalv1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_shoalv1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
 var file_shoalv1_control_proto_goTypes = []any{
-	(*GetClusterRequest)(nil),              // 0: shoal.v1.GetClusterRequest
-	(*GetClusterResponse)(nil),             // 1: shoal.v1.GetClusterResponse
-	(*RotateJoinTokenRequest)(nil),         // 2: shoal.v1.RotateJoinTokenRequest
-	(*RotateJoinTokenResponse)(nil),        // 3: shoal.v1.RotateJoinTokenResponse
-	(*UpdateClusterRequest)(nil),           // 4: shoal.v1.UpdateClusterRequest
-	(*UpdateClusterResponse)(nil),          // 5: shoal.v1.UpdateClusterResponse
-	(*CreateAdminCertificateRequest)(nil),  // 6: shoal.v1.CreateAdminCertificateRequest
-	(*CreateAdminCertificateResponse)(nil), // 7: shoal.v1.CreateAdminCertificateResponse
-	(*CreateTokenRequest)(nil),             // 8: shoal.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),            // 9: shoal.v1.CreateTokenResponse
-	(*ListTokensRequest)(nil),              // 10: shoal.v1.ListTokensRequest
-	(*ListTokensResponse)(nil),             // 11: shoal.v1.ListTokensResponse
-	(*RevokeTokenRequest)(nil),             // 12: shoal.v1.RevokeTokenRequest
-	(*RevokeTokenResponse)(nil),            // 13: shoal.v1.RevokeTokenResponse
-	(*Page)(nil),                           // 14: shoal.v1.Page
-	(*ListAdminCertificatesRequest)(nil),   // 15: shoal.v1.ListAdminCertificatesRequest
-	(*ListAdminCertificatesResponse)(nil),  // 16: shoal.v1.ListAdminCertificatesResponse
-	(*RevokeAdminCertificateRequest)(nil),  // 17: shoal.v1.RevokeAdminCertificateRequest
-	(*RevokeAdminCertificateResponse)(nil), // 18: shoal.v1.RevokeAdminCertificateResponse
-	(*ListNodesRequest)(nil),               // 19: shoal.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),              // 20: shoal.v1.ListNodesResponse
-	(*GetNodeRequest)(nil),                 // 21: shoal.v1.GetNodeRequest
-	(*GetNodeResponse)(nil),                // 22: shoal.v1.GetNodeResponse
-	(*UpdateNodeRequest)(nil),              // 23: shoal.v1.UpdateNodeRequest
-	(*UpdateNodeResponse)(nil),             // 24: shoal.v1.UpdateNodeResponse
-	(*RemoveNodeRequest)(nil),              // 25: shoal.v1.RemoveNodeRequest
-	(*RemoveNodeResponse)(nil),             // 26: shoal.v1.RemoveNodeResponse
-	(*CreateServiceRequest)(nil),           // 27: shoal.v1.CreateServiceRequest
-	(*CreateServiceResponse)(nil),          // 28: shoal.v1.CreateServiceResponse
-	(*GetServiceRequest)(nil),              // 29: shoal.v1.GetServiceRequest
-	(*GetServiceResponse)(nil),             // 30: shoal.v1.GetServiceResponse
-	(*ListServicesRequest)(nil),            // 31: shoal.v1.ListServicesRequest
-	(*ListServicesResponse)(nil),           // 32: shoal.v1.ListServicesResponse
-	(*ReplicaCount)(nil),                   // 33: shoal.v1.ReplicaCount
-	(*UpdateServiceRequest)(nil),           // 34: shoal.v1.UpdateServiceRequest
-	(*UpdateServiceResponse)(nil),          // 35: shoal.v1.UpdateServiceResponse
-	(*RollbackServiceRequest)(nil),         // 36: shoal.v1.RollbackServiceRequest
-	(*RollbackServiceResponse)(nil),        // 37: shoal.v1.RollbackServiceResponse
-	(*RebalanceServiceRequest)(nil),        // 38: shoal.v1.RebalanceServiceRequest
-	(*RebalanceServiceResponse)(nil),       // 39: shoal.v1.RebalanceServiceResponse
-	(*RemoveServiceRequest)(nil),           // 40: shoal.v1.RemoveServiceRequest
-	(*RemoveServiceResponse)(nil),          // 41: shoal.v1.RemoveServiceResponse
-	(*CreateNetworkRequest)(nil),           // 42: shoal.v1.CreateNetworkRequest
-	(*CreateNetworkResponse)(nil),          // 43: shoal.v1.CreateNetworkResponse
-	(*GetNetworkRequest)(nil),              // 44: shoal.v1.GetNetworkRequest
-	(*GetNetworkResponse)(nil),             // 45: shoal.v1.GetNetworkResponse
-	(*ListNetworksRequest)(nil),            // 46: shoal.v1.ListNetworksRequest
-	(*ListNetworksResponse)(nil),           // 47: shoal.v1.ListNetworksResponse
-	(*RemoveNetworkRequest)(nil),           // 48: shoal.v1.RemoveNetworkRequest
-	(*RemoveNetworkResponse)(nil),          // 49: shoal.v1.RemoveNetworkResponse
-	(*PruneNetworksRequest)(nil),           // 50: shoal.v1.PruneNetworksRequest
-	(*PruneNetworksResponse)(nil),          // 51: shoal.v1.PruneNetworksResponse
-	(*ListTasksRequest)(nil),               // 52: shoal.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),              // 53: shoal.v1.ListTasksResponse
-	(*GetTaskRequest)(nil),                 // 54: shoal.v1.GetTaskRequest
-	(*GetTaskResponse)(nil),                // 55: shoal.v1.GetTaskResponse
-	(*WatchRequest)(nil),                   // 56: shoal.v1.WatchRequest
-	nil,                                    // 57: shoal.v1.ListNodesRequest.FiltersEntry
-	nil,                                    // 58: shoal.v1.ListServicesRequest.FiltersEntry
-	nil,                                    // 59: shoal.v1.ListServicesResponse.ReplicasEntry
-	nil,                                    // 60: shoal.v1.ListNetworksRequest.FiltersEntry
-	nil,                                    // 61: shoal.v1.ListTasksRequest.FiltersEntry
-	(*Cluster)(nil),                        // 62: shoal.v1.Cluster
-	(*RaftMember)(nil),                     // 63: shoal.v1.RaftMember
-	(NodeRole)(0),                          // 64: shoal.v1.NodeRole
-	(*ClusterSettings)(nil),                // 65: shoal.v1.ClusterSettings
-	(*AdminCertificate)(nil),               // 66: shoal.v1.AdminCertificate
-	(*ApiToken)(nil),                       // 67: shoal.v1.ApiToken
-	(*Node)(nil),                           // 68: shoal.v1.Node
-	(*NodeSpec)(nil),                       // 69: shoal.v1.NodeSpec
-	(*ServiceSpec)(nil),                    // 70: shoal.v1.ServiceSpec
-	(*Service)(nil),                        // 71: shoal.v1.Service
-	(*NetworkSpec)(nil),                    // 72: shoal.v1.NetworkSpec
-	(*Network)(nil),                        // 73: shoal.v1.Network
-	(*Task)(nil),                           // 74: shoal.v1.Task
-	(*WatchEvent)(nil),                     // 75: shoal.v1.WatchEvent
+	(ServiceView)(0),                       // 0: shoal.v1.ServiceView
+	(*GetClusterRequest)(nil),              // 1: shoal.v1.GetClusterRequest
+	(*GetClusterResponse)(nil),             // 2: shoal.v1.GetClusterResponse
+	(*RotateJoinTokenRequest)(nil),         // 3: shoal.v1.RotateJoinTokenRequest
+	(*RotateJoinTokenResponse)(nil),        // 4: shoal.v1.RotateJoinTokenResponse
+	(*UpdateClusterRequest)(nil),           // 5: shoal.v1.UpdateClusterRequest
+	(*UpdateClusterResponse)(nil),          // 6: shoal.v1.UpdateClusterResponse
+	(*CreateAdminCertificateRequest)(nil),  // 7: shoal.v1.CreateAdminCertificateRequest
+	(*CreateAdminCertificateResponse)(nil), // 8: shoal.v1.CreateAdminCertificateResponse
+	(*CreateTokenRequest)(nil),             // 9: shoal.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),            // 10: shoal.v1.CreateTokenResponse
+	(*ListTokensRequest)(nil),              // 11: shoal.v1.ListTokensRequest
+	(*ListTokensResponse)(nil),             // 12: shoal.v1.ListTokensResponse
+	(*RevokeTokenRequest)(nil),             // 13: shoal.v1.RevokeTokenRequest
+	(*RevokeTokenResponse)(nil),            // 14: shoal.v1.RevokeTokenResponse
+	(*Page)(nil),                           // 15: shoal.v1.Page
+	(*ListAdminCertificatesRequest)(nil),   // 16: shoal.v1.ListAdminCertificatesRequest
+	(*ListAdminCertificatesResponse)(nil),  // 17: shoal.v1.ListAdminCertificatesResponse
+	(*RevokeAdminCertificateRequest)(nil),  // 18: shoal.v1.RevokeAdminCertificateRequest
+	(*RevokeAdminCertificateResponse)(nil), // 19: shoal.v1.RevokeAdminCertificateResponse
+	(*ListNodesRequest)(nil),               // 20: shoal.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),              // 21: shoal.v1.ListNodesResponse
+	(*GetNodeRequest)(nil),                 // 22: shoal.v1.GetNodeRequest
+	(*GetNodeResponse)(nil),                // 23: shoal.v1.GetNodeResponse
+	(*UpdateNodeRequest)(nil),              // 24: shoal.v1.UpdateNodeRequest
+	(*UpdateNodeResponse)(nil),             // 25: shoal.v1.UpdateNodeResponse
+	(*RemoveNodeRequest)(nil),              // 26: shoal.v1.RemoveNodeRequest
+	(*RemoveNodeResponse)(nil),             // 27: shoal.v1.RemoveNodeResponse
+	(*CreateServiceRequest)(nil),           // 28: shoal.v1.CreateServiceRequest
+	(*CreateServiceResponse)(nil),          // 29: shoal.v1.CreateServiceResponse
+	(*GetServiceRequest)(nil),              // 30: shoal.v1.GetServiceRequest
+	(*GetServiceResponse)(nil),             // 31: shoal.v1.GetServiceResponse
+	(*ListServicesRequest)(nil),            // 32: shoal.v1.ListServicesRequest
+	(*ListServicesResponse)(nil),           // 33: shoal.v1.ListServicesResponse
+	(*ReplicaCount)(nil),                   // 34: shoal.v1.ReplicaCount
+	(*UpdateServiceRequest)(nil),           // 35: shoal.v1.UpdateServiceRequest
+	(*UpdateServiceResponse)(nil),          // 36: shoal.v1.UpdateServiceResponse
+	(*RollbackServiceRequest)(nil),         // 37: shoal.v1.RollbackServiceRequest
+	(*RollbackServiceResponse)(nil),        // 38: shoal.v1.RollbackServiceResponse
+	(*RebalanceServiceRequest)(nil),        // 39: shoal.v1.RebalanceServiceRequest
+	(*RebalanceServiceResponse)(nil),       // 40: shoal.v1.RebalanceServiceResponse
+	(*RemoveServiceRequest)(nil),           // 41: shoal.v1.RemoveServiceRequest
+	(*RemoveServiceResponse)(nil),          // 42: shoal.v1.RemoveServiceResponse
+	(*CreateNetworkRequest)(nil),           // 43: shoal.v1.CreateNetworkRequest
+	(*CreateNetworkResponse)(nil),          // 44: shoal.v1.CreateNetworkResponse
+	(*GetNetworkRequest)(nil),              // 45: shoal.v1.GetNetworkRequest
+	(*GetNetworkResponse)(nil),             // 46: shoal.v1.GetNetworkResponse
+	(*ListNetworksRequest)(nil),            // 47: shoal.v1.ListNetworksRequest
+	(*ListNetworksResponse)(nil),           // 48: shoal.v1.ListNetworksResponse
+	(*RemoveNetworkRequest)(nil),           // 49: shoal.v1.RemoveNetworkRequest
+	(*RemoveNetworkResponse)(nil),          // 50: shoal.v1.RemoveNetworkResponse
+	(*PruneNetworksRequest)(nil),           // 51: shoal.v1.PruneNetworksRequest
+	(*PruneNetworksResponse)(nil),          // 52: shoal.v1.PruneNetworksResponse
+	(*ListTasksRequest)(nil),               // 53: shoal.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),              // 54: shoal.v1.ListTasksResponse
+	(*GetTaskRequest)(nil),                 // 55: shoal.v1.GetTaskRequest
+	(*GetTaskResponse)(nil),                // 56: shoal.v1.GetTaskResponse
+	(*WatchRequest)(nil),                   // 57: shoal.v1.WatchRequest
+	nil,                                    // 58: shoal.v1.ListNodesRequest.FiltersEntry
+	nil,                                    // 59: shoal.v1.ListServicesRequest.FiltersEntry
+	nil,                                    // 60: shoal.v1.ListServicesResponse.ReplicasEntry
+	nil,                                    // 61: shoal.v1.ListNetworksRequest.FiltersEntry
+	nil,                                    // 62: shoal.v1.ListTasksRequest.FiltersEntry
+	(*Cluster)(nil),                        // 63: shoal.v1.Cluster
+	(*RaftMember)(nil),                     // 64: shoal.v1.RaftMember
+	(NodeRole)(0),                          // 65: shoal.v1.NodeRole
+	(*ClusterSettings)(nil),                // 66: shoal.v1.ClusterSettings
+	(*AdminCertificate)(nil),               // 67: shoal.v1.AdminCertificate
+	(*ApiToken)(nil),                       // 68: shoal.v1.ApiToken
+	(*Node)(nil),                           // 69: shoal.v1.Node
+	(*NodeSpec)(nil),                       // 70: shoal.v1.NodeSpec
+	(*ServiceSpec)(nil),                    // 71: shoal.v1.ServiceSpec
+	(*Service)(nil),                        // 72: shoal.v1.Service
+	(*NetworkSpec)(nil),                    // 73: shoal.v1.NetworkSpec
+	(*Network)(nil),                        // 74: shoal.v1.Network
+	(*Task)(nil),                           // 75: shoal.v1.Task
+	(*WatchEvent)(nil),                     // 76: shoal.v1.WatchEvent
 }
 var file_shoalv1_control_proto_depIdxs = []int32{
-	62, // 0: shoal.v1.GetClusterResponse.cluster:type_name -> shoal.v1.Cluster
-	63, // 1: shoal.v1.GetClusterResponse.members:type_name -> shoal.v1.RaftMember
-	64, // 2: shoal.v1.RotateJoinTokenRequest.role:type_name -> shoal.v1.NodeRole
-	65, // 3: shoal.v1.UpdateClusterRequest.settings:type_name -> shoal.v1.ClusterSettings
-	62, // 4: shoal.v1.UpdateClusterResponse.cluster:type_name -> shoal.v1.Cluster
-	66, // 5: shoal.v1.CreateAdminCertificateResponse.admin:type_name -> shoal.v1.AdminCertificate
-	67, // 6: shoal.v1.CreateTokenResponse.info:type_name -> shoal.v1.ApiToken
-	67, // 7: shoal.v1.ListTokensResponse.tokens:type_name -> shoal.v1.ApiToken
-	67, // 8: shoal.v1.RevokeTokenResponse.info:type_name -> shoal.v1.ApiToken
-	66, // 9: shoal.v1.ListAdminCertificatesResponse.admins:type_name -> shoal.v1.AdminCertificate
-	66, // 10: shoal.v1.RevokeAdminCertificateResponse.admin:type_name -> shoal.v1.AdminCertificate
-	57, // 11: shoal.v1.ListNodesRequest.filters:type_name -> shoal.v1.ListNodesRequest.FiltersEntry
-	14, // 12: shoal.v1.ListNodesRequest.page:type_name -> shoal.v1.Page
-	68, // 13: shoal.v1.ListNodesResponse.nodes:type_name -> shoal.v1.Node
-	68, // 14: shoal.v1.GetNodeResponse.node:type_name -> shoal.v1.Node
-	69, // 15: shoal.v1.UpdateNodeRequest.spec:type_name -> shoal.v1.NodeSpec
-	68, // 16: shoal.v1.UpdateNodeResponse.node:type_name -> shoal.v1.Node
-	70, // 17: shoal.v1.CreateServiceRequest.spec:type_name -> shoal.v1.ServiceSpec
-	71, // 18: shoal.v1.CreateServiceResponse.service:type_name -> shoal.v1.Service
-	71, // 19: shoal.v1.GetServiceResponse.service:type_name -> shoal.v1.Service
-	58, // 20: shoal.v1.ListServicesRequest.filters:type_name -> shoal.v1.ListServicesRequest.FiltersEntry
-	14, // 21: shoal.v1.ListServicesRequest.page:type_name -> shoal.v1.Page
-	71, // 22: shoal.v1.ListServicesResponse.services:type_name -> shoal.v1.Service
-	59, // 23: shoal.v1.ListServicesResponse.replicas:type_name -> shoal.v1.ListServicesResponse.ReplicasEntry
-	70, // 24: shoal.v1.UpdateServiceRequest.spec:type_name -> shoal.v1.ServiceSpec
-	71, // 25: shoal.v1.UpdateServiceResponse.service:type_name -> shoal.v1.Service
-	71, // 26: shoal.v1.RollbackServiceResponse.service:type_name -> shoal.v1.Service
-	71, // 27: shoal.v1.RebalanceServiceResponse.service:type_name -> shoal.v1.Service
-	72, // 28: shoal.v1.CreateNetworkRequest.spec:type_name -> shoal.v1.NetworkSpec
-	73, // 29: shoal.v1.CreateNetworkResponse.network:type_name -> shoal.v1.Network
-	73, // 30: shoal.v1.GetNetworkResponse.network:type_name -> shoal.v1.Network
-	60, // 31: shoal.v1.ListNetworksRequest.filters:type_name -> shoal.v1.ListNetworksRequest.FiltersEntry
-	73, // 32: shoal.v1.ListNetworksResponse.networks:type_name -> shoal.v1.Network
-	61, // 33: shoal.v1.ListTasksRequest.filters:type_name -> shoal.v1.ListTasksRequest.FiltersEntry
-	14, // 34: shoal.v1.ListTasksRequest.page:type_name -> shoal.v1.Page
-	74, // 35: shoal.v1.ListTasksResponse.tasks:type_name -> shoal.v1.Task
-	74, // 36: shoal.v1.GetTaskResponse.task:type_name -> shoal.v1.Task
-	33, // 37: shoal.v1.ListServicesResponse.ReplicasEntry.value:type_name -> shoal.v1.ReplicaCount
-	0,  // 38: shoal.v1.Control.GetCluster:input_type -> shoal.v1.GetClusterRequest
-	2,  // 39: shoal.v1.Control.RotateJoinToken:input_type -> shoal.v1.RotateJoinTokenRequest
-	4,  // 40: shoal.v1.Control.UpdateCluster:input_type -> shoal.v1.UpdateClusterRequest
-	6,  // 41: shoal.v1.Control.CreateAdminCertificate:input_type -> shoal.v1.CreateAdminCertificateRequest
-	15, // 42: shoal.v1.Control.ListAdminCertificates:input_type -> shoal.v1.ListAdminCertificatesRequest
-	17, // 43: shoal.v1.Control.RevokeAdminCertificate:input_type -> shoal.v1.RevokeAdminCertificateRequest
-	8,  // 44: shoal.v1.Control.CreateToken:input_type -> shoal.v1.CreateTokenRequest
-	10, // 45: shoal.v1.Control.ListTokens:input_type -> shoal.v1.ListTokensRequest
-	12, // 46: shoal.v1.Control.RevokeToken:input_type -> shoal.v1.RevokeTokenRequest
-	19, // 47: shoal.v1.Control.ListNodes:input_type -> shoal.v1.ListNodesRequest
-	21, // 48: shoal.v1.Control.GetNode:input_type -> shoal.v1.GetNodeRequest
-	23, // 49: shoal.v1.Control.UpdateNode:input_type -> shoal.v1.UpdateNodeRequest
-	25, // 50: shoal.v1.Control.RemoveNode:input_type -> shoal.v1.RemoveNodeRequest
-	27, // 51: shoal.v1.Control.CreateService:input_type -> shoal.v1.CreateServiceRequest
-	29, // 52: shoal.v1.Control.GetService:input_type -> shoal.v1.GetServiceRequest
-	31, // 53: shoal.v1.Control.ListServices:input_type -> shoal.v1.ListServicesRequest
-	34, // 54: shoal.v1.Control.UpdateService:input_type -> shoal.v1.UpdateServiceRequest
-	40, // 55: shoal.v1.Control.RemoveService:input_type -> shoal.v1.RemoveServiceRequest
-	36, // 56: shoal.v1.Control.RollbackService:input_type -> shoal.v1.RollbackServiceRequest
-	38, // 57: shoal.v1.Control.RebalanceService:input_type -> shoal.v1.RebalanceServiceRequest
-	42, // 58: shoal.v1.Control.CreateNetwork:input_type -> shoal.v1.CreateNetworkRequest
-	44, // 59: shoal.v1.Control.GetNetwork:input_type -> shoal.v1.GetNetworkRequest
-	46, // 60: shoal.v1.Control.ListNetworks:input_type -> shoal.v1.ListNetworksRequest
-	48, // 61: shoal.v1.Control.RemoveNetwork:input_type -> shoal.v1.RemoveNetworkRequest
-	50, // 62: shoal.v1.Control.PruneNetworks:input_type -> shoal.v1.PruneNetworksRequest
-	52, // 63: shoal.v1.Control.ListTasks:input_type -> shoal.v1.ListTasksRequest
-	54, // 64: shoal.v1.Control.GetTask:input_type -> shoal.v1.GetTaskRequest
-	56, // 65: shoal.v1.Control.Watch:input_type -> shoal.v1.WatchRequest
-	1,  // 66: shoal.v1.Control.GetCluster:output_type -> shoal.v1.GetClusterResponse
-	3,  // 67: shoal.v1.Control.RotateJoinToken:output_type -> shoal.v1.RotateJoinTokenResponse
-	5,  // 68: shoal.v1.Control.UpdateCluster:output_type -> shoal.v1.UpdateClusterResponse
-	7,  // 69: shoal.v1.Control.CreateAdminCertificate:output_type -> shoal.v1.CreateAdminCertificateResponse
-	16, // 70: shoal.v1.Control.ListAdminCertificates:output_type -> shoal.v1.ListAdminCertificatesResponse
-	18, // 71: shoal.v1.Control.RevokeAdminCertificate:output_type -> shoal.v1.RevokeAdminCertificateResponse
-	9,  // 72: shoal.v1.Control.CreateToken:output_type -> shoal.v1.CreateTokenResponse
-	11, // 73: shoal.v1.Control.ListTokens:output_type -> shoal.v1.ListTokensResponse
-	13, // 74: shoal.v1.Control.RevokeToken:output_type -> shoal.v1.RevokeTokenResponse
-	20, // 75: shoal.v1.Control.ListNodes:output_type -> shoal.v1.ListNodesResponse
-	22, // 76: shoal.v1.Control.GetNode:output_type -> shoal.v1.GetNodeResponse
-	24, // 77: shoal.v1.Control.UpdateNode:output_type -> shoal.v1.UpdateNodeResponse
-	26, // 78: shoal.v1.Control.RemoveNode:output_type -> shoal.v1.RemoveNodeResponse
-	28, // 79: shoal.v1.Control.CreateService:output_type -> shoal.v1.CreateServiceResponse
-	30, // 80: shoal.v1.Control.GetService:output_type -> shoal.v1.GetServiceResponse
-	32, // 81: shoal.v1.Control.ListServices:output_type -> shoal.v1.ListServicesResponse
-	35, // 82: shoal.v1.Control.UpdateService:output_type -> shoal.v1.UpdateServiceResponse
-	41, // 83: shoal.v1.Control.RemoveService:output_type -> shoal.v1.RemoveServiceResponse
-	37, // 84: shoal.v1.Control.RollbackService:output_type -> shoal.v1.RollbackServiceResponse
-	39, // 85: shoal.v1.Control.RebalanceService:output_type -> shoal.v1.RebalanceServiceResponse
-	43, // 86: shoal.v1.Control.CreateNetwork:output_type -> shoal.v1.CreateNetworkResponse
-	45, // 87: shoal.v1.Control.GetNetwork:output_type -> shoal.v1.GetNetworkResponse
-	47, // 88: shoal.v1.Control.ListNetworks:output_type -> shoal.v1.ListNetworksResponse
-	49, // 89: shoal.v1.Control.RemoveNetwork:output_type -> shoal.v1.RemoveNetworkResponse
-	51, // 90: shoal.v1.Control.PruneNetworks:output_type -> shoal.v1.PruneNetworksResponse
-	53, // 91: shoal.v1.Control.ListTasks:output_type -> shoal.v1.ListTasksResponse
-	55, // 92: shoal.v1.Control.GetTask:output_type -> shoal.v1.GetTaskResponse
-	75, // 93: shoal.v1.Control.Watch:output_type -> shoal.v1.WatchEvent
-	66, // [66:94] is the sub-list for method output_type
-	38, // [38:66] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	63, // 0: shoal.v1.GetClusterResponse.cluster:type_name -> shoal.v1.Cluster
+	64, // 1: shoal.v1.GetClusterResponse.members:type_name -> shoal.v1.RaftMember
+	65, // 2: shoal.v1.RotateJoinTokenRequest.role:type_name -> shoal.v1.NodeRole
+	66, // 3: shoal.v1.UpdateClusterRequest.settings:type_name -> shoal.v1.ClusterSettings
+	63, // 4: shoal.v1.UpdateClusterResponse.cluster:type_name -> shoal.v1.Cluster
+	67, // 5: shoal.v1.CreateAdminCertificateResponse.admin:type_name -> shoal.v1.AdminCertificate
+	68, // 6: shoal.v1.CreateTokenResponse.info:type_name -> shoal.v1.ApiToken
+	68, // 7: shoal.v1.ListTokensResponse.tokens:type_name -> shoal.v1.ApiToken
+	68, // 8: shoal.v1.RevokeTokenResponse.info:type_name -> shoal.v1.ApiToken
+	67, // 9: shoal.v1.ListAdminCertificatesResponse.admins:type_name -> shoal.v1.AdminCertificate
+	67, // 10: shoal.v1.RevokeAdminCertificateResponse.admin:type_name -> shoal.v1.AdminCertificate
+	58, // 11: shoal.v1.ListNodesRequest.filters:type_name -> shoal.v1.ListNodesRequest.FiltersEntry
+	15, // 12: shoal.v1.ListNodesRequest.page:type_name -> shoal.v1.Page
+	69, // 13: shoal.v1.ListNodesResponse.nodes:type_name -> shoal.v1.Node
+	69, // 14: shoal.v1.GetNodeResponse.node:type_name -> shoal.v1.Node
+	70, // 15: shoal.v1.UpdateNodeRequest.spec:type_name -> shoal.v1.NodeSpec
+	69, // 16: shoal.v1.UpdateNodeResponse.node:type_name -> shoal.v1.Node
+	71, // 17: shoal.v1.CreateServiceRequest.spec:type_name -> shoal.v1.ServiceSpec
+	0,  // 18: shoal.v1.CreateServiceRequest.view:type_name -> shoal.v1.ServiceView
+	72, // 19: shoal.v1.CreateServiceResponse.service:type_name -> shoal.v1.Service
+	72, // 20: shoal.v1.GetServiceResponse.service:type_name -> shoal.v1.Service
+	59, // 21: shoal.v1.ListServicesRequest.filters:type_name -> shoal.v1.ListServicesRequest.FiltersEntry
+	15, // 22: shoal.v1.ListServicesRequest.page:type_name -> shoal.v1.Page
+	72, // 23: shoal.v1.ListServicesResponse.services:type_name -> shoal.v1.Service
+	60, // 24: shoal.v1.ListServicesResponse.replicas:type_name -> shoal.v1.ListServicesResponse.ReplicasEntry
+	71, // 25: shoal.v1.UpdateServiceRequest.spec:type_name -> shoal.v1.ServiceSpec
+	0,  // 26: shoal.v1.UpdateServiceRequest.view:type_name -> shoal.v1.ServiceView
+	72, // 27: shoal.v1.UpdateServiceResponse.service:type_name -> shoal.v1.Service
+	72, // 28: shoal.v1.RollbackServiceResponse.service:type_name -> shoal.v1.Service
+	72, // 29: shoal.v1.RebalanceServiceResponse.service:type_name -> shoal.v1.Service
+	73, // 30: shoal.v1.CreateNetworkRequest.spec:type_name -> shoal.v1.NetworkSpec
+	74, // 31: shoal.v1.CreateNetworkResponse.network:type_name -> shoal.v1.Network
+	74, // 32: shoal.v1.GetNetworkResponse.network:type_name -> shoal.v1.Network
+	61, // 33: shoal.v1.ListNetworksRequest.filters:type_name -> shoal.v1.ListNetworksRequest.FiltersEntry
+	74, // 34: shoal.v1.ListNetworksResponse.networks:type_name -> shoal.v1.Network
+	62, // 35: shoal.v1.ListTasksRequest.filters:type_name -> shoal.v1.ListTasksRequest.FiltersEntry
+	15, // 36: shoal.v1.ListTasksRequest.page:type_name -> shoal.v1.Page
+	75, // 37: shoal.v1.ListTasksResponse.tasks:type_name -> shoal.v1.Task
+	75, // 38: shoal.v1.GetTaskResponse.task:type_name -> shoal.v1.Task
+	34, // 39: shoal.v1.ListServicesResponse.ReplicasEntry.value:type_name -> shoal.v1.ReplicaCount
+	1,  // 40: shoal.v1.Control.GetCluster:input_type -> shoal.v1.GetClusterRequest
+	3,  // 41: shoal.v1.Control.RotateJoinToken:input_type -> shoal.v1.RotateJoinTokenRequest
+	5,  // 42: shoal.v1.Control.UpdateCluster:input_type -> shoal.v1.UpdateClusterRequest
+	7,  // 43: shoal.v1.Control.CreateAdminCertificate:input_type -> shoal.v1.CreateAdminCertificateRequest
+	16, // 44: shoal.v1.Control.ListAdminCertificates:input_type -> shoal.v1.ListAdminCertificatesRequest
+	18, // 45: shoal.v1.Control.RevokeAdminCertificate:input_type -> shoal.v1.RevokeAdminCertificateRequest
+	9,  // 46: shoal.v1.Control.CreateToken:input_type -> shoal.v1.CreateTokenRequest
+	11, // 47: shoal.v1.Control.ListTokens:input_type -> shoal.v1.ListTokensRequest
+	13, // 48: shoal.v1.Control.RevokeToken:input_type -> shoal.v1.RevokeTokenRequest
+	20, // 49: shoal.v1.Control.ListNodes:input_type -> shoal.v1.ListNodesRequest
+	22, // 50: shoal.v1.Control.GetNode:input_type -> shoal.v1.GetNodeRequest
+	24, // 51: shoal.v1.Control.UpdateNode:input_type -> shoal.v1.UpdateNodeRequest
+	26, // 52: shoal.v1.Control.RemoveNode:input_type -> shoal.v1.RemoveNodeRequest
+	28, // 53: shoal.v1.Control.CreateService:input_type -> shoal.v1.CreateServiceRequest
+	30, // 54: shoal.v1.Control.GetService:input_type -> shoal.v1.GetServiceRequest
+	32, // 55: shoal.v1.Control.ListServices:input_type -> shoal.v1.ListServicesRequest
+	35, // 56: shoal.v1.Control.UpdateService:input_type -> shoal.v1.UpdateServiceRequest
+	41, // 57: shoal.v1.Control.RemoveService:input_type -> shoal.v1.RemoveServiceRequest
+	37, // 58: shoal.v1.Control.RollbackService:input_type -> shoal.v1.RollbackServiceRequest
+	39, // 59: shoal.v1.Control.RebalanceService:input_type -> shoal.v1.RebalanceServiceRequest
+	43, // 60: shoal.v1.Control.CreateNetwork:input_type -> shoal.v1.CreateNetworkRequest
+	45, // 61: shoal.v1.Control.GetNetwork:input_type -> shoal.v1.GetNetworkRequest
+	47, // 62: shoal.v1.Control.ListNetworks:input_type -> shoal.v1.ListNetworksRequest
+	49, // 63: shoal.v1.Control.RemoveNetwork:input_type -> shoal.v1.RemoveNetworkRequest
+	51, // 64: shoal.v1.Control.PruneNetworks:input_type -> shoal.v1.PruneNetworksRequest
+	53, // 65: shoal.v1.Control.ListTasks:input_type -> shoal.v1.ListTasksRequest
+	55, // 66: shoal.v1.Control.GetTask:input_type -> shoal.v1.GetTaskRequest
+	57, // 67: shoal.v1.Control.Watch:input_type -> shoal.v1.WatchRequest
+	2,  // 68: shoal.v1.Control.GetCluster:output_type -> shoal.v1.GetClusterResponse
+	4,  // 69: shoal.v1.Control.RotateJoinToken:output_type -> shoal.v1.RotateJoinTokenResponse
+	6,  // 70: shoal.v1.Control.UpdateCluster:output_type -> shoal.v1.UpdateClusterResponse
+	8,  // 71: shoal.v1.Control.CreateAdminCertificate:output_type -> shoal.v1.CreateAdminCertificateResponse
+	17, // 72: shoal.v1.Control.ListAdminCertificates:output_type -> shoal.v1.ListAdminCertificatesResponse
+	19, // 73: shoal.v1.Control.RevokeAdminCertificate:output_type -> shoal.v1.RevokeAdminCertificateResponse
+	10, // 74: shoal.v1.Control.CreateToken:output_type -> shoal.v1.CreateTokenResponse
+	12, // 75: shoal.v1.Control.ListTokens:output_type -> shoal.v1.ListTokensResponse
+	14, // 76: shoal.v1.Control.RevokeToken:output_type -> shoal.v1.RevokeTokenResponse
+	21, // 77: shoal.v1.Control.ListNodes:output_type -> shoal.v1.ListNodesResponse
+	23, // 78: shoal.v1.Control.GetNode:output_type -> shoal.v1.GetNodeResponse
+	25, // 79: shoal.v1.Control.UpdateNode:output_type -> shoal.v1.UpdateNodeResponse
+	27, // 80: shoal.v1.Control.RemoveNode:output_type -> shoal.v1.RemoveNodeResponse
+	29, // 81: shoal.v1.Control.CreateService:output_type -> shoal.v1.CreateServiceResponse
+	31, // 82: shoal.v1.Control.GetService:output_type -> shoal.v1.GetServiceResponse
+	33, // 83: shoal.v1.Control.ListServices:output_type -> shoal.v1.ListServicesResponse
+	36, // 84: shoal.v1.Control.UpdateService:output_type -> shoal.v1.UpdateServiceResponse
+	42, // 85: shoal.v1.Control.RemoveService:output_type -> shoal.v1.RemoveServiceResponse
+	38, // 86: shoal.v1.Control.RollbackService:output_type -> shoal.v1.RollbackServiceResponse
+	40, // 87: shoal.v1.Control.RebalanceService:output_type -> shoal.v1.RebalanceServiceResponse
+	44, // 88: shoal.v1.Control.CreateNetwork:output_type -> shoal.v1.CreateNetworkResponse
+	46, // 89: shoal.v1.Control.GetNetwork:output_type -> shoal.v1.GetNetworkResponse
+	48, // 90: shoal.v1.Control.ListNetworks:output_type -> shoal.v1.ListNetworksResponse
+	50, // 91: shoal.v1.Control.RemoveNetwork:output_type -> shoal.v1.RemoveNetworkResponse
+	52, // 92: shoal.v1.Control.PruneNetworks:output_type -> shoal.v1.PruneNetworksResponse
+	54, // 93: shoal.v1.Control.ListTasks:output_type -> shoal.v1.ListTasksResponse
+	56, // 94: shoal.v1.Control.GetTask:output_type -> shoal.v1.GetTaskResponse
+	76, // 95: shoal.v1.Control.Watch:output_type -> shoal.v1.WatchEvent
+	68, // [68:96] is the sub-list for method output_type
+	40, // [40:68] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_shoalv1_control_proto_init() }
@@ -3174,13 +3258,14 @@ func file_shoalv1_control_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoalv1_control_proto_rawDesc), len(file_shoalv1_control_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      1,
 			NumMessages:   62,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_shoalv1_control_proto_goTypes,
 		DependencyIndexes: file_shoalv1_control_proto_depIdxs,
+		EnumInfos:         file_shoalv1_control_proto_enumTypes,
 		MessageInfos:      file_shoalv1_control_proto_msgTypes,
 	}.Build()
 	File_shoalv1_control_proto = out.File

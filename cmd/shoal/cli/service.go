@@ -103,6 +103,7 @@ func (a *app) mutateService(cmd *cobra.Command, ref string, wf waitFlags, change
 		return err
 	}
 	var resp *shoalv1.UpdateServiceResponse
+	var name string
 	err = retryConflict(func() error {
 		cur, err := cl.Control.GetService(ctx, &shoalv1.GetServiceRequest{Ref: ref})
 		if err != nil {
@@ -113,15 +114,26 @@ func (a *app) mutateService(cmd *cobra.Command, ref string, wf waitFlags, change
 			return err
 		}
 		resp, err = cl.Control.UpdateService(ctx, &shoalv1.UpdateServiceRequest{ServiceId: cur.GetService().GetMeta().GetId(),
-			Version: cur.GetService().GetMeta().GetVersion(), Spec: spec})
+			Version: cur.GetService().GetMeta().GetVersion(), Spec: spec, View: updateView(wf)})
+		name = spec.GetName() // a name cannot be changed: the one sent is the service's
 		return err
 	})
 	if err != nil {
 		ws.stop()
 		return err
 	}
-	fmt.Fprintln(a.out, resp.GetService().GetSpec().GetName())
+	fmt.Fprintln(a.out, name)
 	return ws.wait(cmd.Context(), resp.GetService())
+}
+
+// updateView is the reply an update asks for: a wait reads the whole
+// service (its spec: mode, replicas, job), a detached update reads
+// nothing of it but the name it sent.
+func updateView(wf waitFlags) shoalv1.ServiceView {
+	if wf.detach {
+		return shoalv1.ServiceView_SERVICE_VIEW_BRIEF
+	}
+	return shoalv1.ServiceView_SERVICE_VIEW_FULL
 }
 
 func (a *app) serviceUpdate() *cobra.Command {

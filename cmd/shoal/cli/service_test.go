@@ -76,6 +76,9 @@ func (f *fakeManager) UpdateService(_ context.Context, req *shoalv1.UpdateServic
 	s = proto.Clone(s).(*shoalv1.Service)
 	s.Spec = req.GetSpec()
 	s.SpecVersion++
+	if req.GetView() == shoalv1.ServiceView_SERVICE_VIEW_BRIEF {
+		s.Spec, s.PreviousSpec = nil, nil // as the manager's brief reply
+	}
 	return &shoalv1.UpdateServiceResponse{Service: s}, nil
 }
 
@@ -554,6 +557,39 @@ func TestServiceUpdateArgs(t *testing.T) {
 	code, _, errOut := c.run("service", "update", "--detach", "--args", `sleep "inf`, "web")
 	if code == 0 || !strings.Contains(errOut, "--args") || !strings.Contains(errOut, "unterminated") {
 		t.Errorf("unterminated quote: %d %q", code, errOut)
+	}
+}
+
+// TestDetachedUpdateAsksABriefReply: `service update --detach` reads
+// nothing of the reply but the name, so it asks for the brief one and
+// prints the name it sent; an update that waits asks for the whole
+// service (the wait reads its spec).
+func TestDetachedUpdateAsksABriefReply(t *testing.T) {
+	defer func(orig func(time.Duration) (<-chan time.Time, func())) { monitorTimer = orig }(monitorTimer)
+	monitorTimer = func(time.Duration) (<-chan time.Time, func()) {
+		c := make(chan time.Time, 1)
+		c <- time.Now() // every period ends at once
+		return c, func() {}
+	}
+	c := newCLICluster(t)
+	c.mgr.services = []*shoalv1.Service{{Meta: &shoalv1.Meta{Id: "svcweb", Version: 7}, SpecVersion: 1,
+		Spec: &shoalv1.ServiceSpec{Name: "web", Replicas: 1, Task: &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: "demo:1"}}}}}
+	for _, tc := range []struct {
+		args    []string
+		view    shoalv1.ServiceView
+		outPart string
+	}{
+		{[]string{"service", "update", "--detach", "--replicas", "2", "web"}, shoalv1.ServiceView_SERVICE_VIEW_BRIEF, "web\n"},
+		{[]string{"service", "scale", "--detach", "web=3"}, shoalv1.ServiceView_SERVICE_VIEW_BRIEF, "web\n"},
+		{[]string{"service", "update", "--replicas", "0", "--monitor", "1s", "--wait-timeout", "5s", "web"}, shoalv1.ServiceView_SERVICE_VIEW_FULL, "web: converged (0/0)"},
+	} {
+		code, out, errOut := c.run(tc.args...)
+		if code != 0 || !strings.HasPrefix(out, "web\n") || !strings.Contains(out, tc.outPart) {
+			t.Fatalf("%q: exit %d\nstdout: %s\nstderr: %s", tc.args, code, out, errOut)
+		}
+		if got := c.mgr.updates[len(c.mgr.updates)-1].GetView(); got != tc.view {
+			t.Errorf("%q: asked for %s, want %s", tc.args, got, tc.view)
+		}
 	}
 }
 
