@@ -2,6 +2,7 @@ package controlapi
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -113,5 +114,40 @@ func TestUnknownViewIsRefusedBeforeAnyWrite(t *testing.T) {
 	wantCode(t, err, codes.InvalidArgument, want)
 	if got, _ := raftstore.Get[*shoalv1.Service](st.View(), id); got.GetMeta().GetVersion() != version || got.GetSpec().GetLabels()["v"] != "1" {
 		t.Fatalf("a refused update changed the service: %v", got)
+	}
+}
+
+// BenchmarkUpdateServiceReply: the bench's write's reply as gRPC's codec
+// encodes it (size, then marshal), whole and brief; bytes/op is its size.
+func BenchmarkUpdateServiceReply(b *testing.B) {
+	s, _ := newServer(b)
+	ctx := context.Background()
+	label := strings.Repeat("x", 100)
+	spec := func() *shoalv1.ServiceSpec {
+		return &shoalv1.ServiceSpec{Name: "bench-0000", Labels: map[string]string{"bench": label},
+			Mode: shoalv1.ServiceMode_SERVICE_MODE_REPLICATED,
+			Task: &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: "shoal-bench:none", Command: []string{"/bin/true"}}}}
+	}
+	created, err := s.CreateService(ctx, &shoalv1.CreateServiceRequest{Spec: spec()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	version := created.GetService().GetMeta().GetVersion()
+	for _, view := range []shoalv1.ServiceView{shoalv1.ServiceView_SERVICE_VIEW_FULL, shoalv1.ServiceView_SERVICE_VIEW_BRIEF} {
+		resp, err := s.UpdateService(ctx, &shoalv1.UpdateServiceRequest{ServiceId: created.GetService().GetMeta().GetId(),
+			Version: version, Spec: spec(), View: view})
+		if err != nil {
+			b.Fatal(err)
+		}
+		version = resp.GetService().GetMeta().GetVersion()
+		b.Run(view.String(), func(b *testing.B) {
+			b.SetBytes(int64(proto.Size(resp)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := (proto.MarshalOptions{UseCachedSize: true}).Marshal(resp); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
