@@ -16,7 +16,11 @@
 // -warmup plus -duration: a worker sends UpdateService for its own service,
 // changing a 100-byte label value and naming the version returned by its
 // previous update (optimistic concurrency), and starts the next call as soon
-// as the previous one returns (closed loop). Clients connect to the leader
+// as the previous one returns (closed loop). Workers ask for the brief
+// reply (view SERVICE_VIEW_BRIEF: the service without its specs, as the
+// worker keeps the spec it sends); a shoal from before the field answers
+// with the whole service, which the worker reads the same, so -shoal-bin
+// compares builds with the same client. Clients connect to the leader
 // directly (found with GetCluster: leader_id and members), so no call pays
 // for a follower's forwarding hop. Raft's log store fsyncs as in
 // production.
