@@ -218,7 +218,17 @@
 //     change marks the global services, and has the tasks on that node
 //     checked for DOWN or DRAIN), waits ~10 ms for the burst to end and
 //     writes the pass — every dirty service's plan — in one
-//     store.Update, bounded to 4,000 objects and 4 MiB (chunk.go): a pass
+//     store.Update, bounded to 4,000 objects and 4 MiB (chunk.go). The
+//     tasks a pass creates are placed in that same entry (placement.go):
+//     all of them in one scheduler.SchedulePlaced call against what the
+//     tasks on nodes take, so a task that can run at once is written once,
+//     created ASSIGNED on its node, instead of created PENDING and then
+//     assigned by the scheduler loop in a second entry; those it cannot
+//     place (no node fits, or on networks, waiting for the allocator's
+//     addresses) are created PENDING for the scheduler loop, which records
+//     why. The two loops share that record (placement): each holds it from
+//     its read to the record of its commit, so neither places on capacity
+//     the other has just taken. A pass
 //     with more to do stops at a slot, node or task boundary and the next
 //     pass follows at once, recomputing from the store (so a new leader
 //     also carries on from the store, never repeating a giant entry). What
@@ -244,8 +254,8 @@
 //     end), it runs scheduler.SchedulePlaced over the pending tasks (as
 //     many as one bounded entry holds; the next batch starts after the last
 //     task of this one, at once) against what the tasks on nodes take — a
-//     scheduler.Placed the loop keeps from its task events and its own
-//     commits (recorded with the entry's index as their version, so the
+//     scheduler.Placed the loop keeps from its task events and the two
+//     placing loops' commits (recorded with the entry's index as their version, so the
 //     late events of older states do not undo them), read from the store again only at the start of a term,
 //     after a watch cut or after a write of unknown outcome — and writes the batch in one store.Update: node_id and status ASSIGNED for those
 //     placed (WriteTx.AssignTask: the entry carries the id, the version read, the node and the status, a STORE_OP_KIND_TASK_ASSIGN op),

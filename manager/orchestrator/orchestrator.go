@@ -48,6 +48,9 @@ type Orchestrator struct {
 	rebalanceSettle time.Duration
 	// metrics counts passes and times placements (nil: none).
 	metrics *metrics.Manager
+	// place is what the tasks on nodes take, shared by the loops that
+	// place tasks (placement.go).
+	place *placement
 }
 
 // WithMetrics feeds the node's metrics (passes per loop, placement
@@ -67,7 +70,8 @@ func newOrchestrator(s store, logger *slog.Logger) *Orchestrator {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Orchestrator{store: s, log: logger.With("component", "orchestrator"), now: time.Now, debounce: defaultDebounce,
-		maxEntryOps: defaultMaxEntryOps, maxEntryBytes: defaultMaxEntryBytes, rebalanceSettle: RebalanceSettle}
+		maxEntryOps: defaultMaxEntryOps, maxEntryBytes: defaultMaxEntryBytes, rebalanceSettle: RebalanceSettle,
+		place: &placement{}}
 }
 
 // Run reconciles until ctx ends; call it while this manager leads and

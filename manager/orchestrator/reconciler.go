@@ -11,6 +11,7 @@ import (
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/scheduler"
 	"github.com/shoal-dev/shoal/specrules"
 )
 
@@ -209,6 +210,13 @@ type passResult struct {
 	// settled: how far each replicated service reconciled is settled once
 	// the pass is committed (absent: not known).
 	settled map[string]settledSlots
+	// placed are the created tasks the pass placed (placeCreated), and
+	// placeTime how long placing them took.
+	placed    []*shoalv1.Task
+	placeTime time.Duration
+	// rebuilt is the placed set the pass read from the store, when the
+	// placement had none.
+	rebuilt *scheduler.Placed
 }
 
 type serviceChange struct {
@@ -230,15 +238,30 @@ func (r *reconciler) pass(ctx context.Context, now time.Time) (time.Time, error)
 		return r.nextWake(), nil
 	}
 	var res passResult
+	// The pass places the tasks it creates (placeCreated): it holds the
+	// placement from its read to the record of its commit, as the
+	// scheduler loop does for its batches.
+	place := r.o.place
+	place.lock()
+	defer place.unlock()
 	index, err := r.o.conflictRetryIndex(ctx, func(tx raftstore.WriteTx, now time.Time) error {
 		res = passResult{retry: map[string]time.Duration{}, settled: map[string]settledSlots{}}
 		return r.reconcileTx(tx, now, &res, r.o.budget())
 	})
 	if err != nil {
 		// Committed or not, we cannot tell: forget the services' settled
-		// slots (a pass from 0 finds them again).
+		// slots (a pass from 0 finds them again), and what the tasks on
+		// nodes take.
 		clear(r.settled)
+		place.placed = nil
 		return r.nextWake(), fmt.Errorf("reconciling services: %w", err)
+	}
+	if res.rebuilt != nil {
+		place.placed = res.rebuilt
+	}
+	place.record(res.placed, index)
+	if len(res.placed) > 0 {
+		r.o.metrics.ObservePlacement(res.placeTime, len(res.placed))
 	}
 	if index != 0 {
 		r.own[r.ownNext] = index
@@ -348,6 +371,7 @@ func (r *reconciler) reconcileTx(tx raftstore.WriteTx, now time.Time, res *passR
 		dirty[t.GetServiceId()] = true
 	}
 
+	var plans []servicePlan
 	for _, id := range slices.Sorted(maps.Keys(dirty)) {
 		if b.spent() {
 			res.more = true
@@ -387,15 +411,49 @@ func (r *reconciler) reconcileTx(tx raftstore.WriteTx, now time.Time, res *passR
 		if p.Empty() {
 			continue
 		}
+		plans = append(plans, servicePlan{id: id, svc: svc, removed: !ok, plan: p})
+	}
+	r.placeCreated(tx, nodes, plans, now, res)
+	for _, sp := range plans {
+		p := sp.plan
 		if err := writePlan(tx, p); err != nil {
-			return fmt.Errorf("service %q: %w", id, err)
+			return fmt.Errorf("service %q: %w", sp.id, err)
 		}
 		res.changes = append(res.changes, serviceChange{
-			id: id, removed: !ok, created: len(p.Create), updated: len(p.Update), deleted: len(p.Delete),
-			rollout: rolloutChange(svc, p.Service),
+			id: sp.id, removed: sp.removed, created: len(p.Create), updated: len(p.Update), deleted: len(p.Delete),
+			rollout: rolloutChange(sp.svc, p.Service),
 		})
 	}
 	return nil
+}
+
+// servicePlan is the plan a pass made for one service, written once every
+// service's plan is made and their new tasks placed.
+type servicePlan struct {
+	id      string
+	svc     *shoalv1.Service
+	removed bool
+	plan    Plan
+}
+
+// placeCreated places the tasks the pass's plans create, all in one
+// scheduler call so that each counts those placed before it, against what
+// the tasks on nodes take (the shared placement, which the pass holds).
+func (r *reconciler) placeCreated(tx raftstore.WriteTx, nodes []*shoalv1.Node, plans []servicePlan, now time.Time, res *passResult) {
+	var creates []*shoalv1.Task
+	for _, sp := range plans {
+		creates = append(creates, sp.plan.Create...)
+	}
+	if len(creates) == 0 {
+		return
+	}
+	start := time.Now()
+	placed, rebuilt := r.o.place.current(tx)
+	if rebuilt {
+		res.rebuilt = placed
+	}
+	res.placed = placeCreated(nodes, placed, creates, now)
+	res.placeTime = time.Since(start)
 }
 
 func (r *reconciler) report(res *passResult) {

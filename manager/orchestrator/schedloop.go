@@ -42,15 +42,6 @@ type schedLoop struct {
 	// last placed a task: once it covers them all, a whole round placed
 	// nothing and the next batch would only repeat it.
 	idle int
-	// placed is what the tasks on nodes take of them, kept across batches
-	// from the task events this loop sees and the assignments it commits,
-	// so that a batch does not read every placed task; nil: rebuilt from
-	// the store by the next batch (at start, after a watch was cut, after
-	// a write whose outcome is unknown). Events may lag the store a
-	// little: a task that ended meanwhile still counts until its event
-	// comes (a pass is then due), which delays a placement, never
-	// overcommits a node.
-	placed *scheduler.Placed
 	// own holds the raft indexes of this loop's latest commits: events at
 	// those versions are its own writes (a reason recorded on a task it
 	// could not place) and do not restart the round.
@@ -85,7 +76,10 @@ func (s *schedLoop) kinds() []raftstore.Kind {
 
 func (s *schedLoop) resync() {
 	s.due = true
-	s.placed = nil
+	// Events were missed: what the tasks on nodes take is read again.
+	s.o.place.lock()
+	s.o.place.placed = nil
+	s.o.place.unlock()
 }
 
 func (s *schedLoop) observe(ev *shoalv1.WatchEvent) bool {
@@ -94,13 +88,15 @@ func (s *schedLoop) observe(ev *shoalv1.WatchEvent) bool {
 		// Readiness, availability, labels or capacity may have changed.
 		s.restart()
 	case *shoalv1.Task:
-		if s.placed != nil {
+		s.o.place.lock()
+		if p := s.o.place.placed; p != nil {
 			if ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_DELETE {
-				s.placed.Forget(obj.GetMeta().GetId())
+				p.Forget(obj.GetMeta().GetId())
 			} else {
-				s.placed.Observe(obj)
+				p.Observe(obj)
 			}
 		}
+		s.o.place.unlock()
 		switch {
 		case ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_DELETE || isTerminal(obj):
 			// Resources and spread were freed: worth a pass only if
@@ -145,13 +141,16 @@ func (s *schedLoop) pass(ctx context.Context, _ time.Time) (time.Time, error) {
 	}
 	var res schedResult
 	start := time.Now()
+	place := s.o.place
+	place.lock()
+	defer place.unlock()
 	index, err := s.o.conflictRetryIndex(ctx, func(tx raftstore.WriteTx, now time.Time) error {
 		res = schedResult{}
-		return scheduleTx(tx, now, &res, s.after, s.o.budget(), s.placed)
+		return scheduleTx(tx, now, &res, s.after, s.o.budget(), place.placed)
 	})
 	if err != nil {
 		// Committed or not, we cannot tell: read the placed tasks again.
-		s.placed = nil
+		place.placed = nil
 		return time.Time{}, fmt.Errorf("scheduling: %w", err)
 	}
 	if index != 0 {
@@ -159,19 +158,9 @@ func (s *schedLoop) pass(ctx context.Context, _ time.Time) (time.Time, error) {
 		s.ownNext = (s.ownNext + 1) % len(s.own)
 	}
 	if res.rebuilt != nil {
-		s.placed = res.rebuilt
+		place.placed = res.rebuilt
 	}
-	if s.placed != nil {
-		for _, t := range res.written {
-			// As committed: the entry's index is the version the store
-			// gave it, so the events of older states still queued (the
-			// task's creation, PENDING, when the batch read it before its
-			// event came) are seen as older and do not take it out.
-			t.Meta = proto.Clone(t.GetMeta()).(*shoalv1.Meta)
-			t.Meta.Version = index
-			s.placed.Observe(t)
-		}
-	}
+	place.record(res.written, index)
 	s.after = res.last
 	if res.batch > 0 {
 		s.o.metrics.ObservePlacement(time.Since(start), len(res.assigned))

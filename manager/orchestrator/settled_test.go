@@ -149,28 +149,42 @@ func settledRandomRun(t *testing.T, seed uint64, lagging bool) {
 	ctx, r, sub := watchedReconciler(t, s, o)
 
 	svcIDs := []string{"a", "b"}
-	create(t, s, mkService("a", 30, noRestartDelay()), mkService("b", 12, noRestartDelay()), mkNode("n1"), mkNode("n2"))
-	var want, seen uint64 // the last index written; the last seen in events
+	create(t, s, mkService("a", 30, noRestartDelay()), mkService("b", 12, noRestartDelay()), mkNode("n1"), mkNode("n2"),
+		&shoalv1.Cluster{Meta: &shoalv1.Meta{Id: "marker"}, Name: "marker"})
+	var seen uint64 // the last index seen in events
 	foreign := func(fn func(tx raftstore.WriteTx) error) {
 		t.Helper()
-		index, err := s.Update(ctx, fn)
-		if err != nil {
+		if _, err := s.Update(ctx, fn); err != nil {
 			t.Fatalf("update: %v", err)
 		}
-		want = max(want, index)
 	}
-	// catchUp feeds the reconciler every event up to the last write.
+	// catchUp feeds the reconciler every event up to the last write. The
+	// events of one entry share its index, so it first writes a marker
+	// the reconciler ignores (a cluster change that lowers no history
+	// limit) and reads up to the marker's own event: every event before
+	// it was then observed, not only the first of the last entry.
+	marker := 0
 	catchUp := func() {
 		t.Helper()
-		want = max(want, r.own[(r.ownNext+len(r.own)-1)%len(r.own)])
+		marker++
+		var mark uint64
+		write(t, s, func(tx raftstore.WriteTx) error {
+			c, _ := raftstore.Get[*shoalv1.Cluster](tx, "marker")
+			c = proto.Clone(c).(*shoalv1.Cluster)
+			c.Name = fmt.Sprint("marker", marker)
+			return tx.Update(c)
+		})
+		mark = s.View().Index()
 		timeout := time.After(waitFor)
-		for seen < want {
+		for seen < mark {
 			select {
 			case ev := <-sub.C():
-				r.observe(ev)
+				if _, ok := raftstore.Unwrap(ev.GetObject()).(*shoalv1.Cluster); !ok {
+					r.observe(ev)
+				}
 				seen = max(seen, ev.GetIndex())
 			case <-timeout:
-				t.Fatalf("events up to index %d not seen (at %d)", want, seen)
+				t.Fatalf("events up to index %d not seen (at %d)", mark, seen)
 			}
 		}
 	}
