@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/shoal-dev/shoal/e2e/harness"
 )
@@ -51,5 +52,37 @@ func TestFirstManagerListsAllManagers(t *testing.T) {
 		if !strings.Contains(out, m.Name) {
 			t.Fatalf("node ls through the other managers does not list %s:\n%s", m.Name, out)
 		}
+	}
+}
+
+// TestNodeLsRightAfterInit: `node ls` on a node's data dir run while the
+// node starts shows it Ready in its first successful answer: the verb
+// waits for its own node's agent to connect. Before, the node was listed
+// Unknown for about a second after the manager answered, until its
+// agent's session opened (listed Starting now): without the wait this
+// test failed when its first answer came in that window (one run of two
+// here); TestNodeLsWaitsForLocalNode (cmd/shoal/cli) is the deterministic
+// check, this one the whole path (a real manager's Watch from the listed
+// version).
+func TestNodeLsRightAfterInit(t *testing.T) {
+	f := harness.NewFabric(t)
+	harness.Binary(t)
+	h := f.AddHost("h1")
+	p := h.Init(t, "--node-name", h.Name)
+	var out string
+	harness.Eventually(t, startTimeout, 50*time.Millisecond, func() error {
+		if err := p.CheckRunning(); err != nil {
+			return harness.Permanent(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), attemptLimit)
+		defer cancel()
+		var err error
+		out, err = h.Local().Run(ctx, "node", "ls")
+		t.Logf("node ls: %v\n%s", err, out) // shown when the test fails
+		return err
+	})
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[1], h.Name) || !strings.Contains(lines[1], "Ready") {
+		t.Fatalf("first answer of node ls while the node started:\n%s\nwant %s Ready", out, h.Name)
 	}
 }
