@@ -2,11 +2,14 @@
 // managers: it finds credentials and manager addresses from a data dir or
 // explicit settings, dials with mTLS, fails over between managers, and
 // retries calls that failed with UNAVAILABLE (a leader election, a manager
-// restarting) until the call's deadline. With Config.ReadyWait (the CLI's
-// --ready-wait) a call stops sooner when no manager can serve it yet —
-// every address refuses connections, or the manager answers that it is
-// not ready (errdefs.ErrNotReady: starting, no cluster state yet) — and
-// says which, instead of waiting out its --timeout. ListNodes, ListServices and
+// restarting) until the call's deadline. A manager that answers that it is
+// not ready (errdefs.ErrNotReady: starting, restarted without quorum,
+// still joining) is failed over from as a refused connection is: the
+// call goes on to the next address (failover.go). With Config.ReadyWait
+// (the CLI's --ready-wait) a call stops sooner when no manager can serve
+// it yet — every address refused connections or answered not ready — and
+// says why (the last answer's reason first), instead of waiting out its
+// --timeout. ListNodes, ListServices and
 // ListTasks read every page of a list (the API answers one page of 100
 // when asked for no page size).
 package client
@@ -67,9 +70,7 @@ type Config struct {
 type Client struct {
 	Control shoalv1.ControlClient
 	conn    *grpc.ClientConn
-	// r feeds the connection its addresses; hosts are those addresses,
-	// which LearnManagers extends.
-	r     *manual.Resolver
+	// hosts are the connection's addresses, which LearnManagers extends.
 	hosts *hostList
 }
 
@@ -78,9 +79,20 @@ type Client struct {
 // judge "every manager refuses connections" and name the managers over
 // all of them, learned ones included: a learned manager that answers
 // while the first one is dead is not "nothing listens".
+//
+// It also moves the connection off a manager that answers "not ready"
+// (failover.go): pick_first stays on a connected address as long as it is
+// listed, so the resolver is given the list without that address.
 type hostList struct {
-	mu    sync.Mutex // guards hosts
+	mu    sync.Mutex // guards the fields below
 	hosts []string
+	// r feeds the connection its addresses (nil: nothing to update).
+	r *manual.Resolver
+	// skip is the address left out of the resolver's list because it
+	// answered not ready ("": none).
+	skip string
+	// unready is each address's last "not ready" answer.
+	unready map[string]unreadyAnswer
 }
 
 func (l *hostList) get() []string {
@@ -124,9 +136,9 @@ func (c *Client) LearnManagers(ctx context.Context) error {
 			added = true
 		}
 	}
-	if added && c.r != nil {
+	if added {
 		// pick_first keeps the connected address when it is still listed.
-		c.r.UpdateState(resolver.State{Addresses: addresses(l.hosts)})
+		l.updateLocked()
 	}
 	return nil
 }
@@ -202,26 +214,24 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		return nil, err
 	}
 	l := &hostList{hosts: hosts}
-	conn, r, err := dialHosts(l, credentials.NewTLS(conf), cfg.ReadyWait, cfg.DialOptions...)
+	conn, err := dialHosts(l, credentials.NewTLS(conf), cfg.ReadyWait, cfg.DialOptions...)
 	if err != nil {
 		return nil, err
 	}
-	return &Client{Control: shoalv1.NewControlClient(conn), conn: conn, r: r, hosts: l}, nil
+	return &Client{Control: shoalv1.NewControlClient(conn), conn: conn, hosts: l}, nil
 }
 
 // DialHosts returns a connection over several managers: pick_first moves on
 // to the next address when one is down, and unary calls retry UNAVAILABLE
 // until their deadline.
 func DialHosts(hosts []string, tc credentials.TransportCredentials, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
-	conn, _, err := dialHosts(&hostList{hosts: hosts}, tc, 0, extra...)
-	return conn, err
+	return dialHosts(&hostList{hosts: hosts}, tc, 0, extra...)
 }
 
 // DialHostsReadyWait is DialHosts whose calls stop retrying after
 // readyWait while no manager can serve them yet (see Config.ReadyWait).
 func DialHostsReadyWait(hosts []string, tc credentials.TransportCredentials, readyWait time.Duration, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
-	conn, _, err := dialHosts(&hostList{hosts: hosts}, tc, readyWait, extra...)
-	return conn, err
+	return dialHosts(&hostList{hosts: hosts}, tc, readyWait, extra...)
 }
 
 func addresses(hosts []string) []resolver.Address {
@@ -232,9 +242,12 @@ func addresses(hosts []string) []resolver.Address {
 	return addrs
 }
 
-func dialHosts(hosts *hostList, tc credentials.TransportCredentials, readyWait time.Duration, extra ...grpc.DialOption) (*grpc.ClientConn, *manual.Resolver, error) {
+func dialHosts(hosts *hostList, tc credentials.TransportCredentials, readyWait time.Duration, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
 	r := manual.NewBuilderWithScheme("shoal")
 	r.InitialState(resolver.State{Addresses: addresses(hosts.get())})
+	hosts.mu.Lock()
+	hosts.r = r
+	hosts.mu.Unlock()
 	dials := newDialLog()
 	opts := append([]grpc.DialOption{
 		grpc.WithResolvers(r),
@@ -252,8 +265,7 @@ func dialHosts(hosts *hostList, tc credentials.TransportCredentials, readyWait t
 		// default 4 MiB receive limit.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxReplyBytes)),
 	}, extra...)
-	conn, err := grpc.NewClient(r.Scheme()+":///managers", opts...)
-	return conn, r, err
+	return grpc.NewClient(r.Scheme()+":///managers", opts...)
 }
 
 // MaxReplyBytes bounds one reply the client accepts.
@@ -276,13 +288,15 @@ func RetryUnavailable(hosts []string) grpc.UnaryClientInterceptor {
 	return retryUnavailable(&hostList{hosts: hosts}, 0, nil)
 }
 
-// retryUnavailable is RetryUnavailable that also gives up after readyWait
-// (> 0) of answers saying no manager can serve yet (notReady): every
-// address refusing connections, as dials records them, or a manager
-// answering ErrNotReady. Any other answer starts that wait again.
+// retryUnavailable is RetryUnavailable that also moves off a manager that
+// answers ErrNotReady (to the next address, as for a refused connection)
+// and gives up after readyWait (> 0) of answers saying no manager can
+// serve yet: every address refused its last connection (as dials records
+// them) or answered ErrNotReady during this call. Any other answer starts
+// that wait again.
 //
 // hosts is read at each answer: addresses learned during the call
-// (LearnManagers) count, for "every address refuses" and in the messages.
+// (LearnManagers) count, for "every address" and in the messages.
 func retryUnavailable(hl *hostList, readyWait time.Duration, dials *dialLog) grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		start := time.Now()
@@ -296,11 +310,21 @@ func retryUnavailable(hl *hostList, readyWait time.Duration, dials *dialLog) grp
 		for {
 			var p peer.Peer
 			err := invoker(ctx, method, req, reply, cc, append(opts, grpc.Peer(&p))...)
-			if err == nil {
+			switch {
+			case err == nil:
+				hl.answered(dials.hostOf(&p))
 				return nil
+			case errdefs.IsNotReady(err):
+				// The next attempt goes to another manager, if there is one.
+				hl.notReady(dials.hostOf(&p), notReadyReason(err, &p))
+			default:
+				hl.answered(dials.hostOf(&p))
+				if errdefs.IsUnavailable(err) {
+					hl.retrySkipped(dials)
+				}
 			}
 			hosts := hl.get()
-			if why := notReady(err, hosts, &p, dials); why == "" {
+			if why := hl.noneReady(err, &p, dials, start); why == "" {
 				unready = time.Time{}
 			} else if unready.IsZero() {
 				unready = time.Now()
@@ -328,55 +352,81 @@ func retryUnavailable(hl *hostList, readyWait time.Duration, dials *dialLog) grp
 	}
 }
 
-// notReady says why no manager can serve the call that ended with err, or
-// "" when err is something else (an answer, an election in progress, a
-// call a manager held): every address refused its last connection, or
-// the manager answered ErrNotReady.
-func notReady(err error, hosts []string, p *peer.Peer, dials *dialLog) string {
-	if err == nil || !errdefs.IsUnavailable(err) {
-		return ""
+// notReadyReason is what a manager's ErrNotReady answer says, naming the
+// manager.
+func notReadyReason(err error, p *peer.Peer) string {
+	at := "a manager"
+	if p.Addr != nil {
+		at = "manager at " + p.Addr.String()
 	}
-	if errdefs.IsNotReady(err) {
-		at := "a manager"
-		if p.Addr != nil {
-			at = "manager at " + p.Addr.String()
-		}
-		msg := status.Convert(err).Message()
-		return fmt.Sprintf("%s is not ready: %s", at, strings.TrimPrefix(msg, "manager not ready: "))
-	}
-	if dials != nil && dials.allRefused(hosts) {
-		return fmt.Sprintf("no manager listens at %s (connection refused): is the node running? A node that is starting opens its port within seconds; --ready-wait waits longer", strings.Join(hosts, ", "))
-	}
-	return ""
+	msg := status.Convert(err).Message()
+	return fmt.Sprintf("%s is not ready: %s", at, strings.TrimPrefix(msg, "manager not ready: "))
 }
 
 // dialLog dials the managers and remembers which addresses refused their
 // last connection, so that "nothing listens there" is told from an answer
-// that may change in a moment, from the error itself rather than its text.
+// that may change in a moment, from the error itself rather than its text;
+// and which address each connection was dialled for, so that an answer is
+// put down to the address it came from (hostOf).
 type dialLog struct {
-	mu      sync.Mutex // guards refused
+	mu      sync.Mutex // guards refused and remote
 	refused map[string]bool
+	// remote maps a connection's remote address to the address dialled.
+	remote map[string]string
 }
 
-func newDialLog() *dialLog { return &dialLog{refused: map[string]bool{}} }
+func newDialLog() *dialLog {
+	return &dialLog{refused: map[string]bool{}, remote: map[string]string{}}
+}
 
 func (d *dialLog) dial(ctx context.Context, addr string) (net.Conn, error) {
 	c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 	d.mu.Lock()
 	d.refused[addr] = errors.Is(err, syscall.ECONNREFUSED)
+	if err == nil {
+		d.remote[c.RemoteAddr().String()] = addr
+	}
 	d.mu.Unlock()
 	return c, err
+}
+
+// refusedLast reports whether host refused its last dial (one not
+// dialled yet has not).
+func (d *dialLog) refusedLast(host string) bool {
+	if d == nil {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.refused[host]
 }
 
 // allRefused reports whether every one of hosts refused its last dial
 // (one not dialled yet has not).
 func (d *dialLog) allRefused(hosts []string) bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	for _, h := range hosts {
-		if !d.refused[h] {
+		if !d.refusedLast(h) {
 			return false
 		}
 	}
 	return len(hosts) > 0
+}
+
+// hostOf is the address dialled for the connection p answered on, or ""
+// when not known (a dialer of the caller's own, DialOptions: then the
+// remote address itself, which is the host when hosts are IP:port).
+func (d *dialLog) hostOf(p *peer.Peer) string {
+	if p.Addr == nil {
+		return ""
+	}
+	remote := p.Addr.String()
+	if d != nil {
+		d.mu.Lock()
+		h, ok := d.remote[remote]
+		d.mu.Unlock()
+		if ok {
+			return h
+		}
+	}
+	return remote
 }

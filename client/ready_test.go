@@ -159,8 +159,10 @@ func TestSlowCallKeepsItsTimeout(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	_, err := c.UpdateCluster(ctx, &shoalv1.UpdateClusterRequest{})
-	if status.Code(err) != codes.DeadlineExceeded || errdefs.IsNotReady(err) || ctx.Err() == nil {
-		t.Fatalf("held call: %v (ctx %v), want its deadline", err, ctx.Err())
+	// Not ctx.Err(): the deadline travels to the server, which may end the
+	// call a moment before this side's context notices.
+	if status.Code(err) != codes.DeadlineExceeded || errdefs.IsNotReady(err) {
+		t.Fatalf("held call: %v, want its deadline", err)
 	}
 }
 
@@ -264,12 +266,12 @@ func TestRefusedNamesLearnedManagers(t *testing.T) {
 	go srvA.Serve(lnA)
 	defer srvA.Stop()
 	hosts := &hostList{hosts: []string{a}}
-	conn, r, err := dialHosts(hosts, insecure.NewCredentials(), 200*time.Millisecond)
+	conn, err := dialHosts(hosts, insecure.NewCredentials(), 200*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	c := &Client{Control: shoalv1.NewControlClient(conn), conn: conn, r: r, hosts: hosts}
+	c := &Client{Control: shoalv1.NewControlClient(conn), conn: conn, hosts: hosts}
 	ctx, cancel := context.WithTimeout(context.Background(), callDeadline)
 	defer cancel()
 	if err := c.LearnManagers(ctx); err != nil {
@@ -288,12 +290,12 @@ func TestRefusedNamesLearnedManagers(t *testing.T) {
 func learnedClient(t *testing.T, hosts []string, wait time.Duration) (*Client, context.Context) {
 	t.Helper()
 	hl := &hostList{hosts: hosts}
-	conn, r, err := dialHosts(hl, insecure.NewCredentials(), wait)
+	conn, err := dialHosts(hl, insecure.NewCredentials(), wait)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	c := &Client{Control: shoalv1.NewControlClient(conn), conn: conn, r: r, hosts: hl}
+	c := &Client{Control: shoalv1.NewControlClient(conn), conn: conn, hosts: hl}
 	ctx, cancel := context.WithTimeout(context.Background(), callDeadline)
 	t.Cleanup(cancel)
 	if err := c.LearnManagers(ctx); err != nil {

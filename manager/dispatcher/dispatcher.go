@@ -114,6 +114,8 @@ type Dispatcher struct {
 	// networksSeen: the cluster has had a network, so other nodes' events
 	// matter to every session (sessionEvents).
 	networksSeen atomic.Bool
+	// mgrs is the manager list open sessions are told (managers.go).
+	mgrs atomic.Pointer[managerList]
 	// writeBatch commits a batch of status updates (applyStatuses; tests
 	// hold it to see what the writer does while a commit is in flight).
 	writeBatch func(context.Context, map[statusKey]statusUpdate) error
@@ -199,6 +201,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	g.Go(func() error { return d.writeStatuses(gctx, statusCh) })
 	g.Go(func() error { return d.monitorLiveness(gctx) })
 	g.Go(func() error { return d.writeOpenings(gctx, opens) })
+	g.Go(func() error { return d.followManagers(gctx) })
 	err := g.Wait()
 	if errors.Is(err, context.Canceled) {
 		return nil

@@ -73,6 +73,11 @@
 // gives up on a silent manager after as many periods as the manager's
 // default threshold (agent/session.go), not fewer.
 //
+// The welcome names the managers; when the raft configuration changes
+// while sessions are open, each is sent the new list (SessionMessage.managers)
+// with its next heartbeat acknowledgement (managers.go), so agents and
+// their node.json follow the managers without a new session.
+//
 // Only the leader runs sessions; a follower answers errdefs.NotLeader
 // (UNAVAILABLE, the leader's address in an ErrorInfo detail) so the agent
 // goes straight there, as does a leader's session when leadership ends,

@@ -127,6 +127,7 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	d.told[id.NodeID] = period
 	d.mu.Unlock()
 	node, _ := raftstore.Get[*shoalv1.Node](view, id.NodeID)
+	mgen := d.managersGen() // before the welcome's list (managers.go)
 	welcome := &shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Welcome{Welcome: &shoalv1.SessionWelcome{
 		SessionId: sess.id, HeartbeatPeriodMs: period.Milliseconds(), Node: node, Managers: d.cfg.Managers(),
 	}}}
@@ -154,7 +155,7 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	}
 
 	recvErr := make(chan error, 1)
-	go func() { recvErr <- d.receive(ctx, stream, id.NodeID, statusCh, period) }()
+	go func() { recvErr <- d.receive(ctx, stream, id.NodeID, statusCh, period, mgen) }()
 
 	// The session takes its events from the subscription's queue itself
 	// (no pump goroutine and channel between): all that is queued, up to
@@ -335,8 +336,9 @@ func (d *Dispatcher) checkHello(hello *shoalv1.AgentHello) error {
 var plainAck = &shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_HeartbeatAck{HeartbeatAck: &shoalv1.Heartbeat{}}}
 
 // receive reads heartbeats and status batches from the agent. told is the
-// heartbeat period the session's welcome gave.
-func (d *Dispatcher) receive(ctx context.Context, stream shoalv1.Dispatcher_SessionServer, nodeID string, statusCh chan<- statusUpdate, told time.Duration) error {
+// heartbeat period the session's welcome gave, mgen the generation of its
+// manager list (managers.go).
+func (d *Dispatcher) receive(ctx context.Context, stream shoalv1.Dispatcher_SessionServer, nodeID string, statusCh chan<- statusUpdate, told time.Duration, mgen uint64) error {
 	period := sessionPeriod{told: told, judged: told}
 	for {
 		msg, err := stream.Recv()
@@ -349,6 +351,9 @@ func (d *Dispatcher) receive(ctx context.Context, stream shoalv1.Dispatcher_Sess
 			d.cfg.Metrics.Heartbeat()
 			uses := time.Duration(m.Heartbeat.GetHeartbeatPeriodMs()) * time.Millisecond
 			if err := stream.Send(d.ackFor(nodeID, &period, uses)); err != nil {
+				return err
+			}
+			if err := d.tellManagers(stream, &mgen); err != nil {
 				return err
 			}
 		case *shoalv1.AgentMessage_Goodbye:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/shoal-dev/shoal/errdefs"
 
@@ -36,7 +37,10 @@ func (a *app) nodeCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return a.printNodes(resp.GetNodes(), lf)
+		// Right after `shoal dev`/`init`, its own node's agent is about to
+		// connect: show it as it is then (nodewait.go).
+		nodes := awaitStarting(ctx, cl.Control, resp.GetNodes(), a.localNodeID(), localNodeWait)
+		return a.printNodes(nodes, lf)
 	}}
 	lf.bind(ls, true)
 
@@ -180,6 +184,7 @@ func (a *app) printNodes(nodes []*shoalv1.Node, lf listFlags) error {
 		return printJSON(a.out, nodes)
 	}
 	w := table(a.out)
+	now := time.Now()
 	fmt.Fprintln(w, "ID\tNAME\tADDRESS\tSTATUS\tAVAILABILITY\tROLE\tMANAGER STATUS\tGOSSIP")
 	for _, n := range nodes {
 		ms := ""
@@ -195,7 +200,7 @@ func (a *app) printNodes(nodes []*shoalv1.Node, lf listFlags) error {
 			gs = "-"
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.GetMeta().GetId(), nodeName(n), n.GetStatus().GetAddr(),
-			nodeStatus(n),
+			nodeStatusAt(n, now),
 			titled(enumShort(n.GetSpec().GetAvailability().String(), "NODE_AVAILABILITY_")),
 			enumShort(n.GetRole().String(), "NODE_ROLE_"), ms, gs)
 	}

@@ -1,11 +1,19 @@
 package cli
 
-import shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+import (
+	"time"
 
-// nodeStatus is the STATUS column of `node ls`: the node's state, or
-// "Restarting" for a node that said it is restarting and whose tasks are
-// kept until its restart deadline.
-func nodeStatus(n *shoalv1.Node) string {
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// nodeStatusAt is the STATUS column of `node ls` at now: the node's state,
+// "Starting" for a node admitted shortly before whose agent has not
+// connected yet (nodewait.go), or "Restarting" for a node that said it is
+// restarting and whose tasks are kept until its restart deadline.
+func nodeStatusAt(n *shoalv1.Node, now time.Time) string {
+	if starting(n, now) {
+		return "Starting"
+	}
 	if n.GetStatus().GetRestartDeadline() != nil && n.GetStatus().GetState() != shoalv1.NodeState_NODE_STATE_READY {
 		return "Restarting"
 	}

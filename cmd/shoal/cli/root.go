@@ -108,7 +108,7 @@ func NewRootCommand(out, errOut io.Writer) *cobra.Command {
 	pf.DurationVar(&a.timeout, "timeout", 30*time.Second, "timeout of each API call")
 	// A script waiting for a node to come up gives a longer --ready-wait;
 	// an operator at a terminal wants to hear at once that nothing answers.
-	pf.DurationVar(&a.readyWait, "ready-wait", 2*time.Second, "how long a call waits while no manager can serve it yet (connections refused, or the manager is starting) before it fails saying so; at most --timeout")
+	pf.DurationVar(&a.readyWait, "ready-wait", 2*time.Second, "how long a call waits while no manager can serve it yet (every address refuses connections or says it is not ready; a manager that is not ready is failed over from) before it fails saying why; at most --timeout")
 	root.AddCommand(a.nodeVerbs()...)
 	root.AddCommand(a.nodeCmd(), a.serviceCmd(), a.networkCmd(), a.taskCmd(), a.clusterCmd(), a.tokenCmd(), a.joinTokenCmd(), a.eventsCmd(), a.versionCmd())
 	a.addLogsAndImages(root)

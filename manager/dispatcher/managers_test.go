@@ -1,0 +1,130 @@
+package dispatcher
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"slices"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/shoal-dev/shoal/errdefs"
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
+)
+
+// TestOpenSessionToldNewManagers: a session opened while the cluster had
+// one manager is sent the new list, with a heartbeat's acknowledgement,
+// once another joins raft (here a non-voter, which needs no quorum of its
+// own), and is not sent it again while nothing changes. Before, the list
+// went out in the welcome only: the first manager's agent (and its
+// node.json) knew only itself until its session opened again.
+func TestOpenSessionToldNewManagers(t *testing.T) {
+	s := openStore(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	if _, err := s.Update(ctx, func(tx raftstore.WriteTx) error {
+		if err := tx.Create(&shoalv1.Node{Meta: &shoalv1.Meta{Id: "n1"}, Spec: &shoalv1.NodeSpec{}}); err != nil {
+			return err
+		}
+		// The test agent heartbeats only when it wants news: a period
+		// longer than the test keeps the node from being judged down.
+		return tx.Create(&shoalv1.Cluster{Meta: &shoalv1.Meta{Id: "c"},
+			Settings: &shoalv1.ClusterSettings{HeartbeatPeriodMs: 60000}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	members := func() []string { // as the manager's list: raft members, leader first
+		ms, err := s.Members()
+		if err != nil {
+			return nil
+		}
+		var out []string
+		for _, m := range ms {
+			if m.Leader {
+				out = append([]string{m.Addr}, out...)
+			} else {
+				out = append(out, m.Addr)
+			}
+		}
+		return out
+	}
+	d := New(Config{Store: s, Logger: slog.New(slog.DiscardHandler), Managers: members})
+	runCtx, stopRun := context.WithCancel(ctx)
+	runDone := make(chan error, 1)
+	go func() { runDone <- d.Run(runCtx) }()
+	defer func() { stopRun(); <-runDone }()
+	srv := grpc.NewServer(grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		return errdefs.ToGRPC(h(srv, identityStream{ss, trust.WithIdentity(ss.Context(), trust.Identity{NodeID: "n1", Role: trust.RoleWorker})}))
+	}))
+	shoalv1.RegisterDispatcherServer(srv, d)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(lis)
+	defer srv.Stop()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	stream := openSession(t, ctx, conn)
+
+	// heartbeat sends a heartbeat and returns the manager list sent with
+	// its acknowledgement (nil: none).
+	heartbeat := func() []string {
+		t.Helper()
+		if err := stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Heartbeat{Heartbeat: &shoalv1.Heartbeat{HeartbeatPeriodMs: 60000}}}); err != nil {
+			t.Fatal(err)
+		}
+		// The acknowledgement, then the list if there is news; a second
+		// heartbeat's acknowledgement marks the end of what this one got.
+		var list []string
+		acks := 0
+		if err := stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Heartbeat{Heartbeat: &shoalv1.Heartbeat{HeartbeatPeriodMs: 60000}}}); err != nil {
+			t.Fatal(err)
+		}
+		for acks < 2 {
+			m, err := stream.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.GetHeartbeatAck() != nil {
+				acks++
+			}
+			if ml := m.GetManagers(); ml != nil {
+				list = ml.GetManagers()
+			}
+		}
+		return list
+	}
+	if got := heartbeat(); got != nil {
+		t.Fatalf("manager list %v sent with nothing changed since the welcome", got)
+	}
+	if err := s.Raft().AddNonvoter("m2", "m2:4242", 0, 0).Error(); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"solo:4242", "m2:4242"}
+	deadline := time.Now().Add(waitFor)
+	for {
+		got := heartbeat()
+		if slices.Equal(got, want) {
+			break
+		}
+		if got != nil {
+			t.Fatalf("manager list %v, want %v", got, want)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the open session was not told the new manager list")
+		}
+		time.Sleep(10 * time.Millisecond) // poll: the observer publishes the list by itself
+	}
+	if got := heartbeat(); got != nil {
+		t.Fatalf("manager list %v sent again with nothing changed", got)
+	}
+}
