@@ -3,10 +3,16 @@ package orchestrator
 import (
 	"context"
 	"fmt"
+	"maps"
 	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/scheduler"
 )
 
 // taskEvents records every task event's action and state, by task.
@@ -120,5 +126,70 @@ func TestPlacementAtCreationLeavesTheRestPending(t *testing.T) {
 	})
 	if tk := tasksOf(s, "c")[0]; tk.GetNodeId() != "" || tk.GetStatus().GetState() != tsPending {
 		t.Fatalf("a task waiting for its network's addresses was placed: %s", brief([]*shoalv1.Task{tk}))
+	}
+}
+
+// reconcilerPass runs one reconciler pass over what s holds, with the
+// shared placement set to placed (what the scheduler loop's events had
+// told it when the pass began), and returns the orchestrator.
+func reconcilerPass(t *testing.T, s *raftstore.Store, placed *scheduler.Placed) *Orchestrator {
+	t.Helper()
+	o := newOrchestrator(s, testLogger())
+	o.now = func() time.Time { return t0 }
+	o.place.placed = placed
+	r := newReconciler(o)
+	r.resync()
+	if _, err := r.pass(context.Background(), t0); err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+// TestPlacementAtCreationCountsWhatThePassRead: the shared placement is
+// fed by the scheduler loop's own watch, which may lag the entry the
+// reconciler reads (the event of the failure that makes the pass is
+// still queued there). The replacement of a task that failed on n2 must
+// still go to n2, the node without a task of the service, not to n1 (the
+// stale count says 1 each, and the tie goes to n1): the pass counts the
+// service's tasks as it read them, as the scheduler loop did when it
+// placed the PENDING replacement after observing the failure.
+func TestPlacementAtCreationCountsWhatThePassRead(t *testing.T) {
+	s := openStore(t)
+	create(t, s, mkNode("n1"), mkNode("n2"))
+	svc := mkService("web", 2, noRestartDelay())
+	create(t, s, svc)
+	ok := mkTask("web.1", "web", 1, onNode("n1"))
+	failed := mkTask("web.2", "web", 2, onNode("n2"))
+	create(t, s, ok, failed)
+	stale := scheduler.PlacedOf([]*shoalv1.Task{
+		proto.Clone(ok).(*shoalv1.Task), proto.Clone(failed).(*shoalv1.Task),
+	})
+	write(t, s, func(tx raftstore.WriteTx) error {
+		cur, _ := raftstore.Get[*shoalv1.Task](tx, "web.2")
+		st := &shoalv1.TaskStatus{State: tsFailed, Timestamp: timestamppb.New(ago(time.Minute))}
+		return tx.UpdateTaskStatus("web.2", cur.GetMeta().GetVersion(), st)
+	})
+	o := reconcilerPass(t, s, stale)
+
+	var repl *shoalv1.Task
+	for _, tk := range tasksOf(s, "web") {
+		if tk.GetSlot() == 2 && tk.GetMeta().GetId() != "web.2" {
+			repl = tk
+		}
+	}
+	if repl == nil {
+		t.Fatalf("no replacement for slot 2: %s", brief(tasksOf(s, "web")))
+	}
+	if repl.GetStatus().GetState() != tsAssigned || repl.GetNodeId() != "n2" {
+		t.Fatalf("replacement %s, want assigned to n2 (no task of the service there)", brief([]*shoalv1.Task{repl}))
+	}
+	// And the placement, as recorded, agrees with the store.
+	o.place.lock()
+	defer o.place.unlock()
+	want := readPlaced(s.View()).Nodes()
+	if got := o.place.placed.Nodes(); !maps.EqualFunc(got, want, func(a, b scheduler.Usage) bool {
+		return a.Tasks == b.Tasks && maps.Equal(a.ByService, b.ByService)
+	}) {
+		t.Fatalf("placement after the pass %v, the store says %v", got, want)
 	}
 }

@@ -411,7 +411,7 @@ func (r *reconciler) reconcileTx(tx raftstore.WriteTx, now time.Time, res *passR
 		if p.Empty() {
 			continue
 		}
-		plans = append(plans, servicePlan{id: id, svc: svc, removed: !ok, plan: p})
+		plans = append(plans, servicePlan{id: id, svc: svc, removed: !ok, plan: p, read: tasks})
 	}
 	r.placeCreated(tx, nodes, plans, now, res)
 	for _, sp := range plans {
@@ -434,6 +434,8 @@ type servicePlan struct {
 	svc     *shoalv1.Service
 	removed bool
 	plan    Plan
+	// read are the service's tasks as the pass read them.
+	read []*shoalv1.Task
 }
 
 // placeCreated places the tasks the pass's plans create, all in one
@@ -451,9 +453,39 @@ func (r *reconciler) placeCreated(tx raftstore.WriteTx, nodes []*shoalv1.Node, p
 	placed, rebuilt := r.o.place.current(tx)
 	if rebuilt {
 		res.rebuilt = placed
+	} else {
+		catchUp(placed, plans, slices.Concat(res.orphaned, res.drained))
 	}
 	res.placed = placeCreated(nodes, placed, creates, now)
 	res.placeTime = time.Since(start)
+}
+
+// catchUp brings the shared placement level with the pass's read of the
+// services it creates tasks for. The placement is fed by the scheduler
+// loop's watch, which may not yet have delivered the entries this pass
+// read (typically the failure the pass replaces): counting a task that
+// ended as still on its node would spread the replacement away from it,
+// where the scheduler loop, placing a PENDING task only after observing
+// the entries before its creation, never did. The states read are
+// committed ones (versions from the store), true whether or not this
+// pass commits, so they may go in before the commit; the tasks this pass
+// itself changed before reading (orphaned, drained) are left out, their
+// copies being uncommitted.
+func catchUp(placed *scheduler.Placed, plans []servicePlan, written []*shoalv1.Task) {
+	skip := make(map[string]bool, len(written))
+	for _, t := range written {
+		skip[t.GetMeta().GetId()] = true
+	}
+	for _, sp := range plans {
+		if len(sp.plan.Create) == 0 {
+			continue
+		}
+		for _, t := range sp.read {
+			if !skip[t.GetMeta().GetId()] {
+				placed.Observe(t)
+			}
+		}
+	}
 }
 
 func (r *reconciler) report(res *passResult) {
