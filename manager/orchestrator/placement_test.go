@@ -1,9 +1,12 @@
 package orchestrator
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"maps"
+	"strings"
 	"testing"
 	"time"
 
@@ -129,12 +132,13 @@ func TestPlacementAtCreationLeavesTheRestPending(t *testing.T) {
 	}
 }
 
-// reconcilerPass runs one reconciler pass over what s holds, with the
-// shared placement set to placed (what the scheduler loop's events had
-// told it when the pass began), and returns the orchestrator.
-func reconcilerPass(t *testing.T, s *raftstore.Store, placed *scheduler.Placed) *Orchestrator {
+// reconcilerPass runs one full reconciler pass over what s holds, with
+// the shared placement set to placed (what the scheduler loop's events had
+// told it when the pass began; nil: read from the store), and returns the
+// orchestrator.
+func reconcilerPass(t *testing.T, s *raftstore.Store, placed *scheduler.Placed, log *slog.Logger) *Orchestrator {
 	t.Helper()
-	o := newOrchestrator(s, testLogger())
+	o := newOrchestrator(s, log)
 	o.now = func() time.Time { return t0 }
 	o.place.placed = placed
 	r := newReconciler(o)
@@ -169,7 +173,7 @@ func TestPlacementAtCreationCountsWhatThePassRead(t *testing.T) {
 		st := &shoalv1.TaskStatus{State: tsFailed, Timestamp: timestamppb.New(ago(time.Minute))}
 		return tx.UpdateTaskStatus("web.2", cur.GetMeta().GetVersion(), st)
 	})
-	o := reconcilerPass(t, s, stale)
+	o := reconcilerPass(t, s, stale, testLogger())
 
 	var repl *shoalv1.Task
 	for _, tk := range tasksOf(s, "web") {
@@ -191,5 +195,29 @@ func TestPlacementAtCreationCountsWhatThePassRead(t *testing.T) {
 		return a.Tasks == b.Tasks && maps.Equal(a.ByService, b.ByService)
 	}) {
 		t.Fatalf("placement after the pass %v, the store says %v", got, want)
+	}
+}
+
+// TestPlacementAtCreationIsLogged: the tasks the reconciler places are
+// logged as the scheduler loop's are ("tasks assigned" with the count,
+// "task assigned" with the task and node at debug level), so an operator
+// following placements in the log does not lose those placed at creation.
+func TestPlacementAtCreationIsLogged(t *testing.T) {
+	s := openStore(t)
+	create(t, s, mkNode("n1"), mkNode("n2"))
+	create(t, s, mkService("web", 3, noRestartDelay()))
+	var buf bytes.Buffer
+	reconcilerPass(t, s, nil, slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err := allAssigned(tasksOf(s, "web"), 3); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	if !strings.Contains(out, `msg="tasks assigned"`) || !strings.Contains(out, "count=3") {
+		t.Errorf("no \"tasks assigned\" line with count=3 in the log:\n%s", out)
+	}
+	for _, tk := range tasksOf(s, "web") {
+		if want := fmt.Sprintf(`msg="task assigned" component=orchestrator loop=reconciler task_id=%s node_id=%s`, tk.GetMeta().GetId(), tk.GetNodeId()); !strings.Contains(out, want) {
+			t.Errorf("no %q in the log:\n%s", want, out)
+		}
 	}
 }

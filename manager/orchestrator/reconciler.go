@@ -519,5 +519,13 @@ func (r *reconciler) report(res *passResult) {
 				"message", st.GetMessage(), "updated", st.GetUpdated(), "failed", st.GetFailed())
 		}
 	}
+	if len(res.placed) > 0 {
+		// As the scheduler loop logs its own: the tasks placed at
+		// creation never pass through it.
+		r.log.Info("tasks assigned", "count", len(res.placed))
+		for _, t := range res.placed {
+			r.log.Debug("task assigned", "task_id", t.GetMeta().GetId(), "node_id", t.GetNodeId())
+		}
+	}
 	r.log.Debug("pass done", "services", res.services, "changed", len(res.changes), "retries", len(res.retry), "more", res.more)
 }
