@@ -211,9 +211,10 @@ type passResult struct {
 	// the pass is committed (absent: not known).
 	settled map[string]settledSlots
 	// placed are the created tasks the pass placed (placeCreated), and
-	// placeTime how long placing them took.
-	placed    []*shoalv1.Task
-	placeTime time.Duration
+	// placeStart when it began placing them: the placement is timed from
+	// there to the commit, as the scheduler loop times its batches.
+	placed     []*shoalv1.Task
+	placeStart time.Time
 	// rebuilt is the placed set the pass read from the store, when the
 	// placement had none.
 	rebuilt *scheduler.Placed
@@ -261,7 +262,7 @@ func (r *reconciler) pass(ctx context.Context, now time.Time) (time.Time, error)
 	}
 	place.record(res.placed, index)
 	if len(res.placed) > 0 {
-		r.o.metrics.ObservePlacement(res.placeTime, len(res.placed))
+		r.o.metrics.ObservePlacement(r.o.now().Sub(res.placeStart), len(res.placed))
 	}
 	if index != 0 {
 		r.own[r.ownNext] = index
@@ -449,7 +450,7 @@ func (r *reconciler) placeCreated(tx raftstore.WriteTx, nodes []*shoalv1.Node, p
 	if len(creates) == 0 {
 		return
 	}
-	start := time.Now()
+	res.placeStart = r.o.now()
 	placed, rebuilt := r.o.place.current(tx)
 	if rebuilt {
 		res.rebuilt = placed
@@ -457,7 +458,6 @@ func (r *reconciler) placeCreated(tx raftstore.WriteTx, nodes []*shoalv1.Node, p
 		catchUp(placed, plans, slices.Concat(res.orphaned, res.drained))
 	}
 	res.placed = placeCreated(nodes, placed, creates, now)
-	res.placeTime = time.Since(start)
 }
 
 // catchUp brings the shared placement level with the pass's read of the
