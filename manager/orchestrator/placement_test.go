@@ -3,6 +3,7 @@ package orchestrator
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -277,5 +278,160 @@ func TestPlacementAtCreationMetricSpansTheCommit(t *testing.T) {
 				t.Errorf("placed tasks counted %v, want 3", v)
 			}
 		}
+	}
+}
+
+// flakyStore fails the first Update: before (conflict: the pass's
+// transaction is run and thrown away, then between changes the store, and
+// the Update reports a version conflict) or after its commit (unknown
+// outcome: committed, and an error is returned).
+type flakyStore struct {
+	*raftstore.Store
+	conflict bool
+	between  func()
+	failed   bool
+}
+
+func (f *flakyStore) Update(ctx context.Context, fn func(raftstore.WriteTx) error) (uint64, error) {
+	if f.failed {
+		return f.Store.Update(ctx, fn)
+	}
+	f.failed = true
+	if !f.conflict {
+		if _, err := f.Store.Update(ctx, fn); err != nil {
+			return 0, err
+		}
+		return 0, errors.New("timed out waiting for the commit")
+	}
+	abort := errors.New("thrown away")
+	if _, err := f.Store.Update(ctx, func(tx raftstore.WriteTx) error {
+		if err := fn(tx); err != nil {
+			return err
+		}
+		return abort
+	}); !errors.Is(err, abort) {
+		return 0, fmt.Errorf("first attempt: %v", err)
+	}
+	if f.between != nil {
+		f.between()
+	}
+	return 0, fmt.Errorf("task %q: %w", "x", raftstore.ErrVersionConflict)
+}
+
+// checkPlaced fails unless placed counts what the store holds.
+func checkPlaced(t *testing.T, s *raftstore.Store, placed *scheduler.Placed) {
+	t.Helper()
+	if placed == nil {
+		t.Fatal("no placement kept after a committed pass")
+	}
+	want := readPlaced(s.View()).Nodes()
+	if got := placed.Nodes(); !maps.EqualFunc(got, want, func(a, b scheduler.Usage) bool {
+		return a.Tasks == b.Tasks && a.MemoryBytes == b.MemoryBytes && maps.Equal(a.ByService, b.ByService)
+	}) {
+		t.Fatalf("placement %v, the store says %v", got, want)
+	}
+}
+
+// TestPlacementAtCreationOnConflictRetry: a pass that meets a version
+// conflict is computed again, placement included, from what the store
+// holds then (n1, where the first attempt placed, was drained meanwhile),
+// and the placement records only what the retry committed — whether it
+// was kept from before the pass or read by it.
+func TestPlacementAtCreationOnConflictRetry(t *testing.T) {
+	for _, kept := range []bool{true, false} {
+		t.Run(fmt.Sprintf("kept=%v", kept), func(t *testing.T) {
+			s := openStore(t)
+			create(t, s, mkNode("n1"), mkNode("n2"))
+			create(t, s, mkService("web", 1, noRestartDelay()))
+			f := &flakyStore{Store: s, conflict: true, between: func() {
+				changeNode(t, s, "n1", func(n *shoalv1.Node) { n.Spec.Availability = shoalv1.NodeAvailability_NODE_AVAILABILITY_DRAIN })
+			}}
+			o := newOrchestrator(f, testLogger())
+			o.now = func() time.Time { return t0 }
+			if kept {
+				o.place.placed = readPlaced(s.View())
+			}
+			r := newReconciler(o)
+			r.resync()
+			if _, err := r.pass(context.Background(), t0); err != nil {
+				t.Fatal(err)
+			}
+			if !f.failed {
+				t.Fatal("the first attempt did not run")
+			}
+			ts := tasksOf(s, "web")
+			if len(ts) != 1 || ts[0].GetNodeId() != "n2" || ts[0].GetStatus().GetState() != tsAssigned {
+				t.Fatalf("tasks %s, want one assigned to n2 (n1 drained before the retry)", brief(ts))
+			}
+			checkPlaced(t, s, o.place.placed)
+		})
+	}
+}
+
+// TestPlacementAtCreationUnknownOutcome: a pass whose write may or may not
+// have committed drops the placement (the next placement reads the store)
+// rather than keep one that misses, or counts, the pass's tasks.
+func TestPlacementAtCreationUnknownOutcome(t *testing.T) {
+	s := openStore(t)
+	create(t, s, mkNode("n1"), mkNode("n2"))
+	create(t, s, mkService("web", 2, noRestartDelay()))
+	o := newOrchestrator(&flakyStore{Store: s}, testLogger())
+	o.now = func() time.Time { return t0 }
+	o.place.placed = readPlaced(s.View())
+	r := newReconciler(o)
+	r.resync()
+	if _, err := r.pass(context.Background(), t0); err == nil {
+		t.Fatal("the pass reported no error")
+	}
+	if err := allAssigned(tasksOf(s, "web"), 2); err != nil {
+		t.Fatal(err) // the write did commit
+	}
+	if o.place.placed != nil {
+		t.Fatal("the placement was kept after a write of unknown outcome")
+	}
+	// The next pass reads it again, and places nothing more.
+	if _, err := r.pass(context.Background(), t0); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(tasksOf(s, "web")); n != 2 {
+		t.Fatalf("%d tasks after the next pass, want 2", n)
+	}
+}
+
+// TestPlacementAtCreationCountsTasksStoppingInTheSameEntry: a stop-first
+// rolling update asks the old task to stop and creates its replacement in
+// one entry; the old task still runs (its agent has not stopped it), so
+// with max_replicas_per_node 1 on the only node the replacement is created
+// PENDING, not placed beside it — as the scheduler loop, which counts a
+// task on its node until it ends, would have left it. Start-first too.
+func TestPlacementAtCreationCountsTasksStoppingInTheSameEntry(t *testing.T) {
+	for _, order := range []string{"stop-first", "start-first"} {
+		t.Run(order, func(t *testing.T) {
+			s := openStore(t)
+			create(t, s, mkNode("n1"))
+			create(t, s, mkService("web", 1, noRestartDelay(), specVersion(2), func(svc *shoalv1.Service) {
+				svc.Spec.Task.Placement.MaxReplicasPerNode = 1
+				svc.Spec.Update = &shoalv1.UpdateConfig{Parallelism: 1, Order: order}
+			}))
+			create(t, s, mkTask("web.old", "web", 1, version(1)))
+			reconcilerPass(t, s, nil, testLogger())
+			var old, repl *shoalv1.Task
+			for _, tk := range tasksOf(s, "web") {
+				if tk.GetMeta().GetId() == "web.old" {
+					old = tk
+				} else {
+					repl = tk
+				}
+			}
+			if repl == nil {
+				t.Fatalf("no replacement created: %s", brief(tasksOf(s, "web")))
+			}
+			if old.GetStatus().GetState() != tsRunning {
+				t.Fatalf("old task %s, want still running", brief([]*shoalv1.Task{old}))
+			}
+			if repl.GetNodeId() != "" || repl.GetStatus().GetState() != tsPending {
+				t.Fatalf("replacement %s placed beside the running old task (max 1 per node)", brief([]*shoalv1.Task{repl}))
+			}
+		})
 	}
 }
