@@ -470,7 +470,12 @@ func (r *reconciler) placeCreated(tx raftstore.WriteTx, nodes []*shoalv1.Node, p
 // committed ones (versions from the store), true whether or not this
 // pass commits, so they may go in before the commit; the tasks this pass
 // itself changed before reading (orphaned, drained) are left out, their
-// copies being uncommitted.
+// copies being uncommitted. It relies on the pass holding the placement
+// since before its read: the placement has then seen no event newer than
+// the read, so no state observed here is older than one it already
+// counted or forgot (a placement locked only after the read could have
+// forgotten a task on its end event and be given it back, live, from an
+// older read, with no later event to take it out).
 func catchUp(placed *scheduler.Placed, plans []servicePlan, written []*shoalv1.Task) {
 	skip := make(map[string]bool, len(written))
 	for _, t := range written {
