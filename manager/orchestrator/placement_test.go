@@ -435,3 +435,36 @@ func TestPlacementAtCreationCountsTasksStoppingInTheSameEntry(t *testing.T) {
 		})
 	}
 }
+
+// TestPlacementAtCreationGlobalStaysOnItsNode: a global service's tasks
+// are created on their own node: placed there (ASSIGNED) when it has room,
+// and otherwise created PENDING still bound to it — never moved to another
+// node that has room — for the scheduler loop to record why.
+func TestPlacementAtCreationGlobalStaysOnItsNode(t *testing.T) {
+	s := openStore(t)
+	create(t, s, mkNode("n1", memory(1<<30)), mkNode("n2", memory(1<<30)), mkNode("n3", memory(1<<30)))
+	create(t, s, mkService("other", 1, noRestartDelay()))
+	create(t, s, mkTask("other.1", "other", 1, onNode("n1"), reserve(512<<20)))
+	create(t, s, mkService("agent", 0, noRestartDelay(), global(), func(svc *shoalv1.Service) {
+		svc.Spec.Task.Resources = &shoalv1.ResourceRequirements{Reservations: &shoalv1.Resources{MemoryBytes: 768 << 20}}
+	}))
+	reconcilerPass(t, s, nil, testLogger())
+	byNode := map[string]*shoalv1.Task{}
+	for _, tk := range tasksOf(s, "agent") {
+		if byNode[tk.GetNodeId()] != nil {
+			t.Fatalf("two tasks on %s: %s", tk.GetNodeId(), brief(tasksOf(s, "agent")))
+		}
+		byNode[tk.GetNodeId()] = tk
+	}
+	if len(byNode) != 3 {
+		t.Fatalf("tasks %s, want one bound to each node", brief(tasksOf(s, "agent")))
+	}
+	for _, n := range []string{"n2", "n3"} {
+		if byNode[n].GetStatus().GetState() != tsAssigned {
+			t.Errorf("task on %s: %s, want assigned", n, brief([]*shoalv1.Task{byNode[n]}))
+		}
+	}
+	if byNode["n1"].GetStatus().GetState() != tsPending {
+		t.Errorf("task on n1 (512 MiB free, 768 asked): %s, want pending", brief([]*shoalv1.Task{byNode["n1"]}))
+	}
+}
