@@ -221,14 +221,20 @@
 //     store.Update, bounded to 4,000 objects and 4 MiB (chunk.go). The
 //     tasks a pass creates are placed in that same entry (placement.go):
 //     all of them in one scheduler.SchedulePlaced call against what the
-//     tasks on nodes take, so a task that can run at once is written once,
+//     tasks on nodes take (first brought level with the pass's own read of
+//     those services' tasks: the scheduler loop's events, which feed it,
+//     may lag the entry the pass read, and a task that ended would still
+//     count on its node and push the replacement's spread elsewhere;
+//     catchUp), so a task that can run at once is written once,
 //     created ASSIGNED on its node, instead of created PENDING and then
 //     assigned by the scheduler loop in a second entry; those it cannot
 //     place (no node fits, or on networks, waiting for the allocator's
 //     addresses) are created PENDING for the scheduler loop, which records
 //     why. The two loops share that record (placement): each holds it from
 //     its read to the record of its commit, so neither places on capacity
-//     the other has just taken. A pass
+//     the other has just taken. Its placements are logged and timed as
+//     the scheduler loop's ("tasks assigned"; the placement histogram
+//     from the start of placing to the commit). A pass
 //     with more to do stops at a slot, node or task boundary and the next
 //     pass follows at once, recomputing from the store (so a new leader
 //     also carries on from the store, never repeating a giant entry). What

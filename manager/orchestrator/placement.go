@@ -19,9 +19,11 @@ import (
 // entry that creates them (placeCreated). A loop holds it from the read of
 // what it places against to the record of what it committed, so each
 // always counts the other's placements and the two never hand out the same
-// free capacity. Only the scheduler loop feeds it task events; either
-// loop drops it after a write of unknown outcome, and the next placement
-// reads it from the store again.
+// free capacity. Only the scheduler loop feeds it task events; the
+// reconciler, whose pass may be ahead of those events, first observes the
+// tasks it read of the services it places for (catchUp in reconciler.go).
+// Either loop drops it after a write of unknown outcome, and the next
+// placement reads it from the store again.
 type placement struct {
 	mu     sync.Mutex
 	placed *scheduler.Placed // nil: read from the store at the next use

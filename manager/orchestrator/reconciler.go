@@ -211,9 +211,10 @@ type passResult struct {
 	// the pass is committed (absent: not known).
 	settled map[string]settledSlots
 	// placed are the created tasks the pass placed (placeCreated), and
-	// placeTime how long placing them took.
-	placed    []*shoalv1.Task
-	placeTime time.Duration
+	// placeStart when it began placing them: the placement is timed from
+	// there to the commit, as the scheduler loop times its batches.
+	placed     []*shoalv1.Task
+	placeStart time.Time
 	// rebuilt is the placed set the pass read from the store, when the
 	// placement had none.
 	rebuilt *scheduler.Placed
@@ -261,7 +262,7 @@ func (r *reconciler) pass(ctx context.Context, now time.Time) (time.Time, error)
 	}
 	place.record(res.placed, index)
 	if len(res.placed) > 0 {
-		r.o.metrics.ObservePlacement(res.placeTime, len(res.placed))
+		r.o.metrics.ObservePlacement(r.o.now().Sub(res.placeStart), len(res.placed))
 	}
 	if index != 0 {
 		r.own[r.ownNext] = index
@@ -411,7 +412,7 @@ func (r *reconciler) reconcileTx(tx raftstore.WriteTx, now time.Time, res *passR
 		if p.Empty() {
 			continue
 		}
-		plans = append(plans, servicePlan{id: id, svc: svc, removed: !ok, plan: p})
+		plans = append(plans, servicePlan{id: id, svc: svc, removed: !ok, plan: p, read: tasks})
 	}
 	r.placeCreated(tx, nodes, plans, now, res)
 	for _, sp := range plans {
@@ -434,6 +435,8 @@ type servicePlan struct {
 	svc     *shoalv1.Service
 	removed bool
 	plan    Plan
+	// read are the service's tasks as the pass read them.
+	read []*shoalv1.Task
 }
 
 // placeCreated places the tasks the pass's plans create, all in one
@@ -447,13 +450,47 @@ func (r *reconciler) placeCreated(tx raftstore.WriteTx, nodes []*shoalv1.Node, p
 	if len(creates) == 0 {
 		return
 	}
-	start := time.Now()
+	res.placeStart = r.o.now()
 	placed, rebuilt := r.o.place.current(tx)
 	if rebuilt {
 		res.rebuilt = placed
+	} else {
+		catchUp(placed, plans, slices.Concat(res.orphaned, res.drained))
 	}
 	res.placed = placeCreated(nodes, placed, creates, now)
-	res.placeTime = time.Since(start)
+}
+
+// catchUp brings the shared placement level with the pass's read of the
+// services it creates tasks for. The placement is fed by the scheduler
+// loop's watch, which may not yet have delivered the entries this pass
+// read (typically the failure the pass replaces): counting a task that
+// ended as still on its node would spread the replacement away from it,
+// where the scheduler loop, placing a PENDING task only after observing
+// the entries before its creation, never did. The states read are
+// committed ones (versions from the store), true whether or not this
+// pass commits, so they may go in before the commit; the tasks this pass
+// itself changed before reading (orphaned, drained) are left out, their
+// copies being uncommitted. It relies on the pass holding the placement
+// since before its read: the placement has then seen no event newer than
+// the read, so no state observed here is older than one it already
+// counted or forgot (a placement locked only after the read could have
+// forgotten a task on its end event and be given it back, live, from an
+// older read, with no later event to take it out).
+func catchUp(placed *scheduler.Placed, plans []servicePlan, written []*shoalv1.Task) {
+	skip := make(map[string]bool, len(written))
+	for _, t := range written {
+		skip[t.GetMeta().GetId()] = true
+	}
+	for _, sp := range plans {
+		if len(sp.plan.Create) == 0 {
+			continue
+		}
+		for _, t := range sp.read {
+			if !skip[t.GetMeta().GetId()] {
+				placed.Observe(t)
+			}
+		}
+	}
 }
 
 func (r *reconciler) report(res *passResult) {
@@ -485,6 +522,14 @@ func (r *reconciler) report(res *passResult) {
 		if st := c.rollout; st != nil {
 			r.log.Info("rollout "+strings.ToLower(strings.TrimPrefix(st.GetState().String(), "UPDATE_STATE_")), "service_id", c.id,
 				"message", st.GetMessage(), "updated", st.GetUpdated(), "failed", st.GetFailed())
+		}
+	}
+	if len(res.placed) > 0 {
+		// As the scheduler loop logs its own: the tasks placed at
+		// creation never pass through it.
+		r.log.Info("tasks assigned", "count", len(res.placed))
+		for _, t := range res.placed {
+			r.log.Debug("task assigned", "task_id", t.GetMeta().GetId(), "node_id", t.GetNodeId())
 		}
 	}
 	r.log.Debug("pass done", "services", res.services, "changed", len(res.changes), "retries", len(res.retry), "more", res.more)
