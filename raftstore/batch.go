@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/hashicorp/go-memdb"
 	"github.com/hashicorp/raft"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -187,7 +186,7 @@ func (f *fsm) applyEach(logs []*raft.Log, res []any) {
 // it (written: the last write of each, nil for a delete), else as the
 // state before the transaction had it (before).
 type batchUndo struct {
-	before  *memdb.Txn
+	before  *tableTxn
 	written map[objKey]Object
 	// seen is how many of the transaction's entries written covers.
 	seen int
@@ -214,12 +213,7 @@ func (u *batchUndo) prior(k objKey) (Object, error) {
 	if o, ok := u.written[k]; ok {
 		return o, nil
 	}
-	raw, err := u.before.First(string(k.kind), indexID, k.id)
-	if err != nil {
-		return nil, err
-	}
-	o, _ := raw.(Object)
-	return o, nil
+	return u.before.get(k.kind, k.id), nil
 }
 
 // undo puts back in txn every object the failed entry act may have
@@ -230,7 +224,7 @@ func (u *batchUndo) prior(k objKey) (Object, error) {
 // replaces the entry's version's index values with its own), so the
 // tables, indexes included, hold what they held before the entry
 // (TestApplyBatchMatchesApply compares every index).
-func (f *fsm) undo(txn *memdb.Txn, act *shoalv1.StoreAction, u *batchUndo) error {
+func (f *fsm) undo(txn *tableTxn, act *shoalv1.StoreAction, u *batchUndo) error {
 	if f.undoFault != nil {
 		return f.undoFault
 	}
@@ -249,12 +243,7 @@ func (f *fsm) undo(txn *memdb.Txn, act *shoalv1.StoreAction, u *batchUndo) error
 			errs = append(errs, fmt.Errorf("%s %q: reading the state before the entry: %w", k.kind, k.id, err))
 			continue
 		}
-		raw, err := txn.First(string(k.kind), indexID, k.id)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s %q: reading: %w", k.kind, k.id, err))
-			continue
-		}
-		cur, _ := raw.(Object)
+		cur := txn.get(k.kind, k.id)
 		switch {
 		case cur == prior:
 			// Not reached, or already put back (an entry may name an
