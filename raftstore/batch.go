@@ -36,8 +36,8 @@ import (
 // maxTxnOps bounds the ops applied in one transaction of a batch: the
 // scheduler's entries carry up to a thousand tasks each, and a batch of
 // them in one transaction would hold the applied index (and so every
-// waiting writer and reader) still for the whole batch. A batch goes on in a new transaction after the
-// entry that reaches it.
+// waiting writer and reader) still for the whole batch. A batch goes on
+// in a new transaction after the entry that reaches it.
 const maxTxnOps = 8192
 
 var _ raft.BatchingFSM = (*fsm)(nil)
