@@ -242,3 +242,52 @@ func BenchmarkTableTaskWrites(b *testing.B) {
 		}
 	}
 }
+
+// TestTablesReadWhileWritten: readers walk views taken at any moment while
+// one goroutine writes and commits (run with -race: btree's contract is
+// that a tree may be read while it is cloned and its clone written). Each
+// view holds exactly one commit: its tasks all carry that commit's number.
+func TestTablesReadWhileWritten(t *testing.T) {
+	db := newMemDB()
+	const rounds, tasks = 200, 64
+	done := make(chan struct{})
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			for {
+				select {
+				case <-done:
+					errs <- nil
+					return
+				default:
+				}
+				v := &view{txn: db.Txn(false)}
+				all := v.List(KindTask)
+				if len(all) == 0 {
+					continue
+				}
+				want := all[0].(*shoalv1.Task).GetServiceId()
+				if len(all) != tasks || len(v.Find(KindTask, IndexServiceID, want)) != tasks {
+					errs <- fmt.Errorf("a view holds %d tasks, %d of service %q; want %d of one commit", len(all), len(v.Find(KindTask, IndexServiceID, want)), want, tasks)
+					return
+				}
+			}
+		}()
+	}
+	for round := range rounds {
+		txn := db.Txn(true)
+		for i := range tasks {
+			o := &shoalv1.Task{Meta: &shoalv1.Meta{Id: fmt.Sprintf("t%03d", i)}, ServiceId: fmt.Sprintf("round%d", round)}
+			if err := txn.Insert(string(KindTask), o); err != nil {
+				t.Fatal(err)
+			}
+		}
+		txn.Commit()
+	}
+	close(done)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
