@@ -2,7 +2,6 @@ package raftstore
 
 import (
 	"fmt"
-	"strings"
 	"sync/atomic"
 
 	"github.com/google/btree"
@@ -172,7 +171,9 @@ func (tx *tableTxn) ascendIndex(kind Kind, index, val, from string, fn func(Obje
 }
 
 // First returns the first object of table whose index has args[0] (indexID:
-// the object with that id); nil when none.
+// the object with that id); nil when none. First and Get are the tests'
+// window on the tables (the shape of go-memdb's, which they were written
+// against); the store itself reads through get, ascendID and ascendIndex.
 func (tx *tableTxn) First(table, index string, args ...string) (Object, error) {
 	var out Object
 	err := tx.walk(table, index, args, func(o Object) bool { out = o; return false })
@@ -181,7 +182,7 @@ func (tx *tableTxn) First(table, index string, args ...string) (Object, error) {
 
 // Get returns an iterator over the objects of table in index order:
 // every object of the index with no argument, those with value args[0]
-// with one; index indexID+"_prefix" takes an id prefix.
+// with one.
 func (tx *tableTxn) Get(table, index string, args ...string) (*tableIter, error) {
 	it := &tableIter{}
 	if err := tx.walk(table, index, args, func(o Object) bool { it.objs = append(it.objs, o); return true }); err != nil {
@@ -206,14 +207,6 @@ func (tx *tableTxn) walk(table, index string, args []string, fn func(Object) boo
 		if o := tx.get(kind, args[0]); o != nil {
 			fn(o)
 		}
-	case index == indexID+"_prefix":
-		prefix := ""
-		if len(args) == 1 {
-			prefix = args[0]
-		}
-		tx.ascendID(kind, prefix, func(o Object) bool {
-			return strings.HasPrefix(o.GetMeta().GetId(), prefix) && fn(o)
-		})
 	case len(args) == 0:
 		i := ts.def.secondaryPos(index)
 		if i < 0 {
