@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"slices"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -10,27 +11,55 @@ import (
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
-// TestSecondaryKeyHasRoomForTheID: a secondary index key leaves room for
-// the primary key memdb appends to it, so the append does not copy it.
-func TestSecondaryKeyHasRoomForTheID(t *testing.T) {
-	const id = "t0123456789abcdefghijklmn" // 25 characters, like a real id
-	task := &shoalv1.Task{Meta: &shoalv1.Meta{Id: id}, ServiceId: "s0123456789abcdefghijklmn", NodeId: "n0123456789abcdefghijklmn"}
-	schema := newSchema().Tables[string(KindTask)]
-	for _, name := range []string{IndexServiceID, IndexNodeID} {
-		ok, key, err := schema.Indexes[name].Indexer.(funcIndexer).FromObject(task)
-		if err != nil || !ok {
-			t.Fatalf("%s: %v, %v", name, ok, err)
+// TestWriteTouchesOnlyChangedIndexes: a write re-inserts a secondary key
+// only where the index's value changed, so a status report (the bulk of a
+// task's writes) leaves every secondary tree as it was (not even cloned),
+// and an assignment touches the node and state indexes but not the
+// service index.
+func TestWriteTouchesOnlyChangedIndexes(t *testing.T) {
+	db := newMemDB()
+	write := func(task *shoalv1.Task) {
+		t.Helper()
+		txn := db.Txn(true)
+		if err := txn.Insert(string(KindTask), task); err != nil {
+			t.Fatal(err)
 		}
-		if want := 26; len(key) != want || key[len(key)-1] != 0 {
-			t.Fatalf("%s: key %q, want the value and a NUL", name, key)
-		}
-		if room := cap(key) - len(key); room < len(id)+1 {
-			t.Fatalf("%s: room for %d bytes after the key, want %d (the id and its NUL)", name, room, len(id)+1)
-		}
+		txn.Commit()
 	}
-	ok, key, _ := schema.Indexes[indexID].Indexer.(funcIndexer).FromObject(task)
-	if !ok || string(key) != id+"\x00" {
-		t.Fatalf("id key %q", key)
+	trees := func() map[string]any {
+		ts := db.Txn(false).root.tables[KindTask]
+		out := map[string]any{indexID: ts.primary}
+		for i, ix := range ts.def.secondary {
+			out[ix.name] = ts.secondary[i]
+		}
+		return out
+	}
+	task := func(node string, st shoalv1.TaskState) *shoalv1.Task {
+		return &shoalv1.Task{Meta: &shoalv1.Meta{Id: "t1"}, ServiceId: "s1", NodeId: node, Status: &shoalv1.TaskStatus{State: st}}
+	}
+	write(task("", shoalv1.TaskState_TASK_STATE_PENDING))
+	for _, step := range []struct {
+		task    *shoalv1.Task
+		changed []string
+	}{
+		{task("n1", shoalv1.TaskState_TASK_STATE_ASSIGNED), []string{indexID, IndexNodeID, IndexState}},
+		{task("n1", shoalv1.TaskState_TASK_STATE_ACCEPTED), []string{indexID}},
+		{task("n1", shoalv1.TaskState_TASK_STATE_RUNNING), []string{indexID}},
+	} {
+		before := trees()
+		write(step.task)
+		after := trees()
+		var changed []string
+		for name, tree := range after {
+			if before[name] != tree {
+				changed = append(changed, name)
+			}
+		}
+		slices.Sort(changed)
+		slices.Sort(step.changed)
+		if !slices.Equal(changed, step.changed) {
+			t.Errorf("writing %v changed trees %q, want %q", step.task.GetStatus().GetState(), changed, step.changed)
+		}
 	}
 }
 

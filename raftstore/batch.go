@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/hashicorp/go-memdb"
 	"github.com/hashicorp/raft"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -13,9 +12,9 @@ import (
 
 // Raft hands the FSM the entries committed together (up to
 // MaxAppendEntries of them) in one ApplyBatch call. Applying each in a
-// memdb transaction of its own paid, per entry, a transaction (a writable
-// radix txn per index touched, each with an LRU of the nodes it copied), a
-// commit (a path copy of the root tree per index) and the lock; 256
+// transaction of its own pays, per entry, a transaction (a clone of each
+// tree it writes, whose nodes near the root it then copies), a commit and
+// the lock; 256
 // writers' entries arrive ~7 to an append (docs/performance.md). A batch
 // is applied in one transaction instead: the nodes near the roots are
 // copied once per batch, not once per entry, and there is one commit.
@@ -37,10 +36,8 @@ import (
 // maxTxnOps bounds the ops applied in one transaction of a batch: the
 // scheduler's entries carry up to a thousand tasks each, and a batch of
 // them in one transaction would hold the applied index (and so every
-// waiting writer and reader) still for the whole batch, while the radix
-// txns' LRU of copied nodes (8,192 per index) stops paying off beyond
-// about that many writes. A batch goes on in a new transaction after the
-// entry that reaches it.
+// waiting writer and reader) still for the whole batch. A batch goes on
+// in a new transaction after the entry that reaches it.
 const maxTxnOps = 8192
 
 var _ raft.BatchingFSM = (*fsm)(nil)
@@ -55,7 +52,7 @@ type batchEntry struct {
 }
 
 // ApplyBatch applies committed entries (commands and configuration
-// changes, in index order, without gaps) in as few memdb transactions as
+// changes, in index order, without gaps) in as few transactions as
 // maxTxnOps allows, and returns each entry's result in its slot. It is
 // deterministic like Apply: every replica ends in the same state and
 // returns the same results whatever batches raft cut the log into
@@ -120,7 +117,7 @@ func (f *fsm) applyTxn(logs []*raft.Log, res []any) int {
 				}
 				undoState.record(entries)
 				if uerr := f.undo(txn, act, undoState); uerr != nil {
-					// Cannot happen with memdb's tables (putting back a
+					// Cannot happen with the tables (putting back a
 					// stored object cannot fail), but if it did the
 					// transaction holds a partial entry: drop it and
 					// apply these entries one by one instead.
@@ -187,7 +184,7 @@ func (f *fsm) applyEach(logs []*raft.Log, res []any) {
 // it (written: the last write of each, nil for a delete), else as the
 // state before the transaction had it (before).
 type batchUndo struct {
-	before  *memdb.Txn
+	before  *tableTxn
 	written map[objKey]Object
 	// seen is how many of the transaction's entries written covers.
 	seen int
@@ -214,23 +211,18 @@ func (u *batchUndo) prior(k objKey) (Object, error) {
 	if o, ok := u.written[k]; ok {
 		return o, nil
 	}
-	raw, err := u.before.First(string(k.kind), indexID, k.id)
-	if err != nil {
-		return nil, err
-	}
-	o, _ := raw.(Object)
-	return o, nil
+	return u.before.get(k.kind, k.id), nil
 }
 
 // undo puts back in txn every object the failed entry act may have
 // written, as it was before the entry. An op writes only the object it
 // names (its kind and meta.id: applyAction's rule), so those are all the
 // entry can have changed; an object the entry did not reach is left as it
-// is. Putting an object back rewrites it in every index (memdb's Insert
-// replaces the entry's version's index values with its own), so the
+// is. Putting an object back rewrites it in every index whose value differs
+// (Insert replaces the entry's version's index keys with its own), so the
 // tables, indexes included, hold what they held before the entry
 // (TestApplyBatchMatchesApply compares every index).
-func (f *fsm) undo(txn *memdb.Txn, act *shoalv1.StoreAction, u *batchUndo) error {
+func (f *fsm) undo(txn *tableTxn, act *shoalv1.StoreAction, u *batchUndo) error {
 	if f.undoFault != nil {
 		return f.undoFault
 	}
@@ -249,12 +241,7 @@ func (f *fsm) undo(txn *memdb.Txn, act *shoalv1.StoreAction, u *batchUndo) error
 			errs = append(errs, fmt.Errorf("%s %q: reading the state before the entry: %w", k.kind, k.id, err))
 			continue
 		}
-		raw, err := txn.First(string(k.kind), indexID, k.id)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s %q: reading: %w", k.kind, k.id, err))
-			continue
-		}
-		cur, _ := raw.(Object)
+		cur := txn.get(k.kind, k.id)
 		switch {
 		case cur == prior:
 			// Not reached, or already put back (an entry may name an

@@ -8,25 +8,24 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/hashicorp/go-memdb"
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
-// fsm is the raft state machine: memdb tables plus the index of the last
+// fsm is the raft state machine: the tables (table.go) plus the index of the last
 // entry applied. raft calls Apply, StoreConfiguration, Snapshot and Restore
 // from its single FSM goroutine; everyone else only reads.
 type fsm struct {
 	log *slog.Logger
 	hub *hub
 
-	// mu guards db, applied and waitCh, so that a reader gets a memdb txn
+	// mu guards db, applied and waitCh, so that a reader gets a read txn
 	// and the index it reflects from the same instant. Only the FSM
 	// goroutine writes them; it may read them without the lock.
 	mu      sync.RWMutex
-	db      *memdb.MemDB
+	db      *tableDB
 	applied uint64
 	// waitCh is closed (and cleared) when applied advances. It is made only
 	// when somebody waits, so Apply allocates nothing in the common case.
@@ -250,7 +249,7 @@ func (f *fsm) waitApplied(ctx context.Context, index uint64, done <-chan struct{
 }
 
 // replace swaps in a restored database (Restore runs on the FSM goroutine).
-func (f *fsm) replace(db *memdb.MemDB, index uint64) {
+func (f *fsm) replace(db *tableDB, index uint64) {
 	old := countOldManagers(db)
 	f.mu.Lock()
 	f.db = db
@@ -266,7 +265,7 @@ func (f *fsm) replace(db *memdb.MemDB, index uint64) {
 // applyAction validates and applies every op of an action inside txn and
 // returns the watch events. On error the caller aborts txn, so nothing of
 // the action is applied.
-func applyAction(txn *memdb.Txn, act *shoalv1.StoreAction, index uint64) ([]*shoalv1.WatchEvent, error) {
+func applyAction(txn *tableTxn, act *shoalv1.StoreAction, index uint64) ([]*shoalv1.WatchEvent, error) {
 	ts := act.GetTime()
 	events := make([]*shoalv1.WatchEvent, 0, len(act.GetOps()))
 	// The entry's events in one allocation rather than one per op.
@@ -287,12 +286,11 @@ func applyAction(txn *memdb.Txn, act *shoalv1.StoreAction, index uint64) ([]*sho
 		if id == "" {
 			return nil, fmt.Errorf("raft entry %d: op %d: %s without meta.id", index, i, kind)
 		}
-		raw, err := txn.First(string(kind), indexID, id)
-		if err != nil {
-			return nil, fmt.Errorf("%s %q: reading: %w", kind, id, err)
-		}
-		cur, _ := raw.(Object)
-		var action shoalv1.WatchAction
+		cur := txn.get(kind, id)
+		var (
+			action shoalv1.WatchAction
+			err    error
+		)
 		switch op.GetKind() {
 		case shoalv1.StoreOpKind_STORE_OP_KIND_CREATE:
 			if cur != nil {
@@ -393,7 +391,7 @@ func checkCurrent(kind Kind, id string, expected uint64, cur Object) error {
 }
 
 // checkUniqueName fails when another object of o's kind has o's name.
-func checkUniqueName(txn *memdb.Txn, o Object) error {
+func checkUniqueName(txn *tableTxn, o Object) error {
 	kind := KindOf(o)
 	if !tableDefs[kind].uniqueName {
 		return nil
@@ -402,14 +400,13 @@ func checkUniqueName(txn *memdb.Txn, o Object) error {
 	if !ok {
 		return nil
 	}
-	it, err := txn.Get(string(kind), IndexName, name)
-	if err != nil {
-		return fmt.Errorf("%s name %q: reading: %w", kind, name, err)
-	}
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		if raw.(Object).GetMeta().GetId() != o.GetMeta().GetId() {
-			return errNameInUse(kind, name)
-		}
+	taken := false
+	txn.ascendIndex(kind, IndexName, name, "", func(other Object) bool {
+		taken = other.GetMeta().GetId() != o.GetMeta().GetId()
+		return !taken
+	})
+	if taken {
+		return errNameInUse(kind, name)
 	}
 	return nil
 }

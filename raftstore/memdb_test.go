@@ -11,28 +11,55 @@ import (
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
-// TestMemDBTracksNoMutations: writes do not close memdb watch channels
-// (the store does not use them, and tracking them made big entries walk
-// whole indexes; see newMemDB).
-func TestMemDBTracksNoMutations(t *testing.T) {
+// TestViewIsolatedFromLaterWrites: a read txn taken before a write sees
+// none of it, in the id tree or in any index, while a later one sees all of
+// it (the trees are cloned on write, never changed once published).
+func TestViewIsolatedFromLaterWrites(t *testing.T) {
 	db := newMemDB()
-	it, err := db.Txn(false).Get(string(KindTask), indexID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch := it.WatchCh()
 	txn := db.Txn(true)
-	if err := txn.Insert(string(KindTask), &shoalv1.Task{Meta: &shoalv1.Meta{Id: "t1"}}); err != nil {
+	if err := txn.Insert(string(KindTask), &shoalv1.Task{Meta: &shoalv1.Meta{Id: "t1"}, ServiceId: "s1"}); err != nil {
 		t.Fatal(err)
 	}
 	txn.Commit()
-	select {
-	case <-ch:
-		t.Fatal("a write closed a memdb watch channel: mutations are tracked")
-	default:
+	before := db.Txn(false)
+	txn = db.Txn(true)
+	if err := txn.Insert(string(KindTask), &shoalv1.Task{Meta: &shoalv1.Meta{Id: "t1"}, ServiceId: "s2", NodeId: "n1"}); err != nil {
+		t.Fatal(err)
 	}
-	if got, err := db.Txn(false).First(string(KindTask), indexID, "t1"); err != nil || got == nil {
-		t.Fatalf("the write is not visible: %v, %v", got, err)
+	if err := txn.Insert(string(KindTask), &shoalv1.Task{Meta: &shoalv1.Meta{Id: "t2"}, ServiceId: "s1"}); err != nil {
+		t.Fatal(err)
+	}
+	txn.Commit()
+	ids := func(tx *tableTxn, index string, args ...string) string {
+		it, err := tx.Get(string(KindTask), index, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for o := it.Next(); o != nil; o = it.Next() {
+			out = append(out, o.GetMeta().GetId()+"/"+o.(*shoalv1.Task).GetServiceId())
+		}
+		return strings.Join(out, ",")
+	}
+	for _, c := range []struct {
+		tx                *tableTxn
+		all, s1, s2, node string
+	}{
+		{before, "t1/s1", "t1/s1", "", ""},
+		{db.Txn(false), "t1/s2,t2/s1", "t2/s1", "t1/s2", "t1/s2"},
+	} {
+		if got := ids(c.tx, indexID); got != c.all {
+			t.Errorf("all: %q, want %q", got, c.all)
+		}
+		if got := ids(c.tx, IndexServiceID, "s1"); got != c.s1 {
+			t.Errorf("service s1: %q, want %q", got, c.s1)
+		}
+		if got := ids(c.tx, IndexServiceID, "s2"); got != c.s2 {
+			t.Errorf("service s2: %q, want %q", got, c.s2)
+		}
+		if got := ids(c.tx, IndexNodeID, "n1"); got != c.node {
+			t.Errorf("node n1: %q, want %q", got, c.node)
+		}
 	}
 }
 
@@ -51,8 +78,8 @@ func TestTaskIndexesAreRead(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("task indexes %q, want %q", got, want)
 	}
-	if ts := newSchema().Tables[string(KindTask)]; len(ts.Indexes) != len(want) {
-		t.Errorf("the task table's schema has %d indexes, want %d", len(ts.Indexes), len(want))
+	if ts := newMemDB().root.Load().tables[KindTask]; len(ts.secondary)+1 != len(want) {
+		t.Errorf("the task table has %d trees, want %d", len(ts.secondary)+1, len(want))
 	}
 }
 

@@ -2,8 +2,6 @@ package raftstore
 
 import (
 	"strings"
-
-	"github.com/hashicorp/go-memdb"
 )
 
 // scanner is implemented by the package's readers to walk one index range in
@@ -149,58 +147,30 @@ func scanSlice(r Reader, kind Kind, index, value, after string, fn func(Object) 
 	}
 }
 
-// scan seeks with memdb's LowerBound. The id index's keys are id+NUL; a
-// secondary index's are value+NUL+id+NUL (memdb appends the primary key to
-// the keys of a non-unique index), so that the objects of one value are
-// contiguous and in id order, and value+NUL+after+NUL is where the page
-// after after starts. NUL sorts below every other byte, so key order is id
-// order. The walk stops at the first object out of the range. The check
-// that ids sort after after is kept in the loop: a hostile after (one
-// holding a NUL, say) could seek short of the range's true start, never past
-// it, and the check skips what the seek let through.
+// scan seeks in the tables' trees. The id tree is in id order; a
+// secondary index's keys are (value, id), so the objects of one value are
+// contiguous and in id order, and (value, after) is where the page after
+// after starts. The walk stops at the first object out of the range. The
+// check that ids sort after after is kept in the loop: the seek lands on
+// after itself when it exists, and the check skips it.
 func (v *view) scan(kind Kind, index, value, after string, fn func(Object) bool) {
-	def := tableDefs[kind]
-	var (
-		it      memdb.ResultIterator
-		err     error
-		inRange func(Object) bool
-	)
-	if def == nil {
-		return
+	visit := func(o Object) bool {
+		if o.GetMeta().GetId() <= after {
+			return true
+		}
+		return fn(o)
 	}
 	if index == IndexID {
 		from := value
 		if after > from {
 			from = after
 		}
-		it, err = v.txn.LowerBound(string(kind), indexID, from)
-		inRange = func(o Object) bool { return strings.HasPrefix(o.GetMeta().GetId(), value) }
-	} else {
-		ix := def.indexOrNil(index)
-		if ix == nil {
-			return
-		}
-		it, err = v.txn.LowerBound(string(kind), index, value+"\x00"+after)
-		inRange = func(o Object) bool {
-			got, ok := ix(o)
-			return ok && got == value
-		}
-	}
-	if err != nil {
+		v.txn.ascendID(kind, from, func(o Object) bool {
+			return strings.HasPrefix(o.GetMeta().GetId(), value) && visit(o)
+		})
 		return
 	}
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		o := raw.(Object)
-		if !inRange(o) {
-			return
-		}
-		if o.GetMeta().GetId() <= after {
-			continue
-		}
-		if !fn(o) {
-			return
-		}
-	}
+	v.txn.ascendIndex(kind, index, value, after, visit)
 }
 
 // scan on a WriteTx seeks in its base view while the tx has not touched the

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/hashicorp/go-memdb"
 	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
@@ -26,8 +25,8 @@ const snapshotMagic = "shoal-raftstore-v1\x00"
 // Restore allocate without limit.
 const maxSnapshotRecord = 64 << 20
 
-// Snapshot captures the state in O(1): a memdb read txn is an immutable
-// tree that later Applies do not disturb.
+// Snapshot captures the state in O(1): a read txn holds immutable trees
+// that later Applies do not disturb.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -35,7 +34,7 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 }
 
 type fsmSnapshot struct {
-	txn   *memdb.Txn
+	txn   *tableTxn
 	index uint64
 }
 
@@ -64,18 +63,18 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 	}
 	var msg []byte
 	for _, kind := range Kinds {
-		it, err := s.txn.Get(string(kind), indexID)
+		var err error
+		s.txn.ascendID(kind, "", func(o Object) bool {
+			msg, err = proto.MarshalOptions{}.MarshalAppend(msg[:0], Wrap(o))
+			if err != nil {
+				err = fmt.Errorf("%s %q: %w", kind, o.GetMeta().GetId(), err)
+				return false
+			}
+			err = record(msg)
+			return err == nil
+		})
 		if err != nil {
 			return err
-		}
-		for raw := it.Next(); raw != nil; raw = it.Next() {
-			msg, err = proto.MarshalOptions{}.MarshalAppend(msg[:0], Wrap(raw.(Object)))
-			if err != nil {
-				return fmt.Errorf("%s %q: %w", kind, raw.(Object).GetMeta().GetId(), err)
-			}
-			if err := record(msg); err != nil {
-				return err
-			}
 		}
 	}
 	return bw.Flush()
@@ -107,7 +106,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
-func readSnapshot(r *bufio.Reader) (db *memdb.MemDB, index uint64, n int, err error) {
+func readSnapshot(r *bufio.Reader) (db *tableDB, index uint64, n int, err error) {
 	next := func() ([]byte, error) {
 		size, err := binary.ReadUvarint(r)
 		if err != nil {

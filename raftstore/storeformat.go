@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/hashicorp/go-memdb"
-
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
@@ -43,8 +41,8 @@ func oldManager(n *shoalv1.Node) bool {
 // committed) has it against the node as db (the state before the entry)
 // had it. events are the entry's; an entry without node events costs one
 // pass over them.
-func oldManagersDelta(db *memdb.MemDB, txn *memdb.Txn, events []*shoalv1.WatchEvent) int {
-	var before *memdb.Txn
+func oldManagersDelta(db *tableDB, txn *tableTxn, events []*shoalv1.WatchEvent) int {
+	var before *tableTxn
 	var first string
 	var seen map[string]bool // made at the second node: most entries touch one
 	delta := 0
@@ -71,26 +69,18 @@ func oldManagersDelta(db *memdb.MemDB, txn *memdb.Txn, events []*shoalv1.WatchEv
 }
 
 // countOldManagers counts from scratch (snapshot restore).
-func countOldManagers(db *memdb.MemDB) int {
-	it, err := db.Txn(false).Get(string(KindNode), indexID)
-	if err != nil {
-		return 0
-	}
+func countOldManagers(db *tableDB) int {
 	n := 0
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		if oldManager(raw.(*shoalv1.Node)) {
-			n++
-		}
-	}
+	db.Txn(false).ascendID(KindNode, "", func(o Object) bool {
+		n += b2i(oldManager(o.(*shoalv1.Node)))
+		return true
+	})
 	return n
 }
 
-func nodeIn(txn *memdb.Txn, id string) *shoalv1.Node {
-	raw, err := txn.First(string(KindNode), indexID, id)
-	if err != nil || raw == nil {
-		return nil
-	}
-	return raw.(*shoalv1.Node)
+func nodeIn(txn *tableTxn, id string) *shoalv1.Node {
+	n, _ := txn.get(KindNode, id).(*shoalv1.Node)
+	return n
 }
 
 func b2i(b bool) int {

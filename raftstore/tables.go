@@ -1,9 +1,8 @@
 package raftstore
 
 import (
-	"fmt"
-
-	"github.com/hashicorp/go-memdb"
+	"maps"
+	"slices"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
@@ -15,17 +14,18 @@ const indexID = "id"
 // the object out of that index (for example a service without a name).
 type indexFunc func(Object) (value string, ok bool)
 
-// tableDef describes one table. The same index functions feed memdb and the
-// overlay of a WriteTx, so both always agree on what Find matches.
+// tableDef describes one table. The same index functions feed the tables
+// (table.go) and the overlay of a WriteTx, so both always agree on what Find matches.
 type tableDef struct {
 	kind Kind
 	// indexes maps index name to extractor; it includes indexID.
 	indexes map[string]indexFunc
 	// uniqueName: no two objects may share a non-empty IndexName value.
-	// memdb does not enforce uniqueness of secondary indexes (a duplicate
-	// would silently corrupt a unique index), so the index is stored as
-	// non-unique and the rule is checked by WriteTx and again by the FSM.
+	// The tables' secondary indexes are all non-unique (keys are value and
+	// id), so the rule is checked by WriteTx and again by the FSM.
 	uniqueName bool
+	// secondary lists the indexes other than indexID (set by init).
+	secondary []secondaryIndex
 }
 
 var tableDefs = map[Kind]*tableDef{
@@ -48,11 +48,10 @@ var tableDefs = map[Kind]*tableDef{
 			return name, name != ""
 		},
 	}},
-	// Every write of a task re-inserts it in each of its indexes (a path
-	// copy in each radix tree: the bulk of the FSM's apply time when
-	// 100,000 tasks are scheduled), so a task has only the indexes that
-	// something looks up: no desired-state index, and only pending tasks
-	// in the state index (TestTaskIndexesAreRead).
+	// A task has only the indexes that something looks up: no
+	// desired-state index, and only pending tasks in the state index
+	// (TestTaskIndexesAreRead), so that a task's life writes few index
+	// keys (a write touches an index only when its value changes).
 	KindTask: {kind: KindTask, indexes: map[string]indexFunc{
 		indexID: idOf,
 		// An empty service id is indexed too. An empty node id is not:
@@ -102,94 +101,32 @@ func nameOf(o Object) (string, bool) {
 	return fn(o)
 }
 
-// newSchema builds the memdb schema from tableDefs.
-func newSchema() *memdb.DBSchema {
-	s := &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{}}
-	for kind, def := range tableDefs {
-		ts := &memdb.TableSchema{Name: string(kind), Indexes: map[string]*memdb.IndexSchema{}}
-		for name, fn := range def.indexes {
-			ts.Indexes[name] = &memdb.IndexSchema{
-				Name:         name,
-				Unique:       name == indexID,
-				AllowMissing: name != indexID,
-				Indexer:      funcIndexer{fn: fn, nonUnique: name != indexID},
+// secondaryIndex is one secondary index of a table: its name and
+// extractor.
+type secondaryIndex struct {
+	name string
+	fn   indexFunc
+}
+
+// init derives each table's secondary indexes, in name order (so every
+// replica builds the same trees in the same order), from its indexes.
+func init() {
+	for _, def := range tableDefs {
+		for _, name := range slices.Sorted(maps.Keys(def.indexes)) {
+			if name != indexID {
+				def.secondary = append(def.secondary, secondaryIndex{name: name, fn: def.indexes[name]})
 			}
 		}
-		s.Tables[string(kind)] = ts
 	}
-	return s
 }
 
-// newMemDB returns an empty database without memdb's watch channels: the
-// store never waits on them (its watches are the hub's), and keeping them
-// cost every write a walk of the whole of each index it touched once the
-// write changed more than 8,192 radix nodes (go-immutable-radix's
-// slowNotify), which an entry of 1,000 tasks does: 22 % of the CPU and most
-// of each entry's apply time when scheduling 100,000 tasks. memdb tracks
-// mutations only in its primary database, not in a snapshot of it, so the
-// store works on an (empty) snapshot.
-func newMemDB() *memdb.MemDB {
-	db, err := memdb.NewMemDB(newSchema())
-	if err != nil {
-		// The schema is static; failing here is a programming error.
-		panic(fmt.Sprintf("raftstore: invalid memdb schema: %v", err))
+// secondaryPos is the position of a secondary index in def.secondary, -1
+// for none.
+func (def *tableDef) secondaryPos(index string) int {
+	for i, ix := range def.secondary {
+		if ix.name == index {
+			return i
+		}
 	}
-	return db.Snapshot()
-}
-
-// funcIndexer adapts an indexFunc to memdb. Keys are the value followed by a
-// NUL, so that an exact lookup of "ab" does not match "abc"; prefix lookups
-// (used to resolve id prefixes) leave the NUL off.
-type funcIndexer struct {
-	fn indexFunc
-	// nonUnique: memdb appends the object's primary key (its id and a
-	// NUL) to this index's key, for the new and for the replaced object
-	// of every write. The key is allocated with room for it, so that
-	// append does not copy it again: two allocations fewer per
-	// secondary index per task write (TestSecondaryKeyHasRoomForTheID).
-	nonUnique bool
-}
-
-func (x funcIndexer) FromObject(raw any) (bool, []byte, error) {
-	o, ok := raw.(Object)
-	if !ok {
-		return false, nil, fmt.Errorf("raftstore: cannot index a %T", raw)
-	}
-	v, ok := x.fn(o)
-	if !ok {
-		return false, nil, nil
-	}
-	n := len(v) + 1
-	if x.nonUnique {
-		n += len(o.GetMeta().GetId()) + 1
-	}
-	key := append(make([]byte, 0, n), v...)
-	return true, append(key, 0), nil
-}
-
-func (x funcIndexer) FromArgs(args ...any) ([]byte, error) {
-	v, err := oneString(args)
-	if err != nil {
-		return nil, err
-	}
-	return append([]byte(v), 0), nil
-}
-
-func (x funcIndexer) PrefixFromArgs(args ...any) ([]byte, error) {
-	v, err := oneString(args)
-	if err != nil {
-		return nil, err
-	}
-	return []byte(v), nil
-}
-
-func oneString(args []any) (string, error) {
-	if len(args) != 1 {
-		return "", fmt.Errorf("raftstore: index lookup takes one argument, got %d", len(args))
-	}
-	s, ok := args[0].(string)
-	if !ok {
-		return "", fmt.Errorf("raftstore: index lookup takes a string, got %T", args[0])
-	}
-	return s, nil
+	return -1
 }

@@ -3,7 +3,6 @@ package raftstore
 import (
 	"fmt"
 
-	"github.com/hashicorp/go-memdb"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -133,7 +132,7 @@ func onlyFields(index uint64, i int, kind shoalv1.StoreOpKind, t *shoalv1.Task, 
 // with the spec of its service as txn has it, which must exist at the
 // task's spec_version (else a version conflict: the writer planned against
 // another spec).
-func applyTaskCreate(txn *memdb.Txn, svcs *serviceCache, index uint64, i int, o Object) (Object, error) {
+func applyTaskCreate(txn *tableTxn, svcs *serviceCache, index uint64, i int, o Object) (Object, error) {
 	t, ok := o.(*shoalv1.Task)
 	if !ok {
 		return nil, fmt.Errorf("raft entry %d: op %d: a task create op for a %s", index, i, KindOf(o))
@@ -191,15 +190,11 @@ type serviceCache struct {
 	svc *shoalv1.Service
 }
 
-func (c *serviceCache) get(txn *memdb.Txn, id string) (*shoalv1.Service, error) {
+func (c *serviceCache) get(txn *tableTxn, id string) (*shoalv1.Service, error) {
 	if c.id == id && c.svc != nil {
 		return c.svc, nil
 	}
-	raw, err := txn.First(string(KindService), indexID, id)
-	if err != nil {
-		return nil, fmt.Errorf("%s %q: reading: %w", KindService, id, err)
-	}
-	svc, _ := raw.(*shoalv1.Service)
+	svc, _ := txn.get(KindService, id).(*shoalv1.Service)
 	c.id, c.svc = id, svc
 	return svc, nil
 }

@@ -3,7 +3,6 @@ package raftstore
 import (
 	"fmt"
 
-	"github.com/hashicorp/go-memdb"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -154,13 +153,13 @@ func adoptStored(t, stored *shoalv1.Task, nodeID string) *shoalv1.Task {
 // service's (as txn has it) or, failing that, the one cur (t's stored
 // version, nil if none) holds. Equal specs encode alike, so the state every
 // replica keeps is the same whichever pointer it holds.
-func internTaskSpec(txn *memdb.Txn, t *shoalv1.Task, cur Object) {
+func internTaskSpec(txn *tableTxn, t *shoalv1.Task, cur Object) {
 	if t.Spec == nil {
 		return
 	}
 	if t.ServiceId != "" {
-		if raw, err := txn.First(string(KindService), indexID, t.ServiceId); err == nil && raw != nil {
-			if svcSpec := raw.(*shoalv1.Service).GetSpec().GetTask(); svcSpec != nil {
+		if svc, ok := txn.get(KindService, t.ServiceId).(*shoalv1.Service); ok {
+			if svcSpec := svc.GetSpec().GetTask(); svcSpec != nil {
 				if t.Spec == svcSpec {
 					return
 				}

@@ -5,15 +5,14 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/hashicorp/go-memdb"
-
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
-// view is a Reader over a memdb read transaction: an immutable snapshot that
-// is safe to share between goroutines and costs nothing to keep.
+// view is a Reader over a read transaction of the tables: an immutable
+// snapshot that is safe to share between goroutines and costs nothing to
+// keep.
 type view struct {
-	txn   *memdb.Txn
+	txn   *tableTxn
 	index uint64
 	// oldManagers is the fsm's count of managers not reporting StoreFormat
 	// at this state: a write built on the view uses the compact entry
@@ -26,49 +25,39 @@ var _ Reader = (*view)(nil)
 func (v *view) Index() uint64 { return v.index }
 
 func (v *view) Get(kind Kind, id string) Object {
-	if tableDefs[kind] == nil {
-		return nil
-	}
-	raw, err := v.txn.First(string(kind), indexID, id)
-	if err != nil || raw == nil {
-		return nil
-	}
-	return raw.(Object)
+	return v.txn.get(kind, id)
 }
 
 func (v *view) List(kind Kind) []Object {
-	if tableDefs[kind] == nil {
-		return nil
-	}
-	return v.collect(v.txn.Get(string(kind), indexID))
+	var out []Object
+	v.txn.ascendID(kind, "", func(o Object) bool { out = append(out, o); return true })
+	return out
 }
 
 // Find returns nil for an index the kind does not have.
 func (v *view) Find(kind Kind, index, value string) []Object {
-	def := tableDefs[kind]
-	if def == nil || def.indexes[index] == nil {
-		return nil
+	var out []Object
+	if index == indexID {
+		if o := v.txn.get(kind, value); o != nil {
+			out = append(out, o)
+		}
+		return out
 	}
-	// A non-unique memdb index orders entries by value then id, so the
-	// result is already sorted by id.
-	return v.collect(v.txn.Get(string(kind), index, value))
+	// A secondary index orders entries by value then id, so the result
+	// is already sorted by id.
+	v.txn.ascendIndex(kind, index, value, "", func(o Object) bool { out = append(out, o); return true })
+	return out
 }
 
 func (v *view) withIDPrefix(kind Kind, prefix string) []Object {
-	if tableDefs[kind] == nil {
-		return nil
-	}
-	return v.collect(v.txn.Get(string(kind), indexID+"_prefix", prefix))
-}
-
-func (v *view) collect(it memdb.ResultIterator, err error) []Object {
-	if err != nil {
-		return nil
-	}
 	var out []Object
-	for raw := it.Next(); raw != nil; raw = it.Next() {
-		out = append(out, raw.(Object))
-	}
+	v.txn.ascendID(kind, prefix, func(o Object) bool {
+		if !strings.HasPrefix(o.GetMeta().GetId(), prefix) {
+			return false
+		}
+		out = append(out, o)
+		return true
+	})
 	return out
 }
 
