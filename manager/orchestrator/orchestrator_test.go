@@ -74,11 +74,12 @@ func openStore(t *testing.T) *raftstore.Store {
 
 // startOrchestrator runs an orchestrator until the test ends, and checks
 // that Run returns nil once its context is cancelled.
-func startOrchestrator(t *testing.T, s store) {
+func startOrchestrator(t *testing.T, s store) *Orchestrator {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- newOrchestrator(s, testLogger()).Run(ctx) }()
+	o := newOrchestrator(s, testLogger())
+	go func() { done <- o.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -90,6 +91,7 @@ func startOrchestrator(t *testing.T, s store) {
 			t.Error("Run did not return after its context was cancelled")
 		}
 	})
+	return o
 }
 
 // write runs fn in an Update, retrying on version conflicts with the

@@ -27,6 +27,13 @@ import (
 type placement struct {
 	mu     sync.Mutex
 	placed *scheduler.Placed // nil: read from the store at the next use
+	// waiting: the scheduler loop's last round left a task with a CPU or
+	// memory reservation that no node could take. While it waits, a new
+	// task that reserves CPU or memory is created PENDING, not placed at
+	// creation, so that it queues behind the waiting ones for capacity
+	// that frees (the scheduler loop places pending tasks by service,
+	// slot and id) instead of taking it first.
+	waiting bool
 }
 
 // lock takes the placement for one pass.
@@ -65,6 +72,12 @@ func placeable(t *shoalv1.Task) bool {
 	return t.GetStatus().GetState() == statePending && t.GetDesiredState() <= stateRunning && allocator.Allocated(t)
 }
 
+// reserves reports whether a task reserves CPU or memory.
+func reserves(t *shoalv1.Task) bool {
+	r := t.GetSpec().GetResources().GetReservations()
+	return r.GetMemoryBytes() > 0 || r.GetNanoCpus() > 0
+}
+
 // placeCreated places the tasks a pass is about to create, in one call of
 // scheduler.SchedulePlaced against placed: those placed get their node and
 // status ASSIGNED before they are written, so a task that can run at once
@@ -73,11 +86,11 @@ func placeable(t *shoalv1.Task) bool {
 // for the allocator, stay PENDING for the scheduler loop, which records
 // why. It changes the tasks in creates (the plan's own new objects) and
 // returns those it placed.
-func placeCreated(nodes []*shoalv1.Node, placed *scheduler.Placed, creates []*shoalv1.Task, now time.Time) []*shoalv1.Task {
+func placeCreated(nodes []*shoalv1.Node, placed *scheduler.Placed, creates []*shoalv1.Task, waiting bool, now time.Time) []*shoalv1.Task {
 	var pending []*shoalv1.Task
 	byID := make(map[string]*shoalv1.Task)
 	for _, t := range creates {
-		if placeable(t) {
+		if placeable(t) && !(waiting && reserves(t)) {
 			pending = append(pending, t)
 			byID[t.GetMeta().GetId()] = t
 		}

@@ -468,3 +468,89 @@ func TestPlacementAtCreationGlobalStaysOnItsNode(t *testing.T) {
 		t.Errorf("task on n1 (512 MiB free, 768 asked): %s, want pending", brief([]*shoalv1.Task{byNode["n1"]}))
 	}
 }
+
+// TestNewTasksQueueBehindWaitingReservations: while the scheduler loop
+// holds a task that reserves memory and fits nowhere, a new task that
+// reserves CPU or memory is not placed at creation — it is created PENDING
+// and placed by the scheduler loop, in the same order as the waiting ones,
+// rather than taking freed capacity ahead of them. A new task that
+// reserves nothing is still placed at creation, and once nothing waits,
+// reserving tasks are placed at creation again.
+func TestNewTasksQueueBehindWaitingReservations(t *testing.T) {
+	s := openStore(t)
+	create(t, s, mkNode("n1", memory(1<<30)))
+	events := taskEvents(t, s)
+	o := startOrchestrator(t, s)
+	waiting := func() bool {
+		o.place.lock()
+		defer o.place.unlock()
+		return o.place.waiting
+	}
+	mem := func(bytes int64) svcOpt {
+		return func(svc *shoalv1.Service) {
+			svc.Spec.Task.Resources = &shoalv1.ResourceRequirements{Reservations: &shoalv1.Resources{MemoryBytes: bytes}}
+		}
+	}
+	firstEvent := func(svc string) string {
+		t.Helper()
+		var first string
+		eventually(t, "the first event of "+svc+"'s task", func() error {
+			ts := tasksOf(s, svc)
+			if len(ts) != 1 {
+				return fmt.Errorf("%d tasks", len(ts))
+			}
+			evs := events()[ts[0].GetMeta().GetId()]
+			if len(evs) == 0 {
+				return fmt.Errorf("no event yet")
+			}
+			first = evs[0]
+			return nil
+		})
+		return first
+	}
+	create(t, s, mkService("a", 1, noRestartDelay(), mem(768<<20)))
+	eventually(t, "a placed", func() error { return allAssigned(tasksOf(s, "a"), 1) })
+	create(t, s, mkService("b", 1, noRestartDelay(), mem(512<<20)))
+	eventually(t, "b waiting with its reason", func() error {
+		ts := tasksOf(s, "b")
+		if len(ts) != 1 || ts[0].GetStatus().GetMessage() == msgPending || ts[0].GetNodeId() != "" {
+			return fmt.Errorf("b: %s", brief(ts))
+		}
+		if !waiting() {
+			return fmt.Errorf("the scheduler loop does not report b waiting yet")
+		}
+		return nil
+	})
+	create(t, s, mkService("c", 1, noRestartDelay(), mem(128<<20)), mkService("d", 1, noRestartDelay()))
+	eventually(t, "c and d placed", func() error {
+		if err := allAssigned(tasksOf(s, "c"), 1); err != nil {
+			return err
+		}
+		return allAssigned(tasksOf(s, "d"), 1)
+	})
+	create := shoalv1.WatchAction_WATCH_ACTION_CREATE.String()
+	if got, want := firstEvent("c"), create+" pending "; got != want {
+		t.Errorf("c (reserves memory while b waits): first event %q, want %q", got, want)
+	}
+	if got, want := firstEvent("d"), create+" assigned n1"; got != want {
+		t.Errorf("d (reserves nothing): first event %q, want %q", got, want)
+	}
+	// Nothing waits once b is gone: a reserving task is placed at creation.
+	write(t, s, func(tx raftstore.WriteTx) error { return tx.Delete(raftstore.KindService, "b", 0) })
+	eventually(t, "b's task gone and the scheduler loop's round over", func() error {
+		if ts := liveOf(tasksOf(s, "b")); len(ts) != 0 {
+			return fmt.Errorf("b: %s", brief(ts))
+		}
+		if waiting() {
+			return fmt.Errorf("the scheduler loop still reports a waiting reservation")
+		}
+		return nil
+	})
+	writeService := func(svc *shoalv1.Service) {
+		write(t, s, func(tx raftstore.WriteTx) error { return tx.Create(svc) })
+	}
+	writeService(mkService("e", 1, noRestartDelay(), mem(64<<20)))
+	if got, want := firstEvent("e"), create+" assigned n1"; got != want {
+		t.Errorf("e (reserves memory, nothing waits): first event %q, want %q", got, want)
+	}
+}

@@ -457,7 +457,7 @@ func (r *reconciler) placeCreated(tx raftstore.WriteTx, nodes []*shoalv1.Node, p
 	} else {
 		catchUp(placed, plans, slices.Concat(res.orphaned, res.drained))
 	}
-	res.placed = placeCreated(nodes, placed, creates, now)
+	res.placed = placeCreated(nodes, placed, creates, r.o.place.waiting, now)
 }
 
 // catchUp brings the shared placement level with the pass's read of the

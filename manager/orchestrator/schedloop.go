@@ -35,6 +35,10 @@ type schedLoop struct {
 	// unschedulable: the last pass left tasks it could not place, so
 	// freed resources (a task ending or deleted) are worth a pass.
 	unschedulable bool
+	// roundWaiting: a batch of the current round left a task that
+	// reserves CPU or memory unplaced (placement.waiting, published as
+	// the round goes and set from the whole round at its end).
+	roundWaiting bool
 	// after is the id of the last task of a batch that stopped at the
 	// budget: the next batch starts after it (wrapping around).
 	after string
@@ -133,6 +137,8 @@ type schedResult struct {
 	// reasons are the failures whose reason changed (and was written).
 	reasons []scheduler.Failure
 	failed  int
+	// failedReserving: how many of the failed reserve CPU or memory.
+	failedReserving int
 }
 
 func (s *schedLoop) pass(ctx context.Context, _ time.Time) (time.Time, error) {
@@ -170,9 +176,11 @@ func (s *schedLoop) pass(ctx context.Context, _ time.Time) (time.Time, error) {
 	} else {
 		s.idle += res.batch
 	}
+	s.roundWaiting = s.roundWaiting || res.failedReserving > 0
 	if res.last != "" && s.idle < res.pending {
 		// More are pending than one entry holds: the next batch now.
 		s.unschedulable = s.unschedulable || res.failed > 0
+		place.waiting = place.waiting || s.roundWaiting
 		s.logResult(&res)
 		return s.o.now(), nil
 	}
@@ -181,6 +189,7 @@ func (s *schedLoop) pass(ctx context.Context, _ time.Time) (time.Time, error) {
 	s.idle = 0
 	s.due = false
 	s.unschedulable = res.failed > 0
+	place.waiting, s.roundWaiting = s.roundWaiting, false
 	s.logResult(&res)
 	return time.Time{}, nil
 }
@@ -252,6 +261,9 @@ func scheduleTx(tx raftstore.WriteTx, now time.Time, res *schedResult, after str
 	res.failed = len(failed)
 	for _, f := range failed {
 		cur := byID[f.TaskID]
+		if reserves(cur) {
+			res.failedReserving++
+		}
 		if cur.GetStatus().GetMessage() == f.Reason {
 			continue // unchanged: no write, or every pass would echo
 		}
