@@ -140,7 +140,7 @@ shoal_dispatcher_sessions 1
 # HELP shoal_orchestrator_passes_total Reconcile passes of the orchestrator's loops.
 # TYPE shoal_orchestrator_passes_total counter
 shoal_orchestrator_passes_total{loop="services"} 1
-# HELP shoal_scheduler_placed_tasks_total Tasks the scheduler assigned to a node.
+# HELP shoal_scheduler_placed_tasks_total Tasks assigned to a node, by the scheduler loop or at their creation.
 # TYPE shoal_scheduler_placed_tasks_total counter
 shoal_scheduler_placed_tasks_total 4
 `
