@@ -729,6 +729,9 @@ func (r *benchRun) run(ctx context.Context) error {
 		cpu := selfAt - selfBefore
 		fmt.Fprintf(r.out, "simulated agents (this process) CPU meanwhile: %.1f s = %.3f s per 1,000 tasks\n", cpu.Seconds(), cpu.Seconds()*1000/float64(o.tasks))
 	}
+	if hwm, err := procStatusKB(os.Getpid(), "VmHWM"); err == nil {
+		fmt.Fprintf(r.out, "simulated agents (this process) peak RSS: %d MiB\n", hwm>>10)
+	}
 	fmt.Fprintf(r.out, "verified: %d of %d tasks RUNNING (ListTasks); nodes marked down during the run: %d\n", running, o.tasks, downs)
 	fmt.Fprintf(r.out, "counted from the store (ListTasks totals, %d counts)\n", polls)
 	fmt.Fprintf(r.out, "%.0f tasks/s\n", rate(toRunning))
