@@ -6,14 +6,14 @@ import (
 )
 
 func TestSoftLimit(t *testing.T) {
-	const floor = 1<<30 - 64<<20
+	const floor = 1 << 30
 	tests := []struct {
 		live uint64
 		want int64
 	}{
 		{0, floor},
 		{100 << 20, floor},              // a small heap: the floor, GOGC=300 decides
-		{480 << 20, floor},              // 2x live reaches the floor
+		{512 << 20, floor},              // 2x live reaches the floor
 		{700 << 20, 1400 << 20},         // 100,000 tasks: as GOGC=100
 		{4 << 30, 8 << 30},              // never below what is live
 		{math.MaxUint64, math.MaxInt64}, // no overflow

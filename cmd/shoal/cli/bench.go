@@ -40,6 +40,9 @@ type benchOptions struct {
 	profileSeconds     int
 	joinParallel, wave int
 	runTimeout         time.Duration
+	// managerMemLimit, if set, is the managers' GOMEMLIMIT (to measure a
+	// fixed soft limit against shoal's own policy, memlimit.go).
+	managerMemLimit string
 	// heartbeat, if set, is written to the cluster's heartbeat period
 	// before the sessions open.
 	heartbeat time.Duration
@@ -94,6 +97,8 @@ services a previous run left).`,
 	f.BoolVar(&o.verbose, "verbose", false, "log the simulated agents (sessions opened and ended, errors) to stderr")
 	f.StringVar(&o.shoalBin, "shoal-bin", "", "binary to start the managers with (default: this one)")
 	_ = f.MarkHidden("shoal-bin")
+	f.StringVar(&o.managerMemLimit, "manager-gomemlimit", "", "GOMEMLIMIT of the managers (default: shoal's own soft limit)")
+	_ = f.MarkHidden("manager-gomemlimit")
 	c.AddCommand(s)
 	return c
 }
@@ -331,6 +336,9 @@ func (r *benchRun) startManager(m *benchManager, verb string, args ...string) er
 	cmd.Env = os.Environ()
 	if m.debugAddr != "" {
 		cmd.Env = append(cmd.Env, "SHOAL_DEBUG_ADDR="+m.debugAddr)
+	}
+	if r.o.managerMemLimit != "" {
+		cmd.Env = append(cmd.Env, "GOMEMLIMIT="+r.o.managerMemLimit)
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
