@@ -163,7 +163,7 @@ func TestHeartbeatNamesItsPeriod(t *testing.T) {
 // go out, the heartbeats come back (and the silence limit still holds).
 func TestHeartbeatSkippedWhileTrafficFlows(t *testing.T) {
 	a := &Agent{log: slog.New(slog.DiscardHandler)}
-	const period = 50 * time.Millisecond
+	const period = 100 * time.Millisecond
 	var beats atomic.Int64
 	var sent atomic.Bool
 	ack := make(chan struct{}, 1)
