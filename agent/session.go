@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoal-dev/shoal/errdefs"
@@ -327,8 +328,17 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	defer wcancel()
 	stopWork := context.AfterFunc(ctx, wcancel)
 	defer stopWork()
-	go func() { errc <- a.heartbeat(wctx, send, period, lastAck, periods) }()
-	go func() { errc <- a.sendStatuses(wctx, a.cfg.Executor, send) }()
+	// sent: a status went out since the heartbeat loop last looked.
+	var sent atomic.Bool
+	sendStatus := func(m *shoalv1.AgentMessage) error {
+		err := send(m)
+		if err == nil {
+			sent.Store(true)
+		}
+		return err
+	}
+	go func() { errc <- a.heartbeat(wctx, send, period, lastAck, periods, &sent) }()
+	go func() { errc <- a.sendStatuses(wctx, a.cfg.Executor, sendStatus) }()
 	recvErr := make(chan error, 1)
 	// The session ends only once its receiver has stopped: a message of
 	// this session still being handled (a set being recorded, a node
@@ -541,13 +551,28 @@ func silenceLimit(period time.Duration) time.Duration { return silentPeriods * p
 // silent for silenceLimit(period); a period from periods (the manager's,
 // which grows with the cluster's size or follows the cluster setting heartbeat_period_ms)
 // replaces both from then on.
-func (a *Agent) heartbeat(ctx context.Context, send func(*shoalv1.AgentMessage) error, period time.Duration, ack <-chan struct{}, periods <-chan time.Duration) error {
+//
+// A period in which the session carried traffic both ways (sent is set by
+// every other message the agent sends, ack fires for every message it
+// receives) needs no heartbeat: the manager counts any message from the
+// node as a sign of life (dispatcher's seen), and the message received
+// told the agent its manager is alive. So the tick sends none. While 5,000
+// nodes each take tasks, the heartbeats and their acknowledgements were
+// about a tenth of the sessions' messages, each a read, a write and a
+// flush on the leader (README, "Scheduler at scale", eighth round). A
+// quiet session, or one whose manager stopped answering, heartbeats as
+// before, so the silence limit and the manager's down threshold are
+// unchanged; a period change the manager would tell in an acknowledgement
+// waits for the next heartbeat (the manager judges the node by the longer
+// period until then). sent nil: every tick heartbeats.
+func (a *Agent) heartbeat(ctx context.Context, send func(*shoalv1.AgentMessage) error, period time.Duration, ack <-chan struct{}, periods <-chan time.Duration, sent *atomic.Bool) error {
 	tick := time.NewTicker(period)
 	defer tick.Stop()
 	silence := silenceLimit(period)
 	deadline := time.NewTimer(silence)
 	defer deadline.Stop()
 	hb := heartbeatMsg(period)
+	heard := false // a message came from the manager since the last tick
 	for {
 		select {
 		case <-ctx.Done():
@@ -562,9 +587,16 @@ func (a *Agent) heartbeat(ctx context.Context, send func(*shoalv1.AgentMessage) 
 			}
 		case <-ack:
 			deadline.Reset(silence)
+			heard = true
 		case <-deadline.C:
 			return fmt.Errorf("manager silent for %s", silence)
 		case <-tick.C:
+			spoke := sent != nil && sent.Swap(false)
+			if heard && spoke {
+				heard = false
+				continue // traffic both ways this period: no heartbeat needed
+			}
+			heard = false
 			if err := send(hb); err != nil {
 				return err
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,7 +28,7 @@ func TestSilenceLimitCoversDownThreshold(t *testing.T) {
 func TestHeartbeatSaysHowLongTheManagerWasSilent(t *testing.T) {
 	a := &Agent{}
 	period := 5 * time.Millisecond
-	err := a.heartbeat(context.Background(), func(*shoalv1.AgentMessage) error { return nil }, period, make(chan struct{}), nil)
+	err := a.heartbeat(context.Background(), func(*shoalv1.AgentMessage) error { return nil }, period, make(chan struct{}), nil, nil)
 	if err == nil || !strings.Contains(err.Error(), silenceLimit(period).String()) {
 		t.Fatalf("heartbeat: %v, want manager silent for %s", err, silenceLimit(period))
 	}
@@ -89,7 +90,7 @@ func TestHeartbeatFollowsManagersPeriod(t *testing.T) {
 			default:
 			}
 			return nil
-		}, time.Hour, make(chan struct{}), periods)
+		}, time.Hour, make(chan struct{}), periods, nil)
 	}()
 	const p = 5 * time.Millisecond
 	periods <- p
@@ -129,7 +130,7 @@ func TestHeartbeatNamesItsPeriod(t *testing.T) {
 			default:
 			}
 			return nil
-		}, 40*time.Millisecond, ack, periods)
+		}, 40*time.Millisecond, ack, periods, nil)
 	}()
 	defer func() { cancel(); <-done }()
 	next := func() int64 {
@@ -153,5 +154,60 @@ func TestHeartbeatNamesItsPeriod(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("no heartbeat names the manager's new period 60 ms")
 		}
+	}
+}
+
+// TestHeartbeatSkippedWhileTrafficFlows: a period in which the agent sent
+// a status and heard from the manager sends no heartbeat; once the
+// session is quiet, or the manager stops answering while statuses still
+// go out, the heartbeats come back (and the silence limit still holds).
+func TestHeartbeatSkippedWhileTrafficFlows(t *testing.T) {
+	a := &Agent{log: slog.New(slog.DiscardHandler)}
+	const period = 100 * time.Millisecond
+	var beats atomic.Int64
+	var sent atomic.Bool
+	ack := make(chan struct{}, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- a.heartbeat(ctx, func(*shoalv1.AgentMessage) error { beats.Add(1); return nil }, period, ack, nil, &sent)
+	}()
+	defer func() { cancel(); <-done }()
+
+	// Traffic both ways, far more often than the period, for 20 periods.
+	start := time.Now()
+	for time.Since(start) < 20*period {
+		sent.Store(true)
+		select {
+		case ack <- struct{}{}:
+		default:
+		}
+		time.Sleep(period / 25) // the traffic's pace, not a synchronisation
+	}
+	// Without the skip every tick heartbeats (~20); a starved feeder may
+	// let one or two through.
+	if n := beats.Load(); n > 5 {
+		t.Fatalf("%d heartbeats in 20 periods of traffic both ways, want (nearly) none", n)
+	}
+
+	// Statuses still go out but the manager says nothing: heartbeats come
+	// back (they are what the manager would answer).
+	before := beats.Load()
+	deadline := time.Now().Add(10 * time.Second)
+	for beats.Load() == before {
+		sent.Store(true)
+		if time.Now().After(deadline) {
+			t.Fatal("no heartbeat while the manager was silent")
+		}
+		time.Sleep(period / 25)
+	}
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "manager silent") {
+			t.Fatalf("heartbeat: %v, want manager silent", err)
+		}
+		done <- err
+	case <-time.After(10 * time.Second):
+		t.Fatal("the silence limit did not hold while only statuses went out")
 	}
 }

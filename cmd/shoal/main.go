@@ -9,7 +9,9 @@
 // a manager's heap is small (tens of MB) and at thousands of writes per
 // second GC was an eighth of its CPU. A soft memory limit that follows the
 // live heap (memlimit.go; unless GOMEMLIMIT is set) keeps a big heap from
-// growing to four times what is live.
+// growing to four times what is live. `shoal bench schedule`, whose process
+// runs the simulated agents, sets its own (cli's applyBenchGC), and the
+// limit keeper yields to it.
 package main
 
 import (

@@ -6,13 +6,14 @@ import (
 )
 
 func TestSoftLimit(t *testing.T) {
+	const floor = 1 << 30
 	tests := []struct {
 		live uint64
 		want int64
 	}{
-		{0, 1 << 30},
-		{100 << 20, 1 << 30},            // a small heap: the floor, GOGC=300 decides
-		{512 << 20, 1 << 30},            // 2x live reaches the floor
+		{0, floor},
+		{100 << 20, floor},              // a small heap: the floor, GOGC=300 decides
+		{512 << 20, floor},              // 2x live reaches the floor
 		{700 << 20, 1400 << 20},         // 100,000 tasks: as GOGC=100
 		{4 << 30, 8 << 30},              // never below what is live
 		{math.MaxUint64, math.MaxInt64}, // no overflow
@@ -21,5 +22,34 @@ func TestSoftLimit(t *testing.T) {
 		if got := softLimit(tt.live); got != tt.want {
 			t.Errorf("softLimit(%d) = %d, want %d", tt.live, got, tt.want)
 		}
+	}
+}
+
+// TestLimitKeeperYields: the keeper follows the live heap, and stops once
+// the limit in force is one it did not set (the bench's own policy), so
+// the other policy is not overwritten a second later.
+func TestLimitKeeperYields(t *testing.T) {
+	limit := int64(math.MaxInt64)
+	live := uint64(700 << 20)
+	k := &limitKeeper{
+		setLimit: func(v int64) int64 {
+			old := limit
+			if v >= 0 {
+				limit = v
+			}
+			return old
+		},
+		live: func() (uint64, bool) { return live, true },
+	}
+	if !k.step() || limit != 1400<<20 {
+		t.Fatalf("first step: limit %d, want %d", limit, 1400<<20)
+	}
+	live = 800 << 20
+	if !k.step() || limit != 1600<<20 {
+		t.Fatalf("second step: limit %d, want %d", limit, 1600<<20)
+	}
+	limit = math.MaxInt64 // set elsewhere
+	if k.step() || limit != math.MaxInt64 {
+		t.Fatalf("after another policy set the limit: step kept going or overwrote it (limit %d)", limit)
 	}
 }

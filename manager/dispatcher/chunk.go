@@ -20,7 +20,15 @@ const maxAssignmentBytes = 1 << 20
 // last has more=true and only the first carries full, so the agent applies
 // the whole set, once, when the last chunk arrives. A set or diff that fits
 // is one message, as before chunking existed.
+//
+// A diff of one task or one removal is one message whatever its size (a
+// task over the bound travels alone), so it is not sized: at 5,000 nodes
+// nearly every diff is one task, and sizing it cost a walk of the task
+// before gRPC's own marshal walked it again.
 func chunkAssignments(full bool, upsert []*shoalv1.Task, removed []string, limit int) []*shoalv1.Assignments {
+	if len(upsert)+len(removed) <= 1 {
+		return []*shoalv1.Assignments{{Full: full, Upsert: upsert, Removed: removed}}
+	}
 	cur := &shoalv1.Assignments{Full: full}
 	out := []*shoalv1.Assignments{cur}
 	size := 0
@@ -37,7 +45,7 @@ func chunkAssignments(full bool, upsert []*shoalv1.Task, removed []string, limit
 	}
 	for _, t := range upsert {
 		// A repeated field costs the message, a tag and a length.
-		room(proto.Size(t) + 6)
+		room(taskSize(t) + 6)
 		cur.Upsert = append(cur.Upsert, t)
 	}
 	for _, id := range removed {
@@ -46,6 +54,9 @@ func chunkAssignments(full bool, upsert []*shoalv1.Task, removed []string, limit
 	}
 	return out
 }
+
+// taskSize is proto.Size of a task (tests count the calls).
+var taskSize = func(t *shoalv1.Task) int { return proto.Size(t) }
 
 // sendAssignments sends a set or diff in chunks.
 func sendAssignments(stream shoalv1.Dispatcher_SessionServer, full bool, upsert []*shoalv1.Task, removed []string) error {

@@ -76,6 +76,35 @@ func TestChunkAssignments(t *testing.T) {
 	}
 }
 
+// TestChunkOneNotSized: a diff of one task (nearly every diff at 5,000
+// nodes) or one removal is one message without sizing the task, however
+// big it is; two tasks are sized.
+func TestChunkOneNotSized(t *testing.T) {
+	calls := 0
+	defer func(f func(*shoalv1.Task) int) { taskSize = f }(taskSize)
+	taskSize = func(tk *shoalv1.Task) int { calls++; return proto.Size(tk) }
+	huge := bigTask("huge", "n1", 5000)
+	for _, tt := range []struct {
+		up      []*shoalv1.Task
+		removed []string
+	}{{[]*shoalv1.Task{huge}, nil}, {nil, []string{"gone"}}} {
+		c := chunkAssignments(false, tt.up, tt.removed, 1000)
+		if len(c) != 1 || c[0].GetMore() || c[0].GetFull() || len(c[0].GetUpsert()) != len(tt.up) || len(c[0].GetRemoved()) != len(tt.removed) {
+			t.Fatalf("one-item diff: %v", c)
+		}
+	}
+	if c := chunkAssignments(true, []*shoalv1.Task{huge}, nil, 1000); len(c) != 1 || !c[0].GetFull() {
+		t.Fatalf("one-task full set: %v", c)
+	}
+	if calls != 0 {
+		t.Fatalf("a one-item diff was sized %d times", calls)
+	}
+	chunkAssignments(false, []*shoalv1.Task{huge, huge}, nil, 1000)
+	if calls != 2 {
+		t.Fatalf("a two-task diff was sized %d times, want 2", calls)
+	}
+}
+
 // TestFullSetOverMessageLimit: a node holding more than gRPC's 4 MiB of
 // tasks opens its session: the full set arrives in chunks of bounded size
 // over a real gRPC connection with default limits, every task once.

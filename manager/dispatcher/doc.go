@@ -53,8 +53,10 @@
 // all sessions (netCache), from the newest view, and reused by every
 // session whose view is no newer.
 //
-// Liveness is tracked in memory (heartbeats are not written to raft): a node
-// whose heartbeats stop for HeartbeatPeriod * DownAfterMissed is marked DOWN,
+// Liveness is tracked in memory (heartbeats are not written to raft): any
+// message of a session counts as a heartbeat (an agent sends none in a
+// period that carried its statuses and a message back), and a node that
+// sends nothing for HeartbeatPeriod * DownAfterMissed is marked DOWN,
 // where the period a session is told grows with the node count beyond 500
 // nodes (scaledPeriod: the leader answers about 1,000 heartbeats a second
 // whatever the cluster's size; a node is judged by the period it was told,

@@ -231,6 +231,10 @@ func sessionEvents(nodeID string, nets *atomic.Bool) func(*shoalv1.WatchEvent) b
 	}
 }
 
+// maxScratchUpserts is the largest capacity of diff slice a session keeps
+// for its next diff (5,000 sessions keep at most 5,000 × 512 B).
+const maxScratchUpserts = 64
+
 // maxDiffEvents bounds how many queued events forward gathers into a diff:
 // a long burst (a big service being scheduled) goes out as it comes
 // instead of piling up in one diff.
@@ -239,7 +243,8 @@ const maxDiffEvents = 1000
 // forward turns events, in order, into one assignments diff (and node
 // updates) for the agent.
 func (d *Dispatcher) forward(stream shoalv1.Dispatcher_SessionServer, nodeID string, events []*shoalv1.WatchEvent, nets *networkTracker, ech *echoes) error {
-	diff := &shoalv1.Assignments{}
+	diff := &shoalv1.Assignments{Upsert: ech.scratch}
+	ech.scratch = nil
 	upserts := map[string]int{}
 	var nodeMsg *shoalv1.Node
 	removed := false
@@ -277,7 +282,7 @@ func (d *Dispatcher) forward(stream shoalv1.Dispatcher_SessionServer, nodeID str
 		}
 		if ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_DELETE {
 			if i, ok := upserts[id]; ok {
-				diff.Upsert = append(diff.Upsert[:i], diff.Upsert[i+1:]...)
+				diff.Upsert = slices.Delete(diff.Upsert, i, i+1) // clears the slot vacated
 				delete(upserts, id)
 				for k, j := range upserts {
 					if j > i {
@@ -313,6 +318,12 @@ func (d *Dispatcher) forward(stream shoalv1.Dispatcher_SessionServer, nodeID str
 			return err
 		}
 		ech.record(diff.Upsert, diff.Removed)
+	}
+	// The message was marshalled by Send and is not kept: its task slice
+	// is the next diff's room, unless a burst made it big.
+	if cap(diff.Upsert) <= maxScratchUpserts {
+		clear(diff.Upsert)
+		ech.scratch = diff.Upsert[:0]
 	}
 	if netDirty {
 		// After the assignments: a new task's peers and VIPs arrive with it.

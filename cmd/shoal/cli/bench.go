@@ -8,11 +8,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -31,9 +34,15 @@ import (
 type benchOptions struct {
 	nodes, tasks, services, managers int
 	state, shoalBin, profile         string
-	profileSeconds                   int
-	joinParallel, wave               int
-	runTimeout                       time.Duration
+	// agentsProfile is where the CPU profile of this process (the
+	// simulated agents) goes, over the same window as --profile.
+	agentsProfile      string
+	profileSeconds     int
+	joinParallel, wave int
+	runTimeout         time.Duration
+	// managerMemLimit, if set, is the managers' GOMEMLIMIT (to measure a
+	// fixed soft limit against shoal's own policy, memlimit.go).
+	managerMemLimit string
 	// heartbeat, if set, is written to the cluster's heartbeat period
 	// before the sessions open.
 	heartbeat time.Duration
@@ -79,7 +88,8 @@ services a previous run left).`,
 	f.IntVar(&o.managers, "managers", 1, "managers: 1 or 3")
 	f.StringVar(&o.state, "state", "", "directory keeping the managers' data and the simulated node identities between runs (default: a temp dir, removed)")
 	f.StringVar(&o.profile, "profile", "", "write a CPU profile of the leader (from service creation on) to this file")
-	f.IntVar(&o.profileSeconds, "profile-seconds", 30, "length of the --profile")
+	f.StringVar(&o.agentsProfile, "agents-profile", "", "write a CPU profile of the simulated agents (this process; from service creation on, --profile-seconds long) to this file")
+	f.IntVar(&o.profileSeconds, "profile-seconds", 30, "length of the --profile and --agents-profile")
 	f.IntVar(&o.joinParallel, "join-parallel", 16, "joins in flight at once")
 	f.IntVar(&o.wave, "wave", 100, "sessions opened at once (a wave must be open before the next dials)")
 	f.DurationVar(&o.runTimeout, "run-timeout", 15*time.Minute, "give up when the tasks are not all RUNNING after this")
@@ -87,6 +97,8 @@ services a previous run left).`,
 	f.BoolVar(&o.verbose, "verbose", false, "log the simulated agents (sessions opened and ended, errors) to stderr")
 	f.StringVar(&o.shoalBin, "shoal-bin", "", "binary to start the managers with (default: this one)")
 	_ = f.MarkHidden("shoal-bin")
+	f.StringVar(&o.managerMemLimit, "manager-gomemlimit", "", "GOMEMLIMIT of the managers (default: shoal's own soft limit)")
+	_ = f.MarkHidden("manager-gomemlimit")
 	c.AddCommand(s)
 	return c
 }
@@ -133,6 +145,7 @@ func (r *benchRun) logf(format string, args ...any) {
 }
 
 func runBenchSchedule(ctx context.Context, out, errOut io.Writer, o benchOptions) (err error) {
+	applyBenchGC(os.Getenv)
 	r := &benchRun{o: o, out: out, log: errOut, root: o.state}
 	if r.root == "" {
 		if r.root, err = os.MkdirTemp("", "shoal-bench-"); err != nil {
@@ -149,6 +162,34 @@ func runBenchSchedule(ctx context.Context, out, errOut io.Writer, o benchOptions
 		return err
 	}
 	return r.run(ctx)
+}
+
+// benchGCPercent is the GOGC of the bench process, which runs the simulated
+// agents: they are the harness, not the product, yet share the machine's
+// cores with the leader. Under the managers' policy (GOGC=300 and a soft
+// limit of about 1 GiB) 5,000 agents spent about a third of their CPU in
+// the GC (marking, assists, and scanning some 60,000 goroutine stacks each
+// cycle; eighth round). A GC every tenfold growth of the live heap costs
+// memory the machine has (the live heap of 5,000 agents is a few hundred
+// MB) and leaves the cores to the managers being measured.
+const benchGCPercent = 1000
+
+// benchGC is the bench process's GC policy: GOGC benchGCPercent and no
+// soft memory limit (the cmd's limit keeper yields to it), each unless
+// GOGC or GOMEMLIMIT is set, which wins. set says whether each applies.
+func benchGC(getenv func(string) string) (gcPercent int, setGC, noLimit bool) {
+	return benchGCPercent, getenv("GOGC") == "", getenv("GOMEMLIMIT") == ""
+}
+
+// applyBenchGC applies benchGC to this process.
+func applyBenchGC(getenv func(string) string) {
+	pct, setGC, noLimit := benchGC(getenv)
+	if setGC {
+		debug.SetGCPercent(pct)
+	}
+	if noLimit {
+		debug.SetMemoryLimit(math.MaxInt64)
+	}
 }
 
 // freePort returns a port free on 127.0.0.1 now.
@@ -295,6 +336,9 @@ func (r *benchRun) startManager(m *benchManager, verb string, args ...string) er
 	cmd.Env = os.Environ()
 	if m.debugAddr != "" {
 		cmd.Env = append(cmd.Env, "SHOAL_DEBUG_ADDR="+m.debugAddr)
+	}
+	if r.o.managerMemLimit != "" {
+		cmd.Env = append(cmd.Env, "GOMEMLIMIT="+r.o.managerMemLimit)
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -515,8 +559,27 @@ func (r *benchRun) run(ctx context.Context) error {
 
 	profDone := make(chan error, 1)
 	if o.profile != "" {
+		// The heap with every session open and no task yet: what the
+		// sessions themselves hold.
+		if err := fetchPprof(ctx, leader.debugAddr, "heap", o.profile+".idle.heap"); err != nil {
+			r.logf("idle heap profile: %v", err)
+		} else {
+			r.logf("leader heap profile before the tasks in %s.idle.heap", o.profile)
+		}
+		// The text form ends with the runtime's memory statistics
+		// (stacks, heap in use and idle), which the RSS is made of.
+		if err := fetchPprof(ctx, leader.debugAddr, "heap?debug=1", o.profile+".idle.heap.txt"); err != nil {
+			r.logf("idle heap statistics: %v", err)
+		}
 		go func() {
 			profDone <- fetchPprof(ctx, leader.debugAddr, fmt.Sprintf("profile?seconds=%d", o.profileSeconds), o.profile)
+		}()
+	}
+
+	agentsProfDone := make(chan error, 1)
+	if o.agentsProfile != "" {
+		go func() {
+			agentsProfDone <- selfCPUProfile(ctx, o.agentsProfile, time.Duration(o.profileSeconds)*time.Second)
 		}()
 	}
 
@@ -643,6 +706,13 @@ func (r *benchRun) run(ctx context.Context) error {
 			r.logf("leader CPU profile (%d s from service creation) in %s", o.profileSeconds, o.profile)
 		}
 	}
+	if o.agentsProfile != "" {
+		if err := <-agentsProfDone; err != nil {
+			r.logf("agents profile: %v", err)
+		} else {
+			r.logf("simulated agents' CPU profile (%d s from service creation) in %s", o.profileSeconds, o.agentsProfile)
+		}
+	}
 	if o.profile != "" {
 		if err := fetchPprof(ctx, leader.debugAddr, "heap", o.profile+".heap"); err != nil {
 			r.logf("heap profile: %v", err)
@@ -666,6 +736,9 @@ func (r *benchRun) run(ctx context.Context) error {
 	if selfErr == nil {
 		cpu := selfAt - selfBefore
 		fmt.Fprintf(r.out, "simulated agents (this process) CPU meanwhile: %.1f s = %.3f s per 1,000 tasks\n", cpu.Seconds(), cpu.Seconds()*1000/float64(o.tasks))
+	}
+	if hwm, err := procStatusKB(os.Getpid(), "VmHWM"); err == nil {
+		fmt.Fprintf(r.out, "simulated agents (this process) peak RSS: %d MiB\n", hwm>>10)
 	}
 	fmt.Fprintf(r.out, "verified: %d of %d tasks RUNNING (ListTasks); nodes marked down during the run: %d\n", running, o.tasks, downs)
 	fmt.Fprintf(r.out, "counted from the store (ListTasks totals, %d counts)\n", polls)
@@ -806,6 +879,25 @@ func fetchPprof(ctx context.Context, addr, what, path string) error {
 		f.Close()
 		return err
 	}
+	return f.Close()
+}
+
+// selfCPUProfile writes a CPU profile of this process, for d (or until
+// ctx ends), to path.
+func selfCPUProfile(ctx context.Context, path string, d time.Duration) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+	pprof.StopCPUProfile()
 	return f.Close()
 }
 

@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"math"
 	"os"
+	"runtime/debug"
 	"testing"
 	"time"
 )
@@ -29,5 +31,27 @@ func TestParseProcStatCPU(t *testing.T) {
 	// The real file of this process parses.
 	if _, err := procCPU(os.Getpid()); err != nil {
 		t.Errorf("procCPU(self): %v", err)
+	}
+}
+
+// TestBenchGC: the bench process (the simulated agents) collects at GOGC
+// benchGCPercent with no soft limit, unless GOGC or GOMEMLIMIT is set.
+func TestBenchGC(t *testing.T) {
+	env := func(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
+	if pct, setGC, noLimit := benchGC(env(nil)); pct != benchGCPercent || !setGC || !noLimit {
+		t.Errorf("no environment: %d %v %v, want %d true true", pct, setGC, noLimit, benchGCPercent)
+	}
+	if _, setGC, noLimit := benchGC(env(map[string]string{"GOGC": "100", "GOMEMLIMIT": "2GiB"})); setGC || noLimit {
+		t.Errorf("GOGC and GOMEMLIMIT set: overridden (%v %v)", setGC, noLimit)
+	}
+	oldPct := debug.SetGCPercent(100)
+	oldLimit := debug.SetMemoryLimit(1 << 30)
+	defer func() { debug.SetGCPercent(oldPct); debug.SetMemoryLimit(oldLimit) }()
+	applyBenchGC(env(nil))
+	if got := debug.SetGCPercent(100); got != benchGCPercent {
+		t.Errorf("GOGC applied: %d, want %d", got, benchGCPercent)
+	}
+	if got := debug.SetMemoryLimit(-1); got != math.MaxInt64 {
+		t.Errorf("memory limit applied: %d, want none", got)
 	}
 }
