@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -126,5 +127,79 @@ func TestOpenSessionToldNewManagers(t *testing.T) {
 	}
 	if got := heartbeat(); got != nil {
 		t.Fatalf("manager list %v sent again with nothing changed", got)
+	}
+}
+
+// sentLists is a session stream that records the manager lists sent.
+type sentLists struct {
+	shoalv1.Dispatcher_SessionServer
+	lists [][]string
+}
+
+func (s *sentLists) Send(m *shoalv1.SessionMessage) error {
+	s.lists = append(s.lists, m.GetManagers().GetManagers())
+	return nil
+}
+
+// TestSessionOpenedBeforeListPublished: a session may open between Run
+// starting (sessions are served from then) and its manager-list follower
+// publishing the first list — reading generation 0, or the generation a
+// previous term left — with its welcome's list; when the managers change
+// in that window, the follower's first list is news to it and must be
+// sent. Before, every Run published its first list as generation 0, so a
+// session that read 0 was never told the change.
+func TestSessionOpenedBeforeListPublished(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		prev *managerList // left by a previous term; nil: the first
+	}{
+		{"first term", nil},
+		{"previous term without change", &managerList{list: []string{"m1:4242"}}},
+		{"previous term with changes", &managerList{gen: 3, list: []string{"m1:4242"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			list := []string{"m1:4242"}
+			managers := func() []string {
+				mu.Lock()
+				defer mu.Unlock()
+				return slices.Clone(list)
+			}
+			d := New(Config{Logger: slog.New(slog.DiscardHandler), Managers: managers})
+			if tc.prev != nil {
+				d.mgrs.Store(tc.prev)
+			}
+			// The session opens: its generation, then its welcome's list.
+			sent := d.managersGen()
+			if got := managers(); !slices.Equal(got, []string{"m1:4242"}) {
+				t.Fatalf("welcome list %v", got)
+			}
+			// A manager joins before the follower runs.
+			mu.Lock()
+			list = []string{"m1:4242", "m2:4242"}
+			mu.Unlock()
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- d.followManagers(ctx) }()
+			defer func() { cancel(); <-done }()
+			deadline := time.Now().Add(waitFor)
+			for m := d.mgrs.Load(); m == nil || m == tc.prev; m = d.mgrs.Load() {
+				if time.Now().After(deadline) {
+					t.Fatal("the follower published no list")
+				}
+				time.Sleep(time.Millisecond) // poll: the follower publishes by itself
+			}
+			st := &sentLists{}
+			if err := d.tellManagers(st, &sent); err != nil {
+				t.Fatal(err)
+			}
+			if want := [][]string{{"m1:4242", "m2:4242"}}; !slices.EqualFunc(st.lists, want, slices.Equal) {
+				t.Fatalf("sent %v, want %v", st.lists, want)
+			}
+			// And only once.
+			if err := d.tellManagers(st, &sent); err != nil || len(st.lists) != 1 {
+				t.Fatalf("sent again: %v, %v", st.lists, err)
+			}
+		})
 	}
 }
