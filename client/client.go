@@ -261,6 +261,7 @@ func dialHosts(hosts *hostList, tc credentials.TransportCredentials, readyWait t
 			BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second,
 		}, MinConnectTimeout: 20 * time.Second}),
 		grpc.WithChainUnaryInterceptor(retryUnavailable(hosts, readyWait, dials)),
+		grpc.WithChainStreamInterceptor(retryNotReadyStream(hosts, readyWait, dials)),
 		// Lists can be large (100,000 tasks are ~23 MB), above gRPC's
 		// default 4 MiB receive limit.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxReplyBytes)),
