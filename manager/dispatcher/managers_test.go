@@ -6,9 +6,11 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -202,4 +204,65 @@ func TestSessionOpenedBeforeListPublished(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestManagerFollowerNeverHoldsRaft: the follower's raft observer must not
+// block raft while the follower is busy (its list read held up here, as a
+// loaded leader's might be): raft drops an observation the full channel
+// cannot take, and the follower, reading the list afresh after the one it
+// gets, still publishes the final list. A blocking observer would hold
+// raft's main loop in the third change below, and every write with it.
+func TestManagerFollowerNeverHoldsRaft(t *testing.T) {
+	s := openStore(t)
+	gate := make(chan struct{})
+	var gateOnce sync.Once
+	release := func() { gateOnce.Do(func() { close(gate) }) }
+	defer release() // before the store closes, even on failure
+	var calls atomic.Int32
+	managers := func() []string {
+		if calls.Add(1) == 2 { // the first change's read
+			<-gate
+		}
+		ms, err := s.Members()
+		if err != nil {
+			return nil
+		}
+		var out []string
+		for _, m := range ms {
+			out = append(out, m.Addr)
+		}
+		return out
+	}
+	d := New(Config{Store: s, Logger: slog.New(slog.DiscardHandler), Managers: managers})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.followManagers(ctx) }()
+	addsDone := make(chan struct{})
+	var addErr error
+	// On failure too: the follower, released, reads on and so lets a
+	// held raft finish the changes before it stops.
+	defer func() { release(); <-addsDone; cancel(); <-done }()
+	poll(t, "the first list published", func() bool { return d.mgrs.Load() != nil })
+	go func() {
+		defer close(addsDone)
+		for _, id := range []string{"m2", "m3", "m4", "m5"} {
+			if addErr = s.Raft().AddNonvoter(raft.ServerID(id), raft.ServerAddress(id+":4242"), 0, 0).Error(); addErr != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case <-addsDone:
+		if addErr != nil {
+			t.Fatal(addErr)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("raft's configuration changes did not complete while the follower was busy: the observer holds raft")
+	}
+	release()
+	want := []string{"solo:4242", "m2:4242", "m3:4242", "m4:4242", "m5:4242"}
+	poll(t, "the final list published", func() bool {
+		m := d.mgrs.Load()
+		return m != nil && slices.Equal(m.list, want)
+	})
 }
