@@ -43,6 +43,11 @@ func TestStreamNotReadyFailsOver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Headers first, as `service logs` reads them: a refusal has none, so
+	// the stream is not taken as answered by them.
+	if _, err := st.Header(); err != nil {
+		t.Fatal(err)
+	}
 	ev, err := st.Recv()
 	if err != nil || ev.GetIndex() != 42 {
 		t.Fatalf("got %v, %v; want the ready manager's event", ev, err)
