@@ -212,6 +212,7 @@ func TestSessionOpenedBeforeListPublished(t *testing.T) {
 // cannot take, and the follower, reading the list afresh after the one it
 // gets, still publishes the final list. A blocking observer would hold
 // raft's main loop in the third change below, and every write with it.
+// A manager removed then leaves the published list.
 func TestManagerFollowerNeverHoldsRaft(t *testing.T) {
 	s := openStore(t)
 	gate := make(chan struct{})
@@ -262,6 +263,15 @@ func TestManagerFollowerNeverHoldsRaft(t *testing.T) {
 	release()
 	want := []string{"solo:4242", "m2:4242", "m3:4242", "m4:4242", "m5:4242"}
 	poll(t, "the final list published", func() bool {
+		m := d.mgrs.Load()
+		return m != nil && slices.Equal(m.list, want)
+	})
+	// A manager removed (node rm, demote) leaves the list too.
+	if err := s.Raft().RemoveServer("m3", 0, 0).Error(); err != nil {
+		t.Fatal(err)
+	}
+	want = slices.DeleteFunc(want, func(a string) bool { return a == "m3:4242" })
+	poll(t, "the list without the removed manager published", func() bool {
 		m := d.mgrs.Load()
 		return m != nil && slices.Equal(m.list, want)
 	})
