@@ -5,7 +5,8 @@
 // restarting) until the call's deadline. A manager that answers that it is
 // not ready (errdefs.ErrNotReady: starting, restarted without quorum,
 // still joining) is failed over from as a refused connection is: the
-// call goes on to the next address (failover.go). With Config.ReadyWait
+// call goes on to the next address (failover.go), and so does a server
+// stream, opened again there (stream.go). With Config.ReadyWait
 // (the CLI's --ready-wait) a call stops sooner when no manager can serve
 // it yet — every address refused connections or answered not ready — and
 // says why (the last answer's reason first), instead of waiting out its
@@ -261,6 +262,7 @@ func dialHosts(hosts *hostList, tc credentials.TransportCredentials, readyWait t
 			BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second,
 		}, MinConnectTimeout: 20 * time.Second}),
 		grpc.WithChainUnaryInterceptor(retryUnavailable(hosts, readyWait, dials)),
+		grpc.WithChainStreamInterceptor(retryNotReadyStream(hosts, readyWait, dials)),
 		// Lists can be large (100,000 tasks are ~23 MB), above gRPC's
 		// default 4 MiB receive limit.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxReplyBytes)),

@@ -28,6 +28,7 @@ type readyServer struct {
 	shoalv1.UnimplementedControlServer
 	notReady, unavailable int32
 	calls                 atomic.Int32
+	watches               atomic.Int32 // Watch calls (stream_test.go)
 }
 
 func (r *readyServer) GetCluster(context.Context, *shoalv1.GetClusterRequest) (*shoalv1.GetClusterResponse, error) {
@@ -52,7 +53,7 @@ func serveReady(t *testing.T, r *readyServer) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(errdefs.UnaryServerInterceptor()))
+	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(errdefs.UnaryServerInterceptor()), grpc.ChainStreamInterceptor(errdefs.StreamServerInterceptor()))
 	shoalv1.RegisterControlServer(srv, r)
 	go srv.Serve(ln)
 	t.Cleanup(srv.Stop)

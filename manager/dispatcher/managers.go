@@ -27,7 +27,7 @@ import (
 
 // managerList is a published manager list.
 type managerList struct {
-	gen  uint64 // bumped when the list changes; 0: the list Run began with
+	gen  uint64 // bumped when the list changes and when Run begins; 0: none published yet
 	list []string
 }
 
@@ -53,19 +53,27 @@ func (d *Dispatcher) tellManagers(stream shoalv1.Dispatcher_SessionServer, sent 
 }
 
 // publishManagers reads the manager list and publishes it when it differs
-// from the published one.
-func (d *Dispatcher) publishManagers() {
+// from the published one, or always (first) when Run begins: a session
+// may have opened since Run began and before this first list, reading the
+// generation published before (0 for none, or a previous term's) with
+// its welcome's list, which may predate a change. A new generation tells
+// such a session the list again (once, and at worst the same list);
+// generations never go back, so no session's generation can equal a
+// newer list's.
+func (d *Dispatcher) publishManagers(first bool) {
 	list := d.cfg.Managers()
 	old := d.mgrs.Load()
 	if old == nil {
-		d.mgrs.Store(&managerList{list: list})
+		d.mgrs.Store(&managerList{gen: 1, list: list})
 		return
 	}
-	if len(list) == 0 || slices.Equal(list, old.list) {
+	if !first && (len(list) == 0 || slices.Equal(list, old.list)) {
 		return
 	}
 	d.mgrs.Store(&managerList{gen: old.gen + 1, list: list})
-	d.log.Info("manager list changed; telling open sessions", "managers", list)
+	if !first {
+		d.log.Info("manager list changed; telling open sessions", "managers", list)
+	}
 }
 
 // followManagers publishes the manager list when Run starts and again on
@@ -87,14 +95,13 @@ func (d *Dispatcher) followManagers(ctx context.Context) error {
 		r.RegisterObserver(obs)
 		defer r.DeregisterObserver(obs)
 	}
-	d.mgrs.Store(nil)
-	d.publishManagers()
+	d.publishManagers(true)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-changed:
-			d.publishManagers()
+			d.publishManagers(false)
 		}
 	}
 }

@@ -5,9 +5,12 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -127,4 +130,149 @@ func TestOpenSessionToldNewManagers(t *testing.T) {
 	if got := heartbeat(); got != nil {
 		t.Fatalf("manager list %v sent again with nothing changed", got)
 	}
+}
+
+// sentLists is a session stream that records the manager lists sent.
+type sentLists struct {
+	shoalv1.Dispatcher_SessionServer
+	lists [][]string
+}
+
+func (s *sentLists) Send(m *shoalv1.SessionMessage) error {
+	s.lists = append(s.lists, m.GetManagers().GetManagers())
+	return nil
+}
+
+// TestSessionOpenedBeforeListPublished: a session may open between Run
+// starting (sessions are served from then) and its manager-list follower
+// publishing the first list — reading generation 0, or the generation a
+// previous term left — with its welcome's list; when the managers change
+// in that window, the follower's first list is news to it and must be
+// sent. Before, every Run published its first list as generation 0, so a
+// session that read 0 was never told the change.
+func TestSessionOpenedBeforeListPublished(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		prev *managerList // left by a previous term; nil: the first
+	}{
+		{"first term", nil},
+		{"previous term without change", &managerList{list: []string{"m1:4242"}}},
+		{"previous term with changes", &managerList{gen: 3, list: []string{"m1:4242"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			list := []string{"m1:4242"}
+			managers := func() []string {
+				mu.Lock()
+				defer mu.Unlock()
+				return slices.Clone(list)
+			}
+			d := New(Config{Logger: slog.New(slog.DiscardHandler), Managers: managers})
+			if tc.prev != nil {
+				d.mgrs.Store(tc.prev)
+			}
+			// The session opens: its generation, then its welcome's list.
+			sent := d.managersGen()
+			if got := managers(); !slices.Equal(got, []string{"m1:4242"}) {
+				t.Fatalf("welcome list %v", got)
+			}
+			// A manager joins before the follower runs.
+			mu.Lock()
+			list = []string{"m1:4242", "m2:4242"}
+			mu.Unlock()
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- d.followManagers(ctx) }()
+			defer func() { cancel(); <-done }()
+			deadline := time.Now().Add(waitFor)
+			for m := d.mgrs.Load(); m == nil || m == tc.prev; m = d.mgrs.Load() {
+				if time.Now().After(deadline) {
+					t.Fatal("the follower published no list")
+				}
+				time.Sleep(time.Millisecond) // poll: the follower publishes by itself
+			}
+			st := &sentLists{}
+			if err := d.tellManagers(st, &sent); err != nil {
+				t.Fatal(err)
+			}
+			if want := [][]string{{"m1:4242", "m2:4242"}}; !slices.EqualFunc(st.lists, want, slices.Equal) {
+				t.Fatalf("sent %v, want %v", st.lists, want)
+			}
+			// And only once.
+			if err := d.tellManagers(st, &sent); err != nil || len(st.lists) != 1 {
+				t.Fatalf("sent again: %v, %v", st.lists, err)
+			}
+		})
+	}
+}
+
+// TestManagerFollowerNeverHoldsRaft: the follower's raft observer must not
+// block raft while the follower is busy (its list read held up here, as a
+// loaded leader's might be): raft drops an observation the full channel
+// cannot take, and the follower, reading the list afresh after the one it
+// gets, still publishes the final list. A blocking observer would hold
+// raft's main loop in the third change below, and every write with it.
+// A manager removed then leaves the published list.
+func TestManagerFollowerNeverHoldsRaft(t *testing.T) {
+	s := openStore(t)
+	gate := make(chan struct{})
+	var gateOnce sync.Once
+	release := func() { gateOnce.Do(func() { close(gate) }) }
+	defer release() // before the store closes, even on failure
+	var calls atomic.Int32
+	managers := func() []string {
+		if calls.Add(1) == 2 { // the first change's read
+			<-gate
+		}
+		ms, err := s.Members()
+		if err != nil {
+			return nil
+		}
+		var out []string
+		for _, m := range ms {
+			out = append(out, m.Addr)
+		}
+		return out
+	}
+	d := New(Config{Store: s, Logger: slog.New(slog.DiscardHandler), Managers: managers})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.followManagers(ctx) }()
+	addsDone := make(chan struct{})
+	var addErr error
+	// On failure too: the follower, released, reads on and so lets a
+	// held raft finish the changes before it stops.
+	defer func() { release(); <-addsDone; cancel(); <-done }()
+	poll(t, "the first list published", func() bool { return d.mgrs.Load() != nil })
+	go func() {
+		defer close(addsDone)
+		for _, id := range []string{"m2", "m3", "m4", "m5"} {
+			if addErr = s.Raft().AddNonvoter(raft.ServerID(id), raft.ServerAddress(id+":4242"), 0, 0).Error(); addErr != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case <-addsDone:
+		if addErr != nil {
+			t.Fatal(addErr)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("raft's configuration changes did not complete while the follower was busy: the observer holds raft")
+	}
+	release()
+	want := []string{"solo:4242", "m2:4242", "m3:4242", "m4:4242", "m5:4242"}
+	poll(t, "the final list published", func() bool {
+		m := d.mgrs.Load()
+		return m != nil && slices.Equal(m.list, want)
+	})
+	// A manager removed (node rm, demote) leaves the list too.
+	if err := s.Raft().RemoveServer("m3", 0, 0).Error(); err != nil {
+		t.Fatal(err)
+	}
+	want = slices.DeleteFunc(want, func(a string) bool { return a == "m3:4242" })
+	poll(t, "the list without the removed manager published", func() bool {
+		m := d.mgrs.Load()
+		return m != nil && slices.Equal(m.list, want)
+	})
 }

@@ -107,3 +107,34 @@ func TestAwaitStartingBounded(t *testing.T) {
 		t.Fatalf("got %v (ctx %v), want the listed node after the bound", got, ctx.Err())
 	}
 }
+
+// TestAwaitStartingNodeRemoved: the local node removed while `node ls`
+// waits for it (its watch's DELETE) ends the wait at once, and the node
+// is not shown; the wait's bound here is far beyond the call's deadline
+// given, so returning before that deadline shows it did not wait it out.
+func TestAwaitStartingNodeRemoved(t *testing.T) {
+	c := newCLICluster(t)
+	c.mgr.watch = func(_ *shoalv1.WatchRequest, st grpc.ServerStreamingServer[shoalv1.WatchEvent]) error {
+		if err := st.Send(&shoalv1.WatchEvent{Index: 9, Action: shoalv1.WatchAction_WATCH_ACTION_DELETE,
+			Object: &shoalv1.StoreObject{Object: &shoalv1.StoreObject_Node{Node: startingNode("n1", "m1", 9)}}}); err != nil {
+			return err
+		}
+		<-st.Context().Done()
+		return nil
+	}
+	cl, err := client.Dial(context.Background(), client.Config{Hosts: []string{c.addr}, CertDir: c.certDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	nodes := []*shoalv1.Node{startingNode("n0", "m0", 4), startingNode("n1", "m1", 5), startingNode("n2", "w1", 6)}
+	got := awaitStarting(ctx, cl.Control, nodes, "n1", time.Hour)
+	if ctx.Err() != nil || len(got) != 2 || got[0] != nodes[0] || got[1] != nodes[2] {
+		t.Fatalf("got %v (ctx %v), want n0 and n2 once n1 was removed", got, ctx.Err())
+	}
+	if len(nodes) != 3 || nodes[1].GetMeta().GetId() != "n1" || nodes[2].GetMeta().GetId() != "n2" {
+		t.Fatalf("the listed nodes were changed in place: %v", nodes)
+	}
+}
