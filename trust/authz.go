@@ -359,7 +359,7 @@ func currentBy(id Identity, check func(Identity) (Role, error)) (Identity, error
 		// No cluster object at all: the manager is starting (no raft
 		// leader yet, or not caught up with one). Marked, so that a client
 		// stops waiting for it soon and says why (errdefs.ErrNotReady).
-		return Identity{}, errdefs.NotReadyf("manager not ready: it holds no cluster state yet (starting: its raft has no leader yet, or has not caught up with the leader), so it cannot check %s", id)
+		return Identity{}, errdefs.NotReadyf("manager not ready: it has not applied the cluster state yet (its raft has no leader, or has not caught up with the leader: a restarted manager applies its log only once a leader is elected), so it cannot check %s", id)
 	}
 	// Not known yet (a lagging manager, a bootstrap not yet committed) or
 	// the store could not be asked: worth retrying elsewhere or later.
