@@ -16,11 +16,14 @@ import (
 )
 
 // testdata/memdb-build was written by the go-memdb build of the store
-// (commit 5849e3f, the last before the own tables) from 616 entries: 300
+// (commit 5849e3f, the last before the own tables) from 624 entries: 300
 // of randomEntry, 300 of randomTaskEntry (compact ops, shared specs, failed
-// entries of both) and 16 that leave 1,286 tasks in trees three levels
-// deep. It holds the entries, the snapshot that build persisted after
-// them, and stateOf (every object and every index's keys, in order).
+// entries of both), 8 of a cluster, networks (renames, names refused as
+// taken, a name freed by a delete) and nodes named by spec or hostname,
+// and 16 that leave 1,286 tasks in trees three levels deep. It holds the
+// entries, the snapshot that build persisted after them, and stateOf
+// (every object and every index's keys, in order); gen_test.go.txt is the
+// test that wrote them, run in that commit's raftstore/.
 // During a rolling upgrade replicas of both builds apply the same log and
 // restore each other's snapshots, so the tables must agree with memdb
 // exactly.
