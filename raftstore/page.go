@@ -125,8 +125,9 @@ func scanSlice(r Reader, kind Kind, index, value, after string, fn func(Object) 
 		if ix == nil {
 			return
 		}
-		// Find matches by key prefix: a value holding a NUL would match
-		// another value's key followed by an id.
+		// Another Reader's Find need not match exactly (go-memdb's
+		// matched by key prefix, so a value holding a NUL matched another
+		// value's key followed by an id): the check keeps the range exact.
 		objs = r.Find(kind, index, value)
 		inRange = func(o Object) bool {
 			got, ok := ix(o)
