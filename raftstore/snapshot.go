@@ -65,7 +65,9 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 	for _, kind := range Kinds {
 		var err error
 		s.txn.ascendID(kind, "", func(o Object) bool {
-			msg, err = proto.MarshalOptions{}.MarshalAppend(msg[:0], Wrap(o))
+			// Deterministic: maps (labels) in key order, so equal states
+			// persist to equal bytes (TestSnapshotBytesDeterministic).
+			msg, err = proto.MarshalOptions{Deterministic: true}.MarshalAppend(msg[:0], Wrap(o))
 			if err != nil {
 				err = fmt.Errorf("%s %q: %w", kind, o.GetMeta().GetId(), err)
 				return false
