@@ -6,9 +6,10 @@
 //     dispatcher: it sends a hello and heartbeats (at the welcome's period,
 //     or the one a later acknowledgement names; each heartbeat names the
 //     period in use, so the manager judges the node by a shorter one only
-//     once it is; a period in which statuses went out and a message came
-//     in sends none, the manager counting any message as a sign of
-//     life), receives the node's
+//     once it is; while statuses go out and messages come in the heartbeat
+//     is skipped, the manager counting any message as a sign of life,
+//     but the node is never silent longer than a period and a changed
+//     period is named at once), receives the node's
 //     assignment set (full, then diffs, possibly in chunks) and reports task
 //     statuses in batches. It reconnects by itself, following the leader
 //     address a follower answers with (errdefs.NotLeader) and rotating

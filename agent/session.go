@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
 	"sync"
@@ -328,12 +329,12 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 	defer wcancel()
 	stopWork := context.AfterFunc(ctx, wcancel)
 	defer stopWork()
-	// sent: a status went out since the heartbeat loop last looked.
-	var sent atomic.Bool
+	// sent: when a status last went out (unix nanoseconds; 0: none yet).
+	var sent atomic.Int64
 	sendStatus := func(m *shoalv1.AgentMessage) error {
 		err := send(m)
 		if err == nil {
-			sent.Store(true)
+			sent.Store(time.Now().UnixNano())
 		}
 		return err
 	}
@@ -552,27 +553,30 @@ func silenceLimit(period time.Duration) time.Duration { return silentPeriods * p
 // which grows with the cluster's size or follows the cluster setting heartbeat_period_ms)
 // replaces both from then on.
 //
-// A period in which the session carried traffic both ways (sent is set by
-// every other message the agent sends, ack fires for every message it
-// receives) needs no heartbeat: the manager counts any message from the
-// node as a sign of life (dispatcher's seen), and the message received
-// told the agent its manager is alive. So the tick sends none. While 5,000
-// nodes each take tasks, the heartbeats and their acknowledgements were
-// about a tenth of the sessions' messages, each a read, a write and a
-// flush on the leader (README, "Scheduler at scale", eighth round). A
-// quiet session, or one whose manager stopped answering, heartbeats as
-// before, so the silence limit and the manager's down threshold are
-// unchanged; a period change the manager would tell in an acknowledgement
-// waits for the next heartbeat (the manager judges the node by the longer
-// period until then). sent nil: every tick heartbeats.
-func (a *Agent) heartbeat(ctx context.Context, send func(*shoalv1.AgentMessage) error, period time.Duration, ack <-chan struct{}, periods <-chan time.Duration, sent *atomic.Bool) error {
-	tick := time.NewTicker(period)
+// A heartbeat is skipped while the session carries traffic both ways
+// (heartbeatWait): the manager counts any message from the node as a sign
+// of life (dispatcher's seen), and a message received tells the agent its
+// manager is alive. While 5,000 nodes each take tasks, the heartbeats and
+// their acknowledgements were about a tenth of the sessions' messages,
+// each a read, a write and a flush on the leader (README, "Scheduler at
+// scale", eighth round). The node never goes longer than a period without
+// a message, as with a heartbeat every period, so the manager's down
+// threshold (node_down_after_missed may be 1 or 2) and gossip's fast path
+// (DOWN after two silent periods) keep their margins. A quiet session, or
+// one whose manager stopped answering, heartbeats every period; a period
+// changed by the manager is named in a heartbeat at once (the manager
+// judges the node by a shorter period only once a heartbeat names it).
+// sent (unix nanoseconds of the last other message sent; nil: none)
+// is read at each decision.
+func (a *Agent) heartbeat(ctx context.Context, send func(*shoalv1.AgentMessage) error, period time.Duration, ack <-chan struct{}, periods <-chan time.Duration, sent *atomic.Int64) error {
+	tick := time.NewTimer(period)
 	defer tick.Stop()
 	silence := silenceLimit(period)
 	deadline := time.NewTimer(silence)
 	defer deadline.Stop()
 	hb := heartbeatMsg(period)
-	heard := false // a message came from the manager since the last tick
+	heard := false // a message came from the manager since the last decision
+	named := true  // a heartbeat named the period in use (or none changed it)
 	for {
 		select {
 		case <-ctx.Done():
@@ -583,6 +587,7 @@ func (a *Agent) heartbeat(ctx context.Context, send func(*shoalv1.AgentMessage) 
 				period, silence = p, silenceLimit(p)
 				tick.Reset(period)
 				hb = heartbeatMsg(period)
+				named = false
 				deadline.Reset(silence) // the change came in a message: the manager spoke
 			}
 		case <-ack:
@@ -591,17 +596,41 @@ func (a *Agent) heartbeat(ctx context.Context, send func(*shoalv1.AgentMessage) 
 		case <-deadline.C:
 			return fmt.Errorf("manager silent for %s", silence)
 		case <-tick.C:
-			spoke := sent != nil && sent.Swap(false)
-			if heard && spoke {
-				heard = false
-				continue // traffic both ways this period: no heartbeat needed
+			since := time.Duration(math.MaxInt64)
+			if sent != nil {
+				if at := sent.Load(); at != 0 {
+					since = time.Since(time.Unix(0, at))
+				}
 			}
+			wait := heartbeatWait(since, heard && named, period)
 			heard = false
+			if wait > 0 {
+				tick.Reset(wait) // a period after the last message sent
+				continue
+			}
 			if err := send(hb); err != nil {
 				return err
 			}
+			named = true
+			tick.Reset(period)
 		}
 	}
+}
+
+// heartbeatWait decides at a heartbeat's due time: 0 to send it now, or
+// how long until it is due again, counted from the last other message the
+// agent sent (since ago). A heartbeat is skipped only when that message
+// went out less than a period ago and heard: the manager spoke since the
+// last decision (and the period in use was named to it). Timed from the
+// last message, the node is never silent longer than a period; skipping
+// a whole tick whenever the period before it carried a status let a
+// status just after one tick be followed by the heartbeat of the tick
+// after next, nearly two periods of silence.
+func heartbeatWait(since time.Duration, heard bool, period time.Duration) time.Duration {
+	if !heard || since < 0 || since >= period {
+		return 0
+	}
+	return period - since
 }
 
 // heartbeatMsg is a heartbeat naming the period the agent heartbeats at:

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"log/slog"
+	"math"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -165,7 +166,7 @@ func TestHeartbeatSkippedWhileTrafficFlows(t *testing.T) {
 	a := &Agent{log: slog.New(slog.DiscardHandler)}
 	const period = 100 * time.Millisecond
 	var beats atomic.Int64
-	var sent atomic.Bool
+	var sent atomic.Int64
 	ack := make(chan struct{}, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -177,7 +178,7 @@ func TestHeartbeatSkippedWhileTrafficFlows(t *testing.T) {
 	// Traffic both ways, far more often than the period, for 20 periods.
 	start := time.Now()
 	for time.Since(start) < 20*period {
-		sent.Store(true)
+		sent.Store(time.Now().UnixNano())
 		select {
 		case ack <- struct{}{}:
 		default:
@@ -195,7 +196,7 @@ func TestHeartbeatSkippedWhileTrafficFlows(t *testing.T) {
 	before := beats.Load()
 	deadline := time.Now().Add(10 * time.Second)
 	for beats.Load() == before {
-		sent.Store(true)
+		sent.Store(time.Now().UnixNano())
 		if time.Now().After(deadline) {
 			t.Fatal("no heartbeat while the manager was silent")
 		}
@@ -209,5 +210,98 @@ func TestHeartbeatSkippedWhileTrafficFlows(t *testing.T) {
 		done <- err
 	case <-time.After(10 * time.Second):
 		t.Fatal("the silence limit did not hold while only statuses went out")
+	}
+}
+
+// TestHeartbeatWait: a heartbeat is skipped only while the manager spoke
+// and the agent's last message went out less than a period ago, and is
+// then due a period after that message, so the node is never silent for
+// longer than a period. Skipping whole ticks let a status sent just after
+// a tick be followed by the heartbeat two ticks later: nearly two periods
+// of silence, the whole limit when node_down_after_missed is 2, and
+// gossip's fast path (DOWN after two silent periods) with a stale view.
+func TestHeartbeatWait(t *testing.T) {
+	const p = time.Second
+	never := time.Duration(math.MaxInt64)
+	for _, tt := range []struct {
+		name  string
+		since time.Duration
+		heard bool
+		want  time.Duration
+	}{
+		{"quiet session", never, true, 0},
+		{"status but the manager silent", 10 * time.Millisecond, false, 0},
+		{"status just now, manager spoke", 0, true, p},
+		{"status just after the last decision", 10 * time.Millisecond, true, p - 10*time.Millisecond},
+		{"status nearly a period ago", 990 * time.Millisecond, true, 10 * time.Millisecond},
+		{"status a period ago", p, true, 0},
+		{"wall clock went back", -time.Second, true, 0},
+	} {
+		if got := heartbeatWait(tt.since, tt.heard, p); got != tt.want {
+			t.Errorf("%s: wait %s, want %s", tt.name, got, tt.want)
+		}
+		if got := heartbeatWait(tt.since, tt.heard, p); got > p {
+			t.Errorf("%s: wait %s longer than a period", tt.name, got)
+		}
+	}
+}
+
+// TestHeartbeatNamesChangedPeriodWhileTrafficFlows: a period the manager
+// changes is named in a heartbeat even while traffic flows both ways (the
+// manager judges the node by a shorter period only once a heartbeat
+// names it; with every heartbeat skipped it never learned it while the
+// node was busy), and skipping resumes after it.
+func TestHeartbeatNamesChangedPeriodWhileTrafficFlows(t *testing.T) {
+	a := &Agent{log: slog.New(slog.DiscardHandler)}
+	var sent atomic.Int64
+	var named atomic.Int64 // the period the last heartbeat named, ms
+	var beats atomic.Int64
+	ack := make(chan struct{}, 1)
+	periods := make(chan time.Duration, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- a.heartbeat(ctx, func(m *shoalv1.AgentMessage) error {
+			beats.Add(1)
+			named.Store(m.GetHeartbeat().GetHeartbeatPeriodMs())
+			return nil
+		}, 200*time.Millisecond, ack, periods, &sent)
+	}()
+	defer func() { cancel(); <-done }()
+	stop := make(chan struct{})
+	traffic := make(chan struct{})
+	go func() { // statuses out and messages in, far more often than a period
+		defer close(traffic)
+		for {
+			sent.Store(time.Now().UnixNano())
+			select {
+			case ack <- struct{}{}:
+			default:
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond): // the traffic's pace
+			}
+		}
+	}()
+	defer func() { close(stop); <-traffic }()
+	const shorter = 100 * time.Millisecond
+	periods <- shorter
+	deadline := time.Now().Add(10 * time.Second)
+	for named.Load() != shorter.Milliseconds() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no heartbeat named the new period %s while traffic flowed (last named %d ms)", shorter, named.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// Once named, skipping resumes: far fewer heartbeats than periods.
+	before := beats.Load()
+	start := time.Now()
+	for time.Since(start) < 20*shorter {
+		time.Sleep(shorter)
+	}
+	if n := beats.Load() - before; n > 5 {
+		t.Fatalf("%d heartbeats in 20 periods of traffic after the period was named, want (nearly) none", n)
 	}
 }

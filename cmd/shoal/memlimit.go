@@ -51,13 +51,20 @@ type limitKeeper struct {
 }
 
 // step sets the limit for the live heap now; false once it has stopped.
+// The limit is read and then set, not swapped in one step: another
+// policy set in between (the bench sets its own once, at its start, while
+// the keeper runs) is seen in what the set returns, put back, and wins.
 func (k *limitKeeper) step() bool {
 	if k.last != 0 && k.setLimit(-1) != k.last {
 		return false // set elsewhere: that policy wins
 	}
 	if live, ok := k.live(); ok {
-		k.last = softLimit(live)
-		k.setLimit(k.last)
+		next := softLimit(live)
+		if old := k.setLimit(next); k.last != 0 && old != k.last {
+			k.setLimit(old) // set elsewhere since the read: put it back
+			return false
+		}
+		k.last = next
 	}
 	return true
 }

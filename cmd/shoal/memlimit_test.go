@@ -53,3 +53,36 @@ func TestLimitKeeperYields(t *testing.T) {
 		t.Fatalf("after another policy set the limit: step kept going or overwrote it (limit %d)", limit)
 	}
 }
+
+// TestLimitKeeperYieldsToASetBetweenReadAndSet: another policy that sets
+// the limit after the keeper read it and before it set its own is not
+// overwritten (the keeper read its own limit, then set over the bench's,
+// and went on managing a process that had chosen no limit).
+func TestLimitKeeperYieldsToASetBetweenReadAndSet(t *testing.T) {
+	limit := int64(math.MaxInt64)
+	elsewhere := int64(3 << 30)
+	reads := 0
+	k := &limitKeeper{
+		setLimit: func(v int64) int64 {
+			old := limit
+			if v < 0 {
+				reads++
+				if reads == 1 {
+					limit = elsewhere // set by another policy right after this read
+				}
+				return old
+			}
+			limit = v
+			return old
+		},
+		live: func() (uint64, bool) { return 700 << 20, true },
+	}
+	k.last = 1 << 30
+	limit = k.last
+	if k.step() {
+		t.Error("the keeper went on after another policy set the limit")
+	}
+	if limit != elsewhere {
+		t.Errorf("limit %d after the step, want the other policy's %d", limit, elsewhere)
+	}
+}

@@ -54,16 +54,18 @@
 // session whose view is no newer.
 //
 // Liveness is tracked in memory (heartbeats are not written to raft): any
-// message of a session counts as a heartbeat (an agent sends none in a
-// period that carried its statuses and a message back), and a node that
+// message of a session counts as a heartbeat (an agent skips its
+// heartbeats while its statuses go out and messages come back, never
+// silent longer than a period), and a node that
 // sends nothing for HeartbeatPeriod * DownAfterMissed is marked DOWN,
 // where the period a session is told grows with the node count beyond 500
 // nodes (scaledPeriod: the leader answers about 1,000 heartbeats a second
 // whatever the cluster's size; a node is judged by the period it was told,
 // and gossip saying dead still marks it DOWN after two configured periods;
 // an open session learns a new period, as the cluster grows or after
-// a change of the heartbeat_period_ms setting, in a heartbeat's acknowledgement:
-// ackFor; a longer one counts at once, a shorter one from the first
+// a change of the heartbeat_period_ms setting, in a heartbeat's acknowledgement
+// (ackFor; one goes out with a status batch too, as does a changed manager
+// list, since a busy agent sends no heartbeat); a longer one counts at once, a shorter one from the first
 // heartbeat saying the agent uses it: an agent of the previous release names
 // no period and is judged by its welcome's until its next session),
 // and the orchestrator then replaces its tasks. A new leader gives every node

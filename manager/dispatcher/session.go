@@ -375,6 +375,20 @@ func (d *Dispatcher) receive(ctx context.Context, stream shoalv1.Dispatcher_Sess
 					return err
 				}
 			}
+			// An agent sends no heartbeat while its statuses go out and
+			// messages come back (agent's heartbeatWait), so what an
+			// acknowledgement tells goes out with a status too: a new
+			// period (a shorter one was never learned while the node was
+			// busy, nor named back for the node to be judged by it) and
+			// the manager list. Nothing when neither changed.
+			if now := time.Duration(d.scaled.Load()); now > 0 && now != period.told {
+				if err := stream.Send(d.ackFor(nodeID, &period, 0)); err != nil {
+					return err
+				}
+			}
+			if err := d.tellManagers(stream, &mgen); err != nil {
+				return err
+			}
 		}
 	}
 }
