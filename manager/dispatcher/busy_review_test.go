@@ -123,7 +123,7 @@ func TestBusySessionToldNewPeriodAndManagers(t *testing.T) {
 	})
 
 	mgrs.Store(&[]string{"solo:4242", "second:4242"})
-	c.d.publishManagers()
+	c.d.publishManagers(false)
 	untilSent("the new manager list", func(m *shoalv1.SessionMessage) bool {
 		return slices.Equal(m.GetManagers().GetManagers(), []string{"solo:4242", "second:4242"})
 	})
