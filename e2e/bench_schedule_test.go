@@ -62,6 +62,7 @@ func TestBenchScheduleRefusesBadFlags(t *testing.T) {
 		{[]string{"--managers", "2"}, "--managers: 2: 1 or 3"},
 		{[]string{"--nodes", "0"}, "--nodes: 0"},
 		{[]string{"--tasks", "10", "--services", "11"}, "--services: 11"},
+		{[]string{"--create-parallel", "0"}, "--create-parallel"},
 	} {
 		out, err := exec.Command(bin, append([]string{"bench", "schedule"}, c.args...)...).CombinedOutput()
 		if err == nil || !strings.Contains(string(out), c.want) {

@@ -39,7 +39,10 @@ type benchOptions struct {
 	agentsProfile      string
 	profileSeconds     int
 	joinParallel, wave int
-	runTimeout         time.Duration
+	// createParallel is how many CreateService calls are in flight at
+	// once (--services above 1).
+	createParallel int
+	runTimeout     time.Duration
 	// managerMemLimit, if set, is the managers' GOMEMLIMIT (to measure a
 	// fixed soft limit against shoal's own policy, memlimit.go).
 	managerMemLimit string
@@ -91,6 +94,7 @@ services a previous run left).`,
 	f.StringVar(&o.agentsProfile, "agents-profile", "", "write a CPU profile of the simulated agents (this process; from service creation on, --profile-seconds long) to this file")
 	f.IntVar(&o.profileSeconds, "profile-seconds", 30, "length of the --profile and --agents-profile")
 	f.IntVar(&o.joinParallel, "join-parallel", 16, "joins in flight at once")
+	f.IntVar(&o.createParallel, "create-parallel", 32, "services created at once (CreateService calls in flight)")
 	f.IntVar(&o.wave, "wave", 100, "sessions opened at once (a wave must be open before the next dials)")
 	f.DurationVar(&o.runTimeout, "run-timeout", 15*time.Minute, "give up when the tasks are not all RUNNING after this")
 	f.DurationVar(&o.heartbeat, "heartbeat-period", 0, "set the cluster's heartbeat period (settings.heartbeat_period_ms) before the sessions open; 0: keep it (500ms by default; sessions are told a longer one beyond 500 nodes)")
@@ -113,8 +117,8 @@ func (o benchOptions) validate() error {
 		return fmt.Errorf("--services: %d: need 1..--tasks (%d)", o.services, o.tasks)
 	case o.managers != 1 && o.managers != 3:
 		return fmt.Errorf("--managers: %d: 1 or 3", o.managers)
-	case o.joinParallel < 1 || o.wave < 1 || o.profileSeconds < 1:
-		return errors.New("--join-parallel, --wave and --profile-seconds must be positive")
+	case o.joinParallel < 1 || o.wave < 1 || o.profileSeconds < 1 || o.createParallel < 1:
+		return errors.New("--join-parallel, --create-parallel, --wave and --profile-seconds must be positive")
 	}
 	return nil
 }
@@ -585,10 +589,10 @@ func (r *benchRun) run(ctx context.Context) error {
 
 	// Create the services, a few at a time, and time from the first call.
 	per, extra := o.tasks/o.services, o.tasks%o.services
-	r.logf("creating %d service(s) of %d task(s) in all", o.services, o.tasks)
+	r.logf("creating %d service(s) of %d task(s) in all (%d at a time)", o.services, o.tasks, min(o.createParallel, o.services))
 	start = time.Now()
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(8)
+	g.SetLimit(o.createParallel)
 	for i := range o.services {
 		replicas := per
 		if i < extra {
