@@ -12,16 +12,20 @@ import (
 // node's changes, or whole task updates) and asks for another pass at
 // once. Every pass recomputes from the store, so the next pass, or a new
 // leader's first, carries on where the store is: no entry ever holds a
-// whole 100,000-replica service, and none is repeated. 4,000 objects /
-// 4 MiB, half of raftstore's entry limit: each pass reads the whole of
-// what it reconciles (every pending task, every task on a node), so a
-// burst of 100,000 tasks costs passes × tasks; with 1,000 objects per
-// entry that read dominated (BenchmarkBurstToAssigned at 1,000 × 100,000:
-// 1,241 tasks/s with 1,000 per entry, 2,076/s with 4,000, on the same
-// loaded machine), while one entry's apply stays well under the
+// whole 100,000-replica service, and none is repeated. 8,000 objects /
+// 4 MiB, half of raftstore's entry limit in bytes: each pass reads the
+// whole of what it reconciles (every task of a service it creates tasks
+// for, every pending task, every task on a node), so a burst of 100,000
+// tasks costs passes × tasks; with 1,000 objects per entry that read
+// dominated (BenchmarkBurstToAssigned at 1,000 × 100,000: 1,241 tasks/s
+// with 1,000 per entry, 2,076/s with 4,000, on the same loaded machine),
+// and with tasks placed at creation (one compact op each, ~100 bytes)
+// 8,000 took a 100,000-task service to ASSIGNED in 3.2–3.4 s against
+// 4.1–4.4 s with 4,000 (`bench schedule --nodes 1000 --tasks 100000`,
+// 2026-12-07, load 1–2), while one entry's apply stays well under the
 // heartbeat limit.
 const (
-	defaultMaxEntryOps   = 4000
+	defaultMaxEntryOps   = 8000
 	defaultMaxEntryBytes = 4 << 20
 	// deleteBytes is what a delete costs in an entry: kind and id.
 	deleteBytes = 64

@@ -218,7 +218,7 @@
 //     change marks the global services, and has the tasks on that node
 //     checked for DOWN or DRAIN), waits ~10 ms for the burst to end and
 //     writes the pass — every dirty service's plan — in one
-//     store.Update, bounded to 4,000 objects and 4 MiB (chunk.go). The
+//     store.Update, bounded to 8,000 objects and 4 MiB (chunk.go). The
 //     tasks a pass creates are placed in that same entry (placement.go):
 //     all of them in one scheduler.SchedulePlaced call against what the
 //     tasks on nodes take (first brought level with the pass's own read of
@@ -244,7 +244,7 @@
 //     found by a committed pass and dropped by any event that could change
 //     a slot (the service changed; one of its tasks created by another
 //     writer, deleted or no longer live; a watch cut; a write of unknown
-//     outcome), so a service created in 4,000-task passes costs each pass
+//     outcome), so a service created in 8,000-task passes costs each pass
 //     the slots it adds, not every slot before them (the plan is the one
 //     made from slot 1: TestReconcileReplicatedFromSettled,
 //     TestSettledSlotsRandomEvents); a rollout under way or an outdated
