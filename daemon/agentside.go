@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/shoal-dev/shoal/agent"
@@ -35,9 +34,10 @@ type agentSide struct {
 	ovM *overlay.Manager
 	// disc serves DNS and VIPs to tasks on overlay networks (with ov).
 	disc *overlay.Discovery
-	// discMu orders the Discovery updates of network messages and hints
-	// (each passes the newest ov.States()).
-	discMu sync.Mutex
+	// discRun runs the Discovery updates of network messages, hints and
+	// expired hints one at a time, each from the newest ov.States(),
+	// merging those asked for during a run into one (coalesce.go).
+	discRun *coalescer
 	vtep   netip.Addr // the overlay's VTEP (with ov, unless bridge-only)
 	ex     *agent.Executor
 	gcNow  chan struct{} // cap 1: a task was removed
@@ -123,6 +123,7 @@ func (n *node) buildAgentSide(ctx context.Context) (*agentSide, error) {
 		rt = lc
 	}
 	side := &agentSide{images: images, gcNow: make(chan struct{}, 1)}
+	side.discRun = newCoalescer(side.refreshDiscovery)
 	if lc, ok := rt.(*runtime.Libcontainer); ok {
 		side.lc = lc
 		// A shim started ahead takes the first task: it does not wait
@@ -288,11 +289,17 @@ func (r netReconciler) Reconcile(ctx context.Context, full bool, states []*shoal
 	return err
 }
 
-// updateDiscovery passes the node's newest network states (with what hints
-// marked) to the tasks' DNS and VIPs and to the published ports.
+// updateDiscovery brings the tasks' DNS and VIPs and the published ports
+// up to the node's newest network states (with what hints marked): it
+// returns once a refresh that started after the call has finished, and
+// the calls made during one refresh share the next.
 func (s *agentSide) updateDiscovery() error {
-	s.discMu.Lock()
-	defer s.discMu.Unlock()
+	return s.discRun.Do()
+}
+
+// refreshDiscovery passes the node's newest network states to the tasks'
+// DNS and VIPs and to the published ports (one at a time: discRun).
+func (s *agentSide) refreshDiscovery() error {
 	all := s.ov.States()
 	s.disc.Update(all)
 	if s.ports != nil {
