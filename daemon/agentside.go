@@ -38,9 +38,9 @@ type agentSide struct {
 	// expired hints one at a time, each from the newest ov.States(),
 	// merging those asked for during a run into one (coalesce.go).
 	discRun *coalescer
-	vtep   netip.Addr // the overlay's VTEP (with ov, unless bridge-only)
-	ex     *agent.Executor
-	gcNow  chan struct{} // cap 1: a task was removed
+	vtep    netip.Addr // the overlay's VTEP (with ov, unless bridge-only)
+	ex      *agent.Executor
+	gcNow   chan struct{} // cap 1: a task was removed
 	// lc is the libcontainer runtime (nil when a test runtime is used).
 	lc *runtime.Libcontainer
 	// ports programs the node's published ports (with ov).
