@@ -41,15 +41,15 @@ func (d *Dispatcher) managersGen() uint64 {
 	return 0
 }
 
-// tellManagers sends the published manager list to a session that has not
-// been sent this generation (*sent), and records it.
-func (d *Dispatcher) tellManagers(stream shoalv1.Dispatcher_SessionServer, sent *uint64) error {
+// tellManagers leaves the published manager list in the outbox of a
+// session that has not been told this generation (*sent), and records it.
+func (d *Dispatcher) tellManagers(out *outbox, sent *uint64) {
 	m := d.mgrs.Load()
 	if m == nil || m.gen == *sent || len(m.list) == 0 {
-		return nil
+		return
 	}
 	*sent = m.gen
-	return stream.Send(&shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Managers{Managers: &shoalv1.ManagerList{Managers: m.list}}})
+	out.putManagers(&shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Managers{Managers: &shoalv1.ManagerList{Managers: m.list}}})
 }
 
 // publishManagers reads the manager list and publishes it when it differs
