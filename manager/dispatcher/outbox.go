@@ -29,25 +29,25 @@ type outbox struct {
 	mu       sync.Mutex
 	ack      *shoalv1.SessionMessage // pending acknowledgement; nil: none
 	managers *shoalv1.SessionMessage // pending manager list; nil: none
-	ready    chan struct{}           // holds a token while anything is pending
+	ready    chan struct{}           // a token after a put: something may be pending
 }
 
 func newOutbox() *outbox { return &outbox{ready: make(chan struct{}, 1)} }
 
-// putAck leaves an acknowledgement for the session loop.
-func (o *outbox) putAck(m *shoalv1.SessionMessage) {
-	o.mu.Lock()
-	if o.ack == nil || m.GetHeartbeatAck().GetHeartbeatPeriodMs() > 0 {
-		o.ack = m
+// put leaves an acknowledgement and a manager list (nil: none) for the
+// session loop, together: what one message of the agent brought goes out
+// before what the next brings.
+func (o *outbox) put(ack, managers *shoalv1.SessionMessage) {
+	if ack == nil && managers == nil {
+		return
 	}
-	o.mu.Unlock()
-	o.signal()
-}
-
-// putManagers leaves a manager list for the session loop.
-func (o *outbox) putManagers(m *shoalv1.SessionMessage) {
 	o.mu.Lock()
-	o.managers = m
+	if ack != nil && (o.ack == nil || ack.GetHeartbeatAck().GetHeartbeatPeriodMs() > 0) {
+		o.ack = ack
+	}
+	if managers != nil {
+		o.managers = managers
+	}
 	o.mu.Unlock()
 	o.signal()
 }

@@ -50,9 +50,9 @@ func TestOutboxCoalesces(t *testing.T) {
 			o := newOutbox()
 			for _, m := range tt.put {
 				if m.GetManagers() != nil {
-					o.putManagers(m)
+					o.put(nil, m)
 				} else {
-					o.putAck(m)
+					o.put(m, nil)
 				}
 			}
 			if want := len(tt.put) > 0; (len(o.ready) > 0) != want {
@@ -90,8 +90,10 @@ func (s *recordStream) Send(m *shoalv1.SessionMessage) error {
 // the receiver sent them before the outbox; an empty outbox sends nothing.
 func TestOutboxFlushOrder(t *testing.T) {
 	o := newOutbox()
-	o.putManagers(managersMsg("m1", "m2"))
-	o.putAck(periodAck(200))
+	if o.put(nil, nil); len(o.ready) > 0 {
+		t.Fatal("signalled with nothing left")
+	}
+	o.put(periodAck(200), managersMsg("m1", "m2"))
 	st := &recordStream{}
 	if err := o.flush(st); err != nil {
 		t.Fatal(err)

@@ -365,8 +365,7 @@ func (d *Dispatcher) receive(ctx context.Context, stream receiver, out *outbox, 
 		case *shoalv1.AgentMessage_Heartbeat:
 			d.cfg.Metrics.Heartbeat()
 			uses := time.Duration(m.Heartbeat.GetHeartbeatPeriodMs()) * time.Millisecond
-			out.putAck(d.ackFor(nodeID, &period, uses))
-			d.tellManagers(out, &mgen)
+			out.put(d.ackFor(nodeID, &period, uses), d.tellManagers(&mgen))
 		case *shoalv1.AgentMessage_Goodbye:
 			return &goodbyeError{msg: m.Goodbye}
 		case *shoalv1.AgentMessage_Status:
@@ -381,10 +380,11 @@ func (d *Dispatcher) receive(ctx context.Context, stream receiver, out *outbox, 
 			// period (a shorter one was never learned while the node was
 			// busy, nor named back for the node to be judged by it) and
 			// the manager list. Nothing when neither changed.
+			var ack *shoalv1.SessionMessage
 			if now := time.Duration(d.scaled.Load()); now > 0 && now != period.told {
-				out.putAck(d.ackFor(nodeID, &period, 0))
+				ack = d.ackFor(nodeID, &period, 0)
 			}
-			d.tellManagers(out, &mgen)
+			out.put(ack, d.tellManagers(&mgen))
 		}
 	}
 }
@@ -460,7 +460,7 @@ func (d *Dispatcher) queueStatus(ctx context.Context, out *outbox, nodeID string
 			return ctx.Err()
 		case <-tick.C:
 			d.seen(nodeID)
-			out.putAck(plainAck)
+			out.put(plainAck, nil)
 		}
 	}
 }
