@@ -77,6 +77,15 @@
 // gives up on a silent manager after as many periods as the manager's
 // default threshold (agent/session.go), not fewer.
 //
+// Only the session loop sends on a session's stream. Its receiver reads
+// the agent's messages and leaves heartbeat acknowledgements and a new
+// manager list in the session's outbox (outbox.go: one coalescing slot
+// each; a plain acknowledgement never replaces one naming a period, the
+// newest list wins), which the loop sends when idle and between batches.
+// A receiver that sent itself waited behind a send stuck on an agent not
+// reading (gRPC's write quota), stopped reading the heartbeats the agent
+// sends from another goroutine, and the node was judged DOWN while alive.
+//
 // The welcome names the managers; when the raft configuration changes
 // while sessions are open, each is sent the new list (SessionMessage.managers)
 // with its next heartbeat acknowledgement (managers.go), so agents and

@@ -106,6 +106,13 @@ func startLive(t *testing.T, settings *shoalv1.ClusterSettings, nodes ...string)
 // adjusted by the callers that need it (gossip).
 func startLiveWith(t *testing.T, cluster func(*shoalv1.Cluster), config func(*Config), settings *shoalv1.ClusterSettings, nodes ...string) *liveCluster {
 	t.Helper()
+	return startLiveWrapped(t, nil, cluster, config, settings, nodes...)
+}
+
+// startLiveWrapped is startLiveWith with every session's server stream
+// wrapped by wrap (nil: none), below the identity: a test's hold on Send.
+func startLiveWrapped(t *testing.T, wrap func(grpc.ServerStream) grpc.ServerStream, cluster func(*shoalv1.Cluster), config func(*Config), settings *shoalv1.ClusterSettings, nodes ...string) *liveCluster {
+	t.Helper()
 	s := openStore(t)
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
@@ -153,6 +160,9 @@ func startLiveWith(t *testing.T, cluster func(*shoalv1.Cluster), config func(*Co
 	srv := grpc.NewServer(grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 		md, _ := metadataFrom(ss.Context())
 		ctx := trust.WithIdentity(ss.Context(), trust.Identity{NodeID: md, Role: trust.RoleWorker})
+		if wrap != nil {
+			ss = wrap(ss)
+		}
 		return h(srv, &identityStream{ServerStream: ss, ctx: ctx})
 	}))
 	shoalv1.RegisterDispatcherServer(srv, d)

@@ -41,15 +41,15 @@ func (d *Dispatcher) managersGen() uint64 {
 	return 0
 }
 
-// tellManagers sends the published manager list to a session that has not
-// been sent this generation (*sent), and records it.
-func (d *Dispatcher) tellManagers(stream shoalv1.Dispatcher_SessionServer, sent *uint64) error {
+// tellManagers is the published manager list for a session that has not
+// been told this generation (*sent), which it records; nil when none.
+func (d *Dispatcher) tellManagers(sent *uint64) *shoalv1.SessionMessage {
 	m := d.mgrs.Load()
 	if m == nil || m.gen == *sent || len(m.list) == 0 {
 		return nil
 	}
 	*sent = m.gen
-	return stream.Send(&shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Managers{Managers: &shoalv1.ManagerList{Managers: m.list}}})
+	return &shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_Managers{Managers: &shoalv1.ManagerList{Managers: m.list}}}
 }
 
 // publishManagers reads the manager list and publishes it when it differs

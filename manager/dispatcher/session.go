@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,22 +30,10 @@ func assigned(t *shoalv1.Task) bool {
 	return t.GetStatus().GetState() >= shoalv1.TaskState_TASK_STATE_ASSIGNED
 }
 
-// lockedStream serialises Send: the session loop sends assignments while the
-// receive goroutine sends heartbeat acks, and gRPC streams allow one sender.
-type lockedStream struct {
-	shoalv1.Dispatcher_SessionServer
-	mu sync.Mutex // guards Send
-}
-
-func (l *lockedStream) Send(m *shoalv1.SessionMessage) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.Dispatcher_SessionServer.Send(m)
-}
-
-// Session serves one agent's session stream.
-func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
-	stream := &lockedStream{Dispatcher_SessionServer: raw}
+// Session serves one agent's session stream. Only the goroutine running
+// it sends (gRPC streams allow one sender); its receiver (receive) reads
+// and leaves what it has for the agent in the session's outbox.
+func (d *Dispatcher) Session(stream shoalv1.Dispatcher_SessionServer) error {
 	id, err := d.identity(stream.Context())
 	if err != nil {
 		return err
@@ -71,7 +58,7 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 	// Answer at once (response headers): the agent then knows this
 	// manager is alive and waits for the welcome, which comes after a raft
 	// write, longer than it waits for a manager that does not answer.
-	if err := raw.SendHeader(metadata.MD{}); err != nil {
+	if err := stream.SendHeader(metadata.MD{}); err != nil {
 		return err
 	}
 
@@ -154,13 +141,15 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 		return err
 	}
 
+	out := newOutbox()
 	recvErr := make(chan error, 1)
-	go func() { recvErr <- d.receive(ctx, stream, id.NodeID, statusCh, period, mgen) }()
+	go func() { recvErr <- d.receive(ctx, stream, out, id.NodeID, statusCh, period, mgen) }()
 
 	// The session takes its events from the subscription's queue itself
 	// (no pump goroutine and channel between): all that is queued, up to
 	// maxDiffEvents a message, less the echoes of its agent's own
-	// statuses (see echoes), which are not sent.
+	// statuses (see echoes), which are not sent. It sends what its
+	// receiver left in the outbox when idle and between batches.
 	var batch []*shoalv1.WatchEvent
 	for {
 		select {
@@ -170,14 +159,22 @@ func (d *Dispatcher) Session(raw shoalv1.Dispatcher_SessionServer) error {
 			return d.closed(runCtx)
 		case <-sub.Done():
 			return d.subEnded(ctx, runCtx, sub)
+		case <-out.ready:
+			if err := out.flush(stream); err != nil {
+				return err
+			}
 		case <-sub.Ready():
 			for {
 				// Between batches: the agent's goodbye (or the end of its
 				// stream) is not left behind a burst that keeps the queue
-				// full (see received).
+				// full (see received), nor are its acknowledgements.
 				select {
 				case err := <-recvErr:
 					return d.received(runCtx, log, id.NodeID, sess, err)
+				case <-out.ready:
+					if err := out.flush(stream); err != nil {
+						return err
+					}
 				default:
 				}
 				var ok bool
@@ -346,10 +343,17 @@ func (d *Dispatcher) checkHello(hello *shoalv1.AgentHello) error {
 // (marshalled), so every session sends the same one.
 var plainAck = &shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_HeartbeatAck{HeartbeatAck: &shoalv1.Heartbeat{}}}
 
-// receive reads heartbeats and status batches from the agent. told is the
+// receiver is the receiving half of a session stream: the receiver does
+// not send (outbox).
+type receiver interface {
+	Recv() (*shoalv1.AgentMessage, error)
+}
+
+// receive reads heartbeats and status batches from the agent, and leaves
+// their acknowledgements and a new manager list in out. told is the
 // heartbeat period the session's welcome gave, mgen the generation of its
 // manager list (managers.go).
-func (d *Dispatcher) receive(ctx context.Context, stream shoalv1.Dispatcher_SessionServer, nodeID string, statusCh chan<- statusUpdate, told time.Duration, mgen uint64) error {
+func (d *Dispatcher) receive(ctx context.Context, stream receiver, out *outbox, nodeID string, statusCh chan<- statusUpdate, told time.Duration, mgen uint64) error {
 	period := sessionPeriod{told: told, judged: told}
 	for {
 		msg, err := stream.Recv()
@@ -361,17 +365,12 @@ func (d *Dispatcher) receive(ctx context.Context, stream shoalv1.Dispatcher_Sess
 		case *shoalv1.AgentMessage_Heartbeat:
 			d.cfg.Metrics.Heartbeat()
 			uses := time.Duration(m.Heartbeat.GetHeartbeatPeriodMs()) * time.Millisecond
-			if err := stream.Send(d.ackFor(nodeID, &period, uses)); err != nil {
-				return err
-			}
-			if err := d.tellManagers(stream, &mgen); err != nil {
-				return err
-			}
+			out.put(d.ackFor(nodeID, &period, uses), d.tellManagers(&mgen))
 		case *shoalv1.AgentMessage_Goodbye:
 			return &goodbyeError{msg: m.Goodbye}
 		case *shoalv1.AgentMessage_Status:
 			for _, u := range d.reportable(d.cfg.Store.View(), nodeID, m.Status.GetUpdates()) {
-				if err := d.queueStatus(ctx, stream, nodeID, statusCh, statusUpdate{nodeID: nodeID, upd: u}); err != nil {
+				if err := d.queueStatus(ctx, out, nodeID, statusCh, statusUpdate{nodeID: nodeID, upd: u}); err != nil {
 					return err
 				}
 			}
@@ -381,14 +380,11 @@ func (d *Dispatcher) receive(ctx context.Context, stream shoalv1.Dispatcher_Sess
 			// period (a shorter one was never learned while the node was
 			// busy, nor named back for the node to be judged by it) and
 			// the manager list. Nothing when neither changed.
+			var ack *shoalv1.SessionMessage
 			if now := time.Duration(d.scaled.Load()); now > 0 && now != period.told {
-				if err := stream.Send(d.ackFor(nodeID, &period, 0)); err != nil {
-					return err
-				}
+				ack = d.ackFor(nodeID, &period, 0)
 			}
-			if err := d.tellManagers(stream, &mgen); err != nil {
-				return err
-			}
+			out.put(ack, d.tellManagers(&mgen))
 		}
 	}
 }
@@ -447,7 +443,8 @@ const statusWaitTick = 200 * time.Millisecond
 // statusWaitTick: judging it by the heartbeats not read turned a busy
 // leader's backlog into nodes marked down and their tasks replaced, and
 // the agents, hearing nothing, dropped their sessions and dialled again.
-func (d *Dispatcher) queueStatus(ctx context.Context, stream shoalv1.Dispatcher_SessionServer, nodeID string, ch chan<- statusUpdate, u statusUpdate) error {
+// The acknowledgement goes through the outbox: the session loop sends it.
+func (d *Dispatcher) queueStatus(ctx context.Context, out *outbox, nodeID string, ch chan<- statusUpdate, u statusUpdate) error {
 	select {
 	case ch <- u:
 		return nil
@@ -463,9 +460,7 @@ func (d *Dispatcher) queueStatus(ctx context.Context, stream shoalv1.Dispatcher_
 			return ctx.Err()
 		case <-tick.C:
 			d.seen(nodeID)
-			if err := stream.Send(&shoalv1.SessionMessage{Msg: &shoalv1.SessionMessage_HeartbeatAck{HeartbeatAck: &shoalv1.Heartbeat{}}}); err != nil {
-				return err
-			}
+			out.put(plainAck, nil)
 		}
 	}
 }
