@@ -42,8 +42,8 @@ func (p *placement) lock() { p.mu.Lock() }
 func (p *placement) unlock() { p.mu.Unlock() }
 
 // current returns the placed set (lock held), reading it from r when it
-// was dropped. rebuilt reports a read: the caller keeps it only once its
-// write committed (setPlaced), since r may be a transaction that fails.
+// was dropped. rebuilt reports a read: the caller stores it in p.placed
+// only once its write committed, since r may be a transaction that fails.
 func (p *placement) current(r raftstore.Reader) (placed *scheduler.Placed, rebuilt bool) {
 	if p.placed != nil {
 		return p.placed, false
