@@ -4,13 +4,10 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -32,29 +29,7 @@ func TestBusySessionToldNewPeriodAndManagers(t *testing.T) {
 	}, &shoalv1.ClusterSettings{HeartbeatPeriodMs: 300, NodeDownAfterMissed: 4}, "a")
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	var stream shoalv1.Dispatcher_SessionClient
-	for {
-		stream, err = shoalv1.NewDispatcherClient(conn).Session(withNode(ctx, "a"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Hello{Hello: &shoalv1.AgentHello{Addr: "a:4242"}}}); err != nil {
-			t.Fatal(err)
-		}
-		first, err := stream.Recv()
-		if err == nil && first.GetWelcome() != nil {
-			break
-		}
-		if err == nil || !strings.Contains(err.Error(), "not the leader") || ctx.Err() != nil {
-			t.Fatalf("welcome: %v %v", first, err)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval while Run takes over
-	}
+	stream := c.open(t, ctx, "a")
 	msgs := make(chan *shoalv1.SessionMessage, 64)
 	go func() {
 		defer close(msgs)

@@ -3,12 +3,9 @@ package dispatcher
 import (
 	"context"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -48,30 +45,7 @@ func TestWelcomeScalesPeriod(t *testing.T) {
 	c := startLive(t, nil, names...)
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	var welcome *shoalv1.SessionWelcome
-	for welcome == nil {
-		stream, err := shoalv1.NewDispatcherClient(conn).Session(withNode(ctx, "n0001"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Hello{Hello: &shoalv1.AgentHello{Addr: "n0001:4242"}}}); err != nil {
-			t.Fatal(err)
-		}
-		first, err := stream.Recv()
-		if err == nil && first.GetWelcome() != nil {
-			welcome = first.GetWelcome()
-			break
-		}
-		if err == nil || !strings.Contains(err.Error(), "not the leader") || ctx.Err() != nil {
-			t.Fatalf("welcome: %v %v", first, err)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval while Run takes over
-	}
+	_, welcome := c.openWelcomed(t, ctx, "n0001")
 	if got := welcome.GetHeartbeatPeriodMs(); got != 1500 {
 		t.Fatalf("welcome period %d ms, want 1500 (1,500 nodes at 1,000 heartbeats/s)", got)
 	}
@@ -95,31 +69,9 @@ func TestOpenSessionToldNewPeriod(t *testing.T) {
 	c := startLive(t, &shoalv1.ClusterSettings{HeartbeatPeriodMs: 100, NodeDownAfterMissed: 4}, "a", "b")
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	var stream shoalv1.Dispatcher_SessionClient
-	for {
-		stream, err = shoalv1.NewDispatcherClient(conn).Session(withNode(ctx, "a"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Hello{Hello: &shoalv1.AgentHello{Addr: "a:4242"}}}); err != nil {
-			t.Fatal(err)
-		}
-		first, err := stream.Recv()
-		if err == nil && first.GetWelcome() != nil {
-			if got := first.GetWelcome().GetHeartbeatPeriodMs(); got != 100 {
-				t.Fatalf("welcome period %d ms, want 100", got)
-			}
-			break
-		}
-		if err == nil || !strings.Contains(err.Error(), "not the leader") || ctx.Err() != nil {
-			t.Fatalf("welcome: %v %v", first, err)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval while Run takes over
+	stream, welcome := c.openWelcomed(t, ctx, "a")
+	if got := welcome.GetHeartbeatPeriodMs(); got != 100 {
+		t.Fatalf("welcome period %d ms, want 100", got)
 	}
 	setPeriod := func(ms int64) {
 		t.Helper()

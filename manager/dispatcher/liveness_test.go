@@ -204,6 +204,13 @@ func (c *liveCluster) waitState(t *testing.T, id string, state shoalv1.NodeState
 // open starts a session for node id and reads the welcome.
 func (c *liveCluster) open(t *testing.T, ctx context.Context, id string) shoalv1.Dispatcher_SessionClient {
 	t.Helper()
+	stream, _ := c.openWelcomed(t, ctx, id)
+	return stream
+}
+
+// openWelcomed is open returning the welcome too.
+func (c *liveCluster) openWelcomed(t *testing.T, ctx context.Context, id string) (shoalv1.Dispatcher_SessionClient, *shoalv1.SessionWelcome) {
+	t.Helper()
 	conn, err := grpc.NewClient(c.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -221,7 +228,7 @@ func (c *liveCluster) open(t *testing.T, ctx context.Context, id string) shoalv1
 		}
 		first, err := stream.Recv()
 		if err == nil && first.GetWelcome() != nil {
-			return stream
+			return stream, first.GetWelcome()
 		}
 		if err == nil || !strings.Contains(err.Error(), "not the leader") || ctx.Err() != nil {
 			t.Fatalf("welcome: %v %v", first, err)
