@@ -69,7 +69,7 @@ require (
 	github.com/hashicorp/errwrap v1.1.0 // indirect
 	github.com/hashicorp/go-immutable-radix v1.3.1 // indirect
 	github.com/hashicorp/go-metrics v0.6.1 // indirect
-	github.com/hashicorp/go-msgpack/v2 v2.1.5 // indirect
+	github.com/hashicorp/go-msgpack/v2 v2.1.5
 	github.com/hashicorp/go-multierror v1.1.1 // indirect
 	github.com/hashicorp/go-sockaddr v1.0.7 // indirect
 	github.com/hashicorp/golang-lru v0.5.4 // indirect
@@ -95,3 +95,7 @@ require (
 	golang.org/x/tools v0.52.1-0.20261106145633-d407941a339a // indirect
 	gotest.tools/v3 v3.5.2 // indirect
 )
+
+// hashicorp/raft v1.7.3 with one change: a leader replicates new entries
+// while it writes and syncs them itself (third_party/hashicorp/raft/SHOAL-PATCH.md).
+replace github.com/hashicorp/raft => ./third_party/hashicorp/raft

@@ -41,7 +41,15 @@ type logCache struct {
 	first uint64
 	n     int
 	bytes int // sum of logBytes over the cached entries
+
+	// staged is the leader's batch from StageLogs to the end of the
+	// StoreLogs that follows it (consecutive indexes): the replicators
+	// read it while the leader writes and syncs it, so it is served
+	// whatever the cache's bounds, and before the store has it.
+	staged []*raft.Log
 }
+
+var _ raft.StagingLogStore = (*logCache)(nil)
 
 // newLogCache wraps store with a cache of at most maxEntries entries and
 // maxBytes bytes of entry payload.
@@ -65,6 +73,11 @@ func (c *logCache) IsMonotonic() bool {
 
 func (c *logCache) GetLog(idx uint64, out *raft.Log) error {
 	c.mu.RLock()
+	if len(c.staged) > 0 && idx >= c.staged[0].Index && idx-c.staged[0].Index < uint64(len(c.staged)) {
+		*out = *c.staged[idx-c.staged[0].Index]
+		c.mu.RUnlock()
+		return nil
+	}
 	if c.n > 0 && idx >= c.first && idx < c.first+uint64(c.n) {
 		*out = *c.ring[idx%uint64(len(c.ring))]
 		c.mu.RUnlock()
@@ -76,10 +89,31 @@ func (c *logCache) GetLog(idx uint64, out *raft.Log) error {
 
 func (c *logCache) StoreLog(l *raft.Log) error { return c.StoreLogs([]*raft.Log{l}) }
 
+// StageLogs makes a leader's new entries readable before StoreLogs writes
+// them: our hashicorp/raft (third_party/hashicorp/raft, SHOAL-PATCH.md)
+// then sends them to the followers while it writes and syncs them itself,
+// and counts itself toward the quorum only after that StoreLogs returned.
+// The entries must be consecutive; a stage replaces the previous one.
+func (c *logCache) StageLogs(logs []*raft.Log) {
+	c.mu.Lock()
+	c.staged = logs
+	c.mu.Unlock()
+}
+
+// UnstageLogs drops the stage (the leader's write of it failed).
+func (c *logCache) UnstageLogs() {
+	c.mu.Lock()
+	c.staged = nil
+	c.mu.Unlock()
+}
+
 // StoreLogs writes through to the store and caches the entries only once
-// the store took them.
+// the store took them. Either way it ends a stage: once written the
+// entries are read from the cache or the store, and entries whose write
+// failed are not in the log.
 func (c *logCache) StoreLogs(logs []*raft.Log) error {
 	if err := c.store.StoreLogs(logs); err != nil {
+		c.UnstageLogs()
 		return fmt.Errorf("unable to store logs within log store, err: %q", err)
 	}
 	c.mu.Lock()
@@ -87,6 +121,7 @@ func (c *logCache) StoreLogs(logs []*raft.Log) error {
 	for _, l := range logs {
 		c.addLocked(l)
 	}
+	c.staged = nil
 	return nil
 }
 

@@ -1,0 +1,348 @@
+package raftstore
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+)
+
+// A leader's staged batch is served before the store has it, whatever the
+// cache's bounds (more entries than it holds, an entry larger than its
+// byte bound), until the StoreLogs that follows; a failed StoreLogs leaves
+// nothing of it readable.
+func TestLogCacheServesStagedEntries(t *testing.T) {
+	st := &countingStore{InmemStore: raft.NewInmemStore()}
+	c, err := newLogCache(st, 4, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.StoreLogs(cacheEntries(1, 3, 10)); err != nil {
+		t.Fatal(err)
+	}
+
+	batch := cacheEntries(4, 12, 10)       // more entries than the cache holds
+	batch[2] = cacheEntries(6, 6, 5000)[0] // and one larger than its byte bound
+	c.StageLogs(batch)
+	if got := cached(t, c, st, 1, 12); fmt.Sprint(got) != fmt.Sprint(span(1, 12)) {
+		t.Fatalf("staged: served without the store %v, want %v", got, span(1, 12))
+	}
+	var l raft.Log
+	if err := st.GetLog(4, &l); !errors.Is(err, raft.ErrLogNotFound) {
+		t.Fatalf("the store has a staged entry before StoreLogs: %v", err)
+	}
+
+	if err := c.StoreLogs(batch); err != nil {
+		t.Fatal(err)
+	}
+	// Written: every entry is readable (from the cache where it fits the
+	// bounds, the store otherwise), and the stage is gone.
+	for i := uint64(1); i <= 12; i++ {
+		if err := c.GetLog(i, &l); err != nil || l.Index != i {
+			t.Fatalf("GetLog(%d) after the write: index %d, %v", i, l.Index, err)
+		}
+	}
+	if c.staged != nil {
+		t.Fatalf("stage kept after its StoreLogs: %d entries", len(c.staged))
+	}
+
+	// A failed write: nothing of the stage stays readable.
+	failing := &failingStore{LogStore: st}
+	fc, err := newLogCache(failing, 4, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := cacheEntries(13, 14, 10)
+	fc.StageLogs(next)
+	if err := fc.GetLog(13, &l); err != nil {
+		t.Fatalf("staged entry not served: %v", err)
+	}
+	if err := fc.StoreLogs(next); err == nil {
+		t.Fatal("StoreLogs on a failing store succeeded")
+	}
+	if err := fc.GetLog(13, &l); !errors.Is(err, raft.ErrLogNotFound) {
+		t.Fatalf("an entry whose write failed is still readable: %v", err)
+	}
+}
+
+type failingStore struct{ raft.LogStore }
+
+func (failingStore) StoreLogs([]*raft.Log) error  { return errors.New("disk gone") }
+func (f failingStore) StoreLog(l *raft.Log) error { return f.StoreLogs([]*raft.Log{l}) }
+
+// gatedStore is an in-memory log whose StoreLogs, once armed, waits for
+// the test to release it, then succeeds or fails as the test says.
+type gatedStore struct {
+	*raft.InmemStore
+	mu      sync.Mutex
+	armed   bool
+	entered chan struct{} // closed when an armed StoreLogs starts waiting
+	release chan error    // the armed StoreLogs' result
+}
+
+func newGatedStore() *gatedStore { return &gatedStore{InmemStore: raft.NewInmemStore()} }
+
+func (g *gatedStore) arm() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.armed = true
+	g.entered = make(chan struct{})
+	g.release = make(chan error, 1)
+}
+
+func (g *gatedStore) StoreLogs(logs []*raft.Log) error {
+	g.mu.Lock()
+	armed, entered, release := g.armed, g.entered, g.release
+	g.armed = false
+	g.mu.Unlock()
+	if armed {
+		close(entered)
+		if err := <-release; err != nil {
+			return err
+		}
+	}
+	return g.InmemStore.StoreLogs(logs)
+}
+
+func (g *gatedStore) StoreLog(l *raft.Log) error { return g.StoreLogs([]*raft.Log{l}) }
+
+// countFSM records the commands it applied, in order.
+type countFSM struct {
+	mu      sync.Mutex
+	applied []string
+}
+
+func (f *countFSM) Apply(l *raft.Log) any {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.applied = append(f.applied, string(l.Data))
+	return nil
+}
+
+func (f *countFSM) list() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.applied...)
+}
+
+func (f *countFSM) Snapshot() (raft.FSMSnapshot, error) { return nil, errors.New("no snapshots here") }
+func (f *countFSM) Restore(io.ReadCloser) error         { return errors.New("no snapshots here") }
+
+type stagedNode struct {
+	id    raft.ServerID
+	raft  *raft.Raft
+	store *gatedStore
+	fsm   *countFSM
+	trans *raft.InmemTransport
+}
+
+// stagedCluster starts three raft nodes over the in-memory transport,
+// each with the shoal log cache in front of a gated in-memory log, and
+// returns them with the leader first.
+func stagedCluster(t *testing.T) []*stagedNode {
+	t.Helper()
+	var nodes []*stagedNode
+	var servers []raft.Server
+	for i := 0; i < 3; i++ {
+		id := raft.ServerID(fmt.Sprintf("n%d", i))
+		_, trans := raft.NewInmemTransport(raft.ServerAddress(id))
+		nodes = append(nodes, &stagedNode{id: id, store: newGatedStore(), fsm: &countFSM{}, trans: trans})
+		servers = append(servers, raft.Server{ID: id, Address: raft.ServerAddress(id), Suffrage: raft.Voter})
+	}
+	for _, a := range nodes {
+		for _, b := range nodes {
+			if a != b {
+				a.trans.Connect(b.trans.LocalAddr(), b.trans)
+			}
+		}
+	}
+	for _, nd := range nodes {
+		conf := raft.DefaultConfig()
+		conf.LocalID = nd.id
+		conf.HeartbeatTimeout = 100 * time.Millisecond
+		conf.ElectionTimeout = 100 * time.Millisecond
+		conf.LeaderLeaseTimeout = 50 * time.Millisecond
+		conf.CommitTimeout = 5 * time.Millisecond
+		conf.Logger = hclog.NewNullLogger()
+		logs, err := newLogCache(nd.store, 64, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stable := raft.NewInmemStore()
+		snaps := raft.NewInmemSnapshotStore()
+		if err := raft.BootstrapCluster(conf, logs, stable, snaps, nd.trans, raft.Configuration{Servers: servers}); err != nil {
+			t.Fatal(err)
+		}
+		r, err := raft.NewRaft(conf, nd.fsm, logs, stable, snaps, nd.trans)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nd.raft = r
+	}
+	t.Cleanup(func() {
+		for _, nd := range nodes {
+			// A gated write still waiting would hold its node's shutdown.
+			nd.store.mu.Lock()
+			if nd.store.release != nil {
+				select {
+				case nd.store.release <- errors.New("test over"):
+				default:
+				}
+			}
+			nd.store.mu.Unlock()
+			nd.raft.Shutdown().Error()
+		}
+	})
+	var leader *stagedNode
+	eventually(t, "a leader", func() error {
+		for _, nd := range nodes {
+			if nd.raft.State() == raft.Leader {
+				leader = nd
+				return nil
+			}
+		}
+		return errors.New("no leader")
+	})
+	// Let the leader's first entry (its no-op) commit everywhere, so the
+	// test's entry is the only one in flight.
+	if err := leader.raft.Barrier(waitFor).Error(); err != nil {
+		t.Fatal(err)
+	}
+	out := []*stagedNode{leader}
+	for _, nd := range nodes {
+		if nd != leader {
+			out = append(out, nd)
+		}
+	}
+	return out
+}
+
+func hasEntry(nd *stagedNode, idx uint64) error {
+	var l raft.Log
+	if err := nd.store.InmemStore.GetLog(idx, &l); err != nil {
+		return fmt.Errorf("%s: entry %d: %v", nd.id, idx, err)
+	}
+	return nil
+}
+
+// The leader sends a new entry to the followers while its own write of it
+// is still in flight (hashicorp/raft unpatched writes and syncs first, then
+// replicates): both followers store it while the leader's StoreLogs waits,
+// and the write is acknowledged only after that StoreLogs returned.
+func TestLeaderReplicatesWhileItWrites(t *testing.T) {
+	nodes := stagedCluster(t)
+	leader := nodes[0]
+	idx := leader.raft.LastIndex() + 1
+
+	leader.store.arm()
+	fut := leader.raft.Apply([]byte("x"), 0)
+	<-leader.store.entered
+	eventually(t, "both followers store the entry while the leader's write waits", func() error {
+		for _, f := range nodes[1:] {
+			if err := hasEntry(f, idx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	select {
+	case <-applied(fut):
+		t.Fatal("the write was acknowledged before the leader's own StoreLogs returned")
+	default:
+	}
+	leader.store.release <- nil
+	if err := fut.Error(); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	eventually(t, "every node applies it", func() error {
+		for _, nd := range nodes {
+			if got := nd.fsm.list(); len(got) != 1 || got[0] != "x" {
+				return fmt.Errorf("%s applied %q", nd.id, got)
+			}
+		}
+		return nil
+	})
+}
+
+func applied(f raft.ApplyFuture) <-chan struct{} {
+	ch := make(chan struct{})
+	go func() { f.Error(); close(ch) }()
+	return ch
+}
+
+// If the leader's own write fails after a follower received the entry,
+// the leader answers the write with the error, steps down, and forgets
+// the entry it staged; the cluster then agrees again: the same entries at
+// the same indexes on every node (the failed one included or not, as the
+// new leader decides), the same commands applied in the same order, and
+// new writes go through.
+func TestLeaderWriteFailureAfterStaging(t *testing.T) {
+	nodes := stagedCluster(t)
+	leader := nodes[0]
+	idx := leader.raft.LastIndex() + 1
+
+	// One follower only, so the quorum needs the leader's own write.
+	leader.trans.Disconnect(nodes[2].trans.LocalAddr())
+	nodes[2].trans.Disconnect(leader.trans.LocalAddr())
+
+	leader.store.arm()
+	fut := leader.raft.Apply([]byte("lost"), 0)
+	<-leader.store.entered
+	eventually(t, "the connected follower stores the entry", func() error { return hasEntry(nodes[1], idx) })
+	leader.store.release <- errors.New("disk gone")
+	if err := fut.Error(); err == nil {
+		t.Fatal("a write whose leader failed to store it was acknowledged")
+	}
+	if got := nodes[1].fsm.list(); len(got) != 0 {
+		t.Fatalf("the follower applied %q, committed without the leader's copy", got)
+	}
+	if err := hasEntry(leader, idx); err == nil {
+		t.Fatal("the failed entry is in the old leader's log")
+	}
+
+	leader.trans.Connect(nodes[2].trans.LocalAddr(), nodes[2].trans)
+	nodes[2].trans.Connect(leader.trans.LocalAddr(), leader.trans)
+	var newLeader *stagedNode
+	eventually(t, "a leader after the failure", func() error {
+		for _, nd := range nodes {
+			if nd.raft.State() == raft.Leader {
+				newLeader = nd
+				return nil
+			}
+		}
+		return errors.New("no leader")
+	})
+	if err := newLeader.raft.Apply([]byte("after"), waitFor).Error(); err != nil {
+		t.Fatalf("write after the failure: %v", err)
+	}
+	last := newLeader.raft.LastIndex()
+	eventually(t, "every node holds the same log and applied the same commands", func() error {
+		want := newLeader.fsm.list()
+		if len(want) == 0 || want[len(want)-1] != "after" {
+			return fmt.Errorf("leader %s applied %q", newLeader.id, want)
+		}
+		for _, nd := range nodes {
+			if got := nd.fsm.list(); fmt.Sprint(got) != fmt.Sprint(want) {
+				return fmt.Errorf("%s applied %q, leader %q", nd.id, got, want)
+			}
+			for i := idx; i <= last; i++ {
+				var a, b raft.Log
+				if err := nd.store.InmemStore.GetLog(i, &a); err != nil {
+					return fmt.Errorf("%s: entry %d: %v", nd.id, i, err)
+				}
+				if err := newLeader.store.InmemStore.GetLog(i, &b); err != nil {
+					return fmt.Errorf("leader: entry %d: %v", i, err)
+				}
+				if a.Term != b.Term || string(a.Data) != string(b.Data) {
+					return fmt.Errorf("%s: entry %d is term %d %q, leader's term %d %q", nd.id, i, a.Term, a.Data, b.Term, b.Data)
+				}
+			}
+		}
+		return nil
+	})
+}
