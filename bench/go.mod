@@ -29,3 +29,6 @@ require (
 )
 
 replace github.com/shoal-dev/shoal => ../
+
+// As shoal's own go.mod: hashicorp/raft with Shoal's patch.
+replace github.com/hashicorp/raft => ../third_party/hashicorp/raft
