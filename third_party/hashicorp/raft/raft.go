@@ -1300,12 +1300,17 @@ func (r *Raft) dispatchLogs(applyLogs []*logFuture) {
 // followers alone, or one of them and this node once its sync is done.
 //
 // If the write fails, the followers may hold entries this node does not:
-// it drops the stage, rewinds its last log to what its store holds and
-// steps down, as it does when an unstaged write fails. Stepping down ends
-// its leadership in this term, so no other entry can take these indexes
-// in this term; a later leader either carries them (a majority of the
-// followers had them) or overwrites them in a newer term, as for any
-// uncommitted entry.
+// it steps down, as it does when an unstaged write fails, then drops the
+// stage and rewinds its last log to what its store holds. Stepping down
+// ends its leadership in this term, so no other entry can take these
+// indexes in this term; a later leader either carries them (a majority of
+// the followers had them) or overwrites them in a newer term, as for any
+// uncommitted entry. The order matters: a replicator still running that
+// finds a dropped entry missing sees this node no longer leading in its
+// term (replicateTo), and stops instead of taking the entry for one
+// compacted away and sending the snapshot to a follower that is ahead of
+// it. The writes are answered with ErrLeadershipLost, not the store's
+// error alone: the followers that got them may still commit them.
 func (r *Raft) dispatchStaged(staging StagingLogStore, applyLogs []*logFuture, logs []*Log, lastIndex, term uint64) {
 	prevIndex, prevTerm := r.getLastLog()
 	staging.StageLogs(logs)
@@ -1316,15 +1321,22 @@ func (r *Raft) dispatchStaged(staging StagingLogStore, applyLogs []*logFuture, l
 
 	if err := r.logs.StoreLogs(logs); err != nil {
 		r.logger.Error("failed to commit logs", "error", err)
+		r.setState(Follower)
 		staging.UnstageLogs()
 		r.setLastLog(prevIndex, prevTerm)
+		err = fmt.Errorf("%w: this leader failed to store the entries after sending them to followers, which may still commit them: %v", ErrLeadershipLost, err)
 		for _, applyLog := range applyLogs {
 			applyLog.respond(err)
 		}
-		r.setState(Follower)
 		return
 	}
 	r.leaderState.commitment.match(r.localID, lastIndex)
+}
+
+// leadingIn reports whether this node is still the leader of term (a
+// replicator's): Shoal's patch, see dispatchStaged.
+func (r *Raft) leadingIn(term uint64) bool {
+	return r.getState() == Leader && r.getCurrentTerm() == term
 }
 
 // processLogs is used to apply all the committed entries that haven't been
