@@ -123,6 +123,8 @@ type countFSM struct {
 	mu       sync.Mutex
 	applied  []string
 	restores int
+	// snapshotted, if set, is told of each Snapshot call.
+	snapshotted chan struct{}
 }
 
 func (f *countFSM) Apply(l *raft.Log) any {
@@ -146,6 +148,15 @@ func (f *countFSM) restored() int {
 
 // Snapshot and Restore carry the applied list (one command a line).
 func (f *countFSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.Lock()
+	ch := f.snapshotted
+	f.mu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
 	return listSnapshot(f.list()), nil
 }
 
@@ -232,8 +243,9 @@ func (h *hookedLog) GetLog(idx uint64, out *raft.Log) error {
 
 // stagedCluster starts three raft nodes over the in-memory transport,
 // each with the shoal log cache in front of a gated in-memory log, and
-// returns them with the leader first.
-func stagedCluster(t *testing.T) []*stagedNode {
+// returns them with the leader first. tune, if given, adjusts each node's
+// raft configuration.
+func stagedCluster(t *testing.T, tune ...func(*raft.Config)) []*stagedNode {
 	t.Helper()
 	var nodes []*stagedNode
 	var servers []raft.Server
@@ -258,6 +270,9 @@ func stagedCluster(t *testing.T) []*stagedNode {
 		conf.LeaderLeaseTimeout = 50 * time.Millisecond
 		conf.CommitTimeout = 5 * time.Millisecond
 		conf.Logger = hclog.NewNullLogger()
+		for _, f := range tune {
+			f(conf)
+		}
 		cache, err := newLogCache(nd.store, 64, 1<<20)
 		if err != nil {
 			t.Fatal(err)
@@ -341,13 +356,14 @@ func TestLeaderReplicatesWhileItWrites(t *testing.T) {
 		}
 		return nil
 	})
+	done := errOf(fut)
 	select {
-	case <-applied(fut):
+	case <-done:
 		t.Fatal("the write was acknowledged before the leader's own StoreLogs returned")
 	default:
 	}
 	leader.store.release <- nil
-	if err := fut.Error(); err != nil {
+	if err := <-done; err != nil {
 		t.Fatalf("apply: %v", err)
 	}
 	eventually(t, "every node applies it", func() error {
@@ -360,9 +376,12 @@ func TestLeaderReplicatesWhileItWrites(t *testing.T) {
 	})
 }
 
-func applied(f raft.ApplyFuture) <-chan struct{} {
-	ch := make(chan struct{})
-	go func() { f.Error(); close(ch) }()
+// errOf hands over f's error once it has one. Only its goroutine calls
+// f.Error: raft's futures cache the error unguarded, so two goroutines
+// calling it race.
+func errOf(f raft.Future) <-chan error {
+	ch := make(chan error, 1)
+	go func() { ch <- f.Error() }()
 	return ch
 }
 

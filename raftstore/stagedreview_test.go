@@ -127,3 +127,205 @@ func TestFailedStagedWriteShipsNoSnapshot(t *testing.T) {
 		}
 	}
 }
+
+// leaderOf waits for a leader among nodes and returns it.
+func leaderOf(t *testing.T, nodes []*stagedNode) *stagedNode {
+	t.Helper()
+	var leader *stagedNode
+	eventually(t, "a leader", func() error {
+		for _, nd := range nodes {
+			if nd.raft.State() == raft.Leader {
+				leader = nd
+				return nil
+			}
+		}
+		return errors.New("no leader")
+	})
+	return leader
+}
+
+// sameApplied waits until every node applied the same commands as the
+// leader, ending with last.
+func sameApplied(t *testing.T, nodes []*stagedNode, leader *stagedNode, last string) []string {
+	t.Helper()
+	var want []string
+	eventually(t, "every node applies the same commands", func() error {
+		want = leader.fsm.list()
+		if len(want) == 0 || want[len(want)-1] != last {
+			return fmt.Errorf("leader %s applied %q", leader.id, want)
+		}
+		for _, nd := range nodes {
+			if got := nd.fsm.list(); fmt.Sprint(got) != fmt.Sprint(want) {
+				return fmt.Errorf("%s applied %q, leader %q", nd.id, got, want)
+			}
+		}
+		return nil
+	})
+	return want
+}
+
+// When both followers stored a batch whose write then failed on the
+// leader, the batch is on a majority: it is committed although the
+// leader's write failed (its caller was told the outcome is unknown). The
+// old leader cannot win the next election (both followers' logs are ahead
+// of its own), the new leader carries the entry, and every node, the old
+// leader included, applies it once.
+func TestFailedStagedWriteHeldByFollowersCommits(t *testing.T) {
+	nodes := stagedCluster(t)
+	leader := nodes[0]
+	idx := leader.raft.LastIndex() + 1
+
+	leader.store.arm()
+	fut := leader.raft.Apply([]byte("held"), 0)
+	<-leader.store.entered
+	eventually(t, "both followers store the entry while the leader's write waits", func() error {
+		for _, f := range nodes[1:] {
+			if err := hasEntry(f, idx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	leader.store.release <- errors.New("disk gone")
+	if err := fut.Error(); !errors.Is(err, raft.ErrLeadershipLost) {
+		t.Fatalf("the failed write's error is %v, want ErrLeadershipLost", err)
+	}
+
+	newLeader := leaderOf(t, nodes)
+	if newLeader == leader {
+		t.Fatal("the old leader, whose log lacks an entry both followers hold, was elected")
+	}
+	if err := newLeader.raft.Apply([]byte("after"), waitFor).Error(); err != nil {
+		t.Fatalf("write after the failure: %v", err)
+	}
+	if got := sameApplied(t, nodes, newLeader, "after"); fmt.Sprint(got) != "[held after]" {
+		t.Fatalf("applied %q, want [held after]", got)
+	}
+}
+
+// A snapshot asked for while the leader's write waits (its last log is
+// then ahead of its store) completes after the write, at an index the
+// state had applied, and compaction (no trailing logs kept) leaves every
+// entry after it, the staged one included.
+func TestSnapshotDuringStagedWrite(t *testing.T) {
+	nodes := stagedCluster(t, func(c *raft.Config) { c.TrailingLogs = 0 })
+	leader := nodes[0]
+	if err := leader.raft.Apply([]byte("a"), waitFor).Error(); err != nil {
+		t.Fatal(err)
+	}
+	idx := leader.raft.LastIndex() + 1
+
+	snapshotted := make(chan struct{}, 1)
+	leader.fsm.mu.Lock()
+	leader.fsm.snapshotted = snapshotted
+	leader.fsm.mu.Unlock()
+	leader.store.arm()
+	fut := leader.raft.Apply([]byte("x"), 0)
+	<-leader.store.entered
+	snap := leader.raft.Snapshot()
+	<-snapshotted // the state is captured; the rest waits for the main loop
+	leader.store.release <- nil
+	if err := fut.Error(); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	if err := snap.Error(); err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	meta, _, err := snap.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if meta.Index >= idx {
+		t.Fatalf("snapshot at %d, which includes the entry being written (%d)", meta.Index, idx)
+	}
+	for i := meta.Index + 1; i <= idx; i++ {
+		if err := hasEntry(leader, i); err != nil {
+			t.Fatalf("compaction after the snapshot at %d: %v", meta.Index, err)
+		}
+	}
+	if err := leader.raft.Apply([]byte("y"), waitFor).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if got := sameApplied(t, nodes, leader, "y"); fmt.Sprint(got) != "[a x y]" {
+		t.Fatalf("applied %q, want [a x y]", got)
+	}
+}
+
+// A leadership transfer asked for while the leader's write waits starts
+// only once the write returned (the main loop owns both): the target
+// catches up to the written entry before it is told to campaign, and no
+// entry is lost or doubled.
+func TestLeadershipTransferDuringStagedWrite(t *testing.T) {
+	nodes := stagedCluster(t)
+	leader := nodes[0]
+
+	leader.store.arm()
+	fut := leader.raft.Apply([]byte("x"), 0)
+	<-leader.store.entered
+	transfer := make(chan error, 1)
+	go func() { transfer <- leader.raft.LeadershipTransfer().Error() }()
+	leader.store.release <- nil
+	if err := fut.Error(); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	if err := <-transfer; err != nil {
+		t.Fatalf("leadership transfer: %v", err)
+	}
+	newLeader := leaderOf(t, nodes)
+	if err := newLeader.raft.Apply([]byte("y"), waitFor).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if got := sameApplied(t, nodes, newLeader, "y"); fmt.Sprint(got) != "[x y]" {
+		t.Fatalf("applied %q, want [x y]", got)
+	}
+}
+
+// A configuration change is staged like any entry: the followers store it
+// while the leader's write waits, it commits after, and every node has the
+// new configuration.
+func TestStagedConfigurationEntry(t *testing.T) {
+	nodes := stagedCluster(t)
+	leader := nodes[0]
+	idx := leader.raft.LastIndex() + 1
+
+	leader.store.arm()
+	fut := leader.raft.AddNonvoter("n9", "n9", 0, 0)
+	<-leader.store.entered
+	eventually(t, "both followers store the configuration entry while the leader's write waits", func() error {
+		for _, f := range nodes[1:] {
+			var l raft.Log
+			if err := f.store.InmemStore.GetLog(idx, &l); err != nil {
+				return fmt.Errorf("%s: entry %d: %v", f.id, idx, err)
+			}
+			if l.Type != raft.LogConfiguration {
+				return fmt.Errorf("%s: entry %d is %v", f.id, idx, l.Type)
+			}
+		}
+		return nil
+	})
+	leader.store.release <- nil
+	if err := fut.Error(); err != nil {
+		t.Fatalf("add nonvoter: %v", err)
+	}
+	eventually(t, "every node has n9 in its configuration", func() error {
+		for _, nd := range nodes {
+			cf := nd.raft.GetConfiguration()
+			if err := cf.Error(); err != nil {
+				return err
+			}
+			if !hasServer(cf.Configuration(), "n9") {
+				return fmt.Errorf("%s: %v", nd.id, cf.Configuration().Servers)
+			}
+		}
+		return nil
+	})
+}
+
+func hasServer(c raft.Configuration, id raft.ServerID) bool {
+	for _, s := range c.Servers {
+		if s.ID == id {
+			return true
+		}
+	}
+	return false
+}
