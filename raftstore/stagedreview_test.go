@@ -254,7 +254,9 @@ func TestSnapshotDuringStagedWrite(t *testing.T) {
 // A leadership transfer asked for while the leader's write waits starts
 // only once the write returned (the main loop owns both): the target
 // catches up to the written entry before it is told to campaign, and no
-// entry is lost or doubled.
+// entry is lost or doubled. The write itself may be answered
+// ErrLeadershipLost (the leader can start the transfer before it handles
+// the commit, as upstream), but it is applied everywhere.
 func TestLeadershipTransferDuringStagedWrite(t *testing.T) {
 	nodes := stagedCluster(t)
 	leader := nodes[0]
@@ -265,7 +267,7 @@ func TestLeadershipTransferDuringStagedWrite(t *testing.T) {
 	transfer := make(chan error, 1)
 	go func() { transfer <- leader.raft.LeadershipTransfer().Error() }()
 	leader.store.release <- nil
-	if err := fut.Error(); err != nil {
+	if err := fut.Error(); err != nil && !errors.Is(err, raft.ErrLeadershipLost) {
 		t.Fatalf("apply: %v", err)
 	}
 	if err := <-transfer; err != nil {
@@ -328,4 +330,50 @@ func hasServer(c raft.Configuration, id raft.ServerID) bool {
 		}
 	}
 	return false
+}
+
+// A configuration change whose staged write fails on the leader is not in
+// force there: the entry is not in its log (no follower got it either).
+// Upstream's appendConfigurationEntry made it the latest configuration
+// whether or not dispatchLogs stored it, on either path; the old leader
+// then kept a membership no log holds (a later entry at that index does
+// not replace it), and as a leader again would commit it as its
+// configuration and persist it in its snapshots.
+func TestFailedStagedConfigurationEntryNotInForce(t *testing.T) {
+	nodes := stagedCluster(t)
+	leader := nodes[0]
+	for _, f := range nodes[1:] {
+		leader.trans.Disconnect(f.trans.LocalAddr())
+		f.trans.Disconnect(leader.trans.LocalAddr())
+	}
+
+	leader.store.arm()
+	fut := leader.raft.AddNonvoter("n9", "n9", 0, 0)
+	<-leader.store.entered
+	leader.store.release <- errors.New("disk gone")
+	if err := fut.Error(); err == nil {
+		t.Fatal("a configuration change whose write failed was acknowledged")
+	}
+
+	for _, f := range nodes[1:] {
+		leader.trans.Connect(f.trans.LocalAddr(), f.trans)
+		f.trans.Connect(leader.trans.LocalAddr(), leader.trans)
+	}
+	newLeader := leaderOf(t, nodes)
+	if err := newLeader.raft.Apply([]byte("after"), waitFor).Error(); err != nil {
+		t.Fatalf("write after the failure: %v", err)
+	}
+	sameApplied(t, nodes, newLeader, "after")
+	eventually(t, "every node's configuration is the three nodes", func() error {
+		for _, nd := range nodes {
+			cf := nd.raft.GetConfiguration()
+			if err := cf.Error(); err != nil {
+				return err
+			}
+			if hasServer(cf.Configuration(), "n9") || len(cf.Configuration().Servers) != 3 {
+				return fmt.Errorf("%s: %v", nd.id, cf.Configuration().Servers)
+			}
+		}
+		return nil
+	})
 }
