@@ -377,3 +377,52 @@ func TestFailedStagedConfigurationEntryNotInForce(t *testing.T) {
 		return nil
 	})
 }
+
+// A leader cut off from both followers while its write waits is deposed
+// (the followers elect one of them and commit in a newer term); when its
+// write then succeeds it counts itself for an entry no one else holds,
+// which commits nothing. It steps down, its written entry is overwritten
+// by the new leader's, and no node applies it.
+func TestLeaderDeposedDuringStagedWrite(t *testing.T) {
+	nodes := stagedCluster(t)
+	leader := nodes[0]
+	partition := func(connect bool) {
+		for _, f := range nodes[1:] {
+			if connect {
+				leader.trans.Connect(f.trans.LocalAddr(), f.trans)
+				f.trans.Connect(leader.trans.LocalAddr(), leader.trans)
+			} else {
+				leader.trans.Disconnect(f.trans.LocalAddr())
+				f.trans.Disconnect(leader.trans.LocalAddr())
+			}
+		}
+	}
+	partition(false)
+	idx := leader.raft.LastIndex() + 1
+
+	leader.store.arm()
+	done := errOf(leader.raft.Apply([]byte("x"), 0))
+	<-leader.store.entered
+	newLeader := leaderOf(t, nodes[1:])
+	if err := newLeader.raft.Apply([]byte("y"), waitFor).Error(); err != nil {
+		t.Fatalf("write on the new leader: %v", err)
+	}
+	partition(true)
+	leader.store.release <- nil
+	if err := <-done; !errors.Is(err, raft.ErrLeadershipLost) {
+		t.Fatalf("the deposed leader's write: %v, want ErrLeadershipLost", err)
+	}
+	if err := newLeader.raft.Apply([]byte("z"), waitFor).Error(); err != nil {
+		t.Fatalf("write on the new leader: %v", err)
+	}
+	if got := sameApplied(t, nodes, newLeader, "z"); fmt.Sprint(got) != "[y z]" {
+		t.Fatalf("applied %q, want [y z]", got)
+	}
+	var l raft.Log
+	if err := leader.store.InmemStore.GetLog(idx, &l); err != nil {
+		t.Fatalf("old leader: entry %d: %v", idx, err)
+	}
+	if string(l.Data) == "x" {
+		t.Fatalf("the deposed leader's entry %d is still its own (term %d)", idx, l.Term)
+	}
+}
