@@ -426,3 +426,84 @@ func TestLeaderDeposedDuringStagedWrite(t *testing.T) {
 		t.Fatalf("the deposed leader's entry %d is still its own (term %d)", idx, l.Term)
 	}
 }
+
+// Readers of a staged batch (the replicators) never miss one of its
+// entries while the leader writes it and hands it over to the cache and
+// the store, whatever the cache's bounds, nor when a compaction deletes a
+// prefix of the log meanwhile. Run with -race for the locking.
+func TestLogCacheStagedReadsDuringStore(t *testing.T) {
+	st := newGatedStore()
+	c, err := newLogCache(st, 4, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.StoreLogs(cacheEntries(1, 3, 10)); err != nil {
+		t.Fatal(err)
+	}
+	batch := cacheEntries(4, 12, 10)
+	batch[2] = cacheEntries(6, 6, 5000)[0] // larger than the byte bound
+
+	c.StageLogs(batch)
+	st.arm()
+	stop := make(chan struct{})
+	passes := make(chan int)
+	errs := make(chan error, 4)
+	var wg sync.WaitGroup
+	for r := 0; r < 4; r++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n := 0
+			for {
+				for i := uint64(4); i <= 12; i++ {
+					var l raft.Log
+					if err := c.GetLog(i, &l); err != nil || l.Index != i {
+						errs <- fmt.Errorf("pass %d: GetLog(%d): entry %d, %v", n, i, l.Index, err)
+						return
+					}
+				}
+				n++
+				select {
+				case passes <- n:
+				case <-stop:
+					return
+				}
+			}
+		}()
+	}
+	stored := make(chan error, 1)
+	defer func() {
+		close(stop)
+		select {
+		case st.release <- nil: // a write still waiting (the test failed)
+		default:
+		}
+		wg.Wait()
+	}()
+	wait := func(n int) {
+		t.Helper()
+		for i := 0; i < n; i++ {
+			select {
+			case <-passes:
+			case err := <-errs:
+				t.Fatal(err)
+			}
+		}
+	}
+	// Some passes before the write, some while it waits, some after.
+	wait(8)
+	go func() { stored <- c.StoreLogs(batch) }()
+	<-st.entered
+	if err := c.DeleteRange(1, 2); err != nil {
+		t.Fatal(err)
+	}
+	wait(8)
+	st.release <- nil
+	if err := <-stored; err != nil {
+		t.Fatal(err)
+	}
+	wait(8)
+	if c.staged != nil {
+		t.Fatal("stage kept after its StoreLogs")
+	}
+}
