@@ -226,5 +226,15 @@
 // bounded by 512 KiB as well as 1,024 entries: an entry is a whole Update,
 // and raft's own cache, bounded by count only, was an idle node's largest
 // growing object.
+//
+// The leader hands a new batch to the followers while it writes and syncs
+// it itself (raft thesis §10.2.1): our hashicorp/raft is patched
+// (third_party/hashicorp/raft, SHOAL-PATCH.md) to stage the batch in the
+// log cache (StageLogs: served by GetLog before the store has it), wake
+// the replicators, then write, and count itself toward the quorum only
+// after its sync, so an entry still commits only on a majority of synced
+// copies. A failed write steps the leader down before the stage is dropped
+// (UnstageLogs), so a replicator that then misses an entry stops instead
+// of shipping a snapshot to a follower ahead of it (stagedreview_test.go).
 // docs/performance.md has where a write's time goes.
 package raftstore

@@ -100,7 +100,8 @@ func (c *logCache) StageLogs(logs []*raft.Log) {
 	c.mu.Unlock()
 }
 
-// UnstageLogs drops the stage (the leader's write of it failed).
+// UnstageLogs drops the stage (the leader's write of it failed, and the
+// leader has stepped down).
 func (c *logCache) UnstageLogs() {
 	c.mu.Lock()
 	c.staged = nil
@@ -108,12 +109,13 @@ func (c *logCache) UnstageLogs() {
 }
 
 // StoreLogs writes through to the store and caches the entries only once
-// the store took them. Either way it ends a stage: once written the
-// entries are read from the cache or the store, and entries whose write
-// failed are not in the log.
+// the store took them. A successful write ends a stage (the entries are
+// read from the cache or the store from then on); a failed one leaves it
+// to raft's UnstageLogs, which comes only once the leader has stepped
+// down: a replicator that then finds a dropped entry missing knows it is
+// not one compacted into a snapshot.
 func (c *logCache) StoreLogs(logs []*raft.Log) error {
 	if err := c.store.StoreLogs(logs); err != nil {
-		c.UnstageLogs()
 		return fmt.Errorf("unable to store logs within log store, err: %q", err)
 	}
 	c.mu.Lock()

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,8 +15,9 @@ import (
 
 // A leader's staged batch is served before the store has it, whatever the
 // cache's bounds (more entries than it holds, an entry larger than its
-// byte bound), until the StoreLogs that follows; a failed StoreLogs leaves
-// nothing of it readable.
+// byte bound), until the StoreLogs that follows; after a failed StoreLogs
+// it is served until UnstageLogs (raft steps down first, then drops it),
+// and nothing of it afterwards.
 func TestLogCacheServesStagedEntries(t *testing.T) {
 	st := &countingStore{InmemStore: raft.NewInmemStore()}
 	c, err := newLogCache(st, 4, 1000)
@@ -65,6 +67,10 @@ func TestLogCacheServesStagedEntries(t *testing.T) {
 	if err := fc.StoreLogs(next); err == nil {
 		t.Fatal("StoreLogs on a failing store succeeded")
 	}
+	if err := fc.GetLog(13, &l); err != nil {
+		t.Fatalf("the stage was dropped by the failed StoreLogs, before raft's UnstageLogs: %v", err)
+	}
+	fc.UnstageLogs()
 	if err := fc.GetLog(13, &l); !errors.Is(err, raft.ErrLogNotFound) {
 		t.Fatalf("an entry whose write failed is still readable: %v", err)
 	}
@@ -111,10 +117,14 @@ func (g *gatedStore) StoreLogs(logs []*raft.Log) error {
 
 func (g *gatedStore) StoreLog(l *raft.Log) error { return g.StoreLogs([]*raft.Log{l}) }
 
-// countFSM records the commands it applied, in order.
+// countFSM records the commands it applied, in order, and how many
+// snapshots it restored.
 type countFSM struct {
-	mu      sync.Mutex
-	applied []string
+	mu       sync.Mutex
+	applied  []string
+	restores int
+	// snapshotted, if set, is told of each Snapshot call.
+	snapshotted chan struct{}
 }
 
 func (f *countFSM) Apply(l *raft.Log) any {
@@ -130,21 +140,112 @@ func (f *countFSM) list() []string {
 	return append([]string(nil), f.applied...)
 }
 
-func (f *countFSM) Snapshot() (raft.FSMSnapshot, error) { return nil, errors.New("no snapshots here") }
-func (f *countFSM) Restore(io.ReadCloser) error         { return errors.New("no snapshots here") }
+func (f *countFSM) restored() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.restores
+}
+
+// Snapshot and Restore carry the applied list (one command a line).
+func (f *countFSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.Lock()
+	ch := f.snapshotted
+	f.mu.Unlock()
+	if ch != nil {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	return listSnapshot(f.list()), nil
+}
+
+func (f *countFSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		return err
+	}
+	var applied []string
+	if len(b) > 0 {
+		applied = strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.applied = applied
+	f.restores++
+	return nil
+}
+
+type listSnapshot []string
+
+func (s listSnapshot) Persist(sink raft.SnapshotSink) error {
+	var b strings.Builder
+	for _, c := range s {
+		b.WriteString(c + "\n")
+	}
+	if _, err := sink.Write([]byte(b.String())); err != nil {
+		sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (listSnapshot) Release() {}
 
 type stagedNode struct {
 	id    raft.ServerID
 	raft  *raft.Raft
+	logs  *hookedLog
 	store *gatedStore
 	fsm   *countFSM
 	trans *raft.InmemTransport
 }
 
+// hookedLog is the log cache raft is given, with hooks a test sets: one
+// run after the cache dropped its stage (raft's UnstageLogs, on the
+// leader's main goroutine), one told of every lookup that found nothing.
+type hookedLog struct {
+	*logCache
+	mu           sync.Mutex
+	afterUnstage func()
+	onMiss       func(idx uint64)
+}
+
+func (h *hookedLog) setHooks(afterUnstage func(), onMiss func(uint64)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.afterUnstage, h.onMiss = afterUnstage, onMiss
+}
+
+func (h *hookedLog) UnstageLogs() {
+	h.logCache.UnstageLogs()
+	h.mu.Lock()
+	f := h.afterUnstage
+	h.mu.Unlock()
+	if f != nil {
+		f()
+	}
+}
+
+func (h *hookedLog) GetLog(idx uint64, out *raft.Log) error {
+	err := h.logCache.GetLog(idx, out)
+	if errors.Is(err, raft.ErrLogNotFound) {
+		h.mu.Lock()
+		f := h.onMiss
+		h.mu.Unlock()
+		if f != nil {
+			f(idx)
+		}
+	}
+	return err
+}
+
 // stagedCluster starts three raft nodes over the in-memory transport,
 // each with the shoal log cache in front of a gated in-memory log, and
-// returns them with the leader first.
-func stagedCluster(t *testing.T) []*stagedNode {
+// returns them with the leader first. tune, if given, adjusts each node's
+// raft configuration.
+func stagedCluster(t *testing.T, tune ...func(*raft.Config)) []*stagedNode {
 	t.Helper()
 	var nodes []*stagedNode
 	var servers []raft.Server
@@ -169,10 +270,15 @@ func stagedCluster(t *testing.T) []*stagedNode {
 		conf.LeaderLeaseTimeout = 50 * time.Millisecond
 		conf.CommitTimeout = 5 * time.Millisecond
 		conf.Logger = hclog.NewNullLogger()
-		logs, err := newLogCache(nd.store, 64, 1<<20)
+		for _, f := range tune {
+			f(conf)
+		}
+		cache, err := newLogCache(nd.store, 64, 1<<20)
 		if err != nil {
 			t.Fatal(err)
 		}
+		logs := &hookedLog{logCache: cache}
+		nd.logs = logs
 		stable := raft.NewInmemStore()
 		snaps := raft.NewInmemSnapshotStore()
 		if err := raft.BootstrapCluster(conf, logs, stable, snaps, nd.trans, raft.Configuration{Servers: servers}); err != nil {
@@ -250,13 +356,14 @@ func TestLeaderReplicatesWhileItWrites(t *testing.T) {
 		}
 		return nil
 	})
+	done := errOf(fut)
 	select {
-	case <-applied(fut):
+	case <-done:
 		t.Fatal("the write was acknowledged before the leader's own StoreLogs returned")
 	default:
 	}
 	leader.store.release <- nil
-	if err := fut.Error(); err != nil {
+	if err := <-done; err != nil {
 		t.Fatalf("apply: %v", err)
 	}
 	eventually(t, "every node applies it", func() error {
@@ -269,9 +376,12 @@ func TestLeaderReplicatesWhileItWrites(t *testing.T) {
 	})
 }
 
-func applied(f raft.ApplyFuture) <-chan struct{} {
-	ch := make(chan struct{})
-	go func() { f.Error(); close(ch) }()
+// errOf hands over f's error once it has one. Only its goroutine calls
+// f.Error: raft's futures cache the error unguarded, so two goroutines
+// calling it race.
+func errOf(f raft.Future) <-chan error {
+	ch := make(chan error, 1)
+	go func() { ch <- f.Error() }()
 	return ch
 }
 
@@ -297,6 +407,10 @@ func TestLeaderWriteFailureAfterStaging(t *testing.T) {
 	leader.store.release <- errors.New("disk gone")
 	if err := fut.Error(); err == nil {
 		t.Fatal("a write whose leader failed to store it was acknowledged")
+	} else if !errors.Is(err, raft.ErrLeadershipLost) {
+		// A follower holds the entry: its fate is unknown, as when a
+		// leader is deposed with entries in flight.
+		t.Fatalf("the failed write's error is %v, want one that is ErrLeadershipLost (the entry may still commit)", err)
 	}
 	if got := nodes[1].fsm.list(); len(got) != 0 {
 		t.Fatalf("the follower applied %q, committed without the leader's copy", got)

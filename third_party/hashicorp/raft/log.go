@@ -152,8 +152,10 @@ type MonotonicLogStore interface {
 type StagingLogStore interface {
 	// StageLogs makes logs readable through GetLog at once, before (and
 	// without) writing them. The leader then calls StoreLogs with the
-	// same logs; once that returns, successfully or not, the staged
-	// entries are no longer served from the stage.
+	// same logs; once that succeeded, the staged entries are no longer
+	// served from the stage (they are in the log). A failed StoreLogs
+	// leaves the stage in place: the leader steps down first, then drops
+	// it with UnstageLogs (see dispatchStaged for why the order matters).
 	StageLogs(logs []*Log)
 
 	// UnstageLogs drops whatever is staged. The leader calls it when the

@@ -1232,7 +1232,12 @@ func (r *Raft) appendConfigurationEntry(future *configurationChangeFuture) {
 		}
 	}
 
-	r.dispatchLogs([]*logFuture{&future.logFuture})
+	// Shoal's patch: a configuration whose entry this leader failed to
+	// store (it has stepped down) is not in its log, so not in force
+	// here; a later leader that has the entry brings it back.
+	if !r.dispatchLogs([]*logFuture{&future.logFuture}) {
+		return
+	}
 	index := future.Index()
 	r.setLatestConfiguration(configuration, index)
 	r.leaderState.commitment.setConfiguration(configuration)
@@ -1240,8 +1245,9 @@ func (r *Raft) appendConfigurationEntry(future *configurationChangeFuture) {
 }
 
 // dispatchLog is called on the leader to push a log to disk, mark it
-// as inflight and begin replication of it.
-func (r *Raft) dispatchLogs(applyLogs []*logFuture) {
+// as inflight and begin replication of it. It reports whether the entries
+// were stored (if not, this node has stepped down: Shoal's patch).
+func (r *Raft) dispatchLogs(applyLogs []*logFuture) bool {
 	now := time.Now()
 	defer metrics.MeasureSince([]string{"raft", "leader", "dispatchLog"}, now)
 
@@ -1267,8 +1273,7 @@ func (r *Raft) dispatchLogs(applyLogs []*logFuture) {
 	// sync instead of after, and count this node toward the quorum only
 	// once they are done.
 	if staging, ok := r.logs.(StagingLogStore); ok && len(r.leaderState.replState) > 0 {
-		r.dispatchStaged(staging, applyLogs, logs, lastIndex, term)
-		return
+		return r.dispatchStaged(staging, applyLogs, logs, lastIndex, term)
 	}
 
 	// Write the log entry locally
@@ -1278,7 +1283,7 @@ func (r *Raft) dispatchLogs(applyLogs []*logFuture) {
 			applyLog.respond(err)
 		}
 		r.setState(Follower)
-		return
+		return false
 	}
 	r.leaderState.commitment.match(r.localID, lastIndex)
 
@@ -1289,6 +1294,7 @@ func (r *Raft) dispatchLogs(applyLogs []*logFuture) {
 	for _, f := range r.leaderState.replState {
 		asyncNotifyCh(f.triggerCh)
 	}
+	return true
 }
 
 // dispatchStaged is dispatchLogs' second half for a StagingLogStore
@@ -1300,13 +1306,18 @@ func (r *Raft) dispatchLogs(applyLogs []*logFuture) {
 // followers alone, or one of them and this node once its sync is done.
 //
 // If the write fails, the followers may hold entries this node does not:
-// it drops the stage, rewinds its last log to what its store holds and
-// steps down, as it does when an unstaged write fails. Stepping down ends
-// its leadership in this term, so no other entry can take these indexes
-// in this term; a later leader either carries them (a majority of the
-// followers had them) or overwrites them in a newer term, as for any
-// uncommitted entry.
-func (r *Raft) dispatchStaged(staging StagingLogStore, applyLogs []*logFuture, logs []*Log, lastIndex, term uint64) {
+// it steps down, as it does when an unstaged write fails, then drops the
+// stage and rewinds its last log to what its store holds. Stepping down
+// ends its leadership in this term, so no other entry can take these
+// indexes in this term; a later leader either carries them (a majority of
+// the followers had them) or overwrites them in a newer term, as for any
+// uncommitted entry. The order matters: a replicator still running that
+// finds a dropped entry missing sees this node no longer leading in its
+// term (replicateTo), and stops instead of taking the entry for one
+// compacted away and sending the snapshot to a follower that is ahead of
+// it. The writes are answered with ErrLeadershipLost, not the store's
+// error alone: the followers that got them may still commit them.
+func (r *Raft) dispatchStaged(staging StagingLogStore, applyLogs []*logFuture, logs []*Log, lastIndex, term uint64) bool {
 	prevIndex, prevTerm := r.getLastLog()
 	staging.StageLogs(logs)
 	r.setLastLog(lastIndex, term)
@@ -1316,15 +1327,23 @@ func (r *Raft) dispatchStaged(staging StagingLogStore, applyLogs []*logFuture, l
 
 	if err := r.logs.StoreLogs(logs); err != nil {
 		r.logger.Error("failed to commit logs", "error", err)
+		r.setState(Follower)
 		staging.UnstageLogs()
 		r.setLastLog(prevIndex, prevTerm)
+		err = fmt.Errorf("%w: this leader failed to store the entries after sending them to followers, which may still commit them: %v", ErrLeadershipLost, err)
 		for _, applyLog := range applyLogs {
 			applyLog.respond(err)
 		}
-		r.setState(Follower)
-		return
+		return false
 	}
 	r.leaderState.commitment.match(r.localID, lastIndex)
+	return true
+}
+
+// leadingIn reports whether this node is still the leader of term (a
+// replicator's): Shoal's patch, see dispatchStaged.
+func (r *Raft) leadingIn(term uint64) bool {
+	return r.getState() == Leader && r.getCurrentTerm() == term
 }
 
 // processLogs is used to apply all the committed entries that haven't been

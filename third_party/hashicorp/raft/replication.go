@@ -221,6 +221,13 @@ START:
 
 	// Setup the request
 	if err := r.setupAppendEntries(s, &req, atomic.LoadUint64(&s.nextIndex), lastIndex); err == ErrLogNotFound {
+		// Shoal's patch (dispatchStaged): an entry is also missing when
+		// this node staged it, failed to store it and stepped down. The
+		// follower may hold it and be ahead of the latest snapshot; in
+		// this term it would install that snapshot and roll back.
+		if !r.leadingIn(s.currentTerm) {
+			return true
+		}
 		goto SEND_SNAP
 	} else if err != nil {
 		return
