@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -29,7 +30,12 @@ type cellResult struct {
 	Max         time.Duration `json:"max_ns"`
 	// ServerCPU is the CPU time (user + system) the cluster's processes
 	// used during the measured window; 0 when not measured.
-	ServerCPU  time.Duration `json:"server_cpu_ns"`
+	ServerCPU time.Duration `json:"server_cpu_ns"`
+	// ClientCPU is the CPU time (user + system) the benchmark process
+	// itself used during the measured window: the writers' client side
+	// (shoal's client package or etcd's clientv3, gRPC, TLS), a real
+	// per-write cost of every program that writes through that client.
+	ClientCPU  time.Duration `json:"client_cpu_ns"`
 	FirstError string        `json:"first_error,omitempty"`
 }
 
@@ -41,12 +47,32 @@ func (c cellResult) cpuPerOp() time.Duration {
 	return c.ServerCPU / time.Duration(c.Ops)
 }
 
+// clientCPUPerOp is the benchmark process's own CPU time per counted
+// operation.
+func (c cellResult) clientCPUPerOp() time.Duration {
+	if c.Ops == 0 {
+		return 0
+	}
+	return c.ClientCPU / time.Duration(c.Ops)
+}
+
+// selfCPU is the user + system time of the benchmark process (all its
+// threads; its children are not included).
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // runClosedLoop runs conc workers, each calling op back to back, for
 // warmup+measure. Only calls that complete inside the measured window are
 // counted; each worker writes their latencies into its own preallocated
 // slice, and percentiles are computed after all workers stopped. cpu, if
 // not nil, reads the cluster's CPU time; it is read when the measured
-// window opens and when it closes.
+// window opens and when it closes. The benchmark process's own CPU time
+// is read at the same edges (ClientCPU).
 func runClosedLoop(ctx context.Context, conc int, warmup, measure time.Duration, perCall time.Duration, op opFunc, cpu func() time.Duration) (cellResult, error) {
 	type workerOut struct {
 		lat      []time.Duration
@@ -65,7 +91,12 @@ func runClosedLoop(ctx context.Context, conc int, warmup, measure time.Duration,
 	winStart := start.Add(warmup)
 	winEnd := winStart.Add(measure)
 	var wg sync.WaitGroup
-	var serverCPU time.Duration
+	var serverCPU, clientCPU time.Duration
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		clientCPU = cpuDuring(ctx, winStart, winEnd, selfCPU)
+	}()
 	if cpu != nil {
 		wg.Add(1)
 		go func() {
@@ -112,7 +143,7 @@ func runClosedLoop(ctx context.Context, conc int, warmup, measure time.Duration,
 	}
 
 	total := 0
-	res := cellResult{Concurrency: conc, Duration: measure, ServerCPU: serverCPU}
+	res := cellResult{Concurrency: conc, Duration: measure, ServerCPU: serverCPU, ClientCPU: clientCPU}
 	var firstErr error
 	for i := range outs {
 		total += len(outs[i].lat)

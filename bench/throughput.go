@@ -156,6 +156,9 @@ func benchShoal(ctx context.Context, e *env, managers int) ([]cellResult, error)
 			prof.Go(func() error {
 				return profileCell(ctx, e.o.pprofDir, label, conc, targets, debugPort, from, e.o.duration)
 			})
+			prof.Go(func() error {
+				return profileSelf(ctx, selfProfilePath(e.o.pprofDir, label, conc), from, e.o.duration)
+			})
 		}
 		res, err := runClosedLoop(ctx, conc, e.o.warmup, e.o.duration, e.o.callTimeout, op, func() time.Duration {
 			var ps []*proc
@@ -172,7 +175,7 @@ func benchShoal(ctx context.Context, e *env, managers int) ([]cellResult, error)
 			return cells, fmt.Errorf("concurrency %d: %w", conc, err)
 		}
 		cells = append(cells, res)
-		e.logf("%s: concurrency %d: %.0f ops/s, p50 %s, p99 %s, %d errors, cluster CPU %s/op", label, conc, res.OpsPerSec, ms(res.P50), ms(res.P99), res.Errors, us(res.cpuPerOp()))
+		e.logf("%s: concurrency %d: %.0f ops/s, p50 %s, p99 %s, %d errors, cluster CPU %s/op, client CPU %s/op", label, conc, res.OpsPerSec, ms(res.P50), ms(res.P99), res.Errors, us(res.cpuPerOp()), us(res.clientCPUPerOp()))
 		if res.FirstError != "" {
 			e.logf("%s: first error: %s", label, res.FirstError)
 		}
@@ -234,6 +237,13 @@ func benchEtcd(ctx context.Context, e *env) ([]cellResult, error) {
 			return cells, err
 		}
 		e.logf("etcd: Put, concurrency %d, %v warm-up + %v", conc, e.o.warmup, e.o.duration)
+		var prof errgroup.Group
+		if e.o.pprofDir != "" {
+			from := time.Now().Add(e.o.warmup)
+			prof.Go(func() error {
+				return profileSelf(ctx, selfProfilePath(e.o.pprofDir, "etcd", conc), from, e.o.duration)
+			})
+		}
 		res, err := runClosedLoop(ctx, conc, e.o.warmup, e.o.duration, e.o.callTimeout, op, func() time.Duration {
 			var ps []*proc
 			for _, m := range ec.members {
@@ -242,11 +252,14 @@ func benchEtcd(ctx context.Context, e *env) ([]cellResult, error) {
 			return procsCPU(ps...)
 		})
 		res.System, res.Members = "etcd", len(ec.members)
+		if perr := prof.Wait(); perr != nil && err == nil {
+			err = perr
+		}
 		if err != nil {
 			return cells, fmt.Errorf("concurrency %d: %w", conc, err)
 		}
 		cells = append(cells, res)
-		e.logf("etcd: concurrency %d: %.0f ops/s, p50 %s, p99 %s, %d errors, cluster CPU %s/op", conc, res.OpsPerSec, ms(res.P50), ms(res.P99), res.Errors, us(res.cpuPerOp()))
+		e.logf("etcd: concurrency %d: %.0f ops/s, p50 %s, p99 %s, %d errors, cluster CPU %s/op, client CPU %s/op", conc, res.OpsPerSec, ms(res.P50), ms(res.P99), res.Errors, us(res.cpuPerOp()), us(res.clientCPUPerOp()))
 		if res.FirstError != "" {
 			e.logf("etcd: first error: %s", res.FirstError)
 		}
