@@ -177,7 +177,7 @@ func (tx *writeTx) Create(o Object) error {
 	if tx.Get(kind, m.Id) != nil {
 		return errExists(kind, m.Id)
 	}
-	if err := tx.checkName(o); err != nil {
+	if err := tx.checkName(o, nil); err != nil {
 		return err
 	}
 	if p, ok := tx.pending[k]; ok {
@@ -208,7 +208,7 @@ func (tx *writeTx) Update(o Object) error {
 	if err := checkCurrent(kind, id, o.GetMeta().GetVersion(), cur); err != nil {
 		return err
 	}
-	if err := tx.checkName(o); err != nil {
+	if err := tx.checkName(o, cur); err != nil {
 		return err
 	}
 	k := objKey{kind, id}
@@ -258,8 +258,12 @@ func (tx *writeTx) remove(k objKey) {
 }
 
 // checkName fails when o would take a unique name another object holds, as
-// the tx sees the store.
-func (tx *writeTx) checkName(o Object) error {
+// the tx sees the store. cur is the object o replaces as the tx sees it
+// (nil for a create): when it already holds the name, no other object can
+// (every write the tx or the FSM accepts keeps names unique), so the name
+// index is not searched — an update that keeps its name (every service
+// update: UpdateService refuses a rename) costs no lookup and no slice.
+func (tx *writeTx) checkName(o, cur Object) error {
 	kind := KindOf(o)
 	if !tableDefs[kind].uniqueName {
 		return nil
@@ -267,6 +271,11 @@ func (tx *writeTx) checkName(o Object) error {
 	name, ok := nameOf(o)
 	if !ok {
 		return nil
+	}
+	if cur != nil {
+		if held, ok := nameOf(cur); ok && held == name {
+			return nil
+		}
 	}
 	for _, other := range tx.Find(kind, IndexName, name) {
 		if other.GetMeta().GetId() != o.GetMeta().GetId() {
