@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -179,5 +180,34 @@ func TestRunClosedLoopMeasuresClientCPU(t *testing.T) {
 	}
 	if res.ClientCPU <= 0 || res.clientCPUPerOp() < 100*time.Microsecond {
 		t.Errorf("client CPU %v over %d ops (%v per op): the writers' CPU is not measured", res.ClientCPU, res.Ops, res.clientCPUPerOp())
+	}
+}
+
+// Each member's CPU is kept apart (ServerCPU is their sum) and reported
+// per write beside the client's, as is the whole machine's.
+func TestMemberCPUPerOp(t *testing.T) {
+	var reads atomic.Int64
+	cpu := func() []time.Duration {
+		n := time.Duration(reads.Add(1))
+		return []time.Duration{n * 100 * time.Millisecond, n * 10 * time.Millisecond}
+	}
+	res, err := runClosedLoop(context.Background(), 1, 10*time.Millisecond, 50*time.Millisecond, time.Second,
+		func(ctx context.Context, w int) error { return nil }, cpu)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.MemberCPU) != 2 || res.MemberCPU[0] != 100*time.Millisecond || res.MemberCPU[1] != 10*time.Millisecond || res.ServerCPU != 110*time.Millisecond {
+		t.Fatalf("member CPU %v, server CPU %v; want [100ms 10ms], 110ms", res.MemberCPU, res.ServerCPU)
+	}
+	r := &report{Cells: []cellResult{{System: "shoal", Members: 2, Concurrency: 256, Ops: 1000, OpsPerSec: 100,
+		ServerCPU: 110 * time.Millisecond, MemberCPU: []time.Duration{100 * time.Millisecond, 10 * time.Millisecond},
+		MemberNames: []string{memberName("m1", true), memberName("m2", false)}, ClientCPU: 30 * time.Millisecond}}}
+	var md strings.Builder
+	r.markdown(&md)
+	if want := "| shoal | 2 | 256 | m1 (leader) 100 · m2 10 | 30 | 140 |"; !strings.Contains(md.String(), want) {
+		t.Errorf("markdown lacks %q:\n%s", want, md.String())
+	}
+	if c := r.json().Cells[0]; len(c.MemberCPUus) != 2 || c.MemberCPUus[0] != 100 || c.MemberNames[0] != "m1 (leader)" {
+		t.Errorf("json cell = %+v", c)
 	}
 }

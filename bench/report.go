@@ -125,6 +125,23 @@ func (r *report) markdown(w io.Writer) {
 					x.Concurrency, x.ShoalOps, x.EtcdOps, x.Ratio, x.ShoalP99ms, x.EtcdP99ms, x.ShoalCPUus, x.EtcdCPUus, x.ShoalClientCPUus, x.EtcdClientCPUus)
 			}
 		}
+		if hasMemberCPU(r.Cells) {
+			fmt.Fprint(w, "\n### CPU per write by process (µs): each cluster member, and the benchmark's own client side\n\n")
+			fmt.Fprintln(w, "| system | members | writers | members' CPU/op | client CPU/op | whole machine CPU/op |")
+			fmt.Fprintln(w, "|---|---:|---:|---|---:|---:|")
+			for _, c := range r.Cells {
+				var parts []string
+				for i, d := range c.memberCPUPerOp() {
+					name := fmt.Sprintf("#%d", i+1)
+					if i < len(c.MemberNames) {
+						name = c.MemberNames[i]
+					}
+					parts = append(parts, fmt.Sprintf("%s %.0f", name, usf(d)))
+				}
+				fmt.Fprintf(w, "| %s | %d | %d | %s | %.0f | %.0f |\n", c.System, c.Members, c.Concurrency, strings.Join(parts, " · "),
+					usf(c.clientCPUPerOp()), usf(c.cpuPerOp()+c.clientCPUPerOp()))
+			}
+		}
 		for _, c := range r.Cells {
 			if c.FirstError != "" {
 				fmt.Fprintf(w, "\nFirst error, %s %d members, %d writers: `%s`\n", c.System, c.Members, c.Concurrency, c.FirstError)
@@ -154,6 +171,16 @@ func (r *report) markdown(w io.Writer) {
 	soakMarkdown(w, r.SoakTasks, r.Soak)
 }
 
+// hasMemberCPU says whether any cell has per-process CPU figures.
+func hasMemberCPU(cells []cellResult) bool {
+	for _, c := range cells {
+		if len(c.MemberCPU) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // jsonReport is the -json form; times in milliseconds.
 type jsonReport struct {
 	Meta   reportMeta    `json:"meta"`
@@ -176,7 +203,10 @@ type jsonCell struct {
 	MaxMs       float64 `json:"max_ms"`
 	CPUusPerOp  float64 `json:"cpu_us_per_op"`
 	ClientCPUus float64 `json:"client_cpu_us_per_op"`
-	FirstError  string  `json:"first_error,omitempty"`
+	// MemberCPUus is each member's CPU per write, named by MemberNames.
+	MemberCPUus []float64 `json:"member_cpu_us_per_op,omitempty"`
+	MemberNames []string  `json:"member_names,omitempty"`
+	FirstError  string    `json:"first_error,omitempty"`
 }
 
 type jsonSamples struct {
@@ -191,7 +221,12 @@ type jsonSamples struct {
 func (r *report) json() jsonReport {
 	out := jsonReport{Meta: r.Meta, Ratios: r.ratios(), Soak: r.Soak}
 	for _, c := range r.Cells {
+		var members []float64
+		for _, d := range c.memberCPUPerOp() {
+			members = append(members, usf(d))
+		}
 		out.Cells = append(out.Cells, jsonCell{
+			MemberCPUus: members, MemberNames: c.MemberNames,
 			System: c.System, Members: c.Members, Concurrency: c.Concurrency, Seconds: c.Duration.Seconds(),
 			Ops: c.Ops, Errors: c.Errors, OpsPerSec: c.OpsPerSec, P50ms: msf(c.P50), P99ms: msf(c.P99), MaxMs: msf(c.Max),
 			CPUusPerOp: usf(c.cpuPerOp()), ClientCPUus: usf(c.clientCPUPerOp()), FirstError: c.FirstError,

@@ -160,14 +160,16 @@ func benchShoal(ctx context.Context, e *env, managers int) ([]cellResult, error)
 				return profileSelf(ctx, selfProfilePath(e.o.pprofDir, label, conc), from, e.o.duration)
 			})
 		}
-		res, err := runClosedLoop(ctx, conc, e.o.warmup, e.o.duration, e.o.callTimeout, op, func() time.Duration {
-			var ps []*proc
-			for _, n := range c.managers() {
-				ps = append(ps, n.proc)
-			}
-			return procsCPU(ps...)
+		var ps []*proc
+		var names []string
+		for _, n := range c.managers() {
+			ps = append(ps, n.proc)
+			names = append(names, memberName(n.name, n == leader))
+		}
+		res, err := runClosedLoop(ctx, conc, e.o.warmup, e.o.duration, e.o.callTimeout, op, func() []time.Duration {
+			return procsCPUEach(ps...)
 		})
-		res.System, res.Members = "shoal", managers
+		res.System, res.Members, res.MemberNames = "shoal", managers, names
 		if perr := prof.Wait(); perr != nil && err == nil {
 			err = perr
 		}
@@ -243,15 +245,30 @@ func benchEtcd(ctx context.Context, e *env) ([]cellResult, error) {
 			prof.Go(func() error {
 				return profileSelf(ctx, selfProfilePath(e.o.pprofDir, "etcd", conc), from, e.o.duration)
 			})
-		}
-		res, err := runClosedLoop(ctx, conc, e.o.warmup, e.o.duration, e.o.callTimeout, op, func() time.Duration {
-			var ps []*proc
-			for _, m := range ec.members {
-				ps = append(ps, m.proc)
+			if ec.tls == nil {
+				var targets []profileTarget
+				for _, m := range ec.members {
+					role := "follower"
+					if m == leader {
+						role = "leader"
+					}
+					targets = append(targets, profileTarget{name: m.name, ip: m.ip, role: role})
+				}
+				prof.Go(func() error {
+					return profileCell(ctx, e.o.pprofDir, "etcd", conc, targets, etcdClientPort, from, e.o.duration)
+				})
 			}
-			return procsCPU(ps...)
+		}
+		var ps []*proc
+		var names []string
+		for _, m := range ec.members {
+			ps = append(ps, m.proc)
+			names = append(names, memberName(m.name, m == leader))
+		}
+		res, err := runClosedLoop(ctx, conc, e.o.warmup, e.o.duration, e.o.callTimeout, op, func() []time.Duration {
+			return procsCPUEach(ps...)
 		})
-		res.System, res.Members = "etcd", len(ec.members)
+		res.System, res.Members, res.MemberNames = "etcd", len(ec.members), names
 		if perr := prof.Wait(); perr != nil && err == nil {
 			err = perr
 		}
@@ -265,6 +282,18 @@ func benchEtcd(ctx context.Context, e *env) ([]cellResult, error) {
 		}
 	}
 	return cells, nil
+}
+
+// etcdClientPort is the etcd members' client port, where -pprof finds
+// their profiles (--enable-pprof).
+const etcdClientPort = "2379"
+
+// memberName names a cluster process in the per-process CPU figures.
+func memberName(name string, leader bool) string {
+	if leader {
+		return name + " (leader)"
+	}
+	return name
 }
 
 // us formats a duration in microseconds.
