@@ -28,7 +28,7 @@ const maxCheckedTasks = 100_000
 // write that stored it had one at hand (UpdateService encodes the task it
 // was sent to compare it; CreateService does not): the next UpdateService
 // of that version then encodes only the task it was sent, not the stored
-// one (taskEncodingAt). The encoding is of the very task written at that
+// one (sameEncoding). The encoding is of the very task written at that
 // version, so it is the stored task's (the store keeps a copy of what it
 // was given).
 type checkedTasks struct {
