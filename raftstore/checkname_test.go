@@ -79,3 +79,41 @@ func TestUpdateKeepingItsNameSkipsTheIndex(t *testing.T) {
 }
 
 func testingAllocs(f func()) float64 { return testing.AllocsPerRun(50, f) }
+
+// A transaction allocates nothing for its overlay until it writes (many
+// write nothing: an orchestrator pass with nothing to do), and reads
+// through it, before and after a write, see the overlay as before.
+func TestWriteTxAllocatesNothingUntilWritten(t *testing.T) {
+	s := single(t, options{})
+	mustUpdate(t, s, createIfMissing(mkService("a", "web"), mkService("b", "db")))
+	v := s.fsm.view()
+	if n := testing.AllocsPerRun(50, func() {
+		tx := newWriteTx(v)
+		_ = tx.Get(KindService, "a")
+		tx.scan(KindService, IndexName, "web", "", func(Object) bool { return true })
+		if len(tx.ops()) != 0 {
+			t.Fatal("a tx that wrote nothing has ops")
+		}
+	}); n > 1 {
+		// The tx itself.
+		t.Errorf("a tx that writes nothing allocates %v times", n)
+	}
+	tx := newWriteTx(v)
+	if got := tx.List(KindService); len(got) != 2 {
+		t.Fatalf("list before a write: %d services", len(got))
+	}
+	renamed := proto.Clone(tx.Get(KindService, "a")).(*shoalv1.Service)
+	renamed.Spec.Name = "web2"
+	if err := tx.Update(renamed); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Create(mkService("c", "web")); err != nil {
+		t.Fatalf("the old name is free inside the tx: %v", err)
+	}
+	if got := ids(tx.Find(KindService, IndexName, "web")); len(got) != 1 || got[0] != "c" {
+		t.Errorf("find web after the rename: %v", got)
+	}
+	if got := tx.List(KindService); len(got) != 3 || len(tx.touched) != 1 {
+		t.Errorf("list after the writes: %d services, kinds touched %v", len(got), tx.touched)
+	}
+}

@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -93,17 +94,28 @@ const (
 
 // writeTx overlays pending changes on a view. It is used by one goroutine,
 // the one running the Update callback.
+//
+// Nothing is allocated for the overlay until the first write: pending is
+// nil until then (reads of a nil map find nothing) and the kinds written
+// are a short list, not a map. Many transactions write nothing (an
+// orchestrator pass reacting to an event it has nothing to do for), and
+// most write one object.
 type writeTx struct {
 	base    *view
-	pending map[objKey]*pendingOp
-	order   []objKey // first-touch order of pending, for a stable entry
-	touched map[Kind]bool
+	pending map[objKey]*pendingOp // nil until the first write
+	order   []objKey              // first-touch order of pending, for a stable entry
+	touched []Kind                // kinds written, each once (there are few kinds)
 }
 
 var _ WriteTx = (*writeTx)(nil)
 
 func newWriteTx(base *view) *writeTx {
-	return &writeTx{base: base, pending: map[objKey]*pendingOp{}, touched: map[Kind]bool{}}
+	return &writeTx{base: base}
+}
+
+// hasTouched says whether the tx wrote an object of kind.
+func (tx *writeTx) hasTouched(kind Kind) bool {
+	return slices.Contains(tx.touched, kind)
 }
 
 func (tx *writeTx) Index() uint64 { return tx.base.Index() }
@@ -141,7 +153,7 @@ func (tx *writeTx) withIDPrefix(kind Kind, prefix string) []Object {
 // replaced (or dropped if they no longer match), deleted ones dropped, new
 // ones added when they match.
 func (tx *writeTx) merge(kind Kind, base []Object, match func(Object) bool) []Object {
-	if !tx.touched[kind] {
+	if !tx.hasTouched(kind) {
 		return base
 	}
 	out := make([]Object, 0, len(base))
@@ -242,9 +254,14 @@ func (tx *writeTx) Delete(kind Kind, id string, expectedVersion uint64) error {
 }
 
 func (tx *writeTx) add(k objKey, p *pendingOp) {
+	if tx.pending == nil {
+		tx.pending = make(map[objKey]*pendingOp, 1)
+	}
 	tx.pending[k] = p
 	tx.order = append(tx.order, k)
-	tx.touched[k.kind] = true
+	if !tx.hasTouched(k.kind) {
+		tx.touched = append(tx.touched, k.kind)
+	}
 }
 
 func (tx *writeTx) remove(k objKey) {
