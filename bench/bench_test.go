@@ -1,6 +1,9 @@
 package main
 
 import (
+	"context"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -131,5 +134,80 @@ func TestCPUPerOp(t *testing.T) {
 	}
 	if (cellResult{ServerCPU: time.Second}).cpuPerOp() != 0 {
 		t.Error("no op: CPU per op should be 0")
+	}
+}
+
+// The benchmark's own CPU per write is reported beside the cluster's, in
+// the ratio rows, the markdown and the JSON.
+func TestClientCPUPerOp(t *testing.T) {
+	r := &report{Cells: []cellResult{
+		{System: "shoal", Members: 3, Concurrency: 256, OpsPerSec: 200, Ops: 2000, ServerCPU: 2 * time.Second, ClientCPU: 60 * time.Millisecond},
+		{System: "etcd", Members: 3, Concurrency: 256, OpsPerSec: 400, Ops: 4000, ServerCPU: time.Second, ClientCPU: 100 * time.Millisecond},
+	}}
+	rows := r.ratios()
+	if len(rows) != 1 || rows[0].ShoalClientCPUus != 30 || rows[0].EtcdClientCPUus != 25 {
+		t.Errorf("ratios = %+v", rows)
+	}
+	var md strings.Builder
+	r.markdown(&md)
+	if !strings.Contains(md.String(), "| shoal | 3 | 256 | 200 | 0.00 | 0.00 | 0.0 | 0 | 1000 | 30 |") ||
+		!strings.Contains(md.String(), "| 256 | 200 | 400 | 0.50 | 0.00 | 0.00 | 1000 | 250 | 30 | 25 |") {
+		t.Errorf("markdown lacks the client CPU columns:\n%s", md.String())
+	}
+	if c := r.json().Cells[0]; c.ClientCPUus != 30 {
+		t.Errorf("json cell client CPU = %v, want 30", c.ClientCPUus)
+	}
+	if (cellResult{ClientCPU: time.Second}).clientCPUPerOp() != 0 {
+		t.Error("no op: client CPU per op should be 0")
+	}
+}
+
+// runClosedLoop reads the benchmark process's own CPU over the measured
+// window: writers that burn CPU in the process show up in ClientCPU.
+func TestRunClosedLoopMeasuresClientCPU(t *testing.T) {
+	burn := func(ctx context.Context, w int) error {
+		// Spin until this process has used 1 ms more CPU (both writers
+		// count): real CPU work inside the benchmark process, as a
+		// client's would be.
+		start := selfCPU()
+		for selfCPU()-start < time.Millisecond && ctx.Err() == nil {
+		}
+		return nil
+	}
+	res, err := runClosedLoop(context.Background(), 2, 20*time.Millisecond, 300*time.Millisecond, time.Second, burn, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ClientCPU <= 0 || res.clientCPUPerOp() < 100*time.Microsecond {
+		t.Errorf("client CPU %v over %d ops (%v per op): the writers' CPU is not measured", res.ClientCPU, res.Ops, res.clientCPUPerOp())
+	}
+}
+
+// Each member's CPU is kept apart (ServerCPU is their sum) and reported
+// per write beside the client's, as is the whole machine's.
+func TestMemberCPUPerOp(t *testing.T) {
+	var reads atomic.Int64
+	cpu := func() []time.Duration {
+		n := time.Duration(reads.Add(1))
+		return []time.Duration{n * 100 * time.Millisecond, n * 10 * time.Millisecond}
+	}
+	res, err := runClosedLoop(context.Background(), 1, 10*time.Millisecond, 50*time.Millisecond, time.Second,
+		func(ctx context.Context, w int) error { return nil }, cpu)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.MemberCPU) != 2 || res.MemberCPU[0] != 100*time.Millisecond || res.MemberCPU[1] != 10*time.Millisecond || res.ServerCPU != 110*time.Millisecond {
+		t.Fatalf("member CPU %v, server CPU %v; want [100ms 10ms], 110ms", res.MemberCPU, res.ServerCPU)
+	}
+	r := &report{Cells: []cellResult{{System: "shoal", Members: 2, Concurrency: 256, Ops: 1000, OpsPerSec: 100,
+		ServerCPU: 110 * time.Millisecond, MemberCPU: []time.Duration{100 * time.Millisecond, 10 * time.Millisecond},
+		MemberNames: []string{memberName("m1", true), memberName("m2", false)}, ClientCPU: 30 * time.Millisecond}}}
+	var md strings.Builder
+	r.markdown(&md)
+	if want := "| shoal | 2 | 256 | m1 (leader) 100 · m2 10 | 30 | 140 |"; !strings.Contains(md.String(), want) {
+		t.Errorf("markdown lacks %q:\n%s", want, md.String())
+	}
+	if c := r.json().Cells[0]; len(c.MemberCPUus) != 2 || c.MemberCPUus[0] != 100 || c.MemberNames[0] != "m1 (leader)" {
+		t.Errorf("json cell = %+v", c)
 	}
 }

@@ -42,7 +42,13 @@
 // /proc/PID/stat) is read when the window opens and when it closes; the
 // difference over the calls counted is the CPU/op column, the figure that
 // decides throughput once the cores are saturated (and the one least
-// moved by other load on the machine).
+// moved by other load on the machine). The same is read per member (the
+// "CPU per write by process" table: the leader against each follower), and
+// for the benchmark process itself (getrusage: the client CPU/op column).
+// The writers' client side is the same kind of cost for both systems
+// (gRPC, TLS, encoding the request) and shares the same two cores, so a
+// saturated machine's writes/s is (cores) / (members' + client CPU per
+// write): the "whole machine CPU/op" column.
 // The result is a markdown table per system and one that sets 3-manager
 // shoal and 3-member etcd side by side at each concurrency, and, with
 // -json FILE, the same as JSON.
@@ -60,7 +66,11 @@
 // every entry too. `go tool pprof -top -cum BIN FILE` per node; the
 // samples of a profile over the cell's writes are that node's CPU per
 // write. Profiling costs a few percent of CPU: take figures from runs
-// without it. SHOAL_METRICS=1 in the benchmark's environment reaches the
+// without it. The same cells of etcd profile its members (started with
+// --enable-pprof; plain HTTP only: DIR/etcd-c<C>-<member>-<role>.pb.gz),
+// and every cell of either system profiles the benchmark process itself
+// over the window (DIR/<shoal-<N>m|etcd>-c<C>-bench.pb.gz): the writers'
+// client side. SHOAL_METRICS=1 in the benchmark's environment reaches the
 // nodes too (raft's own timings; kill -USR1 a node to print them).
 //
 // # Containers (-containers N [-replicas R])

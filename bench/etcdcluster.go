@@ -103,6 +103,11 @@ func startEtcd(ctx context.Context, e *env) (*etcdCluster, error) {
 		if c.tls != nil {
 			tlsArgs = c.tls.args(m.ip)
 		}
+		if e.o.pprofDir != "" {
+			// pprof on the client URL, so that -pprof profiles the
+			// reference as it profiles shoal (plain HTTP only).
+			tlsArgs = append(tlsArgs, "--enable-pprof")
+		}
 		m.proc, err = e.sup.start("etcd/"+m.name, m.logPath, nil, e.o.etcdBin, append(tlsArgs,
 			"--name", m.name,
 			"--data-dir", m.dataDir,

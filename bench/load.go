@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -29,7 +30,16 @@ type cellResult struct {
 	Max         time.Duration `json:"max_ns"`
 	// ServerCPU is the CPU time (user + system) the cluster's processes
 	// used during the measured window; 0 when not measured.
-	ServerCPU  time.Duration `json:"server_cpu_ns"`
+	ServerCPU time.Duration `json:"server_cpu_ns"`
+	// MemberCPU is ServerCPU process by process, named by MemberNames
+	// (e.g. "m1 (leader)"): where a write's CPU goes in the cluster.
+	MemberCPU   []time.Duration `json:"member_cpu_ns,omitempty"`
+	MemberNames []string        `json:"member_names,omitempty"`
+	// ClientCPU is the CPU time (user + system) the benchmark process
+	// itself used during the measured window: the writers' client side
+	// (shoal's client package or etcd's clientv3, gRPC, TLS), a real
+	// per-write cost of every program that writes through that client.
+	ClientCPU  time.Duration `json:"client_cpu_ns"`
 	FirstError string        `json:"first_error,omitempty"`
 }
 
@@ -41,13 +51,44 @@ func (c cellResult) cpuPerOp() time.Duration {
 	return c.ServerCPU / time.Duration(c.Ops)
 }
 
+// clientCPUPerOp is the benchmark process's own CPU time per counted
+// operation.
+func (c cellResult) clientCPUPerOp() time.Duration {
+	if c.Ops == 0 {
+		return 0
+	}
+	return c.ClientCPU / time.Duration(c.Ops)
+}
+
+// memberCPUPerOp is each member's CPU time per counted operation.
+func (c cellResult) memberCPUPerOp() []time.Duration {
+	out := make([]time.Duration, len(c.MemberCPU))
+	for i, d := range c.MemberCPU {
+		if c.Ops > 0 {
+			out[i] = d / time.Duration(c.Ops)
+		}
+	}
+	return out
+}
+
+// selfCPU is the user + system time of the benchmark process (all its
+// threads; its children are not included).
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // runClosedLoop runs conc workers, each calling op back to back, for
 // warmup+measure. Only calls that complete inside the measured window are
 // counted; each worker writes their latencies into its own preallocated
 // slice, and percentiles are computed after all workers stopped. cpu, if
-// not nil, reads the cluster's CPU time; it is read when the measured
-// window opens and when it closes.
-func runClosedLoop(ctx context.Context, conc int, warmup, measure time.Duration, perCall time.Duration, op opFunc, cpu func() time.Duration) (cellResult, error) {
+// not nil, reads the CPU time of each of the cluster's processes; it is
+// read when the measured window opens and when it closes. The benchmark process's own CPU time
+// is read at the same edges (ClientCPU).
+func runClosedLoop(ctx context.Context, conc int, warmup, measure time.Duration, perCall time.Duration, op opFunc, cpu func() []time.Duration) (cellResult, error) {
 	type workerOut struct {
 		lat      []time.Duration
 		errs     int
@@ -65,12 +106,18 @@ func runClosedLoop(ctx context.Context, conc int, warmup, measure time.Duration,
 	winStart := start.Add(warmup)
 	winEnd := winStart.Add(measure)
 	var wg sync.WaitGroup
-	var serverCPU time.Duration
+	var clientCPU time.Duration
+	var memberCPU []time.Duration
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		clientCPU = cpuDuring(ctx, winStart, winEnd, func() []time.Duration { return []time.Duration{selfCPU()} })[0]
+	}()
 	if cpu != nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			serverCPU = cpuDuring(ctx, winStart, winEnd, cpu)
+			memberCPU = cpuDuring(ctx, winStart, winEnd, cpu)
 		}()
 	}
 	for w := 0; w < conc; w++ {
@@ -112,7 +159,10 @@ func runClosedLoop(ctx context.Context, conc int, warmup, measure time.Duration,
 	}
 
 	total := 0
-	res := cellResult{Concurrency: conc, Duration: measure, ServerCPU: serverCPU}
+	res := cellResult{Concurrency: conc, Duration: measure, ClientCPU: clientCPU, MemberCPU: memberCPU}
+	for _, d := range memberCPU {
+		res.ServerCPU += d
+	}
 	var firstErr error
 	for i := range outs {
 		total += len(outs[i].lat)
@@ -145,10 +195,11 @@ func runClosedLoop(ctx context.Context, conc int, warmup, measure time.Duration,
 	return res, nil
 }
 
-// cpuDuring returns how much cpu() grew between from and to (0 if ctx
-// ends first). These are the window's edges, so waiting for them on a
-// timer is the measurement itself, not synchronisation.
-func cpuDuring(ctx context.Context, from, to time.Time, cpu func() time.Duration) time.Duration {
+// cpuDuring returns how much each of cpu()'s figures grew between from
+// and to (zeros if ctx ends first). These are the window's edges, so
+// waiting for them on a timer is the measurement itself, not
+// synchronisation.
+func cpuDuring(ctx context.Context, from, to time.Time, cpu func() []time.Duration) []time.Duration {
 	wait := func(at time.Time) bool {
 		t := time.NewTimer(time.Until(at))
 		defer t.Stop()
@@ -160,13 +211,20 @@ func cpuDuring(ctx context.Context, from, to time.Time, cpu func() time.Duration
 		}
 	}
 	if !wait(from) {
-		return 0
+		return make([]time.Duration, len(cpu()))
 	}
 	start := cpu()
 	if !wait(to) {
-		return 0
+		return make([]time.Duration, len(start))
 	}
-	return cpu() - start
+	end := cpu()
+	out := make([]time.Duration, len(start))
+	for i := range out {
+		if i < len(end) {
+			out[i] = end[i] - start[i]
+		}
+	}
+	return out
 }
 
 // percentile returns the nearest-rank p-th percentile of sorted samples.

@@ -108,7 +108,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&shoalIPs, "shoal-ips", "127.0.0.21,127.0.0.22,127.0.0.23", "loopback addresses of the shoal managers")
 	fs.StringVar(&o.workerIP, "worker-ip", "127.0.0.25", "loopback address of the shoal worker (-nodedown)")
 	fs.BoolVar(&o.etcdTLS, "etcd-tls", false, "run etcd with mutual TLS on client and peer URLs, as shoal always runs (default: plain HTTP)")
-	fs.StringVar(&o.pprofDir, "pprof", "", "with the throughput benchmark: serve pprof on every shoal node (<ip>:"+debugPort+") and write a CPU profile of every manager for each cell's measured window to DIR/shoal-<N>m-c<C>-<node>-<leader|follower>.pb.gz")
+	fs.StringVar(&o.pprofDir, "pprof", "", "with the throughput benchmark: serve pprof on every shoal node (<ip>:"+debugPort+") and write a CPU profile of every manager for each cell's measured window to DIR/shoal-<N>m-c<C>-<node>-<leader|follower>.pb.gz; likewise every etcd member (--enable-pprof, plain HTTP only) to DIR/etcd-c<C>-<member>-<role>.pb.gz, and the benchmark process itself (the writers' client side) to DIR/<shoal-<N>m|etcd>-c<C>-bench.pb.gz")
 	fs.StringVar(&etcdIPs, "etcd-ips", "127.0.0.31,127.0.0.32,127.0.0.33", "loopback addresses of the etcd members")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

@@ -188,6 +188,15 @@ const clockTicks = 100
 
 // procsCPU returns the CPU time (user + system) the processes have used so
 // far; a process that is gone counts 0.
+// procsCPUEach is procsCPU process by process, in the order given.
+func procsCPUEach(ps ...*proc) []time.Duration {
+	out := make([]time.Duration, len(ps))
+	for i, p := range ps {
+		out[i] = procsCPU(p)
+	}
+	return out
+}
+
 func procsCPU(ps ...*proc) time.Duration {
 	var total time.Duration
 	for _, p := range ps {

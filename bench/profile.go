@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -94,4 +95,45 @@ func profileCell(ctx context.Context, dir, label string, conc int, targets []pro
 		})
 	}
 	return g.Wait()
+}
+
+// selfProfilePath is where a cell's CPU profile of the benchmark process
+// itself goes: DIR/<label>-c<concurrency>-bench.pb.gz (label is shoal-<N>m
+// or etcd): the writers' client side, to set beside the members'.
+func selfProfilePath(dir, label string, conc int) string {
+	return filepath.Join(dir, fmt.Sprintf("%s-c%d-bench.pb.gz", label, conc))
+}
+
+// profileSelf takes a CPU profile of the benchmark process from from for
+// profileSeconds(measure) and writes it to path. Cells run one after the
+// other, so only one such profile is ever running (runtime/pprof allows
+// one).
+func profileSelf(ctx context.Context, path string, from time.Time, measure time.Duration) error {
+	wait := func(d time.Duration) error {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if err := wait(time.Until(from)); err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return fmt.Errorf("profile of the benchmark: %w", err)
+	}
+	werr := wait(time.Duration(profileSeconds(measure)) * time.Second)
+	pprof.StopCPUProfile()
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return werr
 }

@@ -49,6 +49,9 @@ type ratioRow struct {
 	// Cluster CPU (all members' user + system time) per write.
 	ShoalCPUus float64 `json:"shoal_cpu_us_per_op"`
 	EtcdCPUus  float64 `json:"etcd_cpu_us_per_op"`
+	// The benchmark process's own CPU per write: the writers' client.
+	ShoalClientCPUus float64 `json:"shoal_client_cpu_us_per_op"`
+	EtcdClientCPUus  float64 `json:"etcd_client_cpu_us_per_op"`
 }
 
 // ratios pairs the 3-manager shoal cells (or the largest shoal cluster
@@ -75,6 +78,7 @@ func (r *report) ratios() []ratioRow {
 					Concurrency: s.Concurrency, ShoalMembers: members, ShoalOps: s.OpsPerSec, EtcdOps: e.OpsPerSec,
 					Ratio: s.OpsPerSec / e.OpsPerSec, ShoalP99ms: msf(s.P99), EtcdP99ms: msf(e.P99),
 					ShoalCPUus: usf(s.cpuPerOp()), EtcdCPUus: usf(e.cpuPerOp()),
+					ShoalClientCPUus: usf(s.clientCPUPerOp()), EtcdClientCPUus: usf(e.clientCPUPerOp()),
 				})
 			}
 		}
@@ -103,21 +107,39 @@ func (r *report) markdown(w io.Writer) {
 		fmt.Fprintln(w, "fsync on. shoal: UpdateService of a 0-replica service per writer (100-byte label value,")
 		fmt.Fprintln(w, "version from the previous update), client connected to the leader. etcd: Put of a 100-byte")
 		fmt.Fprintln(w, "value to a key per writer, client connected to the leader. CPU/op: user + system time of")
-		fmt.Fprintln(w, "all the cluster's processes in the measured window over the writes counted.")
+		fmt.Fprintln(w, "all the cluster's processes in the measured window over the writes counted; client CPU/op:")
+		fmt.Fprintln(w, "the benchmark process's own (the writers' client side), same window and count.")
 		fmt.Fprintln(w)
-		fmt.Fprintln(w, "| system | members | writers | ops/s | p50 (ms) | p99 (ms) | max (ms) | errors | CPU/op (µs) |")
-		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+		fmt.Fprintln(w, "| system | members | writers | ops/s | p50 (ms) | p99 (ms) | max (ms) | errors | CPU/op (µs) | client CPU/op (µs) |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 		for _, c := range r.Cells {
-			fmt.Fprintf(w, "| %s | %d | %d | %.0f | %.2f | %.2f | %.1f | %d | %.0f |\n",
-				c.System, c.Members, c.Concurrency, c.OpsPerSec, msf(c.P50), msf(c.P99), msf(c.Max), c.Errors, usf(c.cpuPerOp()))
+			fmt.Fprintf(w, "| %s | %d | %d | %.0f | %.2f | %.2f | %.1f | %d | %.0f | %.0f |\n",
+				c.System, c.Members, c.Concurrency, c.OpsPerSec, msf(c.P50), msf(c.P99), msf(c.Max), c.Errors, usf(c.cpuPerOp()), usf(c.clientCPUPerOp()))
 		}
 		if rows := r.ratios(); len(rows) > 0 {
 			fmt.Fprintf(w, "\n### shoal (%d managers) vs etcd (3 members), same run\n\n", rows[0].ShoalMembers)
-			fmt.Fprintln(w, "| writers | shoal ops/s | etcd ops/s | shoal/etcd | shoal p99 (ms) | etcd p99 (ms) | shoal CPU/op (µs) | etcd CPU/op (µs) |")
-			fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|---:|---:|")
+			fmt.Fprintln(w, "| writers | shoal ops/s | etcd ops/s | shoal/etcd | shoal p99 (ms) | etcd p99 (ms) | shoal CPU/op (µs) | etcd CPU/op (µs) | shoal client CPU/op (µs) | etcd client CPU/op (µs) |")
+			fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 			for _, x := range rows {
-				fmt.Fprintf(w, "| %d | %.0f | %.0f | %.2f | %.2f | %.2f | %.0f | %.0f |\n",
-					x.Concurrency, x.ShoalOps, x.EtcdOps, x.Ratio, x.ShoalP99ms, x.EtcdP99ms, x.ShoalCPUus, x.EtcdCPUus)
+				fmt.Fprintf(w, "| %d | %.0f | %.0f | %.2f | %.2f | %.2f | %.0f | %.0f | %.0f | %.0f |\n",
+					x.Concurrency, x.ShoalOps, x.EtcdOps, x.Ratio, x.ShoalP99ms, x.EtcdP99ms, x.ShoalCPUus, x.EtcdCPUus, x.ShoalClientCPUus, x.EtcdClientCPUus)
+			}
+		}
+		if hasMemberCPU(r.Cells) {
+			fmt.Fprint(w, "\n### CPU per write by process (µs): each cluster member, and the benchmark's own client side\n\n")
+			fmt.Fprintln(w, "| system | members | writers | members' CPU/op | client CPU/op | whole machine CPU/op |")
+			fmt.Fprintln(w, "|---|---:|---:|---|---:|---:|")
+			for _, c := range r.Cells {
+				var parts []string
+				for i, d := range c.memberCPUPerOp() {
+					name := fmt.Sprintf("#%d", i+1)
+					if i < len(c.MemberNames) {
+						name = c.MemberNames[i]
+					}
+					parts = append(parts, fmt.Sprintf("%s %.0f", name, usf(d)))
+				}
+				fmt.Fprintf(w, "| %s | %d | %d | %s | %.0f | %.0f |\n", c.System, c.Members, c.Concurrency, strings.Join(parts, " · "),
+					usf(c.clientCPUPerOp()), usf(c.cpuPerOp()+c.clientCPUPerOp()))
 			}
 		}
 		for _, c := range r.Cells {
@@ -149,6 +171,16 @@ func (r *report) markdown(w io.Writer) {
 	soakMarkdown(w, r.SoakTasks, r.Soak)
 }
 
+// hasMemberCPU says whether any cell has per-process CPU figures.
+func hasMemberCPU(cells []cellResult) bool {
+	for _, c := range cells {
+		if len(c.MemberCPU) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // jsonReport is the -json form; times in milliseconds.
 type jsonReport struct {
 	Meta   reportMeta    `json:"meta"`
@@ -170,7 +202,11 @@ type jsonCell struct {
 	P99ms       float64 `json:"p99_ms"`
 	MaxMs       float64 `json:"max_ms"`
 	CPUusPerOp  float64 `json:"cpu_us_per_op"`
-	FirstError  string  `json:"first_error,omitempty"`
+	ClientCPUus float64 `json:"client_cpu_us_per_op"`
+	// MemberCPUus is each member's CPU per write, named by MemberNames.
+	MemberCPUus []float64 `json:"member_cpu_us_per_op,omitempty"`
+	MemberNames []string  `json:"member_names,omitempty"`
+	FirstError  string    `json:"first_error,omitempty"`
 }
 
 type jsonSamples struct {
@@ -185,10 +221,15 @@ type jsonSamples struct {
 func (r *report) json() jsonReport {
 	out := jsonReport{Meta: r.Meta, Ratios: r.ratios(), Soak: r.Soak}
 	for _, c := range r.Cells {
+		var members []float64
+		for _, d := range c.memberCPUPerOp() {
+			members = append(members, usf(d))
+		}
 		out.Cells = append(out.Cells, jsonCell{
+			MemberCPUus: members, MemberNames: c.MemberNames,
 			System: c.System, Members: c.Members, Concurrency: c.Concurrency, Seconds: c.Duration.Seconds(),
 			Ops: c.Ops, Errors: c.Errors, OpsPerSec: c.OpsPerSec, P50ms: msf(c.P50), P99ms: msf(c.P99), MaxMs: msf(c.Max),
-			CPUusPerOp: usf(c.cpuPerOp()), FirstError: c.FirstError,
+			CPUusPerOp: usf(c.cpuPerOp()), ClientCPUus: usf(c.clientCPUPerOp()), FirstError: c.FirstError,
 		})
 	}
 	for _, s := range r.Events {

@@ -156,15 +156,20 @@ func benchShoal(ctx context.Context, e *env, managers int) ([]cellResult, error)
 			prof.Go(func() error {
 				return profileCell(ctx, e.o.pprofDir, label, conc, targets, debugPort, from, e.o.duration)
 			})
+			prof.Go(func() error {
+				return profileSelf(ctx, selfProfilePath(e.o.pprofDir, label, conc), from, e.o.duration)
+			})
 		}
-		res, err := runClosedLoop(ctx, conc, e.o.warmup, e.o.duration, e.o.callTimeout, op, func() time.Duration {
-			var ps []*proc
-			for _, n := range c.managers() {
-				ps = append(ps, n.proc)
-			}
-			return procsCPU(ps...)
+		var ps []*proc
+		var names []string
+		for _, n := range c.managers() {
+			ps = append(ps, n.proc)
+			names = append(names, memberName(n.name, n == leader))
+		}
+		res, err := runClosedLoop(ctx, conc, e.o.warmup, e.o.duration, e.o.callTimeout, op, func() []time.Duration {
+			return procsCPUEach(ps...)
 		})
-		res.System, res.Members = "shoal", managers
+		res.System, res.Members, res.MemberNames = "shoal", managers, names
 		if perr := prof.Wait(); perr != nil && err == nil {
 			err = perr
 		}
@@ -172,7 +177,7 @@ func benchShoal(ctx context.Context, e *env, managers int) ([]cellResult, error)
 			return cells, fmt.Errorf("concurrency %d: %w", conc, err)
 		}
 		cells = append(cells, res)
-		e.logf("%s: concurrency %d: %.0f ops/s, p50 %s, p99 %s, %d errors, cluster CPU %s/op", label, conc, res.OpsPerSec, ms(res.P50), ms(res.P99), res.Errors, us(res.cpuPerOp()))
+		e.logf("%s: concurrency %d: %.0f ops/s, p50 %s, p99 %s, %d errors, cluster CPU %s/op, client CPU %s/op", label, conc, res.OpsPerSec, ms(res.P50), ms(res.P99), res.Errors, us(res.cpuPerOp()), us(res.clientCPUPerOp()))
 		if res.FirstError != "" {
 			e.logf("%s: first error: %s", label, res.FirstError)
 		}
@@ -234,24 +239,61 @@ func benchEtcd(ctx context.Context, e *env) ([]cellResult, error) {
 			return cells, err
 		}
 		e.logf("etcd: Put, concurrency %d, %v warm-up + %v", conc, e.o.warmup, e.o.duration)
-		res, err := runClosedLoop(ctx, conc, e.o.warmup, e.o.duration, e.o.callTimeout, op, func() time.Duration {
-			var ps []*proc
-			for _, m := range ec.members {
-				ps = append(ps, m.proc)
+		var prof errgroup.Group
+		if e.o.pprofDir != "" {
+			from := time.Now().Add(e.o.warmup)
+			prof.Go(func() error {
+				return profileSelf(ctx, selfProfilePath(e.o.pprofDir, "etcd", conc), from, e.o.duration)
+			})
+			if ec.tls == nil {
+				var targets []profileTarget
+				for _, m := range ec.members {
+					role := "follower"
+					if m == leader {
+						role = "leader"
+					}
+					targets = append(targets, profileTarget{name: m.name, ip: m.ip, role: role})
+				}
+				prof.Go(func() error {
+					return profileCell(ctx, e.o.pprofDir, "etcd", conc, targets, etcdClientPort, from, e.o.duration)
+				})
 			}
-			return procsCPU(ps...)
+		}
+		var ps []*proc
+		var names []string
+		for _, m := range ec.members {
+			ps = append(ps, m.proc)
+			names = append(names, memberName(m.name, m == leader))
+		}
+		res, err := runClosedLoop(ctx, conc, e.o.warmup, e.o.duration, e.o.callTimeout, op, func() []time.Duration {
+			return procsCPUEach(ps...)
 		})
-		res.System, res.Members = "etcd", len(ec.members)
+		res.System, res.Members, res.MemberNames = "etcd", len(ec.members), names
+		if perr := prof.Wait(); perr != nil && err == nil {
+			err = perr
+		}
 		if err != nil {
 			return cells, fmt.Errorf("concurrency %d: %w", conc, err)
 		}
 		cells = append(cells, res)
-		e.logf("etcd: concurrency %d: %.0f ops/s, p50 %s, p99 %s, %d errors, cluster CPU %s/op", conc, res.OpsPerSec, ms(res.P50), ms(res.P99), res.Errors, us(res.cpuPerOp()))
+		e.logf("etcd: concurrency %d: %.0f ops/s, p50 %s, p99 %s, %d errors, cluster CPU %s/op, client CPU %s/op", conc, res.OpsPerSec, ms(res.P50), ms(res.P99), res.Errors, us(res.cpuPerOp()), us(res.clientCPUPerOp()))
 		if res.FirstError != "" {
 			e.logf("etcd: first error: %s", res.FirstError)
 		}
 	}
 	return cells, nil
+}
+
+// etcdClientPort is the etcd members' client port, where -pprof finds
+// their profiles (--enable-pprof).
+const etcdClientPort = "2379"
+
+// memberName names a cluster process in the per-process CPU figures.
+func memberName(name string, leader bool) string {
+	if leader {
+		return name + " (leader)"
+	}
+	return name
 }
 
 // us formats a duration in microseconds.

@@ -83,7 +83,8 @@
 // same pointer, with the version check on) leaves that spec out of the
 // entry (StoreOp.previous_spec_source = STORED_SPEC): every replica takes
 // it from the stored object the check pins, so the old spec is not
-// encoded, shipped, decoded and copied a second time. Entries written
+// encoded, shipped, decoded and copied a second time; its meta carries
+// the id alone (apply stamps the rest on every replica). Entries written
 // before the field existed carry it and replay unchanged (prevspec.go).
 // A manager of the release before it would ignore the field and drop the
 // spec, so the leader writes this form only while every manager node

@@ -177,7 +177,7 @@ func (v *view) scan(kind Kind, index, value, after string, fn func(Object) bool)
 // scan on a WriteTx seeks in its base view while the tx has not touched the
 // kind; otherwise the overlay decides and the range is built through Find.
 func (tx *writeTx) scan(kind Kind, index, value, after string, fn func(Object) bool) {
-	if !tx.touched[kind] {
+	if !tx.hasTouched(kind) {
 		tx.base.scan(kind, index, value, after, fn)
 		return
 	}

@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -93,17 +94,28 @@ const (
 
 // writeTx overlays pending changes on a view. It is used by one goroutine,
 // the one running the Update callback.
+//
+// Nothing is allocated for the overlay until the first write: pending is
+// nil until then (reads of a nil map find nothing) and the kinds written
+// are a short list, not a map. Many transactions write nothing (an
+// orchestrator pass reacting to an event it has nothing to do for), and
+// most write one object.
 type writeTx struct {
 	base    *view
-	pending map[objKey]*pendingOp
-	order   []objKey // first-touch order of pending, for a stable entry
-	touched map[Kind]bool
+	pending map[objKey]*pendingOp // nil until the first write
+	order   []objKey              // first-touch order of pending, for a stable entry
+	touched []Kind                // kinds written, each once (there are few kinds)
 }
 
 var _ WriteTx = (*writeTx)(nil)
 
 func newWriteTx(base *view) *writeTx {
-	return &writeTx{base: base, pending: map[objKey]*pendingOp{}, touched: map[Kind]bool{}}
+	return &writeTx{base: base}
+}
+
+// hasTouched says whether the tx wrote an object of kind.
+func (tx *writeTx) hasTouched(kind Kind) bool {
+	return slices.Contains(tx.touched, kind)
 }
 
 func (tx *writeTx) Index() uint64 { return tx.base.Index() }
@@ -141,7 +153,7 @@ func (tx *writeTx) withIDPrefix(kind Kind, prefix string) []Object {
 // replaced (or dropped if they no longer match), deleted ones dropped, new
 // ones added when they match.
 func (tx *writeTx) merge(kind Kind, base []Object, match func(Object) bool) []Object {
-	if !tx.touched[kind] {
+	if !tx.hasTouched(kind) {
 		return base
 	}
 	out := make([]Object, 0, len(base))
@@ -177,7 +189,7 @@ func (tx *writeTx) Create(o Object) error {
 	if tx.Get(kind, m.Id) != nil {
 		return errExists(kind, m.Id)
 	}
-	if err := tx.checkName(o); err != nil {
+	if err := tx.checkName(o, nil); err != nil {
 		return err
 	}
 	if p, ok := tx.pending[k]; ok {
@@ -208,7 +220,7 @@ func (tx *writeTx) Update(o Object) error {
 	if err := checkCurrent(kind, id, o.GetMeta().GetVersion(), cur); err != nil {
 		return err
 	}
-	if err := tx.checkName(o); err != nil {
+	if err := tx.checkName(o, cur); err != nil {
 		return err
 	}
 	k := objKey{kind, id}
@@ -242,9 +254,14 @@ func (tx *writeTx) Delete(kind Kind, id string, expectedVersion uint64) error {
 }
 
 func (tx *writeTx) add(k objKey, p *pendingOp) {
+	if tx.pending == nil {
+		tx.pending = make(map[objKey]*pendingOp, 1)
+	}
 	tx.pending[k] = p
 	tx.order = append(tx.order, k)
-	tx.touched[k.kind] = true
+	if !tx.hasTouched(k.kind) {
+		tx.touched = append(tx.touched, k.kind)
+	}
 }
 
 func (tx *writeTx) remove(k objKey) {
@@ -258,8 +275,12 @@ func (tx *writeTx) remove(k objKey) {
 }
 
 // checkName fails when o would take a unique name another object holds, as
-// the tx sees the store.
-func (tx *writeTx) checkName(o Object) error {
+// the tx sees the store. cur is the object o replaces as the tx sees it
+// (nil for a create): when it already holds the name, no other object can
+// (every write the tx or the FSM accepts keeps names unique), so the name
+// index is not searched — an update that keeps its name (every service
+// update: UpdateService refuses a rename) costs no lookup and no slice.
+func (tx *writeTx) checkName(o, cur Object) error {
 	kind := KindOf(o)
 	if !tableDefs[kind].uniqueName {
 		return nil
@@ -267,6 +288,11 @@ func (tx *writeTx) checkName(o Object) error {
 	name, ok := nameOf(o)
 	if !ok {
 		return nil
+	}
+	if cur != nil {
+		if held, ok := nameOf(cur); ok && held == name {
+			return nil
+		}
 	}
 	for _, other := range tx.Find(kind, IndexName, name) {
 		if other.GetMeta().GetId() != o.GetMeta().GetId() {

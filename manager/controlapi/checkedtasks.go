@@ -1,6 +1,9 @@
 package controlapi
 
-import "sync"
+import (
+	"bytes"
+	"sync"
+)
 
 // maxCheckedTasks bounds checkedTasks: past it the memo starts afresh (the
 // next update of each service checks its task once more).
@@ -20,9 +23,24 @@ const maxCheckedTasks = 100_000
 // full as before and refused with the same error if today's rules refuse
 // it. A version is a raft index and names one write, so a remembered
 // version never stands for another task.
+//
+// Beside the version it keeps the task's deterministic encoding when the
+// write that stored it had one at hand (UpdateService encodes the task it
+// was sent to compare it; CreateService does not): the next UpdateService
+// of that version then encodes only the task it was sent, not the stored
+// one (sameEncoding). The encoding is of the very task written at that
+// version, so it is the stored task's (the store keeps a copy of what it
+// was given).
 type checkedTasks struct {
-	mu sync.Mutex // guards m
-	m  map[string]uint64
+	mu sync.Mutex // guards m and the encodings in it
+	m  map[string]checkedTask
+}
+
+// checkedTask is one service's memo: the version written and, when known,
+// the encoding of its task (nil: not known).
+type checkedTask struct {
+	version uint64
+	task    []byte
 }
 
 // has says whether the service's task at version was checked here.
@@ -32,25 +50,61 @@ func (c *checkedTasks) has(id string, version uint64) bool {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.m[id] == version
+	return c.m[id].version == version
+}
+
+// sameEncoding compares enc with the encoding remembered for the
+// service's task at version: known is false when the memo has no
+// encoding of that version (then same is false too).
+func (c *checkedTasks) sameEncoding(id string, version uint64, enc []byte) (known, same bool) {
+	if version == 0 || enc == nil {
+		return false, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.m[id]
+	if e.version != version || e.task == nil {
+		return false, false
+	}
+	return true, bytes.Equal(e.task, enc)
 }
 
 // add records that the service's task at version was checked here. A
 // later version is never replaced by an earlier one (two writes with
 // ignore_version may return out of order).
 func (c *checkedTasks) add(id string, version uint64) {
+	c.addEncoded(id, version, nil)
+}
+
+// addEncoded is add that also remembers enc, the deterministic encoding
+// of the task written at version (nil: none). enc is copied (into the
+// entry's own buffer when it fits: one service's memo is rewritten on
+// every update of it).
+func (c *checkedTasks) addEncoded(id string, version uint64, enc []byte) {
 	if version == 0 {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil || len(c.m) >= maxCheckedTasks {
-		c.m = map[string]uint64{}
+		c.m = map[string]checkedTask{}
 	}
-	if c.m[id] < version {
-		c.m[id] = version
+	e := c.m[id]
+	if e.version >= version {
+		return
 	}
+	e.version = version
+	if enc == nil || len(enc) > maxMemoTaskBytes {
+		e.task = nil
+	} else {
+		e.task = append(e.task[:0], enc...)
+	}
+	c.m[id] = e
 }
+
+// maxMemoTaskBytes bounds an encoding kept in the memo: a larger task is
+// compared by encoding both sides, as without the memo.
+const maxMemoTaskBytes = 4 << 10
 
 // forget drops a removed service.
 func (c *checkedTasks) forget(id string) {

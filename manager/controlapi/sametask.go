@@ -47,3 +47,51 @@ func equalTasks(a, b *shoalv1.TaskSpec) bool {
 	}
 	return same || proto.Equal(a, b)
 }
+
+// sentTask is the task an UpdateService was sent, with its deterministic
+// encoding in a pooled buffer (enc nil: no task, or not encodable), so
+// that comparing it with the stored task, and remembering what was
+// written (checkedTasks), take one encoding of it.
+type sentTask struct {
+	task *shoalv1.TaskSpec
+	enc  []byte
+	bufs *[2][]byte
+}
+
+func newSentTask() *sentTask {
+	return &sentTask{bufs: taskBufs.Get().(*[2][]byte)}
+}
+
+// encode sets t as the task sent and encodes it.
+func (s *sentTask) encode(t *shoalv1.TaskSpec) {
+	s.task, s.enc = t, nil
+	if t == nil {
+		return
+	}
+	b, err := taskEncoding.MarshalAppend(s.bufs[0][:0], t)
+	s.bufs[0] = b
+	if err == nil {
+		s.enc = b
+	}
+}
+
+// equal is equalTasks(s.task, b), encoding b only.
+func (s *sentTask) equal(b *shoalv1.TaskSpec) bool {
+	if s.enc == nil || b == nil {
+		return equalTasks(s.task, b)
+	}
+	enc, err := taskEncoding.MarshalAppend(s.bufs[1][:0], b)
+	s.bufs[1] = enc
+	if err == nil && bytes.Equal(s.enc, enc) {
+		return true
+	}
+	return proto.Equal(s.task, b)
+}
+
+// release gives the buffers back; s is not used after.
+func (s *sentTask) release() {
+	if cap(s.bufs[0]) <= 64<<10 && cap(s.bufs[1]) <= 64<<10 {
+		taskBufs.Put(s.bufs)
+	}
+	s.bufs, s.enc = nil, nil
+}

@@ -245,14 +245,33 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 	// sameTask: the task to store equals the stored one; resolved: it is
 	// not the task validation saw (network names became ids).
 	sameTask, taskAccepted, resolved := false, false, false
+	sent := newSentTask()
+	defer sent.release()
 	defer s.lockServiceWrite(spec)()
 	idx, err := s.updateIgnoringVersion(ctx, req.GetIgnoreVersion(), func(tx raftstore.WriteTx) error {
 		cur, ok := raftstore.Get[*shoalv1.Service](tx, req.GetServiceId())
 		// A task left as stored by a write this process checked is not
 		// checked again (checkedTasks); anything else is, in full, and
-		// before "not found", as it always was.
-		sameTask = ok && equalTasks(spec.GetTask(), cur.GetSpec().GetTask())
-		taskAccepted = sameTask && s.checked.has(cur.GetMeta().GetId(), cur.GetMeta().GetVersion())
+		// before "not found", as it always was. The memo also holds the
+		// encoding of the task this process wrote at that version, so the
+		// stored task need not be encoded again to be compared.
+		sent.encode(spec.GetTask())
+		known, same := false, false
+		if ok {
+			known, same = s.checked.sameEncoding(cur.GetMeta().GetId(), cur.GetMeta().GetVersion(), sent.enc)
+		}
+		switch {
+		case !ok:
+			sameTask, taskAccepted = false, false
+		case known:
+			// Equal encodings are equal tasks (equalTasks); different
+			// ones are asked of proto.Equal, as equalTasks would.
+			sameTask = same || proto.Equal(spec.GetTask(), cur.GetSpec().GetTask())
+			taskAccepted = sameTask
+		default:
+			sameTask = sent.equal(cur.GetSpec().GetTask())
+			taskAccepted = sameTask && s.checked.has(cur.GetMeta().GetId(), cur.GetMeta().GetVersion())
+		}
 		if err := validateServiceUpdate(spec, taskAccepted); err != nil {
 			return err
 		}
@@ -332,7 +351,7 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 	// The task stored by this call passed the rules (or was the one they
 	// accepted at the version read), unless resolving networks changed it.
 	if !resolved {
-		s.checked.add(out.GetMeta().GetId(), idx)
+		s.checked.addEncoded(out.GetMeta().GetId(), idx, sent.enc)
 	}
 	meta := copyMeta(out.GetMeta())
 	meta.Version = idx
