@@ -280,6 +280,9 @@ func (tx *writeTx) remove(k objKey) {
 // (every write the tx or the FSM accepts keeps names unique), so the name
 // index is not searched — an update that keeps its name (every service
 // update: UpdateService refuses a rename) costs no lookup and no slice.
+// cur being o itself (an object the tx holds pending, changed in place by
+// its caller) proves nothing: its name is already o's new one, so the
+// index is searched (TestUpdateOfAPendingObjectChangedInPlaceIsChecked).
 func (tx *writeTx) checkName(o, cur Object) error {
 	kind := KindOf(o)
 	if !tableDefs[kind].uniqueName {
@@ -289,7 +292,7 @@ func (tx *writeTx) checkName(o, cur Object) error {
 	if !ok {
 		return nil
 	}
-	if cur != nil {
+	if cur != nil && cur != o {
 		if held, ok := nameOf(cur); ok && held == name {
 			return nil
 		}
