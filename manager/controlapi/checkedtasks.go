@@ -30,10 +30,13 @@ const maxCheckedTasks = 100_000
 // of that version then encodes only the task it was sent, not the stored
 // one (sameEncoding). The encoding is of the very task written at that
 // version, so it is the stored task's (the store keeps a copy of what it
-// was given).
+// was given). The encodings are bounded all services together
+// (maxMemoBytes), not only one by one: past that a version is remembered
+// without its encoding.
 type checkedTasks struct {
-	mu sync.Mutex // guards m and the encodings in it
-	m  map[string]checkedTask
+	mu    sync.Mutex // guards m, the encodings in it and bytes
+	m     map[string]checkedTask
+	bytes int // the capacities of the encodings in m
 }
 
 // checkedTask is one service's memo: the version written and, when known,
@@ -77,9 +80,9 @@ func (c *checkedTasks) add(id string, version uint64) {
 }
 
 // addEncoded is add that also remembers enc, the deterministic encoding
-// of the task written at version (nil: none). enc is copied (into the
-// entry's own buffer when it fits: one service's memo is rewritten on
-// every update of it).
+// of the task written at version (nil: none), while the memo's encodings
+// stay within maxMemoBytes. enc is copied (into the entry's own buffer
+// when it fits: one service's memo is rewritten on every update of it).
 func (c *checkedTasks) addEncoded(id string, version uint64, enc []byte) {
 	if version == 0 {
 		return
@@ -87,17 +90,27 @@ func (c *checkedTasks) addEncoded(id string, version uint64, enc []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil || len(c.m) >= maxCheckedTasks {
-		c.m = map[string]checkedTask{}
+		c.m, c.bytes = map[string]checkedTask{}, 0
 	}
 	e := c.m[id]
 	if e.version >= version {
 		return
 	}
 	e.version = version
-	if enc == nil || len(enc) > maxMemoTaskBytes {
+	switch {
+	case enc == nil || len(enc) > maxMemoTaskBytes:
+		c.bytes -= cap(e.task)
 		e.task = nil
-	} else {
+	case len(enc) <= cap(e.task):
 		e.task = append(e.task[:0], enc...)
+	case c.bytes-cap(e.task)+len(enc) > maxMemoBytes:
+		c.bytes -= cap(e.task)
+		e.task = nil
+	default:
+		c.bytes -= cap(e.task)
+		e.task = make([]byte, len(enc))
+		copy(e.task, enc)
+		c.bytes += cap(e.task)
 	}
 	c.m[id] = e
 }
@@ -106,9 +119,17 @@ func (c *checkedTasks) addEncoded(id string, version uint64, enc []byte) {
 // compared by encoding both sides, as without the memo.
 const maxMemoTaskBytes = 4 << 10
 
+// maxMemoBytes bounds the encodings the memo keeps, all services
+// together: maxCheckedTasks tasks of maxMemoTaskBytes would be ~400 MiB
+// on every manager that ever led, where the versions alone are a few MiB
+// (TestCheckedTasksEncodingsBounded). 16 MiB keeps every service's
+// encoding up to ~50,000 services of a typical few-hundred-byte task.
+const maxMemoBytes = 16 << 20
+
 // forget drops a removed service.
 func (c *checkedTasks) forget(id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.bytes -= cap(c.m[id].task)
 	delete(c.m, id)
 }

@@ -25,8 +25,9 @@
 // two tasks' deterministic encodings first (sametask.go): a reflection
 // walk of both on every call was 6 % of the leader at 256 writers. The
 // memo also keeps the encoding of the task this process wrote at the
-// version it remembers, so an update of that version encodes only the
-// task it was sent.
+// version it remembers (16 MiB of encodings at most, all services
+// together), so an update of that version encodes only the task it was
+// sent.
 //
 // CreateService and UpdateService answer with the whole service unless
 // the request's view is SERVICE_VIEW_BRIEF: then the reply leaves out
