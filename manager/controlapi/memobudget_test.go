@@ -2,8 +2,14 @@ package controlapi
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
 )
 
 // memoBytes is what the memo's encodings hold (their capacities), counted
@@ -78,5 +84,60 @@ func TestCheckedTasksEncodingsBounded(t *testing.T) {
 	c.forget("new")
 	if c.bytes != 0 || memoBytes(&c) != 0 {
 		t.Errorf("every service forgotten: memo counts %d bytes, holds %d", c.bytes, memoBytes(&c))
+	}
+}
+
+// The memo's encoding stands for the task of the version it was written
+// at only: once another writer (a rollback, another leader's write) stored
+// another task at a later version, an update sending the memo's task is a
+// change of the stored task (spec_version moves), and one sending the
+// stored task is not.
+func TestMemoEncodingStaleAfterAnotherWriter(t *testing.T) {
+	for _, sendMemoTask := range []bool{true, false} {
+		s, st := newServer(t)
+		ctx := context.Background()
+		created, err := s.CreateService(ctx, &shoalv1.CreateServiceRequest{Spec: validSpec()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := created.GetService().GetMeta().GetId()
+		spec := validSpec()
+		spec.Task.Container.Image = "demo:2"
+		up, err := s.UpdateService(ctx, &shoalv1.UpdateServiceRequest{ServiceId: id, Version: created.GetService().GetMeta().GetVersion(), Spec: spec})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if known, _ := s.checked.sameEncoding(id, up.GetService().GetMeta().GetVersion(), []byte{0}); !known {
+			t.Fatal("the update's encoding not remembered")
+		}
+		// Another writer puts the created task back (as a rollback does).
+		idx, err := st.Update(ctx, func(tx raftstore.WriteTx) error {
+			cur, _ := raftstore.Get[*shoalv1.Service](tx, id)
+			back := proto.Clone(cur).(*shoalv1.Service)
+			back.Spec.Task = proto.Clone(created.GetService().GetSpec().GetTask()).(*shoalv1.TaskSpec)
+			back.SpecVersion++
+			return tx.Update(back)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rolled, _ := raftstore.Get[*shoalv1.Service](st.View(), id)
+		send := validSpec()
+		send.Task = proto.Clone(rolled.GetSpec().GetTask()).(*shoalv1.TaskSpec)
+		if sendMemoTask {
+			send.Task.Container.Image = "demo:2"
+		}
+		again, err := s.UpdateService(ctx, &shoalv1.UpdateServiceRequest{ServiceId: id, Version: idx, Spec: send})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bumped := again.GetService().GetSpecVersion() != rolled.GetSpecVersion()
+		if bumped != sendMemoTask {
+			t.Errorf("sending the memo's task %v: spec_version %d → %d", sendMemoTask, rolled.GetSpecVersion(), again.GetService().GetSpecVersion())
+		}
+		stored, _ := raftstore.Get[*shoalv1.Service](st.View(), id)
+		if got := stored.GetSpec().GetTask().GetContainer().GetImage(); got != send.GetTask().GetContainer().GetImage() {
+			t.Errorf("stored image %q, sent %q", got, send.GetTask().GetContainer().GetImage())
+		}
 	}
 }
