@@ -328,6 +328,28 @@ func stagedCluster(t *testing.T, tune ...func(*raft.Config)) []*stagedNode {
 	return out
 }
 
+// blockedApply arms the leader's log and applies data, returning once the
+// leader's StoreLogs of the entry waits for the test's release.
+func blockedApply(leader *stagedNode, data string) raft.ApplyFuture {
+	leader.store.arm()
+	fut := leader.raft.Apply([]byte(data), 0)
+	<-leader.store.entered
+	return fut
+}
+
+// followersHold waits until every follower given stores entry idx.
+func followersHold(t *testing.T, idx uint64, followers ...*stagedNode) {
+	t.Helper()
+	eventually(t, "the followers store the entry while the leader's write waits", func() error {
+		for _, f := range followers {
+			if err := hasEntry(f, idx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 func hasEntry(nd *stagedNode, idx uint64) error {
 	var l raft.Log
 	if err := nd.store.InmemStore.GetLog(idx, &l); err != nil {
@@ -345,17 +367,8 @@ func TestLeaderReplicatesWhileItWrites(t *testing.T) {
 	leader := nodes[0]
 	idx := leader.raft.LastIndex() + 1
 
-	leader.store.arm()
-	fut := leader.raft.Apply([]byte("x"), 0)
-	<-leader.store.entered
-	eventually(t, "both followers store the entry while the leader's write waits", func() error {
-		for _, f := range nodes[1:] {
-			if err := hasEntry(f, idx); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	fut := blockedApply(leader, "x")
+	followersHold(t, idx, nodes[1:]...)
 	done := errOf(fut)
 	select {
 	case <-done:
@@ -400,10 +413,8 @@ func TestLeaderWriteFailureAfterStaging(t *testing.T) {
 	leader.trans.Disconnect(nodes[2].trans.LocalAddr())
 	nodes[2].trans.Disconnect(leader.trans.LocalAddr())
 
-	leader.store.arm()
-	fut := leader.raft.Apply([]byte("lost"), 0)
-	<-leader.store.entered
-	eventually(t, "the connected follower stores the entry", func() error { return hasEntry(nodes[1], idx) })
+	fut := blockedApply(leader, "lost")
+	followersHold(t, idx, nodes[1])
 	leader.store.release <- errors.New("disk gone")
 	if err := fut.Error(); err == nil {
 		t.Fatal("a write whose leader failed to store it was acknowledged")

@@ -80,17 +80,8 @@ func TestFailedStagedWriteShipsNoSnapshot(t *testing.T) {
 			once.Do(func() { close(missed) })
 		}
 	})
-	leader.store.arm()
-	fut := leader.raft.Apply([]byte("lost"), 0)
-	<-leader.store.entered
-	eventually(t, "both followers store the entry while the leader's write waits", func() error {
-		for _, f := range nodes[1:] {
-			if err := hasEntry(f, idx); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	fut := blockedApply(leader, "lost")
+	followersHold(t, idx, nodes[1:]...)
 	leader.store.release <- errors.New("disk gone")
 	if err := fut.Error(); err == nil {
 		t.Fatal("a write whose leader failed to store it was acknowledged")
@@ -175,17 +166,8 @@ func TestFailedStagedWriteHeldByFollowersCommits(t *testing.T) {
 	leader := nodes[0]
 	idx := leader.raft.LastIndex() + 1
 
-	leader.store.arm()
-	fut := leader.raft.Apply([]byte("held"), 0)
-	<-leader.store.entered
-	eventually(t, "both followers store the entry while the leader's write waits", func() error {
-		for _, f := range nodes[1:] {
-			if err := hasEntry(f, idx); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	fut := blockedApply(leader, "held")
+	followersHold(t, idx, nodes[1:]...)
 	leader.store.release <- errors.New("disk gone")
 	if err := fut.Error(); !errors.Is(err, raft.ErrLeadershipLost) {
 		t.Fatalf("the failed write's error is %v, want ErrLeadershipLost", err)
@@ -219,9 +201,7 @@ func TestSnapshotDuringStagedWrite(t *testing.T) {
 	leader.fsm.mu.Lock()
 	leader.fsm.snapshotted = snapshotted
 	leader.fsm.mu.Unlock()
-	leader.store.arm()
-	fut := leader.raft.Apply([]byte("x"), 0)
-	<-leader.store.entered
+	fut := blockedApply(leader, "x")
 	snap := leader.raft.Snapshot()
 	<-snapshotted // the state is captured; the rest waits for the main loop
 	leader.store.release <- nil
@@ -261,9 +241,7 @@ func TestLeadershipTransferDuringStagedWrite(t *testing.T) {
 	nodes := stagedCluster(t)
 	leader := nodes[0]
 
-	leader.store.arm()
-	fut := leader.raft.Apply([]byte("x"), 0)
-	<-leader.store.entered
+	fut := blockedApply(leader, "x")
 	transfer := make(chan error, 1)
 	go func() { transfer <- leader.raft.LeadershipTransfer().Error() }()
 	leader.store.release <- nil
@@ -400,9 +378,7 @@ func TestLeaderDeposedDuringStagedWrite(t *testing.T) {
 	partition(false)
 	idx := leader.raft.LastIndex() + 1
 
-	leader.store.arm()
-	done := errOf(leader.raft.Apply([]byte("x"), 0))
-	<-leader.store.entered
+	done := errOf(blockedApply(leader, "x"))
 	newLeader := leaderOf(t, nodes[1:])
 	if err := newLeader.raft.Apply([]byte("y"), waitFor).Error(); err != nil {
 		t.Fatalf("write on the new leader: %v", err)
