@@ -304,16 +304,7 @@ func stagedCluster(t *testing.T, tune ...func(*raft.Config)) []*stagedNode {
 			nd.raft.Shutdown().Error()
 		}
 	})
-	var leader *stagedNode
-	eventually(t, "a leader", func() error {
-		for _, nd := range nodes {
-			if nd.raft.State() == raft.Leader {
-				leader = nd
-				return nil
-			}
-		}
-		return errors.New("no leader")
-	})
+	leader := leaderOf(t, nodes)
 	// Let the leader's first entry (its no-op) commit everywhere, so the
 	// test's entry is the only one in flight.
 	if err := leader.raft.Barrier(waitFor).Error(); err != nil {
@@ -350,6 +341,42 @@ func followersHold(t *testing.T, idx uint64, followers ...*stagedNode) {
 	})
 }
 
+// leaderOf waits for a leader among nodes and returns it.
+func leaderOf(t *testing.T, nodes []*stagedNode) *stagedNode {
+	t.Helper()
+	var leader *stagedNode
+	eventually(t, "a leader", func() error {
+		for _, nd := range nodes {
+			if nd.raft.State() == raft.Leader {
+				leader = nd
+				return nil
+			}
+		}
+		return errors.New("no leader")
+	})
+	return leader
+}
+
+// sameApplied waits until every node applied the same commands as the
+// leader, ending with last.
+func sameApplied(t *testing.T, nodes []*stagedNode, leader *stagedNode, last string) []string {
+	t.Helper()
+	var want []string
+	eventually(t, "every node applies the same commands", func() error {
+		want = leader.fsm.list()
+		if len(want) == 0 || want[len(want)-1] != last {
+			return fmt.Errorf("leader %s applied %q", leader.id, want)
+		}
+		for _, nd := range nodes {
+			if got := nd.fsm.list(); fmt.Sprint(got) != fmt.Sprint(want) {
+				return fmt.Errorf("%s applied %q, leader %q", nd.id, got, want)
+			}
+		}
+		return nil
+	})
+	return want
+}
+
 func hasEntry(nd *stagedNode, idx uint64) error {
 	var l raft.Log
 	if err := nd.store.InmemStore.GetLog(idx, &l); err != nil {
@@ -379,14 +406,9 @@ func TestLeaderReplicatesWhileItWrites(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("apply: %v", err)
 	}
-	eventually(t, "every node applies it", func() error {
-		for _, nd := range nodes {
-			if got := nd.fsm.list(); len(got) != 1 || got[0] != "x" {
-				return fmt.Errorf("%s applied %q", nd.id, got)
-			}
-		}
-		return nil
-	})
+	if got := sameApplied(t, nodes, leader, "x"); fmt.Sprint(got) != "[x]" {
+		t.Fatalf("applied %q, want [x]", got)
+	}
 }
 
 // errOf hands over f's error once it has one. Only its goroutine calls
@@ -432,29 +454,14 @@ func TestLeaderWriteFailureAfterStaging(t *testing.T) {
 
 	leader.trans.Connect(nodes[2].trans.LocalAddr(), nodes[2].trans)
 	nodes[2].trans.Connect(leader.trans.LocalAddr(), leader.trans)
-	var newLeader *stagedNode
-	eventually(t, "a leader after the failure", func() error {
-		for _, nd := range nodes {
-			if nd.raft.State() == raft.Leader {
-				newLeader = nd
-				return nil
-			}
-		}
-		return errors.New("no leader")
-	})
+	newLeader := leaderOf(t, nodes)
 	if err := newLeader.raft.Apply([]byte("after"), waitFor).Error(); err != nil {
 		t.Fatalf("write after the failure: %v", err)
 	}
 	last := newLeader.raft.LastIndex()
-	eventually(t, "every node holds the same log and applied the same commands", func() error {
-		want := newLeader.fsm.list()
-		if len(want) == 0 || want[len(want)-1] != "after" {
-			return fmt.Errorf("leader %s applied %q", newLeader.id, want)
-		}
+	sameApplied(t, nodes, newLeader, "after")
+	eventually(t, "every node holds the same log", func() error {
 		for _, nd := range nodes {
-			if got := nd.fsm.list(); fmt.Sprint(got) != fmt.Sprint(want) {
-				return fmt.Errorf("%s applied %q, leader %q", nd.id, got, want)
-			}
 			for i := idx; i <= last; i++ {
 				var a, b raft.Log
 				if err := nd.store.InmemStore.GetLog(i, &a); err != nil {

@@ -119,42 +119,6 @@ func TestFailedStagedWriteShipsNoSnapshot(t *testing.T) {
 	}
 }
 
-// leaderOf waits for a leader among nodes and returns it.
-func leaderOf(t *testing.T, nodes []*stagedNode) *stagedNode {
-	t.Helper()
-	var leader *stagedNode
-	eventually(t, "a leader", func() error {
-		for _, nd := range nodes {
-			if nd.raft.State() == raft.Leader {
-				leader = nd
-				return nil
-			}
-		}
-		return errors.New("no leader")
-	})
-	return leader
-}
-
-// sameApplied waits until every node applied the same commands as the
-// leader, ending with last.
-func sameApplied(t *testing.T, nodes []*stagedNode, leader *stagedNode, last string) []string {
-	t.Helper()
-	var want []string
-	eventually(t, "every node applies the same commands", func() error {
-		want = leader.fsm.list()
-		if len(want) == 0 || want[len(want)-1] != last {
-			return fmt.Errorf("leader %s applied %q", leader.id, want)
-		}
-		for _, nd := range nodes {
-			if got := nd.fsm.list(); fmt.Sprint(got) != fmt.Sprint(want) {
-				return fmt.Errorf("%s applied %q, leader %q", nd.id, got, want)
-			}
-		}
-		return nil
-	})
-	return want
-}
-
 // When both followers stored a batch whose write then failed on the
 // leader, the batch is on a majority: it is committed although the
 // leader's write failed (its caller was told the outcome is unknown). The
