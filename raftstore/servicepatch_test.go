@@ -313,3 +313,24 @@ func TestPatchServiceInTx(t *testing.T) {
 		}
 	}
 }
+
+// Followers decode the patch and build the spec from their own stored
+// service: every replica ends in the leader's state.
+func TestFollowersApplyPatch(t *testing.T) {
+	c := newCluster(t, 3, clusterOpts{})
+	c.update(createIfMissing(benchService("s1", 0)))
+	idx := c.update(func(tx WriteTx) error {
+		cur, _ := Get[*shoalv1.Service](tx, "s1")
+		if cur.GetSpec().GetReplicas() == 7 {
+			return nil // a retry after a commit
+		}
+		return tx.PatchService(&shoalv1.Service{Meta: copyMeta(cur.GetMeta()), PreviousSpec: cur.GetSpec(), SpecVersion: cur.GetSpecVersion()},
+			&shoalv1.ServicePatch{LabelsAdd: map[string]string{"k": "v"}, Replicas: int64p(7)})
+	})
+	want := dump(c.leader().store.View())
+	got, _ := Get[*shoalv1.Service](c.leader().store.View(), "s1")
+	if got.GetSpec().GetReplicas() != 7 || got.GetSpec().GetLabels()["k"] != "v" || !proto.Equal(got.GetPreviousSpec(), benchService("s1", 0).GetSpec()) {
+		t.Fatalf("leader's service %v", got)
+	}
+	c.converge(want, idx)
+}
