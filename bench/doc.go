@@ -13,10 +13,15 @@
 // GetCluster shows every manager as a voter and a leader. One service per
 // worker is created with 0 replicas (so no tasks churn). Each cell then runs
 // C concurrent workers (C from -concurrency, default "1,16,256") for
-// -warmup plus -duration: a worker sends UpdateService for its own service,
-// changing a 100-byte label value and naming the version returned by its
-// previous update (optimistic concurrency), and starts the next call as soon
-// as the previous one returns (closed loop). Workers ask for the brief
+// -warmup plus -duration: a worker sends PatchService for its own service
+// (-write patch, the default: labels_add of its one label, what `shoal
+// service update --label-add` sends), or UpdateService with the whole spec
+// (-write update, what every build before PatchService measured; the
+// report's description names the write), changing a 100-byte label value
+// and naming the version returned by its previous write (optimistic
+// concurrency), and starts the next call as soon as the previous one
+// returns (closed loop). -write patch against a build without PatchService
+// stops with an error naming -write update. Workers ask for the brief
 // reply (view SERVICE_VIEW_BRIEF: the service without its specs, as the
 // worker keeps the spec it sends); a shoal from before the field answers
 // with the whole service, which the worker reads the same, so -shoal-bin

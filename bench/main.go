@@ -27,6 +27,7 @@ type options struct {
 	concs       []int
 	managers    []int
 	only        string // shoal, etcd, all, none
+	write       string // patch, update: shoal's write in the throughput cells
 	shoalBin    string
 	shoalSrc    string
 	logLevel    string
@@ -86,6 +87,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured load before each cell's measured time")
 	fs.DurationVar(&o.callTimeout, "call-timeout", 10*time.Second, "timeout of one write")
 	fs.StringVar(&concs, "concurrency", "1,16,256", "comma-separated numbers of concurrent writers")
+	fs.StringVar(&o.write, "write", "patch", "shoal's write in the throughput cells: patch (PatchService: the label alone) or update (UpdateService: the whole spec)")
 	fs.StringVar(&managers, "managers", "1,3", "comma-separated shoal cluster sizes (managers) to measure")
 	fs.StringVar(&o.only, "only", "all", "which throughput benchmarks to run: shoal, etcd, all, none (default none when -failover or -nodedown is given)")
 	fs.StringVar(&o.shoalBin, "shoal-bin", "", "shoal binary (default: go build ./cmd/shoal of -shoal-src into the temp dir)")
@@ -130,6 +132,11 @@ func parseFlags(args []string) (*options, error) {
 	case "shoal", "etcd", "all", "none":
 	default:
 		return nil, fmt.Errorf("-only: want shoal, etcd, all or none, got %q", o.only)
+	}
+	switch o.write {
+	case "patch", "update":
+	default:
+		return nil, fmt.Errorf("-write: want patch or update, got %q", o.write)
 	}
 	var err error
 	if o.concs, err = intList(concs); err != nil {

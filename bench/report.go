@@ -28,12 +28,14 @@ type reportMeta struct {
 	Warmup       string `json:"warmup"`
 	ShoalVersion string `json:"shoal_version,omitempty"`
 	EtcdVersion  string `json:"etcd_version,omitempty"`
+	// Write is shoal's write (-write): patch or update.
+	Write string `json:"write,omitempty"`
 }
 
 func newReport(o *options) *report {
 	return &report{Meta: reportMeta{
 		Date: time.Now().UTC().Format("2006-01-02 15:04 MST"), Go: runtime.Version(), CPUs: runtime.NumCPU(),
-		Duration: o.duration.String(), Warmup: o.warmup.String(),
+		Duration: o.duration.String(), Warmup: o.warmup.String(), Write: o.write,
 	}}
 }
 
@@ -104,8 +106,8 @@ func (r *report) markdown(w io.Writer) {
 	fmt.Fprintf(w, "One machine, every process on loopback (%s).\n", strings.Join(parts, ", "))
 	if len(r.Cells) > 0 {
 		fmt.Fprintf(w, "Each cell: %s warm-up, then %s measured; closed loop, one outstanding call per writer;\n", m.Warmup, m.Duration)
-		fmt.Fprintln(w, "fsync on. shoal: UpdateService of a 0-replica service per writer (100-byte label value,")
-		fmt.Fprintln(w, "version from the previous update), client connected to the leader. etcd: Put of a 100-byte")
+		fmt.Fprintf(w, "fsync on. shoal: %s of a 0-replica service per writer (100-byte label value,\n", shoalWriteName(m.Write))
+		fmt.Fprintln(w, "version from the previous write), client connected to the leader. etcd: Put of a 100-byte")
 		fmt.Fprintln(w, "value to a key per writer, client connected to the leader. CPU/op: user + system time of")
 		fmt.Fprintln(w, "all the cluster's processes in the measured window over the writes counted; client CPU/op:")
 		fmt.Fprintln(w, "the benchmark process's own (the writers' client side), same window and count.")

@@ -10,6 +10,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/shoal-dev/shoal/client"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
@@ -34,9 +35,10 @@ func benchValue(w int, seq uint64) string {
 // shoalWorker is one writer's state; only that writer's goroutine touches
 // it. The padding keeps two writers' counters off one cache line.
 type shoalWorker struct {
-	req *shoalv1.UpdateServiceRequest
-	seq uint64
-	_   [48]byte
+	req   *shoalv1.UpdateServiceRequest
+	patch *shoalv1.PatchServiceRequest // -write patch
+	seq   uint64
+	_     [40]byte
 }
 
 // benchUpdateRequest is a writer's request for the service created for
@@ -54,6 +56,24 @@ func benchUpdateRequest(svc *shoalv1.Service) *shoalv1.UpdateServiceRequest {
 	return req
 }
 
+// benchPatchRequest is a writer's PatchService for the service created
+// for it: its label alone, the version read named, the brief reply.
+func benchPatchRequest(svc *shoalv1.Service) *shoalv1.PatchServiceRequest {
+	return &shoalv1.PatchServiceRequest{
+		ServiceId: svc.GetMeta().GetId(), Version: svc.GetMeta().GetVersion(),
+		LabelsAdd: map[string]string{"bench": svc.GetSpec().GetLabels()["bench"]},
+		View:      shoalv1.ServiceView_SERVICE_VIEW_BRIEF,
+	}
+}
+
+// shoalWriteName names -write's RPC for the report.
+func shoalWriteName(write string) string {
+	if write == "update" {
+		return "UpdateService (the whole spec)"
+	}
+	return "PatchService (labels_add of the one label)"
+}
+
 // benchServiceSpec is the spec of a benchmark service: 0 replicas, so that
 // updates change no task.
 func benchServiceSpec(name, value string) *shoalv1.ServiceSpec {
@@ -68,7 +88,7 @@ func benchServiceSpec(name, value string) *shoalv1.ServiceSpec {
 	}
 }
 
-// benchShoal measures UpdateService throughput on a cluster of the given
+// benchShoal measures PatchService (or, -write update, UpdateService) throughput on a cluster of the given
 // number of managers, one cell per concurrency.
 func benchShoal(ctx context.Context, e *env, managers int) ([]cellResult, error) {
 	label := fmt.Sprintf("shoal-%dm", managers)
@@ -107,6 +127,7 @@ func benchShoal(ctx context.Context, e *env, managers int) ([]cellResult, error)
 				return fmt.Errorf("creating service bench-%04d: %w", w, err)
 			}
 			workers[w].req = benchUpdateRequest(resp.GetService())
+			workers[w].patch = benchPatchRequest(resp.GetService())
 			return nil
 		})
 	}
@@ -121,9 +142,10 @@ func benchShoal(ctx context.Context, e *env, managers int) ([]cellResult, error)
 		defer cancel()
 		if resp, err := cl.Control.GetService(rctx, &shoalv1.GetServiceRequest{Ref: workers[w].req.GetServiceId()}); err == nil {
 			workers[w].req.Version = resp.GetService().GetMeta().GetVersion()
+			workers[w].patch.Version = workers[w].req.Version
 		}
 	}
-	op := func(ctx context.Context, w int) error {
+	update := func(ctx context.Context, w int) error {
 		wk := &workers[w]
 		wk.seq++
 		wk.req.Spec.Labels["bench"] = benchValue(w, wk.seq)
@@ -135,13 +157,33 @@ func benchShoal(ctx context.Context, e *env, managers int) ([]cellResult, error)
 		wk.req.Version = resp.GetService().GetMeta().GetVersion()
 		return nil
 	}
+	patch := func(ctx context.Context, w int) error {
+		wk := &workers[w]
+		wk.seq++
+		wk.patch.LabelsAdd["bench"] = benchValue(w, wk.seq)
+		resp, err := cl.Control.PatchService(ctx, wk.patch)
+		if err != nil {
+			refresh(w)
+			return err
+		}
+		wk.patch.Version = resp.GetService().GetMeta().GetVersion()
+		return nil
+	}
+	op, rpc := patch, "PatchService"
+	if e.o.write == "update" {
+		op, rpc = update, "UpdateService"
+	} else if err := op(ctx, 0); client.IsUnimplemented(err) {
+		return nil, fmt.Errorf("-write patch: this shoal has no PatchService (an earlier build): measure it with -write update")
+	} else if err != nil {
+		return nil, fmt.Errorf("a first PatchService: %w", err)
+	}
 
 	var cells []cellResult
 	for _, conc := range e.o.concs {
 		if err := c.checkAlive(); err != nil {
 			return cells, err
 		}
-		e.logf("%s: UpdateService, concurrency %d, %v warm-up + %v", label, conc, e.o.warmup, e.o.duration)
+		e.logf("%s: %s, concurrency %d, %v warm-up + %v", label, rpc, conc, e.o.warmup, e.o.duration)
 		var prof errgroup.Group
 		if e.o.pprofDir != "" {
 			var targets []profileTarget

@@ -82,14 +82,16 @@ const DefaultMaxEntryBytes = 8 << 20
 // that leave previous_spec out of the entry (STORED_SPEC, prevspec.go); 3,
 // task status ops carrying only the status (TASK_STATUS, taskstatus.go); 4,
 // tasks created without their service's spec (TASK_CREATE) and
-// assignments carrying only the node and status (TASK_ASSIGN, taskbulk.go).
+// assignments carrying only the node and status (TASK_ASSIGN, taskbulk.go);
+// 5, service updates carrying a patch instead of the spec
+// (STORED_SPEC_PATCHED, servicepatch.go).
 // Nodes report it in their description (NodeDescription.store_format) and
 // the leader writes a form newer than 1 only while every manager reports
 // at least this, so that a manager of the previous release, which would
 // misapply it, never receives one during a rolling upgrade (storeformat.go).
 // Raise it whenever an entry form a previous release would misapply is
 // added, and gate that form on it the same way.
-const StoreFormat = 4
+const StoreFormat = 5
 
 // Reader is a consistent view of the store.
 type Reader interface {
@@ -119,6 +121,11 @@ type WriteTx interface {
 	// AssignTask replaces only the node and the status of task id, read
 	// at version (not 0): the entry carries those alone (taskbulk.go).
 	AssignTask(id string, version uint64, nodeID string, status *shoalv1.TaskStatus) error
+	// PatchService replaces service svc.meta.id, read at svc.meta.version
+	// (not 0), with svc: its previous_spec the stored spec, its spec set
+	// by the tx to PatchSpec(stored spec, patch). The entry carries the
+	// patch, not the specs (servicepatch.go).
+	PatchService(svc *shoalv1.Service, patch *shoalv1.ServicePatch) error
 }
 
 // Config configures Open.

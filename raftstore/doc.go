@@ -124,6 +124,14 @@
 // CREATEs and UPDATEs (and the format-2 and -3 forms too: the gate counts
 // managers below the newest format); every replica reads every form.
 //
+// A service change of labels and replicas only (WriteTx.PatchService, the
+// Control API's PatchService) goes out as an UPDATE whose service carries
+// neither spec nor previous_spec, marked STORED_SPEC_PATCHED, with the
+// patch in the op (StoreFormat 5, gated as above; servicepatch.go): every
+// replica takes previous_spec from its stored service at the version the
+// op names and builds spec with PatchSpec (a shallow copy, a new labels
+// map). While any manager reports less, it goes out as the whole update.
+//
 // Applying a compact op allocates little beyond the trees' own copies: a TASK_STATUS or TASK_ASSIGN op stores the task it decoded (the
 // FSM's own copy of the entry), filled in from the stored task, rather
 // than a second copy (one with unknown fields is copied, so no replica

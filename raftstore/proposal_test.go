@@ -209,7 +209,8 @@ func BenchmarkApplyEntry(b *testing.B) {
 	for _, form := range []struct {
 		name string
 		op   *shoalv1.StoreOp
-	}{{"full", opUpdate(svc, 1)}, {"stored", stored}} {
+	}{{"full", opUpdate(svc, 1)}, {"stored", stored},
+		{"patch", patchOp(svc, 1, &shoalv1.ServicePatch{LabelsAdd: map[string]string{"bench": strings.Repeat("c", 100)}})}} {
 		act := &shoalv1.StoreAction{Ops: []*shoalv1.StoreOp{form.op}, Time: timestamppb.New(t0)}
 		data, err := proto.Marshal(act)
 		if err != nil {

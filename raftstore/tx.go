@@ -81,6 +81,8 @@ type pendingOp struct {
 	// changed, so the entry may carry those alone. Any other write to the
 	// object clears it.
 	form compactForm
+	// patch: for formPatch, what obj's spec changes of the stored one.
+	patch *shoalv1.ServicePatch
 }
 
 // compactForm names the compact op a pending update may go out as.
@@ -90,6 +92,7 @@ const (
 	formWhole  compactForm = iota // the whole object
 	formStatus                    // TASK_STATUS
 	formAssign                    // TASK_ASSIGN
+	formPatch                     // service UPDATE, STORED_SPEC_PATCHED
 )
 
 // writeTx overlays pending changes on a view. It is used by one goroutine,
@@ -195,7 +198,7 @@ func (tx *writeTx) Create(o Object) error {
 	if p, ok := tx.pending[k]; ok {
 		// Deleted earlier in this tx: the net change replaces the object,
 		// still guarded by the version the delete was checked against.
-		p.op, p.obj, p.form = shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE, o, formWhole
+		p.op, p.obj, p.form, p.patch = shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE, o, formWhole, nil
 		return nil
 	}
 	tx.add(k, &pendingOp{op: shoalv1.StoreOpKind_STORE_OP_KIND_CREATE, obj: o})
@@ -225,7 +228,7 @@ func (tx *writeTx) Update(o Object) error {
 	}
 	k := objKey{kind, id}
 	if p, ok := tx.pending[k]; ok {
-		p.obj, p.form = o, formWhole // a pending create stays a create; an update keeps its check
+		p.obj, p.form, p.patch = o, formWhole, nil // a pending create stays a create; an update keeps its check
 		return nil
 	}
 	tx.add(k, &pendingOp{op: shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE, obj: o, expected: o.GetMeta().GetVersion()})
@@ -246,7 +249,7 @@ func (tx *writeTx) Delete(kind Kind, id string, expectedVersion uint64) error {
 			tx.remove(k) // created and deleted in the same tx: nothing to do
 			return nil
 		}
-		p.op, p.obj, p.form = shoalv1.StoreOpKind_STORE_OP_KIND_DELETE, nil, formWhole
+		p.op, p.obj, p.form, p.patch = shoalv1.StoreOpKind_STORE_OP_KIND_DELETE, nil, formWhole, nil
 		return nil
 	}
 	tx.add(k, &pendingOp{op: shoalv1.StoreOpKind_STORE_OP_KIND_DELETE, expected: expectedVersion})
@@ -326,6 +329,9 @@ func (tx *writeTx) ops() []*shoalv1.StoreOp {
 			switch {
 			case p.op == shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE && p.form == formStatus:
 				out = append(out, statusOp(k.id, p.expected, p.obj.(*shoalv1.Task).GetStatus()))
+				continue
+			case p.op == shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE && p.form == formPatch:
+				out = append(out, patchOp(p.obj.(*shoalv1.Service), p.expected, p.patch))
 				continue
 			case p.op == shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE && p.form == formAssign:
 				t := p.obj.(*shoalv1.Task)

@@ -94,6 +94,7 @@ func TestTokenPolicyCoversEveryMethod(t *testing.T) {
 		"ListNetworks": TokenViewer, "ListTasks": TokenViewer, "GetTask": TokenViewer,
 		"Watch": TokenViewer, "ServiceLogs": TokenViewer, "TaskStats": TokenViewer,
 		"UpdateNode": TokenOperator, "CreateService": TokenOperator, "UpdateService": TokenOperator,
+		"PatchService":  TokenOperator,
 		"RemoveService": TokenOperator, "RollbackService": TokenOperator, "RebalanceService": TokenOperator,
 		"CreateNetwork": TokenOperator, "RemoveNetwork": TokenOperator, "PruneNetworks": TokenOperator,
 		"RotateJoinToken": TokenAdmin, "UpdateCluster": TokenAdmin, "CreateAdminCertificate": TokenAdmin,

@@ -6,7 +6,7 @@ import shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 // authenticates with an API token (certificates go by Policy instead):
 //
 //   - viewer: reads, watches, logs and stats — what a dashboard needs;
-//   - operator: also services (create, update, remove, rollback,
+//   - operator: also services (create, update, patch, remove, rollback,
 //     rebalance), node availability and labels (UpdateNode; a change of
 //     the desired role still needs admin, checked by the handler), and
 //     networks;
@@ -35,6 +35,7 @@ func TokenPolicy() map[string]TokenRole {
 		shoalv1.Control_GetService_FullMethodName:             TokenViewer,
 		shoalv1.Control_ListServices_FullMethodName:           TokenViewer,
 		shoalv1.Control_UpdateService_FullMethodName:          TokenOperator,
+		shoalv1.Control_PatchService_FullMethodName:           TokenOperator,
 		shoalv1.Control_RemoveService_FullMethodName:          TokenOperator,
 		shoalv1.Control_RollbackService_FullMethodName:        TokenOperator,
 		shoalv1.Control_RebalanceService_FullMethodName:       TokenOperator,

@@ -126,6 +126,25 @@ const maxMemoTaskBytes = 4 << 10
 // encoding up to ~50,000 services of a typical few-hundred-byte task.
 const maxMemoBytes = 16 << 20
 
+// carry records that the service's task at version to is the one at
+// version from, with its encoding, when the memo has both for from (a
+// patch: the task stays as stored). It reports false otherwise; the
+// caller then records what it knows of to.
+func (c *checkedTasks) carry(id string, from, to uint64) bool {
+	if from == 0 || to <= from {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[id]
+	if !ok || e.version != from || e.task == nil {
+		return false
+	}
+	e.version = to
+	c.m[id] = e
+	return true
+}
+
 // forget drops a removed service.
 func (c *checkedTasks) forget(id string) {
 	c.mu.Lock()

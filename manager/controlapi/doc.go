@@ -29,7 +29,13 @@
 // together), so an update of that version encodes only the task it was
 // sent.
 //
-// CreateService and UpdateService answer with the whole service unless
+// PatchService (patchservice.go) is UpdateService of the stored spec with
+// labels added and removed and the replica count set, built and decided
+// on the leader (no read-modify-write in the client, version optional);
+// it checks only what the patch touches, with the same rules, and its
+// raft entry carries the patch, not the spec (raftstore.WriteTx.PatchService).
+//
+// CreateService, UpdateService and PatchService answer with the whole service unless
 // the request's view is SERVICE_VIEW_BRIEF: then the reply leaves out
 // spec and previous_spec (replyview.go), which a writer that keeps the
 // spec it sent does not need; encoding them was 7–9 % of the leader at

@@ -431,12 +431,16 @@ const DefaultMaxReplicas = specrules.DefaultMaxReplicas
 // chunks; the cap bounds the total a single call can ask of the cluster
 // (memory on every manager, one task set per node).
 func (s *Server) checkMaxReplicas(r raftstore.Reader, spec *shoalv1.ServiceSpec) error {
-	limit := int64(DefaultMaxReplicas)
-	if c, ok := s.theCluster(r); ok && c.GetSettings().GetMaxReplicas() > 0 {
-		limit = c.GetSettings().GetMaxReplicas()
-	}
-	if spec.GetReplicas() > limit {
+	if limit := s.maxReplicas(r); spec.GetReplicas() > limit {
 		return errdefs.InvalidArgumentf("spec.replicas: %d is above the cluster setting max-replicas = %d", spec.GetReplicas(), limit)
 	}
 	return nil
+}
+
+// maxReplicas is the cluster setting max_replicas as r has it.
+func (s *Server) maxReplicas(r raftstore.Reader) int64 {
+	if c, ok := s.theCluster(r); ok && c.GetSettings().GetMaxReplicas() > 0 {
+		return c.GetSettings().GetMaxReplicas()
+	}
+	return DefaultMaxReplicas
 }

@@ -1902,6 +1902,141 @@ func (x *UpdateServiceResponse) GetService() *Service {
 	return nil
 }
 
+// PatchServiceRequest names what changes; everything else stays as stored.
+type PatchServiceRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Id, name or unique id prefix, as UpdateService accepts.
+	ServiceId string `protobuf:"bytes,1,opt,name=service_id,json=serviceId,proto3" json:"service_id,omitempty"`
+	// The version read; 0 patches whatever is stored.
+	Version uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// Labels set (added or replaced).
+	LabelsAdd map[string]string `protobuf:"bytes,3,rep,name=labels_add,json=labelsAdd,proto3" json:"labels_add,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Label keys removed (absent keys are no error).
+	LabelsRm []string `protobuf:"bytes,4,rep,name=labels_rm,json=labelsRm,proto3" json:"labels_rm,omitempty"`
+	// The new replica count: replicated services only.
+	Replicas *int64 `protobuf:"varint,5,opt,name=replicas,proto3,oneof" json:"replicas,omitempty"`
+	// The reply's service: whole (the default) or brief.
+	View          ServiceView `protobuf:"varint,6,opt,name=view,proto3,enum=shoal.v1.ServiceView" json:"view,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PatchServiceRequest) Reset() {
+	*x = PatchServiceRequest{}
+	mi := &file_shoalv1_control_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PatchServiceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PatchServiceRequest) ProtoMessage() {}
+
+func (x *PatchServiceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_control_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PatchServiceRequest.ProtoReflect.Descriptor instead.
+func (*PatchServiceRequest) Descriptor() ([]byte, []int) {
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *PatchServiceRequest) GetServiceId() string {
+	if x != nil {
+		return x.ServiceId
+	}
+	return ""
+}
+
+func (x *PatchServiceRequest) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *PatchServiceRequest) GetLabelsAdd() map[string]string {
+	if x != nil {
+		return x.LabelsAdd
+	}
+	return nil
+}
+
+func (x *PatchServiceRequest) GetLabelsRm() []string {
+	if x != nil {
+		return x.LabelsRm
+	}
+	return nil
+}
+
+func (x *PatchServiceRequest) GetReplicas() int64 {
+	if x != nil && x.Replicas != nil {
+		return *x.Replicas
+	}
+	return 0
+}
+
+func (x *PatchServiceRequest) GetView() ServiceView {
+	if x != nil {
+		return x.View
+	}
+	return ServiceView_SERVICE_VIEW_FULL
+}
+
+type PatchServiceResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Service       *Service               `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PatchServiceResponse) Reset() {
+	*x = PatchServiceResponse{}
+	mi := &file_shoalv1_control_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PatchServiceResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PatchServiceResponse) ProtoMessage() {}
+
+func (x *PatchServiceResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_control_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PatchServiceResponse.ProtoReflect.Descriptor instead.
+func (*PatchServiceResponse) Descriptor() ([]byte, []int) {
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *PatchServiceResponse) GetService() *Service {
+	if x != nil {
+		return x.Service
+	}
+	return nil
+}
+
 type RollbackServiceRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ServiceId     string                 `protobuf:"bytes,1,opt,name=service_id,json=serviceId,proto3" json:"service_id,omitempty"`
@@ -1911,7 +2046,7 @@ type RollbackServiceRequest struct {
 
 func (x *RollbackServiceRequest) Reset() {
 	*x = RollbackServiceRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[36]
+	mi := &file_shoalv1_control_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1923,7 +2058,7 @@ func (x *RollbackServiceRequest) String() string {
 func (*RollbackServiceRequest) ProtoMessage() {}
 
 func (x *RollbackServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[36]
+	mi := &file_shoalv1_control_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1936,7 +2071,7 @@ func (x *RollbackServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackServiceRequest.ProtoReflect.Descriptor instead.
 func (*RollbackServiceRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{36}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RollbackServiceRequest) GetServiceId() string {
@@ -1955,7 +2090,7 @@ type RollbackServiceResponse struct {
 
 func (x *RollbackServiceResponse) Reset() {
 	*x = RollbackServiceResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[37]
+	mi := &file_shoalv1_control_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1967,7 +2102,7 @@ func (x *RollbackServiceResponse) String() string {
 func (*RollbackServiceResponse) ProtoMessage() {}
 
 func (x *RollbackServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[37]
+	mi := &file_shoalv1_control_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1980,7 +2115,7 @@ func (x *RollbackServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackServiceResponse.ProtoReflect.Descriptor instead.
 func (*RollbackServiceResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{37}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RollbackServiceResponse) GetService() *Service {
@@ -1999,7 +2134,7 @@ type RebalanceServiceRequest struct {
 
 func (x *RebalanceServiceRequest) Reset() {
 	*x = RebalanceServiceRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[38]
+	mi := &file_shoalv1_control_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2011,7 +2146,7 @@ func (x *RebalanceServiceRequest) String() string {
 func (*RebalanceServiceRequest) ProtoMessage() {}
 
 func (x *RebalanceServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[38]
+	mi := &file_shoalv1_control_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2024,7 +2159,7 @@ func (x *RebalanceServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceServiceRequest.ProtoReflect.Descriptor instead.
 func (*RebalanceServiceRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{38}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RebalanceServiceRequest) GetServiceId() string {
@@ -2043,7 +2178,7 @@ type RebalanceServiceResponse struct {
 
 func (x *RebalanceServiceResponse) Reset() {
 	*x = RebalanceServiceResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[39]
+	mi := &file_shoalv1_control_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2055,7 +2190,7 @@ func (x *RebalanceServiceResponse) String() string {
 func (*RebalanceServiceResponse) ProtoMessage() {}
 
 func (x *RebalanceServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[39]
+	mi := &file_shoalv1_control_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2068,7 +2203,7 @@ func (x *RebalanceServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RebalanceServiceResponse.ProtoReflect.Descriptor instead.
 func (*RebalanceServiceResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{39}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RebalanceServiceResponse) GetService() *Service {
@@ -2087,7 +2222,7 @@ type RemoveServiceRequest struct {
 
 func (x *RemoveServiceRequest) Reset() {
 	*x = RemoveServiceRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[40]
+	mi := &file_shoalv1_control_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2099,7 +2234,7 @@ func (x *RemoveServiceRequest) String() string {
 func (*RemoveServiceRequest) ProtoMessage() {}
 
 func (x *RemoveServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[40]
+	mi := &file_shoalv1_control_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2112,7 +2247,7 @@ func (x *RemoveServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServiceRequest.ProtoReflect.Descriptor instead.
 func (*RemoveServiceRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{40}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RemoveServiceRequest) GetRef() string {
@@ -2130,7 +2265,7 @@ type RemoveServiceResponse struct {
 
 func (x *RemoveServiceResponse) Reset() {
 	*x = RemoveServiceResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[41]
+	mi := &file_shoalv1_control_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2142,7 +2277,7 @@ func (x *RemoveServiceResponse) String() string {
 func (*RemoveServiceResponse) ProtoMessage() {}
 
 func (x *RemoveServiceResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[41]
+	mi := &file_shoalv1_control_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2155,7 +2290,7 @@ func (x *RemoveServiceResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveServiceResponse.ProtoReflect.Descriptor instead.
 func (*RemoveServiceResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{41}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{43}
 }
 
 type CreateNetworkRequest struct {
@@ -2167,7 +2302,7 @@ type CreateNetworkRequest struct {
 
 func (x *CreateNetworkRequest) Reset() {
 	*x = CreateNetworkRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[42]
+	mi := &file_shoalv1_control_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2179,7 +2314,7 @@ func (x *CreateNetworkRequest) String() string {
 func (*CreateNetworkRequest) ProtoMessage() {}
 
 func (x *CreateNetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[42]
+	mi := &file_shoalv1_control_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2192,7 +2327,7 @@ func (x *CreateNetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateNetworkRequest.ProtoReflect.Descriptor instead.
 func (*CreateNetworkRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{42}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *CreateNetworkRequest) GetSpec() *NetworkSpec {
@@ -2211,7 +2346,7 @@ type CreateNetworkResponse struct {
 
 func (x *CreateNetworkResponse) Reset() {
 	*x = CreateNetworkResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[43]
+	mi := &file_shoalv1_control_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2223,7 +2358,7 @@ func (x *CreateNetworkResponse) String() string {
 func (*CreateNetworkResponse) ProtoMessage() {}
 
 func (x *CreateNetworkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[43]
+	mi := &file_shoalv1_control_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2236,7 +2371,7 @@ func (x *CreateNetworkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateNetworkResponse.ProtoReflect.Descriptor instead.
 func (*CreateNetworkResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{43}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CreateNetworkResponse) GetNetwork() *Network {
@@ -2256,7 +2391,7 @@ type GetNetworkRequest struct {
 
 func (x *GetNetworkRequest) Reset() {
 	*x = GetNetworkRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[44]
+	mi := &file_shoalv1_control_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2268,7 +2403,7 @@ func (x *GetNetworkRequest) String() string {
 func (*GetNetworkRequest) ProtoMessage() {}
 
 func (x *GetNetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[44]
+	mi := &file_shoalv1_control_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2281,7 +2416,7 @@ func (x *GetNetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNetworkRequest.ProtoReflect.Descriptor instead.
 func (*GetNetworkRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{44}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *GetNetworkRequest) GetRef() string {
@@ -2300,7 +2435,7 @@ type GetNetworkResponse struct {
 
 func (x *GetNetworkResponse) Reset() {
 	*x = GetNetworkResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[45]
+	mi := &file_shoalv1_control_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2312,7 +2447,7 @@ func (x *GetNetworkResponse) String() string {
 func (*GetNetworkResponse) ProtoMessage() {}
 
 func (x *GetNetworkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[45]
+	mi := &file_shoalv1_control_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2325,7 +2460,7 @@ func (x *GetNetworkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNetworkResponse.ProtoReflect.Descriptor instead.
 func (*GetNetworkResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{45}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *GetNetworkResponse) GetNetwork() *Network {
@@ -2345,7 +2480,7 @@ type ListNetworksRequest struct {
 
 func (x *ListNetworksRequest) Reset() {
 	*x = ListNetworksRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[46]
+	mi := &file_shoalv1_control_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2357,7 +2492,7 @@ func (x *ListNetworksRequest) String() string {
 func (*ListNetworksRequest) ProtoMessage() {}
 
 func (x *ListNetworksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[46]
+	mi := &file_shoalv1_control_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2370,7 +2505,7 @@ func (x *ListNetworksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNetworksRequest.ProtoReflect.Descriptor instead.
 func (*ListNetworksRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{46}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *ListNetworksRequest) GetFilters() map[string]string {
@@ -2389,7 +2524,7 @@ type ListNetworksResponse struct {
 
 func (x *ListNetworksResponse) Reset() {
 	*x = ListNetworksResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[47]
+	mi := &file_shoalv1_control_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2401,7 +2536,7 @@ func (x *ListNetworksResponse) String() string {
 func (*ListNetworksResponse) ProtoMessage() {}
 
 func (x *ListNetworksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[47]
+	mi := &file_shoalv1_control_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2414,7 +2549,7 @@ func (x *ListNetworksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNetworksResponse.ProtoReflect.Descriptor instead.
 func (*ListNetworksResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{47}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *ListNetworksResponse) GetNetworks() []*Network {
@@ -2433,7 +2568,7 @@ type RemoveNetworkRequest struct {
 
 func (x *RemoveNetworkRequest) Reset() {
 	*x = RemoveNetworkRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[48]
+	mi := &file_shoalv1_control_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2445,7 +2580,7 @@ func (x *RemoveNetworkRequest) String() string {
 func (*RemoveNetworkRequest) ProtoMessage() {}
 
 func (x *RemoveNetworkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[48]
+	mi := &file_shoalv1_control_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2458,7 +2593,7 @@ func (x *RemoveNetworkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNetworkRequest.ProtoReflect.Descriptor instead.
 func (*RemoveNetworkRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{48}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *RemoveNetworkRequest) GetRef() string {
@@ -2476,7 +2611,7 @@ type RemoveNetworkResponse struct {
 
 func (x *RemoveNetworkResponse) Reset() {
 	*x = RemoveNetworkResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[49]
+	mi := &file_shoalv1_control_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2488,7 +2623,7 @@ func (x *RemoveNetworkResponse) String() string {
 func (*RemoveNetworkResponse) ProtoMessage() {}
 
 func (x *RemoveNetworkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[49]
+	mi := &file_shoalv1_control_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2501,7 +2636,7 @@ func (x *RemoveNetworkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveNetworkResponse.ProtoReflect.Descriptor instead.
 func (*RemoveNetworkResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{49}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{51}
 }
 
 type PruneNetworksRequest struct {
@@ -2512,7 +2647,7 @@ type PruneNetworksRequest struct {
 
 func (x *PruneNetworksRequest) Reset() {
 	*x = PruneNetworksRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[50]
+	mi := &file_shoalv1_control_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2524,7 +2659,7 @@ func (x *PruneNetworksRequest) String() string {
 func (*PruneNetworksRequest) ProtoMessage() {}
 
 func (x *PruneNetworksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[50]
+	mi := &file_shoalv1_control_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2537,7 +2672,7 @@ func (x *PruneNetworksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneNetworksRequest.ProtoReflect.Descriptor instead.
 func (*PruneNetworksRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{50}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{52}
 }
 
 type PruneNetworksResponse struct {
@@ -2550,7 +2685,7 @@ type PruneNetworksResponse struct {
 
 func (x *PruneNetworksResponse) Reset() {
 	*x = PruneNetworksResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[51]
+	mi := &file_shoalv1_control_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2562,7 +2697,7 @@ func (x *PruneNetworksResponse) String() string {
 func (*PruneNetworksResponse) ProtoMessage() {}
 
 func (x *PruneNetworksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[51]
+	mi := &file_shoalv1_control_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2575,7 +2710,7 @@ func (x *PruneNetworksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneNetworksResponse.ProtoReflect.Descriptor instead.
 func (*PruneNetworksResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{51}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *PruneNetworksResponse) GetRemoved() []string {
@@ -2596,7 +2731,7 @@ type ListTasksRequest struct {
 
 func (x *ListTasksRequest) Reset() {
 	*x = ListTasksRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[52]
+	mi := &file_shoalv1_control_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2608,7 +2743,7 @@ func (x *ListTasksRequest) String() string {
 func (*ListTasksRequest) ProtoMessage() {}
 
 func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[52]
+	mi := &file_shoalv1_control_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2621,7 +2756,7 @@ func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksRequest.ProtoReflect.Descriptor instead.
 func (*ListTasksRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{52}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *ListTasksRequest) GetFilters() map[string]string {
@@ -2653,7 +2788,7 @@ type ListTasksResponse struct {
 
 func (x *ListTasksResponse) Reset() {
 	*x = ListTasksResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[53]
+	mi := &file_shoalv1_control_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2665,7 +2800,7 @@ func (x *ListTasksResponse) String() string {
 func (*ListTasksResponse) ProtoMessage() {}
 
 func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[53]
+	mi := &file_shoalv1_control_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2678,7 +2813,7 @@ func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksResponse.ProtoReflect.Descriptor instead.
 func (*ListTasksResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{53}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ListTasksResponse) GetTasks() []*Task {
@@ -2711,7 +2846,7 @@ type GetTaskRequest struct {
 
 func (x *GetTaskRequest) Reset() {
 	*x = GetTaskRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[54]
+	mi := &file_shoalv1_control_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2723,7 +2858,7 @@ func (x *GetTaskRequest) String() string {
 func (*GetTaskRequest) ProtoMessage() {}
 
 func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[54]
+	mi := &file_shoalv1_control_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2736,7 +2871,7 @@ func (x *GetTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskRequest.ProtoReflect.Descriptor instead.
 func (*GetTaskRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{54}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *GetTaskRequest) GetRef() string {
@@ -2755,7 +2890,7 @@ type GetTaskResponse struct {
 
 func (x *GetTaskResponse) Reset() {
 	*x = GetTaskResponse{}
-	mi := &file_shoalv1_control_proto_msgTypes[55]
+	mi := &file_shoalv1_control_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2767,7 +2902,7 @@ func (x *GetTaskResponse) String() string {
 func (*GetTaskResponse) ProtoMessage() {}
 
 func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[55]
+	mi := &file_shoalv1_control_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2780,7 +2915,7 @@ func (x *GetTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTaskResponse.ProtoReflect.Descriptor instead.
 func (*GetTaskResponse) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{55}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *GetTaskResponse) GetTask() *Task {
@@ -2802,7 +2937,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_shoalv1_control_proto_msgTypes[56]
+	mi := &file_shoalv1_control_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2814,7 +2949,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_control_proto_msgTypes[56]
+	mi := &file_shoalv1_control_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2827,7 +2962,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_shoalv1_control_proto_rawDescGZIP(), []int{56}
+	return file_shoalv1_control_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *WatchRequest) GetFromIndex() uint64 {
@@ -2957,6 +3092,21 @@ const file_shoalv1_control_proto_rawDesc = "" +
 	"\x0eignore_version\x18\x04 \x01(\bR\rignoreVersion\x12)\n" +
 	"\x04view\x18\x05 \x01(\x0e2\x15.shoal.v1.ServiceViewR\x04view\"D\n" +
 	"\x15UpdateServiceResponse\x12+\n" +
+	"\aservice\x18\x01 \x01(\v2\x11.shoal.v1.ServiceR\aservice\"\xcf\x02\n" +
+	"\x13PatchServiceRequest\x12\x1d\n" +
+	"\n" +
+	"service_id\x18\x01 \x01(\tR\tserviceId\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12K\n" +
+	"\n" +
+	"labels_add\x18\x03 \x03(\v2,.shoal.v1.PatchServiceRequest.LabelsAddEntryR\tlabelsAdd\x12\x1b\n" +
+	"\tlabels_rm\x18\x04 \x03(\tR\blabelsRm\x12\x1f\n" +
+	"\breplicas\x18\x05 \x01(\x03H\x00R\breplicas\x88\x01\x01\x12)\n" +
+	"\x04view\x18\x06 \x01(\x0e2\x15.shoal.v1.ServiceViewR\x04view\x1a<\n" +
+	"\x0eLabelsAddEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\v\n" +
+	"\t_replicas\"C\n" +
+	"\x14PatchServiceResponse\x12+\n" +
 	"\aservice\x18\x01 \x01(\v2\x11.shoal.v1.ServiceR\aservice\"7\n" +
 	"\x16RollbackServiceRequest\x12\x1d\n" +
 	"\n" +
@@ -3012,7 +3162,7 @@ const file_shoalv1_control_proto_rawDesc = "" +
 	"\x05kinds\x18\x02 \x03(\tR\x05kinds*<\n" +
 	"\vServiceView\x12\x15\n" +
 	"\x11SERVICE_VIEW_FULL\x10\x00\x12\x16\n" +
-	"\x12SERVICE_VIEW_BRIEF\x10\x012\xc7\x11\n" +
+	"\x12SERVICE_VIEW_BRIEF\x10\x012\x96\x12\n" +
 	"\aControl\x12G\n" +
 	"\n" +
 	"GetCluster\x12\x1b.shoal.v1.GetClusterRequest\x1a\x1c.shoal.v1.GetClusterResponse\x12V\n" +
@@ -3035,7 +3185,8 @@ const file_shoalv1_control_proto_rawDesc = "" +
 	"\n" +
 	"GetService\x12\x1b.shoal.v1.GetServiceRequest\x1a\x1c.shoal.v1.GetServiceResponse\x12M\n" +
 	"\fListServices\x12\x1d.shoal.v1.ListServicesRequest\x1a\x1e.shoal.v1.ListServicesResponse\x12P\n" +
-	"\rUpdateService\x12\x1e.shoal.v1.UpdateServiceRequest\x1a\x1f.shoal.v1.UpdateServiceResponse\x12P\n" +
+	"\rUpdateService\x12\x1e.shoal.v1.UpdateServiceRequest\x1a\x1f.shoal.v1.UpdateServiceResponse\x12M\n" +
+	"\fPatchService\x12\x1d.shoal.v1.PatchServiceRequest\x1a\x1e.shoal.v1.PatchServiceResponse\x12P\n" +
 	"\rRemoveService\x12\x1e.shoal.v1.RemoveServiceRequest\x1a\x1f.shoal.v1.RemoveServiceResponse\x12V\n" +
 	"\x0fRollbackService\x12 .shoal.v1.RollbackServiceRequest\x1a!.shoal.v1.RollbackServiceResponse\x12Y\n" +
 	"\x10RebalanceService\x12!.shoal.v1.RebalanceServiceRequest\x1a\".shoal.v1.RebalanceServiceResponse\x12P\n" +
@@ -3062,7 +3213,7 @@ func file_shoalv1_control_proto_rawDescGZIP() []byte {
 }
 
 var file_shoalv1_control_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_shoalv1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 62)
+var file_shoalv1_control_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
 var file_shoalv1_control_proto_goTypes = []any{
 	(ServiceView)(0),                       // 0: shoal.v1.ServiceView
 	(*GetClusterRequest)(nil),              // 1: shoal.v1.GetClusterRequest
@@ -3101,149 +3252,157 @@ var file_shoalv1_control_proto_goTypes = []any{
 	(*ReplicaCount)(nil),                   // 34: shoal.v1.ReplicaCount
 	(*UpdateServiceRequest)(nil),           // 35: shoal.v1.UpdateServiceRequest
 	(*UpdateServiceResponse)(nil),          // 36: shoal.v1.UpdateServiceResponse
-	(*RollbackServiceRequest)(nil),         // 37: shoal.v1.RollbackServiceRequest
-	(*RollbackServiceResponse)(nil),        // 38: shoal.v1.RollbackServiceResponse
-	(*RebalanceServiceRequest)(nil),        // 39: shoal.v1.RebalanceServiceRequest
-	(*RebalanceServiceResponse)(nil),       // 40: shoal.v1.RebalanceServiceResponse
-	(*RemoveServiceRequest)(nil),           // 41: shoal.v1.RemoveServiceRequest
-	(*RemoveServiceResponse)(nil),          // 42: shoal.v1.RemoveServiceResponse
-	(*CreateNetworkRequest)(nil),           // 43: shoal.v1.CreateNetworkRequest
-	(*CreateNetworkResponse)(nil),          // 44: shoal.v1.CreateNetworkResponse
-	(*GetNetworkRequest)(nil),              // 45: shoal.v1.GetNetworkRequest
-	(*GetNetworkResponse)(nil),             // 46: shoal.v1.GetNetworkResponse
-	(*ListNetworksRequest)(nil),            // 47: shoal.v1.ListNetworksRequest
-	(*ListNetworksResponse)(nil),           // 48: shoal.v1.ListNetworksResponse
-	(*RemoveNetworkRequest)(nil),           // 49: shoal.v1.RemoveNetworkRequest
-	(*RemoveNetworkResponse)(nil),          // 50: shoal.v1.RemoveNetworkResponse
-	(*PruneNetworksRequest)(nil),           // 51: shoal.v1.PruneNetworksRequest
-	(*PruneNetworksResponse)(nil),          // 52: shoal.v1.PruneNetworksResponse
-	(*ListTasksRequest)(nil),               // 53: shoal.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),              // 54: shoal.v1.ListTasksResponse
-	(*GetTaskRequest)(nil),                 // 55: shoal.v1.GetTaskRequest
-	(*GetTaskResponse)(nil),                // 56: shoal.v1.GetTaskResponse
-	(*WatchRequest)(nil),                   // 57: shoal.v1.WatchRequest
-	nil,                                    // 58: shoal.v1.ListNodesRequest.FiltersEntry
-	nil,                                    // 59: shoal.v1.ListServicesRequest.FiltersEntry
-	nil,                                    // 60: shoal.v1.ListServicesResponse.ReplicasEntry
-	nil,                                    // 61: shoal.v1.ListNetworksRequest.FiltersEntry
-	nil,                                    // 62: shoal.v1.ListTasksRequest.FiltersEntry
-	(*Cluster)(nil),                        // 63: shoal.v1.Cluster
-	(*RaftMember)(nil),                     // 64: shoal.v1.RaftMember
-	(NodeRole)(0),                          // 65: shoal.v1.NodeRole
-	(*ClusterSettings)(nil),                // 66: shoal.v1.ClusterSettings
-	(*AdminCertificate)(nil),               // 67: shoal.v1.AdminCertificate
-	(*ApiToken)(nil),                       // 68: shoal.v1.ApiToken
-	(*Node)(nil),                           // 69: shoal.v1.Node
-	(*NodeSpec)(nil),                       // 70: shoal.v1.NodeSpec
-	(*ServiceSpec)(nil),                    // 71: shoal.v1.ServiceSpec
-	(*Service)(nil),                        // 72: shoal.v1.Service
-	(*NetworkSpec)(nil),                    // 73: shoal.v1.NetworkSpec
-	(*Network)(nil),                        // 74: shoal.v1.Network
-	(*Task)(nil),                           // 75: shoal.v1.Task
-	(*WatchEvent)(nil),                     // 76: shoal.v1.WatchEvent
+	(*PatchServiceRequest)(nil),            // 37: shoal.v1.PatchServiceRequest
+	(*PatchServiceResponse)(nil),           // 38: shoal.v1.PatchServiceResponse
+	(*RollbackServiceRequest)(nil),         // 39: shoal.v1.RollbackServiceRequest
+	(*RollbackServiceResponse)(nil),        // 40: shoal.v1.RollbackServiceResponse
+	(*RebalanceServiceRequest)(nil),        // 41: shoal.v1.RebalanceServiceRequest
+	(*RebalanceServiceResponse)(nil),       // 42: shoal.v1.RebalanceServiceResponse
+	(*RemoveServiceRequest)(nil),           // 43: shoal.v1.RemoveServiceRequest
+	(*RemoveServiceResponse)(nil),          // 44: shoal.v1.RemoveServiceResponse
+	(*CreateNetworkRequest)(nil),           // 45: shoal.v1.CreateNetworkRequest
+	(*CreateNetworkResponse)(nil),          // 46: shoal.v1.CreateNetworkResponse
+	(*GetNetworkRequest)(nil),              // 47: shoal.v1.GetNetworkRequest
+	(*GetNetworkResponse)(nil),             // 48: shoal.v1.GetNetworkResponse
+	(*ListNetworksRequest)(nil),            // 49: shoal.v1.ListNetworksRequest
+	(*ListNetworksResponse)(nil),           // 50: shoal.v1.ListNetworksResponse
+	(*RemoveNetworkRequest)(nil),           // 51: shoal.v1.RemoveNetworkRequest
+	(*RemoveNetworkResponse)(nil),          // 52: shoal.v1.RemoveNetworkResponse
+	(*PruneNetworksRequest)(nil),           // 53: shoal.v1.PruneNetworksRequest
+	(*PruneNetworksResponse)(nil),          // 54: shoal.v1.PruneNetworksResponse
+	(*ListTasksRequest)(nil),               // 55: shoal.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),              // 56: shoal.v1.ListTasksResponse
+	(*GetTaskRequest)(nil),                 // 57: shoal.v1.GetTaskRequest
+	(*GetTaskResponse)(nil),                // 58: shoal.v1.GetTaskResponse
+	(*WatchRequest)(nil),                   // 59: shoal.v1.WatchRequest
+	nil,                                    // 60: shoal.v1.ListNodesRequest.FiltersEntry
+	nil,                                    // 61: shoal.v1.ListServicesRequest.FiltersEntry
+	nil,                                    // 62: shoal.v1.ListServicesResponse.ReplicasEntry
+	nil,                                    // 63: shoal.v1.PatchServiceRequest.LabelsAddEntry
+	nil,                                    // 64: shoal.v1.ListNetworksRequest.FiltersEntry
+	nil,                                    // 65: shoal.v1.ListTasksRequest.FiltersEntry
+	(*Cluster)(nil),                        // 66: shoal.v1.Cluster
+	(*RaftMember)(nil),                     // 67: shoal.v1.RaftMember
+	(NodeRole)(0),                          // 68: shoal.v1.NodeRole
+	(*ClusterSettings)(nil),                // 69: shoal.v1.ClusterSettings
+	(*AdminCertificate)(nil),               // 70: shoal.v1.AdminCertificate
+	(*ApiToken)(nil),                       // 71: shoal.v1.ApiToken
+	(*Node)(nil),                           // 72: shoal.v1.Node
+	(*NodeSpec)(nil),                       // 73: shoal.v1.NodeSpec
+	(*ServiceSpec)(nil),                    // 74: shoal.v1.ServiceSpec
+	(*Service)(nil),                        // 75: shoal.v1.Service
+	(*NetworkSpec)(nil),                    // 76: shoal.v1.NetworkSpec
+	(*Network)(nil),                        // 77: shoal.v1.Network
+	(*Task)(nil),                           // 78: shoal.v1.Task
+	(*WatchEvent)(nil),                     // 79: shoal.v1.WatchEvent
 }
 var file_shoalv1_control_proto_depIdxs = []int32{
-	63, // 0: shoal.v1.GetClusterResponse.cluster:type_name -> shoal.v1.Cluster
-	64, // 1: shoal.v1.GetClusterResponse.members:type_name -> shoal.v1.RaftMember
-	65, // 2: shoal.v1.RotateJoinTokenRequest.role:type_name -> shoal.v1.NodeRole
-	66, // 3: shoal.v1.UpdateClusterRequest.settings:type_name -> shoal.v1.ClusterSettings
-	63, // 4: shoal.v1.UpdateClusterResponse.cluster:type_name -> shoal.v1.Cluster
-	67, // 5: shoal.v1.CreateAdminCertificateResponse.admin:type_name -> shoal.v1.AdminCertificate
-	68, // 6: shoal.v1.CreateTokenResponse.info:type_name -> shoal.v1.ApiToken
-	68, // 7: shoal.v1.ListTokensResponse.tokens:type_name -> shoal.v1.ApiToken
-	68, // 8: shoal.v1.RevokeTokenResponse.info:type_name -> shoal.v1.ApiToken
-	67, // 9: shoal.v1.ListAdminCertificatesResponse.admins:type_name -> shoal.v1.AdminCertificate
-	67, // 10: shoal.v1.RevokeAdminCertificateResponse.admin:type_name -> shoal.v1.AdminCertificate
-	58, // 11: shoal.v1.ListNodesRequest.filters:type_name -> shoal.v1.ListNodesRequest.FiltersEntry
+	66, // 0: shoal.v1.GetClusterResponse.cluster:type_name -> shoal.v1.Cluster
+	67, // 1: shoal.v1.GetClusterResponse.members:type_name -> shoal.v1.RaftMember
+	68, // 2: shoal.v1.RotateJoinTokenRequest.role:type_name -> shoal.v1.NodeRole
+	69, // 3: shoal.v1.UpdateClusterRequest.settings:type_name -> shoal.v1.ClusterSettings
+	66, // 4: shoal.v1.UpdateClusterResponse.cluster:type_name -> shoal.v1.Cluster
+	70, // 5: shoal.v1.CreateAdminCertificateResponse.admin:type_name -> shoal.v1.AdminCertificate
+	71, // 6: shoal.v1.CreateTokenResponse.info:type_name -> shoal.v1.ApiToken
+	71, // 7: shoal.v1.ListTokensResponse.tokens:type_name -> shoal.v1.ApiToken
+	71, // 8: shoal.v1.RevokeTokenResponse.info:type_name -> shoal.v1.ApiToken
+	70, // 9: shoal.v1.ListAdminCertificatesResponse.admins:type_name -> shoal.v1.AdminCertificate
+	70, // 10: shoal.v1.RevokeAdminCertificateResponse.admin:type_name -> shoal.v1.AdminCertificate
+	60, // 11: shoal.v1.ListNodesRequest.filters:type_name -> shoal.v1.ListNodesRequest.FiltersEntry
 	15, // 12: shoal.v1.ListNodesRequest.page:type_name -> shoal.v1.Page
-	69, // 13: shoal.v1.ListNodesResponse.nodes:type_name -> shoal.v1.Node
-	69, // 14: shoal.v1.GetNodeResponse.node:type_name -> shoal.v1.Node
-	70, // 15: shoal.v1.UpdateNodeRequest.spec:type_name -> shoal.v1.NodeSpec
-	69, // 16: shoal.v1.UpdateNodeResponse.node:type_name -> shoal.v1.Node
-	71, // 17: shoal.v1.CreateServiceRequest.spec:type_name -> shoal.v1.ServiceSpec
+	72, // 13: shoal.v1.ListNodesResponse.nodes:type_name -> shoal.v1.Node
+	72, // 14: shoal.v1.GetNodeResponse.node:type_name -> shoal.v1.Node
+	73, // 15: shoal.v1.UpdateNodeRequest.spec:type_name -> shoal.v1.NodeSpec
+	72, // 16: shoal.v1.UpdateNodeResponse.node:type_name -> shoal.v1.Node
+	74, // 17: shoal.v1.CreateServiceRequest.spec:type_name -> shoal.v1.ServiceSpec
 	0,  // 18: shoal.v1.CreateServiceRequest.view:type_name -> shoal.v1.ServiceView
-	72, // 19: shoal.v1.CreateServiceResponse.service:type_name -> shoal.v1.Service
-	72, // 20: shoal.v1.GetServiceResponse.service:type_name -> shoal.v1.Service
-	59, // 21: shoal.v1.ListServicesRequest.filters:type_name -> shoal.v1.ListServicesRequest.FiltersEntry
+	75, // 19: shoal.v1.CreateServiceResponse.service:type_name -> shoal.v1.Service
+	75, // 20: shoal.v1.GetServiceResponse.service:type_name -> shoal.v1.Service
+	61, // 21: shoal.v1.ListServicesRequest.filters:type_name -> shoal.v1.ListServicesRequest.FiltersEntry
 	15, // 22: shoal.v1.ListServicesRequest.page:type_name -> shoal.v1.Page
-	72, // 23: shoal.v1.ListServicesResponse.services:type_name -> shoal.v1.Service
-	60, // 24: shoal.v1.ListServicesResponse.replicas:type_name -> shoal.v1.ListServicesResponse.ReplicasEntry
-	71, // 25: shoal.v1.UpdateServiceRequest.spec:type_name -> shoal.v1.ServiceSpec
+	75, // 23: shoal.v1.ListServicesResponse.services:type_name -> shoal.v1.Service
+	62, // 24: shoal.v1.ListServicesResponse.replicas:type_name -> shoal.v1.ListServicesResponse.ReplicasEntry
+	74, // 25: shoal.v1.UpdateServiceRequest.spec:type_name -> shoal.v1.ServiceSpec
 	0,  // 26: shoal.v1.UpdateServiceRequest.view:type_name -> shoal.v1.ServiceView
-	72, // 27: shoal.v1.UpdateServiceResponse.service:type_name -> shoal.v1.Service
-	72, // 28: shoal.v1.RollbackServiceResponse.service:type_name -> shoal.v1.Service
-	72, // 29: shoal.v1.RebalanceServiceResponse.service:type_name -> shoal.v1.Service
-	73, // 30: shoal.v1.CreateNetworkRequest.spec:type_name -> shoal.v1.NetworkSpec
-	74, // 31: shoal.v1.CreateNetworkResponse.network:type_name -> shoal.v1.Network
-	74, // 32: shoal.v1.GetNetworkResponse.network:type_name -> shoal.v1.Network
-	61, // 33: shoal.v1.ListNetworksRequest.filters:type_name -> shoal.v1.ListNetworksRequest.FiltersEntry
-	74, // 34: shoal.v1.ListNetworksResponse.networks:type_name -> shoal.v1.Network
-	62, // 35: shoal.v1.ListTasksRequest.filters:type_name -> shoal.v1.ListTasksRequest.FiltersEntry
-	15, // 36: shoal.v1.ListTasksRequest.page:type_name -> shoal.v1.Page
-	75, // 37: shoal.v1.ListTasksResponse.tasks:type_name -> shoal.v1.Task
-	75, // 38: shoal.v1.GetTaskResponse.task:type_name -> shoal.v1.Task
-	34, // 39: shoal.v1.ListServicesResponse.ReplicasEntry.value:type_name -> shoal.v1.ReplicaCount
-	1,  // 40: shoal.v1.Control.GetCluster:input_type -> shoal.v1.GetClusterRequest
-	3,  // 41: shoal.v1.Control.RotateJoinToken:input_type -> shoal.v1.RotateJoinTokenRequest
-	5,  // 42: shoal.v1.Control.UpdateCluster:input_type -> shoal.v1.UpdateClusterRequest
-	7,  // 43: shoal.v1.Control.CreateAdminCertificate:input_type -> shoal.v1.CreateAdminCertificateRequest
-	16, // 44: shoal.v1.Control.ListAdminCertificates:input_type -> shoal.v1.ListAdminCertificatesRequest
-	18, // 45: shoal.v1.Control.RevokeAdminCertificate:input_type -> shoal.v1.RevokeAdminCertificateRequest
-	9,  // 46: shoal.v1.Control.CreateToken:input_type -> shoal.v1.CreateTokenRequest
-	11, // 47: shoal.v1.Control.ListTokens:input_type -> shoal.v1.ListTokensRequest
-	13, // 48: shoal.v1.Control.RevokeToken:input_type -> shoal.v1.RevokeTokenRequest
-	20, // 49: shoal.v1.Control.ListNodes:input_type -> shoal.v1.ListNodesRequest
-	22, // 50: shoal.v1.Control.GetNode:input_type -> shoal.v1.GetNodeRequest
-	24, // 51: shoal.v1.Control.UpdateNode:input_type -> shoal.v1.UpdateNodeRequest
-	26, // 52: shoal.v1.Control.RemoveNode:input_type -> shoal.v1.RemoveNodeRequest
-	28, // 53: shoal.v1.Control.CreateService:input_type -> shoal.v1.CreateServiceRequest
-	30, // 54: shoal.v1.Control.GetService:input_type -> shoal.v1.GetServiceRequest
-	32, // 55: shoal.v1.Control.ListServices:input_type -> shoal.v1.ListServicesRequest
-	35, // 56: shoal.v1.Control.UpdateService:input_type -> shoal.v1.UpdateServiceRequest
-	41, // 57: shoal.v1.Control.RemoveService:input_type -> shoal.v1.RemoveServiceRequest
-	37, // 58: shoal.v1.Control.RollbackService:input_type -> shoal.v1.RollbackServiceRequest
-	39, // 59: shoal.v1.Control.RebalanceService:input_type -> shoal.v1.RebalanceServiceRequest
-	43, // 60: shoal.v1.Control.CreateNetwork:input_type -> shoal.v1.CreateNetworkRequest
-	45, // 61: shoal.v1.Control.GetNetwork:input_type -> shoal.v1.GetNetworkRequest
-	47, // 62: shoal.v1.Control.ListNetworks:input_type -> shoal.v1.ListNetworksRequest
-	49, // 63: shoal.v1.Control.RemoveNetwork:input_type -> shoal.v1.RemoveNetworkRequest
-	51, // 64: shoal.v1.Control.PruneNetworks:input_type -> shoal.v1.PruneNetworksRequest
-	53, // 65: shoal.v1.Control.ListTasks:input_type -> shoal.v1.ListTasksRequest
-	55, // 66: shoal.v1.Control.GetTask:input_type -> shoal.v1.GetTaskRequest
-	57, // 67: shoal.v1.Control.Watch:input_type -> shoal.v1.WatchRequest
-	2,  // 68: shoal.v1.Control.GetCluster:output_type -> shoal.v1.GetClusterResponse
-	4,  // 69: shoal.v1.Control.RotateJoinToken:output_type -> shoal.v1.RotateJoinTokenResponse
-	6,  // 70: shoal.v1.Control.UpdateCluster:output_type -> shoal.v1.UpdateClusterResponse
-	8,  // 71: shoal.v1.Control.CreateAdminCertificate:output_type -> shoal.v1.CreateAdminCertificateResponse
-	17, // 72: shoal.v1.Control.ListAdminCertificates:output_type -> shoal.v1.ListAdminCertificatesResponse
-	19, // 73: shoal.v1.Control.RevokeAdminCertificate:output_type -> shoal.v1.RevokeAdminCertificateResponse
-	10, // 74: shoal.v1.Control.CreateToken:output_type -> shoal.v1.CreateTokenResponse
-	12, // 75: shoal.v1.Control.ListTokens:output_type -> shoal.v1.ListTokensResponse
-	14, // 76: shoal.v1.Control.RevokeToken:output_type -> shoal.v1.RevokeTokenResponse
-	21, // 77: shoal.v1.Control.ListNodes:output_type -> shoal.v1.ListNodesResponse
-	23, // 78: shoal.v1.Control.GetNode:output_type -> shoal.v1.GetNodeResponse
-	25, // 79: shoal.v1.Control.UpdateNode:output_type -> shoal.v1.UpdateNodeResponse
-	27, // 80: shoal.v1.Control.RemoveNode:output_type -> shoal.v1.RemoveNodeResponse
-	29, // 81: shoal.v1.Control.CreateService:output_type -> shoal.v1.CreateServiceResponse
-	31, // 82: shoal.v1.Control.GetService:output_type -> shoal.v1.GetServiceResponse
-	33, // 83: shoal.v1.Control.ListServices:output_type -> shoal.v1.ListServicesResponse
-	36, // 84: shoal.v1.Control.UpdateService:output_type -> shoal.v1.UpdateServiceResponse
-	42, // 85: shoal.v1.Control.RemoveService:output_type -> shoal.v1.RemoveServiceResponse
-	38, // 86: shoal.v1.Control.RollbackService:output_type -> shoal.v1.RollbackServiceResponse
-	40, // 87: shoal.v1.Control.RebalanceService:output_type -> shoal.v1.RebalanceServiceResponse
-	44, // 88: shoal.v1.Control.CreateNetwork:output_type -> shoal.v1.CreateNetworkResponse
-	46, // 89: shoal.v1.Control.GetNetwork:output_type -> shoal.v1.GetNetworkResponse
-	48, // 90: shoal.v1.Control.ListNetworks:output_type -> shoal.v1.ListNetworksResponse
-	50, // 91: shoal.v1.Control.RemoveNetwork:output_type -> shoal.v1.RemoveNetworkResponse
-	52, // 92: shoal.v1.Control.PruneNetworks:output_type -> shoal.v1.PruneNetworksResponse
-	54, // 93: shoal.v1.Control.ListTasks:output_type -> shoal.v1.ListTasksResponse
-	56, // 94: shoal.v1.Control.GetTask:output_type -> shoal.v1.GetTaskResponse
-	76, // 95: shoal.v1.Control.Watch:output_type -> shoal.v1.WatchEvent
-	68, // [68:96] is the sub-list for method output_type
-	40, // [40:68] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	75, // 27: shoal.v1.UpdateServiceResponse.service:type_name -> shoal.v1.Service
+	63, // 28: shoal.v1.PatchServiceRequest.labels_add:type_name -> shoal.v1.PatchServiceRequest.LabelsAddEntry
+	0,  // 29: shoal.v1.PatchServiceRequest.view:type_name -> shoal.v1.ServiceView
+	75, // 30: shoal.v1.PatchServiceResponse.service:type_name -> shoal.v1.Service
+	75, // 31: shoal.v1.RollbackServiceResponse.service:type_name -> shoal.v1.Service
+	75, // 32: shoal.v1.RebalanceServiceResponse.service:type_name -> shoal.v1.Service
+	76, // 33: shoal.v1.CreateNetworkRequest.spec:type_name -> shoal.v1.NetworkSpec
+	77, // 34: shoal.v1.CreateNetworkResponse.network:type_name -> shoal.v1.Network
+	77, // 35: shoal.v1.GetNetworkResponse.network:type_name -> shoal.v1.Network
+	64, // 36: shoal.v1.ListNetworksRequest.filters:type_name -> shoal.v1.ListNetworksRequest.FiltersEntry
+	77, // 37: shoal.v1.ListNetworksResponse.networks:type_name -> shoal.v1.Network
+	65, // 38: shoal.v1.ListTasksRequest.filters:type_name -> shoal.v1.ListTasksRequest.FiltersEntry
+	15, // 39: shoal.v1.ListTasksRequest.page:type_name -> shoal.v1.Page
+	78, // 40: shoal.v1.ListTasksResponse.tasks:type_name -> shoal.v1.Task
+	78, // 41: shoal.v1.GetTaskResponse.task:type_name -> shoal.v1.Task
+	34, // 42: shoal.v1.ListServicesResponse.ReplicasEntry.value:type_name -> shoal.v1.ReplicaCount
+	1,  // 43: shoal.v1.Control.GetCluster:input_type -> shoal.v1.GetClusterRequest
+	3,  // 44: shoal.v1.Control.RotateJoinToken:input_type -> shoal.v1.RotateJoinTokenRequest
+	5,  // 45: shoal.v1.Control.UpdateCluster:input_type -> shoal.v1.UpdateClusterRequest
+	7,  // 46: shoal.v1.Control.CreateAdminCertificate:input_type -> shoal.v1.CreateAdminCertificateRequest
+	16, // 47: shoal.v1.Control.ListAdminCertificates:input_type -> shoal.v1.ListAdminCertificatesRequest
+	18, // 48: shoal.v1.Control.RevokeAdminCertificate:input_type -> shoal.v1.RevokeAdminCertificateRequest
+	9,  // 49: shoal.v1.Control.CreateToken:input_type -> shoal.v1.CreateTokenRequest
+	11, // 50: shoal.v1.Control.ListTokens:input_type -> shoal.v1.ListTokensRequest
+	13, // 51: shoal.v1.Control.RevokeToken:input_type -> shoal.v1.RevokeTokenRequest
+	20, // 52: shoal.v1.Control.ListNodes:input_type -> shoal.v1.ListNodesRequest
+	22, // 53: shoal.v1.Control.GetNode:input_type -> shoal.v1.GetNodeRequest
+	24, // 54: shoal.v1.Control.UpdateNode:input_type -> shoal.v1.UpdateNodeRequest
+	26, // 55: shoal.v1.Control.RemoveNode:input_type -> shoal.v1.RemoveNodeRequest
+	28, // 56: shoal.v1.Control.CreateService:input_type -> shoal.v1.CreateServiceRequest
+	30, // 57: shoal.v1.Control.GetService:input_type -> shoal.v1.GetServiceRequest
+	32, // 58: shoal.v1.Control.ListServices:input_type -> shoal.v1.ListServicesRequest
+	35, // 59: shoal.v1.Control.UpdateService:input_type -> shoal.v1.UpdateServiceRequest
+	37, // 60: shoal.v1.Control.PatchService:input_type -> shoal.v1.PatchServiceRequest
+	43, // 61: shoal.v1.Control.RemoveService:input_type -> shoal.v1.RemoveServiceRequest
+	39, // 62: shoal.v1.Control.RollbackService:input_type -> shoal.v1.RollbackServiceRequest
+	41, // 63: shoal.v1.Control.RebalanceService:input_type -> shoal.v1.RebalanceServiceRequest
+	45, // 64: shoal.v1.Control.CreateNetwork:input_type -> shoal.v1.CreateNetworkRequest
+	47, // 65: shoal.v1.Control.GetNetwork:input_type -> shoal.v1.GetNetworkRequest
+	49, // 66: shoal.v1.Control.ListNetworks:input_type -> shoal.v1.ListNetworksRequest
+	51, // 67: shoal.v1.Control.RemoveNetwork:input_type -> shoal.v1.RemoveNetworkRequest
+	53, // 68: shoal.v1.Control.PruneNetworks:input_type -> shoal.v1.PruneNetworksRequest
+	55, // 69: shoal.v1.Control.ListTasks:input_type -> shoal.v1.ListTasksRequest
+	57, // 70: shoal.v1.Control.GetTask:input_type -> shoal.v1.GetTaskRequest
+	59, // 71: shoal.v1.Control.Watch:input_type -> shoal.v1.WatchRequest
+	2,  // 72: shoal.v1.Control.GetCluster:output_type -> shoal.v1.GetClusterResponse
+	4,  // 73: shoal.v1.Control.RotateJoinToken:output_type -> shoal.v1.RotateJoinTokenResponse
+	6,  // 74: shoal.v1.Control.UpdateCluster:output_type -> shoal.v1.UpdateClusterResponse
+	8,  // 75: shoal.v1.Control.CreateAdminCertificate:output_type -> shoal.v1.CreateAdminCertificateResponse
+	17, // 76: shoal.v1.Control.ListAdminCertificates:output_type -> shoal.v1.ListAdminCertificatesResponse
+	19, // 77: shoal.v1.Control.RevokeAdminCertificate:output_type -> shoal.v1.RevokeAdminCertificateResponse
+	10, // 78: shoal.v1.Control.CreateToken:output_type -> shoal.v1.CreateTokenResponse
+	12, // 79: shoal.v1.Control.ListTokens:output_type -> shoal.v1.ListTokensResponse
+	14, // 80: shoal.v1.Control.RevokeToken:output_type -> shoal.v1.RevokeTokenResponse
+	21, // 81: shoal.v1.Control.ListNodes:output_type -> shoal.v1.ListNodesResponse
+	23, // 82: shoal.v1.Control.GetNode:output_type -> shoal.v1.GetNodeResponse
+	25, // 83: shoal.v1.Control.UpdateNode:output_type -> shoal.v1.UpdateNodeResponse
+	27, // 84: shoal.v1.Control.RemoveNode:output_type -> shoal.v1.RemoveNodeResponse
+	29, // 85: shoal.v1.Control.CreateService:output_type -> shoal.v1.CreateServiceResponse
+	31, // 86: shoal.v1.Control.GetService:output_type -> shoal.v1.GetServiceResponse
+	33, // 87: shoal.v1.Control.ListServices:output_type -> shoal.v1.ListServicesResponse
+	36, // 88: shoal.v1.Control.UpdateService:output_type -> shoal.v1.UpdateServiceResponse
+	38, // 89: shoal.v1.Control.PatchService:output_type -> shoal.v1.PatchServiceResponse
+	44, // 90: shoal.v1.Control.RemoveService:output_type -> shoal.v1.RemoveServiceResponse
+	40, // 91: shoal.v1.Control.RollbackService:output_type -> shoal.v1.RollbackServiceResponse
+	42, // 92: shoal.v1.Control.RebalanceService:output_type -> shoal.v1.RebalanceServiceResponse
+	46, // 93: shoal.v1.Control.CreateNetwork:output_type -> shoal.v1.CreateNetworkResponse
+	48, // 94: shoal.v1.Control.GetNetwork:output_type -> shoal.v1.GetNetworkResponse
+	50, // 95: shoal.v1.Control.ListNetworks:output_type -> shoal.v1.ListNetworksResponse
+	52, // 96: shoal.v1.Control.RemoveNetwork:output_type -> shoal.v1.RemoveNetworkResponse
+	54, // 97: shoal.v1.Control.PruneNetworks:output_type -> shoal.v1.PruneNetworksResponse
+	56, // 98: shoal.v1.Control.ListTasks:output_type -> shoal.v1.ListTasksResponse
+	58, // 99: shoal.v1.Control.GetTask:output_type -> shoal.v1.GetTaskResponse
+	79, // 100: shoal.v1.Control.Watch:output_type -> shoal.v1.WatchEvent
+	72, // [72:101] is the sub-list for method output_type
+	43, // [43:72] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_shoalv1_control_proto_init() }
@@ -3253,13 +3412,14 @@ func file_shoalv1_control_proto_init() {
 	}
 	file_shoalv1_objects_proto_init()
 	file_shoalv1_store_proto_init()
+	file_shoalv1_control_proto_msgTypes[36].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoalv1_control_proto_rawDesc), len(file_shoalv1_control_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   62,
+			NumMessages:   65,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -36,6 +36,7 @@ const (
 	Control_GetService_FullMethodName             = "/shoal.v1.Control/GetService"
 	Control_ListServices_FullMethodName           = "/shoal.v1.Control/ListServices"
 	Control_UpdateService_FullMethodName          = "/shoal.v1.Control/UpdateService"
+	Control_PatchService_FullMethodName           = "/shoal.v1.Control/PatchService"
 	Control_RemoveService_FullMethodName          = "/shoal.v1.Control/RemoveService"
 	Control_RollbackService_FullMethodName        = "/shoal.v1.Control/RollbackService"
 	Control_RebalanceService_FullMethodName       = "/shoal.v1.Control/RebalanceService"
@@ -73,6 +74,10 @@ type ControlClient interface {
 	GetService(ctx context.Context, in *GetServiceRequest, opts ...grpc.CallOption) (*GetServiceResponse, error)
 	ListServices(ctx context.Context, in *ListServicesRequest, opts ...grpc.CallOption) (*ListServicesResponse, error)
 	UpdateService(ctx context.Context, in *UpdateServiceRequest, opts ...grpc.CallOption) (*UpdateServiceResponse, error)
+	// PatchService changes a service's labels and replica count without
+	// sending its spec: an UpdateService of the stored spec with the patch
+	// applied, atomic on the leader.
+	PatchService(ctx context.Context, in *PatchServiceRequest, opts ...grpc.CallOption) (*PatchServiceResponse, error)
 	RemoveService(ctx context.Context, in *RemoveServiceRequest, opts ...grpc.CallOption) (*RemoveServiceResponse, error)
 	// RollbackService makes the service's previous spec its spec again and
 	// rolls it out under spec.rollback (FailedPrecondition without one).
@@ -271,6 +276,16 @@ func (c *controlClient) UpdateService(ctx context.Context, in *UpdateServiceRequ
 	return out, nil
 }
 
+func (c *controlClient) PatchService(ctx context.Context, in *PatchServiceRequest, opts ...grpc.CallOption) (*PatchServiceResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PatchServiceResponse)
+	err := c.cc.Invoke(ctx, Control_PatchService_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *controlClient) RemoveService(ctx context.Context, in *RemoveServiceRequest, opts ...grpc.CallOption) (*RemoveServiceResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RemoveServiceResponse)
@@ -414,6 +429,10 @@ type ControlServer interface {
 	GetService(context.Context, *GetServiceRequest) (*GetServiceResponse, error)
 	ListServices(context.Context, *ListServicesRequest) (*ListServicesResponse, error)
 	UpdateService(context.Context, *UpdateServiceRequest) (*UpdateServiceResponse, error)
+	// PatchService changes a service's labels and replica count without
+	// sending its spec: an UpdateService of the stored spec with the patch
+	// applied, atomic on the leader.
+	PatchService(context.Context, *PatchServiceRequest) (*PatchServiceResponse, error)
 	RemoveService(context.Context, *RemoveServiceRequest) (*RemoveServiceResponse, error)
 	// RollbackService makes the service's previous spec its spec again and
 	// rolls it out under spec.rollback (FailedPrecondition without one).
@@ -492,6 +511,9 @@ func (UnimplementedControlServer) ListServices(context.Context, *ListServicesReq
 }
 func (UnimplementedControlServer) UpdateService(context.Context, *UpdateServiceRequest) (*UpdateServiceResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateService not implemented")
+}
+func (UnimplementedControlServer) PatchService(context.Context, *PatchServiceRequest) (*PatchServiceResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PatchService not implemented")
 }
 func (UnimplementedControlServer) RemoveService(context.Context, *RemoveServiceRequest) (*RemoveServiceResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveService not implemented")
@@ -853,6 +875,24 @@ func _Control_UpdateService_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Control_PatchService_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PatchServiceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ControlServer).PatchService(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Control_PatchService_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ControlServer).PatchService(ctx, req.(*PatchServiceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Control_RemoveService_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RemoveServiceRequest)
 	if err := dec(in); err != nil {
@@ -1118,6 +1158,10 @@ var Control_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UpdateService",
 			Handler:    _Control_UpdateService_Handler,
+		},
+		{
+			MethodName: "PatchService",
+			Handler:    _Control_PatchService_Handler,
 		},
 		{
 			MethodName: "RemoveService",

@@ -116,6 +116,11 @@ const (
 	// object the op replaces. Only written with expected_version != 0, so
 	// that the stored object is the very version the writer read.
 	PreviousSpecSource_PREVIOUS_SPEC_SOURCE_STORED_SPEC PreviousSpecSource = 1
+	// The object carries neither spec nor previous_spec: previous_spec is
+	// the stored object's spec and spec that spec with the op's patch
+	// applied (PatchService). Only with expected_version != 0. Written only
+	// while every manager reads store format 5.
+	PreviousSpecSource_PREVIOUS_SPEC_SOURCE_STORED_SPEC_PATCHED PreviousSpecSource = 2
 )
 
 // Enum value maps for PreviousSpecSource.
@@ -123,10 +128,12 @@ var (
 	PreviousSpecSource_name = map[int32]string{
 		0: "PREVIOUS_SPEC_SOURCE_IN_OBJECT",
 		1: "PREVIOUS_SPEC_SOURCE_STORED_SPEC",
+		2: "PREVIOUS_SPEC_SOURCE_STORED_SPEC_PATCHED",
 	}
 	PreviousSpecSource_value = map[string]int32{
-		"PREVIOUS_SPEC_SOURCE_IN_OBJECT":   0,
-		"PREVIOUS_SPEC_SOURCE_STORED_SPEC": 1,
+		"PREVIOUS_SPEC_SOURCE_IN_OBJECT":           0,
+		"PREVIOUS_SPEC_SOURCE_STORED_SPEC":         1,
+		"PREVIOUS_SPEC_SOURCE_STORED_SPEC_PATCHED": 2,
 	}
 )
 
@@ -352,8 +359,10 @@ type StoreOp struct {
 	// before this field existed leave it unset (IN_OBJECT) and replay as
 	// they did.
 	PreviousSpecSource PreviousSpecSource `protobuf:"varint,4,opt,name=previous_spec_source,json=previousSpecSource,proto3,enum=shoal.v1.PreviousSpecSource" json:"previous_spec_source,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// For STORED_SPEC_PATCHED: what changes of the stored spec.
+	Patch         *ServicePatch `protobuf:"bytes,5,opt,name=patch,proto3" json:"patch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StoreOp) Reset() {
@@ -414,6 +423,76 @@ func (x *StoreOp) GetPreviousSpecSource() PreviousSpecSource {
 	return PreviousSpecSource_PREVIOUS_SPEC_SOURCE_IN_OBJECT
 }
 
+func (x *StoreOp) GetPatch() *ServicePatch {
+	if x != nil {
+		return x.Patch
+	}
+	return nil
+}
+
+// ServicePatch is a change of a service spec's labels and replica count.
+// Applied to a spec: a copy sharing every other field, its labels a new
+// map (the stored ones, labels_rm removed, labels_add set).
+type ServicePatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LabelsAdd     map[string]string      `protobuf:"bytes,1,rep,name=labels_add,json=labelsAdd,proto3" json:"labels_add,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	LabelsRm      []string               `protobuf:"bytes,2,rep,name=labels_rm,json=labelsRm,proto3" json:"labels_rm,omitempty"`
+	Replicas      *int64                 `protobuf:"varint,3,opt,name=replicas,proto3,oneof" json:"replicas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServicePatch) Reset() {
+	*x = ServicePatch{}
+	mi := &file_shoalv1_store_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServicePatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServicePatch) ProtoMessage() {}
+
+func (x *ServicePatch) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_store_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServicePatch.ProtoReflect.Descriptor instead.
+func (*ServicePatch) Descriptor() ([]byte, []int) {
+	return file_shoalv1_store_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ServicePatch) GetLabelsAdd() map[string]string {
+	if x != nil {
+		return x.LabelsAdd
+	}
+	return nil
+}
+
+func (x *ServicePatch) GetLabelsRm() []string {
+	if x != nil {
+		return x.LabelsRm
+	}
+	return nil
+}
+
+func (x *ServicePatch) GetReplicas() int64 {
+	if x != nil && x.Replicas != nil {
+		return *x.Replicas
+	}
+	return 0
+}
+
 // StoreAction is the payload of one raft log entry: applied all-or-nothing.
 type StoreAction struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -427,7 +506,7 @@ type StoreAction struct {
 
 func (x *StoreAction) Reset() {
 	*x = StoreAction{}
-	mi := &file_shoalv1_store_proto_msgTypes[2]
+	mi := &file_shoalv1_store_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -439,7 +518,7 @@ func (x *StoreAction) String() string {
 func (*StoreAction) ProtoMessage() {}
 
 func (x *StoreAction) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_store_proto_msgTypes[2]
+	mi := &file_shoalv1_store_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -452,7 +531,7 @@ func (x *StoreAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StoreAction.ProtoReflect.Descriptor instead.
 func (*StoreAction) Descriptor() ([]byte, []int) {
-	return file_shoalv1_store_proto_rawDescGZIP(), []int{2}
+	return file_shoalv1_store_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *StoreAction) GetOps() []*StoreOp {
@@ -481,7 +560,7 @@ type WatchEvent struct {
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_shoalv1_store_proto_msgTypes[3]
+	mi := &file_shoalv1_store_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -493,7 +572,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_store_proto_msgTypes[3]
+	mi := &file_shoalv1_store_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -506,7 +585,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_shoalv1_store_proto_rawDescGZIP(), []int{3}
+	return file_shoalv1_store_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *WatchEvent) GetIndex() uint64 {
@@ -541,12 +620,22 @@ const file_shoalv1_store_proto_rawDesc = "" +
 	"\aservice\x18\x03 \x01(\v2\x11.shoal.v1.ServiceH\x00R\aservice\x12$\n" +
 	"\x04task\x18\x04 \x01(\v2\x0e.shoal.v1.TaskH\x00R\x04task\x12-\n" +
 	"\anetwork\x18\x05 \x01(\v2\x11.shoal.v1.NetworkH\x00R\anetworkB\b\n" +
-	"\x06object\"\xde\x01\n" +
+	"\x06object\"\x8c\x02\n" +
 	"\aStoreOp\x12)\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x15.shoal.v1.StoreOpKindR\x04kind\x12-\n" +
 	"\x06object\x18\x02 \x01(\v2\x15.shoal.v1.StoreObjectR\x06object\x12)\n" +
 	"\x10expected_version\x18\x03 \x01(\x04R\x0fexpectedVersion\x12N\n" +
-	"\x14previous_spec_source\x18\x04 \x01(\x0e2\x1c.shoal.v1.PreviousSpecSourceR\x12previousSpecSource\"b\n" +
+	"\x14previous_spec_source\x18\x04 \x01(\x0e2\x1c.shoal.v1.PreviousSpecSourceR\x12previousSpecSource\x12,\n" +
+	"\x05patch\x18\x05 \x01(\v2\x16.shoal.v1.ServicePatchR\x05patch\"\xdd\x01\n" +
+	"\fServicePatch\x12D\n" +
+	"\n" +
+	"labels_add\x18\x01 \x03(\v2%.shoal.v1.ServicePatch.LabelsAddEntryR\tlabelsAdd\x12\x1b\n" +
+	"\tlabels_rm\x18\x02 \x03(\tR\blabelsRm\x12\x1f\n" +
+	"\breplicas\x18\x03 \x01(\x03H\x00R\breplicas\x88\x01\x01\x1a<\n" +
+	"\x0eLabelsAddEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\v\n" +
+	"\t_replicas\"b\n" +
 	"\vStoreAction\x12#\n" +
 	"\x03ops\x18\x01 \x03(\v2\x11.shoal.v1.StoreOpR\x03ops\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\x80\x01\n" +
@@ -562,10 +651,11 @@ const file_shoalv1_store_proto_rawDesc = "" +
 	"\x14STORE_OP_KIND_DELETE\x10\x03\x12\x1d\n" +
 	"\x19STORE_OP_KIND_TASK_STATUS\x10\x04\x12\x1d\n" +
 	"\x19STORE_OP_KIND_TASK_CREATE\x10\x05\x12\x1d\n" +
-	"\x19STORE_OP_KIND_TASK_ASSIGN\x10\x06*^\n" +
+	"\x19STORE_OP_KIND_TASK_ASSIGN\x10\x06*\x8c\x01\n" +
 	"\x12PreviousSpecSource\x12\"\n" +
 	"\x1ePREVIOUS_SPEC_SOURCE_IN_OBJECT\x10\x00\x12$\n" +
-	" PREVIOUS_SPEC_SOURCE_STORED_SPEC\x10\x01*v\n" +
+	" PREVIOUS_SPEC_SOURCE_STORED_SPEC\x10\x01\x12,\n" +
+	"(PREVIOUS_SPEC_SOURCE_STORED_SPEC_PATCHED\x10\x02*v\n" +
 	"\vWatchAction\x12\x1c\n" +
 	"\x18WATCH_ACTION_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13WATCH_ACTION_CREATE\x10\x01\x12\x17\n" +
@@ -585,40 +675,44 @@ func file_shoalv1_store_proto_rawDescGZIP() []byte {
 }
 
 var file_shoalv1_store_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_shoalv1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_shoalv1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_shoalv1_store_proto_goTypes = []any{
 	(StoreOpKind)(0),              // 0: shoal.v1.StoreOpKind
 	(PreviousSpecSource)(0),       // 1: shoal.v1.PreviousSpecSource
 	(WatchAction)(0),              // 2: shoal.v1.WatchAction
 	(*StoreObject)(nil),           // 3: shoal.v1.StoreObject
 	(*StoreOp)(nil),               // 4: shoal.v1.StoreOp
-	(*StoreAction)(nil),           // 5: shoal.v1.StoreAction
-	(*WatchEvent)(nil),            // 6: shoal.v1.WatchEvent
-	(*Cluster)(nil),               // 7: shoal.v1.Cluster
-	(*Node)(nil),                  // 8: shoal.v1.Node
-	(*Service)(nil),               // 9: shoal.v1.Service
-	(*Task)(nil),                  // 10: shoal.v1.Task
-	(*Network)(nil),               // 11: shoal.v1.Network
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*ServicePatch)(nil),          // 5: shoal.v1.ServicePatch
+	(*StoreAction)(nil),           // 6: shoal.v1.StoreAction
+	(*WatchEvent)(nil),            // 7: shoal.v1.WatchEvent
+	nil,                           // 8: shoal.v1.ServicePatch.LabelsAddEntry
+	(*Cluster)(nil),               // 9: shoal.v1.Cluster
+	(*Node)(nil),                  // 10: shoal.v1.Node
+	(*Service)(nil),               // 11: shoal.v1.Service
+	(*Task)(nil),                  // 12: shoal.v1.Task
+	(*Network)(nil),               // 13: shoal.v1.Network
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
 }
 var file_shoalv1_store_proto_depIdxs = []int32{
-	7,  // 0: shoal.v1.StoreObject.cluster:type_name -> shoal.v1.Cluster
-	8,  // 1: shoal.v1.StoreObject.node:type_name -> shoal.v1.Node
-	9,  // 2: shoal.v1.StoreObject.service:type_name -> shoal.v1.Service
-	10, // 3: shoal.v1.StoreObject.task:type_name -> shoal.v1.Task
-	11, // 4: shoal.v1.StoreObject.network:type_name -> shoal.v1.Network
+	9,  // 0: shoal.v1.StoreObject.cluster:type_name -> shoal.v1.Cluster
+	10, // 1: shoal.v1.StoreObject.node:type_name -> shoal.v1.Node
+	11, // 2: shoal.v1.StoreObject.service:type_name -> shoal.v1.Service
+	12, // 3: shoal.v1.StoreObject.task:type_name -> shoal.v1.Task
+	13, // 4: shoal.v1.StoreObject.network:type_name -> shoal.v1.Network
 	0,  // 5: shoal.v1.StoreOp.kind:type_name -> shoal.v1.StoreOpKind
 	3,  // 6: shoal.v1.StoreOp.object:type_name -> shoal.v1.StoreObject
 	1,  // 7: shoal.v1.StoreOp.previous_spec_source:type_name -> shoal.v1.PreviousSpecSource
-	4,  // 8: shoal.v1.StoreAction.ops:type_name -> shoal.v1.StoreOp
-	12, // 9: shoal.v1.StoreAction.time:type_name -> google.protobuf.Timestamp
-	2,  // 10: shoal.v1.WatchEvent.action:type_name -> shoal.v1.WatchAction
-	3,  // 11: shoal.v1.WatchEvent.object:type_name -> shoal.v1.StoreObject
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	5,  // 8: shoal.v1.StoreOp.patch:type_name -> shoal.v1.ServicePatch
+	8,  // 9: shoal.v1.ServicePatch.labels_add:type_name -> shoal.v1.ServicePatch.LabelsAddEntry
+	4,  // 10: shoal.v1.StoreAction.ops:type_name -> shoal.v1.StoreOp
+	14, // 11: shoal.v1.StoreAction.time:type_name -> google.protobuf.Timestamp
+	2,  // 12: shoal.v1.WatchEvent.action:type_name -> shoal.v1.WatchAction
+	3,  // 13: shoal.v1.WatchEvent.object:type_name -> shoal.v1.StoreObject
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_shoalv1_store_proto_init() }
@@ -634,13 +728,14 @@ func file_shoalv1_store_proto_init() {
 		(*StoreObject_Task)(nil),
 		(*StoreObject_Network)(nil),
 	}
+	file_shoalv1_store_proto_msgTypes[2].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoalv1_store_proto_rawDesc), len(file_shoalv1_store_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   4,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -126,6 +126,36 @@ func (a *app) mutateService(cmd *cobra.Command, ref string, wf waitFlags, change
 	return ws.wait(cmd.Context(), resp.GetService())
 }
 
+// patchService sends req, a change of labels and replicas only, as one
+// PatchService (atomic on the leader: no read, no version to conflict
+// on), then waits for convergence. A manager that does not know
+// PatchService (an earlier release) gets the read-modify-write of old:
+// fallback.
+func (a *app) patchService(cmd *cobra.Command, req *shoalv1.PatchServiceRequest, wf waitFlags, fallback func() error) error {
+	cl, err := a.dial(cmd.Context())
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := a.call(cmd.Context())
+	defer cancel()
+	ws, err := a.startWait(cmd.Context(), cl, wf)
+	if err != nil {
+		return err
+	}
+	// The whole reply: the name to print (and the wait) read its spec.
+	resp, err := cl.Control.PatchService(ctx, req)
+	if err != nil {
+		ws.stop()
+		if client.IsUnimplemented(err) {
+			return fallback()
+		}
+		return err
+	}
+	fmt.Fprintln(a.out, resp.GetService().GetSpec().GetName())
+	return ws.wait(cmd.Context(), resp.GetService())
+}
+
 // updateView is the reply an update asks for: a wait reads the whole
 // service (its spec: mode, replicas, job), a detached update reads
 // nothing of it but the name it sent.
@@ -160,7 +190,18 @@ func (a *app) serviceUpdate() *cobra.Command {
 					return err
 				}
 			}
-			return a.mutateService(cmd, args[0], wf, func(s *shoalv1.ServiceSpec) error { return sf.apply(cmd.Flags(), s) })
+			full := func() error {
+				return a.mutateService(cmd, args[0], wf, func(s *shoalv1.ServiceSpec) error { return sf.apply(cmd.Flags(), s) })
+			}
+			req, ok, err := sf.patchOnly(cmd.Flags())
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return full()
+			}
+			req.ServiceId = args[0]
+			return a.patchService(cmd, req, wf, full)
 		}}
 	sf.bind(cmd.Flags(), true)
 	cmd.Flags().BoolVar(&noResolve, "no-resolve-image", false, "do not pin --image to the digest its registry serves now")
@@ -178,12 +219,14 @@ func (a *app) serviceScale() *cobra.Command {
 				if !ok || ref == "" || err != nil {
 					return fmt.Errorf("%q: want SERVICE=REPLICAS", arg)
 				}
-				err = a.mutateService(cmd, ref, wf, func(s *shoalv1.ServiceSpec) error {
-					if s.GetMode() != shoalv1.ServiceMode_SERVICE_MODE_REPLICATED {
-						return fmt.Errorf("%s: only replicated services can be scaled", ref)
-					}
-					s.Replicas = k
-					return nil
+				err = a.patchService(cmd, &shoalv1.PatchServiceRequest{ServiceId: ref, Replicas: &k}, wf, func() error {
+					return a.mutateService(cmd, ref, wf, func(s *shoalv1.ServiceSpec) error {
+						if s.GetMode() != shoalv1.ServiceMode_SERVICE_MODE_REPLICATED {
+							return fmt.Errorf("%s: only replicated services can be scaled", ref)
+						}
+						s.Replicas = k
+						return nil
+					})
 				})
 				if err != nil {
 					return err

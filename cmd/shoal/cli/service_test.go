@@ -29,6 +29,10 @@ type control struct {
 	services []*shoalv1.Service
 	tasks    []*shoalv1.Task
 	updates  []*shoalv1.UpdateServiceRequest
+	// patchable: PatchService is served (patch_test.go), its requests
+	// recorded in patches; else it is Unimplemented.
+	patchable bool
+	patches   []*shoalv1.PatchServiceRequest
 	// watch serves Watch; nil: no event, the stream stays open.
 	watch func(*shoalv1.WatchRequest, grpc.ServerStreamingServer[shoalv1.WatchEvent]) error
 }

@@ -485,3 +485,42 @@ func splitWords(s string) ([]string, error) {
 	}
 	return words, nil
 }
+
+// patchFlags are the update flags a PatchService carries.
+var patchFlags = map[string]bool{"label-add": true, "label-rm": true, "replicas": true}
+
+// patchOnly returns the PatchService of an update whose only spec flags
+// set are --label-add, --label-rm and --replicas (ok false when another
+// one is set, or none of those). A key both added and removed ends added,
+// as apply does it.
+func (f *specFlags) patchOnly(fs *pflag.FlagSet) (req *shoalv1.PatchServiceRequest, ok bool, err error) {
+	// Every spec flag, from the one list bind makes.
+	var all specFlags
+	names := pflag.NewFlagSet("spec", pflag.ContinueOnError)
+	all.bind(names, true)
+	other, some := false, false
+	names.VisitAll(func(fl *pflag.Flag) {
+		if fs.Changed(fl.Name) {
+			some = some || patchFlags[fl.Name]
+			other = other || !patchFlags[fl.Name]
+		}
+	})
+	if other || !some {
+		return nil, false, nil
+	}
+	req = &shoalv1.PatchServiceRequest{}
+	if fs.Changed("label-add") {
+		if req.LabelsAdd, err = kvList("--label-add", f.labelAdd); err != nil {
+			return nil, false, err
+		}
+	}
+	for _, k := range f.labelRm {
+		if _, added := req.LabelsAdd[k]; !added {
+			req.LabelsRm = append(req.LabelsRm, k)
+		}
+	}
+	if fs.Changed("replicas") {
+		req.Replicas = &f.replicas
+	}
+	return req, true, nil
+}
