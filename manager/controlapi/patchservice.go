@@ -122,6 +122,7 @@ func patchOf(req *shoalv1.PatchServiceRequest) (*shoalv1.ServicePatch, error) {
 		return nil, errdefs.InvalidArgumentf("labels_add, labels_rm, replicas: the patch changes nothing (set at least one)")
 	}
 	p := specrules.Labels("labels_add", add)
+	p = append(p, specrules.LabelKeys("labels_rm", rm)...)
 	for i, k := range rm {
 		if _, ok := add[k]; ok {
 			p.Add(fmt.Sprintf("labels_rm[%d]", i), "%q is in labels_add too: add or remove it, not both", k)
