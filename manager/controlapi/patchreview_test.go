@@ -61,3 +61,27 @@ func TestPatchServiceBoundsLabelsRm(t *testing.T) {
 		t.Fatalf("labels %v", stored.GetSpec().GetLabels())
 	}
 }
+
+// TestPatchServiceReplicasOfAnotherModeNamesTheService: `service scale
+// a=1 b=2` sends one patch per service, and the read-modify-write it
+// replaced named the service it refused; so does the patch's refusal.
+func TestPatchServiceReplicasOfAnotherModeNamesTheService(t *testing.T) {
+	s, _ := newServer(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		mode shoalv1.ServiceMode
+		want string
+	}{
+		{shoalv1.ServiceMode_SERVICE_MODE_GLOBAL, `replicas: only for replicated services, not global (service "glob")`},
+		{shoalv1.ServiceMode_SERVICE_MODE_REPLICATED_JOB, `replicas: only for replicated services, not replicated-job (service "job")`},
+	} {
+		spec := patchTestSpec(tc.mode)
+		spec.Name = map[shoalv1.ServiceMode]string{shoalv1.ServiceMode_SERVICE_MODE_GLOBAL: "glob", shoalv1.ServiceMode_SERVICE_MODE_REPLICATED_JOB: "job"}[tc.mode]
+		created, err := s.CreateService(ctx, &shoalv1.CreateServiceRequest{Spec: spec})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = s.PatchService(ctx, &shoalv1.PatchServiceRequest{ServiceId: created.GetService().GetMeta().GetId(), Replicas: int64p(3)})
+		wantCode(t, err, codes.InvalidArgument, tc.want)
+	}
+}
