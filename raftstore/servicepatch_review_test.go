@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -188,5 +189,70 @@ func TestPatchThenAnotherWriteInOneTx(t *testing.T) {
 	}
 	if got, _ := Get[*shoalv1.Service](s.View(), "s1"); got.GetSpec().GetReplicas() != 0 || got.GetSpec().GetLabels()["p"] != "" {
 		t.Fatalf("patch, delete, create: stored %v", got)
+	}
+}
+
+// A stored spec may carry fields this release does not know (written by
+// a newer manager during a rolling upgrade, kept as unknown fields as
+// every whole update keeps them). Every replica applies a patch op with
+// its own PatchSpec, so one that dropped them would store a spec without
+// them where a newer replica, knowing the field, keeps it: the patched
+// spec keeps them, and the patch op ends in the state, events and
+// snapshot bytes the whole update of the same spec leaves.
+func TestPatchKeepsUnknownFieldsOfTheStoredSpec(t *testing.T) {
+	// Field 999, varint 7: what a newer release's ServiceSpec might hold.
+	unknown := protowire.AppendVarint(protowire.AppendTag(nil, 999, protowire.VarintType), 7)
+	withUnknown := func(s *shoalv1.ServiceSpec) *shoalv1.ServiceSpec {
+		s.ProtoReflect().SetUnknown(unknown)
+		return s
+	}
+	stored := func() *shoalv1.Service {
+		return &shoalv1.Service{Meta: &shoalv1.Meta{Id: "s1"}, Spec: withUnknown(goldenSpec("aaaaaaaa")), SpecVersion: 2}
+	}
+	createOp := &shoalv1.StoreOp{Kind: shoalv1.StoreOpKind_STORE_OP_KIND_CREATE, Object: Wrap(stored())}
+	create, _ := patchEntry(t, 1, createOp)
+	patch := &shoalv1.ServicePatch{LabelsAdd: map[string]string{"k": "v"}, Replicas: int64p(3)}
+	patched := PatchSpec(withUnknown(goldenSpec("aaaaaaaa")), patch)
+	if !bytes.Equal(patched.ProtoReflect().GetUnknown(), unknown) {
+		t.Fatalf("PatchSpec dropped the stored spec's unknown fields")
+	}
+	wantSpec := withUnknown(goldenSpec("aaaaaaaa"))
+	wantSpec.Labels["k"], wantSpec.Replicas = "v", 3
+	whole := &shoalv1.Service{Meta: &shoalv1.Meta{Id: "s1"}, Spec: wantSpec, PreviousSpec: withUnknown(goldenSpec("aaaaaaaa")), SpecVersion: 2}
+	var want string
+	var wantSnap []byte
+	for _, form := range []struct {
+		name string
+		op   *shoalv1.StoreOp
+	}{{"whole", opUpdate(whole, 1)}, {"patch", patchOp(&shoalv1.Service{Meta: &shoalv1.Meta{Id: "s1"}, SpecVersion: 2}, 1, patch)}} {
+		l, act := patchEntry(t, 2, form.op)
+		for _, leader := range []bool{false, true} {
+			f := newFSM(slog.New(slog.DiscardHandler), newHub(1<<10))
+			if leader {
+				_, release := f.propose(l.Data, act)
+				defer release()
+			}
+			for _, r := range f.ApplyBatch([]*raft.Log{create, l}) {
+				if r != nil {
+					t.Fatalf("%s: %v", form.name, r)
+				}
+			}
+			svc, _ := Get[*shoalv1.Service](f.view(), "s1")
+			if !proto.Equal(svc.GetSpec(), wantSpec) {
+				t.Errorf("%s (leader %v): stored spec %v, unknown %x; want unknown %x", form.name, leader, svc.GetSpec(), svc.GetSpec().ProtoReflect().GetUnknown(), unknown)
+			}
+			got := stateOf(t, f) + eventsOf(t, f)
+			snap := persisted(t, f)
+			if want == "" {
+				want, wantSnap = got, snap
+				continue
+			}
+			if got != want {
+				t.Errorf("%s (leader %v): state and events\n%s\nwant\n%s", form.name, leader, got, want)
+			}
+			if !bytes.Equal(snap, wantSnap) {
+				t.Errorf("%s (leader %v): the snapshot's bytes differ", form.name, leader)
+			}
+		}
 	}
 }
