@@ -46,12 +46,15 @@ func PatchSpec(spec *shoalv1.ServiceSpec, patch *shoalv1.ServicePatch) *shoalv1.
 }
 
 // copySpec is a shallow copy of s (TestCopySpecCopiesEveryField fails when
-// a field is added to ServiceSpec and not here).
+// a field is added to ServiceSpec and not here), its unknown fields
+// included: a newer manager's field in a stored spec is kept by every
+// replica's PatchSpec, as a newer replica that knows it keeps it
+// (TestPatchKeepsUnknownFieldsOfTheStoredSpec).
 func copySpec(s *shoalv1.ServiceSpec) *shoalv1.ServiceSpec {
 	if s == nil {
 		return &shoalv1.ServiceSpec{}
 	}
-	return &shoalv1.ServiceSpec{
+	out := &shoalv1.ServiceSpec{
 		Name:          s.Name,
 		Labels:        s.Labels,
 		Mode:          s.Mode,
@@ -63,6 +66,10 @@ func copySpec(s *shoalv1.ServiceSpec) *shoalv1.ServiceSpec {
 		Job:           s.Job,
 		AutoRebalance: s.AutoRebalance,
 	}
+	if u := s.ProtoReflect().GetUnknown(); len(u) > 0 {
+		out.ProtoReflect().SetUnknown(u) // shared: stored specs are immutable
+	}
+	return out
 }
 
 // PatchService replaces service svc.meta.id, read at svc.meta.version (not

@@ -50,7 +50,8 @@ func (s *Server) PatchService(ctx context.Context, req *shoalv1.PatchServiceRequ
 		}
 		if patch.Replicas != nil {
 			if m := cur.GetSpec().GetMode(); m != shoalv1.ServiceMode_SERVICE_MODE_REPLICATED {
-				fe.add("replicas", "only for replicated services, not %s", strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(m.String(), "SERVICE_MODE_")), "_", "-"))
+				// Named: `service scale a=1 b=2` says which one it refused.
+				fe.add("replicas", "only for replicated services, not %s (service %q)", strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(m.String(), "SERVICE_MODE_")), "_", "-"), cur.GetSpec().GetName())
 			} else if limit := s.maxReplicas(tx); spec.GetReplicas() > limit {
 				fe.add("replicas", "%d is above the cluster setting max-replicas = %d", spec.GetReplicas(), limit)
 			}
@@ -122,6 +123,7 @@ func patchOf(req *shoalv1.PatchServiceRequest) (*shoalv1.ServicePatch, error) {
 		return nil, errdefs.InvalidArgumentf("labels_add, labels_rm, replicas: the patch changes nothing (set at least one)")
 	}
 	p := specrules.Labels("labels_add", add)
+	p = append(p, specrules.LabelKeys("labels_rm", rm)...)
 	for i, k := range rm {
 		if _, ok := add[k]; ok {
 			p.Add(fmt.Sprintf("labels_rm[%d]", i), "%q is in labels_add too: add or remove it, not both", k)
