@@ -1905,7 +1905,7 @@ func (x *UpdateServiceResponse) GetService() *Service {
 // PatchServiceRequest names what changes; everything else stays as stored.
 type PatchServiceRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Id, name or unique id prefix, as UpdateService accepts.
+	// Id, name or unique id prefix (UpdateService takes the id only).
 	ServiceId string `protobuf:"bytes,1,opt,name=service_id,json=serviceId,proto3" json:"service_id,omitempty"`
 	// The version read; 0 patches whatever is stored.
 	Version uint64 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
