@@ -355,7 +355,14 @@ func applyAction(txn *tableTxn, act *shoalv1.StoreAction, index uint64) ([]*shoa
 		if err := txn.Insert(string(kind), o); err != nil {
 			return nil, fmt.Errorf("%s %q: inserting: %w", kind, id, err)
 		}
-		named = append(named, o)
+		if op.GetPreviousSpecSource() != shoalv1.PreviousSpecSource_PREVIOUS_SPEC_SOURCE_STORED_SPEC_PATCHED {
+			// A patch keeps the stored name (PatchSpec copies it), and
+			// names are unique before the entry, so its own check could
+			// only find itself; a conflict with another op of the entry
+			// is found by that op's check. (A rule of the patch op since
+			// its first release: every replica that applies it skips.)
+			named = append(named, o)
+		}
 		ev := &evs[i]
 		ev.Index, ev.Action = index, action
 		if Unwrap(op.GetObject()) == o {
