@@ -14,7 +14,8 @@ import (
 // other hosts while this node gets the stop; signalled at once, the task
 // would close its listener under connections still being balanced to it
 // (a rolling update's "connection refused"). At most half the stop grace
-// period is taken.
+// period is taken. With an EndpointWithdrawal the drain also waits for
+// every node's acknowledgement, up to half the grace period.
 var EndpointDrain = time.Second
 
 // endpointDrain is the least wait before signalling t: EndpointDrain, at most

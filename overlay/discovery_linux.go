@@ -54,7 +54,8 @@ func (d *Discovery) View() *dns.View { return d.view }
 
 // Update replaces the node's network states (the full set) and brings
 // every task's answers and VIPs up to date; the error says which tasks'
-// VIPs could not be programmed (each is tried again by the next Update).
+// VIPs could not be programmed (each is tried again by the next Update),
+// not counting tasks whose namespace is gone (being released).
 func (d *Discovery) Update(states []*shoalv1.NetworkState) error {
 	d.view.Update(states)
 	d.mu.Lock()
@@ -64,7 +65,9 @@ func (d *Discovery) Update(states []*shoalv1.NetworkState) error {
 	for id, t := range d.tasks {
 		if err := d.programLocked(t); err != nil {
 			d.log.Warn("programming the VIPs of a task", "task_id", id, "err", err)
-			errs = append(errs, fmt.Errorf("task %s: %w", id, err))
+			if !isNotExist(err) { // a namespace gone sends nothing anywhere
+				errs = append(errs, fmt.Errorf("task %s: %w", id, err))
+			}
 		}
 	}
 	return errors.Join(errs...)
