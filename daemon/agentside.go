@@ -62,6 +62,21 @@ type agentSide struct {
 // refreshDelayEnv names the test hook that slows discovery refreshes.
 const refreshDelayEnv = "SHOAL_TEST_DISCOVERY_DELAY"
 
+// refreshDelay parses the value of refreshDelayEnv ("": none).
+func refreshDelay(v string) (time.Duration, error) {
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err == nil && d < 0 {
+		err = errors.New("negative")
+	}
+	if err != nil {
+		return 0, fmt.Errorf("%s=%q: want a duration such as 2s: %w", refreshDelayEnv, v, err)
+	}
+	return d, nil
+}
+
 // imageGCPeriod is how often unreferenced images and unused layers are
 // collected even when no task goes away (after `shoal image rm`).
 const imageGCPeriod = 5 * time.Minute
@@ -137,10 +152,9 @@ func (n *node) buildAgentSide(ctx context.Context) (*agentSide, error) {
 		rt = lc
 	}
 	side := &agentSide{images: images, gcNow: make(chan struct{}, 1), gossip: n.gossip, withdrawn: newWithdrawals(), log: n.log}
-	if v := os.Getenv(refreshDelayEnv); v != "" {
-		if side.refreshDelay, err = time.ParseDuration(v); err != nil {
-			return nil, fmt.Errorf("%s: %w", refreshDelayEnv, err)
-		}
+	if side.refreshDelay, err = refreshDelay(os.Getenv(refreshDelayEnv)); err != nil {
+		return nil, err
+	} else if side.refreshDelay > 0 {
 		n.log.Warn("discovery refreshes slowed down (test hook)", "delay", side.refreshDelay)
 	}
 	side.discRun = newCoalescer(side.refreshDiscovery)
@@ -337,22 +351,27 @@ func (s *agentSide) refreshDiscovery() error {
 	if s.ports != nil {
 		err = errors.Join(err, s.ports.program(all))
 	}
-	if err == nil && s.vtep.IsValid() {
-		s.acknowledge(all)
-	}
+	s.acknowledge(all, err)
 	return errors.Join(err, s.ov.Prune(context.Background(), all))
 }
 
 // acknowledge records and gossips (once each) this node's withdrawal of
 // the stopping tasks' endpoints in all, which its names, VIPs and ports
-// now follow.
-func (s *agentSide) acknowledge(all []*shoalv1.NetworkState) {
-	for _, id := range s.withdrawn.acknowledge(overlay.WithdrawnTasks(all), s.vtep, time.Now()) {
+// now follow — unless the refresh failed (refreshErr): some of them may
+// still list those tasks, and the next refresh acknowledges. It returns
+// the tasks acknowledged.
+func (s *agentSide) acknowledge(all []*shoalv1.NetworkState, refreshErr error) []string {
+	if refreshErr != nil || !s.vtep.IsValid() {
+		return nil
+	}
+	ids := s.withdrawn.acknowledge(overlay.WithdrawnTasks(all), s.vtep, time.Now())
+	for _, id := range ids {
 		s.log.Debug("endpoint withdrawal acknowledged", "task_id", id)
 		if b, err := (overlay.Withdrawn{VTEP: s.vtep, TaskID: id}).Encode(); err == nil {
 			s.gossip.broadcast(b)
 		}
 	}
+	return ids
 }
 
 // WaitWithdrawn is the executor's EndpointWithdrawal: it waits until

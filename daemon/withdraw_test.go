@@ -2,15 +2,18 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/shoal-dev/shoal/overlay"
 	"github.com/shoal-dev/shoal/overlay/gossip"
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
 // TestWithdrawalsWait: a drain waits until every needed node has
@@ -70,5 +73,41 @@ func TestGossipWithdrawnSender(t *testing.T) {
 	}
 	if len(g.hints) != 0 {
 		t.Fatal("a withdrawal was queued as a hint")
+	}
+}
+
+// TestAcknowledgeAfterRefresh: a node acknowledges the stopping tasks of
+// a refresh only if the refresh succeeded (a failed one may have left a
+// VIP listing them), and then on the next successful one.
+func TestAcknowledgeAfterRefresh(t *testing.T) {
+	side := &agentSide{vtep: netip.MustParseAddr("192.0.2.1"), withdrawn: newWithdrawals(),
+		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	all := []*shoalv1.NetworkState{{Network: &shoalv1.Network{Meta: &shoalv1.Meta{Id: "n"}},
+		Endpoints: []*shoalv1.Endpoint{{TaskId: "old", NodeAddr: "192.0.2.2", State: shoalv1.TaskState_TASK_STATE_SHUTDOWN},
+			{TaskId: "new", NodeAddr: "192.0.2.2", State: shoalv1.TaskState_TASK_STATE_RUNNING}}}}
+	if got := side.acknowledge(all, errors.New("task x: vip: nftables: EPERM")); len(got) != 0 {
+		t.Fatalf("acknowledged %v after a failed refresh", got)
+	}
+	if m := side.withdrawn.missing("old", []netip.Addr{side.vtep}); len(m) != 1 {
+		t.Fatal("this node counted as having withdrawn after a failed refresh")
+	}
+	if got := side.acknowledge(all, nil); !slices.Equal(got, []string{"old"}) {
+		t.Fatalf("acknowledged %v, want [old]", got)
+	}
+	if m := side.withdrawn.missing("old", []netip.Addr{side.vtep}); len(m) != 0 {
+		t.Fatal("this node's own acknowledgement not recorded")
+	}
+}
+
+func TestRefreshDelayHook(t *testing.T) {
+	for v, want := range map[string]time.Duration{"": 0, "2s": 2 * time.Second, "150ms": 150 * time.Millisecond} {
+		if d, err := refreshDelay(v); err != nil || d != want {
+			t.Errorf("%q: %v, %v; want %v", v, d, err, want)
+		}
+	}
+	for _, v := range []string{"2", "soon", "-1s"} {
+		if _, err := refreshDelay(v); err == nil || !strings.Contains(err.Error(), refreshDelayEnv) {
+			t.Errorf("%q: err %v, want one naming %s", v, err, refreshDelayEnv)
+		}
 	}
 }
