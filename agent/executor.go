@@ -38,6 +38,10 @@ type ExecutorConfig struct {
 	// networks (after Overlay.Attach); nil: no service discovery, and
 	// the task keeps the image's /etc/resolv.conf.
 	Discovery Discovery
+	// Withdrawal, when set, says when every node has stopped sending new
+	// connections to a stopping task (endpointdrain.go); nil: the drain
+	// is EndpointDrain alone.
+	Withdrawal EndpointWithdrawal
 	// HostResolvConf is the node's resolv.conf whose search domains a
 	// task on an overlay network inherits (default /etc/resolv.conf).
 	HostResolvConf string

@@ -134,6 +134,8 @@ type execEnv struct {
 	wrapDB func(taskStore) taskStore
 	// onStatus, if set before start, is ExecutorConfig.OnStatus.
 	onStatus func(*shoalv1.Task, *shoalv1.TaskStatus)
+	// withdrawal, if set before start, is ExecutorConfig.Withdrawal.
+	withdrawal EndpointWithdrawal
 }
 
 func newExecEnv(t *testing.T) *execEnv { return newExecEnvWrapped(t, nil) }
@@ -152,7 +154,7 @@ func (env *execEnv) start() {
 		netw = env.netw
 	}
 	ex, err := NewExecutor(ExecutorConfig{Dir: env.dir, Runtime: env.rt, Images: env.images, Network: netw,
-		Overlay: env.ov, Discovery: env.disc, NodeMemory: 1 << 30, OnStatus: env.onStatus, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Overlay: env.ov, Discovery: env.disc, Withdrawal: env.withdrawal, NodeMemory: 1 << 30, OnStatus: env.onStatus, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		env.t.Fatal(err)
 	}

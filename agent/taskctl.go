@@ -419,7 +419,7 @@ func (c *taskCtl) supervise(ctx context.Context) {
 			drain := endpointDrain(t, grace)
 			c.log.Debug("stopping task", "signal", sig, "grace", grace, "endpoint_drain", drain)
 			go func() {
-				if drain > 0 && !drainWait(wctx, drain) {
+				if drain > 0 && !c.e.drain(wctx, t, drain, grace) {
 					return // endpointdrain.go
 				}
 				// Stop sends the signal, waits out the grace period and

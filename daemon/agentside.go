@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"slices"
 	"strconv"
 	"time"
 
@@ -46,6 +48,33 @@ type agentSide struct {
 	// ports programs the node's published ports (with ov).
 	ports       *portProgrammer
 	localSubnet netip.Prefix
+	// gossip carries the Withdrawn acknowledgements (with vtep).
+	gossip *nodeGossip
+	// withdrawn: the acknowledgements made and received (withdraw.go).
+	withdrawn *withdrawals
+	// refreshDelay slows every discovery refresh down (a test hook:
+	// SHOAL_TEST_DISCOVERY_DELAY, what a node with many task namespaces
+	// takes).
+	refreshDelay time.Duration
+	log          *slog.Logger
+}
+
+// refreshDelayEnv names the test hook that slows discovery refreshes.
+const refreshDelayEnv = "SHOAL_TEST_DISCOVERY_DELAY"
+
+// refreshDelay parses the value of refreshDelayEnv ("": none).
+func refreshDelay(v string) (time.Duration, error) {
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err == nil && d < 0 {
+		err = errors.New("negative")
+	}
+	if err != nil {
+		return 0, fmt.Errorf("%s=%q: want a duration such as 2s: %w", refreshDelayEnv, v, err)
+	}
+	return d, nil
 }
 
 // imageGCPeriod is how often unreferenced images and unused layers are
@@ -122,7 +151,12 @@ func (n *node) buildAgentSide(ctx context.Context) (*agentSide, error) {
 		}
 		rt = lc
 	}
-	side := &agentSide{images: images, gcNow: make(chan struct{}, 1)}
+	side := &agentSide{images: images, gcNow: make(chan struct{}, 1), gossip: n.gossip, withdrawn: newWithdrawals(), log: n.log}
+	if side.refreshDelay, err = refreshDelay(os.Getenv(refreshDelayEnv)); err != nil {
+		return nil, err
+	} else if side.refreshDelay > 0 {
+		n.log.Warn("discovery refreshes slowed down (test hook)", "delay", side.refreshDelay)
+	}
 	side.discRun = newCoalescer(side.refreshDiscovery)
 	if lc, ok := rt.(*runtime.Libcontainer); ok {
 		side.lc = lc
@@ -155,16 +189,22 @@ func (n *node) buildAgentSide(ctx context.Context) (*agentSide, error) {
 		side.startOverlay(ctx, n.log, st.AdvertiseAddr, subnet)
 		if side.vtep.IsValid() && !o.NoGossipHints {
 			n.gossip.setHintHandler(func(b []byte) { side.applyHint(n.log, b) }, ctx.Done())
+			n.gossip.setWithdrawnHandler(func(w overlay.Withdrawn) { side.withdrawn.add(w.TaskID, w.VTEP, time.Now()) })
 		}
 	}
 	var ov agent.Overlay
 	var disc agent.Discovery
+	var withdrawal agent.EndpointWithdrawal
 	if side.ov != nil {
 		ov = ovAdapter{side.ov}
 		disc = side.disc
+		if side.vtep.IsValid() && !o.NoGossipHints {
+			withdrawal = side
+		}
 	}
 	side.ex, err = agent.NewExecutor(agent.ExecutorConfig{
 		Dir: dir, NodeDataDir: o.DataDir, Runtime: rt, Images: countingImages{images, n.metrics}, Network: netw, Overlay: ov, Discovery: disc,
+		Withdrawal: withdrawal,
 		Pull:       image.PullOptions{InsecureRegistries: st.InsecureRegistries},
 		NodeMemory: memTotal(), Logger: o.Logger.With("node_id", st.NodeID),
 		OnStatus: func(t *shoalv1.Task, st *shoalv1.TaskStatus) {
@@ -298,14 +338,61 @@ func (s *agentSide) updateDiscovery() error {
 }
 
 // refreshDiscovery passes the node's newest network states to the tasks'
-// DNS and VIPs and to the published ports (one at a time: discRun).
+// DNS and VIPs and to the published ports (one at a time: discRun); then,
+// the endpoints gone from them being in no VIP any more, it lets the
+// kernel delete their FDB and neighbour entries (overlay.Node.Prune), and
+// acknowledges the withdrawal of the stopping tasks' endpoints.
 func (s *agentSide) refreshDiscovery() error {
-	all := s.ov.States()
-	s.disc.Update(all)
-	if s.ports != nil {
-		return s.ports.program(all)
+	if s.refreshDelay > 0 {
+		time.Sleep(s.refreshDelay) // test hook: a slow refresh
 	}
-	return nil
+	all := s.ov.States()
+	err := s.disc.Update(all)
+	if s.ports != nil {
+		err = errors.Join(err, s.ports.program(all))
+	}
+	s.acknowledge(all, err)
+	return errors.Join(err, s.ov.Prune(context.Background(), all))
+}
+
+// acknowledge records and gossips (once each) this node's withdrawal of
+// the stopping tasks' endpoints in all, which its names, VIPs and ports
+// now follow — unless the refresh failed (refreshErr): some of them may
+// still list those tasks, and the next refresh acknowledges. It returns
+// the tasks acknowledged.
+func (s *agentSide) acknowledge(all []*shoalv1.NetworkState, refreshErr error) []string {
+	if refreshErr != nil || !s.vtep.IsValid() {
+		return nil
+	}
+	ids := s.withdrawn.acknowledge(overlay.WithdrawnTasks(all), s.vtep, time.Now())
+	for _, id := range ids {
+		s.log.Debug("endpoint withdrawal acknowledged", "task_id", id)
+		if b, err := (overlay.Withdrawn{VTEP: s.vtep, TaskID: id}).Encode(); err == nil {
+			s.gossip.broadcast(b)
+		}
+	}
+	return ids
+}
+
+// WaitWithdrawn is the executor's EndpointWithdrawal: it waits until
+// every node with endpoints on t's overlay networks (those gossip does
+// not know as dead; this node included) has acknowledged that it sends t
+// no new connection, or until ctx ends (false).
+func (s *agentSide) WaitWithdrawn(ctx context.Context, t *shoalv1.Task) bool {
+	ids := make([]string, 0, len(t.GetNetworks()))
+	for _, a := range t.GetNetworks() {
+		ids = append(ids, a.GetNetworkId())
+	}
+	need := overlay.EndpointNodes(s.ov.States(), ids)
+	if alive := s.gossip.alive(); alive != nil {
+		need = slices.DeleteFunc(need, func(a netip.Addr) bool { return a != s.vtep && !alive[a] })
+	}
+	if s.withdrawn.wait(ctx, t.GetMeta().GetId(), need) {
+		return true
+	}
+	s.log.Warn("endpoint drain: not every node confirmed the withdrawal in time", "task_id", t.GetMeta().GetId(),
+		"missing", s.withdrawn.missing(t.GetMeta().GetId(), need))
+	return false
 }
 
 // gossipHints is the executor's OnStatus: when a task on overlay networks

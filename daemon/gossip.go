@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +34,10 @@ type nodeGossip struct {
 	// path never waits for the kernel.
 	onHint func([]byte)
 	hints  chan []byte
+	// onWithdrawn receives the Withdrawn acknowledgements of other
+	// members (setWithdrawnHandler), on gossip's receive path: it only
+	// records them.
+	onWithdrawn func(overlay.Withdrawn)
 	// rejected counts hints dropped here because their VTEP is not the
 	// sending member's address (the gossip layer counts its own drops).
 	rejected atomic.Uint64
@@ -132,6 +137,10 @@ func (g *nodeGossip) SetGossip(keys [][]byte, peers []string) {
 // programmed pointing anywhere but at itself (raft still decides: the
 // next network state overrides any hint).
 func (g *nodeGossip) received(from gossip.Sender, hint []byte) {
+	if overlay.IsWithdrawn(hint) {
+		g.receivedWithdrawn(from, hint)
+		return
+	}
 	if err := checkHintSender(from, hint); err != nil {
 		// A member announcing endpoints elsewhere than on itself is worth
 		// an operator's eye, but must not flood the log: warn on the 1st,
@@ -149,6 +158,52 @@ func (g *nodeGossip) received(from gossip.Sender, hint []byte) {
 	default:
 		g.log.Debug("hint queue full, hint dropped", "from", from.NodeID)
 	}
+}
+
+// receivedWithdrawn passes on a Withdrawn acknowledgement whose VTEP is
+// its sender's address (a member acknowledges for itself only).
+func (g *nodeGossip) receivedWithdrawn(from gossip.Sender, b []byte) {
+	w, err := overlay.DecodeWithdrawn(b)
+	if err == nil && w.VTEP != from.Addr.Addr() {
+		err = fmt.Errorf("withdrawal of task %q names VTEP %s, not its sender's address %s", w.TaskID, w.VTEP, from.Addr.Addr())
+	}
+	if err != nil {
+		g.rejected.Add(1)
+		g.log.Debug("gossip withdrawal dropped", "from", from.NodeID, "err", err)
+		return
+	}
+	g.mu.Lock()
+	f := g.onWithdrawn
+	g.mu.Unlock()
+	if f != nil {
+		f(w)
+	}
+}
+
+// setWithdrawnHandler starts delivering received Withdrawn
+// acknowledgements to f.
+func (g *nodeGossip) setWithdrawnHandler(f func(overlay.Withdrawn)) {
+	if g == nil {
+		return
+	}
+	g.mu.Lock()
+	g.onWithdrawn = f
+	g.mu.Unlock()
+}
+
+// alive returns the underlay addresses of the members gossip holds
+// alive (nil without gossip: nothing known).
+func (g *nodeGossip) alive() map[netip.Addr]bool {
+	if g == nil || g.n == nil {
+		return nil
+	}
+	out := map[netip.Addr]bool{}
+	for _, m := range g.n.Members() {
+		if a, err := netip.ParseAddr(hostOf(m.Addr)); err == nil && m.State == gossip.StateAlive {
+			out[a] = true
+		}
+	}
+	return out
 }
 
 // checkHintSender accepts a hint only if it decodes and its VTEP is the

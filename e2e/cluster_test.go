@@ -77,10 +77,10 @@ func (c *cluster) addHost() *harness.Host {
 
 // initFirst runs `shoal init` on h and waits for the join tokens and for
 // the node to be READY.
-func (c *cluster) initFirst(h *harness.Host) {
+func (c *cluster) initFirst(h *harness.Host, extra ...string) {
 	t := c.t
 	t.Helper()
-	p := h.Init(t, "--node-name", h.Name)
+	p := h.Init(t, append([]string{"--node-name", h.Name}, extra...)...)
 	c.adminDir = h.AdminCertDir()
 	c.managers = append(c.managers, h)
 	c.waitNodeID(h, p)

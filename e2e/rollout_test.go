@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -118,6 +119,11 @@ type rolloutResult struct {
 	// timeline: every task of web, for a failure's diagnosis.
 	timeline    string
 	statusAfter *shoalv1.UpdateStatus
+	// drainCapped: stops signalled before every node had withdrawn the
+	// task (the drain's limit reached; agent/endpointdrain.go).
+	drainCapped int
+	// drainMissing: the first few log lines naming the nodes missed.
+	drainMissing []string
 }
 
 // rolloutUnderLoad runs, on a fresh cluster of 1 manager and o.workers
@@ -223,6 +229,8 @@ func rolloutUnderLoad(t testing.TB, o rolloutOpts) rolloutResult {
 		t.Fatal(err)
 	}
 	res.timeline = taskTimeline(tasks)
+	res.drainCapped, res.drainMissing = countInLogs(c.f.LogDir(), "signalling before every node withdrew"),
+		linesInLogs(c.f.LogDir(), "not every node confirmed", 5)
 	lv := live(tasks)
 	if len(lv) != o.replicas {
 		t.Fatalf("%d live tasks after the update, want %d: %s", len(lv), o.replicas, describeTasks(tasks))
@@ -318,10 +326,13 @@ func BenchmarkRollingUpdate(b *testing.B) {
 	}
 	for b.Loop() {
 		res := rolloutUnderLoad(b, o)
-		b.Logf("ROLLOUT rolling update of %d replicas on %d hosts (parallelism %d, start-first, health check): %v, %d requests answered, %d failed %v",
-			o.replicas, o.workers, o.parallelism, res.elapsed.Round(time.Millisecond), res.ok, res.failed, res.failures[:min(10, len(res.failures))])
+		b.Logf("ROLLOUT rolling update of %d replicas on %d hosts (parallelism %d, start-first, health check): %v, %d requests answered, %d failed %v; %d stops signalled at the drain's limit",
+			o.replicas, o.workers, o.parallelism, res.elapsed.Round(time.Millisecond), res.ok, res.failed, res.failures[:min(10, len(res.failures))], res.drainCapped)
 		if res.failed > 0 {
 			b.Logf("tasks:%s", res.timeline)
+		}
+		if len(res.drainMissing) > 0 {
+			b.Logf("drains at their limit, first ones:\n%s", strings.Join(res.drainMissing, "\n"))
 		}
 		b.ReportMetric(res.elapsed.Seconds(), "s/update")
 		b.ReportMetric(float64(res.failed), "failed-requests")
@@ -392,3 +403,34 @@ func TestFailedUpdateRollsBack(t *testing.T) {
 }
 
 func (f loadFailure) String() string { return f.at.Format("15:04:05.000") + " " + f.err }
+
+// countInLogs counts the lines of the node logs in dir holding s.
+func countInLogs(dir, s string) int {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	n := 0
+	for _, p := range files {
+		b, err := os.ReadFile(p)
+		if err == nil {
+			n += strings.Count(string(b), s)
+		}
+	}
+	return n
+}
+
+// linesInLogs returns up to n lines of the node logs in dir holding s.
+func linesInLogs(dir, s string, n int) []string {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	var out []string
+	for _, p := range files {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, s) && len(out) < n {
+				out = append(out, filepath.Base(p)+": "+l)
+			}
+		}
+	}
+	return out
+}

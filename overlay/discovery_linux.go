@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -52,17 +53,24 @@ func NewDiscovery(fwd dns.Forwarders, log *slog.Logger) *Discovery {
 func (d *Discovery) View() *dns.View { return d.view }
 
 // Update replaces the node's network states (the full set) and brings
-// every task's answers and VIPs up to date.
-func (d *Discovery) Update(states []*shoalv1.NetworkState) {
+// every task's answers and VIPs up to date; the error says which tasks'
+// VIPs could not be programmed (each is tried again by the next Update),
+// not counting tasks whose namespace is gone (being released).
+func (d *Discovery) Update(states []*shoalv1.NetworkState) error {
 	d.view.Update(states)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.states = states
+	var errs []error
 	for id, t := range d.tasks {
 		if err := d.programLocked(t); err != nil {
 			d.log.Warn("programming the VIPs of a task", "task_id", id, "err", err)
+			if !isNotExist(err) { // a namespace gone sends nothing anywhere
+				errs = append(errs, fmt.Errorf("task %s: %w", id, err))
+			}
 		}
 	}
+	return errors.Join(errs...)
 }
 
 // Start serves DNS in the task's namespace for its networks (ids) and
@@ -131,6 +139,7 @@ func (d *Discovery) programLocked(t *discTask) error {
 		t.vips = "" // try again next time
 		return err
 	}
+	d.log.Debug("VIP rules programmed", "netns", t.netns, "vips", key)
 	t.vips = key
 	return nil
 }

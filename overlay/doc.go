@@ -98,11 +98,22 @@
 //	node := overlay.NewNode(m)
 //	disc := overlay.NewDiscovery(dns.Forwarders{}, log)
 //	// every Networks message (agent.NetworkReconciler):
-//	err := node.Reconcile(ctx, full, states, removed) // kernel first
-//	disc.Update(node.States())                         // then names and VIPs
+//	err := node.Reconcile(ctx, full, states, removed) // kernel first (adds)
+//	all := node.States()
+//	err = disc.Update(all)                             // then names and VIPs
+//	err = node.Prune(ctx, all)                         // then the entries gone from them
+//	// gossip overlay.Withdrawn{VTEP, TaskID} for each new WithdrawnTasks(all)
 //	// executor (agent.Discovery), after Overlay.Attach and on re-adoption:
 //	err = disc.Start(ctx, taskID, taskNetNSPath, networkIDs)
 //	err = disc.Stop(taskID)                            // on release
+//
+// A withdrawal runs the other way round from an arrival: the kernel keeps
+// the FDB and neighbour entries of an endpoint that left the held set
+// until Prune says names and VIPs were rebuilt without it, so no VIP
+// picks a backend its host has no neighbour entry for. A node whose
+// refresh saw a stopping task's endpoints past RUNNING gossips a
+// Withdrawn acknowledgement; the task's own node signals the task once
+// every node of EndpointNodes acknowledged (the agent's endpoint drain).
 //
 // Update swaps the view (lock-free reads) and re-programs the VIPs of the
 // tasks whose VIP set changed (VIPsFor: the vip-mode services of the

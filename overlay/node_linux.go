@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -32,6 +34,11 @@ type Node struct {
 	hints map[hintKey]Hint
 	// hintAt: when each held hint was applied (ExpireHints).
 	hintAt map[hintKey]time.Time
+	// served: the states names and VIPs were last built from (Prune).
+	// The kernel keeps the entries of their endpoints until a later
+	// Prune, so that no VIP still listing a backend finds it without a
+	// neighbour entry (see withServed).
+	served []*shoalv1.NetworkState
 }
 
 // NewNode wraps m.
@@ -70,11 +77,26 @@ func (n *Node) Reconcile(ctx context.Context, full bool, states []*shoalv1.Netwo
 }
 
 // apply reconciles the kernel against the held set as it is once the
-// previous apply is done.
+// previous apply is done, keeping the endpoints of the served set.
 func (n *Node) apply(ctx context.Context) error {
 	n.applyMu.Lock()
 	defer n.applyMu.Unlock()
-	return n.m.Reconcile(ctx, n.States())
+	n.lock()
+	want := withServed(n.statesLocked(), n.served)
+	n.unlock()
+	return n.m.Reconcile(ctx, want)
+}
+
+// Prune says that names and VIPs now follow served (a States() result
+// passed to Discovery.Update) and reconciles the kernel: the FDB and
+// neighbour entries of endpoints that neither the held set nor served
+// lists are deleted. Until a node calls Prune, Reconcile deletes them at
+// once (served is empty).
+func (n *Node) Prune(ctx context.Context, served []*shoalv1.NetworkState) error {
+	n.lock()
+	n.served = served
+	n.unlock()
+	return n.apply(ctx)
 }
 
 // States returns the held network states (the node's full current set,
@@ -214,4 +236,61 @@ func (n *Node) Run(ctx context.Context, period time.Duration, onErr func(error))
 			onErr(err)
 		}
 	}
+}
+
+// withServed returns states with, in each overlay network they hold, the
+// endpoints served lists for that network and states no longer does
+// (cloned; neither argument is modified), unless their address or MAC is
+// now another endpoint's. This is the order of a withdrawal: a backend
+// leaves every VIP (Discovery.Update, then Prune) before its neighbour
+// and FDB entries go; deleted first, a client's VIP could pick it while
+// no neighbour answers for it ("no route to host"). On the way in the
+// kernel already comes first: an endpoint is programmed by the Reconcile
+// that brings it, before names and VIPs see it.
+func withServed(states, served []*shoalv1.NetworkState) []*shoalv1.NetworkState {
+	if len(served) == 0 {
+		return states
+	}
+	old := make(map[string]*shoalv1.NetworkState, len(served))
+	for _, st := range served {
+		old[st.GetNetwork().GetMeta().GetId()] = st
+	}
+	out := make([]*shoalv1.NetworkState, len(states))
+	for i, st := range states {
+		out[i] = st
+		if d := st.GetNetwork().GetSpec().GetDriver(); d != "" && d != specrules.DriverOverlay {
+			continue
+		}
+		prev := old[st.GetNetwork().GetMeta().GetId()]
+		if prev == nil {
+			continue
+		}
+		used := map[string]bool{}
+		for _, ep := range st.GetEndpoints() {
+			used["t"+ep.GetTaskId()] = true
+			if p, err := parseAddr(ep.GetAddress()); err == nil {
+				used["a"+p.Addr().String()] = true
+			}
+			if m, err := net.ParseMAC(ep.GetMac()); err == nil {
+				used["m"+m.String()] = true
+			}
+		}
+		var extra []*shoalv1.Endpoint
+		for _, ep := range prev.GetEndpoints() {
+			p, err := parseAddr(ep.GetAddress())
+			m, merr := net.ParseMAC(ep.GetMac())
+			if err != nil || merr != nil || used["t"+ep.GetTaskId()] || used["a"+p.Addr().String()] || used["m"+m.String()] {
+				continue
+			}
+			used["a"+p.Addr().String()], used["m"+m.String()] = true, true
+			extra = append(extra, ep)
+		}
+		if len(extra) == 0 {
+			continue
+		}
+		c := &shoalv1.NetworkState{Network: st.GetNetwork(), Vips: st.GetVips(),
+			Endpoints: append(slices.Clone(st.GetEndpoints()), extra...)}
+		out[i] = c
+	}
+	return out
 }

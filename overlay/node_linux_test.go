@@ -101,3 +101,51 @@ func TestNodeReconcileOrder(t *testing.T) {
 		t.Fatalf("fdb %v after the last state (VTEP %s)", fdb, want)
 	}
 }
+
+// TestNodeKeepsServedEntriesUntilPrune: an endpoint that leaves the held
+// set keeps its neighbour and FDB entries while names and VIPs may still
+// list it (the states last passed to Prune), and loses them at the Prune
+// that follows the refresh without it; an address now given to another
+// endpoint is not kept. Without the served set the entries went with the
+// Reconcile, before any VIP had dropped the backend ("no route to host").
+func TestNodeKeepsServedEntriesUntilPrune(t *testing.T) {
+	h := newHarness(t)
+	h1 := h.host(1)
+	node := NewNode(h.manager(h1, 1))
+	nw := testNet("nprune", 4402, "10.92.0.0/24", false)
+	both := []*shoalv1.NetworkState{{Network: nw, Endpoints: []*shoalv1.Endpoint{ep("a", "10.92.0.5", 2), ep("b", "10.92.0.6", 3)}}}
+	if err := node.Reconcile(bg, true, both, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := node.Prune(bg, node.States()); err != nil { // names and VIPs list a and b
+		t.Fatal(err)
+	}
+	// b leaves the state; a's address goes to c (a reuse): a's entries
+	// go at once, b's stay until names and VIPs dropped it.
+	next := []*shoalv1.NetworkState{{Network: nw, Endpoints: []*shoalv1.Endpoint{ep("c", "10.92.0.5", 3)}}}
+	next[0].Endpoints[0].Mac = "02:42:0a:5c:00:55"
+	if err := node.Reconcile(bg, true, next, nil); err != nil {
+		t.Fatal(err)
+	}
+	fdb, neigh := entries(t, h1, 4402)
+	if neigh["10.92.0.6"] != macOf("10.92.0.6") || fdb[macOf("10.92.0.6")] != vtep(3).String() {
+		t.Fatalf("b's entries deleted before a refresh without it: fdb %v neigh %v", fdb, neigh)
+	}
+	if neigh["10.92.0.5"] != "02:42:0a:5c:00:55" || fdb[macOf("10.92.0.5")] != "" {
+		t.Fatalf("a's reused address not given to c: fdb %v neigh %v", fdb, neigh)
+	}
+	// The periodic repair keeps them too.
+	if err := node.apply(bg); err != nil {
+		t.Fatal(err)
+	}
+	if _, neigh := entries(t, h1, 4402); neigh["10.92.0.6"] == "" {
+		t.Fatalf("the repair deleted b's entries before a refresh without it: %v", neigh)
+	}
+	if err := node.Prune(bg, node.States()); err != nil {
+		t.Fatal(err)
+	}
+	fdb, neigh = entries(t, h1, 4402)
+	if len(neigh) != 1 || neigh["10.92.0.5"] == "" || len(fdb) != 1 {
+		t.Fatalf("after the refresh without b: fdb %v neigh %v, want c's only", fdb, neigh)
+	}
+}

@@ -159,6 +159,7 @@ func (m *Manager) syncEntries(vx int, desired map[netip.Addr]remote) error {
 			if err := m.h.NeighDel(&n); err != nil && !isNotExist(err) {
 				errs = append(errs, fmt.Errorf("delete neighbour %s: %w", ip, err))
 			}
+			m.log.Debug("neighbour entry deleted", "vxlan", vx, "ip", ip)
 		}
 	}
 	haveFDB := map[string]bool{}
@@ -193,6 +194,7 @@ func (m *Manager) syncEntries(vx int, desired map[netip.Addr]remote) error {
 			if err := m.h.NeighSet(n); err != nil {
 				errs = append(errs, fmt.Errorf("set neighbour %s -> %s: %w", r.ip, r.mac, err))
 			}
+			m.log.Debug("neighbour entry set", "vxlan", vx, "ip", r.ip)
 		}
 	}
 	return errors.Join(errs...)

@@ -28,6 +28,9 @@ type Host struct {
 	Dir string
 	// DataDir is the host's shoal data dir (inside Dir, created by shoal).
 	DataDir string
+	// Env adds K=V variables to the processes started in the host from
+	// then on (a node's test hooks, say).
+	Env []string
 
 	f    *Fabric
 	peer string // the bridge-side veth in the switch namespace
@@ -229,7 +232,7 @@ func sanitize(s string) string {
 // redirect the CLI.
 func (h *Host) nsCommand(ctx context.Context, prog string, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + netnsPath(h.NS), "--", prog}, args...)...)
-	cmd.Env = cleanEnv()
+	cmd.Env = append(cleanEnv(), h.Env...)
 	// Dies with the test binary, whatever kills it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	return cmd

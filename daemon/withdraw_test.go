@@ -1,0 +1,113 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoal-dev/shoal/overlay"
+	"github.com/shoal-dev/shoal/overlay/gossip"
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// TestWithdrawalsWait: a drain waits until every needed node has
+// acknowledged the task (this node's own acknowledgement comes from its
+// refresh, once per task; the others' through gossip), and gives up when
+// its context ends.
+func TestWithdrawalsWait(t *testing.T) {
+	self, peer := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	w := newWithdrawals()
+	now := time.Now()
+	if got := w.acknowledge([]string{"t1", "t2"}, self, now); !slices.Equal(got, []string{"t1", "t2"}) {
+		t.Fatalf("first refresh acknowledges %v, want [t1 t2]", got)
+	}
+	if got := w.acknowledge([]string{"t1", "t2", "t3"}, self, now); !slices.Equal(got, []string{"t3"}) {
+		t.Fatalf("second refresh acknowledges %v, want [t3] (each once)", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if w.wait(ctx, "t1", []netip.Addr{self, peer}) {
+		t.Fatal("withdrawn without the peer's acknowledgement")
+	}
+	if m := w.missing("t1", []netip.Addr{self, peer}); !slices.Equal(m, []netip.Addr{peer}) {
+		t.Fatalf("missing %v, want [%s]", m, peer)
+	}
+	done := make(chan bool)
+	go func() { done <- w.wait(context.Background(), "t1", []netip.Addr{self, peer}) }()
+	w.add("t2", peer, now) // another task's: t1 still waits
+	w.add("t1", peer, now)
+	if !<-done {
+		t.Fatal("not withdrawn after every node acknowledged")
+	}
+	// An acknowledgement no drain asked for expires.
+	w.add("old", peer, now)
+	w.add("new", peer, now.Add(2*withdrawnTTL))
+	if _, ok := w.acks["old"]; ok {
+		t.Fatal("an acknowledgement older than withdrawnTTL is kept")
+	}
+}
+
+// TestGossipWithdrawnSender: a Withdrawn acknowledgement is passed on only
+// when its VTEP is its sender's address (a member speaks for itself).
+func TestGossipWithdrawnSender(t *testing.T) {
+	g := &nodeGossip{log: slog.New(slog.NewTextHandler(io.Discard, nil)), hints: make(chan []byte, 1)}
+	var got []overlay.Withdrawn
+	g.setWithdrawnHandler(func(w overlay.Withdrawn) { got = append(got, w) })
+	from := gossip.Sender{NodeID: "n2", Addr: netip.MustParseAddrPort("192.0.2.2:7946")}
+	own, _ := overlay.Withdrawn{VTEP: netip.MustParseAddr("192.0.2.2"), TaskID: "t1"}.Encode()
+	other, _ := overlay.Withdrawn{VTEP: netip.MustParseAddr("192.0.2.3"), TaskID: "t1"}.Encode()
+	g.received(from, other)
+	g.received(from, own)
+	g.received(from, own[:len(own)-1]) // malformed
+	if len(got) != 1 || got[0].VTEP != netip.MustParseAddr("192.0.2.2") {
+		t.Fatalf("delivered %v, want only the sender's own", got)
+	}
+	if g.rejected.Load() != 2 {
+		t.Fatalf("rejected %d, want 2", g.rejected.Load())
+	}
+	if len(g.hints) != 0 {
+		t.Fatal("a withdrawal was queued as a hint")
+	}
+}
+
+// TestAcknowledgeAfterRefresh: a node acknowledges the stopping tasks of
+// a refresh only if the refresh succeeded (a failed one may have left a
+// VIP listing them), and then on the next successful one.
+func TestAcknowledgeAfterRefresh(t *testing.T) {
+	side := &agentSide{vtep: netip.MustParseAddr("192.0.2.1"), withdrawn: newWithdrawals(),
+		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	all := []*shoalv1.NetworkState{{Network: &shoalv1.Network{Meta: &shoalv1.Meta{Id: "n"}},
+		Endpoints: []*shoalv1.Endpoint{{TaskId: "old", NodeAddr: "192.0.2.2", State: shoalv1.TaskState_TASK_STATE_SHUTDOWN},
+			{TaskId: "new", NodeAddr: "192.0.2.2", State: shoalv1.TaskState_TASK_STATE_RUNNING}}}}
+	if got := side.acknowledge(all, errors.New("task x: vip: nftables: EPERM")); len(got) != 0 {
+		t.Fatalf("acknowledged %v after a failed refresh", got)
+	}
+	if m := side.withdrawn.missing("old", []netip.Addr{side.vtep}); len(m) != 1 {
+		t.Fatal("this node counted as having withdrawn after a failed refresh")
+	}
+	if got := side.acknowledge(all, nil); !slices.Equal(got, []string{"old"}) {
+		t.Fatalf("acknowledged %v, want [old]", got)
+	}
+	if m := side.withdrawn.missing("old", []netip.Addr{side.vtep}); len(m) != 0 {
+		t.Fatal("this node's own acknowledgement not recorded")
+	}
+}
+
+func TestRefreshDelayHook(t *testing.T) {
+	for v, want := range map[string]time.Duration{"": 0, "2s": 2 * time.Second, "150ms": 150 * time.Millisecond} {
+		if d, err := refreshDelay(v); err != nil || d != want {
+			t.Errorf("%q: %v, %v; want %v", v, d, err, want)
+		}
+	}
+	for _, v := range []string{"2", "soon", "-1s"} {
+		if _, err := refreshDelay(v); err == nil || !strings.Contains(err.Error(), refreshDelayEnv) {
+			t.Errorf("%q: err %v, want one naming %s", v, err, refreshDelayEnv)
+		}
+	}
+}
