@@ -211,6 +211,10 @@ type Raft struct {
 	// followerNotifyCh is used to tell followers that config has changed
 	followerNotifyCh chan struct{}
 
+	// leaderConnLossCh is the transport's LeaderConnLost, nil without
+	// WithLeaderConnLoss (Shoal's patch).
+	leaderConnLossCh <-chan LeaderConnLoss
+
 	// mainThreadSaturation measures the saturation of the main raft goroutine.
 	mainThreadSaturation *saturationMetric
 
@@ -575,6 +579,9 @@ func NewRaft(conf *Config, fsm FSM, logs LogStore, stable StableStore, snaps Sna
 		mainThreadSaturation:  newSaturationMetric([]string{"raft", "thread", "main", "saturation"}, 1*time.Second),
 		preVoteDisabled:       conf.PreVoteDisabled || !transportSupportPreVote,
 		noLegacyTelemetry:     conf.NoLegacyTelemetry,
+	}
+	if lt, ok := trans.(WithLeaderConnLoss); ok {
+		r.leaderConnLossCh = lt.LeaderConnLost()
 	}
 	if !transportSupportPreVote && !conf.PreVoteDisabled {
 		r.logger.Warn("pre-vote is disabled because it is not supported by the Transport")

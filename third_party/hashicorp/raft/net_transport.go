@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -110,6 +111,25 @@ type NetworkTransport struct {
 	TimeoutScale int
 
 	msgpackUseNewTimeFormat bool
+
+	// Shoal's patch: the open inbound connections that carried each
+	// leader's AppendEntries, and where their last closing is reported.
+	leaderConnsLock sync.Mutex
+	leaderConns     map[leaderKey]*leaderConns
+	leaderConnLoss  chan LeaderConnLoss
+}
+
+// leaderKey is a leader as its AppendEntries name it.
+type leaderKey struct {
+	id   ServerID
+	addr ServerAddress
+}
+
+// leaderConns counts a leader's open inbound connections that carried its
+// AppendEntries, with the highest term they carried.
+type leaderConns struct {
+	open int
+	term uint64
 }
 
 // NetworkTransportConfig encapsulates configuration for the network transport layer.
@@ -235,6 +255,8 @@ func NewNetworkTransportWithConfig(
 		TimeoutScale:            DefaultTimeoutScale,
 		serverAddressProvider:   config.ServerAddressProvider,
 		msgpackUseNewTimeFormat: config.MsgpackUseNewTimeFormat,
+		leaderConns:             make(map[leaderKey]*leaderConns),
+		leaderConnLoss:          make(chan LeaderConnLoss, 1),
 	}
 
 	// Create the connection context and then start our listener.
@@ -338,8 +360,104 @@ func (n *NetworkTransport) Close() error {
 		close(n.shutdownCh)
 		n.stream.Close()
 		n.shutdown = true
+		// Shoal's patch: close the pooled connections too, so the peers
+		// see this node go (as when its process exits).
+		n.connPoolLock.Lock()
+		for target, conns := range n.connPool {
+			for _, conn := range conns {
+				conn.Release()
+			}
+			delete(n.connPool, target)
+		}
+		n.connPoolLock.Unlock()
 	}
 	return nil
+}
+
+// LeaderConnLost implements WithLeaderConnLoss: it reports a leader when
+// the last open inbound connection that carried its AppendEntries ends by
+// EOF or a reset from the other end, not by this transport's shutdown or
+// CloseStreams. A leader's pipeline connection and the pooled connection
+// its heartbeats use stay open while it lives, so a pooled spare it closes
+// (returned to a full pool) is never the last one; see SHOAL-PATCH.md.
+func (n *NetworkTransport) LeaderConnLost() <-chan LeaderConnLoss {
+	return n.leaderConnLoss
+}
+
+// noteLeaderConn counts the connection (once) for the leader of req.
+func (n *NetworkTransport) noteLeaderConn(seen **leaderKey, req *AppendEntriesRequest, leaderAddr []byte) {
+	key := leaderKey{id: ServerID(req.ID), addr: ServerAddress(leaderAddr)}
+	n.leaderConnsLock.Lock()
+	defer n.leaderConnsLock.Unlock()
+	if *seen != nil && **seen != key {
+		n.dropLeaderConnLocked(**seen)
+		*seen = nil
+	}
+	lc := n.leaderConns[key]
+	if lc == nil {
+		lc = &leaderConns{}
+		n.leaderConns[key] = lc
+	}
+	if *seen == nil {
+		lc.open++
+		*seen = &key
+	}
+	if req.Term > lc.term {
+		lc.term = req.Term
+	}
+}
+
+// dropLeaderConnLocked uncounts one connection of key and returns what is
+// left of it (nil once none is open).
+func (n *NetworkTransport) dropLeaderConnLocked(key leaderKey) *leaderConns {
+	lc := n.leaderConns[key]
+	if lc == nil {
+		return nil
+	}
+	lc.open--
+	if lc.open > 0 {
+		return lc
+	}
+	delete(n.leaderConns, key)
+	return nil
+}
+
+// leaderConnEnded uncounts a connection that carried a leader's
+// AppendEntries and ended with err, and reports the leader if it was its
+// last one and the other end closed it.
+func (n *NetworkTransport) leaderConnEnded(connCtx context.Context, key leaderKey, err error) {
+	at := time.Now()
+	n.leaderConnsLock.Lock()
+	lc := n.leaderConns[key]
+	var term uint64
+	if lc != nil {
+		term = lc.term
+	}
+	left := n.dropLeaderConnLocked(key)
+	n.leaderConnsLock.Unlock()
+	if lc == nil || left != nil || !closedByPeer(err) || n.IsShutdown() || connCtx.Err() != nil {
+		return
+	}
+	loss := LeaderConnLoss{ID: key.id, Addr: key.addr, Term: term, At: at}
+	// Keep the latest: drop an unread older report.
+	for {
+		select {
+		case n.leaderConnLoss <- loss:
+			return
+		default:
+		}
+		select {
+		case <-n.leaderConnLoss:
+		default:
+		}
+	}
+}
+
+// closedByPeer reports whether a connection's read or write failed because
+// the other end closed it (a crashed or stopped process's kernel does).
+func closedByPeer(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // Consumer implements the Transport interface.
@@ -614,6 +732,16 @@ func (n *NetworkTransport) handleConn(connCtx context.Context, conn net.Conn) {
 		},
 	})
 
+	// Shoal's patch: the leader whose AppendEntries this connection
+	// carried, and how the connection ended.
+	var leader *leaderKey
+	var endErr error
+	defer func() {
+		if leader != nil {
+			n.leaderConnEnded(connCtx, *leader, endErr)
+		}
+	}()
+
 	for {
 		select {
 		case <-connCtx.Done():
@@ -622,21 +750,25 @@ func (n *NetworkTransport) handleConn(connCtx context.Context, conn net.Conn) {
 		default:
 		}
 
-		if err := n.handleCommand(r, dec, enc); err != nil {
+		if err := n.handleCommand(r, dec, enc, &leader); err != nil {
 			if err != io.EOF {
 				n.logger.Error("failed to decode incoming command", "error", err)
 			}
+			endErr = err
 			return
 		}
 		if err := w.Flush(); err != nil {
 			n.logger.Error("failed to flush response", "error", err)
+			endErr = err
 			return
 		}
 	}
 }
 
 // handleCommand is used to decode and dispatch a single command.
-func (n *NetworkTransport) handleCommand(r *bufio.Reader, dec *codec.Decoder, enc *codec.Encoder) error {
+// leader is the connection's leader (Shoal's patch): an AppendEntries
+// counts the connection for its sender.
+func (n *NetworkTransport) handleCommand(r *bufio.Reader, dec *codec.Decoder, enc *codec.Encoder, leader **leaderKey) error {
 	getTypeStart := time.Now()
 
 	// Get the rpc type
@@ -670,6 +802,9 @@ func (n *NetworkTransport) handleCommand(r *bufio.Reader, dec *codec.Decoder, en
 		leaderAddr := req.RPCHeader.Addr
 		if len(leaderAddr) == 0 {
 			leaderAddr = req.Leader
+		}
+		if len(leaderAddr) != 0 {
+			n.noteLeaderConn(leader, &req, leaderAddr)
 		}
 
 		// Check if this is a heartbeat

@@ -8,6 +8,7 @@ import (
 	"container/list"
 	"fmt"
 	"io"
+	"math/rand"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -161,6 +162,10 @@ func (r *Raft) runFollower() {
 	r.logger.Info("entering follower state", "follower", r, "leader-address", leaderAddr, "leader-id", leaderID)
 	metrics.IncrCounter([]string{"raft", "state", "follower"}, 1)
 	heartbeatTimer := randomTimeout(r.config().HeartbeatTimeout)
+	// Shoal's patch: when the leader's last connection was found closed
+	// (lossAt), the timer runs a short delay; unless the leader is heard
+	// after lossAt, this node then campaigns as after a heartbeat timeout.
+	var lossAt time.Time
 
 	for r.getState() == Follower {
 		r.mainThreadSaturation.sleeping()
@@ -210,6 +215,16 @@ func (r *Raft) runFollower() {
 		case <-r.followerNotifyCh:
 			heartbeatTimer = time.After(0)
 
+		case loss := <-r.leaderConnLossCh:
+			r.mainThreadSaturation.working()
+			if !r.leaderConnLost(loss) {
+				continue
+			}
+			// Without a leader this node grants the other followers' votes.
+			r.setLeader("", "")
+			lossAt = loss.At
+			heartbeatTimer = time.After(leaderConnLossDelay(r.config().HeartbeatTimeout))
+
 		case <-heartbeatTimer:
 			r.mainThreadSaturation.working()
 			// Restart the heartbeat timer
@@ -218,7 +233,16 @@ func (r *Raft) runFollower() {
 
 			// Check if we have had a successful contact
 			lastContact := r.LastContact()
-			if time.Since(lastContact) < hbTimeout {
+			if !lossAt.IsZero() {
+				// After a lost leader connection: any contact since
+				// then (a leader's AppendEntries, a vote granted)
+				// cancels the campaign.
+				heard := lastContact.After(lossAt)
+				lossAt = time.Time{}
+				if heard {
+					continue
+				}
+			} else if time.Since(lastContact) < hbTimeout {
 				continue
 			}
 
@@ -253,6 +277,29 @@ func (r *Raft) runFollower() {
 			return
 		}
 	}
+}
+
+// leaderConnLost reports whether loss names this follower's current leader
+// in the current term, and the leader was not heard since. Without
+// pre-vote it is ignored: a false loss would then raise the term.
+func (r *Raft) leaderConnLost(loss LeaderConnLoss) bool {
+	if r.preVoteDisabled {
+		return false
+	}
+	addr, id := r.LeaderWithID()
+	if addr == "" || loss.Addr != addr || (loss.ID != "" && loss.ID != id) ||
+		loss.Term != r.getCurrentTerm() || r.LastContact().After(loss.At) {
+		return false
+	}
+	r.logger.Warn("leader's connection closed, campaigning soon unless it is heard",
+		"leader-address", addr, "leader-id", id)
+	return true
+}
+
+// leaderConnLossDelay is uniform in [0, heartbeatTimeout/4]: the followers
+// of a lost leader seldom campaign at once.
+func leaderConnLossDelay(heartbeatTimeout time.Duration) time.Duration {
+	return time.Duration(rand.Int63n(int64(heartbeatTimeout/4) + 1))
 }
 
 // liveBootstrap attempts to seed an initial configuration for the cluster. See

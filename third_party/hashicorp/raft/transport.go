@@ -88,6 +88,27 @@ type WithClose interface {
 	Close() error
 }
 
+// WithLeaderConnLoss is an interface a transport may provide to report
+// that the last inbound connection on which a leader sent AppendEntries
+// was closed by the other end (Shoal's patch, see SHOAL-PATCH.md). A
+// follower of that leader then starts its (pre-)election after a short
+// delay instead of a heartbeat timeout.
+type WithLeaderConnLoss interface {
+	// LeaderConnLost delivers one LeaderConnLoss per such closing; a
+	// receiver that falls behind may miss all but the latest.
+	LeaderConnLost() <-chan LeaderConnLoss
+}
+
+// LeaderConnLoss names the leader whose last connection closed: its ID and
+// address as its AppendEntries gave them, the highest term they carried,
+// and when the connection was found closed.
+type LeaderConnLoss struct {
+	ID   ServerID
+	Addr ServerAddress
+	Term uint64
+	At   time.Time
+}
+
 // LoopbackTransport is an interface that provides a loopback transport suitable for testing
 // e.g. InmemTransport. It's there so we don't have to rewrite tests.
 type LoopbackTransport interface {
