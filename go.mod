@@ -96,6 +96,7 @@ require (
 	gotest.tools/v3 v3.5.2 // indirect
 )
 
-// hashicorp/raft v1.7.3 with one change: a leader replicates new entries
-// while it writes and syncs them itself (third_party/hashicorp/raft/SHOAL-PATCH.md).
+// hashicorp/raft v1.7.3 with two changes: a leader replicates new entries
+// while it writes and syncs them itself, and a follower campaigns at once when
+// its leader's last connection closes (third_party/hashicorp/raft/SHOAL-PATCH.md).
 replace github.com/hashicorp/raft => ./third_party/hashicorp/raft
