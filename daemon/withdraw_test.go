@@ -111,3 +111,21 @@ func TestRefreshDelayHook(t *testing.T) {
 		}
 	}
 }
+
+// TestWithdrawalNodes: a drain waits for this node and the other nodes
+// gossip holds alive; without gossip (alive nil) for this node only —
+// no other node's acknowledgement could arrive, and each stop would
+// wait out half its grace period.
+func TestWithdrawalNodes(t *testing.T) {
+	self, up, down := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("192.0.2.3")
+	eps := func() []netip.Addr { return []netip.Addr{self, up, down} }
+	if got := withdrawalNodes(eps(), self, map[netip.Addr]bool{up: true}); !slices.Equal(got, []netip.Addr{self, up}) {
+		t.Fatalf("with gossip: %v, want [%s %s]", got, self, up)
+	}
+	if got := withdrawalNodes(eps(), self, nil); !slices.Equal(got, []netip.Addr{self}) {
+		t.Fatalf("without gossip: %v, want [%s]", got, self)
+	}
+	if got := withdrawalNodes(eps(), self, (&nodeGossip{}).alive()); !slices.Equal(got, []netip.Addr{self}) {
+		t.Fatalf("gossip not started: %v, want [%s]", got, self)
+	}
+}
