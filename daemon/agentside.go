@@ -62,14 +62,18 @@ type agentSide struct {
 // refreshDelayEnv names the test hook that slows discovery refreshes.
 const refreshDelayEnv = "SHOAL_TEST_DISCOVERY_DELAY"
 
+// maxRefreshDelay bounds the hook: a refresh holds the agent's session
+// (a longer one ends it), so a stray value must not stall a node.
+const maxRefreshDelay = 10 * time.Second
+
 // refreshDelay parses the value of refreshDelayEnv ("": none).
 func refreshDelay(v string) (time.Duration, error) {
 	if v == "" {
 		return 0, nil
 	}
 	d, err := time.ParseDuration(v)
-	if err == nil && d < 0 {
-		err = errors.New("negative")
+	if err == nil && (d < 0 || d > maxRefreshDelay) {
+		err = fmt.Errorf("out of range 0..%s", maxRefreshDelay)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("%s=%q: want a duration such as 2s: %w", refreshDelayEnv, v, err)

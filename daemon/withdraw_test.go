@@ -100,12 +100,12 @@ func TestAcknowledgeAfterRefresh(t *testing.T) {
 }
 
 func TestRefreshDelayHook(t *testing.T) {
-	for v, want := range map[string]time.Duration{"": 0, "2s": 2 * time.Second, "150ms": 150 * time.Millisecond} {
+	for v, want := range map[string]time.Duration{"": 0, "2s": 2 * time.Second, "150ms": 150 * time.Millisecond, "10s": maxRefreshDelay} {
 		if d, err := refreshDelay(v); err != nil || d != want {
 			t.Errorf("%q: %v, %v; want %v", v, d, err, want)
 		}
 	}
-	for _, v := range []string{"2", "soon", "-1s"} {
+	for _, v := range []string{"2", "soon", "-1s", "11s", "1h"} {
 		if _, err := refreshDelay(v); err == nil || !strings.Contains(err.Error(), refreshDelayEnv) {
 			t.Errorf("%q: err %v, want one naming %s", v, err, refreshDelayEnv)
 		}
