@@ -62,14 +62,18 @@ type agentSide struct {
 // refreshDelayEnv names the test hook that slows discovery refreshes.
 const refreshDelayEnv = "SHOAL_TEST_DISCOVERY_DELAY"
 
+// maxRefreshDelay bounds the hook: a refresh holds the agent's session
+// (a longer one ends it), so a stray value must not stall a node.
+const maxRefreshDelay = 10 * time.Second
+
 // refreshDelay parses the value of refreshDelayEnv ("": none).
 func refreshDelay(v string) (time.Duration, error) {
 	if v == "" {
 		return 0, nil
 	}
 	d, err := time.ParseDuration(v)
-	if err == nil && d < 0 {
-		err = errors.New("negative")
+	if err == nil && (d < 0 || d > maxRefreshDelay) {
+		err = fmt.Errorf("out of range 0..%s", maxRefreshDelay)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("%s=%q: want a duration such as 2s: %w", refreshDelayEnv, v, err)
@@ -383,16 +387,21 @@ func (s *agentSide) WaitWithdrawn(ctx context.Context, t *shoalv1.Task) bool {
 	for _, a := range t.GetNetworks() {
 		ids = append(ids, a.GetNetworkId())
 	}
-	need := overlay.EndpointNodes(s.ov.States(), ids)
-	if alive := s.gossip.alive(); alive != nil {
-		need = slices.DeleteFunc(need, func(a netip.Addr) bool { return a != s.vtep && !alive[a] })
-	}
+	need := withdrawalNodes(overlay.EndpointNodes(s.ov.States(), ids), s.vtep, s.gossip.alive())
 	if s.withdrawn.wait(ctx, t.GetMeta().GetId(), need) {
 		return true
 	}
 	s.log.Warn("endpoint drain: not every node confirmed the withdrawal in time", "task_id", t.GetMeta().GetId(),
 		"missing", s.withdrawn.missing(t.GetMeta().GetId(), need))
 	return false
+}
+
+// withdrawalNodes returns the nodes of eps whose acknowledgement a drain
+// waits for: self, and the others gossip holds alive. Without gossip
+// (alive nil: disabled, or it failed to start) no other node's
+// acknowledgement can arrive, so only self's is waited for.
+func withdrawalNodes(eps []netip.Addr, self netip.Addr, alive map[netip.Addr]bool) []netip.Addr {
+	return slices.DeleteFunc(eps, func(a netip.Addr) bool { return a != self && !alive[a] })
 }
 
 // gossipHints is the executor's OnStatus: when a task on overlay networks

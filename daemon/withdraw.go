@@ -21,6 +21,9 @@ type withdrawals struct {
 	// sent: the tasks this node acknowledged that its newest refresh
 	// still listed as withdrawn (each is acknowledged once).
 	sent map[string]bool
+	// waiting: the drains waiting for each task (its acknowledgements
+	// are not expired meanwhile).
+	waiting map[string]int
 }
 
 type taskAcks struct {
@@ -30,14 +33,15 @@ type taskAcks struct {
 
 const (
 	// withdrawnTTL is how long acknowledgements are kept for a task no
-	// drain asked about (they may arrive before its own stop).
+	// drain waits for (they may arrive before its own stop); they are
+	// expired when another task's arrives and at every refresh.
 	withdrawnTTL = time.Minute
 	// maxWithdrawn bounds the tasks acknowledgements are kept for.
 	maxWithdrawn = 4096
 )
 
 func newWithdrawals() *withdrawals {
-	return &withdrawals{acks: map[string]*taskAcks{}, changed: make(chan struct{}), sent: map[string]bool{}}
+	return &withdrawals{acks: map[string]*taskAcks{}, changed: make(chan struct{}), sent: map[string]bool{}, waiting: map[string]int{}}
 }
 
 // add records that node from acknowledged task's withdrawal.
@@ -60,7 +64,7 @@ func (w *withdrawals) add(task string, from netip.Addr, now time.Time) {
 
 func (w *withdrawals) expireLocked(now time.Time) {
 	for id, a := range w.acks {
-		if now.Sub(a.at) > withdrawnTTL {
+		if now.Sub(a.at) > withdrawnTTL && w.waiting[id] == 0 {
 			delete(w.acks, id)
 		}
 	}
@@ -81,6 +85,7 @@ func (w *withdrawals) acknowledge(tasks []string, self netip.Addr, now time.Time
 		}
 	}
 	w.sent = sent
+	w.expireLocked(now)
 	w.mu.Unlock()
 	for _, id := range fresh {
 		w.add(id, self, now)
@@ -91,6 +96,16 @@ func (w *withdrawals) acknowledge(tasks []string, self netip.Addr, now time.Time
 // wait blocks until every node of need has acknowledged task's
 // withdrawal (true) or ctx ends (false).
 func (w *withdrawals) wait(ctx context.Context, task string, need []netip.Addr) bool {
+	w.mu.Lock()
+	w.waiting[task]++
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		if w.waiting[task]--; w.waiting[task] <= 0 {
+			delete(w.waiting, task)
+		}
+		w.mu.Unlock()
+	}()
 	for {
 		w.mu.Lock()
 		a, ch := w.acks[task], w.changed

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -100,14 +101,79 @@ func TestAcknowledgeAfterRefresh(t *testing.T) {
 }
 
 func TestRefreshDelayHook(t *testing.T) {
-	for v, want := range map[string]time.Duration{"": 0, "2s": 2 * time.Second, "150ms": 150 * time.Millisecond} {
+	for v, want := range map[string]time.Duration{"": 0, "2s": 2 * time.Second, "150ms": 150 * time.Millisecond, "10s": maxRefreshDelay} {
 		if d, err := refreshDelay(v); err != nil || d != want {
 			t.Errorf("%q: %v, %v; want %v", v, d, err, want)
 		}
 	}
-	for _, v := range []string{"2", "soon", "-1s"} {
+	for _, v := range []string{"2", "soon", "-1s", "11s", "1h"} {
 		if _, err := refreshDelay(v); err == nil || !strings.Contains(err.Error(), refreshDelayEnv) {
 			t.Errorf("%q: err %v, want one naming %s", v, err, refreshDelayEnv)
 		}
+	}
+}
+
+// TestWithdrawalNodes: a drain waits for this node and the other nodes
+// gossip holds alive; without gossip (alive nil) for this node only —
+// no other node's acknowledgement could arrive, and each stop would
+// wait out half its grace period.
+func TestWithdrawalNodes(t *testing.T) {
+	self, up, down := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("192.0.2.3")
+	eps := func() []netip.Addr { return []netip.Addr{self, up, down} }
+	if got := withdrawalNodes(eps(), self, map[netip.Addr]bool{up: true}); !slices.Equal(got, []netip.Addr{self, up}) {
+		t.Fatalf("with gossip: %v, want [%s %s]", got, self, up)
+	}
+	if got := withdrawalNodes(eps(), self, nil); !slices.Equal(got, []netip.Addr{self}) {
+		t.Fatalf("without gossip: %v, want [%s]", got, self)
+	}
+	if got := withdrawalNodes(eps(), self, (&nodeGossip{}).alive()); !slices.Equal(got, []netip.Addr{self}) {
+		t.Fatalf("gossip not started: %v, want [%s]", got, self)
+	}
+}
+
+// TestWithdrawalsExpiry: acknowledgements older than withdrawnTTL go at
+// the next refresh (not only when another task's arrives: after the
+// last rollout they stayed for good), but not while a drain waits for
+// them (a refresh slower than the TTL would have made it wait for the
+// acknowledgements already received again).
+func TestWithdrawalsExpiry(t *testing.T) {
+	self, peer, slow := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2"), netip.MustParseAddr("192.0.2.3")
+	w := newWithdrawals()
+	now := time.Now()
+	w.add("old", peer, now)
+	w.acknowledge(nil, self, now.Add(2*withdrawnTTL))
+	if _, ok := w.acks["old"]; ok {
+		t.Fatal("an expired acknowledgement kept past a refresh")
+	}
+
+	w.add("t", peer, now)
+	done := make(chan bool)
+	go func() { done <- w.wait(context.Background(), "t", []netip.Addr{peer, slow}) }()
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		w.mu.Lock()
+		n := w.waiting["t"]
+		w.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the drain did not start waiting")
+		}
+		runtime.Gosched()
+	}
+	w.add("other", peer, now.Add(2*withdrawnTTL)) // expires what no drain waits for
+	w.add("t", slow, now.Add(2*withdrawnTTL))
+	select {
+	case ok := <-done:
+		if !ok {
+			t.Fatal("wait failed")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the peer's acknowledgement was expired while a drain waited for it")
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.waiting) != 0 {
+		t.Fatalf("waiting %v after the drain", w.waiting)
 	}
 }

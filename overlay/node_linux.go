@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -82,7 +83,7 @@ func (n *Node) apply(ctx context.Context) error {
 	n.applyMu.Lock()
 	defer n.applyMu.Unlock()
 	n.lock()
-	want := withServed(n.statesLocked(), n.served)
+	want := withHinted(withServed(n.statesLocked(), n.served), n.states, n.hints)
 	n.unlock()
 	return n.m.Reconcile(ctx, want)
 }
@@ -291,6 +292,52 @@ func withServed(states, served []*shoalv1.NetworkState) []*shoalv1.NetworkState 
 		c := &shoalv1.NetworkState{Network: st.GetNetwork(), Vips: st.GetVips(),
 			Endpoints: append(slices.Clone(st.GetEndpoints()), extra...)}
 		out[i] = c
+	}
+	return out
+}
+
+// withHinted returns want with the endpoints that held hints programmed
+// (ApplyHint: up, and missing from their network's state held) added to
+// their networks, unless their address or MAC is now another endpoint's:
+// an apply between Reconciles (a refresh's Prune, the periodic repair)
+// keeps them and their VTEP's VXLAN; the next Reconcile (which drops the
+// hints) or ExpireHints takes them away. want is not modified.
+func withHinted(want []*shoalv1.NetworkState, held map[string]*shoalv1.NetworkState, hints map[hintKey]Hint) []*shoalv1.NetworkState {
+	extra := map[string][]Hint{}
+	for k, h := range hints {
+		if h.Up() && mergeHint(held[k.network], h) == hintProgram {
+			extra[k.network] = append(extra[k.network], h)
+		}
+	}
+	if len(extra) == 0 {
+		return want
+	}
+	out := slices.Clone(want)
+	for i, st := range out {
+		hs := extra[st.GetNetwork().GetMeta().GetId()]
+		if len(hs) == 0 {
+			continue
+		}
+		slices.SortFunc(hs, func(a, b Hint) int { return strings.Compare(a.TaskID, b.TaskID) })
+		used := map[string]bool{}
+		for _, ep := range st.GetEndpoints() {
+			if p, err := parseAddr(ep.GetAddress()); err == nil {
+				used["a"+p.Addr().String()] = true
+			}
+			if m, err := net.ParseMAC(ep.GetMac()); err == nil {
+				used["m"+m.String()] = true
+			}
+		}
+		eps := slices.Clone(st.GetEndpoints())
+		for _, h := range hs {
+			if used["a"+h.Address.Addr().String()] || used["m"+h.MAC.String()] {
+				continue
+			}
+			used["a"+h.Address.Addr().String()], used["m"+h.MAC.String()] = true, true
+			eps = append(eps, &shoalv1.Endpoint{TaskId: h.TaskID, Address: h.Address.String(), Mac: h.MAC.String(),
+				NodeAddr: h.VTEP.String(), State: h.State})
+		}
+		out[i] = &shoalv1.NetworkState{Network: st.GetNetwork(), Vips: st.GetVips(), Endpoints: eps}
 	}
 	return out
 }
