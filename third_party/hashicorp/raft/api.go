@@ -215,6 +215,10 @@ type Raft struct {
 	// WithLeaderConnLoss (Shoal's patch).
 	leaderConnLossCh <-chan LeaderConnLoss
 
+	// preVoteGrantedAt is when this node last granted a pre-vote (Shoal's
+	// patch; main thread only).
+	preVoteGrantedAt time.Time
+
 	// mainThreadSaturation measures the saturation of the main raft goroutine.
 	mainThreadSaturation *saturationMetric
 

@@ -407,6 +407,17 @@ func (n *NetworkTransport) noteLeaderConn(seen **leaderKey, req *AppendEntriesRe
 	}
 }
 
+// forgetLeaderConn uncounts the connection, if counted, without a report.
+func (n *NetworkTransport) forgetLeaderConn(seen **leaderKey) {
+	if *seen == nil {
+		return
+	}
+	n.leaderConnsLock.Lock()
+	n.dropLeaderConnLocked(**seen)
+	n.leaderConnsLock.Unlock()
+	*seen = nil
+}
+
 // dropLeaderConnLocked uncounts one connection of key and returns what is
 // left of it (nil once none is open).
 func (n *NetworkTransport) dropLeaderConnLocked(key leaderKey) *leaderConns {
@@ -841,6 +852,9 @@ func (n *NetworkTransport) handleCommand(r *bufio.Reader, dec *codec.Decoder, en
 		rpc.Command = &req
 		rpc.Reader = io.LimitReader(r, req.Size)
 		labels = []metrics.Label{{Name: "rpcType", Value: "InstallSnapshot"}}
+		// Shoal's patch: the sender closes this connection after the
+		// snapshot, alive or not, so it no longer counts.
+		n.forgetLeaderConn(leader)
 	case rpcTimeoutNow:
 		var req TimeoutNowRequest
 		if err := dec.Decode(&req); err != nil {

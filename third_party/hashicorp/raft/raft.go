@@ -235,9 +235,10 @@ func (r *Raft) runFollower() {
 			lastContact := r.LastContact()
 			if !lossAt.IsZero() {
 				// After a lost leader connection: any contact since
-				// then (a leader's AppendEntries, a vote granted)
-				// cancels the campaign.
-				heard := lastContact.After(lossAt)
+				// then (a leader's AppendEntries, a vote or pre-vote
+				// granted) cancels the campaign; a pre-vote granted
+				// means another follower is already campaigning.
+				heard := lastContact.After(lossAt) || r.preVoteGrantedAt.After(lossAt)
 				lossAt = time.Time{}
 				if heard {
 					continue
@@ -1916,6 +1917,7 @@ func (r *Raft) requestPreVote(rpc RPC, req *RequestPreVoteRequest) {
 	}
 
 	resp.Granted = true
+	r.preVoteGrantedAt = time.Now()
 }
 
 // installSnapshot is invoked when we get a InstallSnapshot RPC call.
