@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/shoal-dev/shoal/errdefs"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -69,16 +68,7 @@ func (s *Server) PatchService(ctx context.Context, req *shoalv1.PatchServiceRequ
 		// The task is the stored one: UpdateService's sameTask, so no
 		// new spec_version and no rollout (the update and rollback
 		// configs are the stored ones too).
-		svc := &shoalv1.Service{
-			Meta:               copyMeta(cur.GetMeta()),
-			Spec:               spec,
-			PreviousSpec:       cur.GetSpec(),
-			SpecVersion:        cur.GetSpecVersion(),
-			Vips:               cur.GetVips(),
-			UpdateStatus:       cur.GetUpdateStatus(),
-			JobStatus:          jobStatusAfterUpdate(cur, spec, time.Now()),
-			RebalanceRequested: cur.GetRebalanceRequested(),
-		}
+		svc := nextService(cur, spec)
 		keepRolloutStart(cur, svc)
 		if v := req.GetVersion(); v != 0 {
 			svc.Meta.Version = v

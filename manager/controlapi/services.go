@@ -297,17 +297,7 @@ func (s *Server) UpdateService(ctx context.Context, req *shoalv1.UpdateServiceRe
 		}
 		// Stored objects are immutable, so the new version shares the
 		// old spec (as previous_spec) instead of deep-copying it.
-		svc := &shoalv1.Service{
-			Meta:         copyMeta(cur.GetMeta()),
-			Spec:         spec,
-			PreviousSpec: cur.GetSpec(),
-			SpecVersion:  cur.GetSpecVersion(),
-			Vips:         cur.GetVips(), // the allocator adjusts them
-			UpdateStatus: cur.GetUpdateStatus(),
-			JobStatus:    jobStatusAfterUpdate(cur, spec, time.Now()),
-			// Fields the managers own carry over.
-			RebalanceRequested: cur.GetRebalanceRequested(),
-		}
+		svc := nextService(cur, spec)
 		targets := networkTargets(spec)
 		if err := resolveTaskNetworks(tx, svc.GetSpec()); err != nil {
 			return err
@@ -443,4 +433,22 @@ func (s *Server) maxReplicas(r raftstore.Reader) int64 {
 		return c.GetSettings().GetMaxReplicas()
 	}
 	return DefaultMaxReplicas
+}
+
+// nextService is the new version of cur with spec: the old spec as
+// previous_spec (shared: stored objects are immutable), what the managers
+// own carried over (the allocator adjusts the VIPs), a one-off job's run
+// restarted by jobStatusAfterUpdate. UpdateService and PatchService both
+// build their write from it.
+func nextService(cur *shoalv1.Service, spec *shoalv1.ServiceSpec) *shoalv1.Service {
+	return &shoalv1.Service{
+		Meta:               copyMeta(cur.GetMeta()),
+		Spec:               spec,
+		PreviousSpec:       cur.GetSpec(),
+		SpecVersion:        cur.GetSpecVersion(),
+		Vips:               cur.GetVips(),
+		UpdateStatus:       cur.GetUpdateStatus(),
+		JobStatus:          jobStatusAfterUpdate(cur, spec, time.Now()),
+		RebalanceRequested: cur.GetRebalanceRequested(),
+	}
 }

@@ -91,39 +91,25 @@ func (a *app) serviceCreate() *cobra.Command {
 // mutateService reads a service, changes its spec and writes it with the
 // version read, then waits for convergence.
 func (a *app) mutateService(cmd *cobra.Command, ref string, wf waitFlags, change func(*shoalv1.ServiceSpec) error) error {
-	cl, err := a.dial(cmd.Context())
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	ctx, cancel := a.call(cmd.Context())
-	defer cancel()
-	ws, err := a.startWait(cmd.Context(), cl, wf)
-	if err != nil {
-		return err
-	}
-	var resp *shoalv1.UpdateServiceResponse
-	var name string
-	err = retryConflict(func() error {
-		cur, err := cl.Control.GetService(ctx, &shoalv1.GetServiceRequest{Ref: ref})
-		if err != nil {
+	return a.writeWaiting(cmd, wf, func(ctx context.Context, cl *client.Client) (string, *shoalv1.Service, error) {
+		var resp *shoalv1.UpdateServiceResponse
+		var name string
+		err := retryConflict(func() error {
+			cur, err := cl.Control.GetService(ctx, &shoalv1.GetServiceRequest{Ref: ref})
+			if err != nil {
+				return err
+			}
+			spec := proto.Clone(cur.GetService().GetSpec()).(*shoalv1.ServiceSpec)
+			if err := change(spec); err != nil {
+				return err
+			}
+			resp, err = cl.Control.UpdateService(ctx, &shoalv1.UpdateServiceRequest{ServiceId: cur.GetService().GetMeta().GetId(),
+				Version: cur.GetService().GetMeta().GetVersion(), Spec: spec, View: updateView(wf)})
+			name = spec.GetName() // a name cannot be changed: the one sent is the service's
 			return err
-		}
-		spec := proto.Clone(cur.GetService().GetSpec()).(*shoalv1.ServiceSpec)
-		if err := change(spec); err != nil {
-			return err
-		}
-		resp, err = cl.Control.UpdateService(ctx, &shoalv1.UpdateServiceRequest{ServiceId: cur.GetService().GetMeta().GetId(),
-			Version: cur.GetService().GetMeta().GetVersion(), Spec: spec, View: updateView(wf)})
-		name = spec.GetName() // a name cannot be changed: the one sent is the service's
-		return err
+		})
+		return name, resp.GetService(), err
 	})
-	if err != nil {
-		ws.stop()
-		return err
-	}
-	fmt.Fprintln(a.out, name)
-	return ws.wait(cmd.Context(), resp.GetService())
 }
 
 // patchService sends req, a change of labels and replicas only, as one
@@ -132,6 +118,21 @@ func (a *app) mutateService(cmd *cobra.Command, ref string, wf waitFlags, change
 // PatchService (an earlier release) gets the read-modify-write of old:
 // fallback.
 func (a *app) patchService(cmd *cobra.Command, req *shoalv1.PatchServiceRequest, wf waitFlags, fallback func() error) error {
+	err := a.writeWaiting(cmd, wf, func(ctx context.Context, cl *client.Client) (string, *shoalv1.Service, error) {
+		// The whole reply: the name to print (and the wait) read its spec.
+		resp, err := cl.Control.PatchService(ctx, req)
+		return resp.GetService().GetSpec().GetName(), resp.GetService(), err
+	})
+	if client.IsUnimplemented(err) {
+		return fallback()
+	}
+	return err
+}
+
+// writeWaiting dials, starts watching for convergence, makes one service
+// write (write returns the service's name and the written service), prints
+// the name and waits as wf says. A failed write is returned as is.
+func (a *app) writeWaiting(cmd *cobra.Command, wf waitFlags, write func(context.Context, *client.Client) (string, *shoalv1.Service, error)) error {
 	cl, err := a.dial(cmd.Context())
 	if err != nil {
 		return err
@@ -143,17 +144,13 @@ func (a *app) patchService(cmd *cobra.Command, req *shoalv1.PatchServiceRequest,
 	if err != nil {
 		return err
 	}
-	// The whole reply: the name to print (and the wait) read its spec.
-	resp, err := cl.Control.PatchService(ctx, req)
+	name, svc, err := write(ctx, cl)
 	if err != nil {
 		ws.stop()
-		if client.IsUnimplemented(err) {
-			return fallback()
-		}
 		return err
 	}
-	fmt.Fprintln(a.out, resp.GetService().GetSpec().GetName())
-	return ws.wait(cmd.Context(), resp.GetService())
+	fmt.Fprintln(a.out, name)
+	return ws.wait(cmd.Context(), svc)
 }
 
 // updateView is the reply an update asks for: a wait reads the whole
