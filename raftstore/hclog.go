@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
 )
 
 // slogHCLog adapts a *slog.Logger to hclog.Logger, which raft logs through,
@@ -72,6 +73,9 @@ func (h *slogHCLog) enabled(level hclog.Level) bool {
 func (h *slogHCLog) Log(level hclog.Level, msg string, args ...any) {
 	if level == hclog.Error && peerUnreachable(msg, args) {
 		level = hclog.Warn
+	}
+	if level == hclog.Error && ownShutdown(msg, args) {
+		level = hclog.Info
 	}
 	if level == hclog.Off || !h.enabled(level) {
 		return
@@ -158,22 +162,45 @@ func peerUnreachable(msg string, args []any) bool {
 	if !known {
 		return false
 	}
+	text, ok := errorText(args)
+	if !ok {
+		return false
+	}
+	if text == io.EOF.Error() {
+		// The peer closed the connection before answering: it stopped
+		// (a manager's clean stop closes its raft connections).
+		return true
+	}
+	for _, d := range peerDown {
+		if strings.Contains(text, d) {
+			return true
+		}
+	}
+	return false
+}
+
+// ownShutdown: the transport refusing a request that arrived while this
+// node shuts down is part of a clean stop, not an error.
+func ownShutdown(msg string, args []any) bool {
+	if !strings.HasPrefix(msg, "failed to decode incoming command") {
+		return false
+	}
+	text, ok := errorText(args)
+	return ok && text == raft.ErrTransportShutdown.Error()
+}
+
+// errorText is the text of the "error" argument of a log call.
+func errorText(args []any) (string, bool) {
 	for i := 0; i+1 < len(args); i += 2 {
 		if k, _ := args[i].(string); k != "error" {
 			continue
 		}
-		var text string
 		switch e := args[i+1].(type) {
 		case error:
-			text = e.Error()
+			return e.Error(), true
 		case string:
-			text = e
-		}
-		for _, d := range peerDown {
-			if strings.Contains(text, d) {
-				return true
-			}
+			return e, true
 		}
 	}
-	return false
+	return "", false
 }

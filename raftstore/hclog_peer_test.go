@@ -3,9 +3,12 @@ package raftstore
 import (
 	"bytes"
 	"errors"
+	"io"
 	"log/slog"
 	"strings"
 	"testing"
+
+	"github.com/hashicorp/raft"
 )
 
 // TestPeerDownIsAWarning: raft's ERROR about a request it could not
@@ -23,6 +26,12 @@ func TestPeerDownIsAWarning(t *testing.T) {
 		{"failed to appendEntries to", errors.New("dial tcp: i/o timeout"), "level=WARN"},
 		{"failed to make requestVote RPC", errors.New("unexpected EOF decoding response"), "level=ERROR"},
 		{"failed to take snapshot", errors.New("connect: connection refused"), "level=ERROR"},
+		// A peer that stopped closes its connections: io.EOF before any answer.
+		{"failed to appendEntries to", io.EOF, "level=WARN"},
+		{"failed to appendEntries to", errors.New("EOF in the middle"), "level=ERROR"},
+		// This node's own transport refusing a request while it stops.
+		{"failed to decode incoming command", raft.ErrTransportShutdown, "level=INFO"},
+		{"failed to decode incoming command", errors.New("msgpack decode error"), "level=ERROR"},
 	}
 	for _, c := range cases {
 		buf.Reset()
