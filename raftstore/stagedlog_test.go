@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -89,6 +90,24 @@ type gatedStore struct {
 	armed   bool
 	entered chan struct{} // closed when an armed StoreLogs starts waiting
 	release chan error    // the armed StoreLogs' result
+	// writing counts the StoreLogs and DeleteRange calls in progress,
+	// overlaps those that started while another was (raft must never
+	// write its log from two goroutines at once).
+	writing, overlaps atomic.Int32
+}
+
+func (g *gatedStore) DeleteRange(min, max uint64) error {
+	defer g.enterWrite()()
+	return g.InmemStore.DeleteRange(min, max)
+}
+
+// enterWrite counts a log write in progress; call what it returns when
+// the write ends.
+func (g *gatedStore) enterWrite() func() {
+	if g.writing.Add(1) > 1 {
+		g.overlaps.Add(1)
+	}
+	return func() { g.writing.Add(-1) }
 }
 
 func newGatedStore() *gatedStore { return &gatedStore{InmemStore: raft.NewInmemStore()} }
@@ -102,6 +121,7 @@ func (g *gatedStore) arm() {
 }
 
 func (g *gatedStore) StoreLogs(logs []*raft.Log) error {
+	defer g.enterWrite()()
 	g.mu.Lock()
 	armed, entered, release := g.armed, g.entered, g.release
 	g.armed = false
