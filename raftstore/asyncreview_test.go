@@ -1,0 +1,110 @@
+package raftstore
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// stagedNetCluster is stagedCluster over raft's TCP transport on
+// loopback: unlike the in-memory one it has the heartbeat fast path, where
+// a newer leader's heartbeat makes a node a follower outside its main
+// loop (processHeartbeat), even while that loop waits for a log write.
+func stagedNetCluster(t *testing.T, tune ...func(*raft.Config)) []*stagedNode {
+	t.Helper()
+	var nodes []*stagedNode
+	for i := 0; i < 3; i++ {
+		trans := tcpTransport(t)
+		nodes = append(nodes, &stagedNode{id: raft.ServerID(fmt.Sprintf("n%d", i)), store: newGatedStore(),
+			fsm: &countFSM{}, transport: trans})
+	}
+	return startStaged(t, nodes, tune)
+}
+
+// tcpTransport is a TCP transport on a free loopback port, closed when the
+// test ends (after the rafts using it shut down: cleanups run in reverse).
+func tcpTransport(t *testing.T) *raft.NetworkTransport {
+	t.Helper()
+	trans, err := raft.NewTCPTransport("127.0.0.1:0", nil, 3, 2*time.Second, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { trans.Close() })
+	return trans
+}
+
+// depose makes nd campaign at once (a TimeoutNow, as a leadership transfer
+// sends it) and waits until it leads.
+func depose(t *testing.T, old, nd *stagedNode) {
+	t.Helper()
+	trans := tcpTransport(t)
+	req := &raft.TimeoutNowRequest{RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(old.id), Addr: []byte(old.transport.LocalAddr())}}
+	if err := trans.TimeoutNow(nd.id, nd.transport.LocalAddr(), req, &raft.TimeoutNowResponse{}); err != nil {
+		t.Fatalf("TimeoutNow to %s: %v", nd.id, err)
+	}
+	eventually(t, string(nd.id)+" leads", func() error {
+		if s := nd.raft.State(); s != raft.Leader {
+			return fmt.Errorf("%s is %v", nd.id, s)
+		}
+		return nil
+	})
+}
+
+// A configuration entry the leader stored is in force on it even when a
+// newer leader's heartbeat made it a follower while it wrote the entry
+// (the heartbeat fast path runs beside the main loop): raft uses the
+// latest configuration in its log, and a follower never looks again at an
+// entry its log already holds. On the lead's form of the patch the stored
+// entry was not put in force (the write "failed" when the node no longer
+// led): the old leader kept the membership before the change, which it
+// would commit, snapshot, and campaign and lead with.
+func TestConfigurationStoredWhileDeposedInForce(t *testing.T) {
+	nodes := stagedNetCluster(t)
+	old, f1, f2 := nodes[0], nodes[1], nodes[2]
+	idx := old.raft.LastIndex() + 1
+
+	// A non-voter the cluster cannot reach: f1 needs only f2's vote.
+	old.store.arm()
+	change := errOf(old.raft.AddNonvoter("n9", "127.0.0.1:1", 0, 0))
+	<-old.store.entered
+	followersHold(t, idx, f1, f2)
+
+	depose(t, old, f1)
+	eventually(t, "the old leader follows (heartbeat fast path) while its write waits", func() error {
+		if s := old.raft.State(); s != raft.Follower {
+			return fmt.Errorf("%s is %v", old.id, s)
+		}
+		return nil
+	})
+	old.store.release <- nil
+	if err := <-change; err != nil && !errors.Is(err, raft.ErrLeadershipLost) {
+		t.Fatalf("AddNonvoter: %v", err)
+	}
+	if err := hasEntry(old, idx); err != nil {
+		t.Fatal(err)
+	}
+
+	// The new leader's next entry reaches the old one (so its main loop
+	// is past the configuration change).
+	if err := f1.raft.Apply([]byte("after"), waitFor).Error(); err != nil {
+		t.Fatalf("apply on the new leader: %v", err)
+	}
+	sameApplied(t, nodes, f1, "after")
+	for _, nd := range nodes {
+		cf := nd.raft.GetConfiguration()
+		if err := cf.Error(); err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, s := range cf.Configuration().Servers {
+			found = found || s.ID == "n9"
+		}
+		if !found {
+			t.Errorf("%s holds the configuration entry %d but its configuration %+v lacks n9", nd.id, idx, cf.Configuration().Servers)
+		}
+	}
+}
