@@ -970,7 +970,7 @@ func (r *Raft) leaderLoop() {
 			}
 			// A restore rewrites the log: the leader's write ends first
 			// (Shoal's patch).
-			if !r.awaitLeaderWrite() {
+			if !r.awaitLeaderWrite() || r.getState() != Leader {
 				future.respond(ErrNotLeader)
 				continue
 			}
@@ -1332,12 +1332,19 @@ func (r *Raft) appendConfigurationEntry(future *configurationChangeFuture) {
 
 	// Shoal's patch: a configuration whose entry this leader failed to
 	// store (it has stepped down) is not in its log, so not in force
-	// here; a later leader that has the entry brings it back.
+	// here; a later leader that has the entry brings it back. One it
+	// stored is in force even if a newer leader's heartbeat made it a
+	// follower during the write (processHeartbeat runs beside the main
+	// loop): raft uses the latest configuration in its log, and a
+	// follower never looks again at an entry its log holds.
 	if !r.dispatchLogs([]*logFuture{&future.logFuture}) || !r.awaitLeaderWrite() {
 		return
 	}
 	index := future.Index()
 	r.setLatestConfiguration(configuration, index)
+	if r.getState() != Leader {
+		return
+	}
 	r.leaderState.commitment.setConfiguration(configuration)
 	r.startStopReplication()
 }
@@ -1353,7 +1360,7 @@ func (r *Raft) dispatchLogs(applyLogs []*logFuture) bool {
 	// numbered after the last one ended (a failed write rewinds the last
 	// log and steps down). Entries from applyCh never wait here: that
 	// channel is not read while a write is in flight.
-	if !r.awaitLeaderWrite() {
+	if !r.awaitLeaderWrite() || r.getState() != Leader {
 		for _, applyLog := range applyLogs {
 			applyLog.respond(ErrNotLeader)
 		}
@@ -1449,13 +1456,13 @@ func (r *Raft) dispatchStaged(staging StagingLogStore, applyLogs []*logFuture, l
 }
 
 // awaitLeaderWrite waits for the leader's write in flight, if any, and
-// finishes it (finishLeaderWrite). It reports whether this node still
-// leads.
+// finishes it (finishLeaderWrite). It reports whether the write, if any,
+// stored its batch; whether this node still leads is the caller's check.
 func (r *Raft) awaitLeaderWrite() bool {
 	if w := r.leaderState.write; w != nil {
 		return r.finishLeaderWrite(<-w.done)
 	}
-	return r.getState() == Leader
+	return true
 }
 
 // finishLeaderWrite ends the write in flight with StoreLogs' result: on
@@ -1463,7 +1470,7 @@ func (r *Raft) awaitLeaderWrite() bool {
 // the commit index again (the followers may have committed the batch
 // while the write was in flight: leaderLoop held it back); on failure
 // it steps down, drops the stage and rewinds its last log (see
-// dispatchStaged). It reports whether this node still leads.
+// dispatchStaged). It reports whether the batch was stored.
 func (r *Raft) finishLeaderWrite(err error) bool {
 	w := r.leaderState.write
 	r.leaderState.write = nil
@@ -1482,7 +1489,7 @@ func (r *Raft) finishLeaderWrite(err error) bool {
 		r.leaderState.commitment.match(r.localID, w.lastIndex)
 		asyncNotifyCh(r.leaderState.commitCh)
 	}
-	return r.getState() == Leader
+	return true
 }
 
 // leadingIn reports whether this node is still the leader of term (a
