@@ -108,6 +108,7 @@ type leaderWrite struct {
 	futures             []*logFuture
 	prevIndex, prevTerm uint64 // the last log before the batch: all of it is on disk
 	lastIndex           uint64
+	start               time.Time  // when dispatchLogs began: raft.leader.dispatchLog
 	done                chan error // StoreLogs' result, buffered
 }
 
@@ -1354,7 +1355,15 @@ func (r *Raft) appendConfigurationEntry(future *configurationChangeFuture) {
 // were stored (if not, this node has stepped down: Shoal's patch).
 func (r *Raft) dispatchLogs(applyLogs []*logFuture) bool {
 	now := time.Now()
-	defer metrics.MeasureSince([]string{"raft", "leader", "dispatchLog"}, now)
+	staged := false
+	defer func() {
+		// Shoal's patch: a staged batch is measured when its write
+		// ends (finishLeaderWrite), so that the figure still covers the
+		// leader's own write and sync.
+		if !staged {
+			metrics.MeasureSince([]string{"raft", "leader", "dispatchLog"}, now)
+		}
+	}()
 
 	// Shoal's patch: one leader write at a time, and the batch is
 	// numbered after the last one ended (a failed write rewinds the last
@@ -1389,7 +1398,8 @@ func (r *Raft) dispatchLogs(applyLogs []*logFuture) bool {
 	// sync instead of after, and count this node toward the quorum only
 	// once they are done.
 	if staging, ok := r.logs.(StagingLogStore); ok && len(r.leaderState.replState) > 0 {
-		return r.dispatchStaged(staging, applyLogs, logs, lastIndex, term)
+		staged = true
+		return r.dispatchStaged(staging, applyLogs, logs, lastIndex, term, now)
 	}
 
 	// Write the log entry locally
@@ -1440,7 +1450,7 @@ func (r *Raft) dispatchLogs(applyLogs []*logFuture) bool {
 // compacted away and sending the snapshot to a follower that is ahead of
 // it. The writes are answered with ErrLeadershipLost, not the store's
 // error alone: the followers that got them may still commit them.
-func (r *Raft) dispatchStaged(staging StagingLogStore, applyLogs []*logFuture, logs []*Log, lastIndex, term uint64) bool {
+func (r *Raft) dispatchStaged(staging StagingLogStore, applyLogs []*logFuture, logs []*Log, lastIndex, term uint64, start time.Time) bool {
 	prevIndex, prevTerm := r.getLastLog()
 	staging.StageLogs(logs)
 	r.setLastLog(lastIndex, term)
@@ -1449,7 +1459,7 @@ func (r *Raft) dispatchStaged(staging StagingLogStore, applyLogs []*logFuture, l
 	}
 
 	w := &leaderWrite{staging: staging, futures: applyLogs, prevIndex: prevIndex, prevTerm: prevTerm,
-		lastIndex: lastIndex, done: make(chan error, 1)}
+		lastIndex: lastIndex, start: start, done: make(chan error, 1)}
 	r.leaderState.write = w
 	go func() { w.done <- r.logs.StoreLogs(logs) }()
 	return true
@@ -1474,6 +1484,7 @@ func (r *Raft) awaitLeaderWrite() bool {
 func (r *Raft) finishLeaderWrite(err error) bool {
 	w := r.leaderState.write
 	r.leaderState.write = nil
+	metrics.MeasureSince([]string{"raft", "leader", "dispatchLog"}, w.start)
 	if err != nil {
 		r.logger.Error("failed to commit logs", "error", err)
 		r.setState(Follower)
