@@ -149,3 +149,71 @@ func TestLeaderDispatchMetricCoversItsWrite(t *testing.T) {
 		t.Fatalf("longest raft.leader.dispatchLog sample %.3f ms, want at least %.0f ms (the write was held that long)", longest, want)
 	}
 }
+
+// A leader made a follower by a newer leader's heartbeat (the fast path,
+// beside its main loop) while its write of "x" waits: whether the write
+// then succeeds or fails, nothing overlaps it, "x" (held by both
+// followers) is kept by the new leader and applied once everywhere, and
+// the old leader follows with the same log.
+func TestLeaderDeposedByHeartbeatDuringWrite(t *testing.T) {
+	for _, fail := range []bool{false, true} {
+		t.Run(fmt.Sprintf("fail=%v", fail), func(t *testing.T) {
+			nodes := stagedNetCluster(t)
+			old, f1, f2 := nodes[0], nodes[1], nodes[2]
+			idx := old.raft.LastIndex() + 1
+
+			fx := errOf(blockedApply(old, "x"))
+			followersHold(t, idx, f1, f2)
+			depose(t, old, f1)
+			eventually(t, "the old leader follows while its write waits", func() error {
+				if s := old.raft.State(); s != raft.Follower {
+					return fmt.Errorf("%s is %v", old.id, s)
+				}
+				return nil
+			})
+			var res error
+			if fail {
+				res = errors.New("disk gone")
+			}
+			old.store.release <- res
+			if err := <-fx; err == nil || !errors.Is(err, raft.ErrLeadershipLost) {
+				t.Fatalf("x on the deposed leader: %v, want ErrLeadershipLost", err)
+			}
+			if err := f1.raft.Apply([]byte("z"), waitFor).Error(); err != nil {
+				t.Fatalf("apply on the new leader: %v", err)
+			}
+			if got := sameApplied(t, nodes, f1, "z"); fmt.Sprint(got) != "[x z]" {
+				t.Fatalf("applied %q, want [x z]", got)
+			}
+			if n := old.store.overlaps.Load(); n != 0 {
+				t.Fatalf("%d overlapping log writes on the old leader", n)
+			}
+		})
+	}
+}
+
+// Shutdown of a leader whose write is in flight returns only once that
+// write ended: a store closed after Shutdown (raftstore's Close) never
+// has a write of raft's still running.
+func TestShutdownWaitsForLeaderWrite(t *testing.T) {
+	nodes := stagedCluster(t)
+	leader := nodes[0]
+
+	fx := errOf(blockedApply(leader, "x"))
+	down := errOf(leader.raft.Shutdown())
+	select {
+	case err := <-down:
+		t.Fatalf("Shutdown returned (%v) while the leader's write was in flight", err)
+	case <-time.After(quietWindow):
+	}
+	leader.store.release <- nil
+	if err := <-down; err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	if n := leader.store.writing.Load(); n != 0 {
+		t.Fatalf("%d log writes still running after Shutdown returned", n)
+	}
+	if err := <-fx; err == nil {
+		t.Fatal("x answered nil by a leader that shut down before applying it")
+	}
+}
