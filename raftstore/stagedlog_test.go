@@ -219,7 +219,9 @@ type stagedNode struct {
 	logs  *hookedLog
 	store *gatedStore
 	fsm   *countFSM
-	trans *raft.InmemTransport
+	trans *raft.InmemTransport // nil in stagedNetCluster's nodes
+	// transport is what raft runs on: trans, or a TCP transport.
+	transport raft.Transport
 }
 
 // hookedLog is the log cache raft is given, with hooks a test sets: one
@@ -268,12 +270,10 @@ func (h *hookedLog) GetLog(idx uint64, out *raft.Log) error {
 func stagedCluster(t *testing.T, tune ...func(*raft.Config)) []*stagedNode {
 	t.Helper()
 	var nodes []*stagedNode
-	var servers []raft.Server
 	for i := 0; i < 3; i++ {
 		id := raft.ServerID(fmt.Sprintf("n%d", i))
 		_, trans := raft.NewInmemTransport(raft.ServerAddress(id))
-		nodes = append(nodes, &stagedNode{id: id, store: newGatedStore(), fsm: &countFSM{}, trans: trans})
-		servers = append(servers, raft.Server{ID: id, Address: raft.ServerAddress(id), Suffrage: raft.Voter})
+		nodes = append(nodes, &stagedNode{id: id, store: newGatedStore(), fsm: &countFSM{}, trans: trans, transport: trans})
 	}
 	for _, a := range nodes {
 		for _, b := range nodes {
@@ -281,6 +281,18 @@ func stagedCluster(t *testing.T, tune ...func(*raft.Config)) []*stagedNode {
 				a.trans.Connect(b.trans.LocalAddr(), b.trans)
 			}
 		}
+	}
+	return startStaged(t, nodes, tune)
+}
+
+// startStaged bootstraps and starts nodes (with their transports) as one
+// cluster and returns them with the leader first, once its no-op is
+// applied everywhere.
+func startStaged(t *testing.T, nodes []*stagedNode, tune []func(*raft.Config)) []*stagedNode {
+	t.Helper()
+	var servers []raft.Server
+	for _, nd := range nodes {
+		servers = append(servers, raft.Server{ID: nd.id, Address: nd.transport.LocalAddr(), Suffrage: raft.Voter})
 	}
 	for _, nd := range nodes {
 		conf := raft.DefaultConfig()
@@ -301,10 +313,10 @@ func stagedCluster(t *testing.T, tune ...func(*raft.Config)) []*stagedNode {
 		nd.logs = logs
 		stable := raft.NewInmemStore()
 		snaps := raft.NewInmemSnapshotStore()
-		if err := raft.BootstrapCluster(conf, logs, stable, snaps, nd.trans, raft.Configuration{Servers: servers}); err != nil {
+		if err := raft.BootstrapCluster(conf, logs, stable, snaps, nd.transport, raft.Configuration{Servers: servers}); err != nil {
 			t.Fatal(err)
 		}
-		r, err := raft.NewRaft(conf, nd.fsm, logs, stable, snaps, nd.trans)
+		r, err := raft.NewRaft(conf, nd.fsm, logs, stable, snaps, nd.transport)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -108,6 +108,7 @@ type leaderWrite struct {
 	futures             []*logFuture
 	prevIndex, prevTerm uint64 // the last log before the batch: all of it is on disk
 	lastIndex           uint64
+	start               time.Time  // when dispatchLogs began: raft.leader.dispatchLog
 	done                chan error // StoreLogs' result, buffered
 }
 
@@ -970,7 +971,7 @@ func (r *Raft) leaderLoop() {
 			}
 			// A restore rewrites the log: the leader's write ends first
 			// (Shoal's patch).
-			if !r.awaitLeaderWrite() {
+			if !r.awaitLeaderWrite() || r.getState() != Leader {
 				future.respond(ErrNotLeader)
 				continue
 			}
@@ -1332,12 +1333,19 @@ func (r *Raft) appendConfigurationEntry(future *configurationChangeFuture) {
 
 	// Shoal's patch: a configuration whose entry this leader failed to
 	// store (it has stepped down) is not in its log, so not in force
-	// here; a later leader that has the entry brings it back.
+	// here; a later leader that has the entry brings it back. One it
+	// stored is in force even if a newer leader's heartbeat made it a
+	// follower during the write (processHeartbeat runs beside the main
+	// loop): raft uses the latest configuration in its log, and a
+	// follower never looks again at an entry its log holds.
 	if !r.dispatchLogs([]*logFuture{&future.logFuture}) || !r.awaitLeaderWrite() {
 		return
 	}
 	index := future.Index()
 	r.setLatestConfiguration(configuration, index)
+	if r.getState() != Leader {
+		return
+	}
 	r.leaderState.commitment.setConfiguration(configuration)
 	r.startStopReplication()
 }
@@ -1347,13 +1355,21 @@ func (r *Raft) appendConfigurationEntry(future *configurationChangeFuture) {
 // were stored (if not, this node has stepped down: Shoal's patch).
 func (r *Raft) dispatchLogs(applyLogs []*logFuture) bool {
 	now := time.Now()
-	defer metrics.MeasureSince([]string{"raft", "leader", "dispatchLog"}, now)
+	staged := false
+	defer func() {
+		// Shoal's patch: a staged batch is measured when its write
+		// ends (finishLeaderWrite), so that the figure still covers the
+		// leader's own write and sync.
+		if !staged {
+			metrics.MeasureSince([]string{"raft", "leader", "dispatchLog"}, now)
+		}
+	}()
 
 	// Shoal's patch: one leader write at a time, and the batch is
 	// numbered after the last one ended (a failed write rewinds the last
 	// log and steps down). Entries from applyCh never wait here: that
 	// channel is not read while a write is in flight.
-	if !r.awaitLeaderWrite() {
+	if !r.awaitLeaderWrite() || r.getState() != Leader {
 		for _, applyLog := range applyLogs {
 			applyLog.respond(ErrNotLeader)
 		}
@@ -1382,7 +1398,8 @@ func (r *Raft) dispatchLogs(applyLogs []*logFuture) bool {
 	// sync instead of after, and count this node toward the quorum only
 	// once they are done.
 	if staging, ok := r.logs.(StagingLogStore); ok && len(r.leaderState.replState) > 0 {
-		return r.dispatchStaged(staging, applyLogs, logs, lastIndex, term)
+		staged = true
+		return r.dispatchStaged(staging, applyLogs, logs, lastIndex, term, now)
 	}
 
 	// Write the log entry locally
@@ -1433,7 +1450,7 @@ func (r *Raft) dispatchLogs(applyLogs []*logFuture) bool {
 // compacted away and sending the snapshot to a follower that is ahead of
 // it. The writes are answered with ErrLeadershipLost, not the store's
 // error alone: the followers that got them may still commit them.
-func (r *Raft) dispatchStaged(staging StagingLogStore, applyLogs []*logFuture, logs []*Log, lastIndex, term uint64) bool {
+func (r *Raft) dispatchStaged(staging StagingLogStore, applyLogs []*logFuture, logs []*Log, lastIndex, term uint64, start time.Time) bool {
 	prevIndex, prevTerm := r.getLastLog()
 	staging.StageLogs(logs)
 	r.setLastLog(lastIndex, term)
@@ -1442,20 +1459,20 @@ func (r *Raft) dispatchStaged(staging StagingLogStore, applyLogs []*logFuture, l
 	}
 
 	w := &leaderWrite{staging: staging, futures: applyLogs, prevIndex: prevIndex, prevTerm: prevTerm,
-		lastIndex: lastIndex, done: make(chan error, 1)}
+		lastIndex: lastIndex, start: start, done: make(chan error, 1)}
 	r.leaderState.write = w
 	go func() { w.done <- r.logs.StoreLogs(logs) }()
 	return true
 }
 
 // awaitLeaderWrite waits for the leader's write in flight, if any, and
-// finishes it (finishLeaderWrite). It reports whether this node still
-// leads.
+// finishes it (finishLeaderWrite). It reports whether the write, if any,
+// stored its batch; whether this node still leads is the caller's check.
 func (r *Raft) awaitLeaderWrite() bool {
 	if w := r.leaderState.write; w != nil {
 		return r.finishLeaderWrite(<-w.done)
 	}
-	return r.getState() == Leader
+	return true
 }
 
 // finishLeaderWrite ends the write in flight with StoreLogs' result: on
@@ -1463,10 +1480,11 @@ func (r *Raft) awaitLeaderWrite() bool {
 // the commit index again (the followers may have committed the batch
 // while the write was in flight: leaderLoop held it back); on failure
 // it steps down, drops the stage and rewinds its last log (see
-// dispatchStaged). It reports whether this node still leads.
+// dispatchStaged). It reports whether the batch was stored.
 func (r *Raft) finishLeaderWrite(err error) bool {
 	w := r.leaderState.write
 	r.leaderState.write = nil
+	metrics.MeasureSince([]string{"raft", "leader", "dispatchLog"}, w.start)
 	if err != nil {
 		r.logger.Error("failed to commit logs", "error", err)
 		r.setState(Follower)
@@ -1482,7 +1500,7 @@ func (r *Raft) finishLeaderWrite(err error) bool {
 		r.leaderState.commitment.match(r.localID, w.lastIndex)
 		asyncNotifyCh(r.leaderState.commitCh)
 	}
-	return r.getState() == Leader
+	return true
 }
 
 // leadingIn reports whether this node is still the leader of term (a
