@@ -102,6 +102,27 @@ func (l *vipLoad) end() (ok, failed int, errs []string) {
 	return l.counts()
 }
 
+// endIfRunning ends the load unless end already did (for a defer).
+func (l *vipLoad) endIfRunning() {
+	select {
+	case <-l.done:
+	default:
+		l.end()
+	}
+}
+
+// waitWarm waits until the load has had 20 answers and no failure; what
+// names the moment in the error ("before the update").
+func (l *vipLoad) waitWarm(t testing.TB, what string) {
+	t.Helper()
+	harness.Eventually(t, settleTimeout, poll, func() error {
+		if ok, failed, errs := l.counts(); ok < 20 || failed > 0 {
+			return fmt.Errorf("load %s: %d ok, %d failed %v", what, ok, failed, errs)
+		}
+		return nil
+	})
+}
+
 // rolloutOpts shapes rolloutUnderLoad's cluster and rollout.
 type rolloutOpts struct {
 	workers, replicas, parallelism int
@@ -190,19 +211,8 @@ func rolloutUnderLoad(t testing.TB, o rolloutOpts) rolloutResult {
 		return nil
 	})
 	load := startVIPLoad(ns, vip, 8080)
-	defer func() {
-		select {
-		case <-load.done:
-		default:
-			load.end()
-		}
-	}()
-	harness.Eventually(t, settleTimeout, poll, func() error {
-		if ok, failed, errs := load.counts(); ok < 20 || failed > 0 {
-			return fmt.Errorf("load before the update: %d ok, %d failed %v", ok, failed, errs)
-		}
-		return nil
-	})
+	defer load.endIfRunning()
+	load.waitWarm(t, "before the update")
 
 	upd := &harness.Client{Host: cl.Host, Global: cl.Global, Timeout: 20 * time.Minute}
 	start := time.Now()

@@ -91,19 +91,8 @@ func TestVIPWithdrawalSlowRefresh(t *testing.T) {
 		return nil
 	})
 	load := startVIPLoad(ns, vip, 8080)
-	defer func() {
-		select {
-		case <-load.done:
-		default:
-			load.end()
-		}
-	}()
-	harness.Eventually(t, settleTimeout, poll, func() error {
-		if ok, failed, errs := load.counts(); ok < 20 || failed > 0 {
-			return fmt.Errorf("load before the scale-down: %d ok, %d failed %v", ok, failed, errs)
-		}
-		return nil
-	})
+	defer load.endIfRunning()
+	load.waitWarm(t, "before the scale-down")
 
 	start := time.Now()
 	sctx, scancel := attempt()

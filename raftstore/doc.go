@@ -245,5 +245,9 @@
 // copies. A failed write steps the leader down before the stage is dropped
 // (UnstageLogs), so a replicator that then misses an entry stops instead
 // of shipping a snapshot to a follower ahead of it (stagedreview_test.go).
+// The write runs beside raft's main loop, which meanwhile commits, applies
+// and answers the batches before it (not this one: nothing is applied on
+// the leader beyond its own log) and takes no new batch, RPC or restore
+// until it ended (asyncwrite_test.go).
 // docs/performance.md has where a write's time goes.
 package raftstore

@@ -6,6 +6,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -89,6 +90,24 @@ type gatedStore struct {
 	armed   bool
 	entered chan struct{} // closed when an armed StoreLogs starts waiting
 	release chan error    // the armed StoreLogs' result
+	// writing counts the StoreLogs and DeleteRange calls in progress,
+	// overlaps those that started while another was (raft must never
+	// write its log from two goroutines at once).
+	writing, overlaps atomic.Int32
+}
+
+func (g *gatedStore) DeleteRange(min, max uint64) error {
+	defer g.enterWrite()()
+	return g.InmemStore.DeleteRange(min, max)
+}
+
+// enterWrite counts a log write in progress; call what it returns when
+// the write ends.
+func (g *gatedStore) enterWrite() func() {
+	if g.writing.Add(1) > 1 {
+		g.overlaps.Add(1)
+	}
+	return func() { g.writing.Add(-1) }
 }
 
 func newGatedStore() *gatedStore { return &gatedStore{InmemStore: raft.NewInmemStore()} }
@@ -102,6 +121,7 @@ func (g *gatedStore) arm() {
 }
 
 func (g *gatedStore) StoreLogs(logs []*raft.Log) error {
+	defer g.enterWrite()()
 	g.mu.Lock()
 	armed, entered, release := g.armed, g.entered, g.release
 	g.armed = false
@@ -199,7 +219,9 @@ type stagedNode struct {
 	logs  *hookedLog
 	store *gatedStore
 	fsm   *countFSM
-	trans *raft.InmemTransport
+	trans *raft.InmemTransport // nil in stagedNetCluster's nodes
+	// transport is what raft runs on: trans, or a TCP transport.
+	transport raft.Transport
 }
 
 // hookedLog is the log cache raft is given, with hooks a test sets: one
@@ -248,12 +270,10 @@ func (h *hookedLog) GetLog(idx uint64, out *raft.Log) error {
 func stagedCluster(t *testing.T, tune ...func(*raft.Config)) []*stagedNode {
 	t.Helper()
 	var nodes []*stagedNode
-	var servers []raft.Server
 	for i := 0; i < 3; i++ {
 		id := raft.ServerID(fmt.Sprintf("n%d", i))
 		_, trans := raft.NewInmemTransport(raft.ServerAddress(id))
-		nodes = append(nodes, &stagedNode{id: id, store: newGatedStore(), fsm: &countFSM{}, trans: trans})
-		servers = append(servers, raft.Server{ID: id, Address: raft.ServerAddress(id), Suffrage: raft.Voter})
+		nodes = append(nodes, &stagedNode{id: id, store: newGatedStore(), fsm: &countFSM{}, trans: trans, transport: trans})
 	}
 	for _, a := range nodes {
 		for _, b := range nodes {
@@ -261,6 +281,18 @@ func stagedCluster(t *testing.T, tune ...func(*raft.Config)) []*stagedNode {
 				a.trans.Connect(b.trans.LocalAddr(), b.trans)
 			}
 		}
+	}
+	return startStaged(t, nodes, tune)
+}
+
+// startStaged bootstraps and starts nodes (with their transports) as one
+// cluster and returns them with the leader first, once its no-op is
+// applied everywhere.
+func startStaged(t *testing.T, nodes []*stagedNode, tune []func(*raft.Config)) []*stagedNode {
+	t.Helper()
+	var servers []raft.Server
+	for _, nd := range nodes {
+		servers = append(servers, raft.Server{ID: nd.id, Address: nd.transport.LocalAddr(), Suffrage: raft.Voter})
 	}
 	for _, nd := range nodes {
 		conf := raft.DefaultConfig()
@@ -281,10 +313,10 @@ func stagedCluster(t *testing.T, tune ...func(*raft.Config)) []*stagedNode {
 		nd.logs = logs
 		stable := raft.NewInmemStore()
 		snaps := raft.NewInmemSnapshotStore()
-		if err := raft.BootstrapCluster(conf, logs, stable, snaps, nd.trans, raft.Configuration{Servers: servers}); err != nil {
+		if err := raft.BootstrapCluster(conf, logs, stable, snaps, nd.transport, raft.Configuration{Servers: servers}); err != nil {
 			t.Fatal(err)
 		}
-		r, err := raft.NewRaft(conf, nd.fsm, logs, stable, snaps, nd.trans)
+		r, err := raft.NewRaft(conf, nd.fsm, logs, stable, snaps, nd.transport)
 		if err != nil {
 			t.Fatal(err)
 		}

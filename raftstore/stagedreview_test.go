@@ -195,12 +195,13 @@ func TestSnapshotDuringStagedWrite(t *testing.T) {
 	}
 }
 
-// A leadership transfer asked for while the leader's write waits starts
-// only once the write returned (the main loop owns both): the target
-// catches up to the written entry before it is told to campaign, and no
-// entry is lost or doubled. The write itself may be answered
-// ErrLeadershipLost (the leader can start the transfer before it handles
-// the commit, as upstream), but it is applied everywhere.
+// A leadership transfer asked for while the leader's write waits (the main
+// loop starts it meanwhile; the target's vote request waits for the write,
+// TestRivalRPCWaitsForLeaderWrite): the target catches up to the staged
+// entry before it is told to campaign, and no entry is lost or doubled.
+// The write itself may be answered ErrLeadershipLost (the leader can step
+// down before it handles the commit, as upstream), but it is applied
+// everywhere.
 func TestLeadershipTransferDuringStagedWrite(t *testing.T) {
 	nodes := stagedCluster(t)
 	leader := nodes[0]

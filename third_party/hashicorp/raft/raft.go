@@ -95,6 +95,21 @@ type leaderState struct {
 	replState                    map[ServerID]*followerReplication
 	notify                       map[*verifyFuture]struct{}
 	stepDown                     chan struct{}
+	// write is the batch this leader is writing and syncing while its
+	// main loop goes on (Shoal's patch, see dispatchStaged); nil when none.
+	write *leaderWrite
+}
+
+// leaderWrite is one staged batch being written by the leader (Shoal's
+// patch): at most one is in flight, and only the main loop starts or
+// finishes one.
+type leaderWrite struct {
+	staging             StagingLogStore
+	futures             []*logFuture
+	prevIndex, prevTerm uint64 // the last log before the batch: all of it is on disk
+	lastIndex           uint64
+	start               time.Time  // when dispatchLogs began: raft.leader.dispatchLog
+	done                chan error // StoreLogs' result, buffered
 }
 
 // setLeader is used to modify the current leader Address and ID of the cluster
@@ -548,6 +563,11 @@ func (r *Raft) runLeader() {
 
 	// Cleanup state on step down
 	defer func() {
+		// Shoal's patch: nothing else may touch the log while the
+		// leader's own write of a batch is in flight (a follower or
+		// candidate appends, truncates and votes on its log).
+		r.awaitLeaderWrite()
+
 		close(stopCh)
 
 		// Since we were the leader previously, we update our
@@ -727,9 +747,26 @@ func (r *Raft) leaderLoop() {
 	for r.getState() == Leader {
 		r.mainThreadSaturation.sleeping()
 
+		// Shoal's patch: while the leader writes a batch (dispatchStaged),
+		// new entries wait in applyCh and go out as the next batch once
+		// it is done, as they did while the loop was blocked in the
+		// write; commits and everything else are handled meanwhile.
+		applyCh, writeDone := r.applyCh, (chan error)(nil)
+		if w := r.leaderState.write; w != nil {
+			applyCh, writeDone = nil, w.done
+		}
+
 		select {
+		case err := <-writeDone:
+			r.mainThreadSaturation.working()
+			r.finishLeaderWrite(err)
+
 		case rpc := <-r.rpcCh:
 			r.mainThreadSaturation.working()
+			// An RPC to a leader comes from a rival (a vote, an append
+			// of a newer term): it may change the log or vote on it, so
+			// the leader's own write ends first (Shoal's patch).
+			r.awaitLeaderWrite()
 			r.processRPC(rpc)
 
 		case <-r.leaderState.stepDown:
@@ -835,6 +872,14 @@ func (r *Raft) leaderLoop() {
 			// Process the newly committed entries
 			oldCommitIndex := r.getCommitIndex()
 			commitIndex := r.leaderState.commitment.getCommitIndex()
+			// Shoal's patch: the followers alone may commit entries of
+			// the batch this leader is still writing; it applies and
+			// answers them only once its own copy is on disk
+			// (finishLeaderWrite notifies commitCh again), so a failed
+			// write leaves nothing applied here beyond its log.
+			if w := r.leaderState.write; w != nil && commitIndex > w.prevIndex {
+				commitIndex = w.prevIndex
+			}
 			r.setCommitIndex(commitIndex)
 
 			// New configuration has been committed, set it as the committed
@@ -924,6 +969,12 @@ func (r *Raft) leaderLoop() {
 				future.respond(ErrLeadershipTransferInProgress)
 				continue
 			}
+			// A restore rewrites the log: the leader's write ends first
+			// (Shoal's patch).
+			if !r.awaitLeaderWrite() || r.getState() != Leader {
+				future.respond(ErrNotLeader)
+				continue
+			}
 			err := r.restoreUserSnapshot(future.meta, future.reader)
 			future.respond(err)
 
@@ -950,7 +1001,7 @@ func (r *Raft) leaderLoop() {
 			r.mainThreadSaturation.working()
 			b.respond(ErrCantBootstrap)
 
-		case newLog := <-r.applyCh:
+		case newLog := <-applyCh:
 			r.mainThreadSaturation.working()
 			if r.getLeadershipTransferInProgress() {
 				r.logger.Debug(ErrLeadershipTransferInProgress.Error())
@@ -1282,12 +1333,19 @@ func (r *Raft) appendConfigurationEntry(future *configurationChangeFuture) {
 
 	// Shoal's patch: a configuration whose entry this leader failed to
 	// store (it has stepped down) is not in its log, so not in force
-	// here; a later leader that has the entry brings it back.
-	if !r.dispatchLogs([]*logFuture{&future.logFuture}) {
+	// here; a later leader that has the entry brings it back. One it
+	// stored is in force even if a newer leader's heartbeat made it a
+	// follower during the write (processHeartbeat runs beside the main
+	// loop): raft uses the latest configuration in its log, and a
+	// follower never looks again at an entry its log holds.
+	if !r.dispatchLogs([]*logFuture{&future.logFuture}) || !r.awaitLeaderWrite() {
 		return
 	}
 	index := future.Index()
 	r.setLatestConfiguration(configuration, index)
+	if r.getState() != Leader {
+		return
+	}
 	r.leaderState.commitment.setConfiguration(configuration)
 	r.startStopReplication()
 }
@@ -1297,7 +1355,26 @@ func (r *Raft) appendConfigurationEntry(future *configurationChangeFuture) {
 // were stored (if not, this node has stepped down: Shoal's patch).
 func (r *Raft) dispatchLogs(applyLogs []*logFuture) bool {
 	now := time.Now()
-	defer metrics.MeasureSince([]string{"raft", "leader", "dispatchLog"}, now)
+	staged := false
+	defer func() {
+		// Shoal's patch: a staged batch is measured when its write
+		// ends (finishLeaderWrite), so that the figure still covers the
+		// leader's own write and sync.
+		if !staged {
+			metrics.MeasureSince([]string{"raft", "leader", "dispatchLog"}, now)
+		}
+	}()
+
+	// Shoal's patch: one leader write at a time, and the batch is
+	// numbered after the last one ended (a failed write rewinds the last
+	// log and steps down). Entries from applyCh never wait here: that
+	// channel is not read while a write is in flight.
+	if !r.awaitLeaderWrite() || r.getState() != Leader {
+		for _, applyLog := range applyLogs {
+			applyLog.respond(ErrNotLeader)
+		}
+		return false
+	}
 
 	term := r.getCurrentTerm()
 	lastIndex := r.getLastIndex()
@@ -1321,7 +1398,8 @@ func (r *Raft) dispatchLogs(applyLogs []*logFuture) bool {
 	// sync instead of after, and count this node toward the quorum only
 	// once they are done.
 	if staging, ok := r.logs.(StagingLogStore); ok && len(r.leaderState.replState) > 0 {
-		return r.dispatchStaged(staging, applyLogs, logs, lastIndex, term)
+		staged = true
+		return r.dispatchStaged(staging, applyLogs, logs, lastIndex, term, now)
 	}
 
 	// Write the log entry locally
@@ -1349,6 +1427,13 @@ func (r *Raft) dispatchLogs(applyLogs []*logFuture) bool {
 // (Shoal's patch): the entries are staged (readable by the replicators),
 // the last log is advanced and the replicators are woken, and only then
 // are they written and synced here, while the followers receive them.
+// The write runs on a goroutine of its own while the main loop goes on
+// committing and applying earlier batches (etcd's raft applies committed
+// entries while it persists new ones too); the loop takes no new entry
+// from applyCh, numbers no other batch, processes no RPC and restores no
+// snapshot until it ended (finishLeaderWrite), and applies and answers
+// none of the batch's entries before that either (leaderLoop caps the
+// commit index at what this node holds on disk).
 // The leader's own match index moves only after its StoreLogs returned,
 // so a commit still needs a majority that has the entry on disk: the two
 // followers alone, or one of them and this node once its sync is done.
@@ -1365,7 +1450,7 @@ func (r *Raft) dispatchLogs(applyLogs []*logFuture) bool {
 // compacted away and sending the snapshot to a follower that is ahead of
 // it. The writes are answered with ErrLeadershipLost, not the store's
 // error alone: the followers that got them may still commit them.
-func (r *Raft) dispatchStaged(staging StagingLogStore, applyLogs []*logFuture, logs []*Log, lastIndex, term uint64) bool {
+func (r *Raft) dispatchStaged(staging StagingLogStore, applyLogs []*logFuture, logs []*Log, lastIndex, term uint64, start time.Time) bool {
 	prevIndex, prevTerm := r.getLastLog()
 	staging.StageLogs(logs)
 	r.setLastLog(lastIndex, term)
@@ -1373,18 +1458,48 @@ func (r *Raft) dispatchStaged(staging StagingLogStore, applyLogs []*logFuture, l
 		asyncNotifyCh(f.triggerCh)
 	}
 
-	if err := r.logs.StoreLogs(logs); err != nil {
+	w := &leaderWrite{staging: staging, futures: applyLogs, prevIndex: prevIndex, prevTerm: prevTerm,
+		lastIndex: lastIndex, start: start, done: make(chan error, 1)}
+	r.leaderState.write = w
+	go func() { w.done <- r.logs.StoreLogs(logs) }()
+	return true
+}
+
+// awaitLeaderWrite waits for the leader's write in flight, if any, and
+// finishes it (finishLeaderWrite). It reports whether the write, if any,
+// stored its batch; whether this node still leads is the caller's check.
+func (r *Raft) awaitLeaderWrite() bool {
+	if w := r.leaderState.write; w != nil {
+		return r.finishLeaderWrite(<-w.done)
+	}
+	return true
+}
+
+// finishLeaderWrite ends the write in flight with StoreLogs' result: on
+// success this node counts toward the quorum of the batch and looks at
+// the commit index again (the followers may have committed the batch
+// while the write was in flight: leaderLoop held it back); on failure
+// it steps down, drops the stage and rewinds its last log (see
+// dispatchStaged). It reports whether the batch was stored.
+func (r *Raft) finishLeaderWrite(err error) bool {
+	w := r.leaderState.write
+	r.leaderState.write = nil
+	metrics.MeasureSince([]string{"raft", "leader", "dispatchLog"}, w.start)
+	if err != nil {
 		r.logger.Error("failed to commit logs", "error", err)
 		r.setState(Follower)
-		staging.UnstageLogs()
-		r.setLastLog(prevIndex, prevTerm)
+		w.staging.UnstageLogs()
+		r.setLastLog(w.prevIndex, w.prevTerm)
 		err = fmt.Errorf("%w: this leader failed to store the entries after sending them to followers, which may still commit them: %v", ErrLeadershipLost, err)
-		for _, applyLog := range applyLogs {
+		for _, applyLog := range w.futures {
 			applyLog.respond(err)
 		}
 		return false
 	}
-	r.leaderState.commitment.match(r.localID, lastIndex)
+	if r.leaderState.commitment != nil {
+		r.leaderState.commitment.match(r.localID, w.lastIndex)
+		asyncNotifyCh(r.leaderState.commitCh)
+	}
 	return true
 }
 
