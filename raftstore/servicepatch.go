@@ -107,13 +107,13 @@ func (tx *writeTx) PatchService(svc *shoalv1.Service, patch *shoalv1.ServicePatc
 		svc.Spec = PatchSpec(cur.Spec, patch)
 	}
 	k := objKey{KindService, id}
-	if p, ok := tx.pending[k]; ok {
+	if p, ok := tx.lookup(k); ok {
 		// Written before in this tx: the entry carries the whole object
 		// (its previous_spec is the pending spec, not a stored one).
 		p.obj, p.form, p.patch = svc, formWhole, nil
 		return nil
 	}
-	tx.add(k, &pendingOp{op: shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE, obj: svc, expected: version, form: formPatch, patch: patch})
+	tx.add(k, pendingOp{op: shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE, obj: svc, expected: version, form: formPatch, patch: patch})
 	return nil
 }
 
