@@ -134,7 +134,7 @@ func patchOp(svc *shoalv1.Service, expected uint64, patch *shoalv1.ServicePatch)
 // checked against expected_version): previous_spec is cur's spec (shared)
 // and spec that spec patched. The op must name the version, carry a patch
 // and neither spec: a replica never guesses which spec the writer read.
-func resolvePatch(index uint64, i int, op *shoalv1.StoreOp, o, cur Object) error {
+func resolvePatch(index uint64, i int, op *shoalv1.StoreOp, o, cur Object, specs []patchedSpec) error {
 	svc, ok := o.(*shoalv1.Service)
 	stored, ok2 := cur.(*shoalv1.Service)
 	switch {
@@ -148,8 +148,28 @@ func resolvePatch(index uint64, i int, op *shoalv1.StoreOp, o, cur Object) error
 		return fmt.Errorf("raft entry %d: op %d: service %q: a patch carrying a spec", index, i, svc.GetMeta().GetId())
 	}
 	svc.PreviousSpec = stored.GetSpec()
+	for _, ps := range specs {
+		if ps.op == i && ps.base == stored.GetSpec() {
+			// The leader's tx patched this very spec with this patch.
+			svc.Spec = ps.spec
+			return nil
+		}
+	}
 	svc.Spec = PatchSpec(stored.GetSpec(), op.GetPatch())
 	return nil
+}
+
+// patchedSpec is the spec a leader's tx built for the patch op at index
+// op of its entry: PatchSpec(base, the op's patch), base being the stored
+// spec the tx read. Applying that op over base, the leader stores spec
+// itself — what PatchSpec would build again, equal on every replica
+// (TestLeaderStoresTheTxPatchedSpec) — and an entry applied over another
+// spec (or decoded: a follower, a released proposal) is patched as ever.
+// The spec is the tx's (PatchService's svc is the tx's from the call on).
+type patchedSpec struct {
+	op   int
+	base *shoalv1.ServiceSpec
+	spec *shoalv1.ServiceSpec
 }
 
 // isPatchOf says whether spec is what PatchSpec(base, patch) builds: every

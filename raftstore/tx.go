@@ -111,6 +111,8 @@ type writeTx struct {
 	// until then).
 	byKey   map[objKey]int
 	touched []Kind // kinds written, each once (there are few kinds)
+	// patched: the specs of the patch ops ops() wrote (patchedSpec).
+	patched []patchedSpec
 }
 
 // pendingEntry is one object's pending change.
@@ -349,6 +351,7 @@ func (tx *writeTx) checkName(o, cur Object) error {
 
 // ops returns the tx's changes as log ops, in first-touch order: in the
 // compact forms while every manager reads them (tx.base.oldManagers == 0).
+// The specs of its patch ops are left in tx.patched. Called once.
 func (tx *writeTx) ops() []*shoalv1.StoreOp {
 	out := make([]*shoalv1.StoreOp, 0, len(tx.pending))
 	compact := tx.base.oldManagers == 0
@@ -360,7 +363,11 @@ func (tx *writeTx) ops() []*shoalv1.StoreOp {
 				out = append(out, statusOp(k.id, p.expected, p.obj.(*shoalv1.Task).GetStatus()))
 				continue
 			case p.op == shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE && p.form == formPatch:
-				out = append(out, patchOp(p.obj.(*shoalv1.Service), p.expected, p.patch))
+				svc := p.obj.(*shoalv1.Service)
+				if isPatchOf(svc.Spec, svc.PreviousSpec, p.patch) { // still as PatchService left it
+					tx.patched = append(tx.patched, patchedSpec{op: len(out), base: svc.PreviousSpec, spec: svc.Spec})
+				}
+				out = append(out, patchOp(svc, p.expected, p.patch))
 				continue
 			case p.op == shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE && p.form == formAssign:
 				t := p.obj.(*shoalv1.Task)
