@@ -41,7 +41,7 @@ func copyAction(act *shoalv1.StoreAction) *shoalv1.StoreAction {
 		o := &ops[i]
 		o.Kind, o.ExpectedVersion, o.PreviousSpecSource = op.Kind, op.ExpectedVersion, op.PreviousSpecSource
 		if op.Object != nil {
-			o.Object = proto.Clone(op.Object).(*shoalv1.StoreObject)
+			o.Object = copyObject(op.Object)
 		}
 		o.Patch = op.Patch // read only (resolvePatch)
 		out.Ops[i] = o
@@ -59,4 +59,37 @@ func copyTime(t *timestamppb.Timestamp) *timestamppb.Timestamp {
 		return proto.Clone(t).(*timestamppb.Timestamp)
 	}
 	return &timestamppb.Timestamp{Seconds: t.Seconds, Nanos: t.Nanos}
+}
+
+// copyObject is a deep copy of an op's object: by hand for a service
+// carrying neither spec (the patch op's: its meta, version fields and
+// statuses; TestCopyBareServiceCopiesEveryField), by proto.Clone for the
+// rest and for anything carrying unknown fields.
+func copyObject(w *shoalv1.StoreObject) *shoalv1.StoreObject {
+	svc := w.GetService()
+	if svc == nil || svc.Spec != nil || svc.PreviousSpec != nil ||
+		len(w.ProtoReflect().GetUnknown()) > 0 || len(svc.ProtoReflect().GetUnknown()) > 0 {
+		return proto.Clone(w).(*shoalv1.StoreObject)
+	}
+	out := &shoalv1.Service{SpecVersion: svc.SpecVersion, RebalanceRequested: svc.RebalanceRequested}
+	if m := svc.Meta; m != nil {
+		if m.CreatedAt == nil && m.UpdatedAt == nil && len(m.ProtoReflect().GetUnknown()) == 0 {
+			out.Meta = &shoalv1.Meta{Id: m.Id, Version: m.Version} // entryMeta's
+		} else {
+			out.Meta = proto.Clone(m).(*shoalv1.Meta)
+		}
+	}
+	if svc.Vips != nil {
+		out.Vips = make([]*shoalv1.ServiceVIP, len(svc.Vips))
+		for i, v := range svc.Vips {
+			out.Vips[i] = proto.Clone(v).(*shoalv1.ServiceVIP)
+		}
+	}
+	if svc.UpdateStatus != nil {
+		out.UpdateStatus = proto.Clone(svc.UpdateStatus).(*shoalv1.UpdateStatus)
+	}
+	if svc.JobStatus != nil {
+		out.JobStatus = proto.Clone(svc.JobStatus).(*shoalv1.JobStatus)
+	}
+	return Wrap(out)
 }

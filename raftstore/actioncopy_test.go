@@ -187,3 +187,37 @@ func BenchmarkCopyAction(b *testing.B) {
 		}
 	})
 }
+
+// Every field of Service but the specs is set here and copied by
+// copyObject's hand path, deep: a field added to Service fails until
+// copyObject handles it.
+func TestCopyBareServiceCopiesEveryField(t *testing.T) {
+	svc := &shoalv1.Service{
+		Meta: &shoalv1.Meta{Id: "s1", Version: 3, CreatedAt: timestamppb.New(t0)}, SpecVersion: 2,
+		Vips:         []*shoalv1.ServiceVIP{{NetworkId: "n1", Address: "10.0.0.2/24"}},
+		UpdateStatus: &shoalv1.UpdateStatus{State: shoalv1.UpdateState_UPDATE_STATE_COMPLETED, StartedAt: timestamppb.New(t0)},
+		JobStatus:    &shoalv1.JobStatus{Iteration: 4}, RebalanceRequested: true,
+	}
+	n := 0
+	svc.ProtoReflect().Range(func(protoreflect.FieldDescriptor, protoreflect.Value) bool { n++; return true })
+	if all := svc.ProtoReflect().Descriptor().Fields().Len(); n != all-2 { // all but spec and previous_spec
+		t.Fatalf("the test sets %d of Service's %d fields; set the new one", n, all)
+	}
+	for _, m := range []*shoalv1.Meta{svc.Meta, {Id: "s1"}} {
+		svc.Meta = m
+		before := proto.Clone(svc)
+		w := Wrap(svc)
+		got := copyObject(w)
+		if !proto.Equal(got, w) {
+			t.Fatalf("copy %v, want %v", got, w)
+		}
+		c := got.GetService()
+		if c == svc || c.Meta == svc.Meta || &c.Vips[0] == &svc.Vips[0] || c.Vips[0] == svc.Vips[0] || c.UpdateStatus == svc.UpdateStatus || c.JobStatus == svc.JobStatus {
+			t.Fatal("the copy shares a message with the original")
+		}
+		c.Meta.Version, c.Vips[0].Address, c.UpdateStatus.State, c.JobStatus.Iteration = 9, "x", 0, 0
+		if !proto.Equal(svc, before) {
+			t.Fatal("changing the copy changed the original")
+		}
+	}
+}
