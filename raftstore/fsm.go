@@ -87,7 +87,9 @@ func (f *fsm) propose(data []byte, act *shoalv1.StoreAction) (applied <-chan str
 }
 
 // proposeEntry is propose returning the proposal itself, whose result and
-// index hold the FSM's verdict once applied is closed (nil for empty data).
+// index hold the FSM's verdict once applied is closed (nil for empty data),
+// with the specs the tx built for act's patch ops (patchedSpec): those
+// the FSM may store as they are (the tx owns them, not its caller).
 func (f *fsm) proposeEntry(data []byte, act *shoalv1.StoreAction, specs []patchedSpec) (*proposal, func()) {
 	if len(data) == 0 {
 		return nil, func() {}
