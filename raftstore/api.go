@@ -123,8 +123,9 @@ type WriteTx interface {
 	AssignTask(id string, version uint64, nodeID string, status *shoalv1.TaskStatus) error
 	// PatchService replaces service svc.meta.id, read at svc.meta.version
 	// (not 0), with svc: its previous_spec the stored spec, its spec set
-	// by the tx to PatchSpec(stored spec, patch). The entry carries the
-	// patch, not the specs (servicepatch.go).
+	// by the tx to PatchSpec(stored spec, patch), or kept when it is that
+	// already. The entry carries the patch, not the specs; this node's
+	// store may keep svc's spec itself (servicepatch.go).
 	PatchService(svc *shoalv1.Service, patch *shoalv1.ServicePatch) error
 }
 

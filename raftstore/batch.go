@@ -96,13 +96,13 @@ func (f *fsm) applyTxn(logs []*raft.Log, res []any) int {
 			start = time.Now()
 		}
 		i := len(entries)
-		act, err := f.decode(l.Data)
+		act, specs, err := f.decodeProposed(l.Data)
 		if err != nil {
 			f.log.Error("undecodable raft entry skipped", "index", l.Index, "err", err)
 			res[i] = fmt.Errorf("raft entry %d: decoding the store action: %w", l.Index, err)
 		} else {
 			ops += len(act.GetOps())
-			events, err := applyAction(txn, act, l.Index)
+			events, err := applyProposed(txn, act, l.Index, specs)
 			if err == nil {
 				e.events = events
 				for _, ev := range events {

@@ -504,7 +504,7 @@ func TestApplyBatchSignalsProposals(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p, release := f.proposeEntry(data, act)
+		p, release := f.proposeEntry(data, act, nil)
 		defer release()
 		props = append(props, p)
 		logs = append(logs, &raft.Log{Index: uint64(i + 1), Type: raft.LogCommand, Data: data})

@@ -58,6 +58,9 @@ type fsm struct {
 type proposal struct {
 	act  *shoalv1.StoreAction
 	data []byte
+	// specs are the specs the tx built for act's patch ops (tx.ops), which
+	// the leader stores instead of patching the same spec again.
+	specs []patchedSpec
 	// applied is closed once the FSM has applied (or refused) the entry
 	// and committed it; result (the FSM's verdict, as raft's future will
 	// have it) and index are set before, and read only after it closes.
@@ -76,7 +79,7 @@ type proposal struct {
 // decoded, as on a follower). The objects of act stay the caller's: Apply
 // deep-copies them, so nothing the caller holds is aliased into the store.
 func (f *fsm) propose(data []byte, act *shoalv1.StoreAction) (applied <-chan struct{}, release func()) {
-	p, release := f.proposeEntry(data, act)
+	p, release := f.proposeEntry(data, act, nil)
 	if p == nil {
 		return nil, release
 	}
@@ -84,13 +87,15 @@ func (f *fsm) propose(data []byte, act *shoalv1.StoreAction) (applied <-chan str
 }
 
 // proposeEntry is propose returning the proposal itself, whose result and
-// index hold the FSM's verdict once applied is closed (nil for empty data).
-func (f *fsm) proposeEntry(data []byte, act *shoalv1.StoreAction) (*proposal, func()) {
+// index hold the FSM's verdict once applied is closed (nil for empty data),
+// with the specs the tx built for act's patch ops (patchedSpec): those
+// the FSM may store as they are (the tx owns them, not its caller).
+func (f *fsm) proposeEntry(data []byte, act *shoalv1.StoreAction, specs []patchedSpec) (*proposal, func()) {
 	if len(data) == 0 {
 		return nil, func() {}
 	}
 	key := unsafe.SliceData(data)
-	p := &proposal{act: act, data: data, applied: make(chan struct{})}
+	p := &proposal{act: act, data: data, specs: specs, applied: make(chan struct{})}
 	f.proposed.Store(key, p)
 	return p, func() { f.proposed.Delete(key) }
 }
@@ -108,19 +113,25 @@ func (f *fsm) proposalOf(data []byte) *proposal {
 	return nil
 }
 
-// decode returns the action of an entry: a deep copy of the proposal when
-// this node proposed exactly these bytes, else the bytes decoded. A copy is
-// equal to decoding the entry (proto.Clone keeps every field, and the
-// encoding never drops one) and cheaper (BenchmarkApplyEntry).
+// decode returns the action of an entry: a copy of the proposal when this
+// node proposed exactly these bytes (copyAction), else the bytes decoded.
+// A copy is equal to decoding the entry and cheaper (BenchmarkApplyEntry).
 func (f *fsm) decode(data []byte) (*shoalv1.StoreAction, error) {
+	act, _, err := f.decodeProposed(data)
+	return act, err
+}
+
+// decodeProposed is decode with the specs the leader's tx built for the
+// entry's patch ops (nil when this node did not propose it).
+func (f *fsm) decodeProposed(data []byte) (*shoalv1.StoreAction, []patchedSpec, error) {
 	if p := f.proposalOf(data); p != nil {
-		return proto.Clone(p.act).(*shoalv1.StoreAction), nil
+		return copyAction(p.act), p.specs, nil
 	}
 	act := new(shoalv1.StoreAction)
 	if err := proto.Unmarshal(data, act); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return act, nil
+	return act, nil, nil
 }
 
 // The FSM also receives configuration entries so that its applied index
@@ -162,14 +173,14 @@ func (f *fsm) apply(l *raft.Log) any {
 		start := time.Now()
 		defer func() { f.onApply(time.Since(start)) }()
 	}
-	act, err := f.decode(l.Data)
+	act, specs, err := f.decodeProposed(l.Data)
 	if err != nil {
 		f.advance(l.Index)
 		f.log.Error("undecodable raft entry skipped", "index", l.Index, "err", err)
 		return fmt.Errorf("raft entry %d: decoding the store action: %w", l.Index, err)
 	}
 	txn := f.db.Txn(true)
-	events, err := applyAction(txn, act, l.Index)
+	events, err := applyProposed(txn, act, l.Index, specs)
 	if err != nil {
 		txn.Abort()
 		f.advance(l.Index)
@@ -266,6 +277,12 @@ func (f *fsm) replace(db *tableDB, index uint64) {
 // returns the watch events. On error the caller aborts txn, so nothing of
 // the action is applied.
 func applyAction(txn *tableTxn, act *shoalv1.StoreAction, index uint64) ([]*shoalv1.WatchEvent, error) {
+	return applyProposed(txn, act, index, nil)
+}
+
+// applyProposed is applyAction with the specs the leader's tx built for
+// the action's patch ops (decodeProposed).
+func applyProposed(txn *tableTxn, act *shoalv1.StoreAction, index uint64, specs []patchedSpec) ([]*shoalv1.WatchEvent, error) {
 	ts := act.GetTime()
 	events := make([]*shoalv1.WatchEvent, 0, len(act.GetOps()))
 	// The entry's events in one allocation rather than one per op.
@@ -345,7 +362,7 @@ func applyAction(txn *tableTxn, act *shoalv1.StoreAction, index uint64) ([]*shoa
 		default:
 			return nil, fmt.Errorf("raft entry %d: op %d: unknown op kind %v", index, i, op.GetKind())
 		}
-		if err := resolvePreviousSpec(index, i, op, o, cur); err != nil {
+		if err := resolvePreviousSpec(index, i, op, o, cur, specs); err != nil {
 			return nil, err
 		}
 		if t, ok := o.(*shoalv1.Task); ok && (op.GetKind() == shoalv1.StoreOpKind_STORE_OP_KIND_CREATE || op.GetKind() == shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE) {

@@ -415,6 +415,6 @@ func (s *syncBuffer) String() string {
 func (tx *writeTx) forceOp(op *shoalv1.StoreOp) error {
 	o := Unwrap(op.GetObject())
 	k := objKey{KindOf(o), o.GetMeta().GetId()}
-	tx.add(k, &pendingOp{op: op.GetKind(), obj: o, expected: op.GetExpectedVersion()})
+	tx.add(k, pendingOp{op: op.GetKind(), obj: o, expected: op.GetExpectedVersion()})
 	return nil
 }

@@ -66,7 +66,7 @@ func serviceWithoutPreviousSpec(s *shoalv1.Service) *shoalv1.Service {
 // op replaces (shared: stored objects are immutable); for
 // STORED_SPEC_PATCHED, spec too (resolvePatch). It reads only the
 // entry and the state, so every replica resolves the same.
-func resolvePreviousSpec(index uint64, i int, op *shoalv1.StoreOp, o, cur Object) error {
+func resolvePreviousSpec(index uint64, i int, op *shoalv1.StoreOp, o, cur Object, specs []patchedSpec) error {
 	src := op.GetPreviousSpecSource()
 	if op.GetPatch() != nil && src != shoalv1.PreviousSpecSource_PREVIOUS_SPEC_SOURCE_STORED_SPEC_PATCHED {
 		return fmt.Errorf("raft entry %d: op %d: a patch with previous spec source %v", index, i, src)
@@ -75,7 +75,7 @@ func resolvePreviousSpec(index uint64, i int, op *shoalv1.StoreOp, o, cur Object
 	case shoalv1.PreviousSpecSource_PREVIOUS_SPEC_SOURCE_IN_OBJECT:
 		return nil
 	case shoalv1.PreviousSpecSource_PREVIOUS_SPEC_SOURCE_STORED_SPEC_PATCHED:
-		return resolvePatch(index, i, op, o, cur) // servicepatch.go
+		return resolvePatch(index, i, op, o, cur, specs) // servicepatch.go
 	case shoalv1.PreviousSpecSource_PREVIOUS_SPEC_SOURCE_STORED_SPEC:
 	default:
 		return fmt.Errorf("raft entry %d: op %d: unknown previous spec source %v", index, i, op.GetPreviousSpecSource())

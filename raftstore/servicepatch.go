@@ -1,7 +1,9 @@
 package raftstore
 
 import (
+	"bytes"
 	"fmt"
+	"slices"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
@@ -75,7 +77,8 @@ func copySpec(s *shoalv1.ServiceSpec) *shoalv1.ServiceSpec {
 // PatchService replaces service svc.meta.id, read at svc.meta.version (not
 // 0), with svc, whose previous_spec must be the spec stored at that
 // version (the very pointer read) and whose spec the tx sets to
-// PatchSpec(that spec, patch). The tx's reads see svc; the entry carries
+// PatchSpec(that spec, patch) — or keeps, when the caller built it so
+// already (to check it; isPatchOf). The tx's reads see svc; the entry carries
 // the patch instead of the specs when the service has no other pending
 // change in the tx and every manager reads the compact op. svc and patch
 // are owned by the tx from here on.
@@ -100,15 +103,17 @@ func (tx *writeTx) PatchService(svc *shoalv1.Service, patch *shoalv1.ServicePatc
 	if svc.PreviousSpec != cur.Spec {
 		return fmt.Errorf("raftstore: service %q: a patch's previous_spec must be the stored spec", id)
 	}
-	svc.Spec = PatchSpec(cur.Spec, patch)
+	if !isPatchOf(svc.Spec, cur.Spec, patch) {
+		svc.Spec = PatchSpec(cur.Spec, patch)
+	}
 	k := objKey{KindService, id}
-	if p, ok := tx.pending[k]; ok {
+	if p, ok := tx.lookup(k); ok {
 		// Written before in this tx: the entry carries the whole object
 		// (its previous_spec is the pending spec, not a stored one).
 		p.obj, p.form, p.patch = svc, formWhole, nil
 		return nil
 	}
-	tx.add(k, &pendingOp{op: shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE, obj: svc, expected: version, form: formPatch, patch: patch})
+	tx.add(k, pendingOp{op: shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE, obj: svc, expected: version, form: formPatch, patch: patch})
 	return nil
 }
 
@@ -129,7 +134,7 @@ func patchOp(svc *shoalv1.Service, expected uint64, patch *shoalv1.ServicePatch)
 // checked against expected_version): previous_spec is cur's spec (shared)
 // and spec that spec patched. The op must name the version, carry a patch
 // and neither spec: a replica never guesses which spec the writer read.
-func resolvePatch(index uint64, i int, op *shoalv1.StoreOp, o, cur Object) error {
+func resolvePatch(index uint64, i int, op *shoalv1.StoreOp, o, cur Object, specs []patchedSpec) error {
 	svc, ok := o.(*shoalv1.Service)
 	stored, ok2 := cur.(*shoalv1.Service)
 	switch {
@@ -143,6 +148,70 @@ func resolvePatch(index uint64, i int, op *shoalv1.StoreOp, o, cur Object) error
 		return fmt.Errorf("raft entry %d: op %d: service %q: a patch carrying a spec", index, i, svc.GetMeta().GetId())
 	}
 	svc.PreviousSpec = stored.GetSpec()
+	for _, ps := range specs {
+		if ps.op == i && ps.base == stored.GetSpec() {
+			// The leader's tx patched this very spec with this patch.
+			svc.Spec = ps.spec
+			return nil
+		}
+	}
 	svc.Spec = PatchSpec(stored.GetSpec(), op.GetPatch())
 	return nil
+}
+
+// patchedSpec is the spec a leader's tx built for the patch op at index
+// op of its entry: PatchSpec(base, the op's patch), base being the stored
+// spec the tx read. Applying that op over base, the leader stores spec
+// itself — what PatchSpec would build again, equal on every replica
+// (TestLeaderStoresTheTxPatchedSpec) — and an entry applied over another
+// spec (or decoded: a follower, a released proposal) is patched as ever.
+// The spec is the tx's (PatchService's svc is the tx's from the call on).
+type patchedSpec struct {
+	op   int
+	base *shoalv1.ServiceSpec
+	spec *shoalv1.ServiceSpec
+}
+
+// isPatchOf says whether spec is what PatchSpec(base, patch) builds: every
+// field but labels and replicas the very one of base (pointers included,
+// unknown fields alike), replicas the patch's or base's, labels base's
+// with the patch applied. It allocates nothing, so PatchService keeps a
+// spec its caller patched to check it instead of patching it again.
+// TestIsPatchOfChecksEveryField fails when a field is added to
+// ServiceSpec and not here.
+func isPatchOf(spec, base *shoalv1.ServiceSpec, patch *shoalv1.ServicePatch) bool {
+	if spec == nil || spec == base {
+		return false
+	}
+	b := base
+	if b == nil {
+		b = &shoalv1.ServiceSpec{}
+	}
+	replicas := b.Replicas
+	if patch.Replicas != nil {
+		replicas = patch.GetReplicas()
+	}
+	if spec.Name != b.Name || spec.Mode != b.Mode || spec.Replicas != replicas || spec.Task != b.Task ||
+		spec.Update != b.Update || spec.Rollback != b.Rollback || spec.Endpoint != b.Endpoint ||
+		spec.Job != b.Job || spec.AutoRebalance != b.AutoRebalance ||
+		!bytes.Equal(spec.ProtoReflect().GetUnknown(), b.ProtoReflect().GetUnknown()) {
+		return false
+	}
+	n := 0 // the labels the patched spec has
+	for k, v := range patch.GetLabelsAdd() {
+		if got, ok := spec.Labels[k]; !ok || got != v {
+			return false
+		}
+		n++
+	}
+	for k, v := range b.Labels {
+		if _, ok := patch.GetLabelsAdd()[k]; ok || slices.Contains(patch.GetLabelsRm(), k) {
+			continue
+		}
+		if got, ok := spec.Labels[k]; !ok || got != v {
+			return false
+		}
+		n++
+	}
+	return len(spec.Labels) == n
 }

@@ -360,7 +360,7 @@ func (s *Store) Update(ctx context.Context, fn func(WriteTx) error) (uint64, err
 		return 0, err
 	}
 	start := time.Now()
-	p, release := s.fsm.proposeEntry(data, act)
+	p, release := s.fsm.proposeEntry(data, act, tx.patched)
 	defer release()
 	if p == nil { // no bytes: nothing the FSM could recognise
 		p = &proposal{}

@@ -61,7 +61,7 @@ func (tx *writeTx) AssignTask(id string, version uint64, nodeID string, status *
 	nt := taskWithStatus(cur, meta, status)
 	nt.NodeId = nodeID
 	k := objKey{KindTask, id}
-	if p, ok := tx.pending[k]; ok {
+	if p, ok := tx.lookup(k); ok {
 		// Whatever the tx wrote before stays the op's form, but for a
 		// status-only change: its TASK_STATUS op would drop the node
 		// (TestStatusThenAssignKeepsTheNode). An assignment carries the
@@ -72,7 +72,7 @@ func (tx *writeTx) AssignTask(id string, version uint64, nodeID string, status *
 		}
 		return nil
 	}
-	tx.add(k, &pendingOp{op: shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE, obj: nt, expected: version, form: formAssign})
+	tx.add(k, pendingOp{op: shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE, obj: nt, expected: version, form: formAssign})
 	return nil
 }
 

@@ -48,11 +48,11 @@ func (tx *writeTx) UpdateTaskStatus(id string, version uint64, status *shoalv1.T
 	meta := copyMeta(cur.GetMeta())
 	nt := taskWithStatus(cur, meta, status)
 	k := objKey{KindTask, id}
-	if p, ok := tx.pending[k]; ok {
+	if p, ok := tx.lookup(k); ok {
 		p.obj = nt // whatever the tx wrote before stays the op's form
 		return nil
 	}
-	tx.add(k, &pendingOp{op: shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE, obj: nt, expected: version, form: formStatus})
+	tx.add(k, pendingOp{op: shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE, obj: nt, expected: version, form: formStatus})
 	return nil
 }
 

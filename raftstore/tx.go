@@ -98,16 +98,47 @@ const (
 // writeTx overlays pending changes on a view. It is used by one goroutine,
 // the one running the Update callback.
 //
-// Nothing is allocated for the overlay until the first write: pending is
-// nil until then (reads of a nil map find nothing) and the kinds written
-// are a short list, not a map. Many transactions write nothing (an
-// orchestrator pass reacting to an event it has nothing to do for), and
-// most write one object.
+// Nothing is allocated for the overlay until the first write, and a small
+// one is a slice searched in order, not a map: many transactions write
+// nothing (an orchestrator pass reacting to an event it has nothing to do
+// for), and most write one object (a service write, a status). The kinds
+// written are a short list, not a map.
 type writeTx struct {
-	base    *view
-	pending map[objKey]*pendingOp // nil until the first write
-	order   []objKey              // first-touch order of pending, for a stable entry
-	touched []Kind                // kinds written, each once (there are few kinds)
+	base *view
+	// pending holds the changes in first-touch order, for a stable entry.
+	pending []pendingEntry
+	// byKey indexes pending once it holds more than smallTx changes (nil
+	// until then).
+	byKey   map[objKey]int
+	touched []Kind // kinds written, each once (there are few kinds)
+	// patched: the specs of the patch ops ops() wrote (patchedSpec).
+	patched []patchedSpec
+}
+
+// pendingEntry is one object's pending change.
+type pendingEntry struct {
+	key objKey
+	op  pendingOp
+}
+
+// smallTx is the most changes a tx looks up by scanning them.
+const smallTx = 8
+
+// lookup returns the pending change of k, if any. The pointer is valid
+// until the next add or remove.
+func (tx *writeTx) lookup(k objKey) (*pendingOp, bool) {
+	if tx.byKey != nil {
+		if i, ok := tx.byKey[k]; ok {
+			return &tx.pending[i].op, true
+		}
+		return nil, false
+	}
+	for i := range tx.pending {
+		if tx.pending[i].key == k {
+			return &tx.pending[i].op, true
+		}
+	}
+	return nil, false
 }
 
 var _ WriteTx = (*writeTx)(nil)
@@ -124,7 +155,7 @@ func (tx *writeTx) hasTouched(kind Kind) bool {
 func (tx *writeTx) Index() uint64 { return tx.base.Index() }
 
 func (tx *writeTx) Get(kind Kind, id string) Object {
-	if p, ok := tx.pending[objKey{kind, id}]; ok {
+	if p, ok := tx.lookup(objKey{kind, id}); ok {
 		return p.obj
 	}
 	return tx.base.Get(kind, id)
@@ -161,15 +192,12 @@ func (tx *writeTx) merge(kind Kind, base []Object, match func(Object) bool) []Ob
 	}
 	out := make([]Object, 0, len(base))
 	for _, o := range base {
-		if _, ok := tx.pending[objKey{kind, o.GetMeta().GetId()}]; !ok {
+		if _, ok := tx.lookup(objKey{kind, o.GetMeta().GetId()}); !ok {
 			out = append(out, o)
 		}
 	}
-	for _, k := range tx.order {
-		if k.kind != kind {
-			continue
-		}
-		if p, ok := tx.pending[k]; ok && p.obj != nil && match(p.obj) {
+	for i := range tx.pending {
+		if p := &tx.pending[i].op; tx.pending[i].key.kind == kind && p.obj != nil && match(p.obj) {
 			out = append(out, p.obj)
 		}
 	}
@@ -195,13 +223,13 @@ func (tx *writeTx) Create(o Object) error {
 	if err := tx.checkName(o, nil); err != nil {
 		return err
 	}
-	if p, ok := tx.pending[k]; ok {
+	if p, ok := tx.lookup(k); ok {
 		// Deleted earlier in this tx: the net change replaces the object,
 		// still guarded by the version the delete was checked against.
 		p.op, p.obj, p.form, p.patch = shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE, o, formWhole, nil
 		return nil
 	}
-	tx.add(k, &pendingOp{op: shoalv1.StoreOpKind_STORE_OP_KIND_CREATE, obj: o})
+	tx.add(k, pendingOp{op: shoalv1.StoreOpKind_STORE_OP_KIND_CREATE, obj: o})
 	return nil
 }
 
@@ -227,11 +255,11 @@ func (tx *writeTx) Update(o Object) error {
 		return err
 	}
 	k := objKey{kind, id}
-	if p, ok := tx.pending[k]; ok {
+	if p, ok := tx.lookup(k); ok {
 		p.obj, p.form, p.patch = o, formWhole, nil // a pending create stays a create; an update keeps its check
 		return nil
 	}
-	tx.add(k, &pendingOp{op: shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE, obj: o, expected: o.GetMeta().GetVersion()})
+	tx.add(k, pendingOp{op: shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE, obj: o, expected: o.GetMeta().GetVersion()})
 	return nil
 }
 
@@ -244,7 +272,7 @@ func (tx *writeTx) Delete(kind Kind, id string, expectedVersion uint64) error {
 		return err
 	}
 	k := objKey{kind, id}
-	if p, ok := tx.pending[k]; ok {
+	if p, ok := tx.lookup(k); ok {
 		if p.op == shoalv1.StoreOpKind_STORE_OP_KIND_CREATE {
 			tx.remove(k) // created and deleted in the same tx: nothing to do
 			return nil
@@ -252,28 +280,41 @@ func (tx *writeTx) Delete(kind Kind, id string, expectedVersion uint64) error {
 		p.op, p.obj, p.form, p.patch = shoalv1.StoreOpKind_STORE_OP_KIND_DELETE, nil, formWhole, nil
 		return nil
 	}
-	tx.add(k, &pendingOp{op: shoalv1.StoreOpKind_STORE_OP_KIND_DELETE, expected: expectedVersion})
+	tx.add(k, pendingOp{op: shoalv1.StoreOpKind_STORE_OP_KIND_DELETE, expected: expectedVersion})
 	return nil
 }
 
-func (tx *writeTx) add(k objKey, p *pendingOp) {
-	if tx.pending == nil {
-		tx.pending = make(map[objKey]*pendingOp, 1)
+// add records the first change of k in the tx (the caller looked it up).
+func (tx *writeTx) add(k objKey, p pendingOp) {
+	tx.pending = append(tx.pending, pendingEntry{key: k, op: p})
+	switch n := len(tx.pending); {
+	case tx.byKey != nil:
+		tx.byKey[k] = n - 1
+	case n > smallTx:
+		tx.index()
 	}
-	tx.pending[k] = p
-	tx.order = append(tx.order, k)
 	if !tx.hasTouched(k.kind) {
 		tx.touched = append(tx.touched, k.kind)
 	}
 }
 
+// index builds byKey from pending.
+func (tx *writeTx) index() {
+	tx.byKey = make(map[objKey]int, 2*len(tx.pending))
+	for i, e := range tx.pending {
+		tx.byKey[e.key] = i
+	}
+}
+
 func (tx *writeTx) remove(k objKey) {
-	delete(tx.pending, k)
-	for i, o := range tx.order {
-		if o == k {
-			tx.order = append(tx.order[:i], tx.order[i+1:]...)
+	for i := range tx.pending {
+		if tx.pending[i].key == k {
+			tx.pending = append(tx.pending[:i], tx.pending[i+1:]...)
 			break
 		}
+	}
+	if tx.byKey != nil {
+		tx.index() // the positions after k moved
 	}
 }
 
@@ -310,28 +351,23 @@ func (tx *writeTx) checkName(o, cur Object) error {
 
 // ops returns the tx's changes as log ops, in first-touch order: in the
 // compact forms while every manager reads them (tx.base.oldManagers == 0).
+// The specs of its patch ops are left in tx.patched. Called once.
 func (tx *writeTx) ops() []*shoalv1.StoreOp {
-	out := make([]*shoalv1.StoreOp, 0, len(tx.order))
+	out := make([]*shoalv1.StoreOp, 0, len(tx.pending))
 	compact := tx.base.oldManagers == 0
-	// services: the services this entry writes before the op at hand, as
-	// the FSM will have them when it applies that op (nil: deleted).
-	var services map[string]*shoalv1.Service
-	for _, k := range tx.order {
-		p := tx.pending[k]
-		if k.kind == KindService {
-			if services == nil {
-				services = map[string]*shoalv1.Service{}
-			}
-			svc, _ := p.obj.(*shoalv1.Service)
-			services[k.id] = svc
-		}
+	for i := range tx.pending {
+		k, p := tx.pending[i].key, &tx.pending[i].op
 		if compact {
 			switch {
 			case p.op == shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE && p.form == formStatus:
 				out = append(out, statusOp(k.id, p.expected, p.obj.(*shoalv1.Task).GetStatus()))
 				continue
 			case p.op == shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE && p.form == formPatch:
-				out = append(out, patchOp(p.obj.(*shoalv1.Service), p.expected, p.patch))
+				svc := p.obj.(*shoalv1.Service)
+				if isPatchOf(svc.Spec, svc.PreviousSpec, p.patch) { // still as PatchService left it
+					tx.patched = append(tx.patched, patchedSpec{op: len(out), base: svc.PreviousSpec, spec: svc.Spec})
+				}
+				out = append(out, patchOp(svc, p.expected, p.patch))
 				continue
 			case p.op == shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE && p.form == formAssign:
 				t := p.obj.(*shoalv1.Task)
@@ -339,7 +375,7 @@ func (tx *writeTx) ops() []*shoalv1.StoreOp {
 				continue
 			case p.op == shoalv1.StoreOpKind_STORE_OP_KIND_CREATE && k.kind == KindTask:
 				t := p.obj.(*shoalv1.Task)
-				svc, written := services[t.GetServiceId()]
+				svc, written := tx.serviceBefore(i, t.GetServiceId())
 				if !written {
 					svc, _ = tx.base.Get(KindService, t.GetServiceId()).(*shoalv1.Service)
 				}
@@ -360,6 +396,28 @@ func (tx *writeTx) ops() []*shoalv1.StoreOp {
 		out = append(out, &shoalv1.StoreOp{Kind: p.op, Object: Wrap(obj), ExpectedVersion: p.expected, PreviousSpecSource: src})
 	}
 	return out
+}
+
+// serviceBefore returns the service id as the entry's ops before op i
+// leave it, as the FSM will have it when it applies op i (nil: deleted);
+// written is false when none of them writes it.
+func (tx *writeTx) serviceBefore(i int, id string) (svc *shoalv1.Service, written bool) {
+	k := objKey{KindService, id}
+	if tx.byKey != nil {
+		j, ok := tx.byKey[k]
+		if !ok || j >= i {
+			return nil, false
+		}
+		svc, _ = tx.pending[j].op.obj.(*shoalv1.Service)
+		return svc, true
+	}
+	for j := range tx.pending[:i] {
+		if tx.pending[j].key == k {
+			svc, _ = tx.pending[j].op.obj.(*shoalv1.Service)
+			return svc, true
+		}
+	}
+	return nil, false
 }
 
 func kindChecked(o Object) (Kind, error) {

@@ -47,6 +47,10 @@ type Allocator struct {
 	// them.
 	work    Work
 	blocked Work
+	// seen: each service as its last event observed since the rebuild
+	// had it, so that an event changing nothing ServiceVIPs reads (a
+	// label, the replica count) is no work (sameVIPInputs).
+	seen map[string]*shoalv1.Service
 }
 
 // New returns an allocator over the store; Run starts it.
@@ -56,7 +60,8 @@ func newAllocator(s store, logger *slog.Logger) *Allocator {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Allocator{store: s, log: logger.With("component", "allocator"), maxOps: defaultMaxEntryOps, maxB: defaultMaxEntryBytes}
+	return &Allocator{store: s, log: logger.With("component", "allocator"), maxOps: defaultMaxEntryOps, maxB: defaultMaxEntryBytes,
+		seen: map[string]*shoalv1.Service{}}
 }
 
 // Run allocates until ctx ends; call it while this manager leads. It
@@ -95,7 +100,8 @@ func (a *Allocator) rebuild(r raftstore.Reader) {
 		a.log.Error("conflicting address in the store", "err", err)
 	}
 	a.state = st
-	a.work = Work{All: true} // the store may hold anything: look at all of it
+	a.seen = map[string]*shoalv1.Service{} // events were missed
+	a.work = Work{All: true}               // the store may hold anything: look at all of it
 	a.blocked = Work{}
 }
 
@@ -124,11 +130,20 @@ func (a *Allocator) observe(ev *shoalv1.WatchEvent) bool {
 		a.work.addTask(o.GetMeta().GetId())
 		return true
 	case *shoalv1.Service:
+		id := o.GetMeta().GetId()
 		if del {
+			delete(a.seen, id)
 			a.state.ReleaseService(o)
 			return a.unblock()
 		}
-		a.work.addService(o.GetMeta().GetId())
+		prev, ok := a.seen[id]
+		a.seen[id] = o
+		if ok && sameVIPInputs(prev, o) {
+			// The pass due for prev (or done: it read prev or later)
+			// decides o's VIPs alike; a failed one is blocked or kept.
+			return false
+		}
+		a.work.addService(id)
 		return true
 	case *shoalv1.Network:
 		// Rare: a network's pool appears or goes, which any service's
@@ -137,6 +152,30 @@ func (a *Allocator) observe(ev *shoalv1.WatchEvent) bool {
 		return true
 	}
 	return false
+}
+
+// sameVIPInputs says whether ServiceVIPs decides a and b alike: the same
+// endpoint mode, network targets (in order) and VIPs. Labels, replicas and
+// the rest of the spec do not enter it.
+func sameVIPInputs(a, b *shoalv1.Service) bool {
+	if VIPMode(a) != VIPMode(b) {
+		return false
+	}
+	an, bn := a.GetSpec().GetTask().GetNetworks(), b.GetSpec().GetTask().GetNetworks()
+	if len(an) != len(bn) || len(a.GetVips()) != len(b.GetVips()) {
+		return false
+	}
+	for i := range an {
+		if an[i].GetTarget() != bn[i].GetTarget() {
+			return false
+		}
+	}
+	for i, v := range a.GetVips() {
+		if w := b.GetVips()[i]; v.GetNetworkId() != w.GetNetworkId() || v.GetAddress() != w.GetAddress() {
+			return false
+		}
+	}
+	return true
 }
 
 func needsAllocation(t *shoalv1.Task) bool {

@@ -42,7 +42,9 @@
 // of a service event, the pending task of a task event, and the networks
 // those name — so a service event costs one service, not a listing of
 // every service (237 against 7 µs with 1,000 services,
-// BenchmarkPassOneServiceOf1000). A pass over everything happens after a
+// BenchmarkPassOneServiceOf1000); a service event that changes nothing
+// ServiceVIPs reads (endpoint mode, network targets, VIPs: a label or
+// replica patch) costs nothing (sameVIPInputs). A pass over everything happens after a
 // rebuild and on any network event (rare; a pool appears or goes). What
 // fails (a full pool, a missing network) is blocked and put back into the
 // work when an address is freed, by an event or by a pass that dropped a

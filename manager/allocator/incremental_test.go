@@ -183,7 +183,13 @@ func TestIncrementalRandomEventOrders(t *testing.T) {
 				put(svc(fmt.Sprintf("s%d", nextID), mode, someNets()...))
 			case 2:
 				if s, _ := pick(raftstore.KindService).(*shoalv1.Service); s != nil {
-					s.Spec = svc("x", "", someNets()...).Spec
+					if rng.Intn(2) == 0 {
+						// A label or the replica count only (PatchService).
+						s.Spec.Labels = map[string]string{"l": fmt.Sprint(nextID)}
+						s.Spec.Replicas = int64(rng.Intn(3))
+					} else {
+						s.Spec = svc("x", "", someNets()...).Spec
+					}
 					put(s)
 				}
 			case 3:

@@ -93,10 +93,10 @@ func (s *Server) PatchService(ctx context.Context, req *shoalv1.PatchServiceRequ
 		s.checked.addEncoded(id, idx, sent.enc)
 		sent.release()
 	}
-	meta := copyMeta(out.GetMeta())
-	meta.Version = idx
-	out = &shoalv1.Service{Meta: meta, Spec: out.GetSpec(), PreviousSpec: out.GetPreviousSpec(), SpecVersion: out.GetSpecVersion(), Vips: out.GetVips(),
-		UpdateStatus: out.GetUpdateStatus(), JobStatus: out.GetJobStatus(), RebalanceRequested: out.GetRebalanceRequested()}
+	// The entry is applied: the store holds copies of out and its meta
+	// (only its spec, which the tx built, may be the stored one), so out
+	// and its meta are this call's to reply with.
+	out.Meta.Version = idx
 	s.log.Debug("service patched", "service_id", out.GetMeta().GetId(), "spec_version", out.GetSpecVersion())
 	return &shoalv1.PatchServiceResponse{Service: replyService(out, req.GetView())}, nil
 }

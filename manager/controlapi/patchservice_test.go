@@ -254,3 +254,30 @@ func TestPatchServiceByNameAndUnconditional(t *testing.T) {
 		t.Fatalf("full reply %v", full.GetService())
 	}
 }
+
+// The reply is the caller's: changing its meta (or dropping its specs, as
+// the brief view does) leaves the stored service as it was.
+func TestPatchServiceReplySharesNoMetaWithTheStore(t *testing.T) {
+	s, st := newServer(t)
+	ctx := context.Background()
+	created, err := s.CreateService(ctx, &shoalv1.CreateServiceRequest{Spec: patchTestSpec(shoalv1.ServiceMode_SERVICE_MODE_REPLICATED)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := created.GetService().GetMeta().GetId()
+	resp, err := s.PatchService(ctx, &shoalv1.PatchServiceRequest{ServiceId: id, Version: created.GetService().GetMeta().GetVersion(),
+		LabelsAdd: map[string]string{"new": "1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, _ := raftstore.Get[*shoalv1.Service](st.View(), id)
+	if got := resp.GetService().GetMeta(); got.GetVersion() != stored.GetMeta().GetVersion() || got == stored.GetMeta() {
+		t.Fatalf("reply meta %v (%p), stored %v (%p)", got, got, stored.GetMeta(), stored.GetMeta())
+	}
+	before := proto.Clone(stored)
+	resp.Service.Meta.Version, resp.Service.Meta.Id = 1, "changed"
+	resp.Service.Spec, resp.Service.PreviousSpec = nil, nil
+	if now, _ := raftstore.Get[*shoalv1.Service](st.View(), id); !proto.Equal(now, before) {
+		t.Fatalf("changing the reply changed the store: %v", now)
+	}
+}

@@ -251,6 +251,9 @@
 //     task found makes the pass count every slot. Whether a task's node is
 //     down or draining and its service rolling out is likewise kept from
 //     the node and service events, not looked up per task event. A
+//     service update that changes only its labels (and, outside a
+//     rollout, its previous spec) makes no pass: no plan reads them
+//     (labelsOnly; its settled slots follow it to the new version). A
 //     version conflict re-reads and retries (bounded);
 //     RetryAfter (a restart delay, a max_attempts window, a cron
 //     firing) becomes a timer.

@@ -1,6 +1,7 @@
 package orchestrator
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -8,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
@@ -58,6 +61,10 @@ type reconciler struct {
 	// service changes were), cleared on resync.
 	unusable map[string]bool
 	rolling  map[string]bool
+	// seen holds each service as its last event since the resync had it,
+	// so that an update changing only what no plan reads (labelsOnly) is
+	// no pass.
+	seen map[string]*shoalv1.Service
 }
 
 // settledSlots says that slots 1..through of the service, at meta
@@ -76,6 +83,7 @@ func newReconciler(o *Orchestrator) *reconciler {
 		o: o, log: o.log.With("loop", "reconciler"),
 		services: map[string]bool{}, nodes: map[string]bool{}, retryAt: map[string]time.Time{},
 		settled: map[string]settledSlots{}, unusable: map[string]bool{}, rolling: map[string]bool{},
+		seen: map[string]*shoalv1.Service{},
 	}
 }
 
@@ -91,6 +99,7 @@ func (r *reconciler) resync() {
 	clear(r.settled)
 	clear(r.unusable)
 	clear(r.rolling)
+	clear(r.seen)
 }
 
 func (r *reconciler) isOwn(version uint64) bool {
@@ -120,6 +129,22 @@ func (r *reconciler) unsettle(ev *shoalv1.WatchEvent, t *shoalv1.Task) {
 func (r *reconciler) observe(ev *shoalv1.WatchEvent) bool {
 	switch obj := raftstore.Unwrap(ev.GetObject()).(type) {
 	case *shoalv1.Service:
+		id := obj.GetMeta().GetId()
+		prev, ok := r.seen[id]
+		if ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_DELETE {
+			delete(r.seen, id)
+		} else {
+			r.seen[id] = obj
+		}
+		if ok && ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_UPDATE && labelsOnly(prev, obj) {
+			// The pass due for prev (or done: it read prev or later)
+			// plans obj alike; slots it found settled stay so.
+			if s, ok := r.settled[id]; ok && s.svcVersion == prev.GetMeta().GetVersion() {
+				s.svcVersion = obj.GetMeta().GetVersion()
+				r.settled[id] = s
+			}
+			return false
+		}
 		r.services[obj.GetMeta().GetId()] = true
 		delete(r.settled, obj.GetMeta().GetId())
 		r.rolling[obj.GetMeta().GetId()] = ev.GetAction() != shoalv1.WatchAction_WATCH_ACTION_DELETE && inRollout(obj)
@@ -533,4 +558,35 @@ func (r *reconciler) report(res *passResult) {
 		}
 	}
 	r.log.Debug("pass done", "services", res.services, "changed", len(res.changes), "retries", len(res.retry), "more", res.more)
+}
+
+// labelsOnly says whether b is a plans no differently: b changes a's
+// spec labels (which no plan reads: tasks do not carry them, placement
+// reads node labels) and, outside a rollout, its previous_spec (read only
+// by a rollout: its rollback config and a rollback's spec, and a pass
+// finding outdated tasks starts one, which writes the service); every
+// other field is the same, by pointer (a patch shares them with the
+// stored spec) or by value.
+func labelsOnly(a, b *shoalv1.Service) bool {
+	if inRollout(a) || inRollout(b) || a.GetSpecVersion() != b.GetSpecVersion() ||
+		a.GetRebalanceRequested() != b.GetRebalanceRequested() ||
+		!bytes.Equal(a.ProtoReflect().GetUnknown(), b.ProtoReflect().GetUnknown()) ||
+		!proto.Equal(a.GetUpdateStatus(), b.GetUpdateStatus()) || !proto.Equal(a.GetJobStatus(), b.GetJobStatus()) ||
+		len(a.GetVips()) != len(b.GetVips()) {
+		return false
+	}
+	for i, v := range a.GetVips() {
+		if !proto.Equal(v, b.GetVips()[i]) {
+			return false
+		}
+	}
+	s, t := a.GetSpec(), b.GetSpec()
+	if s == nil || t == nil {
+		return s == t
+	}
+	same := func(x, y proto.Message) bool { return x == y || proto.Equal(x, y) }
+	return s.Name == t.Name && s.Mode == t.Mode && s.Replicas == t.Replicas && s.AutoRebalance == t.AutoRebalance &&
+		bytes.Equal(s.ProtoReflect().GetUnknown(), t.ProtoReflect().GetUnknown()) &&
+		same(s.Task, t.Task) && same(s.Update, t.Update) && same(s.Rollback, t.Rollback) &&
+		same(s.Endpoint, t.Endpoint) && same(s.Job, t.Job)
 }
