@@ -70,7 +70,8 @@ type reconciler struct {
 // settledSlots says that slots 1..through of the service, at meta
 // version svcVersion, each hold exactly one task, live and of the current
 // spec (group.settled). It holds from the pass that found it until an
-// event says otherwise: the service changed, or one of its tasks was
+// event says otherwise: the service changed (a labels-only change moves
+// svcVersion on instead: labelsOnly), or one of its tasks was
 // created (by another writer), deleted, or stopped being live — a live
 // task's progress (assigned, running) keeps it.
 type settledSlots struct {
@@ -560,7 +561,7 @@ func (r *reconciler) report(res *passResult) {
 	r.log.Debug("pass done", "services", res.services, "changed", len(res.changes), "retries", len(res.retry), "more", res.more)
 }
 
-// labelsOnly says whether b is a plans no differently: b changes a's
+// labelsOnly says whether b plans no differently from a: b changes a's
 // spec labels (which no plan reads: tasks do not carry them, placement
 // reads node labels) and, outside a rollout, its previous_spec (read only
 // by a rollout: its rollback config and a rollback's spec, and a pass
