@@ -249,8 +249,7 @@
 //     created by another writer, deleted or no longer live; a watch cut; a
 //     write of unknown outcome), so a service created in 8,000-task passes
 //     costs each pass the slots it adds, not every slot before them (the
-//     plan is the one
-//     made from slot 1: TestReconcileReplicatedFromSettled,
+//     plan is the one made from slot 1: TestReconcileReplicatedFromSettled,
 //     TestSettledSlotsRandomEvents); a rollout under way or an outdated
 //     task found makes the pass count every slot. Whether a task's node is
 //     down or draining and its service rolling out is likewise kept from
