@@ -219,7 +219,8 @@
 //     with a full pass (every service, the tasks of services that no longer
 //     exist, every node), then marks services dirty from events (a node
 //     change marks the global services, and has the tasks on that node
-//     checked for DOWN or DRAIN), waits ~10 ms for the burst to end and
+//     checked for DOWN or DRAIN, as does a live task placed or created on
+//     a node already down or draining), waits ~10 ms for the burst to end and
 //     writes the pass — every dirty service's plan — in one
 //     store.Update, bounded to 8,000 objects and 4 MiB (chunk.go). The
 //     tasks a pass creates are placed in that same entry (placement.go):

@@ -184,6 +184,15 @@ func (r *reconciler) observe(ev *shoalv1.WatchEvent) bool {
 			}
 			return false
 		}
+		if ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_CREATE && isLive(obj) {
+			// Likewise a task another writer creates with its node
+			// preset (a rebalance move) on a node that began draining
+			// or went down after that writer read it: the service's
+			// pass keeps it, the node's pass drains (orphans) it.
+			if n := obj.GetNodeId(); n != "" && r.nodeUnusable(n) {
+				r.nodes[n] = true
+			}
+		}
 		r.services[obj.GetServiceId()] = true
 	default:
 		return false
