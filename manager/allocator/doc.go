@@ -39,7 +39,9 @@
 // (table-tested); a pass writes it in one store.Update of at most 1,000
 // objects and 1 MiB and goes on at once when the budget stopped it. The
 // work is what events named since the last committed pass — the service
-// of a service event, the pending task of a task event, and the networks
+// of a service event that changes what its VIPs depend on (endpoint mode,
+// network targets, the VIPs themselves: a label or replica patch is no
+// work, sameVIPInputs), the pending task of a task event, and the networks
 // those name — so a service event costs one service, not a listing of
 // every service (237 against 7 µs with 1,000 services,
 // BenchmarkPassOneServiceOf1000); a service event that changes nothing

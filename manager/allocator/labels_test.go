@@ -95,3 +95,45 @@ func TestRebuildForgetsServicesSeen(t *testing.T) {
 		t.Fatal("a service as seen before the rebuild is no work after it")
 	}
 }
+
+// A service whose VIP could not be allocated (its pool full) stays
+// blocked through a labels-only change, which is no work, and gets its
+// VIP once an address is freed (review).
+func TestBlockedServiceLabelsChangeKeepsItBlocked(t *testing.T) {
+	n1 := net("n1", "10.1.0.0/30") // one address to hand out: .2
+	a := newAllocator(nil, nil)
+	a.rebuild(reader(n1))
+	a.work = Work{}
+	ev := func(action shoalv1.WatchAction, s *shoalv1.Service) *shoalv1.WatchEvent {
+		return &shoalv1.WatchEvent{Action: action, Object: raftstore.Wrap(s)}
+	}
+	update := shoalv1.WatchAction_WATCH_ACTION_UPDATE
+	s1, s2 := svc("s1", "", "n1"), svc("s2", "", "n1")
+	a.observe(ev(update, s1))
+	a.observe(ev(update, s2))
+	var undo Undo
+	res := Plan(a.state, reader(n1, s1, s2), a.work, 100, 1<<20, &undo)
+	if len(res.Services) != 1 || res.Services[0].GetMeta().GetId() != "s1" || len(res.Failed) != 1 {
+		t.Fatalf("first pass: wrote %v, failed %v", vips(res.Services), res.Failed)
+	}
+	a.done(a.work, res)
+	s1 = res.Services[0]
+	a.observe(ev(update, s1)) // its own write: a pass that finds nothing
+	a.work = Work{}
+
+	relabeled := proto.Clone(s2).(*shoalv1.Service)
+	relabeled.Spec.Labels = map[string]string{"a": "b"}
+	if a.observe(ev(update, relabeled)) || !a.work.empty() {
+		t.Fatalf("a labels change of a blocked service is work: %v", a.work)
+	}
+	if _, ok := a.blocked.Services["s2"]; !ok {
+		t.Fatalf("s2 no longer blocked: %v", a.blocked)
+	}
+	if !a.observe(ev(shoalv1.WatchAction_WATCH_ACTION_DELETE, s1)) {
+		t.Fatal("freeing s1's VIP made no pass due")
+	}
+	res = Plan(a.state, reader(n1, relabeled), a.work, 100, 1<<20, &undo)
+	if got := vips(res.Services); got["s2"] != "n1=10.1.0.2/30" {
+		t.Fatalf("after s1's VIP was freed: wrote %v, failed %v", got, res.Failed)
+	}
+}

@@ -93,9 +93,10 @@ func (s *Server) PatchService(ctx context.Context, req *shoalv1.PatchServiceRequ
 		s.checked.addEncoded(id, idx, sent.enc)
 		sent.release()
 	}
-	// The entry is applied: the store holds copies of out and its meta
-	// (only its spec, which the tx built, may be the stored one), so out
-	// and its meta are this call's to reply with.
+	// The entry is applied: the store holds copies of out and of its
+	// meta, so out and its meta are this call's to set; out's other
+	// messages (its spec, on the leader; previous_spec, VIPs, statuses)
+	// may be the stored ones and are only read.
 	out.Meta.Version = idx
 	s.log.Debug("service patched", "service_id", out.GetMeta().GetId(), "spec_version", out.GetSpecVersion())
 	return &shoalv1.PatchServiceResponse{Service: replyService(out, req.GetView())}, nil

@@ -93,7 +93,10 @@
 //
 // Task updates are otherwise ignored by the reconciler (a live task's
 // progress changes no plan), except a task becoming RUNNING while its
-// service rolls out, or while a drain waits for parallelism.
+// service rolls out, or while a drain waits for parallelism. So is a
+// service update that changes only its spec's labels (and, outside a
+// rollout, its previous_spec: `service update --label-add`, a PatchService
+// of labels): no plan reads them (labelsOnly).
 //
 // # Global services
 //
@@ -216,7 +219,8 @@
 //     with a full pass (every service, the tasks of services that no longer
 //     exist, every node), then marks services dirty from events (a node
 //     change marks the global services, and has the tasks on that node
-//     checked for DOWN or DRAIN), waits ~10 ms for the burst to end and
+//     checked for DOWN or DRAIN, as does a live task placed or created on
+//     a node already down or draining), waits ~10 ms for the burst to end and
 //     writes the pass — every dirty service's plan — in one
 //     store.Update, bounded to 8,000 objects and 4 MiB (chunk.go). The
 //     tasks a pass creates are placed in that same entry (placement.go):
@@ -242,11 +246,11 @@
 //     differently: per replicated service, how far its slots are known
 //     settled (slots 1..n each hold one live task of the current spec),
 //     found by a committed pass and dropped by any event that could change
-//     a slot (the service changed; one of its tasks created by another
-//     writer, deleted or no longer live; a watch cut; a write of unknown
-//     outcome), so a service created in 8,000-task passes costs each pass
-//     the slots it adds, not every slot before them (the plan is the one
-//     made from slot 1: TestReconcileReplicatedFromSettled,
+//     a slot (the service changed, but for its labels; one of its tasks
+//     created by another writer, deleted or no longer live; a watch cut; a
+//     write of unknown outcome), so a service created in 8,000-task passes
+//     costs each pass the slots it adds, not every slot before them (the
+//     plan is the one made from slot 1: TestReconcileReplicatedFromSettled,
 //     TestSettledSlotsRandomEvents); a rollout under way or an outdated
 //     task found makes the pass count every slot. Whether a task's node is
 //     down or draining and its service rolling out is likewise kept from

@@ -70,7 +70,8 @@ type reconciler struct {
 // settledSlots says that slots 1..through of the service, at meta
 // version svcVersion, each hold exactly one task, live and of the current
 // spec (group.settled). It holds from the pass that found it until an
-// event says otherwise: the service changed, or one of its tasks was
+// event says otherwise: the service changed (a labels-only change moves
+// svcVersion on instead: labelsOnly), or one of its tasks was
 // created (by another writer), deleted, or stopped being live — a live
 // task's progress (assigned, running) keeps it.
 type settledSlots struct {
@@ -182,6 +183,15 @@ func (r *reconciler) observe(ev *shoalv1.WatchEvent) bool {
 				return r.progressed(obj)
 			}
 			return false
+		}
+		if ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_CREATE && isLive(obj) {
+			// Likewise a task another writer creates with its node
+			// preset (a rebalance move) on a node that began draining
+			// or went down after that writer read it: the service's
+			// pass keeps it, the node's pass drains (orphans) it.
+			if n := obj.GetNodeId(); n != "" && r.nodeUnusable(n) {
+				r.nodes[n] = true
+			}
 		}
 		r.services[obj.GetServiceId()] = true
 	default:
@@ -560,7 +570,7 @@ func (r *reconciler) report(res *passResult) {
 	r.log.Debug("pass done", "services", res.services, "changed", len(res.changes), "retries", len(res.retry), "more", res.more)
 }
 
-// labelsOnly says whether b is a plans no differently: b changes a's
+// labelsOnly says whether b plans no differently from a: b changes a's
 // spec labels (which no plan reads: tasks do not carry them, placement
 // reads node labels) and, outside a rollout, its previous_spec (read only
 // by a rollout: its rollback config and a rollback's spec, and a pass
