@@ -5,6 +5,8 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -110,5 +112,150 @@ func TestRunReleasesUncollectedGarbage(t *testing.T) {
 				objects>>20, objects0>>20, (int64(released)-int64(released0))>>20)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestShrinkWorth(t *testing.T) {
+	const mib = 1 << 20
+	for _, tc := range []struct {
+		name                string
+		before, after, live uint64
+		want                bool
+	}{
+		{"shrank a lot, small heap", 6 * mib, 3 * mib, 5 * mib, true},
+		{"shrank little", 6 * mib, 6*mib - MinStackShrink + 1, 5 * mib, false},
+		{"shrank the least worth it", 6 * mib, 6*mib - MinStackShrink, 5 * mib, true},
+		{"did not shrink", 6 * mib, 6 * mib, 5 * mib, false},
+		{"grew", 6 * mib, 7 * mib, 5 * mib, false},
+		// A big live heap: another GC costs more than 3 MiB of stacks.
+		{"shrank, big heap", 6 * mib, 3 * mib, 700 * mib, false},
+	} {
+		if got := shrinkWorth(tc.before, tc.after, tc.live); got != tc.want {
+			t.Errorf("%s: shrinkWorth = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// deep grows its goroutine's stack by about n KiB.
+//
+//go:noinline
+func deep(n int) byte {
+	var b [1024]byte
+	b[n%len(b)] = byte(n)
+	if n == 0 {
+		return b[0]
+	}
+	return deep(n-1) + b[n%len(b)]
+}
+
+// A release also hands back the stacks a burst grew: 128 goroutines grown
+// to 64 KiB and parked a few hundred bytes deep (as gRPC's stream workers
+// after a burst of calls) are back under a quarter of that. One GC halves
+// a stack at most, so a single release left half.
+func TestRunShrinksGrownStacks(t *testing.T) {
+	runtime.GC()
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	s := []metrics.Sample{{Name: "/memory/classes/heap/stacks:bytes"}}
+	metrics.Read(s)
+	stacks0 := s[0].Value.Uint64()
+
+	const n = 128
+	var grown, parked sync.WaitGroup
+	stop := make(chan struct{})
+	grown.Add(n)
+	parked.Add(n)
+	for range n {
+		go func() {
+			defer parked.Done()
+			deep(40)
+			grown.Done()
+			<-stop
+		}()
+	}
+	defer func() { close(stop); parked.Wait() }()
+	grown.Wait()
+	metrics.Read(s)
+	grew := s[0].Value.Uint64() - stacks0
+	if grew < n*32<<10 {
+		t.Fatalf("stacks grew by %d KiB, want at least %d", grew>>10, n*32)
+	}
+	// Garbage, so that there is something to release.
+	for range 8 {
+		sink = append(sink, make([]byte, 1<<20))
+	}
+	sink = nil
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { Run(ctx, 20*time.Millisecond); close(done) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		metrics.Read(s)
+		stacks := s[0].Value.Uint64()
+		if stacks < stacks0+grew/4 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stacks %d KiB over before the burst, want under %d (a quarter of what it grew)", (int64(stacks)-int64(stacks0))>>10, grew>>12)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A release ends the OS threads a burst of blocking system calls left
+// idle: 32 goroutines asleep in nanosleep(2) at once make the runtime
+// start a thread for each, and it ends none of them by itself.
+func TestRunEndsIdleThreads(t *testing.T) {
+	runtime.GC()
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	before := threads()
+	if before == 0 {
+		t.Skip("no /proc/self/task")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { Run(ctx, 20*time.Millisecond); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ts := syscall.NsecToTimespec(int64(200 * time.Millisecond))
+			syscall.Nanosleep(&ts, nil)
+		}()
+	}
+	wg.Wait()
+	if n := threads(); n < before+16 {
+		t.Fatalf("%d threads after the burst, %d before: want at least 16 more", n, before)
+	}
+	// Garbage, so that there is something to release.
+	for range 8 {
+		sink = append(sink, make([]byte, 1<<20))
+	}
+	sink = nil
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n := threads()
+		if n <= before+2 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d threads, %d before the burst", n, before)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestEndThreadsStopsAtKeep(t *testing.T) {
+	n := threads()
+	if n == 0 {
+		t.Skip("no /proc/self/task")
+	}
+	endThreads(n) // nothing to do
+	if got := threads(); got < n {
+		t.Errorf("%d threads, want %d (keep)", got, n)
 	}
 }
