@@ -186,8 +186,11 @@ func endThreads(keep int) {
 }
 
 // Run looks every `every` until ctx ends and returns the reclaimable heap
-// to the kernel when the process is idle (see the package doc).
-func Run(ctx context.Context, every time.Duration) {
+// to the kernel when the process is idle (see the package doc). forget,
+// unless nil, is called first at each release: it drops what the process
+// caches only for speed (the manager's raft log cache), so that the
+// release's GC collects it.
+func Run(ctx context.Context, every time.Duration, forget func()) {
 	s := make([]metrics.Sample, len(names))
 	for i, n := range names {
 		s[i].Name = n
@@ -204,7 +207,11 @@ func Run(ctx context.Context, every time.Duration) {
 		}
 		cur := read(s)
 		if release(prev, cur, MaxIdleAlloc, MinFree) {
-			endThreads(keep)           // first: their signal stacks are freed with them
+			if forget != nil {
+				forget()
+			}
+			// Threads first: their signal stacks are freed with them.
+			endThreads(keep)
 			cur = freeOSMemory(s, cur) // what the release allocated is not activity
 		}
 		prev = cur

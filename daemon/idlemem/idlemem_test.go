@@ -63,7 +63,7 @@ func TestRunReturnsFreeHeap(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { Run(ctx, 20*time.Millisecond); close(done) }()
+	go func() { Run(ctx, 20*time.Millisecond, nil); close(done) }()
 	defer func() { cancel(); <-done }()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -98,7 +98,7 @@ func TestRunReleasesUncollectedGarbage(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { Run(ctx, 20*time.Millisecond); close(done) }()
+	go func() { Run(ctx, 20*time.Millisecond, nil); close(done) }()
 	defer func() { cancel(); <-done }()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -187,7 +187,7 @@ func TestRunShrinksGrownStacks(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { Run(ctx, 20*time.Millisecond); close(done) }()
+	go func() { Run(ctx, 20*time.Millisecond, nil); close(done) }()
 	defer func() { cancel(); <-done }()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -215,7 +215,7 @@ func TestRunEndsIdleThreads(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { Run(ctx, 20*time.Millisecond); close(done) }()
+	go func() { Run(ctx, 20*time.Millisecond, nil); close(done) }()
 	defer func() { cancel(); <-done }()
 
 	var wg sync.WaitGroup
@@ -257,5 +257,44 @@ func TestEndThreadsStopsAtKeep(t *testing.T) {
 	endThreads(n) // nothing to do
 	if got := threads(); got < n {
 		t.Errorf("%d threads, want %d (keep)", got, n)
+	}
+}
+
+// A release first calls forget, so that what it drops is collected by the
+// release's own GC: an idle node's caches held only for speed (the raft
+// log cache) are handed back with the rest.
+func TestRunForgetsBeforeReleasing(t *testing.T) {
+	runtime.GC()
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	var mu sync.Mutex
+	cache := make([]byte, 8<<20)
+	forget := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		cache = nil
+	}
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	for range 8 { // garbage, so that there is something to release
+		sink = append(sink, make([]byte, 1<<20))
+	}
+	sink = nil
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { Run(ctx, 20*time.Millisecond, forget); close(done) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		held := cache != nil
+		mu.Unlock()
+		metrics.Read(s)
+		if !held && s[0].Value.Uint64() < 8<<20 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cache held %v, live heap %d MiB after the GC", held, s[0].Value.Uint64()>>20)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
