@@ -191,6 +191,11 @@ func endThreads(keep int) {
 // caches only for speed (the manager's raft log cache), so that the
 // release's GC collects it.
 func Run(ctx context.Context, every time.Duration, forget func()) {
+	run(ctx, every, forget, threads())
+}
+
+// run is Run keeping keep threads.
+func run(ctx context.Context, every time.Duration, forget func(), keep int) {
 	s := make([]metrics.Sample, len(names))
 	for i, n := range names {
 		s[i].Name = n
@@ -198,7 +203,6 @@ func Run(ctx context.Context, every time.Duration, forget func()) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	prev := read(s)
-	keep := threads()
 	for {
 		select {
 		case <-ctx.Done():
