@@ -25,22 +25,25 @@
 // more (one GC of its small live heap every MinFree of idle allocation,
 // instead of every three live heaps' worth as GOGC=300 would).
 //
-// A release also hands back the goroutine stacks a burst grew. The GC
-// halves a stack only when under a quarter of it is used, once per cycle,
-// so one release left the manager's 256 gRPC stream workers (parked a few
-// hundred bytes deep) at about half their grown size: 4.6–7.7 MiB of
-// stacks after each 100-task round of the soak benchmark, 1.5 MiB before
-// the first. A release repeats while the last pass shrank the stacks by
+// A release also ends the OS threads a burst left idle. The runtime starts
+// a thread whenever a goroutine blocks in a system call while others wait
+// to run (a soak round of 100 task starts: 108–165 threads, 9 before) and
+// never ends one; each keeps a 32 KiB signal stack, counted with the
+// goroutine stacks (5.2 of the 6.7 MiB of stacks held after a round), and
+// its own stack's touched pages. A goroutine that locks its thread and
+// exits ends that thread (runtime.LockOSThread), so a release runs such
+// goroutines, one at a time, while the process has more threads than when
+// Run started and they end one (see endThreads).
+//
+// And it repeats its GC while that shrinks the goroutine stacks: the GC
+// halves a stack only when under a quarter of it is in use, once per
+// cycle, so one release left a gRPC stream worker a call had grown at
+// half its size. It repeats while the last pass shrank the stacks by
 // enough to be worth a GC (see shrinkWorth), at most MaxStackPasses times.
 //
-// And it ends the OS threads a burst left idle. The runtime starts a thread
-// whenever a goroutine blocks in a system call while others wait to run
-// (100 task starts at once: ~100 threads) and never ends one; each keeps
-// its signal stack (32 KiB of the stacks above) and its own stack's
-// touched pages. A goroutine that locks its thread and exits ends that
-// thread (runtime.LockOSThread), so a release runs such goroutines, one at
-// a time, while the process has more threads than when Run started and
-// each one ends a thread.
+// Run's caller may also hand it a forget function, called first at each
+// release, that drops what the process caches only for speed (daemon: the
+// manager's raft log cache).
 package idlemem
 
 import (
@@ -63,8 +66,8 @@ const (
 	// MinFree is the least reclaimable heap worth a forced GC.
 	MinFree = 4 << 20
 	// MaxStackPasses is how many more GCs a release runs while they
-	// shrink the stacks: each halves a stack at most, and a worker grown
-	// to 64 KiB parked in 2 KiB needs five.
+	// shrink the stacks: each halves a stack at most, and one grown to
+	// 64 KiB and parked in under 2 KiB needs four halvings.
 	MaxStackPasses = 5
 	// MinStackShrink is the least a pass must have shrunk the stacks by
 	// for another to run.
