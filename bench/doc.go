@@ -111,7 +111,8 @@
 // the heap profile of every round (`go tool pprof -base DIR/heap-001.pb.gz
 // DIR/heap-050.pb.gz` shows what round 50 holds that round 1 did not;
 // GODEBUG=memprofilerate=4096 in the benchmark's environment reaches the
-// node and makes the profile fine-grained).
+// node and makes the profile fine-grained) and its goroutines with their
+// stacks (DIR/goroutine-NNN.txt, debug=2).
 //
 // RSS is what the kernel counts, not what Go uses: the runtime keeps freed
 // heap pages for reuse and returns them lazily (the background scavenger

@@ -103,7 +103,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.soak, "soak", 0, "run N rounds of -soak-tasks tasks created → RUNNING → removed → gone on shoal dev (real containers, in a netns of its own) and record the idle footprint after each")
 	fs.IntVar(&o.soakTasks, "soak-tasks", 100, "with -soak: replicas of each round's service")
 	fs.DurationVar(&o.soakSettle, "soak-settle", 5*time.Second, "with -soak: idle time after a round's tasks are gone before its figures are read")
-	fs.StringVar(&o.soakPprof, "soak-pprof", "", "with -soak: write the node's heap profile after each round to DIR/heap-NNN.pb.gz (compare with go tool pprof -base)")
+	fs.StringVar(&o.soakPprof, "soak-pprof", "", "with -soak: write the node's heap profile after each round to DIR/heap-NNN.pb.gz (compare with go tool pprof -base) and its goroutines (debug=2) to DIR/goroutine-NNN.txt")
 	fs.IntVar(&o.nodedown, "nodedown", 0, "measure worker-down detection N times on a 1-manager + 1-worker cluster")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temp dir (data dirs and process logs)")
 	fs.StringVar(&o.workdir, "workdir", "", "where to create the temp dir (default $TMPDIR or /tmp); must not be tmpfs for fsync to mean anything")

@@ -49,6 +49,7 @@ type soakRound struct {
 	Stacks      int64          `json:"idle_stack_bytes"`
 	RuntimeMeta int64          `json:"idle_runtime_bytes"`
 	Goroutines  int            `json:"goroutines"`
+	Threads     int            `json:"threads"` // the node process' OS threads (each holds its own stack)
 	FDs         int            `json:"fds"`
 	FDKinds     map[string]int `json:"fd_kinds"`   // open files by target, digits replaced by N
 	Mounts      int            `json:"mounts"`     // under the data dir
@@ -95,6 +96,7 @@ func benchSoak(ctx context.Context, e *env, rounds, tasks int) ([]soakRound, err
 		st := fmt.Sprintf("/proc/%d/status", dn.pid)
 		s.RSSKB, s.AnonKB, s.FileKB = statusField(st, "VmRSS:"), statusField(st, "RssAnon:"), statusField(st, "RssFile:")
 		s.DBKB = mappedRSSKB(dn.pid, ".db")
+		s.Threads = int(statusField(st, "Threads:"))
 		s.FDKinds = fdKinds(dn.pid)
 		for _, n := range s.FDKinds {
 			s.FDs += n
@@ -106,10 +108,13 @@ func benchSoak(ctx context.Context, e *env, rounds, tasks int) ([]soakRound, err
 			if err := saveHeap(ctx, httpc, filepath.Join(e.o.soakPprof, fmt.Sprintf("heap-%03d.pb.gz", r))); err != nil {
 				return err
 			}
+			if err := saveDebug(ctx, httpc, "/debug/pprof/goroutine?debug=2", filepath.Join(e.o.soakPprof, fmt.Sprintf("goroutine-%03d.txt", r))); err != nil {
+				return err
+			}
 		}
 		out = append(out, s)
-		e.logf("soak round %d/%d: RSS %.1f MiB (anon %.1f: heap held %.1f of which objects %.1f, stacks %.1f, runtime %.1f; file %.1f of which bbolt %.1f), heap in use %.1f MiB, %d goroutines, %d fds, %d mounts, %d cgroups, %d state dirs, %d processes (up %.1fs, rm %.1fs)",
-			r, rounds, float64(s.RSSKB)/1024, float64(s.AnonKB)/1024, mib(s.HeldHeap), mib(s.HeldObjects), mib(s.Stacks), mib(s.RuntimeMeta), float64(s.FileKB)/1024, float64(s.DBKB)/1024, float64(s.HeapInuse)/(1<<20), s.Goroutines, s.FDs, s.Mounts, s.Cgroups, s.StateDirs, s.Procs, s.UpSeconds, s.RmSeconds)
+		e.logf("soak round %d/%d: RSS %.1f MiB (anon %.1f: heap held %.1f of which objects %.1f, stacks %.1f, runtime %.1f; file %.1f of which bbolt %.1f), heap in use %.1f MiB, %d goroutines, %d threads, %d fds, %d mounts, %d cgroups, %d state dirs, %d processes (up %.1fs, rm %.1fs)",
+			r, rounds, float64(s.RSSKB)/1024, float64(s.AnonKB)/1024, mib(s.HeldHeap), mib(s.HeldObjects), mib(s.Stacks), mib(s.RuntimeMeta), float64(s.FileKB)/1024, float64(s.DBKB)/1024, float64(s.HeapInuse)/(1<<20), s.Goroutines, s.Threads, s.FDs, s.Mounts, s.Cgroups, s.StateDirs, s.Procs, s.UpSeconds, s.RmSeconds)
 		return nil
 	}
 	if e.o.soakPprof != "" {
@@ -339,6 +344,15 @@ func saveHeap(ctx context.Context, c *http.Client, path string) error {
 		return err
 	}
 	return os.WriteFile(path, []byte(body), 0o644)
+}
+
+// saveDebug writes what the node's debug endpoint answers at path to file.
+func saveDebug(ctx context.Context, c *http.Client, path, file string) error {
+	body, err := debugGet(ctx, c, path)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(file, []byte(body), 0o644)
 }
 
 // goroutineTotal reads "goroutine profile: total N" (debug=1 format).

@@ -21,7 +21,8 @@
 // receives the audit records of the execs it relays (manager/opsapi); the
 // agent serves AgentAPI.Exec through the libcontainer runtime (exec.go).
 //
-// Every node process runs idlemem: once it is idle (no GC for 5 s) with
-// free heap still held, that heap goes back to the kernel, so an idle
+// Every node process runs idlemem: once it is idle (little allocated in
+// 5 s) with heap still reclaimable, that heap goes back to the kernel, and
+// so do the OS threads and grown goroutine stacks a burst left, so an idle
 // node's RSS follows what it holds rather than its last burst.
 package daemon

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -40,6 +41,9 @@ type node struct {
 	// mgrStop/mgrDone control the running manager (nil when none).
 	mgrStop context.CancelFunc
 	mgrDone chan error
+	// mgrStore is the running manager's store (nil when none), whose
+	// caches an idle release drops (forgetCaches).
+	mgrStore atomic.Pointer[raftstore.Store]
 
 	roleCh  chan shoalv1.NodeRole // desired roles seen by the agent
 	renewCh chan struct{}         // renew now (a shorter cluster lifetime; renew.go)
@@ -138,7 +142,7 @@ func runNode(ctx context.Context, o Options, st *datadir.Node, withBootstrap boo
 	})
 	g.Go(func() error { return n.roleLoop(gctx) })
 	g.Go(func() error { return n.serveMetrics(gctx) })
-	g.Go(func() error { idlemem.Run(gctx, idlemem.Every); return nil })
+	g.Go(func() error { idlemem.Run(gctx, idlemem.Every, n.forgetCaches); return nil })
 	g.Go(func() error {
 		select {
 		case err := <-n.errCh:
@@ -285,6 +289,7 @@ func (n *node) startManager(ctx context.Context) error {
 		case <-mctx.Done():
 		}
 	}()
+	n.mgrStore.Store(m.Store())
 	// Ask to be a raft voter (a no-op for a member); needed after a manager
 	// join or a promotion, harmless otherwise.
 	go n.joinRaft(mctx)
@@ -300,8 +305,17 @@ func (n *node) stopManager() error {
 	if stop == nil {
 		return nil
 	}
+	n.mgrStore.Store(nil)
 	stop()
 	return <-done
+}
+
+// forgetCaches drops what the running manager's store caches only for
+// speed (idlemem calls it when the node is idle).
+func (n *node) forgetCaches() {
+	if s := n.mgrStore.Load(); s != nil {
+		s.ForgetCaches()
+	}
 }
 
 // joinRaft calls RaftMembership.JoinRaft through any manager until it works.

@@ -233,6 +233,9 @@ type API interface {
 	WatchNode(ctx context.Context, fromIndex uint64, nodeID string, keep func(*shoalv1.WatchEvent) bool, kinds ...Kind) (NodeSubscription, error)
 	AppliedIndex() uint64
 	Snapshot() error
+	// ForgetCaches drops what the store keeps in memory only for speed
+	// (recent raft log entries); for an idle node (daemon/idlemem).
+	ForgetCaches()
 }
 
 var _ API = (*Store)(nil)

@@ -163,6 +163,16 @@ func (c *logCache) resetLocked() {
 	}
 }
 
+// forget empties the cache (a stage in progress stays): for an idle node,
+// whose followers have every entry, it is memory kept for nothing — up to
+// logCacheBytes of entries, each with the future raft wrote it from.
+// Entries appended later are cached again.
+func (c *logCache) forget() {
+	c.mu.Lock()
+	c.resetLocked()
+	c.mu.Unlock()
+}
+
 func (c *logCache) FirstIndex() (uint64, error) { return c.store.FirstIndex() }
 
 func (c *logCache) LastIndex() (uint64, error) { return c.store.LastIndex() }

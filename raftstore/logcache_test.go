@@ -168,3 +168,38 @@ func TestStoreLogCacheBounded(t *testing.T) {
 		t.Fatalf("cache holds %d entries from %d, %d bytes (bound %d); last update at %d", n, first, bytes, logCacheBytes, last)
 	}
 }
+
+// ForgetCaches empties the log cache: the entries are then read from the
+// log, and later appends are cached again.
+func TestLogCacheForget(t *testing.T) {
+	st := &countingStore{InmemStore: raft.NewInmemStore()}
+	c, err := newLogCache(st, 16, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Store{logs: c}
+	if err := c.StoreLogs(cacheEntries(1, 8, 100)); err != nil {
+		t.Fatal(err)
+	}
+	if got := cached(t, c, st, 1, 8); len(got) != 8 {
+		t.Fatalf("cached before forgetting: %v, want 1..8", got)
+	}
+	s.ForgetCaches()
+	if got := cached(t, c, st, 1, 8); len(got) != 0 {
+		t.Errorf("cached after forgetting: %v, want none", got)
+	}
+	if c.n != 0 || c.bytes != 0 {
+		t.Errorf("after forgetting: %d entries, %d bytes held", c.n, c.bytes)
+	}
+	for i, l := range c.ring {
+		if l != nil {
+			t.Fatalf("ring[%d] still points at entry %d", i, l.Index)
+		}
+	}
+	if err := c.StoreLogs(cacheEntries(9, 10, 100)); err != nil {
+		t.Fatal(err)
+	}
+	if got := cached(t, c, st, 1, 10); fmt.Sprint(got) != fmt.Sprint(span(9, 10)) {
+		t.Errorf("cached after two more appends: %v, want [9 10]", got)
+	}
+}

@@ -24,10 +24,32 @@
 // once it has allocated MinFree more, or half its live heap if that is
 // more (one GC of its small live heap every MinFree of idle allocation,
 // instead of every three live heaps' worth as GOGC=300 would).
+//
+// A release also ends the OS threads a burst left idle. The runtime starts
+// a thread whenever a goroutine blocks in a system call while others wait
+// to run (a soak round of 100 task starts: 108–165 threads, 9 before) and
+// never ends one; each keeps a 32 KiB signal stack, counted with the
+// goroutine stacks (5.2 of the 6.7 MiB of stacks held after a round), and
+// its own stack's touched pages. A goroutine that locks its thread and
+// exits ends that thread (runtime.LockOSThread), so a release runs such
+// goroutines, one at a time, while the process has more threads than when
+// Run started and they end one (see endThreads).
+//
+// And it repeats its GC while that shrinks the goroutine stacks: the GC
+// halves a stack only when under a quarter of it is in use, once per
+// cycle, so one release left a gRPC stream worker a call had grown at
+// half its size. It repeats while the last pass shrank the stacks by
+// enough to be worth a GC (see shrinkWorth), at most MaxStackPasses times.
+//
+// Run's caller may also hand it a forget function, called first at each
+// release, that drops what the process caches only for speed (daemon: the
+// manager's raft log cache).
 package idlemem
 
 import (
 	"context"
+	"os"
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"time"
@@ -43,6 +65,13 @@ const (
 	MaxIdleAlloc = 4 << 20
 	// MinFree is the least reclaimable heap worth a forced GC.
 	MinFree = 4 << 20
+	// MaxStackPasses is how many more GCs a release runs while they
+	// shrink the stacks: each halves a stack at most, and one grown to
+	// 64 KiB and parked in under 2 KiB needs four halvings.
+	MaxStackPasses = 5
+	// MinStackShrink is the least a pass must have shrunk the stacks by
+	// for another to run.
+	MinStackShrink = 256 << 10
 )
 
 // sample is what one look reads from runtime/metrics.
@@ -51,6 +80,7 @@ type sample struct {
 	free    uint64 // heap bytes free and held, not yet returned to the kernel
 	objects uint64 // heap bytes occupied by objects, live or not yet collected
 	live    uint64 // heap bytes the last GC found live
+	stacks  uint64 // heap bytes of goroutine stacks
 }
 
 // reclaimable is what a GC and a release would hand back: the free heap
@@ -73,11 +103,19 @@ func release(prev, cur sample, maxIdleAlloc, minFree uint64) bool {
 	return cur.allocs-prev.allocs <= maxIdleAlloc && cur.reclaimable() >= max(minFree, cur.live/2)
 }
 
+// shrinkWorth says whether a release's pass that took the stacks from
+// before to after bytes is worth another: it shrank them by MinStackShrink
+// and by a 64th of the live heap the next pass's GC marks.
+func shrinkWorth(before, after, live uint64) bool {
+	return after < before && before-after >= max(MinStackShrink, live/64)
+}
+
 var names = []string{
 	"/gc/heap/allocs:bytes",
 	"/memory/classes/heap/free:bytes",
 	"/memory/classes/heap/objects:bytes",
 	"/gc/heap/live:bytes",
+	"/memory/classes/heap/stacks:bytes",
 }
 
 func read(s []metrics.Sample) sample {
@@ -88,12 +126,79 @@ func read(s []metrics.Sample) sample {
 		}
 		return 0
 	}
-	return sample{allocs: v(0), free: v(1), objects: v(2), live: v(3)}
+	return sample{allocs: v(0), free: v(1), objects: v(2), live: v(3), stacks: v(4)}
+}
+
+// freeOSMemory releases the reclaimable heap, then again while the stacks
+// still shrink enough (see the package doc); it returns the last sample.
+func freeOSMemory(s []metrics.Sample, before sample) sample {
+	debug.FreeOSMemory()
+	cur := read(s)
+	for range MaxStackPasses {
+		if !shrinkWorth(before.stacks, cur.stacks, cur.live) {
+			break
+		}
+		before = cur
+		debug.FreeOSMemory()
+		cur = read(s)
+	}
+	return cur
+}
+
+// threads counts the process' OS threads (0 if /proc is not there).
+func threads() int {
+	ents, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return 0
+	}
+	return len(ents)
+}
+
+// threadExitWait is how long endThreads waits for one thread to end.
+const threadExitWait = 100 * time.Millisecond
+
+// endThreads ends idle OS threads while the process has more than keep
+// (and /proc counts them): each time a goroutine that locks its thread
+// and exits, then the count polled (every millisecond, for at most
+// threadExitWait) until it is lower. It stops after two such goroutines
+// that did not lower it: one may have run on the main thread, which the
+// runtime parks for good instead of ending (once in the process' life);
+// a second means a new thread took the place of the ended one, so none
+// is idle any more.
+func endThreads(keep int) {
+	for misses := 0; misses < 2; {
+		n := threads()
+		if n <= keep || n == 0 {
+			return
+		}
+		done := make(chan struct{})
+		go func() {
+			runtime.LockOSThread()
+			close(done)
+		}()
+		<-done
+		deadline := time.Now().Add(threadExitWait)
+		for threads() >= n {
+			if time.Now().After(deadline) {
+				misses++
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
 }
 
 // Run looks every `every` until ctx ends and returns the reclaimable heap
-// to the kernel when the process is idle (see the package doc).
-func Run(ctx context.Context, every time.Duration) {
+// to the kernel when the process is idle (see the package doc). forget,
+// unless nil, is called first at each release: it drops what the process
+// caches only for speed (the manager's raft log cache), so that the
+// release's GC collects it.
+func Run(ctx context.Context, every time.Duration, forget func()) {
+	run(ctx, every, forget, threads())
+}
+
+// run is Run keeping keep threads.
+func run(ctx context.Context, every time.Duration, forget func(), keep int) {
 	s := make([]metrics.Sample, len(names))
 	for i, n := range names {
 		s[i].Name = n
@@ -109,8 +214,12 @@ func Run(ctx context.Context, every time.Duration) {
 		}
 		cur := read(s)
 		if release(prev, cur, MaxIdleAlloc, MinFree) {
-			debug.FreeOSMemory()
-			cur = read(s) // what the release allocated is not activity
+			if forget != nil {
+				forget()
+			}
+			// Threads first: their signal stacks are freed with them.
+			endThreads(keep)
+			cur = freeOSMemory(s, cur) // what the release allocated is not activity
 		}
 		prev = cur
 	}

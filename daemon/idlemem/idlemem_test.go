@@ -5,6 +5,8 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -61,7 +63,7 @@ func TestRunReturnsFreeHeap(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { Run(ctx, 20*time.Millisecond); close(done) }()
+	go func() { Run(ctx, 20*time.Millisecond, nil); close(done) }()
 	defer func() { cancel(); <-done }()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -96,7 +98,7 @@ func TestRunReleasesUncollectedGarbage(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { Run(ctx, 20*time.Millisecond); close(done) }()
+	go func() { Run(ctx, 20*time.Millisecond, nil); close(done) }()
 	defer func() { cancel(); <-done }()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -108,6 +110,194 @@ func TestRunReleasesUncollectedGarbage(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("objects %d MiB (%d before the burst), released %d MiB more than before it",
 				objects>>20, objects0>>20, (int64(released)-int64(released0))>>20)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestShrinkWorth(t *testing.T) {
+	const mib = 1 << 20
+	for _, tc := range []struct {
+		name                string
+		before, after, live uint64
+		want                bool
+	}{
+		{"shrank a lot, small heap", 6 * mib, 3 * mib, 5 * mib, true},
+		{"shrank little", 6 * mib, 6*mib - MinStackShrink + 1, 5 * mib, false},
+		{"shrank the least worth it", 6 * mib, 6*mib - MinStackShrink, 5 * mib, true},
+		{"did not shrink", 6 * mib, 6 * mib, 5 * mib, false},
+		{"grew", 6 * mib, 7 * mib, 5 * mib, false},
+		// A big live heap: another GC costs more than 3 MiB of stacks.
+		{"shrank, big heap", 6 * mib, 3 * mib, 700 * mib, false},
+	} {
+		if got := shrinkWorth(tc.before, tc.after, tc.live); got != tc.want {
+			t.Errorf("%s: shrinkWorth = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// deep grows its goroutine's stack by about n KiB.
+//
+//go:noinline
+func deep(n int) byte {
+	var b [1024]byte
+	b[n%len(b)] = byte(n)
+	if n == 0 {
+		return b[0]
+	}
+	return deep(n-1) + b[n%len(b)]
+}
+
+// A release also hands back the stacks a burst grew: 128 goroutines grown
+// to 64 KiB and parked a few hundred bytes deep (as gRPC's stream workers
+// after a burst of calls) are back under a quarter of that. One GC halves
+// a stack at most, so a single release left half.
+func TestRunShrinksGrownStacks(t *testing.T) {
+	runtime.GC()
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	s := []metrics.Sample{{Name: "/memory/classes/heap/stacks:bytes"}}
+	metrics.Read(s)
+	stacks0 := s[0].Value.Uint64()
+
+	const n = 128
+	var grown, parked sync.WaitGroup
+	stop := make(chan struct{})
+	grown.Add(n)
+	parked.Add(n)
+	for range n {
+		go func() {
+			defer parked.Done()
+			deep(40)
+			grown.Done()
+			<-stop
+		}()
+	}
+	defer func() { close(stop); parked.Wait() }()
+	grown.Wait()
+	metrics.Read(s)
+	grew := s[0].Value.Uint64() - stacks0
+	if grew < n*32<<10 {
+		t.Fatalf("stacks grew by %d KiB, want at least %d", grew>>10, n*32)
+	}
+	// Garbage, so that there is something to release.
+	for range 8 {
+		sink = append(sink, make([]byte, 1<<20))
+	}
+	sink = nil
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { Run(ctx, 20*time.Millisecond, nil); close(done) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		metrics.Read(s)
+		stacks := s[0].Value.Uint64()
+		if stacks < stacks0+grew/4 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stacks %d KiB over before the burst, want under %d (a quarter of what it grew)", (int64(stacks)-int64(stacks0))>>10, grew>>12)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A release ends the OS threads a burst of blocking system calls left
+// idle: 32 goroutines asleep in nanosleep(2) at once make the runtime
+// start a thread for each (at least 16 more are asked for), and it ends
+// none of them by itself.
+func TestRunEndsIdleThreads(t *testing.T) {
+	runtime.GC()
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	before := threads()
+	if before == 0 {
+		t.Skip("no /proc/self/task")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { run(ctx, 20*time.Millisecond, nil, before); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ts := syscall.NsecToTimespec(int64(200 * time.Millisecond))
+			syscall.Nanosleep(&ts, nil)
+		}()
+	}
+	wg.Wait()
+	if n := threads(); n < before+16 {
+		t.Fatalf("%d threads after the burst, %d before: want at least 16 more", n, before)
+	}
+	// Garbage, so that there is something to release.
+	for range 8 {
+		sink = append(sink, make([]byte, 1<<20))
+	}
+	sink = nil
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		// A few more than before stay: the main thread, parked for good
+		// if a locked goroutine ended on it, the runtime's template
+		// thread, the one started in place of the last ended.
+		n := threads()
+		if n <= before+8 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d threads, %d before the burst", n, before)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestEndThreadsStopsAtKeep(t *testing.T) {
+	n := threads()
+	if n == 0 {
+		t.Skip("no /proc/self/task")
+	}
+	endThreads(n) // nothing to do
+	if got := threads(); got < n {
+		t.Errorf("%d threads, want %d (keep)", got, n)
+	}
+}
+
+// A release first calls forget, so that what it drops is collected by the
+// release's own GC: an idle node's caches held only for speed (the raft
+// log cache) are handed back with the rest.
+func TestRunForgetsBeforeReleasing(t *testing.T) {
+	runtime.GC()
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	var mu sync.Mutex
+	cache := make([]byte, 8<<20)
+	forget := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		cache = nil
+	}
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	for range 8 { // garbage, so that there is something to release
+		sink = append(sink, make([]byte, 1<<20))
+	}
+	sink = nil
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { Run(ctx, 20*time.Millisecond, forget); close(done) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		held := cache != nil
+		mu.Unlock()
+		metrics.Read(s)
+		if !held && s[0].Value.Uint64() < 8<<20 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cache held %v, live heap %d MiB after the GC", held, s[0].Value.Uint64()>>20)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
