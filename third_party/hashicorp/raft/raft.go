@@ -9,8 +9,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand"
-	"strings"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"time"
 
