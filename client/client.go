@@ -266,12 +266,26 @@ func dialHosts(hosts *hostList, tc credentials.TransportCredentials, readyWait t
 		// Lists can be large (100,000 tasks are ~23 MB), above gRPC's
 		// default 4 MiB receive limit.
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxReplyBytes)),
+		// Fixed flow-control windows, as the managers' own: with gRPC's
+		// dynamic (BDP) window the client answered nearly every reply
+		// with a WINDOW_UPDATE and a PING, which the manager read, woke
+		// its writer for and acknowledged (a write syscall): a fourth of
+		// the leader's socket writes per call at one writer
+		// (TestClientSendsNoFlowControlPings).
+		grpc.WithStaticStreamWindowSize(window),
+		grpc.WithStaticConnWindowSize(window),
 	}, extra...)
 	return grpc.NewClient(r.Scheme()+":///managers", opts...)
 }
 
 // MaxReplyBytes bounds one reply the client accepts.
 const MaxReplyBytes = 256 << 20
+
+// window is the client's fixed HTTP/2 flow-control window, per stream and
+// per connection: what a manager may send ahead of the client's reads
+// (below the 16 MiB gRPC's dynamic window may grow to). A 23 MB list takes
+// a dozen round trips of it, a millisecond on a LAN.
+const window = 2 << 20
 
 // RetryUnavailable retries calls that failed with UNAVAILABLE, backing off
 // from 25 ms to 250 ms (a leader election takes about a second, so a longer

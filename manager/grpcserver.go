@@ -73,3 +73,17 @@ func tuningOptions() []grpc.ServerOption {
 	}
 	return opts
 }
+
+// forwardDialOptions are the options of a follower's connection to the
+// leader that it forwards calls on, apart from credentials: a forwarded
+// reply may be a whole list (100,000 tasks are ~23 MB), above gRPC's
+// default 4 MiB receive limit; and the same fixed windows as the server
+// (without them the follower answers nearly every forwarded reply with a
+// PING the leader acknowledges: TestForwardClientSendsNoFlowControlPings).
+func forwardDialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxReplyBytes)),
+		grpc.WithStaticStreamWindowSize(serverWindow),
+		grpc.WithStaticConnWindowSize(serverWindow),
+	}
+}

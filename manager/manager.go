@@ -159,8 +159,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	fwd := forward.New(store, func(addr string) (*grpc.ClientConn, error) {
 		// A forwarded reply may be a whole list (100,000 tasks are ~23 MB):
 		// above gRPC's default 4 MiB receive limit.
-		return grpc.NewClient(addr, grpc.WithTransportCredentials(trust.ClientCreds(cfg.Certs)),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxReplyBytes)))
+		return grpc.NewClient(addr, append(forwardDialOptions(), grpc.WithTransportCredentials(trust.ClientCreds(cfg.Certs)))...)
 	}, cfg.Logger, "/shoal.v1.NodeCA/GetRootCA", "/shoal.v1.Dispatcher/Session", shoalv1.NodeCA_RenewNodeCertificate_FullMethodName)
 	defer fwd.Close()
 	// The store part of raft's re-check on each read, and the admin

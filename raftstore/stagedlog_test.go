@@ -90,6 +90,8 @@ type gatedStore struct {
 	armed   bool
 	entered chan struct{} // closed when an armed StoreLogs starts waiting
 	release chan error    // the armed StoreLogs' result
+	// onStore, if set, is told of every StoreLogs call, as it starts.
+	onStore func(logs []*raft.Log)
 	// writing counts the StoreLogs and DeleteRange calls in progress,
 	// overlaps those that started while another was (raft must never
 	// write its log from two goroutines at once).
@@ -123,9 +125,12 @@ func (g *gatedStore) arm() {
 func (g *gatedStore) StoreLogs(logs []*raft.Log) error {
 	defer g.enterWrite()()
 	g.mu.Lock()
-	armed, entered, release := g.armed, g.entered, g.release
+	armed, entered, release, onStore := g.armed, g.entered, g.release, g.onStore
 	g.armed = false
 	g.mu.Unlock()
+	if onStore != nil {
+		onStore(logs)
+	}
 	if armed {
 		close(entered)
 		if err := <-release; err != nil {
@@ -232,12 +237,20 @@ type hookedLog struct {
 	mu           sync.Mutex
 	afterUnstage func()
 	onMiss       func(idx uint64)
+	// onGet, if set, is told of every lookup.
+	onGet func(idx uint64)
 }
 
 func (h *hookedLog) setHooks(afterUnstage func(), onMiss func(uint64)) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.afterUnstage, h.onMiss = afterUnstage, onMiss
+}
+
+func (h *hookedLog) setGetHook(f func(idx uint64)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.onGet = f
 }
 
 func (h *hookedLog) UnstageLogs() {
@@ -251,6 +264,12 @@ func (h *hookedLog) UnstageLogs() {
 }
 
 func (h *hookedLog) GetLog(idx uint64, out *raft.Log) error {
+	h.mu.Lock()
+	get := h.onGet
+	h.mu.Unlock()
+	if get != nil {
+		get(idx)
+	}
 	err := h.logCache.GetLog(idx, out)
 	if errors.Is(err, raft.ErrLogNotFound) {
 		h.mu.Lock()

@@ -147,7 +147,7 @@ func (h *hub) publish(events []*shoalv1.WatchEvent, index uint64) {
 		// to go is moved over those it does not want, so it is cut only
 		// for missing one it does.
 		for s := range h.cursors {
-			if s.keep != nil {
+			if s.filtered() {
 				for s.next < h.oldest+uint64(drop) && !s.wants(h.ring[s.next-h.oldest]) {
 					s.next++
 				}
@@ -169,11 +169,16 @@ func (h *hub) publish(events []*shoalv1.WatchEvent, index uint64) {
 			h.endLocked(s, ErrSlowConsumer)
 			continue
 		}
-		if s.keep != nil {
+		if s.filtered() {
 			// Look at the new events here, once, and wake the pump only
 			// if one is wanted: a thousand filtered subscribers (sessions)
 			// woken per entry to find nothing queued on the hub's lock
-			// and starved the goroutines that answer heartbeats.
+			// and starved the goroutines that answer heartbeats. The
+			// kinds count as a filter too: a leader's watchers of nodes,
+			// the cluster or tasks (membership, certificate renewal,
+			// gossip keys, log routing) were each woken by every service
+			// write, ~5 of the ~30 goroutine wake-ups of a one-writer
+			// PatchService on the leader.
 			for s.next < end && !s.wants(h.ring[s.next-h.oldest]) {
 				s.next++
 			}
@@ -181,6 +186,7 @@ func (h *hub) publish(events []*shoalv1.WatchEvent, index uint64) {
 				continue
 			}
 		}
+		s.wakes++
 		select {
 		case s.notify <- struct{}{}:
 		default:
@@ -354,7 +360,8 @@ func (h *hub) register(ctx context.Context, from uint64, kinds []Kind, keep func
 		return s, nil
 	}
 	h.cursors[s] = struct{}{}
-	s.startPump()
+	// No pump until C is called either: a consumer that takes the events
+	// itself (Pull) spares the pump's goroutine and its wake-up per entry.
 	return s, nil
 }
 
@@ -448,9 +455,12 @@ type subscription struct {
 	// hub.mu.
 	routed bool
 	node   string
-	queue  []*shoalv1.WatchEvent
-	qhead  int
-	woken  bool
+	// wakes counts publish's wake-ups of the pump (guarded by hub.mu;
+	// tests read it).
+	wakes int
+	queue []*shoalv1.WatchEvent
+	qhead int
+	woken bool
 	// ch is written and closed only by pump; made by startPump.
 	ch       chan *shoalv1.WatchEvent
 	pumpOnce sync.Once     // starts pump (at register, or a routed subscription's first C)
@@ -465,7 +475,9 @@ var (
 	_ NodeSubscription = (*subscription)(nil)
 )
 
-// NodeSubscription is the subscription WatchNode returns. Its consumer
+// NodeSubscription is the subscription WatchNode returns, and what Pull
+// makes of any subscription (every one Watch and WatchFiltered return
+// already is one). Its consumer
 // either reads C, or takes the queued events itself: Ready signals that
 // some may be waiting, Take takes them in order, Done is closed when the
 // subscription ends (Err says why) — not both. Taking them itself spares
@@ -480,6 +492,9 @@ type NodeSubscription interface {
 	// yet; ok is false once the subscription has ended.
 	Take(buf []*shoalv1.WatchEvent, limit int) (_ []*shoalv1.WatchEvent, ok bool)
 }
+
+// filtered says whether s may want fewer than all events (kinds or keep).
+func (s *subscription) filtered() bool { return s.mask != 0 || s.keep != nil }
 
 // wants says whether s delivers e; called with hub.mu held.
 func (s *subscription) wants(e ringEntry) bool {
@@ -642,3 +657,68 @@ func kindBit(k Kind) kindMask {
 }
 
 func (m kindMask) has(k Kind) bool { return m == 0 || m&kindBit(k) != 0 }
+
+// Pull returns sub for a consumer that takes its events itself (Ready,
+// Take, Done) instead of reading C: sub itself when it is one of the
+// store's (whose C must then never be called: the pump it starts and the
+// consumer would share the events), else a queue fed from sub's C by a
+// goroutine (a wrapper's subscription: a test's). Taking them itself, a
+// loop with a queue of its own (the orchestrator's, the allocator's) is
+// woken once per entry by publish instead of by a pump woken by publish.
+func Pull(sub Subscription) NodeSubscription {
+	if ns, ok := sub.(NodeSubscription); ok {
+		return ns
+	}
+	q := &chanPuller{Subscription: sub, ready: make(chan struct{}, 1), done: make(chan struct{})}
+	go q.feed()
+	return q
+}
+
+// chanPuller is Pull of a subscription that only has C.
+type chanPuller struct {
+	Subscription
+	mu    sync.Mutex
+	queue []*shoalv1.WatchEvent // guarded by mu
+	ready chan struct{}         // a token when queue may hold events
+	done  chan struct{}         // closed once C closed (after its last event is queued)
+}
+
+func (q *chanPuller) feed() {
+	for ev := range q.C() {
+		q.mu.Lock()
+		q.queue = append(q.queue, ev)
+		q.mu.Unlock()
+		select {
+		case q.ready <- struct{}{}:
+		default:
+		}
+	}
+	close(q.done)
+}
+
+func (q *chanPuller) Ready() <-chan struct{} { return q.ready }
+func (q *chanPuller) Done() <-chan struct{}  { return q.done }
+
+// Take hands out what is queued; ok turns false once C has closed and
+// everything it delivered was taken.
+func (q *chanPuller) Take(buf []*shoalv1.WatchEvent, limit int) ([]*shoalv1.WatchEvent, bool) {
+	limit = max(limit, 1)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := min(limit-len(buf), len(q.queue))
+	if n <= 0 {
+		select {
+		case <-q.done:
+			return buf, len(q.queue) > 0
+		default:
+			return buf, true
+		}
+	}
+	buf = append(buf, q.queue[:n]...)
+	clear(q.queue[:n])
+	q.queue = q.queue[n:]
+	if len(q.queue) == 0 {
+		q.queue = nil
+	}
+	return buf, true
+}

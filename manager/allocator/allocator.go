@@ -182,23 +182,45 @@ func needsAllocation(t *shoalv1.Task) bool {
 	return t.GetStatus().GetState() == statePending && t.GetDesiredState() <= stateRunning && !Allocated(t)
 }
 
-func (a *Allocator) serve(ctx context.Context, sub raftstore.Subscription) error {
+// takeBatch is how many events serve takes from its subscription at a time.
+const takeBatch = 256
+
+// closedChan is always ready.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+func (a *Allocator) serve(ctx context.Context, s raftstore.Subscription) error {
 	timer := time.NewTimer(0) // a full pass first (rebuild set a.work)
 	defer timer.Stop()
 	armed := true
 	var backoff time.Duration
+	// The events are taken from the store directly (raftstore.Pull):
+	// publish wakes this loop, not a pump that then wakes it.
+	sub := raftstore.Pull(s)
+	var buf []*shoalv1.WatchEvent
 	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case ev, ok := <-sub.C():
-			if !ok {
-				return sub.Err()
-			}
+		var ok bool
+		if buf, ok = sub.Take(buf[:0], takeBatch); !ok {
+			return sub.Err()
+		}
+		for _, ev := range buf {
 			if a.observe(ev) && !armed {
 				timer.Reset(debounce)
 				armed = true
 			}
+		}
+		// A full batch: more may be waiting, with no wake-up to come for
+		// it; take it next unless the pass's timer is due too.
+		var again <-chan struct{}
+		if len(buf) == takeBatch {
+			again = closedChan
+		}
+		clear(buf)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-sub.Done():
+		case <-sub.Ready():
+		case <-again:
 		case <-timer.C:
 			armed = false
 			more, err := a.pass(ctx)

@@ -41,11 +41,35 @@ func newEventQueue() *eventQueue {
 	return &eventQueue{at: map[eventKey]int{}, ready: make(chan struct{}, 1)}
 }
 
-// drain queues every event of ch until it closes; run it in its own
-// goroutine.
-func (q *eventQueue) drain(ch <-chan *shoalv1.WatchEvent) {
-	for ev := range ch {
-		q.push(ev)
+// drainBatch is how many events drain takes from the subscription at a
+// time (under the store's hub lock, then under q.mu).
+const drainBatch = 256
+
+// drain queues every event of sub until it ends; run it in its own
+// goroutine. It takes the events from the store itself (raftstore.Pull):
+// publish wakes it directly, and it queues what it took under one lock
+// and wakes the loop once.
+func (q *eventQueue) drain(sub raftstore.NodeSubscription) {
+	var buf []*shoalv1.WatchEvent
+	for {
+		var ok bool
+		if buf, ok = sub.Take(buf[:0], drainBatch); !ok {
+			break
+		}
+		if len(buf) == 0 {
+			select {
+			case <-sub.Ready():
+			case <-sub.Done():
+			}
+			continue
+		}
+		q.mu.Lock()
+		for _, ev := range buf {
+			q.pushLocked(ev)
+		}
+		q.mu.Unlock()
+		q.signal()
+		clear(buf)
 	}
 	q.mu.Lock()
 	q.ended = true
@@ -54,21 +78,24 @@ func (q *eventQueue) drain(ch <-chan *shoalv1.WatchEvent) {
 }
 
 func (q *eventQueue) push(ev *shoalv1.WatchEvent) {
+	q.mu.Lock()
+	q.pushLocked(ev)
+	q.mu.Unlock()
+	q.signal()
+}
+
+func (q *eventQueue) pushLocked(ev *shoalv1.WatchEvent) {
 	obj := raftstore.Unwrap(ev.GetObject())
 	key := eventKey{kind: raftstore.KindOf(obj)}
 	if obj != nil {
 		key.id = obj.GetMeta().GetId()
 	}
-	update := ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_UPDATE
-	q.mu.Lock()
-	if i, ok := q.at[key]; ok && update && q.events[i].GetAction() == shoalv1.WatchAction_WATCH_ACTION_UPDATE {
+	if i, ok := q.at[key]; ok && ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_UPDATE && q.events[i].GetAction() == shoalv1.WatchAction_WATCH_ACTION_UPDATE {
 		q.events[i] = ev
 	} else {
 		q.at[key] = len(q.events)
 		q.events = append(q.events, ev)
 	}
-	q.mu.Unlock()
-	q.signal()
 }
 
 func (q *eventQueue) signal() {

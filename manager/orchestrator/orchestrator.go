@@ -159,7 +159,7 @@ func (o *Orchestrator) serve(ctx context.Context, l loop, sub raftstore.Subscrip
 		}
 	}
 	q := newEventQueue()
-	go q.drain(sub.C())
+	go q.drain(raftstore.Pull(sub))
 	for {
 		select {
 		case <-ctx.Done():

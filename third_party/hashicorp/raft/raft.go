@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -1461,7 +1462,17 @@ func (r *Raft) dispatchStaged(staging StagingLogStore, applyLogs []*logFuture, l
 	w := &leaderWrite{staging: staging, futures: applyLogs, prevIndex: prevIndex, prevTerm: prevTerm,
 		lastIndex: lastIndex, start: start, done: make(chan error, 1)}
 	r.leaderState.write = w
-	go func() { w.done <- r.logs.StoreLogs(logs) }()
+	go func() {
+		// This goroutine starts first (a new goroutine takes its P's
+		// next slot, ahead of the replicators just woken), and its
+		// sync then holds that P in the system call until the runtime
+		// takes it back (its monitor hands it over): the woken
+		// replicators waited that long to send the batch (a median of
+		// 108 µs of a 1 ms write at one writer). Yielding first lets
+		// them send it, then the leader's own write follows.
+		runtime.Gosched()
+		w.done <- r.logs.StoreLogs(logs)
+	}()
 	return true
 }
 
