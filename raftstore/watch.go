@@ -360,6 +360,9 @@ func (h *hub) register(ctx context.Context, from uint64, kinds []Kind, keep func
 		return s, nil
 	}
 	h.cursors[s] = struct{}{}
+	if first < len(h.ring) {
+		s.notify <- struct{}{} // a replay may be waiting (Ready)
+	}
 	// No pump until C is called either: a consumer that takes the events
 	// itself (Pull) spares the pump's goroutine and its wake-up per entry.
 	return s, nil
