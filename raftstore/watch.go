@@ -665,7 +665,9 @@ func (m kindMask) has(k Kind) bool { return m == 0 || m&kindBit(k) != 0 }
 // Take, Done) instead of reading C: sub itself when it is one of the
 // store's (whose C must then never be called: the pump it starts and the
 // consumer would share the events), else a queue fed from sub's C by a
-// goroutine (a wrapper's subscription: a test's). Taking them itself, a
+// goroutine (a wrapper's subscription: a test's; an event C handed over
+// may not be queued yet, so a consumer that needs "sent" to mean "taken"
+// reads C itself, as the orchestrator's drain does). Taking them itself, a
 // loop with a queue of its own (the orchestrator's, the allocator's) is
 // woken once per entry by publish instead of by a pump woken by publish.
 func Pull(sub Subscription) NodeSubscription {
