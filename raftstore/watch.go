@@ -360,6 +360,9 @@ func (h *hub) register(ctx context.Context, from uint64, kinds []Kind, keep func
 		return s, nil
 	}
 	h.cursors[s] = struct{}{}
+	if first < len(h.ring) {
+		s.notify <- struct{}{} // a replay may be waiting (Ready)
+	}
 	// No pump until C is called either: a consumer that takes the events
 	// itself (Pull) spares the pump's goroutine and its wake-up per entry.
 	return s, nil
@@ -662,7 +665,9 @@ func (m kindMask) has(k Kind) bool { return m == 0 || m&kindBit(k) != 0 }
 // Take, Done) instead of reading C: sub itself when it is one of the
 // store's (whose C must then never be called: the pump it starts and the
 // consumer would share the events), else a queue fed from sub's C by a
-// goroutine (a wrapper's subscription: a test's). Taking them itself, a
+// goroutine (a wrapper's subscription: a test's; an event C handed over
+// may not be queued yet, so a consumer that needs "sent" to mean "taken"
+// reads C itself, as the orchestrator's drain does). Taking them itself, a
 // loop with a queue of its own (the orchestrator's, the allocator's) is
 // woken once per entry by publish instead of by a pump woken by publish.
 func Pull(sub Subscription) NodeSubscription {

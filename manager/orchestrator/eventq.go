@@ -46,15 +46,33 @@ func newEventQueue() *eventQueue {
 const drainBatch = 256
 
 // drain queues every event of sub until it ends; run it in its own
-// goroutine. It takes the events from the store itself (raftstore.Pull):
-// publish wakes it directly, and it queues what it took under one lock
-// and wakes the loop once.
-func (q *eventQueue) drain(sub raftstore.NodeSubscription) {
+// goroutine. A store subscription (a NodeSubscription) it takes the events
+// of itself: publish wakes it directly, and it queues what it took under
+// one lock and wakes the loop once. Another (a test's wrapper) it reads
+// from C, each event queued before the next is read, as a channel's reader
+// does: through raftstore.Pull's queue, a goroutine's, the loop could take
+// a wrapper's events before the last ones sent were queued.
+func (q *eventQueue) drain(sub raftstore.Subscription) {
+	if ns, ok := sub.(raftstore.NodeSubscription); ok {
+		q.drainTaken(ns)
+	} else {
+		for ev := range sub.C() {
+			q.push(ev)
+		}
+	}
+	q.mu.Lock()
+	q.ended = true
+	q.mu.Unlock()
+	q.signal()
+}
+
+// drainTaken queues sub's events, drainBatch at a time, until it ends.
+func (q *eventQueue) drainTaken(sub raftstore.NodeSubscription) {
 	var buf []*shoalv1.WatchEvent
 	for {
 		var ok bool
 		if buf, ok = sub.Take(buf[:0], drainBatch); !ok {
-			break
+			return
 		}
 		if len(buf) == 0 {
 			select {
@@ -71,10 +89,6 @@ func (q *eventQueue) drain(sub raftstore.NodeSubscription) {
 		q.signal()
 		clear(buf)
 	}
-	q.mu.Lock()
-	q.ended = true
-	q.mu.Unlock()
-	q.signal()
 }
 
 func (q *eventQueue) push(ev *shoalv1.WatchEvent) {

@@ -159,7 +159,7 @@ func (o *Orchestrator) serve(ctx context.Context, l loop, sub raftstore.Subscrip
 		}
 	}
 	q := newEventQueue()
-	go q.drain(raftstore.Pull(sub))
+	go q.drain(sub)
 	for {
 		select {
 		case <-ctx.Done():
