@@ -180,6 +180,8 @@
 // it once per new event and wakes a subscriber only when it has something
 // to deliver, and a filtered subscriber is moved over unwanted events
 // before the ring drops them, so it is cut only for missing one it wants.
+// Watch's kinds are such a filter too: a watcher of nodes is not woken by
+// service writes, nor cut by a burst of tasks.
 // A thousand dispatcher sessions, each wanting its own node's tasks, cost
 // one call per event each instead of a channel hand-off and a wake-up.
 // WatchNode goes further for a node's session: the hub routes a task event
@@ -188,6 +190,10 @@
 // events), inside the FSM's apply. Its NodeSubscription is read either
 // through C (a pump goroutine, started by the first call) or by the
 // consumer itself (Ready, Take, Done): no goroutine per subscription.
+// Watch's and WatchFiltered's subscriptions are NodeSubscriptions too
+// (Pull): a loop with a queue of its own (the orchestrator's, the
+// allocator's) takes its events itself and is woken by the publisher
+// directly, not by a pump the publisher woke.
 //
 // # Limits
 //
