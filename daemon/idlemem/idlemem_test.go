@@ -2,6 +2,7 @@ package idlemem
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
@@ -41,6 +42,40 @@ func TestRelease(t *testing.T) {
 
 var sink, live [][]byte
 
+// garbage drops n MiB the GC has not collected: something to release.
+func garbage(n int) {
+	for range n {
+		sink = append(sink, make([]byte, 1<<20))
+	}
+	sink = nil
+}
+
+// running runs the release loop (run, keeping keep threads, with forget)
+// every 20 ms until the test ends.
+func running(t *testing.T, forget func(), keep int) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { run(ctx, 20*time.Millisecond, forget, keep); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// eventually polls check every 10 ms until it holds, and fails the test
+// with what it says after 30 s.
+func eventually(t *testing.T, check func() (ok bool, why string)) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ok, why := check()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(why)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // Run hands a burst's freed heap back once the process is quiet. With
 // 16 MiB live and GOGC=400 (shoal's 300, about), the heap goal is ~80 MiB:
 // the runtime's own scavenger keeps the 64 MiB the burst freed.
@@ -53,30 +88,18 @@ func TestRunReturnsFreeHeap(t *testing.T) {
 	s := []metrics.Sample{{Name: "/memory/classes/heap/released:bytes"}, {Name: "/memory/classes/heap/free:bytes"}}
 	// A burst: 64 MiB allocated, then dropped and collected (the runtime
 	// keeps most of it as free heap for reuse).
-	for range 64 {
-		sink = append(sink, make([]byte, 1<<20))
-	}
-	sink = nil
+	garbage(64)
 	runtime.GC()
 	metrics.Read(s)
 	released0 := s[0].Value.Uint64()
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { Run(ctx, 20*time.Millisecond, nil); close(done) }()
-	defer func() { cancel(); <-done }()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	running(t, nil, threads())
+	eventually(t, func() (bool, string) {
 		metrics.Read(s)
-		if s[0].Value.Uint64() >= released0+32<<20 && s[1].Value.Uint64() < MinFree {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("released %d MiB more than after the burst, %d MiB still free and held",
+		return s[0].Value.Uint64() >= released0+32<<20 && s[1].Value.Uint64() < MinFree,
+			fmt.Sprintf("released %d MiB more than after the burst, %d MiB still free and held",
 				(int64(s[0].Value.Uint64())-int64(released0))>>20, s[1].Value.Uint64()>>20)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	})
 }
 
 // Run also hands back a burst's garbage the GC has not collected yet:
@@ -89,30 +112,18 @@ func TestRunReleasesUncollectedGarbage(t *testing.T) {
 	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
 	metrics.Read(s)
 	objects0 := s[0].Value.Uint64()
-	for range 64 {
-		sink = append(sink, make([]byte, 1<<20))
-	}
-	sink = nil
+	garbage(64)
 	metrics.Read(s) // after the burst: it may have reused released pages
 	released0 := s[1].Value.Uint64()
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { Run(ctx, 20*time.Millisecond, nil); close(done) }()
-	defer func() { cancel(); <-done }()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	running(t, nil, threads())
+	eventually(t, func() (bool, string) {
 		metrics.Read(s)
 		objects, released := s[0].Value.Uint64(), s[1].Value.Uint64()
-		if objects < objects0+16<<20 && released >= released0+32<<20 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("objects %d MiB (%d before the burst), released %d MiB more than before it",
+		return objects < objects0+16<<20 && released >= released0+32<<20,
+			fmt.Sprintf("objects %d MiB (%d before the burst), released %d MiB more than before it",
 				objects>>20, objects0>>20, (int64(released)-int64(released0))>>20)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	})
 }
 
 func TestShrinkWorth(t *testing.T) {
@@ -179,28 +190,14 @@ func TestRunShrinksGrownStacks(t *testing.T) {
 	if grew < n*32<<10 {
 		t.Fatalf("stacks grew by %d KiB, want at least %d", grew>>10, n*32)
 	}
-	// Garbage, so that there is something to release.
-	for range 8 {
-		sink = append(sink, make([]byte, 1<<20))
-	}
-	sink = nil
-
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { Run(ctx, 20*time.Millisecond, nil); close(done) }()
-	defer func() { cancel(); <-done }()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	garbage(8)
+	running(t, nil, threads())
+	eventually(t, func() (bool, string) {
 		metrics.Read(s)
 		stacks := s[0].Value.Uint64()
-		if stacks < stacks0+grew/4 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("stacks %d KiB over before the burst, want under %d (a quarter of what it grew)", (int64(stacks)-int64(stacks0))>>10, grew>>12)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return stacks < stacks0+grew/4,
+			fmt.Sprintf("stacks %d KiB over before the burst, want under %d (a quarter of what it grew)", (int64(stacks)-int64(stacks0))>>10, grew>>12)
+	})
 }
 
 // A release ends the OS threads a burst of blocking system calls left
@@ -214,10 +211,7 @@ func TestRunEndsIdleThreads(t *testing.T) {
 	if before == 0 {
 		t.Skip("no /proc/self/task")
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { run(ctx, 20*time.Millisecond, nil, before); close(done) }()
-	defer func() { cancel(); <-done }()
+	running(t, nil, before)
 
 	var wg sync.WaitGroup
 	for range 32 {
@@ -232,25 +226,14 @@ func TestRunEndsIdleThreads(t *testing.T) {
 	if n := threads(); n < before+16 {
 		t.Fatalf("%d threads after the burst, %d before: want at least 16 more", n, before)
 	}
-	// Garbage, so that there is something to release.
-	for range 8 {
-		sink = append(sink, make([]byte, 1<<20))
-	}
-	sink = nil
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	garbage(8)
+	eventually(t, func() (bool, string) {
 		// A few more than before stay: the main thread, parked for good
 		// if a locked goroutine ended on it, the runtime's template
 		// thread, the one started in place of the last ended.
 		n := threads()
-		if n <= before+8 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d threads, %d before the burst", n, before)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return n <= before+8, fmt.Sprintf("%d threads, %d before the burst", n, before)
+	})
 }
 
 func TestEndThreadsStopsAtKeep(t *testing.T) {
@@ -278,27 +261,14 @@ func TestRunForgetsBeforeReleasing(t *testing.T) {
 		cache = nil
 	}
 	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
-	for range 8 { // garbage, so that there is something to release
-		sink = append(sink, make([]byte, 1<<20))
-	}
-	sink = nil
-
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { Run(ctx, 20*time.Millisecond, forget); close(done) }()
-	defer func() { cancel(); <-done }()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	garbage(8)
+	running(t, forget, threads())
+	eventually(t, func() (bool, string) {
 		mu.Lock()
 		held := cache != nil
 		mu.Unlock()
 		metrics.Read(s)
-		if !held && s[0].Value.Uint64() < 8<<20 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("cache held %v, live heap %d MiB after the GC", held, s[0].Value.Uint64()>>20)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return !held && s[0].Value.Uint64() < 8<<20,
+			fmt.Sprintf("cache held %v, live heap %d MiB after the GC", held, s[0].Value.Uint64()>>20)
+	})
 }
