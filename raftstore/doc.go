@@ -190,10 +190,10 @@
 // events), inside the FSM's apply. Its NodeSubscription is read either
 // through C (a pump goroutine, started by the first call) or by the
 // consumer itself (Ready, Take, Done): no goroutine per subscription.
-// Watch's and WatchFiltered's subscriptions are NodeSubscriptions too
-// (Pull): a loop with a queue of its own (the orchestrator's, the
-// allocator's) takes its events itself and is woken by the publisher
-// directly, not by a pump the publisher woke.
+// Watch's and WatchFiltered's subscriptions are NodeSubscriptions too: a
+// loop with a queue of its own (the orchestrator's, the allocator's)
+// takes its events itself and is woken by the publisher directly, not by
+// a pump the publisher woke.
 //
 // # Limits
 //

@@ -364,7 +364,7 @@ func (h *hub) register(ctx context.Context, from uint64, kinds []Kind, keep func
 		s.notify <- struct{}{} // a replay may be waiting (Ready)
 	}
 	// No pump until C is called either: a consumer that takes the events
-	// itself (Pull) spares the pump's goroutine and its wake-up per entry.
+	// itself spares the pump's goroutine and its wake-up per entry.
 	return s, nil
 }
 
@@ -478,15 +478,14 @@ var (
 	_ NodeSubscription = (*subscription)(nil)
 )
 
-// NodeSubscription is the subscription WatchNode returns, and what Pull
-// makes of any subscription (every one Watch and WatchFiltered return
-// already is one). Its consumer
-// either reads C, or takes the queued events itself: Ready signals that
-// some may be waiting, Take takes them in order, Done is closed when the
-// subscription ends (Err says why) — not both. Taking them itself spares
-// a goroutine per subscription (5,000 with as many node sessions, each
-// with its stack) and a channel hand-off per event, and lets the consumer
-// take everything queued at once.
+// NodeSubscription is the subscription WatchNode returns; every one
+// Watch and WatchFiltered return is one too. Its consumer either reads C,
+// or takes the queued events itself: Ready signals that some may be
+// waiting, Take takes them in order, Done is closed when the subscription
+// ends (Err says why) — not both. Taking them itself spares a goroutine
+// per subscription (5,000 with as many node sessions, each with its
+// stack) and a channel hand-off per event, and lets the consumer take
+// everything queued at once.
 type NodeSubscription interface {
 	Subscription
 	Ready() <-chan struct{}
@@ -660,70 +659,3 @@ func kindBit(k Kind) kindMask {
 }
 
 func (m kindMask) has(k Kind) bool { return m == 0 || m&kindBit(k) != 0 }
-
-// Pull returns sub for a consumer that takes its events itself (Ready,
-// Take, Done) instead of reading C: sub itself when it is one of the
-// store's (whose C must then never be called: the pump it starts and the
-// consumer would share the events), else a queue fed from sub's C by a
-// goroutine (a wrapper's subscription: a test's; an event C handed over
-// may not be queued yet, so a consumer that needs "sent" to mean "taken"
-// reads C itself, as the orchestrator's drain does). Taking them itself, a
-// loop with a queue of its own (the orchestrator's, the allocator's) is
-// woken once per entry by publish instead of by a pump woken by publish.
-func Pull(sub Subscription) NodeSubscription {
-	if ns, ok := sub.(NodeSubscription); ok {
-		return ns
-	}
-	q := &chanPuller{Subscription: sub, ready: make(chan struct{}, 1), done: make(chan struct{})}
-	go q.feed()
-	return q
-}
-
-// chanPuller is Pull of a subscription that only has C.
-type chanPuller struct {
-	Subscription
-	mu    sync.Mutex
-	queue []*shoalv1.WatchEvent // guarded by mu
-	ready chan struct{}         // a token when queue may hold events
-	done  chan struct{}         // closed once C closed (after its last event is queued)
-}
-
-func (q *chanPuller) feed() {
-	for ev := range q.C() {
-		q.mu.Lock()
-		q.queue = append(q.queue, ev)
-		q.mu.Unlock()
-		select {
-		case q.ready <- struct{}{}:
-		default:
-		}
-	}
-	close(q.done)
-}
-
-func (q *chanPuller) Ready() <-chan struct{} { return q.ready }
-func (q *chanPuller) Done() <-chan struct{}  { return q.done }
-
-// Take hands out what is queued; ok turns false once C has closed and
-// everything it delivered was taken.
-func (q *chanPuller) Take(buf []*shoalv1.WatchEvent, limit int) ([]*shoalv1.WatchEvent, bool) {
-	limit = max(limit, 1)
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	n := min(limit-len(buf), len(q.queue))
-	if n <= 0 {
-		select {
-		case <-q.done:
-			return buf, len(q.queue) > 0
-		default:
-			return buf, true
-		}
-	}
-	buf = append(buf, q.queue[:n]...)
-	clear(q.queue[:n])
-	q.queue = q.queue[n:]
-	if len(q.queue) == 0 {
-		q.queue = nil
-	}
-	return buf, true
-}

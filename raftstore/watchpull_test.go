@@ -38,19 +38,19 @@ func takeAll(t *testing.T, p NodeSubscription, n int) []*shoalv1.WatchEvent {
 	}
 }
 
-// TestPullTakesWithoutPump: a store subscription taken with Pull is
-// itself, starts no pump (publish wakes the consumer), delivers its kinds'
-// events in order in batches of the consumer's size, and once closed says
-// so to Take and Done.
-func TestPullTakesWithoutPump(t *testing.T) {
+// TestWatchTakenWithoutPump: a Watch subscription is a NodeSubscription;
+// taken by its consumer it starts no pump (publish wakes the consumer),
+// delivers its kinds' events in order in batches of the consumer's size,
+// and once closed says so to Take and Done.
+func TestWatchTakenWithoutPump(t *testing.T) {
 	s := single(t, options{})
 	sub, err := s.Watch(context.Background(), 0, KindTask)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := Pull(sub)
-	if p != sub.(NodeSubscription) {
-		t.Fatal("Pull wrapped a store subscription")
+	p, ok := sub.(NodeSubscription)
+	if !ok {
+		t.Fatalf("Watch returned a %T, not a NodeSubscription", sub)
 	}
 	var want []string
 	for e := range 5 {
@@ -91,43 +91,5 @@ func TestPullTakesWithoutPump(t *testing.T) {
 	}
 	if !errors.Is(sub.Err(), errUnsubscribed) {
 		t.Fatalf("Err %v", sub.Err())
-	}
-}
-
-type chanOnlySub struct {
-	ch  chan *shoalv1.WatchEvent
-	err error // set before ch closes
-}
-
-func (c *chanOnlySub) C() <-chan *shoalv1.WatchEvent { return c.ch }
-func (c *chanOnlySub) Err() error                    { return c.err }
-func (c *chanOnlySub) Close()                        {}
-
-// TestPullOfChannelSubscription: Pull of a subscription that has only C
-// hands out every event C delivered, in order, before it says the end, and
-// keeps its Err.
-func TestPullOfChannelSubscription(t *testing.T) {
-	c := &chanOnlySub{ch: make(chan *shoalv1.WatchEvent)}
-	p := Pull(c)
-	const n = 50
-	go func() {
-		for i := range n {
-			c.ch <- &shoalv1.WatchEvent{Index: uint64(i + 1)}
-		}
-		c.err = ErrSlowConsumer
-		close(c.ch)
-	}()
-	got := takeAll(t, p, n)
-	for i, ev := range got {
-		if ev.GetIndex() != uint64(i+1) {
-			t.Fatalf("event %d has index %d", i, ev.GetIndex())
-		}
-	}
-	<-p.Done()
-	if more, ok := p.Take(nil, 10); ok || len(more) != 0 {
-		t.Fatalf("after the end: %d events, ok %v", len(more), ok)
-	}
-	if !errors.Is(p.Err(), ErrSlowConsumer) {
-		t.Fatalf("Err %v", p.Err())
 	}
 }

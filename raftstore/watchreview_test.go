@@ -8,12 +8,12 @@ import (
 	"time"
 )
 
-// TestPullReplayIsReady: a subscription resumed from an index the ring
-// still holds, taken with Pull, signals Ready for its replay at once, as
+// TestWatchReplayIsReady: a subscription resumed from an index the ring
+// still holds, taken by its consumer, signals Ready for its replay at once, as
 // WatchNode's does (NodeSubscription: Ready says events may be waiting).
 // Without it a consumer that waits for Ready before it takes sat on the
 // replay until the next entry was published.
-func TestPullReplayIsReady(t *testing.T) {
+func TestWatchReplayIsReady(t *testing.T) {
 	s := single(t, options{})
 	from := mustUpdate(t, s, createIfMissing(mkService("svc", "web")))
 	mustUpdate(t, s, createIfMissing(mkTask("t1", "svc", "n1", 0, 0)))
@@ -22,7 +22,7 @@ func TestPullReplayIsReady(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p := Pull(sub)
+		p := sub.(NodeSubscription)
 		select {
 		case <-p.Ready():
 		default:
@@ -40,17 +40,17 @@ func TestPullReplayIsReady(t *testing.T) {
 	}
 	defer sub.Close()
 	select {
-	case <-Pull(sub).Ready():
+	case <-sub.(NodeSubscription).Ready():
 		t.Fatal("Ready has a token with nothing to replay")
 	default:
 	}
 }
 
-// TestPullKindsSubscriptionCutForAWantedEvent: a kind-filtered
+// TestWatchKindsSubscriptionCutForAWantedEvent: a kind-filtered
 // subscription is moved over the other kinds' events, but it is still cut
 // off (ErrSlowConsumer, seen by Done and Take) when the ring drops one of
 // its own kind's events it has not taken.
-func TestPullKindsSubscriptionCutForAWantedEvent(t *testing.T) {
+func TestWatchKindsSubscriptionCutForAWantedEvent(t *testing.T) {
 	const ring = 32
 	s := single(t, options{watchRing: ring})
 	sub, err := s.Watch(context.Background(), 0, KindTask)
@@ -58,7 +58,7 @@ func TestPullKindsSubscriptionCutForAWantedEvent(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Close()
-	p := Pull(sub)
+	p := sub.(NodeSubscription)
 	mustUpdate(t, s, createIfMissing(mkService("svc", "web")))
 	for i := range 3 {
 		mustUpdate(t, s, func(tx WriteTx) error {

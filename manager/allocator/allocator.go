@@ -188,39 +188,57 @@ const takeBatch = 256
 // closedChan is always ready.
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
-func (a *Allocator) serve(ctx context.Context, s raftstore.Subscription) error {
+func (a *Allocator) serve(ctx context.Context, sub raftstore.Subscription) error {
 	timer := time.NewTimer(0) // a full pass first (rebuild set a.work)
 	defer timer.Stop()
 	armed := true
 	var backoff time.Duration
-	// The events are taken from the store directly (raftstore.Pull):
-	// publish wakes this loop, not a pump that then wakes it.
-	sub := raftstore.Pull(s)
+	observe := func(ev *shoalv1.WatchEvent) {
+		if a.observe(ev) && !armed {
+			timer.Reset(debounce)
+			armed = true
+		}
+	}
+	// A store subscription's events are taken from it directly: publish
+	// wakes this loop, not a pump that then wakes it. Another (a test's
+	// wrapper) is read from C.
+	ns, taking := sub.(raftstore.NodeSubscription)
+	var ready, ended <-chan struct{}
+	var events <-chan *shoalv1.WatchEvent
+	if taking {
+		ready, ended = ns.Ready(), ns.Done()
+	} else {
+		events = sub.C()
+	}
 	var buf []*shoalv1.WatchEvent
 	for {
-		var ok bool
-		if buf, ok = sub.Take(buf[:0], takeBatch); !ok {
-			return sub.Err()
-		}
-		for _, ev := range buf {
-			if a.observe(ev) && !armed {
-				timer.Reset(debounce)
-				armed = true
-			}
-		}
-		// A full batch: more may be waiting, with no wake-up to come for
-		// it; take it next unless the pass's timer is due too.
 		var again <-chan struct{}
-		if len(buf) == takeBatch {
-			again = closedChan
+		if taking {
+			var ok bool
+			if buf, ok = ns.Take(buf[:0], takeBatch); !ok {
+				return sub.Err()
+			}
+			for _, ev := range buf {
+				observe(ev)
+			}
+			// A full batch: more may be waiting, with no wake-up to come
+			// for it; take it next unless the pass's timer is due too.
+			if len(buf) == takeBatch {
+				again = closedChan
+			}
+			clear(buf)
 		}
-		clear(buf)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-sub.Done():
-		case <-sub.Ready():
+		case <-ended:
+		case <-ready:
 		case <-again:
+		case ev, ok := <-events:
+			if !ok {
+				return sub.Err()
+			}
+			observe(ev)
 		case <-timer.C:
 			armed = false
 			more, err := a.pass(ctx)

@@ -30,7 +30,7 @@ func TestDrainTakesAWholeBurst(t *testing.T) {
 	}
 	create(t, s, nodes...)
 	q := newEventQueue()
-	go q.drain(raftstore.Pull(sub))
+	go q.drain(sub)
 	seen := map[string]bool{}
 	eventually(t, "the burst queued", func() error {
 		events, ended := q.take()

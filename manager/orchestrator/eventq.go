@@ -50,8 +50,8 @@ const drainBatch = 256
 // of itself: publish wakes it directly, and it queues what it took under
 // one lock and wakes the loop once. Another (a test's wrapper) it reads
 // from C, each event queued before the next is read, as a channel's reader
-// does: through raftstore.Pull's queue, a goroutine's, the loop could take
-// a wrapper's events before the last ones sent were queued.
+// does: through a queue fed by another goroutine the loop could take a
+// wrapper's events before the last ones sent were queued.
 func (q *eventQueue) drain(sub raftstore.Subscription) {
 	if ns, ok := sub.(raftstore.NodeSubscription); ok {
 		q.drainTaken(ns)

@@ -14,10 +14,10 @@ import (
 // TestServeCoalescesAWrappersEventsEveryTime: what a subscription that is
 // not the store's (a test's wrapper, read through C) sent during a pass is
 // queued before the pass ends, so the loop observes it coalesced, every
-// time. Read through raftstore.Pull's queue (a goroutine between C and
-// drain) the loop took a half-queued burst in 27 % of runs (an update of
-// "a" observed before its last one): TestServeReadsEventsDuringAPass
-// flaked.
+// time. Read through a queue fed by a goroutine between C and drain
+// (raftstore.Pull's, since removed) the loop took a half-queued burst in
+// 27 % of runs (an update of "a" observed before its last one):
+// TestServeReadsEventsDuringAPass flaked.
 func TestServeCoalescesAWrappersEventsEveryTime(t *testing.T) {
 	for run := range 30 {
 		o := newOrchestrator(nil, slog.New(slog.DiscardHandler))
