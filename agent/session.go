@@ -396,7 +396,7 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 // flush of its own. A session's messages are small and far apart (an
 // assignment, a heartbeat ack), so nearly every one cost
 // the manager a second round of frames and syscalls: with 5,000 sessions
-// that was a large share of the leader's CPU (README, "Scheduler at
+// that was a large share of the leader's CPU (docs/benchmarks-history.md, "Scheduler at
 // scale"). Twice the largest assignment chunk (dispatcher's
 // maxAssignmentBytes, 1 MiB) lets a full set stream without waiting on
 // window updates; nothing is allocated for it up front.
@@ -558,7 +558,7 @@ func silenceLimit(period time.Duration) time.Duration { return silentPeriods * p
 // of life (dispatcher's seen), and a message received tells the agent its
 // manager is alive. While 5,000 nodes each take tasks, the heartbeats and
 // their acknowledgements were about a tenth of the sessions' messages,
-// each a read, a write and a flush on the leader (README, "Scheduler at
+// each a read, a write and a flush on the leader (docs/benchmarks-history.md, "Scheduler at
 // scale", eighth round). The node never goes longer than a period without
 // a message, as with a heartbeat every period, so the manager's down
 // threshold (node_down_after_missed may be 1 or 2) and gossip's fast path

@@ -53,8 +53,8 @@ func tuningOptions() []grpc.ServerOption {
 		// gRPC's 32 KiB write buffer is kept (pooled: held between a
 		// write and its flush). 16 KiB took ~70 MB off the leader's
 		// heap at 5,000 sessions but its rate to RUNNING fell by a
-		// quarter in two quiet pairs (README, "Scheduler at scale",
-		// fifth round).
+		// quarter in two quiet pairs (docs/benchmarks-history.md,
+		// "Scheduler at scale", fifth round).
 		//
 		// Fixed flow-control windows: with gRPC's dynamic (BDP) window
 		// the server answers nearly every small message of a node

@@ -314,7 +314,7 @@ func (s *Store) WatchFiltered(ctx context.Context, fromIndex uint64, keep func(*
 // keep only those and the events of other kinds and of tasks on networks.
 // Each subscription has its own queue, so a burst of tasks spread over
 // 5,000 nodes costs one append per event, not 5,000 filter calls per
-// event inside the FSM's apply (see README, "Scheduler at scale"). keep
+// event inside the FSM's apply (see docs/benchmarks-history.md, "Scheduler at scale"). keep
 // has WatchFiltered's constraints; a subscriber is cut off
 // (ErrSlowConsumer) when a ring's worth of its events wait unread.
 func (s *Store) WatchNode(ctx context.Context, fromIndex uint64, nodeID string, keep func(*shoalv1.WatchEvent) bool, kinds ...Kind) (NodeSubscription, error) {

@@ -12,7 +12,7 @@ import (
 // The soft memory limit that goes with GOGC=300 (see the package doc): 300 %
 // keeps the GC cheap while a manager's heap is small, but lets the heap grow
 // to four times what is live, and a leader holding 100,000 tasks (~700 MB
-// live) reached 2.5 GiB RSS (README, "Scheduler at scale"). The limit is
+// live) reached 2.5 GiB RSS (docs/benchmarks-history.md, "Scheduler at scale"). The limit is
 // memLimitFloor, or memLimitFactor times the live heap when that is more:
 // a small heap is not collected more often than before, a big one is
 // collected as with GOGC=100, and the limit never falls under what is live
@@ -22,8 +22,8 @@ import (
 // At 5,000 node sessions and 100,000 tasks the leader's peak RSS is
 // 2 × its live heap at the busiest moment (~1.1 GiB): a floor of 960 MiB
 // did not lower it, and a fixed limit of 900 MiB held it at 900 MiB for
-// +30 % of the leader's CPU per task (README, "Scheduler at scale", eighth
-// round), so the floor stays 1 GiB.
+// +30 % of the leader's CPU per task (docs/benchmarks-history.md, "Scheduler at
+// scale", eighth round), so the floor stays 1 GiB.
 const (
 	memLimitFloor  = 1 << 30
 	memLimitFactor = 2

@@ -51,7 +51,8 @@ const (
 // with the node count (as SwarmKit's does), keeping the leader at about
 // budget heartbeats and as many acknowledgements a second: at 5,000 nodes
 // and 500 ms, heartbeats and their acks were 29 % of the leader's gRPC
-// writes and a whole core of this machine (README, "Scheduler at scale").
+// writes and a whole core of this machine (docs/benchmarks-history.md,
+// "Scheduler at scale").
 // Up to 500 nodes nothing changes (500 ms, DOWN after 2 s); at 1,000 the
 // period is 1 s (DOWN after 4 s), at 5,000 5 s (DOWN after 20 s). A node
 // that gossip sees dead is still marked DOWN after two of the configured

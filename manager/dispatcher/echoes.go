@@ -18,7 +18,7 @@ import (
 // with 5,000 sessions each holding about one task per raft entry, a task
 // cost its session three messages (assignment, ACCEPTED, RUNNING), and
 // holding them back for 250 ms to merge them (sixth round) still sent
-// about one per task (README, "Scheduler at scale"). Anything else (an
+// about one per task (docs/benchmarks-history.md, "Scheduler at scale"). Anything else (an
 // assignment, a removal, a desired state or spec change, a task leaving
 // RUNNING, a task on a network, a node or network event) is sent, in
 // order. Owned by the session loop.

@@ -264,7 +264,7 @@ func gossipPeers(view raftstore.Reader) []gossipPeer {
 // peersTTL is how long the join candidates are reused: they are hints
 // (memberlist needs one answer), and listing every node for every session
 // opening was O(nodes²) while 5,000 sessions opened: 14 % of the leader
-// (README, "Scheduler at scale"), and again on every key rotation.
+// (docs/benchmarks-history.md, "Scheduler at scale"), and again on every key rotation.
 const peersTTL = time.Second
 
 // peerCache keeps gossipPeers for peersTTL.

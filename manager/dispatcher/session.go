@@ -204,8 +204,8 @@ func (d *Dispatcher) Session(stream shoalv1.Dispatcher_SessionServer) error {
 // network (endpoints carry their nodes' state), and every event of the
 // other kinds. Filtering in the store's hub keeps a burst of other nodes'
 // tasks from costing every session a hand-off per task: with thousands of
-// sessions that was most of the leader's CPU (see README, "Scheduler at
-// scale"). Other nodes' events changed nothing for a session without
+// sessions that was most of the leader's CPU (see docs/benchmarks-history.md,
+// "Scheduler at scale"). Other nodes' events changed nothing for a session without
 // networks, yet each session opening (a node event) reached every session:
 // O(N²) wake-ups while 5,000 nodes connected.
 //
