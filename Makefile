@@ -60,6 +60,12 @@ e2e:
 bench:
 	cd bench && $(GO) run . -failover 10 -nodedown 10 -containers 20 -replicas 100 -only all
 
+# The README's writes table: six runs of the throughput cells (3 managers vs
+# a 3-member etcd), ranges and medians; BASE=path/to/other/shoal interleaves
+# another build. Reports in bench-runs/ (emptied first).
+bench-writes: build
+	rm -rf bench-runs && cd bench && $(GO) run . -shoal-bin ../$(BIN) -managers 3 -only all -runs 6 -json-dir ../bench-runs $(if $(BASE),-base-bin $(abspath $(BASE)))
+
 # Container lifecycle of the embedded runtime vs the runc CLI, same rootfs,
 # interleaved, 100 each (root).
 bench-runtime: build

@@ -58,6 +58,17 @@
 // shoal and 3-member etcd side by side at each concurrency, and, with
 // -json FILE, the same as JSON.
 //
+// One run moves by ±20 % from minute to minute on a shared 2-core machine,
+// so the README's writes figure is several runs: -runs N -json-dir DIR
+// repeats the throughput cells N times (each run's clusters and etcd
+// started afresh), writes DIR/shoal-NN.json per run and ends with one
+// table: per concurrency the range of shoal's writes/s, the range and
+// median of the per-run shoal/etcd ratios, p99s and in how many runs
+// shoal's was above etcd's, CPU per write. -base-bin B runs another build
+// as often, interleaved (this build first in odd runs, B first in even
+// ones), into DIR/base-NN.json and a column of its own. -summarize GLOBS
+// [-summarize-base GLOBS] makes the same table again from such files.
+//
 // The nodes of these control-plane figures run with --no-executor: no task
 // becomes a container, and nothing is created on the host.
 //

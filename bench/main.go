@@ -50,6 +50,15 @@ type options struct {
 	etcdIPs     []string
 	etcdTLS     bool
 	pprofDir    string
+	// summarize and summarizeBase: -json files to fold into one table
+	// (summarize.go); no cluster is started.
+	summarize     string
+	summarizeBase string
+	// runs, baseBin, jsonDir: the throughput benchmark -runs times, each
+	// run's report in jsonDir, another build's runs interleaved (repeat.go).
+	runs    int
+	baseBin string
+	jsonDir string
 }
 
 const usageText = `bench: whole-cluster benchmarks of shoal, with etcd as the reference.
@@ -65,6 +74,10 @@ Usage (from the bench/ folder of the shoal repository, as root):
   go run . -soak 50 -soak-tasks 100    memory that stays flat: 50 rounds of 100 tasks created → RUNNING → removed on
                                        shoal dev, the idle RSS, heap, goroutines, fds, mounts, cgroups after each
   go run . -duration 3s -json out.json a short run, results also as JSON
+  go run . -runs 6 -json-dir runs      six runs of the throughput benchmark, then the README's table of them;
+                                       -base-bin B interleaves six runs of another build (its own column)
+  go run . -summarize 'runs/*.json'    the README's table from several runs' -json files (ranges, medians);
+                                       -summarize-base 'base/*.json' adds another build's ratios, same runs
 
 Every process runs on loopback addresses (shoal 127.0.0.21-23 and 127.0.0.25,
 etcd 127.0.0.31-33) and is killed on exit; data dirs live in a temp dir that
@@ -111,6 +124,11 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.workerIP, "worker-ip", "127.0.0.25", "loopback address of the shoal worker (-nodedown)")
 	fs.BoolVar(&o.etcdTLS, "etcd-tls", false, "run etcd with mutual TLS on client and peer URLs, as shoal always runs (default: plain HTTP)")
 	fs.StringVar(&o.pprofDir, "pprof", "", "with the throughput benchmark: serve pprof on every shoal node (<ip>:"+debugPort+") and write a CPU profile of every manager for each cell's measured window to DIR/shoal-<N>m-c<C>-<node>-<leader|follower>.pb.gz; likewise every etcd member (--enable-pprof, plain HTTP only) to DIR/etcd-c<C>-<member>-<role>.pb.gz, and the benchmark process itself (the writers' client side) to DIR/<shoal-<N>m|etcd>-c<C>-bench.pb.gz")
+	fs.StringVar(&o.summarize, "summarize", "", "comma-separated globs of -json reports of the throughput benchmark (-only all): print one table of them (ranges and medians per concurrency) and run nothing")
+	fs.StringVar(&o.summarizeBase, "summarize-base", "", "with -summarize: globs of another build's reports from the same interleaved runs, for a \"base\" column")
+	fs.IntVar(&o.runs, "runs", 1, "run the throughput benchmark N times (needs -json-dir), then print the table of the runs (-summarize)")
+	fs.StringVar(&o.baseBin, "base-bin", "", "with -runs: another shoal binary, run as often, interleaved (order alternating per run), for the table's base column")
+	fs.StringVar(&o.jsonDir, "json-dir", "", "with -runs or -base-bin: write each run's JSON report to DIR/shoal-NN.json (DIR/base-NN.json)")
 	fs.StringVar(&etcdIPs, "etcd-ips", "127.0.0.31,127.0.0.32,127.0.0.33", "loopback addresses of the etcd members")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -118,6 +136,12 @@ func parseFlags(args []string) (*options, error) {
 	if fs.NArg() > 0 {
 		fs.Usage()
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if o.summarizeBase != "" && o.summarize == "" {
+		return nil, errors.New("-summarize-base needs -summarize")
+	}
+	if err := checkRepeat(o, fs); err != nil {
+		return nil, err
 	}
 	onlySet := false
 	fs.Visit(func(f *flag.Flag) {
@@ -265,6 +289,13 @@ func main() {
 }
 
 func run(o *options) int {
+	if o.summarize != "" {
+		if err := runSummarize(os.Stdout, o.summarize, o.summarizeBase); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			return 1
+		}
+		return 0
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() {
@@ -293,6 +324,19 @@ func run(o *options) int {
 		}
 	}()
 	warnIfTmpfs(e, dir)
+
+	if o.runs > 1 || o.baseBin != "" {
+		if err := repeat(ctx, e); err != nil {
+			if ctx.Err() != nil {
+				fmt.Fprintln(os.Stderr, "bench: interrupted")
+				return 130
+			}
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			failed = true
+			return 1
+		}
+		return 0
+	}
 
 	rep, err := benchmark(ctx, e)
 	if rep != nil {
@@ -328,6 +372,12 @@ func benchmark(ctx context.Context, e *env) (*report, error) {
 		}
 		e.shoalBin = bin
 		rep.Meta.ShoalVersion = shoalVersion(o.shoalSrc)
+		if o.shoalBin != "" {
+			// A given binary: its own build's revision, not the tree's.
+			if rep.Meta.ShoalVersion = binaryVersion(bin); rep.Meta.ShoalVersion == "" {
+				rep.Meta.ShoalVersion = "unknown"
+			}
+		}
 	}
 	if o.only == "etcd" || o.only == "all" {
 		rep.Meta.EtcdVersion = etcdVersion(ctx, o.etcdBin)

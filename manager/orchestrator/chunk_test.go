@@ -20,9 +20,10 @@ import (
 // entrySizes records, per raft entry, how many objects it changed and
 // their encoded size, from a watch of everything.
 type entrySizes struct {
-	mu    sync.Mutex
-	ops   map[uint64]int
-	bytes map[uint64]int
+	mu      sync.Mutex
+	ops     map[uint64]int
+	bytes   map[uint64]int
+	markers int
 }
 
 func watchEntries(t *testing.T, s *raftstore.Store) *entrySizes {
@@ -49,14 +50,31 @@ func watchEntries(t *testing.T, s *raftstore.Store) *entrySizes {
 }
 
 // check fails if an entry since index `from` is over the bounds, and
-// returns how many entries there were.
-func (e *entrySizes) check(t *testing.T, from uint64, what string) int {
+// returns how many entries there were. It first writes a marker (a
+// network: nothing here reads networks) and waits until the watch has
+// delivered it, so every entry before it has been counted: the store can
+// show a result before the watch's goroutine has read the last entries.
+func (e *entrySizes) check(t *testing.T, s *raftstore.Store, from uint64, what string) int {
 	t.Helper()
+	e.mu.Lock()
+	e.markers++
+	id := fmt.Sprintf("marker-%d", e.markers)
+	e.mu.Unlock()
+	create(t, s, &shoalv1.Network{Meta: &shoalv1.Meta{Id: id}, Spec: &shoalv1.NetworkSpec{Name: id}})
+	marker := s.View().Index()
+	eventually(t, "the watch delivered the marker entry", func() error {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if e.ops[marker] == 0 {
+			return fmt.Errorf("entry %d (%s) not seen yet", marker, id)
+		}
+		return nil
+	})
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	n := 0
 	for idx, ops := range e.ops {
-		if idx < from {
+		if idx < from || idx >= marker {
 			continue
 		}
 		n++
@@ -85,7 +103,7 @@ func TestLargeServiceInBoundedEntries(t *testing.T) {
 	eventually(t, "all tasks assigned", func() error { return allAssigned(tasksOf(s, "big"), n) })
 	// The service's entry, then at least 3 entries of creates (each task
 	// placed in the entry that creates it: placeCreated).
-	if got := entries.check(t, from, "create and assign"); got < 4 {
+	if got := entries.check(t, s, from, "create and assign"); got < 4 {
 		t.Errorf("create and assign took %d entries, want >= 4", got)
 	}
 
@@ -103,7 +121,7 @@ func TestLargeServiceInBoundedEntries(t *testing.T) {
 	})
 	// A third (4,000) orphaned, as many created, then assigned: >= 3
 	// entries.
-	if got := entries.check(t, from, "node down"); got < 3 {
+	if got := entries.check(t, s, from, "node down"); got < 3 {
 		t.Errorf("node down took %d entries, want >= 3", got)
 	}
 
@@ -123,7 +141,7 @@ func TestLargeServiceInBoundedEntries(t *testing.T) {
 		return nil
 	})
 	// 12,000 marked REMOVE and the 4,000 orphaned deleted: >= 4 entries.
-	if got := entries.check(t, from, "removal"); got < 4 {
+	if got := entries.check(t, s, from, "removal"); got < 4 {
 		t.Errorf("removal took %d entries, want >= 4", got)
 	}
 }
@@ -238,7 +256,7 @@ func TestNewLeaderResumes(t *testing.T) {
 	if len(slots) != n || len(tasksOf(s, "big")) != n {
 		t.Fatalf("%d tasks over %d slots, want one per slot for %d", len(tasksOf(s, "big")), len(slots), n)
 	}
-	entries.check(t, from, "resume")
+	entries.check(t, s, from, "resume")
 }
 
 // TestSchedulerStopsAfterARoundPlacingNothing: with more pending tasks
