@@ -489,6 +489,162 @@ func TestStuck(t *testing.T) {
 	}
 }
 
+// TestCreateStopsWhenEveryTaskIsRejected: `service create` of a service
+// whose every replacement is rejected for one reason (an overlay network on
+// `shoal dev`) ends once each slot saw three of them, naming the reason
+// once, instead of waiting out --wait-timeout; two per slot, or another
+// reason on one slot, keep it waiting.
+func TestCreateStopsWhenEveryTaskIsRejected(t *testing.T) {
+	t0 := time.Now()
+	const noOverlay = "this node runs no overlay networks (its advertise address must be a non-loopback IPv4 address)"
+	rejected := func(k int, reasons ...string) []*shoalv1.Task {
+		var out []*shoalv1.Task
+		for i := range k {
+			for slot, why := range reasons {
+				tk := webTask(fmt.Sprintf("t%d.%d", slot+1, i), uint64(2+len(out)), t0.Add(time.Duration(len(out))*time.Second),
+					shoalv1.TaskState_TASK_STATE_REJECTED, why)
+				tk.Slot = uint64(slot + 1)
+				out = append(out, tk)
+			}
+		}
+		return out
+	}
+	cases := []struct {
+		name   string
+		events []*shoalv1.Task
+		want   string // in stderr
+	}{
+		{"3 times on every slot", rejected(3, noOverlay, noOverlay, noOverlay),
+			"Error: web cannot run: its tasks were rejected 9 times, on every slot, for one reason: " + noOverlay +
+				"; the service stays defined and shoal keeps retrying it: fix the cause, see `shoal service ps web`, or remove it with `shoal service rm web`"},
+		{"2 times on every slot", rejected(2, noOverlay, noOverlay, noOverlay), "web did not converge within 500ms"},
+		{"another reason on one slot", rejected(3, noOverlay, noOverlay, "no such image"), "web did not converge within 500ms"},
+		// A task of the spec ran (its node was lost since): its end does
+		// not show it, the wait remembers.
+		{"a task ran before", slices.Concat([]*shoalv1.Task{webTask("t0", 100, t0.Add(-time.Minute), shoalv1.TaskState_TASK_STATE_RUNNING, ""),
+			webTask("t0", 101, t0.Add(-time.Minute), shoalv1.TaskState_TASK_STATE_ORPHANED, "node down")}, rejected(3, noOverlay, noOverlay, noOverlay)),
+			"web did not converge within 500ms"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCLICluster(t)
+			c.mgr.watch = func(_ *shoalv1.WatchRequest, st grpc.ServerStreamingServer[shoalv1.WatchEvent]) error {
+				for _, tk := range tc.events {
+					if err := st.Send(taskEvent(tk)); err != nil {
+						return err
+					}
+				}
+				<-st.Context().Done()
+				return st.Context().Err()
+			}
+			timeout := "500ms"
+			if !strings.Contains(tc.want, "did not converge") {
+				timeout = "20s" // ends long before, unless it waits it out
+			}
+			code, out, errOut := c.run("service", "create", "--name", "web", "--replicas", "3", "--no-resolve-image", "--monitor", "0",
+				"--wait-timeout", timeout, "demo:1")
+			if code != 1 || !strings.Contains(errOut, tc.want) {
+				t.Errorf("exit %d, want 1 with %q\nstdout: %s\nstderr: %s", code, tc.want, out, errOut)
+			}
+			if n := strings.Count(errOut, noOverlay); n > 1 {
+				t.Errorf("the reason is named %d times:\n%s", n, errOut)
+			}
+			want := 0
+			for _, tk := range tc.events {
+				if tk.GetStatus().GetState() == shoalv1.TaskState_TASK_STATE_REJECTED {
+					want++
+				}
+			}
+			if got := strings.Count(out, "rejected: "); got != want {
+				t.Errorf("%d rejections reported, want %d:\n%s", got, want, out)
+			}
+		})
+	}
+}
+
+// TestHopeless: the wait gives up only when every wanted slot's newest
+// three ended tasks of the current spec were rejected for one reason and
+// nothing runs or ran.
+func TestHopeless(t *testing.T) {
+	t0 := time.Now()
+	const (
+		run       = shoalv1.TaskState_TASK_STATE_RUNNING
+		pending   = shoalv1.TaskState_TASK_STATE_PENDING
+		failed    = shoalv1.TaskState_TASK_STATE_FAILED
+		rejected  = shoalv1.TaskState_TASK_STATE_REJECTED
+		shutdown  = shoalv1.TaskState_TASK_STATE_SHUTDOWN
+		noOverlay = "this node runs no overlay networks"
+	)
+	n := 0
+	mk := func(slot uint64, node string, st, desired shoalv1.TaskState, ver uint64, errText string) *shoalv1.Task {
+		n++
+		at := t0.Add(time.Duration(n) * time.Second) // each newer than the last
+		return &shoalv1.Task{Meta: &shoalv1.Meta{Id: fmt.Sprintf("t%02d", n), CreatedAt: timestamppb.New(at)}, Slot: slot, NodeId: node,
+			SpecVersion: ver, DesiredState: desired, Status: &shoalv1.TaskStatus{State: st, Err: errText, Timestamp: timestamppb.New(at)}}
+	}
+	// rej is k rejections of slot (node, for global) with errText, spec 2.
+	rej := func(k int, slot uint64, node, errText string) []*shoalv1.Task {
+		var out []*shoalv1.Task
+		for range k {
+			out = append(out, mk(slot, node, rejected, run, 2, errText))
+		}
+		return out
+	}
+	repl := &shoalv1.Service{SpecVersion: 2, Spec: &shoalv1.ServiceSpec{Replicas: 3}}
+	global := &shoalv1.Service{SpecVersion: 2, Spec: &shoalv1.ServiceSpec{Mode: shoalv1.ServiceMode_SERVICE_MODE_GLOBAL}}
+	tests := []struct {
+		name  string
+		svc   *shoalv1.Service
+		tasks []*shoalv1.Task
+		ran   bool
+		times int // 0: keep waiting
+	}{
+		{"every slot rejected 3 times, same reason", repl, slices.Concat(rej(3, 1, "n1", noOverlay), rej(3, 2, "n1", noOverlay), rej(3, 3, "n1", noOverlay)), false, 9},
+		{"and a replacement pending", repl, slices.Concat(rej(3, 1, "n1", noOverlay), rej(3, 2, "n1", noOverlay), rej(3, 3, "n1", noOverlay),
+			[]*shoalv1.Task{mk(1, "", pending, run, 2, "")}), false, 9},
+		{"more than 3 on a slot: all counted", repl, slices.Concat(rej(4, 1, "n1", noOverlay), rej(3, 2, "n1", noOverlay), rej(3, 3, "n1", noOverlay)), false, 10},
+		{"2 times each", repl, slices.Concat(rej(2, 1, "n1", noOverlay), rej(2, 2, "n1", noOverlay), rej(2, 3, "n1", noOverlay)), false, 0},
+		{"one slot 2 times", repl, slices.Concat(rej(3, 1, "n1", noOverlay), rej(2, 2, "n1", noOverlay), rej(3, 3, "n1", noOverlay)), false, 0},
+		{"one slot without a task yet", repl, slices.Concat(rej(3, 1, "n1", noOverlay), rej(3, 2, "n1", noOverlay)), false, 0},
+		{"one slot running", repl, slices.Concat(rej(3, 1, "n1", noOverlay), rej(3, 2, "n1", noOverlay), rej(1, 3, "n1", noOverlay),
+			[]*shoalv1.Task{mk(3, "n2", run, run, 2, "")}), false, 0},
+		{"a slot on another node, another reason", repl, slices.Concat(rej(3, 1, "n1", noOverlay), rej(3, 2, "n1", noOverlay), rej(3, 3, "n2", "no such image")), false, 0},
+		{"a slot's newest rejection differs", repl, slices.Concat(rej(3, 1, "n1", noOverlay), rej(3, 2, "n1", noOverlay), rej(3, 3, "n1", noOverlay),
+			rej(1, 3, "n1", "memory limit above the node's memory")), false, 0},
+		{"older spec's rejections ignored", repl, slices.Concat(rej(1, 1, "n1", noOverlay), rej(1, 2, "n1", noOverlay), rej(1, 3, "n1", noOverlay),
+			[]*shoalv1.Task{mk(1, "n1", rejected, run, 1, noOverlay), mk(1, "n1", rejected, run, 1, noOverlay),
+				mk(2, "n1", rejected, run, 1, noOverlay), mk(2, "n1", rejected, run, 1, noOverlay),
+				mk(3, "n1", rejected, run, 1, noOverlay), mk(3, "n1", rejected, run, 1, noOverlay)},
+			rej(1, 1, "n1", noOverlay), rej(1, 2, "n1", noOverlay), rej(1, 3, "n1", noOverlay)), false, 0},
+		{"rejections of tasks stopped by the orchestrator ignored", repl, slices.Concat(rej(2, 1, "n1", noOverlay), rej(3, 2, "n1", noOverlay), rej(3, 3, "n1", noOverlay),
+			[]*shoalv1.Task{mk(1, "n1", rejected, shutdown, 2, noOverlay)}), false, 0},
+		{"a task of the spec failed (it may have run)", repl, slices.Concat([]*shoalv1.Task{mk(1, "n1", failed, run, 2, "exit status 1")},
+			rej(3, 1, "n1", noOverlay), rej(3, 2, "n1", noOverlay), rej(3, 3, "n1", noOverlay)), false, 0},
+		{"a task of the spec was seen running", repl, slices.Concat(rej(3, 1, "n1", noOverlay), rej(3, 2, "n1", noOverlay), rej(3, 3, "n1", noOverlay)), true, 0},
+		{"rollout: the old spec's tasks still run", repl, slices.Concat(rej(3, 1, "n1", noOverlay), rej(3, 2, "n1", noOverlay), rej(3, 3, "n1", noOverlay),
+			[]*shoalv1.Task{mk(2, "n1", run, run, 1, "")}), false, 0},
+		{"rollout: nothing runs", repl, slices.Concat([]*shoalv1.Task{mk(1, "n1", shutdown, shutdown, 1, ""), mk(2, "n1", shutdown, shutdown, 1, ""), mk(3, "n1", shutdown, shutdown, 1, "")},
+			rej(3, 1, "n1", noOverlay), rej(3, 2, "n1", noOverlay), rej(3, 3, "n1", noOverlay)), false, 9},
+		{"no replica wanted", &shoalv1.Service{SpecVersion: 2, Spec: &shoalv1.ServiceSpec{Replicas: 0}}, rej(3, 1, "n1", noOverlay), false, 0},
+		{"global: every node rejected 3 times", global, slices.Concat(rej(3, 0, "n1", noOverlay), rej(3, 0, "n2", noOverlay)), false, 6},
+		{"global: a node left (its task stopped) does not count", global, slices.Concat(rej(3, 0, "n1", noOverlay),
+			[]*shoalv1.Task{mk(0, "n2", shutdown, shutdown, 2, "")}), false, 3},
+		{"global: one node rejected twice", global, slices.Concat(rej(3, 0, "n1", noOverlay), rej(2, 0, "n2", noOverlay)), false, 0},
+		{"global: one node runs it", global, slices.Concat(rej(3, 0, "n1", noOverlay), []*shoalv1.Task{mk(0, "n2", run, run, 2, "")}), false, 0},
+		{"global: no task yet", global, nil, false, 0},
+	}
+	for _, tt := range tests {
+		m := map[string]*shoalv1.Task{}
+		for _, x := range tt.tasks {
+			m[x.GetMeta().GetId()] = x
+		}
+		why, times := hopeless(tt.svc, m, tt.ran)
+		if times != tt.times || (times > 0) != (why == noOverlay) {
+			t.Errorf("%s: hopeless = %q, %d times; want %d times", tt.name, why, times, tt.times)
+		}
+	}
+}
+
 // TestServicePsDesired: tasks that ended — failed, completed, rejected —
 // show DESIRED STATE Shutdown (the store keeps RUNNING, which --format json
 // still shows); live tasks show what they are meant to be.

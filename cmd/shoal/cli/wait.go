@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -79,6 +80,20 @@ func countedKey(svc *shoalv1.Service, tasks map[string]*shoalv1.Task) string {
 // (restartpolicy.Decide); it returns nil while there is hope, and the
 // slot's newest task with the reason otherwise.
 func stuck(svc *shoalv1.Service, tasks map[string]*shoalv1.Task) (*shoalv1.Task, string) {
+	keys, groups := slotGroups(svc, tasks)
+	now := time.Now()
+	for _, k := range keys {
+		g := groups[k]
+		if _, _, never := restartpolicy.Decide(svc, g, now); never != "" {
+			return slices.MaxFunc(g, restartpolicy.CompareAge), never
+		}
+	}
+	return nil, ""
+}
+
+// slotGroups splits svc's tasks by wanted slot (1..replicas; by node for a
+// global service), in key order.
+func slotGroups(svc *shoalv1.Service, tasks map[string]*shoalv1.Task) ([]string, map[string][]*shoalv1.Task) {
 	global := svc.GetSpec().GetMode() == shoalv1.ServiceMode_SERVICE_MODE_GLOBAL
 	groups := map[string][]*shoalv1.Task{}
 	for _, t := range tasks {
@@ -95,14 +110,97 @@ func stuck(svc *shoalv1.Service, tasks map[string]*shoalv1.Task) (*shoalv1.Task,
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
-	now := time.Now()
-	for _, k := range keys {
-		g := groups[k]
-		if _, _, never := restartpolicy.Decide(svc, g, now); never != "" {
-			return slices.MaxFunc(g, restartpolicy.CompareAge), never
+	return keys, groups
+}
+
+// rejectRepeats is how many rejections in a row, for one reason, every
+// wanted slot needs before hopeless gives the wait up.
+const rejectRepeats = 3
+
+// hopeless finds a service that will not run as things are, although the
+// orchestrator keeps replacing its tasks (a restart policy that retries
+// them): every wanted slot (1..replicas; for a global service every node
+// with a task of the current spec meant to run) has had its newest
+// rejectRepeats ended tasks of the current spec REJECTED with one error,
+// the same error for every slot; no task of the service is running; and
+// no task of the current spec ran (ran: one was seen running, complete
+// or failed; a FAILED task may have run, so failures never count, only
+// the agents' refusals, which come before RUNNING). Older specs' tasks,
+// and tasks stopped by the orchestrator, do not count. A rollout is
+// judged alike: the new spec's tasks, and nothing running, old or new.
+// It returns the error and how many of the current spec's tasks it
+// rejected in the wanted slots, or "" while there is hope.
+func hopeless(svc *shoalv1.Service, tasks map[string]*shoalv1.Task, ran bool) (string, int) {
+	if ran {
+		return "", 0
+	}
+	for _, t := range tasks {
+		if t.GetStatus().GetState() == shoalv1.TaskState_TASK_STATE_RUNNING ||
+			t.GetSpecVersion() == svc.GetSpecVersion() && didRun(t) {
+			return "", 0
 		}
 	}
-	return nil, ""
+	global := svc.GetSpec().GetMode() == shoalv1.ServiceMode_SERVICE_MODE_GLOBAL
+	keys, groups := slotGroups(svc, tasks)
+	if !global && int64(len(keys)) < svc.GetSpec().GetReplicas() {
+		return "", 0 // a slot without a task yet
+	}
+	reason, times, slots := "", 0, 0
+	for _, k := range keys {
+		var ended []*shoalv1.Task
+		for _, t := range groups[k] {
+			if t.GetSpecVersion() == svc.GetSpecVersion() && t.GetDesiredState() <= shoalv1.TaskState_TASK_STATE_RUNNING &&
+				t.GetStatus().GetState() >= shoalv1.TaskState_TASK_STATE_COMPLETE {
+				ended = append(ended, t)
+			}
+		}
+		if len(ended) == 0 && global && !slices.ContainsFunc(groups[k], func(t *shoalv1.Task) bool {
+			return t.GetSpecVersion() == svc.GetSpecVersion() && t.GetDesiredState() <= shoalv1.TaskState_TASK_STATE_RUNNING
+		}) {
+			continue // a node the service no longer runs on
+		}
+		if len(ended) < rejectRepeats {
+			return "", 0
+		}
+		slices.SortFunc(ended, restartpolicy.CompareEnded)
+		for i, t := range ended {
+			r := rejection(t)
+			if i < rejectRepeats && (r == "" || reason != "" && r != reason) {
+				return "", 0
+			}
+			if reason == "" {
+				reason = r
+			}
+			if r == reason {
+				times++
+			}
+		}
+		slots++
+	}
+	if slots == 0 {
+		return "", 0
+	}
+	return reason, times
+}
+
+// rejection is the error of a task its agent refused, "" for any other.
+func rejection(t *shoalv1.Task) string {
+	st := t.GetStatus()
+	if st.GetState() != shoalv1.TaskState_TASK_STATE_REJECTED {
+		return ""
+	}
+	return cmp.Or(st.GetErr(), st.GetMessage(), "rejected")
+}
+
+// didRun: t is or was running (RUNNING, COMPLETE or FAILED: only a failure
+// to start is FAILED without having run, and counting it too only makes
+// the wait go on).
+func didRun(t *shoalv1.Task) bool {
+	switch t.GetStatus().GetState() {
+	case shoalv1.TaskState_TASK_STATE_RUNNING, shoalv1.TaskState_TASK_STATE_COMPLETE, shoalv1.TaskState_TASK_STATE_FAILED:
+		return true
+	}
+	return false
 }
 
 // endText describes how a task ended: its error, or its exit code.
@@ -274,8 +372,13 @@ func (w *waiter) wait(ctx context.Context, svc *shoalv1.Service) error {
 	if err != nil {
 		return err
 	}
+	// ran: the spec versions of which a task was seen running (hopeless).
+	ran := map[uint64]bool{}
 	for _, t := range resp.GetTasks() {
 		tasks[t.GetMeta().GetId()] = t
+		if didRun(t) {
+			ran[t.GetSpecVersion()] = true
+		}
 	}
 	began := time.Now()
 	last := -1
@@ -296,6 +399,9 @@ func (w *waiter) wait(ctx context.Context, svc *shoalv1.Service) error {
 	rw := newRolloutWatch(svc)
 	fold := func(ev *shoalv1.WatchEvent) {
 		applyEvent(tasks, id, ev)
+		if t := ev.GetObject().GetTask(); t.GetServiceId() == id && didRun(t) {
+			ran[t.GetSpecVersion()] = true
+		}
 		svc = serviceEvent(svc, ev)
 	}
 	for {
@@ -320,6 +426,15 @@ func (w *waiter) wait(ctx context.Context, svc *shoalv1.Service) error {
 		}
 		if t, why := stuck(svc, tasks); t != nil && !rw.on {
 			return fmt.Errorf("%s cannot converge: task %s %s; %s; see `shoal service ps %s`", name, taskName(t), endText(t), why, name)
+		}
+		if why, n := hopeless(svc, tasks, ran[svc.GetSpecVersion()]); why != "" {
+			where := "slot"
+			if svc.GetSpec().GetMode() == shoalv1.ServiceMode_SERVICE_MODE_GLOBAL {
+				where = "node"
+			}
+			return fmt.Errorf("%s cannot run: its tasks were rejected %d times, on every %s, for one reason: %s; "+
+				"the service stays defined and shoal keeps retrying it: fix the cause, see `shoal service ps %s`, or remove it with `shoal service rm %s`",
+				name, n, where, why, name, name)
 		}
 		switch {
 		case rw.on:
