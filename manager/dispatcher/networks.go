@@ -286,11 +286,21 @@ func (c *netCache) states(r raftstore.Reader, nodeID string) ([]*shoalv1.Network
 // keepUnchanged puts prev's state of a network and node in next wherever
 // the two are equal, comparing each distinct pair of states once (nodes
 // share an overlay network's state), and returns the states of next that
-// differ from the one they follow.
+// differ from the one they follow. A node that had no state of the
+// network (it just came to take part) gets the previous state another
+// node kept, if any: given a copy of its own, each joiner would add one
+// more distinct state, one more full comparison for every computation
+// after (BenchmarkLabelWriteAfterJoins).
 func keepUnchanged(prev, next map[string][]*shoalv1.NetworkState) map[*shoalv1.NetworkState]*shoalv1.NetworkState {
 	type pair struct{ p, n *shoalv1.NetworkState }
+	type slot struct {
+		states []*shoalv1.NetworkState
+		i      int
+	}
 	equal := map[pair]bool{}
+	kept := map[*shoalv1.NetworkState]*shoalv1.NetworkState{} // state of next -> an equal one of prev
 	replaced := map[*shoalv1.NetworkState]*shoalv1.NetworkState{}
+	var joined []slot
 	for node, states := range next {
 		before := prev[node]
 		for i, n := range states {
@@ -303,6 +313,7 @@ func keepUnchanged(prev, next map[string][]*shoalv1.NetworkState) map[*shoalv1.N
 				}
 			}
 			if p == nil {
+				joined = append(joined, slot{states, i})
 				continue
 			}
 			k := pair{p, n}
@@ -313,9 +324,15 @@ func keepUnchanged(prev, next map[string][]*shoalv1.NetworkState) map[*shoalv1.N
 			}
 			if eq {
 				states[i] = p
+				kept[n] = p
 			} else {
 				replaced[n] = p
 			}
+		}
+	}
+	for _, j := range joined {
+		if p := kept[j.states[j.i]]; p != nil {
+			j.states[j.i] = p
 		}
 	}
 	return replaced
