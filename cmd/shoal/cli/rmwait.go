@@ -112,17 +112,10 @@ func rmLeft(removed map[string]bool, tasks map[string]*shoalv1.Task, nodes map[s
 func (w *waiter) waitRemoved(ctx context.Context, removed []*shoalv1.Service, tasks map[string]*shoalv1.Task) error {
 	ids := map[string]bool{}
 	var names []string
-	floor := uint64(0)
 	for _, s := range removed {
 		ids[s.GetMeta().GetId()] = true
 		names = append(names, s.GetSpec().GetName())
-		if v := s.GetMeta().GetVersion(); floor == 0 || v < floor {
-			floor = v
-		}
 	}
-	// Resumed before any event: from the oldest service read, before its
-	// removal (events seen twice fold by version).
-	w.setFloor(floor)
 	nodes := map[string]*shoalv1.Node{}
 	lctx, cancel := w.a.call(ctx)
 	resp, err := client.ListNodes(lctx, w.ctl, &shoalv1.ListNodesRequest{})
@@ -133,6 +126,21 @@ func (w *waiter) waitRemoved(ctx context.Context, removed []*shoalv1.Service, ta
 	for _, n := range resp.GetNodes() {
 		nodes[n.GetMeta().GetId()] = n
 	}
+	// A stream that broke before any event resumes from the newest version
+	// read: no later than the reads, so nothing after them is missed
+	// (events seen twice fold by version), and as recent as known, as the
+	// watch replays only a ring of recent events.
+	var floor uint64
+	for _, s := range removed {
+		floor = max(floor, s.GetMeta().GetVersion())
+	}
+	for _, t := range tasks {
+		floor = max(floor, t.GetMeta().GetVersion())
+	}
+	for _, n := range nodes {
+		floor = max(floor, n.GetMeta().GetVersion())
+	}
+	w.setFloor(floor)
 	fold := func(ev *shoalv1.WatchEvent) {
 		if n := ev.GetObject().GetNode(); n != nil {
 			id := n.GetMeta().GetId()

@@ -281,3 +281,42 @@ func TestServiceRmWaits(t *testing.T) {
 		})
 	}
 }
+
+// TestServiceRmResumes: a stream that breaks before any event (the
+// manager went away) is opened again from the newest version the removal
+// read (here a task's), and the wait goes on to its end.
+func TestServiceRmResumes(t *testing.T) {
+	c := newCLICluster(t)
+	c.mgr.nodes = []*shoalv1.Node{rmNode("n1", "node1", shoalv1.NodeState_NODE_STATE_READY, 3)}
+	c.mgr.services = []*shoalv1.Service{{Meta: &shoalv1.Meta{Id: "svcweb", Version: 1}, Spec: &shoalv1.ServiceSpec{Name: "web", Replicas: 1}}}
+	c.mgr.tasks = []*shoalv1.Task{rmTask("w1", "web", 1, "n1", shoalv1.TaskState_TASK_STATE_RUNNING, 7)}
+	out := newStepWriter()
+	var mu sync.Mutex
+	var froms []uint64
+	c.mgr.watch = func(req *shoalv1.WatchRequest, st grpc.ServerStreamingServer[shoalv1.WatchEvent]) error {
+		mu.Lock()
+		froms = append(froms, req.GetFromIndex())
+		n := len(froms)
+		mu.Unlock()
+		if n == 1 {
+			if !out.waitFor(st.Context(), "web: 1 task(s) still stopping") {
+				return st.Context().Err()
+			}
+			return errdefs.Unavailablef("error reading from server: EOF")
+		}
+		if err := st.Send(taskEvent(rmTask("w1", "web", 1, "n1", shoalv1.TaskState_TASK_STATE_SHUTDOWN, 9))); err != nil {
+			return err
+		}
+		<-st.Context().Done()
+		return st.Context().Err()
+	}
+	code := c.runTo(out, out, "service", "rm", "web")
+	if got := out.String(); code != 0 || !strings.Contains(got, "web: removed (every task stopped)") {
+		t.Fatalf("exit %d:\n%s", code, got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(froms, []uint64{0, 7}) {
+		t.Errorf("watches opened from %v, want [0 7]", froms)
+	}
+}
