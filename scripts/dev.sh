@@ -18,14 +18,15 @@ dev=$!
 export SHOAL_DATA_DIR=$data
 # A node that stops leaves its containers running (a restarted agent
 # re-adopts them). Trying shoal out should not leave them behind: remove
-# the services, wait for their tasks to go, then stop the node.
+# the services (rm waits for their tasks to stop), wait for the tasks to
+# be deleted, then stop the node.
 stop() {
 	trap - EXIT INT TERM
 	if kill -0 $dev 2>/dev/null; then
 		svcs=$(timeout 10 bin/shoal service ls -q 2>/dev/null || true)
 		if [ -n "$svcs" ]; then
 			echo "dev: removing services: $svcs"
-			timeout 10 bin/shoal service rm $svcs >/dev/null 2>&1 || true
+			timeout 40 bin/shoal service rm --wait-timeout 30s $svcs >/dev/null 2>&1 || true
 			for _ in $(seq 200); do
 				[ -z "$(timeout 5 bin/shoal task ls -q 2>/dev/null)" ] && break
 				sleep 0.1

@@ -235,20 +235,7 @@ func (a *app) serviceScale() *cobra.Command {
 	return cmd
 }
 
-func (a *app) serviceRm() *cobra.Command {
-	return &cobra.Command{Use: "rm SERVICE...", Aliases: []string{"remove"}, Short: "Remove services", Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return a.withClient(cmd, func(ctx context.Context, ctl shoalv1.ControlClient) error {
-				for _, ref := range args {
-					if _, err := ctl.RemoveService(ctx, &shoalv1.RemoveServiceRequest{Ref: ref}); err != nil {
-						return err
-					}
-					fmt.Fprintln(a.out, ref)
-				}
-				return nil
-			})
-		}}
-}
+// serviceRm: rmwait.go.
 
 func (a *app) serviceLs() *cobra.Command {
 	var lf listFlags

@@ -237,6 +237,7 @@ type waiter struct {
 	a      *app
 	ctl    shoalv1.ControlClient
 	wf     waitFlags
+	kinds  []string // the kinds watched
 	events chan *shoalv1.WatchEvent
 	errc   chan error
 	cancel context.CancelFunc
@@ -254,7 +255,12 @@ func (w *waiter) setFloor(index uint64) {
 }
 
 func (a *app) startWait(ctx context.Context, cl *client.Client, wf waitFlags) (*waiter, error) {
-	w := &waiter{a: a, ctl: cl.Control, wf: wf, cancel: func() {}, floorSet: make(chan struct{})}
+	return a.startWatch(ctx, cl, wf, watchKinds)
+}
+
+// startWatch is startWait watching the given kinds.
+func (a *app) startWatch(ctx context.Context, cl *client.Client, wf waitFlags, kinds []string) (*waiter, error) {
+	w := &waiter{a: a, ctl: cl.Control, wf: wf, kinds: kinds, cancel: func() {}, floorSet: make(chan struct{})}
 	if wf.detach {
 		return w, nil
 	}
@@ -274,7 +280,7 @@ func (a *app) startWait(ctx context.Context, cl *client.Client, wf waitFlags) (*
 		return nil, err
 	}
 	wctx, cancel := context.WithTimeout(ctx, wf.wait)
-	stream, err := w.ctl.Watch(wctx, &shoalv1.WatchRequest{Kinds: watchKinds})
+	stream, err := w.ctl.Watch(wctx, &shoalv1.WatchRequest{Kinds: w.kinds})
 	if err != nil {
 		cancel()
 		return nil, err
@@ -336,7 +342,7 @@ func (w *waiter) follow(ctx context.Context, stream grpc.ServerStreamingClient[s
 				}
 			}
 			backoff = min(2*backoff, 500*time.Millisecond)
-			if stream, err = w.ctl.Watch(ctx, &shoalv1.WatchRequest{Kinds: watchKinds, FromIndex: max(last, w.floor.Load())}); err != nil {
+			if stream, err = w.ctl.Watch(ctx, &shoalv1.WatchRequest{Kinds: w.kinds, FromIndex: max(last, w.floor.Load())}); err != nil {
 				stream = nil
 			}
 		}
