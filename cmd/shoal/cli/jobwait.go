@@ -104,15 +104,7 @@ func (w *waiter) waitJob(ctx context.Context, svc *shoalv1.Service) error {
 		}
 		select {
 		case ev := <-w.events:
-			applyEvent(tasks, id, ev)
-			for queued := true; queued; {
-				select {
-				case ev := <-w.events:
-					applyEvent(tasks, id, ev)
-				default:
-					queued = false
-				}
-			}
+			w.foldQueued(ev, func(ev *shoalv1.WatchEvent) { applyEvent(tasks, id, ev) })
 		case err := <-w.errc:
 			if ctx.Err() != nil {
 				return err

@@ -178,15 +178,7 @@ func (w *waiter) waitRemoved(ctx context.Context, removed []*shoalv1.Service, ta
 		}
 		select {
 		case ev := <-w.events:
-			fold(ev)
-			for queued := true; queued; {
-				select {
-				case ev := <-w.events:
-					fold(ev)
-				default:
-					queued = false
-				}
-			}
+			w.foldQueued(ev, fold)
 		case err := <-w.errc:
 			list := strings.Join(names, ", ")
 			if ctx.Err() != nil {

@@ -252,14 +252,7 @@ func TestServiceRmWaits(t *testing.T) {
 			if code != tc.wantCode {
 				t.Errorf("exit code %d, want %d; output:\n%s", code, tc.wantCode, got)
 			}
-			rest := got
-			for _, w := range tc.want {
-				i := strings.Index(rest, w)
-				if i < 0 {
-					t.Fatalf("output lacks %q (in this order):\n%s", w, got)
-				}
-				rest = rest[i+len(w):]
-			}
+			containsInOrder(t, got, tc.want...)
 			if tc.notWant != "" && strings.Contains(got, tc.notWant) {
 				t.Errorf("output says %q:\n%s", tc.notWant, got)
 			}

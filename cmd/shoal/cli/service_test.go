@@ -250,14 +250,7 @@ func TestCreateMonitor(t *testing.T) {
 			if code != tc.wantCode {
 				t.Errorf("exit code %d, want %d; output:\n%s", code, tc.wantCode, got)
 			}
-			rest := got
-			for _, w := range tc.want {
-				i := strings.Index(rest, w)
-				if i < 0 {
-					t.Fatalf("output lacks %q (in this order):\n%s", w, got)
-				}
-				rest = rest[i+len(w):]
-			}
+			containsInOrder(t, got, tc.want...)
 			if tc.notWant != "" && strings.Contains(got, tc.notWant) {
 				t.Errorf("output says %q:\n%s", tc.notWant, got)
 			}
@@ -845,5 +838,18 @@ func createWebConverges(t *testing.T, c *cliCluster) {
 	code, out, errOut := c.run("service", "create", "--name", "web", "--no-resolve-image", "--monitor", "0", "--wait-timeout", "1m", "demo:1")
 	if code != 0 || !strings.Contains(out, "web: converged (1/1)") {
 		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+}
+
+// containsInOrder fails t unless got holds every one of want, in order.
+func containsInOrder(t *testing.T, got string, want ...string) {
+	t.Helper()
+	rest := got
+	for _, w := range want {
+		i := strings.Index(rest, w)
+		if i < 0 {
+			t.Fatalf("output lacks %q (in this order):\n%s", w, got)
+		}
+		rest = rest[i+len(w):]
 	}
 }

@@ -294,6 +294,20 @@ func (a *app) startWatch(ctx context.Context, cl *client.Client, wf waitFlags, k
 
 var watchKinds = []string{"task", "service"}
 
+// foldQueued folds ev and every event already queued behind it: one raft
+// entry brings many events, and progress is judged after all of them.
+func (w *waiter) foldQueued(ev *shoalv1.WatchEvent, fold func(*shoalv1.WatchEvent)) {
+	fold(ev)
+	for {
+		select {
+		case ev := <-w.events:
+			fold(ev)
+		default:
+			return
+		}
+	}
+}
+
 // follow hands the stream's events to the wait loop. When the stream
 // breaks with UNAVAILABLE (its manager died or restarted) it opens the
 // watch again — on another manager, if the connection knows one — from the
@@ -467,17 +481,7 @@ func (w *waiter) wait(ctx context.Context, svc *shoalv1.Service) error {
 			fmt.Fprintf(w.a.out, "%s: converged (%d/%d): tasks stayed running for %s\n", name, counted, want, w.wf.monitor)
 			return nil
 		case ev := <-w.events:
-			fold(ev)
-			// One raft entry brings many events: fold all that are queued
-			// before judging progress.
-			for queued := true; queued; {
-				select {
-				case ev := <-w.events:
-					fold(ev)
-				default:
-					queued = false
-				}
-			}
+			w.foldQueued(ev, fold)
 		case err := <-w.errc:
 			if ctx.Err() != nil {
 				return err
