@@ -249,13 +249,7 @@ func TestServiceRmWaits(t *testing.T) {
 			start := time.Now()
 			code := c.runTo(out, out, slices.Concat([]string{"service", "rm"}, tc.args)...)
 			got := out.String()
-			if code != tc.wantCode {
-				t.Errorf("exit code %d, want %d; output:\n%s", code, tc.wantCode, got)
-			}
-			containsInOrder(t, got, tc.want...)
-			if tc.notWant != "" && strings.Contains(got, tc.notWant) {
-				t.Errorf("output says %q:\n%s", tc.notWant, got)
-			}
+			checkOutput(t, got, code, tc.wantCode, tc.notWant, tc.want...)
 			if tc.wantCode == 0 {
 				c.mgr.cmu.Lock()
 				left := len(c.mgr.services)

@@ -247,13 +247,7 @@ func TestCreateMonitor(t *testing.T) {
 			args := slices.Concat([]string{"service", "create", "--name", "web", "--no-resolve-image"}, tc.flags, []string{"demo:1"})
 			code := c.runTo(out, out, args...)
 			got := out.String()
-			if code != tc.wantCode {
-				t.Errorf("exit code %d, want %d; output:\n%s", code, tc.wantCode, got)
-			}
-			containsInOrder(t, got, tc.want...)
-			if tc.notWant != "" && strings.Contains(got, tc.notWant) {
-				t.Errorf("output says %q:\n%s", tc.notWant, got)
-			}
+			checkOutput(t, got, code, tc.wantCode, tc.notWant, tc.want...)
 		})
 	}
 }
@@ -841,9 +835,16 @@ func createWebConverges(t *testing.T, c *cliCluster) {
 	}
 }
 
-// containsInOrder fails t unless got holds every one of want, in order.
-func containsInOrder(t *testing.T, got string, want ...string) {
+// checkOutput fails t unless a command exited with wantCode and its
+// output got holds every one of want, in order, and not notWant.
+func checkOutput(t *testing.T, got string, code, wantCode int, notWant string, want ...string) {
 	t.Helper()
+	if code != wantCode {
+		t.Errorf("exit code %d, want %d; output:\n%s", code, wantCode, got)
+	}
+	if notWant != "" && strings.Contains(got, notWant) {
+		t.Errorf("output says %q:\n%s", notWant, got)
+	}
 	rest := got
 	for _, w := range want {
 		i := strings.Index(rest, w)
