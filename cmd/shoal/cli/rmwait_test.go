@@ -278,13 +278,9 @@ func TestServiceRmResumes(t *testing.T) {
 	c.mgr.services = []*shoalv1.Service{{Meta: &shoalv1.Meta{Id: "svcweb", Version: 1}, Spec: &shoalv1.ServiceSpec{Name: "web", Replicas: 1}}}
 	c.mgr.tasks = []*shoalv1.Task{rmTask("w1", "web", 1, "n1", shoalv1.TaskState_TASK_STATE_RUNNING, 7)}
 	out := newStepWriter()
-	var mu sync.Mutex
-	var froms []uint64
+	opens := &watchOpens{}
 	c.mgr.watch = func(req *shoalv1.WatchRequest, st grpc.ServerStreamingServer[shoalv1.WatchEvent]) error {
-		mu.Lock()
-		froms = append(froms, req.GetFromIndex())
-		n := len(froms)
-		mu.Unlock()
+		n := opens.add(req)
 		if n == 1 {
 			if !out.waitFor(st.Context(), "web: 1 task(s) still stopping") {
 				return st.Context().Err()
@@ -301,9 +297,7 @@ func TestServiceRmResumes(t *testing.T) {
 	if got := out.String(); code != 0 || !strings.Contains(got, "web: removed (every task stopped)") {
 		t.Fatalf("exit %d:\n%s", code, got)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if !slices.Equal(froms, []uint64{0, 7}) {
+	if froms := opens.list(); !slices.Equal(froms, []uint64{0, 7}) {
 		t.Errorf("watches opened from %v, want [0 7]", froms)
 	}
 }

@@ -327,13 +327,9 @@ func TestWaitStreamEndsEarly(t *testing.T) {
 func TestWaitResumesAfterStreamBreaks(t *testing.T) {
 	t0 := time.Now()
 	c := newCLICluster(t)
-	var mu sync.Mutex
-	var froms []uint64
+	opens := &watchOpens{}
 	c.mgr.watch = func(req *shoalv1.WatchRequest, st grpc.ServerStreamingServer[shoalv1.WatchEvent]) error {
-		mu.Lock()
-		froms = append(froms, req.GetFromIndex())
-		n := len(froms)
-		mu.Unlock()
+		n := opens.add(req)
 		switch n {
 		case 1: // opened before the write; breaks before any event
 			return errdefs.Unavailablef("error reading from server: EOF")
@@ -350,11 +346,9 @@ func TestWaitResumesAfterStreamBreaks(t *testing.T) {
 		return st.Context().Err()
 	}
 	createWebConverges(t, c)
-	mu.Lock()
-	defer mu.Unlock()
 	// 0: from the next entry (before the write); 1: the write's index
 	// (the fake's service version); 5: the last event's.
-	if !slices.Equal(froms, []uint64{0, 1, 5}) {
+	if froms := opens.list(); !slices.Equal(froms, []uint64{0, 1, 5}) {
 		t.Fatalf("watches opened from %v, want [0 1 5]", froms)
 	}
 }
@@ -371,13 +365,9 @@ func TestWaitResumesTwiceInAQuietRollout(t *testing.T) {
 	resumeWait = 200 * time.Millisecond
 	t0 := time.Now()
 	c := newCLICluster(t)
-	var mu sync.Mutex
-	var froms []uint64
+	opens := &watchOpens{}
 	c.mgr.watch = func(req *shoalv1.WatchRequest, st grpc.ServerStreamingServer[shoalv1.WatchEvent]) error {
-		mu.Lock()
-		froms = append(froms, req.GetFromIndex())
-		n := len(froms)
-		mu.Unlock()
+		n := opens.add(req)
 		if err := st.SendHeader(metadata.MD{}); err != nil { // accepted
 			return err
 		}
@@ -402,9 +392,7 @@ func TestWaitResumesTwiceInAQuietRollout(t *testing.T) {
 		return st.Context().Err()
 	}
 	createWebConverges(t, c)
-	mu.Lock()
-	defer mu.Unlock()
-	if !slices.Equal(froms, []uint64{0, 5, 5}) {
+	if froms := opens.list(); !slices.Equal(froms, []uint64{0, 5, 5}) {
 		t.Fatalf("watches opened from %v, want [0 5 5]", froms)
 	}
 }
@@ -853,4 +841,25 @@ func checkOutput(t *testing.T, got string, code, wantCode int, notWant string, w
 		}
 		rest = rest[i+len(w):]
 	}
+}
+
+// watchOpens records the index each Watch of a scripted manager was
+// opened from, in order.
+type watchOpens struct {
+	mu   sync.Mutex
+	from []uint64
+}
+
+// add records req's index and returns how many watches were opened.
+func (w *watchOpens) add(req *shoalv1.WatchRequest) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.from = append(w.from, req.GetFromIndex())
+	return len(w.from)
+}
+
+func (w *watchOpens) list() []uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.from)
 }
