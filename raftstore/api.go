@@ -171,6 +171,14 @@ type Member struct {
 	Leader   bool
 }
 
+// KeepFunc is a WatchNode filter: it says whether the subscription
+// delivers ev. prev is, when ev updates a service, the stored service ev
+// replaced (both immutable: compare, never change), nil for every other
+// event; a filter that acts on a few fields of a service can skip the
+// writes that leave them as they were (a label). Called with the hub's
+// lock held: quick, non-blocking, no store calls.
+type KeepFunc func(ev *shoalv1.WatchEvent, prev Object) bool
+
 // Subscription delivers watch events in index order.
 type Subscription interface {
 	// C is closed when the subscription ends; Err then says why.
@@ -230,7 +238,7 @@ type API interface {
 	WatchFiltered(ctx context.Context, fromIndex uint64, keep func(*shoalv1.WatchEvent) bool, kinds ...Kind) (Subscription, error)
 	// WatchNode is WatchFiltered routed to one node's subscriptions (task
 	// events reach only their node's subscribers).
-	WatchNode(ctx context.Context, fromIndex uint64, nodeID string, keep func(*shoalv1.WatchEvent) bool, kinds ...Kind) (NodeSubscription, error)
+	WatchNode(ctx context.Context, fromIndex uint64, nodeID string, keep KeepFunc, kinds ...Kind) (NodeSubscription, error)
 	AppliedIndex() uint64
 	Snapshot() error
 	// ForgetCaches drops what the store keeps in memory only for speed

@@ -47,6 +47,7 @@ var _ raft.BatchingFSM = (*fsm)(nil)
 type batchEntry struct {
 	log    *raft.Log
 	events []*shoalv1.WatchEvent
+	prevs  []Object // ringEntry.prev of each event (nil: none)
 	// took is the entry's own apply time (when onApply is set).
 	took time.Duration
 }
@@ -102,9 +103,9 @@ func (f *fsm) applyTxn(logs []*raft.Log, res []any) int {
 			res[i] = fmt.Errorf("raft entry %d: decoding the store action: %w", l.Index, err)
 		} else {
 			ops += len(act.GetOps())
-			events, err := applyProposed(txn, act, l.Index, specs)
+			events, prevs, err := applyProposed(txn, act, l.Index, specs)
 			if err == nil {
-				e.events = events
+				e.events, e.prevs = events, prevs
 				for _, ev := range events {
 					if ev.GetObject().GetNode() != nil {
 						nodeEvs = append(nodeEvs, ev)
@@ -148,7 +149,7 @@ func (f *fsm) applyTxn(logs []*raft.Log, res []any) int {
 	f.setAppliedLocked(last)
 	f.mu.Unlock()
 	for i, e := range entries {
-		f.hub.publish(e.events, e.log.Index)
+		f.hub.publishEntry(e.events, e.prevs, e.log.Index)
 		if e.log.Type == raft.LogCommand {
 			f.markApplied(e.log, res[i])
 		}

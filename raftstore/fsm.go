@@ -180,7 +180,7 @@ func (f *fsm) apply(l *raft.Log) any {
 		return fmt.Errorf("raft entry %d: decoding the store action: %w", l.Index, err)
 	}
 	txn := f.db.Txn(true)
-	events, err := applyProposed(txn, act, l.Index, specs)
+	events, prevs, err := applyProposed(txn, act, l.Index, specs)
 	if err != nil {
 		txn.Abort()
 		f.advance(l.Index)
@@ -194,7 +194,7 @@ func (f *fsm) apply(l *raft.Log) any {
 	f.mu.Unlock()
 	// Publish after the commit: a subscriber that sees index i and then
 	// takes a View gets a state that includes i.
-	f.hub.publish(events, l.Index)
+	f.hub.publishEntry(events, prevs, l.Index)
 	return nil
 }
 
@@ -277,22 +277,24 @@ func (f *fsm) replace(db *tableDB, index uint64) {
 // returns the watch events. On error the caller aborts txn, so nothing of
 // the action is applied.
 func applyAction(txn *tableTxn, act *shoalv1.StoreAction, index uint64) ([]*shoalv1.WatchEvent, error) {
-	return applyProposed(txn, act, index, nil)
+	events, _, err := applyProposed(txn, act, index, nil)
+	return events, err
 }
 
 // applyProposed is applyAction with the specs the leader's tx built for
 // the action's patch ops (decodeProposed).
-func applyProposed(txn *tableTxn, act *shoalv1.StoreAction, index uint64, specs []patchedSpec) ([]*shoalv1.WatchEvent, error) {
+func applyProposed(txn *tableTxn, act *shoalv1.StoreAction, index uint64, specs []patchedSpec) ([]*shoalv1.WatchEvent, []Object, error) {
 	ts := act.GetTime()
 	events := make([]*shoalv1.WatchEvent, 0, len(act.GetOps()))
 	// The entry's events in one allocation rather than one per op.
 	evs := make([]shoalv1.WatchEvent, len(act.GetOps()))
 	var named []Object
 	var svcs serviceCache
+	var prevs []Object // the services updated replaced (ringEntry.prev); nil if none
 	for i, op := range act.GetOps() {
 		o := Unwrap(op.GetObject())
 		if o == nil {
-			return nil, fmt.Errorf("raft entry %d: op %d carries no object", index, i)
+			return nil, nil, fmt.Errorf("raft entry %d: op %d carries no object", index, i)
 		}
 		kind := KindOf(o)
 		if kind == KindService {
@@ -301,7 +303,7 @@ func applyProposed(txn *tableTxn, act *shoalv1.StoreAction, index uint64, specs 
 		m := ensureMeta(o)
 		id := m.GetId()
 		if id == "" {
-			return nil, fmt.Errorf("raft entry %d: op %d: %s without meta.id", index, i, kind)
+			return nil, nil, fmt.Errorf("raft entry %d: op %d: %s without meta.id", index, i, kind)
 		}
 		cur := txn.get(kind, id)
 		var (
@@ -311,66 +313,66 @@ func applyProposed(txn *tableTxn, act *shoalv1.StoreAction, index uint64, specs 
 		switch op.GetKind() {
 		case shoalv1.StoreOpKind_STORE_OP_KIND_CREATE:
 			if cur != nil {
-				return nil, errExists(kind, id)
+				return nil, nil, errExists(kind, id)
 			}
 			action = shoalv1.WatchAction_WATCH_ACTION_CREATE
 			m.Version, m.CreatedAt, m.UpdatedAt = index, ts, ts
 		case shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE:
 			if err := checkCurrent(kind, id, op.GetExpectedVersion(), cur); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			action = shoalv1.WatchAction_WATCH_ACTION_UPDATE
 			m.Version, m.CreatedAt, m.UpdatedAt = index, cur.GetMeta().GetCreatedAt(), ts
 		case shoalv1.StoreOpKind_STORE_OP_KIND_TASK_STATUS:
 			if err := checkCurrent(kind, id, op.GetExpectedVersion(), cur); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			if o, err = applyTaskStatus(index, i, op, o, cur); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			action = shoalv1.WatchAction_WATCH_ACTION_UPDATE
 			m.Version, m.CreatedAt, m.UpdatedAt = index, cur.GetMeta().GetCreatedAt(), ts
 		case shoalv1.StoreOpKind_STORE_OP_KIND_TASK_CREATE:
 			if cur != nil {
-				return nil, errExists(kind, id)
+				return nil, nil, errExists(kind, id)
 			}
 			if o, err = applyTaskCreate(txn, &svcs, index, i, o); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			action = shoalv1.WatchAction_WATCH_ACTION_CREATE
 			m.Version, m.CreatedAt, m.UpdatedAt = index, ts, ts
 		case shoalv1.StoreOpKind_STORE_OP_KIND_TASK_ASSIGN:
 			if err := checkCurrent(kind, id, op.GetExpectedVersion(), cur); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			if o, err = applyTaskAssign(index, i, op, o, cur); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			action = shoalv1.WatchAction_WATCH_ACTION_UPDATE
 			m.Version, m.CreatedAt, m.UpdatedAt = index, cur.GetMeta().GetCreatedAt(), ts
 		case shoalv1.StoreOpKind_STORE_OP_KIND_DELETE:
 			if err := checkCurrent(kind, id, op.GetExpectedVersion(), cur); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			if err := txn.Delete(string(kind), cur); err != nil {
-				return nil, fmt.Errorf("%s %q: deleting: %w", kind, id, err)
+				return nil, nil, fmt.Errorf("%s %q: deleting: %w", kind, id, err)
 			}
 			ev := &evs[i]
 			ev.Index, ev.Action, ev.Object = index, shoalv1.WatchAction_WATCH_ACTION_DELETE, Wrap(cur)
 			events = append(events, ev)
 			continue
 		default:
-			return nil, fmt.Errorf("raft entry %d: op %d: unknown op kind %v", index, i, op.GetKind())
+			return nil, nil, fmt.Errorf("raft entry %d: op %d: unknown op kind %v", index, i, op.GetKind())
 		}
 		if err := resolvePreviousSpec(index, i, op, o, cur, specs); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if t, ok := o.(*shoalv1.Task); ok && (op.GetKind() == shoalv1.StoreOpKind_STORE_OP_KIND_CREATE || op.GetKind() == shoalv1.StoreOpKind_STORE_OP_KIND_UPDATE) {
 			// The compact task ops share their spec already.
 			internTaskSpec(txn, t, cur)
 		}
 		if err := txn.Insert(string(kind), o); err != nil {
-			return nil, fmt.Errorf("%s %q: inserting: %w", kind, id, err)
+			return nil, nil, fmt.Errorf("%s %q: inserting: %w", kind, id, err)
 		}
 		if op.GetPreviousSpecSource() != shoalv1.PreviousSpecSource_PREVIOUS_SPEC_SOURCE_STORED_SPEC_PATCHED {
 			// A patch keeps the stored name (PatchSpec copies it), and
@@ -390,16 +392,22 @@ func applyProposed(txn *tableTxn, act *shoalv1.StoreAction, index uint64, specs 
 			ev.Object = Wrap(o)
 		}
 		events = append(events, ev)
+		if kind == KindService && action == shoalv1.WatchAction_WATCH_ACTION_UPDATE {
+			if prevs == nil {
+				prevs = make([]Object, len(act.GetOps()))
+			}
+			prevs[len(events)-1] = cur
+		}
 	}
 	// Unique names are checked on the entry's final state, so that the
 	// order of ops inside one entry (say, a rename and a create taking the
 	// old name) does not matter — the same rule WriteTx applies.
 	for _, o := range named {
 		if err := checkUniqueName(txn, o); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	return events, nil
+	return events, prevs, nil
 }
 
 // checkCurrent checks that an object to update or delete exists and that

@@ -316,8 +316,9 @@ func (s *Store) WatchFiltered(ctx context.Context, fromIndex uint64, keep func(*
 // 5,000 nodes costs one append per event, not 5,000 filter calls per
 // event inside the FSM's apply (see docs/benchmarks-history.md, "Scheduler at scale"). keep
 // has WatchFiltered's constraints; a subscriber is cut off
-// (ErrSlowConsumer) when a ring's worth of its events wait unread.
-func (s *Store) WatchNode(ctx context.Context, fromIndex uint64, nodeID string, keep func(*shoalv1.WatchEvent) bool, kinds ...Kind) (NodeSubscription, error) {
+// (ErrSlowConsumer) when a ring's worth of its events wait unread. keep
+// is also given the service an update of a service replaced (KeepFunc).
+func (s *Store) WatchNode(ctx context.Context, fromIndex uint64, nodeID string, keep KeepFunc, kinds ...Kind) (NodeSubscription, error) {
 	sub, err := s.hub.watchNode(ctx, fromIndex, nodeID, kinds, keep)
 	if err != nil {
 		return nil, err

@@ -94,6 +94,12 @@ type ringEntry struct {
 	bit   kindMask
 	index uint64
 	at    time.Duration // when it was published, since hub.base
+	// prev is, for an update of a service, the stored service it replaced
+	// (nil for every other event): what a WatchNode filter compares to
+	// skip the writes that change nothing it acts on. Services only: a
+	// ring of task updates holding the tasks they replaced would keep
+	// twice the tasks alive.
+	prev Object
 }
 
 func newHub(capacity int) *hub {
@@ -116,11 +122,21 @@ func (h *hub) nextSeq() uint64 { return h.oldest + uint64(len(h.ring)) }
 // off the subscriptions that had not read a dropped event and wakes the
 // others.
 func (h *hub) publish(events []*shoalv1.WatchEvent, index uint64) {
+	h.publishEntry(events, nil, index)
+}
+
+// publishEntry is publish with prevs: prevs[i] (if prevs is not nil) is
+// the object events[i] replaced, for the updates that keep it (see
+// ringEntry.prev).
+func (h *hub) publishEntry(events []*shoalv1.WatchEvent, prevs []Object, index uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	at := h.now().Sub(h.base)
-	for _, ev := range events {
+	for i, ev := range events {
 		e := ringEntry{ev: ev, bit: kindBit(kindOfEvent(ev)), index: ev.GetIndex(), at: at}
+		if prevs != nil {
+			e.prev = prevs[i]
+		}
 		h.ring = append(h.ring, e)
 		if len(h.routed) > 0 {
 			h.route(e)
@@ -298,15 +314,19 @@ func (h *hub) watch(ctx context.Context, from uint64, kinds []Kind) (*subscripti
 
 // watchFiltered registers a subscription; see Store.WatchFiltered.
 func (h *hub) watchFiltered(ctx context.Context, from uint64, kinds []Kind, keep func(*shoalv1.WatchEvent) bool) (*subscription, error) {
-	return h.register(ctx, from, kinds, keep, false, "")
+	var keepPrev KeepFunc
+	if keep != nil {
+		keepPrev = func(ev *shoalv1.WatchEvent, _ Object) bool { return keep(ev) }
+	}
+	return h.register(ctx, from, kinds, keepPrev, false, "")
 }
 
 // watchNode registers a routed subscription; see Store.WatchNode.
-func (h *hub) watchNode(ctx context.Context, from uint64, node string, kinds []Kind, keep func(*shoalv1.WatchEvent) bool) (*subscription, error) {
+func (h *hub) watchNode(ctx context.Context, from uint64, node string, kinds []Kind, keep KeepFunc) (*subscription, error) {
 	return h.register(ctx, from, kinds, keep, true, node)
 }
 
-func (h *hub) register(ctx context.Context, from uint64, kinds []Kind, keep func(*shoalv1.WatchEvent) bool, routed bool, node string) (*subscription, error) {
+func (h *hub) register(ctx context.Context, from uint64, kinds []Kind, keep KeepFunc, routed bool, node string) (*subscription, error) {
 	mask, err := kindMaskOf(kinds)
 	if err != nil {
 		return nil, err
@@ -447,8 +467,9 @@ type subscription struct {
 	hub  *hub
 	from uint64
 	mask kindMask
-	// keep, if set, selects the events delivered (see Store.WatchFiltered).
-	keep func(*shoalv1.WatchEvent) bool
+	// keep, if set, selects the events delivered (see Store.WatchFiltered
+	// and Store.WatchNode).
+	keep KeepFunc
 	// next is the sequence number of the next ring event to look at
 	// (not used by a routed subscription).
 	next uint64
@@ -500,7 +521,7 @@ func (s *subscription) filtered() bool { return s.mask != 0 || s.keep != nil }
 
 // wants says whether s delivers e; called with hub.mu held.
 func (s *subscription) wants(e ringEntry) bool {
-	return e.index >= s.from && (s.mask == 0 || s.mask&e.bit != 0) && (s.keep == nil || s.keep(e.ev))
+	return e.index >= s.from && (s.mask == 0 || s.mask&e.bit != 0) && (s.keep == nil || s.keep(e.ev, e.prev))
 }
 
 // routeNode says which node alone a routed subscription may want ev for:

@@ -21,7 +21,7 @@ func TestNodeSubscriptionTakeUnderConcurrentPublish(t *testing.T) {
 	const entries = 20000
 	h := newHub(1 << 16)
 	t.Cleanup(h.close)
-	all := func(*shoalv1.WatchEvent) bool { return true }
+	all := func(*shoalv1.WatchEvent, Object) bool { return true }
 	sub, err := h.watchNode(context.Background(), 0, "a", nil, all)
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +97,7 @@ func TestNodeSubscriptionsReconnectLeaveNothing(t *testing.T) {
 	const rounds, ring = 10000, 8
 	h := newHub(ring)
 	t.Cleanup(h.close)
-	all := func(*shoalv1.WatchEvent) bool { return true }
+	all := func(*shoalv1.WatchEvent, Object) bool { return true }
 	before := runtime.NumGoroutine()
 	index := uint64(0)
 	publish := func(node string, n int) {

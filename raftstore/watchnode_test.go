@@ -21,7 +21,7 @@ func TestWatchNodeRoutes(t *testing.T) {
 	const nodes, tasks = 200, 2000
 	s := single(t, options{})
 	var calls atomic.Int64
-	keep := func(*shoalv1.WatchEvent) bool { calls.Add(1); return true }
+	keep := func(*shoalv1.WatchEvent, Object) bool { calls.Add(1); return true }
 	subs := make([]Subscription, nodes)
 	for i := range subs {
 		sub, err := s.WatchNode(context.Background(), 0, fmt.Sprintf("n%03d", i), keep, KindTask, KindNetwork)
@@ -81,7 +81,7 @@ func TestWatchNodeReplayAndCut(t *testing.T) {
 		}
 		return tx.Create(mkTask("b1", "s", "b", 0, 0))
 	})
-	all := func(*shoalv1.WatchEvent) bool { return true }
+	all := func(*shoalv1.WatchEvent, Object) bool { return true }
 	a, err := s.WatchNode(context.Background(), first, "a", all, KindTask)
 	if err != nil {
 		t.Fatal(err)
@@ -126,7 +126,7 @@ func TestWatchNodeTakenWithoutPump(t *testing.T) {
 	const nodes, perNode, limit = 200, 10, 3
 	s := single(t, options{})
 	first := mustUpdate(t, s, createIfMissing(mkTask("old", "s", "n000", 0, 0)))
-	all := func(*shoalv1.WatchEvent) bool { return true }
+	all := func(*shoalv1.WatchEvent, Object) bool { return true }
 	before := runtime.NumGoroutine()
 	subs := make([]NodeSubscription, nodes)
 	for i := range subs {

@@ -110,6 +110,10 @@ type Dispatcher struct {
 	// a heartbeat's acknowledgement when it changes (session.go, ackFor).
 	scaled atomic.Int64
 
+	// sessionEventsTaken counts the events the sessions took from their
+	// subscriptions (read by tests and benchmarks).
+	sessionEventsTaken atomic.Int64
+
 	nets  netCache  // network states shared by the sessions (networks.go)
 	peers peerCache // gossip join candidates shared by the sessions
 	// networksSeen: the cluster has had a network, so other nodes' events

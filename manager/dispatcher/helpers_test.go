@@ -15,7 +15,7 @@ import (
 // waitFor is generous: two busy cores, other suites running alongside.
 const waitFor = 15 * time.Second
 
-func openStore(t *testing.T) *raftstore.Store {
+func openStore(t testing.TB) *raftstore.Store {
 	t.Helper()
 	_, trans := raft.NewInmemTransport("solo:4242")
 	const rt = 100 * time.Millisecond
@@ -32,7 +32,7 @@ func openStore(t *testing.T) *raftstore.Store {
 }
 
 // poll waits for cond with a deadline (a poll, not a timing assertion).
-func poll(t *testing.T, what string, cond func() bool) {
+func poll(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(waitFor)
 	for !cond() {

@@ -457,6 +457,30 @@ func (d *Dispatcher) sendNetworks(stream shoalv1.Dispatcher_SessionServer, r raf
 	return nil
 }
 
+// serviceNetworksSame says whether services a and b (two versions of one
+// service) are alike in all that the network states read of a service
+// (AllNodeNetworks, vipState, hasIngressPort): the spec's name, endpoint
+// and task networks, and the VIPs. A field read there and not compared
+// here would leave agents with a stale state (TestServiceNetworksSame
+// changes every field of a service and checks this against
+// AllNodeNetworks). Pointers are compared first: a patched spec shares
+// its task and endpoint with the stored one.
+func serviceNetworksSame(a, b *shoalv1.Service) bool {
+	same := func(x, y proto.Message) bool { return x == y || proto.Equal(x, y) }
+	if !slices.EqualFunc(a.GetVips(), b.GetVips(), func(x, y *shoalv1.ServiceVIP) bool { return same(x, y) }) {
+		return false
+	}
+	as, bs := a.GetSpec(), b.GetSpec()
+	if as == bs {
+		return true
+	}
+	if as.GetName() != bs.GetName() || !same(as.GetEndpoint(), bs.GetEndpoint()) {
+		return false
+	}
+	at, bt := as.GetTask(), bs.GetTask()
+	return at == bt || slices.EqualFunc(at.GetNetworks(), bt.GetNetworks(), func(x, y *shoalv1.NetworkAttachmentConfig) bool { return same(x, y) })
+}
+
 // hasIngressPort reports whether a service publishes a port in ingress
 // mode (the default).
 func hasIngressPort(svc *shoalv1.Service) bool {

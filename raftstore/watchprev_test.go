@@ -1,0 +1,107 @@
+package raftstore
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// TestWatchNodeGivesTheReplacedService: a WatchNode filter is given, with
+// an update of a service (a patch or a whole update), the very service
+// the update replaced, on the leader (which applies its own proposal) and
+// on the followers (which decode the entry) alike, and nil with every
+// other event (a creation, a deletion, a task); a subscription opened
+// after the writes gets the same in the ring's replay.
+func TestWatchNodeGivesTheReplacedService(t *testing.T) {
+	c := newCluster(t, 3, clusterOpts{})
+	type seen struct {
+		key  string
+		prev string // "v<version> labels" of prev, "" when nil
+	}
+	describe := func(o Object) string {
+		if o == nil {
+			return ""
+		}
+		s := o.(*shoalv1.Service)
+		return fmt.Sprintf("v%d %v", s.GetMeta().GetVersion(), s.GetSpec().GetLabels())
+	}
+	record := func(mu *sync.Mutex, into *[]seen) KeepFunc {
+		return func(ev *shoalv1.WatchEvent, prev Object) bool {
+			mu.Lock()
+			*into = append(*into, seen{eventKey(ev), describe(prev)})
+			mu.Unlock()
+			return true
+		}
+	}
+	var mu sync.Mutex
+	got := make([][]seen, len(c.nodes))
+	var subs []Subscription
+	for i, nd := range c.nodes {
+		sub, err := nd.store.WatchNode(context.Background(), 0, "n1", record(&mu, &got[i]), KindService, KindTask)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Close()
+		subs = append(subs, sub)
+	}
+	first := c.update(func(tx WriteTx) error {
+		svc := mkService("s1", "web")
+		svc.Spec.Labels = map[string]string{"k": "0"}
+		return tx.Create(svc)
+	})
+	created, _ := Get[*shoalv1.Service](c.leader().store.View(), "s1")
+	patched := c.update(func(tx WriteTx) error { // a patch: the entry carries no spec
+		cur, _ := Get[*shoalv1.Service](tx, "s1")
+		svc := &shoalv1.Service{Meta: &shoalv1.Meta{Id: "s1", Version: cur.GetMeta().GetVersion()}, PreviousSpec: cur.GetSpec()}
+		return tx.PatchService(svc, &shoalv1.ServicePatch{LabelsAdd: map[string]string{"k": "1"}})
+	})
+	c.update(func(tx WriteTx) error { // a whole update
+		cur, _ := Get[*shoalv1.Service](tx, "s1")
+		svc := proto.Clone(cur).(*shoalv1.Service)
+		svc.Spec.Labels["k"] = "2"
+		return tx.Update(svc)
+	})
+	c.update(func(tx WriteTx) error { return tx.Create(mkTask("t1", "s1", "n1", 0, 0)) })
+	last := c.update(func(tx WriteTx) error { return tx.Delete(KindService, "s1", 0) })
+	for i := range subs {
+		evs := collect(t, subs[i], 5)
+		if evs[4].GetIndex() != last {
+			t.Fatalf("%s: last event at %d, want %d", c.nodes[i].id, evs[4].GetIndex(), last)
+		}
+	}
+	wantPrev := []string{"", fmt.Sprintf("v%d map[k:0]", created.GetMeta().GetVersion()), fmt.Sprintf("v%d map[k:1]", patched), "", ""}
+	mu.Lock()
+	for i, nd := range c.nodes {
+		if len(got[i]) != len(wantPrev) {
+			t.Fatalf("%s: the filter saw %d events, want %d: %v", nd.id, len(got[i]), len(wantPrev), got[i])
+		}
+		for j, w := range wantPrev {
+			if got[i][j].prev != w {
+				t.Errorf("%s: event %d (%s): prev %q, want %q", nd.id, j, got[i][j].key, got[i][j].prev, w)
+			}
+		}
+	}
+	mu.Unlock()
+	// A subscription opened afterwards gets the same from the ring.
+	var lateMu sync.Mutex
+	var late []seen
+	sub, err := c.leader().store.WatchNode(context.Background(), first, "n1", record(&lateMu, &late), KindService, KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	collect(t, sub, 5)
+	lateMu.Lock()
+	defer lateMu.Unlock()
+	for j, w := range wantPrev {
+		if j >= len(late) || late[j].prev != w {
+			t.Errorf("replay: event %d: %v, want prev %q", j, late, w)
+			break
+		}
+	}
+}
