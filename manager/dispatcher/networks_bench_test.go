@@ -118,3 +118,50 @@ func BenchmarkLabelWriteAfterJoins(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkNetCache200x100: one computation of the cache after a task's
+// state changed, at 200 nodes that each take part in 100 overlay networks
+// (each network's service publishes an ingress port; 10 tasks per
+// network, 1,000 endpoints in all): AllNodeNetworks, then keepUnchanged
+// comparing the new states with the previous computation's.
+func BenchmarkNetCache200x100(b *testing.B) {
+	const nodes, networks = 200, 100
+	names := make([]string, nodes)
+	var os []raftstore.Object
+	for i := range names {
+		names[i] = fmt.Sprintf("n%03d", i)
+		os = append(os, mkNode(names[i], fmt.Sprintf("192.168.250.%d:4243", i%250+1), ready))
+	}
+	var tasks []*shoalv1.Task
+	for n := range networks {
+		net, sid := fmt.Sprintf("net%03d", n), fmt.Sprintf("s%03d", n)
+		svc := mkSvc(sid, "", map[string]string{net: fmt.Sprintf("10.%d.0.2/24", n)}, net)
+		svc.Spec.Endpoint.Ports = []*shoalv1.PortConfig{{PublishedPort: uint32(8000 + n)}}
+		os = append(os, mkNet(net), svc)
+		for t := range 10 {
+			tk := mkNetTask(fmt.Sprintf("t%03d-%d", n, t), sid, names[(n*10+t)%nodes], stRunning, fmt.Sprintf("%s=10.%d.0.%d/24", net, n, t+3))
+			tasks = append(tasks, tk)
+			os = append(os, tk)
+		}
+	}
+	idx := uint64(1)
+	cur := atIndex{objs(os...), idx}
+	c := &netCache{latest: func() raftstore.Reader { return cur }}
+	if got := len(c.get(cur, names[0])); got != networks {
+		b.Fatalf("n000 takes part in %d networks, want %d", got, networks)
+	}
+	health := []shoalv1.TaskHealth{shoalv1.TaskHealth_TASK_HEALTH_HEALTHY, shoalv1.TaskHealth_TASK_HEALTH_UNHEALTHY}
+	i := 0
+	for b.Loop() {
+		// A task's health flips: its network's state changes, the other
+		// 99 do not.
+		i++
+		tk := proto.Clone(tasks[0]).(*shoalv1.Task)
+		tk.Status.Health = health[i%2]
+		tasks[0] = tk
+		cur.memReader[raftstore.KindTask][0] = tk
+		idx++
+		cur = atIndex{cur.memReader, idx}
+		c.get(cur, names[0])
+	}
+}
