@@ -3,17 +3,14 @@ package dispatcher
 import (
 	"context"
 	"log/slog"
-	"net"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
-	"github.com/shoal-dev/shoal/trust"
 )
 
 // TestEchoDropped: which events a session does not send — a status-only
@@ -96,23 +93,9 @@ func echoSession(t *testing.T) (*raftstore.Store, shoalv1.Dispatcher_SessionClie
 	runCtx, stopRun := context.WithCancel(ctx)
 	runDone := make(chan error, 1)
 	go func() { runDone <- d.Run(runCtx) }()
-	srv := grpc.NewServer(grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-		return h(srv, identityStream{ss, trust.WithIdentity(ss.Context(), trust.Identity{NodeID: "n1", Role: trust.RoleWorker})})
-	}))
-	shoalv1.RegisterDispatcherServer(srv, d)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Cleanups run last-added first: the connection, the server, then Run.
 	t.Cleanup(func() { stopRun(); <-runDone })
-	t.Cleanup(srv.Stop)
-	t.Cleanup(func() { conn.Close() })
+	conn := serveDispatcher(t, d, asNode1)
 	open := func() shoalv1.Dispatcher_SessionClient {
 		return openSession(t, ctx, conn)
 	}

@@ -2,14 +2,19 @@ package dispatcher
 
 import (
 	"context"
+	"net"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/hashicorp/raft"
 
+	"github.com/shoal-dev/shoal/errdefs"
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
+	"github.com/shoal-dev/shoal/trust"
 )
 
 // waitFor is generous: two busy cores, other suites running alongside.
@@ -50,3 +55,34 @@ type identityStream struct {
 }
 
 func (s identityStream) Context() context.Context { return s.ctx }
+
+// serveDispatcher serves d on a loopback port, each stream given the
+// identity idOf names for its context (as mTLS would), and returns a
+// client connection to it. The connection, then the server, are closed
+// at cleanup: register the stop of d.Run before calling, so that it
+// runs after them.
+func serveDispatcher(tb testing.TB, d *Dispatcher, idOf func(context.Context) trust.Identity) *grpc.ClientConn {
+	tb.Helper()
+	srv := grpc.NewServer(grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		return errdefs.ToGRPC(h(srv, identityStream{ss, trust.WithIdentity(ss.Context(), idOf(ss.Context()))}))
+	}))
+	shoalv1.RegisterDispatcherServer(srv, d)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	go srv.Serve(lis)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		srv.Stop()
+		tb.Fatal(err)
+	}
+	tb.Cleanup(srv.Stop)
+	tb.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// asNode1 is the identity of node n1's certificate.
+func asNode1(context.Context) trust.Identity {
+	return trust.Identity{NodeID: "n1", Role: trust.RoleWorker}
+}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -14,10 +13,7 @@ import (
 	"github.com/shoal-dev/shoal/errdefs"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
-	"github.com/shoal-dev/shoal/trust"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
 
@@ -113,24 +109,10 @@ func sessionServer(t *testing.T) (*raftstore.Store, func() shoalv1.Dispatcher_Se
 	runCtx, stopRun := context.WithCancel(ctx)
 	runDone := make(chan error, 1)
 	go func() { runDone <- d.Run(runCtx) }()
-	srv := grpc.NewServer(grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-		return errdefs.ToGRPC(h(srv, identityStream{ss, trust.WithIdentity(ss.Context(), trust.Identity{NodeID: "n1", Role: trust.RoleWorker})}))
-	}))
-	shoalv1.RegisterDispatcherServer(srv, d)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var stopOnce sync.Once
 	stop := func() { stopOnce.Do(func() { stopRun(); <-runDone }) }
 	t.Cleanup(stop)
-	t.Cleanup(srv.Stop)
-	t.Cleanup(func() { conn.Close() })
+	conn := serveDispatcher(t, d, asNode1)
 	return s, func() shoalv1.Dispatcher_SessionClient { return openSession(t, ctx, conn) }, stop
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
@@ -65,28 +63,15 @@ func newSessionRig(tb testing.TB, nodes int) *sessionRig {
 	runCtx, stopRun := context.WithCancel(ctx)
 	runDone := make(chan error, 1)
 	go func() { runDone <- r.d.Run(runCtx) }()
+	tb.Cleanup(func() { stopRun(); <-runDone })
 	// Each stream is the node its metadata names, as its certificate would.
-	srv := grpc.NewServer(grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-		md, _ := metadata.FromIncomingContext(ss.Context())
-		id := trust.Identity{NodeID: md.Get("rig-node")[0], Role: trust.RoleWorker}
-		return h(srv, identityStream{ss, trust.WithIdentity(ss.Context(), id)})
-	}))
-	shoalv1.RegisterDispatcherServer(srv, r.d)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	go srv.Serve(lis)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		tb.Fatal(err)
-	}
+	conn := serveDispatcher(tb, r.d, func(ctx context.Context) trust.Identity {
+		md, _ := metadata.FromIncomingContext(ctx)
+		return trust.Identity{NodeID: md.Get("rig-node")[0], Role: trust.RoleWorker}
+	})
 	var wg sync.WaitGroup
 	// Cleanups run last-added first: the agents, the connection, the
 	// server, then Run.
-	tb.Cleanup(func() { stopRun(); <-runDone })
-	tb.Cleanup(srv.Stop)
-	tb.Cleanup(func() { conn.Close() })
 	tb.Cleanup(func() { cancel(); wg.Wait() })
 	welcomed := make(chan error, nodes)
 	for i := range nodes {
