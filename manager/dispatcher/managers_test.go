@@ -3,7 +3,6 @@ package dispatcher
 import (
 	"context"
 	"log/slog"
-	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -11,13 +10,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/shoal-dev/shoal/errdefs"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
-	"github.com/shoal-dev/shoal/trust"
 )
 
 // TestOpenSessionToldNewManagers: a session opened while the cluster had
@@ -60,22 +55,8 @@ func TestOpenSessionToldNewManagers(t *testing.T) {
 	runCtx, stopRun := context.WithCancel(ctx)
 	runDone := make(chan error, 1)
 	go func() { runDone <- d.Run(runCtx) }()
-	defer func() { stopRun(); <-runDone }()
-	srv := grpc.NewServer(grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-		return errdefs.ToGRPC(h(srv, identityStream{ss, trust.WithIdentity(ss.Context(), trust.Identity{NodeID: "n1", Role: trust.RoleWorker})}))
-	}))
-	shoalv1.RegisterDispatcherServer(srv, d)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
-	defer srv.Stop()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	t.Cleanup(func() { stopRun(); <-runDone })
+	conn := serveDispatcher(t, d, asNode1)
 	stream := openSession(t, ctx, conn)
 
 	// heartbeat sends a heartbeat and returns the manager list sent with

@@ -4,19 +4,15 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
-	"github.com/shoal-dev/shoal/trust"
 )
 
 // memReader is a Reader over fixed objects.
@@ -230,23 +226,10 @@ func TestSessionDeliversNetworks(t *testing.T) {
 	runCtx, stopRun := context.WithCancel(ctx)
 	runDone := make(chan error, 1)
 	go func() { runDone <- d.Run(runCtx) }()
-	defer func() { stopRun(); <-runDone }()
-	srv := grpc.NewServer(grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-		return h(srv, identityStream{ss, trust.WithIdentity(ss.Context(), trust.Identity{NodeID: "n1", Role: trust.RoleWorker})})
-	}))
-	shoalv1.RegisterDispatcherServer(srv, d)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
-	defer srv.Stop()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	t.Cleanup(func() { stopRun(); <-runDone })
+	conn := serveDispatcher(t, d, asNode1)
 	var stream shoalv1.Dispatcher_SessionClient
+	var err error
 	for {
 		stream, err = shoalv1.NewDispatcherClient(conn).Session(ctx)
 		if err == nil {
