@@ -466,39 +466,75 @@ func TestStuck(t *testing.T) {
 
 // TestCreateStopsWhenEveryTaskIsRejected: `service create` of a service
 // whose every replacement is rejected for one reason (an overlay network on
-// `shoal dev`) ends once each slot saw three of them, naming the reason
-// once, instead of waiting out --wait-timeout; two per slot, or another
-// reason on one slot, keep it waiting.
+// `shoal dev`), or fails to start for one reason (a command the runtime
+// cannot exec), ends once each slot saw three of them, naming the reason
+// once, instead of waiting out --wait-timeout; two per slot, another
+// reason on one slot, or a crash after RUNNING keep it waiting.
 func TestCreateStopsWhenEveryTaskIsRejected(t *testing.T) {
 	t0 := time.Now()
-	const noOverlay = "this node runs no overlay networks (its advertise address must be a non-loopback IPv4 address)"
-	rejected := func(k int, reasons ...string) []*shoalv1.Task {
+	const (
+		noOverlay = "this node runs no overlay networks (its advertise address must be a non-loopback IPv4 address)"
+		noExec    = `start container: unable to start container process: exec: "./app": stat ./app: no such file or directory`
+		rejected  = shoalv1.TaskState_TASK_STATE_REJECTED
+		failed    = shoalv1.TaskState_TASK_STATE_FAILED
+		running   = shoalv1.TaskState_TASK_STATE_RUNNING
+	)
+	// ended is k ends of each slot (1..len(reasons)) in state st: a
+	// rejection with the reason, or a failure to start as the agent
+	// reports it (its error names the task; no exit code).
+	ended := func(k int, st shoalv1.TaskState, reasons ...string) []*shoalv1.Task {
 		var out []*shoalv1.Task
 		for i := range k {
 			for slot, why := range reasons {
-				tk := webTask(fmt.Sprintf("t%d.%d", slot+1, i), uint64(2+len(out)), t0.Add(time.Duration(len(out))*time.Second),
-					shoalv1.TaskState_TASK_STATE_REJECTED, why)
+				id := fmt.Sprintf("t%d.%d", slot+1, i)
+				tk := webTask(id, uint64(2+len(out)), t0.Add(time.Duration(len(out))*time.Second), st, why)
+				if st == failed {
+					tk.Status.Err = fmt.Sprintf("starting container: task %q: %s", id, why)
+					tk.Status.ExitCode = 0
+				}
 				tk.Slot = uint64(slot + 1)
 				out = append(out, tk)
 			}
 		}
 		return out
 	}
+	// crashLoop: each slot's tasks run, one at a time, then exit 3.
+	// crashUnseen: the same, but each RUNNING was overwritten before it
+	// was written (an agent's statuses coalesce): the exit code tells.
+	var crashLoop, crashUnseen []*shoalv1.Task
+	for _, tk := range ended(3, running, "", "", "") {
+		crashed := proto.Clone(tk).(*shoalv1.Task)
+		crashed.Meta.Version += 100
+		crashed.Status.State, crashed.Status.Err = failed, "exit code 3"
+		crashLoop = append(crashLoop, tk, crashed)
+		crashUnseen = append(crashUnseen, crashed)
+	}
 	cases := []struct {
 		name   string
 		events []*shoalv1.Task
 		want   string // in stderr
+		reason string // named at most once in stderr
 	}{
-		{"3 times on every slot", rejected(3, noOverlay, noOverlay, noOverlay),
+		{"3 times on every slot", ended(3, rejected, noOverlay, noOverlay, noOverlay),
 			"Error: web cannot run: its tasks were rejected 9 times, on every slot, for one reason: " + noOverlay +
-				"; the service stays defined and shoal keeps retrying it: fix the cause, see `shoal service ps web`, or remove it with `shoal service rm web`"},
-		{"2 times on every slot", rejected(2, noOverlay, noOverlay, noOverlay), "web did not converge within 500ms"},
-		{"another reason on one slot", rejected(3, noOverlay, noOverlay, "no such image"), "web did not converge within 500ms"},
+				"; the service stays defined and shoal keeps retrying it: fix the cause, see `shoal service ps web`, or remove it with `shoal service rm web`", noOverlay},
+		{"2 times on every slot", ended(2, rejected, noOverlay, noOverlay, noOverlay), "web did not converge within 500ms", noOverlay},
+		{"another reason on one slot", ended(3, rejected, noOverlay, noOverlay, "no such image"), "web did not converge within 500ms", noOverlay},
 		// A task of the spec ran (its node was lost since): its end does
 		// not show it, the wait remembers.
 		{"a task ran before", slices.Concat([]*shoalv1.Task{webTask("t0", 100, t0.Add(-time.Minute), shoalv1.TaskState_TASK_STATE_RUNNING, ""),
-			webTask("t0", 101, t0.Add(-time.Minute), shoalv1.TaskState_TASK_STATE_ORPHANED, "node down")}, rejected(3, noOverlay, noOverlay, noOverlay)),
-			"web did not converge within 500ms"},
+			webTask("t0", 101, t0.Add(-time.Minute), shoalv1.TaskState_TASK_STATE_ORPHANED, "node down")}, ended(3, rejected, noOverlay, noOverlay, noOverlay)),
+			"web did not converge within 500ms", noOverlay},
+		{"failed to start 3 times on every slot", ended(3, failed, noExec, noExec, noExec),
+			"Error: web cannot run: its tasks failed to start 9 times, on every slot, for one reason: task \"t1.2\": " + noExec +
+				"; the service stays defined and shoal keeps retrying it: fix the cause, see `shoal service ps web`, or remove it with `shoal service rm web`", noExec},
+		{"failed to start 2 times on every slot", ended(2, failed, noExec, noExec, noExec), "web did not converge within 500ms", noExec},
+		{"failed to start, another cause on one slot", ended(3, failed, noExec, noExec, "exec format error"), "web did not converge within 500ms", noExec},
+		{"a task of the spec ran before the failures to start", slices.Concat(
+			[]*shoalv1.Task{webTask("t0", 100, t0.Add(-time.Minute), shoalv1.TaskState_TASK_STATE_RUNNING, "")}, ended(3, failed, noExec, noExec, noExec)),
+			"web did not converge within 500ms", noExec},
+		{"crash loop: failed after running", crashLoop, "web did not converge within 500ms", "exit code 3"},
+		{"crash loop: failed after running, RUNNING not seen", crashUnseen, "web did not converge within 500ms", "exit code 3"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -521,17 +557,22 @@ func TestCreateStopsWhenEveryTaskIsRejected(t *testing.T) {
 			if code != 1 || !strings.Contains(errOut, tc.want) {
 				t.Errorf("exit %d, want 1 with %q\nstdout: %s\nstderr: %s", code, tc.want, out, errOut)
 			}
-			if n := strings.Count(errOut, noOverlay); n > 1 {
+			if n := strings.Count(errOut, tc.reason); n > 1 {
 				t.Errorf("the reason is named %d times:\n%s", n, errOut)
 			}
-			want := 0
+			wantEnds := map[string]int{}
 			for _, tk := range tc.events {
-				if tk.GetStatus().GetState() == shoalv1.TaskState_TASK_STATE_REJECTED {
-					want++
+				switch tk.GetStatus().GetState() {
+				case rejected:
+					wantEnds["rejected: "]++
+				case failed:
+					wantEnds["failed: "]++
 				}
 			}
-			if got := strings.Count(out, "rejected: "); got != want {
-				t.Errorf("%d rejections reported, want %d:\n%s", got, want, out)
+			for word, want := range wantEnds {
+				if got := strings.Count(out, word); got != want {
+					t.Errorf("%d %q reported, want %d:\n%s", got, word, want, out)
+				}
 			}
 		})
 	}
@@ -549,6 +590,7 @@ func TestHopeless(t *testing.T) {
 		rejected  = shoalv1.TaskState_TASK_STATE_REJECTED
 		shutdown  = shoalv1.TaskState_TASK_STATE_SHUTDOWN
 		noOverlay = "this node runs no overlay networks"
+		noExec    = `start container: unable to start container process: exec: "./app": stat ./app: no such file or directory`
 	)
 	n := 0
 	mk := func(slot uint64, node string, st, desired shoalv1.TaskState, ver uint64, errText string) *shoalv1.Task {
@@ -565,6 +607,23 @@ func TestHopeless(t *testing.T) {
 		}
 		return out
 	}
+	// fst is k failures to start of slot (node, for global) for cause, spec
+	// 2, as the agent reports them: the runtime's error names the task.
+	fst := func(k int, slot uint64, node, cause string) []*shoalv1.Task {
+		var out []*shoalv1.Task
+		for range k {
+			tk := mk(slot, node, failed, run, 2, "")
+			tk.Status.Err = fmt.Sprintf("starting container: task %q: %s (see /var/lib/shoal/tasks/%s/shim.log)", tk.Meta.Id, cause, tk.Meta.Id)
+			out = append(out, tk)
+		}
+		return out
+	}
+	// crashed: a task that ran and failed (its exit code says so).
+	crashed := func(slot uint64) *shoalv1.Task {
+		tk := mk(slot, "n1", failed, run, 2, "exit code 1")
+		tk.Status.ExitCode = 1
+		return tk
+	}
 	repl := &shoalv1.Service{SpecVersion: 2, Spec: &shoalv1.ServiceSpec{Replicas: 3}}
 	global := &shoalv1.Service{SpecVersion: 2, Spec: &shoalv1.ServiceSpec{Mode: shoalv1.ServiceMode_SERVICE_MODE_GLOBAL}}
 	tests := []struct {
@@ -572,50 +631,99 @@ func TestHopeless(t *testing.T) {
 		svc   *shoalv1.Service
 		tasks []*shoalv1.Task
 		ran   bool
-		times int // 0: keep waiting
+		times int  // 0: keep waiting
+		start bool // they failed to start (else: were rejected)
 	}{
-		{"every slot rejected 3 times, same reason", repl, slices.Concat(rej(3, 1, "n1", noOverlay), rej(3, 2, "n1", noOverlay), rej(3, 3, "n1", noOverlay)), false, 9},
+		{"every slot rejected 3 times, same reason", repl, slices.Concat(rej(3, 1, "n1", noOverlay), rej(3, 2, "n1", noOverlay), rej(3, 3, "n1", noOverlay)), false, 9, false},
 		{"and a replacement pending", repl, slices.Concat(rej(3, 1, "n1", noOverlay), rej(3, 2, "n1", noOverlay), rej(3, 3, "n1", noOverlay),
-			[]*shoalv1.Task{mk(1, "", pending, run, 2, "")}), false, 9},
-		{"more than 3 on a slot: all counted", repl, slices.Concat(rej(4, 1, "n1", noOverlay), rej(3, 2, "n1", noOverlay), rej(3, 3, "n1", noOverlay)), false, 10},
-		{"2 times each", repl, slices.Concat(rej(2, 1, "n1", noOverlay), rej(2, 2, "n1", noOverlay), rej(2, 3, "n1", noOverlay)), false, 0},
-		{"one slot 2 times", repl, slices.Concat(rej(3, 1, "n1", noOverlay), rej(2, 2, "n1", noOverlay), rej(3, 3, "n1", noOverlay)), false, 0},
-		{"one slot without a task yet", repl, slices.Concat(rej(3, 1, "n1", noOverlay), rej(3, 2, "n1", noOverlay)), false, 0},
+			[]*shoalv1.Task{mk(1, "", pending, run, 2, "")}), false, 9, false},
+		{"more than 3 on a slot: all counted", repl, slices.Concat(rej(4, 1, "n1", noOverlay), rej(3, 2, "n1", noOverlay), rej(3, 3, "n1", noOverlay)), false, 10, false},
+		{"2 times each", repl, slices.Concat(rej(2, 1, "n1", noOverlay), rej(2, 2, "n1", noOverlay), rej(2, 3, "n1", noOverlay)), false, 0, false},
+		{"one slot 2 times", repl, slices.Concat(rej(3, 1, "n1", noOverlay), rej(2, 2, "n1", noOverlay), rej(3, 3, "n1", noOverlay)), false, 0, false},
+		{"one slot without a task yet", repl, slices.Concat(rej(3, 1, "n1", noOverlay), rej(3, 2, "n1", noOverlay)), false, 0, false},
 		{"one slot running", repl, slices.Concat(rej(3, 1, "n1", noOverlay), rej(3, 2, "n1", noOverlay), rej(1, 3, "n1", noOverlay),
-			[]*shoalv1.Task{mk(3, "n2", run, run, 2, "")}), false, 0},
-		{"a slot on another node, another reason", repl, slices.Concat(rej(3, 1, "n1", noOverlay), rej(3, 2, "n1", noOverlay), rej(3, 3, "n2", "no such image")), false, 0},
+			[]*shoalv1.Task{mk(3, "n2", run, run, 2, "")}), false, 0, false},
+		{"a slot on another node, another reason", repl, slices.Concat(rej(3, 1, "n1", noOverlay), rej(3, 2, "n1", noOverlay), rej(3, 3, "n2", "no such image")), false, 0, false},
 		{"a slot's newest rejection differs", repl, slices.Concat(rej(3, 1, "n1", noOverlay), rej(3, 2, "n1", noOverlay), rej(3, 3, "n1", noOverlay),
-			rej(1, 3, "n1", "memory limit above the node's memory")), false, 0},
+			rej(1, 3, "n1", "memory limit above the node's memory")), false, 0, false},
 		{"older spec's rejections ignored", repl, slices.Concat(rej(1, 1, "n1", noOverlay), rej(1, 2, "n1", noOverlay), rej(1, 3, "n1", noOverlay),
 			[]*shoalv1.Task{mk(1, "n1", rejected, run, 1, noOverlay), mk(1, "n1", rejected, run, 1, noOverlay),
 				mk(2, "n1", rejected, run, 1, noOverlay), mk(2, "n1", rejected, run, 1, noOverlay),
 				mk(3, "n1", rejected, run, 1, noOverlay), mk(3, "n1", rejected, run, 1, noOverlay)},
-			rej(1, 1, "n1", noOverlay), rej(1, 2, "n1", noOverlay), rej(1, 3, "n1", noOverlay)), false, 0},
+			rej(1, 1, "n1", noOverlay), rej(1, 2, "n1", noOverlay), rej(1, 3, "n1", noOverlay)), false, 0, false},
 		{"rejections of tasks stopped by the orchestrator ignored", repl, slices.Concat(rej(2, 1, "n1", noOverlay), rej(3, 2, "n1", noOverlay), rej(3, 3, "n1", noOverlay),
-			[]*shoalv1.Task{mk(1, "n1", rejected, shutdown, 2, noOverlay)}), false, 0},
+			[]*shoalv1.Task{mk(1, "n1", rejected, shutdown, 2, noOverlay)}), false, 0, false},
 		{"a task of the spec failed (it may have run)", repl, slices.Concat([]*shoalv1.Task{mk(1, "n1", failed, run, 2, "exit status 1")},
-			rej(3, 1, "n1", noOverlay), rej(3, 2, "n1", noOverlay), rej(3, 3, "n1", noOverlay)), false, 0},
-		{"a task of the spec was seen running", repl, slices.Concat(rej(3, 1, "n1", noOverlay), rej(3, 2, "n1", noOverlay), rej(3, 3, "n1", noOverlay)), true, 0},
+			rej(3, 1, "n1", noOverlay), rej(3, 2, "n1", noOverlay), rej(3, 3, "n1", noOverlay)), false, 0, false},
+		{"a task of the spec was seen running", repl, slices.Concat(rej(3, 1, "n1", noOverlay), rej(3, 2, "n1", noOverlay), rej(3, 3, "n1", noOverlay)), true, 0, false},
 		{"rollout: the old spec's tasks still run", repl, slices.Concat(rej(3, 1, "n1", noOverlay), rej(3, 2, "n1", noOverlay), rej(3, 3, "n1", noOverlay),
-			[]*shoalv1.Task{mk(2, "n1", run, run, 1, "")}), false, 0},
+			[]*shoalv1.Task{mk(2, "n1", run, run, 1, "")}), false, 0, false},
 		{"rollout: nothing runs", repl, slices.Concat([]*shoalv1.Task{mk(1, "n1", shutdown, shutdown, 1, ""), mk(2, "n1", shutdown, shutdown, 1, ""), mk(3, "n1", shutdown, shutdown, 1, "")},
-			rej(3, 1, "n1", noOverlay), rej(3, 2, "n1", noOverlay), rej(3, 3, "n1", noOverlay)), false, 9},
-		{"no replica wanted", &shoalv1.Service{SpecVersion: 2, Spec: &shoalv1.ServiceSpec{Replicas: 0}}, rej(3, 1, "n1", noOverlay), false, 0},
-		{"global: every node rejected 3 times", global, slices.Concat(rej(3, 0, "n1", noOverlay), rej(3, 0, "n2", noOverlay)), false, 6},
+			rej(3, 1, "n1", noOverlay), rej(3, 2, "n1", noOverlay), rej(3, 3, "n1", noOverlay)), false, 9, false},
+		{"no replica wanted", &shoalv1.Service{SpecVersion: 2, Spec: &shoalv1.ServiceSpec{Replicas: 0}}, rej(3, 1, "n1", noOverlay), false, 0, false},
+		{"global: every node rejected 3 times", global, slices.Concat(rej(3, 0, "n1", noOverlay), rej(3, 0, "n2", noOverlay)), false, 6, false},
 		{"global: a node left (its task stopped) does not count", global, slices.Concat(rej(3, 0, "n1", noOverlay),
-			[]*shoalv1.Task{mk(0, "n2", shutdown, shutdown, 2, "")}), false, 3},
-		{"global: one node rejected twice", global, slices.Concat(rej(3, 0, "n1", noOverlay), rej(2, 0, "n2", noOverlay)), false, 0},
-		{"global: one node runs it", global, slices.Concat(rej(3, 0, "n1", noOverlay), []*shoalv1.Task{mk(0, "n2", run, run, 2, "")}), false, 0},
-		{"global: no task yet", global, nil, false, 0},
+			[]*shoalv1.Task{mk(0, "n2", shutdown, shutdown, 2, "")}), false, 3, false},
+		{"global: one node rejected twice", global, slices.Concat(rej(3, 0, "n1", noOverlay), rej(2, 0, "n2", noOverlay)), false, 0, false},
+		{"global: one node runs it", global, slices.Concat(rej(3, 0, "n1", noOverlay), []*shoalv1.Task{mk(0, "n2", run, run, 2, "")}), false, 0, false},
+		{"global: no task yet", global, nil, false, 0, false},
+		{"start failures: every slot 3 times, one cause (the task ids differ)", repl,
+			slices.Concat(fst(3, 1, "n1", noExec), fst(3, 2, "n1", noExec), fst(3, 3, "n1", noExec)), false, 9, true},
+		{"start failures: 2 times each", repl, slices.Concat(fst(2, 1, "n1", noExec), fst(2, 2, "n1", noExec), fst(2, 3, "n1", noExec)), false, 0, false},
+		{"start failures: one slot's task ran and crashed before", repl, slices.Concat([]*shoalv1.Task{crashed(3)},
+			fst(3, 1, "n1", noExec), fst(3, 2, "n1", noExec), fst(3, 3, "n1", noExec)), false, 0, false},
+		{"start failures: a task of the spec was seen running", repl,
+			slices.Concat(fst(3, 1, "n1", noExec), fst(3, 2, "n1", noExec), fst(3, 3, "n1", noExec)), true, 0, false},
+		{"start failures: one slot running", repl, slices.Concat(fst(3, 1, "n1", noExec), fst(3, 2, "n1", noExec),
+			[]*shoalv1.Task{mk(3, "n1", run, run, 2, "")}), false, 0, false},
+		{"crash loop: every slot failed 3 times after running", repl,
+			[]*shoalv1.Task{crashed(1), crashed(1), crashed(1), crashed(2), crashed(2), crashed(2), crashed(3), crashed(3), crashed(3)}, false, 0, false},
+		{"crash loop: a start error with an exit code ran", repl, func() []*shoalv1.Task {
+			out := slices.Concat(fst(3, 1, "n1", noExec), fst(3, 2, "n1", noExec), fst(3, 3, "n1", noExec))
+			for _, tk := range out {
+				tk.Status.ExitCode = 1
+			}
+			return out
+		}(), false, 0, false},
+		{"crash loop: the shim died (no exit code, it may have run)", repl, func() []*shoalv1.Task {
+			var out []*shoalv1.Task
+			for slot := uint64(1); slot <= 3; slot++ {
+				for range 3 {
+					out = append(out, mk(slot, "n1", failed, run, 2, "the task's shim died unexpectedly"))
+				}
+			}
+			return out
+		}(), false, 0, false},
+		{"start failures: another cause on one slot", repl,
+			slices.Concat(fst(3, 1, "n1", noExec), fst(3, 2, "n1", noExec), fst(3, 3, "n1", "exec format error")), false, 0, false},
+		{"start failures: a slot's newest cause differs", repl,
+			slices.Concat(fst(3, 1, "n1", noExec), fst(3, 2, "n1", noExec), fst(3, 3, "n1", noExec), fst(1, 3, "n1", "exec format error")), false, 0, false},
+		// A refusal and a failed start are different reasons, even with
+		// one text.
+		{"rejections on one slot, start failures with the same text on the others", repl, func() []*shoalv1.Task {
+			out := rej(3, 1, "n1", noExec)
+			for slot := uint64(2); slot <= 3; slot++ {
+				for range 3 {
+					out = append(out, mk(slot, "n1", failed, run, 2, "starting container: "+noExec))
+				}
+			}
+			return out
+		}(), false, 0, false},
+		{"global: every node failed to start 3 times", global, slices.Concat(fst(3, 0, "n1", noExec), fst(3, 0, "n2", noExec)), false, 6, true},
 	}
 	for _, tt := range tests {
 		m := map[string]*shoalv1.Task{}
 		for _, x := range tt.tasks {
 			m[x.GetMeta().GetId()] = x
 		}
-		why, times := hopeless(tt.svc, m, tt.ran)
-		if times != tt.times || (times > 0) != (why == noOverlay) {
-			t.Errorf("%s: hopeless = %q, %d times; want %d times", tt.name, why, times, tt.times)
+		why, times, start := hopeless(tt.svc, m, tt.ran)
+		wantWhy := why == noOverlay
+		if tt.start {
+			// The newest task's error, without the agent's prefix.
+			wantWhy = strings.HasPrefix(why, `task "t`) && strings.Contains(why, noExec)
+		}
+		if times != tt.times || (times > 0) != wantWhy || start != tt.start {
+			t.Errorf("%s: hopeless = %q, %d times, failed to start %v; want %d times, failed to start %v", tt.name, why, times, start, tt.times, tt.start)
 		}
 	}
 }

@@ -113,39 +113,45 @@ func slotGroups(svc *shoalv1.Service, tasks map[string]*shoalv1.Task) ([]string,
 	return keys, groups
 }
 
-// rejectRepeats is how many rejections in a row, for one reason, every
-// wanted slot needs before hopeless gives the wait up.
+// rejectRepeats is how many ends without a run in a row (rejections, or
+// failures to start), for one reason, every wanted slot needs before
+// hopeless gives the wait up.
 const rejectRepeats = 3
 
 // hopeless finds a service that will not run as things are, although the
 // orchestrator keeps replacing its tasks (a restart policy that retries
 // them): every wanted slot (1..replicas; for a global service every node
 // with a task of the current spec meant to run) has had its newest
-// rejectRepeats ended tasks of the current spec REJECTED with one error,
-// the same error for every slot; no task of the service is running; and
-// no task of the current spec ran (ran: one was seen running, complete
-// or failed; a FAILED task may have run, so failures never count, only
-// the agents' refusals, which come before RUNNING). Older specs' tasks,
-// and tasks stopped by the orchestrator, do not count. A rollout is
-// judged alike: the new spec's tasks, and nothing running, old or new.
-// It returns the error and how many of the current spec's tasks it
-// rejected in the wanted slots, or "" while there is hope.
-func hopeless(svc *shoalv1.Service, tasks map[string]*shoalv1.Task, ran bool) (string, int) {
+// rejectRepeats ended tasks of the current spec end without running for
+// one reason, the same reason for every slot — all REJECTED by their
+// agents, or all FAILED to start (startFailure) —; no task of the service
+// is running; and no task of the current spec ran (ran: one was seen
+// running, complete, or failed after it started). A crash loop (FAILED
+// after RUNNING) never counts: it may recover. A REJECTED and a failed
+// start are different reasons even if their texts matched: the agent
+// refused the task in one, the runtime could not start it in the other.
+// Older specs' tasks, and tasks stopped by the orchestrator, do not
+// count. A rollout is judged alike: the new spec's tasks, and nothing
+// running, old or new. It returns the reason (the error of the first
+// slot's newest task), how many of the current spec's tasks ended so in
+// the wanted slots, and whether they failed to start (else they were
+// rejected); "" while there is hope.
+func hopeless(svc *shoalv1.Service, tasks map[string]*shoalv1.Task, ran bool) (why string, times int, failedStart bool) {
 	if ran {
-		return "", 0
+		return "", 0, false
 	}
 	for _, t := range tasks {
 		if t.GetStatus().GetState() == shoalv1.TaskState_TASK_STATE_RUNNING ||
 			t.GetSpecVersion() == svc.GetSpecVersion() && didRun(t) {
-			return "", 0
+			return "", 0, false
 		}
 	}
 	global := svc.GetSpec().GetMode() == shoalv1.ServiceMode_SERVICE_MODE_GLOBAL
 	keys, groups := slotGroups(svc, tasks)
 	if !global && int64(len(keys)) < svc.GetSpec().GetReplicas() {
-		return "", 0 // a slot without a task yet
+		return "", 0, false // a slot without a task yet
 	}
-	reason, times, slots := "", 0, 0
+	key, slots := "", 0
 	for _, k := range keys {
 		var ended []*shoalv1.Task
 		for _, t := range groups[k] {
@@ -160,45 +166,78 @@ func hopeless(svc *shoalv1.Service, tasks map[string]*shoalv1.Task, ran bool) (s
 			continue // a node the service no longer runs on
 		}
 		if len(ended) < rejectRepeats {
-			return "", 0
+			return "", 0, false
 		}
 		slices.SortFunc(ended, restartpolicy.CompareEnded)
 		for i, t := range ended {
-			r := rejection(t)
-			if i < rejectRepeats && (r == "" || reason != "" && r != reason) {
-				return "", 0
+			r, shown, fs := noRunReason(t)
+			if i < rejectRepeats && (r == "" || key != "" && r != key) {
+				return "", 0, false
 			}
-			if reason == "" {
-				reason = r
+			if key == "" {
+				key, why, failedStart = r, shown, fs
 			}
-			if r == reason {
+			if r == key {
 				times++
 			}
 		}
 		slots++
 	}
 	if slots == 0 {
-		return "", 0
+		return "", 0, false
 	}
-	return reason, times
+	return why, times, failedStart
 }
 
-// rejection is the error of a task its agent refused, "" for any other.
-func rejection(t *shoalv1.Task) string {
+// noRunReason says why t ended without having run, for hopeless: key
+// compares reasons across tasks (the kind of end and its stable text),
+// shown is t's error as told to the user, failedStart whether t failed to
+// start (else its agent rejected it). key is "" for any other end.
+func noRunReason(t *shoalv1.Task) (key, shown string, failedStart bool) {
 	st := t.GetStatus()
-	if st.GetState() != shoalv1.TaskState_TASK_STATE_REJECTED {
-		return ""
+	if st.GetState() == shoalv1.TaskState_TASK_STATE_REJECTED {
+		shown = cmp.Or(st.GetErr(), st.GetMessage(), "rejected")
+		return "rejected: " + shown, shown, false
 	}
-	return cmp.Or(st.GetErr(), st.GetMessage(), "rejected")
+	if !startFailure(t) {
+		return "", "", false
+	}
+	shown = strings.TrimPrefix(st.GetErr(), startFailurePrefix)
+	// The runtime names the task in its error (`task "<id>": …`, and the
+	// shim log's path under the task's directory), so that text differs
+	// on every attempt: the task's own id is what varies; the rest (the
+	// exec's error) is the cause and repeats.
+	stable := shown
+	if id := t.GetMeta().GetId(); id != "" {
+		stable = strings.ReplaceAll(stable, id, "<task>")
+	}
+	return "failed to start: " + stable, shown, true
 }
 
-// didRun: t is or was running (RUNNING, COMPLETE or FAILED: only a failure
-// to start is FAILED without having run, and counting it too only makes
-// the wait go on).
+// startFailurePrefix begins the error of a task its agent could not start
+// (agent/taskctl.go: preparing or starting the container failed, before
+// RUNNING); a container that ran and ended says "exit code N", "killed
+// by signal", "OOM killed", "unhealthy: …" or that its shim died.
+const startFailurePrefix = "starting container: "
+
+// startFailure: t failed to start, so it never ran. The agent reports it
+// as FAILED with startFailurePrefix and no exit code; the status has no
+// field that says so (a container's end carries its exit code, but the
+// shim's death does not), so the error's prefix does.
+func startFailure(t *shoalv1.Task) bool {
+	st := t.GetStatus()
+	return st.GetState() == shoalv1.TaskState_TASK_STATE_FAILED && st.GetExitCode() == 0 && !st.GetOomKilled() &&
+		strings.HasPrefix(st.GetErr(), startFailurePrefix)
+}
+
+// didRun: t is or was running (RUNNING, COMPLETE, or FAILED unless it
+// failed to start).
 func didRun(t *shoalv1.Task) bool {
 	switch t.GetStatus().GetState() {
-	case shoalv1.TaskState_TASK_STATE_RUNNING, shoalv1.TaskState_TASK_STATE_COMPLETE, shoalv1.TaskState_TASK_STATE_FAILED:
+	case shoalv1.TaskState_TASK_STATE_RUNNING, shoalv1.TaskState_TASK_STATE_COMPLETE:
 		return true
+	case shoalv1.TaskState_TASK_STATE_FAILED:
+		return !startFailure(t)
 	}
 	return false
 }
@@ -447,14 +486,17 @@ func (w *waiter) wait(ctx context.Context, svc *shoalv1.Service) error {
 		if t, why := stuck(svc, tasks); t != nil && !rw.on {
 			return fmt.Errorf("%s cannot converge: task %s %s; %s; see `shoal service ps %s`", name, taskName(t), endText(t), why, name)
 		}
-		if why, n := hopeless(svc, tasks, ran[svc.GetSpecVersion()]); why != "" {
-			where := "slot"
+		if why, n, failedStart := hopeless(svc, tasks, ran[svc.GetSpecVersion()]); why != "" {
+			where, ended := "slot", "were rejected"
 			if svc.GetSpec().GetMode() == shoalv1.ServiceMode_SERVICE_MODE_GLOBAL {
 				where = "node"
 			}
-			return fmt.Errorf("%s cannot run: its tasks were rejected %d times, on every %s, for one reason: %s; "+
+			if failedStart {
+				ended = "failed to start"
+			}
+			return fmt.Errorf("%s cannot run: its tasks %s %d times, on every %s, for one reason: %s; "+
 				"the service stays defined and shoal keeps retrying it: fix the cause, see `shoal service ps %s`, or remove it with `shoal service rm %s`",
-				name, n, where, why, name, name)
+				name, ended, n, where, why, name, name)
 		}
 		switch {
 		case rw.on:
