@@ -233,6 +233,8 @@ func (c *taskCtl) start(ctx context.Context, t *shoalv1.Task) {
 		return
 	}
 	c.log.Warn("task failed to start", "err", err)
+	// The CLI's wait tells a failed start from a crash by this prefix
+	// (cmd/shoal/cli/wait.go, startFailurePrefix).
 	c.report(failedStatus("starting container: "+err.Error(), nil))
 }
 
