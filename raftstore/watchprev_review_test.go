@@ -1,0 +1,139 @@
+package raftstore
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/hashicorp/raft"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// TestWatchPrevChainsUnderBatches: whatever entries raft hands the FSM
+// (one by one or in batches of any size and transaction size, entries
+// failing in the middle of a batch and undone, several ops on one service
+// in one entry, services deleted and re-created under the same id), every
+// event a WatchNode filter is given carries as prev exactly the object
+// the previous event of the same object left in the store (the very
+// pointer) for an update of a service, and nil for every other event. A
+// filter that skips an update equal to its prev in what it reads is then
+// exact: the chain of prevs is the chain of stored versions, none missed,
+// none from an undone entry.
+func TestWatchPrevChainsUnderBatches(t *testing.T) {
+	for seed := uint64(1); seed <= 40; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(seed, 11))
+			ref := newFSM(slog.New(slog.DiscardHandler), newHub(1<<16))
+			var logs []*raft.Log
+			for index := uint64(1); index <= 300; index++ {
+				l := serviceEntry(t, rng, ref.view(), index)
+				logs = append(logs, l)
+				applyOneByOne(ref, []*raft.Log{l})
+			}
+			f := newFSM(slog.New(slog.DiscardHandler), newHub(1<<16))
+			f.txnOps = []int{0, 1, 2, 5, 17}[rng.IntN(5)]
+			type given struct {
+				ev   *shoalv1.WatchEvent
+				prev Object
+			}
+			var seen []given // appended under the hub's lock
+			sub, err := f.hub.watchNode(context.Background(), 0, "n0", nil, func(ev *shoalv1.WatchEvent, prev Object) bool {
+				seen = append(seen, given{ev, prev})
+				return true
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Close()
+			for at := 0; at < len(logs); {
+				n := min(1+rng.IntN(64), len(logs)-at)
+				f.ApplyBatch(logs[at:at+n])
+				at += n
+			}
+			for name, fs := range map[string]*fsm{"one by one": ref, "batched": f} {
+				fs.hub.mu.Lock()
+				ring := append([]ringEntry(nil), fs.hub.ring...)
+				fs.hub.mu.Unlock()
+				updates := checkPrevChain(t, name, len(ring), func(i int) (*shoalv1.WatchEvent, Object) { return ring[i].ev, ring[i].prev })
+				if updates < 20 {
+					t.Fatalf("%s: %d service updates: the generator should exercise them", name, updates)
+				}
+			}
+			f.hub.mu.Lock()
+			defer f.hub.mu.Unlock()
+			checkPrevChain(t, "the filter", len(seen), func(i int) (*shoalv1.WatchEvent, Object) { return seen[i].ev, seen[i].prev })
+		})
+	}
+}
+
+// checkPrevChain walks n events in order from an empty store and checks
+// each one's prev; it returns how many service updates it saw.
+func checkPrevChain(t *testing.T, name string, n int, at func(int) (*shoalv1.WatchEvent, Object)) int {
+	t.Helper()
+	stored := map[objKey]Object{}
+	updates := 0
+	for i := range n {
+		ev, prev := at(i)
+		o := Unwrap(ev.GetObject())
+		k := objKey{KindOf(o), o.GetMeta().GetId()}
+		if k.kind == KindService && ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_UPDATE {
+			updates++
+			if prev == nil || prev != stored[k] {
+				t.Fatalf("%s: event %d (%s at %d): prev %s, want the stored %s", name, i, k.id, ev.GetIndex(), versionOf(prev), versionOf(stored[k]))
+			}
+		} else if prev != nil {
+			t.Fatalf("%s: event %d (%s %s %v): prev %v, want nil", name, i, k.kind, k.id, ev.GetAction(), prev)
+		}
+		if ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_DELETE {
+			delete(stored, k)
+		} else {
+			stored[k] = o
+		}
+	}
+	return updates
+}
+
+func versionOf(o Object) string {
+	if o == nil {
+		return "none"
+	}
+	return fmt.Sprintf("%p (version %d)", o, o.GetMeta().GetVersion())
+}
+
+// serviceEntry is randomEntry mostly of services: 1-4 ops, a second op on
+// a service in the entry expecting the entry's own version (or none), so
+// that entries naming one service twice apply as often as they fail.
+func serviceEntry(t testing.TB, rng *rand.Rand, r Reader, index uint64) *raft.Log {
+	if rng.IntN(30) == 0 {
+		return &raft.Log{Index: index, Type: raft.LogCommand, Data: []byte{0xff, byte(rng.IntN(256))}}
+	}
+	var ops []*shoalv1.StoreOp
+	named := map[string]bool{}
+	for range 1 + rng.IntN(4) {
+		var o Object
+		if rng.IntN(4) == 0 {
+			o = mkTask(fmt.Sprintf("t%d", rng.IntN(4)), "s0", "n0", 0, 0)
+		} else {
+			o = mkService(fmt.Sprintf("s%d", rng.IntN(4)), fmt.Sprintf("name%d", rng.IntN(6)))
+		}
+		kind, id := KindOf(o), o.GetMeta().GetId()
+		version := randomVersion(rng, r, kind, id, index, 8)
+		if named[id] && rng.IntN(2) == 0 {
+			version = []uint64{0, index}[rng.IntN(2)]
+		}
+		named[id] = true
+		exists := r.Get(kind, id) != nil
+		switch k := rng.IntN(10); {
+		case k < 3 && !exists || k == 0:
+			ops = append(ops, opCreate(o))
+		case k < 9:
+			ops = append(ops, opUpdate(o, version))
+		default:
+			ops = append(ops, opDelete(kind, id, version))
+		}
+	}
+	return entry(t, index, ops...)
+}
