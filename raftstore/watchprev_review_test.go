@@ -50,7 +50,7 @@ func TestWatchPrevChainsUnderBatches(t *testing.T) {
 			defer sub.Close()
 			for at := 0; at < len(logs); {
 				n := min(1+rng.IntN(64), len(logs)-at)
-				f.ApplyBatch(logs[at:at+n])
+				f.ApplyBatch(logs[at : at+n])
 				at += n
 			}
 			for name, fs := range map[string]*fsm{"one by one": ref, "batched": f} {
