@@ -20,7 +20,7 @@ import (
 // event a WatchNode filter is given carries as prev exactly the object
 // the previous event of the same object left in the store (its very
 // fields, less its previous_spec: replaced) for an update of a service,
-// and nil for every other event. A
+// and nil for every other event; live and in a replay from the ring. A
 // filter that skips an update equal to its prev in what it reads is then
 // exact: the chain of prevs is the chain of stored versions, none missed,
 // none from an undone entry.
@@ -64,9 +64,24 @@ func TestWatchPrevChainsUnderBatches(t *testing.T) {
 					t.Fatalf("%s: %d service updates: the generator should exercise them", name, updates)
 				}
 			}
+			// A subscription opened afterwards is given the same in the
+			// ring's replay.
+			var replayed []given
+			late, err := f.hub.watchNode(context.Background(), 1, "n0", nil, func(ev *shoalv1.WatchEvent, prev Object) bool {
+				replayed = append(replayed, given{ev, prev})
+				return true
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer late.Close()
 			f.hub.mu.Lock()
 			defer f.hub.mu.Unlock()
 			checkPrevChain(t, "the filter", len(seen), func(i int) (*shoalv1.WatchEvent, Object) { return seen[i].ev, seen[i].prev })
+			checkPrevChain(t, "the replay", len(replayed), func(i int) (*shoalv1.WatchEvent, Object) { return replayed[i].ev, replayed[i].prev })
+			if len(replayed) != len(seen) {
+				t.Fatalf("the replay gave the filter %d events, the live subscription %d", len(replayed), len(seen))
+			}
 		})
 	}
 }
