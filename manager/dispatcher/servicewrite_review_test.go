@@ -77,6 +77,8 @@ func newStateRig(t *testing.T, nodes []string, setup func(raftstore.WriteTx) err
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	for _, n := range nodes {
 		r.agents[n] = fakeAgent{}
+	}
+	for _, n := range nodes {
 		welcomed := make(chan error, 1)
 		wg.Add(1)
 		go func() {
