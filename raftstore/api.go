@@ -173,7 +173,8 @@ type Member struct {
 
 // KeepFunc is a WatchNode filter: it says whether the subscription
 // delivers ev. prev is, when ev updates a service, the stored service ev
-// replaced (both immutable: compare, never change), nil for every other
+// replaced, less its previous_spec (a shallow copy sharing every other
+// field; both immutable: compare, never change), nil for every other
 // event; a filter that acts on a few fields of a service can skip the
 // writes that leave them as they were (a label). Called with the hub's
 // lock held: quick, non-blocking, no store calls.

@@ -95,10 +95,10 @@ type ringEntry struct {
 	index uint64
 	at    time.Duration // when it was published, since hub.base
 	// prev is, for an update of a service, the stored service it replaced
-	// (nil for every other event): what a WatchNode filter compares to
-	// skip the writes that change nothing it acts on. Services only: a
-	// ring of task updates holding the tasks they replaced would keep
-	// twice the tasks alive.
+	// less its previous_spec (nil for every other event): what a
+	// WatchNode filter compares to skip the writes that change nothing it
+	// acts on. Services only: a ring of task updates holding the tasks
+	// they replaced would keep twice the tasks alive.
 	prev Object
 }
 

@@ -116,9 +116,8 @@ type Dispatcher struct {
 
 	nets  netCache  // network states shared by the sessions (networks.go)
 	peers peerCache // gossip join candidates shared by the sessions
-	// networksSeen: the cluster has had a network, so other nodes' events
-	// matter to every session (sessionEvents).
-	networksSeen atomic.Bool
+	// filter is what the sessions' store filters share (sessionEvents).
+	filter filterShared
 	// mgrs is the manager list open sessions are told (managers.go).
 	mgrs atomic.Pointer[managerList]
 	// writeBatch commits a batch of status updates (applyStatuses; tests

@@ -99,10 +99,10 @@ func (d *Dispatcher) Session(stream shoalv1.Dispatcher_SessionServer) error {
 	// Snapshot and subscription must line up: subscribe from the index just
 	// after the view the full set is built from.
 	view := d.cfg.Store.View()
-	if !d.networksSeen.Load() && len(raftstore.List[*shoalv1.Network](view)) > 0 {
-		d.networksSeen.Store(true)
+	if !d.filter.nets.Load() && len(raftstore.List[*shoalv1.Network](view)) > 0 {
+		d.filter.nets.Store(true)
 	}
-	sub, err := d.cfg.Store.WatchNode(ctx, view.Index()+1, id.NodeID, sessionEvents(id.NodeID, &d.networksSeen), raftstore.KindTask, raftstore.KindNode, raftstore.KindNetwork, raftstore.KindService, raftstore.KindCluster)
+	sub, err := d.cfg.Store.WatchNode(ctx, view.Index()+1, id.NodeID, sessionEvents(id.NodeID, &d.filter), raftstore.KindTask, raftstore.KindNode, raftstore.KindNetwork, raftstore.KindService, raftstore.KindCluster)
 	if err != nil {
 		return errdefs.Unavailablef("watching the store: %v", err)
 	}
@@ -210,9 +210,9 @@ func (d *Dispatcher) Session(stream shoalv1.Dispatcher_SessionServer) error {
 // networks, yet each session opening (a node event) reached every session:
 // O(N²) wake-ups while 5,000 nodes connected.
 //
-// nets is set, for good, once the cluster is seen to have a network: by a
-// session's view when it starts, or by this filter when a network event
-// passes it. A subscription's filter sees its events in index order, so a
+// shared.nets is set, for good, once the cluster is seen to have a
+// network: by a session's view when it starts, or by this filter when a
+// network event passes it. A subscription's filter sees its events in index order, so a
 // node event after a network's creation always finds nets set.
 //
 // A service matters to a session only through the network states (its
@@ -223,7 +223,8 @@ func (d *Dispatcher) Session(stream shoalv1.Dispatcher_SessionServer) error {
 // woke to recompute and compare the network states for nothing — with
 // 200 sessions 64 µs of the leader's CPU per write besides the write's
 // own 23 (BenchmarkServiceWriteOverSessions).
-func sessionEvents(nodeID string, nets *atomic.Bool) raftstore.KeepFunc {
+func sessionEvents(nodeID string, shared *filterShared) raftstore.KeepFunc {
+	nets := &shared.nets
 	return func(ev *shoalv1.WatchEvent, prev raftstore.Object) bool {
 		switch o := ev.GetObject().GetObject().(type) {
 		case *shoalv1.StoreObject_Task:
@@ -238,10 +239,45 @@ func sessionEvents(nodeID string, nets *atomic.Bool) raftstore.KeepFunc {
 				return false
 			}
 			old, ok := prev.(*shoalv1.Service)
-			return !ok || !serviceNetworksSame(old, o.Service)
+			return !ok || !shared.serviceUpdateSame(ev, old, o.Service)
 		}
 		return true
 	}
+}
+
+// filterShared is what the session filters of one dispatcher share.
+type filterShared struct {
+	// nets: the cluster has had a network, so other nodes' events and
+	// services matter to every session.
+	nets atomic.Bool
+	// verdict is the last service update a filter compared. The answer
+	// reads no node, and the store offers an event to every session's
+	// filter in turn, on the FSM's goroutine under its hub's lock:
+	// compared per session, a whole update (UpdateService, the
+	// orchestrator's update status) seen by 5,000 sessions took 10 ms
+	// there, and a label patched on a service with a VIP (the entry's copy
+	// of the VIPs, compared in full) took more of the leader's CPU than the
+	// wake-ups it spared (BenchmarkVIPServiceWriteOverSessions).
+	verdict atomic.Pointer[serviceVerdict]
+}
+
+// serviceVerdict is serviceNetworksSame's answer for one event and the
+// service it replaced (held, so the pointers are never reused meanwhile).
+type serviceVerdict struct {
+	ev   *shoalv1.WatchEvent
+	prev *shoalv1.Service
+	same bool
+}
+
+// serviceUpdateSame is serviceNetworksSame(prev, cur) for the update ev,
+// compared once for all the sessions it is offered to.
+func (f *filterShared) serviceUpdateSame(ev *shoalv1.WatchEvent, prev, cur *shoalv1.Service) bool {
+	if v := f.verdict.Load(); v != nil && v.ev == ev && v.prev == prev {
+		return v.same
+	}
+	same := serviceNetworksSame(prev, cur)
+	f.verdict.Store(&serviceVerdict{ev: ev, prev: prev, same: same})
+	return same
 }
 
 // maxScratchUpserts is the largest capacity of diff slice a session keeps

@@ -1,7 +1,6 @@
 package dispatcher
 
 import (
-	"sync/atomic"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -26,7 +25,7 @@ func TestSessionEvents(t *testing.T) {
 	node := func(id string) *shoalv1.WatchEvent {
 		return &shoalv1.WatchEvent{Object: &shoalv1.StoreObject{Object: &shoalv1.StoreObject_Node{Node: &shoalv1.Node{Meta: &shoalv1.Meta{Id: id}}}}}
 	}
-	var nets atomic.Bool
+	var shared filterShared
 	for _, c := range []struct {
 		name string
 		ev   *shoalv1.WatchEvent
@@ -41,15 +40,15 @@ func TestSessionEvents(t *testing.T) {
 		{"service, no network yet", svcEvent(&shoalv1.Service{}), false},
 		{"cluster", &shoalv1.WatchEvent{Object: &shoalv1.StoreObject{Object: &shoalv1.StoreObject_Cluster{Cluster: &shoalv1.Cluster{}}}}, true},
 	} {
-		if got := sessionEvents("n1", &nets)(c.ev, nil); got != c.want {
+		if got := sessionEvents("n1", &shared)(c.ev, nil); got != c.want {
 			t.Errorf("%s: kept %v, want %v", c.name, got, c.want)
 		}
 	}
 	network := &shoalv1.WatchEvent{Object: &shoalv1.StoreObject{Object: &shoalv1.StoreObject_Network{Network: &shoalv1.Network{}}}}
-	if !sessionEvents("n1", &nets)(network, nil) {
+	if !sessionEvents("n1", &shared)(network, nil) {
 		t.Error("network event dropped")
 	}
-	if !sessionEvents("n1", &nets)(node("n2"), nil) {
+	if !sessionEvents("n1", &shared)(node("n2"), nil) {
 		t.Error("other node dropped after a network was seen")
 	}
 	stored := mkSvc("s1", "", map[string]string{"a": "10.1.0.2/16"}, "a")
@@ -69,7 +68,7 @@ func TestSessionEvents(t *testing.T) {
 		{"service updated, its name", svcEvent(renamed), stored, true},
 		{"service updated, nothing", svcEvent(stored), stored, false},
 	} {
-		if got := sessionEvents("n1", &nets)(c.ev, c.prev); got != c.want {
+		if got := sessionEvents("n1", &shared)(c.ev, c.prev); got != c.want {
 			t.Errorf("%s: kept %v, want %v", c.name, got, c.want)
 		}
 	}
