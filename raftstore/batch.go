@@ -71,6 +71,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 // publishes, and returns how many entries it took (at least one).
 func (f *fsm) applyTxn(logs []*raft.Log, res []any) int {
 	limit := f.txnOps
+	wantPrev := f.hub.wantsPrev()
 	if limit <= 0 {
 		limit = maxTxnOps
 	}
@@ -103,7 +104,7 @@ func (f *fsm) applyTxn(logs []*raft.Log, res []any) int {
 			res[i] = fmt.Errorf("raft entry %d: decoding the store action: %w", l.Index, err)
 		} else {
 			ops += len(act.GetOps())
-			events, prevs, err := applyProposed(txn, act, l.Index, specs)
+			events, prevs, err := applyProposed(txn, act, l.Index, specs, wantPrev)
 			if err == nil {
 				e.events, e.prevs = events, prevs
 				for _, ev := range events {

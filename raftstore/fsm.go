@@ -180,7 +180,7 @@ func (f *fsm) apply(l *raft.Log) any {
 		return fmt.Errorf("raft entry %d: decoding the store action: %w", l.Index, err)
 	}
 	txn := f.db.Txn(true)
-	events, prevs, err := applyProposed(txn, act, l.Index, specs)
+	events, prevs, err := applyProposed(txn, act, l.Index, specs, f.hub.wantsPrev())
 	if err != nil {
 		txn.Abort()
 		f.advance(l.Index)
@@ -277,13 +277,14 @@ func (f *fsm) replace(db *tableDB, index uint64) {
 // returns the watch events. On error the caller aborts txn, so nothing of
 // the action is applied.
 func applyAction(txn *tableTxn, act *shoalv1.StoreAction, index uint64) ([]*shoalv1.WatchEvent, error) {
-	events, _, err := applyProposed(txn, act, index, nil)
+	events, _, err := applyProposed(txn, act, index, nil, false)
 	return events, err
 }
 
 // applyProposed is applyAction with the specs the leader's tx built for
-// the action's patch ops (decodeProposed).
-func applyProposed(txn *tableTxn, act *shoalv1.StoreAction, index uint64, specs []patchedSpec) ([]*shoalv1.WatchEvent, []Object, error) {
+// the action's patch ops (decodeProposed), and, with wantPrev, the
+// services its updates replaced (ringEntry.prev; nil when none).
+func applyProposed(txn *tableTxn, act *shoalv1.StoreAction, index uint64, specs []patchedSpec, wantPrev bool) ([]*shoalv1.WatchEvent, []Object, error) {
 	ts := act.GetTime()
 	events := make([]*shoalv1.WatchEvent, 0, len(act.GetOps()))
 	// The entry's events in one allocation rather than one per op.
@@ -392,7 +393,7 @@ func applyProposed(txn *tableTxn, act *shoalv1.StoreAction, index uint64, specs 
 			ev.Object = Wrap(o)
 		}
 		events = append(events, ev)
-		if kind == KindService && action == shoalv1.WatchAction_WATCH_ACTION_UPDATE {
+		if wantPrev && kind == KindService && action == shoalv1.WatchAction_WATCH_ACTION_UPDATE {
 			if prevs == nil {
 				prevs = make([]Object, len(act.GetOps()))
 			}

@@ -74,6 +74,8 @@ type hub struct {
 	// is under way (the FSM's state may already be the restored one while
 	// its subscriptions have not been ended yet). Read without mu by Err.
 	restoring atomic.Uint64
+	// nrouted is len(routed), read without mu by the FSM (wantsPrev).
+	nrouted atomic.Int32
 
 	// maxAge, now and base: an entry published at now()-base is dropped
 	// maxAge later by trim, if every subscriber has read it. trimTimer
@@ -113,6 +115,14 @@ func newHub(capacity int) *hub {
 		maxAge: ringMaxAge, now: time.Now, base: time.Now(),
 	}
 }
+
+// wantsPrev says whether an entry applied now should give its events
+// their prev (ringEntry.prev): only routed subscriptions (node sessions,
+// on the leader) read it, so a store without them (a follower, a leader
+// without agents) spares the copy and the ring the objects. A session
+// that replays an event published without one sees prev nil, which a
+// filter takes as "may have changed".
+func (h *hub) wantsPrev() bool { return h.nrouted.Load() > 0 }
 
 // nextSeq is the sequence number the next published event gets.
 func (h *hub) nextSeq() uint64 { return h.oldest + uint64(len(h.ring)) }
@@ -357,6 +367,7 @@ func (h *hub) register(ctx context.Context, from uint64, kinds []Kind, keep Keep
 	h.subs[s] = struct{}{}
 	if routed {
 		h.routed[s] = struct{}{}
+		h.nrouted.Store(int32(len(h.routed)))
 		if h.byNode[node] == nil {
 			h.byNode[node] = map[*subscription]struct{}{}
 		}
@@ -447,6 +458,7 @@ func (h *hub) endLocked(s *subscription, err error) {
 	delete(h.cursors, s)
 	if s.routed {
 		delete(h.routed, s)
+		h.nrouted.Store(int32(len(h.routed)))
 		if m := h.byNode[s.node]; m != nil {
 			delete(m, s)
 			if len(m) == 0 {

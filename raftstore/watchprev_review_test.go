@@ -29,6 +29,12 @@ func TestWatchPrevChainsUnderBatches(t *testing.T) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(seed, 11))
 			ref := newFSM(slog.New(slog.DiscardHandler), newHub(1<<16))
+			// A node session: without one the FSM keeps no prev (wantsPrev).
+			refSub, err := ref.hub.watchNode(context.Background(), 0, "n0", nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer refSub.Close()
 			var logs []*raft.Log
 			for index := uint64(1); index <= 300; index++ {
 				l := serviceEntry(t, rng, ref.view(), index)
@@ -174,6 +180,11 @@ func replaced(prev, s Object) bool {
 // of a full ring (BenchmarkWatchRingPrevMemory, api).
 func TestWatchRingKeepsNoPreviousSpecOfPrev(t *testing.T) {
 	s := single(t, options{})
+	sub, err := s.WatchNode(context.Background(), 0, "n1", nil) // a node session: prevs are kept
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
 	mustUpdate(t, s, func(tx WriteTx) error { return tx.Create(mkService("s1", "web")) })
 	update := func() *shoalv1.Service {
 		var before *shoalv1.Service

@@ -105,3 +105,40 @@ func TestWatchNodeGivesTheReplacedService(t *testing.T) {
 		}
 	}
 }
+
+// TestNoPrevWithoutNodeSessions: a store with no node session (a
+// follower, a leader without agents) keeps no replaced service in its
+// ring, and starts to once a session subscribes.
+func TestNoPrevWithoutNodeSessions(t *testing.T) {
+	s := single(t, options{})
+	mustUpdate(t, s, func(tx WriteTx) error { return tx.Create(mkService("s1", "web")) })
+	label := func(v string) {
+		mustUpdate(t, s, func(tx WriteTx) error {
+			cur, _ := Get[*shoalv1.Service](tx, "s1")
+			svc := &shoalv1.Service{Meta: &shoalv1.Meta{Id: "s1", Version: cur.GetMeta().GetVersion()}, PreviousSpec: cur.GetSpec()}
+			return tx.PatchService(svc, &shoalv1.ServicePatch{LabelsAdd: map[string]string{"k": v}})
+		})
+	}
+	lastPrev := func() Object {
+		s.hub.mu.Lock()
+		defer s.hub.mu.Unlock()
+		return s.hub.ring[len(s.hub.ring)-1].prev
+	}
+	label("1")
+	if p := lastPrev(); p != nil {
+		t.Fatalf("no session, yet the ring keeps %v", p)
+	}
+	sub, err := s.WatchNode(context.Background(), 0, "n1", nil, KindService)
+	if err != nil {
+		t.Fatal(err)
+	}
+	label("2")
+	if p, ok := lastPrev().(*shoalv1.Service); !ok || p.GetSpec().GetLabels()["k"] != "1" {
+		t.Fatalf("with a session the ring keeps %v, want the service labelled k=1", lastPrev())
+	}
+	sub.Close()
+	label("3")
+	if p := lastPrev(); p != nil {
+		t.Fatalf("the session closed, yet the ring keeps %v", p)
+	}
+}
