@@ -16,10 +16,10 @@ import (
 // token through the managers' NodeCA, running the real agent session code
 // over mTLS (agent/simagent), one session each on the leader's dispatcher,
 // heartbeating through every cell. They run in the benchmark process, so
-// their CPU is in the cells' client CPU; agentsIdle measures it alone
-// before the cells. -agents-network also creates an overlay network and a
-// service of one task per agent on it, RUNNING before the cells, so that
-// every session holds network state.
+// their CPU is in the cells' client CPU; startAgents measures it alone
+// before the cells, and the leader's in the same window. -agents-network
+// also creates an overlay network and a service of one task per agent on
+// it, RUNNING before the cells, so that every session holds network state.
 
 const (
 	agentsJoinParallel = 16
@@ -50,14 +50,15 @@ func checkAgents(o *options) error {
 type agentsSetup struct {
 	join, sessions, running time.Duration
 	// idleCPU is the benchmark process's CPU per second of wall time with
-	// the agents connected and no write: the agents' own cost.
-	idleCPU time.Duration
+	// the agents connected and no write: the agents' own cost;
+	// leaderIdleCPU the leader's in the same window (their sessions').
+	idleCPU, leaderIdleCPU time.Duration
 }
 
 // startAgents joins and connects e.o.agents simulated agents to c and,
 // with -agents-network, runs a service of one task per agent on an
 // overlay network; the returned stop ends every session.
-func startAgents(ctx context.Context, e *env, c *shoalCluster, cl *client.Client, label string) (stop func(), set agentsSetup, err error) {
+func startAgents(ctx context.Context, e *env, c *shoalCluster, leader *shoalNode, cl *client.Client, label string) (stop func(), set agentsSetup, err error) {
 	n := e.o.agents
 	names := make([]string, n)
 	for i := range names {
@@ -101,15 +102,17 @@ func startAgents(ctx context.Context, e *env, c *shoalCluster, cl *client.Client
 		return nil, set, fmt.Errorf("%d of %d simulated agents have a session", c, n)
 	}
 	// The agents' own CPU: the benchmark process does nothing else now.
-	before := selfCPU()
+	before, leaderBefore := selfCPU(), procsCPU(leader.proc)
 	t0 := time.Now()
 	select {
 	case <-ctx.Done():
 		return nil, set, ctx.Err()
 	case <-time.After(agentsIdleWindow): // a measurement window, not a wait for anything
 	}
-	set.idleCPU = time.Duration(float64(selfCPU()-before) / time.Since(t0).Seconds())
-	e.logf("%s: %d agents connected (join %.1fs, sessions %.1fs); their idle CPU %s per s", label, n, set.join.Seconds(), set.sessions.Seconds(), ms(set.idleCPU))
+	secs := time.Since(t0).Seconds()
+	set.idleCPU = time.Duration(float64(selfCPU()-before) / secs)
+	set.leaderIdleCPU = time.Duration(float64(procsCPU(leader.proc)-leaderBefore) / secs)
+	e.logf("%s: %d agents connected (join %.1fs, sessions %.1fs); with no write their CPU is %s per s, the leader's %s per s", label, n, set.join.Seconds(), set.sessions.Seconds(), ms(set.idleCPU), ms(set.leaderIdleCPU))
 	return stop, set, nil
 }
 

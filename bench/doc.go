@@ -86,7 +86,8 @@
 // that every session holds network state. The agents run in the benchmark
 // process: their CPU is in the client CPU/op column; before the cells the
 // process's CPU is read over 3 s with the agents connected and no write
-// (the header's "idle" figure, also agents_idle_cpu_ms_per_s in the JSON,
+// (the header's "idle" figure, also agents_idle_cpu_ms_per_s in the JSON;
+// the leader's in the same window: agents_leader_idle_cpu_ms_per_s,
 // with meta.agents and meta.agents_network). -agents needs -only shoal or
 // all (etcd has no agents).
 //

@@ -38,6 +38,9 @@ type reportMeta struct {
 	// AgentsIdleCPUms is the benchmark process's CPU (ms) per second with
 	// the agents connected and no write (each shoal cluster's, last one).
 	AgentsIdleCPUms float64 `json:"agents_idle_cpu_ms_per_s,omitempty"`
+	// AgentsLeaderIdleCPUms is the leader's CPU (ms) per second in the
+	// same window: what the open sessions cost it without writes.
+	AgentsLeaderIdleCPUms float64 `json:"agents_leader_idle_cpu_ms_per_s,omitempty"`
 }
 
 func newReport(o *options) *report {
@@ -126,7 +129,8 @@ func (r *report) markdown(w io.Writer) {
 				net = ", and a service of one RUNNING task per agent on an overlay network"
 			}
 			fmt.Fprintf(w, "Agents: %d simulated agents connected to the shoal cluster through its cells%s.\n", m.Agents, net)
-			fmt.Fprintf(w, "They run in the benchmark process: their CPU is in the shoal cells' client CPU (idle, no write: %.1f ms per s).\n", m.AgentsIdleCPUms)
+			fmt.Fprintf(w, "They run in the benchmark process: their CPU is in the shoal cells' client CPU (idle, no write: %.1f ms per s;\n", m.AgentsIdleCPUms)
+			fmt.Fprintf(w, "the leader's in the same window: %.1f ms per s).\n", m.AgentsLeaderIdleCPUms)
 		} else {
 			fmt.Fprintln(w, "Agents: none connected (0).")
 		}

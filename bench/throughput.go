@@ -113,12 +113,12 @@ func benchShoal(ctx context.Context, e *env, managers int, rep *report) ([]cellR
 	defer cl.Close()
 
 	if e.o.agents > 0 {
-		stopAgents, set, err := startAgents(ctx, e, c, cl, label)
+		stopAgents, set, err := startAgents(ctx, e, c, leader, cl, label)
 		if err != nil {
 			return nil, fmt.Errorf("-agents %d: %w", e.o.agents, err)
 		}
 		defer stopAgents()
-		rep.Meta.AgentsIdleCPUms = msf(set.idleCPU)
+		rep.Meta.AgentsIdleCPUms, rep.Meta.AgentsLeaderIdleCPUms = msf(set.idleCPU), msf(set.leaderIdleCPU)
 	}
 
 	maxC := slices.Max(e.o.concs)
