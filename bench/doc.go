@@ -85,11 +85,11 @@
 // node), and waits until all N tasks are RUNNING with an attachment, so
 // that every session holds network state. The agents run in the benchmark
 // process: their CPU is in the client CPU/op column; before the cells the
-// process's CPU is read over 3 s with the agents connected and no write
-// (the header's "idle" figure, also agents_idle_cpu_ms_per_s in the JSON;
-// the leader's in the same window: agents_leader_idle_cpu_ms_per_s,
-// with meta.agents and meta.agents_network). -agents needs -only shoal or
-// all (etcd has no agents).
+// process's CPU is read over 3 s with the agents connected and no write,
+// and the leader's in the same window (the header's "idle" figures; in the
+// JSON meta agents_idle_cpu_ms_per_s and agents_leader_idle_cpu_ms_per_s,
+// beside agents and agents_network). -agents needs -only shoal or all
+// (etcd has no agents).
 //
 // With -pprof DIR every shoal node serves Go's pprof handlers on its own
 // address (SHOAL_DEBUG_ADDR=<ip>:6061; a SHOAL_DEBUG_ADDR in the
