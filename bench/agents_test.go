@@ -1,8 +1,12 @@
 package main
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
 func TestAgentsFlags(t *testing.T) {
@@ -77,5 +81,26 @@ func TestAgentsServiceSpec(t *testing.T) {
 		len(s.GetTask().GetPlacement().GetConstraints()) != 1 || s.GetTask().GetPlacement().GetConstraints()[0] != "node.role==worker" ||
 		len(s.GetTask().GetNetworks()) != 1 || s.GetTask().GetNetworks()[0].GetTarget() != "net" {
 		t.Errorf("agentsServiceSpec(5, net) = %v", s)
+	}
+}
+
+// TestStartAgentsJoinFailure: a join that fails stops the setup with the
+// error, and no fleet is left to stop.
+func TestStartAgentsJoinFailure(t *testing.T) {
+	o, err := parseFlags([]string{"-agents", "3", "-only", "shoal"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{o: o, sup: newSupervisor(), start: time.Now()}
+	c := &shoalCluster{e: e, nodes: []*shoalNode{newShoalNode(t.TempDir(), "m1", "127.0.0.1", false)},
+		tokens: &shoalv1.JoinTokens{Worker: "SHOAL-1-notadigest-notasecret"}}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stop, _, err := startAgents(ctx, e, c, c.nodes[0], nil, "test")
+	if err == nil || !strings.Contains(err.Error(), "joining simulated node sim-000") {
+		t.Errorf("startAgents with a bad token: err %v, want the join's error", err)
+	}
+	if stop != nil {
+		t.Error("startAgents failed but returned a stop function")
 	}
 }
