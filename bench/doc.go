@@ -72,6 +72,25 @@
 // The nodes of these control-plane figures run with --no-executor: no task
 // becomes a container, and nothing is created on the host.
 //
+// With -agents N each shoal cluster of the cells gets N simulated agents
+// (agent/simagent) before its writers' services are created: real node
+// identities, joined with the worker token through the managers' NodeCA
+// (16 at a time), and the real agent session code over mTLS, one session
+// each on the leader's dispatcher (opened 50 at a time), heartbeating
+// through every cell and closed after the last. The benchmark waits until
+// ListNodes shows N workers READY. -agents-network also creates an overlay
+// network (bench-net, subnet from the cluster's pool: it exists only in
+// the store, the simulated agents program nothing) and a service of N
+// replicas on it, one per worker (node.role==worker, at most one per
+// node), and waits until all N tasks are RUNNING with an attachment, so
+// that every session holds network state. The agents run in the benchmark
+// process: their CPU is in the client CPU/op column; before the cells the
+// process's CPU is read over 3 s with the agents connected and no write,
+// and the leader's in the same window (the header's "idle" figures; in the
+// JSON meta agents_idle_cpu_ms_per_s and agents_leader_idle_cpu_ms_per_s,
+// beside agents and agents_network). -agents needs -only shoal or all
+// (etcd has no agents).
+//
 // With -pprof DIR every shoal node serves Go's pprof handlers on its own
 // address (SHOAL_DEBUG_ADDR=<ip>:6061; a SHOAL_DEBUG_ADDR in the
 // benchmark's environment would reach every node and only the first could

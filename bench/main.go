@@ -59,6 +59,10 @@ type options struct {
 	runs    int
 	baseBin string
 	jsonDir string
+	// agents, agentsNetwork: simulated agents connected to the shoal
+	// clusters of the throughput cells (agents.go).
+	agents        int
+	agentsNetwork bool
 }
 
 const usageText = `bench: whole-cluster benchmarks of shoal, with etcd as the reference.
@@ -76,6 +80,8 @@ Usage (from the bench/ folder of the shoal repository, as root):
   go run . -duration 3s -json out.json a short run, results also as JSON
   go run . -runs 6 -json-dir runs      six runs of the throughput benchmark, then the README's table of them;
                                        -base-bin B interleaves six runs of another build (its own column)
+  go run . -only shoal -agents 200     the shoal cells with 200 simulated agents connected (-agents-network: and
+                                       a service of one task per agent on an overlay network)
   go run . -summarize 'runs/*.json'    the README's table from several runs' -json files (ranges, medians);
                                        -summarize-base 'base/*.json' adds another build's ratios, same runs
 
@@ -129,6 +135,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.runs, "runs", 1, "run the throughput benchmark N times (needs -json-dir), then print the table of the runs (-summarize)")
 	fs.StringVar(&o.baseBin, "base-bin", "", "with -runs: another shoal binary, run as often, interleaved (order alternating per run), for the table's base column")
 	fs.StringVar(&o.jsonDir, "json-dir", "", "with -runs or -base-bin: write each run's JSON report to DIR/shoal-NN.json (DIR/base-NN.json)")
+	fs.IntVar(&o.agents, "agents", 0, "with the shoal throughput cells: join N simulated agents (real identities and agent sessions over mTLS, run in the benchmark process, their CPU in the client CPU) to each shoal cluster before its cells and keep them connected through them")
+	fs.BoolVar(&o.agentsNetwork, "agents-network", false, "with -agents: also create an overlay network and a service of one task per agent on it, RUNNING before the cells")
 	fs.StringVar(&etcdIPs, "etcd-ips", "127.0.0.31,127.0.0.32,127.0.0.33", "loopback addresses of the etcd members")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -156,6 +164,9 @@ func parseFlags(args []string) (*options, error) {
 	case "shoal", "etcd", "all", "none":
 	default:
 		return nil, fmt.Errorf("-only: want shoal, etcd, all or none, got %q", o.only)
+	}
+	if err := checkAgents(o); err != nil {
+		return nil, err
 	}
 	switch o.write {
 	case "patch", "update":
@@ -385,7 +396,7 @@ func benchmark(ctx context.Context, e *env) (*report, error) {
 
 	if o.only == "shoal" || o.only == "all" {
 		for _, m := range o.managers {
-			cells, err := benchShoal(ctx, e, m)
+			cells, err := benchShoal(ctx, e, m, rep)
 			rep.Cells = append(rep.Cells, cells...)
 			if err != nil {
 				return rep, fmt.Errorf("shoal, %d managers: %w", m, err)

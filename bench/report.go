@@ -30,12 +30,24 @@ type reportMeta struct {
 	EtcdVersion  string `json:"etcd_version,omitempty"`
 	// Write is shoal's write (-write): patch or update.
 	Write string `json:"write,omitempty"`
+	// Agents: simulated agents connected to the shoal clusters through
+	// the shoal cells (-agents), in the benchmark process; AgentsNetwork:
+	// with an overlay network and a task per agent on it.
+	Agents        int  `json:"agents"`
+	AgentsNetwork bool `json:"agents_network,omitempty"`
+	// AgentsIdleCPUms is the benchmark process's CPU (ms) per second with
+	// the agents connected and no write (each shoal cluster's, last one).
+	AgentsIdleCPUms float64 `json:"agents_idle_cpu_ms_per_s,omitempty"`
+	// AgentsLeaderIdleCPUms is the leader's CPU (ms) per second in the
+	// same window: what the open sessions cost it without writes.
+	AgentsLeaderIdleCPUms float64 `json:"agents_leader_idle_cpu_ms_per_s,omitempty"`
 }
 
 func newReport(o *options) *report {
 	return &report{Meta: reportMeta{
 		Date: time.Now().UTC().Format("2006-01-02 15:04 MST"), Go: runtime.Version(), CPUs: runtime.NumCPU(),
 		Duration: o.duration.String(), Warmup: o.warmup.String(), Write: o.write,
+		Agents: o.agents, AgentsNetwork: o.agentsNetwork,
 	}}
 }
 
@@ -111,6 +123,17 @@ func (r *report) markdown(w io.Writer) {
 		fmt.Fprintln(w, "value to a key per writer, client connected to the leader. CPU/op: user + system time of")
 		fmt.Fprintln(w, "all the cluster's processes in the measured window over the writes counted; client CPU/op:")
 		fmt.Fprintln(w, "the benchmark process's own (the writers' client side), same window and count.")
+		if m.Agents > 0 {
+			net := ""
+			if m.AgentsNetwork {
+				net = ", and a service of one RUNNING task per agent on an overlay network"
+			}
+			fmt.Fprintf(w, "Agents: %d simulated agents connected to the shoal cluster through its cells%s.\n", m.Agents, net)
+			fmt.Fprintf(w, "They run in the benchmark process: their CPU is in the shoal cells' client CPU (idle, no write: %.1f ms per s;\n", m.AgentsIdleCPUms)
+			fmt.Fprintf(w, "the leader's in the same window: %.1f ms per s).\n", m.AgentsLeaderIdleCPUms)
+		} else {
+			fmt.Fprintln(w, "Agents: none connected (0).")
+		}
 		fmt.Fprintln(w)
 		fmt.Fprintln(w, "| system | members | writers | ops/s | p50 (ms) | p99 (ms) | max (ms) | errors | CPU/op (µs) | client CPU/op (µs) |")
 		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -89,8 +89,9 @@ func benchServiceSpec(name, value string) *shoalv1.ServiceSpec {
 }
 
 // benchShoal measures PatchService (or, -write update, UpdateService) throughput on a cluster of the given
-// number of managers, one cell per concurrency.
-func benchShoal(ctx context.Context, e *env, managers int) ([]cellResult, error) {
+// number of managers, one cell per concurrency, with -agents simulated
+// agents connected.
+func benchShoal(ctx context.Context, e *env, managers int, rep *report) ([]cellResult, error) {
 	label := fmt.Sprintf("shoal-%dm", managers)
 	c, err := startShoal(ctx, e, label, managers, e.o.shoalIPs, "")
 	if err != nil {
@@ -110,6 +111,15 @@ func benchShoal(ctx context.Context, e *env, managers int) ([]cellResult, error)
 		return nil, err
 	}
 	defer cl.Close()
+
+	if e.o.agents > 0 {
+		stopAgents, set, err := startAgents(ctx, e, c, leader, cl, label)
+		if err != nil {
+			return nil, fmt.Errorf("-agents %d: %w", e.o.agents, err)
+		}
+		defer stopAgents()
+		rep.Meta.AgentsIdleCPUms, rep.Meta.AgentsLeaderIdleCPUms = msf(set.idleCPU), msf(set.leaderIdleCPU)
+	}
 
 	maxC := slices.Max(e.o.concs)
 	workers := make([]shoalWorker, maxC)
