@@ -2,9 +2,7 @@ package dispatcher
 
 import (
 	"fmt"
-	"syscall"
 	"testing"
-	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -79,23 +77,7 @@ func BenchmarkServiceFilterOverSessions(b *testing.B) {
 // the entry's copy, so every session's filter compares them in full.
 func BenchmarkVIPServiceWriteOverSessions(b *testing.B) {
 	for _, n := range []int{0, 200} {
-		b.Run(fmt.Sprintf("sessions=%d", n), func(b *testing.B) {
-			r := newSessionRig(b, n)
-			settle(b)
-			var before, after syscall.Rusage
-			taken := r.d.sessionEventsTaken.Load()
-			syscall.Getrusage(syscall.RUSAGE_SELF, &before)
-			seq := 0
-			for b.Loop() {
-				seq++
-				r.patchLabel(b, "web", fmt.Sprint(seq))
-			}
-			settle(b)
-			syscall.Getrusage(syscall.RUSAGE_SELF, &after)
-			cpu := time.Duration(after.Utime.Nano() + after.Stime.Nano() - before.Utime.Nano() - before.Stime.Nano())
-			b.ReportMetric(float64(cpu.Microseconds())/float64(seq), "cpu-µs/write")
-			b.ReportMetric(float64(r.d.sessionEventsTaken.Load()-taken)/float64(seq), "events/write")
-		})
+		b.Run(fmt.Sprintf("sessions=%d", n), func(b *testing.B) { benchLabelWrites(b, n, "web") })
 	}
 }
 

@@ -2,12 +2,14 @@ package dispatcher
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/hashicorp/raft"
 
@@ -85,4 +87,57 @@ func serveDispatcher(tb testing.TB, d *Dispatcher, idOf func(context.Context) tr
 // asNode1 is the identity of node n1's certificate.
 func asNode1(context.Context) trust.Identity {
 	return trust.Identity{NodeID: "n1", Role: trust.RoleWorker}
+}
+
+// runTestAgent is node's agent session on conn (its identity from the
+// "rig-node" metadata: serveDispatcher with rigIdentity): a hello, the
+// welcome (or the error) sent to welcomed, then a heartbeat every 500 ms
+// while it reads what the dispatcher sends, handing each Networks
+// message to onNetworks, until ctx ends or the stream does.
+func runTestAgent(ctx context.Context, conn *grpc.ClientConn, node string, welcomed chan<- error, onNetworks func(*shoalv1.Networks)) {
+	stream, err := shoalv1.NewDispatcherClient(conn).Session(metadata.AppendToOutgoingContext(ctx, "rig-node", node))
+	if err == nil {
+		err = stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Hello{Hello: &shoalv1.AgentHello{Addr: node}}})
+	}
+	var m *shoalv1.SessionMessage
+	if err == nil {
+		m, err = stream.Recv()
+	}
+	if err == nil && m.GetWelcome() == nil {
+		err = fmt.Errorf("%s: first message %v, want the welcome", node, m)
+	}
+	welcomed <- err
+	if err != nil {
+		return
+	}
+	go func() {
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				if stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Heartbeat{Heartbeat: &shoalv1.Heartbeat{}}}) != nil {
+					return
+				}
+			}
+		}
+	}()
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			return
+		}
+		if n := m.GetNetworks(); n != nil {
+			onNetworks(n)
+		}
+	}
+}
+
+// rigIdentity is the node identity a stream's "rig-node" metadata names
+// (runTestAgent), as its certificate would.
+func rigIdentity(ctx context.Context) trust.Identity {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return trust.Identity{NodeID: md.Get("rig-node")[0], Role: trust.RoleWorker}
 }

@@ -4,19 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"sync"
 	"testing"
-	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
-	"github.com/shoal-dev/shoal/trust"
 )
 
 // stateRig is a leader's dispatcher with real gRPC sessions whose agents
@@ -55,25 +50,9 @@ func newStateRig(t *testing.T, nodes []string, setup func(raftstore.WriteTx) err
 		defer r.d.mu.Unlock()
 		return r.d.runCtx != nil
 	})
-	srv := grpc.NewServer(grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-		md, _ := metadata.FromIncomingContext(ss.Context())
-		id := trust.Identity{NodeID: md.Get("rig-node")[0], Role: trust.RoleWorker}
-		return h(srv, identityStream{ss, trust.WithIdentity(ss.Context(), id)})
-	}))
-	shoalv1.RegisterDispatcherServer(srv, r.d)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(lis)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
 	t.Cleanup(func() { stopRun(); <-runDone })
-	t.Cleanup(srv.Stop)
-	t.Cleanup(func() { conn.Close() })
+	conn := serveDispatcher(t, r.d, rigIdentity)
+	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	for _, n := range nodes {
 		r.agents[n] = fakeAgent{}
@@ -93,50 +72,15 @@ func newStateRig(t *testing.T, nodes []string, setup func(raftstore.WriteTx) err
 	return r
 }
 
-// agent is node's session: a hello, then heartbeats every 500 ms (no
-// node goes DOWN, which would wake every session) while it applies every
-// Networks message.
+// agent is node's session (runTestAgent), applying every Networks
+// message; its heartbeats keep any node from going DOWN, which would wake
+// every session.
 func (r *stateRig) agent(ctx context.Context, conn *grpc.ClientConn, node string, welcomed chan<- error) {
-	stream, err := shoalv1.NewDispatcherClient(conn).Session(metadata.AppendToOutgoingContext(ctx, "rig-node", node))
-	if err == nil {
-		err = stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Hello{Hello: &shoalv1.AgentHello{Addr: node}}})
-	}
-	var m *shoalv1.SessionMessage
-	if err == nil {
-		m, err = stream.Recv()
-	}
-	if err == nil && m.GetWelcome() == nil {
-		err = fmt.Errorf("%s: first message %v, want the welcome", node, m)
-	}
-	welcomed <- err
-	if err != nil {
-		return
-	}
-	go func() {
-		tick := time.NewTicker(500 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				if stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Heartbeat{Heartbeat: &shoalv1.Heartbeat{}}}) != nil {
-					return
-				}
-			}
-		}
-	}()
-	for {
-		m, err := stream.Recv()
-		if err != nil {
-			return
-		}
-		if n := m.GetNetworks(); n != nil {
-			r.mu.Lock()
-			r.agents[node].apply([]*shoalv1.Networks{n})
-			r.mu.Unlock()
-		}
-	}
+	runTestAgent(ctx, conn, node, welcomed, func(n *shoalv1.Networks) {
+		r.mu.Lock()
+		r.agents[node].apply([]*shoalv1.Networks{n})
+		r.mu.Unlock()
+	})
 }
 
 // converge waits until every agent holds exactly the states computed

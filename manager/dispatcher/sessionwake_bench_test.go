@@ -11,12 +11,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
-	"github.com/shoal-dev/shoal/trust"
 )
 
 // sessionRig is a leader's dispatcher with the real gRPC sessions of
@@ -64,11 +62,7 @@ func newSessionRig(tb testing.TB, nodes int) *sessionRig {
 	runDone := make(chan error, 1)
 	go func() { runDone <- r.d.Run(runCtx) }()
 	tb.Cleanup(func() { stopRun(); <-runDone })
-	// Each stream is the node its metadata names, as its certificate would.
-	conn := serveDispatcher(tb, r.d, func(ctx context.Context) trust.Identity {
-		md, _ := metadata.FromIncomingContext(ctx)
-		return trust.Identity{NodeID: md.Get("rig-node")[0], Role: trust.RoleWorker}
-	})
+	conn := serveDispatcher(tb, r.d, rigIdentity)
 	var wg sync.WaitGroup
 	// Cleanups run last-added first: the agents, the connection, the
 	// server, then Run.
@@ -97,48 +91,10 @@ func newSessionRig(tb testing.TB, nodes int) *sessionRig {
 	return r
 }
 
-// agent is node i's session: hello, then heartbeats every 500 ms while
-// it reads what the dispatcher sends, counting the network messages.
+// agent is node i's session (runTestAgent), counting the network
+// messages it receives.
 func (r *sessionRig) agent(ctx context.Context, conn *grpc.ClientConn, i int, welcomed chan<- error) {
-	node := fmt.Sprintf("n%03d", i)
-	stream, err := shoalv1.NewDispatcherClient(conn).Session(metadata.AppendToOutgoingContext(ctx, "rig-node", node))
-	if err == nil {
-		err = stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Hello{Hello: &shoalv1.AgentHello{Addr: node}}})
-	}
-	var m *shoalv1.SessionMessage
-	if err == nil {
-		m, err = stream.Recv()
-	}
-	if err == nil && m.GetWelcome() == nil {
-		err = fmt.Errorf("%s: first message %v, want the welcome", node, m)
-	}
-	welcomed <- err
-	if err != nil {
-		return
-	}
-	go func() {
-		t := time.NewTicker(500 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Heartbeat{Heartbeat: &shoalv1.Heartbeat{}}}) != nil {
-					return
-				}
-			}
-		}
-	}()
-	for {
-		m, err := stream.Recv()
-		if err != nil {
-			return
-		}
-		if m.GetNetworks() != nil {
-			r.networks[i].Add(1)
-		}
-	}
+	runTestAgent(ctx, conn, fmt.Sprintf("n%03d", i), welcomed, func(*shoalv1.Networks) { r.networks[i].Add(1) })
 }
 
 // patchLabel writes a new value of service id's label v (PatchService, as
@@ -207,24 +163,29 @@ func (r *sessionRig) setAlias(t *testing.T, alias string) {
 // would hide it); events/write counts the events the sessions took.
 func BenchmarkServiceWriteOverSessions(b *testing.B) {
 	for _, n := range []int{0, 50, 200} {
-		b.Run(fmt.Sprintf("sessions=%d", n), func(b *testing.B) {
-			r := newSessionRig(b, n)
-			settle(b)
-			var before, after syscall.Rusage
-			taken := r.d.sessionEventsTaken.Load()
-			syscall.Getrusage(syscall.RUSAGE_SELF, &before)
-			seq := 0
-			for b.Loop() {
-				seq++
-				r.patchLabel(b, "bench", fmt.Sprint(seq))
-			}
-			settle(b)
-			syscall.Getrusage(syscall.RUSAGE_SELF, &after)
-			cpu := time.Duration(after.Utime.Nano() + after.Stime.Nano() - before.Utime.Nano() - before.Stime.Nano())
-			b.ReportMetric(float64(cpu.Microseconds())/float64(seq), "cpu-µs/write")
-			b.ReportMetric(float64(r.d.sessionEventsTaken.Load()-taken)/float64(seq), "events/write")
-		})
+		b.Run(fmt.Sprintf("sessions=%d", n), func(b *testing.B) { benchLabelWrites(b, n, "bench") })
 	}
+}
+
+// benchLabelWrites writes service's label once per op with N sessions
+// open and reports the process's CPU and the events the sessions took,
+// per write.
+func benchLabelWrites(b *testing.B, sessions int, service string) {
+	r := newSessionRig(b, sessions)
+	settle(b)
+	var before, after syscall.Rusage
+	taken := r.d.sessionEventsTaken.Load()
+	syscall.Getrusage(syscall.RUSAGE_SELF, &before)
+	seq := 0
+	for b.Loop() {
+		seq++
+		r.patchLabel(b, service, fmt.Sprint(seq))
+	}
+	settle(b)
+	syscall.Getrusage(syscall.RUSAGE_SELF, &after)
+	cpu := time.Duration(after.Utime.Nano() + after.Stime.Nano() - before.Utime.Nano() - before.Stime.Nano())
+	b.ReportMetric(float64(cpu.Microseconds())/float64(seq), "cpu-µs/write")
+	b.ReportMetric(float64(r.d.sessionEventsTaken.Load()-taken)/float64(seq), "events/write")
 }
 
 // settle waits until the sessions have done what the writes gave them:
