@@ -3,8 +3,10 @@ package raftstore
 import (
 	"crypto/rand"
 	"encoding/base32"
+	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -218,6 +220,60 @@ func ResolveRef[T Object](r Reader, ref string) (T, error) {
 		return matches[0], nil
 	}
 	return zero, fmt.Errorf("%s id prefix %q matches %s: %w", kind, ref, idList(matches), ErrAmbiguous)
+}
+
+// ResolveTask is ResolveRef for tasks, which also takes the name `service
+// ps` shows: SERVICE.SLOT, a replicated service's slot, or SERVICE.NODE, a
+// global service's task on the node whose id begins with NODE (SERVICE by
+// name or id, as ResolveRef finds a service). Of the tasks so named, the
+// one meant to run is taken (desired RUNNING; RUNNING before the others,
+// then the newest: a start-first update has two), else the newest. Names
+// of global tasks on several nodes fail with ErrAmbiguous.
+func ResolveTask(r Reader, ref string) (*shoalv1.Task, error) {
+	t, err := ResolveRef[*shoalv1.Task](r, ref)
+	if err == nil || !errors.Is(err, ErrNotFound) {
+		return t, err
+	}
+	i := strings.LastIndexByte(ref, '.')
+	if i <= 0 || i == len(ref)-1 {
+		return nil, err
+	}
+	svc, serr := ResolveRef[*shoalv1.Service](r, ref[:i])
+	if serr != nil {
+		return nil, err
+	}
+	suffix := ref[i+1:]
+	slot, perr := strconv.ParseUint(suffix, 10, 64)
+	var named []*shoalv1.Task
+	nodes := map[string]bool{}
+	for _, tk := range Find[*shoalv1.Task](r, IndexServiceID, svc.GetMeta().GetId()) {
+		if perr == nil && tk.GetSlot() == slot || tk.GetSlot() == 0 && strings.HasPrefix(tk.GetNodeId(), suffix) {
+			named = append(named, tk)
+			nodes[tk.GetNodeId()] = true
+		}
+	}
+	if len(named) == 0 {
+		return nil, fmt.Errorf("%s %q: no task of service %q is so named: %w", KindTask, ref, svc.GetSpec().GetName(), ErrNotFound)
+	}
+	if perr != nil && len(nodes) > 1 {
+		return nil, fmt.Errorf("%s %q: node id prefix %q matches the tasks %s: %w", KindTask, ref, suffix, idList(named), ErrAmbiguous)
+	}
+	rank := func(tk *shoalv1.Task) int {
+		switch {
+		case tk.GetDesiredState() == shoalv1.TaskState_TASK_STATE_RUNNING && tk.GetStatus().GetState() == shoalv1.TaskState_TASK_STATE_RUNNING:
+			return 2
+		case tk.GetDesiredState() == shoalv1.TaskState_TASK_STATE_RUNNING:
+			return 1
+		}
+		return 0
+	}
+	best := named[0]
+	for _, tk := range named[1:] {
+		if rb, rt := rank(best), rank(tk); rt > rb || rt == rb && tk.GetMeta().GetVersion() > best.GetMeta().GetVersion() {
+			best = tk
+		}
+	}
+	return best, nil
 }
 
 // idList formats up to five ids for an error message.

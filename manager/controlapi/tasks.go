@@ -118,7 +118,7 @@ func (s *Server) GetTask(ctx context.Context, req *shoalv1.GetTaskRequest) (*sho
 	if err != nil {
 		return nil, err
 	}
-	t, err := raftstore.ResolveRef[*shoalv1.Task](r, req.GetRef())
+	t, err := raftstore.ResolveTask(r, req.GetRef())
 	if err != nil {
 		return nil, err
 	}

@@ -128,7 +128,7 @@ func resolve(r raftstore.Reader, req *shoalv1.LogsRequest) (*request, error) {
 	}
 	seen := map[string]bool{}
 	for _, ref := range req.GetTaskIds() {
-		t, err := raftstore.ResolveRef[*shoalv1.Task](r, ref)
+		t, err := raftstore.ResolveTask(r, ref)
 		if err != nil {
 			return nil, err
 		}

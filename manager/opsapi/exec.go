@@ -263,7 +263,7 @@ func agentErr(label string, err error, as interface {
 // reached: the task is returned whenever it was found (for the audit).
 func (s *Server) execTarget(ref string) (*shoalv1.Task, *shoalv1.Node, error) {
 	r := s.cfg.Store.View()
-	task, err := raftstore.ResolveRef[*shoalv1.Task](r, ref)
+	task, err := raftstore.ResolveTask(r, ref)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -42,7 +42,7 @@ func selectStats(r raftstore.Reader, req *shoalv1.StatsRequest) (*statsSelection
 	if explicit {
 		seen := map[string]bool{}
 		for i, ref := range req.GetTaskIds() {
-			t, err := raftstore.ResolveRef[*shoalv1.Task](r, ref)
+			t, err := raftstore.ResolveTask(r, ref)
 			if err != nil {
 				return nil, fmt.Errorf("task_ids[%d]: %w", i, err)
 			}
