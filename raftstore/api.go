@@ -175,8 +175,9 @@ type Member struct {
 // delivers ev. prev is, when ev updates a service, the stored service ev
 // replaced, less its previous_spec (a shallow copy sharing every other
 // field; both immutable: compare, never change), nil for every other
-// event; a filter that acts on a few fields of a service can skip the
-// writes that leave them as they were (a label). Called with the hub's
+// event and for one applied while the store had no node session (take
+// nil as "may have changed"); a filter that acts on a few fields of a
+// service can skip the writes that leave them as they were (a label). Called with the hub's
 // lock held: quick, non-blocking, no store calls.
 type KeepFunc func(ev *shoalv1.WatchEvent, prev Object) bool
 
