@@ -110,20 +110,7 @@ func runTestAgent(ctx context.Context, conn *grpc.ClientConn, node string, welco
 	if err != nil {
 		return
 	}
-	go func() {
-		tick := time.NewTicker(500 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				if stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Heartbeat{Heartbeat: &shoalv1.Heartbeat{}}}) != nil {
-					return
-				}
-			}
-		}
-	}()
+	go heartbeat(ctx, stream, 500*time.Millisecond)
 	for {
 		m, err := stream.Recv()
 		if err != nil {
@@ -140,4 +127,21 @@ func runTestAgent(ctx context.Context, conn *grpc.ClientConn, node string, welco
 func rigIdentity(ctx context.Context) trust.Identity {
 	md, _ := metadata.FromIncomingContext(ctx)
 	return trust.Identity{NodeID: md.Get("rig-node")[0], Role: trust.RoleWorker}
+}
+
+// heartbeat sends a heartbeat on stream every period until ctx ends or a
+// send fails, as an agent keeps its session alive.
+func heartbeat(ctx context.Context, stream shoalv1.Dispatcher_SessionClient, period time.Duration) {
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			if stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Heartbeat{Heartbeat: &shoalv1.Heartbeat{}}}) != nil {
+				return
+			}
+		}
+	}
 }

@@ -248,20 +248,7 @@ func TestSessionDeliversNetworks(t *testing.T) {
 		time.Sleep(10 * time.Millisecond) // poll interval while Run starts
 	}
 	// Keep the session alive: heartbeats from a goroutine.
-	go func() {
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				if stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Heartbeat{Heartbeat: &shoalv1.Heartbeat{}}}) != nil {
-					return
-				}
-			}
-		}
-	}()
+	go heartbeat(ctx, stream, 100*time.Millisecond)
 	// next returns the next Networks message, checking order: the first
 	// after the full assignments.
 	sawAssignments := false
