@@ -96,11 +96,10 @@ type ringEntry struct {
 	bit   kindMask
 	index uint64
 	at    time.Duration // when it was published, since hub.base
-	// prev is, for an update of a service, the stored service it replaced
-	// less its previous_spec (nil for every other event): what a
-	// WatchNode filter compares to skip the writes that change nothing it
-	// acts on. Services only: a ring of task updates holding the tasks
-	// they replaced would keep twice the tasks alive.
+	// prev is, for an update of a service, a task or a node, the stored
+	// object it replaced (prevOf: a service less its previous_spec; nil
+	// for every other event): what a WatchNode filter compares to skip
+	// the writes that change nothing it acts on.
 	prev Object
 }
 
