@@ -142,15 +142,15 @@ func TestTaskWritesThatChangeNoStateWakeNoSession(t *testing.T) {
 	r.setAlias(t, "m0")
 	taken := r.d.sessionEventsTaken.Load()
 	running := &shoalv1.TaskStatus{State: stRunning}
-	taskStatus(t, r.s, "t001", &shoalv1.TaskStatus{State: stRunning, Message: "still running"}) // n001's: 1
-	taskStatus(t, r.s, "t002", &shoalv1.TaskStatus{State: stRunning, HealthFailingStreak: 2})  // n002's: 1
-	taskStatus(t, r.s, "t002", running)                                                        // n002's: 1
+	taskStatus(t, r.s, "t001", &shoalv1.TaskStatus{State: stRunning, Message: "still running"})      // n001's: 1
+	taskStatus(t, r.s, "t002", &shoalv1.TaskStatus{State: stRunning, HealthFailingStreak: 2})        // n002's: 1
+	taskStatus(t, r.s, "t002", running)                                                              // n002's: 1
 	nodeWrite(t, r.s, "n003", func(n *shoalv1.Node) { n.Spec.Labels = map[string]string{"k": "v"} }) // n003's: 1
 	ended := mkNetTask("x1", "web", "n004", stFailed, "a=10.1.0.99/24")
 	if _, err := r.s.Update(context.Background(), func(tx raftstore.WriteTx) error { return tx.Create(ended) }); err != nil { // n004's: 1
 		t.Fatal(err)
 	}
-	taskWrite(t, r.s, "x1", func(x *shoalv1.Task) { x.DesiredState = shoalv1.TaskState_TASK_STATE_SHUTDOWN }) // n004's: 1
+	taskWrite(t, r.s, "x1", func(x *shoalv1.Task) { x.DesiredState = shoalv1.TaskState_TASK_STATE_SHUTDOWN })                                       // n004's: 1
 	if _, err := r.s.Update(context.Background(), func(tx raftstore.WriteTx) error { return tx.Delete(raftstore.KindTask, "x1", 0) }); err != nil { // n004's: 1
 		t.Fatal(err)
 	}
