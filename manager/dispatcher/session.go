@@ -312,8 +312,11 @@ func (d *Dispatcher) forward(stream shoalv1.Dispatcher_SessionServer, nodeID str
 			return
 		}
 		if t := ev.GetObject().GetTask(); t != nil && t.GetNodeId() == nodeID && len(t.GetNetworks()) > 0 {
-			netDirty = netDirty || ownTaskChangesNetworks(ev, t, upserts, diff.Upsert, ech)
+			netDirty = ownTaskChangesNetworks(ev, t, ech.seen) || netDirty // records t: called for each
 		} else {
+			if t != nil {
+				delete(ech.seen, t.GetMeta().GetId()) // off the node or its networks
+			}
 			netDirty = netDirty || networkRelevant(ev)
 		}
 		if n := ev.GetObject().GetNode(); n != nil {
@@ -393,25 +396,28 @@ func (d *Dispatcher) forward(stream shoalv1.Dispatcher_SessionServer, nodeID str
 }
 
 // ownTaskChangesNetworks says whether ev, an event of t, a task of the
-// session's own node on a network, may change a network state: the
-// session takes all of its node's tasks (its filter cannot skip them),
-// and recomputing the cluster's states for each (a status message, a
-// failing streak, an update once it ended) cost as much as the wake-ups
-// the filter spares the other sessions. The version it replaced is the
-// one this forward put in the diff, or else the one last sent to the
-// agent (every version of a task on a network is sent: echoes); without
-// either, it may have changed.
-func ownTaskChangesNetworks(ev *shoalv1.WatchEvent, t *shoalv1.Task, upserts map[string]int, diff []*shoalv1.Task, ech *echoes) bool {
-	if ev.GetAction() != shoalv1.WatchAction_WATCH_ACTION_UPDATE {
-		return taskOnNetworks(t) // created or deleted: if it takes part
-	}
+// session's own node on a network, may change a network state, and
+// records t in seen: the session takes all of its node's tasks (its
+// filter cannot skip them), and recomputing the cluster's states for each
+// (a status message, a failing streak, an update once it ended) cost as
+// much as the wake-ups the filter spares the other sessions. The version
+// it replaced is the one seen last (echoes.seen): not the one last sent
+// to the agent, which a version that was not sent (the task moved off
+// the node and back, or not assigned for a while) leaves behind
+// (TestOwnTaskBackAfterAVersionNotSentReview); without it, it may have
+// changed.
+func ownTaskChangesNetworks(ev *shoalv1.WatchEvent, t *shoalv1.Task, seen map[string]*shoalv1.Task) bool {
 	id := t.GetMeta().GetId()
-	var prev *shoalv1.Task
-	if i, ok := upserts[id]; ok {
-		prev = diff[i]
-	} else {
-		prev = ech.sent[id]
+	prev := seen[id]
+	switch ev.GetAction() {
+	case shoalv1.WatchAction_WATCH_ACTION_DELETE:
+		delete(seen, id)
+		return taskOnNetworks(t)
+	case shoalv1.WatchAction_WATCH_ACTION_CREATE:
+		seen[id] = t
+		return taskOnNetworks(t)
 	}
+	seen[id] = t
 	return prev == nil || !taskNetworksSame(prev, t)
 }
 
