@@ -375,6 +375,18 @@ type networkTracker struct {
 	sent map[string]*shoalv1.NetworkState // by network id
 }
 
+// hasEndpoint says whether a state sent lists task id as an endpoint.
+func (nt *networkTracker) hasEndpoint(id string) bool {
+	for _, ns := range nt.sent {
+		for _, ep := range ns.GetEndpoints() {
+			if ep.GetTaskId() == id {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // diff returns the messages that bring the agent from what was sent to
 // states (full: everything, replacing what it has), and records states as
 // sent.

@@ -236,7 +236,9 @@ func sessionEvents(nodeID string, shared *filterShared) raftstore.KeepFunc {
 			if t.GetNodeId() == nodeID {
 				return true
 			}
-			return len(t.GetNetworks()) > 0 && shared.changesNetworks(ev, prev)
+			// Off any network: only if it was on one (its attachments
+			// dropped), which prev tells (taskNetworksSame).
+			return (len(t.GetNetworks()) > 0 || prev != nil) && shared.changesNetworks(ev, prev)
 		case *shoalv1.StoreObject_Node:
 			if o.Node.GetMeta().GetId() == nodeID {
 				return true
@@ -313,10 +315,15 @@ func (d *Dispatcher) forward(stream shoalv1.Dispatcher_SessionServer, nodeID str
 		}
 		if t := ev.GetObject().GetTask(); t != nil && t.GetNodeId() == nodeID && len(t.GetNetworks()) > 0 {
 			netDirty = ownTaskChangesNetworks(ev, t, ech.seen) || netDirty // records t: called for each
+		} else if t != nil {
+			// A task off any network changes a state if it was on one
+			// (its attachments dropped): the node's own, when last seen;
+			// another node's, an endpoint the agent was sent.
+			id := t.GetMeta().GetId()
+			_, was := ech.seen[id]
+			delete(ech.seen, id)
+			netDirty = netDirty || was || networkRelevant(ev) || t.GetNodeId() != nodeID && nets.hasEndpoint(id)
 		} else {
-			if t != nil {
-				delete(ech.seen, t.GetMeta().GetId()) // off the node or its networks
-			}
 			netDirty = netDirty || networkRelevant(ev)
 		}
 		if n := ev.GetObject().GetNode(); n != nil {
