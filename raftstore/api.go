@@ -172,12 +172,13 @@ type Member struct {
 }
 
 // KeepFunc is a WatchNode filter: it says whether the subscription
-// delivers ev. prev is, when ev updates a service, the stored service ev
-// replaced, less its previous_spec (a shallow copy sharing every other
-// field; both immutable: compare, never change), nil for every other
-// event and for one applied while the store had no node session (take
-// nil as "may have changed"); a filter that acts on a few fields of a
-// service can skip the writes that leave them as they were (a label). Called with the hub's
+// delivers ev. prev is, when ev updates a service, a task or a node, the
+// stored object ev replaced — a service less its previous_spec (a shallow
+// copy sharing every other field) — and nil for every other event and for
+// one applied while the store had no node session (take nil as "may have
+// changed"). Both are immutable: compare, never change. A filter that
+// acts on a few fields can skip the writes that leave them as they were
+// (a service's label, a task's status message). Called with the hub's
 // lock held: quick, non-blocking, no store calls.
 type KeepFunc func(ev *shoalv1.WatchEvent, prev Object) bool
 

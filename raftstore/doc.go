@@ -185,7 +185,8 @@
 // A thousand dispatcher sessions, each wanting its own node's tasks, cost
 // one call per event each instead of a channel hand-off and a wake-up.
 // WatchNode goes further for a node's session: the hub routes a task event
-// (of a task on no network) to the subscriptions of the task's node only,
+// (of a task on no network, nor on one before the update) to the
+// subscriptions of the task's node only,
 // each with its own queue, so a burst costs O(events), not O(sessions ×
 // events), inside the FSM's apply. Its NodeSubscription is read either
 // through C (a pump goroutine, started by the first call) or by the

@@ -393,14 +393,13 @@ func applyProposed(txn *tableTxn, act *shoalv1.StoreAction, index uint64, specs 
 			ev.Object = Wrap(o)
 		}
 		events = append(events, ev)
-		if wantPrev && kind == KindService && action == shoalv1.WatchAction_WATCH_ACTION_UPDATE {
-			if prevs == nil {
-				prevs = make([]Object, len(act.GetOps()))
+		if wantPrev && action == shoalv1.WatchAction_WATCH_ACTION_UPDATE {
+			if p := prevOf(kind, cur); p != nil {
+				if prevs == nil {
+					prevs = make([]Object, len(act.GetOps()))
+				}
+				prevs[len(events)-1] = p
 			}
-			// Less its previous_spec, which the filters do not read and
-			// nothing else holds once the service has moved on
-			// (TestWatchRingKeepsNoPreviousSpecOfPrev).
-			prevs[len(events)-1] = serviceWithoutPreviousSpec(cur.(*shoalv1.Service))
 		}
 	}
 	// Unique names are checked on the entry's final state, so that the
@@ -412,6 +411,24 @@ func applyProposed(txn *tableTxn, act *shoalv1.StoreAction, index uint64, specs 
 		}
 	}
 	return events, prevs, nil
+}
+
+// prevOf is what the watch ring keeps of cur, the stored object an update
+// replaced (ringEntry.prev): a service less its previous_spec, which the
+// filters do not read and nothing else holds once the service has moved
+// on (TestWatchRingKeepsNoPreviousSpecOfPrev); a task or a node as it
+// was (an update shares its spec and networks with the stored one, so
+// the ring keeps the old task's own few fields alive, not a second copy
+// of the task: TestWatchRingPrevTaskSharesTheStoredOnes); nil for the
+// other kinds, whose filters have nothing to compare.
+func prevOf(kind Kind, cur Object) Object {
+	switch kind {
+	case KindService:
+		return serviceWithoutPreviousSpec(cur.(*shoalv1.Service))
+	case KindTask, KindNode:
+		return cur
+	}
+	return nil
 }
 
 // checkCurrent checks that an object to update or delete exists and that

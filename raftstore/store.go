@@ -310,14 +310,15 @@ func (s *Store) WatchFiltered(ctx context.Context, fromIndex uint64, keep func(*
 
 // WatchNode is WatchFiltered for one node's session, routed instead of
 // filtered by every subscriber: the hub hands a task event (of a task on
-// no network) only to the subscriptions of the task's node, and offers
+// no network, nor on one before the update) only to the subscriptions of
+// the task's node, and offers
 // keep only those and the events of other kinds and of tasks on networks.
 // Each subscription has its own queue, so a burst of tasks spread over
 // 5,000 nodes costs one append per event, not 5,000 filter calls per
 // event inside the FSM's apply (see docs/benchmarks-history.md, "Scheduler at scale"). keep
 // has WatchFiltered's constraints; a subscriber is cut off
 // (ErrSlowConsumer) when a ring's worth of its events wait unread. keep
-// is also given the service an update of a service replaced (KeepFunc).
+// is also given the object an update replaced (KeepFunc).
 func (s *Store) WatchNode(ctx context.Context, fromIndex uint64, nodeID string, keep KeepFunc, kinds ...Kind) (NodeSubscription, error) {
 	sub, err := s.hub.watchNode(ctx, fromIndex, nodeID, kinds, keep)
 	if err != nil {

@@ -96,11 +96,10 @@ type ringEntry struct {
 	bit   kindMask
 	index uint64
 	at    time.Duration // when it was published, since hub.base
-	// prev is, for an update of a service, the stored service it replaced
-	// less its previous_spec (nil for every other event): what a
-	// WatchNode filter compares to skip the writes that change nothing it
-	// acts on. Services only: a ring of task updates holding the tasks
-	// they replaced would keep twice the tasks alive.
+	// prev is, for an update of a service, a task or a node, the stored
+	// object it replaced (prevOf: a service less its previous_spec; nil
+	// for every other event): what a WatchNode filter compares to skip
+	// the writes that change nothing it acts on.
 	prev Object
 }
 
@@ -374,7 +373,7 @@ func (h *hub) register(ctx context.Context, from uint64, kinds []Kind, keep Keep
 		h.byNode[node][s] = struct{}{}
 		// The replay from the ring goes to the queue like new events.
 		for _, e := range h.ring[first:] {
-			if n, ok := routeNode(e.ev); !ok || n == node {
+			if n, ok := routeNode(e); !ok || n == node {
 				h.offer(s, e)
 			}
 		}
@@ -536,14 +535,19 @@ func (s *subscription) wants(e ringEntry) bool {
 	return e.index >= s.from && (s.mask == 0 || s.mask&e.bit != 0) && (s.keep == nil || s.keep(e.ev, e.prev))
 }
 
-// routeNode says which node alone a routed subscription may want ev for:
+// routeNode says which node alone a routed subscription may want e for:
 // a task event is for the task's node (none while it is unassigned),
-// unless the task is on a network, whose endpoints every node's session
-// may need. ok is false for the events offered to every routed
-// subscription (the other kinds, tasks on networks).
-func routeNode(ev *shoalv1.WatchEvent) (node string, ok bool) {
-	t := ev.GetObject().GetTask()
+// unless the task is on a network, or was before this update (e.prev),
+// whose endpoints every node's session may need: a task whose attachments
+// are dropped leaves every node's state (TestTaskLeavesItsNetworksReview).
+// ok is false for the events offered to every routed subscription (the
+// other kinds, tasks on networks).
+func routeNode(e ringEntry) (node string, ok bool) {
+	t := e.ev.GetObject().GetTask()
 	if t == nil || len(t.GetNetworks()) > 0 {
+		return "", false
+	}
+	if p, on := e.prev.(*shoalv1.Task); on && len(p.GetNetworks()) > 0 {
 		return "", false
 	}
 	return t.GetNodeId(), true
@@ -554,7 +558,7 @@ func routeNode(ev *shoalv1.WatchEvent) (node string, ok bool) {
 // of tasks costs one queue append per event, not a filter call per event
 // and subscription.
 func (h *hub) route(e ringEntry) {
-	if node, ok := routeNode(e.ev); ok {
+	if node, ok := routeNode(e); ok {
 		for s := range h.byNode[node] {
 			h.offer(s, e)
 		}

@@ -20,7 +20,7 @@ import (
 // event a WatchNode filter is given carries as prev exactly the object
 // the previous event of the same object left in the store (its very
 // fields, less its previous_spec: replaced) for an update of a service,
-// and nil for every other event; live and in a replay from the ring. A
+// the very object for an update of a task, and nil for every other event; live and in a replay from the ring. A
 // filter that skips an update equal to its prev in what it reads is then
 // exact: the chain of prevs is the chain of stored versions, none missed,
 // none from an undone entry.
@@ -102,10 +102,16 @@ func checkPrevChain(t *testing.T, name string, n int, at func(int) (*shoalv1.Wat
 		ev, prev := at(i)
 		o := Unwrap(ev.GetObject())
 		k := objKey{KindOf(o), o.GetMeta().GetId()}
-		if k.kind == KindService && ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_UPDATE {
+		update := ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_UPDATE
+		if k.kind == KindService && update {
 			updates++
 			if !replaced(prev, stored[k]) {
 				t.Fatalf("%s: event %d (%s at %d): prev %s, want the stored %s", name, i, k.id, ev.GetIndex(), versionOf(prev), versionOf(stored[k]))
+			}
+		} else if (k.kind == KindTask || k.kind == KindNode) && update {
+			// A task or a node is kept as it was stored (prevOf).
+			if prev == nil || prev != stored[k] {
+				t.Fatalf("%s: event %d (%s %s at %d): prev %s, want the stored %s", name, i, k.kind, k.id, ev.GetIndex(), versionOf(prev), versionOf(stored[k]))
 			}
 		} else if prev != nil {
 			t.Fatalf("%s: event %d (%s %s %v): prev %v, want nil", name, i, k.kind, k.id, ev.GetAction(), prev)

@@ -3,6 +3,8 @@ package raftstore
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -140,5 +142,116 @@ func TestNoPrevWithoutNodeSessions(t *testing.T) {
 	label("3")
 	if p := lastPrev(); p != nil {
 		t.Fatalf("the session closed, yet the ring keeps %v", p)
+	}
+}
+
+// TestWatchNodeGivesTheReplacedTaskAndNode: with an update of a task (a
+// compact status op, an assignment, a whole update) or of a node, a
+// WatchNode filter is given the stored object the update replaced, on
+// the leader and on the followers alike; creations and deletions come
+// with nil.
+func TestWatchNodeGivesTheReplacedTaskAndNode(t *testing.T) {
+	c := newCluster(t, 3, clusterOpts{})
+	describe := func(o Object) string {
+		switch o := o.(type) {
+		case nil:
+			return ""
+		case *shoalv1.Task:
+			return fmt.Sprintf("task v%d %s on %q", o.GetMeta().GetVersion(), o.GetStatus().GetState(), o.GetNodeId())
+		case *shoalv1.Node:
+			return fmt.Sprintf("node v%d %q", o.GetMeta().GetVersion(), o.GetStatus().GetAddr())
+		}
+		return fmt.Sprintf("%T", o)
+	}
+	var mu sync.Mutex
+	got := make([][]string, len(c.nodes))
+	var subs []Subscription
+	for i, nd := range c.nodes {
+		sub, err := nd.store.WatchNode(context.Background(), 0, "n1", func(ev *shoalv1.WatchEvent, prev Object) bool {
+			mu.Lock()
+			got[i] = append(got[i], describe(prev))
+			mu.Unlock()
+			return true
+		}, KindTask, KindNode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Close()
+		subs = append(subs, sub)
+	}
+	nodeCreated := c.update(func(tx WriteTx) error { return tx.Create(mkNode("n2", "n2", "h2")) })
+	c.update(func(tx WriteTx) error {
+		n, _ := Get[*shoalv1.Node](tx, "n2")
+		n = proto.Clone(n).(*shoalv1.Node)
+		n.Status = &shoalv1.NodeStatus{Addr: "192.168.250.2:4243"}
+		return tx.Update(n)
+	})
+	taskCreated := c.update(func(tx WriteTx) error {
+		// On a network: offered to every node's session (routeNode).
+		task := mkTask("t1", "s1", "", shoalv1.TaskState_TASK_STATE_RUNNING, shoalv1.TaskState_TASK_STATE_PENDING)
+		task.Networks = []*shoalv1.NetworkAttachment{{NetworkId: "a", Address: "10.1.0.3/24"}}
+		return tx.Create(task)
+	})
+	assigned := c.update(func(tx WriteTx) error {
+		return tx.AssignTask("t1", taskCreated, "n2", &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_ASSIGNED})
+	})
+	running := c.update(func(tx WriteTx) error {
+		return tx.UpdateTaskStatus("t1", assigned, &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_RUNNING})
+	})
+	c.update(func(tx WriteTx) error {
+		cur, _ := Get[*shoalv1.Task](tx, "t1")
+		cur = proto.Clone(cur).(*shoalv1.Task)
+		cur.DesiredState = shoalv1.TaskState_TASK_STATE_SHUTDOWN
+		return tx.Update(cur)
+	})
+	c.update(func(tx WriteTx) error { return tx.Delete(KindTask, "t1", 0) })
+	want := []string{
+		"",
+		fmt.Sprintf("node v%d %q", nodeCreated, ""),
+		"",
+		fmt.Sprintf("task v%d TASK_STATE_PENDING on %q", taskCreated, ""),
+		fmt.Sprintf("task v%d TASK_STATE_ASSIGNED on %q", assigned, "n2"),
+		fmt.Sprintf("task v%d TASK_STATE_RUNNING on %q", running, "n2"),
+		"",
+	}
+	for i := range subs {
+		collect(t, subs[i], len(want))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i, nd := range c.nodes {
+		if !slices.Equal(got[i], want) {
+			t.Errorf("%s: the filter's prevs\n%q\nwant\n%q", nd.id, got[i], want)
+		}
+	}
+}
+
+// TestWatchRingPrevTaskSharesTheStoredOnes: the task a status update
+// replaced, kept in the ring, shares its spec and its networks with the
+// task stored now, so a ring of status updates keeps each old task's own
+// few fields alive, not a second copy of the tasks.
+func TestWatchRingPrevTaskSharesTheStoredOnes(t *testing.T) {
+	s := single(t, options{})
+	sub, err := s.WatchNode(context.Background(), 0, "n1", nil, KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	task := mkTask("t1", "s1", "n1", shoalv1.TaskState_TASK_STATE_RUNNING, shoalv1.TaskState_TASK_STATE_ASSIGNED)
+	task.Spec = &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: "demo", Env: []string{"A=" + strings.Repeat("x", 4096)}}}
+	task.Networks = []*shoalv1.NetworkAttachment{{NetworkId: "a", Address: "10.1.0.2/24"}}
+	v := mustUpdate(t, s, func(tx WriteTx) error { return tx.Create(task) })
+	mustUpdate(t, s, func(tx WriteTx) error {
+		return tx.UpdateTaskStatus("t1", v, &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_RUNNING})
+	})
+	s.hub.mu.Lock()
+	prev, _ := s.hub.ring[len(s.hub.ring)-1].prev.(*shoalv1.Task)
+	s.hub.mu.Unlock()
+	cur, _ := Get[*shoalv1.Task](s.View(), "t1")
+	if prev == nil || prev.GetStatus().GetState() != shoalv1.TaskState_TASK_STATE_ASSIGNED {
+		t.Fatalf("the ring keeps %v, want the ASSIGNED task", prev)
+	}
+	if prev.Spec != cur.Spec || len(prev.Networks) != 1 || len(cur.Networks) != 1 || prev.Networks[0] != cur.Networks[0] {
+		t.Errorf("the kept task does not share its spec and networks with the stored one")
 	}
 }

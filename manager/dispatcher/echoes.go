@@ -27,14 +27,23 @@ type echoes struct {
 	// sent is the last copy of each task the agent was sent (set or
 	// diff), what an echo is compared with.
 	sent map[string]*shoalv1.Task
+	// seen is the last version of each of the node's tasks on a network
+	// the session has seen (sent or not), what ownTaskChangesNetworks
+	// compares an event with.
+	seen map[string]*shoalv1.Task
 	// scratch is the task slice of the last diff sent, emptied, which
 	// forward builds the next one in (one allocation less per diff).
 	scratch []*shoalv1.Task
 }
 
 func newEchoes(nodeID string, set []*shoalv1.Task) *echoes {
-	e := &echoes{nodeID: nodeID, sent: make(map[string]*shoalv1.Task, len(set))}
+	e := &echoes{nodeID: nodeID, sent: make(map[string]*shoalv1.Task, len(set)), seen: map[string]*shoalv1.Task{}}
 	e.record(set, nil)
+	for _, t := range set {
+		if len(t.GetNetworks()) > 0 {
+			e.seen[t.GetMeta().GetId()] = t
+		}
+	}
 	return e
 }
 

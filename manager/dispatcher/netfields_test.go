@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/raftstore"
 )
 
 // TestServiceNetworksSame changes every field of a service, one at a
@@ -52,17 +53,6 @@ func TestServiceNetworksSame(t *testing.T) {
 	if len(want) != 3 || len(want["n1"]) != 2 {
 		t.Fatalf("the base cluster's states: %d nodes, n1 on %d networks; want 3 nodes (n3 by the ingress port), n1 on 2", len(want), len(want["n1"]))
 	}
-	sameStates := func(a, b map[string][]*shoalv1.NetworkState) bool {
-		if len(a) != len(b) {
-			return false
-		}
-		for node, s := range a {
-			if !slices.EqualFunc(s, b[node], func(x, y *shoalv1.NetworkState) bool { return proto.Equal(x, y) }) {
-				return false
-			}
-		}
-		return true
-	}
 	mutations, statesMoved := 0, 0
 	calledSame := map[string]bool{}
 	for n := 0; ; n++ {
@@ -77,7 +67,7 @@ func TestServiceNetworksSame(t *testing.T) {
 		}
 		mutations++
 		same := serviceNetworksSame(base, c)
-		if !sameStates(want, cluster(c)) {
+		if !statesEqual(want, cluster(c)) {
 			statesMoved++
 			if same {
 				t.Errorf("%s changed: the network states changed, but serviceNetworksSame says the same", path)
@@ -236,4 +226,175 @@ func intOf(v protoreflect.Value) int64 {
 		return int64(x)
 	}
 	return 0
+}
+
+// statesEqual says whether two clusters' network states (AllNodeNetworks)
+// are equal.
+func statesEqual(a, b map[string][]*shoalv1.NetworkState) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for node, s := range a {
+		if !slices.EqualFunc(s, b[node], func(x, y *shoalv1.NetworkState) bool { return proto.Equal(x, y) }) {
+			return false
+		}
+	}
+	return true
+}
+
+// checkSameAgainstStates walks every change of one field of base (any
+// depth: mutateNth) plus the given variants, and fails where the
+// cluster's network states (states(variant)) differ from base's while
+// same(base, variant) says the same. It returns the paths called the
+// same and how many changes moved the states.
+func checkSameAgainstStates[T proto.Message](t *testing.T, name string, base T, variants map[string]func(T), states func(T) map[string][]*shoalv1.NetworkState, same func(a, b T) bool) (map[string]bool, int) {
+	t.Helper()
+	want := states(base)
+	calledSame := map[string]bool{}
+	moved := 0
+	check := func(path string, c T) {
+		s := same(base, c)
+		if !statesEqual(want, states(c)) {
+			moved++
+			if s {
+				t.Errorf("%s changed: the network states changed, but it is called the same", path)
+			}
+		}
+		if s {
+			calledSame[path] = true
+		}
+	}
+	mutations := 0
+	for n := 0; ; n++ {
+		c := proto.Clone(base).(T)
+		k := n
+		path, ok := mutateNth(c.ProtoReflect(), &k, name, 0)
+		if !ok {
+			break
+		}
+		if path == name+".meta.id" {
+			continue // another object, not another version of this one
+		}
+		mutations++
+		check(path, c)
+	}
+	for path, change := range variants {
+		c := proto.Clone(base).(T)
+		change(c)
+		check(path, c)
+	}
+	if mutations < 20 {
+		t.Fatalf("%d mutations: the walk missed most of the %s", mutations, name)
+	}
+	return calledSame, moved
+}
+
+// TestTaskNetworksSame: no change of a task that taskNetworksSame calls
+// the same changes the cluster's network states (a session skips such an
+// update, so a field the states read and the comparison misses would
+// leave every agent with a stale state); every task state and health,
+// both desired states, are tried on a running task and on one that ended;
+// and the updates it is for (a status message, a failing streak, an
+// ended task's desired state) are called the same.
+func TestTaskNetworksSame(t *testing.T) {
+	bridge := mkNet("b")
+	bridge.Spec.Driver = "bridge"
+	svc := mkSvc("s1", "vip", map[string]string{"a": "10.1.0.2/24"}, "a", "b")
+	states := func(task *shoalv1.Task) map[string][]*shoalv1.NetworkState {
+		return AllNodeNetworks(objs(
+			mkNode("n1", "192.168.250.1:4243", ready), mkNode("n2", "192.168.250.2:4243", ready),
+			mkNet("a"), bridge, svc, task,
+			mkNetTask("t2", "s1", "n2", stRunning, "a=10.1.0.4/24"),
+		))
+	}
+	running := mkNetTask("t1", "s1", "n1", stRunning, "a=10.1.0.3/24", "b=10.2.0.3/24")
+	running.Meta.Version = 9
+	running.Slot = 1
+	running.Networks[0].Aliases = []string{"www"}
+	running.Status.Message = "started"
+	running.Status.Health = shoalv1.TaskHealth_TASK_HEALTH_HEALTHY
+	running.Status.HealthFailingStreak = 1
+	running.Spec = &shoalv1.TaskSpec{Container: &shoalv1.ContainerSpec{Image: "demo"}}
+	ended := proto.Clone(running).(*shoalv1.Task)
+	ended.Status.State = stFailed
+	variants := map[string]func(*shoalv1.Task){}
+	for v := range shoalv1.TaskState_name {
+		st := shoalv1.TaskState(v)
+		variants["status.state="+st.String()] = func(t *shoalv1.Task) { t.Status.State = st }
+		variants["desired_state="+st.String()] = func(t *shoalv1.Task) { t.DesiredState = st }
+	}
+	for v := range shoalv1.TaskHealth_name {
+		h := shoalv1.TaskHealth(v)
+		variants["status.health="+h.String()] = func(t *shoalv1.Task) { t.Status.Health = h }
+	}
+	variants["node_id="] = func(t *shoalv1.Task) { t.NodeId = "" }
+	variants["node_id=n2"] = func(t *shoalv1.Task) { t.NodeId = "n2" }
+	variants["networks=nil"] = func(t *shoalv1.Task) { t.Networks = nil }
+	variants["networks[0].address="] = func(t *shoalv1.Task) { t.Networks[0].Address = "" }
+
+	calledSame, moved := checkSameAgainstStates(t, "task", running, variants, states, taskNetworksSame)
+	if moved < 10 {
+		t.Fatalf("only %d changes of a running task moved the states", moved)
+	}
+	for _, p := range []string{"task.status.message", "task.status.health_failing_streak", "task.status.timestamp", "task.meta.version", "task.slot", "task.spec.container.image"} {
+		if !calledSame[p] {
+			t.Errorf("running task: %s changed: called different (a write that changes no network state would wake every session)", p)
+		}
+	}
+	calledSame, _ = checkSameAgainstStates(t, "task", ended, variants, states, taskNetworksSame)
+	for _, p := range []string{"task.status.message", "desired_state=TASK_STATE_SHUTDOWN", "task.networks[0].address", "node_id="} {
+		if !calledSame[p] {
+			t.Errorf("ended task: %s changed: called different", p)
+		}
+	}
+	// The pointer shortcut: attachments shared, state moved.
+	c := proto.Clone(running).(*shoalv1.Task)
+	c.Networks = running.Networks
+	c.Status.State = shoalv1.TaskState_TASK_STATE_STARTING
+	if taskNetworksSame(running, c) {
+		t.Error("attachments shared and the state moved: called the same")
+	}
+}
+
+// TestNodeNetworksSame: as TestTaskNetworksSame for a node that has a
+// task on an overlay network, and one that has none while a service
+// publishes an ingress port (every node not DOWN takes part); every node
+// state is tried; a node's labels, availability and gossip state are
+// called the same.
+func TestNodeNetworksSame(t *testing.T) {
+	ingress := mkSvc("s2", "vip", map[string]string{"a": "10.1.0.9/24"}, "a")
+	ingress.Spec.Endpoint.Ports = []*shoalv1.PortConfig{{Protocol: "tcp", TargetPort: 80, PublishedPort: 8080}}
+	for _, withIngress := range []bool{false, true} {
+		states := func(n *shoalv1.Node) map[string][]*shoalv1.NetworkState {
+			os := []raftstore.Object{n, mkNode("n2", "192.168.250.2:4243", ready), mkNet("a"),
+				mkSvc("s1", "vip", map[string]string{"a": "10.1.0.2/24"}, "a"),
+				mkNetTask("t1", "s1", "n1", stRunning, "a=10.1.0.3/24"), mkNetTask("t2", "s1", "n2", stRunning, "a=10.1.0.4/24")}
+			if withIngress {
+				// n1 runs nothing of s2, yet answers its port.
+				os = append(os, ingress, mkNetTask("t3", "s2", "n2", stRunning, "a=10.1.0.5/24"))
+			}
+			return AllNodeNetworks(objs(os...))
+		}
+		base := mkNode("n1", "192.168.250.1:4243", ready)
+		base.Meta.Version = 4
+		base.Spec.Labels = map[string]string{"zone": "a"}
+		base.Status.GossipState = "alive"
+		base.Status.GossipAddr = "192.168.250.1:7946"
+		variants := map[string]func(*shoalv1.Node){}
+		for v := range shoalv1.NodeState_name {
+			st := shoalv1.NodeState(v)
+			variants["status.state="+st.String()] = func(n *shoalv1.Node) { n.Status.State = st }
+		}
+		variants["status.addr=port"] = func(n *shoalv1.Node) { n.Status.Addr = "192.168.250.1:5000" }
+		variants["status.addr=host"] = func(n *shoalv1.Node) { n.Status.Addr = "192.168.250.7:4243" }
+		calledSame, moved := checkSameAgainstStates(t, "node", base, variants, states, nodeNetworksSame)
+		if moved < 2 {
+			t.Fatalf("ingress %v: only %d changes of the node moved the states", withIngress, moved)
+		}
+		for _, p := range []string{"node.spec.labels", "node.status.gossip_state", "node.status.last_heartbeat", "node.meta.version", "status.addr=port"} {
+			if !calledSame[p] {
+				t.Errorf("ingress %v: %s changed: called different", withIngress, p)
+			}
+		}
+	}
 }

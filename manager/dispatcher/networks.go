@@ -375,6 +375,18 @@ type networkTracker struct {
 	sent map[string]*shoalv1.NetworkState // by network id
 }
 
+// hasEndpoint says whether a state sent lists task id as an endpoint.
+func (nt *networkTracker) hasEndpoint(id string) bool {
+	for _, ns := range nt.sent {
+		for _, ep := range ns.GetEndpoints() {
+			if ep.GetTaskId() == id {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // diff returns the messages that bring the agent from what was sent to
 // states (full: everything, replacing what it has), and records states as
 // sent.
@@ -489,6 +501,78 @@ func serviceNetworksSame(a, b *shoalv1.Service) bool {
 	}
 	at, bt := as.GetTask(), bs.GetTask()
 	return at == bt || slices.EqualFunc(at.GetNetworks(), bt.GetNetworks(), func(x, y *shoalv1.NetworkAttachmentConfig) bool { return same(x, y) })
+}
+
+// taskOnNetworks reports whether task t takes part in the network states
+// (AllNodeNetworks reads only such tasks): attached to a network, with
+// live addresses (endpointState).
+func taskOnNetworks(t *shoalv1.Task) bool {
+	return len(t.GetNetworks()) > 0 && endpointState(t)
+}
+
+// taskNetworksSame says whether tasks a and b (two versions of one task)
+// are alike in all that the network states read of a task
+// (AllNodeNetworks): whether it takes part (taskOnNetworks) and, if it
+// does, its node, service, attachments, endpoint state and health. A
+// status message, a failing streak, a task's updates after it ended:
+// none of them changes a node's network state. A field read there and
+// not compared here would leave agents with a stale state
+// (TestTaskNetworksSame changes every field of a task and checks this
+// against AllNodeNetworks). The attachments are compared by pointer
+// first: a status update shares them with the stored task.
+func taskNetworksSame(a, b *shoalv1.Task) bool {
+	on := taskOnNetworks(a)
+	if on != taskOnNetworks(b) {
+		return false
+	}
+	if !on {
+		return true
+	}
+	if a.GetMeta().GetId() != b.GetMeta().GetId() || a.GetNodeId() != b.GetNodeId() ||
+		a.GetServiceId() != b.GetServiceId() || a.GetServiceName() != b.GetServiceName() ||
+		endpointTaskState(a) != endpointTaskState(b) || a.GetStatus().GetHealth() != b.GetStatus().GetHealth() {
+		return false
+	}
+	return slices.EqualFunc(a.GetNetworks(), b.GetNetworks(), func(x, y *shoalv1.NetworkAttachment) bool { return x == y || proto.Equal(x, y) })
+}
+
+// nodeNetworksSame says whether nodes a and b (two versions of one node)
+// are alike in all that the network states read of a node
+// (AllNodeNetworks): its underlay address and whether it is DOWN. Its
+// labels, availability, heartbeats' bookkeeping and gossip state change
+// no network state (TestNodeNetworksSame, as TestTaskNetworksSame).
+func nodeNetworksSame(a, b *shoalv1.Node) bool {
+	down := func(n *shoalv1.Node) bool { return n.GetStatus().GetState() == shoalv1.NodeState_NODE_STATE_DOWN }
+	return a.GetMeta().GetId() == b.GetMeta().GetId() && underlayAddr(a) == underlayAddr(b) && down(a) == down(b)
+}
+
+// eventChangesNetworks says whether ev may change some node's network
+// state, given prev, the object an update replaced (the store gives it
+// for updates only; nil when unknown): an update of a task, a node or a
+// service only if it changed what the states read of it
+// (taskNetworksSame, nodeNetworksSame, serviceNetworksSame); a creation
+// or deletion of a task only if the task takes part (before, or after,
+// it was not there); the rest always.
+func eventChangesNetworks(ev *shoalv1.WatchEvent, prev raftstore.Object) bool {
+	switch o := ev.GetObject().GetObject().(type) {
+	case *shoalv1.StoreObject_Task:
+		if old, ok := prev.(*shoalv1.Task); ok {
+			return !taskNetworksSame(old, o.Task)
+		}
+		switch ev.GetAction() {
+		case shoalv1.WatchAction_WATCH_ACTION_CREATE, shoalv1.WatchAction_WATCH_ACTION_DELETE:
+			return taskOnNetworks(o.Task)
+		}
+	case *shoalv1.StoreObject_Node:
+		if old, ok := prev.(*shoalv1.Node); ok {
+			return !nodeNetworksSame(old, o.Node)
+		}
+	case *shoalv1.StoreObject_Service:
+		if old, ok := prev.(*shoalv1.Service); ok {
+			return !serviceNetworksSame(old, o.Service)
+		}
+	}
+	return true
 }
 
 // hasIngressPort reports whether a service publishes a port in ingress

@@ -200,46 +200,54 @@ func (d *Dispatcher) Session(stream shoalv1.Dispatcher_SessionServer) error {
 }
 
 // sessionEvents selects the store events a node's session acts on: its
-// own tasks and node, the tasks of networks (their endpoints are peers of
-// every node on the network), the other nodes once the cluster has had a
-// network (endpoints carry their nodes' state), and every event of the
-// other kinds. Filtering in the store's hub keeps a burst of other nodes'
-// tasks from costing every session a hand-off per task: with thousands of
-// sessions that was most of the leader's CPU (see docs/benchmarks-history.md,
-// "Scheduler at scale"). Other nodes' events changed nothing for a session without
-// networks, yet each session opening (a node event) reached every session:
-// O(N²) wake-ups while 5,000 nodes connected.
+// own tasks and node, the other events that may change a network state
+// (eventChangesNetworks), and every event of the other kinds. Filtering
+// in the store's hub keeps a burst of other nodes' tasks from costing
+// every session a hand-off per task: with thousands of sessions that was
+// most of the leader's CPU (see docs/benchmarks-history.md, "Scheduler at
+// scale"). Other nodes' events changed nothing for a session without
+// networks, yet each session opening (a node event) reached every
+// session: O(N²) wake-ups while 5,000 nodes connected.
 //
 // shared.nets is set, for good, once the cluster is seen to have a
 // network: by a session's view when it starts, or by this filter when a
-// network event passes it. A subscription's filter sees its events in index order, so a
-// node event after a network's creation always finds nets set.
+// network event passes it. A subscription's filter sees its events in
+// index order, so a node event after a network's creation always finds
+// nets set. Before it, other nodes and services matter to no session.
 //
-// A service matters to a session only through the network states (its
-// name, endpoint, networks and VIPs: serviceNetworksSame), so a service
-// event is skipped before the cluster has a network, and an update is
-// skipped when it leaves those as they were (prev, the service it
-// replaced): a label or replica write reached every session, and each
-// woke to recompute and compare the network states for nothing — with
-// 200 sessions 64 µs of the leader's CPU per write besides the write's
-// own 23 (BenchmarkServiceWriteOverSessions).
+// Of the rest, only what changes a network state wakes a session: a
+// service write changing its name, endpoint, networks or VIPs; a task
+// taking part in the states whose endpoint changed (not its status
+// message, failing streak, creation before it has addresses, its updates
+// and deletion once ended); a node whose underlay address or DOWN state
+// changed (not a session opening, a label, a gossip state). prev, the
+// object an update replaced, tells; without it (an event replayed from
+// before the store kept prevs) the session takes the event. Each of
+// these woke every session, which recomputed and compared the network
+// states for nothing: with 200 sessions a label write cost 64 µs of the
+// leader's CPU besides the write's own 23 (BenchmarkServiceWriteOverSessions),
+// a task's status message and its updates once ended … (BenchmarkTaskLifecycleOverSessions).
 func sessionEvents(nodeID string, shared *filterShared) raftstore.KeepFunc {
 	nets := &shared.nets
 	return func(ev *shoalv1.WatchEvent, prev raftstore.Object) bool {
 		switch o := ev.GetObject().GetObject().(type) {
 		case *shoalv1.StoreObject_Task:
 			t := o.Task
-			return t.GetNodeId() == nodeID || len(t.GetNetworks()) > 0
+			if t.GetNodeId() == nodeID {
+				return true
+			}
+			// Off any network: only if it was on one (its attachments
+			// dropped), which prev tells (taskNetworksSame).
+			return (len(t.GetNetworks()) > 0 || prev != nil) && shared.changesNetworks(ev, prev)
 		case *shoalv1.StoreObject_Node:
-			return o.Node.GetMeta().GetId() == nodeID || nets.Load()
+			if o.Node.GetMeta().GetId() == nodeID {
+				return true
+			}
+			return nets.Load() && shared.changesNetworks(ev, prev)
 		case *shoalv1.StoreObject_Network:
 			nets.Store(true)
 		case *shoalv1.StoreObject_Service:
-			if !nets.Load() {
-				return false
-			}
-			old, ok := prev.(*shoalv1.Service)
-			return !ok || !shared.serviceUpdateSame(ev, old, o.Service)
+			return nets.Load() && shared.changesNetworks(ev, prev)
 		}
 		return true
 	}
@@ -250,34 +258,35 @@ type filterShared struct {
 	// nets: the cluster has had a network, so other nodes' events and
 	// services matter to every session.
 	nets atomic.Bool
-	// verdict is the last service update a filter compared. The answer
-	// reads no node, and the store offers an event to every session's
+	// verdict is the last event a filter judged (eventChangesNetworks).
+	// The answer is the same for every session (their own tasks and node
+	// are kept before), and the store offers an event to every session's
 	// filter in turn, on the FSM's goroutine under its hub's lock:
-	// compared per session, a whole update (UpdateService, the
+	// compared per session, a whole service update (UpdateService, the
 	// orchestrator's update status) seen by 5,000 sessions took 10 ms
 	// there, and a label patched on a service with a VIP (the entry's copy
 	// of the VIPs, compared in full) took more of the leader's CPU than the
 	// wake-ups it spared (BenchmarkVIPServiceWriteOverSessions).
-	verdict atomic.Pointer[serviceVerdict]
+	verdict atomic.Pointer[eventVerdict]
 }
 
-// serviceVerdict is serviceNetworksSame's answer for one event and the
-// service it replaced (held, so the pointers are never reused meanwhile).
-type serviceVerdict struct {
-	ev   *shoalv1.WatchEvent
-	prev *shoalv1.Service
-	same bool
+// eventVerdict is eventChangesNetworks's answer for one event and the
+// object it replaced (held, so the pointers are never reused meanwhile).
+type eventVerdict struct {
+	ev      *shoalv1.WatchEvent
+	prev    raftstore.Object
+	changes bool
 }
 
-// serviceUpdateSame is serviceNetworksSame(prev, cur) for the update ev,
-// compared once for all the sessions it is offered to.
-func (f *filterShared) serviceUpdateSame(ev *shoalv1.WatchEvent, prev, cur *shoalv1.Service) bool {
+// changesNetworks is eventChangesNetworks(ev, prev), judged once for all
+// the sessions ev is offered to.
+func (f *filterShared) changesNetworks(ev *shoalv1.WatchEvent, prev raftstore.Object) bool {
 	if v := f.verdict.Load(); v != nil && v.ev == ev && v.prev == prev {
-		return v.same
+		return v.changes
 	}
-	same := serviceNetworksSame(prev, cur)
-	f.verdict.Store(&serviceVerdict{ev: ev, prev: prev, same: same})
-	return same
+	changes := eventChangesNetworks(ev, prev)
+	f.verdict.Store(&eventVerdict{ev: ev, prev: prev, changes: changes})
+	return changes
 }
 
 // maxScratchUpserts is the largest capacity of diff slice a session keeps
@@ -304,7 +313,19 @@ func (d *Dispatcher) forward(stream shoalv1.Dispatcher_SessionServer, nodeID str
 			clusterChanged = true // gossip keys may have rotated
 			return
 		}
-		netDirty = netDirty || networkRelevant(ev)
+		if t := ev.GetObject().GetTask(); t != nil && t.GetNodeId() == nodeID && len(t.GetNetworks()) > 0 {
+			netDirty = ownTaskChangesNetworks(ev, t, ech.seen) || netDirty // records t: called for each
+		} else if t != nil {
+			// A task off any network changes a state if it was on one
+			// (its attachments dropped): the node's own, when last seen;
+			// another node's, an endpoint the agent was sent.
+			id := t.GetMeta().GetId()
+			_, was := ech.seen[id]
+			delete(ech.seen, id)
+			netDirty = netDirty || was || networkRelevant(ev) || t.GetNodeId() != nodeID && nets.hasEndpoint(id)
+		} else {
+			netDirty = netDirty || networkRelevant(ev)
+		}
 		if n := ev.GetObject().GetNode(); n != nil {
 			if n.GetMeta().GetId() == nodeID {
 				if ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_DELETE {
@@ -379,6 +400,32 @@ func (d *Dispatcher) forward(stream shoalv1.Dispatcher_SessionServer, nodeID str
 		return d.sendNetworks(stream, d.cfg.Store.View(), nodeID, nets, false)
 	}
 	return nil
+}
+
+// ownTaskChangesNetworks says whether ev, an event of t, a task of the
+// session's own node on a network, may change a network state, and
+// records t in seen: the session takes all of its node's tasks (its
+// filter cannot skip them), and recomputing the cluster's states for each
+// (a status message, a failing streak, an update once it ended) cost as
+// much as the wake-ups the filter spares the other sessions. The version
+// it replaced is the one seen last (echoes.seen): not the one last sent
+// to the agent, which a version that was not sent (the task moved off
+// the node and back, or not assigned for a while) leaves behind
+// (TestOwnTaskBackAfterAVersionNotSentReview); without it, it may have
+// changed.
+func ownTaskChangesNetworks(ev *shoalv1.WatchEvent, t *shoalv1.Task, seen map[string]*shoalv1.Task) bool {
+	id := t.GetMeta().GetId()
+	prev := seen[id]
+	switch ev.GetAction() {
+	case shoalv1.WatchAction_WATCH_ACTION_DELETE:
+		delete(seen, id)
+		return taskOnNetworks(t)
+	case shoalv1.WatchAction_WATCH_ACTION_CREATE:
+		seen[id] = t
+		return taskOnNetworks(t)
+	}
+	seen[id] = t
+	return prev == nil || !taskNetworksSame(prev, t)
 }
 
 // checkHello refuses a hello that breaks specrules.AgentHello, before

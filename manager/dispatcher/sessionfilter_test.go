@@ -74,6 +74,67 @@ func TestSessionEvents(t *testing.T) {
 	}
 }
 
+// TestSessionEventsTasksAndNodes: once the cluster has a network, another
+// node's task on a network is kept when it is created or deleted taking
+// part in the network states, and when an update changes what the states
+// read of it; its status message, an update once it ended, a creation
+// before it is on a node, are dropped; another node is kept when its
+// underlay address or DOWN state changes, not for a label. Without prev
+// (an event the store published with none) every such event is kept, and
+// a session's own task or node always is.
+func TestSessionEventsTasksAndNodes(t *testing.T) {
+	var shared filterShared
+	shared.nets.Store(true)
+	keep := sessionEvents("n1", &shared)
+	taskEv := func(action shoalv1.WatchAction, tk *shoalv1.Task) *shoalv1.WatchEvent {
+		return &shoalv1.WatchEvent{Action: action, Object: raftstore.Wrap(tk)}
+	}
+	create, update, del := shoalv1.WatchAction_WATCH_ACTION_CREATE, shoalv1.WatchAction_WATCH_ACTION_UPDATE, shoalv1.WatchAction_WATCH_ACTION_DELETE
+	running := mkNetTask("t1", "s1", "n2", stRunning, "a=10.1.0.3/24")
+	messaged := proto.Clone(running).(*shoalv1.Task)
+	messaged.Status.Message = "still up"
+	starting := proto.Clone(running).(*shoalv1.Task)
+	starting.Status.State = shoalv1.TaskState_TASK_STATE_STARTING
+	failed := proto.Clone(running).(*shoalv1.Task)
+	failed.Status.State = stFailed
+	failedRemoved := proto.Clone(failed).(*shoalv1.Task)
+	failedRemoved.DesiredState = shoalv1.TaskState_TASK_STATE_REMOVE
+	pending := mkNetTask("t2", "s1", "", stPending, "a=10.1.0.4/24")
+	own := mkNetTask("t3", "s1", "n1", stFailed, "a=10.1.0.5/24")
+	nodeAt := func(addr string, st shoalv1.NodeState, labels map[string]string) *shoalv1.Node {
+		n := mkNode("n2", addr, st)
+		n.Spec.Labels = labels
+		return n
+	}
+	n2 := nodeAt("192.168.250.2:4243", ready, nil)
+	for _, c := range []struct {
+		name string
+		ev   *shoalv1.WatchEvent
+		prev raftstore.Object
+		want bool
+	}{
+		{"task created running", taskEv(create, running), nil, true},
+		{"task created pending, on no node", taskEv(create, pending), nil, false},
+		{"task deleted running", taskEv(del, running), nil, true},
+		{"task deleted once ended", taskEv(del, failed), nil, false},
+		{"task's status message", taskEv(update, messaged), running, false},
+		{"task's state", taskEv(update, starting), running, true},
+		{"task ended", taskEv(update, failed), running, true},
+		{"task updated once ended", taskEv(update, failedRemoved), failed, false},
+		{"task updated, no prev", taskEv(update, messaged), nil, true},
+		{"own task updated once ended", taskEv(update, own), own, true},
+		{"node labelled", &shoalv1.WatchEvent{Action: update, Object: raftstore.Wrap(nodeAt("192.168.250.2:4243", ready, map[string]string{"k": "v"}))}, n2, false},
+		{"node's address", &shoalv1.WatchEvent{Action: update, Object: raftstore.Wrap(nodeAt("192.168.250.9:4243", ready, nil))}, n2, true},
+		{"node down", &shoalv1.WatchEvent{Action: update, Object: raftstore.Wrap(nodeAt("192.168.250.2:4243", shoalv1.NodeState_NODE_STATE_DOWN, nil))}, n2, true},
+		{"node updated, no prev", &shoalv1.WatchEvent{Action: update, Object: raftstore.Wrap(n2)}, nil, true},
+		{"node created", &shoalv1.WatchEvent{Action: create, Object: raftstore.Wrap(n2)}, nil, true},
+	} {
+		if got := keep(c.ev, c.prev); got != c.want {
+			t.Errorf("%s: kept %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
 func svcEvent(s *shoalv1.Service) *shoalv1.WatchEvent {
 	return &shoalv1.WatchEvent{Object: &shoalv1.StoreObject{Object: &shoalv1.StoreObject_Service{Service: s}}}
 }

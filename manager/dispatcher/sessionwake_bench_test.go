@@ -168,24 +168,9 @@ func BenchmarkServiceWriteOverSessions(b *testing.B) {
 }
 
 // benchLabelWrites writes service's label once per op with N sessions
-// open and reports the process's CPU and the events the sessions took,
-// per write.
+// open (benchWrites).
 func benchLabelWrites(b *testing.B, sessions int, service string) {
-	r := newSessionRig(b, sessions)
-	settle(b)
-	var before, after syscall.Rusage
-	taken := r.d.sessionEventsTaken.Load()
-	syscall.Getrusage(syscall.RUSAGE_SELF, &before)
-	seq := 0
-	for b.Loop() {
-		seq++
-		r.patchLabel(b, service, fmt.Sprint(seq))
-	}
-	settle(b)
-	syscall.Getrusage(syscall.RUSAGE_SELF, &after)
-	cpu := time.Duration(after.Utime.Nano() + after.Stime.Nano() - before.Utime.Nano() - before.Stime.Nano())
-	b.ReportMetric(float64(cpu.Microseconds())/float64(seq), "cpu-µs/write")
-	b.ReportMetric(float64(r.d.sessionEventsTaken.Load()-taken)/float64(seq), "events/write")
+	benchWrites(b, sessions, "write", func(r *sessionRig, seq int) { r.patchLabel(b, service, fmt.Sprint(seq)) })
 }
 
 // settle waits until the sessions have done what the writes gave them:
@@ -205,5 +190,91 @@ func settle(b *testing.B) {
 		if time.Now().After(deadline) {
 			b.Fatalf("the sessions did not settle in %v", waitFor)
 		}
+	}
+}
+
+// BenchmarkTaskLifecycleOverSessions: what one task's life on an overlay
+// network costs a leader with N agents' sessions open (the cluster of
+// newSessionRig): created, given addresses, assigned, ACCEPTED,
+// PREPARING, STARTING, RUNNING, a status message, stopped, SHUTDOWN,
+// updated once ended, deleted — 12 writes, as the orchestrator, the
+// allocator and an agent make them (taskLife). cpu-µs/life is the whole
+// process's CPU per life; events/life counts the events the sessions took.
+func BenchmarkTaskLifecycleOverSessions(b *testing.B) {
+	for _, n := range []int{0, 50, 200} {
+		b.Run(fmt.Sprintf("sessions=%d", n), func(b *testing.B) {
+			node := "n000"
+			if n == 0 {
+				node = "nowhere"
+			}
+			benchWrites(b, n, "life", func(r *sessionRig, seq int) { taskLife(b, r.s, fmt.Sprintf("life%d", seq), node) })
+		})
+	}
+}
+
+// BenchmarkTaskStatusMessageOverSessions: a status update of a running
+// task on an overlay network that changes no network state (its message,
+// as a failing streak or a report repeated after an agent restart) with
+// N sessions open; only the task's own node's session needs it.
+func BenchmarkTaskStatusMessageOverSessions(b *testing.B) {
+	for _, n := range []int{1, 50, 200} { // t000 is n000's
+		b.Run(fmt.Sprintf("sessions=%d", n), func(b *testing.B) {
+			benchWrites(b, n, "write", func(r *sessionRig, seq int) {
+				taskStatus(b, r.s, "t000", &shoalv1.TaskStatus{State: stRunning, Message: fmt.Sprint(seq)})
+			})
+		})
+	}
+}
+
+// benchWrites runs write once per op (a unit: a write, a life) with N
+// sessions open (newSessionRig) and reports the process's CPU and the
+// events the sessions took, per op.
+func benchWrites(b *testing.B, sessions int, unit string, write func(r *sessionRig, seq int)) {
+	r := newSessionRig(b, sessions)
+	settle(b)
+	var before, after syscall.Rusage
+	taken := r.d.sessionEventsTaken.Load()
+	syscall.Getrusage(syscall.RUSAGE_SELF, &before)
+	seq := 0
+	for b.Loop() {
+		seq++
+		write(r, seq)
+	}
+	settle(b)
+	syscall.Getrusage(syscall.RUSAGE_SELF, &after)
+	cpu := time.Duration(after.Utime.Nano() + after.Stime.Nano() - before.Utime.Nano() - before.Stime.Nano())
+	b.ReportMetric(float64(cpu.Microseconds())/float64(seq), "cpu-µs/"+unit)
+	b.ReportMetric(float64(r.d.sessionEventsTaken.Load()-taken)/float64(seq), "events/"+unit)
+}
+
+// taskLife writes the life of task id of service web on node (see
+// BenchmarkTaskLifecycleOverSessions).
+func taskLife(tb testing.TB, s *raftstore.Store, id, node string) {
+	tb.Helper()
+	if _, err := s.Update(context.Background(), func(tx raftstore.WriteTx) error {
+		return tx.Create(&shoalv1.Task{Meta: &shoalv1.Meta{Id: id}, ServiceId: "web", ServiceName: "svc-web",
+			DesiredState: stRunning, Status: &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_NEW}})
+	}); err != nil {
+		tb.Fatal(err)
+	}
+	taskWrite(tb, s, id, func(x *shoalv1.Task) {
+		x.Networks = []*shoalv1.NetworkAttachment{{NetworkId: "a", Address: "10.1.1.1/24", Mac: "m-" + id}}
+		x.Status = &shoalv1.TaskStatus{State: stPending}
+	})
+	if _, err := s.Update(context.Background(), func(tx raftstore.WriteTx) error {
+		cur, _ := raftstore.Get[*shoalv1.Task](tx, id)
+		return tx.AssignTask(id, cur.GetMeta().GetVersion(), node, &shoalv1.TaskStatus{State: stAssigned})
+	}); err != nil {
+		tb.Fatal(err)
+	}
+	for _, st := range []shoalv1.TaskState{shoalv1.TaskState_TASK_STATE_ACCEPTED, shoalv1.TaskState_TASK_STATE_PREPARING, shoalv1.TaskState_TASK_STATE_STARTING, stRunning} {
+		taskStatus(tb, s, id, &shoalv1.TaskStatus{State: st})
+	}
+	taskStatus(tb, s, id, &shoalv1.TaskStatus{State: stRunning, Message: "up"})
+	taskWrite(tb, s, id, func(x *shoalv1.Task) { x.DesiredState = shoalv1.TaskState_TASK_STATE_SHUTDOWN })
+	taskStatus(tb, s, id, &shoalv1.TaskStatus{State: shoalv1.TaskState_TASK_STATE_SHUTDOWN})
+	taskWrite(tb, s, id, func(x *shoalv1.Task) { x.DesiredState = shoalv1.TaskState_TASK_STATE_REMOVE })
+	if _, err := s.Update(context.Background(), func(tx raftstore.WriteTx) error { return tx.Delete(raftstore.KindTask, id, 0) }); err != nil {
+		tb.Fatal(err)
 	}
 }
