@@ -62,9 +62,10 @@ bench:
 
 # The README's writes table: six runs of the throughput cells (3 managers vs
 # a 3-member etcd), ranges and medians; BASE=path/to/other/shoal interleaves
-# another build. Reports in bench-runs/ (emptied first).
+# another build; ETCD_TLS=1 runs etcd with mutual TLS as shoal has. Reports
+# in bench-runs/ (emptied first).
 bench-writes: build
-	rm -rf bench-runs && cd bench && $(GO) run . -shoal-bin ../$(BIN) -managers 3 -only all -runs 6 -json-dir ../bench-runs $(if $(BASE),-base-bin $(abspath $(BASE)))
+	rm -rf bench-runs && cd bench && $(GO) run . -shoal-bin ../$(BIN) -managers 3 -only all -runs 6 -json-dir ../bench-runs $(if $(BASE),-base-bin $(abspath $(BASE))) $(if $(ETCD_TLS),-etcd-tls)
 
 # Container lifecycle of the embedded runtime vs the runc CLI, same rootfs,
 # interleaved, 100 each (root).
