@@ -227,13 +227,29 @@ func BenchmarkTaskStatusMessageOverSessions(b *testing.B) {
 }
 
 // benchWrites runs write once per op (a unit: a write, a life) with N
-// sessions open (newSessionRig) and reports the process's CPU and the
-// events the sessions took, per op.
+// sessions open (newSessionRig) and reports, per op, the process's CPU,
+// the events the sessions took, the network states computed (netCache)
+// and the Networks messages the agents received: a session that keeps up
+// with the writer sends each state, one that lags sends only the newest,
+// and the CPU follows the messages (docs/performance.md, "Review of
+// s15-taskprev"), so compare builds at equal netmsgs.
 func benchWrites(b *testing.B, sessions int, unit string, write func(r *sessionRig, seq int)) {
 	r := newSessionRig(b, sessions)
+	msgs := func() int64 {
+		var n int64
+		for i := range r.networks {
+			n += r.networks[i].Load()
+		}
+		return n
+	}
+	computed := func() int {
+		r.d.nets.mu.Lock()
+		defer r.d.nets.mu.Unlock()
+		return r.d.nets.computed
+	}
 	settle(b)
 	var before, after syscall.Rusage
-	taken := r.d.sessionEventsTaken.Load()
+	taken, c0, m0 := r.d.sessionEventsTaken.Load(), computed(), msgs()
 	syscall.Getrusage(syscall.RUSAGE_SELF, &before)
 	seq := 0
 	for b.Loop() {
@@ -243,8 +259,11 @@ func benchWrites(b *testing.B, sessions int, unit string, write func(r *sessionR
 	settle(b)
 	syscall.Getrusage(syscall.RUSAGE_SELF, &after)
 	cpu := time.Duration(after.Utime.Nano() + after.Stime.Nano() - before.Utime.Nano() - before.Stime.Nano())
-	b.ReportMetric(float64(cpu.Microseconds())/float64(seq), "cpu-µs/"+unit)
-	b.ReportMetric(float64(r.d.sessionEventsTaken.Load()-taken)/float64(seq), "events/"+unit)
+	f := float64(seq)
+	b.ReportMetric(float64(cpu.Microseconds())/f, "cpu-µs/"+unit)
+	b.ReportMetric(float64(r.d.sessionEventsTaken.Load()-taken)/f, "events/"+unit)
+	b.ReportMetric(float64(computed()-c0)/f, "computed/"+unit)
+	b.ReportMetric(float64(msgs()-m0)/f, "netmsgs/"+unit)
 }
 
 // taskLife writes the life of task id of service web on node (see
