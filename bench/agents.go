@@ -112,7 +112,11 @@ func startAgents(ctx context.Context, e *env, c *shoalCluster, leader *shoalNode
 	secs := time.Since(t0).Seconds()
 	set.idleCPU = time.Duration(float64(selfCPU()-before) / secs)
 	set.leaderIdleCPU = time.Duration(float64(procsCPU(leader.proc)-leaderBefore) / secs)
-	e.logf("%s: %d agents connected (join %.1fs, sessions %.1fs); with no write their CPU is %s per s, the leader's %s per s", label, n, set.join.Seconds(), set.sessions.Seconds(), ms(set.idleCPU), ms(set.leaderIdleCPU))
+	running := ""
+	if e.o.agentsNetwork {
+		running = fmt.Sprintf(", their service on the network RUNNING in %.1fs", set.running.Seconds())
+	}
+	e.logf("%s: %d agents connected (join %.1fs, sessions %.1fs%s); with no write their CPU is %s per s, the leader's %s per s", label, n, set.join.Seconds(), set.sessions.Seconds(), running, ms(set.idleCPU), ms(set.leaderIdleCPU))
 	return stop, set, nil
 }
 
