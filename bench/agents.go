@@ -77,16 +77,11 @@ func startAgents(ctx context.Context, e *env, c *shoalCluster, leader *shoalNode
 	if err != nil {
 		return nil, set, err
 	}
-	stop = func() {
+	stopFleet := func() {
 		e.logf("%s: closing %d sessions", label, fleet.Size())
 		fleet.Stop()
 	}
-	defer func() {
-		if err != nil {
-			stop()
-			stop = nil
-		}
-	}()
+	defer onError(&err, stopFleet)
 	set.sessions = time.Since(start)
 	if err := waitAgentsReady(ctx, c, cl, n); err != nil {
 		return nil, set, err
@@ -117,7 +112,7 @@ func startAgents(ctx context.Context, e *env, c *shoalCluster, leader *shoalNode
 		running = fmt.Sprintf(", their service on the network RUNNING in %.1fs", set.running.Seconds())
 	}
 	e.logf("%s: %d agents connected (join %.1fs, sessions %.1fs%s); with no write their CPU is %s per s, the leader's %s per s", label, n, set.join.Seconds(), set.sessions.Seconds(), running, ms(set.idleCPU), ms(set.leaderIdleCPU))
-	return stop, set, nil
+	return stopFleet, set, nil
 }
 
 // waitAgentsReady polls ListNodes until n workers are READY.
@@ -158,7 +153,12 @@ func agentsServiceSpec(n int, network string) *shoalv1.ServiceSpec {
 // task per agent, and waits until all n tasks are RUNNING.
 func runAgentsService(ctx context.Context, e *env, c *shoalCluster, cl *client.Client, label string, n int) error {
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	nw, err := cl.Control.CreateNetwork(cctx, &shoalv1.CreateNetworkRequest{Spec: &shoalv1.NetworkSpec{Name: benchNetworkName, Driver: "overlay"}})
+	spec := &shoalv1.NetworkSpec{Name: benchNetworkName, Driver: "overlay"}
+	if n > 250 {
+		// The pool's default /24 holds 253 tasks.
+		spec.Subnet = "10.221.0.0/20"
+	}
+	nw, err := cl.Control.CreateNetwork(cctx, &shoalv1.CreateNetworkRequest{Spec: spec})
 	cancel()
 	if err != nil {
 		return fmt.Errorf("creating the overlay network %s: %w", benchNetworkName, err)
@@ -194,4 +194,15 @@ func runAgentsService(ctx context.Context, e *env, c *shoalCluster, cl *client.C
 		return fmt.Errorf("service %s: %w", benchAgentsSvc, err)
 	}
 	return nil
+}
+
+// onError runs undo if *err is set when the deferring function returns
+// (`defer onError(&err, undo)`). startAgents's own deferred closure called
+// its stop result, which its failing return had already set to nil: a
+// service that did not come up (1,000 agents on a /24) panicked instead
+// of reporting why (TestStartAgentsStopsItsFleetOnError).
+func onError(err *error, undo func()) {
+	if *err != nil {
+		undo()
+	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -102,5 +103,26 @@ func TestStartAgentsJoinFailure(t *testing.T) {
 	}
 	if stop != nil {
 		t.Error("startAgents failed but returned a stop function")
+	}
+}
+
+// TestStartAgentsStopsItsFleetOnError: onError, as startAgents defers it,
+// undoes once when the function fails with its other results nil, and not
+// when it succeeds.
+func TestStartAgentsStopsItsFleetOnError(t *testing.T) {
+	undone := 0
+	setup := func(fail bool) (stop func(), err error) {
+		stopFleet := func() { undone++ }
+		defer onError(&err, stopFleet)
+		if fail {
+			return nil, errors.New("the service did not come up")
+		}
+		return stopFleet, nil
+	}
+	if stop, err := setup(true); err == nil || stop != nil || undone != 1 {
+		t.Fatalf("failed setup: stop %v, err %v, undone %d times; want nil, an error, 1", stop != nil, err, undone)
+	}
+	if stop, err := setup(false); err != nil || stop == nil || undone != 1 {
+		t.Fatalf("setup: stop %v, err %v, undone %d times in all; want a stop, no error, still 1", stop != nil, err, undone)
 	}
 }
