@@ -177,16 +177,20 @@ func runAgentsService(ctx context.Context, e *env, c *shoalCluster, cl *client.C
 			return err
 		}
 		running, attached := 0, 0
+		var others []string // the first few tasks not RUNNING, for the error
 		for _, t := range lt.GetTasks() {
 			if t.GetStatus().GetState() == shoalv1.TaskState_TASK_STATE_RUNNING {
 				running++
 				if len(t.GetNetworks()) > 0 {
 					attached++
 				}
+			} else if len(others) < 3 {
+				others = append(others, fmt.Sprintf("%s %s on %q desired %s (%s)", t.GetMeta().GetId(), t.GetStatus().GetState(),
+					t.GetNodeId(), t.GetDesiredState(), t.GetStatus().GetMessage()))
 			}
 		}
 		if running != n || attached != n {
-			return fmt.Errorf("%d of %d tasks RUNNING, %d with a network attachment", running, n, attached)
+			return fmt.Errorf("%d of %d tasks RUNNING, %d with a network attachment; not RUNNING: %v", running, n, attached, others)
 		}
 		return nil
 	})
