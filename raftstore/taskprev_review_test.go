@@ -1,9 +1,7 @@
 package raftstore
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"testing"
 
@@ -20,71 +18,15 @@ import (
 // and in random batches. Every task and node update's prev is the very
 // object the store held before it, live, in the ring and in a replay.
 func TestTaskNodePrevChainsUnderBatchesReview(t *testing.T) {
-	for seed := uint64(1); seed <= 20; seed++ {
-		t.Run(fmt.Sprint(seed), func(t *testing.T) {
-			rng := rand.New(rand.NewPCG(seed, 29))
-			ref := newFSM(slog.New(slog.DiscardHandler), newHub(1<<16))
-			refSub, err := ref.hub.watchNode(context.Background(), 0, "n0", nil, nil)
-			if err != nil {
-				t.Fatal(err)
+	prevChainsUnderBatches(t, 20, 29, taskNodeEntry, "task and node updates", 40, func(ring []ringEntry, _ int) int {
+		n := 0
+		for _, e := range ring {
+			if e.ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_UPDATE {
+				n++
 			}
-			defer refSub.Close()
-			var logs []*raft.Log
-			for index := uint64(1); index <= 300; index++ {
-				l := taskNodeEntry(t, rng, ref.view(), index)
-				logs = append(logs, l)
-				applyOneByOne(ref, []*raft.Log{l})
-			}
-			f := newFSM(slog.New(slog.DiscardHandler), newHub(1<<16))
-			f.txnOps = []int{0, 1, 2, 5, 17}[rng.IntN(5)]
-			type given struct {
-				ev   *shoalv1.WatchEvent
-				prev Object
-			}
-			var seen []given
-			sub, err := f.hub.watchNode(context.Background(), 0, "n0", nil, func(ev *shoalv1.WatchEvent, prev Object) bool {
-				seen = append(seen, given{ev, prev})
-				return true
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer sub.Close()
-			for at := 0; at < len(logs); {
-				n := min(1+rng.IntN(64), len(logs)-at)
-				f.ApplyBatch(logs[at : at+n])
-				at += n
-			}
-			for name, fs := range map[string]*fsm{"one by one": ref, "batched": f} {
-				fs.hub.mu.Lock()
-				ring := append([]ringEntry(nil), fs.hub.ring...)
-				fs.hub.mu.Unlock()
-				checkPrevChain(t, name, len(ring), func(i int) (*shoalv1.WatchEvent, Object) { return ring[i].ev, ring[i].prev })
-				updates := 0
-				for _, e := range ring {
-					if e.ev.GetAction() == shoalv1.WatchAction_WATCH_ACTION_UPDATE {
-						updates++
-					}
-				}
-				if updates < 40 {
-					t.Fatalf("%s: %d task and node updates: the generator should exercise them", name, updates)
-				}
-			}
-			var replayed []given
-			late, err := f.hub.watchNode(context.Background(), 1, "n0", nil, func(ev *shoalv1.WatchEvent, prev Object) bool {
-				replayed = append(replayed, given{ev, prev})
-				return true
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer late.Close()
-			f.hub.mu.Lock()
-			defer f.hub.mu.Unlock()
-			checkPrevChain(t, "the filter", len(seen), func(i int) (*shoalv1.WatchEvent, Object) { return seen[i].ev, seen[i].prev })
-			checkPrevChain(t, "the replay", len(replayed), func(i int) (*shoalv1.WatchEvent, Object) { return replayed[i].ev, replayed[i].prev })
-		})
-	}
+		}
+		return n
+	})
 }
 
 // taskNodeEntry is an entry of 1-4 ops on tasks t0..t3 and nodes n0..n3.

@@ -25,9 +25,20 @@ import (
 // exact: the chain of prevs is the chain of stored versions, none missed,
 // none from an undone entry.
 func TestWatchPrevChainsUnderBatches(t *testing.T) {
-	for seed := uint64(1); seed <= 40; seed++ {
+	prevChainsUnderBatches(t, 40, 11, serviceEntry, "service updates", 20, func(_ []ringEntry, serviceUpdates int) int { return serviceUpdates })
+}
+
+// prevChainsUnderBatches runs a prev-chain test: for each of seeds seeds
+// (PCG stream stream), 300 entries of gen applied one by one and, to
+// another store, in random batches of random transaction sizes; every
+// event's prev checked (checkPrevChain) in both rings, as the filter of a
+// live node subscription was given it, and in a late subscription's
+// replay. updates counts, in a ring, the updates the generator must
+// exercise (at least least of them, named what).
+func prevChainsUnderBatches(t *testing.T, seeds, stream uint64, gen func(testing.TB, *rand.Rand, Reader, uint64) *raft.Log, what string, least int, updates func(ring []ringEntry, serviceUpdates int) int) {
+	for seed := uint64(1); seed <= seeds; seed++ {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
-			rng := rand.New(rand.NewPCG(seed, 11))
+			rng := rand.New(rand.NewPCG(seed, stream))
 			ref := newFSM(slog.New(slog.DiscardHandler), newHub(1<<16))
 			// A node session: without one the FSM keeps no prev (wantsPrev).
 			refSub, err := ref.hub.watchNode(context.Background(), 0, "n0", nil, nil)
@@ -37,7 +48,7 @@ func TestWatchPrevChainsUnderBatches(t *testing.T) {
 			defer refSub.Close()
 			var logs []*raft.Log
 			for index := uint64(1); index <= 300; index++ {
-				l := serviceEntry(t, rng, ref.view(), index)
+				l := gen(t, rng, ref.view(), index)
 				logs = append(logs, l)
 				applyOneByOne(ref, []*raft.Log{l})
 			}
@@ -65,9 +76,9 @@ func TestWatchPrevChainsUnderBatches(t *testing.T) {
 				fs.hub.mu.Lock()
 				ring := append([]ringEntry(nil), fs.hub.ring...)
 				fs.hub.mu.Unlock()
-				updates := checkPrevChain(t, name, len(ring), func(i int) (*shoalv1.WatchEvent, Object) { return ring[i].ev, ring[i].prev })
-				if updates < 20 {
-					t.Fatalf("%s: %d service updates: the generator should exercise them", name, updates)
+				n := checkPrevChain(t, name, len(ring), func(i int) (*shoalv1.WatchEvent, Object) { return ring[i].ev, ring[i].prev })
+				if got := updates(ring, n); got < least {
+					t.Fatalf("%s: %d %s: the generator should exercise them", name, got, what)
 				}
 			}
 			// A subscription opened afterwards is given the same in the

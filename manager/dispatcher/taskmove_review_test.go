@@ -4,7 +4,6 @@ import (
 	"testing"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
-	"github.com/shoal-dev/shoal/raftstore"
 )
 
 // TestOwnTaskBackAfterAVersionNotSentReview: a session compares its own
@@ -17,19 +16,7 @@ import (
 // looked like no change and the node kept the state of the task away.
 func TestOwnTaskBackAfterAVersionNotSentReview(t *testing.T) {
 	nodes := []string{"n1", "n2", "n3"}
-	r := newStateRig(t, nodes, func(tx raftstore.WriteTx) error {
-		for _, o := range []raftstore.Object{
-			mkNet("a"),
-			mkSvc("web", "", map[string]string{"a": "10.1.0.2/24"}, "a"),
-			mkNetTask("w1", "web", "n1", stRunning, "a=10.1.0.3/24"),
-			mkNetTask("w2", "web", "n2", stRunning, "a=10.1.0.4/24"),
-		} {
-			if err := tx.Create(o); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	r := newWebRig(t, nodes, mkNetTask("w1", "web", "n1", stRunning, "a=10.1.0.3/24"), mkNetTask("w2", "web", "n2", stRunning, "a=10.1.0.4/24"))
 	taskWrite(t, r.s, "w1", func(x *shoalv1.Task) { x.NodeId = "n3" })
 	r.converge(t, "w1 moved to n3")
 	taskWrite(t, r.s, "w1", func(x *shoalv1.Task) { x.NodeId = "n1" })

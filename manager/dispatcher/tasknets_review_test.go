@@ -4,7 +4,6 @@ import (
 	"testing"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
-	"github.com/shoal-dev/shoal/raftstore"
 )
 
 // TestTaskLeavesItsNetworksReview: a running task whose attachments are
@@ -13,19 +12,7 @@ import (
 // on no network.
 func TestTaskLeavesItsNetworksReview(t *testing.T) {
 	nodes := []string{"n1", "n2"}
-	r := newStateRig(t, nodes, func(tx raftstore.WriteTx) error {
-		for _, o := range []raftstore.Object{
-			mkNet("a"),
-			mkSvc("web", "", map[string]string{"a": "10.1.0.2/24"}, "a"),
-			mkNetTask("w1", "web", "n1", stRunning, "a=10.1.0.3/24"),
-			mkNetTask("w2", "web", "n2", stRunning, "a=10.1.0.4/24"),
-		} {
-			if err := tx.Create(o); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	r := newWebRig(t, nodes, mkNetTask("w1", "web", "n1", stRunning, "a=10.1.0.3/24"), mkNetTask("w2", "web", "n2", stRunning, "a=10.1.0.4/24"))
 	taskWrite(t, r.s, "w1", func(x *shoalv1.Task) { x.Networks = nil })
 	r.converge(t, "w1 off its networks")
 }

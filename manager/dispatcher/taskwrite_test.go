@@ -48,6 +48,20 @@ func nodeWrite(t testing.TB, s *raftstore.Store, id string, fn func(*shoalv1.Nod
 	}
 }
 
+// newWebRig is newStateRig with overlay network a, service web on it
+// (VIP 10.1.0.2) and tasks.
+func newWebRig(t *testing.T, nodes []string, tasks ...raftstore.Object) *stateRig {
+	t.Helper()
+	return newStateRig(t, nodes, func(tx raftstore.WriteTx) error {
+		for _, o := range append([]raftstore.Object{mkNet("a"), mkSvc("web", "", map[string]string{"a": "10.1.0.2/24"}, "a")}, tasks...) {
+			if err := tx.Create(o); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // TestTaskLifecycleReachesEveryAgent: a task's whole life on an overlay
 // network, and its node's changes, over real sessions — created, given
 // its addresses, assigned, through every state to RUNNING, its health,
@@ -58,18 +72,7 @@ func nodeWrite(t testing.TB, s *raftstore.Store, id string, fn func(*shoalv1.Nod
 // session: TestTaskWritesThatChangeNoStateWakeNoSession).
 func TestTaskLifecycleReachesEveryAgent(t *testing.T) {
 	nodes := []string{"n1", "n2", "n3"}
-	r := newStateRig(t, nodes, func(tx raftstore.WriteTx) error {
-		for _, o := range []raftstore.Object{
-			mkNet("a"),
-			mkSvc("web", "", map[string]string{"a": "10.1.0.2/24"}, "a"),
-			mkNetTask("w1", "web", "n1", stRunning, "a=10.1.0.3/24"),
-		} {
-			if err := tx.Create(o); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	r := newWebRig(t, nodes, mkNetTask("w1", "web", "n1", stRunning, "a=10.1.0.3/24"))
 	s := r.s
 	if _, err := s.Update(context.Background(), func(tx raftstore.WriteTx) error {
 		return tx.Create(&shoalv1.Task{Meta: &shoalv1.Meta{Id: "w2"}, ServiceId: "web", ServiceName: "svc-web", Slot: 2,
