@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -417,4 +418,14 @@ func (tx *writeTx) forceOp(op *shoalv1.StoreOp) error {
 	k := objKey{KindOf(o), o.GetMeta().GetId()}
 	tx.add(k, pendingOp{op: op.GetKind(), obj: o, expected: op.GetExpectedVersion()})
 	return nil
+}
+
+// liveHeap is the heap's live bytes after two collections (the second
+// frees what the first's finalizers released).
+func liveHeap() uint64 {
+	var m runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
 }

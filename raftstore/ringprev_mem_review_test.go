@@ -3,7 +3,6 @@ package raftstore
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -111,13 +110,7 @@ func TestRingPrevMemoryReview(t *testing.T) {
 			return nil
 		})
 	}
-	heap := func() uint64 {
-		var m runtime.MemStats
-		runtime.GC()
-		runtime.GC()
-		runtime.ReadMemStats(&m)
-		return m.HeapAlloc
-	}
+	heap := liveHeap
 	s.hub.mu.Lock()
 	var taskPrevs, nodePrevs int
 	for _, e := range s.hub.ring {

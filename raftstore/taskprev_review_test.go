@@ -42,12 +42,7 @@ func taskNodeEntry(t testing.TB, rng *rand.Rand, r Reader, index uint64) *raft.L
 			o = mkTask(fmt.Sprintf("t%d", rng.IntN(4)), "s0", "n0", 0, shoalv1.TaskState(rng.IntN(8)))
 		}
 		kind, id := KindOf(o), o.GetMeta().GetId()
-		version := randomVersion(rng, r, kind, id, index, 8)
-		if named[id] && rng.IntN(2) == 0 {
-			version = []uint64{0, index}[rng.IntN(2)]
-		}
-		named[id] = true
-		exists := r.Get(kind, id) != nil
+		version, exists := entryOpVersion(rng, r, kind, id, index, named)
 		switch k := rng.IntN(10); {
 		case k < 3 && !exists || k == 0:
 			ops = append(ops, opCreate(o))

@@ -160,12 +160,7 @@ func serviceEntry(t testing.TB, rng *rand.Rand, r Reader, index uint64) *raft.Lo
 			o = mkService(fmt.Sprintf("s%d", rng.IntN(4)), fmt.Sprintf("name%d", rng.IntN(6)))
 		}
 		kind, id := KindOf(o), o.GetMeta().GetId()
-		version := randomVersion(rng, r, kind, id, index, 8)
-		if named[id] && rng.IntN(2) == 0 {
-			version = []uint64{0, index}[rng.IntN(2)]
-		}
-		named[id] = true
-		exists := r.Get(kind, id) != nil
+		version, exists := entryOpVersion(rng, r, kind, id, index, named)
 		switch k := rng.IntN(10); {
 		case k < 3 && !exists || k == 0:
 			ops = append(ops, opCreate(o))
@@ -225,4 +220,17 @@ func TestWatchRingKeepsNoPreviousSpecOfPrev(t *testing.T) {
 	if !replaced(last.prev, before) {
 		t.Fatalf("the ring keeps %v for the replaced %v: want its fields less previous_spec", last.prev, before)
 	}
+}
+
+// entryOpVersion is the version an op of a random entry names for object
+// id (randomVersion; for the second op on an object in the entry, half the
+// time none or the entry's own index, so that such entries apply as often
+// as they fail), and whether the object exists before the entry.
+func entryOpVersion(rng *rand.Rand, r Reader, kind Kind, id string, index uint64, named map[string]bool) (version uint64, exists bool) {
+	version = randomVersion(rng, r, kind, id, index, 8)
+	if named[id] && rng.IntN(2) == 0 {
+		version = []uint64{0, index}[rng.IntN(2)]
+	}
+	named[id] = true
+	return version, r.Get(kind, id) != nil
 }

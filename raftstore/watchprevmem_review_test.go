@@ -90,13 +90,7 @@ func BenchmarkWatchRingPrevMemory(b *testing.B) {
 							return tx.Update(svc)
 						})
 					}
-					held := func() uint64 {
-						var m runtime.MemStats
-						runtime.GC()
-						runtime.GC()
-						runtime.ReadMemStats(&m)
-						return m.HeapAlloc
-					}
+					held := liveHeap
 					with := held()
 					s.hub.mu.Lock()
 					n := 0
