@@ -3,6 +3,7 @@ package dispatcher
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -157,4 +158,132 @@ func TestNetworkDeltasHostileWrites(t *testing.T) {
 	update("w9 assigned to n3", func(tx raftstore.WriteTx) error {
 		return tx.Create(mkNetTask("w9", "web", "n3", stAssigned, "a=10.7.0.19/24"))
 	})
+}
+
+// TestNetworkDeltasWriteStorm: random writes (tasks created, moved, made
+// healthy or not, ended; a task attached twice to one network; network a
+// relabelled; web's alias changed and its ingress port toggled; a node's
+// address changed) go to the store back to back, so that the sessions
+// lag and coalesce them differently; after each round of 25, every agent
+// — those taking deltas and those taking whole states — holds exactly
+// the states computed afresh, and none was sent a delta it could not
+// apply.
+func TestNetworkDeltasWriteStorm(t *testing.T) {
+	nodes := []string{"n1", "n2", "n3", "n4"}
+	bridge := mkNet("c")
+	bridge.Spec.Driver = "bridge"
+	r := newStateRig(t, nodes, func(tx raftstore.WriteTx) error {
+		for _, o := range []raftstore.Object{mkNet("a"), mkNet("b"), bridge,
+			mkSvc("web", "", map[string]string{"a": "10.1.0.2/24", "b": "10.2.0.2/24"}, "a", "b"),
+			mkSvc("br", "dnsrr", nil, "c")} {
+			if err := tx.Create(o); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	rng := rand.New(rand.NewPCG(16, 1))
+	var ids []string
+	seq := 0
+	for round := range 6 {
+		for range 25 {
+			seq++
+			_, err := r.s.Update(context.Background(), func(tx raftstore.WriteTx) error {
+				pick := func() (*shoalv1.Task, bool) {
+					if len(ids) == 0 {
+						return nil, false
+					}
+					cur, ok := raftstore.Get[*shoalv1.Task](tx, ids[rng.IntN(len(ids))])
+					if !ok {
+						return nil, false
+					}
+					return proto.Clone(cur).(*shoalv1.Task), true
+				}
+				switch op := rng.IntN(10); op {
+				case 0, 1, 2: // a task comes
+					id := fmt.Sprintf("t%03d", seq)
+					ids = append(ids, id)
+					var atts []string
+					if rng.IntN(4) == 0 {
+						atts = append(atts, fmt.Sprintf("c=10.3.0.%d/24", seq%250+3))
+						return tx.Create(mkNetTask(id, "br", nodes[rng.IntN(4)], stRunning, atts...))
+					}
+					atts = append(atts, fmt.Sprintf("a=10.1.%d.%d/16", seq/250, seq%250+3))
+					if rng.IntN(2) == 0 {
+						atts = append(atts, fmt.Sprintf("b=10.2.%d.%d/16", seq/250, seq%250+3))
+					}
+					return tx.Create(mkNetTask(id, "web", nodes[rng.IntN(4)], stRunning, atts...))
+				case 3: // moves
+					tk, ok := pick()
+					if !ok {
+						return nil
+					}
+					tk.NodeId = nodes[rng.IntN(4)]
+					return tx.Update(tk)
+				case 4: // health flips
+					tk, ok := pick()
+					if !ok {
+						return nil
+					}
+					tk.Status.Health = shoalv1.TaskHealth(rng.IntN(3))
+					return tx.Update(tk)
+				case 5: // ends, or is being stopped
+					tk, ok := pick()
+					if !ok {
+						return nil
+					}
+					if rng.IntN(2) == 0 {
+						tk.Status.State = stFailed
+					} else {
+						tk.DesiredState = shoalv1.TaskState_TASK_STATE_SHUTDOWN
+					}
+					return tx.Update(tk)
+				case 6: // attached twice to the network it is on
+					tk, ok := pick()
+					if !ok || len(tk.Networks) == 0 {
+						return nil
+					}
+					tk.Networks = append(tk.Networks, &shoalv1.NetworkAttachment{NetworkId: tk.Networks[0].NetworkId,
+						Address: fmt.Sprintf("10.9.%d.%d/16", seq/250, seq%250+3), Mac: "m-twice"})
+					return tx.Update(tk)
+				case 7: // network a relabelled
+					nw, _ := raftstore.Get[*shoalv1.Network](tx, "a")
+					nw = proto.Clone(nw).(*shoalv1.Network)
+					nw.Spec.Labels = map[string]string{"seq": fmt.Sprint(seq)}
+					return tx.Update(nw)
+				case 8: // web's alias, or its ingress port toggled
+					svc, _ := raftstore.Get[*shoalv1.Service](tx, "web")
+					svc = proto.Clone(svc).(*shoalv1.Service)
+					if rng.IntN(2) == 0 {
+						svc.Spec.Task.Networks[0].Aliases = []string{fmt.Sprint("alias", seq)}
+					} else if len(svc.Spec.Endpoint.Ports) == 0 {
+						svc.Spec.Endpoint.Ports = []*shoalv1.PortConfig{{PublishedPort: 8080, TargetPort: 80}}
+					} else {
+						svc.Spec.Endpoint.Ports = nil
+					}
+					return tx.Update(svc)
+				default: // a node's underlay address
+					n, _ := raftstore.Get[*shoalv1.Node](tx, nodes[rng.IntN(4)])
+					n = proto.Clone(n).(*shoalv1.Node)
+					n.Status.Addr = fmt.Sprintf("192.168.251.%d:4243", rng.IntN(250)+1)
+					return tx.Update(n)
+				}
+			})
+			if err != nil {
+				t.Fatalf("write %d: %v", seq, err)
+			}
+		}
+		r.converge(t, fmt.Sprintf("round %d", round))
+	}
+	deltas := 0
+	r.mu.Lock()
+	for _, msgs := range r.got {
+		for _, m := range msgs {
+			deltas += len(m.GetDeltas())
+		}
+	}
+	r.mu.Unlock()
+	if deltas == 0 {
+		t.Fatal("no delta was sent: the storm tested whole states only")
+	}
 }
