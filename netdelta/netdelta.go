@@ -16,7 +16,8 @@
 // dispatcher.AllNodeNetworks lists tasks and services in id order, and a
 // task names a network once). Diff refuses (returns nil) a pair that is
 // not so ordered, whose network object changed, or whose changes are as
-// large as the state itself: the caller then sends next whole.
+// many or as large (encoded) as the state itself: the caller then sends
+// next whole.
 //
 // Apply checks what it is given against the state it holds: an upsert out
 // of order, a removal of an endpoint it does not hold, or counts that end
@@ -56,11 +57,32 @@ func Diff(prev, next *shoalv1.NetworkState) *shoalv1.NetworkDelta {
 	d.Upsert, d.Removed = merge(prev.GetEndpoints(), next.GetEndpoints(), epKey)
 	d.VipsUpsert, d.VipsRemoved = merge(prev.GetVips(), next.GetVips(), vipKey)
 	// A delta is worth it while it lists fewer entries than the state it
-	// stands for (a removal is an id, far smaller than an endpoint).
+	// stands for, and is smaller: a removal is an id, smaller than an
+	// endpoint, but a scale-down from 1,000 endpoints to 10 removes 990.
 	if n := len(d.Upsert) + len(d.VipsUpsert); n > 0 && n >= len(next.GetEndpoints())+len(next.GetVips()) {
 		return nil
 	}
+	if !Empty(d) {
+		// The ids alone bound next's size from below; only a delta
+		// past that bound pays for sizing next.
+		if size := proto.Size(d); size >= minSize(next) && size >= proto.Size(next) {
+			return nil
+		}
+	}
 	return d
+}
+
+// minSize is a lower bound of proto.Size(s): each endpoint and VIP holds
+// its id, a tag and a length.
+func minSize(s *shoalv1.NetworkState) int {
+	n := 0
+	for _, e := range s.GetEndpoints() {
+		n += len(e.GetTaskId()) + 2
+	}
+	for _, v := range s.GetVips() {
+		n += len(v.GetServiceId()) + 2
+	}
+	return n
 }
 
 // Empty says whether d changes nothing.
