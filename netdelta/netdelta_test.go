@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
@@ -107,6 +108,9 @@ func TestApplyOfDiffIsNext(t *testing.T) {
 		if !proto.Equal(got, next) {
 			t.Fatalf("case %d: Apply(prev, Diff(prev, next)) != next\nprev %v\nnext %v\ndelta %v\ngot  %v", i, prev, next, d, got)
 		}
+		if Equal(prev, next) != proto.Equal(prev, next) || Equal(prev, got) != proto.Equal(prev, got) {
+			t.Fatalf("case %d: Equal differs from proto.Equal", i)
+		}
 		if Empty(d) != proto.Equal(prev, next) {
 			t.Fatalf("case %d: Empty(delta) = %v for states equal = %v", i, Empty(d), proto.Equal(prev, next))
 		}
@@ -189,5 +193,54 @@ func TestApplyRejectsAStateNotTheManagers(t *testing.T) {
 	}
 	if !proto.Equal(base, before) {
 		t.Fatalf("Apply changed its base: %v", base)
+	}
+}
+
+// TestEqualComparesEveryField: endpointEqual and vipEqual find two values
+// that differ in any one field (every field the descriptor lists, set to
+// a value of its kind) unequal, and equal copies equal: a field added to
+// Endpoint or ServiceVIPState and not compared fails here.
+func TestEqualComparesEveryField(t *testing.T) {
+	check := func(name string, base proto.Message, equal func(a, b proto.Message) bool) {
+		if !equal(base, proto.Clone(base)) {
+			t.Errorf("%s: a copy is not equal", name)
+		}
+		fields := base.ProtoReflect().Descriptor().Fields()
+		for i := range fields.Len() {
+			f := fields.Get(i)
+			other := proto.Clone(base)
+			m := other.ProtoReflect()
+			switch {
+			case f.IsList() && f.Kind() == protoreflect.StringKind:
+				m.Clear(f)
+				m.Mutable(f).List().Append(protoreflect.ValueOfString("another"))
+			case f.IsList() && f.Kind() == protoreflect.MessageKind:
+				l := m.Mutable(f).List()
+				e := l.NewElement()
+				e.Message().Set(e.Message().Descriptor().Fields().Get(0), protoreflect.ValueOfString("another"))
+				l.Append(e)
+			case f.Kind() == protoreflect.StringKind:
+				m.Set(f, protoreflect.ValueOfString("another"))
+			case f.Kind() == protoreflect.EnumKind:
+				m.Set(f, protoreflect.ValueOfEnum(m.Get(f).Enum()+1))
+			default:
+				t.Fatalf("%s.%s: kind %v not covered by this test", name, f.Name(), f.Kind())
+			}
+			if equal(base, other) || equal(other, base) {
+				t.Errorf("%s: values that differ in %s compare equal", name, f.Name())
+			}
+		}
+	}
+	check("Endpoint", &shoalv1.Endpoint{TaskId: "t", ServiceId: "s", ServiceName: "n", Aliases: []string{"a"}, Address: "10.0.0.2/24",
+		Mac: "m", NodeId: "n1", NodeAddr: "192.168.250.1", State: shoalv1.TaskState_TASK_STATE_RUNNING, Health: shoalv1.TaskHealth_TASK_HEALTH_HEALTHY},
+		func(a, b proto.Message) bool { return endpointEqual(a.(*shoalv1.Endpoint), b.(*shoalv1.Endpoint)) })
+	check("ServiceVIPState", &shoalv1.ServiceVIPState{ServiceId: "s", ServiceName: "n", Aliases: []string{"a"}, Address: "10.0.0.3/24", EndpointMode: "vip",
+		Ports: []*shoalv1.PortConfig{{Name: "web", Protocol: "tcp", TargetPort: 80, PublishedPort: 8080}}},
+		func(a, b proto.Message) bool { return vipEqual(a.(*shoalv1.ServiceVIPState), b.(*shoalv1.ServiceVIPState)) })
+	// A port that differs in a field of its own.
+	a := &shoalv1.ServiceVIPState{Ports: []*shoalv1.PortConfig{{PublishedPort: 8080}}}
+	b := &shoalv1.ServiceVIPState{Ports: []*shoalv1.PortConfig{{PublishedPort: 8081}}}
+	if vipEqual(a, b) {
+		t.Error("VIPs whose ports differ compare equal")
 	}
 }

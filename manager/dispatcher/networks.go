@@ -363,7 +363,7 @@ func keepUnchanged(prev, next map[string][]*shoalv1.NetworkState) map[*shoalv1.N
 			p := before[j]
 			v, ok := seen[n]
 			if !ok || v.p != p {
-				v = verdict{p, proto.Equal(p, n)}
+				v = verdict{p, netdelta.Equal(p, n)}
 				if !ok {
 					seen[n] = v
 				}
@@ -458,11 +458,11 @@ func (nt *networkTracker) diffKnown(states []*shoalv1.NetworkState, full bool, r
 				}
 				continue
 			}
-			if replaced[s] != sent && proto.Equal(sent, s) {
+			if replaced[s] != sent && netdelta.Equal(sent, s) {
 				continue
 			}
 		case replaced[s] == sent:
-		case proto.Equal(sent, s):
+		case netdelta.Equal(sent, s):
 			continue
 		}
 		changed = append(changed, s)
