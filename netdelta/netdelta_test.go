@@ -236,7 +236,9 @@ func TestEqualComparesEveryField(t *testing.T) {
 		func(a, b proto.Message) bool { return endpointEqual(a.(*shoalv1.Endpoint), b.(*shoalv1.Endpoint)) })
 	check("ServiceVIPState", &shoalv1.ServiceVIPState{ServiceId: "s", ServiceName: "n", Aliases: []string{"a"}, Address: "10.0.0.3/24", EndpointMode: "vip",
 		Ports: []*shoalv1.PortConfig{{Name: "web", Protocol: "tcp", TargetPort: 80, PublishedPort: 8080}}},
-		func(a, b proto.Message) bool { return vipEqual(a.(*shoalv1.ServiceVIPState), b.(*shoalv1.ServiceVIPState)) })
+		func(a, b proto.Message) bool {
+			return vipEqual(a.(*shoalv1.ServiceVIPState), b.(*shoalv1.ServiceVIPState))
+		})
 	// A port that differs in a field of its own.
 	a := &shoalv1.ServiceVIPState{Ports: []*shoalv1.PortConfig{{PublishedPort: 8080}}}
 	b := &shoalv1.ServiceVIPState{Ports: []*shoalv1.PortConfig{{PublishedPort: 8081}}}
