@@ -429,16 +429,17 @@ func TestStallCredit(t *testing.T) {
 func TestSessionOpenedAfterTheDownVerdict(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	var c *liveCluster
+	started := make(chan *liveCluster, 1) // the cluster, once started
 	opened := make(chan shoalv1.Dispatcher_SessionClient, 1)
 	written := make(chan error, 2)
 	var once sync.Once
-	c = startLiveWith(t, nil, func(cfg *Config) {
+	c := startLiveWith(t, nil, func(cfg *Config) {
 		cfg.beforeDown = func(id string) {
 			if id == "late" {
 				// The agent reconnects now: its session registers and
 				// its node is written READY before DOWN is.
 				once.Do(func() {
+					c := <-started
 					s := c.open(t, ctx, "late")
 					go heartbeat(ctx, s, 20*time.Millisecond)
 					opened <- s
@@ -447,6 +448,7 @@ func TestSessionOpenedAfterTheDownVerdict(t *testing.T) {
 		}
 		cfg.markedDown = func(id string, err error) { written <- fmt.Errorf("%s: %w", id, err) }
 	}, &shoalv1.ClusterSettings{HeartbeatPeriodMs: 50, NodeDownAfterMissed: 2}, "late", "gone")
+	started <- c
 	seen := map[string]error{} // the first write of each node
 	for len(seen) < 2 {
 		select {
