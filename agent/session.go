@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/shoal-dev/shoal/netdelta"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
@@ -112,6 +114,10 @@ type Agent struct {
 	// (bounded by maxSetBytes too).
 	partialNet      *shoalv1.Networks
 	partialNetBytes int
+	// netHeld is the state of each network as the manager last sent it,
+	// whole or as deltas (netdelta), by network id: the base the next
+	// delta applies to. Receiving goroutine only, like partial.
+	netHeld map[string]*shoalv1.NetworkState
 }
 
 // defaultMaxSetBytes bounds the assignment set the agent gathers from
@@ -266,7 +272,8 @@ func (a *Agent) session(ctx context.Context, addr string) error {
 		return err
 	}
 	hello := &shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Hello{Hello: &shoalv1.AgentHello{
-		Description: a.cfg.Description, Addr: a.cfg.Addr, AgentAddr: a.cfg.AgentAddr, GossipAddr: a.cfg.GossipAddr}}}
+		Description: a.cfg.Description, Addr: a.cfg.Addr, AgentAddr: a.cfg.AgentAddr, GossipAddr: a.cfg.GossipAddr,
+		NetworkDeltas: true}}}
 	if err := stream.Send(hello); err != nil {
 		return err
 	}
@@ -709,10 +716,14 @@ func (a *Agent) handle(msg *shoalv1.SessionMessage) error {
 		if n == nil {
 			return nil // more chunks to come
 		}
+		states, err := a.holdNetworks(n)
+		if err != nil {
+			return err
+		}
 		if a.cfg.Networks != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), networkReconcileTimeout)
 			defer cancel()
-			if err := a.cfg.Networks.Reconcile(ctx, n.GetFull(), n.GetNetworks(), n.GetRemoved()); err != nil {
+			if err := a.cfg.Networks.Reconcile(ctx, n.GetFull(), states, n.GetRemoved()); err != nil {
 				a.log.Warn("reconciling overlay networks", "err", err)
 			}
 		}
@@ -776,10 +787,51 @@ func (a *Agent) assembleNetworks(m *shoalv1.Networks) (*shoalv1.Networks, error)
 	}
 	a.partialNet.Networks = append(a.partialNet.Networks, m.GetNetworks()...)
 	a.partialNet.Removed = append(a.partialNet.Removed, m.GetRemoved()...)
+	a.partialNet.Deltas = append(a.partialNet.Deltas, m.GetDeltas()...)
 	if m.GetMore() {
 		return nil, nil
 	}
 	set := a.partialNet
 	a.partialNet, a.partialNetBytes = nil, 0
 	return set, nil
+}
+
+// holdNetworks records the network states of a whole Networks message (its
+// chunks assembled) as the bases of later deltas, and returns the states
+// it sets: those listed whole, then those its deltas made. A delta of a
+// network the agent does not hold, or one that does not apply (see
+// netdelta.Apply), means its state is not the manager's: the error ends
+// the session, and the next one starts from a full set.
+func (a *Agent) holdNetworks(n *shoalv1.Networks) ([]*shoalv1.NetworkState, error) {
+	if n.GetFull() {
+		if len(n.GetDeltas()) > 0 {
+			return nil, fmt.Errorf("the manager's full network set carries %d deltas", len(n.GetDeltas()))
+		}
+		a.netHeld = make(map[string]*shoalv1.NetworkState, len(n.GetNetworks()))
+	} else if a.netHeld == nil {
+		a.netHeld = map[string]*shoalv1.NetworkState{}
+	}
+	for _, s := range n.GetNetworks() {
+		a.netHeld[s.GetNetwork().GetMeta().GetId()] = s
+	}
+	for _, id := range n.GetRemoved() {
+		delete(a.netHeld, id)
+	}
+	if len(n.GetDeltas()) == 0 {
+		return n.GetNetworks(), nil
+	}
+	states := slices.Clone(n.GetNetworks())
+	for _, d := range n.GetDeltas() {
+		base := a.netHeld[d.GetNetworkId()]
+		if base == nil {
+			return nil, fmt.Errorf("the manager sent a delta of network %q, whose state this node does not hold; a new session starts from a full set", d.GetNetworkId())
+		}
+		next, err := netdelta.Apply(base, d)
+		if err != nil {
+			return nil, fmt.Errorf("the manager's network delta does not apply to the state this node holds (%w); a new session starts from a full set", err)
+		}
+		a.netHeld[d.GetNetworkId()] = next
+		states = append(states, next)
+	}
+	return states, nil
 }

@@ -41,6 +41,8 @@ var rules = []rule{
 		why: "health checks are the agent's probes and their state machine: exec goes through a runtime handed in, dials through netnsrun"},
 	{from: "specrules/...", only: []string{"proto/..."},
 		why: "one set of spec rules for the managers' API and the agents' translation"},
+	{from: "netdelta/...", only: []string{"proto/..."},
+		why: "one definition of a network state's delta, made by the managers' dispatcher and applied by the agents"},
 	{from: "restartpolicy/...", only: []string{"proto/..."},
 		why: "the restart rules are pure: the orchestrator decides with them and the CLI predicts with them"},
 	{from: "metrics/...", only: []string{"proto/...", "raftstore/...", "trust/...", "errdefs/..."},

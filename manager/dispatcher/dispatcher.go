@@ -82,6 +82,13 @@ type Config struct {
 	// Metrics counts sessions, heartbeats and status batch sizes (nil:
 	// none).
 	Metrics *metrics.Manager
+
+	// Tests: called by the liveness monitor between its verdict that a
+	// node is down and the write of it (beforeDown), and after the write
+	// (markedDown, with its error: errSeenSince if the node was heard of
+	// in between).
+	beforeDown func(nodeID string)
+	markedDown func(nodeID string, err error)
 }
 
 // Dispatcher implements shoalv1.DispatcherServer.
@@ -307,6 +314,7 @@ func (d *Dispatcher) monitorLiveness(ctx context.Context) error {
 			}
 		}
 		expired := map[string]string{}   // node id → reason
+		lastAt := map[string]time.Time{} // node id → when last heard of, for expired
 		marks := map[string]gossipMark{} // node id → status fields to write
 		d.mu.Lock()
 		if credit > 0 {
@@ -332,7 +340,7 @@ func (d *Dispatcher) monitorLiveness(ctx context.Context) error {
 			nlimit := max(scaled, d.told[id]) * time.Duration(missed)
 			v := verdict(n, last, now, period, nlimit, gstate)
 			if v.down {
-				expired[id] = v.reason
+				expired[id], lastAt[id] = v.reason, last
 				if s := d.sessions[id]; s != nil {
 					s.cancel()
 				}
@@ -355,7 +363,18 @@ func (d *Dispatcher) monitorLiveness(ctx context.Context) error {
 			if d.cfg.Gossip != nil {
 				gstate, _ = d.cfg.Gossip.State(id)
 			}
-			if err := d.setNodeState(ctx, id, shoalv1.NodeState_NODE_STATE_DOWN, msg, nil); err != nil {
+			if d.cfg.beforeDown != nil {
+				d.cfg.beforeDown(id)
+			}
+			err := d.markDown(ctx, id, msg, lastAt[id])
+			if d.cfg.markedDown != nil {
+				d.cfg.markedDown(id, err)
+			}
+			if errors.Is(err, errSeenSince) {
+				d.log.Info("node heard from again before it was marked down; left as it is", "node_id", id, "reason", msg)
+				continue
+			}
+			if err != nil {
 				d.log.Warn("marking node down", "node_id", id, "err", err)
 				continue
 			}
@@ -393,16 +412,34 @@ type gossipMark struct {
 	useGossip   bool
 }
 
-// setNodeState writes a node's status (and description/address on hello),
-// retrying on version conflicts with concurrent writers.
-func (d *Dispatcher) setNodeState(ctx context.Context, nodeID string, state shoalv1.NodeState, msg string, hello *shoalv1.AgentHello) error {
+// errSeenSince: the node was heard from (a session opened, a heartbeat)
+// after the liveness verdict that it is down.
+var errSeenSince = errors.New("node heard from since the verdict")
+
+// markDown writes node DOWN with msg, unless it was heard from after
+// last, when the verdict was made: a session that opened in between (its
+// node written READY by openNode) must not be left DOWN with its session
+// open, its heartbeats flowing and its tasks ORPHANED — nothing writes it
+// READY again until its next session. The check runs in the write's
+// transaction, after its read: a session registers (lastSeen) before its
+// READY is written, so a READY this write read was registered first and
+// is seen; one written after this read makes this write a version
+// conflict, tried again and checked again. Version conflicts with other
+// writers are retried.
+func (d *Dispatcher) markDown(ctx context.Context, nodeID, msg string, last time.Time) error {
 	for attempt := 0; ; attempt++ {
 		_, err := d.cfg.Store.Update(ctx, func(tx raftstore.WriteTx) error {
 			n, ok := raftstore.Get[*shoalv1.Node](tx, nodeID)
 			if !ok {
 				return fmt.Errorf("node %q: %w", nodeID, raftstore.ErrNotFound)
 			}
-			return tx.Update(withState(n, state, msg, hello))
+			d.mu.Lock()
+			seen, known := d.lastSeen[nodeID]
+			d.mu.Unlock()
+			if !known || !seen.Equal(last) {
+				return errSeenSince
+			}
+			return tx.Update(withState(n, shoalv1.NodeState_NODE_STATE_DOWN, msg, nil))
 		})
 		if err == nil || !errors.Is(err, raftstore.ErrVersionConflict) || attempt >= 5 {
 			return err

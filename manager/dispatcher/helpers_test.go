@@ -90,14 +90,15 @@ func asNode1(context.Context) trust.Identity {
 }
 
 // runTestAgent is node's agent session on conn (its identity from the
-// "rig-node" metadata: serveDispatcher with rigIdentity): a hello, the
+// "rig-node" metadata: serveDispatcher with rigIdentity): a hello (saying
+// it applies network deltas, or not: an agent of an earlier release), the
 // welcome (or the error) sent to welcomed, then a heartbeat every 500 ms
 // while it reads what the dispatcher sends, handing each Networks
 // message to onNetworks, until ctx ends or the stream does.
-func runTestAgent(ctx context.Context, conn *grpc.ClientConn, node string, welcomed chan<- error, onNetworks func(*shoalv1.Networks)) {
+func runTestAgent(ctx context.Context, conn *grpc.ClientConn, node string, deltas bool, welcomed chan<- error, onNetworks func(*shoalv1.Networks)) {
 	stream, err := shoalv1.NewDispatcherClient(conn).Session(metadata.AppendToOutgoingContext(ctx, "rig-node", node))
 	if err == nil {
-		err = stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Hello{Hello: &shoalv1.AgentHello{Addr: node}}})
+		err = stream.Send(&shoalv1.AgentMessage{Msg: &shoalv1.AgentMessage_Hello{Hello: &shoalv1.AgentHello{Addr: node, NetworkDeltas: deltas}}})
 	}
 	var m *shoalv1.SessionMessage
 	if err == nil {

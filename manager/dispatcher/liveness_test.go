@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -417,3 +418,69 @@ func TestStallCredit(t *testing.T) {
 		}
 	}
 }
+
+// TestSessionOpenedAfterTheDownVerdict: a node found down whose session
+// opens (and is written READY) between the liveness verdict and the
+// write of DOWN is not written DOWN: it stays READY with its session
+// open. (Seen with 1,000 agents reconnecting after a leader change: the
+// write landed after the session's READY, and the node stayed DOWN with
+// its session open and heartbeating, its task ORPHANED, for minutes.) A
+// node not heard from is still written DOWN.
+func TestSessionOpenedAfterTheDownVerdict(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	started := make(chan *liveCluster, 1) // the cluster, once started
+	opened := make(chan shoalv1.Dispatcher_SessionClient, 1)
+	written := make(chan error, 2)
+	var once sync.Once
+	c := startLiveWith(t, nil, func(cfg *Config) {
+		cfg.beforeDown = func(id string) {
+			if id == "late" {
+				// The agent reconnects now: its session registers and
+				// its node is written READY before DOWN is.
+				once.Do(func() {
+					c := <-started
+					s := c.open(t, ctx, "late")
+					go heartbeat(ctx, s, 20*time.Millisecond)
+					opened <- s
+				})
+			}
+		}
+		cfg.markedDown = func(id string, err error) { written <- fmt.Errorf("%s: %w", id, err) }
+	}, &shoalv1.ClusterSettings{HeartbeatPeriodMs: 50, NodeDownAfterMissed: 2}, "late", "gone")
+	started <- c
+	seen := map[string]error{} // the first write of each node
+	for len(seen) < 2 {
+		select {
+		case err := <-written:
+			if id, _, _ := strings.Cut(err.Error(), ":"); !contains(seen, id) {
+				seen[id] = errors.Unwrap(err)
+			}
+		case <-ctx.Done():
+			t.Fatalf("liveness wrote %v, want a verdict on both nodes", seen)
+		}
+	}
+	if !errors.Is(seen["late"], errSeenSince) {
+		t.Errorf("the DOWN write of a node whose session opened after the verdict: %v, want errSeenSince", seen["late"])
+	}
+	if seen["gone"] != nil {
+		t.Errorf("the DOWN write of a node never heard from: %v", seen["gone"])
+	}
+	stream := <-opened
+	if got := c.node(t, "late").GetStatus().GetState(); got != shoalv1.NodeState_NODE_STATE_READY {
+		t.Fatalf("node late is %s with its session open, want READY", got)
+	}
+	c.waitState(t, "gone", shoalv1.NodeState_NODE_STATE_DOWN)
+	// Its session is still open: its heartbeats are acknowledged.
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("the session of node late ended: %v", err)
+		}
+		if m.GetHeartbeatAck() != nil {
+			break
+		}
+	}
+}
+
+func contains(m map[string]error, k string) bool { _, ok := m[k]; return ok }

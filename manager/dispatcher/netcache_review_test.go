@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/shoal-dev/shoal/netdelta"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
 )
@@ -19,7 +20,10 @@ import (
 // it gets has been serialized).
 type fakeAgent map[string]*shoalv1.NetworkState
 
-func (a fakeAgent) apply(msgs []*shoalv1.Networks) {
+// apply applies msgs as an agent does (agent.holdNetworks): whole states
+// replace, removed ones go, deltas apply to the state held (an error if
+// one does not: the agent would end its session).
+func (a fakeAgent) apply(msgs []*shoalv1.Networks) error {
 	for _, m := range msgs {
 		if m.GetFull() {
 			clear(a)
@@ -30,7 +34,19 @@ func (a fakeAgent) apply(msgs []*shoalv1.Networks) {
 		for _, id := range m.GetRemoved() {
 			delete(a, id)
 		}
+		for _, d := range m.GetDeltas() {
+			base := a[d.GetNetworkId()]
+			if base == nil {
+				return fmt.Errorf("a delta of network %s, not held", d.GetNetworkId())
+			}
+			next, err := netdelta.Apply(base, proto.Clone(d).(*shoalv1.NetworkDelta))
+			if err != nil {
+				return err
+			}
+			a[d.GetNetworkId()] = next
+		}
 	}
+	return nil
 }
 
 // agrees reports how the agent's states differ from want ("" if not).
@@ -102,8 +118,12 @@ func convergeRun(t *testing.T, seed uint64, steps int) {
 	}
 	var sessions []*session
 	for _, n := range nodeIDs {
-		for range 2 { // two sessions per node: they lag differently
-			sessions = append(sessions, &session{node: n, nt: &networkTracker{}, agent: fakeAgent{}})
+		for k := range 2 { // two sessions per node: they lag differently
+			nt := &networkTracker{}
+			if k == 0 { // one takes deltas, one whole states only
+				nt.delta = c.delta
+			}
+			sessions = append(sessions, &session{node: n, nt: nt, agent: fakeAgent{}})
 		}
 	}
 	handed := map[*shoalv1.NetworkState]*shoalv1.NetworkState{} // state -> copy when handed out
@@ -114,7 +134,9 @@ func convergeRun(t *testing.T, seed uint64, steps int) {
 				handed[st] = proto.Clone(st).(*shoalv1.NetworkState)
 			}
 		}
-		s.agent.apply(s.nt.diffKnown(states, full, replaced))
+		if err := s.agent.apply(s.nt.diffKnown(states, full, replaced)); err != nil {
+			t.Fatalf("index %d, node %s (full %v): %v", index, s.node, full, err)
+		}
 		if d := s.agent.agrees(AllNodeNetworks(cur)[s.node]); d != "" {
 			t.Fatalf("index %d, node %s (full %v): %s", index, s.node, full, d)
 		}
@@ -287,9 +309,14 @@ func TestNetCacheConcurrentSessions(t *testing.T) {
 	trackers := make([]*networkTracker, len(agents))
 	for i := range agents {
 		agents[i], trackers[i] = fakeAgent{}, &networkTracker{}
+		if i%2 == 0 {
+			trackers[i].delta = c.delta
+		}
 		node := nodeIDs[i%len(nodeIDs)]
 		states, replaced := c.states(*cur.Load(), node)
-		agents[i].apply(trackers[i].diffKnown(states, true, replaced))
+		if err := agents[i].apply(trackers[i].diffKnown(states, true, replaced)); err != nil {
+			t.Fatal(err)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -300,7 +327,10 @@ func TestNetCacheConcurrentSessions(t *testing.T) {
 				default:
 				}
 				states, replaced := c.states(*cur.Load(), node)
-				agents[i].apply(trackers[i].diffKnown(states, false, replaced))
+				if err := agents[i].apply(trackers[i].diffKnown(states, false, replaced)); err != nil {
+					t.Errorf("session %d of %s: %v", i, node, err)
+					return
+				}
 			}
 		}()
 	}
@@ -325,7 +355,9 @@ func TestNetCacheConcurrentSessions(t *testing.T) {
 	for i := range agents {
 		node := nodeIDs[i%len(nodeIDs)]
 		states, replaced := c.states(*cur.Load(), node)
-		agents[i].apply(trackers[i].diffKnown(states, false, replaced))
+		if err := agents[i].apply(trackers[i].diffKnown(states, false, replaced)); err != nil {
+			t.Fatalf("session %d of %s: %v", i, node, err)
+		}
 		if d := agents[i].agrees(AllNodeNetworks(*cur.Load())[node]); d != "" {
 			t.Fatalf("session %d of %s: %s", i, node, d)
 		}

@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/shoal-dev/shoal/netdelta"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 	"github.com/shoal-dev/shoal/raftstore"
 	"github.com/shoal-dev/shoal/specrules"
@@ -49,7 +50,11 @@ import (
 // assignments, then, after every burst of relevant changes (a task with
 // networks, a node, a network, a service), the networks whose state
 // changed and the ids of those the node no longer takes part in
-// (full=false). Each message holds networks up to maxNetworkBytes (1 MiB);
+// (full=false). To an agent that says it applies deltas (its hello's
+// network_deltas), a network it holds whose new state differs in a few
+// endpoints or VIPs goes as a delta (netdelta): one endpoint when one
+// task moved, where the whole state lists every endpoint of the network
+// and a rollout over N nodes sent O(N³) bytes. Each message holds networks up to maxNetworkBytes (1 MiB);
 // a network whose own state is larger travels alone in one message (up to
 // gRPC's 4 MiB, some 20,000 endpoints): splitting one network's endpoints
 // would need a "more" flag on Networks so the agent does not apply half a
@@ -260,6 +265,32 @@ type netCache struct {
 	latest func() raftstore.Reader
 	// computed counts computations (tests).
 	computed int
+
+	// deltas holds the deltas made since the last computation, by the
+	// pair of states (sent, next): the sessions that sent one state of an
+	// overlay network (most of them) share one delta to the next, made
+	// once (dmu, not mu: sessions ask while others compute).
+	dmu    sync.Mutex
+	deltas map[[2]*shoalv1.NetworkState]*shoalv1.NetworkDelta
+	// made counts deltas made (tests).
+	made int
+}
+
+// delta is netdelta.Diff(prev, next), made once per pair of states.
+func (c *netCache) delta(prev, next *shoalv1.NetworkState) *shoalv1.NetworkDelta {
+	k := [2]*shoalv1.NetworkState{prev, next}
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	if d, ok := c.deltas[k]; ok {
+		return d
+	}
+	d := netdelta.Diff(prev, next)
+	if c.deltas == nil {
+		c.deltas = map[[2]*shoalv1.NetworkState]*shoalv1.NetworkDelta{}
+	}
+	c.deltas[k] = d
+	c.made++
+	return d
 }
 
 func (c *netCache) get(r raftstore.Reader, nodeID string) []*shoalv1.NetworkState {
@@ -282,6 +313,11 @@ func (c *netCache) states(r raftstore.Reader, nodeID string) ([]*shoalv1.Network
 		c.replaced = keepUnchanged(c.byNode, next)
 		c.byNode, c.index = next, r.Index()
 		c.computed++
+		// The pairs made so far hold states of earlier computations,
+		// which sessions move past: start over rather than keep them.
+		c.dmu.Lock()
+		c.deltas = nil
+		c.dmu.Unlock()
 	}
 	return c.byNode[nodeID], c.replaced
 }
@@ -327,7 +363,7 @@ func keepUnchanged(prev, next map[string][]*shoalv1.NetworkState) map[*shoalv1.N
 			p := before[j]
 			v, ok := seen[n]
 			if !ok || v.p != p {
-				v = verdict{p, proto.Equal(p, n)}
+				v = verdict{p, netdelta.Equal(p, n)}
 				if !ok {
 					seen[n] = v
 				}
@@ -373,6 +409,10 @@ func vipState(svc *shoalv1.Service, networkID string) *shoalv1.ServiceVIPState {
 // networkTracker remembers what a session sent, to send only changes.
 type networkTracker struct {
 	sent map[string]*shoalv1.NetworkState // by network id
+	// delta makes the delta from a state sent to the next (nil: the agent
+	// takes whole states only); netCache.delta shares them between the
+	// sessions that sent the same state.
+	delta func(prev, next *shoalv1.NetworkState) *shoalv1.NetworkDelta
 }
 
 // hasEndpoint says whether a state sent lists task id as an endpoint.
@@ -399,6 +439,7 @@ func (nt *networkTracker) diff(states []*shoalv1.NetworkState, full bool) []*sho
 func (nt *networkTracker) diffKnown(states []*shoalv1.NetworkState, full bool, replaced map[*shoalv1.NetworkState]*shoalv1.NetworkState) []*shoalv1.Networks {
 	next := make(map[string]*shoalv1.NetworkState, len(states))
 	var changed []*shoalv1.NetworkState
+	var deltas []*shoalv1.NetworkDelta
 	for _, s := range states {
 		id := s.GetNetwork().GetMeta().GetId()
 		next[id] = s
@@ -407,8 +448,21 @@ func (nt *networkTracker) diffKnown(states []*shoalv1.NetworkState, full bool, r
 		case full:
 		case sent == s:
 			continue
-		case sent != nil && replaced[s] == sent:
-		case proto.Equal(sent, s):
+		case sent == nil:
+		case nt.delta != nil:
+			// A state the agent holds changes by a delta (an empty one:
+			// equal), unless it is better sent whole.
+			if d := nt.delta(sent, s); d != nil {
+				if !netdelta.Empty(d) {
+					deltas = append(deltas, d)
+				}
+				continue
+			}
+			if replaced[s] != sent && netdelta.Equal(sent, s) {
+				continue
+			}
+		case replaced[s] == sent:
+		case netdelta.Equal(sent, s):
 			continue
 		}
 		changed = append(changed, s)
@@ -423,31 +477,38 @@ func (nt *networkTracker) diffKnown(states []*shoalv1.NetworkState, full bool, r
 		slices.Sort(removed)
 	}
 	nt.sent = next
-	if !full && len(changed) == 0 && len(removed) == 0 {
+	if !full && len(changed) == 0 && len(removed) == 0 && len(deltas) == 0 {
 		return nil
 	}
-	return chunkNetworks(full, changed, removed, maxNetworkBytes)
+	return chunkNetworks(full, changed, removed, deltas, maxNetworkBytes)
 }
 
-// chunkNetworks splits networks over messages of at most limit bytes; a
-// network larger than limit goes alone. Only the first carries full; every
-// message but the last has more set, so the agent applies them as one.
-func chunkNetworks(full bool, states []*shoalv1.NetworkState, removed []string, limit int) []*shoalv1.Networks {
+// chunkNetworks splits networks and deltas over messages of at most limit
+// bytes; a network (or delta) larger than limit goes alone. Only the first
+// carries full; every message but the last has more set, so the agent
+// applies them as one.
+func chunkNetworks(full bool, states []*shoalv1.NetworkState, removed []string, deltas []*shoalv1.NetworkDelta, limit int) []*shoalv1.Networks {
 	cur := &shoalv1.Networks{Full: full, Removed: removed}
 	out := []*shoalv1.Networks{cur}
 	size := 0
 	for _, id := range removed {
 		size += len(id) + 3
 	}
-	for _, s := range states {
-		n := proto.Size(s) + 6
+	room := func(n int) {
 		if size > 0 && size+n > limit {
 			cur = &shoalv1.Networks{}
 			out = append(out, cur)
 			size = 0
 		}
 		size += n
+	}
+	for _, s := range states {
+		room(proto.Size(s) + 6)
 		cur.Networks = append(cur.Networks, s)
+	}
+	for _, d := range deltas {
+		room(proto.Size(d) + 6)
+		cur.Deltas = append(cur.Deltas, d)
 	}
 	for _, m := range out[:len(out)-1] {
 		m.More = true

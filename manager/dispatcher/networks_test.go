@@ -173,7 +173,7 @@ func TestChunkNetworks(t *testing.T) {
 		states = append(states, s)
 	}
 	one := proto.Size(states[0])
-	msgs := chunkNetworks(true, states, []string{"x"}, 3*one)
+	msgs := chunkNetworks(true, states, []string{"x"}, nil, 3*one)
 	n := 0
 	for i, m := range msgs {
 		if m.GetFull() != (i == 0) {
@@ -191,7 +191,7 @@ func TestChunkNetworks(t *testing.T) {
 		t.Fatalf("%d networks in %d chunks", n, len(msgs))
 	}
 	// A network bigger than the limit goes alone.
-	msgs = chunkNetworks(false, states[:2], nil, one/2)
+	msgs = chunkNetworks(false, states[:2], nil, nil, one/2)
 	if len(msgs) != 2 || len(msgs[0].GetNetworks()) != 1 {
 		t.Fatalf("oversized: %d chunks", len(msgs))
 	}

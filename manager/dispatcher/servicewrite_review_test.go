@@ -2,6 +2,7 @@ package dispatcher
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -16,13 +17,17 @@ import (
 
 // stateRig is a leader's dispatcher with real gRPC sessions whose agents
 // apply the Networks messages they receive (fakeAgent), so a test can
-// check what each agent holds against the states computed afresh.
+// check what each agent holds against the states computed afresh. Every
+// other node's agent takes network deltas (as today's agents do), the
+// rest whole states only (an agent of an earlier release).
 type stateRig struct {
 	s      *raftstore.Store
 	d      *Dispatcher
 	nodes  []string
-	mu     sync.Mutex // guards agents
+	mu     sync.Mutex // guards agents and errs
 	agents map[string]fakeAgent
+	errs   []error                        // what agents could not apply
+	got    map[string][]*shoalv1.Networks // every Networks message, by node
 }
 
 func newStateRig(t *testing.T, nodes []string, setup func(raftstore.WriteTx) error) *stateRig {
@@ -40,7 +45,7 @@ func newStateRig(t *testing.T, nodes []string, setup func(raftstore.WriteTx) err
 	}); err != nil {
 		t.Fatal(err)
 	}
-	r := &stateRig{s: s, nodes: nodes, agents: map[string]fakeAgent{}}
+	r := &stateRig{s: s, nodes: nodes, agents: map[string]fakeAgent{}, got: map[string][]*shoalv1.Networks{}}
 	r.d = New(Config{Store: s, Logger: slog.New(slog.DiscardHandler), Managers: func() []string { return []string{"solo:4242"} }})
 	runCtx, stopRun := context.WithCancel(ctx)
 	runDone := make(chan error, 1)
@@ -57,12 +62,12 @@ func newStateRig(t *testing.T, nodes []string, setup func(raftstore.WriteTx) err
 	for _, n := range nodes {
 		r.agents[n] = fakeAgent{}
 	}
-	for _, n := range nodes {
+	for i, n := range nodes {
 		welcomed := make(chan error, 1)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r.agent(ctx, conn, n, welcomed)
+			r.agent(ctx, conn, n, i%2 == 0, welcomed)
 		}()
 		if err := <-welcomed; err != nil {
 			t.Fatal(err)
@@ -75,12 +80,25 @@ func newStateRig(t *testing.T, nodes []string, setup func(raftstore.WriteTx) err
 // agent is node's session (runTestAgent), applying every Networks
 // message; its heartbeats keep any node from going DOWN, which would wake
 // every session.
-func (r *stateRig) agent(ctx context.Context, conn *grpc.ClientConn, node string, welcomed chan<- error) {
-	runTestAgent(ctx, conn, node, welcomed, func(n *shoalv1.Networks) {
+func (r *stateRig) agent(ctx context.Context, conn *grpc.ClientConn, node string, deltas bool, welcomed chan<- error) {
+	runTestAgent(ctx, conn, node, deltas, welcomed, func(n *shoalv1.Networks) {
+		if !deltas && len(n.GetDeltas()) > 0 {
+			r.fail(fmt.Errorf("%s: sent %d deltas, but its hello did not take them", node, len(n.GetDeltas())))
+		}
 		r.mu.Lock()
-		r.agents[node].apply([]*shoalv1.Networks{n})
+		r.got[node] = append(r.got[node], n)
+		err := r.agents[node].apply([]*shoalv1.Networks{n})
 		r.mu.Unlock()
+		if err != nil {
+			r.fail(fmt.Errorf("%s: %w", node, err))
+		}
 	})
+}
+
+func (r *stateRig) fail(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.errs = append(r.errs, err)
 }
 
 // converge waits until every agent holds exactly the states computed
@@ -98,6 +116,9 @@ func (r *stateRig) converge(t *testing.T, what string) {
 		want := AllNodeNetworks(r.s.View())
 		r.mu.Lock()
 		defer r.mu.Unlock()
+		if len(r.errs) > 0 {
+			t.Fatalf("%s: %v", what, errors.Join(r.errs...))
+		}
 		for _, n := range r.nodes {
 			if d := r.agents[n].agrees(want[n]); d != "" {
 				last = n + ": " + d

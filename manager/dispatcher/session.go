@@ -137,6 +137,9 @@ func (d *Dispatcher) Session(stream shoalv1.Dispatcher_SessionServer) error {
 	}
 	ech := newEchoes(id.NodeID, set)
 	nets := &networkTracker{}
+	if hello.GetNetworkDeltas() {
+		nets.delta = d.nets.delta
+	}
 	if err := d.sendNetworks(stream, view, id.NodeID, nets, true); err != nil {
 		return err
 	}

@@ -21,14 +21,17 @@ import (
 // nodes n000… open: a store (in-memory raft) holding an overlay network
 // "a", service "web" with one task on it per node, and service "bench"
 // on no network; each agent heartbeats and counts the network messages
-// it receives.
+// it receives and their bytes. deltas: the agents take network deltas
+// (today's agents), or whole states only (an earlier release's).
 type sessionRig struct {
 	s        *raftstore.Store
 	d        *Dispatcher
+	deltas   bool
 	networks []atomic.Int64 // per node: Networks messages received
+	netBytes atomic.Int64   // their encoded size, all nodes
 }
 
-func newSessionRig(tb testing.TB, nodes int) *sessionRig {
+func newSessionRig(tb testing.TB, nodes int, deltas bool) *sessionRig {
 	tb.Helper()
 	s := openStore(tb)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -56,7 +59,7 @@ func newSessionRig(tb testing.TB, nodes int) *sessionRig {
 	}); err != nil {
 		tb.Fatal(err)
 	}
-	r := &sessionRig{s: s, networks: make([]atomic.Int64, nodes)}
+	r := &sessionRig{s: s, deltas: deltas, networks: make([]atomic.Int64, nodes)}
 	r.d = New(Config{Store: s, Logger: slog.New(slog.DiscardHandler), Managers: func() []string { return []string{"solo:4242"} }})
 	runCtx, stopRun := context.WithCancel(ctx)
 	runDone := make(chan error, 1)
@@ -94,7 +97,10 @@ func newSessionRig(tb testing.TB, nodes int) *sessionRig {
 // agent is node i's session (runTestAgent), counting the network
 // messages it receives.
 func (r *sessionRig) agent(ctx context.Context, conn *grpc.ClientConn, i int, welcomed chan<- error) {
-	runTestAgent(ctx, conn, fmt.Sprintf("n%03d", i), welcomed, func(*shoalv1.Networks) { r.networks[i].Add(1) })
+	runTestAgent(ctx, conn, fmt.Sprintf("n%03d", i), r.deltas, welcomed, func(n *shoalv1.Networks) {
+		r.netBytes.Add(int64(proto.Size(n)))
+		r.networks[i].Add(1)
+	})
 }
 
 // patchLabel writes a new value of service id's label v (PatchService, as
@@ -117,7 +123,7 @@ func (r *sessionRig) patchLabel(tb testing.TB, id, value string) {
 // event each, not three) and every agent gets the new state.
 func TestLabelWriteWakesNoSession(t *testing.T) {
 	const nodes = 5
-	r := newSessionRig(t, nodes)
+	r := newSessionRig(t, nodes, true)
 	// A first alias, as a marker: once every agent has its state, every
 	// session has taken every event before it.
 	r.setAlias(t, "m0")
@@ -170,7 +176,7 @@ func BenchmarkServiceWriteOverSessions(b *testing.B) {
 // benchLabelWrites writes service's label once per op with N sessions
 // open (benchWrites).
 func benchLabelWrites(b *testing.B, sessions int, service string) {
-	benchWrites(b, sessions, "write", func(r *sessionRig, seq int) { r.patchLabel(b, service, fmt.Sprint(seq)) })
+	benchWrites(b, sessions, true, "write", func(r *sessionRig, seq int) { r.patchLabel(b, service, fmt.Sprint(seq)) })
 }
 
 // settle waits until the sessions have done what the writes gave them:
@@ -200,15 +206,18 @@ func settle(b *testing.B) {
 // updated once ended, deleted — 12 writes, as the orchestrator, the
 // allocator and an agent make them (taskLife). cpu-µs/life is the whole
 // process's CPU per life; events/life counts the events the sessions took.
+// deltas=false: agents of an earlier release, sent whole network states.
 func BenchmarkTaskLifecycleOverSessions(b *testing.B) {
 	for _, n := range []int{0, 50, 200} {
-		b.Run(fmt.Sprintf("sessions=%d", n), func(b *testing.B) {
-			node := "n000"
-			if n == 0 {
-				node = "nowhere"
-			}
-			benchWrites(b, n, "life", func(r *sessionRig, seq int) { taskLife(b, r.s, fmt.Sprintf("life%d", seq), node) })
-		})
+		for _, deltas := range []bool{false, true} {
+			b.Run(fmt.Sprintf("sessions=%d/deltas=%v", n, deltas), func(b *testing.B) {
+				node := "n000"
+				if n == 0 {
+					node = "nowhere"
+				}
+				benchWrites(b, n, deltas, "life", func(r *sessionRig, seq int) { taskLife(b, r.s, fmt.Sprintf("life%d", seq), node) })
+			})
+		}
 	}
 }
 
@@ -219,7 +228,7 @@ func BenchmarkTaskLifecycleOverSessions(b *testing.B) {
 func BenchmarkTaskStatusMessageOverSessions(b *testing.B) {
 	for _, n := range []int{1, 50, 200} { // t000 is n000's
 		b.Run(fmt.Sprintf("sessions=%d", n), func(b *testing.B) {
-			benchWrites(b, n, "write", func(r *sessionRig, seq int) {
+			benchWrites(b, n, true, "write", func(r *sessionRig, seq int) {
 				taskStatus(b, r.s, "t000", &shoalv1.TaskStatus{State: stRunning, Message: fmt.Sprint(seq)})
 			})
 		})
@@ -233,8 +242,8 @@ func BenchmarkTaskStatusMessageOverSessions(b *testing.B) {
 // with the writer sends each state, one that lags sends only the newest,
 // and the CPU follows the messages (docs/performance.md, "Review of
 // s15-taskprev"), so compare builds at equal netmsgs.
-func benchWrites(b *testing.B, sessions int, unit string, write func(r *sessionRig, seq int)) {
-	r := newSessionRig(b, sessions)
+func benchWrites(b *testing.B, sessions int, deltas bool, unit string, write func(r *sessionRig, seq int)) {
+	r := newSessionRig(b, sessions, deltas)
 	msgs := func() int64 {
 		var n int64
 		for i := range r.networks {
@@ -249,7 +258,7 @@ func benchWrites(b *testing.B, sessions int, unit string, write func(r *sessionR
 	}
 	settle(b)
 	var before, after syscall.Rusage
-	taken, c0, m0 := r.d.sessionEventsTaken.Load(), computed(), msgs()
+	taken, c0, m0, by0 := r.d.sessionEventsTaken.Load(), computed(), msgs(), r.netBytes.Load()
 	syscall.Getrusage(syscall.RUSAGE_SELF, &before)
 	seq := 0
 	for b.Loop() {
@@ -264,6 +273,7 @@ func benchWrites(b *testing.B, sessions int, unit string, write func(r *sessionR
 	b.ReportMetric(float64(r.d.sessionEventsTaken.Load()-taken)/f, "events/"+unit)
 	b.ReportMetric(float64(computed()-c0)/f, "computed/"+unit)
 	b.ReportMetric(float64(msgs()-m0)/f, "netmsgs/"+unit)
+	b.ReportMetric(float64(r.netBytes.Load()-by0)/f, "netbytes/"+unit)
 }
 
 // taskLife writes the life of task id of service web on node (see

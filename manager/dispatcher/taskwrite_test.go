@@ -141,7 +141,7 @@ func TestTaskLifecycleReachesEveryAgent(t *testing.T) {
 // every session once.
 func TestTaskWritesThatChangeNoStateWakeNoSession(t *testing.T) {
 	const nodes = 5
-	r := newSessionRig(t, nodes)
+	r := newSessionRig(t, nodes, true)
 	r.setAlias(t, "m0")
 	taken := r.d.sessionEventsTaken.Load()
 	running := &shoalv1.TaskStatus{State: stRunning}
@@ -173,7 +173,7 @@ func TestTaskWritesThatChangeNoStateWakeNoSession(t *testing.T) {
 // after them is computed once for every session.
 func TestOwnTaskStatusComputesNoState(t *testing.T) {
 	const nodes = 5
-	r := newSessionRig(t, nodes)
+	r := newSessionRig(t, nodes, true)
 	r.setAlias(t, "m0")
 	computed := func() int {
 		r.d.nets.mu.Lock()

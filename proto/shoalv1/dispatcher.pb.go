@@ -28,7 +28,10 @@ type AgentHello struct {
 	// host:port of the node's agent API.
 	AgentAddr string `protobuf:"bytes,3,opt,name=agent_addr,json=agentAddr,proto3" json:"agent_addr,omitempty"`
 	// host:port of the node's memberlist.
-	GossipAddr    string `protobuf:"bytes,4,opt,name=gossip_addr,json=gossipAddr,proto3" json:"gossip_addr,omitempty"`
+	GossipAddr string `protobuf:"bytes,4,opt,name=gossip_addr,json=gossipAddr,proto3" json:"gossip_addr,omitempty"`
+	// The agent applies Networks.deltas. An agent of an earlier release
+	// leaves it false and is sent whole network states only.
+	NetworkDeltas bool `protobuf:"varint,5,opt,name=network_deltas,json=networkDeltas,proto3" json:"network_deltas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -89,6 +92,13 @@ func (x *AgentHello) GetGossipAddr() string {
 		return x.GossipAddr
 	}
 	return ""
+}
+
+func (x *AgentHello) GetNetworkDeltas() bool {
+	if x != nil {
+		return x.NetworkDeltas
+	}
+	return false
 }
 
 // Heartbeat is an agent's heartbeat and, from the dispatcher, its
@@ -547,8 +557,8 @@ func (x *Assignments) GetMore() bool {
 
 // Networks carries the desired state of the networks the node takes part
 // in (those of its tasks, and every overlay network for ingress): full=true
-// replaces all; otherwise the listed networks replace theirs and removed
-// ones are left.
+// replaces all; otherwise the listed networks replace theirs, removed ones
+// are left, and each delta changes the state of a network the node holds.
 type Networks struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Full     bool                   `protobuf:"varint,1,opt,name=full,proto3" json:"full,omitempty"`
@@ -557,7 +567,10 @@ type Networks struct {
 	// Like Assignments.more: further chunks of this message follow; only the
 	// first carries full, and the agent applies the whole once the last
 	// (more=false) has arrived.
-	More          bool `protobuf:"varint,4,opt,name=more,proto3" json:"more,omitempty"`
+	More bool `protobuf:"varint,4,opt,name=more,proto3" json:"more,omitempty"`
+	// Sent only to an agent whose hello set network_deltas, never with
+	// full=true, and never for a network listed in networks or removed.
+	Deltas        []*NetworkDelta `protobuf:"bytes,5,rep,name=deltas,proto3" json:"deltas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -620,6 +633,115 @@ func (x *Networks) GetMore() bool {
 	return false
 }
 
+func (x *Networks) GetDeltas() []*NetworkDelta {
+	if x != nil {
+		return x.Deltas
+	}
+	return nil
+}
+
+// NetworkDelta turns the state of one network the node holds (the last
+// one sent to it, whole or as deltas) into the next: endpoints are keyed
+// by task_id and VIPs by service_id; an upserted one replaces the one
+// with its key, or is added. The network object itself is unchanged (a
+// changed network is sent whole). endpoints and vips are the counts the
+// state has once the delta is applied: an agent that finds otherwise holds
+// a state that is not the manager's and must end the session (the next
+// one starts with a full set).
+type NetworkDelta struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	NetworkId string                 `protobuf:"bytes,1,opt,name=network_id,json=networkId,proto3" json:"network_id,omitempty"`
+	Upsert    []*Endpoint            `protobuf:"bytes,2,rep,name=upsert,proto3" json:"upsert,omitempty"`
+	// Task ids of the endpoints that left.
+	Removed    []string           `protobuf:"bytes,3,rep,name=removed,proto3" json:"removed,omitempty"`
+	VipsUpsert []*ServiceVIPState `protobuf:"bytes,4,rep,name=vips_upsert,json=vipsUpsert,proto3" json:"vips_upsert,omitempty"`
+	// Service ids of the VIPs that left.
+	VipsRemoved   []string `protobuf:"bytes,5,rep,name=vips_removed,json=vipsRemoved,proto3" json:"vips_removed,omitempty"`
+	Endpoints     uint32   `protobuf:"varint,6,opt,name=endpoints,proto3" json:"endpoints,omitempty"`
+	Vips          uint32   `protobuf:"varint,7,opt,name=vips,proto3" json:"vips,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkDelta) Reset() {
+	*x = NetworkDelta{}
+	mi := &file_shoalv1_dispatcher_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkDelta) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkDelta) ProtoMessage() {}
+
+func (x *NetworkDelta) ProtoReflect() protoreflect.Message {
+	mi := &file_shoalv1_dispatcher_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkDelta.ProtoReflect.Descriptor instead.
+func (*NetworkDelta) Descriptor() ([]byte, []int) {
+	return file_shoalv1_dispatcher_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *NetworkDelta) GetNetworkId() string {
+	if x != nil {
+		return x.NetworkId
+	}
+	return ""
+}
+
+func (x *NetworkDelta) GetUpsert() []*Endpoint {
+	if x != nil {
+		return x.Upsert
+	}
+	return nil
+}
+
+func (x *NetworkDelta) GetRemoved() []string {
+	if x != nil {
+		return x.Removed
+	}
+	return nil
+}
+
+func (x *NetworkDelta) GetVipsUpsert() []*ServiceVIPState {
+	if x != nil {
+		return x.VipsUpsert
+	}
+	return nil
+}
+
+func (x *NetworkDelta) GetVipsRemoved() []string {
+	if x != nil {
+		return x.VipsRemoved
+	}
+	return nil
+}
+
+func (x *NetworkDelta) GetEndpoints() uint32 {
+	if x != nil {
+		return x.Endpoints
+	}
+	return 0
+}
+
+func (x *NetworkDelta) GetVips() uint32 {
+	if x != nil {
+		return x.Vips
+	}
+	return 0
+}
+
 // Gossip tells a node how to join the gossip membership.
 type Gossip struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -633,7 +755,7 @@ type Gossip struct {
 
 func (x *Gossip) Reset() {
 	*x = Gossip{}
-	mi := &file_shoalv1_dispatcher_proto_msgTypes[9]
+	mi := &file_shoalv1_dispatcher_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -645,7 +767,7 @@ func (x *Gossip) String() string {
 func (*Gossip) ProtoMessage() {}
 
 func (x *Gossip) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_dispatcher_proto_msgTypes[9]
+	mi := &file_shoalv1_dispatcher_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -658,7 +780,7 @@ func (x *Gossip) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Gossip.ProtoReflect.Descriptor instead.
 func (*Gossip) Descriptor() ([]byte, []int) {
-	return file_shoalv1_dispatcher_proto_rawDescGZIP(), []int{9}
+	return file_shoalv1_dispatcher_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Gossip) GetKeys() [][]byte {
@@ -693,7 +815,7 @@ type SessionMessage struct {
 
 func (x *SessionMessage) Reset() {
 	*x = SessionMessage{}
-	mi := &file_shoalv1_dispatcher_proto_msgTypes[10]
+	mi := &file_shoalv1_dispatcher_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -705,7 +827,7 @@ func (x *SessionMessage) String() string {
 func (*SessionMessage) ProtoMessage() {}
 
 func (x *SessionMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_dispatcher_proto_msgTypes[10]
+	mi := &file_shoalv1_dispatcher_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -718,7 +840,7 @@ func (x *SessionMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionMessage.ProtoReflect.Descriptor instead.
 func (*SessionMessage) Descriptor() ([]byte, []int) {
-	return file_shoalv1_dispatcher_proto_rawDescGZIP(), []int{10}
+	return file_shoalv1_dispatcher_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SessionMessage) GetMsg() isSessionMessage_Msg {
@@ -846,7 +968,7 @@ type ManagerList struct {
 
 func (x *ManagerList) Reset() {
 	*x = ManagerList{}
-	mi := &file_shoalv1_dispatcher_proto_msgTypes[11]
+	mi := &file_shoalv1_dispatcher_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -858,7 +980,7 @@ func (x *ManagerList) String() string {
 func (*ManagerList) ProtoMessage() {}
 
 func (x *ManagerList) ProtoReflect() protoreflect.Message {
-	mi := &file_shoalv1_dispatcher_proto_msgTypes[11]
+	mi := &file_shoalv1_dispatcher_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -871,7 +993,7 @@ func (x *ManagerList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ManagerList.ProtoReflect.Descriptor instead.
 func (*ManagerList) Descriptor() ([]byte, []int) {
-	return file_shoalv1_dispatcher_proto_rawDescGZIP(), []int{11}
+	return file_shoalv1_dispatcher_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ManagerList) GetManagers() []string {
@@ -885,7 +1007,7 @@ var File_shoalv1_dispatcher_proto protoreflect.FileDescriptor
 
 const file_shoalv1_dispatcher_proto_rawDesc = "" +
 	"\n" +
-	"\x18shoalv1/dispatcher.proto\x12\bshoal.v1\x1a\x15shoalv1/objects.proto\"\x9d\x01\n" +
+	"\x18shoalv1/dispatcher.proto\x12\bshoal.v1\x1a\x15shoalv1/objects.proto\"\xc4\x01\n" +
 	"\n" +
 	"AgentHello\x12;\n" +
 	"\vdescription\x18\x01 \x01(\v2\x19.shoal.v1.NodeDescriptionR\vdescription\x12\x12\n" +
@@ -893,7 +1015,8 @@ const file_shoalv1_dispatcher_proto_rawDesc = "" +
 	"\n" +
 	"agent_addr\x18\x03 \x01(\tR\tagentAddr\x12\x1f\n" +
 	"\vgossip_addr\x18\x04 \x01(\tR\n" +
-	"gossipAddr\";\n" +
+	"gossipAddr\x12%\n" +
+	"\x0enetwork_deltas\x18\x05 \x01(\bR\rnetworkDeltas\";\n" +
 	"\tHeartbeat\x12.\n" +
 	"\x13heartbeat_period_ms\x18\x01 \x01(\x03R\x11heartbeatPeriodMs\"Y\n" +
 	"\x10TaskStatusUpdate\x12\x17\n" +
@@ -921,12 +1044,23 @@ const file_shoalv1_dispatcher_proto_rawDesc = "" +
 	"\x04full\x18\x01 \x01(\bR\x04full\x12&\n" +
 	"\x06upsert\x18\x02 \x03(\v2\x0e.shoal.v1.TaskR\x06upsert\x12\x18\n" +
 	"\aremoved\x18\x03 \x03(\tR\aremoved\x12\x12\n" +
-	"\x04more\x18\x04 \x01(\bR\x04more\"\x80\x01\n" +
+	"\x04more\x18\x04 \x01(\bR\x04more\"\xb0\x01\n" +
 	"\bNetworks\x12\x12\n" +
 	"\x04full\x18\x01 \x01(\bR\x04full\x122\n" +
 	"\bnetworks\x18\x02 \x03(\v2\x16.shoal.v1.NetworkStateR\bnetworks\x12\x18\n" +
 	"\aremoved\x18\x03 \x03(\tR\aremoved\x12\x12\n" +
-	"\x04more\x18\x04 \x01(\bR\x04more\"2\n" +
+	"\x04more\x18\x04 \x01(\bR\x04more\x12.\n" +
+	"\x06deltas\x18\x05 \x03(\v2\x16.shoal.v1.NetworkDeltaR\x06deltas\"\x84\x02\n" +
+	"\fNetworkDelta\x12\x1d\n" +
+	"\n" +
+	"network_id\x18\x01 \x01(\tR\tnetworkId\x12*\n" +
+	"\x06upsert\x18\x02 \x03(\v2\x12.shoal.v1.EndpointR\x06upsert\x12\x18\n" +
+	"\aremoved\x18\x03 \x03(\tR\aremoved\x12:\n" +
+	"\vvips_upsert\x18\x04 \x03(\v2\x19.shoal.v1.ServiceVIPStateR\n" +
+	"vipsUpsert\x12!\n" +
+	"\fvips_removed\x18\x05 \x03(\tR\vvipsRemoved\x12\x1c\n" +
+	"\tendpoints\x18\x06 \x01(\rR\tendpoints\x12\x12\n" +
+	"\x04vips\x18\a \x01(\rR\x04vips\"2\n" +
 	"\x06Gossip\x12\x12\n" +
 	"\x04keys\x18\x01 \x03(\fR\x04keys\x12\x14\n" +
 	"\x05peers\x18\x02 \x03(\tR\x05peers\"\xfd\x02\n" +
@@ -957,7 +1091,7 @@ func file_shoalv1_dispatcher_proto_rawDescGZIP() []byte {
 	return file_shoalv1_dispatcher_proto_rawDescData
 }
 
-var file_shoalv1_dispatcher_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_shoalv1_dispatcher_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_shoalv1_dispatcher_proto_goTypes = []any{
 	(*AgentHello)(nil),       // 0: shoal.v1.AgentHello
 	(*Heartbeat)(nil),        // 1: shoal.v1.Heartbeat
@@ -968,40 +1102,46 @@ var file_shoalv1_dispatcher_proto_goTypes = []any{
 	(*SessionWelcome)(nil),   // 6: shoal.v1.SessionWelcome
 	(*Assignments)(nil),      // 7: shoal.v1.Assignments
 	(*Networks)(nil),         // 8: shoal.v1.Networks
-	(*Gossip)(nil),           // 9: shoal.v1.Gossip
-	(*SessionMessage)(nil),   // 10: shoal.v1.SessionMessage
-	(*ManagerList)(nil),      // 11: shoal.v1.ManagerList
-	(*NodeDescription)(nil),  // 12: shoal.v1.NodeDescription
-	(*TaskStatus)(nil),       // 13: shoal.v1.TaskStatus
-	(*Node)(nil),             // 14: shoal.v1.Node
-	(*Task)(nil),             // 15: shoal.v1.Task
-	(*NetworkState)(nil),     // 16: shoal.v1.NetworkState
+	(*NetworkDelta)(nil),     // 9: shoal.v1.NetworkDelta
+	(*Gossip)(nil),           // 10: shoal.v1.Gossip
+	(*SessionMessage)(nil),   // 11: shoal.v1.SessionMessage
+	(*ManagerList)(nil),      // 12: shoal.v1.ManagerList
+	(*NodeDescription)(nil),  // 13: shoal.v1.NodeDescription
+	(*TaskStatus)(nil),       // 14: shoal.v1.TaskStatus
+	(*Node)(nil),             // 15: shoal.v1.Node
+	(*Task)(nil),             // 16: shoal.v1.Task
+	(*NetworkState)(nil),     // 17: shoal.v1.NetworkState
+	(*Endpoint)(nil),         // 18: shoal.v1.Endpoint
+	(*ServiceVIPState)(nil),  // 19: shoal.v1.ServiceVIPState
 }
 var file_shoalv1_dispatcher_proto_depIdxs = []int32{
-	12, // 0: shoal.v1.AgentHello.description:type_name -> shoal.v1.NodeDescription
-	13, // 1: shoal.v1.TaskStatusUpdate.status:type_name -> shoal.v1.TaskStatus
+	13, // 0: shoal.v1.AgentHello.description:type_name -> shoal.v1.NodeDescription
+	14, // 1: shoal.v1.TaskStatusUpdate.status:type_name -> shoal.v1.TaskStatus
 	2,  // 2: shoal.v1.TaskStatusBatch.updates:type_name -> shoal.v1.TaskStatusUpdate
 	0,  // 3: shoal.v1.AgentMessage.hello:type_name -> shoal.v1.AgentHello
 	1,  // 4: shoal.v1.AgentMessage.heartbeat:type_name -> shoal.v1.Heartbeat
 	3,  // 5: shoal.v1.AgentMessage.status:type_name -> shoal.v1.TaskStatusBatch
 	4,  // 6: shoal.v1.AgentMessage.goodbye:type_name -> shoal.v1.Goodbye
-	14, // 7: shoal.v1.SessionWelcome.node:type_name -> shoal.v1.Node
-	15, // 8: shoal.v1.Assignments.upsert:type_name -> shoal.v1.Task
-	16, // 9: shoal.v1.Networks.networks:type_name -> shoal.v1.NetworkState
-	6,  // 10: shoal.v1.SessionMessage.welcome:type_name -> shoal.v1.SessionWelcome
-	7,  // 11: shoal.v1.SessionMessage.assignments:type_name -> shoal.v1.Assignments
-	14, // 12: shoal.v1.SessionMessage.node:type_name -> shoal.v1.Node
-	11, // 13: shoal.v1.SessionMessage.managers:type_name -> shoal.v1.ManagerList
-	1,  // 14: shoal.v1.SessionMessage.heartbeat_ack:type_name -> shoal.v1.Heartbeat
-	8,  // 15: shoal.v1.SessionMessage.networks:type_name -> shoal.v1.Networks
-	9,  // 16: shoal.v1.SessionMessage.gossip:type_name -> shoal.v1.Gossip
-	5,  // 17: shoal.v1.Dispatcher.Session:input_type -> shoal.v1.AgentMessage
-	10, // 18: shoal.v1.Dispatcher.Session:output_type -> shoal.v1.SessionMessage
-	18, // [18:19] is the sub-list for method output_type
-	17, // [17:18] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	15, // 7: shoal.v1.SessionWelcome.node:type_name -> shoal.v1.Node
+	16, // 8: shoal.v1.Assignments.upsert:type_name -> shoal.v1.Task
+	17, // 9: shoal.v1.Networks.networks:type_name -> shoal.v1.NetworkState
+	9,  // 10: shoal.v1.Networks.deltas:type_name -> shoal.v1.NetworkDelta
+	18, // 11: shoal.v1.NetworkDelta.upsert:type_name -> shoal.v1.Endpoint
+	19, // 12: shoal.v1.NetworkDelta.vips_upsert:type_name -> shoal.v1.ServiceVIPState
+	6,  // 13: shoal.v1.SessionMessage.welcome:type_name -> shoal.v1.SessionWelcome
+	7,  // 14: shoal.v1.SessionMessage.assignments:type_name -> shoal.v1.Assignments
+	15, // 15: shoal.v1.SessionMessage.node:type_name -> shoal.v1.Node
+	12, // 16: shoal.v1.SessionMessage.managers:type_name -> shoal.v1.ManagerList
+	1,  // 17: shoal.v1.SessionMessage.heartbeat_ack:type_name -> shoal.v1.Heartbeat
+	8,  // 18: shoal.v1.SessionMessage.networks:type_name -> shoal.v1.Networks
+	10, // 19: shoal.v1.SessionMessage.gossip:type_name -> shoal.v1.Gossip
+	5,  // 20: shoal.v1.Dispatcher.Session:input_type -> shoal.v1.AgentMessage
+	11, // 21: shoal.v1.Dispatcher.Session:output_type -> shoal.v1.SessionMessage
+	21, // [21:22] is the sub-list for method output_type
+	20, // [20:21] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_shoalv1_dispatcher_proto_init() }
@@ -1016,7 +1156,7 @@ func file_shoalv1_dispatcher_proto_init() {
 		(*AgentMessage_Status)(nil),
 		(*AgentMessage_Goodbye)(nil),
 	}
-	file_shoalv1_dispatcher_proto_msgTypes[10].OneofWrappers = []any{
+	file_shoalv1_dispatcher_proto_msgTypes[11].OneofWrappers = []any{
 		(*SessionMessage_Welcome)(nil),
 		(*SessionMessage_Assignments)(nil),
 		(*SessionMessage_Node)(nil),
@@ -1031,7 +1171,7 @@ func file_shoalv1_dispatcher_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shoalv1_dispatcher_proto_rawDesc), len(file_shoalv1_dispatcher_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
