@@ -35,11 +35,17 @@ const lossHB = 2 * time.Second
 // term 1, and has l's last connection reported. It returns a's raft, its
 // state changes, and b's transport connected to a.
 func lossFollower(t *testing.T) (*raft.Raft, <-chan raft.Observation, *raft.InmemTransport) {
+	return lossFollowerWith(t, "b")
+}
+
+// lossFollowerWith is lossFollower with the other follower named other:
+// "b" sorts after "a" (a campaigns first), "0" before it (a second).
+func lossFollowerWith(t *testing.T, other string) (*raft.Raft, <-chan raft.Observation, *raft.InmemTransport) {
 	t.Helper()
 	_, at := raft.NewInmemTransport("a")
 	trans := &lossTransport{InmemTransport: at, loss: make(chan raft.LeaderConnLoss, 1)}
 	_, lt := raft.NewInmemTransport("l")
-	_, bt := raft.NewInmemTransport("b")
+	_, bt := raft.NewInmemTransport(raft.ServerAddress(other))
 	lt.Connect("a", at)
 	bt.Connect("a", at)
 	t.Cleanup(func() { lt.Close(); bt.Close() })
@@ -53,7 +59,7 @@ func lossFollower(t *testing.T) (*raft.Raft, <-chan raft.Observation, *raft.Inme
 	store := raft.NewInmemStore()
 	snaps := raft.NewInmemSnapshotStore()
 	servers := raft.Configuration{Servers: []raft.Server{
-		{ID: "a", Address: "a"}, {ID: "l", Address: "l"}, {ID: "b", Address: "b"},
+		{ID: "a", Address: "a"}, {ID: "l", Address: "l"}, {ID: raft.ServerID(other), Address: raft.ServerAddress(other)},
 	}}
 	if err := raft.BootstrapCluster(conf, store, store, snaps, trans, servers); err != nil {
 		t.Fatal(err)
@@ -118,6 +124,22 @@ func candidateWithin(states <-chan raft.Observation, d time.Duration) bool {
 // window covers the report's delay (at most HeartbeatTimeout/4) with a
 // margin, and ends before a heartbeat timeout could.
 const lossWindow = lossHB/4 + 500*time.Millisecond
+
+// TestFailoverReportCampaignsInIDOrder: the followers of a lost leader
+// campaign in the order of their IDs, a heartbeat timeout/4 apart: "a",
+// second after "0", waits past lossHB/4 (the first's pre-vote would reach
+// it meanwhile and cancel its campaign) and then campaigns. With one
+// random delay for both, two followers campaigned at once in about one
+// failover in twenty and split the vote.
+func TestFailoverReportCampaignsInIDOrder(t *testing.T) {
+	_, states, _ := lossFollowerWith(t, "0")
+	if candidateWithin(states, lossHB/4-100*time.Millisecond) {
+		t.Fatalf("a, second in ID order, campaigned within %v of the report", lossHB/4-100*time.Millisecond)
+	}
+	if !candidateWithin(states, lossHB/16+500*time.Millisecond) {
+		t.Fatalf("a, second in ID order, did not campaign within %v of the report", lossHB/4+lossHB/16+500*time.Millisecond)
+	}
+}
 
 func TestFailoverReportCampaigns(t *testing.T) {
 	_, states, _ := lossFollower(t)

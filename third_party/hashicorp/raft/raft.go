@@ -10,6 +10,7 @@ import (
 	"io"
 	"math/rand"
 	"runtime"
+	"sort"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -237,9 +238,11 @@ func (r *Raft) runFollower() {
 				continue
 			}
 			// Without a leader this node grants the other followers' votes.
+			_, leaderID := r.LeaderWithID()
 			r.setLeader("", "")
 			lossAt = loss.At
-			heartbeatTimer = time.After(leaderConnLossDelay(r.config().HeartbeatTimeout))
+			rank := lossRank(r.configurations.latest, r.localID, leaderID)
+			heartbeatTimer = time.After(leaderConnLossDelay(r.config().HeartbeatTimeout, rank))
 
 		case <-heartbeatTimer:
 			r.mainThreadSaturation.working()
@@ -313,10 +316,38 @@ func (r *Raft) leaderConnLost(loss LeaderConnLoss) bool {
 	return true
 }
 
-// leaderConnLossDelay is uniform in [0, heartbeatTimeout/4]: the followers
-// of a lost leader seldom campaign at once.
-func leaderConnLossDelay(heartbeatTimeout time.Duration) time.Duration {
-	return time.Duration(rand.Int63n(int64(heartbeatTimeout/4) + 1))
+// leaderConnLossDelay is rank × heartbeatTimeout/4 plus a jitter uniform in
+// [0, heartbeatTimeout/16]: the followers of a lost leader campaign one
+// after the other, in the order of their IDs (lossRank), so the first's
+// pre-vote reaches the next before that one's timer fires and cancels its
+// campaign. With one delay uniform in [0, heartbeatTimeout/4] for all, two
+// followers campaigned within a few milliseconds of each other in about
+// one failover in twenty (both pre-votes granted before either timer was
+// cancelled), each voted for itself, and the split vote cost an election
+// timeout: first writes 0.5–1 s after the leader's death instead of
+// 20–100 ms (Shoal's docs/performance.md, "Sixteenth round").
+func leaderConnLossDelay(heartbeatTimeout time.Duration, rank int) time.Duration {
+	return time.Duration(rank)*(heartbeatTimeout/4) + time.Duration(rand.Int63n(int64(heartbeatTimeout/16)+1))
+}
+
+// lossRank is local's place among the voters of configuration other than
+// the lost leader, in ID order (0: first). Every follower computes it from
+// the same configuration, so no two share a rank; a node not among them
+// (a non-voter: it does not campaign) gets the last.
+func lossRank(configuration Configuration, local, leader ServerID) int {
+	var ids []ServerID
+	for _, s := range configuration.Servers {
+		if s.Suffrage == Voter && s.ID != leader {
+			ids = append(ids, s.ID)
+		}
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	for i, id := range ids {
+		if id == local {
+			return i
+		}
+	}
+	return len(ids)
 }
 
 // liveBootstrap attempts to seed an initial configuration for the cluster. See
