@@ -1,0 +1,369 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	spb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// The pipeline (shoal.v1.Pipeline, manager/pipeline) carries the
+// connection's Control calls other than lists over one stream, many in
+// flight at once: a call is one message each way instead of an HTTP/2
+// stream of its own, which costs about a third of a write's CPU on both
+// sides at high concurrency. It sits under the retry interceptor
+// (retryUnavailable): a pipelined call is retried, failed over and
+// reported exactly as a unary one, and its answer is the one the manager
+// would have given the unary call (the manager runs it through the same
+// interceptors).
+//
+// One stream is open at a time (opened by the first call that needs it).
+// It is retired — closed for sending, its calls in flight still answered
+// — when a call on it is answered UNAVAILABLE (a manager not ready or
+// losing its leader: the connection may be moving to another manager,
+// and a stream stays on the transport it was opened on), and dropped when
+// it breaks: the calls it still held fail UNAVAILABLE (retried, as a
+// unary call on a broken connection is). A manager of an earlier release
+// refuses the stream (UNIMPLEMENTED, or PERMISSION_DENIED: its policy
+// does not know the method) before running any call: those calls, and
+// every later one of the connection, go as unary calls.
+//
+// Calls stay unary when the pipeline cannot carry what they ask for:
+// outgoing metadata in the context, or call options other than
+// grpc.Peer, the size limits and the generated code's static-method
+// marker (grpc.Header, grpc.Trailer, ...).
+
+// pipelined reports whether method travels over the pipeline: Control's
+// unary methods except the lists (a list's reply may be tens of MB, which
+// would hold up the replies behind it on the one stream).
+func pipelined(method string) bool {
+	name, ok := strings.CutPrefix(method, "/"+shoalv1.Control_ServiceDesc.ServiceName+"/")
+	return ok && !strings.HasPrefix(name, "List")
+}
+
+// pipeline is a connection's pipeline.
+type pipeline struct {
+	ctx context.Context // ends with the connection (Client.Close)
+
+	mu      sync.Mutex    // guards the fields below
+	cur     *pipeStream   // nil: the next call opens one
+	opening chan struct{} // closed when an open in progress ends; nil: none
+	off     bool          // the managers do not serve the pipeline
+
+	nextID atomic.Uint64
+}
+
+// pipeStream is one pipeline stream and its calls in flight.
+type pipeStream struct {
+	p  *pipeline
+	cs grpc.ClientStream
+	pr peer.Peer // the manager it is open to
+
+	sendMu sync.Mutex // one SendMsg at a time; guards closed
+	closed bool       // CloseSend was called (retired)
+
+	mu       sync.Mutex // guards pending, answered, err
+	pending  map[uint64]chan *shoalv1.PipelineReply
+	answered bool  // a reply came
+	err      error // why the stream ended; nil while it lives
+}
+
+func newPipeline(ctx context.Context) *pipeline { return &pipeline{ctx: ctx} }
+
+// errPipelineOff is what a call waiting on a stream the managers refused
+// gets: send it as a unary call.
+var errPipelineOff = errors.New("pipeline not served")
+
+// unary is the innermost unary interceptor of the connection.
+func (p *pipeline) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	if !pipelined(method) || !carries(ctx, opts) {
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	in, ok1 := req.(proto.Message)
+	out, ok2 := reply.(proto.Message)
+	if !ok1 || !ok2 {
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	var s *pipeStream
+	var r *shoalv1.PipelineReply
+	for {
+		var err error
+		s, err = p.stream(ctx, cc)
+		if err == nil {
+			r, err = s.call(ctx, method, in, opts)
+		}
+		if errors.Is(err, errRetired) {
+			continue // closed by another call since this one chose it
+		}
+		if errors.Is(err, errPipelineOff) {
+			return invoker(ctx, method, req, reply, cc, opts...)
+		}
+		if err != nil {
+			return err
+		}
+		break
+	}
+	if len(r.GetStatus()) > 0 {
+		sp := new(spb.Status)
+		if err := proto.Unmarshal(r.GetStatus(), sp); err != nil {
+			return status.Errorf(codes.Internal, "pipeline: a reply's status does not decode: %v", err)
+		}
+		if sp.GetCode() == int32(codes.OK) {
+			return status.Errorf(codes.Internal, "pipeline: a reply's status is OK with no reply")
+		}
+		err := status.ErrorProto(sp)
+		if status.Code(err) == codes.Unavailable {
+			p.retire(s)
+		}
+		return err
+	}
+	if err := proto.Unmarshal(r.GetReply(), out); err != nil {
+		return status.Errorf(codes.Internal, "grpc: failed to unmarshal the received message: %v", err)
+	}
+	return nil
+}
+
+// carries reports whether a call with ctx and opts may be pipelined.
+func carries(ctx context.Context, opts []grpc.CallOption) bool {
+	if md, ok := metadata.FromOutgoingContext(ctx); ok && md.Len() > 0 {
+		return false
+	}
+	for _, o := range opts {
+		switch o.(type) {
+		case grpc.PeerCallOption, grpc.MaxRecvMsgSizeCallOption, grpc.MaxSendMsgSizeCallOption,
+			grpc.StaticMethodCallOption: // generated code's marker
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// stream returns the open stream, opening one if there is none.
+func (p *pipeline) stream(ctx context.Context, cc *grpc.ClientConn) (*pipeStream, error) {
+	for {
+		p.mu.Lock()
+		switch {
+		case p.off:
+			p.mu.Unlock()
+			return nil, errPipelineOff
+		case p.cur != nil:
+			s := p.cur
+			p.mu.Unlock()
+			return s, nil
+		case p.opening != nil:
+			wait := p.opening
+			p.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return nil, status.FromContextError(ctx.Err()).Err()
+			}
+		}
+		done := make(chan struct{})
+		p.opening = done
+		p.mu.Unlock()
+		s, err := p.open(ctx, cc)
+		p.mu.Lock()
+		p.opening = nil
+		if err == nil {
+			p.cur = s
+		}
+		p.mu.Unlock()
+		close(done)
+		return s, err
+	}
+}
+
+// open opens a stream. It lives until the connection closes; the opening
+// call's context bounds only the opening (gRPC may wait for a connection).
+func (p *pipeline) open(ctx context.Context, cc *grpc.ClientConn) (*pipeStream, error) {
+	sctx, cancel := context.WithCancel(p.ctx)
+	stop := context.AfterFunc(ctx, cancel)
+	cs, err := cc.NewStream(sctx, &shoalv1.Pipeline_ServiceDesc.Streams[0], shoalv1.Pipeline_Calls_FullMethodName)
+	if !stop() {
+		// ctx ended while opening: sctx is cancelled, the stream (if any)
+		// with it.
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	s := &pipeStream{p: p, cs: cs, pending: map[uint64]chan *shoalv1.PipelineReply{}}
+	if pr, ok := peer.FromContext(cs.Context()); ok {
+		s.pr = *pr
+	}
+	go s.receive(cancel)
+	return s, nil
+}
+
+// retire closes s for sending, if it is still the stream new calls use:
+// the calls in flight on it are still answered; the next call opens
+// another stream.
+func (p *pipeline) retire(s *pipeStream) {
+	p.mu.Lock()
+	if p.cur == s {
+		p.cur = nil
+	}
+	p.mu.Unlock()
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	if !s.closed {
+		s.closed = true
+		s.cs.CloseSend()
+	}
+}
+
+// receive hands each reply to its call until the stream ends, then fails
+// the calls left.
+func (s *pipeStream) receive(cancel context.CancelFunc) {
+	defer cancel()
+	var err error
+	for {
+		r := new(shoalv1.PipelineReply)
+		if err = s.cs.RecvMsg(r); err != nil {
+			break
+		}
+		s.mu.Lock()
+		ch := s.pending[r.GetId()]
+		delete(s.pending, r.GetId())
+		s.answered = true
+		s.mu.Unlock()
+		if ch != nil {
+			ch <- r
+		}
+	}
+	s.p.ended(s, err)
+}
+
+// ended records why s ended and fails its calls still waiting.
+func (p *pipeline) ended(s *pipeStream, err error) {
+	s.mu.Lock()
+	refused := !s.answered && refusedStream(err)
+	switch {
+	case refused:
+		s.err = errPipelineOff
+	case errors.Is(err, io.EOF):
+		s.err = status.Error(codes.Unavailable, "pipeline stream ended")
+	default:
+		st := status.Convert(err)
+		if st.Code() == codes.OK || st.Code() == codes.Unknown {
+			s.err = status.Errorf(codes.Unavailable, "pipeline stream ended: %v", err)
+		} else {
+			s.err = err
+		}
+	}
+	pending := s.pending
+	s.pending = nil
+	s.mu.Unlock()
+	p.mu.Lock()
+	if p.cur == s {
+		p.cur = nil
+	}
+	if refused {
+		p.off = true
+	}
+	p.mu.Unlock()
+	for _, ch := range pending {
+		close(ch)
+	}
+}
+
+// refusedStream reports whether err is a manager's refusal of the
+// Pipeline method itself: an earlier release (no such service, or no
+// policy for it).
+func refusedStream(err error) bool {
+	c := status.Code(err)
+	return c == codes.Unimplemented || c == codes.PermissionDenied && strings.Contains(status.Convert(err).Message(), shoalv1.Pipeline_Calls_FullMethodName)
+}
+
+// call sends one call and waits for its reply, the stream's end, or ctx.
+func (s *pipeStream) call(ctx context.Context, method string, in proto.Message, opts []grpc.CallOption) (*shoalv1.PipelineReply, error) {
+	b, err := proto.Marshal(in)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "grpc: error while marshaling: %v", err)
+	}
+	var timeout int64
+	if d, ok := ctx.Deadline(); ok {
+		timeout = max(int64(time.Until(d)/time.Microsecond), 1)
+	}
+	ch := make(chan *shoalv1.PipelineReply, 1)
+	id := s.p.nextID.Add(1)
+	s.mu.Lock()
+	if s.pending == nil {
+		err := s.err
+		s.mu.Unlock()
+		return nil, err
+	}
+	s.pending[id] = ch
+	s.mu.Unlock()
+	for _, o := range opts {
+		if o, ok := o.(grpc.PeerCallOption); ok {
+			*o.PeerAddr = s.pr
+		}
+	}
+	s.sendMu.Lock()
+	retired := s.closed
+	if !retired {
+		err = s.cs.SendMsg(&shoalv1.PipelineCall{Id: id, Method: method, Request: b, TimeoutMicros: timeout})
+	}
+	s.sendMu.Unlock()
+	if retired || err != nil {
+		s.mu.Lock()
+		if s.pending != nil {
+			delete(s.pending, id)
+		}
+		s.mu.Unlock()
+		if retired {
+			return nil, errRetired
+		}
+		s.p.retire(s)
+		// Nothing was sent: the call may go again, as a unary call that
+		// found no connection.
+		return nil, status.Errorf(codes.Unavailable, "pipeline stream ended: %v", err)
+	}
+	select {
+	case r, ok := <-ch:
+		if !ok {
+			s.mu.Lock()
+			err := s.err
+			s.mu.Unlock()
+			return nil, err
+		}
+		return r, nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		_, waiting := s.pending[id]
+		if s.pending != nil {
+			delete(s.pending, id)
+		}
+		s.mu.Unlock()
+		if waiting {
+			s.sendMu.Lock()
+			if !s.closed {
+				s.cs.SendMsg(&shoalv1.PipelineCall{Id: id, Cancel: true})
+			}
+			s.sendMu.Unlock()
+		}
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+// errRetired: the stream was closed for sending between the call's choice
+// of it and its send; nothing was sent, the call takes the next stream.
+var errRetired = errors.New("pipeline stream retired")
