@@ -12,7 +12,9 @@
 // says why (the last answer's reason first), instead of waiting out its
 // --timeout. ListNodes, ListServices and
 // ListTasks read every page of a list (the API answers one page of 100
-// when asked for no page size).
+// when asked for no page size). Control's other calls travel over one
+// pipeline stream per connection, many at once (pipeline.go); retries and
+// failover treat them as the unary calls they stand for.
 package client
 
 import (
