@@ -317,3 +317,121 @@ func replyCode(t *testing.T, r *shoalv1.PipelineReply) (codes.Code, string) {
 	}
 	return codes.Code(sp.GetCode()), sp.GetMessage()
 }
+
+// newAdmin has the cluster issue another admin certificate (name).
+func (c *testCluster) newAdmin(t *testing.T, ctl shoalv1.ControlClient, name string) *trust.Creds {
+	t.Helper()
+	key, csr, err := trust.NewKeyAndCSR()
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := ctl.CreateAdminCertificate(callCtx(t), &shoalv1.CreateAdminCertificateRequest{Name: name, CsrPem: csr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &trust.Creds{CACertPEM: c.root.CertPEM(), CertPEM: resp.GetCertPem(), KeyPEM: key}
+}
+
+// An admin certificate revoked while its pipeline is open: the next call
+// is refused.
+func TestPipelineRevokedAdmin(t *testing.T) {
+	c := newTestCluster(t)
+	_, addr := c.first(t)
+	root, _ := dial(t, c.admin, addr)
+	ctx := callCtx(t)
+
+	ops := c.newAdmin(t, root, "ops")
+	ctl, rc := dial(t, ops, addr)
+	if _, err := ctl.GetNode(ctx, &shoalv1.GetNodeRequest{Ref: "m1"}); err != nil {
+		t.Fatal(err)
+	}
+	wantPipelined(t, rc)
+	if _, err := root.RevokeAdminCertificate(ctx, &shoalv1.RevokeAdminCertificateRequest{Name: "ops"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctl.GetNode(ctx, &shoalv1.GetNodeRequest{Ref: "m1"}); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("a call with a revoked certificate: %v, want PERMISSION_DENIED", err)
+	}
+
+	// The same on a stream held open by hand: the call itself is refused
+	// (the authorizer's once-a-second recheck of streams may end the
+	// stream first, refusing it as a whole: then try again).
+	for attempt := 1; ; attempt++ {
+		name := "ops-raw-" + string(rune('0'+attempt))
+		s := openRaw(t, c.newAdmin(t, root, name), addr)
+		if r, err := rawCall(t, s, 1, shoalv1.Control_GetNode_FullMethodName, &shoalv1.GetNodeRequest{Ref: "m1"}); err != nil {
+			t.Fatal(err)
+		} else if code, msg := replyCode(t, r); code != codes.OK {
+			t.Fatalf("before the revocation: %v %s", code, msg)
+		}
+		if _, err := root.RevokeAdminCertificate(ctx, &shoalv1.RevokeAdminCertificateRequest{Name: name}); err != nil {
+			t.Fatal(err)
+		}
+		r, err := rawCall(t, s, 2, shoalv1.Control_GetNode_FullMethodName, &shoalv1.GetNodeRequest{Ref: "m1"})
+		if err != nil {
+			if status.Code(err) == codes.PermissionDenied && attempt < 3 {
+				t.Logf("the stream was refused before the call (%v); again", err)
+				continue
+			}
+			t.Fatalf("after the revocation: the stream ended with %v", err)
+		}
+		if code, msg := replyCode(t, r); r.GetId() != 2 || code != codes.PermissionDenied || !strings.Contains(msg, "revoked") {
+			t.Errorf("after the revocation: reply %d %v %q, want PERMISSION_DENIED (revoked)", r.GetId(), code, msg)
+		}
+		break
+	}
+}
+
+// A client of a follower: its writes go to the leader.
+func TestPipelineFollowerForwards(t *testing.T) {
+	c := newTestCluster(t)
+	leader, addr1 := c.first(t)
+	creds, serial := c.nodeCreds(t, "m2", trust.RoleManager)
+	addNode(t, leader, "m2", serial, shoalv1.NodeRole_NODE_ROLE_MANAGER)
+	addr2 := freeLoopbackAddr(t)
+	follower := c.startManager(t, "m2", creds, addr2, nil)
+
+	// m2 joins raft through the leader, as a joining manager does.
+	certs, err := trust.NewCertStore(creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient(addr1, grpc.WithTransportCredentials(trust.ClientCreds(certs)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := shoalv1.NewRaftMembershipClient(conn).JoinRaft(callCtx(t), &shoalv1.JoinRaftRequest{Addr: addr2, StoreFormat: raftstore.StoreFormat}); err != nil {
+		t.Fatal(err)
+	}
+	// The follower has caught up when it knows the cluster and its leader.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, ok := raftstore.ClusterOf(follower.Store().View())
+		if id, _ := follower.Store().Leader(); ok && id == "m1" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("m2 did not catch up with the leader")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	ctl, rc := dial(t, c.admin, addr2)
+	ctx := callCtx(t)
+	svc, err := ctl.CreateService(ctx, &shoalv1.CreateServiceRequest{Spec: webSpec()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctl.PatchService(ctx, &shoalv1.PatchServiceRequest{ServiceId: "web", LabelsAdd: map[string]string{"tier": "front"}}); err != nil {
+		t.Fatal(err)
+	}
+	if follower.Store().IsLeader() || !leader.Store().IsLeader() {
+		t.Fatal("the leader moved")
+	}
+	got, ok := raftstore.Get[*shoalv1.Service](leader.Store().View(), svc.GetService().GetMeta().GetId())
+	if !ok || got.GetSpec().GetLabels()["tier"] != "front" {
+		t.Errorf("the leader's store holds %v", got)
+	}
+	wantPipelined(t, rc)
+}
