@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"runtime"
 	"strings"
@@ -321,6 +322,27 @@ func TestTimeoutBecomesTheDeadline(t *testing.T) {
 		t.Errorf("a call past its timeout: context %v", g.err)
 	}
 	wantCode(t, next(t, replies), 3, codes.DeadlineExceeded)
+
+	// The largest timeout is a deadline far away, not one wrapped round
+	// into the past.
+	far := getCall(t, 4, "far")
+	far.TimeoutMicros = math.MaxInt64
+	send(t, s, far)
+	if g := recv(t, got, "call 4 ran"); !g.ok || g.err != nil || time.Until(g.deadline) < 100*365*24*time.Hour {
+		t.Errorf("timeout_micros MaxInt64: deadline %v (set %v), context %v", g.deadline, g.ok, g.err)
+	}
+	next(t, replies)
+
+	// A negative timeout is refused, naming the field; nothing runs.
+	neg := getCall(t, 5, "neg")
+	neg.TimeoutMicros = -5
+	send(t, s, neg)
+	if st := wantCode(t, next(t, replies), 5, codes.InvalidArgument); !strings.HasPrefix(st.Message(), "timeout_micros: ") {
+		t.Errorf("message %q", st.Message())
+	}
+	if len(got) != 0 {
+		t.Error("the call with a negative timeout ran")
+	}
 }
 
 func TestCancelEndsThatCallOnly(t *testing.T) {
@@ -407,7 +429,7 @@ func TestDuplicateIDInFlight(t *testing.T) {
 	recv(t, started, "call 5 started")
 	send(t, s, getCall(t, 5, "second"))
 	st := wantCode(t, next(t, replies), 5, codes.InvalidArgument)
-	if !strings.Contains(st.Message(), "id") || !strings.Contains(st.Message(), "5") {
+	if !strings.HasPrefix(st.Message(), "id: ") || !strings.Contains(st.Message(), "5") {
 		t.Errorf("message %q does not name the id", st.Message())
 	}
 	close(release)
