@@ -37,6 +37,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"sync"
 	"time"
 
@@ -163,18 +164,28 @@ type streamState struct {
 	running map[uint64]context.CancelFunc
 }
 
-// start makes call's context: the stream's (peer, metadata, the
+// start checks call (its id not in flight, its timeout not negative) and
+// makes its context: the stream's (peer, metadata, the
 // authorizer's recheck), the call's deadline and its method.
 func (st *streamState) start(ctx context.Context, call *shoalv1.PipelineCall) (context.Context, context.CancelFunc, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if _, dup := st.running[call.GetId()]; dup {
-		return nil, nil, fmt.Errorf("pipeline: call id %d is already in flight on this stream", call.GetId())
+		return nil, nil, fmt.Errorf("id: call %d is already in flight on this stream", call.GetId())
+	}
+	t := call.GetTimeoutMicros()
+	if t < 0 {
+		return nil, nil, fmt.Errorf("timeout_micros: %d is negative", t)
 	}
 	var cctx context.Context
 	var cancel context.CancelFunc
-	if t := call.GetTimeoutMicros(); t > 0 {
-		cctx, cancel = context.WithTimeout(ctx, time.Duration(t)*time.Microsecond)
+	if t > 0 {
+		// Above ~292 years the nanoseconds would wrap round into the past.
+		d := time.Duration(math.MaxInt64)
+		if t < int64(d/time.Microsecond) {
+			d = time.Duration(t) * time.Microsecond
+		}
+		cctx, cancel = context.WithTimeout(ctx, d)
 	} else {
 		cctx, cancel = context.WithCancel(ctx)
 	}
