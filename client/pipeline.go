@@ -75,11 +75,21 @@ type pipeStream struct {
 	sendMu sync.Mutex // one SendMsg at a time; guards closed
 	closed bool       // CloseSend was called (retired)
 
+	// slots holds a place for each call sent and not yet answered (one
+	// that gave up included: its reply still comes), at most a manager's
+	// pipeline.MaxInFlight; a manager refuses calls beyond it.
+	slots chan struct{}
+
 	mu       sync.Mutex // guards pending, answered, err
 	pending  map[uint64]chan *shoalv1.PipelineReply
-	answered bool  // a reply came
-	err      error // why the stream ended; nil while it lives
+	answered bool          // a reply came
+	err      error         // why the stream ended; nil while it lives
+	done     chan struct{} // closed when err is set
 }
+
+// pipeMaxInFlight is the managers' pipeline.MaxInFlight: how many calls of
+// one stream a manager runs at once.
+const pipeMaxInFlight = 1024
 
 func newPipeline(ctx context.Context) *pipeline { return &pipeline{ctx: ctx} }
 
@@ -204,7 +214,8 @@ func (p *pipeline) open(ctx context.Context, cc *grpc.ClientConn) (*pipeStream, 
 		cancel()
 		return nil, err
 	}
-	s := &pipeStream{p: p, cs: cs, pending: map[uint64]chan *shoalv1.PipelineReply{}}
+	s := &pipeStream{p: p, cs: cs, pending: map[uint64]chan *shoalv1.PipelineReply{},
+		slots: make(chan struct{}, pipeMaxInFlight), done: make(chan struct{})}
 	if pr, ok := peer.FromContext(cs.Context()); ok {
 		s.pr = *pr
 	}
@@ -240,12 +251,13 @@ func (s *pipeStream) receive(cancel context.CancelFunc) {
 			break
 		}
 		s.mu.Lock()
-		ch := s.pending[r.GetId()]
+		ch, ok := s.pending[r.GetId()]
 		delete(s.pending, r.GetId())
 		s.answered = true
 		s.mu.Unlock()
-		if ch != nil {
-			ch <- r
+		if ok {
+			<-s.slots
+			ch <- r // buffered: a call that gave up does not read it
 		}
 	}
 	s.p.ended(s, err)
@@ -270,6 +282,7 @@ func (p *pipeline) ended(s *pipeStream, err error) {
 	}
 	pending := s.pending
 	s.pending = nil
+	close(s.done)
 	s.mu.Unlock()
 	p.mu.Lock()
 	if p.cur == s {
@@ -298,6 +311,15 @@ func (s *pipeStream) call(ctx context.Context, method string, in proto.Message, 
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "grpc: error while marshaling: %v", err)
 	}
+	select {
+	case s.slots <- struct{}{}:
+	case <-s.done:
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return nil, s.err
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
 	var timeout int64
 	if d, ok := ctx.Deadline(); ok {
 		timeout = max(int64(time.Until(d)/time.Microsecond), 1)
@@ -308,6 +330,7 @@ func (s *pipeStream) call(ctx context.Context, method string, in proto.Message, 
 	if s.pending == nil {
 		err := s.err
 		s.mu.Unlock()
+		<-s.slots
 		return nil, err
 	}
 	s.pending[id] = ch
@@ -329,6 +352,7 @@ func (s *pipeStream) call(ctx context.Context, method string, in proto.Message, 
 			delete(s.pending, id)
 		}
 		s.mu.Unlock()
+		<-s.slots
 		if retired {
 			return nil, errRetired
 		}
@@ -347,11 +371,10 @@ func (s *pipeStream) call(ctx context.Context, method string, in proto.Message, 
 		}
 		return r, nil
 	case <-ctx.Done():
+		// The call stays pending: its reply (CANCELLED, or the answer
+		// that crossed the cancellation) frees its slot.
 		s.mu.Lock()
 		_, waiting := s.pending[id]
-		if s.pending != nil {
-			delete(s.pending, id)
-		}
 		s.mu.Unlock()
 		if waiting {
 			s.sendMu.Lock()

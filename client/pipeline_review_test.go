@@ -1,0 +1,221 @@
+package client
+
+// Hostile review of the client's pipeline (pipeline.go) against a real
+// pipeline server (manager/pipeline) on loopback.
+
+import (
+	"context"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/shoal-dev/shoal/errdefs"
+	mpipeline "github.com/shoal-dev/shoal/manager/pipeline"
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+)
+
+// reviewCtl: GetNode waits for gate (or its context); GetService answers
+// at once.
+type reviewCtl struct {
+	shoalv1.UnimplementedControlServer
+	gate    chan struct{}
+	waiting atomic.Int64
+}
+
+func (c *reviewCtl) GetNode(ctx context.Context, r *shoalv1.GetNodeRequest) (*shoalv1.GetNodeResponse, error) {
+	c.waiting.Add(1)
+	defer c.waiting.Add(-1)
+	select {
+	case <-c.gate:
+		return &shoalv1.GetNodeResponse{Node: &shoalv1.Node{Meta: &shoalv1.Meta{Id: r.GetRef()}}}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (c *reviewCtl) GetService(_ context.Context, r *shoalv1.GetServiceRequest) (*shoalv1.GetServiceResponse, error) {
+	return &shoalv1.GetServiceResponse{Service: &shoalv1.Service{Meta: &shoalv1.Meta{Id: r.GetRef()}}}, nil
+}
+
+// reviewRig is a server on loopback and counts of what reached it.
+type reviewRig struct {
+	addr      string
+	unary     atomic.Int64 // Control calls that came unary
+	pipelined atomic.Int64 // Control calls that came over the pipeline
+	opened    atomic.Int64 // pipeline streams opened (refused or not)
+}
+
+// newReviewRig serves ctl unary; with pipe, also over the pipeline;
+// refuse, when set, answers the pipeline stream with that error (an
+// earlier release).
+func newReviewRig(t *testing.T, ctl shoalv1.ControlServer, pipe bool, refuse error) *reviewRig {
+	t.Helper()
+	rig := &reviewRig{}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rig.addr = lis.Addr().String()
+	srv := grpc.NewServer(
+		grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			rig.unary.Add(1)
+			return h(ctx, req)
+		}),
+		grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			if info.FullMethod == shoalv1.Pipeline_Calls_FullMethodName {
+				rig.opened.Add(1)
+				if refuse != nil {
+					return refuse
+				}
+			}
+			return h(srv, ss)
+		}))
+	shoalv1.RegisterControlServer(srv, ctl)
+	if pipe {
+		p := &mpipeline.Server{Unary: []grpc.UnaryServerInterceptor{func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			rig.pipelined.Add(1)
+			return h(ctx, req)
+		}}}
+		shoalv1.RegisterControlServer(p, ctl)
+		shoalv1.RegisterPipelineServer(srv, p)
+	}
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	return rig
+}
+
+func (rig *reviewRig) dial(t *testing.T) (shoalv1.ControlClient, *grpc.ClientConn) {
+	t.Helper()
+	cc, err := DialHosts([]string{rig.addr}, insecure.NewCredentials())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return shoalv1.NewControlClient(cc), cc
+}
+
+// More calls at once than a manager runs on one stream (its
+// mpipeline.MaxInFlight): the client used to send them all, and the
+// manager, which no longer waits for a slot (a cancellation may be behind
+// the call, manager/pipeline), refused the surplus RESOURCE_EXHAUSTED.
+// Unary calls beyond a limit wait for a stream; so do pipelined ones now,
+// within their deadline.
+func TestReviewMoreCallsThanMaxInFlight(t *testing.T) {
+	ctl := &reviewCtl{gate: make(chan struct{})}
+	rig := newReviewRig(t, ctl, true, nil)
+	c, _ := rig.dial(t)
+	const n = mpipeline.MaxInFlight + 50
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := c.GetNode(ctx, &shoalv1.GetNodeRequest{Ref: "n"}); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for ctl.waiting.Load() < mpipeline.MaxInFlight && time.Now().Before(deadline) && len(errs) == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(ctl.gate)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("a call failed: %v", err)
+	}
+	if rig.pipelined.Load() != n {
+		t.Fatalf("%d of %d calls came over the pipeline", rig.pipelined.Load(), n)
+	}
+}
+
+// A manager of the previous release: no Pipeline service (UNIMPLEMENTED),
+// or an authorizer whose policy does not name it. The client opens one
+// stream, then sends every call unary; none is lost or run twice.
+func TestReviewEarlierManager(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		pipe   bool
+		refuse error
+	}{
+		{"unimplemented", false, nil},
+		{"policy", true, errdefs.ToGRPC(errdefs.PermissionDeniedf("%s is not allowed by the authorization policy", shoalv1.Pipeline_Calls_FullMethodName))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rig := newReviewRig(t, &reviewCtl{}, tc.pipe, tc.refuse)
+			c, _ := rig.dial(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			var wg sync.WaitGroup
+			for i := 0; i < 20; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if r, err := c.GetService(ctx, &shoalv1.GetServiceRequest{Ref: "s"}); err != nil || r.GetService().GetMeta().GetId() != "s" {
+						t.Errorf("GetService: %v, %v", r, err)
+					}
+				}()
+			}
+			wg.Wait()
+			// (gRPC answers an unknown service before any interceptor.)
+			if u, p, o := rig.unary.Load(), rig.pipelined.Load(), rig.opened.Load(); u != 20 || p != 0 || tc.pipe && o != 1 {
+				t.Fatalf("unary %d, pipelined %d, streams opened %d: want 20, 0, 1", u, p, o)
+			}
+		})
+	}
+}
+
+// After Close no pipeline goroutine is left on the client, and the
+// server's calls of the connection end.
+func TestReviewCloseLeavesNothing(t *testing.T) {
+	ctl := &reviewCtl{gate: make(chan struct{})}
+	rig := newReviewRig(t, ctl, true, nil)
+	c, cc := rig.dial(t)
+	if _, err := c.GetService(context.Background(), &shoalv1.GetServiceRequest{Ref: "s"}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.GetNode(context.Background(), &shoalv1.GetNodeRequest{Ref: "n"})
+		done <- err
+	}()
+	waitReview(t, "the call to reach the server", func() bool { return ctl.waiting.Load() == 1 })
+	cc.Close()
+	select {
+	case err := <-done:
+		if status.Code(err) != codes.Canceled {
+			t.Fatalf("call in flight at Close: %v, want Canceled (the connection is closing)", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a call in flight at Close is still waiting")
+	}
+	waitReview(t, "the server's call to end", func() bool { return ctl.waiting.Load() == 0 })
+	waitReview(t, "the client's pipeline goroutines to end", func() bool {
+		buf := make([]byte, 1<<20)
+		return !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "client.(*pipeStream)")
+	})
+}
+
+func waitReview(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
