@@ -44,7 +44,8 @@ import (
 // Calls stay unary when the pipeline cannot carry what they ask for:
 // outgoing metadata in the context, or call options other than
 // grpc.Peer, the size limits and the generated code's static-method
-// marker (grpc.Header, grpc.Trailer, ...).
+// marker (grpc.Header, grpc.Trailer, ...); and requests above
+// pipeMaxRequest.
 
 // pipelined reports whether method travels over the pipeline: Control's
 // unary methods except the lists (a list's reply may be tens of MB, which
@@ -118,7 +119,7 @@ func (p *pipeline) unary(ctx context.Context, method string, req, reply any, cc 
 		if errors.Is(err, errRetired) {
 			continue // closed by another call since this one chose it
 		}
-		if errors.Is(err, errPipelineOff) {
+		if errors.Is(err, errPipelineOff) || errors.Is(err, errLargeRequest) {
 			return invoker(ctx, method, req, reply, cc, opts...)
 		}
 		if err != nil {
@@ -311,6 +312,9 @@ func (s *pipeStream) call(ctx context.Context, method string, in proto.Message, 
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "grpc: error while marshaling: %v", err)
 	}
+	if len(b) > pipeMaxRequest {
+		return nil, errLargeRequest
+	}
 	select {
 	case s.slots <- struct{}{}:
 	case <-s.done:
@@ -386,6 +390,14 @@ func (s *pipeStream) call(ctx context.Context, method string, in proto.Message, 
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
 }
+
+// pipeMaxRequest is the largest request sent over the pipeline. A manager
+// that cannot read a message (above gRPC's 4 MiB limit) fails the whole
+// stream with every call on it; unary, such a call fails alone.
+const pipeMaxRequest = 1 << 20
+
+// errLargeRequest: the request is above pipeMaxRequest; send it unary.
+var errLargeRequest = errors.New("request too large for the pipeline")
 
 // errRetired: the stream was closed for sending between the call's choice
 // of it and its send; nothing was sent, the call takes the next stream.

@@ -219,3 +219,30 @@ func waitReview(t *testing.T, what string, cond func() bool) {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+// A request above the manager's message limit (gRPC's 4 MiB): as a unary
+// call it fails alone (RESOURCE_EXHAUSTED). On the pipeline the manager's
+// read of it failed the whole stream, and every call in flight on it got
+// that RESOURCE_EXHAUSTED — not retried, though a write among them may
+// have been applied. Such a request now goes unary.
+func TestReviewOversizedRequestFailsAlone(t *testing.T) {
+	ctl := &reviewCtl{gate: make(chan struct{})}
+	rig := newReviewRig(t, ctl, true, nil)
+	c, _ := rig.dial(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	held := make(chan error, 1)
+	go func() {
+		_, err := c.GetNode(ctx, &shoalv1.GetNodeRequest{Ref: "n"})
+		held <- err
+	}()
+	waitReview(t, "the first call to reach the server", func() bool { return ctl.waiting.Load() == 1 })
+	_, err := c.GetService(ctx, &shoalv1.GetServiceRequest{Ref: strings.Repeat("x", 5<<20)})
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("oversized request: %v, want ResourceExhausted", err)
+	}
+	close(ctl.gate)
+	if err := <-held; err != nil {
+		t.Fatalf("a call in flight beside the oversized one: %v", err)
+	}
+}
