@@ -73,8 +73,14 @@ type pipeStream struct {
 	cs grpc.ClientStream
 	pr peer.Peer // the manager it is open to
 
-	sendMu sync.Mutex // one SendMsg at a time; guards closed
-	closed bool       // CloseSend was called (retired)
+	// Messages go out in order from one goroutine (sender): a call waits
+	// for its reply or its deadline, never for a send, which a manager
+	// that reads nothing (its host stopped answering) holds until TCP
+	// gives up.
+	qmu    sync.Mutex // guards queue and closed
+	queue  []*shoalv1.PipelineCall
+	closed bool          // retired: CloseSend follows what is queued
+	wake   chan struct{} // the queue or closed changed
 
 	// slots holds a place for each call sent and not yet answered (one
 	// that gave up included: its reply still comes), at most a manager's
@@ -216,12 +222,71 @@ func (p *pipeline) open(ctx context.Context, cc *grpc.ClientConn) (*pipeStream, 
 		return nil, err
 	}
 	s := &pipeStream{p: p, cs: cs, pending: map[uint64]chan *shoalv1.PipelineReply{},
-		slots: make(chan struct{}, pipeMaxInFlight), done: make(chan struct{})}
+		slots: make(chan struct{}, pipeMaxInFlight), done: make(chan struct{}), wake: make(chan struct{}, 1)}
 	if pr, ok := peer.FromContext(cs.Context()); ok {
 		s.pr = *pr
 	}
 	go s.receive(cancel)
+	go s.sender()
 	return s, nil
+}
+
+// enqueue queues m to be sent, unless s is retired.
+func (s *pipeStream) enqueue(m *shoalv1.PipelineCall) bool {
+	s.qmu.Lock()
+	if s.closed {
+		s.qmu.Unlock()
+		return false
+	}
+	s.queue = append(s.queue, m)
+	s.qmu.Unlock()
+	s.poke()
+	return true
+}
+
+// unqueue takes m back if it is still queued (not sent).
+func (s *pipeStream) unqueue(m *shoalv1.PipelineCall) bool {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	for i, q := range s.queue {
+		if q == m {
+			s.queue = append(s.queue[:i], s.queue[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+func (s *pipeStream) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// sender sends what is queued until the stream ends or, retired, has sent
+// it all. A failed send ends the stream: receive then fails the calls.
+func (s *pipeStream) sender() {
+	for {
+		select {
+		case <-s.wake:
+		case <-s.done:
+			return
+		}
+		s.qmu.Lock()
+		q, closed := s.queue, s.closed
+		s.queue = nil
+		s.qmu.Unlock()
+		for _, m := range q {
+			if err := s.cs.SendMsg(m); err != nil {
+				return
+			}
+		}
+		if closed {
+			s.cs.CloseSend()
+			return
+		}
+	}
 }
 
 // retire closes s for sending, if it is still the stream new calls use:
@@ -233,12 +298,10 @@ func (p *pipeline) retire(s *pipeStream) {
 		p.cur = nil
 	}
 	p.mu.Unlock()
-	s.sendMu.Lock()
-	defer s.sendMu.Unlock()
-	if !s.closed {
-		s.closed = true
-		s.cs.CloseSend()
-	}
+	s.qmu.Lock()
+	s.closed = true
+	s.qmu.Unlock()
+	s.poke()
 }
 
 // receive hands each reply to its call until the stream ends, then fails
@@ -344,26 +407,18 @@ func (s *pipeStream) call(ctx context.Context, method string, in proto.Message, 
 			*o.PeerAddr = s.pr
 		}
 	}
-	s.sendMu.Lock()
-	retired := s.closed
-	if !retired {
-		err = s.cs.SendMsg(&shoalv1.PipelineCall{Id: id, Method: method, Request: b, TimeoutMicros: timeout})
-	}
-	s.sendMu.Unlock()
-	if retired || err != nil {
+	m := &shoalv1.PipelineCall{Id: id, Method: method, Request: b, TimeoutMicros: timeout}
+	unsent := func() {
 		s.mu.Lock()
 		if s.pending != nil {
 			delete(s.pending, id)
 		}
 		s.mu.Unlock()
 		<-s.slots
-		if retired {
-			return nil, errRetired
-		}
-		s.p.retire(s)
-		// Nothing was sent: the call may go again, as a unary call that
-		// found no connection.
-		return nil, status.Errorf(codes.Unavailable, "pipeline stream ended: %v", err)
+	}
+	if !s.enqueue(m) {
+		unsent()
+		return nil, errRetired
 	}
 	select {
 	case r, ok := <-ch:
@@ -375,17 +430,17 @@ func (s *pipeStream) call(ctx context.Context, method string, in proto.Message, 
 		}
 		return r, nil
 	case <-ctx.Done():
-		// The call stays pending: its reply (CANCELLED, or the answer
-		// that crossed the cancellation) frees its slot.
+		if s.unqueue(m) {
+			unsent()
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+		// Sent: the call stays pending, its reply (CANCELLED, or the
+		// answer that crossed the cancellation) frees its slot.
 		s.mu.Lock()
 		_, waiting := s.pending[id]
 		s.mu.Unlock()
 		if waiting {
-			s.sendMu.Lock()
-			if !s.closed {
-				s.cs.SendMsg(&shoalv1.PipelineCall{Id: id, Cancel: true})
-			}
-			s.sendMu.Unlock()
+			s.enqueue(&shoalv1.PipelineCall{Id: id, Cancel: true})
 		}
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
@@ -399,6 +454,6 @@ const pipeMaxRequest = 1 << 20
 // errLargeRequest: the request is above pipeMaxRequest; send it unary.
 var errLargeRequest = errors.New("request too large for the pipeline")
 
-// errRetired: the stream was closed for sending between the call's choice
-// of it and its send; nothing was sent, the call takes the next stream.
+// errRetired: the stream was retired between the call's choice of it and
+// its send; nothing was sent, the call takes the next stream.
 var errRetired = errors.New("pipeline stream retired")

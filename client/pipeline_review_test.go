@@ -246,3 +246,117 @@ func TestReviewOversizedRequestFailsAlone(t *testing.T) {
 		t.Fatalf("a call in flight beside the oversized one: %v", err)
 	}
 }
+
+// freezeProxy relays TCP connections to a server until frozen; then it
+// reads nothing more from either side, as a manager whose host stopped
+// answering (no RST: the connection looks alive until TCP gives up).
+type freezeProxy struct {
+	addr   string
+	frozen chan struct{}
+	once   sync.Once
+}
+
+func newFreezeProxy(t *testing.T, to string) *freezeProxy {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &freezeProxy{addr: lis.Addr().String(), frozen: make(chan struct{})}
+	var conns []net.Conn
+	var mu sync.Mutex
+	t.Cleanup(func() {
+		lis.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	relay := func(dst, src net.Conn) {
+		buf := make([]byte, 32<<10)
+		for {
+			select {
+			case <-p.frozen:
+				return
+			default:
+			}
+			n, err := src.Read(buf)
+			if n > 0 {
+				select {
+				case <-p.frozen:
+					return // read but not passed on, as a packet lost
+				default:
+				}
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+	go func() {
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", to)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, s)
+			mu.Unlock()
+			go relay(s, c)
+			go relay(c, s)
+		}
+	}()
+	return p
+}
+
+func (p *freezeProxy) freeze() { p.once.Do(func() { close(p.frozen) }) }
+
+// The manager's host stops answering (no RST). A unary call then fails at
+// its deadline. A pipelined call's send went on the one stream under a
+// mutex, with no deadline: once the stream's flow-control window was
+// spent, a send waited until TCP gave up (many minutes), and every call
+// behind it waited for the mutex past its deadline.
+func TestReviewFrozenManagerCallsEndAtTheirDeadline(t *testing.T) {
+	for _, pipe := range []bool{false, true} {
+		t.Run(map[bool]string{false: "unary", true: "pipeline"}[pipe], func(t *testing.T) {
+			rig := newReviewRig(t, &reviewCtl{}, pipe, nil)
+			px := newFreezeProxy(t, rig.addr)
+			c, _ := (&reviewRig{addr: px.addr}).dial(t)
+			if _, err := c.GetService(context.Background(), &shoalv1.GetServiceRequest{Ref: "s"}); err != nil {
+				t.Fatal(err)
+			}
+			if pipe && rig.pipelined.Load() != 1 {
+				t.Fatalf("the first call did not go over the pipeline")
+			}
+			px.freeze()
+			ref := strings.Repeat("x", 256<<10)
+			for i := 0; i < 16; i++ { // 4 MiB: past the windows and socket buffers
+				ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+				done := make(chan error, 1)
+				go func() {
+					_, err := c.GetService(ctx, &shoalv1.GetServiceRequest{Ref: ref})
+					done <- err
+				}()
+				select {
+				case err := <-done:
+					if status.Code(err) != codes.DeadlineExceeded {
+						t.Fatalf("call %d: %v, want DeadlineExceeded", i, err)
+					}
+				case <-time.After(5 * time.Second):
+					cancel()
+					t.Fatalf("call %d with a 200 ms deadline still waits after 5 s", i)
+				}
+				cancel()
+			}
+		})
+	}
+}
