@@ -6,9 +6,12 @@ package pipeline_test
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,10 +20,18 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/shoal-dev/shoal/client"
+	"github.com/shoal-dev/shoal/errdefs"
+	"github.com/shoal-dev/shoal/manager/forward"
 	"github.com/shoal-dev/shoal/manager/pipeline"
+	"github.com/shoal-dev/shoal/manager/transport"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
+	"github.com/shoal-dev/shoal/trust"
+	"github.com/shoal-dev/shoal/trust/trusttest"
 )
 
 // reviewControl: GetNode holds its call until the call's context ends;
@@ -200,5 +211,161 @@ func TestReviewClientVanishes(t *testing.T) {
 	waitFor(t, "the calls and the stream's handler to end", func() bool { return ctl.running.Load() == 0 && ctl.streams.Load() == 0 })
 	if _, err := s.Recv(); err == nil || err == io.EOF {
 		t.Fatalf("recv after close: %v", err)
+	}
+}
+
+// authzRig is a manager's gRPC server as far as the pipeline goes: mTLS
+// (the manager's mux and credentials), the manager's interceptor chains
+// with the real authorizer (DefaultPolicy, Current from a revocation set)
+// and forwarder, and Control served unary and over the pipeline.
+type authzRig struct {
+	addr      string
+	root      *trust.CA
+	revoked   sync.Map     // node ids whose certificates are no longer accepted
+	pipelined atomic.Int64 // calls that came over the pipeline (before any check)
+	unary     atomic.Int64 // calls that came unary (before any check)
+	opened    atomic.Int64 // pipeline streams opened (before any check)
+}
+
+type leaderHere struct{}
+
+func (leaderHere) IsLeader() bool                     { return true }
+func (leaderHere) Leader() (string, string)           { return "m0", "" }
+func (leaderHere) LeadershipChanged() <-chan struct{} { return nil }
+
+func newAuthzRig(t *testing.T) *authzRig {
+	t.Helper()
+	rig := &authzRig{root: trusttest.NewRoot(t)}
+	authz := &trust.Authorizer{Policy: trust.DefaultPolicy(), ClusterID: "c1",
+		Current: func(_ context.Context, id trust.Identity) (trust.Role, error) {
+			if _, gone := rig.revoked.Load(id.NodeID); gone {
+				return "", fmt.Errorf("%s: %w", id.NodeID, trust.ErrNotCurrent)
+			}
+			return id.Role, nil
+		}}
+	fwd := forward.New(leaderHere{}, nil, slog.New(slog.DiscardHandler))
+	chain := []grpc.UnaryServerInterceptor{errdefs.UnaryServerInterceptor(), authz.Unary(), fwd.Unary()}
+	count := func(n *atomic.Int64) grpc.UnaryServerInterceptor {
+		return func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			n.Add(1)
+			return h(ctx, req)
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rig.addr = ln.Addr().String()
+	mux := transport.NewMux(ln, trusttest.NodeCerts(t, rig.root, "m0", trust.RoleManager).ServerTLSConfig(), nil)
+	srv := grpc.NewServer(grpc.Creds(transport.ServerCreds()),
+		grpc.ChainUnaryInterceptor(append([]grpc.UnaryServerInterceptor{count(&rig.unary)}, chain...)...),
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			rig.opened.Add(1)
+			return h(srv, ss)
+		}, errdefs.StreamServerInterceptor(), authz.Stream(), fwd.Stream()))
+	pipe := &pipeline.Server{Unary: append([]grpc.UnaryServerInterceptor{count(&rig.pipelined)}, chain...)}
+	ctl := &reviewControl{}
+	shoalv1.RegisterControlServer(srv, ctl)
+	shoalv1.RegisterControlServer(pipe, ctl)
+	shoalv1.RegisterPipelineServer(srv, pipe)
+	ctx, cancel := context.WithCancel(context.Background())
+	go mux.Serve(ctx)
+	go srv.Serve(mux.GRPC())
+	t.Cleanup(func() { srv.Stop(); cancel() })
+	return rig
+}
+
+// certs issues a node's certificate, or with role admin an admin's.
+func (rig *authzRig) certs(t *testing.T, id string, role trust.Role) *trust.CertStore {
+	t.Helper()
+	if role != trust.RoleAdmin {
+		return trusttest.NodeCerts(t, rig.root, id, role)
+	}
+	certPEM, keyPEM, err := rig.root.IssueAdmin(id, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := trust.NewCertStore(&trust.Creds{CACertPEM: rig.root.CertPEM(), CertPEM: certPEM, KeyPEM: keyPEM})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func (rig *authzRig) dial(t *testing.T, id string, role trust.Role) shoalv1.ControlClient {
+	t.Helper()
+	cc, err := client.DialHosts([]string{rig.addr}, trust.ClientCreds(rig.certs(t, id, role)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return shoalv1.NewControlClient(cc)
+}
+
+func reviewCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// Each pipelined call is authorized against the store as it is then: an
+// admin revoked while its stream stays open (no stream recheck here) is
+// refused its next call on that same stream.
+func TestReviewRevokedOnAnOpenStream(t *testing.T) {
+	rig := newAuthzRig(t)
+	c := rig.dial(t, "admin-1", trust.RoleAdmin)
+	if _, err := c.GetCluster(reviewCtx(t), &shoalv1.GetClusterRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	rig.revoked.Store("admin-1", true)
+	_, err := c.GetCluster(reviewCtx(t), &shoalv1.GetClusterRequest{})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("revoked admin's call: %v, want PermissionDenied", err)
+	}
+	if p, u, o := rig.pipelined.Load(), rig.unary.Load(), rig.opened.Load(); p != 2 || u != 0 || o != 1 {
+		t.Fatalf("pipelined %d, unary %d, streams %d: want both calls on one stream", p, u, o)
+	}
+}
+
+// A worker may not open the pipeline: its calls go unary, and it gets
+// exactly what a worker gets there (GetNode, not CreateService).
+func TestReviewWorkerGetsNothingMore(t *testing.T) {
+	rig := newAuthzRig(t)
+	c := rig.dial(t, "w1", trust.RoleWorker)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := c.GetNode(ctx, &shoalv1.GetNodeRequest{}); status.Code(err) != codes.DeadlineExceeded {
+		// reviewControl's GetNode holds the call until its deadline.
+		t.Fatalf("worker GetNode: %v, want it let through (held until its deadline)", err)
+	}
+	if _, err := c.CreateService(reviewCtx(t), &shoalv1.CreateServiceRequest{}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("worker CreateService: %v, want PermissionDenied", err)
+	}
+	if p := rig.pipelined.Load(); p != 0 {
+		t.Fatalf("%d worker calls came over the pipeline", p)
+	}
+}
+
+// Forwarding metadata on an admin's pipeline stream: the stream is
+// refused, as a unary call carrying it is.
+func TestReviewForwardingMetadataFromAnAdmin(t *testing.T) {
+	rig := newAuthzRig(t)
+	conf := rig.certs(t, "admin-1", trust.RoleAdmin)
+	cc, err := grpc.NewClient(rig.addr, grpc.WithTransportCredentials(trust.ClientCreds(conf)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx := metadata.AppendToOutgoingContext(reviewCtx(t), "shoal-forwarded-for", "m0/manager/c1")
+	s, err := shoalv1.NewPipelineClient(cc).Calls(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustSend(t, s, &shoalv1.PipelineCall{Id: 1, Method: shoalv1.Control_GetCluster_FullMethodName})
+	if _, err := s.Recv(); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("stream with forwarding metadata from an admin: %v, want PermissionDenied", err)
+	}
+	if p := rig.pipelined.Load(); p != 0 {
+		t.Fatalf("%d calls ran", p)
 	}
 }
