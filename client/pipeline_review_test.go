@@ -5,11 +5,13 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -359,4 +361,57 @@ func TestReviewFrozenManagerCallsEndAtTheirDeadline(t *testing.T) {
 			}
 		})
 	}
+}
+
+// BenchmarkReviewPipelinedCalls: 1 or 256 callers of one client against a
+// pipeline server in this process over loopback; cpu-µs/call is the whole
+// process's CPU (client and server) per call.
+func BenchmarkReviewPipelinedCalls(b *testing.B) {
+	rig := &reviewRig{}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	p := &mpipeline.Server{}
+	shoalv1.RegisterControlServer(p, &reviewCtl{})
+	shoalv1.RegisterPipelineServer(srv, p)
+	go srv.Serve(lis)
+	defer srv.Stop()
+	rig.addr = lis.Addr().String()
+	cc, err := DialHosts([]string{rig.addr}, insecure.NewCredentials())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cc.Close()
+	c := shoalv1.NewControlClient(cc)
+	if _, err := c.GetService(context.Background(), &shoalv1.GetServiceRequest{Ref: "s"}); err != nil {
+		b.Fatal(err)
+	}
+	for _, callers := range []int{1, 256} {
+		b.Run(fmt.Sprintf("callers=%d", callers), func(b *testing.B) {
+			b.SetParallelism(max(callers/runtime.GOMAXPROCS(0), 1))
+			if callers == 1 {
+				defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+			}
+			before := cpuTime()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := c.GetService(context.Background(), &shoalv1.GetServiceRequest{Ref: "s"}); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.StopTimer()
+			b.ReportMetric(float64((cpuTime()-before).Microseconds())/float64(b.N), "cpu-µs/call")
+		})
+	}
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
