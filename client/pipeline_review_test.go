@@ -205,10 +205,7 @@ func TestReviewCloseLeavesNothing(t *testing.T) {
 		t.Fatal("a call in flight at Close is still waiting")
 	}
 	waitReview(t, "the server's call to end", func() bool { return ctl.waiting.Load() == 0 })
-	waitReview(t, "the client's pipeline goroutines to end", func() bool {
-		buf := make([]byte, 1<<20)
-		return !strings.Contains(string(buf[:runtime.Stack(buf, true)]), "client.(*pipeStream)")
-	})
+	waitReview(t, "the client's pipeline goroutines to end", func() bool { return pipeGoroutines() == 0 })
 }
 
 func waitReview(t *testing.T, what string, cond func() bool) {
@@ -414,4 +411,51 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// notReadyCtl answers every call "not ready", as a manager still starting.
+type notReadyCtl struct{ shoalv1.UnimplementedControlServer }
+
+func (notReadyCtl) GetService(context.Context, *shoalv1.GetServiceRequest) (*shoalv1.GetServiceResponse, error) {
+	return nil, errdefs.ToGRPC(errdefs.NotReadyf("manager not ready: starting"))
+}
+
+// The first manager answers pipelined calls "not ready": the stream
+// (opened on its transport) is retired, the connection moves on, and the
+// call is answered by the second manager over a stream of its own.
+func TestReviewNotReadyMovesThePipeline(t *testing.T) {
+	a := newReviewRig(t, notReadyCtl{}, true, nil)
+	b := newReviewRig(t, &reviewCtl{}, true, nil)
+	cc, err := DialHosts([]string{a.addr, b.addr}, insecure.NewCredentials())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	c := shoalv1.NewControlClient(cc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := 0; i < 3; i++ {
+		r, err := c.GetService(ctx, &shoalv1.GetServiceRequest{Ref: "s"})
+		if err != nil || r.GetService().GetMeta().GetId() != "s" {
+			t.Fatalf("call %d: %v, %v", i, r, err)
+		}
+	}
+	if a.pipelined.Load() == 0 || b.pipelined.Load() != 3 || a.unary.Load()+b.unary.Load() != 0 {
+		t.Fatalf("pipelined at the unready manager %d, at the ready one %d (want 3); unary %d", a.pipelined.Load(), b.pipelined.Load(), a.unary.Load()+b.unary.Load())
+	}
+	// The retired streams end: one stream's two goroutines are left.
+	waitReview(t, "the retired streams to end", func() bool { return pipeGoroutines() == 2 })
+}
+
+// pipeGoroutines counts the goroutines running pipeStream methods
+// (receive and sender: two per stream).
+func pipeGoroutines() int {
+	buf := make([]byte, 4<<20)
+	n := 0
+	for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+		if strings.Contains(g, "client.(*pipeStream).receive") || strings.Contains(g, "client.(*pipeStream).sender") {
+			n++
+		}
+	}
+	return n
 }
