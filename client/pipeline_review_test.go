@@ -414,7 +414,9 @@ func cpuTime() time.Duration {
 }
 
 // notReadyCtl answers every call "not ready", as a manager still starting.
-type notReadyCtl struct{ shoalv1.UnimplementedControlServer }
+type notReadyCtl struct {
+	shoalv1.UnimplementedControlServer
+}
 
 func (notReadyCtl) GetService(context.Context, *shoalv1.GetServiceRequest) (*shoalv1.GetServiceResponse, error) {
 	return nil, errdefs.ToGRPC(errdefs.NotReadyf("manager not ready: starting"))
