@@ -20,11 +20,9 @@
 //
 // Lifecycle of one stream (Server.Calls):
 //
-//	open ──► read loop ──┬─ call: beyond MaxInFlight running: RESOURCE_EXHAUSTED
-//	                     │        (the read loop never waits for a call to end:
-//	                     │        a cancellation may be next); MaxInFlight not
-//	                     │        yet answered: the read waits (a client not
-//	                     │        reading; HTTP/2 flow control holds it)
+//	open ──► read loop ──┬─ call: MaxInFlight running: RESOURCE_EXHAUSTED;
+//	                     │        MaxInFlight unanswered (replies unsent): the
+//	                     │        read waits (HTTP/2 flow control holds the client)
 //	                     │        ──► goroutine: chain + handler ──► reply
 //	                     ├─ cancel: that call's context is cancelled
 //	                     └─ EOF (client closed its side) or stream error
@@ -52,10 +50,12 @@ import (
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
-// MaxInFlight is how many calls of one stream run at once by default; a
-// call beyond it is answered RESOURCE_EXHAUSTED (the Go client sends no
-// more). The stream's next message is read only when fewer calls than it
-// wait to have their reply sent.
+// MaxInFlight is how many calls of one stream run at once by default. A
+// call beyond it is answered RESOURCE_EXHAUSTED at once (the Go client
+// sends no more): the read loop never waits for a call to end, as the next
+// message may be its cancellation. It waits only while MaxInFlight calls
+// are unanswered because their replies cannot be sent (a client that does
+// not read).
 const MaxInFlight = 1024
 
 // Server is the Pipeline service. Register the services whose unary
