@@ -57,7 +57,7 @@ func pipelined(method string) bool {
 
 // pipeline is a connection's pipeline.
 type pipeline struct {
-	ctx context.Context // ends with the connection (Client.Close)
+	ctx context.Context // the streams' parent (Background: Close ends them, TestReviewCloseLeavesNothing)
 
 	mu      sync.Mutex    // guards the fields below
 	cur     *pipeStream   // nil: the next call opens one
