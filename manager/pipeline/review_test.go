@@ -242,6 +242,12 @@ func newAuthzRig(t *testing.T) *authzRig {
 				return "", fmt.Errorf("%s: %w", id.NodeID, trust.ErrNotCurrent)
 			}
 			return id.Role, nil
+		},
+		Tokens: func(_ context.Context, tok string) (trust.Identity, error) {
+			if tok != "tok-admin" {
+				return trust.Identity{}, errdefs.Unauthenticatedf("unknown token")
+			}
+			return trust.Identity{NodeID: "token-1", Serial: "t1", Role: trust.RoleAdminToken, ClusterID: "c1"}, nil
 		}}
 	fwd := forward.New(leaderHere{}, nil, slog.New(slog.DiscardHandler))
 	chain := []grpc.UnaryServerInterceptor{errdefs.UnaryServerInterceptor(), authz.Unary(), fwd.Unary()}
@@ -292,9 +298,9 @@ func (rig *authzRig) certs(t *testing.T, id string, role trust.Role) *trust.Cert
 	return s
 }
 
-func (rig *authzRig) dial(t *testing.T, id string, role trust.Role) shoalv1.ControlClient {
+func (rig *authzRig) dial(t *testing.T, id string, role trust.Role, opts ...grpc.DialOption) shoalv1.ControlClient {
 	t.Helper()
-	cc, err := client.DialHosts([]string{rig.addr}, trust.ClientCreds(rig.certs(t, id, role)))
+	cc, err := client.DialHosts([]string{rig.addr}, trust.ClientCreds(rig.certs(t, id, role)), opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,5 +373,32 @@ func TestReviewForwardingMetadataFromAnAdmin(t *testing.T) {
 	}
 	if p := rig.pipelined.Load(); p != 0 {
 		t.Fatalf("%d calls ran", p)
+	}
+}
+
+type bearer string
+
+func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+}
+func (bearer) RequireTransportSecurity() bool { return true }
+
+// An API token caller (its token in every call's and stream's metadata)
+// may not open the pipeline (no token policy for it): its calls go unary,
+// each decided by the token policy, as before.
+func TestReviewTokenCallerStaysUnary(t *testing.T) {
+	rig := newAuthzRig(t)
+	c := rig.dial(t, "admin-1", trust.RoleAdmin, grpc.WithPerRPCCredentials(bearer("tok-admin")))
+	for i := 0; i < 3; i++ {
+		if _, err := c.GetCluster(reviewCtx(t), &shoalv1.GetClusterRequest{}); err != nil {
+			t.Fatalf("token GetCluster: %v", err)
+		}
+	}
+	if p, u, o := rig.pipelined.Load(), rig.unary.Load(), rig.opened.Load(); p != 0 || u != 3 || o != 1 {
+		t.Fatalf("pipelined %d, unary %d, streams %d: want 0, 3, 1", p, u, o)
+	}
+	bad := rig.dial(t, "admin-1", trust.RoleAdmin, grpc.WithPerRPCCredentials(bearer("tok-unknown")))
+	if _, err := bad.GetCluster(reviewCtx(t), &shoalv1.GetClusterRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("unknown token: %v, want Unauthenticated", err)
 	}
 }
