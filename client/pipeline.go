@@ -44,7 +44,8 @@ import (
 // Calls stay unary when the pipeline cannot carry what they ask for:
 // outgoing metadata in the context, or call options other than
 // grpc.Peer, the size limits and the generated code's static-method
-// marker (grpc.Header, grpc.Trailer, ...).
+// marker (grpc.Header, grpc.Trailer, ...); and requests above
+// pipeMaxRequest.
 
 // pipelined reports whether method travels over the pipeline: Control's
 // unary methods except the lists (a list's reply may be tens of MB, which
@@ -56,7 +57,7 @@ func pipelined(method string) bool {
 
 // pipeline is a connection's pipeline.
 type pipeline struct {
-	ctx context.Context // ends with the connection (Client.Close)
+	ctx context.Context // the streams' parent (Background: Close ends them, TestReviewCloseLeavesNothing)
 
 	mu      sync.Mutex    // guards the fields below
 	cur     *pipeStream   // nil: the next call opens one
@@ -72,14 +73,30 @@ type pipeStream struct {
 	cs grpc.ClientStream
 	pr peer.Peer // the manager it is open to
 
-	sendMu sync.Mutex // one SendMsg at a time; guards closed
-	closed bool       // CloseSend was called (retired)
+	// Messages go out in order from one goroutine (sender): a call waits
+	// for its reply or its deadline, never for a send, which a manager
+	// that reads nothing (its host stopped answering) holds until TCP
+	// gives up.
+	qmu    sync.Mutex // guards queue and closed
+	queue  []*shoalv1.PipelineCall
+	closed bool          // retired: CloseSend follows what is queued
+	wake   chan struct{} // the queue or closed changed
+
+	// slots holds a place for each call sent and not yet answered (one
+	// that gave up included: its reply still comes), at most a manager's
+	// pipeline.MaxInFlight; a manager refuses calls beyond it.
+	slots chan struct{}
 
 	mu       sync.Mutex // guards pending, answered, err
 	pending  map[uint64]chan *shoalv1.PipelineReply
-	answered bool  // a reply came
-	err      error // why the stream ended; nil while it lives
+	answered bool          // a reply came
+	err      error         // why the stream ended; nil while it lives
+	done     chan struct{} // closed when err is set
 }
+
+// pipeMaxInFlight is the managers' pipeline.MaxInFlight: how many calls of
+// one stream a manager runs at once.
+const pipeMaxInFlight = 1024
 
 func newPipeline(ctx context.Context) *pipeline { return &pipeline{ctx: ctx} }
 
@@ -108,7 +125,7 @@ func (p *pipeline) unary(ctx context.Context, method string, req, reply any, cc 
 		if errors.Is(err, errRetired) {
 			continue // closed by another call since this one chose it
 		}
-		if errors.Is(err, errPipelineOff) {
+		if errors.Is(err, errPipelineOff) || errors.Is(err, errLargeRequest) {
 			return invoker(ctx, method, req, reply, cc, opts...)
 		}
 		if err != nil {
@@ -204,12 +221,72 @@ func (p *pipeline) open(ctx context.Context, cc *grpc.ClientConn) (*pipeStream, 
 		cancel()
 		return nil, err
 	}
-	s := &pipeStream{p: p, cs: cs, pending: map[uint64]chan *shoalv1.PipelineReply{}}
+	s := &pipeStream{p: p, cs: cs, pending: map[uint64]chan *shoalv1.PipelineReply{},
+		slots: make(chan struct{}, pipeMaxInFlight), done: make(chan struct{}), wake: make(chan struct{}, 1)}
 	if pr, ok := peer.FromContext(cs.Context()); ok {
 		s.pr = *pr
 	}
 	go s.receive(cancel)
+	go s.sender()
 	return s, nil
+}
+
+// enqueue queues m to be sent, unless s is retired.
+func (s *pipeStream) enqueue(m *shoalv1.PipelineCall) bool {
+	s.qmu.Lock()
+	if s.closed {
+		s.qmu.Unlock()
+		return false
+	}
+	s.queue = append(s.queue, m)
+	s.qmu.Unlock()
+	s.poke()
+	return true
+}
+
+// unqueue takes m back if it is still queued (not sent).
+func (s *pipeStream) unqueue(m *shoalv1.PipelineCall) bool {
+	s.qmu.Lock()
+	defer s.qmu.Unlock()
+	for i, q := range s.queue {
+		if q == m {
+			s.queue = append(s.queue[:i], s.queue[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+func (s *pipeStream) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// sender sends what is queued until the stream ends or, retired, has sent
+// it all. A failed send ends the stream: receive then fails the calls.
+func (s *pipeStream) sender() {
+	for {
+		select {
+		case <-s.wake:
+		case <-s.done:
+			return
+		}
+		s.qmu.Lock()
+		q, closed := s.queue, s.closed
+		s.queue = nil
+		s.qmu.Unlock()
+		for _, m := range q {
+			if err := s.cs.SendMsg(m); err != nil {
+				return
+			}
+		}
+		if closed {
+			s.cs.CloseSend()
+			return
+		}
+	}
 }
 
 // retire closes s for sending, if it is still the stream new calls use:
@@ -221,12 +298,10 @@ func (p *pipeline) retire(s *pipeStream) {
 		p.cur = nil
 	}
 	p.mu.Unlock()
-	s.sendMu.Lock()
-	defer s.sendMu.Unlock()
-	if !s.closed {
-		s.closed = true
-		s.cs.CloseSend()
-	}
+	s.qmu.Lock()
+	s.closed = true
+	s.qmu.Unlock()
+	s.poke()
 }
 
 // receive hands each reply to its call until the stream ends, then fails
@@ -240,12 +315,13 @@ func (s *pipeStream) receive(cancel context.CancelFunc) {
 			break
 		}
 		s.mu.Lock()
-		ch := s.pending[r.GetId()]
+		ch, ok := s.pending[r.GetId()]
 		delete(s.pending, r.GetId())
 		s.answered = true
 		s.mu.Unlock()
-		if ch != nil {
-			ch <- r
+		if ok {
+			<-s.slots
+			ch <- r // buffered: a call that gave up does not read it
 		}
 	}
 	s.p.ended(s, err)
@@ -270,6 +346,7 @@ func (p *pipeline) ended(s *pipeStream, err error) {
 	}
 	pending := s.pending
 	s.pending = nil
+	close(s.done)
 	s.mu.Unlock()
 	p.mu.Lock()
 	if p.cur == s {
@@ -298,6 +375,18 @@ func (s *pipeStream) call(ctx context.Context, method string, in proto.Message, 
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "grpc: error while marshaling: %v", err)
 	}
+	if len(b) > pipeMaxRequest {
+		return nil, errLargeRequest
+	}
+	select {
+	case s.slots <- struct{}{}:
+	case <-s.done:
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return nil, s.err
+	case <-ctx.Done():
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
 	var timeout int64
 	if d, ok := ctx.Deadline(); ok {
 		timeout = max(int64(time.Until(d)/time.Microsecond), 1)
@@ -308,6 +397,7 @@ func (s *pipeStream) call(ctx context.Context, method string, in proto.Message, 
 	if s.pending == nil {
 		err := s.err
 		s.mu.Unlock()
+		<-s.slots
 		return nil, err
 	}
 	s.pending[id] = ch
@@ -317,25 +407,18 @@ func (s *pipeStream) call(ctx context.Context, method string, in proto.Message, 
 			*o.PeerAddr = s.pr
 		}
 	}
-	s.sendMu.Lock()
-	retired := s.closed
-	if !retired {
-		err = s.cs.SendMsg(&shoalv1.PipelineCall{Id: id, Method: method, Request: b, TimeoutMicros: timeout})
-	}
-	s.sendMu.Unlock()
-	if retired || err != nil {
+	m := &shoalv1.PipelineCall{Id: id, Method: method, Request: b, TimeoutMicros: timeout}
+	unsent := func() {
 		s.mu.Lock()
 		if s.pending != nil {
 			delete(s.pending, id)
 		}
 		s.mu.Unlock()
-		if retired {
-			return nil, errRetired
-		}
-		s.p.retire(s)
-		// Nothing was sent: the call may go again, as a unary call that
-		// found no connection.
-		return nil, status.Errorf(codes.Unavailable, "pipeline stream ended: %v", err)
+		<-s.slots
+	}
+	if !s.enqueue(m) {
+		unsent()
+		return nil, errRetired
 	}
 	select {
 	case r, ok := <-ch:
@@ -347,23 +430,30 @@ func (s *pipeStream) call(ctx context.Context, method string, in proto.Message, 
 		}
 		return r, nil
 	case <-ctx.Done():
+		if s.unqueue(m) {
+			unsent()
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+		// Sent: the call stays pending, its reply (CANCELLED, or the
+		// answer that crossed the cancellation) frees its slot.
 		s.mu.Lock()
 		_, waiting := s.pending[id]
-		if s.pending != nil {
-			delete(s.pending, id)
-		}
 		s.mu.Unlock()
 		if waiting {
-			s.sendMu.Lock()
-			if !s.closed {
-				s.cs.SendMsg(&shoalv1.PipelineCall{Id: id, Cancel: true})
-			}
-			s.sendMu.Unlock()
+			s.enqueue(&shoalv1.PipelineCall{Id: id, Cancel: true})
 		}
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
 }
 
-// errRetired: the stream was closed for sending between the call's choice
-// of it and its send; nothing was sent, the call takes the next stream.
+// pipeMaxRequest is the largest request sent over the pipeline. A manager
+// that cannot read a message (above gRPC's 4 MiB limit) fails the whole
+// stream with every call on it; unary, such a call fails alone.
+const pipeMaxRequest = 1 << 20
+
+// errLargeRequest: the request is above pipeMaxRequest; send it unary.
+var errLargeRequest = errors.New("request too large for the pipeline")
+
+// errRetired: the stream was retired between the call's choice of it and
+// its send; nothing was sent, the call takes the next stream.
 var errRetired = errors.New("pipeline stream retired")

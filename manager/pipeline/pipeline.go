@@ -20,8 +20,9 @@
 //
 // Lifecycle of one stream (Server.Calls):
 //
-//	open ──► read loop ──┬─ call: slot (≤ MaxInFlight, else the read waits:
-//	                     │        HTTP/2 flow control holds the client)
+//	open ──► read loop ──┬─ call: MaxInFlight running: RESOURCE_EXHAUSTED;
+//	                     │        MaxInFlight unanswered (replies unsent): the
+//	                     │        read waits (HTTP/2 flow control holds the client)
 //	                     │        ──► goroutine: chain + handler ──► reply
 //	                     ├─ cancel: that call's context is cancelled
 //	                     └─ EOF (client closed its side) or stream error
@@ -50,8 +51,12 @@ import (
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
-// MaxInFlight is how many calls of one stream run at once by default; the
-// stream's next message is read when one of them ends.
+// MaxInFlight is how many calls of one stream run at once by default. A
+// call beyond it is answered RESOURCE_EXHAUSTED at once (the Go client
+// sends no more): the read loop never waits for a call to end, as the next
+// message may be its cancellation. It waits only while MaxInFlight calls
+// are unanswered because their replies cannot be sent (a client that does
+// not read).
 const MaxInFlight = 1024
 
 // Server is the Pipeline service. Register the services whose unary
@@ -109,7 +114,10 @@ func (s *Server) Calls(stream shoalv1.Pipeline_CallsServer) error {
 	}
 	chain := Chain(s.Unary)
 	st := &streamState{stream: stream, running: map[uint64]context.CancelFunc{}}
-	slots := make(chan struct{}, limit)
+	// running: calls begun and not yet ended, taken without waiting (the
+	// read loop must go on to read cancellations). live: calls not yet
+	// answered, the wait of a client that does not read its replies.
+	running, live := make(chan struct{}, limit), make(chan struct{}, limit)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for {
@@ -131,13 +139,21 @@ func (s *Server) Calls(stream shoalv1.Pipeline_CallsServer) error {
 			continue
 		}
 		select {
-		case slots <- struct{}{}:
+		case running <- struct{}{}:
+		default:
+			st.send(errorReply(call.GetId(), status.Errorf(codes.ResourceExhausted,
+				"pipeline: %d calls are already running on this stream, the most it may", limit)))
+			continue
+		}
+		select {
+		case live <- struct{}{}:
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
 		}
 		cctx, cancel, err := st.start(ctx, call)
 		if err != nil {
-			<-slots
+			<-running
+			<-live
 			st.send(errorReply(call.GetId(), status.Error(codes.InvalidArgument, err.Error())))
 			continue
 		}
@@ -147,8 +163,9 @@ func (s *Server) Calls(stream shoalv1.Pipeline_CallsServer) error {
 			reply := run(cctx, m, call, chain)
 			st.finish(call.GetId())
 			cancel()
-			<-slots
+			<-running
 			st.send(reply)
+			<-live
 		})
 	}
 }
@@ -249,9 +266,14 @@ func run(ctx context.Context, m method, call *shoalv1.PipelineCall, chain grpc.U
 	return errorReply(call.GetId(), err)
 }
 
-// errorReply is the reply of a call that failed with err.
+// errorReply is the reply of a call that failed with err, with the status
+// gRPC gives it (a context's error is CANCELLED or DEADLINE_EXCEEDED).
 func errorReply(id uint64, err error) *shoalv1.PipelineReply {
-	sp := status.Convert(err).Proto()
+	st, ok := status.FromError(err)
+	if !ok {
+		st = status.FromContextError(err)
+	}
+	sp := st.Proto()
 	if sp.GetCode() == int32(codes.OK) {
 		sp.Code = int32(codes.Unknown) // an error is never OK
 	}
@@ -264,7 +286,8 @@ func errorReply(id uint64, err error) *shoalv1.PipelineReply {
 
 // callStream is the grpc.ServerTransportStream of one call: its method, as
 // grpc.Method reports it. Headers and trailers a handler sets are not
-// sent (a pipelined call has none; no Control method sets them).
+// sent (GetCluster's raft term header: a caller asking for headers calls
+// unary, client/pipeline.go).
 type callStream string
 
 func (c callStream) Method() string             { return string(c) }
