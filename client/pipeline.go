@@ -323,19 +323,33 @@ func (s *pipeStream) call(ctx context.Context, method string, in proto.Message, 
 		err = s.cs.SendMsg(&shoalv1.PipelineCall{Id: id, Method: method, Request: b, TimeoutMicros: timeout})
 	}
 	s.sendMu.Unlock()
-	if retired || err != nil {
+	if retired {
 		s.mu.Lock()
 		if s.pending != nil {
 			delete(s.pending, id)
 		}
 		s.mu.Unlock()
-		if retired {
-			return nil, errRetired
+		return nil, errRetired
+	}
+	if err != nil {
+		// The stream has ended (io.EOF: the manager ended it, perhaps
+		// refusing it). Why is what the receiving goroutine reads from it
+		// next (ended): a refusal sends the call as a unary one, a break
+		// fails it UNAVAILABLE. Nothing was sent: no reply comes.
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			s.mu.Lock()
+			if s.pending != nil {
+				delete(s.pending, id)
+			}
+			s.mu.Unlock()
+			return nil, status.FromContextError(ctx.Err()).Err()
 		}
-		s.p.retire(s)
-		// Nothing was sent: the call may go again, as a unary call that
-		// found no connection.
-		return nil, status.Errorf(codes.Unavailable, "pipeline stream ended: %v", err)
+		s.mu.Lock()
+		why := s.err
+		s.mu.Unlock()
+		return nil, why
 	}
 	select {
 	case r, ok := <-ch:
