@@ -72,13 +72,21 @@ type pipeStream struct {
 	cs grpc.ClientStream
 	pr peer.Peer // the manager it is open to
 
-	sendMu sync.Mutex // one SendMsg at a time; guards closed
-	closed bool       // CloseSend was called (retired)
+	wake chan struct{} // (1 buffered) the sender has messages to send
+	gone chan struct{} // closed when the stream ended
 
-	mu       sync.Mutex // guards pending, answered, err
+	mu       sync.Mutex // guards the fields below
 	pending  map[uint64]chan *shoalv1.PipelineReply
 	answered bool  // a reply came
 	err      error // why the stream ended; nil while it lives
+	// queue is what the sender sends next, in order. A call's own
+	// goroutine does not send: SendMsg waits for HTTP/2 flow control
+	// (the manager reads a call when it has room for it), and a call must
+	// end with its context, as a unary call does; one still queued then
+	// is never sent.
+	queue    []*shoalv1.PipelineCall
+	retired  bool // no more calls: CloseSend once the queue is sent
+	sentLast bool // CloseSend was called (or is being): nothing more is sent
 }
 
 func newPipeline(ctx context.Context) *pipeline { return &pipeline{ctx: ctx} }
@@ -204,11 +212,13 @@ func (p *pipeline) open(ctx context.Context, cc *grpc.ClientConn) (*pipeStream, 
 		cancel()
 		return nil, err
 	}
-	s := &pipeStream{p: p, cs: cs, pending: map[uint64]chan *shoalv1.PipelineReply{}}
+	s := &pipeStream{p: p, cs: cs, pending: map[uint64]chan *shoalv1.PipelineReply{},
+		wake: make(chan struct{}, 1), gone: make(chan struct{})}
 	if pr, ok := peer.FromContext(cs.Context()); ok {
 		s.pr = *pr
 	}
 	go s.receive(cancel)
+	go s.send()
 	return s, nil
 }
 
@@ -221,11 +231,55 @@ func (p *pipeline) retire(s *pipeStream) {
 		p.cur = nil
 	}
 	p.mu.Unlock()
-	s.sendMu.Lock()
-	defer s.sendMu.Unlock()
-	if !s.closed {
-		s.closed = true
-		s.cs.CloseSend()
+	s.mu.Lock()
+	s.retired = true
+	s.mu.Unlock()
+	s.kick()
+}
+
+// kick tells the sender there is work.
+func (s *pipeStream) kick() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// send sends the queued messages, in order, until the stream is retired
+// (then it closes it for sending) or ends.
+func (s *pipeStream) send() {
+	for {
+		select {
+		case <-s.wake:
+		case <-s.gone:
+			return
+		}
+		for {
+			s.mu.Lock()
+			q := s.queue
+			s.queue = nil
+			last := len(q) == 0 && s.retired && !s.sentLast
+			if last {
+				s.sentLast = true
+			}
+			s.mu.Unlock()
+			if last {
+				s.cs.CloseSend()
+				return
+			}
+			if len(q) == 0 {
+				break
+			}
+			for _, m := range q {
+				if s.cs.SendMsg(m) != nil {
+					// The stream has ended (io.EOF: the manager ended it,
+					// perhaps refusing it). Why is what the receiving
+					// goroutine reads from it next: ended fails or
+					// redirects the calls left.
+					return
+				}
+			}
+		}
 	}
 }
 
@@ -279,6 +333,7 @@ func (p *pipeline) ended(s *pipeStream, err error) {
 		p.off = true
 	}
 	p.mu.Unlock()
+	close(s.gone)
 	for _, ch := range pending {
 		close(ch)
 	}
@@ -304,52 +359,25 @@ func (s *pipeStream) call(ctx context.Context, method string, in proto.Message, 
 	}
 	ch := make(chan *shoalv1.PipelineReply, 1)
 	id := s.p.nextID.Add(1)
+	m := &shoalv1.PipelineCall{Id: id, Method: method, Request: b, TimeoutMicros: timeout}
 	s.mu.Lock()
-	if s.pending == nil {
+	switch {
+	case s.pending == nil:
 		err := s.err
 		s.mu.Unlock()
 		return nil, err
+	case s.retired:
+		s.mu.Unlock()
+		return nil, errRetired
 	}
 	s.pending[id] = ch
+	s.queue = append(s.queue, m)
 	s.mu.Unlock()
+	s.kick()
 	for _, o := range opts {
 		if o, ok := o.(grpc.PeerCallOption); ok {
 			*o.PeerAddr = s.pr
 		}
-	}
-	s.sendMu.Lock()
-	retired := s.closed
-	if !retired {
-		err = s.cs.SendMsg(&shoalv1.PipelineCall{Id: id, Method: method, Request: b, TimeoutMicros: timeout})
-	}
-	s.sendMu.Unlock()
-	if retired {
-		s.mu.Lock()
-		if s.pending != nil {
-			delete(s.pending, id)
-		}
-		s.mu.Unlock()
-		return nil, errRetired
-	}
-	if err != nil {
-		// The stream has ended (io.EOF: the manager ended it, perhaps
-		// refusing it). Why is what the receiving goroutine reads from it
-		// next (ended): a refusal sends the call as a unary one, a break
-		// fails it UNAVAILABLE. Nothing was sent: no reply comes.
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			s.mu.Lock()
-			if s.pending != nil {
-				delete(s.pending, id)
-			}
-			s.mu.Unlock()
-			return nil, status.FromContextError(ctx.Err()).Err()
-		}
-		s.mu.Lock()
-		why := s.err
-		s.mu.Unlock()
-		return nil, why
 	}
 	select {
 	case r, ok := <-ch:
@@ -362,22 +390,31 @@ func (s *pipeStream) call(ctx context.Context, method string, in proto.Message, 
 		return r, nil
 	case <-ctx.Done():
 		s.mu.Lock()
-		_, waiting := s.pending[id]
-		if s.pending != nil {
+		if _, waiting := s.pending[id]; waiting {
 			delete(s.pending, id)
+			if !s.unqueue(m) && !s.sentLast {
+				// Sent (or being sent): the manager cancels it.
+				s.queue = append(s.queue, &shoalv1.PipelineCall{Id: id, Cancel: true})
+				defer s.kick()
+			}
 		}
 		s.mu.Unlock()
-		if waiting {
-			s.sendMu.Lock()
-			if !s.closed {
-				s.cs.SendMsg(&shoalv1.PipelineCall{Id: id, Cancel: true})
-			}
-			s.sendMu.Unlock()
-		}
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
 }
 
-// errRetired: the stream was closed for sending between the call's choice
-// of it and its send; nothing was sent, the call takes the next stream.
+// unqueue takes m off the queue if it is still there (not sent). s.mu is
+// held.
+func (s *pipeStream) unqueue(m *shoalv1.PipelineCall) bool {
+	for i, q := range s.queue {
+		if q == m {
+			s.queue = append(s.queue[:i], s.queue[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// errRetired: the stream was retired between the call's choice of it and
+// its send; nothing was sent, the call takes the next stream.
 var errRetired = errors.New("pipeline stream retired")

@@ -187,6 +187,9 @@ func (p *pipeServer) next(t *testing.T) *srvCall {
 type serveOpts struct {
 	noPipeline bool  // Control only: an earlier release
 	refuse     error // the Pipeline stream is refused with it
+	// smallWindow: 64 KiB HTTP/2 windows, fixed (gRPC's dynamic window
+	// may grow to 16 MiB)
+	smallWindow bool
 }
 
 // servePipe serves p on a fresh loopback port until the test ends.
@@ -203,7 +206,11 @@ func servePipe(t *testing.T, p *pipeServer, o serveOpts) string {
 }
 
 func newPipeGRPCServer(p *pipeServer, o serveOpts) *grpc.Server {
-	srv := grpc.NewServer(
+	var opts []grpc.ServerOption
+	if o.smallWindow {
+		opts = append(opts, grpc.StaticStreamWindowSize(64<<10), grpc.StaticConnWindowSize(64<<10))
+	}
+	srv := grpc.NewServer(append(opts,
 		// Every stream the transport is asked for, the unknown service's
 		// included (interceptors do not see those).
 		grpc.InTapHandle(func(ctx context.Context, info *tap.Info) (context.Context, error) {
@@ -217,7 +224,7 @@ func newPipeGRPCServer(p *pipeServer, o serveOpts) *grpc.Server {
 				return o.refuse
 			}
 			return h(srv, ss)
-		}))
+		}))...)
 	shoalv1.RegisterControlServer(srv, p)
 	if !o.noPipeline {
 		shoalv1.RegisterPipelineServer(srv, p)
@@ -797,4 +804,106 @@ func pipelineGoroutines() []string {
 		}
 	}
 	return out
+}
+
+// TestPipelineSendBoundedByContext: calls whose requests cannot be sent
+// (the manager reads no more calls: HTTP/2 flow control holds the stream)
+// end with their contexts, as unary calls would, whether one of them is
+// the one blocked sending or they wait behind it.
+func TestPipelineSendBoundedByContext(t *testing.T) {
+	const short = 300 * time.Millisecond
+	big := strings.Repeat("x", 1<<20)
+	p := newPipeServer()
+	release := make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
+	var mu sync.Mutex
+	sent, cancelled := map[uint64]bool{}, map[uint64]bool{}
+	p.handle = func(c *srvCall) {
+		mu.Lock()
+		if c.GetCancel() {
+			cancelled[c.GetId()] = true
+		} else if c.ref() == big {
+			sent[c.GetId()] = true
+		}
+		mu.Unlock()
+		<-release // the stream is read no further
+		answer(c)
+	}
+	c, _ := dialBare(t, servePipe(t, p, serveOpts{smallWindow: true}))
+	const n = 6
+	for i := range n {
+		ctx, cancel := context.WithTimeout(context.Background(), short)
+		start := time.Now()
+		r := waitUntil(t, getNode(ctx, c, big), short+5*time.Second)
+		cancel()
+		if r == nil || status.Code(r.err) != codes.DeadlineExceeded {
+			unblock()
+			t.Fatalf("call %d: %v after %v, want DeadlineExceeded after %v", i, r, time.Since(start), short)
+		}
+	}
+	unblock()
+	if r := wait(t, getNode(callCtx(t), c, "after")); r.err != nil || r.ref != "after" {
+		t.Errorf("call after the manager read again: %q, %v", r.ref, r.err)
+	}
+	// Read in order: everything sent before "after" has been read.
+	mu.Lock()
+	defer mu.Unlock()
+	if len(sent) == 0 || len(sent) == n {
+		t.Errorf("%d of the %d calls reached the manager: want the first, not those whose context ended unsent", len(sent), n)
+	}
+	for id := range sent {
+		if !cancelled[id] {
+			t.Errorf("call %d reached the manager and was not cancelled", id)
+		}
+	}
+}
+
+// waitUntil is ch's result, nil if none came within d.
+func waitUntil(t *testing.T, ch <-chan result, d time.Duration) *result {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return &r
+	case <-time.After(d):
+		return nil
+	}
+}
+
+// BenchmarkPipelineCalls: GetNode calls over the pipeline to a manager that
+// answers at once, from GOMAXPROCS×p goroutines (-cpu, SetParallelism).
+func BenchmarkPipelineCalls(b *testing.B) {
+	for _, par := range []int{1, 64} {
+		b.Run(fmt.Sprint("parallel-", par), func(b *testing.B) {
+			p := newPipeServer()
+			p.handle = answer
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			srv := newPipeGRPCServer(p, serveOpts{})
+			go srv.Serve(ln)
+			defer srv.Stop()
+			pl := newPipeline(context.Background())
+			conn, err := grpc.NewClient("passthrough:///"+ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+				grpc.WithUnaryInterceptor(pl.unary))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer conn.Close()
+			c := shoalv1.NewControlClient(conn)
+			ctx := context.Background()
+			b.SetParallelism(par)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := c.GetNode(ctx, &shoalv1.GetNodeRequest{Ref: "n"}); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
 }
