@@ -44,7 +44,8 @@ import (
 // Calls stay unary when the pipeline cannot carry what they ask for:
 // outgoing metadata in the context, or call options other than
 // grpc.Peer, the size limits and the generated code's static-method
-// marker (grpc.Header, grpc.Trailer, ...).
+// marker (grpc.Header, grpc.Trailer, ...); and when their request is
+// above maxPipelinedRequest.
 
 // pipelined reports whether method travels over the pipeline: Control's
 // unary methods except the lists (a list's reply may be tens of MB, which
@@ -56,7 +57,7 @@ func pipelined(method string) bool {
 
 // pipeline is a connection's pipeline.
 type pipeline struct {
-	ctx context.Context // ends with the connection (Client.Close)
+	ctx context.Context // the streams' parent; a stream also ends when the connection closes
 
 	mu      sync.Mutex    // guards the fields below
 	cur     *pipeStream   // nil: the next call opens one
@@ -105,13 +106,20 @@ func (p *pipeline) unary(ctx context.Context, method string, req, reply any, cc 
 	if !ok1 || !ok2 {
 		return invoker(ctx, method, req, reply, cc, opts...)
 	}
+	b, err := proto.Marshal(in)
+	if err != nil {
+		return status.Errorf(codes.Internal, "grpc: error while marshaling: %v", err)
+	}
+	if len(b) > maxPipelinedRequest {
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
 	var s *pipeStream
 	var r *shoalv1.PipelineReply
 	for {
 		var err error
 		s, err = p.stream(ctx, cc)
 		if err == nil {
-			r, err = s.call(ctx, method, in, opts)
+			r, err = s.call(ctx, method, b, opts)
 		}
 		if errors.Is(err, errRetired) {
 			continue // closed by another call since this one chose it
@@ -143,6 +151,13 @@ func (p *pipeline) unary(ctx context.Context, method string, req, reply any, cc 
 	}
 	return nil
 }
+
+// maxPipelinedRequest bounds the requests that travel over the pipeline;
+// larger ones go as unary calls. A manager refuses a message above its
+// receive limit (gRPC's default, 4 MiB) by ending the stream, which would
+// fail every call in flight on it, not only the large one; and a large
+// request would hold up the calls behind it.
+const maxPipelinedRequest = 1 << 20
 
 // carries reports whether a call with ctx and opts may be pipelined.
 func carries(ctx context.Context, opts []grpc.CallOption) bool {
@@ -348,11 +363,7 @@ func refusedStream(err error) bool {
 }
 
 // call sends one call and waits for its reply, the stream's end, or ctx.
-func (s *pipeStream) call(ctx context.Context, method string, in proto.Message, opts []grpc.CallOption) (*shoalv1.PipelineReply, error) {
-	b, err := proto.Marshal(in)
-	if err != nil {
-		return nil, status.Errorf(codes.Internal, "grpc: error while marshaling: %v", err)
-	}
+func (s *pipeStream) call(ctx context.Context, method string, b []byte, opts []grpc.CallOption) (*shoalv1.PipelineReply, error) {
 	var timeout int64
 	if d, ok := ctx.Deadline(); ok {
 		timeout = max(int64(time.Until(d)/time.Microsecond), 1)

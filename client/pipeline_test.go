@@ -696,6 +696,7 @@ func TestPipelineOpenBoundedByContext(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { ln.Close() })
 	p := newPipeServer()
 	p.handle = answer
 	srv := newPipeGRPCServer(p, serveOpts{})
@@ -812,7 +813,7 @@ func pipelineGoroutines() []string {
 // the one blocked sending or they wait behind it.
 func TestPipelineSendBoundedByContext(t *testing.T) {
 	const short = 300 * time.Millisecond
-	big := strings.Repeat("x", 1<<20)
+	big := strings.Repeat("x", 900<<10) // pipelined: under maxPipelinedRequest
 	p := newPipeServer()
 	release := make(chan struct{})
 	var once sync.Once
@@ -868,6 +869,31 @@ func waitUntil(t *testing.T, ch <-chan result, d time.Duration) *result {
 		return &r
 	case <-time.After(d):
 		return nil
+	}
+}
+
+// TestPipelineLargeRequestUnary: a request above the manager's receive
+// limit (gRPC's default, 4 MiB) fails as the unary call would
+// (RESOURCE_EXHAUSTED) and costs the calls in flight on the stream
+// nothing: over the stream it would end the stream, failing them all.
+func TestPipelineLargeRequestUnary(t *testing.T) {
+	p := newPipeServer()
+	c := dialPipe(t, servePipe(t, p, serveOpts{}))
+	ctx := callCtx(t)
+	aDone := getNode(ctx, c, "a")
+	a := p.next(t)
+	_, err := c.GetNode(ctx, &shoalv1.GetNodeRequest{Ref: strings.Repeat("x", 5<<20)})
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("large request: %v, want ResourceExhausted", err)
+	}
+	a.reply(nodeReply("a"))
+	if r := wait(t, aDone); r.err != nil || r.ref != "a" {
+		t.Fatalf("call in flight: %q, %v", r.ref, r.err)
+	}
+	select {
+	case <-a.s.recvEnd:
+		t.Errorf("the stream ended: %v", a.s.recvErr)
+	default:
 	}
 }
 
