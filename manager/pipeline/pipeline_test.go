@@ -481,11 +481,15 @@ func (r *rig) waitParked(t *testing.T, what, above string) {
 
 const callsFrame = "manager/pipeline.(*Server).Calls("
 
+// TestMaxInFlightBoundsRunningCalls: with MaxInFlight calls running, the
+// next is answered RESOURCE_EXHAUSTED at once without running (the read
+// loop goes on: the next message may be a cancellation), and a call sent
+// once one has ended runs.
 func TestMaxInFlightBoundsRunningCalls(t *testing.T) {
 	var mu sync.Mutex
 	running, peak := 0, 0
 	started := make(chan string, 8)
-	release := map[string]chan struct{}{"1": make(chan struct{}), "2": make(chan struct{}), "3": make(chan struct{})}
+	release := map[string]chan struct{}{"1": make(chan struct{}), "2": make(chan struct{}), "3": make(chan struct{}), "4": make(chan struct{})}
 	fake := &fakeControl{get: func(ctx context.Context, req *shoalv1.GetServiceRequest) (*shoalv1.GetServiceResponse, error) {
 		mu.Lock()
 		running++
@@ -503,29 +507,34 @@ func TestMaxInFlightBoundsRunningCalls(t *testing.T) {
 	}}
 	r := newRig(t, &Server{MaxInFlight: 2}, fake)
 	s, replies, _ := r.open(t, t.Context())
-	// Call 4 needs no slot: its answer comes once the read loop has
-	// taken call 3 in.
-	send(t, s, getCall(t, 1, "1"), getCall(t, 2, "2"), getCall(t, 3, "3"), call(t, 4, "/shoal.v1.Control/NoSuchMethod", &shoalv1.GetServiceRequest{}))
+	send(t, s, getCall(t, 1, "1"), getCall(t, 2, "2"))
 	got := map[string]bool{recv(t, started, "a call started"): true, recv(t, started, "a second call started"): true}
 	if !got["1"] || !got["2"] {
 		t.Fatalf("started %v, want calls 1 and 2", got)
 	}
-	// The read loop waits for a slot in Calls itself, not in Recv.
-	r.waitParked(t, "the read loop waits for a call slot", "")
+	// Call 3 is refused while 1 and 2 run; call 4 (an unknown method)
+	// is answered behind it: the read loop did not wait.
+	send(t, s, getCall(t, 3, "3"), call(t, 4, "/shoal.v1.Control/NoSuchMethod", &shoalv1.GetServiceRequest{}))
+	rep := next(t, replies)
+	if rep.GetId() != 3 || statusOf(t, rep).Code() != codes.ResourceExhausted {
+		t.Fatalf("reply %d status %v, want 3 RESOURCE_EXHAUSTED", rep.GetId(), statusOf(t, rep))
+	}
+	if rep := next(t, replies); rep.GetId() != 4 || statusOf(t, rep).Code() != codes.Unimplemented {
+		t.Fatalf("reply %d status %v, want 4 UNIMPLEMENTED", rep.GetId(), statusOf(t, rep))
+	}
 	select {
 	case ref := <-started:
 		t.Fatalf("call %s started while calls 1 and 2 run", ref)
-	case rep := <-replies:
-		t.Fatalf("reply %d while the read loop waits for a slot", rep.GetId())
 	default:
 	}
 	close(release["1"])
+	if rep := next(t, replies); rep.GetId() != 1 {
+		t.Fatalf("reply %d, want 1", rep.GetId())
+	}
+	// A slot is free again: the same id 3 sent again runs.
+	send(t, s, getCall(t, 3, "3"))
 	if ref := recv(t, started, "call 3 started"); ref != "3" {
 		t.Fatalf("started %s, want 3", ref)
-	}
-	ids := map[uint64]bool{next(t, replies).GetId(): true, next(t, replies).GetId(): true}
-	if !ids[1] || !ids[4] {
-		t.Errorf("replies %v, want 1 and 4", ids)
 	}
 	close(release["2"])
 	close(release["3"])
