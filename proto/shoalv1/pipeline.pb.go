@@ -31,7 +31,7 @@ type PipelineCall struct {
 	// The request message, encoded.
 	Request []byte `protobuf:"bytes,3,opt,name=request,proto3" json:"request,omitempty"`
 	// What is left of the caller's deadline, in microseconds (a unary call's
-	// grpc-timeout); 0: no deadline.
+	// grpc-timeout); 0: no deadline; negative: refused INVALID_ARGUMENT.
 	TimeoutMicros int64 `protobuf:"varint,4,opt,name=timeout_micros,json=timeoutMicros,proto3" json:"timeout_micros,omitempty"`
 	// The caller gave up on call id (its context ended): the manager
 	// cancels the call's context and still answers it. Only id is read.

@@ -41,6 +41,8 @@ const (
 // earlier release answers the stream UNIMPLEMENTED (or PERMISSION_DENIED:
 // no policy for the method) before handling any call, and the Go client
 // then sends its calls as unary gRPC calls.
+// A manager runs at most 1,024 calls of one stream at once and answers a
+// call beyond that RESOURCE_EXHAUSTED (the Go client keeps within it).
 type PipelineClient interface {
 	// Calls: the client sends calls (and cancellations), the manager one
 	// reply per call. The client ends the stream by closing its side: the
@@ -88,6 +90,8 @@ type Pipeline_CallsClient = grpc.BidiStreamingClient[PipelineCall, PipelineReply
 // earlier release answers the stream UNIMPLEMENTED (or PERMISSION_DENIED:
 // no policy for the method) before handling any call, and the Go client
 // then sends its calls as unary gRPC calls.
+// A manager runs at most 1,024 calls of one stream at once and answers a
+// call beyond that RESOURCE_EXHAUSTED (the Go client keeps within it).
 type PipelineServer interface {
 	// Calls: the client sends calls (and cancellations), the manager one
 	// reply per call. The client ends the stream by closing its side: the
