@@ -12,7 +12,9 @@
 // says why (the last answer's reason first), instead of waiting out its
 // --timeout. ListNodes, ListServices and
 // ListTasks read every page of a list (the API answers one page of 100
-// when asked for no page size).
+// when asked for no page size). Control's other calls travel over one
+// pipeline stream per connection, many at once (pipeline.go); retries and
+// failover treat them as the unary calls they stand for.
 package client
 
 import (
@@ -261,7 +263,9 @@ func dialHosts(hosts *hostList, tc credentials.TransportCredentials, readyWait t
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
 			BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second,
 		}, MinConnectTimeout: 20 * time.Second}),
-		grpc.WithChainUnaryInterceptor(retryUnavailable(hosts, readyWait, dials)),
+		// Innermost: Control's calls other than lists go over one
+		// pipeline stream (pipeline.go), under the retries.
+		grpc.WithChainUnaryInterceptor(retryUnavailable(hosts, readyWait, dials), newPipeline(context.Background()).unary),
 		grpc.WithChainStreamInterceptor(retryNotReadyStream(hosts, readyWait, dials)),
 		// Lists can be large (100,000 tasks are ~23 MB), above gRPC's
 		// default 4 MiB receive limit.

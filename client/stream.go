@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"github.com/shoal-dev/shoal/errdefs"
+	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
 )
 
 // Streams (Watch, logs, stats) fail over from a manager that answers "not
@@ -30,6 +31,10 @@ import (
 // hl's addresses (see retryUnavailable for readyWait and dials).
 func retryNotReadyStream(hl *hostList, readyWait time.Duration, dials *dialLog) grpc.StreamClientInterceptor {
 	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		if method == shoalv1.Pipeline_Calls_FullMethodName {
+			// The pipeline's calls are retried one by one (pipeline.go).
+			return streamer(ctx, desc, cc, method, opts...)
+		}
 		s := &readyStream{ctx: ctx, desc: desc, cc: cc, method: method, streamer: streamer, opts: opts,
 			hl: hl, dials: dials, readyWait: readyWait, start: time.Now(), backoff: 25 * time.Millisecond}
 		p := &peer.Peer{}

@@ -47,6 +47,8 @@ var rules = []rule{
 		why: "the restart rules are pure: the orchestrator decides with them and the CLI predicts with them"},
 	{from: "metrics/...", only: []string{"proto/...", "raftstore/...", "trust/...", "errdefs/..."},
 		why: "the metrics registries and collectors are a leaf that managers, agents and the daemon register into; they read the store and tasks through small interfaces"},
+	{from: "manager/pipeline/...", only: []string{"proto/..."},
+		why: "the pipeline is transport: it runs calls through the interceptor chain it is given and knows no service, store or role"},
 	{from: "client/...", never: []string{"daemon/...", "manager/...", "agent/..."},
 		why: "the client speaks the API with the trust package's credentials; it holds no role's code"},
 	{from: "overlay/...", never: []string{"manager/..."}, yetToCome: true,

@@ -33,6 +33,7 @@ import (
 	"github.com/shoal-dev/shoal/manager/nodeca"
 	"github.com/shoal-dev/shoal/manager/opsapi"
 	"github.com/shoal-dev/shoal/manager/orchestrator"
+	"github.com/shoal-dev/shoal/manager/pipeline"
 	"github.com/shoal-dev/shoal/manager/transport"
 	"github.com/shoal-dev/shoal/metrics"
 	shoalv1 "github.com/shoal-dev/shoal/proto/shoalv1"
@@ -207,7 +208,11 @@ func (m *Manager) Run(ctx context.Context) error {
 	// through the same interceptors (httpapi.Direct).
 	direct := &httpapi.Direct{Unary: unary}
 	api := httpapi.Tee{srv, direct}
-	shoalv1.RegisterControlServer(api, controlapi.New(store, cfg.Logger))
+	// Control's unary calls may also come over one client's pipeline
+	// stream, each through the same interceptors (manager/pipeline).
+	pipe := &pipeline.Server{Unary: unary}
+	shoalv1.RegisterControlServer(httpapi.Tee{srv, direct, pipe}, controlapi.New(store, cfg.Logger))
+	shoalv1.RegisterPipelineServer(srv, pipe)
 	shoalv1.RegisterDispatcherServer(srv, disp)
 	shoalv1.RegisterNodeCAServer(srv, nodeca.New(store, cfg.Logger))
 	shoalv1.RegisterRaftMembershipServer(srv, member)

@@ -71,6 +71,9 @@ func DefaultPolicy() Policy {
 		svc(shoalv1.RaftMembership_ServiceDesc.ServiceName):  {RoleManager},
 		svc(shoalv1.Logs_ServiceDesc.ServiceName):            {RoleManager, RoleAdmin},
 		svc(shoalv1.Ops_ServiceDesc.ServiceName):             {RoleManager, RoleAdmin},
+		// The pipeline carries Control's unary calls, each checked on its
+		// own as a unary call is (manager/pipeline).
+		svc(shoalv1.Pipeline_ServiceDesc.ServiceName): {RoleManager, RoleAdmin},
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/shoal-dev/shoal/errdefs"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -266,6 +267,12 @@ func (f *Forwarder) conn(addr string) (*grpc.ClientConn, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if c, ok := f.conns[addr]; ok {
+		if c.GetState() == connectivity.TransientFailure {
+			// It failed to reach addr before (down then, as a leader
+			// just killed is): the leader named now may be it,
+			// restarted; try again now rather than after the back-off.
+			c.ResetConnectBackoff()
+		}
 		return c, nil
 	}
 	c, err := f.dial(addr)

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/shoal-dev/shoal/errdefs"
+	"github.com/shoal-dev/shoal/manager/pipeline"
 	"github.com/shoal-dev/shoal/trust"
 )
 
@@ -129,7 +130,7 @@ func (d *Direct) Invoke(ctx context.Context, method string, args, reply any, opt
 		}
 		return move(dst, in)
 	}
-	resp, err := m.handler(m.impl, ctx, dec, chainUnary(d.Unary))
+	resp, err := m.handler(m.impl, ctx, dec, pipeline.Chain(d.Unary))
 	st.deliver(opts)
 	if err != nil {
 		return err
@@ -167,23 +168,6 @@ func move(dst, src proto.Message) error {
 		d.SetUnknown(u)
 	}
 	return nil
-}
-
-// chainUnary is grpc.ChainUnaryInterceptor's order: the first
-// interceptor is the outermost.
-func chainUnary(ics []grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
-	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		return callChain(ics, ctx, req, info, handler)
-	}
-}
-
-func callChain(ics []grpc.UnaryServerInterceptor, ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if len(ics) == 0 {
-		return handler(ctx, req)
-	}
-	return ics[0](ctx, req, info, func(ctx context.Context, req any) (any, error) {
-		return callChain(ics[1:], ctx, req, info, handler)
-	})
 }
 
 // directStream collects the headers and trailers a handler sets
